@@ -1,0 +1,154 @@
+package sdk
+
+import (
+	"context"
+	"io"
+)
+
+// Source reads VMs from a hypervisor. Every method is safe for concurrent
+// use and honours ctx cancellation. VMs are named by id or by name.
+type Source interface {
+	// ListVMs lists every VM the source can replicate.
+	ListVMs(ctx context.Context) ([]VM, error)
+	// DescribeVM returns one VM; errdefs.ErrNotFound when it does not exist.
+	DescribeVM(ctx context.Context, vm string) (*VM, error)
+	// CreateSnapshot freezes every disk of the VM. Reads of the snapshot see
+	// the disks as they were at this moment however the VM goes on writing.
+	CreateSnapshot(ctx context.Context, req SnapshotRequest) (*Snapshot, error)
+	// RemoveSnapshot removes a snapshot, keeping every write made since in
+	// the VM's disks. Removing a snapshot that is gone succeeds.
+	RemoveSnapshot(ctx context.Context, vm, snapshot string) error
+	// ListSnapshots lists the snapshots of a VM, oldest first, so leftovers
+	// of a killed run can be found by name and removed.
+	ListSnapshots(ctx context.Context, vm string) ([]Snapshot, error)
+	// ChangedAreas calls fn with sorted, non-overlapping batches of the areas
+	// of a snapshot's disk that changed since changeID. An empty changeID asks
+	// for every allocated area. When tracking cannot answer for changeID it
+	// returns an error of class errdefs.ErrChangeIDReset. Only sources with
+	// the ChangeTracking capability are asked for a non-empty changeID.
+	ChangedAreas(ctx context.Context, req ChangedAreasRequest, fn func([]Extent) error) error
+	// OpenSnapshotDisk opens a disk of a snapshot for reading.
+	OpenSnapshotDisk(ctx context.Context, vm, snapshot string, disk int) (DiskReader, error)
+}
+
+// SnapshotRequest asks for a snapshot.
+type SnapshotRequest struct {
+	VM      string
+	Name    string // the core names its snapshots so leftovers can be found
+	Quiesce bool   // application-consistent, when the Quiesce capability is declared
+}
+
+// ChangedAreasRequest asks what changed in one disk of a snapshot.
+type ChangedAreasRequest struct {
+	VM       string
+	Snapshot string
+	Disk     int
+	ChangeID string
+}
+
+// Target keeps replicas and their restore points. Every method is safe for
+// concurrent use and honours ctx cancellation.
+type Target interface {
+	// GetPlacement lists where replicas can go.
+	GetPlacement(ctx context.Context) (*Placement, error)
+	// CreateReplica creates a replica with empty disks shaped like req.VM.
+	// Creating a replica whose name exists returns the existing one.
+	CreateReplica(ctx context.Context, req ReplicaRequest) (*Replica, error)
+	// GetReplica returns a replica by id or name; errdefs.ErrNotFound when
+	// there is none.
+	GetReplica(ctx context.Context, replica string) (*Replica, error)
+	// ListReplicas lists every replica of the target.
+	ListReplicas(ctx context.Context) ([]Replica, error)
+	// DeleteReplica deletes a replica and all its restore points.
+	DeleteReplica(ctx context.Context, replica string) error
+	// OpenReplicaDisk opens the replica's working state of a disk for
+	// writing, growing the disk to size first when it is larger. Writes
+	// become part of the next restore point; the restore points that exist
+	// never change.
+	OpenReplicaDisk(ctx context.Context, replica string, disk int, size int64) (DiskWriter, error)
+	// CreateRestorePoint freezes the replica's working state as a new restore
+	// point. The point exists only once this returns without error.
+	CreateRestorePoint(ctx context.Context, replica string, labels map[string]string) (*RestorePoint, error)
+	// ListRestorePoints lists a replica's restore points, oldest first.
+	ListRestorePoints(ctx context.Context, replica string) ([]RestorePoint, error)
+	// DeleteRestorePoint deletes a restore point and frees its space; the
+	// others stay readable.
+	DeleteRestorePoint(ctx context.Context, replica, point string) error
+	// OpenRestorePointDisk opens a disk of a restore point for reading.
+	OpenRestorePointDisk(ctx context.Context, replica, point string, disk int) (DiskReader, error)
+	// Failover starts the replica from a restore point (the newest when point
+	// is empty) with the network settings applied.
+	Failover(ctx context.Context, req FailoverRequest) (*Replica, error)
+	// UndoFailover stops a failed-over replica and returns it to the state it
+	// had before the failover; nothing of its restore points is lost.
+	UndoFailover(ctx context.Context, replica string) (*Replica, error)
+	// CommitFailover makes a failed-over replica the production VM: it stops
+	// being a replica and leaves replication.
+	CommitFailover(ctx context.Context, replica string) (*Replica, error)
+	// ApplyNetwork rewrites the replica's network settings now.
+	ApplyNetwork(ctx context.Context, replica string, net NetworkConfig) (*Replica, error)
+}
+
+// ReplicaRequest asks for a replica of a source VM.
+type ReplicaRequest struct {
+	Name       string
+	VM         VM // the source VM's description; disks are created empty
+	NetworkMap []NetworkMapping
+}
+
+// FailoverRequest asks to fail a replica over.
+type FailoverRequest struct {
+	Replica string
+	Point   string
+	Network NetworkConfig
+}
+
+// Repository keeps replica metadata as named objects with compare-and-swap.
+// Every method is safe for concurrent use, also from several processes.
+type Repository interface {
+	// Put stores data under key when the object's generation equals
+	// ifGeneration (IfAbsent: the object must not exist; IfAny: always) and
+	// returns the new generation. A lost race returns an error of class
+	// errdefs.ErrFailedPrecondition and changes nothing. A put is atomic:
+	// readers see the old or the new object, never a mix.
+	Put(ctx context.Context, key string, data []byte, ifGeneration int64) (int64, error)
+	// Get returns an object; errdefs.ErrNotFound when there is none.
+	Get(ctx context.Context, key string) ([]byte, ObjectInfo, error)
+	// List lists the objects whose key starts with prefix, sorted by key.
+	List(ctx context.Context, prefix string) ([]ObjectInfo, error)
+	// Delete removes an object when its generation equals ifGeneration (or
+	// always with IfAny). Deleting a missing object with IfAny succeeds.
+	Delete(ctx context.Context, key string, ifGeneration int64) error
+}
+
+// DiskReader reads a disk. ReadAt is safe for concurrent use. Close ends the
+// read and reports anything found wrong on the way (for example a disk that
+// changed under its snapshot); callers must check it before trusting what
+// they read.
+type DiskReader interface {
+	io.ReaderAt
+	Size() int64
+	Close() error
+}
+
+// DiskWriter writes a disk. WriteAt is safe for concurrent use on disjoint
+// ranges. Writes are durable only once Close returns nil.
+type DiskWriter interface {
+	io.WriterAt
+	Size() int64
+	Close() error
+}
+
+// LocalPather is implemented by a DiskReader or DiskWriter whose data sits
+// in a local file the data mover may open itself (the direct lane). A
+// component offers it only with the DirectData capability. Readers may read
+// the file, writers may write it, within Size; Close must still be called.
+type LocalPather interface {
+	LocalPath() string
+}
+
+// Stopper is implemented by components that hold resources (sessions,
+// connections) to release when the plugin stops.
+type Stopper interface {
+	Stop(ctx context.Context) error
+}

@@ -1,0 +1,89 @@
+package sdk
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/gocty"
+
+	"github.com/ferry-dr/ferry/sdk/schema"
+)
+
+// Protocol versions. ProtocolMajor is negotiated by go-plugin at the
+// handshake; ProtocolMinor grows when v1 gains messages or calls.
+const (
+	ProtocolMajor = 1
+	ProtocolMinor = 0
+)
+
+// Plugin is what a plugin binary serves: its name, version and components,
+// keyed by the type name users write in HCL (source "<type>" "<name>").
+type Plugin struct {
+	Name         string
+	Version      string
+	Sources      map[string]Component[Source]
+	Targets      map[string]Component[Target]
+	Repositories map[string]Component[Repository]
+}
+
+// Component describes one component type and builds its instances.
+type Component[T any] struct {
+	// Schema is the body of the component's configuration block.
+	Schema *schema.Block
+	// Capabilities are the optional features the component supports.
+	Capabilities Capabilities
+	// Validate checks a decoded configuration without side effects and
+	// without touching the network. It may be nil.
+	Validate func(cfg cty.Value) schema.Diagnostics
+	// New configures an instance. It may reach the endpoint; its errors are
+	// operational, not configuration errors.
+	New func(ctx context.Context, cfg cty.Value) (T, error)
+}
+
+// Validate checks the Plugin itself: a name, a version, at least one
+// component, and schemas that describe HCL bodies.
+func (p *Plugin) Validate() error {
+	if p.Name == "" || p.Version == "" {
+		return fmt.Errorf("plugin: name and version are required")
+	}
+	n := 0
+	check := func(kind Kind, typ string, s *schema.Block, hasNew bool) error {
+		n++
+		if s == nil || !hasNew {
+			return fmt.Errorf("plugin %s: %s %q needs a Schema and New", p.Name, kind, typ)
+		}
+		if err := s.Validate(); err != nil {
+			return fmt.Errorf("plugin %s: %s %q schema: %w", p.Name, kind, typ, err)
+		}
+		return nil
+	}
+	for typ, c := range p.Sources {
+		if err := check(KindSource, typ, c.Schema, c.New != nil); err != nil {
+			return err
+		}
+	}
+	for typ, c := range p.Targets {
+		if err := check(KindTarget, typ, c.Schema, c.New != nil); err != nil {
+			return err
+		}
+	}
+	for typ, c := range p.Repositories {
+		if err := check(KindRepository, typ, c.Schema, c.New != nil); err != nil {
+			return err
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("plugin %s: no components", p.Name)
+	}
+	return nil
+}
+
+// DecodeConfig copies a configuration value into a struct whose fields carry
+// `cty:"name"` tags, one per attribute of the schema.
+func DecodeConfig(cfg cty.Value, into any) error {
+	if err := gocty.FromCtyValue(cfg, into); err != nil {
+		return fmt.Errorf("decode configuration: %w", err)
+	}
+	return nil
+}

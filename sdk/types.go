@@ -1,0 +1,158 @@
+package sdk
+
+import "time"
+
+// Kind is the kind of a component.
+type Kind string
+
+const (
+	KindSource     Kind = "source"
+	KindTarget     Kind = "target"
+	KindRepository Kind = "repository"
+)
+
+// Capabilities are optional features a component declares. The core never
+// guesses them from versions.
+type Capabilities struct {
+	ChangeTracking bool // a Source reports changed areas since a change id
+	DirectData     bool // disks may come with a local path the data mover opens itself
+	Quiesce        bool // a Source takes application-consistent snapshots
+	ReIP           bool // a Target applies re-IP rules at failover
+}
+
+// VM describes a virtual machine, at the source or as a replica.
+type VM struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name"`
+	CPUs       int               `json:"cpus"`
+	MemoryMiB  int64             `json:"memory_mib"`
+	Firmware   string            `json:"firmware,omitempty"` // "bios" or "efi"
+	GuestOS    string            `json:"guest_os,omitempty"`
+	PowerState string            `json:"power_state,omitempty"`
+	Disks      []Disk            `json:"disks"`
+	NICs       []NIC             `json:"nics,omitempty"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+}
+
+// Disk is a virtual disk of a VM. Index is its position in VM.Disks and
+// names it in every call.
+type Disk struct {
+	Index      int    `json:"index"`
+	Name       string `json:"name,omitempty"`
+	Capacity   int64  `json:"capacity_bytes"`
+	Controller string `json:"controller,omitempty"`
+	Thin       bool   `json:"thin,omitempty"`
+}
+
+// NIC is a network adapter of a VM.
+type NIC struct {
+	Index     int      `json:"index"`
+	Network   string   `json:"network"`
+	MAC       string   `json:"mac,omitempty"`
+	Addresses []string `json:"addresses,omitempty"` // CIDR form: "10.1.0.5/24"
+	Gateway   string   `json:"gateway,omitempty"`
+	DNS       []string `json:"dns,omitempty"`
+}
+
+// Extent is a byte range of a disk.
+type Extent struct {
+	Offset int64
+	Length int64
+}
+
+// End is the offset just past the extent.
+func (e Extent) End() int64 { return e.Offset + e.Length }
+
+// Snapshot is a frozen, point-in-time view of every disk of a VM.
+type Snapshot struct {
+	ID       string
+	VM       string
+	Name     string
+	Created  time.Time
+	Quiesced bool
+	Disks    []SnapshotDisk
+}
+
+// SnapshotDisk is the state of one disk in a snapshot or restore point.
+type SnapshotDisk struct {
+	Index    int
+	Capacity int64
+	// ChangeID names the disk state for change tracking: pass it to
+	// ChangedAreas on the next run. Empty when the source does not track
+	// changes.
+	ChangeID string
+}
+
+// ReplicaState is where a replica is in its failover life.
+type ReplicaState string
+
+const (
+	ReplicaReady      ReplicaState = "ready"       // receiving replication runs
+	ReplicaFailedOver ReplicaState = "failed_over" // running from a restore point
+	ReplicaCommitted  ReplicaState = "committed"   // permanent failover: now a production VM
+)
+
+// Replica is the copy of a source VM on a target.
+type Replica struct {
+	ID            string
+	Name          string
+	SourceVM      string
+	VM            VM
+	State         ReplicaState
+	FailoverPoint string // the restore point it runs from when failed over
+}
+
+// RestorePoint is one complete state of a replica.
+type RestorePoint struct {
+	ID      string
+	Replica string
+	Created time.Time
+	Size    int64 // bytes of storage the point holds on its own
+	Labels  map[string]string
+	Disks   []SnapshotDisk
+}
+
+// NetworkMapping maps a source network name to a target network name.
+type NetworkMapping struct {
+	From string
+	To   string
+}
+
+// ReIPRule rewrites addresses in FromSubnet into ToSubnet, keeping the host
+// part, and sets the gateway and DNS servers.
+type ReIPRule struct {
+	FromSubnet string
+	ToSubnet   string
+	Gateway    string
+	DNS        []string
+}
+
+// NetworkConfig is what a target applies to a replica's network settings.
+type NetworkConfig struct {
+	NetworkMap []NetworkMapping
+	ReIP       []ReIPRule
+}
+
+// Placement lists where a target can put replicas.
+type Placement struct {
+	Hosts      []string
+	Datastores []string
+	Networks   []string
+	Folders    []string
+}
+
+// ObjectInfo describes a repository object.
+type ObjectInfo struct {
+	Key        string
+	Generation int64 // starts at 1 and grows with every put
+	Size       int64
+	Modified   time.Time
+}
+
+// Generation conditions for Repository.Put and Delete.
+const (
+	// IfAny makes a put or delete unconditional.
+	IfAny int64 = -1
+	// IfAbsent makes a put succeed only when the object does not exist.
+	IfAbsent int64 = 0
+)
