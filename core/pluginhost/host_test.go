@@ -1,0 +1,343 @@
+package pluginhost
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// pluginDir holds the test plugin under every name it misbehaves by.
+var pluginDir string
+
+func TestMain(m *testing.M) {
+	if os.Getenv("PLUGINHOST_TEST_HOST") != "" {
+		runHostProcess()
+		return
+	}
+	dir, err := os.MkdirTemp("", "pluginhost-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	pluginDir = dir
+	good := filepath.Join(dir, Prefix+"good")
+	out, err := exec.Command("go", "build", "-o", good, "./testdata/testplugin").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build test plugin: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	for _, name := range []string{"noisy", "crashy", "hang", "liar"} {
+		if err := os.Link(good, filepath.Join(dir, Prefix+name)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+var labelCfg = cty.ObjectVal(map[string]cty.Value{"label": cty.StringVal("ok")})
+
+func newHost(t *testing.T) *Host {
+	t.Helper()
+	h := New(Options{Dirs: []string{pluginDir}, StopDrain: time.Second})
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// pidsOf lists the running processes started from the binary at path.
+func pidsOf(t *testing.T, path string) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil {
+			continue
+		}
+		if strings.TrimSuffix(exe, " (deleted)") == path && !isZombie(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return len(fields) > 0 && fields[0] == "Z"
+}
+
+// waitGone waits until no process runs the binary at path.
+func waitGone(t *testing.T, path string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		pids := pidsOf(t, path)
+		if len(pids) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("plugin %s still running after %s: pids %v", filepath.Base(path), within, pids)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestDiscover(t *testing.T) {
+	a, b := t.TempDir(), t.TempDir()
+	write := func(dir, name string, mode os.FileMode) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(a, "ferry-plugin-local", 0o755)
+	write(a, "ferry-plugin-notes.txt", 0o755)
+	write(a, "ferry-plugin-readonly", 0o644)
+	write(a, "other-tool", 0o755)
+	write(b, "ferry-plugin-local", 0o755)
+	write(b, "ferry-plugin-vsphere", 0o755)
+
+	got := Discover([]string{a, b, filepath.Join(a, "missing")})
+	want := []Found{
+		{Name: "local", Path: filepath.Join(a, "ferry-plugin-local")},
+		{Name: "local", Path: filepath.Join(b, "ferry-plugin-local"), Shadowed: true},
+		{Name: "vsphere", Path: filepath.Join(b, "ferry-plugin-vsphere")},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Discover =\n%v\nwant\n%v", got, want)
+	}
+}
+
+func TestSearchPathOrder(t *testing.T) {
+	t.Setenv("HOME", "/home/op")
+	t.Setenv("FERRY_PLUGIN_PATH", "/opt/a"+string(os.PathListSeparator)+"/opt/b")
+	got := SearchPath("/etc/ferry")
+	want := []string{"/etc/ferry/plugins", "/home/op/.ferry/plugins", "/opt/a", "/opt/b"}
+	if len(got) != len(want)+1 || fmt.Sprint(got[:len(want)]) != fmt.Sprint(want) {
+		t.Fatalf("SearchPath = %v, want %v then the binary's folder", got, want)
+	}
+}
+
+func TestGoodPlugin(t *testing.T) {
+	h := newHost(t)
+	ctx := context.Background()
+	info, err := h.Info(ctx, "good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Name != "good" || info.Version != "1.2.3" || info.ProtocolMajor != sdk.ProtocolMajor {
+		t.Fatalf("info = %+v", info)
+	}
+	if _, ok := info.Component(sdk.KindRepository, "good"); !ok {
+		t.Fatalf("components = %+v", info.Components)
+	}
+
+	diags, err := h.Validate(ctx, sdk.KindRepository, "good", cty.ObjectVal(map[string]cty.Value{"label": cty.StringVal("bad")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !diags.HasErrors() || diags[0].Path.Equals(cty.GetAttrPath("label")) == false {
+		t.Fatalf("diagnostics = %+v, want an error at label", diags)
+	}
+
+	repo, err := h.Repository(ctx, "good", labelCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, err := repo.Put(ctx, "a/b", []byte("hello"), sdk.IfAbsent)
+	if err != nil || gen != 1 {
+		t.Fatalf("Put = %d, %v", gen, err)
+	}
+	if _, err := repo.Put(ctx, "a/b", []byte("again"), sdk.IfAbsent); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("second IfAbsent put: %v, want failed precondition", err)
+	}
+	data, _, err := repo.Get(ctx, "a/b")
+	if err != nil || string(data) != "hello" {
+		t.Fatalf("Get = %q, %v", data, err)
+	}
+	if _, _, err := repo.Get(ctx, "missing"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("Get missing: %v, want not found across the process boundary", err)
+	}
+
+	path := filepath.Join(pluginDir, Prefix+"good")
+	if len(pidsOf(t, path)) != 1 {
+		t.Fatalf("want one plugin process, have %v", pidsOf(t, path))
+	}
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, path, 5*time.Second)
+	if _, err := h.Info(ctx, "good"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("Info after Close: %v", err)
+	}
+}
+
+func TestUnknownPlugin(t *testing.T) {
+	h := newHost(t)
+	_, err := h.Schema(sdk.KindSource, "vmware")
+	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "ferry-plugin-vmware") {
+		t.Fatalf("err = %v", err)
+	}
+	_, err = h.Schema(sdk.KindSource, "good")
+	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), `serves no source "good"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestNoisyPlugin(t *testing.T) {
+	h := newHost(t)
+	_, err := h.Info(context.Background(), "noisy")
+	if err == nil {
+		t.Fatal("a plugin that prints on stdout started")
+	}
+	for _, want := range []string{"plugin noisy", "hello from a careless init", "stdout before the handshake"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	waitGone(t, filepath.Join(pluginDir, Prefix+"noisy"), 5*time.Second)
+}
+
+func TestLiarPlugin(t *testing.T) {
+	h := newHost(t)
+	_, err := h.Info(context.Background(), "liar")
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "somebody-else") {
+		t.Fatalf("err = %v", err)
+	}
+	waitGone(t, filepath.Join(pluginDir, Prefix+"liar"), 5*time.Second)
+}
+
+func TestCrashyPluginIsRestarted(t *testing.T) {
+	h := newHost(t)
+	ctx := context.Background()
+	repo, err := h.Repository(ctx, "crashy", labelCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Put(ctx, "k", []byte("v"), sdk.IfAny); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = repo.Get(ctx, "crash")
+	if !errors.Is(err, errdefs.ErrPluginExited) || !strings.Contains(err.Error(), "plugin crashy") {
+		t.Fatalf("call into a crashing plugin: %v, want a plugin-exited error naming it", err)
+	}
+	// The next use starts it again.
+	repo, err = h.Repository(ctx, "crashy", labelCfg)
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	if _, _, err := repo.Get(ctx, "k"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("Get on the restarted plugin: %v, want not found (a fresh process)", err)
+	}
+}
+
+func TestHangingStopIsKilled(t *testing.T) {
+	h := New(Options{Dirs: []string{pluginDir}, StopDrain: 500 * time.Millisecond})
+	ctx := context.Background()
+	if _, err := h.Repository(ctx, "hang", labelCfg); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := h.Close()
+	if err == nil || !strings.Contains(err.Error(), "plugin hang") || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("Close = %v, want an error naming the plugin that did not stop", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("Close took %s", d)
+	}
+	waitGone(t, filepath.Join(pluginDir, Prefix+"hang"), 5*time.Second)
+}
+
+// runHostProcess is a ferry stand-in: it starts a plugin, prints its
+// readiness and waits to be killed.
+func runHostProcess() {
+	h := New(Options{Dirs: []string{os.Getenv("PLUGINHOST_TEST_DIR")}})
+	if _, err := h.Info(context.Background(), "good"); err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	select {}
+}
+
+func TestNoOrphanWhenHostIsKilled(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PLUGINHOST_TEST_HOST=1", "PLUGINHOST_TEST_DIR="+pluginDir)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		cmd.Process.Kill()
+		t.Fatalf("host process said %q, %v", line, err)
+	}
+	path := filepath.Join(pluginDir, Prefix+"good")
+	var mine []int
+	for _, pid := range pidsOf(t, path) {
+		if ppid(pid) == cmd.Process.Pid {
+			mine = append(mine, pid)
+		}
+	}
+	if len(mine) != 1 {
+		cmd.Process.Kill()
+		t.Fatalf("the host process runs plugins %v", mine)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for processAlive(mine[0]) {
+		if time.Now().After(deadline) {
+			t.Fatalf("plugin %d outlived its killed host", mine[0])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func ppid(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(fields) < 2 {
+		return -1
+	}
+	n, _ := strconv.Atoi(fields[1])
+	return n
+}
+
+func processAlive(pid int) bool {
+	return syscall.Kill(pid, 0) == nil && !isZombie(pid)
+}

@@ -1,0 +1,125 @@
+// Command testplugin is a plugin for the plugin host's tests. It serves an
+// in-memory repository and misbehaves according to the name it is started
+// under:
+//
+//	ferry-plugin-good    behaves
+//	ferry-plugin-noisy   prints to stdout before the handshake
+//	ferry-plugin-crashy  exits in the middle of a Get of the key "crash"
+//	ferry-plugin-hang    never returns from Stop
+//	ferry-plugin-liar    claims another name
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+	"github.com/ferry-dr/ferry/sdk/schema"
+)
+
+func main() {
+	name := strings.TrimPrefix(filepath.Base(os.Args[0]), "ferry-plugin-")
+	if name == "noisy" {
+		fmt.Println("hello from a careless init")
+	}
+	pluginName := name
+	if name == "liar" {
+		pluginName = "somebody-else"
+	}
+	sdk.Serve(&sdk.Plugin{
+		Name:    pluginName,
+		Version: "1.2.3",
+		Repositories: map[string]sdk.Component[sdk.Repository]{
+			name: {
+				Schema: &schema.Block{Attributes: map[string]*schema.Attribute{
+					"label": {Type: cty.String, Required: true},
+				}},
+				Validate: func(cfg cty.Value) schema.Diagnostics {
+					var ds schema.Diagnostics
+					if cfg.GetAttr("label").AsString() == "bad" {
+						ds.Errorf(cty.GetAttrPath("label"), "Bad label", "the label %q is not allowed", "bad")
+					}
+					return ds
+				},
+				New: func(ctx context.Context, cfg cty.Value) (sdk.Repository, error) {
+					return &memRepo{behaviour: name, objects: map[string]object{}}, nil
+				},
+			},
+		},
+	})
+}
+
+type object struct {
+	data []byte
+	gen  int64
+}
+
+type memRepo struct {
+	behaviour string
+	mu        sync.Mutex
+	objects   map[string]object
+}
+
+func (m *memRepo) Put(ctx context.Context, key string, data []byte, ifGen int64) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.objects[key]
+	if ifGen != sdk.IfAny && ifGen != cur.gen {
+		return 0, fmt.Errorf("put %q: generation %d, want %d: %w", key, cur.gen, ifGen, errdefs.ErrFailedPrecondition)
+	}
+	m.objects[key] = object{data: append([]byte(nil), data...), gen: cur.gen + 1}
+	return cur.gen + 1, nil
+}
+
+func (m *memRepo) Get(ctx context.Context, key string) ([]byte, sdk.ObjectInfo, error) {
+	if key == "crash" && m.behaviour == "crashy" {
+		os.Exit(7)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	o, ok := m.objects[key]
+	if !ok {
+		return nil, sdk.ObjectInfo{}, fmt.Errorf("object %q: %w", key, errdefs.ErrNotFound)
+	}
+	return o.data, sdk.ObjectInfo{Key: key, Generation: o.gen, Size: int64(len(o.data))}, nil
+}
+
+func (m *memRepo) List(ctx context.Context, prefix string) ([]sdk.ObjectInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []sdk.ObjectInfo
+	for k, o := range m.objects {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, sdk.ObjectInfo{Key: k, Generation: o.gen, Size: int64(len(o.data))})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+func (m *memRepo) Delete(ctx context.Context, key string, ifGen int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur, ok := m.objects[key]
+	if ifGen != sdk.IfAny && (!ok || cur.gen != ifGen) {
+		return fmt.Errorf("delete %q: %w", key, errdefs.ErrFailedPrecondition)
+	}
+	delete(m.objects, key)
+	return nil
+}
+
+// Stop never returns for the "hang" plugin.
+func (m *memRepo) Stop(ctx context.Context) error {
+	if m.behaviour == "hang" {
+		select {}
+	}
+	return nil
+}

@@ -1,0 +1,251 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+	pb "github.com/ferry-dr/ferry/sdk/proto/ferry/plugin/v1"
+)
+
+// openReader wraps a disk handle as a DiskReader: the direct lane when the
+// plugin offered a path and the file opens here, the gRPC stream otherwise.
+func (c *Client) openReader(h *pb.DiskHandle) (DiskReader, error) {
+	hd := c.newHandle(h)
+	if h.GetPath() != "" && !c.opts.NoDirect {
+		if f, err := os.Open(h.GetPath()); err == nil {
+			return &directReader{diskHandle: hd, f: f}, nil
+		}
+	}
+	return &streamReader{diskHandle: hd}, nil
+}
+
+// openWriter wraps a disk handle as a DiskWriter, like openReader.
+func (c *Client) openWriter(h *pb.DiskHandle) (DiskWriter, error) {
+	hd := c.newHandle(h)
+	if h.GetPath() != "" && !c.opts.NoDirect {
+		if f, err := os.OpenFile(h.GetPath(), os.O_RDWR, 0); err == nil {
+			return &directWriter{diskHandle: hd, f: f}, nil
+		}
+	}
+	return &streamWriter{diskHandle: hd}, nil
+}
+
+// diskHandle is the part common to every remote disk: the handle, its
+// size, and a context that Close cancels so no call outlives it.
+type diskHandle struct {
+	c      *Client
+	rpc    pb.DisksClient
+	handle string
+	size   int64
+	ctx    context.Context
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+func (c *Client) newHandle(h *pb.DiskHandle) *diskHandle {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &diskHandle{c: c, rpc: pb.NewDisksClient(c.conn), handle: h.GetHandle(), size: h.GetSize(), ctx: ctx, cancel: cancel}
+}
+
+func (d *diskHandle) Size() int64 { return d.size }
+
+// closeRemote ends the handle in the plugin once and reports its verdict.
+func (d *diskHandle) closeRemote() error {
+	err := errors.New("disk already closed")
+	d.once.Do(func() {
+		_, err = d.rpc.Close(context.Background(), &pb.CloseDiskRequest{Handle: d.handle})
+		err = d.c.err(err)
+		d.cancel()
+	})
+	return err
+}
+
+// clip bounds a read of n bytes at off to the disk.
+func (d *diskHandle) clip(n int, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read at negative offset %d: %w", off, errdefs.ErrInvalidArgument)
+	}
+	if off >= d.size {
+		return 0, io.EOF
+	}
+	return int(min(int64(n), d.size-off)), nil
+}
+
+// streamReader reads through the plugin's gRPC stream.
+type streamReader struct{ *diskHandle }
+
+var _ DiskReader = (*streamReader)(nil)
+
+func (r *streamReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := r.clip(len(p), off)
+	if n == 0 {
+		return 0, err
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	stream, err := r.rpc.Read(ctx, &pb.ReadRequest{Handle: r.handle, Offset: off, Length: int64(n), ChunkBytes: defaultChunkBytes})
+	if err != nil {
+		return 0, r.c.err(err)
+	}
+	got := 0
+	for got < n {
+		c, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return got, r.c.err(err)
+		}
+		if c.GetOffset() != off+int64(got) {
+			return got, fmt.Errorf("read %s at %d: chunk at %d, want %d: %w", r.c.opts.Name, off, c.GetOffset(), off+int64(got), errdefs.ErrUnavailable)
+		}
+		var k int
+		if data := c.GetData(); len(data) > 0 {
+			if crc32.Checksum(data, castagnoli) != c.GetCrc32C() {
+				return got, fmt.Errorf("read %s at %d: chunk checksum mismatch: %w", r.c.opts.Name, c.GetOffset(), errdefs.ErrUnavailable)
+			}
+			if len(data) > n-got {
+				return got, fmt.Errorf("read %s at %d: chunk runs past the request: %w", r.c.opts.Name, c.GetOffset(), errdefs.ErrUnavailable)
+			}
+			k = copy(p[got:n], data)
+		} else {
+			z := c.GetZeroLength()
+			if z <= 0 || z > int64(n-got) {
+				return got, fmt.Errorf("read %s at %d: bad zero run of %d: %w", r.c.opts.Name, c.GetOffset(), z, errdefs.ErrUnavailable)
+			}
+			k = int(z)
+			clear(p[got : got+k])
+		}
+		got += k
+	}
+	if got < n {
+		return got, io.ErrUnexpectedEOF
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (r *streamReader) Close() error { return r.closeRemote() }
+
+// directReader reads the file the plugin named, in this process.
+type directReader struct {
+	*diskHandle
+	f *os.File
+}
+
+var _ DiskReader = (*directReader)(nil)
+var _ LocalPather = (*directReader)(nil)
+
+func (r *directReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := r.clip(len(p), off)
+	if n == 0 {
+		return 0, err
+	}
+	k, err := r.f.ReadAt(p[:n], off)
+	if k < n {
+		// A sparse or short file reads as zeros up to the disk size.
+		if errors.Is(err, io.EOF) {
+			clear(p[k:n])
+			k, err = n, nil
+		} else {
+			return k, err
+		}
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return k, err
+}
+
+func (r *directReader) LocalPath() string { return r.f.Name() }
+
+func (r *directReader) Close() error {
+	ferr := r.f.Close()
+	if err := r.closeRemote(); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// streamWriter writes through the plugin's gRPC stream, one call per WriteAt.
+type streamWriter struct{ *diskHandle }
+
+var _ DiskWriter = (*streamWriter)(nil)
+
+func (w *streamWriter) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("write at negative offset %d: %w", off, errdefs.ErrInvalidArgument)
+	}
+	ctx, cancel := context.WithCancel(w.ctx)
+	defer cancel()
+	stream, err := w.rpc.Write(ctx)
+	if err != nil {
+		return 0, w.c.err(err)
+	}
+	if err := stream.Send(&pb.WriteMessage{Msg: &pb.WriteMessage_Handle{Handle: w.handle}}); err != nil {
+		return 0, w.c.err(closeSendErr(stream, err))
+	}
+	for pos := 0; pos < len(p); {
+		n := min(len(p)-pos, defaultChunkBytes)
+		data := p[pos : pos+n]
+		c := &pb.Chunk{Offset: off + int64(pos)}
+		if isZero(data) {
+			c.ZeroLength = int64(n)
+		} else {
+			c.Data = data
+			c.Crc32C = crc32.Checksum(data, castagnoli)
+		}
+		if err := stream.Send(&pb.WriteMessage{Msg: &pb.WriteMessage_Chunk{Chunk: c}}); err != nil {
+			return 0, w.c.err(closeSendErr(stream, err))
+		}
+		pos += n
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return 0, w.c.err(err)
+	}
+	if resp.GetBytesWritten() != int64(len(p)) {
+		return int(resp.GetBytesWritten()), fmt.Errorf("write %s at %d: %d of %d bytes written: %w", w.c.opts.Name, off, resp.GetBytesWritten(), len(p), io.ErrShortWrite)
+	}
+	return len(p), nil
+}
+
+func (w *streamWriter) Close() error { return w.closeRemote() }
+
+// directWriter writes the file the plugin named, in this process.
+type directWriter struct {
+	*diskHandle
+	f *os.File
+}
+
+var _ DiskWriter = (*directWriter)(nil)
+var _ LocalPather = (*directWriter)(nil)
+
+func (w *directWriter) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > w.size {
+		return 0, fmt.Errorf("write of %d bytes at %d outside a disk of %d bytes: %w", len(p), off, w.size, errdefs.ErrInvalidArgument)
+	}
+	return w.f.WriteAt(p, off)
+}
+
+func (w *directWriter) LocalPath() string { return w.f.Name() }
+
+// Close makes the writes durable before the plugin is told the disk is
+// closed.
+func (w *directWriter) Close() error {
+	serr := w.f.Sync()
+	cerr := w.f.Close()
+	if serr != nil || cerr != nil {
+		w.closeRemote()
+		return fmt.Errorf("flush %s: %w", w.f.Name(), errors.Join(serr, cerr))
+	}
+	return w.closeRemote()
+}

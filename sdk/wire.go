@@ -1,0 +1,328 @@
+package sdk
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/zclconf/go-cty/cty"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
+	"github.com/zclconf/go-cty/cty/msgpack"
+
+	pb "github.com/ferry-dr/ferry/sdk/proto/ferry/plugin/v1"
+	"github.com/ferry-dr/ferry/sdk/schema"
+)
+
+// This file converts between the Go types of the SDK and their protocol v1
+// messages. Conversions are total: every field of one side has a place on
+// the other.
+
+func kindToProto(k Kind) pb.Kind {
+	switch k {
+	case KindSource:
+		return pb.Kind_SOURCE
+	case KindTarget:
+		return pb.Kind_TARGET
+	case KindRepository:
+		return pb.Kind_REPOSITORY
+	}
+	return pb.Kind_KIND_UNSPECIFIED
+}
+
+func kindFromProto(k pb.Kind) Kind {
+	switch k {
+	case pb.Kind_SOURCE:
+		return KindSource
+	case pb.Kind_TARGET:
+		return KindTarget
+	case pb.Kind_REPOSITORY:
+		return KindRepository
+	}
+	return ""
+}
+
+func capsToProto(c Capabilities) *pb.Capabilities {
+	return &pb.Capabilities{ChangeTracking: c.ChangeTracking, DirectData: c.DirectData, Quiesce: c.Quiesce, ReIp: c.ReIP}
+}
+
+func capsFromProto(c *pb.Capabilities) Capabilities {
+	return Capabilities{ChangeTracking: c.GetChangeTracking(), DirectData: c.GetDirectData(), Quiesce: c.GetQuiesce(), ReIP: c.GetReIp()}
+}
+
+func blockToProto(b *schema.Block) (*pb.Block, error) {
+	out := &pb.Block{Description: b.Description}
+	for _, name := range sortedNames(b.Attributes) {
+		a := b.Attributes[name]
+		typ, err := ctyjson.MarshalType(a.Type)
+		if err != nil {
+			return nil, fmt.Errorf("attribute %q: %w", name, err)
+		}
+		out.Attributes = append(out.Attributes, &pb.Attribute{Name: name, Type: typ, Required: a.Required, Sensitive: a.Sensitive, Description: a.Description})
+	}
+	for _, name := range sortedNames(b.Blocks) {
+		nb := b.Blocks[name]
+		inner, err := blockToProto(&nb.Block)
+		if err != nil {
+			return nil, fmt.Errorf("block %q: %w", name, err)
+		}
+		nesting := pb.NestedBlock_SINGLE
+		if nb.Nesting == schema.NestingList {
+			nesting = pb.NestedBlock_LIST
+		}
+		out.Blocks = append(out.Blocks, &pb.NestedBlock{TypeName: name, Block: inner, Nesting: nesting, MinItems: int32(nb.MinItems), MaxItems: int32(nb.MaxItems)})
+	}
+	return out, nil
+}
+
+func blockFromProto(b *pb.Block) (*schema.Block, error) {
+	out := &schema.Block{Description: b.GetDescription(), Attributes: map[string]*schema.Attribute{}, Blocks: map[string]*schema.NestedBlock{}}
+	for _, a := range b.GetAttributes() {
+		typ, err := ctyjson.UnmarshalType(a.GetType())
+		if err != nil {
+			return nil, fmt.Errorf("attribute %q: type: %w", a.GetName(), err)
+		}
+		out.Attributes[a.GetName()] = &schema.Attribute{Type: typ, Required: a.GetRequired(), Sensitive: a.GetSensitive(), Description: a.GetDescription()}
+	}
+	for _, nb := range b.GetBlocks() {
+		inner, err := blockFromProto(nb.GetBlock())
+		if err != nil {
+			return nil, fmt.Errorf("block %q: %w", nb.GetTypeName(), err)
+		}
+		nesting := schema.NestingSingle
+		if nb.GetNesting() == pb.NestedBlock_LIST {
+			nesting = schema.NestingList
+		}
+		out.Blocks[nb.GetTypeName()] = &schema.NestedBlock{Block: *inner, Nesting: nesting, MinItems: int(nb.GetMinItems()), MaxItems: int(nb.GetMaxItems())}
+	}
+	return out, out.Validate()
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func valueToProto(v cty.Value, ty cty.Type) (*pb.DynamicValue, error) {
+	b, err := msgpack.Marshal(v, ty)
+	if err != nil {
+		return nil, fmt.Errorf("encode configuration: %w", err)
+	}
+	return &pb.DynamicValue{Msgpack: b}, nil
+}
+
+func valueFromProto(dv *pb.DynamicValue, ty cty.Type) (cty.Value, error) {
+	v, err := msgpack.Unmarshal(dv.GetMsgpack(), ty)
+	if err != nil {
+		return cty.NilVal, fmt.Errorf("decode configuration: %w", err)
+	}
+	return v, nil
+}
+
+func diagsToProto(ds schema.Diagnostics) []*pb.Diagnostic {
+	out := make([]*pb.Diagnostic, 0, len(ds))
+	for _, d := range ds {
+		sev := pb.Diagnostic_ERROR
+		if d.Severity == schema.Warning {
+			sev = pb.Diagnostic_WARNING
+		}
+		pd := &pb.Diagnostic{Severity: sev, Summary: d.Summary, Detail: d.Detail}
+		for _, step := range d.Path {
+			switch s := step.(type) {
+			case cty.GetAttrStep:
+				pd.Path = append(pd.Path, &pb.PathStep{Step: &pb.PathStep_Attribute{Attribute: s.Name}})
+			case cty.IndexStep:
+				if s.Key.Type() == cty.String {
+					pd.Path = append(pd.Path, &pb.PathStep{Step: &pb.PathStep_Key{Key: s.Key.AsString()}})
+				} else if s.Key.Type() == cty.Number {
+					i, _ := s.Key.AsBigFloat().Int64()
+					pd.Path = append(pd.Path, &pb.PathStep{Step: &pb.PathStep_Index{Index: i}})
+				}
+			}
+		}
+		out = append(out, pd)
+	}
+	return out
+}
+
+func diagsFromProto(pds []*pb.Diagnostic) schema.Diagnostics {
+	var out schema.Diagnostics
+	for _, pd := range pds {
+		d := schema.Diagnostic{Severity: schema.Error, Summary: pd.GetSummary(), Detail: pd.GetDetail()}
+		if pd.GetSeverity() == pb.Diagnostic_WARNING {
+			d.Severity = schema.Warning
+		}
+		for _, st := range pd.GetPath() {
+			switch s := st.GetStep().(type) {
+			case *pb.PathStep_Attribute:
+				d.Path = d.Path.GetAttr(s.Attribute)
+			case *pb.PathStep_Key:
+				d.Path = d.Path.Index(cty.StringVal(s.Key))
+			case *pb.PathStep_Index:
+				d.Path = d.Path.Index(cty.NumberIntVal(s.Index))
+			}
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func vmToProto(v *VM) *pb.VM {
+	if v == nil {
+		return nil
+	}
+	out := &pb.VM{Id: v.ID, Name: v.Name, Cpus: int32(v.CPUs), MemoryMib: v.MemoryMiB, Firmware: v.Firmware,
+		GuestOs: v.GuestOS, PowerState: v.PowerState, Attributes: v.Attributes}
+	for _, d := range v.Disks {
+		out.Disks = append(out.Disks, &pb.Disk{Index: int32(d.Index), Name: d.Name, CapacityBytes: d.Capacity, Controller: d.Controller, Thin: d.Thin})
+	}
+	for _, n := range v.NICs {
+		out.Nics = append(out.Nics, &pb.NIC{Index: int32(n.Index), Network: n.Network, Mac: n.MAC, Addresses: n.Addresses, Gateway: n.Gateway, Dns: n.DNS})
+	}
+	return out
+}
+
+func vmFromProto(v *pb.VM) VM {
+	out := VM{ID: v.GetId(), Name: v.GetName(), CPUs: int(v.GetCpus()), MemoryMiB: v.GetMemoryMib(), Firmware: v.GetFirmware(),
+		GuestOS: v.GetGuestOs(), PowerState: v.GetPowerState(), Attributes: v.GetAttributes()}
+	for _, d := range v.GetDisks() {
+		out.Disks = append(out.Disks, Disk{Index: int(d.GetIndex()), Name: d.GetName(), Capacity: d.GetCapacityBytes(), Controller: d.GetController(), Thin: d.GetThin()})
+	}
+	for _, n := range v.GetNics() {
+		out.NICs = append(out.NICs, NIC{Index: int(n.GetIndex()), Network: n.GetNetwork(), MAC: n.GetMac(), Addresses: n.GetAddresses(), Gateway: n.GetGateway(), DNS: n.GetDns()})
+	}
+	return out
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func snapDisksToProto(ds []SnapshotDisk) []*pb.SnapshotDisk {
+	out := make([]*pb.SnapshotDisk, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, &pb.SnapshotDisk{Index: int32(d.Index), CapacityBytes: d.Capacity, ChangeId: d.ChangeID})
+	}
+	return out
+}
+
+func snapDisksFromProto(ds []*pb.SnapshotDisk) []SnapshotDisk {
+	out := make([]SnapshotDisk, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, SnapshotDisk{Index: int(d.GetIndex()), Capacity: d.GetCapacityBytes(), ChangeID: d.GetChangeId()})
+	}
+	return out
+}
+
+func snapshotToProto(s *Snapshot) *pb.Snapshot {
+	return &pb.Snapshot{Id: s.ID, Vm: s.VM, Name: s.Name, CreatedUnixNano: unixNano(s.Created), Quiesced: s.Quiesced, Disks: snapDisksToProto(s.Disks)}
+}
+
+func snapshotFromProto(s *pb.Snapshot) Snapshot {
+	return Snapshot{ID: s.GetId(), VM: s.GetVm(), Name: s.GetName(), Created: fromUnixNano(s.GetCreatedUnixNano()), Quiesced: s.GetQuiesced(), Disks: snapDisksFromProto(s.GetDisks())}
+}
+
+var replicaStates = map[ReplicaState]pb.Replica_State{
+	ReplicaReady: pb.Replica_READY, ReplicaFailedOver: pb.Replica_FAILED_OVER, ReplicaCommitted: pb.Replica_COMMITTED,
+}
+
+func replicaToProto(r *Replica) *pb.Replica {
+	return &pb.Replica{Id: r.ID, Name: r.Name, SourceVm: r.SourceVM, Vm: vmToProto(&r.VM), State: replicaStates[r.State], FailoverPoint: r.FailoverPoint}
+}
+
+func replicaFromProto(r *pb.Replica) *Replica {
+	out := &Replica{ID: r.GetId(), Name: r.GetName(), SourceVM: r.GetSourceVm(), VM: vmFromProto(r.GetVm()), FailoverPoint: r.GetFailoverPoint()}
+	for s, p := range replicaStates {
+		if p == r.GetState() {
+			out.State = s
+		}
+	}
+	return out
+}
+
+func pointToProto(p *RestorePoint) *pb.RestorePoint {
+	return &pb.RestorePoint{Id: p.ID, Replica: p.Replica, CreatedUnixNano: unixNano(p.Created), SizeBytes: p.Size, Labels: p.Labels, Disks: snapDisksToProto(p.Disks)}
+}
+
+func pointFromProto(p *pb.RestorePoint) RestorePoint {
+	return RestorePoint{ID: p.GetId(), Replica: p.GetReplica(), Created: fromUnixNano(p.GetCreatedUnixNano()), Size: p.GetSizeBytes(), Labels: p.GetLabels(), Disks: snapDisksFromProto(p.GetDisks())}
+}
+
+func netMapToProto(m []NetworkMapping) []*pb.NetworkMapping {
+	out := make([]*pb.NetworkMapping, 0, len(m))
+	for _, x := range m {
+		out = append(out, &pb.NetworkMapping{From: x.From, To: x.To})
+	}
+	return out
+}
+
+func netMapFromProto(m []*pb.NetworkMapping) []NetworkMapping {
+	var out []NetworkMapping
+	for _, x := range m {
+		out = append(out, NetworkMapping{From: x.GetFrom(), To: x.GetTo()})
+	}
+	return out
+}
+
+func netConfigToProto(n NetworkConfig) *pb.NetworkConfig {
+	out := &pb.NetworkConfig{NetworkMap: netMapToProto(n.NetworkMap)}
+	for _, r := range n.ReIP {
+		out.ReIp = append(out.ReIp, &pb.ReIPRule{FromSubnet: r.FromSubnet, ToSubnet: r.ToSubnet, Gateway: r.Gateway, Dns: r.DNS})
+	}
+	return out
+}
+
+func netConfigFromProto(n *pb.NetworkConfig) NetworkConfig {
+	out := NetworkConfig{NetworkMap: netMapFromProto(n.GetNetworkMap())}
+	for _, r := range n.GetReIp() {
+		out.ReIP = append(out.ReIP, ReIPRule{FromSubnet: r.GetFromSubnet(), ToSubnet: r.GetToSubnet(), Gateway: r.GetGateway(), DNS: r.GetDns()})
+	}
+	return out
+}
+
+func extentsToProto(es []Extent) []*pb.Extent {
+	out := make([]*pb.Extent, len(es))
+	for i, e := range es {
+		out[i] = &pb.Extent{Offset: e.Offset, Length: e.Length}
+	}
+	return out
+}
+
+func extentsFromProto(es []*pb.Extent) []Extent {
+	out := make([]Extent, len(es))
+	for i, e := range es {
+		out[i] = Extent{Offset: e.GetOffset(), Length: e.GetLength()}
+	}
+	return out
+}
+
+func objectFromProto(o *pb.ObjectInfo) ObjectInfo {
+	return ObjectInfo{Key: o.GetKey(), Generation: o.GetGeneration(), Size: o.GetSize(), Modified: fromUnixNano(o.GetModifiedUnixNano())}
+}
+
+func objectToProto(o ObjectInfo) *pb.ObjectInfo {
+	return &pb.ObjectInfo{Key: o.Key, Generation: o.Generation, Size: o.Size, ModifiedUnixNano: unixNano(o.Modified)}
+}
+
+// jsonString is used in log fields; it never fails the caller.
+func jsonString(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
