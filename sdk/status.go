@@ -40,8 +40,8 @@ func toStatus(err error) error {
 		code = codes.PermissionDenied
 	case errors.Is(err, errdefs.ErrUnimplemented):
 		code = codes.Unimplemented
-	case errors.Is(err, errdefs.ErrCanceled), errors.Is(err, context.Canceled):
-		code, class = codes.Canceled, "canceled"
+	case errors.Is(err, errdefs.ErrCanceled):
+		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	}

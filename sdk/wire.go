@@ -1,7 +1,6 @@
 package sdk
 
 import (
-	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -316,13 +315,4 @@ func objectFromProto(o *pb.ObjectInfo) ObjectInfo {
 
 func objectToProto(o ObjectInfo) *pb.ObjectInfo {
 	return &pb.ObjectInfo{Key: o.Key, Generation: o.Generation, Size: o.Size, ModifiedUnixNano: unixNano(o.Modified)}
-}
-
-// jsonString is used in log fields; it never fails the caller.
-func jsonString(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Sprint(v)
-	}
-	return string(b)
 }

@@ -10,7 +10,10 @@
 // any layer can import it.
 package errdefs
 
-import "errors"
+import (
+	"context"
+	"errors"
+)
 
 // The error classes. Wrap them with context: fmt.Errorf("vm %q: %w", name,
 // errdefs.ErrNotFound).
@@ -37,8 +40,9 @@ var (
 	// id (tracking was reset, or the id belongs to another epoch); the
 	// caller must compare digests instead.
 	ErrChangeIDReset = errors.New("change id reset")
-	// ErrCanceled: the call was cancelled by its caller.
-	ErrCanceled = errors.New("canceled")
+	// ErrCanceled: the call was cancelled by its caller. It is
+	// context.Canceled, so either name matches.
+	ErrCanceled = context.Canceled
 	// ErrPluginExited: the plugin process is gone; the host restarts it on
 	// the next use.
 	ErrPluginExited = errors.New("plugin exited")

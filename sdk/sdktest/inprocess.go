@@ -23,6 +23,13 @@ import (
 // client and hand it to RunSource, RunTarget or RunRepository.
 func Connect(t testing.TB, p *sdk.Plugin) *sdk.Client {
 	t.Helper()
+	return sdk.NewClient(Dial(t, Serve(t, p)), sdk.ClientOptions{Name: p.Name})
+}
+
+// Serve serves p in this process on a Unix socket until the test ends and
+// returns the gRPC target to dial.
+func Serve(t testing.TB, p *sdk.Plugin) string {
+	t.Helper()
 	out := &testWriter{t: t}
 	t.Cleanup(out.stop) // registered first, so it runs after the server stopped
 	srv, err := sdk.NewServer(p, hclog.New(&hclog.LoggerOptions{Name: "plugin-" + p.Name, Level: hclog.Warn, Output: out}))
@@ -37,8 +44,13 @@ func Connect(t testing.TB, p *sdk.Plugin) *sdk.Client {
 	g := srv.GRPCServer()
 	go g.Serve(lis)
 	t.Cleanup(g.Stop)
+	return "unix://" + sock
+}
 
-	conn, err := grpc.NewClient("unix://"+sock,
+// Dial connects to a target from Serve with the SDK's message limits.
+func Dial(t testing.TB, target string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(sdk.MaxMessageBytes), grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes)),
 	)
@@ -46,7 +58,7 @@ func Connect(t testing.TB, p *sdk.Plugin) *sdk.Client {
 		t.Fatalf("dial plugin: %v", err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return sdk.NewClient(conn, sdk.ClientOptions{Name: p.Name})
+	return conn
 }
 
 // testWriter sends plugin logs to the test log while the test runs; a

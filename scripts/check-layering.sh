@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The layering rule: core, scheduler, config (and cmd) never import
+# plugins/; plugins import nothing of ferry but the sdk; the sdk imports
+# nothing of ferry outside sdk/.
+set -euo pipefail
+mod=github.com/ferry-dr/ferry
+fail=0
+imports() { # package path, then its imports and test imports, one per line
+  go list -f '{{.ImportPath}}{{range .Imports}} {{.}}{{end}}{{range .TestImports}} {{.}}{{end}}{{range .XTestImports}} {{.}}{{end}}' "$@"
+}
+while read -r pkg deps; do
+  for d in $deps; do
+    case "$pkg" in
+      $mod/plugins/*)
+        case "$d" in $mod/sdk|$mod/sdk/*|$mod/plugins/*) ;; $mod|$mod/*) echo "layering: $pkg imports $d (plugins may import only the sdk)"; fail=1 ;; esac ;;
+      *)
+        case "$d" in $mod/plugins/*) echo "layering: $pkg imports $d (only plugins and e2e may import plugins)"; fail=1 ;; esac ;;
+    esac
+  done
+done < <(imports $(go list ./... | grep -v "^$mod/e2e"))
+while read -r pkg deps; do
+  for d in $deps; do
+    case "$d" in $mod/sdk|$mod/sdk/*) ;; $mod|$mod/*) echo "layering: $pkg imports $d (the sdk imports nothing of ferry outside sdk/)"; fail=1 ;; esac
+  done
+done < <(cd sdk && imports ./...)
+[ "$fail" = 0 ] && echo "layering holds"
+exit "$fail"
