@@ -1,0 +1,188 @@
+package config
+
+import (
+	"io"
+	"net/netip"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/ferry-dr/ferry/scheduler"
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/schema"
+)
+
+// Config is one configuration: everything declared in the *.hcl files of a
+// folder. After a Load with errors it holds what could be decoded and must
+// not be acted on.
+type Config struct {
+	// Dir is the configuration folder: an absolute path after Load, as
+	// given to LoadFiles. Values such as a plugin's path attribute are kept
+	// as written; the host resolves relative ones against Dir.
+	Dir string
+	// Files are the parsed files by the name diagnostics use, for
+	// rendering diagnostics with source snippets (see WriteDiagnostics).
+	Files map[string]*hcl.File
+
+	// Sources, Targets and Repositories hold the plugin blocks of each kind
+	// by "type.name", such as "vsphere.prod".
+	Sources      map[string]*PluginBlock
+	Targets      map[string]*PluginBlock
+	Repositories map[string]*PluginBlock
+	Proxies      map[string]*Proxy // by name
+	Jobs         map[string]*Job   // by name
+}
+
+// WriteDiagnostics renders diags with source snippets from c's files, as
+// wide as width columns, with terminal colours when color is set.
+func (c *Config) WriteDiagnostics(w io.Writer, diags hcl.Diagnostics, width uint, color bool) error {
+	return hcl.NewDiagnosticTextWriter(w, c.Files, width, color).WriteDiagnostics(diags)
+}
+
+// PluginBlock is a source, target or repository block: its labels name the
+// plugin type that serves it and the block, and its body belongs to the
+// plugin.
+type PluginBlock struct {
+	Kind sdk.Kind
+	Type string // the first label: the component type a plugin serves
+	Name string // the second label
+	// Config is the body decoded against Schema. It is cty.NilVal when the
+	// type is unknown or the body did not decode.
+	Config cty.Value
+	// Schema is the schema the plugin declared; nil when no plugin serves
+	// the type. It says which attributes are sensitive.
+	Schema *schema.Block
+	// Body is the block's original body, for mapping a plugin's
+	// diagnostics back to the source (see PathRange).
+	Body      hcl.Body
+	DeclRange hcl.Range // the block header
+}
+
+// Address returns the reference a job uses for the block, such as
+// source.vsphere.prod.
+func (b *PluginBlock) Address() string { return string(b.Kind) + "." + b.Type + "." + b.Name }
+
+// PathRange returns the source range of the attribute or nested block that
+// path names in the block's body, or of the part of it that exists; the
+// block header when path is empty or nothing of it exists.
+func (b *PluginBlock) PathRange(path cty.Path) hcl.Range {
+	return pathRangeOr(b.Body, path, b.DeclRange)
+}
+
+// Diagnostics converts diagnostics a plugin reported about this block's
+// configuration into HCL diagnostics pointing into the user's source.
+func (b *PluginBlock) Diagnostics(ds schema.Diagnostics) hcl.Diagnostics {
+	return ConvertDiagnostics(b.Body, b.DeclRange, ds)
+}
+
+// Proxy is a proxy block: a host running `ferry proxy`.
+type Proxy struct {
+	Name     string
+	Address  string // host:port as written
+	Host     string
+	Port     uint16
+	Site     string // "" when not given
+	MaxTasks int    // task slots; DefaultProxyMaxTasks when not given
+
+	DeclRange hcl.Range
+}
+
+// DefaultProxyMaxTasks is a proxy's number of task slots when its block does
+// not say.
+const DefaultProxyMaxTasks = 4
+
+// Job is a job block: which VMs to replicate from where to where, when,
+// and how.
+type Job struct {
+	Name   string
+	Source *PluginBlock
+	Target *PluginBlock
+	// Repository keeps the replica metadata; nil when the job names none
+	// and the host's default repository applies.
+	Repository *PluginBlock
+	VMs        []string
+	// Proxies are the proxies the job may use, in the order given; empty
+	// when the job leaves the choice to automatic selection.
+	Proxies []*Proxy
+	// Schedule says when the job runs; the zero Schedule when it runs only
+	// on demand.
+	Schedule      scheduler.Schedule
+	Quiesce       bool
+	ReplicaSuffix string
+	Retention     Retention
+	NetworkMap    []NetworkMapping
+	ReIP          []ReIPRule
+	Transfer      Transfer
+
+	// Body is the job's body, for pointing at its parts in later
+	// diagnostics (see PathRange).
+	Body      hcl.Body
+	DeclRange hcl.Range
+}
+
+// DefaultReplicaSuffix is appended to a VM's name to name its replica when
+// the job does not say otherwise.
+const DefaultReplicaSuffix = "_replica"
+
+// PathRange returns the source range of the part of the job that path
+// names, such as vms[1] or re_ip[0].gateway, or of the part of it that
+// exists; the block header when path is empty or nothing of it exists.
+func (j *Job) PathRange(path cty.Path) hcl.Range {
+	return pathRangeOr(j.Body, path, j.DeclRange)
+}
+
+// Retention says how many restore points a replica keeps.
+type Retention struct {
+	RestorePoints int
+	DeclRange     hcl.Range // zero when the job has no retention block
+}
+
+// DefaultRestorePoints is the retention when a job does not say.
+const DefaultRestorePoints = 7
+
+// NetworkMapping connects replicas to network To where the source VM is on
+// network From.
+type NetworkMapping struct {
+	From, To  string
+	DeclRange hcl.Range
+}
+
+// ReIPRule rewrites a replica's addresses from FromSubnet to ToSubnet at
+// failover, keeping the host part. Both prefixes have the same length and
+// family, and their host bits are zero.
+type ReIPRule struct {
+	FromSubnet netip.Prefix
+	ToSubnet   netip.Prefix
+	Gateway    netip.Addr // inside ToSubnet; the zero Addr when not given
+	DNS        []netip.Addr
+	DeclRange  hcl.Range
+}
+
+// Compression is how disk data is compressed on the wire.
+type Compression string
+
+// The compression settings. Auto lets the data mover choose by where the
+// data goes: none on the same host, s2 on a LAN, zstd across a WAN.
+const (
+	CompressionAuto Compression = "auto"
+	CompressionNone Compression = "none"
+	CompressionS2   Compression = "s2"
+	CompressionZstd Compression = "zstd"
+)
+
+var compressions = []Compression{CompressionNone, CompressionS2, CompressionZstd, CompressionAuto}
+
+// Transfer tunes how a job moves disk data.
+type Transfer struct {
+	Compression Compression // CompressionAuto when not given
+	// Throttle caps the job's transfer rate in bytes per second; 0 for no
+	// cap.
+	Throttle int64
+	// MaxTasks caps the job's disks copied at once; 0 leaves it to the
+	// proxies' task slots.
+	MaxTasks int
+	// BlockSize is the size of the blocks compared and sent, in bytes: a
+	// power of two from 4 KiB to 1 MiB; 0 for the data mover's default.
+	BlockSize int64
+	DeclRange hcl.Range // zero when the job has no transfer block
+}

@@ -1,0 +1,107 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+	"github.com/ferry-dr/ferry/sdk/schema"
+)
+
+// decodePluginBlock decodes a source, target or repository block against
+// the schema of the plugin that serves its type. The block is returned
+// even when it does not decode, so that jobs referring to it are not
+// reported again.
+func (l *loader) decodePluginBlock(kind sdk.Kind, b *hcl.Block) *PluginBlock {
+	pb := &PluginBlock{
+		Kind:      kind,
+		Type:      b.Labels[0],
+		Name:      b.Labels[1],
+		Body:      b.Body,
+		DeclRange: b.DefRange,
+	}
+	typeRange := b.LabelRanges[0]
+	if l.schemas == nil {
+		l.errorf(typeRange, fmt.Sprintf("Unknown %s type", kind),
+			"No plugin serves %s %q: no plugins are installed.", kind, pb.Type)
+		return pb
+	}
+	sch, err := l.schemas.Schema(kind, pb.Type)
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		detail := fmt.Sprintf("No installed plugin serves %s %q.", kind, pb.Type)
+		if lister, ok := l.schemas.(TypeLister); ok {
+			known := lister.Types(kind)
+			if len(known) == 0 {
+				detail += fmt.Sprintf(" No installed plugin serves any %s.", kind)
+			} else {
+				detail += fmt.Sprintf(" Known %s types: %s.", kind, strings.Join(known, ", "))
+				detail += didYouMean(pb.Type, known)
+			}
+		}
+		l.errorf(typeRange, fmt.Sprintf("Unknown %s type", kind), "%s", detail)
+		return pb
+	case err != nil:
+		l.errorf(typeRange, "Cannot read plugin schema", "Reading the schema of %s %q failed: %s.", kind, pb.Type, err)
+		return pb
+	case sch == nil:
+		l.errorf(typeRange, "Invalid plugin schema", "The plugin serving %s %q declares no schema. This is a bug in the plugin.", kind, pb.Type)
+		return pb
+	}
+	if err := sch.Validate(); err != nil {
+		l.errorf(typeRange, "Invalid plugin schema",
+			"The plugin serving %s %q declares a schema that cannot describe a block: %s. This is a bug in the plugin.", kind, pb.Type, err)
+		return pb
+	}
+	pb.Schema = sch
+	val, diags := hcldec.Decode(b.Body, sch.Spec(), l.ctx)
+	hideSensitive(diags, sensitiveRanges(b.Body, sch))
+	l.diags = append(l.diags, diags...)
+	if !diags.HasErrors() {
+		pb.Config = val
+	}
+	return pb
+}
+
+// sensitiveRanges returns the ranges of the values of sensitive attributes
+// in body, nested blocks included.
+func sensitiveRanges(body hcl.Body, sch *schema.Block) []hcl.Range {
+	sb, ok := body.(*hclsyntax.Body)
+	if !ok {
+		return nil
+	}
+	var out []hcl.Range
+	for name, a := range sch.Attributes {
+		if attr, ok := sb.Attributes[name]; ok && a.Sensitive {
+			out = append(out, attr.Expr.Range())
+		}
+	}
+	for _, nb := range sb.Blocks {
+		if inner, ok := sch.Blocks[nb.Type]; ok {
+			out = append(out, sensitiveRanges(nb.Body, &inner.Block)...)
+		}
+	}
+	return out
+}
+
+// hideSensitive keeps diagnostics about sensitive values from carrying the
+// expression and its context, from which a diagnostic writer may print
+// values.
+func hideSensitive(diags hcl.Diagnostics, sensitive []hcl.Range) {
+	for _, d := range diags {
+		if d.Subject == nil {
+			continue
+		}
+		for _, r := range sensitive {
+			if r.Filename == d.Subject.Filename && r.ContainsOffset(d.Subject.Start.Byte) {
+				d.Expression, d.EvalContext = nil, nil
+			}
+		}
+	}
+}

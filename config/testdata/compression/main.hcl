@@ -1,0 +1,16 @@
+source "local" "prod" { path = "./prod" }
+target "local" "dr" { path = "./dr" }
+
+job "web" {
+  source = source.local.prod
+  target = target.local.dr
+  vms    = ["a"]
+  transfer { compression = "lz4" }
+}
+
+job "db" {
+  source = source.local.prod
+  target = target.local.dr
+  vms    = ["a"]
+  transfer { compression = "zstdd" }
+}

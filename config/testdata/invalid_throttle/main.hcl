@@ -1,0 +1,37 @@
+source "local" "prod" { path = "./prod" }
+target "local" "dr" { path = "./dr" }
+
+job "unit" {
+  source = source.local.prod
+  target = target.local.dr
+  vms    = ["a"]
+  transfer { throttle = "200Mbs" }
+}
+
+job "negative" {
+  source = source.local.prod
+  target = target.local.dr
+  vms    = ["a"]
+  transfer { throttle = "-5MB/s" }
+}
+
+job "words" {
+  source = source.local.prod
+  target = target.local.dr
+  vms    = ["a"]
+  transfer { throttle = "fast" }
+}
+
+job "no-unit" {
+  source = source.local.prod
+  target = target.local.dr
+  vms    = ["a"]
+  transfer { throttle = "1000" }
+}
+
+job "tiny" {
+  source = source.local.prod
+  target = target.local.dr
+  vms    = ["a"]
+  transfer { throttle = "4bps" }
+}

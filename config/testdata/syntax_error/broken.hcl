@@ -1,0 +1,6 @@
+source "local" "prod" {
+  path = "./prod"
+
+job "in-broken-file" {
+  vms = ["x"
+}
