@@ -3,11 +3,13 @@ package config
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
 
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
@@ -64,9 +66,50 @@ func (l *loader) decodePluginBlock(kind sdk.Kind, b *hcl.Block) *PluginBlock {
 	hideSensitive(diags, sensitiveRanges(b.Body, sch))
 	l.diags = append(l.diags, diags...)
 	if !diags.HasErrors() {
-		pb.Config = val
+		pb.Config = resolvePaths(val, sch, l.cfg.Dir)
 	}
 	return pb
+}
+
+// resolvePaths makes the relative values of path attributes absolute
+// against the configuration folder dir, in nested blocks too.
+func resolvePaths(val cty.Value, sch *schema.Block, dir string) cty.Value {
+	if val.IsNull() || !val.IsKnown() || !val.Type().IsObjectType() {
+		return val
+	}
+	attrs := val.AsValueMap()
+	for name, a := range sch.Attributes {
+		v, ok := attrs[name]
+		if !a.Path || !ok || v.IsNull() || !v.IsKnown() || !v.Type().Equals(cty.String) {
+			continue
+		}
+		if p := v.AsString(); p != "" && !filepath.IsAbs(p) {
+			attrs[name] = cty.StringVal(filepath.Join(dir, p))
+		}
+	}
+	for name, nb := range sch.Blocks {
+		v, ok := attrs[name]
+		if !ok || v.IsNull() || !v.IsKnown() {
+			continue
+		}
+		if nb.Nesting == schema.NestingList {
+			if v.LengthInt() == 0 {
+				continue
+			}
+			var items []cty.Value
+			for it := v.ElementIterator(); it.Next(); {
+				_, item := it.Element()
+				items = append(items, resolvePaths(item, &nb.Block, dir))
+			}
+			attrs[name] = cty.ListVal(items)
+		} else {
+			attrs[name] = resolvePaths(v, &nb.Block, dir)
+		}
+	}
+	if len(attrs) == 0 {
+		return val
+	}
+	return cty.ObjectVal(attrs)
 }
 
 // sensitiveRanges returns the ranges of the values of sensitive attributes

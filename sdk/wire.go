@@ -57,7 +57,7 @@ func blockToProto(b *schema.Block) (*pb.Block, error) {
 		if err != nil {
 			return nil, fmt.Errorf("attribute %q: %w", name, err)
 		}
-		out.Attributes = append(out.Attributes, &pb.Attribute{Name: name, Type: typ, Required: a.Required, Sensitive: a.Sensitive, Description: a.Description})
+		out.Attributes = append(out.Attributes, &pb.Attribute{Name: name, Type: typ, Required: a.Required, Sensitive: a.Sensitive, Path: a.Path, Description: a.Description})
 	}
 	for _, name := range sortedNames(b.Blocks) {
 		nb := b.Blocks[name]
@@ -81,7 +81,7 @@ func blockFromProto(b *pb.Block) (*schema.Block, error) {
 		if err != nil {
 			return nil, fmt.Errorf("attribute %q: type: %w", a.GetName(), err)
 		}
-		out.Attributes[a.GetName()] = &schema.Attribute{Type: typ, Required: a.GetRequired(), Sensitive: a.GetSensitive(), Description: a.GetDescription()}
+		out.Attributes[a.GetName()] = &schema.Attribute{Type: typ, Required: a.GetRequired(), Sensitive: a.GetSensitive(), Path: a.GetPath(), Description: a.GetDescription()}
 	}
 	for _, nb := range b.GetBlocks() {
 		inner, err := blockFromProto(nb.GetBlock())

@@ -369,3 +369,25 @@ func (w *tailWriter) String() string {
 	defer w.mu.Unlock()
 	return string(w.buf)
 }
+
+// Types lists the component types of a kind that the found plugins serve,
+// starting them to ask; a plugin that does not start is left out (asking
+// for its types again reports its error).
+func (h *Host) Types(kind sdk.Kind) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.StartTimeout)
+	defer cancel()
+	var out []string
+	for _, f := range h.Found() {
+		info, err := h.Info(ctx, f.Name)
+		if err != nil {
+			continue
+		}
+		for _, c := range info.Components {
+			if c.Kind == kind {
+				out = append(out, c.Type)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}

@@ -29,9 +29,13 @@ type Block struct {
 
 // Attribute is one attribute of a block.
 type Attribute struct {
-	Type        cty.Type
-	Required    bool
-	Sensitive   bool // never logged nor shown in plans
+	Type      cty.Type
+	Required  bool
+	Sensitive bool // never logged nor shown in plans
+	// Path marks a string that names a file or folder: the host makes a
+	// relative value absolute against the configuration folder, so the
+	// plugin never depends on the directory ferry was started in.
+	Path        bool
 	Description string
 }
 
@@ -88,6 +92,9 @@ func (b *Block) validate(prefix string) error {
 		}
 		if a == nil || a.Type == cty.NilType {
 			return fmt.Errorf("attribute %q: no type", prefix+name)
+		}
+		if a.Path && !a.Type.Equals(cty.String) {
+			return fmt.Errorf("attribute %q: a path must be a string", prefix+name)
 		}
 		if _, dup := b.Blocks[name]; dup {
 			return fmt.Errorf("%q: both an attribute and a block", prefix+name)

@@ -643,10 +643,13 @@ type Attribute struct {
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// type is the cty type in its JSON form, for example "string" or
 	// ["list","string"].
-	Type          []byte `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
-	Required      bool   `protobuf:"varint,3,opt,name=required,proto3" json:"required,omitempty"`
-	Sensitive     bool   `protobuf:"varint,4,opt,name=sensitive,proto3" json:"sensitive,omitempty"`
-	Description   string `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
+	Type        []byte `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Required    bool   `protobuf:"varint,3,opt,name=required,proto3" json:"required,omitempty"`
+	Sensitive   bool   `protobuf:"varint,4,opt,name=sensitive,proto3" json:"sensitive,omitempty"`
+	Description string `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
+	// path: the value is a filesystem path; the host makes a relative value
+	// absolute against the configuration folder before the plugin sees it.
+	Path          bool `protobuf:"varint,6,opt,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -714,6 +717,13 @@ func (x *Attribute) GetDescription() string {
 		return x.Description
 	}
 	return ""
+}
+
+func (x *Attribute) GetPath() bool {
+	if x != nil {
+		return x.Path
+	}
+	return false
 }
 
 type NestedBlock struct {
@@ -4036,13 +4046,14 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"attributes\x18\x01 \x03(\v2\x1a.ferry.plugin.v1.AttributeR\n" +
 	"attributes\x124\n" +
 	"\x06blocks\x18\x02 \x03(\v2\x1c.ferry.plugin.v1.NestedBlockR\x06blocks\x12 \n" +
-	"\vdescription\x18\x03 \x01(\tR\vdescription\"\x8f\x01\n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\"\xa3\x01\n" +
 	"\tAttribute\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\fR\x04type\x12\x1a\n" +
 	"\brequired\x18\x03 \x01(\bR\brequired\x12\x1c\n" +
 	"\tsensitive\x18\x04 \x01(\bR\tsensitive\x12 \n" +
-	"\vdescription\x18\x05 \x01(\tR\vdescription\"\x8c\x02\n" +
+	"\vdescription\x18\x05 \x01(\tR\vdescription\x12\x12\n" +
+	"\x04path\x18\x06 \x01(\bR\x04path\"\x8c\x02\n" +
 	"\vNestedBlock\x12\x1b\n" +
 	"\ttype_name\x18\x01 \x01(\tR\btypeName\x12,\n" +
 	"\x05block\x18\x02 \x01(\v2\x16.ferry.plugin.v1.BlockR\x05block\x12>\n" +
