@@ -68,6 +68,7 @@ func Serve(p *Plugin) {
 		Output:     os.Stderr,
 		JSONFormat: true,
 	})
+	hclog.SetDefault(log)
 	srv, err := NewServer(p, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -81,6 +82,12 @@ func Serve(p *Plugin) {
 		Logger:           log,
 	})
 }
+
+// Logger returns the logger of a served plugin: JSON on the stderr the
+// host reads, filed under the plugin's name. Components log through it (or
+// hclog.Default()); a logger made after Serve started would write to the
+// stderr go-plugin has replaced.
+func Logger() hclog.Logger { return hclog.Default() }
 
 // watchParent ends the process when its parent is gone, so a plugin never
 // outlives a ferry that was killed: an orphan is adopted by another process

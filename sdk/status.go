@@ -71,8 +71,14 @@ func fromStatus(err error, plugin string, exited func() bool) error {
 		}
 	}
 	switch st.Code() {
-	case codes.Unavailable, codes.Canceled, codes.Internal:
+	case codes.Unavailable, codes.Internal:
+		// A crash cuts the connection before the host sees the exit.
 		if exited != nil && waitExited(exited, time.Second) {
+			return errdefs.WithClass(fmt.Sprintf("plugin %s exited while serving the call", plugin), errdefs.ErrPluginExited)
+		}
+	case codes.Canceled:
+		// Usually the caller's own cancellation: never wait for it.
+		if exited != nil && exited() {
 			return errdefs.WithClass(fmt.Sprintf("plugin %s exited while serving the call", plugin), errdefs.ErrPluginExited)
 		}
 	}
