@@ -1,0 +1,380 @@
+package datamover
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/ferry-dr/ferry/sdk"
+)
+
+// memDisk is an in-memory disk for both ends of the data path.
+type memDisk struct {
+	mu    sync.Mutex
+	data  []byte
+	reads int64
+}
+
+func (d *memDisk) ReadAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.reads += int64(len(p))
+	if off >= int64(len(d.data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, d.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (d *memDisk) WriteAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if off+int64(len(p)) > int64(len(d.data)) {
+		return 0, errors.New("write past the end")
+	}
+	return copy(d.data[off:], p), nil
+}
+
+func (d *memDisk) Size() int64  { return int64(len(d.data)) }
+func (d *memDisk) Close() error { return nil }
+
+// memDigests is an in-memory DigestStore.
+type memDigests struct {
+	mu   sync.Mutex
+	segs map[int][]Digest
+}
+
+func (m *memDigests) Segment(ctx context.Context, i int) ([]Digest, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok := m.segs[i]; ok {
+		return append([]Digest(nil), s...), nil
+	}
+	return nil, nil
+}
+
+func (m *memDigests) PutSegment(ctx context.Context, i int, d []Digest) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.segs == nil {
+		m.segs = map[int][]Digest{}
+	}
+	m.segs[i] = append([]Digest(nil), d...)
+	return nil
+}
+
+// diskLike fills a disk with runs of zeros, text-like and random data.
+func diskLike(r *rand.Rand, size int) []byte {
+	b := make([]byte, size)
+	for pos := 0; pos < size; {
+		n := min(size-pos, 4096*(1+r.IntN(16)))
+		switch r.IntN(10) {
+		case 0, 1, 2: // zeros
+		case 3, 4, 5, 6:
+			for i := range n {
+				b[pos+i] = "ferry replicates virtual machines\n"[(pos+i)%34]
+			}
+		default:
+			for i := range n {
+				b[pos+i] = byte(r.Uint32())
+			}
+		}
+		pos += n
+	}
+	return b
+}
+
+// scatter writes random 4-64 KiB pieces over about pct percent of b and
+// returns what it wrote.
+func scatter(r *rand.Rand, b []byte, pct float64) []sdk.Extent {
+	var out []sdk.Extent
+	target := int(float64(len(b)) * pct / 100)
+	for done := 0; done < target; {
+		n := 4096 * (1 + r.IntN(16))
+		off := r.IntN(len(b) - n)
+		for i := range n {
+			b[off+i] = byte(r.Uint32())
+		}
+		out = append(out, sdk.Extent{Offset: int64(off), Length: int64(n)})
+		done += n
+	}
+	return out
+}
+
+func move(t *testing.T, req Request, opts Options) Stats {
+	t.Helper()
+	st, err := Move(context.Background(), req, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func equalDisks(t *testing.T, got, want []byte) {
+	t.Helper()
+	if len(got) < len(want) {
+		t.Fatalf("replica has %d bytes, source %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("replica differs from the source at byte %d", i)
+		}
+	}
+}
+
+func TestFullIncrementalAndChangeTracked(t *testing.T) {
+	for _, codec := range []Codec{CodecNone, CodecS2, CodecZstd} {
+		t.Run(codec.String(), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(1, uint64(codec)))
+			const size = 24<<20 + 1000 // ends in a partial block
+			src := &memDisk{data: diskLike(r, size)}
+			dst := &memDisk{data: make([]byte, size)}
+			store := &memDigests{}
+			// Small segments, so the disk spans several.
+			opts := Options{Codec: codec, SegmentBlocks: 1024}
+			recv := NewReceiver(dst, size)
+
+			// Full copy to a fresh replica: zeros are never sent.
+			st := move(t, Request{Source: src, Size: size, Digests: store, TargetZero: true, Sink: recv}, opts)
+			equalDisks(t, dst.data, src.data)
+			nonZero := int64(0)
+			for pos := 0; pos < size; pos += 4096 {
+				if !isZero(src.data[pos:min(pos+4096, size)]) {
+					nonZero += int64(min(4096, size-pos))
+				}
+			}
+			if st.BytesChanged != nonZero || st.Incomplete {
+				t.Fatalf("full copy changed %d bytes, want the %d non-zero ones; %+v", st.BytesChanged, nonZero, st)
+			}
+
+			// Scattered changes, found by digests alone.
+			written := scatter(r, src.data, 1)
+			st = move(t, Request{Source: src, Size: size, Digests: store, Sink: recv}, opts)
+			equalDisks(t, dst.data, src.data)
+			if st.BytesRead != size {
+				t.Fatalf("digest path read %d bytes, want the whole disk", st.BytesRead)
+			}
+			if max := coveredBytes(written, 4096, size); st.BytesChanged > max {
+				t.Fatalf("digest path sent %d changed bytes, the writes cover %d", st.BytesChanged, max)
+			}
+
+			// Scattered changes named by change tracking: only they are read.
+			written = scatter(r, src.data, 1)
+			src.reads = 0
+			st = move(t, Request{Source: src, Size: size, Changed: written, Digests: store, Sink: recv}, opts)
+			equalDisks(t, dst.data, src.data)
+			if cover := coveredBytes(written, 4096, size); st.BytesRead != cover || src.reads != cover {
+				t.Fatalf("change-tracked run read %d bytes (%d at the disk), want the %d the writes cover", st.BytesRead, src.reads, cover)
+			}
+
+			// The digests kept describe the replica: a run with nothing
+			// changed sends nothing.
+			st = move(t, Request{Source: src, Size: size, Digests: store, Sink: recv}, opts)
+			if st.BlocksChanged != 0 || st.BytesSent != 0 {
+				t.Fatalf("an unchanged disk sent %d bytes", st.BytesSent)
+			}
+		})
+	}
+}
+
+// coveredBytes is how many bytes the extents cover once widened to blocks.
+func coveredBytes(es []sdk.Extent, bs, size int64) int64 {
+	var n int64
+	for _, s := range normalize(es, bs, size) {
+		n += s.end - s.start
+	}
+	return n
+}
+
+func TestZeroedBlocksAreCleared(t *testing.T) {
+	r := rand.New(rand.NewPCG(2, 2))
+	const size = 4 << 20
+	src := &memDisk{data: diskLike(r, size)}
+	dst := &memDisk{data: make([]byte, size)}
+	store := &memDigests{}
+	recv := NewReceiver(dst, size)
+	move(t, Request{Source: src, Size: size, Digests: store, TargetZero: true, Sink: recv}, Options{})
+	// The guest discards a megabyte: it now reads as zeros and is no longer
+	// allocated.
+	clear(src.data[1<<20 : 2<<20])
+	alloc := []sdk.Extent{{Offset: 0, Length: 1 << 20}, {Offset: 2 << 20, Length: 2 << 20}}
+	st := move(t, Request{Source: src, Size: size, Allocated: alloc, Digests: store, Sink: recv}, Options{})
+	equalDisks(t, dst.data, src.data)
+	if st.BytesRead != 3<<20 {
+		t.Fatalf("read %d bytes, want only the 3 MiB allocated", st.BytesRead)
+	}
+}
+
+func TestDiskThatGrew(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	src := &memDisk{data: diskLike(r, 2<<20+512)}
+	dst := &memDisk{data: make([]byte, len(src.data))}
+	store := &memDigests{}
+	move(t, Request{Source: src, Size: src.Size(), Digests: store, TargetZero: true, Sink: NewReceiver(dst, dst.Size())}, Options{})
+	// Grow by 3 MiB of new data; the replica disk is grown to match.
+	src.data = append(src.data, diskLike(r, 3<<20)...)
+	dst.data = append(dst.data, make([]byte, 3<<20)...)
+	st := move(t, Request{Source: src, Size: src.Size(), Digests: store, Sink: NewReceiver(dst, dst.Size())}, Options{})
+	equalDisks(t, dst.data, src.data)
+	// Only the new data and the old partial tail block count as changed.
+	if want := int64(3<<20) + 4096; st.BytesChanged > want {
+		t.Fatalf("growing sent %d changed bytes, want at most %d", st.BytesChanged, want)
+	}
+}
+
+func TestChangeTrackingWithUnknownDigestsIsIncomplete(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 4))
+	const size = 2 << 20
+	src := &memDisk{data: diskLike(r, size)}
+	dst := &memDisk{data: append([]byte(nil), src.data...)}
+	written := scatter(r, src.data, 2)
+	st := move(t, Request{Source: src, Size: size, Changed: written, Digests: &memDigests{}, Sink: NewReceiver(dst, size)}, Options{})
+	equalDisks(t, dst.data, src.data)
+	if !st.Incomplete {
+		t.Fatal("a change-tracked run over unknown digests claims complete digests")
+	}
+}
+
+// flipSink damages one byte of the payload of data frames on the way.
+type flipSink struct{ next Sink }
+
+func (f flipSink) Send(ctx context.Context, b []byte) error {
+	c := append([]byte(nil), b...)
+	if c[1] == kindData {
+		c[len(c)-1] ^= 0x40
+	}
+	return f.next.Send(ctx, c)
+}
+
+func TestDamagedBlocksAreNeverWritten(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	const size = 1 << 20
+	src := &memDisk{data: diskLike(r, size)}
+	dst := &memDisk{data: make([]byte, size)}
+	_, err := Move(context.Background(), Request{Source: src, Size: size, TargetZero: true, Sink: flipSink{NewReceiver(dst, size)}}, Options{Workers: 1})
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Move over a damaging link = %v, want a corrupt frame", err)
+	}
+}
+
+// failingReader fails after some bytes.
+type failingReader struct {
+	*memDisk
+	after int64
+}
+
+func (f *failingReader) ReadAt(p []byte, off int64) (int, error) {
+	if off >= f.after {
+		return 0, fmt.Errorf("disk gone")
+	}
+	return f.memDisk.ReadAt(p, off)
+}
+
+func TestReadErrorStopsTheMove(t *testing.T) {
+	r := rand.New(rand.NewPCG(6, 6))
+	const size = 16 << 20
+	src := &failingReader{memDisk: &memDisk{data: diskLike(r, size)}, after: 8 << 20}
+	dst := &memDisk{data: make([]byte, size)}
+	_, err := Move(context.Background(), Request{Source: src, Size: size, TargetZero: true, Sink: NewReceiver(dst, size)}, Options{})
+	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("disk gone")) {
+		t.Fatalf("Move = %v", err)
+	}
+}
+
+func TestFrameRoundTripAndDamage(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	data := diskLike(r, 64<<10)
+	var digests []Digest
+	for pos := 0; pos < len(data); pos += 4096 {
+		digests = append(digests, digestOf(data[pos:pos+4096]))
+	}
+	for _, codec := range []Codec{CodecNone, CodecS2, CodecZstd} {
+		b := appendFrame(nil, codec, 1<<30, 4096, data, digests)
+		b = appendZeroFrame(b, 1<<31, 8192, 4096)
+		f, n, err := parseFrame(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := f.decode(nil)
+		if err != nil || !bytes.Equal(got, data) || f.offset != 1<<30 {
+			t.Fatalf("%s: decode = %v", codec, err)
+		}
+		z, _, err := parseFrame(b[n:])
+		if err != nil || z.kind != kindZero || z.length != 8192 {
+			t.Fatalf("%s: zero frame = %+v, %v", codec, z, err)
+		}
+		for _, at := range []int{0, 5, 20, 30, n - 1} {
+			bad := append([]byte(nil), b[:n]...)
+			bad[at] ^= 1
+			if f, _, err := parseFrame(bad); err == nil {
+				if _, err := f.decode(nil); err == nil {
+					t.Errorf("%s: a flipped byte at %d went unnoticed", codec, at)
+				}
+			}
+		}
+	}
+}
+
+func FuzzFrame(f *testing.F) {
+	data := bytes.Repeat([]byte("disk"), 2048)
+	f.Add(appendFrame(nil, CodecNone, 0, 4096, data, []Digest{digestOf(data[:4096]), digestOf(data[4096:])}))
+	f.Add(appendFrame(nil, CodecS2, 4096, 4096, data[:4096], []Digest{digestOf(data[:4096])}))
+	f.Add(appendFrame(nil, CodecZstd, 4096, 4096, data[:4096], []Digest{digestOf(data[:4096])}))
+	f.Add(appendZeroFrame(nil, 0, 1<<20, 4096))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		dst := &memDisk{data: make([]byte, 8<<20)}
+		_ = NewReceiver(dst, int64(len(dst.data))).Send(context.Background(), b)
+	})
+}
+
+func TestExtentAlgebra(t *testing.T) {
+	tests := []struct {
+		name string
+		got  []span
+		want []span
+	}{
+		{"normalize widens, sorts, merges and clips", normalize([]sdk.Extent{{Offset: 9000, Length: 10}, {Offset: 100, Length: 5000}, {Offset: 8192, Length: 1}, {Offset: 20000, Length: 99999}}, 4096, 24000),
+			[]span{{0, 12288}, {16384, 24000}}},
+		{"normalize drops empty", normalize([]sdk.Extent{{Offset: 5, Length: 0}}, 4096, 1<<20), []span{}},
+		{"clip", clip([]span{{0, 10}, {20, 30}, {40, 50}}, 5, 45), []span{{5, 10}, {20, 30}, {40, 45}}},
+		{"intersect", intersect([]span{{0, 10}, {20, 30}}, []span{{5, 25}}), []span{{5, 10}, {20, 25}}},
+		{"subtract", subtract([]span{{0, 100}}, []span{{10, 20}, {30, 40}, {90, 120}}), []span{{0, 10}, {20, 30}, {40, 90}}},
+		{"subtract nothing", subtract([]span{{0, 10}}, nil), []span{{0, 10}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if fmt.Sprint(tt.got) != fmt.Sprint(tt.want) && !(len(tt.got) == 0 && len(tt.want) == 0) {
+				t.Fatalf("got %v, want %v", tt.got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseCodec(t *testing.T) {
+	tests := []struct {
+		name string
+		link Link
+		want Codec
+		err  bool
+	}{
+		{"auto", LinkLocal, CodecNone, false},
+		{"auto", LinkLAN, CodecS2, false},
+		{"auto", LinkWAN, CodecZstd, false},
+		{"zstd", LinkLocal, CodecZstd, false},
+		{"lz4", LinkLocal, 0, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseCodec(tt.name, tt.link)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("ParseCodec(%q, %d) = %v, %v", tt.name, tt.link, got, err)
+		}
+	}
+}
