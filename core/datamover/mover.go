@@ -404,3 +404,26 @@ func (m *mover) chunk(ctx context.Context, s *segmentState, c span, buf, frameBu
 	}
 	return frameBuf, nil
 }
+
+// DigestRange digests the blocks of [lo, hi) of r, to rebuild digests that
+// were lost from the disk itself.
+func DigestRange(r io.ReaderAt, lo, hi int64, blockSize int) ([]Digest, error) {
+	bs := int64(blockSize)
+	out := make([]Digest, 0, (hi-lo+bs-1)/bs)
+	buf := make([]byte, min(DefaultReadSize, hi-lo))
+	for off := lo; off < hi; {
+		n := min(int64(len(buf)), hi-off)
+		k, err := r.ReadAt(buf[:n], off)
+		if int64(k) < n {
+			if err == nil || errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("read at %d: %w", off, err)
+		}
+		for pos := int64(0); pos < n; pos += bs {
+			out = append(out, digestOf(buf[pos:min(pos+bs, n)]))
+		}
+		off += n
+	}
+	return out, nil
+}

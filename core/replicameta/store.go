@@ -1,0 +1,313 @@
+package replicameta
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net/url"
+	"sync"
+
+	"github.com/ferry-dr/ferry/core/datamover"
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// Manifest is the metadata of one replica disk.
+type Manifest struct {
+	Version       int            `json:"version"`
+	Size          int64          `json:"size"`
+	BlockSize     int            `json:"block_size"`
+	SegmentBlocks int            `json:"segment_blocks"`
+	Segments      map[int]string `json:"segments"` // segment index -> object key
+	Session       string         `json:"session,omitempty"`
+}
+
+// Prefix is where the metadata of one replica disk lives.
+func Prefix(job, vm string, disk int) string {
+	return fmt.Sprintf("ferry/v1/%s/%s/disk-%d/", url.PathEscape(job), url.PathEscape(vm), disk)
+}
+
+// Recompute reads a range of the replica's working state, to digest blocks
+// the manifest does not know.
+type Recompute func(ctx context.Context) (io.ReaderAt, error)
+
+// Store is the datamover.DigestStore of one replica disk for one run. It
+// is safe for concurrent use.
+type Store struct {
+	repo    sdk.Repository
+	prefix  string
+	session string
+	bs      int
+	segBlks int
+	size    int64     // the disk's size in this run
+	fresh   bool      // the replica disk was created empty in this run
+	reread  Recompute // reads the replica when digests are unknown
+
+	mu       sync.Mutex
+	manifest Manifest
+	gen      int64          // manifest generation; sdk.IfAbsent when none
+	replaced map[int]string // segments taken out of the manifest, by their old object
+	replica  io.ReaderAt
+	stats    Stats
+}
+
+// Stats say how the store got its digests.
+type Stats struct {
+	SegmentsLoaded     int
+	SegmentsRecomputed int
+	BytesRecomputed    int64
+}
+
+// Options describe the run a Store serves.
+type Options struct {
+	Session       string
+	Size          int64 // the disk's size in this run
+	BlockSize     int
+	SegmentBlocks int
+	// Fresh says the replica disk was created empty in this run: unknown
+	// segments read as zeros and need no recompute.
+	Fresh bool
+	// Recompute opens the replica's working state to digest unknown
+	// segments.
+	Recompute Recompute
+}
+
+// Open reads the manifest of a replica disk and removes segment objects a
+// killed run left behind. A manifest written with another block or segment
+// size is ignored: its segments become unknown.
+func Open(ctx context.Context, repo sdk.Repository, prefix string, opts Options) (*Store, error) {
+	s := &Store{repo: repo, prefix: prefix, session: opts.Session, bs: opts.BlockSize, segBlks: opts.SegmentBlocks, size: opts.Size, fresh: opts.Fresh, reread: opts.Recompute, gen: sdk.IfAbsent, replaced: map[int]string{}}
+	s.manifest = Manifest{Version: 1, BlockSize: s.bs, SegmentBlocks: s.segBlks, Segments: map[int]string{}}
+	data, info, err := repo.Get(ctx, prefix+"manifest")
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("read manifest %s: %w", prefix, err)
+	default:
+		s.gen = info.Generation
+		var m Manifest
+		if err := json.Unmarshal(data, &m); err != nil || m.Version != 1 {
+			// Unreadable metadata is unknown metadata: start over.
+			break
+		}
+		if m.BlockSize == s.bs && m.SegmentBlocks == s.segBlks && m.Segments != nil {
+			s.manifest = m
+		}
+	}
+	if err := s.sweep(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// sweep deletes segment objects the manifest does not name.
+func (s *Store) sweep(ctx context.Context) error {
+	objs, err := s.repo.List(ctx, s.prefix+"seg/")
+	if err != nil {
+		return fmt.Errorf("list metadata %s: %w", s.prefix, err)
+	}
+	named := map[string]bool{}
+	for _, k := range s.manifest.Segments {
+		named[k] = true
+	}
+	for _, o := range objs {
+		if !named[o.Key] {
+			if err := s.repo.Delete(ctx, o.Key, sdk.IfAny); err != nil {
+				return fmt.Errorf("delete stale metadata %s: %w", o.Key, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Known reports how many segments have stored digests.
+func (s *Store) Known() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.manifest.Segments)
+}
+
+// Stats returns how the store got its digests so far.
+func (s *Store) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// commit writes the manifest with compare-and-swap. Callers hold s.mu.
+func (s *Store) commit(ctx context.Context) error {
+	s.manifest.Session = s.session
+	data, err := json.Marshal(s.manifest)
+	if err != nil {
+		return err
+	}
+	gen, err := s.repo.Put(ctx, s.prefix+"manifest", data, s.gen)
+	if err != nil {
+		return fmt.Errorf("write manifest %s: %w", s.prefix, err)
+	}
+	s.gen = gen
+	return nil
+}
+
+// Segment returns the digests of segment i: stored ones, zeros on a fresh
+// replica, or digests recomputed from the replica. The segment is taken out
+// of the manifest before it is returned, because the caller is about to
+// write its blocks.
+func (s *Store) Segment(ctx context.Context, i int) ([]datamover.Digest, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key, ok := s.manifest.Segments[i]
+	var digests []datamover.Digest
+	if ok {
+		d, err := s.load(ctx, key)
+		var bad *corruptError
+		switch {
+		case errors.As(err, &bad):
+			// Damaged digests are unknown digests.
+		case err != nil:
+			return nil, err
+		default:
+			digests = d
+			s.stats.SegmentsLoaded++
+		}
+		delete(s.manifest.Segments, i)
+		if err := s.commit(ctx); err != nil {
+			return nil, err
+		}
+		// The object stays until the new one is named; sweep removes it
+		// after a crash.
+		s.replaced[i] = key
+		if digests != nil {
+			return digests, nil
+		}
+	}
+	if s.fresh || s.reread == nil {
+		return nil, nil
+	}
+	return s.recompute(ctx, i)
+}
+
+// corruptError is a segment object that does not decode.
+type corruptError struct{ err error }
+
+func (e *corruptError) Error() string { return e.err.Error() }
+
+// recompute digests segment i from the replica's working state. Callers
+// hold s.mu.
+func (s *Store) recompute(ctx context.Context, i int) ([]datamover.Digest, error) {
+	if s.replica == nil {
+		r, err := s.reread(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("open the replica to recompute digests: %w", err)
+		}
+		s.replica = r
+	}
+	lo := int64(i) * int64(s.bs) * int64(s.segBlks)
+	hi := min(lo+int64(s.bs)*int64(s.segBlks), s.size)
+	d, err := datamover.DigestRange(s.replica, lo, hi, s.bs)
+	if err != nil {
+		return nil, fmt.Errorf("recompute digests of segment %d: %w", i, err)
+	}
+	s.stats.SegmentsRecomputed++
+	s.stats.BytesRecomputed += hi - lo
+	return d, nil
+}
+
+// PutSegment stores the new digests of segment i and names them in the
+// manifest.
+func (s *Store) PutSegment(ctx context.Context, i int, digests []datamover.Digest) error {
+	key := fmt.Sprintf("%sseg/%d-%s", s.prefix, i, nonce())
+	if _, err := s.repo.Put(ctx, key, encodeSegment(digests), sdk.IfAbsent); err != nil {
+		return fmt.Errorf("write digests %s: %w", key, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := []string{s.manifest.Segments[i], s.replaced[i]}
+	s.manifest.Segments[i] = key
+	delete(s.replaced, i)
+	if err := s.commit(ctx); err != nil {
+		return err
+	}
+	for _, k := range old {
+		if k != "" {
+			s.repo.Delete(ctx, k, sdk.IfAny) // a later sweep retries what fails here
+		}
+	}
+	return nil
+}
+
+// Finish records the disk's size once every segment was handled.
+func (s *Store) Finish(ctx context.Context, size int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.manifest.Size = size
+	return s.commit(ctx)
+}
+
+// Close releases the replica reader, if one was opened.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.replica.(io.Closer); ok {
+		s.replica = nil
+		return c.Close()
+	}
+	return nil
+}
+
+func (s *Store) load(ctx context.Context, key string) ([]datamover.Digest, error) {
+	data, _, err := s.repo.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("read digests %s: %w", key, err)
+	}
+	d, err := decodeSegment(data)
+	if err != nil {
+		return nil, &corruptError{fmt.Errorf("digests %s: %w", key, err)}
+	}
+	return d, nil
+}
+
+var segTable = crc32.MakeTable(crc32.Castagnoli)
+
+func encodeSegment(ds []datamover.Digest) []byte {
+	b := make([]byte, 0, 8+len(ds)*len(datamover.Digest{})+4)
+	b = append(b, "FDG1"...)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(ds)))
+	for _, d := range ds {
+		b = append(b, d[:]...)
+	}
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, segTable))
+}
+
+func decodeSegment(b []byte) ([]datamover.Digest, error) {
+	const ds = len(datamover.Digest{})
+	if len(b) < 12 || string(b[:4]) != "FDG1" {
+		return nil, errors.New("not a digest segment")
+	}
+	n := int(binary.LittleEndian.Uint32(b[4:]))
+	if len(b) != 8+n*ds+4 {
+		return nil, fmt.Errorf("%d bytes for %d digests", len(b), n)
+	}
+	if crc32.Checksum(b[:len(b)-4], segTable) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
+		return nil, errors.New("checksum mismatch")
+	}
+	out := make([]datamover.Digest, n)
+	for i := range out {
+		copy(out[i][:], b[8+i*ds:])
+	}
+	return out, nil
+}
+
+func nonce() string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b[:])
+}

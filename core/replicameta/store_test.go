@@ -1,0 +1,207 @@
+package replicameta
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/ferry-dr/ferry/core/datamover"
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+	"github.com/ferry-dr/ferry/sdk/sdktest"
+)
+
+const (
+	bs      = 4096
+	segBlks = 16
+	segSize = bs * segBlks
+)
+
+// replicaOf is a replica working state of n segments, each filled with its
+// index.
+func replicaOf(n int) []byte {
+	b := make([]byte, n*segSize)
+	for i := range b {
+		b[i] = byte(i / segSize)
+	}
+	return b
+}
+
+func digestsOf(t *testing.T, b []byte, seg int) []datamover.Digest {
+	t.Helper()
+	d, err := datamover.DigestRange(bytes.NewReader(b), int64(seg*segSize), int64((seg+1)*segSize), bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func open(t *testing.T, repo sdk.Repository, replica []byte, fresh bool, opened *int) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), repo, Prefix("web tier", "db/01", 0), Options{
+		Session: "s1", Size: int64(len(replica)), BlockSize: bs, SegmentBlocks: segBlks, Fresh: fresh,
+		Recompute: func(ctx context.Context) (io.ReaderAt, error) {
+			*opened++
+			return bytes.NewReader(replica), nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestStoreLifecycle(t *testing.T) {
+	ctx := context.Background()
+	repo := sdktest.NewMemRepository()
+	replica := replicaOf(3)
+	opened := 0
+
+	s := open(t, repo, replica, true, &opened)
+	for i := 0; i < 3; i++ {
+		d, err := s.Segment(ctx, i)
+		if err != nil || d != nil {
+			t.Fatalf("segment %d of a fresh replica = %v, %v; want unknown", i, d, err)
+		}
+		if err := s.PutSegment(ctx, i, digestsOf(t, replica, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Finish(ctx, int64(len(replica))); err != nil {
+		t.Fatal(err)
+	}
+	if opened != 0 {
+		t.Fatal("a fresh replica was read to recompute digests")
+	}
+
+	// The next run loads them, and takes each out of the manifest before
+	// its blocks are written.
+	s = open(t, repo, replica, false, &opened)
+	if s.Known() != 3 {
+		t.Fatalf("known segments = %d", s.Known())
+	}
+	d, err := s.Segment(ctx, 1)
+	if err != nil || len(d) != segBlks || d[0] != digestsOf(t, replica, 1)[0] {
+		t.Fatalf("segment 1 = %d digests, %v", len(d), err)
+	}
+	if s.Known() != 2 {
+		t.Fatal("a segment being written is still in the manifest")
+	}
+
+	// Killed here: the next run recomputes segment 1 from the replica.
+	replica[segSize+5] = 0xEE // the killed run had written a block
+	s = open(t, repo, replica, false, &opened)
+	d, err = s.Segment(ctx, 1)
+	if err != nil || opened != 1 {
+		t.Fatalf("recompute: %v (replica opened %d times)", err, opened)
+	}
+	if want := digestsOf(t, replica, 1); d[0] != want[0] || d[1] != want[1] {
+		t.Fatal("recomputed digests do not describe the replica as it is")
+	}
+	if st := s.Stats(); st.SegmentsRecomputed != 1 || st.BytesRecomputed != segSize {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+func TestStaleSegmentsAreSwept(t *testing.T) {
+	ctx := context.Background()
+	repo := sdktest.NewMemRepository()
+	replica := replicaOf(2)
+	opened := 0
+	s := open(t, repo, replica, true, &opened)
+	s.Segment(ctx, 0)
+	s.PutSegment(ctx, 0, digestsOf(t, replica, 0))
+	// A killed run wrote a segment object but never named it.
+	orphan := Prefix("web tier", "db/01", 0) + "seg/1-deadbeef"
+	repo.Put(ctx, orphan, []byte("junk"), sdk.IfAny)
+	s = open(t, repo, replica, false, &opened)
+	if _, _, err := repo.Get(ctx, orphan); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("orphan survived Open: %v", err)
+	}
+	objs, _ := repo.List(ctx, Prefix("web tier", "db/01", 0)+"seg/")
+	if len(objs) != 1 || s.Known() != 1 {
+		t.Fatalf("segment objects = %v", objs)
+	}
+	// Replacing a segment deletes the object it replaces.
+	s.Segment(ctx, 0)
+	s.PutSegment(ctx, 0, digestsOf(t, replica, 0))
+	objs, _ = repo.List(ctx, Prefix("web tier", "db/01", 0)+"seg/")
+	if len(objs) != 1 {
+		t.Fatalf("after a replace, segment objects = %v", objs)
+	}
+}
+
+func TestDamagedOrForeignMetadataIsUnknown(t *testing.T) {
+	ctx := context.Background()
+	replica := replicaOf(1)
+	prefix := Prefix("web tier", "db/01", 0)
+	tests := []struct {
+		name  string
+		break_ func(repo sdk.Repository)
+	}{
+		{"damaged segment", func(repo sdk.Repository) {
+			objs, _ := repo.List(ctx, prefix+"seg/")
+			data, info, _ := repo.Get(ctx, objs[0].Key)
+			data[10] ^= 1
+			repo.Put(ctx, objs[0].Key, data, info.Generation)
+		}},
+		{"manifest of another block size", func(repo sdk.Repository) {
+			data, info, _ := repo.Get(ctx, prefix+"manifest")
+			repo.Put(ctx, prefix+"manifest", bytes.Replace(data, []byte(`"block_size":4096`), []byte(`"block_size":8192`), 1), info.Generation)
+		}},
+		{"garbage manifest", func(repo sdk.Repository) {
+			_, info, _ := repo.Get(ctx, prefix+"manifest")
+			repo.Put(ctx, prefix+"manifest", []byte("{not json"), info.Generation)
+		}},
+		{"lost manifest", func(repo sdk.Repository) {
+			repo.Delete(ctx, prefix+"manifest", sdk.IfAny)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			repo := sdktest.NewMemRepository()
+			opened := 0
+			s := open(t, repo, replica, true, &opened)
+			s.Segment(ctx, 0)
+			s.PutSegment(ctx, 0, digestsOf(t, replica, 0))
+			tt.break_(repo)
+			s = open(t, repo, replica, false, &opened)
+			d, err := s.Segment(ctx, 0)
+			if err != nil || opened != 1 || d[0] != digestsOf(t, replica, 0)[0] {
+				t.Fatalf("Segment = %v (replica opened %d times); want digests recomputed from the replica", err, opened)
+			}
+		})
+	}
+}
+
+func TestConcurrentWriterLoses(t *testing.T) {
+	ctx := context.Background()
+	repo := sdktest.NewMemRepository()
+	replica := replicaOf(1)
+	opened := 0
+	a := open(t, repo, replica, true, &opened)
+	b := open(t, repo, replica, true, &opened)
+	if err := a.PutSegment(ctx, 0, digestsOf(t, replica, 0)); err != nil {
+		t.Fatal(err)
+	}
+	err := b.PutSegment(ctx, 0, digestsOf(t, replica, 0))
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "manifest") {
+		t.Fatalf("a second writer of the same disk's metadata = %v", err)
+	}
+}
+
+func TestSegmentEncoding(t *testing.T) {
+	d := digestsOf(t, replicaOf(1), 0)
+	back, err := decodeSegment(encodeSegment(d))
+	if err != nil || len(back) != len(d) || back[3] != d[3] {
+		t.Fatalf("round trip: %v", err)
+	}
+	for _, bad := range [][]byte{nil, []byte("FDG1"), encodeSegment(d)[:40], append(encodeSegment(d), 0)} {
+		if _, err := decodeSegment(bad); err == nil {
+			t.Errorf("decoded %d bad bytes", len(bad))
+		}
+	}
+}
