@@ -74,7 +74,11 @@ type Target interface {
 	// DeleteRestorePoint deletes a restore point and frees its space; the
 	// others stay readable.
 	DeleteRestorePoint(ctx context.Context, replica, point string) error
-	// OpenRestorePointDisk opens a disk of a restore point for reading.
+	// OpenRestorePointDisk opens a disk of a restore point for reading. An
+	// empty point opens the working state instead: what the replica's disk
+	// holds now, which the next restore point will freeze. The core reads
+	// it to rebuild lost metadata; the reader sees a consistent view only
+	// while no writer is open.
 	OpenRestorePointDisk(ctx context.Context, replica, point string, disk int) (DiskReader, error)
 	// Failover starts the replica from a restore point (the newest when point
 	// is empty) with the network settings applied.

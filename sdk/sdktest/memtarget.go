@@ -342,6 +342,12 @@ func (m *MemTarget) OpenRestorePointDisk(ctx context.Context, replica, point str
 	if err != nil {
 		return nil, err
 	}
+	if point == "" {
+		if disk < 0 || disk >= len(r.disks) {
+			return nil, fmt.Errorf("replica %q disk %d: %w", r.info.Name, disk, errdefs.ErrNotFound)
+		}
+		return &memReader{disk: r.disks[disk].clone()}, nil
+	}
 	i, err := r.point(point)
 	if err != nil {
 		return nil, err

@@ -82,6 +82,7 @@ func RunTarget(t *testing.T, fx TargetFixture) {
 		{"WriterPastEnd", (*targetCheck).writerPastEnd},
 		{"RestorePointReadBack", (*targetCheck).pointReadBack},
 		{"RestorePointList", (*targetCheck).pointList},
+		{"WorkingState", (*targetCheck).workingState},
 		{"RestorePointUnknown", (*targetCheck).pointUnknown},
 		{"DiskGrow", (*targetCheck).diskGrow},
 		{"DeleteOldestPoint", func(c *targetCheck, t *testing.T) { c.deletePoint(t, 0) }},
@@ -502,6 +503,35 @@ func (c *targetCheck) pointReadBack(t *testing.T) {
 		checkReadPastEnd(t, r, m.points[1].disks[d])
 		closeDisk(t, r, "restore point disk")
 	}
+}
+
+// workingState: an empty point opens what the replica holds now, before
+// and after a restore point.
+func (c *targetCheck) workingState(t *testing.T) {
+	m := c.newReplica(t, "working-state")
+	check := func(when string) {
+		t.Helper()
+		for d := range m.disks {
+			r, err := c.tgt.OpenRestorePointDisk(c.ctx, m.id, "", d)
+			if err != nil {
+				t.Fatalf("%s: OpenRestorePointDisk(point \"\"): %v", when, err)
+			}
+			got, err := readAll(r, r.Size())
+			closeDisk(t, r, "working state disk")
+			if err != nil {
+				t.Fatalf("%s: read the working state: %v", when, err)
+			}
+			if msg := diffBytes(got, m.disks[d], 0); msg != "" {
+				t.Errorf("%s: the working state of disk %d does not read back what was written: %s", when, d, msg)
+			}
+		}
+	}
+	c.fill(t, m)
+	check("before any restore point")
+	c.point(t, m, nil)
+	c.overwrite(t, m)
+	check("after a restore point and more writes")
+	c.verify(t, m, "after reading the working state")
 }
 
 func (c *targetCheck) pointList(t *testing.T) {
