@@ -185,14 +185,7 @@ func TestFullIncrementalAndChangeTracked(t *testing.T) {
 	}
 }
 
-// coveredBytes is how many bytes the extents cover once widened to blocks.
-func coveredBytes(es []sdk.Extent, bs, size int64) int64 {
-	var n int64
-	for _, s := range normalize(es, bs, size) {
-		n += s.end - s.start
-	}
-	return n
-}
+func coveredBytes(es []sdk.Extent, bs, size int64) int64 { return CoveredBytes(es, int(bs), size) }
 
 func TestZeroedBlocksAreCleared(t *testing.T) {
 	r := rand.New(rand.NewPCG(2, 2))

@@ -84,3 +84,13 @@ func subtract(a, b []span) []span {
 	}
 	return out
 }
+
+// CoveredBytes is how many bytes of a disk of size the extents cover once
+// widened to whole blocks: what Move handles for them.
+func CoveredBytes(es []sdk.Extent, blockSize int, size int64) int64 {
+	var n int64
+	for _, s := range normalize(es, int64(blockSize), size) {
+		n += s.end - s.start
+	}
+	return n
+}

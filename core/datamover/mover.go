@@ -92,6 +92,9 @@ type Request struct {
 	// are unknown (it was created empty in this run).
 	TargetZero bool
 	Sink       Sink
+	// Progress, when set, is called with the bytes of the disk handled so
+	// far, from any goroutine.
+	Progress func(done int64)
 }
 
 // Stats count what moving one disk took.
@@ -108,7 +111,7 @@ type Stats struct {
 }
 
 type counters struct {
-	read, sent, changed, blocksChanged, blocksTotal atomic.Int64
+	read, sent, changed, blocksChanged, blocksTotal, done atomic.Int64
 }
 
 // Move sends to req.Sink every block of the source disk that differs from
@@ -202,6 +205,7 @@ func (m *mover) segment(ctx context.Context, seg int, lo, hi int64, todo, read [
 		if err := m.zeros(ctx, cmp, z); err != nil {
 			return false, err
 		}
+		m.handled(z.end - z.start)
 	}
 	if err := m.readAll(ctx, cmp, read); err != nil {
 		return false, err
@@ -269,6 +273,14 @@ func (m *mover) zeros(ctx context.Context, s *segmentState, z span) error {
 		runEnd = end
 	}
 	return flush()
+}
+
+// handled reports n more bytes of the disk handled.
+func (m *mover) handled(n int64) {
+	done := m.c.done.Add(n)
+	if m.req.Progress != nil {
+		m.req.Progress(done)
+	}
 }
 
 // zeroDigestAt is the digest of a zero block at off in a range ending at
@@ -348,6 +360,7 @@ func (m *mover) chunk(ctx context.Context, s *segmentState, c span, buf, frameBu
 	data := buf[:c.end-c.start]
 	n, err := m.req.Source.ReadAt(data, c.start)
 	m.c.read.Add(int64(n))
+	defer m.handled(int64(len(data)))
 	if n < len(data) {
 		if err == nil || errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF

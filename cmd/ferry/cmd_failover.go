@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/engine"
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+func init() {
+	register(&command{
+		name: "failover",
+		summary: `Fail a VM over to its replica, undo a failover, or make it permanent.
+
+  ferry failover JOB VM [--point ID]   start the replica from a restore point
+                                       (the newest by default), with the job's
+                                       network map and re-IP rules applied
+  ferry failover undo JOB VM           stop the replica and return it to its
+                                       state before the failover; replication
+                                       resumes, no restore point is lost
+  ferry failover commit JOB VM         make the failover permanent: the replica
+                                       becomes the production VM and leaves
+                                       replication`,
+		usage: "ferry [-config DIR] failover [undo|commit] JOB VM [--point ID]",
+		run:   runFailover,
+	})
+}
+
+func runFailover(e *env, args []string) error {
+	action := "start"
+	if len(args) > 0 && (args[0] == "undo" || args[0] == "commit") {
+		action, args = args[0], args[1:]
+	}
+	fs := commands["failover"].flags(e)
+	point := fs.String("point", "", "the restore point `ID` to fail over to (default: the newest)")
+	// Flags may follow the arguments: ferry failover web web-01 --point X.
+	var pos []string
+	for len(args) > 0 {
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != 2 {
+		return usagef("name a job and a VM")
+	}
+	if action != "start" && *point != "" {
+		return usagef("--point only applies when starting a failover")
+	}
+	ctx := context.Background()
+	w, err := openWorkspace(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	job, err := w.job(pos[0])
+	if err != nil {
+		return err
+	}
+	vm := pos[1]
+	rec, err := w.cat.Replica(job.Name, vm)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return fmt.Errorf("job %q vm %q has no replica yet; run the job first", job.Name, vm)
+	}
+	if err != nil {
+		return err
+	}
+	tgt, _, err := w.host.Target(ctx, job.Target.Type, job.Target.Config)
+	if err != nil {
+		return fmt.Errorf("target %s: %w", job.Target.Address(), err)
+	}
+	var r *sdk.Replica
+	switch action {
+	case "start":
+		r, err = tgt.Failover(ctx, sdk.FailoverRequest{Replica: rec.ReplicaID, Point: *point, Network: engine.NetworkConfig(job)})
+	case "undo":
+		r, err = tgt.UndoFailover(ctx, rec.ReplicaID)
+	case "commit":
+		r, err = tgt.CommitFailover(ctx, rec.ReplicaID)
+	}
+	if err != nil {
+		return fmt.Errorf("job %q vm %q: failover %s: %w", job.Name, vm, action, err)
+	}
+	rec.State, rec.FailoverPoint, rec.Updated = r.State, r.FailoverPoint, time.Now().UTC()
+	if err := w.cat.PutReplica(rec); err != nil {
+		return fmt.Errorf("record the replica's state: %w", err)
+	}
+	report(e, job, vm, action, r)
+	return nil
+}
+
+func report(e *env, job *config.Job, vm, action string, r *sdk.Replica) {
+	switch action {
+	case "start":
+		fmt.Fprintf(e.stdout, "%s failed over to replica %s (restore point %s); it is %s\n", vm, r.Name, r.FailoverPoint, r.VM.PowerState)
+		for _, n := range r.VM.NICs {
+			fmt.Fprintf(e.stdout, "  nic %d: network %q, addresses %s, gateway %s\n", n.Index, n.Network, strings.Join(n.Addresses, ", "), orDash(n.Gateway))
+		}
+		fmt.Fprintf(e.stdout, "undo with 'ferry failover undo %s %s', or make it permanent with 'ferry failover commit %s %s'\n", job.Name, vm, job.Name, vm)
+	case "undo":
+		fmt.Fprintf(e.stdout, "failover of %s undone: replica %s is %s again; replication resumes with the next run\n", vm, r.Name, r.State)
+	case "commit":
+		fmt.Fprintf(e.stdout, "failover of %s committed: %s is now the production VM and has left job %s; remove %s from the job\n", vm, r.Name, job.Name, vm)
+	}
+}
+

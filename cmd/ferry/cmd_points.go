@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+)
+
+func init() {
+	register(&command{
+		name: "points",
+		summary: `List the restore points of a job's replicas, oldest first.
+
+Each point shows its id (to pass to 'ferry failover --point'), the VM, when
+it was taken, and the storage it holds on its own.`,
+		usage: "ferry [-config DIR] points [--json] JOB [VM]",
+		run:   runPoints,
+	})
+}
+
+func runPoints(e *env, args []string) error {
+	fs := commands["points"].flags(e)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		return usagef("name a job, and optionally a VM")
+	}
+	w, err := openWorkspace(context.Background(), e)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	job, err := w.job(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	vm := fs.Arg(1)
+	if vm != "" && !contains(job.VMs, vm) {
+		if _, err := w.cat.Replica(job.Name, vm); err != nil {
+			return usagef("job %q has no VM %q", job.Name, vm)
+		}
+	}
+	points, err := w.cat.RestorePoints(job.Name, vm)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if points == nil {
+			points = []catalog.RestorePoint{}
+		}
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(points)
+	}
+	if len(points) == 0 {
+		fmt.Fprintf(e.stdout, "job %s has no restore points yet; run 'ferry run %s'\n", job.Name, job.Name)
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tVM\tCREATED\tSIZE\tSESSION")
+	for _, p := range points {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.ID, p.VM, p.Created.Local().Format(time.DateTime), size(p.Size), p.Session)
+	}
+	return tw.Flush()
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

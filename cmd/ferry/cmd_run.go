@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+)
+
+func init() {
+	register(&command{
+		name: "run",
+		summary: `Run one session of each named job now.
+
+For each VM of the job: snapshot it at the source, copy what changed since
+the last restore point (everything on the first run) to its replica, create
+a restore point, remove the snapshot, and apply retention. Progress is shown
+live on a terminal and as plain lines otherwise; --json prints a summary of
+each session when it ends. Exit status 1 means a job or one of its VMs
+failed. Interrupting (Ctrl-C) stops cleanly: earlier restore points stay
+intact and the next run resumes.`,
+		usage: "ferry [-config DIR] run [--json] JOB...",
+		run:   runRun,
+	})
+}
+
+// sessionSummary is the --json form of a session.
+type sessionSummary struct {
+	*catalog.Session
+	Totals catalog.Totals `json:"totals"`
+}
+
+func runRun(e *env, args []string) error {
+	fs := commands["run"].flags(e)
+	asJSON := fs.Bool("json", false, "print a JSON summary of each session")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usagef("name at least one job")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	w, err := openWorkspace(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	for _, name := range fs.Args() {
+		if _, err := w.job(name); err != nil {
+			return err
+		}
+	}
+	eng := w.engine()
+	out := e.stdout
+	if *asJSON {
+		out = e.stderr
+	}
+	p := newProgress(out)
+	eng.Events = p.event
+	failed := false
+	for _, name := range fs.Args() {
+		job, _ := w.job(name)
+		start := time.Now()
+		sess, err := eng.Run(ctx, job)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "ferry run: %v\n", err)
+			failed = true
+		}
+		if sess == nil {
+			continue
+		}
+		if sess.Result != catalog.ResultSuccess {
+			failed = true
+		}
+		if *asJSON {
+			enc := json.NewEncoder(e.stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(sessionSummary{Session: sess, Totals: sess.Totals()}); err != nil {
+				return err
+			}
+			continue
+		}
+		t := sess.Totals()
+		fmt.Fprintf(out, "job %s: %s in %s: %d VMs (%d failed), %s checked, %s read, %s sent, %s written\n",
+			name, sess.Result, time.Since(start).Round(time.Millisecond), t.VMs, t.Failed,
+			size(t.Size), size(t.BytesRead), size(t.BytesSent), size(t.BytesWritten))
+	}
+	if failed {
+		return &exitError{code: exitFailure}
+	}
+	return nil
+}

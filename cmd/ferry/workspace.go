@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/engine"
+	"github.com/ferry-dr/ferry/core/pluginhost"
+	"github.com/ferry-dr/ferry/sdk"
+)
+
+// workspace is what the verbs that act on jobs share: the loaded
+// configuration, the plugin host and the catalog.
+type workspace struct {
+	env  *env
+	cfg  *config.Config
+	host *pluginhost.Host
+	cat  *catalog.Catalog
+}
+
+// openWorkspace loads and checks the configuration (printing diagnostics)
+// and opens the catalog.
+func openWorkspace(ctx context.Context, e *env) (*workspace, error) {
+	h := e.host()
+	cfg, diags := loadConfig(ctx, e.configDir, h)
+	if len(diags) > 0 {
+		cfg.WriteDiagnostics(e.stderr, diags, 100, false)
+	}
+	if diags.HasErrors() {
+		h.Close()
+		return nil, &exitError{code: exitFailure}
+	}
+	cat, err := catalog.Open(catalog.DefaultPath(cfg.Dir), catalog.Options{})
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	if n, err := cat.MarkAbandoned(); err == nil && n > 0 {
+		e.log.Warn("sessions of a ferry that was killed were marked failed", "sessions", n)
+	}
+	return &workspace{env: e, cfg: cfg, host: h, cat: cat}, nil
+}
+
+func (w *workspace) Close() error {
+	cerr := w.cat.Close()
+	if err := w.host.Close(); err != nil {
+		w.env.log.Warn("stop plugins", "error", err)
+	}
+	return cerr
+}
+
+// job finds a job by name, with an error listing the jobs there are.
+func (w *workspace) job(name string) (*config.Job, error) {
+	if j, ok := w.cfg.Jobs[name]; ok {
+		return j, nil
+	}
+	return nil, usagef("no job %q in %s (jobs: %s)", name, w.cfg.Dir, strings.Join(w.jobNames(), ", "))
+}
+
+func (w *workspace) jobNames() []string {
+	names := make([]string, 0, len(w.cfg.Jobs))
+	for n := range w.cfg.Jobs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (w *workspace) engine() *engine.Engine {
+	return &engine.Engine{Components: components{w}, Catalog: w.cat, Log: w.env.log}
+}
+
+// components configures a job's plugin blocks through the plugin host.
+type components struct{ w *workspace }
+
+func (c components) Source(ctx context.Context, b *config.PluginBlock) (sdk.Source, sdk.Capabilities, error) {
+	return c.w.host.Source(ctx, b.Type, b.Config)
+}
+
+func (c components) Target(ctx context.Context, b *config.PluginBlock) (sdk.Target, sdk.Capabilities, error) {
+	return c.w.host.Target(ctx, b.Type, b.Config)
+}
+
+// Repository configures the job's repository, or for a job that names none
+// a local repository in .ferry/metadata beside the configuration.
+func (c components) Repository(ctx context.Context, b *config.PluginBlock) (sdk.Repository, error) {
+	if b != nil {
+		return c.w.host.Repository(ctx, b.Type, b.Config)
+	}
+	path := filepath.Join(c.w.cfg.Dir, ".ferry", "metadata")
+	repo, err := c.w.host.Repository(ctx, "local", cty.ObjectVal(map[string]cty.Value{"path": cty.StringVal(path)}))
+	if err != nil {
+		return nil, fmt.Errorf("the default repository (local, %s): %w", path, err)
+	}
+	return repo, nil
+}

@@ -1,0 +1,479 @@
+package catalog
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// Result is the outcome of a session or of one VM in it.
+type Result string
+
+const (
+	ResultRunning Result = "running"
+	ResultSuccess Result = "success"
+	ResultWarning Result = "warning" // done, with something the operator should read
+	ResultFailed  Result = "failed"
+)
+
+func (r Result) valid() bool {
+	switch r {
+	case ResultRunning, ResultSuccess, ResultWarning, ResultFailed:
+		return true
+	}
+	return false
+}
+
+// Interrupted is the Error of sessions (and of their VMs) that MarkAbandoned
+// found still running after their process died.
+const Interrupted = "interrupted"
+
+// Mode is how a disk's changes were found.
+type Mode string
+
+const (
+	ModeFull           Mode = "full"            // first run: every allocated block
+	ModeChangeTracking Mode = "change-tracking" // the hypervisor's changed areas
+	ModeDigest         Mode = "digest"          // read all, send blocks whose digest differs
+)
+
+// Lane is the data path a disk's blocks took.
+type Lane string
+
+const (
+	LaneDirect Lane = "direct" // the data mover opened the disk itself
+	LaneStream Lane = "stream" // through the plugin's gRPC stream
+)
+
+// Session is one run of a job.
+type Session struct {
+	// ID sorts by start time: "20261122T010203Z-3fa2" (UTC start, second
+	// precision, 4 random hex digits) when the catalog makes it.
+	ID      string    `json:"id"`
+	Job     string    `json:"job"`
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended,omitzero"`
+	Result  Result    `json:"result"`
+	Error   string    `json:"error,omitempty"`
+	// VMs hold one entry per VM, named uniquely by VMResult.VM.
+	VMs []VMResult `json:"vms,omitempty"`
+}
+
+// VMResult is what a session did to one VM.
+type VMResult struct {
+	VM           string        `json:"vm"`                      // source VM name
+	Replica      string        `json:"replica,omitempty"`       // replica id on the target
+	RestorePoint string        `json:"restore_point,omitempty"` // the point this session created, if any
+	Result       Result        `json:"result"`
+	Error        string        `json:"error,omitempty"`
+	Duration     time.Duration `json:"duration_ns,omitempty"`
+	Disks        []DiskResult  `json:"disks,omitempty"`
+}
+
+// DiskResult is what a session did to one disk of a VM.
+type DiskResult struct {
+	Index         int           `json:"index"`
+	Mode          Mode          `json:"mode,omitempty"`
+	Lane          Lane          `json:"lane,omitempty"`
+	BytesRead     int64         `json:"bytes_read"`
+	BytesSent     int64         `json:"bytes_sent"`
+	BytesWritten  int64         `json:"bytes_written"`
+	BlocksChanged int64         `json:"blocks_changed"`
+	BlocksTotal   int64         `json:"blocks_total"`
+	Size          int64         `json:"size"` // capacity of the disk in bytes
+	Duration      time.Duration `json:"duration_ns,omitempty"`
+	Error         string        `json:"error,omitempty"`
+}
+
+// Totals sum a session's VM and disk results.
+type Totals struct {
+	VMs           int   `json:"vms"`
+	Running       int   `json:"running"` // VMs by result
+	Success       int   `json:"success"`
+	Warning       int   `json:"warning"`
+	Failed        int   `json:"failed"`
+	Disks         int   `json:"disks"`
+	Size          int64 `json:"size"` // bytes of disk capacity processed
+	BytesRead     int64 `json:"bytes_read"`
+	BytesSent     int64 `json:"bytes_sent"`
+	BytesWritten  int64 `json:"bytes_written"`
+	BlocksChanged int64 `json:"blocks_changed"`
+	BlocksTotal   int64 `json:"blocks_total"`
+}
+
+// Totals sums the session's VM and disk results.
+func (s *Session) Totals() Totals {
+	var t Totals
+	for _, vm := range s.VMs {
+		t.VMs++
+		switch vm.Result {
+		case ResultRunning:
+			t.Running++
+		case ResultSuccess:
+			t.Success++
+		case ResultWarning:
+			t.Warning++
+		case ResultFailed:
+			t.Failed++
+		}
+		for _, d := range vm.Disks {
+			t.Disks++
+			t.Size += d.Size
+			t.BytesRead += d.BytesRead
+			t.BytesSent += d.BytesSent
+			t.BytesWritten += d.BytesWritten
+			t.BlocksChanged += d.BlocksChanged
+			t.BlocksTotal += d.BlocksTotal
+		}
+	}
+	return t
+}
+
+func (s *Session) check() error {
+	if err := checkName("session id", s.ID); err != nil {
+		return err
+	}
+	if err := checkName("job", s.Job); err != nil {
+		return err
+	}
+	if !s.Result.valid() {
+		return fmt.Errorf("unknown result %q: %w", s.Result, errdefs.ErrInvalidArgument)
+	}
+	seen := make(map[string]bool, len(s.VMs))
+	for _, vm := range s.VMs {
+		if err := checkVMResult(vm); err != nil {
+			return err
+		}
+		if seen[vm.VM] {
+			return fmt.Errorf("vm %q listed twice: %w", vm.VM, errdefs.ErrInvalidArgument)
+		}
+		seen[vm.VM] = true
+	}
+	return nil
+}
+
+func checkVMResult(vm VMResult) error {
+	if err := checkName("vm", vm.VM); err != nil {
+		return err
+	}
+	if !vm.Result.valid() {
+		return fmt.Errorf("vm %q: unknown result %q: %w", vm.VM, vm.Result, errdefs.ErrInvalidArgument)
+	}
+	for _, d := range vm.Disks {
+		switch d.Mode {
+		case "", ModeFull, ModeChangeTracking, ModeDigest:
+		default:
+			return fmt.Errorf("vm %q disk %d: unknown mode %q: %w", vm.VM, d.Index, d.Mode, errdefs.ErrInvalidArgument)
+		}
+		switch d.Lane {
+		case "", LaneDirect, LaneStream:
+		default:
+			return fmt.Errorf("vm %q disk %d: unknown lane %q: %w", vm.VM, d.Index, d.Lane, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// newSessionID makes "20261122T010203Z-3fa2" from the start time and two
+// random bytes.
+func newSessionID(started time.Time, r io.Reader) (string, error) {
+	var b [2]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return "", fmt.Errorf("read random bytes: %w", err)
+	}
+	return started.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:]), nil
+}
+
+// sessionIDTries bounds the search for a free id: 16 collisions in a row
+// within one second means the random source is broken.
+const sessionIDTries = 16
+
+// BeginSession records a new "running" session of job, started now, with
+// a new id, and returns it. See Catalog.BeginSession.
+func (t *Tx) BeginSession(job string) (*Session, error) {
+	if err := checkName("job", job); err != nil {
+		return nil, fmt.Errorf("begin session: %w", err)
+	}
+	now := t.c.now()
+	sessions := t.bucket(bucketSessions)
+	for range sessionIDTries {
+		id, err := newSessionID(now, t.c.rand)
+		if err != nil {
+			return nil, fmt.Errorf("begin session of job %q: %w", job, err)
+		}
+		if sessions.Get([]byte(id)) != nil {
+			continue
+		}
+		s := &Session{ID: id, Job: job, Started: now, Result: ResultRunning}
+		if err := t.SaveSession(s); err != nil {
+			return nil, fmt.Errorf("begin session of job %q: %w", job, err)
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("begin session of job %q: no free session id after %d tries: %w",
+		job, sessionIDTries, errdefs.ErrAlreadyExists)
+}
+
+// SaveSession inserts or replaces s. See Catalog.SaveSession.
+func (t *Tx) SaveSession(s *Session) error {
+	if err := s.check(); err != nil {
+		return fmt.Errorf("save session %q: %w", s.ID, err)
+	}
+	sessions := t.bucket(bucketSessions)
+	id := []byte(s.ID)
+	var old Session
+	found, err := getJSON(sessions, id, &old)
+	if err != nil {
+		return fmt.Errorf("save session %q: %w", s.ID, err)
+	}
+	if found && old.Job != s.Job {
+		return fmt.Errorf("save session %q: it belongs to job %q, not %q: %w", s.ID, old.Job, s.Job, errdefs.ErrInvalidArgument)
+	}
+	now := t.c.now()
+	if s.Started.IsZero() {
+		s.Started = now
+	}
+	if s.Result != ResultRunning && s.Ended.IsZero() {
+		s.Ended = now
+	}
+	if err := checkTime("start time", s.Started); err != nil {
+		return fmt.Errorf("save session %q: %w", s.ID, err)
+	}
+	if !found {
+		if err := t.indexSession(s); err != nil {
+			return fmt.Errorf("save session %q: %w", s.ID, err)
+		}
+	}
+	if err := putJSON(sessions, id, s); err != nil {
+		return fmt.Errorf("save session %q: %w", s.ID, err)
+	}
+	running := t.bucket(bucketRunning)
+	if s.Result == ResultRunning {
+		if err := running.Put(id, nil); err != nil {
+			return fmt.Errorf("save session %q: %w", s.ID, err)
+		}
+		// Marked before commit, so MarkAbandoned never sees the session
+		// running and not live; a rollback leaves a harmless extra entry.
+		t.c.setLive(s.ID)
+	} else {
+		if err := running.Delete(id); err != nil {
+			return fmt.Errorf("save session %q: %w", s.ID, err)
+		}
+		sid := s.ID
+		t.tx.OnCommit(func() { t.c.clearLive(sid) })
+	}
+	return nil
+}
+
+// indexSession gives a new session its place in the listing order: the
+// order sessions were first saved in, whatever the clock said.
+func (t *Tx) indexSession(s *Session) error {
+	order := t.bucket(bucketSessionSeq)
+	seq, err := order.NextSequence()
+	if err != nil {
+		return err
+	}
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], seq)
+	if err := order.Put(k[:], []byte(s.ID)); err != nil {
+		return err
+	}
+	return t.bucket(bucketJobSessions).Put(append(prefix(s.Job), k[:]...), []byte(s.ID))
+}
+
+// SaveSessionVM records one VM's result in session id, replacing the entry
+// of the same VM or adding one. See Catalog.SaveSessionVM.
+func (t *Tx) SaveSessionVM(id string, vm VMResult) error {
+	s, err := t.Session(id)
+	if err != nil {
+		return fmt.Errorf("save vm %q result: %w", vm.VM, err)
+	}
+	replaced := false
+	for i := range s.VMs {
+		if s.VMs[i].VM == vm.VM {
+			s.VMs[i] = vm
+			replaced = true
+		}
+	}
+	if !replaced {
+		s.VMs = append(s.VMs, vm)
+	}
+	return t.SaveSession(s)
+}
+
+// Session returns the session with id. See Catalog.Session.
+func (t *Tx) Session(id string) (*Session, error) {
+	var s Session
+	found, err := getJSON(t.bucket(bucketSessions), []byte(id), &s)
+	if err != nil {
+		return nil, fmt.Errorf("get session %q: %w", id, err)
+	}
+	if !found {
+		return nil, fmt.Errorf("get session %q: %w", id, errdefs.ErrNotFound)
+	}
+	return &s, nil
+}
+
+// Sessions lists sessions newest first. See Catalog.Sessions.
+func (t *Tx) Sessions(job string, limit int) ([]Session, error) {
+	var (
+		b   = t.bucket(bucketSessionSeq)
+		p   []byte
+		end []byte
+	)
+	if job != "" {
+		if err := checkName("job", job); err != nil {
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		b = t.bucket(bucketJobSessions)
+		p = prefix(job)
+		// The first key after every key starting with p: p's last byte
+		// (the NUL separator) plus one.
+		end = append(bytes.Clone(p[:len(p)-1]), sep[0]+1)
+	}
+	cur := b.Cursor()
+	var k, v []byte
+	if end == nil {
+		k, v = cur.Last()
+	} else if k, _ = cur.Seek(end); k == nil {
+		k, v = cur.Last()
+	} else {
+		k, v = cur.Prev()
+	}
+	var out []Session
+	for ; k != nil && bytes.HasPrefix(k, p); k, v = cur.Prev() {
+		if limit > 0 && len(out) == limit {
+			break
+		}
+		s, err := t.Session(string(v))
+		if err != nil {
+			return nil, fmt.Errorf("list sessions: %w", err)
+		}
+		out = append(out, *s)
+	}
+	return out, nil
+}
+
+// abandon fails every running session that no live Catalog value of this
+// process owns. See Catalog.MarkAbandoned.
+func (t *Tx) abandon() (int, error) {
+	var ids []string
+	_ = t.bucket(bucketRunning).ForEach(func(k, _ []byte) error {
+		ids = append(ids, string(k))
+		return nil
+	})
+	n := 0
+	for _, id := range ids {
+		if t.c.isLive(id) {
+			continue
+		}
+		s, err := t.Session(id)
+		if err != nil {
+			return 0, fmt.Errorf("mark abandoned sessions: %w", err)
+		}
+		s.Result = ResultFailed
+		s.Error = Interrupted
+		s.Ended = t.c.now()
+		for i := range s.VMs {
+			if s.VMs[i].Result == ResultRunning {
+				s.VMs[i].Result = ResultFailed
+				if s.VMs[i].Error == "" {
+					s.VMs[i].Error = Interrupted
+				}
+			}
+		}
+		if err := t.SaveSession(s); err != nil {
+			return 0, fmt.Errorf("mark abandoned sessions: %w", err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// BeginSession records a new session of job with Result "running", Started
+// now and a new id, and returns it. Safe for concurrent use; every call
+// makes a new session. Errors: ErrInvalidArgument for an empty job.
+func (c *Catalog) BeginSession(job string) (*Session, error) {
+	var s *Session
+	err := c.Update(func(tx *Tx) error {
+		var err error
+		s, err = tx.BeginSession(job)
+		return err
+	})
+	return s, err
+}
+
+// SaveSession inserts s, or replaces the session with its ID: call it for
+// progress and at the end. It fills in a zero Started (now) and, when the
+// result is not "running", a zero Ended (now), in s itself. Saving the same
+// session twice stores it once. A session keeps its place in Sessions'
+// order from its first save, and its job: saving it under another job is
+// ErrInvalidArgument, as are an empty ID or job, an unknown result, mode or
+// lane, and a VM listed twice. Safe for concurrent use, but two goroutines
+// saving copies of one session overwrite each other: to record VMs
+// independently use SaveSessionVM.
+func (c *Catalog) SaveSession(s *Session) error {
+	return c.Update(func(tx *Tx) error { return tx.SaveSession(s) })
+}
+
+// SaveSessionVM records one VM's result in session id, replacing the
+// entry for the same VM or adding one, and leaves the other VMs as they
+// are. Safe for concurrent use, also for different VMs of one session.
+// Idempotent. Errors: ErrNotFound when the session does not exist,
+// ErrInvalidArgument for a malformed result.
+func (c *Catalog) SaveSessionVM(id string, vm VMResult) error {
+	return c.Update(func(tx *Tx) error { return tx.SaveSessionVM(id, vm) })
+}
+
+// Session returns the session with id, or an error matching ErrNotFound.
+// Safe for concurrent use.
+func (c *Catalog) Session(id string) (*Session, error) {
+	var s *Session
+	err := c.View(func(tx *Tx) error {
+		var err error
+		s, err = tx.Session(id)
+		return err
+	})
+	return s, err
+}
+
+// Sessions lists the sessions of job, or of every job when job is "",
+// newest first: in the reverse of the order they were first saved in,
+// which does not depend on the clock. limit > 0 returns at most that many;
+// limit <= 0 returns all. An unknown job has no sessions, which is not an
+// error. Safe for concurrent use.
+func (c *Catalog) Sessions(job string, limit int) ([]Session, error) {
+	var out []Session
+	err := c.View(func(tx *Tx) error {
+		var err error
+		out, err = tx.Sessions(job, limit)
+		return err
+	})
+	return out, err
+}
+
+// MarkAbandoned turns the sessions left "running" by a process that died
+// into "failed" with Error "interrupted" (Interrupted), ended now, and
+// fails their VMs that were still running the same way. Sessions begun or
+// saved as running through this Catalog value are left alone, so a late
+// call cannot fail the current process's own sessions; since only one
+// process opens a catalog, every other running session is abandoned. The
+// engine calls it at start. It returns how many sessions it changed, and
+// is idempotent: a second call finds none. Safe for concurrent use.
+func (c *Catalog) MarkAbandoned() (int, error) {
+	var n int
+	err := c.Update(func(tx *Tx) error {
+		var err error
+		n, err = tx.abandon()
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}

@@ -1,0 +1,18 @@
+// Package engine runs replication sessions: for each VM of a job it takes a
+// source snapshot, finds what changed, moves the changed blocks of every
+// disk to the replica, and commits in a fixed order — the target's restore
+// point first, then the catalog, then the source snapshot is removed — and
+// finally applies retention.
+//
+// Invariants it keeps (and its tests kill processes to prove):
+//   - a restore point exists only when complete; a failed or killed run
+//     leaves every earlier point intact;
+//   - the repository's metadata never claims more than the replica holds
+//     (see package replicameta), so the next run never needs a full copy;
+//   - snapshots a killed run left behind are removed by the next run.
+//
+// The engine holds policy (what to copy, when to commit, what to keep). It
+// never moves bytes itself (package datamover does) and never talks to a
+// plugin process directly: components come through the Components
+// interface.
+package engine

@@ -1,0 +1,191 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/datamover"
+	"github.com/ferry-dr/ferry/sdk"
+)
+
+// Components configures the plugin components a job names.
+type Components interface {
+	Source(ctx context.Context, b *config.PluginBlock) (sdk.Source, sdk.Capabilities, error)
+	Target(ctx context.Context, b *config.PluginBlock) (sdk.Target, sdk.Capabilities, error)
+	// Repository configures the job's repository; b is nil when the job
+	// names none and the default repository is meant.
+	Repository(ctx context.Context, b *config.PluginBlock) (sdk.Repository, error)
+}
+
+// Engine runs sessions of jobs.
+type Engine struct {
+	Components Components
+	Catalog    *catalog.Catalog
+	Log        hclog.Logger
+	// Events receives progress; it is called from several goroutines and
+	// must be quick. Nil discards.
+	Events func(Event)
+	// Link is what lies between the data movers; it picks the codec of
+	// compression "auto".
+	Link datamover.Link
+	// Clock gives the time; time.Now when nil.
+	Clock func() time.Time
+}
+
+// EventKind says what an Event reports.
+type EventKind int
+
+const (
+	SessionStarted EventKind = iota
+	VMStarted
+	DiskStarted
+	DiskProgress
+	DiskFinished
+	VMFinished
+	SessionFinished
+	Notice // something the operator should read
+)
+
+// Event is progress of a session.
+type Event struct {
+	Kind    EventKind
+	Session string
+	Job     string
+	VM      string
+	Disk    int
+	Mode    catalog.Mode
+	Lane    catalog.Lane
+	Done    int64 // bytes of the disk range handled so far
+	Total   int64 // bytes of the disk range to handle
+	Message string
+	Err     error
+	Time    time.Time
+}
+
+func (e *Engine) now() time.Time {
+	if e.Clock != nil {
+		return e.Clock()
+	}
+	return time.Now()
+}
+
+func (e *Engine) emit(ev Event) {
+	if e.Events != nil {
+		ev.Time = e.now()
+		e.Events(ev)
+	}
+}
+
+func (e *Engine) log() hclog.Logger {
+	if e.Log == nil {
+		return hclog.NewNullLogger()
+	}
+	return e.Log
+}
+
+// Run runs one session of job now and returns it. The returned error is
+// set when the session could not run at all (components that do not
+// configure, a catalog that fails); a VM that fails is recorded in the
+// session, which then ends "warning" or "failed".
+func (e *Engine) Run(ctx context.Context, job *config.Job) (*catalog.Session, error) {
+	sess, err := e.Catalog.BeginSession(job.Name)
+	if err != nil {
+		return nil, fmt.Errorf("job %q: begin session: %w", job.Name, err)
+	}
+	e.emit(Event{Kind: SessionStarted, Session: sess.ID, Job: job.Name})
+	r := &run{e: e, job: job, sess: sess}
+	runErr := r.run(ctx)
+
+	sess.Ended = e.now().UTC()
+	sess.Result = sessionResult(sess, runErr)
+	if runErr != nil {
+		sess.Error = runErr.Error()
+	}
+	if err := e.Catalog.SaveSession(sess); err != nil {
+		return sess, errors.Join(runErr, fmt.Errorf("job %q: save session: %w", job.Name, err))
+	}
+	if err := e.saveJobState(job, sess); err != nil {
+		return sess, errors.Join(runErr, err)
+	}
+	e.emit(Event{Kind: SessionFinished, Session: sess.ID, Job: job.Name, Err: runErr})
+	return sess, runErr
+}
+
+func sessionResult(s *catalog.Session, runErr error) catalog.Result {
+	var good, failed int
+	for _, vm := range s.VMs {
+		if vm.Result == catalog.ResultFailed {
+			failed++
+		} else {
+			good++
+		}
+	}
+	switch {
+	case runErr != nil || good == 0:
+		return catalog.ResultFailed
+	case failed > 0:
+		return catalog.ResultWarning
+	}
+	for _, vm := range s.VMs {
+		if vm.Result != catalog.ResultSuccess {
+			return catalog.ResultWarning
+		}
+	}
+	return catalog.ResultSuccess
+}
+
+func (e *Engine) saveJobState(job *config.Job, sess *catalog.Session) error {
+	st, err := e.Catalog.JobState(job.Name)
+	if err != nil {
+		st = &catalog.JobState{Job: job.Name}
+	}
+	st.Fingerprint = Fingerprint(job)
+	st.LastSession = sess.ID
+	if sess.Result == catalog.ResultSuccess {
+		st.LastSuccess = sess.ID
+	}
+	st.Updated = e.now().UTC()
+	if err := e.Catalog.PutJobState(st); err != nil {
+		return fmt.Errorf("job %q: save job state: %w", job.Name, err)
+	}
+	return nil
+}
+
+// Fingerprint digests the settings of a job that shape its replicas, so a
+// plan can tell that they changed since the last run.
+func Fingerprint(job *config.Job) string {
+	var repo string
+	if job.Repository != nil {
+		repo = job.Repository.Address()
+	}
+	type reip struct{ From, To, Gateway string }
+	v := struct {
+		Source, Target, Repository string
+		VMs                        []string
+		Retention                  int
+		Suffix                     string
+		NetworkMap                 []config.NetworkMapping
+		ReIP                       []reip
+		Compression                config.Compression
+		BlockSize                  int64
+	}{Source: job.Source.Address(), Target: job.Target.Address(), Repository: repo, VMs: job.VMs,
+		Retention: job.Retention.RestorePoints, Suffix: job.ReplicaSuffix, Compression: job.Transfer.Compression, BlockSize: job.Transfer.BlockSize}
+	for _, m := range job.NetworkMap {
+		v.NetworkMap = append(v.NetworkMap, config.NetworkMapping{From: m.From, To: m.To})
+	}
+	for _, r := range job.ReIP {
+		v.ReIP = append(v.ReIP, reip{r.FromSubnet.String(), r.ToSubnet.String(), r.Gateway.String()})
+	}
+	b, _ := json.Marshal(v)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}

@@ -1,0 +1,327 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/sdktest"
+)
+
+// memComponents hands out in-memory components; the engine's own logic
+// is under test here, the plugin boundary in e2e.
+type memComponents struct {
+	src  *sdktest.MemSource
+	tgt  *sdktest.MemTarget
+	repo sdk.Repository
+	err  error
+}
+
+func (m *memComponents) Source(context.Context, *config.PluginBlock) (sdk.Source, sdk.Capabilities, error) {
+	return m.src, m.src.Capabilities(), nil
+}
+func (m *memComponents) Target(context.Context, *config.PluginBlock) (sdk.Target, sdk.Capabilities, error) {
+	return m.tgt, m.tgt.Capabilities(), nil
+}
+func (m *memComponents) Repository(context.Context, *config.PluginBlock) (sdk.Repository, error) {
+	return m.repo, m.err
+}
+
+const diskSize = 8 << 20
+
+type fixture struct {
+	t     *testing.T
+	comps *memComponents
+	cat   *catalog.Catalog
+	eng   *Engine
+	job   *config.Job
+	rng   *rand.Rand
+}
+
+func block(kind sdk.Kind, name string) *config.PluginBlock {
+	return &config.PluginBlock{Kind: kind, Type: "mem", Name: name, Config: cty.EmptyObjectVal}
+}
+
+func newFixture(t *testing.T, vms ...string) *fixture {
+	t.Helper()
+	var list []sdk.VM
+	for _, name := range vms {
+		list = append(list, sdk.VM{Name: name, CPUs: 2, MemoryMiB: 1024,
+			Disks: []sdk.Disk{{Capacity: diskSize}, {Capacity: diskSize / 2}},
+			NICs:  []sdk.NIC{{Network: "prod", Addresses: []string{"10.1.0.5/24"}}}})
+	}
+	cat, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	f := &fixture{t: t, cat: cat, rng: rand.New(rand.NewPCG(1, 2)),
+		comps: &memComponents{src: sdktest.NewMemSource(list...), tgt: sdktest.NewMemTarget(), repo: sdktest.NewMemRepository()}}
+	f.eng = &Engine{Components: f.comps, Catalog: cat}
+	f.job = &config.Job{Name: "web", Source: block(sdk.KindSource, "prod"), Target: block(sdk.KindTarget, "dr"),
+		Repository: block(sdk.KindRepository, "meta"), VMs: vms, ReplicaSuffix: "_replica",
+		Retention: config.Retention{RestorePoints: 7}, Transfer: config.Transfer{Compression: config.CompressionAuto}}
+	return f
+}
+
+// write makes guest writes of random data, scattered over about pct
+// percent of a disk.
+func (f *fixture) write(vm string, disk int, pct float64) {
+	f.t.Helper()
+	size := int64(diskSize)
+	if disk == 1 {
+		size /= 2
+	}
+	for done := int64(0); done < int64(float64(size)*pct/100); {
+		n := int64(4096 * (1 + f.rng.IntN(16)))
+		off := f.rng.Int64N(size - n)
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(f.rng.Uint32())
+		}
+		if err := f.comps.src.WriteDisk(vm, disk, off, data); err != nil {
+			f.t.Fatal(err)
+		}
+		done += n
+	}
+}
+
+func (f *fixture) run() *catalog.Session {
+	f.t.Helper()
+	sess, err := f.eng.Run(context.Background(), f.job)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return sess
+}
+
+// sourceImage reads a VM disk as the source has it now, through a
+// snapshot.
+func (f *fixture) sourceImage(vm string) [][]byte {
+	f.t.Helper()
+	ctx := context.Background()
+	snap, err := f.comps.src.CreateSnapshot(ctx, sdk.SnapshotRequest{VM: vm, Name: "test-probe"})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer f.comps.src.RemoveSnapshot(ctx, vm, snap.ID)
+	var out [][]byte
+	for _, d := range snap.Disks {
+		r, err := f.comps.src.OpenSnapshotDisk(ctx, vm, snap.ID, d.Index)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		out = append(out, readAll(f.t, r))
+	}
+	return out
+}
+
+func readAll(t *testing.T, r sdk.DiskReader) []byte {
+	t.Helper()
+	defer r.Close()
+	b := make([]byte, r.Size())
+	if _, err := r.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (f *fixture) points(vm string) []sdk.RestorePoint {
+	f.t.Helper()
+	ps, err := f.comps.tgt.ListRestorePoints(context.Background(), vm+"_replica")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return ps
+}
+
+// pointImage reads every disk of a restore point.
+func (f *fixture) pointImage(vm, point string, disks int) [][]byte {
+	f.t.Helper()
+	var out [][]byte
+	for d := 0; d < disks; d++ {
+		r, err := f.comps.tgt.OpenRestorePointDisk(context.Background(), vm+"_replica", point, d)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		out = append(out, readAll(f.t, r))
+	}
+	return out
+}
+
+func same(t *testing.T, what string, got, want [][]byte) {
+	t.Helper()
+	for d := range want {
+		if !bytes.Equal(got[d], want[d]) {
+			t.Fatalf("%s: disk %d differs", what, d)
+		}
+	}
+}
+
+func modes(s *catalog.Session) string {
+	var out []string
+	for _, vm := range s.VMs {
+		for _, d := range vm.Disks {
+			out = append(out, string(d.Mode))
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func TestRunsLeaveExactRestorePoints(t *testing.T) {
+	f := newFixture(t, "web-01")
+	f.write("web-01", 0, 30)
+	f.write("web-01", 1, 30)
+	want1 := f.sourceImage("web-01")
+	s1 := f.run()
+	if s1.Result != catalog.ResultSuccess || modes(s1) != "full,full" {
+		t.Fatalf("first run: %s, modes %s: %+v", s1.Result, modes(s1), s1.VMs)
+	}
+
+	f.write("web-01", 0, 1)
+	want2 := f.sourceImage("web-01")
+	s2 := f.run()
+	if modes(s2) != "change-tracking,change-tracking" {
+		t.Fatalf("second run modes %s", modes(s2))
+	}
+	if sent, full := s2.Totals().BytesSent, s1.Totals().BytesSent; sent*10 > full {
+		t.Fatalf("an incremental run sent %d bytes, the full one %d", sent, full)
+	}
+
+	// Change tracking reset: digests find the changes.
+	f.write("web-01", 1, 1)
+	f.comps.src.ResetChangeTracking("web-01", 1)
+	want3 := f.sourceImage("web-01")
+	s3 := f.run()
+	if modes(s3) != "change-tracking,digest" {
+		t.Fatalf("third run modes %s", modes(s3))
+	}
+
+	ps := f.points("web-01")
+	if len(ps) != 3 {
+		t.Fatalf("%d restore points", len(ps))
+	}
+	same(t, "point 1", f.pointImage("web-01", ps[0].ID, 2), want1)
+	same(t, "point 2", f.pointImage("web-01", ps[1].ID, 2), want2)
+	same(t, "point 3", f.pointImage("web-01", ps[2].ID, 2), want3)
+
+	cps, err := f.cat.RestorePoints("web", "web-01")
+	if err != nil || len(cps) != 3 || cps[2].ID != ps[2].ID {
+		t.Fatalf("catalog points = %+v, %v", cps, err)
+	}
+	snaps, _ := f.comps.src.ListSnapshots(context.Background(), "web-01")
+	if len(snaps) != 0 {
+		t.Fatalf("snapshots left at the source: %+v", snaps)
+	}
+}
+
+func TestLostMetadataIsRecomputedFromTheReplica(t *testing.T) {
+	f := newFixture(t, "db-01")
+	f.write("db-01", 0, 40)
+	f.run()
+	f.comps.repo = sdktest.NewMemRepository() // the repository lost everything
+	f.write("db-01", 0, 1)
+	f.comps.src.ResetChangeTracking("db-01", 0)
+	want := f.sourceImage("db-01")
+	s := f.run()
+	if modes(s) != "digest,change-tracking" {
+		t.Fatalf("modes %s", modes(s))
+	}
+	if d := s.VMs[0].Disks[0]; d.BytesSent > diskSize/10 {
+		t.Fatalf("after losing its metadata the run sent %d bytes of an %d-byte disk", d.BytesSent, diskSize)
+	}
+	ps := f.points("db-01")
+	same(t, "newest point", f.pointImage("db-01", ps[len(ps)-1].ID, 2), want)
+}
+
+func TestRetentionKeepsTheNewest(t *testing.T) {
+	f := newFixture(t, "web-01")
+	f.job.Retention.RestorePoints = 2
+	var images [][][]byte
+	for i := 0; i < 4; i++ {
+		f.write("web-01", 0, 2)
+		images = append(images, f.sourceImage("web-01"))
+		f.run()
+	}
+	ps := f.points("web-01")
+	if len(ps) != 2 {
+		t.Fatalf("%d points kept, want 2", len(ps))
+	}
+	same(t, "newest", f.pointImage("web-01", ps[1].ID, 2), images[3])
+	same(t, "second newest", f.pointImage("web-01", ps[0].ID, 2), images[2])
+	cps, _ := f.cat.RestorePoints("web", "web-01")
+	if len(cps) != 2 || cps[0].ID != ps[0].ID {
+		t.Fatalf("catalog does not agree with the target: %+v", cps)
+	}
+}
+
+func TestUnknownVMFailsAloneAndNamesItself(t *testing.T) {
+	f := newFixture(t, "web-01")
+	f.job.VMs = []string{"web-01", "ghost"}
+	s := f.run()
+	if s.Result != catalog.ResultWarning {
+		t.Fatalf("session result %s", s.Result)
+	}
+	if s.VMs[0].Result != catalog.ResultSuccess || s.VMs[1].Result != catalog.ResultFailed {
+		t.Fatalf("vm results %+v", s.VMs)
+	}
+	if msg := s.VMs[1].Error; !strings.Contains(msg, `vm "ghost"`) || !strings.Contains(msg, "not found") || !strings.Contains(msg, `job "web"`) {
+		t.Fatalf("error %q does not name the job and VM", msg)
+	}
+}
+
+func TestUnreachableRepositoryChangesNothing(t *testing.T) {
+	f := newFixture(t, "web-01")
+	f.comps.err = errors.New("open /mnt/gone: no such file or directory")
+	_, err := f.eng.Run(context.Background(), f.job)
+	if err == nil || !strings.Contains(err.Error(), "repository repository.mem.meta") {
+		t.Fatalf("Run = %v", err)
+	}
+	if _, err := f.comps.tgt.GetReplica(context.Background(), "web-01_replica"); err == nil {
+		t.Fatal("a replica was created although the run could not start")
+	}
+	sessions, _ := f.cat.Sessions("web", 1)
+	if len(sessions) != 1 || sessions[0].Result != catalog.ResultFailed {
+		t.Fatalf("sessions = %+v", sessions)
+	}
+}
+
+func TestLeftoverSnapshotsAreRemoved(t *testing.T) {
+	f := newFixture(t, "web-01")
+	ctx := context.Background()
+	// A killed run left a snapshot; someone else's snapshot stays.
+	f.comps.src.CreateSnapshot(ctx, sdk.SnapshotRequest{VM: "web-01", Name: SnapshotPrefix("web") + "20260101T000000Z-dead"})
+	f.comps.src.CreateSnapshot(ctx, sdk.SnapshotRequest{VM: "web-01", Name: "operator-before-upgrade"})
+	f.run()
+	snaps, _ := f.comps.src.ListSnapshots(ctx, "web-01")
+	if len(snaps) != 1 || snaps[0].Name != "operator-before-upgrade" {
+		t.Fatalf("snapshots after the run: %+v", snaps)
+	}
+}
+
+func TestFailedOverReplicaIsNotOverwritten(t *testing.T) {
+	f := newFixture(t, "web-01")
+	f.run()
+	ctx := context.Background()
+	if _, err := f.comps.tgt.Failover(ctx, sdk.FailoverRequest{Replica: "web-01_replica"}); err != nil {
+		t.Fatal(err)
+	}
+	s := f.run()
+	if s.VMs[0].Result != catalog.ResultFailed || !strings.Contains(s.VMs[0].Error, "failed_over") {
+		t.Fatalf("run over a failed-over replica: %+v", s.VMs[0])
+	}
+	if len(f.points("web-01")) != 1 {
+		t.Fatal("a restore point was added to a failed-over replica")
+	}
+}
+

@@ -1,0 +1,490 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/datamover"
+	"github.com/ferry-dr/ferry/core/replicameta"
+	"github.com/ferry-dr/ferry/core/retention"
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// Labels the engine sets on every restore point it creates.
+const (
+	LabelSession  = "ferry.session"
+	LabelJob      = "ferry.job"
+	LabelVM       = "ferry.vm"
+	LabelSnapshot = "ferry.snapshot"
+)
+
+// labelChangeID names the label holding a disk's change id.
+func labelChangeID(disk int) string { return "ferry.disk." + strconv.Itoa(disk) + ".change_id" }
+
+// SnapshotPrefix starts the name of every snapshot the engine takes for a
+// job, so leftovers of a killed run can be found.
+func SnapshotPrefix(job string) string { return "ferry-" + job + "-" }
+
+// DefaultMaxTasks is how many disks of a VM move at once unless the job
+// says otherwise.
+const DefaultMaxTasks = 4
+
+// run is one session of one job.
+type run struct {
+	e    *Engine
+	job  *config.Job
+	sess *catalog.Session
+
+	src     sdk.Source
+	srcCaps sdk.Capabilities
+	tgt     sdk.Target
+	repo    sdk.Repository
+	codec   datamover.Codec
+	limiter *rate.Limiter
+}
+
+func (r *run) run(ctx context.Context) error {
+	job := r.job
+	var err error
+	if r.codec, err = datamover.ParseCodec(string(job.Transfer.Compression), r.e.Link); err != nil {
+		return fmt.Errorf("job %q: %w", job.Name, err)
+	}
+	r.limiter = datamover.NewLimiter(job.Transfer.Throttle)
+	if r.src, r.srcCaps, err = r.e.Components.Source(ctx, job.Source); err != nil {
+		return fmt.Errorf("job %q: source %s: %w", job.Name, job.Source.Address(), err)
+	}
+	if r.tgt, _, err = r.e.Components.Target(ctx, job.Target); err != nil {
+		return fmt.Errorf("job %q: target %s: %w", job.Name, job.Target.Address(), err)
+	}
+	if r.repo, err = r.e.Components.Repository(ctx, job.Repository); err != nil {
+		name := "the default repository"
+		if job.Repository != nil {
+			name = job.Repository.Address()
+		}
+		return fmt.Errorf("job %q: repository %s: %w", job.Name, name, err)
+	}
+	for _, vm := range job.VMs {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("job %q: %w", job.Name, err)
+		}
+		res := r.vm(ctx, vm)
+		r.sess.VMs = append(r.sess.VMs, res)
+		if err := r.e.Catalog.SaveSessionVM(r.sess.ID, res); err != nil {
+			return fmt.Errorf("job %q vm %q: record the result: %w", job.Name, vm, err)
+		}
+	}
+	return nil
+}
+
+// vm replicates one VM and reports what happened; it never panics on a
+// plugin's answer and always tries to remove the snapshot it took.
+func (r *run) vm(ctx context.Context, name string) catalog.VMResult {
+	start := r.e.now()
+	res := catalog.VMResult{VM: name, Result: catalog.ResultRunning}
+	r.e.emit(Event{Kind: VMStarted, Session: r.sess.ID, Job: r.job.Name, VM: name})
+	err := r.replicate(ctx, name, &res)
+	res.Duration = r.e.now().Sub(start)
+	if err != nil {
+		res.Result = catalog.ResultFailed
+		res.Error = err.Error()
+		r.e.log().Error("vm failed", "job", r.job.Name, "vm", name, "error", err)
+	} else if res.Result == catalog.ResultRunning {
+		res.Result = catalog.ResultSuccess
+	}
+	r.e.emit(Event{Kind: VMFinished, Session: r.sess.ID, Job: r.job.Name, VM: name, Err: err})
+	return res
+}
+
+func (r *run) notice(vm, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.e.log().Warn(msg, "job", r.job.Name, "vm", vm)
+	r.e.emit(Event{Kind: Notice, Session: r.sess.ID, Job: r.job.Name, VM: vm, Message: msg})
+}
+
+func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult) error {
+	job := r.job
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("job %q vm %q: %s", job.Name, name, fmt.Sprintf(format, args...))
+	}
+
+	if rec, err := r.e.Catalog.Replica(job.Name, name); err == nil && rec.State == sdk.ReplicaCommitted {
+		return fail("its replica was committed to a permanent failover; remove the VM from the job")
+	}
+	vm, err := r.src.DescribeVM(ctx, name)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return fail("not found on source %s: %v", job.Source.Address(), err)
+	}
+	if err != nil {
+		return fail("describe: %v", err)
+	}
+	r.removeStaleSnapshots(ctx, name)
+
+	replicaName := name + job.ReplicaSuffix
+	replica, err := r.tgt.GetReplica(ctx, replicaName)
+	fresh := false
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		replica, err = r.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: replicaName, VM: *vm, NetworkMap: networkMap(job)})
+		if err != nil {
+			return fail("create replica %q on %s: %v", replicaName, job.Target.Address(), err)
+		}
+		fresh = true
+	case err != nil:
+		return fail("replica %q on %s: %v", replicaName, job.Target.Address(), err)
+	}
+	res.Replica = replica.ID
+	if replica.State != sdk.ReplicaReady {
+		return fail("replica %q is %s; undo or commit the failover before replicating again", replicaName, replica.State)
+	}
+	points, err := r.tgt.ListRestorePoints(ctx, replica.ID)
+	if err != nil {
+		return fail("list restore points of %q: %v", replicaName, err)
+	}
+	var last *sdk.RestorePoint
+	if len(points) > 0 {
+		last = &points[len(points)-1]
+	}
+
+	quiesce := job.Quiesce && r.srcCaps.Quiesce
+	if job.Quiesce && !r.srcCaps.Quiesce {
+		r.notice(name, "the source cannot quiesce; the snapshot is crash-consistent")
+	}
+	snap, err := r.src.CreateSnapshot(ctx, sdk.SnapshotRequest{VM: name, Name: SnapshotPrefix(job.Name) + r.sess.ID, Quiesce: quiesce})
+	if err != nil {
+		return fail("snapshot: %v", err)
+	}
+	snapshotRemoved := false
+	defer func() {
+		if !snapshotRemoved {
+			// A fresh context: the run's may be what failed.
+			cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := r.src.RemoveSnapshot(cctx, name, snap.ID); err != nil {
+				r.notice(name, "remove snapshot %s: %v (the next run retries)", snap.ID, err)
+			}
+		}
+	}()
+
+	disks, err := r.disks(ctx, name, vm, snap, replica, last, fresh, res)
+	if err != nil {
+		return err
+	}
+
+	labels := map[string]string{LabelSession: r.sess.ID, LabelJob: job.Name, LabelVM: name, LabelSnapshot: snap.ID}
+	for _, d := range snap.Disks {
+		if d.ChangeID != "" {
+			labels[labelChangeID(d.Index)] = d.ChangeID
+		}
+	}
+	point, err := r.tgt.CreateRestorePoint(ctx, replica.ID, labels)
+	if err != nil {
+		return fail("create restore point: %v", err)
+	}
+	res.RestorePoint = point.ID
+	if err := r.commitCatalog(name, vm, replica, point, snap, disks); err != nil {
+		return fail("record restore point %s: %v", point.ID, err)
+	}
+
+	if err := r.src.RemoveSnapshot(ctx, name, snap.ID); err != nil {
+		r.notice(name, "remove snapshot %s: %v (the next run retries)", snap.ID, err)
+	}
+	snapshotRemoved = true
+
+	if err := r.applyRetention(ctx, name, replica); err != nil {
+		r.notice(name, "retention: %v", err)
+		res.Result = catalog.ResultWarning
+		res.Error = "retention: " + err.Error()
+	}
+	return nil
+}
+
+func networkMap(job *config.Job) []sdk.NetworkMapping {
+	var out []sdk.NetworkMapping
+	for _, m := range job.NetworkMap {
+		out = append(out, sdk.NetworkMapping{From: m.From, To: m.To})
+	}
+	return out
+}
+
+// NetworkConfig is what a job asks of a replica's network at failover.
+func NetworkConfig(job *config.Job) sdk.NetworkConfig {
+	n := sdk.NetworkConfig{NetworkMap: networkMap(job)}
+	for _, rule := range job.ReIP {
+		x := sdk.ReIPRule{FromSubnet: rule.FromSubnet.String(), ToSubnet: rule.ToSubnet.String()}
+		if rule.Gateway.IsValid() {
+			x.Gateway = rule.Gateway.String()
+		}
+		for _, d := range rule.DNS {
+			x.DNS = append(x.DNS, d.String())
+		}
+		n.ReIP = append(n.ReIP, x)
+	}
+	return n
+}
+
+// removeStaleSnapshots removes the job's snapshots that a killed run left.
+func (r *run) removeStaleSnapshots(ctx context.Context, vm string) {
+	snaps, err := r.src.ListSnapshots(ctx, vm)
+	if err != nil {
+		r.notice(vm, "list snapshots: %v", err)
+		return
+	}
+	for _, s := range snaps {
+		if strings.HasPrefix(s.Name, SnapshotPrefix(r.job.Name)) {
+			if err := r.src.RemoveSnapshot(ctx, vm, s.ID); err != nil {
+				r.notice(vm, "remove the leftover snapshot %s (%s): %v", s.ID, s.Name, err)
+				continue
+			}
+			r.notice(vm, "removed the leftover snapshot %s (%s) of an earlier run", s.ID, s.Name)
+		}
+	}
+}
+
+// disks moves every disk of the snapshot, up to the job's task limit at
+// once.
+func (r *run) disks(ctx context.Context, name string, vm *sdk.VM, snap *sdk.Snapshot, replica *sdk.Replica, last *sdk.RestorePoint, fresh bool, res *catalog.VMResult) ([]catalog.DiskResult, error) {
+	limit := r.job.Transfer.MaxTasks
+	if limit <= 0 {
+		limit = DefaultMaxTasks
+	}
+	results := make([]catalog.DiskResult, len(snap.Disks))
+	errs := make([]error, len(snap.Disks))
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for i, d := range snap.Disks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			results[i], errs[i] = r.disk(ctx, name, snap, d, replica, last, fresh)
+		}()
+	}
+	wg.Wait()
+	res.Disks = results
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// commitCatalog records the new point and the replica in one transaction.
+func (r *run) commitCatalog(name string, vm *sdk.VM, replica *sdk.Replica, point *sdk.RestorePoint, snap *sdk.Snapshot, disks []catalog.DiskResult) error {
+	now := r.e.now().UTC()
+	rec := &catalog.Replica{Job: r.job.Name, VM: name, SourceID: vm.ID, ReplicaID: replica.ID, ReplicaName: replica.Name,
+		Target: r.job.Target.Address(), State: sdk.ReplicaReady, Created: now, Updated: now, LastSession: r.sess.ID}
+	if old, err := r.e.Catalog.Replica(r.job.Name, name); err == nil {
+		rec.Created = old.Created
+	}
+	pt := &catalog.RestorePoint{Job: r.job.Name, VM: name, ID: point.ID, Created: point.Created.UTC(), Size: point.Size, Session: r.sess.ID}
+	if pt.Created.IsZero() {
+		pt.Created = now
+	}
+	for _, d := range snap.Disks {
+		rec.Disks = append(rec.Disks, catalog.ReplicaDisk{Index: d.Index, Capacity: d.Capacity})
+		pt.Disks = append(pt.Disks, catalog.PointDisk{Index: d.Index, Capacity: d.Capacity, ChangeID: d.ChangeID})
+	}
+	return r.e.Catalog.Update(func(tx *catalog.Tx) error {
+		if err := tx.PutReplica(rec); err != nil {
+			return err
+		}
+		return tx.AddRestorePoint(pt)
+	})
+}
+
+// applyRetention deletes the oldest points beyond the policy and makes the
+// catalog agree with what the target holds.
+func (r *run) applyRetention(ctx context.Context, name string, replica *sdk.Replica) error {
+	points, err := r.tgt.ListRestorePoints(ctx, replica.ID)
+	if err != nil {
+		return fmt.Errorf("list restore points: %w", err)
+	}
+	var rp []retention.Point
+	for _, p := range points {
+		rp = append(rp, retention.Point{ID: p.ID, Created: p.Created, Pinned: p.ID == replica.FailoverPoint})
+	}
+	drop := map[string]bool{}
+	var errs []error
+	for _, p := range retention.Dropped(rp, retention.Policy{RestorePoints: r.job.Retention.RestorePoints}) {
+		if err := r.tgt.DeleteRestorePoint(ctx, replica.ID, p.ID); err != nil {
+			errs = append(errs, fmt.Errorf("delete restore point %s: %w", p.ID, err))
+			continue
+		}
+		drop[p.ID] = true
+	}
+	known, err := r.e.Catalog.RestorePoints(r.job.Name, name)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	byID := map[string]catalog.RestorePoint{}
+	for _, k := range known {
+		byID[k.ID] = k
+	}
+	var keep []catalog.RestorePoint
+	for _, p := range points {
+		if drop[p.ID] {
+			continue
+		}
+		rec, ok := byID[p.ID]
+		if !ok {
+			rec = catalog.RestorePoint{Job: r.job.Name, VM: name, ID: p.ID, Created: p.Created.UTC(), Size: p.Size, Session: p.Labels[LabelSession]}
+			for _, d := range p.Disks {
+				rec.Disks = append(rec.Disks, catalog.PointDisk{Index: d.Index, Capacity: d.Capacity, ChangeID: p.Labels[labelChangeID(d.Index)]})
+			}
+		}
+		if rec.Created.IsZero() {
+			rec.Created = r.e.now().UTC()
+		}
+		keep = append(keep, rec)
+	}
+	if err := r.e.Catalog.ReplaceRestorePoints(r.job.Name, name, keep); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// disk moves one disk and reports how.
+func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.SnapshotDisk, replica *sdk.Replica, last *sdk.RestorePoint, fresh bool) (catalog.DiskResult, error) {
+	start := r.e.now()
+	res := catalog.DiskResult{Index: d.Index, Size: d.Capacity}
+	fail := func(format string, args ...any) (catalog.DiskResult, error) {
+		err := fmt.Errorf("job %q vm %q disk %d: %s", r.job.Name, name, d.Index, fmt.Sprintf(format, args...))
+		res.Error = err.Error()
+		res.Duration = r.e.now().Sub(start)
+		r.e.emit(Event{Kind: DiskFinished, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Err: err})
+		return res, err
+	}
+	req := datamover.Request{Size: d.Capacity, TargetZero: fresh}
+
+	// What to read: change tracking when it can answer, else every
+	// allocated area compared against the replica's digests.
+	res.Mode = catalog.ModeDigest
+	if last == nil {
+		res.Mode = catalog.ModeFull
+	}
+	var changeID string
+	if last != nil {
+		changeID = last.Labels[labelChangeID(d.Index)]
+	}
+	if last != nil && r.srcCaps.ChangeTracking && changeID != "" && d.ChangeID != "" {
+		var changed []sdk.Extent
+		err := r.src.ChangedAreas(ctx, sdk.ChangedAreasRequest{VM: name, Snapshot: snap.ID, Disk: d.Index, ChangeID: changeID}, func(b []sdk.Extent) error {
+			changed = append(changed, b...)
+			return nil
+		})
+		switch {
+		case errors.Is(err, errdefs.ErrChangeIDReset):
+			r.notice(name, "disk %d: change tracking was reset; comparing digests instead", d.Index)
+		case err != nil:
+			return fail("changed areas since %s: %v", changeID, err)
+		default:
+			res.Mode = catalog.ModeChangeTracking
+			if changed == nil {
+				changed = []sdk.Extent{}
+			}
+			req.Changed = changed
+		}
+	}
+	if req.Changed == nil {
+		var alloc []sdk.Extent
+		err := r.src.ChangedAreas(ctx, sdk.ChangedAreasRequest{VM: name, Snapshot: snap.ID, Disk: d.Index}, func(b []sdk.Extent) error {
+			alloc = append(alloc, b...)
+			return nil
+		})
+		if err != nil {
+			return fail("allocated areas: %v", err)
+		}
+		if alloc == nil {
+			alloc = []sdk.Extent{}
+		}
+		req.Allocated = alloc
+	}
+
+	bs := int(r.job.Transfer.BlockSize)
+	if bs == 0 {
+		bs = datamover.DefaultBlockSize
+	}
+	total := d.Capacity
+	if req.Changed != nil {
+		total = datamover.CoveredBytes(req.Changed, bs, d.Capacity)
+	}
+	r.e.emit(Event{Kind: DiskStarted, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Mode: res.Mode, Total: total})
+
+	w, err := r.tgt.OpenReplicaDisk(ctx, replica.ID, d.Index, d.Capacity)
+	if err != nil {
+		return fail("open the replica disk: %v", err)
+	}
+	wClosed := false
+	defer func() {
+		if !wClosed {
+			w.Close()
+		}
+	}()
+	src, err := r.src.OpenSnapshotDisk(ctx, name, snap.ID, d.Index)
+	if err != nil {
+		return fail("open the snapshot disk: %v", err)
+	}
+	srcClosed := false
+	defer func() {
+		if !srcClosed {
+			src.Close()
+		}
+	}()
+	res.Lane = catalog.LaneStream
+	if _, ok := src.(sdk.LocalPather); ok {
+		res.Lane = catalog.LaneDirect
+	}
+
+	store, err := replicameta.Open(ctx, r.repo, replicameta.Prefix(r.job.Name, name, d.Index), replicameta.Options{
+		Session: r.sess.ID, Size: d.Capacity, BlockSize: bs, SegmentBlocks: datamover.DefaultSegmentBlocks, Fresh: fresh,
+		Recompute: func(ctx context.Context) (io.ReaderAt, error) {
+			return r.tgt.OpenRestorePointDisk(ctx, replica.ID, "", d.Index)
+		},
+	})
+	if err != nil {
+		return fail("replica metadata: %v", err)
+	}
+	defer store.Close()
+
+	recv := datamover.NewReceiver(w, d.Capacity)
+	req.Source = src
+	req.Digests = store
+	req.Sink = datamover.Throttle(recv, r.limiter)
+	req.Progress = func(done int64) {
+		r.e.emit(Event{Kind: DiskProgress, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Mode: res.Mode, Lane: res.Lane, Done: done, Total: total})
+	}
+	st, err := datamover.Move(ctx, req, datamover.Options{BlockSize: bs, Codec: r.codec})
+	res.BytesRead, res.BytesSent, res.BlocksChanged, res.BlocksTotal = st.BytesRead, st.BytesSent, st.BlocksChanged, st.BlocksTotal
+	res.BytesWritten = recv.Written()
+	if err != nil {
+		return fail("move: %v", err)
+	}
+	srcClosed = true
+	if err := src.Close(); err != nil {
+		return fail("the snapshot disk: %v", err)
+	}
+	wClosed = true
+	if err := w.Close(); err != nil {
+		return fail("flush the replica disk: %v", err)
+	}
+	if err := store.Finish(ctx, d.Capacity); err != nil {
+		return fail("replica metadata: %v", err)
+	}
+	if ms := store.Stats(); ms.SegmentsRecomputed > 0 {
+		r.notice(name, "disk %d: recomputed the digests of %d segments (%d bytes) from the replica", d.Index, ms.SegmentsRecomputed, ms.BytesRecomputed)
+	}
+	res.Duration = r.e.now().Sub(start)
+	r.e.emit(Event{Kind: DiskFinished, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Mode: res.Mode, Lane: res.Lane, Done: total, Total: total})
+	return res, nil
+}
