@@ -36,14 +36,17 @@ type Change struct {
 	What   string
 }
 
+// Point is a restore point as the catalog records it.
+type Point = catalog.RestorePoint
+
 // Inputs are what a plan is made from.
 type Inputs struct {
 	Job *config.Job
 	// Replicas and Points are the catalog's records of the job.
 	Replicas    []catalog.Replica
-	Points      map[string][]catalog.RestorePoint // by VM
-	Fingerprint string                           // the job's settings now
-	Last        *catalog.JobState                // nil: never run
+	Points      map[string][]Point // by VM
+	Fingerprint string             // the job's settings now
+	Last        *catalog.JobState  // nil: never run
 	// Source has what the source reports of each of the job's VMs; a VM
 	// it lacks is missing there, and SourceErrors says why.
 	Source       map[string]*sdk.VM
@@ -139,7 +142,7 @@ func Make(in Inputs) Plan {
 	return p
 }
 
-func newest(ps []catalog.RestorePoint) string {
+func newest(ps []Point) string {
 	if len(ps) == 0 {
 		return "none yet"
 	}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/ferry-dr/ferry/core/engine"
+	"github.com/ferry-dr/ferry/core/plan"
+	"github.com/ferry-dr/ferry/sdk"
+)
+
+func init() {
+	register(&command{
+		name: "plan",
+		summary: `Show what the next run of each job would do, without doing it.
+
+The plan compares the configuration and what the source reports now with
+the catalog of earlier runs: replicas to create, disks that grew or were
+added, VMs missing at the source or gone from the job, failed-over replicas,
+restore points retention will delete, and settings that changed since the
+last run. Lines start with + (create), ~ (change), - (delete or leave),
+! (cannot be done as asked). Without JOB, every job is planned.`,
+		usage: "ferry [-config DIR] plan [--json] [JOB...]",
+		run:   runPlan,
+	})
+}
+
+func runPlan(e *env, args []string) error {
+	fs := commands["plan"].flags(e)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	w, err := openWorkspace(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	names := fs.Args()
+	if len(names) == 0 {
+		names = w.jobNames()
+	}
+	var plans []plan.Plan
+	for _, name := range names {
+		job, err := w.job(name)
+		if err != nil {
+			return err
+		}
+		in := plan.Inputs{Job: job, Fingerprint: engine.Fingerprint(job), Points: map[string][]plan.Point{},
+			Source: map[string]*sdk.VM{}, SourceErrors: map[string]error{}}
+		if in.Replicas, err = w.cat.Replicas(job.Name); err != nil {
+			return err
+		}
+		for _, r := range in.Replicas {
+			if in.Points[r.VM], err = w.cat.RestorePoints(job.Name, r.VM); err != nil {
+				return err
+			}
+		}
+		if st, err := w.cat.JobState(job.Name); err == nil {
+			in.Last = st
+		}
+		src, _, err := w.host.Source(ctx, job.Source.Type, job.Source.Config)
+		for _, vm := range job.VMs {
+			if err != nil {
+				in.SourceErrors[vm] = fmt.Errorf("%s: %w", job.Source.Address(), err)
+				continue
+			}
+			desc, derr := src.DescribeVM(ctx, vm)
+			if derr != nil {
+				in.SourceErrors[vm] = fmt.Errorf("%s: %w", job.Source.Address(), derr)
+				continue
+			}
+			in.Source[vm] = desc
+		}
+		plans = append(plans, plan.Make(in))
+	}
+	if *asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(plans)
+	}
+	for _, p := range plans {
+		p.Write(e.stdout)
+	}
+	return nil
+}
