@@ -1,0 +1,379 @@
+package local
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+)
+
+// A block store keeps fixed-size blocks of one disk in two append-only
+// files: NAME.data holds the blocks, NAME.idx says which disk block each
+// one is. The source's delta layers and the target's undo stores are block
+// stores.
+//
+// NAME.idx starts with a 16-byte header (magic "FRYBLK01", block size as
+// uint32, CRC-32C of the first 12 bytes) followed by 24-byte records:
+//
+//	block number  uint64   little endian
+//	data offset   uint64   where the block sits in NAME.data
+//	data CRC      uint32   CRC-32C of the block
+//	record CRC    uint32   CRC-32C of the 20 bytes before it
+//
+// Write order: the blocks are appended to NAME.data and fsynced before
+// their records are appended to NAME.idx and fsynced, so a record always
+// points at durable data. A record torn by a crash fails its CRC and ends
+// the index; the next writer truncates it away. A later record for the same
+// block wins, which makes replaying a merge harmless. Nothing is ever
+// overwritten in place, so a reader that loaded the index earlier keeps
+// reading what it saw.
+
+const (
+	storeMagic      = "FRYBLK01"
+	storeHeaderSize = 16
+	storeRecordSize = 24
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// blockEntry locates one block in the data file.
+type blockEntry struct {
+	off int64
+	crc uint32
+}
+
+// blockIndex maps disk block numbers to their place in the data file.
+type blockIndex map[int64]blockEntry
+
+// sortedBlocks returns the block numbers of an index in ascending order.
+func (ix blockIndex) sortedBlocks() []int64 {
+	bs := make([]int64, 0, len(ix))
+	for b := range ix {
+		bs = append(bs, b)
+	}
+	sort.Slice(bs, func(i, j int) bool { return bs[i] < bs[j] })
+	return bs
+}
+
+func storePaths(dir, name string) (data, idx string) {
+	return filepath.Join(dir, name+".data"), filepath.Join(dir, name+".idx")
+}
+
+func storeHeader(bs int64) []byte {
+	h := make([]byte, storeHeaderSize)
+	copy(h, storeMagic)
+	binary.LittleEndian.PutUint32(h[8:], uint32(bs))
+	binary.LittleEndian.PutUint32(h[12:], crc32.Checksum(h[:12], castagnoli))
+	return h
+}
+
+// checkHeader reports whether h is a valid header for block size bs.
+func checkHeader(h []byte, bs int64) bool {
+	return len(h) >= storeHeaderSize && string(h[:8]) == storeMagic &&
+		binary.LittleEndian.Uint32(h[8:]) == uint32(bs) &&
+		binary.LittleEndian.Uint32(h[12:]) == crc32.Checksum(h[:12], castagnoli)
+}
+
+// scanIndex reads the records of idx from byte from to the first torn or
+// corrupt one, adds them to ix, and returns the offset just past the last
+// good record.
+func scanIndex(idx *os.File, from int64, ix blockIndex) (int64, error) {
+	st, err := idx.Stat()
+	if err != nil {
+		return from, fmt.Errorf("stat %s: %w", idx.Name(), err)
+	}
+	const chunk = 4096 * storeRecordSize
+	buf := make([]byte, chunk)
+	for from+storeRecordSize <= st.Size() {
+		n := min(int64(chunk), st.Size()-from)
+		n -= n % storeRecordSize
+		m, err := idx.ReadAt(buf[:n], from)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return from, fmt.Errorf("read %s: %w", idx.Name(), err)
+		}
+		m -= m % storeRecordSize
+		if m == 0 {
+			return from, nil
+		}
+		for i := 0; i < m; i += storeRecordSize {
+			r := buf[i : i+storeRecordSize]
+			if binary.LittleEndian.Uint32(r[20:]) != crc32.Checksum(r[:20], castagnoli) {
+				return from, nil
+			}
+			b := int64(binary.LittleEndian.Uint64(r[0:]))
+			off := int64(binary.LittleEndian.Uint64(r[8:]))
+			if b < 0 || off < 0 {
+				return from, nil
+			}
+			ix[b] = blockEntry{off: off, crc: binary.LittleEndian.Uint32(r[16:])}
+			from += storeRecordSize
+		}
+	}
+	return from, nil
+}
+
+// storeWriter appends blocks to a block store. It is not safe for
+// concurrent use; its owner serialises calls.
+type storeWriter struct {
+	bs      int64
+	data    *os.File
+	idx     *os.File
+	dataEnd int64
+	idxEnd  int64
+	index   blockIndex
+}
+
+// openStoreWriter opens (creating) the block store NAME in dir for
+// appending, dropping whatever a crash left torn at the end of the index.
+func openStoreWriter(dir, name string, bs int64) (*storeWriter, error) {
+	if err := mkdirDurable(dir); err != nil {
+		return nil, err
+	}
+	dataPath, idxPath := storePaths(dir, name)
+	data, err := os.OpenFile(dataPath, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open block store: %w", err)
+	}
+	idx, err := os.OpenFile(idxPath, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		data.Close()
+		return nil, fmt.Errorf("open block store: %w", err)
+	}
+	w := &storeWriter{bs: bs, data: data, idx: idx, index: blockIndex{}}
+	if err := w.init(); err != nil {
+		w.close()
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *storeWriter) init() error {
+	st, err := w.idx.Stat()
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", w.idx.Name(), err)
+	}
+	h := make([]byte, storeHeaderSize)
+	n, _ := w.idx.ReadAt(h, 0)
+	switch {
+	case n == storeHeaderSize && checkHeader(h, w.bs):
+	case st.Size() <= storeHeaderSize:
+		// New, or a header torn by a crash before any record could follow.
+		if err := w.idx.Truncate(0); err != nil {
+			return fmt.Errorf("reset %s: %w", w.idx.Name(), err)
+		}
+		if _, err := w.idx.WriteAt(storeHeader(w.bs), 0); err != nil {
+			return fmt.Errorf("write %s: %w", w.idx.Name(), err)
+		}
+		if err := w.idx.Sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", w.idx.Name(), err)
+		}
+		if err := syncDir(filepath.Dir(w.idx.Name())); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("block store %s: bad header (corrupt, or another block size)", w.idx.Name())
+	}
+	end, err := scanIndex(w.idx, storeHeaderSize, w.index)
+	if err != nil {
+		return err
+	}
+	if st, err := w.idx.Stat(); err != nil {
+		return fmt.Errorf("stat %s: %w", w.idx.Name(), err)
+	} else if st.Size() > end {
+		if err := w.idx.Truncate(end); err != nil {
+			return fmt.Errorf("truncate torn %s: %w", w.idx.Name(), err)
+		}
+	}
+	w.idxEnd = end
+	st, err = w.data.Stat()
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", w.data.Name(), err)
+	}
+	w.dataEnd = st.Size()
+	return nil
+}
+
+// has reports whether the store holds block b.
+func (w *storeWriter) has(b int64) bool {
+	_, ok := w.index[b]
+	return ok
+}
+
+// put appends blocks (buf holds len(blocks) blocks back to back) and makes
+// them durable: data first, then the records that point at it.
+func (w *storeWriter) put(blocks []int64, buf []byte) error {
+	if len(blocks) == 0 {
+		return nil
+	}
+	if int64(len(buf)) != int64(len(blocks))*w.bs {
+		return fmt.Errorf("block store %s: %d bytes for %d blocks", w.data.Name(), len(buf), len(blocks))
+	}
+	if _, err := w.data.WriteAt(buf, w.dataEnd); err != nil {
+		return fmt.Errorf("append %s: %w", w.data.Name(), err)
+	}
+	if err := w.data.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", w.data.Name(), err)
+	}
+	recs := make([]byte, len(blocks)*storeRecordSize)
+	entries := make([]blockEntry, len(blocks))
+	for i, b := range blocks {
+		r := recs[i*storeRecordSize : (i+1)*storeRecordSize]
+		e := blockEntry{off: w.dataEnd + int64(i)*w.bs, crc: crc32.Checksum(buf[int64(i)*w.bs:int64(i+1)*w.bs], castagnoli)}
+		entries[i] = e
+		binary.LittleEndian.PutUint64(r[0:], uint64(b))
+		binary.LittleEndian.PutUint64(r[8:], uint64(e.off))
+		binary.LittleEndian.PutUint32(r[16:], e.crc)
+		binary.LittleEndian.PutUint32(r[20:], crc32.Checksum(r[:20], castagnoli))
+	}
+	if _, err := w.idx.WriteAt(recs, w.idxEnd); err != nil {
+		return fmt.Errorf("append %s: %w", w.idx.Name(), err)
+	}
+	if err := w.idx.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", w.idx.Name(), err)
+	}
+	w.dataEnd += int64(len(buf))
+	w.idxEnd += int64(len(recs))
+	for i, b := range blocks {
+		w.index[b] = entries[i]
+	}
+	return nil
+}
+
+func (w *storeWriter) close() error {
+	err1 := w.data.Close()
+	err2 := w.idx.Close()
+	return errors.Join(err1, err2)
+}
+
+// storeReader reads a block store that may still be growing: refresh picks
+// up records appended since it was opened, also by other processes. It is
+// safe for concurrent use.
+type storeReader struct {
+	bs        int64
+	dataPath  string
+	idxPath   string
+	mu        sync.RWMutex
+	data, idx *os.File // nil until the store exists
+	idxEnd    int64
+	index     blockIndex
+}
+
+// openStoreReader opens the block store NAME in dir for reading. A store
+// that does not exist yet reads as empty until refresh finds it.
+func openStoreReader(dir, name string, bs int64) (*storeReader, error) {
+	dataPath, idxPath := storePaths(dir, name)
+	r := &storeReader{bs: bs, dataPath: dataPath, idxPath: idxPath, index: blockIndex{}}
+	if err := r.refresh(); err != nil {
+		r.close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// refresh reads the records appended since the last call.
+func (r *storeReader) refresh() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.idx == nil {
+		idx, err := os.Open(r.idxPath)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("open block store: %w", err)
+		}
+		h := make([]byte, storeHeaderSize)
+		if n, _ := idx.ReadAt(h, 0); n < storeHeaderSize || !checkHeader(h, r.bs) {
+			st, err := idx.Stat()
+			idx.Close()
+			if err == nil && st.Size() > storeHeaderSize {
+				return fmt.Errorf("block store %s: bad header (corrupt, or another block size)", r.idxPath)
+			}
+			// Being created right now, or torn before any record: empty.
+			return nil
+		}
+		// The writer creates the data file before the index.
+		data, err := os.Open(r.dataPath)
+		if err != nil {
+			idx.Close()
+			return fmt.Errorf("open block store: %w", err)
+		}
+		r.idx, r.data, r.idxEnd = idx, data, storeHeaderSize
+	}
+	end, err := scanIndex(r.idx, r.idxEnd, r.index)
+	if err != nil {
+		return err
+	}
+	r.idxEnd = end
+	return nil
+}
+
+// lookup returns where block b is, if the store holds it.
+func (r *storeReader) lookup(b int64) (blockEntry, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.index[b]
+	return e, ok
+}
+
+// readBlock reads a block found by lookup into buf, checking its CRC.
+func (r *storeReader) readBlock(e blockEntry, buf []byte) error {
+	r.mu.RLock()
+	data := r.data
+	r.mu.RUnlock()
+	return readStoredBlock(data, e, buf)
+}
+
+// snapshotIndex returns a copy of the index as loaded so far.
+func (r *storeReader) snapshotIndex() blockIndex {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ix := make(blockIndex, len(r.index))
+	for b, e := range r.index {
+		ix[b] = e
+	}
+	return ix
+}
+
+func (r *storeReader) len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.index)
+}
+
+func (r *storeReader) close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	if r.data != nil {
+		errs = append(errs, r.data.Close())
+	}
+	if r.idx != nil {
+		errs = append(errs, r.idx.Close())
+	}
+	r.data, r.idx = nil, nil
+	return errors.Join(errs...)
+}
+
+func readStoredBlock(data *os.File, e blockEntry, buf []byte) error {
+	if data == nil {
+		return fmt.Errorf("read block store: no data file")
+	}
+	n, err := data.ReadAt(buf, e.off)
+	if n < len(buf) {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("read %s at %d: %w", data.Name(), e.off, err)
+	}
+	if crc32.Checksum(buf, castagnoli) != e.crc {
+		return fmt.Errorf("read %s at %d: block checksum mismatch (the file is corrupt)", data.Name(), e.off)
+	}
+	return nil
+}

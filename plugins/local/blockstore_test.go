@@ -1,0 +1,185 @@
+package local
+
+import (
+	"bytes"
+	"github.com/ferry-dr/ferry/sdk"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBlockStoreDamage: a torn or corrupt index tail ends the index (and a
+// writer cuts it off before appending); a block whose data does not match
+// its checksum is an error; a later record for a block wins.
+func TestBlockStoreDamage(t *testing.T) {
+	const bs = 4096
+	block := func(c byte) []byte { return bytes.Repeat([]byte{c}, bs) }
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, data, idx string)
+		want   map[int64]byte // what each block reads, 0: absent
+	}{
+		{"intact", func(*testing.T, string, string) {}, map[int64]byte{1: 'b', 2: 'c', 7: 'd'}},
+		{"torn record", func(t *testing.T, _, idx string) { appendBytes(t, idx, []byte("half a rec")) }, map[int64]byte{1: 'b', 2: 'c', 7: 'd'}},
+		{"corrupt third record", func(t *testing.T, _, idx string) { flipByte(t, idx, storeHeaderSize+2*storeRecordSize+3) }, map[int64]byte{1: 'a', 2: 'c', 7: 0}},
+		{"corrupt last record", func(t *testing.T, _, idx string) { flipByte(t, idx, -3) }, map[int64]byte{1: 'b', 2: 'c', 7: 0}},
+		{"header only", func(t *testing.T, _, idx string) { os.Truncate(idx, storeHeaderSize) }, map[int64]byte{1: 0, 2: 0, 7: 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			w, err := openStoreWriter(dir, "d", bs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.put([]int64{1, 2}, append(block('a'), block('c')...))
+			w.put([]int64{1, 7}, append(block('b'), block('d')...))
+			w.close()
+			data, idx := storePaths(dir, "d")
+			tt.damage(t, data, idx)
+			r, err := openStoreReader(dir, "d", bs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.close()
+			for b, c := range tt.want {
+				e, ok := r.lookup(b)
+				if ok != (c != 0) {
+					t.Fatalf("block %d present: %v, want %v", b, ok, c != 0)
+				}
+				if !ok {
+					continue
+				}
+				buf := make([]byte, bs)
+				if err := r.readBlock(e, buf); err != nil || buf[0] != c {
+					t.Fatalf("block %d reads %q, %v; want %q", b, buf[0], err, c)
+				}
+			}
+			// A writer reopening the store appends after the good part.
+			w, err = openStoreWriter(dir, "d", bs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.put([]int64{9}, block('z')); err != nil {
+				t.Fatal(err)
+			}
+			w.close()
+			r2, _ := openStoreReader(dir, "d", bs)
+			defer r2.close()
+			if _, ok := r2.lookup(9); !ok {
+				t.Fatal("a block appended after damage is lost")
+			}
+		})
+	}
+	t.Run("corrupt data", func(t *testing.T) {
+		dir := t.TempDir()
+		w, _ := openStoreWriter(dir, "d", bs)
+		w.put([]int64{3}, block('q'))
+		w.close()
+		data, _ := storePaths(dir, "d")
+		flipByte(t, data, 100)
+		r, _ := openStoreReader(dir, "d", bs)
+		defer r.close()
+		e, _ := r.lookup(3)
+		if err := r.readBlock(e, make([]byte, bs)); err == nil || !strings.Contains(err.Error(), "checksum") {
+			t.Fatalf("reading a corrupt block: %v", err)
+		}
+	})
+	t.Run("other block size", func(t *testing.T) {
+		dir := t.TempDir()
+		w, _ := openStoreWriter(dir, "d", bs)
+		w.put([]int64{3}, block('q'))
+		w.close()
+		if _, err := openStoreWriter(dir, "d", 2*bs); err == nil {
+			t.Fatal("a store opened with another block size")
+		}
+	})
+}
+
+func appendBytes(t *testing.T, path string, b []byte) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Write(b)
+}
+
+// flipByte flips the byte at off (from the end when negative).
+func flipByte(t *testing.T, path string, off int) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off < 0 {
+		off += len(b)
+	}
+	b[off] ^= 0xff
+	os.WriteFile(path, b, 0o644)
+}
+
+// TestChangeLogTornTail: a torn last record is ignored and cut off by the
+// next append; a log with a bad header is reported for a reset.
+func TestChangeLogTornTail(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.log")
+	l, err := resetChangeLog(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.recordWrite(0, 10)
+	l.recordWrite(100, 10)
+	appendBytes(t, path, []byte("torn"))
+	l, err = loadChangeLog(path)
+	if err != nil || l.seq != 2 || len(l.recs) != 2 {
+		t.Fatalf("after a torn tail: %+v, %v", l, err)
+	}
+	if err := l.recordWrite(200, 10); err != nil {
+		t.Fatal(err)
+	}
+	l, _ = loadChangeLog(path)
+	if got := l.changedBetween(0, l.seq); len(got) != 3 || got[2].Offset != 200 {
+		t.Fatalf("records after the cut: %v", got)
+	}
+	flipByte(t, path, 10)
+	if _, err := loadChangeLog(path); err == nil {
+		t.Fatal("a log with a corrupt header loaded")
+	}
+}
+
+func TestMergeExtents(t *testing.T) {
+	type e = struct{ off, n int64 }
+	tests := []struct {
+		name string
+		in   []e
+		want []e
+	}{
+		{"empty", nil, nil},
+		{"apart", []e{{10, 5}, {0, 5}}, []e{{0, 5}, {10, 5}}},
+		{"touching", []e{{0, 5}, {5, 5}}, []e{{0, 10}}},
+		{"overlapping", []e{{0, 10}, {3, 4}, {8, 10}}, []e{{0, 18}}},
+		{"zero length dropped", []e{{4, 0}, {0, 2}}, []e{{0, 2}}},
+	}
+	for _, tt := range tests {
+		var in []sdkExtent
+		for _, x := range tt.in {
+			in = append(in, sdkExtent{Offset: x.off, Length: x.n})
+		}
+		got := mergeExtents(in)
+		var out []e
+		for _, x := range got {
+			out = append(out, e{x.Offset, x.Length})
+		}
+		if len(out) != len(tt.want) {
+			t.Errorf("%s: %v, want %v", tt.name, out, tt.want)
+			continue
+		}
+		for i := range out {
+			if out[i] != tt.want[i] {
+				t.Errorf("%s: %v, want %v", tt.name, out, tt.want)
+			}
+		}
+	}
+}
+
+type sdkExtent = sdk.Extent

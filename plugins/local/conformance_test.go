@@ -1,0 +1,120 @@
+package local
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/sdktest"
+)
+
+// The SDK's conformance suites, run on the plugin's components directly
+// and through the plugin protocol (gRPC on a Unix socket).
+
+func sourceFixture(t *testing.T) (sdktest.SourceFixture, string) {
+	s := newTestSite(t, "conform", 4<<20, 1<<20+8<<10)
+	write := func(t *testing.T, vm string, disk int, off int64, data []byte) {
+		if err := s.trackedWrite(context.Background(), vm, disk, off, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An untracked change: bytes written with no tracked write knowing.
+	reset := func(t *testing.T, vm string, disk int) {
+		f, err := os.OpenFile(diskFile(s.root+"/"+vm, disk), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte("untracked"), 12345); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return sdktest.SourceFixture{
+		Capabilities:        Plugin().Sources["local"].Capabilities,
+		VM:                  "conform",
+		Write:               write,
+		ResetChangeTracking: reset,
+	}, s.root
+}
+
+func TestConformanceSource(t *testing.T) {
+	fx, root := sourceFixture(t)
+	src, err := NewSource(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx.New = func(*testing.T) sdk.Source { return src }
+	sdktest.RunSource(t, fx)
+}
+
+func TestConformanceSourceOverWire(t *testing.T) {
+	fx, root := sourceFixture(t)
+	c := sdktest.Connect(t, Plugin())
+	p := Plugin().Sources["local"]
+	src, diags, err := c.Source(context.Background(), "local", p.Schema, pathValue(root))
+	if err != nil || diags.HasErrors() {
+		t.Fatal(err, diags.Err())
+	}
+	fx.New = func(*testing.T) sdk.Source { return src }
+	sdktest.RunSource(t, fx)
+}
+
+func pathValue(p string) cty.Value {
+	return cty.ObjectVal(map[string]cty.Value{"path": cty.StringVal(p)})
+}
+
+func TestConformanceTarget(t *testing.T) {
+	root := t.TempDir()
+	cur, err := NewTarget(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdktest.RunTarget(t, sdktest.TargetFixture{
+		New:          func(*testing.T) sdk.Target { return cur },
+		Capabilities: Plugin().Targets["local"].Capabilities,
+		Crash: func(t *testing.T) {
+			cur.crashForTest()
+			if cur, err = NewTarget(root); err != nil {
+				t.Fatal(err)
+			}
+		},
+	})
+}
+
+func TestConformanceTargetOverWire(t *testing.T) {
+	c := sdktest.Connect(t, Plugin())
+	p := Plugin().Targets["local"]
+	tgt, diags, err := c.Target(context.Background(), "local", p.Schema, pathValue(t.TempDir()))
+	if err != nil || diags.HasErrors() {
+		t.Fatal(err, diags.Err())
+	}
+	sdktest.RunTarget(t, sdktest.TargetFixture{
+		New:          func(*testing.T) sdk.Target { return tgt },
+		Capabilities: p.Capabilities,
+	})
+}
+
+func TestConformanceRepository(t *testing.T) {
+	repo, err := NewRepository(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdktest.RunRepository(t, sdktest.RepositoryFixture{New: func(*testing.T) sdk.Repository { return repo }})
+}
+
+func TestConformanceRepositoryOverWire(t *testing.T) {
+	c := sdktest.Connect(t, Plugin())
+	p := Plugin().Repositories["local"]
+	repo, diags, err := c.Repository(context.Background(), "local", p.Schema, pathValue(t.TempDir()))
+	if err != nil || diags.HasErrors() {
+		t.Fatal(err, diags.Err())
+	}
+	sdktest.RunRepository(t, sdktest.RepositoryFixture{New: func(*testing.T) sdk.Repository { return repo }})
+}
+
+func TestConformancePlugin(t *testing.T) {
+	sdktest.RunPlugin(t, Plugin())
+}

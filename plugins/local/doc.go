@@ -1,0 +1,27 @@
+// Package local is ferry's file-backed reference plugin: a source, a target
+// and a repository that keep virtual machines, replicas and metadata as
+// plain files in folders. It is the embedded default for the demo and the
+// tests, and the model a plugin author copies.
+//
+// A site is a folder; each VM is a sub-folder holding vm.json (an sdk.VM)
+// and raw, sparse disk images disk<N>.img (site.go). The source gives
+// frozen snapshots through redirect-on-write delta layers (snapshot.go),
+// stored as block stores (blockstore.go) and read as block stacks
+// (layers.go), and tracks changes in a per-disk log (tracker.go). The
+// target keeps one working image per replica disk and makes restore points
+// reverse-incremental: each point owns an undo store of the blocks
+// overwritten after it (replica.go, restorepoint.go, failover.go,
+// network.go). The repository keeps one file per object with
+// compare-and-swap generations (repository.go). cli.go and the cmd_vm_*.go
+// files are the person-facing CLI of ferry-plugin-local.
+//
+// Every metadata file is written atomically (temp file, fsync, rename, fsync
+// of the folder), block stores are append-only with checksummed records, and
+// every multi-step change is journalled first so that a process killed at
+// any moment leaves existing snapshots and restore points intact and the
+// interrupted call retry-able. README.md lists the guarantees.
+//
+// This package must never import ferry's core (only the sdk module), never
+// hold policy (what to copy, when, how long to keep it), and never print on
+// stdout when serving the host: go-plugin reads its handshake there.
+package local

@@ -1,0 +1,577 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// A target folder holds one sub-folder per replica:
+//
+//	TARGET/.ferry-target.lock                 flock: replica creation and deletion
+//	TARGET/<name>/vm.json                     the replica's description
+//	TARGET/<name>/disk<N>.img                 only when failed over or committed
+//	TARGET/<name>/.replica/lock               flock: one change at a time
+//	TARGET/<name>/.replica/writers.lock       flock: held while disk writers are open
+//	TARGET/<name>/.replica/replica.json       state, restore points, journal
+//	TARGET/<name>/.replica/current/disk<N>.img   the working images
+//	TARGET/<name>/.replica/points/<id>/disk<N>.* the undo store of a point
+//
+// Once failed over, the folder is an ordinary VM folder (vm.json and
+// disk<N>.img) that a source "local" can read for failback.
+
+const (
+	replicaDirName  = ".replica"
+	replicaFile     = "replica.json"
+	targetLockName  = ".ferry-target.lock"
+	writersLockName = "writers.lock"
+	deletingPrefix  = ".deleting-"
+)
+
+// Target serves a target folder as an sdk.Target. Restore points are
+// reverse-incremental: the replica keeps one working image per disk, and
+// each point owns an undo store of the blocks overwritten after it.
+type Target struct {
+	root  string
+	now   func() time.Time
+	crash func(step string) // tests only: see site.crash
+
+	mu      sync.Mutex
+	writers map[string]*replicaWriters // by replica folder
+}
+
+var _ sdk.Target = (*Target)(nil)
+
+// NewTarget opens the target folder root, creating it when missing, and
+// clears what a killed process left of deleted replicas.
+func NewTarget(root string) (*Target, error) {
+	if err := checkFolder(root, true); err != nil {
+		return nil, fmt.Errorf("open target: %w", err)
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, fmt.Errorf("open target: %w", err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), deletingPrefix) {
+			if err := removeAllDurable(filepath.Join(root, e.Name())); err != nil {
+				return nil, fmt.Errorf("open target: %w", err)
+			}
+		}
+	}
+	return &Target{root: root, now: time.Now, writers: map[string]*replicaWriters{}}, nil
+}
+
+func (t *Target) step(name string) {
+	if t.crash != nil {
+		t.crash(name)
+	}
+}
+
+// replicaState is .replica/replica.json.
+type replicaState struct {
+	Version       int              `json:"version"`
+	ID            string           `json:"id"`
+	Name          string           `json:"name"`
+	SourceVM      string           `json:"source_vm"`
+	State         sdk.ReplicaState `json:"state"`
+	FailoverPoint string           `json:"failover_point,omitempty"`
+	// PreFailover is the description before the failover, restored by
+	// UndoFailover.
+	PreFailover *sdk.VM `json:"pre_failover,omitempty"`
+	// FailingOver journals a failover in progress: set before the disks
+	// are materialized, cleared when the state becomes failed_over. Found
+	// set on a ready replica, the failover is rolled back.
+	FailingOver string        `json:"failing_over,omitempty"`
+	NextPoint   int64         `json:"next_point"`
+	Disks       []replicaDisk `json:"disks"`
+	Points      []*pointState `json:"points"`
+}
+
+type replicaDisk struct {
+	Index int   `json:"index"`
+	Size  int64 `json:"size"`
+}
+
+type pointState struct {
+	ID      string            `json:"id"`
+	Seq     int64             `json:"seq"`
+	Created time.Time         `json:"created"`
+	Labels  map[string]string `json:"labels,omitempty"`
+	Disks   []replicaDisk     `json:"disks"`
+	// Deleting journals a deletion: the point is hidden, and its undo
+	// blocks are being folded into the point before it.
+	Deleting bool `json:"deleting,omitempty"`
+}
+
+func replicaMeta(dir string) string { return filepath.Join(dir, replicaDirName) }
+
+func workingImage(dir string, index int) string {
+	return diskFile(filepath.Join(replicaMeta(dir), "current"), index)
+}
+
+func pointDir(dir, id string) string {
+	return filepath.Join(replicaMeta(dir), "points", id)
+}
+
+func loadReplica(dir string) (*replicaState, error) {
+	var rs replicaState
+	if err := readJSON(filepath.Join(replicaMeta(dir), replicaFile), &rs); err != nil {
+		return nil, err
+	}
+	return &rs, nil
+}
+
+func saveReplica(dir string, rs *replicaState) error {
+	return writeJSONAtomic(filepath.Join(replicaMeta(dir), replicaFile), rs)
+}
+
+// isReplicaInProgress reports a folder holding a replica that still
+// receives replication (or is being created): not a VM a source may read.
+func isReplicaInProgress(dir string) bool {
+	if _, err := os.Stat(replicaMeta(dir)); err != nil {
+		return false
+	}
+	rs, err := loadReplica(dir)
+	if err != nil {
+		return true
+	}
+	return rs.State == sdk.ReplicaReady
+}
+
+func (rs *replicaState) disk(index int) (replicaDisk, bool) {
+	for _, d := range rs.Disks {
+		if d.Index == index {
+			return d, true
+		}
+	}
+	return replicaDisk{}, false
+}
+
+// livePoints are the points that exist for callers (not being deleted).
+func (rs *replicaState) livePoints() []*pointState {
+	var out []*pointState
+	for _, p := range rs.Points {
+		if !p.Deleting {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (rs *replicaState) point(id string) int {
+	for i, p := range rs.Points {
+		if p.ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func (p *pointState) capacity(index int) (int64, bool) {
+	for _, d := range p.Disks {
+		if d.Index == index {
+			return d.Size, true
+		}
+	}
+	return 0, false
+}
+
+func (t *Target) notFound(ref string) error {
+	return fmt.Errorf("replica %q in target %s: %w", ref, t.root, errdefs.ErrNotFound)
+}
+
+// resolve finds a replica's folder by name or id.
+func (t *Target) resolve(ref string) (string, error) {
+	if validName(ref) {
+		dir := filepath.Join(t.root, ref)
+		if _, err := os.Stat(filepath.Join(replicaMeta(dir), replicaFile)); err == nil {
+			return dir, nil
+		}
+	}
+	reps, err := t.scan()
+	if err != nil {
+		return "", err
+	}
+	for _, r := range reps {
+		if r.rs.ID == ref {
+			return r.dir, nil
+		}
+	}
+	return "", t.notFound(ref)
+}
+
+type foundReplica struct {
+	dir string
+	rs  *replicaState
+}
+
+func (t *Target) scan() ([]foundReplica, error) {
+	entries, err := os.ReadDir(t.root)
+	if err != nil {
+		return nil, fmt.Errorf("list target %s: %w", t.root, err)
+	}
+	var out []foundReplica
+	for _, e := range entries {
+		if !e.IsDir() || !validName(e.Name()) {
+			continue
+		}
+		dir := filepath.Join(t.root, e.Name())
+		rs, err := loadReplica(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, foundReplica{dir: dir, rs: rs})
+	}
+	return out, nil
+}
+
+func (t *Target) replicaOf(dir string, rs *replicaState) (*sdk.Replica, error) {
+	vm, err := readVM(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &sdk.Replica{
+		ID: rs.ID, Name: rs.Name, SourceVM: rs.SourceVM, VM: *vm,
+		State: rs.State, FailoverPoint: rs.FailoverPoint,
+	}, nil
+}
+
+// txn is a replica locked for a change.
+type txn struct {
+	dir    string
+	rs     *replicaState
+	lock   *fileLock
+	wlock  *fileLock
+	target *Target
+	// paused are this process's open writers of the replica, held still
+	// for the change and brought up to date when it ends.
+	paused  []*sharedDisk
+	deleted bool
+}
+
+func (x *txn) release() {
+	for _, sd := range x.paused {
+		x.target.resync(x, sd)
+		sd.gate.Unlock()
+	}
+	x.paused = nil
+	x.wlock.unlock()
+	x.lock.unlock()
+}
+
+func (x *txn) save() error { return saveReplica(x.dir, x.rs) }
+
+// begin locks a replica for a change. With exclusive set, the change may
+// touch restore points: disk writers of this process are paused until it
+// ends (and then write into the right undo store), writers of other
+// processes make it fail with ErrFailedPrecondition, and what a killed
+// process left half-done is finished first.
+func (t *Target) begin(ctx context.Context, ref string, exclusive bool) (*txn, error) {
+	if err := canceled(ctx); err != nil {
+		return nil, err
+	}
+	dir, err := t.resolve(ref)
+	if err != nil {
+		return nil, err
+	}
+	lock, err := lockFile(ctx, filepath.Join(replicaMeta(dir), lockFileName))
+	if err != nil {
+		return nil, err
+	}
+	x := &txn{dir: dir, lock: lock, target: t}
+	if exclusive {
+		if err := t.pause(x); err != nil {
+			x.release()
+			return nil, fmt.Errorf("replica %q: %w", ref, err)
+		}
+	}
+	if x.rs, err = loadReplica(dir); err != nil {
+		x.release()
+		return nil, err
+	}
+	if exclusive {
+		if err := t.recover(ctx, x); err != nil {
+			x.release()
+			return nil, fmt.Errorf("replica %q: finish interrupted change: %w", ref, err)
+		}
+	}
+	return x, nil
+}
+
+// pause holds this process's writers of the replica still, or makes sure
+// no other process has one open.
+func (t *Target) pause(x *txn) error {
+	t.mu.Lock()
+	rw := t.writers[x.dir]
+	if rw != nil {
+		for _, sd := range rw.disks {
+			if sd.direct > 0 {
+				t.mu.Unlock()
+				return fmt.Errorf("a writer that offered its local path is open (the data mover may be writing the file itself): %w", errdefs.ErrFailedPrecondition)
+			}
+		}
+		for _, sd := range rw.disks {
+			sd.gate.Lock()
+			x.paused = append(x.paused, sd)
+		}
+		t.mu.Unlock()
+		return nil
+	}
+	t.mu.Unlock()
+	wl, err := tryLock(filepath.Join(replicaMeta(x.dir), writersLockName))
+	if errors.Is(err, errLocked) {
+		return fmt.Errorf("disk writers are open in another process: %w", errdefs.ErrFailedPrecondition)
+	}
+	if err != nil {
+		return err
+	}
+	x.wlock = wl
+	return nil
+}
+
+// recover finishes or rolls back what a killed process left half-done. The
+// caller holds the replica's lock and writers lock.
+func (t *Target) recover(ctx context.Context, x *txn) error {
+	rs := x.rs
+	for _, d := range []string{x.dir, replicaMeta(x.dir)} {
+		if err := removeTemps(d); err != nil {
+			return err
+		}
+	}
+	if rs.State == sdk.ReplicaCommitted {
+		for _, sub := range []string{"current", "points"} {
+			if err := removeAllDurable(filepath.Join(replicaMeta(x.dir), sub)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if rs.State == sdk.ReplicaReady && rs.FailingOver != "" {
+		if err := t.rollBackFailover(x); err != nil {
+			return err
+		}
+	}
+	for i := 0; i < len(rs.Points); i++ {
+		if rs.Points[i].Deleting {
+			if err := t.finishDelete(ctx, x, i); err != nil {
+				return err
+			}
+			i--
+		}
+	}
+	// Point folders no point owns: a deletion committed just before a kill.
+	entries, err := os.ReadDir(filepath.Join(replicaMeta(x.dir), "points"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("list points: %w", err)
+	}
+	for _, e := range entries {
+		if rs.point(e.Name()) < 0 {
+			if err := removeAllDurable(filepath.Join(replicaMeta(x.dir), "points", e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// GetPlacement lists the networks of the target's VMs and "default", and
+// the target folder as the one datastore.
+func (t *Target) GetPlacement(ctx context.Context) (*sdk.Placement, error) {
+	if err := canceled(ctx); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(t.root)
+	if err != nil {
+		return nil, fmt.Errorf("list target %s: %w", t.root, err)
+	}
+	nets := map[string]bool{"default": true}
+	for _, e := range entries {
+		if !e.IsDir() || !validName(e.Name()) {
+			continue
+		}
+		vm, err := readVM(filepath.Join(t.root, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, n := range vm.NICs {
+			if n.Network != "" {
+				nets[n.Network] = true
+			}
+		}
+	}
+	p := &sdk.Placement{Datastores: []string{t.root}}
+	for n := range nets {
+		p.Networks = append(p.Networks, n)
+	}
+	sort.Strings(p.Networks)
+	return p, nil
+}
+
+// CreateReplica creates a replica with empty sparse working images shaped
+// like req.VM, its networks mapped by req.NetworkMap. A replica of that
+// name that exists is returned as it is.
+func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sdk.Replica, error) {
+	if !validName(req.Name) {
+		return nil, fmt.Errorf("create replica %q: not a valid folder name: %w", req.Name, errdefs.ErrInvalidArgument)
+	}
+	rules, err := compileNetwork(sdk.NetworkConfig{NetworkMap: req.NetworkMap})
+	if err != nil {
+		return nil, fmt.Errorf("create replica %q: %w", req.Name, err)
+	}
+	tl, err := lockFile(ctx, filepath.Join(t.root, targetLockName))
+	if err != nil {
+		return nil, err
+	}
+	defer tl.unlock()
+	dir := filepath.Join(t.root, req.Name)
+	if rs, err := loadReplica(dir); err == nil {
+		return t.replicaOf(dir, rs)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if _, err := os.Stat(replicaMeta(dir)); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(dir, vmFile)); err == nil {
+			return nil, fmt.Errorf("create replica %q: %s holds a VM that is not a replica: %w", req.Name, dir, errdefs.ErrAlreadyExists)
+		}
+	}
+	// .replica first: a folder with it and no replica.json is a creation
+	// to redo, never someone else's VM.
+	if err := mkdirDurable(filepath.Join(replicaMeta(dir), "current")); err != nil {
+		return nil, err
+	}
+	vm := cloneVM(&req.VM)
+	rs := &replicaState{
+		Version: 1, ID: "r-" + randomHex(8), Name: req.Name, SourceVM: req.VM.ID,
+		State: sdk.ReplicaReady, NextPoint: 1,
+	}
+	if rs.SourceVM == "" {
+		rs.SourceVM = req.VM.Name
+	}
+	for _, d := range vm.Disks {
+		if d.Capacity < 0 {
+			return nil, fmt.Errorf("create replica %q: disk %d: capacity %d: %w", req.Name, d.Index, d.Capacity, errdefs.ErrInvalidArgument)
+		}
+		if err := createSparse(workingImage(dir, d.Index), d.Capacity); err != nil {
+			return nil, err
+		}
+		rs.Disks = append(rs.Disks, replicaDisk{Index: d.Index, Size: d.Capacity})
+	}
+	vm.ID, vm.Name, vm.PowerState = rs.ID, req.Name, "off"
+	if err := rules.apply(vm); err != nil {
+		return nil, fmt.Errorf("create replica %q: %w", req.Name, err)
+	}
+	if err := writeVM(dir, vm); err != nil {
+		return nil, err
+	}
+	t.step("replica-described")
+	if err := saveReplica(dir, rs); err != nil {
+		return nil, err
+	}
+	return t.replicaOf(dir, rs)
+}
+
+// cloneVM deep-copies a VM description.
+func cloneVM(v *sdk.VM) *sdk.VM {
+	c := *v
+	c.Disks = append([]sdk.Disk(nil), v.Disks...)
+	c.NICs = make([]sdk.NIC, len(v.NICs))
+	for i, n := range v.NICs {
+		n.Addresses = append([]string(nil), n.Addresses...)
+		n.DNS = append([]string(nil), n.DNS...)
+		c.NICs[i] = n
+	}
+	if v.NICs == nil {
+		c.NICs = nil
+	}
+	if v.Attributes != nil {
+		c.Attributes = make(map[string]string, len(v.Attributes))
+		for k, val := range v.Attributes {
+			c.Attributes[k] = val
+		}
+	}
+	return &c
+}
+
+// GetReplica returns a replica by name or id.
+func (t *Target) GetReplica(ctx context.Context, ref string) (*sdk.Replica, error) {
+	if err := canceled(ctx); err != nil {
+		return nil, err
+	}
+	dir, err := t.resolve(ref)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := loadReplica(dir)
+	if err != nil {
+		return nil, err
+	}
+	return t.replicaOf(dir, rs)
+}
+
+// ListReplicas lists the replicas, committed ones included, by name.
+func (t *Target) ListReplicas(ctx context.Context) ([]sdk.Replica, error) {
+	if err := canceled(ctx); err != nil {
+		return nil, err
+	}
+	reps, err := t.scan()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]sdk.Replica, 0, len(reps))
+	for _, r := range reps {
+		rep, err := t.replicaOf(r.dir, r.rs)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *rep)
+	}
+	return out, nil
+}
+
+// DeleteReplica deletes a replica with its restore points; deleting one
+// that is gone succeeds. A committed replica is a production VM now: only
+// its replica record goes, its VM folder stays.
+func (t *Target) DeleteReplica(ctx context.Context, ref string) error {
+	tl, err := lockFile(ctx, filepath.Join(t.root, targetLockName))
+	if err != nil {
+		return err
+	}
+	defer tl.unlock()
+	x, err := t.begin(ctx, ref, true)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer x.release()
+	if x.rs.State == sdk.ReplicaCommitted {
+		return removeAllDurable(replicaMeta(x.dir))
+	}
+	// Rename first, so a kill half-way leaves no half-deleted replica
+	// behind: NewTarget clears .deleting-* folders.
+	gone := filepath.Join(t.root, deletingPrefix+filepath.Base(x.dir)+"-"+randomHex(4))
+	if err := os.Rename(x.dir, gone); err != nil {
+		return fmt.Errorf("delete replica %q: %w", ref, err)
+	}
+	x.deleted = true
+	if err := syncDir(t.root); err != nil {
+		return err
+	}
+	t.step("replica-renamed")
+	return removeAllDurable(gone)
+}

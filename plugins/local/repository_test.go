@@ -1,0 +1,191 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// TestRepositoryCASRace has goroutines of two repository instances on one
+// folder (two processes, as far as flock is concerned) increment counters
+// with compare-and-swap: every lost race must be reported, so the counts
+// come out exact.
+func TestRepositoryCASRace(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	a, err := NewRepository(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewRepository(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 12, 15
+	keys := []string{"replicas/web-01/meta", "replicas/web-02/meta"}
+	for _, k := range keys {
+		if _, err := a.Put(ctx, k, []byte("0"), sdk.IfAbsent); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var lost sync.Map
+	var wg sync.WaitGroup
+	for g := range workers {
+		repo := a
+		if g%2 == 1 {
+			repo = b
+		}
+		wg.Go(func() {
+			for i := range each {
+				key := keys[(g+i)%2]
+				for {
+					data, info, err := repo.Get(ctx, key)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					n, _ := strconv.Atoi(string(data))
+					_, err = repo.Put(ctx, key, []byte(strconv.Itoa(n+1)), info.Generation)
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, errdefs.ErrFailedPrecondition) {
+						t.Error(err)
+						return
+					}
+					lost.Store(g, true)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	total := 0
+	for _, k := range keys {
+		data, info, err := b.Get(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := strconv.Atoi(string(data))
+		total += n
+		if info.Generation != int64(n)+1 {
+			t.Errorf("%s: generation %d after %d increments", k, info.Generation, n)
+		}
+	}
+	if total != workers*each {
+		t.Fatalf("counters add up to %d, want %d", total, workers*each)
+	}
+}
+
+func TestRepositoryConditions(t *testing.T) {
+	ctx := context.Background()
+	repo, _ := NewRepository(t.TempDir())
+	steps := []struct {
+		name    string
+		do      func() (int64, error)
+		wantGen int64
+		wantErr error
+	}{
+		{"put new", func() (int64, error) { return repo.Put(ctx, "k", []byte("a"), sdk.IfAbsent) }, 1, nil},
+		{"put if absent again", func() (int64, error) { return repo.Put(ctx, "k", []byte("b"), sdk.IfAbsent) }, 0, errdefs.ErrFailedPrecondition},
+		{"put stale", func() (int64, error) { return repo.Put(ctx, "k", []byte("b"), 7) }, 0, errdefs.ErrFailedPrecondition},
+		{"put current", func() (int64, error) { return repo.Put(ctx, "k", []byte("b"), 1) }, 2, nil},
+		{"put any", func() (int64, error) { return repo.Put(ctx, "k", []byte("c"), sdk.IfAny) }, 3, nil},
+		{"delete stale", func() (int64, error) { return 0, repo.Delete(ctx, "k", 2) }, 0, errdefs.ErrFailedPrecondition},
+		{"delete current", func() (int64, error) { return 0, repo.Delete(ctx, "k", 3) }, 0, nil},
+		{"delete missing any", func() (int64, error) { return 0, repo.Delete(ctx, "k", sdk.IfAny) }, 0, nil},
+		{"delete missing at generation", func() (int64, error) { return 0, repo.Delete(ctx, "k", 3) }, 0, errdefs.ErrFailedPrecondition},
+		// A writer still holding generation 1 or 3 must not win after the
+		// key comes back: generations go on from the tombstone.
+		{"put again", func() (int64, error) { return repo.Put(ctx, "k", []byte("d"), sdk.IfAbsent) }, 4, nil},
+		{"put with a pre-delete generation", func() (int64, error) { return repo.Put(ctx, "k", []byte("e"), 3) }, 0, errdefs.ErrFailedPrecondition},
+		{"bad generation", func() (int64, error) { return repo.Put(ctx, "k", nil, -2) }, 0, errdefs.ErrInvalidArgument},
+		{"empty key", func() (int64, error) { return repo.Put(ctx, "", nil, sdk.IfAny) }, 0, errdefs.ErrInvalidArgument},
+	}
+	for _, s := range steps {
+		gen, err := s.do()
+		if s.wantErr != nil {
+			if !errors.Is(err, s.wantErr) {
+				t.Fatalf("%s: %v, want %v", s.name, err, s.wantErr)
+			}
+			continue
+		}
+		if err != nil || gen != s.wantGen {
+			t.Fatalf("%s: generation %d, %v; want %d", s.name, gen, err, s.wantGen)
+		}
+	}
+	if _, _, err := repo.Get(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("get missing: %v", err)
+	}
+}
+
+// TestRepositoryKeys: keys of any shape round-trip, list by prefix in key
+// order, and never escape the objects folder.
+func TestRepositoryKeys(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	repo, _ := NewRepository(root)
+	keys := []string{"a", "a/b", "a/../../etc", ".", "..", "a.b", "a%2Fb", "~x", "日本/語", strings.Repeat("long/", 80) + "end", "a b"}
+	for i, k := range keys {
+		if _, err := repo.Put(ctx, k, []byte(strconv.Itoa(i)), sdk.IfAbsent); err != nil {
+			t.Fatalf("put %q: %v", k, err)
+		}
+	}
+	for i, k := range keys {
+		data, info, err := repo.Get(ctx, k)
+		if err != nil || string(data) != strconv.Itoa(i) || info.Key != k {
+			t.Fatalf("get %q: %q %+v %v", k, data, info, err)
+		}
+	}
+	list, err := repo.List(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, o := range list {
+		got = append(got, o.Key)
+	}
+	want := []string{"a", "a b", "a%2Fb", "a.b", "a/../../etc", "a/b"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("list a = %q, want %q", got, want)
+	}
+	entries, _ := os.ReadDir(root)
+	for _, e := range entries {
+		if e.Name() != "objects" && e.Name() != lockFileName {
+			t.Errorf("a key escaped the objects folder: %s", e.Name())
+		}
+	}
+}
+
+// TestRepositoryDamage: a corrupt object is reported, not returned;
+// leftovers of a killed put are cleared and never listed.
+func TestRepositoryDamage(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	repo, _ := NewRepository(root)
+	repo.Put(ctx, "x", bytes.Repeat([]byte("data"), 100), sdk.IfAny)
+	tmp := filepath.Join(root, "objects", tempPrefix+"y-1")
+	os.WriteFile(tmp, []byte("FERRYOBJ1\n{\"key\":\"y\""), 0o644)
+	if list, err := repo.List(ctx, ""); err != nil || len(list) != 1 {
+		t.Errorf("list with a leftover temp file: %v, %v", list, err)
+	}
+	repo, _ = NewRepository(root)
+	if _, err := os.Stat(tmp); err == nil {
+		t.Error("the leftover temp file was not cleared")
+	}
+	path := filepath.Join(root, "objects", objectName("x"))
+	b, _ := os.ReadFile(path)
+	b[len(b)-1] ^= 1
+	os.WriteFile(path, b, 0o644)
+	if _, _, err := repo.Get(ctx, "x"); err == nil || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("get of a corrupt object: %v", err)
+	}
+}

@@ -1,0 +1,666 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// Restore points are reverse-incremental. The working image of a disk is
+// the replica's newest state; restore point P_k owns an undo store holding,
+// for every block overwritten after P_k was made and before P_(k+1) was,
+// the block as it was. Reading P_k takes each block from the first of
+// undo(P_k), undo(P_(k+1)), ..., undo(P_n) that holds it, else from the
+// working image.
+//
+// Write order (copy-before-write): before a WriteAt overwrites blocks of
+// the working image, the blocks the newest point has not saved yet are
+// read, appended to its undo store and fsynced (data, then index); only
+// then is the working image written. A kill at any moment therefore leaves
+// every point readable: a block is either saved or not yet overwritten.
+// CreateRestorePoint fsyncs the working images and then commits the point
+// to replica.json with an atomic rename: the point exists only complete.
+// Deleting the oldest point deletes its store; deleting P_k otherwise folds
+// the blocks P_(k-1) lacks into undo(P_(k-1)), journalled in replica.json
+// so that a kill half-way is finished by the next change.
+
+// undoBlockSize is the grain of copy-before-write.
+const undoBlockSize = 64 << 10
+
+// replicaWriters is what the open disk writers of one replica share in
+// this process. The writers lock keeps other processes' writers and point
+// changes out while any is open.
+type replicaWriters struct {
+	refs  int
+	wlock *fileLock
+	disks map[int]*sharedDisk
+}
+
+// sharedDisk is one working image open for writing.
+type sharedDisk struct {
+	disk   int
+	refs   int
+	direct int // open writers that offered their local path
+	f      *os.File
+	path   string
+	size   atomic.Int64
+
+	// gate is held shared by every WriteAt and exclusively by a change to
+	// the replica's points or state, so that no write straddles one.
+	gate sync.RWMutex
+	// The fields below change only under gate held exclusively.
+	undo      *storeWriter // the newest point's store; nil without points
+	undoPoint string
+	limit     int64 // the newest point's size of this disk
+	disabled  error // set when the replica takes no more writes
+
+	mu sync.Mutex // orders copy-before-write decisions of concurrent writes
+}
+
+// OpenReplicaDisk opens the working image of a disk for writing, growing
+// it to size first when it is larger. WriteAt is safe for concurrent use on
+// disjoint ranges; Close fsyncs. The writer offers the direct lane
+// (LocalPather) only while the replica has no restore point, and while
+// such a writer is open no point can be made.
+func (t *Target) OpenReplicaDisk(ctx context.Context, ref string, disk int, size int64) (sdk.DiskWriter, error) {
+	if disk < 0 || size < 0 {
+		return nil, fmt.Errorf("open replica %q disk %d size %d: %w", ref, disk, size, errdefs.ErrInvalidArgument)
+	}
+	x, err := t.begin(ctx, ref, false)
+	if err != nil {
+		return nil, err
+	}
+	defer x.release()
+	if x.rs.State != sdk.ReplicaReady {
+		return nil, fmt.Errorf("open replica %q disk %d: replica is %s: %w", ref, disk, x.rs.State, errdefs.ErrFailedPrecondition)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rw := t.writers[x.dir]
+	if rw == nil {
+		wl, err := tryLock(filepath.Join(replicaMeta(x.dir), writersLockName))
+		if errors.Is(err, errLocked) {
+			return nil, fmt.Errorf("open replica %q disk %d: written by another process: %w", ref, disk, errdefs.ErrFailedPrecondition)
+		}
+		if err != nil {
+			return nil, err
+		}
+		x.wlock = wl
+		if err := t.recover(ctx, x); err != nil {
+			return nil, fmt.Errorf("open replica %q: finish interrupted change: %w", ref, err)
+		}
+		rw = &replicaWriters{wlock: wl, disks: map[int]*sharedDisk{}}
+		x.wlock = nil // rw owns it now
+		defer func() {
+			if rw.refs == 0 {
+				rw.wlock.unlock()
+			} else {
+				t.writers[x.dir] = rw
+			}
+		}()
+	}
+	if cur, ok := x.rs.disk(disk); !ok || size > cur.Size {
+		if err := t.growDisk(x, disk, size); err != nil {
+			return nil, fmt.Errorf("open replica %q disk %d: %w", ref, disk, err)
+		}
+	}
+	cur, _ := x.rs.disk(disk)
+	sd := rw.disks[disk]
+	if sd == nil {
+		if sd, err = openSharedDisk(x, disk); err != nil {
+			return nil, fmt.Errorf("open replica %q disk %d: %w", ref, disk, err)
+		}
+		rw.disks[disk] = sd
+	}
+	sd.size.Store(cur.Size)
+	sd.refs++
+	rw.refs++
+	w := &replicaWriter{t: t, dir: x.dir, replica: ref, sd: sd}
+	if len(x.rs.Points) == 0 {
+		sd.direct++
+		w.direct = true
+		return &directReplicaWriter{w}, nil
+	}
+	return w, nil
+}
+
+// growDisk adds a disk or grows its working image, and records its size
+// in replica.json and vm.json.
+func (t *Target) growDisk(x *txn, disk int, size int64) error {
+	path := workingImage(x.dir, disk)
+	if _, ok := x.rs.disk(disk); !ok {
+		if err := createSparse(path, size); err != nil {
+			return err
+		}
+		x.rs.Disks = append(x.rs.Disks, replicaDisk{Index: disk, Size: size})
+		sort.Slice(x.rs.Disks, func(i, j int) bool { return x.rs.Disks[i].Index < x.rs.Disks[j].Index })
+	} else {
+		if err := os.Truncate(path, size); err != nil {
+			return fmt.Errorf("grow working image: %w", err)
+		}
+		if err := syncFile(path); err != nil {
+			return err
+		}
+		for i := range x.rs.Disks {
+			if x.rs.Disks[i].Index == disk {
+				x.rs.Disks[i].Size = size
+			}
+		}
+	}
+	vm, err := readVM(x.dir)
+	if err != nil {
+		return err
+	}
+	found := false
+	for i := range vm.Disks {
+		if vm.Disks[i].Index == disk {
+			vm.Disks[i].Capacity, found = size, true
+		}
+	}
+	if !found {
+		vm.Disks = append(vm.Disks, sdk.Disk{Index: disk, Name: "disk" + strconv.Itoa(disk), Capacity: size, Thin: true})
+	}
+	if err := writeVM(x.dir, vm); err != nil {
+		return err
+	}
+	return x.save()
+}
+
+func openSharedDisk(x *txn, disk int) (*sharedDisk, error) {
+	path := workingImage(x.dir, disk)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open working image: %w", err)
+	}
+	sd := &sharedDisk{disk: disk, f: f, path: path}
+	x.target.resync(x, sd)
+	if sd.disabled != nil {
+		f.Close()
+		return nil, sd.disabled
+	}
+	return sd, nil
+}
+
+// resync points a shared disk at the undo store of the replica's newest
+// restore point, or stops its writes when the replica takes no more. The
+// caller holds sd.gate exclusively, or is its only user.
+func (t *Target) resync(x *txn, sd *sharedDisk) {
+	if x.deleted || x.rs.State != sdk.ReplicaReady {
+		sd.disabled = fmt.Errorf("replica %s is %s: %w", x.rs.Name, x.rs.State, errdefs.ErrFailedPrecondition)
+		if x.deleted {
+			sd.disabled = fmt.Errorf("replica %s was deleted: %w", x.rs.Name, errdefs.ErrFailedPrecondition)
+		}
+		return
+	}
+	sd.disabled = nil
+	var want string
+	var limit int64
+	if n := len(x.rs.Points); n > 0 {
+		newest := x.rs.Points[n-1]
+		if l, ok := newest.capacity(sd.disk); ok {
+			want, limit = newest.ID, l
+		}
+	}
+	if want == sd.undoPoint && (want == "" || sd.undo != nil) {
+		sd.limit = limit
+		return
+	}
+	if sd.undo != nil {
+		sd.undo.close()
+		sd.undo = nil
+	}
+	sd.undoPoint, sd.limit = "", 0
+	if want == "" {
+		return
+	}
+	u, err := openStoreWriter(pointDir(x.dir, want), diskStoreName(sd.disk), undoBlockSize)
+	if err != nil {
+		sd.disabled = fmt.Errorf("open undo store of point %s: %w", want, err)
+		return
+	}
+	sd.undo, sd.undoPoint, sd.limit = u, want, limit
+}
+
+// replicaWriter is one open handle on a working image.
+type replicaWriter struct {
+	t       *Target
+	dir     string
+	replica string
+	sd      *sharedDisk
+	direct  bool
+	closed  atomic.Bool
+	once    sync.Once
+	err     error
+}
+
+var _ sdk.DiskWriter = (*replicaWriter)(nil)
+
+func (w *replicaWriter) Size() int64 { return w.sd.size.Load() }
+
+// WriteAt saves the blocks the newest restore point still needs, then
+// writes the working image.
+func (w *replicaWriter) WriteAt(p []byte, off int64) (int, error) {
+	sd := w.sd
+	sd.gate.RLock()
+	defer sd.gate.RUnlock()
+	switch {
+	case w.closed.Load():
+		return 0, fmt.Errorf("write replica %q disk %d: writer closed: %w", w.replica, sd.disk, errdefs.ErrFailedPrecondition)
+	case sd.disabled != nil:
+		return 0, fmt.Errorf("write replica %q disk %d: %w", w.replica, sd.disk, sd.disabled)
+	case off < 0 || off+int64(len(p)) > sd.size.Load():
+		return 0, fmt.Errorf("write replica %q disk %d: %d bytes at %d do not fit in %d: %w", w.replica, sd.disk, len(p), off, sd.size.Load(), errdefs.ErrInvalidArgument)
+	case len(p) == 0:
+		return 0, nil
+	}
+	if err := sd.saveUndo(off, int64(len(p))); err != nil {
+		return 0, fmt.Errorf("write replica %q disk %d: %w", w.replica, sd.disk, err)
+	}
+	w.t.step("undo-saved")
+	n, err := sd.f.WriteAt(p, off)
+	if err != nil {
+		return n, fmt.Errorf("write replica %q disk %d: %w", w.replica, sd.disk, err)
+	}
+	return n, nil
+}
+
+// saveUndo copies the blocks of [off, off+length) that the newest point
+// has not saved yet into its undo store, durably. The caller holds gate
+// shared.
+func (sd *sharedDisk) saveUndo(off, length int64) error {
+	if sd.undo == nil {
+		return nil
+	}
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	var blocks []int64
+	for b := off / undoBlockSize; b <= (off+length-1)/undoBlockSize && b*undoBlockSize < sd.limit; b++ {
+		if !sd.undo.has(b) {
+			blocks = append(blocks, b)
+		}
+	}
+	if len(blocks) == 0 {
+		return nil
+	}
+	buf := make([]byte, int64(len(blocks))*undoBlockSize)
+	for i, b := range blocks {
+		chunk := buf[int64(i)*undoBlockSize : int64(i+1)*undoBlockSize]
+		n, err := sd.f.ReadAt(chunk, b*undoBlockSize)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read working image: %w", err)
+		}
+		clear(chunk[n:])
+	}
+	return sd.undo.put(blocks, buf)
+}
+
+// Close fsyncs the working image; the writes are durable once it returns
+// nil.
+func (w *replicaWriter) Close() error {
+	w.once.Do(func() {
+		w.closed.Store(true)
+		if err := w.sd.f.Sync(); err != nil {
+			w.err = fmt.Errorf("close replica %q disk %d: sync: %w", w.replica, w.sd.disk, err)
+		}
+		w.t.release(w.dir, w)
+	})
+	return w.err
+}
+
+// release drops one writer of a replica disk; the last one closes the
+// files and the writers lock.
+func (t *Target) release(dir string, w *replicaWriter) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rw := t.writers[dir]
+	if rw == nil {
+		return
+	}
+	sd := w.sd
+	if w.direct {
+		sd.direct--
+	}
+	sd.refs--
+	if sd.refs == 0 {
+		sd.gate.Lock() // wait for a change that holds it paused
+		sd.f.Close()
+		if sd.undo != nil {
+			sd.undo.close()
+			sd.undo = nil
+		}
+		sd.disabled = fmt.Errorf("writer closed: %w", errdefs.ErrFailedPrecondition)
+		sd.gate.Unlock()
+		delete(rw.disks, sd.disk)
+	}
+	rw.refs--
+	if rw.refs == 0 {
+		rw.wlock.unlock()
+		delete(t.writers, dir)
+	}
+}
+
+// directReplicaWriter is a writer of a replica without restore points:
+// the data mover may write the working image itself.
+type directReplicaWriter struct{ *replicaWriter }
+
+var _ sdk.LocalPather = directReplicaWriter{}
+
+func (w directReplicaWriter) LocalPath() string { return w.sd.path }
+
+// CreateRestorePoint freezes the working images as a new point. It fails
+// with ErrFailedPrecondition while disk writers are open or the replica is
+// not ready.
+func (t *Target) CreateRestorePoint(ctx context.Context, ref string, labels map[string]string) (*sdk.RestorePoint, error) {
+	x, err := t.begin(ctx, ref, true)
+	if err != nil {
+		return nil, err
+	}
+	defer x.release()
+	if x.rs.State != sdk.ReplicaReady {
+		return nil, fmt.Errorf("create restore point of replica %q: replica is %s: %w", ref, x.rs.State, errdefs.ErrFailedPrecondition)
+	}
+	for _, d := range x.rs.Disks {
+		if err := syncFile(workingImage(x.dir, d.Index)); err != nil {
+			return nil, fmt.Errorf("create restore point of replica %q: %w", ref, err)
+		}
+	}
+	t.step("point-synced")
+	p := &pointState{
+		ID: "p" + strconv.FormatInt(x.rs.NextPoint, 10), Seq: x.rs.NextPoint,
+		Created: t.now().UTC(), Disks: append([]replicaDisk(nil), x.rs.Disks...),
+	}
+	if len(labels) > 0 {
+		p.Labels = make(map[string]string, len(labels))
+		for k, v := range labels {
+			p.Labels[k] = v
+		}
+	}
+	x.rs.NextPoint++
+	x.rs.Points = append(x.rs.Points, p)
+	if err := x.save(); err != nil {
+		return nil, fmt.Errorf("create restore point of replica %q: %w", ref, err)
+	}
+	return t.pointOf(x.dir, x.rs, p), nil
+}
+
+func (t *Target) pointOf(dir string, rs *replicaState, p *pointState) *sdk.RestorePoint {
+	rp := &sdk.RestorePoint{ID: p.ID, Replica: rs.ID, Created: p.Created}
+	if len(p.Labels) > 0 {
+		rp.Labels = make(map[string]string, len(p.Labels))
+		for k, v := range p.Labels {
+			rp.Labels[k] = v
+		}
+	}
+	for _, d := range p.Disks {
+		rp.Disks = append(rp.Disks, sdk.SnapshotDisk{Index: d.Index, Capacity: d.Size})
+		for _, ext := range []string{".data", ".idx"} {
+			if n, err := allocatedBytes(filepath.Join(pointDir(dir, p.ID), diskStoreName(d.Index)+ext)); err == nil {
+				rp.Size += n
+			}
+		}
+	}
+	return rp
+}
+
+// ListRestorePoints lists a replica's points, oldest first.
+func (t *Target) ListRestorePoints(ctx context.Context, ref string) ([]sdk.RestorePoint, error) {
+	if err := canceled(ctx); err != nil {
+		return nil, err
+	}
+	dir, err := t.resolve(ref)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := loadReplica(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := []sdk.RestorePoint{}
+	for _, p := range rs.livePoints() {
+		out = append(out, *t.pointOf(dir, rs, p))
+	}
+	return out, nil
+}
+
+// DeleteRestorePoint deletes a point and frees its space; the others stay
+// readable. Deleting a point that is gone succeeds.
+func (t *Target) DeleteRestorePoint(ctx context.Context, ref, point string) error {
+	x, err := t.begin(ctx, ref, true)
+	if err != nil {
+		return err
+	}
+	defer x.release()
+	i := x.rs.point(point)
+	if i < 0 {
+		return nil
+	}
+	if x.rs.State == sdk.ReplicaFailedOver && x.rs.FailoverPoint == point {
+		return fmt.Errorf("delete restore point %q of replica %q: the replica runs from it: %w", point, ref, errdefs.ErrFailedPrecondition)
+	}
+	x.rs.Points[i].Deleting = true
+	if err := x.save(); err != nil {
+		return fmt.Errorf("delete restore point %q of replica %q: %w", point, ref, err)
+	}
+	t.step("delete-journalled")
+	if err := t.finishDelete(ctx, x, i); err != nil {
+		return fmt.Errorf("delete restore point %q of replica %q: %w", point, ref, err)
+	}
+	return nil
+}
+
+// finishDelete folds point i's undo blocks into the point before it where
+// that one lacks them, then drops point i. Folding again after a kill
+// appends only what is still missing.
+func (t *Target) finishDelete(ctx context.Context, x *txn, i int) error {
+	p := x.rs.Points[i]
+	if i > 0 {
+		prev := x.rs.Points[i-1]
+		for _, d := range p.Disks {
+			limit, ok := prev.capacity(d.Index)
+			if !ok {
+				continue
+			}
+			if err := t.fold(ctx, x.dir, p, prev, d.Index, limit); err != nil {
+				return err
+			}
+		}
+	}
+	x.rs.Points = append(x.rs.Points[:i], x.rs.Points[i+1:]...)
+	if err := x.save(); err != nil {
+		return err
+	}
+	t.step("delete-committed")
+	return removeAllDurable(pointDir(x.dir, p.ID))
+}
+
+func (t *Target) fold(ctx context.Context, dir string, p, prev *pointState, disk int, limit int64) error {
+	src, err := openStoreReader(pointDir(dir, p.ID), diskStoreName(disk), undoBlockSize)
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	if src.len() == 0 {
+		return nil
+	}
+	dst, err := openStoreWriter(pointDir(dir, prev.ID), diskStoreName(disk), undoBlockSize)
+	if err != nil {
+		return err
+	}
+	defer dst.close()
+	ix := src.snapshotIndex()
+	var todo []int64
+	for _, b := range ix.sortedBlocks() {
+		if b*undoBlockSize < limit && !dst.has(b) {
+			todo = append(todo, b)
+		}
+	}
+	const batch = 16
+	buf := make([]byte, batch*undoBlockSize)
+	for len(todo) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(len(todo), batch)
+		for j, b := range todo[:n] {
+			if err := src.readBlock(ix[b], buf[j*undoBlockSize:(j+1)*undoBlockSize]); err != nil {
+				return err
+			}
+		}
+		if err := dst.put(todo[:n], buf[:n*undoBlockSize]); err != nil {
+			return err
+		}
+		t.step("fold-batch")
+		todo = todo[n:]
+	}
+	return nil
+}
+
+// OpenRestorePointDisk opens a disk of a restore point for reading. The
+// reader stays right while the replica goes on being written: blocks it
+// took from the working image are checked against the undo stores again
+// after the read, and newer points are picked up as they appear. An empty
+// point opens the working state, what the next point would freeze.
+func (t *Target) OpenRestorePointDisk(ctx context.Context, ref, point string, disk int) (sdk.DiskReader, error) {
+	x, err := t.begin(ctx, ref, false)
+	if err != nil {
+		return nil, err
+	}
+	defer x.release()
+	return t.openPoint(x.dir, x.rs, ref, point, disk)
+}
+
+func (t *Target) openPoint(dir string, rs *replicaState, ref, point string, disk int) (*pointReader, error) {
+	if point == "" {
+		return t.openWorking(dir, rs, ref, disk)
+	}
+	i := rs.point(point)
+	if i < 0 || rs.Points[i].Deleting {
+		return nil, fmt.Errorf("restore point %q of replica %q: %w", point, ref, errdefs.ErrNotFound)
+	}
+	size, ok := rs.Points[i].capacity(disk)
+	if !ok {
+		return nil, fmt.Errorf("disk %d of restore point %q of replica %q: %w", disk, point, ref, errdefs.ErrNotFound)
+	}
+	r := &pointReader{dir: dir, disk: disk, stack: &blockStack{bs: undoBlockSize, size: size}}
+	for _, p := range rs.Points[i:] {
+		if err := r.addPoint(p); err != nil {
+			r.stack.close()
+			return nil, err
+		}
+	}
+	base, err := openBase(workingImage(dir, disk))
+	if err != nil {
+		r.stack.close()
+		return nil, err
+	}
+	r.stack.base = base
+	if r.stamp, err = statFingerprint(filepath.Join(replicaMeta(dir), replicaFile)); err != nil {
+		r.stack.close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// openWorking opens the working image of a disk for reading.
+func (t *Target) openWorking(dir string, rs *replicaState, ref string, disk int) (*pointReader, error) {
+	if rs.State == sdk.ReplicaCommitted {
+		return nil, fmt.Errorf("working state of replica %q: replica is %s: %w", ref, rs.State, errdefs.ErrFailedPrecondition)
+	}
+	d, ok := rs.disk(disk)
+	if !ok {
+		return nil, fmt.Errorf("disk %d of replica %q: %w", disk, ref, errdefs.ErrNotFound)
+	}
+	base, err := openBase(workingImage(dir, disk))
+	if err != nil {
+		return nil, err
+	}
+	return &pointReader{dir: dir, disk: disk, working: true, stack: &blockStack{bs: undoBlockSize, size: d.Size, base: base}}, nil
+}
+
+// pointReader reads one disk of a restore point, or the working state.
+type pointReader struct {
+	working bool // the working state: the image as it is, no stores
+	dir     string
+	disk    int
+	stack   *blockStack
+
+	mu     sync.Mutex
+	newest int64       // Seq of the newest point in the stack
+	stamp  fingerprint // of replica.json when the points were last read
+}
+
+var _ sdk.DiskReader = (*pointReader)(nil)
+
+func (r *pointReader) addPoint(p *pointState) error {
+	s, err := openStoreReader(pointDir(r.dir, p.ID), diskStoreName(r.disk), undoBlockSize)
+	if err != nil {
+		return err
+	}
+	r.stack.mu.Lock()
+	r.stack.stores = append(r.stack.stores, s)
+	r.stack.mu.Unlock()
+	r.newest = p.Seq
+	return nil
+}
+
+func (r *pointReader) Size() int64 { return r.stack.size }
+
+func (r *pointReader) ReadAt(p []byte, off int64) (int, error) {
+	n, fromWorking, err := r.stack.readAt(p, off)
+	if len(fromWorking) == 0 || r.working {
+		return n, err
+	}
+	// A writer saves a block before it overwrites it, so a block read from
+	// the working image that no store holds even now was read intact.
+	if rerr := r.refresh(); rerr != nil {
+		return 0, rerr
+	}
+	for _, b := range fromWorking {
+		if _, rerr := r.stack.reread(p[:n], off, b); rerr != nil {
+			return 0, rerr
+		}
+	}
+	return n, err
+}
+
+// refresh picks up points created since the reader opened and records
+// appended to every store.
+func (r *pointReader) refresh() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fp, err := statFingerprint(filepath.Join(replicaMeta(r.dir), replicaFile))
+	if err == nil && fp != r.stamp {
+		rs, err := loadReplica(r.dir)
+		if err == nil {
+			for _, p := range rs.Points {
+				if p.Seq > r.newest {
+					if err := r.addPoint(p); err != nil {
+						return err
+					}
+				}
+			}
+			r.stamp = fp
+		}
+	}
+	r.stack.mu.RLock()
+	stores := append([]*storeReader(nil), r.stack.stores...)
+	r.stack.mu.RUnlock()
+	for _, s := range stores {
+		if err := s.refresh(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *pointReader) Close() error { return r.stack.close() }
