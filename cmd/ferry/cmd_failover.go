@@ -102,7 +102,7 @@ func runFailover(e *env, args []string) error {
 func report(e *env, job *config.Job, vm, action string, r *sdk.Replica) {
 	switch action {
 	case "start":
-		fmt.Fprintf(e.stdout, "%s failed over to replica %s (restore point %s); it is %s\n", vm, r.Name, r.FailoverPoint, r.VM.PowerState)
+		fmt.Fprintf(e.stdout, "%s failed over to replica %s (restore point %s); power: %s\n", vm, r.Name, r.FailoverPoint, orDash(r.VM.PowerState))
 		for _, n := range r.VM.NICs {
 			fmt.Fprintf(e.stdout, "  nic %d: network %q, addresses %s, gateway %s\n", n.Index, n.Network, strings.Join(n.Addresses, ", "), orDash(n.Gateway))
 		}

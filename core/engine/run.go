@@ -98,7 +98,7 @@ func (r *run) vm(ctx context.Context, name string) catalog.VMResult {
 	if err != nil {
 		res.Result = catalog.ResultFailed
 		res.Error = err.Error()
-		r.e.log().Error("vm failed", "job", r.job.Name, "vm", name, "error", err)
+		r.e.log().Info("vm failed", "job", r.job.Name, "vm", name, "error", err)
 	} else if res.Result == catalog.ResultRunning {
 		res.Result = catalog.ResultSuccess
 	}
@@ -108,7 +108,7 @@ func (r *run) vm(ctx context.Context, name string) catalog.VMResult {
 
 func (r *run) notice(vm, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
-	r.e.log().Warn(msg, "job", r.job.Name, "vm", vm)
+	r.e.log().Info(msg, "job", r.job.Name, "vm", vm)
 	r.e.emit(Event{Kind: Notice, Session: r.sess.ID, Job: r.job.Name, VM: vm, Message: msg})
 }
 
@@ -346,6 +346,7 @@ func (r *run) applyRetention(ctx context.Context, name string, replica *sdk.Repl
 		if rec.Created.IsZero() {
 			rec.Created = r.e.now().UTC()
 		}
+		rec.Size = p.Size // what the point holds on its own changes as newer points come
 		keep = append(keep, rec)
 	}
 	if err := r.e.Catalog.ReplaceRestorePoints(r.job.Name, name, keep); err != nil {
