@@ -90,8 +90,8 @@ func Make(in Inputs) Plan {
 			for _, d := range vm.Disks {
 				total += d.Capacity
 			}
-			add(Create, name, -1, "create replica %s%s on %s: %d disks, %s; the first run copies every allocated block",
-				name, job.ReplicaSuffix, job.Target.Address(), len(vm.Disks), human(total))
+			add(Create, name, -1, "create replica %s%s on %s: %s, %s; the first run copies every allocated block",
+				name, job.ReplicaSuffix, job.Target.Address(), plural(len(vm.Disks), "disk"), human(total))
 			continue
 		}
 		switch rec.State {
@@ -122,10 +122,10 @@ func Make(in Inputs) Plan {
 			}
 		}
 		if !changed {
-			add(Keep, name, -1, "incremental run: %d restore points, the newest %s", len(points), newest(points))
+			add(Keep, name, -1, "incremental run: %s, the newest %s", plural(len(points), "restore point"), newest(points))
 		}
 		if keep := job.Retention.RestorePoints; keep > 0 && len(points)+1 > keep {
-			add(Delete, name, -1, "%d restore points beyond the newest %d will be deleted", len(points)+1-keep, keep)
+			add(Delete, name, -1, "%s beyond the newest %d will be deleted", plural(len(points)+1-keep, "restore point"), keep)
 		}
 	}
 	var gone []string
@@ -137,7 +137,7 @@ func Make(in Inputs) Plan {
 	sort.Strings(gone)
 	for _, vm := range gone {
 		r := replicas[vm]
-		add(Delete, vm, -1, "no longer in the job; its replica %s and %d restore points are kept, not replicated", r.ReplicaName, len(in.Points[vm]))
+		add(Delete, vm, -1, "no longer in the job; its replica %s and %s are kept, not replicated", r.ReplicaName, plural(len(in.Points[vm]), "restore point"))
 	}
 	return p
 }
@@ -182,6 +182,13 @@ func (p Plan) Write(w io.Writer) {
 		fmt.Fprintf(w, "  %s %s: %s\n", c.Action, subject, c.What)
 	}
 	fmt.Fprintf(w, "  Plan: %s.\n", p.Summary())
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // human renders a byte count.
