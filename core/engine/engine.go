@@ -39,6 +39,29 @@ type Engine struct {
 	Link datamover.Link
 	// Clock gives the time; time.Now when nil.
 	Clock func() time.Time
+	// Hook, when set, is called at each step of a VM's commit sequence,
+	// before the step's effects are visible to the next. Tests use it to
+	// kill the process at a chosen step and prove the invariants hold.
+	Hook func(step Step, vm string)
+}
+
+// Step names a point in a VM's run, for Hook.
+type Step string
+
+const (
+	StepSnapshotted   Step = "snapshotted"    // the source snapshot exists
+	StepMoving        Step = "moving"         // a disk is half moved
+	StepMoved         Step = "moved"          // every disk is in the replica's working state
+	StepPointCreated  Step = "point-created"  // the target's restore point exists
+	StepCataloged     Step = "cataloged"      // the catalog lists the point
+	StepSnapshotGone  Step = "snapshot-gone"  // the source snapshot is removed
+	StepRetentionDone Step = "retention-done" // old points are deleted
+)
+
+func (e *Engine) hook(step Step, vm string) {
+	if e.Hook != nil {
+		e.Hook(step, vm)
+	}
 }
 
 // EventKind says what an Event reports.

@@ -164,6 +164,7 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 	if err != nil {
 		return fail("snapshot: %v", err)
 	}
+	r.e.hook(StepSnapshotted, name)
 	snapshotRemoved := false
 	defer func() {
 		if !snapshotRemoved {
@@ -180,6 +181,7 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 	if err != nil {
 		return err
 	}
+	r.e.hook(StepMoved, name)
 
 	labels := map[string]string{LabelSession: r.sess.ID, LabelJob: job.Name, LabelVM: name, LabelSnapshot: snap.ID}
 	for _, d := range snap.Disks {
@@ -192,20 +194,24 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 		return fail("create restore point: %v", err)
 	}
 	res.RestorePoint = point.ID
+	r.e.hook(StepPointCreated, name)
 	if err := r.commitCatalog(name, vm, replica, point, snap, disks); err != nil {
 		return fail("record restore point %s: %v", point.ID, err)
 	}
+	r.e.hook(StepCataloged, name)
 
 	if err := r.src.RemoveSnapshot(ctx, name, snap.ID); err != nil {
 		r.notice(name, "remove snapshot %s: %v (the next run retries)", snap.ID, err)
 	}
 	snapshotRemoved = true
+	r.e.hook(StepSnapshotGone, name)
 
 	if err := r.applyRetention(ctx, name, replica); err != nil {
 		r.notice(name, "retention: %v", err)
 		res.Result = catalog.ResultWarning
 		res.Error = "retention: " + err.Error()
 	}
+	r.e.hook(StepRetentionDone, name)
 	return nil
 }
 
@@ -462,7 +468,11 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	req.Source = src
 	req.Digests = store
 	req.Sink = datamover.Throttle(recv, r.limiter)
+	var halfway sync.Once
 	req.Progress = func(done int64) {
+		if done*2 >= total {
+			halfway.Do(func() { r.e.hook(StepMoving, name) })
+		}
 		r.e.emit(Event{Kind: DiskProgress, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Mode: res.Mode, Lane: res.Lane, Done: done, Total: total})
 	}
 	st, err := datamover.Move(ctx, req, datamover.Options{BlockSize: bs, Codec: r.codec})
