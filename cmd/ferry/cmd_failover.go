@@ -113,4 +113,3 @@ func report(e *env, job *config.Job, vm, action string, r *sdk.Replica) {
 		fmt.Fprintf(e.stdout, "failover of %s committed: %s is now the production VM and has left job %s; remove %s from the job\n", vm, r.Name, job.Name, vm)
 	}
 }
-

@@ -12,19 +12,19 @@ import (
 
 func init() {
 	register(&command{
-		name: "status",
+		name:    "status",
 		summary: `Show each job's last session and the state of its replicas.`,
-		usage: "ferry [-config DIR] status [--json]",
-		run:   runStatus,
+		usage:   "ferry [-config DIR] status [--json]",
+		run:     runStatus,
 	})
 }
 
 type jobStatus struct {
-	Job         string          `json:"job"`
-	Schedule    string          `json:"schedule,omitempty"`
-	NextRun     *time.Time      `json:"next_run,omitempty"`
+	Job         string           `json:"job"`
+	Schedule    string           `json:"schedule,omitempty"`
+	NextRun     *time.Time       `json:"next_run,omitempty"`
 	LastSession *catalog.Session `json:"last_session,omitempty"`
-	VMs         []vmStatus      `json:"vms"`
+	VMs         []vmStatus       `json:"vms"`
 }
 
 type vmStatus struct {

@@ -26,12 +26,12 @@ func isTerminal(w io.Writer) bool {
 // being copied (percent, rate, time left) under the lines of what
 // finished; elsewhere plain lines at each step and every quarter of a disk.
 type progress struct {
-	w    io.Writer
-	tty  bool
-	mu   sync.Mutex
-	live map[string]*diskLine // by "vm/disk"
-	drawn int                 // live lines on screen
-	last time.Time
+	w     io.Writer
+	tty   bool
+	mu    sync.Mutex
+	live  map[string]*diskLine // by "vm/disk"
+	drawn int                  // live lines on screen
+	last  time.Time
 }
 
 type diskLine struct {

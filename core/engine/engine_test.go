@@ -324,4 +324,3 @@ func TestFailedOverReplicaIsNotOverwritten(t *testing.T) {
 		t.Fatal("a restore point was added to a failed-over replica")
 	}
 }
-

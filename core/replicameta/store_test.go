@@ -139,7 +139,7 @@ func TestDamagedOrForeignMetadataIsUnknown(t *testing.T) {
 	replica := replicaOf(1)
 	prefix := Prefix("web tier", "db/01", 0)
 	tests := []struct {
-		name  string
+		name   string
 		break_ func(repo sdk.Repository)
 	}{
 		{"damaged segment", func(repo sdk.Repository) {
