@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/zclconf/go-cty/cty"
 
@@ -322,5 +325,83 @@ func TestFailedOverReplicaIsNotOverwritten(t *testing.T) {
 	}
 	if len(f.points("web-01")) != 1 {
 		t.Fatal("a restore point was added to a failed-over replica")
+	}
+}
+
+// countingSource measures how many snapshot disks are open at once.
+type countingSource struct {
+	*sdktest.MemSource
+	mu         sync.Mutex
+	open, most int
+}
+
+type countedReader struct {
+	sdk.DiskReader
+	s *countingSource
+}
+
+func (c countedReader) Close() error {
+	c.s.mu.Lock()
+	c.s.open--
+	c.s.mu.Unlock()
+	return c.DiskReader.Close()
+}
+
+func (c *countingSource) OpenSnapshotDisk(ctx context.Context, vm, snap string, disk int) (sdk.DiskReader, error) {
+	r, err := c.MemSource.OpenSnapshotDisk(ctx, vm, snap, disk)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.open++
+	c.most = max(c.most, c.open)
+	c.mu.Unlock()
+	time.Sleep(20 * time.Millisecond) // hold the slot long enough to overlap
+	return countedReader{r, c}, nil
+}
+
+type countingComponents struct {
+	*memComponents
+	src *countingSource
+}
+
+func (c countingComponents) Source(context.Context, *config.PluginBlock) (sdk.Source, sdk.Capabilities, error) {
+	return c.src, c.src.Capabilities(), nil
+}
+
+func TestDisksRespectTheTaskLimit(t *testing.T) {
+	for _, limit := range []int{1, 2, 4} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			f := newFixture(t)
+			src := &countingSource{MemSource: sdktest.NewMemSource(sdk.VM{Name: "wide", Disks: []sdk.Disk{{Capacity: 1 << 20}, {Capacity: 1 << 20}, {Capacity: 1 << 20}, {Capacity: 1 << 20}, {Capacity: 1 << 20}}})}
+			f.eng.Components = countingComponents{memComponents: f.comps, src: src}
+			f.job.VMs = []string{"wide"}
+			f.job.Transfer.MaxTasks = limit
+			if s := f.run(); s.Result != catalog.ResultSuccess || len(s.VMs[0].Disks) != 5 {
+				t.Fatalf("session %s: %+v", s.Result, s.VMs)
+			}
+			if src.most > limit || (limit > 1 && src.most < 2) {
+				t.Fatalf("%d disks moved at once with a limit of %d", src.most, limit)
+			}
+		})
+	}
+}
+
+func TestHooksFollowTheCommitOrder(t *testing.T) {
+	f := newFixture(t, "web-01")
+	f.write("web-01", 0, 10)
+	var mu sync.Mutex
+	var steps []string
+	f.eng.Hook = func(s Step, vm string) {
+		mu.Lock()
+		steps = append(steps, string(s))
+		mu.Unlock()
+	}
+	f.run()
+	got := strings.Join(steps, " ")
+	// One "moving" per disk, in either order, then the fixed sequence.
+	want := "snapshotted moving moving moved point-created cataloged snapshot-gone retention-done"
+	if got != want {
+		t.Fatalf("steps %q, want %q", got, want)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/ferry-dr/ferry/core/datamover"
 	"github.com/ferry-dr/ferry/core/replicameta"
 	"github.com/ferry-dr/ferry/core/retention"
+	"github.com/ferry-dr/ferry/scheduler"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
@@ -257,8 +258,12 @@ func (r *run) removeStaleSnapshots(ctx context.Context, vm string) {
 	}
 }
 
-// disks moves every disk of the snapshot, up to the job's task limit at
-// once.
+// localProxy names the data mover in this process, the only proxy until
+// remote proxies exist.
+const localProxy = "local"
+
+// disks moves every disk of the snapshot: one task per disk, placed on the
+// data mover's task slots (the job's task limit) as slots free up.
 func (r *run) disks(ctx context.Context, name string, vm *sdk.VM, snap *sdk.Snapshot, replica *sdk.Replica, last *sdk.RestorePoint, fresh bool, res *catalog.VMResult) ([]catalog.DiskResult, error) {
 	limit := r.job.Transfer.MaxTasks
 	if limit <= 0 {
@@ -266,18 +271,31 @@ func (r *run) disks(ctx context.Context, name string, vm *sdk.VM, snap *sdk.Snap
 	}
 	results := make([]catalog.DiskResult, len(snap.Disks))
 	errs := make([]error, len(snap.Disks))
-	sem := make(chan struct{}, limit)
-	var wg sync.WaitGroup
+	byID := map[string]int{}
+	var pending []scheduler.Task
 	for i, d := range snap.Disks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			results[i], errs[i] = r.disk(ctx, name, snap, d, replica, last, fresh)
-		}()
+		id := fmt.Sprintf("%s/disk-%d", name, d.Index)
+		byID[id] = i
+		pending = append(pending, scheduler.Task{ID: id, VM: name})
 	}
-	wg.Wait()
+	done := make(chan struct{})
+	running := 0
+	for len(pending) > 0 || running > 0 {
+		placed, waiting := scheduler.Place(pending, []scheduler.Slot{{Proxy: localProxy, MaxTasks: limit, Running: running}})
+		for _, p := range placed {
+			i := byID[p.Task.ID]
+			running++
+			go func() {
+				defer func() { done <- struct{}{} }()
+				results[i], errs[i] = r.disk(ctx, name, snap, snap.Disks[i], replica, last, fresh)
+			}()
+		}
+		pending = waiting
+		if running > 0 {
+			<-done
+			running--
+		}
+	}
 	res.Disks = results
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
