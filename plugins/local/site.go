@@ -270,6 +270,23 @@ func (st *vmState) snapshot(ref string) int {
 	return -1
 }
 
+// lockVM resolves a VM, locks its folder for a change and reads its
+// description; unlock releases the lock.
+func (s *site) lockVM(ctx context.Context, vm string) (dir string, v *sdk.VM, unlock func(), err error) {
+	if dir, err = s.resolve(vm); err != nil {
+		return "", nil, nil, err
+	}
+	lock, err := s.vmLock(ctx, dir)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if v, err = readVM(dir); err != nil {
+		lock.unlock()
+		return "", nil, nil, err
+	}
+	return dir, v, lock.unlock, nil
+}
+
 // vmLock locks one VM folder for a change.
 func (s *site) vmLock(ctx context.Context, vmDir string) (*fileLock, error) {
 	if err := mkdirDurable(metaDir(vmDir)); err != nil {
@@ -455,19 +472,11 @@ func currentStack(vmDir string, st *vmState, index int, size int64) (*blockStack
 // in the change log first. With snapshots, the write lands in the newest
 // snapshot's layer (redirect-on-write); without, in the base image.
 func (s *site) trackedWrite(ctx context.Context, vm string, index int, off int64, data []byte) error {
-	dir, err := s.resolve(vm)
+	dir, v, unlock, err := s.lockVM(ctx, vm)
 	if err != nil {
 		return err
 	}
-	lock, err := s.vmLock(ctx, dir)
-	if err != nil {
-		return err
-	}
-	defer lock.unlock()
-	v, err := readVM(dir)
-	if err != nil {
-		return err
-	}
+	defer unlock()
 	d, err := s.findDisk(v, index)
 	if err != nil {
 		return err
@@ -569,19 +578,11 @@ func (s *site) writeDelta(dir string, st *vmState, index int, size, off int64, d
 // resize grows a disk. Growing is tracked as a reset: the change log
 // starts a new epoch.
 func (s *site) resize(ctx context.Context, vm string, index int, newSize int64) error {
-	dir, err := s.resolve(vm)
+	dir, v, unlock, err := s.lockVM(ctx, vm)
 	if err != nil {
 		return err
 	}
-	lock, err := s.vmLock(ctx, dir)
-	if err != nil {
-		return err
-	}
-	defer lock.unlock()
-	v, err := readVM(dir)
-	if err != nil {
-		return err
-	}
+	defer unlock()
 	d, err := s.findDisk(v, index)
 	if err != nil {
 		return err
@@ -645,19 +646,11 @@ func syncFile(path string) error {
 // readCurrent copies a disk's current view to w, holding the VM lock so
 // that no write lands half-way.
 func (s *site) readCurrent(ctx context.Context, vm string, index int, w io.Writer) error {
-	dir, err := s.resolve(vm)
+	dir, v, unlock, err := s.lockVM(ctx, vm)
 	if err != nil {
 		return err
 	}
-	lock, err := s.vmLock(ctx, dir)
-	if err != nil {
-		return err
-	}
-	defer lock.unlock()
-	v, err := readVM(dir)
-	if err != nil {
-		return err
-	}
+	defer unlock()
 	d, err := s.findDisk(v, index)
 	if err != nil {
 		return err

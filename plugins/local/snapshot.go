@@ -151,19 +151,11 @@ func (s *site) listSnapshots(vm string) ([]sdk.Snapshot, error) {
 // removeSnapshot merges a snapshot's layer down and forgets it. Removing a
 // snapshot that is gone succeeds.
 func (s *site) removeSnapshot(ctx context.Context, vm, ref string) error {
-	dir, err := s.resolve(vm)
+	dir, v, unlock, err := s.lockVM(ctx, vm)
 	if err != nil {
 		return err
 	}
-	lock, err := s.vmLock(ctx, dir)
-	if err != nil {
-		return err
-	}
-	defer lock.unlock()
-	v, err := readVM(dir)
-	if err != nil {
-		return err
-	}
+	defer unlock()
 	st, err := loadState(dir)
 	if err != nil {
 		return err

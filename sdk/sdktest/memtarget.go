@@ -59,6 +59,21 @@ func (m *MemTarget) Capabilities() sdk.Capabilities {
 	return sdk.Capabilities{ReIP: true}
 }
 
+// lockReplica locks the target for a call on one replica and finds it;
+// unlock releases the lock.
+func (m *MemTarget) lockReplica(ctx context.Context, replica string) (*memReplica, func(), error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	m.mu.Lock()
+	r, err := m.find(replica)
+	if err != nil {
+		m.mu.Unlock()
+		return nil, nil, err
+	}
+	return r, m.mu.Unlock, nil
+}
+
 func (m *MemTarget) now() time.Time {
 	if m.Clock != nil {
 		return m.Clock()
@@ -161,15 +176,11 @@ func (m *MemTarget) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (
 }
 
 func (m *MemTarget) GetReplica(ctx context.Context, replica string) (*sdk.Replica, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r, err := m.find(replica)
+	r, unlock, err := m.lockReplica(ctx, replica)
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	return copyReplica(r.info), nil
 }
 
@@ -187,15 +198,11 @@ func (m *MemTarget) ListReplicas(ctx context.Context) ([]sdk.Replica, error) {
 }
 
 func (m *MemTarget) DeleteReplica(ctx context.Context, replica string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r, err := m.find(replica)
+	r, unlock, err := m.lockReplica(ctx, replica)
 	if err != nil {
 		return err
 	}
+	defer unlock()
 	r.deleted = true
 	for i, x := range m.replicas {
 		if x == r {
@@ -207,15 +214,11 @@ func (m *MemTarget) DeleteReplica(ctx context.Context, replica string) error {
 }
 
 func (m *MemTarget) OpenReplicaDisk(ctx context.Context, replica string, disk int, size int64) (sdk.DiskWriter, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r, err := m.find(replica)
+	r, unlock, err := m.lockReplica(ctx, replica)
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	if r.info.State != sdk.ReplicaReady {
 		return nil, fmt.Errorf("replica %q is %s: %w", r.info.Name, r.info.State, errdefs.ErrFailedPrecondition)
 	}
@@ -235,15 +238,11 @@ func (m *MemTarget) OpenReplicaDisk(ctx context.Context, replica string, disk in
 }
 
 func (m *MemTarget) CreateRestorePoint(ctx context.Context, replica string, labels map[string]string) (*sdk.RestorePoint, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r, err := m.find(replica)
+	r, unlock, err := m.lockReplica(ctx, replica)
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	if r.info.State != sdk.ReplicaReady {
 		return nil, fmt.Errorf("replica %q is %s: %w", r.info.Name, r.info.State, errdefs.ErrFailedPrecondition)
 	}
@@ -295,15 +294,11 @@ func (r *memReplica) pointInfo(i int) sdk.RestorePoint {
 }
 
 func (m *MemTarget) ListRestorePoints(ctx context.Context, replica string) ([]sdk.RestorePoint, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r, err := m.find(replica)
+	r, unlock, err := m.lockReplica(ctx, replica)
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	out := make([]sdk.RestorePoint, 0, len(r.points))
 	for i := range r.points {
 		out = append(out, r.pointInfo(i))
@@ -312,15 +307,11 @@ func (m *MemTarget) ListRestorePoints(ctx context.Context, replica string) ([]sd
 }
 
 func (m *MemTarget) DeleteRestorePoint(ctx context.Context, replica, point string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r, err := m.find(replica)
+	r, unlock, err := m.lockReplica(ctx, replica)
 	if err != nil {
 		return err
 	}
+	defer unlock()
 	i, err := r.point(point)
 	if err != nil {
 		return err
@@ -333,15 +324,11 @@ func (m *MemTarget) DeleteRestorePoint(ctx context.Context, replica, point strin
 }
 
 func (m *MemTarget) OpenRestorePointDisk(ctx context.Context, replica, point string, disk int) (sdk.DiskReader, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r, err := m.find(replica)
+	r, unlock, err := m.lockReplica(ctx, replica)
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	if point == "" {
 		if disk < 0 || disk >= len(r.disks) {
 			return nil, fmt.Errorf("replica %q disk %d: %w", r.info.Name, disk, errdefs.ErrNotFound)
@@ -360,15 +347,11 @@ func (m *MemTarget) OpenRestorePointDisk(ctx context.Context, replica, point str
 }
 
 func (m *MemTarget) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Replica, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r, err := m.find(req.Replica)
+	r, unlock, err := m.lockReplica(ctx, req.Replica)
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	if r.info.State != sdk.ReplicaReady {
 		return nil, fmt.Errorf("fail over replica %q: it is %s: %w", r.info.Name, r.info.State, errdefs.ErrFailedPrecondition)
 	}
@@ -395,15 +378,11 @@ func (m *MemTarget) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk
 }
 
 func (m *MemTarget) UndoFailover(ctx context.Context, replica string) (*sdk.Replica, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r, err := m.find(replica)
+	r, unlock, err := m.lockReplica(ctx, replica)
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	if r.info.State != sdk.ReplicaFailedOver {
 		return nil, fmt.Errorf("undo failover of replica %q: it is %s: %w", r.info.Name, r.info.State, errdefs.ErrFailedPrecondition)
 	}
@@ -415,15 +394,11 @@ func (m *MemTarget) UndoFailover(ctx context.Context, replica string) (*sdk.Repl
 }
 
 func (m *MemTarget) CommitFailover(ctx context.Context, replica string) (*sdk.Replica, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r, err := m.find(replica)
+	r, unlock, err := m.lockReplica(ctx, replica)
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	if r.info.State != sdk.ReplicaFailedOver {
 		return nil, fmt.Errorf("commit failover of replica %q: it is %s: %w", r.info.Name, r.info.State, errdefs.ErrFailedPrecondition)
 	}
@@ -433,15 +408,11 @@ func (m *MemTarget) CommitFailover(ctx context.Context, replica string) (*sdk.Re
 }
 
 func (m *MemTarget) ApplyNetwork(ctx context.Context, replica string, net sdk.NetworkConfig) (*sdk.Replica, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r, err := m.find(replica)
+	r, unlock, err := m.lockReplica(ctx, replica)
 	if err != nil {
 		return nil, err
 	}
+	defer unlock()
 	vm := copyVM(r.info.VM)
 	if err := applyNetwork(&vm, net); err != nil {
 		return nil, fmt.Errorf("replica %q: %w", r.info.Name, err)
