@@ -329,6 +329,12 @@ func (t *Target) pause(x *txn) error {
 			x.paused = append(x.paused, sd)
 		}
 		t.mu.Unlock()
+		// Writes accepted before the change belong before it.
+		for _, sd := range x.paused {
+			if err := sd.flush(t); err != nil {
+				return fmt.Errorf("apply pending writes of disk %d: %w", sd.disk, err)
+			}
+		}
 		return nil
 	}
 	t.mu.Unlock()

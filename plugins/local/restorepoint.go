@@ -1,12 +1,14 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -65,7 +67,27 @@ type sharedDisk struct {
 	disabled  error // set when the replica takes no more writes
 
 	mu sync.Mutex // orders copy-before-write decisions of concurrent writes
+	// pending holds writes accepted but not yet applied (under mu): they
+	// are applied in batches, so that one durable save of undo blocks
+	// serves many scattered writes. Nothing is durable before Close, so a
+	// crash loses only what no caller was told is safe.
+	pending      []pendingWrite
+	pendingBytes int64
 }
+
+type pendingWrite struct {
+	off  int64
+	data []byte
+}
+
+// Batch limits of pending writes.
+const (
+	maxPendingBytes  = 32 << 20
+	maxPendingWrites = 2048
+	// undoBatchBlocks bounds the memory of one durable save of undo
+	// blocks (16 MiB).
+	undoBatchBlocks = 256
+)
 
 // OpenReplicaDisk opens the working image of a disk for writing, growing
 // it to size first when it is larger. WriteAt is safe for concurrent use on
@@ -263,45 +285,92 @@ func (w *replicaWriter) WriteAt(p []byte, off int64) (int, error) {
 	case len(p) == 0:
 		return 0, nil
 	}
-	if err := sd.saveUndo(off, int64(len(p))); err != nil {
-		return 0, fmt.Errorf("write replica %q disk %d: %w", w.replica, sd.disk, err)
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	sd.pending = append(sd.pending, pendingWrite{off: off, data: bytes.Clone(p)})
+	sd.pendingBytes += int64(len(p))
+	if sd.pendingBytes >= maxPendingBytes || len(sd.pending) >= maxPendingWrites {
+		if err := sd.flushLocked(w.t); err != nil {
+			return 0, fmt.Errorf("write replica %q disk %d: %w", w.replica, sd.disk, err)
+		}
 	}
-	w.t.step("undo-saved")
-	n, err := sd.f.WriteAt(p, off)
-	if err != nil {
-		return n, fmt.Errorf("write replica %q disk %d: %w", w.replica, sd.disk, err)
-	}
-	return n, nil
+	return len(p), nil
 }
 
-// saveUndo copies the blocks of [off, off+length) that the newest point
-// has not saved yet into its undo store, durably. The caller holds gate
-// shared.
-func (sd *sharedDisk) saveUndo(off, length int64) error {
+// flush applies the pending writes of the writer's disk.
+func (w *replicaWriter) flush() error {
+	w.sd.gate.RLock()
+	defer w.sd.gate.RUnlock()
+	return w.sd.flush(w.t)
+}
+
+// flush applies the pending writes. The caller holds gate (shared or
+// exclusive).
+func (sd *sharedDisk) flush(t *Target) error {
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	return sd.flushLocked(t)
+}
+
+// flushLocked saves, in one durable step, every block the pending writes
+// overwrite that the newest point still needs, then applies the writes in
+// the order they came. The caller holds sd.mu and gate.
+func (sd *sharedDisk) flushLocked(t *Target) error {
+	if len(sd.pending) == 0 {
+		return nil
+	}
+	if err := sd.saveUndo(sd.pending); err != nil {
+		return err
+	}
+	for _, pw := range sd.pending {
+		t.step("undo-saved")
+		if _, err := sd.f.WriteAt(pw.data, pw.off); err != nil {
+			return err
+		}
+	}
+	sd.pending, sd.pendingBytes = nil, 0
+	return nil
+}
+
+// saveUndo copies the blocks the writes overwrite that the newest point
+// has not saved yet into its undo store, durably. The caller holds sd.mu
+// and gate.
+func (sd *sharedDisk) saveUndo(writes []pendingWrite) error {
 	if sd.undo == nil {
 		return nil
 	}
-	sd.mu.Lock()
-	defer sd.mu.Unlock()
 	var blocks []int64
-	for b := off / undoBlockSize; b <= (off+length-1)/undoBlockSize && b*undoBlockSize < sd.limit; b++ {
-		if !sd.undo.has(b) {
-			blocks = append(blocks, b)
+	seen := map[int64]bool{}
+	for _, pw := range writes {
+		off, length := pw.off, int64(len(pw.data))
+		for b := off / undoBlockSize; b <= (off+length-1)/undoBlockSize && b*undoBlockSize < sd.limit; b++ {
+			if !seen[b] && !sd.undo.has(b) {
+				seen[b] = true
+				blocks = append(blocks, b)
+			}
 		}
 	}
 	if len(blocks) == 0 {
 		return nil
 	}
-	buf := make([]byte, int64(len(blocks))*undoBlockSize)
-	for i, b := range blocks {
-		chunk := buf[int64(i)*undoBlockSize : int64(i+1)*undoBlockSize]
-		n, err := sd.f.ReadAt(chunk, b*undoBlockSize)
-		if err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("read working image: %w", err)
+	slices.Sort(blocks)
+	buf := make([]byte, min(len(blocks), undoBatchBlocks)*undoBlockSize)
+	for len(blocks) > 0 {
+		batch := blocks[:min(len(blocks), undoBatchBlocks)]
+		for i, b := range batch {
+			chunk := buf[int64(i)*undoBlockSize : int64(i+1)*undoBlockSize]
+			n, err := sd.f.ReadAt(chunk, b*undoBlockSize)
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read working image: %w", err)
+			}
+			clear(chunk[n:])
 		}
-		clear(chunk[n:])
+		if err := sd.undo.put(batch, buf[:int64(len(batch))*undoBlockSize]); err != nil {
+			return err
+		}
+		blocks = blocks[len(batch):]
 	}
-	return sd.undo.put(blocks, buf)
+	return nil
 }
 
 // Close fsyncs the working image; the writes are durable once it returns
@@ -309,6 +378,11 @@ func (sd *sharedDisk) saveUndo(off, length int64) error {
 func (w *replicaWriter) Close() error {
 	w.once.Do(func() {
 		w.closed.Store(true)
+		if err := w.flush(); err != nil {
+			w.err = fmt.Errorf("close replica %q disk %d: %w", w.replica, w.sd.disk, err)
+			w.t.release(w.dir, w)
+			return
+		}
 		if err := w.sd.f.Sync(); err != nil {
 			w.err = fmt.Errorf("close replica %q disk %d: sync: %w", w.replica, w.sd.disk, err)
 		}
