@@ -6,13 +6,18 @@ replace github.com/ferry-dr/ferry/sdk => ./sdk
 
 require (
 	github.com/ferry-dr/ferry/sdk v0.0.0-00010101000000-000000000000
+	github.com/google/uuid v1.6.0
 	github.com/klauspost/compress v1.20.3
+	github.com/vmware/govmomi v0.56.0
 	github.com/zeebo/xxh3 v1.1.0
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/time v0.16.0
 )
 
-require github.com/klauspost/cpuid/v2 v2.2.10 // indirect
+require (
+	github.com/klauspost/cpuid/v2 v2.2.10 // indirect
+	gopkg.in/yaml.v3 v3.0.1 // indirect
+)
 
 require (
 	github.com/agext/levenshtein v1.2.1 // indirect

@@ -1,0 +1,351 @@
+package vsphere
+
+import (
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+	"github.com/ferry-dr/ferry/sdk/schema"
+)
+
+// MaxRestorePoints is the most restore points a replica on a vSphere
+// target may keep. A restore point is a VMware snapshot of the replica, and
+// VMware supports at most 32 snapshots in a chain; like Veeam, ferry keeps
+// room for the snapshots of its own operations (failover, the working
+// state) and allows 28. A job asking for more is a configuration error the
+// core reports.
+const MaxRestorePoints = 28
+
+// Transport modes of the source's disk reads.
+const (
+	TransportAuto    = "auto"    // direct when the datastore is mapped and its file is there, else network
+	TransportDirect  = "direct"  // the flat file under local_datastore_paths (direct storage access)
+	TransportNetwork = "network" // ranged GETs on the datastore's HTTP /folder interface
+)
+
+// connConfig is what both components need to reach a vCenter or ESXi host.
+type connConfig struct {
+	URL        string
+	Username   string
+	Password   string
+	Insecure   bool
+	CAFile     string
+	Thumbprint string
+	Datacenter string
+	Datastores map[string]string // datastore name -> local mount path
+}
+
+// sourceConfig is the body of a source "vsphere" block.
+type sourceConfig struct {
+	connConfig
+	Transport string
+}
+
+// targetConfig is the body of a target "vsphere" block.
+type targetConfig struct {
+	connConfig
+	Datastore    string
+	Folder       string
+	ResourcePool string
+	Cluster      string
+	Host         string
+}
+
+func connAttributes() map[string]*schema.Attribute {
+	return map[string]*schema.Attribute{
+		"url": {Type: cty.String, Required: true,
+			Description: "The vCenter or ESXi SDK endpoint, e.g. https://vc.example.com/sdk (the path defaults to /sdk)."},
+		"username": {Type: cty.String, Required: true, Description: "The user to log in as; use env() rather than writing it here."},
+		"password": {Type: cty.String, Required: true, Sensitive: true, Description: "The password; use env()."},
+		"insecure": {Type: cty.Bool,
+			Description: "Accept any server certificate. Only for labs: it allows a man in the middle to read the credentials."},
+		"ca_file": {Type: cty.String, Path: true,
+			Description: "A PEM file of the certificate authorities to verify the server certificate with (instead of the system's)."},
+		"thumbprint": {Type: cty.String,
+			Description: "The SHA-1 (or SHA-256) thumbprint of the server certificate, AA:BB:...; pins that exact certificate."},
+		"datacenter": {Type: cty.String, Description: "The datacenter to work in; required when the endpoint has several."},
+		"local_datastore_paths": {Type: cty.Map(cty.String),
+			Description: "Direct storage access: datastore name = absolute path where this machine mounts it (NFS, or a local datastore)."},
+	}
+}
+
+func sourceSchema() *schema.Block {
+	attrs := connAttributes()
+	attrs["transport"] = &schema.Attribute{Type: cty.String,
+		Description: `How disks are read: "auto" (default: direct when the datastore is mapped, else network), "direct" or "network".`}
+	return &schema.Block{
+		Description: "A vCenter or ESXi host whose VMs are replicated.",
+		Attributes:  attrs,
+	}
+}
+
+func targetSchema() *schema.Block {
+	attrs := connAttributes()
+	attrs["datastore"] = &schema.Attribute{Type: cty.String, Required: true,
+		Description: "The datastore replicas are created on. It must be listed in local_datastore_paths: replica disks are written directly."}
+	attrs["folder"] = &schema.Attribute{Type: cty.String, Description: "The VM folder replicas go in (inventory path or name); default the datacenter's vm folder."}
+	attrs["resource_pool"] = &schema.Attribute{Type: cty.String, Description: "The resource pool replicas run in (inventory path or name); default the root pool of the cluster or host."}
+	attrs["cluster"] = &schema.Attribute{Type: cty.String, Description: "The cluster replicas go to; each lands on the connected host with the fewest VMs."}
+	attrs["host"] = &schema.Attribute{Type: cty.String, Description: "The host replicas go to, instead of a cluster."}
+	return &schema.Block{
+		Description: "A vCenter or ESXi host that keeps replicas; restore points are snapshots of the replica VMs.",
+		Attributes:  attrs,
+	}
+}
+
+// attr returns a known, non-null attribute of an object value, or false.
+func attr(cfg cty.Value, name string) (cty.Value, bool) {
+	if cfg.IsNull() || !cfg.IsKnown() || !cfg.Type().IsObjectType() || !cfg.Type().HasAttribute(name) {
+		return cty.NilVal, false
+	}
+	v := cfg.GetAttr(name)
+	if v.IsNull() || !v.IsKnown() {
+		return cty.NilVal, false
+	}
+	return v, true
+}
+
+func stringAttr(cfg cty.Value, name string) (string, bool) {
+	v, ok := attr(cfg, name)
+	if !ok || !v.Type().Equals(cty.String) {
+		return "", false
+	}
+	return v.AsString(), true
+}
+
+// validateConn checks the connection attributes without touching the
+// network. Unknown values (from env() at validate time) are skipped.
+func validateConn(cfg cty.Value) schema.Diagnostics {
+	var diags schema.Diagnostics
+	if u, ok := stringAttr(cfg, "url"); ok {
+		if _, err := parseURL(u); err != nil {
+			diags.Errorf(cty.GetAttrPath("url"), "Invalid URL", "%v", err)
+		} else if strings.HasPrefix(strings.ToLower(u), "http://") {
+			diags = append(diags, schema.Diagnostic{Severity: schema.Warning, Summary: "Plain HTTP",
+				Detail: "the password travels unencrypted; vCenter and ESXi speak HTTPS", Path: cty.GetAttrPath("url")})
+		}
+	}
+	for _, name := range []string{"username", "password"} {
+		if s, ok := stringAttr(cfg, name); ok && s == "" {
+			diags.Errorf(cty.GetAttrPath(name), "Empty "+name, "vSphere refuses an empty %s", name)
+		}
+	}
+	insecure := false
+	if v, ok := attr(cfg, "insecure"); ok && v.True() {
+		insecure = true
+	}
+	caFile, hasCA := stringAttr(cfg, "ca_file")
+	tp, hasTP := stringAttr(cfg, "thumbprint")
+	switch {
+	case insecure && (hasCA || hasTP):
+		diags.Errorf(cty.GetAttrPath("insecure"), "Conflicting TLS settings",
+			"insecure = true accepts any certificate, so ca_file and thumbprint would be ignored; remove insecure")
+	case hasCA && hasTP:
+		diags.Errorf(cty.GetAttrPath("thumbprint"), "Conflicting TLS settings",
+			"set either ca_file (verify against certificate authorities) or thumbprint (pin one certificate), not both")
+	}
+	if hasCA && (caFile == "" || !filepath.IsAbs(caFile)) {
+		diags.Errorf(cty.GetAttrPath("ca_file"), "Invalid ca_file", "%q is not an absolute path; the host resolves paths before they reach the plugin", caFile)
+	}
+	if hasTP {
+		if _, err := normalizeThumbprint(tp); err != nil {
+			diags.Errorf(cty.GetAttrPath("thumbprint"), "Invalid thumbprint", "%v", err)
+		}
+	}
+	if dc, ok := stringAttr(cfg, "datacenter"); ok && dc == "" {
+		diags.Errorf(cty.GetAttrPath("datacenter"), "Empty datacenter", "name a datacenter or leave the attribute out")
+	}
+	if m, ok := attr(cfg, "local_datastore_paths"); ok && m.Type().IsMapType() {
+		for it := m.ElementIterator(); it.Next(); {
+			k, v := it.Element()
+			path := cty.GetAttrPath("local_datastore_paths").Index(k)
+			switch {
+			case k.AsString() == "":
+				diags.Errorf(cty.GetAttrPath("local_datastore_paths"), "Empty datastore name", "every key must name a datastore")
+			case !v.IsKnown() || v.IsNull():
+			case !filepath.IsAbs(v.AsString()):
+				diags.Errorf(path, "Relative path", "the mount path of datastore %q must be absolute, got %q", k.AsString(), v.AsString())
+			}
+		}
+	}
+	return diags
+}
+
+// validateSource checks a source block.
+func validateSource(cfg cty.Value) schema.Diagnostics {
+	diags := validateConn(cfg)
+	if tr, ok := stringAttr(cfg, "transport"); ok {
+		switch tr {
+		case TransportAuto, TransportDirect, TransportNetwork:
+		default:
+			diags.Errorf(cty.GetAttrPath("transport"), "Unknown transport", "%q is none of %q, %q, %q", tr, TransportAuto, TransportDirect, TransportNetwork)
+		}
+	}
+	return diags
+}
+
+// validateTarget checks a target block: placement that makes sense, and a
+// datastore ferry can write to directly.
+func validateTarget(cfg cty.Value) schema.Diagnostics {
+	diags := validateConn(cfg)
+	_, hasCluster := stringAttr(cfg, "cluster")
+	_, hasHost := stringAttr(cfg, "host")
+	if hasCluster && hasHost {
+		diags.Errorf(cty.GetAttrPath("host"), "Conflicting placement",
+			"set cluster (ferry picks the host with the fewest VMs) or host (pinned), not both")
+	}
+	for _, name := range []string{"datastore", "folder", "resource_pool", "cluster", "host"} {
+		if s, ok := stringAttr(cfg, name); ok && s == "" {
+			diags.Errorf(cty.GetAttrPath(name), "Empty "+name, "name one or leave the attribute out")
+		}
+	}
+	ds, hasDS := stringAttr(cfg, "datastore")
+	if hasDS && ds != "" {
+		m, ok := attr(cfg, "local_datastore_paths")
+		mapped := false
+		if ok && m.Type().IsMapType() && m.LengthInt() > 0 && m.HasIndex(cty.StringVal(ds)).True() {
+			mapped = true
+		}
+		if !mapped && (!cfg.Type().HasAttribute("local_datastore_paths") || cfg.GetAttr("local_datastore_paths").IsKnown()) {
+			diags.Errorf(cty.GetAttrPath("local_datastore_paths"), "Datastore not mapped",
+				"the target writes replica disks directly: map datastore %q to where this machine mounts it, e.g. local_datastore_paths = { %q = \"/mnt/%s\" } "+
+					"(the datastore HTTP interface can only replace whole files)", ds, ds, ds)
+		}
+	}
+	return diags
+}
+
+// parseURL parses an SDK endpoint: https by default, path /sdk by default,
+// no credentials in it.
+func parseURL(s string) (*url.URL, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, fmt.Errorf("the URL is empty")
+	}
+	if !strings.Contains(s, "://") {
+		s = "https://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	switch u.Scheme {
+	case "https", "http":
+	default:
+		return nil, fmt.Errorf("scheme %q: want https", u.Scheme)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return nil, fmt.Errorf("%q names no host", s)
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("put credentials in username and password, not in the URL")
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/sdk"
+	}
+	return u, nil
+}
+
+// normalizeThumbprint accepts a SHA-1 or SHA-256 certificate thumbprint in
+// hex, with or without colons, in any case, and returns it as upper-case
+// pairs separated by colons (the form vSphere shows).
+func normalizeThumbprint(s string) (string, error) {
+	clean := strings.ReplaceAll(strings.TrimSpace(s), ":", "")
+	raw, err := hex.DecodeString(clean)
+	if err != nil {
+		return "", fmt.Errorf("%q is not hexadecimal pairs such as AB:CD:EF", s)
+	}
+	if len(raw) != 20 && len(raw) != 32 {
+		return "", fmt.Errorf("%q has %d bytes; a SHA-1 thumbprint has 20, a SHA-256 one 32", s, len(raw))
+	}
+	return formatThumbprint(raw), nil
+}
+
+func formatThumbprint(raw []byte) string {
+	pairs := make([]string, len(raw))
+	for i, b := range raw {
+		pairs[i] = fmt.Sprintf("%02X", b)
+	}
+	return strings.Join(pairs, ":")
+}
+
+func decodeConn(cfg cty.Value) connConfig {
+	str := func(name string) string { v, _ := stringAttr(cfg, name); return v }
+	c := connConfig{
+		URL: str("url"), Username: str("username"), Password: str("password"),
+		CAFile: str("ca_file"), Thumbprint: str("thumbprint"), Datacenter: str("datacenter"),
+		Datastores: map[string]string{},
+	}
+	if v, ok := attr(cfg, "insecure"); ok {
+		c.Insecure = v.True()
+	}
+	if m, ok := attr(cfg, "local_datastore_paths"); ok && m.Type().IsMapType() {
+		for it := m.ElementIterator(); it.Next(); {
+			k, v := it.Element()
+			if v.IsKnown() && !v.IsNull() {
+				c.Datastores[k.AsString()] = filepath.Clean(v.AsString())
+			}
+		}
+	}
+	if c.Thumbprint != "" {
+		c.Thumbprint, _ = normalizeThumbprint(c.Thumbprint)
+	}
+	return c
+}
+
+func decodeSource(cfg cty.Value) (*sourceConfig, error) {
+	if err := validateSource(cfg).Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	c := &sourceConfig{connConfig: decodeConn(cfg), Transport: TransportAuto}
+	if err := c.connConfig.complete(); err != nil {
+		return nil, err
+	}
+	if tr, ok := stringAttr(cfg, "transport"); ok {
+		c.Transport = tr
+	}
+	return c, nil
+}
+
+func decodeTarget(cfg cty.Value) (*targetConfig, error) {
+	if err := validateTarget(cfg).Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	str := func(name string) string { v, _ := stringAttr(cfg, name); return v }
+	c := &targetConfig{connConfig: decodeConn(cfg), Datastore: str("datastore"), Folder: str("folder"),
+		ResourcePool: str("resource_pool"), Cluster: str("cluster"), Host: str("host")}
+	if err := c.connConfig.complete(); err != nil {
+		return nil, err
+	}
+	if c.Datastore == "" {
+		return nil, fmt.Errorf("datastore is required: %w", errdefs.ErrInvalidArgument)
+	}
+	return c, nil
+}
+
+// complete checks what the schema requires, for a value that did not come
+// through the host's decoder.
+func (c *connConfig) complete() error {
+	for name, v := range map[string]string{"url": c.URL, "username": c.Username, "password": c.Password} {
+		if v == "" {
+			return fmt.Errorf("%s is required: %w", name, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// mappedDatastores lists the datastore names of a mapping, sorted, for
+// messages.
+func mappedDatastores(m map[string]string) []string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}

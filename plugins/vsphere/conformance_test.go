@@ -1,0 +1,66 @@
+package vsphere
+
+import (
+	"testing"
+
+	"github.com/ferry-dr/ferry/plugins/vsphere/vcsimtest"
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/sdktest"
+)
+
+// prodSite starts a source site with the VM the suites play with.
+func prodSite(t *testing.T) *vcsimtest.Site {
+	s := vcsimtest.Start(t, vcsimtest.Options{Name: "prod", CBTWindow: 1 << 20})
+	s.CreateVM(t, vcsimtest.VMSpec{Name: "sdktest-vm", Disks: []int64{4 << 20, 1<<20 + 8<<10}, CPUs: 2, MemoryMB: 512, PoweredOn: true, Tools: true,
+		NICs: []vcsimtest.NICSpec{{Network: "VM Network", Addresses: []string{"10.1.0.5/24"}, Gateway: "10.1.0.1", DNS: []string{"10.1.0.53"}}}})
+	return s
+}
+
+func sourceFixture(s *vcsimtest.Site, src sdk.Source) sdktest.SourceFixture {
+	return sdktest.SourceFixture{
+		New:          func(*testing.T) sdk.Source { return src },
+		Capabilities: SourceCapabilities,
+		VM:           "sdktest-vm",
+		Write: func(t *testing.T, vm string, disk int, off int64, data []byte) {
+			s.Write(t, vm, disk, off, data)
+		},
+		ResetChangeTracking: func(t *testing.T, vm string, disk int) { s.ResetCBT(t, vm) },
+	}
+}
+
+// TestConformanceSourceDirect: the datastore is mapped, disks are read from
+// their flat files (direct storage access).
+func TestConformanceSourceDirect(t *testing.T) {
+	t.Parallel()
+	s := prodSite(t)
+	sdktest.RunSource(t, sourceFixture(s, newTestSource(t, s, true, nil)))
+}
+
+// TestConformanceSourceNetwork: no mapping, disks are read with ranged GETs
+// on the datastore HTTP interface.
+func TestConformanceSourceNetwork(t *testing.T) {
+	t.Parallel()
+	s := prodSite(t)
+	sdktest.RunSource(t, sourceFixture(s, newTestSource(t, s, false, nil)))
+}
+
+// TestConformanceTarget runs the target suite with crashes: a crashed
+// target is dropped without closing anything and a new one is connected.
+func TestConformanceTarget(t *testing.T) {
+	t.Parallel()
+	outer := t
+	s := drSite(t)
+	cur := newTestTarget(t, s, nil)
+	sdktest.RunTarget(t, sdktest.TargetFixture{
+		New:          func(*testing.T) sdk.Target { return cur },
+		Capabilities: TargetCapabilities,
+		// The crashed instance is dropped, not stopped; the new one lives
+		// as long as the whole suite.
+		Crash: func(*testing.T) { cur = newTestTarget(outer, s, nil) },
+	})
+}
+
+func TestConformancePlugin(t *testing.T) {
+	t.Parallel()
+	sdktest.RunPlugin(t, Plugin())
+}

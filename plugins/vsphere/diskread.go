@@ -1,0 +1,214 @@
+package vsphere
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// OpenSnapshotDisk opens a disk of a snapshot for reading. The transport
+// is chosen per disk and logged with its reason: direct storage access
+// (the flat file under local_datastore_paths, offered to the data mover as
+// a local path) when the datastore is mapped and the file is there, else
+// network (ranged GETs on the datastore HTTP interface).
+func (s *Source) OpenSnapshotDisk(ctx context.Context, key, id string, disk int) (sdk.DiskReader, error) {
+	vm, _, d, err := s.snapshotDisk(ctx, key, id, disk)
+	if err != nil {
+		return nil, err
+	}
+	capacity := diskCapacity(d)
+	file, err := snapshotBacking(d)
+	if err != nil {
+		return nil, fmt.Errorf("vm %q snapshot %s disk %d: %w", vm.Name, id, disk, err)
+	}
+	desc, err := parseDSPath(file)
+	if err != nil {
+		return nil, fmt.Errorf("vm %q disk %d: %v: %w", vm.Name, disk, err, errdefs.ErrInvalidArgument)
+	}
+	flat, err := s.c.flatExtent(ctx, desc)
+	if err != nil {
+		return nil, fmt.Errorf("vm %q snapshot %s disk %d: %w", vm.Name, id, disk, err)
+	}
+	log := s.log.With("vm", vm.Name, "snapshot", id, "disk", disk, "file", flat.String())
+
+	reason := ""
+	if s.transport != TransportNetwork {
+		local, mapped := s.c.local(flat)
+		switch {
+		case !mapped:
+			reason = fmt.Sprintf("datastore %q is not in local_datastore_paths", flat.Datastore)
+		default:
+			r, err := openFileReader(local, capacity)
+			if err == nil {
+				if r.fileSize == capacity {
+					log.Info("disk transport: direct storage access", "path", local, "why", "the datastore is mapped and the flat file is there; the data mover reads it itself")
+					return &localFileReader{r}, nil
+				}
+				log.Info("disk transport: direct storage access through the plugin", "path", local,
+					"why", fmt.Sprintf("the flat file has %d bytes, the disk %d: the missing tail reads as zeros", r.fileSize, capacity))
+				return r, nil
+			}
+			reason = fmt.Sprintf("the mapped file %s cannot be opened: %v", local, err)
+		}
+		if s.transport == TransportDirect {
+			return nil, fmt.Errorf("vm %q disk %d: transport is direct but %s: %w", vm.Name, disk, reason, errdefs.ErrFailedPrecondition)
+		}
+	} else {
+		reason = `the configuration sets transport = "network"`
+	}
+	size, err := s.c.httpSize(ctx, flat)
+	if err != nil {
+		return nil, fmt.Errorf("vm %q disk %d: %w", vm.Name, disk, err)
+	}
+	log.Info("disk transport: network (datastore HTTP, ranged GETs)", "why", reason)
+	return &httpReader{c: s.c, file: flat, size: capacity, fileSize: size}, nil
+}
+
+// snapshotBacking is the file a snapshot's disk reads from. A snapshot of
+// a VM without other snapshots points at the flat base disk; one with a
+// parent chain is a delta disk.
+func snapshotBacking(d *types.VirtualDisk) (string, error) {
+	b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+	if !ok {
+		return "", fmt.Errorf("a %T disk cannot be read without VDDK or HotAdd: %w", d.Backing, errdefs.ErrUnimplemented)
+	}
+	if b.Parent != nil {
+		return "", fmt.Errorf("the snapshot's disk %s is a delta of %s (the VM has other snapshots): reading delta chains needs VDDK or HotAdd: %w",
+			b.FileName, b.Parent.FileName, errdefs.ErrUnimplemented)
+	}
+	return b.FileName, nil
+}
+
+// checkRead applies io.ReaderAt's rules at the end of a disk: it returns
+// how many bytes of p lie inside the disk, and whether the read is short.
+func checkRead(p []byte, off, size int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read at offset %d: %w", off, errdefs.ErrInvalidArgument)
+	}
+	if off >= size {
+		return 0, io.EOF
+	}
+	return int(min(int64(len(p)), size-off)), nil
+}
+
+// fileReader reads a disk from a local flat file; bytes past the file's
+// end, up to the disk's capacity, read as zeros.
+type fileReader struct {
+	f        *os.File
+	path     string
+	size     int64
+	fileSize int64
+	closed   atomic.Bool
+}
+
+func openFileReader(path string, size int64) (*fileReader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &fileReader{f: f, path: path, size: size, fileSize: st.Size()}, nil
+}
+
+func (r *fileReader) Size() int64 { return r.size }
+
+func (r *fileReader) ReadAt(p []byte, off int64) (int, error) {
+	if r.closed.Load() {
+		return 0, os.ErrClosed
+	}
+	n, err := checkRead(p, off, r.size)
+	if n == 0 {
+		return 0, err
+	}
+	want := p[:n]
+	got := 0
+	if off < r.fileSize {
+		k := int(min(int64(n), r.fileSize-off))
+		m, err := r.f.ReadAt(want[:k], off)
+		if m < k && err != nil && !errors.Is(err, io.EOF) {
+			return m, err
+		}
+		got = m
+	}
+	clear(want[got:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (r *fileReader) Close() error {
+	if r.closed.Swap(true) {
+		return nil
+	}
+	return r.f.Close()
+}
+
+// localFileReader is a fileReader whose file holds the whole disk: the
+// data mover may read the file itself.
+type localFileReader struct{ *fileReader }
+
+func (r *localFileReader) LocalPath() string { return r.path }
+
+var (
+	_ sdk.DiskReader  = (*fileReader)(nil)
+	_ sdk.LocalPather = (*localFileReader)(nil)
+	_ sdk.DiskReader  = (*httpReader)(nil)
+)
+
+// httpReader reads a disk with ranged GETs on the datastore HTTP
+// interface, one request per ReadAt.
+type httpReader struct {
+	c        *conn
+	file     dsPath
+	size     int64
+	fileSize int64
+	closed   atomic.Bool
+}
+
+func (r *httpReader) Size() int64 { return r.size }
+
+func (r *httpReader) ReadAt(p []byte, off int64) (int, error) {
+	if r.closed.Load() {
+		return 0, os.ErrClosed
+	}
+	n, err := checkRead(p, off, r.size)
+	if n == 0 {
+		return 0, err
+	}
+	want := p[:n]
+	got := 0
+	if off < r.fileSize {
+		k := min(int64(n), r.fileSize-off)
+		b, err := r.c.httpGet(context.Background(), r.file, off, k)
+		if err != nil {
+			return 0, fmt.Errorf("read %s at %d: %w", r.file, off, err)
+		}
+		if int64(len(b)) != k {
+			return 0, fmt.Errorf("read %s at %d: got %d of %d bytes", r.file, off, len(b), k)
+		}
+		got = copy(want, b)
+	}
+	clear(want[got:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (r *httpReader) Close() error {
+	r.closed.Store(true)
+	return nil
+}

@@ -1,0 +1,31 @@
+// Package vsphere is ferry's vSphere plugin: a source and a target of type
+// "vsphere" that talk to vCenter or ESXi through govmomi.
+//
+// The source (source.go, cbt.go, diskread.go) lists and describes VMs,
+// takes and removes snapshots (switching changed block tracking on when it
+// is off), reports changed areas with QueryChangedDiskAreas and reads
+// snapshot disks either directly from the flat file on a datastore this
+// machine mounts (local_datastore_paths) or with ranged GETs on the
+// datastore HTTP interface (datastore.go).
+//
+// The target (target.go, replicadisk.go, restorepoint.go, failover.go,
+// network.go, placement.go) creates replica VMs, writes their flat disks
+// through the datastore's local mount, and keeps restore points as VMware
+// snapshots of the replica whose point-in-time data ferry holds itself in
+// reverse-incremental undo stores (undo.go) beside the disks: the working
+// image holds the newest state, each point the blocks overwritten after
+// it. Failover rolls the working image back to a point, reverts to its
+// snapshot, maps NICs, re-IPs through guest customization and powers on;
+// undo and commit follow. README.md explains the formats, the transports
+// and the limits.
+//
+// conn (connect.go) is one logged-in session per component instance, with
+// TLS verified against a CA file or a pinned thumbprint, logged in again
+// when vCenter drops it and logged out at Stop.
+//
+// This package must never import ferry's core (only the sdk module), never
+// hold policy (what to copy, when, how many points to keep), and never
+// print on stdout when serving: go-plugin reads its handshake there. The
+// simulator and its test doubles live in vcsimtest and are used by tests
+// only.
+package vsphere

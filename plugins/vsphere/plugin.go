@@ -1,0 +1,58 @@
+package vsphere
+
+import (
+	"context"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/ferry-dr/ferry/sdk"
+)
+
+// Version is the plugin's version.
+const Version = "0.1.0"
+
+// SourceCapabilities are what the vsphere source declares: changed block
+// tracking, direct storage access for mapped datastores, and quiesced
+// snapshots (when VMware Tools run in the guest).
+var SourceCapabilities = sdk.Capabilities{ChangeTracking: true, DirectData: true, Quiesce: true}
+
+// TargetCapabilities are what the vsphere target declares: re-IP through
+// guest customization, and the direct lane for the first copy of a disk.
+var TargetCapabilities = sdk.Capabilities{ReIP: true, DirectData: true}
+
+// Plugin returns what ferry-plugin-vsphere serves: a source and a target,
+// both of type "vsphere".
+func Plugin() *sdk.Plugin {
+	return &sdk.Plugin{
+		Name:    "vsphere",
+		Version: Version,
+		Sources: map[string]sdk.Component[sdk.Source]{
+			"vsphere": {
+				Schema:       sourceSchema(),
+				Capabilities: SourceCapabilities,
+				Validate:     validateSource,
+				New: func(ctx context.Context, cfg cty.Value) (sdk.Source, error) {
+					c, err := decodeSource(cfg)
+					if err != nil {
+						return nil, err
+					}
+					return newSource(ctx, c, nil)
+				},
+			},
+		},
+		Targets: map[string]sdk.Component[sdk.Target]{
+			"vsphere": {
+				Schema:       targetSchema(),
+				Capabilities: TargetCapabilities,
+				Validate:     validateTarget,
+				New: func(ctx context.Context, cfg cty.Value) (sdk.Target, error) {
+					c, err := decodeTarget(cfg)
+					if err != nil {
+						return nil, err
+					}
+					return newTarget(ctx, c, nil)
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,16 @@
+// Package vcsimtest runs govmomi's vSphere simulator (vcsim) in the test
+// process as a ferry test site, and fills the simulator's gaps the way
+// research/vcsim.md describes: a hook around snapshot removal that avoids
+// its two bugs, frozen point-in-time copies of each disk at every snapshot,
+// and a changed block tracking double that answers QueryChangedDiskAreas
+// with the real extents of the writes made through Site.Write.
+//
+// A Site is one simulated vCenter with a datacenter, a cluster of three
+// hosts, a standalone host and a datastore whose files are local (the
+// "mount" a proxy with direct storage access would have). Tests create VMs
+// with small disks, write to them as a guest would, and point the vsphere
+// plugin at the site's URL over verified TLS.
+//
+// It is test code: nothing outside tests may import it, and it never
+// changes the plugin's behaviour, only the simulated vCenter's.
+package vcsimtest

@@ -1,0 +1,403 @@
+package vcsimtest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"sort"
+	"testing"
+
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// VMSpec describes a VM to create on a site.
+type VMSpec struct {
+	Name      string
+	Disks     []int64 // capacities in bytes, multiples of 1 KiB
+	NICs      []NICSpec
+	CPUs      int32  // default 1
+	MemoryMB  int32  // default 256
+	GuestID   string // default otherLinux64Guest
+	Firmware  string // default bios
+	Host      string // a host to run on; default: the cluster picks
+	PoweredOn bool
+	// Tools makes the guest report VMware Tools running, with the NICs'
+	// addresses, gateway and DNS servers, as a real guest would.
+	Tools bool
+}
+
+// NICSpec is a NIC of a VMSpec and what the guest says about it.
+type NICSpec struct {
+	Network   string
+	Addresses []string // CIDR, e.g. 10.1.0.5/24
+	Gateway   string
+	DNS       []string
+}
+
+// CreateVM creates a VM with thin disks whose flat files are as long as
+// the disks (as on VMFS), and returns its managed object reference.
+func (s *Site) CreateVM(t testing.TB, spec VMSpec) types.ManagedObjectReference {
+	t.Helper()
+	ref, err := s.createVM(context.Background(), spec)
+	if err != nil {
+		t.Fatalf("vcsimtest: create vm %s: %v", spec.Name, err)
+	}
+	return ref
+}
+
+func (s *Site) createVM(ctx context.Context, spec VMSpec) (types.ManagedObjectReference, error) {
+	var none types.ManagedObjectReference
+	f, err := s.Finder(ctx)
+	if err != nil {
+		return none, err
+	}
+	folder, pool := s.folder, s.pool
+	var host *object.HostSystem
+	if spec.Host != "" {
+		if host, err = f.HostSystem(ctx, spec.Host); err != nil {
+			return none, err
+		}
+		if p, err := host.ResourcePool(ctx); err == nil {
+			pool = p
+		}
+	}
+	cfg := types.VirtualMachineConfigSpec{
+		Name: spec.Name, GuestId: or(spec.GuestID, "otherLinux64Guest"), NumCPUs: or32(spec.CPUs, 1), MemoryMB: int64(or32(spec.MemoryMB, 256)),
+		Firmware: or(spec.Firmware, "bios"), Files: &types.VirtualMachineFileInfo{VmPathName: "[" + s.Datastore + "]"},
+	}
+	var devices object.VirtualDeviceList
+	ctrl, err := devices.CreateSCSIController("pvscsi")
+	if err != nil {
+		return none, err
+	}
+	cfg.DeviceChange = append(cfg.DeviceChange, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: ctrl})
+	devices = append(devices, ctrl)
+	for i, size := range spec.Disks {
+		unit := int32(i)
+		if unit >= 7 {
+			unit++
+		}
+		disk := &types.VirtualDisk{
+			VirtualDevice: types.VirtualDevice{
+				Key: int32(-200 - i), ControllerKey: ctrl.GetVirtualDevice().Key, UnitNumber: &unit,
+				Backing: &types.VirtualDiskFlatVer2BackingInfo{
+					DiskMode: string(types.VirtualDiskModePersistent), ThinProvisioned: types.NewBool(true),
+					VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: "[" + s.Datastore + "]"},
+				},
+			},
+			CapacityInKB: size / 1024, CapacityInBytes: size,
+		}
+		cfg.DeviceChange = append(cfg.DeviceChange, &types.VirtualDeviceConfigSpec{
+			Operation: types.VirtualDeviceConfigSpecOperationAdd, FileOperation: types.VirtualDeviceConfigSpecFileOperationCreate, Device: disk})
+	}
+	for _, n := range spec.NICs {
+		net, err := f.Network(ctx, n.Network)
+		if err != nil {
+			return none, fmt.Errorf("network %q: %w", n.Network, err)
+		}
+		backing, err := net.EthernetCardBackingInfo(ctx)
+		if err != nil {
+			return none, err
+		}
+		card, err := devices.CreateEthernetCard("vmxnet3", backing)
+		if err != nil {
+			return none, err
+		}
+		cfg.DeviceChange = append(cfg.DeviceChange, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: card})
+	}
+	task, err := folder.CreateVM(ctx, cfg, pool, host)
+	if err != nil {
+		return none, err
+	}
+	info, err := task.WaitForResult(ctx)
+	if err != nil {
+		return none, err
+	}
+	ref := info.Result.(types.ManagedObjectReference)
+	vm := s.reg().Get(ref).(*simulator.VirtualMachine)
+	var sizeErr error
+	s.lockCtx().WithLock(vm, func() {
+		for _, d := range disks(vm) {
+			flat, err := s.flatPath(d)
+			if err == nil {
+				err = os.Truncate(flat, d.CapacityInBytes)
+			}
+			if err != nil && sizeErr == nil {
+				sizeErr = err
+			}
+		}
+	})
+	if sizeErr != nil {
+		return none, sizeErr
+	}
+	if spec.PoweredOn {
+		obj := object.NewVirtualMachine(s.Client.Client, ref)
+		t, err := obj.PowerOn(ctx)
+		if err != nil {
+			return none, err
+		}
+		if err := t.Wait(ctx); err != nil {
+			return none, err
+		}
+	}
+	if spec.Tools {
+		if err := s.setGuest(vm, spec.NICs); err != nil {
+			return none, err
+		}
+	}
+	return ref, nil
+}
+
+// setGuest makes the VM's guest report running tools and its networks.
+func (s *Site) setGuest(vm *simulator.VirtualMachine, nics []NICSpec) error {
+	var err error
+	s.lockCtx().WithLock(vm, func() {
+		g := *vm.Guest
+		g.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)
+		g.ToolsStatus = types.VirtualMachineToolsStatusToolsOk
+		cards := object.VirtualDeviceList(vm.Config.Hardware.Device).SelectByType((*types.VirtualEthernetCard)(nil))
+		sort.Slice(cards, func(i, j int) bool { return cards[i].GetVirtualDevice().Key < cards[j].GetVirtualDevice().Key })
+		g.Net = nil
+		var stack types.GuestStackInfo
+		stack.IpRouteConfig = &types.NetIpRouteConfigInfo{}
+		for i, n := range nics {
+			card := cards[i].(types.BaseVirtualEthernetCard).GetVirtualEthernetCard()
+			gn := types.GuestNicInfo{Network: n.Network, MacAddress: card.MacAddress, Connected: true, DeviceConfigId: card.Key,
+				IpConfig: &types.NetIpConfigInfo{}, DnsConfig: &types.NetDnsConfigInfo{IpAddress: n.DNS}}
+			for _, a := range n.Addresses {
+				p, perr := netip.ParsePrefix(a)
+				if perr != nil {
+					err = perr
+					return
+				}
+				gn.IpAddress = append(gn.IpAddress, p.Addr().String())
+				gn.IpConfig.IpAddress = append(gn.IpConfig.IpAddress, types.NetIpConfigInfoIpAddress{IpAddress: p.Addr().String(), PrefixLength: int32(p.Bits())})
+			}
+			g.Net = append(g.Net, gn)
+			if n.Gateway != "" {
+				network := "0.0.0.0"
+				if gw, gerr := netip.ParseAddr(n.Gateway); gerr == nil && gw.Is6() {
+					network = "::"
+				}
+				stack.IpRouteConfig.IpRoute = append(stack.IpRouteConfig.IpRoute, types.NetIpRouteConfigInfoIpRoute{
+					Network: network, PrefixLength: 0, Gateway: types.NetIpRouteConfigInfoGateway{IpAddress: n.Gateway, Device: fmt.Sprint(i)}})
+			}
+			if i == 0 && len(g.Net[0].IpAddress) > 0 {
+				g.IpAddress = g.Net[0].IpAddress[0]
+			}
+		}
+		g.IpStack = []types.GuestStackInfo{stack}
+		vm.Guest = &g
+	})
+	return err
+}
+
+// disks returns a VM's disks in device key order, the order ferry uses;
+// the caller holds the VM's lock.
+func disks(vm *simulator.VirtualMachine) []*types.VirtualDisk {
+	var out []*types.VirtualDisk
+	for _, d := range vm.Config.Hardware.Device {
+		if disk, ok := d.(*types.VirtualDisk); ok {
+			out = append(out, disk)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// flatPath is the local flat file of a disk as the VM uses it now.
+func (s *Site) flatPath(d *types.VirtualDisk) (string, error) {
+	b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+	if !ok {
+		return "", fmt.Errorf("disk %d: %T backing", d.Key, d.Backing)
+	}
+	desc, err := s.localPath(b.FileName)
+	if err != nil {
+		return "", err
+	}
+	return flatOf(desc)
+}
+
+// diskOf finds disk index of a VM (key order) and holds the VM's lock
+// while f runs.
+func (s *Site) withDisk(name string, index int, f func(vm *simulator.VirtualMachine, d *types.VirtualDisk, flat string) error) error {
+	vm, err := s.vm(name)
+	if err != nil {
+		return err
+	}
+	s.lockCtx().WithLock(vm, func() {
+		ds := disks(vm)
+		if index < 0 || index >= len(ds) {
+			err = fmt.Errorf("vm %s has %d disks, no disk %d", name, len(ds), index)
+			return
+		}
+		var flat string
+		if flat, err = s.flatPath(ds[index]); err == nil {
+			err = f(vm, ds[index], flat)
+		}
+	})
+	return err
+}
+
+// Write writes data into a disk of a running VM as its guest would: into
+// the disk's current flat file, seen by changed block tracking and by
+// snapshots taken afterwards, never by those taken before.
+func (s *Site) Write(t testing.TB, vm string, disk int, off int64, data []byte) {
+	t.Helper()
+	err := s.withDisk(vm, disk, func(v *simulator.VirtualMachine, d *types.VirtualDisk, flat string) error {
+		if off < 0 || off+int64(len(data)) > d.CapacityInBytes {
+			return fmt.Errorf("write [%d, %d) outside disk %d of %d bytes", off, off+int64(len(data)), disk, d.CapacityInBytes)
+		}
+		f, err := os.OpenFile(flat, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		if _, err := f.WriteAt(data, off); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		s.d.logWrite(diskID{vm: v.Self.Value, key: d.Key}, off, off+int64(len(data)))
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("vcsimtest: write vm %s disk %d: %v", vm, disk, err)
+	}
+}
+
+// WriteUntracked changes a disk behind change tracking's back, as a restore
+// from outside vSphere would; only a tracking reset makes it visible.
+func (s *Site) WriteUntracked(t testing.TB, vm string, disk int, off int64, data []byte) {
+	t.Helper()
+	err := s.withDisk(vm, disk, func(_ *simulator.VirtualMachine, _ *types.VirtualDisk, flat string) error {
+		f, err := os.OpenFile(flat, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		_, err = f.WriteAt(data, off)
+		return closeWith(f, err)
+	})
+	if err != nil {
+		t.Fatalf("vcsimtest: write vm %s disk %d: %v", vm, disk, err)
+	}
+}
+
+func closeWith(f *os.File, err error) error {
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Disk reads a disk of a VM as it is now, its full capacity.
+func (s *Site) Disk(t testing.TB, vm string, disk int) []byte {
+	t.Helper()
+	var out []byte
+	err := s.withDisk(vm, disk, func(_ *simulator.VirtualMachine, d *types.VirtualDisk, flat string) error {
+		size := d.CapacityInBytes
+		if size == 0 {
+			size = d.CapacityInKB * 1024
+		}
+		out = make([]byte, size)
+		f, err := os.Open(flat)
+		if err != nil {
+			return err
+		}
+		_, err = f.ReadAt(out, 0)
+		if err == io.EOF {
+			err = nil
+		}
+		return closeWith(f, err)
+	})
+	if err != nil {
+		t.Fatalf("vcsimtest: read vm %s disk %d: %v", vm, disk, err)
+	}
+	return out
+}
+
+// ResetCBT switches changed block tracking of a VM off and on through the
+// API, as an administrator resets it: change ids from before are of
+// another epoch.
+func (s *Site) ResetCBT(t testing.TB, vm string) {
+	t.Helper()
+	obj := object.NewVirtualMachine(s.Client.Client, s.VMRef(t, vm))
+	for _, on := range []bool{false, true} {
+		task, err := obj.Reconfigure(context.Background(), types.VirtualMachineConfigSpec{ChangeTrackingEnabled: types.NewBool(on)})
+		if err == nil {
+			err = task.Wait(context.Background())
+		}
+		if err != nil {
+			t.Fatalf("vcsimtest: set change tracking of %s to %v: %v", vm, on, err)
+		}
+	}
+}
+
+// ResizeDisk grows a disk of a VM through the API and its flat file with it.
+func (s *Site) ResizeDisk(t testing.TB, vm string, disk int, size int64) {
+	t.Helper()
+	ctx := context.Background()
+	obj := object.NewVirtualMachine(s.Client.Client, s.VMRef(t, vm))
+	devices, err := obj.Device(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds []*types.VirtualDisk
+	for _, d := range devices.SelectByType((*types.VirtualDisk)(nil)) {
+		ds = append(ds, d.(*types.VirtualDisk))
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i].Key < ds[j].Key })
+	d := ds[disk]
+	d.CapacityInBytes, d.CapacityInKB = size, size/1024
+	if err := obj.EditDevice(ctx, d); err != nil {
+		t.Fatalf("vcsimtest: resize vm %s disk %d: %v", vm, disk, err)
+	}
+	err = s.withDisk(vm, disk, func(_ *simulator.VirtualMachine, _ *types.VirtualDisk, flat string) error {
+		st, err := os.Stat(flat)
+		if err == nil && st.Size() < size {
+			err = os.Truncate(flat, size)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Destroy removes a VM from the inventory and its files.
+func (s *Site) Destroy(t testing.TB, vm string) {
+	t.Helper()
+	obj := object.NewVirtualMachine(s.Client.Client, s.VMRef(t, vm))
+	ctx := context.Background()
+	if st, err := obj.PowerState(ctx); err == nil && st == types.VirtualMachinePowerStatePoweredOn {
+		if task, err := obj.PowerOff(ctx); err == nil {
+			task.Wait(ctx)
+		}
+	}
+	task, err := obj.Destroy(ctx)
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
+		t.Fatalf("vcsimtest: destroy %s: %v", vm, err)
+	}
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func or32(v, def int32) int32 {
+	if v == 0 {
+		return def
+	}
+	return v
+}
