@@ -83,6 +83,7 @@ func replicateForever(root string, rng *rand.Rand, note func(string, ...any)) er
 	if _, err := tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: "k", VM: vm}); err != nil {
 		return err
 	}
+	note("ready")
 	for {
 		switch n := rng.IntN(10); {
 		case n < 5:
@@ -131,6 +132,7 @@ func replicateForever(root string, rng *rand.Rand, note func(string, ...any)) er
 func snapshotForever(root string, rng *rand.Rand, note func(string, ...any)) error {
 	ctx := context.Background()
 	s := newSite(root)
+	note("ready")
 	for {
 		switch n := rng.IntN(10); {
 		case n < 6:
@@ -204,6 +206,23 @@ func readJournal(t *testing.T, path string) journalState {
 	return js
 }
 
+// waitReady waits until the journal holds n "ready" lines.
+func waitReady(t *testing.T, journal string, n int, cmd *exec.Cmd, out *bytes.Buffer) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		b, _ := os.ReadFile(journal)
+		if strings.Count(string(b), "ready\n") >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("the child did not get ready within a minute:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // runAndKill runs the helper child in mode and kills it after a random
 // while, rounds times.
 func runAndKill(t *testing.T, mode, dir string, rounds int, check func(round int)) {
@@ -220,6 +239,9 @@ func runAndKill(t *testing.T, mode, dir string, rounds int, check func(round int
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// A loaded machine starts the child slowly: count the random
+		// delay from the moment it is ready, not from its start.
+		waitReady(t, filepath.Join(dir, "journal"), round+1, cmd, &out)
 		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		err := cmd.Wait()
