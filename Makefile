@@ -6,11 +6,12 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 PLUGINS  := $(notdir $(wildcard plugins/*/cmd/ferry-plugin-*))
 GOFLAGS_TEST ?=
+BENCH_FLAGS ?=
 
 .PHONY: help build test unit e2e check fmt vet lint layering generate gen-check bench demo clean tools
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 build: ## build bin/ferry and one bin/ferry-plugin-<name> per plugin
 	@mkdir -p $(BIN)
@@ -63,6 +64,11 @@ tools: ## install the code generators and the linter at their pinned versions
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+bench: build ## ferry side by side with cp and rsync: ratios and goals (BENCH_FLAGS=-quick for a smoke run)
+	@command -v rsync >/dev/null || { echo "bench needs rsync: apt-get install rsync"; exit 1; }
+	$(GO) build -o $(BIN)/ferry-bench ./bench/cmd/ferry-bench
+	$(BIN)/ferry-bench -bin $(BIN) $(BENCH_FLAGS)
 
 demo: build ## run the demo on the embedded local lab
 	@scripts/demo.sh

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"runtime"
 	"slices"
 	"sync"
 
@@ -101,7 +102,8 @@ func digestOf(b []byte) Digest {
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // zstd coders are costly to build and safe for concurrent EncodeAll and
-// DecodeAll, so one of each serves every frame.
+// DecodeAll, so one of each serves every frame; their concurrency is what
+// lets the workers compress at once (with 1, they would take turns).
 var (
 	zstdOnce sync.Once
 	zstdEnc  *zstd.Encoder
@@ -111,11 +113,11 @@ var (
 func zstdCoders() (*zstd.Encoder, *zstd.Decoder) {
 	zstdOnce.Do(func() {
 		var err error
-		zstdEnc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+		zstdEnc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
 		if err != nil {
 			panic(fmt.Sprintf("zstd encoder: %v", err))
 		}
-		zstdDec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(64<<20))
+		zstdDec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(64<<20))
 		if err != nil {
 			panic(fmt.Sprintf("zstd decoder: %v", err))
 		}

@@ -1,0 +1,132 @@
+//go:build linux
+
+// Command ferry-bench runs ferry's benchmarks side by side with cp and
+// rsync and prints the figures and the goals (see bench/README.md).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/ferry-dr/ferry/bench"
+	"github.com/ferry-dr/ferry/plugins/local"
+)
+
+func main() {
+	bench.ServeSpawn()
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ferry-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	size := fs.String("size", "4GiB", "the disk's `size` (units as in ferry-plugin-local: 256MiB, 4GiB)")
+	quick := fs.Bool("quick", false, "a smoke run on a 256 MiB disk (unless -size is given)")
+	seed := fs.Uint64("seed", 1, "the `seed` of the image and the changes")
+	dir := fs.String("dir", "", "make the scratch folder in `DIR` (default $TMPDIR or /tmp)")
+	keep := fs.Bool("keep", false, "keep the scratch folder")
+	bin := fs.String("bin", "", "the `folder` holding ferry and ferry-plugin-local (default: beside ferry-bench, else bin)")
+	jsonOut := fs.String("json", "", "also write the results as JSON to `FILE`")
+	warm := fs.Bool("warm", false, "keep the page cache warm instead of dropping it before every timed run")
+	verify := fs.Bool("verify", true, "check that every replica and copy equals the source after each scenario")
+	perf := fs.String("perf", "", "record each ferry run with perf record -g into `DIR` (slows ferry)")
+	strict := fs.Bool("strict", false, "exit 1 when a goal fails")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: ferry-bench [flags]\n\nRuns ferry side by side with cp --sparse=always and rsync --inplace on a generated disk\nand reports ratios and goals. Exit status: 0 done (goals may fail unless -strict), 1 a\nscenario or a goal (-strict) failed, 2 usage.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ferry-bench: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	sizeSet := false
+	fs.Visit(func(f *flag.Flag) { sizeSet = sizeSet || f.Name == "size" })
+	if *quick && !sizeSet {
+		*size = "256MiB"
+	}
+	n, err := local.ParseSize(*size)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry-bench: -size: %v\n", err)
+		return 2
+	}
+	if *bin == "" {
+		*bin = defaultBin()
+	}
+	absBin, err := filepath.Abs(*bin)
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry-bench: -bin: %v\n", err)
+		return 2
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "ferry-bench: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench.Run(ctx, bench.Config{
+		Size: n, Seed: *seed, Dir: *dir, Keep: *keep, Bin: absBin, Warm: *warm, Verify: *verify,
+		Perf: *perf, Spawner: self, Command: "ferry-bench " + strings.Join(args, " "), Log: stderr,
+	})
+	if rep == nil {
+		fmt.Fprintf(stderr, "ferry-bench: %v\n", err)
+		return 1
+	}
+	if werr := rep.WriteText(stdout); werr != nil {
+		fmt.Fprintf(stderr, "ferry-bench: %v\n", werr)
+		return 1
+	}
+	if *jsonOut != "" {
+		b, jerr := json.MarshalIndent(rep, "", "  ")
+		if jerr == nil {
+			jerr = os.WriteFile(*jsonOut, append(b, '\n'), 0o644)
+		}
+		if jerr != nil {
+			fmt.Fprintf(stderr, "ferry-bench: -json: %v\n", jerr)
+			return 1
+		}
+	}
+	if rep.Scratch != "" {
+		fmt.Fprintf(stderr, "ferry-bench: kept the scratch folder %s\n", rep.Scratch)
+	}
+	switch {
+	case err != nil:
+		fmt.Fprintf(stderr, "ferry-bench: %v\n", err)
+		return 1
+	case rep.Failed():
+		fmt.Fprintln(stderr, "ferry-bench: a scenario failed; its figures are not comparable")
+		return 1
+	case *strict && !rep.Passed():
+		fmt.Fprintln(stderr, "ferry-bench: a goal failed (-strict)")
+		return 1
+	}
+	return 0
+}
+
+// defaultBin is the folder of this executable when ferry is there (make
+// bench builds all three into bin/), else bin.
+func defaultBin() string {
+	if exe, err := os.Executable(); err == nil {
+		d := filepath.Dir(exe)
+		if _, err := os.Stat(filepath.Join(d, "ferry")); err == nil {
+			return d
+		}
+	}
+	return "bin"
+}

@@ -1,0 +1,425 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is the outcome of one benchmark run; it is also the -json output.
+type Report struct {
+	Started  time.Time `json:"started"`
+	Duration float64   `json:"duration_s"`
+	Machine  Machine   `json:"machine"`
+	Command  string    `json:"command"`
+	Size     int64     `json:"disk_bytes"`
+	Seed     uint64    `json:"seed"`
+	// Cache is "cold" when the page cache was dropped before every timed
+	// run, "warm" when the inputs and outputs were read into it instead.
+	Cache     string `json:"cache"`
+	CacheNote string `json:"cache_note,omitempty"`
+	// RSSFloor is the max RSS a tool that holds nothing reports (true run
+	// the way every tool is run): the floor of every MaxRSS figure.
+	RSSFloor int64 `json:"rss_floor_bytes"`
+	// Profiled says ferry ran under perf record, which slows it.
+	Profiled  bool       `json:"profiled,omitempty"`
+	Image     ImageInfo  `json:"image"`
+	Scenarios []Scenario `json:"scenarios"`
+	Goals     []Goal     `json:"goals"`
+	Scratch   string     `json:"scratch_dir,omitempty"` // kept with -keep
+}
+
+// Machine is where the run happened.
+type Machine struct {
+	CPUs     int    `json:"cpus"`
+	CPUModel string `json:"cpu_model,omitempty"`
+	Memory   int64  `json:"memory_bytes"`
+	Kernel   string `json:"kernel,omitempty"`
+	// Nice is the harness's nice value, which every tool inherits: a
+	// negative one keeps other work on a shared machine from skewing the
+	// figures.
+	Nice  int    `json:"nice"`
+	Go    string `json:"go"`
+	Rsync string `json:"rsync,omitempty"`
+	Cp    string `json:"cp,omitempty"`
+}
+
+// ImageInfo describes the generated disk.
+type ImageInfo struct {
+	Composition
+	// TextZstdRatio is how well the compressible part compresses with zstd
+	// at its fastest (one stream over its first 64 MiB).
+	TextZstdRatio float64 `json:"text_zstd_ratio"`
+	WriteSeconds  float64 `json:"write_s"`
+}
+
+// Scenario is one step of the run: a change (or none), ferry's runs and the
+// peer's run on the same data.
+type Scenario struct {
+	Key     string  `json:"key"`
+	Name    string  `json:"name"`
+	Percent float64 `json:"changed_percent,omitempty"`
+	Tracked bool    `json:"tracked"` // the change went through change tracking
+	// WantMode is the mode ferry must report for the scenario to count.
+	WantMode  string      `json:"want_mode"`
+	Changes   *ChangeInfo `json:"changes,omitempty"`
+	Ferry     *FerryRun   `json:"ferry,omitempty"`      // compression none
+	FerryZstd *FerryRun   `json:"ferry_zstd,omitempty"` // compression zstd
+	Peer      *PeerRun    `json:"peer,omitempty"`
+	Verified  bool        `json:"verified"` // replicas and the peer's copy equal the source
+	Error     string      `json:"error,omitempty"`
+}
+
+// ChangeInfo is what a scenario changed.
+type ChangeInfo struct {
+	Writes       int     `json:"writes"`
+	Bytes        int64   `json:"bytes"`         // the bytes really changed (union of the writes)
+	WrittenBytes int64   `json:"written_bytes"` // the sum of the writes
+	ZstdBytes    int64   `json:"zstd_bytes"`    // Bytes compressed as one zstd stream, SpeedFastest
+	ApplySeconds float64 `json:"apply_s"`
+}
+
+// FerryRun is one `ferry run --json` and what its session reported.
+type FerryRun struct {
+	Job           string `json:"job"`
+	Compression   string `json:"compression"`
+	Usage         Usage  `json:"usage"`
+	Mode          string `json:"mode"`
+	Lane          string `json:"lane"`
+	BytesRead     int64  `json:"bytes_read"`
+	BytesSent     int64  `json:"bytes_sent"`
+	BytesWritten  int64  `json:"bytes_written"`
+	BlocksChanged int64  `json:"blocks_changed"`
+	BlocksTotal   int64  `json:"blocks_total"`
+	// Phases from the session: Session is from its start to its end, Disk
+	// the disk's data movement within it; the rest of Usage.Wall is
+	// starting ferry and the plugins, loading the configuration and
+	// opening the catalog, and stopping.
+	Session      time.Duration `json:"session_ns"`
+	Disk         time.Duration `json:"disk_ns"`
+	RestorePoint string        `json:"restore_point"`
+	Profile      string        `json:"perf_data,omitempty"`
+	// Log is what ferry printed on standard error, without percentages.
+	Log []string `json:"log,omitempty"`
+}
+
+// PeerRun is one run of the peer tool.
+type PeerRun struct {
+	Tool    string   `json:"tool"`
+	Command []string `json:"command"`
+	Usage   Usage    `json:"usage"`
+	// BytesRead is what the tool reads by design: cp the source once,
+	// rsync the source and the previous copy in full.
+	BytesRead int64 `json:"bytes_read"`
+	// BytesSent is cp's file size, or rsync's "Total bytes sent".
+	BytesSent int64 `json:"bytes_sent"`
+	Literal   int64 `json:"literal_bytes,omitempty"` // rsync's "Literal data"
+	// Flush is how long an fsync of the copy took right after the tool
+	// ended. ferry syncs its replica within its own time; cp and rsync do
+	// not, so this is what they would add to be as durable.
+	Flush time.Duration `json:"flush_ns"`
+}
+
+// Ratio is ferry's wall time over the peer's (below 1: ferry is faster).
+func (s *Scenario) Ratio() (float64, bool) {
+	if s.Ferry == nil || s.Peer == nil || s.Peer.Usage.Wall <= 0 {
+		return 0, false
+	}
+	return float64(s.Ferry.Usage.Wall) / float64(s.Peer.Usage.Wall), true
+}
+
+// Speedup is the peer's wall time over ferry's.
+func (s *Scenario) Speedup() (float64, bool) {
+	r, ok := s.Ratio()
+	if !ok || r == 0 {
+		return 0, false
+	}
+	return 1 / r, true
+}
+
+// SentOverChanged is ferry's bytes sent with zstd over the changed bytes
+// compressed with zstd.
+func (s *Scenario) SentOverChanged() (float64, bool) {
+	if s.FerryZstd == nil || s.Changes == nil || s.Changes.ZstdBytes == 0 {
+		return 0, false
+	}
+	return float64(s.FerryZstd.BytesSent) / float64(s.Changes.ZstdBytes), true
+}
+
+func (r *Report) scenario(key string) *Scenario {
+	for i := range r.Scenarios {
+		if r.Scenarios[i].Key == key && r.Scenarios[i].Error == "" {
+			return &r.Scenarios[i]
+		}
+	}
+	return nil
+}
+
+// Scenario keys.
+const (
+	KeyFull      = "full"
+	KeyTracked1  = "tracked-1"
+	KeyTracked10 = "tracked-10"
+	KeyDigest1   = "digest-1"
+	KeyDigest10  = "digest-10"
+)
+
+// Goal is one of DESIGN.md's performance goals, checked on ratios measured
+// in the same run.
+type Goal struct {
+	Name     string  `json:"name"`
+	Want     string  `json:"want"`
+	Measured string  `json:"measured"`
+	Value    float64 `json:"value"`
+	Limit    float64 `json:"limit"`
+	Pass     bool    `json:"pass"`
+}
+
+// MemoryLimit is the most ferry and its plugins may hold at once.
+const MemoryLimit = 256 << 20
+
+// EvaluateGoals checks the goals on a report. A goal whose scenario is
+// missing or failed fails, saying so.
+func EvaluateGoals(r *Report) []Goal {
+	var goals []Goal
+	notMeasured := func(name, want string) {
+		goals = append(goals, Goal{Name: name, Want: want, Measured: "not measured"})
+	}
+	atMost := func(name, want string, v, limit float64, measured string) {
+		goals = append(goals, Goal{Name: name, Want: want, Measured: measured, Value: v, Limit: limit, Pass: v <= limit})
+	}
+	atLeast := func(name, want string, v, limit float64, measured string) {
+		goals = append(goals, Goal{Name: name, Want: want, Measured: measured, Value: v, Limit: limit, Pass: v >= limit})
+	}
+
+	const fullName, fullWant = "full copy vs cp --sparse=always", "ferry time ≤ 2x cp's"
+	if s := r.scenario(KeyFull); s != nil {
+		v, _ := s.Ratio()
+		atMost(fullName, fullWant, v, 2, fmt.Sprintf("%.2fx (%s vs %s)", v, secs(s.Ferry.Usage.Wall), secs(s.Peer.Usage.Wall)))
+	} else {
+		notMeasured(fullName, fullWant)
+	}
+	for _, g := range []struct {
+		key, name string
+		limit     float64
+	}{
+		{KeyDigest1, "1% changed, digests (no change tracking) vs rsync", 6},
+		{KeyTracked1, "1% changed, change tracking vs rsync", 20},
+	} {
+		want := fmt.Sprintf("ferry ≥ %gx faster", g.limit)
+		if s := r.scenario(g.key); s != nil {
+			v, _ := s.Speedup()
+			atLeast(g.name, want, v, g.limit, fmt.Sprintf("%.1fx (%s vs %s)", v, secs(s.Ferry.Usage.Wall), secs(s.Peer.Usage.Wall)))
+		} else {
+			notMeasured(g.name, want)
+		}
+	}
+	for _, g := range []struct{ key, name string }{
+		{KeyTracked1, "1% changed, change tracking: bytes sent (zstd)"},
+		{KeyDigest1, "1% changed, digests: bytes sent (zstd)"},
+	} {
+		const want = "≤ 1.5x the changed bytes compressed"
+		if s := r.scenario(g.key); s != nil && s.FerryZstd != nil {
+			v, _ := s.SentOverChanged()
+			atMost(g.name, want, v, 1.5, fmt.Sprintf("%.2fx (%s sent, %s changed, %s compressed)",
+				v, FormatBytes(s.FerryZstd.BytesSent), FormatBytes(s.Changes.Bytes), FormatBytes(s.Changes.ZstdBytes)))
+		} else {
+			notMeasured(g.name, want)
+		}
+	}
+	const memName, memWant = "peak memory of ferry and its plugins", "< 256 MiB"
+	var peak int64
+	var where string
+	for _, s := range r.Scenarios {
+		for _, f := range []*FerryRun{s.Ferry, s.FerryZstd} {
+			if f != nil && f.Usage.PeakBound() > peak {
+				peak, where = f.Usage.PeakBound(), fmt.Sprintf("%s, %s", s.Name, f.Compression)
+			}
+		}
+	}
+	if peak > 0 {
+		goals = append(goals, Goal{Name: memName, Want: memWant, Value: float64(peak), Limit: MemoryLimit, Pass: peak < MemoryLimit,
+			Measured: fmt.Sprintf("%s (%s)", FormatBytes(peak), where)})
+	} else {
+		notMeasured(memName, memWant)
+	}
+	return goals
+}
+
+// Passed reports whether every goal passed.
+func (r *Report) Passed() bool {
+	for _, g := range r.Goals {
+		if !g.Pass {
+			return false
+		}
+	}
+	return true
+}
+
+// Failed reports whether a scenario failed to run as intended.
+func (r *Report) Failed() bool {
+	for _, s := range r.Scenarios {
+		if s.Error != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// WriteText writes the report as tables for a person.
+func (r *Report) WriteText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "ferry-bench: %s disk, seed %d, %s cache", FormatBytes(r.Size), r.Seed, r.Cache)
+	if r.CacheNote != "" {
+		fmt.Fprintf(&b, " (%s)", r.CacheNote)
+	}
+	fmt.Fprintf(&b, "\nmachine: %d CPUs (%s), %s memory, Linux %s, %s, nice %d; %s\n",
+		r.Machine.CPUs, r.Machine.CPUModel, FormatBytes(r.Machine.Memory), r.Machine.Kernel, r.Machine.Go, r.Machine.Nice, r.Started.Format(time.RFC3339))
+	fmt.Fprintf(&b, "image: %.1f%% zeros, %.1f%% text (zstd %.2fx), %.1f%% random, written in %.1fs\n",
+		100*r.Image.Share(Zero), 100*r.Image.Share(Text), r.Image.TextZstdRatio, 100*r.Image.Share(Random), r.Image.WriteSeconds)
+	fmt.Fprintf(&b, "memory: max RSS is the largest process of the tool's tree (ru_maxrss; %s for a tool that holds nothing); tree peak bounds the whole tree (the sum of each process's VmHWM)\n", FormatBytes(r.RSSFloor))
+	b.WriteString("others' cpu: CPU time the rest of the machine used while the tool ran (from /proc/stat): noise in the figures\n")
+	if busy := r.busiest(); busy > 0.10 {
+		fmt.Fprintf(&b, "warning: other processes used up to %.0f%% of the machine's CPU time during a timed run; the figures are noisy\n", 100*busy)
+	}
+	if r.Profiled {
+		b.WriteString("ferry ran under perf record: its times include the profiler's cost\n")
+	}
+	b.WriteString("\n")
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\ttool\tmode\twall\tcpu\tothers' cpu\tmax RSS\ttree peak\tread\tsent\tferry/peer\tspeedup\t")
+	for _, s := range r.Scenarios {
+		name := s.Name
+		row := func(tool, mode string, u Usage, read, sent int64, extra string) {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, tool, mode, secs(u.Wall), secs(u.CPU()), secs(u.OtherCPU),
+				FormatBytes(u.MaxRSS), FormatBytes(u.PeakBound()), FormatBytes(read), FormatBytes(sent), extra)
+			name = ""
+		}
+		ratio := "\t\t"
+		if v, ok := s.Ratio(); ok {
+			sp, _ := s.Speedup()
+			ratio = fmt.Sprintf("%.2fx\t%.1fx\t", v, sp)
+		}
+		if f := s.Ferry; f != nil {
+			row("ferry", f.Mode, f.Usage, f.BytesRead, f.BytesSent, ratio)
+		}
+		if f := s.FerryZstd; f != nil {
+			extra := "\t\t"
+			if s.Peer != nil && s.Peer.Usage.Wall > 0 {
+				v := float64(f.Usage.Wall) / float64(s.Peer.Usage.Wall)
+				extra = fmt.Sprintf("%.2fx\t%.1fx\t", v, 1/v)
+			}
+			row("ferry zstd", f.Mode, f.Usage, f.BytesRead, f.BytesSent, extra)
+		}
+		if p := s.Peer; p != nil {
+			row(p.Tool, "", p.Usage, p.BytesRead, p.BytesSent, "\t\t")
+		}
+		if s.Error != "" {
+			fmt.Fprintf(tw, "%s\tFAILED\t\t\t\t\t\t\t\t\t\t\t\n", name)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	b.WriteString("\nchanges and where ferry's time goes:\n")
+	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\twrites\tchanged\tzstd of changed\tsent zstd/changed zstd\tferry: start+stop\tsession\tdisk\tstorage read/written\tpeer: storage read/written\tfsync after\tverified\t")
+	for _, s := range r.Scenarios {
+		writes, changed, zstd, over := "", "", "", ""
+		if c := s.Changes; c != nil {
+			writes, changed, zstd = fmt.Sprint(c.Writes), FormatBytes(c.Bytes), FormatBytes(c.ZstdBytes)
+			if v, ok := s.SentOverChanged(); ok {
+				over = fmt.Sprintf("%.2fx", v)
+			}
+		}
+		var overhead, session, disk, io, peerIO, flush string
+		if f := s.Ferry; f != nil {
+			overhead, session, disk = secs(f.Usage.Wall-f.Session), secs(f.Session), secs(f.Disk)
+			io = FormatBytes(f.Usage.DiskRead) + " / " + FormatBytes(f.Usage.DiskWrite)
+		}
+		if p := s.Peer; p != nil {
+			peerIO = FormatBytes(p.Usage.DiskRead) + " / " + FormatBytes(p.Usage.DiskWrite)
+			flush = secs(p.Flush)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\t\n", s.Name, writes, changed, zstd, over, overhead, session, disk, io, peerIO, flush, s.Verified)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range r.Scenarios {
+		if s.Error != "" {
+			fmt.Fprintf(&b, "\n%s FAILED: %s\n", s.Name, s.Error)
+		}
+	}
+
+	b.WriteString("\ngoals:\n")
+	if r.Profiled {
+		b.WriteString("  (ferry ran under perf record: its times and memory include perf's, so these are not the real verdicts)\n")
+	}
+	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for _, g := range r.Goals {
+		res := "FAIL"
+		if g.Pass {
+			res = "PASS"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", res, g.Name, g.Want, g.Measured)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// busiest is the largest share of the machine's CPU time that other
+// processes used during a timed run.
+func (r *Report) busiest() float64 {
+	var most float64
+	for _, s := range r.Scenarios {
+		var us []Usage
+		for _, f := range []*FerryRun{s.Ferry, s.FerryZstd} {
+			if f != nil {
+				us = append(us, f.Usage)
+			}
+		}
+		if s.Peer != nil {
+			us = append(us, s.Peer.Usage)
+		}
+		for _, u := range us {
+			if u.Wall > 0 && r.Machine.CPUs > 0 {
+				most = max(most, float64(u.OtherCPU)/float64(u.Wall*time.Duration(r.Machine.CPUs)))
+			}
+		}
+	}
+	return most
+}
+
+func secs(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "0s"
+	case d < 10*time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	}
+	return fmt.Sprintf("%.1fs", d.Seconds())
+}
+
+// FormatBytes writes n in binary units.
+func FormatBytes(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/1024, 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	if v >= 100 {
+		return fmt.Sprintf("%.0f %ciB", v, units[i])
+	}
+	return fmt.Sprintf("%.1f %ciB", v, units[i])
+}
