@@ -82,11 +82,11 @@ type pendingWrite struct {
 
 // Batch limits of pending writes.
 const (
-	maxPendingBytes  = 32 << 20
-	maxPendingWrites = 2048
+	maxPendingBytes  = 8 << 20
+	maxPendingWrites = 1024
 	// undoBatchBlocks bounds the memory of one durable save of undo
-	// blocks (16 MiB).
-	undoBatchBlocks = 256
+	// blocks (4 MiB).
+	undoBatchBlocks = 64
 )
 
 // OpenReplicaDisk opens the working image of a disk for writing, growing
