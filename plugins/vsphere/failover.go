@@ -358,18 +358,11 @@ func (t *Target) undo(ctx context.Context, r *replica) error {
 // the guest wrote, on vSphere in the snapshot's delta disk), the working
 // state of its disks and its NICs as they were. No restore point changes.
 func (t *Target) UndoFailover(ctx context.Context, key string) (*sdk.Replica, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	r, err := t.load(ctx, key)
+	r, unlock, err := t.lockReplica(ctx, key)
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := t.refresh(ctx, r); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	if r.state.State != sdk.ReplicaFailedOver {
 		return nil, fmt.Errorf("replica %q is %s, not failed over: %w", r.vm.Name, r.state.State, errdefs.ErrFailedPrecondition)
 	}
@@ -388,18 +381,11 @@ func (t *Target) UndoFailover(ctx context.Context, key string) (*sdk.Replica, er
 // so ferry never replicates into it. DeleteReplica then removes only the
 // mark.
 func (t *Target) CommitFailover(ctx context.Context, key string) (*sdk.Replica, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	r, err := t.load(ctx, key)
+	r, unlock, err := t.lockReplica(ctx, key)
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := t.refresh(ctx, r); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	if r.state.State != sdk.ReplicaFailedOver {
 		return nil, fmt.Errorf("replica %q is %s, not failed over: %w", r.vm.Name, r.state.State, errdefs.ErrFailedPrecondition)
 	}

@@ -21,18 +21,11 @@ import (
 // offers its path (the direct lane); afterwards every write goes through
 // the plugin, which saves the blocks it overwrites for the newest point.
 func (t *Target) OpenReplicaDisk(ctx context.Context, key string, disk int, size int64) (sdk.DiskWriter, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	r, err := t.load(ctx, key)
+	r, unlock, err := t.lockReplica(ctx, key)
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := t.refresh(ctx, r); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	if r.state.State != sdk.ReplicaReady {
 		return nil, fmt.Errorf("replica %q is %s: %w", r.vm.Name, r.state.State, errdefs.ErrFailedPrecondition)
 	}
@@ -174,18 +167,11 @@ var (
 // OpenRestorePointDisk opens a disk of a restore point, or with an empty
 // point the working state (the flat file as it is now).
 func (t *Target) OpenRestorePointDisk(ctx context.Context, key, id string, disk int) (sdk.DiskReader, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	r, err := t.load(ctx, key)
+	r, unlock, err := t.lockReplica(ctx, key)
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := t.refresh(ctx, r); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	if disk < 0 || disk >= len(r.disks) {
 		return nil, fmt.Errorf("replica %q has %d disks, no disk %d: %w", r.vm.Name, len(r.disks), disk, errdefs.ErrNotFound)
 	}

@@ -103,18 +103,11 @@ func (r *replica) toRestorePoint(p *point) sdk.RestorePoint {
 // a block saves the block in the point's undo store before overwriting it.
 // A writer offering its path (the direct lane) must be closed first.
 func (t *Target) CreateRestorePoint(ctx context.Context, key string, labels map[string]string) (*sdk.RestorePoint, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	r, err := t.load(ctx, key)
+	r, unlock, err := t.lockReplica(ctx, key)
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := t.refresh(ctx, r); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	if r.state.State != sdk.ReplicaReady {
 		return nil, fmt.Errorf("replica %q is %s: %w", r.vm.Name, r.state.State, errdefs.ErrFailedPrecondition)
 	}
@@ -220,18 +213,11 @@ func (t *Target) ListRestorePoints(ctx context.Context, key string) ([]sdk.Resto
 // deletion cut short is finished by the next one; the other points read
 // the same throughout.
 func (t *Target) DeleteRestorePoint(ctx context.Context, key, id string) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	r, err := t.load(ctx, key)
+	r, unlock, err := t.lockReplica(ctx, key)
 	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := t.refresh(ctx, r); err != nil {
-		return err
-	}
+	defer unlock()
 	if r.state.State == sdk.ReplicaFailedOver {
 		return fmt.Errorf("replica %q is failed over; undo or commit first: %w", r.vm.Name, errdefs.ErrFailedPrecondition)
 	}

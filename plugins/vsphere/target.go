@@ -156,6 +156,24 @@ func (t *Target) load(ctx context.Context, key string) (*replica, error) {
 	return t.cached(vm.Self.Value), nil
 }
 
+// lockReplica finds a replica for a call, locks it and refreshes what is
+// known of it; unlock releases it.
+func (t *Target) lockReplica(ctx context.Context, key string) (*replica, func(), error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	r, err := t.load(ctx, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	r.mu.Lock()
+	if err := t.refresh(ctx, r); err != nil {
+		r.mu.Unlock()
+		return nil, nil, err
+	}
+	return r, r.mu.Unlock, nil
+}
+
 // refresh reloads what r knows; the caller holds r.mu.
 func (t *Target) refresh(ctx context.Context, r *replica) error {
 	vm, err := t.lookup(ctx, r.id)
