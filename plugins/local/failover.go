@@ -23,7 +23,7 @@ import (
 // Failover starts the replica from a restore point, the newest when
 // req.Point is empty.
 func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Replica, error) {
-	rules, err := compileNetwork(req.Network)
+	rules, err := sdk.CompileNetwork(req.Network)
 	if err != nil {
 		return nil, fmt.Errorf("fail over replica %q: %w", req.Replica, err)
 	}
@@ -58,7 +58,7 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 		return nil, err
 	}
 	next := cloneVM(vm)
-	if err := rules.apply(next); err != nil {
+	if err := applyNetwork(rules, next); err != nil {
 		return nil, fmt.Errorf("fail over replica %q: %w", req.Replica, err)
 	}
 	rs.PreFailover, rs.FailingOver = vm, p.ID
@@ -241,7 +241,7 @@ func (t *Target) CommitFailover(ctx context.Context, ref string) (*sdk.Replica, 
 // ApplyNetwork rewrites the replica's network settings in its description
 // now.
 func (t *Target) ApplyNetwork(ctx context.Context, ref string, cfg sdk.NetworkConfig) (*sdk.Replica, error) {
-	rules, err := compileNetwork(cfg)
+	rules, err := sdk.CompileNetwork(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("apply network to replica %q: %w", ref, err)
 	}
@@ -257,7 +257,7 @@ func (t *Target) ApplyNetwork(ctx context.Context, ref string, cfg sdk.NetworkCo
 	if err != nil {
 		return nil, err
 	}
-	if err := rules.apply(vm); err != nil {
+	if err := applyNetwork(rules, vm); err != nil {
 		return nil, fmt.Errorf("apply network to replica %q: %w", ref, err)
 	}
 	if err := writeVM(x.dir, vm); err != nil {

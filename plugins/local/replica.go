@@ -434,7 +434,7 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	if !validName(req.Name) {
 		return nil, fmt.Errorf("create replica %q: not a valid folder name: %w", req.Name, errdefs.ErrInvalidArgument)
 	}
-	rules, err := compileNetwork(sdk.NetworkConfig{NetworkMap: req.NetworkMap})
+	rules, err := sdk.CompileNetwork(sdk.NetworkConfig{NetworkMap: req.NetworkMap})
 	if err != nil {
 		return nil, fmt.Errorf("create replica %q: %w", req.Name, err)
 	}
@@ -477,7 +477,7 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 		rs.Disks = append(rs.Disks, replicaDisk{Index: d.Index, Size: d.Capacity})
 	}
 	vm.ID, vm.Name, vm.PowerState = rs.ID, req.Name, "off"
-	if err := rules.apply(vm); err != nil {
+	if err := applyNetwork(rules, vm); err != nil {
 		return nil, fmt.Errorf("create replica %q: %w", req.Name, err)
 	}
 	if err := writeVM(dir, vm); err != nil {

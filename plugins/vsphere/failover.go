@@ -40,7 +40,7 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	rules, err := compileNetwork(req.Network)
+	rules, err := sdk.CompileNetwork(req.Network)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +77,7 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 		source = nics
 	}
 	if len(req.Network.NetworkMap) > 0 || len(req.Network.ReIP) > 0 {
-		if nics, err = rules.apply(source); err != nil {
+		if nics, err = rules.Apply(source); err != nil {
 			return nil, err
 		}
 	}
@@ -433,7 +433,7 @@ func (t *Target) ApplyNetwork(ctx context.Context, key string, net sdk.NetworkCo
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	rules, err := compileNetwork(net)
+	rules, err := sdk.CompileNetwork(net)
 	if err != nil {
 		return nil, err
 	}
@@ -453,7 +453,7 @@ func (t *Target) ApplyNetwork(ctx context.Context, key string, net sdk.NetworkCo
 	if len(source) == 0 {
 		source = r.state.NICs
 	}
-	nics, err := rules.apply(source)
+	nics, err := rules.Apply(source)
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,6 @@ package vsphere
 
 import (
 	"fmt"
-	"math/big"
 	"net/netip"
 	"slices"
 	"strings"
@@ -12,126 +11,6 @@ import (
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
-
-// netRules is a NetworkConfig checked and ready to apply.
-type netRules struct {
-	networks map[string]string
-	reIP     []reIPRule
-}
-
-type reIPRule struct {
-	from, to netip.Prefix
-	gateway  string
-	dns      []string
-}
-
-// compileNetwork checks a NetworkConfig: names present, subnets, gateways
-// and DNS servers that parse, rules that stay in one address family.
-// Errors are ErrInvalidArgument.
-func compileNetwork(cfg sdk.NetworkConfig) (*netRules, error) {
-	r := &netRules{networks: map[string]string{}}
-	for _, m := range cfg.NetworkMap {
-		if m.From == "" || m.To == "" {
-			return nil, fmt.Errorf("network map %q -> %q: both names are required: %w", m.From, m.To, errdefs.ErrInvalidArgument)
-		}
-		if _, dup := r.networks[m.From]; !dup {
-			r.networks[m.From] = m.To
-		}
-	}
-	for i, rule := range cfg.ReIP {
-		from, err := netip.ParsePrefix(rule.FromSubnet)
-		if err != nil {
-			return nil, fmt.Errorf("re-ip rule %d: from subnet %q: %v: %w", i, rule.FromSubnet, err, errdefs.ErrInvalidArgument)
-		}
-		to, err := netip.ParsePrefix(rule.ToSubnet)
-		if err != nil {
-			return nil, fmt.Errorf("re-ip rule %d: to subnet %q: %v: %w", i, rule.ToSubnet, err, errdefs.ErrInvalidArgument)
-		}
-		if from.Addr().Is4() != to.Addr().Is4() {
-			return nil, fmt.Errorf("re-ip rule %d: %s and %s are not of one address family: %w", i, from, to, errdefs.ErrInvalidArgument)
-		}
-		if rule.Gateway != "" {
-			if _, err := netip.ParseAddr(rule.Gateway); err != nil {
-				return nil, fmt.Errorf("re-ip rule %d: gateway %q: %v: %w", i, rule.Gateway, err, errdefs.ErrInvalidArgument)
-			}
-		}
-		for _, d := range rule.DNS {
-			if _, err := netip.ParseAddr(d); err != nil {
-				return nil, fmt.Errorf("re-ip rule %d: dns %q: %v: %w", i, d, err, errdefs.ErrInvalidArgument)
-			}
-		}
-		r.reIP = append(r.reIP, reIPRule{from: from.Masked(), to: to.Masked(), gateway: rule.Gateway, dns: slices.Clone(rule.DNS)})
-	}
-	return r, nil
-}
-
-// network maps a source network name to the target's.
-func (r *netRules) network(name string) string {
-	if to, ok := r.networks[name]; ok {
-		return to
-	}
-	return name
-}
-
-// apply returns the NICs with networks mapped and addresses moved: an
-// address inside a rule's from subnet (the first such rule wins) moves to
-// the same host part in its to subnet, keeping its prefix length; the NIC
-// takes the gateway and DNS servers of the rule that moved its first moved
-// address. A host part that does not fit the to subnet is ErrInvalidArgument.
-func (r *netRules) apply(nics []sdk.NIC) ([]sdk.NIC, error) {
-	out := cloneNICs(nics)
-	for i := range out {
-		nic := &out[i]
-		nic.Network = r.network(nic.Network)
-		var first *reIPRule
-		for j, a := range nic.Addresses {
-			p, err := netip.ParsePrefix(a)
-			if err != nil {
-				return nil, fmt.Errorf("nic %d address %q: %v: %w", nic.Index, a, err, errdefs.ErrInvalidArgument)
-			}
-			for k := range r.reIP {
-				rule := &r.reIP[k]
-				if !rule.from.Contains(p.Addr()) {
-					continue
-				}
-				moved, err := moveAddr(p.Addr(), rule.from, rule.to)
-				if err != nil {
-					return nil, fmt.Errorf("nic %d address %s: %v: %w", nic.Index, a, err, errdefs.ErrInvalidArgument)
-				}
-				nic.Addresses[j] = netip.PrefixFrom(moved, p.Bits()).String()
-				if first == nil {
-					first = rule
-				}
-				break
-			}
-		}
-		if first != nil {
-			if first.gateway != "" {
-				nic.Gateway = first.gateway
-			}
-			if len(first.dns) > 0 {
-				nic.DNS = slices.Clone(first.dns)
-			}
-		}
-	}
-	return out, nil
-}
-
-// moveAddr keeps the host part of addr (relative to from) and puts it in
-// to.
-func moveAddr(addr netip.Addr, from, to netip.Prefix) (netip.Addr, error) {
-	bits := addr.BitLen()
-	a := new(big.Int).SetBytes(addr.AsSlice())
-	host := new(big.Int).Sub(a, new(big.Int).SetBytes(from.Addr().AsSlice()))
-	room := new(big.Int).Lsh(big.NewInt(1), uint(bits-to.Bits()))
-	if host.Cmp(room) >= 0 {
-		return netip.Addr{}, fmt.Errorf("its host part does not fit in %s", to)
-	}
-	n := new(big.Int).Add(new(big.Int).SetBytes(to.Addr().AsSlice()), host)
-	b := n.FillBytes(make([]byte, bits/8))
-	out, _ := netip.AddrFromSlice(b)
-	return out, nil
-}
 
 // sameAddresses reports whether two NIC lists carry the same addresses.
 func sameAddresses(a, b []sdk.NIC) bool {

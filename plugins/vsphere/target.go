@@ -368,11 +368,11 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	} else if !errors.Is(err, errdefs.ErrNotFound) {
 		return nil, err
 	}
-	rules, err := compileNetwork(sdk.NetworkConfig{NetworkMap: req.NetworkMap})
+	rules, err := sdk.CompileNetwork(sdk.NetworkConfig{NetworkMap: req.NetworkMap})
 	if err != nil {
 		return nil, err
 	}
-	nics, err := rules.apply(req.VM.NICs)
+	nics, err := rules.Apply(req.VM.NICs)
 	if err != nil {
 		return nil, err
 	}
