@@ -175,23 +175,44 @@ func (r *directReader) Close() error {
 	return ferr
 }
 
-// streamWriter writes through the plugin's gRPC stream, one call per WriteAt.
-type streamWriter struct{ *diskHandle }
+// streamWriter writes through the plugin's gRPC stream. One Write stream
+// stays open across many WriteAt calls, which return once their chunks are
+// handed to the transport: the host never waits for a reply per write.
+// Sync and Close end the stream, which waits until the plugin applied every
+// chunk, before they ask the plugin to make the writes durable. A failed
+// stream fails every later call with the plugin's error.
+type streamWriter struct {
+	*diskHandle
+	mu     sync.Mutex
+	stream pb.Disks_WriteClient // nil between streams
+	end    context.CancelFunc
+	sent   int64 // bytes of the open stream
+	err    error // the first failure, returned from then on
+}
 
 var _ DiskWriter = (*streamWriter)(nil)
 
 func (w *streamWriter) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("write at negative offset %d: %w", off, errdefs.ErrInvalidArgument)
+	if off < 0 || off+int64(len(p)) > w.size {
+		return 0, fmt.Errorf("write of %d bytes at %d outside a disk of %d bytes: %w", len(p), off, w.size, errdefs.ErrInvalidArgument)
 	}
-	ctx, cancel := context.WithCancel(w.ctx)
-	defer cancel()
-	stream, err := w.rpc.Write(ctx)
-	if err != nil {
-		return 0, w.c.err(err)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return 0, w.err
 	}
-	if err := stream.Send(&pb.WriteMessage{Msg: &pb.WriteMessage_Handle{Handle: w.handle}}); err != nil {
-		return 0, w.c.err(closeSendErr(stream, err))
+	if w.stream == nil {
+		ctx, cancel := context.WithCancel(w.ctx)
+		stream, err := w.rpc.Write(ctx)
+		if err != nil {
+			cancel()
+			w.err = w.c.err(err)
+			return 0, w.err
+		}
+		w.stream, w.end, w.sent = stream, cancel, 0
+		if err := stream.Send(&pb.WriteMessage{Msg: &pb.WriteMessage_Handle{Handle: w.handle}}); err != nil {
+			return 0, w.failLocked(err)
+		}
 	}
 	for pos := 0; pos < len(p); {
 		n := min(len(p)-pos, defaultChunkBytes)
@@ -203,22 +224,65 @@ func (w *streamWriter) WriteAt(p []byte, off int64) (int, error) {
 			c.Data = data
 			c.Crc32C = crc32.Checksum(data, castagnoli)
 		}
-		if err := stream.Send(&pb.WriteMessage{Msg: &pb.WriteMessage_Chunk{Chunk: c}}); err != nil {
-			return 0, w.c.err(closeSendErr(stream, err))
+		// Send encodes the message before it returns: p may be reused.
+		if err := w.stream.Send(&pb.WriteMessage{Msg: &pb.WriteMessage_Chunk{Chunk: c}}); err != nil {
+			return 0, w.failLocked(err)
 		}
 		pos += n
 	}
-	resp, err := stream.CloseAndRecv()
-	if err != nil {
-		return 0, w.c.err(err)
-	}
-	if resp.GetBytesWritten() != int64(len(p)) {
-		return int(resp.GetBytesWritten()), fmt.Errorf("write %s at %d: %d of %d bytes written: %w", w.c.opts.Name, off, resp.GetBytesWritten(), len(p), io.ErrShortWrite)
-	}
+	w.sent += int64(len(p))
 	return len(p), nil
 }
 
-func (w *streamWriter) Close() error { return w.closeRemote() }
+// failLocked ends a stream whose Send failed: the plugin's verdict comes
+// with its reply.
+func (w *streamWriter) failLocked(sendErr error) error {
+	if err := w.endLocked(); err != nil {
+		return err
+	}
+	w.err = w.c.err(sendErr)
+	return w.err
+}
+
+// endLocked ends the open stream, if any, once the plugin applied all of
+// it, and checks that it did.
+func (w *streamWriter) endLocked() error {
+	if w.err != nil || w.stream == nil {
+		return w.err
+	}
+	resp, err := w.stream.CloseAndRecv()
+	w.end()
+	w.stream = nil
+	switch {
+	case err != nil:
+		w.err = fmt.Errorf("write %s: %w", w.c.opts.Name, w.c.err(err))
+	case resp.GetBytesWritten() != w.sent:
+		w.err = fmt.Errorf("write %s: %d of %d bytes written: %w", w.c.opts.Name, resp.GetBytesWritten(), w.sent, io.ErrShortWrite)
+	}
+	return w.err
+}
+
+func (w *streamWriter) Sync() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.endLocked(); err != nil {
+		return err
+	}
+	if _, err := w.rpc.Sync(w.ctx, &pb.SyncDiskRequest{Handle: w.handle}); err != nil {
+		w.err = w.c.err(err)
+	}
+	return w.err
+}
+
+func (w *streamWriter) Close() error {
+	w.mu.Lock()
+	err := w.endLocked()
+	w.mu.Unlock()
+	if cerr := w.closeRemote(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 // directWriter writes the file the plugin named, in this process.
 type directWriter struct {
@@ -237,6 +301,15 @@ func (w *directWriter) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (w *directWriter) LocalPath() string { return w.f.Name() }
+
+// Sync makes this process's writes durable, then the plugin's writer.
+func (w *directWriter) Sync() error {
+	if err := w.f.Sync(); err != nil {
+		return fmt.Errorf("flush %s: %w", w.f.Name(), err)
+	}
+	_, err := w.rpc.Sync(w.ctx, &pb.SyncDiskRequest{Handle: w.handle})
+	return w.c.err(err)
+}
 
 // Close makes the writes durable before the plugin is told the disk is
 // closed.

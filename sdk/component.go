@@ -136,10 +136,16 @@ type DiskReader interface {
 }
 
 // DiskWriter writes a disk. WriteAt is safe for concurrent use on disjoint
-// ranges. Writes are durable only once Close returns nil.
+// ranges. A write that returned is durable once Sync or Close returns nil
+// after it; until then a crash may lose it (a writer may keep writes in
+// memory to apply them in batches).
 type DiskWriter interface {
 	io.WriterAt
 	Size() int64
+	// Sync makes every write that returned before the call durable. The
+	// data mover calls it before it records digests of what it wrote, so
+	// that ferry's metadata never describes writes a crash could lose.
+	Sync() error
 	Close() error
 }
 

@@ -59,8 +59,9 @@ type pathReader struct{ *memReader }
 func (p pathReader) LocalPath() string { return p.path }
 
 type memWriter struct {
-	mu   sync.Mutex
-	data []byte
+	mu     sync.Mutex
+	data   []byte
+	synced []byte // data as of the last Sync
 }
 
 func (w *memWriter) WriteAt(p []byte, off int64) (int, error) {
@@ -73,6 +74,12 @@ func (w *memWriter) WriteAt(p []byte, off int64) (int, error) {
 }
 func (w *memWriter) Size() int64  { return int64(len(w.data)) }
 func (w *memWriter) Close() error { return nil }
+func (w *memWriter) Sync() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.synced = bytes.Clone(w.data)
+	return nil
+}
 
 // glueSource is a Source with a few deliberate behaviours.
 type glueSource struct {
@@ -359,6 +366,48 @@ func TestStreamLaneWritesExactly(t *testing.T) {
 	}
 	if _, err := w.WriteAt([]byte("x"), diskSize); err == nil {
 		t.Fatal("a write past the end on a closed disk succeeded")
+	}
+}
+
+// Writes on the stream lane do not wait for the plugin one by one; Sync
+// waits until the plugin applied every one of them and synced, and an
+// error of the plugin reaches the caller at the latest at Sync.
+func TestStreamLaneSyncCoversEveryWrite(t *testing.T) {
+	g, c := newGlue(t)
+	info, _ := c.Info(context.Background())
+	comp, _ := info.Component(sdk.KindTarget, "glue")
+	tgt, _, err := c.Target(context.Background(), "glue", comp.Schema, goodCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := tgt.OpenReplicaDisk(context.Background(), "r", 0, diskSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	want := diskData()
+	for off := int64(0); off < diskSize/2; off += 4096 {
+		if _, err := w.WriteAt(want[off:off+4096], off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(g.writer.synced[:diskSize/2], want[:diskSize/2]) {
+		t.Fatal("Sync returned before the plugin synced every write")
+	}
+	// The plugin refuses a write (its disk shrank under the handle).
+	g.writer.mu.Lock()
+	g.writer.data = g.writer.data[:diskSize/2]
+	g.writer.mu.Unlock()
+	w.WriteAt([]byte("beyond"), diskSize-16)
+	err = w.Sync()
+	if err == nil || !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "past the end") {
+		t.Fatalf("Sync after a refused write = %v", err)
+	}
+	if _, err := w.WriteAt(want[:4096], 0); err == nil {
+		t.Fatal("a write after a failed one succeeded")
 	}
 }
 

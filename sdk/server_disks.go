@@ -211,6 +211,17 @@ func writeChunk(w io.WriterAt, c *pb.Chunk) (int64, error) {
 	return done, nil
 }
 
+func (ds *diskService) Sync(ctx context.Context, req *pb.SyncDiskRequest) (*pb.Empty, error) {
+	d, err := ds.s.disk(req.GetHandle())
+	if err != nil {
+		return nil, err
+	}
+	if d.w == nil {
+		return nil, fmt.Errorf("disk handle %q is open for reading: %w", req.GetHandle(), errdefs.ErrInvalidArgument)
+	}
+	return &pb.Empty{}, d.w.Sync()
+}
+
 func (ds *diskService) Close(ctx context.Context, req *pb.CloseDiskRequest) (*pb.Empty, error) {
 	ds.s.mu.Lock()
 	d := ds.s.disks[req.GetHandle()]

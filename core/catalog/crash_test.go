@@ -238,8 +238,11 @@ func verifyCrashRecords(t *testing.T, c *Catalog, reported int) int {
 	if len(replicas) != n || len(points) != n {
 		t.Fatalf("a transaction was cut: %d sessions, %d replicas, %d restore points", n, len(replicas), len(points))
 	}
-	// The writer may have committed one more record than it reported.
-	if n != reported+1 && n != reported+2 {
+	// Every reported record is there. The writer may have committed more
+	// than the test read of its reports before the kill (its reports wait
+	// in a pipe; on a busy machine several of them), so there is no upper
+	// bound: what matters is that each record present is whole.
+	if n < reported+1 {
 		t.Fatalf("%d records after the writer reported record %d", n, reported)
 	}
 	for i := range n {

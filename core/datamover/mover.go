@@ -92,6 +92,10 @@ type Request struct {
 	// are unknown (it was created empty in this run).
 	TargetZero bool
 	Sink       Sink
+	// Sync, when set, makes what the sink wrote so far durable. Move calls
+	// it before it stores the digests of a segment, so that stored digests
+	// never describe writes a crash of the target could lose.
+	Sync func(ctx context.Context) error
 	// Progress, when set, is called with the bytes of the disk handled so
 	// far, from any goroutine.
 	Progress func(done int64)
@@ -212,6 +216,11 @@ func (m *mover) segment(ctx context.Context, seg int, lo, hi int64, todo, read [
 	}
 	if m.req.Digests == nil || !known {
 		return known, nil
+	}
+	if m.req.Sync != nil {
+		if err := m.req.Sync(ctx); err != nil {
+			return false, fmt.Errorf("make the writes of segment %d durable: %w", seg, err)
+		}
 	}
 	if err := m.req.Digests.PutSegment(ctx, seg, next); err != nil {
 		return false, fmt.Errorf("digests of segment %d: %w", seg, err)

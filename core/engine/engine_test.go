@@ -405,3 +405,42 @@ func TestHooksFollowTheCommitOrder(t *testing.T) {
 		t.Fatalf("steps %q, want %q", got, want)
 	}
 }
+
+// crashingRepository crashes the target the first time digests of a
+// segment are stored: the moment between the data mover's writes and the
+// writer's Close.
+type crashingRepository struct {
+	sdk.Repository
+	tgt  *sdktest.MemTarget
+	once sync.Once
+}
+
+func (r *crashingRepository) Put(ctx context.Context, key string, data []byte, ifGeneration int64) (int64, error) {
+	if strings.Contains(key, "/seg/") {
+		r.once.Do(r.tgt.Crash)
+	}
+	return r.Repository.Put(ctx, key, data, ifGeneration)
+}
+
+// Digests are stored only for data the target holds durably: a target that
+// dies after the digests of a segment are stored must not leave digests of
+// writes it lost, or a later digest run would skip those blocks.
+func TestDigestsNeverOutliveLostWrites(t *testing.T) {
+	f := newFixture(t, "db-01")
+	f.write("db-01", 0, 30)
+	f.run()
+	f.write("db-01", 0, 5)
+	f.comps.repo = &crashingRepository{Repository: f.comps.repo, tgt: f.comps.tgt}
+	if s := f.run(); s.Result != catalog.ResultFailed || !strings.Contains(s.VMs[0].Error, "crash") {
+		t.Fatalf("a run whose target crashed: %s %+v", s.Result, s.VMs)
+	}
+	f.comps.repo = f.comps.repo.(*crashingRepository).Repository
+	f.comps.src.ResetChangeTracking("db-01", 0)
+	want := f.sourceImage("db-01")
+	s := f.run()
+	if got := modes(s); got != "digest,change-tracking" {
+		t.Fatalf("modes %s", got)
+	}
+	ps := f.points("db-01")
+	same(t, "newest point after a target crash", f.pointImage("db-01", ps[len(ps)-1].ID, 2), want)
+}

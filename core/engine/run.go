@@ -486,6 +486,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	req.Source = src
 	req.Digests = store
 	req.Sink = datamover.Throttle(recv, r.limiter)
+	req.Sync = func(context.Context) error { return w.Sync() }
 	var halfway sync.Once
 	req.Progress = func(done int64) {
 		if done*2 >= total {

@@ -373,6 +373,21 @@ func (sd *sharedDisk) saveUndo(writes []pendingWrite) error {
 	return nil
 }
 
+// Sync applies the pending writes and fsyncs the working image: every
+// write before the call is durable once it returns nil.
+func (w *replicaWriter) Sync() error {
+	if w.closed.Load() {
+		return fmt.Errorf("sync replica %q disk %d: writer closed: %w", w.replica, w.sd.disk, errdefs.ErrFailedPrecondition)
+	}
+	if err := w.flush(); err != nil {
+		return fmt.Errorf("sync replica %q disk %d: %w", w.replica, w.sd.disk, err)
+	}
+	if err := w.sd.f.Sync(); err != nil {
+		return fmt.Errorf("sync replica %q disk %d: %w", w.replica, w.sd.disk, err)
+	}
+	return nil
+}
+
 // Close fsyncs the working image; the writes are durable once it returns
 // nil.
 func (w *replicaWriter) Close() error {

@@ -131,6 +131,18 @@ func (w *replicaWriter) WriteAt(p []byte, off int64) (int, error) {
 	return w.f.WriteAt(p, off)
 }
 
+// Sync makes the writes so far durable (the undo blocks they needed were
+// saved durably before each write).
+func (w *replicaWriter) Sync() error {
+	if w.closed.Load() {
+		return os.ErrClosed
+	}
+	if err := w.f.Sync(); err != nil {
+		return fmt.Errorf("flush %s: %w", w.path, err)
+	}
+	return nil
+}
+
 // Close makes the writes durable.
 func (w *replicaWriter) Close() error {
 	if w.closed.Swap(true) {

@@ -157,6 +157,14 @@ var brokenCases = []brokenCase{
 		fails:  []string{"CrashKeepsPoints"},
 		passes: []string{"ReplicaGet"},
 	},
+	{
+		name: "TargetSyncDoesNothing",
+		run: func(t *testing.T) {
+			RunTarget(t, targetFixture(true, func(m *MemTarget) sdk.Target { return &targetNoSync{m} }))
+		},
+		fails:  []string{"SyncedWritesSurviveCrash"},
+		passes: []string{"CrashKeepsPoints"},
+	},
 
 	// Sources.
 	{
@@ -439,6 +447,21 @@ func (m *targetWritesIntoPoint) OpenReplicaDisk(ctx context.Context, replica str
 		return nil, err
 	}
 	return &pointWriter{DiskWriter: w, m: m.MemTarget, replica: replica, disk: disk}, nil
+}
+
+// targetNoSync acknowledges Sync without making anything durable.
+type targetNoSync struct{ *MemTarget }
+
+type noSyncWriter struct{ sdk.DiskWriter }
+
+func (noSyncWriter) Sync() error { return nil }
+
+func (m *targetNoSync) OpenReplicaDisk(ctx context.Context, replica string, disk int, size int64) (sdk.DiskWriter, error) {
+	w, err := m.MemTarget.OpenReplicaDisk(ctx, replica, disk, size)
+	if err != nil {
+		return nil, err
+	}
+	return noSyncWriter{w}, nil
 }
 
 // targetBadDelete deletes a point together with the blocks the next point

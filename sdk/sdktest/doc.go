@@ -80,8 +80,9 @@
 // unclosed writer, with a crash when the fixture can crash the target,
 // never changes a restore point), FailoverUndo, FailoverNewest,
 // FailoverTwice (ErrFailedPrecondition), FailoverReIP and ApplyNetwork
-// (network map and re-IP rules), CommitFailover, CrashKeepsPoints, Cancel,
-// Stop.
+// (network map and re-IP rules), CommitFailover, CrashKeepsPoints,
+// SyncedWritesSurviveCrash (writes before Sync are in the working state,
+// after a crash when the fixture can crash), Cancel, Stop.
 //
 // RunRepository: RoundTrip, GetMissing, IfAbsent, GenerationGrows,
 // CASStale, CASMissing, CASRace (16 goroutines increment a counter with

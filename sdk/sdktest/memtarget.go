@@ -456,6 +456,35 @@ func (w *memWriter) WriteAt(p []byte, off int64) (int, error) {
 
 func (w *memWriter) Size() int64 { return w.size }
 
+// Sync applies the pending writes to the working state: from then on a
+// crash keeps them.
+func (w *memWriter) Sync() error {
+	w.target.mu.Lock()
+	defer w.target.mu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.lost:
+		return fmt.Errorf("sync replica disk: the writer was lost in a crash: %w", errdefs.ErrPluginExited)
+	case w.closed:
+		return fmt.Errorf("sync replica disk: the writer is closed: %w", errdefs.ErrFailedPrecondition)
+	case w.replica.deleted:
+		return fmt.Errorf("sync replica disk: replica %q: %w", w.replica.info.Name, errdefs.ErrNotFound)
+	}
+	w.apply()
+	return nil
+}
+
+// apply writes the pending writes to the working state; target.mu and mu
+// are held.
+func (w *memWriter) apply() {
+	d := w.replica.disks[w.disk]
+	for _, s := range w.pending {
+		d.writeAt(s.data, s.off)
+	}
+	w.pending = nil
+}
+
 // Close applies the pending writes to the working state. Closing twice is
 // harmless.
 func (w *memWriter) Close() error {
@@ -472,11 +501,7 @@ func (w *memWriter) Close() error {
 		return fmt.Errorf("close replica disk: replica %q: %w", w.replica.info.Name, errdefs.ErrNotFound)
 	}
 	w.closed = true
-	d := w.replica.disks[w.disk]
-	for _, s := range w.pending {
-		d.writeAt(s.data, s.off)
-	}
-	w.pending = nil
+	w.apply()
 	delete(w.replica.writers, w)
 	return nil
 }

@@ -95,6 +95,7 @@ func RunTarget(t *testing.T, fx TargetFixture) {
 		{"ApplyNetwork", (*targetCheck).applyNetwork},
 		{"CommitFailover", (*targetCheck).commitFailover},
 		{"CrashKeepsPoints", (*targetCheck).crash},
+		{"SyncedWritesSurviveCrash", (*targetCheck).syncedWrites},
 		{"Cancel", (*targetCheck).cancel},
 		{"Stop", func(c *targetCheck, t *testing.T) { checkStop(t, c.tgt, c.deadline) }},
 	}
@@ -980,6 +981,60 @@ func (c *targetCheck) crash(t *testing.T) {
 	}
 	c.point(t, m, nil)
 	c.verify(t, m, "replicating after a crash")
+}
+
+// syncedWrites checks that Sync makes the writes before it durable: after
+// a crash (or, without one, on a writer left open) the working state holds
+// them, on a replica with and without restore points.
+func (c *targetCheck) syncedWrites(t *testing.T) {
+	m := c.newReplica(t, "synced")
+	for round, withPoint := range []bool{false, true} {
+		if withPoint {
+			c.fill(t, m)
+			c.point(t, m, nil)
+		}
+		w, err := c.tgt.OpenReplicaDisk(c.ctx, m.id, 0, 0)
+		if err != nil {
+			t.Fatalf("round %d: OpenReplicaDisk: %v", round, err)
+		}
+		size := int64(len(m.disks[0]))
+		var spans []span
+		for range 8 {
+			spans = append(spans, randomSpan(c.rng, size, 64<<10))
+		}
+		for _, s := range spans {
+			if _, err := w.WriteAt(s.data, s.off); err != nil {
+				t.Fatalf("round %d: WriteAt: %v", round, err)
+			}
+		}
+		if err := w.Sync(); err != nil {
+			t.Fatalf("round %d: Sync: %v", round, err)
+		}
+		apply(m.disks[0], spans)
+		if c.fx.Crash != nil {
+			c.fx.Crash(t)
+			c.tgt = c.fx.New(t)
+			w = nil
+		} // else the writer stays open while the working state is read
+		r, err := c.tgt.OpenRestorePointDisk(c.ctx, m.id, "", 0)
+		if err != nil {
+			t.Fatalf("round %d: OpenRestorePointDisk(point \"\"): %v", round, err)
+		}
+		got, err := readAll(r, r.Size())
+		closeDisk(t, r, "working state disk")
+		if err != nil {
+			t.Fatalf("round %d: read the working state: %v", round, err)
+		}
+		if msg := diffBytes(got, m.disks[0], 0); msg != "" {
+			t.Fatalf("round %d (restore point: %v, crash: %v): the working state lacks writes made before Sync: %s", round, withPoint, c.fx.Crash != nil, msg)
+		}
+		if w != nil {
+			if err := w.Close(); err != nil {
+				t.Fatalf("round %d: Close: %v", round, err)
+			}
+		}
+	}
+	c.verify(t, m, "after synced writes")
 }
 
 func (c *targetCheck) cancel(t *testing.T) {

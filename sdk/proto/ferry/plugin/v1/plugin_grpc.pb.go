@@ -261,6 +261,7 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 const (
 	Disks_Read_FullMethodName  = "/ferry.plugin.v1.Disks/Read"
 	Disks_Write_FullMethodName = "/ferry.plugin.v1.Disks/Write"
+	Disks_Sync_FullMethodName  = "/ferry.plugin.v1.Disks/Sync"
 	Disks_Close_FullMethodName = "/ferry.plugin.v1.Disks/Close"
 )
 
@@ -270,8 +271,13 @@ const (
 type DisksClient interface {
 	Read(ctx context.Context, in *ReadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Chunk], error)
 	// Write takes the handle first, then chunks; each chunk's checksum is
-	// verified before it is written.
+	// verified before it is written. One stream may carry any number of
+	// chunks: the host keeps a stream open across many writes and ends it
+	// before Sync and Close.
 	Write(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteMessage, WriteResponse], error)
+	// Sync makes every chunk of the writable disk's ended Write streams
+	// durable: a crash of the plugin after it returns keeps them.
+	Sync(ctx context.Context, in *SyncDiskRequest, opts ...grpc.CallOption) (*Empty, error)
 	// Close flushes a writable disk durably, or ends a read, and reports any
 	// error found on the way (for example a disk that changed under a
 	// snapshot).
@@ -318,6 +324,16 @@ func (c *disksClient) Write(ctx context.Context, opts ...grpc.CallOption) (grpc.
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Disks_WriteClient = grpc.ClientStreamingClient[WriteMessage, WriteResponse]
 
+func (c *disksClient) Sync(ctx context.Context, in *SyncDiskRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Disks_Sync_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *disksClient) Close(ctx context.Context, in *CloseDiskRequest, opts ...grpc.CallOption) (*Empty, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Empty)
@@ -334,8 +350,13 @@ func (c *disksClient) Close(ctx context.Context, in *CloseDiskRequest, opts ...g
 type DisksServer interface {
 	Read(*ReadRequest, grpc.ServerStreamingServer[Chunk]) error
 	// Write takes the handle first, then chunks; each chunk's checksum is
-	// verified before it is written.
+	// verified before it is written. One stream may carry any number of
+	// chunks: the host keeps a stream open across many writes and ends it
+	// before Sync and Close.
 	Write(grpc.ClientStreamingServer[WriteMessage, WriteResponse]) error
+	// Sync makes every chunk of the writable disk's ended Write streams
+	// durable: a crash of the plugin after it returns keeps them.
+	Sync(context.Context, *SyncDiskRequest) (*Empty, error)
 	// Close flushes a writable disk durably, or ends a read, and reports any
 	// error found on the way (for example a disk that changed under a
 	// snapshot).
@@ -355,6 +376,9 @@ func (UnimplementedDisksServer) Read(*ReadRequest, grpc.ServerStreamingServer[Ch
 }
 func (UnimplementedDisksServer) Write(grpc.ClientStreamingServer[WriteMessage, WriteResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method Write not implemented")
+}
+func (UnimplementedDisksServer) Sync(context.Context, *SyncDiskRequest) (*Empty, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Sync not implemented")
 }
 func (UnimplementedDisksServer) Close(context.Context, *CloseDiskRequest) (*Empty, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Close not implemented")
@@ -398,6 +422,24 @@ func _Disks_Write_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Disks_WriteServer = grpc.ClientStreamingServer[WriteMessage, WriteResponse]
 
+func _Disks_Sync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SyncDiskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DisksServer).Sync(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Disks_Sync_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DisksServer).Sync(ctx, req.(*SyncDiskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Disks_Close_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CloseDiskRequest)
 	if err := dec(in); err != nil {
@@ -423,6 +465,10 @@ var Disks_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "ferry.plugin.v1.Disks",
 	HandlerType: (*DisksServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Sync",
+			Handler:    _Disks_Sync_Handler,
+		},
 		{
 			MethodName: "Close",
 			Handler:    _Disks_Close_Handler,
