@@ -52,22 +52,28 @@ type memDigests struct {
 	segs map[int][]Digest
 }
 
-func (m *memDigests) Segment(ctx context.Context, i int) ([]Digest, error) {
+func (m *memDigests) TakeSegments(ctx context.Context, segs []int) ([][]Digest, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if s, ok := m.segs[i]; ok {
-		return append([]Digest(nil), s...), nil
+	out := make([][]Digest, len(segs))
+	for k, i := range segs {
+		if s, ok := m.segs[i]; ok {
+			out[k] = append([]Digest(nil), s...)
+			delete(m.segs, i)
+		}
 	}
-	return nil, nil
+	return out, nil
 }
 
-func (m *memDigests) PutSegment(ctx context.Context, i int, d []Digest) error {
+func (m *memDigests) PutSegments(ctx context.Context, ds map[int][]Digest) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.segs == nil {
 		m.segs = map[int][]Digest{}
 	}
-	m.segs[i] = append([]Digest(nil), d...)
+	for i, d := range ds {
+		m.segs[i] = append([]Digest(nil), d...)
+	}
 	return nil
 }
 
@@ -369,5 +375,49 @@ func TestParseCodec(t *testing.T) {
 		if (err != nil) != tt.err || got != tt.want {
 			t.Errorf("ParseCodec(%q, %d) = %v, %v", tt.name, tt.link, got, err)
 		}
+	}
+}
+
+// eventDigests records the order of digest and sync calls.
+type eventDigests struct {
+	memDigests
+	events []string
+}
+
+func (e *eventDigests) TakeSegments(ctx context.Context, segs []int) ([][]Digest, error) {
+	e.events = append(e.events, fmt.Sprintf("take %v", segs))
+	return e.memDigests.TakeSegments(ctx, segs)
+}
+
+func (e *eventDigests) PutSegments(ctx context.Context, ds map[int][]Digest) error {
+	e.events = append(e.events, fmt.Sprintf("put %d", len(ds)))
+	return e.memDigests.PutSegments(ctx, ds)
+}
+
+// Segments are taken and put in groups of GroupSegments, and the writes of
+// a group are made durable before its digests are put.
+func TestDigestsArePutInGroupsAfterSync(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 4))
+	const segBlocks, size = 16, 20 * 16 * 4096 // 20 segments of 64 KiB
+	src := &memDisk{data: diskLike(r, size)}
+	dst := &memDisk{data: make([]byte, size)}
+	store := &eventDigests{}
+	sync := func(context.Context) error { store.events = append(store.events, "sync"); return nil }
+	move(t, Request{Source: src, Size: size, Digests: store, TargetZero: true, Sink: NewReceiver(dst, size), Sync: sync}, Options{SegmentBlocks: segBlocks})
+	equalDisks(t, dst.data, src.data)
+	want := []string{"take [0 1 2 3 4 5 6 7]", "sync", "put 8", "take [8 9 10 11 12 13 14 15]", "sync", "put 8", "take [16 17 18 19]", "sync", "put 4"}
+	if fmt.Sprint(store.events) != fmt.Sprint(want) {
+		t.Fatalf("events %q, want %q", store.events, want)
+	}
+	// Change tracking naming two segments takes and puts only those.
+	store.events = nil
+	changed := scatter(r, src.data[3*16*4096:4*16*4096], 20)
+	for i := range changed {
+		changed[i].Offset += 3 * 16 * 4096
+	}
+	move(t, Request{Source: src, Size: size, Changed: changed, Digests: store, Sink: NewReceiver(dst, size), Sync: sync}, Options{SegmentBlocks: segBlocks})
+	equalDisks(t, dst.data, src.data)
+	if got := fmt.Sprint(store.events); got != "[take [3] sync put 1]" {
+		t.Fatalf("events %s", got)
 	}
 }

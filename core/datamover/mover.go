@@ -12,6 +12,14 @@ import (
 	"github.com/ferry-dr/ferry/sdk"
 )
 
+// Small reads: how many are in flight at once, and how large one is at
+// most. Cold random reads take a fraction of a millisecond each, so a deep
+// queue is what makes scattered changes fast.
+const (
+	SmallWorkers = 16
+	SmallRead    = 256 << 10
+)
+
 // Defaults of Options.
 const (
 	DefaultBlockSize = 4 << 10
@@ -22,10 +30,14 @@ const (
 
 // Options tune the data path of one disk.
 type Options struct {
-	BlockSize int   // comparison granularity, a power of two; DefaultBlockSize when 0
-	ReadSize  int   // largest single read; DefaultReadSize when 0
-	Workers   int   // blocks read, digested and framed in parallel; 2 when 0
-	Codec     Codec // payload compression
+	BlockSize int // comparison granularity, a power of two; DefaultBlockSize when 0
+	ReadSize  int // largest single read; DefaultReadSize when 0
+	// Workers is how many large reads (over SmallRead bytes) are read,
+	// digested and framed in parallel; 2 when 0. Small reads, the
+	// scattered extents change tracking names, are latency-bound: up to
+	// SmallWorkers of them are in flight at once.
+	Workers int
+	Codec   Codec // payload compression
 	// SegmentBlocks is how many blocks share one DigestStore segment;
 	// DefaultSegmentBlocks when 0. Stored digests only fit the same value.
 	SegmentBlocks int
@@ -56,16 +68,30 @@ func (o *Options) fill() error {
 
 // DigestStore keeps the digests of the blocks a replica disk holds, one
 // segment of Options.SegmentBlocks blocks at a time (the last may be
-// shorter).
+// shorter). The data mover works on a few segments at a time: it takes
+// their digests, writes their blocks, makes the writes durable and puts
+// the new digests, so that the store never describes more than the
+// replica holds.
 type DigestStore interface {
-	// Segment returns the digests of segment i, or nil when they are not
-	// known. Fewer digests than the segment has blocks means the disk grew
-	// since they were stored: the replica reads as zeros past them.
-	Segment(ctx context.Context, i int) ([]Digest, error)
-	// PutSegment records the digests of segment i after its blocks reached
-	// the sink. The slice is not used after the call returns.
-	PutSegment(ctx context.Context, i int, digests []Digest) error
+	// TakeSegments returns the digests of the segments, in their order, a
+	// nil entry where they are not known, and forgets them until they are
+	// put again: their blocks are about to be written. Fewer digests than
+	// a segment has blocks means the disk grew since they were stored: the
+	// replica reads as zeros past them.
+	TakeSegments(ctx context.Context, segs []int) ([][]Digest, error)
+	// PutSegments records the new digests of segments whose blocks are
+	// durable on the replica. The slices are not used after the call.
+	PutSegments(ctx context.Context, digests map[int][]Digest) error
 }
+
+// A group is the segments whose digests are taken and put together: at
+// most GroupSegments of them, with at most GroupBytes of disk to handle
+// (unless one segment alone has more). A run killed half-way leaves at most
+// one group's segments unknown, to be recomputed from the replica.
+const (
+	GroupSegments = 8
+	GroupBytes    = 1 << 30
+)
 
 // Sink takes frames to the target data mover. Send may be called from
 // several goroutines at once and must be done with frame when it returns.
@@ -141,23 +167,102 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 		readable = normalize(req.Allocated, bs, req.Size)
 	}
 	m := &mover{req: req, opts: opts, bs: bs, zeroDigest: digestOf(make([]byte, bs))}
+	m.initBuffers()
 	segBytes := bs * int64(opts.SegmentBlocks)
 	var stats Stats
+	var group []segmentWork
+	var groupBytes int64
+	flush := func() error {
+		if len(group) == 0 {
+			return nil
+		}
+		complete, err := m.group(ctx, group)
+		if !complete {
+			stats.Incomplete = true
+		}
+		group, groupBytes = group[:0], 0
+		return err
+	}
 	for seg, lo := 0, int64(0); lo < req.Size; seg, lo = seg+1, lo+segBytes {
 		hi := min(lo+segBytes, req.Size)
 		todo := clip(consider, lo, hi)
 		if len(todo) == 0 {
 			continue
 		}
-		complete, err := m.segment(ctx, seg, lo, hi, todo, intersect(todo, readable))
-		if err != nil {
-			return m.stats(stats), err
+		n := spanBytes(todo)
+		if len(group) > 0 && (len(group) >= GroupSegments || groupBytes+n > GroupBytes) {
+			if err := flush(); err != nil {
+				return m.stats(stats), err
+			}
 		}
-		if !complete {
-			stats.Incomplete = true
-		}
+		group = append(group, segmentWork{seg: seg, lo: lo, hi: hi, todo: todo, read: intersect(todo, readable)})
+		groupBytes += n
+	}
+	if err := flush(); err != nil {
+		return m.stats(stats), err
 	}
 	return m.stats(stats), nil
+}
+
+// segmentWork is what to do in one segment ([lo, hi)): the blocks of todo,
+// reading those in read and taking the rest as zeros.
+type segmentWork struct {
+	seg        int
+	lo, hi     int64
+	todo, read []span
+}
+
+func spanBytes(spans []span) int64 {
+	var n int64
+	for _, s := range spans {
+		n += s.end - s.start
+	}
+	return n
+}
+
+// group moves the blocks of a group of segments and stores their new
+// digests: taken together, written, made durable, put together. It reports
+// whether every segment's digests were known and stored.
+func (m *mover) group(ctx context.Context, g []segmentWork) (bool, error) {
+	prevs := make([][]Digest, len(g))
+	if m.req.Digests != nil {
+		ids := make([]int, len(g))
+		for k, w := range g {
+			ids[k] = w.seg
+		}
+		var err error
+		if prevs, err = m.req.Digests.TakeSegments(ctx, ids); err != nil {
+			return false, fmt.Errorf("digests of segments %d-%d: %w", ids[0], ids[len(ids)-1], err)
+		}
+		if len(prevs) != len(g) {
+			return false, fmt.Errorf("digests of segments %d-%d: %d answers for %d segments", ids[0], ids[len(ids)-1], len(prevs), len(g))
+		}
+	}
+	complete := true
+	next := map[int][]Digest{}
+	for k, w := range g {
+		d, known, err := m.segment(ctx, w, prevs[k])
+		if err != nil {
+			return false, err
+		}
+		if known {
+			next[w.seg] = d
+		} else {
+			complete = false
+		}
+	}
+	if m.req.Digests == nil || len(next) == 0 {
+		return complete, nil
+	}
+	if m.req.Sync != nil {
+		if err := m.req.Sync(ctx); err != nil {
+			return false, fmt.Errorf("make the writes of segments %d-%d durable: %w", g[0].seg, g[len(g)-1].seg, err)
+		}
+	}
+	if err := m.req.Digests.PutSegments(ctx, next); err != nil {
+		return false, fmt.Errorf("digests of segments %d-%d: %w", g[0].seg, g[len(g)-1].seg, err)
+	}
+	return complete, nil
 }
 
 type mover struct {
@@ -166,6 +271,26 @@ type mover struct {
 	bs         int64
 	zeroDigest Digest
 	c          counters
+	// large holds the Workers buffer pairs of large reads; a worker
+	// borrows one for each large chunk. Small chunks use the worker's
+	// own small pair. Both live as long as the Move, so memory stays at
+	// Workers*ReadSize + SmallWorkers*SmallRead (twice: data and frames).
+	large chan *bufPair
+	small chan *bufPair
+}
+
+// bufPair is a read buffer and the frame buffer of what was read into it.
+type bufPair struct{ data, frame []byte }
+
+func (m *mover) initBuffers() {
+	m.large = make(chan *bufPair, m.opts.Workers)
+	for range m.opts.Workers {
+		m.large <- &bufPair{}
+	}
+	m.small = make(chan *bufPair, SmallWorkers)
+	for range SmallWorkers {
+		m.small <- &bufPair{}
+	}
 }
 
 func (m *mover) stats(s Stats) Stats {
@@ -177,55 +302,38 @@ func (m *mover) stats(s Stats) Stats {
 	return s
 }
 
-// segment moves the blocks of todo within segment seg ([lo, hi)), reading
-// those in read and taking the rest as zeros. It reports whether the
-// segment's digests are complete and were stored.
-func (m *mover) segment(ctx context.Context, seg int, lo, hi int64, todo, read []span) (bool, error) {
+// segment moves the blocks of one segment whose replica digests are prev
+// (nil: unknown). It returns the segment's new digests and whether they
+// are known.
+func (m *mover) segment(ctx context.Context, w segmentWork, prev []Digest) ([]Digest, bool, error) {
+	lo, hi := w.lo, w.hi
 	n := int((hi - lo + m.bs - 1) / m.bs)
-	var prev []Digest
-	if m.req.Digests != nil {
-		var err error
-		if prev, err = m.req.Digests.Segment(ctx, seg); err != nil {
-			return false, fmt.Errorf("digests of segment %d: %w", seg, err)
-		}
-		if len(prev) > n {
-			return false, fmt.Errorf("digests of segment %d: %d blocks, want %d (disks never shrink)", seg, len(prev), n)
-		}
-		if prev != nil && len(prev) < n {
-			// The disk grew since: the grown replica reads as zeros there.
-			for i := len(prev); i < n; i++ {
-				prev = append(prev, m.zeroDigestAt(lo+int64(i)*m.bs, hi))
-			}
+	if len(prev) > n {
+		return nil, false, fmt.Errorf("digests of segment %d: %d blocks, want %d (disks never shrink)", w.seg, len(prev), n)
+	}
+	if prev != nil && len(prev) < n {
+		// The disk grew since: the grown replica reads as zeros there.
+		for i := len(prev); i < n; i++ {
+			prev = append(prev, m.zeroDigestAt(lo+int64(i)*m.bs, hi))
 		}
 	}
-	whole := len(todo) == 1 && todo[0] == span{lo, hi}
+	whole := len(w.todo) == 1 && w.todo[0] == span{lo, hi}
 	next := make([]Digest, n)
 	copy(next, prev)
 	known := prev != nil || whole
 
 	cmp := &segmentState{lo: lo, prev: prev, next: next}
 	// Zero parts need no reading: frame them right here.
-	for _, z := range subtract(todo, read) {
+	for _, z := range subtract(w.todo, w.read) {
 		if err := m.zeros(ctx, cmp, z); err != nil {
-			return false, err
+			return nil, false, err
 		}
 		m.handled(z.end - z.start)
 	}
-	if err := m.readAll(ctx, cmp, read); err != nil {
-		return false, err
+	if err := m.readAll(ctx, cmp, w.read); err != nil {
+		return nil, false, err
 	}
-	if m.req.Digests == nil || !known {
-		return known, nil
-	}
-	if m.req.Sync != nil {
-		if err := m.req.Sync(ctx); err != nil {
-			return false, fmt.Errorf("make the writes of segment %d durable: %w", seg, err)
-		}
-	}
-	if err := m.req.Digests.PutSegment(ctx, seg, next); err != nil {
-		return false, fmt.Errorf("digests of segment %d: %w", seg, err)
-	}
-	return true, nil
+	return next, known, nil
 }
 
 // segmentState is one segment's digests, before and after.
@@ -301,8 +409,8 @@ func (m *mover) zeroDigestAt(off, end int64) Digest {
 	return digestOf(make([]byte, end-off))
 }
 
-// readAll reads the spans in chunks of at most ReadSize with Workers
-// goroutines.
+// readAll reads the spans in chunks of at most ReadSize: small chunks up
+// to SmallWorkers at once, large ones up to Workers at once.
 func (m *mover) readAll(ctx context.Context, s *segmentState, spans []span) error {
 	chunks := make(chan span)
 	ctx, cancel := context.WithCancel(ctx)
@@ -313,20 +421,30 @@ func (m *mover) readAll(ctx context.Context, s *segmentState, spans []span) erro
 	fail := func(err error) {
 		once.Do(func() { firstErr = err; cancel() })
 	}
-	for w := 0; w < m.opts.Workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, m.opts.ReadSize)
-			var frameBuf []byte
+	for range SmallWorkers + m.opts.Workers {
+		wg.Go(func() {
 			for c := range chunks {
+				pool := m.small
+				if c.end-c.start > SmallRead {
+					pool = m.large
+				}
+				var bp *bufPair
+				select {
+				case bp = <-pool:
+				case <-ctx.Done():
+					continue
+				}
+				if n := int(c.end - c.start); cap(bp.data) < n {
+					bp.data = make([]byte, n, max(n, min(SmallRead, m.opts.ReadSize)))
+				}
 				var err error
-				frameBuf, err = m.chunk(ctx, s, c, buf, frameBuf)
+				bp.frame, err = m.chunk(ctx, s, c, bp.data, bp.frame)
+				pool <- bp
 				if err != nil {
 					fail(err)
 				}
 			}
-		}()
+		})
 	}
 	rs := int64(m.opts.ReadSize)
 feed:
@@ -366,7 +484,7 @@ func (m *mover) chunk(ctx context.Context, s *segmentState, c span, buf, frameBu
 	if err := ctx.Err(); err != nil {
 		return frameBuf, err
 	}
-	data := buf[:c.end-c.start]
+	data := buf[:c.end-c.start] // buf holds at least that much
 	n, err := m.req.Source.ReadAt(data, c.start)
 	m.c.read.Add(int64(n))
 	defer m.handled(int64(len(data)))

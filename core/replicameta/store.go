@@ -155,42 +155,72 @@ func (s *Store) commit(ctx context.Context) error {
 	return nil
 }
 
-// Segment returns the digests of segment i: stored ones, zeros on a fresh
-// replica, or digests recomputed from the replica. The segment is taken out
-// of the manifest before it is returned, because the caller is about to
-// write its blocks.
+// Segment is TakeSegments of one segment.
 func (s *Store) Segment(ctx context.Context, i int) ([]datamover.Digest, error) {
+	ds, err := s.TakeSegments(ctx, []int{i})
+	if err != nil {
+		return nil, err
+	}
+	return ds[0], nil
+}
+
+// TakeSegments returns the digests of segments: stored ones, zeros on a
+// fresh replica, or digests recomputed from the replica. The segments are
+// taken out of the manifest, with one write of it, before they are
+// returned, because the caller is about to write their blocks.
+func (s *Store) TakeSegments(ctx context.Context, segs []int) ([][]datamover.Digest, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key, ok := s.manifest.Segments[i]
-	var digests []datamover.Digest
-	if ok {
-		d, err := s.load(ctx, key)
+	out := make([][]datamover.Digest, len(segs))
+	errs := make([]error, len(segs))
+	var wg sync.WaitGroup
+	for k, i := range segs {
+		if key, ok := s.manifest.Segments[i]; ok {
+			wg.Go(func() { out[k], errs[k] = s.load(ctx, key) })
+		}
+	}
+	wg.Wait()
+	taken := false
+	for k, i := range segs {
+		key, ok := s.manifest.Segments[i]
+		if !ok {
+			continue
+		}
 		var bad *corruptError
-		switch {
+		switch err := errs[k]; {
 		case errors.As(err, &bad):
 			// Damaged digests are unknown digests.
+			out[k] = nil
 		case err != nil:
 			return nil, err
 		default:
-			digests = d
 			s.stats.SegmentsLoaded++
 		}
 		delete(s.manifest.Segments, i)
-		if err := s.commit(ctx); err != nil {
-			return nil, err
-		}
 		// The object stays until the new one is named; sweep removes it
 		// after a crash.
 		s.replaced[i] = key
-		if digests != nil {
-			return digests, nil
+		taken = true
+	}
+	if taken {
+		if err := s.commit(ctx); err != nil {
+			return nil, err
 		}
 	}
 	if s.fresh || s.reread == nil {
-		return nil, nil
+		return out, nil
 	}
-	return s.recompute(ctx, i)
+	for k, i := range segs {
+		if out[k] != nil {
+			continue
+		}
+		d, err := s.recompute(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		out[k] = d
+	}
+	return out, nil
 }
 
 // corruptError is a segment object that does not decode.
@@ -219,18 +249,43 @@ func (s *Store) recompute(ctx context.Context, i int) ([]datamover.Digest, error
 	return d, nil
 }
 
-// PutSegment stores the new digests of segment i and names them in the
-// manifest.
+// PutSegment is PutSegments of one segment.
 func (s *Store) PutSegment(ctx context.Context, i int, digests []datamover.Digest) error {
-	key := fmt.Sprintf("%sseg/%d-%s", s.prefix, i, nonce())
-	if _, err := s.repo.Put(ctx, key, encodeSegment(digests), sdk.IfAbsent); err != nil {
-		return fmt.Errorf("write digests %s: %w", key, err)
+	return s.PutSegments(ctx, map[int][]datamover.Digest{i: digests})
+}
+
+// PutSegments stores the new digests of segments and names them all in
+// the manifest with one write of it.
+func (s *Store) PutSegments(ctx context.Context, digests map[int][]datamover.Digest) error {
+	keys := make(map[int]string, len(digests))
+	for i := range digests {
+		keys[i] = fmt.Sprintf("%sseg/%d-%s", s.prefix, i, nonce())
+	}
+	// The objects are written at once: each is made durable on its own.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for i, d := range digests {
+		wg.Go(func() {
+			if _, err := s.repo.Put(ctx, keys[i], encodeSegment(d), sdk.IfAbsent); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("write digests %s: %w", keys[i], err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err // the objects written are swept by the next run
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := []string{s.manifest.Segments[i], s.replaced[i]}
-	s.manifest.Segments[i] = key
-	delete(s.replaced, i)
+	var old []string
+	for i, key := range keys {
+		old = append(old, s.manifest.Segments[i], s.replaced[i])
+		s.manifest.Segments[i] = key
+		delete(s.replaced, i)
+	}
 	if err := s.commit(ctx); err != nil {
 		return err
 	}

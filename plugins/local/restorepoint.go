@@ -36,8 +36,11 @@ import (
 // the blocks P_(k-1) lacks into undo(P_(k-1)), journalled in replica.json
 // so that a kill half-way is finished by the next change.
 
-// undoBlockSize is the grain of copy-before-write.
-const undoBlockSize = 64 << 10
+// undoBlockSize is the grain of copy-before-write: the comparison block of
+// ferry's data mover, so that saving what a write overwrites costs about
+// what the write itself does (at 64 KiB, scattered 4-64 KiB changes made
+// the target read and save about three times what changed).
+const undoBlockSize = 4 << 10
 
 // replicaWriters is what the open disk writers of one replica share in
 // this process. The writers lock keeps other processes' writers and point
@@ -73,6 +76,13 @@ type sharedDisk struct {
 	// crash loses only what no caller was told is safe.
 	pending      []pendingWrite
 	pendingBytes int64
+	// A full batch is applied in the background while the next one fills
+	// (one at a time, in order): inflight is closed when it is done, and
+	// asyncErr, read only after that, is its failure. Every path that
+	// changes points or state flushes first, which waits for it.
+	inflight chan struct{}
+	asyncErr error
+	undoBuf  []byte // used by one batch at a time
 }
 
 type pendingWrite struct {
@@ -86,7 +96,10 @@ const (
 	maxPendingWrites = 1024
 	// undoBatchBlocks bounds the memory of one durable save of undo
 	// blocks (4 MiB).
-	undoBatchBlocks = 64
+	undoBatchBlocks = (4 << 20) / undoBlockSize
+	// undoReaders is how many reads of old blocks are in flight at once:
+	// they are scattered, and a cold random read waits on storage.
+	undoReaders = 16
 )
 
 // OpenReplicaDisk opens the working image of a disk for writing, growing
@@ -290,7 +303,7 @@ func (w *replicaWriter) WriteAt(p []byte, off int64) (int, error) {
 	sd.pending = append(sd.pending, pendingWrite{off: off, data: bytes.Clone(p)})
 	sd.pendingBytes += int64(len(p))
 	if sd.pendingBytes >= maxPendingBytes || len(sd.pending) >= maxPendingWrites {
-		if err := sd.flushLocked(w.t); err != nil {
+		if err := sd.handOffLocked(w.t); err != nil {
 			return 0, fmt.Errorf("write replica %q disk %d: %w", w.replica, sd.disk, err)
 		}
 	}
@@ -312,29 +325,68 @@ func (sd *sharedDisk) flush(t *Target) error {
 	return sd.flushLocked(t)
 }
 
-// flushLocked saves, in one durable step, every block the pending writes
-// overwrite that the newest point still needs, then applies the writes in
-// the order they came. The caller holds sd.mu and gate.
+// flushLocked waits for the batch applied in the background, then applies
+// the pending writes. The caller holds sd.mu and gate.
 func (sd *sharedDisk) flushLocked(t *Target) error {
-	if len(sd.pending) == 0 {
-		return nil
-	}
-	if err := sd.saveUndo(sd.pending); err != nil {
+	if err := sd.waitLocked(); err != nil {
 		return err
 	}
-	for _, pw := range sd.pending {
+	batch := sd.pending
+	sd.pending, sd.pendingBytes = nil, 0
+	return sd.apply(t, batch)
+}
+
+// waitLocked waits for the batch applied in the background, if any, and
+// returns the first failure of any. The caller holds sd.mu.
+func (sd *sharedDisk) waitLocked() error {
+	if sd.inflight != nil {
+		<-sd.inflight
+		sd.inflight = nil
+	}
+	return sd.asyncErr
+}
+
+// handOffLocked starts applying the pending writes in the background, once
+// the batch before them is done. The caller holds sd.mu and gate shared;
+// whoever takes gate exclusively flushes first, so the batch never straddles
+// a change of points.
+func (sd *sharedDisk) handOffLocked(t *Target) error {
+	if err := sd.waitLocked(); err != nil {
+		return err
+	}
+	batch := sd.pending
+	sd.pending, sd.pendingBytes = nil, 0
+	done := make(chan struct{})
+	sd.inflight = done
+	go func() {
+		defer close(done)
+		sd.asyncErr = sd.apply(t, batch)
+	}()
+	return nil
+}
+
+// apply saves, in one durable step, every block the writes overwrite that
+// the newest point still needs, then applies the writes in the order they
+// came. One batch is applied at a time.
+func (sd *sharedDisk) apply(t *Target, batch []pendingWrite) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := sd.saveUndo(batch); err != nil {
+		return err
+	}
+	for _, pw := range batch {
 		t.step("undo-saved")
 		if _, err := sd.f.WriteAt(pw.data, pw.off); err != nil {
 			return err
 		}
 	}
-	sd.pending, sd.pendingBytes = nil, 0
 	return nil
 }
 
 // saveUndo copies the blocks the writes overwrite that the newest point
-// has not saved yet into its undo store, durably. The caller holds sd.mu
-// and gate.
+// has not saved yet into its undo store, durably. One batch at a time
+// calls it, under gate.
 func (sd *sharedDisk) saveUndo(writes []pendingWrite) error {
 	if sd.undo == nil {
 		return nil
@@ -354,21 +406,68 @@ func (sd *sharedDisk) saveUndo(writes []pendingWrite) error {
 		return nil
 	}
 	slices.Sort(blocks)
-	buf := make([]byte, min(len(blocks), undoBatchBlocks)*undoBlockSize)
+	if len(sd.undoBuf) < min(len(blocks), undoBatchBlocks)*undoBlockSize {
+		sd.undoBuf = make([]byte, min(len(blocks), undoBatchBlocks)*undoBlockSize)
+	}
 	for len(blocks) > 0 {
 		batch := blocks[:min(len(blocks), undoBatchBlocks)]
-		for i, b := range batch {
-			chunk := buf[int64(i)*undoBlockSize : int64(i+1)*undoBlockSize]
-			n, err := sd.f.ReadAt(chunk, b*undoBlockSize)
-			if err != nil && !errors.Is(err, io.EOF) {
-				return fmt.Errorf("read working image: %w", err)
-			}
-			clear(chunk[n:])
+		buf := sd.undoBuf[:len(batch)*undoBlockSize]
+		if err := readBlockRuns(sd.f, batch, buf); err != nil {
+			return fmt.Errorf("read working image: %w", err)
 		}
-		if err := sd.undo.put(batch, buf[:int64(len(batch))*undoBlockSize]); err != nil {
+		if err := sd.undo.put(batch, buf); err != nil {
 			return err
 		}
 		blocks = blocks[len(batch):]
+	}
+	return nil
+}
+
+// readBlockRuns reads the sorted blocks of f into buf, back to back: each
+// run of consecutive blocks with one read, up to undoReaders reads at once.
+// What lies past the end of f reads as zeros.
+func readBlockRuns(f *os.File, blocks []int64, buf []byte) error {
+	type run struct{ i, n int } // blocks[i:i+n] are consecutive
+	var runs []run
+	for i := 0; i < len(blocks); {
+		j := i + 1
+		for j < len(blocks) && blocks[j] == blocks[j-1]+1 {
+			j++
+		}
+		runs = append(runs, run{i, j - i})
+		i = j
+	}
+	next := make(chan run)
+	errs := make(chan error, undoReaders)
+	var wg sync.WaitGroup
+	for range min(undoReaders, len(runs)) {
+		wg.Go(func() {
+			var first error
+			for r := range next {
+				if first != nil {
+					continue
+				}
+				p := buf[r.i*undoBlockSize : (r.i+r.n)*undoBlockSize]
+				n, err := f.ReadAt(p, blocks[r.i]*undoBlockSize)
+				if err != nil && !errors.Is(err, io.EOF) {
+					first = err
+					continue
+				}
+				clear(p[n:])
+			}
+			errs <- first
+		})
+	}
+	for _, r := range runs {
+		next <- r
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -593,7 +692,7 @@ func (t *Target) fold(ctx context.Context, dir string, p, prev *pointState, disk
 			todo = append(todo, b)
 		}
 	}
-	const batch = 16
+	const batch = undoBatchBlocks
 	buf := make([]byte, batch*undoBlockSize)
 	for len(todo) > 0 {
 		if err := ctx.Err(); err != nil {
