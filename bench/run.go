@@ -31,8 +31,10 @@ type Config struct {
 	Keep bool
 	// Bin is the folder holding ferry and ferry-plugin-local.
 	Bin string
-	// Warm keeps the page cache instead of dropping it before every timed
-	// run; a run that cannot drop it (not root) falls back to warm.
+	// Warm reads each tool's inputs and outputs into the page cache before
+	// its timed run, as DESIGN.md measured the peers; otherwise the cache
+	// is dropped before every timed run (cold), and a run that cannot drop
+	// it (not root) falls back to warm.
 	Warm bool
 	// Verify checks after each scenario that both replicas and the peer's
 	// copy hold exactly the source disk.
@@ -104,7 +106,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	switch {
 	case cfg.Warm:
-		b.rep.Cache, b.rep.CacheNote = "warm", "inputs and outputs read into the page cache before every timed run"
+		b.rep.Cache, b.rep.CacheNote = "warm", "inputs and outputs read into the page cache before every timed run (as DESIGN.md section 10 measured the peers; -cold drops it instead)"
 	default:
 		if err := dropPageCache(); err != nil {
 			b.rep.Cache, b.rep.CacheNote = "warm", fmt.Sprintf("could not drop the page cache (%v); inputs and outputs read into it before every timed run instead", err)

@@ -36,7 +36,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	keep := fs.Bool("keep", false, "keep the scratch folder")
 	bin := fs.String("bin", "", "the `folder` holding ferry and ferry-plugin-local (default: beside ferry-bench, else bin)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to `FILE`")
-	warm := fs.Bool("warm", false, "keep the page cache warm instead of dropping it before every timed run")
+	cold := fs.Bool("cold", false, "drop the page cache before every timed run (needs root) instead of reading each tool's files into it")
 	verify := fs.Bool("verify", true, "check that every replica and copy equals the source after each scenario")
 	perf := fs.String("perf", "", "record each ferry run with perf record -g into `DIR` (slows ferry)")
 	strict := fs.Bool("strict", false, "exit 1 when a goal fails")
@@ -81,7 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := bench.Run(ctx, bench.Config{
-		Size: n, Seed: *seed, Dir: *dir, Keep: *keep, Bin: absBin, Warm: *warm, Verify: *verify,
+		Size: n, Seed: *seed, Dir: *dir, Keep: *keep, Bin: absBin, Warm: !*cold, Verify: *verify,
 		Perf: *perf, Spawner: self, Command: "ferry-bench " + strings.Join(args, " "), Log: stderr,
 	})
 	if rep == nil {
