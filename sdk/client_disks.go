@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 	pb "github.com/ferry-dr/ferry/sdk/proto/ferry/plugin/v1"
@@ -287,8 +288,13 @@ func (w *streamWriter) Close() error {
 // directWriter writes the file the plugin named, in this process.
 type directWriter struct {
 	*diskHandle
-	f *os.File
+	f     *os.File
+	dirty atomic.Int64 // bytes written since writeback was last started
 }
+
+// writebackEvery is how many bytes a direct writer writes between two
+// starts of writeback.
+const writebackEvery = 32 << 20
 
 var _ DiskWriter = (*directWriter)(nil)
 var _ LocalPather = (*directWriter)(nil)
@@ -297,7 +303,12 @@ func (w *directWriter) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off+int64(len(p)) > w.size {
 		return 0, fmt.Errorf("write of %d bytes at %d outside a disk of %d bytes: %w", len(p), off, w.size, errdefs.ErrInvalidArgument)
 	}
-	return w.f.WriteAt(p, off)
+	n, err := w.f.WriteAt(p, off)
+	if w.dirty.Add(int64(n)) >= writebackEvery {
+		w.dirty.Store(0)
+		startWriteback(w.f)
+	}
+	return n, err
 }
 
 func (w *directWriter) LocalPath() string { return w.f.Name() }

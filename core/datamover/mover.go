@@ -172,16 +172,39 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 	var stats Stats
 	var group []segmentWork
 	var groupBytes int64
+	// A group's writes are made durable and its digests put while the
+	// next group is read: finishing waits on storage, reading need not.
+	// One group finishes at a time, in order.
+	var finishing chan error
+	wait := func() error {
+		if finishing == nil {
+			return nil
+		}
+		err := <-finishing
+		finishing = nil
+		return err
+	}
+	defer wait()
 	flush := func() error {
 		if len(group) == 0 {
 			return nil
 		}
-		complete, err := m.group(ctx, group)
+		next, complete, err := m.moveGroup(ctx, group)
 		if !complete {
 			stats.Incomplete = true
 		}
-		group, groupBytes = group[:0], 0
-		return err
+		first, last := group[0].seg, group[len(group)-1].seg
+		group, groupBytes = nil, 0
+		if werr := wait(); err == nil {
+			err = werr
+		}
+		if err != nil || len(next) == 0 {
+			return err
+		}
+		done := make(chan error, 1)
+		go func() { done <- m.finishGroup(ctx, first, last, next) }()
+		finishing = done
+		return nil
 	}
 	for seg, lo := 0, int64(0); lo < req.Size; seg, lo = seg+1, lo+segBytes {
 		hi := min(lo+segBytes, req.Size)
@@ -201,7 +224,7 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 	if err := flush(); err != nil {
 		return m.stats(stats), err
 	}
-	return m.stats(stats), nil
+	return m.stats(stats), wait()
 }
 
 // segmentWork is what to do in one segment ([lo, hi)): the blocks of todo,
@@ -220,10 +243,10 @@ func spanBytes(spans []span) int64 {
 	return n
 }
 
-// group moves the blocks of a group of segments and stores their new
-// digests: taken together, written, made durable, put together. It reports
-// whether every segment's digests were known and stored.
-func (m *mover) group(ctx context.Context, g []segmentWork) (bool, error) {
+// moveGroup takes the digests of a group of segments and moves their
+// blocks. It returns the new digests of the segments whose digests are
+// known, and whether all are.
+func (m *mover) moveGroup(ctx context.Context, g []segmentWork) (map[int][]Digest, bool, error) {
 	prevs := make([][]Digest, len(g))
 	if m.req.Digests != nil {
 		ids := make([]int, len(g))
@@ -232,10 +255,10 @@ func (m *mover) group(ctx context.Context, g []segmentWork) (bool, error) {
 		}
 		var err error
 		if prevs, err = m.req.Digests.TakeSegments(ctx, ids); err != nil {
-			return false, fmt.Errorf("digests of segments %d-%d: %w", ids[0], ids[len(ids)-1], err)
+			return nil, false, fmt.Errorf("digests of segments %d-%d: %w", ids[0], ids[len(ids)-1], err)
 		}
 		if len(prevs) != len(g) {
-			return false, fmt.Errorf("digests of segments %d-%d: %d answers for %d segments", ids[0], ids[len(ids)-1], len(prevs), len(g))
+			return nil, false, fmt.Errorf("digests of segments %d-%d: %d answers for %d segments", ids[0], ids[len(ids)-1], len(prevs), len(g))
 		}
 	}
 	complete := true
@@ -243,7 +266,7 @@ func (m *mover) group(ctx context.Context, g []segmentWork) (bool, error) {
 	for k, w := range g {
 		d, known, err := m.segment(ctx, w, prevs[k])
 		if err != nil {
-			return false, err
+			return nil, false, err
 		}
 		if known {
 			next[w.seg] = d
@@ -251,18 +274,24 @@ func (m *mover) group(ctx context.Context, g []segmentWork) (bool, error) {
 			complete = false
 		}
 	}
-	if m.req.Digests == nil || len(next) == 0 {
-		return complete, nil
+	if m.req.Digests == nil {
+		return nil, complete, nil
 	}
+	return next, complete, nil
+}
+
+// finishGroup makes the writes so far durable, then stores the new
+// digests of segments first..last.
+func (m *mover) finishGroup(ctx context.Context, first, last int, next map[int][]Digest) error {
 	if m.req.Sync != nil {
 		if err := m.req.Sync(ctx); err != nil {
-			return false, fmt.Errorf("make the writes of segments %d-%d durable: %w", g[0].seg, g[len(g)-1].seg, err)
+			return fmt.Errorf("make the writes of segments %d-%d durable: %w", first, last, err)
 		}
 	}
 	if err := m.req.Digests.PutSegments(ctx, next); err != nil {
-		return false, fmt.Errorf("digests of segments %d-%d: %w", g[0].seg, g[len(g)-1].seg, err)
+		return fmt.Errorf("digests of segments %d-%d: %w", first, last, err)
 	}
-	return complete, nil
+	return nil
 }
 
 type mover struct {
