@@ -183,8 +183,9 @@ func printUp(w io.Writer, dir string, st *State) {
 		fmt.Fprintf(w, "  %-4s  %s  %s\n", s.Name, s.URL, what)
 	}
 	cfg := st.Config
-	fmt.Fprintf(w, "\nThe configuration is %s: job %q replicates the VMs\n", filepath.Join(cfg, configFile), st.Job)
-	fmt.Fprintf(w, "from prod to dr; at failover it maps %q to %q and re-IPs %s to %s.\n\n", prodNet, drNet, fromSubnet, toSubnet)
+	fmt.Fprintf(w, "\nConfiguration: %s\n", filepath.Join(cfg, configFile))
+	fmt.Fprintf(w, "  job %q replicates the VMs from prod to dr; at failover it maps\n", st.Job)
+	fmt.Fprintf(w, "  %q to %q and re-IPs %s to %s.\n\n", prodNet, drNet, fromSubnet, toSubnet)
 	vm := st.VMs[0]
 	steps := [][2]string{
 		{ferryCommand(cfg, "plan"), "what the first run will do"},

@@ -3,12 +3,15 @@ package lab
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
 	"io"
 	"log"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -317,6 +320,12 @@ func TestServer(t *testing.T) {
 	if st.PID != os.Getpid() || st.Socket != filepath.Join(dir, socketFile) || len(st.Sites) != 2 || strings.Join(st.VMs, ",") != "app-01,app-02" {
 		t.Fatalf("state: %+v", st)
 	}
+	// Each site has a certificate of its own, not the one Go's test
+	// servers share, and its CA file verifies it for the site's address.
+	if st.Sites[0].Thumbprint == st.Sites[1].Thumbprint || st.Sites[0].Thumbprint == sharedTestThumbprint {
+		t.Fatalf("thumbprints: %s and %s", st.Sites[0].Thumbprint, st.Sites[1].Thumbprint)
+	}
+	verifyCA(t, filepath.Join(dir, configDir, "prod-ca.pem"), st.Sites[0].URL)
 	for _, site := range st.Sites {
 		if fi, err := os.Stat(site.DatastorePath); err != nil || !fi.IsDir() || !strings.HasPrefix(site.DatastorePath, filepath.Join(dir, sitesDir)) {
 			t.Fatalf("site %s: datastore %s outside the lab's sites folder (%v)", site.Name, site.DatastorePath, err)
@@ -330,9 +339,6 @@ func TestServer(t *testing.T) {
 		if !strings.Contains(string(cfg), want) {
 			t.Errorf("the configuration lacks %s:\n%s", want, cfg)
 		}
-	}
-	if pem, err := os.ReadFile(filepath.Join(dir, configDir, "prod-ca.pem")); err != nil || !bytes.Contains(pem, []byte("BEGIN CERTIFICATE")) {
-		t.Fatalf("the prod certificate: %v", err)
 	}
 
 	out, err := cli(t, dir, "status", "--json")
@@ -477,3 +483,28 @@ func TestUsage(t *testing.T) {
 }
 
 func hclStart() hcl.Pos { return hcl.Pos{Line: 1, Column: 1} }
+
+// sharedTestThumbprint is the SHA-1 thumbprint of the certificate all of
+// Go's httptest servers use.
+const sharedTestThumbprint = "52:6C:4E:88:1D:78:AE:12:1C:F3:BB:6C:5B:F4:E2:82:86:A7:08:AF"
+
+// verifyCA connects to url trusting only the PEM file ca, with the host
+// name checked.
+func verifyCA(t *testing.T, ca, url string) {
+	t.Helper()
+	pem, err := os.ReadFile(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatalf("%s holds no certificate", ca)
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("%s with %s: %v", url, ca, err)
+	}
+	resp.Body.Close()
+	c.CloseIdleConnections()
+}

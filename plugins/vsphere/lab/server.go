@@ -59,11 +59,20 @@ func startServer(ctx context.Context, dir, socket string, vms []labVM, logger *l
 	if err != nil {
 		return nil, err
 	}
-	if s.prod, err = vcsimtest.New(vcsimtest.Options{Name: "prod", Username: username, Password: password, CBTWindow: cbtWindow}); err != nil {
+	prodCert, err := newCertificate("prod")
+	if err != nil {
+		return nil, err
+	}
+	drCert, err := newCertificate("dr")
+	if err != nil {
+		return nil, err
+	}
+	if s.prod, err = vcsimtest.New(vcsimtest.Options{Name: "prod", Username: username, Password: password, CBTWindow: cbtWindow, Certificate: prodCert}); err != nil {
 		return nil, fmt.Errorf("start the prod site: %w", err)
 	}
 	s.log.Printf("prod site: %s, datastore %s", s.prod.URL, s.prod.Datastores[s.prod.Datastore])
-	if s.dr, err = vcsimtest.New(vcsimtest.Options{Name: "dr", Username: username, Password: password, CBTWindow: cbtWindow, Networks: []string{drNet}}); err != nil {
+	if s.dr, err = vcsimtest.New(vcsimtest.Options{Name: "dr", Username: username, Password: password, CBTWindow: cbtWindow, Certificate: drCert,
+		Networks: []string{drNet}}); err != nil {
 		return nil, fmt.Errorf("start the dr site: %w", err)
 	}
 	s.log.Printf("dr site: %s, datastore %s", s.dr.URL, s.dr.Datastores[s.dr.Datastore])
