@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // askLab sends a request to the lab in c.dir, with errors that say which
@@ -18,7 +20,7 @@ func askLab(ctx context.Context, c *call, req request) (*State, *response, error
 	}
 	resp, err := ask(ctx, st.Socket, req)
 	if errors.Is(err, errNotAnswering) {
-		return st, nil, fmt.Errorf("the lab in %s is not running (its server, pid %d, does not answer: %v); '%s' removes its files, then '%s' starts a new one",
+		return st, nil, classf(errdefs.ErrUnavailable, "the lab in %s is not running (its server, pid %d, does not answer: %v); '%s' removes its files, then '%s' starts a new one",
 			c.dir, st.PID, err, labCommand(c.dir, "down"), labCommand(c.dir, "up"))
 	}
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 var cmdDown = &command{
@@ -33,13 +35,13 @@ func runDown(ctx context.Context, c *call) error {
 	switch {
 	case err == nil:
 		if !waitGone(st.PID, downTimeout) {
-			return fmt.Errorf("the lab's server in %s (pid %d) did not stop within %s; see %s", c.dir, st.PID, downTimeout, filepath.Join(c.dir, logFile))
+			return classf(errdefs.ErrUnavailable, "the lab's server in %s (pid %d) did not stop within %s; see %s", c.dir, st.PID, downTimeout, filepath.Join(c.dir, logFile))
 		}
 		fmt.Fprintf(c.stdout, "The lab in %s is stopped (server pid %d); its sites, configuration and repository are removed.\n", c.dir, st.PID)
 	case alive(st.PID) && isServer(st.PID, c.dir):
 		stopProcess(st.PID)
 		if alive(st.PID) {
-			return fmt.Errorf("the lab's server in %s (pid %d) does not answer and does not stop", c.dir, st.PID)
+			return classf(errdefs.ErrUnavailable, "the lab's server in %s (pid %d) does not answer and does not stop", c.dir, st.PID)
 		}
 		fmt.Fprintf(c.stdout, "The lab's server in %s did not answer (pid %d): stopped it; its files are removed.\n", c.dir, st.PID)
 	default:

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 var cmdStatus = &command{
@@ -39,7 +41,7 @@ func runStatus(ctx context.Context, c *call) error {
 		printStatus(c, st)
 	}
 	if len(st.Problems) > 0 {
-		return fmt.Errorf("the lab in %s had problems, it may no longer behave like vSphere:\n  %s", c.dir, strings.Join(st.Problems, "\n  "))
+		return classf(errdefs.ErrFailedPrecondition, "the lab in %s had problems, it may no longer behave like vSphere:\n  %s", c.dir, strings.Join(st.Problems, "\n  "))
 	}
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 var cmdUp = &command{
@@ -65,7 +67,7 @@ func clearStale(ctx context.Context, c *call, dir string) error {
 	resp, err := ask(pctx, st.Socket, request{Op: opPing})
 	cancel()
 	if err == nil {
-		return fmt.Errorf("a lab is already running in %s (server pid %d, up since %s); stop it first with '%s'",
+		return classf(errdefs.ErrAlreadyExists, "a lab is already running in %s (server pid %d, up since %s); stop it first with '%s'",
 			dir, resp.PID, st.Started.Local().Format(time.DateTime), labCommand(dir, "down"))
 	}
 	fmt.Fprintf(c.stderr, "ferry lab: the lab in %s was not stopped with 'ferry lab down' and its server does not answer; removing its files\n", dir)

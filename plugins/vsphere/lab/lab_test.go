@@ -22,6 +22,8 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -381,16 +383,18 @@ func TestServer(t *testing.T) {
 		t.Fatalf("write: %v\n%s", err, out)
 	}
 
-	// Bad requests name the VM and the lab.
+	// Bad requests name the VM and the lab, with their class.
 	for _, tt := range []struct {
-		args []string
-		want string
+		args  []string
+		want  string
+		class error
 	}{
-		{[]string{"write", "db-99"}, `lab in ` + dir + `: vm "db-99" is not a VM of the lab's prod site (app-01, app-02)`},
-		{[]string{"write", "app-02", "--disk", "3"}, `vm "app-02" has 1 disks (0 to 0), no disk 3`},
+		{[]string{"write", "db-99"}, `lab in ` + dir + `: vm "db-99" is not a VM of the lab's prod site (app-01, app-02)`, errdefs.ErrNotFound},
+		{[]string{"write", "app-02", "--disk", "3"}, `vm "app-02" has 1 disks (0 to 0), no disk 3`, errdefs.ErrInvalidArgument},
+		{[]string{"write", "app-02", "--count", "20000"}, `vm "app-02": 20000 writes: from 1 to 10000`, errdefs.ErrInvalidArgument},
 	} {
-		if out, err := cli(t, dir, tt.args...); err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%v: %v, want %q\n%s", tt.args, err, tt.want, out)
+		if out, err := cli(t, dir, tt.args...); err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, tt.class) {
+			t.Errorf("%v: %v, want %q (%v)\n%s", tt.args, err, tt.want, tt.class, out)
 		}
 	}
 
@@ -410,7 +414,7 @@ func TestServer(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if _, err := ask(context.Background(), st.Socket, request{Op: opPing}); !errors.Is(err, errNotAnswering) {
+	if _, err := ask(context.Background(), st.Socket, request{Op: opPing}); !errors.Is(err, errNotAnswering) || !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Fatalf("a stopped server answers: %v", err)
 	}
 }
@@ -427,7 +431,7 @@ func TestNoLab(t *testing.T) {
 		{[]string{"status"}, "no lab in " + dir + " (no lab.json): start one with"},
 		{[]string{"write", "web-01"}, "no lab in " + dir},
 	} {
-		if out, err := cli(t, dir, tt.args...); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if out, err := cli(t, dir, tt.args...); err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, errdefs.ErrNotFound) {
 			t.Errorf("%v: %v, want %q\n%s", tt.args, err, tt.want, out)
 		}
 	}
@@ -442,7 +446,7 @@ func TestNoLab(t *testing.T) {
 	if err := saveState(dir, &State{Version: stateVersion, PID: gone.Process.Pid, Socket: filepath.Join(dir, socketFile)}); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := cli(t, dir, "status"); err == nil || !strings.Contains(err.Error(), "the lab in "+dir+" is not running") {
+	if out, err := cli(t, dir, "status"); err == nil || !strings.Contains(err.Error(), "the lab in "+dir+" is not running") || !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Fatalf("status of a dead lab: %v\n%s", err, out)
 	}
 	out, err := cli(t, dir, "down")
@@ -453,7 +457,7 @@ func TestNoLab(t *testing.T) {
 		t.Fatalf("left after down: %v", entries)
 	}
 	// up refuses a folder that is someone else's.
-	if out, err := cli(t, dir, "up"); err == nil || !strings.Contains(err.Error(), "holds no lab (mine.txt") {
+	if out, err := cli(t, dir, "up"); err == nil || !strings.Contains(err.Error(), "holds no lab (mine.txt") || !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Fatalf("up on someone's folder: %v\n%s", err, out)
 	}
 }

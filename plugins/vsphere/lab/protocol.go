@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // The control protocol between the lab's commands and its server: one
@@ -31,6 +33,7 @@ type request struct {
 
 type response struct {
 	Error  string  `json:"error,omitempty"`
+	Class  string  `json:"class,omitempty"` // the error's errdefs class
 	PID    int     `json:"pid,omitempty"`
 	Status *Status `json:"status,omitempty"`
 	Writes []Write `json:"writes,omitempty"`
@@ -91,7 +94,7 @@ func ask(ctx context.Context, socket string, req request) (*response, error) {
 	d := net.Dialer{Timeout: 2 * time.Second}
 	conn, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
-		return nil, fmt.Errorf("%w on %s: %v", errNotAnswering, socket, err)
+		return nil, classf(errdefs.ErrUnavailable, "%w on %s: %v", errNotAnswering, socket, err)
 	}
 	defer conn.Close()
 	if deadline, ok := ctx.Deadline(); ok {
@@ -107,10 +110,14 @@ func ask(ctx context.Context, socket string, req request) (*response, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: %s: %v", errNotAnswering, req.Op, err)
+		return nil, classf(errdefs.ErrUnavailable, "%w: %s: %v", errNotAnswering, req.Op, err)
 	}
 	if resp.Error != "" {
-		return nil, errors.New(resp.Error)
+		err := errors.New(resp.Error)
+		if class := errdefs.FromClass(resp.Class); class != nil {
+			err = &classed{err: err, class: class}
+		}
+		return nil, err
 	}
 	return &resp, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/ferry-dr/ferry/plugins/vsphere/vcsimtest"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // server is the lab's long-lived process: two simulated vCenters and the
@@ -265,17 +266,21 @@ func (s *server) answer(ctx context.Context, req request) response {
 	case opStatus:
 		st, err := s.status(ctx)
 		if err != nil {
-			return response{Error: err.Error()}
+			return failed(err)
 		}
 		return response{PID: os.Getpid(), Status: st}
 	case opWrite:
 		w, err := s.write(req.VM, req.Disk, req.Count)
 		if err != nil {
-			return response{Error: err.Error()}
+			return failed(err)
 		}
 		return response{PID: os.Getpid(), Writes: w}
 	}
-	return response{Error: fmt.Sprintf("unknown request %q", req.Op)}
+	return failed(classf(errdefs.ErrInvalidArgument, "unknown request %q", req.Op))
+}
+
+func failed(err error) response {
+	return response{Error: err.Error(), Class: errdefs.Class(err)}
 }
 
 // write makes count guest writes of disk-like data into a prod VM, seen by
@@ -288,17 +293,17 @@ func (s *server) write(vm string, disk, count int) ([]Write, error) {
 		known = known || v.name == vm
 	}
 	if !known {
-		return nil, fmt.Errorf("vm %q is not a VM of the lab's prod site (%s)", vm, strings.Join(vmNames(s.vms), ", "))
+		return nil, classf(errdefs.ErrNotFound, "vm %q is not a VM of the lab's prod site (%s)", vm, strings.Join(vmNames(s.vms), ", "))
 	}
 	sizes, err := s.prod.DiskSizes(vm)
 	if err != nil {
 		return nil, fmt.Errorf("vm %q: %w", vm, err)
 	}
 	if disk >= len(sizes) {
-		return nil, fmt.Errorf("vm %q has %d disks (0 to %d), no disk %d", vm, len(sizes), len(sizes)-1, disk)
+		return nil, classf(errdefs.ErrInvalidArgument, "vm %q has %d disks (0 to %d), no disk %d", vm, len(sizes), len(sizes)-1, disk)
 	}
 	if count < 1 || count > 10000 {
-		return nil, fmt.Errorf("vm %q: %d writes: from 1 to 10000", vm, count)
+		return nil, classf(errdefs.ErrInvalidArgument, "vm %q: %d writes: from 1 to 10000", vm, count)
 	}
 	writes := scatter(s.rng, sizes, disk, count)
 	for _, w := range writes {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // The names the lab owns in its folder. Nothing else in the folder is
@@ -59,17 +61,17 @@ var errNoLab = errors.New("no lab")
 func loadState(dir string) (*State, error) {
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w in %s (no %s)", errNoLab, dir, stateFile)
+		return nil, classf(errdefs.ErrNotFound, "%w in %s (no %s)", errNoLab, dir, stateFile)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read the lab state: %w", err)
 	}
 	var st State
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("the lab state %s is damaged: %w; remove the folder's lab files by hand", filepath.Join(dir, stateFile), err)
+		return nil, classf(errdefs.ErrFailedPrecondition, "the lab state %s is damaged: %w; remove the folder's lab files by hand", filepath.Join(dir, stateFile), err)
 	}
 	if st.Version != stateVersion {
-		return nil, fmt.Errorf("the lab state %s has version %d, this ferry-lab-vsphere knows %d", filepath.Join(dir, stateFile), st.Version, stateVersion)
+		return nil, classf(errdefs.ErrFailedPrecondition, "the lab state %s has version %d, this ferry-lab-vsphere knows %d", filepath.Join(dir, stateFile), st.Version, stateVersion)
 	}
 	return &st, nil
 }
@@ -130,7 +132,7 @@ func checkFolder(dir string) (hasState bool, err error) {
 		}
 	}
 	if !hasState && len(foreign) > 0 {
-		return false, fmt.Errorf("lab folder %s is not empty and holds no lab (%s, no %s): choose another --dir", dir, strings.Join(foreign, ", "), stateFile)
+		return false, classf(errdefs.ErrFailedPrecondition, "lab folder %s is not empty and holds no lab (%s, no %s): choose another --dir", dir, strings.Join(foreign, ", "), stateFile)
 	}
 	return hasState, nil
 }
