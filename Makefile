@@ -4,7 +4,9 @@ GO       ?= go
 BIN      := bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
-PLUGINS  := $(notdir $(wildcard plugins/*/cmd/ferry-plugin-*))
+# Each plugin's commands: ferry-plugin-<name> (the plugin) and ferry-lab-<name>
+# (`ferry lab`, which runs the simulator and is kept out of the plugin).
+PLUGIN_CMDS := $(wildcard plugins/*/cmd/ferry-plugin-* plugins/*/cmd/ferry-lab-*)
 GOFLAGS_TEST ?=
 BENCH_FLAGS ?=
 
@@ -13,11 +15,11 @@ BENCH_FLAGS ?=
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-build: ## build bin/ferry and one bin/ferry-plugin-<name> per plugin
+build: ## build bin/ferry, one bin/ferry-plugin-<name> per plugin, and bin/ferry-lab-vsphere
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ferry ./cmd/ferry
-	@for p in $(PLUGINS); do \
-		dir=$$(dirname plugins/*/cmd/$$p/main.go); \
+	@for dir in $(PLUGIN_CMDS); do \
+		p=$$(basename $$dir); \
 		echo "$(GO) build -o $(BIN)/$$p ./$$dir"; \
 		$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/$$p ./$$dir || exit 1; \
 	done
@@ -38,8 +40,9 @@ fmt: ## fail when gofmt would change a file
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 # The local plugin (and the benchmarks built on it) are Unix-only: they lock
-# with flock and find data with SEEK_DATA. Everything else builds for Windows.
-UNIX_ONLY := /plugins/local|/bench
+# with flock and find data with SEEK_DATA. So is the lab (a detached session,
+# a unix socket, the local repository). Everything else builds for Windows.
+UNIX_ONLY := /plugins/local|/bench|/plugins/vsphere/lab|/cmd/ferry-lab-vsphere
 
 vet: ## go vet both modules, and the windows build
 	$(GO) vet ./...
@@ -70,7 +73,7 @@ bench: build ## ferry side by side with cp and rsync: ratios and goals (BENCH_FL
 	$(GO) build -o $(BIN)/ferry-bench ./bench/cmd/ferry-bench
 	$(BIN)/ferry-bench -bin $(BIN) $(BENCH_FLAGS)
 
-demo: build ## run the demo on the embedded local lab
+demo: build ## run the demo: the local plugin's lab, then the vSphere lab on the simulator
 	@scripts/demo.sh
 
 clean: ## remove build output

@@ -48,8 +48,14 @@ func (r result) String() string {
 // run runs a built binary with args and optional stdin.
 func run(t *testing.T, stdin []byte, name string, args ...string) result {
 	t.Helper()
+	return runEnv(t, stdin, []string{"HOME=" + t.TempDir(), "FERRY_PLUGIN_PATH="}, name, args...)
+}
+
+// runEnv runs a built binary with variables added to the environment.
+func runEnv(t *testing.T, stdin []byte, env []string, name string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(bin, name), args...)
-	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "FERRY_PLUGIN_PATH=")
+	cmd.Env = append(os.Environ(), env...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}

@@ -2,6 +2,7 @@
 # The layering rule: core, scheduler, config (and cmd) never import
 # plugins/; plugins import nothing of ferry but the sdk; the sdk imports
 # nothing of ferry outside sdk/. e2e and bench drive plugins and may import them.
+# No ferry-plugin-* binary links the simulator.
 set -euo pipefail
 mod=github.com/ferry-dr/ferry
 fail=0
@@ -23,5 +24,12 @@ while read -r pkg deps; do
     case "$d" in $mod/sdk|$mod/sdk/*) ;; $mod|$mod/*) echo "layering: $pkg imports $d (the sdk imports nothing of ferry outside sdk/)"; fail=1 ;; esac
   done
 done < <(cd sdk && imports ./...)
+# The simulator and its gap fillers (vcsimtest) run in tests and in the lab
+# (ferry-lab-*), never in a plugin binary ferry loads.
+for cmd in $(go list ./plugins/*/cmd/ferry-plugin-*); do
+  if go list -deps "$cmd" | grep -qE '^github.com/vmware/govmomi/simulator$|/vcsimtest$|/plugins/[^/]+/lab$'; then
+    echo "layering: $cmd links the vSphere simulator or a lab (only tests and ferry-lab-* may)"; fail=1
+  fi
+done
 [ "$fail" = 0 ] && echo "layering holds"
 exit "$fail"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: a two-site lab on the local plugin, a job replicating three VMs,
 # incremental runs (tracked and untracked changes), restore points, a
-# failover to the older point with its data checked, and an undo.
+# failover to the older point with its data checked, and an undo; then the
+# vSphere part on `ferry lab` (scripts/demo-vsphere.sh).
 # Run it with `make demo`; it needs only the binaries in bin/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -95,5 +96,8 @@ show ferry failover undo demo web-01
 show ferry run demo
 show ferry status
 
-step "Done"
-echo "The lab is in $lab (delete it when done). Try: cd $lab/config && ferry plan"
+step "The local lab is done"
+echo "Its files are in $lab (delete them when done). Try: cd $lab/config && ferry plan"
+
+"$root/scripts/demo-vsphere.sh"
+echo "The whole demo took ${SECONDS}s."

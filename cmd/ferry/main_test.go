@@ -80,3 +80,17 @@ func TestPlainProgress(t *testing.T) {
 		t.Fatalf("progress:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
+
+// TestLabNotFound: without ferry-lab-vsphere beside ferry or on the plugin
+// search path, `ferry lab` says where it looked and how to build it.
+func TestLabNotFound(t *testing.T) {
+	home, empty := t.TempDir(), t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("FERRY_PLUGIN_PATH", empty)
+	var out, errb bytes.Buffer
+	code := run([]string{"lab", "up"}, &out, &errb)
+	if code != exitFailure || !strings.Contains(errb.String(), "ferry-lab-vsphere is not in") ||
+		!strings.Contains(errb.String(), empty) || !strings.Contains(errb.String(), "make build") {
+		t.Fatalf("exit %d:\n%s%s", code, out.String(), errb.String())
+	}
+}

@@ -27,5 +27,5 @@
 // hold policy (what to copy, when, how many points to keep), and never
 // print on stdout when serving: go-plugin reads its handshake there. The
 // simulator and its test doubles live in vcsimtest and are used by tests
-// only.
+// and by the lab (package lab, `ferry lab`), never by this package.
 package vsphere

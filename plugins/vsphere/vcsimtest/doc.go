@@ -11,6 +11,11 @@
 // with small disks, write to them as a guest would, and point the vsphere
 // plugin at the site's URL over verified TLS.
 //
-// It is test code: nothing outside tests may import it, and it never
-// changes the plugin's behaviour, only the simulated vCenter's.
+// Tests use it through the helpers that take a testing.TB (Start,
+// CreateVM, Write, ...); the lab (package lab, the ferry-lab-vsphere
+// command behind `ferry lab`) uses New, AddVM, GuestWrite and DiskSizes,
+// which return errors instead. Nothing else may import it: it never
+// changes the plugin's behaviour, only the simulated vCenter's, and
+// scripts/check-layering.sh keeps the simulator out of every
+// ferry-plugin-* binary.
 package vcsimtest

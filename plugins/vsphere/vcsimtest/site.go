@@ -38,6 +38,11 @@ type Options struct {
 	// Username and Password are the only credentials the site accepts.
 	// Empty means "ferry@vsphere.local" and "vcsim-Passw0rd".
 	Username, Password string
+	// Certificate is the server's TLS certificate. Nil means the one all
+	// of Go's httptest servers share: fine for tests, but its private key
+	// is public, so the lab, which other users of the machine could
+	// reach, brings its own.
+	Certificate *tls.Certificate
 }
 
 // Site is one simulated vCenter: a datacenter DC0 with a cluster DC0_C0 of
@@ -117,6 +122,9 @@ func New(opts Options) (*Site, error) {
 	reg.AddHandler(s.d)
 
 	m.Service.TLS = new(tls.Config)
+	if opts.Certificate != nil {
+		m.Service.TLS.Certificates = []tls.Certificate{*opts.Certificate}
+	}
 	m.Service.Listen = &url.URL{User: url.UserPassword(opts.Username, opts.Password)}
 	s.Server = m.Service.NewServer()
 	u := *s.Server.URL

@@ -42,14 +42,16 @@ type NICSpec struct {
 // the disks (as on VMFS), and returns its managed object reference.
 func (s *Site) CreateVM(t testing.TB, spec VMSpec) types.ManagedObjectReference {
 	t.Helper()
-	ref, err := s.createVM(context.Background(), spec)
+	ref, err := s.AddVM(context.Background(), spec)
 	if err != nil {
 		t.Fatalf("vcsimtest: create vm %s: %v", spec.Name, err)
 	}
 	return ref
 }
 
-func (s *Site) createVM(ctx context.Context, spec VMSpec) (types.ManagedObjectReference, error) {
+// AddVM is CreateVM for code that is not a test (the lab): it returns the
+// error instead of failing a test.
+func (s *Site) AddVM(ctx context.Context, spec VMSpec) (types.ManagedObjectReference, error) {
 	var none types.ManagedObjectReference
 	f, err := s.Finder(ctx)
 	if err != nil {
@@ -248,6 +250,14 @@ func (s *Site) withDisk(name string, index int, f func(vm *simulator.VirtualMach
 // snapshots taken afterwards, never by those taken before.
 func (s *Site) Write(t testing.TB, vm string, disk int, off int64, data []byte) {
 	t.Helper()
+	if err := s.GuestWrite(vm, disk, off, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// GuestWrite is Write for code that is not a test (the lab): it returns
+// the error, which names the VM and the disk.
+func (s *Site) GuestWrite(vm string, disk int, off int64, data []byte) error {
 	err := s.withDisk(vm, disk, func(v *simulator.VirtualMachine, d *types.VirtualDisk, flat string) error {
 		if off < 0 || off+int64(len(data)) > d.CapacityInBytes {
 			return fmt.Errorf("write [%d, %d) outside disk %d of %d bytes", off, off+int64(len(data)), disk, d.CapacityInBytes)
@@ -267,8 +277,29 @@ func (s *Site) Write(t testing.TB, vm string, disk int, off int64, data []byte) 
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("vcsimtest: write vm %s disk %d: %v", vm, disk, err)
+		return fmt.Errorf("vcsimtest: write vm %s disk %d: %w", vm, disk, err)
 	}
+	return nil
+}
+
+// DiskSizes returns the capacities of a VM's disks in bytes, in the order
+// Write and ferry number them (device key order).
+func (s *Site) DiskSizes(vm string) ([]int64, error) {
+	v, err := s.vm(vm)
+	if err != nil {
+		return nil, err
+	}
+	var sizes []int64
+	s.lockCtx().WithLock(v, func() {
+		for _, d := range disks(v) {
+			size := d.CapacityInBytes
+			if size == 0 {
+				size = d.CapacityInKB * 1024
+			}
+			sizes = append(sizes, size)
+		}
+	})
+	return sizes, nil
 }
 
 // WriteUntracked changes a disk behind change tracking's back, as a restore

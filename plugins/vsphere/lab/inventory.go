@@ -1,0 +1,46 @@
+package lab
+
+// What the lab builds: the VMs of its prod site, the networks, and the
+// job of its configuration.
+
+const (
+	jobName    = "lab"
+	username   = "administrator@vsphere.local"
+	prodNet    = "VM Network" // where the prod VMs are (vcsim's default network)
+	drNet      = "DR Network" // what the network map moves them to
+	fromSubnet = "10.1.0.0/16"
+	toSubnet   = "10.2.0.0/16"
+	prodGW     = "10.1.0.1"
+	prodDNS    = "10.1.0.53"
+	drGW       = "10.2.0.1"
+	drDNS      = "10.2.0.53"
+
+	// cbtWindow is how much of a disk one QueryChangedDiskAreas answer
+	// covers, so ferry asks in a loop as it does on ESXi.
+	cbtWindow = 16 << 20
+)
+
+// labVM is a production VM of the lab.
+type labVM struct {
+	name     string
+	cpus     int32
+	memoryMB int32
+	disks    []int64 // capacities
+	ip       string  // on prodNet, CIDR
+}
+
+// labVMs are small enough for `make demo` to replicate them in seconds on
+// two cores, big enough for incremental runs to show.
+var labVMs = []labVM{
+	{name: "web-01", cpus: 2, memoryMB: 2048, disks: []int64{64 << 20, 16 << 20}, ip: "10.1.0.11/24"},
+	{name: "web-02", cpus: 2, memoryMB: 2048, disks: []int64{48 << 20}, ip: "10.1.0.12/24"},
+	{name: "db-01", cpus: 4, memoryMB: 8192, disks: []int64{96 << 20}, ip: "10.1.0.21/24"},
+}
+
+func vmNames(vms []labVM) []string {
+	names := make([]string, len(vms))
+	for i, vm := range vms {
+		names[i] = vm.name
+	}
+	return names
+}
