@@ -40,7 +40,8 @@ func TestParseSelector(t *testing.T) {
 		{in: "VM:web-01", err: "Unknown selector kind"},
 		{in: "folders:/Prod", err: "Unknown selector kind"},
 		{in: "fldr:/Prod", err: "Unknown selector kind"},
-		{in: "tga:gold", kind: SelectVM, value: "tga:gold"}, // two edits from tag: a name, not a typo
+		{in: "tga:gold", err: "Unknown selector kind"},      // letters swapped: one edit
+		{in: "top:gold", kind: SelectVM, value: "top:gold"}, // two edits from tag: a name, not a typo
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			s, err := ParseSelector(tc.in)
