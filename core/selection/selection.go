@@ -53,8 +53,10 @@ type VM struct {
 	// one by one, the VM's id for one a selector picked.
 	Ref string
 	// VM is what the source said of it; nil when the source could not
-	// describe a VM named one by one (the run reports why).
-	VM *sdk.VM
+	// describe a VM named one by one, or was not asked (a job without
+	// selectors). Missing says why the source could not.
+	VM      *sdk.VM
+	Missing error
 	// Named is set for a VM the job names one by one in vms.
 	Named bool
 	// By lists the selectors that picked it, as written; empty for a VM
@@ -234,7 +236,7 @@ func (s *selector) named() {
 			s.namedKey[vm.ID] = e
 			s.chosen[vm.ID] = len(s.res.VMs)
 		}
-		s.res.VMs = append(s.res.VMs, VM{Key: e, Ref: e, VM: vm, Named: true})
+		s.res.VMs = append(s.res.VMs, VM{Key: e, Ref: e, VM: vm, Missing: s.in.NamedErrors[e], Named: true})
 	}
 	s.listing = slices.Clone(s.in.Listing)
 	slices.SortFunc(s.listing, func(a, b sdk.VM) int { return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID)) })
@@ -338,6 +340,11 @@ func (s *selector) pick() {
 	}
 	slices.SortStableFunc(picked, func(a, b VM) int { return cmp.Compare(a.Key, b.Key) })
 	s.res.VMs = append(s.res.VMs, picked...)
+	for i, v := range s.res.VMs {
+		if v.VM != nil {
+			s.chosen[v.VM.ID] = i
+		}
+	}
 	s.res.Matches = append(matches, s.res.Matches...)
 	slices.SortFunc(s.res.Excluded, func(a, b Excluded) int { return cmp.Compare(a.Key, b.Key) })
 }
@@ -418,15 +425,17 @@ func describe(vm *sdk.VM) string {
 // left lists the VMs the catalog has replicas of that the run does not
 // replicate and does not exclude.
 func (s *selector) left() {
-	keys := map[string]bool{}
+	keys := map[string]bool{} // of the VMs replicated or excluded
 	for _, v := range s.res.VMs {
-		keys[v.Key] = true
+		if v.Err == nil {
+			keys[v.Key] = true
+		}
 	}
 	for _, x := range s.res.Excluded {
 		keys[x.Key] = true
 	}
 	for id, key := range s.in.Known {
-		if _, chosen := s.chosen[id]; chosen || keys[key] {
+		if i, chosen := s.chosen[id]; (chosen && s.res.VMs[i].Err == nil) || keys[key] {
 			continue
 		}
 		s.res.Left = append(s.res.Left, Left{Key: key, By: s.in.Last[key]})

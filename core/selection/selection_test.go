@@ -276,6 +276,7 @@ folder:/Prod/vm/team-b selects: app
 			known: map[string]string{"vm-6": "app"},
 			want: `vm app ref vm-7 by folder:/Prod/vm/team-b new ERR it is named "app" like the VM (id vm-6) whose replica the catalog keeps for this job, which would take its restore points; rename one of them, or exclude this one
 folder:/Prod/vm/team-b selects: app
+left app (was )
 `,
 		},
 		{
