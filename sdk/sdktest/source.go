@@ -347,6 +347,9 @@ func (c *sourceCheck) tags(t *testing.T) {
 func tagsProblem(tags []string) string {
 	for i, tag := range tags {
 		cat, name, hasCat := strings.Cut(tag, "/")
+		if !hasCat {
+			name = cat
+		}
 		switch {
 		case tag == "" || name == "" || (hasCat && cat == ""):
 			return fmt.Sprintf("tag %q is not \"Category/Name\" or \"Name\"", tag)
