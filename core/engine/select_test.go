@@ -21,10 +21,9 @@ import (
 // tags, and which records the VM of every snapshot it takes.
 type inventory struct {
 	*sdktest.MemSource
-	mu       sync.Mutex
-	folders  map[string]string // VM id -> folder, overriding the VM's
-	snapped  []string
-	noTagger bool
+	mu      sync.Mutex
+	folders map[string]string // VM id -> folder, overriding the VM's
+	snapped []string
 }
 
 func (s *inventory) patch(vm *sdk.VM) {

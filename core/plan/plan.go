@@ -216,7 +216,7 @@ func (p *Plan) selection(in Inputs, add func(Action, string, int, string, ...any
 			add(Warn, "", -1, "%s: %v; the run will fail", m.Selector, m.Err)
 			known = false
 		case !m.Exclude && len(m.VMs) == 0:
-			add(Warn, "", -1, "%s matches no VM at %s: %s; the run will warn", m.Selector, job.Source.Address(), m.Why)
+			add(Warn, "", -1, "%s matches no VM at %s (%s); the run will warn", m.Selector, job.Source.Address(), m.Why)
 		}
 	}
 	for _, n := range sel.Notes {
