@@ -52,6 +52,10 @@ type PluginBlock struct {
 	// Schema is the schema the plugin declared; nil when no plugin serves
 	// the type. It says which attributes are sensitive.
 	Schema *schema.Block
+	// Info is what the plugin declares of the type besides its schema
+	// (capabilities, limits); nil when no plugin serves the type or the
+	// Schemas given to Load cannot say (see ComponentInfos).
+	Info *sdk.ComponentInfo
 	// Body is the block's original body, for mapping a plugin's
 	// diagnostics back to the source (see PathRange).
 	Body      hcl.Body
@@ -100,7 +104,15 @@ type Job struct {
 	// Repository keeps the replica metadata; nil when the job names none
 	// and the host's default repository applies.
 	Repository *PluginBlock
-	VMs        []string
+	// VMs are the VMs the job names one by one in vms, as written (an id,
+	// inventory path or name, which the source resolves), in order.
+	VMs []string
+	// Selectors are the folder and tag selectors of vms, in order: the job
+	// also replicates every VM they pick at the time of each run.
+	Selectors []Selector
+	// Exclude are the entries of exclude: VMs and selectors whose VMs the
+	// job never replicates, even when vms names or selects them.
+	Exclude []Selector
 	// Proxies are the proxies the job may use, in the order given; empty
 	// when the job leaves the choice to automatic selection.
 	Proxies []*Proxy
@@ -120,6 +132,10 @@ type Job struct {
 	DeclRange hcl.Range
 }
 
+// Selects reports whether the job picks VMs by folder or tag or excludes
+// some: its VMs are then known only by asking the source at each run.
+func (j *Job) Selects() bool { return len(j.Selectors) > 0 || len(j.Exclude) > 0 }
+
 // DefaultReplicaSuffix is appended to a VM's name to name its replica when
 // the job does not say otherwise.
 const DefaultReplicaSuffix = "_replica"
@@ -135,6 +151,7 @@ func (j *Job) PathRange(path cty.Path) hcl.Range {
 type Retention struct {
 	RestorePoints int
 	DeclRange     hcl.Range // zero when the job has no retention block
+	Range         hcl.Range // of the restore_points value; zero when not given
 }
 
 // DefaultRestorePoints is the retention when a job does not say.

@@ -40,7 +40,7 @@ func FuzzLoad(f *testing.F) {
 			return
 		}
 		for name, j := range cfg.Jobs {
-			if j.Source == nil || j.Target == nil || len(j.VMs) == 0 {
+			if j.Source == nil || j.Target == nil || len(j.VMs)+len(j.Selectors) == 0 {
 				t.Fatalf("job %q decoded without errors but incomplete: %+v", name, j)
 			}
 			if j.Retention.RestorePoints < 1 {

@@ -23,9 +23,11 @@ var update = flag.Bool("update", false, "rewrite the golden files of the config 
 // diagnostics or dumps.
 const testSecret = "hunter2-Do-Not-Print"
 
-// testSchemas serves a "local" type of every kind (path required) and a
-// "vsphere" source and target.
-func testSchemas() StaticSchemas {
+// testSchemas serves a "local" type of every kind (path required), a
+// "vsphere" source and target, and a "hyperv" source; the local and vsphere
+// sources report folders and tags, the hyperv one neither, and the vsphere
+// target keeps at most 28 restore points.
+func testSchemas() StaticComponents {
 	local := &schema.Block{Attributes: map[string]*schema.Attribute{
 		"path": {Type: cty.String, Required: true},
 	}}
@@ -47,10 +49,19 @@ func testSchemas() StaticSchemas {
 			}}},
 		},
 	}
-	return StaticSchemas{
-		sdk.KindSource:     {"local": local, "vsphere": vsphere},
-		sdk.KindTarget:     {"local": local, "vsphere": vsphere},
-		sdk.KindRepository: {"local": local},
+	selects := sdk.Capabilities{ChangeTracking: true, Folders: true, Tags: true}
+	return StaticComponents{
+		sdk.KindSource: {
+			"local":   {Schema: local, Capabilities: selects},
+			"vsphere": {Schema: vsphere, Capabilities: selects},
+			"hyperv":  {Schema: local, Capabilities: sdk.Capabilities{ChangeTracking: true}},
+		},
+		sdk.KindTarget: {
+			"local": {Schema: local},
+			"vsphere": {Schema: vsphere, Limits: sdk.Limits{MaxRestorePoints: 28,
+				MaxRestorePointsReason: "VMware supports 32 snapshots in a chain and ferry keeps room for its own"}},
+		},
+		sdk.KindRepository: {"local": {Schema: local}},
 	}
 }
 
@@ -76,7 +87,7 @@ func TestGolden(t *testing.T) {
 	}
 	n := 0
 	for _, c := range cases {
-		if !c.IsDir() {
+		if !c.IsDir() || c.Name() == "fuzz" { // fuzz: the seed corpus of the fuzz tests
 			continue
 		}
 		n++
@@ -152,6 +163,12 @@ func dumpConfig(c *Config) string {
 		fmt.Fprintf(&b, "  source %s\n  target %s\n", addr(j.Source), addr(j.Target))
 		fmt.Fprintf(&b, "  repository %s\n", addr(j.Repository))
 		fmt.Fprintf(&b, "  vms %q\n", j.VMs)
+		if len(j.Selectors) > 0 {
+			fmt.Fprintf(&b, "  selectors %s\n", selectorList(j.Selectors))
+		}
+		if len(j.Exclude) > 0 {
+			fmt.Fprintf(&b, "  exclude %s\n", selectorList(j.Exclude))
+		}
 		var proxies []string
 		for _, p := range j.Proxies {
 			proxies = append(proxies, p.Name)
@@ -178,6 +195,14 @@ func dumpConfig(c *Config) string {
 		fmt.Fprintf(&b, "  transfer compression %s throttle %d B/s max_tasks %d block_size %d\n", t.Compression, t.Throttle, t.MaxTasks, t.BlockSize)
 	}
 	return b.String()
+}
+
+func selectorList(list []Selector) string {
+	var parts []string
+	for _, s := range list {
+		parts = append(parts, fmt.Sprintf("%s %q (%s)", s.Kind, s.Value, s.Range))
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
 }
 
 func addr(pb *PluginBlock) string {

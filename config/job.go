@@ -22,6 +22,7 @@ var jobSchema = &hcl.BodySchema{
 		{Name: "target", Required: true},
 		{Name: "repository"},
 		{Name: "vms", Required: true},
+		{Name: "exclude"},
 		{Name: "proxies"},
 		{Name: "schedule"},
 		{Name: "quiesce"},
@@ -87,8 +88,18 @@ func (l *loader) decodeJob(b *hcl.Block) *Job {
 	if a, ok := attrs["repository"]; ok {
 		j.Repository = l.reference(j, a, sdk.KindRepository)
 	}
+	listed := map[string]hcl.Range{}
 	if a, ok := attrs["vms"]; ok {
-		j.VMs = l.vms(j, a)
+		for _, s := range l.selectors(j, a, false, listed) {
+			if s.Kind == SelectVM {
+				j.VMs = append(j.VMs, s.Value)
+			} else {
+				j.Selectors = append(j.Selectors, s)
+			}
+		}
+	}
+	if a, ok := attrs["exclude"]; ok {
+		j.Exclude = l.selectors(j, a, true, listed)
 	}
 	if a, ok := attrs["proxies"]; ok {
 		j.Proxies = l.jobProxies(j, a)
@@ -128,6 +139,8 @@ func (l *loader) decodeJob(b *hcl.Block) *Job {
 			}
 		}
 	}
+	l.checkSelectors(j)
+	l.checkRetentionLimit(j)
 	return j
 }
 
@@ -230,32 +243,6 @@ func traversalString(t hcl.Traversal) string {
 	return b.String()
 }
 
-func (l *loader) vms(j *Job, a *hcl.Attribute) []string {
-	list, ok := evalStringList(a, l.ctx, &l.diags)
-	if !ok {
-		return nil
-	}
-	if len(list) == 0 {
-		l.errorf(a.Expr.Range(), "No VMs", "Job %q names no VMs; list the VMs to replicate, like vms = [\"web-01\"].", j.Name)
-		return nil
-	}
-	seen := map[string]hcl.Range{}
-	var vms []string
-	for _, vm := range list {
-		if strings.TrimSpace(vm.Value) == "" {
-			l.errorf(vm.Range, "Invalid VM name", "A VM name must not be empty.")
-			continue
-		}
-		if first, dup := seen[vm.Value]; dup {
-			l.errorf(vm.Range, "Duplicate VM", "VM %q is already listed at %s; each VM appears once in a job.", vm.Value, first)
-			continue
-		}
-		seen[vm.Value] = vm.Range
-		vms = append(vms, vm.Value)
-	}
-	return vms
-}
-
 func (l *loader) jobProxies(j *Job, a *hcl.Attribute) []*Proxy {
 	list, ok := evalStringList(a, l.ctx, &l.diags)
 	if !ok {
@@ -334,7 +321,7 @@ func (l *loader) retention(b *hcl.Block) Retention {
 			if n < 1 {
 				l.errorf(a.Expr.Range(), "Invalid restore_points", "A replica keeps at least 1 restore point; restore_points is %d.", n)
 			} else {
-				r.RestorePoints = n
+				r.RestorePoints, r.Range = n, a.Expr.Range()
 			}
 		}
 	}

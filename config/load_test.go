@@ -243,3 +243,55 @@ func TestNullMeansDefault(t *testing.T) {
 		t.Fatalf("null attributes did not keep their defaults: %+v", j)
 	}
 }
+
+// TestRetentionLimit: a target that declares the most restore points it
+// keeps makes a larger retention an error at restore_points (at the job
+// when it keeps the default), naming the limit and why; without a
+// declaration nothing is checked.
+func TestRetentionLimit(t *testing.T) {
+	local := &schema.Block{Attributes: map[string]*schema.Attribute{"path": {Type: cty.String, Required: true}}}
+	infos := func(max int) StaticComponents {
+		return StaticComponents{
+			sdk.KindSource: {"local": {Schema: local}},
+			sdk.KindTarget: {"snap": {Schema: local, Limits: sdk.Limits{MaxRestorePoints: max, MaxRestorePointsReason: "the array keeps 8 snapshots per volume."}}},
+		}
+	}
+	job := func(retention string) []byte {
+		return []byte(`source "local" "prod" { path = "/p" }
+target "snap" "dr" { path = "/d" }
+job "web" {
+  source = source.local.prod
+  target = target.snap.dr
+  vms    = ["web-01"]
+` + retention + `}
+`)
+	}
+	for _, tc := range []struct {
+		name      string
+		schemas   Schemas
+		retention string
+		line      int    // of the error; 0 for none
+		want      string // in its detail
+	}{
+		{"over", infos(6), "  retention { restore_points = 9 }\n", 7,
+			`Job "web" keeps 9 restore points per replica, but target.snap.dr (type "snap") keeps at most 6: the array keeps 8 snapshots per volume. Set retention { restore_points = 6 } or fewer.`},
+		{"at", infos(6), "  retention { restore_points = 6 }\n", 0, ""},
+		{"default over", infos(6), "", 3, "keeps the default of 7 restore points per replica"},
+		{"no limit", infos(0), "  retention { restore_points = 500 }\n", 0, ""},
+		{"schemas only", StaticSchemas{sdk.KindSource: {"local": local}, sdk.KindTarget: {"snap": local}}, "  retention { restore_points = 500 }\n", 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, diags := LoadFiles("/cfg", map[string][]byte{"main.hcl": job(tc.retention)}, tc.schemas)
+			if tc.line == 0 {
+				if len(diags) > 0 {
+					t.Fatalf("unexpected diagnostics: %s", diags)
+				}
+				return
+			}
+			if len(diags) != 1 || diags[0].Summary != "Too many restore points" || diags[0].Subject == nil ||
+				diags[0].Subject.Start.Line != tc.line || !strings.Contains(diags[0].Detail, tc.want) {
+				t.Fatalf("diagnostics %s; want one at line %d saying %q", diags, tc.line, tc.want)
+			}
+		})
+	}
+}

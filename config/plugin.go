@@ -62,6 +62,11 @@ func (l *loader) decodePluginBlock(kind sdk.Kind, b *hcl.Block) *PluginBlock {
 		return pb
 	}
 	pb.Schema = sch
+	if ci, ok := l.schemas.(ComponentInfos); ok {
+		if info, err := ci.ComponentInfo(kind, pb.Type); err == nil {
+			pb.Info = &info
+		}
+	}
 	val, diags := hcldec.Decode(b.Body, sch.Spec(), l.ctx)
 	hideSensitive(diags, sensitiveRanges(b.Body, sch))
 	l.diags = append(l.diags, diags...)

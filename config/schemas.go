@@ -27,6 +27,49 @@ type TypeLister interface {
 	Types(kind sdk.Kind) []string
 }
 
+// ComponentInfos is implemented by a Schemas that also says what a
+// component type declares besides its schema: capabilities and limits.
+// Load uses it, when present, to check jobs against them (a folder or tag
+// selector on a source that has none, a retention beyond the target's
+// limit) and keeps the answer in PluginBlock.Info.
+type ComponentInfos interface {
+	// ComponentInfo returns the declaration of component kind of type
+	// typ, or an error wrapping errdefs.ErrNotFound when no installed
+	// plugin serves it.
+	ComponentInfo(kind sdk.Kind, typ string) (sdk.ComponentInfo, error)
+}
+
+// StaticComponents serves what plugins declare from memory: kind, then
+// type. It suits tests, and hosts that collected the declarations of their
+// plugins beforehand.
+type StaticComponents map[sdk.Kind]map[string]sdk.ComponentInfo
+
+var (
+	_ Schemas        = StaticComponents(nil)
+	_ TypeLister     = StaticComponents(nil)
+	_ ComponentInfos = StaticComponents(nil)
+)
+
+// Schema implements Schemas.
+func (s StaticComponents) Schema(kind sdk.Kind, typ string) (*schema.Block, error) {
+	c, err := s.ComponentInfo(kind, typ)
+	return c.Schema, err
+}
+
+// Types implements TypeLister.
+func (s StaticComponents) Types(kind sdk.Kind) []string {
+	return slices.Sorted(maps.Keys(s[kind]))
+}
+
+// ComponentInfo implements ComponentInfos.
+func (s StaticComponents) ComponentInfo(kind sdk.Kind, typ string) (sdk.ComponentInfo, error) {
+	if c, ok := s[kind][typ]; ok {
+		c.Kind, c.Type = kind, typ
+		return c, nil
+	}
+	return sdk.ComponentInfo{}, fmt.Errorf("%s %q: %w", kind, typ, errdefs.ErrNotFound)
+}
+
 // StaticSchemas serves schemas from memory: kind, then type. It suits tests,
 // and hosts that collected the schemas of their plugins beforehand.
 type StaticSchemas map[sdk.Kind]map[string]*schema.Block

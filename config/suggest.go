@@ -12,9 +12,11 @@ func suggest(given string, candidates []string) string {
 	return best
 }
 
-// editDistance is the Levenshtein distance between a and b, counted in
-// bytes.
+// editDistance is the edit distance between a and b, counted in bytes:
+// insertions, deletions, substitutions and swaps of neighbours (the
+// commonest typo, "wbe" for "web") each count one.
 func editDistance(a, b string) int {
+	before := make([]int, len(b)+1) // the row before prev, for swaps
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
 	for j := range prev {
@@ -28,8 +30,11 @@ func editDistance(a, b string) int {
 				cost = 0
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], before[j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
+		before, prev, cur = prev, cur, before
 	}
 	return prev[len(b)]
 }
@@ -41,3 +46,8 @@ func didYouMean(given string, candidates []string) string {
 	}
 	return ""
 }
+
+// Suggest returns the candidate closest to given when it is close enough
+// (two edits at most) to be a likely typo, or "". Other packages use it to
+// make the same "did you mean" offers the configuration does.
+func Suggest(given string, candidates []string) string { return suggest(given, candidates) }

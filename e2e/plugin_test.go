@@ -95,7 +95,7 @@ func TestPluginsCommand(t *testing.T) {
 		t.Fatalf("ferry plugins --json = %s", r.stdout)
 	}
 	human := ferry(t, cfg, "plugins").stdout
-	if !strings.Contains(human, `source "local" (change-tracking, direct-data)`) {
+	if !strings.Contains(human, `source "local" (change-tracking, direct-data, folders, tags)`) {
 		t.Fatalf("ferry plugins:\n%s", human)
 	}
 }

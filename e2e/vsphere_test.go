@@ -466,7 +466,8 @@ func TestVSpherePluginConformance(t *testing.T) {
 	t.Run("source", func(t *testing.T) {
 		t.Parallel()
 		s := vcsimtest.Start(t, vcsimtest.Options{Name: "prod", CBTWindow: 1 << 20})
-		s.CreateVM(t, vcsimtest.VMSpec{Name: "conform", Disks: []int64{4 << 20, 1<<20 + 8<<10}, PoweredOn: true, Tools: true})
+		s.CreateVM(t, vcsimtest.VMSpec{Name: "conform", Disks: []int64{4 << 20, 1<<20 + 8<<10}, PoweredOn: true, Tools: true, Folder: "web"})
+		s.Tag(t, "conform", "tier", "gold")
 		src, caps, err := h.Source(ctx, "vsphere", configValue(sdk.KindSource, map[string]cty.Value{
 			"url": cty.StringVal(s.URL), "username": cty.StringVal(s.Username), "password": cty.StringVal(s.Password),
 			"thumbprint": cty.StringVal(s.Thumbprint),
@@ -478,6 +479,8 @@ func TestVSpherePluginConformance(t *testing.T) {
 			New:                 func(*testing.T) sdk.Source { return src },
 			Capabilities:        caps,
 			VM:                  "conform",
+			Folder:              "/DC0/vm/web",
+			Tags:                []string{"tier/gold"},
 			Write:               func(t *testing.T, vm string, disk int, off int64, data []byte) { s.Write(t, vm, disk, off, data) },
 			ResetChangeTracking: func(t *testing.T, vm string, _ int) { s.ResetCBT(t, vm) },
 		})
@@ -495,4 +498,130 @@ func TestVSpherePluginConformance(t *testing.T) {
 		}
 		sdktest.RunTarget(t, sdktest.TargetFixture{New: func(*testing.T) sdk.Target { return tgt }, Capabilities: caps})
 	})
+}
+
+// TestVSphereSelection selects VMs of a simulated vCenter by folder and by
+// tag (the simulator's Automation API) through the real plugin binary: each
+// picked VM is replicated once and reads back byte for byte, the excluded
+// one never; a VM moved out of the folder keeps its replica and leaves the
+// job. A tag selector on an ESXi host fails the run, saying why.
+func TestVSphereSelection(t *testing.T) {
+	l := newVSLab(t, 3, "auto",
+		vsVM{name: "web-01", disks: []int64{4 << 20}, ip: "10.1.0.11/24"},
+		vsVM{name: "web-02", disks: []int64{4 << 20}, ip: "10.1.0.12/24"},
+		vsVM{name: "web-test", disks: []int64{4 << 20}, ip: "10.1.0.13/24"},
+		vsVM{name: "db-01", disks: []int64{4 << 20}, ip: "10.1.7.21/24"},
+	)
+	l.prod.MoveVM(t, "web-01", "web")
+	l.prod.MoveVM(t, "web-02", "web/frontend")
+	l.prod.MoveVM(t, "web-test", "web")
+	l.prod.Tag(t, "web-test", "ferry", "no-dr")
+	l.prod.Tag(t, "db-01", "tier", "gold")
+	l.prod.Tag(t, "web-01", "tier", "gold")
+	for _, vm := range []string{"web-01", "web-02", "web-test", "db-01"} {
+		l.write(vm, 0, 0, mib)
+	}
+	good := readFile(t, filepath.Join(l.cfg, "main.hcl"))
+	vmsLine := `vms        = ["web-01", "web-02", "web-test", "db-01"]`
+	selecting := strings.Replace(good, vmsLine, `vms        = ["folder:/DC0/vm/web", "tag:tier/gold"]
+  exclude    = ["tag:ferry/no-dr"]`, 1)
+	if selecting == good {
+		t.Fatal("the lab's vms line changed; update the test")
+	}
+	l.writeConfig(selecting)
+
+	r := ferry(t, l.cfg, "plan", "e2e")
+	for _, want := range []string{
+		"    selects folder:/DC0/vm/web: web-01, web-02, web-test\n",
+		"    selects tag:tier/gold: db-01, web-01\n",
+		"    excludes tag:ferry/no-dr: web-test\n",
+		"  + web-02: create replica web-02_replica on target.vsphere.dr (new in folder:/DC0/vm/web)",
+	} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("plan lacks %q: %s", want, r)
+		}
+	}
+	want := l.state()
+	s := l.run()
+	if s.code != 0 || s.Result != "success" || len(s.VMs) != 3 {
+		t.Fatalf("run: exit %d, %s: %+v\n%s", s.code, s.Result, s.VMs, s.stderr)
+	}
+	tgt := l.target()
+	for _, vm := range []string{"web-01", "web-02", "db-01"} {
+		points := l.points(vm)
+		if len(points) != 1 {
+			t.Fatalf("%s has %d points", vm, len(points))
+		}
+		sameBytes(t, vm+" point", readPoint(t, tgt, vm+"_replica", points[0], 0), want[vm][0])
+	}
+	if _, err := tgt.GetReplica(context.Background(), "web-test_replica"); err == nil {
+		t.Fatal("the excluded VM was replicated")
+	}
+
+	// web-02 moves out of the folder: it leaves the job, its replica stays.
+	l.prod.MoveVM(t, "web-02", "archive")
+	l.scatter("web-01", 0, 3)
+	s = l.run()
+	if s.code != 0 || len(s.VMs) != 2 || s.Selection == nil || strings.Join(s.Selection.Left, ",") != "web-02" {
+		t.Fatalf("run after a move: exit %d, %+v, selection %+v\n%s", s.code, s.VMs, s.Selection, s.stderr)
+	}
+	if n := len(l.points("web-02")); n != 1 {
+		t.Fatalf("web-02 has %d points after it left", n)
+	}
+
+	// An ESXi host has no tags: a tag selector on it fails the run.
+	e := vcsimtest.StartESX(t)
+	esx := fmt.Sprintf(`
+source "vsphere" "esx" {
+  url      = %q
+  username = %q
+  password = %q
+  ca_file  = %q
+}
+`, e.URL, e.Username, e.Password, e.CAFile)
+	l.writeConfig(esx + strings.Replace(selecting, "source     = source.vsphere.prod", "source     = source.vsphere.esx", 1))
+	r = ferry(t, l.cfg, "run", "e2e")
+	if r.code != 1 || !strings.Contains(r.stderr, "ESXi host") || !strings.Contains(r.stderr, "tag:tier/gold") || !strings.Contains(r.stderr, e.URL) {
+		t.Fatalf("a tag selector on ESXi: %s", r)
+	}
+	r = ferry(t, l.cfg, "plan", "e2e")
+	if !strings.Contains(r.stdout, "! job: tag:tier/gold: ") || !strings.Contains(r.stdout, "ESXi host") {
+		t.Fatalf("plan of a tag selector on ESXi: %s", r)
+	}
+}
+
+// TestVSphereRetentionLimit: the vSphere target declares that it keeps at
+// most 28 restore points; a job asking for more is a configuration error at
+// its restore_points line, found without reaching vCenter.
+func TestVSphereRetentionLimit(t *testing.T) {
+	l := newVSLab(t, 40, "auto", vsVM{name: "web-01", disks: []int64{1 << 20}, ip: "10.1.0.11/24"})
+	r := ferry(t, l.cfg, "validate")
+	r.stderr = strings.Join(strings.Fields(r.stderr), " ") // undo the wrapping of diagnostics
+	line := 0
+	for i, s := range strings.Split(readFile(t, filepath.Join(l.cfg, "main.hcl")), "\n") {
+		if strings.Contains(s, "restore_points = 40") {
+			line = i + 1
+		}
+	}
+	for _, want := range []string{
+		fmt.Sprintf("main.hcl line %d", line), "Too many restore points",
+		`keeps 40 restore points per replica, but target.vsphere.dr (type "vsphere") keeps at most 28`,
+		"VMware supports at most 32 snapshots in a chain", "Set retention { restore_points = 28 } or fewer.",
+	} {
+		if r.code != 1 || !strings.Contains(r.stderr, want) {
+			t.Errorf("validate lacks %q: %s", want, r)
+		}
+	}
+	if r := ferry(t, l.cfg, "run", "e2e"); r.code != 1 || !strings.Contains(r.stderr, "Too many restore points") {
+		t.Fatalf("run with 40 restore points: %s", r)
+	}
+	plugins := ferry(t, l.cfg, "plugins")
+	if !strings.Contains(plugins.stdout, `target "vsphere" (direct-data, re-ip, at most 28 restore points)`) ||
+		!strings.Contains(plugins.stdout, `source "vsphere" (change-tracking, direct-data, quiesce, folders, tags)`) {
+		t.Fatalf("ferry plugins: %s", plugins)
+	}
+	l.writeConfig(strings.Replace(readFile(t, filepath.Join(l.cfg, "main.hcl")), "restore_points = 40", "restore_points = 28", 1))
+	if r := ferry(t, l.cfg, "validate"); r.code != 0 {
+		t.Fatalf("validate with 28: %s", r)
+	}
 }

@@ -61,6 +61,7 @@ type ComponentInfo struct {
 	Kind         Kind
 	Type         string
 	Capabilities Capabilities
+	Limits       Limits
 	Schema       *schema.Block
 }
 
@@ -90,7 +91,8 @@ func (c *Client) Info(ctx context.Context) (*Info, error) {
 		if err != nil {
 			return nil, fmt.Errorf("plugin %s: %s %q: bad schema: %w", c.opts.Name, kindFromProto(pc.GetKind()), pc.GetType(), err)
 		}
-		info.Components = append(info.Components, ComponentInfo{Kind: kindFromProto(pc.GetKind()), Type: pc.GetType(), Capabilities: capsFromProto(pc.GetCapabilities()), Schema: block})
+		info.Components = append(info.Components, ComponentInfo{Kind: kindFromProto(pc.GetKind()), Type: pc.GetType(), Capabilities: capsFromProto(pc.GetCapabilities()),
+			Limits: limitsFromProto(pc.GetLimits()), Schema: block})
 	}
 	sort.Slice(info.Components, func(i, j int) bool {
 		a, b := info.Components[i], info.Components[j]
@@ -194,7 +196,10 @@ type remoteSource struct {
 	rpc pb.SourceClient
 }
 
-var _ Source = (*remoteSource)(nil)
+var (
+	_ Source    = (*remoteSource)(nil)
+	_ TagLister = (*remoteSource)(nil)
+)
 
 func (r *remoteSource) ListVMs(ctx context.Context) ([]VM, error) {
 	resp, err := r.rpc.ListVMs(ctx, &pb.Empty{})
@@ -206,6 +211,16 @@ func (r *remoteSource) ListVMs(ctx context.Context) ([]VM, error) {
 		out = append(out, vmFromProto(v))
 	}
 	return out, nil
+}
+
+// ListTags implements TagLister. A plugin built before protocol 1.1 does not
+// know the call and answers errdefs.ErrUnimplemented.
+func (r *remoteSource) ListTags(ctx context.Context) ([]string, error) {
+	resp, err := r.rpc.ListTags(ctx, &pb.Empty{})
+	if err != nil {
+		return nil, r.in.err(err)
+	}
+	return resp.GetTags(), nil
 }
 
 func (r *remoteSource) DescribeVM(ctx context.Context, vm string) (*VM, error) {

@@ -157,6 +157,17 @@ type LocalPather interface {
 	LocalPath() string
 }
 
+// TagLister is implemented by a Source with the Tags capability: it lists
+// every tag its endpoint knows, whether or not a VM carries it, so that
+// ferry can tell a tag nobody carries from a tag that does not exist. The
+// tags are in the form of VM.Tags, sorted. An endpoint that has no tags
+// (a vSphere source connected to an ESXi host rather than vCenter) returns
+// an error of class errdefs.ErrUnimplemented that says why. Safe for
+// concurrent use; honours ctx cancellation.
+type TagLister interface {
+	ListTags(ctx context.Context) ([]string, error)
+}
+
 // Stopper is implemented by components that hold resources (sessions,
 // connections) to release when the plugin stops.
 type Stopper interface {

@@ -83,7 +83,7 @@ func (w *memWriter) Sync() error {
 
 // glueSource is a Source with a few deliberate behaviours.
 type glueSource struct {
-	sdktest.MemSource
+	*sdktest.MemSource
 	data    []byte
 	file    string
 	writer  *memWriter
@@ -99,7 +99,8 @@ func (g *glueSource) DescribeVM(ctx context.Context, vm string) (*sdk.VM, error)
 		<-ctx.Done()
 		return nil, ctx.Err()
 	case "web-01":
-		return &sdk.VM{ID: "vm-1", Name: "web-01", CPUs: 2, MemoryMiB: 2048, Disks: []sdk.Disk{{Index: 0, Capacity: diskSize}}}, nil
+		return &sdk.VM{ID: "vm-1", Name: "web-01", CPUs: 2, MemoryMiB: 2048, Disks: []sdk.Disk{{Index: 0, Capacity: diskSize}},
+			Folder: "/Prod/vm/web", Tags: []string{"backup/daily", "tier/gold"}}, nil
 	}
 	return nil, fmt.Errorf("vm %q: %w", vm, errdefs.ErrNotFound)
 }
@@ -131,7 +132,8 @@ func newGlue(t *testing.T) (*glueSource, *sdk.Client) {
 	if err := os.WriteFile(file, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	src := &glueSource{data: data, file: file, started: make(chan struct{})}
+	src := &glueSource{MemSource: sdktest.NewMemSource(sdk.VM{Name: "tagged", Tags: []string{"tier/gold", "dr/none"}}),
+		data: data, file: file, started: make(chan struct{})}
 	src.writer = &memWriter{data: make([]byte, diskSize)}
 	cfgSchema := &schema.Block{Attributes: map[string]*schema.Attribute{
 		"name":  {Type: cty.String, Required: true},
@@ -142,7 +144,7 @@ func newGlue(t *testing.T) (*glueSource, *sdk.Client) {
 		Version: "0.0.1",
 		Sources: map[string]sdk.Component[sdk.Source]{"glue": {
 			Schema:       cfgSchema,
-			Capabilities: sdk.Capabilities{ChangeTracking: true, DirectData: true},
+			Capabilities: sdk.Capabilities{ChangeTracking: true, DirectData: true, Folders: true},
 			Validate: func(cfg cty.Value) schema.Diagnostics {
 				var ds schema.Diagnostics
 				if cfg.GetAttr("name").AsString() == "" {
@@ -151,9 +153,14 @@ func newGlue(t *testing.T) (*glueSource, *sdk.Client) {
 				return ds
 			},
 			New: func(ctx context.Context, cfg cty.Value) (sdk.Source, error) { return src, nil },
+		}, "plain": {
+			// A source that does not implement sdk.TagLister.
+			Schema: cfgSchema,
+			New:    func(ctx context.Context, cfg cty.Value) (sdk.Source, error) { return struct{ sdk.Source }{src}, nil },
 		}},
 		Targets: map[string]sdk.Component[sdk.Target]{"glue": {
 			Schema: cfgSchema,
+			Limits: sdk.Limits{MaxRestorePoints: 28, MaxRestorePointsReason: "the glue holds 32 layers"},
 			New: func(ctx context.Context, cfg cty.Value) (sdk.Target, error) {
 				return &glueTarget{w: src.writer}, nil
 			},
@@ -198,15 +205,56 @@ func TestInfoCarriesSchemaAndCapabilities(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Name != "glue" || info.ProtocolMajor != sdk.ProtocolMajor || len(info.Components) != 2 {
+	if info.Name != "glue" || info.ProtocolMajor != sdk.ProtocolMajor || len(info.Components) != 3 {
 		t.Fatalf("info = %+v", info)
 	}
 	comp, ok := info.Component(sdk.KindSource, "glue")
-	if !ok || !comp.Capabilities.ChangeTracking || !comp.Capabilities.DirectData || comp.Capabilities.ReIP {
+	if !ok || !comp.Capabilities.ChangeTracking || !comp.Capabilities.DirectData || comp.Capabilities.ReIP ||
+		!comp.Capabilities.Folders || comp.Capabilities.Tags || comp.Limits != (sdk.Limits{}) {
 		t.Fatalf("source component = %+v", comp)
+	}
+	tgt, ok := info.Component(sdk.KindTarget, "glue")
+	if !ok || tgt.Limits != (sdk.Limits{MaxRestorePoints: 28, MaxRestorePointsReason: "the glue holds 32 layers"}) {
+		t.Fatalf("target component = %+v", tgt)
+	}
+	if info.ProtocolMinor != sdk.ProtocolMinor {
+		t.Fatalf("protocol minor %d, want %d", info.ProtocolMinor, sdk.ProtocolMinor)
 	}
 	if ty := comp.Schema.Attributes["ports"].Type; !ty.Equals(cty.List(cty.Number)) || !comp.Schema.Attributes["name"].Required {
 		t.Fatalf("schema did not survive the wire: %#v", comp.Schema.Attributes)
+	}
+}
+
+// TestFoldersAndTagsCrossTheWire: a VM's folder and tags survive, and
+// ListTags reaches a source that lists tags and is ErrUnimplemented for
+// one that does not.
+func TestFoldersAndTagsCrossTheWire(t *testing.T) {
+	_, c := newGlue(t)
+	src := configureSource(t, c)
+	vm, err := src.DescribeVM(context.Background(), "web-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm.Folder != "/Prod/vm/web" || strings.Join(vm.Tags, ",") != "backup/daily,tier/gold" {
+		t.Fatalf("described as folder %q, tags %q", vm.Folder, vm.Tags)
+	}
+	tl, ok := src.(sdk.TagLister)
+	if !ok {
+		t.Fatalf("the host's source %T does not list tags", src)
+	}
+	tags, err := tl.ListTags(context.Background())
+	if err != nil || strings.Join(tags, ",") != "dr/none,tier/gold" {
+		t.Fatalf("ListTags = %q, %v", tags, err)
+	}
+	info, _ := c.Info(context.Background())
+	comp, _ := info.Component(sdk.KindSource, "plain")
+	plain, _, err := c.Source(context.Background(), "plain", comp.Schema, goodCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = plain.(sdk.TagLister).ListTags(context.Background())
+	if !errors.Is(err, errdefs.ErrUnimplemented) || !strings.Contains(err.Error(), `source "plain"`) {
+		t.Fatalf("ListTags of a source without tags = %v, want ErrUnimplemented naming it", err)
 	}
 }
 

@@ -11,10 +11,11 @@ import (
 )
 
 // Protocol versions. ProtocolMajor is negotiated by go-plugin at the
-// handshake; ProtocolMinor grows when v1 gains messages or calls.
+// handshake; ProtocolMinor grows when v1 gains messages or calls. Minor 1
+// added VM folders and tags, Source.ListTags, and component limits.
 const (
 	ProtocolMajor = 1
-	ProtocolMinor = 0
+	ProtocolMinor = 1
 )
 
 // Plugin is what a plugin binary serves: its name, version and components,
@@ -33,6 +34,9 @@ type Component[T any] struct {
 	Schema *schema.Block
 	// Capabilities are the optional features the component supports.
 	Capabilities Capabilities
+	// Limits are the bounds the component cannot go beyond (a Target's
+	// MaxRestorePoints); the zero value means none.
+	Limits Limits
 	// Validate checks a decoded configuration without side effects and
 	// without touching the network. It may be nil.
 	Validate func(cfg cty.Value) schema.Diagnostics
@@ -48,10 +52,18 @@ func (p *Plugin) Validate() error {
 		return fmt.Errorf("plugin: name and version are required")
 	}
 	n := 0
-	check := func(kind Kind, typ string, s *schema.Block, hasNew bool) error {
+	check := func(kind Kind, typ string, s *schema.Block, hasNew bool, lim Limits) error {
 		n++
 		if s == nil || !hasNew {
 			return fmt.Errorf("plugin %s: %s %q needs a Schema and New", p.Name, kind, typ)
+		}
+		switch {
+		case lim.MaxRestorePoints < 0:
+			return fmt.Errorf("plugin %s: %s %q: MaxRestorePoints %d is negative", p.Name, kind, typ, lim.MaxRestorePoints)
+		case lim.MaxRestorePoints > 0 && kind != KindTarget:
+			return fmt.Errorf("plugin %s: %s %q: only a target keeps restore points; MaxRestorePoints is for targets", p.Name, kind, typ)
+		case lim.MaxRestorePoints > 0 && lim.MaxRestorePointsReason == "":
+			return fmt.Errorf("plugin %s: %s %q: MaxRestorePoints needs a MaxRestorePointsReason for the users who hit it", p.Name, kind, typ)
 		}
 		if err := s.Validate(); err != nil {
 			return fmt.Errorf("plugin %s: %s %q schema: %w", p.Name, kind, typ, err)
@@ -59,17 +71,17 @@ func (p *Plugin) Validate() error {
 		return nil
 	}
 	for typ, c := range p.Sources {
-		if err := check(KindSource, typ, c.Schema, c.New != nil); err != nil {
+		if err := check(KindSource, typ, c.Schema, c.New != nil, c.Limits); err != nil {
 			return err
 		}
 	}
 	for typ, c := range p.Targets {
-		if err := check(KindTarget, typ, c.Schema, c.New != nil); err != nil {
+		if err := check(KindTarget, typ, c.Schema, c.New != nil, c.Limits); err != nil {
 			return err
 		}
 	}
 	for typ, c := range p.Repositories {
-		if err := check(KindRepository, typ, c.Schema, c.New != nil); err != nil {
+		if err := check(KindRepository, typ, c.Schema, c.New != nil, c.Limits); err != nil {
 			return err
 		}
 	}

@@ -44,6 +44,22 @@ func (ss *sourceService) ListVMs(ctx context.Context, _ *pb.Empty) (*pb.ListVMsR
 	return resp, nil
 }
 
+func (ss *sourceService) ListTags(ctx context.Context, _ *pb.Empty) (*pb.ListTagsResponse, error) {
+	in, err := ss.s.lookup(ctx, KindSource)
+	if err != nil {
+		return nil, err
+	}
+	tl, ok := in.src.(TagLister)
+	if !ok {
+		return nil, fmt.Errorf("source %q of plugin %s does not list tags: %w", in.typ, ss.s.p.Name, errdefs.ErrUnimplemented)
+	}
+	tags, err := tl.ListTags(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ListTagsResponse{Tags: tags}, nil
+}
+
 func (ss *sourceService) DescribeVM(ctx context.Context, req *pb.VMRequest) (*pb.VM, error) {
 	src, err := ss.src(ctx)
 	if err != nil {

@@ -18,6 +18,21 @@ type Capabilities struct {
 	DirectData     bool // disks may come with a local path the data mover opens itself
 	Quiesce        bool // a Source takes application-consistent snapshots
 	ReIP           bool // a Target applies re-IP rules at failover
+	Folders        bool // a Source reports each VM's inventory folder (VM.Folder)
+	Tags           bool // a Source reports each VM's tags (VM.Tags) and lists its tags (TagLister)
+}
+
+// Limits are bounds a component cannot go beyond. ferry checks them when it
+// loads the configuration, so a job that asks for more is a configuration
+// error naming the file and line, not a failure in the middle of a run.
+// Zero values mean no limit.
+type Limits struct {
+	// MaxRestorePoints is the most restore points a Target keeps per
+	// replica.
+	MaxRestorePoints int
+	// MaxRestorePointsReason says why, in a sentence ferry shows with the
+	// error: "VMware supports at most 32 snapshots in a chain".
+	MaxRestorePointsReason string
 }
 
 // VM describes a virtual machine, at the source or as a replica.
@@ -32,6 +47,14 @@ type VM struct {
 	Disks      []Disk            `json:"disks"`
 	NICs       []NIC             `json:"nics,omitempty"`
 	Attributes map[string]string `json:"attributes,omitempty"`
+	// Folder is the inventory folder holding the VM, a path from the root
+	// of the inventory with "/" between names ("/Prod/vm/web"); empty when
+	// the source has no folders. Sources with the Folders capability set it.
+	Folder string `json:"folder,omitempty"`
+	// Tags are the VM's tags as "Category/Name" ("Name" alone where the
+	// source's tags have no category), sorted. Sources with the Tags
+	// capability set it.
+	Tags []string `json:"tags,omitempty"`
 }
 
 // Disk is a virtual disk of a VM. Index is its position in VM.Disks and

@@ -42,11 +42,20 @@ func kindFromProto(k pb.Kind) Kind {
 }
 
 func capsToProto(c Capabilities) *pb.Capabilities {
-	return &pb.Capabilities{ChangeTracking: c.ChangeTracking, DirectData: c.DirectData, Quiesce: c.Quiesce, ReIp: c.ReIP}
+	return &pb.Capabilities{ChangeTracking: c.ChangeTracking, DirectData: c.DirectData, Quiesce: c.Quiesce, ReIp: c.ReIP, Folders: c.Folders, Tags: c.Tags}
 }
 
 func capsFromProto(c *pb.Capabilities) Capabilities {
-	return Capabilities{ChangeTracking: c.GetChangeTracking(), DirectData: c.GetDirectData(), Quiesce: c.GetQuiesce(), ReIP: c.GetReIp()}
+	return Capabilities{ChangeTracking: c.GetChangeTracking(), DirectData: c.GetDirectData(), Quiesce: c.GetQuiesce(), ReIP: c.GetReIp(),
+		Folders: c.GetFolders(), Tags: c.GetTags()}
+}
+
+func limitsToProto(l Limits) *pb.Limits {
+	return &pb.Limits{MaxRestorePoints: uint32(l.MaxRestorePoints), MaxRestorePointsReason: l.MaxRestorePointsReason}
+}
+
+func limitsFromProto(l *pb.Limits) Limits {
+	return Limits{MaxRestorePoints: int(l.GetMaxRestorePoints()), MaxRestorePointsReason: l.GetMaxRestorePointsReason()}
 }
 
 func blockToProto(b *schema.Block) (*pb.Block, error) {
@@ -175,7 +184,7 @@ func vmToProto(v *VM) *pb.VM {
 		return nil
 	}
 	out := &pb.VM{Id: v.ID, Name: v.Name, Cpus: int32(v.CPUs), MemoryMib: v.MemoryMiB, Firmware: v.Firmware,
-		GuestOs: v.GuestOS, PowerState: v.PowerState, Attributes: v.Attributes}
+		GuestOs: v.GuestOS, PowerState: v.PowerState, Attributes: v.Attributes, Folder: v.Folder, Tags: v.Tags}
 	for _, d := range v.Disks {
 		out.Disks = append(out.Disks, &pb.Disk{Index: int32(d.Index), Name: d.Name, CapacityBytes: d.Capacity, Controller: d.Controller, Thin: d.Thin})
 	}
@@ -187,7 +196,7 @@ func vmToProto(v *VM) *pb.VM {
 
 func vmFromProto(v *pb.VM) VM {
 	out := VM{ID: v.GetId(), Name: v.GetName(), CPUs: int(v.GetCpus()), MemoryMiB: v.GetMemoryMib(), Firmware: v.GetFirmware(),
-		GuestOS: v.GetGuestOs(), PowerState: v.GetPowerState(), Attributes: v.GetAttributes()}
+		GuestOS: v.GetGuestOs(), PowerState: v.GetPowerState(), Attributes: v.GetAttributes(), Folder: v.GetFolder(), Tags: v.GetTags()}
 	for _, d := range v.GetDisks() {
 		out.Disks = append(out.Disks, Disk{Index: int(d.GetIndex()), Name: d.GetName(), Capacity: d.GetCapacityBytes(), Controller: d.GetController(), Thin: d.GetThin()})
 	}

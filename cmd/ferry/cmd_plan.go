@@ -7,6 +7,7 @@ import (
 
 	"github.com/ferry-dr/ferry/core/engine"
 	"github.com/ferry-dr/ferry/core/plan"
+	"github.com/ferry-dr/ferry/core/selection"
 	"github.com/ferry-dr/ferry/sdk"
 )
 
@@ -19,7 +20,9 @@ The plan compares the configuration and what the source reports now with
 the catalog of earlier runs: replicas to create, disks that grew or were
 added, VMs missing at the source or gone from the job, failed-over replicas,
 restore points retention will delete, and settings that changed since the
-last run. Lines start with + (create), ~ (change), - (delete or leave),
+last run. For a job with folder or tag selectors it shows what each
+selector matches now, the VMs new in them, those that left them or are
+excluded, and selectors that match nothing. Lines start with + (create), ~ (change), - (delete or leave),
 ! (cannot be done as asked). Without JOB, every job is planned.`,
 		usage: "ferry [-config DIR] plan [--json] [JOB...]",
 		run:   runPlan,
@@ -62,6 +65,26 @@ func runPlan(e *env, args []string) error {
 			in.Last = st
 		}
 		src, _, err := w.host.Source(ctx, job.Source.Type, job.Source.Config)
+		if err != nil && job.Selects() {
+			in.SelectionErr = fmt.Errorf("%s: %w", job.Source.Address(), err)
+		}
+		if err == nil && job.Selects() {
+			known := map[string]string{}
+			for _, r := range in.Replicas {
+				if r.SourceID != "" {
+					known[r.SourceID] = r.VM
+				}
+			}
+			var last map[string][]string
+			if in.Last != nil {
+				last = in.Last.Selected
+			}
+			if in.Selection, in.SelectionErr = selection.Resolve(ctx, src, job, known, last); in.SelectionErr == nil {
+				plans = append(plans, plan.Make(in))
+				continue
+			}
+			in.SelectionErr = fmt.Errorf("%s: %w", job.Source.Address(), in.SelectionErr)
+		}
 		for _, vm := range job.VMs {
 			if err != nil {
 				in.SourceErrors[vm] = fmt.Errorf("%s: %w", job.Source.Address(), err)

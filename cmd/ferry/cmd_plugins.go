@@ -41,6 +41,9 @@ type componentListing struct {
 	Kind         sdk.Kind `json:"kind"`
 	Type         string   `json:"type"`
 	Capabilities []string `json:"capabilities"`
+	// MaxRestorePoints is the most restore points a target keeps; absent
+	// when it declares no limit.
+	MaxRestorePoints int `json:"max_restore_points,omitempty"`
 }
 
 func runPlugins(e *env, args []string) error {
@@ -70,7 +73,8 @@ func runPlugins(e *env, args []string) error {
 				row.Version = info.Version
 				row.Protocol = fmt.Sprintf("%d.%d", info.ProtocolMajor, info.ProtocolMinor)
 				for _, comp := range info.Components {
-					row.Components = append(row.Components, componentListing{Kind: comp.Kind, Type: comp.Type, Capabilities: capabilityNames(comp.Capabilities)})
+					row.Components = append(row.Components, componentListing{Kind: comp.Kind, Type: comp.Type,
+						Capabilities: capabilityNames(comp.Capabilities), MaxRestorePoints: comp.Limits.MaxRestorePoints})
 				}
 			}
 		}
@@ -105,8 +109,12 @@ func printPlugins(e *env, rows []pluginListing, dirs []string) {
 		var comps []string
 		for _, c := range r.Components {
 			s := fmt.Sprintf("%s %q", c.Kind, c.Type)
-			if len(c.Capabilities) > 0 {
-				s += " (" + strings.Join(c.Capabilities, ", ") + ")"
+			notes := c.Capabilities
+			if c.MaxRestorePoints > 0 {
+				notes = append(notes[:len(notes):len(notes)], fmt.Sprintf("at most %d restore points", c.MaxRestorePoints))
+			}
+			if len(notes) > 0 {
+				s += " (" + strings.Join(notes, ", ") + ")"
 			}
 			comps = append(comps, s)
 		}
@@ -138,6 +146,12 @@ func capabilityNames(c sdk.Capabilities) []string {
 	}
 	if c.ReIP {
 		names = append(names, "re-ip")
+	}
+	if c.Folders {
+		names = append(names, "folders")
+	}
+	if c.Tags {
+		names = append(names, "tags")
 	}
 	return names
 }

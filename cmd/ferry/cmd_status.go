@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -63,7 +64,20 @@ func runStatus(e *env, args []string) error {
 		if ss, err := w.cat.Sessions(name, 1); err == nil && len(ss) > 0 {
 			st.LastSession = &ss[0]
 		}
-		for _, vm := range job.VMs {
+		vms := job.VMs
+		if job.Selects() {
+			// The VMs its selectors picked are known by their replicas;
+			// status does not ask the source.
+			vms = slices.Clone(job.VMs)
+			if reps, err := w.cat.Replicas(name); err == nil {
+				for _, r := range reps {
+					if !slices.Contains(vms, r.VM) {
+						vms = append(vms, r.VM)
+					}
+				}
+			}
+		}
+		for _, vm := range vms {
 			vs := vmStatus{VM: vm, State: "no replica yet"}
 			if r, err := w.cat.Replica(name, vm); err == nil {
 				vs.Replica, vs.State, vs.FailoverPoint = r.ReplicaName, string(r.State), r.FailoverPoint

@@ -97,7 +97,11 @@ func (p *progress) event(ev engine.Event) {
 			p.print("  %s: restore point created", ev.VM)
 		}
 	case engine.Notice:
-		p.print("  %s: note: %s", ev.VM, ev.Message)
+		if ev.VM == "" {
+			p.print("  note: %s", ev.Message)
+		} else {
+			p.print("  %s: note: %s", ev.VM, ev.Message)
+		}
 	case engine.SessionFinished:
 		p.clearLive()
 	}

@@ -16,6 +16,10 @@ type JobState struct {
 	LastSession string    `json:"last_session,omitempty"` // id of the job's last session
 	LastSuccess string    `json:"last_success,omitempty"` // id of its last successful session
 	Updated     time.Time `json:"updated"`
+	// Selected holds, for a job with folder or tag selectors, the
+	// selectors that picked each VM at its last run, by VM: `ferry plan`
+	// and the next run say which selector a VM left.
+	Selected map[string][]string `json:"selected,omitempty"`
 }
 
 // PutJobState inserts or replaces the state of s.Job. See

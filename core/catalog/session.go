@@ -62,6 +62,34 @@ type Session struct {
 	Error   string    `json:"error,omitempty"`
 	// VMs hold one entry per VM, named uniquely by VMResult.VM.
 	VMs []VMResult `json:"vms,omitempty"`
+	// Warnings are what the operator should read about the session as a
+	// whole, such as a selector that matched no VM. A session that would
+	// otherwise succeed ends "warning" when it has any.
+	Warnings []string `json:"warnings,omitempty"`
+	// Selection is what the job's folder and tag selectors and its
+	// exclusions picked; nil for a job that names its VMs one by one.
+	Selection *Selection `json:"selection,omitempty"`
+}
+
+// Selection is what a session's selectors picked.
+type Selection struct {
+	Selectors []SelectorMatch `json:"selectors"`
+	// New are VMs a selector picked for the first time: the session
+	// creates their replicas.
+	New []string `json:"new,omitempty"`
+	// Left are VMs with a replica that the job no longer picks: their
+	// replicas and restore points are kept, not replicated.
+	Left []string `json:"left,omitempty"`
+	// Excluded are VMs the job would replicate but excludes.
+	Excluded []string `json:"excluded,omitempty"`
+}
+
+// SelectorMatch is what one selector of vms, or one entry of exclude,
+// matched.
+type SelectorMatch struct {
+	Selector string   `json:"selector"` // as written: folder:/Prod/vm/web, tag:tier/gold
+	Exclude  bool     `json:"exclude,omitempty"`
+	VMs      []string `json:"vms"`
 }
 
 // VMResult is what a session did to one VM.

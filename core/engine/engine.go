@@ -136,7 +136,7 @@ func (e *Engine) Run(ctx context.Context, job *config.Job) (*catalog.Session, er
 	if err := e.Catalog.SaveSession(sess); err != nil {
 		return sess, errors.Join(runErr, fmt.Errorf("job %q: save session: %w", job.Name, err))
 	}
-	if err := e.saveJobState(job, sess); err != nil {
+	if err := e.saveJobState(job, sess, r.selected); err != nil {
 		return sess, errors.Join(runErr, err)
 	}
 	e.emit(Event{Kind: SessionFinished, Session: sess.ID, Job: job.Name, Err: runErr})
@@ -163,13 +163,23 @@ func sessionResult(s *catalog.Session, runErr error) catalog.Result {
 			return catalog.ResultWarning
 		}
 	}
+	if len(s.Warnings) > 0 {
+		return catalog.ResultWarning
+	}
 	return catalog.ResultSuccess
 }
 
-func (e *Engine) saveJobState(job *config.Job, sess *catalog.Session) error {
+// saveJobState records the job's settings and last session; selected (the
+// selectors that picked each VM) when the session got as far as selecting.
+func (e *Engine) saveJobState(job *config.Job, sess *catalog.Session, selected map[string][]string) error {
 	st, err := e.Catalog.JobState(job.Name)
 	if err != nil {
 		st = &catalog.JobState{Job: job.Name}
+	}
+	if !job.Selects() {
+		st.Selected = nil
+	} else if selected != nil {
+		st.Selected = selected
 	}
 	st.Fingerprint = Fingerprint(job)
 	st.LastSession = sess.ID
@@ -194,14 +204,24 @@ func Fingerprint(job *config.Job) string {
 	v := struct {
 		Source, Target, Repository string
 		VMs                        []string
-		Retention                  int
-		Suffix                     string
-		NetworkMap                 []config.NetworkMapping
-		ReIP                       []reip
-		Compression                config.Compression
-		BlockSize                  int64
+		// Left out when empty, so that the fingerprint of a job without
+		// selectors stays what it was before selectors existed.
+		Selectors   []string `json:",omitempty"`
+		Exclude     []string `json:",omitempty"`
+		Retention   int
+		Suffix      string
+		NetworkMap  []config.NetworkMapping
+		ReIP        []reip
+		Compression config.Compression
+		BlockSize   int64
 	}{Source: job.Source.Address(), Target: job.Target.Address(), Repository: repo, VMs: job.VMs,
 		Retention: job.Retention.RestorePoints, Suffix: job.ReplicaSuffix, Compression: job.Transfer.Compression, BlockSize: job.Transfer.BlockSize}
+	for _, s := range job.Selectors {
+		v.Selectors = append(v.Selectors, s.String())
+	}
+	for _, s := range job.Exclude {
+		v.Exclude = append(v.Exclude, s.String())
+	}
 	for _, m := range job.NetworkMap {
 		v.NetworkMap = append(v.NetworkMap, config.NetworkMapping{From: m.From, To: m.To})
 	}

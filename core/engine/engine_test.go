@@ -28,9 +28,14 @@ type memComponents struct {
 	tgt  *sdktest.MemTarget
 	repo sdk.Repository
 	err  error
+	// source, when set, is handed out instead of src: a decorator of it.
+	source sdk.Source
 }
 
 func (m *memComponents) Source(context.Context, *config.PluginBlock) (sdk.Source, sdk.Capabilities, error) {
+	if m.source != nil {
+		return m.source, m.src.Capabilities(), nil
+	}
 	return m.src, m.src.Capabilities(), nil
 }
 func (m *memComponents) Target(context.Context, *config.PluginBlock) (sdk.Target, sdk.Capabilities, error) {

@@ -53,6 +53,9 @@ type run struct {
 	repo    sdk.Repository
 	codec   datamover.Codec
 	limiter *rate.Limiter
+	// selected holds the selectors that picked each VM, for the job state
+	// (see selectVMs); nil for a job without selectors.
+	selected map[string][]string
 }
 
 func (r *run) run(ctx context.Context) error {
@@ -75,7 +78,11 @@ func (r *run) run(ctx context.Context) error {
 		}
 		return fmt.Errorf("job %q: repository %s: %w", job.Name, name, err)
 	}
-	for _, vm := range job.VMs {
+	vms, err := r.selectVMs(ctx)
+	if err != nil {
+		return fmt.Errorf("job %q: %w", job.Name, err)
+	}
+	for _, vm := range vms {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("job %q: %w", job.Name, err)
 		}

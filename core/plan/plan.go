@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/selection"
 	"github.com/ferry-dr/ferry/sdk"
 )
 
@@ -51,12 +52,29 @@ type Inputs struct {
 	// it lacks is missing there, and SourceErrors says why.
 	Source       map[string]*sdk.VM
 	SourceErrors map[string]error
+	// Selection is what the job's folder and tag selectors and exclusions
+	// pick now (package selection); nil for a job that names its VMs one
+	// by one. SelectionErr says why the source could not be asked; the
+	// job's VMs are then unknown.
+	Selection    *selection.Result
+	SelectionErr error
 }
 
 // Plan is the result for one job.
 type Plan struct {
 	Job     string
 	Changes []Change
+	// Selection shows what each selector of the job matched; empty for a
+	// job that names its VMs one by one.
+	Selection []Selected `json:",omitempty"`
+}
+
+// Selected is what one selector of vms, or one entry of exclude, matches.
+type Selected struct {
+	Selector string
+	Exclude  bool     `json:",omitempty"`
+	VMs      []string // keys, sorted
+	Why      string   `json:",omitempty"` // for a selector that matches nothing
 }
 
 // Make works out the plan of one job.
@@ -73,13 +91,26 @@ func Make(in Inputs) Plan {
 	for _, r := range in.Replicas {
 		replicas[r.VM] = r
 	}
-	for _, name := range job.VMs {
-		vm, ok := in.Source[name]
+	names, picked, known := p.selection(in, add)
+	source, sourceErrors := in.Source, in.SourceErrors
+	if in.Selection != nil {
+		// What the source said while selecting.
+		source, sourceErrors = map[string]*sdk.VM{}, map[string]error{}
+		for _, v := range in.Selection.VMs {
+			if v.VM != nil {
+				source[v.Key] = v.VM
+			} else if v.Missing != nil {
+				sourceErrors[v.Key] = fmt.Errorf("%s: %w", job.Source.Address(), v.Missing)
+			}
+		}
+	}
+	for _, name := range names {
+		vm, ok := source[name]
 		rec, hasReplica := replicas[name]
 		points := in.Points[name]
 		if !ok {
 			why := "not found on " + job.Source.Address()
-			if err := in.SourceErrors[name]; err != nil {
+			if err := sourceErrors[name]; err != nil {
 				why = err.Error()
 			}
 			add(Warn, name, -1, "%s; the run will fail for it", why)
@@ -90,8 +121,12 @@ func Make(in Inputs) Plan {
 			for _, d := range vm.Disks {
 				total += d.Capacity
 			}
-			add(Create, name, -1, "create replica %s%s on %s: %s, %s; the first run copies every allocated block",
-				name, job.ReplicaSuffix, job.Target.Address(), plural(len(vm.Disks), "disk"), human(total))
+			what := ""
+			if by := picked[name]; len(by) > 0 {
+				what = " (new in " + strings.Join(by, ", ") + ")"
+			}
+			add(Create, name, -1, "create replica %s%s on %s%s: %s, %s; the first run copies every allocated block",
+				name, job.ReplicaSuffix, job.Target.Address(), what, plural(len(vm.Disks), "disk"), human(total))
 			continue
 		}
 		switch rec.State {
@@ -128,18 +163,81 @@ func Make(in Inputs) Plan {
 			add(Delete, name, -1, "%s beyond the newest %d will be deleted", plural(len(points)+1-keep, "restore point"), keep)
 		}
 	}
+	if !known {
+		return p // which replicas leave the job is unknown
+	}
 	var gone []string
 	for vm := range replicas {
-		if !contains(job.VMs, vm) {
+		if !contains(names, vm) {
 			gone = append(gone, vm)
 		}
 	}
 	sort.Strings(gone)
+	why := map[string]string{}
+	if sel := in.Selection; sel != nil {
+		for _, x := range sel.Excluded {
+			why[x.Key] = "excluded by " + strings.Join(x.By, ", ")
+		}
+		for _, l := range sel.Left {
+			if len(l.By) > 0 {
+				why[l.Key] = "left " + strings.Join(l.By, ", ")
+			}
+		}
+	}
 	for _, vm := range gone {
 		r := replicas[vm]
-		add(Delete, vm, -1, "no longer in the job; its replica %s and %s are kept, not replicated", r.ReplicaName, plural(len(in.Points[vm]), "restore point"))
+		reason := why[vm]
+		if reason == "" {
+			reason = "no longer in the job"
+		}
+		add(Delete, vm, -1, "%s; its replica %s and %s are kept, not replicated", reason, r.ReplicaName, plural(len(in.Points[vm]), "restore point"))
 	}
 	return p
+}
+
+// selection adds what the job's selectors match to the plan and returns
+// the VMs a run would replicate, in order; the selectors that pick each
+// new VM; and whether the VMs are known at all.
+func (p *Plan) selection(in Inputs, add func(Action, string, int, string, ...any)) (names []string, picked map[string][]string, known bool) {
+	job := in.Job
+	if in.SelectionErr != nil {
+		add(Warn, "", -1, "the VMs of %s are unknown: %v; the run will fail", job.Source.Address(), in.SelectionErr)
+		return job.VMs, nil, false
+	}
+	sel := in.Selection
+	if sel == nil {
+		return job.VMs, nil, true
+	}
+	known = true
+	for _, m := range sel.Matches {
+		p.Selection = append(p.Selection, Selected{Selector: m.Selector.String(), Exclude: m.Exclude, VMs: m.VMs, Why: m.Why})
+		switch {
+		case m.Err != nil:
+			add(Warn, "", -1, "%s: %v; the run will fail", m.Selector, m.Err)
+			known = false
+		case !m.Exclude && len(m.VMs) == 0:
+			add(Warn, "", -1, "%s matches no VM at %s (%s); the run will warn", m.Selector, job.Source.Address(), m.Why)
+		}
+	}
+	for _, n := range sel.Notes {
+		add(Warn, "", -1, "%s", n)
+	}
+	picked = map[string][]string{}
+	for _, v := range sel.VMs {
+		if v.Err != nil {
+			name := v.Key
+			if v.VM != nil {
+				name = fmt.Sprintf("%s (id %s)", v.Key, v.VM.ID)
+			}
+			add(Warn, name, -1, "not replicated: %v", v.Err)
+			continue
+		}
+		names = append(names, v.Key)
+		if v.New {
+			picked[v.Key] = v.By
+		}
+	}
+	return names, picked, known
 }
 
 func newest(ps []Point) string {
@@ -171,6 +269,17 @@ func (p Plan) Summary() string {
 // Write renders the plan for people, Terraform-style.
 func (p Plan) Write(w io.Writer) {
 	fmt.Fprintf(w, "job %q\n", p.Job)
+	for _, s := range p.Selection {
+		verb := "selects"
+		if s.Exclude {
+			verb = "excludes"
+		}
+		vms := strings.Join(s.VMs, ", ")
+		if len(s.VMs) == 0 {
+			vms = "no VM"
+		}
+		fmt.Fprintf(w, "    %s %s: %s\n", verb, s.Selector, vms)
+	}
 	for _, c := range p.Changes {
 		subject := c.VM
 		if c.Disk >= 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/selection"
 	"github.com/ferry-dr/ferry/sdk"
 )
 
@@ -103,4 +105,77 @@ func TestPlanGolden(t *testing.T) {
 	first.Name, first.VMs = "first", []string{"new-01"}
 	Make(Inputs{Job: &first, Source: in.Source, Fingerprint: "x"}).Write(&buf)
 	golden(t, "plan.golden", buf.Bytes())
+}
+
+// TestPlanSelectionGolden plans a job with folder and tag selectors and
+// exclusions: what each matches, new VMs, VMs that left or are excluded,
+// a selector matching nothing, VMs refused for sharing a name.
+func TestPlanSelectionGolden(t *testing.T) {
+	parse := func(entries ...string) []config.Selector {
+		var out []config.Selector
+		for _, e := range entries {
+			s, err := config.ParseSelector(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	job := &config.Job{
+		Name:          "web",
+		Source:        &config.PluginBlock{Kind: sdk.KindSource, Type: "vsphere", Name: "prod"},
+		Target:        &config.PluginBlock{Kind: sdk.KindTarget, Type: "vsphere", Name: "dr"},
+		VMs:           []string{"db-01", "ghost-01"},
+		Selectors:     parse("folder:/Prod/vm/web", "tag:tier/gold", "tag:tier/platinum"),
+		Exclude:       parse("tag:ferry/no-dr"),
+		ReplicaSuffix: "_replica",
+		Retention:     config.Retention{RestorePoints: 3},
+	}
+	listing := []sdk.VM{
+		*withID(vm("web-01", 8<<30), "vm-1", "/Prod/vm/web"),
+		*withID(vm("web-02", 8<<30, 1<<30), "vm-2", "/Prod/vm/web/frontend"),
+		*withID(vm("web-test", 4<<30), "vm-3", "/Prod/vm/web", "ferry/no-dr"),
+		*withID(vm("db-01", 16<<30), "vm-4", "/Prod/vm/db", "tier/gold"),
+		*withID(vm("app", 2<<30), "vm-6", "/Prod/vm/team-a", "tier/gold"),
+		*withID(vm("app", 2<<30), "vm-7", "/Prod/vm/team-b", "tier/gold"),
+	}
+	db := listing[3]
+	sel := selection.Select(selection.Inputs{
+		Job:         job,
+		Named:       map[string]*sdk.VM{"db-01": &db},
+		NamedErrors: map[string]error{"ghost-01": errors.New("vm \"ghost-01\": not found")},
+		Listing:     listing,
+		Tags:        []string{"ferry/no-dr", "tier/gold", "tier/silver"},
+		Known:       map[string]string{"vm-1": "web-01", "vm-3": "web-test", "vm-4": "db-01", "vm-9": "old-web"},
+		Last:        map[string][]string{"old-web": {"folder:/Prod/vm/web"}},
+	})
+	in := Inputs{
+		Job: job,
+		Replicas: []catalog.Replica{
+			replica("web-01", sdk.ReplicaReady, 8<<30),
+			replica("web-test", sdk.ReplicaReady, 4<<30),
+			replica("db-01", sdk.ReplicaReady, 16<<30),
+			replica("old-web", sdk.ReplicaReady, 8<<30),
+		},
+		Points: map[string][]catalog.RestorePoint{
+			"web-01": points("web-01", 2), "web-test": points("web-test", 3), "db-01": points("db-01", 1), "old-web": points("old-web", 3),
+		},
+		Fingerprint: "x",
+		Selection:   sel,
+	}
+	var buf bytes.Buffer
+	Make(in).Write(&buf)
+	// The source cannot be asked: the VMs are unknown, nothing leaves.
+	unknown := in
+	down := errors.New("vsphere https://vc/sdk cannot be reached: unavailable")
+	unknown.Selection, unknown.SelectionErr = nil, fmt.Errorf("list the VMs of the source: %w", down)
+	unknown.SourceErrors = map[string]error{"db-01": down, "ghost-01": down}
+	Make(unknown).Write(&buf)
+	golden(t, "selection.golden", buf.Bytes())
+}
+
+func withID(v *sdk.VM, id, folder string, tags ...string) *sdk.VM {
+	v.ID, v.Folder, v.Tags = id, folder, tags
+	return v
 }

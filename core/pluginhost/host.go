@@ -147,6 +147,16 @@ func (h *Host) Schema(kind sdk.Kind, typ string) (*schema.Block, error) {
 	return c.Schema, nil
 }
 
+// ComponentInfo returns what the plugin serving a component type declares
+// of it (capabilities, limits, schema), starting the plugin if needed. It
+// lets config.Load check jobs against what their components can do.
+func (h *Host) ComponentInfo(kind sdk.Kind, typ string) (sdk.ComponentInfo, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.StartTimeout)
+	defer cancel()
+	_, c, err := h.Component(ctx, kind, typ)
+	return c, err
+}
+
 // Validate asks the plugin serving a component type to check a decoded
 // configuration.
 func (h *Host) Validate(ctx context.Context, kind sdk.Kind, typ string, cfg cty.Value) (schema.Diagnostics, error) {

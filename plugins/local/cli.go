@@ -66,6 +66,8 @@ type cliCall struct {
 
 	disks  sizeList
 	nics   stringList
+	folder string
+	tags   stringList
 	cpus   int
 	memory int64
 	json   bool

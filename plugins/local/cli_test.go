@@ -130,3 +130,48 @@ func TestCLI(t *testing.T) {
 		t.Errorf("a new disk is not sparse: %d bytes allocated", b)
 	}
 }
+
+// TestCLIFolderAndTags: vm create puts a VM in a folder with tags, which
+// the source reports and lists; bad ones are refused; a VM without a
+// folder is in the root.
+func TestCLIFolderAndTags(t *testing.T) {
+	site := t.TempDir()
+	if _, _, err := runCLI("vm create "+site+" web --disk 1MiB --folder /prod/web --tag tier/gold --tag backup --tag tier/gold", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCLI("vm create "+site+" db --disk 1MiB --tag tier/silver", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"--folder prod/web", "--folder /prod//web", "--folder /prod/", "--tag /gold", "--tag tier/", "--tag ' gold'"} {
+		args := strings.Fields("vm create " + site + " bad --disk 1MiB")
+		flag, val, _ := strings.Cut(bad, " ")
+		args = append(args, flag, strings.Trim(val, "'"))
+		var out, errb bytes.Buffer
+		if err := RunCLI(context.Background(), args, nil, &out, &errb); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("%s: %v, want ErrInvalidArgument", bad, err)
+		}
+	}
+	src, err := NewSource(site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vms, err := src.ListVMs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, vm := range vms {
+		got[vm.Name] = vm.Folder + " " + strings.Join(vm.Tags, ",")
+	}
+	if got["web"] != "/prod/web backup,tier/gold" || got["db"] != "/ tier/silver" || len(got) != 2 {
+		t.Fatalf("listed %q", got)
+	}
+	tags, err := src.ListTags(context.Background())
+	if err != nil || strings.Join(tags, ",") != "backup,tier/gold,tier/silver" {
+		t.Fatalf("ListTags = %q, %v", tags, err)
+	}
+	out, _, err := runCLI("vm list "+site, nil)
+	if err != nil || !strings.Contains(out, "/prod/web") || !strings.Contains(out, "backup tier/gold") {
+		t.Errorf("list: %v\n%s", err, out)
+	}
+}

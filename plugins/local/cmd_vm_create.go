@@ -10,19 +10,24 @@ import (
 	"github.com/ferry-dr/ferry/sdk"
 )
 
-const usageVMCreate = "ferry-plugin-local vm create SITE NAME --disk SIZE [--disk SIZE] [--nic NETWORK=ADDRESS/PREFIX] [--cpus N] [--memory MIB]"
+const usageVMCreate = "ferry-plugin-local vm create SITE NAME --disk SIZE [--disk SIZE] [--nic NETWORK=ADDRESS/PREFIX] [--cpus N] [--memory MIB] [--folder PATH] [--tag TAG]"
 
 var cmdVMCreate = &command{
 	usage: usageVMCreate,
 	help: `Creates the VM folder SITE/NAME with vm.json and one empty sparse disk image
 per --disk (disk0.img, disk1.img, ...). SITE is created when missing. A
---nic with no address (--nic NETWORK) makes a NIC without one.`,
+--nic with no address (--nic NETWORK) makes a NIC without one. --folder
+puts the VM in an inventory folder (a path like /prod/web; the root, /,
+by default) and each --tag gives it a tag (Category/Name or Name), for jobs
+that select VMs by folder or tag; both live in vm.json.`,
 	nargs: 2,
 	flags: func(fs *flag.FlagSet, c *cliCall) {
 		fs.Var(&c.disks, "disk", "a disk of SIZE (repeat for more disks)")
 		fs.Var(&c.nics, "nic", "a NIC on NETWORK with ADDRESS/PREFIX (repeatable)")
 		fs.IntVar(&c.cpus, "cpus", 1, "virtual CPUs")
 		fs.Int64Var(&c.memory, "memory", 1024, "memory in MiB")
+		fs.StringVar(&c.folder, "folder", "", "the inventory folder, like /prod/web (default /)")
+		fs.Var(&c.tags, "tag", "a tag, Category/Name or Name (repeatable)")
 	},
 	run: runVMCreate,
 }
@@ -35,7 +40,7 @@ func runVMCreate(ctx context.Context, c *cliCall) error {
 	if c.cpus < 1 || c.memory < 1 {
 		return usagef(usageVMCreate, "vm create: --cpus and --memory must be at least 1")
 	}
-	spec := VMSpec{Name: name, CPUs: c.cpus, MemoryMiB: c.memory, Disks: c.disks}
+	spec := VMSpec{Name: name, CPUs: c.cpus, MemoryMiB: c.memory, Disks: c.disks, Folder: c.folder, Tags: c.tags}
 	for _, n := range c.nics {
 		nic, err := parseNIC(n)
 		if err != nil {

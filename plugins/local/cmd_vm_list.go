@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -24,13 +25,14 @@ func runVMList(ctx context.Context, c *cliCall) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tCPUS\tMEMORY\tDISKS\tPOWER")
+	fmt.Fprintln(tw, "NAME\tCPUS\tMEMORY\tDISKS\tPOWER\tFOLDER\tTAGS")
 	for _, vm := range vms {
 		var total int64
 		for _, d := range vm.Disks {
 			total += d.Capacity
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d MiB\t%d (%s)\t%s\n", vm.Name, vm.CPUs, vm.MemoryMiB, len(vm.Disks), FormatSize(total), vm.PowerState)
+		fmt.Fprintf(tw, "%s\t%d\t%d MiB\t%d (%s)\t%s\t%s\t%s\n", vm.Name, vm.CPUs, vm.MemoryMiB, len(vm.Disks), FormatSize(total), vm.PowerState,
+			vm.Folder, strings.Join(vm.Tags, " "))
 	}
 	return tw.Flush()
 }

@@ -71,6 +71,10 @@ func runVMShow(ctx context.Context, c *cliCall) error {
 	if vm.PowerState != "" {
 		fmt.Fprintf(tw, "power\t%s\n", vm.PowerState)
 	}
+	fmt.Fprintf(tw, "folder\t%s\n", vm.Folder)
+	if len(vm.Tags) > 0 {
+		fmt.Fprintf(tw, "tags\t%s\n", strings.Join(vm.Tags, " "))
+	}
 	for _, d := range vm.Disks {
 		fmt.Fprintf(tw, "disk %d\t%s\t%s\n", d.Index, FormatSize(d.Capacity), d.Name)
 	}

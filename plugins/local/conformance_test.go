@@ -15,7 +15,15 @@ import (
 // and through the plugin protocol (gRPC on a Unix socket).
 
 func sourceFixture(t *testing.T) (sdktest.SourceFixture, string) {
-	s := newTestSite(t, "conform", 4<<20, 1<<20+8<<10)
+	s := newSite(t.TempDir())
+	if _, err := s.createVM(context.Background(), VMSpec{Name: "conform", Disks: []int64{4 << 20, 1<<20 + 8<<10}, CPUs: 2, MemoryMiB: 512,
+		Folder: "/prod/web", Tags: []string{"tier/gold", "backup"}}); err != nil {
+		t.Fatal(err)
+	}
+	// A second VM in the root folder, without tags.
+	if _, err := s.createVM(context.Background(), VMSpec{Name: "plain", Disks: []int64{1 << 20}}); err != nil {
+		t.Fatal(err)
+	}
 	write := func(t *testing.T, vm string, disk int, off int64, data []byte) {
 		if err := s.trackedWrite(context.Background(), vm, disk, off, data); err != nil {
 			t.Fatal(err)
@@ -35,6 +43,8 @@ func sourceFixture(t *testing.T) (sdktest.SourceFixture, string) {
 	return sdktest.SourceFixture{
 		Capabilities:        Plugin().Sources["local"].Capabilities,
 		VM:                  "conform",
+		Folder:              "/prod/web",
+		Tags:                []string{"backup", "tier/gold"},
 		Write:               write,
 		ResetChangeTracking: reset,
 	}, s.root

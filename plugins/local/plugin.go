@@ -27,7 +27,7 @@ func Plugin() *sdk.Plugin {
 		Sources: map[string]sdk.Component[sdk.Source]{
 			"local": {
 				Schema:       pathSchema("A site folder: one sub-folder per VM with vm.json and disk<N>.img.", "The site folder. It must exist."),
-				Capabilities: sdk.Capabilities{ChangeTracking: true, DirectData: true},
+				Capabilities: sdk.Capabilities{ChangeTracking: true, DirectData: true, Folders: true, Tags: true},
 				Validate:     validatePath,
 				New: func(ctx context.Context, cfg cty.Value) (sdk.Source, error) {
 					path, err := decodePath(cfg)

@@ -143,6 +143,10 @@ func readVM(dir string) (*sdk.VM, error) {
 	if vm.ID == "" {
 		vm.ID = vm.Name
 	}
+	if vm.Folder == "" {
+		vm.Folder = rootFolder
+	}
+	vm.Tags = normalTags(vm.Tags) // a person may have edited vm.json
 	return &vm, nil
 }
 
@@ -328,12 +332,25 @@ type VMSpec struct {
 	MemoryMiB int64
 	Disks     []int64 // capacities in bytes
 	NICs      []sdk.NIC
+	Folder    string   // the inventory folder; "" for the root, "/"
+	Tags      []string // "Category/Name" or "Name"
 }
 
 // createVM makes a new VM folder with empty sparse disks.
 func (s *site) createVM(ctx context.Context, spec VMSpec) (*sdk.VM, error) {
 	if !validName(spec.Name) {
 		return nil, fmt.Errorf("create vm %q: not a valid folder name: %w", spec.Name, errdefs.ErrInvalidArgument)
+	}
+	if spec.Folder == "" {
+		spec.Folder = rootFolder
+	}
+	if err := checkInventoryFolder(spec.Folder); err != nil {
+		return nil, fmt.Errorf("create vm %q: %w", spec.Name, err)
+	}
+	for _, tag := range spec.Tags {
+		if err := checkTag(tag); err != nil {
+			return nil, fmt.Errorf("create vm %q: %w", spec.Name, err)
+		}
 	}
 	if err := mkdirDurable(s.root); err != nil {
 		return nil, err
@@ -353,6 +370,7 @@ func (s *site) createVM(ctx context.Context, spec VMSpec) (*sdk.VM, error) {
 	vm := &sdk.VM{
 		ID: spec.Name, Name: spec.Name, CPUs: max(spec.CPUs, 1), MemoryMiB: spec.MemoryMiB,
 		Firmware: "bios", GuestOS: "linux", PowerState: "on", NICs: spec.NICs,
+		Folder: spec.Folder, Tags: normalTags(spec.Tags),
 	}
 	if vm.MemoryMiB <= 0 {
 		vm.MemoryMiB = 1024

@@ -15,7 +15,10 @@ type Source struct {
 	site *site
 }
 
-var _ sdk.Source = (*Source)(nil)
+var (
+	_ sdk.Source    = (*Source)(nil)
+	_ sdk.TagLister = (*Source)(nil)
+)
 
 // NewSource opens the site folder root, which must exist.
 func NewSource(root string) (*Source, error) {
@@ -37,6 +40,14 @@ func (s *Source) ListVMs(ctx context.Context) ([]sdk.VM, error) {
 		return nil, err
 	}
 	return s.site.listVMs()
+}
+
+// ListTags implements sdk.TagLister: the tags the site's VMs carry.
+func (s *Source) ListTags(ctx context.Context) ([]string, error) {
+	if err := canceled(ctx); err != nil {
+		return nil, err
+	}
+	return s.site.listTags()
 }
 
 func (s *Source) DescribeVM(ctx context.Context, vm string) (*sdk.VM, error) {

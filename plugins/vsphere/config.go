@@ -18,9 +18,13 @@ import (
 // target may keep. A restore point is a VMware snapshot of the replica, and
 // VMware supports at most 32 snapshots in a chain; like Veeam, ferry keeps
 // room for the snapshots of its own operations (failover, the working
-// state) and allows 28. A job asking for more is a configuration error the
-// core reports.
+// state) and allows 28. The target declares it (TargetLimits), so a job
+// asking for more is a configuration error ferry reports at the job's
+// restore_points.
 const MaxRestorePoints = 28
+
+// maxRestorePointsReason is the why users read with that error.
+const maxRestorePointsReason = "a restore point on vSphere is a snapshot of the replica, VMware supports at most 32 snapshots in a chain, and ferry keeps room for snapshots of its own operations, as Veeam does"
 
 // Transport modes of the source's disk reads.
 const (

@@ -8,11 +8,16 @@ import (
 	"github.com/ferry-dr/ferry/sdk/sdktest"
 )
 
-// prodSite starts a source site with the VM the suites play with.
+// prodSite starts a source site with the VM the suites play with, in a
+// folder with two tags, and a tag no VM carries.
 func prodSite(t *testing.T) *vcsimtest.Site {
 	s := vcsimtest.Start(t, vcsimtest.Options{Name: "prod", CBTWindow: 1 << 20})
 	s.CreateVM(t, vcsimtest.VMSpec{Name: "sdktest-vm", Disks: []int64{4 << 20, 1<<20 + 8<<10}, CPUs: 2, MemoryMB: 512, PoweredOn: true, Tools: true,
-		NICs: []vcsimtest.NICSpec{{Network: "VM Network", Addresses: []string{"10.1.0.5/24"}, Gateway: "10.1.0.1", DNS: []string{"10.1.0.53"}}}})
+		NICs:   []vcsimtest.NICSpec{{Network: "VM Network", Addresses: []string{"10.1.0.5/24"}, Gateway: "10.1.0.1", DNS: []string{"10.1.0.53"}}},
+		Folder: "conformance/web"})
+	s.Tag(t, "sdktest-vm", "tier", "gold")
+	s.Tag(t, "sdktest-vm", "backup", "daily")
+	s.CreateTag(t, "tier", "silver")
 	return s
 }
 
@@ -21,6 +26,8 @@ func sourceFixture(s *vcsimtest.Site, src sdk.Source) sdktest.SourceFixture {
 		New:          func(*testing.T) sdk.Source { return src },
 		Capabilities: SourceCapabilities,
 		VM:           "sdktest-vm",
+		Folder:       "/DC0/vm/conformance/web",
+		Tags:         []string{"backup/daily", "tier/gold"},
 		Write: func(t *testing.T, vm string, disk int, off int64, data []byte) {
 			s.Write(t, vm, disk, off, data)
 		},

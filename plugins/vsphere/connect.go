@@ -42,6 +42,9 @@ type conn struct {
 	dc     *object.Datacenter
 	finder *find.Finder
 
+	folders folders // the datacenter's folder tree, for VMs' folders
+	tags    tagging // the Automation API session, for VMs' tags
+
 	mu      sync.Mutex // serializes logins
 	stopped bool
 }
@@ -68,6 +71,7 @@ func dial(ctx context.Context, cfg connConfig, log hclog.Logger) (*conn, error) 
 	t.MaxIdleConnsPerHost = 16
 
 	c := &conn{cfg: cfg, url: u, log: log, soap: sc}
+	c.tags.c = c
 	rt := &reloginRoundTripper{rt: sc, c: c}
 	vc, err := vim25.NewClient(ctx, rt)
 	if err != nil {
@@ -158,9 +162,10 @@ func (c *conn) loginLocked(ctx context.Context) error {
 	return nil
 }
 
-// logout ends the session; errors are only logged: the session times out
-// on its own.
+// logout ends the sessions; errors are only logged: the sessions time
+// out on their own.
 func (c *conn) logout(ctx context.Context) {
+	c.tags.logout(ctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {

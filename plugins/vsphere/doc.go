@@ -6,7 +6,10 @@
 // is off), reports changed areas with QueryChangedDiskAreas and reads
 // snapshot disks either directly from the flat file on a datastore this
 // machine mounts (local_datastore_paths) or with ranged GETs on the
-// datastore HTTP interface (datastore.go).
+// datastore HTTP interface (datastore.go). Each VM comes with its folder
+// (folders.go: the datacenter's folder tree, one call per listing) and, on
+// vCenter, its tags (tags.go: the Automation API in its own REST session,
+// one bulk call per listing); an ESXi host has no tags.
 //
 // The target (target.go, replicadisk.go, restorepoint.go, failover.go,
 // network.go, placement.go) creates replica VMs, writes their flat disks
@@ -17,7 +20,8 @@
 // it. Failover rolls the working image back to a point, reverts to its
 // snapshot, maps NICs, re-IPs through guest customization and powers on;
 // undo and commit follow. README.md explains the formats, the transports
-// and the limits.
+// and the limits. The target declares that it keeps at most 28 restore
+// points (MaxRestorePoints), which ferry checks in the configuration.
 //
 // conn (connect.go) is one logged-in session per component instance, with
 // TLS verified against a CA file or a pinned thumbprint, logged in again

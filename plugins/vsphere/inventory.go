@@ -22,7 +22,7 @@ import (
 )
 
 // vmProps are the properties ferry reads of a VM.
-var vmProps = []string{"name", "config", "runtime.powerState", "runtime.host", "guest", "snapshot", "resourcePool", "parent"}
+var vmProps = []string{"name", "config", "runtime.powerState", "runtime.host", "guest", "snapshot", "resourcePool", "parent", "parentVApp"}
 
 // replicaProps are those the target reads of a replica: not the guest's
 // view, which ferry keeps itself for replicas.

@@ -12,13 +12,21 @@ import (
 const Version = "0.1.0"
 
 // SourceCapabilities are what the vsphere source declares: changed block
-// tracking, direct storage access for mapped datastores, and quiesced
-// snapshots (when VMware Tools run in the guest).
-var SourceCapabilities = sdk.Capabilities{ChangeTracking: true, DirectData: true, Quiesce: true}
+// tracking, direct storage access for mapped datastores, quiesced
+// snapshots (when VMware Tools run in the guest), and VMs' folders and tags
+// (tags on vCenter only: an ESXi host has none).
+var SourceCapabilities = sdk.Capabilities{ChangeTracking: true, DirectData: true, Quiesce: true, Folders: true, Tags: true}
 
 // TargetCapabilities are what the vsphere target declares: re-IP through
 // guest customization, and the direct lane for the first copy of a disk.
 var TargetCapabilities = sdk.Capabilities{ReIP: true, DirectData: true}
+
+// TargetLimits are what the vsphere target cannot go beyond: MaxRestorePoints
+// restore points per replica.
+var TargetLimits = sdk.Limits{
+	MaxRestorePoints:       MaxRestorePoints,
+	MaxRestorePointsReason: maxRestorePointsReason,
+}
 
 // Plugin returns what ferry-plugin-vsphere serves: a source and a target,
 // both of type "vsphere".
@@ -44,6 +52,7 @@ func Plugin() *sdk.Plugin {
 			"vsphere": {
 				Schema:       targetSchema(),
 				Capabilities: TargetCapabilities,
+				Limits:       TargetLimits,
 				Validate:     validateTarget,
 				New: func(ctx context.Context, cfg cty.Value) (sdk.Target, error) {
 					c, err := decodeTarget(cfg)

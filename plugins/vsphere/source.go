@@ -26,8 +26,9 @@ type Source struct {
 }
 
 var (
-	_ sdk.Source  = (*Source)(nil)
-	_ sdk.Stopper = (*Source)(nil)
+	_ sdk.Source    = (*Source)(nil)
+	_ sdk.TagLister = (*Source)(nil)
+	_ sdk.Stopper   = (*Source)(nil)
 )
 
 // newSource connects to the endpoint of a source block.
@@ -49,14 +50,21 @@ func (s *Source) Stop(ctx context.Context) error {
 }
 
 // ListVMs lists the VMs of the datacenter, without templates and without
-// ferry's own replicas.
+// ferry's own replicas, each with its folder and (on vCenter) its tags:
+// the folders come in one call, the tags of all VMs in one call of the
+// Automation API plus one per tag or category name not read lately.
 func (s *Source) ListVMs(ctx context.Context) ([]sdk.VM, error) {
 	var vms []mo.VirtualMachine
 	if err := s.c.retrieveAll(ctx, s.c.dc.Reference(), "VirtualMachine", vmProps, &vms); err != nil {
 		return nil, err
 	}
+	tree, err := s.c.readFolderTree(ctx)
+	if err != nil {
+		return nil, err
+	}
 	names := &netNames{c: s.c}
 	out := []sdk.VM{}
+	var refs []types.ManagedObjectReference
 	for i := range vms {
 		vm := &vms[i]
 		if vm.Config == nil || vm.Config.Template {
@@ -65,7 +73,19 @@ func (s *Source) ListVMs(ctx context.Context) ([]sdk.VM, error) {
 		if _, replica := extraConfig(vm.Config)[replicaKey]; replica {
 			continue
 		}
-		out = append(out, describe(ctx, names, vm))
+		d := describe(ctx, names, vm)
+		d.Folder = tree.vmFolder(vm)
+		out = append(out, d)
+		refs = append(refs, vm.Self)
+	}
+	if s.c.hasTags() {
+		byVM, err := s.c.tags.attached(ctx, refs)
+		if err != nil {
+			return nil, err
+		}
+		for i := range out {
+			out[i].Tags = byVM[out[i].ID]
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].Name < out[j].Name || (out[i].Name == out[j].Name && out[i].ID < out[j].ID)
@@ -81,7 +101,23 @@ func (s *Source) DescribeVM(ctx context.Context, key string) (*sdk.VM, error) {
 		return nil, err
 	}
 	d := describe(ctx, &netNames{c: s.c}, vm)
+	if d.Folder, err = s.c.folderOf(ctx, vm); err != nil {
+		return nil, err
+	}
+	if s.c.hasTags() {
+		byVM, err := s.c.tags.attached(ctx, []types.ManagedObjectReference{vm.Self})
+		if err != nil {
+			return nil, err
+		}
+		d.Tags = byVM[d.ID]
+	}
 	return &d, nil
+}
+
+// ListTags lists the tags of the vCenter, "Category/Name"; an ESXi host
+// has none (ErrUnimplemented).
+func (s *Source) ListTags(ctx context.Context) ([]string, error) {
+	return s.c.tags.all(ctx)
 }
 
 // CreateSnapshot takes a snapshot without memory, quiesced when asked and

@@ -227,6 +227,14 @@ var brokenCases = []brokenCase{
 		passes: []string{"ReadExact"},
 	},
 	{
+		name: "SourceTagsAndFoldersOff",
+		run: func(t *testing.T) {
+			RunSource(t, sourceFixture(func(s *MemSource) sdk.Source { return &sourceBadInventory{s} }))
+		},
+		fails:  []string{"Folders", "Tags", "ListVMs"},
+		passes: []string{"DescribeVMUnknown", "SnapshotLifecycle"},
+	},
+	{
 		name: "SourceIgnoresContext",
 		run: func(t *testing.T) {
 			RunSource(t, sourceFixture(func(s *MemSource) sdk.Source { return &sourceIgnoresContext{s} }))
@@ -624,6 +632,27 @@ func (s *sourceNoEOF) OpenSnapshotDisk(ctx context.Context, vm, snapshot string,
 		return nil, err
 	}
 	return noEOFReader{r}, nil
+}
+
+// sourceBadInventory lists VMs with a relative folder and an unsorted tag
+// its ListTags does not know, and describes them without either.
+type sourceBadInventory struct{ *MemSource }
+
+func (s *sourceBadInventory) ListVMs(ctx context.Context) ([]sdk.VM, error) {
+	vms, err := s.MemSource.ListVMs(ctx)
+	for i := range vms {
+		vms[i].Folder = strings.TrimPrefix(vms[i].Folder, "/")
+		vms[i].Tags = append(vms[i].Tags, "a-tag/nobody-knows")
+	}
+	return vms, err
+}
+
+func (s *sourceBadInventory) DescribeVM(ctx context.Context, vm string) (*sdk.VM, error) {
+	v, err := s.MemSource.DescribeVM(ctx, vm)
+	if v != nil {
+		v.Folder, v.Tags = "", nil
+	}
+	return v, err
 }
 
 type sourceIgnoresContext struct{ *MemSource }

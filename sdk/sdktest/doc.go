@@ -53,7 +53,12 @@
 // # The checks
 //
 // RunSource: ListVMs (lists the fixture's VM; DescribeVM by name and id
-// agrees; disk indexes are positions), DescribeVMUnknown (ErrNotFound),
+// agrees, folders and tags included; disk indexes are positions),
+// DescribeVMUnknown (ErrNotFound), Folders (with the capability: every
+// VM's folder is an absolute path, the fixture VM's is SourceFixture.Folder),
+// Tags (with the capability: the source is an sdk.TagLister, tags are
+// "Category/Name" or "Name", sorted and unique, every VM's tags are
+// listed, the fixture VM's are SourceFixture.Tags),
 // SnapshotLifecycle (create, list oldest first, remove twice, remove an
 // unknown snapshot), SnapshotQuiesce, SnapshotFrozen (a write after a
 // snapshot is not in it, through readers opened before and after the

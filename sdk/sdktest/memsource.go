@@ -3,6 +3,7 @@ package sdktest
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,7 +29,10 @@ type MemSource struct {
 	nextID int // numbers snapshots and change-tracking epochs
 }
 
-var _ sdk.Source = (*MemSource)(nil)
+var (
+	_ sdk.Source    = (*MemSource)(nil)
+	_ sdk.TagLister = (*MemSource)(nil)
+)
 
 type memSourceVM struct {
 	vm    sdk.VM
@@ -62,6 +66,7 @@ func NewMemSource(vms ...sdk.VM) *MemSource {
 		if vm.ID == "" {
 			vm.ID = vm.Name
 		}
+		sort.Strings(vm.Tags)
 		m := &memSourceVM{vm: vm}
 		for i := range vm.Disks {
 			m.vm.Disks[i].Index = i
@@ -76,7 +81,7 @@ func NewMemSource(vms ...sdk.VM) *MemSource {
 // Capabilities are the features MemSource has, to declare in a component
 // or a fixture.
 func (s *MemSource) Capabilities() sdk.Capabilities {
-	return sdk.Capabilities{ChangeTracking: true, Quiesce: true}
+	return sdk.Capabilities{ChangeTracking: true, Quiesce: true, Folders: true, Tags: true}
 }
 
 func (s *MemSource) now() time.Time {
@@ -163,6 +168,28 @@ func (s *MemSource) ListVMs(ctx context.Context) ([]sdk.VM, error) {
 		vms = append(vms, copyVM(m.vm))
 	}
 	return vms, nil
+}
+
+// ListTags implements sdk.TagLister: the tags its VMs carry, sorted. A
+// memory hypervisor has no tag catalog of its own.
+func (s *MemSource) ListTags(ctx context.Context) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]bool{}
+	tags := []string{}
+	for _, m := range s.vms {
+		for _, tag := range m.vm.Tags {
+			if !seen[tag] {
+				seen[tag] = true
+				tags = append(tags, tag)
+			}
+		}
+	}
+	sort.Strings(tags)
+	return tags, nil
 }
 
 func (s *MemSource) DescribeVM(ctx context.Context, vm string) (*sdk.VM, error) {
@@ -349,6 +376,9 @@ func copyVM(vm sdk.VM) sdk.VM {
 		nics = nil
 	}
 	vm.NICs = nics
+	if vm.Tags != nil {
+		vm.Tags = append([]string(nil), vm.Tags...)
+	}
 	if vm.Attributes != nil {
 		attrs := make(map[string]string, len(vm.Attributes))
 		for k, v := range vm.Attributes {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,6 +43,12 @@ type SourceFixture struct {
 	// Deadline is how long a call with a cancelled context, or Stop, may
 	// take to return. Zero means 10 seconds.
 	Deadline time.Duration
+	// Folder is the inventory folder the fixture's VM is in, checked when
+	// the Folders capability is declared; empty checks only its form.
+	Folder string
+	// Tags are the tags the fixture's VM carries, checked when the Tags
+	// capability is declared; nil checks only their form.
+	Tags []string
 }
 
 // RunSource runs the conformance checks of a Source, each as a subtest of
@@ -55,6 +63,8 @@ func RunSource(t *testing.T, fx SourceFixture) {
 	}{
 		{"ListVMs", (*sourceCheck).listVMs},
 		{"DescribeVMUnknown", (*sourceCheck).describeUnknown},
+		{"Folders", (*sourceCheck).folders},
+		{"Tags", (*sourceCheck).tags},
 		{"SnapshotLifecycle", (*sourceCheck).snapshotLifecycle},
 		{"SnapshotQuiesce", (*sourceCheck).snapshotQuiesce},
 		{"SnapshotFrozen", (*sourceCheck).snapshotFrozen},
@@ -240,10 +250,111 @@ func diffVM(got, want sdk.VM) string {
 		return fmt.Sprintf("%d CPUs and %d MiB, listed with %d and %d", got.CPUs, got.MemoryMiB, want.CPUs, want.MemoryMiB)
 	case len(got.Disks) != len(want.Disks):
 		return fmt.Sprintf("%d disks, listed with %d", len(got.Disks), len(want.Disks))
+	case got.Folder != want.Folder:
+		return fmt.Sprintf("folder %q, listed in %q", got.Folder, want.Folder)
+	case !slices.Equal(got.Tags, want.Tags):
+		return fmt.Sprintf("tags %q, listed with %q", got.Tags, want.Tags)
 	}
 	for i := range got.Disks {
 		if got.Disks[i] != want.Disks[i] {
 			return fmt.Sprintf("disk %d is %+v, listed as %+v", i, got.Disks[i], want.Disks[i])
+		}
+	}
+	return ""
+}
+
+// folders checks the folder of every listed VM: an absolute path with
+// names between single slashes, and the fixture VM's folder.
+func (c *sourceCheck) folders(t *testing.T) {
+	if !c.fx.Capabilities.Folders {
+		t.Skip("capability Folders not declared")
+	}
+	vms, err := c.src.ListVMs(c.ctx)
+	if err != nil {
+		t.Fatalf("ListVMs: %v", err)
+	}
+	for _, vm := range vms {
+		if msg := folderProblem(vm.Folder); msg != "" {
+			t.Errorf("VM %q (%s): folder %q %s", vm.Name, vm.ID, vm.Folder, msg)
+		}
+	}
+	vm := c.describe(t)
+	if c.fx.Folder != "" && vm.Folder != c.fx.Folder {
+		t.Errorf("VM %q is in folder %q, the fixture says %q", c.fx.VM, vm.Folder, c.fx.Folder)
+	}
+}
+
+// folderProblem says what is wrong with a folder path, or "".
+func folderProblem(p string) string {
+	switch {
+	case p == "":
+		return "is empty: a source with the Folders capability names every VM's folder"
+	case p == "/":
+		return ""
+	case !strings.HasPrefix(p, "/"):
+		return "does not start at the root (/)"
+	case strings.HasSuffix(p, "/"):
+		return "ends in /"
+	case strings.Contains(p, "//"):
+		return "has an empty name (//)"
+	}
+	return ""
+}
+
+// tags checks that the source lists its tags, that every VM's tags are
+// well formed, sorted, unique and among them, and the fixture VM's tags.
+func (c *sourceCheck) tags(t *testing.T) {
+	if !c.fx.Capabilities.Tags {
+		t.Skip("capability Tags not declared")
+	}
+	tl, ok := c.src.(sdk.TagLister)
+	if !ok {
+		t.Fatalf("the source declares Tags but does not implement sdk.TagLister (%T)", c.src)
+	}
+	known, err := tl.ListTags(c.ctx)
+	if err != nil {
+		t.Fatalf("ListTags: %v", err)
+	}
+	if msg := tagsProblem(known); msg != "" {
+		t.Errorf("ListTags: %s", msg)
+	}
+	vms, err := c.src.ListVMs(c.ctx)
+	if err != nil {
+		t.Fatalf("ListVMs: %v", err)
+	}
+	for _, vm := range vms {
+		if msg := tagsProblem(vm.Tags); msg != "" {
+			t.Errorf("VM %q (%s): %s", vm.Name, vm.ID, msg)
+		}
+		for _, tag := range vm.Tags {
+			if _, found := slices.BinarySearch(known, tag); !found {
+				t.Errorf("VM %q carries tag %q, which ListTags does not list", vm.Name, tag)
+			}
+		}
+	}
+	vm := c.describe(t)
+	if c.fx.Tags != nil && !slices.Equal(vm.Tags, c.fx.Tags) {
+		t.Errorf("VM %q carries tags %q, the fixture says %q", c.fx.VM, vm.Tags, c.fx.Tags)
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	cancel()
+	if _, err := tl.ListTags(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("ListTags with a cancelled context: %v, want context.Canceled", err)
+	}
+}
+
+// tagsProblem says what is wrong with a list of tags, or "".
+func tagsProblem(tags []string) string {
+	for i, tag := range tags {
+		cat, name, hasCat := strings.Cut(tag, "/")
+		if !hasCat {
+			name = cat
+		}
+		switch {
+		case tag == "" || name == "" || (hasCat && cat == ""):
+			return fmt.Sprintf("tag %q is not \"Category/Name\" or \"Name\"", tag)
+		case i > 0 && tags[i-1] >= tag:
+			return fmt.Sprintf("tags %q are not sorted and unique", tags)
 		}
 	}
 	return ""

@@ -25,6 +25,8 @@ func sourceFixture(wrap func(*MemSource) sdk.Source) SourceFixture {
 		New:          func(*testing.T) sdk.Source { return under },
 		Capabilities: src.Capabilities(),
 		VM:           DefaultVM().Name,
+		Folder:       DefaultVM().Folder,
+		Tags:         DefaultVM().Tags,
 		Write: func(t *testing.T, vm string, disk int, off int64, data []byte) {
 			if err := src.WriteDisk(vm, disk, off, data); err != nil {
 				t.Fatal(err)

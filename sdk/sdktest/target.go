@@ -50,6 +50,7 @@ type TargetFixture struct {
 func DefaultVM() sdk.VM {
 	return sdk.VM{
 		ID: "vm-sdktest", Name: "sdktest-vm", CPUs: 2, MemoryMiB: 2048, Firmware: "efi", GuestOS: "linux",
+		Folder: "/sdktest/vm", Tags: []string{"conformance", "tier/gold"},
 		Disks: []sdk.Disk{
 			{Index: 0, Name: "system", Capacity: 2 << 20, Controller: "scsi0:0", Thin: true},
 			{Index: 1, Name: "data", Capacity: 1<<20 + 5<<10, Controller: "scsi0:1"},

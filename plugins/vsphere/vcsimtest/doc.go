@@ -8,8 +8,10 @@
 // A Site is one simulated vCenter with a datacenter, a cluster of three
 // hosts, a standalone host and a datastore whose files are local (the
 // "mount" a proxy with direct storage access would have). Tests create VMs
-// with small disks, write to them as a guest would, and point the vsphere
-// plugin at the site's URL over verified TLS.
+// with small disks, put them in folders and tag them (the simulator's
+// Automation API), write to them as a guest would, and point the vsphere
+// plugin at the site's URL over verified TLS. StartESX starts a standalone
+// ESXi host instead, which has no Automation API and so no tags.
 //
 // Tests use it through the helpers that take a testing.TB (Start,
 // CreateVM, Write, ...); the lab (package lab, the ferry-lab-vsphere

@@ -18,6 +18,7 @@ import (
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
+	_ "github.com/vmware/govmomi/vapi/simulator" // the Automation API (tags) on VPX models
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -126,6 +127,7 @@ func New(opts Options) (*Site, error) {
 		m.Service.TLS.Certificates = []tls.Certificate{*opts.Certificate}
 	}
 	m.Service.Listen = &url.URL{User: url.UserPassword(opts.Username, opts.Password)}
+	m.Service.RegisterEndpoints = true // before NewServer: the Automation API (tags)
 	s.Server = m.Service.NewServer()
 	u := *s.Server.URL
 	u.User = nil

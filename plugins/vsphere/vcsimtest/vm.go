@@ -28,6 +28,9 @@ type VMSpec struct {
 	// Tools makes the guest report VMware Tools running, with the NICs'
 	// addresses, gateway and DNS servers, as a real guest would.
 	Tools bool
+	// Folder is a folder under the datacenter's VM folder to create the
+	// VM in ("web/frontend"), created when missing; "" for the VM folder.
+	Folder string
 }
 
 // NICSpec is a NIC of a VMSpec and what the guest says about it.
@@ -58,6 +61,11 @@ func (s *Site) AddVM(ctx context.Context, spec VMSpec) (types.ManagedObjectRefer
 		return none, err
 	}
 	folder, pool := s.folder, s.pool
+	if spec.Folder != "" {
+		if folder, err = s.folderAt(ctx, spec.Folder); err != nil {
+			return none, fmt.Errorf("folder %s: %w", spec.Folder, err)
+		}
+	}
 	var host *object.HostSystem
 	if spec.Host != "" {
 		if host, err = f.HostSystem(ctx, spec.Host); err != nil {

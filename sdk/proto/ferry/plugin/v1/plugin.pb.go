@@ -234,7 +234,7 @@ func (x Replica_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Replica_State.Descriptor instead.
 func (Replica_State) EnumDescriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{39, 0}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{41, 0}
 }
 
 // ErrorInfo is attached to every error status a plugin returns.
@@ -811,7 +811,14 @@ type Capabilities struct {
 	// quiesce: the source can take application-consistent snapshots.
 	Quiesce bool `protobuf:"varint,3,opt,name=quiesce,proto3" json:"quiesce,omitempty"`
 	// re_ip: the target applies re-IP rules to a replica at failover.
-	ReIp          bool `protobuf:"varint,4,opt,name=re_ip,json=reIp,proto3" json:"re_ip,omitempty"`
+	ReIp bool `protobuf:"varint,4,opt,name=re_ip,json=reIp,proto3" json:"re_ip,omitempty"`
+	// folders: the source reports the inventory folder of each VM
+	// (VM.folder), so jobs may select VMs by folder. Since protocol 1.1.
+	Folders bool `protobuf:"varint,5,opt,name=folders,proto3" json:"folders,omitempty"`
+	// tags: the source reports the tags of each VM (VM.tags) and lists the
+	// tags it knows (Source.ListTags), so jobs may select VMs by tag. Since
+	// protocol 1.1.
+	Tags          bool `protobuf:"varint,6,opt,name=tags,proto3" json:"tags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -874,19 +881,92 @@ func (x *Capabilities) GetReIp() bool {
 	return false
 }
 
+func (x *Capabilities) GetFolders() bool {
+	if x != nil {
+		return x.Folders
+	}
+	return false
+}
+
+func (x *Capabilities) GetTags() bool {
+	if x != nil {
+		return x.Tags
+	}
+	return false
+}
+
+// Limits are bounds a component cannot go beyond, checked when the
+// configuration is loaded. Zero means no limit. Since protocol 1.1.
+type Limits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// max_restore_points: the most restore points a target keeps per
+	// replica. A job whose retention asks for more is a configuration error.
+	MaxRestorePoints uint32 `protobuf:"varint,1,opt,name=max_restore_points,json=maxRestorePoints,proto3" json:"max_restore_points,omitempty"`
+	// max_restore_points_reason says why, in a sentence the host shows with
+	// the error.
+	MaxRestorePointsReason string `protobuf:"bytes,2,opt,name=max_restore_points_reason,json=maxRestorePointsReason,proto3" json:"max_restore_points_reason,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *Limits) Reset() {
+	*x = Limits{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Limits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Limits) ProtoMessage() {}
+
+func (x *Limits) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Limits.ProtoReflect.Descriptor instead.
+func (*Limits) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Limits) GetMaxRestorePoints() uint32 {
+	if x != nil {
+		return x.MaxRestorePoints
+	}
+	return 0
+}
+
+func (x *Limits) GetMaxRestorePointsReason() string {
+	if x != nil {
+		return x.MaxRestorePointsReason
+	}
+	return ""
+}
+
 type Component struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          Kind                   `protobuf:"varint,1,opt,name=kind,proto3,enum=ferry.plugin.v1.Kind" json:"kind,omitempty"`
 	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	Capabilities  *Capabilities          `protobuf:"bytes,3,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
 	Schema        *Schema                `protobuf:"bytes,4,opt,name=schema,proto3" json:"schema,omitempty"`
+	Limits        *Limits                `protobuf:"bytes,5,opt,name=limits,proto3" json:"limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Component) Reset() {
 	*x = Component{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +978,7 @@ func (x *Component) String() string {
 func (*Component) ProtoMessage() {}
 
 func (x *Component) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +991,7 @@ func (x *Component) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Component.ProtoReflect.Descriptor instead.
 func (*Component) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Component) GetKind() Kind {
@@ -942,6 +1022,13 @@ func (x *Component) GetSchema() *Schema {
 	return nil
 }
 
+func (x *Component) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
 type GetInfoResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -955,7 +1042,7 @@ type GetInfoResponse struct {
 
 func (x *GetInfoResponse) Reset() {
 	*x = GetInfoResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1054,7 @@ func (x *GetInfoResponse) String() string {
 func (*GetInfoResponse) ProtoMessage() {}
 
 func (x *GetInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[11]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1067,7 @@ func (x *GetInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetInfoResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetInfoResponse) GetName() string {
@@ -1029,7 +1116,7 @@ type ValidateRequest struct {
 
 func (x *ValidateRequest) Reset() {
 	*x = ValidateRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1128,7 @@ func (x *ValidateRequest) String() string {
 func (*ValidateRequest) ProtoMessage() {}
 
 func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1141,7 @@ func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRequest.ProtoReflect.Descriptor instead.
 func (*ValidateRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ValidateRequest) GetKind() Kind {
@@ -1087,7 +1174,7 @@ type ValidateResponse struct {
 
 func (x *ValidateResponse) Reset() {
 	*x = ValidateResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1186,7 @@ func (x *ValidateResponse) String() string {
 func (*ValidateResponse) ProtoMessage() {}
 
 func (x *ValidateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1199,7 @@ func (x *ValidateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateResponse.ProtoReflect.Descriptor instead.
 func (*ValidateResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ValidateResponse) GetDiagnostics() []*Diagnostic {
@@ -1135,7 +1222,7 @@ type ConfigureRequest struct {
 
 func (x *ConfigureRequest) Reset() {
 	*x = ConfigureRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1234,7 @@ func (x *ConfigureRequest) String() string {
 func (*ConfigureRequest) ProtoMessage() {}
 
 func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1247,7 @@ func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ConfigureRequest) GetInstance() string {
@@ -1207,7 +1294,7 @@ type ConfigureResponse struct {
 
 func (x *ConfigureResponse) Reset() {
 	*x = ConfigureResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1306,7 @@ func (x *ConfigureResponse) String() string {
 func (*ConfigureResponse) ProtoMessage() {}
 
 func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1319,7 @@ func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
 func (*ConfigureResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ConfigureResponse) GetDiagnostics() []*Diagnostic {
@@ -1253,7 +1340,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1352,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1365,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StopRequest) GetDrainMillis() int64 {
@@ -1301,7 +1388,7 @@ type Disk struct {
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1400,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1413,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Disk) GetIndex() int32 {
@@ -1379,7 +1466,7 @@ type NIC struct {
 
 func (x *NIC) Reset() {
 	*x = NIC{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1478,7 @@ func (x *NIC) String() string {
 func (*NIC) ProtoMessage() {}
 
 func (x *NIC) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1491,7 @@ func (x *NIC) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NIC.ProtoReflect.Descriptor instead.
 func (*NIC) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NIC) GetIndex() int32 {
@@ -1450,24 +1537,31 @@ func (x *NIC) GetDns() []string {
 }
 
 type VM struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Cpus          int32                  `protobuf:"varint,3,opt,name=cpus,proto3" json:"cpus,omitempty"`
-	MemoryMib     int64                  `protobuf:"varint,4,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
-	Firmware      string                 `protobuf:"bytes,5,opt,name=firmware,proto3" json:"firmware,omitempty"`
-	GuestOs       string                 `protobuf:"bytes,6,opt,name=guest_os,json=guestOs,proto3" json:"guest_os,omitempty"`
-	Disks         []*Disk                `protobuf:"bytes,7,rep,name=disks,proto3" json:"disks,omitempty"`
-	Nics          []*NIC                 `protobuf:"bytes,8,rep,name=nics,proto3" json:"nics,omitempty"`
-	PowerState    string                 `protobuf:"bytes,9,opt,name=power_state,json=powerState,proto3" json:"power_state,omitempty"`
-	Attributes    map[string]string      `protobuf:"bytes,10,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Cpus       int32                  `protobuf:"varint,3,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryMib  int64                  `protobuf:"varint,4,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	Firmware   string                 `protobuf:"bytes,5,opt,name=firmware,proto3" json:"firmware,omitempty"`
+	GuestOs    string                 `protobuf:"bytes,6,opt,name=guest_os,json=guestOs,proto3" json:"guest_os,omitempty"`
+	Disks      []*Disk                `protobuf:"bytes,7,rep,name=disks,proto3" json:"disks,omitempty"`
+	Nics       []*NIC                 `protobuf:"bytes,8,rep,name=nics,proto3" json:"nics,omitempty"`
+	PowerState string                 `protobuf:"bytes,9,opt,name=power_state,json=powerState,proto3" json:"power_state,omitempty"`
+	Attributes map[string]string      `protobuf:"bytes,10,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// folder is the inventory folder holding the VM, as a path from the root
+	// of the inventory with "/" between names ("/Prod/vm/web"); empty when
+	// the source has no folders. Since protocol 1.1.
+	Folder string `protobuf:"bytes,11,opt,name=folder,proto3" json:"folder,omitempty"`
+	// tags are the VM's tags as "Category/Name" ("Name" alone where the
+	// source's tags have no category), sorted. Since protocol 1.1.
+	Tags          []string `protobuf:"bytes,12,rep,name=tags,proto3" json:"tags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1573,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1586,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *VM) GetId() string {
@@ -1565,6 +1659,20 @@ func (x *VM) GetAttributes() map[string]string {
 	return nil
 }
 
+func (x *VM) GetFolder() string {
+	if x != nil {
+		return x.Folder
+	}
+	return ""
+}
+
+func (x *VM) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
 type Extent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Offset        int64                  `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
@@ -1575,7 +1683,7 @@ type Extent struct {
 
 func (x *Extent) Reset() {
 	*x = Extent{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1695,7 @@ func (x *Extent) String() string {
 func (*Extent) ProtoMessage() {}
 
 func (x *Extent) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1708,7 @@ func (x *Extent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Extent.ProtoReflect.Descriptor instead.
 func (*Extent) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Extent) GetOffset() int64 {
@@ -1631,7 +1739,7 @@ type DiskHandle struct {
 
 func (x *DiskHandle) Reset() {
 	*x = DiskHandle{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1751,7 @@ func (x *DiskHandle) String() string {
 func (*DiskHandle) ProtoMessage() {}
 
 func (x *DiskHandle) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1764,7 @@ func (x *DiskHandle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskHandle.ProtoReflect.Descriptor instead.
 func (*DiskHandle) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DiskHandle) GetHandle() string {
@@ -1693,7 +1801,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1813,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1826,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReadRequest) GetHandle() string {
@@ -1764,7 +1872,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +1884,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +1897,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Chunk) GetOffset() int64 {
@@ -1833,7 +1941,7 @@ type WriteMessage struct {
 
 func (x *WriteMessage) Reset() {
 	*x = WriteMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +1953,7 @@ func (x *WriteMessage) String() string {
 func (*WriteMessage) ProtoMessage() {}
 
 func (x *WriteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +1966,7 @@ func (x *WriteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteMessage.ProtoReflect.Descriptor instead.
 func (*WriteMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WriteMessage) GetMsg() isWriteMessage_Msg {
@@ -1911,7 +2019,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2031,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2044,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WriteResponse) GetBytesWritten() int64 {
@@ -1955,7 +2063,7 @@ type CloseDiskRequest struct {
 
 func (x *CloseDiskRequest) Reset() {
 	*x = CloseDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1967,7 +2075,7 @@ func (x *CloseDiskRequest) String() string {
 func (*CloseDiskRequest) ProtoMessage() {}
 
 func (x *CloseDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1980,7 +2088,7 @@ func (x *CloseDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseDiskRequest.ProtoReflect.Descriptor instead.
 func (*CloseDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CloseDiskRequest) GetHandle() string {
@@ -1999,7 +2107,7 @@ type SyncDiskRequest struct {
 
 func (x *SyncDiskRequest) Reset() {
 	*x = SyncDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2011,7 +2119,7 @@ func (x *SyncDiskRequest) String() string {
 func (*SyncDiskRequest) ProtoMessage() {}
 
 func (x *SyncDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2024,7 +2132,7 @@ func (x *SyncDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncDiskRequest.ProtoReflect.Descriptor instead.
 func (*SyncDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SyncDiskRequest) GetHandle() string {
@@ -2043,7 +2151,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2163,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,12 +2176,57 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListVMsResponse) GetVms() []*VM {
 	if x != nil {
 		return x.Vms
+	}
+	return nil
+}
+
+type ListTagsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tags are every tag the endpoint knows, in the form of VM.tags, sorted.
+	Tags          []string `protobuf:"bytes,1,rep,name=tags,proto3" json:"tags,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTagsResponse) Reset() {
+	*x = ListTagsResponse{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTagsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTagsResponse) ProtoMessage() {}
+
+func (x *ListTagsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTagsResponse.ProtoReflect.Descriptor instead.
+func (*ListTagsResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ListTagsResponse) GetTags() []string {
+	if x != nil {
+		return x.Tags
 	}
 	return nil
 }
@@ -2087,7 +2240,7 @@ type VMRequest struct {
 
 func (x *VMRequest) Reset() {
 	*x = VMRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2252,7 @@ func (x *VMRequest) String() string {
 func (*VMRequest) ProtoMessage() {}
 
 func (x *VMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2265,7 @@ func (x *VMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMRequest.ProtoReflect.Descriptor instead.
 func (*VMRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *VMRequest) GetVm() string {
@@ -2136,7 +2289,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2301,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2314,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Snapshot) GetId() string {
@@ -2219,7 +2372,7 @@ type SnapshotDisk struct {
 
 func (x *SnapshotDisk) Reset() {
 	*x = SnapshotDisk{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2231,7 +2384,7 @@ func (x *SnapshotDisk) String() string {
 func (*SnapshotDisk) ProtoMessage() {}
 
 func (x *SnapshotDisk) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2244,7 +2397,7 @@ func (x *SnapshotDisk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDisk.ProtoReflect.Descriptor instead.
 func (*SnapshotDisk) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SnapshotDisk) GetIndex() int32 {
@@ -2279,7 +2432,7 @@ type CreateSnapshotRequest struct {
 
 func (x *CreateSnapshotRequest) Reset() {
 	*x = CreateSnapshotRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2291,7 +2444,7 @@ func (x *CreateSnapshotRequest) String() string {
 func (*CreateSnapshotRequest) ProtoMessage() {}
 
 func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2304,7 +2457,7 @@ func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreateSnapshotRequest) GetVm() string {
@@ -2338,7 +2491,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2350,7 +2503,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2363,7 +2516,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SnapshotRequest) GetVm() string {
@@ -2389,7 +2542,7 @@ type ListSnapshotsResponse struct {
 
 func (x *ListSnapshotsResponse) Reset() {
 	*x = ListSnapshotsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2401,7 +2554,7 @@ func (x *ListSnapshotsResponse) String() string {
 func (*ListSnapshotsResponse) ProtoMessage() {}
 
 func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2414,7 +2567,7 @@ func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
@@ -2438,7 +2591,7 @@ type ChangedAreasRequest struct {
 
 func (x *ChangedAreasRequest) Reset() {
 	*x = ChangedAreasRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2450,7 +2603,7 @@ func (x *ChangedAreasRequest) String() string {
 func (*ChangedAreasRequest) ProtoMessage() {}
 
 func (x *ChangedAreasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2463,7 +2616,7 @@ func (x *ChangedAreasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangedAreasRequest.ProtoReflect.Descriptor instead.
 func (*ChangedAreasRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ChangedAreasRequest) GetVm() string {
@@ -2503,7 +2656,7 @@ type ExtentBatch struct {
 
 func (x *ExtentBatch) Reset() {
 	*x = ExtentBatch{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2515,7 +2668,7 @@ func (x *ExtentBatch) String() string {
 func (*ExtentBatch) ProtoMessage() {}
 
 func (x *ExtentBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2528,7 +2681,7 @@ func (x *ExtentBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtentBatch.ProtoReflect.Descriptor instead.
 func (*ExtentBatch) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ExtentBatch) GetExtents() []*Extent {
@@ -2549,7 +2702,7 @@ type OpenSnapshotDiskRequest struct {
 
 func (x *OpenSnapshotDiskRequest) Reset() {
 	*x = OpenSnapshotDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2561,7 +2714,7 @@ func (x *OpenSnapshotDiskRequest) String() string {
 func (*OpenSnapshotDiskRequest) ProtoMessage() {}
 
 func (x *OpenSnapshotDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2574,7 +2727,7 @@ func (x *OpenSnapshotDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSnapshotDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenSnapshotDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *OpenSnapshotDiskRequest) GetVm() string {
@@ -2610,7 +2763,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2622,7 +2775,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2635,7 +2788,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Placement) GetHosts() []string {
@@ -2680,7 +2833,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2692,7 +2845,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2705,7 +2858,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Replica) GetId() string {
@@ -2761,7 +2914,7 @@ type CreateReplicaRequest struct {
 
 func (x *CreateReplicaRequest) Reset() {
 	*x = CreateReplicaRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2773,7 +2926,7 @@ func (x *CreateReplicaRequest) String() string {
 func (*CreateReplicaRequest) ProtoMessage() {}
 
 func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2786,7 +2939,7 @@ func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaRequest.ProtoReflect.Descriptor instead.
 func (*CreateReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateReplicaRequest) GetName() string {
@@ -2819,7 +2972,7 @@ type ReplicaRequest struct {
 
 func (x *ReplicaRequest) Reset() {
 	*x = ReplicaRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2831,7 +2984,7 @@ func (x *ReplicaRequest) String() string {
 func (*ReplicaRequest) ProtoMessage() {}
 
 func (x *ReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2844,7 +2997,7 @@ func (x *ReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ReplicaRequest) GetReplica() string {
@@ -2863,7 +3016,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2875,7 +3028,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2888,7 +3041,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -2911,7 +3064,7 @@ type OpenReplicaDiskRequest struct {
 
 func (x *OpenReplicaDiskRequest) Reset() {
 	*x = OpenReplicaDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2923,7 +3076,7 @@ func (x *OpenReplicaDiskRequest) String() string {
 func (*OpenReplicaDiskRequest) ProtoMessage() {}
 
 func (x *OpenReplicaDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2936,7 +3089,7 @@ func (x *OpenReplicaDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenReplicaDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenReplicaDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *OpenReplicaDiskRequest) GetReplica() string {
@@ -2974,7 +3127,7 @@ type RestorePoint struct {
 
 func (x *RestorePoint) Reset() {
 	*x = RestorePoint{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2986,7 +3139,7 @@ func (x *RestorePoint) String() string {
 func (*RestorePoint) ProtoMessage() {}
 
 func (x *RestorePoint) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2999,7 +3152,7 @@ func (x *RestorePoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestorePoint.ProtoReflect.Descriptor instead.
 func (*RestorePoint) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RestorePoint) GetId() string {
@@ -3054,7 +3207,7 @@ type CreateRestorePointRequest struct {
 
 func (x *CreateRestorePointRequest) Reset() {
 	*x = CreateRestorePointRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3066,7 +3219,7 @@ func (x *CreateRestorePointRequest) String() string {
 func (*CreateRestorePointRequest) ProtoMessage() {}
 
 func (x *CreateRestorePointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3079,7 +3232,7 @@ func (x *CreateRestorePointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRestorePointRequest.ProtoReflect.Descriptor instead.
 func (*CreateRestorePointRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CreateRestorePointRequest) GetReplica() string {
@@ -3105,7 +3258,7 @@ type ListRestorePointsResponse struct {
 
 func (x *ListRestorePointsResponse) Reset() {
 	*x = ListRestorePointsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3117,7 +3270,7 @@ func (x *ListRestorePointsResponse) String() string {
 func (*ListRestorePointsResponse) ProtoMessage() {}
 
 func (x *ListRestorePointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3130,7 +3283,7 @@ func (x *ListRestorePointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRestorePointsResponse.ProtoReflect.Descriptor instead.
 func (*ListRestorePointsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListRestorePointsResponse) GetPoints() []*RestorePoint {
@@ -3150,7 +3303,7 @@ type RestorePointRequest struct {
 
 func (x *RestorePointRequest) Reset() {
 	*x = RestorePointRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3162,7 +3315,7 @@ func (x *RestorePointRequest) String() string {
 func (*RestorePointRequest) ProtoMessage() {}
 
 func (x *RestorePointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3175,7 +3328,7 @@ func (x *RestorePointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestorePointRequest.ProtoReflect.Descriptor instead.
 func (*RestorePointRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RestorePointRequest) GetReplica() string {
@@ -3203,7 +3356,7 @@ type OpenRestorePointDiskRequest struct {
 
 func (x *OpenRestorePointDiskRequest) Reset() {
 	*x = OpenRestorePointDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3215,7 +3368,7 @@ func (x *OpenRestorePointDiskRequest) String() string {
 func (*OpenRestorePointDiskRequest) ProtoMessage() {}
 
 func (x *OpenRestorePointDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3228,7 +3381,7 @@ func (x *OpenRestorePointDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRestorePointDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenRestorePointDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *OpenRestorePointDiskRequest) GetReplica() string {
@@ -3262,7 +3415,7 @@ type NetworkMapping struct {
 
 func (x *NetworkMapping) Reset() {
 	*x = NetworkMapping{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3274,7 +3427,7 @@ func (x *NetworkMapping) String() string {
 func (*NetworkMapping) ProtoMessage() {}
 
 func (x *NetworkMapping) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3287,7 +3440,7 @@ func (x *NetworkMapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkMapping.ProtoReflect.Descriptor instead.
 func (*NetworkMapping) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *NetworkMapping) GetFrom() string {
@@ -3316,7 +3469,7 @@ type ReIPRule struct {
 
 func (x *ReIPRule) Reset() {
 	*x = ReIPRule{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3328,7 +3481,7 @@ func (x *ReIPRule) String() string {
 func (*ReIPRule) ProtoMessage() {}
 
 func (x *ReIPRule) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3341,7 +3494,7 @@ func (x *ReIPRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReIPRule.ProtoReflect.Descriptor instead.
 func (*ReIPRule) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ReIPRule) GetFromSubnet() string {
@@ -3382,7 +3535,7 @@ type NetworkConfig struct {
 
 func (x *NetworkConfig) Reset() {
 	*x = NetworkConfig{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3394,7 +3547,7 @@ func (x *NetworkConfig) String() string {
 func (*NetworkConfig) ProtoMessage() {}
 
 func (x *NetworkConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3407,7 +3560,7 @@ func (x *NetworkConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkConfig.ProtoReflect.Descriptor instead.
 func (*NetworkConfig) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *NetworkConfig) GetNetworkMap() []*NetworkMapping {
@@ -3435,7 +3588,7 @@ type FailoverRequest struct {
 
 func (x *FailoverRequest) Reset() {
 	*x = FailoverRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3447,7 +3600,7 @@ func (x *FailoverRequest) String() string {
 func (*FailoverRequest) ProtoMessage() {}
 
 func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3460,7 +3613,7 @@ func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
 func (*FailoverRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *FailoverRequest) GetReplica() string {
@@ -3494,7 +3647,7 @@ type ApplyNetworkRequest struct {
 
 func (x *ApplyNetworkRequest) Reset() {
 	*x = ApplyNetworkRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3506,7 +3659,7 @@ func (x *ApplyNetworkRequest) String() string {
 func (*ApplyNetworkRequest) ProtoMessage() {}
 
 func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3519,7 +3672,7 @@ func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNetworkRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ApplyNetworkRequest) GetReplica() string {
@@ -3549,7 +3702,7 @@ type PutMessage struct {
 
 func (x *PutMessage) Reset() {
 	*x = PutMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3561,7 +3714,7 @@ func (x *PutMessage) String() string {
 func (*PutMessage) ProtoMessage() {}
 
 func (x *PutMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3574,7 +3727,7 @@ func (x *PutMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMessage.ProtoReflect.Descriptor instead.
 func (*PutMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *PutMessage) GetMsg() isPutMessage_Msg {
@@ -3627,7 +3780,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3639,7 +3792,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3652,7 +3805,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *PutResponse) GetGeneration() int64 {
@@ -3671,7 +3824,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3683,7 +3836,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3696,7 +3849,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetRequest) GetKey() string {
@@ -3719,7 +3872,7 @@ type GetMessage struct {
 
 func (x *GetMessage) Reset() {
 	*x = GetMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3731,7 +3884,7 @@ func (x *GetMessage) String() string {
 func (*GetMessage) ProtoMessage() {}
 
 func (x *GetMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3744,7 +3897,7 @@ func (x *GetMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessage.ProtoReflect.Descriptor instead.
 func (*GetMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetMessage) GetMsg() isGetMessage_Msg {
@@ -3800,7 +3953,7 @@ type ObjectInfo struct {
 
 func (x *ObjectInfo) Reset() {
 	*x = ObjectInfo{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3812,7 +3965,7 @@ func (x *ObjectInfo) String() string {
 func (*ObjectInfo) ProtoMessage() {}
 
 func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3825,7 +3978,7 @@ func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectInfo.ProtoReflect.Descriptor instead.
 func (*ObjectInfo) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ObjectInfo) GetKey() string {
@@ -3865,7 +4018,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3877,7 +4030,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3890,7 +4043,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListRequest) GetPrefix() string {
@@ -3909,7 +4062,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3921,7 +4074,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3934,7 +4087,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListResponse) GetObjects() []*ObjectInfo {
@@ -3954,7 +4107,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3966,7 +4119,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3979,7 +4132,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *DeleteRequest) GetKey() string {
@@ -4009,7 +4162,7 @@ type PutMessage_Header struct {
 
 func (x *PutMessage_Header) Reset() {
 	*x = PutMessage_Header{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4021,7 +4174,7 @@ func (x *PutMessage_Header) String() string {
 func (*PutMessage_Header) ProtoMessage() {}
 
 func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4034,7 +4187,7 @@ func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMessage_Header.ProtoReflect.Descriptor instead.
 func (*PutMessage_Header) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{54, 0}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{56, 0}
 }
 
 func (x *PutMessage_Header) GetKey() string {
@@ -4108,18 +4261,24 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x13NESTING_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06SINGLE\x10\x01\x12\b\n" +
-	"\x04LIST\x10\x02\"\x87\x01\n" +
+	"\x04LIST\x10\x02\"\xb5\x01\n" +
 	"\fCapabilities\x12'\n" +
 	"\x0fchange_tracking\x18\x01 \x01(\bR\x0echangeTracking\x12\x1f\n" +
 	"\vdirect_data\x18\x02 \x01(\bR\n" +
 	"directData\x12\x18\n" +
 	"\aquiesce\x18\x03 \x01(\bR\aquiesce\x12\x13\n" +
-	"\x05re_ip\x18\x04 \x01(\bR\x04reIp\"\xbe\x01\n" +
+	"\x05re_ip\x18\x04 \x01(\bR\x04reIp\x12\x18\n" +
+	"\afolders\x18\x05 \x01(\bR\afolders\x12\x12\n" +
+	"\x04tags\x18\x06 \x01(\bR\x04tags\"q\n" +
+	"\x06Limits\x12,\n" +
+	"\x12max_restore_points\x18\x01 \x01(\rR\x10maxRestorePoints\x129\n" +
+	"\x19max_restore_points_reason\x18\x02 \x01(\tR\x16maxRestorePointsReason\"\xef\x01\n" +
 	"\tComponent\x12)\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x15.ferry.plugin.v1.KindR\x04kind\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12A\n" +
 	"\fcapabilities\x18\x03 \x01(\v2\x1d.ferry.plugin.v1.CapabilitiesR\fcapabilities\x12/\n" +
-	"\x06schema\x18\x04 \x01(\v2\x17.ferry.plugin.v1.SchemaR\x06schema\"\xc9\x01\n" +
+	"\x06schema\x18\x04 \x01(\v2\x17.ferry.plugin.v1.SchemaR\x06schema\x12/\n" +
+	"\x06limits\x18\x05 \x01(\v2\x17.ferry.plugin.v1.LimitsR\x06limits\"\xc9\x01\n" +
 	"\x0fGetInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12%\n" +
@@ -4158,7 +4317,7 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x03mac\x18\x03 \x01(\tR\x03mac\x12\x1c\n" +
 	"\taddresses\x18\x04 \x03(\tR\taddresses\x12\x18\n" +
 	"\agateway\x18\x05 \x01(\tR\agateway\x12\x10\n" +
-	"\x03dns\x18\x06 \x03(\tR\x03dns\"\x8e\x03\n" +
+	"\x03dns\x18\x06 \x03(\tR\x03dns\"\xba\x03\n" +
 	"\x02VM\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -4174,7 +4333,9 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"attributes\x18\n" +
 	" \x03(\v2#.ferry.plugin.v1.VM.AttributesEntryR\n" +
-	"attributes\x1a=\n" +
+	"attributes\x12\x16\n" +
+	"\x06folder\x18\v \x01(\tR\x06folder\x12\x12\n" +
+	"\x04tags\x18\f \x03(\tR\x04tags\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
@@ -4209,7 +4370,9 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0fSyncDiskRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\"8\n" +
 	"\x0fListVMsResponse\x12%\n" +
-	"\x03vms\x18\x01 \x03(\v2\x13.ferry.plugin.v1.VMR\x03vms\"\x1b\n" +
+	"\x03vms\x18\x01 \x03(\v2\x13.ferry.plugin.v1.VMR\x03vms\"&\n" +
+	"\x10ListTagsResponse\x12\x12\n" +
+	"\x04tags\x18\x01 \x03(\tR\x04tags\"\x1b\n" +
 	"\tVMRequest\x12\x0e\n" +
 	"\x02vm\x18\x01 \x01(\tR\x02vm\"\xbb\x01\n" +
 	"\bSnapshot\x12\x0e\n" +
@@ -4374,7 +4537,7 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04Read\x12\x1c.ferry.plugin.v1.ReadRequest\x1a\x16.ferry.plugin.v1.Chunk0\x01\x12H\n" +
 	"\x05Write\x12\x1d.ferry.plugin.v1.WriteMessage\x1a\x1e.ferry.plugin.v1.WriteResponse(\x01\x12@\n" +
 	"\x04Sync\x12 .ferry.plugin.v1.SyncDiskRequest\x1a\x16.ferry.plugin.v1.Empty\x12B\n" +
-	"\x05Close\x12!.ferry.plugin.v1.CloseDiskRequest\x1a\x16.ferry.plugin.v1.Empty2\xb3\x04\n" +
+	"\x05Close\x12!.ferry.plugin.v1.CloseDiskRequest\x1a\x16.ferry.plugin.v1.Empty2\xfa\x04\n" +
 	"\x06Source\x12C\n" +
 	"\aListVMs\x12\x16.ferry.plugin.v1.Empty\x1a .ferry.plugin.v1.ListVMsResponse\x12=\n" +
 	"\n" +
@@ -4383,7 +4546,8 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0eRemoveSnapshot\x12 .ferry.plugin.v1.SnapshotRequest\x1a\x16.ferry.plugin.v1.Empty\x12S\n" +
 	"\rListSnapshots\x12\x1a.ferry.plugin.v1.VMRequest\x1a&.ferry.plugin.v1.ListSnapshotsResponse\x12T\n" +
 	"\fChangedAreas\x12$.ferry.plugin.v1.ChangedAreasRequest\x1a\x1c.ferry.plugin.v1.ExtentBatch0\x01\x12Y\n" +
-	"\x10OpenSnapshotDisk\x12(.ferry.plugin.v1.OpenSnapshotDiskRequest\x1a\x1b.ferry.plugin.v1.DiskHandle2\x83\t\n" +
+	"\x10OpenSnapshotDisk\x12(.ferry.plugin.v1.OpenSnapshotDiskRequest\x1a\x1b.ferry.plugin.v1.DiskHandle\x12E\n" +
+	"\bListTags\x12\x16.ferry.plugin.v1.Empty\x1a!.ferry.plugin.v1.ListTagsResponse2\x83\t\n" +
 	"\x06Target\x12B\n" +
 	"\fGetPlacement\x12\x16.ferry.plugin.v1.Empty\x1a\x1a.ferry.plugin.v1.Placement\x12P\n" +
 	"\rCreateReplica\x12%.ferry.plugin.v1.CreateReplicaRequest\x1a\x18.ferry.plugin.v1.Replica\x12G\n" +
@@ -4420,7 +4584,7 @@ func file_ferry_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
+var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
 var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                           // 0: ferry.plugin.v1.Kind
 	(Diagnostic_Severity)(0),            // 1: ferry.plugin.v1.Diagnostic.Severity
@@ -4436,62 +4600,64 @@ var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(*Attribute)(nil),                   // 11: ferry.plugin.v1.Attribute
 	(*NestedBlock)(nil),                 // 12: ferry.plugin.v1.NestedBlock
 	(*Capabilities)(nil),                // 13: ferry.plugin.v1.Capabilities
-	(*Component)(nil),                   // 14: ferry.plugin.v1.Component
-	(*GetInfoResponse)(nil),             // 15: ferry.plugin.v1.GetInfoResponse
-	(*ValidateRequest)(nil),             // 16: ferry.plugin.v1.ValidateRequest
-	(*ValidateResponse)(nil),            // 17: ferry.plugin.v1.ValidateResponse
-	(*ConfigureRequest)(nil),            // 18: ferry.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil),           // 19: ferry.plugin.v1.ConfigureResponse
-	(*StopRequest)(nil),                 // 20: ferry.plugin.v1.StopRequest
-	(*Disk)(nil),                        // 21: ferry.plugin.v1.Disk
-	(*NIC)(nil),                         // 22: ferry.plugin.v1.NIC
-	(*VM)(nil),                          // 23: ferry.plugin.v1.VM
-	(*Extent)(nil),                      // 24: ferry.plugin.v1.Extent
-	(*DiskHandle)(nil),                  // 25: ferry.plugin.v1.DiskHandle
-	(*ReadRequest)(nil),                 // 26: ferry.plugin.v1.ReadRequest
-	(*Chunk)(nil),                       // 27: ferry.plugin.v1.Chunk
-	(*WriteMessage)(nil),                // 28: ferry.plugin.v1.WriteMessage
-	(*WriteResponse)(nil),               // 29: ferry.plugin.v1.WriteResponse
-	(*CloseDiskRequest)(nil),            // 30: ferry.plugin.v1.CloseDiskRequest
-	(*SyncDiskRequest)(nil),             // 31: ferry.plugin.v1.SyncDiskRequest
-	(*ListVMsResponse)(nil),             // 32: ferry.plugin.v1.ListVMsResponse
-	(*VMRequest)(nil),                   // 33: ferry.plugin.v1.VMRequest
-	(*Snapshot)(nil),                    // 34: ferry.plugin.v1.Snapshot
-	(*SnapshotDisk)(nil),                // 35: ferry.plugin.v1.SnapshotDisk
-	(*CreateSnapshotRequest)(nil),       // 36: ferry.plugin.v1.CreateSnapshotRequest
-	(*SnapshotRequest)(nil),             // 37: ferry.plugin.v1.SnapshotRequest
-	(*ListSnapshotsResponse)(nil),       // 38: ferry.plugin.v1.ListSnapshotsResponse
-	(*ChangedAreasRequest)(nil),         // 39: ferry.plugin.v1.ChangedAreasRequest
-	(*ExtentBatch)(nil),                 // 40: ferry.plugin.v1.ExtentBatch
-	(*OpenSnapshotDiskRequest)(nil),     // 41: ferry.plugin.v1.OpenSnapshotDiskRequest
-	(*Placement)(nil),                   // 42: ferry.plugin.v1.Placement
-	(*Replica)(nil),                     // 43: ferry.plugin.v1.Replica
-	(*CreateReplicaRequest)(nil),        // 44: ferry.plugin.v1.CreateReplicaRequest
-	(*ReplicaRequest)(nil),              // 45: ferry.plugin.v1.ReplicaRequest
-	(*ListReplicasResponse)(nil),        // 46: ferry.plugin.v1.ListReplicasResponse
-	(*OpenReplicaDiskRequest)(nil),      // 47: ferry.plugin.v1.OpenReplicaDiskRequest
-	(*RestorePoint)(nil),                // 48: ferry.plugin.v1.RestorePoint
-	(*CreateRestorePointRequest)(nil),   // 49: ferry.plugin.v1.CreateRestorePointRequest
-	(*ListRestorePointsResponse)(nil),   // 50: ferry.plugin.v1.ListRestorePointsResponse
-	(*RestorePointRequest)(nil),         // 51: ferry.plugin.v1.RestorePointRequest
-	(*OpenRestorePointDiskRequest)(nil), // 52: ferry.plugin.v1.OpenRestorePointDiskRequest
-	(*NetworkMapping)(nil),              // 53: ferry.plugin.v1.NetworkMapping
-	(*ReIPRule)(nil),                    // 54: ferry.plugin.v1.ReIPRule
-	(*NetworkConfig)(nil),               // 55: ferry.plugin.v1.NetworkConfig
-	(*FailoverRequest)(nil),             // 56: ferry.plugin.v1.FailoverRequest
-	(*ApplyNetworkRequest)(nil),         // 57: ferry.plugin.v1.ApplyNetworkRequest
-	(*PutMessage)(nil),                  // 58: ferry.plugin.v1.PutMessage
-	(*PutResponse)(nil),                 // 59: ferry.plugin.v1.PutResponse
-	(*GetRequest)(nil),                  // 60: ferry.plugin.v1.GetRequest
-	(*GetMessage)(nil),                  // 61: ferry.plugin.v1.GetMessage
-	(*ObjectInfo)(nil),                  // 62: ferry.plugin.v1.ObjectInfo
-	(*ListRequest)(nil),                 // 63: ferry.plugin.v1.ListRequest
-	(*ListResponse)(nil),                // 64: ferry.plugin.v1.ListResponse
-	(*DeleteRequest)(nil),               // 65: ferry.plugin.v1.DeleteRequest
-	nil,                                 // 66: ferry.plugin.v1.VM.AttributesEntry
-	nil,                                 // 67: ferry.plugin.v1.RestorePoint.LabelsEntry
-	nil,                                 // 68: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
-	(*PutMessage_Header)(nil),           // 69: ferry.plugin.v1.PutMessage.Header
+	(*Limits)(nil),                      // 14: ferry.plugin.v1.Limits
+	(*Component)(nil),                   // 15: ferry.plugin.v1.Component
+	(*GetInfoResponse)(nil),             // 16: ferry.plugin.v1.GetInfoResponse
+	(*ValidateRequest)(nil),             // 17: ferry.plugin.v1.ValidateRequest
+	(*ValidateResponse)(nil),            // 18: ferry.plugin.v1.ValidateResponse
+	(*ConfigureRequest)(nil),            // 19: ferry.plugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),           // 20: ferry.plugin.v1.ConfigureResponse
+	(*StopRequest)(nil),                 // 21: ferry.plugin.v1.StopRequest
+	(*Disk)(nil),                        // 22: ferry.plugin.v1.Disk
+	(*NIC)(nil),                         // 23: ferry.plugin.v1.NIC
+	(*VM)(nil),                          // 24: ferry.plugin.v1.VM
+	(*Extent)(nil),                      // 25: ferry.plugin.v1.Extent
+	(*DiskHandle)(nil),                  // 26: ferry.plugin.v1.DiskHandle
+	(*ReadRequest)(nil),                 // 27: ferry.plugin.v1.ReadRequest
+	(*Chunk)(nil),                       // 28: ferry.plugin.v1.Chunk
+	(*WriteMessage)(nil),                // 29: ferry.plugin.v1.WriteMessage
+	(*WriteResponse)(nil),               // 30: ferry.plugin.v1.WriteResponse
+	(*CloseDiskRequest)(nil),            // 31: ferry.plugin.v1.CloseDiskRequest
+	(*SyncDiskRequest)(nil),             // 32: ferry.plugin.v1.SyncDiskRequest
+	(*ListVMsResponse)(nil),             // 33: ferry.plugin.v1.ListVMsResponse
+	(*ListTagsResponse)(nil),            // 34: ferry.plugin.v1.ListTagsResponse
+	(*VMRequest)(nil),                   // 35: ferry.plugin.v1.VMRequest
+	(*Snapshot)(nil),                    // 36: ferry.plugin.v1.Snapshot
+	(*SnapshotDisk)(nil),                // 37: ferry.plugin.v1.SnapshotDisk
+	(*CreateSnapshotRequest)(nil),       // 38: ferry.plugin.v1.CreateSnapshotRequest
+	(*SnapshotRequest)(nil),             // 39: ferry.plugin.v1.SnapshotRequest
+	(*ListSnapshotsResponse)(nil),       // 40: ferry.plugin.v1.ListSnapshotsResponse
+	(*ChangedAreasRequest)(nil),         // 41: ferry.plugin.v1.ChangedAreasRequest
+	(*ExtentBatch)(nil),                 // 42: ferry.plugin.v1.ExtentBatch
+	(*OpenSnapshotDiskRequest)(nil),     // 43: ferry.plugin.v1.OpenSnapshotDiskRequest
+	(*Placement)(nil),                   // 44: ferry.plugin.v1.Placement
+	(*Replica)(nil),                     // 45: ferry.plugin.v1.Replica
+	(*CreateReplicaRequest)(nil),        // 46: ferry.plugin.v1.CreateReplicaRequest
+	(*ReplicaRequest)(nil),              // 47: ferry.plugin.v1.ReplicaRequest
+	(*ListReplicasResponse)(nil),        // 48: ferry.plugin.v1.ListReplicasResponse
+	(*OpenReplicaDiskRequest)(nil),      // 49: ferry.plugin.v1.OpenReplicaDiskRequest
+	(*RestorePoint)(nil),                // 50: ferry.plugin.v1.RestorePoint
+	(*CreateRestorePointRequest)(nil),   // 51: ferry.plugin.v1.CreateRestorePointRequest
+	(*ListRestorePointsResponse)(nil),   // 52: ferry.plugin.v1.ListRestorePointsResponse
+	(*RestorePointRequest)(nil),         // 53: ferry.plugin.v1.RestorePointRequest
+	(*OpenRestorePointDiskRequest)(nil), // 54: ferry.plugin.v1.OpenRestorePointDiskRequest
+	(*NetworkMapping)(nil),              // 55: ferry.plugin.v1.NetworkMapping
+	(*ReIPRule)(nil),                    // 56: ferry.plugin.v1.ReIPRule
+	(*NetworkConfig)(nil),               // 57: ferry.plugin.v1.NetworkConfig
+	(*FailoverRequest)(nil),             // 58: ferry.plugin.v1.FailoverRequest
+	(*ApplyNetworkRequest)(nil),         // 59: ferry.plugin.v1.ApplyNetworkRequest
+	(*PutMessage)(nil),                  // 60: ferry.plugin.v1.PutMessage
+	(*PutResponse)(nil),                 // 61: ferry.plugin.v1.PutResponse
+	(*GetRequest)(nil),                  // 62: ferry.plugin.v1.GetRequest
+	(*GetMessage)(nil),                  // 63: ferry.plugin.v1.GetMessage
+	(*ObjectInfo)(nil),                  // 64: ferry.plugin.v1.ObjectInfo
+	(*ListRequest)(nil),                 // 65: ferry.plugin.v1.ListRequest
+	(*ListResponse)(nil),                // 66: ferry.plugin.v1.ListResponse
+	(*DeleteRequest)(nil),               // 67: ferry.plugin.v1.DeleteRequest
+	nil,                                 // 68: ferry.plugin.v1.VM.AttributesEntry
+	nil,                                 // 69: ferry.plugin.v1.RestorePoint.LabelsEntry
+	nil,                                 // 70: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	(*PutMessage_Header)(nil),           // 71: ferry.plugin.v1.PutMessage.Header
 }
 var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	1,  // 0: ferry.plugin.v1.Diagnostic.severity:type_name -> ferry.plugin.v1.Diagnostic.Severity
@@ -4504,108 +4670,111 @@ var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	0,  // 7: ferry.plugin.v1.Component.kind:type_name -> ferry.plugin.v1.Kind
 	13, // 8: ferry.plugin.v1.Component.capabilities:type_name -> ferry.plugin.v1.Capabilities
 	9,  // 9: ferry.plugin.v1.Component.schema:type_name -> ferry.plugin.v1.Schema
-	14, // 10: ferry.plugin.v1.GetInfoResponse.components:type_name -> ferry.plugin.v1.Component
-	0,  // 11: ferry.plugin.v1.ValidateRequest.kind:type_name -> ferry.plugin.v1.Kind
-	6,  // 12: ferry.plugin.v1.ValidateRequest.config:type_name -> ferry.plugin.v1.DynamicValue
-	8,  // 13: ferry.plugin.v1.ValidateResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
-	0,  // 14: ferry.plugin.v1.ConfigureRequest.kind:type_name -> ferry.plugin.v1.Kind
-	6,  // 15: ferry.plugin.v1.ConfigureRequest.config:type_name -> ferry.plugin.v1.DynamicValue
-	8,  // 16: ferry.plugin.v1.ConfigureResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
-	21, // 17: ferry.plugin.v1.VM.disks:type_name -> ferry.plugin.v1.Disk
-	22, // 18: ferry.plugin.v1.VM.nics:type_name -> ferry.plugin.v1.NIC
-	66, // 19: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
-	27, // 20: ferry.plugin.v1.WriteMessage.chunk:type_name -> ferry.plugin.v1.Chunk
-	23, // 21: ferry.plugin.v1.ListVMsResponse.vms:type_name -> ferry.plugin.v1.VM
-	35, // 22: ferry.plugin.v1.Snapshot.disks:type_name -> ferry.plugin.v1.SnapshotDisk
-	34, // 23: ferry.plugin.v1.ListSnapshotsResponse.snapshots:type_name -> ferry.plugin.v1.Snapshot
-	24, // 24: ferry.plugin.v1.ExtentBatch.extents:type_name -> ferry.plugin.v1.Extent
-	23, // 25: ferry.plugin.v1.Replica.vm:type_name -> ferry.plugin.v1.VM
-	3,  // 26: ferry.plugin.v1.Replica.state:type_name -> ferry.plugin.v1.Replica.State
-	23, // 27: ferry.plugin.v1.CreateReplicaRequest.vm:type_name -> ferry.plugin.v1.VM
-	53, // 28: ferry.plugin.v1.CreateReplicaRequest.network_map:type_name -> ferry.plugin.v1.NetworkMapping
-	43, // 29: ferry.plugin.v1.ListReplicasResponse.replicas:type_name -> ferry.plugin.v1.Replica
-	67, // 30: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
-	35, // 31: ferry.plugin.v1.RestorePoint.disks:type_name -> ferry.plugin.v1.SnapshotDisk
-	68, // 32: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
-	48, // 33: ferry.plugin.v1.ListRestorePointsResponse.points:type_name -> ferry.plugin.v1.RestorePoint
-	53, // 34: ferry.plugin.v1.NetworkConfig.network_map:type_name -> ferry.plugin.v1.NetworkMapping
-	54, // 35: ferry.plugin.v1.NetworkConfig.re_ip:type_name -> ferry.plugin.v1.ReIPRule
-	55, // 36: ferry.plugin.v1.FailoverRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	55, // 37: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	69, // 38: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
-	62, // 39: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
-	62, // 40: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
-	5,  // 41: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
-	16, // 42: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
-	18, // 43: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
-	20, // 44: ferry.plugin.v1.Plugin.Stop:input_type -> ferry.plugin.v1.StopRequest
-	26, // 45: ferry.plugin.v1.Disks.Read:input_type -> ferry.plugin.v1.ReadRequest
-	28, // 46: ferry.plugin.v1.Disks.Write:input_type -> ferry.plugin.v1.WriteMessage
-	31, // 47: ferry.plugin.v1.Disks.Sync:input_type -> ferry.plugin.v1.SyncDiskRequest
-	30, // 48: ferry.plugin.v1.Disks.Close:input_type -> ferry.plugin.v1.CloseDiskRequest
-	5,  // 49: ferry.plugin.v1.Source.ListVMs:input_type -> ferry.plugin.v1.Empty
-	33, // 50: ferry.plugin.v1.Source.DescribeVM:input_type -> ferry.plugin.v1.VMRequest
-	36, // 51: ferry.plugin.v1.Source.CreateSnapshot:input_type -> ferry.plugin.v1.CreateSnapshotRequest
-	37, // 52: ferry.plugin.v1.Source.RemoveSnapshot:input_type -> ferry.plugin.v1.SnapshotRequest
-	33, // 53: ferry.plugin.v1.Source.ListSnapshots:input_type -> ferry.plugin.v1.VMRequest
-	39, // 54: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
-	41, // 55: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
-	5,  // 56: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
-	44, // 57: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
-	45, // 58: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	5,  // 59: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
-	45, // 60: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	47, // 61: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
-	49, // 62: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
-	45, // 63: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
-	51, // 64: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
-	52, // 65: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
-	56, // 66: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
-	45, // 67: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	45, // 68: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	57, // 69: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
-	58, // 70: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
-	60, // 71: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
-	63, // 72: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
-	65, // 73: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
-	15, // 74: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
-	17, // 75: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
-	19, // 76: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
-	5,  // 77: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
-	27, // 78: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
-	29, // 79: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
-	5,  // 80: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
-	5,  // 81: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
-	32, // 82: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
-	23, // 83: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
-	34, // 84: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
-	5,  // 85: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
-	38, // 86: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
-	40, // 87: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
-	25, // 88: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
-	42, // 89: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
-	43, // 90: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
-	43, // 91: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
-	46, // 92: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
-	5,  // 93: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
-	25, // 94: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
-	48, // 95: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
-	50, // 96: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
-	5,  // 97: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
-	25, // 98: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
-	43, // 99: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
-	43, // 100: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
-	43, // 101: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
-	43, // 102: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
-	59, // 103: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
-	61, // 104: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
-	64, // 105: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
-	5,  // 106: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
-	74, // [74:107] is the sub-list for method output_type
-	41, // [41:74] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	14, // 10: ferry.plugin.v1.Component.limits:type_name -> ferry.plugin.v1.Limits
+	15, // 11: ferry.plugin.v1.GetInfoResponse.components:type_name -> ferry.plugin.v1.Component
+	0,  // 12: ferry.plugin.v1.ValidateRequest.kind:type_name -> ferry.plugin.v1.Kind
+	6,  // 13: ferry.plugin.v1.ValidateRequest.config:type_name -> ferry.plugin.v1.DynamicValue
+	8,  // 14: ferry.plugin.v1.ValidateResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
+	0,  // 15: ferry.plugin.v1.ConfigureRequest.kind:type_name -> ferry.plugin.v1.Kind
+	6,  // 16: ferry.plugin.v1.ConfigureRequest.config:type_name -> ferry.plugin.v1.DynamicValue
+	8,  // 17: ferry.plugin.v1.ConfigureResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
+	22, // 18: ferry.plugin.v1.VM.disks:type_name -> ferry.plugin.v1.Disk
+	23, // 19: ferry.plugin.v1.VM.nics:type_name -> ferry.plugin.v1.NIC
+	68, // 20: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
+	28, // 21: ferry.plugin.v1.WriteMessage.chunk:type_name -> ferry.plugin.v1.Chunk
+	24, // 22: ferry.plugin.v1.ListVMsResponse.vms:type_name -> ferry.plugin.v1.VM
+	37, // 23: ferry.plugin.v1.Snapshot.disks:type_name -> ferry.plugin.v1.SnapshotDisk
+	36, // 24: ferry.plugin.v1.ListSnapshotsResponse.snapshots:type_name -> ferry.plugin.v1.Snapshot
+	25, // 25: ferry.plugin.v1.ExtentBatch.extents:type_name -> ferry.plugin.v1.Extent
+	24, // 26: ferry.plugin.v1.Replica.vm:type_name -> ferry.plugin.v1.VM
+	3,  // 27: ferry.plugin.v1.Replica.state:type_name -> ferry.plugin.v1.Replica.State
+	24, // 28: ferry.plugin.v1.CreateReplicaRequest.vm:type_name -> ferry.plugin.v1.VM
+	55, // 29: ferry.plugin.v1.CreateReplicaRequest.network_map:type_name -> ferry.plugin.v1.NetworkMapping
+	45, // 30: ferry.plugin.v1.ListReplicasResponse.replicas:type_name -> ferry.plugin.v1.Replica
+	69, // 31: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
+	37, // 32: ferry.plugin.v1.RestorePoint.disks:type_name -> ferry.plugin.v1.SnapshotDisk
+	70, // 33: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	50, // 34: ferry.plugin.v1.ListRestorePointsResponse.points:type_name -> ferry.plugin.v1.RestorePoint
+	55, // 35: ferry.plugin.v1.NetworkConfig.network_map:type_name -> ferry.plugin.v1.NetworkMapping
+	56, // 36: ferry.plugin.v1.NetworkConfig.re_ip:type_name -> ferry.plugin.v1.ReIPRule
+	57, // 37: ferry.plugin.v1.FailoverRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	57, // 38: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	71, // 39: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
+	64, // 40: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
+	64, // 41: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
+	5,  // 42: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
+	17, // 43: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
+	19, // 44: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
+	21, // 45: ferry.plugin.v1.Plugin.Stop:input_type -> ferry.plugin.v1.StopRequest
+	27, // 46: ferry.plugin.v1.Disks.Read:input_type -> ferry.plugin.v1.ReadRequest
+	29, // 47: ferry.plugin.v1.Disks.Write:input_type -> ferry.plugin.v1.WriteMessage
+	32, // 48: ferry.plugin.v1.Disks.Sync:input_type -> ferry.plugin.v1.SyncDiskRequest
+	31, // 49: ferry.plugin.v1.Disks.Close:input_type -> ferry.plugin.v1.CloseDiskRequest
+	5,  // 50: ferry.plugin.v1.Source.ListVMs:input_type -> ferry.plugin.v1.Empty
+	35, // 51: ferry.plugin.v1.Source.DescribeVM:input_type -> ferry.plugin.v1.VMRequest
+	38, // 52: ferry.plugin.v1.Source.CreateSnapshot:input_type -> ferry.plugin.v1.CreateSnapshotRequest
+	39, // 53: ferry.plugin.v1.Source.RemoveSnapshot:input_type -> ferry.plugin.v1.SnapshotRequest
+	35, // 54: ferry.plugin.v1.Source.ListSnapshots:input_type -> ferry.plugin.v1.VMRequest
+	41, // 55: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
+	43, // 56: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
+	5,  // 57: ferry.plugin.v1.Source.ListTags:input_type -> ferry.plugin.v1.Empty
+	5,  // 58: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
+	46, // 59: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
+	47, // 60: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	5,  // 61: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
+	47, // 62: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	49, // 63: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
+	51, // 64: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
+	47, // 65: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
+	53, // 66: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
+	54, // 67: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
+	58, // 68: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
+	47, // 69: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	47, // 70: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	59, // 71: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
+	60, // 72: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
+	62, // 73: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
+	65, // 74: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
+	67, // 75: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
+	16, // 76: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
+	18, // 77: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
+	20, // 78: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
+	5,  // 79: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
+	28, // 80: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
+	30, // 81: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
+	5,  // 82: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
+	5,  // 83: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
+	33, // 84: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
+	24, // 85: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
+	36, // 86: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
+	5,  // 87: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
+	40, // 88: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
+	42, // 89: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
+	26, // 90: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
+	34, // 91: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
+	44, // 92: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
+	45, // 93: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
+	45, // 94: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
+	48, // 95: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
+	5,  // 96: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
+	26, // 97: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
+	50, // 98: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
+	52, // 99: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
+	5,  // 100: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
+	26, // 101: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
+	45, // 102: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
+	45, // 103: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
+	45, // 104: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
+	45, // 105: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
+	61, // 106: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
+	63, // 107: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
+	66, // 108: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
+	5,  // 109: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
+	76, // [76:110] is the sub-list for method output_type
+	42, // [42:76] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_ferry_plugin_v1_plugin_proto_init() }
@@ -4618,15 +4787,15 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 		(*PathStep_Key)(nil),
 		(*PathStep_Index)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[24].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[25].OneofWrappers = []any{
 		(*WriteMessage_Handle)(nil),
 		(*WriteMessage_Chunk)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[54].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[56].OneofWrappers = []any{
 		(*PutMessage_Header_)(nil),
 		(*PutMessage_Data)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[57].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[59].OneofWrappers = []any{
 		(*GetMessage_Info)(nil),
 		(*GetMessage_Data)(nil),
 	}
@@ -4636,7 +4805,7 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_plugin_v1_plugin_proto_rawDesc), len(file_ferry_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   66,
+			NumMessages:   68,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

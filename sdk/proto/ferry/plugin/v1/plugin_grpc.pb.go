@@ -497,6 +497,7 @@ const (
 	Source_ListSnapshots_FullMethodName    = "/ferry.plugin.v1.Source/ListSnapshots"
 	Source_ChangedAreas_FullMethodName     = "/ferry.plugin.v1.Source/ChangedAreas"
 	Source_OpenSnapshotDisk_FullMethodName = "/ferry.plugin.v1.Source/OpenSnapshotDisk"
+	Source_ListTags_FullMethodName         = "/ferry.plugin.v1.Source/ListTags"
 )
 
 // SourceClient is the client API for Source service.
@@ -511,6 +512,10 @@ type SourceClient interface {
 	ListSnapshots(ctx context.Context, in *VMRequest, opts ...grpc.CallOption) (*ListSnapshotsResponse, error)
 	ChangedAreas(ctx context.Context, in *ChangedAreasRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExtentBatch], error)
 	OpenSnapshotDisk(ctx context.Context, in *OpenSnapshotDiskRequest, opts ...grpc.CallOption) (*DiskHandle, error)
+	// ListTags lists the tags the endpoint knows, whether or not a VM carries
+	// them. Unimplemented when the source (or this endpoint of it) has no
+	// tags. Since protocol 1.1.
+	ListTags(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*ListTagsResponse, error)
 }
 
 type sourceClient struct {
@@ -600,6 +605,16 @@ func (c *sourceClient) OpenSnapshotDisk(ctx context.Context, in *OpenSnapshotDis
 	return out, nil
 }
 
+func (c *sourceClient) ListTags(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*ListTagsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTagsResponse)
+	err := c.cc.Invoke(ctx, Source_ListTags_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SourceServer is the server API for Source service.
 // All implementations must embed UnimplementedSourceServer
 // for forward compatibility.
@@ -612,6 +627,10 @@ type SourceServer interface {
 	ListSnapshots(context.Context, *VMRequest) (*ListSnapshotsResponse, error)
 	ChangedAreas(*ChangedAreasRequest, grpc.ServerStreamingServer[ExtentBatch]) error
 	OpenSnapshotDisk(context.Context, *OpenSnapshotDiskRequest) (*DiskHandle, error)
+	// ListTags lists the tags the endpoint knows, whether or not a VM carries
+	// them. Unimplemented when the source (or this endpoint of it) has no
+	// tags. Since protocol 1.1.
+	ListTags(context.Context, *Empty) (*ListTagsResponse, error)
 	mustEmbedUnimplementedSourceServer()
 }
 
@@ -642,6 +661,9 @@ func (UnimplementedSourceServer) ChangedAreas(*ChangedAreasRequest, grpc.ServerS
 }
 func (UnimplementedSourceServer) OpenSnapshotDisk(context.Context, *OpenSnapshotDiskRequest) (*DiskHandle, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method OpenSnapshotDisk not implemented")
+}
+func (UnimplementedSourceServer) ListTags(context.Context, *Empty) (*ListTagsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListTags not implemented")
 }
 func (UnimplementedSourceServer) mustEmbedUnimplementedSourceServer() {}
 func (UnimplementedSourceServer) testEmbeddedByValue()                {}
@@ -783,6 +805,24 @@ func _Source_OpenSnapshotDisk_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Source_ListTags_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Empty)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SourceServer).ListTags(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Source_ListTags_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SourceServer).ListTags(ctx, req.(*Empty))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Source_ServiceDesc is the grpc.ServiceDesc for Source service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -813,6 +853,10 @@ var Source_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "OpenSnapshotDisk",
 			Handler:    _Source_OpenSnapshotDisk_Handler,
+		},
+		{
+			MethodName: "ListTags",
+			Handler:    _Source_ListTags_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
