@@ -28,6 +28,10 @@ type VMSpec struct {
 	// Tools makes the guest report VMware Tools running, with the NICs'
 	// addresses, gateway and DNS servers, as a real guest would.
 	Tools bool
+	// Datastore holds the VM's files; default the site's datastore.
+	Datastore string
+	// ExtraConfig is set on the VM at creation (disk.EnableUUID, ...).
+	ExtraConfig map[string]string
 }
 
 // NICSpec is a NIC of a VMSpec and what the guest says about it.
@@ -65,9 +69,18 @@ func (s *Site) createVM(ctx context.Context, spec VMSpec) (types.ManagedObjectRe
 			pool = p
 		}
 	}
+	ds := or(spec.Datastore, s.Datastore)
 	cfg := types.VirtualMachineConfigSpec{
 		Name: spec.Name, GuestId: or(spec.GuestID, "otherLinux64Guest"), NumCPUs: or32(spec.CPUs, 1), MemoryMB: int64(or32(spec.MemoryMB, 256)),
-		Firmware: or(spec.Firmware, "bios"), Files: &types.VirtualMachineFileInfo{VmPathName: "[" + s.Datastore + "]"},
+		Firmware: or(spec.Firmware, "bios"), Files: &types.VirtualMachineFileInfo{VmPathName: "[" + ds + "]"},
+	}
+	keys := make([]string, 0, len(spec.ExtraConfig))
+	for k := range spec.ExtraConfig {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		cfg.ExtraConfig = append(cfg.ExtraConfig, &types.OptionValue{Key: k, Value: spec.ExtraConfig[k]})
 	}
 	var devices object.VirtualDeviceList
 	ctrl, err := devices.CreateSCSIController("pvscsi")
@@ -86,7 +99,7 @@ func (s *Site) createVM(ctx context.Context, spec VMSpec) (types.ManagedObjectRe
 				Key: int32(-200 - i), ControllerKey: ctrl.GetVirtualDevice().Key, UnitNumber: &unit,
 				Backing: &types.VirtualDiskFlatVer2BackingInfo{
 					DiskMode: string(types.VirtualDiskModePersistent), ThinProvisioned: types.NewBool(true),
-					VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: "[" + s.Datastore + "]"},
+					VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: "[" + ds + "]"},
 				},
 			},
 			CapacityInKB: size / 1024, CapacityInBytes: size,
