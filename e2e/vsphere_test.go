@@ -569,7 +569,7 @@ func TestVSphereHotAddTransport(t *testing.T) {
 	}
 
 	third := runOK("change-tracking/direct,change-tracking/direct")
-	if !strings.Contains(third.stderr, "detached a disk a run that is gone left on the proxy VM") {
+	if !strings.Contains(third.stderr, "detached a disk ferry left attached to the proxy VM") {
 		t.Fatalf("the next run does not say it detached the leftovers:\n%s", third.stderr)
 	}
 	tgt := l.target()

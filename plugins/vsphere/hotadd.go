@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -364,6 +365,17 @@ func diskAt(devices []types.BaseVirtualDevice, bus, unit int32) *types.VirtualDi
 	return nil
 }
 
+// sameFile says whether two datastore paths name the same file, however
+// vSphere spaced them.
+func sameFile(a, b string) bool {
+	pa, errA := parseDSPath(a)
+	pb, errB := parseDSPath(b)
+	if errA != nil || errB != nil {
+		return a == b
+	}
+	return pa.Datastore == pb.Datastore && path.Clean(pa.Path) == path.Clean(pb.Path)
+}
+
 // backingFile and backingUUID read a virtual disk backing's file and UUID.
 func backingFile(b types.BaseVirtualDeviceBackingInfo) string {
 	if fb, ok := b.(types.BaseVirtualDeviceFileBackingInfo); ok {
@@ -549,7 +561,7 @@ func (h *hotadd) attach(ctx context.Context, ref types.ManagedObjectReference, p
 			return att, err
 		}
 		d := diskAt(after.vm.Config.Hardware.Device, sl.bus, sl.unit)
-		if d == nil || backingFile(d.Backing) != rec.File {
+		if d == nil || !sameFile(backingFile(d.Backing), rec.File) {
 			return att, fmt.Errorf("the proxy VM %s shows no disk %s at %s after attaching it: %w", pv.vm.Name, rec.File, sl, errdefs.ErrUnavailable)
 		}
 		att.uuid = backingUUID(d.Backing)
@@ -607,7 +619,7 @@ func (h *hotadd) release(ctx context.Context, ref types.ManagedObjectReference, 
 			r := released{key: k, rec: rec, why: why}
 			if rec != nil {
 				bus, unit, _ := parseSlotKey(k)
-				if d := diskAt(pv.vm.Config.Hardware.Device, bus, unit); d != nil && backingFile(d.Backing) == rec.File {
+				if d := diskAt(pv.vm.Config.Hardware.Device, bus, unit); d != nil && sameFile(backingFile(d.Backing), rec.File) {
 					// FileOperation stays unset: detach, never destroy.
 					spec.DeviceChange = append(spec.DeviceChange, &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationRemove, Device: d})
 					r.disk, r.uuid, r.dsFile = true, backingUUID(d.Backing), rec.File
@@ -669,7 +681,7 @@ func (h *hotadd) sweepProxy(ctx context.Context, ref types.ManagedObjectReferenc
 		return v == ownerDead, why
 	})
 	for _, r := range out {
-		h.log.Warn("detached a disk a run that is gone left on the proxy VM", "proxy", ref.Value, "slot", strings.TrimPrefix(r.key, hotaddPrefix),
+		h.log.Warn("detached a disk ferry left attached to the proxy VM", "proxy", ref.Value, "slot", strings.TrimPrefix(r.key, hotaddPrefix),
 			"file", r.rec.File, "source_vm", r.rec.VM, "snapshot", r.rec.Snapshot, "disk", r.rec.Disk, "attached_at", r.rec.At, "why", r.why, "was_attached", r.disk)
 	}
 	if err != nil && ctx.Err() == nil {

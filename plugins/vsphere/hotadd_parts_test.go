@@ -248,4 +248,17 @@ func TestHotAddRecords(t *testing.T) {
 	if d := diskAt(scsi(1000, 0, 0, 1), 1, 1); d != nil {
 		t.Errorf("diskAt on a bus without controller = %v", d)
 	}
+	for _, c := range []struct {
+		a, b string
+		same bool
+	}{
+		{"[ds] vm/vm.vmdk", "[ds] vm/vm.vmdk", true},
+		{"[ds]  vm//vm.vmdk", "[ds] vm/vm.vmdk", true},
+		{"[ds] vm/vm.vmdk", "[ds2] vm/vm.vmdk", false},
+		{"[ds] vm/vm.vmdk", "[ds] vm/vm_1.vmdk", false},
+	} {
+		if sameFile(c.a, c.b) != c.same {
+			t.Errorf("sameFile(%q, %q) = %v", c.a, c.b, !c.same)
+		}
+	}
 }

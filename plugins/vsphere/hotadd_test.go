@@ -665,7 +665,7 @@ func TestHotAddLeftovers(t *testing.T) {
 	if got := s.HotAdded(t, p.Name); len(got) != 1 {
 		t.Fatalf("attached after the sweep: %v", got)
 	}
-	if l := logs.String(); !strings.Contains(l, "detached a disk a run that is gone left on the proxy VM") || !strings.Contains(l, fmt.Sprintf("process %d is gone", killed.Process.Pid)) {
+	if l := logs.String(); !strings.Contains(l, "detached a disk ferry left attached to the proxy VM") || !strings.Contains(l, fmt.Sprintf("process %d is gone", killed.Process.Pid)) {
 		t.Errorf("the sweep is not logged with its reason:\n%s", l)
 	}
 
