@@ -625,3 +625,96 @@ func TestVSphereRetentionLimit(t *testing.T) {
 		t.Fatalf("validate with 28: %s", r)
 	}
 }
+
+// hotaddLab is a lab whose source reads through HotAdd: a proxy VM on the
+// prod site (its guest's udev is the harness's fake, see vcsimtest), the
+// plugin pinned to it and to its device folder.
+func hotaddLab(t *testing.T, vms ...vsVM) (*vsLab, *vcsimtest.Proxy) {
+	t.Helper()
+	l := newVSLab(t, 3, "hotadd", vms...)
+	p := l.prod.CreateProxy(t, vcsimtest.ProxySpec{Name: "ferry-proxy"})
+	hcl := readFile(t, filepath.Join(l.cfg, "main.hcl"))
+	pinned := fmt.Sprintf("transport  = \"hotadd\"\n  hotadd_proxy = %q\n  hotadd_device_dir = %q", p.Name, p.DeviceDir)
+	l.writeConfig(strings.Replace(hcl, `transport  = "hotadd"`, pinned, 1))
+	return l, p
+}
+
+// TestVSphereHotAddTransport replicates through HotAdd with the real
+// binaries: each snapshot disk is attached to the proxy VM, ferry's data
+// mover reads the device the guest shows (the direct lane), the disk is
+// detached; then a run killed while it holds a disk leaves it attached,
+// and the next run detaches it and finishes incrementally.
+func TestVSphereHotAddTransport(t *testing.T) {
+	l, p := hotaddLab(t, vsVM{name: "app-01", disks: []int64{16 << 20, 4 << 20}, ip: "10.1.3.3/24"})
+	l.write("app-01", 0, 0, 6*mib)
+	l.write("app-01", 1, mib, mib)
+	clean := func(when string) {
+		t.Helper()
+		if got := l.prod.HotAdded(t, p.Name); len(got) != 0 {
+			t.Fatalf("%s: disks attached to the proxy: %v", when, got)
+		}
+		for _, o := range l.prod.VM(t, p.Name).Config.ExtraConfig {
+			if strings.HasPrefix(o.GetOptionValue().Key, "ferry.hotadd.") {
+				t.Fatalf("%s: a HotAdd mark is left on the proxy: %s", when, o.GetOptionValue().Key)
+			}
+		}
+	}
+	var states []map[string][][]byte
+	runOK := func(modes string) session {
+		t.Helper()
+		states = append(states, l.state())
+		s := l.run()
+		if s.code != 0 || s.Result != "success" {
+			t.Fatalf("run %d: exit %d, %s: %+v\n%s", len(states), s.code, s.Result, s.VMs, s.stderr)
+		}
+		var got []string
+		for _, d := range s.vm("app-01").Disks {
+			got = append(got, string(d.Mode)+"/"+string(d.Lane))
+		}
+		if strings.Join(got, ",") != modes {
+			t.Fatalf("run %d: disks %s, want %s", len(states), strings.Join(got, ","), modes)
+		}
+		clean(fmt.Sprintf("after run %d", len(states)))
+		return s
+	}
+	// The plugin says which transport each disk used, and why, at info.
+	t.Setenv("FERRY_LOG", "info")
+	first := runOK("full/direct,full/direct")
+	if n := strings.Count(first.stderr, "disk transport: hotadd"); n != 2 || !strings.Contains(first.stderr, "proxy=ferry-proxy") {
+		t.Fatalf("the run does not say each disk went through HotAdd (%d times):\n%s", n, first.stderr)
+	}
+	l.scatter("app-01", 0, 10)
+	runOK("change-tracking/direct,change-tracking/direct")
+
+	// A run whose plugin is killed while the data mover reads a disk.
+	l.scatter("app-01", 0, 30)
+	l.scatter("app-01", 1, 5)
+	cmd := exec.Command(crashrun(t), "-config", l.cfg, "-job", "e2e", "-at", "moving", "-kill", "plugin")
+	cmd.Env = append(os.Environ(), "FERRY_PLUGIN_PATH="+bin)
+	out, _ := cmd.CombinedOutput()
+	t.Logf("killed run said: %s", out)
+	if left := l.prod.HotAdded(t, p.Name); len(left) == 0 {
+		t.Fatal("the killed plugin left no disk attached to the proxy: the kill came too late to test anything")
+	}
+
+	third := runOK("change-tracking/direct,change-tracking/direct")
+	if !strings.Contains(third.stderr, "detached a disk ferry left attached to the proxy VM") {
+		t.Fatalf("the next run does not say it detached the leftovers:\n%s", third.stderr)
+	}
+	tgt := l.target()
+	points := l.points("app-01")
+	if len(points) != 3 {
+		t.Fatalf("points %v", points)
+	}
+	for i, pt := range points {
+		for d := range 2 {
+			sameBytes(t, fmt.Sprintf("point %d disk %d", i+1, d), readPoint(t, tgt, "app-01_replica", pt, d), states[i]["app-01"][d])
+		}
+	}
+	if snap := l.prod.VM(t, "app-01").Snapshot; snap != nil && len(snap.RootSnapshotList) > 0 {
+		t.Fatalf("snapshots left at the source: %+v", snap.RootSnapshotList)
+	}
+	if st := l.prod.VM(t, p.Name).Runtime.PowerState; st != types.VirtualMachinePowerStatePoweredOn {
+		t.Fatalf("the proxy VM is %s", st)
+	}
+}

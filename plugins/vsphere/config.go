@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/zclconf/go-cty/cty"
 
@@ -28,10 +29,15 @@ const maxRestorePointsReason = "a restore point on vSphere is a snapshot of the 
 
 // Transport modes of the source's disk reads.
 const (
-	TransportAuto    = "auto"    // direct when the datastore is mapped and its file is there, else network
+	TransportAuto    = "auto"    // direct when it can, else hotadd when it can, else network; hotadd first for delta disks
 	TransportDirect  = "direct"  // the flat file under local_datastore_paths (direct storage access)
+	TransportHotAdd  = "hotadd"  // the snapshot's disk attached to the proxy VM this plugin runs in, read as a block device
 	TransportNetwork = "network" // ranged GETs on the datastore's HTTP /folder interface
 )
+
+// DefaultDeviceDir is where a Linux proxy's udev names disks by their
+// identifiers, the WWN among them.
+const DefaultDeviceDir = "/dev/disk/by-id"
 
 // connConfig is what both components need to reach a vCenter or ESXi host.
 type connConfig struct {
@@ -49,6 +55,15 @@ type connConfig struct {
 type sourceConfig struct {
 	connConfig
 	Transport string
+	// HotAddProxy names the proxy VM (id, inventory path or name); empty
+	// means the VM whose BIOS UUID this machine reports.
+	HotAddProxy string
+	// DeviceDir is where the proxy's guest names disks by WWN.
+	DeviceDir string
+
+	// Not settable in HCL; tests point them elsewhere.
+	productUUIDFile string        // this machine's BIOS UUID; default /sys/class/dmi/id/product_uuid
+	deviceWait      time.Duration // how long a hot-added disk may take to appear; default 60 s
 }
 
 // targetConfig is the body of a target "vsphere" block.
@@ -82,7 +97,11 @@ func connAttributes() map[string]*schema.Attribute {
 func sourceSchema() *schema.Block {
 	attrs := connAttributes()
 	attrs["transport"] = &schema.Attribute{Type: cty.String,
-		Description: `How disks are read: "auto" (default: direct when the datastore is mapped, else network), "direct" or "network".`}
+		Description: `How disks are read: "auto" (default: direct when the datastore is mapped, else hotadd when this machine is a proxy VM that can, else network), "direct", "hotadd" or "network".`}
+	attrs["hotadd_proxy"] = &schema.Attribute{Type: cty.String,
+		Description: "HotAdd: the proxy VM this plugin runs in (id, inventory path or name); default: the VM whose BIOS UUID this machine reports."}
+	attrs["hotadd_device_dir"] = &schema.Attribute{Type: cty.String,
+		Description: "HotAdd: the folder where the proxy's udev names disks by WWN (wwn-0x<disk UUID>); default " + DefaultDeviceDir + "."}
 	return &schema.Block{
 		Description: "A vCenter or ESXi host whose VMs are replicated.",
 		Attributes:  attrs,
@@ -184,12 +203,25 @@ func validateConn(cfg cty.Value) schema.Diagnostics {
 // validateSource checks a source block.
 func validateSource(cfg cty.Value) schema.Diagnostics {
 	diags := validateConn(cfg)
-	if tr, ok := stringAttr(cfg, "transport"); ok {
+	tr, hasTransport := stringAttr(cfg, "transport")
+	if hasTransport {
 		switch tr {
-		case TransportAuto, TransportDirect, TransportNetwork:
+		case TransportAuto, TransportDirect, TransportHotAdd, TransportNetwork:
 		default:
-			diags.Errorf(cty.GetAttrPath("transport"), "Unknown transport", "%q is none of %q, %q, %q", tr, TransportAuto, TransportDirect, TransportNetwork)
+			diags.Errorf(cty.GetAttrPath("transport"), "Unknown transport", "%q is none of %q, %q, %q, %q", tr, TransportAuto, TransportDirect, TransportHotAdd, TransportNetwork)
 		}
+	}
+	if p, ok := stringAttr(cfg, "hotadd_proxy"); ok {
+		switch {
+		case p == "":
+			diags.Errorf(cty.GetAttrPath("hotadd_proxy"), "Empty hotadd_proxy", "name the proxy VM or leave the attribute out (the VM this machine is is found by its BIOS UUID)")
+		case hasTransport && (tr == TransportDirect || tr == TransportNetwork):
+			diags = append(diags, schema.Diagnostic{Severity: schema.Warning, Summary: "HotAdd proxy unused",
+				Detail: fmt.Sprintf("transport = %q never reads through the proxy; hotadd_proxy only makes ferry detach its leftover disks from it", tr), Path: cty.GetAttrPath("hotadd_proxy")})
+		}
+	}
+	if d, ok := stringAttr(cfg, "hotadd_device_dir"); ok && (d == "" || !filepath.IsAbs(d)) {
+		diags.Errorf(cty.GetAttrPath("hotadd_device_dir"), "Invalid hotadd_device_dir", "%q is not an absolute path; the default is %s", d, DefaultDeviceDir)
 	}
 	return diags
 }
@@ -312,6 +344,11 @@ func decodeSource(cfg cty.Value) (*sourceConfig, error) {
 	}
 	if tr, ok := stringAttr(cfg, "transport"); ok {
 		c.Transport = tr
+	}
+	c.HotAddProxy, _ = stringAttr(cfg, "hotadd_proxy")
+	c.DeviceDir = DefaultDeviceDir
+	if d, ok := stringAttr(cfg, "hotadd_device_dir"); ok {
+		c.DeviceDir = filepath.Clean(d)
 	}
 	return c, nil
 }

@@ -2,6 +2,7 @@ package vsphere
 
 import (
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/plugins/vsphere/vcsimtest"
 	"github.com/ferry-dr/ferry/sdk"
@@ -11,7 +12,11 @@ import (
 // prodSite starts a source site with the VM the suites play with, in a
 // folder with two tags, and a tag no VM carries.
 func prodSite(t *testing.T) *vcsimtest.Site {
-	s := vcsimtest.Start(t, vcsimtest.Options{Name: "prod", CBTWindow: 1 << 20})
+	return prodSiteWith(t, vcsimtest.Options{Name: "prod", CBTWindow: 1 << 20})
+}
+
+func prodSiteWith(t *testing.T, opts vcsimtest.Options) *vcsimtest.Site {
+	s := vcsimtest.Start(t, opts)
 	s.CreateVM(t, vcsimtest.VMSpec{Name: "sdktest-vm", Disks: []int64{4 << 20, 1<<20 + 8<<10}, CPUs: 2, MemoryMB: 512, PoweredOn: true, Tools: true,
 		NICs:   []vcsimtest.NICSpec{{Network: "VM Network", Addresses: []string{"10.1.0.5/24"}, Gateway: "10.1.0.1", DNS: []string{"10.1.0.53"}}},
 		Folder: "conformance/web"})
@@ -49,6 +54,19 @@ func TestConformanceSourceNetwork(t *testing.T) {
 	t.Parallel()
 	s := prodSite(t)
 	sdktest.RunSource(t, sourceFixture(s, newTestSource(t, s, false, nil)))
+}
+
+// TestConformanceSourceHotAdd: transport = "hotadd", disks attached to a
+// proxy VM and read as the block devices its (faked) guest shows. The site
+// gives snapshots taken while others exist delta disks, as ESXi does: the
+// suite holds several snapshots at once, which only HotAdd can read. The
+// proxy is left as it was.
+func TestConformanceSourceHotAdd(t *testing.T) {
+	t.Parallel()
+	s := prodSiteWith(t, vcsimtest.Options{Name: "prod", CBTWindow: 1 << 20, DeltaChains: true})
+	p := s.CreateProxy(t, vcsimtest.ProxySpec{Name: "ferry-proxy"})
+	sdktest.RunSource(t, sourceFixture(s, hotaddSource(t, s, false, pinned(p), "", 30*time.Second, nil)))
+	noneAttached(t, s, p)
 }
 
 // TestConformanceTarget runs the target suite with crashes: a crashed

@@ -15,19 +15,50 @@ import (
 )
 
 // OpenSnapshotDisk opens a disk of a snapshot for reading. The transport
-// is chosen per disk and logged with its reason: direct storage access
-// (the flat file under local_datastore_paths, offered to the data mover as
-// a local path) when the datastore is mapped and the file is there, else
-// network (ranged GETs on the datastore HTTP interface).
+// is chosen per disk and logged with its reason. With transport "auto":
+// direct storage access (the flat file under local_datastore_paths,
+// offered to the data mover as a local path) when the datastore is mapped
+// and the file is there, else HotAdd (the disk attached to the proxy VM
+// this plugin runs in, read as a block device, also offered as a local
+// path) when the proxy can, else network (ranged GETs on the datastore
+// HTTP interface). A snapshot disk that is a delta (the VM has snapshots of
+// its own) is read with HotAdd only, which presents the whole chain as one
+// disk. Disks that runs now gone left attached to the proxy are detached
+// first.
 func (s *Source) OpenSnapshotDisk(ctx context.Context, key, id string, disk int) (sdk.DiskReader, error) {
 	vm, _, d, err := s.snapshotDisk(ctx, key, id, disk)
 	if err != nil {
 		return nil, err
 	}
+	s.hot.sweep(ctx)
+	log := s.log.With("vm", vm.Name, "snapshot", id, "disk", disk)
+	name := fmt.Sprintf("vm %q snapshot %s disk %d", vm.Name, id, disk)
 	capacity := diskCapacity(d)
+
+	switch delta, deltaWhy := deltaBacking(d); {
+	case s.transport == TransportHotAdd:
+		r, why, err := s.hot.open(ctx, vm, id, disk, d, log, `the configuration sets transport = "hotadd"`)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if why != "" {
+			return nil, fmt.Errorf("%s: transport is hotadd but %s: %w", name, why, errdefs.ErrFailedPrecondition)
+		}
+		return r, nil
+	case s.transport == TransportAuto && delta:
+		r, why, err := s.hot.open(ctx, vm, id, disk, d, log, deltaWhy+": only HotAdd presents the whole chain as one disk")
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if why != "" {
+			return nil, fmt.Errorf("%s: %s; reading a delta chain needs HotAdd (or VDDK), and HotAdd cannot be used: %s: %w", name, deltaWhy, why, errdefs.ErrUnimplemented)
+		}
+		return r, nil
+	}
+
 	file, err := snapshotBacking(d)
 	if err != nil {
-		return nil, fmt.Errorf("vm %q snapshot %s disk %d: %w", vm.Name, id, disk, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	desc, err := parseDSPath(file)
 	if err != nil {
@@ -35,9 +66,9 @@ func (s *Source) OpenSnapshotDisk(ctx context.Context, key, id string, disk int)
 	}
 	flat, err := s.c.flatExtent(ctx, desc)
 	if err != nil {
-		return nil, fmt.Errorf("vm %q snapshot %s disk %d: %w", vm.Name, id, disk, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	log := s.log.With("vm", vm.Name, "snapshot", id, "disk", disk, "file", flat.String())
+	log = log.With("file", flat.String())
 
 	reason := ""
 	if s.transport != TransportNetwork {
@@ -61,6 +92,18 @@ func (s *Source) OpenSnapshotDisk(ctx context.Context, key, id string, disk int)
 		if s.transport == TransportDirect {
 			return nil, fmt.Errorf("vm %q disk %d: transport is direct but %s: %w", vm.Name, disk, reason, errdefs.ErrFailedPrecondition)
 		}
+		r, why, err := s.hot.open(ctx, vm, id, disk, d, log, reason+"; the proxy VM's host mounts it")
+		switch {
+		case r != nil:
+			return r, nil
+		case err != nil:
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			log.Warn("HotAdd failed; reading over the network instead", "error", err)
+			why = "HotAdd failed: " + err.Error()
+		}
+		reason += "; no HotAdd: " + why
 	} else {
 		reason = `the configuration sets transport = "network"`
 	}
@@ -72,16 +115,17 @@ func (s *Source) OpenSnapshotDisk(ctx context.Context, key, id string, disk int)
 	return &httpReader{c: s.c, file: flat, size: capacity, fileSize: size}, nil
 }
 
-// snapshotBacking is the file a snapshot's disk reads from. A snapshot of
-// a VM without other snapshots points at the flat base disk; one with a
-// parent chain is a delta disk.
+// snapshotBacking is the file a snapshot's disk reads from directly or
+// over the network. A snapshot of a VM without other snapshots points at
+// the flat base disk; one with a parent chain is a delta disk, which only
+// HotAdd reads.
 func snapshotBacking(d *types.VirtualDisk) (string, error) {
 	b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
 	if !ok {
-		return "", fmt.Errorf("a %T disk cannot be read without VDDK or HotAdd: %w", d.Backing, errdefs.ErrUnimplemented)
+		return "", fmt.Errorf("a %T disk is read only with HotAdd (transport \"auto\" or \"hotadd\"): %w", d.Backing, errdefs.ErrUnimplemented)
 	}
 	if b.Parent != nil {
-		return "", fmt.Errorf("the snapshot's disk %s is a delta of %s (the VM has other snapshots): reading delta chains needs VDDK or HotAdd: %w",
+		return "", fmt.Errorf("the snapshot's disk %s is a delta of %s (the VM has other snapshots): only HotAdd reads delta chains (transport \"auto\" or \"hotadd\"): %w",
 			b.FileName, b.Parent.FileName, errdefs.ErrUnimplemented)
 	}
 	return b.FileName, nil

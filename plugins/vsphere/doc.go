@@ -4,12 +4,15 @@
 // The source (source.go, cbt.go, diskread.go) lists and describes VMs,
 // takes and removes snapshots (switching changed block tracking on when it
 // is off), reports changed areas with QueryChangedDiskAreas and reads
-// snapshot disks either directly from the flat file on a datastore this
-// machine mounts (local_datastore_paths) or with ranged GETs on the
-// datastore HTTP interface (datastore.go). Each VM comes with its folder
-// (folders.go: the datacenter's folder tree, one call per listing) and, on
-// vCenter, its tags (tags.go: the Automation API in its own REST session,
-// one bulk call per listing); an ESXi host has no tags.
+// snapshot disks directly from the flat file on a datastore this machine
+// mounts (local_datastore_paths), through HotAdd (hotadd*.go: the disk
+// attached to the proxy VM the plugin runs in and read as the block device
+// its guest shows, detached afterwards, leftovers of killed runs detached by
+// the next one) or with ranged GETs on the datastore HTTP interface
+// (datastore.go). Each VM comes with its folder (folders.go: the
+// datacenter's folder tree, one call per listing) and, on vCenter, its tags
+// (tags.go: the Automation API in its own REST session, one bulk call per
+// listing); an ESXi host has no tags.
 //
 // The target (target.go, replicadisk.go, restorepoint.go, failover.go,
 // network.go, placement.go) creates replica VMs, writes their flat disks
@@ -28,8 +31,9 @@
 // when vCenter drops it and logged out at Stop.
 //
 // This package must never import ferry's core (only the sdk module), never
-// hold policy (what to copy, when, how many points to keep), and never
-// print on stdout when serving: go-plugin reads its handshake there. The
+// hold policy (what to copy, when, how many points to keep), never print on
+// stdout when serving (go-plugin reads its handshake there), and never
+// remove the HotAdd proxy VM or delete a file of a disk it detaches. The
 // simulator and its test doubles live in vcsimtest and are used by tests
 // and by the lab (package lab, `ferry lab`), never by this package.
 package vsphere

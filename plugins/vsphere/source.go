@@ -23,6 +23,7 @@ type Source struct {
 	c         *conn
 	transport string
 	log       hclog.Logger
+	hot       *hotadd // nil when neither the transport nor hotadd_proxy asks for the proxy VM
 }
 
 var (
@@ -40,11 +41,17 @@ func newSource(ctx context.Context, cfg *sourceConfig, log hclog.Logger) (*Sourc
 	if err != nil {
 		return nil, err
 	}
-	return &Source{c: c, transport: cfg.Transport, log: log}, nil
+	s := &Source{c: c, transport: cfg.Transport, log: log}
+	if cfg.Transport == TransportAuto || cfg.Transport == TransportHotAdd || cfg.HotAddProxy != "" {
+		s.hot = newHotAdd(c, cfg, log)
+	}
+	return s, nil
 }
 
-// Stop logs out.
+// Stop detaches what is still attached to the HotAdd proxy VM (disks of
+// readers not closed, leftovers of runs that are gone) and logs out.
 func (s *Source) Stop(ctx context.Context) error {
+	s.hot.stop(ctx)
 	s.c.logout(ctx)
 	return nil
 }
@@ -126,6 +133,7 @@ func (s *Source) ListTags(ctx context.Context) ([]string, error) {
 // asks for changed areas on the next run, and enabling tracking takes
 // effect at a snapshot (a stun of the VM), not before.
 func (s *Source) CreateSnapshot(ctx context.Context, req sdk.SnapshotRequest) (*sdk.Snapshot, error) {
+	s.hot.sweep(ctx)
 	vm, err := s.c.vmObject(ctx, req.VM)
 	if err != nil {
 		return nil, err
@@ -243,6 +251,7 @@ func flattenSnapshots(tree []types.VirtualMachineSnapshotTree) []types.VirtualMa
 // ListSnapshots lists every snapshot of the VM, oldest first (not only
 // ferry's: the core picks its own by name). Disks are not described.
 func (s *Source) ListSnapshots(ctx context.Context, key string) ([]sdk.Snapshot, error) {
+	s.hot.sweep(ctx)
 	vm, err := s.c.vmObject(ctx, key)
 	if err != nil {
 		return nil, err
@@ -259,11 +268,15 @@ func (s *Source) ListSnapshots(ctx context.Context, key string) ([]sdk.Snapshot,
 
 // RemoveSnapshot removes a snapshot by id; its data is consolidated into
 // the VM's disks, so no write made since is lost. A snapshot that is gone
-// is not an error.
+// is not an error. Disks of the snapshot still attached to the HotAdd
+// proxy VM are detached first.
 func (s *Source) RemoveSnapshot(ctx context.Context, key, id string) error {
 	vm, err := s.c.vmObject(ctx, key)
 	if err != nil {
 		return err
+	}
+	if err := s.hot.releaseSnapshot(ctx, vm.Self.Value, id); err != nil {
+		return fmt.Errorf("vm %q: %w", vm.Name, err)
 	}
 	if vm.Snapshot == nil || findSnapshot(vm.Snapshot.RootSnapshotList, id) == nil {
 		return nil

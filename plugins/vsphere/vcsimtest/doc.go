@@ -3,7 +3,11 @@
 // research/vcsim.md describes: a hook around snapshot removal that avoids
 // its two bugs, frozen point-in-time copies of each disk at every snapshot,
 // and a changed block tracking double that answers QueryChangedDiskAreas
-// with the real extents of the writes made through Site.Write.
+// with the real extents of the writes made through Site.Write. For the
+// HotAdd transport it adds proxy VMs whose guest is faked (vcsim has no
+// guest kernel): a fake udev shows each disk attached to a proxy as a
+// wwn-0x<UUID> link to the disk's flat file; optional delta chains give
+// snapshots of a VM with other snapshots a parent disk, as ESXi does.
 //
 // A Site is one simulated vCenter with a datacenter, a cluster of three
 // hosts, a standalone host and a datastore whose files are local (the

@@ -47,19 +47,34 @@ var doublesRef = types.ManagedObjectReference{Type: "FerryTestDoubles", Value: "
 //     logged writes between two ids, in windows of Options.CBTWindow bytes
 //     so callers must loop, and with the non-zero blocks for "*". Switching
 //     tracking off and on starts a new epoch, as on ESXi.
+//   - delta chains (Options.DeltaChains): a snapshot taken while the VM has
+//     others names the newest one's disk as its disk's parent;
+//   - a fake udev for proxy VMs (proxy.go): disks attached to a proxy show
+//     up as wwn-0x<UUID> links in its device folder, and a tripwire reports
+//     a proxy destroyed with another VM's disk attached.
 //
 // QueryChangedDiskAreas reaches the double because the registry Handler
 // points the call at doublesRef, which the global registry resolves: a
 // logged-in session would otherwise dispatch to the stock VirtualMachine.
 type doubles struct {
+	// The simulator takes the first field of an object in its registry for
+	// its managed object: calls that walk every object (FindByUuid) need
+	// one, and find no VM in it.
+	mo.ExtensibleManagedObject
+
 	site   *Site
 	window int64
 
-	mu     sync.Mutex
-	disks  map[diskID]*track            // per VM disk
-	snaps  map[string]map[int32]snapped // snapshot moref -> device key -> state
-	frozen map[string][]string          // snapshot moref -> local files to delete with it
-	errs   []error                      // what went wrong inside the simulator
+	deltaChains bool
+
+	mu      sync.Mutex
+	disks   map[diskID]*track            // per VM disk
+	snaps   map[string]map[int32]snapped // snapshot moref -> device key -> state
+	frozen  map[string][]string          // snapshot moref -> local files to delete with it
+	vmSnaps map[string][]string          // VM moref -> its snapshots, oldest first
+	proxies map[string]*proxyState       // VM moref of a proxy -> its fake udev
+	contend map[string]int               // VM moref -> reconfigures still to refuse
+	errs    []error                      // what went wrong inside the simulator
 }
 
 type diskID struct {
@@ -85,11 +100,13 @@ type snapped struct {
 	epoch    string // "" when tracking was off
 	seq      uint64
 	flat     string // the frozen copy's local path
+	desc     string // the frozen copy's descriptor, "[ds] dir/file.vmdk"
 	capacity int64
 }
 
 func newDoubles(s *Site, window int64) *doubles {
-	return &doubles{site: s, window: window, disks: map[diskID]*track{}, snaps: map[string]map[int32]snapped{}, frozen: map[string][]string{}}
+	return &doubles{ExtensibleManagedObject: mo.ExtensibleManagedObject{Self: doublesRef}, site: s, window: window, disks: map[diskID]*track{}, snaps: map[string]map[int32]snapped{}, frozen: map[string][]string{},
+		vmSnaps: map[string][]string{}, proxies: map[string]*proxyState{}, contend: map[string]int{}}
 }
 
 // Reference makes doubles an object of the registry.
@@ -118,9 +135,16 @@ func (d *doubles) handle(ctx *simulator.Context, m *simulator.Method) (mo.Refere
 		if req, ok := m.Body.(*types.ReconfigVM_Task); ok && req.Spec.ChangeTrackingEnabled != nil && !*req.Spec.ChangeTrackingEnabled {
 			d.trackingOff(m.This.Value)
 		}
+		if d.contended(m.This) {
+			return nil, &types.ConcurrentAccess{}
+		}
 	case "QueryChangedDiskAreas":
 		if m.This.Type == "VirtualMachine" {
 			m.This = doublesRef
+		}
+	case "Destroy_Task":
+		if m.This.Type == "VirtualMachine" {
+			d.proxyDestroyed(ctx, m.This)
 		}
 	}
 	return nil, nil
@@ -180,6 +204,10 @@ func (d *doubles) PutObject(_ *simulator.Context, obj mo.Reference) {
 	tracking := vm.Config.ChangeTrackingEnabled != nil && *vm.Config.ChangeTrackingEnabled
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	var parent map[int32]snapped
+	if prev := d.vmSnaps[vm.Self.Value]; d.deltaChains && len(prev) > 0 {
+		parent = d.snaps[prev[len(prev)-1]]
+	}
 	state := map[int32]snapped{}
 	for _, dev := range snap.Config.Hardware.Device {
 		disk, ok := dev.(*types.VirtualDisk)
@@ -202,7 +230,11 @@ func (d *doubles) PutObject(_ *simulator.Context, obj mo.Reference) {
 		}
 		d.frozen[snap.Self.Value] = append(d.frozen[snap.Self.Value], frozenFlat, strings.TrimSuffix(frozenFlat, "-flat.vmdk")+".vmdk")
 		b.FileName = frozenDesc
-		st := snapped{flat: frozenFlat, capacity: capacity}
+		if p, ok := parent[disk.Key]; ok {
+			b.Parent = &types.VirtualDiskFlatVer2BackingInfo{VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: p.desc},
+				DiskMode: string(types.VirtualDiskModePersistent)}
+		}
+		st := snapped{flat: frozenFlat, desc: frozenDesc, capacity: capacity}
 		tr := d.track(diskID{vm: vm.Self.Value, key: disk.Key})
 		if tracking {
 			if !tr.on || tr.epoch == "" {
@@ -217,6 +249,7 @@ func (d *doubles) PutObject(_ *simulator.Context, obj mo.Reference) {
 		state[disk.Key] = st
 	}
 	d.snaps[snap.Self.Value] = state
+	d.vmSnaps[vm.Self.Value] = append(d.vmSnaps[vm.Self.Value], snap.Self.Value)
 }
 
 // epochID makes an epoch in the style of ESXi's change ids.
@@ -323,8 +356,11 @@ func allZero(b []byte) bool {
 	return true
 }
 
-// UpdateObject is part of simulator.RegisterObject.
-func (d *doubles) UpdateObject(*simulator.Context, mo.Reference, []types.PropertyChange) {}
+// UpdateObject sees every property change; a proxy's device changes reach
+// its fake udev.
+func (d *doubles) UpdateObject(_ *simulator.Context, obj mo.Reference, changes []types.PropertyChange) {
+	d.proxyUpdated(obj, changes)
+}
 
 // RemoveObject deletes the frozen copies of a snapshot that goes, and the
 // change logs of a VM that goes.
@@ -338,11 +374,30 @@ func (d *doubles) RemoveObject(_ *simulator.Context, ref types.ManagedObjectRefe
 		}
 		delete(d.frozen, ref.Value)
 		delete(d.snaps, ref.Value)
+		for vm, list := range d.vmSnaps {
+			for i, id := range list {
+				if id == ref.Value {
+					d.vmSnaps[vm] = append(list[:i:i], list[i+1:]...)
+					break
+				}
+			}
+		}
 	case "VirtualMachine":
 		for id := range d.disks {
 			if id.vm == ref.Value {
 				delete(d.disks, id)
 			}
+		}
+		delete(d.vmSnaps, ref.Value)
+		if p := d.proxies[ref.Value]; p != nil {
+			// The guest is gone, and its devices with it.
+			for name := range p.links {
+				os.Remove(filepath.Join(p.dir, name))
+			}
+			for name := range p.gen {
+				p.gen[name]++ // links still to come never come
+			}
+			delete(d.proxies, ref.Value)
 		}
 	}
 }

@@ -44,6 +44,12 @@ type Options struct {
 	// is public, so the lab, which other users of the machine could
 	// reach, brings its own.
 	Certificate *tls.Certificate
+	// DeltaChains makes a snapshot taken while the VM has other snapshots
+	// point at a delta disk, as on ESXi: its disk backing names the disk of
+	// the VM's newest snapshot as parent. The frozen copy behind it still
+	// holds the whole disk (what HotAdd presents); direct and network
+	// reads refuse deltas, as they must.
+	DeltaChains bool
 }
 
 // Site is one simulated vCenter: a datacenter DC0 with a cluster DC0_C0 of
@@ -70,6 +76,7 @@ type Site struct {
 	d      *doubles
 	folder *object.Folder       // the datacenter's VM folder
 	pool   *object.ResourcePool // the cluster's root pool
+	dsMu   sync.Mutex           // guards Datastores against AddHostDatastore
 }
 
 // Start starts a site for the duration of the test.
@@ -113,6 +120,7 @@ func New(opts Options) (*Site, error) {
 	s := &Site{Name: opts.Name, Model: m, Username: opts.Username, Password: opts.Password, Datacenter: "DC0", Datastore: "LocalDS_0",
 		Datastores: map[string]string{}}
 	s.d = newDoubles(s, opts.CBTWindow)
+	s.d.deltaChains = opts.DeltaChains
 	for _, e := range m.Map().All("Datastore") {
 		ds := e.(*simulator.Datastore)
 		s.Datastores[ds.Name] = ds.Info.GetDatastoreInfo().Url
@@ -243,7 +251,9 @@ func (s *Site) localPath(file string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	s.dsMu.Lock()
 	root, ok := s.Datastores[ds]
+	s.dsMu.Unlock()
 	if !ok {
 		return "", fmt.Errorf("no datastore %q on site %s", ds, s.Name)
 	}

@@ -31,6 +31,10 @@ type VMSpec struct {
 	// Folder is a folder under the datacenter's VM folder to create the
 	// VM in ("web/frontend"), created when missing; "" for the VM folder.
 	Folder string
+	// Datastore holds the VM's files; default the site's datastore.
+	Datastore string
+	// ExtraConfig is set on the VM at creation (disk.EnableUUID, ...).
+	ExtraConfig map[string]string
 }
 
 // NICSpec is a NIC of a VMSpec and what the guest says about it.
@@ -75,9 +79,18 @@ func (s *Site) AddVM(ctx context.Context, spec VMSpec) (types.ManagedObjectRefer
 			pool = p
 		}
 	}
+	ds := or(spec.Datastore, s.Datastore)
 	cfg := types.VirtualMachineConfigSpec{
 		Name: spec.Name, GuestId: or(spec.GuestID, "otherLinux64Guest"), NumCPUs: or32(spec.CPUs, 1), MemoryMB: int64(or32(spec.MemoryMB, 256)),
-		Firmware: or(spec.Firmware, "bios"), Files: &types.VirtualMachineFileInfo{VmPathName: "[" + s.Datastore + "]"},
+		Firmware: or(spec.Firmware, "bios"), Files: &types.VirtualMachineFileInfo{VmPathName: "[" + ds + "]"},
+	}
+	keys := make([]string, 0, len(spec.ExtraConfig))
+	for k := range spec.ExtraConfig {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		cfg.ExtraConfig = append(cfg.ExtraConfig, &types.OptionValue{Key: k, Value: spec.ExtraConfig[k]})
 	}
 	var devices object.VirtualDeviceList
 	ctrl, err := devices.CreateSCSIController("pvscsi")
@@ -96,7 +109,7 @@ func (s *Site) AddVM(ctx context.Context, spec VMSpec) (types.ManagedObjectRefer
 				Key: int32(-200 - i), ControllerKey: ctrl.GetVirtualDevice().Key, UnitNumber: &unit,
 				Backing: &types.VirtualDiskFlatVer2BackingInfo{
 					DiskMode: string(types.VirtualDiskModePersistent), ThinProvisioned: types.NewBool(true),
-					VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: "[" + s.Datastore + "]"},
+					VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: "[" + ds + "]"},
 				},
 			},
 			CapacityInKB: size / 1024, CapacityInBytes: size,
