@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 
 	"github.com/ferry-dr/ferry/sdk"
 )
@@ -53,6 +54,7 @@ func Dial(t testing.TB, target string) *grpc.ClientConn {
 	conn, err := grpc.NewClient(target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(sdk.MaxMessageBytes), grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes)),
+		experimental.WithBufferPool(sdk.MessageBuffers()),
 	)
 	if err != nil {
 		t.Fatalf("dial plugin: %v", err)
