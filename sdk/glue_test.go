@@ -377,7 +377,10 @@ func TestDirectLane(t *testing.T) {
 	}
 }
 
-func TestStreamLaneWritesExactly(t *testing.T) {
+// openGlueWriter opens replica disk 0 of the glue target over the stream
+// lane.
+func openGlueWriter(t *testing.T) (*glueSource, sdk.DiskWriter) {
+	t.Helper()
 	g, c := newGlue(t)
 	info, _ := c.Info(context.Background())
 	comp, _ := info.Component(sdk.KindTarget, "glue")
@@ -389,6 +392,11 @@ func TestStreamLaneWritesExactly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return g, w
+}
+
+func TestStreamLaneWritesExactly(t *testing.T) {
+	g, w := openGlueWriter(t)
 	// Pre-fill the replica with garbage so zero runs must really be written.
 	for i := range g.writer.data {
 		g.writer.data[i] = 0xAA
@@ -421,17 +429,7 @@ func TestStreamLaneWritesExactly(t *testing.T) {
 // waits until the plugin applied every one of them and synced, and an
 // error of the plugin reaches the caller at the latest at Sync.
 func TestStreamLaneSyncCoversEveryWrite(t *testing.T) {
-	g, c := newGlue(t)
-	info, _ := c.Info(context.Background())
-	comp, _ := info.Component(sdk.KindTarget, "glue")
-	tgt, _, err := c.Target(context.Background(), "glue", comp.Schema, goodCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := tgt.OpenReplicaDisk(context.Background(), "r", 0, diskSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, w := openGlueWriter(t)
 	defer w.Close()
 	want := diskData()
 	for off := int64(0); off < diskSize/2; off += 4096 {
@@ -450,7 +448,7 @@ func TestStreamLaneSyncCoversEveryWrite(t *testing.T) {
 	g.writer.data = g.writer.data[:diskSize/2]
 	g.writer.mu.Unlock()
 	w.WriteAt([]byte("beyond"), diskSize-16)
-	err = w.Sync()
+	err := w.Sync()
 	if err == nil || !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "past the end") {
 		t.Fatalf("Sync after a refused write = %v", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/ferry-dr/ferry/plugins/internal/cliflags"
 )
 
 // The person-facing CLI of ferry-plugin-local: one file per verb
@@ -116,7 +118,7 @@ func RunCLI(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if cmd.flags != nil {
 		cmd.flags(fs, c)
 	}
-	pos, err := parseInterleaved(fs, args[2:])
+	pos, err := cliflags.ParseInterleaved(fs, args[2:])
 	if errors.Is(err, flag.ErrHelp) {
 		return printHelp(stdout, cmd, fs)
 	}
@@ -143,26 +145,6 @@ func printHelp(w io.Writer, cmd *command, fs *flag.FlagSet) error {
 	})
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-// parseInterleaved parses flags that may come before, between or after
-// the positional arguments, as in "vm create SITE NAME --disk 64MiB".
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
 }
 
 // sizeList collects repeated size flags.

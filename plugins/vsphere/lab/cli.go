@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/ferry-dr/ferry/plugins/internal/cliflags"
 )
 
 // The command line of ferry-lab-vsphere, which `ferry lab` runs with its
@@ -102,7 +104,7 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if cmd.flags != nil {
 		cmd.flags(fs, c)
 	}
-	pos, err := parseInterleaved(fs, args[1:])
+	pos, err := cliflags.ParseInterleaved(fs, args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return printHelp(stdout, cmd, fs)
 	}
@@ -151,24 +153,4 @@ func printHelp(w io.Writer, cmd *command, fs *flag.FlagSet) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-// parseInterleaved parses flags that may come before, between or after
-// the positional arguments, as in "write web-01 --dir /tmp/lab".
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
 }
