@@ -670,6 +670,10 @@ func TestVSphereHotAddTransport(t *testing.T) {
 		var got []string
 		for _, d := range s.vm("app-01").Disks {
 			got = append(got, string(d.Mode)+"/"+string(d.Lane))
+			// The session says which transport read each disk, and why.
+			if d.Transport != "hotadd" || !strings.Contains(d.TransportWhy, "the configuration sets transport") {
+				t.Errorf("run %d disk %d: transport %q (%q) in the session, want hotadd and why", len(states)+1, d.Index, d.Transport, d.TransportWhy)
+			}
 		}
 		if strings.Join(got, ",") != modes {
 			t.Fatalf("run %d: disks %s, want %s", len(states), strings.Join(got, ","), modes)

@@ -44,17 +44,24 @@ type diskHandle struct {
 	rpc    pb.DisksClient
 	handle string
 	size   int64
-	ctx    context.Context
-	cancel context.CancelFunc
-	once   sync.Once
+	// transport and why are what the plugin said of how it reads the disk.
+	transport, why string
+	ctx            context.Context
+	cancel         context.CancelFunc
+	once           sync.Once
 }
 
 func (c *Client) newHandle(h *pb.DiskHandle) *diskHandle {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &diskHandle{c: c, rpc: pb.NewDisksClient(c.conn), handle: h.GetHandle(), size: h.GetSize(), ctx: ctx, cancel: cancel}
+	return &diskHandle{c: c, rpc: pb.NewDisksClient(c.conn), handle: h.GetHandle(), size: h.GetSize(),
+		transport: h.GetTransport(), why: h.GetTransportReason(), ctx: ctx, cancel: cancel}
 }
 
 func (d *diskHandle) Size() int64 { return d.size }
+
+// Transport is what the plugin said of how it reads the disk; empty when it
+// said nothing.
+func (d *diskHandle) Transport() (mode, why string) { return d.transport, d.why }
 
 // closeRemote ends the handle in the plugin once and reports its verdict.
 func (d *diskHandle) closeRemote() error {
@@ -81,7 +88,10 @@ func (d *diskHandle) clip(n int, off int64) (int, error) {
 // streamReader reads through the plugin's gRPC stream.
 type streamReader struct{ *diskHandle }
 
-var _ DiskReader = (*streamReader)(nil)
+var (
+	_ DiskReader        = (*streamReader)(nil)
+	_ TransportReporter = (*streamReader)(nil)
+)
 
 func (r *streamReader) ReadAt(p []byte, off int64) (int, error) {
 	n, err := r.clip(len(p), off)

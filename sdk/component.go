@@ -149,6 +149,14 @@ type DiskWriter interface {
 	Close() error
 }
 
+// TransportReporter is implemented by a DiskReader that can say how its
+// component reads the disk (a transport mode of its own, such as vSphere's
+// "direct", "hotadd" or "network") and why that one was chosen. ferry
+// records both with the disk's result in the session.
+type TransportReporter interface {
+	Transport() (mode, why string)
+}
+
 // LocalPather is implemented by a DiskReader or DiskWriter whose data sits
 // in a local file the data mover may open itself (the direct lane). A
 // component offers it only with the DirectData capability. Readers may read

@@ -49,6 +49,11 @@ type memReader struct {
 }
 
 func (m *memReader) Size() int64 { return m.Reader.Size() }
+
+// Transport says how the glue source reads (sdk.TransportReporter).
+func (m *memReader) Transport() (string, string) {
+	return "memory", "the glue source keeps its disk in memory"
+}
 func (m *memReader) Close() error {
 	close(m.closed)
 	return nil
@@ -330,6 +335,11 @@ func TestStreamLaneReadsExactly(t *testing.T) {
 	}
 	if _, ok := r.(sdk.LocalPather); ok {
 		t.Fatal("a disk without a path came back on the direct lane")
+	}
+	if tr, ok := r.(sdk.TransportReporter); !ok {
+		t.Fatal("the reader does not pass on the plugin's transport")
+	} else if mode, why := tr.Transport(); mode != "memory" || why != "the glue source keeps its disk in memory" {
+		t.Fatalf("Transport = %q, %q", mode, why)
 	}
 	if r.Size() != diskSize {
 		t.Fatalf("Size = %d", r.Size())

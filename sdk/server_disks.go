@@ -79,6 +79,9 @@ func (s *Server) addDisk(d *openDisk, direct bool) *pb.DiskHandle {
 	if direct {
 		out.Path = d.localPath()
 	}
+	if tr, ok := d.r.(TransportReporter); ok && d.r != nil {
+		out.Transport, out.TransportReason = tr.Transport()
+	}
 	return out
 }
 

@@ -105,9 +105,13 @@ type VMResult struct {
 
 // DiskResult is what a session did to one disk of a VM.
 type DiskResult struct {
-	Index         int           `json:"index"`
-	Mode          Mode          `json:"mode,omitempty"`
-	Lane          Lane          `json:"lane,omitempty"`
+	Index int  `json:"index"`
+	Mode  Mode `json:"mode,omitempty"`
+	Lane  Lane `json:"lane,omitempty"`
+	// Transport and TransportWhy are how the source plugin read the disk
+	// (its own transport mode) and why, when it says.
+	Transport     string        `json:"transport,omitempty"`
+	TransportWhy  string        `json:"transport_why,omitempty"`
 	BytesRead     int64         `json:"bytes_read"`
 	BytesSent     int64         `json:"bytes_sent"`
 	BytesWritten  int64         `json:"bytes_written"`

@@ -477,6 +477,11 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	if _, ok := src.(sdk.LocalPather); ok {
 		res.Lane = catalog.LaneDirect
 	}
+	if tr, ok := src.(sdk.TransportReporter); ok {
+		if res.Transport, res.TransportWhy = tr.Transport(); res.Transport != "" {
+			r.notice(name, "disk %d: read with %s: %s", d.Index, res.Transport, res.TransportWhy)
+		}
+	}
 
 	store, err := replicameta.Open(ctx, r.repo, replicameta.Prefix(r.job.Name, name, d.Index), replicameta.Options{
 		Session: r.sess.ID, Size: d.Capacity, BlockSize: bs, SegmentBlocks: datamover.DefaultSegmentBlocks, Fresh: fresh,

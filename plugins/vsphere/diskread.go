@@ -44,7 +44,7 @@ func (s *Source) OpenSnapshotDisk(ctx context.Context, key, id string, disk int)
 		if why != "" {
 			return nil, fmt.Errorf("%s: transport is hotadd but %s: %w", name, why, errdefs.ErrFailedPrecondition)
 		}
-		return r, nil
+		return noted(r, TransportHotAdd, `the configuration sets transport = "hotadd"`), nil
 	case s.transport == TransportAuto && delta:
 		r, why, err := s.hot.open(ctx, vm, id, disk, d, log, deltaWhy+": only HotAdd presents the whole chain as one disk")
 		if err != nil {
@@ -53,7 +53,7 @@ func (s *Source) OpenSnapshotDisk(ctx context.Context, key, id string, disk int)
 		if why != "" {
 			return nil, fmt.Errorf("%s: %s; reading a delta chain needs HotAdd (or VDDK), and HotAdd cannot be used: %s: %w", name, deltaWhy, why, errdefs.ErrUnimplemented)
 		}
-		return r, nil
+		return noted(r, TransportHotAdd, deltaWhy+": only HotAdd presents the whole chain as one disk"), nil
 	}
 
 	file, err := snapshotBacking(d)
@@ -80,12 +80,13 @@ func (s *Source) OpenSnapshotDisk(ctx context.Context, key, id string, disk int)
 			r, err := openFileReader(local, capacity)
 			if err == nil {
 				if r.fileSize == capacity {
-					log.Info("disk transport: direct storage access", "path", local, "why", "the datastore is mapped and the flat file is there; the data mover reads it itself")
-					return &localFileReader{r}, nil
+					why := "the datastore is mapped and the flat file is there; the data mover reads it itself"
+					log.Info("disk transport: direct storage access", "path", local, "why", why)
+					return noted(&localFileReader{r}, TransportDirect, why), nil
 				}
-				log.Info("disk transport: direct storage access through the plugin", "path", local,
-					"why", fmt.Sprintf("the flat file has %d bytes, the disk %d: the missing tail reads as zeros", r.fileSize, capacity))
-				return r, nil
+				why := fmt.Sprintf("the datastore is mapped; the flat file has %d bytes, the disk %d: the plugin reads it and the missing tail reads as zeros", r.fileSize, capacity)
+				log.Info("disk transport: direct storage access through the plugin", "path", local, "why", why)
+				return noted(r, TransportDirect, why), nil
 			}
 			reason = fmt.Sprintf("the mapped file %s cannot be opened: %v", local, err)
 		}
@@ -95,7 +96,7 @@ func (s *Source) OpenSnapshotDisk(ctx context.Context, key, id string, disk int)
 		r, why, err := s.hot.open(ctx, vm, id, disk, d, log, reason+"; the proxy VM's host mounts it")
 		switch {
 		case r != nil:
-			return r, nil
+			return noted(r, TransportHotAdd, reason+"; the proxy VM's host mounts it"), nil
 		case err != nil:
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -112,7 +113,23 @@ func (s *Source) OpenSnapshotDisk(ctx context.Context, key, id string, disk int)
 		return nil, fmt.Errorf("vm %q disk %d: %w", vm.Name, disk, err)
 	}
 	log.Info("disk transport: network (datastore HTTP, ranged GETs)", "why", reason)
-	return &httpReader{c: s.c, file: flat, size: capacity, fileSize: size}, nil
+	return noted(&httpReader{c: s.c, file: flat, size: capacity, fileSize: size}, TransportNetwork, reason), nil
+}
+
+// transportNote says how a reader reads its disk and why the transport was
+// chosen (sdk.TransportReporter): ferry records it in the session.
+type transportNote struct{ mode, why string }
+
+func (t *transportNote) Transport() (mode, why string) { return t.mode, t.why }
+
+func (t *transportNote) note(mode, why string) { t.mode, t.why = mode, why }
+
+// noted records on r, when it can take it, how it reads its disk and why.
+func noted(r sdk.DiskReader, mode, why string) sdk.DiskReader {
+	if n, ok := r.(interface{ note(mode, why string) }); ok {
+		n.note(mode, why)
+	}
+	return r
 }
 
 // snapshotBacking is the file a snapshot's disk reads from directly or
@@ -146,6 +163,7 @@ func checkRead(p []byte, off, size int64) (int, error) {
 // fileReader reads a disk from a local flat file; bytes past the file's
 // end, up to the disk's capacity, read as zeros.
 type fileReader struct {
+	transportNote
 	f        *os.File
 	path     string
 	size     int64
@@ -215,6 +233,7 @@ var (
 // httpReader reads a disk with ranged GETs on the datastore HTTP
 // interface, one request per ReadAt.
 type httpReader struct {
+	transportNote
 	c        *conn
 	file     dsPath
 	size     int64

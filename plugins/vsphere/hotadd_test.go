@@ -221,6 +221,12 @@ func TestHotAddTransportChoice(t *testing.T) {
 			if l := logs.String(); !strings.Contains(l, "disk transport: "+map[string]string{"direct": "direct", "hotadd": "hotadd", "network": "network"}[tc.lane]) || !strings.Contains(l, tc.log) {
 				t.Errorf("the log does not say %s and why (%q):\n%s", tc.lane, tc.log, l)
 			}
+			// The reader tells ferry the same, for the session.
+			if tr, ok := r.(sdk.TransportReporter); !ok {
+				t.Errorf("reader %T does not report its transport", r)
+			} else if mode, why := tr.Transport(); mode != tc.lane || !strings.Contains(why, strings.ReplaceAll(tc.log, `\"`, `"`)) {
+				t.Errorf("reader reports transport %q (%q), want %q with %q", mode, why, tc.lane, tc.log)
+			}
 			if tc.proxy != nil {
 				noneAttached(t, s, tc.proxy)
 			}

@@ -1732,9 +1732,14 @@ type DiskHandle struct {
 	// path is set when the component offers the direct lane for this disk:
 	// the data mover opens the file itself instead of streaming through the
 	// plugin.
-	Path          string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Path string `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
+	// transport and transport_reason say how the component reads this disk
+	// (its own transport mode, such as vSphere's direct, hotadd or network)
+	// and why it chose it; ferry records them with the disk's result.
+	Transport       string `protobuf:"bytes,4,opt,name=transport,proto3" json:"transport,omitempty"`
+	TransportReason string `protobuf:"bytes,5,opt,name=transport_reason,json=transportReason,proto3" json:"transport_reason,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DiskHandle) Reset() {
@@ -1784,6 +1789,20 @@ func (x *DiskHandle) GetSize() int64 {
 func (x *DiskHandle) GetPath() string {
 	if x != nil {
 		return x.Path
+	}
+	return ""
+}
+
+func (x *DiskHandle) GetTransport() string {
+	if x != nil {
+		return x.Transport
+	}
+	return ""
+}
+
+func (x *DiskHandle) GetTransportReason() string {
+	if x != nil {
+		return x.TransportReason
 	}
 	return ""
 }
@@ -4341,12 +4360,14 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
 	"\x06Extent\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
-	"\x06length\x18\x02 \x01(\x03R\x06length\"L\n" +
+	"\x06length\x18\x02 \x01(\x03R\x06length\"\x95\x01\n" +
 	"\n" +
 	"DiskHandle\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
-	"\x04path\x18\x03 \x01(\tR\x04path\"v\n" +
+	"\x04path\x18\x03 \x01(\tR\x04path\x12\x1c\n" +
+	"\ttransport\x18\x04 \x01(\tR\ttransport\x12)\n" +
+	"\x10transport_reason\x18\x05 \x01(\tR\x0ftransportReason\"v\n" +
 	"\vReadRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
