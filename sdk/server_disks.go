@@ -79,7 +79,7 @@ func (s *Server) addDisk(d *openDisk, direct bool) *pb.DiskHandle {
 	if direct {
 		out.Path = d.localPath()
 	}
-	if tr, ok := d.r.(TransportReporter); ok && d.r != nil {
+	if tr, ok := d.r.(TransportReporter); ok {
 		out.Transport, out.TransportReason = tr.Transport()
 	}
 	return out

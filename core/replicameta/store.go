@@ -155,15 +155,6 @@ func (s *Store) commit(ctx context.Context) error {
 	return nil
 }
 
-// Segment is TakeSegments of one segment.
-func (s *Store) Segment(ctx context.Context, i int) ([]datamover.Digest, error) {
-	ds, err := s.TakeSegments(ctx, []int{i})
-	if err != nil {
-		return nil, err
-	}
-	return ds[0], nil
-}
-
 // TakeSegments returns the digests of segments: stored ones, zeros on a
 // fresh replica, or digests recomputed from the replica. The segments are
 // taken out of the manifest, with one write of it, before they are
@@ -247,11 +238,6 @@ func (s *Store) recompute(ctx context.Context, i int) ([]datamover.Digest, error
 	s.stats.SegmentsRecomputed++
 	s.stats.BytesRecomputed += hi - lo
 	return d, nil
-}
-
-// PutSegment is PutSegments of one segment.
-func (s *Store) PutSegment(ctx context.Context, i int, digests []datamover.Digest) error {
-	return s.PutSegments(ctx, map[int][]datamover.Digest{i: digests})
 }
 
 // PutSegments stores the new digests of segments and names them all in

@@ -62,11 +62,11 @@ func TestStoreLifecycle(t *testing.T) {
 
 	s := open(t, repo, replica, true, &opened)
 	for i := 0; i < 3; i++ {
-		d, err := s.Segment(ctx, i)
+		d, err := takeOne(ctx, s, i)
 		if err != nil || d != nil {
 			t.Fatalf("segment %d of a fresh replica = %v, %v; want unknown", i, d, err)
 		}
-		if err := s.PutSegment(ctx, i, digestsOf(t, replica, i)); err != nil {
+		if err := putOne(ctx, s, i, digestsOf(t, replica, i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -83,7 +83,7 @@ func TestStoreLifecycle(t *testing.T) {
 	if s.Known() != 3 {
 		t.Fatalf("known segments = %d", s.Known())
 	}
-	d, err := s.Segment(ctx, 1)
+	d, err := takeOne(ctx, s, 1)
 	if err != nil || len(d) != segBlks || d[0] != digestsOf(t, replica, 1)[0] {
 		t.Fatalf("segment 1 = %d digests, %v", len(d), err)
 	}
@@ -94,7 +94,7 @@ func TestStoreLifecycle(t *testing.T) {
 	// Killed here: the next run recomputes segment 1 from the replica.
 	replica[segSize+5] = 0xEE // the killed run had written a block
 	s = open(t, repo, replica, false, &opened)
-	d, err = s.Segment(ctx, 1)
+	d, err = takeOne(ctx, s, 1)
 	if err != nil || opened != 1 {
 		t.Fatalf("recompute: %v (replica opened %d times)", err, opened)
 	}
@@ -112,8 +112,8 @@ func TestStaleSegmentsAreSwept(t *testing.T) {
 	replica := replicaOf(2)
 	opened := 0
 	s := open(t, repo, replica, true, &opened)
-	s.Segment(ctx, 0)
-	s.PutSegment(ctx, 0, digestsOf(t, replica, 0))
+	takeOne(ctx, s, 0)
+	putOne(ctx, s, 0, digestsOf(t, replica, 0))
 	// A killed run wrote a segment object but never named it.
 	orphan := Prefix("web tier", "db/01", 0) + "seg/1-deadbeef"
 	repo.Put(ctx, orphan, []byte("junk"), sdk.IfAny)
@@ -126,8 +126,8 @@ func TestStaleSegmentsAreSwept(t *testing.T) {
 		t.Fatalf("segment objects = %v", objs)
 	}
 	// Replacing a segment deletes the object it replaces.
-	s.Segment(ctx, 0)
-	s.PutSegment(ctx, 0, digestsOf(t, replica, 0))
+	takeOne(ctx, s, 0)
+	putOne(ctx, s, 0, digestsOf(t, replica, 0))
 	objs, _ = repo.List(ctx, Prefix("web tier", "db/01", 0)+"seg/")
 	if len(objs) != 1 {
 		t.Fatalf("after a replace, segment objects = %v", objs)
@@ -165,11 +165,11 @@ func TestDamagedOrForeignMetadataIsUnknown(t *testing.T) {
 			repo := sdktest.NewMemRepository()
 			opened := 0
 			s := open(t, repo, replica, true, &opened)
-			s.Segment(ctx, 0)
-			s.PutSegment(ctx, 0, digestsOf(t, replica, 0))
+			takeOne(ctx, s, 0)
+			putOne(ctx, s, 0, digestsOf(t, replica, 0))
 			tt.break_(repo)
 			s = open(t, repo, replica, false, &opened)
-			d, err := s.Segment(ctx, 0)
+			d, err := takeOne(ctx, s, 0)
 			if err != nil || opened != 1 || d[0] != digestsOf(t, replica, 0)[0] {
 				t.Fatalf("Segment = %v (replica opened %d times); want digests recomputed from the replica", err, opened)
 			}
@@ -184,10 +184,10 @@ func TestConcurrentWriterLoses(t *testing.T) {
 	opened := 0
 	a := open(t, repo, replica, true, &opened)
 	b := open(t, repo, replica, true, &opened)
-	if err := a.PutSegment(ctx, 0, digestsOf(t, replica, 0)); err != nil {
+	if err := putOne(ctx, a, 0, digestsOf(t, replica, 0)); err != nil {
 		t.Fatal(err)
 	}
-	err := b.PutSegment(ctx, 0, digestsOf(t, replica, 0))
+	err := putOne(ctx, b, 0, digestsOf(t, replica, 0))
 	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "manifest") {
 		t.Fatalf("a second writer of the same disk's metadata = %v", err)
 	}
@@ -204,4 +204,18 @@ func TestSegmentEncoding(t *testing.T) {
 			t.Errorf("decoded %d bad bytes", len(bad))
 		}
 	}
+}
+
+// takeOne takes the digests of one segment.
+func takeOne(ctx context.Context, s *Store, i int) ([]datamover.Digest, error) {
+	ds, err := s.TakeSegments(ctx, []int{i})
+	if err != nil {
+		return nil, err
+	}
+	return ds[0], nil
+}
+
+// putOne puts the digests of one segment.
+func putOne(ctx context.Context, s *Store, i int, d []datamover.Digest) error {
+	return s.PutSegments(ctx, map[int][]datamover.Digest{i: d})
 }

@@ -34,21 +34,9 @@ Run "ferry-plugin-local vm COMMAND --help" for one command.
 `
 
 // UsageError is a command line that cannot be run as written.
-type UsageError struct {
-	Msg   string
-	Usage string
-}
+type UsageError = cliflags.UsageError
 
-func (e *UsageError) Error() string {
-	if e.Usage == "" {
-		return e.Msg
-	}
-	return e.Msg + "\nusage: " + e.Usage
-}
-
-func usagef(usage, format string, args ...any) error {
-	return &UsageError{Msg: fmt.Sprintf(format, args...), Usage: usage}
-}
+var usagef = cliflags.Usagef
 
 // command is one verb of the CLI.
 type command struct {

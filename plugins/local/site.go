@@ -276,19 +276,46 @@ func (st *vmState) snapshot(ref string) int {
 
 // lockVM resolves a VM, locks its folder for a change and reads its
 // description; unlock releases the lock.
-func (s *site) lockVM(ctx context.Context, vm string) (dir string, v *sdk.VM, unlock func(), err error) {
-	if dir, err = s.resolve(vm); err != nil {
-		return "", nil, nil, err
-	}
-	lock, err := s.vmLock(ctx, dir)
+// lockDisk locks VM vm (lockVM) and finds its disk index and the disk's
+// current size; what names the caller's operation in errors.
+func (s *site) lockDisk(ctx context.Context, vm string, index int, what string) (dir string, v *sdk.VM, d *sdk.Disk, size int64, unlock func(), err error) {
+	dir, v, unlock, err = s.lockVM(ctx, vm)
 	if err != nil {
+		return "", nil, nil, 0, nil, err
+	}
+	if d, err = s.findDisk(v, index); err == nil {
+		if size, err = capacity(dir, d); err != nil {
+			err = fmt.Errorf("%s vm %q: %w", what, vm, err)
+		}
+	}
+	if err != nil {
+		unlock()
+		return "", nil, nil, 0, nil, err
+	}
+	return dir, v, d, size, unlock, nil
+}
+
+func (s *site) lockVM(ctx context.Context, vm string) (dir string, v *sdk.VM, unlock func(), err error) {
+	if dir, unlock, err = s.lockDir(ctx, vm); err != nil {
 		return "", nil, nil, err
 	}
 	if v, err = readVM(dir); err != nil {
-		lock.unlock()
+		unlock()
 		return "", nil, nil, err
 	}
-	return dir, v, lock.unlock, nil
+	return dir, v, unlock, nil
+}
+
+// lockDir finds VM vm's folder and locks it for a change.
+func (s *site) lockDir(ctx context.Context, vm string) (dir string, unlock func(), err error) {
+	if dir, err = s.resolve(vm); err != nil {
+		return "", nil, err
+	}
+	lock, err := s.vmLock(ctx, dir)
+	if err != nil {
+		return "", nil, err
+	}
+	return dir, lock.unlock, nil
 }
 
 // vmLock locks one VM folder for a change.
@@ -490,19 +517,11 @@ func currentStack(vmDir string, st *vmState, index int, size int64) (*blockStack
 // in the change log first. With snapshots, the write lands in the newest
 // snapshot's layer (redirect-on-write); without, in the base image.
 func (s *site) trackedWrite(ctx context.Context, vm string, index int, off int64, data []byte) error {
-	dir, v, unlock, err := s.lockVM(ctx, vm)
+	dir, _, _, size, unlock, err := s.lockDisk(ctx, vm, index, "write")
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	d, err := s.findDisk(v, index)
-	if err != nil {
-		return err
-	}
-	size, err := capacity(dir, d)
-	if err != nil {
-		return fmt.Errorf("write vm %q: %w", vm, err)
-	}
 	if off < 0 || off+int64(len(data)) > size {
 		return fmt.Errorf("write vm %q disk %d: %d bytes at %d do not fit in %d: %w", vm, index, len(data), off, size, errdefs.ErrInvalidArgument)
 	}
@@ -596,19 +615,11 @@ func (s *site) writeDelta(dir string, st *vmState, index int, size, off int64, d
 // resize grows a disk. Growing is tracked as a reset: the change log
 // starts a new epoch.
 func (s *site) resize(ctx context.Context, vm string, index int, newSize int64) error {
-	dir, v, unlock, err := s.lockVM(ctx, vm)
+	dir, v, d, size, unlock, err := s.lockDisk(ctx, vm, index, "resize")
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	d, err := s.findDisk(v, index)
-	if err != nil {
-		return err
-	}
-	size, err := capacity(dir, d)
-	if err != nil {
-		return fmt.Errorf("resize vm %q: %w", vm, err)
-	}
 	if newSize < size {
 		return fmt.Errorf("resize vm %q disk %d to %d: smaller than %d, and disks only grow: %w", vm, index, newSize, size, errdefs.ErrInvalidArgument)
 	}
@@ -664,19 +675,11 @@ func syncFile(path string) error {
 // readCurrent copies a disk's current view to w, holding the VM lock so
 // that no write lands half-way.
 func (s *site) readCurrent(ctx context.Context, vm string, index int, w io.Writer) error {
-	dir, v, unlock, err := s.lockVM(ctx, vm)
+	dir, _, _, size, unlock, err := s.lockDisk(ctx, vm, index, "read")
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	d, err := s.findDisk(v, index)
-	if err != nil {
-		return err
-	}
-	size, err := capacity(dir, d)
-	if err != nil {
-		return fmt.Errorf("read vm %q: %w", vm, err)
-	}
 	st, err := loadState(dir)
 	if err != nil {
 		return err

@@ -26,19 +26,11 @@ import (
 
 // createSnapshot freezes every disk of a VM.
 func (s *site) createSnapshot(ctx context.Context, req sdk.SnapshotRequest) (*sdk.Snapshot, error) {
-	dir, err := s.resolve(req.VM)
+	dir, v, unlock, err := s.lockVM(ctx, req.VM)
 	if err != nil {
 		return nil, err
 	}
-	lock, err := s.vmLock(ctx, dir)
-	if err != nil {
-		return nil, err
-	}
-	defer lock.unlock()
-	v, err := readVM(dir)
-	if err != nil {
-		return nil, err
-	}
+	defer unlock()
 	st, err := loadState(dir)
 	if err != nil {
 		return nil, err
@@ -299,15 +291,11 @@ func (s *site) mergeIntoBase(ctx context.Context, dir string, st *vmState, sn *s
 // openSnapshotDisk opens a disk of a snapshot. The reader remembers what
 // it relies on; Close reports a base image changed under it.
 func (s *site) openSnapshotDisk(ctx context.Context, vm, ref string, index int) (sdk.DiskReader, error) {
-	dir, err := s.resolve(vm)
+	dir, unlock, err := s.lockDir(ctx, vm)
 	if err != nil {
 		return nil, err
 	}
-	lock, err := s.vmLock(ctx, dir)
-	if err != nil {
-		return nil, err
-	}
-	defer lock.unlock()
+	defer unlock()
 	st, err := loadState(dir)
 	if err != nil {
 		return nil, err
@@ -468,15 +456,11 @@ func (s *site) changedAreas(ctx context.Context, req sdk.ChangedAreasRequest, fn
 }
 
 func (s *site) changedExtents(ctx context.Context, req sdk.ChangedAreasRequest) ([]sdk.Extent, error) {
-	dir, err := s.resolve(req.VM)
+	dir, unlock, err := s.lockDir(ctx, req.VM)
 	if err != nil {
 		return nil, err
 	}
-	lock, err := s.vmLock(ctx, dir)
-	if err != nil {
-		return nil, err
-	}
-	defer lock.unlock()
+	defer unlock()
 	st, err := loadState(dir)
 	if err != nil {
 		return nil, err

@@ -190,19 +190,30 @@ func (r *fileReader) ReadAt(p []byte, off int64) (int, error) {
 	if r.closed.Load() {
 		return 0, os.ErrClosed
 	}
-	n, err := checkRead(p, off, r.size)
+	return readPadded(p, off, r.size, r.fileSize, func(dst []byte, off int64) (int, error) {
+		m, err := r.f.ReadAt(dst, off)
+		if m < len(dst) && err != nil && !errors.Is(err, io.EOF) {
+			return m, err
+		}
+		return m, nil
+	})
+}
+
+// readPadded reads p at off from a disk of size bytes whose file holds the
+// first fileSize of them: fetch reads the file's part, the rest reads as
+// zeros, and a read across the disk's end is short with io.EOF.
+func readPadded(p []byte, off, size, fileSize int64, fetch func(dst []byte, off int64) (int, error)) (int, error) {
+	n, err := checkRead(p, off, size)
 	if n == 0 {
 		return 0, err
 	}
 	want := p[:n]
 	got := 0
-	if off < r.fileSize {
-		k := int(min(int64(n), r.fileSize-off))
-		m, err := r.f.ReadAt(want[:k], off)
-		if m < k && err != nil && !errors.Is(err, io.EOF) {
-			return m, err
+	if off < fileSize {
+		k := int(min(int64(n), fileSize-off))
+		if got, err = fetch(want[:k], off); err != nil {
+			return got, err
 		}
-		got = m
 	}
 	clear(want[got:])
 	if n < len(p) {
@@ -247,28 +258,16 @@ func (r *httpReader) ReadAt(p []byte, off int64) (int, error) {
 	if r.closed.Load() {
 		return 0, os.ErrClosed
 	}
-	n, err := checkRead(p, off, r.size)
-	if n == 0 {
-		return 0, err
-	}
-	want := p[:n]
-	got := 0
-	if off < r.fileSize {
-		k := min(int64(n), r.fileSize-off)
-		b, err := r.c.httpGet(context.Background(), r.file, off, k)
+	return readPadded(p, off, r.size, r.fileSize, func(dst []byte, off int64) (int, error) {
+		b, err := r.c.httpGet(context.Background(), r.file, off, int64(len(dst)))
 		if err != nil {
 			return 0, fmt.Errorf("read %s at %d: %w", r.file, off, err)
 		}
-		if int64(len(b)) != k {
-			return 0, fmt.Errorf("read %s at %d: got %d of %d bytes", r.file, off, len(b), k)
+		if len(b) != len(dst) {
+			return 0, fmt.Errorf("read %s at %d: got %d of %d bytes", r.file, off, len(b), len(dst))
 		}
-		got = copy(want, b)
-	}
-	clear(want[got:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
+		return copy(dst, b), nil
+	})
 }
 
 func (r *httpReader) Close() error {

@@ -353,21 +353,31 @@ func (t *Target) undo(ctx context.Context, r *replica) error {
 	return nil
 }
 
+// lockFailedOver locks a replica that is failed over, with its writers
+// kept out (gate); unlock releases both.
+func (t *Target) lockFailedOver(ctx context.Context, key string) (*replica, func(), error) {
+	r, unlock, err := t.lockReplica(ctx, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	if r.state.State != sdk.ReplicaFailedOver {
+		unlock()
+		return nil, nil, fmt.Errorf("replica %q is %s, not failed over: %w", r.vm.Name, r.state.State, errdefs.ErrFailedPrecondition)
+	}
+	r.gate.Lock()
+	return r, func() { r.gate.Unlock(); unlock() }, nil
+}
+
 // UndoFailover stops a failed-over replica and returns it to the state it
 // had before: powered off, at the snapshot it was at (which discards what
 // the guest wrote, on vSphere in the snapshot's delta disk), the working
 // state of its disks and its NICs as they were. No restore point changes.
 func (t *Target) UndoFailover(ctx context.Context, key string) (*sdk.Replica, error) {
-	r, unlock, err := t.lockReplica(ctx, key)
+	r, unlock, err := t.lockFailedOver(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if r.state.State != sdk.ReplicaFailedOver {
-		return nil, fmt.Errorf("replica %q is %s, not failed over: %w", r.vm.Name, r.state.State, errdefs.ErrFailedPrecondition)
-	}
-	r.gate.Lock()
-	defer r.gate.Unlock()
 	if err := t.undo(ctx, r); err != nil {
 		return nil, err
 	}
@@ -381,16 +391,11 @@ func (t *Target) UndoFailover(ctx context.Context, key string) (*sdk.Replica, er
 // so ferry never replicates into it. DeleteReplica then removes only the
 // mark.
 func (t *Target) CommitFailover(ctx context.Context, key string) (*sdk.Replica, error) {
-	r, unlock, err := t.lockReplica(ctx, key)
+	r, unlock, err := t.lockFailedOver(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if r.state.State != sdk.ReplicaFailedOver {
-		return nil, fmt.Errorf("replica %q is %s, not failed over: %w", r.vm.Name, r.state.State, errdefs.ErrFailedPrecondition)
-	}
-	r.gate.Lock()
-	defer r.gate.Unlock()
 	st := *r.state
 	st.State = sdk.ReplicaCommitted
 	if err := writeState(r.dir, &st); err != nil {

@@ -2,7 +2,10 @@
 // own commands (ferry-plugin-local's vm commands, ferry-lab-vsphere).
 package cliflags
 
-import "flag"
+import (
+	"flag"
+	"fmt"
+)
 
 // ParseInterleaved parses flags that may come before, between or after
 // the positional arguments, as in "vm create SITE NAME --disk 64MiB", and
@@ -23,4 +26,23 @@ func ParseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// UsageError is a command line that cannot be run as written; the programs
+// print it with their usage and exit 2.
+type UsageError struct {
+	Msg   string
+	Usage string
+}
+
+func (e *UsageError) Error() string {
+	if e.Usage == "" {
+		return e.Msg
+	}
+	return e.Msg + "\nusage: " + e.Usage
+}
+
+// Usagef is a UsageError with a formatted message.
+func Usagef(usage, format string, args ...any) error {
+	return &UsageError{Msg: fmt.Sprintf(format, args...), Usage: usage}
 }

@@ -36,21 +36,9 @@ DIR is the lab's folder, ~/.ferry/lab by default. The lab runs until
 `
 
 // UsageError is a command line that cannot be run as written.
-type UsageError struct {
-	Msg   string
-	Usage string
-}
+type UsageError = cliflags.UsageError
 
-func (e *UsageError) Error() string {
-	if e.Usage == "" {
-		return e.Msg
-	}
-	return e.Msg + "\nusage: " + e.Usage
-}
-
-func usagef(usage, format string, args ...any) error {
-	return &UsageError{Msg: fmt.Sprintf(format, args...), Usage: usage}
-}
+var usagef = cliflags.Usagef
 
 // command is one verb.
 type command struct {
