@@ -2,7 +2,6 @@ package local
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -48,6 +48,13 @@ const (
 type Repository struct {
 	root string
 	now  func() time.Time
+	// mu orders this process's puts and deletes before they take the
+	// folder's flock, which is polled: waiters here wake as soon as the
+	// holder is done.
+	mu sync.Mutex
+	// prepared, when set, is called between writing a put's temporary
+	// file and taking the lock (tests race other writers there).
+	prepared func(key string)
 }
 
 var _ sdk.Repository = (*Repository)(nil)
@@ -75,8 +82,26 @@ func NewRepository(root string) (*Repository, error) {
 
 func (r *Repository) objects() string { return filepath.Join(r.root, "objects") }
 
-func (r *Repository) lock(ctx context.Context) (*fileLock, error) {
-	return lockFile(ctx, filepath.Join(r.root, lockFileName))
+// lock takes the repository's lock; release it with unlockRepo.
+func (r *Repository) lock(ctx context.Context) (*repoLock, error) {
+	r.mu.Lock()
+	l, err := lockFile(ctx, filepath.Join(r.root, lockFileName))
+	if err != nil {
+		r.mu.Unlock()
+		return nil, err
+	}
+	return &repoLock{r: r, l: l}, nil
+}
+
+// repoLock is a held repository lock.
+type repoLock struct {
+	r *Repository
+	l *fileLock
+}
+
+func (l *repoLock) unlock() {
+	l.l.unlock()
+	l.r.mu.Unlock()
 }
 
 type objectHeader struct {
@@ -113,7 +138,7 @@ func checkKey(key string) error {
 	return nil
 }
 
-// readHeader reads an object file's header, and its data when withData.
+// readObject reads an object file's header, and its data when withData.
 func readObject(path string, withData bool) (*objectHeader, []byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -136,11 +161,20 @@ func readObject(path string, withData bool) (*objectHeader, []byte, error) {
 	if !withData || h.Deleted {
 		return &h, nil, nil
 	}
-	data, err := io.ReadAll(io.LimitReader(br, h.Size+1))
+	// The data is the rest of the file: exactly the size the header gives.
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, nil, fmt.Errorf("read object %s: %w", path, err)
 	}
-	if int64(len(data)) != h.Size || crc32.Checksum(data, castagnoli) != h.CRC32C {
+	if rest := fi.Size() - int64(len(magic)+len(line)); rest != h.Size {
+		return nil, nil, fmt.Errorf("object %q (%s): %d bytes of data, its header says %d (the file is corrupt)", h.Key, path, rest, h.Size)
+	}
+	data := make([]byte, h.Size)
+	n, err := io.ReadFull(br, data)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, nil, fmt.Errorf("read object %s: %w", path, err)
+	}
+	if int64(n) != h.Size || crc32.Checksum(data, castagnoli) != h.CRC32C {
 		return nil, nil, fmt.Errorf("object %q (%s): data does not match its header (the file is corrupt)", h.Key, path)
 	}
 	return &h, data, nil
@@ -161,17 +195,21 @@ func (r *Repository) current(key string) (*objectHeader, error) {
 	return h, nil
 }
 
-func (r *Repository) write(h *objectHeader, data []byte) error {
+// encode returns the content of h's object file.
+func (r *Repository) encode(h *objectHeader, data []byte) []byte {
 	hdr, err := json.Marshal(h)
 	if err != nil {
-		return fmt.Errorf("encode object header: %w", err)
+		panic(err) // a header always encodes
 	}
-	var buf bytes.Buffer
-	buf.WriteString(objectMagic)
-	buf.Write(hdr)
-	buf.WriteByte('\n')
-	buf.Write(data)
-	return writeFileAtomic(filepath.Join(r.objects(), objectName(h.Key)), buf.Bytes())
+	b := make([]byte, 0, len(objectMagic)+len(hdr)+1+len(data))
+	b = append(b, objectMagic...)
+	b = append(b, hdr...)
+	b = append(b, '\n')
+	return append(b, data...)
+}
+
+func (r *Repository) write(h *objectHeader, data []byte) error {
+	return writeFileAtomic(filepath.Join(r.objects(), objectName(h.Key)), r.encode(h, data))
 }
 
 // Put stores data under key when the generation condition holds.
@@ -182,35 +220,112 @@ func (r *Repository) Put(ctx context.Context, key string, data []byte, ifGenerat
 	if ifGeneration < sdk.IfAny {
 		return 0, fmt.Errorf("put %q: generation %d: %w", key, ifGeneration, errdefs.ErrInvalidArgument)
 	}
-	lock, err := r.lock(ctx)
+	h := &objectHeader{Key: key, Size: int64(len(data)), CRC32C: crc32.Checksum(data, castagnoli), Modified: r.now().UTC()}
+	err := r.replace(ctx, h, data, func(cur *objectHeader) error {
+		live := cur != nil && !cur.Deleted
+		var gen int64
+		if cur != nil {
+			gen = cur.Generation
+		}
+		switch {
+		case ifGeneration == sdk.IfAny:
+		case ifGeneration == sdk.IfAbsent && live:
+			return fmt.Errorf("exists at generation %d: %w", gen, errdefs.ErrFailedPrecondition)
+		case ifGeneration > 0 && (!live || gen != ifGeneration):
+			return fmt.Errorf("%s: %w", describeGen(live, gen), errdefs.ErrFailedPrecondition)
+		}
+		h.Generation = gen + 1
+		return nil
+	})
 	if err != nil {
-		return 0, err
-	}
-	defer lock.unlock()
-	cur, err := r.current(key)
-	if err != nil {
-		return 0, fmt.Errorf("put %q: %w", key, err)
-	}
-	live := cur != nil && !cur.Deleted
-	var gen int64
-	if cur != nil {
-		gen = cur.Generation
-	}
-	switch {
-	case ifGeneration == sdk.IfAny:
-	case ifGeneration == sdk.IfAbsent && live:
-		return 0, fmt.Errorf("put %q if absent: exists at generation %d: %w", key, gen, errdefs.ErrFailedPrecondition)
-	case ifGeneration > 0 && (!live || gen != ifGeneration):
-		return 0, fmt.Errorf("put %q if generation %d: %s: %w", key, ifGeneration, describeGen(live, gen), errdefs.ErrFailedPrecondition)
-	}
-	h := &objectHeader{
-		Key: key, Generation: gen + 1, Size: int64(len(data)),
-		CRC32C: crc32.Checksum(data, castagnoli), Modified: r.now().UTC(),
-	}
-	if err := r.write(h, data); err != nil {
-		return 0, fmt.Errorf("put %q: %w", key, err)
+		return 0, fmt.Errorf("put %q%s: %w", key, describeCond(ifGeneration), err)
 	}
 	return h.Generation, nil
+}
+
+// describeCond names a put's or delete's condition in errors.
+func describeCond(ifGeneration int64) string {
+	switch ifGeneration {
+	case sdk.IfAny:
+		return ""
+	case sdk.IfAbsent:
+		return " if absent"
+	}
+	return fmt.Sprintf(" if generation %d", ifGeneration)
+}
+
+// replace writes the object file of h.Key when check, given the key's
+// current header (nil: none), accepts it and fills in h. The file is
+// written and synced before the lock is taken, with the header check
+// would give it if nothing changes meanwhile, so that puts of different
+// keys overlap their writes; under the lock only the check, the rename
+// and the folder's sync are done, unless the key changed since (or the
+// temporary file was cleared by a process opening the repository): then
+// the file is written again under the lock.
+func (r *Repository) replace(ctx context.Context, h *objectHeader, data []byte, check func(cur *objectHeader) error) error {
+	path := filepath.Join(r.objects(), objectName(h.Key))
+	cur, err := r.current(h.Key)
+	if err != nil {
+		return err
+	}
+	var tmp string
+	if check(cur) == nil {
+		if tmp, err = r.prepare(h, data); err != nil {
+			return err
+		}
+		defer func() {
+			if tmp != "" {
+				os.Remove(tmp)
+			}
+		}()
+	}
+	predicted := h.Generation
+	if r.prepared != nil {
+		r.prepared(h.Key)
+	}
+	lock, err := r.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.unlock()
+	if cur, err = r.current(h.Key); err != nil {
+		return err
+	}
+	if err := check(cur); err != nil {
+		return err
+	}
+	if tmp != "" && h.Generation == predicted {
+		err := os.Rename(tmp, path)
+		if err == nil {
+			tmp = ""
+			return syncDir(filepath.Dir(path))
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("rename %s: %w", tmp, err)
+		}
+	}
+	return r.write(h, data)
+}
+
+// prepare writes and syncs the object file of h in a temporary file and
+// returns its path.
+func (r *Repository) prepare(h *objectHeader, data []byte) (string, error) {
+	f, err := os.CreateTemp(r.objects(), tempPrefix+objectName(h.Key)+"-*")
+	if err != nil {
+		return "", fmt.Errorf("write object: %w", err)
+	}
+	_, err = f.Write(r.encode(h, data))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", fmt.Errorf("write %s: %w", f.Name(), err)
+	}
+	return f.Name(), nil
 }
 
 func describeGen(live bool, gen int64) string {
@@ -286,34 +401,35 @@ func (r *Repository) Delete(ctx context.Context, key string, ifGeneration int64)
 	if ifGeneration < sdk.IfAny {
 		return fmt.Errorf("delete %q: generation %d: %w", key, ifGeneration, errdefs.ErrInvalidArgument)
 	}
-	lock, err := r.lock(ctx)
-	if err != nil {
-		return err
-	}
-	defer lock.unlock()
-	cur, err := r.current(key)
-	if err != nil {
-		return fmt.Errorf("delete %q: %w", key, err)
-	}
-	live := cur != nil && !cur.Deleted
-	switch {
-	case ifGeneration == sdk.IfAny, ifGeneration == sdk.IfAbsent:
-		if ifGeneration == sdk.IfAbsent && live {
-			return fmt.Errorf("delete %q if absent: exists at generation %d: %w", key, cur.Generation, errdefs.ErrFailedPrecondition)
+	tomb := &objectHeader{Key: key, Modified: r.now().UTC(), Deleted: true}
+	err := r.replace(ctx, tomb, nil, func(cur *objectHeader) error {
+		live := cur != nil && !cur.Deleted
+		switch {
+		case ifGeneration == sdk.IfAny, ifGeneration == sdk.IfAbsent:
+			if ifGeneration == sdk.IfAbsent && live {
+				return fmt.Errorf("exists at generation %d: %w", cur.Generation, errdefs.ErrFailedPrecondition)
+			}
+		case !live || cur.Generation != ifGeneration:
+			var gen int64
+			if cur != nil {
+				gen = cur.Generation
+			}
+			return fmt.Errorf("%s: %w", describeGen(live, gen), errdefs.ErrFailedPrecondition)
 		}
-	case !live || cur.Generation != ifGeneration:
-		var gen int64
-		if cur != nil {
-			gen = cur.Generation
+		if !live {
+			return errAlreadyGone
 		}
-		return fmt.Errorf("delete %q if generation %d: %s: %w", key, ifGeneration, describeGen(live, gen), errdefs.ErrFailedPrecondition)
-	}
-	if !live {
+		tomb.Generation = cur.Generation
 		return nil
-	}
-	tomb := &objectHeader{Key: key, Generation: cur.Generation, Modified: r.now().UTC(), Deleted: true}
-	if err := r.write(tomb, nil); err != nil {
-		return fmt.Errorf("delete %q: %w", key, err)
+	})
+	switch {
+	case errors.Is(err, errAlreadyGone):
+		return nil
+	case err != nil:
+		return fmt.Errorf("delete %q%s: %w", key, describeCond(ifGeneration), err)
 	}
 	return nil
 }
+
+// errAlreadyGone stops a delete of a key that holds no object.
+var errAlreadyGone = errors.New("no object")

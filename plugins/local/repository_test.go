@@ -189,3 +189,79 @@ func TestRepositoryDamage(t *testing.T) {
 		t.Errorf("get of a corrupt object: %v", err)
 	}
 }
+
+// TestRepositoryPutRacesItsTemporaryFile covers what can happen between a
+// put writing its file outside the lock and renaming it under the lock:
+// another writer changes the key (the file carries a stale generation and
+// must be written again), or another process opens the repository and
+// clears temporary files (the file is gone and must be written again).
+func TestRepositoryPutRacesItsTemporaryFile(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	a, err := NewRepository(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewRepository(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Put(ctx, "k", []byte("v1"), sdk.IfAbsent); err != nil {
+		t.Fatal(err)
+	}
+
+	// b puts the key while a's put of it waits for the lock: a's
+	// unconditional put lands on top, at the next generation.
+	a.prepared = func(string) {
+		if _, err := b.Put(ctx, "k", []byte("from b"), sdk.IfAny); err != nil {
+			t.Error(err)
+		}
+	}
+	gen, err := a.Put(ctx, "k", []byte("from a"), sdk.IfAny)
+	if err != nil || gen != 3 {
+		t.Fatalf("put after a concurrent put: generation %d, %v; want 3", gen, err)
+	}
+	if data, info, err := b.Get(ctx, "k"); err != nil || string(data) != "from a" || info.Generation != 3 {
+		t.Fatalf("get: %q generation %d %v; want \"from a\" at 3", data, info.Generation, err)
+	}
+
+	// A compare-and-swap against the generation a saw before b's put
+	// loses, and leaves b's object.
+	a.prepared = func(string) {
+		if _, err := b.Put(ctx, "k", []byte("b again"), 3); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := a.Put(ctx, "k", []byte("stale"), 3); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("stale compare-and-swap: %v, want a failed precondition", err)
+	}
+	if data, _, _ := b.Get(ctx, "k"); string(data) != "b again" {
+		t.Fatalf("after the lost race the object holds %q", data)
+	}
+
+	// Another process opens the repository and clears temporary files.
+	a.prepared = func(string) {
+		if _, err := NewRepository(root); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := a.Put(ctx, "k", []byte("after a clear"), sdk.IfAny); err != nil {
+		t.Fatalf("put whose temporary file was cleared: %v", err)
+	}
+	if err := a.Delete(ctx, "k", sdk.IfAny); err != nil {
+		t.Fatalf("delete whose temporary file was cleared: %v", err)
+	}
+	if _, _, err := b.Get(ctx, "k"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("get after delete: %v, want not found", err)
+	}
+	a.prepared = nil
+	left, err := os.ReadDir(filepath.Join(root, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range left {
+		if strings.HasPrefix(e.Name(), tempPrefix) {
+			t.Errorf("temporary file %s left behind", e.Name())
+		}
+	}
+}
