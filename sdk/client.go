@@ -457,6 +457,10 @@ func (r *remoteRepository) Get(ctx context.Context, key string) ([]byte, ObjectI
 			info = objectFromProto(msg.Info)
 			data = make([]byte, 0, info.Size)
 		case *pb.GetMessage_Data:
+			if len(data) == 0 && int64(len(msg.Data)) == info.Size {
+				data = msg.Data // the whole object in one message: no copy
+				continue
+			}
 			data = append(data, msg.Data...)
 		}
 	}

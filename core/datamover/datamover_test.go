@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/sdk"
 )
@@ -48,21 +49,51 @@ func (d *memDisk) WriteAt(p []byte, off int64) (int, error) {
 func (d *memDisk) Size() int64  { return int64(len(d.data)) }
 func (d *memDisk) Close() error { return nil }
 
-// memDigests is an in-memory DigestStore.
+// memDigests is an in-memory DigestStore. With late set, stored digests
+// are not there when TakeSegments returns without waiting: each arrives
+// when its channel is closed (or right away when there is none).
 type memDigests struct {
 	mu   sync.Mutex
 	segs map[int][]Digest
+	late map[int]chan struct{}
+	// lost makes segments resolve as unknown (damaged), failed with an
+	// error.
+	lost   map[int]bool
+	failed map[int]error
 }
 
-func (m *memDigests) TakeSegments(ctx context.Context, segs []int) ([][]Digest, error) {
+func (m *memDigests) TakeSegments(ctx context.Context, segs []int, wait bool) ([]*Pending, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([][]Digest, len(segs))
+	out := make([]*Pending, len(segs))
 	for k, i := range segs {
-		if s, ok := m.segs[i]; ok {
-			out[k] = append([]Digest(nil), s...)
-			delete(m.segs, i)
+		s, ok := m.segs[i]
+		if !ok {
+			continue
 		}
+		d := append([]Digest(nil), s...)
+		delete(m.segs, i)
+		var err error
+		switch {
+		case m.failed[i] != nil:
+			d, err = nil, m.failed[i]
+		case m.lost[i]:
+			d = nil
+		}
+		arrive, late := m.late[i]
+		if wait || !late {
+			if err != nil {
+				return nil, err
+			}
+			out[k] = Known(d)
+			continue
+		}
+		p := NewPending()
+		go func() {
+			<-arrive
+			p.Resolve(d, err)
+		}()
+		out[k] = p
 	}
 	return out, nil
 }
@@ -231,6 +262,121 @@ func TestDiskThatGrew(t *testing.T) {
 	}
 }
 
+// TestLateDigests covers stored digests that arrive while the data mover
+// reads. Change tracking does not wait for them: blocks read before they
+// arrive are sent without comparison, the rest are compared, and the
+// digests kept afterwards still describe the replica. Reading everything,
+// the mover waits, so it sends only what changed.
+func TestLateDigests(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	const size = 8 << 20
+	src := &memDisk{data: diskLike(r, size)}
+	dst := &memDisk{data: make([]byte, size)}
+	store := &memDigests{}
+	opts := Options{SegmentBlocks: 512} // 2 MiB segments: four
+	move(t, Request{Source: src, Size: size, Digests: store, TargetZero: true, Sink: NewReceiver(dst, size)}, opts)
+
+	// Change tracking names the first 64 KiB of every segment, of which
+	// only 4 KiB changed. Segment 0's digests arrive only after the mover
+	// has read all of segment 0; segment 1's arrive at once.
+	var named []sdk.Extent
+	for seg := int64(0); seg < 4; seg++ {
+		off := seg * 2 << 20
+		named = append(named, sdk.Extent{Offset: off, Length: 64 << 10})
+		randomize(r, src.data[off:off+4096])
+	}
+	arrive := make(chan struct{})
+	store.late = map[int]chan struct{}{0: arrive}
+	// Segment 0's digests arrive once its first frame is sent, so after
+	// its blocks were compared.
+	sink := &firstSend{Sink: NewReceiver(dst, size), first: func() { close(arrive) }}
+	st := move(t, Request{Source: src, Size: size, Changed: named, Digests: store, Sink: sink}, opts)
+	equalDisks(t, dst.data, src.data)
+	// Segment 0: 64 KiB sent without comparison; the others: 4 KiB each.
+	if want := int64(64<<10 + 3*4096); st.BytesChanged != want {
+		t.Fatalf("sent %d changed bytes, want %d (segment 0 whole, 4 KiB of the others)", st.BytesChanged, want)
+	}
+	if st.Incomplete {
+		t.Fatal("late digests left the store incomplete")
+	}
+	// The kept digests describe the replica: nothing is sent next.
+	store.late = nil
+	if st := move(t, Request{Source: src, Size: size, Digests: store, Sink: NewReceiver(dst, size)}, opts); st.BytesSent != 0 {
+		t.Fatalf("after late digests, an unchanged disk sent %d bytes", st.BytesSent)
+	}
+
+	// Reading everything, the mover waits for late digests.
+	randomize(r, src.data[5<<20:5<<20+4096])
+	arrive = make(chan struct{})
+	store.late = map[int]chan struct{}{0: arrive, 2: arrive}
+	go func() { time.Sleep(50 * time.Millisecond); close(arrive) }()
+	st = move(t, Request{Source: src, Size: size, Digests: store, Sink: NewReceiver(dst, size)}, opts)
+	equalDisks(t, dst.data, src.data)
+	if st.BytesChanged != 4096 {
+		t.Fatalf("digest path with late digests sent %d changed bytes, want 4096", st.BytesChanged)
+	}
+}
+
+// TestLateDigestsLostOrFailed: stored digests that turn out damaged leave
+// their segment unknown (never guessed); a store that fails to read them
+// fails the move.
+func TestLateDigestsLostOrFailed(t *testing.T) {
+	r := rand.New(rand.NewPCG(10, 10))
+	const size = 4 << 20
+	src := &memDisk{data: diskLike(r, size)}
+	dst := &memDisk{data: make([]byte, size)}
+	store := &memDigests{}
+	opts := Options{SegmentBlocks: 512}
+	move(t, Request{Source: src, Size: size, Digests: store, TargetZero: true, Sink: NewReceiver(dst, size)}, opts)
+	// A change in each segment.
+	written := []sdk.Extent{{Offset: 8192, Length: 4096}, {Offset: 3 << 20, Length: 4096}}
+	for _, e := range written {
+		randomize(r, src.data[e.Offset:e.End()])
+	}
+	never := make(chan struct{})
+	close(never)
+	store.late = map[int]chan struct{}{0: never, 1: never}
+	store.lost = map[int]bool{1: true}
+	st := move(t, Request{Source: src, Size: size, Changed: written, Digests: store, Sink: NewReceiver(dst, size)}, opts)
+	equalDisks(t, dst.data, src.data)
+	if !st.Incomplete {
+		t.Fatal("a segment whose digests were damaged counts as known")
+	}
+	store.mu.Lock()
+	_, kept := store.segs[1]
+	store.mu.Unlock()
+	if kept {
+		t.Fatal("digests were put for a segment whose old digests were lost")
+	}
+
+	store.lost = nil
+	store.segs[1] = make([]Digest, 512) // something to take
+	store.failed = map[int]error{1: errors.New("repository unreachable")}
+	_, err := Move(context.Background(), Request{Source: src, Size: size, Changed: written, Digests: store, Sink: NewReceiver(dst, size)}, opts)
+	if err == nil || !strings.Contains(err.Error(), "repository unreachable") {
+		t.Fatalf("a store failing to read digests: %v", err)
+	}
+}
+
+// randomize fills b with random bytes (never all zeros in practice).
+func randomize(r *rand.Rand, b []byte) {
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+}
+
+// firstSend calls first before the first frame reaches the sink.
+type firstSend struct {
+	Sink
+	once  sync.Once
+	first func()
+}
+
+func (f *firstSend) Send(ctx context.Context, frame []byte) error {
+	f.once.Do(f.first)
+	return f.Sink.Send(ctx, frame)
+}
+
 func TestChangeTrackingWithUnknownDigestsIsIncomplete(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 4))
 	const size = 2 << 20
@@ -393,9 +539,9 @@ func (e *eventDigests) event(s string) {
 	e.events = append(e.events, s)
 }
 
-func (e *eventDigests) TakeSegments(ctx context.Context, segs []int) ([][]Digest, error) {
+func (e *eventDigests) TakeSegments(ctx context.Context, segs []int, wait bool) ([]*Pending, error) {
 	e.event(fmt.Sprintf("take %v", segs))
-	return e.memDigests.TakeSegments(ctx, segs)
+	return e.memDigests.TakeSegments(ctx, segs, wait)
 }
 
 func (e *eventDigests) PutSegments(ctx context.Context, ds map[int][]Digest) error {

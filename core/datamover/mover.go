@@ -78,10 +78,71 @@ type DigestStore interface {
 	// put again: their blocks are about to be written. Fewer digests than
 	// a segment has blocks means the disk grew since they were stored: the
 	// replica reads as zeros past them.
-	TakeSegments(ctx context.Context, segs []int) ([][]Digest, error)
+	//
+	// With wait, every entry is resolved when the call returns. Without,
+	// stored digests may still be on their way (the data mover reads
+	// meanwhile), and digests that turn out damaged resolve as unknown
+	// (nil) rather than being rebuilt from the replica, which is being
+	// written by then.
+	TakeSegments(ctx context.Context, segs []int, wait bool) ([]*Pending, error)
 	// PutSegments records the new digests of segments whose blocks are
 	// durable on the replica. The slices are not used after the call.
 	PutSegments(ctx context.Context, digests map[int][]Digest) error
+}
+
+// Pending is the stored digests of one segment, which may still be on
+// their way from the store.
+type Pending struct {
+	done chan struct{}
+	d    []Digest
+	err  error
+}
+
+// NewPending returns digests to be resolved later with Resolve.
+func NewPending() *Pending { return &Pending{done: make(chan struct{})} }
+
+// Known returns digests that are already there; nil d means unknown.
+func Known(d []Digest) *Pending {
+	p := NewPending()
+	p.Resolve(d, nil)
+	return p
+}
+
+// Resolve gives the digests (nil: unknown) or the error that kept them
+// from being read. It is called once.
+func (p *Pending) Resolve(d []Digest, err error) {
+	p.d, p.err = d, err
+	close(p.done)
+}
+
+// Wait waits for the digests; nil means unknown.
+func (p *Pending) Wait(ctx context.Context) ([]Digest, error) {
+	select {
+	case <-p.done:
+		return p.d, p.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Ready reports whether the digests (or the error) are there.
+func (p *Pending) Ready() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// poll returns the digests if they are there, and whether they are.
+func (p *Pending) poll() ([]Digest, bool) {
+	select {
+	case <-p.done:
+		return p.d, p.err == nil
+	default:
+		return nil, false
+	}
 }
 
 // A group is the segments whose digests are taken and put together: at
@@ -246,15 +307,21 @@ func spanBytes(spans []span) int64 {
 // moveGroup takes the digests of a group of segments and moves their
 // blocks. It returns the new digests of the segments whose digests are
 // known, and whether all are.
+//
+// Reading change-tracking extents, the data mover does not wait for
+// stored digests to arrive: what it reads before they do is sent without
+// comparison (change tracking named it, so it most likely changed), and
+// the rest is compared. Reading everything, it waits: comparing is what
+// keeps that from sending the whole disk.
 func (m *mover) moveGroup(ctx context.Context, g []segmentWork) (map[int][]Digest, bool, error) {
-	prevs := make([][]Digest, len(g))
+	prevs := make([]*Pending, len(g))
 	if m.req.Digests != nil {
 		ids := make([]int, len(g))
 		for k, w := range g {
 			ids[k] = w.seg
 		}
 		var err error
-		if prevs, err = m.req.Digests.TakeSegments(ctx, ids); err != nil {
+		if prevs, err = m.req.Digests.TakeSegments(ctx, ids, m.req.Changed == nil); err != nil {
 			return nil, false, fmt.Errorf("digests of segments %d-%d: %w", ids[0], ids[len(ids)-1], err)
 		}
 		if len(prevs) != len(g) {
@@ -334,51 +401,107 @@ func (m *mover) stats(s Stats) Stats {
 // segment moves the blocks of one segment whose replica digests are prev
 // (nil: unknown). It returns the segment's new digests and whether they
 // are known.
-func (m *mover) segment(ctx context.Context, w segmentWork, prev []Digest) ([]Digest, bool, error) {
+func (m *mover) segment(ctx context.Context, w segmentWork, prev *Pending) ([]Digest, bool, error) {
 	lo, hi := w.lo, w.hi
 	n := int((hi - lo + m.bs - 1) / m.bs)
-	if len(prev) > n {
-		return nil, false, fmt.Errorf("digests of segment %d: %d blocks, want %d (disks never shrink)", w.seg, len(prev), n)
-	}
-	if prev != nil && len(prev) < n {
-		// The disk grew since: the grown replica reads as zeros there.
-		for i := len(prev); i < n; i++ {
-			prev = append(prev, m.zeroDigestAt(lo+int64(i)*m.bs, hi))
-		}
-	}
-	whole := len(w.todo) == 1 && w.todo[0] == span{lo, hi}
-	next := make([]Digest, n)
-	copy(next, prev)
-	known := prev != nil || whole
-
-	cmp := &segmentState{lo: lo, prev: prev, next: next}
+	st := &segmentState{work: w, lo: lo, prev: prev, next: make([]Digest, n), touched: make([]atomic.Uint64, (n+63)/64)}
 	// Zero parts need no reading: frame them right here.
 	for _, z := range subtract(w.todo, w.read) {
-		if err := m.zeros(ctx, cmp, z); err != nil {
+		if err := m.zeros(ctx, st, z); err != nil {
 			return nil, false, err
 		}
 		m.handled(z.end - z.start)
 	}
-	if err := m.readAll(ctx, cmp, w.read); err != nil {
+	if err := m.readAll(ctx, st, w.read); err != nil {
 		return nil, false, err
 	}
-	return next, known, nil
+	// Blocks this run did not touch keep their stored digests.
+	var old []Digest
+	if prev != nil {
+		var err error
+		if old, err = prev.Wait(ctx); err != nil {
+			return nil, false, fmt.Errorf("digests of segment %d: %w", w.seg, err)
+		}
+		if old != nil {
+			if old, err = m.fitDigests(w, old); err != nil {
+				return nil, false, err
+			}
+		}
+	}
+	if old == nil {
+		whole := len(w.todo) == 1 && w.todo[0] == span{lo, hi}
+		return st.next, whole, nil
+	}
+	for i := range st.next {
+		if !st.wasTouched(i) {
+			st.next[i] = old[i]
+		}
+	}
+	return st.next, true, nil
+}
+
+// fitDigests checks a segment's stored digests against its size and
+// extends them when the disk grew since: the grown replica reads as zeros
+// there.
+func (m *mover) fitDigests(w segmentWork, prev []Digest) ([]Digest, error) {
+	n := int((w.hi - w.lo + m.bs - 1) / m.bs)
+	if len(prev) > n {
+		return nil, fmt.Errorf("digests of segment %d: %d blocks, want %d (disks never shrink)", w.seg, len(prev), n)
+	}
+	if len(prev) == n {
+		return prev, nil
+	}
+	out := make([]Digest, n) // prev may be shared: never append to it
+	copy(out, prev)
+	for i := len(prev); i < n; i++ {
+		out[i] = m.zeroDigestAt(w.lo+int64(i)*m.bs, w.hi)
+	}
+	return out, nil
 }
 
 // segmentState is one segment's digests, before and after.
 type segmentState struct {
-	lo   int64
-	prev []Digest // nil: unknown
-	next []Digest
+	work    segmentWork
+	lo      int64
+	prev    *Pending // nil: unknown
+	next    []Digest
+	touched []atomic.Uint64 // a bit per block whose next digest was set
+	// stored is the stored digests once they arrived and fit; nil until
+	// then or when unknown.
+	stored atomic.Pointer[[]Digest]
+}
+
+// set records the new digest of block i.
+func (s *segmentState) set(i int, d Digest) {
+	s.next[i] = d // each block belongs to one chunk: no race
+	s.touched[i/64].Or(1 << (i % 64))
+}
+
+func (s *segmentState) wasTouched(i int) bool {
+	return s.touched[i/64].Load()&(1<<(i%64)) != 0
 }
 
 // changed reports whether block i of the segment, with digest d, differs
-// from what the replica holds.
+// from what the replica holds; a block whose stored digest has not arrived
+// yet counts as changed.
 func (m *mover) changed(s *segmentState, i int, d Digest, zero bool) bool {
 	if s.prev == nil {
 		return !(zero && m.req.TargetZero)
 	}
-	return s.prev[i] != d
+	prev := s.stored.Load()
+	if prev == nil {
+		got, ok := s.prev.poll()
+		if !ok || got == nil {
+			return true
+		}
+		fit, err := m.fitDigests(s.work, got)
+		if err != nil {
+			return true // segment reports the error
+		}
+		s.stored.Store(&fit)
+		prev = &fit
+	}
+	return (*prev)[i] != d
 }
 
 // zeros handles a span that reads as zeros without reading it.
@@ -399,7 +522,7 @@ func (m *mover) zeros(ctx context.Context, s *segmentState, z span) error {
 		end := min(off+m.bs, z.end)
 		i := int((off - s.lo) / m.bs)
 		d := m.zeroDigestAt(off, z.end)
-		s.next[i] = d
+		s.set(i, d)
 		m.c.blocksTotal.Add(1)
 		if !m.changed(s, i, d, true) {
 			if err := flush(); err != nil {
@@ -540,7 +663,7 @@ func (m *mover) chunk(ctx context.Context, s *segmentState, c span, buf, frameBu
 			d = digestOf(block)
 		}
 		i := int((c.start + int64(pos) - s.lo) / m.bs)
-		s.next[i] = d // each block belongs to one chunk: no race
+		s.set(i, d)
 		m.c.blocksTotal.Add(1)
 		if !m.changed(s, i, d, zero) {
 			continue

@@ -56,6 +56,10 @@ type run struct {
 	// selected holds the selectors that picked each VM, for the job state
 	// (see selectVMs); nil for a job without selectors.
 	selected map[string][]string
+	// tidying is the work a VM's disks leave to finish in the background
+	// (deleting replaced metadata objects) while the VM's restore point
+	// is made; vm waits for it.
+	tidying sync.WaitGroup
 }
 
 func (r *run) run(ctx context.Context) error {
@@ -102,6 +106,7 @@ func (r *run) vm(ctx context.Context, name string) catalog.VMResult {
 	res := catalog.VMResult{VM: name, Result: catalog.ResultRunning}
 	r.e.emit(Event{Kind: VMStarted, Session: r.sess.ID, Job: r.job.Name, VM: name})
 	err := r.replicate(ctx, name, &res)
+	r.tidying.Wait()
 	res.Duration = r.e.now().Sub(start)
 	if err != nil {
 		res.Result = catalog.ResultFailed
@@ -492,7 +497,9 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	if err != nil {
 		return fail("replica metadata: %v", err)
 	}
-	defer store.Close()
+	// Closing waits for the store's deletes of replaced objects: let
+	// them finish while the restore point is made.
+	defer r.tidying.Go(func() { store.Close() })
 
 	recv := datamover.NewReceiver(w, d.Capacity)
 	req.Source = src

@@ -8,12 +8,14 @@ import (
 )
 
 // dialOptions raise the host's message limits to the SDK's, matching what
-// the plugin side accepts, and take message buffers from the SDK's pool.
+// the plugin side accepts, and take message buffers from the SDK's pool,
+// in the transport and in the codec.
 func dialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(sdk.MaxMessageBytes),
 			grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes),
+			grpc.ForceCodecV2(sdk.MessageCodec()),
 		),
 		experimental.WithBufferPool(sdk.MessageBuffers()),
 	}

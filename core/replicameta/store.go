@@ -11,7 +11,9 @@ import (
 	"hash/crc32"
 	"io"
 	"net/url"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ferry-dr/ferry/core/datamover"
 	"github.com/ferry-dr/ferry/sdk"
@@ -55,6 +57,10 @@ type Store struct {
 	replaced map[int]string // segments taken out of the manifest, by their old object
 	replica  io.ReaderAt
 	stats    Stats
+	loaded   atomic.Int64 // segments loaded, counted as they arrive
+	// background is the loads of TakeSegments that did not wait and the
+	// deletes of objects no longer named; Close waits for them.
+	background sync.WaitGroup
 }
 
 // Stats say how the store got its digests.
@@ -106,7 +112,10 @@ func Open(ctx context.Context, repo sdk.Repository, prefix string, opts Options)
 	return s, nil
 }
 
-// sweep deletes segment objects the manifest does not name.
+// sweep deletes segment objects the manifest does not name: what a
+// killed run left, and the objects earlier runs replaced. The listing is
+// taken now; the deletes go on in the background until Close, since
+// nothing this run writes can be among them.
 func (s *Store) sweep(ctx context.Context) error {
 	objs, err := s.repo.List(ctx, s.prefix+"seg/")
 	if err != nil {
@@ -116,14 +125,29 @@ func (s *Store) sweep(ctx context.Context) error {
 	for _, k := range s.manifest.Segments {
 		named[k] = true
 	}
+	var stale []string
 	for _, o := range objs {
 		if !named[o.Key] {
-			if err := s.repo.Delete(ctx, o.Key, sdk.IfAny); err != nil {
-				return fmt.Errorf("delete stale metadata %s: %w", o.Key, err)
-			}
+			stale = append(stale, o.Key)
 		}
 	}
+	s.deleteLater(ctx, stale)
 	return nil
+}
+
+// deleteLater deletes objects no manifest names, in the background; a
+// delete that fails is retried by the sweep of a later run.
+func (s *Store) deleteLater(ctx context.Context, keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	s.background.Go(func() {
+		var wg sync.WaitGroup
+		for _, k := range keys {
+			wg.Go(func() { s.repo.Delete(ctx, k, sdk.IfAny) })
+		}
+		wg.Wait()
+	})
 }
 
 // Known reports how many segments have stored digests.
@@ -137,7 +161,9 @@ func (s *Store) Known() int {
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.stats
+	st := s.stats
+	st.SegmentsLoaded = int(s.loaded.Load())
+	return st
 }
 
 // commit writes the manifest with compare-and-swap. Callers hold s.mu.
@@ -159,15 +185,38 @@ func (s *Store) commit(ctx context.Context) error {
 // fresh replica, or digests recomputed from the replica. The segments are
 // taken out of the manifest, with one write of it, before they are
 // returned, because the caller is about to write their blocks.
-func (s *Store) TakeSegments(ctx context.Context, segs []int) ([][]datamover.Digest, error) {
+//
+// With wait, stored digests are loaded before the call returns, and
+// damaged ones are recomputed from the replica. Without, they load in the
+// background after the manifest was written; damaged ones resolve as
+// unknown, since the replica may be written by the time they are found.
+func (s *Store) TakeSegments(ctx context.Context, segs []int, wait bool) ([]*datamover.Pending, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([][]datamover.Digest, len(segs))
-	errs := make([]error, len(segs))
+	out := make([]*datamover.Pending, len(segs))
 	var wg sync.WaitGroup
 	for k, i := range segs {
-		if key, ok := s.manifest.Segments[i]; ok {
-			wg.Go(func() { out[k], errs[k] = s.load(ctx, key) })
+		key, ok := s.manifest.Segments[i]
+		if !ok {
+			continue
+		}
+		p := datamover.NewPending()
+		out[k] = p
+		load := func() {
+			d, err := s.load(ctx, key)
+			var bad *corruptError
+			if errors.As(err, &bad) {
+				d, err = nil, nil // damaged digests are unknown digests
+			}
+			if d != nil {
+				s.loaded.Add(1)
+			}
+			p.Resolve(d, err)
+		}
+		if wait {
+			wg.Go(load)
+		} else {
+			s.background.Go(load)
 		}
 	}
 	wg.Wait()
@@ -177,15 +226,14 @@ func (s *Store) TakeSegments(ctx context.Context, segs []int) ([][]datamover.Dig
 		if !ok {
 			continue
 		}
-		var bad *corruptError
-		switch err := errs[k]; {
-		case errors.As(err, &bad):
-			// Damaged digests are unknown digests.
-			out[k] = nil
-		case err != nil:
-			return nil, err
-		default:
-			s.stats.SegmentsLoaded++
+		if wait {
+			d, err := out[k].Wait(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if d == nil {
+				out[k] = nil // damaged: recomputed below
+			}
 		}
 		delete(s.manifest.Segments, i)
 		// The object stays until the new one is named; sweep removes it
@@ -209,7 +257,7 @@ func (s *Store) TakeSegments(ctx context.Context, segs []int) ([][]datamover.Dig
 		if err != nil {
 			return nil, err
 		}
-		out[k] = d
+		out[k] = datamover.Known(d)
 	}
 	return out, nil
 }
@@ -275,11 +323,7 @@ func (s *Store) PutSegments(ctx context.Context, digests map[int][]datamover.Dig
 	if err := s.commit(ctx); err != nil {
 		return err
 	}
-	for _, k := range old {
-		if k != "" {
-			s.repo.Delete(ctx, k, sdk.IfAny) // a later sweep retries what fails here
-		}
-	}
+	s.deleteLater(ctx, slices.DeleteFunc(old, func(k string) bool { return k == "" }))
 	return nil
 }
 
@@ -291,8 +335,10 @@ func (s *Store) Finish(ctx context.Context, size int64) error {
 	return s.commit(ctx)
 }
 
-// Close releases the replica reader, if one was opened.
+// Close waits for the loads and deletes still under way and releases the
+// replica reader, if one was opened.
 func (s *Store) Close() error {
+	s.background.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c, ok := s.replica.(io.Closer); ok {

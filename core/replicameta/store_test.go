@@ -118,16 +118,25 @@ func TestStaleSegmentsAreSwept(t *testing.T) {
 	orphan := Prefix("web tier", "db/01", 0) + "seg/1-deadbeef"
 	repo.Put(ctx, orphan, []byte("junk"), sdk.IfAny)
 	s = open(t, repo, replica, false, &opened)
+	// Open deletes it in the background: Close waits for that.
+	newObj := Prefix("web tier", "db/01", 0) + "seg/1-new"
+	repo.Put(ctx, newObj, []byte("written by this run"), sdk.IfAbsent)
+	s.Close()
 	if _, _, err := repo.Get(ctx, orphan); !errors.Is(err, errdefs.ErrNotFound) {
-		t.Fatalf("orphan survived Open: %v", err)
+		t.Fatalf("orphan survived Open and Close: %v", err)
 	}
+	if _, _, err := repo.Get(ctx, newObj); err != nil {
+		t.Fatalf("the sweep deleted an object written after Open: %v", err)
+	}
+	repo.Delete(ctx, newObj, sdk.IfAny)
 	objs, _ := repo.List(ctx, Prefix("web tier", "db/01", 0)+"seg/")
 	if len(objs) != 1 || s.Known() != 1 {
 		t.Fatalf("segment objects = %v", objs)
 	}
-	// Replacing a segment deletes the object it replaces.
+	// Replacing a segment deletes the object it replaces (by Close).
 	takeOne(ctx, s, 0)
 	putOne(ctx, s, 0, digestsOf(t, replica, 0))
+	s.Close()
 	objs, _ = repo.List(ctx, Prefix("web tier", "db/01", 0)+"seg/")
 	if len(objs) != 1 {
 		t.Fatalf("after a replace, segment objects = %v", objs)
@@ -177,6 +186,56 @@ func TestDamagedOrForeignMetadataIsUnknown(t *testing.T) {
 	}
 }
 
+// TestTakeWithoutWaiting: the manifest forgets the segments before the
+// call returns, their digests arrive afterwards, and damaged ones arrive
+// as unknown without the replica being read (it is being written).
+func TestTakeWithoutWaiting(t *testing.T) {
+	ctx := context.Background()
+	replica := replicaOf(3)
+	repo := sdktest.NewMemRepository()
+	opened := 0
+	s := open(t, repo, replica, true, &opened)
+	s.TakeSegments(ctx, []int{0, 1, 2}, true)
+	want := map[int][]datamover.Digest{0: digestsOf(t, replica, 0), 1: digestsOf(t, replica, 1), 2: digestsOf(t, replica, 2)}
+	if err := s.PutSegments(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	prefix := Prefix("web tier", "db/01", 0)
+	objs, _ := repo.List(ctx, prefix+"seg/2-")
+	data, info, _ := repo.Get(ctx, objs[0].Key)
+	data[20] ^= 1
+	repo.Put(ctx, objs[0].Key, data, info.Generation)
+
+	s = open(t, repo, replica, false, &opened)
+	defer s.Close()
+	got, err := s.TakeSegments(ctx, []int{0, 1, 2}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Known() != 0 {
+		t.Fatalf("the manifest still names %d segments after they were taken", s.Known())
+	}
+	if data, _, _ := repo.Get(ctx, prefix+"manifest"); strings.Contains(string(data), "seg/") {
+		t.Fatalf("the stored manifest still names segments: %s", data)
+	}
+	for i := range 2 {
+		d, err := got[i].Wait(ctx)
+		if err != nil || len(d) != segBlks || d[5] != want[i][5] {
+			t.Fatalf("segment %d: %d digests, %v", i, len(d), err)
+		}
+	}
+	if d, err := got[2].Wait(ctx); d != nil || err != nil {
+		t.Fatalf("damaged segment: %d digests, %v; want unknown", len(d), err)
+	}
+	if opened != 0 {
+		t.Fatalf("the replica was read %d times to recompute digests", opened)
+	}
+	if st := s.Stats(); st.SegmentsLoaded != 2 || st.SegmentsRecomputed != 0 {
+		t.Fatalf("stats %+v, want 2 loaded and none recomputed", st)
+	}
+}
+
 func TestConcurrentWriterLoses(t *testing.T) {
 	ctx := context.Background()
 	repo := sdktest.NewMemRepository()
@@ -206,13 +265,16 @@ func TestSegmentEncoding(t *testing.T) {
 	}
 }
 
-// takeOne takes the digests of one segment.
+// takeOne takes the digests of one segment, waiting for them.
 func takeOne(ctx context.Context, s *Store, i int) ([]datamover.Digest, error) {
-	ds, err := s.TakeSegments(ctx, []int{i})
-	if err != nil {
+	ds, err := s.TakeSegments(ctx, []int{i}, true)
+	if err != nil || ds[0] == nil {
 		return nil, err
 	}
-	return ds[0], nil
+	if !ds[0].Ready() {
+		return nil, errors.New("TakeSegments with wait returned digests still loading")
+	}
+	return ds[0].Wait(ctx)
 }
 
 // putOne puts the digests of one segment.

@@ -26,18 +26,25 @@ import (
 // A repository folder holds one file per object:
 //
 //	REPO/lock                 flock: every put and delete holds it
-//	REPO/objects/<name>       one object (or the tombstone of a deleted one)
+//	REPO/floor                JSON: a generation every new object starts above
+//	REPO/objects/<name>       one object
 //
 // <name> is the key with every byte outside [A-Za-z0-9_-] written as %XX,
 // so '/' and '.' never reach the file system; a key whose escaped form is
 // longer than 200 bytes is stored as "~" + SHA-256 of the key (a name no
 // escaped key can take, as '~' is always escaped). An object file is the
 // line "FERRYOBJ1", a JSON header line (key, generation, size, CRC-32C,
-// time, deleted) and the data. Puts write a temporary file, fsync it and
-// rename it into place, so readers see the old or the new object, never a
-// mix. Deleting leaves a tombstone that remembers the generation: a key
-// that is put again continues from it, so a writer holding a generation
-// from before the delete cannot win a compare-and-swap by accident.
+// time) and the data. Puts write a temporary file, fsync it and rename it
+// into place, so readers see the old or the new object, never a mix.
+//
+// A put's generation is above the object's last one and at least the
+// time in microseconds, so a key deleted and put again goes on from above
+// its old generations (a writer holding one from before the delete cannot
+// win a compare-and-swap by accident) while deleting just removes the
+// file. The floor covers what the clock cannot: it is raised when an
+// object whose generation is ahead of the clock is deleted, and it holds
+// the generations of the tombstone files older versions kept for deleted
+// objects, which opening the repository folds into it once.
 
 const (
 	objectMagic   = "FERRYOBJ1\n"
@@ -77,6 +84,18 @@ func NewRepository(root string) (*Repository, error) {
 	if err := removeTemps(r.objects()); err != nil {
 		return nil, fmt.Errorf("open repository: %w", err)
 	}
+	if _, err := os.Stat(filepath.Join(root, floorFile)); errors.Is(err, fs.ErrNotExist) {
+		// First opened by this version: fold the tombstones an older one
+		// may have left, and write the floor, so that this is done once.
+		if err := r.foldTombstones(); err != nil {
+			return nil, fmt.Errorf("open repository: %w", err)
+		}
+		if _, err := os.Stat(filepath.Join(root, floorFile)); errors.Is(err, fs.ErrNotExist) {
+			if err := writeJSONAtomic(filepath.Join(root, floorFile), floorState{}); err != nil {
+				return nil, fmt.Errorf("open repository: %w", err)
+			}
+		}
+	}
 	return r, nil
 }
 
@@ -115,6 +134,18 @@ type objectHeader struct {
 
 // objectName is the file name of a key.
 func objectName(key string) string {
+	name := escapeKey(key)
+	if len(name) > maxEscapedKey {
+		sum := sha256.Sum256([]byte(key))
+		return "~" + hex.EncodeToString(sum[:])
+	}
+	return name
+}
+
+// escapeKey writes every byte of key outside [A-Za-z0-9_-] as %XX. It
+// works byte by byte, so the escaped form of a key's prefix is a prefix of
+// the key's escaped form.
+func escapeKey(key string) string {
 	var b strings.Builder
 	for i := 0; i < len(key); i++ {
 		c := key[i]
@@ -123,10 +154,6 @@ func objectName(key string) string {
 		} else {
 			fmt.Fprintf(&b, "%%%02X", c)
 		}
-	}
-	if b.Len() > maxEscapedKey {
-		sum := sha256.Sum256([]byte(key))
-		return "~" + hex.EncodeToString(sum[:])
 	}
 	return b.String()
 }
@@ -180,11 +207,18 @@ func readObject(path string, withData bool) (*objectHeader, []byte, error) {
 	return &h, data, nil
 }
 
-// current returns the header of key's file: nil when there is none.
+// current returns the header of key's file.
+//
+// A key with no file has a header that says deleted, at the floor's
+// generation: a new object there starts above every deleted one.
 func (r *Repository) current(key string) (*objectHeader, error) {
 	h, _, err := readObject(filepath.Join(r.objects(), objectName(key)), false)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		floor, err := r.floor()
+		if err != nil {
+			return nil, err
+		}
+		return &objectHeader{Key: key, Generation: floor, Deleted: true}, nil
 	}
 	if err != nil {
 		return nil, err
@@ -213,6 +247,13 @@ func (r *Repository) write(h *objectHeader, data []byte) error {
 }
 
 // Put stores data under key when the generation condition holds.
+//
+// The object file is written and synced before the lock is taken, with
+// the generation it gets if the key does not change meanwhile, so that
+// puts of different keys overlap their writes; under the lock only the
+// check, the rename and the folder's sync are done, unless the key
+// changed since (or the temporary file was cleared by a process opening
+// the repository): then the file is written again under the lock.
 func (r *Repository) Put(ctx context.Context, key string, data []byte, ifGeneration int64) (int64, error) {
 	if err := checkKey(key); err != nil {
 		return 0, err
@@ -221,26 +262,81 @@ func (r *Repository) Put(ctx context.Context, key string, data []byte, ifGenerat
 		return 0, fmt.Errorf("put %q: generation %d: %w", key, ifGeneration, errdefs.ErrInvalidArgument)
 	}
 	h := &objectHeader{Key: key, Size: int64(len(data)), CRC32C: crc32.Checksum(data, castagnoli), Modified: r.now().UTC()}
-	err := r.replace(ctx, h, data, func(cur *objectHeader) error {
-		live := cur != nil && !cur.Deleted
-		var gen int64
-		if cur != nil {
-			gen = cur.Generation
-		}
-		switch {
-		case ifGeneration == sdk.IfAny:
-		case ifGeneration == sdk.IfAbsent && live:
-			return fmt.Errorf("exists at generation %d: %w", gen, errdefs.ErrFailedPrecondition)
-		case ifGeneration > 0 && (!live || gen != ifGeneration):
-			return fmt.Errorf("%s: %w", describeGen(live, gen), errdefs.ErrFailedPrecondition)
-		}
-		h.Generation = gen + 1
-		return nil
-	})
-	if err != nil {
+	path := filepath.Join(r.objects(), objectName(key))
+	fail := func(err error) (int64, error) {
 		return 0, fmt.Errorf("put %q%s: %w", key, describeCond(ifGeneration), err)
 	}
+	seen, err := r.current(key)
+	if err != nil {
+		return fail(err)
+	}
+	var tmp string
+	if checkPut(seen, ifGeneration) == nil {
+		h.Generation = r.nextGeneration(seen)
+		if tmp, err = r.prepare(h, data); err != nil {
+			return fail(err)
+		}
+		defer func() {
+			if tmp != "" {
+				os.Remove(tmp)
+			}
+		}()
+	}
+	if r.prepared != nil {
+		r.prepared(key)
+	}
+	lock, err := r.lock(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	defer lock.unlock()
+	cur, err := r.current(key)
+	if err != nil {
+		return fail(err)
+	}
+	if err := checkPut(cur, ifGeneration); err != nil {
+		return fail(err)
+	}
+	if tmp != "" && cur.Generation == seen.Generation && cur.Deleted == seen.Deleted {
+		err := os.Rename(tmp, path)
+		if err == nil {
+			tmp = ""
+			if err := syncDir(r.objects()); err != nil {
+				return fail(err)
+			}
+			return h.Generation, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fail(fmt.Errorf("rename %s: %w", tmp, err))
+		}
+	}
+	h.Generation = r.nextGeneration(cur)
+	if err := r.write(h, data); err != nil {
+		return fail(err)
+	}
 	return h.Generation, nil
+}
+
+// checkPut checks a put's condition against the key's current header.
+func checkPut(cur *objectHeader, ifGeneration int64) error {
+	live, gen := !cur.Deleted, cur.Generation
+	switch {
+	case ifGeneration == sdk.IfAny:
+	case ifGeneration == sdk.IfAbsent && live:
+		return fmt.Errorf("exists at generation %d: %w", gen, errdefs.ErrFailedPrecondition)
+	case ifGeneration > 0 && (!live || gen != ifGeneration):
+		return fmt.Errorf("%s: %w", describeGen(live, gen), errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// nextGeneration is the generation a put over cur gives: above cur's, and
+// at least the time in microseconds. A key deleted and put again so gets
+// a generation above its old ones without any record of the delete (its
+// old ones were at most the time of their puts); the floor covers a clock
+// that went back.
+func (r *Repository) nextGeneration(cur *objectHeader) int64 {
+	return max(cur.Generation+1, r.now().UnixMicro())
 }
 
 // describeCond names a put's or delete's condition in errors.
@@ -252,59 +348,6 @@ func describeCond(ifGeneration int64) string {
 		return " if absent"
 	}
 	return fmt.Sprintf(" if generation %d", ifGeneration)
-}
-
-// replace writes the object file of h.Key when check, given the key's
-// current header (nil: none), accepts it and fills in h. The file is
-// written and synced before the lock is taken, with the header check
-// would give it if nothing changes meanwhile, so that puts of different
-// keys overlap their writes; under the lock only the check, the rename
-// and the folder's sync are done, unless the key changed since (or the
-// temporary file was cleared by a process opening the repository): then
-// the file is written again under the lock.
-func (r *Repository) replace(ctx context.Context, h *objectHeader, data []byte, check func(cur *objectHeader) error) error {
-	path := filepath.Join(r.objects(), objectName(h.Key))
-	cur, err := r.current(h.Key)
-	if err != nil {
-		return err
-	}
-	var tmp string
-	if check(cur) == nil {
-		if tmp, err = r.prepare(h, data); err != nil {
-			return err
-		}
-		defer func() {
-			if tmp != "" {
-				os.Remove(tmp)
-			}
-		}()
-	}
-	predicted := h.Generation
-	if r.prepared != nil {
-		r.prepared(h.Key)
-	}
-	lock, err := r.lock(ctx)
-	if err != nil {
-		return err
-	}
-	defer lock.unlock()
-	if cur, err = r.current(h.Key); err != nil {
-		return err
-	}
-	if err := check(cur); err != nil {
-		return err
-	}
-	if tmp != "" && h.Generation == predicted {
-		err := os.Rename(tmp, path)
-		if err == nil {
-			tmp = ""
-			return syncDir(filepath.Dir(path))
-		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("rename %s: %w", tmp, err)
-		}
-	}
-	return r.write(h, data)
 }
 
 // prepare writes and syncs the object file of h in a temporary file and
@@ -370,11 +413,14 @@ func (r *Repository) List(ctx context.Context, prefix string) ([]sdk.ObjectInfo,
 		return nil, fmt.Errorf("list repository %s: %w", r.root, err)
 	}
 	out := []sdk.ObjectInfo{}
+	// Only files whose name can hold a key with the prefix are read: those
+	// starting with the prefix escaped, and hashed names.
+	namePrefix := escapeKey(prefix)
 	for _, e := range entries {
 		if err := canceled(ctx); err != nil {
 			return nil, err
 		}
-		if strings.HasPrefix(e.Name(), tempPrefix) {
+		if name := e.Name(); !strings.HasPrefix(name, namePrefix) && !strings.HasPrefix(name, "~") || strings.HasPrefix(name, tempPrefix) {
 			continue
 		}
 		h, _, err := readObject(filepath.Join(r.objects(), e.Name()), false)
@@ -401,35 +447,119 @@ func (r *Repository) Delete(ctx context.Context, key string, ifGeneration int64)
 	if ifGeneration < sdk.IfAny {
 		return fmt.Errorf("delete %q: generation %d: %w", key, ifGeneration, errdefs.ErrInvalidArgument)
 	}
-	tomb := &objectHeader{Key: key, Modified: r.now().UTC(), Deleted: true}
-	err := r.replace(ctx, tomb, nil, func(cur *objectHeader) error {
-		live := cur != nil && !cur.Deleted
-		switch {
-		case ifGeneration == sdk.IfAny, ifGeneration == sdk.IfAbsent:
-			if ifGeneration == sdk.IfAbsent && live {
-				return fmt.Errorf("exists at generation %d: %w", cur.Generation, errdefs.ErrFailedPrecondition)
-			}
-		case !live || cur.Generation != ifGeneration:
-			var gen int64
-			if cur != nil {
-				gen = cur.Generation
-			}
-			return fmt.Errorf("%s: %w", describeGen(live, gen), errdefs.ErrFailedPrecondition)
-		}
-		if !live {
-			return errAlreadyGone
-		}
-		tomb.Generation = cur.Generation
-		return nil
-	})
-	switch {
-	case errors.Is(err, errAlreadyGone):
-		return nil
-	case err != nil:
+	lock, err := r.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.unlock()
+	if err := r.remove(key, ifGeneration); err != nil {
 		return fmt.Errorf("delete %q%s: %w", key, describeCond(ifGeneration), err)
 	}
 	return nil
 }
 
-// errAlreadyGone stops a delete of a key that holds no object.
-var errAlreadyGone = errors.New("no object")
+// remove deletes key's object when the condition holds: it raises the
+// floor to the object's generation, then removes the file. Callers hold
+// the lock.
+func (r *Repository) remove(key string, ifGeneration int64) error {
+	cur, err := r.current(key)
+	if err != nil {
+		return err
+	}
+	live := !cur.Deleted
+	switch {
+	case ifGeneration == sdk.IfAny, ifGeneration == sdk.IfAbsent:
+		if ifGeneration == sdk.IfAbsent && live {
+			return fmt.Errorf("exists at generation %d: %w", cur.Generation, errdefs.ErrFailedPrecondition)
+		}
+	case !live || cur.Generation != ifGeneration:
+		return fmt.Errorf("%s: %w", describeGen(live, cur.Generation), errdefs.ErrFailedPrecondition)
+	}
+	path := filepath.Join(r.objects(), objectName(key))
+	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if cur.Generation >= r.now().UnixMicro() {
+		// The clock is behind this object's generation (it went back, or
+		// the object was put faster than once a microsecond): a new
+		// object here must still start above it.
+		if err := r.raiseFloor(cur.Generation); err != nil {
+			return err
+		}
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove %s: %w", path, err)
+	}
+	return syncDir(r.objects())
+}
+
+// floorFile holds the highest generation a deleted object had.
+const floorFile = "floor"
+
+type floorState struct {
+	Generation int64 `json:"generation"`
+}
+
+// floor returns the highest generation a deleted object had.
+func (r *Repository) floor() (int64, error) {
+	var f floorState
+	err := readJSON(filepath.Join(r.root, floorFile), &f)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("repository %s: %w", r.root, err)
+	}
+	return f.Generation, nil
+}
+
+// raiseFloor makes the floor at least gen, durably. Callers hold the lock.
+func (r *Repository) raiseFloor(gen int64) error {
+	cur, err := r.floor()
+	if err != nil || gen <= cur {
+		return err
+	}
+	return writeJSONAtomic(filepath.Join(r.root, floorFile), floorState{Generation: gen})
+}
+
+// foldTombstones replaces the tombstone files of deleted objects, which
+// repositories kept before the floor existed, with the floor. Callers hold
+// the lock.
+func (r *Repository) foldTombstones() error {
+	entries, err := os.ReadDir(r.objects())
+	if err != nil {
+		return fmt.Errorf("list repository %s: %w", r.root, err)
+	}
+	var tombs []string
+	var highest int64
+	for _, e := range entries {
+		// A tombstone is a header alone: small. Only small files are read.
+		info, err := e.Info()
+		if err != nil || info.Size() > maxTombstoneBytes || strings.HasPrefix(e.Name(), tempPrefix) {
+			continue
+		}
+		path := filepath.Join(r.objects(), e.Name())
+		h, _, err := readObject(path, false)
+		if err != nil || !h.Deleted {
+			continue
+		}
+		tombs = append(tombs, path)
+		highest = max(highest, h.Generation)
+	}
+	if len(tombs) == 0 {
+		return nil
+	}
+	if err := r.raiseFloor(highest); err != nil {
+		return err
+	}
+	for _, path := range tombs {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove tombstone %s: %w", path, err)
+		}
+	}
+	return syncDir(r.objects())
+}
+
+// maxTombstoneBytes is more than any tombstone file takes: the magic line
+// and a header with a key of at most a few KiB.
+const maxTombstoneBytes = 64 << 10

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
@@ -30,6 +31,9 @@ func TestRepositoryCASRace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Clocks that stand still: generations count puts.
+	frozen(a)
+	frozen(b)
 	const workers, each = 12, 15
 	keys := []string{"replicas/web-01/meta", "replicas/web-02/meta"}
 	for _, k := range keys {
@@ -88,6 +92,7 @@ func TestRepositoryCASRace(t *testing.T) {
 func TestRepositoryConditions(t *testing.T) {
 	ctx := context.Background()
 	repo, _ := NewRepository(t.TempDir())
+	frozen(repo) // generations count puts; deletes raise the floor
 	steps := []struct {
 		name    string
 		do      func() (int64, error)
@@ -157,9 +162,16 @@ func TestRepositoryKeys(t *testing.T) {
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("list a = %q, want %q", got, want)
 	}
+	// A key stored under a hashed name is listed by its prefix too.
+	if list, err := repo.List(ctx, "long/long/"); err != nil || len(list) != 1 || list[0].Key != keys[9] {
+		t.Errorf("list of the long key's prefix = %+v, %v", list, err)
+	}
+	if list, err := repo.List(ctx, strings.Repeat("long/", 60)); err != nil || len(list) != 1 {
+		t.Errorf("list by a prefix longer than an unhashed name = %+v, %v", list, err)
+	}
 	entries, _ := os.ReadDir(root)
 	for _, e := range entries {
-		if e.Name() != "objects" && e.Name() != lockFileName {
+		if e.Name() != "objects" && e.Name() != lockFileName && e.Name() != floorFile {
 			t.Errorf("a key escaped the objects folder: %s", e.Name())
 		}
 	}
@@ -206,6 +218,8 @@ func TestRepositoryPutRacesItsTemporaryFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	frozen(a)
+	frozen(b)
 	if _, err := a.Put(ctx, "k", []byte("v1"), sdk.IfAbsent); err != nil {
 		t.Fatal(err)
 	}
@@ -263,5 +277,93 @@ func TestRepositoryPutRacesItsTemporaryFile(t *testing.T) {
 		if strings.HasPrefix(e.Name(), tempPrefix) {
 			t.Errorf("temporary file %s left behind", e.Name())
 		}
+	}
+}
+
+// frozen stops repo's clock at the epoch: generations then count puts,
+// and every delete must raise the floor.
+func frozen(repo *Repository) {
+	repo.now = func() time.Time { return time.Unix(0, 0) }
+}
+
+// TestRepositoryDeleteLeavesNothing: deleting removes the object's file
+// and, with a clock that runs, writes nothing else; a key put again goes
+// on above its old generations, from the clock or from the floor when the
+// clock is behind; the tombstone files older versions left are folded
+// into the floor when the repository is opened.
+func TestRepositoryDeleteLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	repo, err := NewRepository(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	floorBefore, _ := os.ReadFile(filepath.Join(root, floorFile))
+	var last int64
+	for i := range 20 {
+		key := "seg/" + strconv.Itoa(i%3)
+		gen, err := repo.Put(ctx, key, []byte("digests"), sdk.IfAbsent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gen <= last {
+			t.Fatalf("put %d: generation %d after %d", i, gen, last)
+		}
+		last = gen
+		if err := repo.Delete(ctx, key, gen); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(root, "objects")); len(entries) != 0 {
+		t.Fatalf("%d files left in objects after every object was deleted", len(entries))
+	}
+	if floorAfter, _ := os.ReadFile(filepath.Join(root, floorFile)); !bytes.Equal(floorAfter, floorBefore) {
+		t.Fatalf("deletes with a running clock rewrote the floor: %s", floorAfter)
+	}
+
+	// The clock goes back: the floor keeps generations going up.
+	gen, _ := repo.Put(ctx, "k", []byte("x"), sdk.IfAbsent)
+	frozen(repo)
+	if err := repo.Delete(ctx, "k", gen); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := repo.Put(ctx, "k", []byte("y"), sdk.IfAbsent); err != nil || again <= gen {
+		t.Fatalf("put after a delete with the clock behind: generation %d, %v; want above %d", again, err, gen)
+	}
+	repo.Delete(ctx, "k", sdk.IfAny)
+
+	// A tombstone as an older version wrote it, and no floor yet.
+	os.Remove(filepath.Join(root, floorFile))
+	tomb := objectMagic + `{"key":"old/key","generation":9,"size":0,"crc32c":0,"modified":"2026-01-01T00:00:00Z","deleted":true}` + "\n"
+	if err := os.WriteFile(filepath.Join(root, "objects", objectName("old/key")), []byte(tomb), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := repo.Get(ctx, "old/key"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("get of a tombstone: %v, want not found", err)
+	}
+	if repo, err = NewRepository(root); err != nil {
+		t.Fatal(err)
+	}
+	frozen(repo)
+	if entries, _ := os.ReadDir(filepath.Join(root, "objects")); len(entries) != 0 {
+		t.Fatalf("the tombstone survived opening: %d files", len(entries))
+	}
+	gen, err = repo.Put(ctx, "old/key", []byte("back"), sdk.IfAbsent)
+	if err != nil || gen != 10 {
+		t.Fatalf("put after the fold: generation %d, %v; want 10 (above the tombstone's 9)", gen, err)
+	}
+	if _, err := repo.Put(ctx, "old/key", []byte("stale"), 9); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("put with the deleted object's generation: %v, want a failed precondition", err)
+	}
+	// Opening again keeps the floor.
+	if repo, err = NewRepository(root); err != nil {
+		t.Fatal(err)
+	}
+	frozen(repo)
+	if err := repo.Delete(ctx, "old/key", 10); err != nil {
+		t.Fatal(err)
+	}
+	if gen, err := repo.Put(ctx, "old/key", []byte("again"), sdk.IfAbsent); err != nil || gen != 11 {
+		t.Fatalf("put after delete: generation %d, %v; want 11", gen, err)
 	}
 }

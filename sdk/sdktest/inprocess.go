@@ -53,7 +53,7 @@ func Dial(t testing.TB, target string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(target,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(sdk.MaxMessageBytes), grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(sdk.MaxMessageBytes), grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes), grpc.ForceCodecV2(sdk.MessageCodec())),
 		experimental.WithBufferPool(sdk.MessageBuffers()),
 	)
 	if err != nil {
