@@ -22,18 +22,8 @@ import (
 // come out exact.
 func TestRepositoryCASRace(t *testing.T) {
 	ctx := context.Background()
-	root := t.TempDir()
-	a, err := NewRepository(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := NewRepository(root)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Clocks that stand still: generations count puts.
-	frozen(a)
-	frozen(b)
+	a, b := twoFrozen(t, t.TempDir())
 	const workers, each = 12, 15
 	keys := []string{"replicas/web-01/meta", "replicas/web-02/meta"}
 	for _, k := range keys {
@@ -210,16 +200,7 @@ func TestRepositoryDamage(t *testing.T) {
 func TestRepositoryPutRacesItsTemporaryFile(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
-	a, err := NewRepository(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := NewRepository(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	frozen(a)
-	frozen(b)
+	a, b := twoFrozen(t, root)
 	if _, err := a.Put(ctx, "k", []byte("v1"), sdk.IfAbsent); err != nil {
 		t.Fatal(err)
 	}
@@ -278,6 +259,23 @@ func TestRepositoryPutRacesItsTemporaryFile(t *testing.T) {
 			t.Errorf("temporary file %s left behind", e.Name())
 		}
 	}
+}
+
+// twoFrozen opens two repositories on one folder (two processes, as far
+// as the flock is concerned), their clocks stopped.
+func twoFrozen(t *testing.T, root string) (*Repository, *Repository) {
+	t.Helper()
+	a, err := NewRepository(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewRepository(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frozen(a)
+	frozen(b)
+	return a, b
 }
 
 // frozen stops repo's clock at the epoch: generations then count puts,
