@@ -189,3 +189,21 @@ func TestSnapshotRemovalBugsAvoided(t *testing.T) {
 		t.Fatalf("after removing the current root: %+v", got)
 	}
 }
+
+// TestResizeDiskKeepsData: growing a disk keeps what it held and adds
+// zeros (govmomi's EditDevice would have vcsim create the disk anew).
+func TestResizeDiskKeepsData(t *testing.T) {
+	t.Parallel()
+	s := Start(t, Options{Name: "t"})
+	s.CreateVM(t, VMSpec{Name: "vm", Disks: []int64{1 << 20, 1 << 20}})
+	data := bytes.Repeat([]byte("ferry"), 1000)
+	s.Write(t, "vm", 1, 4096, data)
+	s.ResizeDisk(t, "vm", 1, 3<<20)
+	got := s.Disk(t, "vm", 1)
+	if len(got) != 3<<20 || !bytes.Equal(got[4096:4096+len(data)], data) {
+		t.Fatalf("after growing, the disk has %d bytes and lost its data", len(got))
+	}
+	if !allZero(got[1<<20:]) {
+		t.Fatal("the grown part is not zeros")
+	}
+}

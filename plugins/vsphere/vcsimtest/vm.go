@@ -406,7 +406,14 @@ func (s *Site) ResizeDisk(t testing.TB, vm string, disk int, size int64) {
 	sort.Slice(ds, func(i, j int) bool { return ds[i].Key < ds[j].Key })
 	d := ds[disk]
 	d.CapacityInBytes, d.CapacityInKB = size, size/1024
-	if err := obj.EditDevice(ctx, d); err != nil {
+	// No file operation: govmomi's EditDevice asks for "replace", which
+	// makes vcsim create the disk anew, empty.
+	task, err := obj.Reconfigure(ctx, types.VirtualMachineConfigSpec{DeviceChange: []types.BaseVirtualDeviceConfigSpec{
+		&types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationEdit, Device: d}}})
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
 		t.Fatalf("vcsimtest: resize vm %s disk %d: %v", vm, disk, err)
 	}
 	err = s.withDisk(vm, disk, func(_ *simulator.VirtualMachine, _ *types.VirtualDisk, flat string) error {
