@@ -298,10 +298,19 @@ func TestVSphereEndToEnd(t *testing.T) {
 		t.Fatalf("the digest path sent %d bytes", d.BytesSent)
 	}
 
-	// 4: more writes; retention keeps the newest 3 points of 4.
+	// 4: more writes, and web-01's second disk grows from 4 to 6 MiB with
+	// data past its old end: the replica disk grows although it has
+	// restore points (vSphere, and the simulator's double, refuse to
+	// extend a disk with snapshots; the target takes them away and back).
+	// Retention keeps the newest 3 points of 4.
 	l.scatter("web-01", 0, 5)
 	l.scatter("db-01", 0, 5)
-	runOK(nil)
+	l.prod.ResizeDisk(t, "web-01", 1, 6*mib)
+	l.write("web-01", 1, 5*mib, mib/2)
+	grown := runOK(map[string]string{"web-01": "change-tracking/direct,change-tracking/direct", "db-01": "change-tracking/direct"})
+	if d := grown.vm("web-01").Disks[1]; d.Size != 6*mib || d.BytesSent > 2*mib {
+		t.Fatalf("the grown disk: %d bytes, %d sent", d.Size, d.BytesSent)
+	}
 
 	tgt := l.target()
 	for vm, n := range map[string]int{"web-01": 2, "db-01": 1} {

@@ -53,6 +53,9 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 	if err := t.refresh(ctx, r); err != nil {
 		return nil, err
 	}
+	if err := t.resumeRegrow(ctx, r); err != nil {
+		return nil, err
+	}
 	if r.state.State != sdk.ReplicaReady {
 		return nil, fmt.Errorf("replica %q is %s, not ready: %w", r.vm.Name, r.state.State, errdefs.ErrFailedPrecondition)
 	}

@@ -59,12 +59,20 @@ func (t *Target) OpenReplicaDisk(ctx context.Context, key string, disk int, size
 }
 
 // growDisk extends a replica disk to size in vSphere and its flat file.
-// vSphere refuses to extend a disk that has snapshots (restore points);
-// this version then fails with ErrFailedPrecondition.
+// vSphere refuses to extend a disk that has snapshots, so a replica with
+// restore points has them taken again around the extension (regrow.go).
 func (t *Target) growDisk(ctx context.Context, r *replica, disk int, size int64) error {
 	if size%1024 != 0 {
 		return fmt.Errorf("replica %q disk %d: %d bytes; vSphere disks are whole KiB: %w", r.vm.Name, disk, size, errdefs.ErrInvalidArgument)
 	}
+	if r.vm.Snapshot != nil && len(r.vm.Snapshot.RootSnapshotList) > 0 {
+		return t.growWithPoints(ctx, r, disk, size)
+	}
+	return t.extend(ctx, r, disk, size)
+}
+
+// extend extends a replica disk that has no snapshots to size.
+func (t *Target) extend(ctx context.Context, r *replica, disk int, size int64) error {
 	vd := virtualDisks(r.vm.Config.Hardware.Device)[disk]
 	vd.CapacityInBytes, vd.CapacityInKB = size, size/1024
 	obj := object.NewVirtualMachine(t.c.client, r.vm.Self)
@@ -73,7 +81,7 @@ func (t *Target) growDisk(ctx context.Context, r *replica, disk int, size int64)
 			&types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationEdit, Device: vd}}})
 	})
 	if err != nil {
-		return fmt.Errorf("%w (vSphere cannot extend a disk that has snapshots; delete the replica's restore points or the replica)", err)
+		return err
 	}
 	t.log.Info("grew replica disk", "replica", r.vm.Name, "disk", disk, "size", size)
 	return t.refresh(ctx, r)

@@ -199,6 +199,9 @@ func (t *Target) ListRestorePoints(ctx context.Context, key string) ([]sdk.Resto
 	if err := t.refresh(ctx, r); err != nil {
 		return nil, err
 	}
+	if err := t.resumeRegrow(ctx, r); err != nil {
+		return nil, err
+	}
 	out := []sdk.RestorePoint{}
 	for _, p := range parsePoints(r.vm) {
 		out = append(out, r.toRestorePoint(p))

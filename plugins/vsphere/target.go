@@ -171,6 +171,12 @@ func (t *Target) lockReplica(ctx context.Context, key string) (*replica, func(),
 		r.mu.Unlock()
 		return nil, nil, err
 	}
+	// A disk growth cut short left the points' snapshots removed: finish
+	// it before anything looks at the points.
+	if err := t.resumeRegrow(ctx, r); err != nil {
+		r.mu.Unlock()
+		return nil, nil, err
+	}
 	return r, r.mu.Unlock, nil
 }
 

@@ -47,6 +47,8 @@ var doublesRef = types.ManagedObjectReference{Type: "FerryTestDoubles", Value: "
 //     logged writes between two ids, in windows of Options.CBTWindow bytes
 //     so callers must loop, and with the non-zero blocks for "*". Switching
 //     tracking off and on starts a new epoch, as on ESXi.
+//   - vSphere's refusal to extend a disk of a VM that has snapshots
+//     (InvalidDeviceOperation), which vcsim does not make;
 //   - delta chains (Options.DeltaChains): a snapshot taken while the VM has
 //     others names the newest one's disk as its disk's parent;
 //   - a fake udev for proxy VMs (proxy.go): disks attached to a proxy show
@@ -138,6 +140,9 @@ func (d *doubles) handle(ctx *simulator.Context, m *simulator.Method) (mo.Refere
 		if d.contended(m.This) {
 			return nil, &types.ConcurrentAccess{}
 		}
+		if req, ok := m.Body.(*types.ReconfigVM_Task); ok && extendsWithSnapshots(ctx, m.This, req.Spec) {
+			return nil, &types.InvalidDeviceOperation{InvalidDeviceSpec: types.InvalidDeviceSpec{InvalidVmConfig: types.InvalidVmConfig{Property: "VirtualDisk.capacityInKB"}}}
+		}
 	case "QueryChangedDiskAreas":
 		if m.This.Type == "VirtualMachine" {
 			m.This = doublesRef
@@ -148,6 +153,28 @@ func (d *doubles) handle(ctx *simulator.Context, m *simulator.Method) (mo.Refere
 		}
 	}
 	return nil, nil
+}
+
+// extendsWithSnapshots reports whether spec grows a disk of a VM that has
+// snapshots, which vSphere refuses (vcsim allows it).
+func extendsWithSnapshots(ctx *simulator.Context, ref types.ManagedObjectReference, spec types.VirtualMachineConfigSpec) bool {
+	vm, ok := ctx.Map.Get(ref).(*simulator.VirtualMachine)
+	if !ok || vm.Snapshot == nil || len(vm.Snapshot.RootSnapshotList) == 0 {
+		return false
+	}
+	for _, c := range spec.DeviceChange {
+		ch := c.GetVirtualDeviceConfigSpec()
+		nd, ok := ch.Device.(*types.VirtualDisk)
+		if !ok || ch.Operation != types.VirtualDeviceConfigSpecOperationEdit {
+			continue
+		}
+		for _, dev := range vm.Config.Hardware.Device {
+			if od, ok := dev.(*types.VirtualDisk); ok && od.Key == nd.Key && max(nd.CapacityInBytes, nd.CapacityInKB*1024) > max(od.CapacityInBytes, od.CapacityInKB*1024) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func isRoot(roots []types.VirtualMachineSnapshotTree, ref types.ManagedObjectReference) bool {
