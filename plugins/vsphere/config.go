@@ -74,6 +74,19 @@ type targetConfig struct {
 	ResourcePool string
 	Cluster      string
 	Host         string
+	// Transport is how replica disks are written: TransportDirect (the
+	// datastore's mount) or TransportHotAdd (attached to the proxy VM);
+	// decodeTarget resolves "auto".
+	Transport string
+	// StateDir holds the ferry folders of replicas written through
+	// HotAdd (the datastore is not mounted here).
+	StateDir    string
+	HotAddProxy string
+	DeviceDir   string
+
+	// Not settable in HCL; tests point them elsewhere.
+	productUUIDFile string
+	deviceWait      time.Duration
 }
 
 func connAttributes() map[string]*schema.Attribute {
@@ -111,7 +124,15 @@ func sourceSchema() *schema.Block {
 func targetSchema() *schema.Block {
 	attrs := connAttributes()
 	attrs["datastore"] = &schema.Attribute{Type: cty.String, Required: true,
-		Description: "The datastore replicas are created on. It must be listed in local_datastore_paths: replica disks are written directly."}
+		Description: "The datastore replicas are created on. Listed in local_datastore_paths, replica disks are written directly; otherwise through HotAdd (state_dir is then required)."}
+	attrs["transport"] = &schema.Attribute{Type: cty.String,
+		Description: `How replica disks are written: "auto" (default: direct when the datastore is in local_datastore_paths, else hotadd), "direct" or "hotadd".`}
+	attrs["state_dir"] = &schema.Attribute{Type: cty.String, Path: true,
+		Description: "HotAdd: the folder that keeps each replica's ferry state and restore point undo data (on durable storage; the datastore is not mounted here)."}
+	attrs["hotadd_proxy"] = &schema.Attribute{Type: cty.String,
+		Description: "HotAdd: the proxy VM this plugin runs in (id, inventory path or name); default: the VM whose BIOS UUID this machine reports."}
+	attrs["hotadd_device_dir"] = &schema.Attribute{Type: cty.String,
+		Description: "HotAdd: the folder where the proxy's udev names disks by WWN (wwn-0x<disk UUID>); default " + DefaultDeviceDir + "."}
 	attrs["folder"] = &schema.Attribute{Type: cty.String, Description: "The VM folder replicas go in (inventory path or name); default the datacenter's vm folder."}
 	attrs["resource_pool"] = &schema.Attribute{Type: cty.String, Description: "The resource pool replicas run in (inventory path or name); default the root pool of the cluster or host."}
 	attrs["cluster"] = &schema.Attribute{Type: cty.String, Description: "The cluster replicas go to; each lands on the connected host with the fewest VMs."}
@@ -227,7 +248,8 @@ func validateSource(cfg cty.Value) schema.Diagnostics {
 }
 
 // validateTarget checks a target block: placement that makes sense, and a
-// datastore ferry can write to directly.
+// way to write replica disks (the datastore mapped, or HotAdd with a
+// state folder).
 func validateTarget(cfg cty.Value) schema.Diagnostics {
 	diags := validateConn(cfg)
 	_, hasCluster := stringAttr(cfg, "cluster")
@@ -241,17 +263,41 @@ func validateTarget(cfg cty.Value) schema.Diagnostics {
 			diags.Errorf(cty.GetAttrPath(name), "Empty "+name, "name one or leave the attribute out")
 		}
 	}
-	ds, hasDS := stringAttr(cfg, "datastore")
-	if hasDS && ds != "" {
-		m, ok := attr(cfg, "local_datastore_paths")
-		mapped := false
-		if ok && m.Type().IsMapType() && m.LengthInt() > 0 && m.HasIndex(cty.StringVal(ds)).True() {
-			mapped = true
+	tr, hasTransport := stringAttr(cfg, "transport")
+	if hasTransport {
+		switch tr {
+		case TransportAuto, TransportDirect, TransportHotAdd:
+		default:
+			diags.Errorf(cty.GetAttrPath("transport"), "Unknown transport", "%q is none of %q, %q, %q (a target writes; the network transport cannot)", tr, TransportAuto, TransportDirect, TransportHotAdd)
 		}
-		if !mapped && (!cfg.Type().HasAttribute("local_datastore_paths") || cfg.GetAttr("local_datastore_paths").IsKnown()) {
+	}
+	stateDir, hasState := stringAttr(cfg, "state_dir")
+	if hasState && (stateDir == "" || !filepath.IsAbs(stateDir)) {
+		diags.Errorf(cty.GetAttrPath("state_dir"), "Invalid state_dir", "%q is not an absolute path", stateDir)
+	}
+	if p, ok := stringAttr(cfg, "hotadd_proxy"); ok && p == "" {
+		diags.Errorf(cty.GetAttrPath("hotadd_proxy"), "Empty hotadd_proxy", "name the proxy VM or leave the attribute out (the VM this machine is is found by its BIOS UUID)")
+	}
+	if d, ok := stringAttr(cfg, "hotadd_device_dir"); ok && (d == "" || !filepath.IsAbs(d)) {
+		diags.Errorf(cty.GetAttrPath("hotadd_device_dir"), "Invalid hotadd_device_dir", "%q is not an absolute path; the default is %s", d, DefaultDeviceDir)
+	}
+	ds, hasDS := stringAttr(cfg, "datastore")
+	known := func(name string) bool { return !cfg.Type().HasAttribute(name) || cfg.GetAttr(name).IsKnown() }
+	if hasDS && ds != "" && known("local_datastore_paths") && known("state_dir") {
+		m, ok := attr(cfg, "local_datastore_paths")
+		mapped := ok && m.Type().IsMapType() && m.LengthInt() > 0 && m.HasIndex(cty.StringVal(ds)).True()
+		switch {
+		case tr == TransportHotAdd && !hasState:
+			diags.Errorf(cty.GetAttrPath("state_dir"), "No state_dir",
+				"a target that writes through HotAdd keeps each replica's ferry state and restore point undo data in state_dir (the datastore is not mounted on this machine): set state_dir to a folder on durable storage")
+		case tr == TransportDirect && !mapped:
 			diags.Errorf(cty.GetAttrPath("local_datastore_paths"), "Datastore not mapped",
-				"the target writes replica disks directly: map datastore %q to where this machine mounts it, e.g. local_datastore_paths = { %q = \"/mnt/%s\" } "+
-					"(the datastore HTTP interface can only replace whole files)", ds, ds, ds)
+				"transport = %q writes replica disks directly: map datastore %q to where this machine mounts it, e.g. local_datastore_paths = { %q = \"/mnt/%s\" } "+
+					"(the datastore HTTP interface can only replace whole files)", tr, ds, ds, ds)
+		case tr != TransportHotAdd && tr != TransportDirect && !mapped && !hasState:
+			diags.Errorf(cty.GetAttrPath("local_datastore_paths"), "Datastore not mapped",
+				"the target writes replica disks directly or through HotAdd: map datastore %q to where this machine mounts it, e.g. local_datastore_paths = { %q = \"/mnt/%s\" } "+
+					"(the datastore HTTP interface can only replace whole files), or set state_dir to write through HotAdd from a proxy VM", ds, ds, ds)
 		}
 	}
 	return diags
@@ -365,6 +411,22 @@ func decodeTarget(cfg cty.Value) (*targetConfig, error) {
 	}
 	if c.Datastore == "" {
 		return nil, fmt.Errorf("datastore is required: %w", errdefs.ErrInvalidArgument)
+	}
+	c.Transport = TransportDirect
+	tr, _ := stringAttr(cfg, "transport")
+	if _, mapped := c.Datastores[c.Datastore]; tr == TransportHotAdd || (tr != TransportDirect && !mapped) {
+		c.Transport = TransportHotAdd
+	}
+	if d, ok := stringAttr(cfg, "state_dir"); ok {
+		c.StateDir = filepath.Clean(d)
+	}
+	if c.Transport == TransportHotAdd && c.StateDir == "" {
+		return nil, fmt.Errorf("state_dir is required to write through HotAdd: %w", errdefs.ErrInvalidArgument)
+	}
+	c.HotAddProxy, _ = stringAttr(cfg, "hotadd_proxy")
+	c.DeviceDir = DefaultDeviceDir
+	if d, ok := stringAttr(cfg, "hotadd_device_dir"); ok {
+		c.DeviceDir = filepath.Clean(d)
 	}
 	return c, nil
 }

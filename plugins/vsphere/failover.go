@@ -62,6 +62,9 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 	if r.writers > 0 {
 		return nil, fmt.Errorf("replica %q has %d disk writers open: %w", r.vm.Name, r.writers, errdefs.ErrFailedPrecondition)
 	}
+	if err := r.detached("fail over"); err != nil {
+		return nil, err
+	}
 	r.gate.Lock()
 	defer r.gate.Unlock()
 	r.points = parsePoints(r.vm)
@@ -127,7 +130,7 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 		return nil, err
 	}
 	for d := range r.disks {
-		if err := r.rollBack(k, d); err != nil {
+		if err := r.rollBack(ctx, t, k, d); err != nil {
 			return fail(fmt.Errorf("replica %q disk %d: roll back to %s: %w", r.vm.Name, d, r.points[k].id, err))
 		}
 	}
@@ -173,7 +176,7 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 // rollBack makes the working image of disk d hold restore point k: the
 // blocks the stores of point k and newer hold get their point-k data,
 // after the working image's own block is saved in the failover store.
-func (r *replica) rollBack(k, d int) error {
+func (r *replica) rollBack(ctx context.Context, t *Target, k, d int) error {
 	seen := map[int64]bool{}
 	var blocks []int64
 	limit := r.points[k].capacity(d)
@@ -196,7 +199,12 @@ func (r *replica) rollBack(k, d int) error {
 		return nil
 	}
 	sort.Slice(blocks, func(i, j int) bool { return blocks[i] < blocks[j] })
-	f, err := os.OpenFile(r.disks[d].file, os.O_RDWR, 0)
+	path, release, err := t.working(ctx, r, d)
+	if err != nil {
+		return err
+	}
+	defer release()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
@@ -234,7 +242,7 @@ func (r *replica) rollBack(k, d int) error {
 
 // restoreWorking puts back the working image's blocks a failover
 // overwrote, and deletes the failover stores.
-func (r *replica) restoreWorking() error {
+func (r *replica) restoreWorking(ctx context.Context, t *Target) error {
 	buf := make([]byte, undoBlock)
 	for d, disk := range r.disks {
 		fo, err := r.store(failoverStores, d, false)
@@ -244,9 +252,13 @@ func (r *replica) restoreWorking() error {
 		if fo == nil {
 			continue
 		}
-		f, err := os.OpenFile(disk.file, os.O_RDWR, 0)
+		path, release, err := t.working(ctx, r, d)
 		if err != nil {
-			fo.close()
+			return err
+		}
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			release()
 			return err
 		}
 		for _, b := range fo.blocks() {
@@ -262,6 +274,7 @@ func (r *replica) restoreWorking() error {
 			err = f.Sync()
 		}
 		f.Close()
+		release()
 		if err != nil {
 			return fmt.Errorf("disk %d: %w", d, err)
 		}
@@ -336,7 +349,7 @@ func (t *Target) undo(ctx context.Context, r *replica) error {
 			return err
 		}
 	}
-	if err := r.restoreWorking(); err != nil {
+	if err := r.restoreWorking(ctx, t); err != nil {
 		return fmt.Errorf("replica %q: restore the working state: %w", r.vm.Name, err)
 	}
 	if err := t.refresh(ctx, r); err != nil {
@@ -399,6 +412,9 @@ func (t *Target) CommitFailover(ctx context.Context, key string) (*sdk.Replica, 
 		return nil, err
 	}
 	defer unlock()
+	if err := r.detached("commit the failover"); err != nil {
+		return nil, err
+	}
 	st := *r.state
 	st.State = sdk.ReplicaCommitted
 	if err := writeState(r.dir, &st); err != nil {

@@ -120,7 +120,8 @@ func parseSlotKey(key string) (bus, unit int32, ok bool) {
 	return int32(bi), int32(ui), true
 }
 
-// hotadd is a Source's HotAdd transport. It is safe for concurrent use.
+// hotadd is the HotAdd transport of a Source (reading snapshot disks) or
+// a Target (writing replica disks). It is safe for concurrent use.
 type hotadd struct {
 	c        *conn
 	log      hclog.Logger
@@ -138,8 +139,11 @@ type hotadd struct {
 	none      string // why there is no proxy VM
 }
 
-func newHotAdd(c *conn, cfg *sourceConfig, log hclog.Logger) *hotadd {
-	h := &hotadd{c: c, log: log, proxyKey: cfg.HotAddProxy, devDir: cfg.DeviceDir, wait: cfg.deviceWait, uuidFile: cfg.productUUIDFile}
+// newHotAdd makes a HotAdd transport through the proxy VM proxyKey names
+// ("" = this machine's), whose guest names disks in devDir; wait and
+// uuidFile are zero but in tests.
+func newHotAdd(c *conn, proxyKey, devDir string, wait time.Duration, uuidFile string, log hclog.Logger) *hotadd {
+	h := &hotadd{c: c, log: log, proxyKey: proxyKey, devDir: devDir, wait: wait, uuidFile: uuidFile}
 	if h.devDir == "" {
 		h.devDir = DefaultDeviceDir
 	}
@@ -301,7 +305,7 @@ func hotaddBlocker(p *proxyView, src types.ManagedObjectReference, srcDevices ob
 			return "the disk is on an IDE controller, which VMware's HotAdd does not support"
 		}
 	}
-	if attachBacking(d.Backing, "") == nil {
+	if attachBacking(d.Backing, "", hotaddMode) == nil {
 		return fmt.Sprintf("a disk with a %T backing cannot be hot-added", d.Backing)
 	}
 	for _, ds := range chainDatastores(d) {
@@ -397,17 +401,17 @@ func backingUUID(b types.BaseVirtualDeviceBackingInfo) string {
 }
 
 // attachBacking is the backing that attaches file, of the same format as
-// the snapshot's disk b, in the read-only disk mode; nil for a format
-// HotAdd does not attach.
-func attachBacking(b types.BaseVirtualDeviceBackingInfo, file string) types.BaseVirtualDeviceBackingInfo {
+// the disk b, in disk mode (hotaddMode for snapshot disks); nil for a
+// format HotAdd does not attach.
+func attachBacking(b types.BaseVirtualDeviceBackingInfo, file, mode string) types.BaseVirtualDeviceBackingInfo {
 	fb := types.VirtualDeviceFileBackingInfo{FileName: file}
 	switch b.(type) {
 	case *types.VirtualDiskFlatVer2BackingInfo:
-		return &types.VirtualDiskFlatVer2BackingInfo{VirtualDeviceFileBackingInfo: fb, DiskMode: hotaddMode}
+		return &types.VirtualDiskFlatVer2BackingInfo{VirtualDeviceFileBackingInfo: fb, DiskMode: mode}
 	case *types.VirtualDiskSeSparseBackingInfo:
-		return &types.VirtualDiskSeSparseBackingInfo{VirtualDeviceFileBackingInfo: fb, DiskMode: hotaddMode}
+		return &types.VirtualDiskSeSparseBackingInfo{VirtualDeviceFileBackingInfo: fb, DiskMode: mode}
 	case *types.VirtualDiskSparseVer2BackingInfo:
-		return &types.VirtualDiskSparseVer2BackingInfo{VirtualDeviceFileBackingInfo: fb, DiskMode: hotaddMode}
+		return &types.VirtualDiskSparseVer2BackingInfo{VirtualDeviceFileBackingInfo: fb, DiskMode: mode}
 	}
 	return nil
 }
@@ -736,43 +740,65 @@ func (h *hotadd) stop(ctx context.Context) {
 // cannot be used, it returns the reason and no error; an error means it
 // was tried and failed (the disk is detached again).
 func (h *hotadd) open(ctx context.Context, vm *mo.VirtualMachine, snapshot string, index int, d *types.VirtualDisk, log hclog.Logger, why string) (sdk.DiskReader, string, error) {
-	if h == nil {
-		return nil, "HotAdd is not configured", nil
-	}
-	if h.stopped.Load() {
-		return nil, "", fmt.Errorf("the source was stopped: %w", errdefs.ErrFailedPrecondition)
-	}
-	ref, none, err := h.resolve(ctx)
+	att, real, n, none, err := h.attachDisk(ctx, vm, snapshot, index, d, hotaddMode)
 	if err != nil || none != "" {
 		return nil, none, err
 	}
+	r, err := openFileReader(real, diskCapacity(d))
+	if err != nil {
+		h.detach(context.WithoutCancel(ctx), att)
+		return nil, "", fmt.Errorf("open the hot-added disk %s (%s): %w", real, att.link, err)
+	}
+	r.fileSize = n
+	log.Info("disk transport: hotadd (the disk attached to the proxy VM, read as a block device)", "proxy", att.pname, "slot", att.slot.String(),
+		"device", real, "file", att.file, "why", why)
+	return &hotaddReader{fileReader: r, h: h, att: att}, "", nil
+}
+
+// attachDisk attaches disk d of vm (its index; of a snapshot, or "" for
+// the VM's own disk) to the proxy in mode, waits for the block device its
+// guest shows and checks the device's size. It returns the attachment, the
+// device's path and size. When HotAdd cannot be used it returns the reason
+// and no error; an error means it was tried and failed (the disk is
+// detached again).
+func (h *hotadd) attachDisk(ctx context.Context, vm *mo.VirtualMachine, snapshot string, index int, d *types.VirtualDisk, mode string) (*attachment, string, int64, string, error) {
+	if h == nil {
+		return nil, "", 0, "HotAdd is not configured", nil
+	}
+	if h.stopped.Load() {
+		return nil, "", 0, "", fmt.Errorf("the component was stopped: %w", errdefs.ErrFailedPrecondition)
+	}
+	ref, none, err := h.resolve(ctx)
+	if err != nil || none != "" {
+		return nil, "", 0, none, err
+	}
 	file := backingFile(d.Backing)
-	backing := attachBacking(d.Backing, file)
+	backing := attachBacking(d.Backing, file, mode)
 	unlock := h.lock(ref)
 	pv, err := h.view(ctx, ref, true)
 	if err != nil {
 		unlock()
-		return nil, "", err
+		return nil, "", 0, "", err
 	}
 	if blocker := hotaddBlocker(pv, vm.Self, vm.Config.Hardware.Device, d); blocker != "" {
 		unlock()
-		return nil, blocker, nil
+		return nil, "", 0, blocker, nil
 	}
 	rec := hotaddRecord{VM: vm.Self.Value, Snapshot: snapshot, Disk: index, File: file, Owner: h.self}
 	att, err := h.attach(ctx, ref, pv, rec, backing)
 	unlock()
 	if errors.Is(err, errNoSlot) {
-		return nil, err.Error(), nil
+		return nil, "", 0, err.Error(), nil
 	}
 	if err != nil {
 		if att != nil {
 			h.detach(context.WithoutCancel(ctx), att)
 		}
-		return nil, "", err
+		return nil, "", 0, "", err
 	}
-	fail := func(err error) (sdk.DiskReader, string, error) {
+	fail := func(err error) (*attachment, string, int64, string, error) {
 		h.detach(context.WithoutCancel(ctx), att)
-		return nil, "", err
+		return nil, "", 0, "", err
 	}
 	capacity := diskCapacity(d)
 	real, err := waitDevice(ctx, h.devDir, att.link, h.wait)
@@ -784,23 +810,25 @@ func (h *hotadd) open(ctx context.Context, vm *mo.VirtualMachine, snapshot strin
 	case err != nil:
 		return fail(err)
 	}
-	r, err := openFileReader(real, capacity)
-	if err != nil {
-		return fail(fmt.Errorf("open the hot-added disk %s (%s): %w", real, att.link, err))
-	}
 	// A block device's size is where its end is.
-	n, err := r.f.Seek(0, io.SeekEnd)
+	n, err := deviceSize(real)
 	if err == nil && n < capacity {
 		err = fmt.Errorf("it has %d bytes, the disk %d: not the disk attached", n, capacity)
 	}
 	if err != nil {
-		r.Close()
 		return fail(fmt.Errorf("the hot-added disk %s (%s): %v: %w", real, att.link, err, errdefs.ErrFailedPrecondition))
 	}
-	r.fileSize = n
-	log.Info("disk transport: hotadd (the disk attached to the proxy VM, read as a block device)", "proxy", att.pname, "slot", att.slot.String(),
-		"device", real, "file", file, "why", why)
-	return &hotaddReader{fileReader: r, h: h, att: att}, "", nil
+	return att, real, n, "", nil
+}
+
+// deviceSize is the size of a block device (or file): where its end is.
+func deviceSize(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.Seek(0, io.SeekEnd)
 }
 
 // detach detaches a disk this Source attached, with its mark. A disk that

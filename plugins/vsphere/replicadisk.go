@@ -38,19 +38,27 @@ func (t *Target) OpenReplicaDisk(ctx context.Context, key string, disk int, size
 		}
 	}
 	d := r.disks[disk]
-	if err := growFile(d.file, d.capacity); err != nil {
-		return nil, fmt.Errorf("replica %q disk %d: %w", r.vm.Name, disk, err)
+	if !r.hotadd {
+		if err := growFile(d.file, d.capacity); err != nil {
+			return nil, fmt.Errorf("replica %q disk %d: %w", r.vm.Name, disk, err)
+		}
 	}
 	r.gate.Lock()
 	r.points = parsePoints(r.vm)
-	direct := len(r.points) == 0
+	// The direct lane is for the flat file of a replica without points.
+	direct := len(r.points) == 0 && !r.hotadd
 	r.gate.Unlock()
-	f, err := os.OpenFile(d.file, os.O_RDWR, 0)
+	path, release, err := t.working(ctx, r, disk)
 	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		release()
 		return nil, fmt.Errorf("replica %q disk %d: %w", r.vm.Name, disk, err)
 	}
 	r.writers++
-	w := &replicaWriter{r: r, disk: disk, f: f, path: d.file, size: d.capacity, direct: direct}
+	w := &replicaWriter{r: r, disk: disk, f: f, path: path, size: d.capacity, direct: direct, release: release}
 	if direct {
 		r.direct++
 		return &directWriter{w}, nil
@@ -64,6 +72,11 @@ func (t *Target) OpenReplicaDisk(ctx context.Context, key string, disk int, size
 func (t *Target) growDisk(ctx context.Context, r *replica, disk int, size int64) error {
 	if size%1024 != 0 {
 		return fmt.Errorf("replica %q disk %d: %d bytes; vSphere disks are whole KiB: %w", r.vm.Name, disk, size, errdefs.ErrInvalidArgument)
+	}
+	// ESXi keeps the files of attached disks locked: the writers of the
+	// other disks finish first.
+	if err := r.waitDetached(ctx); err != nil {
+		return err
 	}
 	if r.vm.Snapshot != nil && len(r.vm.Snapshot.RootSnapshotList) > 0 {
 		return t.growWithPoints(ctx, r, disk, size)
@@ -99,6 +112,9 @@ type replicaWriter struct {
 	size   int64
 	direct bool
 	closed atomic.Bool
+	// release ends the writer's use of the working image (detaches a
+	// HotAdd disk when it was the last user).
+	release func()
 }
 
 func (w *replicaWriter) Size() int64 { return w.size }
@@ -160,6 +176,7 @@ func (w *replicaWriter) Close() error {
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
+	w.release()
 	w.r.mu.Lock()
 	w.r.writers--
 	if w.direct {
@@ -197,11 +214,16 @@ func (t *Target) OpenRestorePointDisk(ctx context.Context, key, id string, disk 
 	}
 	d := r.disks[disk]
 	if id == "" {
-		fr, err := openFileReader(d.file, d.capacity)
+		path, release, err := t.working(ctx, r, disk)
 		if err != nil {
+			return nil, err
+		}
+		fr, err := openFileReader(path, d.capacity)
+		if err != nil {
+			release()
 			return nil, fmt.Errorf("replica %q disk %d: %w", r.vm.Name, disk, err)
 		}
-		return fr, nil
+		return &workingReader{fileReader: fr, release: release}, nil
 	}
 	r.gate.Lock()
 	r.points = parsePoints(r.vm)
@@ -217,11 +239,29 @@ func (t *Target) OpenRestorePointDisk(ctx context.Context, key, id string, disk 
 	if r.state.State == sdk.ReplicaCommitted {
 		return nil, fmt.Errorf("replica %q is committed; its restore points are gone: %w", r.vm.Name, errdefs.ErrNotFound)
 	}
-	f, err := os.Open(d.file)
+	path, release, err := t.working(ctx, r, disk)
 	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		release()
 		return nil, fmt.Errorf("replica %q disk %d: %w", r.vm.Name, disk, err)
 	}
-	return &pointReader{r: r, id: id, disk: disk, f: f, size: size}, nil
+	return &pointReader{r: r, id: id, disk: disk, f: f, size: size, release: release}, nil
+}
+
+// workingReader reads the working state of a disk; closing it ends its use
+// of the working image.
+type workingReader struct {
+	*fileReader
+	release func()
+}
+
+func (r *workingReader) Close() error {
+	err := r.fileReader.Close()
+	r.release()
+	return err
 }
 
 // pointReader reads a disk of a restore point: each block from the first
@@ -230,12 +270,13 @@ func (t *Target) OpenRestorePointDisk(ctx context.Context, key, id string, disk 
 // in the newest store afterwards: a writer that overwrote it meanwhile
 // saved it there first.
 type pointReader struct {
-	r      *replica
-	id     string
-	disk   int
-	f      *os.File
-	size   int64
-	closed atomic.Bool
+	r       *replica
+	id      string
+	disk    int
+	f       *os.File
+	size    int64
+	closed  atomic.Bool
+	release func()
 }
 
 func (pr *pointReader) Size() int64 { return pr.size }
@@ -312,5 +353,7 @@ func (pr *pointReader) Close() error {
 	if pr.closed.Swap(true) {
 		return nil
 	}
-	return pr.f.Close()
+	err := pr.f.Close()
+	pr.release()
+	return err
 }

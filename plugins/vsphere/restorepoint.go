@@ -114,9 +114,15 @@ func (t *Target) CreateRestorePoint(ctx context.Context, key string, labels map[
 	if r.direct > 0 {
 		return nil, fmt.Errorf("replica %q: a disk writer with direct access is open; close it before making a restore point: %w", r.vm.Name, errdefs.ErrFailedPrecondition)
 	}
+	if err := r.detached("make a restore point"); err != nil {
+		return nil, err
+	}
 	r.gate.Lock()
 	defer r.gate.Unlock()
 	for _, d := range r.disks {
+		if r.hotadd {
+			break // closed writers flushed their devices
+		}
 		if err := syncFile(d.file); err != nil {
 			return nil, fmt.Errorf("replica %q: flush %s: %w", r.vm.Name, d.file, err)
 		}
@@ -223,6 +229,9 @@ func (t *Target) DeleteRestorePoint(ctx context.Context, key, id string) error {
 	defer unlock()
 	if r.state.State == sdk.ReplicaFailedOver {
 		return fmt.Errorf("replica %q is failed over; undo or commit first: %w", r.vm.Name, errdefs.ErrFailedPrecondition)
+	}
+	if err := r.detached("delete a restore point"); err != nil {
+		return err
 	}
 	r.gate.Lock()
 	defer r.gate.Unlock()

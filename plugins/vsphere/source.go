@@ -43,7 +43,7 @@ func newSource(ctx context.Context, cfg *sourceConfig, log hclog.Logger) (*Sourc
 	}
 	s := &Source{c: c, transport: cfg.Transport, log: log}
 	if cfg.Transport == TransportAuto || cfg.Transport == TransportHotAdd || cfg.HotAddProxy != "" {
-		s.hot = newHotAdd(c, cfg, log)
+		s.hot = newHotAdd(c, cfg.HotAddProxy, cfg.DeviceDir, cfg.deviceWait, cfg.productUUIDFile, log)
 	}
 	return s, nil
 }

@@ -25,9 +25,9 @@ import (
 )
 
 // Target keeps replicas as VMs of a vCenter or ESXi host. A replica's disks
-// are written directly through the datastore's local mount; its restore
-// points are VMware snapshots whose data ferry keeps in undo stores beside
-// the disks (see README.md, "Restore points").
+// are written directly through the datastore's local mount or through
+// HotAdd (working.go); its restore points are VMware snapshots whose data
+// ferry keeps in undo stores (see README.md, "Restore points").
 type Target struct {
 	c   *conn
 	cfg *targetConfig
@@ -39,6 +39,9 @@ type Target struct {
 	placeMu  sync.Mutex
 	place    *placementRefs // resolved on first use, under placeMu
 	networks map[string]object.NetworkReference
+
+	hot       *hotadd // when replica disks are written through HotAdd
+	sweepOnce sync.Once
 }
 
 var (
@@ -67,9 +70,12 @@ type replica struct {
 	// failedOver is set while the working images hold an older point and
 	// failover stores hold the working state's blocks.
 	failedOver atomic.Bool
-	writers    int                // open disk writers
-	direct     int                // open writers offering their path
-	dir        string             // <vm folder>/ferry, local
+	writers    int        // open disk writers
+	direct     int        // open writers offering their path
+	hotadd     bool       // written through HotAdd (working.go)
+	attMu      sync.Mutex // guards attached
+	attached   map[int]*attachedDisk
+	dir        string             // <vm folder>/ferry, local; or under state_dir
 	disks      []replicaDisk      // as last loaded
 	vm         *mo.VirtualMachine // as last loaded
 	state      *replicaState      // as last loaded
@@ -78,7 +84,8 @@ type replica struct {
 // replicaDisk is a disk of a replica: its working image and size.
 type replicaDisk struct {
 	key      int32
-	file     string // local path of the base flat file: the working state
+	file     string // local path of the base flat file: the working state (direct)
+	dev      *types.VirtualDisk
 	capacity int64
 }
 
@@ -91,11 +98,17 @@ func newTarget(ctx context.Context, cfg *targetConfig, log hclog.Logger) (*Targe
 	if err != nil {
 		return nil, err
 	}
-	return &Target{c: c, cfg: cfg, log: log, replicas: map[string]*replica{}, networks: map[string]object.NetworkReference{}}, nil
+	t := &Target{c: c, cfg: cfg, log: log, replicas: map[string]*replica{}, networks: map[string]object.NetworkReference{}}
+	if cfg.Transport == TransportHotAdd {
+		t.hot = newHotAdd(c, cfg.HotAddProxy, cfg.DeviceDir, cfg.deviceWait, cfg.productUUIDFile, log)
+	}
+	return t, nil
 }
 
-// Stop logs out and closes the undo stores.
+// Stop detaches what writers and readers left attached to the proxy VM,
+// closes the undo stores and logs out.
 func (t *Target) Stop(ctx context.Context) error {
+	t.hot.stop(ctx)
 	t.mu.Lock()
 	for _, r := range t.replicas {
 		r.closeStores()
@@ -110,7 +123,7 @@ func (t *Target) cached(id string) *replica {
 	defer t.mu.Unlock()
 	r := t.replicas[id]
 	if r == nil {
-		r = &replica{id: id, stores: map[string][]*undoStore{}, missing: map[string]bool{}}
+		r = &replica{id: id, stores: map[string][]*undoStore{}, missing: map[string]bool{}, attached: map[int]*attachedDisk{}}
 		t.replicas[id] = r
 	}
 	return r
@@ -171,6 +184,9 @@ func (t *Target) lockReplica(ctx context.Context, key string) (*replica, func(),
 		r.mu.Unlock()
 		return nil, nil, err
 	}
+	if r.hotadd {
+		t.sweepProxy(ctx)
+	}
 	// A disk growth cut short left the points' snapshots removed: finish
 	// it before anything looks at the points.
 	if err := t.resumeRegrow(ctx, r); err != nil {
@@ -189,7 +205,7 @@ func (t *Target) refresh(ctx context.Context, r *replica) error {
 	if err != nil {
 		return err
 	}
-	dir, err := t.ferryFolder(vm)
+	dir, err := t.stateFolder(vm)
 	if err != nil {
 		return err
 	}
@@ -197,8 +213,13 @@ func (t *Target) refresh(ctx context.Context, r *replica) error {
 	if err != nil {
 		return fmt.Errorf("replica %q: %w", vm.Name, err)
 	}
+	hot := hotaddReplica(vm)
 	var disks []replicaDisk
 	for _, d := range virtualDisks(vm.Config.Hardware.Device) {
+		if hot {
+			disks = append(disks, replicaDisk{key: d.Key, dev: d, capacity: diskCapacity(d)})
+			continue
+		}
 		file, err := baseBacking(d)
 		if err != nil {
 			return fmt.Errorf("replica %q: %w", vm.Name, err)
@@ -215,9 +236,9 @@ func (t *Target) refresh(ctx context.Context, r *replica) error {
 		if err != nil {
 			return fmt.Errorf("replica %q: %w", vm.Name, err)
 		}
-		disks = append(disks, replicaDisk{key: d.Key, file: local, capacity: diskCapacity(d)})
+		disks = append(disks, replicaDisk{key: d.Key, file: local, dev: d, capacity: diskCapacity(d)})
 	}
-	r.vm, r.dir, r.state, r.disks = vm, dir, st, disks
+	r.vm, r.dir, r.state, r.disks, r.hotadd = vm, dir, st, disks, hot
 	r.failedOver.Store(st.State == sdk.ReplicaFailedOver)
 	return nil
 }
@@ -286,7 +307,7 @@ func (t *Target) ListReplicas(ctx context.Context) ([]sdk.Replica, error) {
 			continue
 		}
 		st := &replicaState{State: sdk.ReplicaReady}
-		if dir, err := t.ferryFolder(vm); err == nil {
+		if dir, err := t.stateFolder(vm); err == nil {
 			if s, err := readState(dir); err == nil {
 				st = s
 			}
@@ -410,6 +431,9 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	// vSphere makes thin flat files as long as their disks; make sure of
 	// it, so the working images hold every byte of the disk.
 	for _, d := range r.disks {
+		if r.hotadd {
+			break
+		}
 		if err := growFile(d.file, d.capacity); err != nil {
 			return nil, fmt.Errorf("replica %q: %w", req.Name, err)
 		}
@@ -623,6 +647,9 @@ func (t *Target) replicaSpec(ctx context.Context, req sdk.ReplicaRequest, nics [
 			&types.OptionValue{Key: replicaKey, Value: src.Name},
 		},
 	}
+	if t.cfg.Transport == TransportHotAdd {
+		spec.ExtraConfig = append(spec.ExtraConfig, &types.OptionValue{Key: replicaWritesKey, Value: TransportHotAdd})
+	}
 	var devices object.VirtualDeviceList
 	add := func(d types.BaseVirtualDevice, create bool) {
 		s := &types.VirtualDeviceConfigSpec{Operation: types.VirtualDeviceConfigSpecOperationAdd, Device: d}
@@ -795,6 +822,9 @@ func (t *Target) DeleteReplica(ctx context.Context, key string) error {
 	}
 	if r.writers > 0 {
 		return fmt.Errorf("replica %q has %d disk writers open: %w", r.vm.Name, r.writers, errdefs.ErrFailedPrecondition)
+	}
+	if err := r.detached("delete it"); err != nil {
+		return err
 	}
 	obj := object.NewVirtualMachine(t.c.client, r.vm.Self)
 	r.gate.Lock()

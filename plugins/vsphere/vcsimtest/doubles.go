@@ -49,6 +49,9 @@ var doublesRef = types.ManagedObjectReference{Type: "FerryTestDoubles", Value: "
 //     tracking off and on starts a new epoch, as on ESXi.
 //   - vSphere's refusal to extend a disk of a VM that has snapshots
 //     (InvalidDeviceOperation), which vcsim does not make;
+//   - ESXi's file locks, as far as HotAdd writes need them: a VM whose disk
+//     another running VM has attached in a persistent mode can neither
+//     take, remove nor revert to snapshots nor extend disks (FileLocked);
 //   - delta chains (Options.DeltaChains): a snapshot taken while the VM has
 //     others names the newest one's disk as its disk's parent;
 //   - a fake udev for proxy VMs (proxy.go): disks attached to a proxy show
@@ -117,6 +120,9 @@ func (d *doubles) Reference() types.ManagedObjectReference { return doublesRef }
 // handle is the registry's Handler: it runs before every call is
 // dispatched.
 func (d *doubles) handle(ctx *simulator.Context, m *simulator.Method) (mo.Reference, types.BaseMethodFault) {
+	if f := lockedDisks(ctx, m); f != nil {
+		return nil, f
+	}
 	switch m.Name {
 	case "RemoveSnapshot_Task":
 		if snap, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachineSnapshot); ok {
@@ -143,6 +149,11 @@ func (d *doubles) handle(ctx *simulator.Context, m *simulator.Method) (mo.Refere
 		if req, ok := m.Body.(*types.ReconfigVM_Task); ok && extendsWithSnapshots(ctx, m.This, req.Spec) {
 			return nil, &types.InvalidDeviceOperation{InvalidDeviceSpec: types.InvalidDeviceSpec{InvalidVmConfig: types.InvalidVmConfig{Property: "VirtualDisk.capacityInKB"}}}
 		}
+		if req, ok := m.Body.(*types.ReconfigVM_Task); ok && extendsDisk(ctx, m.This, req.Spec) {
+			if err := d.extendFiles(ctx, m.This, req.Spec); err != nil {
+				d.fail(fmt.Errorf("extend the disk files of %s: %w", m.This.Value, err))
+			}
+		}
 	case "QueryChangedDiskAreas":
 		if m.This.Type == "VirtualMachine" {
 			m.This = doublesRef
@@ -155,11 +166,75 @@ func (d *doubles) handle(ctx *simulator.Context, m *simulator.Method) (mo.Refere
 	return nil, nil
 }
 
-// extendsWithSnapshots reports whether spec grows a disk of a VM that has
-// snapshots, which vSphere refuses (vcsim allows it).
-func extendsWithSnapshots(ctx *simulator.Context, ref types.ManagedObjectReference, spec types.VirtualMachineConfigSpec) bool {
+// lockedDisks refuses, as ESXi does with a locked file, what changes the
+// disk chain of a VM while another VM that runs has one of its disks
+// attached in a persistent mode (a HotAdd proxy writing a replica's disk):
+// snapshots taken, removed or reverted to, disks extended. vcsim does not.
+func lockedDisks(ctx *simulator.Context, m *simulator.Method) types.BaseMethodFault {
+	ref := m.This
+	switch m.Name {
+	case "CreateSnapshot_Task", "RemoveAllSnapshots_Task":
+	case "RemoveSnapshot_Task", "RevertToSnapshot_Task":
+		snap, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachineSnapshot)
+		if !ok {
+			return nil
+		}
+		ref = snap.Vm
+	case "ReconfigVM_Task":
+		req, ok := m.Body.(*types.ReconfigVM_Task)
+		if !ok || !extendsDisk(ctx, m.This, req.Spec) {
+			return nil
+		}
+	default:
+		return nil
+	}
 	vm, ok := ctx.Map.Get(ref).(*simulator.VirtualMachine)
-	if !ok || vm.Snapshot == nil || len(vm.Snapshot.RootSnapshotList) == 0 {
+	if !ok {
+		return nil
+	}
+	files := map[string]bool{}
+	ctx.WithLock(vm, func() {
+		for _, dev := range vm.Config.Hardware.Device {
+			if d, ok := dev.(*types.VirtualDisk); ok {
+				if b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok {
+					files[b.FileName] = true
+				}
+			}
+		}
+	})
+	for _, o := range ctx.Map.All("VirtualMachine") {
+		other, ok := o.(*simulator.VirtualMachine)
+		if !ok || other.Self == ref {
+			continue
+		}
+		var locked string
+		ctx.WithLock(other, func() {
+			if other.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+				return
+			}
+			for _, dev := range other.Config.Hardware.Device {
+				d, ok := dev.(*types.VirtualDisk)
+				if !ok {
+					continue
+				}
+				b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+				persistent := ok && (b.DiskMode == string(types.VirtualDiskModePersistent) || b.DiskMode == string(types.VirtualDiskModeIndependent_persistent))
+				if persistent && files[b.FileName] {
+					locked = b.FileName
+				}
+			}
+		})
+		if locked != "" {
+			return &types.FileLocked{FileFault: types.FileFault{File: locked}}
+		}
+	}
+	return nil
+}
+
+// extendsDisk reports whether spec grows a disk of a VM.
+func extendsDisk(ctx *simulator.Context, ref types.ManagedObjectReference, spec types.VirtualMachineConfigSpec) bool {
+	vm, ok := ctx.Map.Get(ref).(*simulator.VirtualMachine)
+	if !ok {
 		return false
 	}
 	for _, c := range spec.DeviceChange {
@@ -175,6 +250,16 @@ func extendsWithSnapshots(ctx *simulator.Context, ref types.ManagedObjectReferen
 		}
 	}
 	return false
+}
+
+// extendsWithSnapshots reports whether spec grows a disk of a VM that has
+// snapshots, which vSphere refuses (vcsim allows it).
+func extendsWithSnapshots(ctx *simulator.Context, ref types.ManagedObjectReference, spec types.VirtualMachineConfigSpec) bool {
+	vm, ok := ctx.Map.Get(ref).(*simulator.VirtualMachine)
+	if !ok || vm.Snapshot == nil || len(vm.Snapshot.RootSnapshotList) == 0 {
+		return false
+	}
+	return extendsDisk(ctx, ref, spec)
 }
 
 func isRoot(roots []types.VirtualMachineSnapshotTree, ref types.ManagedObjectReference) bool {
@@ -321,19 +406,71 @@ func (d *doubles) freeze(file, snap string, capacity int64) (string, string, err
 
 // flatOf reads a text descriptor and returns its flat extent's local path.
 func flatOf(desc string) (string, error) {
-	f, err := os.Open(desc)
+	dd, err := readDescriptor(desc)
 	if err != nil {
 		return "", err
+	}
+	return filepath.Join(filepath.Dir(desc), dd.Extent[0].Info), nil
+}
+
+// readDescriptor reads a text descriptor of one extent.
+func readDescriptor(desc string) (*vmdk.Descriptor, error) {
+	f, err := os.Open(desc)
+	if err != nil {
+		return nil, err
 	}
 	defer f.Close()
 	dd, err := vmdk.ParseDescriptor(io.LimitReader(f, 64<<10))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if len(dd.Extent) != 1 {
-		return "", fmt.Errorf("%s: %d extents", desc, len(dd.Extent))
+		return nil, fmt.Errorf("%s: %d extents", desc, len(dd.Extent))
 	}
-	return filepath.Join(filepath.Dir(desc), dd.Extent[0].Info), nil
+	return dd, nil
+}
+
+// extendFiles grows the descriptor and flat file of each disk spec
+// extends, as ESXi does (vcsim changes only the configuration).
+func (d *doubles) extendFiles(ctx *simulator.Context, ref types.ManagedObjectReference, spec types.VirtualMachineConfigSpec) error {
+	for _, c := range spec.DeviceChange {
+		ch := c.GetVirtualDeviceConfigSpec()
+		nd, ok := ch.Device.(*types.VirtualDisk)
+		if !ok || ch.Operation != types.VirtualDeviceConfigSpecOperationEdit {
+			continue
+		}
+		b, ok := nd.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+		if !ok {
+			continue
+		}
+		size := max(nd.CapacityInBytes, nd.CapacityInKB*1024)
+		desc, err := d.site.localPath(b.FileName)
+		if err != nil {
+			return err
+		}
+		dd, err := readDescriptor(desc)
+		if err != nil {
+			return err
+		}
+		if dd.Extent[0].Size*vmdk.SectorSize >= size {
+			continue
+		}
+		dd.Extent[0].Size = size / vmdk.SectorSize
+		var buf bytes.Buffer
+		if err := dd.Write(&buf); err != nil {
+			return err
+		}
+		if err := os.WriteFile(desc, buf.Bytes(), 0o644); err != nil {
+			return err
+		}
+		flat := filepath.Join(filepath.Dir(desc), dd.Extent[0].Info)
+		if st, err := os.Stat(flat); err == nil && st.Size() < size {
+			if err := os.Truncate(flat, size); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // sparseCopy copies src to dst, writing no zero blocks, and sizes dst to

@@ -16,6 +16,7 @@ import (
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
+	"github.com/vmware/govmomi/vmdk"
 )
 
 // ProxySpec describes a HotAdd proxy VM: the VM a ferry plugin runs in
@@ -196,6 +197,9 @@ func (d *doubles) syncDevices(p *proxyState, devices []types.BaseVirtualDevice) 
 			continue
 		}
 		target, err := d.site.flatPath(disk)
+		if err == nil {
+			err = d.site.fullSize(b.FileName, target, diskSize(disk))
+		}
 		if err != nil {
 			d.fail(fmt.Errorf("udev of proxy %s: disk %s: %w", p.name, b.FileName, err))
 			continue
@@ -234,6 +238,30 @@ func (d *doubles) syncDevices(p *proxyState, devices []types.BaseVirtualDevice) 
 			d.link(p, name, target)
 		}
 	}
+}
+
+// fullSize makes a thin flat file as long as its disk (sparse), as the
+// guest's device of a disk is: vcsim leaves new thin files empty. A disk
+// attached as it exists shows no capacity on the proxy: its descriptor
+// has it.
+func (s *Site) fullSize(file, flat string, size int64) error {
+	if desc, err := s.localPath(file); err == nil {
+		if dd, err := readDescriptor(desc); err == nil {
+			size = max(size, dd.Extent[0].Size*vmdk.SectorSize)
+		}
+	}
+	st, err := os.Stat(flat)
+	if err != nil || st.Size() >= size {
+		return err
+	}
+	return os.Truncate(flat, size)
+}
+
+func diskSize(d *types.VirtualDisk) int64 {
+	if d.CapacityInBytes > 0 {
+		return d.CapacityInBytes
+	}
+	return d.CapacityInKB * 1024
 }
 
 // link makes one device link; the caller holds d.mu.
