@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -33,6 +34,9 @@ type vsLab struct {
 	dir, cfg string
 	rng      *rand.Rand
 	disks    map[string][]int64
+	// tgtAttrs, when set, replace the target's local_datastore_paths in
+	// target(): the attributes of a target that writes through HotAdd.
+	tgtAttrs map[string]cty.Value
 }
 
 type vsVM struct {
@@ -206,11 +210,16 @@ func (l *vsLab) target() sdk.Target {
 	l.t.Helper()
 	h := pluginhost.New(pluginhost.Options{Dirs: []string{vspherePluginDir(l.t)}})
 	l.t.Cleanup(func() { h.Close() })
-	tgt, _, err := h.Target(context.Background(), "vsphere", configValue(sdk.KindTarget, map[string]cty.Value{
+	attrs := map[string]cty.Value{
 		"url": cty.StringVal(l.dr.URL), "username": cty.StringVal(l.dr.Username), "password": cty.StringVal(l.dr.Password),
 		"ca_file": cty.StringVal(l.dr.CAFile), "datastore": cty.StringVal("LocalDS_0"), "cluster": cty.StringVal("DC0_C0"),
 		"local_datastore_paths": cty.MapVal(map[string]cty.Value{"LocalDS_0": cty.StringVal(l.dr.Datastores["LocalDS_0"])}),
-	}))
+	}
+	if l.tgtAttrs != nil {
+		delete(attrs, "local_datastore_paths")
+		maps.Copy(attrs, l.tgtAttrs)
+	}
+	tgt, _, err := h.Target(context.Background(), "vsphere", configValue(sdk.KindTarget, attrs))
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -635,36 +644,56 @@ func TestVSphereRetentionLimit(t *testing.T) {
 	}
 }
 
-// hotaddLab is a lab whose source reads through HotAdd: a proxy VM on the
-// prod site (its guest's udev is the harness's fake, see vcsimtest), the
-// plugin pinned to it and to its device folder.
-func hotaddLab(t *testing.T, vms ...vsVM) (*vsLab, *vcsimtest.Proxy) {
+// hotaddLab is a lab whose source reads and whose target writes through
+// HotAdd: a proxy VM on each site (their guests' udev is the harness's
+// fake, see vcsimtest), the plugin pinned to them and to their device
+// folders; the target's datastore is not mapped, its ferry state goes to
+// a state folder.
+func hotaddLab(t *testing.T, vms ...vsVM) (l *vsLab, prod, dr *vcsimtest.Proxy) {
 	t.Helper()
-	l := newVSLab(t, 3, "hotadd", vms...)
-	p := l.prod.CreateProxy(t, vcsimtest.ProxySpec{Name: "ferry-proxy"})
+	l = newVSLab(t, 3, "hotadd", vms...)
+	prod = l.prod.CreateProxy(t, vcsimtest.ProxySpec{Name: "ferry-proxy"})
+	dr = l.dr.CreateProxy(t, vcsimtest.ProxySpec{Name: "ferry-dr-proxy"})
 	hcl := readFile(t, filepath.Join(l.cfg, "main.hcl"))
-	pinned := fmt.Sprintf("transport  = \"hotadd\"\n  hotadd_proxy = %q\n  hotadd_device_dir = %q", p.Name, p.DeviceDir)
-	l.writeConfig(strings.Replace(hcl, `transport  = "hotadd"`, pinned, 1))
-	return l, p
+	pinned := fmt.Sprintf("transport  = \"hotadd\"\n  hotadd_proxy = %q\n  hotadd_device_dir = %q", prod.Name, prod.DeviceDir)
+	hcl = strings.Replace(hcl, `transport  = "hotadd"`, pinned, 1)
+	state := filepath.Join(l.dir, "dr-state")
+	mapped := fmt.Sprintf("local_datastore_paths = { LocalDS_0 = %q }", l.dr.Datastores["LocalDS_0"])
+	hot := fmt.Sprintf("transport  = \"hotadd\"\n  hotadd_proxy = %q\n  hotadd_device_dir = %q\n  state_dir = %q", dr.Name, dr.DeviceDir, state)
+	if i := strings.LastIndex(hcl, mapped); i >= 0 {
+		hcl = hcl[:i] + hot + hcl[i+len(mapped):]
+	}
+	l.writeConfig(hcl)
+	l.tgtAttrs = map[string]cty.Value{"transport": cty.StringVal("hotadd"), "hotadd_proxy": cty.StringVal(dr.Name),
+		"hotadd_device_dir": cty.StringVal(dr.DeviceDir), "state_dir": cty.StringVal(state)}
+	return l, prod, dr
 }
 
-// TestVSphereHotAddTransport replicates through HotAdd with the real
-// binaries: each snapshot disk is attached to the proxy VM, ferry's data
-// mover reads the device the guest shows (the direct lane), the disk is
-// detached; then a run killed while it holds a disk leaves it attached,
-// and the next run detaches it and finishes incrementally.
+// TestVSphereHotAddTransport replicates through HotAdd on both sides with
+// the real binaries: each snapshot disk is attached to the prod proxy VM,
+// ferry's data mover reads the device the guest shows (the direct lane),
+// the disk is detached; each replica disk is attached to the DR proxy VM
+// and written as its device. A run killed while it holds disks leaves them
+// attached on both sides, and the next run detaches them and finishes
+// incrementally. Every point reads back; failover and undo work through
+// the DR proxy.
 func TestVSphereHotAddTransport(t *testing.T) {
-	l, p := hotaddLab(t, vsVM{name: "app-01", disks: []int64{16 << 20, 4 << 20}, ip: "10.1.3.3/24"})
+	l, p, dp := hotaddLab(t, vsVM{name: "app-01", disks: []int64{16 << 20, 4 << 20}, ip: "10.1.3.3/24"})
 	l.write("app-01", 0, 0, 6*mib)
 	l.write("app-01", 1, mib, mib)
 	clean := func(when string) {
 		t.Helper()
-		if got := l.prod.HotAdded(t, p.Name); len(got) != 0 {
-			t.Fatalf("%s: disks attached to the proxy: %v", when, got)
-		}
-		for _, o := range l.prod.VM(t, p.Name).Config.ExtraConfig {
-			if strings.HasPrefix(o.GetOptionValue().Key, "ferry.hotadd.") {
-				t.Fatalf("%s: a HotAdd mark is left on the proxy: %s", when, o.GetOptionValue().Key)
+		for _, site := range []struct {
+			s *vcsimtest.Site
+			p *vcsimtest.Proxy
+		}{{l.prod, p}, {l.dr, dp}} {
+			if got := site.s.HotAdded(t, site.p.Name); len(got) != 0 {
+				t.Fatalf("%s: disks attached to the proxy %s: %v", when, site.p.Name, got)
+			}
+			for _, o := range site.s.VM(t, site.p.Name).Config.ExtraConfig {
+				if strings.HasPrefix(o.GetOptionValue().Key, "ferry.hotadd.") {
+					t.Fatalf("%s: a HotAdd mark is left on the proxy %s: %s", when, site.p.Name, o.GetOptionValue().Key)
+				}
 			}
 		}
 	}
@@ -709,6 +738,9 @@ func TestVSphereHotAddTransport(t *testing.T) {
 	if left := l.prod.HotAdded(t, p.Name); len(left) == 0 {
 		t.Fatal("the killed plugin left no disk attached to the proxy: the kill came too late to test anything")
 	}
+	if left := l.dr.HotAdded(t, dp.Name); len(left) == 0 {
+		t.Fatal("the killed plugin left no replica disk attached to the DR proxy: the kill came too late to test anything")
+	}
 
 	third := runOK("change-tracking/direct,change-tracking/direct")
 	if !strings.Contains(third.stderr, "detached a disk ferry left attached to the proxy VM") {
@@ -730,4 +762,27 @@ func TestVSphereHotAddTransport(t *testing.T) {
 	if st := l.prod.VM(t, p.Name).Runtime.PowerState; st != types.VirtualMachinePowerStatePoweredOn {
 		t.Fatalf("the proxy VM is %s", st)
 	}
+
+	// The replica's ferry state is in the state folder, none on the DR
+	// datastore; failover to the oldest point rolls the replica's disks
+	// back through the DR proxy, undo puts the newest data back.
+	if st, _ := filepath.Glob(filepath.Join(l.dir, "dr-state", "*", "replica.json")); len(st) != 1 {
+		t.Fatalf("replica state files in the state folder: %v", st)
+	}
+	if onDS, _ := filepath.Glob(filepath.Join(l.dr.Datastores["LocalDS_0"], "*", "ferry")); len(onDS) > 0 {
+		t.Fatalf("ferry folders on the DR datastore: %v", onDS)
+	}
+	if r := ferry(t, l.cfg, "failover", "e2e", "app-01", "--point", points[0]); r.code != 0 {
+		t.Fatalf("failover: %s", r)
+	}
+	for d := range 2 {
+		sameBytes(t, fmt.Sprintf("failed-over disk %d", d), l.dr.Disk(t, "app-01_replica", d), states[0]["app-01"][d])
+	}
+	if r := ferry(t, l.cfg, "failover", "undo", "e2e", "app-01"); r.code != 0 {
+		t.Fatalf("undo: %s", r)
+	}
+	for d := range 2 {
+		sameBytes(t, fmt.Sprintf("disk %d after undo", d), l.dr.Disk(t, "app-01_replica", d), states[len(states)-1]["app-01"][d])
+	}
+	clean("after failover and undo")
 }
