@@ -15,12 +15,15 @@
 // listing); an ESXi host has no tags.
 //
 // The target (target.go, replicadisk.go, restorepoint.go, failover.go,
-// network.go, placement.go) creates replica VMs, writes their flat disks
-// through the datastore's local mount, and keeps restore points as VMware
-// snapshots of the replica whose point-in-time data ferry holds itself in
-// reverse-incremental undo stores (undo.go) beside the disks: the working
-// image holds the newest state, each point the blocks overwritten after
-// it. Failover rolls the working image back to a point, reverts to its
+// network.go, placement.go) creates replica VMs, writes their disks through
+// the datastore's local mount (the base flat files) or through HotAdd
+// (working.go: the replica's disks attached to a DR proxy VM and written as
+// its devices, ferry's folder under state_dir), and keeps restore points as
+// VMware snapshots of the replica whose point-in-time data ferry holds
+// itself in reverse-incremental undo stores (undo.go): the working image
+// holds the newest state, each point the blocks overwritten after it. A
+// disk that grows under restore points has their snapshots taken away and
+// back around the extension (regrow.go). Failover rolls the working image back to a point, reverts to its
 // snapshot, maps NICs, re-IPs through guest customization and powers on;
 // undo and commit follow. README.md explains the formats, the transports
 // and the limits. The target declares that it keeps at most 28 restore
