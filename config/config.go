@@ -140,6 +140,17 @@ func (j *Job) Selects() bool { return len(j.Selectors) > 0 || len(j.Exclude) > 0
 // the job does not say otherwise.
 const DefaultReplicaSuffix = "_replica"
 
+// ReplicaName names the replica of the VM that entry (a name, an inventory
+// path or an id in vms, or a selected VM's key) stands for: the VM's own
+// name, as the source describes it, with the job's suffix. The entry is
+// the fallback for a source that reports no name.
+func (j *Job) ReplicaName(entry, vmName string) string {
+	if vmName == "" {
+		vmName = entry
+	}
+	return vmName + j.ReplicaSuffix
+}
+
 // PathRange returns the source range of the part of the job that path
 // names, such as vms[1] or re_ip[0].gateway, or of the part of it that
 // exists; the block header when path is empty or nothing of it exists.

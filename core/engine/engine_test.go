@@ -449,3 +449,25 @@ func TestDigestsNeverOutliveLostWrites(t *testing.T) {
 	ps := f.points("db-01")
 	same(t, "newest point after a target crash", f.pointImage("db-01", ps[len(ps)-1].ID, 2), want)
 }
+
+// TestReplicaNamedAfterTheVM: a job entry that is not the VM's name (its
+// id here, an inventory path on vSphere) names the replica after the
+// VM's own name; two entries naming one VM replicate it once, the second
+// fails saying so.
+func TestReplicaNamedAfterTheVM(t *testing.T) {
+	f := newFixture(t)
+	f.comps.src = sdktest.NewMemSource(sdk.VM{ID: "vm-17", Name: "app", Disks: []sdk.Disk{{Capacity: diskSize}}})
+	f.job.VMs = []string{"vm-17", "app"}
+	sess := f.run()
+	if len(sess.VMs) != 2 || sess.VMs[0].Result != catalog.ResultSuccess || sess.VMs[1].Result != catalog.ResultFailed ||
+		!strings.Contains(sess.VMs[1].Error, `names the same VM as "vm-17"`) {
+		t.Fatalf("session: %+v", sess.VMs)
+	}
+	reps, err := f.comps.tgt.ListReplicas(context.Background())
+	if err != nil || len(reps) != 1 || reps[0].Name != "app_replica" {
+		t.Fatalf("replicas: %+v, %v", reps, err)
+	}
+	if len(f.points("app")) != 1 {
+		t.Fatal("the replica has no restore point")
+	}
+}

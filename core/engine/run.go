@@ -56,6 +56,9 @@ type run struct {
 	// selected holds the selectors that picked each VM, for the job state
 	// (see selectVMs); nil for a job without selectors.
 	selected map[string][]string
+	// seen maps the id of each VM the session described to the job entry
+	// that named it: two entries naming one VM replicate it once.
+	seen map[string]string
 	// tidying is the work a VM's disks leave to finish in the background
 	// (deleting replaced metadata objects) while the VM's restore point
 	// is made; vm waits for it.
@@ -141,9 +144,16 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 	if err != nil {
 		return fail("describe: %v", err)
 	}
+	if other, dup := r.seen[vm.ID]; dup && vm.ID != "" {
+		return fail("names the same VM as %q (id %s), which this session replicates; list the VM once in the job", other, vm.ID)
+	}
+	if r.seen == nil {
+		r.seen = map[string]string{}
+	}
+	r.seen[vm.ID] = name
 	r.removeStaleSnapshots(ctx, name)
 
-	replicaName := name + job.ReplicaSuffix
+	replicaName := job.ReplicaName(name, vm.Name)
 	replica, err := r.tgt.GetReplica(ctx, replicaName)
 	fresh := false
 	switch {

@@ -125,8 +125,8 @@ func Make(in Inputs) Plan {
 			if by := picked[name]; len(by) > 0 {
 				what = " (new in " + strings.Join(by, ", ") + ")"
 			}
-			add(Create, name, -1, "create replica %s%s on %s%s: %s, %s; the first run copies every allocated block",
-				name, job.ReplicaSuffix, job.Target.Address(), what, plural(len(vm.Disks), "disk"), human(total))
+			add(Create, name, -1, "create replica %s on %s%s: %s, %s; the first run copies every allocated block",
+				job.ReplicaName(name, vm.Name), job.Target.Address(), what, plural(len(vm.Disks), "disk"), human(total))
 			continue
 		}
 		switch rec.State {
