@@ -81,7 +81,10 @@ func TestConformanceTarget(t *testing.T) {
 		Capabilities: TargetCapabilities,
 		// The crashed instance is dropped, not stopped; the new one lives
 		// as long as the whole suite.
-		Crash: func(*testing.T) { cur = newTestTarget(outer, s, nil) },
+		Crash: func(*testing.T) {
+			cur.crashed()
+			cur = newTestTarget(outer, s, nil)
+		},
 	})
 }
 

@@ -50,12 +50,11 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := t.refresh(ctx, r); err != nil {
+	done, err := t.enter(ctx, r)
+	if err != nil {
 		return nil, err
 	}
-	if err := t.resumeRegrow(ctx, r); err != nil {
-		return nil, err
-	}
+	defer done()
 	if r.state.State != sdk.ReplicaReady {
 		return nil, fmt.Errorf("replica %q is %s, not ready: %w", r.vm.Name, r.state.State, errdefs.ErrFailedPrecondition)
 	}
@@ -467,9 +466,11 @@ func (t *Target) ApplyNetwork(ctx context.Context, key string, net sdk.NetworkCo
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := t.refresh(ctx, r); err != nil {
+	done, err := t.enter(ctx, r)
+	if err != nil {
 		return nil, err
 	}
+	defer done()
 	if r.state.State == sdk.ReplicaCommitted {
 		return nil, fmt.Errorf("replica %q is committed: %w", r.vm.Name, errdefs.ErrFailedPrecondition)
 	}

@@ -97,3 +97,16 @@ func newTestTarget(t testing.TB, s *vcsimtest.Site, extra map[string]cty.Value) 
 	t.Cleanup(func() { tgt.Stop(context.Background()) })
 	return tgt
 }
+
+// crashed drops what a target's process holds that dies with it: the
+// replicas' locks (the kernel releases a dead process's locks). The target
+// is not used again.
+func (t *Target) crashed() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, r := range t.replicas {
+		if r.lockF != nil {
+			r.lockF.Close()
+		}
+	}
+}

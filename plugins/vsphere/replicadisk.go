@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"sync/atomic"
 
 	"github.com/vmware/govmomi/object"
@@ -57,8 +58,14 @@ func (t *Target) OpenReplicaDisk(ctx context.Context, key string, disk int, size
 		release()
 		return nil, fmt.Errorf("replica %q disk %d: %w", r.vm.Name, disk, err)
 	}
+	done, err := r.use()
+	if err != nil {
+		f.Close()
+		release()
+		return nil, err
+	}
 	r.writers++
-	w := &replicaWriter{r: r, disk: disk, f: f, path: path, size: d.capacity, direct: direct, release: release}
+	w := &replicaWriter{r: r, disk: disk, f: f, path: path, size: d.capacity, direct: direct, release: release, done: done}
 	if direct {
 		r.direct++
 		return &directWriter{w}, nil
@@ -113,8 +120,9 @@ type replicaWriter struct {
 	direct bool
 	closed atomic.Bool
 	// release ends the writer's use of the working image (detaches a
-	// HotAdd disk when it was the last user).
-	release func()
+	// HotAdd disk when it was the last user); done its use of the
+	// replica, under r.mu.
+	release, done func()
 }
 
 func (w *replicaWriter) Size() int64 { return w.size }
@@ -178,6 +186,7 @@ func (w *replicaWriter) Close() error {
 	}
 	w.release()
 	w.r.mu.Lock()
+	w.done()
 	w.r.writers--
 	if w.direct {
 		w.r.direct--
@@ -223,7 +232,13 @@ func (t *Target) OpenRestorePointDisk(ctx context.Context, key, id string, disk 
 			release()
 			return nil, fmt.Errorf("replica %q disk %d: %w", r.vm.Name, disk, err)
 		}
-		return &workingReader{fileReader: fr, release: release}, nil
+		done, err := r.use()
+		if err != nil {
+			fr.Close()
+			release()
+			return nil, err
+		}
+		return &workingReader{fileReader: fr, r: r, release: release, done: done}, nil
 	}
 	r.gate.Lock()
 	r.points = parsePoints(r.vm)
@@ -248,19 +263,32 @@ func (t *Target) OpenRestorePointDisk(ctx context.Context, key, id string, disk 
 		release()
 		return nil, fmt.Errorf("replica %q disk %d: %w", r.vm.Name, disk, err)
 	}
-	return &pointReader{r: r, id: id, disk: disk, f: f, size: size, release: release}, nil
+	done, err := r.use()
+	if err != nil {
+		f.Close()
+		release()
+		return nil, err
+	}
+	return &pointReader{r: r, id: id, disk: disk, f: f, size: size, release: release, done: done}, nil
 }
 
 // workingReader reads the working state of a disk; closing it ends its use
-// of the working image.
+// of the working image and of the replica.
 type workingReader struct {
 	*fileReader
-	release func()
+	r             *replica
+	release, done func()
+	once          sync.Once
 }
 
-func (r *workingReader) Close() error {
-	err := r.fileReader.Close()
-	r.release()
+func (wr *workingReader) Close() error {
+	err := wr.fileReader.Close()
+	wr.once.Do(func() {
+		wr.release()
+		wr.r.mu.Lock()
+		wr.done()
+		wr.r.mu.Unlock()
+	})
 	return err
 }
 
@@ -270,13 +298,15 @@ func (r *workingReader) Close() error {
 // in the newest store afterwards: a writer that overwrote it meanwhile
 // saved it there first.
 type pointReader struct {
-	r       *replica
-	id      string
-	disk    int
-	f       *os.File
-	size    int64
-	closed  atomic.Bool
-	release func()
+	r      *replica
+	id     string
+	disk   int
+	f      *os.File
+	size   int64
+	closed atomic.Bool
+	// release ends the reader's use of the working image, done its use
+	// of the replica (under r.mu).
+	release, done func()
 }
 
 func (pr *pointReader) Size() int64 { return pr.size }
@@ -355,5 +385,8 @@ func (pr *pointReader) Close() error {
 	}
 	err := pr.f.Close()
 	pr.release()
+	pr.r.mu.Lock()
+	pr.done()
+	pr.r.mu.Unlock()
 	return err
 }

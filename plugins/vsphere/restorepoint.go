@@ -202,12 +202,11 @@ func (t *Target) ListRestorePoints(ctx context.Context, key string) ([]sdk.Resto
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := t.refresh(ctx, r); err != nil {
+	done, err := t.enter(ctx, r)
+	if err != nil {
 		return nil, err
 	}
-	if err := t.resumeRegrow(ctx, r); err != nil {
-		return nil, err
-	}
+	defer done()
 	out := []sdk.RestorePoint{}
 	for _, p := range parsePoints(r.vm) {
 		out = append(out, r.toRestorePoint(p))

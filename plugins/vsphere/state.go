@@ -16,6 +16,11 @@ import (
 //	<vm folder>/ferry/replica.json              the replica's state
 //	<vm folder>/ferry/points/<id>/disk<N>.undo  the undo store of a restore point
 //	<vm folder>/ferry/failover/disk<N>.undo     the working state's blocks a failover overwrote
+//	<vm folder>/ferry/lock                      locked by the process working on the replica
+//	<vm folder>/ferry/regrow.json               a disk growth under way
+//
+// A replica written through HotAdd has it under the target's state_dir
+// instead, named after the replica's instance UUID.
 const ferryDir = "ferry"
 
 // replicaState is what ferry keeps about a replica beyond what vSphere

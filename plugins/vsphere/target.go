@@ -73,6 +73,8 @@ type replica struct {
 	writers    int        // open disk writers
 	direct     int        // open writers offering their path
 	hotadd     bool       // written through HotAdd (working.go)
+	users      int        // calls, writers and readers using the replica (replicalock.go)
+	lockF      *os.File   // the replica's lock, held while users > 0
 	attMu      sync.Mutex // guards attached
 	attached   map[int]*attachedDisk
 	dir        string             // <vm folder>/ferry, local; or under state_dir
@@ -180,9 +182,31 @@ func (t *Target) lockReplica(ctx context.Context, key string) (*replica, func(),
 		return nil, nil, err
 	}
 	r.mu.Lock()
-	if err := t.refresh(ctx, r); err != nil {
+	done, err := t.enter(ctx, r)
+	if err != nil {
 		r.mu.Unlock()
 		return nil, nil, err
+	}
+	return r, func() { done(); r.mu.Unlock() }, nil
+}
+
+// enter makes the caller a user of r (replicalock.go) for a call: the
+// replica's lock is taken (its folder is learnt first if need be), r is
+// refreshed under it, and what another run left is tidied. The caller
+// holds r.mu; the returned function ends the use, under r.mu.
+func (t *Target) enter(ctx context.Context, r *replica) (func(), error) {
+	if r.vm == nil || r.dir == "" {
+		if err := t.refresh(ctx, r); err != nil {
+			return nil, err
+		}
+	}
+	done, err := r.use()
+	if err != nil {
+		return nil, err
+	}
+	if err := t.refresh(ctx, r); err != nil {
+		done()
+		return nil, err
 	}
 	if r.hotadd {
 		t.sweepProxy(ctx)
@@ -190,10 +214,10 @@ func (t *Target) lockReplica(ctx context.Context, key string) (*replica, func(),
 	// A disk growth cut short left the points' snapshots removed: finish
 	// it before anything looks at the points.
 	if err := t.resumeRegrow(ctx, r); err != nil {
-		r.mu.Unlock()
-		return nil, nil, err
+		done()
+		return nil, err
 	}
-	return r, r.mu.Unlock, nil
+	return done, nil
 }
 
 // refresh reloads what r knows; the caller holds r.mu.
@@ -425,9 +449,11 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	r := t.cached(ref.Value)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := t.refresh(ctx, r); err != nil {
+	done, err := t.enter(ctx, r)
+	if err != nil {
 		return nil, err
 	}
+	defer done()
 	// vSphere makes thin flat files as long as their disks; make sure of
 	// it, so the working images hold every byte of the disk.
 	for _, d := range r.disks {
@@ -817,9 +843,11 @@ func (t *Target) DeleteReplica(ctx context.Context, key string) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := t.refresh(ctx, r); err != nil {
+	done, err := t.enter(ctx, r)
+	if err != nil {
 		return err
 	}
+	defer done()
 	if r.writers > 0 {
 		return fmt.Errorf("replica %q has %d disk writers open: %w", r.vm.Name, r.writers, errdefs.ErrFailedPrecondition)
 	}

@@ -3,6 +3,7 @@ package vsphere
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,6 +61,7 @@ func TestConformanceTargetHotAdd(t *testing.T) {
 		New:          func(*testing.T) sdk.Target { return cur },
 		Capabilities: TargetCapabilities,
 		Crash: func(*testing.T) {
+			cur.crashed()
 			liveTokens.Delete(cur.hot.self.Token)
 			cur = hotaddTarget(outer, s, p, dir)
 		},
@@ -185,5 +187,42 @@ func TestHotAddTargetWrites(t *testing.T) {
 	direct := newTestTarget(t, s, nil)
 	if _, err := direct.ListRestorePoints(ctx, rep.ID); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "HotAdd") {
 		t.Fatalf("a direct target on a HotAdd replica: %v", err)
+	}
+}
+
+// TestReplicaLockedAcrossProcesses: while one target (another process, to
+// the lock: its own open of the lock file) writes a replica, another
+// target's calls on that replica fail saying who holds it; once the writer
+// closes they work.
+func TestReplicaLockedAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	s := drSite(t)
+	a, b := newTestTarget(t, s, nil), newTestTarget(t, s, nil)
+	ctx := t.Context()
+	vm := sourceVM()
+	vm.Disks = vm.Disks[:1]
+	rep, err := a.CreateReplica(ctx, sdk.ReplicaRequest{Name: "locked", VM: vm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := a.OpenReplicaDisk(ctx, rep.ID, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreateRestorePoint(ctx, rep.ID, nil); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), fmt.Sprintf("in use by another process (pid %d", os.Getpid())) {
+		t.Fatalf("a restore point while another process writes: %v", err)
+	}
+	if _, err := b.OpenReplicaDisk(ctx, rep.ID, 0, 0); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("a second writer in another process: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreateRestorePoint(ctx, rep.ID, nil); err != nil {
+		t.Fatalf("a restore point once the writer closed: %v", err)
+	}
+	// And the first process may work again.
+	if _, err := a.ListRestorePoints(ctx, rep.ID); err != nil {
+		t.Fatal(err)
 	}
 }
