@@ -8,6 +8,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/ferry-dr/ferry/plugins/vsphere/vcsimtest"
+	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/schema"
 )
 
@@ -108,5 +109,34 @@ func (t *Target) crashed() {
 		if r.lockF != nil {
 			r.lockF.Close()
 		}
+	}
+}
+
+// oneDiskReplica creates a replica named name of the test source VM with
+// its first disk only.
+func oneDiskReplica(t testing.TB, tgt *Target, name string) *sdk.Replica {
+	t.Helper()
+	vm := sourceVM()
+	vm.Disks = vm.Disks[:1]
+	r, err := tgt.CreateReplica(context.Background(), sdk.ReplicaRequest{Name: name, VM: vm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// writeReplica writes data at off of disk 0 of a replica through a writer
+// of its own, opened for a disk of size (0 keeps the size).
+func writeReplica(t testing.TB, tgt *Target, id string, size, off int64, data string) {
+	t.Helper()
+	w, err := tgt.OpenReplicaDisk(context.Background(), id, 0, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt([]byte(data), off); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

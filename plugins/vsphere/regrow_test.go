@@ -4,8 +4,6 @@ import (
 	"errors"
 	"os"
 	"testing"
-
-	"github.com/ferry-dr/ferry/sdk"
 )
 
 // TestGrowDiskWithRestorePoints: vSphere (and the simulator's double)
@@ -18,25 +16,8 @@ func TestGrowDiskWithRestorePoints(t *testing.T) {
 	t.Parallel()
 	s := drSite(t)
 	tgt := newTestTarget(t, s, nil)
-	vm := sourceVM()
-	vm.Disks = vm.Disks[:1]
-	r, err := tgt.CreateReplica(t.Context(), sdk.ReplicaRequest{Name: "grow", VM: vm})
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(size, off int64, data string) {
-		t.Helper()
-		w, err := tgt.OpenReplicaDisk(t.Context(), r.ID, 0, size)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.WriteAt([]byte(data), off); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r := oneDiskReplica(t, tgt, "grow")
+	write := func(size, off int64, data string) { t.Helper(); writeReplica(t, tgt, r.ID, size, off, data) }
 	write(0, 100, "first")
 	p1, err := tgt.CreateRestorePoint(t.Context(), r.ID, map[string]string{"n": "1"})
 	if err != nil {

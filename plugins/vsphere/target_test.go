@@ -141,25 +141,8 @@ func TestRestorePointsAreSnapshots(t *testing.T) {
 	t.Parallel()
 	s := drSite(t)
 	tgt := newTestTarget(t, s, nil)
-	vm := sourceVM()
-	vm.Disks = vm.Disks[:1]
-	r, err := tgt.CreateReplica(t.Context(), sdk.ReplicaRequest{Name: "rp", VM: vm})
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(data string) {
-		t.Helper()
-		w, err := tgt.OpenReplicaDisk(t.Context(), r.ID, 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := w.WriteAt([]byte(data), 100); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r := oneDiskReplica(t, tgt, "rp")
+	write := func(data string) { t.Helper(); writeReplica(t, tgt, r.ID, 0, 100, data) }
 	// The first copy goes straight to the flat file: the direct lane.
 	w, err := tgt.OpenReplicaDisk(t.Context(), r.ID, 0, 0)
 	if err != nil {

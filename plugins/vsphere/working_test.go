@@ -199,12 +199,7 @@ func TestReplicaLockedAcrossProcesses(t *testing.T) {
 	s := drSite(t)
 	a, b := newTestTarget(t, s, nil), newTestTarget(t, s, nil)
 	ctx := t.Context()
-	vm := sourceVM()
-	vm.Disks = vm.Disks[:1]
-	rep, err := a.CreateReplica(ctx, sdk.ReplicaRequest{Name: "locked", VM: vm})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := oneDiskReplica(t, a, "locked")
 	w, err := a.OpenReplicaDisk(ctx, rep.ID, 0, 0)
 	if err != nil {
 		t.Fatal(err)
