@@ -198,7 +198,7 @@ func (r *replica) rollBack(ctx context.Context, t *Target, k, d int) error {
 		return nil
 	}
 	sort.Slice(blocks, func(i, j int) bool { return blocks[i] < blocks[j] })
-	path, release, err := t.working(ctx, r, d)
+	path, release, err := t.working(ctx, r, d, true)
 	if err != nil {
 		return err
 	}
@@ -251,7 +251,7 @@ func (r *replica) restoreWorking(ctx context.Context, t *Target) error {
 		if fo == nil {
 			continue
 		}
-		path, release, err := t.working(ctx, r, d)
+		path, release, err := t.working(ctx, r, d, true)
 		if err != nil {
 			return err
 		}

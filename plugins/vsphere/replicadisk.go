@@ -49,7 +49,7 @@ func (t *Target) OpenReplicaDisk(ctx context.Context, key string, disk int, size
 	// The direct lane is for the flat file of a replica without points.
 	direct := len(r.points) == 0 && !r.hotadd
 	r.gate.Unlock()
-	path, release, err := t.working(ctx, r, disk)
+	path, release, err := t.working(ctx, r, disk, true)
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +223,11 @@ func (t *Target) OpenRestorePointDisk(ctx context.Context, key, id string, disk 
 	}
 	d := r.disks[disk]
 	if id == "" {
-		path, release, err := t.working(ctx, r, disk)
+		if r.hotadd && r.state.State == sdk.ReplicaFailedOver {
+			return nil, fmt.Errorf("replica %q runs from a restore point (failed over): its disks are the running VM's; read a restore point, or undo or commit the failover first: %w",
+				r.vm.Name, errdefs.ErrFailedPrecondition)
+		}
+		path, release, err := t.working(ctx, r, disk, false)
 		if err != nil {
 			return nil, err
 		}
@@ -254,7 +258,7 @@ func (t *Target) OpenRestorePointDisk(ctx context.Context, key, id string, disk 
 	if r.state.State == sdk.ReplicaCommitted {
 		return nil, fmt.Errorf("replica %q is committed; its restore points are gone: %w", r.vm.Name, errdefs.ErrNotFound)
 	}
-	path, release, err := t.working(ctx, r, disk)
+	path, release, err := t.working(ctx, r, disk, false)
 	if err != nil {
 		return nil, err
 	}

@@ -76,7 +76,7 @@ type replica struct {
 	users      int        // calls, writers and readers using the replica (replicalock.go)
 	lockF      *os.File   // the replica's lock, held while users > 0
 	attMu      sync.Mutex // guards attached
-	attached   map[int]*attachedDisk
+	attached   map[attachKey]*attachedDisk
 	dir        string             // <vm folder>/ferry, local; or under state_dir
 	disks      []replicaDisk      // as last loaded
 	vm         *mo.VirtualMachine // as last loaded
@@ -125,7 +125,7 @@ func (t *Target) cached(id string) *replica {
 	defer t.mu.Unlock()
 	r := t.replicas[id]
 	if r == nil {
-		r = &replica{id: id, stores: map[string][]*undoStore{}, missing: map[string]bool{}, attached: map[int]*attachedDisk{}}
+		r = &replica{id: id, stores: map[string][]*undoStore{}, missing: map[string]bool{}, attached: map[attachKey]*attachedDisk{}}
 		t.replicas[id] = r
 	}
 	return r

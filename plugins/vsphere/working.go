@@ -10,6 +10,7 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
@@ -66,27 +67,52 @@ func (t *Target) stateFolder(vm *mo.VirtualMachine) (string, error) {
 	return filepath.Join(t.cfg.StateDir, vm.Config.InstanceUuid), nil
 }
 
-// attachedDisk is a working image attached to the proxy in this process.
+// attachedDisk is a disk of a replica attached to the proxy in this
+// process: its working image, or a snapshot's disk while failed over.
 type attachedDisk struct {
 	att  *attachment
 	path string
 	refs int
 }
 
+// attachKey names an attached disk: its index, and the snapshot whose
+// disk it is ("" for the replica's own).
+type attachKey struct {
+	disk int
+	snap string
+}
+
 // working returns the local path of disk d's working image for one user,
-// and the function that ends that use. The caller holds r.mu.
-func (t *Target) working(ctx context.Context, r *replica, d int) (string, func(), error) {
+// and the function that ends that use. The caller holds r.mu. Readers
+// (write false) of a HotAdd replica that is failed over get instead the
+// disk of the snapshot that was current before the failover, attached
+// read-only: the running VM holds its own disks, and that snapshot holds
+// the newest point's data, which is what the working image held for
+// every block no undo or failover store holds.
+func (t *Target) working(ctx context.Context, r *replica, d int, write bool) (string, func(), error) {
 	if !r.hotadd {
 		return r.disks[d].file, func() {}, nil
 	}
 	if t.hot == nil {
 		return "", nil, fmt.Errorf("replica %q is written through HotAdd, and this target is configured to write directly: %w", r.vm.Name, errdefs.ErrFailedPrecondition)
 	}
+	key, dev, mode := attachKey{disk: d}, r.disks[d].dev, workingMode
+	if !write && r.state.State == sdk.ReplicaFailedOver {
+		fo := r.state.Failover
+		if fo == nil || fo.SnapshotBefore == "" {
+			return "", nil, fmt.Errorf("replica %q is failed over and its failover record names no snapshot to read from: %w", r.vm.Name, errdefs.ErrFailedPrecondition)
+		}
+		var err error
+		if dev, err = t.snapshotDisk(ctx, fo.SnapshotBefore, d); err != nil {
+			return "", nil, fmt.Errorf("replica %q disk %d: %w", r.vm.Name, d, err)
+		}
+		key.snap, mode = fo.SnapshotBefore, hotaddMode
+	}
 	r.attMu.Lock()
 	defer r.attMu.Unlock()
-	a := r.attached[d]
+	a := r.attached[key]
 	if a == nil {
-		att, path, _, none, err := t.hot.attachDisk(ctx, r.vm, "", d, r.disks[d].dev, workingMode)
+		att, path, _, none, err := t.hot.attachDisk(ctx, r.vm, key.snap, d, dev, mode)
 		if none != "" {
 			err = fmt.Errorf("replica %q disk %d cannot be written through HotAdd: %s: %w", r.vm.Name, d, none, errdefs.ErrFailedPrecondition)
 		}
@@ -95,26 +121,39 @@ func (t *Target) working(ctx context.Context, r *replica, d int) (string, func()
 		}
 		t.log.Debug("replica disk attached to the proxy VM", "replica", r.vm.Name, "disk", d, "proxy", att.pname, "slot", att.slot.String(), "device", path)
 		a = &attachedDisk{att: att, path: path}
-		r.attached[d] = a
+		r.attached[key] = a
 	}
 	a.refs++
 	var once sync.Once
-	return a.path, func() { once.Do(func() { t.release(r, d, a) }) }, nil
+	return a.path, func() { once.Do(func() { t.release(r, key, a) }) }, nil
 }
 
-// release ends one use of an attached working image; the last one
-// detaches it.
-func (t *Target) release(r *replica, d int, a *attachedDisk) {
+// snapshotDisk is disk d of a snapshot, as its configuration has it.
+func (t *Target) snapshotDisk(ctx context.Context, snap string, d int) (*types.VirtualDisk, error) {
+	var ms mo.VirtualMachineSnapshot
+	ref := types.ManagedObjectReference{Type: "VirtualMachineSnapshot", Value: snap}
+	if err := t.c.retrieveOne(ctx, ref, []string{"config"}, &ms); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", snap, err)
+	}
+	disks := virtualDisks(ms.Config.Hardware.Device)
+	if d >= len(disks) {
+		return nil, fmt.Errorf("snapshot %s has %d disks, no disk %d: %w", snap, len(disks), d, errdefs.ErrNotFound)
+	}
+	return disks[d], nil
+}
+
+// release ends one use of an attached disk; the last one detaches it.
+func (t *Target) release(r *replica, key attachKey, a *attachedDisk) {
 	r.attMu.Lock()
 	defer r.attMu.Unlock()
 	if a.refs--; a.refs > 0 {
 		return
 	}
-	if r.attached[d] == a {
-		delete(r.attached, d)
+	if r.attached[key] == a {
+		delete(r.attached, key)
 	}
 	if err := t.hot.detach(context.Background(), a.att); err != nil {
-		t.log.Error("replica disk left attached to the proxy VM; the next operation on the replica detaches it", "replica", r.id, "disk", d, "error", err)
+		t.log.Error("replica disk left attached to the proxy VM; the next operation on the replica detaches it", "replica", r.id, "disk", key.disk, "error", err)
 	}
 }
 

@@ -51,7 +51,9 @@ var doublesRef = types.ManagedObjectReference{Type: "FerryTestDoubles", Value: "
 //     (InvalidDeviceOperation), which vcsim does not make;
 //   - ESXi's file locks, as far as HotAdd writes need them: a VM whose disk
 //     another running VM has attached in a persistent mode can neither
-//     take, remove nor revert to snapshots nor extend disks (FileLocked);
+//     take, remove nor revert to snapshots nor extend disks, and a running
+//     VM's disk cannot be attached to another in a persistent mode
+//     (FileLocked);
 //   - delta chains (Options.DeltaChains): a snapshot taken while the VM has
 //     others names the newest one's disk as its disk's parent;
 //   - a fake udev for proxy VMs (proxy.go): disks attached to a proxy show
@@ -182,7 +184,13 @@ func lockedDisks(ctx *simulator.Context, m *simulator.Method) types.BaseMethodFa
 		ref = snap.Vm
 	case "ReconfigVM_Task":
 		req, ok := m.Body.(*types.ReconfigVM_Task)
-		if !ok || !extendsDisk(ctx, m.This, req.Spec) {
+		if !ok {
+			return nil
+		}
+		if f := attachesRunningDisk(ctx, m.This, req.Spec); f != nil {
+			return f
+		}
+		if !extendsDisk(ctx, m.This, req.Spec) {
 			return nil
 		}
 	default:
@@ -218,8 +226,7 @@ func lockedDisks(ctx *simulator.Context, m *simulator.Method) types.BaseMethodFa
 					continue
 				}
 				b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
-				persistent := ok && (b.DiskMode == string(types.VirtualDiskModePersistent) || b.DiskMode == string(types.VirtualDiskModeIndependent_persistent))
-				if persistent && files[b.FileName] {
+				if ok && persistentMode(b.DiskMode) && files[b.FileName] {
 					locked = b.FileName
 				}
 			}
@@ -229,6 +236,52 @@ func lockedDisks(ctx *simulator.Context, m *simulator.Method) types.BaseMethodFa
 		}
 	}
 	return nil
+}
+
+// attachesRunningDisk refuses, as ESXi does, a disk added in a persistent
+// mode to VM ref whose file a running VM has open.
+func attachesRunningDisk(ctx *simulator.Context, ref types.ManagedObjectReference, spec types.VirtualMachineConfigSpec) types.BaseMethodFault {
+	adding := map[string]bool{}
+	for _, c := range spec.DeviceChange {
+		ch := c.GetVirtualDeviceConfigSpec()
+		d, ok := ch.Device.(*types.VirtualDisk)
+		if !ok || ch.Operation != types.VirtualDeviceConfigSpecOperationAdd {
+			continue
+		}
+		if b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok && persistentMode(b.DiskMode) {
+			adding[b.FileName] = true
+		}
+	}
+	if len(adding) == 0 {
+		return nil
+	}
+	for _, o := range ctx.Map.All("VirtualMachine") {
+		other, ok := o.(*simulator.VirtualMachine)
+		if !ok || other.Self == ref {
+			continue
+		}
+		var locked string
+		ctx.WithLock(other, func() {
+			if other.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
+				return
+			}
+			for _, dev := range other.Config.Hardware.Device {
+				if d, ok := dev.(*types.VirtualDisk); ok {
+					if b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok && adding[b.FileName] {
+						locked = b.FileName
+					}
+				}
+			}
+		})
+		if locked != "" {
+			return &types.FileLocked{FileFault: types.FileFault{File: locked}}
+		}
+	}
+	return nil
+}
+
+func persistentMode(mode string) bool {
+	return mode == string(types.VirtualDiskModePersistent) || mode == string(types.VirtualDiskModeIndependent_persistent)
 }
 
 // extendsDisk reports whether spec grows a disk of a VM.
