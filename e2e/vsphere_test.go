@@ -73,9 +73,17 @@ func vspherePluginDir(t *testing.T) string {
 
 func newVSLab(t *testing.T, retention int, transport string, vms ...vsVM) *vsLab {
 	t.Helper()
+	return newVSLabDR(t, retention, transport, vcsimtest.Options{}, vms...)
+}
+
+// newVSLabDR is newVSLab with options for the dr site (its name and
+// networks are set here).
+func newVSLabDR(t *testing.T, retention int, transport string, dr vcsimtest.Options, vms ...vsVM) *vsLab {
+	t.Helper()
 	l := &vsLab{t: t, dir: t.TempDir(), rng: rand.New(rand.NewPCG(uint64(len(t.Name())), 11)), disks: map[string][]int64{}}
 	l.prod = vcsimtest.Start(t, vcsimtest.Options{Name: "prod"})
-	l.dr = vcsimtest.Start(t, vcsimtest.Options{Name: "dr", Networks: []string{"DR Network"}})
+	dr.Name, dr.Networks = "dr", []string{"DR Network"}
+	l.dr = vcsimtest.Start(t, dr)
 	if l.prod.Password != l.dr.Password {
 		t.Fatal("the sites have different passwords")
 	}
@@ -651,7 +659,8 @@ func TestVSphereRetentionLimit(t *testing.T) {
 // a state folder.
 func hotaddLab(t *testing.T, vms ...vsVM) (l *vsLab, prod, dr *vcsimtest.Proxy) {
 	t.Helper()
-	l = newVSLab(t, 3, "hotadd", vms...)
+	// What ESXi writes for the DR proxy, a revert puts back.
+	l = newVSLabDR(t, 3, "hotadd", vcsimtest.Options{RevertData: true}, vms...)
 	prod = l.prod.CreateProxy(t, vcsimtest.ProxySpec{Name: "ferry-proxy"})
 	dr = l.dr.CreateProxy(t, vcsimtest.ProxySpec{Name: "ferry-dr-proxy"})
 	hcl := readFile(t, filepath.Join(l.cfg, "main.hcl"))

@@ -25,10 +25,12 @@ func (r *replica) failoverDir() string { return filepath.Join(r.dir, "failover")
 // is named):
 //
 //  1. the state file records the failover (what to return to) first;
-//  2. the working images are rolled back to the point: each block a newer
-//     point changed gets the point's data, after the working state's block
-//     is saved in the failover store (so undo can put it back);
-//  3. the VM reverts to the point's snapshot;
+//  2. the working state's blocks that differ from the point's (those a
+//     newer point changed) are saved in the failover store, so undo can
+//     put them back;
+//  3. the VM reverts to the point's snapshot, and those blocks get the
+//     point's data (after the revert, which with HotAdd writes changes
+//     the disks' data too);
 //  4. its NICs move to the mapped networks;
 //  5. when addresses change (re-IP), a guest customization spec (LinuxPrep
 //     or Sysprep) gives each NIC its new address, gateway and DNS servers;
@@ -128,10 +130,16 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 		}
 		return nil, err
 	}
+	changed := make([][]int64, len(r.disks))
 	for d := range r.disks {
-		if err := r.rollBack(ctx, t, k, d); err != nil {
-			return fail(fmt.Errorf("replica %q disk %d: roll back to %s: %w", r.vm.Name, d, r.points[k].id, err))
+		blocks, err := r.changedSince(k, d)
+		if err == nil {
+			err = r.keepWorking(ctx, t, d, blocks)
 		}
+		if err != nil {
+			return fail(fmt.Errorf("replica %q disk %d: keep the working state: %w", r.vm.Name, d, err))
+		}
+		changed[d] = blocks
 	}
 	obj := object.NewVirtualMachine(t.c.client, r.vm.Self)
 	if _, err := t.c.call(ctx, "revert "+r.vm.Name+" to restore point "+r.points[k].id, func(ctx context.Context) (*object.Task, error) {
@@ -145,6 +153,11 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 	}
 	if err := t.refresh(ctx, r); err != nil {
 		return fail(err)
+	}
+	for d := range r.disks {
+		if err := r.rollBack(ctx, t, k, d, changed[d]); err != nil {
+			return fail(fmt.Errorf("replica %q disk %d: roll back to %s: %w", r.vm.Name, d, r.points[k].id, err))
+		}
 	}
 	if err := t.setNetworks(ctx, r, nics); err != nil {
 		return fail(err)
@@ -172,17 +185,17 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 	return t.describe(ctx, r.vm, r.state), nil
 }
 
-// rollBack makes the working image of disk d hold restore point k: the
-// blocks the stores of point k and newer hold get their point-k data,
-// after the working image's own block is saved in the failover store.
-func (r *replica) rollBack(ctx context.Context, t *Target, k, d int) error {
+// changedSince lists the blocks of disk d that the stores of point k and
+// newer hold (within point k's size): the blocks whose data differs
+// between point k and the working state.
+func (r *replica) changedSince(k, d int) ([]int64, error) {
 	seen := map[int64]bool{}
 	var blocks []int64
 	limit := r.points[k].capacity(d)
 	for j := k; j < len(r.points); j++ {
 		s, err := r.store(r.points[j].id, d, false)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if s == nil {
 			continue
@@ -194,10 +207,43 @@ func (r *replica) rollBack(ctx context.Context, t *Target, k, d int) error {
 			}
 		}
 	}
+	sort.Slice(blocks, func(i, j int) bool { return blocks[i] < blocks[j] })
+	return blocks, nil
+}
+
+// keepWorking saves the working image's blocks of disk d in the failover
+// store, for undo to put back.
+func (r *replica) keepWorking(ctx context.Context, t *Target, d int, blocks []int64) error {
 	if len(blocks) == 0 {
 		return nil
 	}
-	sort.Slice(blocks, func(i, j int) bool { return blocks[i] < blocks[j] })
+	path, release, err := t.working(ctx, r, d, true)
+	if err != nil {
+		return err
+	}
+	defer release()
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r.failedOver.Store(true)
+	fo, err := r.store(failoverStores, d, true)
+	if err != nil {
+		return err
+	}
+	return fo.save(blocks, func(b int64, p []byte) error { return readBlock(f, b, p) })
+}
+
+// rollBack writes point k's data of the blocks into disk d's working
+// image. It runs after the revert to the point's snapshot: with HotAdd
+// writes the revert changes the disk's data too (to what vSphere's
+// snapshot holds, which after a growth is not the point's), and the
+// blocks written here are the ones where that may differ.
+func (r *replica) rollBack(ctx context.Context, t *Target, k, d int, blocks []int64) error {
+	if len(blocks) == 0 {
+		return nil
+	}
 	path, release, err := t.working(ctx, r, d, true)
 	if err != nil {
 		return err
@@ -208,14 +254,6 @@ func (r *replica) rollBack(ctx context.Context, t *Target, k, d int) error {
 		return err
 	}
 	defer f.Close()
-	r.failedOver.Store(true)
-	fo, err := r.store(failoverStores, d, true)
-	if err != nil {
-		return err
-	}
-	if err := fo.save(blocks, func(b int64, p []byte) error { return readBlock(f, b, p) }); err != nil {
-		return err
-	}
 	buf := make([]byte, undoBlock)
 	size := r.disks[d].capacity
 	for _, b := range blocks {

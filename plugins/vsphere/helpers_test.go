@@ -76,7 +76,15 @@ func newTestSource(t testing.TB, s *vcsimtest.Site, mapped bool, extra map[strin
 // drSite starts a target site with the networks the target suite's VM
 // uses and the ones its default network map maps them to.
 func drSite(t *testing.T) *vcsimtest.Site {
-	return vcsimtest.Start(t, vcsimtest.Options{Name: "dr", Networks: []string{"prod-lan", "prod-backup", "prod-lan-dr", "prod-backup-dr", "DR Network"}})
+	return vcsimtest.Start(t, vcsimtest.Options{Name: "dr", Networks: drNetworks})
+}
+
+var drNetworks = []string{"prod-lan", "prod-backup", "prod-lan-dr", "prod-backup-dr", "DR Network"}
+
+// hotaddDRSite is drSite for replicas written through HotAdd: a revert
+// puts the snapshot's data back, as vSphere does for what ESXi wrote.
+func hotaddDRSite(t *testing.T) *vcsimtest.Site {
+	return vcsimtest.Start(t, vcsimtest.Options{Name: "dr", Networks: drNetworks, RevertData: true})
 }
 
 // newTestTarget connects a target to a site: the cluster, the site's

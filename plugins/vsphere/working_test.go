@@ -53,7 +53,7 @@ func hotaddTarget(t testing.TB, s *vcsimtest.Site, p *vcsimtest.Proxy, stateDir 
 func TestConformanceTargetHotAdd(t *testing.T) {
 	t.Parallel()
 	outer := t
-	s := drSite(t)
+	s := hotaddDRSite(t)
 	p := s.CreateProxy(t, vcsimtest.ProxySpec{Name: "dr-proxy"})
 	dir := t.TempDir()
 	cur := hotaddTarget(t, s, p, dir)
@@ -79,7 +79,7 @@ func TestConformanceTargetHotAdd(t *testing.T) {
 // done; a target configured to write directly refuses the replica.
 func TestHotAddTargetWrites(t *testing.T) {
 	t.Parallel()
-	s := drSite(t)
+	s := hotaddDRSite(t)
 	p := s.CreateProxy(t, vcsimtest.ProxySpec{Name: "dr-proxy"})
 	dir := t.TempDir()
 	tgt := hotaddTarget(t, s, p, dir)
@@ -219,5 +219,42 @@ func TestReplicaLockedAcrossProcesses(t *testing.T) {
 	// And the first process may work again.
 	if _, err := a.ListRestorePoints(ctx, rep.ID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHotAddFailoverAfterGrowth: on a replica written through HotAdd,
+// vSphere's snapshots hold data too, and a growth takes them away and
+// back (so each then holds the data of the growth's time). A failover to
+// an older point still runs the VM on that point's data, and undo brings
+// the newest back: the point's blocks are written after the revert.
+func TestHotAddFailoverAfterGrowth(t *testing.T) {
+	t.Parallel()
+	s := hotaddDRSite(t)
+	p := s.CreateProxy(t, vcsimtest.ProxySpec{Name: "dr-proxy"})
+	tgt := hotaddTarget(t, s, p, t.TempDir())
+	ctx := t.Context()
+	r := oneDiskReplica(t, tgt, "grown")
+	writeReplica(t, tgt, r.ID, 0, 100, "first")
+	p1, err := tgt.CreateRestorePoint(ctx, r.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeReplica(t, tgt, r.ID, 0, 100, "second")
+	if _, err := tgt.CreateRestorePoint(ctx, r.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	size := s.VM(t, "grown").Config.Hardware.Device
+	writeReplica(t, tgt, r.ID, diskCapacity(virtualDisks(size)[0])+1<<20, 200, "third")
+	if _, err := tgt.Failover(ctx, sdk.FailoverRequest{Replica: r.ID, Point: p1.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Disk(t, "grown", 0); string(got[100:105]) != "first" || got[200] != 0 {
+		t.Fatalf("failed over to point 1, the VM's disk holds %q and %q", got[100:105], got[200:205])
+	}
+	if _, err := tgt.UndoFailover(ctx, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Disk(t, "grown", 0); string(got[100:106]) != "second" || string(got[200:205]) != "third" {
+		t.Fatalf("after undo the disk holds %q and %q", got[100:106], got[200:205])
 	}
 }

@@ -73,6 +73,7 @@ type doubles struct {
 	window int64
 
 	deltaChains bool
+	revertData  bool
 
 	mu      sync.Mutex
 	disks   map[diskID]*track            // per VM disk
@@ -154,6 +155,12 @@ func (d *doubles) handle(ctx *simulator.Context, m *simulator.Method) (mo.Refere
 		if req, ok := m.Body.(*types.ReconfigVM_Task); ok && extendsDisk(ctx, m.This, req.Spec) {
 			if err := d.extendFiles(ctx, m.This, req.Spec); err != nil {
 				d.fail(fmt.Errorf("extend the disk files of %s: %w", m.This.Value, err))
+			}
+		}
+	case "RevertToSnapshot_Task":
+		if d.revertData {
+			if err := d.revert(ctx, m.This); err != nil {
+				d.fail(fmt.Errorf("revert to snapshot %s: %w", m.This.Value, err))
 			}
 		}
 	case "QueryChangedDiskAreas":
@@ -481,6 +488,43 @@ func readDescriptor(desc string) (*vmdk.Descriptor, error) {
 		return nil, fmt.Errorf("%s: %d extents", desc, len(dd.Extent))
 	}
 	return dd, nil
+}
+
+// revert copies a snapshot's frozen disks into its VM's disks (at least
+// as long as each disk is now).
+func (d *doubles) revert(ctx *simulator.Context, ref types.ManagedObjectReference) error {
+	snap, ok := ctx.Map.Get(ref).(*simulator.VirtualMachineSnapshot)
+	if !ok {
+		return nil
+	}
+	vm, ok := ctx.Map.Get(snap.Vm).(*simulator.VirtualMachine)
+	if !ok {
+		return nil
+	}
+	d.mu.Lock()
+	frozen := d.snaps[ref.Value]
+	d.mu.Unlock()
+	var err error
+	ctx.WithLock(vm, func() {
+		for _, dev := range vm.Config.Hardware.Device {
+			disk, ok := dev.(*types.VirtualDisk)
+			if !ok {
+				continue
+			}
+			st, ok := frozen[disk.Key]
+			if !ok {
+				continue
+			}
+			var flat string
+			if flat, err = d.site.flatPath(disk); err != nil {
+				return
+			}
+			if err = sparseCopy(st.flat, flat, max(st.capacity, diskSize(disk))); err != nil {
+				return
+			}
+		}
+	})
+	return err
 }
 
 // extendFiles grows the descriptor and flat file of each disk spec

@@ -50,6 +50,14 @@ type Options struct {
 	// holds the whole disk (what HotAdd presents); direct and network
 	// reads refuse deltas, as they must.
 	DeltaChains bool
+	// RevertData makes a revert to a snapshot put the snapshot's frozen
+	// disks back into the VM's disks, as vSphere's revert does for a VM
+	// whose writes go through vSphere (a guest, or a HotAdd proxy writing
+	// a replica). vcsim reverts metadata only, which is what vSphere shows
+	// for a VM whose base disks are written behind its back (ferry's
+	// direct lane: its snapshots' empty deltas all read the current base),
+	// so leave it off for those.
+	RevertData bool
 }
 
 // Site is one simulated vCenter: a datacenter DC0 with a cluster DC0_C0 of
@@ -121,6 +129,7 @@ func New(opts Options) (*Site, error) {
 		Datastores: map[string]string{}}
 	s.d = newDoubles(s, opts.CBTWindow)
 	s.d.deltaChains = opts.DeltaChains
+	s.d.revertData = opts.RevertData
 	for _, e := range m.Map().All("Datastore") {
 		ds := e.(*simulator.Datastore)
 		s.Datastores[ds.Name] = ds.Info.GetDatastoreInfo().Url
