@@ -24,12 +24,12 @@ import (
 // lockName is the lock file in a replica's ferry folder.
 const lockName = "lock"
 
-// lockTries is how many times a lock held by another process is tried,
+// defaultLockWait is how long a lock held by another process is tried,
 // lockRetry apart, before the call fails: time for a run that is ending to
 // let go.
 const (
-	lockTries = 20
-	lockRetry = 100 * time.Millisecond
+	defaultLockWait = 2 * time.Second
+	lockRetry       = 100 * time.Millisecond
 )
 
 // errHeld is a lock held by someone else.
@@ -67,12 +67,13 @@ func (r *replica) lock() error {
 	if err != nil {
 		return fmt.Errorf("replica %q: open its lock: %w", r.vm.Name, err)
 	}
-	for try := 1; ; try++ {
+	deadline := time.Now().Add(r.lockWait)
+	for {
 		err = lockFile(f)
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, errHeld) || try == lockTries {
+		if !errors.Is(err, errHeld) || time.Now().After(deadline) {
 			holder, _ := os.ReadFile(path)
 			f.Close()
 			if errors.Is(err, errHeld) {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/vmware/govmomi/find"
@@ -42,6 +43,7 @@ type Target struct {
 
 	hot       *hotadd // when replica disks are written through HotAdd
 	sweepOnce sync.Once
+	lockWait  time.Duration // how long another process's lock on a replica is waited for
 }
 
 var (
@@ -70,11 +72,12 @@ type replica struct {
 	// failedOver is set while the working images hold an older point and
 	// failover stores hold the working state's blocks.
 	failedOver atomic.Bool
-	writers    int        // open disk writers
-	direct     int        // open writers offering their path
-	hotadd     bool       // written through HotAdd (working.go)
-	users      int        // calls, writers and readers using the replica (replicalock.go)
-	lockF      *os.File   // the replica's lock, held while users > 0
+	writers    int      // open disk writers
+	direct     int      // open writers offering their path
+	hotadd     bool     // written through HotAdd (working.go)
+	users      int      // calls, writers and readers using the replica (replicalock.go)
+	lockF      *os.File // the replica's lock, held while users > 0
+	lockWait   time.Duration
 	attMu      sync.Mutex // guards attached
 	attached   map[attachKey]*attachedDisk
 	dir        string             // <vm folder>/ferry, local; or under state_dir
@@ -100,7 +103,7 @@ func newTarget(ctx context.Context, cfg *targetConfig, log hclog.Logger) (*Targe
 	if err != nil {
 		return nil, err
 	}
-	t := &Target{c: c, cfg: cfg, log: log, replicas: map[string]*replica{}, networks: map[string]object.NetworkReference{}}
+	t := &Target{c: c, cfg: cfg, log: log, replicas: map[string]*replica{}, networks: map[string]object.NetworkReference{}, lockWait: defaultLockWait}
 	if cfg.Transport == TransportHotAdd {
 		t.hot = newHotAdd(c, cfg.HotAddProxy, cfg.DeviceDir, cfg.deviceWait, cfg.productUUIDFile, log)
 	}
@@ -125,7 +128,7 @@ func (t *Target) cached(id string) *replica {
 	defer t.mu.Unlock()
 	r := t.replicas[id]
 	if r == nil {
-		r = &replica{id: id, stores: map[string][]*undoStore{}, missing: map[string]bool{}, attached: map[attachKey]*attachedDisk{}}
+		r = &replica{id: id, stores: map[string][]*undoStore{}, missing: map[string]bool{}, attached: map[attachKey]*attachedDisk{}, lockWait: t.lockWait}
 		t.replicas[id] = r
 	}
 	return r

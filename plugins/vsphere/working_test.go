@@ -198,6 +198,7 @@ func TestReplicaLockedAcrossProcesses(t *testing.T) {
 	t.Parallel()
 	s := drSite(t)
 	a, b := newTestTarget(t, s, nil), newTestTarget(t, s, nil)
+	b.lockWait = 300 * time.Millisecond
 	ctx := t.Context()
 	rep := oneDiskReplica(t, a, "locked")
 	w, err := a.OpenReplicaDisk(ctx, rep.ID, 0, 0)
