@@ -104,6 +104,7 @@ func Make(in Inputs) Plan {
 			}
 		}
 	}
+	seen := map[string]string{} // VM id -> the entry that named it first
 	for _, name := range names {
 		vm, ok := source[name]
 		rec, hasReplica := replicas[name]
@@ -116,6 +117,11 @@ func Make(in Inputs) Plan {
 			add(Warn, name, -1, "%s; the run will fail for it", why)
 			continue
 		}
+		if other, dup := seen[vm.ID]; dup && vm.ID != "" {
+			add(Warn, name, -1, "names the same VM as %s (id %s), which runs replicate; the run will fail for this entry: list the VM once", other, vm.ID)
+			continue
+		}
+		seen[vm.ID] = name
 		if !hasReplica {
 			var total int64
 			for _, d := range vm.Disks {

@@ -67,7 +67,7 @@ func TestPlanGolden(t *testing.T) {
 		Name:          "web",
 		Source:        &config.PluginBlock{Kind: sdk.KindSource, Type: "local", Name: "prod"},
 		Target:        &config.PluginBlock{Kind: sdk.KindTarget, Type: "local", Name: "dr"},
-		VMs:           []string{"new-01", "steady-01", "grown-01", "ghost-01", "down-01", "gone-host-01", "done-01", "shrunk-01"},
+		VMs:           []string{"new-01", "steady-01", "grown-01", "ghost-01", "down-01", "gone-host-01", "done-01", "shrunk-01", "/DC0/vm/path-01", "vm-41"},
 		ReplicaSuffix: "_replica",
 		Retention:     config.Retention{RestorePoints: 3},
 	}
@@ -95,6 +95,9 @@ func TestPlanGolden(t *testing.T) {
 			"down-01":   vm("down-01", 8<<30),
 			"done-01":   vm("done-01", 8<<30),
 			"shrunk-01": vm("shrunk-01", 4<<30),
+			// One VM named by its inventory path and by its id.
+			"/DC0/vm/path-01": {ID: "vm-41", Name: "path-01", Disks: []sdk.Disk{{Capacity: 1 << 30}}},
+			"vm-41":           {ID: "vm-41", Name: "path-01", Disks: []sdk.Disk{{Capacity: 1 << 30}}},
 		},
 		SourceErrors: map[string]error{"gone-host-01": errors.New("source.local.prod: unavailable: connection refused")},
 	}
