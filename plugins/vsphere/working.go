@@ -96,30 +96,35 @@ func (t *Target) working(ctx context.Context, r *replica, d int, write bool) (st
 	if t.hot == nil {
 		return "", nil, fmt.Errorf("replica %q is written through HotAdd, and this target is configured to write directly: %w", r.vm.Name, errdefs.ErrFailedPrecondition)
 	}
-	key, dev, mode := attachKey{disk: d}, r.disks[d].dev, workingMode
+	key := attachKey{disk: d}
 	if !write && r.state.State == sdk.ReplicaFailedOver {
-		fo := r.state.Failover
-		if fo == nil || fo.SnapshotBefore == "" {
+		if fo := r.state.Failover; fo != nil {
+			key.snap = fo.SnapshotBefore
+		}
+		if key.snap == "" {
 			return "", nil, fmt.Errorf("replica %q is failed over and its failover record names no snapshot to read from: %w", r.vm.Name, errdefs.ErrFailedPrecondition)
 		}
-		var err error
-		if dev, err = t.snapshotDisk(ctx, fo.SnapshotBefore, d); err != nil {
-			return "", nil, fmt.Errorf("replica %q disk %d: %w", r.vm.Name, d, err)
-		}
-		key.snap, mode = fo.SnapshotBefore, hotaddMode
 	}
 	r.attMu.Lock()
 	defer r.attMu.Unlock()
 	a := r.attached[key]
 	if a == nil {
+		dev, mode := r.disks[d].dev, workingMode
+		if key.snap != "" {
+			var err error
+			if dev, err = t.snapshotDisk(ctx, key.snap, d); err != nil {
+				return "", nil, fmt.Errorf("replica %q disk %d: %w", r.vm.Name, d, err)
+			}
+			mode = hotaddMode
+		}
 		att, path, _, none, err := t.hot.attachDisk(ctx, r.vm, key.snap, d, dev, mode)
 		if none != "" {
-			err = fmt.Errorf("replica %q disk %d cannot be written through HotAdd: %s: %w", r.vm.Name, d, none, errdefs.ErrFailedPrecondition)
+			err = fmt.Errorf("replica %q disk %d cannot be reached through HotAdd: %s: %w", r.vm.Name, d, none, errdefs.ErrFailedPrecondition)
 		}
 		if err != nil {
 			return "", nil, fmt.Errorf("replica %q disk %d: %w", r.vm.Name, d, err)
 		}
-		t.log.Debug("replica disk attached to the proxy VM", "replica", r.vm.Name, "disk", d, "proxy", att.pname, "slot", att.slot.String(), "device", path)
+		t.log.Debug("replica disk attached to the proxy VM", "replica", r.vm.Name, "disk", d, "snapshot", key.snap, "proxy", att.pname, "slot", att.slot.String(), "device", path)
 		a = &attachedDisk{att: att, path: path}
 		r.attached[key] = a
 	}
