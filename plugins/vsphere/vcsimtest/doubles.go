@@ -217,32 +217,7 @@ func lockedDisks(ctx *simulator.Context, m *simulator.Method) types.BaseMethodFa
 			}
 		}
 	})
-	for _, o := range ctx.Map.All("VirtualMachine") {
-		other, ok := o.(*simulator.VirtualMachine)
-		if !ok || other.Self == ref {
-			continue
-		}
-		var locked string
-		ctx.WithLock(other, func() {
-			if other.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
-				return
-			}
-			for _, dev := range other.Config.Hardware.Device {
-				d, ok := dev.(*types.VirtualDisk)
-				if !ok {
-					continue
-				}
-				b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
-				if ok && persistentMode(b.DiskMode) && files[b.FileName] {
-					locked = b.FileName
-				}
-			}
-		})
-		if locked != "" {
-			return &types.FileLocked{FileFault: types.FileFault{File: locked}}
-		}
-	}
-	return nil
+	return heldByRunning(ctx, ref, files, true)
 }
 
 // attachesRunningDisk refuses, as ESXi does, a disk added in a persistent
@@ -262,6 +237,12 @@ func attachesRunningDisk(ctx *simulator.Context, ref types.ManagedObjectReferenc
 	if len(adding) == 0 {
 		return nil
 	}
+	return heldByRunning(ctx, ref, adding, false)
+}
+
+// heldByRunning is FileLocked when a running VM other than ref has one of
+// files as a disk (in a persistent mode only, when persistent).
+func heldByRunning(ctx *simulator.Context, ref types.ManagedObjectReference, files map[string]bool, persistent bool) types.BaseMethodFault {
 	for _, o := range ctx.Map.All("VirtualMachine") {
 		other, ok := o.(*simulator.VirtualMachine)
 		if !ok || other.Self == ref {
@@ -273,10 +254,13 @@ func attachesRunningDisk(ctx *simulator.Context, ref types.ManagedObjectReferenc
 				return
 			}
 			for _, dev := range other.Config.Hardware.Device {
-				if d, ok := dev.(*types.VirtualDisk); ok {
-					if b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo); ok && adding[b.FileName] {
-						locked = b.FileName
-					}
+				d, ok := dev.(*types.VirtualDisk)
+				if !ok {
+					continue
+				}
+				b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
+				if ok && files[b.FileName] && (!persistent || persistentMode(b.DiskMode)) {
+					locked = b.FileName
 				}
 			}
 		})
