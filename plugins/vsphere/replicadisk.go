@@ -39,7 +39,7 @@ func (t *Target) OpenReplicaDisk(ctx context.Context, key string, disk int, size
 		}
 	}
 	d := r.disks[disk]
-	if !r.hotadd {
+	if d.file != "" {
 		if err := growFile(d.file, d.capacity); err != nil {
 			return nil, fmt.Errorf("replica %q disk %d: %w", r.vm.Name, disk, err)
 		}

@@ -120,8 +120,8 @@ func (t *Target) CreateRestorePoint(ctx context.Context, key string, labels map[
 	r.gate.Lock()
 	defer r.gate.Unlock()
 	for _, d := range r.disks {
-		if r.hotadd {
-			break // closed writers flushed their devices
+		if d.file == "" {
+			continue // through HotAdd: closed writers flushed their devices
 		}
 		if err := syncFile(d.file); err != nil {
 			return nil, fmt.Errorf("replica %q: flush %s: %w", r.vm.Name, d.file, err)

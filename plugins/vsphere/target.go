@@ -458,10 +458,11 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	}
 	defer done()
 	// vSphere makes thin flat files as long as their disks; make sure of
-	// it, so the working images hold every byte of the disk.
+	// it, so the working images hold every byte of the disk (a disk
+	// reached through HotAdd has no local file: its device has its size).
 	for _, d := range r.disks {
-		if r.hotadd {
-			break
+		if d.file == "" {
+			continue
 		}
 		if err := growFile(d.file, d.capacity); err != nil {
 			return nil, fmt.Errorf("replica %q: %w", req.Name, err)
