@@ -310,7 +310,7 @@ func (r *remoteTarget) replica(resp *pb.Replica, err error) (*Replica, error) {
 }
 
 func (r *remoteTarget) CreateReplica(ctx context.Context, req ReplicaRequest) (*Replica, error) {
-	return r.replica(r.rpc.CreateReplica(ctx, &pb.CreateReplicaRequest{Name: req.Name, Vm: vmToProto(&req.VM), NetworkMap: netMapToProto(req.NetworkMap)}))
+	return r.replica(r.rpc.CreateReplica(ctx, &pb.CreateReplicaRequest{Name: req.Name, Vm: vmToProto(&req.VM), NetworkMap: netMapToProto(req.NetworkMap), Owner: ownerToProto(req.Owner)}))
 }
 
 func (r *remoteTarget) GetReplica(ctx context.Context, replica string) (*Replica, error) {

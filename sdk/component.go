@@ -51,8 +51,11 @@ type ChangedAreasRequest struct {
 type Target interface {
 	// GetPlacement lists where replicas can go.
 	GetPlacement(ctx context.Context) (*Placement, error)
-	// CreateReplica creates a replica with empty disks shaped like req.VM.
-	// Creating a replica whose name exists returns the existing one.
+	// CreateReplica creates a replica with empty disks shaped like req.VM,
+	// recording req.Owner and a new Incarnation with it. Creating a replica
+	// whose name exists returns the existing one unchanged, except that a
+	// replica without an owner (created before owners existed) gets
+	// req.Owner; the caller compares the owner it gets back with its own.
 	CreateReplica(ctx context.Context, req ReplicaRequest) (*Replica, error)
 	// GetReplica returns a replica by id or name; errdefs.ErrNotFound when
 	// there is none.
@@ -98,6 +101,7 @@ type ReplicaRequest struct {
 	Name       string
 	VM         VM // the source VM's description; disks are created empty
 	NetworkMap []NetworkMapping
+	Owner      ReplicaOwner
 }
 
 // FailoverRequest asks to fail a replica over.

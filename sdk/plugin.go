@@ -12,10 +12,11 @@ import (
 
 // Protocol versions. ProtocolMajor is negotiated by go-plugin at the
 // handshake; ProtocolMinor grows when v1 gains messages or calls. Minor 1
-// added VM folders and tags, Source.ListTags, and component limits.
+// added VM folders and tags, Source.ListTags, and component limits; minor
+// 2 added a replica's owner and incarnation.
 const (
 	ProtocolMajor = 1
-	ProtocolMinor = 1
+	ProtocolMinor = 2
 )
 
 // Plugin is what a plugin binary serves: its name, version and components,

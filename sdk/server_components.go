@@ -185,7 +185,7 @@ func (ts *targetService) replicaCall(ctx context.Context, f func(Target) (*Repli
 
 func (ts *targetService) CreateReplica(ctx context.Context, req *pb.CreateReplicaRequest) (*pb.Replica, error) {
 	return ts.replicaCall(ctx, func(t Target) (*Replica, error) {
-		return t.CreateReplica(ctx, ReplicaRequest{Name: req.GetName(), VM: vmFromProto(req.GetVm()), NetworkMap: netMapFromProto(req.GetNetworkMap())})
+		return t.CreateReplica(ctx, ReplicaRequest{Name: req.GetName(), VM: vmFromProto(req.GetVm()), NetworkMap: netMapFromProto(req.GetNetworkMap()), Owner: ownerFromProto(req.GetOwner())})
 	})
 }
 

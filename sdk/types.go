@@ -1,6 +1,9 @@
 package sdk
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Kind is the kind of a component.
 type Kind string
@@ -123,6 +126,31 @@ type Replica struct {
 	VM            VM
 	State         ReplicaState
 	FailoverPoint string // the restore point it runs from when failed over
+	// Incarnation changes whenever the replica is created anew, even when
+	// the target reuses an ID or a name: ferry binds the replica's metadata
+	// to ID and Incarnation, so metadata of a replica that was deleted and
+	// created again is never taken for the new one's. Empty from targets
+	// older than protocol minor 2.
+	Incarnation string
+	// Owner is whom the replica belongs to, as CreateReplica recorded it;
+	// zero for a replica created before owners existed.
+	Owner ReplicaOwner
+}
+
+// ReplicaOwner names the job and the source VM a replica belongs to. The
+// core refuses to write into a replica owned by another.
+type ReplicaOwner struct {
+	Job      string // the job's name
+	Source   string // the job's source, as the configuration names it
+	SourceVM string // the source VM's id
+}
+
+// IsZero reports whether no owner is recorded.
+func (o ReplicaOwner) IsZero() bool { return o == ReplicaOwner{} }
+
+// String names the owner for messages.
+func (o ReplicaOwner) String() string {
+	return fmt.Sprintf("job %q (VM %s of %s)", o.Job, o.SourceVM, o.Source)
 }
 
 // RestorePoint is one complete state of a replica.

@@ -249,11 +249,13 @@ var replicaStates = map[ReplicaState]pb.Replica_State{
 }
 
 func replicaToProto(r *Replica) *pb.Replica {
-	return &pb.Replica{Id: r.ID, Name: r.Name, SourceVm: r.SourceVM, Vm: vmToProto(&r.VM), State: replicaStates[r.State], FailoverPoint: r.FailoverPoint}
+	return &pb.Replica{Id: r.ID, Name: r.Name, SourceVm: r.SourceVM, Vm: vmToProto(&r.VM), State: replicaStates[r.State], FailoverPoint: r.FailoverPoint,
+		Incarnation: r.Incarnation, Owner: ownerToProto(r.Owner)}
 }
 
 func replicaFromProto(r *pb.Replica) *Replica {
-	out := &Replica{ID: r.GetId(), Name: r.GetName(), SourceVM: r.GetSourceVm(), VM: vmFromProto(r.GetVm()), FailoverPoint: r.GetFailoverPoint()}
+	out := &Replica{ID: r.GetId(), Name: r.GetName(), SourceVM: r.GetSourceVm(), VM: vmFromProto(r.GetVm()), FailoverPoint: r.GetFailoverPoint(),
+		Incarnation: r.GetIncarnation(), Owner: ownerFromProto(r.GetOwner())}
 	for s, p := range replicaStates {
 		if p == r.GetState() {
 			out.State = s
@@ -324,4 +326,15 @@ func objectFromProto(o *pb.ObjectInfo) ObjectInfo {
 
 func objectToProto(o ObjectInfo) *pb.ObjectInfo {
 	return &pb.ObjectInfo{Key: o.Key, Generation: o.Generation, Size: o.Size, ModifiedUnixNano: unixNano(o.Modified)}
+}
+
+func ownerToProto(o ReplicaOwner) *pb.ReplicaOwner {
+	if o.IsZero() {
+		return nil
+	}
+	return &pb.ReplicaOwner{Job: o.Job, Source: o.Source, SourceVm: o.SourceVM}
+}
+
+func ownerFromProto(o *pb.ReplicaOwner) ReplicaOwner {
+	return ReplicaOwner{Job: o.GetJob(), Source: o.GetSource(), SourceVM: o.GetSourceVm()}
 }

@@ -86,6 +86,9 @@ type replicaState struct {
 	SourceVM      string           `json:"source_vm"`
 	State         sdk.ReplicaState `json:"state"`
 	FailoverPoint string           `json:"failover_point,omitempty"`
+	// Owner is the job and source VM the replica belongs to; nil for a
+	// replica made before owners were recorded, until one adopts it.
+	Owner *replicaOwner `json:"owner,omitempty"`
 	// PreFailover is the description before the failover, restored by
 	// UndoFailover.
 	PreFailover *sdk.VM `json:"pre_failover,omitempty"`
@@ -96,6 +99,12 @@ type replicaState struct {
 	NextPoint   int64         `json:"next_point"`
 	Disks       []replicaDisk `json:"disks"`
 	Points      []*pointState `json:"points"`
+}
+
+type replicaOwner struct {
+	Job      string `json:"job"`
+	Source   string `json:"source"`
+	SourceVM string `json:"source_vm"`
 }
 
 type replicaDisk struct {
@@ -244,10 +253,33 @@ func (t *Target) replicaOf(dir string, rs *replicaState) (*sdk.Replica, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sdk.Replica{
+	r := &sdk.Replica{
 		ID: rs.ID, Name: rs.Name, SourceVM: rs.SourceVM, VM: *vm,
 		State: rs.State, FailoverPoint: rs.FailoverPoint,
-	}, nil
+		// IDs are random and never reused: a replica made again under its
+		// name has a new one.
+		Incarnation: rs.ID,
+	}
+	if rs.Owner != nil {
+		r.Owner = sdk.ReplicaOwner{Job: rs.Owner.Job, Source: rs.Owner.Source, SourceVM: rs.Owner.SourceVM}
+	}
+	return r, nil
+}
+
+// adopt records an owner on a replica made before owners were recorded.
+func (t *Target) adopt(ctx context.Context, name string, owner sdk.ReplicaOwner) (*sdk.Replica, error) {
+	x, err := t.begin(ctx, name, false)
+	if err != nil {
+		return nil, err
+	}
+	defer x.release()
+	if x.rs.Owner == nil {
+		x.rs.Owner = &replicaOwner{Job: owner.Job, Source: owner.Source, SourceVM: owner.SourceVM}
+		if err := x.save(); err != nil {
+			return nil, err
+		}
+	}
+	return t.replicaOf(x.dir, x.rs)
 }
 
 // txn is a replica locked for a change.
@@ -445,6 +477,9 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	defer tl.unlock()
 	dir := filepath.Join(t.root, req.Name)
 	if rs, err := loadReplica(dir); err == nil {
+		if rs.Owner == nil && !req.Owner.IsZero() {
+			return t.adopt(ctx, req.Name, req.Owner)
+		}
 		return t.replicaOf(dir, rs)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
@@ -463,6 +498,9 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	rs := &replicaState{
 		Version: 1, ID: "r-" + randomHex(8), Name: req.Name, SourceVM: req.VM.ID,
 		State: sdk.ReplicaReady, NextPoint: 1,
+	}
+	if !req.Owner.IsZero() {
+		rs.Owner = &replicaOwner{Job: req.Owner.Job, Source: req.Owner.Source, SourceVM: req.Owner.SourceVM}
 	}
 	if rs.SourceVM == "" {
 		rs.SourceVM = req.VM.Name

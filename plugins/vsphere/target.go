@@ -297,11 +297,54 @@ func (t *Target) describe(ctx context.Context, vm *mo.VirtualMachine, st *replic
 	if source == "" {
 		source = extraConfig(vm.Config)[replicaKey]
 	}
-	r := &sdk.Replica{ID: vm.Self.Value, Name: vm.Name, SourceVM: source, VM: d, State: st.State}
+	r := &sdk.Replica{ID: vm.Self.Value, Name: vm.Name, SourceVM: source, VM: d, State: st.State, Owner: ownerOf(vm.Config)}
+	if vm.Config != nil {
+		// vCenter gives a VM created anew a new managed object id and a new
+		// instance UUID (the simulator derives the UUID from the name, so
+		// the id tells its incarnations apart); a VM registered again gets
+		// a new id too, and its metadata is then recomputed, never trusted.
+		r.Incarnation = vm.Self.Value + "/" + vm.Config.InstanceUuid
+	}
 	if st.State == sdk.ReplicaFailedOver && st.Failover != nil {
 		r.FailoverPoint = st.Failover.Point
 	}
 	return r
+}
+
+// Owner keys: the extraConfig keys that record whom a replica belongs to.
+const (
+	ownerJobKey    = "ferry.owner.job"
+	ownerSourceKey = "ferry.owner.source"
+	ownerVMKey     = "ferry.owner.source_vm"
+)
+
+func ownerOptions(o sdk.ReplicaOwner) []types.BaseOptionValue {
+	if o.IsZero() {
+		return nil
+	}
+	return []types.BaseOptionValue{
+		&types.OptionValue{Key: ownerJobKey, Value: o.Job},
+		&types.OptionValue{Key: ownerSourceKey, Value: o.Source},
+		&types.OptionValue{Key: ownerVMKey, Value: o.SourceVM},
+	}
+}
+
+func ownerOf(cfg *types.VirtualMachineConfigInfo) sdk.ReplicaOwner {
+	x := extraConfig(cfg)
+	return sdk.ReplicaOwner{Job: x[ownerJobKey], Source: x[ownerSourceKey], SourceVM: x[ownerVMKey]}
+}
+
+// adopt records an owner on a replica made before owners were recorded.
+// The caller holds t.createMu, so two adoptions never race.
+func (t *Target) adopt(ctx context.Context, existing *sdk.Replica, owner sdk.ReplicaOwner) (*sdk.Replica, error) {
+	obj := object.NewVirtualMachine(t.c.client, types.ManagedObjectReference{Type: "VirtualMachine", Value: existing.ID})
+	_, err := t.c.call(ctx, "record the owner of replica "+existing.Name, func(ctx context.Context) (*object.Task, error) {
+		return obj.Reconfigure(ctx, types.VirtualMachineConfigSpec{ExtraConfig: ownerOptions(owner)})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t.GetReplica(ctx, existing.ID)
 }
 
 // GetReplica returns a replica by id, inventory path or name.
@@ -413,6 +456,9 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	t.createMu.Lock()
 	defer t.createMu.Unlock()
 	if existing, err := t.GetReplica(ctx, req.Name); err == nil {
+		if existing.Owner.IsZero() && !req.Owner.IsZero() {
+			return t.adopt(ctx, existing, req.Owner)
+		}
 		return existing, nil
 	} else if !errors.Is(err, errdefs.ErrNotFound) {
 		return nil, err
@@ -673,9 +719,9 @@ func (t *Target) replicaSpec(ctx context.Context, req sdk.ReplicaRequest, nics [
 		Firmware:   firmware(src.Firmware),
 		Annotation: fmt.Sprintf("ferry replica of %s. Managed by ferry: do not power on, edit or snapshot it; fail over with ferry.", src.Name),
 		Files:      &types.VirtualMachineFileInfo{VmPathName: "[" + t.cfg.Datastore + "]"},
-		ExtraConfig: []types.BaseOptionValue{
+		ExtraConfig: append([]types.BaseOptionValue{
 			&types.OptionValue{Key: replicaKey, Value: src.Name},
-		},
+		}, ownerOptions(req.Owner)...),
 	}
 	if t.cfg.Transport == TransportHotAdd {
 		spec.ExtraConfig = append(spec.ExtraConfig, &types.OptionValue{Key: replicaWritesKey, Value: TransportHotAdd})

@@ -74,7 +74,10 @@
 // Cancel, Stop.
 //
 // RunTarget: Placement, ReplicaCreateIdempotent, ReplicaGet (by name and
-// id), ReplicaUnknown, ReplicaDelete, WriterPastEnd (fails, and does not
+// id), ReplicaUnknown, ReplicaOwnerAndIncarnation (a replica keeps the
+// owner it was created with, an ownerless one is adopted by the first
+// owner that asks, a replica deleted and created again under its name has
+// a new incarnation), ReplicaDelete, WriterPastEnd (fails, and does not
 // grow the disk), RestorePointReadBack (a full pattern with zero runs
 // written by concurrent writers on disjoint ranges, then overlapping
 // overwrites with zero runs and an unaligned tail: each point reads back

@@ -150,6 +150,9 @@ func (m *MemTarget) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (
 	defer m.mu.Unlock()
 	for _, r := range m.replicas {
 		if r.info.Name == req.Name {
+			if r.info.Owner.IsZero() {
+				r.info.Owner = req.Owner // a replica from before owners: adopted
+			}
 			return copyReplica(r.info), nil
 		}
 	}
@@ -164,7 +167,8 @@ func (m *MemTarget) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (
 	}
 	vm.ID, vm.Name = "replica-"+strconv.Itoa(m.nextID), req.Name
 	r := &memReplica{
-		info:    sdk.Replica{ID: vm.ID, Name: req.Name, SourceVM: source, VM: vm, State: sdk.ReplicaReady},
+		info: sdk.Replica{ID: vm.ID, Name: req.Name, SourceVM: source, VM: vm, State: sdk.ReplicaReady,
+			Owner: req.Owner, Incarnation: strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.Itoa(m.nextID)},
 		writers: map[*memWriter]bool{},
 	}
 	for i := range vm.Disks {

@@ -79,6 +79,7 @@ func RunTarget(t *testing.T, fx TargetFixture) {
 		{"ReplicaCreateIdempotent", (*targetCheck).replicaIdempotent},
 		{"ReplicaGet", (*targetCheck).replicaGet},
 		{"ReplicaUnknown", (*targetCheck).replicaUnknown},
+		{"ReplicaOwnerAndIncarnation", (*targetCheck).replicaOwner},
 		{"ReplicaDelete", (*targetCheck).replicaDelete},
 		{"WriterPastEnd", (*targetCheck).writerPastEnd},
 		{"RestorePointReadBack", (*targetCheck).pointReadBack},
@@ -146,9 +147,13 @@ func (m *replicaModel) pointIDs() []string {
 func (c *targetCheck) newReplica(t *testing.T, what string) *replicaModel {
 	t.Helper()
 	name := uniqueName(c.rng, what)
-	r, err := c.tgt.CreateReplica(c.ctx, sdk.ReplicaRequest{Name: name, VM: c.fx.VM})
+	owner := sdk.ReplicaOwner{Job: "job-" + what, Source: "source.test.prod", SourceVM: c.fx.VM.ID}
+	r, err := c.tgt.CreateReplica(c.ctx, sdk.ReplicaRequest{Name: name, VM: c.fx.VM, Owner: owner})
 	if err != nil {
 		t.Fatalf("CreateReplica(%q): %v", name, err)
+	}
+	if r.Owner != owner {
+		t.Errorf("new replica %q has owner %+v, want %+v", name, r.Owner, owner)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := cleanupContext()
@@ -173,6 +178,9 @@ func (c *targetCheck) checkReplica(t *testing.T, r *sdk.Replica, name string) {
 	t.Helper()
 	if r.ID == "" || r.Name != name {
 		t.Fatalf("replica %q is described with ID %q and name %q", name, r.ID, r.Name)
+	}
+	if r.Incarnation == "" {
+		t.Errorf("replica %q is described without an incarnation", name)
 	}
 	if len(r.VM.Disks) != len(c.fx.VM.Disks) {
 		t.Fatalf("replica %q has %d disks, its source VM %d", name, len(r.VM.Disks), len(c.fx.VM.Disks))
@@ -412,6 +420,81 @@ func (c *targetCheck) replicaIdempotent(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("ListReplicas lists %d replicas named %q, want 1", n, m.name)
+	}
+}
+
+// replicaOwner checks that a replica keeps the owner it was created with,
+// that an ownerless one is adopted by the first owner that asks, and that a
+// replica created again under the same name has a new incarnation.
+func (c *targetCheck) replicaOwner(t *testing.T) {
+	name := uniqueName(c.rng, "owner")
+	a := sdk.ReplicaOwner{Job: "job-a", Source: "source.test.a", SourceVM: "vm-a"}
+	b := sdk.ReplicaOwner{Job: "job-b", Source: "source.test.b", SourceVM: "vm-b"}
+	create := func(owner sdk.ReplicaOwner) *sdk.Replica {
+		t.Helper()
+		r, err := c.tgt.CreateReplica(c.ctx, sdk.ReplicaRequest{Name: name, VM: c.fx.VM, Owner: owner})
+		if err != nil {
+			t.Fatalf("CreateReplica(%q, owner %+v): %v", name, owner, err)
+		}
+		c.checkReplica(t, r, name)
+		return r
+	}
+	remove := func(id string) {
+		t.Helper()
+		if err := c.tgt.DeleteReplica(c.ctx, id); err != nil {
+			t.Fatalf("DeleteReplica(%q): %v", id, err)
+		}
+	}
+	// Created without an owner (as before owners existed), then adopted.
+	first := create(sdk.ReplicaOwner{})
+	t.Cleanup(func() {
+		ctx, cancel := cleanupContext()
+		defer cancel()
+		if err := c.tgt.DeleteReplica(ctx, name); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("delete replica %q: %v", name, err)
+		}
+	})
+	if !first.Owner.IsZero() {
+		t.Errorf("replica created without an owner has owner %+v", first.Owner)
+	}
+	if got := create(a); got.ID != first.ID || got.Owner != a {
+		t.Errorf("CreateReplica(owner a) of an ownerless replica = %q owned by %+v, want %q adopted by %+v", got.ID, got.Owner, first.ID, a)
+	}
+	if got := create(b); got.ID != first.ID || got.Owner != a {
+		t.Errorf("CreateReplica(owner b) of a replica owned by a = %q owned by %+v, want %q still owned by %+v", got.ID, got.Owner, first.ID, a)
+	}
+	got, err := c.tgt.GetReplica(c.ctx, first.ID)
+	if err != nil {
+		t.Fatalf("GetReplica(%q): %v", first.ID, err)
+	}
+	if got.Owner != a || got.Incarnation != first.Incarnation {
+		t.Errorf("GetReplica = owner %+v incarnation %q, want %+v and %q", got.Owner, got.Incarnation, a, first.Incarnation)
+	}
+	list, err := c.tgt.ListReplicas(c.ctx)
+	if err != nil {
+		t.Fatalf("ListReplicas: %v", err)
+	}
+	found := false
+	for _, r := range list {
+		if r.ID == first.ID {
+			found = true
+			if r.Owner != a || r.Incarnation != first.Incarnation {
+				t.Errorf("ListReplicas describes %q with owner %+v incarnation %q, want %+v and %q", r.ID, r.Owner, r.Incarnation, a, first.Incarnation)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("ListReplicas does not list %q", first.ID)
+	}
+	// Deleted and created again under the same name: a new incarnation,
+	// whatever the ID.
+	remove(first.ID)
+	again := create(b)
+	if again.Incarnation == first.Incarnation {
+		t.Errorf("a replica created again under the name %q has the deleted one's incarnation %q", name, again.Incarnation)
+	}
+	if again.Owner != b {
+		t.Errorf("a replica created again with owner %+v has owner %+v", b, again.Owner)
 	}
 }
 

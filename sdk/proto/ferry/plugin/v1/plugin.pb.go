@@ -2846,6 +2846,10 @@ type Replica struct {
 	Vm            *VM                    `protobuf:"bytes,4,opt,name=vm,proto3" json:"vm,omitempty"`
 	State         Replica_State          `protobuf:"varint,5,opt,name=state,proto3,enum=ferry.plugin.v1.Replica_State" json:"state,omitempty"`
 	FailoverPoint string                 `protobuf:"bytes,6,opt,name=failover_point,json=failoverPoint,proto3" json:"failover_point,omitempty"`
+	// incarnation changes whenever a replica is created anew, even under a
+	// reused id (minor 2).
+	Incarnation   string        `protobuf:"bytes,7,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Owner         *ReplicaOwner `protobuf:"bytes,8,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2922,18 +2926,94 @@ func (x *Replica) GetFailoverPoint() string {
 	return ""
 }
 
+func (x *Replica) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
+func (x *Replica) GetOwner() *ReplicaOwner {
+	if x != nil {
+		return x.Owner
+	}
+	return nil
+}
+
+// ReplicaOwner names the job and source VM a replica belongs to (minor 2).
+type ReplicaOwner struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Job           string                 `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	SourceVm      string                 `protobuf:"bytes,3,opt,name=source_vm,json=sourceVm,proto3" json:"source_vm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaOwner) Reset() {
+	*x = ReplicaOwner{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaOwner) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaOwner) ProtoMessage() {}
+
+func (x *ReplicaOwner) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaOwner.ProtoReflect.Descriptor instead.
+func (*ReplicaOwner) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ReplicaOwner) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *ReplicaOwner) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ReplicaOwner) GetSourceVm() string {
+	if x != nil {
+		return x.SourceVm
+	}
+	return ""
+}
+
 type CreateReplicaRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Vm            *VM                    `protobuf:"bytes,2,opt,name=vm,proto3" json:"vm,omitempty"`
 	NetworkMap    []*NetworkMapping      `protobuf:"bytes,3,rep,name=network_map,json=networkMap,proto3" json:"network_map,omitempty"`
+	Owner         *ReplicaOwner          `protobuf:"bytes,4,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateReplicaRequest) Reset() {
 	*x = CreateReplicaRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2945,7 +3025,7 @@ func (x *CreateReplicaRequest) String() string {
 func (*CreateReplicaRequest) ProtoMessage() {}
 
 func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2958,7 +3038,7 @@ func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaRequest.ProtoReflect.Descriptor instead.
 func (*CreateReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreateReplicaRequest) GetName() string {
@@ -2982,6 +3062,13 @@ func (x *CreateReplicaRequest) GetNetworkMap() []*NetworkMapping {
 	return nil
 }
 
+func (x *CreateReplicaRequest) GetOwner() *ReplicaOwner {
+	if x != nil {
+		return x.Owner
+	}
+	return nil
+}
+
 type ReplicaRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Replica       string                 `protobuf:"bytes,1,opt,name=replica,proto3" json:"replica,omitempty"`
@@ -2991,7 +3078,7 @@ type ReplicaRequest struct {
 
 func (x *ReplicaRequest) Reset() {
 	*x = ReplicaRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3003,7 +3090,7 @@ func (x *ReplicaRequest) String() string {
 func (*ReplicaRequest) ProtoMessage() {}
 
 func (x *ReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3016,7 +3103,7 @@ func (x *ReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReplicaRequest) GetReplica() string {
@@ -3035,7 +3122,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3047,7 +3134,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3060,7 +3147,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -3083,7 +3170,7 @@ type OpenReplicaDiskRequest struct {
 
 func (x *OpenReplicaDiskRequest) Reset() {
 	*x = OpenReplicaDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3095,7 +3182,7 @@ func (x *OpenReplicaDiskRequest) String() string {
 func (*OpenReplicaDiskRequest) ProtoMessage() {}
 
 func (x *OpenReplicaDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3108,7 +3195,7 @@ func (x *OpenReplicaDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenReplicaDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenReplicaDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *OpenReplicaDiskRequest) GetReplica() string {
@@ -3146,7 +3233,7 @@ type RestorePoint struct {
 
 func (x *RestorePoint) Reset() {
 	*x = RestorePoint{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3158,7 +3245,7 @@ func (x *RestorePoint) String() string {
 func (*RestorePoint) ProtoMessage() {}
 
 func (x *RestorePoint) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3171,7 +3258,7 @@ func (x *RestorePoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestorePoint.ProtoReflect.Descriptor instead.
 func (*RestorePoint) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RestorePoint) GetId() string {
@@ -3226,7 +3313,7 @@ type CreateRestorePointRequest struct {
 
 func (x *CreateRestorePointRequest) Reset() {
 	*x = CreateRestorePointRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3238,7 +3325,7 @@ func (x *CreateRestorePointRequest) String() string {
 func (*CreateRestorePointRequest) ProtoMessage() {}
 
 func (x *CreateRestorePointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3251,7 +3338,7 @@ func (x *CreateRestorePointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRestorePointRequest.ProtoReflect.Descriptor instead.
 func (*CreateRestorePointRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateRestorePointRequest) GetReplica() string {
@@ -3277,7 +3364,7 @@ type ListRestorePointsResponse struct {
 
 func (x *ListRestorePointsResponse) Reset() {
 	*x = ListRestorePointsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3289,7 +3376,7 @@ func (x *ListRestorePointsResponse) String() string {
 func (*ListRestorePointsResponse) ProtoMessage() {}
 
 func (x *ListRestorePointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3302,7 +3389,7 @@ func (x *ListRestorePointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRestorePointsResponse.ProtoReflect.Descriptor instead.
 func (*ListRestorePointsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListRestorePointsResponse) GetPoints() []*RestorePoint {
@@ -3322,7 +3409,7 @@ type RestorePointRequest struct {
 
 func (x *RestorePointRequest) Reset() {
 	*x = RestorePointRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3334,7 +3421,7 @@ func (x *RestorePointRequest) String() string {
 func (*RestorePointRequest) ProtoMessage() {}
 
 func (x *RestorePointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3347,7 +3434,7 @@ func (x *RestorePointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestorePointRequest.ProtoReflect.Descriptor instead.
 func (*RestorePointRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RestorePointRequest) GetReplica() string {
@@ -3375,7 +3462,7 @@ type OpenRestorePointDiskRequest struct {
 
 func (x *OpenRestorePointDiskRequest) Reset() {
 	*x = OpenRestorePointDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3387,7 +3474,7 @@ func (x *OpenRestorePointDiskRequest) String() string {
 func (*OpenRestorePointDiskRequest) ProtoMessage() {}
 
 func (x *OpenRestorePointDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3400,7 +3487,7 @@ func (x *OpenRestorePointDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRestorePointDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenRestorePointDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *OpenRestorePointDiskRequest) GetReplica() string {
@@ -3434,7 +3521,7 @@ type NetworkMapping struct {
 
 func (x *NetworkMapping) Reset() {
 	*x = NetworkMapping{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3446,7 +3533,7 @@ func (x *NetworkMapping) String() string {
 func (*NetworkMapping) ProtoMessage() {}
 
 func (x *NetworkMapping) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3459,7 +3546,7 @@ func (x *NetworkMapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkMapping.ProtoReflect.Descriptor instead.
 func (*NetworkMapping) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *NetworkMapping) GetFrom() string {
@@ -3488,7 +3575,7 @@ type ReIPRule struct {
 
 func (x *ReIPRule) Reset() {
 	*x = ReIPRule{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3500,7 +3587,7 @@ func (x *ReIPRule) String() string {
 func (*ReIPRule) ProtoMessage() {}
 
 func (x *ReIPRule) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3513,7 +3600,7 @@ func (x *ReIPRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReIPRule.ProtoReflect.Descriptor instead.
 func (*ReIPRule) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ReIPRule) GetFromSubnet() string {
@@ -3554,7 +3641,7 @@ type NetworkConfig struct {
 
 func (x *NetworkConfig) Reset() {
 	*x = NetworkConfig{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3566,7 +3653,7 @@ func (x *NetworkConfig) String() string {
 func (*NetworkConfig) ProtoMessage() {}
 
 func (x *NetworkConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3579,7 +3666,7 @@ func (x *NetworkConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkConfig.ProtoReflect.Descriptor instead.
 func (*NetworkConfig) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *NetworkConfig) GetNetworkMap() []*NetworkMapping {
@@ -3607,7 +3694,7 @@ type FailoverRequest struct {
 
 func (x *FailoverRequest) Reset() {
 	*x = FailoverRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3619,7 +3706,7 @@ func (x *FailoverRequest) String() string {
 func (*FailoverRequest) ProtoMessage() {}
 
 func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3632,7 +3719,7 @@ func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
 func (*FailoverRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *FailoverRequest) GetReplica() string {
@@ -3666,7 +3753,7 @@ type ApplyNetworkRequest struct {
 
 func (x *ApplyNetworkRequest) Reset() {
 	*x = ApplyNetworkRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3678,7 +3765,7 @@ func (x *ApplyNetworkRequest) String() string {
 func (*ApplyNetworkRequest) ProtoMessage() {}
 
 func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3691,7 +3778,7 @@ func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNetworkRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ApplyNetworkRequest) GetReplica() string {
@@ -3721,7 +3808,7 @@ type PutMessage struct {
 
 func (x *PutMessage) Reset() {
 	*x = PutMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3733,7 +3820,7 @@ func (x *PutMessage) String() string {
 func (*PutMessage) ProtoMessage() {}
 
 func (x *PutMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3746,7 +3833,7 @@ func (x *PutMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMessage.ProtoReflect.Descriptor instead.
 func (*PutMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *PutMessage) GetMsg() isPutMessage_Msg {
@@ -3799,7 +3886,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3811,7 +3898,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3824,7 +3911,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *PutResponse) GetGeneration() int64 {
@@ -3843,7 +3930,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3855,7 +3942,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3868,7 +3955,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetRequest) GetKey() string {
@@ -3891,7 +3978,7 @@ type GetMessage struct {
 
 func (x *GetMessage) Reset() {
 	*x = GetMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3903,7 +3990,7 @@ func (x *GetMessage) String() string {
 func (*GetMessage) ProtoMessage() {}
 
 func (x *GetMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3916,7 +4003,7 @@ func (x *GetMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessage.ProtoReflect.Descriptor instead.
 func (*GetMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetMessage) GetMsg() isGetMessage_Msg {
@@ -3972,7 +4059,7 @@ type ObjectInfo struct {
 
 func (x *ObjectInfo) Reset() {
 	*x = ObjectInfo{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3984,7 +4071,7 @@ func (x *ObjectInfo) String() string {
 func (*ObjectInfo) ProtoMessage() {}
 
 func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3997,7 +4084,7 @@ func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectInfo.ProtoReflect.Descriptor instead.
 func (*ObjectInfo) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ObjectInfo) GetKey() string {
@@ -4037,7 +4124,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4049,7 +4136,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4062,7 +4149,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListRequest) GetPrefix() string {
@@ -4081,7 +4168,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4093,7 +4180,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4106,7 +4193,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ListResponse) GetObjects() []*ObjectInfo {
@@ -4126,7 +4213,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4138,7 +4225,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4151,7 +4238,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *DeleteRequest) GetKey() string {
@@ -4181,7 +4268,7 @@ type PutMessage_Header struct {
 
 func (x *PutMessage_Header) Reset() {
 	*x = PutMessage_Header{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4193,7 +4280,7 @@ func (x *PutMessage_Header) String() string {
 func (*PutMessage_Header) ProtoMessage() {}
 
 func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4206,7 +4293,7 @@ func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMessage_Header.ProtoReflect.Descriptor instead.
 func (*PutMessage_Header) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{56, 0}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{57, 0}
 }
 
 func (x *PutMessage_Header) GetKey() string {
@@ -4433,24 +4520,31 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"datastores\x18\x02 \x03(\tR\n" +
 	"datastores\x12\x1a\n" +
 	"\bnetworks\x18\x03 \x03(\tR\bnetworks\x12\x18\n" +
-	"\afolders\x18\x04 \x03(\tR\afolders\"\x97\x02\n" +
+	"\afolders\x18\x04 \x03(\tR\afolders\"\xee\x02\n" +
 	"\aReplica\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
 	"\tsource_vm\x18\x03 \x01(\tR\bsourceVm\x12#\n" +
 	"\x02vm\x18\x04 \x01(\v2\x13.ferry.plugin.v1.VMR\x02vm\x124\n" +
 	"\x05state\x18\x05 \x01(\x0e2\x1e.ferry.plugin.v1.Replica.StateR\x05state\x12%\n" +
-	"\x0efailover_point\x18\x06 \x01(\tR\rfailoverPoint\"I\n" +
+	"\x0efailover_point\x18\x06 \x01(\tR\rfailoverPoint\x12 \n" +
+	"\vincarnation\x18\a \x01(\tR\vincarnation\x123\n" +
+	"\x05owner\x18\b \x01(\v2\x1d.ferry.plugin.v1.ReplicaOwnerR\x05owner\"I\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\t\n" +
 	"\x05READY\x10\x01\x12\x0f\n" +
 	"\vFAILED_OVER\x10\x02\x12\r\n" +
-	"\tCOMMITTED\x10\x03\"\x91\x01\n" +
+	"\tCOMMITTED\x10\x03\"U\n" +
+	"\fReplicaOwner\x12\x10\n" +
+	"\x03job\x18\x01 \x01(\tR\x03job\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x1b\n" +
+	"\tsource_vm\x18\x03 \x01(\tR\bsourceVm\"\xc6\x01\n" +
 	"\x14CreateReplicaRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
 	"\x02vm\x18\x02 \x01(\v2\x13.ferry.plugin.v1.VMR\x02vm\x12@\n" +
 	"\vnetwork_map\x18\x03 \x03(\v2\x1f.ferry.plugin.v1.NetworkMappingR\n" +
-	"networkMap\"*\n" +
+	"networkMap\x123\n" +
+	"\x05owner\x18\x04 \x01(\v2\x1d.ferry.plugin.v1.ReplicaOwnerR\x05owner\"*\n" +
 	"\x0eReplicaRequest\x12\x18\n" +
 	"\areplica\x18\x01 \x01(\tR\areplica\"L\n" +
 	"\x14ListReplicasResponse\x124\n" +
@@ -4605,7 +4699,7 @@ func file_ferry_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
+var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
 var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                           // 0: ferry.plugin.v1.Kind
 	(Diagnostic_Severity)(0),            // 1: ferry.plugin.v1.Diagnostic.Severity
@@ -4653,32 +4747,33 @@ var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(*OpenSnapshotDiskRequest)(nil),     // 43: ferry.plugin.v1.OpenSnapshotDiskRequest
 	(*Placement)(nil),                   // 44: ferry.plugin.v1.Placement
 	(*Replica)(nil),                     // 45: ferry.plugin.v1.Replica
-	(*CreateReplicaRequest)(nil),        // 46: ferry.plugin.v1.CreateReplicaRequest
-	(*ReplicaRequest)(nil),              // 47: ferry.plugin.v1.ReplicaRequest
-	(*ListReplicasResponse)(nil),        // 48: ferry.plugin.v1.ListReplicasResponse
-	(*OpenReplicaDiskRequest)(nil),      // 49: ferry.plugin.v1.OpenReplicaDiskRequest
-	(*RestorePoint)(nil),                // 50: ferry.plugin.v1.RestorePoint
-	(*CreateRestorePointRequest)(nil),   // 51: ferry.plugin.v1.CreateRestorePointRequest
-	(*ListRestorePointsResponse)(nil),   // 52: ferry.plugin.v1.ListRestorePointsResponse
-	(*RestorePointRequest)(nil),         // 53: ferry.plugin.v1.RestorePointRequest
-	(*OpenRestorePointDiskRequest)(nil), // 54: ferry.plugin.v1.OpenRestorePointDiskRequest
-	(*NetworkMapping)(nil),              // 55: ferry.plugin.v1.NetworkMapping
-	(*ReIPRule)(nil),                    // 56: ferry.plugin.v1.ReIPRule
-	(*NetworkConfig)(nil),               // 57: ferry.plugin.v1.NetworkConfig
-	(*FailoverRequest)(nil),             // 58: ferry.plugin.v1.FailoverRequest
-	(*ApplyNetworkRequest)(nil),         // 59: ferry.plugin.v1.ApplyNetworkRequest
-	(*PutMessage)(nil),                  // 60: ferry.plugin.v1.PutMessage
-	(*PutResponse)(nil),                 // 61: ferry.plugin.v1.PutResponse
-	(*GetRequest)(nil),                  // 62: ferry.plugin.v1.GetRequest
-	(*GetMessage)(nil),                  // 63: ferry.plugin.v1.GetMessage
-	(*ObjectInfo)(nil),                  // 64: ferry.plugin.v1.ObjectInfo
-	(*ListRequest)(nil),                 // 65: ferry.plugin.v1.ListRequest
-	(*ListResponse)(nil),                // 66: ferry.plugin.v1.ListResponse
-	(*DeleteRequest)(nil),               // 67: ferry.plugin.v1.DeleteRequest
-	nil,                                 // 68: ferry.plugin.v1.VM.AttributesEntry
-	nil,                                 // 69: ferry.plugin.v1.RestorePoint.LabelsEntry
-	nil,                                 // 70: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
-	(*PutMessage_Header)(nil),           // 71: ferry.plugin.v1.PutMessage.Header
+	(*ReplicaOwner)(nil),                // 46: ferry.plugin.v1.ReplicaOwner
+	(*CreateReplicaRequest)(nil),        // 47: ferry.plugin.v1.CreateReplicaRequest
+	(*ReplicaRequest)(nil),              // 48: ferry.plugin.v1.ReplicaRequest
+	(*ListReplicasResponse)(nil),        // 49: ferry.plugin.v1.ListReplicasResponse
+	(*OpenReplicaDiskRequest)(nil),      // 50: ferry.plugin.v1.OpenReplicaDiskRequest
+	(*RestorePoint)(nil),                // 51: ferry.plugin.v1.RestorePoint
+	(*CreateRestorePointRequest)(nil),   // 52: ferry.plugin.v1.CreateRestorePointRequest
+	(*ListRestorePointsResponse)(nil),   // 53: ferry.plugin.v1.ListRestorePointsResponse
+	(*RestorePointRequest)(nil),         // 54: ferry.plugin.v1.RestorePointRequest
+	(*OpenRestorePointDiskRequest)(nil), // 55: ferry.plugin.v1.OpenRestorePointDiskRequest
+	(*NetworkMapping)(nil),              // 56: ferry.plugin.v1.NetworkMapping
+	(*ReIPRule)(nil),                    // 57: ferry.plugin.v1.ReIPRule
+	(*NetworkConfig)(nil),               // 58: ferry.plugin.v1.NetworkConfig
+	(*FailoverRequest)(nil),             // 59: ferry.plugin.v1.FailoverRequest
+	(*ApplyNetworkRequest)(nil),         // 60: ferry.plugin.v1.ApplyNetworkRequest
+	(*PutMessage)(nil),                  // 61: ferry.plugin.v1.PutMessage
+	(*PutResponse)(nil),                 // 62: ferry.plugin.v1.PutResponse
+	(*GetRequest)(nil),                  // 63: ferry.plugin.v1.GetRequest
+	(*GetMessage)(nil),                  // 64: ferry.plugin.v1.GetMessage
+	(*ObjectInfo)(nil),                  // 65: ferry.plugin.v1.ObjectInfo
+	(*ListRequest)(nil),                 // 66: ferry.plugin.v1.ListRequest
+	(*ListResponse)(nil),                // 67: ferry.plugin.v1.ListResponse
+	(*DeleteRequest)(nil),               // 68: ferry.plugin.v1.DeleteRequest
+	nil,                                 // 69: ferry.plugin.v1.VM.AttributesEntry
+	nil,                                 // 70: ferry.plugin.v1.RestorePoint.LabelsEntry
+	nil,                                 // 71: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	(*PutMessage_Header)(nil),           // 72: ferry.plugin.v1.PutMessage.Header
 }
 var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	1,  // 0: ferry.plugin.v1.Diagnostic.severity:type_name -> ferry.plugin.v1.Diagnostic.Severity
@@ -4701,7 +4796,7 @@ var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	8,  // 17: ferry.plugin.v1.ConfigureResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
 	22, // 18: ferry.plugin.v1.VM.disks:type_name -> ferry.plugin.v1.Disk
 	23, // 19: ferry.plugin.v1.VM.nics:type_name -> ferry.plugin.v1.NIC
-	68, // 20: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
+	69, // 20: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
 	28, // 21: ferry.plugin.v1.WriteMessage.chunk:type_name -> ferry.plugin.v1.Chunk
 	24, // 22: ferry.plugin.v1.ListVMsResponse.vms:type_name -> ferry.plugin.v1.VM
 	37, // 23: ferry.plugin.v1.Snapshot.disks:type_name -> ferry.plugin.v1.SnapshotDisk
@@ -4709,93 +4804,95 @@ var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	25, // 25: ferry.plugin.v1.ExtentBatch.extents:type_name -> ferry.plugin.v1.Extent
 	24, // 26: ferry.plugin.v1.Replica.vm:type_name -> ferry.plugin.v1.VM
 	3,  // 27: ferry.plugin.v1.Replica.state:type_name -> ferry.plugin.v1.Replica.State
-	24, // 28: ferry.plugin.v1.CreateReplicaRequest.vm:type_name -> ferry.plugin.v1.VM
-	55, // 29: ferry.plugin.v1.CreateReplicaRequest.network_map:type_name -> ferry.plugin.v1.NetworkMapping
-	45, // 30: ferry.plugin.v1.ListReplicasResponse.replicas:type_name -> ferry.plugin.v1.Replica
-	69, // 31: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
-	37, // 32: ferry.plugin.v1.RestorePoint.disks:type_name -> ferry.plugin.v1.SnapshotDisk
-	70, // 33: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
-	50, // 34: ferry.plugin.v1.ListRestorePointsResponse.points:type_name -> ferry.plugin.v1.RestorePoint
-	55, // 35: ferry.plugin.v1.NetworkConfig.network_map:type_name -> ferry.plugin.v1.NetworkMapping
-	56, // 36: ferry.plugin.v1.NetworkConfig.re_ip:type_name -> ferry.plugin.v1.ReIPRule
-	57, // 37: ferry.plugin.v1.FailoverRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	57, // 38: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	71, // 39: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
-	64, // 40: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
-	64, // 41: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
-	5,  // 42: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
-	17, // 43: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
-	19, // 44: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
-	21, // 45: ferry.plugin.v1.Plugin.Stop:input_type -> ferry.plugin.v1.StopRequest
-	27, // 46: ferry.plugin.v1.Disks.Read:input_type -> ferry.plugin.v1.ReadRequest
-	29, // 47: ferry.plugin.v1.Disks.Write:input_type -> ferry.plugin.v1.WriteMessage
-	32, // 48: ferry.plugin.v1.Disks.Sync:input_type -> ferry.plugin.v1.SyncDiskRequest
-	31, // 49: ferry.plugin.v1.Disks.Close:input_type -> ferry.plugin.v1.CloseDiskRequest
-	5,  // 50: ferry.plugin.v1.Source.ListVMs:input_type -> ferry.plugin.v1.Empty
-	35, // 51: ferry.plugin.v1.Source.DescribeVM:input_type -> ferry.plugin.v1.VMRequest
-	38, // 52: ferry.plugin.v1.Source.CreateSnapshot:input_type -> ferry.plugin.v1.CreateSnapshotRequest
-	39, // 53: ferry.plugin.v1.Source.RemoveSnapshot:input_type -> ferry.plugin.v1.SnapshotRequest
-	35, // 54: ferry.plugin.v1.Source.ListSnapshots:input_type -> ferry.plugin.v1.VMRequest
-	41, // 55: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
-	43, // 56: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
-	5,  // 57: ferry.plugin.v1.Source.ListTags:input_type -> ferry.plugin.v1.Empty
-	5,  // 58: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
-	46, // 59: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
-	47, // 60: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	5,  // 61: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
-	47, // 62: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	49, // 63: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
-	51, // 64: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
-	47, // 65: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
-	53, // 66: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
-	54, // 67: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
-	58, // 68: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
-	47, // 69: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	47, // 70: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	59, // 71: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
-	60, // 72: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
-	62, // 73: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
-	65, // 74: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
-	67, // 75: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
-	16, // 76: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
-	18, // 77: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
-	20, // 78: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
-	5,  // 79: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
-	28, // 80: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
-	30, // 81: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
-	5,  // 82: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
-	5,  // 83: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
-	33, // 84: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
-	24, // 85: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
-	36, // 86: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
-	5,  // 87: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
-	40, // 88: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
-	42, // 89: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
-	26, // 90: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
-	34, // 91: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
-	44, // 92: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
-	45, // 93: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
-	45, // 94: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
-	48, // 95: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
-	5,  // 96: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
-	26, // 97: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
-	50, // 98: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
-	52, // 99: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
-	5,  // 100: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
-	26, // 101: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
-	45, // 102: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
-	45, // 103: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
-	45, // 104: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
-	45, // 105: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
-	61, // 106: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
-	63, // 107: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
-	66, // 108: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
-	5,  // 109: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
-	76, // [76:110] is the sub-list for method output_type
-	42, // [42:76] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	46, // 28: ferry.plugin.v1.Replica.owner:type_name -> ferry.plugin.v1.ReplicaOwner
+	24, // 29: ferry.plugin.v1.CreateReplicaRequest.vm:type_name -> ferry.plugin.v1.VM
+	56, // 30: ferry.plugin.v1.CreateReplicaRequest.network_map:type_name -> ferry.plugin.v1.NetworkMapping
+	46, // 31: ferry.plugin.v1.CreateReplicaRequest.owner:type_name -> ferry.plugin.v1.ReplicaOwner
+	45, // 32: ferry.plugin.v1.ListReplicasResponse.replicas:type_name -> ferry.plugin.v1.Replica
+	70, // 33: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
+	37, // 34: ferry.plugin.v1.RestorePoint.disks:type_name -> ferry.plugin.v1.SnapshotDisk
+	71, // 35: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	51, // 36: ferry.plugin.v1.ListRestorePointsResponse.points:type_name -> ferry.plugin.v1.RestorePoint
+	56, // 37: ferry.plugin.v1.NetworkConfig.network_map:type_name -> ferry.plugin.v1.NetworkMapping
+	57, // 38: ferry.plugin.v1.NetworkConfig.re_ip:type_name -> ferry.plugin.v1.ReIPRule
+	58, // 39: ferry.plugin.v1.FailoverRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	58, // 40: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	72, // 41: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
+	65, // 42: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
+	65, // 43: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
+	5,  // 44: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
+	17, // 45: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
+	19, // 46: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
+	21, // 47: ferry.plugin.v1.Plugin.Stop:input_type -> ferry.plugin.v1.StopRequest
+	27, // 48: ferry.plugin.v1.Disks.Read:input_type -> ferry.plugin.v1.ReadRequest
+	29, // 49: ferry.plugin.v1.Disks.Write:input_type -> ferry.plugin.v1.WriteMessage
+	32, // 50: ferry.plugin.v1.Disks.Sync:input_type -> ferry.plugin.v1.SyncDiskRequest
+	31, // 51: ferry.plugin.v1.Disks.Close:input_type -> ferry.plugin.v1.CloseDiskRequest
+	5,  // 52: ferry.plugin.v1.Source.ListVMs:input_type -> ferry.plugin.v1.Empty
+	35, // 53: ferry.plugin.v1.Source.DescribeVM:input_type -> ferry.plugin.v1.VMRequest
+	38, // 54: ferry.plugin.v1.Source.CreateSnapshot:input_type -> ferry.plugin.v1.CreateSnapshotRequest
+	39, // 55: ferry.plugin.v1.Source.RemoveSnapshot:input_type -> ferry.plugin.v1.SnapshotRequest
+	35, // 56: ferry.plugin.v1.Source.ListSnapshots:input_type -> ferry.plugin.v1.VMRequest
+	41, // 57: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
+	43, // 58: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
+	5,  // 59: ferry.plugin.v1.Source.ListTags:input_type -> ferry.plugin.v1.Empty
+	5,  // 60: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
+	47, // 61: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
+	48, // 62: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	5,  // 63: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
+	48, // 64: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	50, // 65: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
+	52, // 66: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
+	48, // 67: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
+	54, // 68: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
+	55, // 69: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
+	59, // 70: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
+	48, // 71: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	48, // 72: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	60, // 73: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
+	61, // 74: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
+	63, // 75: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
+	66, // 76: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
+	68, // 77: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
+	16, // 78: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
+	18, // 79: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
+	20, // 80: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
+	5,  // 81: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
+	28, // 82: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
+	30, // 83: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
+	5,  // 84: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
+	5,  // 85: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
+	33, // 86: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
+	24, // 87: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
+	36, // 88: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
+	5,  // 89: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
+	40, // 90: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
+	42, // 91: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
+	26, // 92: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
+	34, // 93: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
+	44, // 94: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
+	45, // 95: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
+	45, // 96: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
+	49, // 97: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
+	5,  // 98: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
+	26, // 99: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
+	51, // 100: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
+	53, // 101: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
+	5,  // 102: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
+	26, // 103: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
+	45, // 104: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
+	45, // 105: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
+	45, // 106: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
+	45, // 107: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
+	62, // 108: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
+	64, // 109: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
+	67, // 110: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
+	5,  // 111: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
+	78, // [78:112] is the sub-list for method output_type
+	44, // [44:78] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_ferry_plugin_v1_plugin_proto_init() }
@@ -4812,11 +4909,11 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 		(*WriteMessage_Handle)(nil),
 		(*WriteMessage_Chunk)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[56].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[57].OneofWrappers = []any{
 		(*PutMessage_Header_)(nil),
 		(*PutMessage_Data)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[59].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[60].OneofWrappers = []any{
 		(*GetMessage_Info)(nil),
 		(*GetMessage_Data)(nil),
 	}
@@ -4826,7 +4923,7 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_plugin_v1_plugin_proto_rawDesc), len(file_ferry_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   68,
+			NumMessages:   69,
 			NumExtensions: 0,
 			NumServices:   5,
 		},
