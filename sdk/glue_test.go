@@ -16,7 +16,9 @@ import (
 
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/msgpack"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
@@ -170,6 +172,12 @@ func newGlue(t *testing.T) (*glueSource, *sdk.Client) {
 				return &glueTarget{w: src.writer}, nil
 			},
 		}},
+		Repositories: map[string]sdk.Component[sdk.Repository]{"glue": {
+			Schema: cfgSchema,
+			New: func(ctx context.Context, cfg cty.Value) (sdk.Repository, error) {
+				return &glueRepository{sdktest.NewMemRepository()}, nil
+			},
+		}},
 	}
 	target := sdktest.Serve(t, p)
 	lastTarget = target
@@ -186,6 +194,22 @@ type glueTarget struct {
 
 func (g *glueTarget) OpenReplicaDisk(ctx context.Context, replica string, disk int, size int64) (sdk.DiskWriter, error) {
 	return g.w, nil
+}
+
+// glueRepository is a Repository whose objects "damaged" and
+// "damaged-status" are damaged: the first reports it with the class, the
+// second with a bare gRPC status, as a plugin not written with this SDK
+// would.
+type glueRepository struct{ *sdktest.MemRepository }
+
+func (g *glueRepository) Get(ctx context.Context, key string) ([]byte, sdk.ObjectInfo, error) {
+	switch key {
+	case "damaged":
+		return nil, sdk.ObjectInfo{}, fmt.Errorf("object %q (file objects/damaged): checksum mismatch: %w", key, errdefs.ErrDataLoss)
+	case "damaged-status":
+		return nil, sdk.ObjectInfo{}, status.Errorf(codes.DataLoss, "object %q: torn header", key)
+	}
+	return g.MemRepository.Get(ctx, key)
 }
 
 var goodCfg = cty.ObjectVal(map[string]cty.Value{"name": cty.StringVal("x"), "ports": cty.ListVal([]cty.Value{cty.NumberIntVal(443)})})
@@ -292,6 +316,47 @@ func TestErrorClassesCrossTheWire(t *testing.T) {
 	err := src.ChangedAreas(context.Background(), sdk.ChangedAreasRequest{VM: "web-01", ChangeID: "7-1"}, func([]sdk.Extent) error { return nil })
 	if !errors.Is(err, errdefs.ErrChangeIDReset) {
 		t.Fatalf("ChangedAreas(stale id) = %v", err)
+	}
+}
+
+// TestDataLossCrossesTheWire: a damaged object's class reaches the host,
+// sent as a class or as the bare gRPC code, and travels as codes.DataLoss.
+func TestDataLossCrossesTheWire(t *testing.T) {
+	_, c := newGlue(t)
+	ctx := context.Background()
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	comp, _ := info.Component(sdk.KindRepository, "glue")
+	repo, _, err := c.Repository(ctx, "glue", comp.Schema, goodCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"damaged", "damaged-status"} {
+		_, _, err := repo.Get(ctx, key)
+		if !errors.Is(err, errdefs.ErrDataLoss) || !strings.Contains(err.Error(), fmt.Sprintf("object %q", key)) {
+			t.Errorf("Get(%s) = %v, want a data loss naming the object", key, err)
+		}
+		if errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("Get(%s) = %v: a damaged object is not a missing one", key, err)
+		}
+	}
+
+	conn := sdktest.Dial(t, lastTarget)
+	cfg, err := msgpack.Marshal(goodCfg, goodCfg.Type())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pb.NewPluginClient(conn).Configure(ctx, &pb.ConfigureRequest{Instance: "raw", Kind: pb.Kind_REPOSITORY, Type: "glue", Config: &pb.DynamicValue{Msgpack: cfg}}); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := pb.NewRepositoryClient(conn).Get(metadata.AppendToOutgoingContext(ctx, "ferry-instance", "raw"), &pb.GetRequest{Key: "damaged"})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.DataLoss {
+		t.Fatalf("on the wire a data loss is %v, want code %v", err, codes.DataLoss)
 	}
 }
 

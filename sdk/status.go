@@ -40,6 +40,8 @@ func toStatus(err error) error {
 		code = codes.PermissionDenied
 	case errors.Is(err, errdefs.ErrUnimplemented):
 		code = codes.Unimplemented
+	case errors.Is(err, errdefs.ErrDataLoss):
+		code = codes.DataLoss
 	case errors.Is(err, errdefs.ErrCanceled):
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
@@ -91,6 +93,8 @@ func fromStatus(err error, plugin string, exited func() bool) error {
 		return errdefs.WithClass(st.Message(), context.DeadlineExceeded)
 	case codes.Unavailable:
 		return errdefs.WithClass(fmt.Sprintf("plugin %s: %s", plugin, st.Message()), errdefs.ErrUnavailable)
+	case codes.DataLoss:
+		return errdefs.WithClass(st.Message(), errdefs.ErrDataLoss)
 	case codes.Internal:
 		return fmt.Errorf("plugin %s: %s", plugin, st.Message())
 	}

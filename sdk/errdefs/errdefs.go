@@ -40,6 +40,11 @@ var (
 	// id (tracking was reset, or the id belongs to another epoch); the
 	// caller must compare digests instead.
 	ErrChangeIDReset = errors.New("change id reset")
+	// ErrDataLoss: the object exists but is damaged (a checksum that does
+	// not match, a torn or unreadable header); its content cannot be
+	// trusted. Unlike ErrNotFound it says something is there: a caller
+	// that can rebuild the content treats it as lost and replaces it.
+	ErrDataLoss = errors.New("data loss")
 	// ErrCanceled: the call was cancelled by its caller. It is
 	// context.Canceled, so either name matches.
 	ErrCanceled = context.Canceled
@@ -61,6 +66,7 @@ var classes = []struct {
 	{"permission_denied", ErrPermissionDenied},
 	{"unimplemented", ErrUnimplemented},
 	{"change_id_reset", ErrChangeIDReset},
+	{"data_loss", ErrDataLoss},
 	{"canceled", ErrCanceled},
 	{"plugin_exited", ErrPluginExited},
 }
