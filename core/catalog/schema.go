@@ -20,6 +20,7 @@ var (
 	bucketReplicas    = []byte("replicas")         // job NUL vm -> Replica (JSON)
 	bucketPoints      = []byte("restore_points")   // job NUL vm NUL created NUL id -> RestorePoint (JSON)
 	bucketJobs        = []byte("jobs")             // job -> JobState (JSON)
+	bucketGone        = []byte("gone_replicas")    // job NUL vm NUL replica id -> GoneReplica (JSON)
 
 	keySchemaVersion = []byte("schema_version") // in meta, decimal ASCII
 )
@@ -28,7 +29,7 @@ var (
 // after migrating, so the rest of the package may take them for granted.
 var currentBuckets = [][]byte{
 	bucketMeta, bucketSessions, bucketSessionSeq, bucketJobSessions,
-	bucketRunning, bucketReplicas, bucketPoints, bucketJobs,
+	bucketRunning, bucketReplicas, bucketPoints, bucketJobs, bucketGone,
 }
 
 // migration brings the catalog from version-1 to version. It runs inside
@@ -44,6 +45,7 @@ type migration struct {
 // catalogs in the field have already run it.
 var migrations = []migration{
 	{name: "create buckets", apply: migrateCreateBuckets},
+	{name: "gone replicas", apply: migrateGoneReplicas},
 }
 
 // migrateCreateBuckets is schema version 1. It names its buckets literally
@@ -57,6 +59,15 @@ func migrateCreateBuckets(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucket([]byte(name)); err != nil {
 			return fmt.Errorf("create bucket %q: %w", name, err)
 		}
+	}
+	return nil
+}
+
+// migrateGoneReplicas is schema version 2: the records of replicas the
+// target no longer had.
+func migrateGoneReplicas(tx *bolt.Tx) error {
+	if _, err := tx.CreateBucket([]byte("gone_replicas")); err != nil {
+		return fmt.Errorf("create bucket %q: %w", "gone_replicas", err)
 	}
 	return nil
 }

@@ -72,8 +72,8 @@ func TestMigrationsRunExactlyOnce(t *testing.T) {
 		if err != nil {
 			t.Fatalf("open %d: %v", open, err)
 		}
-		if v := schemaVersion(t, c); v != 3 {
-			t.Fatalf("open %d: schema version %d, want 3", open, v)
+		if v := schemaVersion(t, c); v != len(migrations)+2 {
+			t.Fatalf("open %d: schema version %d, want %d", open, v, len(migrations)+2)
 		}
 		js, err := c.JobState("web")
 		if err != nil || js.Fingerprint != "f1" {
@@ -100,8 +100,8 @@ func TestFailedMigrationKeepsPreviousVersion(t *testing.T) {
 			list: func(*int) []migration {
 				return append(append([]migration(nil), migrations...), failingMigration("two"))
 			},
-			wantErr:  "migrate to schema version 2 (two): disk on fire",
-			wantAt:   1,
+			wantErr:  fmt.Sprintf("migrate to schema version %d (two): disk on fire", len(migrations)+1),
+			wantAt:   len(migrations),
 			notMarks: []string{"two"},
 		},
 		{
@@ -109,8 +109,8 @@ func TestFailedMigrationKeepsPreviousVersion(t *testing.T) {
 			list: func(runs *int) []migration {
 				return append(append([]migration(nil), migrations...), countingMigration("two", runs), failingMigration("three"))
 			},
-			wantErr:  "migrate to schema version 3 (three): disk on fire",
-			wantAt:   2,
+			wantErr:  fmt.Sprintf("migrate to schema version %d (three): disk on fire", len(migrations)+2),
+			wantAt:   len(migrations) + 1,
 			marks:    []string{"two"},
 			notMarks: []string{"three"},
 		},

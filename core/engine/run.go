@@ -154,26 +154,11 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 	r.removeStaleSnapshots(ctx, name)
 
 	replicaName := job.ReplicaName(name, vm.Name)
-	replica, err := r.tgt.GetReplica(ctx, replicaName)
-	fresh := false
-	switch {
-	case errors.Is(err, errdefs.ErrNotFound):
-		replica, err = r.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: replicaName, VM: *vm, NetworkMap: networkMap(job)})
-		if err != nil {
-			return fail("create replica %q on %s: %v", replicaName, job.Target.Address(), err)
-		}
-		fresh = true
-	case err != nil:
-		return fail("replica %q on %s: %v", replicaName, job.Target.Address(), err)
+	replica, fresh, points, err := r.replica(ctx, name, vm, replicaName)
+	if err != nil {
+		return err
 	}
 	res.Replica = replica.ID
-	if replica.State != sdk.ReplicaReady {
-		return fail("replica %q is %s; undo or commit the failover before replicating again", replicaName, replica.State)
-	}
-	points, err := r.tgt.ListRestorePoints(ctx, replica.ID)
-	if err != nil {
-		return fail("list restore points of %q: %v", replicaName, err)
-	}
 	var last *sdk.RestorePoint
 	if len(points) > 0 {
 		last = &points[len(points)-1]
@@ -236,6 +221,89 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 	}
 	r.e.hook(StepRetentionDone, name)
 	return nil
+}
+
+// owner is whom the replicas of the job's VM vm belong to.
+func (r *run) owner(vm *sdk.VM) sdk.ReplicaOwner {
+	return sdk.ReplicaOwner{Job: r.job.Name, Source: r.job.Source.Address(), SourceVM: vm.ID}
+}
+
+// replica finds or creates the replica of the source VM and makes sure it
+// is this job's, ready, and the one the catalog knows: a replica the
+// catalog recorded that the target no longer has (deleted, or replaced by
+// another of its name) is retired in the catalog with its restore points,
+// never taken for the new one. It returns the replica, whether it was
+// created empty now, and its restore points, oldest first.
+func (r *run) replica(ctx context.Context, name string, vm *sdk.VM, replicaName string) (*sdk.Replica, bool, []sdk.RestorePoint, error) {
+	job := r.job
+	fail := func(format string, args ...any) (*sdk.Replica, bool, []sdk.RestorePoint, error) {
+		return nil, false, nil, fmt.Errorf("job %q vm %q: %s", job.Name, name, fmt.Sprintf(format, args...))
+	}
+	owner := r.owner(vm)
+	replica, err := r.tgt.GetReplica(ctx, replicaName)
+	fresh := false
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		replica, err = r.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: replicaName, VM: *vm, NetworkMap: networkMap(job), Owner: owner})
+		if err != nil {
+			return fail("create replica %q on %s: %v", replicaName, job.Target.Address(), err)
+		}
+		fresh = true
+	case err != nil:
+		return fail("replica %q on %s: %v", replicaName, job.Target.Address(), err)
+	}
+	if !fresh && replica.Owner.IsZero() {
+		// A replica from before owners were recorded: this job's when its
+		// restore points say so (or it has none), and then adopted.
+		points, err := r.tgt.ListRestorePoints(ctx, replica.ID)
+		if err != nil {
+			return fail("list restore points of %q: %v", replicaName, err)
+		}
+		for _, p := range points {
+			if j, v := p.Labels[LabelJob], p.Labels[LabelVM]; j != "" && (j != job.Name || v != name) {
+				return fail("replica %q on %s holds restore point %s of job %q VM %q, not of this job's VM: refusing to write into another job's replica; give one of the jobs another replica_suffix or target",
+					replicaName, job.Target.Address(), p.ID, j, v)
+			}
+		}
+		adopted, err := r.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: replicaName, VM: *vm, NetworkMap: networkMap(job), Owner: owner})
+		if err != nil {
+			return fail("record the owner of replica %q on %s: %v", replicaName, job.Target.Address(), err)
+		}
+		if adopted.ID != replica.ID {
+			return fail("replica %q on %s changed while its owner was recorded (id %s, now %s); run again", replicaName, job.Target.Address(), replica.ID, adopted.ID)
+		}
+		if adopted.Owner.IsZero() {
+			r.notice(name, "target %s does not record replica owners (a plugin older than protocol 1.2); the replica's restore point labels say it is this job's", job.Target.Address())
+		}
+		replica = adopted
+	}
+	if !replica.Owner.IsZero() && replica.Owner != owner {
+		return fail("replica %q on %s belongs to %s, not to this job's VM %s of %s: refusing to write into it; give one of the jobs another replica_suffix or target",
+			replicaName, job.Target.Address(), replica.Owner, vm.ID, job.Source.Address())
+	}
+	if rec, err := r.e.Catalog.Replica(job.Name, name); err == nil && rec.ReplicaID != replica.ID {
+		why := fmt.Sprintf("replica %q (id %s) is gone from %s", rec.ReplicaName, rec.ReplicaID, job.Target.Address())
+		if !fresh {
+			why = fmt.Sprintf("replica %q (id %s) on %s was replaced by another VM of its name (id %s)", rec.ReplicaName, rec.ReplicaID, job.Target.Address(), replica.ID)
+		}
+		gone, err := r.e.Catalog.RetireReplica(job.Name, name, why)
+		if err != nil {
+			return fail("record that %s: %v", why, err)
+		}
+		verb := "filled from the source"
+		if !fresh {
+			verb = "compared with the source block by block"
+		}
+		r.notice(name, "%s; its %d restore points are recorded as gone, and replica %s is %s", why, len(gone.Points), replica.ID, verb)
+	}
+	if replica.State != sdk.ReplicaReady {
+		return fail("replica %q is %s; undo or commit the failover before replicating again", replicaName, replica.State)
+	}
+	points, err := r.tgt.ListRestorePoints(ctx, replica.ID)
+	if err != nil {
+		return fail("list restore points of %q: %v", replicaName, err)
+	}
+	return replica, fresh, points, nil
 }
 
 func networkMap(job *config.Job) []sdk.NetworkMapping {
@@ -498,14 +566,30 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		}
 	}
 
+	bind := replicameta.Binding{Replica: replica.ID, Incarnation: replica.Incarnation}
+	if last != nil {
+		bind.Point, bind.PointSession = last.ID, last.Labels[LabelSession]
+	}
+	for _, rd := range replica.VM.Disks {
+		if rd.Index == d.Index && !fresh {
+			bind.Capacity = rd.Capacity
+		}
+	}
 	store, err := replicameta.Open(ctx, r.repo, replicameta.Prefix(r.job.Name, name, d.Index), replicameta.Options{
-		Session: r.sess.ID, Size: d.Capacity, BlockSize: bs, SegmentBlocks: datamover.DefaultSegmentBlocks, Fresh: fresh,
+		Session: r.sess.ID, Size: d.Capacity, BlockSize: bs, SegmentBlocks: datamover.DefaultSegmentBlocks, Fresh: fresh, Binding: bind,
 		Recompute: func(ctx context.Context) (io.ReaderAt, error) {
 			return r.tgt.OpenRestorePointDisk(ctx, replica.ID, "", d.Index)
 		},
 	})
 	if err != nil {
 		return fail("replica metadata: %v", err)
+	}
+	if why := store.Distrusted(); why != "" {
+		if fresh {
+			r.notice(name, "disk %d: the repository's metadata is not this new replica's (%s); it is set aside", d.Index, why)
+		} else {
+			r.notice(name, "disk %d: the repository's metadata is not trusted (%s); digests are recomputed from the replica where blocks are compared", d.Index, why)
+		}
 	}
 	// Closing waits for the store's deletes of replaced objects: let
 	// them finish while the restore point is made.

@@ -20,6 +20,10 @@ import (
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
+// ManifestVersion is the version of the manifests this package writes.
+// Version 1 manifests named no replica: they are never trusted.
+const ManifestVersion = 2
+
 // Manifest is the metadata of one replica disk.
 type Manifest struct {
 	Version       int            `json:"version"`
@@ -27,7 +31,52 @@ type Manifest struct {
 	BlockSize     int            `json:"block_size"`
 	SegmentBlocks int            `json:"segment_blocks"`
 	Segments      map[int]string `json:"segments"` // segment index -> object key
-	Session       string         `json:"session,omitempty"`
+	// Session is the session that wrote the manifest last.
+	Session string `json:"session,omitempty"`
+	// Replica and Incarnation name the replica the digests describe.
+	Replica     string `json:"replica"`
+	Incarnation string `json:"incarnation"`
+	// Base is the restore point the replica's working state was at when
+	// Session began ("" for a replica without points).
+	Base string `json:"base"`
+	// Finished says Session wrote every disk block it meant to: the
+	// manifest then describes the restore point Session goes on to make.
+	Finished bool `json:"finished"`
+}
+
+// Binding is what the replica is now, as its target reports it: metadata
+// is trusted only when it was written for this replica, this incarnation
+// and this newest restore point.
+type Binding struct {
+	Replica     string
+	Incarnation string
+	// Point is the replica's newest restore point ("" for none) and
+	// PointSession the session that made it (its ferry.session label).
+	Point        string
+	PointSession string
+	// Capacity is the replica disk's size before this run (0: unknown).
+	Capacity int64
+}
+
+// Distrust says why a manifest does not describe the replica it is read
+// for; "" when it does.
+func (m *Manifest) Distrust(b Binding) string {
+	switch {
+	case m.Version != ManifestVersion:
+		return fmt.Sprintf("written by an older ferry (version %d), it names no replica", m.Version)
+	case m.Replica != b.Replica || m.Incarnation != b.Incarnation:
+		return fmt.Sprintf("written for replica %s (incarnation %s), not for %s (incarnation %s): the replica was deleted, replaced or recreated", m.Replica, m.Incarnation, b.Replica, b.Incarnation)
+	case b.Capacity > 0 && m.Size > b.Capacity:
+		return fmt.Sprintf("written for a disk of %d bytes, the replica's is %d: the disk was replaced", m.Size, b.Capacity)
+	case m.Finished && (m.Session == "" || m.Session != b.PointSession):
+		if b.Point == "" {
+			return fmt.Sprintf("written by session %s, which made a restore point the replica does not have (it has none)", m.Session)
+		}
+		return fmt.Sprintf("written by session %s, but the newest restore point %s was made by session %s: the metadata or the replica was restored from an older copy, or a run was cut short before its restore point", m.Session, b.Point, b.PointSession)
+	case !m.Finished && m.Base != b.Point:
+		return fmt.Sprintf("written by session %s from restore point %q, but the replica's newest is %q: the metadata or the replica was restored from an older copy", m.Session, m.Base, b.Point)
+	}
+	return ""
 }
 
 // Prefix is where the metadata of one replica disk lives.
@@ -50,6 +99,10 @@ type Store struct {
 	size    int64     // the disk's size in this run
 	fresh   bool      // the replica disk was created empty in this run
 	reread  Recompute // reads the replica when digests are unknown
+	bind    Binding
+	// distrust says why the stored manifest was not trusted; "" when it
+	// was, or there was none.
+	distrust string
 
 	mu       sync.Mutex
 	manifest Manifest
@@ -82,30 +135,49 @@ type Options struct {
 	// Recompute opens the replica's working state to digest unknown
 	// segments.
 	Recompute Recompute
+	// Binding is the replica the digests must describe; a manifest written
+	// for anything else is not trusted.
+	Binding Binding
 }
 
 // Open reads the manifest of a replica disk and removes segment objects a
 // killed run left behind. A manifest written with another block or segment
-// size is ignored: its segments become unknown.
+// size is ignored: its segments become unknown. So is one written for
+// another replica, incarnation or restore point than opts.Binding (see
+// Manifest.Distrust), and one that is damaged: Distrusted says why.
 func Open(ctx context.Context, repo sdk.Repository, prefix string, opts Options) (*Store, error) {
-	s := &Store{repo: repo, prefix: prefix, session: opts.Session, bs: opts.BlockSize, segBlks: opts.SegmentBlocks, size: opts.Size, fresh: opts.Fresh, reread: opts.Recompute, gen: sdk.IfAbsent, replaced: map[int]string{}}
-	s.manifest = Manifest{Version: 1, BlockSize: s.bs, SegmentBlocks: s.segBlks, Segments: map[int]string{}}
+	s := &Store{repo: repo, prefix: prefix, session: opts.Session, bs: opts.BlockSize, segBlks: opts.SegmentBlocks, size: opts.Size, fresh: opts.Fresh, reread: opts.Recompute, bind: opts.Binding, gen: sdk.IfAbsent, replaced: map[int]string{}}
+	s.manifest = Manifest{Version: ManifestVersion, BlockSize: s.bs, SegmentBlocks: s.segBlks, Segments: map[int]string{}}
 	data, info, err := repo.Get(ctx, prefix+"manifest")
 	switch {
 	case errors.Is(err, errdefs.ErrNotFound):
+	case errors.Is(err, errdefs.ErrDataLoss):
+		// A damaged manifest is a lost one: it goes, and the digests are
+		// rebuilt from the replica.
+		s.distrust = fmt.Sprintf("the manifest is damaged (%v)", err)
+		if err := repo.Delete(ctx, prefix+"manifest", sdk.IfAny); err != nil {
+			return nil, fmt.Errorf("remove the damaged manifest %s: %w", prefix, err)
+		}
 	case err != nil:
 		return nil, fmt.Errorf("read manifest %s: %w", prefix, err)
 	default:
 		s.gen = info.Generation
 		var m Manifest
-		if err := json.Unmarshal(data, &m); err != nil || m.Version != 1 {
+		if err := json.Unmarshal(data, &m); err != nil {
 			// Unreadable metadata is unknown metadata: start over.
+			s.distrust = fmt.Sprintf("the manifest does not decode (%v)", err)
+			break
+		}
+		if why := m.Distrust(s.bind); why != "" {
+			s.distrust = why
 			break
 		}
 		if m.BlockSize == s.bs && m.SegmentBlocks == s.segBlks && m.Segments != nil {
 			s.manifest = m
 		}
 	}
+	s.manifest.Replica, s.manifest.Incarnation = s.bind.Replica, s.bind.Incarnation
+	s.manifest.Base, s.manifest.Finished = s.bind.Point, false
 	if err := s.sweep(ctx); err != nil {
 		return nil, err
 	}
@@ -149,6 +221,10 @@ func (s *Store) deleteLater(ctx context.Context, keys []string) {
 		wg.Wait()
 	})
 }
+
+// Distrusted says why the stored manifest was set aside ("" when it was
+// trusted, or there was none): the engine tells the session.
+func (s *Store) Distrusted() string { return s.distrust }
 
 // Known reports how many segments have stored digests.
 func (s *Store) Known() int {
@@ -327,11 +403,13 @@ func (s *Store) PutSegments(ctx context.Context, digests map[int][]datamover.Dig
 	return nil
 }
 
-// Finish records the disk's size once every segment was handled.
+// Finish records the disk's size once every segment was handled: the
+// manifest then describes the restore point the session makes next.
 func (s *Store) Finish(ctx context.Context, size int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.manifest.Size = size
+	s.manifest.Finished = true
 	return s.commit(ctx)
 }
 
@@ -350,6 +428,9 @@ func (s *Store) Close() error {
 
 func (s *Store) load(ctx context.Context, key string) ([]datamover.Digest, error) {
 	data, _, err := s.repo.Get(ctx, key)
+	if errors.Is(err, errdefs.ErrDataLoss) {
+		return nil, &corruptError{fmt.Errorf("read digests %s: %w", key, err)}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read digests %s: %w", key, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -39,10 +40,19 @@ func digestsOf(t *testing.T, b []byte, seg int) []datamover.Digest {
 	return d
 }
 
+// bound is the replica the tests' metadata describes: session s1 made its
+// newest restore point p1.
+var bound = Binding{Replica: "r1", Incarnation: "i1", Point: "p1", PointSession: "s1"}
+
 func open(t *testing.T, repo sdk.Repository, replica []byte, fresh bool, opened *int) *Store {
 	t.Helper()
+	return openAs(t, repo, replica, fresh, opened, "s1", bound)
+}
+
+func openAs(t *testing.T, repo sdk.Repository, replica []byte, fresh bool, opened *int, session string, b Binding) *Store {
+	t.Helper()
 	s, err := Open(context.Background(), repo, Prefix("web tier", "db/01", 0), Options{
-		Session: "s1", Size: int64(len(replica)), BlockSize: bs, SegmentBlocks: segBlks, Fresh: fresh,
+		Session: session, Size: int64(len(replica)), BlockSize: bs, SegmentBlocks: segBlks, Fresh: fresh, Binding: b,
 		Recompute: func(ctx context.Context) (io.ReaderAt, error) {
 			*opened++
 			return bytes.NewReader(replica), nil
@@ -280,4 +290,157 @@ func takeOne(ctx context.Context, s *Store, i int) ([]datamover.Digest, error) {
 // putOne puts the digests of one segment.
 func putOne(ctx context.Context, s *Store, i int, d []datamover.Digest) error {
 	return s.PutSegments(ctx, map[int][]datamover.Digest{i: d})
+}
+
+func TestManifestDistrust(t *testing.T) {
+	finished := Manifest{Version: ManifestVersion, Size: 1 << 20, Replica: "r1", Incarnation: "i1", Session: "s1", Base: "p0", Finished: true}
+	midRun := Manifest{Version: ManifestVersion, Size: 1 << 20, Replica: "r1", Incarnation: "i1", Session: "s2", Base: "p1"}
+	for _, tc := range []struct {
+		name  string
+		m     Manifest
+		b     Binding
+		trust bool
+	}{
+		{"finished, its point is the newest", finished, bound, true},
+		{"cut short mid-run from the newest point", midRun, bound, true},
+		{"disk grew since", finished, Binding{Replica: "r1", Incarnation: "i1", Point: "p1", PointSession: "s1", Capacity: 2 << 20}, true},
+		{"written by an older ferry", Manifest{Version: 1, Replica: "r1", Incarnation: "i1", Session: "s1", Finished: true}, bound, false},
+		{"replica recreated under its name", finished, Binding{Replica: "r2", Incarnation: "i2", PointSession: ""}, false},
+		{"replica replaced, same id", finished, Binding{Replica: "r1", Incarnation: "i9", Point: "p1", PointSession: "s1"}, false},
+		{"metadata restored from an older copy", finished, Binding{Replica: "r1", Incarnation: "i1", Point: "p3", PointSession: "s3"}, false},
+		{"metadata restored from an older copy, mid-run", midRun, Binding{Replica: "r1", Incarnation: "i1", Point: "p3", PointSession: "s3"}, false},
+		{"killed between the metadata and the point", Manifest{Version: ManifestVersion, Replica: "r1", Incarnation: "i1", Session: "s2", Base: "p1", Finished: true}, bound, false},
+		{"replica rolled back to an older point", finished, Binding{Replica: "r1", Incarnation: "i1", Point: "p0", PointSession: "s0"}, false},
+		{"replica lost every point", finished, Binding{Replica: "r1", Incarnation: "i1"}, false},
+		{"disk replaced by a smaller one", finished, Binding{Replica: "r1", Incarnation: "i1", Point: "p1", PointSession: "s1", Capacity: 4096}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			why := tc.m.Distrust(tc.b)
+			if (why == "") != tc.trust {
+				t.Errorf("Distrust = %q, want trusted %v", why, tc.trust)
+			}
+		})
+	}
+}
+
+// TestRolledBackMetadataIsRecomputed restores the repository to an older
+// copy: the digests it holds describe restore point p1, the replica has
+// moved on to p2. The store must recompute from the replica, so a block
+// that went back to its p1 content at the source is still sent.
+func TestRolledBackMetadataIsRecomputed(t *testing.T) {
+	ctx := context.Background()
+	repo := sdktest.NewMemRepository()
+	replica := replicaOf(2)
+	opened := 0
+	s := openAs(t, repo, replica, true, &opened, "s1", Binding{Replica: "r1", Incarnation: "i1"})
+	for i := range 2 {
+		takeOne(ctx, s, i)
+		putOne(ctx, s, i, digestsOf(t, replica, i))
+	}
+	s.Finish(ctx, int64(len(replica)))
+	s.Close()
+	objs, _ := repo.List(ctx, Prefix("web tier", "db/01", 0))
+	backup := map[string][]byte{}
+	for _, o := range objs {
+		backup[o.Key], _, _ = repo.Get(ctx, o.Key)
+	}
+
+	// Session s2 changes segment 1 and makes p2.
+	p1 := Binding{Replica: "r1", Incarnation: "i1", Point: "p1", PointSession: "s1"}
+	s = openAs(t, repo, replica, false, &opened, "s2", p1)
+	if s.Known() != 2 || s.Distrusted() != "" {
+		t.Fatalf("s2: known %d, distrusted %q", s.Known(), s.Distrusted())
+	}
+	takeOne(ctx, s, 1)
+	replica[segSize] = 0x77
+	putOne(ctx, s, 1, digestsOf(t, replica, 1))
+	s.Finish(ctx, int64(len(replica)))
+	s.Close()
+
+	// The repository goes back to its copy from before s2.
+	objs, _ = repo.List(ctx, Prefix("web tier", "db/01", 0))
+	for _, o := range objs {
+		repo.Delete(ctx, o.Key, sdk.IfAny)
+	}
+	for k, v := range backup {
+		repo.Put(ctx, k, v, sdk.IfAny)
+	}
+
+	p2 := Binding{Replica: "r1", Incarnation: "i1", Point: "p2", PointSession: "s2"}
+	s = openAs(t, repo, replica, false, &opened, "s3", p2)
+	defer s.Close()
+	if s.Known() != 0 || !strings.Contains(s.Distrusted(), "older copy") {
+		t.Fatalf("rolled-back metadata: known %d, distrusted %q; want none known and a reason", s.Known(), s.Distrusted())
+	}
+	d, err := takeOne(ctx, s, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := digestsOf(t, replica, 1); d[0] != want[0] {
+		t.Fatal("segment 1's digests are the rolled-back ones, not the replica's")
+	}
+}
+
+// damagedRepo answers Get of its damaged keys with ErrDataLoss, as a
+// repository does for an object that fails its checks.
+type damagedRepo struct {
+	sdk.Repository
+	damaged map[string]bool
+}
+
+func (r *damagedRepo) Get(ctx context.Context, key string) ([]byte, sdk.ObjectInfo, error) {
+	if r.damaged[key] {
+		return nil, sdk.ObjectInfo{}, fmt.Errorf("object %q: checksum mismatch: %w", key, errdefs.ErrDataLoss)
+	}
+	return r.Repository.Get(ctx, key)
+}
+
+func (r *damagedRepo) Put(ctx context.Context, key string, data []byte, gen int64) (int64, error) {
+	delete(r.damaged, key)
+	return r.Repository.Put(ctx, key, data, gen)
+}
+
+func (r *damagedRepo) Delete(ctx context.Context, key string, gen int64) error {
+	delete(r.damaged, key)
+	return r.Repository.Delete(ctx, key, gen)
+}
+
+func TestDamagedObjectsAreLostNotFatal(t *testing.T) {
+	ctx := context.Background()
+	repo := &damagedRepo{Repository: sdktest.NewMemRepository(), damaged: map[string]bool{}}
+	replica := replicaOf(2)
+	opened := 0
+	s := open(t, repo, replica, true, &opened)
+	for i := range 2 {
+		takeOne(ctx, s, i)
+		putOne(ctx, s, i, digestsOf(t, replica, i))
+	}
+	s.Finish(ctx, int64(len(replica)))
+	s.Close()
+
+	// A damaged segment: recomputed from the replica.
+	s = open(t, repo, replica, false, &opened)
+	seg0 := s.manifest.Segments[0]
+	s.Close()
+	repo.damaged[seg0] = true
+	s = open(t, repo, replica, false, &opened)
+	d, err := takeOne(ctx, s, 0)
+	if err != nil || len(d) != segBlks || d[0] != digestsOf(t, replica, 0)[0] {
+		t.Fatalf("damaged segment: %d digests, %v; want them recomputed", len(d), err)
+	}
+	s.Close()
+
+	// A damaged manifest: removed, everything unknown, the run goes on.
+	repo.damaged[Prefix("web tier", "db/01", 0)+"manifest"] = true
+	s = open(t, repo, replica, false, &opened)
+	defer s.Close()
+	if s.Known() != 0 || !strings.Contains(s.Distrusted(), "damaged") {
+		t.Fatalf("damaged manifest: known %d, distrusted %q", s.Known(), s.Distrusted())
+	}
+	if _, err := takeOne(ctx, s, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := putOne(ctx, s, 1, digestsOf(t, replica, 1)); err != nil {
+		t.Fatalf("write a new manifest over the damaged one: %v", err)
+	}
 }
