@@ -130,6 +130,8 @@ type Job struct {
 	// diagnostics (see PathRange).
 	Body      hcl.Body
 	DeclRange hcl.Range
+	// vmRanges are where each of VMs is written.
+	vmRanges []hcl.Range
 }
 
 // Selects reports whether the job picks VMs by folder or tag or excludes

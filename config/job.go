@@ -93,6 +93,7 @@ func (l *loader) decodeJob(b *hcl.Block) *Job {
 		for _, s := range l.selectors(j, a, false, listed) {
 			if s.Kind == SelectVM {
 				j.VMs = append(j.VMs, s.Value)
+				j.vmRanges = append(j.vmRanges, s.Range)
 			} else {
 				j.Selectors = append(j.Selectors, s)
 			}

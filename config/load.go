@@ -136,6 +136,7 @@ func LoadFiles(dir string, files map[string][]byte, schemas Schemas) (*Config, h
 		j := l.decodeJob(b)
 		l.cfg.Jobs[j.Name] = j
 	}
+	l.checkReplicaNames()
 	sortDiagnostics(l.diags)
 	return l.cfg, l.diags
 }
