@@ -441,6 +441,22 @@ func TestVSphereNetworkTransport(t *testing.T) {
 	}
 	sameBytes(t, "point 1", readPoint(t, tgt, "app-01_replica", points[0], 0), want["app-01"][0])
 	sameBytes(t, "point 2", readPoint(t, tgt, "app-01_replica", points[1], 0), want2["app-01"][0])
+
+	// An admin deletes the replica at dr ("Delete from disk"): the next
+	// run creates it anew and fills it; the repository's digests of the
+	// old one are not trusted.
+	l.dr.Destroy(t, "app-01_replica")
+	l.scatter("app-01", 0, 2)
+	want3 := l.state()
+	s = l.run()
+	if s.code != 0 || s.vm("app-01").Disks[0].Mode != "full" || s.Totals.BytesSent < mib {
+		t.Fatalf("run after the replica was deleted: exit %d, %d bytes sent, %+v\n%s", s.code, s.Totals.BytesSent, s.VMs, s.stderr)
+	}
+	points = l.points("app-01")
+	if len(points) != 1 {
+		t.Fatalf("points after the replica was deleted: %v", points)
+	}
+	sameBytes(t, "the new replica's point", readPoint(t, l.target(), "app-01_replica", points[0], 0), want3["app-01"][0])
 }
 
 // TestVSphereBadEndpoints: wrong credentials, an unreachable vCenter and a

@@ -3,7 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 
 	"github.com/ferry-dr/ferry/core/engine"
 	"github.com/ferry-dr/ferry/core/plan"
@@ -80,6 +84,7 @@ func runPlan(e *env, args []string) error {
 				last = in.Last.Selected
 			}
 			if in.Selection, in.SelectionErr = selection.Resolve(ctx, src, job, known, last); in.SelectionErr == nil {
+				askTarget(ctx, w, job, &in)
 				plans = append(plans, plan.Make(in))
 				continue
 			}
@@ -97,6 +102,7 @@ func runPlan(e *env, args []string) error {
 			}
 			in.Source[vm] = desc
 		}
+		askTarget(ctx, w, job, &in)
 		plans = append(plans, plan.Make(in))
 	}
 	if *asJSON {
@@ -108,4 +114,36 @@ func runPlan(e *env, args []string) error {
 		p.Write(e.stdout)
 	}
 	return nil
+}
+
+// askTarget asks the job's target for the replica of each VM the source
+// described, so that the plan can tell a replica that is gone, replaced or
+// another job's from the one the catalog knows. A target that cannot be
+// asked leaves the catalog's word.
+func askTarget(ctx context.Context, w *workspace, job *config.Job, in *plan.Inputs) {
+	tgt, _, err := w.host.Target(ctx, job.Target.Type, job.Target.Config)
+	if err != nil {
+		return
+	}
+	vms := in.Source
+	if in.Selection != nil {
+		vms = map[string]*sdk.VM{}
+		for _, v := range in.Selection.VMs {
+			if v.VM != nil && v.Err == nil {
+				vms[v.Key] = v.VM
+			}
+		}
+	}
+	found := map[string]*sdk.Replica{}
+	for name, vm := range vms {
+		r, err := tgt.GetReplica(ctx, job.ReplicaName(name, vm.Name))
+		switch {
+		case errors.Is(err, errdefs.ErrNotFound):
+			found[name] = nil
+		case err == nil:
+			found[name] = r
+		}
+	}
+	in.Target = found
+	in.Owner = func(vm *sdk.VM) sdk.ReplicaOwner { return engine.Owner(job, vm) }
 }

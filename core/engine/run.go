@@ -223,9 +223,9 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 	return nil
 }
 
-// owner is whom the replicas of the job's VM vm belong to.
-func (r *run) owner(vm *sdk.VM) sdk.ReplicaOwner {
-	return sdk.ReplicaOwner{Job: r.job.Name, Source: r.job.Source.Address(), SourceVM: vm.ID}
+// Owner is whom the job's replica of the source VM vm belongs to.
+func Owner(job *config.Job, vm *sdk.VM) sdk.ReplicaOwner {
+	return sdk.ReplicaOwner{Job: job.Name, Source: job.Source.Address(), SourceVM: vm.ID}
 }
 
 // replica finds or creates the replica of the source VM and makes sure it
@@ -239,7 +239,7 @@ func (r *run) replica(ctx context.Context, name string, vm *sdk.VM, replicaName 
 	fail := func(format string, args ...any) (*sdk.Replica, bool, []sdk.RestorePoint, error) {
 		return nil, false, nil, fmt.Errorf("job %q vm %q: %s", job.Name, name, fmt.Sprintf(format, args...))
 	}
-	owner := r.owner(vm)
+	owner := Owner(job, vm)
 	replica, err := r.tgt.GetReplica(ctx, replicaName)
 	fresh := false
 	switch {

@@ -58,6 +58,13 @@ type Inputs struct {
 	// job's VMs are then unknown.
 	Selection    *selection.Result
 	SelectionErr error
+	// Target has what the target reports of each VM's replica, by VM: a
+	// nil entry is a replica the target does not have. Nil when the
+	// target was not asked; then the catalog's word is taken.
+	Target map[string]*sdk.Replica
+	// Owner is whom the job's replica of a source VM belongs to (see
+	// engine); nil when the target was not asked.
+	Owner func(vm *sdk.VM) sdk.ReplicaOwner
 }
 
 // Plan is the result for one job.
@@ -122,6 +129,26 @@ func Make(in Inputs) Plan {
 			continue
 		}
 		seen[vm.ID] = name
+		if in.Target != nil {
+			tr, asked := in.Target[name]
+			replicaName := job.ReplicaName(name, vm.Name)
+			switch {
+			case asked && tr != nil && !tr.Owner.IsZero() && in.Owner != nil && tr.Owner != in.Owner(vm):
+				add(Warn, name, -1, "replica %s on %s belongs to %s; the run will fail for this VM: give one of the jobs another replica_suffix or target", replicaName, job.Target.Address(), tr.Owner)
+				continue
+			case asked && tr == nil && hasReplica:
+				add(Create, name, -1, "replica %s is gone from %s: it will be created and filled; the catalog's %s of it will be recorded as gone",
+					rec.ReplicaName, job.Target.Address(), plural(len(points), "restore point"))
+				continue
+			case asked && tr != nil && hasReplica && tr.ID != rec.ReplicaID:
+				add(Update, name, -1, "replica %s on %s is not the one the catalog knows (id %s, was %s): every block is compared with the source; the catalog's %s of the old one will be recorded as gone",
+					replicaName, job.Target.Address(), tr.ID, rec.ReplicaID, plural(len(points), "restore point"))
+				continue
+			case asked && tr != nil && !hasReplica:
+				add(Update, name, -1, "replica %s exists on %s but not in the catalog: the run takes it over and compares every block with the source", replicaName, job.Target.Address())
+				continue
+			}
+		}
 		if !hasReplica {
 			var total int64
 			for _, d := range vm.Disks {

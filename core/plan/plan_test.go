@@ -103,6 +103,21 @@ func TestPlanGolden(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	Make(in).Write(&buf)
+	// The target's view: what it has of each replica, whose.
+	mine := func(v *sdk.VM) sdk.ReplicaOwner {
+		return sdk.ReplicaOwner{Job: "web", Source: "source.local.prod", SourceVM: v.Name}
+	}
+	tgtJob := *job
+	tgtJob.Name, tgtJob.VMs = "web", []string{"steady-01", "grown-01", "shrunk-01", "new-01", "down-01"}
+	other := &sdk.Replica{ID: "new-01_replica", Owner: sdk.ReplicaOwner{Job: "shop", Source: "source.local.shop", SourceVM: "new-01"}}
+	Make(Inputs{Job: &tgtJob, Replicas: in.Replicas, Points: in.Points, Source: in.Source, Fingerprint: "new", Owner: mine,
+		Target: map[string]*sdk.Replica{
+			"steady-01": nil,                                                            // deleted at the target
+			"grown-01":  {ID: "grown-01_replica-2", Owner: mine(in.Source["grown-01"])}, // replaced
+			"shrunk-01": {ID: "shrunk-01_replica", Owner: mine(in.Source["shrunk-01"])},
+			"new-01":    other,
+			"down-01":   {ID: "down-01_replica"},
+		}}).Write(&buf)
 	// A job that never ran and finds all its VMs.
 	first := *job
 	first.Name, first.VMs = "first", []string{"new-01"}
