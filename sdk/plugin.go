@@ -13,7 +13,7 @@ import (
 // Protocol versions. ProtocolMajor is negotiated by go-plugin at the
 // handshake; ProtocolMinor grows when v1 gains messages or calls. Minor 1
 // added VM folders and tags, Source.ListTags, and component limits; minor
-// 2 added a replica's owner and incarnation.
+// 2 added a replica's owner and incarnation, and independent disks.
 const (
 	ProtocolMajor = 1
 	ProtocolMinor = 2

@@ -68,6 +68,10 @@ type Disk struct {
 	Capacity   int64  `json:"capacity_bytes"`
 	Controller string `json:"controller,omitempty"`
 	Thin       bool   `json:"thin,omitempty"`
+	// Independent says VM snapshots do not capture the disk (vSphere's
+	// independent modes): its snapshot reads see it change as the guest
+	// writes. ferry skips such disks unless the job asks to copy them.
+	Independent bool `json:"independent,omitempty"`
 }
 
 // NIC is a network adapter of a VM.

@@ -186,7 +186,7 @@ func vmToProto(v *VM) *pb.VM {
 	out := &pb.VM{Id: v.ID, Name: v.Name, Cpus: int32(v.CPUs), MemoryMib: v.MemoryMiB, Firmware: v.Firmware,
 		GuestOs: v.GuestOS, PowerState: v.PowerState, Attributes: v.Attributes, Folder: v.Folder, Tags: v.Tags}
 	for _, d := range v.Disks {
-		out.Disks = append(out.Disks, &pb.Disk{Index: int32(d.Index), Name: d.Name, CapacityBytes: d.Capacity, Controller: d.Controller, Thin: d.Thin})
+		out.Disks = append(out.Disks, &pb.Disk{Index: int32(d.Index), Name: d.Name, CapacityBytes: d.Capacity, Controller: d.Controller, Thin: d.Thin, Independent: d.Independent})
 	}
 	for _, n := range v.NICs {
 		out.Nics = append(out.Nics, &pb.NIC{Index: int32(n.Index), Network: n.Network, Mac: n.MAC, Addresses: n.Addresses, Gateway: n.Gateway, Dns: n.DNS})
@@ -198,7 +198,7 @@ func vmFromProto(v *pb.VM) VM {
 	out := VM{ID: v.GetId(), Name: v.GetName(), CPUs: int(v.GetCpus()), MemoryMiB: v.GetMemoryMib(), Firmware: v.GetFirmware(),
 		GuestOS: v.GetGuestOs(), PowerState: v.GetPowerState(), Attributes: v.GetAttributes(), Folder: v.GetFolder(), Tags: v.GetTags()}
 	for _, d := range v.GetDisks() {
-		out.Disks = append(out.Disks, Disk{Index: int(d.GetIndex()), Name: d.GetName(), Capacity: d.GetCapacityBytes(), Controller: d.GetController(), Thin: d.GetThin()})
+		out.Disks = append(out.Disks, Disk{Index: int(d.GetIndex()), Name: d.GetName(), Capacity: d.GetCapacityBytes(), Controller: d.GetController(), Thin: d.GetThin(), Independent: d.GetIndependent()})
 	}
 	for _, n := range v.GetNics() {
 		out.NICs = append(out.NICs, NIC{Index: int(n.GetIndex()), Network: n.GetNetwork(), MAC: n.GetMac(), Addresses: n.GetAddresses(), Gateway: n.GetGateway(), DNS: n.GetDns()})

@@ -244,6 +244,23 @@ func diskThin(d *types.VirtualDisk) bool {
 	return false
 }
 
+// diskIndependent says whether a disk is in an independent mode, which VM
+// snapshots do not capture.
+func diskIndependent(d *types.VirtualDisk) bool {
+	var mode string
+	switch b := d.Backing.(type) {
+	case *types.VirtualDiskFlatVer2BackingInfo:
+		mode = b.DiskMode
+	case *types.VirtualDiskSparseVer2BackingInfo:
+		mode = b.DiskMode
+	case *types.VirtualDiskSeSparseBackingInfo:
+		mode = b.DiskMode
+	case *types.VirtualDiskRawDiskMappingVer1BackingInfo:
+		mode = b.DiskMode
+	}
+	return strings.HasPrefix(mode, "independent")
+}
+
 // nicNetwork names the network a NIC's backing connects it to.
 func nicNetwork(ctx context.Context, names *netNames, card types.BaseVirtualEthernetCard) string {
 	switch b := card.GetVirtualEthernetCard().Backing.(type) {
@@ -301,7 +318,7 @@ func describe(ctx context.Context, names *netNames, vm *mo.VirtualMachine) sdk.V
 			name = info.GetDescription().Label
 		}
 		out.Disks = append(out.Disks, sdk.Disk{Index: i, Name: name, Capacity: diskCapacity(d),
-			Controller: controllerName(devices, d), Thin: diskThin(d)})
+			Controller: controllerName(devices, d), Thin: diskThin(d), Independent: diskIndependent(d)})
 	}
 	for i, card := range ethernetCards(devices) {
 		ec := card.GetVirtualEthernetCard()

@@ -23,7 +23,7 @@ func TestDescribeVM(t *testing.T) {
 	t.Parallel()
 	s := vcsimtest.Start(t, vcsimtest.Options{Name: "prod", Networks: []string{"backup"}})
 	s.CreateVM(t, vcsimtest.VMSpec{Name: "web-01", Disks: []int64{8 << 20, 2 << 20}, CPUs: 4, MemoryMB: 2048, GuestID: "centos8_64Guest", Firmware: "efi",
-		PoweredOn: true, Tools: true, NICs: []vcsimtest.NICSpec{
+		PoweredOn: true, Tools: true, Independent: []int{1}, NICs: []vcsimtest.NICSpec{
 			{Network: "VM Network", Addresses: []string{"10.1.7.21/24", "fd00:1::21/64"}, Gateway: "10.1.7.1", DNS: []string{"10.1.0.53"}},
 			{Network: "backup", Addresses: []string{"172.16.3.7/16"}},
 		}})
@@ -38,7 +38,7 @@ func TestDescribeVM(t *testing.T) {
 	}
 	wantDisks := []sdk.Disk{
 		{Index: 0, Capacity: 8 << 20, Controller: "scsi0:0", Thin: true},
-		{Index: 1, Capacity: 2 << 20, Controller: "scsi0:1", Thin: true},
+		{Index: 1, Capacity: 2 << 20, Controller: "scsi0:1", Thin: true, Independent: true},
 	}
 	if len(vm.Disks) != 2 {
 		t.Fatalf("disks %+v", vm.Disks)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"testing"
 
@@ -35,6 +36,9 @@ type VMSpec struct {
 	Datastore string
 	// ExtraConfig is set on the VM at creation (disk.EnableUUID, ...).
 	ExtraConfig map[string]string
+	// Independent lists the disks (by index) in independent-persistent
+	// mode, which VM snapshots do not capture.
+	Independent []int
 }
 
 // NICSpec is a NIC of a VMSpec and what the guest says about it.
@@ -104,11 +108,15 @@ func (s *Site) AddVM(ctx context.Context, spec VMSpec) (types.ManagedObjectRefer
 		if unit >= 7 {
 			unit++
 		}
+		mode := types.VirtualDiskModePersistent
+		if slices.Contains(spec.Independent, i) {
+			mode = types.VirtualDiskModeIndependent_persistent
+		}
 		disk := &types.VirtualDisk{
 			VirtualDevice: types.VirtualDevice{
 				Key: int32(-200 - i), ControllerKey: ctrl.GetVirtualDevice().Key, UnitNumber: &unit,
 				Backing: &types.VirtualDiskFlatVer2BackingInfo{
-					DiskMode: string(types.VirtualDiskModePersistent), ThinProvisioned: types.NewBool(true),
+					DiskMode: string(mode), ThinProvisioned: types.NewBool(true),
 					VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: "[" + ds + "]"},
 				},
 			},

@@ -1382,6 +1382,8 @@ type Disk struct {
 	CapacityBytes int64                  `protobuf:"varint,3,opt,name=capacity_bytes,json=capacityBytes,proto3" json:"capacity_bytes,omitempty"`
 	Controller    string                 `protobuf:"bytes,4,opt,name=controller,proto3" json:"controller,omitempty"`
 	Thin          bool                   `protobuf:"varint,5,opt,name=thin,proto3" json:"thin,omitempty"`
+	// independent: VM snapshots do not capture the disk (minor 2).
+	Independent   bool `protobuf:"varint,6,opt,name=independent,proto3" json:"independent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1447,6 +1449,13 @@ func (x *Disk) GetController() string {
 func (x *Disk) GetThin() bool {
 	if x != nil {
 		return x.Thin
+	}
+	return false
+}
+
+func (x *Disk) GetIndependent() bool {
+	if x != nil {
+		return x.Independent
 	}
 	return false
 }
@@ -4408,7 +4417,7 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x11ConfigureResponse\x12=\n" +
 	"\vdiagnostics\x18\x01 \x03(\v2\x1b.ferry.plugin.v1.DiagnosticR\vdiagnostics\"0\n" +
 	"\vStopRequest\x12!\n" +
-	"\fdrain_millis\x18\x01 \x01(\x03R\vdrainMillis\"\x8b\x01\n" +
+	"\fdrain_millis\x18\x01 \x01(\x03R\vdrainMillis\"\xad\x01\n" +
 	"\x04Disk\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12%\n" +
@@ -4416,7 +4425,8 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"controller\x18\x04 \x01(\tR\n" +
 	"controller\x12\x12\n" +
-	"\x04thin\x18\x05 \x01(\bR\x04thin\"\x91\x01\n" +
+	"\x04thin\x18\x05 \x01(\bR\x04thin\x12 \n" +
+	"\vindependent\x18\x06 \x01(\bR\vindependent\"\x91\x01\n" +
 	"\x03NIC\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x18\n" +
 	"\anetwork\x18\x02 \x01(\tR\anetwork\x12\x10\n" +
