@@ -121,10 +121,14 @@ type Job struct {
 	Schedule      scheduler.Schedule
 	Quiesce       bool
 	ReplicaSuffix string
-	Retention     Retention
-	NetworkMap    []NetworkMapping
-	ReIP          []ReIPRule
-	Transfer      Transfer
+	// CopyIndependentDisks copies the disks VM snapshots do not capture
+	// (independent modes) although they change while they are read; by
+	// default such disks are skipped with a warning.
+	CopyIndependentDisks bool
+	Retention            Retention
+	NetworkMap           []NetworkMapping
+	ReIP                 []ReIPRule
+	Transfer             Transfer
 
 	// Body is the job's body, for pointing at its parts in later
 	// diagnostics (see PathRange).

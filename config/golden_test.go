@@ -180,6 +180,9 @@ func dumpConfig(c *Config) string {
 			fmt.Fprintf(&b, "  schedule %q in %s\n", j.Schedule, j.Schedule.Location())
 		}
 		fmt.Fprintf(&b, "  quiesce %t replica_suffix %q\n", j.Quiesce, j.ReplicaSuffix)
+		if j.CopyIndependentDisks {
+			fmt.Fprintf(&b, "  copy_independent_disks true\n")
+		}
 		fmt.Fprintf(&b, "  retention %d restore points\n", j.Retention.RestorePoints)
 		for _, m := range j.NetworkMap {
 			fmt.Fprintf(&b, "  network %q -> %q\n", m.From, m.To)

@@ -27,6 +27,7 @@ var jobSchema = &hcl.BodySchema{
 		{Name: "schedule"},
 		{Name: "quiesce"},
 		{Name: "replica_suffix"},
+		{Name: "copy_independent_disks"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "retention"},
@@ -110,6 +111,9 @@ func (l *loader) decodeJob(b *hcl.Block) *Job {
 	}
 	if a, ok := attrs["quiesce"]; ok {
 		j.Quiesce, _ = evalBool(a, l.ctx, &l.diags)
+	}
+	if a, ok := attrs["copy_independent_disks"]; ok {
+		j.CopyIndependentDisks, _ = evalBool(a, l.ctx, &l.diags)
 	}
 	if a, ok := attrs["replica_suffix"]; ok {
 		if v, set, ok := evalValue(a, l.ctx, cty.String, &l.diags); ok && set {

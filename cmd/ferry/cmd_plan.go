@@ -68,7 +68,10 @@ func runPlan(e *env, args []string) error {
 		if st, err := w.cat.JobState(job.Name); err == nil {
 			in.Last = st
 		}
-		src, _, err := w.host.Source(ctx, job.Source.Type, job.Source.Config)
+		src, caps, err := w.host.Source(ctx, job.Source.Type, job.Source.Config)
+		if err == nil {
+			in.SourceCaps = &caps
+		}
 		if err != nil && job.Selects() {
 			in.SelectionErr = fmt.Errorf("%s: %w", job.Source.Address(), err)
 		}

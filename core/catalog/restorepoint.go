@@ -18,7 +18,17 @@ type RestorePoint struct {
 	Size    int64       `json:"size"`              // bytes of storage the point holds on its own
 	Session string      `json:"session,omitempty"` // the session that created it
 	Disks   []PointDisk `json:"disks,omitempty"`
+	// Consistency is ConsistencyApplication when the guest was quiesced
+	// for the point's snapshot, ConsistencyCrash when it was not; empty
+	// for points recorded before ferry said.
+	Consistency string `json:"consistency,omitempty"`
 }
+
+// The consistencies of a restore point.
+const (
+	ConsistencyApplication = "application"
+	ConsistencyCrash       = "crash"
+)
 
 // PointDisk is the state of one disk in a restore point.
 type PointDisk struct {

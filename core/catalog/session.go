@@ -19,11 +19,14 @@ const (
 	ResultSuccess Result = "success"
 	ResultWarning Result = "warning" // done, with something the operator should read
 	ResultFailed  Result = "failed"
+	// ResultSkipped is a VM not replicated on purpose: its replica is
+	// failed over (a DR test or a real failover), so runs leave it alone.
+	ResultSkipped Result = "skipped"
 )
 
 func (r Result) valid() bool {
 	switch r {
-	case ResultRunning, ResultSuccess, ResultWarning, ResultFailed:
+	case ResultRunning, ResultSuccess, ResultWarning, ResultFailed, ResultSkipped:
 		return true
 	}
 	return false
@@ -129,6 +132,7 @@ type Totals struct {
 	Success       int   `json:"success"`
 	Warning       int   `json:"warning"`
 	Failed        int   `json:"failed"`
+	Skipped       int   `json:"skipped"`
 	Disks         int   `json:"disks"`
 	Size          int64 `json:"size"` // bytes of disk capacity processed
 	BytesRead     int64 `json:"bytes_read"`
@@ -136,6 +140,9 @@ type Totals struct {
 	BytesWritten  int64 `json:"bytes_written"`
 	BlocksChanged int64 `json:"blocks_changed"`
 	BlocksTotal   int64 `json:"blocks_total"`
+	// DigestDisks counts the disks compared by digests: read whole,
+	// because change tracking could not answer.
+	DigestDisks int `json:"digest_disks"`
 }
 
 // Totals sums the session's VM and disk results.
@@ -152,9 +159,14 @@ func (s *Session) Totals() Totals {
 			t.Warning++
 		case ResultFailed:
 			t.Failed++
+		case ResultSkipped:
+			t.Skipped++
 		}
 		for _, d := range vm.Disks {
 			t.Disks++
+			if d.Mode == ModeDigest {
+				t.DigestDisks++
+			}
 			t.Size += d.Size
 			t.BytesRead += d.BytesRead
 			t.BytesSent += d.BytesSent

@@ -159,7 +159,7 @@ func sessionResult(s *catalog.Session, runErr error) catalog.Result {
 		return catalog.ResultWarning
 	}
 	for _, vm := range s.VMs {
-		if vm.Result != catalog.ResultSuccess {
+		if vm.Result != catalog.ResultSuccess && vm.Result != catalog.ResultSkipped {
 			return catalog.ResultWarning
 		}
 	}

@@ -28,6 +28,9 @@ const (
 	LabelJob      = "ferry.job"
 	LabelVM       = "ferry.vm"
 	LabelSnapshot = "ferry.snapshot"
+	// LabelConsistency says whether the point is application-consistent
+	// (the guest was quiesced) or crash-consistent.
+	LabelConsistency = "ferry.consistency"
 )
 
 // labelChangeID names the label holding a disk's change id.
@@ -155,6 +158,12 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 
 	replicaName := job.ReplicaName(name, vm.Name)
 	replica, fresh, points, err := r.replica(ctx, name, vm, replicaName)
+	var over errFailedOver
+	if errors.As(err, &over) {
+		r.notice(name, "%s", over.Error())
+		res.Result, res.Error = catalog.ResultSkipped, over.Error()
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -185,13 +194,17 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 		}
 	}()
 
-	disks, err := r.disks(ctx, name, vm, snap, replica, last, fresh, res)
+	skip := r.independentDisks(name, vm, res)
+	disks, err := r.disks(ctx, name, vm, snap, replica, last, fresh, skip, res)
 	if err != nil {
 		return err
 	}
 	r.e.hook(StepMoved, name)
 
-	labels := map[string]string{LabelSession: r.sess.ID, LabelJob: job.Name, LabelVM: name, LabelSnapshot: snap.ID}
+	if quiesce && !snap.Quiesced {
+		r.notice(name, "the source could not quiesce the guest; the restore point is crash-consistent")
+	}
+	labels := map[string]string{LabelSession: r.sess.ID, LabelJob: job.Name, LabelVM: name, LabelSnapshot: snap.ID, LabelConsistency: consistency(snap.Quiesced)}
 	for _, d := range snap.Disks {
 		if d.ChangeID != "" {
 			labels[labelChangeID(d.Index)] = d.ChangeID
@@ -217,10 +230,19 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 	if err := r.applyRetention(ctx, name, replica); err != nil {
 		r.notice(name, "retention: %v", err)
 		res.Result = catalog.ResultWarning
-		res.Error = "retention: " + err.Error()
+		res.Error = joinMessage(res.Error, "retention: "+err.Error())
 	}
 	r.e.hook(StepRetentionDone, name)
 	return nil
+}
+
+// errFailedOver is a replica that runs from a restore point: runs skip
+// its VM (a DR test, or a failover not yet undone or committed) without
+// failing.
+type errFailedOver struct{ replica, point string }
+
+func (e errFailedOver) Error() string {
+	return fmt.Sprintf("replica %q is failed over (to restore point %s): skipped until 'ferry failover undo' or 'ferry failover commit'", e.replica, e.point)
 }
 
 // Owner is whom the job's replica of the source VM vm belongs to.
@@ -296,6 +318,9 @@ func (r *run) replica(ctx context.Context, name string, vm *sdk.VM, replicaName 
 		}
 		r.notice(name, "%s; its %d restore points are recorded as gone, and replica %s is %s", why, len(gone.Points), replica.ID, verb)
 	}
+	if replica.State == sdk.ReplicaFailedOver {
+		return nil, false, nil, errFailedOver{replica: replicaName, point: replica.FailoverPoint}
+	}
 	if replica.State != sdk.ReplicaReady {
 		return fail("replica %q is %s; undo or commit the failover before replicating again", replicaName, replica.State)
 	}
@@ -348,13 +373,67 @@ func (r *run) removeStaleSnapshots(ctx context.Context, vm string) {
 	}
 }
 
+// independentDisks finds the VM's disks that snapshots do not capture.
+// Unless the job asks to copy them knowingly they are skipped: the VM's
+// other disks replicate and the VM ends with a warning naming each one (a
+// copy of a disk changing under the read would be a point that never
+// existed). It returns the disks to skip.
+func (r *run) independentDisks(name string, vm *sdk.VM, res *catalog.VMResult) map[int]bool {
+	skip := map[int]bool{}
+	for _, d := range vm.Disks {
+		if !d.Independent {
+			continue
+		}
+		if r.job.CopyIndependentDisks {
+			r.notice(name, "disk %d is independent (VM snapshots do not capture it): copied as it is read, as copy_independent_disks asks; its restore points may hold a state that never existed", d.Index)
+			continue
+		}
+		skip[d.Index] = true
+		msg := fmt.Sprintf("disk %d is independent (VM snapshots do not capture it): not replicated; its replica disk stays as it was. Set copy_independent_disks = true to copy it knowingly", d.Index)
+		r.notice(name, "%s", msg)
+		res.Result = catalog.ResultWarning
+		res.Error = joinMessage(res.Error, msg)
+	}
+	return skip
+}
+
+// consistency names what a snapshot captured.
+func consistency(quiesced bool) string {
+	if quiesced {
+		return catalog.ConsistencyApplication
+	}
+	return catalog.ConsistencyCrash
+}
+
+// humanBytes renders a byte count for messages.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+// joinMessage adds msg to the messages in s.
+func joinMessage(s, msg string) string {
+	if s == "" {
+		return msg
+	}
+	return s + "; " + msg
+}
+
 // localProxy names the data mover in this process, the only proxy until
 // remote proxies exist.
 const localProxy = "local"
 
 // disks moves every disk of the snapshot: one task per disk, placed on the
 // data mover's task slots (the job's task limit) as slots free up.
-func (r *run) disks(ctx context.Context, name string, vm *sdk.VM, snap *sdk.Snapshot, replica *sdk.Replica, last *sdk.RestorePoint, fresh bool, res *catalog.VMResult) ([]catalog.DiskResult, error) {
+func (r *run) disks(ctx context.Context, name string, vm *sdk.VM, snap *sdk.Snapshot, replica *sdk.Replica, last *sdk.RestorePoint, fresh bool, skip map[int]bool, res *catalog.VMResult) ([]catalog.DiskResult, error) {
 	limit := r.job.Transfer.MaxTasks
 	if limit <= 0 {
 		limit = DefaultMaxTasks
@@ -364,6 +443,9 @@ func (r *run) disks(ctx context.Context, name string, vm *sdk.VM, snap *sdk.Snap
 	byID := map[string]int{}
 	var pending []scheduler.Task
 	for i, d := range snap.Disks {
+		if skip[d.Index] {
+			continue
+		}
 		id := fmt.Sprintf("%s/disk-%d", name, d.Index)
 		byID[id] = i
 		pending = append(pending, scheduler.Task{ID: id, VM: name})
@@ -386,6 +468,13 @@ func (r *run) disks(ctx context.Context, name string, vm *sdk.VM, snap *sdk.Snap
 			running--
 		}
 	}
+	moved := results[:0]
+	for i, d := range snap.Disks {
+		if !skip[d.Index] {
+			moved = append(moved, results[i])
+		}
+	}
+	results = moved
 	res.Disks = results
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -401,7 +490,8 @@ func (r *run) commitCatalog(name string, vm *sdk.VM, replica *sdk.Replica, point
 	if old, err := r.e.Catalog.Replica(r.job.Name, name); err == nil {
 		rec.Created = old.Created
 	}
-	pt := &catalog.RestorePoint{Job: r.job.Name, VM: name, ID: point.ID, Created: point.Created.UTC(), Size: point.Size, Session: r.sess.ID}
+	pt := &catalog.RestorePoint{Job: r.job.Name, VM: name, ID: point.ID, Created: point.Created.UTC(), Size: point.Size, Session: r.sess.ID,
+		Consistency: consistency(snap.Quiesced)}
 	if pt.Created.IsZero() {
 		pt.Created = now
 	}
@@ -452,7 +542,8 @@ func (r *run) applyRetention(ctx context.Context, name string, replica *sdk.Repl
 		}
 		rec, ok := byID[p.ID]
 		if !ok {
-			rec = catalog.RestorePoint{Job: r.job.Name, VM: name, ID: p.ID, Created: p.Created.UTC(), Size: p.Size, Session: p.Labels[LabelSession]}
+			rec = catalog.RestorePoint{Job: r.job.Name, VM: name, ID: p.ID, Created: p.Created.UTC(), Size: p.Size, Session: p.Labels[LabelSession],
+				Consistency: p.Labels[LabelConsistency]}
 			for _, d := range p.Disks {
 				rec.Disks = append(rec.Disks, catalog.PointDisk{Index: d.Index, Capacity: d.Capacity, ChangeID: p.Labels[labelChangeID(d.Index)]})
 			}
@@ -488,7 +579,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	if last == nil {
 		res.Mode = catalog.ModeFull
 	}
-	var changeID string
+	var changeID, why string
 	if last != nil {
 		changeID = last.Labels[labelChangeID(d.Index)]
 	}
@@ -500,7 +591,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		})
 		switch {
 		case errors.Is(err, errdefs.ErrChangeIDReset):
-			r.notice(name, "disk %d: change tracking was reset; comparing digests instead", d.Index)
+			why = "change tracking was reset since the last restore point"
 		case err != nil:
 			return fail("changed areas since %s: %v", changeID, err)
 		default:
@@ -510,6 +601,18 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 			}
 			req.Changed = changed
 		}
+	}
+	if req.Changed == nil && last != nil {
+		switch {
+		case why != "":
+		case !r.srcCaps.ChangeTracking:
+			why = "the source does not track changes"
+		case changeID == "":
+			why = "the last restore point has no change id for it (tracking was off then, or the disk is new)"
+		case d.ChangeID == "":
+			why = "the source does not track its changes now (tracking is switched off)"
+		}
+		r.notice(name, "disk %d: compared by digests, reading all %s: %s", d.Index, humanBytes(d.Capacity), why)
 	}
 	if req.Changed == nil {
 		var alloc []sdk.Extent

@@ -65,6 +65,8 @@ type Inputs struct {
 	// Owner is whom the job's replica of a source VM belongs to (see
 	// engine); nil when the target was not asked.
 	Owner func(vm *sdk.VM) sdk.ReplicaOwner
+	// SourceCaps are what the source declares; nil when unknown.
+	SourceCaps *sdk.Capabilities
 }
 
 // Plan is the result for one job.
@@ -189,8 +191,13 @@ func Make(in Inputs) Plan {
 				changed = true
 			}
 		}
+		for _, d := range vm.Disks {
+			if d.Independent && !job.CopyIndependentDisks {
+				add(Warn, name, d.Index, "independent (VM snapshots do not capture it): not replicated, the run will warn; set copy_independent_disks = true to copy it knowingly")
+			}
+		}
 		if !changed {
-			add(Keep, name, -1, "incremental run: %s, the newest %s", plural(len(points), "restore point"), newest(points))
+			add(Keep, name, -1, "incremental run: %s, the newest %s%s", plural(len(points), "restore point"), newest(points), digestDisks(in.SourceCaps, vm, points))
 		}
 		if keep := job.Retention.RestorePoints; keep > 0 && len(points)+1 > keep {
 			add(Delete, name, -1, "%s beyond the newest %d will be deleted", plural(len(points)+1-keep, "restore point"), keep)
@@ -324,6 +331,33 @@ func (p Plan) Write(w io.Writer) {
 		fmt.Fprintf(w, "  %s %s: %s\n", c.Action, subject, c.What)
 	}
 	fmt.Fprintf(w, "  Plan: %s.\n", p.Summary())
+}
+
+// digestDisks says which disks of an incremental run are compared by
+// digests, reading the whole disk, and why: the source does not track
+// changes, or the newest restore point has no change id for the disk.
+func digestDisks(caps *sdk.Capabilities, vm *sdk.VM, points []Point) string {
+	if caps == nil || len(points) == 0 {
+		return ""
+	}
+	ids := map[int]string{}
+	for _, d := range points[len(points)-1].Disks {
+		ids[d.Index] = d.ChangeID
+	}
+	var out []string
+	for _, d := range vm.Disks {
+		switch {
+		case d.Independent:
+		case !caps.ChangeTracking:
+			out = append(out, fmt.Sprintf("disk %d by digest comparison (the source does not track changes): reads all %s", d.Index, human(d.Capacity)))
+		case ids[d.Index] == "":
+			out = append(out, fmt.Sprintf("disk %d by digest comparison (its newest restore point has no change id: tracking was off): reads all %s", d.Index, human(d.Capacity)))
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(out, "; ")
 }
 
 func plural(n int, noun string) string {

@@ -118,6 +118,15 @@ func TestPlanGolden(t *testing.T) {
 			"new-01":    other,
 			"down-01":   {ID: "down-01_replica"},
 		}}).Write(&buf)
+	// A source without change tracking; a disk snapshots do not capture.
+	untracked := *job
+	untracked.Name, untracked.VMs = "untracked", []string{"steady-01", "indep-01"}
+	indep := vm("indep-01", 8<<30, 1<<30)
+	indep.Disks[1].Independent = true
+	Make(Inputs{Job: &untracked, Fingerprint: "new", SourceCaps: &sdk.Capabilities{},
+		Replicas: []catalog.Replica{replica("steady-01", sdk.ReplicaReady, 8<<30), replica("indep-01", sdk.ReplicaReady, 8<<30, 1<<30)},
+		Points:   map[string][]catalog.RestorePoint{"steady-01": points("steady-01", 1), "indep-01": points("indep-01", 1)},
+		Source:   map[string]*sdk.VM{"steady-01": in.Source["steady-01"], "indep-01": indep}}).Write(&buf)
 	// A job that never ran and finds all its VMs.
 	first := *job
 	first.Name, first.VMs = "first", []string{"new-01"}

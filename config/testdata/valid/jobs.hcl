@@ -6,6 +6,7 @@ job "web-tier" {
   proxies    = ["prod-2", "prod-1"]
   schedule   = "every 15m"
   quiesce    = true
+  copy_independent_disks = true
   replica_suffix = "-dr"
   retention { restore_points = 14 }
   network_map {

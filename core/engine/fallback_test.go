@@ -1,0 +1,101 @@
+package engine
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/sdktest"
+)
+
+// collectNotices records the notices of the fixture's runs.
+func (f *fixture) collectNotices() *[]string {
+	var out []string
+	f.eng.Events = func(e Event) {
+		if e.Kind == Notice {
+			out = append(out, e.Message)
+		}
+	}
+	return &out
+}
+
+func TestIndependentDiskIsSkippedWithAWarning(t *testing.T) {
+	for _, copyThem := range []bool{false, true} {
+		name := "skipped"
+		if copyThem {
+			name = "copied when asked"
+		}
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t)
+			f.comps.src = sdktest.NewMemSource(sdk.VM{Name: "db-01", Disks: []sdk.Disk{{Capacity: diskSize}, {Capacity: diskSize / 2, Independent: true}}})
+			f.job.VMs = []string{"db-01"}
+			f.job.CopyIndependentDisks = copyThem
+			f.write("db-01", 0, 10)
+			f.write("db-01", 1, 10)
+			want := f.sourceImage("db-01")
+			notices := f.collectNotices()
+			s := f.run()
+			vm := s.VMs[0]
+			if copyThem {
+				if vm.Result != catalog.ResultSuccess || len(vm.Disks) != 2 {
+					t.Fatalf("with copy_independent_disks: %+v", vm)
+				}
+				same(t, "point", f.pointImage("db-01", f.points("db-01")[0].ID, 2), want)
+				return
+			}
+			if vm.Result != catalog.ResultWarning || !strings.Contains(vm.Error, "disk 1 is independent") ||
+				len(vm.Disks) != 1 || vm.Disks[0].Index != 0 || s.Result != catalog.ResultWarning {
+				t.Fatalf("an independent disk: session %s, %+v", s.Result, vm)
+			}
+			if !strings.Contains(strings.Join(*notices, "\n"), "copy_independent_disks") {
+				t.Errorf("no notice names the setting: %q", *notices)
+			}
+			got := f.pointImage("db-01", f.points("db-01")[0].ID, 2)
+			same(t, "disk 0", got[:1], want[:1])
+			if strings.Trim(string(got[1]), "\x00") != "" {
+				t.Error("the skipped disk's replica holds data")
+			}
+		})
+	}
+}
+
+func TestDigestComparisonIsSaidAndCounted(t *testing.T) {
+	f := newFixture(t, "web-01")
+	f.comps.caps = &sdk.Capabilities{} // no change tracking
+	f.write("web-01", 0, 10)
+	f.run()
+	f.write("web-01", 0, 1)
+	want := f.sourceImage("web-01")
+	notices := f.collectNotices()
+	s := f.run()
+	if modes(s) != "digest,digest" || s.Totals().DigestDisks != 2 {
+		t.Fatalf("modes %s, %d digest disks counted", modes(s), s.Totals().DigestDisks)
+	}
+	all := strings.Join(*notices, "\n")
+	for _, want := range []string{"disk 0: compared by digests, reading all 8.0 MiB: the source does not track changes", "disk 1: compared by digests"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no notice says %q: %q", want, all)
+		}
+	}
+	f.newestIs("web-01", want)
+}
+
+func TestPointsRecordTheirConsistency(t *testing.T) {
+	f := newFixture(t, "web-01")
+	f.job.Quiesce = true
+	f.run()
+	f.job.Quiesce = false
+	f.run()
+	pts, err := f.cat.RestorePoints("web", "web-01")
+	if err != nil || len(pts) != 2 {
+		t.Fatalf("points %+v, %v", pts, err)
+	}
+	if pts[0].Consistency != catalog.ConsistencyApplication || pts[1].Consistency != catalog.ConsistencyCrash {
+		t.Fatalf("consistencies %q, %q", pts[0].Consistency, pts[1].Consistency)
+	}
+	tp := f.points("web-01")
+	if tp[0].Labels[LabelConsistency] != "application" {
+		t.Fatalf("the target's point is labelled %v", tp[0].Labels)
+	}
+}
