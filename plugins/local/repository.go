@@ -1,7 +1,7 @@
 package local
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,9 +11,11 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +51,11 @@ import (
 const (
 	objectMagic   = "FERRYOBJ1\n"
 	maxEscapedKey = 200
+	// maxKeyBytes bounds keys so that a header line is never longer than
+	// maxHeadBytes (JSON writes a byte as at most six), and a reader may
+	// give up on a longer one as damaged instead of reading on.
+	maxKeyBytes  = 4 << 10
+	maxHeadBytes = 64 << 10
 )
 
 // Repository serves a folder as an sdk.Repository.
@@ -158,75 +165,189 @@ func escapeKey(key string) string {
 	return b.String()
 }
 
+// unescapeName returns the key whose file name is name, or false when no
+// key has that name or the name is a hash.
+func unescapeName(name string) (string, bool) {
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		if name[i] != '%' {
+			b.WriteByte(name[i])
+			continue
+		}
+		if i+2 >= len(name) {
+			return "", false
+		}
+		c, err := strconv.ParseUint(name[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", false
+		}
+		b.WriteByte(byte(c))
+		i += 2
+	}
+	key := b.String()
+	// Only the name escapeKey gives is the key's: "%2f", "%41" or "." are
+	// no key's.
+	if checkKey(key) != nil || objectName(key) != name {
+		return "", false
+	}
+	return key, true
+}
+
 func checkKey(key string) error {
 	if key == "" || !utf8.ValidString(key) {
 		return fmt.Errorf("object key %q: empty or not UTF-8: %w", key, errdefs.ErrInvalidArgument)
 	}
+	if len(key) > maxKeyBytes {
+		return fmt.Errorf("object key %.40q...: %d bytes, more than %d: %w", key, len(key), maxKeyBytes, errdefs.ErrInvalidArgument)
+	}
 	return nil
 }
 
+// damageError reports an object file that fails its checks: it exists,
+// but what it holds cannot be trusted. Its class is errdefs.ErrDataLoss.
+type damageError struct {
+	path   string
+	reason string
+}
+
+func (e *damageError) Error() string {
+	return fmt.Sprintf("object file %s is damaged: %s", e.path, e.reason)
+}
+
+func (e *damageError) Unwrap() error { return errdefs.ErrDataLoss }
+
+func damaged(path, format string, args ...any) error {
+	return &damageError{path: path, reason: fmt.Sprintf(format, args...)}
+}
+
 // readObject reads an object file's header, and its data when withData.
+//
+// A file that fails a check is reported as a *damageError: no magic line,
+// a header that is torn, longer than maxHeadBytes, not JSON, absurd
+// (a negative size, a generation that is not positive) or holding a key
+// whose file is another. With data, the data must also have exactly the
+// header's size and CRC-32C. The size is checked against the file's
+// before anything is allocated, so a hostile header cannot make a read
+// take more memory than the file has bytes.
 func readObject(path string, withData bool) (*objectHeader, []byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer f.Close()
-	br := bufio.NewReader(f)
-	magic, err := br.ReadString('\n')
-	if err != nil || magic != objectMagic {
-		return nil, nil, fmt.Errorf("object %s: not an object file", path)
-	}
-	line, err := br.ReadBytes('\n')
+	fi, err := f.Stat()
 	if err != nil {
-		return nil, nil, fmt.Errorf("object %s: torn header", path)
+		return nil, nil, fmt.Errorf("read object file %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, nil, damaged(path, "not a regular file")
+	}
+	head, end, err := readHead(f, fi.Size())
+	if err != nil {
+		return nil, nil, fmt.Errorf("read object file %s: %w", path, err)
+	}
+	switch {
+	case len(head) < len(objectMagic) || string(head[:len(objectMagic)]) != objectMagic:
+		return nil, nil, damaged(path, "not an object file")
+	case end < 0 && len(head) >= maxHeadBytes:
+		return nil, nil, damaged(path, "no end of header in its first %d bytes", maxHeadBytes)
+	case end < 0:
+		return nil, nil, damaged(path, "torn header")
 	}
 	var h objectHeader
-	if err := json.Unmarshal(line, &h); err != nil {
-		return nil, nil, fmt.Errorf("object %s: header: %w", path, err)
+	if err := json.Unmarshal(head[len(objectMagic):end], &h); err != nil {
+		return nil, nil, damaged(path, "header: %v", err)
+	}
+	switch {
+	case h.Size < 0 || h.Generation <= 0 || h.Generation == math.MaxInt64:
+		return nil, nil, damaged(path, "absurd header: size %d, generation %d", h.Size, h.Generation)
+	case checkKey(h.Key) != nil:
+		return nil, nil, damaged(path, "absurd header: key %q", h.Key)
+	case objectName(h.Key) != filepath.Base(path):
+		return nil, nil, damaged(path, "its header holds the key %q, whose file is %s", h.Key, objectName(h.Key))
 	}
 	if !withData || h.Deleted {
 		return &h, nil, nil
 	}
 	// The data is the rest of the file: exactly the size the header gives.
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, nil, fmt.Errorf("read object %s: %w", path, err)
-	}
-	if rest := fi.Size() - int64(len(magic)+len(line)); rest != h.Size {
-		return nil, nil, fmt.Errorf("object %q (%s): %d bytes of data, its header says %d (the file is corrupt)", h.Key, path, rest, h.Size)
+	if rest := fi.Size() - int64(end); rest != h.Size {
+		return nil, nil, damaged(path, "%d bytes of data, its header says %d", rest, h.Size)
 	}
 	data := make([]byte, h.Size)
-	n, err := io.ReadFull(br, data)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return nil, nil, fmt.Errorf("read object %s: %w", path, err)
+	n := copy(data, head[end:])
+	if _, err := io.ReadFull(f, data[n:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, nil, damaged(path, "its data ends before the %d bytes its header says", h.Size)
+		}
+		return nil, nil, fmt.Errorf("read object file %s: %w", path, err)
 	}
-	if int64(n) != h.Size || crc32.Checksum(data, castagnoli) != h.CRC32C {
-		return nil, nil, fmt.Errorf("object %q (%s): data does not match its header (the file is corrupt)", h.Key, path)
+	if crc32.Checksum(data, castagnoli) != h.CRC32C {
+		return nil, nil, damaged(path, "its data does not match the header's CRC-32C")
 	}
 	return &h, data, nil
 }
 
-// current returns the header of key's file.
-//
-// A key with no file has a header that says deleted, at the floor's
-// generation: a new object there starts above every deleted one.
-func (r *Repository) current(key string) (*objectHeader, error) {
-	h, _, err := readObject(filepath.Join(r.objects(), objectName(key)), false)
-	if errors.Is(err, fs.ErrNotExist) {
-		floor, err := r.floor()
-		if err != nil {
-			return nil, err
+// readHead reads the start of an object file of size bytes until the end
+// of its header line, at most maxHeadBytes, and returns what it read and
+// where the header line ends (-1: not within what was read). It reads 4
+// KiB first, as most headers are far shorter.
+func readHead(f io.Reader, size int64) ([]byte, int, error) {
+	limit := int(min(size, maxHeadBytes))
+	head := make([]byte, 0, min(limit, 4<<10))
+	for len(head) < limit {
+		more := make([]byte, min(limit, max(2*len(head), 4<<10))-len(head))
+		n, err := io.ReadFull(f, more)
+		head = append(head, more[:n]...)
+		if i := bytes.IndexByte(head[min(len(head), len(objectMagic)):], '\n'); i >= 0 {
+			return head, min(len(head), len(objectMagic)) + i + 1, nil
 		}
-		return &objectHeader{Key: key, Generation: floor, Deleted: true}, nil
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			break // shorter than it was a moment ago
+		}
+		if err != nil {
+			return nil, -1, err
+		}
 	}
-	if err != nil {
-		return nil, err
+	return head, -1, nil
+}
+
+// objectState is a key's object as Put and Delete see it.
+type objectState struct {
+	live bool
+	// gen is the object's generation when live, else the floor's; new
+	// generations go above it.
+	gen int64
+	// damage, when set, says why the object's file cannot be read: the
+	// object exists, at a generation no condition can name.
+	damage error
+}
+
+// current returns the state of key's object.
+//
+// A key with no file is deleted at the floor's generation: a new object
+// there starts above every deleted one. A key whose file is damaged
+// counts as existing, at an unknown generation; new generations go above
+// the floor's there too. Only the header is read: an object whose data
+// alone is damaged keeps the generation its header gives.
+func (r *Repository) current(key string) (objectState, error) {
+	h, _, err := readObject(filepath.Join(r.objects(), objectName(key)), false)
+	if err == nil && !h.Deleted {
+		return objectState{live: true, gen: h.Generation}, nil
 	}
-	if h.Key != key {
-		return nil, fmt.Errorf("object %q: its file holds %q", key, h.Key)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errdefs.ErrDataLoss) {
+		return objectState{}, err
 	}
-	return h, nil
+	floor, ferr := r.floor()
+	if ferr != nil {
+		return objectState{}, ferr
+	}
+	switch {
+	case errors.Is(err, errdefs.ErrDataLoss):
+		return objectState{live: true, gen: floor, damage: err}, nil
+	case err == nil: // a tombstone an older version left
+		return objectState{gen: max(floor, h.Generation)}, nil
+	}
+	return objectState{gen: floor}, nil
 }
 
 // encode returns the content of h's object file.
@@ -271,7 +392,7 @@ func (r *Repository) Put(ctx context.Context, key string, data []byte, ifGenerat
 		return fail(err)
 	}
 	var tmp string
-	if checkPut(seen, ifGeneration) == nil {
+	if checkCond(seen, ifGeneration) == nil {
 		h.Generation = r.nextGeneration(seen)
 		if tmp, err = r.prepare(h, data); err != nil {
 			return fail(err)
@@ -294,10 +415,10 @@ func (r *Repository) Put(ctx context.Context, key string, data []byte, ifGenerat
 	if err != nil {
 		return fail(err)
 	}
-	if err := checkPut(cur, ifGeneration); err != nil {
+	if err := checkCond(cur, ifGeneration); err != nil {
 		return fail(err)
 	}
-	if tmp != "" && cur.Generation == seen.Generation && cur.Deleted == seen.Deleted {
+	if tmp != "" && cur.gen == seen.gen && cur.live == seen.live && (cur.damage == nil) == (seen.damage == nil) {
 		err := os.Rename(tmp, path)
 		if err == nil {
 			tmp = ""
@@ -317,11 +438,17 @@ func (r *Repository) Put(ctx context.Context, key string, data []byte, ifGenerat
 	return h.Generation, nil
 }
 
-// checkPut checks a put's condition against the key's current header.
-func checkPut(cur *objectHeader, ifGeneration int64) error {
-	live, gen := !cur.Deleted, cur.Generation
+// checkCond checks a put's or delete's condition against the key's
+// current state. A damaged object exists, at a generation no condition
+// names: only IfAny passes, and the caller learns why the others fail.
+// The error's class is the failed precondition alone (the damage is in
+// its message), so that it stays one class across the wire.
+func checkCond(cur objectState, ifGeneration int64) error {
+	live, gen := cur.live, cur.gen
 	switch {
 	case ifGeneration == sdk.IfAny:
+	case cur.damage != nil:
+		return fmt.Errorf("%s; its generation is unknown: %w", cur.damage, errdefs.ErrFailedPrecondition)
 	case ifGeneration == sdk.IfAbsent && live:
 		return fmt.Errorf("exists at generation %d: %w", gen, errdefs.ErrFailedPrecondition)
 	case ifGeneration > 0 && (!live || gen != ifGeneration):
@@ -334,9 +461,10 @@ func checkPut(cur *objectHeader, ifGeneration int64) error {
 // at least the time in microseconds. A key deleted and put again so gets
 // a generation above its old ones without any record of the delete (its
 // old ones were at most the time of their puts); the floor covers a clock
-// that went back.
-func (r *Repository) nextGeneration(cur *objectHeader) int64 {
-	return max(cur.Generation+1, r.now().UnixMicro())
+// that went back. A damaged object's generation is unknown: the put goes
+// above the floor and the clock, as for a deleted one.
+func (r *Repository) nextGeneration(cur objectState) int64 {
+	return max(cur.gen+1, r.now().UnixMicro())
 }
 
 // describeCond names a put's or delete's condition in errors.
@@ -378,7 +506,8 @@ func describeGen(live bool, gen int64) string {
 	return fmt.Sprintf("generation is %d", gen)
 }
 
-// Get returns an object; ErrNotFound when there is none.
+// Get returns an object; ErrNotFound when there is none, ErrDataLoss
+// when its file is damaged (see readObject).
 func (r *Repository) Get(ctx context.Context, key string) ([]byte, sdk.ObjectInfo, error) {
 	if err := canceled(ctx); err != nil {
 		return nil, sdk.ObjectInfo{}, err
@@ -394,7 +523,8 @@ func (r *Repository) Get(ctx context.Context, key string) ([]byte, sdk.ObjectInf
 		return nil, sdk.ObjectInfo{}, fmt.Errorf("get %q: %w", key, err)
 	}
 	if h.Key != key {
-		return nil, sdk.ObjectInfo{}, fmt.Errorf("get %q: its file holds %q", key, h.Key)
+		// Two keys with one file name: only a SHA-256 collision does that.
+		return nil, sdk.ObjectInfo{}, fmt.Errorf("get %q: %w", key, damaged(filepath.Join(r.objects(), objectName(key)), "its header holds the key %q", h.Key))
 	}
 	if data == nil {
 		data = []byte{}
@@ -407,6 +537,14 @@ func (h *objectHeader) info() sdk.ObjectInfo {
 }
 
 // List lists the objects whose key starts with prefix, sorted by key.
+//
+// A damaged file does not fail the listing. One whose header reads whole
+// is listed as its header says (only its data can be damaged, which Get
+// checks). One whose header is damaged is listed with generation 0 (its
+// generation is unknown) under the key its file name spells, so that a
+// sweep can delete it; when its name is a hash, the key is unknown and
+// the file is skipped (the plugin has no log to tell): Get of its key
+// reports it, and Put or Delete with IfAny replaces or removes it.
 func (r *Repository) List(ctx context.Context, prefix string) ([]sdk.ObjectInfo, error) {
 	entries, err := os.ReadDir(r.objects())
 	if err != nil {
@@ -426,6 +564,16 @@ func (r *Repository) List(ctx context.Context, prefix string) ([]sdk.ObjectInfo,
 		h, _, err := readObject(filepath.Join(r.objects(), e.Name()), false)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // deleted or replaced since ReadDir
+		}
+		if errors.Is(err, errdefs.ErrDataLoss) {
+			if key, ok := unescapeName(e.Name()); ok && strings.HasPrefix(key, prefix) {
+				info := sdk.ObjectInfo{Key: key}
+				if fi, err := e.Info(); err == nil {
+					info.Modified = fi.ModTime().UTC()
+				}
+				out = append(out, info)
+			}
+			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("list repository %s: %w", r.root, err)
@@ -466,24 +614,18 @@ func (r *Repository) remove(key string, ifGeneration int64) error {
 	if err != nil {
 		return err
 	}
-	live := !cur.Deleted
-	switch {
-	case ifGeneration == sdk.IfAny, ifGeneration == sdk.IfAbsent:
-		if ifGeneration == sdk.IfAbsent && live {
-			return fmt.Errorf("exists at generation %d: %w", cur.Generation, errdefs.ErrFailedPrecondition)
-		}
-	case !live || cur.Generation != ifGeneration:
-		return fmt.Errorf("%s: %w", describeGen(live, cur.Generation), errdefs.ErrFailedPrecondition)
+	if err := checkCond(cur, ifGeneration); err != nil {
+		return err
 	}
 	path := filepath.Join(r.objects(), objectName(key))
 	if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if cur.Generation >= r.now().UnixMicro() {
+	if cur.gen >= r.now().UnixMicro() {
 		// The clock is behind this object's generation (it went back, or
 		// the object was put faster than once a microsecond): a new
 		// object here must still start above it.
-		if err := r.raiseFloor(cur.Generation); err != nil {
+		if err := r.raiseFloor(cur.gen); err != nil {
 			return err
 		}
 	}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"hash/crc32"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -167,9 +169,10 @@ func TestRepositoryKeys(t *testing.T) {
 	}
 }
 
-// TestRepositoryDamage: a corrupt object is reported, not returned;
-// leftovers of a killed put are cleared and never listed.
-func TestRepositoryDamage(t *testing.T) {
+// TestRepositoryLeftoverTemp: leftovers of a killed put are never listed,
+// and opening the repository clears them.
+func TestRepositoryLeftoverTemp(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	root := t.TempDir()
 	repo, _ := NewRepository(root)
@@ -179,17 +182,300 @@ func TestRepositoryDamage(t *testing.T) {
 	if list, err := repo.List(ctx, ""); err != nil || len(list) != 1 {
 		t.Errorf("list with a leftover temp file: %v, %v", list, err)
 	}
-	repo, _ = NewRepository(root)
+	if _, err := NewRepository(root); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := os.Stat(tmp); err == nil {
 		t.Error("the leftover temp file was not cleared")
 	}
-	path := filepath.Join(root, "objects", objectName("x"))
-	b, _ := os.ReadFile(path)
-	b[len(b)-1] ^= 1
-	os.WriteFile(path, b, 0o644)
-	if _, _, err := repo.Get(ctx, "x"); err == nil || !strings.Contains(err.Error(), "corrupt") {
-		t.Errorf("get of a corrupt object: %v", err)
+}
+
+// damages are the ways an object file of key "x" holding xData can be
+// damaged. headerIntact: only the data is damaged, and the object keeps
+// the generation its header gives.
+var damages = []struct {
+	name         string
+	damage       func(file []byte) []byte
+	headerIntact bool
+}{
+	{"truncated in the data", func(b []byte) []byte { return b[:len(b)-10] }, true},
+	{"a byte of data flipped", func(b []byte) []byte { b[len(b)-1] ^= 1; return b }, true},
+	{"data appended", func(b []byte) []byte { return append(b, "more"...) }, true},
+	{"huge size claimed", func(b []byte) []byte { return replaceHeader(b, `"size":400`, `"size":1099511627776`) }, true},
+	{"truncated in the header", func(b []byte) []byte { return b[:len(objectMagic)+20] }, false},
+	{"truncated in the magic", func(b []byte) []byte { return b[:4] }, false},
+	{"empty", func(b []byte) []byte { return nil }, false},
+	{"a byte of header JSON flipped", func(b []byte) []byte { b[len(objectMagic)] ^= 0x40; return b }, false},
+	{"header replaced by garbage", func(b []byte) []byte {
+		return append([]byte(objectMagic+"\x00\xff garbage \x7f\n"), b[bytes.IndexByte(b[len(objectMagic):], '\n')+len(objectMagic)+1:]...)
+	}, false},
+	{"no end of header", func(b []byte) []byte {
+		return append([]byte(objectMagic), bytes.Repeat([]byte("{"), 3*maxHeadBytes)...)
+	}, false},
+	{"not an object file", func(b []byte) []byte { return []byte("PK\x03\x04 a zip file, say") }, false},
+	{"negative size", func(b []byte) []byte { return replaceHeader(b, `"size":400`, `"size":-400`) }, false},
+	{"generation zero", func(b []byte) []byte { return replaceHeader(b, `"generation":1,`, `"generation":0,`) }, false},
+	{"generation at the end of int64", func(b []byte) []byte {
+		return replaceHeader(b, `"generation":1,`, `"generation":9223372036854775807,`)
+	}, false},
+	{"the key of another file", func(b []byte) []byte { return replaceHeader(b, `"key":"x"`, `"key":"y"`) }, false},
+	{"an empty key", func(b []byte) []byte { return replaceHeader(b, `"key":"x"`, `"key":""`) }, false},
+}
+
+var xData = bytes.Repeat([]byte("data"), 100)
+
+// replaceHeader replaces old with new in an object file's header line.
+func replaceHeader(file []byte, old, new string) []byte {
+	end := len(objectMagic) + bytes.IndexByte(file[len(objectMagic):], '\n')
+	if !bytes.Contains(file[:end], []byte(old)) {
+		panic("no " + old + " in the header " + string(file[:end]))
 	}
+	return append(bytes.Replace(file[:end:end], []byte(old), []byte(new), 1), file[end:]...)
+}
+
+// damagedRepo returns a repository, its clock stopped (generations count
+// puts), holding an intact object "y" and the object "x" at generation 1
+// damaged by damage.
+func damagedRepo(t *testing.T, damage func([]byte) []byte) (*Repository, string) {
+	t.Helper()
+	ctx := context.Background()
+	repo, err := NewRepository(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	frozen(repo)
+	if _, err := repo.Put(ctx, "x", xData, sdk.IfAbsent); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Put(ctx, "y", []byte("intact"), sdk.IfAbsent); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(repo.objects(), objectName("x"))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, damage(b), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return repo, path
+}
+
+// TestRepositoryDamage: a damaged object is reported as a data loss
+// naming its key and file, never returned; it does not fail a listing,
+// and Put and Delete with IfAny replace and remove it.
+func TestRepositoryDamage(t *testing.T) {
+	t.Parallel()
+	for _, d := range damages {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			repo, path := damagedRepo(t, d.damage)
+			var before runtime.MemStats
+			runtime.ReadMemStats(&before)
+			data, _, err := repo.Get(ctx, "x")
+			var after runtime.MemStats
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, errdefs.ErrDataLoss) || !strings.Contains(err.Error(), `"x"`) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("get: %q, %v; want a data loss naming the key and %s", data, err, path)
+			}
+			// Other tests run alongside: the bound is loose, far below
+			// what a header or a size claim could make a read take.
+			if grew := after.TotalAlloc - before.TotalAlloc; grew > 32<<20 {
+				t.Errorf("get of a damaged object allocated %d bytes", grew)
+			}
+
+			list, err := repo.List(ctx, "")
+			if err != nil {
+				t.Fatalf("list: %v", err)
+			}
+			wantGen := int64(0) // unknown
+			if d.headerIntact {
+				wantGen = 1
+			}
+			if len(list) != 2 || list[0].Key != "x" || list[0].Generation != wantGen || list[1].Key != "y" || list[1].Generation != 1 {
+				t.Fatalf("list = %+v, want x at generation %d and y at 1", list, wantGen)
+			}
+
+			// A damaged object exists: IfAbsent fails. Its generation is
+			// what its header says when only the data is damaged, else
+			// unknown: no generation names it.
+			if _, err := repo.Put(ctx, "x", []byte("new"), sdk.IfAbsent); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+				t.Fatalf("put if absent: %v, want a failed precondition", err)
+			}
+			if !d.headerIntact {
+				if _, err := repo.Put(ctx, "x", []byte("new"), 1); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), path) {
+					t.Fatalf("put at generation 1: %v, want a failed precondition naming %s", err, path)
+				}
+				if err := repo.Delete(ctx, "x", 1); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+					t.Fatalf("delete at generation 1: %v, want a failed precondition", err)
+				}
+			}
+			if _, _, err := repo.Get(ctx, "x"); !errors.Is(err, errdefs.ErrDataLoss) {
+				t.Fatalf("a refused put or delete changed the damaged object: %v", err)
+			}
+
+			gen, err := repo.Put(ctx, "x", []byte("rebuilt"), sdk.IfAny)
+			if err != nil || gen <= 0 || d.headerIntact && gen != 2 {
+				t.Fatalf("put any over the damaged object: generation %d, %v", gen, err)
+			}
+			if data, info, err := repo.Get(ctx, "x"); err != nil || string(data) != "rebuilt" || info.Generation != gen {
+				t.Fatalf("get after the put: %q %+v %v", data, info, err)
+			}
+
+			repo, _ = damagedRepo(t, d.damage)
+			if err := repo.Delete(ctx, "x", sdk.IfAny); err != nil {
+				t.Fatalf("delete any: %v", err)
+			}
+			if _, _, err := repo.Get(ctx, "x"); !errors.Is(err, errdefs.ErrNotFound) {
+				t.Fatalf("get after the delete: %v, want not found", err)
+			}
+			if gen, err := repo.Put(ctx, "x", []byte("again"), sdk.IfAbsent); err != nil || gen <= 0 {
+				t.Fatalf("put after the delete: generation %d, %v", gen, err)
+			}
+		})
+	}
+}
+
+// TestRepositoryDamageIntactHeader: when only the data is damaged, the
+// header's generation stands: a writer holding it replaces or deletes the
+// object.
+func TestRepositoryDamageIntactHeader(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, d := range damages {
+		if !d.headerIntact {
+			continue
+		}
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			repo, _ := damagedRepo(t, d.damage)
+			if gen, err := repo.Put(ctx, "x", []byte("rebuilt"), 1); err != nil || gen != 2 {
+				t.Fatalf("put at the header's generation: %d, %v; want 2", gen, err)
+			}
+			repo, _ = damagedRepo(t, d.damage)
+			if err := repo.Delete(ctx, "x", 1); err != nil {
+				t.Fatalf("delete at the header's generation: %v", err)
+			}
+		})
+	}
+}
+
+// TestRepositoryDamageHashedName: a damaged object stored under a hashed
+// name cannot be listed (its key is in no name) but fails nothing.
+func TestRepositoryDamageHashedName(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	repo, _ := NewRepository(t.TempDir())
+	long := strings.Repeat("long/", 60)
+	if _, err := repo.Put(ctx, long, []byte("digests"), sdk.IfAbsent); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(repo.objects(), objectName(long))
+	if err := os.WriteFile(path, []byte(objectMagic+"{torn"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := repo.Get(ctx, long); !errors.Is(err, errdefs.ErrDataLoss) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("get: %v, want a data loss naming %s", err, path)
+	}
+	if list, err := repo.List(ctx, "long/"); err != nil || len(list) != 0 {
+		t.Fatalf("list: %+v, %v; want nothing", list, err)
+	}
+	if err := repo.Delete(ctx, long, sdk.IfAny); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the damaged file survived the delete: %v", err)
+	}
+}
+
+// TestRepositoryStrayFiles: files no put wrote (a person's notes, a
+// folder) fail no listing and are not listed.
+func TestRepositoryStrayFiles(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	repo, _ := NewRepository(t.TempDir())
+	if _, err := repo.Put(ctx, "a", []byte("1"), sdk.IfAbsent); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(repo.objects(), "notes.txt"), []byte("do not delete"), 0o644)
+	os.WriteFile(filepath.Join(repo.objects(), "%61"), []byte("not a's name: a is not escaped"), 0o644)
+	os.Mkdir(filepath.Join(repo.objects(), "b"), 0o755)
+	list, err := repo.List(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].Key != "a" || list[1].Key != "b" || list[1].Generation != 0 {
+		t.Fatalf("list = %+v, want a and b (a folder where b's file goes: damaged)", list)
+	}
+	if _, _, err := repo.Get(ctx, "b"); !errors.Is(err, errdefs.ErrDataLoss) {
+		t.Fatalf("get of a folder: %v, want a data loss", err)
+	}
+}
+
+func TestRepositoryKeyLimit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	repo, _ := NewRepository(t.TempDir())
+	// The worst case: every byte is written as \u00XX in the header.
+	key := strings.Repeat("\x01", maxKeyBytes)
+	if _, err := repo.Put(ctx, key, []byte("x"), sdk.IfAbsent); err != nil {
+		t.Fatalf("put with a key of %d bytes: %v", len(key), err)
+	}
+	if _, _, err := repo.Get(ctx, key); err != nil {
+		t.Fatalf("get with a key of %d bytes: %v", len(key), err)
+	}
+	if _, err := repo.Put(ctx, key+"x", []byte("x"), sdk.IfAbsent); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("put with a key of %d bytes: %v, want invalid argument", len(key)+1, err)
+	}
+}
+
+func TestUnescapeName(t *testing.T) {
+	t.Parallel()
+	for _, key := range []string{"a", "a/b", "..", "~x", "日本/語", "a%2Fb", "-_", strings.Repeat("x", maxEscapedKey)} {
+		if got, ok := unescapeName(objectName(key)); !ok || got != key {
+			t.Errorf("unescapeName(%q) = %q, %v; want %q", objectName(key), got, ok, key)
+		}
+	}
+	for _, name := range []string{"", "%2f", "%41", "a.b", "%4", "%zz", "%", "%FF", objectName(strings.Repeat("x", maxEscapedKey+1)), "~" + strings.Repeat("0", 64)} {
+		if key, ok := unescapeName(name); ok {
+			t.Errorf("unescapeName(%q) = %q, want no key", name, key)
+		}
+	}
+}
+
+// FuzzReadObject: whatever an object file holds, reading it returns the
+// object its header describes or a data loss, and never panics.
+func FuzzReadObject(f *testing.F) {
+	repo := &Repository{now: func() time.Time { return time.Unix(1, 0) }}
+	good := repo.encode(&objectHeader{Key: "k", Generation: 7, Size: 4, CRC32C: crc32.Checksum([]byte("data"), castagnoli)}, []byte("data"))
+	f.Add(good)
+	f.Add(good[:len(good)-1])
+	f.Add([]byte(objectMagic))
+	f.Add([]byte(objectMagic + "{\"key\":\"k\",\"generation\":1,\"size\":1099511627776}\n"))
+	f.Add([]byte(objectMagic + "{\"key\":\"k\",\"generation\":3,\"deleted\":true}\n"))
+	f.Add([]byte(objectMagic + "{\"key\":\"k\",\"generation\":1,\"size\":-1}\n"))
+	f.Fuzz(func(t *testing.T, file []byte) {
+		path := filepath.Join(t.TempDir(), "k")
+		if err := os.WriteFile(path, file, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, withData := range []bool{false, true} {
+			h, data, err := readObject(path, withData)
+			if err != nil {
+				if !errors.Is(err, errdefs.ErrDataLoss) {
+					t.Fatalf("readObject: %v, want a data loss", err)
+				}
+				continue
+			}
+			if h.Key != "k" || h.Generation <= 0 || h.Size < 0 {
+				t.Fatalf("readObject accepted the header %+v", h)
+			}
+			if withData && !h.Deleted && (int64(len(data)) != h.Size || crc32.Checksum(data, castagnoli) != h.CRC32C) {
+				t.Fatalf("readObject returned %d bytes that do not match the header %+v", len(data), h)
+			}
+		}
+	})
 }
 
 // TestRepositoryPutRacesItsTemporaryFile covers what can happen between a
