@@ -120,7 +120,10 @@ type Repository interface {
 	// errdefs.ErrFailedPrecondition and changes nothing. A put is atomic:
 	// readers see the old or the new object, never a mix.
 	Put(ctx context.Context, key string, data []byte, ifGeneration int64) (int64, error)
-	// Get returns an object; errdefs.ErrNotFound when there is none.
+	// Get returns an object; errdefs.ErrNotFound when there is none,
+	// errdefs.ErrDataLoss when it exists but is damaged (its content is
+	// never returned; Put and Delete with IfAny still replace and remove
+	// it).
 	Get(ctx context.Context, key string) ([]byte, ObjectInfo, error)
 	// List lists the objects whose key starts with prefix, sorted by key.
 	List(ctx context.Context, prefix string) ([]ObjectInfo, error)
