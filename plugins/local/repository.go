@@ -36,7 +36,10 @@ import (
 // longer than 200 bytes is stored as "~" + SHA-256 of the key (a name no
 // escaped key can take, as '~' is always escaped). An object file is the
 // line "FERRYOBJ1", a JSON header line (key, generation, size, CRC-32C,
-// time) and the data. Puts write a temporary file, fsync it and rename it
+// time) and the data. The header's last member, "hcrc", is the CRC-32C
+// of the header line without it (and without the newline), so that a
+// damaged generation or size is seen; headers written before it existed
+// have no "hcrc" and hold only the members of then. Puts write a temporary file, fsync it and rename it
 // into place, so readers see the old or the new object, never a mix.
 //
 // A put's generation is above the object's last one and at least the
@@ -137,6 +140,9 @@ type objectHeader struct {
 	CRC32C     uint32    `json:"crc32c"`
 	Modified   time.Time `json:"modified"`
 	Deleted    bool      `json:"deleted,omitempty"`
+	// HeaderCRC must stay the last member: it is checked against the
+	// header line without its text (see encode).
+	HeaderCRC uint32 `json:"hcrc,omitempty"`
 }
 
 // objectName is the file name of a key.
@@ -255,7 +261,11 @@ func readObject(path string, withData bool) (*objectHeader, []byte, error) {
 		return nil, nil, damaged(path, "torn header")
 	}
 	var h objectHeader
-	if err := json.Unmarshal(head[len(objectMagic):end], &h); err != nil {
+	line := head[len(objectMagic) : end-1]
+	if err := json.Unmarshal(line, &h); err != nil {
+		return nil, nil, damaged(path, "header: %v", err)
+	}
+	if err := checkHeaderLine(line, h.HeaderCRC); err != nil {
 		return nil, nil, damaged(path, "header: %v", err)
 	}
 	switch {
@@ -285,6 +295,34 @@ func readObject(path string, withData bool) (*objectHeader, []byte, error) {
 		return nil, nil, damaged(path, "its data does not match the header's CRC-32C")
 	}
 	return &h, data, nil
+}
+
+// checkHeaderLine checks a header line against its checksum sum (its "hcrc"
+// member). A line without one was written before checksums were: it must
+// hold no member unknown then, or it may be a checksummed line whose
+// "hcrc" is damaged.
+func checkHeaderLine(line []byte, sum uint32) error {
+	if sum == 0 {
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.DisallowUnknownFields()
+		return dec.Decode(&struct {
+			Key        string    `json:"key"`
+			Generation int64     `json:"generation"`
+			Size       int64     `json:"size"`
+			CRC32C     uint32    `json:"crc32c"`
+			Modified   time.Time `json:"modified"`
+			Deleted    bool      `json:"deleted"`
+		}{})
+	}
+	member := `,"hcrc":` + strconv.FormatUint(uint64(sum), 10) + "}"
+	if !bytes.HasSuffix(line, []byte(member)) {
+		return errors.New(`"hcrc" is not its last member`)
+	}
+	got := crc32.Update(crc32.Checksum(line[:len(line)-len(member)], castagnoli), castagnoli, []byte("}"))
+	if got != sum {
+		return fmt.Errorf("its CRC-32C is %08x, its \"hcrc\" says %08x", got, sum)
+	}
+	return nil
 }
 
 // readHead reads the start of an object file of size bytes until the end
@@ -351,10 +389,19 @@ func (r *Repository) current(key string) (objectState, error) {
 }
 
 // encode returns the content of h's object file.
+//
+// It sets h.HeaderCRC: the header is encoded without it, its checksum
+// taken, and encoded again, which appends `,"hcrc":N` before the closing
+// brace (encoding/json keeps the order of the members).
 func (r *Repository) encode(h *objectHeader, data []byte) []byte {
+	h.HeaderCRC = 0
 	hdr, err := json.Marshal(h)
 	if err != nil {
 		panic(err) // a header always encodes
+	}
+	h.HeaderCRC = crc32.Checksum(hdr, castagnoli)
+	if hdr, err = json.Marshal(h); err != nil {
+		panic(err)
 	}
 	b := make([]byte, 0, len(objectMagic)+len(hdr)+1+len(data))
 	b = append(b, objectMagic...)

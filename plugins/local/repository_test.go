@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
@@ -206,6 +207,16 @@ var damages = []struct {
 	{"truncated in the magic", func(b []byte) []byte { return b[:4] }, false},
 	{"empty", func(b []byte) []byte { return nil }, false},
 	{"a byte of header JSON flipped", func(b []byte) []byte { b[len(objectMagic)] ^= 0x40; return b }, false},
+	{"a digit of the generation flipped", func(b []byte) []byte {
+		i := bytes.Index(b, []byte(`"generation":1,`)) + len(`"generation":`)
+		b[i] = '3'
+		return b
+	}, false},
+	{"the header checksum's name flipped", func(b []byte) []byte {
+		i := bytes.Index(b, []byte(`"hcrc"`))
+		b[i+1] ^= 1
+		return b
+	}, false},
 	{"header replaced by garbage", func(b []byte) []byte {
 		return append([]byte(objectMagic+"\x00\xff garbage \x7f\n"), b[bytes.IndexByte(b[len(objectMagic):], '\n')+len(objectMagic)+1:]...)
 	}, false},
@@ -224,13 +235,20 @@ var damages = []struct {
 
 var xData = bytes.Repeat([]byte("data"), 100)
 
-// replaceHeader replaces old with new in an object file's header line.
+// replaceHeader replaces old with new in an object file's header line
+// and gives the line its right checksum: a header as hostile as a
+// well-formed one can be.
 func replaceHeader(file []byte, old, new string) []byte {
 	end := len(objectMagic) + bytes.IndexByte(file[len(objectMagic):], '\n')
-	if !bytes.Contains(file[:end], []byte(old)) {
-		panic("no " + old + " in the header " + string(file[:end]))
+	line := string(file[len(objectMagic):end])
+	line = line[:strings.LastIndex(line, `,"hcrc":`)] + "}"
+	if !strings.Contains(line, old) {
+		panic("no " + old + " in the header " + line)
 	}
-	return append(bytes.Replace(file[:end:end], []byte(old), []byte(new), 1), file[end:]...)
+	line = strings.Replace(line, old, new, 1)
+	sum := crc32.Checksum([]byte(line), castagnoli)
+	line = line[:len(line)-1] + `,"hcrc":` + strconv.FormatUint(uint64(sum), 10) + "}"
+	return append([]byte(objectMagic+line), file[end:]...)
 }
 
 // damagedRepo returns a repository, its clock stopped (generations count
@@ -410,6 +428,64 @@ func TestRepositoryStrayFiles(t *testing.T) {
 	}
 	if _, _, err := repo.Get(ctx, "b"); !errors.Is(err, errdefs.ErrDataLoss) {
 		t.Fatalf("get of a folder: %v, want a data loss", err)
+	}
+}
+
+// TestRepositoryEveryBitFlip: a bit flipped anywhere in an object file,
+// magic, header or data, makes it a data loss.
+func TestRepositoryEveryBitFlip(t *testing.T) {
+	t.Parallel()
+	repo, err := NewRepository(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Put(context.Background(), "replicas/web-01/seg/7", []byte("digests"), sdk.IfAbsent); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(repo.objects(), objectName("replicas/web-01/seg/7"))
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := range good {
+		for bit := range 8 {
+			if _, err := f.WriteAt([]byte{good[i] ^ 1<<bit}, int64(i)); err != nil {
+				t.Fatal(err)
+			}
+			if h, data, err := readObject(path, true); !errors.Is(err, errdefs.ErrDataLoss) {
+				t.Errorf("bit %d of byte %d (%q) flipped: %+v %q %v; want a data loss", bit, i, good[i], h, data, err)
+			}
+		}
+		if _, err := f.WriteAt(good[i:i+1], int64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestRepositoryOldHeader: object files written before headers had a
+// checksum still read, and one holding a member unknown then is damaged
+// (it may be a checksummed header whose "hcrc" lost its name).
+func TestRepositoryOldHeader(t *testing.T) {
+	t.Parallel()
+	repo, err := NewRepository(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("digests")
+	header := fmt.Sprintf(`{"key":"k","generation":5,"size":7,"crc32c":%d,"modified":"2026-01-01T00:00:00Z"`, crc32.Checksum(data, castagnoli))
+	path := filepath.Join(repo.objects(), "k")
+	os.WriteFile(path, append([]byte(objectMagic+header+"}\n"), data...), 0o644)
+	if got, info, err := repo.Get(context.Background(), "k"); err != nil || string(got) != "digests" || info.Generation != 5 {
+		t.Fatalf("get of an old object: %q %+v %v", got, info, err)
+	}
+	os.WriteFile(path, append([]byte(objectMagic+header+`,"hcrb":12345}`+"\n"), data...), 0o644)
+	if _, _, err := repo.Get(context.Background(), "k"); !errors.Is(err, errdefs.ErrDataLoss) {
+		t.Fatalf("get of an unchecked header with an unknown member: %v, want a data loss", err)
 	}
 }
 
