@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/zclconf/go-cty/cty"
@@ -108,21 +109,38 @@ func TestConformanceTargetOverWire(t *testing.T) {
 }
 
 func TestConformanceRepository(t *testing.T) {
-	repo, err := NewRepository(t.TempDir())
+	root := t.TempDir()
+	repo, err := NewRepository(root)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sdktest.RunRepository(t, sdktest.RepositoryFixture{New: func(*testing.T) sdk.Repository { return repo }})
+	sdktest.RunRepository(t, sdktest.RepositoryFixture{New: func(*testing.T) sdk.Repository { return repo }, Damage: tearObject(root)})
+}
+
+// tearObject returns a RepositoryFixture.Damage that cuts an object's file
+// in half, as a write the storage lost part of would.
+func tearObject(root string) func(t *testing.T, key string) {
+	return func(t *testing.T, key string) {
+		path := filepath.Join(root, "objects", objectName(key))
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(path, fi.Size()/2); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func TestConformanceRepositoryOverWire(t *testing.T) {
 	c := sdktest.Connect(t, Plugin())
 	p := Plugin().Repositories["local"]
-	repo, diags, err := c.Repository(context.Background(), "local", p.Schema, pathValue(t.TempDir()))
+	root := t.TempDir()
+	repo, diags, err := c.Repository(context.Background(), "local", p.Schema, pathValue(root))
 	if err != nil || diags.HasErrors() {
 		t.Fatal(err, diags.Err())
 	}
-	sdktest.RunRepository(t, sdktest.RepositoryFixture{New: func(*testing.T) sdk.Repository { return repo }})
+	sdktest.RunRepository(t, sdktest.RepositoryFixture{New: func(*testing.T) sdk.Repository { return repo }, Damage: tearObject(root)})
 }
 
 func TestConformancePlugin(t *testing.T) {

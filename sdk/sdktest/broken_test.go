@@ -3,6 +3,7 @@ package sdktest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -52,6 +53,26 @@ var brokenCases = []brokenCase{
 		},
 		fails:  []string{"CASRace"},
 		passes: []string{"CASStale", "IfAbsent"},
+	},
+	{
+		name: "RepositoryDamageIsNotFound",
+		run: func(t *testing.T) {
+			repo := NewMemRepository()
+			RunRepository(t, RepositoryFixture{New: func(*testing.T) sdk.Repository { return &repoDamageIsNotFound{repo} },
+				Damage: func(_ *testing.T, key string) { repo.Damage(key) }})
+		},
+		fails:  []string{"Damaged"},
+		passes: []string{"RoundTrip", "GetMissing"},
+	},
+	{
+		name: "RepositoryDamageBlocksPut",
+		run: func(t *testing.T) {
+			repo := NewMemRepository()
+			RunRepository(t, RepositoryFixture{New: func(*testing.T) sdk.Repository { return &repoDamageBlocksPut{repo} },
+				Damage: func(_ *testing.T, key string) { repo.Damage(key) }})
+		},
+		fails:  []string{"Damaged"},
+		passes: []string{"RoundTrip", "IfAbsent"},
 	},
 	{
 		name: "RepositoryUnsortedList",
@@ -384,6 +405,29 @@ func (r *repoNonAtomicCAS) Put(ctx context.Context, key string, data []byte, ifG
 		}
 		time.Sleep(2 * time.Millisecond)
 		ifGen = sdk.IfAny
+	}
+	return r.MemRepository.Put(ctx, key, data, ifGen)
+}
+
+// repoDamageIsNotFound reports a damaged object as missing: a caller
+// would put over it with IfAbsent and fail forever.
+type repoDamageIsNotFound struct{ *MemRepository }
+
+func (r *repoDamageIsNotFound) Get(ctx context.Context, key string) ([]byte, sdk.ObjectInfo, error) {
+	data, info, err := r.MemRepository.Get(ctx, key)
+	if errors.Is(err, errdefs.ErrDataLoss) {
+		err = fmt.Errorf("object %q: %w", key, errdefs.ErrNotFound)
+	}
+	return data, info, err
+}
+
+// repoDamageBlocksPut refuses every put over a damaged object, as the
+// local repository once did: the object stays until a person deletes it.
+type repoDamageBlocksPut struct{ *MemRepository }
+
+func (r *repoDamageBlocksPut) Put(ctx context.Context, key string, data []byte, ifGen int64) (int64, error) {
+	if _, _, err := r.MemRepository.Get(ctx, key); errors.Is(err, errdefs.ErrDataLoss) {
+		return 0, fmt.Errorf("put %q: %w", key, err)
 	}
 	return r.MemRepository.Put(ctx, key, data, ifGen)
 }

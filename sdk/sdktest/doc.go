@@ -97,7 +97,9 @@
 // compare-and-swap; the count is exact), DeleteWrongGeneration,
 // DeleteMissing, ListPrefix (exact, sorted, keys with separators and odd
 // characters), EmptyObject, LargeObject (20 MiB), AtomicPut (readers never
-// see a mix), Cancel, Stop.
+// see a mix), Damaged (with RepositoryFixture.Damage: a damaged object is
+// ErrDataLoss from Get, blocks no List, and Put and Delete with IfAny
+// replace and remove it), Cancel, Stop.
 //
 // RunPlugin: Metadata (Plugin.Validate, a name fit for a file name, a
 // semantic version), Schema (every schema builds an HCL decoder), Validate

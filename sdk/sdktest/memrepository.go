@@ -18,7 +18,8 @@ import (
 // RunRepository and serves core tests that need a repository.
 //
 // It is safe for concurrent use. Set Clock before first use to control the
-// times it reports.
+// times it reports. Damage makes an object damaged, as failing storage
+// would.
 type MemRepository struct {
 	// Clock gives the modification time of objects; nil means time.Now.
 	Clock func() time.Time
@@ -31,8 +32,9 @@ type MemRepository struct {
 var _ sdk.Repository = (*MemRepository)(nil)
 
 type memObject struct {
-	data []byte
-	info sdk.ObjectInfo
+	data    []byte
+	info    sdk.ObjectInfo
+	damaged bool
 }
 
 // NewMemRepository returns an empty repository.
@@ -52,6 +54,8 @@ func precondition(key string, obj memObject, ok bool, ifGeneration int64) error 
 	switch {
 	case ifGeneration == sdk.IfAny:
 		return nil
+	case ok && obj.damaged:
+		return fmt.Errorf("object %q is damaged, at no generation one can name: %w", key, errdefs.ErrFailedPrecondition)
 	case ifGeneration == sdk.IfAbsent && ok:
 		return fmt.Errorf("object %q exists (generation %d): %w", key, obj.info.Generation, errdefs.ErrFailedPrecondition)
 	case ifGeneration == sdk.IfAbsent:
@@ -95,6 +99,9 @@ func (r *MemRepository) Get(ctx context.Context, key string) ([]byte, sdk.Object
 	if !ok {
 		return nil, sdk.ObjectInfo{}, fmt.Errorf("object %q: %w", key, errdefs.ErrNotFound)
 	}
+	if obj.damaged {
+		return nil, sdk.ObjectInfo{}, fmt.Errorf("object %q: damaged: %w", key, errdefs.ErrDataLoss)
+	}
 	return append([]byte(nil), obj.data...), obj.info, nil
 }
 
@@ -112,6 +119,18 @@ func (r *MemRepository) List(ctx context.Context, prefix string) ([]sdk.ObjectIn
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out, nil
+}
+
+// Damage makes the object key damaged, if there is one: Get reports it as
+// errdefs.ErrDataLoss until a Put or Delete with sdk.IfAny replaces or
+// removes it, and no other condition matches it.
+func (r *MemRepository) Damage(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if obj, ok := r.objects[key]; ok {
+		obj.damaged = true
+		r.objects[key] = obj
+	}
 }
 
 func (r *MemRepository) Delete(ctx context.Context, key string, ifGeneration int64) error {

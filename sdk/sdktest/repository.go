@@ -28,6 +28,11 @@ type RepositoryFixture struct {
 	// Deadline is how long a call with a cancelled context, or Stop, may
 	// take to return. Zero means 10 seconds.
 	Deadline time.Duration
+	// Damage damages the stored object key behind the repository's back,
+	// as failing storage would (a torn or overwritten file, a flipped
+	// bit), so that the repository's checks find it. Nil skips the
+	// Damaged check.
+	Damage func(t *testing.T, key string)
 }
 
 // RunRepository runs the conformance checks of a Repository, each as a
@@ -53,13 +58,14 @@ func RunRepository(t *testing.T, fx RepositoryFixture) {
 		{"EmptyObject", (*repoCheck).emptyObject},
 		{"LargeObject", (*repoCheck).largeObject},
 		{"AtomicPut", (*repoCheck).atomicPut},
+		{"Damaged", (*repoCheck).damaged},
 		{"Cancel", (*repoCheck).cancel},
 		{"Stop", func(c *repoCheck, t *testing.T) { checkStop(t, c.repo, c.deadline) }},
 	}
 	for _, check := range checks {
 		t.Run(check.name, func(t *testing.T) {
 			rng := newRand(t)
-			c := &repoCheck{ctx: t.Context(), rng: rng, deadline: deadlineOr(fx.Deadline), prefix: uniqueName(rng, "repo") + "/"}
+			c := &repoCheck{ctx: t.Context(), rng: rng, deadline: deadlineOr(fx.Deadline), prefix: uniqueName(rng, "repo") + "/", damage: fx.Damage}
 			c.repo = fx.New(t)
 			t.Cleanup(func() { c.cleanup(t) })
 			check.run(c, t)
@@ -75,6 +81,7 @@ type repoCheck struct {
 	rng      *rand.Rand
 	deadline time.Duration
 	prefix   string
+	damage   func(t *testing.T, key string)
 }
 
 // cleanup deletes what the check left under its prefix.
@@ -244,6 +251,55 @@ func (c *repoCheck) deleteWrongGeneration(t *testing.T) {
 	err = c.repo.Delete(c.ctx, key, gen)
 	wantClass(t, "Delete with a stale generation", err, errdefs.ErrFailedPrecondition)
 	c.want(t, key, []byte("newer"), gen2)
+}
+
+// damaged damages an object and wants it reported as a data loss, never
+// returned; it must block nothing: the objects beside it are listed, and
+// Put and Delete with IfAny replace and remove it. It counts as existing,
+// so IfAbsent fails.
+func (c *repoCheck) damaged(t *testing.T) {
+	if c.damage == nil {
+		t.Skip("RepositoryFixture.Damage is nil: damaged objects are not checked")
+	}
+	key, beside := c.prefix+"damaged", c.prefix+"beside"
+	gen := c.put(t, key, []byte("metadata that storage will damage"), sdk.IfAbsent)
+	besideGen := c.put(t, beside, []byte("intact"), sdk.IfAbsent)
+	c.damage(t, key)
+	data, _, err := c.repo.Get(c.ctx, key)
+	wantClass(t, "Get of a damaged object", err, errdefs.ErrDataLoss)
+	if err == nil {
+		t.Fatalf("Get of a damaged object returned %q", data)
+	}
+	objs, err := c.repo.List(c.ctx, c.prefix)
+	if err != nil {
+		t.Fatalf("List beside a damaged object: %v", err)
+	}
+	listed := false
+	for _, o := range objs {
+		switch o.Key {
+		case beside:
+			listed = o.Generation == besideGen
+		case key: // listing the damaged object is allowed, not required
+		default:
+			t.Errorf("List beside a damaged object: unexpected key %q", o.Key)
+		}
+	}
+	if !listed {
+		t.Errorf("List beside a damaged object = %+v, want %q at generation %d", objs, beside, besideGen)
+	}
+	_, err = c.repo.Put(c.ctx, key, []byte("x"), sdk.IfAbsent)
+	wantClass(t, "Put with IfAbsent over a damaged object", err, errdefs.ErrFailedPrecondition)
+	newGen := c.put(t, key, []byte("rebuilt"), sdk.IfAny)
+	if newGen <= gen {
+		t.Errorf("Put with IfAny over a damaged object at generation %d gave generation %d", gen, newGen)
+	}
+	c.want(t, key, []byte("rebuilt"), newGen)
+	c.damage(t, key)
+	if err := c.repo.Delete(c.ctx, key, sdk.IfAny); err != nil {
+		t.Fatalf("Delete with IfAny of a damaged object: %v", err)
+	}
+	_, _, err = c.repo.Get(c.ctx, key)
+	wantClass(t, "Get after Delete of a damaged object", err, errdefs.ErrNotFound)
 }
 
 func (c *repoCheck) deleteMissing(t *testing.T) {

@@ -85,7 +85,9 @@ func TestRunTargetOnMemTargetWithCrashes(t *testing.T) {
 
 func TestRunRepositoryOnMemRepository(t *testing.T) {
 	t.Parallel()
-	RunRepository(t, RepositoryFixture{New: func(*testing.T) sdk.Repository { return NewMemRepository() }})
+	repo := NewMemRepository()
+	RunRepository(t, RepositoryFixture{New: func(*testing.T) sdk.Repository { return repo },
+		Damage: func(_ *testing.T, key string) { repo.Damage(key) }})
 }
 
 func TestRunPluginOnMemPlugin(t *testing.T) {
@@ -189,6 +191,7 @@ func TestRunSuitesOverWire(t *testing.T) {
 	srcCaps := src.Capabilities()
 	srcCaps.DirectData = true
 	tgt := NewMemTarget()
+	repo := NewMemRepository()
 	empty := &schema.Block{}
 	p := &sdk.Plugin{
 		Name:    "mem",
@@ -198,7 +201,7 @@ func TestRunSuitesOverWire(t *testing.T) {
 		Targets: map[string]sdk.Component[sdk.Target]{"mem": {Schema: empty, Capabilities: tgt.Capabilities(),
 			New: func(context.Context, cty.Value) (sdk.Target, error) { return tgt, nil }}},
 		Repositories: map[string]sdk.Component[sdk.Repository]{"mem": {Schema: empty,
-			New: func(context.Context, cty.Value) (sdk.Repository, error) { return NewMemRepository(), nil }}},
+			New: func(context.Context, cty.Value) (sdk.Repository, error) { return repo, nil }}},
 	}
 	c := Connect(t, p)
 	// remote configures one instance of a component on the plugin side.
@@ -246,6 +249,7 @@ func TestRunSuitesOverWire(t *testing.T) {
 		})
 	})
 	t.Run("Repository", func(t *testing.T) {
-		RunRepository(t, RepositoryFixture{New: func(t *testing.T) sdk.Repository { return remote(t, sdk.KindRepository).(sdk.Repository) }})
+		RunRepository(t, RepositoryFixture{New: func(t *testing.T) sdk.Repository { return remote(t, sdk.KindRepository).(sdk.Repository) },
+			Damage: func(_ *testing.T, key string) { repo.Damage(key) }})
 	})
 }
