@@ -63,6 +63,21 @@ func TestReplicaIdentityEndToEnd(t *testing.T) {
 	}
 	runOK("after the repository was rolled back")
 
+	// A manifest object is damaged on the repository's disk: the run
+	// treats it as lost, rebuilds it and says so; the next run is normal.
+	manifests, _ := filepath.Glob(filepath.Join(l.meta, "objects", "*manifest*"))
+	if len(manifests) != 1 {
+		t.Fatalf("manifest objects: %v", manifests)
+	}
+	if err := os.WriteFile(manifests[0], []byte("FERRYOBJ1\n{\"key\": garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l.write("web-01", 0, 2*mib, 8<<10)
+	if s := runOK("after a manifest was damaged"); !strings.Contains(s.stderr, "damaged") {
+		t.Errorf("no word of the damage in the run's output:\n%s", s.stderr)
+	}
+	runOK("the run after that")
+
 	// A second configuration whose source also has a web-01, writing into
 	// the same target: refused, and the first job's replica is untouched.
 	other := filepath.Join(l.dir, "other")
