@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +19,18 @@ import (
 // the process dies: journal the description and the point (replica.json),
 // materialize the point's disks as TARGET/<name>/disk<N>.img, rewrite
 // vm.json with the network settings, and commit the failed_over state.
-// A journal found on a ready replica is rolled back by the next change.
+// A journal found on a ready replica is rolled back by the next call that
+// locks the replica.
+//
+// UndoFailover journals itself the same way (UndoingFailover), then
+// restores vm.json, removes the failover disks and commits the ready
+// state. A journalled undo is finished by the next call that locks the
+// replica, never rolled back: once a failover disk is gone, the failed-over
+// VM cannot be brought back.
+//
+// CommitFailover refuses a failover whose disks are not all there, then
+// commits the committed state before it removes the restore points and
+// working images; the next call that takes the replica finishes that.
 
 // Failover starts the replica from a restore point, the newest when
 // req.Point is empty.
@@ -69,6 +81,7 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 	if err := t.materialize(ctx, x, p); err != nil {
 		return nil, errors.Join(fmt.Errorf("fail over replica %q: %w", req.Replica, err), t.rollBackFailover(x))
 	}
+	t.step("failover-materialized")
 	next.PowerState = "on"
 	for i := range next.Disks {
 		if c, ok := p.capacity(next.Disks[i].Index); ok {
@@ -94,7 +107,7 @@ func (t *Target) materialize(ctx context.Context, x *txn, p *pointState) error {
 		if err != nil {
 			return err
 		}
-		err = copySparse(ctx, r, diskFile(x.dir, d.Index))
+		err = copySparse(ctx, r, diskFile(x.dir, d.Index), func() { t.step("failover-copying") })
 		r.Close()
 		if err != nil {
 			return err
@@ -104,8 +117,9 @@ func (t *Target) materialize(ctx context.Context, x *txn, p *pointState) error {
 }
 
 // copySparse copies a disk into a new file at path, leaving holes where
-// the disk reads as zeros.
-func copySparse(ctx context.Context, r sdk.DiskReader, path string) error {
+// the disk reads as zeros. copied runs after each chunk written into the
+// temporary file.
+func copySparse(ctx context.Context, r sdk.DiskReader, path string, copied func()) error {
 	f, err := os.CreateTemp(filepath.Dir(path), tempPrefix+filepath.Base(path)+"-*")
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
@@ -138,6 +152,7 @@ func copySparse(ctx context.Context, r sdk.DiskReader, path string) error {
 				return fmt.Errorf("write %s: %w", tmp, err)
 			}
 		}
+		copied()
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", tmp, err)
@@ -151,6 +166,37 @@ func copySparse(ctx context.Context, r sdk.DiskReader, path string) error {
 	return syncDir(filepath.Dir(path))
 }
 
+// settle finishes what a killed process left half-done that the
+// replica's lock alone guards: it removes the temporary files of the VM
+// folder (disk copies, vm.json) and of .replica (replica.json), rolls back
+// a failover journal found on a ready replica, finishes a journalled undo,
+// and removes the restore points and working images of a committed
+// replica, which nothing may use any more. Apart from that last case it
+// touches only vm.json and the VM folder's disk<N>.img, never restore
+// points or working images, so every call that takes the replica's lock
+// runs it first (begin).
+func (t *Target) settle(x *txn) error {
+	for _, d := range []string{x.dir, replicaMeta(x.dir)} {
+		if err := removeTemps(d); err != nil {
+			return err
+		}
+	}
+	switch rs := x.rs; {
+	case rs.State == sdk.ReplicaCommitted:
+		return t.finishCommit(x)
+	case rs.UndoingFailover:
+		if err := t.finishUndo(x); err != nil {
+			return fmt.Errorf("finish undo of failover: %w", err)
+		}
+		x.undoFinished = true
+	case rs.State == sdk.ReplicaReady && rs.FailingOver != "":
+		if err := t.rollBackFailover(x); err != nil {
+			return fmt.Errorf("roll back failover: %w", err)
+		}
+	}
+	return nil
+}
+
 // rollBackFailover returns a replica whose failover did not complete to
 // how it was before.
 func (t *Target) rollBackFailover(x *txn) error {
@@ -159,7 +205,7 @@ func (t *Target) rollBackFailover(x *txn) error {
 			return err
 		}
 	}
-	if err := removeVMDisks(x.dir); err != nil {
+	if err := t.removeVMDisks(x.dir, "rollback-disk-removed"); err != nil {
 		return err
 	}
 	x.rs.PreFailover, x.rs.FailingOver = nil, ""
@@ -167,8 +213,9 @@ func (t *Target) rollBackFailover(x *txn) error {
 }
 
 // removeVMDisks removes the disk<N>.img files of a replica folder and the
-// source state a failback may have left beside them.
-func removeVMDisks(dir string) error {
+// source state a failback may have left beside them, passing step after
+// each disk.
+func (t *Target) removeVMDisks(dir, step string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("list %s: %w", dir, err)
@@ -179,6 +226,7 @@ func removeVMDisks(dir string) error {
 			if err := os.Remove(filepath.Join(dir, n)); err != nil {
 				return fmt.Errorf("remove failover disk: %w", err)
 			}
+			t.step(step)
 		}
 	}
 	if err := os.RemoveAll(metaDir(dir)); err != nil {
@@ -188,54 +236,124 @@ func removeVMDisks(dir string) error {
 }
 
 // UndoFailover removes the failover disks and restores the description;
-// the replica is ready again with every restore point intact.
+// the replica is ready again with every restore point intact. Called again
+// after a process died during an undo, it finishes that undo and returns
+// the ready replica.
 func (t *Target) UndoFailover(ctx context.Context, ref string) (*sdk.Replica, error) {
 	x, err := t.begin(ctx, ref, true)
 	if err != nil {
 		return nil, err
 	}
 	defer x.release()
+	if x.undoFinished {
+		return t.replicaOf(x.dir, x.rs)
+	}
 	if x.rs.State != sdk.ReplicaFailedOver {
 		return nil, fmt.Errorf("undo failover of replica %q: replica is %s: %w", ref, x.rs.State, errdefs.ErrFailedPrecondition)
 	}
-	if x.rs.PreFailover != nil {
-		if err := writeVM(x.dir, x.rs.PreFailover); err != nil {
-			return nil, err
-		}
-	}
-	if err := removeVMDisks(x.dir); err != nil {
-		return nil, err
-	}
-	t.step("undo-cleaned")
-	x.rs.State, x.rs.FailoverPoint, x.rs.PreFailover = sdk.ReplicaReady, "", nil
+	x.rs.UndoingFailover = true
 	if err := x.save(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("undo failover of replica %q: %w", ref, err)
+	}
+	t.step("undo-journalled")
+	if err := t.finishUndo(x); err != nil {
+		return nil, fmt.Errorf("undo failover of replica %q: %w", ref, err)
 	}
 	return t.replicaOf(x.dir, x.rs)
 }
 
+// finishUndo carries out a journalled undo; every step may be repeated.
+func (t *Target) finishUndo(x *txn) error {
+	if x.rs.PreFailover != nil {
+		if err := writeVM(x.dir, x.rs.PreFailover); err != nil {
+			return err
+		}
+	}
+	t.step("undo-described")
+	if err := t.removeVMDisks(x.dir, "undo-disk-removed"); err != nil {
+		return err
+	}
+	t.step("undo-cleaned")
+	x.rs.State, x.rs.FailoverPoint, x.rs.PreFailover, x.rs.UndoingFailover = sdk.ReplicaReady, "", nil, false
+	return x.save()
+}
+
 // CommitFailover makes a failed-over replica a plain VM: its disks and
 // description stay, its restore points and working images go, and it
-// takes no more replication.
+// takes no more replication. It refuses (ErrFailedPrecondition) a
+// failover whose disks are not all there, and a replica whose interrupted
+// undo it found and finished. A committed replica is returned as it is,
+// so that a commit killed after it took effect can be retried.
 func (t *Target) CommitFailover(ctx context.Context, ref string) (*sdk.Replica, error) {
 	x, err := t.begin(ctx, ref, true)
 	if err != nil {
 		return nil, err
 	}
 	defer x.release()
-	if x.rs.State != sdk.ReplicaFailedOver {
+	switch {
+	case x.undoFinished:
+		return nil, fmt.Errorf("commit failover of replica %q: an interrupted undo of the failover was found and finished, the replica is %s again: %w", ref, x.rs.State, errdefs.ErrFailedPrecondition)
+	case x.rs.State == sdk.ReplicaCommitted:
+		return t.replicaOf(x.dir, x.rs)
+	case x.rs.State != sdk.ReplicaFailedOver:
 		return nil, fmt.Errorf("commit failover of replica %q: replica is %s: %w", ref, x.rs.State, errdefs.ErrFailedPrecondition)
 	}
+	if err := checkFailoverDisks(x, ref); err != nil {
+		return nil, err
+	}
+	t.step("commit-checked")
 	x.rs.State, x.rs.PreFailover, x.rs.Points, x.rs.Disks = sdk.ReplicaCommitted, nil, nil, nil
 	if err := x.save(); err != nil {
 		return nil, err
 	}
 	t.step("commit-saved")
-	// The rest is what recover does for a committed replica.
-	if err := t.recover(ctx, x); err != nil {
-		return nil, err
+	if err := t.finishCommit(x); err != nil {
+		return nil, fmt.Errorf("commit failover of replica %q: %w", ref, err)
 	}
 	return t.replicaOf(x.dir, x.rs)
+}
+
+// finishCommit removes the working images and restore points of a
+// committed replica; it may be repeated.
+func (t *Target) finishCommit(x *txn) error {
+	for _, sub := range []string{"current", "points"} {
+		if err := removeAllDurable(filepath.Join(replicaMeta(x.dir), sub)); err != nil {
+			return err
+		}
+		t.step("commit-removed-" + sub)
+	}
+	return nil
+}
+
+// checkFailoverDisks fails with ErrFailedPrecondition when a disk that
+// vm.json describes, or that the failover point holds, has no
+// disk<N>.img: committing would drop the restore points and leave a VM
+// without it.
+func checkFailoverDisks(x *txn, ref string) error {
+	vm, err := readVM(x.dir)
+	if err != nil {
+		return fmt.Errorf("commit failover of replica %q: %w", ref, err)
+	}
+	var indexes []int
+	for _, d := range vm.Disks {
+		indexes = append(indexes, d.Index)
+	}
+	if i := x.rs.point(x.rs.FailoverPoint); i >= 0 {
+		for _, d := range x.rs.Points[i].Disks {
+			indexes = append(indexes, d.Index)
+		}
+	}
+	for _, index := range indexes {
+		path := diskFile(x.dir, index)
+		_, err := os.Stat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("commit failover of replica %q: disk %d (%s) is missing; undo the failover to return to the restore points: %w", ref, index, path, errdefs.ErrFailedPrecondition)
+		}
+		if err != nil {
+			return fmt.Errorf("commit failover of replica %q: disk %d: %w", ref, index, err)
+		}
+	}
+	return nil
 }
 
 // ApplyNetwork rewrites the replica's network settings in its description

@@ -64,6 +64,10 @@ func killHelper(mode string) {
 		fail(replicateForever(filepath.Join(dir, "target"), rng, note))
 	case "source":
 		fail(snapshotForever(filepath.Join(dir, "site"), rng, note))
+	case "failover":
+		fail(failoverForever(filepath.Join(dir, "target"), rng, note))
+	case "failover-step":
+		fail(killAtStep(filepath.Join(dir, "target"), os.Getenv(killHelperEnv+"_STEP")))
 	}
 	fail(fmt.Errorf("unknown mode %q", mode))
 }

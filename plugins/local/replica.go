@@ -95,10 +95,15 @@ type replicaState struct {
 	// FailingOver journals a failover in progress: set before the disks
 	// are materialized, cleared when the state becomes failed_over. Found
 	// set on a ready replica, the failover is rolled back.
-	FailingOver string        `json:"failing_over,omitempty"`
-	NextPoint   int64         `json:"next_point"`
-	Disks       []replicaDisk `json:"disks"`
-	Points      []*pointState `json:"points"`
+	FailingOver string `json:"failing_over,omitempty"`
+	// UndoingFailover journals an undo in progress: set before vm.json or
+	// any failover disk is touched, cleared when the state becomes ready.
+	// Found set, the undo is finished, never rolled back: the failover
+	// disks may be partly gone already.
+	UndoingFailover bool          `json:"undoing_failover,omitempty"`
+	NextPoint       int64         `json:"next_point"`
+	Disks           []replicaDisk `json:"disks"`
+	Points          []*pointState `json:"points"`
 }
 
 type replicaOwner struct {
@@ -293,6 +298,9 @@ type txn struct {
 	// for the change and brought up to date when it ends.
 	paused  []*sharedDisk
 	deleted bool
+	// undoFinished says begin finished an undo of a failover that a
+	// killed process had journalled.
+	undoFinished bool
 }
 
 func (x *txn) release() {
@@ -307,10 +315,12 @@ func (x *txn) release() {
 
 func (x *txn) save() error { return saveReplica(x.dir, x.rs) }
 
-// begin locks a replica for a change. With exclusive set, the change may
-// touch restore points: disk writers of this process are paused until it
-// ends (and then write into the right undo store), writers of other
-// processes make it fail with ErrFailedPrecondition, and what a killed
+// begin locks a replica for a change and settles what a killed process
+// left half-done that this lock alone guards (settle: temporary files,
+// failover, undo, commit). With exclusive set, the change may touch
+// restore points: disk writers of this process are paused until it ends
+// (and then write into the right undo store), writers of other processes
+// make it fail with ErrFailedPrecondition, and every other change a killed
 // process left half-done is finished first.
 func (t *Target) begin(ctx context.Context, ref string, exclusive bool) (*txn, error) {
 	if err := canceled(ctx); err != nil {
@@ -334,6 +344,10 @@ func (t *Target) begin(ctx context.Context, ref string, exclusive bool) (*txn, e
 	if x.rs, err = loadReplica(dir); err != nil {
 		x.release()
 		return nil, err
+	}
+	if err := t.settle(x); err != nil {
+		x.release()
+		return nil, fmt.Errorf("replica %q: finish interrupted change: %w", ref, err)
 	}
 	if exclusive {
 		if err := t.recover(ctx, x); err != nil {
@@ -381,27 +395,13 @@ func (t *Target) pause(x *txn) error {
 	return nil
 }
 
-// recover finishes or rolls back what a killed process left half-done. The
-// caller holds the replica's lock and writers lock.
+// recover finishes what a killed process left half-done of the changes to
+// restore points, after settle. The caller holds the replica's lock and
+// writers lock.
 func (t *Target) recover(ctx context.Context, x *txn) error {
 	rs := x.rs
-	for _, d := range []string{x.dir, replicaMeta(x.dir)} {
-		if err := removeTemps(d); err != nil {
-			return err
-		}
-	}
 	if rs.State == sdk.ReplicaCommitted {
-		for _, sub := range []string{"current", "points"} {
-			if err := removeAllDurable(filepath.Join(replicaMeta(x.dir), sub)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if rs.State == sdk.ReplicaReady && rs.FailingOver != "" {
-		if err := t.rollBackFailover(x); err != nil {
-			return err
-		}
+		return nil // settle finished the commit
 	}
 	for i := 0; i < len(rs.Points); i++ {
 		if rs.Points[i].Deleting {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -602,6 +603,96 @@ func TestFailover(t *testing.T) {
 	if _, err := os.Stat(diskFile(filepath.Join(root, "fo"), 0)); err != nil {
 		t.Errorf("deleting a committed replica removed the production VM: %v", err)
 	}
+}
+
+// TestLockingCallsRemoveTemps: every call that locks a replica, not only
+// the changes to restore points, removes the temporary files a killed
+// process left (a failover's disk copy can be as large as the disk).
+func TestLockingCallsRemoveTemps(t *testing.T) {
+	ctx := context.Background()
+	tgt, _ := NewTarget(t.TempDir())
+	r := newReplica(t, tgt, "tmp")
+	r.write(t, 0, span{0, randomData(testRand(t), 1000)})
+	p1 := r.point(t, nil)
+	dir := filepath.Join(tgt.root, "tmp")
+	for _, call := range []struct {
+		name string
+		f    func() error
+	}{
+		{"OpenRestorePointDisk", func() error {
+			rd, err := tgt.OpenRestorePointDisk(ctx, "tmp", p1, 0)
+			if err == nil {
+				rd.Close()
+			}
+			return err
+		}},
+		{"OpenReplicaDisk", func() error {
+			w, err := tgt.OpenReplicaDisk(ctx, "tmp", 0, 0)
+			if err == nil {
+				err = w.Close()
+			}
+			return err
+		}},
+		{"ApplyNetwork", func() error { _, err := tgt.ApplyNetwork(ctx, "tmp", sdk.NetworkConfig{}); return err }},
+	} {
+		planted := []string{
+			filepath.Join(dir, tempPrefix+"disk0.img-1"),
+			filepath.Join(dir, replicaDirName, tempPrefix+"replica.json-1"),
+		}
+		for _, p := range planted {
+			if err := os.WriteFile(p, []byte("left by a killed process"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := call.f(); err != nil {
+			t.Fatalf("%s: %v", call.name, err)
+		}
+		for _, p := range planted {
+			if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("%s left %s (%v)", call.name, filepath.Base(p), err)
+			}
+		}
+	}
+	r.verify(t, "after the calls")
+}
+
+// TestCommitFailoverMissingDisk: a failed-over replica with a disk
+// missing (as an undo killed before undos were journalled leaves it) is
+// not committed: the restore points stay, and undo still works.
+func TestCommitFailoverMissingDisk(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	tgt, _ := NewTarget(root)
+	r := newReplica(t, tgt, "fo")
+	rng := testRand(t)
+	for d := range r.disks {
+		r.write(t, d, span{0, randomData(rng, len(r.disks[d]))})
+	}
+	r.point(t, nil)
+	if _, err := tgt.Failover(ctx, sdk.FailoverRequest{Replica: "fo"}); err != nil {
+		t.Fatal(err)
+	}
+	missing := diskFile(filepath.Join(root, "fo"), 1)
+	if err := os.Remove(missing); err != nil {
+		t.Fatal(err)
+	}
+	_, err := tgt.CommitFailover(ctx, "fo")
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("commit with disk 1 missing: %v, want ErrFailedPrecondition", err)
+	}
+	for _, want := range []string{`replica "fo"`, "disk 1", missing} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error %q does not name %s", err, want)
+		}
+	}
+	if rep, _ := tgt.GetReplica(ctx, "fo"); rep.State != sdk.ReplicaFailedOver {
+		t.Errorf("after a refused commit the replica is %s", rep.State)
+	}
+	r.verify(t, "after a refused commit")
+	if _, err := tgt.UndoFailover(ctx, "fo"); err != nil {
+		t.Fatal(err)
+	}
+	r.verify(t, "after undo")
 }
 
 func nicEqual(a, b sdk.NIC) bool {
