@@ -350,13 +350,22 @@ func TestKillFailoverSteps(t *testing.T) {
 		{"commit", "commit-removed-current", 1, false, commitCall, nil, sdk.ReplicaCommitted},
 		{"commit", "commit-removed-points", 1, false, writeCall, wantErr(errdefs.ErrFailedPrecondition), sdk.ReplicaCommitted},
 	}
+	// One fixture, copied for each case.
+	fixture := filepath.Join(t.TempDir(), "target")
+	model, before := failoverFixture(t, fixture)
 	for _, tc := range cases {
 		spec := tc.op + " " + tc.step + " " + strconv.Itoa(tc.n)
 		t.Run(strings.ReplaceAll(spec, " ", "_")+"_then_"+tc.next.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			root := filepath.Join(dir, "target")
-			r, before := failoverFixture(t, root)
+			copyTree(t, fixture, root)
+			tgt, err := NewTarget(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := *model
+			r.t = tgt
 			if tc.op != "failover" {
 				if _, err := r.t.Failover(ctx, sdk.FailoverRequest{Replica: "k", Point: r.order[0], Network: failoverNet}); err != nil {
 					t.Fatal(err)
@@ -366,8 +375,7 @@ func TestKillFailoverSteps(t *testing.T) {
 			if got := len(tempFiles(t, filepath.Join(root, "k"))) > 0; got != tc.temp {
 				t.Fatalf("temporary files after the kill: %v, want %v", got, tc.temp)
 			}
-			tgt, err := NewTarget(root)
-			if err != nil {
+			if tgt, err = NewTarget(root); err != nil {
 				t.Fatal(err)
 			}
 			r.t = tgt
@@ -381,7 +389,7 @@ func TestKillFailoverSteps(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the next call: %v", err)
 			}
-			if got := checkSettled(t, r, before, "after the next call"); got != tc.want {
+			if got := checkSettled(t, &r, before, "after the next call"); got != tc.want {
 				t.Fatalf("after the next call the replica is %s, want %s", got, tc.want)
 			}
 		})
