@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -35,8 +34,9 @@ var failoverNet = sdk.NetworkConfig{
 }
 
 // killAtStep is the child of TestKillFailoverSteps: spec is "OP STEP N";
-// it runs OP on replica "k" and kills itself the N-th time it passes STEP.
-// Returning means it never got there.
+// it runs OP on replica "k" (failover, undo, commit, or settle: a call
+// that only settles what an earlier kill left) and kills itself the N-th
+// time it passes STEP. Returning means it never got there.
 func killAtStep(root, spec string) error {
 	var op, step string
 	var n int
@@ -74,6 +74,11 @@ func killAtStep(root, spec string) error {
 	case "commit":
 		if _, err := tgt.CommitFailover(ctx, "k"); err != nil {
 			return err
+		}
+	case "settle":
+		// Any call that locks the replica settles what a kill left.
+		if rd, err := tgt.OpenRestorePointDisk(ctx, "k", "", 0); err == nil {
+			rd.Close()
 		}
 	default:
 		return fmt.Errorf("unknown operation %q", op)
@@ -260,10 +265,11 @@ func checkSettled(t *testing.T, r *replica, before *sdk.VM, when string) sdk.Rep
 }
 
 // TestKillFailoverSteps kills a process at each step of Failover,
-// UndoFailover and CommitFailover, then makes the next call with a fresh
-// Target: it must settle the replica (roll a failover back, finish an undo
-// or a commit), refuse a commit of a replica left half-undone, and lose no
-// restore point.
+// UndoFailover and CommitFailover (and, in three cases, kills the next
+// process too while it settles what the first left), then makes the next
+// call with a fresh Target: it must settle the replica (roll a failover
+// back, finish an undo or a commit), refuse a commit of a replica left
+// half-undone, and lose no restore point.
 func TestKillFailoverSteps(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills child processes")
@@ -324,38 +330,43 @@ func TestKillFailoverSteps(t *testing.T) {
 		networkCall  = call{"network", applyNetwork}
 	)
 	cases := []struct {
-		op, step string
-		n        int
-		// temp: the kill leaves a temporary disk copy.
+		// kills are the children, "OP STEP N" each, separated by "; ":
+		// a second one kills the call that settles what the first left.
+		kills string
+		// temp: the kills leave a temporary disk copy.
 		temp bool
 		next call
 		// check judges the next call's error; nil wants success.
 		check func(error) error
 		want  sdk.ReplicaState
 	}{
-		{"failover", "failover-journalled", 1, false, failoverCall, nil, sdk.ReplicaFailedOver},
-		{"failover", "failover-copying", 1, true, readCall, nil, sdk.ReplicaReady},
-		{"failover", "failover-copying", 3, true, failoverCall, nil, sdk.ReplicaFailedOver},
-		{"failover", "failover-materialized", 1, false, writeCall, nil, sdk.ReplicaReady},
-		{"failover", "failover-described", 1, false, commitCall, wantErr(errdefs.ErrFailedPrecondition), sdk.ReplicaReady},
-		{"failover", "failover-described", 1, false, networkCall, nil, sdk.ReplicaReady},
-		{"undo", "undo-journalled", 1, false, commitCall, wantErr(errdefs.ErrFailedPrecondition), sdk.ReplicaReady},
-		{"undo", "undo-described", 1, false, undoCall, nil, sdk.ReplicaReady},
-		{"undo", "undo-disk-removed", 1, false, commitCall, wantErr(errdefs.ErrFailedPrecondition), sdk.ReplicaReady},
-		{"undo", "undo-disk-removed", 1, false, networkCall, nil, sdk.ReplicaReady},
-		{"undo", "undo-disk-removed", 2, false, writeCall, nil, sdk.ReplicaReady},
-		{"undo", "undo-cleaned", 1, false, undoCall, nil, sdk.ReplicaReady},
-		{"commit", "commit-checked", 1, false, commitCall, nil, sdk.ReplicaCommitted},
-		{"commit", "commit-saved", 1, false, commitCall, nil, sdk.ReplicaCommitted},
-		{"commit", "commit-removed-current", 1, false, commitCall, nil, sdk.ReplicaCommitted},
-		{"commit", "commit-removed-points", 1, false, writeCall, wantErr(errdefs.ErrFailedPrecondition), sdk.ReplicaCommitted},
+		{"failover failover-journalled 1", false, failoverCall, nil, sdk.ReplicaFailedOver},
+		{"failover failover-copying 1", true, readCall, nil, sdk.ReplicaReady},
+		{"failover failover-copying 3", true, failoverCall, nil, sdk.ReplicaFailedOver},
+		{"failover failover-materialized 1", false, writeCall, nil, sdk.ReplicaReady},
+		{"failover failover-described 1", false, commitCall, wantErr(errdefs.ErrFailedPrecondition), sdk.ReplicaReady},
+		{"failover failover-described 1", false, networkCall, nil, sdk.ReplicaReady},
+		{"undo undo-journalled 1", false, commitCall, wantErr(errdefs.ErrFailedPrecondition), sdk.ReplicaReady},
+		{"undo undo-described 1", false, undoCall, nil, sdk.ReplicaReady},
+		{"undo undo-disk-removed 1", false, commitCall, wantErr(errdefs.ErrFailedPrecondition), sdk.ReplicaReady},
+		{"undo undo-disk-removed 1", false, networkCall, nil, sdk.ReplicaReady},
+		{"undo undo-disk-removed 2", false, writeCall, nil, sdk.ReplicaReady},
+		{"undo undo-cleaned 1", false, undoCall, nil, sdk.ReplicaReady},
+		{"commit commit-checked 1", false, commitCall, nil, sdk.ReplicaCommitted},
+		{"commit commit-saved 1", false, commitCall, nil, sdk.ReplicaCommitted},
+		{"commit commit-removed-current 1", false, commitCall, nil, sdk.ReplicaCommitted},
+		{"commit commit-removed-points 1", false, writeCall, wantErr(errdefs.ErrFailedPrecondition), sdk.ReplicaCommitted},
+		{"failover failover-copying 3; settle rollback-disk-removed 1", false, failoverCall, nil, sdk.ReplicaFailedOver},
+		{"undo undo-disk-removed 1; settle undo-disk-removed 1", false, commitCall, wantErr(errdefs.ErrFailedPrecondition), sdk.ReplicaReady},
+		{"commit commit-saved 1; settle commit-removed-current 1", false, commitCall, nil, sdk.ReplicaCommitted},
 	}
 	// One fixture, copied for each case.
 	fixture := filepath.Join(t.TempDir(), "target")
 	model, before := failoverFixture(t, fixture)
 	for _, tc := range cases {
-		spec := tc.op + " " + tc.step + " " + strconv.Itoa(tc.n)
-		t.Run(strings.ReplaceAll(spec, " ", "_")+"_then_"+tc.next.name, func(t *testing.T) {
+		kills := strings.Split(tc.kills, "; ")
+		name := strings.ReplaceAll(strings.ReplaceAll(tc.kills, "; ", "_then_"), " ", "_")
+		t.Run(name+"_then_"+tc.next.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			root := filepath.Join(dir, "target")
@@ -366,12 +377,14 @@ func TestKillFailoverSteps(t *testing.T) {
 			}
 			r := *model
 			r.t = tgt
-			if tc.op != "failover" {
+			if !strings.HasPrefix(tc.kills, "failover ") {
 				if _, err := r.t.Failover(ctx, sdk.FailoverRequest{Replica: "k", Point: r.order[0], Network: failoverNet}); err != nil {
 					t.Fatal(err)
 				}
 			}
-			runStepChild(t, dir, spec)
+			for _, spec := range kills {
+				runStepChild(t, dir, spec)
+			}
 			if got := len(tempFiles(t, filepath.Join(root, "k"))) > 0; got != tc.temp {
 				t.Fatalf("temporary files after the kill: %v, want %v", got, tc.temp)
 			}
@@ -379,7 +392,7 @@ func TestKillFailoverSteps(t *testing.T) {
 				t.Fatal(err)
 			}
 			r.t = tgt
-			if tc.step == "commit-checked" {
+			if tc.kills == "commit commit-checked 1" {
 				r.verify(t, "after a commit killed before it took effect")
 			}
 			err = tc.next.f(tgt)
