@@ -12,7 +12,18 @@
 // clear error naming it, and started again on the next use. No plugin
 // outlives ferry: Close stops each one gracefully and then kills it, the
 // kernel kills them if ferry is killed (Linux parent-death signal), and the
-// sdk's Serve exits a plugin whose parent is gone.
+// sdk's Serve exits a plugin whose parent is gone. A plugin runs in a
+// process group of its own (on Unix), killed whole when the plugin is
+// killed or exits, so the children it started go with it; a child that
+// holds the plugin's output open delays its stop by at most a second
+// (exec.Cmd.WaitDelay), and a line of any length on its stdout never
+// blocks it.
+//
+// The connection to a plugin uses mutual TLS (go-plugin's AutoMTLS, with a
+// certificate made for each start), over a unix socket in a folder only the
+// user can enter: <tmp>/ferry-<uid>/<pid>, removed when the last Host of
+// the process closes; the folders of ferry processes that are gone are
+// removed when the next one starts a plugin.
 //
 // This package never holds policy: what a plugin is asked to do is decided
 // by the core's other packages.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	plugin "github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin/runner"
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/ferry-dr/ferry/sdk"
@@ -43,6 +44,7 @@ type Host struct {
 	mu      sync.Mutex
 	running map[string]*process
 	closed  bool
+	sockDir string // set once the host holds the socket folder
 }
 
 // process is one running plugin.
@@ -231,21 +233,37 @@ func (h *Host) process(ctx context.Context, name string) (*process, error) {
 var allowedEnv = []string{"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ", "USER"}
 
 func (h *Host) start(ctx context.Context, f Found) (*process, error) {
-	cmd := exec.Command(f.Path)
-	for _, k := range allowedEnv {
-		if v, ok := os.LookupEnv(k); ok {
-			cmd.Env = append(cmd.Env, k+"="+v)
+	if h.sockDir == "" {
+		dir, err := acquireSocketDir()
+		if err != nil {
+			return nil, fmt.Errorf("plugin %s (%s): %w", f.Name, f.Path, err)
 		}
+		h.sockDir = dir
 	}
-	bindToParent(cmd)
 	p := &process{name: f.Name, path: f.Path}
 	stderr := &tailWriter{max: 4096}
 	p.client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		VersionedPlugins: sdk.ClientPlugins(sdk.ClientOptions{Name: f.Name, Exited: func() bool { return p.client.Exited() }}),
-		Cmd:              cmd,
+		// go-plugin fills spec's environment (handshake, certificate,
+		// socket folder); the runner starts the plugin from it.
+		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
+			cmd := exec.Command(f.Path)
+			cmd.Env = spec.Env
+			for _, k := range allowedEnv {
+				if v, ok := os.LookupEnv(k); ok {
+					cmd.Env = append(cmd.Env, k+"="+v)
+				}
+			}
+			return newProcRunner(cmd), nil
+		},
 		SkipHostEnv:      true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		// The plugin's listener accepts only ferry's certificate, and
+		// ferry only the plugin's: another process cannot talk to the
+		// plugin, or pose as it.
+		AutoMTLS:         true,
+		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: h.sockDir},
 		Logger:           h.log.Named(f.Name),
 		StartTimeout:     h.opts.StartTimeout,
 		Stderr:           stderr,
@@ -320,7 +338,12 @@ func (h *Host) Close() error {
 	h.closed = true
 	running := h.running
 	h.running = map[string]*process{}
+	sockDir := h.sockDir
+	h.sockDir = ""
 	h.mu.Unlock()
+	if sockDir != "" {
+		defer releaseSocketDir()
+	}
 
 	var wg sync.WaitGroup
 	errs := make(chan error, len(running))

@@ -17,9 +17,12 @@ import (
 	"time"
 
 	"github.com/zclconf/go-cty/cty"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
+	pb "github.com/ferry-dr/ferry/sdk/proto/ferry/plugin/v1"
 )
 
 // pluginDir holds the test plugin under every name it misbehaves by.
@@ -42,7 +45,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build test plugin: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	for _, name := range []string{"noisy", "crashy", "hang", "liar"} {
+	for _, name := range []string{"noisy", "crashy", "hang", "liar", "forker", "shouter"} {
 		if err := os.Link(good, filepath.Join(dir, Prefix+name)); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
@@ -342,4 +345,186 @@ func ppid(pid int) int {
 
 func processAlive(pid int) bool {
 	return syscall.Kill(pid, 0) == nil && !isZombie(pid)
+}
+
+// childrenOf lists the live processes whose parent is pid.
+func childrenOf(t *testing.T, pid int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, e := range entries {
+		if c, err := strconv.Atoi(e.Name()); err == nil && ppid(c) == pid && processAlive(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// ownPlugin returns the one process of the plugin binary at path that this
+// test process started.
+func ownPlugin(t *testing.T, path string) int {
+	t.Helper()
+	var mine []int
+	for _, pid := range pidsOf(t, path) {
+		if ppid(pid) == os.Getpid() {
+			mine = append(mine, pid)
+		}
+	}
+	if len(mine) != 1 {
+		t.Fatalf("this process runs plugins %v of %s, want one", mine, filepath.Base(path))
+	}
+	return mine[0]
+}
+
+func TestChildHoldingOutputDoesNotHangClose(t *testing.T) {
+	t.Parallel()
+	h := New(Options{Dirs: []string{pluginDir}, StopDrain: 500 * time.Millisecond})
+	if _, err := h.Info(context.Background(), "forker"); err != nil {
+		t.Fatal(err)
+	}
+	plugin := ownPlugin(t, filepath.Join(pluginDir, Prefix+"forker"))
+	children := childrenOf(t, plugin)
+	if len(children) != 1 {
+		t.Fatalf("plugin %d has children %v, want its sleep", plugin, children)
+	}
+	child := children[0]
+
+	closed := make(chan error, 1)
+	go func() { closed <- h.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		syscall.Kill(child, syscall.SIGKILL) // lets Close return
+		t.Fatal("Close still waits after 15s for the output a plugin's child holds open")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for processAlive(child) {
+		if time.Now().After(deadline) {
+			syscall.Kill(child, syscall.SIGKILL)
+			t.Fatalf("the plugin's child %d outlived the plugin", child)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestLongOutputLineDoesNotBlockPlugin(t *testing.T) {
+	t.Parallel()
+	h := newHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	repo, err := h.Repository(ctx, "shouter", labelCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Twice: the output after the long line is read too.
+	for range 2 {
+		if _, _, err := repo.Get(ctx, "shout"); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Fatalf("Get after a 200 KiB line on stdout and stderr: %v, want not found", err)
+		}
+	}
+}
+
+func TestPluginSocketIsPrivateAndNeedsTLS(t *testing.T) {
+	t.Parallel()
+	h := newHost(t)
+	if _, err := h.Info(context.Background(), "good"); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	addr := h.running["good"].client.ReattachConfig().Addr
+	h.mu.Unlock()
+	if addr.Network() != "unix" {
+		t.Fatalf("plugin listens on %s %s, want a unix socket", addr.Network(), addr)
+	}
+	root := filepath.Join(os.TempDir(), "ferry-"+strconv.Itoa(os.Getuid()))
+	mine := filepath.Join(root, strconv.Itoa(os.Getpid()))
+	if !strings.HasPrefix(addr.String(), mine+string(filepath.Separator)) {
+		t.Fatalf("socket %s is not in this process's folder %s", addr, mine)
+	}
+	for _, dir := range []string{root, mine, filepath.Dir(addr.String())} {
+		fi, err := os.Stat(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o700 {
+			t.Errorf("folder %s has mode %v, want 0700", dir, fi.Mode().Perm())
+		}
+	}
+
+	// A process that knows the socket but not ferry's certificate gets
+	// nothing out of the plugin.
+	conn, err := grpc.NewClient("unix:"+addr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := pb.NewPluginClient(conn).GetInfo(ctx, &pb.Empty{}); err == nil {
+		t.Fatal("a plaintext client without ferry's certificate called the plugin")
+	}
+}
+
+func TestRemoveStaleSocketDirs(t *testing.T) {
+	t.Parallel()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	names := map[string]bool{ // name: kept
+		strconv.Itoa(dead.Process.Pid): false,
+		strconv.Itoa(os.Getpid()):      true,
+		strconv.Itoa(os.Getppid()):     true,
+		"notes":                        true,
+	}
+	for name := range names {
+		if err := os.MkdirAll(filepath.Join(root, name, "plugin-dir1"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, name, "plugin-dir1", "plugin1"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeStale(root)
+	for name, kept := range names {
+		_, err := os.Stat(filepath.Join(root, name))
+		if kept && err != nil {
+			t.Errorf("%s was removed: %v", name, err)
+		}
+		if !kept && !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s of a dead process is still there: %v", name, err)
+		}
+	}
+}
+
+func TestPrivateDir(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	open := filepath.Join(base, "open")
+	if err := os.Mkdir(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := privateDir(open); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(open); fi.Mode().Perm() != 0o700 {
+		t.Errorf("mode %v after privateDir, want 0700", fi.Mode().Perm())
+	}
+	link := filepath.Join(base, "link")
+	if err := os.Symlink(open, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := privateDir(link); err == nil || !strings.Contains(err.Error(), "is not a folder") {
+		t.Errorf("privateDir of a symbolic link: %v, want a refusal", err)
+	}
 }

@@ -1,9 +1,13 @@
-//go:build !linux
+//go:build !unix
 
 package pluginhost
 
 import "os/exec"
 
-// bindToParent has no kernel help outside Linux; the sdk's parent watchdog
-// in the plugin ends it instead.
-func bindToParent(cmd *exec.Cmd) {}
+// ownProcessGroup does nothing here (Windows): the sdk's parent watchdog
+// in the plugin ends it when ferry is gone.
+func ownProcessGroup(cmd *exec.Cmd) {}
+
+// killGroup does nothing here: the plugin itself is killed, and
+// exec.Cmd.WaitDelay bounds the wait for output its children hold open.
+func killGroup(pid int) {}

@@ -7,12 +7,18 @@
 //	ferry-plugin-crashy  exits in the middle of a Get of the key "crash"
 //	ferry-plugin-hang    never returns from Stop
 //	ferry-plugin-liar    claims another name
+//	ferry-plugin-forker  starts a child that holds its stdout and stderr
+//	                     open for a day
+//	ferry-plugin-shouter writes a 200 KiB line on stdout and on stderr
+//	                     at a Get of the key "shout"
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -25,10 +31,22 @@ import (
 	"github.com/ferry-dr/ferry/sdk/schema"
 )
 
+// processStdout and processStderr are the process's own stdout and
+// stderr, kept before go-plugin replaces os.Stdout and os.Stderr.
+var processStdout, processStderr = os.Stdout, os.Stderr
+
 func main() {
 	name := strings.TrimPrefix(filepath.Base(os.Args[0]), "ferry-plugin-")
 	if name == "noisy" {
 		fmt.Println("hello from a careless init")
+	}
+	if name == "forker" {
+		child := exec.Command("sleep", "86400")
+		child.Stdout, child.Stderr = os.Stdout, os.Stderr
+		if err := child.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
 	pluginName := name
 	if name == "liar" {
@@ -82,6 +100,16 @@ func (m *memRepo) Put(ctx context.Context, key string, data []byte, ifGen int64)
 func (m *memRepo) Get(ctx context.Context, key string) ([]byte, sdk.ObjectInfo, error) {
 	if key == "crash" && m.behaviour == "crashy" {
 		os.Exit(7)
+	}
+	if key == "shout" && m.behaviour == "shouter" {
+		// Straight to the process's stdout and stderr: go-plugin has
+		// redirected os.Stdout and os.Stderr.
+		line := append(bytes.Repeat([]byte("x"), 200<<10), '\n')
+		for _, f := range []*os.File{processStdout, processStderr} {
+			if _, err := f.Write(line); err != nil {
+				return nil, sdk.ObjectInfo{}, err
+			}
+		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

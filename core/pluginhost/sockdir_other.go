@@ -1,0 +1,9 @@
+//go:build !unix
+
+package pluginhost
+
+// acquireSocketDir has nothing to do where plugins listen on TCP
+// (Windows): go-plugin's mutual TLS keeps other processes out.
+func acquireSocketDir() (string, error) { return "", nil }
+
+func releaseSocketDir() {}
