@@ -28,7 +28,9 @@ var rootSchema = &hcl.BodySchema{
 
 // Load reads the configuration in folder dir: every file whose name ends in
 // .hcl (hidden files, starting with ".", excepted), in name order, each
-// named in diagnostics by its path joined to dir. schemas gives the schemas
+// named in diagnostics by its path joined to dir. It reads only regular
+// files (symbolic links to them included) of at most MaxFileSize bytes,
+// and parses none nested deeper than MaxNesting. schemas gives the schemas
 // of plugin blocks; it may be nil when no plugin is installed.
 //
 // Load returns every problem it finds at once. The Config is never nil: it
@@ -55,23 +57,12 @@ func Load(dir string, schemas Schemas) (*Config, hcl.Diagnostics) {
 			continue
 		}
 		path := filepath.Join(dir, name)
-		if info, err := os.Stat(path); err != nil || info.IsDir() {
-			if err != nil {
-				diags = append(diags, &hcl.Diagnostic{
-					Severity: hcl.DiagError,
-					Summary:  "Cannot read configuration file",
-					Detail:   fmt.Sprintf("Reading %s failed: %s.", path, err),
-				})
-			}
+		if info, err := os.Stat(path); err == nil && info.IsDir() {
 			continue
 		}
-		src, err := os.ReadFile(path)
-		if err != nil {
-			diags = append(diags, &hcl.Diagnostic{
-				Severity: hcl.DiagError,
-				Summary:  "Cannot read configuration file",
-				Detail:   fmt.Sprintf("Reading %s failed: %s.", path, err),
-			})
+		src, d := readFile(path)
+		if d != nil {
+			diags = append(diags, d)
 			continue
 		}
 		files[path] = src
@@ -98,6 +89,17 @@ func LoadFiles(dir string, files map[string][]byte, schemas Schemas) (*Config, h
 	}
 	var blocks []*hcl.Block
 	for _, name := range slices.Sorted(maps.Keys(files)) {
+		if len(files[name]) > MaxFileSize {
+			l.diags = append(l.diags, tooLarge(name))
+			l.incomplete = true
+			continue
+		}
+		if d := checkNesting(files[name], name, MaxNesting); d != nil {
+			// Parsing it would overflow the parser's stack.
+			l.diags = append(l.diags, d)
+			l.incomplete = true
+			continue
+		}
 		f, diags := hclsyntax.ParseConfig(files[name], name, hcl.InitialPos)
 		l.diags = append(l.diags, diags...)
 		if f == nil {
