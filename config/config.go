@@ -1,7 +1,9 @@
 package config
 
 import (
+	"bytes"
 	"io"
+	"maps"
 	"net/netip"
 
 	"github.com/hashicorp/hcl/v2"
@@ -31,12 +33,44 @@ type Config struct {
 	Repositories map[string]*PluginBlock
 	Proxies      map[string]*Proxy // by name
 	Jobs         map[string]*Job   // by name
+
+	// sensitive are the source ranges of the values of sensitive
+	// attributes, masked when diagnostics are rendered.
+	sensitive []hcl.Range
 }
 
 // WriteDiagnostics renders diags with source snippets from c's files, as
-// wide as width columns, with terminal colours when color is set.
+// wide as width columns, with terminal colours when color is set. The
+// values of sensitive attributes are masked in the snippets: a snippet
+// may show a password's line, never the password.
 func (c *Config) WriteDiagnostics(w io.Writer, diags hcl.Diagnostics, width uint, color bool) error {
-	return hcl.NewDiagnosticTextWriter(w, c.Files, width, color).WriteDiagnostics(diags)
+	return hcl.NewDiagnosticTextWriter(w, c.maskedFiles(), width, color).WriteDiagnostics(diags)
+}
+
+// maskedFiles returns c.Files with the source of every sensitive value
+// overwritten by asterisks, byte for byte (line breaks kept), so that the
+// ranges of diagnostics still fit.
+func (c *Config) maskedFiles() map[string]*hcl.File {
+	if len(c.sensitive) == 0 {
+		return c.Files
+	}
+	out := maps.Clone(c.Files)
+	for _, r := range c.sensitive {
+		f := out[r.Filename]
+		if f == nil || r.Start.Byte < 0 || r.End.Byte > len(f.Bytes) || r.Start.Byte > r.End.Byte {
+			continue
+		}
+		if f == c.Files[r.Filename] {
+			f = &hcl.File{Body: f.Body, Bytes: bytes.Clone(f.Bytes), Nav: f.Nav}
+			out[r.Filename] = f
+		}
+		for i := r.Start.Byte; i < r.End.Byte; i++ {
+			if b := f.Bytes[i]; b != '\n' && b != '\r' {
+				f.Bytes[i] = '*'
+			}
+		}
+	}
+	return out
 }
 
 // PluginBlock is a source, target or repository block: its labels name the

@@ -295,3 +295,49 @@ job "web" {
 		})
 	}
 }
+
+func TestSensitiveValueIsNeverRendered(t *testing.T) {
+	t.Parallel()
+	const secret = "hunter2-very-secret"
+	for _, tc := range []struct{ name, src string }{
+		{"type error", `source "vsphere" "vc" {
+  url      = "https://vc.example.com/sdk"
+  username = "admin"
+  password = ["` + secret + `"]
+}`},
+		{"heredoc with another error in the block", `source "vsphere" "vc" {
+  username = "admin"
+  password = <<EOT
+` + secret + `
+EOT
+  insecure = "perhaps"
+  tag {
+    key   = 1
+    value = ["` + secret + `"]
+  }
+}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, diags := LoadFiles("/cfg", map[string][]byte{"main.hcl": []byte(tc.src)}, testSchemas())
+			if !diags.HasErrors() {
+				t.Fatal("no diagnostics")
+			}
+			// A plugin's complaint about the password points at it too.
+			pb := cfg.Sources["vsphere.vc"]
+			diags = append(diags, ConvertDiagnostics(pb.Body, pb.DeclRange, schema.Diagnostics{
+				{Severity: schema.Error, Summary: "Wrong password", Path: cty.GetAttrPath("password")},
+			})...)
+			var out strings.Builder
+			if err := cfg.WriteDiagnostics(&out, diags, 100, false); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(out.String(), "hunter2") {
+				t.Fatalf("the rendered diagnostics show the password:\n%s", out.String())
+			}
+			if !strings.Contains(out.String(), "password = ") {
+				t.Fatalf("the rendered diagnostics do not show where the password is:\n%s", out.String())
+			}
+		})
+	}
+}

@@ -68,7 +68,9 @@ func (l *loader) decodePluginBlock(kind sdk.Kind, b *hcl.Block) *PluginBlock {
 		}
 	}
 	val, diags := hcldec.Decode(b.Body, sch.Spec(), l.ctx)
-	hideSensitive(diags, sensitiveRanges(b.Body, sch))
+	sensitive := sensitiveRanges(b.Body, sch)
+	l.cfg.sensitive = append(l.cfg.sensitive, sensitive...)
+	hideSensitive(diags, sensitive)
 	l.diags = append(l.diags, diags...)
 	if !diags.HasErrors() {
 		pb.Config = resolvePaths(val, sch, l.cfg.Dir)
