@@ -117,7 +117,12 @@ func (l *loader) decodeJob(b *hcl.Block) *Job {
 	}
 	if a, ok := attrs["replica_suffix"]; ok {
 		if v, set, ok := evalValue(a, l.ctx, cty.String, &l.diags); ok && set {
-			j.ReplicaSuffix = v.AsString()
+			if why := badSuffix(v.AsString()); why != "" {
+				l.errorf(a.Expr.Range(), "Invalid replica suffix",
+					"Job %q: replica_suffix %q %s. A replica is named by its VM's name and the suffix, and that name must be safe as a file or folder name on every target.", j.Name, v.AsString(), why)
+			} else {
+				j.ReplicaSuffix = v.AsString()
+			}
 		}
 	}
 
@@ -551,4 +556,21 @@ func (l *loader) blockSize(a *hcl.Attribute) int64 {
 		return 0
 	}
 	return n
+}
+
+// badSuffix says what makes a replica suffix unusable in a replica's
+// name, or "" when nothing does: a path separator or ".." would climb out
+// of a target's folder, a control character (NUL among them) is refused
+// by every target.
+func badSuffix(s string) string {
+	if i := strings.IndexFunc(s, isControl); i >= 0 {
+		return fmt.Sprintf("holds the control character %U", []rune(s[i:])[0])
+	}
+	if strings.ContainsAny(s, `/\`) {
+		return "holds a path separator (/ or \\)"
+	}
+	if strings.Contains(s, "..") {
+		return `holds ".."`
+	}
+	return ""
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"strings"
+	"unicode"
 
 	"github.com/hashicorp/hcl/v2"
 )
@@ -94,16 +95,20 @@ func ParseSelector(text string) (Selector, error) {
 	if strings.TrimSpace(text) == "" {
 		return Selector{}, &SelectorError{"Invalid VM name", "A VM name must not be empty."}
 	}
+	if i := strings.IndexFunc(text, isControl); i >= 0 {
+		return Selector{}, &SelectorError{"Invalid VM entry",
+			fmt.Sprintf("%q holds the control character %U; no VM, folder or tag name holds one, and no target accepts one in a replica's name.", text, []rune(text[i:])[0])}
+	}
 	kind, rest, found := strings.Cut(text, ":")
 	if !found {
-		return Selector{Kind: SelectVM, Value: text}, nil
+		return vmSelector(text)
 	}
 	switch SelectorKind(kind) {
 	case SelectVM:
 		if strings.TrimSpace(rest) == "" {
 			return Selector{}, &SelectorError{"Invalid VM selector", `"vm:" needs a VM after it, like vm:web-01.`}
 		}
-		return Selector{Kind: SelectVM, Value: rest}, nil
+		return vmSelector(rest)
 	case SelectFolder:
 		p, err := folderPath(rest)
 		if err != nil {
@@ -121,8 +126,25 @@ func ParseSelector(text string) (Selector, error) {
 			fmt.Sprintf("%q is not a selector; did you mean %s:%s? %s", text, k, rest, selectorHelp)}
 	}
 	// A VM whose name holds a colon, such as "db:primary".
-	return Selector{Kind: SelectVM, Value: text}, nil
+	return vmSelector(text)
 }
+
+// vmSelector names a VM by id, inventory path or name. A name or a path
+// element "." or ".." names no VM, and in a replica's name it would climb
+// out of a target's folder.
+func vmSelector(vm string) (Selector, error) {
+	for _, name := range strings.Split(vm, "/") {
+		if name == "." || name == ".." {
+			return Selector{}, &SelectorError{"Invalid VM name",
+				fmt.Sprintf("%q has a . or .. name, which VM names and inventory paths do not have.", vm)}
+		}
+	}
+	return Selector{Kind: SelectVM, Value: vm}, nil
+}
+
+// isControl reports a control character: NUL, the C0 controls and DEL
+// (and the C1 controls); targets refuse them in names.
+func isControl(r rune) bool { return unicode.IsControl(r) }
 
 // likelyKind returns the selector kind a prefix was probably meant to be:
 // the same word in other case, or a close misspelling of folder or tag.

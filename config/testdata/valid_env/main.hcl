@@ -6,5 +6,5 @@ job "env" {
   source         = source.local.prod
   target         = target.local.dr
   vms            = [env("FERRY_TEST_USER")]
-  replica_suffix = env("FERRY_TEST_PATH")
+  replica_suffix = "-${env("FERRY_TEST_USER")}"
 }
