@@ -528,3 +528,26 @@ func TestPrivateDir(t *testing.T) {
 		t.Errorf("privateDir of a symbolic link: %v, want a refusal", err)
 	}
 }
+
+// BenchmarkRepositoryGet measures the connection to a plugin: a 4 MiB
+// object read back through a real plugin process, as the disk data lane
+// moves its chunks.
+func BenchmarkRepositoryGet(b *testing.B) {
+	h := New(Options{Dirs: []string{pluginDir}, StopDrain: time.Second})
+	defer h.Close()
+	ctx := context.Background()
+	repo, err := h.Repository(ctx, "good", labelCfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, 4<<20)
+	if _, err := repo.Put(ctx, "k", data, sdk.IfAny); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, _, err := repo.Get(ctx, "k"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-plugin/runner"
@@ -41,7 +40,6 @@ type procRunner struct {
 	pid     int
 	done    chan struct{} // closed when cmd.Wait has returned
 	waitErr error
-	once    sync.Once
 }
 
 var _ runner.Runner = (*procRunner)(nil)
