@@ -108,6 +108,9 @@ func LoadFiles(dir string, files map[string][]byte, schemas Schemas) (*Config, h
 		}
 		l.cfg.Files[name] = f
 		if diags.HasErrors() {
+			// Its syntax errors are shown with snippets: mask what may
+			// be sensitive values first.
+			l.cfg.sensitive = append(l.cfg.sensitive, l.unparsedSensitiveRanges(files[name], name)...)
 			// A file that does not parse may declare blocks that other
 			// files refer to; its partial body would only add noise.
 			l.incomplete = true

@@ -341,3 +341,32 @@ EOT
 		})
 	}
 }
+
+func TestSensitiveValueIsNeverRenderedInSyntaxErrors(t *testing.T) {
+	t.Parallel()
+	const secret = "hunter2-very-secret"
+	for _, tc := range []struct{ name, src string }{
+		{"missing closing quote", "source \"vsphere\" \"vc\" {\n  url      = \"u\"\n  password = \"" + secret + "\n  username = \"a\"\n}\n"},
+		{"bare word", "source \"vsphere\" \"vc\" {\n  url      = \"u\"\n  password = " + secret + " +\n}\n"},
+		{"two strings", "source \"vsphere\" \"vc\" {\n  url      = \"u\"\n  password = \"" + secret + "\" \"x\"\n}\n"},
+		{"nested block", "source \"vsphere\" \"vc\" {\n  tag {\n    key   = \"k\"\n    value = \"" + secret + "\" +\n  }\n}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, diags := LoadFiles("/cfg", map[string][]byte{"main.hcl": []byte(tc.src)}, testSchemas())
+			if !diags.HasErrors() {
+				t.Fatal("no diagnostics")
+			}
+			var out strings.Builder
+			if err := cfg.WriteDiagnostics(&out, diags, 100, false); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(out.String(), "hunter2") {
+				t.Fatalf("the rendered diagnostics show the secret:\n%s", out.String())
+			}
+			if !strings.Contains(out.String(), "main.hcl line ") {
+				t.Fatalf("the rendered diagnostics do not say where:\n%s", out.String())
+			}
+		})
+	}
+}

@@ -155,3 +155,72 @@ func hideSensitive(diags hcl.Diagnostics, sensitive []hcl.Range) {
 		}
 	}
 }
+
+// unparsedSensitiveRanges returns the ranges of what may be sensitive
+// values in a file that does not parse, for masking in the snippets of its
+// syntax errors (a password with a missing quote is a syntax error on the
+// password's line). Without a syntax tree it works on HCL's tokens: the
+// sensitive attribute names are those of the schemas of the plugin blocks
+// the file declares, and an attribute of such a name anywhere in the file
+// is masked from its "=" to the end of its line (a broken string may run
+// on further: all of it is masked).
+func (l *loader) unparsedSensitiveRanges(src []byte, filename string) []hcl.Range {
+	if l.schemas == nil {
+		return nil
+	}
+	tokens, _ := hclsyntax.LexConfig(src, filename, hcl.InitialPos)
+	names := map[string]bool{}
+	for i := 0; i+3 < len(tokens); i++ {
+		kind := sdk.Kind(tokens[i].Bytes)
+		if tokens[i].Type != hclsyntax.TokenIdent || (kind != sdk.KindSource && kind != sdk.KindTarget && kind != sdk.KindRepository) ||
+			tokens[i+1].Type != hclsyntax.TokenOQuote || tokens[i+2].Type != hclsyntax.TokenQuotedLit || tokens[i+3].Type != hclsyntax.TokenCQuote {
+			continue
+		}
+		if sch, err := l.schemas.Schema(kind, string(tokens[i+2].Bytes)); err == nil && sch != nil {
+			sensitiveNames(sch, names)
+		}
+	}
+	var out []hcl.Range
+	for i := 0; i+1 < len(tokens); i++ {
+		if tokens[i].Type != hclsyntax.TokenIdent || !names[string(tokens[i].Bytes)] || tokens[i+1].Type != hclsyntax.TokenEqual {
+			continue
+		}
+		r := hcl.Range{Filename: filename, Start: tokens[i+1].Range.End, End: tokens[i+1].Range.End}
+		depth := 0
+	value:
+		for _, tok := range tokens[i+2:] {
+			switch tok.Type {
+			case hclsyntax.TokenOBrace, hclsyntax.TokenOBrack, hclsyntax.TokenOParen,
+				hclsyntax.TokenOQuote, hclsyntax.TokenOHeredoc,
+				hclsyntax.TokenTemplateInterp, hclsyntax.TokenTemplateControl:
+				depth++
+			case hclsyntax.TokenCBrace, hclsyntax.TokenCBrack, hclsyntax.TokenCParen,
+				hclsyntax.TokenCQuote, hclsyntax.TokenCHeredoc, hclsyntax.TokenTemplateSeqEnd:
+				if depth == 0 {
+					break value // the end of the enclosing block
+				}
+				depth--
+			case hclsyntax.TokenNewline, hclsyntax.TokenEOF:
+				if depth == 0 {
+					break value
+				}
+			}
+			r.End = tok.Range.End
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// sensitiveNames adds the names of the sensitive attributes of sch and its
+// nested blocks to names.
+func sensitiveNames(sch *schema.Block, names map[string]bool) {
+	for name, a := range sch.Attributes {
+		if a.Sensitive {
+			names[name] = true
+		}
+	}
+	for _, nb := range sch.Blocks {
+		sensitiveNames(&nb.Block, names)
+	}
+}
