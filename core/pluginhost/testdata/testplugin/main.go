@@ -10,6 +10,7 @@
 //	ferry-plugin-forker  starts a child that holds its stdout and stderr
 //	                     open for a day
 //	ferry-plugin-shouter writes a 200 KiB line on stdout and on stderr
+//	                     (the process's and go-plugin's redirected ones)
 //	                     at a Get of the key "shout"
 package main
 
@@ -102,10 +103,11 @@ func (m *memRepo) Get(ctx context.Context, key string) ([]byte, sdk.ObjectInfo, 
 		os.Exit(7)
 	}
 	if key == "shout" && m.behaviour == "shouter" {
-		// Straight to the process's stdout and stderr: go-plugin has
-		// redirected os.Stdout and os.Stderr.
+		// Straight to the process's stdout and stderr, and to
+		// os.Stdout and os.Stderr, which go-plugin has redirected to
+		// its gRPC stdio stream.
 		line := append(bytes.Repeat([]byte("x"), 200<<10), '\n')
-		for _, f := range []*os.File{processStdout, processStderr} {
+		for _, f := range []*os.File{processStdout, processStderr, os.Stdout, os.Stderr} {
 			if _, err := f.Write(line); err != nil {
 				return nil, sdk.ObjectInfo{}, err
 			}
