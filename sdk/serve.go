@@ -75,6 +75,7 @@ func Serve(p *Plugin) {
 		os.Exit(1)
 	}
 	go watchParent(os.Getppid(), time.Second, log)
+	endGroupOnTerm(log)
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{ProtocolMajor: {pluginName: &grpcPlugin{srv: srv}}},
@@ -89,17 +90,16 @@ func Serve(p *Plugin) {
 // stderr go-plugin has replaced.
 func Logger() hclog.Logger { return hclog.Default() }
 
-// watchParent ends the process when its parent is gone, so a plugin never
-// outlives a ferry that was killed: an orphan is adopted by another process
-// and its parent id changes.
+// watchParent ends the process (and its process group, see exitGroup) when
+// its parent is gone, so a plugin never outlives a ferry that was killed:
+// an orphan is adopted by another process and its parent id changes.
 func watchParent(parent int, every time.Duration, log hclog.Logger) {
 	if parent <= 1 {
 		return
 	}
 	for range time.Tick(every) {
 		if os.Getppid() != parent {
-			log.Error("the ferry process that started this plugin is gone; exiting", "parent", parent)
-			os.Exit(3)
+			exitGroup(3, log, "the ferry process that started this plugin is gone; exiting", "parent", parent)
 		}
 	}
 }

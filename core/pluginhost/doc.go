@@ -11,9 +11,10 @@
 // out configured components. A plugin that crashed is reported with one
 // clear error naming it, and started again on the next use. No plugin
 // outlives ferry: Close stops each one gracefully and then kills it, the
-// kernel kills them if ferry is killed (Linux parent-death signal), and the
-// sdk's Serve exits a plugin whose parent is gone. A plugin runs in a
-// process group of its own (on Unix), killed whole when the plugin is
+// kernel signals them if ferry is killed (Linux parent-death signal,
+// SIGTERM, which the sdk's Serve answers by killing the plugin's process
+// group), and Serve exits a plugin whose parent is gone. A plugin runs in
+// a process group of its own (on Unix), killed whole when the plugin is
 // killed or exits, so the children it started go with it; a child that
 // holds the plugin's output open delays its stop by at most a second
 // (exec.Cmd.WaitDelay), and a line of any length on its stdout never

@@ -283,7 +283,7 @@ func TestHangingStopIsKilled(t *testing.T) {
 // readiness and waits to be killed.
 func runHostProcess() {
 	h := New(Options{Dirs: []string{os.Getenv("PLUGINHOST_TEST_DIR")}})
-	if _, err := h.Info(context.Background(), "good"); err != nil {
+	if _, err := h.Info(context.Background(), os.Getenv("PLUGINHOST_TEST_PLUGIN")); err != nil {
 		fmt.Println("error:", err)
 		os.Exit(1)
 	}
@@ -291,42 +291,56 @@ func runHostProcess() {
 	select {}
 }
 
+// TestNoOrphanWhenHostIsKilled kills a host process with SIGKILL: its
+// plugin must end, and so must a child the plugin started.
 func TestNoOrphanWhenHostIsKilled(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "PLUGINHOST_TEST_HOST=1", "PLUGINHOST_TEST_DIR="+pluginDir)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "ready" {
-		cmd.Process.Kill()
-		t.Fatalf("host process said %q, %v", line, err)
-	}
-	path := filepath.Join(pluginDir, Prefix+"good")
-	var mine []int
-	for _, pid := range pidsOf(t, path) {
-		if ppid(pid) == cmd.Process.Pid {
-			mine = append(mine, pid)
-		}
-	}
-	if len(mine) != 1 {
-		cmd.Process.Kill()
-		t.Fatalf("the host process runs plugins %v", mine)
-	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Wait()
-	deadline := time.Now().Add(5 * time.Second)
-	for processAlive(mine[0]) {
-		if time.Now().After(deadline) {
-			t.Fatalf("plugin %d outlived its killed host", mine[0])
-		}
-		time.Sleep(50 * time.Millisecond)
+	for _, name := range []string{"good", "forker"} {
+		t.Run(name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), "PLUGINHOST_TEST_HOST=1", "PLUGINHOST_TEST_DIR="+pluginDir, "PLUGINHOST_TEST_PLUGIN="+name)
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			line, err := bufio.NewReader(stdout).ReadString('\n')
+			if err != nil || strings.TrimSpace(line) != "ready" {
+				cmd.Process.Kill()
+				t.Fatalf("host process said %q, %v", line, err)
+			}
+			path := filepath.Join(pluginDir, Prefix+name)
+			var mine []int
+			for _, pid := range pidsOf(t, path) {
+				if ppid(pid) == cmd.Process.Pid {
+					mine = append(mine, pid)
+				}
+			}
+			if len(mine) != 1 {
+				cmd.Process.Kill()
+				t.Fatalf("the host process runs plugins %v", mine)
+			}
+			watch := append(mine, childrenOf(t, mine[0])...)
+			if name == "forker" && len(watch) != 2 {
+				cmd.Process.Kill()
+				t.Fatalf("plugin %d has children %v, want its sleep", mine[0], watch[1:])
+			}
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			cmd.Wait()
+			deadline := time.Now().Add(5 * time.Second)
+			for _, pid := range watch {
+				for processAlive(pid) {
+					if time.Now().After(deadline) {
+						syscall.Kill(pid, syscall.SIGKILL)
+						t.Fatalf("process %d (of plugins %v and their children %v) outlived the killed host", pid, mine, watch[1:])
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		})
 	}
 }
 
