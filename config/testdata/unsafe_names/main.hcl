@@ -12,13 +12,13 @@ job "escape" {
 job "nul" {
   source         = source.local.prod
   target         = target.local.dr
-  vms            = ["web-01"]
+  vms            = ["web-03"]
   replica_suffix = "_replica\u0000"
 }
 job "dots" {
   source         = source.local.prod
   target         = target.local.dr
-  vms            = ["web-01"]
+  vms            = ["web-05"]
   replica_suffix = "..copy"
 }
 job "fine" {
