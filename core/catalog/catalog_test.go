@@ -111,7 +111,7 @@ func TestOpenCreatesFolderAndFile(t *testing.T) {
 func schemaVersion(t *testing.T, c *Catalog) int {
 	t.Helper()
 	var v int
-	if err := c.db.View(func(tx *bolt.Tx) error {
+	if err := c.rawView(func(tx *bolt.Tx) error {
 		var err error
 		v, err = readVersion(tx)
 		return err
@@ -267,7 +267,7 @@ func TestOpenRefuses(t *testing.T) {
 // it.
 func setRawVersion(t *testing.T, c *Catalog, v string) {
 	t.Helper()
-	if err := c.db.Update(func(tx *bolt.Tx) error {
+	if err := c.rawUpdate(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMeta).Put(keySchemaVersion, []byte(v))
 	}); err != nil {
 		t.Fatal(err)
@@ -277,29 +277,52 @@ func setRawVersion(t *testing.T, c *Catalog, v string) {
 	}
 }
 
-func TestSecondOpenInProcessTimesOut(t *testing.T) {
+func TestOpenTwiceInProcess(t *testing.T) {
 	c, _ := openTest(t)
+	second, err := Open(c.Path(), Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("a second Open of a catalog in use: %v", err)
+	}
+	defer second.Close()
+	if err := second.PutJobState(&JobState{Job: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.JobState("web"); err != nil {
+		t.Fatalf("a record written through the other value: %v", err)
+	}
+
+	// A transaction in progress makes the others wait, and a wait has an
+	// end: bbolt polls the lock every 50ms and gives up on the last poll
+	// before the timeout.
+	inside, release, done := make(chan struct{}), make(chan struct{}), make(chan error)
+	go func() {
+		done <- c.Update(func(*Tx) error {
+			close(inside)
+			<-release
+			return nil
+		})
+	}()
+	<-inside
 	start := time.Now()
-	second, err := Open(c.Path(), Options{Timeout: 100 * time.Millisecond})
+	third, err := Open(c.Path(), Options{Timeout: 100 * time.Millisecond})
 	waited := time.Since(start)
 	if err == nil {
-		second.Close()
-		t.Fatal("a second Open of a catalog in use succeeded")
+		third.Close()
+		t.Fatal("Open during another value's write transaction succeeded")
 	}
 	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), c.Path()) || !strings.Contains(err.Error(), "in use by another process") {
 		t.Fatalf("error %q is not a clear lock error naming the file", err)
 	}
-	// bbolt polls the lock every 50ms and gives up on the last poll
-	// before the timeout: it waits about the timeout, never forever.
 	if waited < 40*time.Millisecond || waited > 5*time.Second {
 		t.Fatalf("waited %s for a 100ms timeout", waited)
 	}
-	if err := c.Close(); err != nil {
+	close(release)
+	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	again, err := Open(c.Path(), Options{Timeout: 100 * time.Millisecond})
 	if err != nil {
-		t.Fatalf("Open after Close: %v", err)
+		t.Fatalf("Open after the transaction: %v", err)
 	}
 	again.Close()
 }
@@ -465,4 +488,14 @@ func TestConcurrentUse(t *testing.T) {
 	if len(replicas) != workers*rounds {
 		t.Fatalf("%d replicas, want %d", len(replicas), workers*rounds)
 	}
+}
+
+// rawView and rawUpdate run fn on the bbolt file itself, for tests that
+// look at or plant what the package's methods never would.
+func (c *Catalog) rawView(fn func(tx *bolt.Tx) error) error {
+	return c.withDB(false, func(db *bolt.DB) error { return db.View(fn) })
+}
+
+func (c *Catalog) rawUpdate(fn func(tx *bolt.Tx) error) error {
+	return c.withDB(true, func(db *bolt.DB) error { return db.Update(fn) })
 }

@@ -35,7 +35,11 @@ func TestMain(m *testing.M) {
 	case "write":
 		os.Exit(helperWrite())
 	case "hold":
-		os.Exit(helperHold())
+		os.Exit(helperHold(false))
+	case "hold-tx":
+		os.Exit(helperHold(true))
+	case "begin":
+		os.Exit(helperBegin())
 	default:
 		fmt.Fprintf(os.Stderr, "unknown helper %q\n", os.Getenv(envHelper))
 		os.Exit(2)
@@ -113,15 +117,45 @@ func helperWrite() int {
 	}
 }
 
-// helperHold opens the catalog, says "ready", and keeps it until killed.
-func helperHold() int {
+// helperHold opens the catalog, says "ready", and keeps it (inside a
+// write transaction when inTx is set) until killed.
+func helperHold(inTx bool) int {
 	c, err := Open(os.Getenv(envPath), Options{Timeout: 5 * time.Second})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer c.Close()
-	fmt.Println("ready")
+	hold := func() {
+		fmt.Println("ready")
+		_, _ = io.Copy(io.Discard, os.Stdin)
+	}
+	if !inTx {
+		hold()
+		return 0
+	}
+	if err := c.Update(func(*Tx) error { hold(); return nil }); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// helperBegin opens the catalog, begins a session of job "web", prints its
+// id and keeps it running until killed.
+func helperBegin() int {
+	c, err := Open(os.Getenv(envPath), Options{Timeout: 5 * time.Second})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer c.Close()
+	s, err := c.BeginSession("web")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(s.ID)
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	return 0
 }
@@ -265,17 +299,22 @@ func TestSecondProcessTimesOut(t *testing.T) {
 		t.Skip("starts a helper process")
 	}
 	path := filepath.Join(t.TempDir(), "catalog.db")
-	cmd, out := helper(t, "hold", path, 0)
+	c, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	cmd, out := helper(t, "hold-tx", path, 0)
 	if !out.Scan() || out.Text() != "ready" {
 		t.Fatalf("holder did not get ready: %q %v", out.Text(), out.Err())
 	}
 
 	start := time.Now()
-	c, err := Open(path, Options{Timeout: 200 * time.Millisecond})
+	c, err = Open(path, Options{Timeout: 200 * time.Millisecond})
 	waited := time.Since(start)
 	if err == nil {
 		c.Close()
-		t.Fatal("Open succeeded while another process holds the catalog")
+		t.Fatal("Open succeeded while another process is in a write transaction")
 	}
 	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "another process") {
 		t.Fatalf("error %q is not a clear lock error naming the file", err)
@@ -291,4 +330,86 @@ func TestSecondProcessTimesOut(t *testing.T) {
 		t.Fatalf("Open after the holder died: %v", err)
 	}
 	c.Close()
+}
+
+// TestTwoProcessesShareTheCatalog is a catalog kept open by one process
+// (a long run) while another reads and writes it.
+func TestTwoProcessesShareTheCatalog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a helper process")
+	}
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	_, out := helper(t, "hold", path, 0)
+	if !out.Scan() || out.Text() != "ready" {
+		t.Fatalf("holder did not get ready: %q %v", out.Text(), out.Err())
+	}
+	c, err := Open(path, Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("Open while another process has the catalog open: %v", err)
+	}
+	defer c.Close()
+	if err := c.PutJobState(&JobState{Job: "web"}); err != nil {
+		t.Fatalf("write while another process has the catalog open: %v", err)
+	}
+	if _, err := c.JobState("web"); err != nil {
+		t.Fatalf("read while another process has the catalog open: %v", err)
+	}
+}
+
+// TestOneSessionPerJobAcrossProcesses: a session that another process runs
+// blocks a second one of its job, not of other jobs, and is not abandoned;
+// once that process dies, it is.
+func TestOneSessionPerJobAcrossProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a helper process")
+	}
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	cmd, out := helper(t, "begin", path, 0)
+	if !out.Scan() {
+		t.Fatalf("the other process did not begin its session: %v", out.Err())
+	}
+	theirs := out.Text()
+
+	c, err := Open(path, Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.BeginSession("web")
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("a second session of a running job: %v, want ErrFailedPrecondition", err)
+	}
+	for _, want := range []string{`job "web"`, theirs, fmt.Sprintf("process %d", cmd.Process.Pid), "one session of a job runs at a time"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("refusal %q does not say %q", err, want)
+		}
+	}
+	other, err := c.BeginSession("db")
+	if err != nil {
+		t.Fatalf("a session of another job: %v", err)
+	}
+	if n, err := c.MarkAbandoned(); err != nil || n != 0 {
+		t.Fatalf("MarkAbandoned while the other process runs = %d, %v; want 0", n, err)
+	}
+	s, err := c.Session(theirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Result != ResultRunning || s.Owner == nil || s.Owner.PID != cmd.Process.Pid {
+		t.Fatalf("their session while they run: %+v", s)
+	}
+
+	kill(t, cmd)
+	if n, err := c.MarkAbandoned(); err != nil || n != 1 {
+		t.Fatalf("MarkAbandoned after the other process died = %d, %v; want 1", n, err)
+	}
+	if s, err = c.Session(theirs); err != nil || s.Result != ResultFailed || s.Error != Interrupted {
+		t.Fatalf("their session after they died: %+v, %v", s, err)
+	}
+	if s, err = c.Session(other.ID); err != nil || s.Result != ResultRunning {
+		t.Fatalf("our own session: %+v, %v", s, err)
+	}
+	if _, err := c.BeginSession("web"); err != nil {
+		t.Fatalf("a session of the job after the other process died: %v", err)
+	}
 }

@@ -11,9 +11,25 @@
 // one transaction; the engine commits a VM (replica, new restore point,
 // session result) that way.
 //
-// Only one process opens a catalog at a time: bbolt locks the file, and a
-// second ferry gets an error naming the file after Options.Timeout instead
-// of waiting forever. Inside a process a Catalog is safe for concurrent use.
+// Many processes use one catalog at once (a run, a run of another job,
+// `ferry status`): a Catalog opens the file only for the span of each
+// transaction, read-only with a shared lock to read and with bbolt's
+// exclusive lock to write, so nobody holds it between transactions. A
+// process that waits longer than Options.Timeout for the others'
+// transactions gets an error naming the file instead of waiting forever.
+// Inside a process a Catalog is safe for concurrent use.
+//
+// One session of a job runs at a time: BeginSession takes a lock of the
+// job's own (a file in <catalog>.running) that the session keeps until it
+// ends, and the operating system drops when its process dies. A second
+// session of the job is refused while the lock is held; MarkAbandoned
+// fails the sessions left "running" whose lock nobody holds.
+//
+// A damaged file (one bbolt cannot decode, a record that is not JSON, a
+// page pointing outside the file) gives an error matching ErrDamaged that
+// says what to do, never a crash: reads of the memory-mapped file run with
+// faults turned into panics (debug.SetPanicOnFault), and the panics of
+// bbolt on such pages are recovered into that error.
 //
 // The file carries a schema version in its meta bucket. Open applies the
 // migrations this build knows, in order, each in its own transaction, and

@@ -1,7 +1,6 @@
 package catalog
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -89,11 +88,11 @@ func readVersion(tx *bolt.Tx) (int, error) {
 	}
 	raw := meta.Get(keySchemaVersion)
 	if raw == nil {
-		return 0, errors.New("damaged catalog: meta bucket has no schema version")
+		return 0, corrupt("meta bucket has no schema version")
 	}
 	v, err := strconv.Atoi(string(raw))
 	if err != nil || v < 1 {
-		return 0, fmt.Errorf("damaged catalog: schema version %q is not a positive number", raw)
+		return 0, corrupt("schema version %q is not a positive number", raw)
 	}
 	return v, nil
 }
@@ -137,14 +136,17 @@ func migrate(db *bolt.DB, list []migration) error {
 			return fmt.Errorf("migrate to schema version %d (%s): %w", version, m.name, err)
 		}
 	}
-	return db.View(func(tx *bolt.Tx) error {
-		for _, name := range currentBuckets {
-			if tx.Bucket(name) == nil {
-				return fmt.Errorf("damaged catalog: bucket %q missing at schema version %d", name, len(list))
-			}
+	return db.View(func(tx *bolt.Tx) error { return checkBuckets(tx, len(list)) })
+}
+
+// checkBuckets checks that the buckets of the newest schema are there.
+func checkBuckets(tx *bolt.Tx, version int) error {
+	for _, name := range currentBuckets {
+		if tx.Bucket(name) == nil {
+			return corrupt("bucket %q missing at schema version %d", name, version)
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // newerSchemaError is the refusal of a catalog written by a newer ferry.

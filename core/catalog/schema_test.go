@@ -42,7 +42,7 @@ func openWith(t *testing.T, path string, list []migration) (*Catalog, error) {
 func hasMark(t *testing.T, c *Catalog, name string) bool {
 	t.Helper()
 	var found bool
-	if err := c.db.View(func(tx *bolt.Tx) error {
+	if err := c.rawView(func(tx *bolt.Tx) error {
 		found = tx.Bucket(bucketMeta).Get([]byte("mark-"+name)) != nil
 		return nil
 	}); err != nil {

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"time"
 
 	"github.com/ferry-dr/ferry/sdk/errdefs"
@@ -72,6 +74,29 @@ type Session struct {
 	// Selection is what the job's folder and tag selectors and its
 	// exclusions picked; nil for a job that names its VMs one by one.
 	Selection *Selection `json:"selection,omitempty"`
+	// Owner is the process that runs the session, set by BeginSession.
+	Owner *Owner `json:"owner,omitempty"`
+	// Progress is how far a running session got, as its process last
+	// recorded it (SaveProgress); nil once the session ended.
+	Progress *Progress `json:"progress,omitempty"`
+}
+
+// Owner is the process that runs a session. It is for people to read: the
+// lock of the job, not the pid, tells whether that process still runs.
+type Owner struct {
+	PID  int    `json:"pid"`
+	Host string `json:"host,omitempty"`
+}
+
+// Progress is how far a running session got: the bytes of the disks begun
+// so far that were handled, of how many, and the disks and VMs finished.
+type Progress struct {
+	Done      int64     `json:"done"`
+	Total     int64     `json:"total"`
+	Disks     int       `json:"disks"`      // disks begun
+	DisksDone int       `json:"disks_done"` // disks finished
+	VMsDone   int       `json:"vms_done"`   // VMs finished
+	Updated   time.Time `json:"updated"`    // when it was recorded
 }
 
 // Selection is what a session's selectors picked.
@@ -243,6 +268,51 @@ func (t *Tx) BeginSession(job string) (*Session, error) {
 	if err := checkName("job", job); err != nil {
 		return nil, fmt.Errorf("begin session: %w", err)
 	}
+	lock, err := tryLockJob(t.c.path, job)
+	if err != nil {
+		return nil, fmt.Errorf("begin session of job %q: %w", job, err)
+	}
+	if lock == nil {
+		return nil, t.refuse(job)
+	}
+	s, err := t.beginSession(job)
+	if err != nil {
+		lock.release()
+		return nil, err
+	}
+	// Taken over by the Catalog when the transaction commits, released
+	// when it does not.
+	t.running(s.ID, lock)
+	return s, nil
+}
+
+// refuse is the error of a second session of job: it names the one that
+// runs.
+func (t *Tx) refuse(job string) error {
+	var other *Session
+	_ = t.bucket(bucketRunning).ForEach(func(k, _ []byte) error {
+		s, err := t.Session(string(k))
+		if err == nil && s.Job == job && (other == nil || s.Started.After(other.Started)) {
+			other = s
+		}
+		return nil
+	})
+	if other == nil {
+		return fmt.Errorf("begin session of job %q: another ferry is starting a session of this job; one session of a job runs at a time: %w",
+			job, errdefs.ErrFailedPrecondition)
+	}
+	by := ""
+	if o := other.Owner; o != nil {
+		by = fmt.Sprintf(" by process %d", o.PID)
+		if o.Host != "" {
+			by += " on " + o.Host
+		}
+	}
+	return fmt.Errorf("begin session of job %q: session %s of this job is running since %s%s; one session of a job runs at a time: wait for it to end: %w",
+		job, other.ID, other.Started.UTC().Format(time.RFC3339), by, errdefs.ErrFailedPrecondition)
+}
+
+func (t *Tx) beginSession(job string) (*Session, error) {
 	now := t.c.now()
 	sessions := t.bucket(bucketSessions)
 	for range sessionIDTries {
@@ -253,7 +323,7 @@ func (t *Tx) BeginSession(job string) (*Session, error) {
 		if sessions.Get([]byte(id)) != nil {
 			continue
 		}
-		s := &Session{ID: id, Job: job, Started: now, Result: ResultRunning}
+		s := &Session{ID: id, Job: job, Started: now, Result: ResultRunning, Owner: self()}
 		if err := t.SaveSession(s); err != nil {
 			return nil, fmt.Errorf("begin session of job %q: %w", job, err)
 		}
@@ -285,6 +355,19 @@ func (t *Tx) SaveSession(s *Session) error {
 	if s.Result != ResultRunning && s.Ended.IsZero() {
 		s.Ended = now
 	}
+	// The owner and the progress the process recorded stay while the
+	// session runs, also when the copy saved does not carry them; the
+	// progress goes when it ends.
+	rec := *s
+	if found && rec.Owner == nil {
+		rec.Owner = old.Owner
+	}
+	if found && rec.Progress == nil && old.Result == ResultRunning {
+		rec.Progress = old.Progress
+	}
+	if rec.Result != ResultRunning {
+		rec.Progress = nil
+	}
 	if err := checkTime("start time", s.Started); err != nil {
 		return fmt.Errorf("save session %q: %w", s.ID, err)
 	}
@@ -293,7 +376,7 @@ func (t *Tx) SaveSession(s *Session) error {
 			return fmt.Errorf("save session %q: %w", s.ID, err)
 		}
 	}
-	if err := putJSON(sessions, id, s); err != nil {
+	if err := putJSON(sessions, id, &rec); err != nil {
 		return fmt.Errorf("save session %q: %w", s.ID, err)
 	}
 	running := t.bucket(bucketRunning)
@@ -301,15 +384,33 @@ func (t *Tx) SaveSession(s *Session) error {
 		if err := running.Put(id, nil); err != nil {
 			return fmt.Errorf("save session %q: %w", s.ID, err)
 		}
-		// Marked before commit, so MarkAbandoned never sees the session
-		// running and not live; a rollback leaves a harmless extra entry.
-		t.c.setLive(s.ID)
+		// Live from the commit on; the Catalog hands over transactions
+		// one at a time, so MarkAbandoned never sees it running and not
+		// live.
+		t.running(s.ID, nil)
 	} else {
 		if err := running.Delete(id); err != nil {
 			return fmt.Errorf("save session %q: %w", s.ID, err)
 		}
-		sid := s.ID
-		t.tx.OnCommit(func() { t.c.clearLive(sid) })
+		t.ended = append(t.ended, s.ID)
+	}
+	return nil
+}
+
+// SaveProgress records p as the progress of session id. See
+// Catalog.SaveProgress.
+func (t *Tx) SaveProgress(id string, p Progress) error {
+	s, err := t.Session(id)
+	if err != nil {
+		return fmt.Errorf("save progress: %w", err)
+	}
+	if s.Result != ResultRunning {
+		return nil
+	}
+	p.Updated = t.c.now()
+	s.Progress = &p
+	if err := putJSON(t.bucket(bucketSessions), []byte(id), s); err != nil {
+		return fmt.Errorf("save progress of session %q: %w", id, err)
 	}
 	return nil
 }
@@ -403,17 +504,35 @@ func (t *Tx) Sessions(job string, limit int) ([]Session, error) {
 	return out, nil
 }
 
-// abandon fails every running session that no live Catalog value of this
-// process owns. See Catalog.MarkAbandoned.
-func (t *Tx) abandon() (int, error) {
+// orphans lists the running sessions that this Catalog value did not
+// write, with their jobs.
+func (t *Tx) orphans() (map[string]string, error) {
 	var ids []string
 	_ = t.bucket(bucketRunning).ForEach(func(k, _ []byte) error {
 		ids = append(ids, string(k))
 		return nil
 	})
-	n := 0
+	out := make(map[string]string)
 	for _, id := range ids {
 		if t.c.isLive(id) {
+			continue
+		}
+		s, err := t.Session(id)
+		if err != nil {
+			return nil, fmt.Errorf("list running sessions: %w", err)
+		}
+		out[id] = s.Job
+	}
+	return out, nil
+}
+
+// abandon fails the sessions of dead that are still running and that no
+// Catalog value of this process owns. See Catalog.MarkAbandoned.
+func (t *Tx) abandon(dead []string) (int, error) {
+	running := t.bucket(bucketRunning)
+	n := 0
+	for _, id := range dead {
+		if running.Get([]byte(id)) == nil || t.c.isLive(id) {
 			continue
 		}
 		s, err := t.Session(id)
@@ -440,8 +559,13 @@ func (t *Tx) abandon() (int, error) {
 }
 
 // BeginSession records a new session of job with Result "running", Started
-// now and a new id, and returns it. Safe for concurrent use; every call
-// makes a new session. Errors: ErrInvalidArgument for an empty job.
+// now, a new id and this process as its Owner, and returns it. One session
+// of a job runs at a time: the session holds its job's lock until it is
+// saved with a result or the Catalog is closed, and while another session
+// of the job (of this process or another) holds it, BeginSession fails
+// with an error naming that session that matches ErrFailedPrecondition.
+// Other jobs' sessions run at the same time. Safe for concurrent use.
+// Errors: ErrInvalidArgument for an empty job.
 func (c *Catalog) BeginSession(job string) (*Session, error) {
 	var s *Session
 	err := c.Update(func(tx *Tx) error {
@@ -474,6 +598,16 @@ func (c *Catalog) SaveSessionVM(id string, vm VMResult) error {
 	return c.Update(func(tx *Tx) error { return tx.SaveSessionVM(id, vm) })
 }
 
+// SaveProgress records p as the progress of the running session id, with
+// Updated now, and leaves the rest of the session as it is. It does
+// nothing to a session that ended (progress that arrives late). Call it
+// now and then, not for every block: it is a write of the catalog file.
+// Safe for concurrent use. Errors: ErrNotFound when the session does not
+// exist.
+func (c *Catalog) SaveProgress(id string, p Progress) error {
+	return c.Update(func(tx *Tx) error { return tx.SaveProgress(id, p) })
+}
+
 // Session returns the session with id, or an error matching ErrNotFound.
 // Safe for concurrent use.
 func (c *Catalog) Session(id string) (*Session, error) {
@@ -503,21 +637,55 @@ func (c *Catalog) Sessions(job string, limit int) ([]Session, error) {
 
 // MarkAbandoned turns the sessions left "running" by a process that died
 // into "failed" with Error "interrupted" (Interrupted), ended now, and
-// fails their VMs that were still running the same way. Sessions begun or
-// saved as running through this Catalog value are left alone, so a late
-// call cannot fail the current process's own sessions; since only one
-// process opens a catalog, every other running session is abandoned. The
-// engine calls it at start. It returns how many sessions it changed, and
-// is idempotent: a second call finds none. Safe for concurrent use.
+// fails their VMs that were still running the same way. A session is
+// abandoned when no process holds its job's lock (see BeginSession):
+// sessions of other processes that run, and those begun or saved as
+// running through this Catalog value, are left alone. ferry calls it when
+// it opens a configuration. It returns how many sessions it changed, and
+// is idempotent: a second call finds none. It writes the catalog only when
+// it has a session to change. Safe for concurrent use.
 func (c *Catalog) MarkAbandoned() (int, error) {
+	var orphans map[string]string
+	if err := c.View(func(tx *Tx) error {
+		var err error
+		orphans, err = tx.orphans()
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	var dead []string
+	for id, job := range orphans {
+		if c.holdsJob(job) {
+			// This value runs a session of the job: that one is not it.
+			dead = append(dead, id)
+			continue
+		}
+		running, err := jobRunning(c.path, job)
+		if err != nil {
+			return 0, fmt.Errorf("mark abandoned sessions: %w", err)
+		}
+		if !running {
+			dead = append(dead, id)
+		}
+	}
+	if len(dead) == 0 {
+		return 0, nil
+	}
+	slices.Sort(dead)
 	var n int
 	err := c.Update(func(tx *Tx) error {
 		var err error
-		n, err = tx.abandon()
+		n, err = tx.abandon(dead)
 		return err
 	})
 	if err != nil {
 		return 0, err
 	}
 	return n, nil
+}
+
+// self is the Owner of the sessions this process begins.
+func self() *Owner {
+	host, _ := os.Hostname()
+	return &Owner{PID: os.Getpid(), Host: host}
 }

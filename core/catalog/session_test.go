@@ -28,7 +28,7 @@ func TestBeginSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Session{ID: "20261122T010203Z-abcd", Job: "web", Started: clock.Now(), Result: ResultRunning}
+	want := Session{ID: "20261122T010203Z-abcd", Job: "web", Started: clock.Now(), Result: ResultRunning, Owner: self()}
 	sameJSON(t, "begun session", s, want)
 	stored, err := c.Session(s.ID)
 	if err != nil {
@@ -37,7 +37,7 @@ func TestBeginSession(t *testing.T) {
 	sameJSON(t, "stored session", stored, want)
 
 	// Same second, the next random bytes: a different id.
-	s2, err := c.BeginSession("web")
+	s2, err := c.BeginSession("db")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,6 +62,10 @@ func TestBeginSessionRealIDs(t *testing.T) {
 			t.Fatalf("id %q given twice", s.ID)
 		}
 		seen[s.ID] = true
+		s.Result = ResultSuccess
+		if err := c.SaveSession(s); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -86,9 +90,14 @@ func TestBeginSessionIDCollision(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	first.Result = ResultSuccess
+	if err := c.SaveSession(first); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.BeginSession("web"); !errors.Is(err, errdefs.ErrAlreadyExists) {
 		t.Fatalf("a colliding id: %v, want ErrAlreadyExists", err)
 	}
+	// The failed begin released the job's lock: the next one works.
 	clock.Advance(time.Second)
 	second, err := c.BeginSession("web")
 	if err != nil {

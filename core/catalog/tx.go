@@ -19,6 +19,46 @@ import (
 type Tx struct {
 	tx *bolt.Tx
 	c  *Catalog
+	// begun are the sessions this transaction wrote as running, with the
+	// locks of their jobs when it began them; ended are those it saved
+	// with a result. The Catalog takes them over when the transaction
+	// commits.
+	begun map[string]*jobLock
+	ended []string
+	done  bool
+}
+
+// running notes that the transaction wrote session id as running; l is the
+// lock of its job when the transaction took it.
+func (t *Tx) running(id string, l *jobLock) {
+	if t.begun == nil {
+		t.begun = make(map[string]*jobLock)
+	}
+	if old := t.begun[id]; old == nil {
+		t.begun[id] = l
+	}
+}
+
+// committed hands the sessions begun and ended to the Catalog.
+func (t *Tx) committed() {
+	t.done = true
+	for id, l := range t.begun {
+		t.c.setLive(id, l)
+	}
+	for _, id := range t.ended {
+		t.c.clearLive(id)
+	}
+}
+
+// rolledBack releases the locks the transaction took.
+func (t *Tx) rolledBack() {
+	if t.done {
+		return
+	}
+	t.done = true
+	for _, l := range t.begun {
+		l.release()
+	}
 }
 
 // sep separates the parts of composite keys. Names are checked to be free
@@ -85,7 +125,7 @@ func getJSON(b *bolt.Bucket, k []byte, v any) (bool, error) {
 		return false, nil
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
-		return true, fmt.Errorf("damaged record %q: %w", k, err)
+		return true, corrupt("record %q is not JSON: %v", k, err)
 	}
 	return true, nil
 }
