@@ -3,20 +3,26 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"text/tabwriter"
 	"time"
 
+	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 func init() {
 	register(&command{
-		name:    "status",
-		summary: `Show each job's last session and the state of its replicas.`,
-		usage:   "ferry [-config DIR] status [--json]",
-		run:     runStatus,
+		name: "status",
+		summary: `Show each job's last session and the state of its replicas.
+
+A session that is running is shown as running, with the process that runs
+it and its progress (recorded about once a second by that run).`,
+		usage: "ferry [-config DIR] status [--json]",
+		run:   runStatus,
 	})
 }
 
@@ -51,45 +57,21 @@ func runStatus(e *env, args []string) error {
 		return err
 	}
 	defer w.Close()
+	// One read transaction: a consistent picture, and one open of the
+	// catalog, which a running session writes to now and then.
 	var out []jobStatus
-	for _, name := range w.jobNames() {
-		job := w.cfg.Jobs[name]
-		st := jobStatus{Job: name, VMs: []vmStatus{}}
-		if !job.Schedule.IsZero() {
-			st.Schedule = job.Schedule.String()
-			if next := job.Schedule.Next(time.Now()); !next.IsZero() {
-				st.NextRun = &next
+	err = w.cat.View(func(tx *catalog.Tx) error {
+		for _, name := range w.jobNames() {
+			st, err := statusOf(tx, w.cfg.Jobs[name])
+			if err != nil {
+				return err
 			}
+			out = append(out, st)
 		}
-		if ss, err := w.cat.Sessions(name, 1); err == nil && len(ss) > 0 {
-			st.LastSession = &ss[0]
-		}
-		vms := job.VMs
-		if job.Selects() {
-			// The VMs its selectors picked are known by their replicas;
-			// status does not ask the source.
-			vms = slices.Clone(job.VMs)
-			if reps, err := w.cat.Replicas(name); err == nil {
-				for _, r := range reps {
-					if !slices.Contains(vms, r.VM) {
-						vms = append(vms, r.VM)
-					}
-				}
-			}
-		}
-		for _, vm := range vms {
-			vs := vmStatus{VM: vm, State: "no replica yet"}
-			if r, err := w.cat.Replica(name, vm); err == nil {
-				vs.Replica, vs.State, vs.FailoverPoint = r.ReplicaName, string(r.State), r.FailoverPoint
-			}
-			if ps, err := w.cat.RestorePoints(name, vm); err == nil && len(ps) > 0 {
-				vs.RestorePoints = len(ps)
-				newest := ps[len(ps)-1].Created
-				vs.Newest = &newest
-			}
-			st.VMs = append(st.VMs, vs)
-		}
-		out = append(out, st)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if *asJSON {
 		if out == nil {
@@ -105,7 +87,9 @@ func runStatus(e *env, args []string) error {
 	}
 	for _, st := range out {
 		line := "job " + st.Job
-		if s := st.LastSession; s != nil {
+		if s := st.LastSession; s != nil && s.Result == catalog.ResultRunning {
+			line += ": " + runningLine(s)
+		} else if s != nil {
 			line += fmt.Sprintf(": last session %s %s at %s", s.ID, s.Result, s.Started.Local().Format(time.DateTime))
 		} else {
 			line += ": never run"
@@ -130,6 +114,84 @@ func runStatus(e *env, args []string) error {
 		tw.Flush()
 	}
 	return nil
+}
+
+// statusOf reads the status of job.
+func statusOf(tx *catalog.Tx, job *config.Job) (jobStatus, error) {
+	name := job.Name
+	st := jobStatus{Job: name, VMs: []vmStatus{}}
+	if !job.Schedule.IsZero() {
+		st.Schedule = job.Schedule.String()
+		if next := job.Schedule.Next(time.Now()); !next.IsZero() {
+			st.NextRun = &next
+		}
+	}
+	ss, err := tx.Sessions(name, 1)
+	if err != nil {
+		return st, err
+	}
+	if len(ss) > 0 {
+		st.LastSession = &ss[0]
+	}
+	vms := job.VMs
+	if job.Selects() {
+		// The VMs its selectors picked are known by their replicas;
+		// status does not ask the source.
+		vms = slices.Clone(job.VMs)
+		reps, err := tx.Replicas(name)
+		if err != nil {
+			return st, err
+		}
+		for _, r := range reps {
+			if !slices.Contains(vms, r.VM) {
+				vms = append(vms, r.VM)
+			}
+		}
+	}
+	for _, vm := range vms {
+		vs := vmStatus{VM: vm, State: "no replica yet"}
+		r, err := tx.Replica(name, vm)
+		switch {
+		case err == nil:
+			vs.Replica, vs.State, vs.FailoverPoint = r.ReplicaName, string(r.State), r.FailoverPoint
+		case !errors.Is(err, errdefs.ErrNotFound):
+			return st, err
+		}
+		ps, err := tx.RestorePoints(name, vm)
+		if err != nil {
+			return st, err
+		}
+		if len(ps) > 0 {
+			vs.RestorePoints = len(ps)
+			newest := ps[len(ps)-1].Created
+			vs.Newest = &newest
+		}
+		st.VMs = append(st.VMs, vs)
+	}
+	return st, nil
+}
+
+// runningLine describes a running session: since when, which process runs
+// it, and how far it got when it last recorded its progress.
+func runningLine(s *catalog.Session) string {
+	line := fmt.Sprintf("session %s running since %s", s.ID, s.Started.Local().Format(time.DateTime))
+	if o := s.Owner; o != nil {
+		line += fmt.Sprintf(" (pid %d", o.PID)
+		if o.Host != "" {
+			line += " on " + o.Host
+		}
+		line += ")"
+	}
+	p := s.Progress
+	if p == nil {
+		return line + ", no progress recorded yet"
+	}
+	pct := 0.0
+	if p.Total > 0 {
+		pct = float64(p.Done) * 100 / float64(p.Total)
+	}
+	return line + fmt.Sprintf(", %.0f%% of the %d disks begun (%s of %s), %d disks and %d VMs done at %s",
+		pct, p.Disks, size(p.Done), size(p.Total), p.DisksDone, p.VMsDone, p.Updated.Local().Format(time.TimeOnly))
 }
 
 func orDash(s string) string {
