@@ -62,7 +62,9 @@ func runRun(e *env, args []string) error {
 		out = e.stderr
 	}
 	p := newProgress(out)
-	eng.Events = p.event
+	events, stopRecording := recordProgress(w.cat, e.log, p.event)
+	defer stopRecording()
+	eng.Events = events
 	failed := false
 	for _, name := range fs.Args() {
 		job, _ := w.job(name)
