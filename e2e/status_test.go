@@ -1,0 +1,164 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+)
+
+// TestLookDuringRun: while a long run goes on, `ferry status` shows it
+// running with its progress, `ferry points` answers, another job of the
+// same configuration runs, and a second run of the same job is refused,
+// clearly.
+func TestLookDuringRun(t *testing.T) {
+	l := newLab(t, 3,
+		vmSpec{name: "big-01", disks: []string{"16MiB"}},
+		vmSpec{name: "small-01", disks: []string{"4MiB"}},
+	)
+	// Random data, not compressed, at 1 MB/s: about 12 seconds, longer
+	// than the 5 seconds a command waited for the catalog.
+	local(t, l.random(12*mib), "vm", "write", l.prod, "big-01", "0", "0")
+	l.write("small-01", 0, 0, mib)
+	l.writeConfig(`
+source "local" "prod"     { path = "../prod" }
+target "local" "dr"       { path = "../dr" }
+repository "local" "meta" { path = "../meta" }
+
+job "slow" {
+  source     = source.local.prod
+  target     = target.local.dr
+  repository = repository.local.meta
+  vms        = ["big-01"]
+  transfer {
+    compression = "none"
+    throttle    = "1MB/s"
+  }
+}
+
+job "quick" {
+  source     = source.local.prod
+  target     = target.local.dr
+  repository = repository.local.meta
+  vms        = ["small-01"]
+}
+`)
+
+	slow := exec.Command(filepath.Join(bin, "ferry"), "-C", l.cfg, "run", "slow")
+	slow.Env = append(os.Environ(), "HOME="+t.TempDir(), "FERRY_PLUGIN_PATH=")
+	var slowErr bytes.Buffer
+	slow.Stderr = &slowErr
+	stdout, err := slow.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = slow.Process.Kill(); _ = slow.Wait() })
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	// The run says when a quarter of the disk crossed: from then on it has
+	// recorded progress (at the latest a second later).
+	var said []string
+	for line := range lines {
+		said = append(said, line)
+		if strings.Contains(line, "big-01 disk 0: 25%") {
+			break
+		}
+	}
+	if len(said) == 0 || !strings.Contains(said[len(said)-1], "25%") {
+		t.Fatalf("the slow run ended before a quarter of its disk:\n%s\n%s", strings.Join(said, "\n"), slowErr.String())
+	}
+	id := strings.Fields(said[0])[3] // "job slow: session ID started"
+
+	// Status shows the session running, with progress, as soon as the run
+	// recorded it.
+	// The fields of `ferry status --json` the test reads.
+	var st []struct {
+		Job         string `json:"job"`
+		LastSession *struct {
+			ID     string         `json:"id"`
+			Result catalog.Result `json:"result"`
+			Owner  *struct {
+				PID int `json:"pid"`
+			} `json:"owner"`
+			Progress *struct {
+				Done  int64 `json:"done"`
+				Total int64 `json:"total"`
+				Disks int   `json:"disks"`
+			} `json:"progress"`
+		} `json:"last_session"`
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := ferry(t, l.cfg, "status", "--json")
+		if r.code != 0 {
+			t.Fatalf("ferry status during a run: %s", r)
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+			t.Fatalf("ferry status --json: %v\n%s", err, r)
+		}
+		s := st[1].LastSession // jobs by name: quick, slow
+		if st[1].Job != "slow" || s == nil || s.ID != id || s.Result != catalog.ResultRunning || s.Owner == nil || s.Owner.PID != slow.Process.Pid {
+			t.Fatalf("status of the running job %s: %s", id, r.stdout)
+		}
+		if p := s.Progress; p != nil && p.Done > 0 {
+			if p.Total != 16*mib || p.Disks != 1 || p.Done > p.Total {
+				t.Fatalf("progress of the running session: %+v", p)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress recorded: %+v", s)
+		}
+	}
+	r := ferry(t, l.cfg, "status")
+	if r.code != 0 || !strings.Contains(r.stdout, "job slow: session "+id+" running since") ||
+		!strings.Contains(r.stdout, fmt.Sprintf("(pid %d", slow.Process.Pid)) || !strings.Contains(r.stdout, "of the 1 disks begun") {
+		t.Fatalf("ferry status during a run: %s", r)
+	}
+	t.Logf("ferry status during the run:\n%s", r.stdout)
+	if r := ferry(t, l.cfg, "points", "slow"); r.code != 0 || !strings.Contains(r.stdout, "no restore points yet") {
+		t.Fatalf("ferry points during a run: %s", r)
+	}
+
+	// The same job again is refused, naming the session that runs.
+	r = ferry(t, l.cfg, "run", "slow")
+	if r.code != 1 || !strings.Contains(r.stderr, "session "+id+" of this job is running") ||
+		!strings.Contains(r.stderr, "one session of a job runs at a time") {
+		t.Fatalf("a second run of the running job: %s", r)
+	}
+	// Another job of the configuration runs meanwhile.
+	if r := ferry(t, l.cfg, "run", "quick"); r.code != 0 || !strings.Contains(r.stdout, "job quick: success") {
+		t.Fatalf("a run of another job during a run: %s", r)
+	}
+
+	for line := range lines {
+		said = append(said, line)
+	}
+	if err := slow.Wait(); err != nil {
+		t.Fatalf("the slow run: %v\n%s\n%s", err, strings.Join(said, "\n"), slowErr.String())
+	}
+	if !strings.Contains(said[len(said)-1], "job slow: success") {
+		t.Fatalf("the slow run said:\n%s", strings.Join(said, "\n"))
+	}
+	r = ferry(t, l.cfg, "status")
+	if r.code != 0 || !strings.Contains(r.stdout, "job slow: last session "+id+" success") || !strings.Contains(r.stdout, "job quick: last session") {
+		t.Fatalf("ferry status after the runs: %s", r)
+	}
+}
