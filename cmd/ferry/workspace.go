@@ -42,7 +42,11 @@ func openWorkspace(ctx context.Context, e *env) (*workspace, error) {
 		h.Close()
 		return nil, err
 	}
-	if n, err := cat.MarkAbandoned(); err == nil && n > 0 {
+	// The catalog is shared with other ferry processes (runs of other
+	// jobs, status): it fails only the sessions whose process is gone.
+	if n, err := cat.MarkAbandoned(); err != nil {
+		e.log.Warn("mark the sessions of a ferry that was killed", "error", err)
+	} else if n > 0 {
 		e.log.Warn("sessions of a ferry that was killed were marked failed", "sessions", n)
 	}
 	return &workspace{env: e, cfg: cfg, host: h, cat: cat}, nil
