@@ -16,8 +16,8 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// DefaultTimeout is how long Open waits for another process to release the
-// catalog when Options.Timeout is zero.
+// DefaultTimeout is how long a transaction (and Open) waits for those of
+// other processes to release the catalog when Options.Timeout is zero.
 const DefaultTimeout = 5 * time.Second
 
 // DefaultPath is where a configuration's catalog lives:
@@ -31,8 +31,8 @@ type Options struct {
 	// Clock gives the time the catalog stamps on records (session start and
 	// end, replica and job state updates). time.Now when nil.
 	Clock func() time.Time
-	// Timeout bounds the wait for the file lock held by another process
-	// (bbolt polls it every 50ms). DefaultTimeout when zero; it must not be
+	// Timeout bounds each wait for the file lock held by another
+	// process's transaction (bbolt polls it every 50ms). DefaultTimeout when zero; it must not be
 	// negative.
 	Timeout time.Duration
 	// Rand is the source of the random part of session ids. crypto/rand
