@@ -6,11 +6,14 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // ErrDamaged matches the errors of a catalog file that cannot be read:
 // not a bbolt file, a page that bbolt cannot decode, a record that is not
-// the JSON it should be, a schema version or bucket gone.
+// the JSON it should be, a schema version or bucket gone. They match
+// errdefs.ErrDataLoss too.
 var ErrDamaged = errors.New("damaged catalog")
 
 // damagedError is a damaged catalog, with what to do about it. Its text is
@@ -28,7 +31,9 @@ func (e *damagedError) Error() string {
 		e.path, e.detail, e.path)
 }
 
-func (e *damagedError) Is(target error) bool { return target == ErrDamaged }
+func (e *damagedError) Is(target error) bool {
+	return target == ErrDamaged || target == errdefs.ErrDataLoss
+}
 
 // damaged turns err, found reading the catalog at path, into the damaged
 // catalog error; an err that already is one is returned as is.

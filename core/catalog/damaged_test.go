@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // damagedCatalog is a real catalog with a few of the crash test's records
@@ -91,8 +93,8 @@ func checkDamagedError(t *testing.T, path string, err error) {
 	if err == nil {
 		return
 	}
-	if !errors.Is(err, ErrDamaged) {
-		t.Fatalf("error %q does not match ErrDamaged", err)
+	if !errors.Is(err, ErrDamaged) || !errors.Is(err, errdefs.ErrDataLoss) {
+		t.Fatalf("error %q does not match ErrDamaged and ErrDataLoss", err)
 	}
 	for _, want := range []string{path + " is damaged", "move it aside", "restore points on the targets are intact"} {
 		if !strings.Contains(err.Error(), want) {
