@@ -129,7 +129,7 @@ job "quick" {
 	}
 	r := ferry(t, l.cfg, "status")
 	if r.code != 0 || !strings.Contains(r.stdout, "job slow: session "+id+" running since") ||
-		!strings.Contains(r.stdout, fmt.Sprintf("(pid %d", slow.Process.Pid)) || !strings.Contains(r.stdout, "of the 1 disks begun") {
+		!strings.Contains(r.stdout, fmt.Sprintf("(pid %d", slow.Process.Pid)) || !strings.Contains(r.stdout, "of the 1 disk begun") {
 		t.Fatalf("ferry status during a run: %s", r)
 	}
 	t.Logf("ferry status during the run:\n%s", r.stdout)

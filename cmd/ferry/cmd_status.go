@@ -190,8 +190,17 @@ func runningLine(s *catalog.Session) string {
 	if p.Total > 0 {
 		pct = float64(p.Done) * 100 / float64(p.Total)
 	}
-	return line + fmt.Sprintf(", %.0f%% of the %d disks begun (%s of %s), %d disks and %d VMs done at %s",
-		pct, p.Disks, size(p.Done), size(p.Total), p.DisksDone, p.VMsDone, p.Updated.Local().Format(time.TimeOnly))
+	return line + fmt.Sprintf(", %.0f%% of the %s begun (%s of %s), %s and %s done at %s",
+		pct, count(p.Disks, "disk"), size(p.Done), size(p.Total), count(p.DisksDone, "disk"), count(p.VMsDone, "VM"),
+		p.Updated.Local().Format(time.TimeOnly))
+}
+
+// count is "1 disk", "2 disks".
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func orDash(s string) string {
