@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -429,5 +430,76 @@ func TestTotals(t *testing.T) {
 				t.Fatalf("Totals = %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestSaveProgress(t *testing.T) {
+	c, clock := openTest(t)
+	s, err := c.BeginSession("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SaveSessionVM(s.ID, VMResult{VM: "web-01", Result: ResultSuccess}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	p := Progress{Done: 300, Total: 500, Disks: 2, DisksDone: 1, VMsDone: 1}
+	if err := c.SaveProgress(s.ID, p); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Session(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := p
+	want.Updated = clock.Now()
+	if got.Progress == nil || *got.Progress != want || len(got.VMs) != 1 {
+		t.Fatalf("after SaveProgress: progress %+v, %d VMs; want %+v and the VM kept", got.Progress, len(got.VMs), want)
+	}
+
+	// The engine saves its own copy, which has no progress: the recorded
+	// progress and the owner stay while the session runs.
+	copyOf := *s
+	copyOf.Owner = nil
+	copyOf.Warnings = []string{"a selector matched nothing"}
+	if err := c.SaveSession(&copyOf); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = c.Session(s.ID); err != nil || got.Progress == nil || *got.Progress != want || got.Owner == nil || got.Owner.PID != os.Getpid() {
+		t.Fatalf("after saving a copy without progress and owner: %+v, %v", got, err)
+	}
+
+	// Once it ends, the progress goes, and late progress is ignored.
+	s.Result = ResultSuccess
+	if err := c.SaveSession(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SaveProgress(s.ID, Progress{Done: 1}); err != nil {
+		t.Fatalf("late progress: %v", err)
+	}
+	if got, err = c.Session(s.ID); err != nil || got.Progress != nil || got.Result != ResultSuccess {
+		t.Fatalf("after the end: %+v, %v", got, err)
+	}
+	if err := c.SaveProgress("nope", p); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("progress of an unknown session: %v, want ErrNotFound", err)
+	}
+}
+
+func TestJobLockFiles(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join("cfg", ".ferry", "catalog.db")
+	seen := map[string]string{}
+	for _, job := range []string{"web", "web-tier_2.b", "web/tier", "web tier", "wéb", "../../etc", strings.Repeat("x", 65)} {
+		f := lockFile(path, job)
+		if filepath.Dir(f) != path+".running" {
+			t.Errorf("lock of %q is %s, outside %s.running", job, f, path)
+		}
+		if other, dup := seen[f]; dup {
+			t.Errorf("jobs %q and %q share the lock %s", job, other, f)
+		}
+		seen[f] = job
+	}
+	if got := filepath.Base(lockFile(path, "web")); got != "job-web.lock" {
+		t.Errorf("lock of web: %s", got)
 	}
 }
