@@ -32,8 +32,8 @@ type Options struct {
 	// end, replica and job state updates). time.Now when nil.
 	Clock func() time.Time
 	// Timeout bounds each wait for the file lock held by another
-	// process's transaction (bbolt polls it every 50ms). DefaultTimeout when zero; it must not be
-	// negative.
+	// process's transaction (bbolt polls it every 50ms). DefaultTimeout
+	// when zero; it must not be negative.
 	Timeout time.Duration
 	// Rand is the source of the random part of session ids. crypto/rand
 	// when nil. It is only read inside write transactions, which never run
