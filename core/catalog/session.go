@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -464,6 +465,16 @@ func (t *Tx) Session(id string) (*Session, error) {
 	return &s, nil
 }
 
+// indexed returns the session an index names: one that is not there is a
+// damaged catalog, not a session that does not exist.
+func (t *Tx) indexed(index string, id []byte) (*Session, error) {
+	s, err := t.Session(string(id))
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil, corrupt("the %s index names session %q, which is not in the catalog", index, id)
+	}
+	return s, err
+}
+
 // Sessions lists sessions newest first. See Catalog.Sessions.
 func (t *Tx) Sessions(job string, limit int) ([]Session, error) {
 	var (
@@ -495,7 +506,7 @@ func (t *Tx) Sessions(job string, limit int) ([]Session, error) {
 		if limit > 0 && len(out) == limit {
 			break
 		}
-		s, err := t.Session(string(v))
+		s, err := t.indexed("session order", v)
 		if err != nil {
 			return nil, fmt.Errorf("list sessions: %w", err)
 		}
@@ -517,7 +528,7 @@ func (t *Tx) orphans() (map[string]string, error) {
 		if t.c.isLive(id) {
 			continue
 		}
-		s, err := t.Session(id)
+		s, err := t.indexed("running sessions", []byte(id))
 		if err != nil {
 			return nil, fmt.Errorf("list running sessions: %w", err)
 		}
