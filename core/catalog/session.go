@@ -478,15 +478,16 @@ func (t *Tx) indexed(index string, id []byte) (*Session, error) {
 // Sessions lists sessions newest first. See Catalog.Sessions.
 func (t *Tx) Sessions(job string, limit int) ([]Session, error) {
 	var (
-		b   = t.bucket(bucketSessionSeq)
-		p   []byte
-		end []byte
+		b     = t.bucket(bucketSessionSeq)
+		index = "session order"
+		p     []byte
+		end   []byte
 	)
 	if job != "" {
 		if err := checkName("job", job); err != nil {
 			return nil, fmt.Errorf("list sessions: %w", err)
 		}
-		b = t.bucket(bucketJobSessions)
+		b, index = t.bucket(bucketJobSessions), "job sessions"
 		p = prefix(job)
 		// The first key after every key starting with p: p's last byte
 		// (the NUL separator) plus one.
@@ -506,7 +507,7 @@ func (t *Tx) Sessions(job string, limit int) ([]Session, error) {
 		if limit > 0 && len(out) == limit {
 			break
 		}
-		s, err := t.indexed("session order", v)
+		s, err := t.indexed(index, v)
 		if err != nil {
 			return nil, fmt.Errorf("list sessions: %w", err)
 		}
