@@ -2,6 +2,7 @@ package engine
 
 import (
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ferry-dr/ferry/core/catalog"
@@ -9,15 +10,23 @@ import (
 	"github.com/ferry-dr/ferry/sdk/sdktest"
 )
 
-// collectNotices records the notices of the fixture's runs.
-func (f *fixture) collectNotices() *[]string {
+// collectNotices records the notices of the fixture's runs (events come
+// from the disks' goroutines at once) and returns them, joined by lines.
+func (f *fixture) collectNotices() func() string {
+	var mu sync.Mutex
 	var out []string
 	f.eng.Events = func(e Event) {
 		if e.Kind == Notice {
+			mu.Lock()
 			out = append(out, e.Message)
+			mu.Unlock()
 		}
 	}
-	return &out
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(out, "\n")
+	}
 }
 
 func TestIndependentDiskIsSkippedWithAWarning(t *testing.T) {
@@ -48,8 +57,8 @@ func TestIndependentDiskIsSkippedWithAWarning(t *testing.T) {
 				len(vm.Disks) != 1 || vm.Disks[0].Index != 0 || s.Result != catalog.ResultWarning {
 				t.Fatalf("an independent disk: session %s, %+v", s.Result, vm)
 			}
-			if !strings.Contains(strings.Join(*notices, "\n"), "copy_independent_disks") {
-				t.Errorf("no notice names the setting: %q", *notices)
+			if !strings.Contains(notices(), "copy_independent_disks") {
+				t.Errorf("no notice names the setting: %q", notices())
 			}
 			got := f.pointImage("db-01", f.points("db-01")[0].ID, 2)
 			same(t, "disk 0", got[:1], want[:1])
@@ -72,7 +81,7 @@ func TestDigestComparisonIsSaidAndCounted(t *testing.T) {
 	if modes(s) != "digest,digest" || s.Totals().DigestDisks != 2 {
 		t.Fatalf("modes %s, %d digest disks counted", modes(s), s.Totals().DigestDisks)
 	}
-	all := strings.Join(*notices, "\n")
+	all := notices()
 	for _, want := range []string{"disk 0: compared by digests, reading all 8.0 MiB: the source does not track changes", "disk 1: compared by digests"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no notice says %q: %q", want, all)

@@ -42,19 +42,14 @@ func TestDeletedReplicaIsRecreatedAndFilled(t *testing.T) {
 	}
 	f.write("web-01", 0, 1)
 	want := f.sourceImage("web-01")
-	var notices []string
-	f.eng.Events = func(e Event) {
-		if e.Kind == Notice {
-			notices = append(notices, e.Message)
-		}
-	}
+	notices := f.collectNotices()
 	s := f.runOK("web-01")
 	f.newestIs("web-01", want)
 	if modes(s) != "full,full" {
 		t.Errorf("modes %s, want full copies into the new replica", modes(s))
 	}
-	if !strings.Contains(strings.Join(notices, "\n"), "is gone from") {
-		t.Errorf("no notice says the replica was gone: %q", notices)
+	if !strings.Contains(notices(), "is gone from") {
+		t.Errorf("no notice says the replica was gone: %q", notices())
 	}
 	gone, err := f.cat.GoneReplicas("web")
 	if err != nil || len(gone) != 1 || gone[0].Replica.ReplicaID != old.ID || len(gone[0].Points) != 1 {
@@ -144,16 +139,11 @@ func TestRolledBackRepositoryIsNotTrusted(t *testing.T) {
 	f.comps.repo = backup
 	f.comps.src.WriteDisk("web-01", 0, off, a)
 	want := f.sourceImage("web-01")
-	var notices []string
-	f.eng.Events = func(e Event) {
-		if e.Kind == Notice {
-			notices = append(notices, e.Message)
-		}
-	}
+	notices := f.collectNotices()
 	f.runOK("web-01")
 	f.newestIs("web-01", want)
-	if !strings.Contains(strings.Join(notices, "\n"), "not trusted") {
-		t.Errorf("no notice says the metadata was not trusted: %q", notices)
+	if !strings.Contains(notices(), "not trusted") {
+		t.Errorf("no notice says the metadata was not trusted: %q", notices())
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ferry-dr/ferry/core/datamover"
@@ -385,23 +386,42 @@ func TestRolledBackMetadataIsRecomputed(t *testing.T) {
 // repository does for an object that fails its checks.
 type damagedRepo struct {
 	sdk.Repository
+	mu      sync.Mutex
 	damaged map[string]bool
 }
 
+func (r *damagedRepo) damage(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.damaged[key] = true
+}
+
+// mend forgets the damage of key when fix (a put or delete replaces it),
+// and reports whether it was damaged.
+func (r *damagedRepo) mend(key string, fix bool) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	was := r.damaged[key]
+	if fix {
+		delete(r.damaged, key)
+	}
+	return was
+}
+
 func (r *damagedRepo) Get(ctx context.Context, key string) ([]byte, sdk.ObjectInfo, error) {
-	if r.damaged[key] {
+	if r.mend(key, false) {
 		return nil, sdk.ObjectInfo{}, fmt.Errorf("object %q: checksum mismatch: %w", key, errdefs.ErrDataLoss)
 	}
 	return r.Repository.Get(ctx, key)
 }
 
 func (r *damagedRepo) Put(ctx context.Context, key string, data []byte, gen int64) (int64, error) {
-	delete(r.damaged, key)
+	r.mend(key, true)
 	return r.Repository.Put(ctx, key, data, gen)
 }
 
 func (r *damagedRepo) Delete(ctx context.Context, key string, gen int64) error {
-	delete(r.damaged, key)
+	r.mend(key, true)
 	return r.Repository.Delete(ctx, key, gen)
 }
 
@@ -422,7 +442,7 @@ func TestDamagedObjectsAreLostNotFatal(t *testing.T) {
 	s = open(t, repo, replica, false, &opened)
 	seg0 := s.manifest.Segments[0]
 	s.Close()
-	repo.damaged[seg0] = true
+	repo.damage(seg0)
 	s = open(t, repo, replica, false, &opened)
 	d, err := takeOne(ctx, s, 0)
 	if err != nil || len(d) != segBlks || d[0] != digestsOf(t, replica, 0)[0] {
@@ -431,7 +451,7 @@ func TestDamagedObjectsAreLostNotFatal(t *testing.T) {
 	s.Close()
 
 	// A damaged manifest: removed, everything unknown, the run goes on.
-	repo.damaged[Prefix("web tier", "db/01", 0)+"manifest"] = true
+	repo.damage(Prefix("web tier", "db/01", 0) + "manifest")
 	s = open(t, repo, replica, false, &opened)
 	defer s.Close()
 	if s.Known() != 0 || !strings.Contains(s.Distrusted(), "damaged") {
