@@ -56,6 +56,11 @@ func runLab(e *env, args []string) error {
 	}
 	cmd := exec.Command(prog, args...)
 	cmd.Stdout, cmd.Stderr = e.stdout, e.stderr
+	if o, ok := e.stdout.(*output); ok {
+		// The lab writes to ferry's standard output itself, after what
+		// ferry printed, and handles a reader that goes away on its own.
+		cmd.Stdout = o.direct()
+	}
 	cmd.Env = os.Environ()
 	if self, err := os.Executable(); err == nil {
 		// So that the lab prints commands that run this ferry.

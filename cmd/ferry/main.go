@@ -61,7 +61,16 @@ type exitError struct{ code int }
 func (e *exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	catchSIGPIPE()
+	out := newOutput(os.Stdout)
+	code := run(os.Args[1:], out, os.Stderr)
+	if err := out.Flush(); err != nil {
+		fmt.Fprintf(os.Stderr, "ferry: %v\n", err)
+		if code == exitOK {
+			code = exitFailure
+		}
+	}
+	os.Exit(code)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -92,5 +94,35 @@ func TestLabNotFound(t *testing.T) {
 	if code != exitFailure || !strings.Contains(errb.String(), "ferry-lab-vsphere is not in") ||
 		!strings.Contains(errb.String(), empty) || !strings.Contains(errb.String(), "make build") {
 		t.Fatalf("exit %d:\n%s%s", code, out.String(), errb.String())
+	}
+}
+
+// TestMain lets a test run this test binary as ferry itself: with
+// FERRY_TEST_MAIN=1 it is main, with the arguments it was given.
+func TestMain(m *testing.M) {
+	if os.Getenv("FERRY_TEST_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// ferryProcess runs ferry (this test binary as main) with args.
+func ferryProcess(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "FERRY_TEST_MAIN=1", "HOME="+t.TempDir(), "FERRY_PLUGIN_PATH="+t.TempDir())
+	return cmd
+}
+
+// TestProgressIsLive: progress lines reach a buffered standard output's
+// reader at each event, not when ferry exits.
+func TestProgressIsLive(t *testing.T) {
+	t.Parallel()
+	var under bytes.Buffer
+	p := newProgress(newOutput(&under))
+	p.event(engine.Event{Kind: engine.SessionStarted, Job: "web", Session: "s1"})
+	if got := under.String(); got != "job web: session s1 started\n" {
+		t.Fatalf("after the first event, the reader has %q", got)
 	}
 }

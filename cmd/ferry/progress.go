@@ -51,6 +51,8 @@ func newProgress(w io.Writer) *progress {
 func (p *progress) event(ev engine.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// What an event printed shows now, on a terminal and in a log.
+	defer flush(p.w)
 	key := fmt.Sprintf("%s/%d", ev.VM, ev.Disk)
 	switch ev.Kind {
 	case engine.SessionStarted:
