@@ -26,8 +26,11 @@ while read -r pkg deps; do
 done < <(cd sdk && imports ./...)
 # The simulator and its gap fillers (vcsimtest) run in tests and in the lab
 # (ferry-lab-*), never in a plugin binary ferry loads.
+# (The list is captured first: under pipefail, `go list | grep -q` fails when
+# grep leaves at the first match, and the check would pass.)
 for cmd in $(go list ./plugins/*/cmd/ferry-plugin-*); do
-  if go list -deps "$cmd" | grep -qE '^github.com/vmware/govmomi/simulator$|/vcsimtest$|/plugins/[^/]+/lab$'; then
+  deps=$(go list -deps "$cmd")
+  if grep -qE '^github.com/vmware/govmomi/simulator$|/vcsimtest$|/plugins/[^/]+/lab$' <<<"$deps"; then
     echo "layering: $cmd links the vSphere simulator or a lab (only tests and ferry-lab-* may)"; fail=1
   fi
 done

@@ -53,14 +53,19 @@ show ferry points lab web-01
 
 step "Disaster: fail web-01 over to its replica on dr"
 show ferry failover lab web-01
-show ferry lab status --dir "$lab"
-ferry lab status --dir "$lab" | grep -Eq '^ +web-01_replica +poweredOn +10\.2\.0\.11 +DR Network 10\.2\.0\.11 ' ||
+# Output is captured before it is searched: no `| grep -q` under pipefail,
+# where grep leaving at the first match fails the pipeline.
+printf '$ %s\n' "ferry lab status --dir $lab"
+status=$(ferry lab status --dir "$lab") || { echo "$status"; fail "ferry lab status failed"; }
+echo "$status"
+grep -Eq '^ +web-01_replica +poweredOn +10\.2\.0\.11 +DR Network 10\.2\.0\.11 ' <<<"$status" ||
   fail "the simulator does not report web-01_replica running on DR Network with 10.2.0.11"
 echo "OK: the simulated vCenter reports web-01_replica powered on, on \"DR Network\", with the re-IP'd address 10.2.0.11 (it was 10.1.0.11)"
 
 step "Undo the failover: the replica stops, replication resumes"
 show ferry failover undo lab web-01
-ferry lab status --dir "$lab" | grep -Eq '^ +web-01_replica +poweredOff ' || fail "web-01_replica is still running after the undo"
+status=$(ferry lab status --dir "$lab") || { echo "$status"; fail "ferry lab status failed"; }
+grep -Eq '^ +web-01_replica +poweredOff ' <<<"$status" || fail "web-01_replica is still running after the undo"
 show ferry run lab
 
 step "ferry lab down: the simulated vCenters stop, the lab's files go"

@@ -80,7 +80,8 @@ show ferry run demo
 show ferry points demo web-01
 
 step "Fail web-01 over to the OLDER restore point"
-first=$(ferry points --json demo web-01 | sed -n 's/.*"id": "\([^"]*\)".*/\1/p' | head -n 1)
+points=$(ferry points --json demo web-01)
+first=$(sed -n '/"id": "/{s/.*"id": "\([^"]*\)".*/\1/p;q;}' <<<"$points")
 show ferry failover demo web-01 --point "$first"
 if cmp -s "$lab/web-01.disk0.first" <(ferry-plugin-local vm read "$lab/dr" web-01_replica 0); then
   echo "OK: the failed-over disk matches byte for byte what web-01 held at the first run"
