@@ -22,8 +22,8 @@ the last restore point (everything on the first run) to its replica, create
 a restore point, remove the snapshot, and apply retention. Progress is shown
 live on a terminal and as plain lines otherwise; --json prints a summary of
 each session when it ends. Exit status 1 means a job or one of its VMs
-failed. Interrupting (Ctrl-C) stops cleanly: earlier restore points stay
-intact and the next run resumes.`,
+failed. Interrupting (Ctrl-C) stops cleanly, with exit status 130: earlier
+restore points stay intact and the next run resumes.`,
 		usage: "ferry [-config DIR] run [--json] JOB...",
 		run:   runRun,
 	})
@@ -46,7 +46,17 @@ func runRun(e *env, args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// After the first signal, a second one ends ferry at once, as
+		// killing it would; the crash tests show that is safe too.
+		<-ctx.Done()
+		stop()
+	}()
+	interrupted := &interruptedError{msg: "earlier restore points are intact, the next run resumes"}
 	w, err := openWorkspace(ctx, e)
+	if err != nil && ctx.Err() != nil {
+		return interrupted
+	}
 	if err != nil {
 		return err
 	}
@@ -62,6 +72,7 @@ func runRun(e *env, args []string) error {
 		out = e.stderr
 	}
 	p := newProgress(out)
+	p.interrupted = func() bool { return ctx.Err() != nil }
 	events, stopRecording := recordProgress(w.cat, e.log, p.event)
 	defer stopRecording()
 	eng.Events = events
@@ -70,6 +81,18 @@ func runRun(e *env, args []string) error {
 		job, _ := w.job(name)
 		start := time.Now()
 		sess, err := eng.Run(ctx, job)
+		if ctx.Err() != nil {
+			// What failed, failed because of the signal: no error to
+			// show but what the interruption means.
+			if *asJSON && sess != nil {
+				enc := json.NewEncoder(e.stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(sessionSummary{Session: sess, Totals: sess.Totals()}); err != nil {
+					return err
+				}
+			}
+			return interrupted
+		}
 		if err != nil {
 			fmt.Fprintf(e.stderr, "ferry run: %v\n", err)
 			failed = true

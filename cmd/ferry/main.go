@@ -24,6 +24,9 @@ const (
 	exitOK      = 0
 	exitFailure = 1 // the command ran and failed, or found problems
 	exitUsage   = 2 // the command line is wrong
+	// exitInterrupted: stopped by Ctrl-C (SIGINT) or SIGTERM, cleanly; 130
+	// is what a shell reports for a process that SIGINT ended.
+	exitInterrupted = 130
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -54,6 +57,12 @@ type usageError struct{ msg string }
 func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// interruptedError is a command stopped by a signal; msg says what that
+// left behind.
+type interruptedError struct{ msg string }
+
+func (e *interruptedError) Error() string { return "interrupted; " + e.msg }
 
 // exitError carries an exit code for failures already reported.
 type exitError struct{ code int }
@@ -126,6 +135,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	err = c.run(e, rest[1:])
 	var ue *usageError
 	var ee *exitError
+	var ie *interruptedError
 	switch {
 	case err == nil:
 		return exitOK
@@ -136,6 +146,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	case errors.As(err, &ee):
 		return ee.code
+	case errors.As(err, &ie):
+		fmt.Fprintf(stderr, "ferry %s: %v\n", name, ie)
+		return exitInterrupted
 	default:
 		fmt.Fprintf(stderr, "ferry %s: %v\n", name, err)
 		return exitFailure

@@ -32,6 +32,9 @@ type progress struct {
 	live  map[string]*diskLine // by "vm/disk"
 	drawn int                  // live lines on screen
 	last  time.Time
+	// interrupted reports whether the run was stopped by a signal; its
+	// failures are then the interruption, not errors to show.
+	interrupted func() bool
 }
 
 type diskLine struct {
@@ -83,6 +86,10 @@ func (p *progress) event(ev engine.Event) {
 	case engine.DiskFinished:
 		l := p.live[key]
 		delete(p.live, key)
+		if ev.Err != nil && p.stopped() {
+			p.print("  %s disk %d: interrupted", ev.VM, ev.Disk)
+			return
+		}
 		if ev.Err != nil {
 			p.print("  %s disk %d: failed: %v", ev.VM, ev.Disk, ev.Err)
 			return
@@ -93,9 +100,12 @@ func (p *progress) event(ev engine.Event) {
 		}
 		p.print("  %s disk %d: done (%s, %s in %s)", ev.VM, ev.Disk, ev.Mode, size(ev.Total), took.Round(time.Millisecond))
 	case engine.VMFinished:
-		if ev.Err != nil {
+		switch {
+		case ev.Err != nil && p.stopped():
+			p.print("  %s: interrupted; no new restore point", ev.VM)
+		case ev.Err != nil:
 			p.print("  %s: FAILED: %v", ev.VM, ev.Err)
-		} else {
+		default:
 			p.print("  %s: restore point created", ev.VM)
 		}
 	case engine.Notice:
@@ -108,6 +118,8 @@ func (p *progress) event(ev engine.Event) {
 		p.clearLive()
 	}
 }
+
+func (p *progress) stopped() bool { return p.interrupted != nil && p.interrupted() }
 
 func quarter(done, total int64) int64 {
 	if total <= 0 {

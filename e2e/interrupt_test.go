@@ -1,0 +1,70 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestInterruptedRun: Ctrl-C in the middle of a copy stops `ferry run`
+// with exit status 130 and a message saying what it leaves behind, not an
+// engine error and FAILED; the next run finishes.
+func TestInterruptedRun(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"16MiB"}})
+	l.write("web-01", 0, 0, 8<<20)
+	hcl, err := os.ReadFile(filepath.Join(l.cfg, "main.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Throttled, the copy takes seconds: the signal lands inside it.
+	l.writeConfig(strings.Replace(string(hcl), "  retention {", "  transfer { throttle = \"1MB/s\" }\n  retention {", 1))
+
+	cmd := exec.Command(filepath.Join(bin, "ferry"), "-C", l.cfg, "run", "e2e")
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "FERRY_PLUGIN_PATH=")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var stdout strings.Builder
+	sc := bufio.NewScanner(pipe)
+	for sc.Scan() {
+		stdout.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "web-01 disk 0: full") {
+			if err := cmd.Process.Signal(os.Interrupt); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("ferry run: %v, want exit 130\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		t.Fatalf("ferry run died of %v\nstdout:\n%s\nstderr:\n%s", ws.Signal(), stdout.String(), stderr.String())
+	}
+	out := stdout.String() + stderr.String()
+	if ee.ExitCode() != 130 ||
+		!strings.Contains(stderr.String(), "ferry run: interrupted; earlier restore points are intact, the next run resumes") ||
+		!strings.Contains(stdout.String(), "web-01: interrupted; no new restore point") ||
+		strings.Contains(out, "context canceled") || strings.Contains(out, "FAILED") {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", ee.ExitCode(), stdout.String(), stderr.String())
+	}
+
+	l.writeConfig(string(hcl))
+	if s := l.run(); s.code != 0 || len(l.points("web-01")) != 1 {
+		t.Fatalf("the run after the interrupted one: exit %d\n%s", s.code, s.stderr)
+	}
+}
