@@ -27,7 +27,7 @@ func init() {
   ferry failover commit JOB VM         make the failover permanent: the replica
                                        becomes the production VM and leaves
                                        replication`,
-		usage: "ferry [-config DIR] failover [undo|commit] JOB VM [--point ID]",
+		usage: "ferry [--config DIR] failover [undo|commit] JOB VM [--point ID]",
 		run:   runFailover,
 	})
 }

@@ -45,6 +45,12 @@ const labProgram = "ferry-lab-vsphere"
 var labPlugins = []string{"vsphere", "local"}
 
 func runLab(e *env, args []string) error {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help") {
+		// ferry's own help, even without the lab program; 'ferry lab
+		// VERB -h' is the lab's.
+		commands["lab"].help(e.stdout, nil)
+		return nil
+	}
 	prog, looked := findLab()
 	if prog == "" {
 		return fmt.Errorf("%s is not in %s; 'make build' puts it beside ferry", labProgram, strings.Join(looked, ", "))

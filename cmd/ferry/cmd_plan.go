@@ -28,7 +28,7 @@ last run. For a job with folder or tag selectors it shows what each
 selector matches now, the VMs new in them, those that left them or are
 excluded, and selectors that match nothing. Lines start with + (create), ~ (change), - (delete or leave),
 ! (cannot be done as asked). Without JOB, every job is planned.`,
-		usage: "ferry [-config DIR] plan [--json] [JOB...]",
+		usage: "ferry [--config DIR] plan [--json] [JOB...]",
 		run:   runPlan,
 	})
 }

@@ -17,7 +17,7 @@ func init() {
 
 Each point shows its id (to pass to 'ferry failover --point'), the VM, when
 it was taken, and the storage it holds on its own.`,
-		usage: "ferry [-config DIR] points [--json] JOB [VM]",
+		usage: "ferry [--config DIR] points [--json] JOB [VM]",
 		run:   runPoints,
 	})
 }

@@ -24,7 +24,7 @@ live on a terminal and as plain lines otherwise; --json prints a summary of
 each session when it ends. Exit status 1 means a job or one of its VMs
 failed. Interrupting (Ctrl-C) stops cleanly, with exit status 130: earlier
 restore points stay intact and the next run resumes.`,
-		usage: "ferry [-config DIR] run [--json] JOB...",
+		usage: "ferry [--config DIR] run [--json] JOB...",
 		run:   runRun,
 	})
 }

@@ -21,7 +21,7 @@ func init() {
 
 A session that is running is shown as running, with the process that runs
 it and its progress (recorded about once a second by that run).`,
-		usage: "ferry [-config DIR] status [--json]",
+		usage: "ferry [--config DIR] status [--json]",
 		run:   runStatus,
 	})
 }

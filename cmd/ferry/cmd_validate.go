@@ -21,7 +21,7 @@ Each plugin block is decoded against the schema its plugin declares and then
 checked by the plugin itself. Problems are printed with file, line, column
 and a snippet; nothing is printed when all is well. Exit status 1 means
 problems were found.`,
-		usage: "ferry [-config DIR] validate",
+		usage: "ferry [--config DIR] validate",
 		run:   runValidate,
 	})
 }
@@ -32,7 +32,7 @@ func runValidate(e *env, args []string) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q (use -config DIR to name the configuration folder)", fs.Arg(0))
+		return usagef("unexpected argument %q (use --config DIR to name the configuration folder)", fs.Arg(0))
 	}
 	h := e.host()
 	defer h.Close()

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -86,13 +88,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	global := flag.NewFlagSet("ferry", flag.ContinueOnError)
 	global.SetOutput(stderr)
 	configDir := global.String("config", ".", "the configuration `folder` (all its *.hcl files)")
-	global.StringVar(configDir, "C", ".", "short for -config")
+	global.StringVar(configDir, "C", ".", "short for --config")
 	logLevel := global.String("log-level", envOr("FERRY_LOG", "warn"), "log `level`: trace, debug, info, warn, error")
-	global.Usage = func() { printUsage(stderr) }
+	global.Usage = func() {} // help goes to stdout, a mistake's usage to stderr: below
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout)
 			return exitOK
 		}
+		printUsage(stderr)
 		return exitUsage
 	}
 	rest := global.Args()
@@ -101,15 +105,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	name := rest[0]
-	if name == "help" || name == "-h" || name == "--help" {
+	if name == "help" {
 		if len(rest) > 1 {
-			if c, ok := commands[rest[1]]; ok {
-				fmt.Fprintf(stdout, "usage: %s\n\n%s\n", c.usage, c.summary)
-				return exitOK
+			c, ok := commands[rest[1]]
+			if !ok {
+				fmt.Fprintf(stderr, "ferry help: unknown command %q\n\n", rest[1])
+				printUsage(stderr)
+				return exitUsage
 			}
+			// The same as 'ferry CMD -h', flags included.
+			rest = []string{c.name, "-h"}
+			name = c.name
+		} else {
+			printUsage(stdout)
+			return exitOK
 		}
-		printUsage(stdout)
-		return exitOK
 	}
 	c, ok := commands[name]
 	if !ok {
@@ -157,7 +167,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func printUsage(w io.Writer) {
 	fmt.Fprintf(w, "ferry %s: replicate virtual machines and fail them over\n\n", version)
-	fmt.Fprintln(w, "usage: ferry [-config DIR] [-log-level LEVEL] <command> [arguments]")
+	fmt.Fprintln(w, "usage: ferry [--config DIR] [--log-level LEVEL] <command> [arguments]")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "commands:")
 	names := make([]string, 0, len(commands))
@@ -168,6 +178,9 @@ func printUsage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-10s %s\n", n, firstLine(commands[n].summary))
 	}
+	fmt.Fprintln(w, "\nglobal flags:")
+	fmt.Fprintln(w, "  --config DIR, -C DIR  the configuration folder (all its *.hcl files; default .)")
+	fmt.Fprintln(w, "  --log-level LEVEL     trace, debug, info, warn or error (default warn, or $FERRY_LOG)")
 	fmt.Fprintln(w, "\nRun 'ferry help <command>' or 'ferry <command> -h' for details.")
 }
 
@@ -183,18 +196,51 @@ func envOr(key, def string) string {
 	return def
 }
 
-// flags returns a flag set for a verb that prints the verb's usage.
+// flags returns a flag set for a verb. What the flag package prints is
+// held until parse knows whether it was asked for (-h: standard output)
+// or is a mistake (standard error).
 func (c *command) flags(e *env) *flag.FlagSet {
 	fs := flag.NewFlagSet("ferry "+c.name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "usage: %s\n\n%s\n", c.usage, c.summary)
-		if hasFlags(fs) {
-			fmt.Fprintln(e.stderr, "\nflags:")
-			fs.PrintDefaults()
-		}
-	}
+	fs.SetOutput(&flagOutput{stdout: e.stdout, stderr: e.stderr})
+	fs.Usage = func() { c.help(fs.Output(), fs) }
 	return fs
+}
+
+// flagOutput holds a flag set's output for parse to send on.
+type flagOutput struct {
+	bytes.Buffer
+	stdout, stderr io.Writer
+}
+
+// help prints a verb's usage, summary and flags.
+func (c *command) help(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "usage: %s\n\n%s\n", c.usage, c.summary)
+	if fs == nil || !hasFlags(fs) {
+		return
+	}
+	fmt.Fprintln(w, "\nflags:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fs.VisitAll(func(f *flag.Flag) {
+		arg, usage := flag.UnquoteUsage(f)
+		name := flagName(f.Name)
+		if arg != "" {
+			name += " " + arg
+		}
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			usage += fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\n", name, usage)
+	})
+	tw.Flush()
+}
+
+// flagName spells a flag as ferry's help and usage lines do: --name, or
+// -n for a one-letter flag. (The flag package accepts both dashes.)
+func flagName(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
 }
 
 func hasFlags(fs *flag.FlagSet) bool {
@@ -203,9 +249,18 @@ func hasFlags(fs *flag.FlagSet) bool {
 	return n > 0
 }
 
-// parse parses a verb's flags; a bad flag is a usage error already printed.
+// parse parses a verb's flags; a bad flag is a usage error already
+// printed on standard error, -h prints the verb's help on standard output.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if out, ok := fs.Output().(*flagOutput); ok {
+		to := out.stderr
+		if errors.Is(err, flag.ErrHelp) {
+			to = out.stdout
+		}
+		out.WriteTo(to)
+	}
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -13,36 +14,67 @@ import (
 
 func TestExitCodesAndHelp(t *testing.T) {
 	tests := []struct {
-		name string
-		args []string
-		code int
-		out  string // in stdout or stderr
+		name   string
+		args   []string
+		code   int
+		stdout string // in stdout, and stderr empty
+		stderr string // in stderr, and stdout empty
 	}{
-		{"no command", nil, exitUsage, "usage: ferry"},
-		{"unknown command", []string{"fly"}, exitUsage, `unknown command "fly"`},
-		{"help", []string{"help"}, exitOK, "commands:"},
-		{"help of a command", []string{"help", "run"}, exitOK, "ferry [-config DIR] run"},
-		{"-h of a command", []string{"points", "-h"}, exitOK, "JOB [VM]"},
-		{"bad flag", []string{"run", "--fast"}, exitUsage, "flag provided but not defined"},
-		{"run without a job", []string{"-C", t.TempDir(), "run"}, exitUsage, "name at least one job"},
-		{"failover without a VM", []string{"-C", t.TempDir(), "failover", "web"}, exitUsage, "name a job and a VM"},
+		{name: "no command", code: exitUsage, stderr: "usage: ferry"},
+		{name: "unknown command", args: []string{"fly"}, code: exitUsage, stderr: `unknown command "fly"`},
+		{name: "help", args: []string{"help"}, code: exitOK, stdout: "commands:"},
+		{name: "-h", args: []string{"-h"}, code: exitOK, stdout: "commands:"},
+		{name: "bad global flag", args: []string{"--fast"}, code: exitUsage, stderr: "usage: ferry"},
+		{name: "help of a command", args: []string{"help", "run"}, code: exitOK, stdout: "ferry [--config DIR] run"},
+		{name: "help of a command lists its flags", args: []string{"help", "points"}, code: exitOK, stdout: "  --json  print JSON"},
+		{name: "help of an unknown command", args: []string{"help", "fly"}, code: exitUsage, stderr: `unknown command "fly"`},
+		{name: "-h of a command", args: []string{"points", "-h"}, code: exitOK, stdout: "  --json  print JSON"},
+		{name: "--help of a command", args: []string{"failover", "--help"}, code: exitOK, stdout: "--point ID"},
+		{name: "help of lab", args: []string{"help", "lab"}, code: exitOK, stdout: "ferry lab up [--dir DIR]"},
+		{name: "bad flag", args: []string{"run", "--fast"}, code: exitUsage, stderr: "flag provided but not defined"},
+		{name: "run without a job", args: []string{"-C", t.TempDir(), "run"}, code: exitUsage, stderr: "name at least one job"},
+		{name: "failover without a VM", args: []string{"-C", t.TempDir(), "failover", "web"}, code: exitUsage, stderr: "name a job and a VM"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
 			code := run(tt.args, &out, &errb)
-			if code != tt.code || !strings.Contains(out.String()+errb.String(), tt.out) {
-				t.Fatalf("exit %d, want %d; output lacks %q:\n%s%s", code, tt.code, tt.out, out.String(), errb.String())
+			ok := code == tt.code
+			if tt.stdout != "" {
+				ok = ok && strings.Contains(out.String(), tt.stdout) && errb.Len() == 0
+			} else {
+				ok = ok && strings.Contains(errb.String(), tt.stderr) && out.Len() == 0
+			}
+			if !ok {
+				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.code, out.String(), errb.String())
 			}
 		})
 	}
 }
 
+// singleDash is a long flag spelled with one dash.
+var singleDash = regexp.MustCompile(`(^|[\s\[(])-[a-z][a-z-]+`)
+
+// TestEveryCommandHasHelp: each verb has a summary and a usage line, and
+// the usage line and the flags its help lists spell long flags one way,
+// --name.
 func TestEveryCommandHasHelp(t *testing.T) {
 	for name, c := range commands {
 		if c.summary == "" || !strings.HasPrefix(c.usage, "ferry ") || !strings.Contains(c.usage, name) {
 			t.Errorf("command %s: summary %q, usage %q", name, c.summary, c.usage)
 		}
+		var out, errb bytes.Buffer
+		if code := run([]string{"help", name}, &out, &errb); code != exitOK {
+			t.Errorf("ferry help %s: exit %d\n%s", name, code, errb.String())
+		}
+		if m := singleDash.FindString(out.String()); m != "" {
+			t.Errorf("ferry help %s spells a flag %q:\n%s", name, m, out.String())
+		}
+	}
+	var out bytes.Buffer
+	printUsage(&out)
+	if m := singleDash.FindString(out.String()); m != "" {
+		t.Errorf("ferry help spells a flag %q:\n%s", m, out.String())
 	}
 }
 
