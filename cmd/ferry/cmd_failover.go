@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/engine"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
@@ -19,8 +20,10 @@ func init() {
 		summary: `Fail a VM over to its replica, undo a failover, or make it permanent.
 
   ferry failover JOB VM [--point ID]   start the replica from a restore point
-                                       (the newest by default), with the job's
-                                       network map and re-IP rules applied
+                                       (the newest by default; ID as 'ferry
+                                       points' shows it, or enough of its start
+                                       to name one), with the job's network map
+                                       and re-IP rules applied
   ferry failover undo JOB VM           stop the replica and return it to its
                                        state before the failover; replication
                                        resumes, no restore point is lost
@@ -38,7 +41,7 @@ func runFailover(e *env, args []string) error {
 		action, args = args[0], args[1:]
 	}
 	fs := commands["failover"].flags(e)
-	point := fs.String("point", "", "the restore point `ID` to fail over to (default: the newest)")
+	point := fs.String("point", "", "the restore point `ID` to fail over to, or an unambiguous start of it (default: the newest)")
 	// Flags may follow the arguments: ferry failover web web-01 --point X.
 	var pos []string
 	for len(args) > 0 {
@@ -74,6 +77,15 @@ func runFailover(e *env, args []string) error {
 	}
 	if err != nil {
 		return err
+	}
+	if *point != "" {
+		points, err := w.cat.RestorePoints(job.Name, vm)
+		if err != nil {
+			return err
+		}
+		if *point, err = matchPoint(points, *point); err != nil {
+			return usagef("job %q vm %q: %v", job.Name, vm, err)
+		}
 	}
 	tgt, _, err := w.host.Target(ctx, job.Target.Type, job.Target.Config)
 	if err != nil {
@@ -112,4 +124,32 @@ func report(e *env, job *config.Job, vm, action string, r *sdk.Replica) {
 	case "commit":
 		fmt.Fprintf(e.stdout, "failover of %s committed: %s is now the production VM and has left job %s; remove %s from the job\n", vm, r.Name, job.Name, vm)
 	}
+}
+
+// matchPoint finds the restore point an argument names: its id, or the
+// start of exactly one id. The error lists the ids there are, or those the
+// start fits.
+func matchPoint(points []catalog.RestorePoint, arg string) (string, error) {
+	var fits []string
+	for _, p := range points {
+		if p.ID == arg {
+			return p.ID, nil
+		}
+		if strings.HasPrefix(p.ID, arg) {
+			fits = append(fits, p.ID)
+		}
+	}
+	switch {
+	case len(fits) == 1:
+		return fits[0], nil
+	case len(fits) > 1:
+		return "", fmt.Errorf("restore point %q is ambiguous: it starts %s", arg, strings.Join(fits, ", "))
+	case len(points) == 0:
+		return "", fmt.Errorf("no restore point %q: there are no restore points", arg)
+	}
+	ids := make([]string, len(points))
+	for i, p := range points {
+		ids[i] = fmt.Sprintf("%s (%s)", p.ID, p.Created.Local().Format(time.DateTime))
+	}
+	return "", fmt.Errorf("no restore point %q; the points are, oldest first: %s", arg, strings.Join(ids, ", "))
 }

@@ -15,8 +15,10 @@ func init() {
 		name: "points",
 		summary: `List the restore points of a job's replicas, oldest first.
 
-Each point shows its id (to pass to 'ferry failover --point'), the VM, when
-it was taken, and the storage it holds on its own.`,
+Each point shows its id (to pass to 'ferry failover --point', whole or
+enough of its start to name one point), the VM, when it was taken, and
+OWN SIZE: the storage the point holds on its own, not counting the data it
+shares with other points.`,
 		usage: "ferry [--config DIR] points [--json] JOB [VM]",
 		run:   runPoints,
 	})
@@ -63,7 +65,7 @@ func runPoints(e *env, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tVM\tCREATED\tSIZE\tSESSION")
+	fmt.Fprintln(tw, "ID\tVM\tCREATED\tOWN SIZE\tSESSION")
 	for _, p := range points {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.ID, p.VM, p.Created.Local().Format(time.DateTime), size(p.Size), p.Session)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/engine"
 )
 
@@ -156,5 +157,36 @@ func TestProgressIsLive(t *testing.T) {
 	p.event(engine.Event{Kind: engine.SessionStarted, Job: "web", Session: "s1"})
 	if got := under.String(); got != "job web: session s1 started\n" {
 		t.Fatalf("after the first event, the reader has %q", got)
+	}
+}
+
+func TestMatchPoint(t *testing.T) {
+	t.Parallel()
+	created := time.Date(2026, 12, 5, 9, 0, 0, 0, time.Local)
+	points := []catalog.RestorePoint{
+		{ID: "20261205T090000-a1"}, {ID: "20261205T091500-b2"}, {ID: "20261205T091500-b3"}, {ID: "p1"}, {ID: "p10"},
+	}
+	for i := range points {
+		points[i].Created = created.Add(time.Duration(i) * 15 * time.Minute)
+	}
+	tests := []struct {
+		name, arg, want, err string
+	}{
+		{name: "whole id", arg: "20261205T091500-b2", want: "20261205T091500-b2"},
+		{name: "unambiguous start", arg: "20261205T09000", want: "20261205T090000-a1"},
+		{name: "id that starts another", arg: "p1", want: "p1"},
+		{name: "ambiguous start", arg: "20261205T0915", err: `restore point "20261205T0915" is ambiguous: it starts 20261205T091500-b2, 20261205T091500-b3`},
+		{name: "none", arg: "x", err: `no restore point "x"; the points are, oldest first: 20261205T090000-a1 (2026-12-05 09:00:00), 20261205T091500-b2 (2026-12-05 09:15:00)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := matchPoint(points, tt.arg)
+			if got != tt.want || (err == nil) != (tt.err == "") || err != nil && !strings.HasPrefix(err.Error(), tt.err) {
+				t.Fatalf("matchPoint(%q) = %q, %v; want %q, %q", tt.arg, got, err, tt.want, tt.err)
+			}
+		})
+	}
+	if _, err := matchPoint(nil, "p1"); err == nil || !strings.Contains(err.Error(), "there are no restore points") {
+		t.Fatalf("no points: %v", err)
 	}
 }

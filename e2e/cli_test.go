@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -66,5 +67,41 @@ func TestInterruptedRun(t *testing.T) {
 	l.writeConfig(string(hcl))
 	if s := l.run(); s.code != 0 || len(l.points("web-01")) != 1 {
 		t.Fatalf("the run after the interrupted one: exit %d\n%s", s.code, s.stderr)
+	}
+}
+
+// TestFailoverPointPrefix: `ferry points` names its size column for what
+// it is; `failover --point` takes the start of an id
+// when it fits one point, and an id that fits none gets the list of the
+// VM's points.
+func TestFailoverPointPrefix(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"1MiB"}})
+	l.write("web-01", 0, 0, 64<<10)
+	l.run()
+	l.write("web-01", 0, 0, 64<<10)
+	l.run()
+	points := l.points("web-01")
+	if len(points) != 2 {
+		t.Fatalf("%d points, want 2", len(points))
+	}
+	// The size column says what it measures.
+	if r := ferry(t, l.cfg, "points", "e2e"); r.code != 0 || !regexp.MustCompile(`(?m)^ID +VM +CREATED +OWN SIZE +SESSION$`).MatchString(r.stdout) {
+		t.Fatalf("ferry points: %s", r)
+	}
+	r := ferry(t, l.cfg, "failover", "e2e", "web-01", "--point", "no-such-point")
+	if r.code != 2 || !strings.Contains(r.stderr, `no restore point "no-such-point"`) ||
+		!strings.Contains(r.stderr, points[0].ID) || !strings.Contains(r.stderr, points[1].ID) {
+		t.Fatalf("failover to a point that is not there: %s", r)
+	}
+	// The shortest start of the older id that no other id has.
+	first, other := points[0].ID, points[1].ID
+	n := 1
+	for n < len(first) && strings.HasPrefix(other, first[:n]) {
+		n++
+	}
+	r = ferry(t, l.cfg, "failover", "e2e", "web-01", "--point", first[:n])
+	if r.code != 0 || !strings.Contains(r.stdout, "(restore point "+first+")") {
+		t.Fatalf("failover --point %s (of %s): %s", first[:n], first, r)
 	}
 }
