@@ -79,6 +79,11 @@ func runRun(e *env, args []string) error {
 	failed := false
 	for _, name := range fs.Args() {
 		job, _ := w.job(name)
+		if job.Selects() {
+			p.expect(0) // the selectors pick the VMs when it runs
+		} else {
+			p.expect(len(job.VMs))
+		}
 		start := time.Now()
 		sess, err := eng.Run(ctx, job)
 		if ctx.Err() != nil {

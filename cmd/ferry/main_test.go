@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/engine"
@@ -188,5 +191,80 @@ func TestMatchPoint(t *testing.T) {
 	}
 	if _, err := matchPoint(nil, "p1"); err == nil || !strings.Contains(err.Error(), "there are no restore points") {
 		t.Fatalf("no points: %v", err)
+	}
+}
+
+// redrawn is where the live lines are cleared to be drawn again: the
+// cursor moves up over them and the screen is cleared below.
+var redrawn = regexp.MustCompile(`\x1b\[([0-9]+)A\x1b\[J`)
+
+// TestLiveProgressFitsTheTerminal: on a terminal, every live line is cut
+// to the terminal's width (a wrapped line would leave a stale row at each
+// redraw), and a line for the whole session says which VM of how many,
+// the bytes and the time left.
+func TestLiveProgressFitsTheTerminal(t *testing.T) {
+	t.Parallel()
+	for _, width := range []int{40, 80, 200} {
+		t.Run(fmt.Sprint(width), func(t *testing.T) {
+			t.Parallel()
+			var b bytes.Buffer
+			p := newProgress(&b)
+			p.tty, p.width = true, func() int { return width }
+			p.expect(2)
+			start := time.Now().Add(-10 * time.Second)
+			for _, ev := range []engine.Event{
+				{Kind: engine.SessionStarted, Job: "web", Session: "s1", Time: start},
+				{Kind: engine.VMStarted, VM: "a-virtual-machine-with-a-long-name-01"},
+				{Kind: engine.DiskStarted, VM: "a-virtual-machine-with-a-long-name-01", Disk: 0, Mode: "change-tracking", Total: 400 << 20, Time: start},
+				{Kind: engine.DiskProgress, VM: "a-virtual-machine-with-a-long-name-01", Disk: 0, Done: 100 << 20},
+			} {
+				p.event(ev)
+			}
+			// Draw twice, as the next progress events would: the second
+			// time moves up over the rows of the first and draws again.
+			p.mu.Lock()
+			p.redraw()
+			p.redraw()
+			p.mu.Unlock()
+			m := redrawn.FindAllStringSubmatchIndex(b.String(), -1)
+			if m == nil {
+				t.Fatalf("no redraw:\n%q", b.String())
+			}
+			last := m[len(m)-1]
+			up, _ := strconv.Atoi(b.String()[last[2]:last[3]])
+			lines := strings.Split(strings.TrimSuffix(b.String()[last[1]:], "\n"), "\n")
+			if up != len(lines) {
+				t.Errorf("moved up %d rows over %d lines", up, len(lines))
+			}
+			var overall string
+			for _, line := range lines {
+				if n := utf8.RuneCountInString(line); n >= width {
+					t.Errorf("a line of %d characters on a terminal of %d:\n%s", n, width, line)
+				}
+				if strings.HasPrefix(line, "  all: ") {
+					overall = line
+				}
+			}
+			want := "  all: VM 1 of 2, 100.0 MiB of 400.0 MiB checked, 10.0 MiB/s, ETA 1m10s"
+			if overall != cut(want, width-1) {
+				t.Errorf("the session's line is %q, want %q", overall, cut(want, width-1))
+			}
+		})
+	}
+}
+
+// TestTerminalWidth: without a terminal to ask, $COLUMNS, else 80.
+func TestTerminalWidth(t *testing.T) {
+	t.Setenv("COLUMNS", "52")
+	if got := terminalWidth(&bytes.Buffer{}); got != 52 {
+		t.Errorf("with COLUMNS=52: %d", got)
+	}
+	t.Setenv("COLUMNS", "")
+	if got := terminalWidth(newOutput(&bytes.Buffer{})); got != 80 {
+		t.Errorf("without COLUMNS: %d", got)
+	}
+	// ferry's buffered standard output is a terminal when its file is.
+	if f := file(newOutput(os.Stderr)); f != os.Stderr {
+		t.Errorf("the file beneath ferry's output is %v", f)
 	}
 }

@@ -5,29 +5,57 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ferry-dr/ferry/core/engine"
 )
 
-// isTerminal reports whether w is a character device (a terminal).
+// file is the file w writes to: w itself, or what ferry's buffered
+// standard output writes to.
+func file(w io.Writer) *os.File {
+	if o, ok := w.(*output); ok {
+		w = o.w
+	}
+	f, _ := w.(*os.File)
+	return f
+}
+
+// isTerminal reports whether w writes to a character device (a terminal).
 func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
+	f := file(w)
+	if f == nil {
 		return false
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
+// terminalWidth is the number of columns of the terminal w writes to; when
+// that cannot be asked, $COLUMNS, and else 80.
+func terminalWidth(w io.Writer) int {
+	if f := file(w); f != nil {
+		if n := columns(f); n > 0 {
+			return n
+		}
+	}
+	if n, err := strconv.Atoi(os.Getenv("COLUMNS")); err == nil && n > 0 {
+		return n
+	}
+	return 80
+}
+
 // progress renders engine events: on a terminal, a live line per disk
-// being copied (percent, rate, time left) under the lines of what
-// finished; elsewhere plain lines at each step and every quarter of a disk.
+// being copied (percent, rate, time left) and one for the whole session,
+// under the lines of what finished; elsewhere plain lines at each step and
+// every quarter of a disk.
 type progress struct {
 	w     io.Writer
 	tty   bool
+	width func() int // the terminal's columns, asked at each redraw
 	mu    sync.Mutex
 	live  map[string]*diskLine // by "vm/disk"
 	drawn int                  // live lines on screen
@@ -35,6 +63,17 @@ type progress struct {
 	// interrupted reports whether the run was stopped by a signal; its
 	// failures are then the interruption, not errors to show.
 	interrupted func() bool
+	vms         int // the VMs of the next session's job; 0 when selectors pick them
+	sess        overall
+}
+
+// overall is the session as a whole, for its live line.
+type overall struct {
+	vms      int // 0: not known before the run
+	started  time.Time
+	vmsBegun int
+	finished int64 // bytes of the disks finished
+	known    int64 // bytes of the disks started so far
 }
 
 type diskLine struct {
@@ -48,7 +87,15 @@ type diskLine struct {
 }
 
 func newProgress(w io.Writer) *progress {
-	return &progress{w: w, tty: isTerminal(w), live: map[string]*diskLine{}}
+	return &progress{w: w, tty: isTerminal(w), width: func() int { return terminalWidth(w) }, live: map[string]*diskLine{}}
+}
+
+// expect says how many VMs the next session replicates (0: not known
+// before it runs).
+func (p *progress) expect(vms int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.vms = vms
 }
 
 func (p *progress) event(ev engine.Event) {
@@ -59,10 +106,13 @@ func (p *progress) event(ev engine.Event) {
 	key := fmt.Sprintf("%s/%d", ev.VM, ev.Disk)
 	switch ev.Kind {
 	case engine.SessionStarted:
+		p.sess = overall{vms: p.vms, started: ev.Time}
 		p.print("job %s: session %s started", ev.Job, ev.Session)
 	case engine.VMStarted:
+		p.sess.vmsBegun++
 		p.print("  %s: snapshot and replicate", ev.VM)
 	case engine.DiskStarted:
+		p.sess.known += ev.Total
 		p.live[key] = &diskLine{vm: ev.VM, disk: ev.Disk, mode: string(ev.Mode), total: ev.Total, started: ev.Time}
 		if !p.tty {
 			p.print("  %s disk %d: %s, %s to check", ev.VM, ev.Disk, ev.Mode, size(ev.Total))
@@ -86,6 +136,9 @@ func (p *progress) event(ev engine.Event) {
 	case engine.DiskFinished:
 		l := p.live[key]
 		delete(p.live, key)
+		if l != nil {
+			p.sess.finished += l.total
+		}
 		if ev.Err != nil && p.stopped() {
 			p.print("  %s disk %d: interrupted", ev.VM, ev.Disk)
 			return
@@ -144,6 +197,9 @@ func (p *progress) clearLive() {
 	}
 }
 
+// redraw draws the live lines, each cut to the terminal's width: a line
+// that wrapped would take two rows, and clearLive, counting one, would
+// leave a stale row at every redraw.
 func (p *progress) redraw() {
 	p.clearLive()
 	keys := make([]string, 0, len(p.live))
@@ -151,12 +207,32 @@ func (p *progress) redraw() {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	now := time.Now()
+	lines := make([]string, 0, len(keys)+1)
 	for _, k := range keys {
-		l := p.live[k]
-		fmt.Fprintln(p.w, l.render(time.Now()))
+		lines = append(lines, p.live[k].render(now))
 	}
-	p.drawn = len(keys)
-	p.last = time.Now()
+	if len(keys) > 0 {
+		lines = append(lines, p.sess.render(now, p.live))
+	}
+	width := 80
+	if p.width != nil {
+		width = p.width()
+	}
+	for _, line := range lines {
+		// One column short of the width: some terminals wrap at the last.
+		fmt.Fprintln(p.w, cut(line, width-1))
+	}
+	p.drawn = len(lines)
+	p.last = now
+}
+
+// cut shortens s to at most n characters.
+func cut(s string, n int) string {
+	if n < 1 || utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n])
 }
 
 func (l *diskLine) render(now time.Time) string {
@@ -175,6 +251,39 @@ func (l *diskLine) render(now time.Time) string {
 	}
 	bar := strings.Repeat("#", int(pct/5)) + strings.Repeat(".", 20-int(pct/5))
 	return fmt.Sprintf("  %s disk %d [%s] %5.1f%% %s %s %s", l.vm, l.disk, bar, pct, l.mode, rate, eta)
+}
+
+// render is the session's line: which VM of how many, the bytes checked of
+// those known, the rate since the session started and the time left. The
+// bytes of the VMs not begun are guessed from those begun; when the job's
+// selectors pick its VMs, their number is not known and there is no ETA.
+func (s *overall) render(now time.Time, live map[string]*diskLine) string {
+	done := s.finished
+	for _, l := range live {
+		done += l.done
+	}
+	line := fmt.Sprintf("  all: VM %d", s.vmsBegun)
+	if s.vms > 0 {
+		line += fmt.Sprintf(" of %d", s.vms)
+	}
+	line += fmt.Sprintf(", %s of %s checked", size(done), size(s.known))
+	elapsed := now.Sub(s.started).Seconds()
+	if elapsed <= 0.2 || done <= 0 {
+		return line
+	}
+	bps := float64(done) / elapsed
+	line += ", " + size(int64(bps)) + "/s"
+	if s.vms == 0 || s.vmsBegun == 0 {
+		return line
+	}
+	total := float64(s.known)
+	if s.vmsBegun < s.vms {
+		total = total * float64(s.vms) / float64(s.vmsBegun)
+	}
+	if left := (total - float64(done)) / bps; left >= 0 {
+		line += ", ETA " + time.Duration(left*float64(time.Second)).Round(time.Second).String()
+	}
+	return line
 }
 
 // size renders a byte count for people.

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // catchSIGPIPE keeps a write to a closed standard output from killing
@@ -19,3 +21,12 @@ func catchSIGPIPE() {
 }
 
 func brokenPipe(err error) bool { return errors.Is(err, syscall.EPIPE) }
+
+// columns is the width of the terminal f is, or 0 when it is none.
+func columns(f *os.File) int {
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil {
+		return 0
+	}
+	return int(ws.Col)
+}
