@@ -78,6 +78,9 @@ func runRun(e *env, args []string) error {
 	eng.Events = events
 	failed := false
 	for _, name := range fs.Args() {
+		if ctx.Err() != nil {
+			return interrupted // before the next job
+		}
 		job, _ := w.job(name)
 		if job.Selects() {
 			p.expect(0) // the selectors pick the VMs when it runs
@@ -86,9 +89,10 @@ func runRun(e *env, args []string) error {
 		}
 		start := time.Now()
 		sess, err := eng.Run(ctx, job)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && (err != nil || sess == nil || sess.Result == catalog.ResultFailed) {
 			// What failed, failed because of the signal: no error to
-			// show but what the interruption means.
+			// show but what the interruption means. (A session that
+			// finished before the signal reads as usual.)
 			if *asJSON && sess != nil {
 				enc := json.NewEncoder(e.stdout)
 				enc.SetIndent("", "  ")
