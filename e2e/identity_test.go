@@ -45,6 +45,9 @@ func TestReplicaIdentityEndToEnd(t *testing.T) {
 	if n := len(l.points("web-01")); n != 1 {
 		t.Fatalf("ferry points lists %d points, want the new replica's one", n)
 	}
+	if p := ferry(t, l.cfg, "points", "e2e"); !strings.Contains(p.stdout, "gone: replica web-01_replica") || !strings.Contains(p.stdout, "with 1 restore point,") {
+		t.Fatalf("ferry points does not list the gone replica:\n%s", p)
+	}
 
 	// The repository is put back from a copy taken before a run; at the
 	// source the blocks that run changed go back to what they were.

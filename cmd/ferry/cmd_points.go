@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -18,7 +19,9 @@ func init() {
 Each point shows its id (to pass to 'ferry failover --point', whole or
 enough of its start to name one point), the VM, when it was taken, and
 OWN SIZE: the storage the point holds on its own, not counting the data it
-shares with other points.`,
+shares with other points; CONSISTENCY: application when the guest was
+quiesced for it, crash when not. Replicas the target no longer had (deleted
+or replaced) are listed after, as gone, with their points' count.`,
 		usage: "ferry [--config DIR] points [--json] JOB [VM]",
 		run:   runPoints,
 	})
@@ -60,16 +63,31 @@ func runPoints(e *env, args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(points)
 	}
-	if len(points) == 0 {
+	gone, err := w.cat.GoneReplicas(job.Name)
+	if err != nil {
+		return err
+	}
+	gone = slices.DeleteFunc(gone, func(g catalog.GoneReplica) bool { return vm != "" && g.Replica.VM != vm })
+	if len(points) == 0 && len(gone) == 0 {
 		fmt.Fprintf(e.stdout, "job %s has no restore points yet; run 'ferry run %s'\n", job.Name, job.Name)
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tVM\tCREATED\tOWN SIZE\tSESSION")
-	for _, p := range points {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.ID, p.VM, p.Created.Local().Format(time.DateTime), size(p.Size), p.Session)
+	if len(points) > 0 {
+		fmt.Fprintln(tw, "ID\tVM\tCREATED\tOWN SIZE\tCONSISTENCY\tSESSION")
+		for _, p := range points {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.VM, p.Created.Local().Format(time.DateTime), size(p.Size), orDash(p.Consistency), p.Session)
+		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Replicas the target no longer had: their points are gone with them.
+	for _, g := range gone {
+		fmt.Fprintf(e.stdout, "gone: replica %s (id %s) of %s, with %s, since %s: %s\n",
+			g.Replica.ReplicaName, g.Replica.ReplicaID, g.Replica.VM, count(len(g.Points), "restore point"), g.Gone.Local().Format(time.DateTime), g.Why)
+	}
+	return nil
 }
 
 func contains(list []string, s string) bool {

@@ -121,9 +121,17 @@ func runRun(e *env, args []string) error {
 			continue
 		}
 		t := sess.Totals()
-		fmt.Fprintf(out, "job %s: %s in %s: %d VMs (%d failed), %s checked, %s read, %s sent, %s written\n",
-			name, sess.Result, time.Since(start).Round(time.Millisecond), t.VMs, t.Failed,
+		var also string
+		if t.Skipped > 0 {
+			also += fmt.Sprintf(", %d skipped", t.Skipped)
+		}
+		fmt.Fprintf(out, "job %s: %s in %s: %d VMs (%d failed%s), %s checked, %s read, %s sent, %s written",
+			name, sess.Result, time.Since(start).Round(time.Millisecond), t.VMs, t.Failed, also,
 			size(t.Size), size(t.BytesRead), size(t.BytesSent), size(t.BytesWritten))
+		if t.DigestDisks > 0 {
+			fmt.Fprintf(out, "; %d of %d disks compared by digests (read whole)", t.DigestDisks, t.Disks)
+		}
+		fmt.Fprintln(out)
 	}
 	if failed {
 		return &exitError{code: exitFailure}

@@ -103,6 +103,8 @@ func TestPlainProgress(t *testing.T) {
 		{Kind: engine.DiskProgress, VM: "web-01", Disk: 0, Done: 310},
 		{Kind: engine.DiskFinished, VM: "web-01", Disk: 0, Mode: "full", Total: 400, Time: now.Add(time.Second)},
 		{Kind: engine.VMFinished, VM: "web-01"},
+		{Kind: engine.VMFinished, VM: "db-01", Result: catalog.ResultSkipped, Message: "replica is failed over"},
+		{Kind: engine.VMFinished, VM: "app-01", Result: catalog.ResultWarning, Message: "disk 1 is independent"},
 	} {
 		p.event(ev)
 	}
@@ -113,6 +115,8 @@ func TestPlainProgress(t *testing.T) {
   web-01 disk 0: 75%
   web-01 disk 0: done (full, 400 B in 1s)
   web-01: restore point created
+  db-01: skipped: replica is failed over
+  app-01: restore point created, with a warning: disk 1 is independent
 `
 	if b.String() != want {
 		t.Fatalf("progress:\n%s\nwant:\n%s", b.String(), want)

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/engine"
 )
 
@@ -158,6 +159,10 @@ func (p *progress) event(ev engine.Event) {
 			p.print("  %s: interrupted; no new restore point", ev.VM)
 		case ev.Err != nil:
 			p.print("  %s: FAILED: %v", ev.VM, ev.Err)
+		case ev.Result == catalog.ResultSkipped:
+			p.print("  %s: skipped: %s", ev.VM, ev.Message)
+		case ev.Result == catalog.ResultWarning:
+			p.print("  %s: restore point created, with a warning: %s", ev.VM, ev.Message)
 		default:
 			p.print("  %s: restore point created", ev.VM)
 		}

@@ -91,7 +91,9 @@ type Event struct {
 	Total   int64 // bytes of the disk range to handle
 	Message string
 	Err     error
-	Time    time.Time
+	// Result is a VM's result, in VMFinished events.
+	Result catalog.Result
+	Time   time.Time
 }
 
 func (e *Engine) now() time.Time {

@@ -121,7 +121,7 @@ func (r *run) vm(ctx context.Context, name string) catalog.VMResult {
 	} else if res.Result == catalog.ResultRunning {
 		res.Result = catalog.ResultSuccess
 	}
-	r.e.emit(Event{Kind: VMFinished, Session: r.sess.ID, Job: r.job.Name, VM: name, Err: err})
+	r.e.emit(Event{Kind: VMFinished, Session: r.sess.ID, Job: r.job.Name, VM: name, Err: err, Result: res.Result, Message: res.Error})
 	return res
 }
 
