@@ -2,11 +2,16 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/ferry-dr/ferry/core/pluginhost"
 )
 
 // TestReplicaIdentityEndToEnd drives the real binaries through what issue
@@ -118,5 +123,37 @@ func cp(t *testing.T, from, to string) {
 	t.Helper()
 	if out, err := exec.Command("cp", "-a", from, to).CombinedOutput(); err != nil {
 		t.Fatalf("cp -a %s %s: %v\n%s", from, to, err, out)
+	}
+}
+
+// TestFailoverStateFollowsTheTarget: the target finished a change the
+// catalog did not see (an undo completed behind ferry's back, as the local
+// target does for an undo a kill cut short); a refused failover command
+// brings the catalog in line, and runs go on.
+func TestFailoverStateFollowsTheTarget(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 3, vmSpec{name: "app-01", disks: []string{"4MiB"}, nic: "prod-net=10.1.0.12/24"})
+	l.write("app-01", 0, 0, mib)
+	if s := l.run(); s.code != 0 {
+		t.Fatalf("run: %s", s.stderr)
+	}
+	if r := ferry(t, l.cfg, "failover", "e2e", "app-01"); r.code != 0 {
+		t.Fatalf("failover: %s", r)
+	}
+	h := pluginhost.New(pluginhost.Options{Dirs: []string{bin}})
+	defer h.Close()
+	tgt, _, err := h.Target(context.Background(), "local", cty.ObjectVal(map[string]cty.Value{"path": cty.StringVal(l.dr)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tgt.UndoFailover(context.Background(), "app-01_replica"); err != nil {
+		t.Fatal(err)
+	}
+	r := ferry(t, l.cfg, "failover", "commit", "e2e", "app-01")
+	if r.code == 0 || !strings.Contains(r.stderr, "the catalog now says so too") {
+		t.Fatalf("commit of a replica the target has ready: %s", r)
+	}
+	if s := l.run(); s.code != 0 || s.vm("app-01").Result != "success" {
+		t.Fatalf("run after the catalog followed the target: %+v\n%s", s.VMs, s.stderr)
 	}
 }

@@ -101,7 +101,17 @@ func runFailover(e *env, args []string) error {
 		r, err = tgt.CommitFailover(ctx, rec.ReplicaID)
 	}
 	if err != nil {
-		return fmt.Errorf("job %q vm %q: failover %s: %w", job.Name, vm, action, err)
+		err = fmt.Errorf("job %q vm %q: failover %s: %w", job.Name, vm, action, err)
+		// The target may have finished an interrupted change on the way
+		// (an undo a kill cut short): the catalog follows what it says.
+		if cur, gerr := tgt.GetReplica(ctx, rec.ReplicaID); gerr == nil && (cur.State != rec.State || cur.FailoverPoint != rec.FailoverPoint) {
+			was := rec.State
+			rec.State, rec.FailoverPoint, rec.Updated = cur.State, cur.FailoverPoint, time.Now().UTC()
+			if perr := w.cat.PutReplica(rec); perr == nil {
+				err = fmt.Errorf("%w; the target has the replica %s (the catalog said %s), and the catalog now says so too", err, cur.State, was)
+			}
+		}
+		return err
 	}
 	rec.State, rec.FailoverPoint, rec.Updated = r.State, r.FailoverPoint, time.Now().UTC()
 	if err := w.cat.PutReplica(rec); err != nil {
