@@ -82,7 +82,7 @@ func TestDigestComparisonIsSaidAndCounted(t *testing.T) {
 		t.Fatalf("modes %s, %d digest disks counted", modes(s), s.Totals().DigestDisks)
 	}
 	all := notices()
-	for _, want := range []string{"disk 0: compared by digests, reading all 8.0 MiB: the source does not track changes", "disk 1: compared by digests"} {
+	for _, want := range []string{"disk 0: compared by digests, reading all 8 MiB: the source does not track changes", "disk 1: compared by digests"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no notice says %q: %q", want, all)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/datamover"
+	"github.com/ferry-dr/ferry/core/plan"
 	"github.com/ferry-dr/ferry/core/replicameta"
 	"github.com/ferry-dr/ferry/core/retention"
 	"github.com/ferry-dr/ferry/scheduler"
@@ -405,20 +406,6 @@ func consistency(quiesced bool) string {
 	return catalog.ConsistencyCrash
 }
 
-// humanBytes renders a byte count for messages.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
-}
-
 // joinMessage adds msg to the messages in s.
 func joinMessage(s, msg string) string {
 	if s == "" {
@@ -612,7 +599,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		case d.ChangeID == "":
 			why = "the source does not track its changes now (tracking is switched off)"
 		}
-		r.notice(name, "disk %d: compared by digests, reading all %s: %s", d.Index, humanBytes(d.Capacity), why)
+		r.notice(name, "disk %d: compared by digests, reading all %s: %s", d.Index, plan.Human(d.Capacity), why)
 	}
 	if req.Changed == nil {
 		var alloc []sdk.Extent

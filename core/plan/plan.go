@@ -161,7 +161,7 @@ func Make(in Inputs) Plan {
 				what = " (new in " + strings.Join(by, ", ") + ")"
 			}
 			add(Create, name, -1, "create replica %s on %s%s: %s, %s; the first run copies every allocated block",
-				job.ReplicaName(name, vm.Name), job.Target.Address(), what, plural(len(vm.Disks), "disk"), human(total))
+				job.ReplicaName(name, vm.Name), job.Target.Address(), what, plural(len(vm.Disks), "disk"), Human(total))
 			continue
 		}
 		switch rec.State {
@@ -181,13 +181,13 @@ func Make(in Inputs) Plan {
 			was, known := old[d.Index]
 			switch {
 			case !known:
-				add(Create, name, d.Index, "new disk of %s on the replica; its first copy reads every allocated block", human(d.Capacity))
+				add(Create, name, d.Index, "new disk of %s on the replica; its first copy reads every allocated block", Human(d.Capacity))
 				changed = true
 			case d.Capacity > was:
-				add(Update, name, d.Index, "grows from %s to %s; earlier restore points keep their size", human(was), human(d.Capacity))
+				add(Update, name, d.Index, "grows from %s to %s; earlier restore points keep their size", Human(was), Human(d.Capacity))
 				changed = true
 			case d.Capacity < was:
-				add(Warn, name, d.Index, "shrank from %s to %s at the source; replica disks never shrink", human(was), human(d.Capacity))
+				add(Warn, name, d.Index, "shrank from %s to %s at the source; replica disks never shrink", Human(was), Human(d.Capacity))
 				changed = true
 			}
 		}
@@ -349,9 +349,9 @@ func digestDisks(caps *sdk.Capabilities, vm *sdk.VM, points []Point) string {
 		switch {
 		case d.Independent:
 		case !caps.ChangeTracking:
-			out = append(out, fmt.Sprintf("disk %d by digest comparison (the source does not track changes): reads all %s", d.Index, human(d.Capacity)))
+			out = append(out, fmt.Sprintf("disk %d by digest comparison (the source does not track changes): reads all %s", d.Index, Human(d.Capacity)))
 		case ids[d.Index] == "":
-			out = append(out, fmt.Sprintf("disk %d by digest comparison (its newest restore point has no change id: tracking was off): reads all %s", d.Index, human(d.Capacity)))
+			out = append(out, fmt.Sprintf("disk %d by digest comparison (its newest restore point has no change id: tracking was off): reads all %s", d.Index, Human(d.Capacity)))
 		}
 	}
 	if len(out) == 0 {
@@ -367,8 +367,9 @@ func plural(n int, noun string) string {
 	return fmt.Sprintf("%d %ss", n, noun)
 }
 
-// human renders a byte count.
-func human(n int64) string {
+// Human renders a byte count as plans and sessions say it: "8 GiB",
+// "1.5 MiB", "512 B".
+func Human(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
