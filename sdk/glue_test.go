@@ -234,7 +234,7 @@ func TestInfoCarriesSchemaAndCapabilities(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Name != "glue" || info.ProtocolMajor != sdk.ProtocolMajor || len(info.Components) != 3 {
+	if info.Name != "glue" || info.ProtocolMajor != sdk.ProtocolMajor || len(info.Components) != 4 {
 		t.Fatalf("info = %+v", info)
 	}
 	comp, ok := info.Component(sdk.KindSource, "glue")
