@@ -86,7 +86,7 @@ func TestFailoverPointPrefix(t *testing.T) {
 		t.Fatalf("%d points, want 2", len(points))
 	}
 	// The size column says what it measures.
-	if r := ferry(t, l.cfg, "points", "e2e"); r.code != 0 || !regexp.MustCompile(`(?m)^ID +VM +CREATED +OWN SIZE +SESSION$`).MatchString(r.stdout) {
+	if r := ferry(t, l.cfg, "points", "e2e"); r.code != 0 || !regexp.MustCompile(`(?m)^ID +VM +CREATED +OWN SIZE +CONSISTENCY +SESSION$`).MatchString(r.stdout) {
 		t.Fatalf("ferry points: %s", r)
 	}
 	r := ferry(t, l.cfg, "failover", "e2e", "web-01", "--point", "no-such-point")

@@ -369,9 +369,10 @@ func TestVSphereEndToEnd(t *testing.T) {
 	}
 	sameBytes(t, "failed-over db-01 disk 0", l.dr.Disk(t, "db-01_replica", 0), states[1]["db-01"][0])
 
-	// A run skips the failed-over VM and goes on with the other.
+	// A run skips the failed-over VM, without failing, and goes on with
+	// the other.
 	s := l.run()
-	if s.code != 1 || s.vm("web-01").Result != "success" || !strings.Contains(s.vm("db-01").Error, "failed_over") {
+	if s.code != 0 || s.vm("web-01").Result != "success" || s.vm("db-01").Result != "skipped" || !strings.Contains(s.vm("db-01").Error, "is failed over") {
 		t.Fatalf("run during a failover: exit %d, %+v", s.code, s.VMs)
 	}
 
