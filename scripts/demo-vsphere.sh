@@ -44,11 +44,21 @@ for d in 0 1; do
   grep -q "web-01 disk $d: done (change-tracking" <<<"$out" || fail "web-01 disk $d was not copied with changed block tracking"
 done
 grep -q "db-01 disk 0: change-tracking, 0 B to check" <<<"$out" || fail "db-01 did not change, yet ferry looked at some of it"
+# What crosses is at most what change tracking named (the run reads only
+# that): blocks whose stored digests are still loading when they are read
+# are sent without comparison, so how much of it crosses varies with
+# timing; never more, and never the disks.
 sent=$(sed -n 's/.*, \([0-9.]* [KMG]*i*B\) sent,.*/\1/p' <<<"$out")
-case "$sent" in
-  *" B" | *" KiB") echo "OK: $sent sent for a few hundred KiB of guest writes, out of 224 MiB of disks" ;;
-  *) fail "the second run sent $sent" ;;
-esac
+read=$(sed -n 's/.*, \([0-9.]* [KMG]*i*B\) read,.*/\1/p' <<<"$out")
+bytes() { awk -v s="$1" 'BEGIN { split(s, a, " "); m = 1
+  if (a[2] == "KiB") m = 1024; else if (a[2] == "MiB") m = 1048576; else if (a[2] == "GiB") m = 1073741824
+  printf "%d", a[1] * m }'; }
+if [ -n "$sent" ] && [ -n "$read" ] &&
+  (( $(bytes "$read") < 4 * 1048576 && $(bytes "$sent") <= $(bytes "$read") * 101 / 100 + 65536 )); then
+  echo "OK: $sent sent, at most the $read change tracking named, for a few hundred KiB of guest writes, out of 224 MiB of disks"
+else
+  fail "the second run read $read and sent $sent"
+fi
 show ferry points lab web-01
 
 step "Disaster: fail web-01 over to its replica on dr"
