@@ -58,6 +58,20 @@ func crashVM(i int) string { return fmt.Sprintf("vm-%06d", i) }
 // crashRecords are what transaction i writes: a finished session with
 // VMs and disks and a long error (about 60 KiB, so one transaction spans
 // many pages), a replica, a restore point and the job's state.
+// putRecords writes one session, replica, point and job state.
+func putRecords(tx *Tx, s *Session, r *Replica, p *RestorePoint, j *JobState) error {
+	if err := tx.SaveSession(s); err != nil {
+		return err
+	}
+	if err := tx.PutReplica(r); err != nil {
+		return err
+	}
+	if err := tx.AddRestorePoint(p); err != nil {
+		return err
+	}
+	return tx.PutJobState(j)
+}
+
 func crashRecords(i int) (*Session, *Replica, *RestorePoint, *JobState) {
 	id := fmt.Sprintf("s%06d", i)
 	s := &Session{ID: id, Job: crashJob, Started: crashClock, Ended: crashClock.Add(time.Duration(i) * time.Second),
@@ -97,18 +111,7 @@ func helperWrite() int {
 	}
 	for i := from; ; i++ {
 		s, r, p, j := crashRecords(i)
-		err := c.Update(func(tx *Tx) error {
-			if err := tx.SaveSession(s); err != nil {
-				return err
-			}
-			if err := tx.PutReplica(r); err != nil {
-				return err
-			}
-			if err := tx.AddRestorePoint(p); err != nil {
-				return err
-			}
-			return tx.PutJobState(j)
-		})
+		err := c.Update(func(tx *Tx) error { return putRecords(tx, s, r, p, j) })
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

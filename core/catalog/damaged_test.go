@@ -29,18 +29,7 @@ func damagedCatalog(t *testing.T) []byte {
 	for i := range 6 {
 		s, r, p, j := crashRecords(i)
 		s.Error = s.Error[:200*(i+1)] // records of several sizes: leaves, branches, overflow pages
-		if err := c.Update(func(tx *Tx) error {
-			if err := tx.SaveSession(s); err != nil {
-				return err
-			}
-			if err := tx.PutReplica(r); err != nil {
-				return err
-			}
-			if err := tx.AddRestorePoint(p); err != nil {
-				return err
-			}
-			return tx.PutJobState(j)
-		}); err != nil {
+		if err := c.Update(func(tx *Tx) error { return putRecords(tx, s, r, p, j) }); err != nil {
 			t.Fatal(err)
 		}
 	}

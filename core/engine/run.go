@@ -275,13 +275,15 @@ func (r *run) replica(ctx context.Context, name string, vm *sdk.VM, replicaName 
 	case err != nil:
 		return fail("replica %q on %s: %v", replicaName, job.Target.Address(), err)
 	}
+	var points []sdk.RestorePoint
+	listed := false
 	if !fresh && replica.Owner.IsZero() {
 		// A replica from before owners were recorded: this job's when its
 		// restore points say so (or it has none), and then adopted.
-		points, err := r.tgt.ListRestorePoints(ctx, replica.ID)
-		if err != nil {
+		if points, err = r.tgt.ListRestorePoints(ctx, replica.ID); err != nil {
 			return fail("list restore points of %q: %v", replicaName, err)
 		}
+		listed = true
 		for _, p := range points {
 			if j, v := p.Labels[LabelJob], p.Labels[LabelVM]; j != "" && (j != job.Name || v != name) {
 				return fail("replica %q on %s holds restore point %s of job %q VM %q, not of this job's VM: refusing to write into another job's replica; give one of the jobs another replica_suffix or target",
@@ -325,9 +327,10 @@ func (r *run) replica(ctx context.Context, name string, vm *sdk.VM, replicaName 
 	if replica.State != sdk.ReplicaReady {
 		return fail("replica %q is %s; undo or commit the failover before replicating again", replicaName, replica.State)
 	}
-	points, err := r.tgt.ListRestorePoints(ctx, replica.ID)
-	if err != nil {
-		return fail("list restore points of %q: %v", replicaName, err)
+	if !listed {
+		if points, err = r.tgt.ListRestorePoints(ctx, replica.ID); err != nil {
+			return fail("list restore points of %q: %v", replicaName, err)
+		}
 	}
 	return replica, fresh, points, nil
 }
@@ -590,13 +593,10 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		}
 	}
 	if req.Changed == nil && last != nil {
-		switch {
-		case why != "":
-		case !r.srcCaps.ChangeTracking:
-			why = "the source does not track changes"
-		case changeID == "":
-			why = "the last restore point has no change id for it (tracking was off then, or the disk is new)"
-		case d.ChangeID == "":
+		if why == "" {
+			why = plan.DigestReason(r.srcCaps.ChangeTracking, changeID)
+		}
+		if why == "" && d.ChangeID == "" {
 			why = "the source does not track its changes now (tracking is switched off)"
 		}
 		r.notice(name, "disk %d: compared by digests, reading all %s: %s", d.Index, plan.Human(d.Capacity), why)

@@ -333,6 +333,20 @@ func (p Plan) Write(w io.Writer) {
 	fmt.Fprintf(w, "  Plan: %s.\n", p.Summary())
 }
 
+// DigestReason says why a disk of an incremental run is compared by
+// digests rather than by change tracking, as far as the source's
+// capabilities and the change id of the disk's newest restore point tell;
+// "" when change tracking can be asked. The plan and the run both say it.
+func DigestReason(tracks bool, lastChangeID string) string {
+	switch {
+	case !tracks:
+		return "the source does not track changes"
+	case lastChangeID == "":
+		return "the last restore point has no change id for it (tracking was off then, or the disk is new)"
+	}
+	return ""
+}
+
 // digestDisks says which disks of an incremental run are compared by
 // digests, reading the whole disk, and why: the source does not track
 // changes, or the newest restore point has no change id for the disk.
@@ -346,12 +360,8 @@ func digestDisks(caps *sdk.Capabilities, vm *sdk.VM, points []Point) string {
 	}
 	var out []string
 	for _, d := range vm.Disks {
-		switch {
-		case d.Independent:
-		case !caps.ChangeTracking:
-			out = append(out, fmt.Sprintf("disk %d by digest comparison (the source does not track changes): reads all %s", d.Index, Human(d.Capacity)))
-		case ids[d.Index] == "":
-			out = append(out, fmt.Sprintf("disk %d by digest comparison (its newest restore point has no change id: tracking was off): reads all %s", d.Index, Human(d.Capacity)))
+		if why := DigestReason(caps.ChangeTracking, ids[d.Index]); why != "" && !d.Independent {
+			out = append(out, fmt.Sprintf("disk %d by digest comparison (%s): reads all %s", d.Index, why, Human(d.Capacity)))
 		}
 	}
 	if len(out) == 0 {

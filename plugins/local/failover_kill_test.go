@@ -128,9 +128,7 @@ func failoverFixture(t *testing.T, root string) (*replica, *sdk.VM) {
 	}
 	r := newReplica(t, tgt, "k")
 	rng := testRand(t)
-	for d := range r.disks {
-		r.write(t, d, span{0, randomData(rng, len(r.disks[d]))})
-	}
+	r.fill(t, rng)
 	r.point(t, nil)
 	r.write(t, 0, scatter(rng, int64(len(r.disks[0])), 4)...)
 	r.write(t, 1, scatter(rng, int64(len(r.disks[1])), 2)...)

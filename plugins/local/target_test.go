@@ -52,6 +52,14 @@ func newReplica(t *testing.T, tgt *Target, name string) *replica {
 }
 
 // write writes spans into a disk through one writer and closes it.
+// fill writes random data over every disk of the replica.
+func (r *replica) fill(t *testing.T, rng *rand.Rand) {
+	t.Helper()
+	for d := range r.disks {
+		r.write(t, d, span{0, randomData(rng, len(r.disks[d]))})
+	}
+}
+
 func (r *replica) write(t *testing.T, disk int, spans ...span) {
 	t.Helper()
 	w, err := r.t.OpenReplicaDisk(context.Background(), r.name, disk, 0)
@@ -163,9 +171,7 @@ func TestRestorePoints(t *testing.T) {
 	}
 	r := newReplica(t, tgt, "web")
 	rng := testRand(t)
-	for d := range r.disks {
-		r.write(t, d, span{0, randomData(rng, len(r.disks[d]))})
-	}
+	r.fill(t, rng)
 	first := r.point(t, map[string]string{"job": "nightly", "run": "1"})
 	for i := range 4 {
 		for d := range r.disks {
@@ -499,9 +505,7 @@ func TestFailover(t *testing.T) {
 	tgt, _ := NewTarget(root)
 	r := newReplica(t, tgt, "fo")
 	rng := testRand(t)
-	for d := range r.disks {
-		r.write(t, d, span{0, randomData(rng, len(r.disks[d]))})
-	}
+	r.fill(t, rng)
 	p1 := r.point(t, map[string]string{"k": "v"})
 	r.write(t, 0, scatter(rng, 2<<20, 4)...)
 	r.point(t, nil)
@@ -665,9 +669,7 @@ func TestCommitFailoverMissingDisk(t *testing.T) {
 	tgt, _ := NewTarget(root)
 	r := newReplica(t, tgt, "fo")
 	rng := testRand(t)
-	for d := range r.disks {
-		r.write(t, d, span{0, randomData(rng, len(r.disks[d]))})
-	}
+	r.fill(t, rng)
 	r.point(t, nil)
 	if _, err := tgt.Failover(ctx, sdk.FailoverRequest{Replica: "fo"}); err != nil {
 		t.Fatal(err)
