@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -49,38 +50,40 @@ func (d *memDisk) WriteAt(p []byte, off int64) (int, error) {
 func (d *memDisk) Size() int64  { return int64(len(d.data)) }
 func (d *memDisk) Close() error { return nil }
 
-// memDigests is an in-memory DigestStore. With late set, stored digests
-// are not there when TakeSegments returns without waiting: each arrives
-// when its channel is closed (or right away when there is none).
+// memDigests is an in-memory DigestStore holding every segment's digests
+// whole: a partial update of a segment it does not know is dropped. With
+// late set, stored digests are not there when Take returns without
+// waiting: each arrives when its channel is closed (or right away when
+// there is none).
 type memDigests struct {
 	mu   sync.Mutex
 	segs map[int][]Digest
 	late map[int]chan struct{}
-	// lost makes segments resolve as unknown (damaged), failed with an
-	// error.
+	// lost makes segments resolve as unknown (damaged: they are dropped),
+	// failed with an error.
 	lost   map[int]bool
 	failed map[int]error
 }
 
-func (m *memDigests) TakeSegments(ctx context.Context, segs []int, wait bool) ([]*Pending, error) {
+func (m *memDigests) Take(ctx context.Context, takes []Take, wait bool) ([]*Pending, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]*Pending, len(segs))
-	for k, i := range segs {
-		s, ok := m.segs[i]
+	out := make([]*Pending, len(takes))
+	for k, t := range takes {
+		s, ok := m.segs[t.Seg]
 		if !ok {
 			continue
 		}
-		d := append([]Digest(nil), s...)
-		delete(m.segs, i)
+		var d Stored = Dense(slices.Clone(s))
 		var err error
 		switch {
-		case m.failed[i] != nil:
-			d, err = nil, m.failed[i]
-		case m.lost[i]:
+		case m.failed[t.Seg] != nil:
+			d, err = nil, m.failed[t.Seg]
+		case m.lost[t.Seg]:
 			d = nil
+			delete(m.segs, t.Seg)
 		}
-		arrive, late := m.late[i]
+		arrive, late := m.late[t.Seg]
 		if wait || !late {
 			if err != nil {
 				return nil, err
@@ -98,14 +101,31 @@ func (m *memDigests) TakeSegments(ctx context.Context, segs []int, wait bool) ([
 	return out, nil
 }
 
-func (m *memDigests) PutSegments(ctx context.Context, ds map[int][]Digest) error {
+func (m *memDigests) Put(ctx context.Context, us []Update) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.segs == nil {
 		m.segs = map[int][]Digest{}
 	}
-	for i, d := range ds {
-		m.segs[i] = append([]Digest(nil), d...)
+	zero := digestOf(make([]byte, DefaultBlockSize))
+	for _, u := range us {
+		if u.Handled == nil {
+			m.segs[u.Seg] = slices.Clone(u.Digests)
+			continue
+		}
+		old, ok := m.segs[u.Seg]
+		if !ok {
+			continue // unknown: a partial update cannot describe it
+		}
+		for len(old) < len(u.Digests) {
+			old = append(old, zero) // the disk grew: zeros there
+		}
+		for i := range u.Digests {
+			if u.Has(i) {
+				old[i] = u.Digests[i]
+			}
+		}
+		m.segs[u.Seg] = old
 	}
 	return nil
 }
@@ -190,7 +210,7 @@ func TestFullIncrementalAndChangeTracked(t *testing.T) {
 					nonZero += int64(min(4096, size-pos))
 				}
 			}
-			if st.BytesChanged != nonZero || st.Incomplete {
+			if st.BytesChanged != nonZero {
 				t.Fatalf("full copy changed %d bytes, want the %d non-zero ones; %+v", st.BytesChanged, nonZero, st)
 			}
 
@@ -296,9 +316,6 @@ func TestLateDigests(t *testing.T) {
 	if want := int64(64<<10 + 3*4096); st.BytesChanged != want {
 		t.Fatalf("sent %d changed bytes, want %d (segment 0 whole, 4 KiB of the others)", st.BytesChanged, want)
 	}
-	if st.Incomplete {
-		t.Fatal("late digests left the store incomplete")
-	}
 	// The kept digests describe the replica: nothing is sent next.
 	store.late = nil
 	if st := move(t, Request{Source: src, Size: size, Digests: store, Sink: NewReceiver(dst, size)}, opts); st.BytesSent != 0 {
@@ -317,9 +334,9 @@ func TestLateDigests(t *testing.T) {
 	}
 }
 
-// TestLateDigestsLostOrFailed: stored digests that turn out damaged leave
-// their segment unknown (never guessed); a store that fails to read them
-// fails the move.
+// TestLateDigestsLostOrFailed: stored digests that turn out damaged or
+// fail to load leave their blocks uncompared (sent, never guessed equal);
+// reading everything, a store that fails to read them fails the move.
 func TestLateDigestsLostOrFailed(t *testing.T) {
 	r := rand.New(rand.NewPCG(10, 10))
 	const size = 4 << 20
@@ -328,31 +345,28 @@ func TestLateDigestsLostOrFailed(t *testing.T) {
 	store := &memDigests{}
 	opts := Options{SegmentBlocks: 512}
 	move(t, Request{Source: src, Size: size, Digests: store, TargetZero: true, Sink: NewReceiver(dst, size)}, opts)
-	// A change in each segment.
-	written := []sdk.Extent{{Offset: 8192, Length: 4096}, {Offset: 3 << 20, Length: 4096}}
-	for _, e := range written {
-		randomize(r, src.data[e.Offset:e.End()])
+	// Change tracking names 64 KiB in each segment, of which 4 KiB changed.
+	named := []sdk.Extent{{Offset: 8192, Length: 64 << 10}, {Offset: 3 << 20, Length: 64 << 10}}
+	for _, e := range named {
+		randomize(r, src.data[e.Offset:e.Offset+4096])
 	}
 	never := make(chan struct{})
 	close(never)
 	store.late = map[int]chan struct{}{0: never, 1: never}
 	store.lost = map[int]bool{1: true}
-	st := move(t, Request{Source: src, Size: size, Changed: written, Digests: store, Sink: NewReceiver(dst, size)}, opts)
+	store.failed = map[int]error{0: errors.New("repository unreachable")}
+	st := move(t, Request{Source: src, Size: size, Changed: named, Digests: store, Sink: NewReceiver(dst, size)}, opts)
 	equalDisks(t, dst.data, src.data)
-	if !st.Incomplete {
-		t.Fatal("a segment whose digests were damaged counts as known")
-	}
-	store.mu.Lock()
-	_, kept := store.segs[1]
-	store.mu.Unlock()
-	if kept {
-		t.Fatal("digests were put for a segment whose old digests were lost")
+	// Whatever arrived in time was compared; what did not is sent: never
+	// fewer than the changed blocks, never more than the named ones.
+	if st.BytesChanged < 2*4096 || st.BytesChanged > 2*64<<10 {
+		t.Fatalf("sent %d changed bytes, want between 8 KiB and 128 KiB", st.BytesChanged)
 	}
 
 	store.lost = nil
 	store.segs[1] = make([]Digest, 512) // something to take
 	store.failed = map[int]error{1: errors.New("repository unreachable")}
-	_, err := Move(context.Background(), Request{Source: src, Size: size, Changed: written, Digests: store, Sink: NewReceiver(dst, size)}, opts)
+	_, err := Move(context.Background(), Request{Source: src, Size: size, Digests: store, Sink: NewReceiver(dst, size)}, opts)
 	if err == nil || !strings.Contains(err.Error(), "repository unreachable") {
 		t.Fatalf("a store failing to read digests: %v", err)
 	}
@@ -377,17 +391,72 @@ func (f *firstSend) Send(ctx context.Context, frame []byte) error {
 	return f.Sink.Send(ctx, frame)
 }
 
-func TestChangeTrackingWithUnknownDigestsIsIncomplete(t *testing.T) {
+// A change-tracked run hands the store the digests of exactly the blocks
+// it handled, and whole segments when it read everything.
+func TestUpdatesNameTheBlocksHandled(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 4))
 	const size = 2 << 20
 	src := &memDisk{data: diskLike(r, size)}
 	dst := &memDisk{data: append([]byte(nil), src.data...)}
 	written := scatter(r, src.data, 2)
-	st := move(t, Request{Source: src, Size: size, Changed: written, Digests: &memDigests{}, Sink: NewReceiver(dst, size)}, Options{})
+	store := &recordDigests{}
+	move(t, Request{Source: src, Size: size, Changed: written, Digests: store, Sink: NewReceiver(dst, size)}, Options{SegmentBlocks: 128})
 	equalDisks(t, dst.data, src.data)
-	if !st.Incomplete {
-		t.Fatal("a change-tracked run over unknown digests claims complete digests")
+	want := map[int64]bool{}
+	for _, e := range written {
+		for b := e.Offset / 4096; b*4096 < e.End(); b++ {
+			want[b] = true
+		}
 	}
+	got := map[int64]bool{}
+	for _, u := range store.updates {
+		if u.Handled == nil {
+			t.Fatalf("segment %d handled whole by a change-tracked run", u.Seg)
+		}
+		for i := range u.Digests {
+			if !u.Has(i) {
+				continue
+			}
+			b := int64(u.Seg)*128 + int64(i)
+			got[b] = true
+			if u.Digests[i] != digestOf(src.data[b*4096:(b+1)*4096]) {
+				t.Fatalf("block %d: the digest put is not the block's", b)
+			}
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("updates name %d blocks, the writes %d", len(got), len(want))
+	}
+	store.updates = nil
+	move(t, Request{Source: src, Size: size, Digests: store, Sink: NewReceiver(dst, size)}, Options{SegmentBlocks: 128})
+	if len(store.updates) != 4 {
+		t.Fatalf("a run reading everything put %d segments, want 4", len(store.updates))
+	}
+	for _, u := range store.updates {
+		if u.Handled != nil || len(u.Digests) != 128 {
+			t.Fatalf("segment %d: a run reading everything put part of it", u.Seg)
+		}
+	}
+}
+
+// recordDigests keeps the updates it is given and knows nothing.
+type recordDigests struct {
+	mu      sync.Mutex
+	updates []Update
+}
+
+func (s *recordDigests) Take(ctx context.Context, takes []Take, wait bool) ([]*Pending, error) {
+	return make([]*Pending, len(takes)), nil
+}
+
+func (s *recordDigests) Put(ctx context.Context, us []Update) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, u := range us {
+		u.Digests = slices.Clone(u.Digests)
+		s.updates = append(s.updates, u)
+	}
+	return nil
 }
 
 // flipSink damages one byte of the payload of data frames on the way.
@@ -539,14 +608,18 @@ func (e *eventDigests) event(s string) {
 	e.events = append(e.events, s)
 }
 
-func (e *eventDigests) TakeSegments(ctx context.Context, segs []int, wait bool) ([]*Pending, error) {
+func (e *eventDigests) Take(ctx context.Context, takes []Take, wait bool) ([]*Pending, error) {
+	var segs []int
+	for _, t := range takes {
+		segs = append(segs, t.Seg)
+	}
 	e.event(fmt.Sprintf("take %v", segs))
-	return e.memDigests.TakeSegments(ctx, segs, wait)
+	return e.memDigests.Take(ctx, takes, wait)
 }
 
-func (e *eventDigests) PutSegments(ctx context.Context, ds map[int][]Digest) error {
-	e.event(fmt.Sprintf("put %d", len(ds)))
-	return e.memDigests.PutSegments(ctx, ds)
+func (e *eventDigests) Put(ctx context.Context, us []Update) error {
+	e.event(fmt.Sprintf("put %d", len(us)))
+	return e.memDigests.Put(ctx, us)
 }
 
 // checkGroups checks that the groups were taken in the order given, each

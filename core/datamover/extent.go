@@ -94,3 +94,12 @@ func CoveredBytes(es []sdk.Extent, blockSize int, size int64) int64 {
 	}
 	return n
 }
+
+// extents turns spans back into extents.
+func extents(spans []span) []sdk.Extent {
+	out := make([]sdk.Extent, len(spans))
+	for i, s := range spans {
+		out[i] = sdk.Extent{Offset: s.start, Length: s.end - s.start}
+	}
+	return out
+}

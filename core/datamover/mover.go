@@ -66,35 +66,77 @@ func (o *Options) fill() error {
 	return nil
 }
 
-// DigestStore keeps the digests of the blocks a replica disk holds, one
-// segment of Options.SegmentBlocks blocks at a time (the last may be
-// shorter). The data mover works on a few segments at a time: it takes
-// their digests, writes their blocks, makes the writes durable and puts
-// the new digests, so that the store never describes more than the
-// replica holds.
+// DigestStore keeps the digests of the blocks a replica disk holds, by
+// segment of Options.SegmentBlocks blocks (the last may be shorter). The
+// data mover works on a few segments at a time (a group): it takes them
+// (names the blocks it is about to write), writes their blocks, makes the
+// writes durable and puts the new digests of the blocks it handled, so
+// that the store never describes more than the replica holds.
 type DigestStore interface {
-	// TakeSegments returns the digests of the segments, in their order, a
-	// nil entry where they are not known, and forgets them until they are
-	// put again: their blocks are about to be written. Fewer digests than
-	// a segment has blocks means the disk grew since they were stored: the
-	// replica reads as zeros past them.
+	// Take names the blocks of each segment about to be written: until
+	// they are put, the store no longer describes them. It returns, in
+	// order, what it holds of each segment's digests (nil: nothing).
 	//
-	// With wait, every entry is resolved when the call returns. Without,
-	// stored digests may still be on their way (the data mover reads
-	// meanwhile), and digests that turn out damaged resolve as unknown
-	// (nil) rather than being rebuilt from the replica, which is being
-	// written by then.
-	TakeSegments(ctx context.Context, segs []int, wait bool) ([]*Pending, error)
-	// PutSegments records the new digests of segments whose blocks are
-	// durable on the replica. The slices are not used after the call.
-	PutSegments(ctx context.Context, digests map[int][]Digest) error
+	// With wait (the mover reads whole segments and compares every block)
+	// every entry is resolved when the call returns and describes every
+	// block of a whole take. Without (change tracking named the blocks),
+	// the store loads what it finds worth loading for the blocks named,
+	// possibly in the background: the data mover compares the blocks whose
+	// digests have arrived and sends the others.
+	Take(ctx context.Context, takes []Take, wait bool) ([]*Pending, error)
+	// Put records the new digests of the blocks handled, once they are
+	// durable on the replica. The updates are not used after the call.
+	Put(ctx context.Context, updates []Update) error
 }
+
+// Take is the blocks of one segment about to be written.
+type Take struct {
+	Seg int
+	// Spans are byte ranges of the disk, whole blocks, sorted, merged and
+	// inside the segment.
+	Spans []sdk.Extent
+	// Whole says Spans cover the whole segment.
+	Whole bool
+}
+
+// Update is the new digests of the blocks of one segment the data mover
+// handled.
+type Update struct {
+	Seg int
+	// Digests holds the digest of block i of the segment (counted from its
+	// first block) at i, for every block Handled names.
+	Digests []Digest
+	// Handled has bit i%64 of word i/64 set for every block handled; nil
+	// means every block of the segment was.
+	Handled []uint64
+}
+
+// Has reports whether block i was handled.
+func (u *Update) Has(i int) bool {
+	return u.Handled == nil || u.Handled[i/64]&(1<<(i%64)) != 0
+}
+
+// Stored is what a store knows of one segment's digests.
+type Stored interface {
+	// Blocks is how many blocks the digests cover: past them the replica
+	// reads as zeros (the disk grew since they were stored).
+	Blocks() int
+	// Digest returns the digest of block i (counted from the segment's
+	// first block, i < Blocks) and whether it is known.
+	Digest(i int) (Digest, bool)
+}
+
+// Dense is a segment's digests, every one known.
+type Dense []Digest
+
+func (d Dense) Blocks() int                 { return len(d) }
+func (d Dense) Digest(i int) (Digest, bool) { return d[i], true }
 
 // Pending is the stored digests of one segment, which may still be on
 // their way from the store.
 type Pending struct {
 	done chan struct{}
-	d    []Digest
+	d    Stored
 	err  error
 }
 
@@ -102,7 +144,7 @@ type Pending struct {
 func NewPending() *Pending { return &Pending{done: make(chan struct{})} }
 
 // Known returns digests that are already there; nil d means unknown.
-func Known(d []Digest) *Pending {
+func Known(d Stored) *Pending {
 	p := NewPending()
 	p.Resolve(d, nil)
 	return p
@@ -110,13 +152,13 @@ func Known(d []Digest) *Pending {
 
 // Resolve gives the digests (nil: unknown) or the error that kept them
 // from being read. It is called once.
-func (p *Pending) Resolve(d []Digest, err error) {
+func (p *Pending) Resolve(d Stored, err error) {
 	p.d, p.err = d, err
 	close(p.done)
 }
 
 // Wait waits for the digests; nil means unknown.
-func (p *Pending) Wait(ctx context.Context) ([]Digest, error) {
+func (p *Pending) Wait(ctx context.Context) (Stored, error) {
 	select {
 	case <-p.done:
 		return p.d, p.err
@@ -136,7 +178,7 @@ func (p *Pending) Ready() bool {
 }
 
 // poll returns the digests if they are there, and whether they are.
-func (p *Pending) poll() ([]Digest, bool) {
+func (p *Pending) poll() (Stored, bool) {
 	select {
 	case <-p.done:
 		return p.d, p.err == nil
@@ -195,10 +237,6 @@ type Stats struct {
 	BytesChanged  int64 // disk bytes that differed from the replica (data and zeros)
 	BlocksChanged int64
 	BlocksTotal   int64 // blocks considered
-	// Incomplete says some segment's digests stayed unknown (change
-	// tracking named parts of a segment whose digests were not known), so
-	// the store does not describe the whole disk.
-	Incomplete bool
 }
 
 type counters struct {
@@ -250,10 +288,7 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 		if len(group) == 0 {
 			return nil
 		}
-		next, complete, err := m.moveGroup(ctx, group)
-		if !complete {
-			stats.Incomplete = true
-		}
+		next, err := m.moveGroup(ctx, group)
 		first, last := group[0].seg, group[len(group)-1].seg
 		group, groupBytes = nil, 0
 		if werr := wait(); err == nil {
@@ -305,63 +340,72 @@ func spanBytes(spans []span) int64 {
 }
 
 // moveGroup takes the digests of a group of segments and moves their
-// blocks. It returns the new digests of the segments whose digests are
-// known, and whether all are.
+// blocks. It returns the new digests of the blocks handled.
 //
 // Reading change-tracking extents, the data mover does not wait for
 // stored digests to arrive: what it reads before they do is sent without
 // comparison (change tracking named it, so it most likely changed), and
 // the rest is compared. Reading everything, it waits: comparing is what
 // keeps that from sending the whole disk.
-func (m *mover) moveGroup(ctx context.Context, g []segmentWork) (map[int][]Digest, bool, error) {
+func (m *mover) moveGroup(ctx context.Context, g []segmentWork) ([]Update, error) {
 	prevs := make([]*Pending, len(g))
 	if m.req.Digests != nil {
-		ids := make([]int, len(g))
+		takes := make([]Take, len(g))
 		for k, w := range g {
-			ids[k] = w.seg
+			takes[k] = Take{Seg: w.seg, Spans: extents(w.todo), Whole: len(w.todo) == 1 && w.todo[0] == span{w.lo, w.hi}}
 		}
 		var err error
-		if prevs, err = m.req.Digests.TakeSegments(ctx, ids, m.req.Changed == nil); err != nil {
-			return nil, false, fmt.Errorf("digests of segments %d-%d: %w", ids[0], ids[len(ids)-1], err)
+		if prevs, err = m.req.Digests.Take(ctx, takes, m.req.Changed == nil); err != nil {
+			return nil, fmt.Errorf("digests of segments %d-%d: %w", g[0].seg, g[len(g)-1].seg, err)
 		}
 		if len(prevs) != len(g) {
-			return nil, false, fmt.Errorf("digests of segments %d-%d: %d answers for %d segments", ids[0], ids[len(ids)-1], len(prevs), len(g))
+			return nil, fmt.Errorf("digests of segments %d-%d: %d answers for %d segments", g[0].seg, g[len(g)-1].seg, len(prevs), len(g))
 		}
 	}
-	complete := true
-	next := map[int][]Digest{}
+	next := make([]Update, 0, len(g))
 	for k, w := range g {
-		d, known, err := m.segment(ctx, w, prevs[k])
+		u, err := m.segment(ctx, w, prevs[k])
 		if err != nil {
-			return nil, false, err
+			return nil, err
 		}
-		if known {
-			next[w.seg] = d
-		} else {
-			complete = false
-		}
+		next = append(next, u)
 	}
 	if m.req.Digests == nil {
-		return nil, complete, nil
+		return nil, nil
 	}
-	return next, complete, nil
+	return next, nil
 }
 
 // finishGroup makes the writes so far durable, then stores the new
 // digests of segments first..last.
-func (m *mover) finishGroup(ctx context.Context, first, last int, next map[int][]Digest) error {
+func (m *mover) finishGroup(ctx context.Context, first, last int, next []Update) error {
 	if m.req.Sync != nil {
 		if err := m.req.Sync(ctx); err != nil {
 			return fmt.Errorf("make the writes of segments %d-%d durable: %w", first, last, err)
 		}
 	}
-	if err := m.req.Digests.PutSegments(ctx, next); err != nil {
+	err := m.req.Digests.Put(ctx, next)
+	for _, u := range next {
+		m.digestPool.Put(&u.Digests) // the store is done with them
+	}
+	if err != nil {
 		return fmt.Errorf("digests of segments %d-%d: %w", first, last, err)
 	}
 	return nil
 }
 
+// digests returns room for the new digests of a segment of n blocks,
+// reused from an earlier segment when there is one: a segment's digests
+// are as large as a MiB, and fresh memory costs page faults.
+func (m *mover) digests(n int) []Digest {
+	if p, ok := m.digestPool.Get().(*[]Digest); ok && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]Digest, n, m.opts.SegmentBlocks)
+}
+
 type mover struct {
+	digestPool sync.Pool // of *[]Digest, SegmentBlocks long
 	req        Request
 	opts       Options
 	bs         int64
@@ -399,109 +443,82 @@ func (m *mover) stats(s Stats) Stats {
 }
 
 // segment moves the blocks of one segment whose replica digests are prev
-// (nil: unknown). It returns the segment's new digests and whether they
-// are known.
-func (m *mover) segment(ctx context.Context, w segmentWork, prev *Pending) ([]Digest, bool, error) {
-	lo, hi := w.lo, w.hi
-	n := int((hi - lo + m.bs - 1) / m.bs)
-	st := &segmentState{work: w, lo: lo, prev: prev, next: make([]Digest, n), touched: make([]atomic.Uint64, (n+63)/64)}
+// (nil: unknown) and returns the new digests of the blocks it handled.
+func (m *mover) segment(ctx context.Context, w segmentWork, prev *Pending) (Update, error) {
+	n := int((w.hi - w.lo + m.bs - 1) / m.bs)
+	st := &segmentState{lo: w.lo, hi: w.hi, blocks: n, prev: prev, next: m.digests(n)}
+	whole := len(w.todo) == 1 && w.todo[0] == span{w.lo, w.hi}
+	if !whole {
+		st.touched = make([]atomic.Uint64, (n+63)/64)
+	}
 	// Zero parts need no reading: frame them right here.
 	for _, z := range subtract(w.todo, w.read) {
 		if err := m.zeros(ctx, st, z); err != nil {
-			return nil, false, err
+			return Update{}, err
 		}
 		m.handled(z.end - z.start)
 	}
 	if err := m.readAll(ctx, st, w.read); err != nil {
-		return nil, false, err
+		return Update{}, err
 	}
-	// Blocks this run did not touch keep their stored digests.
-	var old []Digest
-	if prev != nil {
-		var err error
-		if old, err = prev.Wait(ctx); err != nil {
-			return nil, false, fmt.Errorf("digests of segment %d: %w", w.seg, err)
-		}
-		if old != nil {
-			if old, err = m.fitDigests(w, old); err != nil {
-				return nil, false, err
-			}
+	u := Update{Seg: w.seg, Digests: st.next}
+	if !whole {
+		u.Handled = make([]uint64, len(st.touched))
+		for i := range st.touched {
+			u.Handled[i] = st.touched[i].Load()
 		}
 	}
-	if old == nil {
-		whole := len(w.todo) == 1 && w.todo[0] == span{lo, hi}
-		return st.next, whole, nil
-	}
-	for i := range st.next {
-		if !st.wasTouched(i) {
-			st.next[i] = old[i]
-		}
-	}
-	return st.next, true, nil
-}
-
-// fitDigests checks a segment's stored digests against its size and
-// extends them when the disk grew since: the grown replica reads as zeros
-// there.
-func (m *mover) fitDigests(w segmentWork, prev []Digest) ([]Digest, error) {
-	n := int((w.hi - w.lo + m.bs - 1) / m.bs)
-	if len(prev) > n {
-		return nil, fmt.Errorf("digests of segment %d: %d blocks, want %d (disks never shrink)", w.seg, len(prev), n)
-	}
-	if len(prev) == n {
-		return prev, nil
-	}
-	out := make([]Digest, n) // prev may be shared: never append to it
-	copy(out, prev)
-	for i := len(prev); i < n; i++ {
-		out[i] = m.zeroDigestAt(w.lo+int64(i)*m.bs, w.hi)
-	}
-	return out, nil
+	return u, nil
 }
 
 // segmentState is one segment's digests, before and after.
 type segmentState struct {
-	work    segmentWork
-	lo      int64
-	prev    *Pending // nil: unknown
-	next    []Digest
-	touched []atomic.Uint64 // a bit per block whose next digest was set
-	// stored is the stored digests once they arrived and fit; nil until
-	// then or when unknown.
-	stored atomic.Pointer[[]Digest]
+	lo, hi int64
+	blocks int
+	prev   *Pending // nil: unknown
+	next   []Digest
+	// touched has a bit per block whose next digest was set; nil when the
+	// whole segment is handled.
+	touched []atomic.Uint64
+	// stored is the stored digests once they arrived; nil until then.
+	stored atomic.Pointer[storedRef]
 }
+
+type storedRef struct{ d Stored }
 
 // set records the new digest of block i.
 func (s *segmentState) set(i int, d Digest) {
 	s.next[i] = d // each block belongs to one chunk: no race
-	s.touched[i/64].Or(1 << (i % 64))
-}
-
-func (s *segmentState) wasTouched(i int) bool {
-	return s.touched[i/64].Load()&(1<<(i%64)) != 0
+	if s.touched != nil {
+		s.touched[i/64].Or(1 << (i % 64))
+	}
 }
 
 // changed reports whether block i of the segment, with digest d, differs
-// from what the replica holds; a block whose stored digest has not arrived
-// yet counts as changed.
+// from what the replica holds; a block whose stored digest is unknown, or
+// has not arrived yet, counts as changed.
 func (m *mover) changed(s *segmentState, i int, d Digest, zero bool) bool {
 	if s.prev == nil {
 		return !(zero && m.req.TargetZero)
 	}
-	prev := s.stored.Load()
-	if prev == nil {
+	ref := s.stored.Load()
+	if ref == nil {
 		got, ok := s.prev.poll()
-		if !ok || got == nil {
+		if !ok {
 			return true
 		}
-		fit, err := m.fitDigests(s.work, got)
-		if err != nil {
-			return true // segment reports the error
-		}
-		s.stored.Store(&fit)
-		prev = &fit
+		ref = &storedRef{got}
+		s.stored.Store(ref)
 	}
-	return (*prev)[i] != d
+	if ref.d == nil || ref.d.Blocks() > s.blocks {
+		return true // unknown, or not this disk's (disks never shrink)
+	}
+	if i >= ref.d.Blocks() {
+		// The disk grew since: the replica reads as zeros there.
+		return d != m.zeroDigestAt(s.lo+int64(i)*m.bs, s.hi)
+	}
+	old, known := ref.d.Digest(i)
+	return !known || old != d
 }
 
 // zeros handles a span that reads as zeros without reading it.

@@ -433,7 +433,7 @@ type crashingRepository struct {
 }
 
 func (r *crashingRepository) Put(ctx context.Context, key string, data []byte, ifGeneration int64) (int64, error) {
-	if strings.Contains(key, "/seg/") {
+	if strings.Contains(key, "/seg/") || strings.Contains(key, "/delta/") {
 		r.once.Do(r.tgt.Crash)
 	}
 	return r.Repository.Put(ctx, key, data, ifGeneration)

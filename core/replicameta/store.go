@@ -3,15 +3,14 @@ package replicameta
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
-	"net/url"
+	"maps"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -20,69 +19,20 @@ import (
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
-// ManifestVersion is the version of the manifests this package writes.
-// Version 1 manifests named no replica: they are never trusted.
-const ManifestVersion = 2
-
-// Manifest is the metadata of one replica disk.
-type Manifest struct {
-	Version       int            `json:"version"`
-	Size          int64          `json:"size"`
-	BlockSize     int            `json:"block_size"`
-	SegmentBlocks int            `json:"segment_blocks"`
-	Segments      map[int]string `json:"segments"` // segment index -> object key
-	// Session is the session that wrote the manifest last.
-	Session string `json:"session,omitempty"`
-	// Replica and Incarnation name the replica the digests describe.
-	Replica     string `json:"replica"`
-	Incarnation string `json:"incarnation"`
-	// Base is the restore point the replica's working state was at when
-	// Session began ("" for a replica without points).
-	Base string `json:"base"`
-	// Finished says Session wrote every disk block it meant to: the
-	// manifest then describes the restore point Session goes on to make.
-	Finished bool `json:"finished"`
-}
-
-// Binding is what the replica is now, as its target reports it: metadata
-// is trusted only when it was written for this replica, this incarnation
-// and this newest restore point.
-type Binding struct {
-	Replica     string
-	Incarnation string
-	// Point is the replica's newest restore point ("" for none) and
-	// PointSession the session that made it (its ferry.session label).
-	Point        string
-	PointSession string
-	// Capacity is the replica disk's size before this run (0: unknown).
-	Capacity int64
-}
-
-// Distrust says why a manifest does not describe the replica it is read
-// for; "" when it does.
-func (m *Manifest) Distrust(b Binding) string {
-	switch {
-	case m.Version != ManifestVersion:
-		return fmt.Sprintf("written by an older ferry (version %d), it names no replica", m.Version)
-	case m.Replica != b.Replica || m.Incarnation != b.Incarnation:
-		return fmt.Sprintf("written for replica %s (incarnation %s), not for %s (incarnation %s): the replica was deleted, replaced or recreated", m.Replica, m.Incarnation, b.Replica, b.Incarnation)
-	case b.Capacity > 0 && m.Size > b.Capacity:
-		return fmt.Sprintf("written for a disk of %d bytes, the replica's is %d: the disk was replaced", m.Size, b.Capacity)
-	case m.Finished && (m.Session == "" || m.Session != b.PointSession):
-		if b.Point == "" {
-			return fmt.Sprintf("written by session %s, which made a restore point the replica does not have (it has none)", m.Session)
-		}
-		return fmt.Sprintf("written by session %s, but the newest restore point %s was made by session %s: the metadata or the replica was restored from an older copy, or a run was cut short before its restore point", m.Session, b.Point, b.PointSession)
-	case !m.Finished && m.Base != b.Point:
-		return fmt.Sprintf("written by session %s from restore point %q, but the replica's newest is %q: the metadata or the replica was restored from an older copy", m.Session, m.Base, b.Point)
-	}
-	return ""
-}
-
-// Prefix is where the metadata of one replica disk lives.
-func Prefix(job, vm string, disk int) string {
-	return fmt.Sprintf("ferry/v1/%s/%s/disk-%d/", url.PathEscape(job), url.PathEscape(vm), disk)
-}
+// When the store writes a segment's base again and when it loads one.
+const (
+	// CompactEntries: a segment's base is rewritten (its deltas folded
+	// in) once its deltas hold this fraction of its blocks, or
+	// CompactDeltas deltas hold some of them: loading stays proportional
+	// to what changed since the base, and rewriting it costs a small
+	// fraction of the data written since.
+	CompactEntries = 16 // 1/16 of the blocks
+	CompactDeltas  = 32
+	// DenseLoad: a change-tracked run loads a segment's base when it
+	// writes at least this fraction of the segment; below it, it compares
+	// only with the digests of the deltas (what was written lately).
+	DenseLoad = 16 // 1/16 of the segment
+)
 
 // Recompute reads a range of the replica's working state, to digest blocks
 // the manifest does not know.
@@ -100,27 +50,44 @@ type Store struct {
 	fresh   bool      // the replica disk was created empty in this run
 	reread  Recompute // reads the replica when digests are unknown
 	bind    Binding
+	zero    datamover.Digest // of a whole zero block
 	// distrust says why the stored manifest was not trusted; "" when it
 	// was, or there was none.
 	distrust string
 
 	mu       sync.Mutex
 	manifest Manifest
-	gen      int64          // manifest generation; sdk.IfAbsent when none
-	replaced map[int]string // segments taken out of the manifest, by their old object
-	replica  io.ReaderAt
-	stats    Stats
-	loaded   atomic.Int64 // segments loaded, counted as they arrive
-	// background is the loads of TakeSegments that did not wait and the
-	// deletes of objects no longer named; Close waits for them.
+	gen      int64 // manifest generation; sdk.IfAbsent when none
+	// taken is, by segment, the ranges this run took and has not put yet,
+	// and what it loaded of the segment's digests (nil: nothing yet).
+	taken   map[int]*taking
+	deltas  map[string]*deltaLoad // delta objects loaded in this run
+	replica io.ReaderAt
+	stats   Stats
+	loaded  atomic.Int64 // objects loaded, counted as they arrive
+	// background is the loads of Take that did not wait and the deletes
+	// of objects no longer named; Close waits for them.
 	background sync.WaitGroup
 }
 
-// Stats say how the store got its digests.
+type taking struct {
+	spans []Range
+	// dense is every digest of the segment (with known), once loaded
+	// whole; dirtyBefore the ranges unknown when it was taken.
+	dense       *denseDigests
+	dirtyBefore []Range
+}
+
+// Stats say how the store got and kept its digests.
 type Stats struct {
-	SegmentsLoaded     int
-	SegmentsRecomputed int
+	ObjectsLoaded      int
+	SegmentsRecomputed int // segments whose digests were rebuilt, wholly or in part
 	BytesRecomputed    int64
+	BasesWritten       int
+	DeltaEntries       int // digests written in deltas
+	// Unknown counts segments left without digests: change tracking wrote
+	// part of a segment whose digests were not known.
+	Unknown int
 }
 
 // Options describe the run a Store serves.
@@ -133,21 +100,23 @@ type Options struct {
 	// segments read as zeros and need no recompute.
 	Fresh bool
 	// Recompute opens the replica's working state to digest unknown
-	// segments.
+	// blocks.
 	Recompute Recompute
 	// Binding is the replica the digests must describe; a manifest written
 	// for anything else is not trusted.
 	Binding Binding
 }
 
-// Open reads the manifest of a replica disk and removes segment objects a
-// killed run left behind. A manifest written with another block or segment
-// size is ignored: its segments become unknown. So is one written for
-// another replica, incarnation or restore point than opts.Binding (see
-// Manifest.Distrust), and one that is damaged: Distrusted says why.
+// Open reads the manifest of a replica disk and removes objects a killed
+// run left behind. A manifest written with another block or segment size
+// is ignored: its segments become unknown. So is one written for another
+// replica, incarnation or restore point than opts.Binding (see
+// Manifest.Distrust), and one that is damaged: Distrusted says why. A
+// version 2 manifest is taken over: its segment objects become bases.
 func Open(ctx context.Context, repo sdk.Repository, prefix string, opts Options) (*Store, error) {
-	s := &Store{repo: repo, prefix: prefix, session: opts.Session, bs: opts.BlockSize, segBlks: opts.SegmentBlocks, size: opts.Size, fresh: opts.Fresh, reread: opts.Recompute, bind: opts.Binding, gen: sdk.IfAbsent, replaced: map[int]string{}}
-	s.manifest = Manifest{Version: ManifestVersion, BlockSize: s.bs, SegmentBlocks: s.segBlks, Segments: map[int]string{}}
+	s := &Store{repo: repo, prefix: prefix, session: opts.Session, bs: opts.BlockSize, segBlks: opts.SegmentBlocks, size: opts.Size, fresh: opts.Fresh, reread: opts.Recompute, bind: opts.Binding, gen: sdk.IfAbsent, taken: map[int]*taking{}, deltas: map[string]*deltaLoad{}}
+	s.zero = datamover.BlockDigest(make([]byte, s.bs))
+	s.manifest = Manifest{BlockSize: s.bs, SegmentBlocks: s.segBlks}
 	data, info, err := repo.Get(ctx, prefix+"manifest")
 	switch {
 	case errors.Is(err, errdefs.ErrNotFound):
@@ -172,35 +141,40 @@ func Open(ctx context.Context, repo sdk.Repository, prefix string, opts Options)
 			s.distrust = why
 			break
 		}
-		if m.BlockSize == s.bs && m.SegmentBlocks == s.segBlks && m.Segments != nil {
+		m.migrate()
+		if m.BlockSize == s.bs && m.SegmentBlocks == s.segBlks {
 			s.manifest = m
 		}
 	}
-	s.manifest.Replica, s.manifest.Incarnation = s.bind.Replica, s.bind.Incarnation
-	s.manifest.Base, s.manifest.Finished = s.bind.Point, false
+	m := &s.manifest
+	m.Version, m.BlockSize, m.SegmentBlocks = ManifestVersion, s.bs, s.segBlks
+	if m.Bases == nil {
+		m.Bases = map[int]BaseRef{}
+	}
+	m.Replica, m.Incarnation = s.bind.Replica, s.bind.Incarnation
+	m.Base, m.Finished = s.bind.Point, false
 	if err := s.sweep(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-// sweep deletes segment objects the manifest does not name: what a
-// killed run left, and the objects earlier runs replaced. The listing is
-// taken now; the deletes go on in the background until Close, since
-// nothing this run writes can be among them.
+// sweep deletes objects the manifest does not name: what a killed run
+// left, and the objects earlier runs replaced. The listing is taken now;
+// the deletes go on in the background until Close, since nothing this
+// run writes can be among them.
 func (s *Store) sweep(ctx context.Context) error {
-	objs, err := s.repo.List(ctx, s.prefix+"seg/")
-	if err != nil {
-		return fmt.Errorf("list metadata %s: %w", s.prefix, err)
-	}
-	named := map[string]bool{}
-	for _, k := range s.manifest.Segments {
-		named[k] = true
-	}
+	named := s.manifest.named()
 	var stale []string
-	for _, o := range objs {
-		if !named[o.Key] {
-			stale = append(stale, o.Key)
+	for _, dir := range []string{"seg/", "delta/"} {
+		objs, err := s.repo.List(ctx, s.prefix+dir)
+		if err != nil {
+			return fmt.Errorf("list metadata %s: %w", s.prefix, err)
+		}
+		for _, o := range objs {
+			if !named[o.Key] {
+				stale = append(stale, o.Key)
+			}
 		}
 	}
 	s.deleteLater(ctx, stale)
@@ -230,7 +204,7 @@ func (s *Store) Distrusted() string { return s.distrust }
 func (s *Store) Known() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.manifest.Segments)
+	return len(s.manifest.Bases)
 }
 
 // Stats returns how the store got its digests so far.
@@ -238,8 +212,20 @@ func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
-	st.SegmentsLoaded = int(s.loaded.Load())
+	st.ObjectsLoaded = int(s.loaded.Load())
 	return st
+}
+
+// Manifest returns a copy of the manifest as this run last wrote it (or
+// read it, before its first write).
+func (s *Store) Manifest() Manifest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.manifest
+	m.Bases = maps.Clone(m.Bases)
+	m.Deltas = slices.Clone(m.Deltas)
+	m.Dirty = slices.Clone(m.Dirty)
+	return m
 }
 
 // commit writes the manifest with compare-and-swap. Callers hold s.mu.
@@ -257,95 +243,267 @@ func (s *Store) commit(ctx context.Context) error {
 	return nil
 }
 
-// TakeSegments returns the digests of segments: stored ones, zeros on a
-// fresh replica, or digests recomputed from the replica. The segments are
-// taken out of the manifest, with one write of it, before they are
-// returned, because the caller is about to write their blocks.
-//
-// With wait, stored digests are loaded before the call returns, and
-// damaged ones are recomputed from the replica. Without, they load in the
-// background after the manifest was written; damaged ones resolve as
-// unknown, since the replica may be written by the time they are found.
-func (s *Store) TakeSegments(ctx context.Context, segs []int, wait bool) ([]*datamover.Pending, error) {
+// segment returns the byte range of segment i and its number of blocks.
+func (s *Store) segment(i int) (lo, hi int64, n int) {
+	lo = int64(i) * int64(s.bs) * int64(s.segBlks)
+	hi = min(lo+int64(s.bs)*int64(s.segBlks), s.size)
+	return lo, hi, int((hi - lo + int64(s.bs) - 1) / int64(s.bs))
+}
+
+// zeroAt is the digest of block i of segment seg when it reads as zeros
+// (the disk's last block may be short).
+func (s *Store) zeroAt(seg, i int) datamover.Digest {
+	lo, hi, _ := s.segment(seg)
+	off := lo + int64(i)*int64(s.bs)
+	if hi-off >= int64(s.bs) {
+		return s.zero
+	}
+	return datamover.BlockDigest(make([]byte, max(hi-off, 0)))
+}
+
+// Take records the blocks about to be written as dirty (one write of the
+// manifest, before it returns) and returns what is known of each
+// segment's digests: with wait, every block of each segment, stored or
+// recomputed from the replica; without, the base of segments the run
+// writes much of and the deltas of the others, loaded in the background.
+func (s *Store) Take(ctx context.Context, takes []datamover.Take, wait bool) ([]*datamover.Pending, error) {
+	out := make([]*datamover.Pending, len(takes))
+	type load struct {
+		k    int
+		plan loadPlan
+	}
+	var loads []load
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]*datamover.Pending, len(segs))
-	var wg sync.WaitGroup
-	for k, i := range segs {
-		key, ok := s.manifest.Segments[i]
-		if !ok {
-			continue
+	var dirty []Range
+	for k, t := range takes {
+		spans := make([]Range, len(t.Spans))
+		for j, e := range t.Spans {
+			spans[j] = Range{e.Offset, e.End()}
 		}
+		lo, hi, _ := s.segment(t.Seg)
+		s.taken[t.Seg] = &taking{spans: spans, dirtyBefore: clipRanges(s.manifest.Dirty, lo, hi)}
+		if _, ok := s.manifest.Bases[t.Seg]; !ok {
+			continue // unknown: recomputed below when waiting
+		}
+		dirty = append(dirty, spans...)
+		var todo int64
+		for _, r := range spans {
+			todo += r[1] - r[0]
+		}
+		// The plan is taken now: the manifest changes as groups are put.
+		loads = append(loads, load{k, s.loadPlan(t.Seg, wait || todo*DenseLoad >= hi-lo)})
+	}
+	if len(dirty) > 0 {
+		s.manifest.Dirty = addRanges(s.manifest.Dirty, dirty)
+		if err := s.commit(ctx); err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+	}
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	for _, l := range loads {
 		p := datamover.NewPending()
-		out[k] = p
-		load := func() {
-			d, err := s.load(ctx, key)
-			var bad *corruptError
-			if errors.As(err, &bad) {
+		out[l.k] = p
+		run := func() {
+			d, err := s.load(ctx, l.plan)
+			if errors.As(err, new(*corruptError)) {
 				d, err = nil, nil // damaged digests are unknown digests
 			}
-			if d != nil {
-				s.loaded.Add(1)
+			if dd, ok := d.(*denseDigests); ok {
+				s.mu.Lock()
+				if tk := s.taken[l.plan.seg]; tk != nil {
+					tk.dense = dd
+				}
+				s.mu.Unlock()
 			}
 			p.Resolve(d, err)
 		}
 		if wait {
-			wg.Go(load)
+			wg.Go(run)
 		} else {
-			s.background.Go(load)
+			s.background.Go(run)
 		}
 	}
 	wg.Wait()
-	taken := false
-	for k, i := range segs {
-		key, ok := s.manifest.Segments[i]
-		if !ok {
-			continue
-		}
-		if wait {
+	if !wait || s.fresh || s.reread == nil {
+		return out, nil
+	}
+	// Whole segments and their unknown parts are digested from the
+	// replica, which this run has not written yet.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, t := range takes {
+		var have *denseDigests
+		if out[k] != nil {
 			d, err := out[k].Wait(ctx)
 			if err != nil {
 				return nil, err
 			}
-			if d == nil {
-				out[k] = nil // damaged: recomputed below
-			}
+			have, _ = d.(*denseDigests)
 		}
-		delete(s.manifest.Segments, i)
-		// The object stays until the new one is named; sweep removes it
-		// after a crash.
-		s.replaced[i] = key
-		taken = true
-	}
-	if taken {
-		if err := s.commit(ctx); err != nil {
-			return nil, err
-		}
-	}
-	if s.fresh || s.reread == nil {
-		return out, nil
-	}
-	for k, i := range segs {
-		if out[k] != nil {
-			continue
-		}
-		d, err := s.recompute(ctx, i)
+		d, err := s.recompute(ctx, t.Seg, have)
 		if err != nil {
 			return nil, err
+		}
+		if tk := s.taken[t.Seg]; tk != nil {
+			tk.dense = d
 		}
 		out[k] = datamover.Known(d)
 	}
 	return out, nil
 }
 
-// corruptError is a segment object that does not decode.
+// loadPlan is what to load for one segment.
+type loadPlan struct {
+	seg    int
+	base   string // "" when only deltas are loaded
+	deltas []DeltaRef
+	dirty  []Range
+	n      int
+}
+
+// loadPlan says what to load of segment seg: its base when dense, and
+// the deltas newer than it. Callers hold s.mu.
+func (s *Store) loadPlan(seg int, dense bool) loadPlan {
+	b := s.manifest.Bases[seg]
+	lo, hi, n := s.segment(seg)
+	p := loadPlan{seg: seg, n: n, dirty: clipRanges(s.manifest.Dirty, lo, hi)}
+	if tk := s.taken[seg]; tk != nil {
+		p.dirty = tk.dirtyBefore // this run's own ranges still hold what the digests say
+	}
+	if dense {
+		p.base = b.Key
+	}
+	for _, d := range s.manifest.Deltas {
+		if d.Blocks[seg] > 0 && d.Seq > b.Seq {
+			p.deltas = append(p.deltas, d)
+		}
+	}
+	return p
+}
+
+// load loads what plan names: a dense lookup when it names the base, a
+// sparse one of the deltas' digests otherwise (nil when there are none).
+func (s *Store) load(ctx context.Context, p loadPlan) (datamover.Stored, error) {
+	var ds []*deltaLoad
+	for _, d := range p.deltas {
+		ds = append(ds, s.delta(d.Key))
+	}
+	var base []datamover.Digest
+	if p.base != "" {
+		data, err := s.get(ctx, p.base)
+		if err != nil {
+			return nil, err
+		}
+		if base, err = decodeBase(data, s.zero, nil); err != nil {
+			return nil, &corruptError{fmt.Errorf("digests %s: %w", p.base, err)}
+		}
+		s.loaded.Add(1)
+		if len(base) > p.n {
+			return nil, &corruptError{fmt.Errorf("digests %s: %d blocks, the segment has %d (disks never shrink)", p.base, len(base), p.n)}
+		}
+	}
+	lo := int64(p.seg) * int64(s.segBlks)
+	if p.base == "" {
+		var all []entry
+		for _, dl := range ds {
+			es, err := dl.wait(ctx, s)
+			if err != nil {
+				return nil, err
+			}
+			from := sort.Search(len(es), func(i int) bool { return es[i].block >= lo })
+			to := sort.Search(len(es), func(i int) bool { return es[i].block >= lo+int64(p.n) })
+			all = append(all, es[from:to]...)
+		}
+		sp := newSparse(p.n, all, lo)
+		sp.forget(p.dirty, lo, s)
+		if len(sp.idx) == 0 {
+			return nil, nil
+		}
+		return sp, nil
+	}
+	dd := &denseDigests{d: base}
+	for _, dl := range ds {
+		es, err := dl.wait(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range es {
+			if e.block < lo || e.block >= lo+int64(p.n) {
+				continue
+			}
+			i := int(e.block - lo)
+			for len(dd.d) <= i {
+				dd.d = append(dd.d, s.zeroAt(p.seg, len(dd.d))) // grown since the base: zeros
+			}
+			dd.d[i] = e.d
+		}
+	}
+	dd.forget(p.dirty, lo, s)
+	return dd, nil
+}
+
+// delta returns the load of a delta object, started once per run.
+func (s *Store) delta(key string) *deltaLoad {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if dl := s.deltas[key]; dl != nil {
+		return dl
+	}
+	dl := &deltaLoad{key: key}
+	s.deltas[key] = dl
+	return dl
+}
+
+type deltaLoad struct {
+	key  string
+	once sync.Once
+	es   []entry
+	err  error
+}
+
+func (dl *deltaLoad) wait(ctx context.Context, s *Store) ([]entry, error) {
+	dl.once.Do(func() {
+		data, err := s.get(ctx, dl.key)
+		if err != nil {
+			dl.err = err
+			return
+		}
+		if dl.es, err = decodeDelta(data, s.zero); err != nil {
+			dl.err = &corruptError{fmt.Errorf("digests %s: %w", dl.key, err)}
+			return
+		}
+		s.loaded.Add(1)
+	})
+	return dl.es, dl.err
+}
+
+func (s *Store) get(ctx context.Context, key string) ([]byte, error) {
+	data, _, err := s.repo.Get(ctx, key)
+	if errors.Is(err, errdefs.ErrDataLoss) {
+		return nil, &corruptError{fmt.Errorf("read digests %s: %w", key, err)}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read digests %s: %w", key, err)
+	}
+	return data, nil
+}
+
+// corruptError is a digest object that is damaged or does not decode.
 type corruptError struct{ err error }
 
 func (e *corruptError) Error() string { return e.err.Error() }
 
-// recompute digests segment i from the replica's working state. Callers
-// hold s.mu.
-func (s *Store) recompute(ctx context.Context, i int) ([]datamover.Digest, error) {
+// recompute completes the digests of segment seg from the replica's
+// working state: every block when have is nil, the unknown ones
+// otherwise. Callers hold s.mu.
+func (s *Store) recompute(ctx context.Context, seg int, have *denseDigests) (*denseDigests, error) {
+	lo, hi, n := s.segment(seg)
+	if have != nil && have.complete() && len(have.d) == n {
+		return have, nil
+	}
 	if s.replica == nil {
 		r, err := s.reread(ctx)
 		if err != nil {
@@ -353,54 +511,232 @@ func (s *Store) recompute(ctx context.Context, i int) ([]datamover.Digest, error
 		}
 		s.replica = r
 	}
-	lo := int64(i) * int64(s.bs) * int64(s.segBlks)
-	hi := min(lo+int64(s.bs)*int64(s.segBlks), s.size)
-	d, err := datamover.DigestRange(s.replica, lo, hi, s.bs)
-	if err != nil {
-		return nil, fmt.Errorf("recompute digests of segment %d: %w", i, err)
+	read := func(from, to int64) ([]datamover.Digest, error) {
+		d, err := datamover.DigestRange(s.replica, from, to, s.bs)
+		if err != nil {
+			return nil, fmt.Errorf("recompute digests of segment %d: %w", seg, err)
+		}
+		s.stats.BytesRecomputed += to - from
+		return d, nil
 	}
 	s.stats.SegmentsRecomputed++
-	s.stats.BytesRecomputed += hi - lo
-	return d, nil
+	if have == nil {
+		d, err := read(lo, hi)
+		if err != nil {
+			return nil, err
+		}
+		return &denseDigests{d: d}, nil
+	}
+	for len(have.d) < n {
+		have.d = append(have.d, s.zeroAt(seg, len(have.d)))
+	}
+	for i := 0; i < n; {
+		if have.knows(i) {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < n && !have.knows(j) {
+			j++
+		}
+		d, err := read(lo+int64(i)*int64(s.bs), min(lo+int64(j)*int64(s.bs), hi))
+		if err != nil {
+			return nil, err
+		}
+		copy(have.d[i:], d)
+		i = j
+	}
+	have.unknown = nil
+	return have, nil
 }
 
-// PutSegments stores the new digests of segments and names them all in
-// the manifest with one write of it.
-func (s *Store) PutSegments(ctx context.Context, digests map[int][]datamover.Digest) error {
-	keys := make(map[int]string, len(digests))
-	for i := range digests {
-		keys[i] = fmt.Sprintf("%sseg/%d-%s", s.prefix, i, nonce())
+// Put stores the new digests of the blocks handled and names them in the
+// manifest with one write of it. A segment whose old digests are known
+// gets a delta of the blocks whose digest changed, or a new base when its
+// deltas grew large; a segment read whole gets a new base when its old
+// digests were not known; a segment written in part whose digests were not
+// known stays unknown.
+func (s *Store) Put(ctx context.Context, updates []datamover.Update) error {
+	s.mu.Lock()
+	seq := s.manifest.Seq + 1
+	type work struct {
+		u       datamover.Update
+		tk      *taking
+		base    BaseRef
+		hasBase bool
+		plan    loadPlan // to compact: what to load first
+		compact bool
 	}
-	// The objects are written at once: each is made durable on its own.
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []error
-	for i, d := range digests {
-		wg.Go(func() {
-			if _, err := s.repo.Put(ctx, keys[i], encodeSegment(d), sdk.IfAbsent); err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("write digests %s: %w", keys[i], err))
-				mu.Unlock()
+	var ws []*work
+	var spans []Range
+	for _, u := range updates {
+		tk := s.taken[u.Seg]
+		if tk != nil {
+			spans = append(spans, tk.spans...)
+		}
+		b, ok := s.manifest.Bases[u.Seg]
+		w := &work{u: u, tk: tk, base: b, hasBase: ok}
+		if ok && u.Handled != nil && (tk == nil || tk.dense == nil) {
+			entries, deltas := s.manifest.pending(u.Seg)
+			if (entries+count(u.Handled))*CompactEntries >= s.segBlks || deltas+1 >= CompactDeltas {
+				w.compact, w.plan = true, s.loadPlan(u.Seg, true)
 			}
-		})
+		}
+		ws = append(ws, w)
+	}
+	s.mu.Unlock()
+
+	type baseWrite struct {
+		seg int
+		key string
+		d   []datamover.Digest
+	}
+	var bases []baseWrite
+	var delta []entry
+	counts := map[int]int{}
+	unknown := 0
+	for _, w := range ws {
+		u := w.u
+		_, _, n := s.segment(u.Seg)
+		var old *denseDigests
+		switch {
+		case w.tk != nil && w.tk.dense != nil:
+			old = w.tk.dense
+			if !old.complete() {
+				var err error
+				s.mu.Lock()
+				old, err = s.recompute(ctx, u.Seg, old)
+				s.mu.Unlock()
+				if err != nil {
+					return err
+				}
+			}
+		case w.compact:
+			d, err := s.load(ctx, w.plan)
+			if err != nil && !errors.As(err, new(*corruptError)) {
+				return err
+			}
+			old, _ = d.(*denseDigests)
+			if old != nil && !old.complete() {
+				s.mu.Lock()
+				old, err = s.recompute(ctx, u.Seg, old)
+				s.mu.Unlock()
+				if err != nil {
+					return err
+				}
+			}
+		}
+		if u.Handled == nil && old == nil {
+			bases = append(bases, baseWrite{u.Seg, "", u.Digests})
+			continue
+		}
+		if old == nil {
+			if !w.hasBase {
+				unknown++ // written in part, digests never known
+				continue
+			}
+			// The deltas alone: the blocks handled, whatever they were.
+			for i := range u.Digests {
+				if u.Has(i) {
+					delta = append(delta, entry{int64(u.Seg)*int64(s.segBlks) + int64(i), u.Digests[i]})
+					counts[u.Seg]++
+				}
+			}
+			continue
+		}
+		// Old digests known: keep only what differs.
+		for len(old.d) < n {
+			old.d = append(old.d, s.zeroAt(u.Seg, len(old.d)))
+		}
+		var es []entry
+		for i := range u.Digests {
+			if u.Has(i) && u.Digests[i] != old.d[i] {
+				es = append(es, entry{int64(u.Seg)*int64(s.segBlks) + int64(i), u.Digests[i]})
+			}
+		}
+		s.mu.Lock()
+		entries, deltas := s.manifest.pending(u.Seg)
+		s.mu.Unlock()
+		if w.hasBase && len(es) == 0 {
+			continue // nothing changed: base and deltas still hold
+		}
+		if !w.hasBase || w.compact || (entries+len(es))*CompactEntries >= s.segBlks || deltas+1 >= CompactDeltas {
+			for i := range u.Digests {
+				if u.Has(i) {
+					old.d[i] = u.Digests[i]
+				}
+			}
+			bases = append(bases, baseWrite{u.Seg, "", old.d})
+			continue
+		}
+		delta = append(delta, es...)
+		counts[u.Seg] += len(es)
+	}
+
+	// Write the objects at once: each is made durable on its own.
+	var wg sync.WaitGroup
+	var emu sync.Mutex
+	var errs []error
+	put := func(key string, data []byte) {
+		if _, err := s.repo.Put(ctx, key, data, sdk.IfAbsent); err != nil {
+			emu.Lock()
+			errs = append(errs, fmt.Errorf("write digests %s: %w", key, err))
+			emu.Unlock()
+		}
+	}
+	for i := range bases {
+		bases[i].key = fmt.Sprintf("%sseg/%d-%d-%s", s.prefix, bases[i].seg, seq, nonce())
+		wg.Go(func() { put(bases[i].key, encodeBase(bases[i].d, s.zero)) })
+	}
+	var deltaKey string
+	if len(delta) > 0 {
+		sort.Slice(delta, func(i, j int) bool { return delta[i].block < delta[j].block })
+		deltaKey = fmt.Sprintf("%sdelta/%d-%s", s.prefix, seq, nonce())
+		wg.Go(func() { put(deltaKey, encodeDelta(delta, s.zero)) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return err // the objects written are swept by the next run
 	}
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var old []string
-	for i, key := range keys {
-		old = append(old, s.manifest.Segments[i], s.replaced[i])
-		s.manifest.Segments[i] = key
-		delete(s.replaced, i)
+	m := &s.manifest
+	var replaced []string
+	for _, b := range bases {
+		if prev, ok := m.Bases[b.seg]; ok {
+			replaced = append(replaced, prev.Key)
+		}
+		m.Bases[b.seg] = BaseRef{Key: b.key, Seq: seq}
 	}
+	if deltaKey != "" {
+		m.Deltas = append(m.Deltas, DeltaRef{Key: deltaKey, Seq: seq, Blocks: counts})
+	}
+	m.Seq = seq
+	slices.SortFunc(spans, func(x, y Range) int { return int(min(max(x[0]-y[0], -1), 1)) })
+	m.Dirty = removeRanges(m.Dirty, addRanges(nil, spans))
+	replaced = append(replaced, m.dropObsolete()...)
+	for _, w := range ws {
+		delete(s.taken, w.u.Seg)
+	}
+	s.stats.BasesWritten += len(bases)
+	s.stats.DeltaEntries += len(delta)
+	s.stats.Unknown += unknown
 	if err := s.commit(ctx); err != nil {
 		return err
 	}
-	s.deleteLater(ctx, slices.DeleteFunc(old, func(k string) bool { return k == "" }))
+	s.deleteLater(ctx, replaced)
 	return nil
+}
+
+func count(bits []uint64) int {
+	n := 0
+	for _, w := range bits {
+		for ; w != 0; w &= w - 1 {
+			n++
+		}
+	}
+	return n
 }
 
 // Finish records the disk's size once every segment was handled: the
@@ -419,6 +755,7 @@ func (s *Store) Close() error {
 	s.background.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.deltas = map[string]*deltaLoad{}
 	if c, ok := s.replica.(io.Closer); ok {
 		s.replica = nil
 		return c.Close()
@@ -426,50 +763,88 @@ func (s *Store) Close() error {
 	return nil
 }
 
-func (s *Store) load(ctx context.Context, key string) ([]datamover.Digest, error) {
-	data, _, err := s.repo.Get(ctx, key)
-	if errors.Is(err, errdefs.ErrDataLoss) {
-		return nil, &corruptError{fmt.Errorf("read digests %s: %w", key, err)}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read digests %s: %w", key, err)
-	}
-	d, err := decodeSegment(data)
-	if err != nil {
-		return nil, &corruptError{fmt.Errorf("digests %s: %w", key, err)}
-	}
-	return d, nil
+// denseDigests is every digest of a segment, some possibly unknown.
+type denseDigests struct {
+	d []datamover.Digest
+	// unknown has a bit per block whose digest is not known; nil: none.
+	unknown []uint64
 }
 
-var segTable = crc32.MakeTable(crc32.Castagnoli)
+func (d *denseDigests) Blocks() int { return len(d.d) }
 
-func encodeSegment(ds []datamover.Digest) []byte {
-	b := make([]byte, 0, 8+len(ds)*len(datamover.Digest{})+4)
-	b = append(b, "FDG1"...)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(ds)))
-	for _, d := range ds {
-		b = append(b, d[:]...)
-	}
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, segTable))
+func (d *denseDigests) Digest(i int) (datamover.Digest, bool) { return d.d[i], d.knows(i) }
+
+func (d *denseDigests) knows(i int) bool {
+	return d.unknown == nil || i >= len(d.d) || d.unknown[i/64]&(1<<(i%64)) == 0
 }
 
-func decodeSegment(b []byte) ([]datamover.Digest, error) {
-	const ds = len(datamover.Digest{})
-	if len(b) < 12 || string(b[:4]) != "FDG1" {
-		return nil, errors.New("not a digest segment")
+func (d *denseDigests) complete() bool { return d.unknown == nil }
+
+// forget marks the blocks of ranges (bytes of the disk; the segment
+// starts at block lo) unknown.
+func (d *denseDigests) forget(ranges []Range, lo int64, s *Store) {
+	for _, r := range ranges {
+		first, last := r[0]/int64(s.bs)-lo, (r[1]+int64(s.bs)-1)/int64(s.bs)-lo
+		for b := max(first, 0); b < min(last, int64(len(d.d))); b++ {
+			if d.unknown == nil {
+				d.unknown = make([]uint64, (len(d.d)+63)/64)
+			}
+			d.unknown[b/64] |= 1 << (b % 64)
+		}
 	}
-	n := int(binary.LittleEndian.Uint32(b[4:]))
-	if len(b) != 8+n*ds+4 {
-		return nil, fmt.Errorf("%d bytes for %d digests", len(b), n)
+}
+
+// sparseDigests is the digests of some blocks of a segment: those the
+// deltas hold.
+type sparseDigests struct {
+	n   int
+	idx []int32 // ascending
+	d   []datamover.Digest
+}
+
+func (sp *sparseDigests) Blocks() int { return sp.n }
+
+func (sp *sparseDigests) Digest(i int) (datamover.Digest, bool) {
+	k, ok := slices.BinarySearch(sp.idx, int32(i))
+	if !ok {
+		return datamover.Digest{}, false
 	}
-	if crc32.Checksum(b[:len(b)-4], segTable) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
-		return nil, errors.New("checksum mismatch")
+	return sp.d[k], true
+}
+
+// newSparse makes the lookup of entries, oldest first (a later entry of a
+// block replaces an earlier one), of the segment starting at block lo.
+func newSparse(n int, es []entry, lo int64) *sparseDigests {
+	sort.SliceStable(es, func(i, j int) bool { return es[i].block < es[j].block })
+	sp := &sparseDigests{n: n, idx: make([]int32, 0, len(es)), d: make([]datamover.Digest, 0, len(es))}
+	for k, e := range es {
+		if k+1 < len(es) && es[k+1].block == e.block {
+			continue // a later delta has this block
+		}
+		sp.idx = append(sp.idx, int32(e.block-lo))
+		sp.d = append(sp.d, e.d)
 	}
-	out := make([]datamover.Digest, n)
-	for i := range out {
-		copy(out[i][:], b[8+i*ds:])
+	return sp
+}
+
+// forget drops the blocks of ranges (bytes of the disk; the segment
+// starts at block lo).
+func (sp *sparseDigests) forget(ranges []Range, lo int64, s *Store) {
+	if len(ranges) == 0 {
+		return
 	}
-	return out, nil
+	bs := int64(s.bs)
+	keep := 0
+	for k, i := range sp.idx {
+		off := (lo + int64(i)) * bs
+		j := sort.Search(len(ranges), func(j int) bool { return ranges[j][1] > off })
+		if j < len(ranges) && ranges[j][0] < off+bs {
+			continue
+		}
+		sp.idx[keep], sp.d[keep] = sp.idx[k], sp.d[k]
+		keep++
+	}
+	sp.idx, sp.d = sp.idx[:keep], sp.d[:keep]
 }
 
 func nonce() string {

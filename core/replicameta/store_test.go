@@ -3,6 +3,7 @@ package replicameta
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -88,8 +89,8 @@ func TestStoreLifecycle(t *testing.T) {
 		t.Fatal("a fresh replica was read to recompute digests")
 	}
 
-	// The next run loads them, and takes each out of the manifest before
-	// its blocks are written.
+	// The next run loads them, and marks each dirty in the manifest
+	// before its blocks are written.
 	s = open(t, repo, replica, false, &opened)
 	if s.Known() != 3 {
 		t.Fatalf("known segments = %d", s.Known())
@@ -98,8 +99,8 @@ func TestStoreLifecycle(t *testing.T) {
 	if err != nil || len(d) != segBlks || d[0] != digestsOf(t, replica, 1)[0] {
 		t.Fatalf("segment 1 = %d digests, %v", len(d), err)
 	}
-	if s.Known() != 2 {
-		t.Fatal("a segment being written is still in the manifest")
+	if m := storedManifest(t, repo); fmt.Sprint(m.Dirty) != fmt.Sprint([]Range{{segSize, 2 * segSize}}) {
+		t.Fatalf("dirty ranges of the stored manifest = %v, want segment 1", m.Dirty)
 	}
 
 	// Killed here: the next run recomputes segment 1 from the replica.
@@ -146,6 +147,7 @@ func TestStaleSegmentsAreSwept(t *testing.T) {
 	}
 	// Replacing a segment deletes the object it replaces (by Close).
 	takeOne(ctx, s, 0)
+	replica[100] ^= 1
 	putOne(ctx, s, 0, digestsOf(t, replica, 0))
 	s.Close()
 	objs, _ = repo.List(ctx, Prefix("web tier", "db/01", 0)+"seg/")
@@ -197,7 +199,7 @@ func TestDamagedOrForeignMetadataIsUnknown(t *testing.T) {
 	}
 }
 
-// TestTakeWithoutWaiting: the manifest forgets the segments before the
+// TestTakeWithoutWaiting: the manifest marks the blocks dirty before the
 // call returns, their digests arrive afterwards, and damaged ones arrive
 // as unknown without the replica being read (it is being written).
 func TestTakeWithoutWaiting(t *testing.T) {
@@ -206,9 +208,9 @@ func TestTakeWithoutWaiting(t *testing.T) {
 	repo := sdktest.NewMemRepository()
 	opened := 0
 	s := open(t, repo, replica, true, &opened)
-	s.TakeSegments(ctx, []int{0, 1, 2}, true)
-	want := map[int][]datamover.Digest{0: digestsOf(t, replica, 0), 1: digestsOf(t, replica, 1), 2: digestsOf(t, replica, 2)}
-	if err := s.PutSegments(ctx, want); err != nil {
+	s.Take(ctx, []datamover.Take{whole(0), whole(1), whole(2)}, true)
+	want := [][]datamover.Digest{digestsOf(t, replica, 0), digestsOf(t, replica, 1), digestsOf(t, replica, 2)}
+	if err := s.Put(ctx, []datamover.Update{{Seg: 0, Digests: want[0]}, {Seg: 1, Digests: want[1]}, {Seg: 2, Digests: want[2]}}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -220,29 +222,29 @@ func TestTakeWithoutWaiting(t *testing.T) {
 
 	s = open(t, repo, replica, false, &opened)
 	defer s.Close()
-	got, err := s.TakeSegments(ctx, []int{0, 1, 2}, false)
+	got, err := s.Take(ctx, []datamover.Take{whole(0), whole(1), whole(2)}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Known() != 0 {
-		t.Fatalf("the manifest still names %d segments after they were taken", s.Known())
-	}
-	if data, _, _ := repo.Get(ctx, prefix+"manifest"); strings.Contains(string(data), "seg/") {
-		t.Fatalf("the stored manifest still names segments: %s", data)
+	if m := storedManifest(t, repo); fmt.Sprint(m.Dirty) != fmt.Sprint([]Range{{0, 3 * segSize}}) {
+		t.Fatalf("the stored manifest's dirty ranges are %v, want all three segments", m.Dirty)
 	}
 	for i := range 2 {
 		d, err := got[i].Wait(ctx)
-		if err != nil || len(d) != segBlks || d[5] != want[i][5] {
-			t.Fatalf("segment %d: %d digests, %v", i, len(d), err)
+		if err != nil || d == nil || d.Blocks() != segBlks {
+			t.Fatalf("segment %d: %v, %v", i, d, err)
+		}
+		if v, ok := d.Digest(5); !ok || v != want[i][5] {
+			t.Fatalf("segment %d: block 5 = %x (known %v)", i, v, ok)
 		}
 	}
 	if d, err := got[2].Wait(ctx); d != nil || err != nil {
-		t.Fatalf("damaged segment: %d digests, %v; want unknown", len(d), err)
+		t.Fatalf("damaged segment: %v, %v; want unknown", d, err)
 	}
 	if opened != 0 {
 		t.Fatalf("the replica was read %d times to recompute digests", opened)
 	}
-	if st := s.Stats(); st.SegmentsLoaded != 2 || st.SegmentsRecomputed != 0 {
+	if st := s.Stats(); st.ObjectsLoaded != 2 || st.SegmentsRecomputed != 0 {
 		t.Fatalf("stats %+v, want 2 loaded and none recomputed", st)
 	}
 }
@@ -263,34 +265,54 @@ func TestConcurrentWriterLoses(t *testing.T) {
 	}
 }
 
-func TestSegmentEncoding(t *testing.T) {
-	d := digestsOf(t, replicaOf(1), 0)
-	back, err := decodeSegment(encodeSegment(d))
-	if err != nil || len(back) != len(d) || back[3] != d[3] {
-		t.Fatalf("round trip: %v", err)
-	}
-	for _, bad := range [][]byte{nil, []byte("FDG1"), encodeSegment(d)[:40], append(encodeSegment(d), 0)} {
-		if _, err := decodeSegment(bad); err == nil {
-			t.Errorf("decoded %d bad bytes", len(bad))
-		}
-	}
+func whole(seg int) datamover.Take {
+	return datamover.Take{Seg: seg, Spans: []sdk.Extent{{Offset: int64(seg * segSize), Length: segSize}}, Whole: true}
 }
 
-// takeOne takes the digests of one segment, waiting for them.
+// takeOne takes the digests of one whole segment, waiting for them.
 func takeOne(ctx context.Context, s *Store, i int) ([]datamover.Digest, error) {
-	ds, err := s.TakeSegments(ctx, []int{i}, true)
+	ds, err := s.Take(ctx, []datamover.Take{whole(i)}, true)
 	if err != nil || ds[0] == nil {
 		return nil, err
 	}
 	if !ds[0].Ready() {
-		return nil, errors.New("TakeSegments with wait returned digests still loading")
+		return nil, errors.New("Take with wait returned digests still loading")
 	}
-	return ds[0].Wait(ctx)
+	d, err := ds[0].Wait(ctx)
+	if err != nil || d == nil {
+		return nil, err
+	}
+	return every(d)
 }
 
-// putOne puts the digests of one segment.
+// every returns every digest of a segment, failing when one is unknown.
+func every(d datamover.Stored) ([]datamover.Digest, error) {
+	out := make([]datamover.Digest, d.Blocks())
+	for i := range out {
+		var ok bool
+		if out[i], ok = d.Digest(i); !ok {
+			return nil, fmt.Errorf("block %d unknown", i)
+		}
+	}
+	return out, nil
+}
+
+// putOne puts the digests of one whole segment.
 func putOne(ctx context.Context, s *Store, i int, d []datamover.Digest) error {
-	return s.PutSegments(ctx, map[int][]datamover.Digest{i: d})
+	return s.Put(ctx, []datamover.Update{{Seg: i, Digests: d}})
+}
+
+func storedManifest(t *testing.T, repo sdk.Repository) Manifest {
+	t.Helper()
+	data, _, err := repo.Get(context.Background(), Prefix("web tier", "db/01", 0)+"manifest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 func TestManifestDistrust(t *testing.T) {
@@ -440,7 +462,7 @@ func TestDamagedObjectsAreLostNotFatal(t *testing.T) {
 
 	// A damaged segment: recomputed from the replica.
 	s = open(t, repo, replica, false, &opened)
-	seg0 := s.manifest.Segments[0]
+	seg0 := s.Manifest().Bases[0].Key
 	s.Close()
 	repo.damage(seg0)
 	s = open(t, repo, replica, false, &opened)
