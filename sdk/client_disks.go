@@ -105,8 +105,12 @@ func (r *streamReader) ReadAt(p []byte, off int64) (int, error) {
 		return 0, r.c.err(err)
 	}
 	got := 0
+	// Each chunk's data stays in its receive buffer until it is copied.
+	var c recvChunk
+	defer c.release()
 	for got < n {
-		c, err := stream.Recv()
+		c.release()
+		err := stream.RecvMsg(&c)
 		if errors.Is(err, io.EOF) {
 			break
 		}

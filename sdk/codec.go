@@ -52,6 +52,16 @@ func (messageCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return fmt.Errorf("decode %T: not a protocol message", v)
 	}
+	if r, ok := v.(retainer); ok {
+		var buf mem.Buffer
+		if len(data) == 1 {
+			buf = data[0]
+			buf.Ref() // gRPC frees data when this returns
+		} else {
+			buf = data.MaterializeToBuffer(messageBuffers)
+		}
+		return r.retain(buf)
+	}
 	if len(data) == 1 {
 		return proto.Unmarshal(data[0].ReadOnlyData(), m) // no copy to join parts
 	}

@@ -158,20 +158,25 @@ func (ds *diskService) Read(req *pb.ReadRequest, stream pb.Disks_ReadServer) err
 }
 
 func (ds *diskService) Write(stream pb.Disks_WriteServer) error {
-	first, err := stream.Recv()
-	if err != nil {
+	// Each message's data stays in its receive buffer until it is written
+	// (DiskWriter.WriteAt keeps no reference to it).
+	var m recvWrite
+	defer m.release()
+	if err := stream.RecvMsg(&m); err != nil {
 		return err
 	}
-	d, err := ds.s.disk(first.GetHandle())
+	handle := m.GetHandle()
+	d, err := ds.s.disk(handle)
 	if err != nil {
 		return err
 	}
 	if d.w == nil {
-		return fmt.Errorf("disk handle %q is open for reading: %w", first.GetHandle(), errdefs.ErrInvalidArgument)
+		return fmt.Errorf("disk handle %q is open for reading: %w", handle, errdefs.ErrInvalidArgument)
 	}
 	var written int64
 	for {
-		m, err := stream.Recv()
+		m.release()
+		err := stream.RecvMsg(&m)
 		if errors.Is(err, io.EOF) {
 			return stream.SendAndClose(&pb.WriteResponse{BytesWritten: written})
 		}
