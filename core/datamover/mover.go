@@ -9,6 +9,9 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/klauspost/compress/s2"
+	"golang.org/x/sync/semaphore"
+
 	"github.com/ferry-dr/ferry/sdk"
 )
 
@@ -38,6 +41,10 @@ type Options struct {
 	// SmallWorkers of them are in flight at once.
 	Workers int
 	Codec   Codec // payload compression
+	// InFlight caps the bytes of the buffers of the chunks being read and
+	// framed at once; DefaultInFlight when 0, and never less than one
+	// chunk of ReadSize needs.
+	InFlight int64
 	// SegmentBlocks is how many blocks share one DigestStore segment;
 	// DefaultSegmentBlocks when 0. Stored digests only fit the same value.
 	SegmentBlocks int
@@ -411,26 +418,46 @@ type mover struct {
 	bs         int64
 	zeroDigest Digest
 	c          counters
-	// large holds the Workers buffer pairs of large reads; a worker
-	// borrows one for each large chunk. Small chunks use the worker's
-	// own small pair. Both live as long as the Move, so memory stays at
-	// Workers*ReadSize + SmallWorkers*SmallRead (twice: data and frames).
-	large chan *bufPair
-	small chan *bufPair
+	// inFlight caps the bytes of the buffers the chunks being read and
+	// framed hold (their data and their frames), whatever the disk size.
+	inFlight *semaphore.Weighted
+	// large admits Workers large chunks (over SmallRead bytes) at once;
+	// up to SmallWorkers small ones go beside them.
+	large chan struct{}
 }
 
-// bufPair is a read buffer and the frame buffer of what was read into it.
-type bufPair struct{ data, frame []byte }
+// DefaultInFlight is how many bytes of chunk buffers one Move holds at
+// most by default: its reads and their frames.
+const DefaultInFlight = 32 << 20
 
 func (m *mover) initBuffers() {
-	m.large = make(chan *bufPair, m.opts.Workers)
-	for range m.opts.Workers {
-		m.large <- &bufPair{}
+	m.large = make(chan struct{}, m.opts.Workers)
+	// One chunk of the largest size must always fit.
+	limit := m.opts.InFlight
+	if limit <= 0 {
+		limit = DefaultInFlight
 	}
-	m.small = make(chan *bufPair, SmallWorkers)
-	for range SmallWorkers {
-		m.small <- &bufPair{}
+	m.inFlight = semaphore.NewWeighted(max(limit, int64(chunkBytes(m.opts.ReadSize, int(m.bs), m.opts.Codec))))
+}
+
+// chunkBytes is what a chunk of n bytes holds in flight: its data and room
+// for its frames.
+func chunkBytes(n, bs int, codec Codec) int {
+	return n + frameRoom(n, bs, codec)
+}
+
+// frameRoom is the frame buffer that fits every frame of a chunk of n
+// bytes (headers are not summed: a chunk's frames are sent one at a
+// time).
+func frameRoom(n, bs int, codec Codec) int {
+	payload := n
+	switch codec {
+	case CodecS2:
+		payload = max(s2.MaxEncodedLen(n), n)
+	case CodecZstd:
+		payload = n + n>>7 + 1<<10 // zstd's worst case on data that does not compress
 	}
+	return frameHeaderSize + (n+bs-1)/bs*digestSize + payload
 }
 
 func (m *mover) stats(s Stats) Stats {
@@ -593,23 +620,7 @@ func (m *mover) readAll(ctx context.Context, s *segmentState, spans []span) erro
 	for range SmallWorkers + m.opts.Workers {
 		wg.Go(func() {
 			for c := range chunks {
-				pool := m.small
-				if c.end-c.start > SmallRead {
-					pool = m.large
-				}
-				var bp *bufPair
-				select {
-				case bp = <-pool:
-				case <-ctx.Done():
-					continue
-				}
-				if n := int(c.end - c.start); cap(bp.data) < n {
-					bp.data = make([]byte, n, max(n, min(SmallRead, m.opts.ReadSize)))
-				}
-				var err error
-				bp.frame, err = m.chunk(ctx, s, c, bp.data, bp.frame)
-				pool <- bp
-				if err != nil {
+				if err := m.buffered(ctx, s, c); err != nil {
 					fail(err)
 				}
 			}
@@ -632,6 +643,33 @@ feed:
 		firstErr = ctx.Err()
 	}
 	return firstErr
+}
+
+// buffered moves one chunk in buffers sized to it, taken from the pool
+// once its bytes fit under the in-flight cap (and, for a large chunk, a
+// large slot is free), and given back when its frames are sent.
+func (m *mover) buffered(ctx context.Context, s *segmentState, c span) error {
+	n := int(c.end - c.start)
+	if n > SmallRead {
+		select {
+		case m.large <- struct{}{}:
+			defer func() { <-m.large }()
+		case <-ctx.Done():
+			return nil // readAll reports the cause
+		}
+	}
+	room := frameRoom(n, int(m.bs), m.opts.Codec)
+	if err := m.inFlight.Acquire(ctx, int64(n+room)); err != nil {
+		return nil
+	}
+	defer m.inFlight.Release(int64(n + room))
+	data, frame := buffers.get(n), buffers.get(room)
+	var err error
+	*frame, err = m.chunk(ctx, s, c, *data, (*frame)[:0])
+	// The sink is done with the frames when Send returns.
+	buffers.put(data)
+	buffers.put(frame)
+	return err
 }
 
 var zeroBlock = make([]byte, 1<<20)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sync"
 	"sync/atomic"
 )
 
@@ -17,14 +16,11 @@ type Receiver struct {
 	w       io.WriterAt
 	size    int64
 	written atomic.Int64
-	bufs    sync.Pool
 }
 
 // NewReceiver writes frames to w, a disk of size bytes.
 func NewReceiver(w io.WriterAt, size int64) *Receiver {
-	r := &Receiver{w: w, size: size}
-	r.bufs.New = func() any { b := make([]byte, 0, DefaultReadSize); return &b }
-	return r
+	return &Receiver{w: w, size: size}
 }
 
 // Written is how many bytes the receiver wrote.
@@ -63,12 +59,15 @@ func (r *Receiver) apply(f frame) error {
 		r.written.Add(int64(f.length))
 		return nil
 	}
-	bp := r.bufs.Get().(*[]byte)
-	defer r.bufs.Put(bp)
-	if cap(*bp) < f.length {
-		*bp = make([]byte, 0, f.length)
+	// An uncompressed frame's blocks are written from the frame itself; a
+	// compressed one takes a buffer of its own size from the pool.
+	var buf []byte
+	if f.codec != CodecNone {
+		bp := buffers.get(f.length)
+		defer buffers.put(bp)
+		buf = (*bp)[:0]
 	}
-	data, err := f.decode((*bp)[:0])
+	data, err := f.decode(buf)
 	if err != nil {
 		return err
 	}
