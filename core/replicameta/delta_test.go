@@ -377,3 +377,26 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// Segments seldom written do not keep deltas alive for ever: beyond
+// MaxDeltas, the oldest delta's segments fold into new bases.
+func TestDeltasAreBounded(t *testing.T) {
+	ctx := context.Background()
+	segs := MaxDeltas + 6
+	g := newRig(t, segs)
+	g.full()
+	for run := range segs {
+		s := g.open(false)
+		if _, err := s.Take(ctx, []datamover.Take{{Seg: run, Spans: spansOf(run, 7)}}, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put(ctx, []datamover.Update{g.write(run, 7)}); err != nil {
+			t.Fatal(err)
+		}
+		g.finish(s)
+		if m := storedManifest2(t, g.repo); len(m.Deltas) > MaxDeltas {
+			t.Fatalf("run %d: the manifest names %d deltas", run, len(m.Deltas))
+		}
+	}
+	g.check(0)
+}

@@ -28,6 +28,10 @@ const (
 	// fraction of the data written since.
 	CompactEntries = 16 // 1/16 of the blocks
 	CompactDeltas  = 32
+	// MaxDeltas bounds the deltas a manifest names: beyond it, each write
+	// folds the segments of the oldest delta into new bases, so that
+	// segments seldom written do not keep old deltas alive for ever.
+	MaxDeltas = 64
 	// DenseLoad: a change-tracked run loads a segment's base when it
 	// writes at least this fraction of the segment; below it, it compares
 	// only with the digests of the deltas (what was written lately).
@@ -584,6 +588,15 @@ func (s *Store) Put(ctx context.Context, updates []datamover.Update) error {
 		}
 		ws = append(ws, w)
 	}
+	var refold []loadPlan
+	if m := &s.manifest; len(m.Deltas) >= MaxDeltas {
+		for seg := range m.Deltas[0].Blocks {
+			lo, hi, _ := s.segment(seg)
+			if _, ok := m.Bases[seg]; ok && s.taken[seg] == nil && !slices.ContainsFunc(updates, func(u datamover.Update) bool { return u.Seg == seg }) && len(clipRanges(m.Dirty, lo, hi)) == 0 {
+				refold = append(refold, s.loadPlan(seg, true))
+			}
+		}
+	}
 	s.mu.Unlock()
 
 	type baseWrite struct {
@@ -671,6 +684,19 @@ func (s *Store) Put(ctx context.Context, updates []datamover.Update) error {
 		}
 		delta = append(delta, es...)
 		counts[u.Seg] += len(es)
+	}
+
+	// Segments of the oldest delta fold into new bases (never read from
+	// the replica: a refold that is not complete is left for later).
+	for _, p := range refold {
+		d, err := s.load(ctx, p)
+		if dd, ok := d.(*denseDigests); err == nil && ok && dd.complete() {
+			_, _, n := s.segment(p.seg)
+			for len(dd.d) < n {
+				dd.d = append(dd.d, s.zeroAt(p.seg, len(dd.d)))
+			}
+			bases = append(bases, baseWrite{p.seg, "", dd.d})
+		}
 	}
 
 	// Write the objects at once: each is made durable on its own.
