@@ -27,6 +27,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "floor" {
+		return runFloor(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("ferry-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	size := fs.String("size", "4GiB", "the disk's `size` (units as in ferry-plugin-local: 256MiB, 4GiB)")
