@@ -250,6 +250,25 @@ func (im *Image) Extents(k Kind) []Extent {
 // the zeros is up to the tool reading it), into the file at path, which
 // must exist, with workers goroutines, and syncs it.
 func (im *Image) WriteFile(ctx context.Context, path string, workers int) error {
+	return im.writeChunks(ctx, path, workers, 1)
+}
+
+// WriteSparse writes one chunk of the image's in every: the chunks whose
+// index is a multiple of every, at their place, into the file at path,
+// which must exist, and leaves the rest of the file as holes (a thin disk
+// holding 1/every of the image's content). It returns the bytes written.
+func (im *Image) WriteSparse(ctx context.Context, path string, workers int, every int64) (int64, error) {
+	if every < 1 {
+		return 0, fmt.Errorf("write sparse image: one chunk in %d", every)
+	}
+	var n int64
+	for c := int64(0); c < im.chunks(); c += every {
+		n += im.chunkLen(c)
+	}
+	return n, im.writeChunks(ctx, path, workers, every)
+}
+
+func (im *Image) writeChunks(ctx context.Context, path string, workers int, every int64) error {
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("write image: %w", err)
@@ -279,7 +298,7 @@ func (im *Image) WriteFile(ctx context.Context, path string, workers int) error 
 	}
 	var werr error
 feed:
-	for c := range im.chunks() {
+	for c := int64(0); c < im.chunks(); c += every {
 		select {
 		case next <- c:
 		case werr = <-errs:

@@ -142,6 +142,45 @@ func TestImageDeterministic(t *testing.T) {
 	}
 }
 
+func TestWriteSparse(t *testing.T) {
+	const size = 7<<20 + 4096 // chunks 0, 3 and 6 written; 6 is whole, 7 is short
+	im, _ := NewImage(42, size, DiskMix)
+	whole := make([]byte, size)
+	if _, err := im.ReadAt(whole, 0); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n, err := im.WriteSparse(context.Background(), path, 2, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 3<<20 {
+		t.Errorf("wrote %d bytes, want 3 MiB", n)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != size {
+		t.Fatalf("the file holds %d bytes, want %d", len(got), size)
+	}
+	for c := int64(0); c*chunkSize < size; c++ {
+		want := make([]byte, im.chunkLen(c))
+		if c%3 == 0 {
+			want = whole[c*chunkSize : c*chunkSize+im.chunkLen(c)]
+		}
+		if !bytes.Equal(got[c*chunkSize:c*chunkSize+im.chunkLen(c)], want) {
+			t.Errorf("chunk %d: want the image's bytes when its index is a multiple of 3, else zeros", c)
+		}
+	}
+	if _, err := im.WriteSparse(context.Background(), path, 2, 0); err == nil {
+		t.Error("one chunk in 0: no error")
+	}
+}
+
 func TestMixInvalid(t *testing.T) {
 	for _, m := range []Mix{{}, {50, 50, 1}, {-10, 60, 50}} {
 		if _, err := NewImage(1, 1<<20, m); err == nil {
