@@ -27,8 +27,23 @@ type Report struct {
 	Profiled  bool       `json:"profiled,omitempty"`
 	Image     ImageInfo  `json:"image"`
 	Scenarios []Scenario `json:"scenarios"`
-	Goals     []Goal     `json:"goals"`
-	Scratch   string     `json:"scratch_dir,omitempty"` // kept with -keep
+	// Big is the big sparse disk's run, for memory; nil when skipped.
+	Big     *BigRun `json:"big,omitempty"`
+	Goals   []Goal  `json:"goals"`
+	Scratch string  `json:"scratch_dir,omitempty"` // kept with -keep
+}
+
+// BigRun is ferry (the plain job) replicating a big sparse disk: the
+// scenarios are the same as on the thick disk, their memory is compared.
+type BigRun struct {
+	Size int64 `json:"disk_bytes"`
+	// DataBytes is what the disk held before the changes: one 1 MiB chunk
+	// of the image in every Stride, the rest holes.
+	DataBytes int64      `json:"data_bytes"`
+	Stride    int64      `json:"stride"`
+	Scenarios []Scenario `json:"scenarios"`
+	Error     string     `json:"error,omitempty"` // the run could not start
+	Scratch   string     `json:"scratch_dir,omitempty"`
 }
 
 // Machine is where the run happened.
@@ -68,8 +83,12 @@ type Scenario struct {
 	Ferry     *FerryRun   `json:"ferry,omitempty"`      // compression none
 	FerryZstd *FerryRun   `json:"ferry_zstd,omitempty"` // compression zstd
 	Peer      *PeerRun    `json:"peer,omitempty"`
-	Verified  bool        `json:"verified"` // replicas and the peer's copy equal the source
-	Error     string      `json:"error,omitempty"`
+	// The floors: HashFloor in the digest scenarios, CopyFloor in every
+	// scenario with changes (its copy follows the source).
+	HashFloor *FloorRun `json:"hash_floor,omitempty"`
+	CopyFloor *FloorRun `json:"copy_floor,omitempty"`
+	Verified  bool      `json:"verified"` // replicas and the copies equal the source
+	Error     string    `json:"error,omitempty"`
 }
 
 // ChangeInfo is what a scenario changed.
@@ -122,6 +141,38 @@ type PeerRun struct {
 	Flush time.Duration `json:"flush_ns"`
 }
 
+// FloorRun is one run of a floor program (floor.go).
+type FloorRun struct {
+	Name         string   `json:"name"`
+	Command      []string `json:"command"`
+	Usage        Usage    `json:"usage"`
+	BytesRead    int64    `json:"bytes_read"`
+	BytesWritten int64    `json:"bytes_written"`
+	Output       string   `json:"output"` // what it computed, so the work was done
+}
+
+// Floor is the floor ferry's run is compared with: the copy floor for a
+// tracked change, the hash floor for a change found by digests, none for
+// the full copy.
+func (s *Scenario) Floor() *FloorRun {
+	switch {
+	case s.Changes == nil && s.Percent == 0:
+		return nil
+	case s.Tracked:
+		return s.CopyFloor
+	}
+	return s.HashFloor
+}
+
+// OverFloor is ferry's wall time over its floor's.
+func (s *Scenario) OverFloor() (float64, bool) {
+	f := s.Floor()
+	if s.Ferry == nil || f == nil || f.Usage.Wall <= 0 {
+		return 0, false
+	}
+	return float64(s.Ferry.Usage.Wall) / float64(f.Usage.Wall), true
+}
+
 // Ratio is ferry's wall time over the peer's (below 1: ferry is faster).
 func (s *Scenario) Ratio() (float64, bool) {
 	if s.Ferry == nil || s.Peer == nil || s.Peer.Usage.Wall <= 0 {
@@ -148,10 +199,13 @@ func (s *Scenario) SentOverChanged() (float64, bool) {
 	return float64(s.FerryZstd.BytesSent) / float64(s.Changes.ZstdBytes), true
 }
 
-func (r *Report) scenario(key string) *Scenario {
-	for i := range r.Scenarios {
-		if r.Scenarios[i].Key == key && r.Scenarios[i].Error == "" {
-			return &r.Scenarios[i]
+func (r *Report) scenario(key string) *Scenario { return findScenario(r.Scenarios, key) }
+
+// findScenario is the scenario of key that ran, or nil.
+func findScenario(ss []Scenario, key string) *Scenario {
+	for i := range ss {
+		if ss[i].Key == key && ss[i].Error == "" {
+			return &ss[i]
 		}
 	}
 	return nil
@@ -160,8 +214,10 @@ func (r *Report) scenario(key string) *Scenario {
 // Scenario keys.
 const (
 	KeyFull      = "full"
+	KeyTracked01 = "tracked-0.1"
 	KeyTracked1  = "tracked-1"
 	KeyTracked10 = "tracked-10"
+	KeyDigest01  = "digest-0.1"
 	KeyDigest1   = "digest-1"
 	KeyDigest10  = "digest-10"
 )
@@ -175,10 +231,21 @@ type Goal struct {
 	Value    float64 `json:"value"`
 	Limit    float64 `json:"limit"`
 	Pass     bool    `json:"pass"`
+	// Skipped is a goal whose run was not asked for (-big=false): neither
+	// passed nor failed.
+	Skipped bool `json:"skipped,omitempty"`
 }
 
 // MemoryLimit is the most ferry and its plugins may hold at once.
 const MemoryLimit = 256 << 20
+
+// The limits of ferry's time over its floor's (issue 11): a tracked run
+// pays for its snapshot, catalog and restore point on top of the copy; a
+// digest run must hash the disk and little else.
+const (
+	TrackedFloorLimit = 2.5
+	DigestFloorLimit  = 1.2
+)
 
 // EvaluateGoals checks the goals on a report. A goal whose scenario is
 // missing or failed fails, saying so.
@@ -229,29 +296,67 @@ func EvaluateGoals(r *Report) []Goal {
 			notMeasured(g.name, want)
 		}
 	}
-	const memName, memWant = "peak memory of ferry and its plugins", "< 256 MiB"
+	for _, g := range []struct {
+		key, name, floor string
+		limit            float64
+	}{
+		{KeyTracked01, "0.1% changed, change tracking vs its floor", "copy", TrackedFloorLimit},
+		{KeyTracked1, "1% changed, change tracking vs its floor", "copy", TrackedFloorLimit},
+		{KeyTracked10, "10% changed, change tracking vs its floor", "copy", TrackedFloorLimit},
+		{KeyDigest01, "0.1% changed, digests vs its floor", "hash", DigestFloorLimit},
+		{KeyDigest1, "1% changed, digests vs its floor", "hash", DigestFloorLimit},
+		{KeyDigest10, "10% changed, digests vs its floor", "hash", DigestFloorLimit},
+	} {
+		want := fmt.Sprintf("ferry time ≤ %gx the %s floor's", g.limit, g.floor)
+		if s := r.scenario(g.key); s != nil && s.Floor() != nil {
+			v, _ := s.OverFloor()
+			atMost(g.name, want, v, g.limit, fmt.Sprintf("%.2fx (%s vs %s)", v, secs(s.Ferry.Usage.Wall), secs(s.Floor().Usage.Wall)))
+		} else {
+			notMeasured(g.name, want)
+		}
+	}
+	const memWant = "≤ 256 MiB"
+	memName := fmt.Sprintf("peak memory of ferry and its plugins, %s disk", FormatBytes(r.Size))
+	if peak, where := peakMemory(r.Scenarios); peak > 0 {
+		goals = append(goals, Goal{Name: memName, Want: memWant, Value: float64(peak), Limit: MemoryLimit, Pass: peak <= MemoryLimit,
+			Measured: fmt.Sprintf("%s (%s)", FormatBytes(peak), where)})
+	} else {
+		notMeasured(memName, memWant)
+	}
+	switch big := r.Big; {
+	case big == nil:
+		goals = append(goals, Goal{Name: "peak memory of ferry and its plugins, big sparse disk", Want: memWant, Measured: "skipped (-big=false)", Skipped: true})
+	default:
+		name := fmt.Sprintf("peak memory of ferry and its plugins, %s sparse disk", FormatBytes(big.Size))
+		if peak, where := peakMemory(big.Scenarios); peak > 0 {
+			goals = append(goals, Goal{Name: name, Want: memWant, Value: float64(peak), Limit: MemoryLimit, Pass: peak <= MemoryLimit,
+				Measured: fmt.Sprintf("%s (%s)", FormatBytes(peak), where)})
+		} else {
+			notMeasured(name, memWant)
+		}
+	}
+	return goals
+}
+
+// peakMemory is the largest tree peak of ferry's runs in the scenarios,
+// and where it was.
+func peakMemory(ss []Scenario) (int64, string) {
 	var peak int64
 	var where string
-	for _, s := range r.Scenarios {
+	for _, s := range ss {
 		for _, f := range []*FerryRun{s.Ferry, s.FerryZstd} {
 			if f != nil && f.Usage.PeakBound() > peak {
 				peak, where = f.Usage.PeakBound(), fmt.Sprintf("%s, %s", s.Name, f.Compression)
 			}
 		}
 	}
-	if peak > 0 {
-		goals = append(goals, Goal{Name: memName, Want: memWant, Value: float64(peak), Limit: MemoryLimit, Pass: peak < MemoryLimit,
-			Measured: fmt.Sprintf("%s (%s)", FormatBytes(peak), where)})
-	} else {
-		notMeasured(memName, memWant)
-	}
-	return goals
+	return peak, where
 }
 
 // Passed reports whether every goal passed.
 func (r *Report) Passed() bool {
 	for _, g := range r.Goals {
-		if !g.Pass {
+		if !g.Pass && !g.Skipped {
 			return false
 		}
 	}
@@ -260,7 +365,14 @@ func (r *Report) Passed() bool {
 
 // Failed reports whether a scenario failed to run as intended.
 func (r *Report) Failed() bool {
-	for _, s := range r.Scenarios {
+	ss := r.Scenarios
+	if r.Big != nil {
+		if r.Big.Error != "" {
+			return true
+		}
+		ss = append(ss[:len(ss):len(ss)], r.Big.Scenarios...)
+	}
+	for _, s := range ss {
 		if s.Error != "" {
 			return true
 		}
@@ -288,44 +400,12 @@ func (r *Report) WriteText(w io.Writer) error {
 		b.WriteString("ferry ran under perf record: its times include the profiler's cost\n")
 	}
 	b.WriteString("\n")
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\ttool\tmode\twall\tcpu\tothers' cpu\tmax RSS\ttree peak\tread\tsent\tferry/peer\tspeedup\t")
-	for _, s := range r.Scenarios {
-		name := s.Name
-		row := func(tool, mode string, u Usage, read, sent int64, extra string) {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, tool, mode, secs(u.Wall), secs(u.CPU()), secs(u.OtherCPU),
-				FormatBytes(u.MaxRSS), FormatBytes(u.PeakBound()), FormatBytes(read), FormatBytes(sent), extra)
-			name = ""
-		}
-		ratio := "\t\t"
-		if v, ok := s.Ratio(); ok {
-			sp, _ := s.Speedup()
-			ratio = fmt.Sprintf("%.2fx\t%.1fx\t", v, sp)
-		}
-		if f := s.Ferry; f != nil {
-			row("ferry", f.Mode, f.Usage, f.BytesRead, f.BytesSent, ratio)
-		}
-		if f := s.FerryZstd; f != nil {
-			extra := "\t\t"
-			if s.Peer != nil && s.Peer.Usage.Wall > 0 {
-				v := float64(f.Usage.Wall) / float64(s.Peer.Usage.Wall)
-				extra = fmt.Sprintf("%.2fx\t%.1fx\t", v, 1/v)
-			}
-			row("ferry zstd", f.Mode, f.Usage, f.BytesRead, f.BytesSent, extra)
-		}
-		if p := s.Peer; p != nil {
-			row(p.Tool, "", p.Usage, p.BytesRead, p.BytesSent, "\t\t")
-		}
-		if s.Error != "" {
-			fmt.Fprintf(tw, "%s\tFAILED\t\t\t\t\t\t\t\t\t\t\t\n", name)
-		}
-	}
-	if err := tw.Flush(); err != nil {
+	b.WriteString("ferry/peer and speedup compare with cp or rsync; ferry/floor compares ferry with its floor: the copy floor (read the changed extents, write them into a copy, one fsync) for change tracking, the hash floor (read the whole disk, xxh3-128 of every 4 KiB block on all cores) for digests\n\n")
+	if err := writeRuns(&b, r.Scenarios); err != nil {
 		return err
 	}
-
 	b.WriteString("\nchanges and where ferry's time goes:\n")
-	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\twrites\tchanged\tzstd of changed\tsent zstd/changed zstd\tferry: start+stop\tsession\tdisk\tstorage read/written\tpeer: storage read/written\tfsync after\tverified\t")
 	for _, s := range r.Scenarios {
 		writes, changed, zstd, over := "", "", "", ""
@@ -354,6 +434,9 @@ func (r *Report) WriteText(w io.Writer) error {
 			fmt.Fprintf(&b, "\n%s FAILED: %s\n", s.Name, s.Error)
 		}
 	}
+	if err := r.writeBig(&b); err != nil {
+		return err
+	}
 
 	b.WriteString("\ngoals:\n")
 	if r.Profiled {
@@ -362,7 +445,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	for _, g := range r.Goals {
 		res := "FAIL"
-		if g.Pass {
+		switch {
+		case g.Skipped:
+			res = "SKIP"
+		case g.Pass:
 			res = "PASS"
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", res, g.Name, g.Want, g.Measured)
@@ -372,6 +458,92 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeRuns writes the table of every tool's run in the scenarios.
+func writeRuns(b *strings.Builder, ss []Scenario) error {
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\ttool\tmode\twall\tcpu\tothers' cpu\tmax RSS\ttree peak\tread\tsent\tferry/peer\tspeedup\tferry/floor\t")
+	for _, s := range ss {
+		name := s.Name
+		row := func(tool, mode string, u Usage, read, sent int64, extra string) {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, tool, mode, secs(u.Wall), secs(u.CPU()), secs(u.OtherCPU),
+				FormatBytes(u.MaxRSS), FormatBytes(u.PeakBound()), FormatBytes(read), FormatBytes(sent), extra)
+			name = ""
+		}
+		// ratios is the three last columns for a ferry run of wall w.
+		ratios := func(w time.Duration) string {
+			peer, floor := "\t", ""
+			if s.Peer != nil && s.Peer.Usage.Wall > 0 {
+				v := float64(w) / float64(s.Peer.Usage.Wall)
+				peer = fmt.Sprintf("%.2fx\t%.1fx", v, 1/v)
+			}
+			if f := s.Floor(); f != nil && f.Usage.Wall > 0 {
+				floor = fmt.Sprintf("%.2fx", float64(w)/float64(f.Usage.Wall))
+			}
+			return peer + "\t" + floor + "\t"
+		}
+		if f := s.Ferry; f != nil {
+			row("ferry", f.Mode, f.Usage, f.BytesRead, f.BytesSent, ratios(f.Usage.Wall))
+		}
+		if f := s.FerryZstd; f != nil {
+			row("ferry zstd", f.Mode, f.Usage, f.BytesRead, f.BytesSent, ratios(f.Usage.Wall))
+		}
+		for _, f := range []*FloorRun{s.HashFloor, s.CopyFloor} {
+			if f != nil {
+				row(f.Name, "", f.Usage, f.BytesRead, f.BytesWritten, "\t\t\t")
+			}
+		}
+		if p := s.Peer; p != nil {
+			row(p.Tool, "", p.Usage, p.BytesRead, p.BytesSent, "\t\t\t")
+		}
+		if s.Error != "" {
+			fmt.Fprintf(tw, "%s\tFAILED\t\t\t\t\t\t\t\t\t\t\t\t\n", name)
+		}
+	}
+	return tw.Flush()
+}
+
+// writeBig writes the big sparse disk's runs and how memory scaled.
+func (r *Report) writeBig(b *strings.Builder) error {
+	big := r.Big
+	if big == nil {
+		return nil
+	}
+	fmt.Fprintf(b, "\nbig sparse disk: %s, %s of data (one 1 MiB chunk of the image in %d, the rest holes), ferry with compression none only:\n",
+		FormatBytes(big.Size), FormatBytes(big.DataBytes), big.Stride)
+	if big.Error != "" {
+		fmt.Fprintf(b, "FAILED: %s\n", big.Error)
+	}
+	if len(big.Scenarios) == 0 {
+		return nil
+	}
+	if err := writeRuns(b, big.Scenarios); err != nil {
+		return err
+	}
+	for _, s := range big.Scenarios {
+		if s.Error != "" {
+			fmt.Fprintf(b, "%s FAILED: %s\n", s.Name, s.Error)
+		}
+	}
+	fmt.Fprintf(b, "\nmemory by disk size (ferry, compression none, tree peak):\n")
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "scenario\t%s\t%s\tratio\twall %s\twall %s\t\n", FormatBytes(r.Size), FormatBytes(big.Size), FormatBytes(r.Size), FormatBytes(big.Size))
+	for _, bs := range big.Scenarios {
+		if bs.Ferry == nil || bs.Error != "" {
+			continue
+		}
+		name := strings.SplitN(bs.Name, ". ", 2)
+		small, ratio, wall := "", "", ""
+		if s := r.scenario(bs.Key); s != nil && s.Ferry != nil {
+			small, wall = FormatBytes(s.Ferry.Usage.PeakBound()), secs(s.Ferry.Usage.Wall)
+			if p := s.Ferry.Usage.PeakBound(); p > 0 {
+				ratio = fmt.Sprintf("%.2fx", float64(bs.Ferry.Usage.PeakBound())/float64(p))
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", name[len(name)-1], small, FormatBytes(bs.Ferry.Usage.PeakBound()), ratio, wall, secs(bs.Ferry.Usage.Wall))
+	}
+	return tw.Flush()
 }
 
 // busiest is the largest share of the machine's CPU time that other

@@ -46,6 +46,13 @@ type Config struct {
 	// itself): tools are started through it so that their peak memory is
 	// not the harness's (see ServeSpawn). Empty starts them directly.
 	Spawner string
+	// Floors is an executable that runs `floor hash` and `floor copy`
+	// (ferry-bench itself): the floors are measured as tools are.
+	Floors string
+	// BigSize, when more than 0, is the size of the sparse disk replicated
+	// after the other scenarios to see how ferry's memory scales with the
+	// disk's size (DESIGN.md §10: 64 GiB).
+	BigSize int64
 	// Command is the command line, for the report.
 	Command string
 	// Log receives progress lines; nil discards them.
@@ -53,8 +60,18 @@ type Config struct {
 }
 
 // SpaceFactor is how many times the disk size the scratch folder needs: the
-// source, two replicas with their undo stores, the peer's copy, and room.
-const SpaceFactor = 5
+// source, two replicas with their undo stores, the peer's copy, the copy
+// floor's copy, and room.
+const SpaceFactor = 6
+
+// BigStride is how sparse the big disk is: one 1 MiB chunk of the image in
+// every BigStride is written, the rest are holes (1 GiB of data on 64 GiB).
+const BigStride = 64
+
+// bigSpace is what the big disk's scratch folder needs: its data and the
+// changes of its scenarios (2% of the disk) in the source, the replica
+// and its undo store.
+func bigSpace(size int64) int64 { return 3 * (size/BigStride + size/50) }
 
 // The VM, jobs and codecs of the run. "plain" sends uncompressed, which is
 // what compression "auto" picks when both data movers share a machine, so
@@ -72,16 +89,24 @@ const (
 var ErrNoSpace = errors.New("not enough free disk space")
 
 type bench struct {
-	cfg     Config
-	rep     *Report
+	cfg Config
+	rep *Report
+	// size is the disk's size; big marks the sparse disk's run: its disk
+	// holds one chunk in BigStride, only the plain job runs, and neither
+	// peers nor floors.
+	size    int64
+	big     bool
+	jobs    []string
 	scratch string
 	prod    string // the source site
 	disk    string // the VM's disk image
 	peer    string // the peer's copy of the disk
+	floor   string // the copy floor's copy of the disk
 	conf    string // ferry's configuration folder
 	targets map[string]string
 	ferry   string
 	img     *Image
+	data    int64 // the bytes of the image written into the disk
 	m       measurer
 	start   time.Time
 }
@@ -89,52 +114,88 @@ type bench struct {
 // Run runs every scenario and evaluates the goals. It returns an error
 // when the run could not start; a scenario that fails is recorded in the
 // report, and the run stops there (later scenarios build on its state).
+// The big sparse disk's run comes last, in a scratch folder of its own,
+// made after the first one is removed.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
-	b := &bench{cfg: cfg, m: measurer{spawner: cfg.Spawner}, start: time.Now()}
+	start := time.Now()
+	rep := &Report{
+		Started: start.UTC(), Machine: machine(), Command: cfg.Command,
+		Size: cfg.Size, Seed: cfg.Seed, Cache: "cold", Profiled: cfg.Perf != "",
+	}
+	b := &bench{cfg: cfg, rep: rep, size: cfg.Size, jobs: []string{jobPlain, jobZstd}, m: measurer{spawner: cfg.Spawner}, start: start}
 	if err := b.prepare(); err != nil {
 		return nil, err
 	}
-	if !cfg.Keep {
-		defer os.RemoveAll(b.scratch)
-	}
-	b.rep = &Report{
-		Started: b.start.UTC(), Machine: machine(), Command: cfg.Command,
-		Size: cfg.Size, Seed: cfg.Seed, Cache: "cold", Profiled: cfg.Perf != "",
-	}
 	if cfg.Keep {
-		b.rep.Scratch = b.scratch
+		rep.Scratch = b.scratch
 	}
 	switch {
 	case cfg.Warm:
-		b.rep.Cache, b.rep.CacheNote = "warm", "inputs and outputs read into the page cache before every timed run (as DESIGN.md section 10 measured the peers; -cold drops it instead)"
+		rep.Cache, rep.CacheNote = "warm", "inputs and outputs read into the page cache before every timed run (as DESIGN.md section 10 measured the peers; -cold drops it instead)"
 	default:
 		if err := dropPageCache(); err != nil {
-			b.rep.Cache, b.rep.CacheNote = "warm", fmt.Sprintf("could not drop the page cache (%v); inputs and outputs read into it before every timed run instead", err)
+			rep.Cache, rep.CacheNote = "warm", fmt.Sprintf("could not drop the page cache (%v); inputs and outputs read into it before every timed run instead", err)
 			b.cfg.Warm = true
-			b.logf("warning: %s", b.rep.CacheNote)
+			b.logf("warning: %s", rep.CacheNote)
 		} else {
-			b.rep.CacheNote = "page cache dropped (sync; echo 3 > " + dropCaches + ") before every timed run"
+			rep.CacheNote = "page cache dropped (sync; echo 3 > " + dropCaches + ") before every timed run"
 		}
 	}
-	if err := b.setup(ctx); err != nil {
-		return nil, err
+	err := b.runAll(ctx, scenarios, &rep.Scenarios)
+	if !cfg.Keep {
+		os.RemoveAll(b.scratch)
 	}
-	floor, _, _, err := b.m.run(ctx, []string{"true"}, nil)
 	if err != nil {
 		return nil, err
 	}
-	b.rep.RSSFloor = floor.MaxRSS
-	for i, sp := range scenarios {
+	if cfg.BigSize > 0 && !rep.Failed() && ctx.Err() == nil {
+		rep.Big = &BigRun{Size: cfg.BigSize, Stride: BigStride}
+		big := &bench{cfg: b.cfg, rep: rep, size: cfg.BigSize, big: true, jobs: []string{jobPlain}, m: b.m, start: start}
+		if err := big.prepare(); err != nil {
+			rep.Big.Error = err.Error()
+		} else {
+			if cfg.Keep {
+				rep.Big.Scratch = big.scratch
+			}
+			if err := big.runAll(ctx, bigScenarios, &rep.Big.Scenarios); err != nil {
+				rep.Big.Error = err.Error()
+			}
+			rep.Big.DataBytes = big.data
+			if !cfg.Keep {
+				os.RemoveAll(big.scratch)
+			}
+		}
+		if rep.Big.Error != "" {
+			b.logf("the %s sparse disk's run failed: %s", FormatBytes(cfg.BigSize), rep.Big.Error)
+		}
+	}
+	rep.Goals = EvaluateGoals(rep)
+	rep.Duration = time.Since(start).Seconds()
+	return rep, ctx.Err()
+}
+
+// runAll sets up the disk and runs the scenarios in order, appending each
+// to out, until one fails.
+func (b *bench) runAll(ctx context.Context, specs []spec, out *[]Scenario) error {
+	if err := b.setup(ctx); err != nil {
+		return err
+	}
+	if b.rep.RSSFloor == 0 {
+		floor, _, _, err := b.m.run(ctx, []string{"true"}, nil)
+		if err != nil {
+			return err
+		}
+		b.rep.RSSFloor = floor.MaxRSS
+	}
+	for i, sp := range specs {
 		sc := b.scenario(ctx, i+1, sp)
-		b.rep.Scenarios = append(b.rep.Scenarios, sc)
+		*out = append(*out, sc)
 		if sc.Error != "" {
 			b.logf("%s failed: %s", sc.Name, sc.Error)
 			break
 		}
 	}
-	b.rep.Goals = EvaluateGoals(b.rep)
-	b.rep.Duration = time.Since(b.start).Seconds()
-	return b.rep, ctx.Err()
+	return nil
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -146,8 +207,8 @@ func (b *bench) logf(format string, args ...any) {
 // prepare checks the tools and the free space and makes the scratch folder.
 func (b *bench) prepare() error {
 	cfg := &b.cfg
-	if cfg.Size < 1<<20 {
-		return fmt.Errorf("disk size %d: the bench needs at least 1 MiB", cfg.Size)
+	if b.size < 1<<20 {
+		return fmt.Errorf("disk size %d: the bench needs at least 1 MiB", b.size)
 	}
 	b.ferry = filepath.Join(cfg.Bin, "ferry")
 	for _, p := range []string{b.ferry, filepath.Join(cfg.Bin, "ferry-plugin-local")} {
@@ -178,9 +239,14 @@ func (b *bench) prepare() error {
 	if err != nil {
 		return err
 	}
-	if need := SpaceFactor * cfg.Size; free < need {
+	if b.big {
+		if need := bigSpace(b.size); free < need {
+			return fmt.Errorf("%w: a %s sparse disk needs about %s in %s, and %s is free; free some space, or pass -dir on a larger file system, a smaller -big-size or -big=false",
+				ErrNoSpace, FormatBytes(b.size), FormatBytes(need), cfg.Dir, FormatBytes(free))
+		}
+	} else if need := SpaceFactor * b.size; free < need {
 		return fmt.Errorf("%w: a %s disk needs about %s in %s (%dx its size), and %s is free; free some space, or pass -dir on a larger file system or a smaller -size",
-			ErrNoSpace, FormatBytes(cfg.Size), FormatBytes(need), cfg.Dir, SpaceFactor, FormatBytes(free))
+			ErrNoSpace, FormatBytes(b.size), FormatBytes(need), cfg.Dir, SpaceFactor, FormatBytes(free))
 	}
 	b.scratch, err = os.MkdirTemp(cfg.Dir, "ferry-bench-")
 	if err != nil {
@@ -189,9 +255,10 @@ func (b *bench) prepare() error {
 	b.prod = filepath.Join(b.scratch, "prod")
 	b.disk = filepath.Join(b.prod, vmName, "disk0.img")
 	b.peer = filepath.Join(b.scratch, "peer", "disk0.img")
+	b.floor = filepath.Join(b.scratch, "floor", "disk0.img")
 	b.conf = filepath.Join(b.scratch, "config")
 	b.targets = map[string]string{jobPlain: filepath.Join(b.scratch, "dr"), jobZstd: filepath.Join(b.scratch, "dr-zstd")}
-	for _, d := range []string{filepath.Dir(b.peer), b.conf} {
+	for _, d := range []string{filepath.Dir(b.peer), filepath.Dir(b.floor), b.conf} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err
 		}
@@ -199,22 +266,63 @@ func (b *bench) prepare() error {
 	return nil
 }
 
-// setup makes the source VM, fills its disk with the image, and writes
-// ferry's configuration.
+// setup makes the source VM, fills its disk with the image (or, on the
+// big disk, one chunk of it in BigStride), and writes ferry's
+// configuration.
 func (b *bench) setup(ctx context.Context) error {
 	var err error
-	if b.img, err = NewImage(b.cfg.Seed, b.cfg.Size, DiskMix); err != nil {
+	if b.img, err = NewImage(b.cfg.Seed, b.size, DiskMix); err != nil {
 		return err
 	}
-	if err := cli(ctx, nil, nil, "vm", "create", b.prod, vmName, "--disk", strconv.FormatInt(b.cfg.Size, 10)); err != nil {
+	if err := cli(ctx, nil, nil, "vm", "create", b.prod, vmName, "--disk", strconv.FormatInt(b.size, 10)); err != nil {
 		return fmt.Errorf("create the source vm: %w", err)
 	}
-	b.logf("writing a %s disk-like image to %s", FormatBytes(b.cfg.Size), b.disk)
 	t := time.Now()
-	if err := b.img.WriteFile(ctx, b.disk, runtime.NumCPU()); err != nil {
-		return err
+	if b.big {
+		b.logf("writing a %s sparse disk (one 1 MiB chunk of the image in %d, the rest holes) to %s", FormatBytes(b.size), BigStride, b.disk)
+		if b.data, err = b.img.WriteSparse(ctx, b.disk, runtime.NumCPU(), BigStride); err != nil {
+			return err
+		}
+	} else {
+		b.logf("writing a %s disk-like image to %s", FormatBytes(b.size), b.disk)
+		if err := b.img.WriteFile(ctx, b.disk, runtime.NumCPU()); err != nil {
+			return err
+		}
+		b.data = b.size
+		if err := b.describeImage(time.Since(t)); err != nil {
+			return err
+		}
 	}
-	b.rep.Image.WriteSeconds = time.Since(t).Seconds()
+	var hcl strings.Builder
+	fmt.Fprintf(&hcl, `# Written by ferry-bench.
+source "local" "prod"        { path = %q }
+repository "local" "meta"    { path = %q }
+`, b.prod, filepath.Join(b.scratch, "meta"))
+	for _, job := range b.jobs {
+		comp := "none"
+		if job == jobZstd {
+			comp = "zstd"
+		}
+		fmt.Fprintf(&hcl, `
+target "local" %q { path = %q }
+
+job %q {
+  source     = source.local.prod
+  target     = target.local.%s
+  repository = repository.local.meta
+  vms        = [%q]
+  retention { restore_points = 2 }
+  transfer { compression = %q }
+}
+`, "dr_"+job, b.targets[job], job, "dr_"+job, vmName, comp)
+	}
+	return os.WriteFile(filepath.Join(b.conf, "main.hcl"), []byte(hcl.String()), 0o644)
+}
+
+// describeImage records the image's composition and how well its text
+// compresses.
+func (b *bench) describeImage(took time.Duration) error {
+	b.rep.Image.WriteSeconds = took.Seconds()
 	b.rep.Image.Composition = b.img.Composition()
 	var text []Extent
 	var n int64
@@ -233,31 +341,7 @@ func (b *bench) setup(ctx context.Context) error {
 	if c.Compressed > 0 {
 		b.rep.Image.TextZstdRatio = float64(c.Raw) / float64(c.Compressed)
 	}
-	hcl := fmt.Sprintf(`# Written by ferry-bench.
-source "local" "prod"        { path = %q }
-target "local" "dr"          { path = %q }
-target "local" "dr_zstd"     { path = %q }
-repository "local" "meta"    { path = %q }
-
-job %q {
-  source     = source.local.prod
-  target     = target.local.dr
-  repository = repository.local.meta
-  vms        = [%q]
-  retention { restore_points = 2 }
-  transfer { compression = "none" }
-}
-
-job %q {
-  source     = source.local.prod
-  target     = target.local.dr_zstd
-  repository = repository.local.meta
-  vms        = [%q]
-  retention { restore_points = 2 }
-  transfer { compression = "zstd" }
-}
-`, b.prod, b.targets[jobPlain], b.targets[jobZstd], filepath.Join(b.scratch, "meta"), jobPlain, vmName, jobZstd, vmName)
-	return os.WriteFile(filepath.Join(b.conf, "main.hcl"), []byte(hcl), 0o644)
+	return nil
 }
 
 // cli runs a command of ferry-plugin-local in this process.
@@ -281,12 +365,22 @@ type spec struct {
 	mode    string
 }
 
+// scenarios run on the thick disk, each on the state the one before left.
 var scenarios = []spec{
 	{key: KeyFull, name: "full copy", mode: "full"},
+	{key: KeyTracked01, name: "0.1% changed, change tracking", percent: 0.1, tracked: true, mode: "change-tracking"},
 	{key: KeyTracked1, name: "1% changed, change tracking", percent: 1, tracked: true, mode: "change-tracking"},
 	{key: KeyTracked10, name: "10% changed, change tracking", percent: 10, tracked: true, mode: "change-tracking"},
+	{key: KeyDigest01, name: "0.1% changed, digests", percent: 0.1, mode: "digest"},
 	{key: KeyDigest1, name: "1% changed, digests", percent: 1, mode: "digest"},
 	{key: KeyDigest10, name: "10% changed, digests", percent: 10, mode: "digest"},
+}
+
+// bigScenarios run on the big sparse disk, for memory.
+var bigScenarios = []spec{
+	{key: KeyFull, name: "full copy", mode: "full"},
+	{key: KeyTracked1, name: "1% changed, change tracking", percent: 1, tracked: true, mode: "change-tracking"},
+	{key: KeyDigest1, name: "1% changed, digests", percent: 1, mode: "digest"},
 }
 
 func (b *bench) scenario(ctx context.Context, n int, sp spec) Scenario {
@@ -298,26 +392,49 @@ func (b *bench) scenario(ctx context.Context, n int, sp spec) Scenario {
 }
 
 func (b *bench) runScenario(ctx context.Context, n int, sp spec, sc *Scenario) error {
+	var extents string
 	if sp.percent > 0 {
-		info, err := b.change(ctx, b.cfg.Seed+uint64(n), sp.percent, sp.tracked)
+		info, es, err := b.change(ctx, b.cfg.Seed+uint64(n), sp.percent, sp.tracked)
 		if err != nil {
 			return err
 		}
 		sc.Changes = info
+		extents = filepath.Join(b.scratch, fmt.Sprintf("changes-%d.extents", n))
+		if err := writeExtentsFile(extents, es); err != nil {
+			return err
+		}
 	}
-	var err error
-	for _, job := range []string{jobPlain, jobZstd} {
-		f, ferr := b.runFerry(ctx, job, sp)
+	for _, job := range b.jobs {
+		f, err := b.runFerry(ctx, job, sp)
 		if job == jobPlain {
 			sc.Ferry = f
 		} else {
 			sc.FerryZstd = f
 		}
-		if ferr != nil {
-			return ferr
+		if err != nil {
+			return err
 		}
-		b.logf("%s: ferry (%s): %s, %s in %s, %s read, %s sent", sc.Name, f.Compression, f.Mode, f.Lane,
-			secs(f.Usage.Wall), FormatBytes(f.BytesRead), FormatBytes(f.BytesSent))
+		b.logf("%s: ferry (%s): %s, %s in %s, %s read, %s sent, tree peak %s", sc.Name, f.Compression, f.Mode, f.Lane,
+			secs(f.Usage.Wall), FormatBytes(f.BytesRead), FormatBytes(f.BytesSent), FormatBytes(f.Usage.PeakBound()))
+	}
+	if b.big {
+		return b.verifyIf(ctx, sc)
+	}
+	// The floors. The copy floor runs after every change, tracked or not,
+	// since its copy must follow the source; a digest run's floor is the
+	// hash floor.
+	var err error
+	if sp.percent > 0 {
+		if !sp.tracked {
+			if sc.HashFloor, err = b.runHashFloor(ctx); err != nil {
+				return err
+			}
+			b.logf("%s: %s in %s", sc.Name, sc.HashFloor.Name, secs(sc.HashFloor.Usage.Wall))
+		}
+		if sc.CopyFloor, err = b.runCopyFloor(ctx, extents, sc.Changes.Bytes); err != nil {
+			return err
+		}
+		b.logf("%s: %s in %s", sc.Name, sc.CopyFloor.Name, secs(sc.CopyFloor.Usage.Wall))
 	}
 	if sp.percent == 0 {
 		sc.Peer, err = b.runCp(ctx)
@@ -328,28 +445,51 @@ func (b *bench) runScenario(ctx context.Context, n int, sp spec, sc *Scenario) e
 		return err
 	}
 	b.logf("%s: %s in %s", sc.Name, sc.Peer.Tool, secs(sc.Peer.Usage.Wall))
-	if b.cfg.Verify {
-		if err := b.verify(ctx, sc); err != nil {
-			return err
+	if sp.percent == 0 {
+		// The copy floor's own copy of the first state, made untimed.
+		if err := exec.CommandContext(ctx, "cp", "--sparse=always", b.peer, b.floor).Run(); err != nil {
+			return fmt.Errorf("copy %s for the copy floor: %w", b.peer, err)
 		}
-		sc.Verified = true
 	}
+	return b.verifyIf(ctx, sc)
+}
+
+func (b *bench) verifyIf(ctx context.Context, sc *Scenario) error {
+	if !b.cfg.Verify {
+		return nil
+	}
+	if err := b.verify(ctx, sc); err != nil {
+		return err
+	}
+	sc.Verified = true
 	return nil
+}
+
+func writeExtentsFile(path string, es []Extent) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := WriteExtents(f, es); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 // change makes scattered writes over percent of the disk: through the
 // local plugin's tracked writes, or straight into the image file, which
 // the plugin notices and answers by resetting change tracking.
-func (b *bench) change(ctx context.Context, seed uint64, percent float64, tracked bool) (*ChangeInfo, error) {
-	cs, err := NewChanges(seed, b.cfg.Size, percent, DiskMix)
+func (b *bench) change(ctx context.Context, seed uint64, percent float64, tracked bool) (*ChangeInfo, []Extent, error) {
+	cs, err := NewChanges(seed, b.size, percent, DiskMix)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	how := "untracked, straight into the image"
 	if tracked {
 		how = "tracked, through the local plugin"
 	}
-	b.logf("applying %d writes (%s) over %.0f%% of the disk, %s", len(cs.Writes), FormatBytes(cs.Bytes()), percent, how)
+	b.logf("applying %d writes (%s) over %g%% of the disk, %s", len(cs.Writes), FormatBytes(cs.Bytes()), percent, how)
 	t := time.Now()
 	if tracked {
 		err = cs.Apply(func(off int64, data []byte) error {
@@ -359,20 +499,21 @@ func (b *bench) change(ctx context.Context, seed uint64, percent float64, tracke
 		err = b.writeUntracked(cs)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	es := cs.Extents()
 	info := &ChangeInfo{Writes: len(cs.Writes), Bytes: cs.Bytes(), WrittenBytes: cs.WrittenBytes(), ApplySeconds: time.Since(t).Seconds()}
 	f, err := os.Open(b.disk)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer f.Close()
-	c, err := CompressedSize(f, cs.Extents())
+	c, err := CompressedSize(f, es)
 	if err != nil {
-		return nil, fmt.Errorf("compress the changed bytes: %w", err)
+		return nil, nil, fmt.Errorf("compress the changed bytes: %w", err)
 	}
 	info.ZstdBytes = c.Compressed
-	return info, nil
+	return info, es, nil
 }
 
 func (b *bench) writeUntracked(cs *Changes) error {
@@ -437,7 +578,7 @@ func (b *bench) runCp(ctx context.Context) (*PeerRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &PeerRun{Tool: "cp --sparse=always", Command: args, Usage: u, BytesRead: b.cfg.Size, BytesSent: b.cfg.Size}
+	p := &PeerRun{Tool: "cp --sparse=always", Command: args, Usage: u, BytesRead: b.size, BytesSent: b.size}
 	p.Flush, err = fsyncFile(b.peer)
 	return p, err
 }
@@ -460,26 +601,63 @@ func (b *bench) runRsync(ctx context.Context) (*PeerRun, error) {
 	if st.Files != 1 {
 		return nil, fmt.Errorf("rsync transferred %d files, want 1", st.Files)
 	}
-	p := &PeerRun{Tool: "rsync --inplace", Command: args, Usage: u, BytesRead: 2 * b.cfg.Size, BytesSent: st.Sent, Literal: st.Literal}
+	p := &PeerRun{Tool: "rsync --inplace", Command: args, Usage: u, BytesRead: 2 * b.size, BytesSent: st.Sent, Literal: st.Literal}
 	p.Flush, err = fsyncFile(b.peer)
 	return p, err
 }
 
-// verify checks that the new restore point of each replica and the peer's
-// copy hold exactly the source disk.
+// runHashFloor reads the whole source disk and hashes every 4 KiB block.
+func (b *bench) runHashFloor(ctx context.Context) (*FloorRun, error) {
+	args := []string{b.cfg.Floors, "floor", "hash", b.disk}
+	if err := b.cache(b.disk); err != nil {
+		return nil, err
+	}
+	u, out, _, err := b.m.run(ctx, args, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &FloorRun{Name: "floor: read+hash all", Command: args[1:], Usage: u, BytesRead: b.size, Output: strings.TrimSpace(string(out))}, nil
+}
+
+// runCopyFloor copies the changed extents of the source disk into the
+// copy floor's copy and syncs it.
+func (b *bench) runCopyFloor(ctx context.Context, extents string, changed int64) (*FloorRun, error) {
+	args := []string{b.cfg.Floors, "floor", "copy", extents, b.disk, b.floor}
+	if err := b.cache(b.disk, b.floor); err != nil {
+		return nil, err
+	}
+	u, out, _, err := b.m.run(ctx, args, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &FloorRun{Name: "floor: copy changed", Command: args[1:], Usage: u, BytesRead: changed, BytesWritten: changed, Output: strings.TrimSpace(string(out))}, nil
+}
+
+// verify checks that the new restore point of each replica, the peer's
+// copy and the copy floor's copy hold exactly the source disk.
 func (b *bench) verify(ctx context.Context, sc *Scenario) error {
 	want, err := hashFile(b.disk)
 	if err != nil {
 		return err
 	}
-	got, err := hashFile(b.peer)
-	if err != nil {
-		return err
+	copies := map[string]string{}
+	if sc.Peer != nil {
+		copies["the copy of "+sc.Peer.Tool] = b.peer
+		copies["the copy floor's copy"] = b.floor
 	}
-	if got != want {
-		return fmt.Errorf("verify: the copy of %s differs from the source", sc.Peer.Tool)
+	for what, path := range copies {
+		got, err := hashFile(path)
+		if err != nil {
+			return err
+		}
+		if got != want {
+			return fmt.Errorf("verify: %s differs from the source", what)
+		}
 	}
 	for _, f := range []*FerryRun{sc.Ferry, sc.FerryZstd} {
+		if f == nil {
+			continue
+		}
 		h := xxh3.New()
 		if err := cli(ctx, nil, h, "vm", "read", b.targets[f.Job], vmName+replicaSfx, "0", "--point", f.RestorePoint); err != nil {
 			return fmt.Errorf("verify: %w", err)
@@ -488,7 +666,7 @@ func (b *bench) verify(ctx context.Context, sc *Scenario) error {
 			return fmt.Errorf("verify: restore point %s of job %s differs from the source", f.RestorePoint, f.Job)
 		}
 	}
-	b.logf("%s: verified: both restore points and the peer's copy equal the source", sc.Name)
+	b.logf("%s: verified: every restore point and copy equals the source", sc.Name)
 	return nil
 }
 

@@ -33,7 +33,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ferry-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	size := fs.String("size", "4GiB", "the disk's `size` (units as in ferry-plugin-local: 256MiB, 4GiB)")
-	quick := fs.Bool("quick", false, "a smoke run on a 256 MiB disk (unless -size is given)")
+	quick := fs.Bool("quick", false, "a smoke run on a 256 MiB disk and a 1 GiB sparse one (unless -size or -big-size is given)")
+	big := fs.Bool("big", true, "also replicate a big sparse disk, for memory (-big-size)")
+	bigSize := fs.String("big-size", "64GiB", "the big sparse disk's `size`")
 	seed := fs.Uint64("seed", 1, "the `seed` of the image and the changes")
 	dir := fs.String("dir", "", "make the scratch folder in `DIR` (default $TMPDIR or /tmp)")
 	keep := fs.Bool("keep", false, "keep the scratch folder")
@@ -44,7 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	perf := fs.String("perf", "", "record each ferry run with perf record -g into `DIR` (slows ferry)")
 	strict := fs.Bool("strict", false, "exit 1 when a goal fails")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ferry-bench [flags]\n\nRuns ferry side by side with cp --sparse=always and rsync --inplace on a generated disk\nand reports ratios and goals. Exit status: 0 done (goals may fail unless -strict), 1 a\nscenario or a goal (-strict) failed, 2 usage.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: ferry-bench [flags]\n       ferry-bench floor ... (see ferry-bench floor)\n\nRuns ferry side by side with cp --sparse=always and rsync --inplace on a generated disk\nand reports ratios and goals. Exit status: 0 done (goals may fail unless -strict), 1 a\nscenario or a goal (-strict) failed, 2 usage.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -57,15 +59,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ferry-bench: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	sizeSet := false
-	fs.Visit(func(f *flag.Flag) { sizeSet = sizeSet || f.Name == "size" })
-	if *quick && !sizeSet {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *quick && !set["size"] {
 		*size = "256MiB"
+	}
+	if *quick && !set["big-size"] {
+		*bigSize = "1GiB"
 	}
 	n, err := local.ParseSize(*size)
 	if err != nil {
 		fmt.Fprintf(stderr, "ferry-bench: -size: %v\n", err)
 		return 2
+	}
+	var bigN int64
+	if *big {
+		if bigN, err = local.ParseSize(*bigSize); err != nil || bigN < 1<<20 {
+			fmt.Fprintf(stderr, "ferry-bench: -big-size %s: want at least 1MiB (%v)\n", *bigSize, err)
+			return 2
+		}
 	}
 	if *bin == "" {
 		*bin = defaultBin()
@@ -85,7 +97,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	rep, err := bench.Run(ctx, bench.Config{
 		Size: n, Seed: *seed, Dir: *dir, Keep: *keep, Bin: absBin, Warm: !*cold, Verify: *verify,
-		Perf: *perf, Spawner: self, Command: "ferry-bench " + strings.Join(args, " "), Log: stderr,
+		Perf: *perf, Spawner: self, Floors: self, BigSize: bigN, Command: "ferry-bench " + strings.Join(args, " "), Log: stderr,
 	})
 	if rep == nil {
 		fmt.Fprintf(stderr, "ferry-bench: %v\n", err)
@@ -107,6 +119,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if rep.Scratch != "" {
 		fmt.Fprintf(stderr, "ferry-bench: kept the scratch folder %s\n", rep.Scratch)
+	}
+	if rep.Big != nil && rep.Big.Scratch != "" {
+		fmt.Fprintf(stderr, "ferry-bench: kept the big disk's scratch folder %s\n", rep.Big.Scratch)
 	}
 	switch {
 	case err != nil:
