@@ -1,14 +1,18 @@
 // Package bench measures ferry side by side with the tools it must beat, in
 // one run, and reports ratios (DESIGN.md §10): a full copy against
-// cp --sparse=always, and 1% and 10% of scattered changes, with and without
-// change tracking, against rsync --inplace --no-whole-file.
+// cp --sparse=always, and 0.1%, 1% and 10% of scattered changes, with and
+// without change tracking, against rsync --inplace --no-whole-file and
+// against the floors of that work, measured by small programs of its own
+// (floor.go): reading and hashing the whole disk, copying only the changed
+// extents. A big sparse disk then shows how ferry's memory scales.
 //
 // It generates deterministic disk-like images (zeros, compressible text
-// and random data in 4-64 KiB granules, image.go, text.go) and scattered
-// guest writes of new data (changes.go), makes tracked writes through the
-// local plugin's own command-line entry in-process, runs ferry and its
-// peers as child processes and measures their wall and CPU time and memory
-// (measure.go), and checks the goals on the ratios (report.go).
+// and random data in 4-64 KiB granules, thick or sparse: image.go,
+// text.go) and scattered guest writes of new data (changes.go), makes
+// tracked writes through the local plugin's own command-line entry
+// in-process, runs ferry, its peers and the floors as child processes and
+// measures their wall and CPU time and memory (measure.go), and checks the
+// goals on the ratios (report.go).
 //
 // bench drives ferry the way an operator does: built binaries, an HCL
 // configuration and `ferry run --json`. It must never be imported by

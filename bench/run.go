@@ -148,30 +148,41 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.BigSize > 0 && !rep.Failed() && ctx.Err() == nil {
-		rep.Big = &BigRun{Size: cfg.BigSize, Stride: BigStride}
-		big := &bench{cfg: b.cfg, rep: rep, size: cfg.BigSize, big: true, jobs: []string{jobPlain}, m: b.m, start: start}
-		if err := big.prepare(); err != nil {
-			rep.Big.Error = err.Error()
-		} else {
-			if cfg.Keep {
-				rep.Big.Scratch = big.scratch
-			}
-			if err := big.runAll(ctx, bigScenarios, &rep.Big.Scenarios); err != nil {
-				rep.Big.Error = err.Error()
-			}
-			rep.Big.DataBytes = big.data
-			if !cfg.Keep {
-				os.RemoveAll(big.scratch)
-			}
-		}
-		if rep.Big.Error != "" {
-			b.logf("the %s sparse disk's run failed: %s", FormatBytes(cfg.BigSize), rep.Big.Error)
-		}
+	switch {
+	case cfg.BigSize == 0:
+	case rep.Failed() || ctx.Err() != nil:
+		rep.Big = &BigRun{Size: cfg.BigSize, Stride: BigStride, Error: "not run: the first disk's run did not end well"}
+	default:
+		rep.Big = b.runBig(ctx)
 	}
 	rep.Goals = EvaluateGoals(rep)
 	rep.Duration = time.Since(start).Seconds()
 	return rep, ctx.Err()
+}
+
+// runBig replicates the big sparse disk, in a scratch folder of its own.
+func (b *bench) runBig(ctx context.Context) *BigRun {
+	cfg := b.cfg
+	r := &BigRun{Size: cfg.BigSize, Stride: BigStride}
+	big := &bench{cfg: cfg, rep: b.rep, size: cfg.BigSize, big: true, jobs: []string{jobPlain}, m: b.m, start: b.start}
+	if err := big.prepare(); err != nil {
+		r.Error = err.Error()
+	} else {
+		if cfg.Keep {
+			r.Scratch = big.scratch
+		}
+		if err := big.runAll(ctx, bigScenarios, &r.Scenarios); err != nil {
+			r.Error = err.Error()
+		}
+		r.DataBytes = big.data
+		if !cfg.Keep {
+			os.RemoveAll(big.scratch)
+		}
+	}
+	if r.Error != "" {
+		b.logf("the %s sparse disk's run failed: %s", FormatBytes(cfg.BigSize), r.Error)
+	}
+	return r
 }
 
 // runAll sets up the disk and runs the scenarios in order, appending each
