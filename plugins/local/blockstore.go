@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 )
@@ -127,6 +128,10 @@ type storeWriter struct {
 	dataEnd int64
 	idxEnd  int64
 	index   blockIndex
+	// Staged blocks (see stage): their data ends at stagedEnd, their
+	// records wait in recs.
+	stagedEnd int64
+	recs      []byte
 }
 
 // openStoreWriter opens (creating) the block store NAME in dir for
@@ -196,6 +201,7 @@ func (w *storeWriter) init() error {
 		return fmt.Errorf("stat %s: %w", w.data.Name(), err)
 	}
 	w.dataEnd = st.Size()
+	w.stagedEnd = w.dataEnd
 	return nil
 }
 
@@ -208,41 +214,76 @@ func (w *storeWriter) has(b int64) bool {
 // put appends blocks (buf holds len(blocks) blocks back to back) and makes
 // them durable: data first, then the records that point at it.
 func (w *storeWriter) put(blocks []int64, buf []byte) error {
+	if err := w.stage(blocks, buf); err != nil {
+		return err
+	}
+	return w.commit()
+}
+
+// stage appends blocks (buf holds len(blocks) blocks back to back) to the
+// data file, not yet durable nor indexed, so that a caller saving more
+// blocks than it holds in memory at once makes them durable with one
+// fsync pair: commit. Until commit returns, what was staged is not in the
+// store: a crash leaves it as bytes no record points at, which the next
+// writer appends after. The CRCs are taken here, while buf is in hand.
+func (w *storeWriter) stage(blocks []int64, buf []byte) error {
 	if len(blocks) == 0 {
 		return nil
 	}
 	if int64(len(buf)) != int64(len(blocks))*w.bs {
+		w.abort()
 		return fmt.Errorf("block store %s: %d bytes for %d blocks", w.data.Name(), len(buf), len(blocks))
 	}
-	if _, err := w.data.WriteAt(buf, w.dataEnd); err != nil {
+	if _, err := w.data.WriteAt(buf, w.stagedEnd); err != nil {
+		w.abort()
 		return fmt.Errorf("append %s: %w", w.data.Name(), err)
 	}
+	at := len(w.recs)
+	w.recs = slices.Grow(w.recs, len(blocks)*storeRecordSize)[:at+len(blocks)*storeRecordSize]
+	for i, b := range blocks {
+		r := w.recs[at+i*storeRecordSize : at+(i+1)*storeRecordSize]
+		binary.LittleEndian.PutUint64(r[0:], uint64(b))
+		binary.LittleEndian.PutUint64(r[8:], uint64(w.stagedEnd+int64(i)*w.bs))
+		binary.LittleEndian.PutUint32(r[16:], crc32.Checksum(buf[int64(i)*w.bs:int64(i+1)*w.bs], castagnoli))
+		binary.LittleEndian.PutUint32(r[20:], crc32.Checksum(r[:20], castagnoli))
+	}
+	w.stagedEnd += int64(len(buf))
+	return nil
+}
+
+// commit makes the staged blocks durable and adds them to the store: one
+// fsync of the data, then their records appended and fsynced.
+func (w *storeWriter) commit() error {
+	if len(w.recs) == 0 {
+		return nil
+	}
+	defer w.abort()
 	if err := w.data.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", w.data.Name(), err)
 	}
-	recs := make([]byte, len(blocks)*storeRecordSize)
-	entries := make([]blockEntry, len(blocks))
-	for i, b := range blocks {
-		r := recs[i*storeRecordSize : (i+1)*storeRecordSize]
-		e := blockEntry{off: w.dataEnd + int64(i)*w.bs, crc: crc32.Checksum(buf[int64(i)*w.bs:int64(i+1)*w.bs], castagnoli)}
-		entries[i] = e
-		binary.LittleEndian.PutUint64(r[0:], uint64(b))
-		binary.LittleEndian.PutUint64(r[8:], uint64(e.off))
-		binary.LittleEndian.PutUint32(r[16:], e.crc)
-		binary.LittleEndian.PutUint32(r[20:], crc32.Checksum(r[:20], castagnoli))
-	}
-	if _, err := w.idx.WriteAt(recs, w.idxEnd); err != nil {
+	if _, err := w.idx.WriteAt(w.recs, w.idxEnd); err != nil {
 		return fmt.Errorf("append %s: %w", w.idx.Name(), err)
 	}
 	if err := w.idx.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", w.idx.Name(), err)
 	}
-	w.dataEnd += int64(len(buf))
-	w.idxEnd += int64(len(recs))
-	for i, b := range blocks {
-		w.index[b] = entries[i]
+	w.dataEnd = w.stagedEnd
+	w.idxEnd += int64(len(w.recs))
+	for i := 0; i < len(w.recs); i += storeRecordSize {
+		r := w.recs[i : i+storeRecordSize]
+		w.index[int64(binary.LittleEndian.Uint64(r[0:]))] = blockEntry{
+			off: int64(binary.LittleEndian.Uint64(r[8:])),
+			crc: binary.LittleEndian.Uint32(r[16:]),
+		}
 	}
 	return nil
+}
+
+// abort forgets what was staged and not committed; the next stage writes
+// over it (no record points there).
+func (w *storeWriter) abort() {
+	w.recs = w.recs[:0]
+	w.stagedEnd = w.dataEnd
 }
 
 func (w *storeWriter) close() error {
@@ -328,6 +369,41 @@ func (r *storeReader) readBlock(e blockEntry, buf []byte) error {
 	data := r.data
 	r.mu.RUnlock()
 	return readStoredBlock(data, e, buf)
+}
+
+// readBlocks reads blocks, each of which ix holds, into buf back to back,
+// checking each one's CRC: one read per run of blocks that lie one after
+// another in the data file, as the blocks of one write or one batch do.
+func (r *storeReader) readBlocks(ix blockIndex, blocks []int64, buf []byte) error {
+	r.mu.RLock()
+	data := r.data
+	r.mu.RUnlock()
+	if data == nil {
+		return fmt.Errorf("read block store: no data file")
+	}
+	bs := r.bs
+	for i := 0; i < len(blocks); {
+		first := ix[blocks[i]]
+		j := i + 1
+		for j < len(blocks) && ix[blocks[j]].off == first.off+int64(j-i)*bs {
+			j++
+		}
+		p := buf[int64(i)*bs : int64(j)*bs]
+		n, err := data.ReadAt(p, first.off)
+		if n < len(p) {
+			if err == nil || errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("read %s at %d: %w", data.Name(), first.off, err)
+		}
+		for k := i; k < j; k++ {
+			if crc32.Checksum(buf[int64(k)*bs:int64(k+1)*bs], castagnoli) != ix[blocks[k]].crc {
+				return fmt.Errorf("read %s at %d: block checksum mismatch (the file is corrupt)", data.Name(), ix[blocks[k]].off)
+			}
+		}
+		i = j
+	}
+	return nil
 }
 
 // snapshotIndex returns a copy of the index as loaded so far.
