@@ -1,7 +1,6 @@
 package local
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -72,31 +71,82 @@ type sharedDisk struct {
 	mu sync.Mutex // orders copy-before-write decisions of concurrent writes
 	// pending holds writes accepted but not yet applied (under mu): they
 	// are applied in batches, so that one durable save of undo blocks
-	// serves many scattered writes. Nothing is durable before Close, so a
-	// crash loses only what no caller was told is safe.
-	pending      []pendingWrite
-	pendingBytes int64
+	// serves many scattered writes. Nothing is durable before Sync or
+	// Close, so a crash loses only what no caller was told is safe.
+	pending batch
 	// A full batch is applied in the background while the next one fills
 	// (one at a time, in order): inflight is closed when it is done, and
 	// asyncErr, read only after that, is its failure. Every path that
 	// changes points or state flushes first, which waits for it.
 	inflight chan struct{}
 	asyncErr error
-	undoBuf  []byte // used by one batch at a time
+	// spare is the write list of the batch applied last, for the next
+	// one; blocks is saveUndo's list of blocks. Both are touched only by
+	// the one batch being applied, or under mu once it is done.
+	spare  []pendingWrite
+	blocks []int64
 }
 
 type pendingWrite struct {
 	off  int64
-	data []byte
+	data []byte // in a slab of the batch
 }
 
-// Batch limits of pending writes.
+// batch is pending writes, their data copied back to back into slabs
+// from the pool (see buffers.go).
+type batch struct {
+	writes []pendingWrite
+	slabs  []*[]byte
+	used   int // bytes used in the last slab
+	bytes  int64
+}
+
+// add copies a write into the batch. A write that goes on where the one
+// before it ended, on the disk and in the slab (the data mover's chunks
+// of one extent), extends it, so that one call applies both.
+func (b *batch) add(p []byte, off int64) {
+	b.bytes += int64(len(p))
+	for len(p) > 0 {
+		if len(b.slabs) == 0 || b.used == slabSize {
+			b.slabs = append(b.slabs, getSlab())
+			b.used = 0
+		}
+		s := *b.slabs[len(b.slabs)-1]
+		n := copy(s[b.used:], p)
+		k := len(b.writes) - 1
+		if k >= 0 && b.used > 0 && b.writes[k].off+int64(len(b.writes[k].data)) == off &&
+			&b.writes[k].data[len(b.writes[k].data)-1] == &s[b.used-1] {
+			b.writes[k].data = b.writes[k].data[:len(b.writes[k].data)+n]
+		} else {
+			b.writes = append(b.writes, pendingWrite{off: off, data: s[b.used : b.used+n]})
+		}
+		b.used += n
+		off += int64(n)
+		p = p[n:]
+	}
+}
+
+// release gives the batch's slabs back to the pool and returns its write
+// list, emptied, for reuse.
+func (b *batch) release() []pendingWrite {
+	for _, s := range b.slabs {
+		putSlab(s)
+	}
+	clear(b.writes)
+	return b.writes[:0]
+}
+
+// Batch limits of pending writes. A replica disk holds at most two
+// batches (one filling, one being applied) and one chunk of undo blocks:
+// 2 x 16 + 4 MiB, whatever the disk's size.
 const (
-	maxPendingBytes  = 8 << 20
-	maxPendingWrites = 1024
-	// undoBatchBlocks bounds the memory of one durable save of undo
-	// blocks (4 MiB).
-	undoBatchBlocks = (4 << 20) / undoBlockSize
+	maxPendingBytes  = 16 << 20
+	maxPendingWrites = 4096
+	// undoChunkBlocks is how many old blocks are read at a time; a batch
+	// saves them all with one fsync pair, however many chunks it takes.
+	undoChunkBlocks = (4 << 20) / undoBlockSize
+	// slabBlocks is how many undo blocks a slab holds.
+	slabBlocks = slabSize / undoBlockSize
 	// undoReaders is how many reads of old blocks are in flight at once:
 	// they are scattered, and a cold random read waits on storage.
 	undoReaders = 16
@@ -300,9 +350,8 @@ func (w *replicaWriter) WriteAt(p []byte, off int64) (int, error) {
 	}
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
-	sd.pending = append(sd.pending, pendingWrite{off: off, data: bytes.Clone(p)})
-	sd.pendingBytes += int64(len(p))
-	if sd.pendingBytes >= maxPendingBytes || len(sd.pending) >= maxPendingWrites {
+	sd.pending.add(p, off)
+	if sd.pending.bytes >= maxPendingBytes || len(sd.pending.writes) >= maxPendingWrites {
 		if err := sd.handOffLocked(w.t); err != nil {
 			return 0, fmt.Errorf("write replica %q disk %d: %w", w.replica, sd.disk, err)
 		}
@@ -331,9 +380,20 @@ func (sd *sharedDisk) flushLocked(t *Target) error {
 	if err := sd.waitLocked(); err != nil {
 		return err
 	}
-	batch := sd.pending
-	sd.pending, sd.pendingBytes = nil, 0
-	return sd.apply(t, batch)
+	b := sd.takeLocked()
+	err := sd.apply(t, &b)
+	sd.spare = b.release()
+	return err
+}
+
+// takeLocked takes the pending writes, once the batch before them is done,
+// and starts the next batch on the spare write list. The caller holds
+// sd.mu.
+func (sd *sharedDisk) takeLocked() batch {
+	b := sd.pending
+	sd.pending = batch{writes: sd.spare}
+	sd.spare = nil
+	return b
 }
 
 // waitLocked waits for the batch applied in the background, if any, and
@@ -354,13 +414,13 @@ func (sd *sharedDisk) handOffLocked(t *Target) error {
 	if err := sd.waitLocked(); err != nil {
 		return err
 	}
-	batch := sd.pending
-	sd.pending, sd.pendingBytes = nil, 0
+	b := sd.takeLocked()
 	done := make(chan struct{})
 	sd.inflight = done
 	go func() {
 		defer close(done)
-		sd.asyncErr = sd.apply(t, batch)
+		sd.asyncErr = sd.apply(t, &b)
+		sd.spare = b.release()
 	}()
 	return nil
 }
@@ -368,14 +428,14 @@ func (sd *sharedDisk) handOffLocked(t *Target) error {
 // apply saves, in one durable step, every block the writes overwrite that
 // the newest point still needs, then applies the writes in the order they
 // came. One batch is applied at a time.
-func (sd *sharedDisk) apply(t *Target, batch []pendingWrite) error {
-	if len(batch) == 0 {
+func (sd *sharedDisk) apply(t *Target, b *batch) error {
+	if len(b.writes) == 0 {
 		return nil
 	}
-	if err := sd.saveUndo(batch); err != nil {
+	if err := sd.saveUndo(t, b.writes); err != nil {
 		return err
 	}
-	for _, pw := range batch {
+	for _, pw := range b.writes {
 		t.step("undo-saved")
 		if _, err := sd.f.WriteAt(pw.data, pw.off); err != nil {
 			return err
@@ -385,53 +445,66 @@ func (sd *sharedDisk) apply(t *Target, batch []pendingWrite) error {
 }
 
 // saveUndo copies the blocks the writes overwrite that the newest point
-// has not saved yet into its undo store, durably. One batch at a time
-// calls it, under gate.
-func (sd *sharedDisk) saveUndo(writes []pendingWrite) error {
+// has not saved yet into its undo store, durably: the old blocks are read
+// a chunk at a time into slabs and staged in the store, and one fsync
+// pair at the end makes them all durable. One batch at a time calls it,
+// under gate.
+func (sd *sharedDisk) saveUndo(t *Target, writes []pendingWrite) error {
 	if sd.undo == nil {
 		return nil
 	}
-	var blocks []int64
-	seen := map[int64]bool{}
+	blocks := sd.blocks[:0]
 	for _, pw := range writes {
-		off, length := pw.off, int64(len(pw.data))
-		for b := off / undoBlockSize; b <= (off+length-1)/undoBlockSize && b*undoBlockSize < sd.limit; b++ {
-			if !seen[b] && !sd.undo.has(b) {
-				seen[b] = true
+		first, last := pw.off/undoBlockSize, (pw.off+int64(len(pw.data))-1)/undoBlockSize
+		for b := first; b <= last && b*undoBlockSize < sd.limit; b++ {
+			if !sd.undo.has(b) {
 				blocks = append(blocks, b)
 			}
 		}
 	}
+	slices.Sort(blocks)
+	blocks = slices.Compact(blocks)
+	sd.blocks = blocks
 	if len(blocks) == 0 {
 		return nil
 	}
-	slices.Sort(blocks)
-	if len(sd.undoBuf) < min(len(blocks), undoBatchBlocks)*undoBlockSize {
-		sd.undoBuf = make([]byte, min(len(blocks), undoBatchBlocks)*undoBlockSize)
+	bufs := make([]*[]byte, 0, undoChunkBlocks/slabBlocks)
+	for range min((len(blocks)+slabBlocks-1)/slabBlocks, cap(bufs)) {
+		bufs = append(bufs, getSlab())
 	}
+	defer func() {
+		for _, b := range bufs {
+			putSlab(b)
+		}
+	}()
 	for len(blocks) > 0 {
-		batch := blocks[:min(len(blocks), undoBatchBlocks)]
-		buf := sd.undoBuf[:len(batch)*undoBlockSize]
-		if err := readBlockRuns(sd.f, batch, buf); err != nil {
+		chunk := blocks[:min(len(blocks), undoChunkBlocks)]
+		if err := readBlockRuns(sd.f, chunk, bufs); err != nil {
+			sd.undo.abort()
 			return fmt.Errorf("read working image: %w", err)
 		}
-		if err := sd.undo.put(batch, buf); err != nil {
-			return err
+		for i := 0; i < len(chunk); i += slabBlocks {
+			part := chunk[i:min(len(chunk), i+slabBlocks)]
+			if err := sd.undo.stage(part, (*bufs[i/slabBlocks])[:len(part)*undoBlockSize]); err != nil {
+				return err
+			}
 		}
-		blocks = blocks[len(batch):]
+		blocks = blocks[len(chunk):]
+		t.step("undo-staged")
 	}
-	return nil
+	return sd.undo.commit()
 }
 
-// readBlockRuns reads the sorted blocks of f into buf, back to back: each
-// run of consecutive blocks with one read, up to undoReaders reads at once.
-// What lies past the end of f reads as zeros.
-func readBlockRuns(f *os.File, blocks []int64, buf []byte) error {
+// readBlockRuns reads the sorted blocks of f into the slabs bufs, back to
+// back (block i in slab i/slabBlocks): each run of consecutive blocks in
+// one slab with one read, up to undoReaders reads at once. What lies past
+// the end of f reads as zeros.
+func readBlockRuns(f *os.File, blocks []int64, bufs []*[]byte) error {
 	type run struct{ i, n int } // blocks[i:i+n] are consecutive
 	var runs []run
 	for i := 0; i < len(blocks); {
 		j := i + 1
-		for j < len(blocks) && blocks[j] == blocks[j-1]+1 {
+		for j < len(blocks) && blocks[j] == blocks[j-1]+1 && j%slabBlocks != 0 {
 			j++
 		}
 		runs = append(runs, run{i, j - i})
@@ -447,7 +520,8 @@ func readBlockRuns(f *os.File, blocks []int64, buf []byte) error {
 				if first != nil {
 					continue
 				}
-				p := buf[r.i*undoBlockSize : (r.i+r.n)*undoBlockSize]
+				at := r.i % slabBlocks * undoBlockSize
+				p := (*bufs[r.i/slabBlocks])[at : at+r.n*undoBlockSize]
 				n, err := f.ReadAt(p, blocks[r.i]*undoBlockSize)
 				if err != nil && !errors.Is(err, io.EOF) {
 					first = err
@@ -692,26 +766,36 @@ func (t *Target) fold(ctx context.Context, dir string, p, prev *pointState, disk
 			todo = append(todo, b)
 		}
 	}
-	const batch = undoBatchBlocks
-	buf := make([]byte, batch*undoBlockSize)
+	buf := getSlab()
+	defer putSlab(buf)
+	staged := 0
 	for len(todo) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n := min(len(todo), batch)
-		for j, b := range todo[:n] {
-			if err := src.readBlock(ix[b], buf[j*undoBlockSize:(j+1)*undoBlockSize]); err != nil {
-				return err
-			}
+		n := min(len(todo), slabBlocks)
+		if err := src.readBlocks(ix, todo[:n], (*buf)[:n*undoBlockSize]); err != nil {
+			return err
 		}
-		if err := dst.put(todo[:n], buf[:n*undoBlockSize]); err != nil {
+		if err := dst.stage(todo[:n], (*buf)[:n*undoBlockSize]); err != nil {
 			return err
 		}
 		t.step("fold-batch")
 		todo = todo[n:]
+		if staged += n; staged >= foldCommitBlocks || len(todo) == 0 {
+			if err := dst.commit(); err != nil {
+				return err
+			}
+			staged = 0
+		}
 	}
 	return nil
 }
+
+// foldCommitBlocks is how many blocks a fold stages between two fsync
+// pairs (64 MiB): few syncs, and a record list bounded whatever the size
+// of the store.
+const foldCommitBlocks = (64 << 20) / undoBlockSize
 
 // OpenRestorePointDisk opens a disk of a restore point for reading. The
 // reader stays right while the replica goes on being written: blocks it
