@@ -203,28 +203,38 @@ func (s *site) mergeIntoLayer(ctx context.Context, dir string, sn, prev *snapSta
 		return err
 	}
 	defer dst.close()
-	const batch = 256
 	ix := src.snapshotIndex()
 	blocks := ix.sortedBlocks()
-	buf := make([]byte, batch*deltaBlockSize)
+	buf := getSlab()
+	defer putSlab(buf)
+	const batch = slabSize / deltaBlockSize
+	staged := 0
 	for len(blocks) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		n := min(len(blocks), batch)
-		for j, b := range blocks[:n] {
-			if err := src.readBlock(ix[b], buf[j*deltaBlockSize:(j+1)*deltaBlockSize]); err != nil {
-				return err
-			}
+		if err := src.readBlocks(ix, blocks[:n], (*buf)[:n*deltaBlockSize]); err != nil {
+			return err
 		}
-		if err := dst.put(blocks[:n], buf[:n*deltaBlockSize]); err != nil {
+		if err := dst.stage(blocks[:n], (*buf)[:n*deltaBlockSize]); err != nil {
 			return err
 		}
 		s.step("merge-layer-batch")
 		blocks = blocks[n:]
+		if staged += n; staged >= mergeCommitBlocks || len(blocks) == 0 {
+			if err := dst.commit(); err != nil {
+				return err
+			}
+			staged = 0
+		}
 	}
 	return nil
 }
+
+// mergeCommitBlocks is how many blocks a merge into a layer stages between
+// two fsync pairs (64 MiB).
+const mergeCommitBlocks = (64 << 20) / deltaBlockSize
 
 // mergeIntoBase writes every block of the oldest snapshot's layer into the
 // base image. The base changes in place, so its fingerprint is checked
@@ -256,26 +266,42 @@ func (s *site) mergeIntoBase(ctx context.Context, dir string, st *vmState, sn *s
 	}
 	defer f.Close()
 	ix := src.snapshotIndex()
-	buf := make([]byte, deltaBlockSize)
-	for n, b := range ix.sortedBlocks() {
-		if n%256 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		if err := src.readBlock(ix[b], buf); err != nil {
+	blocks := ix.sortedBlocks()
+	// Blocks at or past the disk's end are skipped.
+	for len(blocks) > 0 && blocks[len(blocks)-1]*deltaBlockSize >= size {
+		blocks = blocks[:len(blocks)-1]
+	}
+	buf := getSlab()
+	defer putSlab(buf)
+	const batch = slabSize / deltaBlockSize
+	first := true
+	for len(blocks) > 0 {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
-		off := b * deltaBlockSize
-		if off >= size {
-			continue
+		n := min(len(blocks), batch)
+		if err := src.readBlocks(ix, blocks[:n], (*buf)[:n*deltaBlockSize]); err != nil {
+			return err
 		}
-		if _, err := f.WriteAt(buf[:min(deltaBlockSize, size-off)], off); err != nil {
-			return fmt.Errorf("write %s: %w", path, err)
+		// One write per run of consecutive blocks: they lie back to back
+		// in buf too.
+		for i := 0; i < n; {
+			j := i + 1
+			for j < n && blocks[j] == blocks[j-1]+1 {
+				j++
+			}
+			off := blocks[i] * deltaBlockSize
+			end := min(blocks[j-1]*deltaBlockSize+deltaBlockSize, size)
+			if _, err := f.WriteAt((*buf)[i*deltaBlockSize:int64(i)*deltaBlockSize+end-off], off); err != nil {
+				return fmt.Errorf("write %s: %w", path, err)
+			}
+			if first {
+				s.step("merge-base-block")
+				first = false
+			}
+			i = j
 		}
-		if n == 0 {
-			s.step("merge-base-block")
-		}
+		blocks = blocks[n:]
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", path, err)
