@@ -388,12 +388,18 @@ func (r *Repository) current(key string) (objectState, error) {
 	return objectState{gen: floor}, nil
 }
 
-// encode returns the content of h's object file.
+// encode returns the content of h's object file: head, then the data.
+func (r *Repository) encode(h *objectHeader, data []byte) []byte {
+	return append(r.head(h), data...)
+}
+
+// head returns the start of h's object file: the magic line and the
+// header line.
 //
 // It sets h.HeaderCRC: the header is encoded without it, its checksum
 // taken, and encoded again, which appends `,"hcrc":N` before the closing
 // brace (encoding/json keeps the order of the members).
-func (r *Repository) encode(h *objectHeader, data []byte) []byte {
+func (r *Repository) head(h *objectHeader) []byte {
 	h.HeaderCRC = 0
 	hdr, err := json.Marshal(h)
 	if err != nil {
@@ -403,11 +409,10 @@ func (r *Repository) encode(h *objectHeader, data []byte) []byte {
 	if hdr, err = json.Marshal(h); err != nil {
 		panic(err)
 	}
-	b := make([]byte, 0, len(objectMagic)+len(hdr)+1+len(data))
+	b := make([]byte, 0, len(objectMagic)+len(hdr)+1)
 	b = append(b, objectMagic...)
 	b = append(b, hdr...)
-	b = append(b, '\n')
-	return append(b, data...)
+	return append(b, '\n')
 }
 
 func (r *Repository) write(h *objectHeader, data []byte) error {
@@ -532,7 +537,11 @@ func (r *Repository) prepare(h *objectHeader, data []byte) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("write object: %w", err)
 	}
-	_, err = f.Write(r.encode(h, data))
+	// Two writes rather than a copy of the data behind the header.
+	_, err = f.Write(r.head(h))
+	if err == nil {
+		_, err = f.Write(data)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
