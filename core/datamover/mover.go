@@ -276,11 +276,30 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 	m.initBuffers()
 	segBytes := bs * int64(opts.SegmentBlocks)
 	var stats Stats
+	var groups [][]segmentWork
 	var group []segmentWork
 	var groupBytes int64
+	for seg, lo := 0, int64(0); lo < req.Size; seg, lo = seg+1, lo+segBytes {
+		hi := min(lo+segBytes, req.Size)
+		todo := clip(consider, lo, hi)
+		if len(todo) == 0 {
+			continue
+		}
+		n := spanBytes(todo)
+		if len(group) > 0 && (len(group) >= GroupSegments || groupBytes+n > GroupBytes) {
+			groups, group, groupBytes = append(groups, group), nil, 0
+		}
+		group = append(group, segmentWork{seg: seg, lo: lo, hi: hi, todo: todo, read: intersect(todo, readable)})
+		groupBytes += n
+	}
+	if len(group) > 0 {
+		groups = append(groups, group)
+	}
+
 	// A group's writes are made durable and its digests put while the
 	// next group is read: finishing waits on storage, reading need not.
-	// One group finishes at a time, in order.
+	// One group finishes at a time, in order. The next group is taken
+	// while this one is read: taking waits on the store.
 	var finishing chan error
 	wait := func() error {
 		if finishing == nil {
@@ -291,41 +310,51 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 		return err
 	}
 	defer wait()
-	flush := func() error {
-		if len(group) == 0 {
-			return nil
+	type taken struct {
+		prevs []*Pending
+		err   error
+	}
+	take := func(g []segmentWork) chan taken {
+		ch := make(chan taken, 1)
+		go func() {
+			prevs, err := m.take(ctx, g)
+			ch <- taken{prevs, err}
+		}()
+		return ch
+	}
+	var next chan taken // the take under way, if any
+	defer func() {
+		if next != nil {
+			<-next // a failed move leaves no call to the store behind it
 		}
-		next, err := m.moveGroup(ctx, group)
-		first, last := group[0].seg, group[len(group)-1].seg
-		group, groupBytes = nil, 0
+	}()
+	if len(groups) > 0 {
+		next = take(groups[0])
+	}
+	for k, g := range groups {
+		t := <-next
+		next = nil
+		if k+1 < len(groups) && t.err == nil {
+			next = take(groups[k+1])
+		}
+		var updates []Update
+		err := t.err
+		if err == nil {
+			updates, err = m.moveGroup(ctx, g, t.prevs)
+		}
 		if werr := wait(); err == nil {
 			err = werr
 		}
-		if err != nil || len(next) == 0 {
-			return err
+		if err != nil {
+			return m.stats(stats), err
 		}
-		done := make(chan error, 1)
-		go func() { done <- m.finishGroup(ctx, first, last, next) }()
-		finishing = done
-		return nil
-	}
-	for seg, lo := 0, int64(0); lo < req.Size; seg, lo = seg+1, lo+segBytes {
-		hi := min(lo+segBytes, req.Size)
-		todo := clip(consider, lo, hi)
-		if len(todo) == 0 {
+		if len(updates) == 0 {
 			continue
 		}
-		n := spanBytes(todo)
-		if len(group) > 0 && (len(group) >= GroupSegments || groupBytes+n > GroupBytes) {
-			if err := flush(); err != nil {
-				return m.stats(stats), err
-			}
-		}
-		group = append(group, segmentWork{seg: seg, lo: lo, hi: hi, todo: todo, read: intersect(todo, readable)})
-		groupBytes += n
-	}
-	if err := flush(); err != nil {
-		return m.stats(stats), err
+		first, last := g[0].seg, g[len(g)-1].seg
+		done := make(chan error, 1)
+		go func() { done <- m.finishGroup(ctx, first, last, updates) }()
+		finishing = done
 	}
 	return m.stats(stats), wait()
 }
@@ -346,29 +375,34 @@ func spanBytes(spans []span) int64 {
 	return n
 }
 
-// moveGroup takes the digests of a group of segments and moves their
-// blocks. It returns the new digests of the blocks handled.
+// take takes the digests of a group of segments from the store.
+func (m *mover) take(ctx context.Context, g []segmentWork) ([]*Pending, error) {
+	if m.req.Digests == nil {
+		return make([]*Pending, len(g)), nil
+	}
+	takes := make([]Take, len(g))
+	for k, w := range g {
+		takes[k] = Take{Seg: w.seg, Spans: extents(w.todo), Whole: len(w.todo) == 1 && w.todo[0] == span{w.lo, w.hi}}
+	}
+	prevs, err := m.req.Digests.Take(ctx, takes, m.req.Changed == nil)
+	if err != nil {
+		return nil, fmt.Errorf("digests of segments %d-%d: %w", g[0].seg, g[len(g)-1].seg, err)
+	}
+	if len(prevs) != len(g) {
+		return nil, fmt.Errorf("digests of segments %d-%d: %d answers for %d segments", g[0].seg, g[len(g)-1].seg, len(prevs), len(g))
+	}
+	return prevs, nil
+}
+
+// moveGroup moves the blocks of a group of segments whose stored digests
+// are prevs. It returns the new digests of the blocks handled.
 //
 // Reading change-tracking extents, the data mover does not wait for
 // stored digests to arrive: what it reads before they do is sent without
 // comparison (change tracking named it, so it most likely changed), and
 // the rest is compared. Reading everything, it waits: comparing is what
 // keeps that from sending the whole disk.
-func (m *mover) moveGroup(ctx context.Context, g []segmentWork) ([]Update, error) {
-	prevs := make([]*Pending, len(g))
-	if m.req.Digests != nil {
-		takes := make([]Take, len(g))
-		for k, w := range g {
-			takes[k] = Take{Seg: w.seg, Spans: extents(w.todo), Whole: len(w.todo) == 1 && w.todo[0] == span{w.lo, w.hi}}
-		}
-		var err error
-		if prevs, err = m.req.Digests.Take(ctx, takes, m.req.Changed == nil); err != nil {
-			return nil, fmt.Errorf("digests of segments %d-%d: %w", g[0].seg, g[len(g)-1].seg, err)
-		}
-		if len(prevs) != len(g) {
-			return nil, fmt.Errorf("digests of segments %d-%d: %d answers for %d segments", g[0].seg, g[len(g)-1].seg, len(prevs), len(g))
-		}
-	}
+func (m *mover) moveGroup(ctx context.Context, g []segmentWork, prevs []*Pending) ([]Update, error) {
 	next := make([]Update, 0, len(g))
 	for k, w := range g {
 		u, err := m.segment(ctx, w, prevs[k])
@@ -707,6 +741,7 @@ func (m *mover) chunk(ctx context.Context, s *segmentState, c span, buf, frameBu
 	}
 	var runs []run
 	var digests []Digest
+	var blocks, changedBlocks, changedBytes int64 // counted here, added once
 	for pos := 0; pos < len(data); pos += int(m.bs) {
 		end := min(pos+int(m.bs), len(data))
 		block := data[pos:end]
@@ -719,12 +754,12 @@ func (m *mover) chunk(ctx context.Context, s *segmentState, c span, buf, frameBu
 		}
 		i := int((c.start + int64(pos) - s.lo) / m.bs)
 		s.set(i, d)
-		m.c.blocksTotal.Add(1)
+		blocks++
 		if !m.changed(s, i, d, zero) {
 			continue
 		}
-		m.c.blocksChanged.Add(1)
-		m.c.changed.Add(int64(end - pos))
+		changedBlocks++
+		changedBytes += int64(end - pos)
 		if k := len(runs); k > 0 && runs[k-1].end == pos && runs[k-1].zero == zero {
 			runs[k-1].end = end
 		} else {
@@ -734,6 +769,9 @@ func (m *mover) chunk(ctx context.Context, s *segmentState, c span, buf, frameBu
 			digests = append(digests, d)
 		}
 	}
+	m.c.blocksTotal.Add(blocks)
+	m.c.blocksChanged.Add(changedBlocks)
+	m.c.changed.Add(changedBytes)
 	di := 0
 	for _, r := range runs {
 		off := c.start + int64(r.start)
