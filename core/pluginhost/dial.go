@@ -17,6 +17,8 @@ func dialOptions() []grpc.DialOption {
 			grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes),
 			grpc.ForceCodecV2(sdk.MessageCodec()),
 		),
+		grpc.WithInitialWindowSize(sdk.StreamWindowBytes),
+		grpc.WithInitialConnWindowSize(sdk.ConnWindowBytes),
 		experimental.WithBufferPool(sdk.MessageBuffers()),
 	}
 }
