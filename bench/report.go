@@ -316,24 +316,19 @@ func EvaluateGoals(r *Report) []Goal {
 		}
 	}
 	const memWant = "≤ 256 MiB"
-	memName := fmt.Sprintf("peak memory of ferry and its plugins, %s disk", FormatBytes(r.Size))
-	if peak, where := peakMemory(r.Scenarios); peak > 0 {
-		goals = append(goals, Goal{Name: memName, Want: memWant, Value: float64(peak), Limit: MemoryLimit, Pass: peak <= MemoryLimit,
-			Measured: fmt.Sprintf("%s (%s)", FormatBytes(peak), where)})
-	} else {
-		notMeasured(memName, memWant)
-	}
-	switch big := r.Big; {
-	case big == nil:
-		goals = append(goals, Goal{Name: "peak memory of ferry and its plugins, big sparse disk", Want: memWant, Measured: "skipped (-big=false)", Skipped: true})
-	default:
-		name := fmt.Sprintf("peak memory of ferry and its plugins, %s sparse disk", FormatBytes(big.Size))
-		if peak, where := peakMemory(big.Scenarios); peak > 0 {
+	memory := func(name string, scs []Scenario) {
+		if peak, where := peakMemory(scs); peak > 0 {
 			goals = append(goals, Goal{Name: name, Want: memWant, Value: float64(peak), Limit: MemoryLimit, Pass: peak <= MemoryLimit,
 				Measured: fmt.Sprintf("%s (%s)", FormatBytes(peak), where)})
 		} else {
 			notMeasured(name, memWant)
 		}
+	}
+	memory(fmt.Sprintf("peak memory of ferry and its plugins, %s disk", FormatBytes(r.Size)), r.Scenarios)
+	if big := r.Big; big == nil {
+		goals = append(goals, Goal{Name: "peak memory of ferry and its plugins, big sparse disk", Want: memWant, Measured: "skipped (-big=false)", Skipped: true})
+	} else {
+		memory(fmt.Sprintf("peak memory of ferry and its plugins, %s sparse disk", FormatBytes(big.Size)), big.Scenarios)
 	}
 	return goals
 }

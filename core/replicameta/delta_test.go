@@ -319,15 +319,7 @@ func TestVersion2ManifestIsMigrated(t *testing.T) {
 
 func storedManifest2(t *testing.T, repo sdk.Repository) Manifest {
 	t.Helper()
-	data, _, err := repo.Get(context.Background(), Prefix("j", "vm", 0)+"manifest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m Manifest
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return manifestAt(t, repo, Prefix("j", "vm", 0))
 }
 
 func TestEncodings(t *testing.T) {

@@ -304,7 +304,12 @@ func putOne(ctx context.Context, s *Store, i int, d []datamover.Digest) error {
 
 func storedManifest(t *testing.T, repo sdk.Repository) Manifest {
 	t.Helper()
-	data, _, err := repo.Get(context.Background(), Prefix("web tier", "db/01", 0)+"manifest")
+	return manifestAt(t, repo, Prefix("web tier", "db/01", 0))
+}
+
+func manifestAt(t *testing.T, repo sdk.Repository, prefix string) Manifest {
+	t.Helper()
+	data, _, err := repo.Get(context.Background(), prefix+"manifest")
 	if err != nil {
 		t.Fatal(err)
 	}
