@@ -102,12 +102,13 @@ func (g *rig) full() {
 	g.t.Helper()
 	ctx := context.Background()
 	s := g.open(true)
-	n := len(g.replica) / bigSize
+	n := (len(g.replica) + bigSize - 1) / bigSize
 	var takes []datamover.Take
 	var ups []datamover.Update
 	for seg := range n {
-		takes = append(takes, datamover.Take{Seg: seg, Spans: []sdk.Extent{{Offset: int64(seg * bigSize), Length: bigSize}}, Whole: true})
-		d, _ := datamover.DigestRange(bytes.NewReader(g.replica), int64(seg*bigSize), int64((seg+1)*bigSize), bs)
+		hi := min((seg+1)*bigSize, len(g.replica))
+		takes = append(takes, datamover.Take{Seg: seg, Spans: []sdk.Extent{{Offset: int64(seg * bigSize), Length: int64(hi - seg*bigSize)}}, Whole: true})
+		d, _ := datamover.DigestRange(bytes.NewReader(g.replica), int64(seg*bigSize), int64(hi), bs)
 		ups = append(ups, datamover.Update{Seg: seg, Digests: d})
 	}
 	if _, err := s.Take(ctx, takes, true); err != nil {
@@ -119,15 +120,16 @@ func (g *rig) full() {
 	g.finish(s)
 }
 
-// check takes every segment whole (a digest run) and compares what the
-// store knows with the replica.
+// check is a digest run that finds nothing changed: it takes every
+// segment whole, compares what the store knows with the replica, puts the
+// same digests back and finishes.
 func (g *rig) check(wantRecomputed int64) {
 	g.t.Helper()
 	ctx := context.Background()
 	s := g.open(false)
-	defer s.Close()
-	for seg := range len(g.replica) / bigSize {
-		ps, err := s.Take(ctx, []datamover.Take{{Seg: seg, Spans: []sdk.Extent{{Offset: int64(seg * bigSize), Length: bigSize}}, Whole: true}}, true)
+	for seg := range (len(g.replica) + bigSize - 1) / bigSize {
+		lo, hi := seg*bigSize, min((seg+1)*bigSize, len(g.replica))
+		ps, err := s.Take(ctx, []datamover.Take{{Seg: seg, Spans: []sdk.Extent{{Offset: int64(lo), Length: int64(hi - lo)}}, Whole: true}}, true)
 		if err != nil {
 			g.t.Fatal(err)
 		}
@@ -141,9 +143,16 @@ func (g *rig) check(wantRecomputed int64) {
 				g.t.Fatalf("segment %d block %d: the stored digest is not the replica's", seg, i)
 			}
 		}
+		if err := s.Put(ctx, []datamover.Update{{Seg: seg, Digests: all}}); err != nil {
+			g.t.Fatal(err)
+		}
 	}
 	if st := s.Stats(); st.BytesRecomputed != wantRecomputed {
 		g.t.Fatalf("recomputed %d bytes from the replica, want %d", st.BytesRecomputed, wantRecomputed)
+	}
+	g.finish(s)
+	if m := manifestAt(g.t, g.repo, Prefix("j", "vm", 0)); len(m.Dirty) != 0 {
+		g.t.Fatalf("a finished digest run left dirty ranges %v", m.Dirty)
 	}
 }
 
@@ -391,4 +400,40 @@ func TestDeltasAreBounded(t *testing.T) {
 		}
 	}
 	g.check(0)
+}
+
+// A disk that grew since its bases: the grown part reads as zeros, deltas
+// may name blocks past a base's end, and a digest run still finds every
+// digest without reading the replica.
+func TestDeltasPastAGrownBase(t *testing.T) {
+	ctx := context.Background()
+	g := newRig(t, 2)
+	g.replica = g.replica[:len(g.replica)-bigSize/2] // segment 1 is half a segment
+	g.full()
+	g.replica = append(g.replica, make([]byte, bigSize/2)...) // the disk grew by half a segment
+	s := g.open(false)
+	blocks := []int{10, bigBlks/2 + 3} // one block before the old end, one after it
+	if _, err := s.Take(ctx, []datamover.Take{{Seg: 1, Spans: spansOf(1, blocks...)}}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, []datamover.Update{g.write(1, blocks...)}); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.DeltaEntries != 2 || st.BasesWritten != 0 {
+		t.Fatalf("stats %+v: want the two blocks in a delta", st)
+	}
+	g.finish(s)
+	g.check(0)
+	if g.opened != 0 {
+		t.Fatal("the replica was read")
+	}
+	// A run killed while writing a block of the grown segment: the next
+	// digest run reads back that block alone.
+	s = g.open(false)
+	if _, err := s.Take(ctx, []datamover.Take{{Seg: 1, Spans: spansOf(1, 20)}}, false); err != nil {
+		t.Fatal(err)
+	}
+	g.write(1, 20)
+	s.Close()
+	g.check(bs)
 }

@@ -505,8 +505,13 @@ func (e *corruptError) Error() string { return e.err.Error() }
 // otherwise. Callers hold s.mu.
 func (s *Store) recompute(ctx context.Context, seg int, have *denseDigests) (*denseDigests, error) {
 	lo, hi, n := s.segment(seg)
-	if have != nil && have.complete() && len(have.d) == n {
-		return have, nil
+	if have != nil {
+		for len(have.d) < n {
+			have.d = append(have.d, s.zeroAt(seg, len(have.d))) // grown since: zeros
+		}
+		if have.complete() {
+			return have, nil
+		}
 	}
 	if s.replica == nil {
 		r, err := s.reread(ctx)
@@ -530,9 +535,6 @@ func (s *Store) recompute(ctx context.Context, seg int, have *denseDigests) (*de
 			return nil, err
 		}
 		return &denseDigests{d: d}, nil
-	}
-	for len(have.d) < n {
-		have.d = append(have.d, s.zeroAt(seg, len(have.d)))
 	}
 	for i := 0; i < n; {
 		if have.knows(i) {
@@ -801,7 +803,8 @@ func (d *denseDigests) Blocks() int { return len(d.d) }
 func (d *denseDigests) Digest(i int) (datamover.Digest, bool) { return d.d[i], d.knows(i) }
 
 func (d *denseDigests) knows(i int) bool {
-	return d.unknown == nil || i >= len(d.d) || d.unknown[i/64]&(1<<(i%64)) == 0
+	// Blocks past the bitmap were added since (a grown disk's zeros).
+	return i/64 >= len(d.unknown) || d.unknown[i/64]&(1<<(i%64)) == 0
 }
 
 func (d *denseDigests) complete() bool { return d.unknown == nil }
