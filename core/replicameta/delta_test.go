@@ -437,3 +437,23 @@ func TestDeltasPastAGrownBase(t *testing.T) {
 	s.Close()
 	g.check(bs)
 }
+
+// An object the manifest names that is gone from the repository is lost
+// digests: recomputed from the replica, never a failed run.
+func TestMissingObjectsAreUnknown(t *testing.T) {
+	ctx := context.Background()
+	g := newRig(t, 2)
+	g.full()
+	s := g.open(false)
+	if _, err := s.Take(ctx, []datamover.Take{{Seg: 0, Spans: spansOf(0, 1)}}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, []datamover.Update{g.write(0, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	g.finish(s)
+	m := manifestAt(t, g.repo, Prefix("j", "vm", 0))
+	g.repo.Delete(ctx, m.Bases[1].Key, sdk.IfAny)
+	g.repo.Delete(ctx, m.Deltas[0].Key, sdk.IfAny)
+	g.check(2 * bigSize) // both segments: 0 lost its delta, 1 its base
+}

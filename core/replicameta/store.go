@@ -486,7 +486,9 @@ func (dl *deltaLoad) wait(ctx context.Context, s *Store) ([]entry, error) {
 
 func (s *Store) get(ctx context.Context, key string) ([]byte, error) {
 	data, _, err := s.repo.Get(ctx, key)
-	if errors.Is(err, errdefs.ErrDataLoss) {
+	if errors.Is(err, errdefs.ErrDataLoss) || errors.Is(err, errdefs.ErrNotFound) {
+		// Damaged, or gone: lost (the repository lost it, or this run
+		// replaced it while a load was under way). Unknown, never guessed.
 		return nil, &corruptError{fmt.Errorf("read digests %s: %w", key, err)}
 	}
 	if err != nil {
