@@ -33,16 +33,6 @@ const instanceKey = "ferry-instance"
 // still gets a clear error rather than exhausting memory.
 const MaxMessageBytes = 64 << 20
 
-// Flow-control windows of the plugin connection, on both sides. gRPC's
-// default starts at 64 KiB per stream and grows it by estimating the
-// link; on the write stream of scattered changes (4-64 KiB messages)
-// that meant waiting for a window update every other message. A plugin
-// connection is a local socket: the windows only bound what is queued.
-const (
-	StreamWindowBytes = 8 << 20
-	ConnWindowBytes   = 32 << 20
-)
-
 // Server is the plugin side of protocol v1 for one Plugin: it keeps the
 // configured instances and the open disks, drains calls at Stop and turns
 // panics into errors. Serve uses it; the sdktest harness uses it to serve a
@@ -99,8 +89,6 @@ func (s *Server) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 	opts = append(opts,
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
-		grpc.InitialWindowSize(StreamWindowBytes),
-		grpc.InitialConnWindowSize(ConnWindowBytes),
 		experimental.BufferPool(messageBuffers),
 		grpc.ForceServerCodecV2(messageCodec{}),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),

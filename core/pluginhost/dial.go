@@ -17,8 +17,6 @@ func dialOptions() []grpc.DialOption {
 			grpc.MaxCallSendMsgSize(sdk.MaxMessageBytes),
 			grpc.ForceCodecV2(sdk.MessageCodec()),
 		),
-		grpc.WithInitialWindowSize(sdk.StreamWindowBytes),
-		grpc.WithInitialConnWindowSize(sdk.ConnWindowBytes),
 		experimental.WithBufferPool(sdk.MessageBuffers()),
 	}
 }
