@@ -69,6 +69,12 @@ type sharedDisk struct {
 	disabled  error // set when the replica takes no more writes
 
 	mu sync.Mutex // orders copy-before-write decisions of concurrent writes
+	// gen counts the writers opened on the disk (under mu): a writer
+	// opened before the newest one is superseded, and its writes are
+	// refused, so that writes of an abandoned writer still on their way
+	// (queued in a stream when its caller died) never land after the
+	// newer writer's.
+	gen int64
 	// pending holds writes accepted but not yet applied (under mu): they
 	// are applied in batches, so that one durable save of undo blocks
 	// serves many scattered writes. Nothing is durable before Sync or
@@ -210,7 +216,10 @@ func (t *Target) OpenReplicaDisk(ctx context.Context, ref string, disk int, size
 	sd.size.Store(cur.Size)
 	sd.refs++
 	rw.refs++
-	w := &replicaWriter{t: t, dir: x.dir, replica: ref, sd: sd}
+	sd.mu.Lock()
+	sd.gen++
+	w := &replicaWriter{t: t, dir: x.dir, replica: ref, sd: sd, gen: sd.gen}
+	sd.mu.Unlock()
 	if len(x.rs.Points) == 0 {
 		sd.direct++
 		w.direct = true
@@ -322,6 +331,7 @@ type replicaWriter struct {
 	dir     string
 	replica string
 	sd      *sharedDisk
+	gen     int64 // the disk's writer generation when this writer opened
 	direct  bool
 	closed  atomic.Bool
 	once    sync.Once
@@ -350,6 +360,9 @@ func (w *replicaWriter) WriteAt(p []byte, off int64) (int, error) {
 	}
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
+	if w.gen != sd.gen {
+		return 0, fmt.Errorf("write replica %q disk %d: a newer writer of the disk was opened: %w", w.replica, sd.disk, errdefs.ErrFailedPrecondition)
+	}
 	sd.pending.add(p, off)
 	if sd.pending.bytes >= maxPendingBytes || len(sd.pending.writes) >= maxPendingWrites {
 		if err := sd.handOffLocked(w.t); err != nil {

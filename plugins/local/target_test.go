@@ -756,3 +756,47 @@ func TestReplicaLifecycle(t *testing.T) {
 		t.Errorf("get after delete: %v", err)
 	}
 }
+
+// TestNewerWriterSupersedes: a writer opened while an older one of the
+// same disk is still open supersedes it. The older writer's writes are
+// refused from then on, so that writes of an abandoned writer still on
+// their way (queued in a stream whose caller died) never land after the
+// newer writer's; what the older writer wrote before stays, and is
+// overwritten by the newer writer where both wrote.
+func TestNewerWriterSupersedes(t *testing.T) {
+	ctx := context.Background()
+	tgt, _ := NewTarget(t.TempDir())
+	r := newReplica(t, tgt, "s")
+	rng := testRand(t)
+	w, _ := tgt.OpenReplicaDisk(ctx, "s", 0, 0)
+	w.Close()
+	r.point(t, nil)
+
+	old, err := tgt.OpenReplicaDisk(ctx, "s", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := randomData(rng, 64<<10)
+	if _, err := old.WriteAt(before, 0); err != nil {
+		t.Fatal(err)
+	}
+	newer, err := tgt.OpenReplicaDisk(ctx, "s", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.WriteAt(randomData(rng, 4096), 8192); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("a superseded writer's write = %v, want ErrFailedPrecondition", err)
+	}
+	after := randomData(rng, 16<<10)
+	if _, err := newer.WriteAt(after, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := newer.Close(); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	copy(r.disks[0], before)
+	copy(r.disks[0][4096:], after)
+	r.point(t, nil)
+	r.verify(t, "after a superseded writer")
+}
