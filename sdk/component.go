@@ -67,7 +67,11 @@ type Target interface {
 	// OpenReplicaDisk opens the replica's working state of a disk for
 	// writing, growing the disk to size first when it is larger. Writes
 	// become part of the next restore point; the restore points that exist
-	// never change.
+	// never change. A writer supersedes the writers of the same disk
+	// opened before it: a target should refuse their later writes
+	// (errdefs.ErrFailedPrecondition), since writes of an abandoned writer
+	// can still be on their way when the next run opens its writer, and
+	// must never land after the newer writer's.
 	OpenReplicaDisk(ctx context.Context, replica string, disk int, size int64) (DiskWriter, error)
 	// CreateRestorePoint freezes the replica's working state as a new restore
 	// point. The point exists only once this returns without error.

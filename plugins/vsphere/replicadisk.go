@@ -45,6 +45,11 @@ func (t *Target) OpenReplicaDisk(ctx context.Context, key string, disk int, size
 		}
 	}
 	r.gate.Lock()
+	if r.gens == nil {
+		r.gens = map[int]int64{}
+	}
+	r.gens[disk]++
+	gen := r.gens[disk]
 	r.points = parsePoints(r.vm)
 	// The direct lane is for the flat file of a replica without points.
 	direct := len(r.points) == 0 && !r.hotadd
@@ -65,7 +70,7 @@ func (t *Target) OpenReplicaDisk(ctx context.Context, key string, disk int, size
 		return nil, err
 	}
 	r.writers++
-	w := &replicaWriter{r: r, disk: disk, f: f, path: path, size: d.capacity, direct: direct, release: release, done: done}
+	w := &replicaWriter{r: r, disk: disk, gen: gen, f: f, path: path, size: d.capacity, direct: direct, release: release, done: done}
 	if direct {
 		r.direct++
 		return &directWriter{w}, nil
@@ -114,6 +119,7 @@ func (t *Target) extend(ctx context.Context, r *replica, disk int, size int64) e
 type replicaWriter struct {
 	r      *replica
 	disk   int
+	gen    int64 // the disk's writer generation when this writer opened
 	f      *os.File
 	path   string
 	size   int64
@@ -140,6 +146,9 @@ func (w *replicaWriter) WriteAt(p []byte, off int64) (int, error) {
 	r := w.r
 	r.gate.RLock()
 	defer r.gate.RUnlock()
+	if r.gens[w.disk] != w.gen {
+		return 0, fmt.Errorf("write replica %q disk %d: a newer writer of the disk was opened: %w", r.vm.Name, w.disk, errdefs.ErrFailedPrecondition)
+	}
 	if n := len(r.points); n > 0 {
 		if w.direct {
 			return 0, fmt.Errorf("a restore point was made while a direct writer was open: %w", errdefs.ErrFailedPrecondition)

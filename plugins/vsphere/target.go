@@ -72,18 +72,23 @@ type replica struct {
 	// failedOver is set while the working images hold an older point and
 	// failover stores hold the working state's blocks.
 	failedOver atomic.Bool
-	writers    int      // open disk writers
-	direct     int      // open writers offering their path
-	hotadd     bool     // written through HotAdd (working.go)
-	users      int      // calls, writers and readers using the replica (replicalock.go)
-	lockF      *os.File // the replica's lock, held while users > 0
-	lockWait   time.Duration
-	attMu      sync.Mutex // guards attached
-	attached   map[attachKey]*attachedDisk
-	dir        string             // <vm folder>/ferry, local; or under state_dir
-	disks      []replicaDisk      // as last loaded
-	vm         *mo.VirtualMachine // as last loaded
-	state      *replicaState      // as last loaded
+	writers    int // open disk writers
+	// gens counts, by disk, the writers opened (under gate, exclusive):
+	// a writer opened before the newest one of its disk is superseded
+	// and its writes are refused, so that writes of an abandoned writer
+	// still on their way never land after the newer writer's.
+	gens     map[int]int64
+	direct   int      // open writers offering their path
+	hotadd   bool     // written through HotAdd (working.go)
+	users    int      // calls, writers and readers using the replica (replicalock.go)
+	lockF    *os.File // the replica's lock, held while users > 0
+	lockWait time.Duration
+	attMu    sync.Mutex // guards attached
+	attached map[attachKey]*attachedDisk
+	dir      string             // <vm folder>/ferry, local; or under state_dir
+	disks    []replicaDisk      // as last loaded
+	vm       *mo.VirtualMachine // as last loaded
+	state    *replicaState      // as last loaded
 }
 
 // replicaDisk is a disk of a replica: its working image and size.

@@ -358,3 +358,39 @@ func TestReplicaFolderAndPool(t *testing.T) {
 		t.Fatalf("placement without cluster, host or pool: %v", err)
 	}
 }
+
+// TestNewerWriterSupersedes: a writer opened while an older one of the
+// same disk is open supersedes it: the older one's writes are refused, so
+// that an abandoned writer's writes still on their way never land after
+// the newer writer's.
+func TestNewerWriterSupersedes(t *testing.T) {
+	t.Parallel()
+	s := drSite(t)
+	tgt := newTestTarget(t, s, nil)
+	r := oneDiskReplica(t, tgt, "sup")
+	writeReplica(t, tgt, r.ID, 0, 100, "first")
+	if _, err := tgt.CreateRestorePoint(t.Context(), r.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	old, err := tgt.OpenReplicaDisk(t.Context(), r.ID, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if _, err := old.WriteAt([]byte("older"), 100); err != nil {
+		t.Fatal(err)
+	}
+	writeReplica(t, tgt, r.ID, 0, 100, "newer")
+	if _, err := old.WriteAt([]byte("stale"), 100); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("a superseded writer's write = %v, want ErrFailedPrecondition", err)
+	}
+	rd, err := tgt.OpenRestorePointDisk(t.Context(), r.ID, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	buf := make([]byte, 5)
+	if _, err := rd.ReadAt(buf, 100); err != nil || string(buf) != "newer" {
+		t.Fatalf("the working state reads %q, %v; want the newer writer's", buf, err)
+	}
+}
