@@ -102,8 +102,6 @@ type Take struct {
 	// Spans are byte ranges of the disk, whole blocks, sorted, merged and
 	// inside the segment.
 	Spans []sdk.Extent
-	// Whole says Spans cover the whole segment.
-	Whole bool
 }
 
 // Update is the new digests of the blocks of one segment the data mover
@@ -275,7 +273,6 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 	m := &mover{req: req, opts: opts, bs: bs, zeroDigest: digestOf(make([]byte, bs))}
 	m.initBuffers()
 	segBytes := bs * int64(opts.SegmentBlocks)
-	var stats Stats
 	var groups [][]segmentWork
 	var group []segmentWork
 	var groupBytes int64
@@ -346,7 +343,7 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 			err = werr
 		}
 		if err != nil {
-			return m.stats(stats), err
+			return m.stats(), err
 		}
 		if len(updates) == 0 {
 			continue
@@ -356,7 +353,7 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 		go func() { done <- m.finishGroup(ctx, first, last, updates) }()
 		finishing = done
 	}
-	return m.stats(stats), wait()
+	return m.stats(), wait()
 }
 
 // segmentWork is what to do in one segment ([lo, hi)): the blocks of todo,
@@ -366,6 +363,9 @@ type segmentWork struct {
 	lo, hi     int64
 	todo, read []span
 }
+
+// whole reports whether the whole segment is to be handled.
+func (w segmentWork) whole() bool { return len(w.todo) == 1 && w.todo[0] == span{w.lo, w.hi} }
 
 func spanBytes(spans []span) int64 {
 	var n int64
@@ -382,7 +382,7 @@ func (m *mover) take(ctx context.Context, g []segmentWork) ([]*Pending, error) {
 	}
 	takes := make([]Take, len(g))
 	for k, w := range g {
-		takes[k] = Take{Seg: w.seg, Spans: extents(w.todo), Whole: len(w.todo) == 1 && w.todo[0] == span{w.lo, w.hi}}
+		takes[k] = Take{Seg: w.seg, Spans: extents(w.todo)}
 	}
 	prevs, err := m.req.Digests.Take(ctx, takes, m.req.Changed == nil)
 	if err != nil {
@@ -494,13 +494,9 @@ func frameRoom(n, bs int, codec Codec) int {
 	return frameHeaderSize + (n+bs-1)/bs*digestSize + payload
 }
 
-func (m *mover) stats(s Stats) Stats {
-	s.BytesRead = m.c.read.Load()
-	s.BytesSent = m.c.sent.Load()
-	s.BytesChanged = m.c.changed.Load()
-	s.BlocksChanged = m.c.blocksChanged.Load()
-	s.BlocksTotal = m.c.blocksTotal.Load()
-	return s
+func (m *mover) stats() Stats {
+	return Stats{BytesRead: m.c.read.Load(), BytesSent: m.c.sent.Load(), BytesChanged: m.c.changed.Load(),
+		BlocksChanged: m.c.blocksChanged.Load(), BlocksTotal: m.c.blocksTotal.Load()}
 }
 
 // segment moves the blocks of one segment whose replica digests are prev
@@ -508,7 +504,7 @@ func (m *mover) stats(s Stats) Stats {
 func (m *mover) segment(ctx context.Context, w segmentWork, prev *Pending) (Update, error) {
 	n := int((w.hi - w.lo + m.bs - 1) / m.bs)
 	st := &segmentState{lo: w.lo, hi: w.hi, blocks: n, prev: prev, next: m.digests(n)}
-	whole := len(w.todo) == 1 && w.todo[0] == span{w.lo, w.hi}
+	whole := w.whole()
 	if !whole {
 		st.touched = make([]atomic.Uint64, (n+63)/64)
 	}

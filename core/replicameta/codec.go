@@ -46,8 +46,8 @@ func encodeBase(ds []datamover.Digest, zero datamover.Digest) []byte {
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
 }
 
-// decodeBase decodes a base object into out (reused when large enough).
-func decodeBase(b []byte, zero datamover.Digest, out []datamover.Digest) ([]datamover.Digest, error) {
+// decodeBase decodes a base object.
+func decodeBase(b []byte, zero datamover.Digest) ([]datamover.Digest, error) {
 	if len(b) < 12 {
 		return nil, errors.New("not a digest object")
 	}
@@ -61,7 +61,7 @@ func decodeBase(b []byte, zero datamover.Digest, out []datamover.Digest) ([]data
 		if len(body) != n*digestLen {
 			return nil, fmt.Errorf("%d bytes for %d digests", len(body), n)
 		}
-		out = grow(out, n)
+		out := make([]datamover.Digest, n)
 		for i := range out {
 			copy(out[i][:], body[i*digestLen:])
 		}
@@ -80,7 +80,7 @@ func decodeBase(b []byte, zero datamover.Digest, out []datamover.Digest) ([]data
 		if len(body) != bm+(n-zeros)*digestLen {
 			return nil, fmt.Errorf("%d bytes for %d digests, %d of them zero blocks", len(body), n, zeros)
 		}
-		out = grow(out, n)
+		out := make([]datamover.Digest, n)
 		p := bm
 		for i := range out {
 			if body[i/8]&(1<<(i%8)) != 0 {
@@ -93,13 +93,6 @@ func decodeBase(b []byte, zero datamover.Digest, out []datamover.Digest) ([]data
 		return out, nil
 	}
 	return nil, errors.New("not a digest object")
-}
-
-func grow(out []datamover.Digest, n int) []datamover.Digest {
-	if cap(out) < n {
-		return make([]datamover.Digest, n)
-	}
-	return out[:n]
 }
 
 // A delta object holds the digests of the blocks a run wrote, in blocks

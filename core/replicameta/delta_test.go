@@ -107,7 +107,7 @@ func (g *rig) full() {
 	var ups []datamover.Update
 	for seg := range n {
 		hi := min((seg+1)*bigSize, len(g.replica))
-		takes = append(takes, datamover.Take{Seg: seg, Spans: []sdk.Extent{{Offset: int64(seg * bigSize), Length: int64(hi - seg*bigSize)}}, Whole: true})
+		takes = append(takes, datamover.Take{Seg: seg, Spans: []sdk.Extent{{Offset: int64(seg * bigSize), Length: int64(hi - seg*bigSize)}}})
 		d, _ := datamover.DigestRange(bytes.NewReader(g.replica), int64(seg*bigSize), int64(hi), bs)
 		ups = append(ups, datamover.Update{Seg: seg, Digests: d})
 	}
@@ -129,7 +129,7 @@ func (g *rig) check(wantRecomputed int64) {
 	s := g.open(false)
 	for seg := range (len(g.replica) + bigSize - 1) / bigSize {
 		lo, hi := seg*bigSize, min((seg+1)*bigSize, len(g.replica))
-		ps, err := s.Take(ctx, []datamover.Take{{Seg: seg, Spans: []sdk.Extent{{Offset: int64(lo), Length: int64(hi - lo)}}, Whole: true}}, true)
+		ps, err := s.Take(ctx, []datamover.Take{{Seg: seg, Spans: []sdk.Extent{{Offset: int64(lo), Length: int64(hi - lo)}}}}, true)
 		if err != nil {
 			g.t.Fatal(err)
 		}
@@ -339,7 +339,7 @@ func TestEncodings(t *testing.T) {
 	if len(enc) >= 8+len(d)*digestLen {
 		t.Fatalf("a base with a third of zero blocks takes %d bytes, more than them all", len(enc))
 	}
-	back, err := decodeBase(enc, zero, nil)
+	back, err := decodeBase(enc, zero)
 	if err != nil || len(back) != len(d) || back[0] != d[0] || back[1] != d[1] {
 		t.Fatalf("base round trip: %v", err)
 	}
@@ -349,7 +349,7 @@ func TestEncodings(t *testing.T) {
 		t.Fatalf("delta round trip: %v %v", got, err)
 	}
 	for _, bad := range [][]byte{nil, []byte("FDG2"), enc[:40], append(enc, 0), encodeDelta(es, zero)[:20]} {
-		if _, err := decodeBase(bad, zero, nil); err == nil {
+		if _, err := decodeBase(bad, zero); err == nil {
 			t.Errorf("decoded %d bad bytes as a base", len(bad))
 		}
 		if _, err := decodeDelta(bad, zero); err == nil {
@@ -370,7 +370,7 @@ func FuzzDecode(f *testing.F) {
 		if len(b) >= 12 {
 			b = binary.LittleEndian.AppendUint32(b[:len(b)-4], crc32.Checksum(b[:len(b)-4], crcTable))
 		}
-		if d, err := decodeBase(b, zero, nil); err == nil && len(d) > len(b)*8 {
+		if d, err := decodeBase(b, zero); err == nil && len(d) > len(b)*8 {
 			t.Fatalf("%d digests from %d bytes", len(d), len(b))
 		}
 		if es, err := decodeDelta(b, zero); err == nil && len(es) > len(b) {

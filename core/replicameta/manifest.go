@@ -1,6 +1,7 @@
 package replicameta
 
 import (
+	"cmp"
 	"fmt"
 	"net/url"
 	"slices"
@@ -164,7 +165,7 @@ func Prefix(job, vm string, disk int) string {
 // addRanges merges b into the sorted, merged ranges a.
 func addRanges(a, b []Range) []Range {
 	all := append(slices.Clone(a), b...)
-	slices.SortFunc(all, func(x, y Range) int { return int(min(max(x[0]-y[0], -1), 1)) })
+	slices.SortFunc(all, func(x, y Range) int { return cmp.Compare(x[0], y[0]) })
 	out := all[:0]
 	for _, r := range all {
 		if r[0] >= r[1] {

@@ -265,6 +265,16 @@ func (s *Store) zeroAt(seg, i int) datamover.Digest {
 	return datamover.BlockDigest(make([]byte, max(hi-off, 0)))
 }
 
+// pad extends the digests of segment seg to the segment's length: blocks
+// past them were added since (the disk grew) and read as zeros.
+func (s *Store) pad(seg int, d []datamover.Digest) []datamover.Digest {
+	_, _, n := s.segment(seg)
+	for len(d) < n {
+		d = append(d, s.zeroAt(seg, len(d)))
+	}
+	return d
+}
+
 // Take records the blocks about to be written as dirty (one write of the
 // manifest, before it returns) and returns what is known of each
 // segment's digests: with wait, every block of each segment, stored or
@@ -401,7 +411,7 @@ func (s *Store) load(ctx context.Context, p loadPlan) (datamover.Stored, error) 
 		if err != nil {
 			return nil, err
 		}
-		if base, err = decodeBase(data, s.zero, nil); err != nil {
+		if base, err = decodeBase(data, s.zero); err != nil {
 			return nil, &corruptError{fmt.Errorf("digests %s: %w", p.base, err)}
 		}
 		s.loaded.Add(1)
@@ -428,21 +438,16 @@ func (s *Store) load(ctx context.Context, p loadPlan) (datamover.Stored, error) 
 		}
 		return sp, nil
 	}
-	dd := &denseDigests{d: base}
+	dd := &denseDigests{d: s.pad(p.seg, base)}
 	for _, dl := range ds {
 		es, err := dl.wait(ctx, s)
 		if err != nil {
 			return nil, err
 		}
 		for _, e := range es {
-			if e.block < lo || e.block >= lo+int64(p.n) {
-				continue
+			if e.block >= lo && e.block < lo+int64(p.n) {
+				dd.d[e.block-lo] = e.d
 			}
-			i := int(e.block - lo)
-			for len(dd.d) <= i {
-				dd.d = append(dd.d, s.zeroAt(p.seg, len(dd.d))) // grown since the base: zeros
-			}
-			dd.d[i] = e.d
 		}
 	}
 	dd.forget(p.dirty, lo, s)
@@ -504,16 +509,12 @@ func (e *corruptError) Error() string { return e.err.Error() }
 
 // recompute completes the digests of segment seg from the replica's
 // working state: every block when have is nil, the unknown ones
-// otherwise. Callers hold s.mu.
+// otherwise (have is as long as the segment: load pads it). Callers hold
+// s.mu.
 func (s *Store) recompute(ctx context.Context, seg int, have *denseDigests) (*denseDigests, error) {
 	lo, hi, n := s.segment(seg)
-	if have != nil {
-		for len(have.d) < n {
-			have.d = append(have.d, s.zeroAt(seg, len(have.d))) // grown since: zeros
-		}
-		if have.complete() {
-			return have, nil
-		}
+	if have != nil && have.complete() {
+		return have, nil
 	}
 	if s.replica == nil {
 		r, err := s.reread(ctx)
@@ -570,7 +571,6 @@ func (s *Store) Put(ctx context.Context, updates []datamover.Update) error {
 	type work struct {
 		u       datamover.Update
 		tk      *taking
-		base    BaseRef
 		hasBase bool
 		plan    loadPlan // to compact: what to load first
 		compact bool
@@ -582,8 +582,8 @@ func (s *Store) Put(ctx context.Context, updates []datamover.Update) error {
 		if tk != nil {
 			spans = append(spans, tk.spans...)
 		}
-		b, ok := s.manifest.Bases[u.Seg]
-		w := &work{u: u, tk: tk, base: b, hasBase: ok}
+		_, ok := s.manifest.Bases[u.Seg]
+		w := &work{u: u, tk: tk, hasBase: ok}
 		if ok && u.Handled != nil && (tk == nil || tk.dense == nil) {
 			entries, deltas := s.manifest.pending(u.Seg)
 			if (entries+count(u.Handled))*CompactEntries >= s.segBlks || deltas+1 >= CompactDeltas {
@@ -614,33 +614,24 @@ func (s *Store) Put(ctx context.Context, updates []datamover.Update) error {
 	unknown := 0
 	for _, w := range ws {
 		u := w.u
-		_, _, n := s.segment(u.Seg)
 		var old *denseDigests
 		switch {
 		case w.tk != nil && w.tk.dense != nil:
 			old = w.tk.dense
-			if !old.complete() {
-				var err error
-				s.mu.Lock()
-				old, err = s.recompute(ctx, u.Seg, old)
-				s.mu.Unlock()
-				if err != nil {
-					return err
-				}
-			}
 		case w.compact:
 			d, err := s.load(ctx, w.plan)
 			if err != nil && !errors.As(err, new(*corruptError)) {
 				return err
 			}
 			old, _ = d.(*denseDigests)
-			if old != nil && !old.complete() {
-				s.mu.Lock()
-				old, err = s.recompute(ctx, u.Seg, old)
-				s.mu.Unlock()
-				if err != nil {
-					return err
-				}
+		}
+		if old != nil && !old.complete() {
+			var err error
+			s.mu.Lock()
+			old, err = s.recompute(ctx, u.Seg, old)
+			s.mu.Unlock()
+			if err != nil {
+				return err
 			}
 		}
 		if u.Handled == nil && old == nil {
@@ -661,10 +652,8 @@ func (s *Store) Put(ctx context.Context, updates []datamover.Update) error {
 			}
 			continue
 		}
-		// Old digests known: keep only what differs.
-		for len(old.d) < n {
-			old.d = append(old.d, s.zeroAt(u.Seg, len(old.d)))
-		}
+		// Old digests known (load padded them to the segment): keep only
+		// what differs.
 		var es []entry
 		for i := range u.Digests {
 			if u.Has(i) && u.Digests[i] != old.d[i] {
@@ -695,10 +684,6 @@ func (s *Store) Put(ctx context.Context, updates []datamover.Update) error {
 	for _, p := range refold {
 		d, err := s.load(ctx, p)
 		if dd, ok := d.(*denseDigests); err == nil && ok && dd.complete() {
-			_, _, n := s.segment(p.seg)
-			for len(dd.d) < n {
-				dd.d = append(dd.d, s.zeroAt(p.seg, len(dd.d)))
-			}
 			bases = append(bases, baseWrite{p.seg, "", dd.d})
 		}
 	}
@@ -743,7 +728,6 @@ func (s *Store) Put(ctx context.Context, updates []datamover.Update) error {
 		m.Deltas = append(m.Deltas, DeltaRef{Key: deltaKey, Seq: seq, Blocks: counts})
 	}
 	m.Seq = seq
-	slices.SortFunc(spans, func(x, y Range) int { return int(min(max(x[0]-y[0], -1), 1)) })
 	m.Dirty = removeRanges(m.Dirty, addRanges(nil, spans))
 	replaced = append(replaced, m.dropObsolete()...)
 	for _, w := range ws {

@@ -266,7 +266,7 @@ func TestConcurrentWriterLoses(t *testing.T) {
 }
 
 func whole(seg int) datamover.Take {
-	return datamover.Take{Seg: seg, Spans: []sdk.Extent{{Offset: int64(seg * segSize), Length: segSize}}, Whole: true}
+	return datamover.Take{Seg: seg, Spans: []sdk.Extent{{Offset: int64(seg * segSize), Length: segSize}}}
 }
 
 // takeOne takes the digests of one whole segment, waiting for them.
