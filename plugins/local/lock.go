@@ -7,15 +7,14 @@ import (
 	"os"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
-// fileLock is an flock(2) lock on a lock file. flock locks belong to the
-// open file, so two opens conflict even inside one process: the same lock
-// guards goroutines and processes alike, and the kernel drops it when the
-// holder dies.
+// fileLock is an exclusive lock on a lock file: flock(2) on Unix
+// (lock_unix.go), LockFileEx on Windows (lock_windows.go). Both locks
+// belong to the open file, so two opens conflict even inside one process:
+// the same lock guards goroutines and processes alike, and the system
+// drops it when the holder dies.
 type fileLock struct {
 	f *os.File
 }
@@ -29,17 +28,17 @@ func lockFile(ctx context.Context, path string) (*fileLock, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("lock %s: %w: %w", path, errdefs.ErrCanceled, err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := openLockFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
 	wait := time.Millisecond
 	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		err := lockNB(f)
 		if err == nil {
 			return &fileLock{f: f}, nil
 		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+		if !lockBusy(err) && !lockInterrupted(err) {
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
@@ -58,13 +57,13 @@ func lockFile(ctx context.Context, path string) (*fileLock, error) {
 // tryLock takes an exclusive lock on path without waiting; errLocked when
 // it is held.
 func tryLock(path string) (*fileLock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := openLockFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := lockNB(f); err != nil {
 		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
+		if lockBusy(err) {
 			return nil, errLocked
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
@@ -75,7 +74,8 @@ func tryLock(path string) (*fileLock, error) {
 // unlock releases the lock. It is safe to call on a nil lock.
 func (l *fileLock) unlock() {
 	if l != nil && l.f != nil {
-		l.f.Close() // closing the last descriptor releases the flock
+		unlockNB(l.f)
+		l.f.Close() // closing the last handle releases the lock too
 		l.f = nil
 	}
 }
