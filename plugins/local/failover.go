@@ -130,6 +130,7 @@ func copySparse(ctx context.Context, r sdk.DiskReader, path string, copied func(
 		os.Remove(tmp)
 	}()
 	size := r.Size()
+	markSparse(f)
 	if err := f.Truncate(size); err != nil {
 		return fmt.Errorf("size %s: %w", tmp, err)
 	}

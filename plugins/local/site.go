@@ -445,6 +445,7 @@ func createSparse(path string, size int64) error {
 		return fmt.Errorf("create disk image: %w", err)
 	}
 	defer f.Close()
+	markSparse(f)
 	if err := f.Truncate(size); err != nil {
 		return fmt.Errorf("size disk image %s: %w", path, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -340,37 +339,4 @@ func clipExtents(ext []sdk.Extent, size int64) []sdk.Extent {
 		out = append(out, e)
 	}
 	return out
-}
-
-// allocatedExtents lists the data regions of a sparse file below size with
-// SEEK_DATA and SEEK_HOLE.
-func allocatedExtents(f *os.File, size int64) ([]sdk.Extent, error) {
-	var out []sdk.Extent
-	var off int64
-	for off < size {
-		data, err := f.Seek(off, seekData)
-		if err != nil {
-			if isENXIO(err) {
-				break
-			}
-			return nil, fmt.Errorf("seek data in %s: %w", f.Name(), err)
-		}
-		if data >= size {
-			break
-		}
-		hole, err := f.Seek(data, seekHole)
-		if err != nil {
-			if !isENXIO(err) {
-				return nil, fmt.Errorf("seek hole in %s: %w", f.Name(), err)
-			}
-			hole = size
-		}
-		hole = min(hole, size)
-		out = append(out, sdk.Extent{Offset: data, Length: hole - data})
-		off = hole
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, fmt.Errorf("seek %s: %w", f.Name(), err)
-	}
-	return out, nil
 }
