@@ -19,7 +19,7 @@ const tempPrefix = ".tmp-"
 // writeFileAtomic replaces path with data so that readers, and a process
 // that restarts after a crash, see either the old or the new content: write
 // a temporary file beside it, fsync it, rename it over path, fsync the
-// folder.
+// folder (replaceFile and syncDir say what Windows does instead).
 func writeFileAtomic(path string, data []byte) error {
 	dir, base := filepath.Split(path)
 	f, err := os.CreateTemp(dir, tempPrefix+base+"-*")
@@ -43,7 +43,7 @@ func writeFileAtomic(path string, data []byte) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := replaceFile(tmp, path); err != nil {
 		return fmt.Errorf("rename %s: %w", tmp, err)
 	}
 	ok = true
@@ -68,23 +68,6 @@ func readJSON(path string, v any) error {
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return fmt.Errorf("decode %s: %w", path, err)
-	}
-	return nil
-}
-
-// syncDir makes the entries of a folder (creations, renames, removals)
-// durable.
-func syncDir(dir string) error {
-	if dir == "" {
-		dir = "."
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync folder %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync folder %s: %w", dir, err)
 	}
 	return nil
 }

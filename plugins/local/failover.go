@@ -161,7 +161,7 @@ func copySparse(ctx context.Context, r sdk.DiskReader, path string, copied func(
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := replaceFile(tmp, path); err != nil {
 		return fmt.Errorf("rename %s: %w", tmp, err)
 	}
 	return syncDir(filepath.Dir(path))

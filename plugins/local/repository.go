@@ -471,7 +471,7 @@ func (r *Repository) Put(ctx context.Context, key string, data []byte, ifGenerat
 		return fail(err)
 	}
 	if tmp != "" && cur.gen == seen.gen && cur.live == seen.live && (cur.damage == nil) == (seen.damage == nil) {
-		err := os.Rename(tmp, path)
+		err := replaceFile(tmp, path)
 		if err == nil {
 			tmp = ""
 			if err := syncDir(r.objects()); err != nil {
