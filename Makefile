@@ -39,10 +39,10 @@ fmt: ## fail when gofmt would change a file
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-# The local plugin (and the benchmarks built on it) are Unix-only: they lock
-# with flock and find data with SEEK_DATA. So is the lab (a detached session,
-# a unix socket, the local repository). Everything else builds for Windows.
-UNIX_ONLY := /plugins/local|/bench|/plugins/vsphere/lab|/cmd/ferry-lab-vsphere
+# The benchmarks are Unix-only (rsync, /proc, getrusage), and so is the lab
+# (a detached session, a unix socket). Everything else, the local plugin
+# included, builds for Windows.
+UNIX_ONLY := /bench|/plugins/vsphere/lab|/cmd/ferry-lab-vsphere
 
 vet: ## go vet both modules, and the windows build
 	$(GO) vet ./...

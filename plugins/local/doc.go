@@ -21,6 +21,23 @@
 // any moment leaves existing snapshots and restore points intact and the
 // interrupted call retry-able. README.md lists the guarantees.
 //
+// It runs on Unix and on Windows (a Hyper-V host runs a proxy with it).
+// The system-specific parts are in _unix.go and _windows.go files:
+//
+//   - lock: flock(2) on Unix, LockFileEx (exclusive, fail immediately, the
+//     same wait-and-retry loop) on Windows.
+//   - sparse: data regions from SEEK_DATA/SEEK_HOLE on Unix and from
+//     FSCTL_QUERY_ALLOCATED_RANGES on Windows, where new disk images are
+//     marked sparse (FSCTL_SET_SPARSE) so that their holes stay holes. A
+//     Windows file system without those controls gets the whole file as
+//     data and allocated zeros: correct, only slower and larger. The
+//     allocated size is st_blocks on Unix and GetCompressedFileSizeW on
+//     Windows; a disk's fingerprint uses the inode or the NTFS file index.
+//   - durable: Windows cannot fsync a folder, so syncDir does nothing there
+//     (NTFS journals its metadata; see durable_windows.go), and a rename
+//     over a file that someone has open waits, briefly, for them to close
+//     it instead of failing at once.
+//
 // This package must never import ferry's core (only the sdk module), never
 // hold policy (what to copy, when, how long to keep it), and never print on
 // stdout when serving the host: go-plugin reads its handshake there.

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,9 @@ func buildBinary(t *testing.T) string {
 		t.Skip("builds the plugin binary")
 	}
 	bin := filepath.Join(t.TempDir(), "ferry-plugin-local")
+	if runtime.GOOS == "windows" {
+		bin += ".exe"
+	}
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/ferry-plugin-local")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
@@ -158,9 +162,14 @@ func TestBinary(t *testing.T) {
 		l, _ := bufio.NewReader(stdout).ReadString('\n')
 		line <- l
 	}()
+	// go-plugin listens on a unix socket, on Windows on loopback TCP.
+	network := "unix"
+	if runtime.GOOS == "windows" {
+		network = "tcp"
+	}
 	select {
 	case l := <-line:
-		if !regexp.MustCompile(`^\d+\|1\|unix\|[^|]+\|grpc`).MatchString(l) {
+		if !regexp.MustCompile(`^\d+\|1\|` + network + `\|[^|]+\|grpc`).MatchString(l) {
 			t.Errorf("first line on stdout %q is not the handshake", l)
 		}
 	case <-time.After(20 * time.Second):
