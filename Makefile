@@ -57,8 +57,9 @@ lint: ## staticcheck both modules
 layering: ## core, scheduler and config never import plugins; plugins import only the sdk
 	@scripts/check-layering.sh
 
-generate: ## regenerate the protocol code from sdk/proto
+generate: ## regenerate the protocol code from sdk/proto and core/proxy/proto
 	scripts/protogen.sh sdk/proto
+	scripts/protogen.sh core/proxy/proto
 
 gen-check: ## fail when the generated protocol code is not current
 	@scripts/gen-check.sh
