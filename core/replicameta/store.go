@@ -42,6 +42,11 @@ const (
 // the manifest does not know.
 type Recompute func(ctx context.Context) (io.ReaderAt, error)
 
+// RecomputeDigests returns the digests of the replica's current blocks in
+// [from, to), computed where the replica is (a target proxy), so that
+// only digests cross the network.
+type RecomputeDigests func(ctx context.Context, from, to int64, blockSize int) ([]datamover.Digest, error)
+
 // Store is the datamover.DigestStore of one replica disk for one run. It
 // is safe for concurrent use.
 type Store struct {
@@ -53,8 +58,11 @@ type Store struct {
 	size    int64     // the disk's size in this run
 	fresh   bool      // the replica disk was created empty in this run
 	reread  Recompute // reads the replica when digests are unknown
-	bind    Binding
-	zero    datamover.Digest // of a whole zero block
+	// redigest, when set, computes digests where the replica is instead
+	// of reading it through reread.
+	redigest RecomputeDigests
+	bind     Binding
+	zero     datamover.Digest // of a whole zero block
 	// distrust says why the stored manifest was not trusted; "" when it
 	// was, or there was none.
 	distrust string
@@ -106,6 +114,9 @@ type Options struct {
 	// Recompute opens the replica's working state to digest unknown
 	// blocks.
 	Recompute Recompute
+	// RecomputeDigests, when set, is used instead of Recompute: the
+	// replica's digests are computed where it is.
+	RecomputeDigests RecomputeDigests
 	// Binding is the replica the digests must describe; a manifest written
 	// for anything else is not trusted.
 	Binding Binding
@@ -118,7 +129,7 @@ type Options struct {
 // Manifest.Distrust), and one that is damaged: Distrusted says why. A
 // version 2 manifest is taken over: its segment objects become bases.
 func Open(ctx context.Context, repo sdk.Repository, prefix string, opts Options) (*Store, error) {
-	s := &Store{repo: repo, prefix: prefix, session: opts.Session, bs: opts.BlockSize, segBlks: opts.SegmentBlocks, size: opts.Size, fresh: opts.Fresh, reread: opts.Recompute, bind: opts.Binding, gen: sdk.IfAbsent, taken: map[int]*taking{}, deltas: map[string]*deltaLoad{}}
+	s := &Store{repo: repo, prefix: prefix, session: opts.Session, bs: opts.BlockSize, segBlks: opts.SegmentBlocks, size: opts.Size, fresh: opts.Fresh, reread: opts.Recompute, redigest: opts.RecomputeDigests, bind: opts.Binding, gen: sdk.IfAbsent, taken: map[int]*taking{}, deltas: map[string]*deltaLoad{}}
 	s.zero = datamover.BlockDigest(make([]byte, s.bs))
 	s.manifest = Manifest{BlockSize: s.bs, SegmentBlocks: s.segBlks}
 	data, info, err := repo.Get(ctx, prefix+"manifest")
@@ -341,7 +352,7 @@ func (s *Store) Take(ctx context.Context, takes []datamover.Take, wait bool) ([]
 		}
 	}
 	wg.Wait()
-	if !wait || s.fresh || s.reread == nil {
+	if !wait || s.fresh || (s.reread == nil && s.redigest == nil) {
 		return out, nil
 	}
 	// Whole segments and their unknown parts are digested from the
@@ -516,7 +527,7 @@ func (s *Store) recompute(ctx context.Context, seg int, have *denseDigests) (*de
 	if have != nil && have.complete() {
 		return have, nil
 	}
-	if s.replica == nil {
+	if s.replica == nil && s.redigest == nil {
 		r, err := s.reread(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("open the replica to recompute digests: %w", err)
@@ -524,7 +535,16 @@ func (s *Store) recompute(ctx context.Context, seg int, have *denseDigests) (*de
 		s.replica = r
 	}
 	read := func(from, to int64) ([]datamover.Digest, error) {
-		d, err := datamover.DigestRange(s.replica, from, to, s.bs)
+		var d []datamover.Digest
+		var err error
+		if s.redigest != nil {
+			d, err = s.redigest(ctx, from, to, s.bs)
+			if err == nil && int64(len(d)) != (to-from+int64(s.bs)-1)/int64(s.bs) {
+				err = fmt.Errorf("%d digests for %d bytes", len(d), to-from)
+			}
+		} else {
+			d, err = datamover.DigestRange(s.replica, from, to, s.bs)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("recompute digests of segment %d: %w", seg, err)
 		}
