@@ -94,6 +94,10 @@ type PluginBlock struct {
 	// diagnostics back to the source (see PathRange).
 	Body      hcl.Body
 	DeclRange hcl.Range // the block header
+	// Site is the site the block's storage is at (its site attribute,
+	// which ferry reads and the plugin never sees); "" when not given.
+	// Disk tasks prefer proxies of the same site.
+	Site string
 }
 
 // Address returns the reference a job uses for the block, such as

@@ -370,3 +370,49 @@ func TestSensitiveValueIsNeverRenderedInSyntaxErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestSiteIsFerrysNotThePlugins(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"main.hcl": `
+source "local" "prod" {
+  path = "./prod"
+  site = "prod"
+}
+target "local" "dr" { path = "./dr" }
+job "web" {
+  source = source.local.prod
+  target = target.local.dr
+  vms    = ["web-01"]
+}
+`})
+	cfg, diags := Load(dir, testSchemas())
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	src := cfg.Sources["local.prod"]
+	if src.Site != "prod" || cfg.Targets["local.dr"].Site != "" {
+		t.Fatalf("sites %q and %q", src.Site, cfg.Targets["local.dr"].Site)
+	}
+	if src.Config.Type().HasAttribute("site") {
+		t.Fatalf("the plugin sees site: %#v", src.Config)
+	}
+
+	// A plugin whose schema has its own site keeps it.
+	owned := testSchemas()
+	owned[sdk.KindSource]["local"] = sdk.ComponentInfo{Schema: &schema.Block{Attributes: map[string]*schema.Attribute{
+		"path": {Type: cty.String, Required: true}, "site": {Type: cty.String}}}}
+	cfg, diags = Load(dir, owned)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	src = cfg.Sources["local.prod"]
+	if src.Site != "" || src.Config.GetAttr("site").AsString() != "prod" {
+		t.Fatalf("site %q, config %#v", src.Site, src.Config)
+	}
+
+	// A site that is not a string is an error at its line.
+	bad := writeFiles(t, map[string]string{"main.hcl": "source \"local\" \"prod\" {\n  path = \"./prod\"\n  site = [1]\n}\n"})
+	_, diags = Load(bad, testSchemas())
+	if !diags.HasErrors() || diags[0].Subject == nil || diags[0].Subject.Start.Line != 3 {
+		t.Fatalf("diagnostics %v", diags)
+	}
+}

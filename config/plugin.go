@@ -16,6 +16,8 @@ import (
 	"github.com/ferry-dr/ferry/sdk/schema"
 )
 
+var siteSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "site"}}}
+
 // decodePluginBlock decodes a source, target or repository block against
 // the schema of the plugin that serves its type. The block is returned
 // even when it does not decode, so that jobs referring to it are not
@@ -67,7 +69,18 @@ func (l *loader) decodePluginBlock(kind sdk.Kind, b *hcl.Block) *PluginBlock {
 			pb.Info = &info
 		}
 	}
-	val, diags := hcldec.Decode(b.Body, sch.Spec(), l.ctx)
+	body := b.Body
+	if _, owned := sch.Attributes["site"]; !owned {
+		// site is ferry's, not the plugin's: where the block's storage is,
+		// for placing disk tasks on proxies.
+		content, remain, diags := b.Body.PartialContent(siteSchema)
+		l.diags = append(l.diags, diags...)
+		if attr, ok := content.Attributes["site"]; ok {
+			pb.Site, _ = evalString(attr, l.ctx, &l.diags)
+		}
+		body = remain
+	}
+	val, diags := hcldec.Decode(body, sch.Spec(), l.ctx)
 	sensitive := sensitiveRanges(b.Body, sch)
 	l.cfg.sensitive = append(l.cfg.sensitive, sensitive...)
 	hideSensitive(diags, sensitive)
