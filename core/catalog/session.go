@@ -139,8 +139,12 @@ type DiskResult struct {
 	Lane  Lane `json:"lane,omitempty"`
 	// Transport and TransportWhy are how the source plugin read the disk
 	// (its own transport mode) and why, when it says.
-	Transport     string        `json:"transport,omitempty"`
-	TransportWhy  string        `json:"transport_why,omitempty"`
+	Transport    string `json:"transport,omitempty"`
+	TransportWhy string `json:"transport_why,omitempty"`
+	// SourceProxy and TargetProxy are the proxies that read and wrote the
+	// disk; empty when the disk moved inside the control plane.
+	SourceProxy   string        `json:"source_proxy,omitempty"`
+	TargetProxy   string        `json:"target_proxy,omitempty"`
 	BytesRead     int64         `json:"bytes_read"`
 	BytesSent     int64         `json:"bytes_sent"`
 	BytesWritten  int64         `json:"bytes_written"`

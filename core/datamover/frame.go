@@ -92,6 +92,18 @@ const (
 	LinkWAN
 )
 
+func (l Link) String() string {
+	switch l {
+	case LinkLocal:
+		return "one host"
+	case LinkLAN:
+		return "one site"
+	case LinkWAN:
+		return "between sites"
+	}
+	return fmt.Sprintf("link(%d)", int(l))
+}
+
 // Digest is the xxh3-128 of one block.
 type Digest [digestSize]byte
 

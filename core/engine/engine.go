@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/datamover"
+	"github.com/ferry-dr/ferry/core/proxy"
 	"github.com/ferry-dr/ferry/sdk"
 )
 
@@ -43,6 +44,18 @@ type Engine struct {
 	// before the step's effects are visible to the next. Tests use it to
 	// kill the process at a chosen step and prove the invariants hold.
 	Hook func(step Step, vm string)
+	// Proxies runs the disk tasks of jobs on proxies; nil moves every
+	// disk inside this process. A job uses proxies when Proxies is set
+	// and the configuration declares any.
+	Proxies Proxies
+}
+
+// Proxies runs disk tasks on proxies (core/proxy.Pool).
+type Proxies interface {
+	// Greet reaches the proxies named (all when none are) and returns why
+	// each one that cannot be used cannot.
+	Greet(ctx context.Context, names []string) map[string]error
+	Run(ctx context.Context, t proxy.Task) (proxy.Result, error)
 }
 
 // Step names a point in a VM's run, for Hook.

@@ -89,6 +89,9 @@ func (r *run) run(ctx context.Context) error {
 		}
 		return fmt.Errorf("job %q: repository %s: %w", job.Name, name, err)
 	}
+	if r.e.Proxies != nil {
+		r.greetProxies(ctx)
+	}
 	vms, err := r.selectVMs(ctx)
 	if err != nil {
 		return fmt.Errorf("job %q: %w", job.Name, err)
@@ -626,6 +629,24 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	}
 	r.e.emit(Event{Kind: DiskStarted, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Mode: res.Mode, Total: total})
 
+	bind := replicameta.Binding{Replica: replica.ID, Incarnation: replica.Incarnation}
+	if last != nil {
+		bind.Point, bind.PointSession = last.ID, last.Labels[LabelSession]
+	}
+	for _, rd := range replica.VM.Disks {
+		if rd.Index == d.Index && !fresh {
+			bind.Capacity = rd.Capacity
+		}
+	}
+	if r.e.Proxies != nil {
+		if err := r.remoteDisk(ctx, name, snap, d, replica, fresh, bind, req, bs, total, &res); err != nil {
+			return fail("%v", err)
+		}
+		res.Duration = r.e.now().Sub(start)
+		r.e.emit(Event{Kind: DiskFinished, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Mode: res.Mode, Lane: res.Lane, Done: total, Total: total})
+		return res, nil
+	}
+
 	w, err := r.tgt.OpenReplicaDisk(ctx, replica.ID, d.Index, d.Capacity)
 	if err != nil {
 		return fail("open the replica disk: %v", err)
@@ -656,15 +677,6 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		}
 	}
 
-	bind := replicameta.Binding{Replica: replica.ID, Incarnation: replica.Incarnation}
-	if last != nil {
-		bind.Point, bind.PointSession = last.ID, last.Labels[LabelSession]
-	}
-	for _, rd := range replica.VM.Disks {
-		if rd.Index == d.Index && !fresh {
-			bind.Capacity = rd.Capacity
-		}
-	}
 	store, err := replicameta.Open(ctx, r.repo, replicameta.Prefix(r.job.Name, name, d.Index), replicameta.Options{
 		Session: r.sess.ID, Size: d.Capacity, BlockSize: bs, SegmentBlocks: datamover.DefaultSegmentBlocks, Fresh: fresh, Binding: bind,
 		Recompute: func(ctx context.Context) (io.ReaderAt, error) {

@@ -1,0 +1,236 @@
+package engine
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/pki"
+	"github.com/ferry-dr/ferry/core/pluginhost"
+	"github.com/ferry-dr/ferry/core/proxy"
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// memPlugins serve a proxy the fixture's in-memory components: both
+// proxies of these tests run in the test process, and the "sites" share
+// the memory (what each proxy opens is still its own handle).
+type memPlugins struct{ c *memComponents }
+
+func (m memPlugins) Found() []pluginhost.Found { return []pluginhost.Found{{Name: "mem"}} }
+func (m memPlugins) Info(context.Context, string) (*sdk.Info, error) {
+	return &sdk.Info{Components: []sdk.ComponentInfo{{Kind: sdk.KindSource, Type: "mem"}, {Kind: sdk.KindTarget, Type: "mem"}, {Kind: sdk.KindRepository, Type: "mem"}}}, nil
+}
+func (m memPlugins) Source(context.Context, string, cty.Value) (sdk.Source, sdk.Capabilities, error) {
+	return m.c.src, m.c.src.Capabilities(), nil
+}
+func (m memPlugins) Target(context.Context, string, cty.Value) (sdk.Target, sdk.Capabilities, error) {
+	return m.c.tgt, m.c.tgt.Capabilities(), nil
+}
+func (m memPlugins) Repository(context.Context, string, cty.Value) (sdk.Repository, error) {
+	return m.c.repo, nil
+}
+
+// twoSites gives the fixture a source proxy at site prod and a target
+// proxy at site dr, serving TLS on loopback with certificates of a CA made
+// for the test, and runs the job's disks on them.
+type twoSites struct {
+	ca      string
+	pool    *proxy.Pool
+	members []proxy.Member
+}
+
+func (f *fixture) twoSites(extra ...proxy.Member) *twoSites {
+	f.t.Helper()
+	dir := f.t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	if err := pki.InitCA(ca, pki.CAOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+	ts := &twoSites{ca: ca}
+	for _, p := range []struct{ name, site string }{{"p-src", "prod"}, {"p-dst", "dr"}} {
+		ts.members = append(ts.members, f.startProxy(ca, p.name, p.site))
+	}
+	control, err := pki.Load(filepath.Join(ca, "control"))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ts.pool = proxy.NewPool(append(ts.members, extra...), control, "test", nil)
+	f.t.Cleanup(func() { ts.pool.Close() })
+	f.eng.Proxies = ts.pool
+	f.job.Source.Site, f.job.Target.Site = "prod", "dr"
+	return ts
+}
+
+func (f *fixture) startProxy(ca, name, site string) proxy.Member {
+	f.t.Helper()
+	out := filepath.Join(f.t.TempDir(), name)
+	if err := pki.Issue(ca, pki.Identity{Role: pki.RoleProxy, Name: name}, nil, 0, out); err != nil {
+		f.t.Fatal(err)
+	}
+	creds, err := pki.Load(out)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	a := &proxy.Agent{Name: name, Site: site, MaxTasks: 2, Plugins: memPlugins{f.comps}, Creds: creds}
+	srv := a.Server()
+	go srv.Serve(lis)
+	f.t.Cleanup(srv.Stop)
+	return proxy.Member{Name: name, Address: lis.Addr().String(), Site: site, MaxTasks: 2}
+}
+
+func proxiesOf(s *catalog.Session) string {
+	var out []string
+	for _, vm := range s.VMs {
+		for _, d := range vm.Disks {
+			out = append(out, d.SourceProxy+">"+d.TargetProxy)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func TestDisksMoveThroughProxies(t *testing.T) {
+	f := newFixture(t, "web-01")
+	f.twoSites()
+	f.write("web-01", 0, 30)
+	f.write("web-01", 1, 30)
+	want1 := f.sourceImage("web-01")
+	s1 := f.runOK("web-01")
+	if modes(s1) != "full,full" || proxiesOf(s1) != "p-src>p-dst,p-src>p-dst" {
+		t.Fatalf("first run: modes %s, proxies %s", modes(s1), proxiesOf(s1))
+	}
+
+	f.write("web-01", 0, 1)
+	want2 := f.sourceImage("web-01")
+	s2 := f.runOK("web-01")
+	if modes(s2) != "change-tracking,change-tracking" {
+		t.Fatalf("second run modes %s", modes(s2))
+	}
+	if sent, full := s2.Totals().BytesSent, s1.Totals().BytesSent; sent*10 > full {
+		t.Fatalf("an incremental run sent %d bytes, the full one %d", sent, full)
+	}
+
+	// Change tracking reset and the metadata lost: the source proxy
+	// compares by digests and recomputes what it lost from the replica,
+	// on the target proxy.
+	f.write("web-01", 1, 1)
+	f.comps.src.ResetChangeTracking("web-01", 1)
+	ctx := context.Background()
+	list, err := f.comps.repo.List(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range list {
+		if err := f.comps.repo.Delete(ctx, o.Key, o.Generation); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want3 := f.sourceImage("web-01")
+	s3 := f.runOK("web-01")
+	if modes(s3) != "change-tracking,digest" {
+		t.Fatalf("third run modes %s", modes(s3))
+	}
+	if d := s3.VMs[0].Disks[1]; d.BytesSent > diskSize/20 {
+		t.Fatalf("after losing its metadata the run sent %d bytes of a %d-byte disk", d.BytesSent, diskSize/2)
+	}
+	ps := f.points("web-01")
+	if len(ps) != 3 {
+		t.Fatalf("%d restore points", len(ps))
+	}
+	same(t, "point 1", f.pointImage("web-01", ps[0].ID, 2), want1)
+	same(t, "point 2", f.pointImage("web-01", ps[1].ID, 2), want2)
+	same(t, "point 3", f.pointImage("web-01", ps[2].ID, 2), want3)
+}
+
+func TestUnreachableProxyIsSkipped(t *testing.T) {
+	f := newFixture(t, "web-01")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := lis.Addr().String()
+	lis.Close()
+	f.twoSites(proxy.Member{Name: "p-gone", Address: gone, Site: "dr", MaxTasks: 4})
+	f.write("web-01", 0, 10)
+	want := f.sourceImage("web-01")
+	s := f.run()
+	if s.Result != catalog.ResultWarning || len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0], "proxy p-gone is skipped") {
+		t.Fatalf("session %s, warnings %q", s.Result, s.Warnings)
+	}
+	if proxiesOf(s) != "p-src>p-dst,p-src>p-dst" {
+		t.Fatalf("proxies %s", proxiesOf(s))
+	}
+	f.newestIs("web-01", want)
+}
+
+func TestNoProxyLeftFailsTheVMAndKeepsItsPoints(t *testing.T) {
+	f := newFixture(t, "web-01")
+	ts := f.twoSites()
+	f.write("web-01", 0, 10)
+	want := f.sourceImage("web-01")
+	f.runOK("web-01")
+
+	// The only proxy left is not there.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := lis.Addr().String()
+	lis.Close()
+	control, err := pki.Load(filepath.Join(ts.ca, "control"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := proxy.NewPool([]proxy.Member{{Name: "p-gone", Address: gone, MaxTasks: 4}}, control, "test", nil)
+	defer pool.Close()
+	f.eng.Proxies = pool
+	f.write("web-01", 0, 1)
+	s := f.run()
+	if s.Result != catalog.ResultFailed || !strings.Contains(s.VMs[0].Error, "no proxy can take the task") || !strings.Contains(s.VMs[0].Error, "p-gone") {
+		t.Fatalf("session %s: %+v", s.Result, s.VMs)
+	}
+	if ps := f.points("web-01"); len(ps) != 1 {
+		t.Fatalf("%d restore points", len(ps))
+	}
+	f.newestIs("web-01", want)
+	if snaps, _ := f.comps.src.ListSnapshots(context.Background(), "web-01"); len(snaps) != 0 {
+		t.Fatalf("snapshots left at the source: %+v", snaps)
+	}
+}
+
+func TestProxyOfAnotherCAIsRefused(t *testing.T) {
+	f := newFixture(t, "web-01")
+	ts := f.twoSites()
+	other := filepath.Join(t.TempDir(), "other-ca")
+	if err := pki.InitCA(other, pki.CAOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// An impostor named like the target proxy, with a certificate of
+	// another CA, is the only target proxy.
+	impostor := f.startProxy(other, "p-dst", "dr")
+	control, err := pki.Load(filepath.Join(ts.ca, "control"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := proxy.NewPool([]proxy.Member{ts.members[0], impostor}, control, "test", nil)
+	defer pool.Close()
+	f.eng.Proxies = pool
+	f.job.Proxies = nil
+	f.write("web-01", 0, 10)
+	s := f.run()
+	if len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0], "proxy p-dst is skipped") {
+		t.Fatalf("warnings %q", s.Warnings)
+	}
+	// The source proxy alone takes both halves: the impostor never sees
+	// the data.
+	if proxiesOf(s) != "p-src>p-src,p-src>p-src" {
+		t.Fatalf("proxies %s", proxiesOf(s))
+	}
+}

@@ -1,0 +1,436 @@
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/zclconf/go-cty/cty"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/ferry-dr/ferry/core/datamover"
+	"github.com/ferry-dr/ferry/core/pki"
+	"github.com/ferry-dr/ferry/core/pluginhost"
+	proxyv1 "github.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1"
+	"github.com/ferry-dr/ferry/sdk"
+)
+
+// Plugins starts and configures the plugins a proxy runs; a
+// *pluginhost.Host is one.
+type Plugins interface {
+	Found() []pluginhost.Found
+	Info(ctx context.Context, name string) (*sdk.Info, error)
+	Source(ctx context.Context, typ string, cfg cty.Value) (sdk.Source, sdk.Capabilities, error)
+	Target(ctx context.Context, typ string, cfg cty.Value) (sdk.Target, sdk.Capabilities, error)
+	Repository(ctx context.Context, typ string, cfg cty.Value) (sdk.Repository, error)
+}
+
+// Agent is a proxy: it runs the halves of disk tasks the control plane
+// gives it, with its own plugin instances, and takes data streams from
+// other proxies. It is what `ferry proxy` serves.
+type Agent struct {
+	Name     string // as its certificate names it
+	Site     string
+	MaxTasks int
+	Version  string
+	Plugins  Plugins
+	Creds    *pki.Credentials
+	Log      hclog.Logger
+	// Dial opens connections to other proxies; nil dials TCP.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+
+	mu         sync.Mutex
+	running    int
+	targets    map[string]*targetTask
+	components map[string]any // configured plugin instances, by kind, type and configuration
+}
+
+// errBusy is returned when every task slot is taken.
+var errBusy = status.Error(codes.ResourceExhausted, "every task slot of the proxy is taken")
+
+// Server returns the gRPC server of the agent, for Serve on a listener.
+func (a *Agent) Server() *grpc.Server {
+	s := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(a.Creds.ServerConfig(pki.RoleControl, pki.RoleProxy))),
+		grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage),
+	)
+	proxyv1.RegisterProxyServer(s, &service{a: a})
+	return s
+}
+
+// maxMessage bounds one message: a frame of the largest read, with room.
+const maxMessage = 16 << 20
+
+func (a *Agent) log() hclog.Logger {
+	if a.Log == nil {
+		return hclog.NewNullLogger()
+	}
+	return a.Log
+}
+
+// acquire takes a task slot.
+func (a *Agent) acquire() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.running >= max(a.MaxTasks, 1) {
+		return errBusy
+	}
+	a.running++
+	return nil
+}
+
+func (a *Agent) release() {
+	a.mu.Lock()
+	a.running--
+	a.mu.Unlock()
+}
+
+// component returns the configured instance of a plugin block, configuring
+// it on first use: a proxy serving many sessions of one job keeps one
+// instance per block.
+func (a *Agent) component(ctx context.Context, kind sdk.Kind, c *proxyv1.Component) (any, error) {
+	if c == nil || c.GetType() == "" {
+		return nil, status.Errorf(codes.InvalidArgument, "no %s block", kind)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", kind, c.GetType(), len(c.GetConfigType()))
+	h.Write(c.GetConfigType())
+	h.Write(c.GetConfig())
+	key := string(h.Sum(nil))
+	a.mu.Lock()
+	got, ok := a.components[key]
+	a.mu.Unlock()
+	if ok {
+		return got, nil
+	}
+	cfg, err := decodeComponent(c)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%s %q: %v", kind, c.GetType(), err)
+	}
+	switch kind {
+	case sdk.KindSource:
+		got, _, err = a.Plugins.Source(ctx, c.GetType(), cfg)
+	case sdk.KindTarget:
+		got, _, err = a.Plugins.Target(ctx, c.GetType(), cfg)
+	default:
+		got, err = a.Plugins.Repository(ctx, c.GetType(), cfg)
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s %q on proxy %s: %v", kind, c.GetType(), a.Name, err)
+	}
+	a.mu.Lock()
+	if a.components == nil {
+		a.components = map[string]any{}
+	}
+	if old, ok := a.components[key]; ok {
+		got = old
+	} else {
+		a.components[key] = got
+	}
+	a.mu.Unlock()
+	return got, nil
+}
+
+// encodeComponent is the wire form of a plugin block's configuration.
+func encodeComponent(typ string, cfg cty.Value) (*proxyv1.Component, error) {
+	t, err := ctyjson.MarshalType(cfg.Type())
+	if err != nil {
+		return nil, err
+	}
+	v, err := ctyjson.Marshal(cfg, cfg.Type())
+	if err != nil {
+		return nil, err
+	}
+	return &proxyv1.Component{Type: typ, Config: v, ConfigType: t}, nil
+}
+
+func decodeComponent(c *proxyv1.Component) (cty.Value, error) {
+	t, err := ctyjson.UnmarshalType(c.GetConfigType())
+	if err != nil {
+		return cty.NilVal, fmt.Errorf("the configuration's type: %w", err)
+	}
+	v, err := ctyjson.Unmarshal(c.GetConfig(), t)
+	if err != nil {
+		return cty.NilVal, fmt.Errorf("the configuration: %w", err)
+	}
+	return v, nil
+}
+
+// service is the gRPC face of an Agent.
+type service struct {
+	proxyv1.UnimplementedProxyServer
+	a *Agent
+}
+
+// caller checks that the peer of a call holds a certificate of one of the
+// roles and returns who it is.
+func caller(ctx context.Context, roles ...pki.Role) (pki.Identity, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return pki.Identity{}, status.Error(codes.Unauthenticated, "no peer")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return pki.Identity{}, status.Error(codes.Unauthenticated, "not a TLS connection")
+	}
+	id, err := pki.PeerIdentity(info.State)
+	if err != nil {
+		return pki.Identity{}, status.Error(codes.Unauthenticated, err.Error())
+	}
+	for _, r := range roles {
+		if id.Role == r {
+			return id, nil
+		}
+	}
+	return id, status.Errorf(codes.PermissionDenied, "a %s certificate (%s) may not make this call", id.Role, id.Name)
+}
+
+func (s *service) Hello(ctx context.Context, req *proxyv1.HelloRequest) (*proxyv1.HelloResponse, error) {
+	if _, err := caller(ctx, pki.RoleControl); err != nil {
+		return nil, err
+	}
+	a := s.a
+	a.mu.Lock()
+	running := a.running
+	a.mu.Unlock()
+	resp := &proxyv1.HelloResponse{Version: a.Version, Name: a.Name, Site: a.Site, MaxTasks: int32(max(a.MaxTasks, 1)), Running: int32(running)}
+	for _, f := range a.Plugins.Found() {
+		if f.Shadowed {
+			continue
+		}
+		pi := &proxyv1.PluginInfo{Name: f.Name}
+		if info, err := a.Plugins.Info(ctx, f.Name); err == nil {
+			for _, c := range info.Components {
+				switch c.Kind {
+				case sdk.KindSource:
+					pi.Sources = append(pi.Sources, c.Type)
+				case sdk.KindTarget:
+					pi.Targets = append(pi.Targets, c.Type)
+				case sdk.KindRepository:
+					pi.Repositories = append(pi.Repositories, c.Type)
+				}
+			}
+		}
+		resp.Plugins = append(resp.Plugins, pi)
+	}
+	return resp, nil
+}
+
+// targetTask is the target half of a disk task: an open replica disk
+// waiting for its data stream.
+type targetTask struct {
+	id       string
+	tgt      sdk.Target
+	replica  string
+	disk     int
+	w        sdk.DiskWriter
+	recv     *datamover.Receiver
+	mu       sync.Mutex // held while the data stream uses the disk
+	attached bool       // a data stream took the task
+	closed   bool
+	closeErr error
+	finished chan struct{} // closed when the data stream closed the disk
+	once     sync.Once
+	rp       sdk.DiskReader // the replica's working state, for digests
+}
+
+func (s *service) Target(req *proxyv1.TargetTask, stream proxyv1.Proxy_TargetServer) error {
+	ctx := stream.Context()
+	if _, err := caller(ctx, pki.RoleControl); err != nil {
+		return err
+	}
+	a := s.a
+	if err := a.acquire(); err != nil {
+		return err
+	}
+	defer a.release()
+	c, err := a.component(ctx, sdk.KindTarget, req.GetTarget())
+	if err != nil {
+		return err
+	}
+	tgt := c.(sdk.Target)
+	w, err := tgt.OpenReplicaDisk(ctx, req.GetReplica(), int(req.GetDisk()), req.GetCapacity())
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "open disk %d of replica %s: %v", req.GetDisk(), req.GetReplica(), err)
+	}
+	t := &targetTask{id: req.GetTask(), tgt: tgt, replica: req.GetReplica(), disk: int(req.GetDisk()), w: w, recv: datamover.NewReceiver(w, req.GetCapacity()), finished: make(chan struct{})}
+	a.mu.Lock()
+	if a.targets == nil {
+		a.targets = map[string]*targetTask{}
+	}
+	if _, dup := a.targets[t.id]; dup || t.id == "" {
+		a.mu.Unlock()
+		w.Close()
+		return status.Errorf(codes.AlreadyExists, "task %q exists", t.id)
+	}
+	a.targets[t.id] = t
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.targets, t.id)
+		a.mu.Unlock()
+		t.abandon()
+	}()
+	log := a.log().With("task", t.id, "replica", t.replica, "disk", t.disk)
+	log.Info("target half: replica disk open")
+	if err := stream.Send(&proxyv1.TaskEvent{Event: &proxyv1.TaskEvent_Ready{Ready: &proxyv1.Ready{}}}); err != nil {
+		return err
+	}
+	select {
+	case <-t.finished:
+	case <-ctx.Done():
+		log.Warn("target half: abandoned by the control plane")
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	t.mu.Lock()
+	err = t.closeErr
+	t.mu.Unlock()
+	log.Info("target half: done", "written", t.recv.Written(), "error", err)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "flush disk %d of replica %s: %v", t.disk, t.replica, err)
+	}
+	return stream.Send(&proxyv1.TaskEvent{Event: &proxyv1.TaskEvent_Done{Done: &proxyv1.Done{BytesWritten: t.recv.Written()}}})
+}
+
+// finish tells the task's Target call that the data stream closed the
+// disk.
+func (t *targetTask) finish() { t.once.Do(func() { close(t.finished) }) }
+
+// abandon closes the disk when no data stream did.
+func (t *targetTask) abandon() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.rp != nil {
+		t.rp.Close()
+		t.rp = nil
+	}
+	if !t.closed {
+		t.closed = true
+		t.closeErr = t.w.Close()
+	}
+}
+
+func (s *service) Data(stream proxyv1.Proxy_DataServer) error {
+	ctx := stream.Context()
+	if _, err := caller(ctx, pki.RoleProxy); err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	open := first.GetOpen()
+	if open == nil {
+		return status.Error(codes.InvalidArgument, "a data stream starts with Open")
+	}
+	a := s.a
+	a.mu.Lock()
+	t := a.targets[open.GetTask()]
+	a.mu.Unlock()
+	if t == nil {
+		return status.Errorf(codes.NotFound, "no task %q waits on proxy %s", open.GetTask(), a.Name)
+	}
+	t.mu.Lock()
+	if t.attached || t.closed {
+		t.mu.Unlock()
+		return status.Errorf(codes.FailedPrecondition, "task %q already has its data stream", open.GetTask())
+	}
+	t.attached = true
+	t.mu.Unlock()
+	if err := stream.Send(&proxyv1.DataReply{Reply: &proxyv1.DataReply_Opened{Opened: &proxyv1.DataOpened{}}}); err != nil {
+		return err
+	}
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return status.Error(codes.Aborted, "the data stream ended before the disk was closed")
+		}
+		if err != nil {
+			return err
+		}
+		r, done, err := t.handle(ctx, m)
+		if done {
+			t.finish()
+		}
+		if err != nil {
+			return err
+		}
+		if r != nil {
+			if err := stream.Send(r); err != nil {
+				return err
+			}
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// handle applies one message of the data stream and returns its reply, if
+// it has one, and whether the stream is done.
+func (t *targetTask) handle(ctx context.Context, m *proxyv1.DataMessage) (*proxyv1.DataReply, bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, false, status.Error(codes.Aborted, "the task was abandoned")
+	}
+	switch msg := m.GetMsg().(type) {
+	case *proxyv1.DataMessage_Frames:
+		if err := t.recv.Send(ctx, msg.Frames); err != nil {
+			if errors.Is(err, datamover.ErrCorrupt) {
+				return nil, false, status.Errorf(codes.DataLoss, "disk %d of replica %s: %v", t.disk, t.replica, err)
+			}
+			return nil, false, status.Errorf(codes.Unavailable, "disk %d of replica %s: %v", t.disk, t.replica, err)
+		}
+		return nil, false, nil
+	case *proxyv1.DataMessage_Sync:
+		if err := t.w.Sync(); err != nil {
+			return nil, false, status.Errorf(codes.Unavailable, "sync disk %d of replica %s: %v", t.disk, t.replica, err)
+		}
+		return &proxyv1.DataReply{Reply: &proxyv1.DataReply_Synced{Synced: &proxyv1.DataSynced{}}}, false, nil
+	case *proxyv1.DataMessage_Digests:
+		d := msg.Digests
+		if t.rp == nil {
+			rp, err := t.tgt.OpenRestorePointDisk(ctx, t.replica, "", t.disk)
+			if err != nil {
+				return nil, false, status.Errorf(codes.Unavailable, "open disk %d of replica %s to digest it: %v", t.disk, t.replica, err)
+			}
+			t.rp = rp
+		}
+		bs := int(d.GetBlockSize())
+		if bs < 512 || bs&(bs-1) != 0 || d.GetFrom() < 0 || d.GetTo() < d.GetFrom() || (d.GetTo()-d.GetFrom())/int64(bs) > 1<<20 {
+			return nil, false, status.Errorf(codes.InvalidArgument, "digests of [%d, %d) in blocks of %d: out of bounds", d.GetFrom(), d.GetTo(), bs)
+		}
+		ds, err := datamover.DigestRange(t.rp, d.GetFrom(), d.GetTo(), bs)
+		if err != nil {
+			return nil, false, status.Errorf(codes.Unavailable, "digest disk %d of replica %s: %v", t.disk, t.replica, err)
+		}
+		return &proxyv1.DataReply{Reply: &proxyv1.DataReply_Digests{Digests: packDigests(ds)}}, false, nil
+	case *proxyv1.DataMessage_Close:
+		if t.rp != nil {
+			t.rp.Close()
+			t.rp = nil
+		}
+		t.closed = true
+		t.closeErr = t.w.Close()
+		if t.closeErr != nil {
+			return nil, true, status.Errorf(codes.Unavailable, "flush disk %d of replica %s: %v", t.disk, t.replica, t.closeErr)
+		}
+		return &proxyv1.DataReply{Reply: &proxyv1.DataReply_Closed{Closed: &proxyv1.DataClosed{BytesWritten: t.recv.Written()}}}, true, nil
+	}
+	return nil, false, status.Errorf(codes.InvalidArgument, "unexpected %T on a data stream", m.GetMsg())
+}
+
+// progressEvery is how often a source half reports progress.
+const progressEvery = 250 * time.Millisecond

@@ -1,0 +1,407 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/zclconf/go-cty/cty"
+	"google.golang.org/grpc"
+
+	"github.com/ferry-dr/ferry/core/datamover"
+	"github.com/ferry-dr/ferry/core/pki"
+	proxyv1 "github.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1"
+	"github.com/ferry-dr/ferry/core/replicameta"
+	"github.com/ferry-dr/ferry/scheduler"
+	"github.com/ferry-dr/ferry/sdk"
+)
+
+// Member is a proxy the control plane may use.
+type Member struct {
+	Name     string
+	Address  string
+	Site     string
+	MaxTasks int
+}
+
+// Pool is the control plane's side of its proxies: it greets them, places
+// disk tasks on their free slots and runs the tasks. It is safe for
+// concurrent use by every session of the control plane, whose tasks share
+// the slots.
+type Pool struct {
+	creds   *pki.Credentials
+	version string
+	log     hclog.Logger
+	// Dial opens connections; nil dials TCP. Set before first use.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+
+	mu      sync.Mutex
+	freed   chan struct{} // closed and replaced when a slot is freed
+	members map[string]*member
+}
+
+type member struct {
+	Member
+	conn   *grpc.ClientConn
+	client proxyv1.ProxyClient
+	hello  *proxyv1.HelloResponse
+	err    error // why the proxy cannot be used; nil when it can
+	ours   int   // task slots our tasks hold
+}
+
+// NewPool returns a pool of proxies reached with creds.
+func NewPool(members []Member, creds *pki.Credentials, version string, log hclog.Logger) *Pool {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	p := &Pool{creds: creds, version: version, log: log, freed: make(chan struct{}), members: map[string]*member{}}
+	for _, m := range members {
+		p.members[m.Name] = &member{Member: m}
+	}
+	return p
+}
+
+// Close closes the connections to the proxies.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.members {
+		if m.conn != nil {
+			m.conn.Close()
+			m.conn = nil
+		}
+	}
+	return nil
+}
+
+// helloTimeout bounds the greeting of one proxy.
+const helloTimeout = 10 * time.Second
+
+// Greet says hello to every proxy of names (every proxy when names is
+// empty) and returns why each one that cannot be used cannot, by name.
+func (p *Pool) Greet(ctx context.Context, names []string) map[string]error {
+	p.mu.Lock()
+	var todo []*member
+	for _, m := range p.members {
+		if len(names) == 0 || contains(names, m.Name) {
+			todo = append(todo, m)
+		}
+	}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, m := range todo {
+		wg.Go(func() {
+			hello, conn, err := p.hello(ctx, m)
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if m.conn != nil && m.conn != conn {
+				m.conn.Close()
+			}
+			m.conn, m.hello, m.err = conn, hello, err
+			if conn != nil {
+				m.client = proxyv1.NewProxyClient(conn)
+			}
+		})
+	}
+	wg.Wait()
+	bad := map[string]error{}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range todo {
+		if m.err != nil {
+			bad[m.Name] = m.err
+		}
+	}
+	return bad
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Pool) hello(ctx context.Context, m *member) (*proxyv1.HelloResponse, *grpc.ClientConn, error) {
+	p.mu.Lock()
+	conn := m.conn
+	p.mu.Unlock()
+	if conn == nil {
+		var err error
+		conn, err = dial(m.Address, p.creds, pki.Identity{Role: pki.RoleProxy, Name: m.Name}, p.Dial)
+		if err != nil {
+			return nil, nil, fmt.Errorf("proxy %s at %s: %w", m.Name, m.Address, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, helloTimeout)
+	defer cancel()
+	h, err := proxyv1.NewProxyClient(conn).Hello(ctx, &proxyv1.HelloRequest{Version: p.version}, grpc.WaitForReady(false))
+	if err != nil {
+		return nil, conn, fmt.Errorf("proxy %s at %s: %w", m.Name, m.Address, explained(err))
+	}
+	if h.GetSite() != "" && m.Site != "" && h.GetSite() != m.Site {
+		return nil, conn, fmt.Errorf("proxy %s at %s says its site is %q, the configuration says %q", m.Name, m.Address, h.GetSite(), m.Site)
+	}
+	return h, conn, nil
+}
+
+// Task is one disk's data path, to run on a source and a target proxy.
+type Task struct {
+	Job     string
+	VM      string
+	Disk    int
+	Proxies []string // the proxies the job may use, best first; empty: any
+	// SourceSite and TargetSite are where the source's and the target's
+	// storage is; "" when unknown.
+	SourceSite, TargetSite string
+
+	Source, Target, Repository Block
+	Snapshot                   string
+	Capacity                   int64
+	Replica                    string
+	// Changed and Allocated are as in datamover.Request.
+	Changed, Allocated []sdk.Extent
+	TargetZero         bool
+	Fresh              bool
+	BlockSize          int
+	// Compression is the job's setting (none, s2, zstd or auto): auto is
+	// none when one proxy runs both halves, s2 between proxies of one
+	// site and zstd between sites.
+	Compression string
+	Throttle    int64
+	MetaPrefix  string
+	Session     string
+	Binding     replicameta.Binding
+
+	// Ready is called once the source half has opened the disk and the
+	// metadata; Progress with the bytes handled so far.
+	Ready    func(Ready)
+	Progress func(done int64)
+}
+
+// Block is a plugin block: its type and its configuration.
+type Block struct {
+	Type   string
+	Config cty.Value
+}
+
+// Ready is what the source half says before it moves data.
+type Ready struct {
+	SourceProxy, TargetProxy string
+	Codec                    datamover.Codec
+	Link                     datamover.Link
+	Lane                     string
+	Transport, TransportWhy  string
+	Distrusted               string
+}
+
+// Result is what a task did.
+type Result struct {
+	SourceProxy, TargetProxy string
+	Stats                    datamover.Stats
+	BytesWritten             int64
+	SegmentsRecomputed       int
+	BytesRecomputed          int64
+}
+
+// ErrNoProxy is returned when no proxy can take a task.
+var ErrNoProxy = errors.New("no proxy can take the task")
+
+// place picks a source and a target proxy for t with free slots, and
+// takes the slots; it waits while every eligible proxy is busy.
+func (p *Pool) place(ctx context.Context, t Task) (src, dst *member, err error) {
+	for {
+		p.mu.Lock()
+		var slots []scheduler.Slot
+		eligible := 0
+		for _, m := range p.members {
+			if m.err != nil || m.hello == nil || (len(t.Proxies) > 0 && !contains(t.Proxies, m.Name)) {
+				continue
+			}
+			eligible++
+			running := max(int(m.hello.GetRunning()), m.ours)
+			slots = append(slots, scheduler.Slot{Proxy: m.Name, Site: m.Site, MaxTasks: int(m.hello.GetMaxTasks()), Running: running})
+		}
+		sort.Slice(slots, func(i, j int) bool { return slots[i].Proxy < slots[j].Proxy })
+		if eligible == 0 {
+			p.mu.Unlock()
+			return nil, nil, p.noProxy(t)
+		}
+		sp, _ := scheduler.Place([]scheduler.Task{{ID: "source", VM: t.VM, Proxies: t.Proxies, Site: t.SourceSite}}, slots)
+		if len(sp) == 1 {
+			for i := range slots {
+				if slots[i].Proxy == sp[0].Proxy {
+					slots[i].Running++
+				}
+			}
+			tp, _ := scheduler.Place([]scheduler.Task{{ID: "target", VM: t.VM, Proxies: t.Proxies, Site: t.TargetSite}}, slots)
+			if len(tp) == 1 {
+				src, dst = p.members[sp[0].Proxy], p.members[tp[0].Proxy]
+				src.ours++
+				dst.ours++
+				p.mu.Unlock()
+				return src, dst, nil
+			}
+		}
+		freed := p.freed
+		p.mu.Unlock()
+		select {
+		case <-freed:
+		case <-time.After(time.Second):
+			// Another control plane's tasks may have ended.
+			p.Greet(ctx, t.Proxies)
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+}
+
+func (p *Pool) noProxy(t Task) error {
+	var why []string
+	for _, m := range p.members {
+		if len(t.Proxies) > 0 && !contains(t.Proxies, m.Name) {
+			continue
+		}
+		switch {
+		case m.err != nil:
+			why = append(why, m.err.Error())
+		case m.hello == nil:
+			why = append(why, fmt.Sprintf("proxy %s was not reached yet", m.Name))
+		}
+	}
+	sort.Strings(why)
+	if len(why) == 0 {
+		return fmt.Errorf("%w: the job names no proxy that is configured", ErrNoProxy)
+	}
+	return fmt.Errorf("%w: %s", ErrNoProxy, strings.Join(why, "; "))
+}
+
+func (p *Pool) release(ms ...*member) {
+	p.mu.Lock()
+	for _, m := range ms {
+		m.ours--
+	}
+	close(p.freed)
+	p.freed = make(chan struct{})
+	p.mu.Unlock()
+}
+
+func extentsTo(es []sdk.Extent) []*proxyv1.Extent {
+	out := make([]*proxyv1.Extent, len(es))
+	for i, e := range es {
+		out[i] = &proxyv1.Extent{Offset: e.Offset, Length: e.Length}
+	}
+	return out
+}
+
+func taskID() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// linkBetween says what lies between two proxies: nothing when they are
+// one, a LAN when they share a site, a WAN otherwise.
+func linkBetween(src, dst *member) datamover.Link {
+	switch {
+	case src == dst:
+		return datamover.LinkLocal
+	case src.Site != "" && src.Site == dst.Site:
+		return datamover.LinkLAN
+	}
+	return datamover.LinkWAN
+}
+
+// Run runs one disk task on a source and a target proxy.
+func (p *Pool) Run(ctx context.Context, t Task) (Result, error) {
+	src, dst, err := p.place(ctx, t)
+	if err != nil {
+		return Result{}, err
+	}
+	defer p.release(src, dst)
+	res := Result{SourceProxy: src.Name, TargetProxy: dst.Name}
+	link := linkBetween(src, dst)
+	codec, err := datamover.ParseCodec(t.Compression, link)
+	if err != nil {
+		return res, err
+	}
+	tc, err := encodeComponent(t.Target.Type, t.Target.Config)
+	if err != nil {
+		return res, fmt.Errorf("the target's configuration: %w", err)
+	}
+	sc, err := encodeComponent(t.Source.Type, t.Source.Config)
+	if err != nil {
+		return res, fmt.Errorf("the source's configuration: %w", err)
+	}
+	rc, err := encodeComponent(t.Repository.Type, t.Repository.Config)
+	if err != nil {
+		return res, fmt.Errorf("the repository's configuration: %w", err)
+	}
+	id := taskID()
+
+	tctx, cancelTarget := context.WithCancel(ctx)
+	defer cancelTarget()
+	tstream, err := dst.client.Target(tctx, &proxyv1.TargetTask{Task: id, Target: tc, Replica: t.Replica, Disk: int32(t.Disk), Capacity: t.Capacity})
+	if err != nil {
+		return res, fmt.Errorf("target proxy %s: %w", dst.Name, explained(err))
+	}
+	ev, err := tstream.Recv()
+	if err != nil {
+		return res, fmt.Errorf("target proxy %s: %w", dst.Name, explained(err))
+	}
+	if ev.GetReady() == nil {
+		return res, fmt.Errorf("target proxy %s answered with %T before it was ready", dst.Name, ev.GetEvent())
+	}
+
+	b := t.Binding
+	req := &proxyv1.SourceTask{
+		Task: id, Source: sc, Repository: rc, Vm: t.VM, Snapshot: t.Snapshot, Disk: int32(t.Disk), Capacity: t.Capacity,
+		HasChanged: t.Changed != nil, Changed: extentsTo(t.Changed),
+		HasAllocated: t.Allocated != nil, Allocated: extentsTo(t.Allocated),
+		TargetZero: t.TargetZero, BlockSize: int32(t.BlockSize), Codec: int32(codec), Throttle: t.Throttle,
+		MetaPrefix: t.MetaPrefix, Session: t.Session, Fresh: t.Fresh,
+		Binding:       &proxyv1.Binding{Replica: b.Replica, Incarnation: b.Incarnation, Point: b.Point, PointSession: b.PointSession, Capacity: b.Capacity},
+		TargetAddress: dst.Address, TargetName: dst.Name,
+	}
+	sstream, err := src.client.Source(ctx, req)
+	if err != nil {
+		return res, fmt.Errorf("source proxy %s: %w", src.Name, explained(err))
+	}
+	for {
+		ev, err := sstream.Recv()
+		if err != nil {
+			return res, fmt.Errorf("source proxy %s: %w", src.Name, explained(err))
+		}
+		switch e := ev.GetEvent().(type) {
+		case *proxyv1.TaskEvent_Ready:
+			if t.Ready != nil {
+				r := e.Ready
+				t.Ready(Ready{SourceProxy: src.Name, TargetProxy: dst.Name, Codec: codec, Link: link, Lane: r.GetLane(), Transport: r.GetTransport(), TransportWhy: r.GetTransportWhy(), Distrusted: r.GetDistrusted()})
+			}
+		case *proxyv1.TaskEvent_Progress:
+			if t.Progress != nil {
+				t.Progress(e.Progress.GetDone())
+			}
+		case *proxyv1.TaskEvent_Done:
+			d := e.Done
+			res.Stats = datamover.Stats{BytesRead: d.GetBytesRead(), BytesSent: d.GetBytesSent(), BytesChanged: d.GetBytesChanged(), BlocksChanged: d.GetBlocksChanged(), BlocksTotal: d.GetBlocksTotal()}
+			res.BytesWritten = d.GetBytesWritten()
+			res.SegmentsRecomputed, res.BytesRecomputed = int(d.GetSegmentsRecomputed()), d.GetBytesRecomputed()
+			// The target half ends once the data stream closed the disk.
+			if _, err := tstream.Recv(); err != nil {
+				return res, fmt.Errorf("target proxy %s: %w", dst.Name, explained(err))
+			}
+			return res, nil
+		}
+	}
+}
