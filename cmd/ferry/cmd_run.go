@@ -67,6 +67,14 @@ func runRun(e *env, args []string) error {
 		}
 	}
 	eng := w.engine()
+	if len(w.cfg.Proxies) > 0 {
+		pool, err := w.proxyPool()
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		eng.Proxies = pool
+	}
 	out := e.stdout
 	if *asJSON {
 		out = e.stderr

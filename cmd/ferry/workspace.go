@@ -12,7 +12,9 @@ import (
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/engine"
+	"github.com/ferry-dr/ferry/core/pki"
 	"github.com/ferry-dr/ferry/core/pluginhost"
+	"github.com/ferry-dr/ferry/core/proxy"
 	"github.com/ferry-dr/ferry/sdk"
 )
 
@@ -75,6 +77,27 @@ func (w *workspace) jobNames() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// proxyPool returns the control plane's pool of the configured proxies,
+// reached with its own certificate (made by 'ferry ca init').
+func (w *workspace) proxyPool() (*proxy.Pool, error) {
+	names := make([]string, 0, len(w.cfg.Proxies))
+	members := make([]proxy.Member, 0, len(w.cfg.Proxies))
+	for _, p := range w.cfg.Proxies {
+		names = append(names, p.Name)
+		members = append(members, proxy.Member{Name: p.Name, Address: p.Address, Site: p.Site, MaxTasks: p.MaxTasks})
+	}
+	sort.Strings(names)
+	dir := pki.ControlDir(w.cfg.Dir)
+	creds, err := pki.Load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("the configuration declares proxies (%s) and ferry reaches them with the control plane's certificate: %w; create it with 'ferry ca init'", strings.Join(names, ", "), err)
+	}
+	if id := creds.Identity(); id.Role != pki.RoleControl {
+		return nil, fmt.Errorf("%s holds a %s certificate (%s), not the control plane's; 'ferry ca init' makes the control plane's", dir, id.Role, id.Name)
+	}
+	return proxy.NewPool(members, creds, version, w.env.log), nil
 }
 
 func (w *workspace) engine() *engine.Engine {

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ferry-dr/ferry/core/pki"
+	"github.com/ferry-dr/ferry/core/pluginhost"
+	"github.com/ferry-dr/ferry/core/proxy"
+)
+
+func init() {
+	register(&command{
+		name: "proxy",
+		summary: `Run a proxy: an agent that moves disk data for ferry's control plane.
+
+A proxy runs next to the storage it reads or writes: the source proxy reads
+the snapshot disks and keeps the digests in the repository, the target
+proxy writes the replica disks, and the data goes straight from one to the
+other. It starts the plugins it needs from its own plugin folders, with the
+configuration the control plane sends for each task (over mutually
+authenticated TLS 1.3; nothing of it is written to disk).
+
+Its credentials are a folder made by 'ferry ca issue NAME' on the control
+plane's host (ca.crt, tls.crt, tls.key); the proxy's name is the one its
+certificate carries, and a proxy block of that name points at --listen.
+Stop it with Ctrl-C or SIGTERM: running tasks end, and the sessions that
+ran them fail those disks (earlier restore points stay intact).`,
+		usage: "ferry proxy --tls DIR [--listen ADDR] [--site SITE] [--max-tasks N] [--plugins DIR]",
+		run:   runProxy,
+	})
+}
+
+// DefaultProxyListen is where a proxy listens unless told otherwise.
+const DefaultProxyListen = ":7443"
+
+func runProxy(e *env, args []string) error {
+	fs := commands["proxy"].flags(e)
+	tlsDir := fs.String("tls", "", "the proxy's credentials folder (from 'ferry ca issue NAME')")
+	listen := fs.String("listen", DefaultProxyListen, "the address to listen on, host:port")
+	site := fs.String("site", "", "the site the proxy is at, as proxy blocks and sources and targets name it")
+	maxTasks := fs.Int("max-tasks", 4, "how many task halves the proxy runs at once")
+	pluginDir := fs.String("plugins", "", "a folder searched for plugins before the usual ones")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("ferry proxy takes no arguments, only flags")
+	}
+	if *tlsDir == "" {
+		return usagef("--tls is required: the folder 'ferry ca issue NAME' wrote for this proxy")
+	}
+	if *maxTasks < 1 {
+		return usagef("--max-tasks must be at least 1")
+	}
+	creds, err := pki.Load(*tlsDir)
+	if err != nil {
+		return err
+	}
+	id := creds.Identity()
+	if id.Role != pki.RoleProxy {
+		return fmt.Errorf("%s holds a %s certificate (%s); a proxy needs one issued with 'ferry ca issue NAME' (role proxy)", *tlsDir, id.Role, id.Name)
+	}
+	dirs := pluginhost.SearchPath(e.configDir)
+	if *pluginDir != "" {
+		dirs = append([]string{*pluginDir}, dirs...)
+	}
+	host := pluginhost.New(pluginhost.Options{Dirs: dirs, Logger: e.log})
+	defer host.Close()
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("proxy %s: %w", id.Name, err)
+	}
+	a := &proxy.Agent{Name: id.Name, Site: *site, MaxTasks: *maxTasks, Version: version, Plugins: host, Creds: creds, Log: e.log}
+	srv := a.Server()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	fmt.Fprintf(e.stdout, "proxy %s listening on %s (site %q, %d task slots, certificate valid until %s)\n",
+		id.Name, lis.Addr(), *site, *maxTasks, creds.NotAfter().UTC().Format(time.DateOnly))
+	if f, ok := e.stdout.(interface{ Flush() error }); ok {
+		f.Flush()
+	}
+	select {
+	case err := <-served:
+		return fmt.Errorf("proxy %s: %w", id.Name, err)
+	case <-ctx.Done():
+	}
+	stop()
+	fmt.Fprintf(e.stderr, "proxy %s: stopping\n", id.Name)
+	// Running tasks end with the connections: their sessions fail those
+	// disks and the next run resumes them.
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		srv.Stop()
+	}
+	<-served // Serve returns nil once stopped
+	return nil
+}
