@@ -571,3 +571,48 @@ func TestServerConfigNeedsRoles(t *testing.T) {
 	}()
 	c.ServerConfig()
 }
+
+func TestList(t *testing.T) {
+	t.Parallel()
+	a := newInstall(t, CAOptions{})
+	b := newInstall(t, CAOptions{})
+	for _, x := range []struct {
+		install string
+		name    string
+	}{{a, "p1"}, {b, "p2"}, {a, "p3"}} {
+		if err := Issue(CADir(x.install), Identity{RoleProxy, x.name}, nil, 0, IssuedDir(a, x.name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Remove(filepath.Join(IssuedDir(a, "p3"), KeyFile))
+	entries, err := List(CADir(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		dir     string
+		ca      bool
+		id      Identity
+		problem string
+	}
+	want := []row{
+		{dir: CADir(a), ca: true},
+		{dir: ControlDir(a), id: Identity{RoleControl, "control"}},
+		{dir: IssuedDir(a, "p1"), id: Identity{RoleProxy, "p1"}},
+		{dir: IssuedDir(a, "p2"), id: Identity{RoleProxy, "p2"}, problem: "is another CA's"},
+		{dir: IssuedDir(a, "p3"), id: Identity{RoleProxy, "p3"}, problem: KeyFile + " does not exist"},
+	}
+	if len(entries) != len(want) {
+		t.Fatalf("%d entries, want %d: %+v", len(entries), len(want), entries)
+	}
+	for i, e := range entries {
+		w := want[i]
+		if e.Dir != w.dir || e.CA != w.ca || e.Identity != w.id || e.NotAfter.IsZero() ||
+			(e.Problem == nil) != (w.problem == "") || e.Problem != nil && !strings.Contains(e.Problem.Error(), w.problem) {
+			t.Errorf("entry %d: %+v, want %+v", i, e, w)
+		}
+	}
+	if _, err := List(t.TempDir()); !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "ferry ca init") {
+		t.Errorf("List without a CA: %v", err)
+	}
+}

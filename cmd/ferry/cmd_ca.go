@@ -1,0 +1,277 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ferry-dr/ferry/core/pki"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+func init() {
+	register(&command{
+		name: "ca",
+		summary: `Make this installation's certificate authority and certificates for its proxies.
+
+  ferry ca init [--name NAME]         make the CA in DIR/ca and the control
+                                      plane's credentials in DIR/ca/control
+                                      (named control unless --name)
+  ferry ca issue NAME [--role ROLE]   issue a certificate for the proxy NAME
+      [--host H]... [--days N]        (or, with --role control, a control
+      [--out FOLDER]                  plane) into DIR/ca/issued/NAME, to copy
+                                      to its host
+  ferry ca list [--json]              the certificates under DIR/ca: role,
+                                      name, expiry; warns of those that expire
+                                      within 30 days
+
+DIR is the configuration folder. Every connection between the control
+plane and proxies, and between proxies, is TLS 1.3 with a certificate at
+both ends, issued by this CA: a certificate names a role and a name, and a
+proxy is dialed by its name, whatever its address. ca.key signs every
+certificate: keep it on this host, readable by you only, and backed up.
+'ca list' exits 1 when a certificate has expired or is damaged.`,
+		usage: "ferry [--config DIR] ca init|issue|list [arguments]",
+		run:   runCA,
+	})
+}
+
+func runCA(e *env, args []string) error {
+	if len(args) == 0 {
+		return usagef("name what to do: init, issue or list")
+	}
+	switch args[0] {
+	case "-h", "--help", "-help", "help":
+		commands["ca"].help(e.stdout, nil)
+		return nil
+	case "init":
+		return runCAInit(e, args[1:])
+	case "issue":
+		return runCAIssue(e, args[1:])
+	case "list":
+		return runCAList(e, args[1:])
+	}
+	return usagef("unknown subcommand %q: init, issue or list", args[0])
+}
+
+func runCAInit(e *env, args []string) error {
+	fs := commands["ca"].flags(e)
+	name := fs.String("name", pki.DefaultControlName, "the control plane's `NAME` in its certificate")
+	pos, err := parseAll(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q (use --config DIR to name the configuration folder)", pos[0])
+	}
+	if err := pki.CheckName(*name); err != nil {
+		return asUsage(err)
+	}
+	caDir := pki.CADir(e.configDir)
+	if err := pki.InitCA(caDir, pki.CAOptions{Name: *name}); err != nil {
+		return err
+	}
+	c, err := pki.Load(pki.ControlDir(e.configDir))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "made the CA %q in %s: keep %s on this host, readable by you only, and backed up\n",
+		c.CA().Subject.CommonName, caDir, pki.CAKeyFile)
+	fmt.Fprintf(e.stdout, "made the credentials of %s, valid until %s, in %s\n", c.Identity(), when(c.NotAfter()), pki.ControlDir(e.configDir))
+	fmt.Fprintln(e.stdout, "next, for each proxy: ferry ca issue NAME")
+	return nil
+}
+
+func runCAIssue(e *env, args []string) error {
+	fs := commands["ca"].flags(e)
+	role := fs.String("role", string(pki.RoleProxy), "the `ROLE` the certificate names: proxy or control")
+	var hosts stringList
+	fs.Var(&hosts, "host", "a DNS name or IP `address` to add to the certificate, for other tools (ferry needs none); repeatable")
+	days := fs.Int("days", int(pki.DefaultValidity/(24*time.Hour)), "how many `N` days the certificate is valid")
+	out := fs.String("out", "", "the `FOLDER` to write the credentials to (default DIR/ca/issued/NAME)")
+	pos, err := parseAll(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("name the proxy (or control plane) to issue a certificate for, once")
+	}
+	id := pki.Identity{Role: pki.Role(*role), Name: pos[0]}
+	if err := id.Check(); err != nil {
+		return asUsage(err)
+	}
+	if *days < 1 {
+		return usagef("--days must be at least 1, not %d", *days)
+	}
+	dir := *out
+	if dir == "" {
+		dir = pki.IssuedDir(e.configDir, id.Name)
+	} else if dir, err = filepath.Abs(dir); err != nil {
+		return usagef("--out %q: %v", *out, err)
+	}
+	if err := pki.Issue(pki.CADir(e.configDir), id, hosts, time.Duration(*days)*24*time.Hour, dir); err != nil {
+		if errors.Is(err, errdefs.ErrInvalidArgument) {
+			return asUsage(err)
+		}
+		return err
+	}
+	c, err := pki.Load(dir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "issued a certificate for %s, valid until %s, in %s\n", c.Identity(), when(c.NotAfter()), dir)
+	if id.Role == pki.RoleProxy {
+		fmt.Fprintf(e.stdout, "copy that folder to the proxy's host (%s is its secret: keep it readable by the proxy only) and start the proxy there with:\n", pki.KeyFile)
+		fmt.Fprintf(e.stdout, "  ferry proxy --tls /where/you/copied/%s\n", filepath.Base(dir))
+	} else {
+		fmt.Fprintf(e.stdout, "copy that folder to the control plane's host (%s is its secret), as ca/control in its configuration folder\n", pki.KeyFile)
+	}
+	return nil
+}
+
+// caEntry is one certificate of 'ferry ca list --json'.
+type caEntry struct {
+	Role     string    `json:"role"` // "ca" for the CA itself
+	Name     string    `json:"name"`
+	NotAfter time.Time `json:"not_after"`
+	// State: valid, expiring (within 30 days), expired, or damaged (the
+	// folder's files do not work together; Problem says why).
+	State   string `json:"state"`
+	Problem string `json:"problem,omitempty"`
+	Folder  string `json:"folder"`
+}
+
+func runCAList(e *env, args []string) error {
+	fs := commands["ca"].flags(e)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseAll(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	entries, err := pki.List(pki.CADir(e.configDir))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	list := make([]caEntry, 0, len(entries))
+	failed := false
+	for _, en := range entries {
+		ce := caEntry{Role: "ca", Name: en.Subject, NotAfter: en.NotAfter, Folder: en.Dir, State: "valid"}
+		if !en.CA {
+			ce.Role, ce.Name = string(en.Identity.Role), en.Identity.Name
+			if ce.Name == "" {
+				ce.Role, ce.Name = "?", filepath.Base(en.Dir)
+			}
+		}
+		switch {
+		case en.Problem != nil:
+			ce.State, ce.Problem = "damaged", en.Problem.Error()
+			failed = true
+		case !now.Before(en.NotAfter):
+			ce.State = "expired"
+			failed = true
+		case en.NotAfter.Sub(now) < pki.WarnBefore:
+			ce.State = "expiring"
+		}
+		list = append(list, ce)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(list); err != nil {
+			return err
+		}
+	} else {
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ROLE\tNAME\tEXPIRES\tSTATE\tFOLDER")
+		for _, ce := range list {
+			expires := "-"
+			if !ce.NotAfter.IsZero() {
+				expires = ce.NotAfter.Local().Format(time.DateTime)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", ce.Role, ce.Name, expires, ce.State, relative(e.configDir, ce.Folder))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		flush(e.stdout)
+		for _, ce := range list {
+			if w := caWarning(ce, now); w != "" {
+				fmt.Fprintf(e.stderr, "warning: %s\n", w)
+			}
+		}
+	}
+	if failed {
+		return &exitError{code: exitFailure}
+	}
+	return nil
+}
+
+// caWarning says what to do about a certificate of 'ferry ca list', or
+// "" when nothing.
+func caWarning(ce caEntry, now time.Time) string {
+	what := fmt.Sprintf("%s %q", ce.Role, ce.Name)
+	renew := fmt.Sprintf("issue a new one with 'ferry ca issue %s' and copy it to its host", ce.Name)
+	if ce.Role == string(pki.RoleControl) {
+		renew = fmt.Sprintf("issue a new one with 'ferry ca issue %s --role control' and copy it to its host's ca/control", ce.Name)
+	}
+	if ce.Role == "ca" {
+		what = fmt.Sprintf("the CA %q", ce.Name)
+		renew = "make a new CA with 'ferry ca init' in a new configuration folder and issue every certificate again"
+	}
+	switch ce.State {
+	case "damaged":
+		return fmt.Sprintf("%s in %s: %s", what, ce.Folder, ce.Problem)
+	case "expired":
+		return fmt.Sprintf("%s expired on %s: %s", what, when(ce.NotAfter), renew)
+	case "expiring":
+		return fmt.Sprintf("%s expires in %s, on %s: %s", what, count(int(ce.NotAfter.Sub(now)/(24*time.Hour)), "day"), when(ce.NotAfter), renew)
+	}
+	return ""
+}
+
+func when(t time.Time) string { return t.Local().Format(time.DateTime) }
+
+// relative is path within dir when it is there, else path.
+func relative(dir, path string) string {
+	if rel, err := filepath.Rel(dir, path); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return path
+}
+
+// parseAll parses flags that may come before, between and after the
+// positional arguments (ferry ca issue p1 --days 30), and returns those.
+func parseAll(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parse(fs, args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// asUsage makes an invalid-argument error of a package a usage error.
+func asUsage(err error) error {
+	return usagef("%s", strings.TrimSuffix(err.Error(), ": "+errdefs.ErrInvalidArgument.Error()))
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
