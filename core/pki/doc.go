@@ -39,8 +39,8 @@
 // little behind accepts a certificate made a moment ago. Leaves have key
 // usage digital signature and both client and server auth (a proxy dials
 // other proxies and is dialed). The CA may sign certificates only (path
-// length 0). Keys come from crypto/rand; the clock can be set through
-// CAOptions.Now, for tests and tools.
+// length 0). Keys and serial numbers come from crypto/rand (Go ignores any
+// other source for keys); InitCA's clock can be set with CAOptions.Now.
 //
 // # Files
 //

@@ -117,6 +117,7 @@ func TestHandshakes(t *testing.T) {
 	p1B := issued(t, b, Identity{RoleProxy, "p1"}, time.Now)
 	p1Expired := issued(t, a, Identity{RoleProxy, "p1"}, past)
 	ctlExpired := issued(t, a, Identity{RoleControl, "control"}, past)
+	p1Future := issued(t, a, Identity{RoleProxy, "p1"}, func() time.Time { return time.Now().Add(time.Hour) })
 	// An impostor that trusts installation a but holds a certificate of b:
 	// the server, not the client, is the one to find out.
 	impostor := *p1B
@@ -159,6 +160,8 @@ func TestHandshakes(t *testing.T) {
 			clientErr: "was not issued by this installation's CA", serverErr: "refused this host's certificate"},
 		{name: "expired server", client: ctl.ClientConfig(Identity{RoleProxy, "p1"}), server: proxyServer(p1Expired),
 			clientErr: `(proxy "p1") expired on ` + stamp(p1Expired.NotAfter()), serverErr: "refused this host's certificate"},
+		{name: "server with a clock ahead", client: ctl.ClientConfig(Identity{RoleProxy, "p1"}), server: proxyServer(p1Future),
+			clientErr: `(proxy "p1") is not valid before ` + stamp(p1Future.leaf.NotBefore) + ": check the clocks", serverErr: "refused this host's certificate"},
 		{name: "expired client", client: ctlExpired.ClientConfig(Identity{RoleProxy, "p1"}), server: proxyServer(p1),
 			clientErr: "this host's certificate has expired", serverErr: `(control "control") expired on ` + stamp(ctlExpired.NotAfter())},
 		{name: "client without a certificate", client: noCert, server: proxyServer(p1),
