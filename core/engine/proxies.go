@@ -91,6 +91,9 @@ func (r *run) remoteDisk(ctx context.Context, name string, snap *sdk.Snapshot, d
 	if err != nil {
 		return fmt.Errorf("on proxies: %w", err)
 	}
+	if out.Reconnects > 0 {
+		r.notice(name, "disk %d: the data stream from proxy %s to proxy %s broke and was resumed (%d times)", d.Index, out.SourceProxy, out.TargetProxy, out.Reconnects)
+	}
 	if out.SegmentsRecomputed > 0 {
 		r.notice(name, "disk %d: recomputed the digests of %d segments (%d bytes) from the replica", d.Index, out.SegmentsRecomputed, out.BytesRecomputed)
 	}

@@ -6,12 +6,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/pki"
 	"github.com/ferry-dr/ferry/core/pluginhost"
 	"github.com/ferry-dr/ferry/core/proxy"
 	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/sdktest/faultnet"
 	"github.com/zclconf/go-cty/cty"
 )
 
@@ -41,6 +43,7 @@ type twoSites struct {
 	ca      string
 	pool    *proxy.Pool
 	members []proxy.Member
+	agents  []*proxy.Agent
 }
 
 func (f *fixture) twoSites(extra ...proxy.Member) *twoSites {
@@ -52,7 +55,8 @@ func (f *fixture) twoSites(extra ...proxy.Member) *twoSites {
 	}
 	ts := &twoSites{ca: ca}
 	for _, p := range []struct{ name, site string }{{"p-src", "prod"}, {"p-dst", "dr"}} {
-		ts.members = append(ts.members, f.startProxy(ca, p.name, p.site))
+		m, a := f.startAgent(ca, p.name, p.site)
+		ts.members, ts.agents = append(ts.members, m), append(ts.agents, a)
 	}
 	control, err := pki.Load(filepath.Join(ca, "control"))
 	if err != nil {
@@ -66,6 +70,12 @@ func (f *fixture) twoSites(extra ...proxy.Member) *twoSites {
 }
 
 func (f *fixture) startProxy(ca, name, site string) proxy.Member {
+	f.t.Helper()
+	m, _ := f.startAgent(ca, name, site)
+	return m
+}
+
+func (f *fixture) startAgent(ca, name, site string) (proxy.Member, *proxy.Agent) {
 	f.t.Helper()
 	out := filepath.Join(f.t.TempDir(), name)
 	if err := pki.Issue(ca, pki.Identity{Role: pki.RoleProxy, Name: name}, nil, 0, out); err != nil {
@@ -83,7 +93,7 @@ func (f *fixture) startProxy(ca, name, site string) proxy.Member {
 	srv := a.Server()
 	go srv.Serve(lis)
 	f.t.Cleanup(srv.Stop)
-	return proxy.Member{Name: name, Address: lis.Addr().String(), Site: site, MaxTasks: 2}
+	return proxy.Member{Name: name, Address: lis.Addr().String(), Site: site, MaxTasks: 2}, a
 }
 
 func proxiesOf(s *catalog.Session) string {
@@ -233,4 +243,56 @@ func TestProxyOfAnotherCAIsRefused(t *testing.T) {
 	if proxiesOf(s) != "p-src>p-src,p-src>p-src" {
 		t.Fatalf("proxies %s", proxiesOf(s))
 	}
+}
+
+func TestBrokenDataLinkIsResumed(t *testing.T) {
+	f := newFixture(t, "web-01")
+	ts := f.twoSites()
+	// The source proxy reaches the target proxy through a relay that
+	// carries 4 MB/s and is cut once 1 MiB went through.
+	relay, err := faultnet.Listen(ts.members[1].Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	relay.SetBandwidth(faultnet.Up, 4<<20)
+	ts.agents[0].Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+		if addr == ts.members[1].Address {
+			addr = relay.Addr()
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	f.write("web-01", 0, 30)
+	f.write("web-01", 1, 30)
+	want := f.sourceImage("web-01")
+	cut := make(chan struct{})
+	go func() {
+		defer close(cut)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for range tick.C {
+			if relay.Forwarded(faultnet.Up) > 1<<20 {
+				break
+			}
+		}
+		relay.Reset()
+		if err := relay.SetRefuse(true); err != nil {
+			t.Error(err)
+		}
+		time.Sleep(300 * time.Millisecond) // the link is down this long
+		if err := relay.SetRefuse(false); err != nil {
+			t.Error(err)
+		}
+	}()
+	notices := f.collectNotices()
+	s := f.runOK("web-01")
+	<-cut
+	if !strings.Contains(notices(), "broke and was resumed") {
+		t.Fatalf("no resume reported:\n%s", notices())
+	}
+	if modes(s) != "full,full" {
+		t.Fatalf("modes %s", modes(s))
+	}
+	f.newestIs("web-01", want)
 }

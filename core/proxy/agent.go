@@ -236,8 +236,9 @@ type targetTask struct {
 	disk     int
 	w        sdk.DiskWriter
 	recv     *datamover.Receiver
-	mu       sync.Mutex // held while the data stream uses the disk
-	attached bool       // a data stream took the task
+	mu       sync.Mutex // held while a data stream uses the disk
+	gen      int        // the generation of the newest data stream
+	applied  int64      // the last message applied
 	closed   bool
 	closeErr error
 	finished chan struct{} // closed when the data stream closed the disk
@@ -321,6 +322,14 @@ func (t *targetTask) abandon() {
 	}
 }
 
+// ackEvery is how many bytes of frames the target applies between two
+// acknowledgements (and ackMessages how many messages): well under
+// Window, so the source's window never fills for want of one.
+const (
+	ackEvery    = 1 << 20
+	ackMessages = 16
+)
+
 func (s *service) Data(stream proxyv1.Proxy_DataServer) error {
 	ctx := stream.Context()
 	if _, err := caller(ctx, pki.RoleProxy); err != nil {
@@ -341,16 +350,20 @@ func (s *service) Data(stream proxyv1.Proxy_DataServer) error {
 	if t == nil {
 		return status.Errorf(codes.NotFound, "no task %q waits on proxy %s", open.GetTask(), a.Name)
 	}
+	// A new stream takes over from the one before it (which may be a
+	// broken connection the server has not noticed yet).
 	t.mu.Lock()
-	if t.attached || t.closed {
+	if t.closed && t.closeErr != nil {
 		t.mu.Unlock()
-		return status.Errorf(codes.FailedPrecondition, "task %q already has its data stream", open.GetTask())
+		return status.Errorf(codes.Aborted, "task %q was abandoned", open.GetTask())
 	}
-	t.attached = true
+	t.gen++
+	gen, applied := t.gen, t.applied
 	t.mu.Unlock()
-	if err := stream.Send(&proxyv1.DataReply{Reply: &proxyv1.DataReply_Opened{Opened: &proxyv1.DataOpened{}}}); err != nil {
+	if err := stream.Send(&proxyv1.DataReply{Reply: &proxyv1.DataReply_Opened{Opened: &proxyv1.DataOpened{Applied: applied}}}); err != nil {
 		return err
 	}
+	var bytes, msgs int
 	for {
 		m, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -359,17 +372,24 @@ func (s *service) Data(stream proxyv1.Proxy_DataServer) error {
 		if err != nil {
 			return err
 		}
-		r, done, err := t.handle(ctx, m)
+		r, done, err := t.handle(ctx, gen, m)
 		if done {
 			t.finish()
 		}
 		if err != nil {
 			return err
 		}
-		if r != nil {
-			if err := stream.Send(r); err != nil {
-				return err
+		if r == nil {
+			bytes += len(m.GetFrames())
+			msgs++
+			if bytes < ackEvery && msgs < ackMessages {
+				continue
 			}
+			bytes, msgs = 0, 0
+			r = &proxyv1.DataReply{Reply: &proxyv1.DataReply_Applied{Applied: m.GetSeq()}}
+		}
+		if err := stream.Send(r); err != nil {
+			return err
 		}
 		if done {
 			return nil
@@ -377,56 +397,73 @@ func (s *service) Data(stream proxyv1.Proxy_DataServer) error {
 	}
 }
 
-// handle applies one message of the data stream and returns its reply, if
-// it has one, and whether the stream is done.
-func (t *targetTask) handle(ctx context.Context, m *proxyv1.DataMessage) (*proxyv1.DataReply, bool, error) {
+// handle applies one message of stream generation gen and returns its
+// reply, if it has one, and whether the task is done.
+func (t *targetTask) handle(ctx context.Context, gen int, m *proxyv1.DataMessage) (*proxyv1.DataReply, bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed {
+	if gen != t.gen {
+		return nil, false, status.Error(codes.Aborted, "a newer data stream took over the task")
+	}
+	if t.closed && t.closeErr != nil {
 		return nil, false, status.Error(codes.Aborted, "the task was abandoned")
 	}
+	seq := m.GetSeq()
 	switch msg := m.GetMsg().(type) {
 	case *proxyv1.DataMessage_Frames:
-		if err := t.recv.Send(ctx, msg.Frames); err != nil {
-			if errors.Is(err, datamover.ErrCorrupt) {
-				return nil, false, status.Errorf(codes.DataLoss, "disk %d of replica %s: %v", t.disk, t.replica, err)
-			}
-			return nil, false, status.Errorf(codes.Unavailable, "disk %d of replica %s: %v", t.disk, t.replica, err)
+		if t.closed {
+			return nil, false, status.Error(codes.FailedPrecondition, "frames after the disk was closed")
 		}
+		if seq > t.applied {
+			if err := t.recv.Send(ctx, msg.Frames); err != nil {
+				if errors.Is(err, datamover.ErrCorrupt) {
+					return nil, false, status.Errorf(codes.DataLoss, "disk %d of replica %s: %v", t.disk, t.replica, err)
+				}
+				return nil, false, status.Errorf(codes.FailedPrecondition, "disk %d of replica %s: %v", t.disk, t.replica, err)
+			}
+		}
+		t.applied = max(t.applied, seq)
 		return nil, false, nil
 	case *proxyv1.DataMessage_Sync:
-		if err := t.w.Sync(); err != nil {
-			return nil, false, status.Errorf(codes.Unavailable, "sync disk %d of replica %s: %v", t.disk, t.replica, err)
+		if !t.closed {
+			if err := t.w.Sync(); err != nil {
+				return nil, false, status.Errorf(codes.FailedPrecondition, "sync disk %d of replica %s: %v", t.disk, t.replica, err)
+			}
 		}
+		t.applied = max(t.applied, seq)
 		return &proxyv1.DataReply{Reply: &proxyv1.DataReply_Synced{Synced: &proxyv1.DataSynced{}}}, false, nil
 	case *proxyv1.DataMessage_Digests:
 		d := msg.Digests
-		if t.rp == nil {
-			rp, err := t.tgt.OpenRestorePointDisk(ctx, t.replica, "", t.disk)
-			if err != nil {
-				return nil, false, status.Errorf(codes.Unavailable, "open disk %d of replica %s to digest it: %v", t.disk, t.replica, err)
-			}
-			t.rp = rp
-		}
 		bs := int(d.GetBlockSize())
 		if bs < 512 || bs&(bs-1) != 0 || d.GetFrom() < 0 || d.GetTo() < d.GetFrom() || (d.GetTo()-d.GetFrom())/int64(bs) > 1<<20 {
 			return nil, false, status.Errorf(codes.InvalidArgument, "digests of [%d, %d) in blocks of %d: out of bounds", d.GetFrom(), d.GetTo(), bs)
 		}
+		if t.rp == nil {
+			rp, err := t.tgt.OpenRestorePointDisk(ctx, t.replica, "", t.disk)
+			if err != nil {
+				return nil, false, status.Errorf(codes.FailedPrecondition, "open disk %d of replica %s to digest it: %v", t.disk, t.replica, err)
+			}
+			t.rp = rp
+		}
 		ds, err := datamover.DigestRange(t.rp, d.GetFrom(), d.GetTo(), bs)
 		if err != nil {
-			return nil, false, status.Errorf(codes.Unavailable, "digest disk %d of replica %s: %v", t.disk, t.replica, err)
+			return nil, false, status.Errorf(codes.FailedPrecondition, "digest disk %d of replica %s: %v", t.disk, t.replica, err)
 		}
+		t.applied = max(t.applied, seq)
 		return &proxyv1.DataReply{Reply: &proxyv1.DataReply_Digests{Digests: packDigests(ds)}}, false, nil
 	case *proxyv1.DataMessage_Close:
-		if t.rp != nil {
-			t.rp.Close()
-			t.rp = nil
+		if !t.closed { // a close sent again after a broken stream is answered again
+			if t.rp != nil {
+				t.rp.Close()
+				t.rp = nil
+			}
+			t.closed = true
+			t.closeErr = t.w.Close()
+			if t.closeErr != nil {
+				return nil, true, status.Errorf(codes.FailedPrecondition, "flush disk %d of replica %s: %v", t.disk, t.replica, t.closeErr)
+			}
 		}
-		t.closed = true
-		t.closeErr = t.w.Close()
-		if t.closeErr != nil {
-			return nil, true, status.Errorf(codes.Unavailable, "flush disk %d of replica %s: %v", t.disk, t.replica, t.closeErr)
-		}
+		t.applied = max(t.applied, seq)
 		return &proxyv1.DataReply{Reply: &proxyv1.DataReply_Closed{Closed: &proxyv1.DataClosed{BytesWritten: t.recv.Written()}}}, true, nil
 	}
 	return nil, false, status.Errorf(codes.InvalidArgument, "unexpected %T on a data stream", m.GetMsg())

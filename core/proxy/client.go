@@ -212,6 +212,9 @@ type Result struct {
 	BytesWritten             int64
 	SegmentsRecomputed       int
 	BytesRecomputed          int64
+	// Reconnects is how many times the data stream between the proxies
+	// broke and was resumed.
+	Reconnects int
 }
 
 // ErrNoProxy is returned when no proxy can take a task.
@@ -397,6 +400,7 @@ func (p *Pool) Run(ctx context.Context, t Task) (Result, error) {
 			res.Stats = datamover.Stats{BytesRead: d.GetBytesRead(), BytesSent: d.GetBytesSent(), BytesChanged: d.GetBytesChanged(), BlocksChanged: d.GetBlocksChanged(), BlocksTotal: d.GetBlocksTotal()}
 			res.BytesWritten = d.GetBytesWritten()
 			res.SegmentsRecomputed, res.BytesRecomputed = int(d.GetSegmentsRecomputed()), d.GetBytesRecomputed()
+			res.Reconnects = int(d.GetReconnects())
 			// The target half ends once the data stream closed the disk.
 			if _, err := tstream.Recv(); err != nil {
 				return res, fmt.Errorf("target proxy %s: %w", dst.Name, explained(err))

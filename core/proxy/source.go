@@ -186,15 +186,32 @@ func (a *Agent) source(ctx context.Context, req *proxyv1.SourceTask, send func(*
 	if err := store.Finish(ctx, req.GetCapacity()); err != nil {
 		return nil, fmt.Errorf("replica metadata: %w", err)
 	}
+	done.Reconnects = int32(out.Reconnects())
 	ms := store.Stats()
 	done.SegmentsRecomputed, done.BytesRecomputed = int64(ms.SegmentsRecomputed), ms.BytesRecomputed
 	return done, nil
 }
 
-// explained adds what pki can say about a connection error.
+// explained drops gRPC's wrapping of an error that crossed a call (the
+// message is what the other side said) and adds what pki can say about a
+// connection error.
 func explained(err error) error {
+	if s, ok := status.FromError(err); ok && s.Code() != codes.OK {
+		err = &remoteError{code: s.Code(), msg: s.Message()}
+	}
 	if why := pki.Explain(err); why != "" {
 		return fmt.Errorf("%w (%s)", err, why)
 	}
 	return err
 }
+
+// remoteError is an error another process returned over gRPC; it keeps
+// the status code (GRPCStatus), so its class survives one more hop.
+type remoteError struct {
+	code codes.Code
+	msg  string
+}
+
+func (e *remoteError) Error() string { return e.msg }
+
+func (e *remoteError) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }

@@ -7,23 +7,63 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/ferry-dr/ferry/core/datamover"
 	proxyv1 "github.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1"
 )
 
-// sender is the source half's end of a task's data stream. Frames go out
-// without waiting for anything (HTTP/2 flow control is the window); Sync,
-// Digests and Close wait for their reply, which the target half sends in
-// the order of the requests. It is a datamover.Sink.
+// Window is how many bytes of frames a source half keeps sent but not yet
+// acknowledged as applied by the target: what it can send again after a
+// broken connection without reading the source again. Send waits while
+// the window is full.
+const Window = 16 << 20
+
+// ResumeFor is how long a source half tries to reopen a broken data
+// stream before it gives up on the task.
+const ResumeFor = 2 * time.Minute
+
+// sender is the source half's end of a task's data stream: a
+// datamover.Sink. Frames go out without waiting for anything; the target
+// acknowledges what it applied, and the sender keeps what it did not yet
+// acknowledge (at most Window bytes) to send again on a new stream when
+// one breaks. Sync, Digests and Close wait for their replies, which come
+// in the order of the requests.
 type sender struct {
+	open      func(ctx context.Context) (proxyv1.Proxy_DataClient, int64, error)
+	resumeFor time.Duration
+	window    *semaphore.Weighted
+	ctx       context.Context // ends with the task or end: the streams and resumes stop
+	cancel    context.CancelFunc
+
+	// sendMu orders the sends on the stream (and holds them off while a
+	// new stream is opened); mu guards the rest. A receive never takes
+	// sendMu, so acknowledgements flow while a send waits on the network.
+	sendMu sync.Mutex
+	mu     sync.Mutex
 	stream proxyv1.Proxy_DataClient
-	mu     sync.Mutex // orders the stream's sends and the waiters with them
-	// waiters are the requests awaiting a reply, oldest first.
-	waiters []chan reply
-	broken  error // set once the stream failed
-	done    chan struct{}
-	sent    atomic.Int64
+	gen    int   // the stream's generation
+	seq    int64 // the last number given
+	acked  int64 // every frame up to it is applied
+	// out are the messages that may have to be sent again, oldest first:
+	// frames past acked and requests still waiting for their reply.
+	out        []*outgoing
+	broken     error // set once the task cannot go on
+	resuming   bool  // a resume is under way
+	failed     bool  // the stream the resume opened failed too
+	reconnects int
+	sent       atomic.Int64
+	done       chan struct{} // closed when the last receive loop ends
+}
+
+type outgoing struct {
+	msg   *proxyv1.DataMessage
+	size  int64      // bytes held in the window; 0 for requests
+	reply chan reply // nil for frames
 }
 
 type reply struct {
@@ -31,104 +71,259 @@ type reply struct {
 	err error
 }
 
-// openSender opens the data stream of a task on the target proxy.
+// openSender opens the data stream of a task on the target proxy. ctx is
+// the task's: cancelling it ends the stream.
 func openSender(ctx context.Context, client proxyv1.ProxyClient, task string) (*sender, error) {
-	stream, err := client.Data(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	s := &sender{
+		cancel: cancel,
+		open: func(ctx context.Context) (proxyv1.Proxy_DataClient, int64, error) {
+			return openStream(ctx, client, task)
+		},
+		resumeFor: ResumeFor,
+		window:    semaphore.NewWeighted(Window),
+		ctx:       ctx,
+	}
+	stream, applied, err := s.open(ctx)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
-	if err := stream.Send(&proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Open{Open: &proxyv1.DataOpen{Task: task}}}); err != nil {
-		return nil, recvError(stream, err)
+	if applied != 0 {
+		cancel()
+		return nil, fmt.Errorf("task %s was fed by another source half (it applied %d messages)", task, applied)
 	}
-	r, err := stream.Recv()
-	if err != nil {
-		return nil, err
-	}
-	if r.GetOpened() == nil {
-		return nil, fmt.Errorf("the target proxy answered the opening of task %s with %T", task, r.GetReply())
-	}
-	s := &sender{stream: stream, done: make(chan struct{})}
-	go s.receive()
+	s.stream = stream
+	s.done = make(chan struct{})
+	go s.receive(stream, 0, s.done)
 	return s, nil
 }
 
-// recvError returns the status a stream ended with when a send failed
-// because of it (a send on a broken stream only says io.EOF).
-func recvError(stream proxyv1.Proxy_DataClient, err error) error {
-	if !errors.Is(err, io.EOF) {
-		return err
+// openStream opens a data stream and says what the task applied so far.
+func openStream(ctx context.Context, client proxyv1.ProxyClient, task string) (proxyv1.Proxy_DataClient, int64, error) {
+	stream, err := client.Data(ctx)
+	if err != nil {
+		return nil, 0, err
 	}
-	if _, rerr := stream.Recv(); rerr != nil && !errors.Is(rerr, io.EOF) {
-		return rerr
+	if err := stream.Send(&proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Open{Open: &proxyv1.DataOpen{Task: task}}}); err != nil {
+		if errors.Is(err, io.EOF) {
+			_, err = stream.Recv() // the status the stream ended with
+		}
+		return nil, 0, err
 	}
-	return err
+	r, err := stream.Recv()
+	if err != nil {
+		return nil, 0, err
+	}
+	opened := r.GetOpened()
+	if opened == nil {
+		return nil, 0, fmt.Errorf("the target proxy answered the opening of task %s with %T", task, r.GetReply())
+	}
+	return stream, opened.GetApplied(), nil
 }
 
-// receive hands each reply to the oldest waiter, and the stream's error
-// to every waiter when it ends.
-func (s *sender) receive() {
-	defer close(s.done)
+// retryable reports whether a stream error is the connection's (resume)
+// rather than the task's (give up).
+func retryable(err error) bool {
+	if errors.Is(err, io.EOF) {
+		return true
+	}
+	return status.Code(err) == codes.Unavailable
+}
+
+// receive reads the replies of one stream: acknowledgements free the
+// window, replies go to the oldest waiting request.
+func (s *sender) receive(stream proxyv1.Proxy_DataClient, gen int, done chan struct{}) {
+	defer close(done)
 	for {
-		msg, err := s.stream.Recv()
-		if err == nil {
-			s.mu.Lock()
-			if len(s.waiters) == 0 {
-				err = fmt.Errorf("the target proxy sent a reply nobody asked for (%T)", msg.GetReply())
-			} else {
-				w := s.waiters[0]
-				s.waiters = s.waiters[1:]
-				w <- reply{msg: msg}
-			}
-			s.mu.Unlock()
-			if err == nil {
-				continue
-			}
+		msg, err := stream.Recv()
+		if err != nil {
+			s.fail(gen, err)
+			return
 		}
+		if err := s.accept(msg); err != nil {
+			s.mu.Lock()
+			s.setBroken(err)
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+// accept takes one reply.
+func (s *sender) accept(msg *proxyv1.DataReply) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a, ok := msg.GetReply().(*proxyv1.DataReply_Applied); ok {
+		s.ack(a.Applied)
+		return nil
+	}
+	for i, o := range s.out {
+		if o.reply == nil {
+			continue
+		}
+		s.out = append(s.out[:i], s.out[i+1:]...)
+		// A reply says every message before its request was applied.
+		s.ack(o.msg.GetSeq())
+		o.reply <- reply{msg: msg}
+		return nil
+	}
+	return fmt.Errorf("the target proxy sent a reply nobody asked for (%T)", msg.GetReply())
+}
+
+// ack drops the frames up to seq from what may be sent again. Callers
+// hold s.mu.
+func (s *sender) ack(seq int64) {
+	if seq <= s.acked {
+		return
+	}
+	s.acked = seq
+	keep := s.out[:0]
+	for _, o := range s.out {
+		if o.reply == nil && o.msg.GetSeq() <= seq {
+			s.window.Release(o.size)
+			continue
+		}
+		keep = append(keep, o)
+	}
+	clear(s.out[len(keep):])
+	s.out = keep
+}
+
+// setBroken ends the task: every waiting request gets err. Callers hold
+// s.mu.
+func (s *sender) setBroken(err error) {
+	if s.broken != nil {
+		return
+	}
+	s.broken = err
+	for _, o := range s.out {
+		if o.reply != nil {
+			o.reply <- reply{err: err}
+		}
+	}
+	s.out = nil
+}
+
+// fail handles the end of stream generation gen: a connection error
+// starts a new stream (or tells the resume under way that its stream
+// failed too), anything else ends the task.
+func (s *sender) fail(gen int, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if gen != s.gen || s.broken != nil {
+		return
+	}
+	if !retryable(err) || s.ctx.Err() != nil {
 		if errors.Is(err, io.EOF) {
 			err = errors.New("the target proxy ended the data stream")
 		}
-		s.mu.Lock()
-		if s.broken == nil {
-			s.broken = err
-		}
-		for _, w := range s.waiters {
-			w <- reply{err: s.broken}
-		}
-		s.waiters = nil
-		s.mu.Unlock()
+		s.setBroken(err)
 		return
+	}
+	if s.resuming {
+		s.failed = true
+		return
+	}
+	s.resuming, s.failed = true, false
+	go s.resume(err)
+}
+
+// resume opens a new stream and sends again what the target did not
+// apply, retrying with backoff for resumeFor.
+func (s *sender) resume(cause error) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	deadline := time.Now().Add(s.resumeFor)
+	wait := 100 * time.Millisecond
+	for {
+		stream, applied, err := s.open(s.ctx)
+		if err == nil && s.restart(stream, applied) {
+			return
+		}
+		if err == nil {
+			err = cause
+		}
+		if !retryable(err) || time.Now().After(deadline) || s.ctx.Err() != nil {
+			s.mu.Lock()
+			s.resuming = false
+			s.setBroken(fmt.Errorf("the data stream broke (%v) and could not be opened again: %w", cause, err))
+			s.mu.Unlock()
+			return
+		}
+		select {
+		case <-time.After(wait):
+		case <-s.ctx.Done():
+		}
+		wait = min(wait*2, 5*time.Second)
 	}
 }
 
-// send sends one message; with want, it returns the channel its reply
-// arrives on.
-func (s *sender) send(m *proxyv1.DataMessage, want bool) (chan reply, error) {
+// restart makes stream the task's and sends it what the target has not
+// applied; it reports whether that went through without the stream
+// failing. Callers hold s.sendMu.
+func (s *sender) restart(stream proxyv1.Proxy_DataClient, applied int64) bool {
+	s.mu.Lock()
+	s.reconnects++
+	s.failed = false
+	s.ack(applied)
+	s.gen++
+	gen := s.gen
+	s.stream = stream
+	again := append([]*outgoing(nil), s.out...)
+	done := make(chan struct{})
+	s.done = done
+	s.mu.Unlock()
+	go s.receive(stream, gen, done)
+	ok := true
+	for _, o := range again {
+		if err := stream.Send(o.msg); err != nil {
+			ok = false
+			break
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !ok || s.failed {
+		s.gen++ // this stream is done with
+		return false
+	}
+	s.resuming = false
+	return true
+}
+
+// send numbers a message and sends it; it is kept to be sent again until
+// acknowledged. size is what it holds of the window.
+func (s *sender) send(m *proxyv1.DataMessage, size int64, want bool) (chan reply, error) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	s.mu.Lock()
 	if s.broken != nil {
-		return nil, s.broken
-	}
-	var ch chan reply
-	if want {
-		ch = make(chan reply, 1)
-		s.waiters = append(s.waiters, ch)
-	}
-	if err := s.stream.Send(m); err != nil {
-		if errors.Is(err, io.EOF) {
-			// The stream ended: its status arrives through receive.
-			s.mu.Unlock()
-			<-s.done
-			s.mu.Lock()
-			return nil, s.broken
+		err := s.broken
+		s.mu.Unlock()
+		if size > 0 {
+			s.window.Release(size)
 		}
-		s.broken = err
 		return nil, err
 	}
-	return ch, nil
+	s.seq++
+	m.Seq = s.seq
+	o := &outgoing{msg: m, size: size}
+	if want {
+		o.reply = make(chan reply, 1)
+	}
+	s.out = append(s.out, o)
+	stream, gen := s.stream, s.gen
+	s.mu.Unlock()
+	if err := stream.Send(m); err != nil {
+		// The message is kept: the new stream sends it again.
+		s.fail(gen, err)
+	}
+	return o.reply, nil
 }
 
 func (s *sender) call(ctx context.Context, m *proxyv1.DataMessage) (*proxyv1.DataReply, error) {
-	ch, err := s.send(m, true)
+	ch, err := s.send(m, 0, true)
 	if err != nil {
 		return nil, err
 	}
@@ -140,16 +335,17 @@ func (s *sender) call(ctx context.Context, m *proxyv1.DataMessage) (*proxyv1.Dat
 	}
 }
 
-// Send sends whole frames. The frame is copied into the message before
-// Send returns.
+// Send sends whole frames; it keeps a copy until the target applied them.
 func (s *sender) Send(ctx context.Context, frame []byte) error {
-	if err := ctx.Err(); err != nil {
+	n := int64(len(frame))
+	if err := s.window.Acquire(ctx, min(n, Window)); err != nil {
 		return err
 	}
-	if _, err := s.send(&proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Frames{Frames: frame}}, false); err != nil {
+	data := append([]byte(nil), frame...)
+	if _, err := s.send(&proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Frames{Frames: data}}, min(n, Window), false); err != nil {
 		return fmt.Errorf("send to the target proxy: %w", err)
 	}
-	s.sent.Add(int64(len(frame)))
+	s.sent.Add(n)
 	return nil
 }
 
@@ -190,17 +386,29 @@ func (s *sender) Close(ctx context.Context) (int64, error) {
 	if c == nil {
 		return 0, fmt.Errorf("the target proxy answered a close with %T", r.GetReply())
 	}
-	s.mu.Lock()
-	err = s.stream.CloseSend()
-	s.mu.Unlock()
-	return c.BytesWritten, err
+	s.end(nil)
+	return c.BytesWritten, nil
 }
 
-// Abort ends the stream without closing the replica disk properly.
-func (s *sender) Abort() {
+// Abort ends the stream without closing the replica disk.
+func (s *sender) Abort() { s.end(errors.New("aborted")) }
+
+func (s *sender) end(err error) {
 	s.mu.Lock()
-	_ = s.stream.CloseSend()
+	if err == nil {
+		err = errors.New("closed")
+	}
+	s.setBroken(err)
+	s.gen++
 	s.mu.Unlock()
+	s.cancel() // ends the stream and any resume
+}
+
+// Reconnects is how many times the stream was opened again.
+func (s *sender) Reconnects() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reconnects
 }
 
 const digestBytes = len(datamover.Digest{})

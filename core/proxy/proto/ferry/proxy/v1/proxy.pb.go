@@ -930,6 +930,7 @@ type Done struct {
 	BytesWritten       int64                  `protobuf:"varint,6,opt,name=bytes_written,json=bytesWritten,proto3" json:"bytes_written,omitempty"`
 	SegmentsRecomputed int64                  `protobuf:"varint,7,opt,name=segments_recomputed,json=segmentsRecomputed,proto3" json:"segments_recomputed,omitempty"`
 	BytesRecomputed    int64                  `protobuf:"varint,8,opt,name=bytes_recomputed,json=bytesRecomputed,proto3" json:"bytes_recomputed,omitempty"`
+	Reconnects         int32                  `protobuf:"varint,9,opt,name=reconnects,proto3" json:"reconnects,omitempty"` // times the data stream broke and was resumed
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -1020,6 +1021,13 @@ func (x *Done) GetBytesRecomputed() int64 {
 	return 0
 }
 
+func (x *Done) GetReconnects() int32 {
+	if x != nil {
+		return x.Reconnects
+	}
+	return 0
+}
+
 type DataMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -1029,7 +1037,11 @@ type DataMessage struct {
 	//	*DataMessage_Sync
 	//	*DataMessage_Digests
 	//	*DataMessage_Close
-	Msg           isDataMessage_Msg `protobuf_oneof:"msg"`
+	Msg isDataMessage_Msg `protobuf_oneof:"msg"`
+	// seq numbers the messages after Open from 1, across the streams of a
+	// task: a message sent again keeps its number, and frames the target
+	// applied already are not applied twice.
+	Seq           int64 `protobuf:"varint,6,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1114,6 +1126,13 @@ func (x *DataMessage) GetClose() *DataClose {
 		}
 	}
 	return nil
+}
+
+func (x *DataMessage) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 type isDataMessage_Msg interface {
@@ -1336,6 +1355,7 @@ type DataReply struct {
 	//	*DataReply_Synced
 	//	*DataReply_Digests
 	//	*DataReply_Closed
+	//	*DataReply_Applied
 	Reply         isDataReply_Reply `protobuf_oneof:"reply"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1414,6 +1434,15 @@ func (x *DataReply) GetClosed() *DataClosed {
 	return nil
 }
 
+func (x *DataReply) GetApplied() int64 {
+	if x != nil {
+		if x, ok := x.Reply.(*DataReply_Applied); ok {
+			return x.Applied
+		}
+	}
+	return 0
+}
+
 type isDataReply_Reply interface {
 	isDataReply_Reply()
 }
@@ -1434,6 +1463,12 @@ type DataReply_Closed struct {
 	Closed *DataClosed `protobuf:"bytes,4,opt,name=closed,proto3,oneof"`
 }
 
+type DataReply_Applied struct {
+	// applied acknowledges every message up to this seq: written to the
+	// replica disk (not yet durable: that is what Sync is for).
+	Applied int64 `protobuf:"varint,5,opt,name=applied,proto3,oneof"`
+}
+
 func (*DataReply_Opened) isDataReply_Reply() {}
 
 func (*DataReply_Synced) isDataReply_Reply() {}
@@ -1442,8 +1477,11 @@ func (*DataReply_Digests) isDataReply_Reply() {}
 
 func (*DataReply_Closed) isDataReply_Reply() {}
 
+func (*DataReply_Applied) isDataReply_Reply() {}
+
 type DataOpened struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Applied       int64                  `protobuf:"varint,1,opt,name=applied,proto3" json:"applied,omitempty"` // the last message the task applied
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1476,6 +1514,13 @@ func (x *DataOpened) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DataOpened.ProtoReflect.Descriptor instead.
 func (*DataOpened) Descriptor() ([]byte, []int) {
 	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DataOpened) GetApplied() int64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
 }
 
 type DataSynced struct {
@@ -1643,7 +1688,7 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"distrusted\x18\x04 \x01(\tR\n" +
 	"distrusted\"\x1e\n" +
 	"\bProgress\x12\x12\n" +
-	"\x04done\x18\x01 \x01(\x03R\x04done\"\xb4\x02\n" +
+	"\x04done\x18\x01 \x01(\x03R\x04done\"\xd4\x02\n" +
 	"\x04Done\x12\x1d\n" +
 	"\n" +
 	"bytes_read\x18\x01 \x01(\x03R\tbytesRead\x12\x1d\n" +
@@ -1654,13 +1699,17 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\fblocks_total\x18\x05 \x01(\x03R\vblocksTotal\x12#\n" +
 	"\rbytes_written\x18\x06 \x01(\x03R\fbytesWritten\x12/\n" +
 	"\x13segments_recomputed\x18\a \x01(\x03R\x12segmentsRecomputed\x12)\n" +
-	"\x10bytes_recomputed\x18\b \x01(\x03R\x0fbytesRecomputed\"\xfa\x01\n" +
+	"\x10bytes_recomputed\x18\b \x01(\x03R\x0fbytesRecomputed\x12\x1e\n" +
+	"\n" +
+	"reconnects\x18\t \x01(\x05R\n" +
+	"reconnects\"\x8c\x02\n" +
 	"\vDataMessage\x12.\n" +
 	"\x04open\x18\x01 \x01(\v2\x18.ferry.proxy.v1.DataOpenH\x00R\x04open\x12\x18\n" +
 	"\x06frames\x18\x02 \x01(\fH\x00R\x06frames\x12.\n" +
 	"\x04sync\x18\x03 \x01(\v2\x18.ferry.proxy.v1.DataSyncH\x00R\x04sync\x127\n" +
 	"\adigests\x18\x04 \x01(\v2\x1b.ferry.proxy.v1.DataDigestsH\x00R\adigests\x121\n" +
-	"\x05close\x18\x05 \x01(\v2\x19.ferry.proxy.v1.DataCloseH\x00R\x05closeB\x05\n" +
+	"\x05close\x18\x05 \x01(\v2\x19.ferry.proxy.v1.DataCloseH\x00R\x05close\x12\x10\n" +
+	"\x03seq\x18\x06 \x01(\x03R\x03seqB\x05\n" +
 	"\x03msg\"\x1e\n" +
 	"\bDataOpen\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\"\n" +
@@ -1671,15 +1720,17 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\x02to\x18\x02 \x01(\x03R\x02to\x12\x1d\n" +
 	"\n" +
 	"block_size\x18\x03 \x01(\x05R\tblockSize\"\v\n" +
-	"\tDataClose\"\xd2\x01\n" +
+	"\tDataClose\"\xee\x01\n" +
 	"\tDataReply\x124\n" +
 	"\x06opened\x18\x01 \x01(\v2\x1a.ferry.proxy.v1.DataOpenedH\x00R\x06opened\x124\n" +
 	"\x06synced\x18\x02 \x01(\v2\x1a.ferry.proxy.v1.DataSyncedH\x00R\x06synced\x12\x1a\n" +
 	"\adigests\x18\x03 \x01(\fH\x00R\adigests\x124\n" +
-	"\x06closed\x18\x04 \x01(\v2\x1a.ferry.proxy.v1.DataClosedH\x00R\x06closedB\a\n" +
-	"\x05reply\"\f\n" +
+	"\x06closed\x18\x04 \x01(\v2\x1a.ferry.proxy.v1.DataClosedH\x00R\x06closed\x12\x1a\n" +
+	"\aapplied\x18\x05 \x01(\x03H\x00R\aappliedB\a\n" +
+	"\x05reply\"&\n" +
 	"\n" +
-	"DataOpened\"\f\n" +
+	"DataOpened\x12\x18\n" +
+	"\aapplied\x18\x01 \x01(\x03R\aapplied\"\f\n" +
 	"\n" +
 	"DataSynced\"1\n" +
 	"\n" +
@@ -1782,6 +1833,7 @@ func file_ferry_proxy_v1_proxy_proto_init() {
 		(*DataReply_Synced)(nil),
 		(*DataReply_Digests)(nil),
 		(*DataReply_Closed)(nil),
+		(*DataReply_Applied)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

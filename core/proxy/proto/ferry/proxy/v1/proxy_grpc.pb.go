@@ -54,8 +54,11 @@ type ProxyClient interface {
 	// Progress events, then Done.
 	Source(ctx context.Context, in *SourceTask, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TaskEvent], error)
 	// Data carries one task's frames from the source proxy to the target
-	// proxy. The first message is Open; replies come in the order of the
-	// requests they answer.
+	// proxy. The first message is Open; replies to Sync, Digests and Close
+	// come in the order of those requests, Applied acknowledgements in
+	// between. A stream that breaks is resumed by opening another for the
+	// same task: Opened says what the target applied, and the source sends
+	// again what came after.
 	Data(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[DataMessage, DataReply], error)
 }
 
@@ -142,8 +145,11 @@ type ProxyServer interface {
 	// Progress events, then Done.
 	Source(*SourceTask, grpc.ServerStreamingServer[TaskEvent]) error
 	// Data carries one task's frames from the source proxy to the target
-	// proxy. The first message is Open; replies come in the order of the
-	// requests they answer.
+	// proxy. The first message is Open; replies to Sync, Digests and Close
+	// come in the order of those requests, Applied acknowledgements in
+	// between. A stream that breaks is resumed by opening another for the
+	// same task: Opened says what the target applied, and the source sends
+	// again what came after.
 	Data(grpc.BidiStreamingServer[DataMessage, DataReply]) error
 	mustEmbedUnimplementedProxyServer()
 }
