@@ -1,0 +1,180 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// proxyProc is a `ferry proxy` running in its own process.
+type proxyProc struct {
+	name, site, listen string
+	addr               string // where it listens, as it said
+	cmd                *exec.Cmd
+	stderr             *strings.Builder
+}
+
+// startProxy starts `ferry proxy` with the credentials issued to name in
+// the lab's CA, listening on host (a loopback address) at a free port.
+func (l *lab) startProxy(name, site, host string) *proxyProc {
+	l.t.Helper()
+	p := &proxyProc{name: name, site: site, listen: host + ":0", stderr: &strings.Builder{}}
+	p.start(l)
+	return p
+}
+
+func (p *proxyProc) start(l *lab) {
+	l.t.Helper()
+	tlsDir := filepath.Join(l.cfg, "ca", "issued", p.name)
+	p.cmd = exec.Command(filepath.Join(bin, "ferry"), "-C", l.cfg, "proxy", "--tls", tlsDir, "--listen", p.listen, "--site", p.site, "--max-tasks", "4")
+	p.cmd.Env = append(os.Environ(), "HOME="+l.t.TempDir(), "FERRY_PLUGIN_PATH=")
+	p.cmd.Stderr = p.stderr
+	out, err := p.cmd.StdoutPipe()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { p.kill() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		l.t.Fatalf("proxy %s said nothing: %v\n%s", p.name, err, p.stderr)
+	}
+	// "proxy NAME listening on ADDR (...)"
+	f := strings.Fields(line)
+	if len(f) < 5 || f[2] != "listening" {
+		l.t.Fatalf("proxy %s: %q", p.name, line)
+	}
+	p.addr = f[4]
+	p.listen = p.addr // a restart listens where the first start did
+}
+
+// kill ends the proxy at once, as a crash would.
+func (p *proxyProc) kill() {
+	if p.cmd != nil && p.cmd.Process != nil {
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		p.cmd.Wait()
+		p.cmd = nil
+	}
+}
+
+// twoSites issues the certificates of a control plane and two proxies,
+// starts the proxies on two loopback addresses and writes a configuration
+// whose job runs on them.
+func twoSitesLab(t *testing.T) (*lab, *proxyProc, *proxyProc) {
+	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"16MiB", "8MiB"}})
+	for _, args := range [][]string{{"ca", "init"}, {"ca", "issue", "p-prod"}, {"ca", "issue", "p-dr"}} {
+		if r := ferry(t, l.cfg, args...); r.code != 0 {
+			t.Fatalf("ferry %s: %s", strings.Join(args, " "), r)
+		}
+	}
+	prod := l.startProxy("p-prod", "prod", "127.0.0.2")
+	dr := l.startProxy("p-dr", "dr", "127.0.0.3")
+	l.writeConfig(fmt.Sprintf(`
+source "local" "prod"     {
+  path = "../prod"
+  site = "prod"
+}
+target "local" "dr"       {
+  path = "../dr"
+  site = "dr"
+}
+repository "local" "meta" { path = "../meta" }
+
+proxy "p-prod" {
+  address = %q
+  site    = "prod"
+}
+proxy "p-dr" {
+  address = %q
+  site    = "dr"
+}
+
+job "e2e" {
+  source     = source.local.prod
+  target     = target.local.dr
+  repository = repository.local.meta
+  vms        = ["web-01"]
+  retention { restore_points = 3 }
+}
+`, prod.addr, dr.addr))
+	return l, prod, dr
+}
+
+func (s session) proxies() string {
+	var out []string
+	for _, vm := range s.VMs {
+		for _, d := range vm.Disks {
+			out = append(out, d.SourceProxy+">"+d.TargetProxy)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func TestTwoSitesThroughProxies(t *testing.T) {
+	l, prod, dr := twoSitesLab(t)
+	l.write("web-01", 0, 0, 4<<20)
+	l.write("web-01", 1, 1<<20, 2<<20)
+	want0, want1 := l.source("web-01", 0), l.source("web-01", 1)
+	s := l.run()
+	if s.code != 0 || s.modes() != "full,full" || s.proxies() != "p-prod>p-dr,p-prod>p-dr" {
+		t.Fatalf("first run: exit %d, modes %s, proxies %s\n%s", s.code, s.modes(), s.proxies(), s.stderr)
+	}
+	if !strings.Contains(s.stderr, "between sites, compression zstd") {
+		t.Fatalf("auto compression between sites is not zstd:\n%s", s.stderr)
+	}
+	if sent, changed := s.Totals.BytesSent, int64(6<<20); sent >= changed {
+		t.Fatalf("zstd between sites sent %d bytes for %d bytes of data", sent, changed)
+	}
+	ps := l.points("web-01")
+	sameBytes(t, "point 1 disk 0", l.point("web-01", ps[0].ID, 0), want0)
+	sameBytes(t, "point 1 disk 1", l.point("web-01", ps[0].ID, 1), want1)
+
+	// The target proxy dies: the source proxy takes both halves, with a
+	// warning (it reaches the DR storage here; a plugin that cannot would
+	// fail the disk).
+	dr.kill()
+	l.scatter("web-01", 0, 16<<20, 20)
+	want0 = l.source("web-01", 0)
+	s = l.run()
+	if s.code != 1 || s.Result != "warning" || s.proxies() != "p-prod>p-prod,p-prod>p-prod" || !strings.Contains(strings.Join(s.Warnings, "\n"), "proxy p-dr is skipped") {
+		t.Fatalf("run without the target proxy: exit %d, %s, proxies %s, warnings %q\n%s", s.code, s.Result, s.proxies(), s.Warnings, s.stderr)
+	}
+	if !strings.Contains(s.stderr, "one host, compression none") {
+		t.Fatalf("auto compression on one proxy is not none:\n%s", s.stderr)
+	}
+	ps = l.points("web-01")
+	sameBytes(t, "point 2 disk 0", l.point("web-01", ps[1].ID, 0), want0)
+
+	// No proxy left: the VM fails and every point stays.
+	prod.kill()
+	l.scatter("web-01", 0, 16<<20, 20)
+	s = l.run()
+	if s.code == 0 || !strings.Contains(s.vm("web-01").Error, "no proxy can take the task") {
+		t.Fatalf("run without proxies: exit %d, %+v\n%s", s.code, s.vm("web-01"), s.stderr)
+	}
+	if ps := l.points("web-01"); len(ps) != 2 {
+		t.Fatalf("%d points after the failed run", len(ps))
+	}
+
+	// Both back: the next run is incremental and exact.
+	prod.start(l)
+	dr.start(l)
+	want0 = l.source("web-01", 0)
+	s = l.run()
+	if s.code != 0 || s.modes() != "change-tracking,change-tracking" || s.proxies() != "p-prod>p-dr,p-prod>p-dr" {
+		t.Fatalf("run after the proxies came back: exit %d, modes %s, proxies %s\n%s", s.code, s.modes(), s.proxies(), s.stderr)
+	}
+	ps = l.points("web-01")
+	if len(ps) != 3 {
+		t.Fatalf("%d points", len(ps))
+	}
+	sameBytes(t, "point 3 disk 0", l.point("web-01", ps[2].ID, 0), want0)
+	sameBytes(t, "point 3 disk 1", l.point("web-01", ps[2].ID, 1), want1)
+}
