@@ -11,7 +11,6 @@ require (
 	github.com/vmware/govmomi v0.56.0
 	github.com/zeebo/xxh3 v1.1.0
 	go.etcd.io/bbolt v1.5.0
-	golang.org/x/time v0.16.0
 )
 
 require (

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/datamover"
@@ -56,7 +54,7 @@ type run struct {
 	tgt     sdk.Target
 	repo    sdk.Repository
 	codec   datamover.Codec
-	limiter *rate.Limiter
+	limiter *datamover.Limiter // nil when the job does not throttle
 	// selected holds the selectors that picked each VM, for the job state
 	// (see selectVMs); nil for a job without selectors.
 	selected map[string][]string
@@ -75,7 +73,9 @@ func (r *run) run(ctx context.Context) error {
 	if r.codec, err = datamover.ParseCodec(string(job.Transfer.Compression), r.e.Link); err != nil {
 		return fmt.Errorf("job %q: %w", job.Name, err)
 	}
-	r.limiter = datamover.NewLimiter(job.Transfer.Throttle)
+	if job.Transfer.Throttle > 0 {
+		r.limiter = datamover.NewLimiter(job.Transfer.Throttle)
+	}
 	if r.src, r.srcCaps, err = r.e.Components.Source(ctx, job.Source); err != nil {
 		return fmt.Errorf("job %q: source %s: %w", job.Name, job.Source.Address(), err)
 	}
