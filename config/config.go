@@ -33,6 +33,9 @@ type Config struct {
 	Repositories map[string]*PluginBlock
 	Proxies      map[string]*Proxy // by name
 	Jobs         map[string]*Job   // by name
+	// TrafficRules are the traffic_rule blocks without problems, in the
+	// order of the files and of the blocks in them.
+	TrafficRules []*TrafficRule
 
 	// sensitive are the source ranges of the values of sensitive
 	// attributes, masked when diagnostics are rendered.

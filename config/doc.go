@@ -3,11 +3,11 @@
 //
 // A configuration declares source, target and repository blocks (whose
 // bodies belong to the plugin named by the block's first label and are
-// decoded against the schema that plugin declares), proxy blocks and job
-// blocks. Load returns the typed result and every problem it found at once,
-// as HCL diagnostics that name file, line and column. Problems in a block do
-// not cascade: a job that refers to a broken block is not reported again for
-// it.
+// decoded against the schema that plugin declares), proxy blocks, job
+// blocks and traffic_rule blocks. Load returns the typed result and every
+// problem it found at once, as HCL diagnostics that name file, line and
+// column. Problems in a block do not cascade: a job that refers to a broken
+// block is not reported again for it.
 //
 // Expressions may call env("NAME") to read the environment. Values are kept
 // as written: relative paths are not resolved here, and Config.Dir says

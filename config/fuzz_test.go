@@ -55,6 +55,16 @@ func FuzzLoad(f *testing.F) {
 				t.Fatalf("job %q has block size %d", name, bs)
 			}
 		}
+		for _, r := range cfg.TrafficRules {
+			if len(r.From) == 0 || len(r.To) == 0 || r.Throttle < 0 || r.MaxConnections < 0 || len(r.Windows) > 0 && r.Throttle == 0 {
+				t.Fatalf("traffic rule %q decoded without errors but inconsistent: %+v", r.Name, r)
+			}
+			for _, w := range r.Windows {
+				if w.Days == 0 || w.Location == nil || w.Start < 0 || w.Start >= 24*60 || w.End <= 0 || w.End > 24*60 || w.Start == w.End {
+					t.Fatalf("traffic rule %q has an inconsistent window %+v", r.Name, w)
+				}
+			}
+		}
 		for _, blocks := range []map[string]*PluginBlock{cfg.Sources, cfg.Targets, cfg.Repositories} {
 			for key, pb := range blocks {
 				if pb.Schema == nil || pb.Config.IsNull() {

@@ -197,7 +197,23 @@ func dumpConfig(c *Config) string {
 		t := j.Transfer
 		fmt.Fprintf(&b, "  transfer compression %s throttle %d B/s max_tasks %d block_size %d\n", t.Compression, t.Throttle, t.MaxTasks, t.BlockSize)
 	}
+	for _, r := range c.TrafficRules {
+		fmt.Fprintf(&b, "traffic_rule %s (%s)\n", r.Name, r.DeclRange)
+		fmt.Fprintf(&b, "  from %s to %s bidirectional %t\n", endpointList(r.From), endpointList(r.To), r.Bidirectional)
+		fmt.Fprintf(&b, "  throttle %d B/s encrypt %t max_connections %d\n", r.Throttle, r.Encrypt, r.MaxConnections)
+		for _, w := range r.Windows {
+			fmt.Fprintf(&b, "  window %s %02d:%02d-%02d:%02d %s (%s)\n", w.Days, w.Start/60, w.Start%60, w.End/60, w.End%60, w.Location, w.DeclRange)
+		}
+	}
 	return b.String()
+}
+
+func endpointList(list []Endpoint) string {
+	var parts []string
+	for _, e := range list {
+		parts = append(parts, fmt.Sprintf("%s (%s)", e, e.Range))
+	}
+	return "[" + strings.Join(parts, ", ") + "]"
 }
 
 func selectorList(list []Selector) string {

@@ -23,6 +23,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: string(sdk.KindRepository), LabelNames: []string{"type", "name"}},
 		{Type: "proxy", LabelNames: []string{"name"}},
 		{Type: "job", LabelNames: []string{"name"}},
+		{Type: "traffic_rule", LabelNames: []string{"name"}},
 	},
 }
 
@@ -121,7 +122,7 @@ func LoadFiles(dir string, files map[string][]byte, schemas Schemas) (*Config, h
 		blocks = append(blocks, content.Blocks...)
 	}
 
-	var jobs []*hcl.Block
+	var jobs, rules []*hcl.Block
 	for _, b := range blocks {
 		if !l.declare(b) {
 			continue
@@ -135,11 +136,18 @@ func LoadFiles(dir string, files map[string][]byte, schemas Schemas) (*Config, h
 			l.cfg.Proxies[p.Name] = p
 		case "job":
 			jobs = append(jobs, b) // after all blocks they refer to
+		case "traffic_rule":
+			rules = append(rules, b) // after the proxies, whose sites they may name
 		}
 	}
 	for _, b := range jobs {
 		j := l.decodeJob(b)
 		l.cfg.Jobs[j.Name] = j
+	}
+	for _, b := range rules {
+		if r, ok := l.decodeTrafficRule(b); ok {
+			l.cfg.TrafficRules = append(l.cfg.TrafficRules, r)
+		}
 	}
 	l.checkReplicaNames()
 	sortDiagnostics(l.diags)
@@ -219,6 +227,8 @@ func uniqueRule(b *hcl.Block) string {
 		return fmt.Sprintf("Names must be unique among the %s blocks of type %q.", b.Type, b.Labels[0])
 	case "proxy":
 		return "Names must be unique among proxies."
+	case "traffic_rule":
+		return "Names must be unique among traffic rules."
 	}
 	return "Names must be unique among jobs."
 }
