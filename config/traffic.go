@@ -56,8 +56,9 @@ func (r *TrafficRule) ThrottleActive(t time.Time) bool {
 	return false
 }
 
-// NextChange returns the first instant after t at which ThrottleActive
-// may change; the zero time when it never does.
+// NextChange returns the first instant after t at which one of r's windows
+// opens or closes (ThrottleActive may then change); the zero time when
+// none ever does.
 func (r *TrafficRule) NextChange(t time.Time) time.Time {
 	var next time.Time
 	if r.Throttle == 0 {
@@ -127,27 +128,33 @@ func (w TrafficWindow) Open(t time.Time) bool {
 	return w.Days.Has(day) && m >= w.Start || w.Days.Has((day+6)%7) && m < w.End
 }
 
-// NextChange returns the first instant after t at which Open may change:
-// the next start or end of the window on the wall clock; the zero time
-// when the window is open all week.
+// NextChange returns the first instant after t at which Open changes; the
+// zero time when it never does.
 func (w TrafficWindow) NextChange(t time.Time) time.Time {
 	if w.Days == AllWeekdays && w.Start == 0 && w.End == minutesPerDay {
 		return time.Time{}
 	}
 	local := t.In(w.Location)
 	y, mo, d := local.Date()
-	var next time.Time
-	// A boundary lies within a week and a day; look at one more day for
-	// boundaries shifted by a change of clocks.
+	open := w.Open(t)
+	// Open changes only at a start or an end on the wall clock; one of
+	// the next 8 days' (a week, and a day for a change of clocks) changes
+	// it unless nothing ever does.
+	var candidates []time.Time
 	for off := 0; off <= 8; off++ {
 		for _, m := range []int{w.Start, w.End} {
-			c := wallInstant(y, mo, d+off, m, w.Location)
-			if c.After(t) && (next.IsZero() || c.Before(next)) {
-				next = c
+			if c := wallInstant(y, mo, d+off, m, w.Location); c.After(t) {
+				candidates = append(candidates, c)
 			}
 		}
 	}
-	return next
+	slices.SortFunc(candidates, time.Time.Compare)
+	for _, c := range candidates {
+		if w.Open(c) != open {
+			return c
+		}
+	}
+	return time.Time{}
 }
 
 // wallInstant returns the first instant at which the wall clock of loc

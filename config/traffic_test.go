@@ -215,9 +215,10 @@ func TestWindowNextChange(t *testing.T) {
 					t.Fatalf("%s: Open changes at %v, before NextChange(%v) = %v", name, c, now, next)
 				}
 			}
-			if w.Open(next) != w.Open(now) {
-				changes++
+			if w.Open(next) == w.Open(now) {
+				t.Fatalf("%s: Open(%v) is Open(%v) = %t", name, next, now, w.Open(now))
 			}
+			changes++
 			now = next
 		}
 		if changes < 2 {

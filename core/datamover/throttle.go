@@ -153,15 +153,18 @@ type throttled struct {
 	flow *Flow
 }
 
-// Throttle limits what reaches next to lim's rate, as one flow of lim:
-// several sinks throttled by one limiter share its rate equally. A frame
-// larger than lim's burst waits for its full size in steps. A nil lim
-// limits nothing.
-func Throttle(next Sink, lim *Limiter) Sink {
-	if lim == nil {
-		return next
+// Throttle limits what reaches next to the rate of each of lims, as one
+// flow of each: several sinks throttled by one limiter share its rate
+// equally. A frame waits on the limiters in the order given; one larger
+// than a limiter's burst waits for its full size there in steps. Nil
+// limiters limit nothing.
+func Throttle(next Sink, lims ...*Limiter) Sink {
+	for i := len(lims) - 1; i >= 0; i-- {
+		if lims[i] != nil {
+			next = &throttled{next: next, flow: lims[i].NewFlow()}
+		}
 	}
-	return &throttled{next: next, flow: lim.NewFlow()}
+	return next
 }
 
 func (t *throttled) Send(ctx context.Context, frame []byte) error {
