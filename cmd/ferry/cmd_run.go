@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/proxy"
+	"github.com/ferry-dr/ferry/core/traffic"
 )
 
 func init() {
@@ -67,13 +69,27 @@ func runRun(e *env, args []string) error {
 		}
 	}
 	eng := w.engine()
+	var pool *proxy.Pool
 	if len(w.cfg.Proxies) > 0 {
-		pool, err := w.proxyPool()
-		if err != nil {
+		if pool, err = w.proxyPool(); err != nil {
 			return err
 		}
 		defer pool.Close()
 		eng.Proxies = pool
+	}
+	if len(w.cfg.TrafficRules) > 0 {
+		// The rules' windows open and close while the jobs run.
+		reg := traffic.NewRegistry()
+		rctx, stopRules := context.WithCancel(ctx)
+		defer stopRules()
+		var changed func()
+		if pool != nil {
+			pool.Traffic = reg
+			changed = pool.PushRates
+		}
+		reg.Update(w.cfg.TrafficRules, time.Now())
+		go reg.Keep(rctx, w.cfg.TrafficRules, changed)
+		eng.Traffic = reg
 	}
 	out := e.stdout
 	if *asJSON {

@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/datamover"
 	"github.com/ferry-dr/ferry/core/proxy"
+	"github.com/ferry-dr/ferry/core/traffic"
 	"github.com/ferry-dr/ferry/sdk"
 )
 
@@ -48,6 +49,10 @@ type Engine struct {
 	// disk inside this process. A job uses proxies when Proxies is set
 	// and the configuration declares any.
 	Proxies Proxies
+	// Traffic holds the traffic rules and their rates now; nil when there
+	// are none. Disks moved in this process draw on the rules covering
+	// the link from the source's site to the target's.
+	Traffic *traffic.Registry
 }
 
 // Proxies runs disk tasks on proxies (core/proxy.Pool).

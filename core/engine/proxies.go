@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/ferry-dr/ferry/config"
@@ -65,6 +66,9 @@ func (r *run) remoteDisk(ctx context.Context, name string, snap *sdk.Snapshot, d
 			res.Lane, res.Transport, res.TransportWhy = catalog.Lane(rd.Lane), rd.Transport, rd.TransportWhy
 			res.SourceProxy, res.TargetProxy = rd.SourceProxy, rd.TargetProxy
 			r.notice(name, "disk %d: read by proxy %s, written by proxy %s (%s, compression %s)", d.Index, rd.SourceProxy, rd.TargetProxy, rd.Link, rd.Codec)
+			if len(rd.Rules) > 0 {
+				r.notice(name, "disk %d: traffic rules %s cover the link from proxy %s to proxy %s", d.Index, strings.Join(rd.Rules, ", "), rd.SourceProxy, rd.TargetProxy)
+			}
 			if rd.Transport != "" {
 				r.notice(name, "disk %d: read with %s: %s", d.Index, rd.Transport, rd.TransportWhy)
 			}
@@ -98,4 +102,12 @@ func (r *run) remoteDisk(ctx context.Context, name string, snap *sdk.Snapshot, d
 		r.notice(name, "disk %d: recomputed the digests of %d segments (%d bytes) from the replica", d.Index, out.SegmentsRecomputed, out.BytesRecomputed)
 	}
 	return nil
+}
+
+// siteName names where a block's storage is, for messages.
+func siteName(b *config.PluginBlock) string {
+	if b.Site == "" {
+		return b.Address()
+	}
+	return "site " + b.Site + " (" + b.Address() + ")"
 }

@@ -5,13 +5,16 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/pki"
 	"github.com/ferry-dr/ferry/core/pluginhost"
 	"github.com/ferry-dr/ferry/core/proxy"
+	"github.com/ferry-dr/ferry/core/traffic"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/sdktest/faultnet"
 	"github.com/zclconf/go-cty/cty"
@@ -293,6 +296,73 @@ func TestBrokenDataLinkIsResumed(t *testing.T) {
 	}
 	if modes(s) != "full,full" {
 		t.Fatalf("modes %s", modes(s))
+	}
+	f.newestIs("web-01", want)
+}
+
+// wanRule throttles the data from site prod to site dr.
+func wanRule(rate int64) []*config.TrafficRule {
+	return []*config.TrafficRule{{Name: "wan", From: []config.Endpoint{{Site: "prod"}}, To: []config.Endpoint{{Site: "dr"}}, Throttle: rate}}
+}
+
+func TestTrafficRulesThrottleTheLinkBetweenProxies(t *testing.T) {
+	f := newFixture(t, "web-01")
+	ts := f.twoSites()
+	reg := traffic.NewRegistry()
+	reg.Update(wanRule(256<<10), time.Now())
+	ts.pool.Traffic = reg
+	f.write("web-01", 0, 30)
+	f.write("web-01", 1, 30)
+	want := f.sourceImage("web-01")
+	f.collectNotices()
+	// At 256 KiB/s the random data (~3.6 MiB) would take ~14 s; a window
+	// closing lifts the throttle, and the proxies are told.
+	seen := make(chan struct{})
+	var once sync.Once
+	collect := f.eng.Events
+	f.eng.Events = func(e Event) {
+		collect(e)
+		if e.Kind == Notice && strings.Contains(e.Message, "traffic rules wan cover the link from proxy p-src to proxy p-dst") {
+			once.Do(func() { close(seen) })
+		}
+	}
+	liftedAt := make(chan time.Time, 1)
+	go func() {
+		<-seen
+		time.Sleep(500 * time.Millisecond) // some data crosses at the rule's rate
+		liftedAt <- time.Now()
+		reg.Update(wanRule(0), time.Now())
+		ts.pool.PushRates()
+	}()
+	start := time.Now()
+	f.runOK("web-01")
+	took := time.Since(start)
+	lifted := <-liftedAt
+	if took < 500*time.Millisecond || took > 8*time.Second {
+		t.Fatalf("the run took %v; the throttle was lifted at %v", took, lifted.Sub(start))
+	}
+	f.newestIs("web-01", want)
+}
+
+func TestTrafficRulesThrottleInProcess(t *testing.T) {
+	f := newFixture(t, "web-01")
+	f.job.Source.Site, f.job.Target.Site = "prod", "dr"
+	reg := traffic.NewRegistry()
+	reg.Update(wanRule(2<<20), time.Now())
+	f.eng.Traffic = reg
+	f.write("web-01", 0, 30)
+	f.write("web-01", 1, 30)
+	want := f.sourceImage("web-01")
+	notices := f.collectNotices()
+	start := time.Now()
+	s := f.runOK("web-01")
+	// No run moves data faster than the rule lets it: the lower bound
+	// holds on any machine (the data is random: compression gains nothing).
+	if sent, took := s.Totals().BytesSent, time.Since(start); time.Duration(sent)*time.Second/(2<<20) > took+100*time.Millisecond {
+		t.Fatalf("%d bytes went in %v through a rule of 2 MiB/s", sent, took)
+	}
+	if !strings.Contains(notices(), "traffic rules wan cover the data from site prod") {
+		t.Fatalf("notices:\n%s", notices())
 	}
 	f.newestIs("web-01", want)
 }

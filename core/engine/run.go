@@ -16,6 +16,7 @@ import (
 	"github.com/ferry-dr/ferry/core/plan"
 	"github.com/ferry-dr/ferry/core/replicameta"
 	"github.com/ferry-dr/ferry/core/retention"
+	"github.com/ferry-dr/ferry/core/traffic"
 	"github.com/ferry-dr/ferry/scheduler"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
@@ -55,6 +56,8 @@ type run struct {
 	repo    sdk.Repository
 	codec   datamover.Codec
 	limiter *datamover.Limiter // nil when the job does not throttle
+	// rules are the limiters of the traffic rules the job's data crosses.
+	rules []*datamover.Limiter
 	// selected holds the selectors that picked each VM, for the job state
 	// (see selectVMs); nil for a job without selectors.
 	selected map[string][]string
@@ -75,6 +78,16 @@ func (r *run) run(ctx context.Context) error {
 	}
 	if job.Transfer.Throttle > 0 {
 		r.limiter = datamover.NewLimiter(job.Transfer.Throttle)
+	}
+	if r.e.Traffic != nil && r.e.Proxies == nil {
+		link := traffic.Link{From: traffic.End{Site: job.Source.Site}, To: traffic.End{Site: job.Target.Site}}
+		limits, lims := r.e.Traffic.Link(link, r.e.now())
+		r.rules = lims
+		if len(limits.Rules) > 0 {
+			msg := fmt.Sprintf("traffic rules %s cover the data from %s to %s", strings.Join(limits.Rules, ", "), siteName(job.Source), siteName(job.Target))
+			r.e.log().Info(msg, "job", job.Name)
+			r.e.emit(Event{Kind: Notice, Session: r.sess.ID, Job: job.Name, Message: msg})
+		}
 	}
 	if r.src, r.srcCaps, err = r.e.Components.Source(ctx, job.Source); err != nil {
 		return fmt.Errorf("job %q: source %s: %w", job.Name, job.Source.Address(), err)
@@ -700,7 +713,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	recv := datamover.NewReceiver(w, d.Capacity)
 	req.Source = src
 	req.Digests = store
-	req.Sink = datamover.Throttle(recv, r.limiter)
+	req.Sink = datamover.Throttle(recv, append(r.rules, r.limiter)...)
 	req.Sync = func(context.Context) error { return w.Sync() }
 	var halfway sync.Once
 	req.Progress = func(done int64) {

@@ -53,7 +53,44 @@ type Agent struct {
 	mu         sync.Mutex
 	running    int
 	targets    map[string]*targetTask
-	components map[string]any // configured plugin instances, by kind, type and configuration
+	components map[string]any                // configured plugin instances, by kind, type and configuration
+	rules      map[string]*datamover.Limiter // the traffic rules' rates, shared by the tasks they cover
+}
+
+// ruleLimiters returns the limiters of the traffic rules a task's link
+// crosses, at the rates the control plane gave.
+func (a *Agent) ruleLimiters(rules []*proxyv1.RuleRate) []*datamover.Limiter {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.rules == nil {
+		a.rules = map[string]*datamover.Limiter{}
+	}
+	out := make([]*datamover.Limiter, 0, len(rules))
+	for _, r := range rules {
+		lim := a.rules[r.GetName()]
+		if lim == nil {
+			lim = datamover.NewLimiter(r.GetRate())
+			a.rules[r.GetName()] = lim
+		} else if lim.Rate() != r.GetRate() {
+			lim.SetRate(r.GetRate())
+		}
+		out = append(out, lim)
+	}
+	return out
+}
+
+func (s *service) SetRates(ctx context.Context, req *proxyv1.SetRatesRequest) (*proxyv1.SetRatesResponse, error) {
+	if _, err := caller(ctx, pki.RoleControl); err != nil {
+		return nil, err
+	}
+	s.a.mu.Lock()
+	for _, r := range req.GetRules() {
+		if lim := s.a.rules[r.GetName()]; lim != nil && lim.Rate() != r.GetRate() {
+			lim.SetRate(r.GetRate())
+		}
+	}
+	s.a.mu.Unlock()
+	return &proxyv1.SetRatesResponse{}, nil
 }
 
 // errBusy is returned when every task slot is taken.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"github.com/ferry-dr/ferry/core/pki"
 	proxyv1 "github.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1"
 	"github.com/ferry-dr/ferry/core/replicameta"
+	"github.com/ferry-dr/ferry/core/traffic"
 	"github.com/ferry-dr/ferry/scheduler"
 	"github.com/ferry-dr/ferry/sdk"
 )
@@ -42,6 +44,9 @@ type Pool struct {
 	log     hclog.Logger
 	// Dial opens connections; nil dials TCP. Set before first use.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Traffic holds the traffic rules and their rates now; nil when there
+	// are none. Set before first use; call PushRates when rates change.
+	Traffic *traffic.Registry
 
 	mu      sync.Mutex
 	freed   chan struct{} // closed and replaced when a slot is freed
@@ -200,9 +205,11 @@ type Ready struct {
 	SourceProxy, TargetProxy string
 	Codec                    datamover.Codec
 	Link                     datamover.Link
-	Lane                     string
-	Transport, TransportWhy  string
-	Distrusted               string
+	// Rules are the traffic rules covering the link between the proxies.
+	Rules                   []string
+	Lane                    string
+	Transport, TransportWhy string
+	Distrusted              string
 }
 
 // Result is what a task did.
@@ -313,6 +320,47 @@ func taskID() string {
 	return hex.EncodeToString(b)
 }
 
+// end is a proxy as one end of a traffic rule's link.
+func end(m *member) traffic.End {
+	e := traffic.End{Site: m.Site}
+	if host, _, err := net.SplitHostPort(m.Address); err == nil {
+		if a, err := netip.ParseAddr(host); err == nil {
+			e.Addr = a
+		} else if ips, err := net.LookupIP(host); err == nil && len(ips) > 0 {
+			e.Addr, _ = netip.AddrFromSlice(ips[0])
+			e.Addr = e.Addr.Unmap()
+		}
+	}
+	return e
+}
+
+// PushRates gives every proxy running tasks of this pool the traffic
+// rules' rates now (after a window opened or closed).
+func (p *Pool) PushRates() {
+	if p.Traffic == nil {
+		return
+	}
+	var req proxyv1.SetRatesRequest
+	for name, rate := range p.Traffic.Rates() {
+		req.Rules = append(req.Rules, &proxyv1.RuleRate{Name: "rule/" + name, Rate: rate})
+	}
+	p.mu.Lock()
+	var clients []proxyv1.ProxyClient
+	for _, m := range p.members {
+		if m.ours > 0 && m.client != nil {
+			clients = append(clients, m.client)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range clients {
+		ctx, cancel := context.WithTimeout(context.Background(), helloTimeout)
+		if _, err := c.SetRates(ctx, &req); err != nil {
+			p.log.Warn("give a proxy the traffic rules' rates", "error", err)
+		}
+		cancel()
+	}
+}
+
 // linkBetween says what lies between two proxies: nothing when they are
 // one, a LAN when they share a site, a WAN otherwise.
 func linkBetween(src, dst *member) datamover.Link {
@@ -351,6 +399,19 @@ func (p *Pool) Run(ctx context.Context, t Task) (Result, error) {
 		return res, fmt.Errorf("the repository's configuration: %w", err)
 	}
 	id := taskID()
+	var limits traffic.Limits
+	var rules []*proxyv1.RuleRate
+	if p.Traffic != nil {
+		var lims []*datamover.Limiter
+		limits, lims = p.Traffic.Link(traffic.Link{From: end(src), To: end(dst)}, time.Now())
+		for i, name := range limits.Rules {
+			rules = append(rules, &proxyv1.RuleRate{Name: "rule/" + name, Rate: lims[i].Rate()})
+		}
+	}
+	if t.Throttle > 0 {
+		// The job's throttle is shared by its tasks, as in one process.
+		rules = append(rules, &proxyv1.RuleRate{Name: "job/" + t.Job, Rate: t.Throttle})
+	}
 
 	tctx, cancelTarget := context.WithCancel(ctx)
 	defer cancelTarget()
@@ -371,10 +432,10 @@ func (p *Pool) Run(ctx context.Context, t Task) (Result, error) {
 		Task: id, Source: sc, Repository: rc, Vm: t.VM, Snapshot: t.Snapshot, Disk: int32(t.Disk), Capacity: t.Capacity,
 		HasChanged: t.Changed != nil, Changed: extentsTo(t.Changed),
 		HasAllocated: t.Allocated != nil, Allocated: extentsTo(t.Allocated),
-		TargetZero: t.TargetZero, BlockSize: int32(t.BlockSize), Codec: int32(codec), Throttle: t.Throttle,
+		TargetZero: t.TargetZero, BlockSize: int32(t.BlockSize), Codec: int32(codec),
 		MetaPrefix: t.MetaPrefix, Session: t.Session, Fresh: t.Fresh,
 		Binding:       &proxyv1.Binding{Replica: b.Replica, Incarnation: b.Incarnation, Point: b.Point, PointSession: b.PointSession, Capacity: b.Capacity},
-		TargetAddress: dst.Address, TargetName: dst.Name,
+		TargetAddress: dst.Address, TargetName: dst.Name, Rules: rules,
 	}
 	sstream, err := src.client.Source(ctx, req)
 	if err != nil {
@@ -389,7 +450,7 @@ func (p *Pool) Run(ctx context.Context, t Task) (Result, error) {
 		case *proxyv1.TaskEvent_Ready:
 			if t.Ready != nil {
 				r := e.Ready
-				t.Ready(Ready{SourceProxy: src.Name, TargetProxy: dst.Name, Codec: codec, Link: link, Lane: r.GetLane(), Transport: r.GetTransport(), TransportWhy: r.GetTransportWhy(), Distrusted: r.GetDistrusted()})
+				t.Ready(Ready{SourceProxy: src.Name, TargetProxy: dst.Name, Codec: codec, Link: link, Rules: limits.Rules, Lane: r.GetLane(), Transport: r.GetTransport(), TransportWhy: r.GetTransportWhy(), Distrusted: r.GetDistrusted()})
 			}
 		case *proxyv1.TaskEvent_Progress:
 			if t.Progress != nil {

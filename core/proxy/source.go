@@ -134,7 +134,7 @@ func (a *Agent) source(ctx context.Context, req *proxyv1.SourceTask, send func(*
 
 	mreq := datamover.Request{
 		Source: rd, Size: req.GetCapacity(), TargetZero: req.GetTargetZero(), Digests: store,
-		Sink: datamover.Throttle(out, datamover.NewLimiter(req.GetThrottle())),
+		Sink: datamover.Throttle(out, a.ruleLimiters(req.GetRules())...),
 		Sync: out.Sync,
 	}
 	if req.GetHasChanged() {

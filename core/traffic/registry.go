@@ -1,6 +1,7 @@
 package traffic
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -77,4 +78,38 @@ func (g *Registry) Link(link Link, now time.Time) (Limits, []*datamover.Limiter)
 		lims[i] = g.limiters[name]
 	}
 	return lim, lims
+}
+
+// Keep applies rules now and again at every window change until ctx ends,
+// calling changed (when not nil) after each update.
+func (g *Registry) Keep(ctx context.Context, rules []*config.TrafficRule, changed func()) {
+	for {
+		next := g.Update(rules, time.Now())
+		if changed != nil {
+			changed()
+		}
+		if next.IsZero() {
+			<-ctx.Done()
+			return
+		}
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Rates returns the rate of every rule now, by name: 0 for a rule whose
+// throttle is not in force.
+func (g *Registry) Rates() map[string]int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]int64, len(g.limiters))
+	for name, lim := range g.limiters {
+		out[name] = lim.Rate()
+	}
+	return out
 }

@@ -36,6 +36,140 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// RuleRate is the rate of one traffic rule: every task of the proxy whose
+// link the rule covers shares it.
+type RuleRate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Rate          int64                  `protobuf:"varint,2,opt,name=rate,proto3" json:"rate,omitempty"` // bytes per second; 0: none now
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RuleRate) Reset() {
+	*x = RuleRate{}
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleRate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleRate) ProtoMessage() {}
+
+func (x *RuleRate) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleRate.ProtoReflect.Descriptor instead.
+func (*RuleRate) Descriptor() ([]byte, []int) {
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RuleRate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RuleRate) GetRate() int64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+type SetRatesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rules         []*RuleRate            `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRatesRequest) Reset() {
+	*x = SetRatesRequest{}
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRatesRequest) ProtoMessage() {}
+
+func (x *SetRatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRatesRequest.ProtoReflect.Descriptor instead.
+func (*SetRatesRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SetRatesRequest) GetRules() []*RuleRate {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+type SetRatesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRatesResponse) Reset() {
+	*x = SetRatesResponse{}
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRatesResponse) ProtoMessage() {}
+
+func (x *SetRatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRatesResponse.ProtoReflect.Descriptor instead.
+func (*SetRatesResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{2}
+}
+
 type HelloRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"` // the control plane's
@@ -45,7 +179,7 @@ type HelloRequest struct {
 
 func (x *HelloRequest) Reset() {
 	*x = HelloRequest{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[0]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -57,7 +191,7 @@ func (x *HelloRequest) String() string {
 func (*HelloRequest) ProtoMessage() {}
 
 func (x *HelloRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[0]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -70,7 +204,7 @@ func (x *HelloRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloRequest.ProtoReflect.Descriptor instead.
 func (*HelloRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{0}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HelloRequest) GetVersion() string {
@@ -94,7 +228,7 @@ type HelloResponse struct {
 
 func (x *HelloResponse) Reset() {
 	*x = HelloResponse{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[1]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -106,7 +240,7 @@ func (x *HelloResponse) String() string {
 func (*HelloResponse) ProtoMessage() {}
 
 func (x *HelloResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[1]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -119,7 +253,7 @@ func (x *HelloResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloResponse.ProtoReflect.Descriptor instead.
 func (*HelloResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{1}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HelloResponse) GetVersion() string {
@@ -176,7 +310,7 @@ type PluginInfo struct {
 
 func (x *PluginInfo) Reset() {
 	*x = PluginInfo{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[2]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -188,7 +322,7 @@ func (x *PluginInfo) String() string {
 func (*PluginInfo) ProtoMessage() {}
 
 func (x *PluginInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[2]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -201,7 +335,7 @@ func (x *PluginInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginInfo.ProtoReflect.Descriptor instead.
 func (*PluginInfo) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{2}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PluginInfo) GetName() string {
@@ -246,7 +380,7 @@ type Component struct {
 
 func (x *Component) Reset() {
 	*x = Component{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[3]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -258,7 +392,7 @@ func (x *Component) String() string {
 func (*Component) ProtoMessage() {}
 
 func (x *Component) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[3]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -271,7 +405,7 @@ func (x *Component) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Component.ProtoReflect.Descriptor instead.
 func (*Component) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{3}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Component) GetType() string {
@@ -308,7 +442,7 @@ type TargetTask struct {
 
 func (x *TargetTask) Reset() {
 	*x = TargetTask{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[4]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +454,7 @@ func (x *TargetTask) String() string {
 func (*TargetTask) ProtoMessage() {}
 
 func (x *TargetTask) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[4]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +467,7 @@ func (x *TargetTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetTask.ProtoReflect.Descriptor instead.
 func (*TargetTask) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{4}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TargetTask) GetTask() string {
@@ -381,7 +515,7 @@ type Extent struct {
 
 func (x *Extent) Reset() {
 	*x = Extent{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[5]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -393,7 +527,7 @@ func (x *Extent) String() string {
 func (*Extent) ProtoMessage() {}
 
 func (x *Extent) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[5]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -406,7 +540,7 @@ func (x *Extent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Extent.ProtoReflect.Descriptor instead.
 func (*Extent) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{5}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Extent) GetOffset() int64 {
@@ -436,7 +570,7 @@ type Binding struct {
 
 func (x *Binding) Reset() {
 	*x = Binding{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[6]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +582,7 @@ func (x *Binding) String() string {
 func (*Binding) ProtoMessage() {}
 
 func (x *Binding) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[6]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +595,7 @@ func (x *Binding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Binding.ProtoReflect.Descriptor instead.
 func (*Binding) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{6}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Binding) GetReplica() string {
@@ -518,8 +652,7 @@ type SourceTask struct {
 	Allocated    []*Extent `protobuf:"bytes,11,rep,name=allocated,proto3" json:"allocated,omitempty"`
 	TargetZero   bool      `protobuf:"varint,12,opt,name=target_zero,json=targetZero,proto3" json:"target_zero,omitempty"` // the replica disk was created empty
 	BlockSize    int32     `protobuf:"varint,13,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
-	Codec        int32     `protobuf:"varint,14,opt,name=codec,proto3" json:"codec,omitempty"`       // core/datamover.Codec
-	Throttle     int64     `protobuf:"varint,15,opt,name=throttle,proto3" json:"throttle,omitempty"` // bytes per second; 0: none
+	Codec        int32     `protobuf:"varint,14,opt,name=codec,proto3" json:"codec,omitempty"` // core/datamover.Codec
 	// The digest store of the replica disk (core/replicameta).
 	MetaPrefix string   `protobuf:"bytes,16,opt,name=meta_prefix,json=metaPrefix,proto3" json:"meta_prefix,omitempty"`
 	Session    string   `protobuf:"bytes,17,opt,name=session,proto3" json:"session,omitempty"`
@@ -529,13 +662,17 @@ type SourceTask struct {
 	// certificate must carry.
 	TargetAddress string `protobuf:"bytes,20,opt,name=target_address,json=targetAddress,proto3" json:"target_address,omitempty"`
 	TargetName    string `protobuf:"bytes,21,opt,name=target_name,json=targetName,proto3" json:"target_name,omitempty"`
+	// The rates the task shares with the other tasks of the proxy that
+	// name them: the traffic rules covering the link to the target proxy
+	// ("rule/NAME") and the job's throttle ("job/NAME").
+	Rules         []*RuleRate `protobuf:"bytes,22,rep,name=rules,proto3" json:"rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SourceTask) Reset() {
 	*x = SourceTask{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[7]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -547,7 +684,7 @@ func (x *SourceTask) String() string {
 func (*SourceTask) ProtoMessage() {}
 
 func (x *SourceTask) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[7]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -560,7 +697,7 @@ func (x *SourceTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceTask.ProtoReflect.Descriptor instead.
 func (*SourceTask) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{7}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SourceTask) GetTask() string {
@@ -661,13 +798,6 @@ func (x *SourceTask) GetCodec() int32 {
 	return 0
 }
 
-func (x *SourceTask) GetThrottle() int64 {
-	if x != nil {
-		return x.Throttle
-	}
-	return 0
-}
-
 func (x *SourceTask) GetMetaPrefix() string {
 	if x != nil {
 		return x.MetaPrefix
@@ -710,6 +840,13 @@ func (x *SourceTask) GetTargetName() string {
 	return ""
 }
 
+func (x *SourceTask) GetRules() []*RuleRate {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
 type TaskEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
@@ -724,7 +861,7 @@ type TaskEvent struct {
 
 func (x *TaskEvent) Reset() {
 	*x = TaskEvent{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[8]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +873,7 @@ func (x *TaskEvent) String() string {
 func (*TaskEvent) ProtoMessage() {}
 
 func (x *TaskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[8]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +886,7 @@ func (x *TaskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
 func (*TaskEvent) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{8}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TaskEvent) GetEvent() isTaskEvent_Event {
@@ -820,7 +957,7 @@ type Ready struct {
 
 func (x *Ready) Reset() {
 	*x = Ready{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[9]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +969,7 @@ func (x *Ready) String() string {
 func (*Ready) ProtoMessage() {}
 
 func (x *Ready) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[9]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +982,7 @@ func (x *Ready) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ready.ProtoReflect.Descriptor instead.
 func (*Ready) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{9}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Ready) GetLane() string {
@@ -885,7 +1022,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[10]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1034,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[10]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1047,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{10}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Progress) GetDone() int64 {
@@ -937,7 +1074,7 @@ type Done struct {
 
 func (x *Done) Reset() {
 	*x = Done{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[11]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1086,7 @@ func (x *Done) String() string {
 func (*Done) ProtoMessage() {}
 
 func (x *Done) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[11]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1099,7 @@ func (x *Done) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Done.ProtoReflect.Descriptor instead.
 func (*Done) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{11}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Done) GetBytesRead() int64 {
@@ -1048,7 +1185,7 @@ type DataMessage struct {
 
 func (x *DataMessage) Reset() {
 	*x = DataMessage{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[12]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1060,7 +1197,7 @@ func (x *DataMessage) String() string {
 func (*DataMessage) ProtoMessage() {}
 
 func (x *DataMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[12]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1073,7 +1210,7 @@ func (x *DataMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataMessage.ProtoReflect.Descriptor instead.
 func (*DataMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{12}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DataMessage) GetMsg() isDataMessage_Msg {
@@ -1178,7 +1315,7 @@ type DataOpen struct {
 
 func (x *DataOpen) Reset() {
 	*x = DataOpen{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[13]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1327,7 @@ func (x *DataOpen) String() string {
 func (*DataOpen) ProtoMessage() {}
 
 func (x *DataOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[13]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1340,7 @@ func (x *DataOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataOpen.ProtoReflect.Descriptor instead.
 func (*DataOpen) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{13}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DataOpen) GetTask() string {
@@ -1221,7 +1358,7 @@ type DataSync struct {
 
 func (x *DataSync) Reset() {
 	*x = DataSync{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[14]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +1370,7 @@ func (x *DataSync) String() string {
 func (*DataSync) ProtoMessage() {}
 
 func (x *DataSync) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[14]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +1383,7 @@ func (x *DataSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataSync.ProtoReflect.Descriptor instead.
 func (*DataSync) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{14}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{17}
 }
 
 // DataDigests asks for the digests of the replica's current blocks in
@@ -1262,7 +1399,7 @@ type DataDigests struct {
 
 func (x *DataDigests) Reset() {
 	*x = DataDigests{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[15]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1411,7 @@ func (x *DataDigests) String() string {
 func (*DataDigests) ProtoMessage() {}
 
 func (x *DataDigests) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[15]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1424,7 @@ func (x *DataDigests) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataDigests.ProtoReflect.Descriptor instead.
 func (*DataDigests) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{15}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DataDigests) GetFrom() int64 {
@@ -1319,7 +1456,7 @@ type DataClose struct {
 
 func (x *DataClose) Reset() {
 	*x = DataClose{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[16]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1468,7 @@ func (x *DataClose) String() string {
 func (*DataClose) ProtoMessage() {}
 
 func (x *DataClose) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[16]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1481,7 @@ func (x *DataClose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataClose.ProtoReflect.Descriptor instead.
 func (*DataClose) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{16}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{19}
 }
 
 type DataReply struct {
@@ -1363,7 +1500,7 @@ type DataReply struct {
 
 func (x *DataReply) Reset() {
 	*x = DataReply{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[17]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1512,7 @@ func (x *DataReply) String() string {
 func (*DataReply) ProtoMessage() {}
 
 func (x *DataReply) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[17]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1525,7 @@ func (x *DataReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataReply.ProtoReflect.Descriptor instead.
 func (*DataReply) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{17}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DataReply) GetReply() isDataReply_Reply {
@@ -1488,7 +1625,7 @@ type DataOpened struct {
 
 func (x *DataOpened) Reset() {
 	*x = DataOpened{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[18]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1637,7 @@ func (x *DataOpened) String() string {
 func (*DataOpened) ProtoMessage() {}
 
 func (x *DataOpened) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[18]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1650,7 @@ func (x *DataOpened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataOpened.ProtoReflect.Descriptor instead.
 func (*DataOpened) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{18}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DataOpened) GetApplied() int64 {
@@ -1531,7 +1668,7 @@ type DataSynced struct {
 
 func (x *DataSynced) Reset() {
 	*x = DataSynced{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[19]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1680,7 @@ func (x *DataSynced) String() string {
 func (*DataSynced) ProtoMessage() {}
 
 func (x *DataSynced) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[19]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1693,7 @@ func (x *DataSynced) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataSynced.ProtoReflect.Descriptor instead.
 func (*DataSynced) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{19}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{22}
 }
 
 type DataClosed struct {
@@ -1568,7 +1705,7 @@ type DataClosed struct {
 
 func (x *DataClosed) Reset() {
 	*x = DataClosed{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[20]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1717,7 @@ func (x *DataClosed) String() string {
 func (*DataClosed) ProtoMessage() {}
 
 func (x *DataClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[20]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1730,7 @@ func (x *DataClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataClosed.ProtoReflect.Descriptor instead.
 func (*DataClosed) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{20}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DataClosed) GetBytesWritten() int64 {
@@ -1607,7 +1744,13 @@ var File_ferry_proxy_v1_proxy_proto protoreflect.FileDescriptor
 
 const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\n" +
-	"\x1aferry/proxy/v1/proxy.proto\x12\x0eferry.proxy.v1\"(\n" +
+	"\x1aferry/proxy/v1/proxy.proto\x12\x0eferry.proxy.v1\"2\n" +
+	"\bRuleRate\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04rate\x18\x02 \x01(\x03R\x04rate\"A\n" +
+	"\x0fSetRatesRequest\x12.\n" +
+	"\x05rules\x18\x01 \x03(\v2\x18.ferry.proxy.v1.RuleRateR\x05rules\"\x12\n" +
+	"\x10SetRatesResponse\"(\n" +
 	"\fHelloRequest\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\"\xbe\x01\n" +
 	"\rHelloResponse\x12\x18\n" +
@@ -1643,7 +1786,7 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\vincarnation\x18\x02 \x01(\tR\vincarnation\x12\x14\n" +
 	"\x05point\x18\x03 \x01(\tR\x05point\x12#\n" +
 	"\rpoint_session\x18\x04 \x01(\tR\fpointSession\x12\x1a\n" +
-	"\bcapacity\x18\x05 \x01(\x03R\bcapacity\"\xd6\x05\n" +
+	"\bcapacity\x18\x05 \x01(\x03R\bcapacity\"\xf0\x05\n" +
 	"\n" +
 	"SourceTask\x12\x12\n" +
 	"\x04task\x18\x01 \x01(\tR\x04task\x121\n" +
@@ -1665,8 +1808,7 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"targetZero\x12\x1d\n" +
 	"\n" +
 	"block_size\x18\r \x01(\x05R\tblockSize\x12\x14\n" +
-	"\x05codec\x18\x0e \x01(\x05R\x05codec\x12\x1a\n" +
-	"\bthrottle\x18\x0f \x01(\x03R\bthrottle\x12\x1f\n" +
+	"\x05codec\x18\x0e \x01(\x05R\x05codec\x12\x1f\n" +
 	"\vmeta_prefix\x18\x10 \x01(\tR\n" +
 	"metaPrefix\x12\x18\n" +
 	"\asession\x18\x11 \x01(\tR\asession\x12\x14\n" +
@@ -1674,7 +1816,8 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\abinding\x18\x13 \x01(\v2\x17.ferry.proxy.v1.BindingR\abinding\x12%\n" +
 	"\x0etarget_address\x18\x14 \x01(\tR\rtargetAddress\x12\x1f\n" +
 	"\vtarget_name\x18\x15 \x01(\tR\n" +
-	"targetName\"\xa7\x01\n" +
+	"targetName\x12.\n" +
+	"\x05rules\x18\x16 \x03(\v2\x18.ferry.proxy.v1.RuleRateR\x05rulesJ\x04\b\x0f\x10\x10\"\xa7\x01\n" +
 	"\tTaskEvent\x12-\n" +
 	"\x05ready\x18\x01 \x01(\v2\x15.ferry.proxy.v1.ReadyH\x00R\x05ready\x126\n" +
 	"\bprogress\x18\x02 \x01(\v2\x18.ferry.proxy.v1.ProgressH\x00R\bprogress\x12*\n" +
@@ -1735,12 +1878,13 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"DataSynced\"1\n" +
 	"\n" +
 	"DataClosed\x12#\n" +
-	"\rbytes_written\x18\x01 \x01(\x03R\fbytesWritten2\x97\x02\n" +
+	"\rbytes_written\x18\x01 \x01(\x03R\fbytesWritten2\xe6\x02\n" +
 	"\x05Proxy\x12D\n" +
 	"\x05Hello\x12\x1c.ferry.proxy.v1.HelloRequest\x1a\x1d.ferry.proxy.v1.HelloResponse\x12A\n" +
 	"\x06Target\x12\x1a.ferry.proxy.v1.TargetTask\x1a\x19.ferry.proxy.v1.TaskEvent0\x01\x12A\n" +
 	"\x06Source\x12\x1a.ferry.proxy.v1.SourceTask\x1a\x19.ferry.proxy.v1.TaskEvent0\x01\x12B\n" +
-	"\x04Data\x12\x1b.ferry.proxy.v1.DataMessage\x1a\x19.ferry.proxy.v1.DataReply(\x010\x01BCZAgithub.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1;proxyv1b\x06proto3"
+	"\x04Data\x12\x1b.ferry.proxy.v1.DataMessage\x1a\x19.ferry.proxy.v1.DataReply(\x010\x01\x12M\n" +
+	"\bSetRates\x12\x1f.ferry.proxy.v1.SetRatesRequest\x1a .ferry.proxy.v1.SetRatesResponseBCZAgithub.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1;proxyv1b\x06proto3"
 
 var (
 	file_ferry_proxy_v1_proxy_proto_rawDescOnce sync.Once
@@ -1754,61 +1898,68 @@ func file_ferry_proxy_v1_proxy_proto_rawDescGZIP() []byte {
 	return file_ferry_proxy_v1_proxy_proto_rawDescData
 }
 
-var file_ferry_proxy_v1_proxy_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_ferry_proxy_v1_proxy_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_ferry_proxy_v1_proxy_proto_goTypes = []any{
-	(*HelloRequest)(nil),  // 0: ferry.proxy.v1.HelloRequest
-	(*HelloResponse)(nil), // 1: ferry.proxy.v1.HelloResponse
-	(*PluginInfo)(nil),    // 2: ferry.proxy.v1.PluginInfo
-	(*Component)(nil),     // 3: ferry.proxy.v1.Component
-	(*TargetTask)(nil),    // 4: ferry.proxy.v1.TargetTask
-	(*Extent)(nil),        // 5: ferry.proxy.v1.Extent
-	(*Binding)(nil),       // 6: ferry.proxy.v1.Binding
-	(*SourceTask)(nil),    // 7: ferry.proxy.v1.SourceTask
-	(*TaskEvent)(nil),     // 8: ferry.proxy.v1.TaskEvent
-	(*Ready)(nil),         // 9: ferry.proxy.v1.Ready
-	(*Progress)(nil),      // 10: ferry.proxy.v1.Progress
-	(*Done)(nil),          // 11: ferry.proxy.v1.Done
-	(*DataMessage)(nil),   // 12: ferry.proxy.v1.DataMessage
-	(*DataOpen)(nil),      // 13: ferry.proxy.v1.DataOpen
-	(*DataSync)(nil),      // 14: ferry.proxy.v1.DataSync
-	(*DataDigests)(nil),   // 15: ferry.proxy.v1.DataDigests
-	(*DataClose)(nil),     // 16: ferry.proxy.v1.DataClose
-	(*DataReply)(nil),     // 17: ferry.proxy.v1.DataReply
-	(*DataOpened)(nil),    // 18: ferry.proxy.v1.DataOpened
-	(*DataSynced)(nil),    // 19: ferry.proxy.v1.DataSynced
-	(*DataClosed)(nil),    // 20: ferry.proxy.v1.DataClosed
+	(*RuleRate)(nil),         // 0: ferry.proxy.v1.RuleRate
+	(*SetRatesRequest)(nil),  // 1: ferry.proxy.v1.SetRatesRequest
+	(*SetRatesResponse)(nil), // 2: ferry.proxy.v1.SetRatesResponse
+	(*HelloRequest)(nil),     // 3: ferry.proxy.v1.HelloRequest
+	(*HelloResponse)(nil),    // 4: ferry.proxy.v1.HelloResponse
+	(*PluginInfo)(nil),       // 5: ferry.proxy.v1.PluginInfo
+	(*Component)(nil),        // 6: ferry.proxy.v1.Component
+	(*TargetTask)(nil),       // 7: ferry.proxy.v1.TargetTask
+	(*Extent)(nil),           // 8: ferry.proxy.v1.Extent
+	(*Binding)(nil),          // 9: ferry.proxy.v1.Binding
+	(*SourceTask)(nil),       // 10: ferry.proxy.v1.SourceTask
+	(*TaskEvent)(nil),        // 11: ferry.proxy.v1.TaskEvent
+	(*Ready)(nil),            // 12: ferry.proxy.v1.Ready
+	(*Progress)(nil),         // 13: ferry.proxy.v1.Progress
+	(*Done)(nil),             // 14: ferry.proxy.v1.Done
+	(*DataMessage)(nil),      // 15: ferry.proxy.v1.DataMessage
+	(*DataOpen)(nil),         // 16: ferry.proxy.v1.DataOpen
+	(*DataSync)(nil),         // 17: ferry.proxy.v1.DataSync
+	(*DataDigests)(nil),      // 18: ferry.proxy.v1.DataDigests
+	(*DataClose)(nil),        // 19: ferry.proxy.v1.DataClose
+	(*DataReply)(nil),        // 20: ferry.proxy.v1.DataReply
+	(*DataOpened)(nil),       // 21: ferry.proxy.v1.DataOpened
+	(*DataSynced)(nil),       // 22: ferry.proxy.v1.DataSynced
+	(*DataClosed)(nil),       // 23: ferry.proxy.v1.DataClosed
 }
 var file_ferry_proxy_v1_proxy_proto_depIdxs = []int32{
-	2,  // 0: ferry.proxy.v1.HelloResponse.plugins:type_name -> ferry.proxy.v1.PluginInfo
-	3,  // 1: ferry.proxy.v1.TargetTask.target:type_name -> ferry.proxy.v1.Component
-	3,  // 2: ferry.proxy.v1.SourceTask.source:type_name -> ferry.proxy.v1.Component
-	3,  // 3: ferry.proxy.v1.SourceTask.repository:type_name -> ferry.proxy.v1.Component
-	5,  // 4: ferry.proxy.v1.SourceTask.changed:type_name -> ferry.proxy.v1.Extent
-	5,  // 5: ferry.proxy.v1.SourceTask.allocated:type_name -> ferry.proxy.v1.Extent
-	6,  // 6: ferry.proxy.v1.SourceTask.binding:type_name -> ferry.proxy.v1.Binding
-	9,  // 7: ferry.proxy.v1.TaskEvent.ready:type_name -> ferry.proxy.v1.Ready
-	10, // 8: ferry.proxy.v1.TaskEvent.progress:type_name -> ferry.proxy.v1.Progress
-	11, // 9: ferry.proxy.v1.TaskEvent.done:type_name -> ferry.proxy.v1.Done
-	13, // 10: ferry.proxy.v1.DataMessage.open:type_name -> ferry.proxy.v1.DataOpen
-	14, // 11: ferry.proxy.v1.DataMessage.sync:type_name -> ferry.proxy.v1.DataSync
-	15, // 12: ferry.proxy.v1.DataMessage.digests:type_name -> ferry.proxy.v1.DataDigests
-	16, // 13: ferry.proxy.v1.DataMessage.close:type_name -> ferry.proxy.v1.DataClose
-	18, // 14: ferry.proxy.v1.DataReply.opened:type_name -> ferry.proxy.v1.DataOpened
-	19, // 15: ferry.proxy.v1.DataReply.synced:type_name -> ferry.proxy.v1.DataSynced
-	20, // 16: ferry.proxy.v1.DataReply.closed:type_name -> ferry.proxy.v1.DataClosed
-	0,  // 17: ferry.proxy.v1.Proxy.Hello:input_type -> ferry.proxy.v1.HelloRequest
-	4,  // 18: ferry.proxy.v1.Proxy.Target:input_type -> ferry.proxy.v1.TargetTask
-	7,  // 19: ferry.proxy.v1.Proxy.Source:input_type -> ferry.proxy.v1.SourceTask
-	12, // 20: ferry.proxy.v1.Proxy.Data:input_type -> ferry.proxy.v1.DataMessage
-	1,  // 21: ferry.proxy.v1.Proxy.Hello:output_type -> ferry.proxy.v1.HelloResponse
-	8,  // 22: ferry.proxy.v1.Proxy.Target:output_type -> ferry.proxy.v1.TaskEvent
-	8,  // 23: ferry.proxy.v1.Proxy.Source:output_type -> ferry.proxy.v1.TaskEvent
-	17, // 24: ferry.proxy.v1.Proxy.Data:output_type -> ferry.proxy.v1.DataReply
-	21, // [21:25] is the sub-list for method output_type
-	17, // [17:21] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	0,  // 0: ferry.proxy.v1.SetRatesRequest.rules:type_name -> ferry.proxy.v1.RuleRate
+	5,  // 1: ferry.proxy.v1.HelloResponse.plugins:type_name -> ferry.proxy.v1.PluginInfo
+	6,  // 2: ferry.proxy.v1.TargetTask.target:type_name -> ferry.proxy.v1.Component
+	6,  // 3: ferry.proxy.v1.SourceTask.source:type_name -> ferry.proxy.v1.Component
+	6,  // 4: ferry.proxy.v1.SourceTask.repository:type_name -> ferry.proxy.v1.Component
+	8,  // 5: ferry.proxy.v1.SourceTask.changed:type_name -> ferry.proxy.v1.Extent
+	8,  // 6: ferry.proxy.v1.SourceTask.allocated:type_name -> ferry.proxy.v1.Extent
+	9,  // 7: ferry.proxy.v1.SourceTask.binding:type_name -> ferry.proxy.v1.Binding
+	0,  // 8: ferry.proxy.v1.SourceTask.rules:type_name -> ferry.proxy.v1.RuleRate
+	12, // 9: ferry.proxy.v1.TaskEvent.ready:type_name -> ferry.proxy.v1.Ready
+	13, // 10: ferry.proxy.v1.TaskEvent.progress:type_name -> ferry.proxy.v1.Progress
+	14, // 11: ferry.proxy.v1.TaskEvent.done:type_name -> ferry.proxy.v1.Done
+	16, // 12: ferry.proxy.v1.DataMessage.open:type_name -> ferry.proxy.v1.DataOpen
+	17, // 13: ferry.proxy.v1.DataMessage.sync:type_name -> ferry.proxy.v1.DataSync
+	18, // 14: ferry.proxy.v1.DataMessage.digests:type_name -> ferry.proxy.v1.DataDigests
+	19, // 15: ferry.proxy.v1.DataMessage.close:type_name -> ferry.proxy.v1.DataClose
+	21, // 16: ferry.proxy.v1.DataReply.opened:type_name -> ferry.proxy.v1.DataOpened
+	22, // 17: ferry.proxy.v1.DataReply.synced:type_name -> ferry.proxy.v1.DataSynced
+	23, // 18: ferry.proxy.v1.DataReply.closed:type_name -> ferry.proxy.v1.DataClosed
+	3,  // 19: ferry.proxy.v1.Proxy.Hello:input_type -> ferry.proxy.v1.HelloRequest
+	7,  // 20: ferry.proxy.v1.Proxy.Target:input_type -> ferry.proxy.v1.TargetTask
+	10, // 21: ferry.proxy.v1.Proxy.Source:input_type -> ferry.proxy.v1.SourceTask
+	15, // 22: ferry.proxy.v1.Proxy.Data:input_type -> ferry.proxy.v1.DataMessage
+	1,  // 23: ferry.proxy.v1.Proxy.SetRates:input_type -> ferry.proxy.v1.SetRatesRequest
+	4,  // 24: ferry.proxy.v1.Proxy.Hello:output_type -> ferry.proxy.v1.HelloResponse
+	11, // 25: ferry.proxy.v1.Proxy.Target:output_type -> ferry.proxy.v1.TaskEvent
+	11, // 26: ferry.proxy.v1.Proxy.Source:output_type -> ferry.proxy.v1.TaskEvent
+	20, // 27: ferry.proxy.v1.Proxy.Data:output_type -> ferry.proxy.v1.DataReply
+	2,  // 28: ferry.proxy.v1.Proxy.SetRates:output_type -> ferry.proxy.v1.SetRatesResponse
+	24, // [24:29] is the sub-list for method output_type
+	19, // [19:24] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_ferry_proxy_v1_proxy_proto_init() }
@@ -1816,19 +1967,19 @@ func file_ferry_proxy_v1_proxy_proto_init() {
 	if File_ferry_proxy_v1_proxy_proto != nil {
 		return
 	}
-	file_ferry_proxy_v1_proxy_proto_msgTypes[8].OneofWrappers = []any{
+	file_ferry_proxy_v1_proxy_proto_msgTypes[11].OneofWrappers = []any{
 		(*TaskEvent_Ready)(nil),
 		(*TaskEvent_Progress)(nil),
 		(*TaskEvent_Done)(nil),
 	}
-	file_ferry_proxy_v1_proxy_proto_msgTypes[12].OneofWrappers = []any{
+	file_ferry_proxy_v1_proxy_proto_msgTypes[15].OneofWrappers = []any{
 		(*DataMessage_Open)(nil),
 		(*DataMessage_Frames)(nil),
 		(*DataMessage_Sync)(nil),
 		(*DataMessage_Digests)(nil),
 		(*DataMessage_Close)(nil),
 	}
-	file_ferry_proxy_v1_proxy_proto_msgTypes[17].OneofWrappers = []any{
+	file_ferry_proxy_v1_proxy_proto_msgTypes[20].OneofWrappers = []any{
 		(*DataReply_Opened)(nil),
 		(*DataReply_Synced)(nil),
 		(*DataReply_Digests)(nil),
@@ -1841,7 +1992,7 @@ func file_ferry_proxy_v1_proxy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_proxy_v1_proxy_proto_rawDesc), len(file_ferry_proxy_v1_proxy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

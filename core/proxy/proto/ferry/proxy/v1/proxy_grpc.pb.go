@@ -34,10 +34,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Proxy_Hello_FullMethodName  = "/ferry.proxy.v1.Proxy/Hello"
-	Proxy_Target_FullMethodName = "/ferry.proxy.v1.Proxy/Target"
-	Proxy_Source_FullMethodName = "/ferry.proxy.v1.Proxy/Source"
-	Proxy_Data_FullMethodName   = "/ferry.proxy.v1.Proxy/Data"
+	Proxy_Hello_FullMethodName    = "/ferry.proxy.v1.Proxy/Hello"
+	Proxy_Target_FullMethodName   = "/ferry.proxy.v1.Proxy/Target"
+	Proxy_Source_FullMethodName   = "/ferry.proxy.v1.Proxy/Source"
+	Proxy_Data_FullMethodName     = "/ferry.proxy.v1.Proxy/Data"
+	Proxy_SetRates_FullMethodName = "/ferry.proxy.v1.Proxy/SetRates"
 )
 
 // ProxyClient is the client API for Proxy service.
@@ -60,6 +61,9 @@ type ProxyClient interface {
 	// same task: Opened says what the target applied, and the source sends
 	// again what came after.
 	Data(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[DataMessage, DataReply], error)
+	// SetRates changes the rates of the traffic rules the proxy's tasks
+	// draw on (a window opened or closed, the configuration changed).
+	SetRates(ctx context.Context, in *SetRatesRequest, opts ...grpc.CallOption) (*SetRatesResponse, error)
 }
 
 type proxyClient struct {
@@ -131,6 +135,16 @@ func (c *proxyClient) Data(ctx context.Context, opts ...grpc.CallOption) (grpc.B
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Proxy_DataClient = grpc.BidiStreamingClient[DataMessage, DataReply]
 
+func (c *proxyClient) SetRates(ctx context.Context, in *SetRatesRequest, opts ...grpc.CallOption) (*SetRatesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetRatesResponse)
+	err := c.cc.Invoke(ctx, Proxy_SetRates_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ProxyServer is the server API for Proxy service.
 // All implementations must embed UnimplementedProxyServer
 // for forward compatibility.
@@ -151,6 +165,9 @@ type ProxyServer interface {
 	// same task: Opened says what the target applied, and the source sends
 	// again what came after.
 	Data(grpc.BidiStreamingServer[DataMessage, DataReply]) error
+	// SetRates changes the rates of the traffic rules the proxy's tasks
+	// draw on (a window opened or closed, the configuration changed).
+	SetRates(context.Context, *SetRatesRequest) (*SetRatesResponse, error)
 	mustEmbedUnimplementedProxyServer()
 }
 
@@ -172,6 +189,9 @@ func (UnimplementedProxyServer) Source(*SourceTask, grpc.ServerStreamingServer[T
 }
 func (UnimplementedProxyServer) Data(grpc.BidiStreamingServer[DataMessage, DataReply]) error {
 	return status.Errorf(codes.Unimplemented, "method Data not implemented")
+}
+func (UnimplementedProxyServer) SetRates(context.Context, *SetRatesRequest) (*SetRatesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetRates not implemented")
 }
 func (UnimplementedProxyServer) mustEmbedUnimplementedProxyServer() {}
 func (UnimplementedProxyServer) testEmbeddedByValue()               {}
@@ -241,6 +261,24 @@ func _Proxy_Data_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Proxy_DataServer = grpc.BidiStreamingServer[DataMessage, DataReply]
 
+func _Proxy_SetRates_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetRatesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProxyServer).SetRates(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Proxy_SetRates_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProxyServer).SetRates(ctx, req.(*SetRatesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Proxy_ServiceDesc is the grpc.ServiceDesc for Proxy service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -251,6 +289,10 @@ var Proxy_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Hello",
 			Handler:    _Proxy_Hello_Handler,
+		},
+		{
+			MethodName: "SetRates",
+			Handler:    _Proxy_SetRates_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
