@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/ferry-dr/ferry/sdk"
 )
 
@@ -107,6 +109,174 @@ func BenchmarkMoveScattered(b *testing.B) {
 				peak = max(peak, stop())
 			}
 			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+		})
+	}
+}
+
+// diskLikeImage builds, once, an in-memory disk image like the one
+// bench/image.go generates for `make bench`: granules of 4-64 KiB, about
+// 30% zeros, 40% text-like (prose and log lines over a Zipf vocabulary,
+// about 3x with zstd at its fastest) and 30% random bytes.
+var diskLikeImage = sync.OnceValue(func() []byte {
+	const size = 256 << 20
+	img := make([]byte, size)
+	r := rand.New(rand.NewPCG(12, 12))
+	words := make([]string, 2048)
+	for i := range words {
+		w := make([]byte, 2+r.IntN(9))
+		for j := range w {
+			w[j] = "etaoinshrdlucmfwypvbgkjqxz"[min(r.IntN(26), r.IntN(26))]
+		}
+		words[i] = string(w)
+	}
+	word := func() string { return words[min(r.IntN(len(words)), r.IntN(len(words)), r.IntN(len(words)))] }
+	random := rand.NewChaCha8([32]byte{12})
+	for off := 0; off < size; {
+		g := img[off:min(off+4096*(1+r.IntN(16)), size)]
+		switch k := r.IntN(10); {
+		case k < 3: // zeros: already there
+		case k < 7:
+			t := g[:0]
+			for len(t) < len(g) {
+				if r.IntN(2) == 0 {
+					t = fmt.Appendf(t, "2025-11-%02d %05d INFO [%s] ", 1+r.IntN(28), r.IntN(86400), word())
+				}
+				for range 4 + r.IntN(12) {
+					t = append(t, word()...)
+					t = append(t, ' ')
+				}
+				t = append(t, ".\n"...)
+			}
+			// t grew past g's room into memory of its own: copy it back.
+			copy(g, t)
+		default:
+			random.Read(g)
+		}
+		off += len(g)
+	}
+	return img
+})
+
+// imageDisk is a source disk held in memory, read like a page-cached file
+// (without memDisk's lock, which would make the reads take turns).
+type imageDisk []byte
+
+func (d imageDisk) ReadAt(p []byte, off int64) (int, error) { return copy(p, d[off:]), nil }
+func (d imageDisk) Size() int64                             { return int64(len(d)) }
+func (d imageDisk) Close() error                            { return nil }
+
+// slowDisk reads and writes like a plugin across a gRPC connection, at
+// about 1 GiB/s: a call that brings the bytes moved to a whole MiB waits a
+// millisecond per MiB (timers are not finer) without using a core.
+type slowDisk struct {
+	imageDisk
+	moved *atomic.Int64
+}
+
+func (d slowDisk) slowDown(n int) {
+	after := d.moved.Add(int64(n))
+	if mib := after>>20 - (after-int64(n))>>20; mib > 0 {
+		time.Sleep(time.Duration(mib) * time.Millisecond)
+	}
+}
+
+func (d slowDisk) ReadAt(p []byte, off int64) (int, error) {
+	d.slowDown(len(p))
+	return d.imageDisk.ReadAt(p, off)
+}
+
+func (d slowDisk) WriteAt(p []byte, off int64) (int, error) {
+	d.slowDown(len(p))
+	return len(p), nil
+}
+
+// coresUsed starts counting and returns a function that reports the
+// process's CPU time over the wall time as "cores": on a machine others
+// share, it tells a stage that waits from one that lacks a core.
+func coresUsed(b *testing.B) (report func()) {
+	cpu0, t0 := cpuTime(), time.Now()
+	return func() {
+		if wall := time.Since(t0); wall > 0 && cpu0 >= 0 {
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(wall), "cores")
+		}
+	}
+}
+
+// BenchmarkMoveFull is a full copy of a disk-like image into an empty
+// replica, into a sink that forgets the frames (source) or into a
+// receiver that decodes, verifies and forgets them (both sides in one
+// process, as the engine runs them), or, as "plugins", into a receiver
+// with both disks behind a slowDisk. MB/s is of the whole disk.
+func BenchmarkMoveFull(b *testing.B) {
+	img := diskLikeImage()
+	size := int64(len(img))
+	for _, codec := range []Codec{CodecNone, CodecS2, CodecZstd} {
+		for _, side := range []string{"source", "receiver", "plugins"} {
+			b.Run(fmt.Sprintf("%v/%s", codec, side), func(b *testing.B) {
+				b.SetBytes(size)
+				var sent int64
+				defer coresUsed(b)()
+				for b.Loop() {
+					req := Request{Source: imageDisk(img), Size: size, TargetZero: true, Sink: &countSink{}}
+					switch side {
+					case "receiver":
+						req.Sink = NewReceiver(discard{}, size)
+					case "plugins":
+						req.Source = slowDisk{imageDisk(img), new(atomic.Int64)}
+						req.Sink = NewReceiver(slowDisk{nil, new(atomic.Int64)}, size)
+					}
+					st, err := Move(context.Background(), req, Options{Codec: codec})
+					if err != nil {
+						b.Fatal(err)
+					}
+					sent = st.BytesSent
+				}
+				b.ReportMetric(float64(size)/float64(sent), "ratio")
+			})
+		}
+	}
+}
+
+// BenchmarkZstdCeiling compresses the image's data runs (what a full copy
+// frames: zeros are skipped) in pieces of at most DefaultReadSize with
+// EncodeAll at SpeedFastest on 1 and 2 goroutines, one encoder each: the
+// most a full copy with zstd can do here. MB/s is of the whole disk.
+func BenchmarkZstdCeiling(b *testing.B) {
+	img := diskLikeImage()
+	var runs [][]byte
+	for off := 0; off < len(img); {
+		for off < len(img) && isZero(img[off:off+DefaultBlockSize]) {
+			off += DefaultBlockSize
+		}
+		start := off
+		for off < len(img) && off-start < DefaultReadSize && !isZero(img[off:off+DefaultBlockSize]) {
+			off += DefaultBlockSize
+		}
+		if off > start {
+			runs = append(runs, img[start:off])
+		}
+	}
+	for _, g := range []int{1, 2} {
+		b.Run(fmt.Sprintf("goroutines=%d", g), func(b *testing.B) {
+			b.SetBytes(int64(len(img)))
+			defer coresUsed(b)()
+			for b.Loop() {
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				for range g {
+					wg.Go(func() {
+						enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+						if err != nil {
+							panic(err)
+						}
+						dst := make([]byte, 0, DefaultReadSize+DefaultReadSize>>7+1<<10)
+						for i := next.Add(1) - 1; i < int64(len(runs)); i = next.Add(1) - 1 {
+							dst = enc.EncodeAll(runs[i], dst[:0])
+						}
+					})
+				}
+				wg.Wait()
+			}
 		})
 	}
 }
