@@ -191,13 +191,16 @@ func (d slowDisk) WriteAt(p []byte, off int64) (int, error) {
 }
 
 // coresUsed starts counting and returns a function that reports the
-// process's CPU time over the wall time as "cores": on a machine others
-// share, it tells a stage that waits from one that lacks a core.
+// process's CPU time per operation and over the wall time ("cores"): on a
+// machine others share, the first is what the work costs, the second
+// tells a stage that waits from one that is short of a core.
 func coresUsed(b *testing.B) (report func()) {
 	cpu0, t0 := cpuTime(), time.Now()
 	return func() {
-		if wall := time.Since(t0); wall > 0 && cpu0 >= 0 {
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(wall), "cores")
+		cpu, wall := cpuTime()-cpu0, time.Since(t0)
+		if wall > 0 && cpu0 >= 0 && b.N > 0 {
+			b.ReportMetric(float64(cpu)/float64(wall), "cores")
+			b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N), "cpu-ms/op")
 		}
 	}
 }
