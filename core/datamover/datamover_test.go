@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/ferry-dr/ferry/sdk"
 )
 
@@ -536,6 +538,40 @@ func TestFrameRoundTripAndDamage(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Senders before issue 12 added zstd's content checksum to the payload:
+// their frames still decode, and a damaged one is still caught by the
+// block digests.
+func TestChecksummedZstdFramesDecode(t *testing.T) {
+	data := bytes.Repeat([]byte("frames from an older sender\n"), 4096)[:64<<10]
+	var digests []Digest
+	for pos := 0; pos < len(data); pos += 4096 {
+		digests = append(digests, digestOf(data[pos:pos+4096]))
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderCRC(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, frameHeaderSize)
+	for _, d := range digests {
+		b = append(b, d[:]...)
+	}
+	payload := len(b)
+	b = enc.EncodeAll(data, b)
+	putHeader(b, kindData, CodecZstd, 0, len(data), 4096, len(b)-payload)
+	f, _, err := parseFrame(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := f.decode(nil); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("decode = %v", err)
+	}
+	f.digests = bytes.Clone(f.digests)
+	f.digests[3] ^= 1
+	if _, err := f.decode(nil); err == nil {
+		t.Fatal("a wrong digest went unnoticed")
 	}
 }
 
