@@ -541,6 +541,57 @@ func TestFrameRoundTripAndDamage(t *testing.T) {
 	}
 }
 
+// spanSink records the longest data frame it is sent, then hands the
+// frames to a receiver.
+type spanSink struct {
+	*Receiver
+	mu      sync.Mutex
+	longest int
+}
+
+func (s *spanSink) Send(ctx context.Context, b []byte) error {
+	for rest := b; len(rest) > 0; {
+		f, n, err := parseFrame(rest)
+		if err != nil {
+			return err
+		}
+		if f.kind == kindData {
+			s.mu.Lock()
+			s.longest = max(s.longest, f.length)
+			s.mu.Unlock()
+		}
+		rest = rest[n:]
+	}
+	return s.Receiver.Send(ctx, b)
+}
+
+func TestCompressedFramesAreShort(t *testing.T) {
+	const size = 12 << 20
+	data := bytes.Repeat([]byte("a run of data with no zero block in it\n"), size/39+1)[:size]
+	tests := []struct {
+		name      string
+		codec     Codec
+		blockSize int
+		want      int // longest data frame
+	}{
+		{"none: a read", CodecNone, 4096, DefaultReadSize},
+		{"s2", CodecS2, 4096, maxCodedSpan},
+		{"zstd", CodecZstd, 4096, maxCodedSpan},
+		{"zstd, blocks over the bound: one block", CodecZstd, 2 << 20, 2 << 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dst := &memDisk{data: make([]byte, size)}
+			sink := &spanSink{Receiver: NewReceiver(dst, size)}
+			move(t, Request{Source: &memDisk{data: data}, Size: size, Sink: sink}, Options{Codec: tt.codec, BlockSize: tt.blockSize})
+			equalDisks(t, dst.data, data)
+			if sink.longest != tt.want {
+				t.Errorf("longest data frame %d bytes, want %d", sink.longest, tt.want)
+			}
+		})
+	}
+}
+
 // Senders before issue 12 added zstd's content checksum to the payload:
 // their frames still decode, and a damaged one is still caught by the
 // block digests.

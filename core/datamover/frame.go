@@ -147,6 +147,22 @@ func zstdCoders() (*zstd.Encoder, *zstd.Decoder) {
 	return zstdEnc, zstdDec
 }
 
+// maxCodedSpan bounds the disk bytes of a compressed data frame (at least
+// one block). zstd and s2 at their fastest gain nothing measurable from
+// longer inputs, and the shorter frame keeps the frame buffer a chunk
+// holds in flight, and the receiver's decompression buffer, at about 1 MiB
+// whatever the read size: more chunks fit under Options.InFlight.
+const maxCodedSpan = 1 << 20
+
+// frameSpan is the most disk bytes one data frame covers with codec and
+// blocks of bs bytes; 0 means no bound but the read size.
+func frameSpan(codec Codec, bs int) int {
+	if codec == CodecNone {
+		return 0
+	}
+	return max(maxCodedSpan/bs, 1) * bs
+}
+
 // appendFrame appends a data frame for blocks (length a multiple of bs, or
 // shorter at the disk's end) at off, with their digests, to dst.
 func appendFrame(dst []byte, codec Codec, off int64, bs int, data []byte, digests []Digest) []byte {

@@ -482,8 +482,11 @@ func chunkBytes(n, bs int, codec Codec) int {
 
 // frameRoom is the frame buffer that fits every frame of a chunk of n
 // bytes (headers are not summed: a chunk's frames are sent one at a
-// time).
+// time, and a compressed frame covers at most frameSpan bytes).
 func frameRoom(n, bs int, codec Codec) int {
+	if span := frameSpan(codec, bs); span > 0 {
+		n = min(n, span)
+	}
 	payload := n
 	switch codec {
 	case CodecS2:
@@ -768,19 +771,34 @@ func (m *mover) chunk(ctx context.Context, s *segmentState, c span, buf, frameBu
 	m.c.blocksTotal.Add(blocks)
 	m.c.blocksChanged.Add(changedBlocks)
 	m.c.changed.Add(changedBytes)
+	send := func(frame []byte) error {
+		m.c.sent.Add(int64(len(frame)))
+		return m.req.Sink.Send(ctx, frame)
+	}
+	bs := int(m.bs)
+	span := frameSpan(m.opts.Codec, bs)
 	di := 0
 	for _, r := range runs {
 		off := c.start + int64(r.start)
 		if r.zero {
-			frameBuf = appendZeroFrame(frameBuf[:0], off, r.end-r.start, int(m.bs))
-		} else {
-			nb := (r.end - r.start + int(m.bs) - 1) / int(m.bs)
-			frameBuf = appendFrame(frameBuf[:0], m.opts.Codec, off, int(m.bs), data[r.start:r.end], digests[di:di+nb])
-			di += nb
+			frameBuf = appendZeroFrame(frameBuf[:0], off, r.end-r.start, bs)
+			if err := send(frameBuf); err != nil {
+				return frameBuf, err
+			}
+			continue
 		}
-		m.c.sent.Add(int64(len(frameBuf)))
-		if err := m.req.Sink.Send(ctx, frameBuf); err != nil {
-			return frameBuf, err
+		for start := r.start; start < r.end; {
+			end := r.end
+			if span > 0 {
+				end = min(end, start+span)
+			}
+			nb := (end - start + bs - 1) / bs
+			frameBuf = appendFrame(frameBuf[:0], m.opts.Codec, c.start+int64(start), bs, data[start:end], digests[di:di+nb])
+			di += nb
+			if err := send(frameBuf); err != nil {
+				return frameBuf, err
+			}
+			start = end
 		}
 	}
 	return frameBuf, nil
