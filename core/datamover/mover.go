@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -36,9 +37,12 @@ type Options struct {
 	BlockSize int // comparison granularity, a power of two; DefaultBlockSize when 0
 	ReadSize  int // largest single read; DefaultReadSize when 0
 	// Workers is how many large reads (over SmallRead bytes) are read,
-	// digested and framed in parallel; 2 when 0. Small reads, the
-	// scattered extents change tracking names, are latency-bound: up to
-	// SmallWorkers of them are in flight at once.
+	// digested and framed in parallel. When 0: 2 without compression, and
+	// two per core with it, so that every core compresses while a worker
+	// waits on its read or on the sink (compression itself runs on at
+	// most one worker per core); InFlight may admit fewer. Small reads,
+	// the scattered extents change tracking names, are latency-bound: up
+	// to SmallWorkers of them are in flight at once.
 	Workers int
 	Codec   Codec // payload compression
 	// InFlight caps the bytes of the buffers of the chunks being read and
@@ -59,6 +63,9 @@ func (o *Options) fill() error {
 	}
 	if o.Workers <= 0 {
 		o.Workers = 2
+		if o.Codec != CodecNone {
+			o.Workers = max(2, 2*runtime.GOMAXPROCS(0))
+		}
 	}
 	if o.SegmentBlocks <= 0 {
 		o.SegmentBlocks = DefaultSegmentBlocks
