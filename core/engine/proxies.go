@@ -80,6 +80,22 @@ func (r *run) remoteDisk(ctx context.Context, name string, snap *sdk.Snapshot, d
 				}
 			}
 		},
+		Moved: func(err error, down map[string]error) {
+			names := make([]string, 0, len(down))
+			for n := range down {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			var why []string
+			for _, n := range names {
+				why = append(why, fmt.Sprintf("proxy %s: %v", n, down[n]))
+			}
+			msg := fmt.Sprintf("disk %d: %v; placing it again", d.Index, err)
+			if len(why) > 0 {
+				msg += " (unreachable now: " + strings.Join(why, "; ") + ")"
+			}
+			r.notice(name, "%s", msg)
+		},
 		Progress: func(done int64) {
 			if done*2 >= total {
 				halfway.Do(func() { r.e.hook(StepMoving, name) })

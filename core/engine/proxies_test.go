@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/sdktest/faultnet"
 	"github.com/zclconf/go-cty/cty"
+	"google.golang.org/grpc"
 )
 
 // memPlugins serve a proxy the fixture's in-memory components: both
@@ -47,6 +48,7 @@ type twoSites struct {
 	pool    *proxy.Pool
 	members []proxy.Member
 	agents  []*proxy.Agent
+	servers []*grpc.Server
 }
 
 func (f *fixture) twoSites(extra ...proxy.Member) *twoSites {
@@ -58,8 +60,8 @@ func (f *fixture) twoSites(extra ...proxy.Member) *twoSites {
 	}
 	ts := &twoSites{ca: ca}
 	for _, p := range []struct{ name, site string }{{"p-src", "prod"}, {"p-dst", "dr"}} {
-		m, a := f.startAgent(ca, p.name, p.site)
-		ts.members, ts.agents = append(ts.members, m), append(ts.agents, a)
+		m, a, srv := f.startAgent(ca, p.name, p.site)
+		ts.members, ts.agents, ts.servers = append(ts.members, m), append(ts.agents, a), append(ts.servers, srv)
 	}
 	control, err := pki.Load(filepath.Join(ca, "control"))
 	if err != nil {
@@ -74,11 +76,11 @@ func (f *fixture) twoSites(extra ...proxy.Member) *twoSites {
 
 func (f *fixture) startProxy(ca, name, site string) proxy.Member {
 	f.t.Helper()
-	m, _ := f.startAgent(ca, name, site)
+	m, _, _ := f.startAgent(ca, name, site)
 	return m
 }
 
-func (f *fixture) startAgent(ca, name, site string) (proxy.Member, *proxy.Agent) {
+func (f *fixture) startAgent(ca, name, site string) (proxy.Member, *proxy.Agent, *grpc.Server) {
 	f.t.Helper()
 	out := filepath.Join(f.t.TempDir(), name)
 	if err := pki.Issue(ca, pki.Identity{Role: pki.RoleProxy, Name: name}, nil, 0, out); err != nil {
@@ -96,7 +98,7 @@ func (f *fixture) startAgent(ca, name, site string) (proxy.Member, *proxy.Agent)
 	srv := a.Server()
 	go srv.Serve(lis)
 	f.t.Cleanup(srv.Stop)
-	return proxy.Member{Name: name, Address: lis.Addr().String(), Site: site, MaxTasks: 2}, a
+	return proxy.Member{Name: name, Address: lis.Addr().String(), Site: site, MaxTasks: 2}, a, srv
 }
 
 func proxiesOf(s *catalog.Session) string {
@@ -363,6 +365,46 @@ func TestTrafficRulesThrottleInProcess(t *testing.T) {
 	}
 	if !strings.Contains(notices(), "traffic rules wan cover the data from site prod") {
 		t.Fatalf("notices:\n%s", notices())
+	}
+	f.newestIs("web-01", want)
+}
+
+func TestTaskMovesWhenItsProxyDies(t *testing.T) {
+	f := newFixture(t, "web-01")
+	ts := f.twoSites()
+	spare, _, _ := f.startAgent(ts.ca, "p-dst2", "dr")
+	control, err := pki.Load(filepath.Join(ts.ca, "control"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := proxy.NewPool(append(ts.members, spare), control, "test", nil)
+	defer pool.Close()
+	// The link is slow enough for p-dst to die while it writes.
+	reg := traffic.NewRegistry()
+	reg.Update(wanRule(1<<20), time.Now())
+	pool.Traffic = reg
+	f.eng.Proxies = pool
+	ts.agents[0].ResumeFor = 300 * time.Millisecond
+	f.write("web-01", 0, 10)
+	f.write("web-01", 1, 10)
+	want := f.sourceImage("web-01")
+	var once sync.Once
+	notices := f.collectNotices()
+	collect := f.eng.Events
+	f.eng.Events = func(e Event) {
+		collect(e)
+		if e.Kind == DiskProgress && e.Done > 0 {
+			once.Do(func() { go ts.servers[1].Stop() }) // p-dst dies
+		}
+	}
+	s := f.runOK("web-01")
+	if !strings.Contains(notices(), "placing it again (unreachable now: proxy p-dst:") {
+		t.Fatalf("no move reported:\n%s", notices())
+	}
+	for _, d := range s.VMs[0].Disks {
+		if d.TargetProxy != "p-dst2" {
+			t.Fatalf("disk %d was written by %s", d.Index, d.TargetProxy)
+		}
 	}
 	f.newestIs("web-01", want)
 }

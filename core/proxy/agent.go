@@ -49,6 +49,9 @@ type Agent struct {
 	Log      hclog.Logger
 	// Dial opens connections to other proxies; nil dials TCP.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// ResumeFor is how long a source half tries to reopen a broken data
+	// stream; ResumeFor (the constant) when 0.
+	ResumeFor time.Duration
 
 	mu         sync.Mutex
 	running    int
@@ -91,6 +94,13 @@ func (s *service) SetRates(ctx context.Context, req *proxyv1.SetRatesRequest) (*
 	}
 	s.a.mu.Unlock()
 	return &proxyv1.SetRatesResponse{}, nil
+}
+
+func (a *Agent) resumeFor() time.Duration {
+	if a.ResumeFor > 0 {
+		return a.ResumeFor
+	}
+	return ResumeFor
 }
 
 // errBusy is returned when every task slot is taken.

@@ -16,6 +16,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/zclconf/go-cty/cty"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/ferry-dr/ferry/core/datamover"
 	"github.com/ferry-dr/ferry/core/pki"
@@ -189,9 +191,12 @@ type Task struct {
 	Binding     replicameta.Binding
 
 	// Ready is called once the source half has opened the disk and the
-	// metadata; Progress with the bytes handled so far.
+	// metadata; Progress with the bytes handled so far; Moved when the
+	// task failed on proxies that could not be reached and is placed
+	// again (with the proxies that cannot be used now, and why).
 	Ready    func(Ready)
 	Progress func(done int64)
+	Moved    func(err error, down map[string]error)
 }
 
 // Block is a plugin block: its type and its configuration.
@@ -222,6 +227,8 @@ type Result struct {
 	// Reconnects is how many times the data stream between the proxies
 	// broke and was resumed.
 	Reconnects int
+	// Attempts is how many placements the task took.
+	Attempts int
 }
 
 // ErrNoProxy is returned when no proxy can take a task.
@@ -373,8 +380,30 @@ func linkBetween(src, dst *member) datamover.Link {
 	return datamover.LinkWAN
 }
 
-// Run runs one disk task on a source and a target proxy.
+// MaxAttempts is how many times a task is placed on proxies when a proxy
+// it ran on could not be reached.
+const MaxAttempts = 3
+
+// Run runs one disk task on a source and a target proxy. When a proxy of
+// the task dies or cannot be reached, the task moves to proxies that can
+// (at most MaxAttempts placements): the new source half finds in the
+// repository what the old one made durable, and goes on from there.
 func (p *Pool) Run(ctx context.Context, t Task) (Result, error) {
+	for attempt := 1; ; attempt++ {
+		res, err := p.run(ctx, t)
+		if err == nil || attempt >= MaxAttempts || ctx.Err() != nil || status.Code(err) != codes.Unavailable {
+			res.Attempts = attempt
+			return res, err
+		}
+		// Greet again: a proxy that is gone is no longer placed.
+		bad := p.Greet(ctx, t.Proxies)
+		if t.Moved != nil {
+			t.Moved(err, bad)
+		}
+	}
+}
+
+func (p *Pool) run(ctx context.Context, t Task) (Result, error) {
 	src, dst, err := p.place(ctx, t)
 	if err != nil {
 		return Result{}, err

@@ -55,10 +55,13 @@ func (s *service) Source(req *proxyv1.SourceTask, stream proxyv1.Proxy_SourceSer
 	done, err := a.source(ctx, req, stream.Send)
 	if err != nil {
 		log.Warn("source half: failed", "error", err)
-		if _, ok := status.FromError(err); !ok || status.Code(err) == codes.Unknown {
-			err = status.Error(codes.Unavailable, err.Error())
+		// Unavailable says a proxy could not be reached (this task may
+		// move to another); anything else is the task's own failure.
+		code := status.Code(err)
+		if code == codes.Unknown {
+			code = codes.Internal
 		}
-		return err
+		return status.Error(code, err.Error())
 	}
 	log.Info("source half: done", "read", done.BytesRead, "sent", done.BytesSent)
 	return stream.Send(&proxyv1.TaskEvent{Event: &proxyv1.TaskEvent_Done{Done: done}})
@@ -87,7 +90,7 @@ func (a *Agent) source(ctx context.Context, req *proxyv1.SourceTask, send func(*
 		return nil, fmt.Errorf("target proxy %s at %s: %w", req.GetTargetName(), req.GetTargetAddress(), err)
 	}
 	defer conn.Close()
-	out, err := openSender(ctx, proxyv1.NewProxyClient(conn), req.GetTask())
+	out, err := openSender(ctx, proxyv1.NewProxyClient(conn), req.GetTask(), a.resumeFor())
 	if err != nil {
 		return nil, fmt.Errorf("data stream to target proxy %s at %s: %w", req.GetTargetName(), req.GetTargetAddress(), explained(err))
 	}

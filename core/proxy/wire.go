@@ -73,14 +73,14 @@ type reply struct {
 
 // openSender opens the data stream of a task on the target proxy. ctx is
 // the task's: cancelling it ends the stream.
-func openSender(ctx context.Context, client proxyv1.ProxyClient, task string) (*sender, error) {
+func openSender(ctx context.Context, client proxyv1.ProxyClient, task string, resumeFor time.Duration) (*sender, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &sender{
 		cancel: cancel,
 		open: func(ctx context.Context) (proxyv1.Proxy_DataClient, int64, error) {
 			return openStream(ctx, client, task)
 		},
-		resumeFor: ResumeFor,
+		resumeFor: resumeFor,
 		window:    semaphore.NewWeighted(Window),
 		ctx:       ctx,
 	}
