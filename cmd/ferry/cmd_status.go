@@ -98,6 +98,9 @@ func runStatus(e *env, args []string) error {
 			line += fmt.Sprintf("; next run %s (%s)", st.NextRun.Local().Format(time.DateTime), st.Schedule)
 		}
 		fmt.Fprintln(e.stdout, line)
+		if b := slowestDisk(st.LastSession); b != nil {
+			fmt.Fprintf(e.stdout, "  its slowest disk was busy: %s\n", b)
+		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  VM\tREPLICA\tSTATE\tPOINTS\tNEWEST")
 		for _, v := range st.VMs {
@@ -208,4 +211,25 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// slowestDisk returns the bottleneck statistics of the disk that took
+// longest in a finished session; nil when none has any.
+func slowestDisk(s *catalog.Session) *catalog.Busy {
+	if s == nil || s.Result == catalog.ResultRunning {
+		return nil
+	}
+	var slowest *catalog.DiskResult
+	for i := range s.VMs {
+		for j := range s.VMs[i].Disks {
+			d := &s.VMs[i].Disks[j]
+			if d.Busy != nil && (slowest == nil || d.Duration > slowest.Duration) {
+				slowest = d
+			}
+		}
+	}
+	if slowest == nil {
+		return nil
+	}
+	return slowest.Busy
 }

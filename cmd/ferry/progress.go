@@ -152,7 +152,11 @@ func (p *progress) event(ev engine.Event) {
 		if l != nil {
 			took = ev.Time.Sub(l.started)
 		}
-		p.print("  %s disk %d: done (%s, %s in %s)", ev.VM, ev.Disk, ev.Mode, size(ev.Total), took.Round(time.Millisecond))
+		busy := ""
+		if ev.Busy != nil {
+			busy = "; busy: " + ev.Busy.String()
+		}
+		p.print("  %s disk %d: done (%s, %s in %s%s)", ev.VM, ev.Disk, ev.Mode, size(ev.Total), took.Round(time.Millisecond), busy)
 	case engine.VMFinished:
 		switch {
 		case ev.Err != nil && p.stopped():

@@ -152,7 +152,31 @@ type DiskResult struct {
 	BlocksTotal   int64         `json:"blocks_total"`
 	Size          int64         `json:"size"` // capacity of the disk in bytes
 	Duration      time.Duration `json:"duration_ns,omitempty"`
-	Error         string        `json:"error,omitempty"`
+	// Busy says how busy each stage of the data path was; nil when the
+	// disk was not moved.
+	Busy  *Busy  `json:"busy,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// Busy is how busy each stage of a disk's data path was, in percent of
+// the disk's time, and the busiest: the bottleneck ("source", "proxy",
+// "network" or "target").
+type Busy struct {
+	Source     int    `json:"source"`
+	Proxy      int    `json:"proxy"`
+	Network    int    `json:"network"`
+	Target     int    `json:"target"`
+	Bottleneck string `json:"bottleneck,omitempty"`
+}
+
+// String is the statistics as Veeam prints them: "source 85% > proxy
+// 40% > network 0% > target 12%; bottleneck source".
+func (b *Busy) String() string {
+	s := fmt.Sprintf("source %d%% > proxy %d%% > network %d%% > target %d%%", b.Source, b.Proxy, b.Network, b.Target)
+	if b.Bottleneck != "" {
+		s += "; bottleneck " + b.Bottleneck
+	}
+	return s
 }
 
 // Totals sum a session's VM and disk results.

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/klauspost/compress/s2"
 	"golang.org/x/sync/semaphore"
@@ -249,6 +250,10 @@ type Stats struct {
 	BytesChanged  int64 // disk bytes that differed from the replica (data and zeros)
 	BlocksChanged int64
 	BlocksTotal   int64 // blocks considered
+	// Elapsed is how long Move took; ReadBusy, CPUBusy and SendBusy how
+	// long it was reading the source, digesting, comparing and framing,
+	// and handing frames to the sink (see Busy).
+	Elapsed, ReadBusy, CPUBusy, SendBusy time.Duration
 }
 
 type counters struct {
@@ -277,7 +282,7 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 	if req.Allocated != nil {
 		readable = normalize(req.Allocated, bs, req.Size)
 	}
-	m := &mover{req: req, opts: opts, bs: bs, zeroDigest: digestOf(make([]byte, bs))}
+	m := &mover{req: req, opts: opts, bs: bs, zeroDigest: digestOf(make([]byte, bs)), start: time.Now()}
 	m.initBuffers()
 	segBytes := bs * int64(opts.SegmentBlocks)
 	var groups [][]segmentWork
@@ -459,6 +464,9 @@ type mover struct {
 	bs         int64
 	zeroDigest Digest
 	c          counters
+	start      time.Time
+	// read, cpu and send are how busy each stage is.
+	read, cpu, send Busy
 	// inFlight caps the bytes of the buffers the chunks being read and
 	// framed hold (their data and their frames), whatever the disk size.
 	inFlight *semaphore.Weighted
@@ -506,7 +514,8 @@ func frameRoom(n, bs int, codec Codec) int {
 
 func (m *mover) stats() Stats {
 	return Stats{BytesRead: m.c.read.Load(), BytesSent: m.c.sent.Load(), BytesChanged: m.c.changed.Load(),
-		BlocksChanged: m.c.blocksChanged.Load(), BlocksTotal: m.c.blocksTotal.Load()}
+		BlocksChanged: m.c.blocksChanged.Load(), BlocksTotal: m.c.blocksTotal.Load(),
+		Elapsed: time.Since(m.start), ReadBusy: m.read.Total(), CPUBusy: m.cpu.Total(), SendBusy: m.send.Total()}
 }
 
 // segment moves the blocks of one segment whose replica digests are prev
@@ -600,6 +609,8 @@ func (m *mover) zeros(ctx context.Context, s *segmentState, z span) error {
 		m.c.sent.Add(int64(len(buf)))
 		m.c.changed.Add(runEnd - runStart)
 		runStart = -1
+		m.send.Start()
+		defer m.send.Stop()
 		return m.req.Sink.Send(ctx, buf)
 	}
 	for off := z.start; off < z.end; off += m.bs {
@@ -732,7 +743,9 @@ func (m *mover) chunk(ctx context.Context, s *segmentState, c span, buf, frameBu
 		return frameBuf, err
 	}
 	data := buf[:c.end-c.start] // buf holds at least that much
+	m.read.Start()
 	n, err := m.req.Source.ReadAt(data, c.start)
+	m.read.Stop()
 	m.c.read.Add(int64(n))
 	defer m.handled(int64(len(data)))
 	if n < len(data) {
@@ -741,6 +754,8 @@ func (m *mover) chunk(ctx context.Context, s *segmentState, c span, buf, frameBu
 		}
 		return frameBuf, fmt.Errorf("read at %d: %w", c.start, err)
 	}
+	m.cpu.Start()
+	defer m.cpu.Stop()
 	type run struct {
 		start, end int // byte offsets in data
 		zero       bool
@@ -780,7 +795,12 @@ func (m *mover) chunk(ctx context.Context, s *segmentState, c span, buf, frameBu
 	m.c.changed.Add(changedBytes)
 	send := func(frame []byte) error {
 		m.c.sent.Add(int64(len(frame)))
-		return m.req.Sink.Send(ctx, frame)
+		m.cpu.Stop()
+		m.send.Start()
+		err := m.req.Sink.Send(ctx, frame)
+		m.send.Stop()
+		m.cpu.Start()
+		return err
 	}
 	bs := int(m.bs)
 	span := frameSpan(m.opts.Codec, bs)

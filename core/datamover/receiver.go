@@ -16,7 +16,12 @@ type Receiver struct {
 	w       io.WriterAt
 	size    int64
 	written atomic.Int64
+	busy    Busy
 }
+
+// Busy is how busy writing the replica disk was: the receiver's writes,
+// and whatever its owner counts in (such as the disk's Sync).
+func (r *Receiver) Busy() *Busy { return &r.busy }
 
 // NewReceiver writes frames to w, a disk of size bytes.
 func NewReceiver(w io.WriterAt, size int64) *Receiver {
@@ -45,6 +50,8 @@ func (r *Receiver) Send(ctx context.Context, b []byte) error {
 }
 
 func (r *Receiver) apply(f frame) error {
+	r.busy.Start()
+	defer r.busy.Stop()
 	if f.offset+int64(f.length) > r.size {
 		return fmt.Errorf("%w: %d bytes at %d past the end of a %d-byte disk", ErrCorrupt, f.length, f.offset, r.size)
 	}

@@ -108,7 +108,9 @@ type Event struct {
 	Done    int64 // bytes of the disk range handled so far
 	Total   int64 // bytes of the disk range to handle
 	Message string
-	Err     error
+	// Busy is how busy each stage of a finished disk's data path was.
+	Busy *catalog.Busy
+	Err  error
 	// Result is a VM's result, in VMFinished events.
 	Result catalog.Result
 	Time   time.Time

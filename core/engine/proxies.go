@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
@@ -111,6 +112,7 @@ func (r *run) remoteDisk(ctx context.Context, name string, snap *sdk.Snapshot, d
 	if err != nil {
 		return fmt.Errorf("on proxies: %w", err)
 	}
+	res.Busy = stagesOf(st, st.SendBusy, out.WriteBusy)
 	if out.Reconnects > 0 {
 		r.notice(name, "disk %d: the data stream from proxy %s to proxy %s broke and was resumed (%d times)", d.Index, out.SourceProxy, out.TargetProxy, out.Reconnects)
 	}
@@ -126,4 +128,18 @@ func siteName(b *config.PluginBlock) string {
 		return b.Address()
 	}
 	return "site " + b.Site + " (" + b.Address() + ")"
+}
+
+// stagesOf turns what moving a disk took into bottleneck statistics.
+func stagesOf(st datamover.Stats, network, write time.Duration) *catalog.Busy {
+	if st.Elapsed <= 0 {
+		return nil
+	}
+	stages := datamover.Stages{
+		Source:  datamover.Percent(st.ReadBusy, st.Elapsed),
+		Proxy:   datamover.Percent(st.CPUBusy, st.Elapsed),
+		Network: datamover.Percent(network, st.Elapsed),
+		Target:  datamover.Percent(write, st.Elapsed),
+	}
+	return &catalog.Busy{Source: stages.Source, Proxy: stages.Proxy, Network: stages.Network, Target: stages.Target, Bottleneck: stages.Bottleneck()}
 }

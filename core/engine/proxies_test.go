@@ -121,6 +121,11 @@ func TestDisksMoveThroughProxies(t *testing.T) {
 	if modes(s1) != "full,full" || proxiesOf(s1) != "p-src>p-dst,p-src>p-dst" {
 		t.Fatalf("first run: modes %s, proxies %s", modes(s1), proxiesOf(s1))
 	}
+	for _, d := range s1.VMs[0].Disks {
+		if d.Busy == nil || d.Busy.Bottleneck == "" {
+			t.Fatalf("disk %d: no bottleneck statistics: %v", d.Index, d.Busy)
+		}
+	}
 
 	f.write("web-01", 0, 1)
 	want2 := f.sourceImage("web-01")
@@ -337,9 +342,12 @@ func TestTrafficRulesThrottleTheLinkBetweenProxies(t *testing.T) {
 		ts.pool.PushRates()
 	}()
 	start := time.Now()
-	f.runOK("web-01")
+	s := f.runOK("web-01")
 	took := time.Since(start)
 	lifted := <-liftedAt
+	if d := s.VMs[0].Disks[0]; d.Busy == nil || d.Busy.Bottleneck != "network" {
+		t.Fatalf("busy %v", d.Busy)
+	}
 	if took < 500*time.Millisecond || took > 8*time.Second {
 		t.Fatalf("the run took %v; the throttle was lifted at %v", took, lifted.Sub(start))
 	}
@@ -362,6 +370,10 @@ func TestTrafficRulesThrottleInProcess(t *testing.T) {
 	// holds on any machine (the data is random: compression gains nothing).
 	if sent, took := s.Totals().BytesSent, time.Since(start); time.Duration(sent)*time.Second/(2<<20) > took+100*time.Millisecond {
 		t.Fatalf("%d bytes went in %v through a rule of 2 MiB/s", sent, took)
+	}
+	// The throttle is what holds the disk back: the network stage.
+	if d := s.VMs[0].Disks[0]; d.Busy == nil || d.Busy.Bottleneck != "network" {
+		t.Fatalf("busy %v", d.Busy)
 	}
 	if !strings.Contains(notices(), "traffic rules wan cover the data from site prod") {
 		t.Fatalf("notices:\n%s", notices())

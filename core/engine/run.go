@@ -656,7 +656,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 			return fail("%v", err)
 		}
 		res.Duration = r.e.now().Sub(start)
-		r.e.emit(Event{Kind: DiskFinished, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Mode: res.Mode, Lane: res.Lane, Done: total, Total: total})
+		r.e.emit(Event{Kind: DiskFinished, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Mode: res.Mode, Lane: res.Lane, Done: total, Total: total, Busy: res.Busy})
 		return res, nil
 	}
 
@@ -714,7 +714,11 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	req.Source = src
 	req.Digests = store
 	req.Sink = datamover.Throttle(recv, append(r.rules, r.limiter)...)
-	req.Sync = func(context.Context) error { return w.Sync() }
+	req.Sync = func(context.Context) error {
+		recv.Busy().Start()
+		defer recv.Busy().Stop()
+		return w.Sync()
+	}
 	var halfway sync.Once
 	req.Progress = func(done int64) {
 		if done*2 >= total {
@@ -725,6 +729,9 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	st, err := datamover.Move(ctx, req, datamover.Options{BlockSize: bs, Codec: r.codec})
 	res.BytesRead, res.BytesSent, res.BlocksChanged, res.BlocksTotal = st.BytesRead, st.BytesSent, st.BlocksChanged, st.BlocksTotal
 	res.BytesWritten = recv.Written()
+	// In one process the frames go straight into the receiver: what the
+	// mover spent handing them over beyond the writes is the throttle.
+	res.Busy = stagesOf(st, st.SendBusy-recv.Busy().Total(), recv.Busy().Total())
 	if err != nil {
 		return fail("move: %v", err)
 	}
@@ -743,6 +750,6 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		r.notice(name, "disk %d: recomputed the digests of %d segments (%d bytes) from the replica", d.Index, ms.SegmentsRecomputed, ms.BytesRecomputed)
 	}
 	res.Duration = r.e.now().Sub(start)
-	r.e.emit(Event{Kind: DiskFinished, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Mode: res.Mode, Lane: res.Lane, Done: total, Total: total})
+	r.e.emit(Event{Kind: DiskFinished, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Mode: res.Mode, Lane: res.Lane, Done: total, Total: total, Busy: res.Busy})
 	return res, nil
 }

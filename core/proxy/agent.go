@@ -473,7 +473,10 @@ func (t *targetTask) handle(ctx context.Context, gen int, m *proxyv1.DataMessage
 		return nil, false, nil
 	case *proxyv1.DataMessage_Sync:
 		if !t.closed {
-			if err := t.w.Sync(); err != nil {
+			t.recv.Busy().Start()
+			err := t.w.Sync()
+			t.recv.Busy().Stop()
+			if err != nil {
 				return nil, false, status.Errorf(codes.FailedPrecondition, "sync disk %d of replica %s: %v", t.disk, t.replica, err)
 			}
 		}
@@ -505,13 +508,15 @@ func (t *targetTask) handle(ctx context.Context, gen int, m *proxyv1.DataMessage
 				t.rp = nil
 			}
 			t.closed = true
+			t.recv.Busy().Start()
 			t.closeErr = t.w.Close()
+			t.recv.Busy().Stop()
 			if t.closeErr != nil {
 				return nil, true, status.Errorf(codes.FailedPrecondition, "flush disk %d of replica %s: %v", t.disk, t.replica, t.closeErr)
 			}
 		}
 		t.applied = max(t.applied, seq)
-		return &proxyv1.DataReply{Reply: &proxyv1.DataReply_Closed{Closed: &proxyv1.DataClosed{BytesWritten: t.recv.Written()}}}, true, nil
+		return &proxyv1.DataReply{Reply: &proxyv1.DataReply_Closed{Closed: &proxyv1.DataClosed{BytesWritten: t.recv.Written(), WriteBusyNs: int64(t.recv.Busy().Total())}}}, true, nil
 	}
 	return nil, false, status.Errorf(codes.InvalidArgument, "unexpected %T on a data stream", m.GetMsg())
 }

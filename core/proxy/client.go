@@ -229,6 +229,8 @@ type Result struct {
 	Reconnects int
 	// Attempts is how many placements the task took.
 	Attempts int
+	// WriteBusy is how long the target proxy was busy writing.
+	WriteBusy time.Duration
 }
 
 // ErrNoProxy is returned when no proxy can take a task.
@@ -487,7 +489,9 @@ func (p *Pool) run(ctx context.Context, t Task) (Result, error) {
 			}
 		case *proxyv1.TaskEvent_Done:
 			d := e.Done
-			res.Stats = datamover.Stats{BytesRead: d.GetBytesRead(), BytesSent: d.GetBytesSent(), BytesChanged: d.GetBytesChanged(), BlocksChanged: d.GetBlocksChanged(), BlocksTotal: d.GetBlocksTotal()}
+			res.Stats = datamover.Stats{BytesRead: d.GetBytesRead(), BytesSent: d.GetBytesSent(), BytesChanged: d.GetBytesChanged(), BlocksChanged: d.GetBlocksChanged(), BlocksTotal: d.GetBlocksTotal(),
+				Elapsed: time.Duration(d.GetElapsedNs()), ReadBusy: time.Duration(d.GetReadBusyNs()), CPUBusy: time.Duration(d.GetCpuBusyNs()), SendBusy: time.Duration(d.GetSendBusyNs())}
+			res.WriteBusy = time.Duration(d.GetWriteBusyNs())
 			res.BytesWritten = d.GetBytesWritten()
 			res.SegmentsRecomputed, res.BytesRecomputed = int(d.GetSegmentsRecomputed()), d.GetBytesRecomputed()
 			res.Reconnects = int(d.GetReconnects())

@@ -183,9 +183,12 @@ func (a *Agent) source(ctx context.Context, req *proxyv1.SourceTask, send func(*
 		return nil, fmt.Errorf("the snapshot disk: %w", err)
 	}
 	closed = true
-	if done.BytesWritten, err = out.Close(ctx); err != nil {
+	closedReply, err := out.Close(ctx)
+	if err != nil {
 		return nil, err
 	}
+	done.BytesWritten, done.WriteBusyNs = closedReply.GetBytesWritten(), closedReply.GetWriteBusyNs()
+	done.ElapsedNs, done.ReadBusyNs, done.CpuBusyNs, done.SendBusyNs = int64(st.Elapsed), int64(st.ReadBusy), int64(st.CPUBusy), int64(st.SendBusy)
 	if err := store.Finish(ctx, req.GetCapacity()); err != nil {
 		return nil, fmt.Errorf("replica metadata: %w", err)
 	}

@@ -376,18 +376,18 @@ func (s *sender) Digests(ctx context.Context, from, to int64, blockSize int) ([]
 }
 
 // Close flushes and closes the replica disk and ends the stream; it
-// returns the bytes the target wrote.
-func (s *sender) Close(ctx context.Context) (int64, error) {
+// returns what the target wrote.
+func (s *sender) Close(ctx context.Context) (*proxyv1.DataClosed, error) {
 	r, err := s.call(ctx, &proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Close{Close: &proxyv1.DataClose{}}})
 	if err != nil {
-		return 0, fmt.Errorf("close the replica disk on the target proxy: %w", err)
+		return nil, fmt.Errorf("close the replica disk on the target proxy: %w", err)
 	}
 	c := r.GetClosed()
 	if c == nil {
-		return 0, fmt.Errorf("the target proxy answered a close with %T", r.GetReply())
+		return nil, fmt.Errorf("the target proxy answered a close with %T", r.GetReply())
 	}
 	s.end(nil)
-	return c.BytesWritten, nil
+	return c, nil
 }
 
 // Abort ends the stream without closing the replica disk.

@@ -1068,8 +1068,16 @@ type Done struct {
 	SegmentsRecomputed int64                  `protobuf:"varint,7,opt,name=segments_recomputed,json=segmentsRecomputed,proto3" json:"segments_recomputed,omitempty"`
 	BytesRecomputed    int64                  `protobuf:"varint,8,opt,name=bytes_recomputed,json=bytesRecomputed,proto3" json:"bytes_recomputed,omitempty"`
 	Reconnects         int32                  `protobuf:"varint,9,opt,name=reconnects,proto3" json:"reconnects,omitempty"` // times the data stream broke and was resumed
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// How long the task took, and how long each stage was busy (see
+	// core/datamover.Busy): reading, the source mover's CPU, sending, and
+	// the target's writes.
+	ElapsedNs     int64 `protobuf:"varint,10,opt,name=elapsed_ns,json=elapsedNs,proto3" json:"elapsed_ns,omitempty"`
+	ReadBusyNs    int64 `protobuf:"varint,11,opt,name=read_busy_ns,json=readBusyNs,proto3" json:"read_busy_ns,omitempty"`
+	CpuBusyNs     int64 `protobuf:"varint,12,opt,name=cpu_busy_ns,json=cpuBusyNs,proto3" json:"cpu_busy_ns,omitempty"`
+	SendBusyNs    int64 `protobuf:"varint,13,opt,name=send_busy_ns,json=sendBusyNs,proto3" json:"send_busy_ns,omitempty"`
+	WriteBusyNs   int64 `protobuf:"varint,14,opt,name=write_busy_ns,json=writeBusyNs,proto3" json:"write_busy_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Done) Reset() {
@@ -1161,6 +1169,41 @@ func (x *Done) GetBytesRecomputed() int64 {
 func (x *Done) GetReconnects() int32 {
 	if x != nil {
 		return x.Reconnects
+	}
+	return 0
+}
+
+func (x *Done) GetElapsedNs() int64 {
+	if x != nil {
+		return x.ElapsedNs
+	}
+	return 0
+}
+
+func (x *Done) GetReadBusyNs() int64 {
+	if x != nil {
+		return x.ReadBusyNs
+	}
+	return 0
+}
+
+func (x *Done) GetCpuBusyNs() int64 {
+	if x != nil {
+		return x.CpuBusyNs
+	}
+	return 0
+}
+
+func (x *Done) GetSendBusyNs() int64 {
+	if x != nil {
+		return x.SendBusyNs
+	}
+	return 0
+}
+
+func (x *Done) GetWriteBusyNs() int64 {
+	if x != nil {
+		return x.WriteBusyNs
 	}
 	return 0
 }
@@ -1699,6 +1742,7 @@ func (*DataSynced) Descriptor() ([]byte, []int) {
 type DataClosed struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	BytesWritten  int64                  `protobuf:"varint,1,opt,name=bytes_written,json=bytesWritten,proto3" json:"bytes_written,omitempty"`
+	WriteBusyNs   int64                  `protobuf:"varint,2,opt,name=write_busy_ns,json=writeBusyNs,proto3" json:"write_busy_ns,omitempty"` // how long writing the disk was busy
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1736,6 +1780,13 @@ func (*DataClosed) Descriptor() ([]byte, []int) {
 func (x *DataClosed) GetBytesWritten() int64 {
 	if x != nil {
 		return x.BytesWritten
+	}
+	return 0
+}
+
+func (x *DataClosed) GetWriteBusyNs() int64 {
+	if x != nil {
+		return x.WriteBusyNs
 	}
 	return 0
 }
@@ -1831,7 +1882,7 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"distrusted\x18\x04 \x01(\tR\n" +
 	"distrusted\"\x1e\n" +
 	"\bProgress\x12\x12\n" +
-	"\x04done\x18\x01 \x01(\x03R\x04done\"\xd4\x02\n" +
+	"\x04done\x18\x01 \x01(\x03R\x04done\"\xfb\x03\n" +
 	"\x04Done\x12\x1d\n" +
 	"\n" +
 	"bytes_read\x18\x01 \x01(\x03R\tbytesRead\x12\x1d\n" +
@@ -1845,7 +1896,16 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\x10bytes_recomputed\x18\b \x01(\x03R\x0fbytesRecomputed\x12\x1e\n" +
 	"\n" +
 	"reconnects\x18\t \x01(\x05R\n" +
-	"reconnects\"\x8c\x02\n" +
+	"reconnects\x12\x1d\n" +
+	"\n" +
+	"elapsed_ns\x18\n" +
+	" \x01(\x03R\telapsedNs\x12 \n" +
+	"\fread_busy_ns\x18\v \x01(\x03R\n" +
+	"readBusyNs\x12\x1e\n" +
+	"\vcpu_busy_ns\x18\f \x01(\x03R\tcpuBusyNs\x12 \n" +
+	"\fsend_busy_ns\x18\r \x01(\x03R\n" +
+	"sendBusyNs\x12\"\n" +
+	"\rwrite_busy_ns\x18\x0e \x01(\x03R\vwriteBusyNs\"\x8c\x02\n" +
 	"\vDataMessage\x12.\n" +
 	"\x04open\x18\x01 \x01(\v2\x18.ferry.proxy.v1.DataOpenH\x00R\x04open\x12\x18\n" +
 	"\x06frames\x18\x02 \x01(\fH\x00R\x06frames\x12.\n" +
@@ -1875,10 +1935,11 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"DataOpened\x12\x18\n" +
 	"\aapplied\x18\x01 \x01(\x03R\aapplied\"\f\n" +
 	"\n" +
-	"DataSynced\"1\n" +
+	"DataSynced\"U\n" +
 	"\n" +
 	"DataClosed\x12#\n" +
-	"\rbytes_written\x18\x01 \x01(\x03R\fbytesWritten2\xe6\x02\n" +
+	"\rbytes_written\x18\x01 \x01(\x03R\fbytesWritten\x12\"\n" +
+	"\rwrite_busy_ns\x18\x02 \x01(\x03R\vwriteBusyNs2\xe6\x02\n" +
 	"\x05Proxy\x12D\n" +
 	"\x05Hello\x12\x1c.ferry.proxy.v1.HelloRequest\x1a\x1d.ferry.proxy.v1.HelloResponse\x12A\n" +
 	"\x06Target\x12\x1a.ferry.proxy.v1.TargetTask\x1a\x19.ferry.proxy.v1.TaskEvent0\x01\x12A\n" +
