@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 
 	"github.com/ferry-dr/ferry/core/engine"
 	"github.com/ferry-dr/ferry/core/plan"
+	"github.com/ferry-dr/ferry/core/proxy"
 	"github.com/ferry-dr/ferry/core/selection"
 	"github.com/ferry-dr/ferry/sdk"
 )
@@ -108,6 +110,11 @@ func runPlan(e *env, args []string) error {
 		askTarget(ctx, w, job, &in)
 		plans = append(plans, plan.Make(in))
 	}
+	if len(w.cfg.Proxies) > 0 {
+		if err := planProxies(ctx, w, plans); err != nil {
+			return err
+		}
+	}
 	if *asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
@@ -149,4 +156,45 @@ func askTarget(ctx context.Context, w *workspace, job *config.Job, in *plan.Inpu
 	}
 	in.Target = found
 	in.Owner = func(vm *sdk.VM) sdk.ReplicaOwner { return engine.Owner(job, vm) }
+}
+
+// planProxies greets the configured proxies and says in each plan where
+// the job's disks would move.
+func planProxies(ctx context.Context, w *workspace, plans []plan.Plan) error {
+	pool, err := w.proxyPool()
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	bad := pool.Greet(ctx, nil)
+	for i := range plans {
+		job := w.cfg.Jobs[plans[i].Job]
+		t := proxy.Task{Job: job.Name, SourceSite: job.Source.Site, TargetSite: job.Target.Site, Compression: string(job.Transfer.Compression)}
+		for _, p := range job.Proxies {
+			t.Proxies = append(t.Proxies, p.Name)
+		}
+		x := &plan.Proxies{}
+		for _, name := range sortedKeys(bad) {
+			if len(t.Proxies) == 0 || slices.Contains(t.Proxies, name) {
+				x.Skipped = append(x.Skipped, fmt.Sprintf("proxy %s: %v", name, bad[name]))
+			}
+		}
+		pl, codec, err := pool.Preview(t)
+		if err != nil {
+			x.Error = err.Error()
+		} else {
+			x.Source, x.Target, x.SourceWhy, x.TargetWhy, x.Compression = pl.Source, pl.Target, pl.SourceWhy, pl.TargetWhy, codec.String()
+		}
+		plans[i].Proxies = x
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }

@@ -66,7 +66,7 @@ func (r *run) remoteDisk(ctx context.Context, name string, snap *sdk.Snapshot, d
 		Ready: func(rd proxy.Ready) {
 			res.Lane, res.Transport, res.TransportWhy = catalog.Lane(rd.Lane), rd.Transport, rd.TransportWhy
 			res.SourceProxy, res.TargetProxy = rd.SourceProxy, rd.TargetProxy
-			r.notice(name, "disk %d: read by proxy %s, written by proxy %s (%s, compression %s)", d.Index, rd.SourceProxy, rd.TargetProxy, rd.Link, rd.Codec)
+			r.notice(name, "disk %d: read by proxy %s (%s), written by proxy %s (%s); %s, compression %s", d.Index, rd.SourceProxy, rd.SourceWhy, rd.TargetProxy, rd.TargetWhy, rd.Link, rd.Codec)
 			if len(rd.Rules) > 0 {
 				r.notice(name, "disk %d: traffic rules %s cover the link from proxy %s to proxy %s", d.Index, strings.Join(rd.Rules, ", "), rd.SourceProxy, rd.TargetProxy)
 			}

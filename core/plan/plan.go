@@ -76,6 +76,22 @@ type Plan struct {
 	// Selection shows what each selector of the job matched; empty for a
 	// job that names its VMs one by one.
 	Selection []Selected `json:",omitempty"`
+	// Proxies says where the job's disks would move when the
+	// configuration declares proxies; nil when they move in ferry.
+	Proxies *Proxies `json:",omitempty"`
+}
+
+// Proxies is where a job's disks would move: the proxy that reads them
+// and the one that writes them, and why, as the proxies are now (a run
+// balances the load, so busy proxies may change it).
+type Proxies struct {
+	Source, Target       string `json:",omitempty"`
+	SourceWhy, TargetWhy string `json:",omitempty"`
+	Compression          string `json:",omitempty"` // the codec the link gets
+	// Skipped are the proxies that cannot be used now, and why.
+	Skipped []string `json:",omitempty"`
+	// Error says why no proxy can take the job's disks.
+	Error string `json:",omitempty"`
 }
 
 // Selected is what one selector of vms, or one entry of exclude, matches.
@@ -319,6 +335,16 @@ func (p Plan) Write(w io.Writer) {
 			vms = "no VM"
 		}
 		fmt.Fprintf(w, "    %s %s: %s\n", verb, s.Selector, vms)
+	}
+	if x := p.Proxies; x != nil {
+		if x.Error != "" {
+			fmt.Fprintf(w, "  proxies: %s\n", x.Error)
+		} else {
+			fmt.Fprintf(w, "  proxies: read by %s (%s), written by %s (%s), compression %s\n", x.Source, x.SourceWhy, x.Target, x.TargetWhy, x.Compression)
+		}
+		for _, sk := range x.Skipped {
+			fmt.Fprintf(w, "    skipped: %s\n", sk)
+		}
 	}
 	for _, c := range p.Changes {
 		subject := c.VM

@@ -24,7 +24,6 @@ import (
 	proxyv1 "github.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1"
 	"github.com/ferry-dr/ferry/core/replicameta"
 	"github.com/ferry-dr/ferry/core/traffic"
-	"github.com/ferry-dr/ferry/scheduler"
 	"github.com/ferry-dr/ferry/sdk"
 )
 
@@ -208,6 +207,7 @@ type Block struct {
 // Ready is what the source half says before it moves data.
 type Ready struct {
 	SourceProxy, TargetProxy string
+	SourceWhy, TargetWhy     string // why each proxy was chosen
 	Codec                    datamover.Codec
 	Link                     datamover.Link
 	// Rules are the traffic rules covering the link between the proxies.
@@ -236,41 +236,58 @@ type Result struct {
 // ErrNoProxy is returned when no proxy can take a task.
 var ErrNoProxy = errors.New("no proxy can take the task")
 
+// candidates are the proxies t may be placed on now. Callers hold p.mu.
+func (p *Pool) candidates(t Task) []Candidate {
+	var out []Candidate
+	for _, m := range p.members {
+		if m.err != nil || m.hello == nil || (len(t.Proxies) > 0 && !contains(t.Proxies, m.Name)) {
+			continue
+		}
+		slots := int(m.hello.GetMaxTasks())
+		if m.MaxTasks > 0 {
+			slots = min(slots, m.MaxTasks)
+		}
+		out = append(out, Candidate{Name: m.Name, Site: m.Site, MaxTasks: slots, Running: max(int(m.hello.GetRunning()), m.ours)})
+	}
+	return out
+}
+
+// Preview says where t would go now (after Greet), without taking slots,
+// and the codec its link would get: for `ferry plan`.
+func (p *Pool) Preview(t Task) (Placement, datamover.Codec, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cands := p.candidates(t)
+	if len(cands) == 0 {
+		return Placement{}, 0, p.noProxy(t)
+	}
+	for i := range cands {
+		cands[i].Running = 0 // a plan shows the choice, not the queue
+	}
+	pl, ok := Choose(cands, t.Proxies, t.SourceSite, t.TargetSite, t.VM)
+	if !ok {
+		return Placement{}, 0, fmt.Errorf("%w: no proxy has two free task slots", ErrNoProxy)
+	}
+	codec, err := datamover.ParseCodec(t.Compression, linkBetween(p.members[pl.Source], p.members[pl.Target]))
+	return pl, codec, err
+}
+
 // place picks a source and a target proxy for t with free slots, and
 // takes the slots; it waits while every eligible proxy is busy.
-func (p *Pool) place(ctx context.Context, t Task) (src, dst *member, err error) {
+func (p *Pool) place(ctx context.Context, t Task) (src, dst *member, pl Placement, err error) {
 	for {
 		p.mu.Lock()
-		var slots []scheduler.Slot
-		eligible := 0
-		for _, m := range p.members {
-			if m.err != nil || m.hello == nil || (len(t.Proxies) > 0 && !contains(t.Proxies, m.Name)) {
-				continue
-			}
-			eligible++
-			running := max(int(m.hello.GetRunning()), m.ours)
-			slots = append(slots, scheduler.Slot{Proxy: m.Name, Site: m.Site, MaxTasks: int(m.hello.GetMaxTasks()), Running: running})
-		}
-		sort.Slice(slots, func(i, j int) bool { return slots[i].Proxy < slots[j].Proxy })
-		if eligible == 0 {
+		cands := p.candidates(t)
+		if len(cands) == 0 {
 			p.mu.Unlock()
-			return nil, nil, p.noProxy(t)
+			return nil, nil, Placement{}, p.noProxy(t)
 		}
-		sp, _ := scheduler.Place([]scheduler.Task{{ID: "source", VM: t.VM, Proxies: t.Proxies, Site: t.SourceSite}}, slots)
-		if len(sp) == 1 {
-			for i := range slots {
-				if slots[i].Proxy == sp[0].Proxy {
-					slots[i].Running++
-				}
-			}
-			tp, _ := scheduler.Place([]scheduler.Task{{ID: "target", VM: t.VM, Proxies: t.Proxies, Site: t.TargetSite}}, slots)
-			if len(tp) == 1 {
-				src, dst = p.members[sp[0].Proxy], p.members[tp[0].Proxy]
-				src.ours++
-				dst.ours++
-				p.mu.Unlock()
-				return src, dst, nil
-			}
+		if pl, ok := Choose(cands, t.Proxies, t.SourceSite, t.TargetSite, t.VM); ok {
+			src, dst = p.members[pl.Source], p.members[pl.Target]
+			src.ours++
+			dst.ours++
+			p.mu.Unlock()
+			return src, dst, pl, nil
 		}
 		freed := p.freed
 		p.mu.Unlock()
@@ -280,7 +297,7 @@ func (p *Pool) place(ctx context.Context, t Task) (src, dst *member, err error) 
 			// Another control plane's tasks may have ended.
 			p.Greet(ctx, t.Proxies)
 		case <-ctx.Done():
-			return nil, nil, ctx.Err()
+			return nil, nil, Placement{}, ctx.Err()
 		}
 	}
 }
@@ -406,7 +423,7 @@ func (p *Pool) Run(ctx context.Context, t Task) (Result, error) {
 }
 
 func (p *Pool) run(ctx context.Context, t Task) (Result, error) {
-	src, dst, err := p.place(ctx, t)
+	src, dst, pl, err := p.place(ctx, t)
 	if err != nil {
 		return Result{}, err
 	}
@@ -481,7 +498,7 @@ func (p *Pool) run(ctx context.Context, t Task) (Result, error) {
 		case *proxyv1.TaskEvent_Ready:
 			if t.Ready != nil {
 				r := e.Ready
-				t.Ready(Ready{SourceProxy: src.Name, TargetProxy: dst.Name, Codec: codec, Link: link, Rules: limits.Rules, Lane: r.GetLane(), Transport: r.GetTransport(), TransportWhy: r.GetTransportWhy(), Distrusted: r.GetDistrusted()})
+				t.Ready(Ready{SourceProxy: src.Name, TargetProxy: dst.Name, SourceWhy: pl.SourceWhy, TargetWhy: pl.TargetWhy, Codec: codec, Link: link, Rules: limits.Rules, Lane: r.GetLane(), Transport: r.GetTransport(), TransportWhy: r.GetTransportWhy(), Distrusted: r.GetDistrusted()})
 			}
 		case *proxyv1.TaskEvent_Progress:
 			if t.Progress != nil {
