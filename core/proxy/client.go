@@ -387,6 +387,19 @@ func (p *Pool) PushRates() {
 	}
 }
 
+// sourceFailed is the error of a task whose source half failed: the
+// target half's when it ended first (the target proxy is gone).
+func (p *Pool) sourceFailed(src *member, err error, targetEnd chan error) error {
+	select {
+	case terr := <-targetEnd:
+		if terr != nil {
+			return terr
+		}
+	default:
+	}
+	return fmt.Errorf("source proxy %s: %w", src.Name, explained(err))
+}
+
 // linkBetween says what lies between two proxies: nothing when they are
 // one, a LAN when they share a site, a WAN otherwise.
 func linkBetween(src, dst *member) datamover.Link {
@@ -485,14 +498,28 @@ func (p *Pool) run(ctx context.Context, t Task) (Result, error) {
 		Binding:       &proxyv1.Binding{Replica: b.Replica, Incarnation: b.Incarnation, Point: b.Point, PointSession: b.PointSession, Capacity: b.Capacity},
 		TargetAddress: dst.Address, TargetName: dst.Name, Rules: rules,
 	}
-	sstream, err := src.client.Source(ctx, req)
+	// The target half's end comes while the source half runs: when the
+	// target proxy dies, the source half is stopped at once (and the task
+	// placed again) instead of trying to reach it for minutes.
+	sctx, cancelSource := context.WithCancel(ctx)
+	defer cancelSource()
+	targetEnd := make(chan error, 1)
+	go func() {
+		_, err := tstream.Recv()
+		if err != nil {
+			err = fmt.Errorf("target proxy %s: %w", dst.Name, explained(err))
+			cancelSource()
+		}
+		targetEnd <- err
+	}()
+	sstream, err := src.client.Source(sctx, req)
 	if err != nil {
-		return res, fmt.Errorf("source proxy %s: %w", src.Name, explained(err))
+		return res, p.sourceFailed(src, err, targetEnd)
 	}
 	for {
 		ev, err := sstream.Recv()
 		if err != nil {
-			return res, fmt.Errorf("source proxy %s: %w", src.Name, explained(err))
+			return res, p.sourceFailed(src, err, targetEnd)
 		}
 		switch e := ev.GetEvent().(type) {
 		case *proxyv1.TaskEvent_Ready:
@@ -513,10 +540,7 @@ func (p *Pool) run(ctx context.Context, t Task) (Result, error) {
 			res.SegmentsRecomputed, res.BytesRecomputed = int(d.GetSegmentsRecomputed()), d.GetBytesRecomputed()
 			res.Reconnects = int(d.GetReconnects())
 			// The target half ends once the data stream closed the disk.
-			if _, err := tstream.Recv(); err != nil {
-				return res, fmt.Errorf("target proxy %s: %w", dst.Name, explained(err))
-			}
-			return res, nil
+			return res, <-targetEnd
 		}
 	}
 }
