@@ -64,18 +64,12 @@ func (p *proxyProc) kill() {
 	}
 }
 
-// twoSites issues the certificates of a control plane and two proxies,
+// twoSitesLab issues the certificates of a control plane and two proxies,
 // starts the proxies on two loopback addresses and writes a configuration
 // whose job runs on them.
 func twoSitesLab(t *testing.T) (*lab, *proxyProc, *proxyProc) {
 	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"16MiB", "8MiB"}})
-	for _, args := range [][]string{{"ca", "init"}, {"ca", "issue", "p-prod"}, {"ca", "issue", "p-dr"}} {
-		if r := ferry(t, l.cfg, args...); r.code != 0 {
-			t.Fatalf("ferry %s: %s", strings.Join(args, " "), r)
-		}
-	}
-	prod := l.startProxy("p-prod", "prod", "127.0.0.2")
-	dr := l.startProxy("p-dr", "dr", "127.0.0.3")
+	prod, dr := l.startSiteProxies()
 	l.writeConfig(fmt.Sprintf(`
 source "local" "prod"     {
   path = "../prod"
@@ -86,16 +80,7 @@ target "local" "dr"       {
   site = "dr"
 }
 repository "local" "meta" { path = "../meta" }
-
-proxy "p-prod" {
-  address = %q
-  site    = "prod"
-}
-proxy "p-dr" {
-  address = %q
-  site    = "dr"
-}
-
+%s
 job "e2e" {
   source     = source.local.prod
   target     = target.local.dr
@@ -103,8 +88,30 @@ job "e2e" {
   vms        = ["web-01"]
   retention { restore_points = 3 }
 }
-`, prod.addr, dr.addr))
+`, proxyBlocks(prod, dr)))
 	return l, prod, dr
+}
+
+// startSiteProxies makes the lab's CA, issues the credentials of two
+// proxies and starts them: p-prod at site prod on 127.0.0.2, p-dr at site
+// dr on 127.0.0.3.
+func (l *lab) startSiteProxies() (prod, dr *proxyProc) {
+	l.t.Helper()
+	for _, args := range [][]string{{"ca", "init"}, {"ca", "issue", "p-prod"}, {"ca", "issue", "p-dr"}} {
+		if r := ferry(l.t, l.cfg, args...); r.code != 0 {
+			l.t.Fatalf("ferry %s: %s", strings.Join(args, " "), r)
+		}
+	}
+	return l.startProxy("p-prod", "prod", "127.0.0.2"), l.startProxy("p-dr", "dr", "127.0.0.3")
+}
+
+// proxyBlocks is the configuration's proxy blocks for running proxies.
+func proxyBlocks(ps ...*proxyProc) string {
+	var b strings.Builder
+	for _, p := range ps {
+		fmt.Fprintf(&b, "\nproxy %q {\n  address = %q\n  site    = %q\n}\n", p.name, p.addr, p.site)
+	}
+	return b.String()
 }
 
 func (s session) proxies() string {
