@@ -191,3 +191,21 @@ func TestTwoSitesThroughProxies(t *testing.T) {
 	sameBytes(t, "point 3 disk 0", l.point("web-01", ps[2].ID, 0), want0)
 	sameBytes(t, "point 3 disk 1", l.point("web-01", ps[2].ID, 1), want1)
 }
+
+// TestProxyStopsOnSIGTERM: a proxy asked to stop (SIGTERM, as systemd
+// does; Ctrl-C and a Windows service stop take the same path) says so and
+// exits 0.
+func TestProxyStopsOnSIGTERM(t *testing.T) {
+	l := newLab(t, 1)
+	prod, dr := l.startSiteProxies()
+	for _, p := range []*proxyProc{prod, dr} {
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		err := p.cmd.Wait()
+		p.cmd = nil
+		if err != nil || !strings.Contains(p.stderr.String(), "proxy "+p.name+": stopping") {
+			t.Fatalf("proxy %s after SIGTERM: %v\n%s", p.name, err, p.stderr)
+		}
+	}
+}
