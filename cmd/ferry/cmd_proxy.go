@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -30,8 +31,15 @@ Its credentials are a folder made by 'ferry ca issue NAME' on the control
 plane's host (ca.crt, tls.crt, tls.key); the proxy's name is the one its
 certificate carries, and a proxy block of that name points at --listen.
 Stop it with Ctrl-C or SIGTERM: running tasks end, and the sessions that
-ran them fail those disks (earlier restore points stay intact).`,
-		usage: "ferry proxy --tls DIR [--listen ADDR] [--site SITE] [--max-tasks N] [--plugins DIR]",
+ran them fail those disks (earlier restore points stay intact).
+
+On Windows it also runs as a service, ferry-proxy, started at boot:
+'ferry proxy install-service --tls DIR [flags]' (as an administrator)
+stores the flags given, with --config and --log-level, as the service's
+arguments; the service logs to ferry-proxy.log beside ferry.exe, and a
+stop of the service is Ctrl-C. 'ferry proxy remove-service' stops and
+removes it.`,
+		usage: "ferry proxy [install-service] --tls DIR [--listen ADDR] [--site SITE] [--max-tasks N] [--plugins DIR] | ferry proxy remove-service",
 		run:   runProxy,
 	})
 }
@@ -40,24 +48,65 @@ ran them fail those disks (earlier restore points stay intact).`,
 const DefaultProxyListen = ":7443"
 
 func runProxy(e *env, args []string) error {
-	fs := commands["proxy"].flags(e)
-	tlsDir := fs.String("tls", "", "the proxy's credentials folder (from 'ferry ca issue NAME')")
-	listen := fs.String("listen", DefaultProxyListen, "the address to listen on, host:port")
-	site := fs.String("site", "", "the site the proxy is at, as proxy blocks and sources and targets name it")
-	maxTasks := fs.Int("max-tasks", 4, "how many task halves the proxy runs at once")
-	pluginDir := fs.String("plugins", "", "a folder searched for plugins before the usual ones")
-	if err := parse(fs, args); err != nil {
+	if len(args) > 0 {
+		switch args[0] {
+		case "install-service":
+			return installService(e, args[1:])
+		case "remove-service":
+			return removeService(e, args[1:])
+		}
+	}
+	_, f, err := parseProxyFlags(e, args)
+	if err != nil {
 		return err
 	}
+	return runStoppable(e, func(e *env, ctx context.Context, ready func()) error { return serveProxy(ctx, e, f, ready) })
+}
+
+// proxyFlags are the flags of `ferry proxy`.
+type proxyFlags struct {
+	tlsDir, listen, site, pluginDir *string
+	maxTasks                        *int
+}
+
+// parseProxyFlags parses and checks the flags of `ferry proxy`; the flag
+// set tells which were given (install-service stores those).
+func parseProxyFlags(e *env, args []string) (*flag.FlagSet, *proxyFlags, error) {
+	fs := commands["proxy"].flags(e)
+	f := &proxyFlags{
+		tlsDir:    fs.String("tls", "", "the proxy's credentials folder (from 'ferry ca issue NAME')"),
+		listen:    fs.String("listen", DefaultProxyListen, "the address to listen on, host:port"),
+		site:      fs.String("site", "", "the site the proxy is at, as proxy blocks and sources and targets name it"),
+		maxTasks:  fs.Int("max-tasks", 4, "how many task halves the proxy runs at once"),
+		pluginDir: fs.String("plugins", "", "a folder searched for plugins before the usual ones"),
+	}
+	if err := parse(fs, args); err != nil {
+		return nil, nil, err
+	}
 	if fs.NArg() > 0 {
-		return usagef("ferry proxy takes no arguments, only flags")
+		return nil, nil, usagef("ferry proxy takes no arguments, only flags")
 	}
-	if *tlsDir == "" {
-		return usagef("--tls is required: the folder 'ferry ca issue NAME' wrote for this proxy")
+	if *f.tlsDir == "" {
+		return nil, nil, usagef("--tls is required: the folder 'ferry ca issue NAME' wrote for this proxy")
 	}
-	if *maxTasks < 1 {
-		return usagef("--max-tasks must be at least 1")
+	if *f.maxTasks < 1 {
+		return nil, nil, usagef("--max-tasks must be at least 1")
 	}
+	return fs, f, nil
+}
+
+// runUntilSignal runs serve until Ctrl-C or SIGTERM; a second one ends the
+// process at once.
+func runUntilSignal(e *env, serve serveFunc) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop)
+	return serve(e, ctx, func() {})
+}
+
+// serveProxy serves until ctx ends, calling ready once it listens.
+func serveProxy(ctx context.Context, e *env, f *proxyFlags, ready func()) error {
+	tlsDir, listen, site, maxTasks, pluginDir := f.tlsDir, f.listen, f.site, f.maxTasks, f.pluginDir
 	creds, err := pki.Load(*tlsDir)
 	if err != nil {
 		return err
@@ -78,8 +127,6 @@ func runProxy(e *env, args []string) error {
 	}
 	a := &proxy.Agent{Name: id.Name, Site: *site, MaxTasks: *maxTasks, Version: version, Plugins: host, Creds: creds, Log: e.log}
 	srv := a.Server()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	fmt.Fprintf(e.stdout, "proxy %s listening on %s (site %q, %d task slots, certificate valid until %s)\n",
@@ -87,12 +134,12 @@ func runProxy(e *env, args []string) error {
 	if f, ok := e.stdout.(interface{ Flush() error }); ok {
 		f.Flush()
 	}
+	ready()
 	select {
 	case err := <-served:
 		return fmt.Errorf("proxy %s: %w", id.Name, err)
 	case <-ctx.Done():
 	}
-	stop()
 	fmt.Fprintf(e.stderr, "proxy %s: stopping\n", id.Name)
 	// Running tasks end with the connections: their sessions fail those
 	// disks and the next run resumes them.
