@@ -2,13 +2,16 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // proxyProc is a `ferry proxy` running in its own process.
@@ -16,14 +19,63 @@ type proxyProc struct {
 	name, site, listen string
 	addr               string // where it listens, as it said
 	cmd                *exec.Cmd
-	stderr             *strings.Builder
+	stderr             *logWriter
+}
+
+// logWriter keeps what a process writes and lets a test wait for a line.
+type logWriter struct {
+	mu      sync.Mutex
+	b       strings.Builder
+	changed chan struct{} // closed and replaced at every write
+}
+
+func newLogWriter() *logWriter { return &logWriter{changed: make(chan struct{})} }
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b.Write(p)
+	close(w.changed)
+	w.changed = make(chan struct{})
+	return len(p), nil
+}
+
+func (w *logWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// mark is where the log ends now, for waitFor.
+func (w *logWriter) mark() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Len()
+}
+
+// waitFor waits until what was written after mark holds s; it reports
+// whether it did before stop was closed.
+func (w *logWriter) waitFor(s string, mark int, stop <-chan struct{}) bool {
+	for {
+		w.mu.Lock()
+		found, changed := strings.Contains(w.b.String()[mark:], s), w.changed
+		w.mu.Unlock()
+		if found {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-stop:
+			return false
+		}
+	}
 }
 
 // startProxy starts `ferry proxy` with the credentials issued to name in
 // the lab's CA, listening on host (a loopback address) at a free port.
 func (l *lab) startProxy(name, site, host string) *proxyProc {
 	l.t.Helper()
-	p := &proxyProc{name: name, site: site, listen: host + ":0", stderr: &strings.Builder{}}
+	p := &proxyProc{name: name, site: site, listen: host + ":0", stderr: newLogWriter()}
 	p.start(l)
 	return p
 }
@@ -31,7 +83,7 @@ func (l *lab) startProxy(name, site, host string) *proxyProc {
 func (p *proxyProc) start(l *lab) {
 	l.t.Helper()
 	tlsDir := filepath.Join(l.cfg, "ca", "issued", p.name)
-	p.cmd = exec.Command(filepath.Join(bin, "ferry"), "-C", l.cfg, "proxy", "--tls", tlsDir, "--listen", p.listen, "--site", p.site, "--max-tasks", "4")
+	p.cmd = exec.Command(filepath.Join(bin, "ferry"), "-C", l.cfg, "--log-level", "info", "proxy", "--tls", tlsDir, "--listen", p.listen, "--site", p.site, "--max-tasks", "4")
 	p.cmd.Env = append(os.Environ(), "HOME="+l.t.TempDir(), "FERRY_PLUGIN_PATH=")
 	p.cmd.Stderr = p.stderr
 	out, err := p.cmd.StdoutPipe()
@@ -208,4 +260,132 @@ func TestProxyStopsOnSIGTERM(t *testing.T) {
 			t.Fatalf("proxy %s after SIGTERM: %v\n%s", p.name, err, p.stderr)
 		}
 	}
+}
+
+// startRun starts `ferry run --json JOB` without waiting for it.
+func (l *lab) startRun(job string) (*exec.Cmd, *logWriter, *strings.Builder) {
+	l.t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "ferry"), "-C", l.cfg, "run", "--json", job)
+	cmd.Env = append(os.Environ(), "HOME="+l.t.TempDir(), "FERRY_PLUGIN_PATH=")
+	stderr, stdout := newLogWriter(), &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return cmd, stderr, stdout
+}
+
+// firstToLog waits until one of the proxies logs s (after marks, their
+// logs' ends taken before) and returns it.
+func firstToLog(t *testing.T, s string, marks []int, ps ...*proxyProc) *proxyProc {
+	t.Helper()
+	found := make(chan *proxyProc, len(ps))
+	stop := make(chan struct{})
+	defer close(stop)
+	for i, p := range ps {
+		go func() {
+			if p.stderr.waitFor(s, marks[i], stop) {
+				found <- p
+			}
+		}()
+	}
+	select {
+	case p := <-found:
+		return p
+	case <-time.After(time.Minute):
+		t.Fatalf("no proxy logged %q", s)
+		return nil
+	}
+}
+
+// TestKillsMidTransfer kills a target proxy, then the control plane, in
+// the middle of moving a disk (a traffic rule slows the link down to
+// make sure of it): the first run goes on with the other DR proxy, the
+// second leaves the proxies clean and the run after it resumes; every
+// point is exact.
+func TestKillsMidTransfer(t *testing.T) {
+	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"16MiB"}})
+	prod, dr := l.startSiteProxies()
+	if r := ferry(t, l.cfg, "ca", "issue", "p-dr2"); r.code != 0 {
+		t.Fatalf("ca issue: %s", r)
+	}
+	dr2 := l.startProxy("p-dr2", "dr", "127.0.0.4")
+	l.writeConfig(fmt.Sprintf(`
+source "local" "prod" {
+  path = "../prod"
+  site = "prod"
+}
+target "local" "dr" {
+  path = "../dr"
+  site = "dr"
+}
+repository "local" "meta" { path = "../meta" }
+%s
+traffic_rule "wan" {
+  from     = ["site:prod"]
+  to       = ["site:dr"]
+  throttle = "2MiB/s"
+}
+
+job "e2e" {
+  source     = source.local.prod
+  target     = target.local.dr
+  repository = repository.local.meta
+  vms        = ["web-01"]
+  retention { restore_points = 3 }
+}
+`, proxyBlocks(prod, dr, dr2)))
+	local(t, l.random(6<<20), "vm", "write", l.prod, "web-01", "0", "0")
+	want := l.source("web-01", 0)
+
+	// A DR proxy dies while it writes: the disk moves to the other one.
+	marks := []int{dr.stderr.mark(), dr2.stderr.mark()}
+	cmd, stderr, stdout := l.startRun("e2e")
+	victim := firstToLog(t, "target half: replica disk open", marks, dr, dr2)
+	victim.kill()
+	err := cmd.Wait()
+	var s session
+	if jerr := json.Unmarshal([]byte(stdout.String()), &s); err != nil || jerr != nil {
+		t.Fatalf("run with %s killed: %v, %v\n%s", victim.name, err, jerr, stderr)
+	}
+	if other := map[string]string{"p-dr": "p-dr2", "p-dr2": "p-dr"}[victim.name]; s.proxies() != "p-prod>"+other || !strings.Contains(stderr.String(), "placing it again") {
+		t.Fatalf("proxies %s after %s was killed\n%s", s.proxies(), victim.name, stderr)
+	}
+	ps := l.points("web-01")
+	sameBytes(t, "point 1", l.point("web-01", ps[0].ID, 0), want)
+	victim.start(l)
+
+	// The control plane dies while a disk moves: the proxies drop the
+	// task, and the next run resumes.
+	local(t, l.random(6<<20), "vm", "write", l.prod, "web-01", "0", fmt.Sprint(8<<20))
+	want = l.source("web-01", 0)
+	marks = []int{dr.stderr.mark(), dr2.stderr.mark()}
+	cmd, _, _ = l.startRun("e2e")
+	target := firstToLog(t, "target half: replica disk open", marks, dr, dr2)
+	mark := marks[0]
+	if target == dr2 {
+		mark = marks[1]
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	stop := make(chan struct{})
+	time.AfterFunc(time.Minute, func() { close(stop) })
+	if !target.stderr.waitFor("target half: abandoned by the control plane", mark, stop) {
+		t.Fatalf("proxy %s kept the task of a dead control plane:\n%s", target.name, target.stderr)
+	}
+	s = l.run()
+	if s.code != 0 || s.modes() != "change-tracking" {
+		t.Fatalf("run after the kill: exit %d, modes %s\n%s", s.code, s.modes(), s.stderr)
+	}
+	ps = l.points("web-01")
+	if len(ps) != 2 {
+		t.Fatalf("%d points", len(ps))
+	}
+	sameBytes(t, "point 2", l.point("web-01", ps[1].ID, 0), want)
 }
