@@ -28,9 +28,14 @@ type Report struct {
 	Image     ImageInfo  `json:"image"`
 	Scenarios []Scenario `json:"scenarios"`
 	// Big is the big sparse disk's run, for memory; nil when skipped.
-	Big     *BigRun `json:"big,omitempty"`
-	Goals   []Goal  `json:"goals"`
-	Scratch string  `json:"scratch_dir,omitempty"` // kept with -keep
+	Big *BigRun `json:"big,omitempty"`
+	// Proxies is the run through two proxies (issue 12); nil when skipped.
+	Proxies *ProxySet `json:"proxies,omitempty"`
+	// DirectSkipped marks a run without the direct scenarios
+	// (-direct=false): their goals are skipped, not failed.
+	DirectSkipped bool   `json:"direct_skipped,omitempty"`
+	Goals         []Goal `json:"goals"`
+	Scratch       string `json:"scratch_dir,omitempty"` // kept with -keep
 }
 
 // BigRun is ferry (the plain job) replicating a big sparse disk: the
@@ -252,6 +257,10 @@ const (
 func EvaluateGoals(r *Report) []Goal {
 	var goals []Goal
 	notMeasured := func(name, want string) {
+		if r.DirectSkipped {
+			goals = append(goals, Goal{Name: name, Want: want, Measured: "skipped (-direct=false)", Skipped: true})
+			return
+		}
 		goals = append(goals, Goal{Name: name, Want: want, Measured: "not measured"})
 	}
 	atMost := func(name, want string, v, limit float64, measured string) {
@@ -330,7 +339,7 @@ func EvaluateGoals(r *Report) []Goal {
 	} else {
 		memory(fmt.Sprintf("peak memory of ferry and its plugins, %s sparse disk", FormatBytes(big.Size)), big.Scenarios)
 	}
-	return goals
+	return append(goals, proxyGoals(r.Proxies, r.Size)...)
 }
 
 // peakMemory is the largest tree peak of ferry's runs in the scenarios,
@@ -372,6 +381,16 @@ func (r *Report) Failed() bool {
 			return true
 		}
 	}
+	if p := r.Proxies; p != nil {
+		if p.Error != "" {
+			return true
+		}
+		for _, s := range p.Scenarios {
+			if s.Error != "" {
+				return true
+			}
+		}
+	}
 	return false
 }
 
@@ -395,12 +414,49 @@ func (r *Report) WriteText(w io.Writer) error {
 		b.WriteString("ferry ran under perf record: its times include the profiler's cost\n")
 	}
 	b.WriteString("\n")
+	if r.DirectSkipped {
+		b.WriteString("direct scenarios (ferry without proxies, cp, rsync, their floors): skipped (-direct=false)\n")
+	} else if err := r.writeDirect(&b); err != nil {
+		return err
+	}
+	if err := r.writeBig(&b); err != nil {
+		return err
+	}
+	if err := r.writeProxies(&b); err != nil {
+		return err
+	}
+
+	b.WriteString("\ngoals:\n")
+	if r.Profiled {
+		b.WriteString("  (ferry ran under perf record: its times and memory include perf's, so these are not the real verdicts)\n")
+	}
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for _, g := range r.Goals {
+		res := "FAIL"
+		switch {
+		case g.Skipped:
+			res = "SKIP"
+		case g.Pass:
+			res = "PASS"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", res, g.Name, g.Want, g.Measured)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeDirect writes the direct scenarios: ferry without proxies, its
+// peers and floors.
+func (r *Report) writeDirect(b *strings.Builder) error {
 	b.WriteString("ferry/peer and speedup compare with cp or rsync; ferry/floor compares ferry with its floor: the copy floor (read the changed extents, write them into a copy, one fsync) for change tracking, the hash floor (read the whole disk, xxh3-128 of every 4 KiB block on all cores) for digests\n\n")
-	if err := writeRuns(&b, r.Scenarios); err != nil {
+	if err := writeRuns(b, r.Scenarios); err != nil {
 		return err
 	}
 	b.WriteString("\nchanges and where ferry's time goes:\n")
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\twrites\tchanged\tzstd of changed\tsent zstd/changed zstd\tferry: start+stop\tsession\tdisk\tstorage read/written\tpeer: storage read/written\tfsync after\tverified\t")
 	for _, s := range r.Scenarios {
 		writes, changed, zstd, over := "", "", "", ""
@@ -426,33 +482,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	for _, s := range r.Scenarios {
 		if s.Error != "" {
-			fmt.Fprintf(&b, "\n%s FAILED: %s\n", s.Name, s.Error)
+			fmt.Fprintf(b, "\n%s FAILED: %s\n", s.Name, s.Error)
 		}
 	}
-	if err := r.writeBig(&b); err != nil {
-		return err
-	}
-
-	b.WriteString("\ngoals:\n")
-	if r.Profiled {
-		b.WriteString("  (ferry ran under perf record: its times and memory include perf's, so these are not the real verdicts)\n")
-	}
-	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	for _, g := range r.Goals {
-		res := "FAIL"
-		switch {
-		case g.Skipped:
-			res = "SKIP"
-		case g.Pass:
-			res = "PASS"
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", res, g.Name, g.Want, g.Measured)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return nil
 }
 
 // writeRuns writes the table of every tool's run in the scenarios.

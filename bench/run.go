@@ -53,6 +53,11 @@ type Config struct {
 	// after the other scenarios to see how ferry's memory scales with the
 	// disk's size (DESIGN.md §10: 64 GiB).
 	BigSize int64
+	// Direct runs the direct scenarios: ferry without proxies beside cp,
+	// rsync and the floors. Proxies runs the scenarios through two
+	// proxies (issue 12) after them, or alone on a fresh disk.
+	Direct  bool
+	Proxies bool
 	// Command is the command line, for the report.
 	Command string
 	// Log receives progress lines; nil discards them.
@@ -61,8 +66,13 @@ type Config struct {
 
 // SpaceFactor is how many times the disk size the scratch folder needs: the
 // source, two replicas with their undo stores, the peer's copy, the copy
-// floor's copy, and room.
+// floor's copy, and room. The run through proxies comes after the peer's
+// and the copy floor's copies are removed, and fits in their place.
 const SpaceFactor = 6
+
+// ProxiesSpaceFactor is the same for the run through proxies alone
+// (-direct=false): the source, the replica, one copy at a time.
+const ProxiesSpaceFactor = 3
 
 // BigStride is how sparse the big disk is: one 1 MiB chunk of the image in
 // every BigStride is written, the rest are holes (1 GiB of data on 64 GiB).
@@ -104,11 +114,15 @@ type bench struct {
 	floor   string // the copy floor's copy of the disk
 	conf    string // ferry's configuration folder
 	targets map[string]string
-	ferry   string
-	img     *Image
-	data    int64 // the bytes of the image written into the disk
-	m       measurer
-	start   time.Time
+	// pconf is the proxied job's configuration folder, proxyAddr where
+	// each proxy listens.
+	pconf     string
+	proxyAddr map[string]string
+	ferry     string
+	img       *Image
+	data      int64 // the bytes of the image written into the disk
+	m         measurer
+	start     time.Time
 }
 
 // Run runs every scenario and evaluates the goals. It returns an error
@@ -141,7 +155,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.CacheNote = "page cache dropped (sync; echo 3 > " + dropCaches + ") before every timed run"
 		}
 	}
-	err := b.runAll(ctx, scenarios, &rep.Scenarios)
+	specs := scenarios
+	if !cfg.Direct {
+		specs, rep.DirectSkipped = nil, true
+	}
+	err := b.runAll(ctx, specs, &rep.Scenarios)
+	if err == nil && cfg.Proxies && !rep.Failed() && ctx.Err() == nil {
+		// The direct scenarios' copies are done with: their room is the
+		// proxied replica's.
+		os.Remove(b.peer)
+		os.Remove(b.floor)
+		rep.Proxies = b.runProxies(ctx)
+	}
 	if !cfg.Keep {
 		os.RemoveAll(b.scratch)
 	}
@@ -255,9 +280,9 @@ func (b *bench) prepare() error {
 			return fmt.Errorf("%w: a %s sparse disk needs about %s in %s, and %s is free; free some space, or pass -dir on a larger file system, a smaller -big-size or -big=false",
 				ErrNoSpace, FormatBytes(b.size), FormatBytes(need), cfg.Dir, FormatBytes(free))
 		}
-	} else if need := SpaceFactor * b.size; free < need {
+	} else if factor := b.spaceFactor(); free < factor*b.size {
 		return fmt.Errorf("%w: a %s disk needs about %s in %s (%dx its size), and %s is free; free some space, or pass -dir on a larger file system or a smaller -size",
-			ErrNoSpace, FormatBytes(b.size), FormatBytes(need), cfg.Dir, SpaceFactor, FormatBytes(free))
+			ErrNoSpace, FormatBytes(b.size), FormatBytes(factor*b.size), cfg.Dir, factor, FormatBytes(free))
 	}
 	b.scratch, err = os.MkdirTemp(cfg.Dir, "ferry-bench-")
 	if err != nil {
@@ -275,6 +300,14 @@ func (b *bench) prepare() error {
 		}
 	}
 	return nil
+}
+
+// spaceFactor is how many times the disk's size the run needs.
+func (b *bench) spaceFactor() int64 {
+	if !b.cfg.Direct {
+		return ProxiesSpaceFactor
+	}
+	return SpaceFactor
 }
 
 // setup makes the source VM, fills its disk with the image (or, on the
@@ -555,17 +588,20 @@ func (b *bench) cache(paths ...string) error {
 }
 
 func (b *bench) runFerry(ctx context.Context, job string, sp spec) (*FerryRun, error) {
-	comp := "none"
-	if job == jobZstd {
+	comp, conf, repo := "none", b.conf, filepath.Join(b.scratch, "meta")
+	switch job {
+	case jobZstd:
 		comp = "zstd"
+	case jobProxied:
+		comp, conf, repo = "zstd", b.pconf, filepath.Join(b.scratch, "meta-proxied")
 	}
-	args := []string{b.ferry, "-C", b.conf, "run", "--json", job}
+	args := []string{b.ferry, "-C", conf, "run", "--json", job}
 	var profile string
 	if b.cfg.Perf != "" {
 		profile = filepath.Join(b.cfg.Perf, fmt.Sprintf("%s-%s.perf.data", sp.key, job))
 		args = append([]string{"perf", "record", "-q", "-g", "-F", "999", "-o", profile, "--"}, args...)
 	}
-	if err := b.cache(b.prod, b.targets[job], filepath.Join(b.scratch, "meta")); err != nil {
+	if err := b.cache(b.prod, b.targets[job], repo); err != nil {
 		return nil, err
 	}
 	u, out, log, err := b.m.run(ctx, args, []string{"FERRY_PLUGIN_PATH=" + b.cfg.Bin})

@@ -36,6 +36,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	quick := fs.Bool("quick", false, "a smoke run on a 256 MiB disk and a 1 GiB sparse one (unless -size or -big-size is given)")
 	big := fs.Bool("big", true, "also replicate a big sparse disk, for memory (-big-size)")
 	bigSize := fs.String("big-size", "64GiB", "the big sparse disk's `size`")
+	direct := fs.Bool("direct", true, "run the direct scenarios: ferry without proxies beside cp, rsync and the floors")
+	proxies := fs.Bool("proxies", true, "run the scenarios through two ferry proxies (issue 12), beside zstd | ssh and the stages alone")
 	seed := fs.Uint64("seed", 1, "the `seed` of the image and the changes")
 	dir := fs.String("dir", "", "make the scratch folder in `DIR` (default $TMPDIR or /tmp)")
 	keep := fs.Bool("keep", false, "keep the scratch folder")
@@ -46,7 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	perf := fs.String("perf", "", "record each ferry run with perf record -g into `DIR` (slows ferry)")
 	strict := fs.Bool("strict", false, "exit 1 when a goal fails")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ferry-bench [flags]\n       ferry-bench floor ... (see ferry-bench floor)\n\nRuns ferry side by side with cp --sparse=always and rsync --inplace on a generated disk\nand reports ratios and goals. Exit status: 0 done (goals may fail unless -strict), 1 a\nscenario or a goal (-strict) failed, 2 usage.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: ferry-bench [flags]\n       ferry-bench floor ... (see ferry-bench floor)\n\nRuns ferry side by side with cp --sparse=always and rsync --inplace on a generated\ndisk, then through two ferry proxies beside zstd | ssh, and reports ratios and goals.\nExit status: 0 done (goals may fail unless -strict), 1 a scenario or a goal (-strict)\nfailed, 2 usage.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -97,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	rep, err := bench.Run(ctx, bench.Config{
 		Size: n, Seed: *seed, Dir: *dir, Keep: *keep, Bin: absBin, Warm: !*cold, Verify: *verify,
-		Perf: *perf, Spawner: self, Floors: self, BigSize: bigN, Command: "ferry-bench " + strings.Join(args, " "), Log: stderr,
+		Direct: *direct, Proxies: *proxies, Perf: *perf, Spawner: self, Floors: self, BigSize: bigN, Command: "ferry-bench " + strings.Join(args, " "), Log: stderr,
 	})
 	if rep == nil {
 		fmt.Fprintf(stderr, "ferry-bench: %v\n", err)
