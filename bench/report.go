@@ -578,20 +578,33 @@ func (r *Report) writeBig(b *strings.Builder) error {
 // processes used during a timed run.
 func (r *Report) busiest() float64 {
 	var most float64
+	var all []Usage
 	for _, s := range r.Scenarios {
-		var us []Usage
 		for _, f := range []*FerryRun{s.Ferry, s.FerryZstd} {
 			if f != nil {
-				us = append(us, f.Usage)
+				all = append(all, f.Usage)
 			}
 		}
 		if s.Peer != nil {
-			us = append(us, s.Peer.Usage)
+			all = append(all, s.Peer.Usage)
 		}
-		for _, u := range us {
-			if u.Wall > 0 && r.Machine.CPUs > 0 {
-				most = max(most, float64(u.OtherCPU)/float64(u.Wall*time.Duration(r.Machine.CPUs)))
+	}
+	if p := r.Proxies; p != nil {
+		for _, s := range p.Scenarios {
+			if s.Ferry != nil {
+				all = append(all, s.Ferry.Usage)
 			}
+		}
+		if p.Peer != nil {
+			all = append(all, p.Peer.Usage)
+		}
+		for _, s := range p.Stages {
+			all = append(all, s.Usage)
+		}
+	}
+	for _, u := range all {
+		if u.Wall > 0 && r.Machine.CPUs > 0 {
+			most = max(most, float64(u.OtherCPU)/float64(u.Wall*time.Duration(r.Machine.CPUs)))
 		}
 	}
 	return most
