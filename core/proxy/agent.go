@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -111,6 +112,9 @@ func (a *Agent) Server() *grpc.Server {
 	s := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(a.Creds.ServerConfig(pki.RoleControl, pki.RoleProxy))),
 		grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage),
+		// The SDK's codec and pool do not clear every message buffer, as
+		// gRPC's defaults do (a copy of each frame's worth of memory).
+		grpc.ForceServerCodecV2(sdk.MessageCodec()), experimental.BufferPool(sdk.MessageBuffers()),
 	)
 	proxyv1.RegisterProxyServer(s, &service{a: a})
 	return s

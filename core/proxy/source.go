@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 
 	"github.com/ferry-dr/ferry/core/datamover"
@@ -24,7 +25,8 @@ import (
 func dial(addr string, creds *pki.Credentials, want pki.Identity, dialer func(ctx context.Context, addr string) (net.Conn, error)) (*grpc.ClientConn, error) {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(creds.ClientConfig(want))),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage), grpc.ForceCodecV2(sdk.MessageCodec())),
+		experimental.WithBufferPool(sdk.MessageBuffers()),
 	}
 	if dialer != nil {
 		opts = append(opts, grpc.WithContextDialer(dialer))
