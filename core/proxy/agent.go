@@ -115,6 +115,10 @@ func (a *Agent) Server() *grpc.Server {
 		// The SDK's codec and pool do not clear every message buffer, as
 		// gRPC's defaults do (a copy of each frame's worth of memory).
 		grpc.ForceServerCodecV2(sdk.MessageCodec()), experimental.BufferPool(sdk.MessageBuffers()),
+		// Frames flow without waiting for window updates: a stream may
+		// have streamWindow bytes in flight (what the target proxy holds
+		// at most per data stream), the connection connWindow.
+		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow),
 	)
 	proxyv1.RegisterProxyServer(s, &service{a: a})
 	return s
@@ -122,6 +126,15 @@ func (a *Agent) Server() *grpc.Server {
 
 // maxMessage bounds one message: a frame of the largest read, with room.
 const maxMessage = 16 << 20
+
+// The HTTP/2 flow-control windows of a proxy's connections. gRPC's
+// default (64 KiB, grown by its estimate of the bandwidth-delay product,
+// which stays small on a fast link with a tiny round trip) made the
+// source proxy wait for window updates most of a full copy.
+const (
+	streamWindow = 8 << 20
+	connWindow   = 16 << 20
+)
 
 func (a *Agent) log() hclog.Logger {
 	if a.Log == nil {

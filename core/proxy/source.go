@@ -27,6 +27,7 @@ func dial(addr string, creds *pki.Credentials, want pki.Identity, dialer func(ct
 		grpc.WithTransportCredentials(credentials.NewTLS(creds.ClientConfig(want))),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage), grpc.ForceCodecV2(sdk.MessageCodec())),
 		experimental.WithBufferPool(sdk.MessageBuffers()),
+		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
 	}
 	if dialer != nil {
 		opts = append(opts, grpc.WithContextDialer(dialer))
