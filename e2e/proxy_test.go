@@ -122,17 +122,26 @@ func (p *proxyProc) kill() {
 func twoSitesLab(t *testing.T) (*lab, *proxyProc, *proxyProc) {
 	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"16MiB", "8MiB"}})
 	prod, dr := l.startSiteProxies()
+	l.writeSitesConfig("", prod, dr)
+	return l, prod, dr
+}
+
+// writeSitesConfig writes a configuration whose job e2e replicates
+// web-01 from site prod to site dr through the proxies ps, with extra
+// blocks.
+func (l *lab) writeSitesConfig(extra string, ps ...*proxyProc) {
+	l.t.Helper()
 	l.writeConfig(fmt.Sprintf(`
-source "local" "prod"     {
+source "local" "prod" {
   path = "../prod"
   site = "prod"
 }
-target "local" "dr"       {
+target "local" "dr" {
   path = "../dr"
   site = "dr"
 }
 repository "local" "meta" { path = "../meta" }
-%s
+%s%s
 job "e2e" {
   source     = source.local.prod
   target     = target.local.dr
@@ -140,8 +149,7 @@ job "e2e" {
   vms        = ["web-01"]
   retention { restore_points = 3 }
 }
-`, proxyBlocks(prod, dr)))
-	return l, prod, dr
+`, proxyBlocks(ps...), extra))
 }
 
 // startSiteProxies makes the lab's CA, issues the credentials of two
@@ -316,31 +324,13 @@ func TestKillsMidTransfer(t *testing.T) {
 		t.Fatalf("ca issue: %s", r)
 	}
 	dr2 := l.startProxy("p-dr2", "dr", "127.0.0.4")
-	l.writeConfig(fmt.Sprintf(`
-source "local" "prod" {
-  path = "../prod"
-  site = "prod"
-}
-target "local" "dr" {
-  path = "../dr"
-  site = "dr"
-}
-repository "local" "meta" { path = "../meta" }
-%s
+	l.writeSitesConfig(`
 traffic_rule "wan" {
   from     = ["site:prod"]
   to       = ["site:dr"]
   throttle = "2MiB/s"
 }
-
-job "e2e" {
-  source     = source.local.prod
-  target     = target.local.dr
-  repository = repository.local.meta
-  vms        = ["web-01"]
-  retention { restore_points = 3 }
-}
-`, proxyBlocks(prod, dr, dr2)))
+`, prod, dr, dr2)
 	local(t, l.random(6<<20), "vm", "write", l.prod, "web-01", "0", "0")
 	want := l.source("web-01", 0)
 

@@ -310,15 +310,21 @@ type targetTask struct {
 	rp       sdk.DiskReader // the replica's working state, for digests
 }
 
-func (s *service) Target(req *proxyv1.TargetTask, stream proxyv1.Proxy_TargetServer) error {
-	ctx := stream.Context()
+// begin checks that a task half comes from a control plane and takes a
+// slot for it; the caller releases the slot when the half ends.
+func (s *service) begin(ctx context.Context) error {
 	if _, err := caller(ctx, pki.RoleControl); err != nil {
 		return err
 	}
-	a := s.a
-	if err := a.acquire(); err != nil {
+	return s.a.acquire()
+}
+
+func (s *service) Target(req *proxyv1.TargetTask, stream proxyv1.Proxy_TargetServer) error {
+	ctx := stream.Context()
+	if err := s.begin(ctx); err != nil {
 		return err
 	}
+	a := s.a
 	defer a.release()
 	c, err := a.component(ctx, sdk.KindTarget, req.GetTarget())
 	if err != nil {

@@ -45,13 +45,10 @@ func extentsFrom(es []*proxyv1.Extent) []sdk.Extent {
 
 func (s *service) Source(req *proxyv1.SourceTask, stream proxyv1.Proxy_SourceServer) error {
 	ctx := stream.Context()
-	if _, err := caller(ctx, pki.RoleControl); err != nil {
+	if err := s.begin(ctx); err != nil {
 		return err
 	}
 	a := s.a
-	if err := a.acquire(); err != nil {
-		return err
-	}
 	defer a.release()
 	log := a.log().With("task", req.GetTask(), "vm", req.GetVm(), "disk", req.GetDisk(), "target_proxy", req.GetTargetName())
 	log.Info("source half: started")
