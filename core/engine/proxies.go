@@ -132,8 +132,8 @@ func siteName(b *config.PluginBlock) string {
 
 // stagesOf turns what moving a disk took into bottleneck statistics.
 func stagesOf(st datamover.Stats, network, write time.Duration) *catalog.Busy {
-	if st.Elapsed <= 0 {
-		return nil
+	if st.Elapsed <= 0 || st.BytesRead == 0 && st.BytesSent == 0 {
+		return nil // nothing moved: no stage to speak of
 	}
 	stages := datamover.Stages{
 		Source:  datamover.Percent(st.ReadBusy, st.Elapsed),
