@@ -167,11 +167,7 @@ func (a *Agent) component(ctx context.Context, kind sdk.Kind, c *proxyv1.Compone
 	if c == nil || c.GetType() == "" {
 		return nil, status.Errorf(codes.InvalidArgument, "no %s block", kind)
 	}
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", kind, c.GetType(), len(c.GetConfigType()))
-	h.Write(c.GetConfigType())
-	h.Write(c.GetConfig())
-	key := string(h.Sum(nil))
+	key := componentKey(kind, c)
 	a.mu.Lock()
 	got, ok := a.components[key]
 	a.mu.Unlock()
@@ -204,6 +200,28 @@ func (a *Agent) component(ctx context.Context, kind sdk.Kind, c *proxyv1.Compone
 	}
 	a.mu.Unlock()
 	return got, nil
+}
+
+// componentKey names a plugin block's instance in the cache.
+func componentKey(kind sdk.Kind, c *proxyv1.Component) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", kind, c.GetType(), len(c.GetConfigType()))
+	h.Write(c.GetConfigType())
+	h.Write(c.GetConfig())
+	return string(h.Sum(nil))
+}
+
+// forget drops the cached instances of plugin blocks after a task half
+// that used them failed: the plugin may have died (its host starts it
+// again, without the instances it had), so the next task configures them
+// anew. A healthy plugin keeps the instance it had (there is no call to
+// release one); the cost is a little of its memory per failure.
+func (a *Agent) forget(kind sdk.Kind, cs ...*proxyv1.Component) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, c := range cs {
+		delete(a.components, componentKey(kind, c))
+	}
 }
 
 // encodeComponent is the wire form of a plugin block's configuration.
@@ -330,6 +348,12 @@ func (s *service) Target(req *proxyv1.TargetTask, stream proxyv1.Proxy_TargetSer
 	if err != nil {
 		return err
 	}
+	failed := true
+	defer func() {
+		if failed {
+			a.forget(sdk.KindTarget, req.GetTarget())
+		}
+	}()
 	tgt := c.(sdk.Target)
 	w, err := tgt.OpenReplicaDisk(ctx, req.GetReplica(), int(req.GetDisk()), req.GetCapacity())
 	if err != nil {
@@ -368,6 +392,7 @@ func (s *service) Target(req *proxyv1.TargetTask, stream proxyv1.Proxy_TargetSer
 	err = t.closeErr
 	t.mu.Unlock()
 	log.Info("target half: done", "written", t.recv.Written(), "error", err)
+	failed = err != nil
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "flush disk %d of replica %s: %v", t.disk, t.replica, err)
 	}

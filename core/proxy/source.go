@@ -55,6 +55,8 @@ func (s *service) Source(req *proxyv1.SourceTask, stream proxyv1.Proxy_SourceSer
 	done, err := a.source(ctx, req, stream.Send)
 	if err != nil {
 		log.Warn("source half: failed", "error", err)
+		a.forget(sdk.KindSource, req.GetSource())
+		a.forget(sdk.KindRepository, req.GetRepository())
 		// Unavailable says a proxy could not be reached (this task may
 		// move to another); anything else is the task's own failure.
 		code := status.Code(err)
