@@ -197,9 +197,30 @@ type remoteSource struct {
 }
 
 var (
-	_ Source    = (*remoteSource)(nil)
-	_ TagLister = (*remoteSource)(nil)
+	_ Source          = (*remoteSource)(nil)
+	_ TagLister       = (*remoteSource)(nil)
+	_ TransportProber = (*remoteSource)(nil)
+	_ TransportProber = (*remoteTarget)(nil)
 )
+
+// ProbeTransport implements TransportProber. A plugin built before
+// protocol 1.3, or one that cannot say, answers errdefs.ErrUnimplemented.
+func (r *remoteSource) ProbeTransport(ctx context.Context, vm string, disk int) (string, string, error) {
+	resp, err := r.rpc.ProbeTransport(ctx, &pb.ProbeTransportRequest{Vm: vm, Disk: int32(disk)})
+	if err != nil {
+		return "", "", r.in.err(err)
+	}
+	return resp.GetMode(), resp.GetWhy(), nil
+}
+
+// ProbeTransport implements TransportProber, as remoteSource's does.
+func (r *remoteTarget) ProbeTransport(ctx context.Context, replica string, disk int) (string, string, error) {
+	resp, err := r.rpc.ProbeTransport(ctx, &pb.ProbeTransportRequest{Vm: replica, Disk: int32(disk)})
+	if err != nil {
+		return "", "", r.in.err(err)
+	}
+	return resp.GetMode(), resp.GetWhy(), nil
+}
 
 func (r *remoteSource) ListVMs(ctx context.Context) ([]VM, error) {
 	resp, err := r.rpc.ListVMs(ctx, &pb.Empty{})
@@ -291,8 +312,6 @@ type remoteTarget struct {
 	in  *instanceConn
 	rpc pb.TargetClient
 }
-
-var _ Target = (*remoteTarget)(nil)
 
 func (r *remoteTarget) GetPlacement(ctx context.Context) (*Placement, error) {
 	resp, err := r.rpc.GetPlacement(ctx, &pb.Empty{})

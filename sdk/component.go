@@ -168,6 +168,25 @@ type TransportReporter interface {
 	Transport() (mode, why string)
 }
 
+// Transport modes a TransportReporter or TransportProber names.
+const (
+	TransportDirect  = "direct"  // the storage is reached from this machine's file system
+	TransportHotAdd  = "hotadd"  // the disks are attached to the VM this plugin runs in
+	TransportNetwork = "network" // the disks are read or written over the network
+)
+
+// TransportProber is implemented by a Source or Target that can say,
+// without opening a disk, how this instance would reach a VM's disks (a
+// source's VM, a target's replica; "" for the target's storage in
+// general) from the machine it runs on: TransportDirect, TransportHotAdd
+// or TransportNetwork, or "" when it cannot reach them from here. disk is
+// -1 for the VM's disks in general. ferry asks the instances its proxies
+// run, to place each disk where the data path is best; an instance that
+// does not implement it is taken as reaching the disks over the network.
+type TransportProber interface {
+	ProbeTransport(ctx context.Context, vm string, disk int) (mode, why string, err error)
+}
+
 // LocalPather is implemented by a DiskReader or DiskWriter whose data sits
 // in a local file the data mover may open itself (the direct lane). A
 // component offers it only with the DirectData capability. Readers may read

@@ -604,3 +604,45 @@ func TestStopDrainsThenCancels(t *testing.T) {
 		t.Fatalf("a call after Stop = %v, want unavailable", err)
 	}
 }
+
+// ProbeTransport answers "direct", except for the VMs "far" (unreachable
+// from here) and "odd" (a mode the protocol does not know).
+func (g *glueSource) ProbeTransport(ctx context.Context, vm string, disk int) (string, string, error) {
+	switch vm {
+	case "far":
+		return "", "its datastore is not mounted here", nil
+	case "odd":
+		return "teleport", "", nil
+	}
+	return sdk.TransportDirect, fmt.Sprintf("disk %d is on this machine", disk), nil
+}
+
+// ProbeTransport crosses the wire, with the plugin's reasons; a source
+// that does not probe answers ErrUnimplemented, and an unknown mode is an
+// error, not a transport.
+func TestProbeTransportCrossesTheWire(t *testing.T) {
+	_, c := newGlue(t)
+	p, ok := configureSource(t, c).(sdk.TransportProber)
+	if !ok {
+		t.Fatal("the host's source does not probe")
+	}
+	ctx := context.Background()
+	if mode, why, err := p.ProbeTransport(ctx, "web-01", 1); mode != sdk.TransportDirect || why != "disk 1 is on this machine" || err != nil {
+		t.Fatalf("probe = %q, %q, %v", mode, why, err)
+	}
+	if mode, why, err := p.ProbeTransport(ctx, "far", -1); mode != "" || why != "its datastore is not mounted here" || err != nil {
+		t.Fatalf("probe of an unreachable VM = %q, %q, %v", mode, why, err)
+	}
+	if _, _, err := p.ProbeTransport(ctx, "odd", 0); err == nil || !strings.Contains(err.Error(), `unknown transport "teleport"`) {
+		t.Fatalf("probe with an unknown mode = %v", err)
+	}
+	info, _ := c.Info(ctx)
+	comp, _ := info.Component(sdk.KindSource, "plain")
+	plain, _, err := c.Source(ctx, "plain", comp.Schema, goodCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := plain.(sdk.TransportProber).ProbeTransport(ctx, "web-01", 0); !errors.Is(err, errdefs.ErrUnimplemented) {
+		t.Fatalf("probe of a source that cannot = %v, want ErrUnimplemented", err)
+	}
+}

@@ -13,10 +13,11 @@ import (
 // Protocol versions. ProtocolMajor is negotiated by go-plugin at the
 // handshake; ProtocolMinor grows when v1 gains messages or calls. Minor 1
 // added VM folders and tags, Source.ListTags, and component limits; minor
-// 2 added a replica's owner and incarnation, and independent disks.
+// 2 added a replica's owner and incarnation, and independent disks; minor
+// 3 added ProbeTransport (TransportProber).
 const (
 	ProtocolMajor = 1
-	ProtocolMinor = 2
+	ProtocolMinor = 3
 )
 
 // Plugin is what a plugin binary serves: its name, version and components,

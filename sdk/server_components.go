@@ -60,6 +60,40 @@ func (ss *sourceService) ListTags(ctx context.Context, _ *pb.Empty) (*pb.ListTag
 	return &pb.ListTagsResponse{Tags: tags}, nil
 }
 
+func (ss *sourceService) ProbeTransport(ctx context.Context, req *pb.ProbeTransportRequest) (*pb.ProbeTransportResponse, error) {
+	in, err := ss.s.lookup(ctx, KindSource)
+	if err != nil {
+		return nil, err
+	}
+	return probe(ctx, in.src, "source", in.typ, ss.s.p.Name, req)
+}
+
+func (ts *targetService) ProbeTransport(ctx context.Context, req *pb.ProbeTransportRequest) (*pb.ProbeTransportResponse, error) {
+	in, err := ts.s.lookup(ctx, KindTarget)
+	if err != nil {
+		return nil, err
+	}
+	return probe(ctx, in.tgt, "target", in.typ, ts.s.p.Name, req)
+}
+
+// probe asks a component that implements TransportProber.
+func probe(ctx context.Context, c any, kind, typ, plugin string, req *pb.ProbeTransportRequest) (*pb.ProbeTransportResponse, error) {
+	p, ok := c.(TransportProber)
+	if !ok {
+		return nil, fmt.Errorf("%s %q of plugin %s does not probe its transports: %w", kind, typ, plugin, errdefs.ErrUnimplemented)
+	}
+	mode, why, err := p.ProbeTransport(ctx, req.GetVm(), int(req.GetDisk()))
+	if err != nil {
+		return nil, err
+	}
+	switch mode {
+	case "", TransportDirect, TransportHotAdd, TransportNetwork:
+	default:
+		return nil, fmt.Errorf("%s %q of plugin %s probed an unknown transport %q", kind, typ, plugin, mode)
+	}
+	return &pb.ProbeTransportResponse{Mode: mode, Why: why}, nil
+}
+
 func (ss *sourceService) DescribeVM(ctx context.Context, req *pb.VMRequest) (*pb.VM, error) {
 	src, err := ss.src(ctx)
 	if err != nil {

@@ -234,7 +234,7 @@ func (x Replica_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Replica_State.Descriptor instead.
 func (Replica_State) EnumDescriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{41, 0}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{43, 0}
 }
 
 // ErrorInfo is attached to every error status a plugin returns.
@@ -2779,6 +2779,114 @@ func (x *OpenSnapshotDiskRequest) GetDisk() int32 {
 	return 0
 }
 
+// ProbeTransportRequest names the disks to reach: a source VM, or a
+// target's replica ("" for one not yet created: the target's storage).
+type ProbeTransportRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Vm            string                 `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	Disk          int32                  `protobuf:"varint,2,opt,name=disk,proto3" json:"disk,omitempty"` // -1: the VM's disks in general
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeTransportRequest) Reset() {
+	*x = ProbeTransportRequest{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeTransportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeTransportRequest) ProtoMessage() {}
+
+func (x *ProbeTransportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeTransportRequest.ProtoReflect.Descriptor instead.
+func (*ProbeTransportRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ProbeTransportRequest) GetVm() string {
+	if x != nil {
+		return x.Vm
+	}
+	return ""
+}
+
+func (x *ProbeTransportRequest) GetDisk() int32 {
+	if x != nil {
+		return x.Disk
+	}
+	return 0
+}
+
+// ProbeTransportResponse is how the instance would reach them: "direct",
+// "hotadd" or "network"; "" when it cannot from where it runs.
+type ProbeTransportResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mode          string                 `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	Why           string                 `protobuf:"bytes,2,opt,name=why,proto3" json:"why,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeTransportResponse) Reset() {
+	*x = ProbeTransportResponse{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeTransportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeTransportResponse) ProtoMessage() {}
+
+func (x *ProbeTransportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeTransportResponse.ProtoReflect.Descriptor instead.
+func (*ProbeTransportResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ProbeTransportResponse) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *ProbeTransportResponse) GetWhy() string {
+	if x != nil {
+		return x.Why
+	}
+	return ""
+}
+
 type Placement struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Hosts         []string               `protobuf:"bytes,1,rep,name=hosts,proto3" json:"hosts,omitempty"`
@@ -2791,7 +2899,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +2911,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +2924,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Placement) GetHosts() []string {
@@ -2865,7 +2973,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2877,7 +2985,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2890,7 +2998,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Replica) GetId() string {
@@ -2961,7 +3069,7 @@ type ReplicaOwner struct {
 
 func (x *ReplicaOwner) Reset() {
 	*x = ReplicaOwner{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2973,7 +3081,7 @@ func (x *ReplicaOwner) String() string {
 func (*ReplicaOwner) ProtoMessage() {}
 
 func (x *ReplicaOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2986,7 +3094,7 @@ func (x *ReplicaOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaOwner.ProtoReflect.Descriptor instead.
 func (*ReplicaOwner) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReplicaOwner) GetJob() string {
@@ -3022,7 +3130,7 @@ type CreateReplicaRequest struct {
 
 func (x *CreateReplicaRequest) Reset() {
 	*x = CreateReplicaRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3034,7 +3142,7 @@ func (x *CreateReplicaRequest) String() string {
 func (*CreateReplicaRequest) ProtoMessage() {}
 
 func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3047,7 +3155,7 @@ func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaRequest.ProtoReflect.Descriptor instead.
 func (*CreateReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateReplicaRequest) GetName() string {
@@ -3087,7 +3195,7 @@ type ReplicaRequest struct {
 
 func (x *ReplicaRequest) Reset() {
 	*x = ReplicaRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3099,7 +3207,7 @@ func (x *ReplicaRequest) String() string {
 func (*ReplicaRequest) ProtoMessage() {}
 
 func (x *ReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3112,7 +3220,7 @@ func (x *ReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReplicaRequest) GetReplica() string {
@@ -3131,7 +3239,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3143,7 +3251,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3156,7 +3264,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -3179,7 +3287,7 @@ type OpenReplicaDiskRequest struct {
 
 func (x *OpenReplicaDiskRequest) Reset() {
 	*x = OpenReplicaDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3191,7 +3299,7 @@ func (x *OpenReplicaDiskRequest) String() string {
 func (*OpenReplicaDiskRequest) ProtoMessage() {}
 
 func (x *OpenReplicaDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3204,7 +3312,7 @@ func (x *OpenReplicaDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenReplicaDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenReplicaDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *OpenReplicaDiskRequest) GetReplica() string {
@@ -3242,7 +3350,7 @@ type RestorePoint struct {
 
 func (x *RestorePoint) Reset() {
 	*x = RestorePoint{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3254,7 +3362,7 @@ func (x *RestorePoint) String() string {
 func (*RestorePoint) ProtoMessage() {}
 
 func (x *RestorePoint) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3267,7 +3375,7 @@ func (x *RestorePoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestorePoint.ProtoReflect.Descriptor instead.
 func (*RestorePoint) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RestorePoint) GetId() string {
@@ -3322,7 +3430,7 @@ type CreateRestorePointRequest struct {
 
 func (x *CreateRestorePointRequest) Reset() {
 	*x = CreateRestorePointRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3334,7 +3442,7 @@ func (x *CreateRestorePointRequest) String() string {
 func (*CreateRestorePointRequest) ProtoMessage() {}
 
 func (x *CreateRestorePointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3347,7 +3455,7 @@ func (x *CreateRestorePointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRestorePointRequest.ProtoReflect.Descriptor instead.
 func (*CreateRestorePointRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *CreateRestorePointRequest) GetReplica() string {
@@ -3373,7 +3481,7 @@ type ListRestorePointsResponse struct {
 
 func (x *ListRestorePointsResponse) Reset() {
 	*x = ListRestorePointsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3385,7 +3493,7 @@ func (x *ListRestorePointsResponse) String() string {
 func (*ListRestorePointsResponse) ProtoMessage() {}
 
 func (x *ListRestorePointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3398,7 +3506,7 @@ func (x *ListRestorePointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRestorePointsResponse.ProtoReflect.Descriptor instead.
 func (*ListRestorePointsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListRestorePointsResponse) GetPoints() []*RestorePoint {
@@ -3418,7 +3526,7 @@ type RestorePointRequest struct {
 
 func (x *RestorePointRequest) Reset() {
 	*x = RestorePointRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3430,7 +3538,7 @@ func (x *RestorePointRequest) String() string {
 func (*RestorePointRequest) ProtoMessage() {}
 
 func (x *RestorePointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3443,7 +3551,7 @@ func (x *RestorePointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestorePointRequest.ProtoReflect.Descriptor instead.
 func (*RestorePointRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RestorePointRequest) GetReplica() string {
@@ -3471,7 +3579,7 @@ type OpenRestorePointDiskRequest struct {
 
 func (x *OpenRestorePointDiskRequest) Reset() {
 	*x = OpenRestorePointDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3483,7 +3591,7 @@ func (x *OpenRestorePointDiskRequest) String() string {
 func (*OpenRestorePointDiskRequest) ProtoMessage() {}
 
 func (x *OpenRestorePointDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3496,7 +3604,7 @@ func (x *OpenRestorePointDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRestorePointDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenRestorePointDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *OpenRestorePointDiskRequest) GetReplica() string {
@@ -3530,7 +3638,7 @@ type NetworkMapping struct {
 
 func (x *NetworkMapping) Reset() {
 	*x = NetworkMapping{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3542,7 +3650,7 @@ func (x *NetworkMapping) String() string {
 func (*NetworkMapping) ProtoMessage() {}
 
 func (x *NetworkMapping) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3555,7 +3663,7 @@ func (x *NetworkMapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkMapping.ProtoReflect.Descriptor instead.
 func (*NetworkMapping) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *NetworkMapping) GetFrom() string {
@@ -3584,7 +3692,7 @@ type ReIPRule struct {
 
 func (x *ReIPRule) Reset() {
 	*x = ReIPRule{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3596,7 +3704,7 @@ func (x *ReIPRule) String() string {
 func (*ReIPRule) ProtoMessage() {}
 
 func (x *ReIPRule) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3609,7 +3717,7 @@ func (x *ReIPRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReIPRule.ProtoReflect.Descriptor instead.
 func (*ReIPRule) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ReIPRule) GetFromSubnet() string {
@@ -3650,7 +3758,7 @@ type NetworkConfig struct {
 
 func (x *NetworkConfig) Reset() {
 	*x = NetworkConfig{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3662,7 +3770,7 @@ func (x *NetworkConfig) String() string {
 func (*NetworkConfig) ProtoMessage() {}
 
 func (x *NetworkConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3675,7 +3783,7 @@ func (x *NetworkConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkConfig.ProtoReflect.Descriptor instead.
 func (*NetworkConfig) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *NetworkConfig) GetNetworkMap() []*NetworkMapping {
@@ -3703,7 +3811,7 @@ type FailoverRequest struct {
 
 func (x *FailoverRequest) Reset() {
 	*x = FailoverRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3715,7 +3823,7 @@ func (x *FailoverRequest) String() string {
 func (*FailoverRequest) ProtoMessage() {}
 
 func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3728,7 +3836,7 @@ func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
 func (*FailoverRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *FailoverRequest) GetReplica() string {
@@ -3762,7 +3870,7 @@ type ApplyNetworkRequest struct {
 
 func (x *ApplyNetworkRequest) Reset() {
 	*x = ApplyNetworkRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3774,7 +3882,7 @@ func (x *ApplyNetworkRequest) String() string {
 func (*ApplyNetworkRequest) ProtoMessage() {}
 
 func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3787,7 +3895,7 @@ func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNetworkRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ApplyNetworkRequest) GetReplica() string {
@@ -3817,7 +3925,7 @@ type PutMessage struct {
 
 func (x *PutMessage) Reset() {
 	*x = PutMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3829,7 +3937,7 @@ func (x *PutMessage) String() string {
 func (*PutMessage) ProtoMessage() {}
 
 func (x *PutMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3842,7 +3950,7 @@ func (x *PutMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMessage.ProtoReflect.Descriptor instead.
 func (*PutMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *PutMessage) GetMsg() isPutMessage_Msg {
@@ -3895,7 +4003,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3907,7 +4015,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3920,7 +4028,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *PutResponse) GetGeneration() int64 {
@@ -3939,7 +4047,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3951,7 +4059,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3964,7 +4072,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *GetRequest) GetKey() string {
@@ -3987,7 +4095,7 @@ type GetMessage struct {
 
 func (x *GetMessage) Reset() {
 	*x = GetMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3999,7 +4107,7 @@ func (x *GetMessage) String() string {
 func (*GetMessage) ProtoMessage() {}
 
 func (x *GetMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4012,7 +4120,7 @@ func (x *GetMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessage.ProtoReflect.Descriptor instead.
 func (*GetMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetMessage) GetMsg() isGetMessage_Msg {
@@ -4068,7 +4176,7 @@ type ObjectInfo struct {
 
 func (x *ObjectInfo) Reset() {
 	*x = ObjectInfo{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4080,7 +4188,7 @@ func (x *ObjectInfo) String() string {
 func (*ObjectInfo) ProtoMessage() {}
 
 func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4093,7 +4201,7 @@ func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectInfo.ProtoReflect.Descriptor instead.
 func (*ObjectInfo) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ObjectInfo) GetKey() string {
@@ -4133,7 +4241,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4145,7 +4253,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4158,7 +4266,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListRequest) GetPrefix() string {
@@ -4177,7 +4285,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4189,7 +4297,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4202,7 +4310,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListResponse) GetObjects() []*ObjectInfo {
@@ -4222,7 +4330,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4234,7 +4342,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4247,7 +4355,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *DeleteRequest) GetKey() string {
@@ -4277,7 +4385,7 @@ type PutMessage_Header struct {
 
 func (x *PutMessage_Header) Reset() {
 	*x = PutMessage_Header{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4289,7 +4397,7 @@ func (x *PutMessage_Header) String() string {
 func (*PutMessage_Header) ProtoMessage() {}
 
 func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4302,7 +4410,7 @@ func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMessage_Header.ProtoReflect.Descriptor instead.
 func (*PutMessage_Header) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{57, 0}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59, 0}
 }
 
 func (x *PutMessage_Header) GetKey() string {
@@ -4523,7 +4631,13 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x17OpenSnapshotDiskRequest\x12\x0e\n" +
 	"\x02vm\x18\x01 \x01(\tR\x02vm\x12\x1a\n" +
 	"\bsnapshot\x18\x02 \x01(\tR\bsnapshot\x12\x12\n" +
-	"\x04disk\x18\x03 \x01(\x05R\x04disk\"w\n" +
+	"\x04disk\x18\x03 \x01(\x05R\x04disk\";\n" +
+	"\x15ProbeTransportRequest\x12\x0e\n" +
+	"\x02vm\x18\x01 \x01(\tR\x02vm\x12\x12\n" +
+	"\x04disk\x18\x02 \x01(\x05R\x04disk\">\n" +
+	"\x16ProbeTransportResponse\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x10\n" +
+	"\x03why\x18\x02 \x01(\tR\x03why\"w\n" +
 	"\tPlacement\x12\x14\n" +
 	"\x05hosts\x18\x01 \x03(\tR\x05hosts\x12\x1e\n" +
 	"\n" +
@@ -4662,7 +4776,7 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04Read\x12\x1c.ferry.plugin.v1.ReadRequest\x1a\x16.ferry.plugin.v1.Chunk0\x01\x12H\n" +
 	"\x05Write\x12\x1d.ferry.plugin.v1.WriteMessage\x1a\x1e.ferry.plugin.v1.WriteResponse(\x01\x12@\n" +
 	"\x04Sync\x12 .ferry.plugin.v1.SyncDiskRequest\x1a\x16.ferry.plugin.v1.Empty\x12B\n" +
-	"\x05Close\x12!.ferry.plugin.v1.CloseDiskRequest\x1a\x16.ferry.plugin.v1.Empty2\xfa\x04\n" +
+	"\x05Close\x12!.ferry.plugin.v1.CloseDiskRequest\x1a\x16.ferry.plugin.v1.Empty2\xdd\x05\n" +
 	"\x06Source\x12C\n" +
 	"\aListVMs\x12\x16.ferry.plugin.v1.Empty\x1a .ferry.plugin.v1.ListVMsResponse\x12=\n" +
 	"\n" +
@@ -4672,7 +4786,8 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\rListSnapshots\x12\x1a.ferry.plugin.v1.VMRequest\x1a&.ferry.plugin.v1.ListSnapshotsResponse\x12T\n" +
 	"\fChangedAreas\x12$.ferry.plugin.v1.ChangedAreasRequest\x1a\x1c.ferry.plugin.v1.ExtentBatch0\x01\x12Y\n" +
 	"\x10OpenSnapshotDisk\x12(.ferry.plugin.v1.OpenSnapshotDiskRequest\x1a\x1b.ferry.plugin.v1.DiskHandle\x12E\n" +
-	"\bListTags\x12\x16.ferry.plugin.v1.Empty\x1a!.ferry.plugin.v1.ListTagsResponse2\x83\t\n" +
+	"\bListTags\x12\x16.ferry.plugin.v1.Empty\x1a!.ferry.plugin.v1.ListTagsResponse\x12a\n" +
+	"\x0eProbeTransport\x12&.ferry.plugin.v1.ProbeTransportRequest\x1a'.ferry.plugin.v1.ProbeTransportResponse2\xe6\t\n" +
 	"\x06Target\x12B\n" +
 	"\fGetPlacement\x12\x16.ferry.plugin.v1.Empty\x1a\x1a.ferry.plugin.v1.Placement\x12P\n" +
 	"\rCreateReplica\x12%.ferry.plugin.v1.CreateReplicaRequest\x1a\x18.ferry.plugin.v1.Replica\x12G\n" +
@@ -4688,7 +4803,8 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\bFailover\x12 .ferry.plugin.v1.FailoverRequest\x1a\x18.ferry.plugin.v1.Replica\x12I\n" +
 	"\fUndoFailover\x12\x1f.ferry.plugin.v1.ReplicaRequest\x1a\x18.ferry.plugin.v1.Replica\x12K\n" +
 	"\x0eCommitFailover\x12\x1f.ferry.plugin.v1.ReplicaRequest\x1a\x18.ferry.plugin.v1.Replica\x12N\n" +
-	"\fApplyNetwork\x12$.ferry.plugin.v1.ApplyNetworkRequest\x1a\x18.ferry.plugin.v1.Replica2\x9a\x02\n" +
+	"\fApplyNetwork\x12$.ferry.plugin.v1.ApplyNetworkRequest\x1a\x18.ferry.plugin.v1.Replica\x12a\n" +
+	"\x0eProbeTransport\x12&.ferry.plugin.v1.ProbeTransportRequest\x1a'.ferry.plugin.v1.ProbeTransportResponse2\x9a\x02\n" +
 	"\n" +
 	"Repository\x12B\n" +
 	"\x03Put\x12\x1b.ferry.plugin.v1.PutMessage\x1a\x1c.ferry.plugin.v1.PutResponse(\x01\x12A\n" +
@@ -4709,7 +4825,7 @@ func file_ferry_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 69)
+var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                           // 0: ferry.plugin.v1.Kind
 	(Diagnostic_Severity)(0),            // 1: ferry.plugin.v1.Diagnostic.Severity
@@ -4755,35 +4871,37 @@ var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(*ChangedAreasRequest)(nil),         // 41: ferry.plugin.v1.ChangedAreasRequest
 	(*ExtentBatch)(nil),                 // 42: ferry.plugin.v1.ExtentBatch
 	(*OpenSnapshotDiskRequest)(nil),     // 43: ferry.plugin.v1.OpenSnapshotDiskRequest
-	(*Placement)(nil),                   // 44: ferry.plugin.v1.Placement
-	(*Replica)(nil),                     // 45: ferry.plugin.v1.Replica
-	(*ReplicaOwner)(nil),                // 46: ferry.plugin.v1.ReplicaOwner
-	(*CreateReplicaRequest)(nil),        // 47: ferry.plugin.v1.CreateReplicaRequest
-	(*ReplicaRequest)(nil),              // 48: ferry.plugin.v1.ReplicaRequest
-	(*ListReplicasResponse)(nil),        // 49: ferry.plugin.v1.ListReplicasResponse
-	(*OpenReplicaDiskRequest)(nil),      // 50: ferry.plugin.v1.OpenReplicaDiskRequest
-	(*RestorePoint)(nil),                // 51: ferry.plugin.v1.RestorePoint
-	(*CreateRestorePointRequest)(nil),   // 52: ferry.plugin.v1.CreateRestorePointRequest
-	(*ListRestorePointsResponse)(nil),   // 53: ferry.plugin.v1.ListRestorePointsResponse
-	(*RestorePointRequest)(nil),         // 54: ferry.plugin.v1.RestorePointRequest
-	(*OpenRestorePointDiskRequest)(nil), // 55: ferry.plugin.v1.OpenRestorePointDiskRequest
-	(*NetworkMapping)(nil),              // 56: ferry.plugin.v1.NetworkMapping
-	(*ReIPRule)(nil),                    // 57: ferry.plugin.v1.ReIPRule
-	(*NetworkConfig)(nil),               // 58: ferry.plugin.v1.NetworkConfig
-	(*FailoverRequest)(nil),             // 59: ferry.plugin.v1.FailoverRequest
-	(*ApplyNetworkRequest)(nil),         // 60: ferry.plugin.v1.ApplyNetworkRequest
-	(*PutMessage)(nil),                  // 61: ferry.plugin.v1.PutMessage
-	(*PutResponse)(nil),                 // 62: ferry.plugin.v1.PutResponse
-	(*GetRequest)(nil),                  // 63: ferry.plugin.v1.GetRequest
-	(*GetMessage)(nil),                  // 64: ferry.plugin.v1.GetMessage
-	(*ObjectInfo)(nil),                  // 65: ferry.plugin.v1.ObjectInfo
-	(*ListRequest)(nil),                 // 66: ferry.plugin.v1.ListRequest
-	(*ListResponse)(nil),                // 67: ferry.plugin.v1.ListResponse
-	(*DeleteRequest)(nil),               // 68: ferry.plugin.v1.DeleteRequest
-	nil,                                 // 69: ferry.plugin.v1.VM.AttributesEntry
-	nil,                                 // 70: ferry.plugin.v1.RestorePoint.LabelsEntry
-	nil,                                 // 71: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
-	(*PutMessage_Header)(nil),           // 72: ferry.plugin.v1.PutMessage.Header
+	(*ProbeTransportRequest)(nil),       // 44: ferry.plugin.v1.ProbeTransportRequest
+	(*ProbeTransportResponse)(nil),      // 45: ferry.plugin.v1.ProbeTransportResponse
+	(*Placement)(nil),                   // 46: ferry.plugin.v1.Placement
+	(*Replica)(nil),                     // 47: ferry.plugin.v1.Replica
+	(*ReplicaOwner)(nil),                // 48: ferry.plugin.v1.ReplicaOwner
+	(*CreateReplicaRequest)(nil),        // 49: ferry.plugin.v1.CreateReplicaRequest
+	(*ReplicaRequest)(nil),              // 50: ferry.plugin.v1.ReplicaRequest
+	(*ListReplicasResponse)(nil),        // 51: ferry.plugin.v1.ListReplicasResponse
+	(*OpenReplicaDiskRequest)(nil),      // 52: ferry.plugin.v1.OpenReplicaDiskRequest
+	(*RestorePoint)(nil),                // 53: ferry.plugin.v1.RestorePoint
+	(*CreateRestorePointRequest)(nil),   // 54: ferry.plugin.v1.CreateRestorePointRequest
+	(*ListRestorePointsResponse)(nil),   // 55: ferry.plugin.v1.ListRestorePointsResponse
+	(*RestorePointRequest)(nil),         // 56: ferry.plugin.v1.RestorePointRequest
+	(*OpenRestorePointDiskRequest)(nil), // 57: ferry.plugin.v1.OpenRestorePointDiskRequest
+	(*NetworkMapping)(nil),              // 58: ferry.plugin.v1.NetworkMapping
+	(*ReIPRule)(nil),                    // 59: ferry.plugin.v1.ReIPRule
+	(*NetworkConfig)(nil),               // 60: ferry.plugin.v1.NetworkConfig
+	(*FailoverRequest)(nil),             // 61: ferry.plugin.v1.FailoverRequest
+	(*ApplyNetworkRequest)(nil),         // 62: ferry.plugin.v1.ApplyNetworkRequest
+	(*PutMessage)(nil),                  // 63: ferry.plugin.v1.PutMessage
+	(*PutResponse)(nil),                 // 64: ferry.plugin.v1.PutResponse
+	(*GetRequest)(nil),                  // 65: ferry.plugin.v1.GetRequest
+	(*GetMessage)(nil),                  // 66: ferry.plugin.v1.GetMessage
+	(*ObjectInfo)(nil),                  // 67: ferry.plugin.v1.ObjectInfo
+	(*ListRequest)(nil),                 // 68: ferry.plugin.v1.ListRequest
+	(*ListResponse)(nil),                // 69: ferry.plugin.v1.ListResponse
+	(*DeleteRequest)(nil),               // 70: ferry.plugin.v1.DeleteRequest
+	nil,                                 // 71: ferry.plugin.v1.VM.AttributesEntry
+	nil,                                 // 72: ferry.plugin.v1.RestorePoint.LabelsEntry
+	nil,                                 // 73: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	(*PutMessage_Header)(nil),           // 74: ferry.plugin.v1.PutMessage.Header
 }
 var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	1,  // 0: ferry.plugin.v1.Diagnostic.severity:type_name -> ferry.plugin.v1.Diagnostic.Severity
@@ -4806,7 +4924,7 @@ var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	8,  // 17: ferry.plugin.v1.ConfigureResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
 	22, // 18: ferry.plugin.v1.VM.disks:type_name -> ferry.plugin.v1.Disk
 	23, // 19: ferry.plugin.v1.VM.nics:type_name -> ferry.plugin.v1.NIC
-	69, // 20: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
+	71, // 20: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
 	28, // 21: ferry.plugin.v1.WriteMessage.chunk:type_name -> ferry.plugin.v1.Chunk
 	24, // 22: ferry.plugin.v1.ListVMsResponse.vms:type_name -> ferry.plugin.v1.VM
 	37, // 23: ferry.plugin.v1.Snapshot.disks:type_name -> ferry.plugin.v1.SnapshotDisk
@@ -4814,22 +4932,22 @@ var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	25, // 25: ferry.plugin.v1.ExtentBatch.extents:type_name -> ferry.plugin.v1.Extent
 	24, // 26: ferry.plugin.v1.Replica.vm:type_name -> ferry.plugin.v1.VM
 	3,  // 27: ferry.plugin.v1.Replica.state:type_name -> ferry.plugin.v1.Replica.State
-	46, // 28: ferry.plugin.v1.Replica.owner:type_name -> ferry.plugin.v1.ReplicaOwner
+	48, // 28: ferry.plugin.v1.Replica.owner:type_name -> ferry.plugin.v1.ReplicaOwner
 	24, // 29: ferry.plugin.v1.CreateReplicaRequest.vm:type_name -> ferry.plugin.v1.VM
-	56, // 30: ferry.plugin.v1.CreateReplicaRequest.network_map:type_name -> ferry.plugin.v1.NetworkMapping
-	46, // 31: ferry.plugin.v1.CreateReplicaRequest.owner:type_name -> ferry.plugin.v1.ReplicaOwner
-	45, // 32: ferry.plugin.v1.ListReplicasResponse.replicas:type_name -> ferry.plugin.v1.Replica
-	70, // 33: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
+	58, // 30: ferry.plugin.v1.CreateReplicaRequest.network_map:type_name -> ferry.plugin.v1.NetworkMapping
+	48, // 31: ferry.plugin.v1.CreateReplicaRequest.owner:type_name -> ferry.plugin.v1.ReplicaOwner
+	47, // 32: ferry.plugin.v1.ListReplicasResponse.replicas:type_name -> ferry.plugin.v1.Replica
+	72, // 33: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
 	37, // 34: ferry.plugin.v1.RestorePoint.disks:type_name -> ferry.plugin.v1.SnapshotDisk
-	71, // 35: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
-	51, // 36: ferry.plugin.v1.ListRestorePointsResponse.points:type_name -> ferry.plugin.v1.RestorePoint
-	56, // 37: ferry.plugin.v1.NetworkConfig.network_map:type_name -> ferry.plugin.v1.NetworkMapping
-	57, // 38: ferry.plugin.v1.NetworkConfig.re_ip:type_name -> ferry.plugin.v1.ReIPRule
-	58, // 39: ferry.plugin.v1.FailoverRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	58, // 40: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	72, // 41: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
-	65, // 42: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
-	65, // 43: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
+	73, // 35: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	53, // 36: ferry.plugin.v1.ListRestorePointsResponse.points:type_name -> ferry.plugin.v1.RestorePoint
+	58, // 37: ferry.plugin.v1.NetworkConfig.network_map:type_name -> ferry.plugin.v1.NetworkMapping
+	59, // 38: ferry.plugin.v1.NetworkConfig.re_ip:type_name -> ferry.plugin.v1.ReIPRule
+	60, // 39: ferry.plugin.v1.FailoverRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	60, // 40: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	74, // 41: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
+	67, // 42: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
+	67, // 43: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
 	5,  // 44: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
 	17, // 45: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
 	19, // 46: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
@@ -4846,60 +4964,64 @@ var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	41, // 57: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
 	43, // 58: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
 	5,  // 59: ferry.plugin.v1.Source.ListTags:input_type -> ferry.plugin.v1.Empty
-	5,  // 60: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
-	47, // 61: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
-	48, // 62: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	5,  // 63: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
-	48, // 64: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	50, // 65: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
-	52, // 66: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
-	48, // 67: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
-	54, // 68: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
-	55, // 69: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
-	59, // 70: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
-	48, // 71: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	48, // 72: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	60, // 73: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
-	61, // 74: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
-	63, // 75: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
-	66, // 76: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
-	68, // 77: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
-	16, // 78: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
-	18, // 79: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
-	20, // 80: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
-	5,  // 81: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
-	28, // 82: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
-	30, // 83: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
-	5,  // 84: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
-	5,  // 85: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
-	33, // 86: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
-	24, // 87: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
-	36, // 88: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
-	5,  // 89: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
-	40, // 90: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
-	42, // 91: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
-	26, // 92: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
-	34, // 93: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
-	44, // 94: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
-	45, // 95: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
-	45, // 96: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
-	49, // 97: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
-	5,  // 98: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
-	26, // 99: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
-	51, // 100: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
-	53, // 101: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
-	5,  // 102: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
-	26, // 103: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
-	45, // 104: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
-	45, // 105: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
-	45, // 106: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
-	45, // 107: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
-	62, // 108: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
-	64, // 109: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
-	67, // 110: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
-	5,  // 111: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
-	78, // [78:112] is the sub-list for method output_type
-	44, // [44:78] is the sub-list for method input_type
+	44, // 60: ferry.plugin.v1.Source.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
+	5,  // 61: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
+	49, // 62: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
+	50, // 63: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	5,  // 64: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
+	50, // 65: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	52, // 66: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
+	54, // 67: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
+	50, // 68: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
+	56, // 69: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
+	57, // 70: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
+	61, // 71: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
+	50, // 72: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	50, // 73: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	62, // 74: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
+	44, // 75: ferry.plugin.v1.Target.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
+	63, // 76: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
+	65, // 77: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
+	68, // 78: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
+	70, // 79: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
+	16, // 80: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
+	18, // 81: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
+	20, // 82: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
+	5,  // 83: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
+	28, // 84: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
+	30, // 85: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
+	5,  // 86: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
+	5,  // 87: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
+	33, // 88: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
+	24, // 89: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
+	36, // 90: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
+	5,  // 91: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
+	40, // 92: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
+	42, // 93: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
+	26, // 94: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
+	34, // 95: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
+	45, // 96: ferry.plugin.v1.Source.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
+	46, // 97: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
+	47, // 98: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
+	47, // 99: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
+	51, // 100: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
+	5,  // 101: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
+	26, // 102: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
+	53, // 103: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
+	55, // 104: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
+	5,  // 105: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
+	26, // 106: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
+	47, // 107: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
+	47, // 108: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
+	47, // 109: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
+	47, // 110: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
+	45, // 111: ferry.plugin.v1.Target.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
+	64, // 112: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
+	66, // 113: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
+	69, // 114: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
+	5,  // 115: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
+	80, // [80:116] is the sub-list for method output_type
+	44, // [44:80] is the sub-list for method input_type
 	44, // [44:44] is the sub-list for extension type_name
 	44, // [44:44] is the sub-list for extension extendee
 	0,  // [0:44] is the sub-list for field type_name
@@ -4919,11 +5041,11 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 		(*WriteMessage_Handle)(nil),
 		(*WriteMessage_Chunk)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[57].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[59].OneofWrappers = []any{
 		(*PutMessage_Header_)(nil),
 		(*PutMessage_Data)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[60].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[62].OneofWrappers = []any{
 		(*GetMessage_Info)(nil),
 		(*GetMessage_Data)(nil),
 	}
@@ -4933,7 +5055,7 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_plugin_v1_plugin_proto_rawDesc), len(file_ferry_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   69,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

@@ -498,6 +498,7 @@ const (
 	Source_ChangedAreas_FullMethodName     = "/ferry.plugin.v1.Source/ChangedAreas"
 	Source_OpenSnapshotDisk_FullMethodName = "/ferry.plugin.v1.Source/OpenSnapshotDisk"
 	Source_ListTags_FullMethodName         = "/ferry.plugin.v1.Source/ListTags"
+	Source_ProbeTransport_FullMethodName   = "/ferry.plugin.v1.Source/ProbeTransport"
 )
 
 // SourceClient is the client API for Source service.
@@ -516,6 +517,9 @@ type SourceClient interface {
 	// them. Unimplemented when the source (or this endpoint of it) has no
 	// tags. Since protocol 1.1.
 	ListTags(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*ListTagsResponse, error)
+	// ProbeTransport says how this instance would read a VM's disks from the
+	// machine it runs on. Since protocol 1.3; optional (Unimplemented).
+	ProbeTransport(ctx context.Context, in *ProbeTransportRequest, opts ...grpc.CallOption) (*ProbeTransportResponse, error)
 }
 
 type sourceClient struct {
@@ -615,6 +619,16 @@ func (c *sourceClient) ListTags(ctx context.Context, in *Empty, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *sourceClient) ProbeTransport(ctx context.Context, in *ProbeTransportRequest, opts ...grpc.CallOption) (*ProbeTransportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProbeTransportResponse)
+	err := c.cc.Invoke(ctx, Source_ProbeTransport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SourceServer is the server API for Source service.
 // All implementations must embed UnimplementedSourceServer
 // for forward compatibility.
@@ -631,6 +645,9 @@ type SourceServer interface {
 	// them. Unimplemented when the source (or this endpoint of it) has no
 	// tags. Since protocol 1.1.
 	ListTags(context.Context, *Empty) (*ListTagsResponse, error)
+	// ProbeTransport says how this instance would read a VM's disks from the
+	// machine it runs on. Since protocol 1.3; optional (Unimplemented).
+	ProbeTransport(context.Context, *ProbeTransportRequest) (*ProbeTransportResponse, error)
 	mustEmbedUnimplementedSourceServer()
 }
 
@@ -664,6 +681,9 @@ func (UnimplementedSourceServer) OpenSnapshotDisk(context.Context, *OpenSnapshot
 }
 func (UnimplementedSourceServer) ListTags(context.Context, *Empty) (*ListTagsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListTags not implemented")
+}
+func (UnimplementedSourceServer) ProbeTransport(context.Context, *ProbeTransportRequest) (*ProbeTransportResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ProbeTransport not implemented")
 }
 func (UnimplementedSourceServer) mustEmbedUnimplementedSourceServer() {}
 func (UnimplementedSourceServer) testEmbeddedByValue()                {}
@@ -823,6 +843,24 @@ func _Source_ListTags_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Source_ProbeTransport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProbeTransportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SourceServer).ProbeTransport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Source_ProbeTransport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SourceServer).ProbeTransport(ctx, req.(*ProbeTransportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Source_ServiceDesc is the grpc.ServiceDesc for Source service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -858,6 +896,10 @@ var Source_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListTags",
 			Handler:    _Source_ListTags_Handler,
 		},
+		{
+			MethodName: "ProbeTransport",
+			Handler:    _Source_ProbeTransport_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -884,6 +926,7 @@ const (
 	Target_UndoFailover_FullMethodName         = "/ferry.plugin.v1.Target/UndoFailover"
 	Target_CommitFailover_FullMethodName       = "/ferry.plugin.v1.Target/CommitFailover"
 	Target_ApplyNetwork_FullMethodName         = "/ferry.plugin.v1.Target/ApplyNetwork"
+	Target_ProbeTransport_FullMethodName       = "/ferry.plugin.v1.Target/ProbeTransport"
 )
 
 // TargetClient is the client API for Target service.
@@ -906,6 +949,9 @@ type TargetClient interface {
 	UndoFailover(ctx context.Context, in *ReplicaRequest, opts ...grpc.CallOption) (*Replica, error)
 	CommitFailover(ctx context.Context, in *ReplicaRequest, opts ...grpc.CallOption) (*Replica, error)
 	ApplyNetwork(ctx context.Context, in *ApplyNetworkRequest, opts ...grpc.CallOption) (*Replica, error)
+	// ProbeTransport says how this instance would write a replica's disks
+	// from the machine it runs on. Since protocol 1.3; optional.
+	ProbeTransport(ctx context.Context, in *ProbeTransportRequest, opts ...grpc.CallOption) (*ProbeTransportResponse, error)
 }
 
 type targetClient struct {
@@ -1056,6 +1102,16 @@ func (c *targetClient) ApplyNetwork(ctx context.Context, in *ApplyNetworkRequest
 	return out, nil
 }
 
+func (c *targetClient) ProbeTransport(ctx context.Context, in *ProbeTransportRequest, opts ...grpc.CallOption) (*ProbeTransportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProbeTransportResponse)
+	err := c.cc.Invoke(ctx, Target_ProbeTransport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TargetServer is the server API for Target service.
 // All implementations must embed UnimplementedTargetServer
 // for forward compatibility.
@@ -1076,6 +1132,9 @@ type TargetServer interface {
 	UndoFailover(context.Context, *ReplicaRequest) (*Replica, error)
 	CommitFailover(context.Context, *ReplicaRequest) (*Replica, error)
 	ApplyNetwork(context.Context, *ApplyNetworkRequest) (*Replica, error)
+	// ProbeTransport says how this instance would write a replica's disks
+	// from the machine it runs on. Since protocol 1.3; optional.
+	ProbeTransport(context.Context, *ProbeTransportRequest) (*ProbeTransportResponse, error)
 	mustEmbedUnimplementedTargetServer()
 }
 
@@ -1127,6 +1186,9 @@ func (UnimplementedTargetServer) CommitFailover(context.Context, *ReplicaRequest
 }
 func (UnimplementedTargetServer) ApplyNetwork(context.Context, *ApplyNetworkRequest) (*Replica, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ApplyNetwork not implemented")
+}
+func (UnimplementedTargetServer) ProbeTransport(context.Context, *ProbeTransportRequest) (*ProbeTransportResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ProbeTransport not implemented")
 }
 func (UnimplementedTargetServer) mustEmbedUnimplementedTargetServer() {}
 func (UnimplementedTargetServer) testEmbeddedByValue()                {}
@@ -1401,6 +1463,24 @@ func _Target_ApplyNetwork_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Target_ProbeTransport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProbeTransportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).ProbeTransport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_ProbeTransport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).ProbeTransport(ctx, req.(*ProbeTransportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Target_ServiceDesc is the grpc.ServiceDesc for Target service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1463,6 +1543,10 @@ var Target_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ApplyNetwork",
 			Handler:    _Target_ApplyNetwork_Handler,
+		},
+		{
+			MethodName: "ProbeTransport",
+			Handler:    _Target_ProbeTransport_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
