@@ -186,7 +186,7 @@ func (s session) proxies() string {
 
 func TestTwoSitesThroughProxies(t *testing.T) {
 	l, prod, dr := twoSitesLab(t)
-	if r := ferry(t, l.cfg, "plan", "e2e"); r.code != 0 || !strings.Contains(r.stdout, "proxies: read by p-prod (at the source's site prod), written by p-dr (at the target's site dr), compression zstd") {
+	if r := ferry(t, l.cfg, "plan", "e2e"); r.code != 0 || !strings.Contains(r.stdout, "proxies: read by p-prod (direct storage access, at the source's site prod), written by p-dr (direct storage access, at the target's site dr), compression zstd") {
 		t.Fatalf("plan: %s", r)
 	}
 	l.write("web-01", 0, 0, 4<<20)
@@ -210,7 +210,7 @@ func TestTwoSitesThroughProxies(t *testing.T) {
 	// warning (it reaches the DR storage here; a plugin that cannot would
 	// fail the disk).
 	dr.kill()
-	if r := ferry(t, l.cfg, "plan", "e2e"); r.code != 0 || !strings.Contains(r.stdout, "written by p-prod (no proxy at the target's site dr), compression none") || !strings.Contains(r.stdout, "skipped: proxy p-dr") {
+	if r := ferry(t, l.cfg, "plan", "e2e"); r.code != 0 || !strings.Contains(r.stdout, "written by p-prod (direct storage access; no proxy at the target's site dr reaches its disks), compression none") || !strings.Contains(r.stdout, "skipped: proxy p-dr") {
 		t.Fatalf("plan without p-dr: %s", r)
 	}
 	l.scatter("web-01", 0, 16<<20, 20)

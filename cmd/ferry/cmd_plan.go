@@ -169,9 +169,13 @@ func planProxies(ctx context.Context, w *workspace, plans []plan.Plan) error {
 	bad := pool.Greet(ctx, nil)
 	for i := range plans {
 		job := w.cfg.Jobs[plans[i].Job]
-		t := proxy.Task{Job: job.Name, SourceSite: job.Source.Site, TargetSite: job.Target.Site, Compression: string(job.Transfer.Compression)}
+		t := proxy.Task{Job: job.Name, SourceSite: job.Source.Site, TargetSite: job.Target.Site, Compression: string(job.Transfer.Compression),
+			Source: proxy.Block{Type: job.Source.Type, Config: job.Source.Config}, Target: proxy.Block{Type: job.Target.Type, Config: job.Target.Config}}
 		for _, p := range job.Proxies {
 			t.Proxies = append(t.Proxies, p.Name)
+		}
+		if len(job.VMs) > 0 {
+			t.VM = job.VMs[0] // how the proxies reach the job's disks: its first VM's
 		}
 		x := &plan.Proxies{}
 		for _, name := range sortedKeys(bad) {
@@ -179,7 +183,7 @@ func planProxies(ctx context.Context, w *workspace, plans []plan.Plan) error {
 				x.Skipped = append(x.Skipped, fmt.Sprintf("proxy %s: %v", name, bad[name]))
 			}
 		}
-		pl, codec, err := pool.Preview(t)
+		pl, codec, err := pool.Preview(ctx, t)
 		if err != nil {
 			x.Error = err.Error()
 		} else {

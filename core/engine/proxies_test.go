@@ -24,7 +24,22 @@ import (
 // memPlugins serve a proxy the fixture's in-memory components: both
 // proxies of these tests run in the test process, and the "sites" share
 // the memory (what each proxy opens is still its own handle).
-type memPlugins struct{ c *memComponents }
+type memPlugins struct {
+	c *memComponents
+	// blind, when set, is why this proxy's target instance cannot reach
+	// the target's storage (it says so when probed).
+	blind string
+}
+
+// blindTarget is a target that cannot reach its storage from here.
+type blindTarget struct {
+	sdk.Target
+	why string
+}
+
+func (b blindTarget) ProbeTransport(context.Context, string, int) (string, string, error) {
+	return "", b.why, nil
+}
 
 func (m memPlugins) Found() []pluginhost.Found { return []pluginhost.Found{{Name: "mem"}} }
 func (m memPlugins) Info(context.Context, string) (*sdk.Info, error) {
@@ -34,6 +49,9 @@ func (m memPlugins) Source(context.Context, string, cty.Value) (sdk.Source, sdk.
 	return m.c.src, m.c.src.Capabilities(), nil
 }
 func (m memPlugins) Target(context.Context, string, cty.Value) (sdk.Target, sdk.Capabilities, error) {
+	if m.blind != "" {
+		return blindTarget{m.c.tgt, m.blind}, m.c.tgt.Capabilities(), nil
+	}
 	return m.c.tgt, m.c.tgt.Capabilities(), nil
 }
 func (m memPlugins) Repository(context.Context, string, cty.Value) (sdk.Repository, error) {
@@ -94,7 +112,7 @@ func (f *fixture) startAgent(ca, name, site string) (proxy.Member, *proxy.Agent,
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	a := &proxy.Agent{Name: name, Site: site, MaxTasks: 2, Plugins: memPlugins{f.comps}, Creds: creds}
+	a := &proxy.Agent{Name: name, Site: site, MaxTasks: 2, Plugins: memPlugins{c: f.comps}, Creds: creds}
 	srv := a.Server()
 	go srv.Serve(lis)
 	f.t.Cleanup(srv.Stop)
@@ -419,4 +437,38 @@ func TestTaskMovesWhenItsProxyDies(t *testing.T) {
 		}
 	}
 	f.newestIs("web-01", want)
+}
+
+func TestAProxyThatCannotReachTheTargetIsNotPlaced(t *testing.T) {
+	f := newFixture(t, "web-01")
+	ts := f.twoSites()
+	// p-blind is at the target's site and less loaded than p-dst, but
+	// its plugin cannot reach the target's storage.
+	blind, a, _ := f.startAgent(ts.ca, "p-blind", "dr")
+	a.Plugins = memPlugins{c: f.comps, blind: "the datastore is not mounted here"}
+	control, err := pki.Load(filepath.Join(ts.ca, "control"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blind.MaxTasks = 4
+	pool := proxy.NewPool(append(ts.members, blind), control, "test", nil)
+	defer pool.Close()
+	f.eng.Proxies = pool
+	f.write("web-01", 0, 10)
+	want := f.sourceImage("web-01")
+	s := f.runOK("web-01")
+	if proxiesOf(s) != "p-src>p-dst,p-src>p-dst" {
+		t.Fatalf("proxies %s", proxiesOf(s))
+	}
+	f.newestIs("web-01", want)
+
+	// With p-blind alone, no proxy reaches the target: the VM fails and
+	// says why, without waiting for a slot.
+	alone := proxy.NewPool([]proxy.Member{blind}, control, "test", nil)
+	defer alone.Close()
+	f.eng.Proxies = alone
+	s = f.run()
+	if s.Result != catalog.ResultFailed || !strings.Contains(s.VMs[0].Error, "no proxy reaches the target's disks (proxy p-blind: the datastore is not mounted here") {
+		t.Fatalf("session %s: %+v", s.Result, s.VMs)
+	}
 }

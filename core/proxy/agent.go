@@ -25,6 +25,7 @@ import (
 	"github.com/ferry-dr/ferry/core/pluginhost"
 	proxyv1 "github.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1"
 	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // Plugins starts and configures the plugins a proxy runs; a
@@ -571,3 +572,47 @@ func (t *targetTask) handle(ctx context.Context, gen int, m *proxyv1.DataMessage
 
 // progressEvery is how often a source half reports progress.
 const progressEvery = 250 * time.Millisecond
+
+func (s *service) Probe(ctx context.Context, req *proxyv1.ProbeRequest) (*proxyv1.ProbeResponse, error) {
+	if _, err := caller(ctx, pki.RoleControl); err != nil {
+		return nil, err
+	}
+	resp := &proxyv1.ProbeResponse{}
+	var err error
+	if req.GetSource() != nil {
+		if resp.Source, err = s.a.reach(ctx, sdk.KindSource, req.GetSource(), req.GetVm()); err != nil {
+			return nil, err
+		}
+	}
+	if req.GetTarget() != nil {
+		if resp.Target, err = s.a.reach(ctx, sdk.KindTarget, req.GetTarget(), ""); err != nil {
+			return nil, err
+		}
+	}
+	return resp, nil
+}
+
+// reach asks a plugin block's instance how it reaches vm's disks from
+// here. A block the proxy cannot configure (no such plugin here, a
+// configuration it refuses) cannot reach anything from here.
+func (a *Agent) reach(ctx context.Context, kind sdk.Kind, c *proxyv1.Component, vm string) (*proxyv1.Reach, error) {
+	comp, err := a.component(ctx, kind, c)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return &proxyv1.Reach{Known: true, Why: status.Convert(err).Message()}, nil
+	}
+	p, ok := comp.(sdk.TransportProber)
+	if !ok {
+		return &proxyv1.Reach{}, nil
+	}
+	mode, why, err := p.ProbeTransport(ctx, vm, -1)
+	switch {
+	case errors.Is(err, errdefs.ErrUnimplemented):
+		return &proxyv1.Reach{}, nil
+	case err != nil:
+		return &proxyv1.Reach{Known: true, Why: err.Error()}, nil
+	}
+	return &proxyv1.Reach{Known: true, Mode: mode, Why: why}, nil
+}

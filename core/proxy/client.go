@@ -61,6 +61,59 @@ type member struct {
 	hello  *proxyv1.HelloResponse
 	err    error // why the proxy cannot be used; nil when it can
 	ours   int   // task slots our tasks hold
+	// reach is how the proxy reaches the disks of a job's VM (by
+	// reachKey), asked once per pool.
+	reach map[string][2]Reach
+}
+
+func reachKey(t Task) string { return t.Job + "\x00" + t.VM }
+
+// probe asks the proxies t may use, that were not asked yet, how they
+// reach t's source disks and target storage.
+func (p *Pool) probe(ctx context.Context, t Task) {
+	key := reachKey(t)
+	p.mu.Lock()
+	var todo []*member
+	for _, m := range p.members {
+		if m.err != nil || m.hello == nil || (len(t.Proxies) > 0 && !contains(t.Proxies, m.Name)) {
+			continue
+		}
+		if _, asked := m.reach[key]; !asked {
+			todo = append(todo, m)
+		}
+	}
+	p.mu.Unlock()
+	if len(todo) == 0 {
+		return
+	}
+	sc, err1 := encodeComponent(t.Source.Type, t.Source.Config)
+	tc, err2 := encodeComponent(t.Target.Type, t.Target.Config)
+	if err1 != nil || err2 != nil {
+		return // Run reports the configuration's error
+	}
+	var wg sync.WaitGroup
+	for _, m := range todo {
+		wg.Go(func() {
+			pctx, cancel := context.WithTimeout(ctx, helloTimeout)
+			defer cancel()
+			resp, err := m.client.Probe(pctx, &proxyv1.ProbeRequest{Source: sc, Target: tc, Vm: t.VM})
+			var r [2]Reach // unknown when the proxy cannot say
+			if err == nil {
+				for i, x := range []*proxyv1.Reach{resp.GetSource(), resp.GetTarget()} {
+					r[i] = Reach{Known: x.GetKnown(), Mode: x.GetMode(), Why: x.GetWhy()}
+				}
+			} else {
+				p.log.Warn("probe a proxy's transports", "proxy", m.Name, "error", err)
+			}
+			p.mu.Lock()
+			if m.reach == nil {
+				m.reach = map[string][2]Reach{}
+			}
+			m.reach[key] = r
+			p.mu.Unlock()
+		})
+	}
+	wg.Wait()
 }
 
 // NewPool returns a pool of proxies reached with creds.
@@ -247,14 +300,16 @@ func (p *Pool) candidates(t Task) []Candidate {
 		if m.MaxTasks > 0 {
 			slots = min(slots, m.MaxTasks)
 		}
-		out = append(out, Candidate{Name: m.Name, Site: m.Site, MaxTasks: slots, Running: max(int(m.hello.GetRunning()), m.ours)})
+		r := m.reach[reachKey(t)]
+		out = append(out, Candidate{Name: m.Name, Site: m.Site, MaxTasks: slots, Running: max(int(m.hello.GetRunning()), m.ours), Source: r[0], Target: r[1]})
 	}
 	return out
 }
 
 // Preview says where t would go now (after Greet), without taking slots,
 // and the codec its link would get: for `ferry plan`.
-func (p *Pool) Preview(t Task) (Placement, datamover.Codec, error) {
+func (p *Pool) Preview(ctx context.Context, t Task) (Placement, datamover.Codec, error) {
+	p.probe(ctx, t)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	cands := p.candidates(t)
@@ -266,6 +321,9 @@ func (p *Pool) Preview(t Task) (Placement, datamover.Codec, error) {
 	}
 	pl, ok := Choose(cands, t.Proxies, t.SourceSite, t.TargetSite, t.VM)
 	if !ok {
+		if why := Unable(cands); why != "" {
+			return Placement{}, 0, fmt.Errorf("%w: %s", ErrNoProxy, why)
+		}
 		return Placement{}, 0, fmt.Errorf("%w: no proxy has two free task slots", ErrNoProxy)
 	}
 	codec, err := datamover.ParseCodec(t.Compression, linkBetween(p.members[pl.Source], p.members[pl.Target]))
@@ -276,11 +334,16 @@ func (p *Pool) Preview(t Task) (Placement, datamover.Codec, error) {
 // takes the slots; it waits while every eligible proxy is busy.
 func (p *Pool) place(ctx context.Context, t Task) (src, dst *member, pl Placement, err error) {
 	for {
+		p.probe(ctx, t)
 		p.mu.Lock()
 		cands := p.candidates(t)
 		if len(cands) == 0 {
 			p.mu.Unlock()
 			return nil, nil, Placement{}, p.noProxy(t)
+		}
+		if why := Unable(cands); why != "" {
+			p.mu.Unlock()
+			return nil, nil, Placement{}, fmt.Errorf("%w: %s", ErrNoProxy, why)
 		}
 		if pl, ok := Choose(cands, t.Proxies, t.SourceSite, t.TargetSite, t.VM); ok {
 			src, dst = p.members[pl.Source], p.members[pl.Target]

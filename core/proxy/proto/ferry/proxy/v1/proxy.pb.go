@@ -36,6 +36,179 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ProbeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Source        *Component             `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"` // absent: not asked
+	Target        *Component             `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"` // absent: not asked
+	Vm            string                 `protobuf:"bytes,3,opt,name=vm,proto3" json:"vm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeRequest) Reset() {
+	*x = ProbeRequest{}
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeRequest) ProtoMessage() {}
+
+func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeRequest.ProtoReflect.Descriptor instead.
+func (*ProbeRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ProbeRequest) GetSource() *Component {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *ProbeRequest) GetTarget() *Component {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *ProbeRequest) GetVm() string {
+	if x != nil {
+		return x.Vm
+	}
+	return ""
+}
+
+// Reach is how a plugin instance would reach its disks from the proxy.
+type Reach struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Known         bool                   `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"` // false: the plugin cannot say (taken as the network)
+	Mode          string                 `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`    // "direct", "hotadd" or "network"; "" (known) when it cannot
+	Why           string                 `protobuf:"bytes,3,opt,name=why,proto3" json:"why,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reach) Reset() {
+	*x = Reach{}
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reach) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reach) ProtoMessage() {}
+
+func (x *Reach) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reach.ProtoReflect.Descriptor instead.
+func (*Reach) Descriptor() ([]byte, []int) {
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Reach) GetKnown() bool {
+	if x != nil {
+		return x.Known
+	}
+	return false
+}
+
+func (x *Reach) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *Reach) GetWhy() string {
+	if x != nil {
+		return x.Why
+	}
+	return ""
+}
+
+type ProbeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Source        *Reach                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Target        *Reach                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeResponse) Reset() {
+	*x = ProbeResponse{}
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeResponse) ProtoMessage() {}
+
+func (x *ProbeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeResponse.ProtoReflect.Descriptor instead.
+func (*ProbeResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ProbeResponse) GetSource() *Reach {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *ProbeResponse) GetTarget() *Reach {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
 // RuleRate is the rate of one traffic rule: every task of the proxy whose
 // link the rule covers shares it.
 type RuleRate struct {
@@ -48,7 +221,7 @@ type RuleRate struct {
 
 func (x *RuleRate) Reset() {
 	*x = RuleRate{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[0]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -60,7 +233,7 @@ func (x *RuleRate) String() string {
 func (*RuleRate) ProtoMessage() {}
 
 func (x *RuleRate) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[0]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -73,7 +246,7 @@ func (x *RuleRate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleRate.ProtoReflect.Descriptor instead.
 func (*RuleRate) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{0}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RuleRate) GetName() string {
@@ -99,7 +272,7 @@ type SetRatesRequest struct {
 
 func (x *SetRatesRequest) Reset() {
 	*x = SetRatesRequest{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[1]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -111,7 +284,7 @@ func (x *SetRatesRequest) String() string {
 func (*SetRatesRequest) ProtoMessage() {}
 
 func (x *SetRatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[1]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -124,7 +297,7 @@ func (x *SetRatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRatesRequest.ProtoReflect.Descriptor instead.
 func (*SetRatesRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{1}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SetRatesRequest) GetRules() []*RuleRate {
@@ -142,7 +315,7 @@ type SetRatesResponse struct {
 
 func (x *SetRatesResponse) Reset() {
 	*x = SetRatesResponse{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[2]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -154,7 +327,7 @@ func (x *SetRatesResponse) String() string {
 func (*SetRatesResponse) ProtoMessage() {}
 
 func (x *SetRatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[2]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -167,7 +340,7 @@ func (x *SetRatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRatesResponse.ProtoReflect.Descriptor instead.
 func (*SetRatesResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{2}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{5}
 }
 
 type HelloRequest struct {
@@ -179,7 +352,7 @@ type HelloRequest struct {
 
 func (x *HelloRequest) Reset() {
 	*x = HelloRequest{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[3]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -191,7 +364,7 @@ func (x *HelloRequest) String() string {
 func (*HelloRequest) ProtoMessage() {}
 
 func (x *HelloRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[3]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -204,7 +377,7 @@ func (x *HelloRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloRequest.ProtoReflect.Descriptor instead.
 func (*HelloRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{3}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HelloRequest) GetVersion() string {
@@ -228,7 +401,7 @@ type HelloResponse struct {
 
 func (x *HelloResponse) Reset() {
 	*x = HelloResponse{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[4]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +413,7 @@ func (x *HelloResponse) String() string {
 func (*HelloResponse) ProtoMessage() {}
 
 func (x *HelloResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[4]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +426,7 @@ func (x *HelloResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloResponse.ProtoReflect.Descriptor instead.
 func (*HelloResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{4}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HelloResponse) GetVersion() string {
@@ -310,7 +483,7 @@ type PluginInfo struct {
 
 func (x *PluginInfo) Reset() {
 	*x = PluginInfo{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[5]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -322,7 +495,7 @@ func (x *PluginInfo) String() string {
 func (*PluginInfo) ProtoMessage() {}
 
 func (x *PluginInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[5]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -335,7 +508,7 @@ func (x *PluginInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginInfo.ProtoReflect.Descriptor instead.
 func (*PluginInfo) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{5}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PluginInfo) GetName() string {
@@ -380,7 +553,7 @@ type Component struct {
 
 func (x *Component) Reset() {
 	*x = Component{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[6]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +565,7 @@ func (x *Component) String() string {
 func (*Component) ProtoMessage() {}
 
 func (x *Component) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[6]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +578,7 @@ func (x *Component) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Component.ProtoReflect.Descriptor instead.
 func (*Component) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{6}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Component) GetType() string {
@@ -442,7 +615,7 @@ type TargetTask struct {
 
 func (x *TargetTask) Reset() {
 	*x = TargetTask{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[7]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +627,7 @@ func (x *TargetTask) String() string {
 func (*TargetTask) ProtoMessage() {}
 
 func (x *TargetTask) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[7]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +640,7 @@ func (x *TargetTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetTask.ProtoReflect.Descriptor instead.
 func (*TargetTask) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{7}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TargetTask) GetTask() string {
@@ -515,7 +688,7 @@ type Extent struct {
 
 func (x *Extent) Reset() {
 	*x = Extent{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[8]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +700,7 @@ func (x *Extent) String() string {
 func (*Extent) ProtoMessage() {}
 
 func (x *Extent) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[8]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +713,7 @@ func (x *Extent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Extent.ProtoReflect.Descriptor instead.
 func (*Extent) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{8}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Extent) GetOffset() int64 {
@@ -570,7 +743,7 @@ type Binding struct {
 
 func (x *Binding) Reset() {
 	*x = Binding{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[9]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +755,7 @@ func (x *Binding) String() string {
 func (*Binding) ProtoMessage() {}
 
 func (x *Binding) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[9]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +768,7 @@ func (x *Binding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Binding.ProtoReflect.Descriptor instead.
 func (*Binding) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{9}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Binding) GetReplica() string {
@@ -672,7 +845,7 @@ type SourceTask struct {
 
 func (x *SourceTask) Reset() {
 	*x = SourceTask{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[10]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +857,7 @@ func (x *SourceTask) String() string {
 func (*SourceTask) ProtoMessage() {}
 
 func (x *SourceTask) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[10]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +870,7 @@ func (x *SourceTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceTask.ProtoReflect.Descriptor instead.
 func (*SourceTask) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{10}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SourceTask) GetTask() string {
@@ -861,7 +1034,7 @@ type TaskEvent struct {
 
 func (x *TaskEvent) Reset() {
 	*x = TaskEvent{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[11]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +1046,7 @@ func (x *TaskEvent) String() string {
 func (*TaskEvent) ProtoMessage() {}
 
 func (x *TaskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[11]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +1059,7 @@ func (x *TaskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
 func (*TaskEvent) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{11}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TaskEvent) GetEvent() isTaskEvent_Event {
@@ -957,7 +1130,7 @@ type Ready struct {
 
 func (x *Ready) Reset() {
 	*x = Ready{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[12]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1142,7 @@ func (x *Ready) String() string {
 func (*Ready) ProtoMessage() {}
 
 func (x *Ready) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[12]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1155,7 @@ func (x *Ready) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ready.ProtoReflect.Descriptor instead.
 func (*Ready) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{12}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Ready) GetLane() string {
@@ -1022,7 +1195,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[13]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1207,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[13]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1220,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{13}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Progress) GetDone() int64 {
@@ -1082,7 +1255,7 @@ type Done struct {
 
 func (x *Done) Reset() {
 	*x = Done{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[14]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1267,7 @@ func (x *Done) String() string {
 func (*Done) ProtoMessage() {}
 
 func (x *Done) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[14]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1280,7 @@ func (x *Done) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Done.ProtoReflect.Descriptor instead.
 func (*Done) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{14}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Done) GetBytesRead() int64 {
@@ -1228,7 +1401,7 @@ type DataMessage struct {
 
 func (x *DataMessage) Reset() {
 	*x = DataMessage{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[15]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1413,7 @@ func (x *DataMessage) String() string {
 func (*DataMessage) ProtoMessage() {}
 
 func (x *DataMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[15]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1426,7 @@ func (x *DataMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataMessage.ProtoReflect.Descriptor instead.
 func (*DataMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{15}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DataMessage) GetMsg() isDataMessage_Msg {
@@ -1358,7 +1531,7 @@ type DataOpen struct {
 
 func (x *DataOpen) Reset() {
 	*x = DataOpen{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[16]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1543,7 @@ func (x *DataOpen) String() string {
 func (*DataOpen) ProtoMessage() {}
 
 func (x *DataOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[16]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1556,7 @@ func (x *DataOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataOpen.ProtoReflect.Descriptor instead.
 func (*DataOpen) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{16}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DataOpen) GetTask() string {
@@ -1401,7 +1574,7 @@ type DataSync struct {
 
 func (x *DataSync) Reset() {
 	*x = DataSync{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[17]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1586,7 @@ func (x *DataSync) String() string {
 func (*DataSync) ProtoMessage() {}
 
 func (x *DataSync) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[17]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1599,7 @@ func (x *DataSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataSync.ProtoReflect.Descriptor instead.
 func (*DataSync) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{17}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{20}
 }
 
 // DataDigests asks for the digests of the replica's current blocks in
@@ -1442,7 +1615,7 @@ type DataDigests struct {
 
 func (x *DataDigests) Reset() {
 	*x = DataDigests{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[18]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1627,7 @@ func (x *DataDigests) String() string {
 func (*DataDigests) ProtoMessage() {}
 
 func (x *DataDigests) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[18]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1640,7 @@ func (x *DataDigests) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataDigests.ProtoReflect.Descriptor instead.
 func (*DataDigests) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{18}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DataDigests) GetFrom() int64 {
@@ -1499,7 +1672,7 @@ type DataClose struct {
 
 func (x *DataClose) Reset() {
 	*x = DataClose{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[19]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1684,7 @@ func (x *DataClose) String() string {
 func (*DataClose) ProtoMessage() {}
 
 func (x *DataClose) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[19]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1697,7 @@ func (x *DataClose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataClose.ProtoReflect.Descriptor instead.
 func (*DataClose) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{19}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{22}
 }
 
 type DataReply struct {
@@ -1543,7 +1716,7 @@ type DataReply struct {
 
 func (x *DataReply) Reset() {
 	*x = DataReply{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[20]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1728,7 @@ func (x *DataReply) String() string {
 func (*DataReply) ProtoMessage() {}
 
 func (x *DataReply) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[20]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1741,7 @@ func (x *DataReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataReply.ProtoReflect.Descriptor instead.
 func (*DataReply) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{20}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DataReply) GetReply() isDataReply_Reply {
@@ -1668,7 +1841,7 @@ type DataOpened struct {
 
 func (x *DataOpened) Reset() {
 	*x = DataOpened{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[21]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1853,7 @@ func (x *DataOpened) String() string {
 func (*DataOpened) ProtoMessage() {}
 
 func (x *DataOpened) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[21]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +1866,7 @@ func (x *DataOpened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataOpened.ProtoReflect.Descriptor instead.
 func (*DataOpened) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{21}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DataOpened) GetApplied() int64 {
@@ -1711,7 +1884,7 @@ type DataSynced struct {
 
 func (x *DataSynced) Reset() {
 	*x = DataSynced{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[22]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1896,7 @@ func (x *DataSynced) String() string {
 func (*DataSynced) ProtoMessage() {}
 
 func (x *DataSynced) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[22]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1909,7 @@ func (x *DataSynced) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataSynced.ProtoReflect.Descriptor instead.
 func (*DataSynced) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{22}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{25}
 }
 
 type DataClosed struct {
@@ -1749,7 +1922,7 @@ type DataClosed struct {
 
 func (x *DataClosed) Reset() {
 	*x = DataClosed{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[23]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +1934,7 @@ func (x *DataClosed) String() string {
 func (*DataClosed) ProtoMessage() {}
 
 func (x *DataClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[23]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +1947,7 @@ func (x *DataClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataClosed.ProtoReflect.Descriptor instead.
 func (*DataClosed) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{23}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DataClosed) GetBytesWritten() int64 {
@@ -1795,7 +1968,18 @@ var File_ferry_proxy_v1_proxy_proto protoreflect.FileDescriptor
 
 const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\n" +
-	"\x1aferry/proxy/v1/proxy.proto\x12\x0eferry.proxy.v1\"2\n" +
+	"\x1aferry/proxy/v1/proxy.proto\x12\x0eferry.proxy.v1\"\x84\x01\n" +
+	"\fProbeRequest\x121\n" +
+	"\x06source\x18\x01 \x01(\v2\x19.ferry.proxy.v1.ComponentR\x06source\x121\n" +
+	"\x06target\x18\x02 \x01(\v2\x19.ferry.proxy.v1.ComponentR\x06target\x12\x0e\n" +
+	"\x02vm\x18\x03 \x01(\tR\x02vm\"C\n" +
+	"\x05Reach\x12\x14\n" +
+	"\x05known\x18\x01 \x01(\bR\x05known\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x10\n" +
+	"\x03why\x18\x03 \x01(\tR\x03why\"m\n" +
+	"\rProbeResponse\x12-\n" +
+	"\x06source\x18\x01 \x01(\v2\x15.ferry.proxy.v1.ReachR\x06source\x12-\n" +
+	"\x06target\x18\x02 \x01(\v2\x15.ferry.proxy.v1.ReachR\x06target\"2\n" +
 	"\bRuleRate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04rate\x18\x02 \x01(\x03R\x04rate\"A\n" +
@@ -1939,13 +2123,14 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\n" +
 	"DataClosed\x12#\n" +
 	"\rbytes_written\x18\x01 \x01(\x03R\fbytesWritten\x12\"\n" +
-	"\rwrite_busy_ns\x18\x02 \x01(\x03R\vwriteBusyNs2\xe6\x02\n" +
+	"\rwrite_busy_ns\x18\x02 \x01(\x03R\vwriteBusyNs2\xac\x03\n" +
 	"\x05Proxy\x12D\n" +
 	"\x05Hello\x12\x1c.ferry.proxy.v1.HelloRequest\x1a\x1d.ferry.proxy.v1.HelloResponse\x12A\n" +
 	"\x06Target\x12\x1a.ferry.proxy.v1.TargetTask\x1a\x19.ferry.proxy.v1.TaskEvent0\x01\x12A\n" +
 	"\x06Source\x12\x1a.ferry.proxy.v1.SourceTask\x1a\x19.ferry.proxy.v1.TaskEvent0\x01\x12B\n" +
 	"\x04Data\x12\x1b.ferry.proxy.v1.DataMessage\x1a\x19.ferry.proxy.v1.DataReply(\x010\x01\x12M\n" +
-	"\bSetRates\x12\x1f.ferry.proxy.v1.SetRatesRequest\x1a .ferry.proxy.v1.SetRatesResponseBCZAgithub.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1;proxyv1b\x06proto3"
+	"\bSetRates\x12\x1f.ferry.proxy.v1.SetRatesRequest\x1a .ferry.proxy.v1.SetRatesResponse\x12D\n" +
+	"\x05Probe\x12\x1c.ferry.proxy.v1.ProbeRequest\x1a\x1d.ferry.proxy.v1.ProbeResponseBCZAgithub.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1;proxyv1b\x06proto3"
 
 var (
 	file_ferry_proxy_v1_proxy_proto_rawDescOnce sync.Once
@@ -1959,68 +2144,77 @@ func file_ferry_proxy_v1_proxy_proto_rawDescGZIP() []byte {
 	return file_ferry_proxy_v1_proxy_proto_rawDescData
 }
 
-var file_ferry_proxy_v1_proxy_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_ferry_proxy_v1_proxy_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_ferry_proxy_v1_proxy_proto_goTypes = []any{
-	(*RuleRate)(nil),         // 0: ferry.proxy.v1.RuleRate
-	(*SetRatesRequest)(nil),  // 1: ferry.proxy.v1.SetRatesRequest
-	(*SetRatesResponse)(nil), // 2: ferry.proxy.v1.SetRatesResponse
-	(*HelloRequest)(nil),     // 3: ferry.proxy.v1.HelloRequest
-	(*HelloResponse)(nil),    // 4: ferry.proxy.v1.HelloResponse
-	(*PluginInfo)(nil),       // 5: ferry.proxy.v1.PluginInfo
-	(*Component)(nil),        // 6: ferry.proxy.v1.Component
-	(*TargetTask)(nil),       // 7: ferry.proxy.v1.TargetTask
-	(*Extent)(nil),           // 8: ferry.proxy.v1.Extent
-	(*Binding)(nil),          // 9: ferry.proxy.v1.Binding
-	(*SourceTask)(nil),       // 10: ferry.proxy.v1.SourceTask
-	(*TaskEvent)(nil),        // 11: ferry.proxy.v1.TaskEvent
-	(*Ready)(nil),            // 12: ferry.proxy.v1.Ready
-	(*Progress)(nil),         // 13: ferry.proxy.v1.Progress
-	(*Done)(nil),             // 14: ferry.proxy.v1.Done
-	(*DataMessage)(nil),      // 15: ferry.proxy.v1.DataMessage
-	(*DataOpen)(nil),         // 16: ferry.proxy.v1.DataOpen
-	(*DataSync)(nil),         // 17: ferry.proxy.v1.DataSync
-	(*DataDigests)(nil),      // 18: ferry.proxy.v1.DataDigests
-	(*DataClose)(nil),        // 19: ferry.proxy.v1.DataClose
-	(*DataReply)(nil),        // 20: ferry.proxy.v1.DataReply
-	(*DataOpened)(nil),       // 21: ferry.proxy.v1.DataOpened
-	(*DataSynced)(nil),       // 22: ferry.proxy.v1.DataSynced
-	(*DataClosed)(nil),       // 23: ferry.proxy.v1.DataClosed
+	(*ProbeRequest)(nil),     // 0: ferry.proxy.v1.ProbeRequest
+	(*Reach)(nil),            // 1: ferry.proxy.v1.Reach
+	(*ProbeResponse)(nil),    // 2: ferry.proxy.v1.ProbeResponse
+	(*RuleRate)(nil),         // 3: ferry.proxy.v1.RuleRate
+	(*SetRatesRequest)(nil),  // 4: ferry.proxy.v1.SetRatesRequest
+	(*SetRatesResponse)(nil), // 5: ferry.proxy.v1.SetRatesResponse
+	(*HelloRequest)(nil),     // 6: ferry.proxy.v1.HelloRequest
+	(*HelloResponse)(nil),    // 7: ferry.proxy.v1.HelloResponse
+	(*PluginInfo)(nil),       // 8: ferry.proxy.v1.PluginInfo
+	(*Component)(nil),        // 9: ferry.proxy.v1.Component
+	(*TargetTask)(nil),       // 10: ferry.proxy.v1.TargetTask
+	(*Extent)(nil),           // 11: ferry.proxy.v1.Extent
+	(*Binding)(nil),          // 12: ferry.proxy.v1.Binding
+	(*SourceTask)(nil),       // 13: ferry.proxy.v1.SourceTask
+	(*TaskEvent)(nil),        // 14: ferry.proxy.v1.TaskEvent
+	(*Ready)(nil),            // 15: ferry.proxy.v1.Ready
+	(*Progress)(nil),         // 16: ferry.proxy.v1.Progress
+	(*Done)(nil),             // 17: ferry.proxy.v1.Done
+	(*DataMessage)(nil),      // 18: ferry.proxy.v1.DataMessage
+	(*DataOpen)(nil),         // 19: ferry.proxy.v1.DataOpen
+	(*DataSync)(nil),         // 20: ferry.proxy.v1.DataSync
+	(*DataDigests)(nil),      // 21: ferry.proxy.v1.DataDigests
+	(*DataClose)(nil),        // 22: ferry.proxy.v1.DataClose
+	(*DataReply)(nil),        // 23: ferry.proxy.v1.DataReply
+	(*DataOpened)(nil),       // 24: ferry.proxy.v1.DataOpened
+	(*DataSynced)(nil),       // 25: ferry.proxy.v1.DataSynced
+	(*DataClosed)(nil),       // 26: ferry.proxy.v1.DataClosed
 }
 var file_ferry_proxy_v1_proxy_proto_depIdxs = []int32{
-	0,  // 0: ferry.proxy.v1.SetRatesRequest.rules:type_name -> ferry.proxy.v1.RuleRate
-	5,  // 1: ferry.proxy.v1.HelloResponse.plugins:type_name -> ferry.proxy.v1.PluginInfo
-	6,  // 2: ferry.proxy.v1.TargetTask.target:type_name -> ferry.proxy.v1.Component
-	6,  // 3: ferry.proxy.v1.SourceTask.source:type_name -> ferry.proxy.v1.Component
-	6,  // 4: ferry.proxy.v1.SourceTask.repository:type_name -> ferry.proxy.v1.Component
-	8,  // 5: ferry.proxy.v1.SourceTask.changed:type_name -> ferry.proxy.v1.Extent
-	8,  // 6: ferry.proxy.v1.SourceTask.allocated:type_name -> ferry.proxy.v1.Extent
-	9,  // 7: ferry.proxy.v1.SourceTask.binding:type_name -> ferry.proxy.v1.Binding
-	0,  // 8: ferry.proxy.v1.SourceTask.rules:type_name -> ferry.proxy.v1.RuleRate
-	12, // 9: ferry.proxy.v1.TaskEvent.ready:type_name -> ferry.proxy.v1.Ready
-	13, // 10: ferry.proxy.v1.TaskEvent.progress:type_name -> ferry.proxy.v1.Progress
-	14, // 11: ferry.proxy.v1.TaskEvent.done:type_name -> ferry.proxy.v1.Done
-	16, // 12: ferry.proxy.v1.DataMessage.open:type_name -> ferry.proxy.v1.DataOpen
-	17, // 13: ferry.proxy.v1.DataMessage.sync:type_name -> ferry.proxy.v1.DataSync
-	18, // 14: ferry.proxy.v1.DataMessage.digests:type_name -> ferry.proxy.v1.DataDigests
-	19, // 15: ferry.proxy.v1.DataMessage.close:type_name -> ferry.proxy.v1.DataClose
-	21, // 16: ferry.proxy.v1.DataReply.opened:type_name -> ferry.proxy.v1.DataOpened
-	22, // 17: ferry.proxy.v1.DataReply.synced:type_name -> ferry.proxy.v1.DataSynced
-	23, // 18: ferry.proxy.v1.DataReply.closed:type_name -> ferry.proxy.v1.DataClosed
-	3,  // 19: ferry.proxy.v1.Proxy.Hello:input_type -> ferry.proxy.v1.HelloRequest
-	7,  // 20: ferry.proxy.v1.Proxy.Target:input_type -> ferry.proxy.v1.TargetTask
-	10, // 21: ferry.proxy.v1.Proxy.Source:input_type -> ferry.proxy.v1.SourceTask
-	15, // 22: ferry.proxy.v1.Proxy.Data:input_type -> ferry.proxy.v1.DataMessage
-	1,  // 23: ferry.proxy.v1.Proxy.SetRates:input_type -> ferry.proxy.v1.SetRatesRequest
-	4,  // 24: ferry.proxy.v1.Proxy.Hello:output_type -> ferry.proxy.v1.HelloResponse
-	11, // 25: ferry.proxy.v1.Proxy.Target:output_type -> ferry.proxy.v1.TaskEvent
-	11, // 26: ferry.proxy.v1.Proxy.Source:output_type -> ferry.proxy.v1.TaskEvent
-	20, // 27: ferry.proxy.v1.Proxy.Data:output_type -> ferry.proxy.v1.DataReply
-	2,  // 28: ferry.proxy.v1.Proxy.SetRates:output_type -> ferry.proxy.v1.SetRatesResponse
-	24, // [24:29] is the sub-list for method output_type
-	19, // [19:24] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	9,  // 0: ferry.proxy.v1.ProbeRequest.source:type_name -> ferry.proxy.v1.Component
+	9,  // 1: ferry.proxy.v1.ProbeRequest.target:type_name -> ferry.proxy.v1.Component
+	1,  // 2: ferry.proxy.v1.ProbeResponse.source:type_name -> ferry.proxy.v1.Reach
+	1,  // 3: ferry.proxy.v1.ProbeResponse.target:type_name -> ferry.proxy.v1.Reach
+	3,  // 4: ferry.proxy.v1.SetRatesRequest.rules:type_name -> ferry.proxy.v1.RuleRate
+	8,  // 5: ferry.proxy.v1.HelloResponse.plugins:type_name -> ferry.proxy.v1.PluginInfo
+	9,  // 6: ferry.proxy.v1.TargetTask.target:type_name -> ferry.proxy.v1.Component
+	9,  // 7: ferry.proxy.v1.SourceTask.source:type_name -> ferry.proxy.v1.Component
+	9,  // 8: ferry.proxy.v1.SourceTask.repository:type_name -> ferry.proxy.v1.Component
+	11, // 9: ferry.proxy.v1.SourceTask.changed:type_name -> ferry.proxy.v1.Extent
+	11, // 10: ferry.proxy.v1.SourceTask.allocated:type_name -> ferry.proxy.v1.Extent
+	12, // 11: ferry.proxy.v1.SourceTask.binding:type_name -> ferry.proxy.v1.Binding
+	3,  // 12: ferry.proxy.v1.SourceTask.rules:type_name -> ferry.proxy.v1.RuleRate
+	15, // 13: ferry.proxy.v1.TaskEvent.ready:type_name -> ferry.proxy.v1.Ready
+	16, // 14: ferry.proxy.v1.TaskEvent.progress:type_name -> ferry.proxy.v1.Progress
+	17, // 15: ferry.proxy.v1.TaskEvent.done:type_name -> ferry.proxy.v1.Done
+	19, // 16: ferry.proxy.v1.DataMessage.open:type_name -> ferry.proxy.v1.DataOpen
+	20, // 17: ferry.proxy.v1.DataMessage.sync:type_name -> ferry.proxy.v1.DataSync
+	21, // 18: ferry.proxy.v1.DataMessage.digests:type_name -> ferry.proxy.v1.DataDigests
+	22, // 19: ferry.proxy.v1.DataMessage.close:type_name -> ferry.proxy.v1.DataClose
+	24, // 20: ferry.proxy.v1.DataReply.opened:type_name -> ferry.proxy.v1.DataOpened
+	25, // 21: ferry.proxy.v1.DataReply.synced:type_name -> ferry.proxy.v1.DataSynced
+	26, // 22: ferry.proxy.v1.DataReply.closed:type_name -> ferry.proxy.v1.DataClosed
+	6,  // 23: ferry.proxy.v1.Proxy.Hello:input_type -> ferry.proxy.v1.HelloRequest
+	10, // 24: ferry.proxy.v1.Proxy.Target:input_type -> ferry.proxy.v1.TargetTask
+	13, // 25: ferry.proxy.v1.Proxy.Source:input_type -> ferry.proxy.v1.SourceTask
+	18, // 26: ferry.proxy.v1.Proxy.Data:input_type -> ferry.proxy.v1.DataMessage
+	4,  // 27: ferry.proxy.v1.Proxy.SetRates:input_type -> ferry.proxy.v1.SetRatesRequest
+	0,  // 28: ferry.proxy.v1.Proxy.Probe:input_type -> ferry.proxy.v1.ProbeRequest
+	7,  // 29: ferry.proxy.v1.Proxy.Hello:output_type -> ferry.proxy.v1.HelloResponse
+	14, // 30: ferry.proxy.v1.Proxy.Target:output_type -> ferry.proxy.v1.TaskEvent
+	14, // 31: ferry.proxy.v1.Proxy.Source:output_type -> ferry.proxy.v1.TaskEvent
+	23, // 32: ferry.proxy.v1.Proxy.Data:output_type -> ferry.proxy.v1.DataReply
+	5,  // 33: ferry.proxy.v1.Proxy.SetRates:output_type -> ferry.proxy.v1.SetRatesResponse
+	2,  // 34: ferry.proxy.v1.Proxy.Probe:output_type -> ferry.proxy.v1.ProbeResponse
+	29, // [29:35] is the sub-list for method output_type
+	23, // [23:29] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_ferry_proxy_v1_proxy_proto_init() }
@@ -2028,19 +2222,19 @@ func file_ferry_proxy_v1_proxy_proto_init() {
 	if File_ferry_proxy_v1_proxy_proto != nil {
 		return
 	}
-	file_ferry_proxy_v1_proxy_proto_msgTypes[11].OneofWrappers = []any{
+	file_ferry_proxy_v1_proxy_proto_msgTypes[14].OneofWrappers = []any{
 		(*TaskEvent_Ready)(nil),
 		(*TaskEvent_Progress)(nil),
 		(*TaskEvent_Done)(nil),
 	}
-	file_ferry_proxy_v1_proxy_proto_msgTypes[15].OneofWrappers = []any{
+	file_ferry_proxy_v1_proxy_proto_msgTypes[18].OneofWrappers = []any{
 		(*DataMessage_Open)(nil),
 		(*DataMessage_Frames)(nil),
 		(*DataMessage_Sync)(nil),
 		(*DataMessage_Digests)(nil),
 		(*DataMessage_Close)(nil),
 	}
-	file_ferry_proxy_v1_proxy_proto_msgTypes[20].OneofWrappers = []any{
+	file_ferry_proxy_v1_proxy_proto_msgTypes[23].OneofWrappers = []any{
 		(*DataReply_Opened)(nil),
 		(*DataReply_Synced)(nil),
 		(*DataReply_Digests)(nil),
@@ -2053,7 +2247,7 @@ func file_ferry_proxy_v1_proxy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_proxy_v1_proxy_proto_rawDesc), len(file_ferry_proxy_v1_proxy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,6 +39,7 @@ const (
 	Proxy_Source_FullMethodName   = "/ferry.proxy.v1.Proxy/Source"
 	Proxy_Data_FullMethodName     = "/ferry.proxy.v1.Proxy/Data"
 	Proxy_SetRates_FullMethodName = "/ferry.proxy.v1.Proxy/SetRates"
+	Proxy_Probe_FullMethodName    = "/ferry.proxy.v1.Proxy/Probe"
 )
 
 // ProxyClient is the client API for Proxy service.
@@ -64,6 +65,9 @@ type ProxyClient interface {
 	// SetRates changes the rates of the traffic rules the proxy's tasks
 	// draw on (a window opened or closed, the configuration changed).
 	SetRates(ctx context.Context, in *SetRatesRequest, opts ...grpc.CallOption) (*SetRatesResponse, error)
+	// Probe asks the proxy's plugin instances how they would reach a VM's
+	// disks (the source) and the target's storage from the proxy's host.
+	Probe(ctx context.Context, in *ProbeRequest, opts ...grpc.CallOption) (*ProbeResponse, error)
 }
 
 type proxyClient struct {
@@ -145,6 +149,16 @@ func (c *proxyClient) SetRates(ctx context.Context, in *SetRatesRequest, opts ..
 	return out, nil
 }
 
+func (c *proxyClient) Probe(ctx context.Context, in *ProbeRequest, opts ...grpc.CallOption) (*ProbeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProbeResponse)
+	err := c.cc.Invoke(ctx, Proxy_Probe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ProxyServer is the server API for Proxy service.
 // All implementations must embed UnimplementedProxyServer
 // for forward compatibility.
@@ -168,6 +182,9 @@ type ProxyServer interface {
 	// SetRates changes the rates of the traffic rules the proxy's tasks
 	// draw on (a window opened or closed, the configuration changed).
 	SetRates(context.Context, *SetRatesRequest) (*SetRatesResponse, error)
+	// Probe asks the proxy's plugin instances how they would reach a VM's
+	// disks (the source) and the target's storage from the proxy's host.
+	Probe(context.Context, *ProbeRequest) (*ProbeResponse, error)
 	mustEmbedUnimplementedProxyServer()
 }
 
@@ -192,6 +209,9 @@ func (UnimplementedProxyServer) Data(grpc.BidiStreamingServer[DataMessage, DataR
 }
 func (UnimplementedProxyServer) SetRates(context.Context, *SetRatesRequest) (*SetRatesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SetRates not implemented")
+}
+func (UnimplementedProxyServer) Probe(context.Context, *ProbeRequest) (*ProbeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Probe not implemented")
 }
 func (UnimplementedProxyServer) mustEmbedUnimplementedProxyServer() {}
 func (UnimplementedProxyServer) testEmbeddedByValue()               {}
@@ -279,6 +299,24 @@ func _Proxy_SetRates_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Proxy_Probe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProbeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProxyServer).Probe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Proxy_Probe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProxyServer).Probe(ctx, req.(*ProbeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Proxy_ServiceDesc is the grpc.ServiceDesc for Proxy service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -293,6 +331,10 @@ var Proxy_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetRates",
 			Handler:    _Proxy_SetRates_Handler,
+		},
+		{
+			MethodName: "Probe",
+			Handler:    _Proxy_Probe_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
