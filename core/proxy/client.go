@@ -73,13 +73,17 @@ func reachKey(t Task) string { return t.Job + "\x00" + t.VM }
 func (p *Pool) probe(ctx context.Context, t Task) {
 	key := reachKey(t)
 	p.mu.Lock()
-	var todo []*member
+	type asking struct {
+		m      *member
+		client proxyv1.ProxyClient
+	}
+	var todo []asking
 	for _, m := range p.members {
 		if m.err != nil || m.hello == nil || (len(t.Proxies) > 0 && !contains(t.Proxies, m.Name)) {
 			continue
 		}
 		if _, asked := m.reach[key]; !asked {
-			todo = append(todo, m)
+			todo = append(todo, asking{m, m.client})
 		}
 	}
 	p.mu.Unlock()
@@ -92,11 +96,12 @@ func (p *Pool) probe(ctx context.Context, t Task) {
 		return // Run reports the configuration's error
 	}
 	var wg sync.WaitGroup
-	for _, m := range todo {
+	for _, a := range todo {
+		m := a.m
 		wg.Go(func() {
 			pctx, cancel := context.WithTimeout(ctx, helloTimeout)
 			defer cancel()
-			resp, err := m.client.Probe(pctx, &proxyv1.ProbeRequest{Source: sc, Target: tc, Vm: t.VM})
+			resp, err := a.client.Probe(pctx, &proxyv1.ProbeRequest{Source: sc, Target: tc, Vm: t.VM})
 			var r [2]Reach // unknown when the proxy cannot say
 			if err == nil {
 				for i, x := range []*proxyv1.Reach{resp.GetSource(), resp.GetTarget()} {
@@ -161,13 +166,18 @@ func (p *Pool) Greet(ctx context.Context, names []string) map[string]error {
 			hello, conn, err := p.hello(ctx, m)
 			p.mu.Lock()
 			defer p.mu.Unlock()
-			if m.conn != nil && m.conn != conn {
-				m.conn.Close()
+			if m.conn != conn {
+				// A new connection (hello reuses the one there is): the
+				// tasks running hold the client of the old one, if any.
+				if m.conn != nil {
+					m.conn.Close()
+				}
+				m.conn = conn
+				if conn != nil {
+					m.client = proxyv1.NewProxyClient(conn)
+				}
 			}
-			m.conn, m.hello, m.err = conn, hello, err
-			if conn != nil {
-				m.client = proxyv1.NewProxyClient(conn)
-			}
+			m.hello, m.err = hello, err
 		})
 	}
 	wg.Wait()
@@ -504,6 +514,9 @@ func (p *Pool) run(ctx context.Context, t Task) (Result, error) {
 		return Result{}, err
 	}
 	defer p.release(src, dst)
+	p.mu.Lock()
+	srcClient, dstClient := src.client, dst.client
+	p.mu.Unlock()
 	res := Result{SourceProxy: src.Name, TargetProxy: dst.Name}
 	link := linkBetween(src, dst)
 	codec, err := datamover.ParseCodec(t.Compression, link)
@@ -539,7 +552,7 @@ func (p *Pool) run(ctx context.Context, t Task) (Result, error) {
 
 	tctx, cancelTarget := context.WithCancel(ctx)
 	defer cancelTarget()
-	tstream, err := dst.client.Target(tctx, &proxyv1.TargetTask{Task: id, Target: tc, Replica: t.Replica, Disk: int32(t.Disk), Capacity: t.Capacity})
+	tstream, err := dstClient.Target(tctx, &proxyv1.TargetTask{Task: id, Target: tc, Replica: t.Replica, Disk: int32(t.Disk), Capacity: t.Capacity})
 	if err != nil {
 		return res, fmt.Errorf("target proxy %s: %w", dst.Name, explained(err))
 	}
@@ -575,7 +588,7 @@ func (p *Pool) run(ctx context.Context, t Task) (Result, error) {
 		}
 		targetEnd <- err
 	}()
-	sstream, err := src.client.Source(sctx, req)
+	sstream, err := srcClient.Source(sctx, req)
 	if err != nil {
 		return res, p.sourceFailed(src, err, targetEnd)
 	}
