@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/ferry-dr/ferry/scheduler"
 	"github.com/ferry-dr/ferry/sdk"
@@ -149,21 +150,10 @@ func Unable(cands []Candidate) string {
 			}
 		}
 		if len(cands) > 0 && len(why) == len(cands) {
-			return fmt.Sprintf("no proxy reaches the %s's disks (%s)", side.name, joinSemi(why))
+			return fmt.Sprintf("no proxy reaches the %s's disks (%s)", side.name, strings.Join(why, "; "))
 		}
 	}
 	return ""
-}
-
-func joinSemi(s []string) string {
-	out := ""
-	for i, x := range s {
-		if i > 0 {
-			out += "; "
-		}
-		out += x
-	}
-	return out
 }
 
 // reason says why a half went to proxy chosen.
