@@ -381,12 +381,13 @@ func (s *service) Target(req *proxyv1.TargetTask, stream proxyv1.Proxy_TargetSer
 	log := a.log().With("task", t.id, "replica", t.replica, "disk", t.disk)
 	log.Info("target half: replica disk open")
 	if err := stream.Send(&proxyv1.TaskEvent{Event: &proxyv1.TaskEvent_Ready{Ready: &proxyv1.Ready{}}}); err != nil {
+		log.Warn("target half: abandoned by the control plane", "error", err)
 		return err
 	}
 	select {
 	case <-t.finished:
 	case <-ctx.Done():
-		log.Warn("target half: abandoned by the control plane")
+		log.Warn("target half: abandoned by the control plane", "error", ctx.Err())
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	t.mu.Lock()
