@@ -34,18 +34,26 @@ const (
 	jobProxied = "proxied"
 	// proxyStart bounds how long a proxy may take to say it listens.
 	proxyStart = 30 * time.Second
+	// proxySampleEvery is how often the proxies' trees are sampled.
+	// Their peaks are the kernel's high-water marks (reset before each
+	// run), so a sample need not catch the peak, only each process before
+	// it exits; at SampleEvery, walking two trees of many threads took a
+	// core of this 2-CPU machine away from the run it measured.
+	proxySampleEvery = 250 * time.Millisecond
 )
 
 // proxySpecs are the scenarios of the set, in order.
 var proxySpecs = []struct {
 	key, name string
-	percent   float64
+	percent   float64 // of the disk; -1: ProxyThrottleChange bytes
 	rtt       time.Duration
+	throttle  int64
 	mode      string
 }{
-	{KeyProxyFull, "full copy (fresh replica)", 0, 0, "full"},
-	{KeyProxyTracked1, "1% changed, change tracking", 1, 0, "change-tracking"},
-	{KeyProxyTracked1RT, "1% changed, change tracking, 20 ms more RTT", 1, ProxyRTT, "change-tracking"},
+	{KeyProxyFull, "full copy (fresh replica)", 0, 0, 0, "full"},
+	{KeyProxyTracked1, "1% changed, change tracking", 1, 0, 0, "change-tracking"},
+	{KeyProxyTracked1RT, "1% changed, change tracking, 20 ms more RTT", 1, ProxyRTT, 0, "change-tracking"},
+	{KeyProxyThrottled, "16 MiB changed, a traffic rule of 1 MB/s", -1, 0, ProxyThrottle, "change-tracking"},
 }
 
 // proxyProc is a `ferry proxy` the bench started.
@@ -74,7 +82,11 @@ func (b *bench) runProxies(ctx context.Context) *ProxySet {
 		return set
 	}
 	for i, sp := range proxySpecs {
-		sc := ProxyScenario{Key: sp.key, Name: fmt.Sprintf("%d. %s", i+1, sp.name), Percent: sp.percent, RTT: sp.rtt, WantMode: sp.mode}
+		percent := sp.percent
+		if percent < 0 {
+			percent = min(100, 100*float64(ProxyThrottleChange)/float64(b.size))
+		}
+		sc := ProxyScenario{Key: sp.key, Name: fmt.Sprintf("%d. %s", i+1, sp.name), Percent: percent, RTT: sp.rtt, Throttle: sp.throttle, WantMode: sp.mode}
 		err := b.proxyScenario(ctx, i+1, procs, &sc)
 		if err != nil {
 			sc.Error = err.Error()
@@ -115,7 +127,7 @@ func (b *bench) proxySetup(ctx context.Context) ([]*proxyProc, error) {
 		b.logf("two proxies: proxy %s (site %s) listens on %s", p.name, p.name, proc.info.Address)
 	}
 	b.proxyAddr = map[string]string{proxyProd: procs[0].info.Address, proxyDR: procs[1].info.Address}
-	return procs, b.writeProxiedConfig(b.proxyAddr[proxyDR])
+	return procs, b.writeProxiedConfig(b.proxyAddr[proxyDR], 0)
 }
 
 // startProxy starts `ferry proxy` with the credentials issued to name,
@@ -191,7 +203,17 @@ func (p *proxyProc) stop() {
 
 // writeProxiedConfig writes the proxied job's configuration, the dr proxy
 // reached at drAddr (its own address, or a relay's).
-func (b *bench) writeProxiedConfig(drAddr string) error {
+func (b *bench) writeProxiedConfig(drAddr string, throttle int64) error {
+	rule := ""
+	if throttle > 0 {
+		rule = fmt.Sprintf(`
+traffic_rule "wan" {
+  from     = ["site:prod"]
+  to       = ["site:dr"]
+  throttle = "%dB/s"
+}
+`, throttle)
+	}
 	hcl := fmt.Sprintf(`# Written by ferry-bench: the run through two proxies.
 source "local" "prod" {
   path = %q
@@ -223,8 +245,8 @@ job %q {
   retention { restore_points = 2 }
   transfer { compression = "zstd" }
 }
-`, b.prod, filepath.Join(b.scratch, "meta-proxied"), b.targets[jobProxied],
-		proxyProd, b.proxyAddr[proxyProd], proxyDR, drAddr, jobProxied, vmName)
+%s`, b.prod, filepath.Join(b.scratch, "meta-proxied"), b.targets[jobProxied],
+		proxyProd, b.proxyAddr[proxyProd], proxyDR, drAddr, jobProxied, vmName, rule)
 	return os.WriteFile(filepath.Join(b.pconf, "main.hcl"), []byte(hcl), 0o644)
 }
 
@@ -247,14 +269,20 @@ func (b *bench) proxyScenario(ctx context.Context, n int, procs []*proxyProc, sc
 		}
 		defer relay.Close()
 		relay.SetLatency(faultnet.Both, sc.RTT/2)
-		if err := b.writeProxiedConfig(relay.Addr()); err != nil {
+		if err := b.writeProxiedConfig(relay.Addr(), 0); err != nil {
 			return err
 		}
 		defer func() {
 			sc.RelayBytes = relay.Forwarded(faultnet.Both)
-			b.writeProxiedConfig(b.proxyAddr[proxyDR])
+			b.writeProxiedConfig(b.proxyAddr[proxyDR], 0)
 		}()
 		b.logf("two proxies: %s: the dr proxy is reached through a relay on %s adding %s of round trip", sc.Name, relay.Addr(), sc.RTT)
+	}
+	if sc.Throttle > 0 {
+		if err := b.writeProxiedConfig(b.proxyAddr[proxyDR], sc.Throttle); err != nil {
+			return err
+		}
+		defer b.writeProxiedConfig(b.proxyAddr[proxyDR], 0)
 	}
 	w := b.watchProxies(procs, sc.Key)
 	f, err := b.runFerry(ctx, jobProxied, spec{key: sc.Key, mode: sc.WantMode})
@@ -333,7 +361,7 @@ func (b *bench) watchProxies(procs []*proxyProc, key string) *proxyWatch {
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		t := time.NewTicker(SampleEvery)
+		t := time.NewTicker(proxySampleEvery)
 		defer t.Stop()
 		for {
 			for _, s := range w.samplers {

@@ -41,6 +41,9 @@ type ProxyScenario struct {
 	// the source proxy on one side and the target proxy on the other.
 	RTT      time.Duration `json:"added_rtt_ns,omitempty"`
 	WantMode string        `json:"want_mode"`
+	// Throttle is the traffic rule's rate between the sites, in bytes per
+	// second; 0 for none.
+	Throttle int64 `json:"throttle,omitempty"`
 	Changes  *ChangeInfo   `json:"changes,omitempty"`
 	Ferry    *FerryRun     `json:"ferry,omitempty"`
 	// Proxies is what each proxy used during the ferry run.
@@ -85,6 +88,18 @@ const (
 	KeyProxyFull       = "proxy-full"
 	KeyProxyTracked1   = "proxy-tracked-1"
 	KeyProxyTracked1RT = "proxy-tracked-1-rtt"
+	KeyProxyThrottled  = "proxy-throttled"
+)
+
+// The throttle scenario: a traffic rule of ProxyThrottle between the
+// sites, and a change of about ProxyThrottleChange bytes, so that the data
+// takes several seconds at the rule's rate (zstd shrinks it first).
+const (
+	ProxyThrottle       = 1_000_000 // bytes per second: the issue's 1 MB/s
+	ProxyThrottleChange = 16 << 20
+	// ProxyThrottleAccuracy is how far the measured rate may be from the
+	// rule's.
+	ProxyThrottleAccuracy = 0.05
 )
 
 // The proxies' names, which are also their sites.
@@ -141,8 +156,10 @@ func proxyGoals(p *ProxySet, diskSize int64) []Goal {
 		peerName  = "two proxies: full copy vs zstd -1 -T0 | ssh"
 		stageName = "two proxies: full copy vs its slowest stage alone"
 		rttName   = "two proxies: 1% changed, 20 ms more round trip vs none"
+		thrName   = "two proxies: a traffic rule of 1 MB/s, the rate the data crossed at"
 		memWant   = "≤ 256 MiB"
 	)
+	thrWant := fmt.Sprintf("within %.0f%% of the rule", 100*ProxyThrottleAccuracy)
 	peerWant := fmt.Sprintf("ferry ≥ %gx faster", ProxyPeerSpeedup)
 	stageWant := fmt.Sprintf("≥ %.0f%% of its throughput", 100*ProxyStageShare)
 	rttWant := fmt.Sprintf("ferry time ≤ %gx", ProxyRTTLimit)
@@ -150,7 +167,7 @@ func proxyGoals(p *ProxySet, diskSize int64) []Goal {
 	memNames := []string{memName(proxyProd), memName(proxyDR)}
 	if p == nil {
 		var goals []Goal
-		for _, g := range [][2]string{{peerName, peerWant}, {stageName, stageWant}, {rttName, rttWant}, {memNames[0], memWant}, {memNames[1], memWant}} {
+		for _, g := range [][2]string{{peerName, peerWant}, {stageName, stageWant}, {rttName, rttWant}, {thrName, thrWant}, {memNames[0], memWant}, {memNames[1], memWant}} {
 			goals = append(goals, Goal{Name: g[0], Want: g[1], Measured: "skipped (-proxies=false)", Skipped: true})
 		}
 		return goals
@@ -191,6 +208,17 @@ func proxyGoals(p *ProxySet, diskSize int64) []Goal {
 		v := float64(slowed.Ferry.Usage.Wall) / float64(base.Ferry.Usage.Wall)
 		goals = append(goals, Goal{Name: rttName, Want: rttWant, Value: v, Limit: ProxyRTTLimit, Pass: v <= ProxyRTTLimit,
 			Measured: fmt.Sprintf("%.2fx (%s vs %s)", v, secs(slowed.Ferry.Usage.Wall), secs(base.Ferry.Usage.Wall))})
+	}
+	if thr := p.scenario(KeyProxyThrottled); thr == nil || thr.Throttle <= 0 || thr.Ferry.Disk <= 0 || thr.Ferry.BytesSent <= 0 {
+		notMeasured(thrName, thrWant)
+	} else {
+		// What went over the wire in the time the disk took: the disk's
+		// own steps (metadata, sync) count against the rate.
+		measured := float64(thr.Ferry.BytesSent) / thr.Ferry.Disk.Seconds()
+		v := measured / float64(thr.Throttle)
+		goals = append(goals, Goal{Name: thrName, Want: thrWant, Value: v, Limit: 1 + ProxyThrottleAccuracy,
+			Pass: v >= 1-ProxyThrottleAccuracy && v <= 1+ProxyThrottleAccuracy,
+			Measured: fmt.Sprintf("%.3f MB/s, %.1f%% of the rule (%s in %s)", measured/1e6, 100*v, FormatBytes(thr.Ferry.BytesSent), secs(thr.Ferry.Disk))})
 	}
 	for _, proxy := range []string{proxyProd, proxyDR} {
 		name := memName(proxy)

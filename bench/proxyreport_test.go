@@ -13,6 +13,12 @@ func proxied(key string, wall time.Duration, prod, dr int64) ProxyScenario {
 		{Name: "prod", Peak: prod << 20 / 2, TreePeak: prod << 20}, {Name: "dr", Peak: dr << 20 / 2, TreePeak: dr << 20}}}
 }
 
+// throttled is the throttle scenario, which sent bytes in disk time.
+func throttled(sent int64, disk time.Duration) ProxyScenario {
+	return ProxyScenario{Key: KeyProxyThrottled, Name: KeyProxyThrottled, Throttle: ProxyThrottle,
+		Ferry: &FerryRun{Usage: run(disk + time.Second), BytesSent: sent, Disk: disk}}
+}
+
 func stages(zstd, tls, write time.Duration) []StageRun {
 	return []StageRun{{Name: "zstd -1 -T0", Usage: run(zstd)}, {Name: "tls", Usage: run(tls)}, {Name: "write", Usage: run(write)}}
 }
@@ -24,6 +30,7 @@ func TestProxyGoals(t *testing.T) {
 				proxied(KeyProxyFull, 4*time.Second, 100, 200),
 				proxied(KeyProxyTracked1, time.Second, 80, 256), // 256 MiB: at the limit
 				proxied(KeyProxyTracked1RT, 1200*time.Millisecond, 90, 100),
+				throttled(10_500_000, 10*time.Second), // 1.05 MB/s: at the limit
 			},
 			Peer:   &PeerRun{Usage: run(8 * time.Second)},                             // 2x: at the limit
 			Stages: stages(2800*time.Millisecond, time.Second, 1500*time.Millisecond), // 70%: at the limit
@@ -33,6 +40,7 @@ func TestProxyGoals(t *testing.T) {
 		peer  = "two proxies: full copy vs zstd -1 -T0 | ssh"
 		stage = "two proxies: full copy vs its slowest stage alone"
 		rtt   = "two proxies: 1% changed, 20 ms more round trip vs none"
+		thr   = "two proxies: a traffic rule of 1 MB/s, the rate the data crossed at"
 		prod  = "peak memory of proxy prod and its plugins"
 		dr    = "peak memory of proxy dr and its plugins"
 	)
@@ -42,22 +50,27 @@ func TestProxyGoals(t *testing.T) {
 		edit func(p *ProxySet)
 		want map[string]verdict
 	}{
-		{"every goal at its limit", func(*ProxySet) {}, map[string]verdict{peer: {pass: true}, stage: {pass: true}, rtt: {pass: true}, prod: {pass: true}, dr: {pass: true}}},
+		{"every goal at its limit", func(*ProxySet) {}, map[string]verdict{peer: {pass: true}, stage: {pass: true}, rtt: {pass: true}, thr: {pass: true}, prod: {pass: true}, dr: {pass: true}}},
+		{"a throttle too slow is as wrong as one too fast", func(p *ProxySet) {
+			p.Scenarios[3] = throttled(9_400_000, 10*time.Second)
+		}, map[string]verdict{peer: {pass: true}, stage: {pass: true}, rtt: {pass: true}, thr: {}, prod: {pass: true}, dr: {pass: true}}},
 		{"every goal just past it", func(p *ProxySet) {
 			p.Peer.Usage.Wall = 7900 * time.Millisecond
 			p.Stages[0].Usage.Wall = 2700 * time.Millisecond
 			p.Scenarios[2].Ferry.Usage.Wall = 1210 * time.Millisecond
 			p.Scenarios[0].Proxies[0].TreePeak = MemoryLimit + 1
 			p.Scenarios[1].Proxies[1].TreePeak = MemoryLimit + 1
-		}, map[string]verdict{peer: {}, stage: {}, rtt: {}, prod: {}, dr: {}}},
+			p.Scenarios[3] = throttled(10_600_000, 10*time.Second)
+		}, map[string]verdict{peer: {}, stage: {}, rtt: {}, thr: {}, prod: {}, dr: {}}},
 		{"no ssh, no zstd: skipped with the reason", func(p *ProxySet) {
 			p.Peer, p.PeerSkipped = nil, "ssh -o BatchMode=yes 127.0.0.1 true: connection refused"
 			p.Stages[0] = StageRun{Name: "zstd -1 -T0", Skipped: "no zstd"}
-		}, map[string]verdict{peer: {skipped: true}, stage: {skipped: true}, rtt: {pass: true}, prod: {pass: true}, dr: {pass: true}}},
+		}, map[string]verdict{peer: {skipped: true}, stage: {skipped: true}, rtt: {pass: true}, thr: {pass: true}, prod: {pass: true}, dr: {pass: true}}},
 		{"failed scenarios are not measured, not skipped", func(p *ProxySet) {
 			p.Scenarios[0].Error = "boom"
 			p.Scenarios[2] = ProxyScenario{Key: KeyProxyTracked1RT, Error: "boom"}
-		}, map[string]verdict{peer: {}, stage: {}, rtt: {}, prod: {pass: true}, dr: {pass: true}}},
+			p.Scenarios[3].Error = "boom"
+		}, map[string]verdict{peer: {}, stage: {}, rtt: {}, thr: {}, prod: {pass: true}, dr: {pass: true}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := good()
@@ -82,7 +95,10 @@ func TestProxyGoals(t *testing.T) {
 	if m := goals[1].Measured; !strings.Contains(m, "zstd -1 -T0") || !strings.Contains(m, "1074 MB/s") || !strings.Contains(m, "1534 MB/s") {
 		t.Errorf("stage goal: %q", m)
 	}
-	if m := goals[3].Measured; !strings.Contains(m, "100 MiB") || !strings.Contains(m, "the proxy alone 50.0 MiB") {
+	if m := goals[3].Measured; m != "1.050 MB/s, 105.0% of the rule (10.0 MiB in 10.0s)" {
+		t.Errorf("throttle goal: %q", m)
+	}
+	if m := goals[4].Measured; !strings.Contains(m, "100 MiB") || !strings.Contains(m, "the proxy alone 50.0 MiB") {
 		t.Errorf("prod's memory goal: %q", m)
 	}
 }
