@@ -43,9 +43,9 @@ type ProxyScenario struct {
 	WantMode string        `json:"want_mode"`
 	// Throttle is the traffic rule's rate between the sites, in bytes per
 	// second; 0 for none.
-	Throttle int64 `json:"throttle,omitempty"`
-	Changes  *ChangeInfo   `json:"changes,omitempty"`
-	Ferry    *FerryRun     `json:"ferry,omitempty"`
+	Throttle int64       `json:"throttle,omitempty"`
+	Changes  *ChangeInfo `json:"changes,omitempty"`
+	Ferry    *FerryRun   `json:"ferry,omitempty"`
 	// Proxies is what each proxy used during the ferry run.
 	Proxies []ProxyUsage `json:"proxy_usage,omitempty"`
 	// RelayBytes is what the relay forwarded, both ways (TLS, gRPC and
@@ -217,7 +217,7 @@ func proxyGoals(p *ProxySet, diskSize int64) []Goal {
 		measured := float64(thr.Ferry.BytesSent) / thr.Ferry.Disk.Seconds()
 		v := measured / float64(thr.Throttle)
 		goals = append(goals, Goal{Name: thrName, Want: thrWant, Value: v, Limit: 1 + ProxyThrottleAccuracy,
-			Pass: v >= 1-ProxyThrottleAccuracy && v <= 1+ProxyThrottleAccuracy,
+			Pass:     v >= 1-ProxyThrottleAccuracy && v <= 1+ProxyThrottleAccuracy,
 			Measured: fmt.Sprintf("%.3f MB/s, %.1f%% of the rule (%s in %s)", measured/1e6, 100*v, FormatBytes(thr.Ferry.BytesSent), secs(thr.Ferry.Disk))})
 	}
 	for _, proxy := range []string{proxyProd, proxyDR} {
