@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/ferry-dr/ferry/config"
@@ -12,7 +13,6 @@ import (
 
 	"github.com/ferry-dr/ferry/core/engine"
 	"github.com/ferry-dr/ferry/core/plan"
-	"github.com/ferry-dr/ferry/core/proxy"
 	"github.com/ferry-dr/ferry/core/selection"
 	"github.com/ferry-dr/ferry/sdk"
 )
@@ -169,16 +169,13 @@ func planProxies(ctx context.Context, w *workspace, plans []plan.Plan) error {
 	bad := pool.Greet(ctx, nil)
 	for i := range plans {
 		job := w.cfg.Jobs[plans[i].Job]
-		t := proxy.Task{Job: job.Name, SourceSite: job.Source.Site, TargetSite: job.Target.Site, Compression: string(job.Transfer.Compression),
-			Source: proxy.Block{Type: job.Source.Type, Config: job.Source.Config}, Target: proxy.Block{Type: job.Target.Type, Config: job.Target.Config}}
-		for _, p := range job.Proxies {
-			t.Proxies = append(t.Proxies, p.Name)
-		}
+		vm := ""
 		if len(job.VMs) > 0 {
-			t.VM = job.VMs[0] // how the proxies reach the job's disks: its first VM's
+			vm = job.VMs[0] // how the proxies reach the job's disks: its first VM's
 		}
+		t := engine.ProxyTask(job, vm)
 		x := &plan.Proxies{}
-		for _, name := range sortedKeys(bad) {
+		for _, name := range slices.Sorted(maps.Keys(bad)) {
 			if len(t.Proxies) == 0 || slices.Contains(t.Proxies, name) {
 				x.Skipped = append(x.Skipped, fmt.Sprintf("proxy %s: %v", name, bad[name]))
 			}
@@ -192,13 +189,4 @@ func planProxies(ctx context.Context, w *workspace, plans []plan.Plan) error {
 		plans[i].Proxies = x
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -87,8 +87,8 @@ func runRun(e *env, args []string) error {
 			pool.Traffic = reg
 			changed = pool.PushRates
 		}
-		reg.Update(w.cfg.TrafficRules, time.Now())
-		go reg.Keep(rctx, w.cfg.TrafficRules, changed)
+		next := reg.Update(w.cfg.TrafficRules, time.Now())
+		go reg.Keep(rctx, w.cfg.TrafficRules, next, changed)
 		eng.Traffic = reg
 	}
 	out := e.stdout

@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,16 +32,25 @@ func proxyNames(job *config.Job) []string {
 // work; a disk no proxy can take fails its VM).
 func (r *run) greetProxies(ctx context.Context) {
 	bad := r.e.Proxies.Greet(ctx, proxyNames(r.job))
-	names := make([]string, 0, len(bad))
-	for n := range bad {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(bad)) {
 		msg := fmt.Sprintf("proxy %s is skipped: %v", n, bad[n])
 		r.sess.Warnings = append(r.sess.Warnings, msg)
 		r.e.log().Warn(msg, "job", r.job.Name)
 		r.e.emit(Event{Kind: Notice, Session: r.sess.ID, Job: r.job.Name, Message: msg})
+	}
+}
+
+// ProxyTask is what a job's disk task on proxies carries whatever the
+// disk: the job, the VM, the proxies it may use, the sites, the source and
+// target blocks and the compression. It is what placement needs: `ferry
+// plan` shows where a task made of it would go, and a run fills in the
+// disk.
+func ProxyTask(job *config.Job, vm string) proxy.Task {
+	return proxy.Task{
+		Job: job.Name, VM: vm, Proxies: proxyNames(job),
+		SourceSite: job.Source.Site, TargetSite: job.Target.Site,
+		Source: wireBlock(job.Source), Target: wireBlock(job.Target),
+		Compression: string(job.Transfer.Compression),
 	}
 }
 
@@ -55,54 +65,40 @@ func (r *run) remoteDisk(ctx context.Context, name string, snap *sdk.Snapshot, d
 		return errors.New("the job runs on proxies but names no repository: the default one is a folder on the control plane's host, which the proxies cannot reach; add repository = repository.TYPE.NAME to the job")
 	}
 	var halfway sync.Once
-	t := proxy.Task{
-		Job: r.job.Name, VM: name, Disk: d.Index, Proxies: proxyNames(r.job),
-		SourceSite: r.job.Source.Site, TargetSite: r.job.Target.Site,
-		Source: wireBlock(r.job.Source), Target: wireBlock(r.job.Target), Repository: wireBlock(r.job.Repository),
-		Snapshot: snap.ID, Capacity: d.Capacity, Replica: replica.ID,
-		Changed: req.Changed, Allocated: req.Allocated, TargetZero: req.TargetZero, Fresh: fresh,
-		BlockSize: bs, Compression: string(r.job.Transfer.Compression), Throttle: r.job.Transfer.Throttle,
-		MetaPrefix: replicameta.Prefix(r.job.Name, name, d.Index), Session: r.sess.ID, Binding: bind,
-		Ready: func(rd proxy.Ready) {
-			res.Lane, res.Transport, res.TransportWhy = catalog.Lane(rd.Lane), rd.Transport, rd.TransportWhy
-			res.SourceProxy, res.TargetProxy = rd.SourceProxy, rd.TargetProxy
-			r.notice(name, "disk %d: read by proxy %s (%s), written by proxy %s (%s); %s, compression %s", d.Index, rd.SourceProxy, rd.SourceWhy, rd.TargetProxy, rd.TargetWhy, rd.Link, rd.Codec)
-			if len(rd.Rules) > 0 {
-				r.notice(name, "disk %d: traffic rules %s cover the link from proxy %s to proxy %s", d.Index, strings.Join(rd.Rules, ", "), rd.SourceProxy, rd.TargetProxy)
-			}
-			if rd.Transport != "" {
-				r.notice(name, "disk %d: read with %s: %s", d.Index, rd.Transport, rd.TransportWhy)
-			}
-			if rd.Distrusted != "" {
-				if fresh {
-					r.notice(name, "disk %d: the repository's metadata is not this new replica's (%s); it is set aside", d.Index, rd.Distrusted)
-				} else {
-					r.notice(name, "disk %d: the repository's metadata is not trusted (%s); digests are recomputed from the replica where blocks are compared", d.Index, rd.Distrusted)
-				}
-			}
-		},
-		Moved: func(err error, down map[string]error) {
-			names := make([]string, 0, len(down))
-			for n := range down {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			var why []string
-			for _, n := range names {
-				why = append(why, fmt.Sprintf("proxy %s: %v", n, down[n]))
-			}
-			msg := fmt.Sprintf("disk %d: %v; placing it again", d.Index, err)
-			if len(why) > 0 {
-				msg += " (unreachable now: " + strings.Join(why, "; ") + ")"
-			}
-			r.notice(name, "%s", msg)
-		},
-		Progress: func(done int64) {
-			if done*2 >= total {
-				halfway.Do(func() { r.e.hook(StepMoving, name) })
-			}
-			r.e.emit(Event{Kind: DiskProgress, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Mode: res.Mode, Lane: res.Lane, Done: done, Total: total})
-		},
+	t := ProxyTask(r.job, name)
+	t.Disk, t.Repository = d.Index, wireBlock(r.job.Repository)
+	t.Snapshot, t.Capacity, t.Replica = snap.ID, d.Capacity, replica.ID
+	t.Changed, t.Allocated, t.TargetZero, t.Fresh = req.Changed, req.Allocated, req.TargetZero, fresh
+	t.BlockSize, t.Throttle = bs, r.job.Transfer.Throttle
+	t.MetaPrefix, t.Session, t.Binding = replicameta.Prefix(r.job.Name, name, d.Index), r.sess.ID, bind
+	t.Ready = func(rd proxy.Ready) {
+		res.Lane, res.Transport, res.TransportWhy = catalog.Lane(rd.Lane), rd.Transport, rd.TransportWhy
+		res.SourceProxy, res.TargetProxy = rd.SourceProxy, rd.TargetProxy
+		r.notice(name, "disk %d: read by proxy %s (%s), written by proxy %s (%s); %s, compression %s", d.Index, rd.SourceProxy, rd.SourceWhy, rd.TargetProxy, rd.TargetWhy, rd.Link, rd.Codec)
+		if len(rd.Rules) > 0 {
+			r.notice(name, "disk %d: traffic rules %s cover the link from proxy %s to proxy %s", d.Index, strings.Join(rd.Rules, ", "), rd.SourceProxy, rd.TargetProxy)
+		}
+		r.transport(name, d.Index, rd.Transport, rd.TransportWhy)
+		if rd.Distrusted != "" {
+			r.distrusted(name, d.Index, fresh, rd.Distrusted)
+		}
+	}
+	t.Moved = func(err error, down map[string]error) {
+		var why []string
+		for _, n := range slices.Sorted(maps.Keys(down)) {
+			why = append(why, fmt.Sprintf("proxy %s: %v", n, down[n]))
+		}
+		msg := fmt.Sprintf("disk %d: %v; placing it again", d.Index, err)
+		if len(why) > 0 {
+			msg += " (unreachable now: " + strings.Join(why, "; ") + ")"
+		}
+		r.notice(name, "%s", msg)
+	}
+	t.Progress = func(done int64) {
+		if done*2 >= total {
+			halfway.Do(func() { r.e.hook(StepMoving, name) })
+		}
+		r.e.emit(Event{Kind: DiskProgress, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Mode: res.Mode, Lane: res.Lane, Done: done, Total: total})
 	}
 	out, err := r.e.Proxies.Run(ctx, t)
 	res.SourceProxy, res.TargetProxy = out.SourceProxy, out.TargetProxy
@@ -117,7 +113,7 @@ func (r *run) remoteDisk(ctx context.Context, name string, snap *sdk.Snapshot, d
 		r.notice(name, "disk %d: the data stream from proxy %s to proxy %s broke and was resumed (%d times)", d.Index, out.SourceProxy, out.TargetProxy, out.Reconnects)
 	}
 	if out.SegmentsRecomputed > 0 {
-		r.notice(name, "disk %d: recomputed the digests of %d segments (%d bytes) from the replica", d.Index, out.SegmentsRecomputed, out.BytesRecomputed)
+		r.recomputed(name, d.Index, out.SegmentsRecomputed, out.BytesRecomputed)
 	}
 	return nil
 }
@@ -142,4 +138,27 @@ func stagesOf(st datamover.Stats, network, write time.Duration) *catalog.Busy {
 		Target:  datamover.Percent(write, st.Elapsed),
 	}
 	return &catalog.Busy{Source: stages.Source, Proxy: stages.Proxy, Network: stages.Network, Target: stages.Target, Bottleneck: stages.Bottleneck()}
+}
+
+// distrusted says that the repository's metadata of a disk is not
+// trusted, and what comes of it.
+func (r *run) distrusted(vm string, disk int, fresh bool, why string) {
+	if fresh {
+		r.notice(vm, "disk %d: the repository's metadata is not this new replica's (%s); it is set aside", disk, why)
+		return
+	}
+	r.notice(vm, "disk %d: the repository's metadata is not trusted (%s); digests are recomputed from the replica where blocks are compared", disk, why)
+}
+
+// recomputed says how much of a disk's digests were rebuilt from the
+// replica.
+func (r *run) recomputed(vm string, disk, segments int, bytes int64) {
+	r.notice(vm, "disk %d: recomputed the digests of %d segments (%d bytes) from the replica", disk, segments, bytes)
+}
+
+// transport says how the source read a disk, when it says.
+func (r *run) transport(vm string, disk int, mode, why string) {
+	if mode != "" {
+		r.notice(vm, "disk %d: read with %s: %s", disk, mode, why)
+	}
 }

@@ -685,9 +685,8 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		res.Lane = catalog.LaneDirect
 	}
 	if tr, ok := src.(sdk.TransportReporter); ok {
-		if res.Transport, res.TransportWhy = tr.Transport(); res.Transport != "" {
-			r.notice(name, "disk %d: read with %s: %s", d.Index, res.Transport, res.TransportWhy)
-		}
+		res.Transport, res.TransportWhy = tr.Transport()
+		r.transport(name, d.Index, res.Transport, res.TransportWhy)
 	}
 
 	store, err := replicameta.Open(ctx, r.repo, replicameta.Prefix(r.job.Name, name, d.Index), replicameta.Options{
@@ -700,11 +699,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		return fail("replica metadata: %v", err)
 	}
 	if why := store.Distrusted(); why != "" {
-		if fresh {
-			r.notice(name, "disk %d: the repository's metadata is not this new replica's (%s); it is set aside", d.Index, why)
-		} else {
-			r.notice(name, "disk %d: the repository's metadata is not trusted (%s); digests are recomputed from the replica where blocks are compared", d.Index, why)
-		}
+		r.distrusted(name, d.Index, fresh, why)
 	}
 	// Closing waits for the store's deletes of replaced objects: let
 	// them finish while the restore point is made.
@@ -747,7 +742,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		return fail("replica metadata: %v", err)
 	}
 	if ms := store.Stats(); ms.SegmentsRecomputed > 0 {
-		r.notice(name, "disk %d: recomputed the digests of %d segments (%d bytes) from the replica", d.Index, ms.SegmentsRecomputed, ms.BytesRecomputed)
+		r.recomputed(name, d.Index, ms.SegmentsRecomputed, ms.BytesRecomputed)
 	}
 	res.Duration = r.e.now().Sub(start)
 	r.e.emit(Event{Kind: DiskFinished, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Mode: res.Mode, Lane: res.Lane, Done: total, Total: total, Busy: res.Busy})

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -64,6 +65,9 @@ type member struct {
 	// reach is how the proxy reaches the disks of a job's VM (by
 	// reachKey), asked once per pool.
 	reach map[string][2]Reach
+	// end is the proxy as an end of a traffic rule's link, its address
+	// resolved when it was greeted.
+	end traffic.End
 }
 
 func reachKey(t Task) string { return t.Job + "\x00" + t.VM }
@@ -79,7 +83,7 @@ func (p *Pool) probe(ctx context.Context, t Task) {
 	}
 	var todo []asking
 	for _, m := range p.members {
-		if m.err != nil || m.hello == nil || (len(t.Proxies) > 0 && !contains(t.Proxies, m.Name)) {
+		if !m.usableFor(t) {
 			continue
 		}
 		if _, asked := m.reach[key]; !asked {
@@ -155,7 +159,7 @@ func (p *Pool) Greet(ctx context.Context, names []string) map[string]error {
 	p.mu.Lock()
 	var todo []*member
 	for _, m := range p.members {
-		if len(names) == 0 || contains(names, m.Name) {
+		if allowed(names, m.Name) {
 			todo = append(todo, m)
 		}
 	}
@@ -164,8 +168,10 @@ func (p *Pool) Greet(ctx context.Context, names []string) map[string]error {
 	for _, m := range todo {
 		wg.Go(func() {
 			hello, conn, err := p.hello(ctx, m)
+			end := endOf(m.Member)
 			p.mu.Lock()
 			defer p.mu.Unlock()
+			m.end = end
 			if m.conn != conn {
 				// A new connection (hello reuses the one there is): the
 				// tasks running hold the client of the old one, if any.
@@ -192,13 +198,15 @@ func (p *Pool) Greet(ctx context.Context, names []string) map[string]error {
 	return bad
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+// allowed reports whether a task limited to names (none: any) may use
+// proxy name.
+func allowed(names []string, name string) bool {
+	return len(names) == 0 || slices.Contains(names, name)
+}
+
+// usableFor reports whether t may run on m now. Callers hold p.mu.
+func (m *member) usableFor(t Task) bool {
+	return m.err == nil && m.hello != nil && allowed(t.Proxies, m.Name)
 }
 
 func (p *Pool) hello(ctx context.Context, m *member) (*proxyv1.HelloResponse, *grpc.ClientConn, error) {
@@ -303,7 +311,7 @@ var ErrNoProxy = errors.New("no proxy can take the task")
 func (p *Pool) candidates(t Task) []Candidate {
 	var out []Candidate
 	for _, m := range p.members {
-		if m.err != nil || m.hello == nil || (len(t.Proxies) > 0 && !contains(t.Proxies, m.Name)) {
+		if !m.usableFor(t) {
 			continue
 		}
 		slots := int(m.hello.GetMaxTasks())
@@ -378,7 +386,7 @@ func (p *Pool) place(ctx context.Context, t Task) (src, dst *member, pl Placemen
 func (p *Pool) noProxy(t Task) error {
 	var why []string
 	for _, m := range p.members {
-		if len(t.Proxies) > 0 && !contains(t.Proxies, m.Name) {
+		if !allowed(t.Proxies, m.Name) {
 			continue
 		}
 		switch {
@@ -419,8 +427,8 @@ func taskID() string {
 	return hex.EncodeToString(b)
 }
 
-// end is a proxy as one end of a traffic rule's link.
-func end(m *member) traffic.End {
+// endOf is a proxy as one end of a traffic rule's link.
+func endOf(m Member) traffic.End {
 	e := traffic.End{Site: m.Site}
 	if host, _, err := net.SplitHostPort(m.Address); err == nil {
 		if a, err := netip.ParseAddr(host); err == nil {
@@ -516,6 +524,7 @@ func (p *Pool) run(ctx context.Context, t Task) (Result, error) {
 	defer p.release(src, dst)
 	p.mu.Lock()
 	srcClient, dstClient := src.client, dst.client
+	route := traffic.Link{From: src.end, To: dst.end}
 	p.mu.Unlock()
 	res := Result{SourceProxy: src.Name, TargetProxy: dst.Name}
 	link := linkBetween(src, dst)
@@ -540,7 +549,7 @@ func (p *Pool) run(ctx context.Context, t Task) (Result, error) {
 	var rules []*proxyv1.RuleRate
 	if p.Traffic != nil {
 		var lims []*datamover.Limiter
-		limits, lims = p.Traffic.Link(traffic.Link{From: end(src), To: end(dst)}, time.Now())
+		limits, lims = p.Traffic.Link(route, time.Now())
 		for i, name := range limits.Rules {
 			rules = append(rules, &proxyv1.RuleRate{Name: "rule/" + name, Rate: lims[i].Rate()})
 		}

@@ -57,7 +57,6 @@ type sender struct {
 	failed     bool  // the stream the resume opened failed too
 	reconnects int
 	sent       atomic.Int64
-	done       chan struct{} // closed when the last receive loop ends
 }
 
 type outgoing struct {
@@ -94,8 +93,7 @@ func openSender(ctx context.Context, client proxyv1.ProxyClient, task string, re
 		return nil, fmt.Errorf("task %s was fed by another source half (it applied %d messages)", task, applied)
 	}
 	s.stream = stream
-	s.done = make(chan struct{})
-	go s.receive(stream, 0, s.done)
+	go s.receive(stream, 0)
 	return s, nil
 }
 
@@ -133,8 +131,7 @@ func retryable(err error) bool {
 
 // receive reads the replies of one stream: acknowledgements free the
 // window, replies go to the oldest waiting request.
-func (s *sender) receive(stream proxyv1.Proxy_DataClient, gen int, done chan struct{}) {
-	defer close(done)
+func (s *sender) receive(stream proxyv1.Proxy_DataClient, gen int) {
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
@@ -271,10 +268,8 @@ func (s *sender) restart(stream proxyv1.Proxy_DataClient, applied int64) bool {
 	gen := s.gen
 	s.stream = stream
 	again := append([]*outgoing(nil), s.out...)
-	done := make(chan struct{})
-	s.done = done
 	s.mu.Unlock()
-	go s.receive(stream, gen, done)
+	go s.receive(stream, gen)
 	ok := true
 	for _, o := range again {
 		if err := stream.Send(o.msg); err != nil {

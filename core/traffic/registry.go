@@ -80,24 +80,22 @@ func (g *Registry) Link(link Link, now time.Time) (Limits, []*datamover.Limiter)
 	return lim, lims
 }
 
-// Keep applies rules now and again at every window change until ctx ends,
-// calling changed (when not nil) after each update.
-func (g *Registry) Keep(ctx context.Context, rules []*config.TrafficRule, changed func()) {
-	for {
-		next := g.Update(rules, time.Now())
-		if changed != nil {
-			changed()
-		}
-		if next.IsZero() {
-			<-ctx.Done()
-			return
-		}
+// Keep applies rules again at every window change until ctx ends, calling
+// changed (when not nil) after each update. next is what the caller's own
+// first Update returned (the rates must be set before the first task
+// starts, so the caller makes that one).
+func (g *Registry) Keep(ctx context.Context, rules []*config.TrafficRule, next time.Time, changed func()) {
+	for !next.IsZero() {
 		t := time.NewTimer(time.Until(next))
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
+		}
+		next = g.Update(rules, time.Now())
+		if changed != nil {
+			changed()
 		}
 	}
 }

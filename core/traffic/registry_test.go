@@ -182,3 +182,35 @@ traffic_rule "wan" {
 		}
 	})
 }
+
+// TestKeepFollowsTheWindows: after the caller's first Update, Keep
+// updates the rates when a window opens and when it closes, and says so.
+func TestKeepFollowsTheWindows(t *testing.T) {
+	rs := loadRules(t, officeRules)
+	synctest.Test(t, func(t *testing.T) {
+		// synctest's clock starts at 2000-01-01 00:00 UTC, a Saturday:
+		// move to Monday 07:00, an hour before the window opens.
+		time.Sleep(2*24*time.Hour + 7*time.Hour)
+		g := NewRegistry()
+		next := g.Update(rs, time.Now())
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var changes atomic.Int32
+		go g.Keep(ctx, rs, next, func() { changes.Add(1) })
+		if got := g.Rates()["wan"]; got != 0 {
+			t.Fatalf("before the window: rate %d", got)
+		}
+		time.Sleep(90 * time.Minute) // 08:30
+		synctest.Wait()
+		if got, n := g.Rates()["wan"], changes.Load(); got != 20_000_000 || n != 1 {
+			t.Fatalf("in the window: rate %d after %d changes", got, n)
+		}
+		time.Sleep(10 * time.Hour) // 18:30
+		synctest.Wait()
+		if got, n := g.Rates()["wan"], changes.Load(); got != 0 || n != 2 {
+			t.Fatalf("after the window: rate %d after %d changes", got, n)
+		}
+		cancel()
+		synctest.Wait()
+	})
+}
