@@ -57,13 +57,15 @@ type Relay struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the relay started
 
-	mu      sync.Mutex
-	ln      net.Listener // nil while refusing
-	conns   map[*conn]struct{}
-	cuts    int // how many times Cut or Reset ran
-	refuse  bool
-	closed  bool
-	dialErr error
+	mu    sync.Mutex
+	ln    net.Listener // nil while refusing
+	conns map[*conn]struct{}
+	cuts  int // how many times Cut or Reset ran
+	// resetLast says the last of them was a Reset.
+	resetLast bool
+	refuse    bool
+	closed    bool
+	dialErr   error
 }
 
 // Listen starts a relay on a free loopback port that forwards to target.
@@ -154,6 +156,7 @@ func (r *Relay) Reset() { r.cutAll(true) }
 func (r *Relay) cutAll(reset bool) {
 	r.mu.Lock()
 	r.cuts++
+	r.resetLast = reset
 	conns := make([]*conn, 0, len(r.conns))
 	for c := range r.conns {
 		conns = append(conns, c)
@@ -260,8 +263,11 @@ func (r *Relay) serve(client net.Conn, cuts int) {
 	c := &conn{client: client, server: server, done: make(chan struct{})}
 	r.mu.Lock()
 	if r.closed || r.cuts != cuts {
+		// Cut or reset while it was dialled (the server may have
+		// accepted already): it goes the way the others went.
+		reset := !r.closed && r.resetLast
 		r.mu.Unlock()
-		c.close(false)
+		c.close(reset)
 		return
 	}
 	r.conns[c] = struct{}{}
