@@ -140,8 +140,7 @@ func (c *Client) Source(ctx context.Context, typ string, s *schema.Block, cfg ct
 	if err != nil {
 		return nil, diags, err
 	}
-	in := c.instance(id)
-	return &remoteSource{in: in, rpc: pb.NewSourceClient(in)}, diags, nil
+	return c.AttachSource(id), diags, nil
 }
 
 // Target configures a target instance and returns it.
@@ -150,8 +149,7 @@ func (c *Client) Target(ctx context.Context, typ string, s *schema.Block, cfg ct
 	if err != nil {
 		return nil, diags, err
 	}
-	in := c.instance(id)
-	return &remoteTarget{in: in, rpc: pb.NewTargetClient(in)}, diags, nil
+	return c.AttachTarget(id), diags, nil
 }
 
 // Repository configures a repository instance and returns it.
@@ -160,8 +158,7 @@ func (c *Client) Repository(ctx context.Context, typ string, s *schema.Block, cf
 	if err != nil {
 		return nil, diags, err
 	}
-	in := c.instance(id)
-	return &remoteRepository{in: in, rpc: pb.NewRepositoryClient(in)}, diags, nil
+	return c.AttachRepository(id), diags, nil
 }
 
 // Stop asks the plugin to drain its calls for at most drain and release
