@@ -115,11 +115,15 @@ func (a *Agent) Server() *grpc.Server {
 		grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage),
 		// The SDK's codec and pool do not clear every message buffer, as
 		// gRPC's defaults do (a copy of each frame's worth of memory).
-		grpc.ForceServerCodecV2(sdk.MessageCodec()), experimental.BufferPool(sdk.MessageBuffers()),
+		// (relayCodec is that codec, and passes relayed plugin calls
+		// through undecoded.)
+		grpc.ForceServerCodecV2(relayCodec{}), experimental.BufferPool(sdk.MessageBuffers()),
 		// Frames flow without waiting for window updates: a stream may
 		// have streamWindow bytes in flight (what the target proxy holds
 		// at most per data stream), the connection connWindow.
 		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow),
+		// The control plane's calls to plugins it attached here.
+		grpc.UnknownServiceHandler(a.relay),
 	)
 	proxyv1.RegisterProxyServer(s, &service{a: a})
 	return s

@@ -36,6 +36,102 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type AttachRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"` // "source", "target" or "repository"
+	Component     *Component             `protobuf:"bytes,2,opt,name=component,proto3" json:"component,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachRequest) Reset() {
+	*x = AttachRequest{}
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachRequest) ProtoMessage() {}
+
+func (x *AttachRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
+func (*AttachRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AttachRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AttachRequest) GetComponent() *Component {
+	if x != nil {
+		return x.Component
+	}
+	return nil
+}
+
+type AttachResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"` // names the instance in relayed calls
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachResponse) Reset() {
+	*x = AttachResponse{}
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachResponse) ProtoMessage() {}
+
+func (x *AttachResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
+func (*AttachResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AttachResponse) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
 type ProbeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Source        *Component             `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"` // absent: not asked
@@ -47,7 +143,7 @@ type ProbeRequest struct {
 
 func (x *ProbeRequest) Reset() {
 	*x = ProbeRequest{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[0]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -59,7 +155,7 @@ func (x *ProbeRequest) String() string {
 func (*ProbeRequest) ProtoMessage() {}
 
 func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[0]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -72,7 +168,7 @@ func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeRequest.ProtoReflect.Descriptor instead.
 func (*ProbeRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{0}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ProbeRequest) GetSource() *Component {
@@ -108,7 +204,7 @@ type Reach struct {
 
 func (x *Reach) Reset() {
 	*x = Reach{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[1]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -120,7 +216,7 @@ func (x *Reach) String() string {
 func (*Reach) ProtoMessage() {}
 
 func (x *Reach) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[1]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -133,7 +229,7 @@ func (x *Reach) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reach.ProtoReflect.Descriptor instead.
 func (*Reach) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{1}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Reach) GetKnown() bool {
@@ -167,7 +263,7 @@ type ProbeResponse struct {
 
 func (x *ProbeResponse) Reset() {
 	*x = ProbeResponse{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[2]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -179,7 +275,7 @@ func (x *ProbeResponse) String() string {
 func (*ProbeResponse) ProtoMessage() {}
 
 func (x *ProbeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[2]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -192,7 +288,7 @@ func (x *ProbeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeResponse.ProtoReflect.Descriptor instead.
 func (*ProbeResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{2}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ProbeResponse) GetSource() *Reach {
@@ -221,7 +317,7 @@ type RuleRate struct {
 
 func (x *RuleRate) Reset() {
 	*x = RuleRate{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[3]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +329,7 @@ func (x *RuleRate) String() string {
 func (*RuleRate) ProtoMessage() {}
 
 func (x *RuleRate) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[3]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +342,7 @@ func (x *RuleRate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleRate.ProtoReflect.Descriptor instead.
 func (*RuleRate) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{3}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RuleRate) GetName() string {
@@ -272,7 +368,7 @@ type SetRatesRequest struct {
 
 func (x *SetRatesRequest) Reset() {
 	*x = SetRatesRequest{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[4]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +380,7 @@ func (x *SetRatesRequest) String() string {
 func (*SetRatesRequest) ProtoMessage() {}
 
 func (x *SetRatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[4]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +393,7 @@ func (x *SetRatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRatesRequest.ProtoReflect.Descriptor instead.
 func (*SetRatesRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{4}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SetRatesRequest) GetRules() []*RuleRate {
@@ -315,7 +411,7 @@ type SetRatesResponse struct {
 
 func (x *SetRatesResponse) Reset() {
 	*x = SetRatesResponse{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[5]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +423,7 @@ func (x *SetRatesResponse) String() string {
 func (*SetRatesResponse) ProtoMessage() {}
 
 func (x *SetRatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[5]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +436,7 @@ func (x *SetRatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRatesResponse.ProtoReflect.Descriptor instead.
 func (*SetRatesResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{5}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{7}
 }
 
 type HelloRequest struct {
@@ -352,7 +448,7 @@ type HelloRequest struct {
 
 func (x *HelloRequest) Reset() {
 	*x = HelloRequest{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[6]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -364,7 +460,7 @@ func (x *HelloRequest) String() string {
 func (*HelloRequest) ProtoMessage() {}
 
 func (x *HelloRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[6]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -377,7 +473,7 @@ func (x *HelloRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloRequest.ProtoReflect.Descriptor instead.
 func (*HelloRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{6}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HelloRequest) GetVersion() string {
@@ -401,7 +497,7 @@ type HelloResponse struct {
 
 func (x *HelloResponse) Reset() {
 	*x = HelloResponse{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[7]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +509,7 @@ func (x *HelloResponse) String() string {
 func (*HelloResponse) ProtoMessage() {}
 
 func (x *HelloResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[7]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +522,7 @@ func (x *HelloResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HelloResponse.ProtoReflect.Descriptor instead.
 func (*HelloResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{7}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HelloResponse) GetVersion() string {
@@ -483,7 +579,7 @@ type PluginInfo struct {
 
 func (x *PluginInfo) Reset() {
 	*x = PluginInfo{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[8]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +591,7 @@ func (x *PluginInfo) String() string {
 func (*PluginInfo) ProtoMessage() {}
 
 func (x *PluginInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[8]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +604,7 @@ func (x *PluginInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginInfo.ProtoReflect.Descriptor instead.
 func (*PluginInfo) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{8}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PluginInfo) GetName() string {
@@ -553,7 +649,7 @@ type Component struct {
 
 func (x *Component) Reset() {
 	*x = Component{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[9]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +661,7 @@ func (x *Component) String() string {
 func (*Component) ProtoMessage() {}
 
 func (x *Component) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[9]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +674,7 @@ func (x *Component) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Component.ProtoReflect.Descriptor instead.
 func (*Component) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{9}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Component) GetType() string {
@@ -615,7 +711,7 @@ type TargetTask struct {
 
 func (x *TargetTask) Reset() {
 	*x = TargetTask{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[10]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +723,7 @@ func (x *TargetTask) String() string {
 func (*TargetTask) ProtoMessage() {}
 
 func (x *TargetTask) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[10]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +736,7 @@ func (x *TargetTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetTask.ProtoReflect.Descriptor instead.
 func (*TargetTask) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{10}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TargetTask) GetTask() string {
@@ -688,7 +784,7 @@ type Extent struct {
 
 func (x *Extent) Reset() {
 	*x = Extent{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[11]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +796,7 @@ func (x *Extent) String() string {
 func (*Extent) ProtoMessage() {}
 
 func (x *Extent) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[11]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +809,7 @@ func (x *Extent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Extent.ProtoReflect.Descriptor instead.
 func (*Extent) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{11}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Extent) GetOffset() int64 {
@@ -743,7 +839,7 @@ type Binding struct {
 
 func (x *Binding) Reset() {
 	*x = Binding{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[12]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +851,7 @@ func (x *Binding) String() string {
 func (*Binding) ProtoMessage() {}
 
 func (x *Binding) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[12]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +864,7 @@ func (x *Binding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Binding.ProtoReflect.Descriptor instead.
 func (*Binding) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{12}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Binding) GetReplica() string {
@@ -845,7 +941,7 @@ type SourceTask struct {
 
 func (x *SourceTask) Reset() {
 	*x = SourceTask{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[13]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +953,7 @@ func (x *SourceTask) String() string {
 func (*SourceTask) ProtoMessage() {}
 
 func (x *SourceTask) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[13]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +966,7 @@ func (x *SourceTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceTask.ProtoReflect.Descriptor instead.
 func (*SourceTask) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{13}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SourceTask) GetTask() string {
@@ -1034,7 +1130,7 @@ type TaskEvent struct {
 
 func (x *TaskEvent) Reset() {
 	*x = TaskEvent{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[14]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1142,7 @@ func (x *TaskEvent) String() string {
 func (*TaskEvent) ProtoMessage() {}
 
 func (x *TaskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[14]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1155,7 @@ func (x *TaskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
 func (*TaskEvent) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{14}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TaskEvent) GetEvent() isTaskEvent_Event {
@@ -1130,7 +1226,7 @@ type Ready struct {
 
 func (x *Ready) Reset() {
 	*x = Ready{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[15]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1238,7 @@ func (x *Ready) String() string {
 func (*Ready) ProtoMessage() {}
 
 func (x *Ready) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[15]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1251,7 @@ func (x *Ready) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ready.ProtoReflect.Descriptor instead.
 func (*Ready) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{15}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Ready) GetLane() string {
@@ -1195,7 +1291,7 @@ type Progress struct {
 
 func (x *Progress) Reset() {
 	*x = Progress{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[16]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1207,7 +1303,7 @@ func (x *Progress) String() string {
 func (*Progress) ProtoMessage() {}
 
 func (x *Progress) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[16]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1220,7 +1316,7 @@ func (x *Progress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Progress.ProtoReflect.Descriptor instead.
 func (*Progress) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{16}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Progress) GetDone() int64 {
@@ -1255,7 +1351,7 @@ type Done struct {
 
 func (x *Done) Reset() {
 	*x = Done{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[17]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1363,7 @@ func (x *Done) String() string {
 func (*Done) ProtoMessage() {}
 
 func (x *Done) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[17]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1376,7 @@ func (x *Done) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Done.ProtoReflect.Descriptor instead.
 func (*Done) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{17}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Done) GetBytesRead() int64 {
@@ -1401,7 +1497,7 @@ type DataMessage struct {
 
 func (x *DataMessage) Reset() {
 	*x = DataMessage{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[18]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1509,7 @@ func (x *DataMessage) String() string {
 func (*DataMessage) ProtoMessage() {}
 
 func (x *DataMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[18]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1522,7 @@ func (x *DataMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataMessage.ProtoReflect.Descriptor instead.
 func (*DataMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{18}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DataMessage) GetMsg() isDataMessage_Msg {
@@ -1531,7 +1627,7 @@ type DataOpen struct {
 
 func (x *DataOpen) Reset() {
 	*x = DataOpen{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[19]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1639,7 @@ func (x *DataOpen) String() string {
 func (*DataOpen) ProtoMessage() {}
 
 func (x *DataOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[19]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1652,7 @@ func (x *DataOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataOpen.ProtoReflect.Descriptor instead.
 func (*DataOpen) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{19}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DataOpen) GetTask() string {
@@ -1574,7 +1670,7 @@ type DataSync struct {
 
 func (x *DataSync) Reset() {
 	*x = DataSync{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[20]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1682,7 @@ func (x *DataSync) String() string {
 func (*DataSync) ProtoMessage() {}
 
 func (x *DataSync) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[20]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1695,7 @@ func (x *DataSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataSync.ProtoReflect.Descriptor instead.
 func (*DataSync) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{20}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{22}
 }
 
 // DataDigests asks for the digests of the replica's current blocks in
@@ -1615,7 +1711,7 @@ type DataDigests struct {
 
 func (x *DataDigests) Reset() {
 	*x = DataDigests{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[21]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1723,7 @@ func (x *DataDigests) String() string {
 func (*DataDigests) ProtoMessage() {}
 
 func (x *DataDigests) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[21]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1736,7 @@ func (x *DataDigests) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataDigests.ProtoReflect.Descriptor instead.
 func (*DataDigests) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{21}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DataDigests) GetFrom() int64 {
@@ -1672,7 +1768,7 @@ type DataClose struct {
 
 func (x *DataClose) Reset() {
 	*x = DataClose{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[22]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +1780,7 @@ func (x *DataClose) String() string {
 func (*DataClose) ProtoMessage() {}
 
 func (x *DataClose) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[22]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +1793,7 @@ func (x *DataClose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataClose.ProtoReflect.Descriptor instead.
 func (*DataClose) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{22}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{24}
 }
 
 type DataReply struct {
@@ -1716,7 +1812,7 @@ type DataReply struct {
 
 func (x *DataReply) Reset() {
 	*x = DataReply{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[23]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1824,7 @@ func (x *DataReply) String() string {
 func (*DataReply) ProtoMessage() {}
 
 func (x *DataReply) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[23]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1837,7 @@ func (x *DataReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataReply.ProtoReflect.Descriptor instead.
 func (*DataReply) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{23}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DataReply) GetReply() isDataReply_Reply {
@@ -1841,7 +1937,7 @@ type DataOpened struct {
 
 func (x *DataOpened) Reset() {
 	*x = DataOpened{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[24]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1853,7 +1949,7 @@ func (x *DataOpened) String() string {
 func (*DataOpened) ProtoMessage() {}
 
 func (x *DataOpened) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[24]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1866,7 +1962,7 @@ func (x *DataOpened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataOpened.ProtoReflect.Descriptor instead.
 func (*DataOpened) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{24}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DataOpened) GetApplied() int64 {
@@ -1884,7 +1980,7 @@ type DataSynced struct {
 
 func (x *DataSynced) Reset() {
 	*x = DataSynced{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[25]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +1992,7 @@ func (x *DataSynced) String() string {
 func (*DataSynced) ProtoMessage() {}
 
 func (x *DataSynced) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[25]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,7 +2005,7 @@ func (x *DataSynced) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataSynced.ProtoReflect.Descriptor instead.
 func (*DataSynced) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{25}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{27}
 }
 
 type DataClosed struct {
@@ -1922,7 +2018,7 @@ type DataClosed struct {
 
 func (x *DataClosed) Reset() {
 	*x = DataClosed{}
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[26]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1934,7 +2030,7 @@ func (x *DataClosed) String() string {
 func (*DataClosed) ProtoMessage() {}
 
 func (x *DataClosed) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[26]
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1947,7 +2043,7 @@ func (x *DataClosed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataClosed.ProtoReflect.Descriptor instead.
 func (*DataClosed) Descriptor() ([]byte, []int) {
-	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{26}
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DataClosed) GetBytesWritten() int64 {
@@ -1968,7 +2064,12 @@ var File_ferry_proxy_v1_proxy_proto protoreflect.FileDescriptor
 
 const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\n" +
-	"\x1aferry/proxy/v1/proxy.proto\x12\x0eferry.proxy.v1\"\x84\x01\n" +
+	"\x1aferry/proxy/v1/proxy.proto\x12\x0eferry.proxy.v1\"\\\n" +
+	"\rAttachRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x127\n" +
+	"\tcomponent\x18\x02 \x01(\v2\x19.ferry.proxy.v1.ComponentR\tcomponent\"\"\n" +
+	"\x0eAttachResponse\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"\x84\x01\n" +
 	"\fProbeRequest\x121\n" +
 	"\x06source\x18\x01 \x01(\v2\x19.ferry.proxy.v1.ComponentR\x06source\x121\n" +
 	"\x06target\x18\x02 \x01(\v2\x19.ferry.proxy.v1.ComponentR\x06target\x12\x0e\n" +
@@ -2123,14 +2224,15 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\n" +
 	"DataClosed\x12#\n" +
 	"\rbytes_written\x18\x01 \x01(\x03R\fbytesWritten\x12\"\n" +
-	"\rwrite_busy_ns\x18\x02 \x01(\x03R\vwriteBusyNs2\xac\x03\n" +
+	"\rwrite_busy_ns\x18\x02 \x01(\x03R\vwriteBusyNs2\xf5\x03\n" +
 	"\x05Proxy\x12D\n" +
 	"\x05Hello\x12\x1c.ferry.proxy.v1.HelloRequest\x1a\x1d.ferry.proxy.v1.HelloResponse\x12A\n" +
 	"\x06Target\x12\x1a.ferry.proxy.v1.TargetTask\x1a\x19.ferry.proxy.v1.TaskEvent0\x01\x12A\n" +
 	"\x06Source\x12\x1a.ferry.proxy.v1.SourceTask\x1a\x19.ferry.proxy.v1.TaskEvent0\x01\x12B\n" +
 	"\x04Data\x12\x1b.ferry.proxy.v1.DataMessage\x1a\x19.ferry.proxy.v1.DataReply(\x010\x01\x12M\n" +
 	"\bSetRates\x12\x1f.ferry.proxy.v1.SetRatesRequest\x1a .ferry.proxy.v1.SetRatesResponse\x12D\n" +
-	"\x05Probe\x12\x1c.ferry.proxy.v1.ProbeRequest\x1a\x1d.ferry.proxy.v1.ProbeResponseBCZAgithub.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1;proxyv1b\x06proto3"
+	"\x05Probe\x12\x1c.ferry.proxy.v1.ProbeRequest\x1a\x1d.ferry.proxy.v1.ProbeResponse\x12G\n" +
+	"\x06Attach\x12\x1d.ferry.proxy.v1.AttachRequest\x1a\x1e.ferry.proxy.v1.AttachResponseBCZAgithub.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1;proxyv1b\x06proto3"
 
 var (
 	file_ferry_proxy_v1_proxy_proto_rawDescOnce sync.Once
@@ -2144,77 +2246,82 @@ func file_ferry_proxy_v1_proxy_proto_rawDescGZIP() []byte {
 	return file_ferry_proxy_v1_proxy_proto_rawDescData
 }
 
-var file_ferry_proxy_v1_proxy_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_ferry_proxy_v1_proxy_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_ferry_proxy_v1_proxy_proto_goTypes = []any{
-	(*ProbeRequest)(nil),     // 0: ferry.proxy.v1.ProbeRequest
-	(*Reach)(nil),            // 1: ferry.proxy.v1.Reach
-	(*ProbeResponse)(nil),    // 2: ferry.proxy.v1.ProbeResponse
-	(*RuleRate)(nil),         // 3: ferry.proxy.v1.RuleRate
-	(*SetRatesRequest)(nil),  // 4: ferry.proxy.v1.SetRatesRequest
-	(*SetRatesResponse)(nil), // 5: ferry.proxy.v1.SetRatesResponse
-	(*HelloRequest)(nil),     // 6: ferry.proxy.v1.HelloRequest
-	(*HelloResponse)(nil),    // 7: ferry.proxy.v1.HelloResponse
-	(*PluginInfo)(nil),       // 8: ferry.proxy.v1.PluginInfo
-	(*Component)(nil),        // 9: ferry.proxy.v1.Component
-	(*TargetTask)(nil),       // 10: ferry.proxy.v1.TargetTask
-	(*Extent)(nil),           // 11: ferry.proxy.v1.Extent
-	(*Binding)(nil),          // 12: ferry.proxy.v1.Binding
-	(*SourceTask)(nil),       // 13: ferry.proxy.v1.SourceTask
-	(*TaskEvent)(nil),        // 14: ferry.proxy.v1.TaskEvent
-	(*Ready)(nil),            // 15: ferry.proxy.v1.Ready
-	(*Progress)(nil),         // 16: ferry.proxy.v1.Progress
-	(*Done)(nil),             // 17: ferry.proxy.v1.Done
-	(*DataMessage)(nil),      // 18: ferry.proxy.v1.DataMessage
-	(*DataOpen)(nil),         // 19: ferry.proxy.v1.DataOpen
-	(*DataSync)(nil),         // 20: ferry.proxy.v1.DataSync
-	(*DataDigests)(nil),      // 21: ferry.proxy.v1.DataDigests
-	(*DataClose)(nil),        // 22: ferry.proxy.v1.DataClose
-	(*DataReply)(nil),        // 23: ferry.proxy.v1.DataReply
-	(*DataOpened)(nil),       // 24: ferry.proxy.v1.DataOpened
-	(*DataSynced)(nil),       // 25: ferry.proxy.v1.DataSynced
-	(*DataClosed)(nil),       // 26: ferry.proxy.v1.DataClosed
+	(*AttachRequest)(nil),    // 0: ferry.proxy.v1.AttachRequest
+	(*AttachResponse)(nil),   // 1: ferry.proxy.v1.AttachResponse
+	(*ProbeRequest)(nil),     // 2: ferry.proxy.v1.ProbeRequest
+	(*Reach)(nil),            // 3: ferry.proxy.v1.Reach
+	(*ProbeResponse)(nil),    // 4: ferry.proxy.v1.ProbeResponse
+	(*RuleRate)(nil),         // 5: ferry.proxy.v1.RuleRate
+	(*SetRatesRequest)(nil),  // 6: ferry.proxy.v1.SetRatesRequest
+	(*SetRatesResponse)(nil), // 7: ferry.proxy.v1.SetRatesResponse
+	(*HelloRequest)(nil),     // 8: ferry.proxy.v1.HelloRequest
+	(*HelloResponse)(nil),    // 9: ferry.proxy.v1.HelloResponse
+	(*PluginInfo)(nil),       // 10: ferry.proxy.v1.PluginInfo
+	(*Component)(nil),        // 11: ferry.proxy.v1.Component
+	(*TargetTask)(nil),       // 12: ferry.proxy.v1.TargetTask
+	(*Extent)(nil),           // 13: ferry.proxy.v1.Extent
+	(*Binding)(nil),          // 14: ferry.proxy.v1.Binding
+	(*SourceTask)(nil),       // 15: ferry.proxy.v1.SourceTask
+	(*TaskEvent)(nil),        // 16: ferry.proxy.v1.TaskEvent
+	(*Ready)(nil),            // 17: ferry.proxy.v1.Ready
+	(*Progress)(nil),         // 18: ferry.proxy.v1.Progress
+	(*Done)(nil),             // 19: ferry.proxy.v1.Done
+	(*DataMessage)(nil),      // 20: ferry.proxy.v1.DataMessage
+	(*DataOpen)(nil),         // 21: ferry.proxy.v1.DataOpen
+	(*DataSync)(nil),         // 22: ferry.proxy.v1.DataSync
+	(*DataDigests)(nil),      // 23: ferry.proxy.v1.DataDigests
+	(*DataClose)(nil),        // 24: ferry.proxy.v1.DataClose
+	(*DataReply)(nil),        // 25: ferry.proxy.v1.DataReply
+	(*DataOpened)(nil),       // 26: ferry.proxy.v1.DataOpened
+	(*DataSynced)(nil),       // 27: ferry.proxy.v1.DataSynced
+	(*DataClosed)(nil),       // 28: ferry.proxy.v1.DataClosed
 }
 var file_ferry_proxy_v1_proxy_proto_depIdxs = []int32{
-	9,  // 0: ferry.proxy.v1.ProbeRequest.source:type_name -> ferry.proxy.v1.Component
-	9,  // 1: ferry.proxy.v1.ProbeRequest.target:type_name -> ferry.proxy.v1.Component
-	1,  // 2: ferry.proxy.v1.ProbeResponse.source:type_name -> ferry.proxy.v1.Reach
-	1,  // 3: ferry.proxy.v1.ProbeResponse.target:type_name -> ferry.proxy.v1.Reach
-	3,  // 4: ferry.proxy.v1.SetRatesRequest.rules:type_name -> ferry.proxy.v1.RuleRate
-	8,  // 5: ferry.proxy.v1.HelloResponse.plugins:type_name -> ferry.proxy.v1.PluginInfo
-	9,  // 6: ferry.proxy.v1.TargetTask.target:type_name -> ferry.proxy.v1.Component
-	9,  // 7: ferry.proxy.v1.SourceTask.source:type_name -> ferry.proxy.v1.Component
-	9,  // 8: ferry.proxy.v1.SourceTask.repository:type_name -> ferry.proxy.v1.Component
-	11, // 9: ferry.proxy.v1.SourceTask.changed:type_name -> ferry.proxy.v1.Extent
-	11, // 10: ferry.proxy.v1.SourceTask.allocated:type_name -> ferry.proxy.v1.Extent
-	12, // 11: ferry.proxy.v1.SourceTask.binding:type_name -> ferry.proxy.v1.Binding
-	3,  // 12: ferry.proxy.v1.SourceTask.rules:type_name -> ferry.proxy.v1.RuleRate
-	15, // 13: ferry.proxy.v1.TaskEvent.ready:type_name -> ferry.proxy.v1.Ready
-	16, // 14: ferry.proxy.v1.TaskEvent.progress:type_name -> ferry.proxy.v1.Progress
-	17, // 15: ferry.proxy.v1.TaskEvent.done:type_name -> ferry.proxy.v1.Done
-	19, // 16: ferry.proxy.v1.DataMessage.open:type_name -> ferry.proxy.v1.DataOpen
-	20, // 17: ferry.proxy.v1.DataMessage.sync:type_name -> ferry.proxy.v1.DataSync
-	21, // 18: ferry.proxy.v1.DataMessage.digests:type_name -> ferry.proxy.v1.DataDigests
-	22, // 19: ferry.proxy.v1.DataMessage.close:type_name -> ferry.proxy.v1.DataClose
-	24, // 20: ferry.proxy.v1.DataReply.opened:type_name -> ferry.proxy.v1.DataOpened
-	25, // 21: ferry.proxy.v1.DataReply.synced:type_name -> ferry.proxy.v1.DataSynced
-	26, // 22: ferry.proxy.v1.DataReply.closed:type_name -> ferry.proxy.v1.DataClosed
-	6,  // 23: ferry.proxy.v1.Proxy.Hello:input_type -> ferry.proxy.v1.HelloRequest
-	10, // 24: ferry.proxy.v1.Proxy.Target:input_type -> ferry.proxy.v1.TargetTask
-	13, // 25: ferry.proxy.v1.Proxy.Source:input_type -> ferry.proxy.v1.SourceTask
-	18, // 26: ferry.proxy.v1.Proxy.Data:input_type -> ferry.proxy.v1.DataMessage
-	4,  // 27: ferry.proxy.v1.Proxy.SetRates:input_type -> ferry.proxy.v1.SetRatesRequest
-	0,  // 28: ferry.proxy.v1.Proxy.Probe:input_type -> ferry.proxy.v1.ProbeRequest
-	7,  // 29: ferry.proxy.v1.Proxy.Hello:output_type -> ferry.proxy.v1.HelloResponse
-	14, // 30: ferry.proxy.v1.Proxy.Target:output_type -> ferry.proxy.v1.TaskEvent
-	14, // 31: ferry.proxy.v1.Proxy.Source:output_type -> ferry.proxy.v1.TaskEvent
-	23, // 32: ferry.proxy.v1.Proxy.Data:output_type -> ferry.proxy.v1.DataReply
-	5,  // 33: ferry.proxy.v1.Proxy.SetRates:output_type -> ferry.proxy.v1.SetRatesResponse
-	2,  // 34: ferry.proxy.v1.Proxy.Probe:output_type -> ferry.proxy.v1.ProbeResponse
-	29, // [29:35] is the sub-list for method output_type
-	23, // [23:29] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	11, // 0: ferry.proxy.v1.AttachRequest.component:type_name -> ferry.proxy.v1.Component
+	11, // 1: ferry.proxy.v1.ProbeRequest.source:type_name -> ferry.proxy.v1.Component
+	11, // 2: ferry.proxy.v1.ProbeRequest.target:type_name -> ferry.proxy.v1.Component
+	3,  // 3: ferry.proxy.v1.ProbeResponse.source:type_name -> ferry.proxy.v1.Reach
+	3,  // 4: ferry.proxy.v1.ProbeResponse.target:type_name -> ferry.proxy.v1.Reach
+	5,  // 5: ferry.proxy.v1.SetRatesRequest.rules:type_name -> ferry.proxy.v1.RuleRate
+	10, // 6: ferry.proxy.v1.HelloResponse.plugins:type_name -> ferry.proxy.v1.PluginInfo
+	11, // 7: ferry.proxy.v1.TargetTask.target:type_name -> ferry.proxy.v1.Component
+	11, // 8: ferry.proxy.v1.SourceTask.source:type_name -> ferry.proxy.v1.Component
+	11, // 9: ferry.proxy.v1.SourceTask.repository:type_name -> ferry.proxy.v1.Component
+	13, // 10: ferry.proxy.v1.SourceTask.changed:type_name -> ferry.proxy.v1.Extent
+	13, // 11: ferry.proxy.v1.SourceTask.allocated:type_name -> ferry.proxy.v1.Extent
+	14, // 12: ferry.proxy.v1.SourceTask.binding:type_name -> ferry.proxy.v1.Binding
+	5,  // 13: ferry.proxy.v1.SourceTask.rules:type_name -> ferry.proxy.v1.RuleRate
+	17, // 14: ferry.proxy.v1.TaskEvent.ready:type_name -> ferry.proxy.v1.Ready
+	18, // 15: ferry.proxy.v1.TaskEvent.progress:type_name -> ferry.proxy.v1.Progress
+	19, // 16: ferry.proxy.v1.TaskEvent.done:type_name -> ferry.proxy.v1.Done
+	21, // 17: ferry.proxy.v1.DataMessage.open:type_name -> ferry.proxy.v1.DataOpen
+	22, // 18: ferry.proxy.v1.DataMessage.sync:type_name -> ferry.proxy.v1.DataSync
+	23, // 19: ferry.proxy.v1.DataMessage.digests:type_name -> ferry.proxy.v1.DataDigests
+	24, // 20: ferry.proxy.v1.DataMessage.close:type_name -> ferry.proxy.v1.DataClose
+	26, // 21: ferry.proxy.v1.DataReply.opened:type_name -> ferry.proxy.v1.DataOpened
+	27, // 22: ferry.proxy.v1.DataReply.synced:type_name -> ferry.proxy.v1.DataSynced
+	28, // 23: ferry.proxy.v1.DataReply.closed:type_name -> ferry.proxy.v1.DataClosed
+	8,  // 24: ferry.proxy.v1.Proxy.Hello:input_type -> ferry.proxy.v1.HelloRequest
+	12, // 25: ferry.proxy.v1.Proxy.Target:input_type -> ferry.proxy.v1.TargetTask
+	15, // 26: ferry.proxy.v1.Proxy.Source:input_type -> ferry.proxy.v1.SourceTask
+	20, // 27: ferry.proxy.v1.Proxy.Data:input_type -> ferry.proxy.v1.DataMessage
+	6,  // 28: ferry.proxy.v1.Proxy.SetRates:input_type -> ferry.proxy.v1.SetRatesRequest
+	2,  // 29: ferry.proxy.v1.Proxy.Probe:input_type -> ferry.proxy.v1.ProbeRequest
+	0,  // 30: ferry.proxy.v1.Proxy.Attach:input_type -> ferry.proxy.v1.AttachRequest
+	9,  // 31: ferry.proxy.v1.Proxy.Hello:output_type -> ferry.proxy.v1.HelloResponse
+	16, // 32: ferry.proxy.v1.Proxy.Target:output_type -> ferry.proxy.v1.TaskEvent
+	16, // 33: ferry.proxy.v1.Proxy.Source:output_type -> ferry.proxy.v1.TaskEvent
+	25, // 34: ferry.proxy.v1.Proxy.Data:output_type -> ferry.proxy.v1.DataReply
+	7,  // 35: ferry.proxy.v1.Proxy.SetRates:output_type -> ferry.proxy.v1.SetRatesResponse
+	4,  // 36: ferry.proxy.v1.Proxy.Probe:output_type -> ferry.proxy.v1.ProbeResponse
+	1,  // 37: ferry.proxy.v1.Proxy.Attach:output_type -> ferry.proxy.v1.AttachResponse
+	31, // [31:38] is the sub-list for method output_type
+	24, // [24:31] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_ferry_proxy_v1_proxy_proto_init() }
@@ -2222,19 +2329,19 @@ func file_ferry_proxy_v1_proxy_proto_init() {
 	if File_ferry_proxy_v1_proxy_proto != nil {
 		return
 	}
-	file_ferry_proxy_v1_proxy_proto_msgTypes[14].OneofWrappers = []any{
+	file_ferry_proxy_v1_proxy_proto_msgTypes[16].OneofWrappers = []any{
 		(*TaskEvent_Ready)(nil),
 		(*TaskEvent_Progress)(nil),
 		(*TaskEvent_Done)(nil),
 	}
-	file_ferry_proxy_v1_proxy_proto_msgTypes[18].OneofWrappers = []any{
+	file_ferry_proxy_v1_proxy_proto_msgTypes[20].OneofWrappers = []any{
 		(*DataMessage_Open)(nil),
 		(*DataMessage_Frames)(nil),
 		(*DataMessage_Sync)(nil),
 		(*DataMessage_Digests)(nil),
 		(*DataMessage_Close)(nil),
 	}
-	file_ferry_proxy_v1_proxy_proto_msgTypes[23].OneofWrappers = []any{
+	file_ferry_proxy_v1_proxy_proto_msgTypes[25].OneofWrappers = []any{
 		(*DataReply_Opened)(nil),
 		(*DataReply_Synced)(nil),
 		(*DataReply_Digests)(nil),
@@ -2247,7 +2354,7 @@ func file_ferry_proxy_v1_proxy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_proxy_v1_proxy_proto_rawDesc), len(file_ferry_proxy_v1_proxy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

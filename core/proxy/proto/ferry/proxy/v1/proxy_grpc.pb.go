@@ -40,6 +40,7 @@ const (
 	Proxy_Data_FullMethodName     = "/ferry.proxy.v1.Proxy/Data"
 	Proxy_SetRates_FullMethodName = "/ferry.proxy.v1.Proxy/SetRates"
 	Proxy_Probe_FullMethodName    = "/ferry.proxy.v1.Proxy/Probe"
+	Proxy_Attach_FullMethodName   = "/ferry.proxy.v1.Proxy/Attach"
 )
 
 // ProxyClient is the client API for Proxy service.
@@ -68,6 +69,13 @@ type ProxyClient interface {
 	// Probe asks the proxy's plugin instances how they would reach a VM's
 	// disks (the source) and the target's storage from the proxy's host.
 	Probe(ctx context.Context, in *ProbeRequest, opts ...grpc.CallOption) (*ProbeResponse, error)
+	// Attach configures an instance of a plugin block on the proxy (or
+	// finds the one configured before) for the control plane's own calls:
+	// the control plane then calls the plugin's services
+	// (ferry.plugin.v1.Source, Target, Repository, Disks and Plugin.GetInfo)
+	// on this connection with the metadata "ferry-attachment" set to the
+	// key returned, and the proxy relays each call to that instance.
+	Attach(ctx context.Context, in *AttachRequest, opts ...grpc.CallOption) (*AttachResponse, error)
 }
 
 type proxyClient struct {
@@ -159,6 +167,16 @@ func (c *proxyClient) Probe(ctx context.Context, in *ProbeRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *proxyClient) Attach(ctx context.Context, in *AttachRequest, opts ...grpc.CallOption) (*AttachResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AttachResponse)
+	err := c.cc.Invoke(ctx, Proxy_Attach_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ProxyServer is the server API for Proxy service.
 // All implementations must embed UnimplementedProxyServer
 // for forward compatibility.
@@ -185,6 +203,13 @@ type ProxyServer interface {
 	// Probe asks the proxy's plugin instances how they would reach a VM's
 	// disks (the source) and the target's storage from the proxy's host.
 	Probe(context.Context, *ProbeRequest) (*ProbeResponse, error)
+	// Attach configures an instance of a plugin block on the proxy (or
+	// finds the one configured before) for the control plane's own calls:
+	// the control plane then calls the plugin's services
+	// (ferry.plugin.v1.Source, Target, Repository, Disks and Plugin.GetInfo)
+	// on this connection with the metadata "ferry-attachment" set to the
+	// key returned, and the proxy relays each call to that instance.
+	Attach(context.Context, *AttachRequest) (*AttachResponse, error)
 	mustEmbedUnimplementedProxyServer()
 }
 
@@ -212,6 +237,9 @@ func (UnimplementedProxyServer) SetRates(context.Context, *SetRatesRequest) (*Se
 }
 func (UnimplementedProxyServer) Probe(context.Context, *ProbeRequest) (*ProbeResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Probe not implemented")
+}
+func (UnimplementedProxyServer) Attach(context.Context, *AttachRequest) (*AttachResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Attach not implemented")
 }
 func (UnimplementedProxyServer) mustEmbedUnimplementedProxyServer() {}
 func (UnimplementedProxyServer) testEmbeddedByValue()               {}
@@ -317,6 +345,24 @@ func _Proxy_Probe_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Proxy_Attach_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AttachRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProxyServer).Attach(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Proxy_Attach_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProxyServer).Attach(ctx, req.(*AttachRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Proxy_ServiceDesc is the grpc.ServiceDesc for Proxy service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -335,6 +381,10 @@ var Proxy_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Probe",
 			Handler:    _Proxy_Probe_Handler,
+		},
+		{
+			MethodName: "Attach",
+			Handler:    _Proxy_Attach_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,450 @@
+package proxy
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/ferry-dr/ferry/core/pki"
+	proxyv1 "github.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1"
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// The control plane's own calls to a plugin (inventory, snapshots, changed
+// areas, replicas, restore points, failover) run on a proxy when the job
+// runs on proxies: the proxy is where the plugin reaches the storage (a
+// datastore mounted there, the VM a HotAdd proxy runs in, the Hyper-V host
+// itself). Attach configures the plugin block's instance on the proxy and
+// names it by a key; the control plane then calls the plugin's own gRPC
+// services on its connection to the proxy, with the key in the call's
+// metadata, and the proxy relays each call, message by message and
+// without decoding it, to that instance.
+
+// attachmentKey is the metadata key naming the instance a relayed call is
+// for.
+const attachmentKey = "ferry-attachment"
+
+// errNotAttached is what the proxy answers a relayed call whose instance
+// it does not hold (it restarted, or dropped the instance after a failed
+// task): the call went nowhere, and the control plane attaches again.
+const errNotAttached = "the plugin instance is not attached on this proxy"
+
+func (s *service) Attach(ctx context.Context, req *proxyv1.AttachRequest) (*proxyv1.AttachResponse, error) {
+	if _, err := caller(ctx, pki.RoleControl); err != nil {
+		return nil, err
+	}
+	kind := sdk.Kind(req.GetKind())
+	switch kind {
+	case sdk.KindSource, sdk.KindTarget, sdk.KindRepository:
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "no component kind %q", req.GetKind())
+	}
+	c, err := s.a.component(ctx, kind, req.GetComponent())
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := sdk.InstanceConn(c); !ok {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s %q on proxy %s does not run in a plugin process: its calls cannot be relayed", kind, req.GetComponent().GetType(), s.a.Name)
+	}
+	return &proxyv1.AttachResponse{Key: hex.EncodeToString([]byte(componentKey(kind, req.GetComponent())))}, nil
+}
+
+// relayedServices are the services of the plugin protocol a relayed call
+// may reach, by the kind of the instance it is for. Configure and Stop are
+// the proxy's own business.
+var relayedServices = map[sdk.Kind][]string{
+	sdk.KindSource:     {"ferry.plugin.v1.Source", "ferry.plugin.v1.Disks"},
+	sdk.KindTarget:     {"ferry.plugin.v1.Target", "ferry.plugin.v1.Disks"},
+	sdk.KindRepository: {"ferry.plugin.v1.Repository"},
+}
+
+// kindOf is the kind of a configured component.
+func kindOf(c any) sdk.Kind {
+	switch c.(type) {
+	case sdk.Source:
+		return sdk.KindSource
+	case sdk.Target:
+		return sdk.KindTarget
+	}
+	return sdk.KindRepository
+}
+
+// relayable reports whether a relayed call of method may reach an
+// instance of kind.
+func relayable(method string, kind sdk.Kind) bool {
+	if method == "/ferry.plugin.v1.Plugin/GetInfo" {
+		return true
+	}
+	svc, _, ok := strings.Cut(strings.TrimPrefix(method, "/"), "/")
+	return ok && slices.Contains(relayedServices[kind], svc)
+}
+
+// relayDesc serves every call as a stream both ways: a unary call is one
+// message each way on the wire.
+var relayDesc = grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+
+// relay is the agent's handler of every call it has no service for: a
+// plugin call of the control plane, relayed to the instance it attached.
+func (a *Agent) relay(_ any, ss grpc.ServerStream) error {
+	ctx := ss.Context()
+	who, err := caller(ctx, pki.RoleControl)
+	if err != nil {
+		return err
+	}
+	method, _ := grpc.MethodFromServerStream(ss)
+	md, _ := metadata.FromIncomingContext(ctx)
+	keys := md.Get(attachmentKey)
+	if len(keys) != 1 {
+		return status.Errorf(codes.Unimplemented, "proxy %s serves no method %s", a.Name, method)
+	}
+	raw, err := hex.DecodeString(keys[0])
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "bad %s metadata", attachmentKey)
+	}
+	a.mu.Lock()
+	c := a.components[string(raw)]
+	a.mu.Unlock()
+	if c == nil {
+		return status.Error(codes.NotFound, errNotAttached)
+	}
+	if !relayable(method, kindOf(c)) {
+		return status.Errorf(codes.PermissionDenied, "proxy %s does not relay %s to a %s", a.Name, method, kindOf(c))
+	}
+	if !readOnly(method) && !strings.HasPrefix(method, "/ferry.plugin.v1.Disks/") {
+		// What changes something is kept in the proxy's log.
+		a.log().Info("relayed call", "method", method, "control_plane", who.Name)
+	}
+	conn, _ := sdk.InstanceConn(c)
+	// The call's deadline and cancellation go along; its metadata does
+	// not (the instance's own connection addresses it).
+	cctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, metadata.MD{}))
+	defer cancel()
+	cs, err := conn.NewStream(cctx, &relayDesc, method, grpc.ForceCodecV2(relayCodec{}))
+	if err != nil {
+		return err
+	}
+	go func() {
+		for {
+			var m rawMessage
+			if err := ss.RecvMsg(&m); err != nil {
+				if err == io.EOF {
+					cs.CloseSend()
+				} else {
+					cancel()
+				}
+				return
+			}
+			if err := cs.SendMsg(&m); err != nil {
+				return // the plugin's side broke: RecvMsg below says how
+			}
+		}
+	}()
+	for {
+		var m rawMessage
+		if err := cs.RecvMsg(&m); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err // the plugin's status, details and all
+		}
+		if err := ss.SendMsg(&m); err != nil {
+			return err
+		}
+	}
+}
+
+// rawMessage is a message relayed as it came, undecoded.
+type rawMessage struct{ data mem.BufferSlice }
+
+// relayCodec passes rawMessages through as they are and encodes every
+// other message with the SDK's codec.
+type relayCodec struct{}
+
+var _ encoding.CodecV2 = relayCodec{}
+
+func (relayCodec) Name() string { return "proto" }
+
+func (relayCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if m, ok := v.(*rawMessage); ok {
+		data := m.data
+		m.data = nil
+		return data, nil // gRPC frees it once sent
+	}
+	return sdk.MessageCodec().Marshal(v)
+}
+
+func (relayCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(*rawMessage); ok {
+		data.Ref() // gRPC frees data when this returns
+		m.data = data
+		return nil
+	}
+	return sdk.MessageCodec().Unmarshal(data, v)
+}
+
+// Control returns an instance of plugin block b, of kind, whose calls run
+// on a proxy: one of site first (when it has one), then the others the
+// job may use (names, best first; any when empty), each only when its
+// Hello says it has the plugin. When that proxy dies, the calls that come
+// after go to another one, and moved is told why; a call cut by the death
+// is repeated on the other proxy only when it changes nothing or never
+// reached the proxy. Call Greet first. where names the proxy chosen.
+func (p *Pool) Control(ctx context.Context, names []string, site string, kind sdk.Kind, b Block, moved func(msg string)) (component any, caps sdk.Capabilities, where string, err error) {
+	comp, err := encodeComponent(b.Type, b.Config)
+	if err != nil {
+		return nil, caps, "", fmt.Errorf("%s %q: %w", kind, b.Type, err)
+	}
+	rc := &relayConn{p: p, kind: kind, comp: comp, names: names, site: site, moved: moved}
+	if _, _, err := rc.current(ctx); err != nil {
+		return nil, caps, "", err
+	}
+	where = rc.name
+	c := sdk.NewClient(rc, sdk.ClientOptions{Name: fmt.Sprintf("%s %q on proxy %s", kind, b.Type, where), NoDirect: true})
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, caps, "", err
+	}
+	ci, ok := info.Component(kind, b.Type)
+	if !ok {
+		return nil, caps, "", fmt.Errorf("plugin %s on proxy %s serves no %s %q: %w", info.Name, where, kind, b.Type, errdefs.ErrNotFound)
+	}
+	switch kind {
+	case sdk.KindSource:
+		component = c.AttachSource("")
+	case sdk.KindTarget:
+		component = c.AttachTarget("")
+	default:
+		component = c.AttachRepository("")
+	}
+	return component, ci.Capabilities, where, nil
+}
+
+// relayConn is the control plane's connection to an attached instance,
+// through whichever proxy relays it now.
+type relayConn struct {
+	p     *Pool
+	kind  sdk.Kind
+	comp  *proxyv1.Component
+	names []string
+	site  string
+	moved func(string)
+
+	mu   sync.Mutex
+	m    *member // nil: choose again
+	name string  // of the proxy chosen last
+	key  string
+}
+
+// serves reports whether a proxy's Hello lists a plugin serving the
+// instance's type. Callers hold p.mu.
+func (rc *relayConn) serves(m *member) bool {
+	for _, pi := range m.hello.GetPlugins() {
+		var types []string
+		switch rc.kind {
+		case sdk.KindSource:
+			types = pi.GetSources()
+		case sdk.KindTarget:
+			types = pi.GetTargets()
+		default:
+			types = pi.GetRepositories()
+		}
+		if slices.Contains(types, rc.comp.GetType()) {
+			return true
+		}
+	}
+	return false
+}
+
+// choices are the proxies that may relay, best first.
+func (rc *relayConn) choices() (ok []*member, why []string) {
+	p := rc.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.members {
+		switch {
+		case !allowed(rc.names, m.Name):
+		case m.err != nil:
+			why = append(why, fmt.Sprintf("proxy %s: %v", m.Name, m.err))
+		case m.hello == nil:
+			why = append(why, fmt.Sprintf("proxy %s: not reached", m.Name))
+		case !rc.serves(m):
+			why = append(why, fmt.Sprintf("proxy %s: has no plugin serving %s %q", m.Name, rc.kind, rc.comp.GetType()))
+		default:
+			ok = append(ok, m)
+		}
+	}
+	rank := func(m *member) (int, int) {
+		site := 1
+		if rc.site != "" && m.Site == rc.site {
+			site = 0
+		}
+		order := slices.Index(rc.names, m.Name)
+		if order < 0 {
+			order = len(rc.names)
+		}
+		return site, order
+	}
+	slices.SortFunc(ok, func(a, b *member) int {
+		as, ao := rank(a)
+		bs, bo := rank(b)
+		if as != bs {
+			return as - bs
+		}
+		if ao != bo {
+			return ao - bo
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	slices.Sort(why)
+	return ok, why
+}
+
+// current returns the connection of the proxy relaying now and the key of
+// the instance there, attaching it on the best proxy when there is none.
+func (rc *relayConn) current(ctx context.Context) (*grpc.ClientConn, string, error) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.m != nil {
+		rc.p.mu.Lock()
+		conn, err := rc.m.conn, rc.m.err
+		rc.p.mu.Unlock()
+		if err == nil && conn != nil {
+			return conn, rc.key, nil
+		}
+		rc.m = nil // the pool found it down since
+	}
+	ok, why := rc.choices()
+	for _, m := range ok {
+		rc.p.mu.Lock()
+		conn := m.conn
+		rc.p.mu.Unlock()
+		actx, cancel := context.WithTimeout(ctx, helloTimeout)
+		resp, err := proxyv1.NewProxyClient(conn).Attach(actx, &proxyv1.AttachRequest{Kind: string(rc.kind), Component: rc.comp})
+		cancel()
+		if err != nil {
+			why = append(why, fmt.Sprintf("proxy %s: %v", m.Name, explained(err)))
+			continue
+		}
+		if rc.name != "" && rc.name != m.Name && rc.moved != nil {
+			rc.moved(fmt.Sprintf("the %s's calls moved from proxy %s to proxy %s", rc.kind, rc.name, m.Name))
+		}
+		rc.m, rc.name, rc.key = m, m.Name, resp.GetKey()
+		return conn, rc.key, nil
+	}
+	if len(why) == 0 {
+		why = []string{"the configuration declares none the job may use"}
+	}
+	return nil, "", fmt.Errorf("no proxy can act for the %s %q (%s): %w", rc.kind, rc.comp.GetType(), strings.Join(why, "; "), errdefs.ErrUnavailable)
+}
+
+// again decides, after a call failed with err on the proxy relaying now,
+// whether to make it again (on another proxy, or after attaching again),
+// and prepares that.
+func (rc *relayConn) again(ctx context.Context, method string, err error) bool {
+	st, _ := status.FromError(err)
+	rc.mu.Lock()
+	m := rc.m
+	rc.mu.Unlock()
+	switch {
+	case m == nil:
+		return false
+	case isNotAttached(err):
+		rc.mu.Lock()
+		rc.m = nil // the call went nowhere: attach again
+		rc.mu.Unlock()
+		return true
+	case st.Code() != codes.Unavailable:
+		return false
+	}
+	if bad := rc.p.Greet(ctx, []string{m.Name}); bad[m.Name] == nil {
+		return false // the proxy is there: the plugin behind it failed
+	}
+	rc.mu.Lock()
+	rc.m = nil // later calls go to another proxy
+	rc.mu.Unlock()
+	return readOnly(method) || neverSent(st)
+}
+
+// readOnly reports whether a plugin method changes nothing, so that a
+// call of it cut short can be made again.
+func readOnly(method string) bool {
+	_, name, _ := strings.Cut(strings.TrimPrefix(method, "/"), "/")
+	for _, p := range []string{"Get", "List", "Describe", "ChangedAreas", "ProbeTransport"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// neverSent reports whether a call failed because no connection to the
+// proxy could be made: gRPC then sent nothing. gRPC says so only in its
+// message.
+func neverSent(st *status.Status) bool {
+	return strings.Contains(st.Message(), "Error while dialing")
+}
+
+func (rc *relayConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	for try := 0; ; try++ {
+		conn, key, err := rc.current(ctx)
+		if err != nil {
+			return err
+		}
+		err = conn.Invoke(metadata.AppendToOutgoingContext(ctx, attachmentKey, key), method, args, reply, opts...)
+		if err == nil || try > 0 || !rc.again(ctx, method, err) {
+			return err
+		}
+	}
+}
+
+func (rc *relayConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	for try := 0; ; try++ {
+		conn, key, err := rc.current(ctx)
+		if err != nil {
+			return nil, err
+		}
+		cs, err := conn.NewStream(metadata.AppendToOutgoingContext(ctx, attachmentKey, key), desc, method, opts...)
+		if err == nil {
+			return &relayStream{ClientStream: cs, rc: rc, method: method}, nil
+		}
+		if try > 0 || !rc.again(ctx, method, err) {
+			return nil, err
+		}
+	}
+}
+
+// relayStream is a relayed stream: an error that shows the instance gone
+// from its proxy, or the proxy gone, sends the calls that come after
+// elsewhere (the stream itself is not made again: part of it went).
+type relayStream struct {
+	grpc.ClientStream
+	rc     *relayConn
+	method string
+}
+
+func (s *relayStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil && err != io.EOF {
+		s.rc.again(s.ClientStream.Context(), s.method, err)
+	}
+	return err
+}
+
+// isNotAttached reports whether err is the proxy's answer to a call for
+// an instance it does not hold.
+func isNotAttached(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.NotFound && st.Message() == errNotAttached
+}
