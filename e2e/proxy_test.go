@@ -199,6 +199,11 @@ func TestTwoSitesThroughProxies(t *testing.T) {
 	if !strings.Contains(s.stderr, "between sites, compression zstd") {
 		t.Fatalf("auto compression between sites is not zstd:\n%s", s.stderr)
 	}
+	for _, want := range []string{"the source's calls run on proxy p-prod", "the target's calls run on proxy p-dr"} {
+		if !strings.Contains(s.stderr, want) {
+			t.Fatalf("no %q:\n%s", want, s.stderr)
+		}
+	}
 	if sent, changed := s.Totals.BytesSent, int64(6<<20); sent >= changed {
 		t.Fatalf("zstd between sites sent %d bytes for %d bytes of data", sent, changed)
 	}
@@ -219,18 +224,19 @@ func TestTwoSitesThroughProxies(t *testing.T) {
 	if s.code != 1 || s.Result != "warning" || s.proxies() != "p-prod>p-prod,p-prod>p-prod" || !strings.Contains(strings.Join(s.Warnings, "\n"), "proxy p-dr is skipped") {
 		t.Fatalf("run without the target proxy: exit %d, %s, proxies %s, warnings %q\n%s", s.code, s.Result, s.proxies(), s.Warnings, s.stderr)
 	}
-	if !strings.Contains(s.stderr, "one host, compression none") {
-		t.Fatalf("auto compression on one proxy is not none:\n%s", s.stderr)
+	if !strings.Contains(s.stderr, "one host, compression none") || !strings.Contains(s.stderr, "the target's calls run on proxy p-prod") {
+		t.Fatalf("auto compression on one proxy is not none, or the target's calls did not move:\n%s", s.stderr)
 	}
 	ps = l.points("web-01")
 	sameBytes(t, "point 2 disk 0", l.point("web-01", ps[1].ID, 0), want0)
 
-	// No proxy left: the VM fails and every point stays.
+	// No proxy left: the session fails (no proxy can make the source's
+	// calls) and every point stays.
 	prod.kill()
 	l.scatter("web-01", 0, 16<<20, 20)
 	s = l.run()
-	if s.code == 0 || !strings.Contains(s.vm("web-01").Error, "no proxy can take the task") {
-		t.Fatalf("run without proxies: exit %d, %+v\n%s", s.code, s.vm("web-01"), s.stderr)
+	if s.code == 0 || !strings.Contains(s.Error, "no proxy can act for the source") {
+		t.Fatalf("run without proxies: exit %d, %q\n%s", s.code, s.Error, s.stderr)
 	}
 	if ps := l.points("web-01"); len(ps) != 2 {
 		t.Fatalf("%d points after the failed run", len(ps))
@@ -250,6 +256,18 @@ func TestTwoSitesThroughProxies(t *testing.T) {
 	}
 	sameBytes(t, "point 3 disk 0", l.point("web-01", ps[2].ID, 0), want0)
 	sameBytes(t, "point 3 disk 1", l.point("web-01", ps[2].ID, 1), want1)
+
+	// Failover and its undo run on the DR proxy, as the sessions' calls.
+	for _, args := range [][]string{{"failover", "e2e", "web-01"}, {"failover", "undo", "e2e", "web-01"}} {
+		if r := ferry(t, l.cfg, args...); r.code != 0 {
+			t.Fatalf("ferry %s: %s", strings.Join(args, " "), r)
+		}
+	}
+	for _, m := range []string{"Target/Failover", "Target/UndoFailover"} {
+		if !strings.Contains(dr.stderr.String(), "relayed call: method=/ferry.plugin.v1."+m) {
+			t.Fatalf("%s did not run on p-dr:\n%s", m, dr.stderr)
+		}
+	}
 }
 
 // TestProxyStopsOnSIGTERM: a proxy asked to stop (SIGTERM, as systemd

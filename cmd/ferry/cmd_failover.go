@@ -87,7 +87,7 @@ func runFailover(e *env, args []string) error {
 			return usagef("job %q vm %q: %v", job.Name, vm, err)
 		}
 	}
-	tgt, _, err := w.host.Target(ctx, job.Target.Type, job.Target.Config)
+	tgt, err := w.target(ctx, job)
 	if err != nil {
 		return fmt.Errorf("target %s: %w", job.Target.Address(), err)
 	}

@@ -70,7 +70,7 @@ func runPlan(e *env, args []string) error {
 		if st, err := w.cat.JobState(job.Name); err == nil {
 			in.Last = st
 		}
-		src, caps, err := w.host.Source(ctx, job.Source.Type, job.Source.Config)
+		src, caps, err := w.source(ctx, job)
 		if err == nil {
 			in.SourceCaps = &caps
 		}
@@ -131,7 +131,7 @@ func runPlan(e *env, args []string) error {
 // another job's from the one the catalog knows. A target that cannot be
 // asked leaves the catalog's word.
 func askTarget(ctx context.Context, w *workspace, job *config.Job, in *plan.Inputs) {
-	tgt, _, err := w.host.Target(ctx, job.Target.Type, job.Target.Config)
+	tgt, err := w.target(ctx, job)
 	if err != nil {
 		return
 	}

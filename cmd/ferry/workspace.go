@@ -25,6 +25,7 @@ type workspace struct {
 	cfg  *config.Config
 	host *pluginhost.Host
 	cat  *catalog.Catalog
+	pool *proxy.Pool // made on first use
 }
 
 // openWorkspace loads and checks the configuration (printing diagnostics)
@@ -55,6 +56,9 @@ func openWorkspace(ctx context.Context, e *env) (*workspace, error) {
 }
 
 func (w *workspace) Close() error {
+	if w.pool != nil {
+		w.pool.Close()
+	}
 	cerr := w.cat.Close()
 	if err := w.host.Close(); err != nil {
 		w.env.log.Warn("stop plugins", "error", err)
@@ -80,8 +84,20 @@ func (w *workspace) jobNames() []string {
 }
 
 // proxyPool returns the control plane's pool of the configured proxies,
-// reached with its own certificate (made by 'ferry ca init').
+// reached with its own certificate (made by 'ferry ca init'); the
+// workspace closes it.
 func (w *workspace) proxyPool() (*proxy.Pool, error) {
+	if w.pool == nil {
+		pool, err := w.newProxyPool()
+		if err != nil {
+			return nil, err
+		}
+		w.pool = pool
+	}
+	return w.pool, nil
+}
+
+func (w *workspace) newProxyPool() (*proxy.Pool, error) {
 	names := make([]string, 0, len(w.cfg.Proxies))
 	members := make([]proxy.Member, 0, len(w.cfg.Proxies))
 	for _, p := range w.cfg.Proxies {
@@ -102,6 +118,47 @@ func (w *workspace) proxyPool() (*proxy.Pool, error) {
 
 func (w *workspace) engine() *engine.Engine {
 	return &engine.Engine{Components: components{w}, Catalog: w.cat, Log: w.env.log}
+}
+
+// controlEngine is the engine with the configured proxies, if any: what a
+// verb that calls a job's plugins outside a session calls them through,
+// so that they run where the job's sessions run them.
+func (w *workspace) controlEngine() (*engine.Engine, error) {
+	eng := w.engine()
+	if len(w.cfg.Proxies) > 0 {
+		pool, err := w.proxyPool()
+		if err != nil {
+			return nil, err
+		}
+		eng.Proxies = pool
+	}
+	return eng, nil
+}
+
+// source returns a job's source as its sessions reach it.
+func (w *workspace) source(ctx context.Context, job *config.Job) (sdk.Source, sdk.Capabilities, error) {
+	eng, err := w.controlEngine()
+	if err != nil {
+		return nil, sdk.Capabilities{}, err
+	}
+	src, caps, where, err := eng.Source(ctx, job)
+	if where != "" {
+		w.env.log.Info("the source's calls run on a proxy", "job", job.Name, "proxy", where)
+	}
+	return src, caps, err
+}
+
+// target returns a job's target as its sessions reach it.
+func (w *workspace) target(ctx context.Context, job *config.Job) (sdk.Target, error) {
+	eng, err := w.controlEngine()
+	if err != nil {
+		return nil, err
+	}
+	tgt, where, err := eng.Target(ctx, job)
+	if where != "" {
+		w.env.log.Info("the target's calls run on a proxy", "job", job.Name, "proxy", where)
+	}
+	return tgt, err
 }
 
 // components configures a job's plugin blocks through the plugin host.

@@ -61,6 +61,11 @@ type Proxies interface {
 	// each one that cannot be used cannot.
 	Greet(ctx context.Context, names []string) map[string]error
 	Run(ctx context.Context, t proxy.Task) (proxy.Result, error)
+	// Control returns an instance of a plugin block whose calls run on a
+	// proxy of site first, then on another of names (any when empty),
+	// with its capabilities and the proxy's name; moved is told when
+	// later calls go to another proxy.
+	Control(ctx context.Context, names []string, site string, kind sdk.Kind, b proxy.Block, moved func(string)) (any, sdk.Capabilities, string, error)
 }
 
 // Step names a point in a VM's run, for Hook.

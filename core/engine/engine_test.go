@@ -32,6 +32,9 @@ type memComponents struct {
 	source sdk.Source
 	// caps, when set, are declared instead of src's.
 	caps *sdk.Capabilities
+	// target, when set, is what proxies configure instead of tgt: a
+	// decorator of it.
+	target sdk.Target
 }
 
 func (m *memComponents) Source(context.Context, *config.PluginBlock) (sdk.Source, sdk.Capabilities, error) {

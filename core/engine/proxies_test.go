@@ -2,10 +2,13 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,20 +19,20 @@ import (
 	"github.com/ferry-dr/ferry/core/proxy"
 	"github.com/ferry-dr/ferry/core/traffic"
 	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+	"github.com/ferry-dr/ferry/sdk/schema"
+	"github.com/ferry-dr/ferry/sdk/sdktest"
 	"github.com/ferry-dr/ferry/sdk/sdktest/faultnet"
 	"github.com/zclconf/go-cty/cty"
 	"google.golang.org/grpc"
 )
 
-// memPlugins serve a proxy the fixture's in-memory components: both
-// proxies of these tests run in the test process, and the "sites" share
-// the memory (what each proxy opens is still its own handle).
-type memPlugins struct {
-	c *memComponents
-	// blind, when set, is why this proxy's target instance cannot reach
-	// the target's storage (it says so when probed).
-	blind string
-}
+// memPlugins serve a proxy the fixture's in-memory components through a
+// plugin server in the test process, over gRPC as a plugin process would
+// (the control plane's calls relayed by a proxy need that): both proxies
+// of these tests run in the test process, and the "sites" share the
+// memory (what each proxy opens is still its own handle).
+type memPlugins struct{ client *sdk.Client }
 
 // blindTarget is a target that cannot reach its storage from here.
 type blindTarget struct {
@@ -41,21 +44,45 @@ func (b blindTarget) ProbeTransport(context.Context, string, int) (string, strin
 	return "", b.why, nil
 }
 
-func (m memPlugins) Found() []pluginhost.Found { return []pluginhost.Found{{Name: "mem"}} }
-func (m memPlugins) Info(context.Context, string) (*sdk.Info, error) {
-	return &sdk.Info{Components: []sdk.ComponentInfo{{Kind: sdk.KindSource, Type: "mem"}, {Kind: sdk.KindTarget, Type: "mem"}, {Kind: sdk.KindRepository, Type: "mem"}}}, nil
-}
-func (m memPlugins) Source(context.Context, string, cty.Value) (sdk.Source, sdk.Capabilities, error) {
-	return m.c.src, m.c.src.Capabilities(), nil
-}
-func (m memPlugins) Target(context.Context, string, cty.Value) (sdk.Target, sdk.Capabilities, error) {
-	if m.blind != "" {
-		return blindTarget{m.c.tgt, m.blind}, m.c.tgt.Capabilities(), nil
+// memPlugins serves the fixture's components; with blind set, the target
+// says it cannot reach its storage, and why.
+func (f *fixture) memPlugins(blind string) memPlugins {
+	c := f.comps
+	p := &sdk.Plugin{Name: "mem", Version: "test",
+		Sources: map[string]sdk.Component[sdk.Source]{"mem": {Schema: &schema.Block{}, Capabilities: c.src.Capabilities(),
+			New: func(context.Context, cty.Value) (sdk.Source, error) { return c.src, nil }}},
+		Targets: map[string]sdk.Component[sdk.Target]{"mem": {Schema: &schema.Block{}, Capabilities: c.tgt.Capabilities(),
+			New: func(context.Context, cty.Value) (sdk.Target, error) {
+				var tgt sdk.Target = c.tgt
+				if c.target != nil {
+					tgt = c.target
+				}
+				if blind != "" {
+					return blindTarget{tgt, blind}, nil
+				}
+				return tgt, nil
+			}}},
+		Repositories: map[string]sdk.Component[sdk.Repository]{"mem": {Schema: &schema.Block{},
+			New: func(context.Context, cty.Value) (sdk.Repository, error) { return c.repo, nil }}},
 	}
-	return m.c.tgt, m.c.tgt.Capabilities(), nil
+	return memPlugins{client: sdktest.Connect(f.t, p)}
 }
-func (m memPlugins) Repository(context.Context, string, cty.Value) (sdk.Repository, error) {
-	return m.c.repo, nil
+
+func (m memPlugins) Found() []pluginhost.Found { return []pluginhost.Found{{Name: "mem"}} }
+func (m memPlugins) Info(ctx context.Context, _ string) (*sdk.Info, error) {
+	return m.client.Info(ctx)
+}
+func (m memPlugins) Source(ctx context.Context, typ string, cfg cty.Value) (sdk.Source, sdk.Capabilities, error) {
+	src, _, err := m.client.Source(ctx, typ, &schema.Block{}, cfg)
+	return src, sdk.Capabilities{}, err
+}
+func (m memPlugins) Target(ctx context.Context, typ string, cfg cty.Value) (sdk.Target, sdk.Capabilities, error) {
+	tgt, _, err := m.client.Target(ctx, typ, &schema.Block{}, cfg)
+	return tgt, sdk.Capabilities{}, err
+}
+func (m memPlugins) Repository(ctx context.Context, typ string, cfg cty.Value) (sdk.Repository, error) {
+	repo, _, err := m.client.Repository(ctx, typ, &schema.Block{}, cfg)
+	return repo, err
 }
 
 // twoSites gives the fixture a source proxy at site prod and a target
@@ -112,7 +139,7 @@ func (f *fixture) startAgent(ca, name, site string) (proxy.Member, *proxy.Agent,
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	a := &proxy.Agent{Name: name, Site: site, MaxTasks: 2, Plugins: memPlugins{c: f.comps}, Creds: creds}
+	a := &proxy.Agent{Name: name, Site: site, MaxTasks: 2, Plugins: f.memPlugins(""), Creds: creds}
 	srv := a.Server()
 	go srv.Serve(lis)
 	f.t.Cleanup(srv.Stop)
@@ -208,7 +235,7 @@ func TestUnreachableProxyIsSkipped(t *testing.T) {
 	f.newestIs("web-01", want)
 }
 
-func TestNoProxyLeftFailsTheVMAndKeepsItsPoints(t *testing.T) {
+func TestNoProxyLeftFailsTheSessionAndKeepsItsPoints(t *testing.T) {
 	f := newFixture(t, "web-01")
 	ts := f.twoSites()
 	f.write("web-01", 0, 10)
@@ -230,9 +257,11 @@ func TestNoProxyLeftFailsTheVMAndKeepsItsPoints(t *testing.T) {
 	defer pool.Close()
 	f.eng.Proxies = pool
 	f.write("web-01", 0, 1)
-	s := f.run()
-	if s.Result != catalog.ResultFailed || !strings.Contains(s.VMs[0].Error, "no proxy can take the task") || !strings.Contains(s.VMs[0].Error, "p-gone") {
-		t.Fatalf("session %s: %+v", s.Result, s.VMs)
+	// The source's own calls need a proxy first: the session fails there,
+	// before any snapshot.
+	s, err := f.eng.Run(context.Background(), f.job)
+	if err == nil || s.Result != catalog.ResultFailed || !strings.Contains(s.Error, "no proxy can act for the source") || !strings.Contains(s.Error, "p-gone") {
+		t.Fatalf("session %s: %v, %+v", s.Result, err, s.VMs)
 	}
 	if ps := f.points("web-01"); len(ps) != 1 {
 		t.Fatalf("%d restore points", len(ps))
@@ -445,7 +474,7 @@ func TestAProxyThatCannotReachTheTargetIsNotPlaced(t *testing.T) {
 	// p-blind is at the target's site and less loaded than p-dst, but
 	// its plugin cannot reach the target's storage.
 	blind, a, _ := f.startAgent(ts.ca, "p-blind", "dr")
-	a.Plugins = memPlugins{c: f.comps, blind: "the datastore is not mounted here"}
+	a.Plugins = f.memPlugins("the datastore is not mounted here")
 	control, err := pki.Load(filepath.Join(ts.ca, "control"))
 	if err != nil {
 		t.Fatal(err)
@@ -470,5 +499,155 @@ func TestAProxyThatCannotReachTheTargetIsNotPlaced(t *testing.T) {
 	s = f.run()
 	if s.Result != catalog.ResultFailed || !strings.Contains(s.VMs[0].Error, "no proxy reaches the target's disks (proxy p-blind: the datastore is not mounted here") {
 		t.Fatalf("session %s: %+v", s.Result, s.VMs)
+	}
+}
+
+// ownComponents fails every use of ferry's own plugin instances: a job on
+// proxies makes its calls through them.
+type ownComponents struct{ t *testing.T }
+
+func (o ownComponents) Source(context.Context, *config.PluginBlock) (sdk.Source, sdk.Capabilities, error) {
+	o.t.Error("the source was configured in the control plane")
+	return nil, sdk.Capabilities{}, errors.New("not here")
+}
+func (o ownComponents) Target(context.Context, *config.PluginBlock) (sdk.Target, sdk.Capabilities, error) {
+	o.t.Error("the target was configured in the control plane")
+	return nil, sdk.Capabilities{}, errors.New("not here")
+}
+func (o ownComponents) Repository(context.Context, *config.PluginBlock) (sdk.Repository, error) {
+	o.t.Error("the repository was configured in the control plane")
+	return nil, errors.New("not here")
+}
+
+func TestControlCallsRunOnTheProxiesOfTheirSites(t *testing.T) {
+	f := newFixture(t, "web-01")
+	f.twoSites()
+	f.eng.Components = ownComponents{t}
+	notices := f.collectNotices()
+	f.write("web-01", 0, 10)
+	want := f.sourceImage("web-01")
+	f.runOK("web-01")
+	f.newestIs("web-01", want)
+	for _, n := range []string{"the source's calls run on proxy p-src", "the target's calls run on proxy p-dst"} {
+		if !strings.Contains(notices(), n) {
+			t.Fatalf("no notice %q:\n%s", n, notices())
+		}
+	}
+
+	// What `ferry failover` and `ferry points` use: the target through
+	// its site's proxy, restore point data streamed back through it.
+	ctx := context.Background()
+	tgt, where, err := f.eng.Target(ctx, f.job)
+	if err != nil || where != "p-dst" {
+		t.Fatalf("target on %q: %v", where, err)
+	}
+	ps, err := tgt.ListRestorePoints(ctx, "web-01_replica")
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("points through the proxy: %v, %v", ps, err)
+	}
+	r, err := tgt.OpenRestorePointDisk(ctx, "web-01_replica", ps[0].ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, r.Size())
+	if _, err := r.ReadAt(got, 0); err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	r.Close()
+	same(t, "point read through the proxy", [][]byte{got}, want[:1])
+	// A plugin's error keeps its class through the relay.
+	if _, err := tgt.GetReplica(ctx, "no-such-replica"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("missing replica through the proxy: %v", err)
+	}
+}
+
+func TestControlCallsMoveWhenTheirProxyDies(t *testing.T) {
+	f := newFixture(t, "web-01")
+	ts := f.twoSites()
+	spare, _, _ := f.startAgent(ts.ca, "p-dst2", "dr")
+	control, err := pki.Load(filepath.Join(ts.ca, "control"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := proxy.NewPool(append(ts.members, spare), control, "test", nil)
+	defer pool.Close()
+	f.eng.Proxies = pool
+	f.eng.Components = ownComponents{t}
+	notices := f.collectNotices()
+	// p-dst, first of site dr, makes the target's calls; it dies once the
+	// disks are moved, and the session finds it gone, before the restore
+	// point is made. (A call cut by the death itself is not made again:
+	// it may have been made; see TestControlCallCutByADeathIsNotRepeated.)
+	var once sync.Once
+	f.eng.Hook = func(step Step, _ string) {
+		if step == StepMoved {
+			once.Do(func() {
+				ts.servers[1].Stop()
+				if bad := pool.Greet(context.Background(), []string{"p-dst"}); bad["p-dst"] == nil {
+					t.Error("p-dst still answers")
+				}
+			})
+		}
+	}
+	f.write("web-01", 0, 10)
+	want := f.sourceImage("web-01")
+	f.runOK("web-01")
+	f.newestIs("web-01", want)
+	if !strings.Contains(notices(), "the target's calls moved from proxy p-dst to proxy p-dst2") {
+		t.Fatalf("notices:\n%s", notices())
+	}
+}
+
+// cutTarget is a target whose proxy dies, once armed, right after it made
+// a restore point and before its answer leaves.
+type cutTarget struct {
+	*sdktest.MemTarget
+	armed atomic.Bool
+	die   func()
+}
+
+func (c *cutTarget) CreateRestorePoint(ctx context.Context, replica string, labels map[string]string) (*sdk.RestorePoint, error) {
+	p, err := c.MemTarget.CreateRestorePoint(ctx, replica, labels)
+	if c.armed.CompareAndSwap(true, false) {
+		c.die()
+	}
+	return p, err
+}
+
+func TestControlCallCutByADeathIsNotRepeated(t *testing.T) {
+	f := newFixture(t, "web-01")
+	cut := &cutTarget{MemTarget: f.comps.tgt}
+	f.comps.target = cut
+	ts := f.twoSites()
+	cut.die = ts.servers[1].Stop
+	spare, _, _ := f.startAgent(ts.ca, "p-dst2", "dr")
+	control, err := pki.Load(filepath.Join(ts.ca, "control"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := proxy.NewPool(append(ts.members, spare), control, "test", nil)
+	defer pool.Close()
+	f.eng.Proxies = pool
+	f.write("web-01", 0, 10)
+	f.runOK("web-01")
+
+	// p-dst dies after making the restore point, before answering: the
+	// call is not made again on p-dst2 (that would make a second point);
+	// the VM fails, and the next session's calls go to p-dst2.
+	cut.armed.Store(true)
+	f.write("web-01", 0, 1)
+	s := f.run()
+	if s.Result != catalog.ResultFailed || !strings.Contains(s.VMs[0].Error, "create restore point") {
+		t.Fatalf("session %s: %+v", s.Result, s.VMs)
+	}
+	if ps := f.points("web-01"); len(ps) != 2 {
+		t.Fatalf("%d points after the cut call, want the first and the one the cut call made", len(ps))
+	}
+	notices := f.collectNotices()
+	want := f.sourceImage("web-01")
+	f.runOK("web-01")
+	f.newestIs("web-01", want)
+	if !strings.Contains(notices(), "the target's calls run on proxy p-dst2") {
+		t.Fatalf("notices:\n%s", notices())
 	}
 }

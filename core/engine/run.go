@@ -89,21 +89,11 @@ func (r *run) run(ctx context.Context) error {
 			r.e.emit(Event{Kind: Notice, Session: r.sess.ID, Job: job.Name, Message: msg})
 		}
 	}
-	if r.src, r.srcCaps, err = r.e.Components.Source(ctx, job.Source); err != nil {
-		return fmt.Errorf("job %q: source %s: %w", job.Name, job.Source.Address(), err)
-	}
-	if r.tgt, _, err = r.e.Components.Target(ctx, job.Target); err != nil {
-		return fmt.Errorf("job %q: target %s: %w", job.Name, job.Target.Address(), err)
-	}
-	if r.repo, err = r.e.Components.Repository(ctx, job.Repository); err != nil {
-		name := "the default repository"
-		if job.Repository != nil {
-			name = job.Repository.Address()
-		}
-		return fmt.Errorf("job %q: repository %s: %w", job.Name, name, err)
-	}
 	if r.e.Proxies != nil {
 		r.greetProxies(ctx)
+	}
+	if err := r.components(ctx); err != nil {
+		return err
 	}
 	vms, err := r.selectVMs(ctx)
 	if err != nil {
