@@ -14,8 +14,11 @@ import (
 // (at most 12 years apart).
 const searchYears = 15
 
-// MinEvery is the shortest interval an every schedule accepts.
-const MinEvery = time.Minute
+// MinEvery is the shortest interval an every schedule accepts: a second,
+// the resolution of schedules (short intervals serve tests and labs; a
+// run of a job that is still running when its next run falls due is
+// queued once, never stacked).
+const MinEvery = time.Second
 
 // Schedule says when a job runs. The zero Schedule never runs.
 //

@@ -247,7 +247,7 @@ func TestParse(t *testing.T) {
 		{name: "every without duration", expr: "every", field: "interval", in: "want one duration"},
 		{name: "every with two", expr: "every 15m 2h", field: "interval", value: "15m 2h", in: "want one duration"},
 		{name: "every bad duration", expr: "every 1d", field: "interval", value: "1d", in: "not a duration"},
-		{name: "every too short", expr: "every 30s", field: "interval", value: "30s", in: "shorter than the minimum of 1m0s"},
+		{name: "every too short", expr: "every 500ms", field: "interval", value: "500ms", in: "shorter than the minimum of 1s"},
 		{name: "every negative", expr: "every -5m", field: "interval", value: "-5m", in: "shorter than the minimum"},
 		{name: "every fraction of a second", expr: "every 1m0.5s", field: "interval", value: "1m0.5s", in: "whole number of seconds"},
 		{name: "unknown zone", expr: "CRON_TZ=Mars/Olympus 0 2 * * *", field: "time zone", value: "Mars/Olympus", in: "unknown time zone"},

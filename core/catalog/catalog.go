@@ -69,6 +69,9 @@ type Catalog struct {
 	// the lock of their job when they were begun here: MarkAbandoned
 	// leaves them alone, since their process is this one.
 	live map[string]*jobLock
+	// control is the claim on the catalog's jobs of a ferry server, when
+	// this Catalog holds it (ClaimControl).
+	control *jobLock
 }
 
 // openConfig holds what tests replace: the migration list and the file
@@ -256,6 +259,8 @@ func (c *Catalog) Close() error {
 		l.release()
 		delete(c.live, id)
 	}
+	c.control.release()
+	c.control = nil
 	return nil
 }
 

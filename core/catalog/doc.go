@@ -23,7 +23,9 @@
 // job's own (a file in <catalog>.running) that the session keeps until it
 // ends, and the operating system drops when its process dies. A second
 // session of the job is refused while the lock is held; MarkAbandoned
-// fails the sessions left "running" whose lock nobody holds.
+// fails the sessions left "running" whose lock nobody holds. A ferry
+// server claims all the jobs of its catalog (ClaimControl, a lock of the
+// same kind): while it runs, only its Catalog begins sessions.
 //
 // A damaged file (one bbolt cannot decode, a record that is not JSON, a
 // page pointing outside the file) gives an error matching ErrDamaged that

@@ -297,6 +297,9 @@ func (t *Tx) BeginSession(job string) (*Session, error) {
 	if err := checkName("job", job); err != nil {
 		return nil, fmt.Errorf("begin session: %w", err)
 	}
+	if err := t.c.controlled(job); err != nil {
+		return nil, err
+	}
 	lock, err := tryLockJob(t.c.path, job)
 	if err != nil {
 		return nil, fmt.Errorf("begin session of job %q: %w", job, err)
@@ -604,7 +607,10 @@ func (t *Tx) abandon(dead []string) (int, error) {
 // saved with a result or the Catalog is closed, and while another session
 // of the job (of this process or another) holds it, BeginSession fails
 // with an error naming that session that matches ErrFailedPrecondition.
-// Other jobs' sessions run at the same time. Safe for concurrent use.
+// Other jobs' sessions run at the same time. While a ferry server holds the
+// catalog's jobs (ClaimControl) and c is not its Catalog, BeginSession
+// fails with an error naming the server that matches ErrControlled and
+// ErrFailedPrecondition. Safe for concurrent use.
 // Errors: ErrInvalidArgument for an empty job.
 func (c *Catalog) BeginSession(job string) (*Session, error) {
 	var s *Session

@@ -12,7 +12,7 @@ job "short" {
   source   = source.local.prod
   target   = target.local.dr
   vms      = ["a2"]
-  schedule = "every 30s"
+  schedule = "every 500ms"
 }
 
 job "never" {
