@@ -5,6 +5,7 @@ import (
 	"io"
 	"maps"
 	"net/netip"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
@@ -159,7 +160,11 @@ type Job struct {
 	Proxies []*Proxy
 	// Schedule says when the job runs; the zero Schedule when it runs only
 	// on demand.
-	Schedule      scheduler.Schedule
+	Schedule scheduler.Schedule
+	// RPO is the recovery point objective: the oldest the newest restore
+	// point of each VM may be before ferry server raises an alarm; 0 when
+	// the job declares none.
+	RPO           time.Duration
 	Quiesce       bool
 	ReplicaSuffix string
 	// CopyIndependentDisks copies the disks VM snapshots do not capture

@@ -3,6 +3,9 @@ package config
 import (
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
@@ -145,4 +148,42 @@ func nullElement(attr *hcl.Attribute, rng hcl.Range) *hcl.Diagnostic {
 		Detail:   fmt.Sprintf("Inappropriate value for attribute %q: elements must not be null.", attr.Name),
 		Subject:  rng.Ptr(),
 	}
+}
+
+// evalDuration reads a duration such as "90m" or "1h30m" (Go's notation,
+// and "d" for days); set is false for null. what names it in the error.
+func evalDuration(attr *hcl.Attribute, ctx *hcl.EvalContext, what string, diags *hcl.Diagnostics) (d time.Duration, set, ok bool) {
+	v, set, ok := evalValue(attr, ctx, cty.String, diags)
+	if !ok || !set {
+		return 0, set, ok
+	}
+	d, err := parseDuration(v.AsString())
+	if err != nil || d <= 0 {
+		r := attr.Expr.Range()
+		*diags = append(*diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid " + what, Subject: &r,
+			Detail: fmt.Sprintf("%q is not a positive duration: write it as 30m, 4h, 1h30m or 2d.", v.AsString())})
+		return 0, true, false
+	}
+	return d, true, true
+}
+
+// parseDuration is time.ParseDuration with days: "2d", "1d12h".
+func parseDuration(s string) (time.Duration, error) {
+	days, rest, found := strings.Cut(s, "d")
+	if !found {
+		return time.ParseDuration(s)
+	}
+	n, err := strconv.Atoi(days)
+	if err != nil || n < 0 || n > 36500 {
+		return 0, fmt.Errorf("bad days in %q", s)
+	}
+	d := time.Duration(n) * 24 * time.Hour
+	if rest != "" {
+		more, err := time.ParseDuration(rest)
+		if err != nil {
+			return 0, err
+		}
+		d += more
+	}
+	return d, nil
 }

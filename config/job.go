@@ -25,6 +25,7 @@ var jobSchema = &hcl.BodySchema{
 		{Name: "exclude"},
 		{Name: "proxies"},
 		{Name: "schedule"},
+		{Name: "rpo"},
 		{Name: "quiesce"},
 		{Name: "replica_suffix"},
 		{Name: "copy_independent_disks"},
@@ -108,6 +109,9 @@ func (l *loader) decodeJob(b *hcl.Block) *Job {
 	}
 	if a, ok := attrs["schedule"]; ok {
 		j.Schedule = l.schedule(a)
+	}
+	if a, ok := attrs["rpo"]; ok {
+		j.RPO, _, _ = evalDuration(a, l.ctx, "RPO", &l.diags)
 	}
 	if a, ok := attrs["quiesce"]; ok {
 		j.Quiesce, _ = evalBool(a, l.ctx, &l.diags)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -414,5 +415,35 @@ job "web" {
 	_, diags = Load(bad, testSchemas())
 	if !diags.HasErrors() || diags[0].Subject == nil || diags[0].Subject.Start.Line != 3 {
 		t.Fatalf("diagnostics %v", diags)
+	}
+}
+
+func TestRPO(t *testing.T) {
+	for _, c := range []struct {
+		rpo  string
+		want time.Duration
+		err  string
+	}{
+		{`"1h"`, time.Hour, ""},
+		{`"90m"`, 90 * time.Minute, ""},
+		{`"2d"`, 48 * time.Hour, ""},
+		{`"1d12h"`, 36 * time.Hour, ""},
+		{`"soon"`, 0, `"soon" is not a positive duration`},
+		{`"-1h"`, 0, `"-1h" is not a positive duration`},
+		{`"0s"`, 0, `"0s" is not a positive duration`},
+		{`"xd"`, 0, `"xd" is not a positive duration`},
+		{`12`, 12 * time.Second, `"12" is not a positive duration`},
+	} {
+		src := minimal[:len(minimal)-2] + "\n  rpo = " + c.rpo + "\n}\n"
+		cfg, diags := LoadFiles("/cfg", map[string][]byte{"main.hcl": []byte(src)}, testSchemas())
+		if c.err != "" {
+			if !diags.HasErrors() || diags[0].Summary != "Invalid RPO" || !strings.Contains(diags[0].Detail, c.err) || diags[0].Subject == nil || diags[0].Subject.Start.Line == 0 {
+				t.Errorf("rpo = %s: %v", c.rpo, diags)
+			}
+			continue
+		}
+		if diags.HasErrors() || cfg.Jobs["web"].RPO != c.want {
+			t.Errorf("rpo = %s: %v, %v", c.rpo, cfg.Jobs["web"].RPO, diags)
+		}
 	}
 }

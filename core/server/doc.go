@@ -1,0 +1,30 @@
+// Package server is ferry's control plane as a service: it runs the jobs
+// of a configuration at their schedules with the same engine `ferry run`
+// uses, and watches their RPO.
+//
+// Each job with a schedule runs when the schedule makes it due
+// (scheduler.Schedule.Next). One session of a job runs at a time: a run
+// that falls due while the job's last session still runs is queued once,
+// never stacked, and starts when that session ends. At most
+// Options.MaxSessions sessions run at once, of all jobs; a run that falls
+// due while every slot is taken waits for one and says so. A run that fell
+// due while no server ran (the server was down, or killed) runs once at
+// start, whatever the number of runs missed, unless Options.SkipMissed.
+// The schedule's state needs nothing but the catalog: the time of each
+// job's last session.
+//
+// Reload takes a changed configuration: a job gone from it is not
+// scheduled any more (a session of it that runs ends as it would), a new
+// one is scheduled, a changed schedule applies from now. When Serve's
+// context ends, no session starts and the running ones stop as Ctrl-C
+// stops `ferry run`: earlier restore points intact, the next run resumes.
+//
+// A job's `rpo` is checked after each session and every minute: for each
+// VM of the job, the age of its newest restore point in the catalog (a VM
+// without one counts from when the server started); an alarm is raised
+// when the age exceeds the RPO and cleared when a newer point arrives.
+//
+// The server never decides what a session does: the Runner (the engine)
+// does. It never reads the clock but through the time package, so tests
+// run it in a synctest bubble.
+package server

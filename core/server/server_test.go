@@ -1,0 +1,352 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/scheduler"
+)
+
+// lab is a server whose sessions are recorded in a real catalog and take
+// the time the test says, in a synctest bubble: time moves only when
+// every goroutine waits.
+type lab struct {
+	t   *testing.T
+	cat *catalog.Catalog
+	t0  time.Time
+
+	mu     sync.Mutex
+	starts map[string][]time.Duration // by job: when each session began, after t0
+	took   map[string]time.Duration   // by job: how long a session takes
+	points map[string]bool            // by job: whether a session makes a restore point
+}
+
+func newLab(t *testing.T) *lab {
+	cat, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	return &lab{t: t, cat: cat, t0: time.Now(), starts: map[string][]time.Duration{}, took: map[string]time.Duration{}, points: map[string]bool{}}
+}
+
+// run is the lab's Runner: a session that takes its job's time, or ends
+// early when the server stops.
+func (l *lab) run(ctx context.Context, job *config.Job) (*catalog.Session, error) {
+	l.mu.Lock()
+	l.starts[job.Name] = append(l.starts[job.Name], time.Since(l.t0))
+	took, point := l.took[job.Name], l.points[job.Name]
+	l.mu.Unlock()
+	s, err := l.cat.BeginSession(job.Name)
+	if err != nil {
+		return nil, err
+	}
+	s.Result = catalog.ResultSuccess
+	select {
+	case <-time.After(took):
+	case <-ctx.Done():
+		s.Result, s.Error = catalog.ResultFailed, "interrupted"
+	}
+	if point && s.Result == catalog.ResultSuccess {
+		for _, vm := range job.VMs {
+			if err := l.cat.AddRestorePoint(&catalog.RestorePoint{Job: job.Name, VM: vm, ID: s.ID, Created: time.Now()}); err != nil {
+				return s, err
+			}
+		}
+	}
+	if err := l.cat.SaveSession(s); err != nil {
+		return s, err
+	}
+	if s.Result == catalog.ResultFailed {
+		return s, ctx.Err()
+	}
+	return s, nil
+}
+
+func (l *lab) startsOf(job string) []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.starts[job])
+}
+
+// jobs is a configuration of jobs by name and schedule ("" on demand).
+func jobs(t *testing.T, schedules map[string]string) *config.Config {
+	cfg := &config.Config{Jobs: map[string]*config.Job{}}
+	for name, expr := range schedules {
+		j := &config.Job{Name: name, VMs: []string{"web-01"}}
+		if expr != "" {
+			s, err := scheduler.Parse(expr, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			j.Schedule = s
+		}
+		cfg.Jobs[name] = j
+	}
+	return cfg
+}
+
+// serve runs s on cfg in the background; stop cancels it and waits.
+func serve(s *Server, cfg *config.Config) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		s.Serve(ctx, cfg)
+		close(done)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+func secs(ds ...int) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = time.Duration(d) * time.Second
+	}
+	return out
+}
+
+// aligned waits until the bubble's clock is on a whole minute, so that
+// every-schedules (anchored to the epoch) fall due at known offsets.
+func aligned() {
+	time.Sleep(time.Until(time.Now().Truncate(time.Minute).Add(time.Minute)))
+}
+
+func TestJobsRunAtTheirSchedules(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		aligned()
+		l := newLab(t)
+		s := New(l.run, l.cat, nil, Options{})
+		stop := serve(s, jobs(t, map[string]string{"fast": "every 10s", "slow": "every 30s", "manual": ""}))
+		time.Sleep(65 * time.Second)
+		stop()
+		if got := l.startsOf("fast"); !slices.Equal(got, secs(10, 20, 30, 40, 50, 60)) {
+			t.Errorf("fast began at %v", got)
+		}
+		if got := l.startsOf("slow"); !slices.Equal(got, secs(30, 60)) {
+			t.Errorf("slow began at %v", got)
+		}
+		if got := l.startsOf("manual"); len(got) != 0 {
+			t.Errorf("a job without a schedule ran at %v", got)
+		}
+	})
+}
+
+func TestARunDueWhileItsLastRunsIsQueuedOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		aligned()
+		l := newLab(t)
+		l.took["web"] = 35 * time.Second
+		s := New(l.run, l.cat, nil, Options{})
+		stop := serve(s, jobs(t, map[string]string{"web": "every 10s"}))
+		time.Sleep(25 * time.Second)
+		if st, _ := s.Job("web"); !st.Running || !st.Queued {
+			t.Errorf("status while a run is due during the last: %+v", st)
+		}
+		time.Sleep(75 * time.Second)
+		stop()
+		// Due at 20, 30 and 40 while the first ran (10-45): one run at 45;
+		// due at 50-70 while that ran (45-80): one run at 80.
+		if got := l.startsOf("web"); !slices.Equal(got, secs(10, 45, 80)) {
+			t.Errorf("web began at %v", got)
+		}
+	})
+}
+
+func TestAMissedRunRunsOnceAtStart(t *testing.T) {
+	for _, skip := range []bool{false, true} {
+		t.Run(fmt.Sprintf("skip=%v", skip), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				aligned()
+				l := newLab(t)
+				// The last session began an hour ago: sixty runs of
+				// "every 1m" fell due since, while no server ran.
+				if _, err := l.run(context.Background(), &config.Job{Name: "web"}); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(time.Hour)
+				l.t0 = time.Now()
+				l.starts = map[string][]time.Duration{}
+				s := New(l.run, l.cat, nil, Options{SkipMissed: skip})
+				stop := serve(s, jobs(t, map[string]string{"web": "every 1m", "new": "every 1m"}))
+				time.Sleep(90 * time.Second)
+				stop()
+				want := secs(0, 60)
+				if skip {
+					want = secs(60)
+				}
+				if got := l.startsOf("web"); !slices.Equal(got, want) {
+					t.Errorf("web began at %v, want %v", got, want)
+				}
+				// A job never run waits for its schedule.
+				if got := l.startsOf("new"); !slices.Equal(got, secs(60)) {
+					t.Errorf("new began at %v", got)
+				}
+			})
+		})
+	}
+}
+
+func TestSessionSlotsAreSharedByTheJobs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		aligned()
+		l := newLab(t)
+		l.took["a"], l.took["b"] = 20*time.Second, 20*time.Second
+		s := New(l.run, l.cat, nil, Options{MaxSessions: 1})
+		stop := serve(s, jobs(t, map[string]string{"a": "every 1m", "b": "every 1m"}))
+		time.Sleep(65 * time.Second)
+		st := s.Jobs()
+		time.Sleep(30 * time.Second)
+		stop()
+		// Both fall due at 60; one runs, the other waits for its slot.
+		a, b := l.startsOf("a"), l.startsOf("b")
+		if first, second := slices.Concat(a, b), secs(60, 80); !slices.Equal(slices.Sorted(slices.Values(first)), second) {
+			t.Errorf("a began at %v, b at %v", a, b)
+		}
+		waiting := 0
+		for _, j := range st {
+			if j.Waiting {
+				waiting++
+			}
+		}
+		if waiting != 1 {
+			t.Errorf("%d jobs wait for a slot: %+v", waiting, st)
+		}
+	})
+}
+
+func TestReloadSchedulesWhatTheConfigurationSays(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		aligned()
+		l := newLab(t)
+		s := New(l.run, l.cat, nil, Options{})
+		stop := serve(s, jobs(t, map[string]string{"gone": "every 10s", "changed": "every 10s"}))
+		time.Sleep(15 * time.Second)
+		s.Reload(jobs(t, map[string]string{"changed": "every 30s", "added": "every 20s"}))
+		time.Sleep(50 * time.Second)
+		stop()
+		if got := l.startsOf("gone"); !slices.Equal(got, secs(10)) {
+			t.Errorf("a removed job began at %v", got)
+		}
+		if got := l.startsOf("changed"); !slices.Equal(got, secs(10, 30, 60)) {
+			t.Errorf("a changed job began at %v", got)
+		}
+		if got := l.startsOf("added"); !slices.Equal(got, secs(20, 40, 60)) {
+			t.Errorf("an added job began at %v", got)
+		}
+		if _, ok := s.Job("gone"); ok {
+			t.Error("a removed job is still listed")
+		}
+	})
+}
+
+func TestStopStopsTheSessionsAndStartsNoMore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		aligned()
+		l := newLab(t)
+		l.took["web"] = time.Hour
+		s := New(l.run, l.cat, nil, Options{})
+		ended := make(chan error, 1)
+		s.Ended = func(_ string, _ *catalog.Session, err error) { ended <- err }
+		stop := serve(s, jobs(t, map[string]string{"web": "every 10s"}))
+		time.Sleep(15 * time.Second)
+		stop() // returns once the session stopped
+		select {
+		case err := <-ended:
+			if err == nil {
+				t.Error("a session stopped by the server ended without an error")
+			}
+		default:
+			t.Fatal("Serve returned before its session ended")
+		}
+		time.Sleep(time.Minute)
+		if got := l.startsOf("web"); !slices.Equal(got, secs(10)) {
+			t.Errorf("web began at %v", got)
+		}
+		if _, err := s.RunNow("web"); err == nil {
+			t.Error("a stopped server took a run")
+		}
+	})
+}
+
+func TestRunNow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLab(t)
+		l.took["web"] = 10 * time.Second
+		s := New(l.run, l.cat, nil, Options{})
+		stop := serve(s, jobs(t, map[string]string{"web": ""}))
+		synctest.Wait()
+		if now, err := s.RunNow("web"); !now || err != nil {
+			t.Fatalf("run now: %v, %v", now, err)
+		}
+		time.Sleep(time.Second)
+		// While it runs, asking again queues one run, however often.
+		for range 3 {
+			if now, err := s.RunNow("web"); now || err != nil {
+				t.Fatalf("run now while it runs: %v, %v", now, err)
+			}
+		}
+		time.Sleep(30 * time.Second)
+		stop()
+		if got := l.startsOf("web"); !slices.Equal(got, secs(0, 10)) {
+			t.Errorf("web began at %v", got)
+		}
+		if _, err := s.RunNow("nosuch"); err == nil {
+			t.Error("an unknown job ran")
+		}
+	})
+}
+
+func TestRPOAlarmsAreRaisedAndCleared(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		aligned()
+		l := newLab(t)
+		l.points["web"] = true
+		s := New(l.run, l.cat, nil, Options{RPOEvery: 10 * time.Second})
+		var mu sync.Mutex
+		var alarms []string
+		s.Alarm = func(a RPOAlarm) {
+			mu.Lock()
+			alarms = append(alarms, fmt.Sprintf("%s/%s breached=%v at %v", a.Job, a.VM, a.Breached, time.Since(l.t0).Round(time.Second)))
+			mu.Unlock()
+		}
+		cfg := jobs(t, map[string]string{"web": "every 1m"})
+		cfg.Jobs["web"].RPO = 90 * time.Second
+		stop := serve(s, cfg)
+		// No point before the first run at 60: within the RPO.
+		time.Sleep(65 * time.Second)
+		if st := s.RPO(); len(st) != 1 || st[0].Breached || st[0].Newest == nil {
+			t.Fatalf("after the first run: %+v", st)
+		}
+		// The runs stop making points: 90 s after the last, the alarm.
+		l.mu.Lock()
+		l.points["web"] = false
+		l.mu.Unlock()
+		time.Sleep(100 * time.Second)
+		if st := s.RPO(); len(st) != 1 || !st[0].Breached || st[0].Since == nil {
+			t.Fatalf("after 100 s without a point: %+v", st)
+		}
+		// A point again: the alarm ends at that session's end.
+		l.mu.Lock()
+		l.points["web"] = true
+		l.mu.Unlock()
+		time.Sleep(60 * time.Second)
+		stop()
+		mu.Lock()
+		defer mu.Unlock()
+		want := []string{"web/web-01 breached=true at 2m40s", "web/web-01 breached=false at 3m0s"}
+		if !slices.Equal(alarms, want) {
+			t.Errorf("alarms %q, want %q", alarms, want)
+		}
+	})
+}
