@@ -146,3 +146,14 @@ func (s *Server) checkRPO() {
 		}
 	}
 }
+
+// rpoOf is a job's RPO; false when it has none or is not configured.
+func (s *Server) rpoOf(job string) (time.Duration, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.jobs[job]
+	if j == nil || j.removed || j.cfg.RPO <= 0 {
+		return 0, false
+	}
+	return j.cfg.RPO, true
+}

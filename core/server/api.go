@@ -1,0 +1,113 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// Handler is the server's HTTP API (docs/server.md): JSON under /v1/, the
+// metrics at /metrics. Who may call it is the listener's business (mutual
+// TLS with the installation's CA).
+func (s *Server) Handler(m *Metrics, version string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": version})
+	})
+	mux.HandleFunc("GET /v1/jobs", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.Jobs())
+	})
+	mux.HandleFunc("GET /v1/jobs/{name}", func(w http.ResponseWriter, r *http.Request) {
+		j, ok := s.Job(r.PathValue("name"))
+		if !ok {
+			writeError(w, http.StatusNotFound, "not_found", "no job "+strconv.Quote(r.PathValue("name")))
+			return
+		}
+		writeJSON(w, http.StatusOK, j)
+	})
+	mux.HandleFunc("POST /v1/jobs/{name}/run", func(w http.ResponseWriter, r *http.Request) {
+		now, err := s.RunNow(r.PathValue("name"))
+		switch {
+		case errors.Is(err, ErrUnknownJob):
+			writeError(w, http.StatusNotFound, "not_found", err.Error())
+		case err != nil:
+			writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		default:
+			writeJSON(w, http.StatusAccepted, map[string]bool{"started": now, "queued": !now})
+		}
+	})
+	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+		limit := 20
+		if v := r.URL.Query().Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1000 {
+				writeError(w, http.StatusBadRequest, "invalid_argument", "limit must be a number from 1 to 1000")
+				return
+			}
+			limit = n
+		}
+		sessions, err := s.cat.Sessions(r.URL.Query().Get("job"), limit)
+		if err != nil {
+			writeCatalogError(w, err)
+			return
+		}
+		if sessions == nil {
+			sessions = []catalog.Session{}
+		}
+		writeJSON(w, http.StatusOK, sessions)
+	})
+	mux.HandleFunc("GET /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		sess, err := s.cat.Session(r.PathValue("id"))
+		if err != nil {
+			writeCatalogError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, sess)
+	})
+	mux.HandleFunc("GET /v1/rpo", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.RPO())
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such resource: "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+// apiError is the body of every error the API answers.
+type apiError struct {
+	Error string `json:"error"`
+	// Class is the error's class, as the CLI's exit codes know them:
+	// not_found, invalid_argument, failed_precondition, unavailable,
+	// internal.
+	Class string `json:"class"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v) // the client went away: nothing to tell it
+}
+
+func writeError(w http.ResponseWriter, code int, class, msg string) {
+	writeJSON(w, code, apiError{Error: msg, Class: class})
+}
+
+func writeCatalogError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, errdefs.ErrInvalidArgument):
+		writeError(w, http.StatusBadRequest, "invalid_argument", err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	}
+}

@@ -1,0 +1,154 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+)
+
+func get(t *testing.T, srv *httptest.Server, method, path string, wantCode int, out any) string {
+	t.Helper()
+	req, err := http.NewRequest(method, srv.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != wantCode {
+		t.Fatalf("%s %s: %d, want %d: %s", method, path, resp.StatusCode, wantCode, body)
+	}
+	if out != nil {
+		if err := json.Unmarshal(body, out); err != nil {
+			t.Fatalf("%s %s: %v: %s", method, path, err, body)
+		}
+	}
+	return string(body)
+}
+
+func TestAPI(t *testing.T) {
+	l := newLab(t)
+	s := New(l.run, l.cat, nil, Options{})
+	m := NewMetrics(s)
+	s.Ended = m.Ended
+	cfg := jobs(t, map[string]string{"web": "", "db": "@daily"})
+	cfg.Jobs["db"].RPO = time.Hour
+	ended := make(chan string, 4)
+	s.Ended = func(job string, sess *catalog.Session, err error) {
+		m.Ended(job, sess, err)
+		ended <- job
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Serve(ctx, cfg); close(done) }()
+	defer func() { cancel(); <-done }()
+	srv := httptest.NewServer(s.Handler(m, "test"))
+	defer srv.Close()
+
+	var list []JobStatus
+	get(t, srv, "GET", "/v1/jobs", 200, &list)
+	if len(list) != 2 || list[0].Name != "db" || list[0].Next == nil || list[0].RPO != "1h0m0s" || list[1].Name != "web" || list[1].Next != nil {
+		t.Fatalf("jobs %+v", list)
+	}
+	var started map[string]bool
+	get(t, srv, "POST", "/v1/jobs/web/run", 202, &started)
+	if !started["started"] {
+		t.Fatalf("run: %v", started)
+	}
+	<-ended
+	var one JobStatus
+	get(t, srv, "GET", "/v1/jobs/web", 200, &one)
+	if one.Last == nil || one.Last.Result != catalog.ResultSuccess || one.Last.ID == "" {
+		t.Fatalf("job after its run: %+v", one)
+	}
+	var sessions []catalog.Session
+	get(t, srv, "GET", "/v1/sessions?job=web", 200, &sessions)
+	if len(sessions) != 1 || sessions[0].ID != one.Last.ID {
+		t.Fatalf("sessions %+v", sessions)
+	}
+	var sess catalog.Session
+	get(t, srv, "GET", "/v1/sessions/"+one.Last.ID, 200, &sess)
+	if sess.Job != "web" || sess.Result != catalog.ResultSuccess {
+		t.Fatalf("session %+v", sess)
+	}
+	var e apiError
+	for _, c := range []struct{ method, path, class string }{
+		{"GET", "/v1/jobs/nosuch", "not_found"},
+		{"POST", "/v1/jobs/nosuch/run", "not_found"},
+		{"GET", "/v1/sessions/nosuch", "not_found"},
+		{"GET", "/v1/nothing", "not_found"},
+	} {
+		get(t, srv, c.method, c.path, 404, &e)
+		if e.Class != c.class || e.Error == "" {
+			t.Errorf("%s %s: %+v", c.method, c.path, e)
+		}
+	}
+	get(t, srv, "GET", "/v1/sessions?limit=0", 400, &e)
+	if e.Class != "invalid_argument" {
+		t.Errorf("limit 0: %+v", e)
+	}
+
+	// The metrics parse as Prometheus text and say what happened.
+	body := get(t, srv, "GET", "/metrics", 200, nil)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("metrics do not parse: %v", err)
+	}
+	value := func(name string, labels map[string]string) float64 {
+		t.Helper()
+		f := fams[name]
+		if f == nil {
+			t.Fatalf("no metric %s", name)
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
+					continue next
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+		t.Fatalf("no metric %s with %v", name, labels)
+		return 0
+	}
+	if v := value("ferry_sessions_total", map[string]string{"job": "web", "result": "success"}); v != 1 {
+		t.Errorf("ferry_sessions_total %v", v)
+	}
+	if v := value("ferry_session_duration_seconds", map[string]string{"job": "web"}); v != 1 {
+		t.Errorf("ferry_session_duration_seconds count %v", v)
+	}
+	if v := value("ferry_rpo_seconds", map[string]string{"job": "db"}); v != 3600 {
+		t.Errorf("ferry_rpo_seconds %v", v)
+	}
+	if v := value("ferry_rpo_breached", map[string]string{"job": "db", "vm": "web-01"}); v != 0 {
+		t.Errorf("ferry_rpo_breached %v", v)
+	}
+	if v := value("ferry_session_slots", nil); v != DefaultMaxSessions {
+		t.Errorf("ferry_session_slots %v", v)
+	}
+	if value("ferry_job_next_run_timestamp_seconds", map[string]string{"job": "db"}) < float64(time.Now().Unix()) {
+		t.Error("db's next run is in the past")
+	}
+}

@@ -1,0 +1,113 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+)
+
+// Metrics are what the server tells Prometheus (docs/server.md lists
+// them): counters of what sessions did, and the state of the jobs and
+// their RPO, read from the server at each scrape.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	sessions *prometheus.CounterVec
+	vms      *prometheus.CounterVec
+	bytes    *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// NewMetrics registers the metrics of s (and the Go runtime's and the
+// process's) in a registry of their own.
+func NewMetrics(s *Server) *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		sessions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_sessions_total",
+			Help: "Sessions that ended, by job and result (success, warning, failed)."}, []string{"job", "result"}),
+		vms: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_vm_results_total",
+			Help: "VMs that sessions ended, by job and result (success, warning, failed, skipped)."}, []string{"job", "result"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bytes_total",
+			Help: "Bytes of disk data sessions moved, by job and stage: read at the source, sent over the wire, written at the target."}, []string{"job", "stage"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ferry_session_duration_seconds",
+			Help:    "How long sessions took, by job.",
+			Buckets: []float64{1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400}}, []string{"job"}),
+	}
+	m.Registry.MustRegister(m.sessions, m.vms, m.bytes, m.duration, stateCollector{s},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Ended counts a session that ended (a Server's Ended).
+func (m *Metrics) Ended(job string, s *catalog.Session, err error) {
+	if s == nil {
+		m.sessions.WithLabelValues(job, string(catalog.ResultFailed)).Inc()
+		return
+	}
+	m.sessions.WithLabelValues(job, string(s.Result)).Inc()
+	t := s.Totals()
+	for result, n := range map[catalog.Result]int{catalog.ResultSuccess: t.Success, catalog.ResultWarning: t.Warning,
+		catalog.ResultFailed: t.Failed, catalog.ResultSkipped: t.Skipped} {
+		if n > 0 {
+			m.vms.WithLabelValues(job, string(result)).Add(float64(n))
+		}
+	}
+	m.bytes.WithLabelValues(job, "read").Add(float64(t.BytesRead))
+	m.bytes.WithLabelValues(job, "sent").Add(float64(t.BytesSent))
+	m.bytes.WithLabelValues(job, "written").Add(float64(t.BytesWritten))
+	if !s.Ended.IsZero() && !s.Started.IsZero() {
+		m.duration.WithLabelValues(job).Observe(s.Ended.Sub(s.Started).Seconds())
+	}
+}
+
+// stateCollector reads the jobs' state and RPO from the server at each
+// scrape.
+type stateCollector struct{ s *Server }
+
+var (
+	descRunning = prometheus.NewDesc("ferry_sessions_running", "Sessions running now, or waiting for a session slot.", nil, nil)
+	descSlots   = prometheus.NewDesc("ferry_session_slots", "Sessions that may run at once (ferry server --max-sessions).", nil, nil)
+	descBusy    = prometheus.NewDesc("ferry_session_slots_in_use", "Session slots in use now.", nil, nil)
+	descQueued  = prometheus.NewDesc("ferry_runs_queued", "Runs that fell due while their job's session ran, waiting for it to end.", nil, nil)
+	descNext    = prometheus.NewDesc("ferry_job_next_run_timestamp_seconds", "When each scheduled job runs next (Unix time).", []string{"job"}, nil)
+	descAge     = prometheus.NewDesc("ferry_restore_point_age_seconds", "Seconds since the newest restore point of each VM of the jobs with an RPO (since the server started watching, for a VM with none).", []string{"job", "vm"}, nil)
+	descBreach  = prometheus.NewDesc("ferry_rpo_breached", "1 while the newest restore point of a VM is older than its job's RPO, else 0.", []string{"job", "vm"}, nil)
+	descRPO     = prometheus.NewDesc("ferry_rpo_seconds", "The RPO of each job that declares one.", []string{"job"}, nil)
+)
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRunning, descSlots, descBusy, descQueued, descNext, descAge, descBreach, descRPO} {
+		ch <- d
+	}
+}
+
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	var running, queued int
+	for _, j := range c.s.Jobs() {
+		if j.Running {
+			running++
+		}
+		if j.Queued {
+			queued++
+		}
+		if j.Next != nil {
+			ch <- prometheus.MustNewConstMetric(descNext, prometheus.GaugeValue, float64(j.Next.UnixNano())/1e9, j.Name)
+		}
+		if rpo, ok := c.s.rpoOf(j.Name); ok {
+			ch <- prometheus.MustNewConstMetric(descRPO, prometheus.GaugeValue, rpo.Seconds(), j.Name)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, float64(running))
+	ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(queued))
+	ch <- prometheus.MustNewConstMetric(descSlots, prometheus.GaugeValue, float64(cap(c.s.slots)))
+	ch <- prometheus.MustNewConstMetric(descBusy, prometheus.GaugeValue, float64(len(c.s.slots)))
+	for _, st := range c.s.RPO() {
+		ch <- prometheus.MustNewConstMetric(descAge, prometheus.GaugeValue, st.Age.Seconds(), st.Job, st.VM)
+		breached := 0.0
+		if st.Breached {
+			breached = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descBreach, prometheus.GaugeValue, breached, st.Job, st.VM)
+	}
+}
