@@ -37,6 +37,9 @@ type Config struct {
 	// TrafficRules are the traffic_rule blocks without problems, in the
 	// order of the files and of the blocks in them.
 	TrafficRules []*TrafficRule
+	// Webhooks are the webhook blocks without problems, in the order of
+	// the files and of the blocks in them.
+	Webhooks []*Webhook
 
 	// sensitive are the source ranges of the values of sensitive
 	// attributes, masked when diagnostics are rendered.

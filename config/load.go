@@ -24,6 +24,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "proxy", LabelNames: []string{"name"}},
 		{Type: "job", LabelNames: []string{"name"}},
 		{Type: "traffic_rule", LabelNames: []string{"name"}},
+		{Type: "webhook", LabelNames: []string{"name"}},
 	},
 }
 
@@ -138,6 +139,10 @@ func LoadFiles(dir string, files map[string][]byte, schemas Schemas) (*Config, h
 			jobs = append(jobs, b) // after all blocks they refer to
 		case "traffic_rule":
 			rules = append(rules, b) // after the proxies, whose sites they may name
+		case "webhook":
+			if w, ok := l.decodeWebhook(b); ok {
+				l.cfg.Webhooks = append(l.cfg.Webhooks, w)
+			}
 		}
 	}
 	for _, b := range jobs {
@@ -229,6 +234,8 @@ func uniqueRule(b *hcl.Block) string {
 		return "Names must be unique among proxies."
 	case "traffic_rule":
 		return "Names must be unique among traffic rules."
+	case "webhook":
+		return "Names must be unique among webhooks."
 	}
 	return "Names must be unique among jobs."
 }

@@ -447,3 +447,43 @@ func TestRPO(t *testing.T) {
 		}
 	}
 }
+
+func TestWebhooks(t *testing.T) {
+	t.Setenv("FERRY_TEST_HOOK", "a-secret-of-enough-length")
+	src := minimal + `
+webhook "ops" {
+  url    = "https://hooks.example.com/ferry"
+  secret = env("FERRY_TEST_HOOK")
+  events = ["rpo.breached", "session.ended"]
+}
+webhook "all" {
+  url    = "http://127.0.0.1:9/hook"
+  secret = "0123456789abcdef"
+}
+`
+	cfg, diags := LoadFiles("/cfg", map[string][]byte{"main.hcl": []byte(src)}, testSchemas())
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if len(cfg.Webhooks) != 2 || cfg.Webhooks[0].Name != "ops" || cfg.Webhooks[0].Secret != "a-secret-of-enough-length" ||
+		!cfg.Webhooks[0].Wants("rpo.breached") || cfg.Webhooks[0].Wants("vm.failed") || !cfg.Webhooks[1].Wants("vm.failed") {
+		t.Fatalf("webhooks %+v", cfg.Webhooks)
+	}
+	for _, c := range []struct{ body, summary, detail string }{
+		{`url = "ftp://x/y"` + "\n  secret = \"0123456789abcdef\"", "Invalid webhook URL", `"ftp://x/y" is not an http or https URL`},
+		{`url = "https://x/y"` + "\n  secret = \"short\"", "Invalid webhook secret", "at least 16 characters"},
+		{`url = "https://x/y"` + "\n  secret = \"0123456789abcdef\"\n  events = [\"vm.exploded\"]", "Unknown webhook event", `no event "vm.exploded"`},
+	} {
+		src := minimal + "webhook \"bad\" {\n  " + c.body + "\n}\n"
+		cfg, diags := LoadFiles("/cfg", map[string][]byte{"main.hcl": []byte(src)}, testSchemas())
+		if !diags.HasErrors() || diags[0].Summary != c.summary || !strings.Contains(diags[0].Detail, c.detail) || len(cfg.Webhooks) != 0 {
+			t.Errorf("%s: %v", c.summary, diags)
+		}
+		// The secret never shows in a rendered diagnostic.
+		var out strings.Builder
+		cfg.WriteDiagnostics(&out, diags, 100, false)
+		if strings.Contains(out.String(), "0123456789abcdef") || strings.Contains(out.String(), `"short"`) {
+			t.Errorf("a rendered diagnostic shows the secret:\n%s", out.String())
+		}
+	}
+}
