@@ -60,3 +60,50 @@ func TestAServerClaimsTheJobs(t *testing.T) {
 		t.Fatalf("a new server after the first stopped: %v", err)
 	}
 }
+
+func TestOldSessionsExpire(t *testing.T) {
+	c, clock := openTest(t)
+	var ids []string
+	for _, r := range []Result{ResultSuccess, ResultFailed, ResultSuccess, ResultFailed} {
+		s, err := c.BeginSession("web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Result = r
+		if err := c.SaveSession(s); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID)
+		clock.Advance(24 * time.Hour)
+	}
+	if err := c.PutJobState(&JobState{Job: "web", LastSession: ids[3], LastSuccess: ids[2]}); err != nil {
+		t.Fatal(err)
+	}
+	running, err := c.BeginSession("db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Everything ended more than a day ago goes, but the last session and
+	// the last success of the job, and the session that runs.
+	n, err := c.ExpireSessions(clock.Now().Add(-25 * time.Hour))
+	if err != nil || n != 2 {
+		t.Fatalf("expired %d: %v", n, err)
+	}
+	left, err := c.Sessions("", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range left {
+		got = append(got, s.ID)
+	}
+	if want := []string{running.ID, ids[3], ids[2]}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("sessions left %v, want %v", got, want)
+	}
+	if web, _ := c.Sessions("web", 0); len(web) != 2 {
+		t.Fatalf("%d sessions of web left", len(web))
+	}
+	if _, err := c.Session(ids[0]); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("an expired session is still there: %v", err)
+	}
+}

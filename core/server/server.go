@@ -33,6 +33,10 @@ type Options struct {
 	// RPOEvery is how often the RPO of every job is checked, besides after
 	// each session; 0 means a minute.
 	RPOEvery time.Duration
+	// KeepSessions is how long the catalog keeps a session after it ended
+	// (the last and the last successful of each job stay); 0 keeps them
+	// all. Old ones are deleted at start and every hour.
+	KeepSessions time.Duration
 }
 
 // DefaultMaxSessions is how many sessions run at once unless told.
@@ -111,6 +115,9 @@ func (s *Server) Serve(ctx context.Context, cfg *config.Config) error {
 	rpoTick := time.NewTicker(s.opts.RPOEvery)
 	defer rpoTick.Stop()
 	s.checkRPO()
+	expireTick := time.NewTicker(time.Hour)
+	defer expireTick.Stop()
+	s.expire()
 	for {
 		timer, stop := s.due(ctx)
 		select {
@@ -126,6 +133,8 @@ func (s *Server) Serve(ctx context.Context, cfg *config.Config) error {
 		case <-s.wake:
 		case <-rpoTick.C:
 			s.checkRPO()
+		case <-expireTick.C:
+			s.expire()
 		}
 		stop()
 	}
@@ -325,4 +334,18 @@ func (s *Server) ended(ctx context.Context, j *job, sess *catalog.Session, err e
 	}
 	s.mu.Unlock()
 	s.checkRPO()
+}
+
+// expire deletes the sessions older than Options.KeepSessions.
+func (s *Server) expire() {
+	if s.opts.KeepSessions <= 0 {
+		return
+	}
+	n, err := s.cat.ExpireSessions(time.Now().Add(-s.opts.KeepSessions))
+	switch {
+	case err != nil:
+		s.log.Warn("delete old sessions", "error", err)
+	case n > 0:
+		s.log.Info("deleted old sessions", "sessions", n, "kept_for", s.opts.KeepSessions)
+	}
 }

@@ -350,3 +350,23 @@ func TestRPOAlarmsAreRaisedAndCleared(t *testing.T) {
 		}
 	})
 }
+
+func TestOldSessionsExpireEveryHour(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		time.Sleep(time.Until(time.Now().Truncate(time.Hour).Add(time.Hour)))
+		l := newLab(t)
+		s := New(l.run, l.cat, nil, Options{KeepSessions: 2 * time.Hour})
+		stop := serve(s, jobs(t, map[string]string{"web": "every 30m"}))
+		time.Sleep(5*time.Hour + time.Minute)
+		stop()
+		// Ten sessions were made, one each half hour; the hourly sweep at
+		// 5h deleted the five that ended before 3h.
+		got, err := l.cat.Sessions("web", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(l.startsOf("web")) != 10 || len(got) != 5 {
+			t.Fatalf("%d sessions made, %d kept", len(l.startsOf("web")), len(got))
+		}
+	})
+}
