@@ -1,0 +1,132 @@
+package server
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ferry-dr/ferry/core/pki"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+func TestTheAPIAnswersOnlyWhoMayAsk(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	if err := pki.InitCA(ca, pki.CAOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	control, err := pki.Load(filepath.Join(ca, "control"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.Issue(ca, pki.Identity{Role: pki.RoleProxy, Name: "p1"}, nil, 0, filepath.Join(dir, "p1")); err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := pki.Load(filepath.Join(dir, "p1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "other")
+	if err := pki.InitCA(other, pki.CAOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	impostor, err := pki.Load(filepath.Join(other, "control"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := filepath.Join(dir, "tokens")
+	reader, err := CreateToken(tokens, "grafana", RoleRead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	operator, err := CreateToken(tokens, "ci", RoleOperator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked, err := CreateToken(tokens, "old", RoleOperator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := RevokeToken(tokens, "old"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CreateToken(tokens, "ci", RoleRead); !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("a second token of a name: %v", err)
+	}
+	if list, _ := Tokens(tokens); len(list) != 2 || list[0].Name != "ci" || strings.Contains(list[0].SHA256, "ferry_") {
+		t.Fatalf("tokens %+v", list)
+	}
+
+	api := Authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }), tokens)
+	srv := httptest.NewUnstartedServer(api)
+	srv.TLS = TLSConfig(control)
+	srv.StartTLS()
+	defer srv.Close()
+
+	roots := x509.NewCertPool()
+	roots.AddCert(control.CA())
+	client := func(creds *pki.Credentials) *http.Client {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: "ferry"}
+		if creds != nil {
+			cfg = creds.ClientConfig(control.Identity())
+		} else {
+			// No certificate: verify the server as ferry does, by name.
+			cfg.InsecureSkipVerify = true
+			cfg.VerifyConnection = control.ClientConfig(control.Identity()).VerifyConnection
+		}
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+	}
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+		token  string
+		method string
+		path   string
+		want   int // 0: the handshake fails
+	}{
+		{"control plane reads", client(control), "", "GET", "/v1/jobs", http.StatusTeapot},
+		{"control plane acts", client(control), "", "POST", "/v1/jobs/web/run", http.StatusTeapot},
+		{"read token reads", client(nil), reader, "GET", "/v1/jobs", http.StatusTeapot},
+		{"read token acts", client(nil), reader, "POST", "/v1/jobs/web/run", http.StatusForbidden},
+		{"operator token acts", client(nil), operator, "POST", "/v1/jobs/web/run", http.StatusTeapot},
+		{"revoked token", client(nil), revoked, "GET", "/v1/jobs", http.StatusUnauthorized},
+		{"made-up token", client(nil), "ferry_nothing", "GET", "/v1/jobs", http.StatusUnauthorized},
+		{"no credentials", client(nil), "", "GET", "/metrics", http.StatusUnauthorized},
+		{"health needs none", client(nil), "", "GET", "/v1/health", http.StatusTeapot},
+		{"proxy certificate", client(proxy), "", "GET", "/v1/jobs", 0},
+		{"certificate of another CA", client(impostor), operator, "GET", "/v1/jobs", 0},
+	} {
+		req, _ := http.NewRequest(c.method, srv.URL+c.path, nil)
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := c.client.Do(req)
+		if c.want == 0 {
+			if err == nil {
+				resp.Body.Close()
+				t.Errorf("%s: answered %d, want a refused handshake", c.name, resp.StatusCode)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: %d, want %d", c.name, resp.StatusCode, c.want)
+		}
+	}
+	// Plaintext: tokens alone.
+	plain := httptest.NewServer(api)
+	defer plain.Close()
+	req, _ := http.NewRequest("GET", plain.URL+"/v1/jobs", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("plaintext without a token: %v %v", resp, err)
+	}
+}
