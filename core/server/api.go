@@ -1,6 +1,7 @@
 package server
 
 import (
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -12,72 +13,94 @@ import (
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
-// Handler is the server's HTTP API (docs/server.md): JSON under /v1/, the
-// metrics at /metrics. Who may call it is the listener's business (mutual
-// TLS with the installation's CA).
+// Handler is the server's HTTP API (docs/server.md; described by the
+// OpenAPI document it serves at /v1/openapi.json): JSON under /v1/, the
+// metrics at /metrics. Who may call it is Authorize's business.
 func (s *Server) Handler(m *Metrics, version string) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": version})
-	})
-	mux.HandleFunc("GET /v1/jobs", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.Jobs())
-	})
-	mux.HandleFunc("GET /v1/jobs/{name}", func(w http.ResponseWriter, r *http.Request) {
-		j, ok := s.Job(r.PathValue("name"))
-		if !ok {
-			writeError(w, http.StatusNotFound, "not_found", "no job "+strconv.Quote(r.PathValue("name")))
-			return
-		}
-		writeJSON(w, http.StatusOK, j)
-	})
-	mux.HandleFunc("POST /v1/jobs/{name}/run", func(w http.ResponseWriter, r *http.Request) {
-		now, err := s.RunNow(r.PathValue("name"))
-		switch {
-		case errors.Is(err, ErrUnknownJob):
-			writeError(w, http.StatusNotFound, "not_found", err.Error())
-		case err != nil:
-			writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
-		default:
-			writeJSON(w, http.StatusAccepted, map[string]bool{"started": now, "queued": !now})
-		}
-	})
-	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) {
-		limit := 20
-		if v := r.URL.Query().Get("limit"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 1000 {
-				writeError(w, http.StatusBadRequest, "invalid_argument", "limit must be a number from 1 to 1000")
-				return
-			}
-			limit = n
-		}
-		sessions, err := s.cat.Sessions(r.URL.Query().Get("job"), limit)
-		if err != nil {
-			writeCatalogError(w, err)
-			return
-		}
-		if sessions == nil {
-			sessions = []catalog.Session{}
-		}
-		writeJSON(w, http.StatusOK, sessions)
-	})
-	mux.HandleFunc("GET /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
-		sess, err := s.cat.Session(r.PathValue("id"))
-		if err != nil {
-			writeCatalogError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, sess)
-	})
-	mux.HandleFunc("GET /v1/rpo", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.RPO())
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	for _, r := range s.routes(m, version) {
+		mux.HandleFunc(r.method+" "+r.path, r.handle)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such resource: "+r.Method+" "+r.URL.Path)
 	})
 	return mux
+}
+
+// route is one operation of the API.
+type route struct {
+	method, path string
+	handle       http.HandlerFunc
+}
+
+//go:embed openapi.json
+var openAPI []byte
+
+func (s *Server) routes(m *Metrics, version string) []route {
+	metrics := promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+	return []route{
+		{"GET", "/v1/health", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": version})
+		}},
+		{"GET", "/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(openAPI)
+		}},
+		{"GET", "/v1/jobs", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, s.Jobs())
+		}},
+		{"GET", "/v1/jobs/{name}", func(w http.ResponseWriter, r *http.Request) {
+			j, ok := s.Job(r.PathValue("name"))
+			if !ok {
+				writeError(w, http.StatusNotFound, "not_found", "no job "+strconv.Quote(r.PathValue("name")))
+				return
+			}
+			writeJSON(w, http.StatusOK, j)
+		}},
+		{"POST", "/v1/jobs/{name}/run", func(w http.ResponseWriter, r *http.Request) {
+			now, err := s.RunNow(r.PathValue("name"))
+			switch {
+			case errors.Is(err, ErrUnknownJob):
+				writeError(w, http.StatusNotFound, "not_found", err.Error())
+			case err != nil:
+				writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+			default:
+				writeJSON(w, http.StatusAccepted, map[string]bool{"started": now, "queued": !now})
+			}
+		}},
+		{"GET", "/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
+			limit := 20
+			if v := r.URL.Query().Get("limit"); v != "" {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > 1000 {
+					writeError(w, http.StatusBadRequest, "invalid_argument", "limit must be a number from 1 to 1000")
+					return
+				}
+				limit = n
+			}
+			sessions, err := s.cat.Sessions(r.URL.Query().Get("job"), limit)
+			if err != nil {
+				writeCatalogError(w, err)
+				return
+			}
+			if sessions == nil {
+				sessions = []catalog.Session{}
+			}
+			writeJSON(w, http.StatusOK, sessions)
+		}},
+		{"GET", "/v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+			sess, err := s.cat.Session(r.PathValue("id"))
+			if err != nil {
+				writeCatalogError(w, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, sess)
+		}},
+		{"GET", "/v1/rpo", func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, s.RPO())
+		}},
+		{"GET", "/metrics", metrics.ServeHTTP},
+	}
 }
 
 // apiError is the body of every error the API answers.

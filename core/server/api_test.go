@@ -152,3 +152,32 @@ func TestAPI(t *testing.T) {
 		t.Error("db's next run is in the past")
 	}
 }
+
+// TestTheOpenAPIDocumentDescribesEveryRoute: the document kept in the
+// repository and served lists exactly the operations the API serves.
+func TestTheOpenAPIDocumentDescribesEveryRoute(t *testing.T) {
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(openAPI, &doc); err != nil {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	described := map[string]bool{}
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			described[strings.ToUpper(method)+" "+path] = true
+		}
+	}
+	l := newLab(t)
+	s := New(l.run, l.cat, nil, Options{})
+	for _, r := range s.routes(NewMetrics(s), "test") {
+		op := r.method + " " + r.path
+		if !described[op] {
+			t.Errorf("%s is served but not described", op)
+		}
+		delete(described, op)
+	}
+	for op := range described {
+		t.Errorf("%s is described but not served", op)
+	}
+}
