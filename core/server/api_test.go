@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -179,5 +181,59 @@ func TestTheOpenAPIDocumentDescribesEveryRoute(t *testing.T) {
 	}
 	for op := range described {
 		t.Errorf("%s is described but not served", op)
+	}
+}
+
+// TestTheDocumentedMetricsExist: every ferry_* metric docs/server.md and
+// the example alerting rules name is one the server registers, and every
+// one it registers is documented.
+func TestTheDocumentedMetricsExist(t *testing.T) {
+	l := newLab(t)
+	s := New(l.run, l.cat, nil, Options{})
+	m := NewMetrics(s)
+	// Counters and histograms appear once they have a value.
+	m.Ended("web", &catalog.Session{ID: "s", Job: "web", Result: catalog.ResultSuccess, Started: time.Now(), Ended: time.Now(),
+		VMs: []catalog.VMResult{{VM: "web-01", Result: catalog.ResultSuccess}}}, nil)
+	cfg := jobs(t, map[string]string{"web": "@daily"})
+	cfg.Jobs["web"].RPO = time.Hour
+	s.Reload(cfg)
+	s.checkRPO()
+	fams, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	registered := map[string]bool{}
+	for _, f := range fams {
+		if strings.HasPrefix(f.GetName(), "ferry_") {
+			registered[f.GetName()] = true
+		}
+	}
+	name := regexp.MustCompile(`\bferry_[a-z_]+[a-z]\b`)
+	doc, err := os.ReadFile("../../docs/server.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, n := range name.FindAllString(string(doc), -1) {
+		documented[n] = true
+	}
+	alerts, err := os.ReadFile("../../docs/prometheus-alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range name.FindAllString(string(alerts), -1) {
+		if !registered[n] {
+			t.Errorf("the alerting rules use %s, which the server does not have", n)
+		}
+	}
+	for n := range documented {
+		if !registered[n] {
+			t.Errorf("docs/server.md names %s, which the server does not have", n)
+		}
+	}
+	for n := range registered {
+		if !documented[n] {
+			t.Errorf("%s is not in docs/server.md", n)
+		}
 	}
 }
