@@ -82,7 +82,8 @@ func CreateDifferencing(path, parentPath string) (*Image, error) {
 		return nil, fmt.Errorf("create %q: parent %q is %s; a VHDX child needs a VHDX parent: %w", path, parentPath, info.Format, ErrInvalidOptions)
 	}
 	keys := []string{"parent_linkage"}
-	values := []string{"{" + info.DataWriteGUID.String() + "}"}
+	// Lower case: libvhdi parses only that, and every reader accepts it.
+	values := []string{"{" + strings.ToLower(info.DataWriteGUID.String()) + "}"}
 	absChild, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("create %q: %w", path, err)
