@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -25,6 +26,13 @@ type model struct {
 func newModel(base []byte, blockSize, sector int64, diff bool) *model {
 	return &model{data: bytes.Clone(base), blockSize: blockSize, sector: sector, diff: diff,
 		blocks: map[int64]bool{}, sectors: map[int64]bool{}}
+}
+
+func (m *model) clone() *model {
+	c := newModel(m.data, m.blockSize, m.sector, m.diff)
+	maps.Copy(c.blocks, m.blocks)
+	maps.Copy(c.sectors, m.sectors)
+	return c
 }
 
 func (m *model) write(p []byte, off int64) {

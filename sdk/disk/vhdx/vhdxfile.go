@@ -736,8 +736,21 @@ func (v *vhdxFile) flush() error {
 	return nil
 }
 
+// testHookFlush, when set by a test, runs at each step of flush; an error
+// stops the flush there, as a crash would.
+var testHookFlush func(step string) error
+
 func (v *vhdxFile) flushLocked() error {
+	hook := func(step string) error {
+		if testHookFlush == nil {
+			return nil
+		}
+		return testHookFlush(step)
+	}
 	if err := v.f.Sync(); err != nil {
+		return err
+	}
+	if err := hook("data synced"); err != nil {
 		return err
 	}
 	if len(v.dirtyBitmap) > 0 {
@@ -762,6 +775,9 @@ func (v *vhdxFile) flushLocked() error {
 			return err
 		}
 		clear(v.dirtyBitmap)
+		if err := hook("bitmaps synced"); err != nil {
+			return err
+		}
 	}
 	if len(v.dirtyBAT) > 0 {
 		pages := make([]int64, 0, len(v.dirtyBAT))
@@ -783,6 +799,9 @@ func (v *vhdxFile) flushLocked() error {
 				buf = binary.LittleEndian.AppendUint64(buf, e)
 			}
 			if _, err := v.f.WriteAt(buf, int64(v.reg.bat.offset)+first*8); err != nil {
+				return err
+			}
+			if err := hook("BAT run written"); err != nil {
 				return err
 			}
 			i = j
