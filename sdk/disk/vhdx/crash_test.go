@@ -15,7 +15,7 @@ var errCrash = errors.New("simulated crash")
 
 // snapshot copies the file at src as it is now: what a crash at this
 // moment could leave on disk, with every write so far having reached it.
-func snapshot(t *testing.T, src, dst string) {
+func snapshot(t testing.TB, src, dst string) {
 	t.Helper()
 	b, err := os.ReadFile(src)
 	if err != nil {

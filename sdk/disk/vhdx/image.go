@@ -155,7 +155,7 @@ func openFile(path string, f *os.File, rw bool, chain []os.FileInfo) (*Image, er
 	img := &Image{path: path}
 	switch {
 	case string(magic[:]) == fileIDSignature:
-		v, err := openVHDX(path, f, size, rw)
+		v, err := openVHDX(f, size, rw)
 		if err != nil {
 			return nil, inFile(path, err)
 		}

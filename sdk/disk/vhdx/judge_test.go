@@ -19,7 +19,7 @@ import (
 // chains, which qemu cannot. A test that needs one skips without it, except
 // under CI, where a missing judge fails the test: CI installs them.
 
-func missingJudge(t *testing.T, what, install string) {
+func missingJudge(t testing.TB, what, install string) {
 	t.Helper()
 	if os.Getenv("CI") != "" {
 		t.Fatalf("%s is missing; CI must install it (%s)", what, install)
@@ -27,7 +27,7 @@ func missingJudge(t *testing.T, what, install string) {
 	t.Skipf("%s is missing (%s); the test runs in CI", what, install)
 }
 
-func needQemuImg(t *testing.T) string {
+func needQemuImg(t testing.TB) string {
 	t.Helper()
 	p, err := exec.LookPath("qemu-img")
 	if err != nil {
@@ -47,7 +47,7 @@ func needPyvhdi(t *testing.T) {
 	}
 }
 
-func run(t *testing.T, name string, args ...string) string {
+func run(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {
@@ -100,7 +100,7 @@ func sha(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-func writeRaw(t *testing.T, dir string, b []byte) string {
+func writeRaw(t testing.TB, dir string, b []byte) string {
 	t.Helper()
 	p := filepath.Join(dir, "raw.img")
 	if err := os.WriteFile(p, b, 0o644); err != nil {

@@ -18,6 +18,11 @@ const (
 	maxLogLength     = 32 * mib
 	maxLogScanBytes  = 1 << 30 // checksum work a hostile log may cost
 	maxLastFileBytes = 128 << 40
+	// maxLogGrowth bounds how much longer than the file a log may say it
+	// was: a crash can lose the extension of a file, but only by the few
+	// blocks the last entries allocated, and everything past the real end
+	// reads as zeros that nothing justifies allocating for.
+	maxLogGrowth = 256 * mib
 )
 
 // logWrite is one write the log asks for: a 4 KiB sector of data, or a

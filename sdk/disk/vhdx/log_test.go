@@ -42,7 +42,7 @@ func logEntryBytes(id GUID, seq uint64, flushed, last int64, offs []int64, secto
 // through a pending log entry, the way Hyper-V leaves a file it did not
 // close: the payload is in the file, the BAT update is in the log. It
 // returns the path and the content the disk has once the log is applied.
-func dirtyLogImage(t *testing.T, dir string) (string, []byte) {
+func dirtyLogImage(t testing.TB, dir string) (string, []byte) {
 	t.Helper()
 	path := filepath.Join(dir, "dirty.vhdx")
 	img, err := Create(path, Options{Size: 4 * mib, BlockSize: mib})
@@ -65,7 +65,8 @@ func dirtyLogImage(t *testing.T, dir string) (string, []byte) {
 	defer f.Close()
 	st, _ := f.Stat()
 	payload := roundUp(st.Size(), mib)
-	block := bytes.Repeat([]byte("in the log "), mib/11+1)[:mib]
+	block := make([]byte, mib)
+	copy(block[3000:], bytes.Repeat([]byte("in the log "), 500))
 	copy(want[2*mib:], block)
 	if _, err := f.WriteAt(block, payload); err != nil {
 		t.Fatal(err)

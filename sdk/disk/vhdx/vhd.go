@@ -135,7 +135,8 @@ func parseVHDDynamicHeader(b []byte) (vhdDynHeader, error) {
 
 // vhdFile is one open VHD file.
 type vhdFile struct {
-	f      *os.File
+	f      file
+	size   int64 // of the file
 	foot   vhdFooter
 	dyn    vhdDynHeader
 	bat    []uint32
@@ -156,8 +157,8 @@ func isVHD(f io.ReaderAt, size int64) bool {
 	return string(cookie[:]) == "conectix"
 }
 
-func openVHD(f *os.File, fileSize int64) (*vhdFile, error) {
-	v := &vhdFile{f: f, bitmaps: map[int64][]byte{}}
+func openVHD(f file, fileSize int64) (*vhdFile, error) {
+	v := &vhdFile{f: f, size: fileSize, bitmaps: map[int64][]byte{}}
 	buf := make([]byte, vhdDynHdrSize)
 	if err := readFull(f, buf[:vhdFooterSize], fileSize-vhdFooterSize, "vhd footer"); err != nil {
 		return nil, err
@@ -195,6 +196,8 @@ func openVHD(f *os.File, fileSize int64) (*vhdFile, error) {
 	}
 	v.bitmap = roundUp((bs/512+7)/8, 512)
 	v.bat = make([]uint32, blocks)
+	var used []span
+	var claimed int64
 	for i := range v.bat {
 		e := binary.BigEndian.Uint32(raw[4*i:])
 		v.bat[i] = e
@@ -202,9 +205,17 @@ func openVHD(f *os.File, fileSize int64) (*vhdFile, error) {
 			continue
 		}
 		blockLen := min(bs, int64(v.foot.size)-int64(i)*bs)
+		field := fmt.Sprintf("vhd BAT entry %d", i)
 		if end := int64(e)*512 + v.bitmap + blockLen; end > fileSize {
-			return nil, corrupt(fmt.Sprintf("vhd BAT entry %d", i), "block at sector %d ends past the end of the file (%d bytes)", e, fileSize)
+			return nil, corrupt(field, "block at sector %d ends past the end of the file (%d bytes)", e, fileSize)
 		}
+		if claimed += v.bitmap + blockLen; claimed > fileSize {
+			return nil, corrupt(field, "the BAT claims more blocks than the file (%d bytes) holds", fileSize)
+		}
+		used = append(used, span{int64(e) * 512, v.bitmap + blockLen, field})
+	}
+	if err := checkOverlaps(used); err != nil {
+		return nil, err
 	}
 	return v, nil
 }
@@ -390,11 +401,7 @@ func vhdParentCandidates(path string, v *vhdFile, fileSize int64) ([]string, err
 // openVHDParent opens the parent of the differencing VHD v (at path) and
 // checks its unique id against the one the child recorded.
 func openVHDParent(path string, v *vhdFile, chain []os.FileInfo) (*Image, error) {
-	st, err := v.f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	candidates, err := vhdParentCandidates(path, v, st.Size())
+	candidates, err := vhdParentCandidates(path, v, v.size)
 	if err != nil {
 		return nil, inFile(path, err)
 	}

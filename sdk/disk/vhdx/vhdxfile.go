@@ -1,18 +1,28 @@
 package vhdx
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"sync"
 )
 
+// file is what an image needs of its file; *os.File has it, and the fuzz
+// tests give an in-memory one.
+type file interface {
+	io.ReaderAt
+	io.WriterAt
+	Truncate(size int64) error
+	Sync() error
+	Close() error
+}
+
 // vhdxFile is one open VHDX file.
 type vhdxFile struct {
-	f    *os.File
+	f    file
 	r    io.ReaderAt // f, or an overlay of a log a read-only open did not replay
 	rw   bool
 	g    geometry
@@ -36,7 +46,7 @@ type vhdxFile struct {
 	failed      error             // a failed flush leaves the file's state unknown
 }
 
-func openVHDX(path string, f *os.File, fileSize int64, rw bool) (*vhdxFile, error) {
+func openVHDX(f file, fileSize int64, rw bool) (*vhdxFile, error) {
 	v := &vhdxFile{f: f, r: f, rw: rw, fileSize: fileSize, bitmaps: map[int64][]byte{},
 		dirtyBAT: map[int64]bool{}, dirtyBitmap: map[[2]int64]bool{}}
 	if err := v.readHeaders(); err != nil {
@@ -103,6 +113,9 @@ func (v *vhdxFile) replayLog() error {
 	if len(r.writes) > 0 && int64(r.flushed) > v.fileSize {
 		return corrupt("log entry flushed file offset", "%d is past the end of the file (%d bytes): the file was truncated", r.flushed, v.fileSize)
 	}
+	if len(r.writes) > 0 && int64(r.last) > v.fileSize+maxLogGrowth {
+		return corrupt("log entry last file offset", "%d would grow the file (%d bytes) by more than %d MiB", r.last, v.fileSize, maxLogGrowth/mib)
+	}
 	if !v.rw {
 		if len(r.writes) > 0 {
 			o := newOverlay(v.f, v.fileSize, r)
@@ -115,7 +128,7 @@ func (v *vhdxFile) replayLog() error {
 			return fmt.Errorf("replay log: %w", err)
 		}
 	}
-	if int64(r.last) > v.fileSize {
+	if len(r.writes) > 0 && int64(r.last) > v.fileSize {
 		if err := v.f.Truncate(int64(r.last)); err != nil {
 			return fmt.Errorf("replay log: %w", err)
 		}
@@ -268,7 +281,13 @@ func (v *vhdxFile) readBAT() error {
 		v.bat[i] = binary.LittleEndian.Uint64(raw[8*i:])
 	}
 	v.end = roundUp(v.fileSize, mib)
+	var used []span
+	var claimed int64
 	inUse := func(off, n int64, field string) error {
+		if claimed += n; claimed > v.fileSize {
+			return corrupt(field, "the BAT claims more blocks than the file (%d bytes) holds", v.fileSize)
+		}
+		used = append(used, span{off, n, field})
 		if off < mib || off+n > v.fileSize {
 			return corrupt(field, "[%d, +%d) is outside the file's data area [1 MiB, %d)", off, n, v.fileSize)
 		}
@@ -321,6 +340,25 @@ func (v *vhdxFile) readBAT() error {
 		}
 	}
 	v.end = roundUp(v.end, mib)
+	// Two entries sharing file space would let a small hostile file
+	// claim more data (and bitmap memory) than it holds.
+	return checkOverlaps(used)
+}
+
+// span is a range of the file that some table entry claims.
+type span struct {
+	off, n int64
+	field  string
+}
+
+// checkOverlaps reports two spans that share a byte.
+func checkOverlaps(s []span) error {
+	slices.SortFunc(s, func(a, b span) int { return cmp.Compare(a.off, b.off) })
+	for i := 1; i < len(s); i++ {
+		if s[i].off < s[i-1].off+s[i-1].n {
+			return corrupt(s[i].field, "[%d, +%d) overlaps %s", s[i].off, s[i].n, s[i-1].field)
+		}
+	}
 	return nil
 }
 
