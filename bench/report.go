@@ -31,6 +31,9 @@ type Report struct {
 	Big *BigRun `json:"big,omitempty"`
 	// Proxies is the run through two proxies (issue 12); nil when skipped.
 	Proxies *ProxySet `json:"proxies,omitempty"`
+	// VHDX is the VHDX library against a raw file (issue 14); nil when
+	// skipped.
+	VHDX *VHDXRun `json:"vhdx,omitempty"`
 	// DirectSkipped marks a run without the direct scenarios
 	// (-direct=false): their goals are skipped, not failed.
 	DirectSkipped bool   `json:"direct_skipped,omitempty"`
@@ -339,6 +342,7 @@ func EvaluateGoals(r *Report) []Goal {
 	} else {
 		memory(fmt.Sprintf("peak memory of ferry and its plugins, %s sparse disk", FormatBytes(big.Size)), big.Scenarios)
 	}
+	goals = append(goals, vhdxGoals(r.VHDX)...)
 	return append(goals, proxyGoals(r.Proxies, r.Size)...)
 }
 
@@ -381,6 +385,9 @@ func (r *Report) Failed() bool {
 			return true
 		}
 	}
+	if v := r.VHDX; v != nil && v.Error != "" {
+		return true
+	}
 	if p := r.Proxies; p != nil {
 		if p.Error != "" {
 			return true
@@ -422,6 +429,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	if err := r.writeBig(&b); err != nil {
 		return err
 	}
+	r.writeVHDX(&b)
 	if err := r.writeProxies(&b); err != nil {
 		return err
 	}

@@ -58,6 +58,9 @@ type Config struct {
 	// proxies (issue 12) after them, or alone on a fresh disk.
 	Direct  bool
 	Proxies bool
+	// VHDX times the VHDX library against a raw file on the image
+	// (issue 14), after the direct scenarios.
+	VHDX bool
 	// Command is the command line, for the report.
 	Command string
 	// Log receives progress lines; nil discards them.
@@ -160,12 +163,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		specs, rep.DirectSkipped = nil, true
 	}
 	err := b.runAll(ctx, specs, &rep.Scenarios)
-	if err == nil && cfg.Proxies && !rep.Failed() && ctx.Err() == nil {
+	if err == nil && !rep.Failed() && ctx.Err() == nil {
 		// The direct scenarios' copies are done with: their room is the
-		// proxied replica's.
+		// VHDX run's, then the proxied replica's.
 		os.Remove(b.peer)
 		os.Remove(b.floor)
-		rep.Proxies = b.runProxies(ctx)
+		if cfg.VHDX {
+			rep.VHDX = b.runVHDX(ctx)
+		}
+		if cfg.Proxies && ctx.Err() == nil {
+			rep.Proxies = b.runProxies(ctx)
+		}
 	}
 	if !cfg.Keep {
 		os.RemoveAll(b.scratch)

@@ -38,6 +38,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	bigSize := fs.String("big-size", "64GiB", "the big sparse disk's `size`")
 	direct := fs.Bool("direct", true, "run the direct scenarios: ferry without proxies beside cp, rsync and the floors")
 	proxies := fs.Bool("proxies", true, "run the scenarios through two ferry proxies (issue 12), beside zstd | ssh and the stages alone")
+	vhdx := fs.Bool("vhdx", true, "time the VHDX library (issue 14) against a raw file on the image")
 	seed := fs.Uint64("seed", 1, "the `seed` of the image and the changes")
 	dir := fs.String("dir", "", "make the scratch folder in `DIR` (default $TMPDIR or /tmp)")
 	keep := fs.Bool("keep", false, "keep the scratch folder")
@@ -99,7 +100,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	rep, err := bench.Run(ctx, bench.Config{
 		Size: n, Seed: *seed, Dir: *dir, Keep: *keep, Bin: absBin, Warm: !*cold, Verify: *verify,
-		Direct: *direct, Proxies: *proxies, Perf: *perf, Spawner: self, Floors: self, BigSize: bigN, Command: "ferry-bench " + strings.Join(args, " "), Log: stderr,
+		Direct: *direct, Proxies: *proxies, VHDX: *vhdx, Perf: *perf, Spawner: self, Floors: self, BigSize: bigN, Command: "ferry-bench " + strings.Join(args, " "), Log: stderr,
 	})
 	if rep == nil {
 		fmt.Fprintf(stderr, "ferry-bench: %v\n", err)
