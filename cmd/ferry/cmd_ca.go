@@ -3,12 +3,13 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/ferry-dr/ferry/core/pki"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
@@ -37,43 +38,64 @@ proxy is dialed by its name, whatever its address. ca.key signs every
 certificate: keep it on this host, readable by you only, and backed up.
 'ca list' exits 1 when a certificate has expired or is damaged.`,
 		usage: "ferry [--config DIR] ca init|issue|list [arguments]",
-		run:   runCA,
+		setup: noFlags(runCA),
+		subs: []*command{{
+			name:    "init",
+			summary: "Make the CA in DIR/ca and the control plane's credentials in DIR/ca/control.",
+			usage:   "ferry [--config DIR] ca init [--name NAME]",
+			setup: func(fs *pflag.FlagSet) runFunc {
+				name := fs.String("name", pki.DefaultControlName, "the control plane's `NAME` in its certificate")
+				return func(e *env, args []string) error { return runCAInit(e, args, *name) }
+			},
+		}, {
+			name:    "issue",
+			summary: "Issue a certificate for a proxy (or a control plane) into DIR/ca/issued/NAME.",
+			usage:   "ferry [--config DIR] ca issue NAME [--role proxy|control] [--host H]... [--days N] [--out FOLDER]",
+			setup: func(fs *pflag.FlagSet) runFunc {
+				var f caIssueFlags
+				fs.StringVar(&f.role, "role", string(pki.RoleProxy), "the `ROLE` the certificate names: proxy or control")
+				fs.StringArrayVar(&f.hosts, "host", nil, "a DNS name or IP `address` to add to the certificate, for other tools (ferry needs none); repeatable")
+				fs.IntVar(&f.days, "days", int(pki.DefaultValidity/(24*time.Hour)), "how many `N` days the certificate is valid")
+				fs.StringVar(&f.out, "out", "", "the `FOLDER` to write the credentials to (default DIR/ca/issued/NAME)")
+				return func(e *env, args []string) error { return runCAIssue(e, args, f) }
+			},
+		}, {
+			name:    "list",
+			summary: "List the certificates under DIR/ca: role, name, expiry and state.",
+			usage:   "ferry [--config DIR] ca list [--json]",
+			setup: func(fs *pflag.FlagSet) runFunc {
+				asJSON := fs.Bool("json", false, "print JSON")
+				return func(e *env, args []string) error { return runCAList(e, args, *asJSON) }
+			},
+		}},
 	})
+	for _, sub := range commands["ca"].subs {
+		// What 'ferry help ca' says of all three, after each one's line.
+		sub.summary += "\n\n" + commands["ca"].summary
+	}
 }
 
+// runCA is 'ferry ca' without a subcommand it knows.
 func runCA(e *env, args []string) error {
 	if len(args) == 0 {
 		return usagef("name what to do: init, issue or list")
 	}
-	switch args[0] {
-	case "-h", "--help", "-help", "help":
+	if args[0] == "help" {
 		commands["ca"].help(e.stdout, nil)
 		return nil
-	case "init":
-		return runCAInit(e, args[1:])
-	case "issue":
-		return runCAIssue(e, args[1:])
-	case "list":
-		return runCAList(e, args[1:])
 	}
 	return usagef("unknown subcommand %q: init, issue or list", args[0])
 }
 
-func runCAInit(e *env, args []string) error {
-	fs := commands["ca"].flags(e)
-	name := fs.String("name", pki.DefaultControlName, "the control plane's `NAME` in its certificate")
-	pos, err := parseAll(fs, args)
-	if err != nil {
-		return err
-	}
+func runCAInit(e *env, pos []string, name string) error {
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q (use --config DIR to name the configuration folder)", pos[0])
 	}
-	if err := pki.CheckName(*name); err != nil {
+	if err := pki.CheckName(name); err != nil {
 		return asUsage(err)
 	}
 	caDir := pki.CADir(e.configDir)
-	if err := pki.InitCA(caDir, pki.CAOptions{Name: *name}); err != nil {
+	if err := pki.InitCA(caDir, pki.CAOptions{Name: name}); err != nil {
 		return err
 	}
 	c, err := pki.Load(pki.ControlDir(e.configDir))
@@ -87,34 +109,33 @@ func runCAInit(e *env, args []string) error {
 	return nil
 }
 
-func runCAIssue(e *env, args []string) error {
-	fs := commands["ca"].flags(e)
-	role := fs.String("role", string(pki.RoleProxy), "the `ROLE` the certificate names: proxy or control")
-	var hosts stringList
-	fs.Var(&hosts, "host", "a DNS name or IP `address` to add to the certificate, for other tools (ferry needs none); repeatable")
-	days := fs.Int("days", int(pki.DefaultValidity/(24*time.Hour)), "how many `N` days the certificate is valid")
-	out := fs.String("out", "", "the `FOLDER` to write the credentials to (default DIR/ca/issued/NAME)")
-	pos, err := parseAll(fs, args)
-	if err != nil {
-		return err
-	}
+// caIssueFlags are the flags of 'ferry ca issue'.
+type caIssueFlags struct {
+	role  string
+	hosts []string
+	days  int
+	out   string
+}
+
+func runCAIssue(e *env, pos []string, f caIssueFlags) error {
 	if len(pos) != 1 {
 		return usagef("name the proxy (or control plane) to issue a certificate for, once")
 	}
-	id := pki.Identity{Role: pki.Role(*role), Name: pos[0]}
+	id := pki.Identity{Role: pki.Role(f.role), Name: pos[0]}
 	if err := id.Check(); err != nil {
 		return asUsage(err)
 	}
-	if *days < 1 {
-		return usagef("--days must be at least 1, not %d", *days)
+	if f.days < 1 {
+		return usagef("--days must be at least 1, not %d", f.days)
 	}
-	dir := *out
+	dir := f.out
+	var err error
 	if dir == "" {
 		dir = pki.IssuedDir(e.configDir, id.Name)
 	} else if dir, err = filepath.Abs(dir); err != nil {
-		return usagef("--out %q: %v", *out, err)
+		return usagef("--out %q: %v", f.out, err)
 	}
-	if err := pki.Issue(pki.CADir(e.configDir), id, hosts, time.Duration(*days)*24*time.Hour, dir); err != nil {
+	if err := pki.Issue(pki.CADir(e.configDir), id, f.hosts, time.Duration(f.days)*24*time.Hour, dir); err != nil {
 		if errors.Is(err, errdefs.ErrInvalidArgument) {
 			return asUsage(err)
 		}
@@ -146,13 +167,7 @@ type caEntry struct {
 	Folder  string `json:"folder"`
 }
 
-func runCAList(e *env, args []string) error {
-	fs := commands["ca"].flags(e)
-	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parseAll(fs, args)
-	if err != nil {
-		return err
-	}
+func runCAList(e *env, pos []string, asJSON bool) error {
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q", pos[0])
 	}
@@ -183,7 +198,7 @@ func runCAList(e *env, args []string) error {
 		}
 		list = append(list, ce)
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(list); err != nil {
@@ -248,30 +263,7 @@ func relative(dir, path string) string {
 	return path
 }
 
-// parseAll parses flags that may come before, between and after the
-// positional arguments (ferry ca issue p1 --days 30), and returns those.
-func parseAll(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := parse(fs, args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 // asUsage makes an invalid-argument error of a package a usage error.
 func asUsage(err error) error {
 	return usagef("%s", strings.TrimSuffix(err.Error(), ": "+errdefs.ErrInvalidArgument.Error()))
 }
-
-// stringList is a repeatable string flag.
-type stringList []string
-
-func (l *stringList) String() string { return strings.Join(*l, ",") }
-
-func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/engine"
@@ -31,33 +33,23 @@ func init() {
                                        becomes the production VM and leaves
                                        replication`,
 		usage: "ferry [--config DIR] failover [undo|commit] JOB VM [--point ID]",
-		run:   runFailover,
+		setup: func(fs *pflag.FlagSet) runFunc {
+			point := fs.String("point", "", "the restore point `ID` to fail over to, or an unambiguous start of it (default: the newest)")
+			return func(e *env, args []string) error { return runFailover(e, args, *point) }
+		},
+		complete: completeFailover,
 	})
 }
 
-func runFailover(e *env, args []string) error {
+func runFailover(e *env, pos []string, point string) error {
 	action := "start"
-	if len(args) > 0 && (args[0] == "undo" || args[0] == "commit") {
-		action, args = args[0], args[1:]
-	}
-	fs := commands["failover"].flags(e)
-	point := fs.String("point", "", "the restore point `ID` to fail over to, or an unambiguous start of it (default: the newest)")
-	// Flags may follow the arguments: ferry failover web web-01 --point X.
-	var pos []string
-	for len(args) > 0 {
-		if err := parse(fs, args); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	if len(pos) > 0 && (pos[0] == "undo" || pos[0] == "commit") {
+		action, pos = pos[0], pos[1:]
 	}
 	if len(pos) != 2 {
 		return usagef("name a job and a VM")
 	}
-	if action != "start" && *point != "" {
+	if action != "start" && point != "" {
 		return usagef("--point only applies when starting a failover")
 	}
 	ctx := context.Background()
@@ -78,12 +70,12 @@ func runFailover(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *point != "" {
+	if point != "" {
 		points, err := w.cat.RestorePoints(job.Name, vm)
 		if err != nil {
 			return err
 		}
-		if *point, err = matchPoint(points, *point); err != nil {
+		if point, err = matchPoint(points, point); err != nil {
 			return usagef("job %q vm %q: %v", job.Name, vm, err)
 		}
 	}
@@ -94,7 +86,7 @@ func runFailover(e *env, args []string) error {
 	var r *sdk.Replica
 	switch action {
 	case "start":
-		r, err = tgt.Failover(ctx, sdk.FailoverRequest{Replica: rec.ReplicaID, Point: *point, Network: engine.NetworkConfig(job)})
+		r, err = tgt.Failover(ctx, sdk.FailoverRequest{Replica: rec.ReplicaID, Point: point, Network: engine.NetworkConfig(job)})
 	case "undo":
 		r, err = tgt.UndoFailover(ctx, rec.ReplicaID)
 	case "commit":

@@ -33,7 +33,15 @@ folder, then on the plugin search path, and runs it with these arguments.
 'ferry lab up' first checks that ferry finds the plugins the lab's
 configuration needs (vsphere and local).`,
 		usage: "ferry lab up|write|status|down [--dir DIR] [arguments]",
-		run:   runLab,
+		setup: noFlags(runLab),
+		// The lab program parses them, flags included.
+		raw: true,
+		complete: func(_ string, args []string) []string {
+			if len(args) == 0 {
+				return []string{"up", "write", "status", "down"}
+			}
+			return nil
+		},
 	})
 }
 

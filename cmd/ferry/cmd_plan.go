@@ -8,6 +8,8 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/spf13/pflag"
+
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 
@@ -31,23 +33,22 @@ selector matches now, the VMs new in them, those that left them or are
 excluded, and selectors that match nothing. Lines start with + (create), ~ (change), - (delete or leave),
 ! (cannot be done as asked). Without JOB, every job is planned.`,
 		usage: "ferry [--config DIR] plan [--json] [JOB...]",
-		run:   runPlan,
+		setup: func(fs *pflag.FlagSet) runFunc {
+			asJSON := fs.Bool("json", false, "print JSON")
+			return func(e *env, args []string) error { return runPlan(e, args, *asJSON) }
+		},
+		complete: completeJobs,
 	})
 }
 
-func runPlan(e *env, args []string) error {
-	fs := commands["plan"].flags(e)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
+func runPlan(e *env, args []string, asJSON bool) error {
 	ctx := context.Background()
 	w, err := openWorkspace(ctx, e)
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	names := fs.Args()
+	names := args
 	if len(names) == 0 {
 		names = w.jobNames()
 	}
@@ -115,7 +116,7 @@ func runPlan(e *env, args []string) error {
 			return err
 		}
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(plans)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/spf13/pflag"
+
 	"github.com/ferry-dr/ferry/core/pluginhost"
 
 	"github.com/ferry-dr/ferry/sdk"
@@ -22,7 +24,10 @@ plugins folder beside the configuration, ~/.ferry/plugins, each folder of
 FERRY_PLUGIN_PATH, and the folder of the ferry binary, in that order; the
 first of a name wins. Each plugin is started to ask what it serves.`,
 		usage: "ferry plugins [--json]",
-		run:   runPlugins,
+		setup: func(fs *pflag.FlagSet) runFunc {
+			asJSON := fs.Bool("json", false, "print JSON")
+			return func(e *env, args []string) error { return runPlugins(e, args, *asJSON) }
+		},
 	})
 }
 
@@ -46,15 +51,9 @@ type componentListing struct {
 	MaxRestorePoints int `json:"max_restore_points,omitempty"`
 }
 
-func runPlugins(e *env, args []string) error {
-	c := commands["plugins"]
-	fs := c.flags(e)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
+func runPlugins(e *env, args []string, asJSON bool) error {
+	if len(args) > 0 {
+		return usagef("unexpected argument %q", args[0])
 	}
 	h := e.host()
 	defer h.Close()
@@ -80,7 +79,7 @@ func runPlugins(e *env, args []string) error {
 		}
 		rows = append(rows, row)
 	}
-	if *asJSON {
+	if asJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		if rows == nil {

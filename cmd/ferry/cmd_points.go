@@ -8,6 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/ferry-dr/ferry/core/catalog"
 )
 
@@ -23,17 +25,16 @@ shares with other points; CONSISTENCY: application when the guest was
 quiesced for it, crash when not. Replicas the target no longer had (deleted
 or replaced) are listed after, as gone, with their points' count.`,
 		usage: "ferry [--config DIR] points [--json] JOB [VM]",
-		run:   runPoints,
+		setup: func(fs *pflag.FlagSet) runFunc {
+			asJSON := fs.Bool("json", false, "print JSON")
+			return func(e *env, args []string) error { return runPoints(e, args, *asJSON) }
+		},
+		complete: completeJobVM,
 	})
 }
 
-func runPoints(e *env, args []string) error {
-	fs := commands["points"].flags(e)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() < 1 || fs.NArg() > 2 {
+func runPoints(e *env, args []string, asJSON bool) error {
+	if len(args) < 1 || len(args) > 2 {
 		return usagef("name a job, and optionally a VM")
 	}
 	w, err := openWorkspace(context.Background(), e)
@@ -41,11 +42,14 @@ func runPoints(e *env, args []string) error {
 		return err
 	}
 	defer w.Close()
-	job, err := w.job(fs.Arg(0))
+	job, err := w.job(args[0])
 	if err != nil {
 		return err
 	}
-	vm := fs.Arg(1)
+	vm := ""
+	if len(args) == 2 {
+		vm = args[1]
+	}
 	if vm != "" && !contains(job.VMs, vm) {
 		if _, err := w.cat.Replica(job.Name, vm); err != nil {
 			return usagef("job %q has no VM %q", job.Name, vm)
@@ -55,7 +59,7 @@ func runPoints(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		if points == nil {
 			points = []catalog.RestorePoint{}
 		}

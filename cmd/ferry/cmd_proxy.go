@@ -2,13 +2,14 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/ferry-dr/ferry/core/pki"
 	"github.com/ferry-dr/ferry/core/pluginhost"
@@ -40,24 +41,33 @@ arguments; the service logs to ferry-proxy.log beside ferry.exe, and a
 stop of the service is Ctrl-C. 'ferry proxy remove-service' stops and
 removes it.`,
 		usage: "ferry proxy [install-service] --tls DIR [--listen ADDR] [--site SITE] [--max-tasks N] [--plugins DIR] | ferry proxy remove-service",
-		run:   runProxy,
+		setup: func(fs *pflag.FlagSet) runFunc {
+			f := declareProxyFlags()
+			fs.AddFlagSet(f.set)
+			return func(e *env, args []string) error { return runProxy(e, args, f) }
+		},
+		complete: func(_ string, args []string) []string {
+			if len(args) == 0 {
+				return []string{"install-service", "remove-service"}
+			}
+			return nil
+		},
 	})
 }
 
 // DefaultProxyListen is where a proxy listens unless told otherwise.
 const DefaultProxyListen = ":7443"
 
-func runProxy(e *env, args []string) error {
+func runProxy(e *env, args []string, f *proxyFlags) error {
 	if len(args) > 0 {
 		switch args[0] {
 		case "install-service":
-			return installService(e, args[1:])
+			return installService(e, args[1:], f)
 		case "remove-service":
 			return removeService(e, args[1:])
 		}
 	}
-	_, f, err := parseProxyFlags(e, args)
-	if err != nil {
+	if err := f.check(args); err != nil {
 		return err
 	}
 	return runStoppable(e, func(e *env, ctx context.Context, ready func()) error { return serveProxy(ctx, e, f, ready) })
@@ -67,32 +77,37 @@ func runProxy(e *env, args []string) error {
 type proxyFlags struct {
 	tlsDir, listen, site, pluginDir *string
 	maxTasks                        *int
+	// set holds these flags alone, without the global ones; which were
+	// given is what install-service stores.
+	set *pflag.FlagSet
 }
 
-// parseProxyFlags parses and checks the flags of `ferry proxy`; the flag
-// set tells which were given (install-service stores those).
-func parseProxyFlags(e *env, args []string) (*flag.FlagSet, *proxyFlags, error) {
-	fs := commands["proxy"].flags(e)
-	f := &proxyFlags{
+// declareProxyFlags declares the flags of `ferry proxy`.
+func declareProxyFlags() *proxyFlags {
+	fs := pflag.NewFlagSet("proxy", pflag.ContinueOnError)
+	return &proxyFlags{
 		tlsDir:    fs.String("tls", "", "the proxy's credentials folder (from 'ferry ca issue NAME')"),
 		listen:    fs.String("listen", DefaultProxyListen, "the address to listen on, host:port"),
 		site:      fs.String("site", "", "the site the proxy is at, as proxy blocks and sources and targets name it"),
 		maxTasks:  fs.Int("max-tasks", 4, "how many task halves the proxy runs at once"),
 		pluginDir: fs.String("plugins", "", "a folder searched for plugins before the usual ones"),
+		set:       fs,
 	}
-	if err := parse(fs, args); err != nil {
-		return nil, nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, nil, usagef("ferry proxy takes no arguments, only flags")
+}
+
+// check checks the flags of `ferry proxy` and its arguments (there are
+// none).
+func (f *proxyFlags) check(args []string) error {
+	if len(args) > 0 {
+		return usagef("ferry proxy takes no arguments, only flags")
 	}
 	if *f.tlsDir == "" {
-		return nil, nil, usagef("--tls is required: the folder 'ferry ca issue NAME' wrote for this proxy")
+		return usagef("--tls is required: the folder 'ferry ca issue NAME' wrote for this proxy")
 	}
 	if *f.maxTasks < 1 {
-		return nil, nil, usagef("--max-tasks must be at least 1")
+		return usagef("--max-tasks must be at least 1")
 	}
-	return fs, f, nil
+	return nil
 }
 
 // runUntilSignal runs serve until Ctrl-C or SIGTERM; a second one ends the

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/proxy"
 	"github.com/ferry-dr/ferry/core/traffic"
@@ -27,7 +29,11 @@ each session when it ends. Exit status 1 means a job or one of its VMs
 failed. Interrupting (Ctrl-C) stops cleanly, with exit status 130: earlier
 restore points stay intact and the next run resumes.`,
 		usage: "ferry [--config DIR] run [--json] JOB...",
-		run:   runRun,
+		setup: func(fs *pflag.FlagSet) runFunc {
+			asJSON := fs.Bool("json", false, "print a JSON summary of each session")
+			return func(e *env, args []string) error { return runRun(e, args, *asJSON) }
+		},
+		complete: completeJobs,
 	})
 }
 
@@ -37,13 +43,8 @@ type sessionSummary struct {
 	Totals catalog.Totals `json:"totals"`
 }
 
-func runRun(e *env, args []string) error {
-	fs := commands["run"].flags(e)
-	asJSON := fs.Bool("json", false, "print a JSON summary of each session")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() == 0 {
+func runRun(e *env, args []string, asJSON bool) error {
+	if len(args) == 0 {
 		return usagef("name at least one job")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -63,7 +64,7 @@ func runRun(e *env, args []string) error {
 		return err
 	}
 	defer w.Close()
-	for _, name := range fs.Args() {
+	for _, name := range args {
 		if _, err := w.job(name); err != nil {
 			return err
 		}
@@ -92,7 +93,7 @@ func runRun(e *env, args []string) error {
 		eng.Traffic = reg
 	}
 	out := e.stdout
-	if *asJSON {
+	if asJSON {
 		out = e.stderr
 	}
 	p := newProgress(out)
@@ -101,7 +102,7 @@ func runRun(e *env, args []string) error {
 	defer stopRecording()
 	eng.Events = events
 	failed := false
-	for _, name := range fs.Args() {
+	for _, name := range args {
 		if ctx.Err() != nil {
 			return interrupted // before the next job
 		}
@@ -117,7 +118,7 @@ func runRun(e *env, args []string) error {
 			// What failed, failed because of the signal: no error to
 			// show but what the interruption means. (A session that
 			// finished before the signal reads as usual.)
-			if *asJSON && sess != nil {
+			if asJSON && sess != nil {
 				enc := json.NewEncoder(e.stdout)
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(sessionSummary{Session: sess, Totals: sess.Totals()}); err != nil {
@@ -136,7 +137,7 @@ func runRun(e *env, args []string) error {
 		if sess.Result != catalog.ResultSuccess {
 			failed = true
 		}
-		if *asJSON {
+		if asJSON {
 			enc := json.NewEncoder(e.stdout)
 			enc.SetIndent("", "  ")
 			if err := enc.Encode(sessionSummary{Session: sess, Totals: sess.Totals()}); err != nil {

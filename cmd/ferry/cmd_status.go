@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
@@ -22,7 +24,10 @@ func init() {
 A session that is running is shown as running, with the process that runs
 it and its progress (recorded about once a second by that run).`,
 		usage: "ferry [--config DIR] status [--json]",
-		run:   runStatus,
+		setup: func(fs *pflag.FlagSet) runFunc {
+			asJSON := fs.Bool("json", false, "print JSON")
+			return func(e *env, args []string) error { return runStatus(e, args, *asJSON) }
+		},
 	})
 }
 
@@ -43,14 +48,9 @@ type vmStatus struct {
 	Newest        *time.Time `json:"newest_point,omitempty"`
 }
 
-func runStatus(e *env, args []string) error {
-	fs := commands["status"].flags(e)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
+func runStatus(e *env, args []string, asJSON bool) error {
+	if len(args) > 0 {
+		return usagef("unexpected argument %q", args[0])
 	}
 	w, err := openWorkspace(context.Background(), e)
 	if err != nil {
@@ -73,7 +73,7 @@ func runStatus(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		if out == nil {
 			out = []jobStatus{}
 		}

@@ -22,17 +22,13 @@ checked by the plugin itself. Problems are printed with file, line, column
 and a snippet; nothing is printed when all is well. Exit status 1 means
 problems were found.`,
 		usage: "ferry [--config DIR] validate",
-		run:   runValidate,
+		setup: noFlags(runValidate),
 	})
 }
 
 func runValidate(e *env, args []string) error {
-	fs := commands["validate"].flags(e)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q (use --config DIR to name the configuration folder)", fs.Arg(0))
+	if len(args) > 0 {
+		return usagef("unexpected argument %q (use --config DIR to name the configuration folder)", args[0])
 	}
 	h := e.host()
 	defer h.Close()

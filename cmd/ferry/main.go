@@ -1,22 +1,18 @@
 // Command ferry replicates virtual machines to a disaster-recovery site and
 // fails them over. Each verb lives in a file of its own (cmd_<verb>.go);
-// this file holds what they share: the configuration folder, the plugin
-// host, logging, and the mapping of errors to exit codes.
+// this file holds what they share: the verbs' table, the plugin host and
+// the errors that become exit codes; cli.go turns the table into the
+// command line.
 package main
 
 import (
-	"bytes"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/pflag"
 
 	"github.com/ferry-dr/ferry/core/pluginhost"
 )
@@ -34,12 +30,35 @@ const (
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
 
-// command is one verb.
+// command is one verb, or a subcommand of one (ca init).
 type command struct {
-	name    string
+	name string
+	// summary: its first line is a sentence for the list of commands and
+	// for completion; the rest says more in the command's help.
 	summary string
 	usage   string
-	run     func(env *env, args []string) error
+	// setup declares the command's flags on fs and returns the command
+	// bound to their values. It runs with the arguments that are not
+	// flags, wherever the flags were on the command line.
+	setup func(fs *pflag.FlagSet) runFunc
+	// complete lists the candidates for the argument after args (job
+	// names, a job's VMs) in the configuration folder dir; nil completes
+	// nothing. Candidates that do not start with what is typed are dropped.
+	complete func(dir string, args []string) []string
+	// raw: the command gets its arguments as they are, flags included,
+	// for a program of its own to parse (lab).
+	raw bool
+	// subs are the subcommands, each with its own flags (ca init, issue,
+	// list).
+	subs []*command
+}
+
+// runFunc runs a command with its arguments.
+type runFunc func(e *env, args []string) error
+
+// noFlags is the setup of a command without flags.
+func noFlags(run runFunc) func(*pflag.FlagSet) runFunc {
+	return func(*pflag.FlagSet) runFunc { return run }
 }
 
 var commands = map[string]*command{}
@@ -51,14 +70,19 @@ type env struct {
 	stdout, stderr io.Writer
 	configDir      string
 	log            hclog.Logger
+	cli            *cli // the command tree, for help and completion scripts
 }
 
-// usageError is a wrong command line.
-type usageError struct{ msg string }
+// usageError is a wrong command line. full: show the list of commands
+// rather than the command's usage line.
+type usageError struct {
+	msg  string
+	full bool
+}
 
 func (e *usageError) Error() string { return e.msg }
 
-func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+func usagef(format string, args ...any) error { return &usageError{msg: fmt.Sprintf(format, args...)} }
 
 // interruptedError is a command stopped by a signal; msg says what that
 // left behind.
@@ -84,85 +108,9 @@ func main() {
 	os.Exit(code)
 }
 
+// run runs ferry's command line and returns its exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	global := flag.NewFlagSet("ferry", flag.ContinueOnError)
-	global.SetOutput(stderr)
-	configDir := global.String("config", ".", "the configuration `folder` (all its *.hcl files)")
-	global.StringVar(configDir, "C", ".", "short for --config")
-	logLevel := global.String("log-level", envOr("FERRY_LOG", "warn"), "log `level`: trace, debug, info, warn, error")
-	global.Usage = func() {} // help goes to stdout, a mistake's usage to stderr: below
-	if err := global.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			printUsage(stdout)
-			return exitOK
-		}
-		printUsage(stderr)
-		return exitUsage
-	}
-	rest := global.Args()
-	if len(rest) == 0 {
-		printUsage(stderr)
-		return exitUsage
-	}
-	name := rest[0]
-	if name == "help" {
-		if len(rest) > 1 {
-			c, ok := commands[rest[1]]
-			if !ok {
-				fmt.Fprintf(stderr, "ferry help: unknown command %q\n\n", rest[1])
-				printUsage(stderr)
-				return exitUsage
-			}
-			// The same as 'ferry CMD -h', flags included.
-			rest = []string{c.name, "-h"}
-			name = c.name
-		} else {
-			printUsage(stdout)
-			return exitOK
-		}
-	}
-	c, ok := commands[name]
-	if !ok {
-		fmt.Fprintf(stderr, "ferry: unknown command %q\n\n", name)
-		printUsage(stderr)
-		return exitUsage
-	}
-	dir, err := filepath.Abs(*configDir)
-	if err != nil {
-		fmt.Fprintf(stderr, "ferry: config folder %q: %v\n", *configDir, err)
-		return exitUsage
-	}
-	e := &env{
-		stdout:    stdout,
-		stderr:    stderr,
-		configDir: dir,
-		log: hclog.New(&hclog.LoggerOptions{
-			Name:   "ferry",
-			Level:  hclog.LevelFromString(*logLevel),
-			Output: stderr,
-		}),
-	}
-	err = c.run(e, rest[1:])
-	var ue *usageError
-	var ee *exitError
-	var ie *interruptedError
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, flag.ErrHelp):
-		return exitOK
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "ferry %s: %s\nusage: %s\n", name, ue.msg, c.usage)
-		return exitUsage
-	case errors.As(err, &ee):
-		return ee.code
-	case errors.As(err, &ie):
-		fmt.Fprintf(stderr, "ferry %s: %v\n", name, ie)
-		return exitInterrupted
-	default:
-		fmt.Fprintf(stderr, "ferry %s: %v\n", name, err)
-		return exitFailure
-	}
+	return newCLI(stdout, stderr).execute(args)
 }
 
 func printUsage(w io.Writer) {
@@ -170,18 +118,14 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: ferry [--config DIR] [--log-level LEVEL] <command> [arguments]")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "commands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range commandNames(commands) {
 		fmt.Fprintf(w, "  %-10s %s\n", n, firstLine(commands[n].summary))
 	}
-	fmt.Fprintln(w, "\nglobal flags:")
+	fmt.Fprintln(w, "\nglobal flags, before or after the command:")
 	fmt.Fprintln(w, "  --config DIR, -C DIR  the configuration folder (all its *.hcl files; default .)")
 	fmt.Fprintln(w, "  --log-level LEVEL     trace, debug, info, warn or error (default warn, or $FERRY_LOG)")
-	fmt.Fprintln(w, "\nRun 'ferry help <command>' or 'ferry <command> -h' for details.")
+	fmt.Fprintln(w, "\nFlags may come before, between and after the arguments; '--' ends them.")
+	fmt.Fprintln(w, "Run 'ferry help <command>' or 'ferry <command> -h' for details.")
 }
 
 func firstLine(s string) string {
@@ -194,79 +138,6 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
-}
-
-// flags returns a flag set for a verb. What the flag package prints is
-// held until parse knows whether it was asked for (-h: standard output)
-// or is a mistake (standard error).
-func (c *command) flags(e *env) *flag.FlagSet {
-	fs := flag.NewFlagSet("ferry "+c.name, flag.ContinueOnError)
-	fs.SetOutput(&flagOutput{stdout: e.stdout, stderr: e.stderr})
-	fs.Usage = func() { c.help(fs.Output(), fs) }
-	return fs
-}
-
-// flagOutput holds a flag set's output for parse to send on.
-type flagOutput struct {
-	bytes.Buffer
-	stdout, stderr io.Writer
-}
-
-// help prints a verb's usage, summary and flags.
-func (c *command) help(w io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "usage: %s\n\n%s\n", c.usage, c.summary)
-	if fs == nil || !hasFlags(fs) {
-		return
-	}
-	fmt.Fprintln(w, "\nflags:")
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fs.VisitAll(func(f *flag.Flag) {
-		arg, usage := flag.UnquoteUsage(f)
-		name := flagName(f.Name)
-		if arg != "" {
-			name += " " + arg
-		}
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
-			usage += fmt.Sprintf(" (default %s)", f.DefValue)
-		}
-		fmt.Fprintf(tw, "  %s\t%s\n", name, usage)
-	})
-	tw.Flush()
-}
-
-// flagName spells a flag as ferry's help and usage lines do: --name, or
-// -n for a one-letter flag. (The flag package accepts both dashes.)
-func flagName(name string) string {
-	if len(name) == 1 {
-		return "-" + name
-	}
-	return "--" + name
-}
-
-func hasFlags(fs *flag.FlagSet) bool {
-	n := 0
-	fs.VisitAll(func(*flag.Flag) { n++ })
-	return n > 0
-}
-
-// parse parses a verb's flags; a bad flag is a usage error already
-// printed on standard error, -h prints the verb's help on standard output.
-func parse(fs *flag.FlagSet, args []string) error {
-	err := fs.Parse(args)
-	if out, ok := fs.Output().(*flagOutput); ok {
-		to := out.stderr
-		if errors.Is(err, flag.ErrHelp) {
-			to = out.stdout
-		}
-		out.WriteTo(to)
-	}
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &exitError{code: exitUsage}
-	}
-	return nil
 }
 
 // host returns a plugin host over the search path of the configuration.

@@ -2,9 +2,10 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"path/filepath"
+
+	"github.com/spf13/pflag"
 )
 
 // `ferry proxy` as a Windows service (service_windows.go): the service
@@ -23,15 +24,18 @@ var pathFlags = map[string]bool{"tls": true, "plugins": true}
 
 // serviceArgs is the command line the service starts ferry with: the
 // configuration folder (absolute) and the log level, then proxy and the
-// flags set in fs, in the flag package's order, each as --name=value so a
-// value that starts with a dash stays a value.
-func serviceArgs(configDir, logLevel string, fs *flag.FlagSet) ([]string, error) {
+// flags of fs given on the command line, by name, each as --name=value so
+// a value that starts with a dash stays a value.
+func serviceArgs(configDir, logLevel string, fs *pflag.FlagSet) ([]string, error) {
 	if !filepath.IsAbs(configDir) {
 		return nil, fmt.Errorf("the configuration folder %q is not an absolute path", configDir)
 	}
 	args := []string{"--config=" + configDir, "--log-level=" + logLevel, "proxy"}
 	var err error
-	fs.Visit(func(f *flag.Flag) {
+	fs.VisitAll(func(f *pflag.Flag) {
+		if !f.Changed {
+			return
+		}
 		v := f.Value.String()
 		if pathFlags[f.Name] && err == nil {
 			if v, err = filepath.Abs(v); err != nil {

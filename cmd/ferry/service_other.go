@@ -10,7 +10,9 @@ import (
 // runStoppable runs serve until Ctrl-C or SIGTERM.
 func runStoppable(e *env, serve serveFunc) error { return runUntilSignal(e, serve) }
 
-func installService(e *env, _ []string) error { return windowsOnly(e, "install-service") }
+func installService(e *env, _ []string, _ *proxyFlags) error {
+	return windowsOnly(e, "install-service")
+}
 
 func removeService(e *env, _ []string) error { return windowsOnly(e, "remove-service") }
 

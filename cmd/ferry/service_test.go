@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,12 +30,11 @@ func TestServiceArgs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var out, errb bytes.Buffer
-			fs, _, err := parseProxyFlags(&env{stdout: &out, stderr: &errb}, tt.args)
+			f, err := parseProxyFlags(tt.args)
 			if err != nil {
-				t.Fatalf("parse: %v\n%s", err, errb.String())
+				t.Fatalf("parse: %v", err)
 			}
-			got, err := serviceArgs(cfg, "info", fs)
+			got, err := serviceArgs(cfg, "info", f.set)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -45,13 +43,26 @@ func TestServiceArgs(t *testing.T) {
 				t.Fatalf("got  %q\nwant %q", got, want)
 			}
 			// What the service runs parses back to the same flags.
-			var errb2 bytes.Buffer
-			if _, _, err := parseProxyFlags(&env{stdout: &out, stderr: &errb2}, got[3:]); err != nil {
-				t.Fatalf("the service's arguments do not parse: %v\n%s", err, errb2.String())
+			back, err := parseProxyFlags(got[3:])
+			if err != nil {
+				t.Fatalf("the service's arguments do not parse: %v", err)
+			}
+			if again, err := serviceArgs(cfg, "info", back.set); err != nil || strings.Join(again, "\n") != strings.Join(got, "\n") {
+				t.Fatalf("the service's arguments parse back to %q, %v", again, err)
 			}
 		})
 	}
 	if _, err := serviceArgs("config", "warn", nil); err == nil {
 		t.Fatal("a relative configuration folder was stored")
 	}
+}
+
+// parseProxyFlags parses args as the flags of 'ferry proxy' alone and
+// checks them, as install-service does.
+func parseProxyFlags(args []string) (*proxyFlags, error) {
+	f := declareProxyFlags()
+	if err := f.set.Parse(args); err != nil {
+		return nil, err
+	}
+	return f, f.check(f.set.Args())
 }

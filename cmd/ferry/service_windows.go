@@ -117,9 +117,8 @@ func (h *proxyService) Execute(_ []string, reqs <-chan svc.ChangeRequest, status
 // installService makes the service: automatic start, the proxy flags
 // given (checked, and their folders made absolute) stored as its
 // arguments, restarted by Windows when it fails.
-func installService(e *env, args []string) error {
-	fs, f, err := parseProxyFlags(e, args)
-	if err != nil {
+func installService(e *env, args []string, f *proxyFlags) error {
+	if err := f.check(args); err != nil {
 		return err
 	}
 	creds, err := pki.Load(*f.tlsDir)
@@ -133,7 +132,7 @@ func installService(e *env, args []string) error {
 	if exe, err = filepath.Abs(exe); err != nil {
 		return err
 	}
-	sargs, err := serviceArgs(e.configDir, e.log.GetLevel().String(), fs)
+	sargs, err := serviceArgs(e.configDir, e.log.GetLevel().String(), f.set)
 	if err != nil {
 		return err
 	}
@@ -168,11 +167,7 @@ func installService(e *env, args []string) error {
 
 // removeService stops the service if it runs and removes it.
 func removeService(e *env, args []string) error {
-	fs := commands["proxy"].flags(e)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
+	if len(args) > 0 {
 		return usagef("remove-service takes no arguments")
 	}
 	m, err := connectSCM()
