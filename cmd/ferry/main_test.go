@@ -14,6 +14,7 @@ import (
 
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/engine"
+	"github.com/ferry-dr/ferry/sdk"
 )
 
 func TestExitCodesAndHelp(t *testing.T) {
@@ -44,6 +45,8 @@ func TestExitCodesAndHelp(t *testing.T) {
 		{name: "-h of a subcommand", args: []string{"ca", "list", "-h"}, code: exitOK, stdout: "usage: ferry [--config DIR] ca list [--json]"},
 		{name: "unknown command with flags", args: []string{"-C", t.TempDir(), "fly", "-C", t.TempDir()}, code: exitUsage, stderr: "ferry: unknown command \"fly\"\n\nferry "},
 		{name: "global flag without its value", args: []string{"-C"}, code: exitUsage, stderr: "ferry: flag needs an argument: 'C' in -C"},
+		{name: "version", args: []string{"version"}, code: exitOK, stdout: fmt.Sprintf("\nplugin protocol: %d.%d\n", sdk.ProtocolMajor, sdk.ProtocolMinor)},
+		{name: "version with an argument", args: []string{"version", "x"}, code: exitUsage, stderr: `unexpected argument "x"`},
 		{name: "completion without a shell", args: []string{"completion"}, code: exitUsage, stderr: "name one shell"},
 		{name: "completion of another shell", args: []string{"completion", "tcsh"}, code: exitUsage, stderr: `no completion for the shell "tcsh"`},
 		{name: "bad flag", args: []string{"run", "--fast"}, code: exitUsage, stderr: "ferry run: unknown flag: --fast\nusage: ferry [--config DIR] run"},
