@@ -22,7 +22,9 @@ func init() {
 		summary: `Show each job's last session and the state of its replicas.
 
 A session that is running is shown as running, with the process that runs
-it and its progress (recorded about once a second by that run).`,
+it and its progress (recorded about once a second by that run). A job's
+schedule is shown, not a next run: ferry runs a job when told to ('ferry
+run JOB', from cron or a systemd timer for instance).`,
 		usage: "ferry [--config DIR] status [--json]",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			asJSON := fs.Bool("json", false, "print JSON")
@@ -32,12 +34,24 @@ it and its progress (recorded about once a second by that run).`,
 }
 
 type jobStatus struct {
-	Job         string           `json:"job"`
-	Schedule    string           `json:"schedule,omitempty"`
+	Job      string `json:"job"`
+	Schedule string `json:"schedule,omitempty"`
+	// Scheduled says whether something runs the job at its schedule, and
+	// NextRun when; without one (the CLI runs a job only when told to)
+	// it is false and NextRun is absent.
+	Scheduled   bool             `json:"scheduled"`
 	NextRun     *time.Time       `json:"next_run,omitempty"`
 	LastSession *catalog.Session `json:"last_session,omitempty"`
 	VMs         []vmStatus       `json:"vms"`
 }
+
+// nextRunFunc says when the scheduler that runs a job will run it next,
+// and false when none runs it.
+type nextRunFunc func(job *config.Job) (time.Time, bool)
+
+// unscheduled is the next run of a job when nothing runs schedules, as
+// for the CLI: there is none.
+func unscheduled(*config.Job) (time.Time, bool) { return time.Time{}, false }
 
 type vmStatus struct {
 	VM            string     `json:"vm"`
@@ -62,7 +76,7 @@ func runStatus(e *env, args []string, asJSON bool) error {
 	var out []jobStatus
 	err = w.cat.View(func(tx *catalog.Tx) error {
 		for _, name := range w.jobNames() {
-			st, err := statusOf(tx, w.cfg.Jobs[name])
+			st, err := statusOf(tx, w.cfg.Jobs[name], unscheduled)
 			if err != nil {
 				return err
 			}
@@ -86,18 +100,7 @@ func runStatus(e *env, args []string, asJSON bool) error {
 		return nil
 	}
 	for _, st := range out {
-		line := "job " + st.Job
-		if s := st.LastSession; s != nil && s.Result == catalog.ResultRunning {
-			line += ": " + runningLine(s)
-		} else if s != nil {
-			line += fmt.Sprintf(": last session %s %s at %s", s.ID, s.Result, s.Started.Local().Format(time.DateTime))
-		} else {
-			line += ": never run"
-		}
-		if st.NextRun != nil {
-			line += fmt.Sprintf("; next run %s (%s)", st.NextRun.Local().Format(time.DateTime), st.Schedule)
-		}
-		fmt.Fprintln(e.stdout, line)
+		fmt.Fprintln(e.stdout, jobLine(st))
 		if b := slowestDisk(st.LastSession); b != nil {
 			fmt.Fprintf(e.stdout, "  its slowest disk was busy: %s\n", b)
 		}
@@ -119,15 +122,36 @@ func runStatus(e *env, args []string, asJSON bool) error {
 	return nil
 }
 
-// statusOf reads the status of job.
-func statusOf(tx *catalog.Tx, job *config.Job) (jobStatus, error) {
+// jobLine is the first line of a job's status: its last session, and its
+// schedule and next run.
+func jobLine(st jobStatus) string {
+	line := "job " + st.Job
+	if s := st.LastSession; s != nil && s.Result == catalog.ResultRunning {
+		line += ": " + runningLine(s)
+	} else if s != nil {
+		line += fmt.Sprintf(": last session %s %s at %s", s.ID, s.Result, s.Started.Local().Format(time.DateTime))
+	} else {
+		line += ": never run"
+	}
+	switch {
+	case st.NextRun != nil:
+		line += fmt.Sprintf("; next run %s (%s)", st.NextRun.Local().Format(time.DateTime), st.Schedule)
+	case st.Schedule != "":
+		line += fmt.Sprintf("; schedule %s, not run automatically: run it with 'ferry run %s'", st.Schedule, st.Job)
+	}
+	return line
+}
+
+// statusOf reads the status of job; next says when the scheduler that
+// runs it will run it next, if one does.
+func statusOf(tx *catalog.Tx, job *config.Job, next nextRunFunc) (jobStatus, error) {
 	name := job.Name
 	st := jobStatus{Job: name, VMs: []vmStatus{}}
 	if !job.Schedule.IsZero() {
 		st.Schedule = job.Schedule.String()
-		if next := job.Schedule.Next(time.Now()); !next.IsZero() {
-			st.NextRun = &next
-		}
+	}
+	if t, ok := next(job); ok {
+		st.Scheduled, st.NextRun = true, &t
 	}
 	ss, err := tx.Sessions(name, 1)
 	if err != nil {

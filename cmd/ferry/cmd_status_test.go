@@ -1,0 +1,83 @@
+package main
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/scheduler"
+)
+
+// TestStatusSchedule: a job's status shows its schedule, and a next run
+// only when something runs the job at it; the CLI has nothing that does,
+// so its status has no next run, in text or JSON.
+func TestStatusSchedule(t *testing.T) {
+	t.Parallel()
+	cat, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	every, err := scheduler.Parse("every 1h", time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	due := time.Date(2026, 12, 5, 10, 0, 0, 0, time.Local)
+	atDue := func(*config.Job) (time.Time, bool) { return due, true }
+	tests := []struct {
+		name     string
+		job      *config.Job
+		next     nextRunFunc
+		line     string // the end of the job's line
+		fields   map[string]any
+		noFields []string
+	}{
+		{name: "schedule, nothing runs it", job: &config.Job{Name: "web", VMs: []string{"web-01"}, Schedule: every}, next: unscheduled,
+			line:     "job web: never run; schedule every 1h, not run automatically: run it with 'ferry run web'",
+			fields:   map[string]any{"schedule": "every 1h", "scheduled": false},
+			noFields: []string{"next_run"}},
+		{name: "no schedule", job: &config.Job{Name: "db", VMs: []string{"db-01"}}, next: unscheduled,
+			line:     "job db: never run",
+			fields:   map[string]any{"scheduled": false},
+			noFields: []string{"schedule", "next_run"}},
+		{name: "a scheduler runs it", job: &config.Job{Name: "web", VMs: []string{"web-01"}, Schedule: every}, next: atDue,
+			line:   "job web: never run; next run 2026-12-05 10:00:00 (every 1h)",
+			fields: map[string]any{"schedule": "every 1h", "scheduled": true, "next_run": due.Format(time.RFC3339Nano)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var st jobStatus
+			if err := cat.View(func(tx *catalog.Tx) (err error) { st, err = statusOf(tx, tt.job, tt.next); return err }); err != nil {
+				t.Fatal(err)
+			}
+			if got := jobLine(st); got != tt.line {
+				t.Errorf("status line %q, want %q", got, tt.line)
+			}
+			b, err := json.Marshal(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tt.fields {
+				if m[k] != v {
+					t.Errorf("%s is %v, want %v, in %s", k, m[k], v, b)
+				}
+			}
+			for _, k := range tt.noFields {
+				if _, ok := m[k]; ok {
+					t.Errorf("%s is in %s", k, b)
+				}
+			}
+			if vms, ok := m["vms"].([]any); !ok || len(vms) != 1 || !strings.Contains(string(b), `"state":"no replica yet"`) {
+				t.Errorf("vms in %s", b)
+			}
+		})
+	}
+}
