@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/spf13/pflag"
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/pluginhost"
@@ -19,21 +21,54 @@ func init() {
 All *.hcl files of the configuration folder are read as one configuration.
 Each plugin block is decoded against the schema its plugin declares and then
 checked by the plugin itself. Problems are printed with file, line, column
-and a snippet; nothing is printed when all is well. Exit status 1 means
-problems were found.`,
-		usage: "ferry [--config DIR] validate",
-		setup: noFlags(runValidate),
+and a snippet on standard error; nothing is printed when all is well.
+--json prints them as a list on standard output instead ([] when all is
+well). Exit status 1 means problems were found.`,
+		usage: "ferry [--config DIR] validate [--json]",
+		setup: func(fs *pflag.FlagSet) runFunc {
+			asJSON := fs.Bool("json", false, "print the problems as JSON, on standard output")
+			return func(e *env, args []string) error { return runValidate(e, args, *asJSON) }
+		},
 	})
 }
 
-func runValidate(e *env, args []string) error {
+// diagnostic is one problem of 'ferry validate --json'.
+type diagnostic struct {
+	Severity string `json:"severity"` // error or warning
+	Summary  string `json:"summary"`
+	Detail   string `json:"detail,omitempty"`
+	// Where: the file's path, and the line and column where the problem
+	// starts, both from 1; absent for a problem of no one file.
+	File   string `json:"file,omitempty"`
+	Line   int    `json:"line,omitempty"`
+	Column int    `json:"column,omitempty"`
+}
+
+func runValidate(e *env, args []string, asJSON bool) error {
 	if len(args) > 0 {
 		return usagef("unexpected argument %q (use --config DIR to name the configuration folder)", args[0])
 	}
 	h := e.host()
 	defer h.Close()
 	cfg, diags := loadConfig(context.Background(), e.configDir, h)
-	if len(diags) > 0 {
+	if asJSON {
+		list := make([]diagnostic, 0, len(diags))
+		for _, d := range diags {
+			dj := diagnostic{Severity: "error", Summary: d.Summary, Detail: d.Detail}
+			if d.Severity == hcl.DiagWarning {
+				dj.Severity = "warning"
+			}
+			if r := d.Subject; r != nil {
+				dj.File, dj.Line, dj.Column = r.Filename, r.Start.Line, r.Start.Column
+			}
+			list = append(list, dj)
+		}
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(list); err != nil {
+			return err
+		}
+	} else if len(diags) > 0 {
 		if err := cfg.WriteDiagnostics(e.stderr, diags, 100, false); err != nil {
 			return err
 		}
