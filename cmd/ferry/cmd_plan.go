@@ -117,14 +117,84 @@ func runPlan(e *env, args []string, asJSON bool) error {
 		}
 	}
 	if asJSON {
+		out := make([]planJSON, len(plans))
+		for i, p := range plans {
+			out[i] = planView(p)
+		}
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(plans)
+		return enc.Encode(out)
 	}
 	for _, p := range plans {
 		p.Write(e.stdout)
 	}
 	return nil
+}
+
+// planJSON is one job's plan in 'ferry plan --json': the command line's
+// own shape, in snake_case as ferry's other JSON, documented in
+// docs/cli.md and kept when package plan's types change.
+type planJSON struct {
+	Job     string       `json:"job"`
+	Changes []changeJSON `json:"changes"`
+	// Selection is what each selector and exclusion of the job matches;
+	// absent for a job that names its VMs.
+	Selection []selectedJSON `json:"selection,omitempty"`
+	// Proxies is where the job's disks would move; absent without proxies.
+	Proxies *proxiesJSON `json:"proxies,omitempty"`
+}
+
+type changeJSON struct {
+	Action string `json:"action"`         // create, update, delete, warn or keep
+	VM     string `json:"vm,omitempty"`   // absent for the job as a whole
+	Disk   *int   `json:"disk,omitempty"` // the disk's index; absent for a VM or the job
+	What   string `json:"what"`
+}
+
+type selectedJSON struct {
+	Selector string   `json:"selector"`
+	Exclude  bool     `json:"exclude,omitempty"`
+	VMs      []string `json:"vms"`
+	Why      string   `json:"why,omitempty"` // for a selector that matches nothing
+}
+
+type proxiesJSON struct {
+	Source      string   `json:"source,omitempty"`
+	SourceWhy   string   `json:"source_why,omitempty"`
+	Target      string   `json:"target,omitempty"`
+	TargetWhy   string   `json:"target_why,omitempty"`
+	Compression string   `json:"compression,omitempty"`
+	Skipped     []string `json:"skipped,omitempty"` // the proxies that cannot be used now, and why
+	Error       string   `json:"error,omitempty"`   // why no proxy can take the job's disks
+}
+
+// actionNames are the words of plan's actions in JSON.
+var actionNames = map[plan.Action]string{
+	plan.Create: "create", plan.Update: "update", plan.Delete: "delete", plan.Warn: "warn", plan.Keep: "keep",
+}
+
+// planView is the JSON of a plan.
+func planView(p plan.Plan) planJSON {
+	out := planJSON{Job: p.Job, Changes: []changeJSON{}}
+	for _, c := range p.Changes {
+		cj := changeJSON{Action: actionNames[c.Action], VM: c.VM, What: c.What}
+		if c.Disk >= 0 {
+			cj.Disk = &c.Disk
+		}
+		out.Changes = append(out.Changes, cj)
+	}
+	for _, s := range p.Selection {
+		vms := s.VMs
+		if vms == nil {
+			vms = []string{}
+		}
+		out.Selection = append(out.Selection, selectedJSON{Selector: s.Selector, Exclude: s.Exclude, VMs: vms, Why: s.Why})
+	}
+	if x := p.Proxies; x != nil {
+		out.Proxies = &proxiesJSON{Source: x.Source, SourceWhy: x.SourceWhy, Target: x.Target, TargetWhy: x.TargetWhy,
+			Compression: x.Compression, Skipped: x.Skipped, Error: x.Error}
+	}
+	return out
 }
 
 // askTarget asks the job's target for the replica of each VM the source
