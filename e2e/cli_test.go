@@ -3,11 +3,13 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -103,5 +105,98 @@ func TestFailoverPointPrefix(t *testing.T) {
 	r = ferry(t, l.cfg, "failover", "e2e", "web-01", "--point", first[:n])
 	if r.code != 0 || !strings.Contains(r.stdout, "(restore point "+first+")") {
 		t.Fatalf("failover --point %s (of %s): %s", first[:n], first, r)
+	}
+}
+
+// TestFlagsAnywhere: with real plugins, flags come after the arguments
+// (`ferry run e2e --json`, `-C DIR` after the verb), `--` reaches a VM
+// whose name starts with a dash, and each listing's --json is the
+// documented shape.
+func TestFlagsAnywhere(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"1MiB"}})
+	local(t, nil, "vm", "create", "--disk", "1MiB", l.prod, "--", "-x")
+	hcl, err := os.ReadFile(filepath.Join(l.cfg, "main.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.writeConfig(strings.Replace(string(hcl), `vms        = ["web-01"]`, "vms        = [\"web-01\", \"-x\"]\n  schedule   = \"every 1h\"", 1))
+	l.write("web-01", 0, 0, 64<<10)
+
+	r := ferry(t, l.cfg, "run", "e2e", "--json")
+	var sess struct {
+		Job    string `json:"job"`
+		Result string `json:"result"`
+		Totals struct {
+			VMs int `json:"vms"`
+		} `json:"totals"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &sess); err != nil || r.code != 0 || sess.Job != "e2e" || sess.Result != "success" || sess.Totals.VMs != 2 {
+		t.Fatalf("ferry run e2e --json: %v\n%s", err, r)
+	}
+
+	type point struct {
+		VM string `json:"vm"`
+		ID string `json:"id"`
+	}
+	points := func(args ...string) []point {
+		t.Helper()
+		r := run(t, nil, "ferry", args...)
+		var ps []point
+		if err := json.Unmarshal([]byte(r.stdout), &ps); err != nil || r.code != 0 {
+			t.Fatalf("ferry %s: %v\n%s", strings.Join(args, " "), err, r)
+		}
+		return ps
+	}
+	if ps := points("points", "e2e", "--json", "-C", l.cfg); len(ps) != 2 {
+		t.Fatalf("points of the job: %+v", ps)
+	}
+	if ps := points("points", "e2e", "web-01", "--config", l.cfg, "--json"); len(ps) != 1 || ps[0].VM != "web-01" {
+		t.Fatalf("points of web-01: %+v", ps)
+	}
+	if ps := points("-C", l.cfg, "points", "--json", "e2e", "--", "-x"); len(ps) != 1 || ps[0].VM != "-x" {
+		t.Fatalf("points of -x: %+v", ps)
+	}
+	if r := ferry(t, l.cfg, "points", "e2e", "-x"); r.code != 2 || !strings.Contains(r.stderr, "unknown shorthand flag: 'x' in -x") {
+		t.Fatalf("-x without --: %s", r)
+	}
+	if r := ferry(t, l.cfg, "failover", "e2e", "--", "-x"); r.code != 0 || !strings.Contains(r.stdout, "-x failed over to replica") {
+		t.Fatalf("failover of -x: %s", r)
+	}
+	if r := ferry(t, l.cfg, "failover", "undo", "e2e", "--", "-x"); r.code != 0 || !strings.Contains(r.stdout, "failover of -x undone") {
+		t.Fatalf("undo the failover of -x: %s", r)
+	}
+
+	// status: the schedule, and no next run, since nothing runs it.
+	r = ferry(t, l.cfg, "status", "--json")
+	var st []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || r.code != 0 || len(st) != 1 {
+		t.Fatalf("ferry status --json: %v\n%s", err, r)
+	}
+	if _, ok := st[0]["next_run"]; ok || st[0]["schedule"] != "every 1h" || st[0]["scheduled"] != false {
+		t.Fatalf("status of a job with a schedule: %s", r.stdout)
+	}
+	if r := ferry(t, l.cfg, "status"); r.code != 0 || !strings.Contains(r.stdout, "schedule every 1h, not run automatically: run it with 'ferry run e2e'") || strings.Contains(r.stdout, "next run") {
+		t.Fatalf("ferry status: %s", r)
+	}
+
+	// plan: the documented shape.
+	l.write("web-01", 0, 0, 64<<10)
+	r = ferry(t, l.cfg, "plan", "e2e", "--json")
+	var plans []struct {
+		Job     string `json:"job"`
+		Changes []struct {
+			Action string `json:"action"`
+			VM     string `json:"vm"`
+			What   string `json:"what"`
+		} `json:"changes"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &plans); err != nil || r.code != 0 || len(plans) != 1 || plans[0].Job != "e2e" || len(plans[0].Changes) == 0 {
+		t.Fatalf("ferry plan --json: %v\n%s", err, r)
+	}
+	for _, c := range plans[0].Changes {
+		if !slices.Contains([]string{"create", "update", "delete", "warn", "keep"}, c.Action) || c.What == "" {
+			t.Fatalf("a change of the plan: %+v\n%s", c, r.stdout)
+		}
 	}
 }
