@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/ferry-dr/ferry/core/catalog"
 )
 
 // TestInterruptedRun: Ctrl-C in the middle of a copy stops `ferry run`
@@ -176,8 +179,29 @@ func TestFlagsAnywhere(t *testing.T) {
 	if _, ok := st[0]["next_run"]; ok || st[0]["schedule"] != "every 1h" || st[0]["scheduled"] != false {
 		t.Fatalf("status of a job with a schedule: %s", r.stdout)
 	}
-	if r := ferry(t, l.cfg, "status"); r.code != 0 || !strings.Contains(r.stdout, "schedule every 1h, not run automatically: run it with 'ferry run e2e'") || strings.Contains(r.stdout, "next run") {
+	if r := ferry(t, l.cfg, "status"); r.code != 0 || !strings.Contains(r.stdout, "schedule every 1h, not run automatically (no ferry server runs this configuration): run it with 'ferry run e2e'") || strings.Contains(r.stdout, "next run") {
 		t.Fatalf("ferry status: %s", r)
+	}
+	// While a ferry server holds the configuration's jobs, status says
+	// the server runs the scheduled one.
+	cat, err := catalog.Open(catalog.DefaultPath(l.cfg), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cat.ClaimControl(catalog.Controller{PID: 4242, Host: "dr-01"}); err != nil {
+		t.Fatal(err)
+	}
+	r = ferry(t, l.cfg, "status", "--json")
+	st = nil
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || r.code != 0 || len(st) != 1 ||
+		st[0]["scheduled"] != true || !strings.HasPrefix(fmt.Sprint(st[0]["scheduled_by"]), "ferry server (process 4242 on dr-01") {
+		t.Fatalf("status while a server runs the jobs: %v\n%s", err, r)
+	}
+	if r := ferry(t, l.cfg, "status"); r.code != 0 || !strings.Contains(r.stdout, "schedule every 1h, run by ferry server (process 4242 on dr-01") {
+		t.Fatalf("ferry status while a server runs the jobs: %s", r)
+	}
+	if err := cat.Close(); err != nil {
+		t.Fatal(err)
 	}
 
 	// plan: the documented shape.

@@ -23,8 +23,9 @@ func init() {
 
 A session that is running is shown as running, with the process that runs
 it and its progress (recorded about once a second by that run). A job's
-schedule is shown, not a next run: ferry runs a job when told to ('ferry
-run JOB', from cron or a systemd timer for instance).`,
+schedule is shown with what runs it: a ferry server that holds the
+configuration's jobs, or nothing, and then the job runs when told to
+('ferry run JOB', from cron or a systemd timer for instance).`,
 		usage: "ferry [--config DIR] status [--json]",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			asJSON := fs.Bool("json", false, "print JSON")
@@ -36,22 +37,34 @@ run JOB', from cron or a systemd timer for instance).`,
 type jobStatus struct {
 	Job      string `json:"job"`
 	Schedule string `json:"schedule,omitempty"`
-	// Scheduled says whether something runs the job at its schedule, and
-	// NextRun when; without one (the CLI runs a job only when told to)
-	// it is false and NextRun is absent.
+	// Scheduled says whether something runs the job at its schedule:
+	// ScheduledBy what (a ferry server), NextRun when, if known. When
+	// nothing does, the job runs only when told to ('ferry run').
 	Scheduled   bool             `json:"scheduled"`
+	ScheduledBy string           `json:"scheduled_by,omitempty"`
 	NextRun     *time.Time       `json:"next_run,omitempty"`
 	LastSession *catalog.Session `json:"last_session,omitempty"`
 	VMs         []vmStatus       `json:"vms"`
 }
 
-// nextRunFunc says when the scheduler that runs a job will run it next,
-// and false when none runs it.
-type nextRunFunc func(job *config.Job) (time.Time, bool)
+// schedulerFunc says what runs a job at its schedule ("" when nothing
+// does) and when it will run it next (the zero time when that is not
+// known).
+type schedulerFunc func(job *config.Job) (by string, next time.Time)
 
-// unscheduled is the next run of a job when nothing runs schedules, as
-// for the CLI: there is none.
-func unscheduled(*config.Job) (time.Time, bool) { return time.Time{}, false }
+// unscheduled is for jobs that nothing runs at their schedules.
+func unscheduled(*config.Job) (string, time.Time) { return "", time.Time{} }
+
+// scheduledBy is for jobs a ferry server runs: the scheduled ones are
+// run by it, at a time the server knows (its API says it).
+func scheduledBy(ctl *catalog.Controller) schedulerFunc {
+	return func(j *config.Job) (string, time.Time) {
+		if j.Schedule.IsZero() {
+			return "", time.Time{}
+		}
+		return ctl.String(), time.Time{}
+	}
+}
 
 type vmStatus struct {
 	VM            string     `json:"vm"`
@@ -71,12 +84,18 @@ func runStatus(e *env, args []string, asJSON bool) error {
 		return err
 	}
 	defer w.Close()
+	sched := unscheduled
+	if ctl, err := w.cat.Controller(); err != nil {
+		return err
+	} else if ctl != nil {
+		sched = scheduledBy(ctl)
+	}
 	// One read transaction: a consistent picture, and one open of the
 	// catalog, which a running session writes to now and then.
 	var out []jobStatus
 	err = w.cat.View(func(tx *catalog.Tx) error {
 		for _, name := range w.jobNames() {
-			st, err := statusOf(tx, w.cfg.Jobs[name], unscheduled)
+			st, err := statusOf(tx, w.cfg.Jobs[name], sched)
 			if err != nil {
 				return err
 			}
@@ -136,22 +155,27 @@ func jobLine(st jobStatus) string {
 	switch {
 	case st.NextRun != nil:
 		line += fmt.Sprintf("; next run %s (%s)", st.NextRun.Local().Format(time.DateTime), st.Schedule)
+	case st.Scheduled:
+		line += fmt.Sprintf("; schedule %s, run by %s", st.Schedule, st.ScheduledBy)
 	case st.Schedule != "":
-		line += fmt.Sprintf("; schedule %s, not run automatically: run it with 'ferry run %s'", st.Schedule, st.Job)
+		line += fmt.Sprintf("; schedule %s, not run automatically (no ferry server runs this configuration): run it with 'ferry run %s'", st.Schedule, st.Job)
 	}
 	return line
 }
 
-// statusOf reads the status of job; next says when the scheduler that
-// runs it will run it next, if one does.
-func statusOf(tx *catalog.Tx, job *config.Job, next nextRunFunc) (jobStatus, error) {
+// statusOf reads the status of job; sched says what runs it at its
+// schedule, if anything does, and when next.
+func statusOf(tx *catalog.Tx, job *config.Job, sched schedulerFunc) (jobStatus, error) {
 	name := job.Name
 	st := jobStatus{Job: name, VMs: []vmStatus{}}
 	if !job.Schedule.IsZero() {
 		st.Schedule = job.Schedule.String()
 	}
-	if t, ok := next(job); ok {
-		st.Scheduled, st.NextRun = true, &t
+	if by, next := sched(job); by != "" {
+		st.Scheduled, st.ScheduledBy = true, by
+		if !next.IsZero() {
+			st.NextRun = &next
+		}
 	}
 	ss, err := tx.Sessions(name, 1)
 	if err != nil {

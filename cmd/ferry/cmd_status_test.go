@@ -12,9 +12,9 @@ import (
 	"github.com/ferry-dr/ferry/scheduler"
 )
 
-// TestStatusSchedule: a job's status shows its schedule, and a next run
-// only when something runs the job at it; the CLI has nothing that does,
-// so its status has no next run, in text or JSON.
+// TestStatusSchedule: a job's status shows its schedule and what runs the
+// job at it, and a next run only when that is known; when nothing runs
+// it, it says how the job runs, and has no next run, in text or JSON.
 func TestStatusSchedule(t *testing.T) {
 	t.Parallel()
 	cat, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"), catalog.Options{})
@@ -27,26 +27,35 @@ func TestStatusSchedule(t *testing.T) {
 		t.Fatal(err)
 	}
 	due := time.Date(2026, 12, 5, 10, 0, 0, 0, time.Local)
-	atDue := func(*config.Job) (time.Time, bool) { return due, true }
+	atDue := func(*config.Job) (string, time.Time) { return "the scheduler", due }
+	server := scheduledBy(&catalog.Controller{PID: 4242, Host: "dr-01", Since: due})
 	tests := []struct {
 		name     string
 		job      *config.Job
-		next     nextRunFunc
+		next     schedulerFunc
 		line     string // the end of the job's line
 		fields   map[string]any
 		noFields []string
 	}{
 		{name: "schedule, nothing runs it", job: &config.Job{Name: "web", VMs: []string{"web-01"}, Schedule: every}, next: unscheduled,
-			line:     "job web: never run; schedule every 1h, not run automatically: run it with 'ferry run web'",
+			line:     "job web: never run; schedule every 1h, not run automatically (no ferry server runs this configuration): run it with 'ferry run web'",
 			fields:   map[string]any{"schedule": "every 1h", "scheduled": false},
+			noFields: []string{"next_run", "scheduled_by"}},
+		{name: "a ferry server runs it", job: &config.Job{Name: "web", VMs: []string{"web-01"}, Schedule: every}, next: server,
+			line:     "job web: never run; schedule every 1h, run by ferry server (process 4242 on dr-01, since " + due.UTC().Format(time.RFC3339) + ")",
+			fields:   map[string]any{"schedule": "every 1h", "scheduled": true, "scheduled_by": "ferry server (process 4242 on dr-01, since " + due.UTC().Format(time.RFC3339) + ")"},
 			noFields: []string{"next_run"}},
+		{name: "a ferry server runs the others", job: &config.Job{Name: "db", VMs: []string{"db-01"}}, next: server,
+			line:     "job db: never run",
+			fields:   map[string]any{"scheduled": false},
+			noFields: []string{"schedule", "scheduled_by", "next_run"}},
 		{name: "no schedule", job: &config.Job{Name: "db", VMs: []string{"db-01"}}, next: unscheduled,
 			line:     "job db: never run",
 			fields:   map[string]any{"scheduled": false},
 			noFields: []string{"schedule", "next_run"}},
 		{name: "a scheduler runs it", job: &config.Job{Name: "web", VMs: []string{"web-01"}, Schedule: every}, next: atDue,
 			line:   "job web: never run; next run 2026-12-05 10:00:00 (every 1h)",
-			fields: map[string]any{"schedule": "every 1h", "scheduled": true, "next_run": due.Format(time.RFC3339Nano)}},
+			fields: map[string]any{"schedule": "every 1h", "scheduled": true, "scheduled_by": "the scheduler", "next_run": due.Format(time.RFC3339Nano)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
