@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -42,10 +44,11 @@ certificate: keep it on this host, readable by you only, and backed up.
 		subs: []*command{{
 			name:    "init",
 			summary: "Make the CA in DIR/ca and the control plane's credentials in DIR/ca/control.",
-			usage:   "ferry [--config DIR] ca init [--name NAME]",
+			usage:   "ferry [--config DIR] ca init [--name NAME] [--host H]...",
 			setup: func(fs *pflag.FlagSet) runFunc {
 				name := fs.String("name", pki.DefaultControlName, "the control plane's `NAME` in its certificate")
-				return func(e *env, args []string) error { return runCAInit(e, args, *name) }
+				hosts := fs.StringArray("host", nil, "a DNS name or IP `address` ferry server's API is reached at, for tools such as curl (this host's name and loopback are always in); repeatable")
+				return func(e *env, args []string) error { return runCAInit(e, args, *name, *hosts) }
 			},
 		}, {
 			name:    "issue",
@@ -87,7 +90,23 @@ func runCA(e *env, args []string) error {
 	return usagef("unknown subcommand %q: init, issue or list", args[0])
 }
 
-func runCAInit(e *env, pos []string, name string) error {
+// apiHosts are the names of this host the control plane's certificate
+// holds, besides those asked for: tools that check the certificate of
+// ferry server's API by address (curl, Prometheus) then accept it here.
+func apiHosts(extra []string) []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if h, err := os.Hostname(); err == nil && h != "localhost" && strings.Trim(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == "" && !strings.HasPrefix(h, "-") {
+		hosts = append(hosts, h)
+	}
+	for _, h := range extra {
+		if !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts
+}
+
+func runCAInit(e *env, pos []string, name string, hosts []string) error {
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q (use --config DIR to name the configuration folder)", pos[0])
 	}
@@ -95,7 +114,7 @@ func runCAInit(e *env, pos []string, name string) error {
 		return asUsage(err)
 	}
 	caDir := pki.CADir(e.configDir)
-	if err := pki.InitCA(caDir, pki.CAOptions{Name: name}); err != nil {
+	if err := pki.InitCA(caDir, pki.CAOptions{Name: name, Hosts: apiHosts(hosts)}); err != nil {
 		return err
 	}
 	c, err := pki.Load(pki.ControlDir(e.configDir))

@@ -30,3 +30,6 @@ func columns(f *os.File) int {
 	}
 	return int(ws.Col)
 }
+
+// notifyHangup sends SIGHUP to c: ferry server reloads its configuration.
+func notifyHangup(c chan<- os.Signal) { signal.Notify(c, syscall.SIGHUP) }

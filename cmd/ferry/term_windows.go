@@ -28,3 +28,7 @@ func columns(f *os.File) int {
 	}
 	return int(info.Window.Right-info.Window.Left) + 1
 }
+
+// notifyHangup does nothing: Windows has no SIGHUP (ferry server reloads
+// when a configuration file changes).
+func notifyHangup(chan<- os.Signal) {}

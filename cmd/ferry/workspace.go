@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/ferry-dr/ferry/config"
@@ -88,7 +89,7 @@ func (w *workspace) jobNames() []string {
 // workspace closes it.
 func (w *workspace) proxyPool() (*proxy.Pool, error) {
 	if w.pool == nil {
-		pool, err := w.newProxyPool()
+		pool, err := newProxyPool(w.cfg, w.env.log)
 		if err != nil {
 			return nil, err
 		}
@@ -97,15 +98,16 @@ func (w *workspace) proxyPool() (*proxy.Pool, error) {
 	return w.pool, nil
 }
 
-func (w *workspace) newProxyPool() (*proxy.Pool, error) {
-	names := make([]string, 0, len(w.cfg.Proxies))
-	members := make([]proxy.Member, 0, len(w.cfg.Proxies))
-	for _, p := range w.cfg.Proxies {
+// newProxyPool is the pool of cfg's proxies.
+func newProxyPool(cfg *config.Config, log hclog.Logger) (*proxy.Pool, error) {
+	names := make([]string, 0, len(cfg.Proxies))
+	members := make([]proxy.Member, 0, len(cfg.Proxies))
+	for _, p := range cfg.Proxies {
 		names = append(names, p.Name)
 		members = append(members, proxy.Member{Name: p.Name, Address: p.Address, Site: p.Site, MaxTasks: p.MaxTasks})
 	}
 	sort.Strings(names)
-	dir := pki.ControlDir(w.cfg.Dir)
+	dir := pki.ControlDir(cfg.Dir)
 	creds, err := pki.Load(dir)
 	if err != nil {
 		return nil, fmt.Errorf("the configuration declares proxies (%s) and ferry reaches them with the control plane's certificate: %w; create it with 'ferry ca init'", strings.Join(names, ", "), err)
@@ -113,7 +115,7 @@ func (w *workspace) newProxyPool() (*proxy.Pool, error) {
 	if id := creds.Identity(); id.Role != pki.RoleControl {
 		return nil, fmt.Errorf("%s holds a %s certificate (%s), not the control plane's; 'ferry ca init' makes the control plane's", dir, id.Role, id.Name)
 	}
-	return proxy.NewPool(members, creds, version, w.env.log), nil
+	return proxy.NewPool(members, creds, version, log), nil
 }
 
 func (w *workspace) engine() *engine.Engine {

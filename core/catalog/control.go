@@ -148,6 +148,23 @@ func (c *Catalog) controlled(job string) error {
 	if err != nil || ctl == nil {
 		return err
 	}
-	return fmt.Errorf("begin session of job %q: %s runs the jobs of this configuration; ask it to (ferry run with FERRY_ADDR set to its address) or stop it first: %w",
-		job, ctl, errors.Join(ErrControlled, errdefs.ErrFailedPrecondition))
+	return &controlledError{job: job, by: *ctl}
+}
+
+// controlledError is a session refused because a server holds the jobs.
+type controlledError struct {
+	job string
+	by  Controller
+}
+
+func (e *controlledError) Error() string {
+	how := "stop it first"
+	if e.by.Address != "" {
+		how = fmt.Sprintf("ask it (POST %s/v1/jobs/%s/run) or stop it first", e.by.Address, e.job)
+	}
+	return fmt.Sprintf("begin session of job %q: %s runs the jobs of this configuration; %s", e.job, e.by, how)
+}
+
+func (e *controlledError) Is(target error) bool {
+	return target == ErrControlled || target == errdefs.ErrFailedPrecondition
 }

@@ -68,6 +68,10 @@ type CAOptions struct {
 	ControlValidity time.Duration
 	// Now is the clock the certificates are dated by (time.Now when nil).
 	Now func() time.Time
+	// Hosts are DNS names and IP addresses to put in the control plane's
+	// certificate, for the tools that reach ferry server's API by address
+	// and check it (curl, Prometheus); ferry itself needs none.
+	Hosts []string
 }
 
 // InitCA creates a new CA in dir (dir/ca.crt, dir/ca.key with mode 0600)
@@ -140,7 +144,12 @@ func InitCA(dir string, opts CAOptions) error {
 	if err != nil {
 		return err
 	}
-	leaf, leafKey, err := issue(caCert, caKey, control, nil, now, opts.ControlValidity)
+	for _, h := range opts.Hosts {
+		if err := checkHost(h); err != nil {
+			return err
+		}
+	}
+	leaf, leafKey, err := issue(caCert, caKey, control, opts.Hosts, now, opts.ControlValidity)
 	if err != nil {
 		return err
 	}

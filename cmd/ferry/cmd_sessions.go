@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+)
+
+func init() {
+	register(&command{
+		name: "sessions",
+		summary: `List the sessions of the jobs, newest first.
+
+Each line is one session: its id, job, start, how long it took, its result,
+its VMs by result and the bytes it read and sent. 'ferry session ID' shows
+one whole. ferry server deletes sessions older than its --keep-sessions.`,
+		usage: "ferry [--config DIR] sessions [JOB] [--limit N] [--json]",
+		setup: func(fs *pflag.FlagSet) runFunc {
+			limit := fs.Int("limit", 20, "at most `N` sessions (0: all)")
+			asJSON := fs.Bool("json", false, "print JSON")
+			return func(e *env, args []string) error { return runSessions(e, args, *limit, *asJSON) }
+		},
+		complete: completeJobs,
+	})
+	register(&command{
+		name: "session",
+		summary: `Show one session: its VMs, their disks and what each one did.
+
+The ID is as 'ferry sessions' lists it, or an unambiguous start of it.`,
+		usage: "ferry [--config DIR] session ID [--json]",
+		setup: func(fs *pflag.FlagSet) runFunc {
+			asJSON := fs.Bool("json", false, "print JSON")
+			return func(e *env, args []string) error { return runSession(e, args, *asJSON) }
+		},
+	})
+}
+
+func runSessions(e *env, args []string, limit int, asJSON bool) error {
+	if len(args) > 1 {
+		return usagef("name at most one job")
+	}
+	if limit < 0 {
+		return usagef("--limit must be 0 or more")
+	}
+	w, err := openWorkspace(context.Background(), e)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	job := ""
+	if len(args) == 1 {
+		if _, err := w.job(args[0]); err != nil {
+			return err
+		}
+		job = args[0]
+	}
+	sessions, err := w.cat.Sessions(job, limit)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		out := make([]sessionSummary, 0, len(sessions))
+		for i := range sessions {
+			out = append(out, sessionSummary{Session: &sessions[i], Totals: sessions[i].Totals()})
+		}
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	if len(sessions) == 0 {
+		fmt.Fprintln(e.stdout, "no sessions")
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SESSION\tJOB\tSTARTED\tTOOK\tRESULT\tVMS\tREAD\tSENT")
+	for _, s := range sessions {
+		t := s.Totals()
+		took := "-"
+		if !s.Ended.IsZero() {
+			took = s.Ended.Sub(s.Started).Round(100 * time.Millisecond).String()
+		}
+		vms := fmt.Sprintf("%d ok", t.Success+t.Warning+t.Skipped)
+		if t.Failed > 0 {
+			vms += fmt.Sprintf(", %d failed", t.Failed)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Job, s.Started.Local().Format(time.DateTime), took, s.Result, vms, size(t.BytesRead), size(t.BytesSent))
+	}
+	return tw.Flush()
+}
+
+func runSession(e *env, args []string, asJSON bool) error {
+	if len(args) != 1 {
+		return usagef("name one session")
+	}
+	w, err := openWorkspace(context.Background(), e)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	s, err := findSession(w.cat, args[0])
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(sessionSummary{Session: s, Totals: s.Totals()})
+	}
+	t := s.Totals()
+	fmt.Fprintf(e.stdout, "session %s of job %s: %s\n", s.ID, s.Job, s.Result)
+	fmt.Fprintf(e.stdout, "  started %s", s.Started.Local().Format(time.DateTime))
+	if !s.Ended.IsZero() {
+		fmt.Fprintf(e.stdout, ", took %s", s.Ended.Sub(s.Started).Round(100*time.Millisecond))
+	}
+	fmt.Fprintf(e.stdout, "; read %s, sent %s, wrote %s\n", size(t.BytesRead), size(t.BytesSent), size(t.BytesWritten))
+	if s.Error != "" {
+		fmt.Fprintf(e.stdout, "  error: %s\n", s.Error)
+	}
+	for _, warn := range s.Warnings {
+		fmt.Fprintf(e.stdout, "  warning: %s\n", warn)
+	}
+	for _, vm := range s.VMs {
+		fmt.Fprintf(e.stdout, "  vm %s: %s", vm.VM, vm.Result)
+		if vm.RestorePoint != "" {
+			fmt.Fprintf(e.stdout, ", restore point %s", vm.RestorePoint)
+		}
+		fmt.Fprintln(e.stdout)
+		if vm.Error != "" {
+			fmt.Fprintf(e.stdout, "    error: %s\n", vm.Error)
+		}
+		for _, d := range vm.Disks {
+			line := fmt.Sprintf("    disk %d: %s, read %s, sent %s, wrote %s", d.Index, d.Mode, size(d.BytesRead), size(d.BytesSent), size(d.BytesWritten))
+			if d.SourceProxy != "" {
+				line += fmt.Sprintf(", proxies %s > %s", d.SourceProxy, d.TargetProxy)
+			}
+			if d.Busy != nil {
+				line += "; busy: " + d.Busy.String()
+			}
+			if d.Error != "" {
+				line += "; error: " + d.Error
+			}
+			fmt.Fprintln(e.stdout, line)
+		}
+	}
+	return nil
+}
+
+// findSession finds a session by its id or an unambiguous start of it.
+func findSession(cat *catalog.Catalog, id string) (*catalog.Session, error) {
+	if s, err := cat.Session(id); err == nil {
+		return s, nil
+	}
+	all, err := cat.Sessions("", 0)
+	if err != nil {
+		return nil, err
+	}
+	var match []catalog.Session
+	for _, s := range all {
+		if strings.HasPrefix(s.ID, id) {
+			match = append(match, s)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return nil, fmt.Errorf("no session %q ('ferry sessions' lists them)", id)
+	case 1:
+		return &match[0], nil
+	}
+	return nil, usagef("%q starts %d sessions' ids: give more of it", id, len(match))
+}

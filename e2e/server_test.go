@@ -1,0 +1,281 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/server"
+)
+
+// serverProc is a `ferry server` the test started.
+type serverProc struct {
+	cmd    *exec.Cmd
+	stderr *logWriter
+	url    string
+}
+
+// startServer starts `ferry server` on a free loopback port, in plaintext
+// (tokens are checked all the same), and waits until it serves.
+func (l *lab) startServer() *serverProc {
+	l.t.Helper()
+	s := &serverProc{stderr: newLogWriter()}
+	s.cmd = exec.Command(filepath.Join(bin, "ferry"), "-C", l.cfg, "server", "--insecure-plaintext", "--listen", "127.0.0.1:0")
+	s.cmd.Env = append(os.Environ(), "HOME="+l.t.TempDir(), "FERRY_PLUGIN_PATH=")
+	s.cmd.Stderr = s.stderr
+	if err := s.cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { s.kill() })
+	stop := make(chan struct{})
+	timer := time.AfterFunc(30*time.Second, func() { close(stop) })
+	defer timer.Stop()
+	if !s.stderr.waitFor("; stop with Ctrl-C", 0, stop) {
+		l.t.Fatalf("the server did not start:\n%s", s.stderr)
+	}
+	// "ferry server: N jobs; API on http://ADDR; stop with ..."
+	_, rest, _ := strings.Cut(s.stderr.String(), "API on ")
+	s.url, _, _ = strings.Cut(rest, ";")
+	return s
+}
+
+func (s *serverProc) kill() {
+	if s.cmd != nil && s.cmd.Process != nil && s.cmd.ProcessState == nil {
+		s.cmd.Process.Signal(syscall.SIGKILL)
+		s.cmd.Wait()
+	}
+}
+
+// waitLog waits for s in the server's log after mark.
+func (s *serverProc) waitLog(t *testing.T, what string, mark int, within time.Duration) {
+	t.Helper()
+	stop := make(chan struct{})
+	timer := time.AfterFunc(within, func() { close(stop) })
+	defer timer.Stop()
+	if !s.stderr.waitFor(what, mark, stop) {
+		t.Fatalf("the server did not log %q within %v:\n%s", what, within, s.stderr.String()[mark:])
+	}
+}
+
+// call makes an API call with a token and decodes the answer into out.
+func (s *serverProc) call(t *testing.T, token, method, path string, out any) int {
+	t.Helper()
+	req, err := http.NewRequest(method, s.url+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode < 300 {
+		if b, ok := out.(*[]byte); ok {
+			*b = body
+		} else if err := json.Unmarshal(body, out); err != nil {
+			t.Fatalf("%s %s: %v: %s", method, path, err, body)
+		}
+	}
+	return resp.StatusCode
+}
+
+// hookReceiver records the webhook notices it is posted.
+type hookReceiver struct {
+	mu  sync.Mutex
+	got []server.Notice
+	bad int
+}
+
+const hookSecret = "e2e-webhook-secret-0123456789"
+
+func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var n server.Notice
+	if !server.Verify(hookSecret, body, r.Header.Get("X-Ferry-Signature-256")) || json.Unmarshal(body, &n) != nil {
+		h.bad++
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	h.got = append(h.got, n)
+}
+
+func (h *hookReceiver) events() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[string]int{}
+	for _, n := range h.got {
+		out[n.Event]++
+	}
+	return out
+}
+
+func (l *lab) writeServerConfig(hook, extra string) {
+	l.writeConfig(fmt.Sprintf(`
+source "local" "prod"     { path = "../prod" }
+target "local" "dr"       { path = "../dr" }
+repository "local" "meta" { path = "../meta" }
+
+job "e2e" {
+  source     = source.local.prod
+  target     = target.local.dr
+  repository = repository.local.meta
+  vms        = ["web-01"]
+  schedule   = "every 2s"
+  rpo        = "1h"
+  retention { restore_points = 3 }
+}
+
+webhook "test" {
+  url    = %q
+  secret = %q
+}
+%s`, hook, hookSecret, extra))
+}
+
+func TestServerRunsTheSchedules(t *testing.T) {
+	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"16MiB"}})
+	hooks := &hookReceiver{}
+	hookSrv := httptest.NewServer(hooks)
+	defer hookSrv.Close()
+	l.writeServerConfig(hookSrv.URL, "")
+	l.write("web-01", 0, 0, 4<<20)
+	operator := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "ops", "--role", "operator").stdout)
+	reader := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "dash").stdout)
+	if !strings.HasPrefix(operator, "ferry_") || !strings.HasPrefix(reader, "ferry_") {
+		t.Fatalf("tokens %q %q", operator, reader)
+	}
+
+	s := l.startServer()
+	// Two scheduled sessions end well.
+	s.waitLog(t, `"session ended"`, 0, 30*time.Second)
+	mark := s.stderr.mark()
+	s.waitLog(t, `"session ended"`, mark, 30*time.Second)
+
+	// A person's run is refused while the server holds the jobs.
+	if r := ferry(t, l.cfg, "run", "e2e"); r.code != 1 || !strings.Contains(r.stderr, "runs the jobs of this configuration") || !strings.Contains(r.stderr, s.url) {
+		t.Fatalf("ferry run beside the server: %s", r)
+	}
+	// The API: the job, its sessions, who may act.
+	var jobs []server.JobStatus
+	if code := s.call(t, reader, "GET", "/v1/jobs", &jobs); code != 200 || len(jobs) != 1 || jobs[0].Schedule != "every 2s" || jobs[0].Next == nil || jobs[0].Last == nil {
+		t.Fatalf("GET /v1/jobs: %d %+v", code, jobs)
+	}
+	var sessions []catalog.Session
+	if code := s.call(t, reader, "GET", "/v1/sessions?job=e2e", &sessions); code != 200 || len(sessions) < 2 || sessions[len(sessions)-1].Result != catalog.ResultSuccess {
+		t.Fatalf("GET /v1/sessions: %d %+v", code, sessions)
+	}
+	if code := s.call(t, reader, "POST", "/v1/jobs/e2e/run", nil); code != http.StatusForbidden {
+		t.Fatalf("a read token ran a job: %d", code)
+	}
+	if code := s.call(t, "ferry_made_up", "GET", "/v1/jobs", nil); code != http.StatusUnauthorized {
+		t.Fatalf("a made-up token read: %d", code)
+	}
+	if code := s.call(t, operator, "POST", "/v1/jobs/e2e/run", nil); code != http.StatusAccepted {
+		t.Fatalf("an operator token could not run a job: %d", code)
+	}
+	// Tokens are listed, and a revoked one stops at once.
+	if r := ferry(t, l.cfg, "token", "list"); r.code != 0 || !strings.Contains(r.stdout, "dash") || !strings.Contains(r.stdout, "operator") || strings.Contains(r.stdout, "ferry_") {
+		t.Fatalf("token list: %s", r)
+	}
+	spare := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "spare").stdout)
+	if code := s.call(t, spare, "GET", "/v1/jobs", nil); code != 200 {
+		t.Fatalf("a new token: %d", code)
+	}
+	if r := ferry(t, l.cfg, "token", "revoke", "spare"); r.code != 0 {
+		t.Fatalf("token revoke: %s", r)
+	}
+	if code := s.call(t, spare, "GET", "/v1/jobs", nil); code != http.StatusUnauthorized {
+		t.Fatalf("a revoked token read: %d", code)
+	}
+	// The metrics parse and count the sessions.
+	var text []byte
+	if code := s.call(t, reader, "GET", "/metrics", &text); code != 200 {
+		t.Fatalf("GET /metrics: %d", code)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(string(text)))
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	if f := fams["ferry_sessions_total"]; f == nil || len(f.GetMetric()) == 0 || f.GetMetric()[0].GetCounter().GetValue() < 2 {
+		t.Fatalf("ferry_sessions_total: %v", f)
+	}
+	if f := fams["ferry_rpo_breached"]; f == nil || f.GetMetric()[0].GetGauge().GetValue() != 0 {
+		t.Fatalf("ferry_rpo_breached: %v", f)
+	}
+
+	// A broken configuration is reported and the running one kept; a
+	// good one is taken.
+	if err := os.WriteFile(filepath.Join(l.cfg, "broken.hcl"), []byte("job {"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mark = s.stderr.mark()
+	s.waitLog(t, "the running one is kept", mark, 30*time.Second)
+	s.waitLog(t, `"session ended"`, mark, 30*time.Second)
+	if err := os.Remove(filepath.Join(l.cfg, "broken.hcl")); err != nil {
+		t.Fatal(err)
+	}
+	s.waitLog(t, "configuration reloaded", mark, 30*time.Second)
+
+	// kill -9 while a session runs; the restart runs the missed run once,
+	// and the next point is exact.
+	mark = s.stderr.mark()
+	s.waitLog(t, `"session starts"`, mark, 30*time.Second)
+	s.kill()
+	l.write("web-01", 0, 8<<20, 2<<20)
+	want := l.source("web-01", 0)
+	s = l.startServer()
+	s.waitLog(t, "a run fell due while no server ran", 0, 30*time.Second)
+	s.waitLog(t, `"session ended"`, 0, 60*time.Second)
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Wait(); err != nil || !strings.Contains(s.stderr.String(), "ferry server: stopped") {
+		t.Fatalf("the server after SIGTERM: %v\n%s", err, s.stderr)
+	}
+	if n := strings.Count(s.stderr.String(), "a run fell due while no server ran"); n != 1 {
+		t.Fatalf("the missed run ran %d times", n)
+	}
+	ps := l.points("web-01")
+	if len(ps) == 0 {
+		t.Fatal("no restore point")
+	}
+	sameBytes(t, "the newest point after the restart", l.point("web-01", ps[len(ps)-1].ID, 0), want)
+	// Once the server is gone, a person may run the job again.
+	if r := l.run(); r.code != 0 {
+		t.Fatalf("ferry run after the server stopped: %d\n%s", r.code, r.stderr)
+	}
+	// The sessions are kept, listed and shown.
+	var listed []session
+	if r := ferry(t, l.cfg, "sessions", "e2e", "--json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &listed) != nil || len(listed) < 4 {
+		t.Fatalf("sessions --json: %s", r)
+	}
+	if r := ferry(t, l.cfg, "sessions"); r.code != 0 || strings.Count(r.stdout, " e2e ") < 4 {
+		t.Fatalf("sessions: %s", r)
+	}
+	if r := ferry(t, l.cfg, "session", listed[0].ID[:len(listed[0].ID)-2]); r.code != 0 || !strings.Contains(r.stdout, "session "+listed[0].ID+" of job e2e") || !strings.Contains(r.stdout, "vm web-01: success") {
+		t.Fatalf("session: %s", r)
+	}
+	// The webhook heard the sessions, signed.
+	if ev := hooks.events(); ev["session.ended"] < 3 || hooks.bad > 0 {
+		t.Fatalf("webhook notices %v, %d badly signed", ev, hooks.bad)
+	}
+}
