@@ -97,6 +97,27 @@ show ferry failover undo demo web-01
 show ferry run demo
 show ferry status
 
+step "ferry server runs the schedule (every 5s here), with an API and metrics"
+sed -i 's/schedule   = "every 15m"/schedule   = "every 5s"\n  rpo        = "1h"/' main.hcl
+token=$(ferry token create demo --role read 2>/dev/null)
+ferry server --insecure-plaintext --listen 127.0.0.1:0 2>"$lab/server.log" &
+server=$!
+for _ in $(seq 100); do
+  grep -q '"session ended"' "$lab/server.log" 2>/dev/null && break
+  sleep 0.2
+done
+api=$(sed -n 's/.*API on \([^;]*\);.*/\1/p' "$lab/server.log")
+echo "the server's log ($lab/server.log):"
+grep -E '"session (starts|ended)"' "$lab/server.log" | head -4
+show ferry status
+if command -v curl >/dev/null; then
+  printf '$ curl -H "Authorization: Bearer $token" %s/metrics | grep ferry_sessions_total\n' "$api"
+  curl -s -H "Authorization: Bearer $token" "$api/metrics" | grep '^ferry_sessions_total'
+fi
+kill -TERM $server
+wait $server
+show ferry sessions demo --limit 3
+
 step "The local lab is done"
 echo "Its files are in $lab (delete them when done). Try: cd $lab/config && ferry plan"
 
