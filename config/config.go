@@ -178,6 +178,7 @@ type Job struct {
 	NetworkMap           []NetworkMapping
 	ReIP                 []ReIPRule
 	Transfer             Transfer
+	Retry                Retry
 
 	// Body is the job's body, for pointing at its parts in later
 	// diagnostics (see PathRange).
@@ -222,6 +223,26 @@ type Retention struct {
 
 // DefaultRestorePoints is the retention when a job does not say.
 const DefaultRestorePoints = 7
+
+// Retry says how a session tries again the VMs that failed: after its
+// first pass over the job's VMs, it waits Wait and tries again those whose
+// error may go away by waiting, until each was tried Attempts times. What
+// counts as such an error is the engine's to decide (engine.Retryable).
+type Retry struct {
+	// Attempts is how many times a session tries a VM, the first try
+	// included: 1 never tries again. The loader's default is
+	// DefaultRetryAttempts; the zero Retry (a Job built in code) tries
+	// once.
+	Attempts  int
+	Wait      time.Duration
+	DeclRange hcl.Range // zero when the job has no retry block
+}
+
+// The retry settings of a job that does not say: Veeam's defaults.
+const (
+	DefaultRetryAttempts = 3
+	DefaultRetryWait     = 10 * time.Minute
+)
 
 // NetworkMapping connects replicas to network To where the source VM is on
 // network From.

@@ -196,6 +196,7 @@ func dumpConfig(c *Config) string {
 		}
 		t := j.Transfer
 		fmt.Fprintf(&b, "  transfer compression %s throttle %d B/s max_tasks %d block_size %d\n", t.Compression, t.Throttle, t.MaxTasks, t.BlockSize)
+		fmt.Fprintf(&b, "  retry %d attempts, wait %s\n", j.Retry.Attempts, j.Retry.Wait)
 	}
 	for _, r := range c.TrafficRules {
 		fmt.Fprintf(&b, "traffic_rule %s (%s)\n", r.Name, r.DeclRange)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -35,6 +36,7 @@ var jobSchema = &hcl.BodySchema{
 		{Type: "network_map"},
 		{Type: "re_ip"},
 		{Type: "transfer"},
+		{Type: "retry"},
 	},
 }
 
@@ -58,6 +60,10 @@ var (
 		{Name: "max_tasks"},
 		{Name: "block_size"},
 	}}
+	retrySchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+		{Name: "attempts"},
+		{Name: "wait"},
+	}}
 )
 
 // Bounds of a transfer's block size.
@@ -74,6 +80,7 @@ func (l *loader) decodeJob(b *hcl.Block) *Job {
 		ReplicaSuffix: DefaultReplicaSuffix,
 		Retention:     Retention{RestorePoints: DefaultRestorePoints},
 		Transfer:      Transfer{Compression: CompressionAuto},
+		Retry:         Retry{Attempts: DefaultRetryAttempts, Wait: DefaultRetryWait},
 		Body:          b.Body,
 		DeclRange:     b.DefRange,
 	}
@@ -130,7 +137,7 @@ func (l *loader) decodeJob(b *hcl.Block) *Job {
 		}
 	}
 
-	var retention, transfer *hcl.Block
+	var retention, transfer, retry *hcl.Block
 	fromSeen := map[string]hcl.Range{}
 	subnetSeen := map[netip.Prefix]hcl.Range{}
 	for _, blk := range content.Blocks {
@@ -142,6 +149,10 @@ func (l *loader) decodeJob(b *hcl.Block) *Job {
 		case "transfer":
 			if l.single(j, blk, &transfer) {
 				j.Transfer = l.transfer(blk)
+			}
+		case "retry":
+			if l.single(j, blk, &retry) {
+				j.Retry = l.retry(blk)
 			}
 		case "network_map":
 			if m, ok := l.networkMapping(blk, fromSeen); ok {
@@ -336,6 +347,38 @@ func (l *loader) retention(b *hcl.Block) Retention {
 				l.errorf(a.Expr.Range(), "Invalid restore_points", "A replica keeps at least 1 restore point; restore_points is %d.", n)
 			} else {
 				r.RestorePoints, r.Range = n, a.Expr.Range()
+			}
+		}
+	}
+	return r
+}
+
+// retry reads how a session tries again the VMs that failed; what it
+// leaves out keeps its default.
+func (l *loader) retry(b *hcl.Block) Retry {
+	r := Retry{Attempts: DefaultRetryAttempts, Wait: DefaultRetryWait, DeclRange: b.DefRange}
+	content, diags := b.Body.Content(retrySchema)
+	l.diags = append(l.diags, diags...)
+	if a, ok := content.Attributes["attempts"]; ok {
+		if n, set, ok := evalInt(a, l.ctx, &l.diags); ok && set {
+			if n < 1 {
+				l.errorf(a.Expr.Range(), "Invalid attempts",
+					"A session tries each VM at least once; attempts is %d. It counts the first try: 1 never tries again.", n)
+			} else {
+				r.Attempts = n
+			}
+		}
+	}
+	if a, ok := content.Attributes["wait"]; ok {
+		if s, ok := evalString(a, l.ctx, &l.diags); ok && s != "" {
+			d, err := time.ParseDuration(s)
+			switch {
+			case err != nil:
+				l.errorf(a.Expr.Range(), "Invalid wait", "wait %q is not a duration; use h, m and s, like 10m, 90s or 1h30m.", s)
+			case d < 0:
+				l.errorf(a.Expr.Range(), "Invalid wait", "wait %q is negative; it is the time between one try of the VMs that failed and the next (\"0s\" tries again at once).", s)
+			default:
+				r.Wait = d
 			}
 		}
 	}

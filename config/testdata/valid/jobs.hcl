@@ -33,6 +33,10 @@ job "web-tier" {
     max_tasks   = 2
     block_size  = "16KiB"
   }
+  retry {
+    attempts = 5
+    wait     = "2m30s"
+  }
 }
 
 job "db" {
@@ -44,4 +48,5 @@ job "db" {
     throttle   = "1.5 MiB/s"
     block_size = 65536
   }
+  retry { attempts = 1 }
 }
