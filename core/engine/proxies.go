@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"github.com/ferry-dr/ferry/core/proxy"
 	"github.com/ferry-dr/ferry/core/replicameta"
 	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // proxyNames are the proxies a job may use; nil when any may be used.
@@ -62,7 +62,7 @@ func wireBlock(b *config.PluginBlock) proxy.Block { return proxy.Block{Type: b.T
 // replica disk.
 func (r *run) remoteDisk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.SnapshotDisk, replica *sdk.Replica, fresh bool, bind replicameta.Binding, req datamover.Request, bs int, total int64, res *catalog.DiskResult) error {
 	if r.job.Repository == nil {
-		return errors.New("the job runs on proxies but names no repository: the default one is a folder on the control plane's host, which the proxies cannot reach; add repository = repository.TYPE.NAME to the job")
+		return fmt.Errorf("the job runs on proxies but names no repository: the default one is a folder on the control plane's host, which the proxies cannot reach; add repository = repository.TYPE.NAME to the job: %w", errdefs.ErrInvalidArgument)
 	}
 	var halfway sync.Once
 	t := ProxyTask(r.job, name)

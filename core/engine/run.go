@@ -140,22 +140,24 @@ func (r *run) notice(vm, format string, args ...any) {
 
 func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult) error {
 	job := r.job
+	// The errors keep their class (%w), so that Retryable can tell
+	// what waiting may cure from what it cannot.
 	fail := func(format string, args ...any) error {
-		return fmt.Errorf("job %q vm %q: %s", job.Name, name, fmt.Sprintf(format, args...))
+		return fmt.Errorf("job %q vm %q: %w", job.Name, name, fmt.Errorf(format, args...))
 	}
 
 	if rec, err := r.e.Catalog.Replica(job.Name, name); err == nil && rec.State == sdk.ReplicaCommitted {
-		return fail("its replica was committed to a permanent failover; remove the VM from the job")
+		return fail("its replica was committed to a permanent failover; remove the VM from the job: %w", errdefs.ErrFailedPrecondition)
 	}
 	vm, err := r.src.DescribeVM(ctx, name)
 	if errors.Is(err, errdefs.ErrNotFound) {
-		return fail("not found on source %s: %v", job.Source.Address(), err)
+		return fail("not found on source %s: %w", job.Source.Address(), err)
 	}
 	if err != nil {
-		return fail("describe: %v", err)
+		return fail("describe: %w", err)
 	}
 	if other, dup := r.seen[vm.ID]; dup && vm.ID != "" {
-		return fail("names the same VM as %q (id %s), which this session replicates; list the VM once in the job", other, vm.ID)
+		return fail("names the same VM as %q (id %s), which this session replicates; list the VM once in the job: %w", other, vm.ID, errdefs.ErrInvalidArgument)
 	}
 	if r.seen == nil {
 		r.seen = map[string]string{}
@@ -186,7 +188,7 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 	}
 	snap, err := r.src.CreateSnapshot(ctx, sdk.SnapshotRequest{VM: name, Name: SnapshotPrefix(job.Name) + r.sess.ID, Quiesce: quiesce})
 	if err != nil {
-		return fail("snapshot: %v", err)
+		return fail("snapshot: %w", err)
 	}
 	r.e.hook(StepSnapshotted, name)
 	snapshotRemoved := false
@@ -219,12 +221,12 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 	}
 	point, err := r.tgt.CreateRestorePoint(ctx, replica.ID, labels)
 	if err != nil {
-		return fail("create restore point: %v", err)
+		return fail("create restore point: %w", err)
 	}
 	res.RestorePoint = point.ID
 	r.e.hook(StepPointCreated, name)
 	if err := r.commitCatalog(name, vm, replica, point, snap, disks); err != nil {
-		return fail("record restore point %s: %v", point.ID, err)
+		return fail("record restore point %s: %w", point.ID, err)
 	}
 	r.e.hook(StepCataloged, name)
 
@@ -266,7 +268,7 @@ func Owner(job *config.Job, vm *sdk.VM) sdk.ReplicaOwner {
 func (r *run) replica(ctx context.Context, name string, vm *sdk.VM, replicaName string) (*sdk.Replica, bool, []sdk.RestorePoint, error) {
 	job := r.job
 	fail := func(format string, args ...any) (*sdk.Replica, bool, []sdk.RestorePoint, error) {
-		return nil, false, nil, fmt.Errorf("job %q vm %q: %s", job.Name, name, fmt.Sprintf(format, args...))
+		return nil, false, nil, fmt.Errorf("job %q vm %q: %w", job.Name, name, fmt.Errorf(format, args...))
 	}
 	owner := Owner(job, vm)
 	replica, err := r.tgt.GetReplica(ctx, replicaName)
@@ -275,11 +277,11 @@ func (r *run) replica(ctx context.Context, name string, vm *sdk.VM, replicaName 
 	case errors.Is(err, errdefs.ErrNotFound):
 		replica, err = r.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: replicaName, VM: *vm, NetworkMap: networkMap(job), Owner: owner})
 		if err != nil {
-			return fail("create replica %q on %s: %v", replicaName, job.Target.Address(), err)
+			return fail("create replica %q on %s: %w", replicaName, job.Target.Address(), err)
 		}
 		fresh = true
 	case err != nil:
-		return fail("replica %q on %s: %v", replicaName, job.Target.Address(), err)
+		return fail("replica %q on %s: %w", replicaName, job.Target.Address(), err)
 	}
 	var points []sdk.RestorePoint
 	listed := false
@@ -287,18 +289,18 @@ func (r *run) replica(ctx context.Context, name string, vm *sdk.VM, replicaName 
 		// A replica from before owners were recorded: this job's when its
 		// restore points say so (or it has none), and then adopted.
 		if points, err = r.tgt.ListRestorePoints(ctx, replica.ID); err != nil {
-			return fail("list restore points of %q: %v", replicaName, err)
+			return fail("list restore points of %q: %w", replicaName, err)
 		}
 		listed = true
 		for _, p := range points {
 			if j, v := p.Labels[LabelJob], p.Labels[LabelVM]; j != "" && (j != job.Name || v != name) {
-				return fail("replica %q on %s holds restore point %s of job %q VM %q, not of this job's VM: refusing to write into another job's replica; give one of the jobs another replica_suffix or target",
-					replicaName, job.Target.Address(), p.ID, j, v)
+				return fail("replica %q on %s holds restore point %s of job %q VM %q, not of this job's VM: refusing to write into another job's replica; give one of the jobs another replica_suffix or target: %w",
+					replicaName, job.Target.Address(), p.ID, j, v, errdefs.ErrFailedPrecondition)
 			}
 		}
 		adopted, err := r.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: replicaName, VM: *vm, NetworkMap: networkMap(job), Owner: owner})
 		if err != nil {
-			return fail("record the owner of replica %q on %s: %v", replicaName, job.Target.Address(), err)
+			return fail("record the owner of replica %q on %s: %w", replicaName, job.Target.Address(), err)
 		}
 		if adopted.ID != replica.ID {
 			return fail("replica %q on %s changed while its owner was recorded (id %s, now %s); run again", replicaName, job.Target.Address(), replica.ID, adopted.ID)
@@ -309,8 +311,8 @@ func (r *run) replica(ctx context.Context, name string, vm *sdk.VM, replicaName 
 		replica = adopted
 	}
 	if !replica.Owner.IsZero() && replica.Owner != owner {
-		return fail("replica %q on %s belongs to %s, not to this job's VM %s of %s: refusing to write into it; give one of the jobs another replica_suffix or target",
-			replicaName, job.Target.Address(), replica.Owner, vm.ID, job.Source.Address())
+		return fail("replica %q on %s belongs to %s, not to this job's VM %s of %s: refusing to write into it; give one of the jobs another replica_suffix or target: %w",
+			replicaName, job.Target.Address(), replica.Owner, vm.ID, job.Source.Address(), errdefs.ErrFailedPrecondition)
 	}
 	if rec, err := r.e.Catalog.Replica(job.Name, name); err == nil && rec.ReplicaID != replica.ID {
 		why := fmt.Sprintf("replica %q (id %s) is gone from %s", rec.ReplicaName, rec.ReplicaID, job.Target.Address())
@@ -319,7 +321,7 @@ func (r *run) replica(ctx context.Context, name string, vm *sdk.VM, replicaName 
 		}
 		gone, err := r.e.Catalog.RetireReplica(job.Name, name, why)
 		if err != nil {
-			return fail("record that %s: %v", why, err)
+			return fail("record that %s: %w", why, err)
 		}
 		verb := "filled from the source"
 		if !fresh {
@@ -331,11 +333,11 @@ func (r *run) replica(ctx context.Context, name string, vm *sdk.VM, replicaName 
 		return nil, false, nil, errFailedOver{replica: replicaName, point: replica.FailoverPoint}
 	}
 	if replica.State != sdk.ReplicaReady {
-		return fail("replica %q is %s; undo or commit the failover before replicating again", replicaName, replica.State)
+		return fail("replica %q is %s; undo or commit the failover before replicating again: %w", replicaName, replica.State, errdefs.ErrFailedPrecondition)
 	}
 	if !listed {
 		if points, err = r.tgt.ListRestorePoints(ctx, replica.ID); err != nil {
-			return fail("list restore points of %q: %v", replicaName, err)
+			return fail("list restore points of %q: %w", replicaName, err)
 		}
 	}
 	return replica, fresh, points, nil
@@ -561,7 +563,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	start := r.e.now()
 	res := catalog.DiskResult{Index: d.Index, Size: d.Capacity}
 	fail := func(format string, args ...any) (catalog.DiskResult, error) {
-		err := fmt.Errorf("job %q vm %q disk %d: %s", r.job.Name, name, d.Index, fmt.Sprintf(format, args...))
+		err := fmt.Errorf("job %q vm %q disk %d: %w", r.job.Name, name, d.Index, fmt.Errorf(format, args...))
 		res.Error = err.Error()
 		res.Duration = r.e.now().Sub(start)
 		r.e.emit(Event{Kind: DiskFinished, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Err: err})
@@ -589,7 +591,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		case errors.Is(err, errdefs.ErrChangeIDReset):
 			why = "change tracking was reset since the last restore point"
 		case err != nil:
-			return fail("changed areas since %s: %v", changeID, err)
+			return fail("changed areas since %s: %w", changeID, err)
 		default:
 			res.Mode = catalog.ModeChangeTracking
 			if changed == nil {
@@ -614,7 +616,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 			return nil
 		})
 		if err != nil {
-			return fail("allocated areas: %v", err)
+			return fail("allocated areas: %w", err)
 		}
 		if alloc == nil {
 			alloc = []sdk.Extent{}
@@ -643,7 +645,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	}
 	if r.e.Proxies != nil {
 		if err := r.remoteDisk(ctx, name, snap, d, replica, fresh, bind, req, bs, total, &res); err != nil {
-			return fail("%v", err)
+			return fail("%w", err)
 		}
 		res.Duration = r.e.now().Sub(start)
 		r.e.emit(Event{Kind: DiskFinished, Session: r.sess.ID, Job: r.job.Name, VM: name, Disk: d.Index, Mode: res.Mode, Lane: res.Lane, Done: total, Total: total, Busy: res.Busy})
@@ -652,7 +654,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 
 	w, err := r.tgt.OpenReplicaDisk(ctx, replica.ID, d.Index, d.Capacity)
 	if err != nil {
-		return fail("open the replica disk: %v", err)
+		return fail("open the replica disk: %w", err)
 	}
 	wClosed := false
 	defer func() {
@@ -662,7 +664,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	}()
 	src, err := r.src.OpenSnapshotDisk(ctx, name, snap.ID, d.Index)
 	if err != nil {
-		return fail("open the snapshot disk: %v", err)
+		return fail("open the snapshot disk: %w", err)
 	}
 	srcClosed := false
 	defer func() {
@@ -686,7 +688,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		},
 	})
 	if err != nil {
-		return fail("replica metadata: %v", err)
+		return fail("replica metadata: %w", err)
 	}
 	if why := store.Distrusted(); why != "" {
 		r.distrusted(name, d.Index, fresh, why)
@@ -718,18 +720,18 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	// mover spent handing them over beyond the writes is the throttle.
 	res.Busy = stagesOf(st, st.SendBusy-recv.Busy().Total(), recv.Busy().Total())
 	if err != nil {
-		return fail("move: %v", err)
+		return fail("move: %w", err)
 	}
 	srcClosed = true
 	if err := src.Close(); err != nil {
-		return fail("the snapshot disk: %v", err)
+		return fail("the snapshot disk: %w", err)
 	}
 	wClosed = true
 	if err := w.Close(); err != nil {
-		return fail("flush the replica disk: %v", err)
+		return fail("flush the replica disk: %w", err)
 	}
 	if err := store.Finish(ctx, d.Capacity); err != nil {
-		return fail("replica metadata: %v", err)
+		return fail("replica metadata: %w", err)
 	}
 	if ms := store.Stats(); ms.SegmentsRecomputed > 0 {
 		r.recomputed(name, d.Index, ms.SegmentsRecomputed, ms.BytesRecomputed)
