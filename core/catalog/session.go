@@ -129,7 +129,12 @@ type VMResult struct {
 	Result       Result        `json:"result"`
 	Error        string        `json:"error,omitempty"`
 	Duration     time.Duration `json:"duration_ns,omitempty"`
-	Disks        []DiskResult  `json:"disks,omitempty"`
+	// Attempts is how many times the session tried the VM (its job's
+	// retry block may ask for more than one); the rest of the result is
+	// the last attempt's. 0 for a VM refused before any attempt, and in
+	// sessions of ferry versions that did not record it.
+	Attempts int          `json:"attempts,omitempty"`
+	Disks    []DiskResult `json:"disks,omitempty"`
 }
 
 // DiskResult is what a session did to one disk of a VM.
@@ -261,6 +266,9 @@ func checkVMResult(vm VMResult) error {
 	}
 	if !vm.Result.valid() {
 		return fmt.Errorf("vm %q: unknown result %q: %w", vm.VM, vm.Result, errdefs.ErrInvalidArgument)
+	}
+	if vm.Attempts < 0 {
+		return fmt.Errorf("vm %q: %d attempts: %w", vm.VM, vm.Attempts, errdefs.ErrInvalidArgument)
 	}
 	for _, d := range vm.Disks {
 		switch d.Mode {

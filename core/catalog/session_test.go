@@ -235,6 +235,7 @@ func TestSaveSessionInvalid(t *testing.T) {
 		{"vm without name", func(s *Session) { s.VMs[0].VM = "" }, "empty vm"},
 		{"vm result", func(s *Session) { s.VMs[0].Result = "done" }, `vm "web-01": unknown result "done"`},
 		{"vm twice", func(s *Session) { s.VMs = append(s.VMs, s.VMs[0]) }, `vm "web-01" listed twice`},
+		{"vm attempts", func(s *Session) { s.VMs[0].Attempts = -1 }, `vm "web-01": -1 attempts`},
 		{"disk mode", func(s *Session) { s.VMs[0].Disks = []DiskResult{{Index: 1, Mode: "cbt"}} }, `disk 1: unknown mode "cbt"`},
 		{"disk lane", func(s *Session) { s.VMs[0].Disks = []DiskResult{{Index: 2, Lane: "hotadd"}} }, `disk 2: unknown lane "hotadd"`},
 		{"start out of range", func(s *Session) { s.Started = time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC) }, "out of range"},
@@ -293,8 +294,8 @@ func TestSaveSessionVMConcurrently(t *testing.T) {
 				errs <- err
 				return
 			}
-			// The same VM again: replaced, not added.
-			errs <- c.SaveSessionVM(s.ID, VMResult{VM: vm, Result: ResultSuccess, Disks: []DiskResult{{Index: 0, BytesSent: int64(i)}}})
+			// The same VM again, as a retry: replaced, not added.
+			errs <- c.SaveSessionVM(s.ID, VMResult{VM: vm, Result: ResultSuccess, Attempts: 2, Disks: []DiskResult{{Index: 0, BytesSent: int64(i)}}})
 		}()
 	}
 	wg.Wait()
@@ -311,6 +312,11 @@ func TestSaveSessionVMConcurrently(t *testing.T) {
 	tot := got.Totals()
 	if tot.VMs != vms || tot.Success != vms || tot.BytesSent != vms*(vms-1)/2 {
 		t.Fatalf("after concurrent VM results: %+v", tot)
+	}
+	for _, vm := range got.VMs {
+		if vm.Attempts != 2 {
+			t.Fatalf("vm %s: %d attempts recorded, want the second result's 2", vm.VM, vm.Attempts)
+		}
 	}
 }
 

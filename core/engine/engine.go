@@ -39,7 +39,10 @@ type Engine struct {
 	// Link is what lies between the data movers; it picks the codec of
 	// compression "auto".
 	Link datamover.Link
-	// Clock gives the time; time.Now when nil.
+	// Clock gives the time; time.Now when nil. The wait between a
+	// session's attempts at its VMs (a job's retry block) runs on the
+	// runtime's timers, not on Clock: tests run it in a testing/synctest
+	// bubble.
 	Clock func() time.Time
 	// Hook, when set, is called at each step of a VM's commit sequence,
 	// before the step's effects are visible to the next. Tests use it to
@@ -118,7 +121,11 @@ type Event struct {
 	Err  error
 	// Result is a VM's result, in VMFinished events.
 	Result catalog.Result
-	Time   time.Time
+	// Attempt counts the tries at a VM in this session, from 1: in
+	// VMStarted (1), in VMFinished (the VM's last attempt) and in the
+	// notices of a VM's retries (the attempt they are about).
+	Attempt int
+	Time    time.Time
 }
 
 func (e *Engine) now() time.Time {

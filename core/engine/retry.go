@@ -1,8 +1,13 @@
 package engine
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"strings"
+	"time"
 
+	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
@@ -51,4 +56,148 @@ func permanentClass(err error) error {
 		}
 	}
 	return nil
+}
+
+// vms replicates the session's VMs: a first pass over all of them, then,
+// as the job's retry block asks, passes over those whose last attempt
+// failed with a Retryable error, each after the job's wait, until each was
+// tried Retry.Attempts times. A VM's result in the session is its last
+// attempt's, with the number of attempts. VMStarted and VMFinished enclose
+// all the attempts at a VM; notices say when a VM is tried again and
+// why, or why not.
+//
+// A retried VM runs as the next session would: the failed attempt left
+// every earlier restore point as it was, and the new attempt takes a new
+// snapshot (removing the one the failed attempt may have left) and copies
+// what changed since the newest restore point.
+//
+// When ctx ends, during an attempt or the wait, the session ends at once
+// as interrupted sessions do: the VMs not tried again keep the result of
+// their last attempt.
+func (r *run) vms(ctx context.Context, vms []string) error {
+	job := r.job
+	attempts := max(job.Retry.Attempts, 1)
+	// last holds the error of the last attempt at each VM to be tried
+	// again: VMs whose events are not finished yet.
+	last := map[string]error{}
+	pending := vms
+	for attempt := 1; len(pending) > 0; attempt++ {
+		if attempt > 1 {
+			if err := r.pause(ctx, pending, attempt, attempts); err != nil {
+				r.abandon(pending, last)
+				return fmt.Errorf("job %q: %w", job.Name, err)
+			}
+		}
+		var again []string
+		for i, name := range pending {
+			if err := ctx.Err(); err != nil {
+				r.abandon(pending[i:], last)
+				return fmt.Errorf("job %q: %w", job.Name, err)
+			}
+			if attempt > 1 {
+				r.attemptNotice(name, attempt, "attempt %d of %d", attempt, attempts)
+			}
+			res, err := r.vm(ctx, name, attempt)
+			retry := r.retry(ctx, name, err, attempt, attempts)
+			if retry {
+				again = append(again, name)
+				last[name] = err
+			} else {
+				delete(last, name)
+				r.finish(res, err)
+			}
+			r.record(res)
+			if err := r.e.Catalog.SaveSessionVM(r.sess.ID, res); err != nil {
+				r.abandon(again, last)
+				r.abandon(pending[i+1:], last)
+				return fmt.Errorf("job %q vm %q: record the result: %w", job.Name, name, err)
+			}
+		}
+		pending = again
+	}
+	return nil
+}
+
+// retry decides whether the VM whose attempt ended with err is tried
+// again in this session, and says why it is or is not.
+func (r *run) retry(ctx context.Context, name string, err error, attempt, attempts int) bool {
+	if err == nil || ctx.Err() != nil || attempts == 1 {
+		return false
+	}
+	if c := permanentClass(err); c != nil {
+		r.attemptNotice(name, attempt, "not tried again: the error (%v) does not go away by waiting", c)
+		return false
+	}
+	if attempt >= attempts {
+		r.attemptNotice(name, attempt, "failed at each of its %d attempts", attempts)
+		return false
+	}
+	when := "after the other VMs"
+	if wait := r.job.Retry.Wait; wait > 0 {
+		when += " and a wait of " + wait.String()
+	}
+	r.attemptNotice(name, attempt, "attempt %d of %d failed; tried again %s: %v", attempt, attempts, when, err)
+	return true
+}
+
+// pause waits the job's retry wait before the given attempt at the VMs
+// pending; it returns ctx's error as soon as ctx ends.
+func (r *run) pause(ctx context.Context, pending []string, attempt, attempts int) error {
+	wait := r.job.Retry.Wait
+	vms := strings.Join(pending, ", ")
+	if wait <= 0 {
+		r.sessionNotice(fmt.Sprintf("trying %s again now: attempt %d of %d", vms, attempt, attempts))
+		return ctx.Err()
+	}
+	r.sessionNotice(fmt.Sprintf("trying %s again in %s (at %s): attempt %d of %d", vms, wait, r.e.now().Add(wait).Format(time.TimeOnly), attempt, attempts))
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// abandon finishes the events of the VMs among names that were to be
+// tried again, when the session ends before it tries them: each ends with
+// its last attempt's result, as the session records it.
+func (r *run) abandon(names []string, last map[string]error) {
+	for _, name := range names {
+		err, open := last[name]
+		if !open {
+			continue
+		}
+		delete(last, name)
+		for _, res := range r.sess.VMs {
+			if res.VM == name {
+				r.finish(res, err)
+			}
+		}
+	}
+}
+
+// finish ends a VM's events with its result.
+func (r *run) finish(res catalog.VMResult, err error) {
+	r.e.emit(Event{Kind: VMFinished, Session: r.sess.ID, Job: r.job.Name, VM: res.VM, Err: err, Result: res.Result, Message: res.Error, Attempt: res.Attempts})
+}
+
+// record puts a VM's result in the session, in place of its earlier
+// attempt's.
+func (r *run) record(res catalog.VMResult) {
+	for i := range r.sess.VMs {
+		if r.sess.VMs[i].VM == res.VM {
+			r.sess.VMs[i] = res
+			return
+		}
+	}
+	r.sess.VMs = append(r.sess.VMs, res)
+}
+
+// attemptNotice tells the operator about an attempt at a VM.
+func (r *run) attemptNotice(vm string, attempt int, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.e.log().Info(msg, "job", r.job.Name, "vm", vm, "attempt", attempt)
+	r.e.emit(Event{Kind: Notice, Session: r.sess.ID, Job: r.job.Name, VM: vm, Message: msg, Attempt: attempt})
 }

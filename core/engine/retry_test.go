@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
+	"time"
 
+	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
@@ -96,6 +101,259 @@ func unavailable(n int) error {
 	return fmt.Errorf("read %d refused: %w", n, errdefs.ErrUnavailable)
 }
 
+// vmEvents records, per VM, the kinds of the VM events of the fixture's
+// runs and the attempt of each VMFinished, and the notices.
+type vmEvents struct {
+	mu       sync.Mutex
+	started  map[string]int
+	finished map[string][]int // attempts
+	errs     map[string]error // of the last VMFinished
+	notices  []string
+}
+
+func (f *fixture) recordEvents() *vmEvents {
+	v := &vmEvents{started: map[string]int{}, finished: map[string][]int{}, errs: map[string]error{}}
+	f.eng.Events = func(e Event) {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		switch e.Kind {
+		case VMStarted:
+			v.started[e.VM]++
+		case VMFinished:
+			v.finished[e.VM] = append(v.finished[e.VM], e.Attempt)
+			v.errs[e.VM] = e.Err
+		case Notice:
+			v.notices = append(v.notices, e.VM+": "+e.Message)
+		}
+	}
+	return v
+}
+
+func (v *vmEvents) noticesText() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return strings.Join(v.notices, "\n")
+}
+
+func vmResult(t *testing.T, s *catalog.Session, vm string) catalog.VMResult {
+	t.Helper()
+	for _, r := range s.VMs {
+		if r.VM == vm {
+			return r
+		}
+	}
+	t.Fatalf("session %s has no result of %s: %+v", s.ID, vm, s.VMs)
+	return catalog.VMResult{}
+}
+
+// A VM whose copy breaks with an unavailable source twice is tried again
+// in the same session after the job's wait, and its third attempt makes
+// an exact restore point; the earlier one stays intact. The other VM is
+// tried once.
+func TestFailedVMIsRetriedInTheSession(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, "web-01", "db-01")
+		f.job.Retry = config.Retry{Attempts: 3, Wait: 10 * time.Minute}
+		f.write("web-01", 0, 30)
+		f.runOK("web-01")
+		first := f.sourceImage("web-01")
+		firstPoint := f.points("web-01")[0].ID
+
+		f.write("web-01", 0, 10)
+		want := f.sourceImage("web-01")
+		flaky := &flakySource{MemSource: f.comps.src, vm: "web-01", fails: 2, err: unavailable}
+		f.comps.source = flaky
+		ev := f.recordEvents()
+		start := time.Now()
+		s := f.run()
+		took := time.Since(start)
+
+		web, db := vmResult(t, s, "web-01"), vmResult(t, s, "db-01")
+		if s.Result != catalog.ResultSuccess || web.Result != catalog.ResultSuccess || web.Attempts != 3 || web.Error != "" ||
+			db.Result != catalog.ResultSuccess || db.Attempts != 1 {
+			t.Fatalf("session %s: %+v", s.Result, s.VMs)
+		}
+		if flaky.failed() != 2 {
+			t.Fatalf("%d failed copies, want 2", flaky.failed())
+		}
+		if took != 20*time.Minute {
+			t.Fatalf("the session took %s, want two waits of 10m", took)
+		}
+		if sessions, _ := f.cat.Sessions("web", 0); len(sessions) != 2 {
+			t.Fatalf("%d sessions, want the first run's and one with the retries", len(sessions))
+		}
+		// One start and one finish per VM, whatever the attempts.
+		if ev.started["web-01"] != 1 || fmt.Sprint(ev.finished["web-01"]) != "[3]" || ev.started["db-01"] != 1 || fmt.Sprint(ev.finished["db-01"]) != "[1]" {
+			t.Fatalf("VM events: started %v, finished %v", ev.started, ev.finished)
+		}
+		notices := ev.noticesText()
+		for _, n := range []string{
+			"web-01: attempt 1 of 3 failed; tried again after the other VMs and a wait of 10m0s: job \"web\" vm \"web-01\" disk 0: move: ",
+			"read 1 refused: unavailable",
+			": trying web-01 again in 10m0s (at ", // the hour in the local time zone
+			"): attempt 2 of 3\n",
+			"web-01: attempt 2 of 3\n",
+			"web-01: attempt 2 of 3 failed",
+			"web-01: attempt 3 of 3\n",
+		} {
+			if !strings.Contains(notices, n) {
+				t.Errorf("notices lack %q:\n%s", n, notices)
+			}
+		}
+
+		ps := f.points("web-01")
+		if len(ps) != 2 || ps[0].ID != firstPoint || ps[1].ID != web.RestorePoint {
+			t.Fatalf("points %+v, want the first and the retry's %s", ps, web.RestorePoint)
+		}
+		same(t, "the earlier point", f.pointImage("web-01", firstPoint, 2), first)
+		same(t, "the retry's point", f.pointImage("web-01", web.RestorePoint, 2), want)
+		if snaps, _ := f.comps.src.ListSnapshots(context.Background(), "web-01"); len(snaps) != 0 {
+			t.Fatalf("snapshots left: %+v", snaps)
+		}
+	})
+}
+
+// A VM that fails with an error of a permanent class is not tried again,
+// and the session does not wait for anything.
+func TestPermanentErrorIsNotRetried(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, "web-01")
+		f.job.VMs = []string{"web-01", "ghost"}
+		f.job.Retry = config.Retry{Attempts: 3, Wait: 10 * time.Minute}
+		ev := f.recordEvents()
+		start := time.Now()
+		s := f.run()
+		if took := time.Since(start); took != 0 {
+			t.Fatalf("the session took %s, want no wait", took)
+		}
+		ghost := vmResult(t, s, "ghost")
+		if s.Result != catalog.ResultWarning || ghost.Result != catalog.ResultFailed || ghost.Attempts != 1 ||
+			!strings.Contains(ghost.Error, "not found on source") {
+			t.Fatalf("session %s: %+v", s.Result, s.VMs)
+		}
+		if !errors.Is(ev.errs["ghost"], errdefs.ErrNotFound) {
+			t.Fatalf("the VM's error %v lost its class", ev.errs["ghost"])
+		}
+		if n := ev.noticesText(); !strings.Contains(n, "ghost: not tried again: the error (not found) does not go away by waiting") ||
+			strings.Contains(n, "attempt 2") {
+			t.Fatalf("notices:\n%s", n)
+		}
+	})
+}
+
+// A VM that fails at every attempt ends failed with the last attempt's
+// error and the number of attempts; its earlier restore point stays.
+func TestRetriesExhausted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, "web-01")
+		f.job.Retry = config.Retry{Attempts: 4, Wait: time.Minute}
+		f.runOK("web-01")
+		first := f.points("web-01")
+		f.write("web-01", 0, 10)
+		f.comps.source = &flakySource{MemSource: f.comps.src, vm: "web-01", fails: -1, err: unavailable}
+		ev := f.recordEvents()
+		start := time.Now()
+		s := f.run()
+		if took := time.Since(start); took != 3*time.Minute {
+			t.Fatalf("the session took %s, want three waits of 1m", took)
+		}
+		web := vmResult(t, s, "web-01")
+		if s.Result != catalog.ResultFailed || web.Result != catalog.ResultFailed || web.Attempts != 4 ||
+			!strings.Contains(web.Error, "read 4 refused: unavailable") || web.RestorePoint != "" {
+			t.Fatalf("session %s: %+v", s.Result, s.VMs)
+		}
+		if fmt.Sprint(ev.finished["web-01"]) != "[4]" || !errors.Is(ev.errs["web-01"], errdefs.ErrUnavailable) {
+			t.Fatalf("VMFinished attempts %v, error %v", ev.finished["web-01"], ev.errs["web-01"])
+		}
+		if n := ev.noticesText(); !strings.Contains(n, "web-01: failed at each of its 4 attempts") {
+			t.Fatalf("notices:\n%s", n)
+		}
+		if ps := f.points("web-01"); len(ps) != 1 || ps[0].ID != first[0].ID {
+			t.Fatalf("points %+v, want the earlier one alone", ps)
+		}
+	})
+}
+
+// attempts = 1 never tries again, whatever the error.
+func TestOneAttemptNeverRetries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, "web-01")
+		f.job.Retry = config.Retry{Attempts: 1, Wait: 10 * time.Minute}
+		f.write("web-01", 0, 10)
+		flaky := &flakySource{MemSource: f.comps.src, vm: "web-01", fails: 1, err: unavailable}
+		f.comps.source = flaky
+		ev := f.recordEvents()
+		start := time.Now()
+		s := f.run()
+		if took := time.Since(start); took != 0 {
+			t.Fatalf("the session took %s, want no wait", took)
+		}
+		if web := vmResult(t, s, "web-01"); web.Result != catalog.ResultFailed || web.Attempts != 1 || flaky.failed() != 1 {
+			t.Fatalf("session %s: %+v", s.Result, s.VMs)
+		}
+		if n := ev.noticesText(); strings.Contains(n, "attempt") {
+			t.Fatalf("notices about attempts with retries off:\n%s", n)
+		}
+	})
+}
+
+// The wait between attempts ends as soon as the session's context does:
+// the session ends interrupted, the VM keeps its failed attempt's result,
+// and the job can run again at once.
+func TestRetryWaitEndsWithTheContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, "web-01")
+		f.job.Retry = config.Retry{Attempts: 3, Wait: 10 * time.Minute}
+		f.runOK("web-01")
+		f.write("web-01", 0, 10)
+		f.comps.source = &flakySource{MemSource: f.comps.src, vm: "web-01", fails: 1, err: unavailable}
+		ev := f.recordEvents()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		start := time.Now()
+		var (
+			s      *catalog.Session
+			err    error
+			took   time.Duration
+			waited atomic.Bool
+		)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s, err = f.eng.Run(ctx, f.job)
+			took = time.Since(start)
+		}()
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		select {
+		case <-done:
+		default:
+			waited.Store(true)
+		}
+		cancel()
+		<-done
+		if !waited.Load() || took != time.Minute {
+			t.Fatalf("the session ended after %s (still waiting after 1m: %t), want at the cancel after 1m", took, waited.Load())
+		}
+		if !errors.Is(err, context.Canceled) || s == nil || s.Result != catalog.ResultFailed {
+			t.Fatalf("Run = %v, session %+v", err, s)
+		}
+		web := vmResult(t, s, "web-01")
+		if web.Result != catalog.ResultFailed || web.Attempts != 1 || !strings.Contains(web.Error, "read 1 refused") {
+			t.Fatalf("vm %+v", web)
+		}
+		if fmt.Sprint(ev.finished["web-01"]) != "[1]" {
+			t.Fatalf("VMFinished attempts %v, want the first attempt's once", ev.finished["web-01"])
+		}
+		saved, err := f.cat.Session(s.ID)
+		if err != nil || saved.Result != catalog.ResultFailed || vmResult(t, saved, "web-01").Attempts != 1 {
+			t.Fatalf("saved session %+v, %v", saved, err)
+		}
+		f.comps.source = nil
+		f.runOK("web-01")
+	})
+}
+
 // The engine's errors keep the class of their cause, through the VM and
 // disk they name, so that Retryable can tell them apart.
 func TestEngineErrorsKeepTheirClass(t *testing.T) {
@@ -131,12 +389,7 @@ func TestEngineErrorsKeepTheirClass(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, "web-01")
 			tc.setup(f)
-			errs := map[string]error{}
-			f.eng.Events = func(e Event) {
-				if e.Kind == VMFinished {
-					errs[e.VM] = e.Err
-				}
-			}
+			ev := f.recordEvents()
 			s := f.run()
 			var failed []string
 			for _, vm := range s.VMs {
@@ -147,7 +400,7 @@ func TestEngineErrorsKeepTheirClass(t *testing.T) {
 			if len(failed) != 1 {
 				t.Fatalf("failed VMs %v, want one: %+v", failed, s.VMs)
 			}
-			err := errs[failed[0]]
+			err := ev.errs[failed[0]]
 			if !errors.Is(err, tc.class) || Retryable(err) != (tc.class == errdefs.ErrPluginExited) {
 				t.Fatalf("error %v: class %q, want %v", err, errdefs.Class(err), tc.class)
 			}

@@ -99,37 +99,30 @@ func (r *run) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("job %q: %w", job.Name, err)
 	}
-	for _, vm := range vms {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("job %q: %w", job.Name, err)
-		}
-		res := r.vm(ctx, vm)
-		r.sess.VMs = append(r.sess.VMs, res)
-		if err := r.e.Catalog.SaveSessionVM(r.sess.ID, res); err != nil {
-			return fmt.Errorf("job %q vm %q: record the result: %w", job.Name, vm, err)
-		}
-	}
-	return nil
+	return r.vms(ctx, vms)
 }
 
-// vm replicates one VM and reports what happened; it never panics on a
-// plugin's answer and always tries to remove the snapshot it took.
-func (r *run) vm(ctx context.Context, name string) catalog.VMResult {
+// vm makes one attempt at replicating a VM and reports what happened; it
+// never panics on a plugin's answer and always tries to remove the
+// snapshot it took. The first attempt starts the VM's events; the caller
+// finishes them (see vms).
+func (r *run) vm(ctx context.Context, name string, attempt int) (catalog.VMResult, error) {
 	start := r.e.now()
-	res := catalog.VMResult{VM: name, Result: catalog.ResultRunning}
-	r.e.emit(Event{Kind: VMStarted, Session: r.sess.ID, Job: r.job.Name, VM: name})
+	res := catalog.VMResult{VM: name, Result: catalog.ResultRunning, Attempts: attempt}
+	if attempt == 1 {
+		r.e.emit(Event{Kind: VMStarted, Session: r.sess.ID, Job: r.job.Name, VM: name, Attempt: attempt})
+	}
 	err := r.replicate(ctx, name, &res)
 	r.tidying.Wait()
 	res.Duration = r.e.now().Sub(start)
 	if err != nil {
 		res.Result = catalog.ResultFailed
 		res.Error = err.Error()
-		r.e.log().Info("vm failed", "job", r.job.Name, "vm", name, "error", err)
+		r.e.log().Info("vm failed", "job", r.job.Name, "vm", name, "attempt", attempt, "error", err)
 	} else if res.Result == catalog.ResultRunning {
 		res.Result = catalog.ResultSuccess
 	}
-	r.e.emit(Event{Kind: VMFinished, Session: r.sess.ID, Job: r.job.Name, VM: name, Err: err, Result: res.Result, Message: res.Error})
-	return res
+	return res, err
 }
 
 func (r *run) notice(vm, format string, args ...any) {
@@ -156,7 +149,7 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 	if err != nil {
 		return fail("describe: %w", err)
 	}
-	if other, dup := r.seen[vm.ID]; dup && vm.ID != "" {
+	if other, dup := r.seen[vm.ID]; dup && vm.ID != "" && other != name {
 		return fail("names the same VM as %q (id %s), which this session replicates; list the VM once in the job: %w", other, vm.ID, errdefs.ErrInvalidArgument)
 	}
 	if r.seen == nil {
