@@ -60,19 +60,24 @@ func (e *Engine) target(ctx context.Context, job *config.Job, moved func(string)
 }
 
 // components configures what a session of the job calls: its source and
-// target, and its repository when its disks move in this process.
+// target, and its repository when its disks move in this process. A retry
+// pass calls it again (see run.prepare): the VMs picked by selectors are
+// still addressed by id.
 func (r *run) components(ctx context.Context) error {
 	job := r.job
 	var err error
 	var where string
 	if r.src, r.srcCaps, where, err = r.e.source(ctx, job, r.sessionNotice); err != nil {
-		return fmt.Errorf("job %q: source %s: %w", job.Name, job.Source.Address(), err)
+		return fmt.Errorf("source %s: %w", job.Source.Address(), err)
+	}
+	if len(r.ids) > 0 {
+		r.src = keyedSource{Source: r.src, ids: r.ids}
 	}
 	if where != "" {
 		r.sessionNotice(fmt.Sprintf("the source's calls run on proxy %s", where))
 	}
 	if r.tgt, where, err = r.e.target(ctx, job, r.sessionNotice); err != nil {
-		return fmt.Errorf("job %q: target %s: %w", job.Name, job.Target.Address(), err)
+		return fmt.Errorf("target %s: %w", job.Target.Address(), err)
 	}
 	if where != "" {
 		r.sessionNotice(fmt.Sprintf("the target's calls run on proxy %s", where))
@@ -85,7 +90,7 @@ func (r *run) components(ctx context.Context) error {
 		if job.Repository != nil {
 			name = job.Repository.Address()
 		}
-		return fmt.Errorf("job %q: repository %s: %w", job.Name, name, err)
+		return fmt.Errorf("repository %s: %w", name, err)
 	}
 	return nil
 }

@@ -27,14 +27,18 @@ func proxyNames(job *config.Job) []string {
 	return names
 }
 
-// greetProxies reaches the job's proxies at the start of a session; one
-// that cannot be reached is skipped with a warning (the others do the
-// work; a disk no proxy can take fails its VM).
-func (r *run) greetProxies(ctx context.Context) {
+// greetProxies reaches the job's proxies at the start of a session, and
+// again before each retry pass; one that cannot be reached is skipped with
+// a warning (the others do the work; a disk no proxy can take fails its
+// VM). The session records the warnings of its start: a retry pass only
+// says which proxies it skips, as its failures show what that did.
+func (r *run) greetProxies(ctx context.Context, record bool) {
 	bad := r.e.Proxies.Greet(ctx, proxyNames(r.job))
 	for _, n := range slices.Sorted(maps.Keys(bad)) {
 		msg := fmt.Sprintf("proxy %s is skipped: %v", n, bad[n])
-		r.sess.Warnings = append(r.sess.Warnings, msg)
+		if record {
+			r.sess.Warnings = append(r.sess.Warnings, msg)
+		}
 		r.e.log().Warn(msg, "job", r.job.Name)
 		r.e.emit(Event{Kind: Notice, Session: r.sess.ID, Job: r.job.Name, Message: msg})
 	}

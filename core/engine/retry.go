@@ -66,10 +66,11 @@ func permanentClass(err error) error {
 // all the attempts at a VM; notices say when a VM is tried again and
 // why, or why not.
 //
-// A retried VM runs as the next session would: the failed attempt left
-// every earlier restore point as it was, and the new attempt takes a new
-// snapshot (removing the one the failed attempt may have left) and copies
-// what changed since the newest restore point.
+// A retried VM runs as the next session would: its components are
+// configured again (see prepare), the failed attempt left every earlier
+// restore point as it was, and the new attempt takes a new snapshot
+// (removing the one the failed attempt may have left) and copies what
+// changed since the newest restore point.
 //
 // When ctx ends, during an attempt or the wait, the session ends at once
 // as interrupted sessions do: the VMs not tried again keep the result of
@@ -82,11 +83,14 @@ func (r *run) vms(ctx context.Context, vms []string) error {
 	last := map[string]error{}
 	pending := vms
 	for attempt := 1; len(pending) > 0; attempt++ {
+		// Why the components could not be configured for this pass.
+		var unready error
 		if attempt > 1 {
 			if err := r.pause(ctx, pending, attempt, attempts); err != nil {
 				r.abandon(pending, last)
 				return fmt.Errorf("job %q: %w", job.Name, err)
 			}
+			unready = r.prepare(ctx)
 		}
 		var again []string
 		for i, name := range pending {
@@ -97,7 +101,14 @@ func (r *run) vms(ctx context.Context, vms []string) error {
 			if attempt > 1 {
 				r.attemptNotice(name, attempt, "attempt %d of %d", attempt, attempts)
 			}
-			res, err := r.vm(ctx, name, attempt)
+			var res catalog.VMResult
+			var err error
+			if unready != nil {
+				err = fmt.Errorf("job %q vm %q: not tried: %w", job.Name, name, unready)
+				res = catalog.VMResult{VM: name, Result: catalog.ResultFailed, Error: err.Error(), Attempts: attempt}
+			} else {
+				res, err = r.vm(ctx, name, attempt)
+			}
 			retry := r.retry(ctx, name, err, attempt, attempts)
 			if retry {
 				again = append(again, name)
@@ -114,6 +125,23 @@ func (r *run) vms(ctx context.Context, vms []string) error {
 			}
 		}
 		pending = again
+	}
+	return nil
+}
+
+// prepare readies a retry pass as the start of a session readies the
+// first: the proxies are greeted again, so that one that came back is
+// used, and the components are configured again, as the next session
+// would configure them: the plugin host starts a plugin that died again
+// when it configures one of its components, and the control calls of a
+// job on proxies move off a proxy that went away.
+func (r *run) prepare(ctx context.Context) error {
+	if r.e.Proxies != nil {
+		r.greetProxies(ctx, false)
+	}
+	if err := r.components(ctx); err != nil {
+		r.sessionNotice(fmt.Sprintf("the VMs to try again cannot be tried: %v", err))
+		return err
 	}
 	return nil
 }

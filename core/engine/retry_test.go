@@ -213,6 +213,62 @@ func TestFailedVMIsRetriedInTheSession(t *testing.T) {
 	})
 }
 
+// turnsComponents configures the source from a list, one entry per call
+// (the last for every call after): a source, or an error. It is how a
+// plugin process that dies and is started again looks to the engine.
+type turnsComponents struct {
+	*memComponents
+	mu      sync.Mutex
+	calls   int
+	sources []sdk.Source
+	errs    []error
+}
+
+func (c *turnsComponents) Source(context.Context, *config.PluginBlock) (sdk.Source, sdk.Capabilities, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i := min(c.calls, len(c.sources)-1)
+	c.calls++
+	return c.sources[i], c.memComponents.src.Capabilities(), c.errs[i]
+}
+
+// A retry pass configures the components again, as the next session
+// would: a source whose plugin died is replaced by a new one, and a pass
+// whose source cannot be configured fails its VMs without trying them.
+func TestRetryConfiguresTheComponentsAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, "web-01")
+		f.job.Retry = config.Retry{Attempts: 3, Wait: time.Minute}
+		f.write("web-01", 0, 10)
+		dead := &flakySource{MemSource: f.comps.src, vm: "web-01", fails: -1, err: func(int) error {
+			return errdefs.WithClass("plugin mem exited while serving the call", errdefs.ErrPluginExited)
+		}}
+		comps := &turnsComponents{memComponents: f.comps,
+			sources: []sdk.Source{dead, nil, f.comps.src},
+			errs:    []error{nil, fmt.Errorf("start plugin mem: %w", errdefs.ErrUnavailable), nil}}
+		f.eng.Components = comps
+		ev := f.recordEvents()
+		want := f.sourceImage("web-01")
+		s := f.run()
+		web := vmResult(t, s, "web-01")
+		if s.Result != catalog.ResultSuccess || web.Result != catalog.ResultSuccess || web.Attempts != 3 || comps.calls != 3 || dead.failed() != 1 {
+			t.Fatalf("session %s after %d configurations and %d failed copies: %+v", s.Result, comps.calls, dead.failed(), s.VMs)
+		}
+		notices := ev.noticesText()
+		for _, n := range []string{
+			"web-01: attempt 1 of 3 failed; tried again after the other VMs and a wait of 1m0s: job \"web\" vm \"web-01\" disk 0: move: read at ",
+			"plugin mem exited while serving the call",
+			": the VMs to try again cannot be tried: source source.mem.prod: start plugin mem: unavailable\n",
+			"web-01: attempt 2 of 3 failed; tried again after the other VMs and a wait of 1m0s: job \"web\" vm \"web-01\": not tried: source source.mem.prod: start plugin mem: unavailable\n",
+		} {
+			if !strings.Contains(notices, n) {
+				t.Errorf("notices lack %q:\n%s", n, notices)
+			}
+		}
+		same(t, "the retry's point", f.pointImage("web-01", web.RestorePoint, 2), want)
+	})
+}
+
 // A VM that fails with an error of a permanent class is not tried again,
 // and the session does not wait for anything.
 func TestPermanentErrorIsNotRetried(t *testing.T) {

@@ -61,6 +61,9 @@ type run struct {
 	// selected holds the selectors that picked each VM, for the job state
 	// (see selectVMs); nil for a job without selectors.
 	selected map[string][]string
+	// ids maps the key of each VM a selector picked to its id at the
+	// source, when they differ (see keyedSource).
+	ids map[string]string
 	// seen maps the id of each VM the session described to the job entry
 	// that named it: two entries naming one VM replicate it once.
 	seen map[string]string
@@ -90,10 +93,10 @@ func (r *run) run(ctx context.Context) error {
 		}
 	}
 	if r.e.Proxies != nil {
-		r.greetProxies(ctx)
+		r.greetProxies(ctx, true)
 	}
 	if err := r.components(ctx); err != nil {
-		return err
+		return fmt.Errorf("job %q: %w", job.Name, err)
 	}
 	vms, err := r.selectVMs(ctx)
 	if err != nil {

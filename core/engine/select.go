@@ -94,6 +94,7 @@ func (r *run) selectVMs(ctx context.Context) ([]string, error) {
 	}
 	r.sess.Selection = sel
 	if len(ids) > 0 {
+		r.ids = ids
 		r.src = keyedSource{Source: r.src, ids: ids}
 	}
 	if err := r.e.Catalog.SaveSession(r.sess); err != nil {
