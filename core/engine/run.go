@@ -376,7 +376,11 @@ func (r *run) removeStaleSnapshots(ctx context.Context, vm string) {
 				r.notice(vm, "remove the leftover snapshot %s (%s): %v", s.ID, s.Name, err)
 				continue
 			}
-			r.notice(vm, "removed the leftover snapshot %s (%s) of an earlier run", s.ID, s.Name)
+			of := "an earlier run"
+			if s.Name == SnapshotPrefix(r.job.Name)+r.sess.ID {
+				of = "this session's earlier attempt"
+			}
+			r.notice(vm, "removed the leftover snapshot %s (%s) of %s", s.ID, s.Name, of)
 		}
 	}
 }
