@@ -92,3 +92,47 @@ func TestKillAtEveryStep(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryAfterPluginDeath kills the plugin in the middle of a copy, in a
+// session of a job whose retry block asks for a second attempt: the
+// session configures the plugin again after the wait, and its second
+// attempt makes an exact restore point without a full copy; the earlier
+// point stays intact and no snapshot is left.
+func TestRetryAfterPluginDeath(t *testing.T) {
+	l := newLab(t, 5, vmSpec{name: "app-01", disks: []string{"16MiB", "8MiB"}})
+	l.write("app-01", 0, 0, 12*mib)
+	l.write("app-01", 1, 0, 4*mib)
+	before := [][]byte{l.source("app-01", 0), l.source("app-01", 1)}
+	if s := l.run(); s.code != 0 {
+		t.Fatalf("first run: %s", s.stderr)
+	}
+	p1 := l.points("app-01")[0].ID
+	l.writeConfig(strings.Replace(readFile(t, filepath.Join(l.cfg, "main.hcl")), "  retention {", "  retry {\n    attempts = 2\n    wait     = \"1s\"\n  }\n  retention {", 1))
+
+	l.scatter("app-01", 0, 16*mib, 40)
+	l.scatter("app-01", 1, 8*mib, 10)
+	want := [][]byte{l.source("app-01", 0), l.source("app-01", 1)}
+	cmd := exec.Command(crashrun(t), "-config", l.cfg, "-job", "e2e", "-at", "moving", "-kill", "plugin", "-retry")
+	cmd.Env = append(os.Environ(), "FERRY_PLUGIN_PATH="+bin)
+	out, err := cmd.CombinedOutput()
+	said := string(out)
+	if err != nil || !strings.Contains(said, "\nsuccess\n") || !strings.Contains(said, "app-01 success attempts 2 modes ") ||
+		!strings.Contains(said, "note: app-01: attempt 1 of 2 failed; tried again after the other VMs and a wait of 1s: ") ||
+		!strings.Contains(said, "exited") || !strings.Contains(said, "of this session's earlier attempt") {
+		t.Fatalf("the session with the killed plugin: %v\n%s", err, said)
+	}
+	if strings.Contains(said, "full") {
+		t.Fatalf("the retry made a full copy:\n%s", said)
+	}
+	points := l.points("app-01")
+	if len(points) != 2 || points[0].ID != p1 {
+		t.Fatalf("points %+v, want the first and the retry's", points)
+	}
+	for d := range want {
+		sameBytes(t, fmt.Sprintf("point %s disk %d", p1, d), l.point("app-01", p1, d), before[d])
+		sameBytes(t, fmt.Sprintf("the retry's point disk %d", d), l.point("app-01", points[1].ID, d), want[d])
+	}
+	if snaps := l.snapshots("app-01"); len(snaps) != 0 {
+		t.Fatalf("snapshots left: %+v", snaps)
+	}
+}

@@ -192,6 +192,9 @@ func TestBadInput(t *testing.T) {
 	})
 	t.Run("full target disk", func(t *testing.T) {
 		l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"64MiB"}})
+		// A full target is worth a retry (space may be freed), but not a
+		// wait in a test: two attempts at once.
+		l.writeConfig(strings.Replace(readFile(t, filepath.Join(l.cfg, "main.hcl")), "  retention {", "  retry {\n    attempts = 2\n    wait     = \"0s\"\n  }\n  retention {", 1))
 		if err := os.MkdirAll(l.dr, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -207,7 +210,8 @@ func TestBadInput(t *testing.T) {
 		want := l.source("web-01", 0)
 		l.write("web-01", 0, 16*mib, 40*mib) // more than the target can hold
 		s := l.run()
-		if s.code != 1 || !strings.Contains(s.vm("web-01").Error, "no space left on device") || !strings.Contains(s.vm("web-01").Error, "disk 0") {
+		if s.code != 1 || !strings.Contains(s.vm("web-01").Error, "no space left on device") || !strings.Contains(s.vm("web-01").Error, "disk 0") ||
+			s.vm("web-01").Attempts != 2 {
 			t.Fatalf("run onto a full target: exit %d, %+v", s.code, s.vm("web-01"))
 		}
 		points := l.points("web-01")

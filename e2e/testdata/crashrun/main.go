@@ -2,8 +2,13 @@
 // real plugins, and dies by SIGKILL at a chosen step: the end-to-end crash
 // tests use it to prove that a kill at any step loses nothing.
 //
-//	crashrun -config DIR -job NAME -at STEP [-kill self|plugin]
+//	crashrun -config DIR -job NAME -at STEP [-kill self|plugin] [-retry]
 //	crashrun -config DIR -job NAME -kill-on-manifest-put N
+//
+// It tries each VM once, whatever the job's retry block says: the crash
+// tests test a kill and the run after it. With -retry it keeps the job's
+// retry block and kills only the first time the step is reached, so that
+// the session's retry is the run after the kill.
 package main
 
 import (
@@ -32,6 +37,7 @@ func main() {
 	at := flag.String("at", "", "step to die at")
 	kill := flag.String("kill", "self", "what to kill at the step: self or plugin")
 	manifestPut := flag.Int("kill-on-manifest-put", 0, "die during the Nth write of a metadata manifest")
+	retry := flag.Bool("retry", false, "keep the job's retry block and kill only the first time the step is reached")
 	flag.Parse()
 
 	host := pluginhost.New(pluginhost.Options{Dirs: pluginhost.SearchPath(*dir)})
@@ -46,6 +52,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "no job %q\n", *jobName)
 		os.Exit(1)
 	}
+	if !*retry {
+		job.Retry = config.Retry{Attempts: 1}
+	}
 	cat, err := catalog.Open(catalog.DefaultPath(cfg.Dir), catalog.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -54,8 +63,9 @@ func main() {
 	defer cat.Close()
 	cat.MarkAbandoned()
 	eng := &engine.Engine{Components: comps{host: host, manifestPut: *manifestPut}, Catalog: cat}
+	var killed atomic.Bool
 	eng.Hook = func(step engine.Step, vm string) {
-		if string(step) != *at {
+		if string(step) != *at || *retry && !killed.CompareAndSwap(false, true) {
 			return
 		}
 		switch *kill {
@@ -66,6 +76,11 @@ func main() {
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}
 	}
+	eng.Events = func(e engine.Event) {
+		if e.Kind == engine.Notice {
+			fmt.Printf("note: %s: %s\n", e.VM, e.Message)
+		}
+	}
 	sess, err := eng.Run(context.Background(), job)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -73,7 +88,11 @@ func main() {
 	if sess != nil {
 		fmt.Println(sess.Result)
 		for _, vm := range sess.VMs {
-			fmt.Println(vm.VM, vm.Result, vm.Error)
+			var modes []string
+			for _, d := range vm.Disks {
+				modes = append(modes, string(d.Mode))
+			}
+			fmt.Println(vm.VM, vm.Result, "attempts", vm.Attempts, "modes", strings.Join(modes, ","), vm.Error)
 		}
 	}
 }
