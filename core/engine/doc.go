@@ -2,7 +2,10 @@
 // source snapshot, finds what changed, moves the changed blocks of every
 // disk to the replica, and commits in a fixed order — the target's restore
 // point first, then the catalog, then the source snapshot is removed — and
-// finally applies retention.
+// finally applies retention. After a first pass over the job's VMs, it
+// tries again, within the session and after the job's retry wait, the VMs
+// whose attempt failed with an error that waiting may cure (Retryable);
+// its errors keep the class of their cause (errdefs) for that rule.
 //
 // Invariants it keeps (and its tests kill processes to prove):
 //   - a restore point exists only when complete; a failed or killed run
