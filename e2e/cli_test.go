@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/core/catalog"
 )
@@ -72,6 +73,72 @@ func TestInterruptedRun(t *testing.T) {
 	l.writeConfig(string(hcl))
 	if s := l.run(); s.code != 0 || len(l.points("web-01")) != 1 {
 		t.Fatalf("the run after the interrupted one: exit %d\n%s", s.code, s.stderr)
+	}
+}
+
+// TestInterruptedRetryWait: a VM that fails for a reason waiting may cure
+// (its vm.json is damaged: an error of no class) makes `ferry run` say it
+// tries again in ten minutes; Ctrl-C during that wait ends the run at once
+// with exit status 130, and the VM keeps its failed attempt.
+func TestInterruptedRetryWait(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"1MiB"}}, vmSpec{name: "db-01", disks: []string{"1MiB"}})
+	vmJSON := filepath.Join(l.prod, "web-01", "vm.json")
+	good, err := os.ReadFile(vmJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(vmJSON, []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := exec.Command(filepath.Join(bin, "ferry"), "-C", l.cfg, "run", "e2e")
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "FERRY_PLUGIN_PATH=")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var stdout strings.Builder
+	var signalled time.Time
+	sc := bufio.NewScanner(pipe)
+	for sc.Scan() {
+		stdout.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "note: trying web-01 again in 10m0s (at ") {
+			signalled = time.Now()
+			if err := cmd.Process.Signal(os.Interrupt); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	err = cmd.Wait()
+	took := time.Since(signalled)
+	var ee *exec.ExitError
+	if signalled.IsZero() || !errors.As(err, &ee) || ee.ExitCode() != 130 || took > 30*time.Second {
+		t.Fatalf("ferry run: %v %s after the signal, want exit 130 at once\nstdout:\n%s\nstderr:\n%s", err, took, stdout.String(), stderr.String())
+	}
+	for _, want := range []string{
+		"web-01: note: attempt 1 of 3 failed; tried again after the other VMs and a wait of 10m0s: ",
+		"db-01: restore point created",
+		"web-01: interrupted; no new restore point",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Fatalf("stdout lacks %q:\n%s\nstderr:\n%s", want, stdout.String(), stderr.String())
+		}
+	}
+	if !strings.Contains(stderr.String(), "ferry run: interrupted; earlier restore points are intact, the next run resumes") {
+		t.Fatalf("stderr:\n%s", stderr.String())
+	}
+
+	if err := os.WriteFile(vmJSON, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s := l.run(); s.code != 0 || s.vm("web-01").Attempts != 1 {
+		t.Fatalf("the run after the interrupted one: exit %d, %+v\n%s", s.code, s.VMs, s.stderr)
 	}
 }
 
