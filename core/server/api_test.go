@@ -193,7 +193,7 @@ func TestTheDocumentedMetricsExist(t *testing.T) {
 	m := NewMetrics(s)
 	// Counters and histograms appear once they have a value.
 	m.Ended("web", &catalog.Session{ID: "s", Job: "web", Result: catalog.ResultSuccess, Started: time.Now(), Ended: time.Now(),
-		VMs: []catalog.VMResult{{VM: "web-01", Result: catalog.ResultSuccess}}}, nil)
+		VMs: []catalog.VMResult{{VM: "web-01", Result: catalog.ResultSuccess, Attempts: 2}}}, nil)
 	cfg := jobs(t, map[string]string{"web": "@daily"})
 	cfg.Jobs["web"].RPO = time.Hour
 	s.Reload(cfg)

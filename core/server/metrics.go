@@ -15,6 +15,7 @@ type Metrics struct {
 
 	sessions *prometheus.CounterVec
 	vms      *prometheus.CounterVec
+	retries  *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 }
@@ -28,13 +29,15 @@ func NewMetrics(s *Server) *Metrics {
 			Help: "Sessions that ended, by job and result (success, warning, failed)."}, []string{"job", "result"}),
 		vms: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_vm_results_total",
 			Help: "VMs that sessions ended, by job and result (success, warning, failed, skipped)."}, []string{"job", "result"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_vm_retries_total",
+			Help: "Attempts at VMs after their first in a session (a job's retry block), by job."}, []string{"job"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_bytes_total",
 			Help: "Bytes of disk data sessions moved, by job and stage: read at the source, sent over the wire, written at the target."}, []string{"job", "stage"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ferry_session_duration_seconds",
 			Help:    "How long sessions took, by job.",
 			Buckets: []float64{1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400}}, []string{"job"}),
 	}
-	m.Registry.MustRegister(m.sessions, m.vms, m.bytes, m.duration, stateCollector{s},
+	m.Registry.MustRegister(m.sessions, m.vms, m.retries, m.bytes, m.duration, stateCollector{s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -53,6 +56,11 @@ func (m *Metrics) Ended(job string, s *catalog.Session, err error) {
 			m.vms.WithLabelValues(job, string(result)).Add(float64(n))
 		}
 	}
+	retries := 0
+	for _, vm := range s.VMs {
+		retries += max(vm.Attempts-1, 0)
+	}
+	m.retries.WithLabelValues(job).Add(float64(retries))
 	m.bytes.WithLabelValues(job, "read").Add(float64(t.BytesRead))
 	m.bytes.WithLabelValues(job, "sent").Add(float64(t.BytesSent))
 	m.bytes.WithLabelValues(job, "written").Add(float64(t.BytesWritten))
