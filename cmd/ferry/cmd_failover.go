@@ -5,15 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/ferry-dr/ferry/config"
-	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/engine"
 	"github.com/ferry-dr/ferry/sdk"
-	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 func init() {
@@ -63,51 +60,17 @@ func runFailover(e *env, pos []string, point string) error {
 		return err
 	}
 	vm := pos[1]
-	rec, err := w.cat.Replica(job.Name, vm)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return fmt.Errorf("job %q vm %q has no replica yet; run the job first", job.Name, vm)
-	}
+	eng, err := w.controlEngine()
 	if err != nil {
 		return err
 	}
-	if point != "" {
-		points, err := w.cat.RestorePoints(job.Name, vm)
-		if err != nil {
-			return err
-		}
-		if point, err = matchPoint(points, point); err != nil {
-			return usagef("job %q vm %q: %v", job.Name, vm, err)
-		}
-	}
-	tgt, err := w.target(ctx, job)
-	if err != nil {
-		return fmt.Errorf("target %s: %w", job.Target.Address(), err)
-	}
-	var r *sdk.Replica
-	switch action {
-	case "start":
-		r, err = tgt.Failover(ctx, sdk.FailoverRequest{Replica: rec.ReplicaID, Point: point, Network: engine.NetworkConfig(job)})
-	case "undo":
-		r, err = tgt.UndoFailover(ctx, rec.ReplicaID)
-	case "commit":
-		r, err = tgt.CommitFailover(ctx, rec.ReplicaID)
+	r, err := eng.Failover(ctx, job, vm, engine.FailoverAction(action), point)
+	var pe *engine.PointError
+	if errors.As(err, &pe) {
+		return usagef("%v", pe)
 	}
 	if err != nil {
-		err = fmt.Errorf("job %q vm %q: failover %s: %w", job.Name, vm, action, err)
-		// The target may have finished an interrupted change on the way
-		// (an undo a kill cut short): the catalog follows what it says.
-		if cur, gerr := tgt.GetReplica(ctx, rec.ReplicaID); gerr == nil && (cur.State != rec.State || cur.FailoverPoint != rec.FailoverPoint) {
-			was := rec.State
-			rec.State, rec.FailoverPoint, rec.Updated = cur.State, cur.FailoverPoint, time.Now().UTC()
-			if perr := w.cat.PutReplica(rec); perr == nil {
-				err = fmt.Errorf("%w; the target has the replica %s (the catalog said %s), and the catalog now says so too", err, cur.State, was)
-			}
-		}
 		return err
-	}
-	rec.State, rec.FailoverPoint, rec.Updated = r.State, r.FailoverPoint, time.Now().UTC()
-	if err := w.cat.PutReplica(rec); err != nil {
-		return fmt.Errorf("record the replica's state: %w", err)
 	}
 	report(e, job, vm, action, r)
 	return nil
@@ -126,32 +89,4 @@ func report(e *env, job *config.Job, vm, action string, r *sdk.Replica) {
 	case "commit":
 		fmt.Fprintf(e.stdout, "failover of %s committed: %s is now the production VM and has left job %s; remove %s from the job\n", vm, r.Name, job.Name, vm)
 	}
-}
-
-// matchPoint finds the restore point an argument names: its id, or the
-// start of exactly one id. The error lists the ids there are, or those the
-// start fits.
-func matchPoint(points []catalog.RestorePoint, arg string) (string, error) {
-	var fits []string
-	for _, p := range points {
-		if p.ID == arg {
-			return p.ID, nil
-		}
-		if strings.HasPrefix(p.ID, arg) {
-			fits = append(fits, p.ID)
-		}
-	}
-	switch {
-	case len(fits) == 1:
-		return fits[0], nil
-	case len(fits) > 1:
-		return "", fmt.Errorf("restore point %q is ambiguous: it starts %s", arg, strings.Join(fits, ", "))
-	case len(points) == 0:
-		return "", fmt.Errorf("no restore point %q: there are no restore points", arg)
-	}
-	ids := make([]string, len(points))
-	for i, p := range points {
-		ids[i] = fmt.Sprintf("%s (%s)", p.ID, p.Created.Local().Format(time.DateTime))
-	}
-	return "", fmt.Errorf("no restore point %q; the points are, oldest first: %s", arg, strings.Join(ids, ", "))
 }

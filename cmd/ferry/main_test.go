@@ -201,13 +201,13 @@ func TestMatchPoint(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := matchPoint(points, tt.arg)
+			got, err := engine.MatchPoint(points, tt.arg)
 			if got != tt.want || (err == nil) != (tt.err == "") || err != nil && !strings.HasPrefix(err.Error(), tt.err) {
-				t.Fatalf("matchPoint(%q) = %q, %v; want %q, %q", tt.arg, got, err, tt.want, tt.err)
+				t.Fatalf("engine.MatchPoint(%q) = %q, %v; want %q, %q", tt.arg, got, err, tt.want, tt.err)
 			}
 		})
 	}
-	if _, err := matchPoint(nil, "p1"); err == nil || !strings.Contains(err.Error(), "there are no restore points") {
+	if _, err := engine.MatchPoint(nil, "p1"); err == nil || !strings.Contains(err.Error(), "there are no restore points") {
 		t.Fatalf("no points: %v", err)
 	}
 }
