@@ -28,6 +28,7 @@ import (
 	"github.com/ferry-dr/ferry/core/proxy"
 	"github.com/ferry-dr/ferry/core/server"
 	"github.com/ferry-dr/ferry/core/traffic"
+	"github.com/ferry-dr/ferry/sdk"
 )
 
 func init() {
@@ -133,6 +134,9 @@ func runServer(e *env, o serverOptions) error {
 		notices.Ended(job, s, err)
 	}
 	srv.Alarm = notices.Alarm
+	srv.Failover = func(ctx context.Context, job *config.Job, vm, action, point string) (*sdk.Replica, error) {
+		return st.engine().Failover(ctx, job, vm, engine.FailoverAction(action), point)
+	}
 
 	api := &http.Server{
 		Handler:           server.Authorize(srv.Handler(metrics, version), server.TokensDir(w.cfg.Dir)),

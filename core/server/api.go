@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 
@@ -96,10 +97,76 @@ func (s *Server) routes(m *Metrics, version string) []route {
 			}
 			writeJSON(w, http.StatusOK, sess)
 		}},
+		{"GET", "/v1/jobs/{name}/replicas", func(w http.ResponseWriter, r *http.Request) {
+			if _, ok := s.Job(r.PathValue("name")); !ok {
+				writeError(w, http.StatusNotFound, "not_found", "no job "+strconv.Quote(r.PathValue("name")))
+				return
+			}
+			replicas, err := s.cat.Replicas(r.PathValue("name"))
+			if err != nil {
+				writeCatalogError(w, err)
+				return
+			}
+			if replicas == nil {
+				replicas = []catalog.Replica{}
+			}
+			writeJSON(w, http.StatusOK, replicas)
+		}},
+		{"GET", "/v1/jobs/{name}/vms/{vm}/points", func(w http.ResponseWriter, r *http.Request) {
+			if _, ok := s.Job(r.PathValue("name")); !ok {
+				writeError(w, http.StatusNotFound, "not_found", "no job "+strconv.Quote(r.PathValue("name")))
+				return
+			}
+			points, err := s.cat.RestorePoints(r.PathValue("name"), r.PathValue("vm"))
+			if err != nil {
+				writeCatalogError(w, err)
+				return
+			}
+			if points == nil {
+				points = []catalog.RestorePoint{}
+			}
+			writeJSON(w, http.StatusOK, points)
+		}},
+		{"POST", "/v1/jobs/{name}/vms/{vm}/failover", s.failoverHandler("start")},
+		{"POST", "/v1/jobs/{name}/vms/{vm}/failover/undo", s.failoverHandler("undo")},
+		{"POST", "/v1/jobs/{name}/vms/{vm}/failover/commit", s.failoverHandler("commit")},
 		{"GET", "/v1/rpo", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, s.RPO())
 		}},
 		{"GET", "/metrics", metrics.ServeHTTP},
+	}
+}
+
+// failoverHandler answers a failover action; a start may name its point
+// in the body, {"point": "ID or a start of it"}.
+func (s *Server) failoverHandler(action string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Point string `json:"point"`
+		}
+		if r.ContentLength != 0 {
+			if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+				writeError(w, http.StatusBadRequest, "invalid_argument", "the body is not a JSON object such as {\"point\": \"...\"}: "+err.Error())
+				return
+			}
+		}
+		res, err := s.failover(r.Context(), r.PathValue("name"), r.PathValue("vm"), action, body.Point)
+		switch {
+		case err == nil:
+			writeJSON(w, http.StatusOK, res)
+		case errors.Is(err, ErrUnknownJob), errors.Is(err, errdefs.ErrNotFound):
+			writeError(w, http.StatusNotFound, "not_found", err.Error())
+		case errors.Is(err, ErrBusy):
+			writeError(w, http.StatusConflict, "failed_precondition", err.Error())
+		case errors.Is(err, errdefs.ErrInvalidArgument):
+			writeError(w, http.StatusBadRequest, "invalid_argument", err.Error())
+		case errors.Is(err, errdefs.ErrFailedPrecondition):
+			writeError(w, http.StatusConflict, "failed_precondition", err.Error())
+		case errors.Is(err, errdefs.ErrUnavailable):
+			writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		default:
+			writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		}
 	}
 }
 

@@ -3,19 +3,24 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 func get(t *testing.T, srv *httptest.Server, method, path string, wantCode int, out any) string {
@@ -235,5 +240,76 @@ func TestTheDocumentedMetricsExist(t *testing.T) {
 		if !documented[n] {
 			t.Errorf("%s is not in docs/server.md", n)
 		}
+	}
+}
+
+func TestFailoverThroughTheAPI(t *testing.T) {
+	l := newLab(t)
+	l.took["web"] = time.Hour // a session that runs until the test ends it
+	s := New(l.run, l.cat, nil, Options{})
+	var mu sync.Mutex
+	var asked []string
+	s.Failover = func(ctx context.Context, job *config.Job, vm, action, point string) (*sdk.Replica, error) {
+		mu.Lock()
+		asked = append(asked, job.Name+"/"+vm+" "+action+" "+point)
+		mu.Unlock()
+		switch {
+		case vm == "gone":
+			return nil, fmt.Errorf("job %q vm %q has no replica yet: %w", job.Name, vm, errdefs.ErrNotFound)
+		case point == "nope":
+			return nil, fmt.Errorf("no restore point %q: %w", point, errdefs.ErrInvalidArgument)
+		}
+		return &sdk.Replica{Name: vm + "_replica", State: sdk.ReplicaFailedOver, FailoverPoint: "p1",
+			VM: sdk.VM{PowerState: "on", NICs: []sdk.NIC{{Index: 0, Network: "dr-net", Addresses: []string{"10.2.0.5/24"}}}}}, nil
+	}
+	m := NewMetrics(s)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Serve(ctx, jobs(t, map[string]string{"db": "", "web": ""})); close(done) }()
+	defer func() { cancel(); <-done }()
+	srv := httptest.NewServer(s.Handler(m, "test"))
+	defer srv.Close()
+	post := func(path, body string, wantCode int, out any) {
+		t.Helper()
+		resp, err := http.Post(srv.URL+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != wantCode {
+			t.Fatalf("POST %s: %d, want %d: %s", path, resp.StatusCode, wantCode, b)
+		}
+		if out != nil {
+			if err := json.Unmarshal(b, out); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var fo FailedOver
+	post("/v1/jobs/db/vms/db-01/failover", `{"point": "p1"}`, 200, &fo)
+	if fo.State != sdk.ReplicaFailedOver || fo.Replica != "db-01_replica" || len(fo.NICs) != 1 || fo.NICs[0].Addresses[0] != "10.2.0.5/24" {
+		t.Fatalf("failover: %+v", fo)
+	}
+	post("/v1/jobs/db/vms/db-01/failover/undo", "", 200, nil)
+	post("/v1/jobs/db/vms/db-01/failover/commit", "", 200, nil)
+	var e apiError
+	post("/v1/jobs/db/vms/gone/failover", "", 404, &e)
+	post("/v1/jobs/db/vms/db-01/failover", `{"point": "nope"}`, 400, &e)
+	post("/v1/jobs/db/vms/db-01/failover", `{"point": `, 400, &e)
+	post("/v1/jobs/nosuch/vms/db-01/failover", "", 404, &e)
+	// While a session of the job runs, no failover.
+	if now, err := s.RunNow("web"); !now || err != nil {
+		t.Fatal(now, err)
+	}
+	post("/v1/jobs/web/vms/web-01/failover", "", 409, &e)
+	if e.Class != "failed_precondition" {
+		t.Fatalf("busy: %+v", e)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"db/db-01 start p1", "db/db-01 undo ", "db/db-01 commit ", "db/gone start ", "db/db-01 start nope"}
+	if strings.Join(asked, ",") != strings.Join(want, ",") {
+		t.Fatalf("asked %q, want %q", asked, want)
 	}
 }

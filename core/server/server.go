@@ -57,6 +57,8 @@ type Server struct {
 	// Alarm is called when a VM's RPO is breached or the breach ends;
 	// nil does nothing. Set before Serve.
 	Alarm func(a RPOAlarm)
+	// Failover fails VMs over for the API; nil refuses. Set before Serve.
+	Failover FailoverFunc
 
 	slots chan struct{}
 	wake  chan struct{}
