@@ -1,0 +1,19 @@
+// Package hyperv is ferry's Hyper-V plugin: a source that replicates a
+// Hyper-V host's VMs (recovery checkpoints, Resilient Change Tracking,
+// reference points) and a target that keeps replica VMs on a Hyper-V host,
+// with their restore points as Hyper-V checkpoints, so the replica's own
+// chain of VHDX and AVHDX files holds every point and ferry keeps no undo
+// store of its own.
+//
+// Every call to Hyper-V goes through host.Host (package host): wmihost
+// implements it with WMI on Windows, simhost on any OS with folders and
+// VHDX files. The plugin reads and writes the disks' files itself with
+// sdk/disk/vhdx, so it runs on the Hyper-V host (beside a ferry proxy), or
+// anywhere for the simulated host.
+//
+// source.go is the Source, target.go and failover.go the Target, disk.go
+// the disk readers and writers, meta.go what a replica and a restore point
+// record in their Hyper-V notes. It never calls WMI itself, and never
+// writes a file a checkpoint holds: only the newest file of a replica
+// disk's chain, which no checkpoint has frozen, is opened for writing.
+package hyperv
