@@ -34,5 +34,17 @@ for cmd in $(go list ./plugins/*/cmd/ferry-plugin-*); do
     echo "layering: $cmd links the vSphere simulator or a lab (only tests and ferry-lab-* may)"; fail=1
   fi
 done
+# The simulated Hyper-V host is part of ferry-plugin-hyperv on purpose
+# (host = "sim:DIR" selects it, for the lab); no other plugin binary links
+# it, and no plugin binary links the plugins' test helpers.
+for cmd in $(go list ./plugins/*/cmd/ferry-plugin-*); do
+  deps=$(go list -deps "$cmd")
+  if [ "$cmd" != "$mod/plugins/hyperv/cmd/ferry-plugin-hyperv" ] && grep -qE '^github.com/ferry-dr/ferry/plugins/hyperv/simhost$' <<<"$deps"; then
+    echo "layering: $cmd links the simulated Hyper-V host (only ferry-plugin-hyperv, tests and labs may)"; fail=1
+  fi
+  if grep -qE '^github.com/ferry-dr/ferry/sdk/sdktest$' <<<"$deps"; then
+    echo "layering: $cmd links sdk/sdktest (test code)"; fail=1
+  fi
+done
 [ "$fail" = 0 ] && echo "layering holds"
 exit "$fail"

@@ -5,9 +5,10 @@
 // chain of VHDX and AVHDX files holds every point and ferry keeps no undo
 // store of its own.
 //
-// Every call to Hyper-V goes through host.Host (package host): wmihost
-// implements it with WMI on Windows, simhost on any OS with folders and
-// VHDX files. The plugin reads and writes the disks' files itself with
+// Every call to Hyper-V goes through host.Host (package host); simhost
+// implements it on any OS with folders and VHDX files. The WMI
+// implementation for Windows is not written yet: a host other than
+// "sim:DIR" is refused with errdefs.ErrUnimplemented (connect_*.go). The plugin reads and writes the disks' files itself with
 // sdk/disk/vhdx, so it runs on the Hyper-V host (beside a ferry proxy), or
 // anywhere for the simulated host.
 //

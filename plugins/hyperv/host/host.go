@@ -3,9 +3,11 @@
 // and the types those calls take and return. The plugin's logic (package
 // hyperv) talks to Hyper-V only through it.
 //
-// Two packages implement it: wmihost, on Windows, through WMI
-// (root\virtualization\v2), and simhost, a simulated host on any OS that
-// keeps VMs as folders with VHDX files, for tests and the lab.
+// simhost implements it: a simulated host on any OS that keeps VMs as
+// folders with VHDX files, for tests and the lab. The Windows
+// implementation through WMI (root\virtualization\v2) is not written yet;
+// each method's comment names the WMI call it stands for, and the plugin's
+// README lists them.
 //
 // This package holds declarations only; it never talks to a host.
 package host
