@@ -31,7 +31,7 @@ one whole. ferry server deletes sessions older than its --keep-sessions.`,
 	})
 	register(&command{
 		name: "session",
-		summary: `Show one session: its VMs, their disks and what each one did.
+		summary: `Show one session: its VMs, their disks, what each one did, and its notes.
 
 The ID is as 'ferry sessions' lists it, or an unambiguous start of it.`,
 		usage: "ferry [--config DIR] session ID [--json]",
@@ -125,6 +125,16 @@ func runSession(e *env, args []string, asJSON bool) error {
 	}
 	for _, warn := range s.Warnings {
 		fmt.Fprintf(e.stdout, "  warning: %s\n", warn)
+	}
+	if len(s.Notes) > 0 {
+		fmt.Fprintln(e.stdout, "  notes:")
+		for _, n := range s.Notes {
+			who := ""
+			if n.VM != "" {
+				who = n.VM + ": "
+			}
+			fmt.Fprintf(e.stdout, "    %s %s%s\n", n.Time.Local().Format(time.TimeOnly), who, n.Message)
+		}
 	}
 	for _, vm := range s.VMs {
 		fmt.Fprintf(e.stdout, "  vm %s: %s", vm.VM, vm.Result)

@@ -72,6 +72,10 @@ type Session struct {
 	// whole, such as a selector that matched no VM. A session that would
 	// otherwise succeed ends "warning" when it has any.
 	Warnings []string `json:"warnings,omitempty"`
+	// Notes are what the session told its operator as it went (the
+	// engine's notices: fallbacks, proxies chosen, retries), in order, at
+	// most MaxNotes; a last note says how many more there were.
+	Notes []Note `json:"notes,omitempty"`
 	// Selection is what the job's folder and tag selectors and its
 	// exclusions picked; nil for a job that names its VMs one by one.
 	Selection *Selection `json:"selection,omitempty"`
@@ -81,6 +85,16 @@ type Session struct {
 	// recorded it (SaveProgress); nil once the session ended.
 	Progress *Progress `json:"progress,omitempty"`
 }
+
+// Note is one thing a session told its operator.
+type Note struct {
+	Time    time.Time `json:"time"`
+	VM      string    `json:"vm,omitempty"` // "" for the session as a whole
+	Message string    `json:"message"`
+}
+
+// MaxNotes bounds the notes a session keeps.
+const MaxNotes = 500
 
 // Owner is the process that runs a session. It is for people to read: the
 // lock of the job, not the pid, tells whether that process still runs.

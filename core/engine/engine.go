@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -56,6 +57,9 @@ type Engine struct {
 	// are none. Disks moved in this process draw on the rules covering
 	// the link from the source's site to the target's.
 	Traffic *traffic.Registry
+
+	notesMu sync.Mutex
+	notes   map[string]*sessionNotes // by session, while it runs
 }
 
 // Proxies runs disk tasks on proxies (core/proxy.Pool).
@@ -136,10 +140,53 @@ func (e *Engine) now() time.Time {
 }
 
 func (e *Engine) emit(ev Event) {
+	ev.Time = e.now()
+	if ev.Kind == Notice && ev.Session != "" {
+		e.keepNote(ev)
+	}
 	if e.Events != nil {
-		ev.Time = e.now()
 		e.Events(ev)
 	}
+}
+
+// keepNote keeps a notice for its session's record (catalog.Session.Notes).
+func (e *Engine) keepNote(ev Event) {
+	e.notesMu.Lock()
+	defer e.notesMu.Unlock()
+	if e.notes == nil {
+		e.notes = map[string]*sessionNotes{}
+	}
+	n := e.notes[ev.Session]
+	if n == nil {
+		n = &sessionNotes{}
+		e.notes[ev.Session] = n
+	}
+	if len(n.kept) < catalog.MaxNotes {
+		n.kept = append(n.kept, catalog.Note{Time: ev.Time.UTC(), VM: ev.VM, Message: ev.Message})
+	} else {
+		n.dropped++
+	}
+}
+
+// takeNotes returns the notes kept for a session and forgets them.
+func (e *Engine) takeNotes(session string) []catalog.Note {
+	e.notesMu.Lock()
+	defer e.notesMu.Unlock()
+	n := e.notes[session]
+	delete(e.notes, session)
+	if n == nil {
+		return nil
+	}
+	if n.dropped > 0 {
+		n.kept = append(n.kept, catalog.Note{Time: e.now().UTC(), Message: fmt.Sprintf("%d more notes were not kept", n.dropped)})
+	}
+	return n.kept
+}
+
+// sessionNotes are the notices of one running session.
+type sessionNotes struct {
+	kept    []catalog.Note
+	dropped int
 }
 
 func (e *Engine) log() hclog.Logger {
@@ -163,6 +210,7 @@ func (e *Engine) Run(ctx context.Context, job *config.Job) (*catalog.Session, er
 	runErr := r.run(ctx)
 
 	sess.Ended = e.now().UTC()
+	sess.Notes = e.takeNotes(sess.ID)
 	sess.Result = sessionResult(sess, runErr)
 	if runErr != nil {
 		sess.Error = runErr.Error()

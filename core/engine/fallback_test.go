@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -106,5 +107,49 @@ func TestPointsRecordTheirConsistency(t *testing.T) {
 	tp := f.points("web-01")
 	if tp[0].Labels[LabelConsistency] != "application" {
 		t.Fatalf("the target's point is labelled %v", tp[0].Labels)
+	}
+}
+
+// TestASessionKeepsItsNotes: what a session told its operator is kept
+// with it in the catalog, in order, with the VM it was about.
+func TestASessionKeepsItsNotes(t *testing.T) {
+	f := newFixture(t, "web-01")
+	f.comps.caps = &sdk.Capabilities{} // no change tracking: the run says it compares digests
+	f.write("web-01", 0, 10)
+	f.run()
+	f.write("web-01", 0, 1)
+	notices := f.collectNotices()
+	s := f.run()
+	stored, err := f.cat.Session(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, n := range stored.Notes {
+		if n.VM != "web-01" || n.Time.IsZero() {
+			t.Errorf("note %+v", n)
+		}
+		kept = append(kept, n.Message)
+	}
+	if len(kept) == 0 || strings.Join(kept, "\n") != notices() {
+		t.Fatalf("the session kept %q; it said %q", kept, notices())
+	}
+}
+
+func TestASessionKeepsAtMostMaxNotes(t *testing.T) {
+	e := &Engine{}
+	for i := range catalog.MaxNotes + 2 {
+		e.emit(Event{Kind: Notice, Session: "s1", Message: fmt.Sprint("note ", i)})
+	}
+	e.emit(Event{Kind: Notice, Session: "s2", Message: "another session's"})
+	notes := e.takeNotes("s1")
+	if len(notes) != catalog.MaxNotes+1 || notes[0].Message != "note 0" || notes[len(notes)-1].Message != "2 more notes were not kept" {
+		t.Fatalf("%d notes, first %q, last %q", len(notes), notes[0].Message, notes[len(notes)-1].Message)
+	}
+	if again := e.takeNotes("s1"); again != nil {
+		t.Fatalf("notes taken twice: %d", len(again))
+	}
+	if other := e.takeNotes("s2"); len(other) != 1 {
+		t.Fatalf("another session's notes: %+v", other)
 	}
 }
