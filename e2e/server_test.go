@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -277,5 +278,58 @@ func TestServerRunsTheSchedules(t *testing.T) {
 	// The webhook heard the sessions, signed.
 	if ev := hooks.events(); ev["session.ended"] < 3 || hooks.bad > 0 {
 		t.Fatalf("webhook notices %v, %d badly signed", ev, hooks.bad)
+	}
+}
+
+func TestTheServersSessionsCanBeWatched(t *testing.T) {
+	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"16MiB"}})
+	l.writeServerConfig("http://127.0.0.1:9/unused", "")
+	l.write("web-01", 0, 0, 8<<20)
+	token := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "watch").stdout)
+	s := l.startServer()
+	req, _ := http.NewRequest("GET", s.url+"/v1/events?job=e2e", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/events: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	// The events of the next whole session, in order.
+	sc := bufio.NewScanner(resp.Body)
+	var kinds []string
+	var session string
+	deadline := time.AfterFunc(60*time.Second, func() { resp.Body.Close() })
+	defer deadline.Stop()
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "data: ") {
+			continue
+		}
+		var ev server.Event
+		if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if session == "" {
+			if ev.Kind != "session.started" {
+				continue // joined in the middle of a session
+			}
+			session = ev.Session
+		}
+		if ev.Session != session {
+			t.Fatalf("an event of another session while one runs: %+v", ev)
+		}
+		if len(kinds) == 0 || kinds[len(kinds)-1] != ev.Kind {
+			kinds = append(kinds, ev.Kind)
+		}
+		if ev.Kind == "session.finished" {
+			if ev.Result != "success" {
+				t.Fatalf("session finished: %+v", ev)
+			}
+			break
+		}
+	}
+	got := strings.Join(kinds, ",")
+	if !strings.HasPrefix(got, "session.started,vm.started,") || !strings.Contains(got, "disk.finished") || !strings.HasSuffix(got, "vm.finished,session.finished") {
+		t.Fatalf("events %s", got)
 	}
 }

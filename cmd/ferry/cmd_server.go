@@ -116,14 +116,19 @@ func runServer(e *env, o serverOptions) error {
 	if err := st.configure(ctx, w.cfg); err != nil {
 		return err
 	}
-	events, stopRecording := recordProgress(w.cat, logger, logEvent(logger))
+	var srv *server.Server
+	logged := logEvent(logger)
+	events, stopRecording := recordProgress(w.cat, logger, func(ev engine.Event) {
+		logged(ev)
+		srv.Publish(serverEvent(ev))
+	})
 	defer stopRecording()
 	run := func(ctx context.Context, job *config.Job) (*catalog.Session, error) {
 		eng := st.engine()
 		eng.Events = events
 		return eng.Run(ctx, job)
 	}
-	srv := server.New(run, w.cat, logger, server.Options{MaxSessions: o.maxSessions, SkipMissed: o.skipMissed, KeepSessions: keep})
+	srv = server.New(run, w.cat, logger, server.Options{MaxSessions: o.maxSessions, SkipMissed: o.skipMissed, KeepSessions: keep})
 	metrics := server.NewMetrics(srv)
 	hooks := server.NewWebhooks(logger.Named("webhook"))
 	defer hooks.Close()
@@ -219,6 +224,34 @@ func logEvent(log hclog.Logger) func(engine.Event) {
 			log.Info("vm finished", args...)
 		}
 	}
+}
+
+// serverEvent is an engine event as the API's watchers get it.
+func serverEvent(ev engine.Event) server.Event {
+	out := server.Event{Time: ev.Time.UTC(), Session: ev.Session, Job: ev.Job, VM: ev.VM, Message: ev.Message, Result: string(ev.Result)}
+	disk := ev.Disk
+	switch ev.Kind {
+	case engine.SessionStarted:
+		out.Kind = "session.started"
+	case engine.VMStarted:
+		out.Kind = "vm.started"
+	case engine.DiskStarted:
+		out.Kind, out.Disk, out.Total = "disk.started", &disk, ev.Total
+	case engine.DiskProgress:
+		out.Kind, out.Disk, out.Done, out.Total = "disk.progress", &disk, ev.Done, ev.Total
+	case engine.DiskFinished:
+		out.Kind, out.Disk, out.Done, out.Total = "disk.finished", &disk, ev.Done, ev.Total
+	case engine.VMFinished:
+		out.Kind = "vm.finished"
+	case engine.SessionFinished:
+		out.Kind = "session.finished"
+	default:
+		out.Kind = "notice"
+	}
+	if ev.Err != nil {
+		out.Error = ev.Err.Error()
+	}
+	return out
 }
 
 // apiListener opens the API's listener: TLS with the control plane's

@@ -123,7 +123,8 @@ type Event struct {
 	// Busy is how busy each stage of a finished disk's data path was.
 	Busy *catalog.Busy
 	Err  error
-	// Result is a VM's result, in VMFinished events.
+	// Result is a VM's result, in VMFinished events, and the session's in
+	// SessionFinished.
 	Result catalog.Result
 	// Attempt counts the tries at a VM in this session, from 1: in
 	// VMStarted (1), in VMFinished (the VM's last attempt) and in the
@@ -221,7 +222,7 @@ func (e *Engine) Run(ctx context.Context, job *config.Job) (*catalog.Session, er
 	if err := e.saveJobState(job, sess, r.selected); err != nil {
 		return sess, errors.Join(runErr, err)
 	}
-	e.emit(Event{Kind: SessionFinished, Session: sess.ID, Job: job.Name, Err: runErr})
+	e.emit(Event{Kind: SessionFinished, Session: sess.ID, Job: job.Name, Result: sess.Result, Err: runErr})
 	return sess, runErr
 }
 

@@ -130,6 +130,7 @@ func (s *Server) routes(m *Metrics, version string) []route {
 		{"POST", "/v1/jobs/{name}/vms/{vm}/failover", s.failoverHandler("start")},
 		{"POST", "/v1/jobs/{name}/vms/{vm}/failover/undo", s.failoverHandler("undo")},
 		{"POST", "/v1/jobs/{name}/vms/{vm}/failover/commit", s.failoverHandler("commit")},
+		{"GET", "/v1/events", s.watch},
 		{"GET", "/v1/rpo", func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, s.RPO())
 		}},

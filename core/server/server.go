@@ -62,6 +62,7 @@ type Server struct {
 
 	slots chan struct{}
 	wake  chan struct{}
+	hub   hub
 
 	mu       sync.Mutex
 	jobs     map[string]*job
