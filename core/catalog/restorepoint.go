@@ -244,3 +244,15 @@ func (c *Catalog) DeleteRestorePoint(job, vm, id string) error {
 func (c *Catalog) ReplaceRestorePoints(job, vm string, points []RestorePoint) error {
 	return c.Update(func(tx *Tx) error { return tx.ReplaceRestorePoints(job, vm, points) })
 }
+
+// CommitPoint records a replica and a new restore point of it in one
+// transaction: either both are recorded or neither is. It is how the
+// engine commits a VM's run.
+func (c *Catalog) CommitPoint(r *Replica, p *RestorePoint) error {
+	return c.Update(func(tx *Tx) error {
+		if err := tx.PutReplica(r); err != nil {
+			return err
+		}
+		return tx.AddRestorePoint(p)
+	})
+}

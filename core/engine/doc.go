@@ -17,5 +17,10 @@
 // The engine holds policy (what to copy, when to commit, what to keep). It
 // never moves bytes itself (package datamover does) and never talks to a
 // plugin process directly: components come through the Components
-// interface.
+// interface, and its records go to a Catalog it declares (core/catalog's
+// bbolt file is one), so another store can slot in.
+//
+// Besides sessions (Run), it holds the use cases a CLI and ferry server
+// share: Source and Target (a job's components, reached as its sessions
+// reach them: on proxies when it runs on proxies) and Failover.
 package engine

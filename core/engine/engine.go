@@ -29,10 +29,31 @@ type Components interface {
 	Repository(ctx context.Context, b *config.PluginBlock) (sdk.Repository, error)
 }
 
+// Catalog is what the engine reads and records of sessions, replicas,
+// restore points and jobs: a *catalog.Catalog, or another store that keeps
+// the same promises (each call one transaction; CommitPoint atomic).
+type Catalog interface {
+	BeginSession(job string) (*catalog.Session, error)
+	SaveSession(s *catalog.Session) error
+	SaveSessionVM(id string, vm catalog.VMResult) error
+	Replica(job, vm string) (*catalog.Replica, error)
+	Replicas(job string) ([]catalog.Replica, error)
+	PutReplica(r *catalog.Replica) error
+	RetireReplica(job, vm, why string) (*catalog.GoneReplica, error)
+	RestorePoints(job, vm string) ([]catalog.RestorePoint, error)
+	ReplaceRestorePoints(job, vm string, points []catalog.RestorePoint) error
+	// CommitPoint records a replica and its new restore point together.
+	CommitPoint(r *catalog.Replica, p *catalog.RestorePoint) error
+	JobState(job string) (*catalog.JobState, error)
+	PutJobState(s *catalog.JobState) error
+}
+
+var _ Catalog = (*catalog.Catalog)(nil)
+
 // Engine runs sessions of jobs.
 type Engine struct {
 	Components Components
-	Catalog    *catalog.Catalog
+	Catalog    Catalog
 	Log        hclog.Logger
 	// Events receives progress; it is called from several goroutines and
 	// must be quick. Nil discards.

@@ -497,12 +497,7 @@ func (r *run) commitCatalog(name string, vm *sdk.VM, replica *sdk.Replica, point
 		rec.Disks = append(rec.Disks, catalog.ReplicaDisk{Index: d.Index, Capacity: d.Capacity})
 		pt.Disks = append(pt.Disks, catalog.PointDisk{Index: d.Index, Capacity: d.Capacity, ChangeID: d.ChangeID})
 	}
-	return r.e.Catalog.Update(func(tx *catalog.Tx) error {
-		if err := tx.PutReplica(rec); err != nil {
-			return err
-		}
-		return tx.AddRestorePoint(pt)
-	})
+	return r.e.Catalog.CommitPoint(rec, pt)
 }
 
 // applyRetention deletes the oldest points beyond the policy and makes the
