@@ -40,6 +40,9 @@ type Config struct {
 	// Webhooks are the webhook blocks without problems, in the order of
 	// the files and of the blocks in them.
 	Webhooks []*Webhook
+	// FailoverPlans are the failover_plan blocks without problems, by
+	// name.
+	FailoverPlans map[string]*FailoverPlan
 
 	// sensitive are the source ranges of the values of sensitive
 	// attributes, masked when diagnostics are rendered.

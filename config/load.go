@@ -25,6 +25,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "job", LabelNames: []string{"name"}},
 		{Type: "traffic_rule", LabelNames: []string{"name"}},
 		{Type: "webhook", LabelNames: []string{"name"}},
+		{Type: "failover_plan", LabelNames: []string{"name"}},
 	},
 }
 
@@ -123,7 +124,7 @@ func LoadFiles(dir string, files map[string][]byte, schemas Schemas) (*Config, h
 		blocks = append(blocks, content.Blocks...)
 	}
 
-	var jobs, rules []*hcl.Block
+	var jobs, rules, plans []*hcl.Block
 	for _, b := range blocks {
 		if !l.declare(b) {
 			continue
@@ -143,6 +144,8 @@ func LoadFiles(dir string, files map[string][]byte, schemas Schemas) (*Config, h
 			if w, ok := l.decodeWebhook(b); ok {
 				l.cfg.Webhooks = append(l.cfg.Webhooks, w)
 			}
+		case "failover_plan":
+			plans = append(plans, b) // after the jobs, whose VMs they name
 		}
 	}
 	for _, b := range jobs {
@@ -154,6 +157,12 @@ func LoadFiles(dir string, files map[string][]byte, schemas Schemas) (*Config, h
 			l.cfg.TrafficRules = append(l.cfg.TrafficRules, r)
 		}
 	}
+	for _, b := range plans {
+		if p, ok := l.decodeFailoverPlan(b); ok {
+			l.cfg.FailoverPlans[p.Name] = p
+		}
+	}
+	l.checkPlanOrders()
 	l.checkReplicaNames()
 	sortDiagnostics(l.diags)
 	return l.cfg, l.diags
@@ -168,6 +177,8 @@ func newConfig(dir string) *Config {
 		Repositories: map[string]*PluginBlock{},
 		Proxies:      map[string]*Proxy{},
 		Jobs:         map[string]*Job{},
+
+		FailoverPlans: map[string]*FailoverPlan{},
 	}
 }
 
@@ -236,6 +247,8 @@ func uniqueRule(b *hcl.Block) string {
 		return "Names must be unique among traffic rules."
 	case "webhook":
 		return "Names must be unique among webhooks."
+	case "failover_plan":
+		return "Names must be unique among failover plans."
 	}
 	return "Names must be unique among jobs."
 }
