@@ -6,9 +6,11 @@
 // store of its own.
 //
 // Every call to Hyper-V goes through host.Host (package host); simhost
-// implements it on any OS with folders and VHDX files. The WMI
-// implementation for Windows is not written yet: a host other than
-// "sim:DIR" is refused with errdefs.ErrUnimplemented (connect_*.go). The plugin reads and writes the disks' files itself with
+// implements it on any OS with folders and VHDX files; wmihost implements
+// it on Windows through WMI, for the host the plugin runs on (host = ".";
+// connect_windows.go). Other hosts, and anything but "sim:DIR" off
+// Windows, are refused with errdefs.ErrUnimplemented. The plugin reads
+// and writes the disks' files itself with
 // sdk/disk/vhdx, so it runs on the Hyper-V host (beside a ferry proxy), or
 // anywhere for the simulated host.
 //

@@ -86,7 +86,7 @@ const MaxRestorePoints = 48
 
 const hostDoc = `The Hyper-V host: "." (or "localhost") for the host the plugin runs on, ` +
 	`which is how it is meant to run (on the Hyper-V host, beside a ferry proxy); ` +
-	`another host's name to reach it through WMI with the account the plugin runs as; ` +
+	`another host is refused (run a ferry proxy on it and use "." there); ` +
 	`or "sim:DIR" (DIR absolute) for the simulated host kept in DIR, for tests and the lab.`
 
 func sourceSchema() *schema.Block {

@@ -4,10 +4,10 @@
 // hyperv) talks to Hyper-V only through it.
 //
 // simhost implements it: a simulated host on any OS that keeps VMs as
-// folders with VHDX files, for tests and the lab. The Windows
-// implementation through WMI (root\virtualization\v2) is not written yet;
-// each method's comment names the WMI call it stands for, and the plugin's
-// README lists them.
+// folders with VHDX files, for tests and the lab. wmihost implements it on
+// Windows through WMI (root\virtualization\v2); each method's comment
+// names the WMI call it stands for, and the plugin's README lists what
+// wmihost calls for each.
 //
 // This package holds declarations only; it never talks to a host.
 package host
