@@ -232,7 +232,6 @@ func (h *Host) snapshotCall(ctx context.Context, vm, checkpoint, method, arg str
 		}
 		if method == "ConvertToReferencePoint" {
 			out["checkpoint"] = snap.str("InstanceID")
-			out["created"] = created(snap)
 		}
 		return nil
 	})

@@ -174,8 +174,8 @@ func (h *Host) describe(cs obj) (*host.VM, error) {
 	}
 	for _, n := range nics {
 		v.NICs = append(v.NICs, n.nic)
-		n.port.Close()
 	}
+	closeNICs(nics)
 	return v, nil
 }
 
