@@ -28,8 +28,16 @@ func init() {
                                        resumes, no restore point is lost
   ferry failover commit JOB VM         make the failover permanent: the replica
                                        becomes the production VM and leaves
-                                       replication`,
-		usage: "ferry [--config DIR] failover [undo|commit] JOB VM [--point ID]",
+                                       replication
+  ferry failover plan NAME             fail a failover_plan's VMs over, group
+      [--point latest|TIME]            by group in dependency order, each group
+                                       checked ready before the next; to the
+                                       newest points, or the newest at or
+                                       before TIME
+  ferry failover plan undo|commit NAME undo, or make permanent, the failover
+                                       of every VM of the plan that is failed
+                                       over`,
+		usage: "ferry [--config DIR] failover [undo|commit] JOB VM [--point ID] | failover plan [undo|commit] NAME [--point latest|TIME]",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			point := fs.String("point", "", "the restore point `ID` to fail over to, or an unambiguous start of it (default: the newest)")
 			return func(e *env, args []string) error { return runFailover(e, args, *point) }
@@ -39,6 +47,9 @@ func init() {
 }
 
 func runFailover(e *env, pos []string, point string) error {
+	if len(pos) > 0 && pos[0] == "plan" {
+		return runFailoverPlan(e, pos[1:], point)
+	}
 	action := "start"
 	if len(pos) > 0 && (pos[0] == "undo" || pos[0] == "commit") {
 		action, pos = pos[0], pos[1:]
