@@ -28,7 +28,7 @@ func (t *Target) crashForTest() {
 			sd.disabled = os.ErrClosed
 			sd.gate.Unlock()
 		}
-		rw.wlock.unlock()
+		rw.wlock.Release()
 		delete(t.writers, dir)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferry-dr/ferry/plugins/internal/filelock"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
@@ -291,8 +292,8 @@ func (t *Target) adopt(ctx context.Context, name string, owner sdk.ReplicaOwner)
 type txn struct {
 	dir    string
 	rs     *replicaState
-	lock   *fileLock
-	wlock  *fileLock
+	lock   *filelock.Lock
+	wlock  *filelock.Lock
 	target *Target
 	// paused are this process's open writers of the replica, held still
 	// for the change and brought up to date when it ends.
@@ -309,8 +310,8 @@ func (x *txn) release() {
 		sd.gate.Unlock()
 	}
 	x.paused = nil
-	x.wlock.unlock()
-	x.lock.unlock()
+	x.wlock.Release()
+	x.lock.Release()
 }
 
 func (x *txn) save() error { return saveReplica(x.dir, x.rs) }
@@ -330,7 +331,7 @@ func (t *Target) begin(ctx context.Context, ref string, exclusive bool) (*txn, e
 	if err != nil {
 		return nil, err
 	}
-	lock, err := lockFile(ctx, filepath.Join(replicaMeta(dir), lockFileName))
+	lock, err := filelock.Acquire(ctx, filepath.Join(replicaMeta(dir), lockFileName))
 	if err != nil {
 		return nil, err
 	}
@@ -384,8 +385,8 @@ func (t *Target) pause(x *txn) error {
 		return nil
 	}
 	t.mu.Unlock()
-	wl, err := tryLock(filepath.Join(replicaMeta(x.dir), writersLockName))
-	if errors.Is(err, errLocked) {
+	wl, err := filelock.Try(filepath.Join(replicaMeta(x.dir), writersLockName))
+	if errors.Is(err, filelock.ErrLocked) {
 		return fmt.Errorf("disk writers are open in another process: %w", errdefs.ErrFailedPrecondition)
 	}
 	if err != nil {
@@ -470,11 +471,11 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	if err != nil {
 		return nil, fmt.Errorf("create replica %q: %w", req.Name, err)
 	}
-	tl, err := lockFile(ctx, filepath.Join(t.root, targetLockName))
+	tl, err := filelock.Acquire(ctx, filepath.Join(t.root, targetLockName))
 	if err != nil {
 		return nil, err
 	}
-	defer tl.unlock()
+	defer tl.Release()
 	dir := filepath.Join(t.root, req.Name)
 	if rs, err := loadReplica(dir); err == nil {
 		if rs.Owner == nil && !req.Owner.IsZero() {
@@ -590,11 +591,11 @@ func (t *Target) ListReplicas(ctx context.Context) ([]sdk.Replica, error) {
 // that is gone succeeds. A committed replica is a production VM now: only
 // its replica record goes, its VM folder stays.
 func (t *Target) DeleteReplica(ctx context.Context, ref string) error {
-	tl, err := lockFile(ctx, filepath.Join(t.root, targetLockName))
+	tl, err := filelock.Acquire(ctx, filepath.Join(t.root, targetLockName))
 	if err != nil {
 		return err
 	}
-	defer tl.unlock()
+	defer tl.Release()
 	x, err := t.begin(ctx, ref, true)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil

@@ -21,6 +21,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/ferry-dr/ferry/plugins/internal/filelock"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
@@ -114,7 +115,7 @@ func (r *Repository) objects() string { return filepath.Join(r.root, "objects") 
 // lock takes the repository's lock; release it with unlockRepo.
 func (r *Repository) lock(ctx context.Context) (*repoLock, error) {
 	r.mu.Lock()
-	l, err := lockFile(ctx, filepath.Join(r.root, lockFileName))
+	l, err := filelock.Acquire(ctx, filepath.Join(r.root, lockFileName))
 	if err != nil {
 		r.mu.Unlock()
 		return nil, err
@@ -125,11 +126,11 @@ func (r *Repository) lock(ctx context.Context) (*repoLock, error) {
 // repoLock is a held repository lock.
 type repoLock struct {
 	r *Repository
-	l *fileLock
+	l *filelock.Lock
 }
 
 func (l *repoLock) unlock() {
-	l.l.unlock()
+	l.l.Release()
 	l.r.mu.Unlock()
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/ferry-dr/ferry/plugins/internal/filelock"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
@@ -46,7 +47,7 @@ const undoBlockSize = 4 << 10
 // changes out while any is open.
 type replicaWriters struct {
 	refs  int
-	wlock *fileLock
+	wlock *filelock.Lock
 	disks map[int]*sharedDisk
 }
 
@@ -179,8 +180,8 @@ func (t *Target) OpenReplicaDisk(ctx context.Context, ref string, disk int, size
 	defer t.mu.Unlock()
 	rw := t.writers[x.dir]
 	if rw == nil {
-		wl, err := tryLock(filepath.Join(replicaMeta(x.dir), writersLockName))
-		if errors.Is(err, errLocked) {
+		wl, err := filelock.Try(filepath.Join(replicaMeta(x.dir), writersLockName))
+		if errors.Is(err, filelock.ErrLocked) {
 			return nil, fmt.Errorf("open replica %q disk %d: written by another process: %w", ref, disk, errdefs.ErrFailedPrecondition)
 		}
 		if err != nil {
@@ -194,7 +195,7 @@ func (t *Target) OpenReplicaDisk(ctx context.Context, ref string, disk int, size
 		x.wlock = nil // rw owns it now
 		defer func() {
 			if rw.refs == 0 {
-				rw.wlock.unlock()
+				rw.wlock.Release()
 			} else {
 				t.writers[x.dir] = rw
 			}
@@ -619,7 +620,7 @@ func (t *Target) release(dir string, w *replicaWriter) {
 	}
 	rw.refs--
 	if rw.refs == 0 {
-		rw.wlock.unlock()
+		rw.wlock.Release()
 		delete(t.writers, dir)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ferry-dr/ferry/plugins/internal/filelock"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
@@ -315,15 +316,15 @@ func (s *site) lockDir(ctx context.Context, vm string) (dir string, unlock func(
 	if err != nil {
 		return "", nil, err
 	}
-	return dir, lock.unlock, nil
+	return dir, lock.Release, nil
 }
 
 // vmLock locks one VM folder for a change.
-func (s *site) vmLock(ctx context.Context, vmDir string) (*fileLock, error) {
+func (s *site) vmLock(ctx context.Context, vmDir string) (*filelock.Lock, error) {
 	if err := mkdirDurable(metaDir(vmDir)); err != nil {
 		return nil, err
 	}
-	return lockFile(ctx, filepath.Join(metaDir(vmDir), lockFileName))
+	return filelock.Acquire(ctx, filepath.Join(metaDir(vmDir), lockFileName))
 }
 
 // checkBase compares disk<N>.img with its recorded fingerprint. A
@@ -390,7 +391,7 @@ func (s *site) createVM(ctx context.Context, spec VMSpec) (*sdk.VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer lock.unlock()
+	defer lock.Release()
 	if _, err := os.Stat(filepath.Join(dir, vmFile)); err == nil {
 		return nil, fmt.Errorf("create vm %q in site %s: %w", spec.Name, s.root, errdefs.ErrAlreadyExists)
 	}

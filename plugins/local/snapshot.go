@@ -429,7 +429,7 @@ func (r *snapshotReader) close() error {
 	if err != nil {
 		return err
 	}
-	defer lock.unlock()
+	defer lock.Release()
 	st, err := loadState(r.dir)
 	if err != nil {
 		return err

@@ -49,7 +49,7 @@ func (h *Host) CreateVM(ctx context.Context, spec host.VMSpec) (*host.VM, error)
 	if err != nil {
 		return nil, err
 	}
-	defer l.unlock()
+	defer l.Release()
 	s := &vmState{ID: newID(), Name: spec.Name, Created: h.now().UTC(), Generation: spec.Generation, CPUs: spec.CPUs,
 		MemoryMiB: spec.MemoryMiB, SecureBoot: spec.SecureBoot, TPM: spec.TPM, Notes: spec.Notes, Files: map[string]fileRec{}}
 	dir := h.vmDir(s.ID)
@@ -93,7 +93,7 @@ func (h *Host) GuestWrite(ctx context.Context, vm string, disk int, off int64, d
 	if err != nil {
 		return err
 	}
-	defer l.unlock()
+	defer l.Release()
 	s, err := h.find(vm)
 	if err != nil {
 		return err

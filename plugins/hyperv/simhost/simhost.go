@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/plugins/hyperv/host"
+	"github.com/ferry-dr/ferry/plugins/internal/filelock"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
@@ -71,8 +72,8 @@ func (h *Host) Name() string { return "sim:" + h.dir }
 // Local is true: the files are in the host's folder.
 func (h *Host) Local() bool { return true }
 
-func (h *Host) lock(ctx context.Context) (*fileLock, error) {
-	return lockFile(ctx, filepath.Join(h.dir, ".lock"))
+func (h *Host) lock(ctx context.Context) (*filelock.Lock, error) {
+	return filelock.Acquire(ctx, filepath.Join(h.dir, ".lock"))
 }
 
 func (h *Host) hit(step string) {
@@ -99,7 +100,7 @@ func (h *Host) AddSwitch(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	defer l.unlock()
+	defer l.Release()
 	var c hostConfig
 	if err := readJSON(h.configPath(), &c); err != nil {
 		return err
@@ -328,7 +329,7 @@ func (h *Host) change(ctx context.Context, vm string, fn func(s *vmState) error)
 	if err != nil {
 		return nil, err
 	}
-	defer l.unlock()
+	defer l.Release()
 	s, err := h.find(vm)
 	if err != nil {
 		return nil, err
@@ -426,7 +427,7 @@ func (h *Host) DeleteVM(ctx context.Context, vm string) error {
 	if err != nil {
 		return err
 	}
-	defer l.unlock()
+	defer l.Release()
 	s, err := h.find(vm)
 	if err != nil {
 		return err

@@ -1,4 +1,4 @@
-package local
+package filelock
 
 import (
 	"errors"

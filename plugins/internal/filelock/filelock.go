@@ -1,4 +1,8 @@
-package local
+// Package filelock is the plugins' exclusive lock on a lock file: flock(2)
+// on Unix, LockFileEx on Windows. The lock belongs to the open file, so two
+// opens conflict even inside one process: the same lock guards goroutines
+// and processes alike, and the system drops it when its holder dies.
+package filelock
 
 import (
 	"context"
@@ -10,21 +14,17 @@ import (
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
-// fileLock is an exclusive lock on a lock file: flock(2) on Unix
-// (lock_unix.go), LockFileEx on Windows (lock_windows.go). Both locks
-// belong to the open file, so two opens conflict even inside one process:
-// the same lock guards goroutines and processes alike, and the system
-// drops it when the holder dies.
-type fileLock struct {
+// Lock is a held lock.
+type Lock struct {
 	f *os.File
 }
 
-// errLocked is returned by tryLock when someone else holds the lock.
-var errLocked = errors.New("locked")
+// ErrLocked is returned by Try when someone else holds the lock.
+var ErrLocked = errors.New("locked")
 
-// lockFile takes an exclusive lock on path, creating the file, and waits
+// Acquire takes an exclusive lock on path, creating the file, and waits
 // for it as long as ctx allows.
-func lockFile(ctx context.Context, path string) (*fileLock, error) {
+func Acquire(ctx context.Context, path string) (*Lock, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("lock %s: %w: %w", path, errdefs.ErrCanceled, err)
 	}
@@ -36,7 +36,7 @@ func lockFile(ctx context.Context, path string) (*fileLock, error) {
 	for {
 		err := lockNB(f)
 		if err == nil {
-			return &fileLock{f: f}, nil
+			return &Lock{f: f}, nil
 		}
 		if !lockBusy(err) && !lockInterrupted(err) {
 			f.Close()
@@ -54,9 +54,9 @@ func lockFile(ctx context.Context, path string) (*fileLock, error) {
 	}
 }
 
-// tryLock takes an exclusive lock on path without waiting; errLocked when
-// it is held.
-func tryLock(path string) (*fileLock, error) {
+// Try takes an exclusive lock on path without waiting; ErrLocked when it
+// is held.
+func Try(path string) (*Lock, error) {
 	f, err := openLockFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
@@ -64,15 +64,15 @@ func tryLock(path string) (*fileLock, error) {
 	if err := lockNB(f); err != nil {
 		f.Close()
 		if lockBusy(err) {
-			return nil, errLocked
+			return nil, ErrLocked
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
-	return &fileLock{f: f}, nil
+	return &Lock{f: f}, nil
 }
 
-// unlock releases the lock. It is safe to call on a nil lock.
-func (l *fileLock) unlock() {
+// Release releases the lock. It is safe to call on a nil lock.
+func (l *Lock) Release() {
 	if l != nil && l.f != nil {
 		unlockNB(l.f)
 		l.f.Close() // closing the last handle releases the lock too

@@ -1,4 +1,4 @@
-package local
+package filelock
 
 import (
 	"context"
@@ -15,36 +15,36 @@ import (
 // once it is released, and a canceled wait says so.
 func TestFileLock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "lock")
-	held, err := tryLock(path)
+	held, err := Try(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l, err := tryLock(path); !errors.Is(err, errLocked) {
-		l.unlock()
-		t.Fatalf("second tryLock: %v, want errLocked", err)
+	if l, err := Try(path); !errors.Is(err, ErrLocked) {
+		l.Release()
+		t.Fatalf("second tryLock: %v, want ErrLocked", err)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel()
-	if l, err := lockFile(ctx, path); !errors.Is(err, errdefs.ErrCanceled) {
-		l.unlock()
+	if l, err := Acquire(ctx, path); !errors.Is(err, errdefs.ErrCanceled) {
+		l.Release()
 		t.Fatalf("lockFile of a held lock past its deadline: %v, want canceled", err)
 	}
 
 	got := make(chan error, 1)
 	go func() {
-		l, err := lockFile(context.Background(), path)
-		l.unlock()
+		l, err := Acquire(context.Background(), path)
+		l.Release()
 		got <- err
 	}()
-	held.unlock()
+	held.Release()
 	if err := <-got; err != nil {
 		t.Fatalf("lockFile after unlock: %v", err)
 	}
-	held.unlock() // a second unlock does nothing
-	again, err := tryLock(path)
+	held.Release() // a second unlock does nothing
+	again, err := Try(path)
 	if err != nil {
 		t.Fatalf("tryLock after every holder unlocked: %v", err)
 	}
-	again.unlock()
+	again.Release()
 }
