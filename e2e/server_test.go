@@ -241,6 +241,9 @@ func TestServerRunsTheSchedules(t *testing.T) {
 	mark = s.stderr.mark()
 	s.waitLog(t, `"session starts"`, mark, 30*time.Second)
 	s.kill()
+	// The next run must have fallen due while no server ran: wait for
+	// the schedule's next two-second mark.
+	time.Sleep(time.Until(time.Now().Truncate(2 * time.Second).Add(2*time.Second + 100*time.Millisecond)))
 	l.write("web-01", 0, 8<<20, 2<<20)
 	want := l.source("web-01", 0)
 	s = l.startServer()

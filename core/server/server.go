@@ -324,9 +324,8 @@ func (s *Server) ended(ctx context.Context, j *job, sess *catalog.Session, err e
 	case sess != nil:
 		s.log.Info("session ended", "job", name, "session", sess.ID, "result", sess.Result)
 	}
-	if s.Ended != nil {
-		s.Ended(name, sess, err)
-	}
+	// The job's state first, so that whoever hears of the end (Ended)
+	// finds the job no longer running.
 	s.mu.Lock()
 	j.running = false
 	j.last, j.lastErr, j.lastDone = sess, err, time.Now()
@@ -336,6 +335,9 @@ func (s *Server) ended(ctx context.Context, j *job, sess *catalog.Session, err e
 		s.start(ctx, j, "queued")
 	}
 	s.mu.Unlock()
+	if s.Ended != nil {
+		s.Ended(name, sess, err)
+	}
 	s.checkRPO()
 }
 
