@@ -1,7 +1,8 @@
 // Package plan works out what the next run of a job would do, from the
 // job's configuration, what the catalog knows of earlier runs and what the
-// source reports now. It is pure: the command line gathers the inputs and
-// renders the result.
+// source reports now. It is pure: the engine gathers the inputs
+// (engine.Engine.Plan, for `ferry plan` and ferry server's GET /v1/plan)
+// and the command line renders the result.
 //
 // It never changes anything and never talks to a plugin.
 package plan
@@ -75,10 +76,10 @@ type Plan struct {
 	Changes []Change
 	// Selection shows what each selector of the job matched; empty for a
 	// job that names its VMs one by one.
-	Selection []Selected `json:",omitempty"`
+	Selection []Selected
 	// Proxies says where the job's disks would move when the
 	// configuration declares proxies; nil when they move in ferry.
-	Proxies *Proxies `json:",omitempty"`
+	Proxies *Proxies
 }
 
 // Proxies is where a job's disks would move: the proxy that reads them

@@ -1,0 +1,170 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/datamover"
+	"github.com/ferry-dr/ferry/core/plan"
+	"github.com/ferry-dr/ferry/core/proxy"
+	"github.com/ferry-dr/ferry/core/selection"
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// Plan works out what the next run of each job would do, without doing
+// it: it gathers what package plan decides from (the catalog's records of
+// the job, what the source reports of its VMs or what its selectors pick
+// now, what the target holds of their replicas) and, with proxies, where
+// the job's disks would move. The source and the target are reached as
+// the job's sessions reach them (see Source). A source or a target that
+// cannot be asked is said in the plan, not returned: Plan fails only when
+// the catalog cannot be read. `ferry plan` and ferry server's GET
+// /v1/plan call it.
+func (e *Engine) Plan(ctx context.Context, jobs []*config.Job) ([]plan.Plan, error) {
+	plans := make([]plan.Plan, 0, len(jobs))
+	for _, job := range jobs {
+		in, err := e.planInputs(ctx, job)
+		if err != nil {
+			return nil, err
+		}
+		plans = append(plans, plan.Make(in))
+	}
+	if pv, ok := e.Proxies.(previewer); ok {
+		planProxies(ctx, pv, jobs, plans)
+	}
+	return plans, nil
+}
+
+// planInputs gathers what a job's plan is made from.
+func (e *Engine) planInputs(ctx context.Context, job *config.Job) (plan.Inputs, error) {
+	in := plan.Inputs{Job: job, Fingerprint: Fingerprint(job), Points: map[string][]plan.Point{},
+		Source: map[string]*sdk.VM{}, SourceErrors: map[string]error{}}
+	var err error
+	if in.Replicas, err = e.Catalog.Replicas(job.Name); err != nil {
+		return in, err
+	}
+	for _, r := range in.Replicas {
+		if in.Points[r.VM], err = e.Catalog.RestorePoints(job.Name, r.VM); err != nil {
+			return in, err
+		}
+	}
+	if st, err := e.Catalog.JobState(job.Name); err == nil {
+		in.Last = st
+	}
+	src, caps, where, err := e.Source(ctx, job)
+	if where != "" {
+		e.log().Info("the source's calls run on a proxy", "job", job.Name, "proxy", where)
+	}
+	if err == nil {
+		in.SourceCaps = &caps
+	}
+	if err != nil && job.Selects() {
+		in.SelectionErr = fmt.Errorf("%s: %w", job.Source.Address(), err)
+	}
+	if err == nil && job.Selects() {
+		known := map[string]string{}
+		for _, r := range in.Replicas {
+			if r.SourceID != "" {
+				known[r.SourceID] = r.VM
+			}
+		}
+		var last map[string][]string
+		if in.Last != nil {
+			last = in.Last.Selected
+		}
+		if in.Selection, in.SelectionErr = selection.Resolve(ctx, src, job, known, last); in.SelectionErr == nil {
+			e.askTarget(ctx, job, &in)
+			return in, nil
+		}
+		in.SelectionErr = fmt.Errorf("%s: %w", job.Source.Address(), in.SelectionErr)
+	}
+	for _, vm := range job.VMs {
+		if err != nil {
+			in.SourceErrors[vm] = fmt.Errorf("%s: %w", job.Source.Address(), err)
+			continue
+		}
+		desc, derr := src.DescribeVM(ctx, vm)
+		if derr != nil {
+			in.SourceErrors[vm] = fmt.Errorf("%s: %w", job.Source.Address(), derr)
+			continue
+		}
+		in.Source[vm] = desc
+	}
+	e.askTarget(ctx, job, &in)
+	return in, nil
+}
+
+// askTarget asks the job's target for the replica of each VM the source
+// described, so that the plan can tell a replica that is gone, replaced or
+// another job's from the one the catalog knows. A target that cannot be
+// asked leaves the catalog's word.
+func (e *Engine) askTarget(ctx context.Context, job *config.Job, in *plan.Inputs) {
+	tgt, where, err := e.Target(ctx, job)
+	if where != "" {
+		e.log().Info("the target's calls run on a proxy", "job", job.Name, "proxy", where)
+	}
+	if err != nil {
+		return
+	}
+	vms := in.Source
+	if in.Selection != nil {
+		vms = map[string]*sdk.VM{}
+		for _, v := range in.Selection.VMs {
+			if v.VM != nil && v.Err == nil {
+				vms[v.Key] = v.VM
+			}
+		}
+	}
+	found := map[string]*sdk.Replica{}
+	for name, vm := range vms {
+		r, err := tgt.GetReplica(ctx, job.ReplicaName(name, vm.Name))
+		switch {
+		case errors.Is(err, errdefs.ErrNotFound):
+			found[name] = nil
+		case err == nil:
+			found[name] = r
+		}
+	}
+	in.Target = found
+	in.Owner = func(vm *sdk.VM) sdk.ReplicaOwner { return Owner(job, vm) }
+}
+
+// previewer says where a task would run without running it
+// (core/proxy.Pool); the engine's Proxies that can are asked by Plan.
+type previewer interface {
+	Greet(ctx context.Context, names []string) map[string]error
+	Preview(ctx context.Context, t proxy.Task) (proxy.Placement, datamover.Codec, error)
+}
+
+var _ previewer = (*proxy.Pool)(nil)
+
+// planProxies greets the proxies and says in each plan where the job's
+// disks would move.
+func planProxies(ctx context.Context, pv previewer, jobs []*config.Job, plans []plan.Plan) {
+	bad := pv.Greet(ctx, nil)
+	for i, job := range jobs {
+		vm := ""
+		if len(job.VMs) > 0 {
+			vm = job.VMs[0] // how the proxies reach the job's disks: its first VM's
+		}
+		t := ProxyTask(job, vm)
+		x := &plan.Proxies{}
+		for _, name := range slices.Sorted(maps.Keys(bad)) {
+			if len(t.Proxies) == 0 || slices.Contains(t.Proxies, name) {
+				x.Skipped = append(x.Skipped, fmt.Sprintf("proxy %s: %v", name, bad[name]))
+			}
+		}
+		pl, codec, err := pv.Preview(ctx, t)
+		if err != nil {
+			x.Error = err.Error()
+		} else {
+			x.Source, x.Target, x.SourceWhy, x.TargetWhy, x.Compression = pl.Source, pl.Target, pl.SourceWhy, pl.TargetWhy, codec.String()
+		}
+		plans[i].Proxies = x
+	}
+}

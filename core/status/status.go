@@ -1,0 +1,139 @@
+package status
+
+import (
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// Job is the status of one job; its JSON is `ferry status --json`'s
+// (docs/cli.md).
+type Job struct {
+	Job      string `json:"job"`
+	Schedule string `json:"schedule,omitempty"`
+	// Scheduled says whether something runs the job at its schedule:
+	// ScheduledBy what (a ferry server), NextRun when, if known. When
+	// nothing does, the job runs only when told to ('ferry run').
+	Scheduled   bool             `json:"scheduled"`
+	ScheduledBy string           `json:"scheduled_by,omitempty"`
+	NextRun     *time.Time       `json:"next_run,omitempty"`
+	LastSession *catalog.Session `json:"last_session,omitempty"`
+	VMs         []VM             `json:"vms"`
+}
+
+// VM is the state of one VM's replica and its restore points.
+type VM struct {
+	VM            string     `json:"vm"`
+	Replica       string     `json:"replica,omitempty"`
+	State         string     `json:"state"`
+	FailoverPoint string     `json:"failover_point,omitempty"`
+	RestorePoints int        `json:"restore_points"`
+	Newest        *time.Time `json:"newest_point,omitempty"`
+}
+
+// NoReplica is the State of a VM that has no replica yet.
+const NoReplica = "no replica yet"
+
+// Scheduler says what runs a job at its schedule ("" when nothing does)
+// and when it will run it next (the zero time when that is not known).
+type Scheduler func(job *config.Job) (by string, next time.Time)
+
+// Unscheduled is the Scheduler of jobs that nothing runs at their
+// schedules.
+func Unscheduled(*config.Job) (string, time.Time) { return "", time.Time{} }
+
+// ScheduledBy is the Scheduler of jobs that by runs at their schedules
+// (a ferry server, as seen from elsewhere): the scheduled ones are run by
+// it, at times next says (nil: not known here).
+func ScheduledBy(by string, next func(job string) time.Time) Scheduler {
+	return func(j *config.Job) (string, time.Time) {
+		if j.Schedule.IsZero() {
+			return "", time.Time{}
+		}
+		if next == nil {
+			return by, time.Time{}
+		}
+		return by, next(j.Name)
+	}
+}
+
+// Jobs reads the status of jobs in one read transaction of cat: a
+// consistent picture, and one open of the catalog, which a running session
+// writes to now and then.
+func Jobs(cat *catalog.Catalog, jobs []*config.Job, sched Scheduler) ([]Job, error) {
+	out := []Job{}
+	err := cat.View(func(tx *catalog.Tx) error {
+		for _, j := range jobs {
+			st, err := Of(tx, j, sched)
+			if err != nil {
+				return err
+			}
+			out = append(out, st)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Of reads the status of job; sched says what runs it at its schedule, if
+// anything does, and when next.
+func Of(tx *catalog.Tx, job *config.Job, sched Scheduler) (Job, error) {
+	name := job.Name
+	st := Job{Job: name, VMs: []VM{}}
+	if !job.Schedule.IsZero() {
+		st.Schedule = job.Schedule.String()
+	}
+	if by, next := sched(job); by != "" {
+		st.Scheduled, st.ScheduledBy = true, by
+		if !next.IsZero() {
+			st.NextRun = &next
+		}
+	}
+	ss, err := tx.Sessions(name, 1)
+	if err != nil {
+		return st, err
+	}
+	if len(ss) > 0 {
+		st.LastSession = &ss[0]
+	}
+	vms := job.VMs
+	if job.Selects() {
+		// The VMs its selectors picked are known by their replicas;
+		// status does not ask the source.
+		vms = slices.Clone(job.VMs)
+		reps, err := tx.Replicas(name)
+		if err != nil {
+			return st, err
+		}
+		for _, r := range reps {
+			if !slices.Contains(vms, r.VM) {
+				vms = append(vms, r.VM)
+			}
+		}
+	}
+	for _, vm := range vms {
+		vs := VM{VM: vm, State: NoReplica}
+		r, err := tx.Replica(name, vm)
+		switch {
+		case err == nil:
+			vs.Replica, vs.State, vs.FailoverPoint = r.ReplicaName, string(r.State), r.FailoverPoint
+		case !errors.Is(err, errdefs.ErrNotFound):
+			return st, err
+		}
+		ps, err := tx.RestorePoints(name, vm)
+		if err != nil {
+			return st, err
+		}
+		if len(ps) > 0 {
+			vs.RestorePoints = len(ps)
+			newest := ps[len(ps)-1].Created
+			vs.Newest = &newest
+		}
+		st.VMs = append(st.VMs, vs)
+	}
+	return st, nil
+}
