@@ -135,6 +135,10 @@ func (s *Server) routes(m *Metrics, version string) []route {
 			writeJSON(w, http.StatusOK, s.RPO())
 		}},
 		{"GET", "/metrics", metrics.ServeHTTP},
+		{"GET", "/v1/status", s.statusHandler},
+		{"GET", "/v1/jobs/{name}/points", s.pointsHandler},
+		{"GET", "/v1/jobs/{name}/replicas/gone", s.goneHandler},
+		{"GET", "/v1/plan", s.planHandler},
 	}
 }
 

@@ -59,6 +59,12 @@ type Server struct {
 	Alarm func(a RPOAlarm)
 	// Failover fails VMs over for the API; nil refuses. Set before Serve.
 	Failover FailoverFunc
+	// Plan works out the plans of jobs for the API; nil refuses. Set
+	// before Serve.
+	Plan PlanFunc
+	// Controller is who this server is, as its claim on the catalog's
+	// jobs says (the status's scheduled_by). Set before Serve.
+	Controller catalog.Controller
 
 	slots chan struct{}
 	wake  chan struct{}
