@@ -1,0 +1,372 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/pki"
+	"github.com/ferry-dr/ferry/core/plan"
+	"github.com/ferry-dr/ferry/core/server"
+	"github.com/ferry-dr/ferry/core/status"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// Options say which server to call and with what credentials.
+type Options struct {
+	// Address is the server's URL: https://HOST:PORT, or http://HOST:PORT
+	// for a loopback HOST only.
+	Address string
+	// Token is a bearer token of 'ferry token create'; "" sends none.
+	Token string
+	// Credentials are a control plane's (CONFIG/ca/control): the client
+	// presents their certificate and verifies the server against their CA.
+	// Nil: no client certificate, and the server is verified against CA.
+	Credentials *pki.Credentials
+	// CA verifies the server when there are no Credentials.
+	CA *x509.CertPool
+	// Timeout bounds each call; 0 means a minute.
+	Timeout time.Duration
+}
+
+// Client calls a ferry server's API. It is safe for concurrent use.
+type Client struct {
+	base  *url.URL
+	token string
+	http  *http.Client
+}
+
+// New checks the options and returns a client; it does not call the
+// server yet.
+func New(o Options) (*Client, error) {
+	u, err := url.Parse(o.Address)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return nil, fmt.Errorf("server address %q: write https://HOST:PORT (or http://127.0.0.1:PORT for a server with --insecure-plaintext): %w", o.Address, errdefs.ErrInvalidArgument)
+	}
+	u.Path = ""
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil // the API is reached directly, as the proxies are
+	switch u.Scheme {
+	case "http":
+		if !loopback(u.Hostname()) {
+			return nil, fmt.Errorf("server address %q: plain http only to a loopback address (127.0.0.1, ::1, localhost), as the server's --insecure-plaintext serves; tokens would cross the network in the clear: use https: %w", o.Address, errdefs.ErrInvalidArgument)
+		}
+	case "https":
+		cfg, err := tlsConfig(o)
+		if err != nil {
+			return nil, err
+		}
+		tr.TLSClientConfig = cfg
+	}
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	return &Client{base: u, token: o.Token, http: &http.Client{Transport: tr, Timeout: timeout}}, nil
+}
+
+// Address is the server's URL.
+func (c *Client) Address() string { return c.base.String() }
+
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// tlsConfig verifies the server as ferry's identities are verified: not
+// by a DNS name but by the certificate, which must chain to the CA and
+// name a control plane (the server serves with the control plane's
+// certificate, whatever address it is reached at).
+func tlsConfig(o Options) (*tls.Config, error) {
+	var cfg *tls.Config
+	var roots *x509.CertPool
+	switch {
+	case o.Credentials != nil:
+		// The control plane's own credentials: their certificate, and
+		// their CA for the server.
+		cfg = o.Credentials.ClientConfig(pki.Identity{})
+		roots = x509.NewCertPool()
+		roots.AddCert(o.Credentials.CA())
+	case o.CA != nil:
+		cfg = &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}
+		roots = o.CA
+	default:
+		return nil, fmt.Errorf("https to a ferry server needs the installation's CA to verify it: the control plane's credentials in the configuration folder (ca/control, 'ferry ca init' or 'ferry ca issue NAME --role control'), or FERRY_CACERT naming its ca.crt: %w", errdefs.ErrFailedPrecondition)
+	}
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("the server sent no certificate")
+		}
+		opts := x509.VerifyOptions{Roots: roots, Intermediates: x509.NewCertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+		for _, ic := range cs.PeerCertificates[1:] {
+			opts.Intermediates.AddCert(ic)
+		}
+		if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+			return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+		}
+		id, err := pki.PeerIdentity(cs)
+		if err != nil {
+			return err
+		}
+		if id.Role != pki.RoleControl {
+			return &pki.IdentityError{Got: id, Want: pki.Identity{Role: pki.RoleControl, Name: "(any)"}}
+		}
+		return nil
+	}
+	return cfg, nil
+}
+
+// ErrUnauthenticated is matched by the error of a call the server
+// refused for want of credentials it knows (no token, an unknown or
+// revoked one).
+var ErrUnauthenticated = errors.New("unauthenticated")
+
+// Error is an error the API answered: {"error", "class"}. errors.Is
+// matches its class: errdefs.ErrNotFound, ErrInvalidArgument,
+// ErrFailedPrecondition, ErrUnavailable, ErrPermissionDenied, or
+// ErrUnauthenticated.
+type Error struct {
+	Status  int    // the HTTP status
+	Class   string // not_found, invalid_argument, unauthenticated, ...
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// classes are the API's error classes as errors.
+var classes = map[string]error{
+	"not_found":           errdefs.ErrNotFound,
+	"invalid_argument":    errdefs.ErrInvalidArgument,
+	"failed_precondition": errdefs.ErrFailedPrecondition,
+	"unavailable":         errdefs.ErrUnavailable,
+	"permission_denied":   errdefs.ErrPermissionDenied,
+	"unauthenticated":     ErrUnauthenticated,
+}
+
+// Is makes errors.Is match the error's class.
+func (e *Error) Is(target error) bool {
+	c, ok := classes[e.Class]
+	return ok && c == target
+}
+
+// do makes a call and decodes its answer into out (nil: none).
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	u := *c.base
+	u.Path = path
+	u.RawQuery = query.Encode()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return c.transportError(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read the answer of %s: %w: %w", method, path, c.base, err, errdefs.ErrUnavailable)
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error string `json:"error"`
+			Class string `json:"class"`
+		}
+		if json.Unmarshal(data, &e) != nil || e.Class == "" {
+			e.Class, e.Error = classOf(resp.StatusCode), fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(data)))
+		}
+		return &Error{Status: resp.StatusCode, Class: e.Class, Message: e.Error}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s %s: the answer of %s is not what ferry expects (%v); is it a ferry server of this version?", method, path, c.base, err)
+	}
+	return nil
+}
+
+// transportError is a call that got no answer: one clear error, of the
+// class unavailable unless the server's certificate was refused.
+func (c *Client) transportError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var cve *tls.CertificateVerificationError
+	var ide *pki.IdentityError
+	switch {
+	case errors.As(err, &cve):
+		return fmt.Errorf("the certificate of %s does not verify against the installation's CA (%v): %w", c.base, cve.Err, errdefs.ErrPermissionDenied)
+	case errors.As(err, &ide):
+		return fmt.Errorf("%s is not a ferry server of this installation: %w", c.base, err)
+	}
+	return fmt.Errorf("reach ferry server at %s: %v: %w", c.base, err, errdefs.ErrUnavailable)
+}
+
+// classOf is the class of an answer without the API's error body (a
+// proxy's, a server of another kind).
+func classOf(code int) string {
+	switch code {
+	case http.StatusNotFound:
+		return "not_found"
+	case http.StatusBadRequest:
+		return "invalid_argument"
+	case http.StatusUnauthorized:
+		return "unauthenticated"
+	case http.StatusForbidden:
+		return "permission_denied"
+	case http.StatusConflict:
+		return "failed_precondition"
+	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
+		return "unavailable"
+	}
+	return "internal"
+}
+
+// Health is the server's answer to GET /v1/health.
+type Health struct {
+	Status  string `json:"status"`
+	Version string `json:"version"`
+}
+
+// Health asks whether the server answers; it needs no credentials.
+func (c *Client) Health(ctx context.Context) (Health, error) {
+	var h Health
+	return h, c.do(ctx, "GET", "/v1/health", nil, nil, &h)
+}
+
+// Jobs lists the jobs as the server schedules them.
+func (c *Client) Jobs(ctx context.Context) ([]server.JobStatus, error) {
+	var out []server.JobStatus
+	return out, c.do(ctx, "GET", "/v1/jobs", nil, nil, &out)
+}
+
+// Job is one job as the server schedules it.
+func (c *Client) Job(ctx context.Context, name string) (server.JobStatus, error) {
+	var out server.JobStatus
+	return out, c.do(ctx, "GET", "/v1/jobs/"+url.PathEscape(name), nil, nil, &out)
+}
+
+// Status is the status of every job, as `ferry status --json` prints it,
+// with the next run of each scheduled job.
+func (c *Client) Status(ctx context.Context) ([]status.Job, error) {
+	var out []status.Job
+	return out, c.do(ctx, "GET", "/v1/status", nil, nil, &out)
+}
+
+// MaxSessions is the most sessions one call lists.
+const MaxSessions = 1000
+
+// Sessions lists the sessions of job ("": of every job), newest first, at
+// most limit (1 to MaxSessions).
+func (c *Client) Sessions(ctx context.Context, job string, limit int) ([]catalog.Session, error) {
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	if job != "" {
+		q.Set("job", job)
+	}
+	var out []catalog.Session
+	return out, c.do(ctx, "GET", "/v1/sessions", q, nil, &out)
+}
+
+// Session is one session, by its whole id.
+func (c *Client) Session(ctx context.Context, id string) (*catalog.Session, error) {
+	var out catalog.Session
+	if err := c.do(ctx, "GET", "/v1/sessions/"+url.PathEscape(id), nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Points lists the restore points of a job's VM ("": of all its VMs),
+// oldest first. A VM the job neither names nor has a replica of is not
+// found.
+func (c *Client) Points(ctx context.Context, job, vm string) ([]catalog.RestorePoint, error) {
+	var q url.Values
+	if vm != "" {
+		q = url.Values{"vm": {vm}}
+	}
+	var out []catalog.RestorePoint
+	return out, c.do(ctx, "GET", "/v1/jobs/"+url.PathEscape(job)+"/points", q, nil, &out)
+}
+
+// GoneReplicas lists the replicas of a job the target no longer had.
+func (c *Client) GoneReplicas(ctx context.Context, job string) ([]catalog.GoneReplica, error) {
+	var out []catalog.GoneReplica
+	return out, c.do(ctx, "GET", "/v1/jobs/"+url.PathEscape(job)+"/replicas/gone", nil, nil, &out)
+}
+
+// Asked is the server's answer to a run: started now, or queued behind
+// the job's running session (or failover).
+type Asked struct {
+	Started bool `json:"started"`
+	Queued  bool `json:"queued"`
+}
+
+// Run asks the server to run a job now, or once its running session ends.
+func (c *Client) Run(ctx context.Context, job string) (Asked, error) {
+	var out Asked
+	return out, c.do(ctx, "POST", "/v1/jobs/"+url.PathEscape(job)+"/run", nil, nil, &out)
+}
+
+// Failover starts ("start"), undoes ("undo") or commits ("commit") the
+// failover of a job's VM; point ("" the newest) applies to a start.
+func (c *Client) Failover(ctx context.Context, job, vm, action, point string) (*server.FailedOver, error) {
+	path := "/v1/jobs/" + url.PathEscape(job) + "/vms/" + url.PathEscape(vm) + "/failover"
+	var body any
+	switch action {
+	case "start":
+		if point != "" {
+			body = map[string]string{"point": point}
+		}
+	case "undo", "commit":
+		path += "/" + action
+	default:
+		return nil, fmt.Errorf("no failover action %q: %w", action, errdefs.ErrInvalidArgument)
+	}
+	var out server.FailedOver
+	if err := c.do(ctx, "POST", path, nil, body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Plan is what the next run of each job would do (every job when none is
+// named), as `ferry plan` shows it.
+func (c *Client) Plan(ctx context.Context, jobs ...string) ([]plan.Plan, error) {
+	var out []plan.Plan
+	return out, c.do(ctx, "GET", "/v1/plan", url.Values{"job": jobs}, nil, &out)
+}
