@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -29,6 +30,9 @@ type cli struct {
 	stdout, stderr io.Writer
 	configDir      string
 	logLevel       string
+	server         string // --server: act through this ferry server
+	// getenv reads the environment (os.Getenv; tests set their own).
+	getenv func(string) string
 	// of finds the verb (or subcommand) behind a cobra command.
 	of map[*cobra.Command]*command
 	// ran is set once a command's own code runs: an error before that is
@@ -37,7 +41,7 @@ type cli struct {
 }
 
 func newCLI(stdout, stderr io.Writer) *cli {
-	c := &cli{stdout: stdout, stderr: stderr, of: map[*cobra.Command]*command{}}
+	c := &cli{stdout: stdout, stderr: stderr, getenv: os.Getenv, of: map[*cobra.Command]*command{}}
 	root := &cobra.Command{
 		Use:  "ferry",
 		Args: cobra.ArbitraryArgs,
@@ -61,6 +65,7 @@ func newCLI(stdout, stderr io.Writer) *cli {
 	flags := root.PersistentFlags()
 	flags.StringVarP(&c.configDir, "config", "C", ".", "the configuration `folder` (all its *.hcl files)")
 	flags.StringVar(&c.logLevel, "log-level", envOr("FERRY_LOG", "warn"), "log `level`: trace, debug, info, warn, error")
+	flags.StringVar(&c.server, "server", "", "act through the ferry server at `ADDR` (https://HOST:PORT; default $FERRY_ADDR)")
 	root.MarkPersistentFlagDirname("config")
 	root.RegisterFlagCompletionFunc("log-level", func(_ *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		return startingWith([]string{"trace", "debug", "info", "warn", "error"}, toComplete), cobra.ShellCompDirectiveNoFileComp
@@ -132,6 +137,10 @@ func (c *cli) env() (*env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config folder %q: %w", c.configDir, err)
 	}
+	server := c.server
+	if server == "" {
+		server = c.getenv("FERRY_ADDR")
+	}
 	return &env{
 		stdout:    c.stdout,
 		stderr:    c.stderr,
@@ -141,7 +150,9 @@ func (c *cli) env() (*env, error) {
 			Level:  hclog.LevelFromString(c.logLevel),
 			Output: c.stderr,
 		}),
-		cli: c,
+		cli:    c,
+		server: server,
+		getenv: c.getenv,
 	}, nil
 }
 

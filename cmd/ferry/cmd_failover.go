@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/engine"
 	"github.com/ferry-dr/ferry/sdk"
 )
@@ -61,21 +60,35 @@ func runFailover(e *env, pos []string, point string) error {
 		return usagef("--point only applies when starting a failover")
 	}
 	ctx := context.Background()
+	job, vm := pos[0], pos[1]
+	if c, err := e.remote(); err != nil {
+		return err
+	} else if c != nil {
+		if err := remoteJob(ctx, c, job); err != nil {
+			return err
+		}
+		fo, err := c.Failover(ctx, job, vm, action, point)
+		if err != nil {
+			return remoteError(err) // a point that names none: 2, as here
+		}
+		report(e, job, vm, action, &sdk.Replica{Name: fo.Replica, State: fo.State, FailoverPoint: fo.FailoverPoint,
+			VM: sdk.VM{PowerState: fo.PowerState, NICs: fo.NICs}})
+		return nil
+	}
 	w, err := openWorkspace(ctx, e)
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	job, err := w.job(pos[0])
+	j, err := w.job(job)
 	if err != nil {
 		return err
 	}
-	vm := pos[1]
 	eng, err := w.controlEngine()
 	if err != nil {
 		return err
 	}
-	r, err := eng.Failover(ctx, job, vm, engine.FailoverAction(action), point)
+	r, err := eng.Failover(ctx, j, vm, engine.FailoverAction(action), point)
 	var pe *engine.PointError
 	if errors.As(err, &pe) {
 		return usagef("%v", pe)
@@ -87,17 +100,17 @@ func runFailover(e *env, pos []string, point string) error {
 	return nil
 }
 
-func report(e *env, job *config.Job, vm, action string, r *sdk.Replica) {
+func report(e *env, job, vm, action string, r *sdk.Replica) {
 	switch action {
 	case "start":
 		fmt.Fprintf(e.stdout, "%s failed over to replica %s (restore point %s); power: %s\n", vm, r.Name, r.FailoverPoint, orDash(r.VM.PowerState))
 		for _, n := range r.VM.NICs {
 			fmt.Fprintf(e.stdout, "  nic %d: network %q, addresses %s, gateway %s\n", n.Index, n.Network, strings.Join(n.Addresses, ", "), orDash(n.Gateway))
 		}
-		fmt.Fprintf(e.stdout, "undo with 'ferry failover undo %s %s', or make it permanent with 'ferry failover commit %s %s'\n", job.Name, vm, job.Name, vm)
+		fmt.Fprintf(e.stdout, "undo with 'ferry failover undo %s %s', or make it permanent with 'ferry failover commit %s %s'\n", job, vm, job, vm)
 	case "undo":
 		fmt.Fprintf(e.stdout, "failover of %s undone: replica %s is %s again; replication resumes with the next run\n", vm, r.Name, r.State)
 	case "commit":
-		fmt.Fprintf(e.stdout, "failover of %s committed: %s is now the production VM and has left job %s; remove %s from the job\n", vm, r.Name, job.Name, vm)
+		fmt.Fprintf(e.stdout, "failover of %s committed: %s is now the production VM and has left job %s; remove %s from the job\n", vm, r.Name, job, vm)
 	}
 }

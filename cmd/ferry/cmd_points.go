@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"text/tabwriter"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 func init() {
@@ -37,27 +39,54 @@ func runPoints(e *env, args []string, asJSON bool) error {
 	if len(args) < 1 || len(args) > 2 {
 		return usagef("name a job, and optionally a VM")
 	}
-	w, err := openWorkspace(context.Background(), e)
-	if err != nil {
-		return err
-	}
-	defer w.Close()
-	job, err := w.job(args[0])
-	if err != nil {
-		return err
-	}
-	vm := ""
+	name, vm := args[0], ""
 	if len(args) == 2 {
 		vm = args[1]
 	}
-	if vm != "" && !contains(job.VMs, vm) {
-		if _, err := w.cat.Replica(job.Name, vm); err != nil {
-			return usagef("job %q has no VM %q", job.Name, vm)
-		}
-	}
-	points, err := w.cat.RestorePoints(job.Name, vm)
-	if err != nil {
+	ctx := context.Background()
+	var points []catalog.RestorePoint
+	var gone []catalog.GoneReplica
+	if c, err := e.remote(); err != nil {
 		return err
+	} else if c != nil {
+		if err := remoteJob(ctx, c, name); err != nil {
+			return err
+		}
+		points, err = c.Points(ctx, name, vm)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return usagef("%v", err) // the VM: as here
+		}
+		if err != nil {
+			return remoteError(err)
+		}
+		if !asJSON {
+			if gone, err = c.GoneReplicas(ctx, name); err != nil {
+				return remoteError(err)
+			}
+		}
+	} else {
+		w, err := openWorkspace(ctx, e)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		job, err := w.job(name)
+		if err != nil {
+			return err
+		}
+		if vm != "" && !contains(job.VMs, vm) {
+			if _, err := w.cat.Replica(job.Name, vm); err != nil {
+				return usagef("job %q has no VM %q", job.Name, vm)
+			}
+		}
+		if points, err = w.cat.RestorePoints(job.Name, vm); err != nil {
+			return err
+		}
+		if !asJSON {
+			if gone, err = w.cat.GoneReplicas(job.Name); err != nil {
+				return err
+			}
+		}
 	}
 	if asJSON {
 		if points == nil {
@@ -67,13 +96,9 @@ func runPoints(e *env, args []string, asJSON bool) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(points)
 	}
-	gone, err := w.cat.GoneReplicas(job.Name)
-	if err != nil {
-		return err
-	}
 	gone = slices.DeleteFunc(gone, func(g catalog.GoneReplica) bool { return vm != "" && g.Replica.VM != vm })
 	if len(points) == 0 && len(gone) == 0 {
-		fmt.Fprintf(e.stdout, "job %s has no restore points yet; run 'ferry run %s'\n", job.Name, job.Name)
+		fmt.Fprintf(e.stdout, "job %s has no restore points yet; run 'ferry run %s'\n", name, name)
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,7 +28,13 @@ a restore point, remove the snapshot, and apply retention. Progress is shown
 live on a terminal and as plain lines otherwise; --json prints a summary of
 each session when it ends. Exit status 1 means a job or one of its VMs
 failed. Interrupting (Ctrl-C) stops cleanly, with exit status 130: earlier
-restore points stay intact and the next run resumes.`,
+restore points stay intact and the next run resumes.
+
+Through a ferry server (--server or FERRY_ADDR) the server runs the jobs:
+ferry run asks it to, follows each session until it ends (a run asked
+while the job's session runs is queued, and followed when it begins) and
+shows it as above, with the same exit status. Ctrl-C then stops following,
+not the session, and exits 130.`,
 		usage: "ferry [--config DIR] run [--json] JOB...",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			asJSON := fs.Bool("json", false, "print a JSON summary of each session")
@@ -55,6 +62,11 @@ func runRun(e *env, args []string, asJSON bool) error {
 		<-ctx.Done()
 		stop()
 	}()
+	if c, err := e.remote(); err != nil {
+		return err
+	} else if c != nil {
+		return runRemote(ctx, e, c, args, asJSON)
+	}
 	interrupted := &interruptedError{msg: "earlier restore points are intact, the next run resumes"}
 	w, err := openWorkspace(ctx, e)
 	if err != nil && ctx.Err() != nil {
@@ -68,6 +80,16 @@ func runRun(e *env, args []string, asJSON bool) error {
 		if _, err := w.job(name); err != nil {
 			return err
 		}
+	}
+	if ctl, err := w.cat.Controller(); err != nil {
+		return err
+	} else if ctl != nil {
+		// The server would refuse each session; say at once how to run.
+		how := "stop it first"
+		if ctl.Address != "" {
+			how = fmt.Sprintf("set FERRY_ADDR=%s (or --server) to run it through the server, or stop the server first", ctl.Address)
+		}
+		return fmt.Errorf("%s runs the jobs of this configuration: %s", ctl, how)
 	}
 	eng := w.engine()
 	var pool *proxy.Pool
@@ -145,21 +167,26 @@ func runRun(e *env, args []string, asJSON bool) error {
 			}
 			continue
 		}
-		t := sess.Totals()
-		var also string
-		if t.Skipped > 0 {
-			also += fmt.Sprintf(", %d skipped", t.Skipped)
-		}
-		fmt.Fprintf(out, "job %s: %s in %s: %d VMs (%d failed%s), %s checked, %s read, %s sent, %s written",
-			name, sess.Result, time.Since(start).Round(time.Millisecond), t.VMs, t.Failed, also,
-			size(t.Size), size(t.BytesRead), size(t.BytesSent), size(t.BytesWritten))
-		if t.DigestDisks > 0 {
-			fmt.Fprintf(out, "; %d of %d disks compared by digests (read whole)", t.DigestDisks, t.Disks)
-		}
-		fmt.Fprintln(out)
+		summary(out, name, sess, time.Since(start))
 	}
 	if failed {
 		return &exitError{code: exitFailure}
 	}
 	return nil
+}
+
+// summary is the line that ends a session's run.
+func summary(out io.Writer, job string, sess *catalog.Session, took time.Duration) {
+	t := sess.Totals()
+	var also string
+	if t.Skipped > 0 {
+		also += fmt.Sprintf(", %d skipped", t.Skipped)
+	}
+	fmt.Fprintf(out, "job %s: %s in %s: %d VMs (%d failed%s), %s checked, %s read, %s sent, %s written",
+		job, sess.Result, took.Round(time.Millisecond), t.VMs, t.Failed, also,
+		size(t.Size), size(t.BytesRead), size(t.BytesSent), size(t.BytesWritten))
+	if t.DigestDisks > 0 {
+		fmt.Fprintf(out, "; %d of %d disks compared by digests (read whole)", t.DigestDisks, t.Disks)
+	}
+	fmt.Fprintln(out)
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/engine"
 	"github.com/ferry-dr/ferry/core/pki"
+	"github.com/ferry-dr/ferry/core/plan"
 	"github.com/ferry-dr/ferry/core/proxy"
 	"github.com/ferry-dr/ferry/core/server"
 	"github.com/ferry-dr/ferry/core/traffic"
@@ -107,7 +108,8 @@ func runServer(e *env, o serverOptions) error {
 	defer lis.Close()
 	host, _ := os.Hostname()
 	addr := lis.Addr().String()
-	if err := w.cat.ClaimControl(catalog.Controller{PID: os.Getpid(), Host: host, Address: scheme + "://" + addr, Since: time.Now().UTC()}); err != nil {
+	self := catalog.Controller{PID: os.Getpid(), Host: host, Address: scheme + "://" + addr, Since: time.Now().UTC()}
+	if err := w.cat.ClaimControl(self); err != nil {
 		return err
 	}
 
@@ -142,6 +144,10 @@ func runServer(e *env, o serverOptions) error {
 	srv.Failover = func(ctx context.Context, job *config.Job, vm, action, point string) (*sdk.Replica, error) {
 		return st.engine().Failover(ctx, job, vm, engine.FailoverAction(action), point)
 	}
+	srv.Plan = func(ctx context.Context, jobs []*config.Job) ([]plan.Plan, error) {
+		return st.engine().Plan(ctx, jobs)
+	}
+	srv.Controller = self
 
 	api := &http.Server{
 		Handler:           server.Authorize(srv.Handler(metrics, version), server.TokensDir(w.cfg.Dir)),

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -11,6 +12,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/server/client"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 func init() {
@@ -49,21 +52,40 @@ func runSessions(e *env, args []string, limit int, asJSON bool) error {
 	if limit < 0 {
 		return usagef("--limit must be 0 or more")
 	}
-	w, err := openWorkspace(context.Background(), e)
-	if err != nil {
-		return err
-	}
-	defer w.Close()
+	ctx := context.Background()
 	job := ""
 	if len(args) == 1 {
-		if _, err := w.job(args[0]); err != nil {
-			return err
-		}
 		job = args[0]
 	}
-	sessions, err := w.cat.Sessions(job, limit)
-	if err != nil {
+	var sessions []catalog.Session
+	if c, err := e.remote(); err != nil {
 		return err
+	} else if c != nil {
+		if job != "" {
+			if err := remoteJob(ctx, c, job); err != nil {
+				return err
+			}
+		}
+		if limit == 0 || limit > client.MaxSessions {
+			limit = client.MaxSessions // the most the API lists at once
+		}
+		if sessions, err = c.Sessions(ctx, job, limit); err != nil {
+			return remoteError(err)
+		}
+	} else {
+		w, err := openWorkspace(ctx, e)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		if job != "" {
+			if _, err := w.job(job); err != nil {
+				return err
+			}
+		}
+		if sessions, err = w.cat.Sessions(job, limit); err != nil {
+			return err
+		}
 	}
 	if asJSON {
 		out := make([]sessionSummary, 0, len(sessions))
@@ -99,14 +121,23 @@ func runSession(e *env, args []string, asJSON bool) error {
 	if len(args) != 1 {
 		return usagef("name one session")
 	}
-	w, err := openWorkspace(context.Background(), e)
-	if err != nil {
+	ctx := context.Background()
+	var s *catalog.Session
+	if c, err := e.remote(); err != nil {
 		return err
-	}
-	defer w.Close()
-	s, err := findSession(w.cat, args[0])
-	if err != nil {
-		return err
+	} else if c != nil {
+		if s, err = remoteSession(ctx, c, args[0]); err != nil {
+			return err
+		}
+	} else {
+		w, err := openWorkspace(ctx, e)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		if s, err = findSession(w.cat, args[0]); err != nil {
+			return err
+		}
 	}
 	if asJSON {
 		enc := json.NewEncoder(e.stdout)
@@ -171,6 +202,28 @@ func findSession(cat *catalog.Catalog, id string) (*catalog.Session, error) {
 	if err != nil {
 		return nil, err
 	}
+	return sessionStartingWith(all, id)
+}
+
+// remoteSession finds a session of a ferry server as findSession does,
+// among the newest client.MaxSessions for a start of an id.
+func remoteSession(ctx context.Context, c *client.Client, id string) (*catalog.Session, error) {
+	s, err := c.Session(ctx, id)
+	if err == nil {
+		return s, nil
+	}
+	if !errors.Is(err, errdefs.ErrNotFound) {
+		return nil, remoteError(err)
+	}
+	all, err := c.Sessions(ctx, "", client.MaxSessions)
+	if err != nil {
+		return nil, remoteError(err)
+	}
+	return sessionStartingWith(all, id)
+}
+
+// sessionStartingWith picks the one session whose id starts with id.
+func sessionStartingWith(all []catalog.Session, id string) (*catalog.Session, error) {
 	var match []catalog.Session
 	for _, s := range all {
 		if strings.HasPrefix(s.ID, id) {

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -13,7 +11,7 @@ import (
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
-	"github.com/ferry-dr/ferry/sdk/errdefs"
+	"github.com/ferry-dr/ferry/core/status"
 )
 
 func init() {
@@ -25,7 +23,9 @@ A session that is running is shown as running, with the process that runs
 it and its progress (recorded about once a second by that run). A job's
 schedule is shown with what runs it: a ferry server that holds the
 configuration's jobs, or nothing, and then the job runs when told to
-('ferry run JOB', from cron or a systemd timer for instance).`,
+('ferry run JOB', from cron or a systemd timer for instance). Through a
+ferry server (--server or FERRY_ADDR) it shows the next run of each
+scheduled job.`,
 		usage: "ferry [--config DIR] status [--json]",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			asJSON := fs.Bool("json", false, "print JSON")
@@ -34,88 +34,59 @@ configuration's jobs, or nothing, and then the job runs when told to
 	})
 }
 
-type jobStatus struct {
-	Job      string `json:"job"`
-	Schedule string `json:"schedule,omitempty"`
-	// Scheduled says whether something runs the job at its schedule:
-	// ScheduledBy what (a ferry server), NextRun when, if known. When
-	// nothing does, the job runs only when told to ('ferry run').
-	Scheduled   bool             `json:"scheduled"`
-	ScheduledBy string           `json:"scheduled_by,omitempty"`
-	NextRun     *time.Time       `json:"next_run,omitempty"`
-	LastSession *catalog.Session `json:"last_session,omitempty"`
-	VMs         []vmStatus       `json:"vms"`
-}
-
-// schedulerFunc says what runs a job at its schedule ("" when nothing
-// does) and when it will run it next (the zero time when that is not
-// known).
-type schedulerFunc func(job *config.Job) (by string, next time.Time)
-
-// unscheduled is for jobs that nothing runs at their schedules.
-func unscheduled(*config.Job) (string, time.Time) { return "", time.Time{} }
-
 // scheduledBy is for jobs a ferry server runs: the scheduled ones are
-// run by it, at a time the server knows (its API says it).
-func scheduledBy(ctl *catalog.Controller) schedulerFunc {
-	return func(j *config.Job) (string, time.Time) {
-		if j.Schedule.IsZero() {
-			return "", time.Time{}
-		}
-		return ctl.String(), time.Time{}
-	}
-}
-
-type vmStatus struct {
-	VM            string     `json:"vm"`
-	Replica       string     `json:"replica,omitempty"`
-	State         string     `json:"state"`
-	FailoverPoint string     `json:"failover_point,omitempty"`
-	RestorePoints int        `json:"restore_points"`
-	Newest        *time.Time `json:"newest_point,omitempty"`
+// run by it, at a time the server knows (its API says it, and status
+// through the server shows it).
+func scheduledBy(ctl *catalog.Controller) status.Scheduler {
+	return status.ScheduledBy(ctl.String(), nil)
 }
 
 func runStatus(e *env, args []string, asJSON bool) error {
 	if len(args) > 0 {
 		return usagef("unexpected argument %q", args[0])
 	}
-	w, err := openWorkspace(context.Background(), e)
-	if err != nil {
+	ctx := context.Background()
+	var out []status.Job
+	var where string
+	if c, err := e.remote(); err != nil {
 		return err
-	}
-	defer w.Close()
-	sched := unscheduled
-	if ctl, err := w.cat.Controller(); err != nil {
-		return err
-	} else if ctl != nil {
-		sched = scheduledBy(ctl)
-	}
-	// One read transaction: a consistent picture, and one open of the
-	// catalog, which a running session writes to now and then.
-	var out []jobStatus
-	err = w.cat.View(func(tx *catalog.Tx) error {
-		for _, name := range w.jobNames() {
-			st, err := statusOf(tx, w.cfg.Jobs[name], sched)
-			if err != nil {
-				return err
-			}
-			out = append(out, st)
+	} else if c != nil {
+		// The server knows when it runs each job next.
+		if out, err = c.Status(ctx); err != nil {
+			return remoteError(err)
 		}
-		return nil
-	})
-	if err != nil {
-		return err
+		where = "ferry server at " + c.Address()
+	} else {
+		w, err := openWorkspace(ctx, e)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		sched := status.Unscheduled
+		if ctl, err := w.cat.Controller(); err != nil {
+			return err
+		} else if ctl != nil {
+			sched = scheduledBy(ctl)
+		}
+		jobs := make([]*config.Job, 0, len(w.cfg.Jobs))
+		for _, name := range w.jobNames() {
+			jobs = append(jobs, w.cfg.Jobs[name])
+		}
+		if out, err = status.Jobs(w.cat, jobs, sched); err != nil {
+			return err
+		}
+		where = w.cfg.Dir
 	}
 	if asJSON {
 		if out == nil {
-			out = []jobStatus{}
+			out = []status.Job{}
 		}
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(out)
 	}
 	if len(out) == 0 {
-		fmt.Fprintf(e.stdout, "no jobs in %s\n", w.cfg.Dir)
+		fmt.Fprintf(e.stdout, "no jobs in %s\n", where)
 		return nil
 	}
 	for _, st := range out {
@@ -143,7 +114,7 @@ func runStatus(e *env, args []string, asJSON bool) error {
 
 // jobLine is the first line of a job's status: its last session, and its
 // schedule and next run.
-func jobLine(st jobStatus) string {
+func jobLine(st status.Job) string {
 	line := "job " + st.Job
 	if s := st.LastSession; s != nil && s.Result == catalog.ResultRunning {
 		line += ": " + runningLine(s)
@@ -161,65 +132,6 @@ func jobLine(st jobStatus) string {
 		line += fmt.Sprintf("; schedule %s, not run automatically (no ferry server runs this configuration): run it with 'ferry run %s'", st.Schedule, st.Job)
 	}
 	return line
-}
-
-// statusOf reads the status of job; sched says what runs it at its
-// schedule, if anything does, and when next.
-func statusOf(tx *catalog.Tx, job *config.Job, sched schedulerFunc) (jobStatus, error) {
-	name := job.Name
-	st := jobStatus{Job: name, VMs: []vmStatus{}}
-	if !job.Schedule.IsZero() {
-		st.Schedule = job.Schedule.String()
-	}
-	if by, next := sched(job); by != "" {
-		st.Scheduled, st.ScheduledBy = true, by
-		if !next.IsZero() {
-			st.NextRun = &next
-		}
-	}
-	ss, err := tx.Sessions(name, 1)
-	if err != nil {
-		return st, err
-	}
-	if len(ss) > 0 {
-		st.LastSession = &ss[0]
-	}
-	vms := job.VMs
-	if job.Selects() {
-		// The VMs its selectors picked are known by their replicas;
-		// status does not ask the source.
-		vms = slices.Clone(job.VMs)
-		reps, err := tx.Replicas(name)
-		if err != nil {
-			return st, err
-		}
-		for _, r := range reps {
-			if !slices.Contains(vms, r.VM) {
-				vms = append(vms, r.VM)
-			}
-		}
-	}
-	for _, vm := range vms {
-		vs := vmStatus{VM: vm, State: "no replica yet"}
-		r, err := tx.Replica(name, vm)
-		switch {
-		case err == nil:
-			vs.Replica, vs.State, vs.FailoverPoint = r.ReplicaName, string(r.State), r.FailoverPoint
-		case !errors.Is(err, errdefs.ErrNotFound):
-			return st, err
-		}
-		ps, err := tx.RestorePoints(name, vm)
-		if err != nil {
-			return st, err
-		}
-		if len(ps) > 0 {
-			vs.RestorePoints = len(ps)
-			newest := ps[len(ps)-1].Created
-			vs.Newest = &newest
-		}
-		st.VMs = append(st.VMs, vs)
-	}
-	return st, nil
 }
 
 // runningLine describes a running session: since when, which process runs

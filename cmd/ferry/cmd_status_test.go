@@ -9,6 +9,7 @@ import (
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/status"
 	"github.com/ferry-dr/ferry/scheduler"
 )
 
@@ -32,12 +33,12 @@ func TestStatusSchedule(t *testing.T) {
 	tests := []struct {
 		name     string
 		job      *config.Job
-		next     schedulerFunc
+		next     status.Scheduler
 		line     string // the end of the job's line
 		fields   map[string]any
 		noFields []string
 	}{
-		{name: "schedule, nothing runs it", job: &config.Job{Name: "web", VMs: []string{"web-01"}, Schedule: every}, next: unscheduled,
+		{name: "schedule, nothing runs it", job: &config.Job{Name: "web", VMs: []string{"web-01"}, Schedule: every}, next: status.Unscheduled,
 			line:     "job web: never run; schedule every 1h, not run automatically (no ferry server runs this configuration): run it with 'ferry run web'",
 			fields:   map[string]any{"schedule": "every 1h", "scheduled": false},
 			noFields: []string{"next_run", "scheduled_by"}},
@@ -49,7 +50,7 @@ func TestStatusSchedule(t *testing.T) {
 			line:     "job db: never run",
 			fields:   map[string]any{"scheduled": false},
 			noFields: []string{"schedule", "scheduled_by", "next_run"}},
-		{name: "no schedule", job: &config.Job{Name: "db", VMs: []string{"db-01"}}, next: unscheduled,
+		{name: "no schedule", job: &config.Job{Name: "db", VMs: []string{"db-01"}}, next: status.Unscheduled,
 			line:     "job db: never run",
 			fields:   map[string]any{"scheduled": false},
 			noFields: []string{"schedule", "next_run"}},
@@ -59,8 +60,8 @@ func TestStatusSchedule(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var st jobStatus
-			if err := cat.View(func(tx *catalog.Tx) (err error) { st, err = statusOf(tx, tt.job, tt.next); return err }); err != nil {
+			var st status.Job
+			if err := cat.View(func(tx *catalog.Tx) (err error) { st, err = status.Of(tx, tt.job, tt.next); return err }); err != nil {
 				t.Fatal(err)
 			}
 			if got := jobLine(st); got != tt.line {

@@ -71,6 +71,10 @@ type env struct {
 	configDir      string
 	log            hclog.Logger
 	cli            *cli // the command tree, for help and completion scripts
+	// server is the address of the ferry server the verbs that can act
+	// through one act through (--server, or FERRY_ADDR); "" acts here.
+	server string
+	getenv func(string) string
 }
 
 // usageError is a wrong command line. full: show the list of commands
@@ -115,7 +119,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func printUsage(w io.Writer) {
 	fmt.Fprintf(w, "ferry %s: replicate virtual machines and fail them over\n\n", version)
-	fmt.Fprintln(w, "usage: ferry [--config DIR] [--log-level LEVEL] <command> [arguments]")
+	fmt.Fprintln(w, "usage: ferry [--config DIR] [--log-level LEVEL] [--server ADDR] <command> [arguments]")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "commands:")
 	for _, n := range commandNames(commands) {
@@ -124,6 +128,9 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "\nglobal flags, before or after the command:")
 	fmt.Fprintln(w, "  --config DIR, -C DIR  the configuration folder (all its *.hcl files; default .)")
 	fmt.Fprintln(w, "  --log-level LEVEL     trace, debug, info, warn or error (default warn, or $FERRY_LOG)")
+	fmt.Fprintln(w, "  --server ADDR         act through the ferry server at ADDR (or $FERRY_ADDR): status, points,")
+	fmt.Fprintln(w, "                        sessions, session, run, failover and plan; credentials from $FERRY_TOKEN")
+	fmt.Fprintln(w, "                        or the configuration folder's ca/control (docs/cli.md)")
 	fmt.Fprintln(w, "\nFlags may come before, between and after the arguments; '--' ends them.")
 	fmt.Fprintln(w, "Run 'ferry help <command>' or 'ferry <command> -h' for details.")
 }

@@ -137,32 +137,6 @@ func (w *workspace) controlEngine() (*engine.Engine, error) {
 	return eng, nil
 }
 
-// source returns a job's source as its sessions reach it.
-func (w *workspace) source(ctx context.Context, job *config.Job) (sdk.Source, sdk.Capabilities, error) {
-	eng, err := w.controlEngine()
-	if err != nil {
-		return nil, sdk.Capabilities{}, err
-	}
-	src, caps, where, err := eng.Source(ctx, job)
-	if where != "" {
-		w.env.log.Info("the source's calls run on a proxy", "job", job.Name, "proxy", where)
-	}
-	return src, caps, err
-}
-
-// target returns a job's target as its sessions reach it.
-func (w *workspace) target(ctx context.Context, job *config.Job) (sdk.Target, error) {
-	eng, err := w.controlEngine()
-	if err != nil {
-		return nil, err
-	}
-	tgt, where, err := eng.Target(ctx, job)
-	if where != "" {
-		w.env.log.Info("the target's calls run on a proxy", "job", job.Name, "proxy", where)
-	}
-	return tgt, err
-}
-
 // components configures a job's plugin blocks through the plugin host.
 type components struct{ w *workspace }
 

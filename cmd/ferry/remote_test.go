@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/plan"
+	"github.com/ferry-dr/ferry/core/server"
+	"github.com/ferry-dr/ferry/core/status"
+	"github.com/ferry-dr/ferry/scheduler"
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// apiLab is a ferry server in this process, with its API on a loopback
+// address in plaintext, a job "web" run on demand and a job "db" every
+// hour; its sessions succeed at once and make a restore point.
+type apiLab struct {
+	url              string
+	reader, operator string
+	cat              *catalog.Catalog
+}
+
+func newAPILab(t *testing.T) *apiLab {
+	t.Helper()
+	dir := t.TempDir()
+	cat, err := catalog.Open(filepath.Join(dir, "catalog.db"), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	every, err := scheduler.Parse("every 1h", time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Dir: dir, Jobs: map[string]*config.Job{
+		"web": {Name: "web", VMs: []string{"web-01"}},
+		"db":  {Name: "db", VMs: []string{"db-01"}, Schedule: every},
+	}}
+	run := func(ctx context.Context, job *config.Job) (*catalog.Session, error) {
+		s, err := cat.BeginSession(job.Name)
+		if err != nil {
+			return nil, err
+		}
+		time.Sleep(300 * time.Millisecond) // long enough to be followed
+		for _, vm := range job.VMs {
+			if err := cat.AddRestorePoint(&catalog.RestorePoint{Job: job.Name, VM: vm, ID: s.ID, Session: s.ID, Created: time.Now()}); err != nil {
+				return s, err
+			}
+			s.VMs = append(s.VMs, catalog.VMResult{VM: vm, Result: catalog.ResultSuccess, RestorePoint: s.ID})
+		}
+		s.Result, s.Ended = catalog.ResultSuccess, time.Now()
+		return s, cat.SaveSession(s)
+	}
+	srv := server.New(run, cat, nil, server.Options{})
+	srv.Failover = func(ctx context.Context, job *config.Job, vm, action, point string) (*sdk.Replica, error) {
+		if point == "nope" {
+			return nil, fmt.Errorf("no restore point %q of %s: %w", point, vm, errdefs.ErrInvalidArgument)
+		}
+		return &sdk.Replica{Name: vm + "_replica", State: sdk.ReplicaFailedOver, FailoverPoint: "p1", VM: sdk.VM{PowerState: "on"}}, nil
+	}
+	srv.Plan = func(ctx context.Context, jobs []*config.Job) ([]plan.Plan, error) {
+		var out []plan.Plan
+		for _, j := range jobs {
+			out = append(out, plan.Plan{Job: j.Name, Changes: []plan.Change{{Action: plan.Create, VM: j.VMs[0], Disk: -1, What: "replica will be created"}}})
+		}
+		return out, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, cfg); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	tokens := server.TokensDir(dir)
+	l := &apiLab{cat: cat}
+	if l.reader, err = server.CreateToken(tokens, "dash", server.RoleRead); err != nil {
+		t.Fatal(err)
+	}
+	if l.operator, err = server.CreateToken(tokens, "ops", server.RoleOperator); err != nil {
+		t.Fatal(err)
+	}
+	api := httptest.NewServer(server.Authorize(srv.Handler(server.NewMetrics(srv), "test"), tokens))
+	t.Cleanup(api.Close)
+	l.url = api.URL
+	return l
+}
+
+// ferry runs ferry's command line with FERRY_TOKEN set to token and
+// FERRY_ADDR to the lab's API, in an empty configuration folder.
+func (l *apiLab) ferry(t *testing.T, token string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	c := newCLI(&out, &errb)
+	env := map[string]string{"FERRY_TOKEN": token, "FERRY_ADDR": l.url}
+	c.getenv = func(k string) string { return env[k] }
+	code := c.execute(append([]string{"-C", t.TempDir()}, args...))
+	return code, out.String(), errb.String()
+}
+
+// TestTheCommandLineAsAClient: with FERRY_ADDR, the verbs act through the
+// server and exit as they would here.
+func TestTheCommandLineAsAClient(t *testing.T) {
+	l := newAPILab(t)
+	ok := func(token string, args ...string) string {
+		t.Helper()
+		code, out, errs := l.ferry(t, token, args...)
+		if code != 0 {
+			t.Fatalf("ferry %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
+		}
+		return out
+	}
+	fails := func(code int, stderr, token string, args ...string) {
+		t.Helper()
+		got, out, errs := l.ferry(t, token, args...)
+		if got != code || !strings.Contains(errs, stderr) {
+			t.Fatalf("ferry %s: exit %d, want %d with %q\n%s%s", strings.Join(args, " "), got, code, stderr, out, errs)
+		}
+	}
+
+	var st []status.Job
+	if err := json.Unmarshal([]byte(ok(l.reader, "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 2 || st[0].Job != "db" || st[0].NextRun == nil || st[1].NextRun != nil {
+		t.Fatalf("status: %+v", st)
+	}
+	if out := ok(l.reader, "status"); !strings.Contains(out, "job db: never run; next run ") || !strings.Contains(out, "job web: never run\n") {
+		t.Fatalf("status:\n%s", out)
+	}
+
+	out := ok(l.operator, "run", "web")
+	if !strings.Contains(out, "following it (Ctrl-C stops following, not the session)") {
+		t.Fatalf("run:\n%s", out)
+	}
+	if !strings.Contains(out, "  web-01: success, restore point ") || !strings.Contains(out, "job web: success in ") {
+		t.Fatalf("run:\n%s", out)
+	}
+	var runs []sessionSummary
+	dec := json.NewDecoder(strings.NewReader(ok(l.operator, "run", "web", "db", "--json")))
+	for dec.More() {
+		var s sessionSummary
+		if err := dec.Decode(&s); err != nil {
+			t.Fatal(err)
+		}
+		runs = append(runs, s)
+	}
+	if len(runs) != 2 || runs[0].Job != "web" || runs[1].Job != "db" || runs[0].Totals.Success != 1 {
+		t.Fatalf("run --json: %+v", runs)
+	}
+	if out := ok(l.reader, "points", "web"); strings.Count(out, "web-01") != 2 {
+		t.Fatalf("points:\n%s", out)
+	}
+	if out := ok(l.reader, "sessions", "web"); strings.Count(out, " web ") != 2 {
+		t.Fatalf("sessions:\n%s", out)
+	}
+	if out := ok(l.reader, "session", runs[1].ID[:len(runs[1].ID)-1]); !strings.Contains(out, "session "+runs[1].ID+" of job db: success") {
+		t.Fatalf("session:\n%s", out)
+	}
+	if out := ok(l.operator, "failover", "web", "web-01"); !strings.Contains(out, "web-01 failed over to replica web-01_replica (restore point p1); power: on") {
+		t.Fatalf("failover:\n%s", out)
+	}
+	if out := ok(l.reader, "plan", "web"); !strings.Contains(out, "replica will be created") {
+		t.Fatalf("plan:\n%s", out)
+	}
+
+	// Exit codes as here: a job or VM that is not there, a point that names
+	// none, are the command line's; refused credentials say what to do.
+	fails(exitUsage, `no job "nosuch" on ferry server at `+l.url+" (jobs: db, web)", l.reader, "points", "nosuch")
+	fails(exitUsage, `job "web" has no VM "nosuch"`, l.reader, "points", "web", "nosuch")
+	fails(exitUsage, `no job "nosuch"`, l.operator, "run", "nosuch")
+	fails(exitUsage, `no restore point "nope"`, l.operator, "failover", "web", "web-01", "--point", "nope")
+	fails(exitFailure, "FERRY_TOKEN holds a token that may only read: use an operator token", l.reader, "failover", "web", "web-01")
+	fails(exitFailure, "FERRY_TOKEN holds a token that may only read", l.reader, "run", "web")
+	fails(exitFailure, "unknown or revoked token; set FERRY_TOKEN to a token it knows", "ferry_made_up", "status")
+	fails(exitFailure, "no credentials", "", "sessions")
+	fails(exitFailure, `no session "zzz"`, l.reader, "session", "zzz")
+	fails(exitUsage, "plain http only to a loopback address", l.reader, "--server", "http://10.1.2.3:7444", "status")
+	fails(exitUsage, "write https://HOST:PORT", l.reader, "--server", "dr-ctl:7444", "status")
+	fails(exitFailure, "FERRY_CACERT", l.reader, "--server", "https://127.0.0.1:7444", "status")
+}

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/server/client"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// `ferry run` through a ferry server: the server runs the jobs (it holds
+// them); the command asks it to, follows each session the asks started
+// until it ends, and shows it as a local run does. Ctrl-C stops following,
+// not the sessions.
+
+// followEvery is how often a followed session is read again;
+// followProgressEvery how often its progress is shown while it runs.
+var (
+	followEvery         = 500 * time.Millisecond
+	followProgressEvery = 15 * time.Second
+)
+
+// remoteAsk is a run asked of the server: which session of the job it
+// follows.
+type remoteAsk struct {
+	job    string
+	before string // the job's newest session when asked ("": none)
+	// skip is how many sessions begun after before are not this ask's: one
+	// when the run was queued behind a run of the job that had not begun
+	// its session yet (waiting for a slot).
+	skip    int
+	queued  bool
+	session string // once known
+}
+
+func runRemote(ctx context.Context, e *env, c *client.Client, args []string, asJSON bool) error {
+	out := e.stdout
+	if asJSON {
+		out = e.stderr
+	}
+	for _, name := range args {
+		if err := remoteJob(ctx, c, name); err != nil {
+			return err
+		}
+	}
+	// Every job is asked first: the server runs them at once, as its task
+	// slots allow; they are followed in the order named.
+	asks := make([]*remoteAsk, 0, len(args))
+	for _, name := range args {
+		a, err := askRun(ctx, c, name)
+		if err != nil {
+			return err
+		}
+		asks = append(asks, a)
+		if a.queued {
+			fmt.Fprintf(out, "job %s: a run of it is under way on ferry server at %s: this one is queued and starts when that one ends\n", name, c.Address())
+		}
+	}
+	flush(out)
+	failed := false
+	for _, a := range asks {
+		sess, err := follow(ctx, c, a, out)
+		if ctx.Err() != nil {
+			msg := "stopped following; the sessions go on on ferry server at " + c.Address()
+			if a.session != "" {
+				msg = fmt.Sprintf("stopped following session %s of job %s: it goes on on ferry server at %s ('ferry session %s' shows it)", a.session, a.job, c.Address(), a.session)
+			}
+			return &interruptedError{msg: msg}
+		}
+		if err != nil {
+			fmt.Fprintf(e.stderr, "ferry run: job %s: %v\n", a.job, remoteError(err))
+			failed = true
+			continue
+		}
+		if sess.Result != catalog.ResultSuccess {
+			failed = true
+		}
+		if asJSON {
+			enc := json.NewEncoder(e.stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(sessionSummary{Session: sess, Totals: sess.Totals()}); err != nil {
+				return err
+			}
+			continue
+		}
+		summary(out, a.job, sess, sess.Ended.Sub(sess.Started))
+	}
+	if failed {
+		return &exitError{code: exitFailure}
+	}
+	return nil
+}
+
+// askRun asks the server to run a job and notes which session will be
+// the run's.
+func askRun(ctx context.Context, c *client.Client, name string) (*remoteAsk, error) {
+	a := &remoteAsk{job: name}
+	newest, err := c.Sessions(ctx, name, 1)
+	if err != nil {
+		return nil, remoteError(err)
+	}
+	running := false
+	if len(newest) > 0 {
+		a.before, running = newest[0].ID, newest[0].Result == catalog.ResultRunning
+	}
+	js, err := c.Job(ctx, name)
+	if err != nil {
+		return nil, remoteError(err)
+	}
+	asked, err := c.Run(ctx, name)
+	if err != nil {
+		return nil, remoteError(err)
+	}
+	a.queued = asked.Queued
+	if asked.Queued && !running && js.Waiting {
+		// The run under way waits for a slot: its session begins first.
+		a.skip = 1
+	}
+	return a, nil
+}
+
+// follow waits for the session of an ask to begin and then to end,
+// telling out of its VMs as they finish; it returns the ended session.
+func follow(ctx context.Context, c *client.Client, a *remoteAsk, out io.Writer) (*catalog.Session, error) {
+	tick := time.NewTicker(followEvery)
+	defer tick.Stop()
+	wait := func() error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			return nil
+		}
+	}
+	// Transient failures to reach the server (a restart) are borne for a
+	// while; the session runs on regardless.
+	const bear = 60
+	misses := 0
+	bore := func(err error) bool {
+		if !errors.Is(err, errdefs.ErrUnavailable) || misses >= bear {
+			return false
+		}
+		misses++
+		return true
+	}
+	for a.session == "" {
+		id, done, err := begun(ctx, c, a)
+		switch {
+		case err != nil && !bore(err):
+			return nil, err
+		case err != nil:
+		case done != nil:
+			return nil, done
+		case id != "":
+			a.session, misses = id, 0
+			fmt.Fprintf(out, "job %s: session %s runs on ferry server at %s; following it (Ctrl-C stops following, not the session)\n", a.job, id, c.Address())
+			flush(out)
+			continue
+		}
+		if err := wait(); err != nil {
+			return nil, err
+		}
+	}
+	shown := map[string]bool{}
+	lastProgress := time.Now()
+	for {
+		s, err := c.Session(ctx, a.session)
+		if err != nil && !bore(err) {
+			return nil, err
+		}
+		if err == nil {
+			misses = 0
+			for _, vm := range s.VMs {
+				if vm.Result == catalog.ResultRunning || shown[vm.VM] {
+					continue
+				}
+				shown[vm.VM] = true
+				line := fmt.Sprintf("  %s: %s", vm.VM, vm.Result)
+				if vm.RestorePoint != "" {
+					line += ", restore point " + vm.RestorePoint
+				}
+				if vm.Error != "" {
+					line += ": " + vm.Error
+				}
+				fmt.Fprintln(out, line)
+			}
+			if s.Result != catalog.ResultRunning {
+				flush(out)
+				return s, nil
+			}
+			if time.Since(lastProgress) >= followProgressEvery && s.Progress != nil {
+				fmt.Fprintf(out, "job %s: %s\n", a.job, runningLine(s))
+				lastProgress = time.Now()
+			}
+			flush(out)
+		}
+		if err := wait(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// begun returns the id of the ask's session once it has begun; done is
+// set when the job's runs ended without one (the run failed before its
+// session began).
+func begun(ctx context.Context, c *client.Client, a *remoteAsk) (id string, done error, err error) {
+	recent, err := c.Sessions(ctx, a.job, 20)
+	if err != nil {
+		return "", nil, err
+	}
+	var fresh []string // begun since the ask, oldest first
+	for _, s := range recent {
+		if s.ID == a.before {
+			break
+		}
+		fresh = append([]string{s.ID}, fresh...)
+	}
+	if len(fresh) > a.skip {
+		return fresh[a.skip], nil, nil
+	}
+	js, err := c.Job(ctx, a.job)
+	if err != nil {
+		return "", nil, err
+	}
+	if js.Running || js.Queued {
+		return "", nil, nil
+	}
+	// Nothing of the job runs or waits any more: the run the ask queued
+	// behind was not a session (a failover), so the last one begun is the
+	// ask's; or the run ended before its session began.
+	if len(fresh) > 0 {
+		return fresh[len(fresh)-1], nil, nil
+	}
+	why := "the run ended before its session began"
+	if js.Last != nil && js.Last.Error != "" {
+		why += ": " + js.Last.Error
+	}
+	return "", errors.New(why), nil
+}
