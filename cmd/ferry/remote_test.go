@@ -185,4 +185,5 @@ func TestTheCommandLineAsAClient(t *testing.T) {
 	fails(exitUsage, "plain http only to a loopback address", l.reader, "--server", "http://10.1.2.3:7444", "status")
 	fails(exitUsage, "write https://HOST:PORT", l.reader, "--server", "dr-ctl:7444", "status")
 	fails(exitFailure, "FERRY_CACERT", l.reader, "--server", "https://127.0.0.1:7444", "status")
+	fails(exitFailure, "does not act through a ferry server", l.operator, "failover", "plan", "site-a")
 }
