@@ -55,7 +55,7 @@ func runStatus(e *env, args []string, asJSON bool) error {
 		if out, err = c.Status(ctx); err != nil {
 			return remoteError(err)
 		}
-		where = "ferry server at " + c.Address()
+		where = "on ferry server at " + c.Address()
 	} else {
 		w, err := openWorkspace(ctx, e)
 		if err != nil {
@@ -75,7 +75,7 @@ func runStatus(e *env, args []string, asJSON bool) error {
 		if out, err = status.Jobs(w.cat, jobs, sched); err != nil {
 			return err
 		}
-		where = w.cfg.Dir
+		where = "in " + w.cfg.Dir
 	}
 	if asJSON {
 		if out == nil {
@@ -86,7 +86,7 @@ func runStatus(e *env, args []string, asJSON bool) error {
 		return enc.Encode(out)
 	}
 	if len(out) == 0 {
-		fmt.Fprintf(e.stdout, "no jobs in %s\n", where)
+		fmt.Fprintf(e.stdout, "no jobs %s\n", where)
 		return nil
 	}
 	for _, st := range out {

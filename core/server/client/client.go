@@ -37,15 +37,19 @@ type Options struct {
 	Credentials *pki.Credentials
 	// CA verifies the server when there are no Credentials.
 	CA *x509.CertPool
-	// Timeout bounds each call; 0 means a minute.
+	// Timeout bounds each call but a plan's; 0 means a minute.
 	Timeout time.Duration
+	// PlanTimeout bounds a plan, for which the server asks every job's
+	// source and target; 0 means ten minutes.
+	PlanTimeout time.Duration
 }
 
 // Client calls a ferry server's API. It is safe for concurrent use.
 type Client struct {
-	base  *url.URL
-	token string
-	http  *http.Client
+	base                 *url.URL
+	token                string
+	http                 *http.Client
+	timeout, planTimeout time.Duration
 }
 
 // New checks the options and returns a client; it does not call the
@@ -70,11 +74,14 @@ func New(o Options) (*Client, error) {
 		}
 		tr.TLSClientConfig = cfg
 	}
-	timeout := o.Timeout
-	if timeout <= 0 {
-		timeout = time.Minute
+	c := &Client{base: u, token: o.Token, http: &http.Client{Transport: tr}, timeout: o.Timeout, planTimeout: o.PlanTimeout}
+	if c.timeout <= 0 {
+		c.timeout = time.Minute
 	}
-	return &Client{base: u, token: o.Token, http: &http.Client{Transport: tr, Timeout: timeout}}, nil
+	if c.planTimeout <= 0 {
+		c.planTimeout = 10 * time.Minute
+	}
+	return c, nil
 }
 
 // Address is the server's URL.
@@ -164,8 +171,15 @@ func (e *Error) Is(target error) bool {
 	return ok && c == target
 }
 
-// do makes a call and decodes its answer into out (nil: none).
+// do makes a call and decodes its answer into out (nil: none), within
+// the client's timeout.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	return c.doWithin(ctx, c.timeout, method, path, query, body, out)
+}
+
+func (c *Client) doWithin(parent context.Context, timeout time.Duration, method, path string, query url.Values, body, out any) error {
+	ctx, cancel := context.WithTimeout(parent, timeout)
+	defer cancel()
 	u := *c.base
 	u.Path = path
 	u.RawQuery = query.Encode()
@@ -189,10 +203,12 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	switch {
+	case err != nil && parent.Err() != nil:
+		return parent.Err()
+	case err != nil && ctx.Err() != nil:
+		return fmt.Errorf("%s %s: ferry server at %s did not answer within %v: %w", method, path, c.base, timeout, errdefs.ErrUnavailable)
+	case err != nil:
 		return c.transportError(err)
 	}
 	defer resp.Body.Close()
@@ -368,5 +384,5 @@ func (c *Client) Failover(ctx context.Context, job, vm, action, point string) (*
 // named), as `ferry plan` shows it.
 func (c *Client) Plan(ctx context.Context, jobs ...string) ([]plan.Plan, error) {
 	var out []plan.Plan
-	return out, c.do(ctx, "GET", "/v1/plan", url.Values{"job": jobs}, nil, &out)
+	return out, c.doWithin(ctx, c.planTimeout, "GET", "/v1/plan", url.Values{"job": jobs}, nil, &out)
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferry-dr/ferry/core/pki"
 	"github.com/ferry-dr/ferry/core/server"
@@ -211,5 +212,17 @@ func TestErrorsKeepTheirClass(t *testing.T) {
 	srv.Close()
 	if _, err := cl.Job(context.Background(), "web"); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "reach ferry server at "+srv.URL) {
 		t.Fatalf("a server that is gone: %v", err)
+	}
+	// A server that does not answer in time is unavailable, and says so.
+	stuck := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-stuck }))
+	defer slow.Close()
+	defer close(stuck)
+	cl, err = New(Options{Address: slow.URL, Timeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Jobs(context.Background()); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "did not answer within 50ms") {
+		t.Fatalf("a server that does not answer: %v", err)
 	}
 }
