@@ -62,6 +62,11 @@ failover_plan "shop" {
       script  = ["sh", "-c", "echo app is not up >&2; exit 1"]
       timeout = "5s"
     }`)
+	// ferry plan says what the plan would do.
+	if r := ferry(t, l.cfg, "plan"); r.code != 0 || !strings.Contains(r.stdout, "failover plan shop (ferry failover plan shop):") ||
+		!strings.Contains(r.stdout, "2. group app after db; ready when sh -c") || !strings.Contains(r.stdout, "+   e2e/web-01: fails over to restore point") {
+		t.Fatalf("plan: %s", r)
+	}
 	r := ferry(t, l.cfg, "failover", "plan", "shop")
 	if r.code != 1 || !strings.Contains(r.stderr, `group "app" is not ready`) || !strings.Contains(r.stderr, "app is not up") || !strings.Contains(r.stdout, "started before it stopped: ") ||
 		!strings.Contains(r.stdout, "group web: skipped") {

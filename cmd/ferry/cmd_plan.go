@@ -3,11 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/spf13/pflag"
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/plan"
+	"github.com/ferry-dr/ferry/core/recovery"
 )
 
 func init() {
@@ -35,6 +39,7 @@ excluded, and selectors that match nothing. Lines start with + (create), ~ (chan
 func runPlan(e *env, args []string, asJSON bool) error {
 	ctx := context.Background()
 	var plans []plan.Plan
+	var failoverPlans []*recovery.Preview
 	if c, err := e.remote(); err != nil {
 		return err
 	} else if c != nil {
@@ -71,6 +76,17 @@ func runPlan(e *env, args []string, asJSON bool) error {
 		if plans, err = eng.Plan(ctx, jobs); err != nil {
 			return err
 		}
+		if len(args) == 0 {
+			// Every job planned: the failover plans too.
+			r := &recovery.Runner{Jobs: w.cfg.Jobs, Catalog: w.cat}
+			for _, name := range slices.Sorted(maps.Keys(w.cfg.FailoverPlans)) {
+				pv, err := r.Preview(w.cfg.FailoverPlans[name])
+				if err != nil {
+					return err
+				}
+				failoverPlans = append(failoverPlans, pv)
+			}
+		}
 	}
 	if asJSON {
 		if plans == nil {
@@ -82,6 +98,10 @@ func runPlan(e *env, args []string, asJSON bool) error {
 	}
 	for _, p := range plans {
 		p.Write(e.stdout)
+	}
+	for _, pv := range failoverPlans {
+		fmt.Fprintln(e.stdout)
+		pv.Write(e.stdout)
 	}
 	return nil
 }

@@ -281,3 +281,48 @@ failover_plan "db" {
 		t.Fatalf("pre_script failing: %v, calls %q", err, s.callList())
 	}
 }
+
+func TestAPreviewSaysWhatAPlanWouldDo(t *testing.T) {
+	cfg, p := loadPlan(t, `
+failover_plan "shop" {
+  group "web" {
+    vms        = ["web/web-01"]
+    depends_on = ["app", "cache"]
+  }
+  group "app" {
+    vms        = ["web/app-01"]
+    depends_on = ["db"]
+    ready {
+      tcp_port = 8080
+      delay    = "5s"
+    }
+  }
+  group "db" { vms = ["db/db-01", "db/db-02"] }
+  group "cache" { vms = ["web/cache-01"] }
+}`)
+	s := newSite("127.0.0.1", "db/db-01", "web/app-01", "web/cache-01", "web/web-01")
+	s.state["web/cache-01"] = sdk.ReplicaFailedOver
+	s.points["db/db-01"] = []catalog.RestorePoint{{ID: "p1"}, {ID: "p2"}}
+	s.points["web/app-01"] = []catalog.RestorePoint{{ID: "a1"}}
+	r := &Runner{Jobs: cfg.Jobs, Catalog: s}
+	pv, err := r.Preview(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	pv.Write(&out)
+	want := `failover plan shop (ferry failover plan shop):
+  1. group db
+  +   db/db-01: fails over to restore point p2
+  !   db/db-02: no replica yet: run the job first
+  1. group cache
+  !   web/cache-01: its replica is failed_over
+  2. group app after db; ready when port 8080 answers, then 5s pass
+  +   web/app-01: fails over to restore point a1
+  3. group web after app, cache
+  !   web/web-01: no restore point
+`
+	if out.String() != want {
+		t.Fatalf("preview:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
