@@ -17,7 +17,8 @@ type Report struct {
 	Size     int64     `json:"disk_bytes"`
 	Seed     uint64    `json:"seed"`
 	// Cache is "cold" when the page cache was dropped before every timed
-	// run, "warm" when the inputs and outputs were read into it instead.
+	// run, "warm" when the inputs and outputs were read into it instead,
+	// "none" when nothing ran on a generated disk.
 	Cache     string `json:"cache"`
 	CacheNote string `json:"cache_note,omitempty"`
 	// RSSFloor is the max RSS a tool that holds nothing reports (true run
@@ -404,16 +405,24 @@ func (r *Report) Failed() bool {
 // WriteText writes the report as tables for a person.
 func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "ferry-bench: %s disk, seed %d, %s cache", FormatBytes(r.Size), r.Seed, r.Cache)
+	if r.Cache == "none" {
+		fmt.Fprintf(&b, "ferry-bench: seed %d, nothing on a generated disk", r.Seed)
+	} else {
+		fmt.Fprintf(&b, "ferry-bench: %s disk, seed %d, %s cache", FormatBytes(r.Size), r.Seed, r.Cache)
+	}
 	if r.CacheNote != "" {
 		fmt.Fprintf(&b, " (%s)", r.CacheNote)
 	}
 	fmt.Fprintf(&b, "\nmachine: %d CPUs (%s), %s memory, Linux %s, %s, nice %d; %s\n",
 		r.Machine.CPUs, r.Machine.CPUModel, FormatBytes(r.Machine.Memory), r.Machine.Kernel, r.Machine.Go, r.Machine.Nice, r.Started.Format(time.RFC3339))
-	fmt.Fprintf(&b, "image: %.1f%% zeros, %.1f%% text (zstd %.2fx), %.1f%% random, written in %.1fs\n",
-		100*r.Image.Share(Zero), 100*r.Image.Share(Text), r.Image.TextZstdRatio, 100*r.Image.Share(Random), r.Image.WriteSeconds)
-	fmt.Fprintf(&b, "memory: max RSS is the largest process of the tool's tree (ru_maxrss; %s for a tool that holds nothing); tree peak bounds the whole tree (the sum of each process's VmHWM)\n", FormatBytes(r.RSSFloor))
-	b.WriteString("others' cpu: CPU time the rest of the machine used while the tool ran (from /proc/stat): noise in the figures\n")
+	if r.Cache != "none" {
+		fmt.Fprintf(&b, "image: %.1f%% zeros, %.1f%% text (zstd %.2fx), %.1f%% random, written in %.1fs\n",
+			100*r.Image.Share(Zero), 100*r.Image.Share(Text), r.Image.TextZstdRatio, 100*r.Image.Share(Random), r.Image.WriteSeconds)
+	}
+	if r.RSSFloor > 0 {
+		fmt.Fprintf(&b, "memory: max RSS is the largest process of the tool's tree (ru_maxrss; %s for a tool that holds nothing); tree peak bounds the whole tree (the sum of each process's VmHWM)\n", FormatBytes(r.RSSFloor))
+		b.WriteString("others' cpu: CPU time the rest of the machine used while the tool ran (from /proc/stat): noise in the figures\n")
+	}
 	if busy := r.busiest(); busy > 0.10 {
 		fmt.Fprintf(&b, "warning: other processes used up to %.0f%% of the machine's CPU time during a timed run; the figures are noisy\n", 100*busy)
 	}

@@ -140,8 +140,33 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Size: cfg.Size, Seed: cfg.Seed, Cache: "cold", Profiled: cfg.Perf != "",
 	}
 	b := &bench{cfg: cfg, rep: rep, size: cfg.Size, jobs: []string{jobPlain, jobZstd}, m: measurer{spawner: cfg.Spawner}, start: start}
+	if cfg.Direct || cfg.Proxies || cfg.VHDX {
+		if err := b.runFirst(ctx); err != nil {
+			return nil, err
+		}
+	} else {
+		// Nothing runs on the first disk: it is not made.
+		rep.DirectSkipped, rep.Cache = true, "none"
+	}
+	switch {
+	case cfg.BigSize == 0:
+	case rep.Failed() || ctx.Err() != nil:
+		rep.Big = &BigRun{Size: cfg.BigSize, Stride: BigStride, Error: "not run: the first disk's run did not end well"}
+	default:
+		rep.Big = b.runBig(ctx)
+	}
+	rep.Goals = EvaluateGoals(rep)
+	rep.Duration = time.Since(start).Seconds()
+	return rep, ctx.Err()
+}
+
+// runFirst runs what runs on the first disk: the direct scenarios, the
+// VHDX library, the two proxies; its scratch folder is removed at the end
+// unless Keep.
+func (b *bench) runFirst(ctx context.Context) error {
+	cfg, rep := b.cfg, b.rep
 	if err := b.prepare(); err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.Keep {
 		rep.Scratch = b.scratch
@@ -178,19 +203,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if !cfg.Keep {
 		os.RemoveAll(b.scratch)
 	}
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case cfg.BigSize == 0:
-	case rep.Failed() || ctx.Err() != nil:
-		rep.Big = &BigRun{Size: cfg.BigSize, Stride: BigStride, Error: "not run: the first disk's run did not end well"}
-	default:
-		rep.Big = b.runBig(ctx)
-	}
-	rep.Goals = EvaluateGoals(rep)
-	rep.Duration = time.Since(start).Seconds()
-	return rep, ctx.Err()
+	return err
 }
 
 // runBig replicates the big sparse disk, in a scratch folder of its own.
