@@ -35,6 +35,8 @@ type Report struct {
 	// VHDX is the VHDX library against a raw file (issue 14); nil when
 	// skipped.
 	VHDX *VHDXRun `json:"vhdx,omitempty"`
+	// Server is `ferry server` at scale (issue 13); nil when skipped.
+	Server *ServerRun `json:"server,omitempty"`
 	// DirectSkipped marks a run without the direct scenarios
 	// (-direct=false): their goals are skipped, not failed.
 	DirectSkipped bool   `json:"direct_skipped,omitempty"`
@@ -344,7 +346,8 @@ func EvaluateGoals(r *Report) []Goal {
 		memory(fmt.Sprintf("peak memory of ferry and its plugins, %s sparse disk", FormatBytes(big.Size)), big.Scenarios)
 	}
 	goals = append(goals, vhdxGoals(r.VHDX)...)
-	return append(goals, proxyGoals(r.Proxies, r.Size)...)
+	goals = append(goals, proxyGoals(r.Proxies, r.Size)...)
+	return append(goals, serverGoals(r.Server)...)
 }
 
 // peakMemory is the largest tree peak of ferry's runs in the scenarios,
@@ -387,6 +390,9 @@ func (r *Report) Failed() bool {
 		}
 	}
 	if v := r.VHDX; v != nil && v.Error != "" {
+		return true
+	}
+	if s := r.Server; s != nil && s.Error != "" {
 		return true
 	}
 	if p := r.Proxies; p != nil {
@@ -442,6 +448,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	if err := r.writeProxies(&b); err != nil {
 		return err
 	}
+	r.writeServer(&b)
 
 	b.WriteString("\ngoals:\n")
 	if r.Profiled {

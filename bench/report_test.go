@@ -110,8 +110,9 @@ func TestEvaluateGoals(t *testing.T) {
 	}
 }
 
-// withoutProxies is goals less the proxy set's, which a report without
-// it (-proxies=false) has skipped.
+// withoutProxies is goals less the proxy set's, the VHDX run's and the
+// server run's, which a report without them (-proxies=false, -vhdx=false,
+// -server=false) has skipped.
 func withoutProxies(t *testing.T, goals []Goal) []Goal {
 	t.Helper()
 	var out []Goal
@@ -119,6 +120,12 @@ func withoutProxies(t *testing.T, goals []Goal) []Goal {
 		if strings.Contains(g.Name, "proxies") || strings.Contains(g.Name, "proxy") {
 			if !g.Skipped || g.Measured != "skipped (-proxies=false)" {
 				t.Errorf("goal %q of a run without proxies: %+v, want skipped", g.Name, g)
+			}
+			continue
+		}
+		if strings.HasPrefix(g.Name, "server: ") {
+			if !g.Skipped || g.Measured != "skipped (-server=false)" {
+				t.Errorf("goal %q of a run without the server run: %+v, want skipped", g.Name, g)
 			}
 			continue
 		}

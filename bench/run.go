@@ -61,6 +61,13 @@ type Config struct {
 	// VHDX times the VHDX library against a raw file on the image
 	// (issue 14), after the direct scenarios.
 	VHDX bool
+	// Server runs `ferry server` at scale (issue 13) last, in a scratch
+	// folder of its own: ServerJobs jobs of ServerVMs VMs each on
+	// schedules of ServerEvery (server.go).
+	Server      bool
+	ServerJobs  int
+	ServerVMs   int
+	ServerEvery time.Duration
 	// Command is the command line, for the report.
 	Command string
 	// Log receives progress lines; nil discards them.
@@ -154,6 +161,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Big = &BigRun{Size: cfg.BigSize, Stride: BigStride, Error: "not run: the first disk's run did not end well"}
 	default:
 		rep.Big = b.runBig(ctx)
+	}
+	// The server's run needs no disk of the others, and lasts as long as
+	// its schedules do whatever the machine: last.
+	if cfg.Server && ctx.Err() == nil {
+		rep.Server = runServerScale(ctx, cfg, b.logf)
 	}
 	rep.Goals = EvaluateGoals(rep)
 	rep.Duration = time.Since(start).Seconds()

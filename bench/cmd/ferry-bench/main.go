@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ferry-dr/ferry/bench"
 	"github.com/ferry-dr/ferry/plugins/local"
@@ -33,12 +34,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ferry-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	size := fs.String("size", "4GiB", "the disk's `size` (units as in ferry-plugin-local: 256MiB, 4GiB)")
-	quick := fs.Bool("quick", false, "a smoke run on a 256 MiB disk and a 1 GiB sparse one (unless -size or -big-size is given)")
+	quick := fs.Bool("quick", false, "a smoke run on a 256 MiB disk and a 1 GiB sparse one, and a server run of 10 jobs of 3 VMs every 20s (unless the flags of those are given)")
 	big := fs.Bool("big", true, "also replicate a big sparse disk, for memory (-big-size)")
 	bigSize := fs.String("big-size", "64GiB", "the big sparse disk's `size`")
 	direct := fs.Bool("direct", true, "run the direct scenarios: ferry without proxies beside cp, rsync and the floors")
 	proxies := fs.Bool("proxies", true, "run the scenarios through two ferry proxies (issue 12), beside zstd | ssh and the stages alone")
 	vhdx := fs.Bool("vhdx", true, "time the VHDX library (issue 14) against a raw file on the image")
+	server := fs.Bool("server", true, "run ferry server at scale (issue 13) last: -server-jobs jobs of -server-vms VMs on schedules of -server-every, for their first runs and one cycle")
+	serverJobs := fs.Int("server-jobs", bench.ServerJobs, "the server run's `number` of jobs")
+	serverVMs := fs.Int("server-vms", bench.ServerVMs, "the server run's `number` of VMs per job")
+	serverEvery := fs.Duration("server-every", bench.ServerEvery, "the server run's schedule `period`: whole minutes dividing an hour are staggered by minute, anything else falls due at once")
 	seed := fs.Uint64("seed", 1, "the `seed` of the image and the changes")
 	dir := fs.String("dir", "", "make the scratch folder in `DIR` (default $TMPDIR or /tmp)")
 	keep := fs.Bool("keep", false, "keep the scratch folder")
@@ -49,7 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	perf := fs.String("perf", "", "record each ferry run with perf record -g into `DIR` (slows ferry)")
 	strict := fs.Bool("strict", false, "exit 1 when a goal fails")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ferry-bench [flags]\n       ferry-bench floor ... (see ferry-bench floor)\n\nRuns ferry side by side with cp --sparse=always and rsync --inplace on a generated\ndisk, then through two ferry proxies beside zstd | ssh, and reports ratios and goals.\nExit status: 0 done (goals may fail unless -strict), 1 a scenario or a goal (-strict)\nfailed, 2 usage.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: ferry-bench [flags]\n       ferry-bench floor ... (see ferry-bench floor)\n\nRuns ferry side by side with cp --sparse=always and rsync --inplace on a generated\ndisk, then through two ferry proxies beside zstd | ssh, then ferry server with many\nscheduled jobs, and reports ratios and goals.\nExit status: 0 done (goals may fail unless -strict), 1 a scenario or a goal (-strict)\nfailed, 2 usage.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -69,6 +74,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *quick && !set["big-size"] {
 		*bigSize = "1GiB"
+	}
+	if *quick && !set["server-jobs"] {
+		*serverJobs = 10
+	}
+	if *quick && !set["server-vms"] {
+		*serverVMs = 3
+	}
+	if *quick && !set["server-every"] {
+		*serverEvery = 20 * time.Second
+	}
+	if *serverJobs < 1 || *serverVMs < 1 || *serverEvery < time.Second || *serverEvery%time.Second != 0 {
+		fmt.Fprintf(stderr, "ferry-bench: -server-jobs and -server-vms want at least 1, -server-every whole seconds (%d, %d, %s)\n", *serverJobs, *serverVMs, *serverEvery)
+		return 2
 	}
 	n, err := local.ParseSize(*size)
 	if err != nil {
@@ -100,7 +118,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	rep, err := bench.Run(ctx, bench.Config{
 		Size: n, Seed: *seed, Dir: *dir, Keep: *keep, Bin: absBin, Warm: !*cold, Verify: *verify,
-		Direct: *direct, Proxies: *proxies, VHDX: *vhdx, Perf: *perf, Spawner: self, Floors: self, BigSize: bigN, Command: "ferry-bench " + strings.Join(args, " "), Log: stderr,
+		Direct: *direct, Proxies: *proxies, VHDX: *vhdx, Server: *server, ServerJobs: *serverJobs, ServerVMs: *serverVMs, ServerEvery: *serverEvery, Perf: *perf, Spawner: self, Floors: self, BigSize: bigN, Command: "ferry-bench " + strings.Join(args, " "), Log: stderr,
 	})
 	if rep == nil {
 		fmt.Fprintf(stderr, "ferry-bench: %v\n", err)
@@ -125,6 +143,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if rep.Big != nil && rep.Big.Scratch != "" {
 		fmt.Fprintf(stderr, "ferry-bench: kept the big disk's scratch folder %s\n", rep.Big.Scratch)
+	}
+	if rep.Server != nil && rep.Server.Log != "" {
+		fmt.Fprintf(stderr, "ferry-bench: kept the server run's scratch folder %s\n", filepath.Dir(rep.Server.Log))
 	}
 	switch {
 	case err != nil:
