@@ -385,7 +385,8 @@ func (s *scaleRun) serve(ctx context.Context, token string) error {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); r.API = pollAPI(log.address(), token, r.Jobs, stop) }()
+	var calls []apiCall
+	go func() { defer wg.Done(); r.API, calls = pollAPI(log.address(), token, r.Jobs, stop) }()
 	smp := &sampler{root: pid, peaks: map[int]*ProcPeak{}}
 	go func() {
 		defer wg.Done()
@@ -431,12 +432,15 @@ func (s *scaleRun) serve(ctx context.Context, token string) error {
 	if werr != nil {
 		return fmt.Errorf("ferry server after SIGTERM: %w: %s", werr, log.tail())
 	}
-	r.Sessions, r.Failures = analyzeSessions(log.snapshot(), s.scheds, ready, r.Runs)
+	events := log.snapshot()
+	r.Sessions, r.Failures = analyzeSessions(events, s.scheds, ready, r.Runs)
+	busy, idle := splitBusy(calls, events)
+	r.API.Busy, r.API.Idle = spreadOf(busy), spreadOf(idle)
 	if n := r.Sessions.Failed; n > 0 {
 		return fmt.Errorf("%d sessions failed: the figures do not count", n)
 	}
-	s.logf("server: %d sessions in %s; start delay %s; %d waited for a slot; server peak %s; GET /v1/jobs %s",
-		r.Sessions.Started, secs(r.Window), r.Sessions.Delay, r.Sessions.Waited, FormatBytes(r.Memory.Peak), r.API.Latency)
+	s.logf("server: %d sessions in %s; start delay %s; %d waited for a slot; server peak %s; GET /v1/jobs while sessions ran %s",
+		r.Sessions.Started, secs(r.Window), r.Sessions.Delay, r.Sessions.Waited, FormatBytes(r.Memory.Peak), r.API.Busy)
 	return nil
 }
 
@@ -498,33 +502,33 @@ func treeMemory(smp *sampler, pid int) ServerMemory {
 
 // pollAPI calls GET /v1/jobs with token every serverAPIEvery until stop,
 // timing each answer to its last byte; an answer that is not 200 with
-// the jobs is an error.
-func pollAPI(base, token string, jobs int, stop <-chan struct{}) APILatency {
+// the jobs is an error. It returns the figures and every answered call.
+func pollAPI(base, token string, jobs int, stop <-chan struct{}) (APILatency, []apiCall) {
 	a := APILatency{Every: serverAPIEvery}
 	client := &http.Client{Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
+	var calls []apiCall
 	var lat []time.Duration
-	fail := func(err error) {
-		a.Errors++
-		if a.FirstError == "" {
-			a.FirstError = err.Error()
-		}
-	}
 	tick := time.NewTicker(serverAPIEvery)
 	defer tick.Stop()
 	for {
 		select {
 		case <-stop:
 			a.Latency = spreadOf(lat)
-			return a
+			return a, calls
 		case <-tick.C:
 		}
 		a.Requests++
+		at := time.Now()
 		d, err := getJobs(client, base, token, jobs)
 		if err != nil {
-			fail(err)
+			a.Errors++
+			if a.FirstError == "" {
+				a.FirstError = err.Error()
+			}
 			continue
 		}
+		calls = append(calls, apiCall{At: at, Latency: d})
 		lat = append(lat, d)
 	}
 }

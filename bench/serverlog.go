@@ -100,6 +100,7 @@ func analyzeSessions(events []serverEvent, schedules map[string]scheduler.Schedu
 		dueUpTo(job, ready)
 	}
 	var delays, waited []time.Duration
+	var waitedAt, endAt []time.Time
 	var latest time.Duration
 	var failures []string
 	for _, e := range events {
@@ -126,6 +127,7 @@ func analyzeSessions(events []serverEvent, schedules map[string]scheduler.Schedu
 			if at, ok := slotAt[e.Job]; ok && !at.Before(ds[i]) && !at.After(e.Time) {
 				st.Waited++
 				waited = append(waited, delay)
+				waitedAt = append(waitedAt, e.Time)
 				continue
 			}
 			if delay > latest || len(delays) == 0 {
@@ -135,6 +137,7 @@ func analyzeSessions(events []serverEvent, schedules map[string]scheduler.Schedu
 			delays = append(delays, delay)
 		case e.ended():
 			st.Ended++
+			endAt = append(endAt, e.Time)
 			switch {
 			case e.Message == msgStopped:
 				st.Stopped++
@@ -164,8 +167,71 @@ func analyzeSessions(events []serverEvent, schedules map[string]scheduler.Schedu
 	for _, n := range waves {
 		st.Waves = max(st.Waves, n)
 	}
-	st.Delay, st.WaitedDelay = spreadOf(delays), spreadOf(waited)
+	st.Delay, st.WaitedDelay, st.Handoff = spreadOf(delays), spreadOf(waited), spreadOf(handoffs(waitedAt, endAt))
 	return st, failures
+}
+
+// handoffs is, for each start, how far it is from the nearest end (ends
+// sorted); none when no session ended.
+func handoffs(starts, ends []time.Time) []time.Duration {
+	if len(ends) == 0 {
+		return nil
+	}
+	var out []time.Duration
+	for _, t := range starts {
+		i := sort.Search(len(ends), func(i int) bool { return !ends[i].Before(t) })
+		best := time.Duration(1<<63 - 1)
+		if i < len(ends) {
+			best = ends[i].Sub(t)
+		}
+		if i > 0 {
+			best = min(best, t.Sub(ends[i-1]))
+		}
+		out = append(out, best)
+	}
+	return out
+}
+
+// apiCall is one call of the API: when it was made and how long its
+// answer took.
+type apiCall struct {
+	At      time.Time
+	Latency time.Duration
+}
+
+// splitBusy sorts the calls' latencies into those made while at least
+// one session ran, by the log's "session starts" and ends, and the
+// others.
+func splitBusy(calls []apiCall, events []serverEvent) (busy, idle []time.Duration) {
+	type span struct{ from, to time.Time }
+	var spans []span
+	running := 0
+	for _, e := range events {
+		switch {
+		case e.Message == msgStarts:
+			if running == 0 {
+				spans = append(spans, span{from: e.Time})
+			}
+			running++
+		case e.ended() && running > 0:
+			running--
+			if running == 0 {
+				spans[len(spans)-1].to = e.Time
+			}
+		}
+	}
+	if running > 0 {
+		spans[len(spans)-1].to = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	for _, c := range calls {
+		i := sort.Search(len(spans), func(i int) bool { return spans[i].to.After(c.At) })
+		if i < len(spans) && !c.At.Before(spans[i].from) {
+			busy = append(busy, c.Latency)
+		} else {
+			idle = append(idle, c.Latency)
+		}
+	}
+	return busy, idle
 }
 
 // serverLog is the server's standard error as it runs: it copies every

@@ -135,7 +135,8 @@ func TestAnalyzeSessions(t *testing.T) {
 	want := ServerSessions{Expected: 6, Started: 7, Ended: 7, Succeeded: 3, Warnings: 1, Failed: 2, Stopped: 1,
 		Missed: 1, Unexpected: 2, Queued: 1, Waited: 1, Waves: 2, Latest: "c due 10:10:00",
 		Delay:       Spread{N: 4, P50: 10 * time.Millisecond, P99: 2500 * time.Millisecond, Max: 2500 * time.Millisecond},
-		WaitedDelay: Spread{N: 1, P50: 3001 * time.Millisecond, P99: 3001 * time.Millisecond, Max: 3001 * time.Millisecond}}
+		WaitedDelay: Spread{N: 1, P50: 3001 * time.Millisecond, P99: 3001 * time.Millisecond, Max: 3001 * time.Millisecond},
+		Handoff:     Spread{N: 1, P50: time.Millisecond, P99: time.Millisecond, Max: time.Millisecond}} // a's end at 10:05:03
 	if st != want {
 		t.Errorf("analyzeSessions:\n got %+v\nwant %+v", st, want)
 	}
@@ -163,5 +164,49 @@ func TestSpreadOf(t *testing.T) {
 	}
 	if got := spreadOf(nil); got != (Spread{}) {
 		t.Errorf("spreadOf(none) = %+v", got)
+	}
+}
+
+func TestHandoffs(t *testing.T) {
+	at := func(s float64) time.Time { return time.Unix(1000, 0).Add(time.Duration(s * float64(time.Second))) }
+	ends := []time.Time{at(1), at(5), at(9)}
+	got := handoffs([]time.Time{at(0.5), at(1.002), at(4.999), at(7), at(20)}, ends)
+	want := []time.Duration{500 * time.Millisecond, 2 * time.Millisecond, time.Millisecond, 2 * time.Second, 11 * time.Second}
+	if len(got) != len(want) {
+		t.Fatalf("handoffs = %v, want %v", got, want)
+	}
+	for i := range want {
+		if d := got[i] - want[i]; d > time.Microsecond || d < -time.Microsecond {
+			t.Errorf("handoff %d = %v, want %v", i, got[i], want[i])
+		}
+	}
+	if got := handoffs([]time.Time{at(1)}, nil); got != nil {
+		t.Errorf("handoffs without an end = %v", got)
+	}
+}
+
+func TestSplitBusy(t *testing.T) {
+	var events []serverEvent
+	for _, l := range []string{
+		logLine("10:05:00", msgStarts, "job", "a", "why", "schedule"),
+		logLine("10:05:01", msgStarts, "job", "b", "why", "schedule"),
+		logLine("10:05:02", msgEnded, "job", "a", "result", "success"),
+		logLine("10:05:03", msgFailed, "job", "b", "error", "boom"),   // none runs from here
+		logLine("10:06:00", msgStarts, "job", "a", "why", "schedule"), // runs to the end
+	} {
+		e, _ := parseServerLine([]byte(l))
+		events = append(events, e)
+	}
+	at := func(hms string) time.Time {
+		t, _ := time.Parse(time.RFC3339, "2026-12-06T"+hms+"Z")
+		return t
+	}
+	calls := []apiCall{
+		{at("10:04:59"), 1}, {at("10:05:00"), 2}, {at("10:05:02"), 3}, {at("10:05:03"), 4},
+		{at("10:05:30"), 5}, {at("10:06:00"), 6}, {at("10:30:00"), 7},
+	}
+	busy, idle := splitBusy(calls, events)
+	if fmt.Sprint(busy) != "[2ns 3ns 6ns 7ns]" || fmt.Sprint(idle) != "[1ns 4ns 5ns]" {
+		t.Errorf("splitBusy: busy %v, idle %v", busy, idle)
 	}
 }

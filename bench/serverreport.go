@@ -67,6 +67,11 @@ type ServerSessions struct {
 	// that of those that did.
 	Delay       Spread `json:"delay"`
 	WaitedDelay Spread `json:"waited_delay"`
+	// Handoff is, for each session that waited, the time between its
+	// start and the nearest end of a session of any job: the slot it
+	// took was freed then (the server frees a slot just before it logs
+	// the end, so the start may come first).
+	Handoff Spread `json:"slot_handoff"`
 	// Latest is the session behind Delay.Max: "JOB due HH:MM:SS".
 	Latest string `json:"latest,omitempty"`
 	// Waves is how many jobs fell due at the same instant, at most.
@@ -99,7 +104,11 @@ type APILatency struct {
 	Requests   int           `json:"requests"`
 	Errors     int           `json:"errors"`
 	FirstError string        `json:"first_error,omitempty"`
-	Latency    Spread        `json:"latency"`
+	// Latency is of every answer; Busy of those to requests made while
+	// at least one session ran (the goal's), Idle of the others.
+	Latency Spread `json:"latency"`
+	Busy    Spread `json:"busy"`
+	Idle    Spread `json:"idle"`
 }
 
 // Spread is the distribution of some durations.
@@ -150,10 +159,11 @@ const (
 )
 
 // serverGoals are the server's goals: every session starts within
-// ServerStartLimit of its due time or waits for a slot (and the log says
-// so), none is missed; the server process's peak resident set under
-// ServerMemoryLimit; GET /v1/jobs answers at p99 under ServerAPIP99Limit,
-// without an error.
+// ServerStartLimit of its due time, or waits for a slot (the log says so)
+// and starts within ServerStartLimit of one's release; none is missed;
+// the server process's peak resident set under ServerMemoryLimit; GET
+// /v1/jobs, called while sessions run, answers at p99 under
+// ServerAPIP99Limit, and no call fails.
 func serverGoals(s *ServerRun) []Goal {
 	startWant := fmt.Sprintf("≤ %s after its due time, or waiting for a slot", secs(ServerStartLimit))
 	memWant := fmt.Sprintf("< %s (its own VmHWM)", FormatBytes(ServerMemoryLimit))
@@ -175,9 +185,9 @@ func serverGoals(s *ServerRun) []Goal {
 	ss := s.Sessions
 	start := Goal{Name: fmt.Sprintf("%s (%d jobs × %d VMs)", serverStartName, s.Jobs, s.VMsPerJob), Want: startWant,
 		Value: ss.Delay.Max.Seconds(), Limit: ServerStartLimit.Seconds()}
-	start.Pass = ss.Missed == 0 && ss.Unexpected == 0 && ss.Delay.Max <= ServerStartLimit && ss.Delay.N+ss.Waited > 0
-	start.Measured = fmt.Sprintf("max %s, p99 %s of %d; %d waited for a slot (up to %s)",
-		ms(ss.Delay.Max), ms(ss.Delay.P99), ss.Delay.N, ss.Waited, ms(ss.WaitedDelay.Max))
+	start.Pass = ss.Missed == 0 && ss.Unexpected == 0 && ss.Delay.Max <= ServerStartLimit && ss.Handoff.Max <= ServerStartLimit && ss.Delay.N+ss.Waited > 0
+	start.Measured = fmt.Sprintf("max %s, p99 %s of %d; %d waited for a slot (up to %s), each started %s at most from a slot's release",
+		ms(ss.Delay.Max), ms(ss.Delay.P99), ss.Delay.N, ss.Waited, ms(ss.WaitedDelay.Max), ms(ss.Handoff.Max))
 	if ss.Missed > 0 || ss.Unexpected > 0 {
 		start.Measured += fmt.Sprintf("; %d due times without a session, %d sessions without a due time", ss.Missed, ss.Unexpected)
 	}
@@ -186,9 +196,9 @@ func serverGoals(s *ServerRun) []Goal {
 		Pass:     m.Peak > 0 && m.Peak < ServerMemoryLimit,
 		Measured: fmt.Sprintf("%s (with its plugin processes %s)", FormatBytes(m.Peak), FormatBytes(m.TreeRSS))}
 	a := s.API
-	api := Goal{Name: serverAPIName, Want: apiWant, Value: a.Latency.P99.Seconds(), Limit: ServerAPIP99Limit.Seconds(),
-		Pass:     a.Latency.N > 0 && a.Errors == 0 && a.Latency.P99 < ServerAPIP99Limit,
-		Measured: a.Latency.String()}
+	api := Goal{Name: serverAPIName, Want: apiWant, Value: a.Busy.P99.Seconds(), Limit: ServerAPIP99Limit.Seconds(),
+		Pass:     a.Busy.N > 0 && a.Errors == 0 && a.Busy.P99 < ServerAPIP99Limit,
+		Measured: a.Busy.String() + " while sessions ran"}
 	if a.Errors > 0 {
 		api.Measured += fmt.Sprintf("; %d of %d failed: %s", a.Errors, a.Requests, a.FirstError)
 	}
@@ -221,12 +231,13 @@ func (r *Report) writeServer(b *strings.Builder) {
 	if ss.Latest != "" {
 		fmt.Fprintf(b, "; the latest %s", ss.Latest)
 	}
-	fmt.Fprintf(b, "\n  waited for a slot (up to %d jobs due at once): %d, %s\n", ss.Waves, ss.Waited, ss.WaitedDelay)
+	fmt.Fprintf(b, "\n  waited for a slot (up to %d jobs due at once): %d, %s; from a slot's release to the start: %s\n", ss.Waves, ss.Waited, ss.WaitedDelay, ss.Handoff)
 	m := s.Memory
 	fmt.Fprintf(b, "  memory: the server %s peak (VmHWM), %s at the end; with its plugin processes %s (largest sampled sum, every %s), %s summing each one's peak; server CPU %s\n",
 		FormatBytes(m.Peak), FormatBytes(m.End), FormatBytes(m.TreeRSS), secs(m.Every), FormatBytes(m.TreeHWM), secs(m.CPU))
 	a := s.API
-	fmt.Fprintf(b, "  GET /v1/jobs every %s: %d requests, %d errors; %s\n", secs(a.Every), a.Requests, a.Errors, a.Latency)
+	fmt.Fprintf(b, "  GET /v1/jobs every %s: %d requests, %d errors; while sessions ran %s; while none ran %s; all %s\n",
+		secs(a.Every), a.Requests, a.Errors, a.Busy, a.Idle, a.Latency)
 	if a.FirstError != "" {
 		fmt.Fprintf(b, "  first API error: %s\n", a.FirstError)
 	}

@@ -12,9 +12,13 @@ func goodServerRun() *ServerRun {
 		Schedules: "every 5m staggered by minute", MaxSessions: 4, Runs: 2, SetupSeconds: 12, Window: 9 * time.Minute,
 		Sessions: ServerSessions{Expected: 200, Started: 200, Ended: 200, Succeeded: 200, Waited: 120, Waves: 20,
 			Delay:       Spread{N: 80, P50: 2 * time.Millisecond, P99: 30 * time.Millisecond, Max: 2 * time.Second},
-			WaitedDelay: Spread{N: 120, P50: 4 * time.Second, P99: 9 * time.Second, Max: 9 * time.Second}, Latest: "s042 due 10:07:00"},
+			WaitedDelay: Spread{N: 120, P50: 4 * time.Second, P99: 9 * time.Second, Max: 9 * time.Second}, Latest: "s042 due 10:07:00",
+			Handoff: Spread{N: 120, P50: time.Millisecond, P99: 3 * time.Millisecond, Max: 2 * time.Second}},
 		Memory: ServerMemory{Peak: 255 << 20, End: 90 << 20, TreeRSS: 300 << 20, TreeHWM: 310 << 20, Every: 250 * time.Millisecond},
-		API:    APILatency{Every: 200 * time.Millisecond, Requests: 2700, Latency: Spread{N: 2700, P50: 3 * time.Millisecond, P99: 49 * time.Millisecond, Max: 80 * time.Millisecond}}}
+		API: APILatency{Every: 200 * time.Millisecond, Requests: 2700,
+			Latency: Spread{N: 2700, P50: 2 * time.Millisecond, P99: 45 * time.Millisecond, Max: 80 * time.Millisecond},
+			Busy:    Spread{N: 2000, P50: 3 * time.Millisecond, P99: 49 * time.Millisecond, Max: 80 * time.Millisecond},
+			Idle:    Spread{N: 700, P50: time.Millisecond, P99: 2 * time.Millisecond, Max: 4 * time.Millisecond}}}
 }
 
 func TestServerGoals(t *testing.T) {
@@ -28,13 +32,15 @@ func TestServerGoals(t *testing.T) {
 		{"a due time without a session", func(s *ServerRun) { s.Sessions.Missed = 1 }, [3]bool{false, true, true}},
 		{"a session without a due time", func(s *ServerRun) { s.Sessions.Unexpected = 1 }, [3]bool{false, true, true}},
 		{"long waits for slots, said", func(s *ServerRun) { s.Sessions.WaitedDelay.Max = time.Minute }, [3]bool{true, true, true}},
+		{"a start long after a slot's release", func(s *ServerRun) { s.Sessions.Handoff.Max = 2*time.Second + time.Millisecond }, [3]bool{false, true, true}},
 		{"no session at all", func(s *ServerRun) { s.Sessions = ServerSessions{} }, [3]bool{false, true, true}},
 		{"the server at 256 MiB", func(s *ServerRun) { s.Memory.Peak = 256 << 20 }, [3]bool{true, false, true}},
 		{"the tree over 256 MiB does not count", func(s *ServerRun) { s.Memory.TreeRSS = 1 << 30 }, [3]bool{true, true, true}},
 		{"no memory figure", func(s *ServerRun) { s.Memory.Peak = 0 }, [3]bool{true, false, true}},
-		{"p99 at 50 ms", func(s *ServerRun) { s.API.Latency.P99 = 50 * time.Millisecond }, [3]bool{true, true, false}},
+		{"p99 at 50 ms while sessions ran", func(s *ServerRun) { s.API.Busy.P99 = 50 * time.Millisecond }, [3]bool{true, true, false}},
+		{"slow while none ran does not count", func(s *ServerRun) { s.API.Idle.P99 = time.Second }, [3]bool{true, true, true}},
 		{"an API error", func(s *ServerRun) { s.API.Errors, s.API.FirstError = 1, "connection refused" }, [3]bool{true, true, false}},
-		{"no API answer", func(s *ServerRun) { s.API.Latency = Spread{} }, [3]bool{true, true, false}},
+		{"no API answer while sessions ran", func(s *ServerRun) { s.API.Busy = Spread{} }, [3]bool{true, true, false}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := goodServerRun()
@@ -72,7 +78,8 @@ func TestWriteServer(t *testing.T) {
 	r.writeServer(&b)
 	for _, want := range []string{"100 jobs × 10 VMs", "4.0 MiB disks", "--max-sessions 4", "200 started (200 expected)",
 		"p50 2.0 ms, p99 30.0 ms, max 2.00s (80)", "s042 due 10:07:00", "120, p50 4.00s", "255 MiB peak", "300 MiB (largest sampled sum",
-		"2700 requests, 0 errors; p50 3.0 ms, p99 49.0 ms", "failed session: s007: the target is gone"} {
+		"2700 requests, 0 errors; while sessions ran p50 3.0 ms, p99 49.0 ms", "while none ran p50 1.0 ms", "all p50 2.0 ms",
+		"from a slot's release to the start: p50 1.0 ms", "failed session: s007: the target is gone"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("the text lacks %q:\n%s", want, b.String())
 		}
