@@ -402,6 +402,7 @@ func (s *scaleRun) serve(ctx context.Context, token string) error {
 		}
 	}()
 	cpu0, _ := procCPU(pid)
+	tree0, bench0 := treeCPU(pid), selfCPU()
 	werr2 := s.await(ctx, log, exited, ready)
 	close(stop)
 	wg.Wait()
@@ -414,6 +415,7 @@ func (s *scaleRun) serve(ctx context.Context, token string) error {
 	if cpu, err := procCPU(pid); err == nil {
 		r.Memory.CPU = cpu - cpu0
 	}
+	r.Memory.TreeCPU, r.Memory.BenchCPU = treeCPU(pid)-tree0, selfCPU()-bench0
 	r.Memory.Every = serverSampleEvery
 	if werr2 != nil {
 		return werr2
@@ -498,6 +500,24 @@ func treeMemory(smp *sampler, pid int) ServerMemory {
 	}
 	sort.Slice(m.Procs, func(i, j int) bool { return m.Procs[i].PID < m.Procs[j].PID })
 	return m
+}
+
+// treeCPU is the CPU time of pid and the processes below it now.
+func treeCPU(pid int) time.Duration {
+	var sum time.Duration
+	for _, p := range descendants(pid) {
+		if cpu, err := procCPU(p); err == nil {
+			sum += cpu
+		}
+	}
+	return sum
+}
+
+// selfCPU is this process's own user and system time (the server, not
+// waited for yet, is not in it).
+func selfCPU() time.Duration {
+	cpu, _ := procCPU(os.Getpid())
+	return cpu
 }
 
 // pollAPI calls GET /v1/jobs with token every serverAPIEvery until stop,

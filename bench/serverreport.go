@@ -91,9 +91,13 @@ type ServerMemory struct {
 	TreeHWM int64 `json:"tree_hwm_bytes"`
 	// Procs are the processes of the tree seen, the server included.
 	Procs []ProcPeak `json:"procs,omitempty"`
-	// CPU is the server's user and system time in the window (its plugin
-	// processes' are not counted: they end after it).
-	CPU time.Duration `json:"cpu_ns"`
+	// CPU is the server's user and system time in the window; TreeCPU
+	// that of the server and its plugin processes (those alive at the
+	// window's end); BenchCPU the bench's own (sampling, calling the API,
+	// reading the log), which shares the machine with them.
+	CPU      time.Duration `json:"cpu_ns"`
+	TreeCPU  time.Duration `json:"tree_cpu_ns"`
+	BenchCPU time.Duration `json:"bench_cpu_ns"`
 	// Every is how often /proc was sampled.
 	Every time.Duration `json:"sample_every_ns"`
 }
@@ -233,8 +237,14 @@ func (r *Report) writeServer(b *strings.Builder) {
 	}
 	fmt.Fprintf(b, "\n  waited for a slot (up to %d jobs due at once): %d, %s; from a slot's release to the start: %s\n", ss.Waves, ss.Waited, ss.WaitedDelay, ss.Handoff)
 	m := s.Memory
-	fmt.Fprintf(b, "  memory: the server %s peak (VmHWM), %s at the end; with its plugin processes %s (largest sampled sum, every %s), %s summing each one's peak; server CPU %s\n",
-		FormatBytes(m.Peak), FormatBytes(m.End), FormatBytes(m.TreeRSS), secs(m.Every), FormatBytes(m.TreeHWM), secs(m.CPU))
+	fmt.Fprintf(b, "  memory: the server %s peak (VmHWM), %s at the end; with its plugin processes %s (largest sampled sum, every %s), %s summing each one's peak\n",
+		FormatBytes(m.Peak), FormatBytes(m.End), FormatBytes(m.TreeRSS), secs(m.Every), FormatBytes(m.TreeHWM))
+	if s.Window > 0 {
+		share := func(d time.Duration) string {
+			return fmt.Sprintf("%s (%.0f%% of a CPU)", secs(d), 100*d.Seconds()/s.Window.Seconds())
+		}
+		fmt.Fprintf(b, "  CPU in the window: the server %s, with its plugin processes %s; the bench itself %s\n", share(m.CPU), share(m.TreeCPU), share(m.BenchCPU))
+	}
 	a := s.API
 	fmt.Fprintf(b, "  GET /v1/jobs every %s: %d requests, %d errors; while sessions ran %s; while none ran %s; all %s\n",
 		secs(a.Every), a.Requests, a.Errors, a.Busy, a.Idle, a.Latency)

@@ -14,7 +14,8 @@ func goodServerRun() *ServerRun {
 			Delay:       Spread{N: 80, P50: 2 * time.Millisecond, P99: 30 * time.Millisecond, Max: 2 * time.Second},
 			WaitedDelay: Spread{N: 120, P50: 4 * time.Second, P99: 9 * time.Second, Max: 9 * time.Second}, Latest: "s042 due 10:07:00",
 			Handoff: Spread{N: 120, P50: time.Millisecond, P99: 3 * time.Millisecond, Max: 2 * time.Second}},
-		Memory: ServerMemory{Peak: 255 << 20, End: 90 << 20, TreeRSS: 300 << 20, TreeHWM: 310 << 20, Every: 250 * time.Millisecond},
+		Memory: ServerMemory{Peak: 255 << 20, End: 90 << 20, TreeRSS: 300 << 20, TreeHWM: 310 << 20, Every: 250 * time.Millisecond,
+			CPU: 54 * time.Second, TreeCPU: 270 * time.Second, BenchCPU: 27 * time.Second},
 		API: APILatency{Every: 200 * time.Millisecond, Requests: 2700,
 			Latency: Spread{N: 2700, P50: 2 * time.Millisecond, P99: 45 * time.Millisecond, Max: 80 * time.Millisecond},
 			Busy:    Spread{N: 2000, P50: 3 * time.Millisecond, P99: 49 * time.Millisecond, Max: 80 * time.Millisecond},
@@ -79,7 +80,7 @@ func TestWriteServer(t *testing.T) {
 	for _, want := range []string{"100 jobs × 10 VMs", "4.0 MiB disks", "--max-sessions 4", "200 started (200 expected)",
 		"p50 2.0 ms, p99 30.0 ms, max 2.00s (80)", "s042 due 10:07:00", "120, p50 4.00s", "255 MiB peak", "300 MiB (largest sampled sum",
 		"2700 requests, 0 errors; while sessions ran p50 3.0 ms, p99 49.0 ms", "while none ran p50 1.0 ms", "all p50 2.0 ms",
-		"from a slot's release to the start: p50 1.0 ms", "failed session: s007: the target is gone"} {
+		"from a slot's release to the start: p50 1.0 ms", "the server 54.0s (10% of a CPU), with its plugin processes 270.0s (50% of a CPU); the bench itself 27.0s (5% of a CPU)", "failed session: s007: the target is gone"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("the text lacks %q:\n%s", want, b.String())
 		}
