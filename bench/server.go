@@ -417,7 +417,16 @@ func (s *scaleRun) serve(ctx context.Context, token string) error {
 	}
 	r.Memory.TreeCPU, r.Memory.BenchCPU = treeCPU(pid)-tree0, selfCPU()-bench0
 	r.Memory.Every = serverSampleEvery
+	// What the log holds is read on every path: a run that went wrong
+	// shows how far it came.
+	analyze := func() {
+		events := log.snapshot()
+		r.Sessions, r.Failures = analyzeSessions(events, s.scheds, ready, r.Runs)
+		busy, idle := splitBusy(calls, events)
+		r.API.Busy, r.API.Idle = spreadOf(busy), spreadOf(idle)
+	}
 	if werr2 != nil {
+		analyze()
 		return werr2
 	}
 
@@ -428,16 +437,14 @@ func (s *scaleRun) serve(ctx context.Context, token string) error {
 	case <-exited:
 		stopped = true
 	case <-time.After(serverStopGrace):
+		analyze()
 		return fmt.Errorf("ferry server did not stop within %s of SIGTERM: %s", serverStopGrace, log.tail())
 	}
 	r.Stop = time.Since(t)
+	analyze()
 	if werr != nil {
 		return fmt.Errorf("ferry server after SIGTERM: %w: %s", werr, log.tail())
 	}
-	events := log.snapshot()
-	r.Sessions, r.Failures = analyzeSessions(events, s.scheds, ready, r.Runs)
-	busy, idle := splitBusy(calls, events)
-	r.API.Busy, r.API.Idle = spreadOf(busy), spreadOf(idle)
 	if n := r.Sessions.Failed; n > 0 {
 		return fmt.Errorf("%d sessions failed: the figures do not count", n)
 	}
