@@ -4,7 +4,9 @@
 // without change tracking, against rsync --inplace --no-whole-file and
 // against the floors of that work, measured by small programs of its own
 // (floor.go): reading and hashing the whole disk, copying only the changed
-// extents. A big sparse disk then shows how ferry's memory scales.
+// extents. A big sparse disk then shows how ferry's memory scales, and
+// `ferry server` with 100 scheduled jobs how punctually it starts their
+// sessions, its memory and its API's latency (server.go).
 //
 // It generates deterministic disk-like images (zeros, compressible text
 // and random data in 4-64 KiB granules, thick or sparse: image.go,
