@@ -157,7 +157,7 @@ func evalDuration(attr *hcl.Attribute, ctx *hcl.EvalContext, what string, diags 
 	if !ok || !set {
 		return 0, set, ok
 	}
-	d, err := parseDuration(v.AsString())
+	d, err := ParseDuration(v.AsString())
 	if err != nil || d <= 0 {
 		r := attr.Expr.Range()
 		*diags = append(*diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Invalid " + what, Subject: &r,
@@ -167,8 +167,9 @@ func evalDuration(attr *hcl.Attribute, ctx *hcl.EvalContext, what string, diags 
 	return d, true, true
 }
 
-// parseDuration is time.ParseDuration with days: "2d", "1d12h".
-func parseDuration(s string) (time.Duration, error) {
+// ParseDuration is time.ParseDuration with days: "2d", "1d12h", as the
+// configuration's durations are written.
+func ParseDuration(s string) (time.Duration, error) {
 	days, rest, found := strings.Cut(s, "d")
 	if !found {
 		return time.ParseDuration(s)

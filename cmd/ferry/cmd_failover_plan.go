@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"slices"
@@ -47,13 +48,7 @@ func runFailoverPlan(e *env, pos []string, point string) error {
 	defer w.Close()
 	p, ok := w.cfg.FailoverPlans[pos[0]]
 	if !ok {
-		names := slices.Sorted(func(yield func(string) bool) {
-			for n := range w.cfg.FailoverPlans {
-				if !yield(n) {
-					return
-				}
-			}
-		})
+		names := slices.Sorted(maps.Keys(w.cfg.FailoverPlans))
 		if len(names) == 0 {
 			return usagef("no failover plan %q: the configuration declares none (see failover_plan in docs/configuration.md)", pos[0])
 		}

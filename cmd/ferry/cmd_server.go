@@ -175,27 +175,12 @@ func runServer(e *env, o serverOptions) error {
 	return nil
 }
 
-// parseKeep reads --keep-sessions: a duration with days, or 0.
+// parseKeep reads --keep-sessions: a duration as the configuration
+// writes them (90d, 12h), 0 for forever.
 func parseKeep(s string) (time.Duration, error) {
-	if s == "0" {
-		return 0, nil
-	}
-	days, rest, found := strings.Cut(s, "d")
-	var d time.Duration
-	if found {
-		var n int
-		if _, err := fmt.Sscanf(days, "%d", &n); err != nil || n < 0 || fmt.Sprint(n) != days {
-			return 0, fmt.Errorf("write a duration such as 90d, 12h or 30m")
-		}
-		d = time.Duration(n) * 24 * time.Hour
-		s = rest
-	}
-	if s != "" {
-		more, err := time.ParseDuration(s)
-		if err != nil || more < 0 {
-			return 0, fmt.Errorf("write a duration such as 90d, 12h or 30m")
-		}
-		d += more
+	d, err := config.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("write a duration such as 90d, 12h or 30m")
 	}
 	return d, nil
 }

@@ -7,12 +7,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
 
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/disk/vhdx"
+	"github.com/ferry-dr/ferry/sdk/sdktest"
 )
 
 // TestReplicateJudgedByLibvhdi replicates a simulated VM to a simulated
@@ -125,7 +124,7 @@ func TestReplicateJudgedByLibvhdi(t *testing.T) {
 		}
 		for i, cp := range cps {
 			for d, cd := range cp.Disks {
-				if got, w := libvhdiDigest(t, chain(t, cd.Path)...), sha(want[first+i][d]); got != w {
+				if got, w := sdktest.LibvhdiDigest(t, chain(t, cd.Path)...), sha(want[first+i][d]); got != w {
 					t.Errorf("%s: point %d disk %d: libvhdi reads sha256 %s, the source held %s", what, first+i+1, d, got, w)
 				}
 			}
@@ -155,37 +154,4 @@ func chain(t *testing.T, path string) []string {
 func sha(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
-}
-
-// libvhdiDigest reads the chain (top first) with libvhdi (Debian
-// python3-libvhdi through Debian's /usr/bin/python3) and returns the
-// SHA-256 of the virtual disk. Without it the test skips, except under CI.
-func libvhdiDigest(t *testing.T, files ...string) string {
-	t.Helper()
-	const python = "/usr/bin/python3"
-	if err := exec.Command(python, "-c", "import pyvhdi").Run(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("pyvhdi for %s is missing; CI must install it (apt-get install python3-libvhdi)", python)
-		}
-		t.Skipf("pyvhdi for %s is missing (apt-get install python3-libvhdi); the test runs in CI", python)
-	}
-	script := `
-import hashlib, sys, pyvhdi
-fs = []
-for p in sys.argv[1:]:
-    f = pyvhdi.file(); f.open(p); fs.append(f)
-for c, p in zip(fs, fs[1:]):
-    c.set_parent(p)
-h = hashlib.sha256(); size = fs[0].get_media_size(); off = 0
-while off < size:
-    n = min(1 << 20, size - off); b = fs[0].read_buffer_at_offset(n, off)
-    if len(b) != n: sys.exit("short read at %d" % off)
-    h.update(b); off += n
-print(h.hexdigest())
-`
-	out, err := exec.Command(python, append([]string{"-c", script}, files...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("libvhdi on %v: %v\n%s", files, err, out)
-	}
-	return strings.TrimSpace(string(out))
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/ferry-dr/ferry/plugins/hyperv/host"
 	"github.com/ferry-dr/ferry/sdk/disk/vhdx"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
+	"github.com/ferry-dr/ferry/sdk/sdktest"
 )
 
 const diskSize3 = 3 << 20
@@ -240,7 +240,7 @@ func checkPoints(t *testing.T, h *Host, vm string, ids []string, want [][]byte, 
 		if !bytes.Equal(readChain(t, cp.Disks[0].Path), want[i]) {
 			t.Errorf("checkpoint %d reads other bytes", i+1)
 		}
-		if got, w := libvhdiDigest(t, chainFiles(t, cp.Disks[0].Path)...), sha(want[i]); got != w {
+		if got, w := sdktest.LibvhdiDigest(t, chainFiles(t, cp.Disks[0].Path)...), sha(want[i]); got != w {
 			t.Errorf("checkpoint %d: libvhdi reads sha256 %s, want %s", i+1, got, w)
 		}
 	}
@@ -301,48 +301,6 @@ func TestDestroyCheckpointKeepsTheOthers(t *testing.T) {
 func sha(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
-}
-
-// libvhdi is the independent judge of our chains (Debian python3-libvhdi,
-// through Debian's interpreter). Without it the test skips, except under
-// CI, which installs it.
-const debianPython = "/usr/bin/python3"
-
-func libvhdiDigest(t testing.TB, chain ...string) string {
-	t.Helper()
-	if err := exec.Command(debianPython, "-c", "import pyvhdi").Run(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("pyvhdi for %s is missing; CI must install it (apt-get install python3-libvhdi)", debianPython)
-		}
-		t.Skipf("pyvhdi for %s is missing (apt-get install python3-libvhdi); the test runs in CI", debianPython)
-	}
-	script := `
-import hashlib, sys, pyvhdi
-files = []
-for p in sys.argv[1:]:
-    f = pyvhdi.file()
-    f.open(p)
-    files.append(f)
-for child, parent in zip(files, files[1:]):
-    child.set_parent(parent)
-top = files[0]
-h = hashlib.sha256()
-size = top.get_media_size()
-off = 0
-while off < size:
-    n = min(1 << 20, size - off)
-    b = top.read_buffer_at_offset(n, off)
-    if len(b) != n:
-        sys.exit("short read at %d" % off)
-    h.update(b)
-    off += n
-print(h.hexdigest())
-`
-	out, err := exec.Command(debianPython, append([]string{"-c", script}, chain...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("libvhdi on %v: %v\n%s", chain, err, out)
-	}
-	return strings.TrimSpace(string(out))
 }
 
 // TestDestroyCheckpointsInTurn deletes the oldest checkpoint three times:

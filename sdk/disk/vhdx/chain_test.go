@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ferry-dr/ferry/sdk/sdktest"
 )
 
 // buildChain makes a base disk and depth differencing disks on it, each
@@ -84,7 +86,7 @@ func TestDifferencingChains(t *testing.T) {
 					pos = e.End()
 				}
 				img.Close()
-				if got, want := pyvhdiDigest(t, paths[li:]...), sha(data); got != want {
+				if got, want := sdktest.LibvhdiDigest(t, paths[li:]...), sha(data); got != want {
 					t.Fatalf("libvhdi reads %s as %s, want %s", p, got, want)
 				}
 			}

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ferry-dr/ferry/sdk/sdktest"
 )
 
 // The independent judges: qemu-img (Debian qemu-utils) checks and compares
@@ -19,32 +21,13 @@ import (
 // chains, which qemu cannot. A test that needs one skips without it, except
 // under CI, where a missing judge fails the test: CI installs them.
 
-func missingJudge(t testing.TB, what, install string) {
-	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is missing; CI must install it (%s)", what, install)
-	}
-	t.Skipf("%s is missing (%s); the test runs in CI", what, install)
-}
-
 func needQemuImg(t testing.TB) string {
 	t.Helper()
 	p, err := exec.LookPath("qemu-img")
 	if err != nil {
-		missingJudge(t, "qemu-img", "apt-get install qemu-utils")
+		sdktest.MissingJudge(t, "qemu-img", "apt-get install qemu-utils")
 	}
 	return p
-}
-
-// debianPython is Debian's interpreter, which has Debian's modules; the
-// python3 first on PATH may be another build.
-const debianPython = "/usr/bin/python3"
-
-func needPyvhdi(t *testing.T) {
-	t.Helper()
-	if err := exec.Command(debianPython, "-c", "import pyvhdi").Run(); err != nil {
-		missingJudge(t, "pyvhdi for "+debianPython, "apt-get install python3-libvhdi")
-	}
 }
 
 func run(t testing.TB, name string, args ...string) string {
@@ -62,37 +45,6 @@ func qemuJudge(t *testing.T, raw, img string) {
 	q := needQemuImg(t)
 	run(t, q, "check", "-f", "vhdx", img)
 	run(t, q, "compare", "-f", "raw", "-F", "vhdx", raw, img)
-}
-
-// pyvhdiDigest reads the whole virtual disk of chain[0] through libvhdi,
-// with chain[1:] its parents in order, and returns its SHA-256.
-func pyvhdiDigest(t *testing.T, chain ...string) string {
-	t.Helper()
-	needPyvhdi(t)
-	script := `
-import hashlib, sys, pyvhdi
-files = []
-for p in sys.argv[1:]:
-    f = pyvhdi.file()
-    f.open(p)
-    files.append(f)
-for child, parent in zip(files, files[1:]):
-    child.set_parent(parent)
-top = files[0]
-h = hashlib.sha256()
-size = top.get_media_size()
-off = 0
-while off < size:
-    n = min(1 << 20, size - off)
-    b = top.read_buffer_at_offset(n, off)
-    if len(b) != n:
-        sys.exit("short read at %d: %d of %d" % (off, len(b), n))
-    h.update(b)
-    off += n
-print(h.hexdigest())
-`
-	out := run(t, debianPython, append([]string{"-c", script}, chain...)...)
-	return strings.TrimSpace(out)
 }
 
 func sha(b []byte) string {
@@ -174,7 +126,7 @@ func TestReadQemuImages(t *testing.T) {
 func TestQemuWritesOurImage(t *testing.T) {
 	needQemuImg(t)
 	if _, err := exec.LookPath("qemu-io"); err != nil {
-		missingJudge(t, "qemu-io", "apt-get install qemu-utils")
+		sdktest.MissingJudge(t, "qemu-io", "apt-get install qemu-utils")
 	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "d.vhdx")

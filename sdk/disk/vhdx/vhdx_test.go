@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ferry-dr/ferry/sdk/sdktest"
 )
 
 // model is what a disk should read: its bytes, and which ranges the top
@@ -182,7 +184,7 @@ func TestWriteReadModel(t *testing.T) {
 			checkImage(t, img, m)
 			if info.LogicalSectorSize == 512 {
 				qemuJudge(t, writeRaw(t, dir, m.data), path)
-			} else if got := pyvhdiDigest(t, path); got != sha(m.data) {
+			} else if got := sdktest.LibvhdiDigest(t, path); got != sha(m.data) {
 				// qemu refuses 4 KiB logical sectors; libvhdi reads them.
 				t.Fatalf("libvhdi reads %s, want %s", got, sha(m.data))
 			}
