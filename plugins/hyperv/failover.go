@@ -42,14 +42,11 @@ func runSteps(ctx context.Context, steps []step) error {
 // the adapters' switches and the guest's network settings, and the VM
 // starts.
 func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Replica, error) {
-	r, err := t.get(ctx, req.Replica)
+	r, unlock, err := t.locked(ctx, req.Replica)
 	if err != nil {
 		return nil, err
 	}
-	defer t.lock(r.vm.ID)()
-	if r, err = t.get(ctx, r.vm.ID); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	if r.meta.State != sdk.ReplicaReady {
 		return nil, fmt.Errorf("fail over replica %q: it is %s, not ready: %w", r.vm.Name, r.meta.State, errdefs.ErrFailedPrecondition)
 	}
@@ -141,14 +138,11 @@ func (t *Target) reload(ctx context.Context, vm string) (*sdk.Replica, error) {
 // and network settings it had before the failover; every restore point
 // stays.
 func (t *Target) UndoFailover(ctx context.Context, id string) (*sdk.Replica, error) {
-	r, err := t.get(ctx, id)
+	r, unlock, err := t.locked(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	defer t.lock(r.vm.ID)()
-	if r, err = t.get(ctx, r.vm.ID); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	if r.meta.State != sdk.ReplicaFailedOver {
 		return nil, fmt.Errorf("undo failover of replica %q: it is %s: %w", r.vm.Name, r.meta.State, errdefs.ErrFailedPrecondition)
 	}
@@ -171,14 +165,11 @@ func (t *Target) UndoFailover(ctx context.Context, id string) (*sdk.Replica, err
 // CommitFailover makes the failed-over replica a production VM: the
 // working state kept for undo goes, and the VM runs on.
 func (t *Target) CommitFailover(ctx context.Context, id string) (*sdk.Replica, error) {
-	r, err := t.get(ctx, id)
+	r, unlock, err := t.locked(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	defer t.lock(r.vm.ID)()
-	if r, err = t.get(ctx, r.vm.ID); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	if r.meta.State != sdk.ReplicaFailedOver {
 		return nil, fmt.Errorf("commit failover of replica %q: it is %s: %w", r.vm.Name, r.meta.State, errdefs.ErrFailedPrecondition)
 	}

@@ -73,6 +73,21 @@ type replica struct {
 	meta *replicaMeta
 }
 
+// locked finds a replica, takes its lock and reads it again under the lock
+// (an id may name it by name or id; the lock is by its VM id). unlock
+// releases the lock.
+func (t *Target) locked(ctx context.Context, id string) (r *replica, unlock func(), err error) {
+	if r, err = t.get(ctx, id); err != nil {
+		return nil, nil, err
+	}
+	unlock = t.lock(r.vm.ID)
+	if r, err = t.get(ctx, r.vm.ID); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return r, unlock, nil
+}
+
 func (t *Target) get(ctx context.Context, id string) (*replica, error) {
 	v, err := t.h.GetVM(ctx, id)
 	if err != nil {
@@ -237,14 +252,11 @@ func (t *Target) supersedeWriters(vm, why string) error {
 // OpenReplicaDisk opens the newest file of the disk's chain for writing,
 // growing the disk first when size is larger.
 func (t *Target) OpenReplicaDisk(ctx context.Context, id string, disk int, size int64) (sdk.DiskWriter, error) {
-	r, err := t.get(ctx, id)
+	r, unlock, err := t.locked(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	defer t.lock(r.vm.ID)()
-	if r, err = t.get(ctx, r.vm.ID); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	if r.meta.State != sdk.ReplicaReady {
 		return nil, fmt.Errorf("replica %q is %s; it takes writes only when ready: %w", r.vm.Name, r.meta.State, errdefs.ErrFailedPrecondition)
 	}
@@ -284,14 +296,11 @@ func (t *Target) OpenReplicaDisk(ctx context.Context, id string, disk int, size 
 // CreateRestorePoint closes the replica's writers and takes a standard
 // checkpoint: each disk's newest file is frozen and a new one goes on top.
 func (t *Target) CreateRestorePoint(ctx context.Context, id string, labels map[string]string) (*sdk.RestorePoint, error) {
-	r, err := t.get(ctx, id)
+	r, unlock, err := t.locked(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	defer t.lock(r.vm.ID)()
-	if r, err = t.get(ctx, r.vm.ID); err != nil {
-		return nil, err
-	}
+	defer unlock()
 	if r.meta.State != sdk.ReplicaReady {
 		return nil, fmt.Errorf("replica %q is %s: %w", r.vm.Name, r.meta.State, errdefs.ErrFailedPrecondition)
 	}
@@ -379,14 +388,11 @@ func (t *Target) ListRestorePoints(ctx context.Context, id string) ([]sdk.Restor
 // differencing disk into its parent (simhost: see its package doc for how
 // a merge stays crash-safe), and every other point reads as before.
 func (t *Target) DeleteRestorePoint(ctx context.Context, id, point string) error {
-	r, err := t.get(ctx, id)
+	r, unlock, err := t.locked(ctx, id)
 	if err != nil {
 		return err
 	}
-	defer t.lock(r.vm.ID)()
-	if r, err = t.get(ctx, r.vm.ID); err != nil {
-		return err
-	}
+	defer unlock()
 	cp, _, err := t.point(ctx, r, point)
 	if err != nil {
 		return err
