@@ -351,7 +351,7 @@ func (r *remoteTarget) DeleteReplica(ctx context.Context, replica string) error 
 }
 
 func (r *remoteTarget) OpenReplicaDisk(ctx context.Context, replica string, disk int, size int64) (DiskWriter, error) {
-	h, err := r.rpc.OpenReplicaDisk(ctx, &pb.OpenReplicaDiskRequest{Replica: replica, Disk: int32(disk), Size: size})
+	h, err := r.rpc.OpenReplicaDisk(ctx, &pb.OpenReplicaDiskRequest{Replica: replica, Disk: int32(disk), Size: size, Prepares: !r.in.c.opts.NoDirect})
 	if err != nil {
 		return nil, r.in.err(err)
 	}

@@ -31,6 +31,9 @@ func (c *Client) openWriter(h *pb.DiskHandle) (DiskWriter, error) {
 	hd := c.newHandle(h)
 	if h.GetPath() != "" && !c.opts.NoDirect {
 		if f, err := os.OpenFile(h.GetPath(), os.O_RDWR, 0); err == nil {
+			if h.GetPrepare() {
+				return &preparedWriter{diskHandle: hd, f: f}, nil
+			}
 			return &directWriter{diskHandle: hd, f: f}, nil
 		}
 	}

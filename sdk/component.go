@@ -195,6 +195,20 @@ type LocalPather interface {
 	LocalPath() string
 }
 
+// WritePreparer is implemented by a DiskWriter that offers its local file
+// (LocalPather) while it keeps restore points of that file: before the data
+// mover writes a range of the file itself, it calls PrepareWrites with the
+// range, and the writer makes the range safe to overwrite (it saves, and
+// makes durable, whatever a restore point still needs of it) before it
+// returns. Writes through WriteAt need no preparing. A prepared range stays
+// prepared until the writer is closed, so a writer that offers this must
+// refuse changes to its restore points while it is open. The file is
+// offered only to hosts that prepare (protocol minor 4); others write
+// through WriteAt.
+type WritePreparer interface {
+	PrepareWrites(extents []Extent) error
+}
+
 // TagLister is implemented by a Source with the Tags capability: it lists
 // every tag its endpoint knows, whether or not a VM carries it, so that
 // ferry can tell a tag nobody carries from a tag that does not exist. The

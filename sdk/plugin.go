@@ -14,10 +14,11 @@ import (
 // handshake; ProtocolMinor grows when v1 gains messages or calls. Minor 1
 // added VM folders and tags, Source.ListTags, and component limits; minor
 // 2 added a replica's owner and incarnation, and independent disks; minor
-// 3 added ProbeTransport (TransportProber).
+// 3 added ProbeTransport (TransportProber); minor 4 added Prepare, the
+// direct lane of replica disks that keep restore points (WritePreparer).
 const (
 	ProtocolMajor = 1
-	ProtocolMinor = 3
+	ProtocolMinor = 4
 )
 
 // Plugin is what a plugin binary serves: its name, version and components,

@@ -260,7 +260,11 @@ func (ts *targetService) OpenReplicaDisk(ctx context.Context, req *pb.OpenReplic
 	if err != nil {
 		return nil, err
 	}
-	return ts.s.addDisk(&openDisk{w: w}, ts.s.direct(KindTarget, in.typ)), nil
+	direct := ts.s.direct(KindTarget, in.typ)
+	if _, prep := w.(WritePreparer); prep && !req.GetPrepares() {
+		direct = false // a host that does not prepare must not write the file
+	}
+	return ts.s.addDisk(&openDisk{w: w}, direct), nil
 }
 
 func (ts *targetService) CreateRestorePoint(ctx context.Context, req *pb.CreateRestorePointRequest) (*pb.RestorePoint, error) {

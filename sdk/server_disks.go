@@ -78,6 +78,8 @@ func (s *Server) addDisk(d *openDisk, direct bool) *pb.DiskHandle {
 	out := &pb.DiskHandle{Handle: h, Size: d.size()}
 	if direct {
 		out.Path = d.localPath()
+		_, prep := d.w.(WritePreparer)
+		out.Prepare = out.Path != "" && prep
 	}
 	if tr, ok := d.r.(TransportReporter); ok {
 		out.Transport, out.TransportReason = tr.Transport()
@@ -228,6 +230,25 @@ func (ds *diskService) Sync(ctx context.Context, req *pb.SyncDiskRequest) (*pb.E
 		return nil, fmt.Errorf("disk handle %q is open for reading: %w", req.GetHandle(), errdefs.ErrInvalidArgument)
 	}
 	return &pb.Empty{}, d.w.Sync()
+}
+
+func (ds *diskService) Prepare(ctx context.Context, req *pb.PrepareRequest) (*pb.Empty, error) {
+	d, err := ds.s.disk(req.GetHandle())
+	if err != nil {
+		return nil, err
+	}
+	p, ok := d.w.(WritePreparer)
+	if !ok {
+		return nil, fmt.Errorf("disk handle %q takes no prepared writes: %w", req.GetHandle(), errdefs.ErrInvalidArgument)
+	}
+	es := make([]Extent, 0, len(req.GetExtents()))
+	for _, e := range req.GetExtents() {
+		if e.GetOffset() < 0 || e.GetLength() < 0 || e.GetOffset() > d.size()-e.GetLength() {
+			return nil, fmt.Errorf("prepare %d bytes at %d of a %d-byte disk: %w", e.GetLength(), e.GetOffset(), d.size(), errdefs.ErrInvalidArgument)
+		}
+		es = append(es, Extent{Offset: e.GetOffset(), Length: e.GetLength()})
+	}
+	return &pb.Empty{}, p.PrepareWrites(es)
 }
 
 func (ds *diskService) Close(ctx context.Context, req *pb.CloseDiskRequest) (*pb.Empty, error) {

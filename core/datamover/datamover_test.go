@@ -758,3 +758,62 @@ func TestDigestsArePutInGroupsAfterSync(t *testing.T) {
 	equalDisks(t, dst.data, src.data)
 	store.checkGroups(t, []string{"take [3]"}, []string{"put 1"})
 }
+
+// preparedDisk is a replica disk that refuses writes outside the ranges
+// prepared before them, as a replica writer whose file the mover writes
+// itself must never see.
+type preparedDisk struct {
+	memDisk
+	pmu      sync.Mutex
+	ready    []bool // per byte
+	prepares int
+}
+
+func (d *preparedDisk) prepare(_ context.Context, es []sdk.Extent) error {
+	d.pmu.Lock()
+	defer d.pmu.Unlock()
+	d.prepares++
+	for _, e := range es {
+		for i := e.Offset; i < e.End(); i++ {
+			d.ready[i] = true
+		}
+	}
+	return nil
+}
+
+func (d *preparedDisk) WriteAt(p []byte, off int64) (int, error) {
+	d.pmu.Lock()
+	for i := off; i < off+int64(len(p)); i++ {
+		if !d.ready[i] {
+			d.pmu.Unlock()
+			return 0, fmt.Errorf("write of %d bytes at %d: byte %d was not prepared", len(p), off, i)
+		}
+	}
+	d.pmu.Unlock()
+	return d.memDisk.WriteAt(p, off)
+}
+
+// A change-tracked run has the writer prepare each group's ranges before
+// any of their writes; a run that reads everything never prepares.
+func TestChangeTrackedRunsPrepareTheirWrites(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	const segBlocks, size = 16, 20 * 16 * 4096 // 20 segments of 64 KiB
+	src := &memDisk{data: diskLike(r, size)}
+	dst := &preparedDisk{memDisk: memDisk{data: make([]byte, size)}, ready: make([]bool, size)}
+	for i := range dst.ready {
+		dst.ready[i] = true // the full copy writes a fresh replica
+	}
+	store := &memDigests{}
+	opts := Options{SegmentBlocks: segBlocks}
+	move(t, Request{Source: src, Size: size, Digests: store, TargetZero: true, Sink: NewReceiver(dst, size), Prepare: dst.prepare}, opts)
+	if dst.prepares != 0 {
+		t.Fatalf("a run reading everything prepared %d times", dst.prepares)
+	}
+	clear(dst.ready)
+	changed := scatter(r, src.data, 40) // every segment: three groups
+	move(t, Request{Source: src, Size: size, Changed: changed, Digests: store, Sink: NewReceiver(dst, size), Prepare: dst.prepare}, opts)
+	equalDisks(t, dst.data, src.data)
+	if dst.prepares < 2 {
+		t.Fatalf("changes over %d bytes of 20 segments were prepared in %d calls, want one per group (several)", size, dst.prepares)
+	}
+}

@@ -241,6 +241,14 @@ type Request struct {
 	// Progress, when set, is called with the bytes of the disk handled so
 	// far, from any goroutine.
 	Progress func(done int64)
+	// Prepare, when set, is told the ranges the sink is about to write,
+	// a group of segments at a time, ahead of their reads (while the group
+	// before is moved): a replica writer that keeps restore points of a
+	// file the mover writes itself saves what they need of those ranges
+	// (sdk.WritePreparer). Only runs with change tracking call it: they
+	// know their ranges, and they are few; a run that reads everything
+	// lets the writer gather its writes instead.
+	Prepare func(ctx context.Context, ranges []sdk.Extent) error
 }
 
 // Stats count what moving one disk took.
@@ -387,8 +395,28 @@ func spanBytes(spans []span) int64 {
 	return n
 }
 
-// take takes the digests of a group of segments from the store.
+// take takes the digests of a group of segments from the store and, in a
+// run with change tracking, has the sink's writer prepare the group's
+// ranges at the same time.
 func (m *mover) take(ctx context.Context, g []segmentWork) ([]*Pending, error) {
+	if m.req.Prepare == nil || m.req.Changed == nil {
+		return m.takeDigests(ctx, g)
+	}
+	var ranges []sdk.Extent
+	for _, w := range g {
+		ranges = append(ranges, extents(w.todo)...)
+	}
+	prepared := make(chan error, 1)
+	go func() { prepared <- m.req.Prepare(ctx, ranges) }()
+	prevs, err := m.takeDigests(ctx, g)
+	if perr := <-prepared; err == nil && perr != nil {
+		err = fmt.Errorf("prepare the replica's writes of segments %d-%d: %w", g[0].seg, g[len(g)-1].seg, perr)
+	}
+	return prevs, err
+}
+
+// takeDigests takes the digests of a group of segments from the store.
+func (m *mover) takeDigests(ctx context.Context, g []segmentWork) ([]*Pending, error) {
 	if m.req.Digests == nil {
 		return make([]*Pending, len(g)), nil
 	}

@@ -701,6 +701,9 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		defer recv.Busy().Stop()
 		return w.Sync()
 	}
+	if p, ok := w.(sdk.WritePreparer); ok {
+		req.Prepare = func(_ context.Context, ranges []sdk.Extent) error { return p.PrepareWrites(ranges) }
+	}
 	var halfway sync.Once
 	req.Progress = func(done int64) {
 		if done*2 >= total {

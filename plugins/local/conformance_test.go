@@ -95,17 +95,50 @@ func TestConformanceTarget(t *testing.T) {
 	})
 }
 
+// TestConformanceTargetOverWire runs the suite through the protocol twice:
+// with the direct lanes (replicas with points take prepared writes in
+// the host's process) and with streams only (a host of an older protocol
+// minor, or one that cannot open the files, writes every byte through
+// the plugin).
 func TestConformanceTargetOverWire(t *testing.T) {
-	c := sdktest.Connect(t, Plugin())
-	p := Plugin().Targets["local"]
-	tgt, diags, err := c.Target(context.Background(), "local", p.Schema, pathValue(t.TempDir()))
-	if err != nil || diags.HasErrors() {
-		t.Fatal(err, diags.Err())
+	for _, noDirect := range []bool{false, true} {
+		t.Run(map[bool]string{false: "direct", true: "streams"}[noDirect], func(t *testing.T) {
+			c := sdk.NewClient(sdktest.Dial(t, sdktest.Serve(t, Plugin())), sdk.ClientOptions{Name: "local", NoDirect: noDirect})
+			p := Plugin().Targets["local"]
+			tgt, diags, err := c.Target(context.Background(), "local", p.Schema, pathValue(t.TempDir()))
+			if err != nil || diags.HasErrors() {
+				t.Fatal(err, diags.Err())
+			}
+			w := openPointedWriter(t, tgt)
+			_, prepared := w.(sdk.WritePreparer)
+			w.Close()
+			if prepared == noDirect {
+				t.Fatalf("with NoDirect %v, the writer of a replica with points is %T", noDirect, w)
+			}
+			sdktest.RunTarget(t, sdktest.TargetFixture{
+				New:          func(*testing.T) sdk.Target { return tgt },
+				Capabilities: p.Capabilities,
+			})
+		})
 	}
-	sdktest.RunTarget(t, sdktest.TargetFixture{
-		New:          func(*testing.T) sdk.Target { return tgt },
-		Capabilities: p.Capabilities,
-	})
+}
+
+// openPointedWriter opens a writer of a new replica that has a point.
+func openPointedWriter(t *testing.T, tgt sdk.Target) sdk.DiskWriter {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: "pointed", VM: testVM()}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tgt.DeleteReplica(ctx, "pointed") })
+	if _, err := tgt.CreateRestorePoint(ctx, "pointed", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := tgt.OpenReplicaDisk(ctx, "pointed", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
 
 func TestConformanceRepository(t *testing.T) {

@@ -97,9 +97,34 @@ func replicateForever(root string, rng *rand.Rand, note func(string, ...any)) er
 			if err != nil {
 				return err
 			}
+			// Half the writers with points write their file themselves,
+			// as a host does once the ranges are prepared.
+			wp, prepared := w.(sdk.WritePreparer)
+			prepared = prepared && rng.IntN(2) == 0
+			var f *os.File
+			if prepared {
+				if f, err = os.OpenFile(workingImage(filepath.Join(root, "k"), 0), os.O_RDWR, 0); err != nil {
+					return err
+				}
+			}
 			for range 1 + rng.IntN(8) {
 				l := 1 + rng.IntN(150<<10)
-				if _, err := w.WriteAt(randomData(rng, l), rng.Int64N(killDisk-int64(l))); err != nil {
+				off := rng.Int64N(killDisk - int64(l))
+				if !prepared {
+					if _, err := w.WriteAt(randomData(rng, l), off); err != nil {
+						return err
+					}
+					continue
+				}
+				if err := wp.PrepareWrites([]sdk.Extent{{Offset: off, Length: int64(l)}}); err != nil {
+					return err
+				}
+				if _, err := f.WriteAt(randomData(rng, l), off); err != nil {
+					return err
+				}
+			}
+			if f != nil {
+				if err := errors.Join(f.Sync(), f.Close()); err != nil {
 					return err
 				}
 			}

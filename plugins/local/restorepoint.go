@@ -88,9 +88,11 @@ type sharedDisk struct {
 	inflight chan struct{}
 	asyncErr error
 	// spare is the write list of the batch applied last, for the next
-	// one; blocks is saveUndo's list of blocks. Both are touched only by
+	// one; ranges and blocks are apply's and saveUndo's lists of ranges
+	// and blocks. They are touched only by
 	// the one batch being applied, or under mu once it is done.
 	spare  []pendingWrite
+	ranges []sdk.Extent
 	blocks []int64
 }
 
@@ -162,8 +164,9 @@ const (
 // OpenReplicaDisk opens the working image of a disk for writing, growing
 // it to size first when it is larger. WriteAt is safe for concurrent use on
 // disjoint ranges; Close fsyncs. The writer offers the direct lane
-// (LocalPather) only while the replica has no restore point, and while
-// such a writer is open no point can be made.
+// (LocalPather): while the replica has no restore point, plainly; once it
+// has, only to hosts that prepare their writes (sdk.WritePreparer). While
+// a writer the host wrote itself is open, no point can be made.
 func (t *Target) OpenReplicaDisk(ctx context.Context, ref string, disk int, size int64) (sdk.DiskWriter, error) {
 	if disk < 0 || size < 0 {
 		return nil, fmt.Errorf("open replica %q disk %d size %d: %w", ref, disk, size, errdefs.ErrInvalidArgument)
@@ -224,7 +227,7 @@ func (t *Target) OpenReplicaDisk(ctx context.Context, ref string, disk int, size
 	if len(x.rs.Points) == 0 {
 		sd.direct++
 		w.direct = true
-		return &directReplicaWriter{w}, nil
+		return directReplicaWriter{w}, nil
 	}
 	return w, nil
 }
@@ -339,7 +342,11 @@ type replicaWriter struct {
 	err     error
 }
 
-var _ sdk.DiskWriter = (*replicaWriter)(nil)
+var (
+	_ sdk.DiskWriter    = (*replicaWriter)(nil)
+	_ sdk.WritePreparer = (*replicaWriter)(nil)
+	_ sdk.LocalPather   = (*replicaWriter)(nil)
+)
 
 func (w *replicaWriter) Size() int64 { return w.sd.size.Load() }
 
@@ -371,6 +378,54 @@ func (w *replicaWriter) WriteAt(p []byte, off int64) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// LocalPath offers the working image to a host that prepares its writes
+// (sdk.WritePreparer): the data mover may write a range of the file itself
+// once PrepareWrites returned for it. The sdk offers it to no other host.
+func (w *replicaWriter) LocalPath() string { return w.sd.path }
+
+// PrepareWrites saves, durably, the blocks of the ranges that the newest
+// restore point has not saved yet, so that the host may then write the
+// ranges into the working image itself: copy-before-write with the write
+// done by the data mover. From its first call the writer counts as one
+// that offered its path, so points cannot change (pause refuses) until it
+// is closed: the host's writes are out of this process's sight. Writes
+// accepted by WriteAt before it are applied first.
+func (w *replicaWriter) PrepareWrites(extents []sdk.Extent) error {
+	sd := w.sd
+	w.t.mu.Lock()
+	if !w.direct && !w.closed.Load() {
+		w.direct = true
+		sd.direct++
+	}
+	w.t.mu.Unlock()
+	sd.gate.RLock()
+	defer sd.gate.RUnlock()
+	switch {
+	case w.closed.Load():
+		return fmt.Errorf("prepare writes of replica %q disk %d: writer closed: %w", w.replica, sd.disk, errdefs.ErrFailedPrecondition)
+	case sd.disabled != nil:
+		return fmt.Errorf("prepare writes of replica %q disk %d: %w", w.replica, sd.disk, sd.disabled)
+	}
+	size := sd.size.Load()
+	for _, e := range extents {
+		if e.Offset < 0 || e.Length < 0 || e.Offset > size-e.Length {
+			return fmt.Errorf("prepare writes of replica %q disk %d: %d bytes at %d do not fit in %d: %w", w.replica, sd.disk, e.Length, e.Offset, size, errdefs.ErrInvalidArgument)
+		}
+	}
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	if w.gen != sd.gen {
+		return fmt.Errorf("prepare writes of replica %q disk %d: a newer writer of the disk was opened: %w", w.replica, sd.disk, errdefs.ErrFailedPrecondition)
+	}
+	if err := sd.flushLocked(w.t); err != nil {
+		return fmt.Errorf("prepare writes of replica %q disk %d: %w", w.replica, sd.disk, err)
+	}
+	if err := sd.saveUndo(w.t, extents); err != nil {
+		return fmt.Errorf("prepare writes of replica %q disk %d: %w", w.replica, sd.disk, err)
+	}
+	return nil
 }
 
 // flush applies the pending writes of the writer's disk.
@@ -446,7 +501,12 @@ func (sd *sharedDisk) apply(t *Target, b *batch) error {
 	if len(b.writes) == 0 {
 		return nil
 	}
-	if err := sd.saveUndo(t, b.writes); err != nil {
+	ranges := sd.ranges[:0]
+	for _, pw := range b.writes {
+		ranges = append(ranges, sdk.Extent{Offset: pw.off, Length: int64(len(pw.data))})
+	}
+	sd.ranges = ranges
+	if err := sd.saveUndo(t, ranges); err != nil {
 		return err
 	}
 	for _, pw := range b.writes {
@@ -458,18 +518,21 @@ func (sd *sharedDisk) apply(t *Target, b *batch) error {
 	return nil
 }
 
-// saveUndo copies the blocks the writes overwrite that the newest point
-// has not saved yet into its undo store, durably: the old blocks are read
-// a chunk at a time into slabs and staged in the store, and one fsync
-// pair at the end makes them all durable. One batch at a time calls it,
-// under gate.
-func (sd *sharedDisk) saveUndo(t *Target, writes []pendingWrite) error {
+// saveUndo copies the blocks of the ranges (about to be overwritten) that
+// the newest point has not saved yet into its undo store, durably: the
+// old blocks are read a chunk at a time into slabs and staged in the
+// store, and one fsync pair at the end makes them all durable. One batch
+// at a time calls it, under gate.
+func (sd *sharedDisk) saveUndo(t *Target, ranges []sdk.Extent) error {
 	if sd.undo == nil {
 		return nil
 	}
 	blocks := sd.blocks[:0]
-	for _, pw := range writes {
-		first, last := pw.off/undoBlockSize, (pw.off+int64(len(pw.data))-1)/undoBlockSize
+	for _, r := range ranges {
+		if r.Length <= 0 {
+			continue
+		}
+		first, last := r.Offset/undoBlockSize, (r.End()-1)/undoBlockSize
 		for b := first; b <= last && b*undoBlockSize < sd.limit; b++ {
 			if !sd.undo.has(b) {
 				blocks = append(blocks, b)
@@ -626,12 +689,17 @@ func (t *Target) release(dir string, w *replicaWriter) {
 }
 
 // directReplicaWriter is a writer of a replica without restore points:
-// the data mover may write the working image itself.
-type directReplicaWriter struct{ *replicaWriter }
+// the data mover may write the working image itself, with nothing to
+// prepare (it is not a WritePreparer).
+type directReplicaWriter struct{ w *replicaWriter }
 
 var _ sdk.LocalPather = directReplicaWriter{}
 
-func (w directReplicaWriter) LocalPath() string { return w.sd.path }
+func (d directReplicaWriter) Size() int64                              { return d.w.Size() }
+func (d directReplicaWriter) WriteAt(p []byte, off int64) (int, error) { return d.w.WriteAt(p, off) }
+func (d directReplicaWriter) Sync() error                              { return d.w.Sync() }
+func (d directReplicaWriter) Close() error                             { return d.w.Close() }
+func (d directReplicaWriter) LocalPath() string                        { return d.w.sd.path }
 
 // CreateRestorePoint freezes the working images as a new point. It fails
 // with ErrFailedPrecondition while disk writers are open or the replica is

@@ -258,8 +258,8 @@ func TestDiskGrowsKeepsPointSizes(t *testing.T) {
 	}
 }
 
-// TestWritersAndPoints: the direct lane is offered only before the first
-// point; a point can be made while (non-direct) writers stay open, and
+// TestWritersAndPoints: the plain direct lane is offered only before the
+// first point (then only with writes prepared); a point can be made while (non-direct) writers stay open, and
 // later writes through them land in the next point only; a point being
 // read does not change while the replica is written.
 func TestWritersAndPoints(t *testing.T) {
@@ -291,8 +291,8 @@ func TestWritersAndPoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := w.(sdk.LocalPather); ok {
-		t.Fatal("a replica with points offers the direct lane")
+	if _, ok := w.(sdk.WritePreparer); !ok {
+		t.Fatal("a replica with points offers its file without asking for writes to be prepared")
 	}
 	reader, err := tgt.OpenRestorePointDisk(ctx, "w", p1, 0)
 	if err != nil {

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // TestBatchAdd: a batch keeps its writes' data in slabs; a write that goes
@@ -159,4 +162,110 @@ func fastRandom(rng *rand.Rand, n int) []byte {
 		binary.LittleEndian.PutUint64(b[i:], rng.Uint64())
 	}
 	return b[:n]
+}
+
+// TestPreparedWrites: the prepared lane of a replica with points. The host
+// writes prepared ranges into the working image itself; points stay whole,
+// a crash while the undo blocks are saved (or right after) loses no point,
+// a superseded writer and ranges past the disk are refused, and points
+// cannot change until the writer is closed.
+func TestPreparedWrites(t *testing.T) {
+	ctx := context.Background()
+	for _, crash := range []string{"", "undo-staged", "prepared"} {
+		t.Run("crash at "+crash, func(t *testing.T) {
+			root := t.TempDir()
+			tgt, err := NewTarget(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := newReplica(t, tgt, "p")
+			rng := testRand(t)
+			r.fill(t, rng)
+			r.point(t, nil)
+			r.write(t, 0, scatter(rng, int64(len(r.disks[0])), 5)...)
+			r.point(t, nil)
+
+			w, err := tgt.OpenReplicaDisk(ctx, "p", 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wp := w.(sdk.WritePreparer)
+			path := w.(sdk.LocalPather).LocalPath()
+			spans := scatter(rng, int64(len(r.disks[0])), 8)
+			var es []sdk.Extent
+			for _, s := range spans {
+				es = append(es, sdk.Extent{Offset: s.off, Length: int64(len(s.data))})
+			}
+			if crash != "" {
+				// The host writes only after PrepareWrites returned: a
+				// crash before that leaves the file as it was; one after
+				// it, with the file half written, keeps the points too.
+				if crash == "undo-staged" {
+					tgt.crash = crashAt(crash, 1)
+					if !survive(t, func() { wp.PrepareWrites(es) }) {
+						t.Fatal("PrepareWrites never staged an undo block")
+					}
+				} else {
+					if err := wp.PrepareWrites(es); err != nil {
+						t.Fatal(err)
+					}
+					writeFile(t, path, spans[:len(spans)/2])
+				}
+				tgt.crashForTest()
+				if tgt, err = NewTarget(root); err != nil {
+					t.Fatal(err)
+				}
+				r.t = tgt
+				r.verify(t, "after a crash around prepared writes")
+				return
+			}
+			if err := wp.PrepareWrites([]sdk.Extent{{Offset: int64(len(r.disks[0])) - 10, Length: 11}}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Errorf("a range past the disk: %v, want ErrInvalidArgument", err)
+			}
+			if err := wp.PrepareWrites(es); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tgt.CreateRestorePoint(ctx, "p", nil); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+				t.Fatalf("a point while the host may write the file: %v, want ErrFailedPrecondition", err)
+			}
+			writeFile(t, path, spans)
+			r.verify(t, "with the prepared ranges written, writer open")
+
+			// A newer writer supersedes this one: its prepares are refused.
+			w2, err := tgt.OpenReplicaDisk(ctx, "p", 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := wp.PrepareWrites(es[:1]); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+				t.Errorf("a superseded writer's prepare: %v, want ErrFailedPrecondition", err)
+			}
+			w2.Close()
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range spans {
+				copy(r.disks[0][s.off:], s.data)
+			}
+			r.point(t, nil)
+			r.verify(t, "after prepared writes")
+		})
+	}
+}
+
+// writeFile writes spans into a file and syncs it, as a host's data mover
+// writes a replica's working image.
+func writeFile(t *testing.T, path string, spans []span) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range spans {
+		if _, err := f.WriteAt(s.data, s.off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := errors.Join(f.Sync(), f.Close()); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -90,6 +91,7 @@ func RunTarget(t *testing.T, fx TargetFixture) {
 		{"DeleteOldestPoint", func(c *targetCheck, t *testing.T) { c.deletePoint(t, 0) }},
 		{"DeleteMiddlePoint", func(c *targetCheck, t *testing.T) { c.deletePoint(t, 1) }},
 		{"AbandonedWriter", (*targetCheck).abandonedWriter},
+		{"PreparedWrites", (*targetCheck).preparedWrites},
 		{"FailoverUndo", (*targetCheck).failoverUndo},
 		{"FailoverNewest", (*targetCheck).failoverNewest},
 		{"FailoverTwice", (*targetCheck).failoverTwice},
@@ -747,6 +749,69 @@ func (c *targetCheck) abandonedWriter(t *testing.T) {
 	// Closing the abandoned writer at last changes no restore point.
 	w.Close()
 	c.verify(t, m, "after closing the abandoned writer late")
+}
+
+// preparedWrites: a replica writer that prepares writes (sdk.WritePreparer)
+// keeps every restore point whole when the prepared ranges are then written
+// in its file by someone else (LocalPather: the check writes the file
+// itself) or through the writer (a host's writer that writes the file in
+// its own process), and refuses to change points while it is open.
+func (c *targetCheck) preparedWrites(t *testing.T) {
+	m := c.newReplica(t, "prepared")
+	c.fill(t, m)
+	c.point(t, m, nil)
+	c.overwrite(t, m)
+	c.point(t, m, nil)
+
+	w, err := c.tgt.OpenReplicaDisk(c.ctx, m.id, 0, 0)
+	if err != nil {
+		t.Fatalf("OpenReplicaDisk: %v", err)
+	}
+	defer w.Close()
+	wp, ok := w.(sdk.WritePreparer)
+	if !ok {
+		t.Skip("the writer of a replica with restore points does not prepare writes (sdk.WritePreparer)")
+	}
+	spans := scattered(c.rng, int64(len(m.disks[0])), 16)
+	slices.SortFunc(spans, func(a, b span) int { return int(a.off - b.off) })
+	var es []sdk.Extent
+	for _, s := range spans {
+		es = append(es, sdk.Extent{Offset: s.off, Length: int64(len(s.data))})
+	}
+	if err := wp.PrepareWrites(es); err != nil {
+		t.Fatalf("PrepareWrites: %v", err)
+	}
+	if _, err := c.tgt.CreateRestorePoint(c.ctx, m.id, nil); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("CreateRestorePoint while a writer with prepared writes is open: %v, want ErrFailedPrecondition", err)
+	}
+	if lp, ok := w.(sdk.LocalPather); ok {
+		f, err := os.OpenFile(lp.LocalPath(), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range spans {
+			if _, err := f.WriteAt(s.data, s.off); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := errors.Join(f.Sync(), f.Close()); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		for _, s := range spans {
+			if n, err := w.WriteAt(s.data, s.off); n != len(s.data) || err != nil {
+				t.Fatalf("WriteAt(%d bytes at %d) of a prepared range = %d, %v", len(s.data), s.off, n, err)
+			}
+		}
+	}
+	// Earlier points are whole while the writer is still open.
+	c.verify(t, m, "after prepared writes, writer open")
+	if err := w.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	apply(m.disks[0], spans)
+	c.point(t, m, nil)
+	c.verify(t, m, "after prepared writes")
 }
 
 // failover fails over and checks the replica says so.

@@ -234,7 +234,7 @@ func (x Replica_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Replica_State.Descriptor instead.
 func (Replica_State) EnumDescriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{43, 0}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{44, 0}
 }
 
 // ErrorInfo is attached to every error status a plugin returns.
@@ -1747,8 +1747,13 @@ type DiskHandle struct {
 	// and why it chose it; ferry records them with the disk's result.
 	Transport       string `protobuf:"bytes,4,opt,name=transport,proto3" json:"transport,omitempty"`
 	TransportReason string `protobuf:"bytes,5,opt,name=transport_reason,json=transportReason,proto3" json:"transport_reason,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// prepare is set with path on a writable disk whose component keeps
+	// restore points of the file: the data mover must call Prepare for a
+	// range before it writes that range of the file itself. It is offered
+	// only to a host that said it prepares (OpenReplicaDiskRequest).
+	Prepare       bool `protobuf:"varint,6,opt,name=prepare,proto3" json:"prepare,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DiskHandle) Reset() {
@@ -1814,6 +1819,13 @@ func (x *DiskHandle) GetTransportReason() string {
 		return x.TransportReason
 	}
 	return ""
+}
+
+func (x *DiskHandle) GetPrepare() bool {
+	if x != nil {
+		return x.Prepare
+	}
+	return false
 }
 
 type ReadRequest struct {
@@ -2170,6 +2182,58 @@ func (x *SyncDiskRequest) GetHandle() string {
 	return ""
 }
 
+type PrepareRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Handle        string                 `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	Extents       []*Extent              `protobuf:"bytes,2,rep,name=extents,proto3" json:"extents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareRequest) Reset() {
+	*x = PrepareRequest{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareRequest) ProtoMessage() {}
+
+func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
+func (*PrepareRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *PrepareRequest) GetHandle() string {
+	if x != nil {
+		return x.Handle
+	}
+	return ""
+}
+
+func (x *PrepareRequest) GetExtents() []*Extent {
+	if x != nil {
+		return x.Extents
+	}
+	return nil
+}
+
 type ListVMsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Vms           []*VM                  `protobuf:"bytes,1,rep,name=vms,proto3" json:"vms,omitempty"`
@@ -2179,7 +2243,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2191,7 +2255,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2204,7 +2268,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListVMsResponse) GetVms() []*VM {
@@ -2224,7 +2288,7 @@ type ListTagsResponse struct {
 
 func (x *ListTagsResponse) Reset() {
 	*x = ListTagsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2236,7 +2300,7 @@ func (x *ListTagsResponse) String() string {
 func (*ListTagsResponse) ProtoMessage() {}
 
 func (x *ListTagsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2249,7 +2313,7 @@ func (x *ListTagsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTagsResponse.ProtoReflect.Descriptor instead.
 func (*ListTagsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListTagsResponse) GetTags() []string {
@@ -2268,7 +2332,7 @@ type VMRequest struct {
 
 func (x *VMRequest) Reset() {
 	*x = VMRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2280,7 +2344,7 @@ func (x *VMRequest) String() string {
 func (*VMRequest) ProtoMessage() {}
 
 func (x *VMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2293,7 +2357,7 @@ func (x *VMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMRequest.ProtoReflect.Descriptor instead.
 func (*VMRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *VMRequest) GetVm() string {
@@ -2317,7 +2381,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2329,7 +2393,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2342,7 +2406,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Snapshot) GetId() string {
@@ -2400,7 +2464,7 @@ type SnapshotDisk struct {
 
 func (x *SnapshotDisk) Reset() {
 	*x = SnapshotDisk{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2412,7 +2476,7 @@ func (x *SnapshotDisk) String() string {
 func (*SnapshotDisk) ProtoMessage() {}
 
 func (x *SnapshotDisk) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2425,7 +2489,7 @@ func (x *SnapshotDisk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDisk.ProtoReflect.Descriptor instead.
 func (*SnapshotDisk) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SnapshotDisk) GetIndex() int32 {
@@ -2460,7 +2524,7 @@ type CreateSnapshotRequest struct {
 
 func (x *CreateSnapshotRequest) Reset() {
 	*x = CreateSnapshotRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2472,7 +2536,7 @@ func (x *CreateSnapshotRequest) String() string {
 func (*CreateSnapshotRequest) ProtoMessage() {}
 
 func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2485,7 +2549,7 @@ func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateSnapshotRequest) GetVm() string {
@@ -2519,7 +2583,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2595,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2608,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SnapshotRequest) GetVm() string {
@@ -2570,7 +2634,7 @@ type ListSnapshotsResponse struct {
 
 func (x *ListSnapshotsResponse) Reset() {
 	*x = ListSnapshotsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2582,7 +2646,7 @@ func (x *ListSnapshotsResponse) String() string {
 func (*ListSnapshotsResponse) ProtoMessage() {}
 
 func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2595,7 +2659,7 @@ func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
@@ -2619,7 +2683,7 @@ type ChangedAreasRequest struct {
 
 func (x *ChangedAreasRequest) Reset() {
 	*x = ChangedAreasRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2631,7 +2695,7 @@ func (x *ChangedAreasRequest) String() string {
 func (*ChangedAreasRequest) ProtoMessage() {}
 
 func (x *ChangedAreasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2644,7 +2708,7 @@ func (x *ChangedAreasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangedAreasRequest.ProtoReflect.Descriptor instead.
 func (*ChangedAreasRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ChangedAreasRequest) GetVm() string {
@@ -2684,7 +2748,7 @@ type ExtentBatch struct {
 
 func (x *ExtentBatch) Reset() {
 	*x = ExtentBatch{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2696,7 +2760,7 @@ func (x *ExtentBatch) String() string {
 func (*ExtentBatch) ProtoMessage() {}
 
 func (x *ExtentBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2709,7 +2773,7 @@ func (x *ExtentBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtentBatch.ProtoReflect.Descriptor instead.
 func (*ExtentBatch) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ExtentBatch) GetExtents() []*Extent {
@@ -2730,7 +2794,7 @@ type OpenSnapshotDiskRequest struct {
 
 func (x *OpenSnapshotDiskRequest) Reset() {
 	*x = OpenSnapshotDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2742,7 +2806,7 @@ func (x *OpenSnapshotDiskRequest) String() string {
 func (*OpenSnapshotDiskRequest) ProtoMessage() {}
 
 func (x *OpenSnapshotDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2755,7 +2819,7 @@ func (x *OpenSnapshotDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSnapshotDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenSnapshotDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *OpenSnapshotDiskRequest) GetVm() string {
@@ -2791,7 +2855,7 @@ type ProbeTransportRequest struct {
 
 func (x *ProbeTransportRequest) Reset() {
 	*x = ProbeTransportRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +2867,7 @@ func (x *ProbeTransportRequest) String() string {
 func (*ProbeTransportRequest) ProtoMessage() {}
 
 func (x *ProbeTransportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +2880,7 @@ func (x *ProbeTransportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeTransportRequest.ProtoReflect.Descriptor instead.
 func (*ProbeTransportRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ProbeTransportRequest) GetVm() string {
@@ -2845,7 +2909,7 @@ type ProbeTransportResponse struct {
 
 func (x *ProbeTransportResponse) Reset() {
 	*x = ProbeTransportResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2857,7 +2921,7 @@ func (x *ProbeTransportResponse) String() string {
 func (*ProbeTransportResponse) ProtoMessage() {}
 
 func (x *ProbeTransportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2870,7 +2934,7 @@ func (x *ProbeTransportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeTransportResponse.ProtoReflect.Descriptor instead.
 func (*ProbeTransportResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ProbeTransportResponse) GetMode() string {
@@ -2899,7 +2963,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2911,7 +2975,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2924,7 +2988,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Placement) GetHosts() []string {
@@ -2973,7 +3037,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2985,7 +3049,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2998,7 +3062,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Replica) GetId() string {
@@ -3069,7 +3133,7 @@ type ReplicaOwner struct {
 
 func (x *ReplicaOwner) Reset() {
 	*x = ReplicaOwner{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3081,7 +3145,7 @@ func (x *ReplicaOwner) String() string {
 func (*ReplicaOwner) ProtoMessage() {}
 
 func (x *ReplicaOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3094,7 +3158,7 @@ func (x *ReplicaOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaOwner.ProtoReflect.Descriptor instead.
 func (*ReplicaOwner) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReplicaOwner) GetJob() string {
@@ -3130,7 +3194,7 @@ type CreateReplicaRequest struct {
 
 func (x *CreateReplicaRequest) Reset() {
 	*x = CreateReplicaRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3142,7 +3206,7 @@ func (x *CreateReplicaRequest) String() string {
 func (*CreateReplicaRequest) ProtoMessage() {}
 
 func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3155,7 +3219,7 @@ func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaRequest.ProtoReflect.Descriptor instead.
 func (*CreateReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateReplicaRequest) GetName() string {
@@ -3195,7 +3259,7 @@ type ReplicaRequest struct {
 
 func (x *ReplicaRequest) Reset() {
 	*x = ReplicaRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3207,7 +3271,7 @@ func (x *ReplicaRequest) String() string {
 func (*ReplicaRequest) ProtoMessage() {}
 
 func (x *ReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3220,7 +3284,7 @@ func (x *ReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReplicaRequest) GetReplica() string {
@@ -3239,7 +3303,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3251,7 +3315,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3264,7 +3328,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -3280,14 +3344,17 @@ type OpenReplicaDiskRequest struct {
 	Disk    int32                  `protobuf:"varint,2,opt,name=disk,proto3" json:"disk,omitempty"`
 	// size grows the disk when it is larger than the current size; a disk
 	// never shrinks.
-	Size          int64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	Size int64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// prepares says the host calls Prepare before it writes a file offered
+	// with prepare (protocol minor 4); without it such a file is not offered.
+	Prepares      bool `protobuf:"varint,4,opt,name=prepares,proto3" json:"prepares,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OpenReplicaDiskRequest) Reset() {
 	*x = OpenReplicaDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3299,7 +3366,7 @@ func (x *OpenReplicaDiskRequest) String() string {
 func (*OpenReplicaDiskRequest) ProtoMessage() {}
 
 func (x *OpenReplicaDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3312,7 +3379,7 @@ func (x *OpenReplicaDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenReplicaDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenReplicaDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *OpenReplicaDiskRequest) GetReplica() string {
@@ -3336,6 +3403,13 @@ func (x *OpenReplicaDiskRequest) GetSize() int64 {
 	return 0
 }
 
+func (x *OpenReplicaDiskRequest) GetPrepares() bool {
+	if x != nil {
+		return x.Prepares
+	}
+	return false
+}
+
 type RestorePoint struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -3350,7 +3424,7 @@ type RestorePoint struct {
 
 func (x *RestorePoint) Reset() {
 	*x = RestorePoint{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3362,7 +3436,7 @@ func (x *RestorePoint) String() string {
 func (*RestorePoint) ProtoMessage() {}
 
 func (x *RestorePoint) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3375,7 +3449,7 @@ func (x *RestorePoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestorePoint.ProtoReflect.Descriptor instead.
 func (*RestorePoint) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RestorePoint) GetId() string {
@@ -3430,7 +3504,7 @@ type CreateRestorePointRequest struct {
 
 func (x *CreateRestorePointRequest) Reset() {
 	*x = CreateRestorePointRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3442,7 +3516,7 @@ func (x *CreateRestorePointRequest) String() string {
 func (*CreateRestorePointRequest) ProtoMessage() {}
 
 func (x *CreateRestorePointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3455,7 +3529,7 @@ func (x *CreateRestorePointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRestorePointRequest.ProtoReflect.Descriptor instead.
 func (*CreateRestorePointRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *CreateRestorePointRequest) GetReplica() string {
@@ -3481,7 +3555,7 @@ type ListRestorePointsResponse struct {
 
 func (x *ListRestorePointsResponse) Reset() {
 	*x = ListRestorePointsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3493,7 +3567,7 @@ func (x *ListRestorePointsResponse) String() string {
 func (*ListRestorePointsResponse) ProtoMessage() {}
 
 func (x *ListRestorePointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3506,7 +3580,7 @@ func (x *ListRestorePointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRestorePointsResponse.ProtoReflect.Descriptor instead.
 func (*ListRestorePointsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListRestorePointsResponse) GetPoints() []*RestorePoint {
@@ -3526,7 +3600,7 @@ type RestorePointRequest struct {
 
 func (x *RestorePointRequest) Reset() {
 	*x = RestorePointRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3538,7 +3612,7 @@ func (x *RestorePointRequest) String() string {
 func (*RestorePointRequest) ProtoMessage() {}
 
 func (x *RestorePointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3551,7 +3625,7 @@ func (x *RestorePointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestorePointRequest.ProtoReflect.Descriptor instead.
 func (*RestorePointRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RestorePointRequest) GetReplica() string {
@@ -3579,7 +3653,7 @@ type OpenRestorePointDiskRequest struct {
 
 func (x *OpenRestorePointDiskRequest) Reset() {
 	*x = OpenRestorePointDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3591,7 +3665,7 @@ func (x *OpenRestorePointDiskRequest) String() string {
 func (*OpenRestorePointDiskRequest) ProtoMessage() {}
 
 func (x *OpenRestorePointDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3604,7 +3678,7 @@ func (x *OpenRestorePointDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRestorePointDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenRestorePointDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *OpenRestorePointDiskRequest) GetReplica() string {
@@ -3638,7 +3712,7 @@ type NetworkMapping struct {
 
 func (x *NetworkMapping) Reset() {
 	*x = NetworkMapping{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3650,7 +3724,7 @@ func (x *NetworkMapping) String() string {
 func (*NetworkMapping) ProtoMessage() {}
 
 func (x *NetworkMapping) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3663,7 +3737,7 @@ func (x *NetworkMapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkMapping.ProtoReflect.Descriptor instead.
 func (*NetworkMapping) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *NetworkMapping) GetFrom() string {
@@ -3692,7 +3766,7 @@ type ReIPRule struct {
 
 func (x *ReIPRule) Reset() {
 	*x = ReIPRule{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3704,7 +3778,7 @@ func (x *ReIPRule) String() string {
 func (*ReIPRule) ProtoMessage() {}
 
 func (x *ReIPRule) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3717,7 +3791,7 @@ func (x *ReIPRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReIPRule.ProtoReflect.Descriptor instead.
 func (*ReIPRule) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ReIPRule) GetFromSubnet() string {
@@ -3758,7 +3832,7 @@ type NetworkConfig struct {
 
 func (x *NetworkConfig) Reset() {
 	*x = NetworkConfig{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3770,7 +3844,7 @@ func (x *NetworkConfig) String() string {
 func (*NetworkConfig) ProtoMessage() {}
 
 func (x *NetworkConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3783,7 +3857,7 @@ func (x *NetworkConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkConfig.ProtoReflect.Descriptor instead.
 func (*NetworkConfig) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *NetworkConfig) GetNetworkMap() []*NetworkMapping {
@@ -3811,7 +3885,7 @@ type FailoverRequest struct {
 
 func (x *FailoverRequest) Reset() {
 	*x = FailoverRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3823,7 +3897,7 @@ func (x *FailoverRequest) String() string {
 func (*FailoverRequest) ProtoMessage() {}
 
 func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3836,7 +3910,7 @@ func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
 func (*FailoverRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *FailoverRequest) GetReplica() string {
@@ -3870,7 +3944,7 @@ type ApplyNetworkRequest struct {
 
 func (x *ApplyNetworkRequest) Reset() {
 	*x = ApplyNetworkRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3882,7 +3956,7 @@ func (x *ApplyNetworkRequest) String() string {
 func (*ApplyNetworkRequest) ProtoMessage() {}
 
 func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3895,7 +3969,7 @@ func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNetworkRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ApplyNetworkRequest) GetReplica() string {
@@ -3925,7 +3999,7 @@ type PutMessage struct {
 
 func (x *PutMessage) Reset() {
 	*x = PutMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3937,7 +4011,7 @@ func (x *PutMessage) String() string {
 func (*PutMessage) ProtoMessage() {}
 
 func (x *PutMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3950,7 +4024,7 @@ func (x *PutMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMessage.ProtoReflect.Descriptor instead.
 func (*PutMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *PutMessage) GetMsg() isPutMessage_Msg {
@@ -4003,7 +4077,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4015,7 +4089,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4028,7 +4102,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *PutResponse) GetGeneration() int64 {
@@ -4047,7 +4121,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4059,7 +4133,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4072,7 +4146,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetRequest) GetKey() string {
@@ -4095,7 +4169,7 @@ type GetMessage struct {
 
 func (x *GetMessage) Reset() {
 	*x = GetMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4107,7 +4181,7 @@ func (x *GetMessage) String() string {
 func (*GetMessage) ProtoMessage() {}
 
 func (x *GetMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4120,7 +4194,7 @@ func (x *GetMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessage.ProtoReflect.Descriptor instead.
 func (*GetMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GetMessage) GetMsg() isGetMessage_Msg {
@@ -4176,7 +4250,7 @@ type ObjectInfo struct {
 
 func (x *ObjectInfo) Reset() {
 	*x = ObjectInfo{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4188,7 +4262,7 @@ func (x *ObjectInfo) String() string {
 func (*ObjectInfo) ProtoMessage() {}
 
 func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4201,7 +4275,7 @@ func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectInfo.ProtoReflect.Descriptor instead.
 func (*ObjectInfo) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ObjectInfo) GetKey() string {
@@ -4241,7 +4315,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4253,7 +4327,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4266,7 +4340,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListRequest) GetPrefix() string {
@@ -4285,7 +4359,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4297,7 +4371,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4310,7 +4384,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListResponse) GetObjects() []*ObjectInfo {
@@ -4330,7 +4404,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4342,7 +4416,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4355,7 +4429,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *DeleteRequest) GetKey() string {
@@ -4385,7 +4459,7 @@ type PutMessage_Header struct {
 
 func (x *PutMessage_Header) Reset() {
 	*x = PutMessage_Header{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4397,7 +4471,7 @@ func (x *PutMessage_Header) String() string {
 func (*PutMessage_Header) ProtoMessage() {}
 
 func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4410,7 +4484,7 @@ func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMessage_Header.ProtoReflect.Descriptor instead.
 func (*PutMessage_Header) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59, 0}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60, 0}
 }
 
 func (x *PutMessage_Header) GetKey() string {
@@ -4565,14 +4639,15 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
 	"\x06Extent\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
-	"\x06length\x18\x02 \x01(\x03R\x06length\"\x95\x01\n" +
+	"\x06length\x18\x02 \x01(\x03R\x06length\"\xaf\x01\n" +
 	"\n" +
 	"DiskHandle\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
 	"\x04path\x18\x03 \x01(\tR\x04path\x12\x1c\n" +
 	"\ttransport\x18\x04 \x01(\tR\ttransport\x12)\n" +
-	"\x10transport_reason\x18\x05 \x01(\tR\x0ftransportReason\"v\n" +
+	"\x10transport_reason\x18\x05 \x01(\tR\x0ftransportReason\x12\x18\n" +
+	"\aprepare\x18\x06 \x01(\bR\aprepare\"v\n" +
 	"\vReadRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
@@ -4594,7 +4669,10 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x10CloseDiskRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\")\n" +
 	"\x0fSyncDiskRequest\x12\x16\n" +
-	"\x06handle\x18\x01 \x01(\tR\x06handle\"8\n" +
+	"\x06handle\x18\x01 \x01(\tR\x06handle\"[\n" +
+	"\x0ePrepareRequest\x12\x16\n" +
+	"\x06handle\x18\x01 \x01(\tR\x06handle\x121\n" +
+	"\aextents\x18\x02 \x03(\v2\x17.ferry.plugin.v1.ExtentR\aextents\"8\n" +
 	"\x0fListVMsResponse\x12%\n" +
 	"\x03vms\x18\x01 \x03(\v2\x13.ferry.plugin.v1.VMR\x03vms\"&\n" +
 	"\x10ListTagsResponse\x12\x12\n" +
@@ -4672,11 +4750,12 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0eReplicaRequest\x12\x18\n" +
 	"\areplica\x18\x01 \x01(\tR\areplica\"L\n" +
 	"\x14ListReplicasResponse\x124\n" +
-	"\breplicas\x18\x01 \x03(\v2\x18.ferry.plugin.v1.ReplicaR\breplicas\"Z\n" +
+	"\breplicas\x18\x01 \x03(\v2\x18.ferry.plugin.v1.ReplicaR\breplicas\"v\n" +
 	"\x16OpenReplicaDiskRequest\x12\x18\n" +
 	"\areplica\x18\x01 \x01(\tR\areplica\x12\x12\n" +
 	"\x04disk\x18\x02 \x01(\x05R\x04disk\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size\"\xb6\x02\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x1a\n" +
+	"\bprepares\x18\x04 \x01(\bR\bprepares\"\xb6\x02\n" +
 	"\fRestorePoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\areplica\x18\x02 \x01(\tR\areplica\x12*\n" +
@@ -4771,11 +4850,12 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\aGetInfo\x12\x16.ferry.plugin.v1.Empty\x1a .ferry.plugin.v1.GetInfoResponse\x12O\n" +
 	"\bValidate\x12 .ferry.plugin.v1.ValidateRequest\x1a!.ferry.plugin.v1.ValidateResponse\x12R\n" +
 	"\tConfigure\x12!.ferry.plugin.v1.ConfigureRequest\x1a\".ferry.plugin.v1.ConfigureResponse\x12<\n" +
-	"\x04Stop\x12\x1c.ferry.plugin.v1.StopRequest\x1a\x16.ferry.plugin.v1.Empty2\x97\x02\n" +
+	"\x04Stop\x12\x1c.ferry.plugin.v1.StopRequest\x1a\x16.ferry.plugin.v1.Empty2\xdb\x02\n" +
 	"\x05Disks\x12>\n" +
 	"\x04Read\x12\x1c.ferry.plugin.v1.ReadRequest\x1a\x16.ferry.plugin.v1.Chunk0\x01\x12H\n" +
 	"\x05Write\x12\x1d.ferry.plugin.v1.WriteMessage\x1a\x1e.ferry.plugin.v1.WriteResponse(\x01\x12@\n" +
 	"\x04Sync\x12 .ferry.plugin.v1.SyncDiskRequest\x1a\x16.ferry.plugin.v1.Empty\x12B\n" +
+	"\aPrepare\x12\x1f.ferry.plugin.v1.PrepareRequest\x1a\x16.ferry.plugin.v1.Empty\x12B\n" +
 	"\x05Close\x12!.ferry.plugin.v1.CloseDiskRequest\x1a\x16.ferry.plugin.v1.Empty2\xdd\x05\n" +
 	"\x06Source\x12C\n" +
 	"\aListVMs\x12\x16.ferry.plugin.v1.Empty\x1a .ferry.plugin.v1.ListVMsResponse\x12=\n" +
@@ -4825,7 +4905,7 @@ func file_ferry_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
+var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
 var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                           // 0: ferry.plugin.v1.Kind
 	(Diagnostic_Severity)(0),            // 1: ferry.plugin.v1.Diagnostic.Severity
@@ -4860,48 +4940,49 @@ var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(*WriteResponse)(nil),               // 30: ferry.plugin.v1.WriteResponse
 	(*CloseDiskRequest)(nil),            // 31: ferry.plugin.v1.CloseDiskRequest
 	(*SyncDiskRequest)(nil),             // 32: ferry.plugin.v1.SyncDiskRequest
-	(*ListVMsResponse)(nil),             // 33: ferry.plugin.v1.ListVMsResponse
-	(*ListTagsResponse)(nil),            // 34: ferry.plugin.v1.ListTagsResponse
-	(*VMRequest)(nil),                   // 35: ferry.plugin.v1.VMRequest
-	(*Snapshot)(nil),                    // 36: ferry.plugin.v1.Snapshot
-	(*SnapshotDisk)(nil),                // 37: ferry.plugin.v1.SnapshotDisk
-	(*CreateSnapshotRequest)(nil),       // 38: ferry.plugin.v1.CreateSnapshotRequest
-	(*SnapshotRequest)(nil),             // 39: ferry.plugin.v1.SnapshotRequest
-	(*ListSnapshotsResponse)(nil),       // 40: ferry.plugin.v1.ListSnapshotsResponse
-	(*ChangedAreasRequest)(nil),         // 41: ferry.plugin.v1.ChangedAreasRequest
-	(*ExtentBatch)(nil),                 // 42: ferry.plugin.v1.ExtentBatch
-	(*OpenSnapshotDiskRequest)(nil),     // 43: ferry.plugin.v1.OpenSnapshotDiskRequest
-	(*ProbeTransportRequest)(nil),       // 44: ferry.plugin.v1.ProbeTransportRequest
-	(*ProbeTransportResponse)(nil),      // 45: ferry.plugin.v1.ProbeTransportResponse
-	(*Placement)(nil),                   // 46: ferry.plugin.v1.Placement
-	(*Replica)(nil),                     // 47: ferry.plugin.v1.Replica
-	(*ReplicaOwner)(nil),                // 48: ferry.plugin.v1.ReplicaOwner
-	(*CreateReplicaRequest)(nil),        // 49: ferry.plugin.v1.CreateReplicaRequest
-	(*ReplicaRequest)(nil),              // 50: ferry.plugin.v1.ReplicaRequest
-	(*ListReplicasResponse)(nil),        // 51: ferry.plugin.v1.ListReplicasResponse
-	(*OpenReplicaDiskRequest)(nil),      // 52: ferry.plugin.v1.OpenReplicaDiskRequest
-	(*RestorePoint)(nil),                // 53: ferry.plugin.v1.RestorePoint
-	(*CreateRestorePointRequest)(nil),   // 54: ferry.plugin.v1.CreateRestorePointRequest
-	(*ListRestorePointsResponse)(nil),   // 55: ferry.plugin.v1.ListRestorePointsResponse
-	(*RestorePointRequest)(nil),         // 56: ferry.plugin.v1.RestorePointRequest
-	(*OpenRestorePointDiskRequest)(nil), // 57: ferry.plugin.v1.OpenRestorePointDiskRequest
-	(*NetworkMapping)(nil),              // 58: ferry.plugin.v1.NetworkMapping
-	(*ReIPRule)(nil),                    // 59: ferry.plugin.v1.ReIPRule
-	(*NetworkConfig)(nil),               // 60: ferry.plugin.v1.NetworkConfig
-	(*FailoverRequest)(nil),             // 61: ferry.plugin.v1.FailoverRequest
-	(*ApplyNetworkRequest)(nil),         // 62: ferry.plugin.v1.ApplyNetworkRequest
-	(*PutMessage)(nil),                  // 63: ferry.plugin.v1.PutMessage
-	(*PutResponse)(nil),                 // 64: ferry.plugin.v1.PutResponse
-	(*GetRequest)(nil),                  // 65: ferry.plugin.v1.GetRequest
-	(*GetMessage)(nil),                  // 66: ferry.plugin.v1.GetMessage
-	(*ObjectInfo)(nil),                  // 67: ferry.plugin.v1.ObjectInfo
-	(*ListRequest)(nil),                 // 68: ferry.plugin.v1.ListRequest
-	(*ListResponse)(nil),                // 69: ferry.plugin.v1.ListResponse
-	(*DeleteRequest)(nil),               // 70: ferry.plugin.v1.DeleteRequest
-	nil,                                 // 71: ferry.plugin.v1.VM.AttributesEntry
-	nil,                                 // 72: ferry.plugin.v1.RestorePoint.LabelsEntry
-	nil,                                 // 73: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
-	(*PutMessage_Header)(nil),           // 74: ferry.plugin.v1.PutMessage.Header
+	(*PrepareRequest)(nil),              // 33: ferry.plugin.v1.PrepareRequest
+	(*ListVMsResponse)(nil),             // 34: ferry.plugin.v1.ListVMsResponse
+	(*ListTagsResponse)(nil),            // 35: ferry.plugin.v1.ListTagsResponse
+	(*VMRequest)(nil),                   // 36: ferry.plugin.v1.VMRequest
+	(*Snapshot)(nil),                    // 37: ferry.plugin.v1.Snapshot
+	(*SnapshotDisk)(nil),                // 38: ferry.plugin.v1.SnapshotDisk
+	(*CreateSnapshotRequest)(nil),       // 39: ferry.plugin.v1.CreateSnapshotRequest
+	(*SnapshotRequest)(nil),             // 40: ferry.plugin.v1.SnapshotRequest
+	(*ListSnapshotsResponse)(nil),       // 41: ferry.plugin.v1.ListSnapshotsResponse
+	(*ChangedAreasRequest)(nil),         // 42: ferry.plugin.v1.ChangedAreasRequest
+	(*ExtentBatch)(nil),                 // 43: ferry.plugin.v1.ExtentBatch
+	(*OpenSnapshotDiskRequest)(nil),     // 44: ferry.plugin.v1.OpenSnapshotDiskRequest
+	(*ProbeTransportRequest)(nil),       // 45: ferry.plugin.v1.ProbeTransportRequest
+	(*ProbeTransportResponse)(nil),      // 46: ferry.plugin.v1.ProbeTransportResponse
+	(*Placement)(nil),                   // 47: ferry.plugin.v1.Placement
+	(*Replica)(nil),                     // 48: ferry.plugin.v1.Replica
+	(*ReplicaOwner)(nil),                // 49: ferry.plugin.v1.ReplicaOwner
+	(*CreateReplicaRequest)(nil),        // 50: ferry.plugin.v1.CreateReplicaRequest
+	(*ReplicaRequest)(nil),              // 51: ferry.plugin.v1.ReplicaRequest
+	(*ListReplicasResponse)(nil),        // 52: ferry.plugin.v1.ListReplicasResponse
+	(*OpenReplicaDiskRequest)(nil),      // 53: ferry.plugin.v1.OpenReplicaDiskRequest
+	(*RestorePoint)(nil),                // 54: ferry.plugin.v1.RestorePoint
+	(*CreateRestorePointRequest)(nil),   // 55: ferry.plugin.v1.CreateRestorePointRequest
+	(*ListRestorePointsResponse)(nil),   // 56: ferry.plugin.v1.ListRestorePointsResponse
+	(*RestorePointRequest)(nil),         // 57: ferry.plugin.v1.RestorePointRequest
+	(*OpenRestorePointDiskRequest)(nil), // 58: ferry.plugin.v1.OpenRestorePointDiskRequest
+	(*NetworkMapping)(nil),              // 59: ferry.plugin.v1.NetworkMapping
+	(*ReIPRule)(nil),                    // 60: ferry.plugin.v1.ReIPRule
+	(*NetworkConfig)(nil),               // 61: ferry.plugin.v1.NetworkConfig
+	(*FailoverRequest)(nil),             // 62: ferry.plugin.v1.FailoverRequest
+	(*ApplyNetworkRequest)(nil),         // 63: ferry.plugin.v1.ApplyNetworkRequest
+	(*PutMessage)(nil),                  // 64: ferry.plugin.v1.PutMessage
+	(*PutResponse)(nil),                 // 65: ferry.plugin.v1.PutResponse
+	(*GetRequest)(nil),                  // 66: ferry.plugin.v1.GetRequest
+	(*GetMessage)(nil),                  // 67: ferry.plugin.v1.GetMessage
+	(*ObjectInfo)(nil),                  // 68: ferry.plugin.v1.ObjectInfo
+	(*ListRequest)(nil),                 // 69: ferry.plugin.v1.ListRequest
+	(*ListResponse)(nil),                // 70: ferry.plugin.v1.ListResponse
+	(*DeleteRequest)(nil),               // 71: ferry.plugin.v1.DeleteRequest
+	nil,                                 // 72: ferry.plugin.v1.VM.AttributesEntry
+	nil,                                 // 73: ferry.plugin.v1.RestorePoint.LabelsEntry
+	nil,                                 // 74: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	(*PutMessage_Header)(nil),           // 75: ferry.plugin.v1.PutMessage.Header
 }
 var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	1,  // 0: ferry.plugin.v1.Diagnostic.severity:type_name -> ferry.plugin.v1.Diagnostic.Severity
@@ -4924,107 +5005,110 @@ var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	8,  // 17: ferry.plugin.v1.ConfigureResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
 	22, // 18: ferry.plugin.v1.VM.disks:type_name -> ferry.plugin.v1.Disk
 	23, // 19: ferry.plugin.v1.VM.nics:type_name -> ferry.plugin.v1.NIC
-	71, // 20: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
+	72, // 20: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
 	28, // 21: ferry.plugin.v1.WriteMessage.chunk:type_name -> ferry.plugin.v1.Chunk
-	24, // 22: ferry.plugin.v1.ListVMsResponse.vms:type_name -> ferry.plugin.v1.VM
-	37, // 23: ferry.plugin.v1.Snapshot.disks:type_name -> ferry.plugin.v1.SnapshotDisk
-	36, // 24: ferry.plugin.v1.ListSnapshotsResponse.snapshots:type_name -> ferry.plugin.v1.Snapshot
-	25, // 25: ferry.plugin.v1.ExtentBatch.extents:type_name -> ferry.plugin.v1.Extent
-	24, // 26: ferry.plugin.v1.Replica.vm:type_name -> ferry.plugin.v1.VM
-	3,  // 27: ferry.plugin.v1.Replica.state:type_name -> ferry.plugin.v1.Replica.State
-	48, // 28: ferry.plugin.v1.Replica.owner:type_name -> ferry.plugin.v1.ReplicaOwner
-	24, // 29: ferry.plugin.v1.CreateReplicaRequest.vm:type_name -> ferry.plugin.v1.VM
-	58, // 30: ferry.plugin.v1.CreateReplicaRequest.network_map:type_name -> ferry.plugin.v1.NetworkMapping
-	48, // 31: ferry.plugin.v1.CreateReplicaRequest.owner:type_name -> ferry.plugin.v1.ReplicaOwner
-	47, // 32: ferry.plugin.v1.ListReplicasResponse.replicas:type_name -> ferry.plugin.v1.Replica
-	72, // 33: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
-	37, // 34: ferry.plugin.v1.RestorePoint.disks:type_name -> ferry.plugin.v1.SnapshotDisk
-	73, // 35: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
-	53, // 36: ferry.plugin.v1.ListRestorePointsResponse.points:type_name -> ferry.plugin.v1.RestorePoint
-	58, // 37: ferry.plugin.v1.NetworkConfig.network_map:type_name -> ferry.plugin.v1.NetworkMapping
-	59, // 38: ferry.plugin.v1.NetworkConfig.re_ip:type_name -> ferry.plugin.v1.ReIPRule
-	60, // 39: ferry.plugin.v1.FailoverRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	60, // 40: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	74, // 41: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
-	67, // 42: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
-	67, // 43: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
-	5,  // 44: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
-	17, // 45: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
-	19, // 46: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
-	21, // 47: ferry.plugin.v1.Plugin.Stop:input_type -> ferry.plugin.v1.StopRequest
-	27, // 48: ferry.plugin.v1.Disks.Read:input_type -> ferry.plugin.v1.ReadRequest
-	29, // 49: ferry.plugin.v1.Disks.Write:input_type -> ferry.plugin.v1.WriteMessage
-	32, // 50: ferry.plugin.v1.Disks.Sync:input_type -> ferry.plugin.v1.SyncDiskRequest
-	31, // 51: ferry.plugin.v1.Disks.Close:input_type -> ferry.plugin.v1.CloseDiskRequest
-	5,  // 52: ferry.plugin.v1.Source.ListVMs:input_type -> ferry.plugin.v1.Empty
-	35, // 53: ferry.plugin.v1.Source.DescribeVM:input_type -> ferry.plugin.v1.VMRequest
-	38, // 54: ferry.plugin.v1.Source.CreateSnapshot:input_type -> ferry.plugin.v1.CreateSnapshotRequest
-	39, // 55: ferry.plugin.v1.Source.RemoveSnapshot:input_type -> ferry.plugin.v1.SnapshotRequest
-	35, // 56: ferry.plugin.v1.Source.ListSnapshots:input_type -> ferry.plugin.v1.VMRequest
-	41, // 57: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
-	43, // 58: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
-	5,  // 59: ferry.plugin.v1.Source.ListTags:input_type -> ferry.plugin.v1.Empty
-	44, // 60: ferry.plugin.v1.Source.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
-	5,  // 61: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
-	49, // 62: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
-	50, // 63: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	5,  // 64: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
-	50, // 65: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	52, // 66: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
-	54, // 67: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
-	50, // 68: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
-	56, // 69: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
-	57, // 70: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
-	61, // 71: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
-	50, // 72: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	50, // 73: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	62, // 74: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
-	44, // 75: ferry.plugin.v1.Target.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
-	63, // 76: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
-	65, // 77: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
-	68, // 78: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
-	70, // 79: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
-	16, // 80: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
-	18, // 81: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
-	20, // 82: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
-	5,  // 83: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
-	28, // 84: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
-	30, // 85: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
-	5,  // 86: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
-	5,  // 87: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
-	33, // 88: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
-	24, // 89: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
-	36, // 90: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
-	5,  // 91: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
-	40, // 92: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
-	42, // 93: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
-	26, // 94: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
-	34, // 95: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
-	45, // 96: ferry.plugin.v1.Source.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
-	46, // 97: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
-	47, // 98: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
-	47, // 99: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
-	51, // 100: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
-	5,  // 101: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
-	26, // 102: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
-	53, // 103: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
-	55, // 104: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
-	5,  // 105: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
-	26, // 106: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
-	47, // 107: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
-	47, // 108: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
-	47, // 109: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
-	47, // 110: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
-	45, // 111: ferry.plugin.v1.Target.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
-	64, // 112: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
-	66, // 113: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
-	69, // 114: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
-	5,  // 115: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
-	80, // [80:116] is the sub-list for method output_type
-	44, // [44:80] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	25, // 22: ferry.plugin.v1.PrepareRequest.extents:type_name -> ferry.plugin.v1.Extent
+	24, // 23: ferry.plugin.v1.ListVMsResponse.vms:type_name -> ferry.plugin.v1.VM
+	38, // 24: ferry.plugin.v1.Snapshot.disks:type_name -> ferry.plugin.v1.SnapshotDisk
+	37, // 25: ferry.plugin.v1.ListSnapshotsResponse.snapshots:type_name -> ferry.plugin.v1.Snapshot
+	25, // 26: ferry.plugin.v1.ExtentBatch.extents:type_name -> ferry.plugin.v1.Extent
+	24, // 27: ferry.plugin.v1.Replica.vm:type_name -> ferry.plugin.v1.VM
+	3,  // 28: ferry.plugin.v1.Replica.state:type_name -> ferry.plugin.v1.Replica.State
+	49, // 29: ferry.plugin.v1.Replica.owner:type_name -> ferry.plugin.v1.ReplicaOwner
+	24, // 30: ferry.plugin.v1.CreateReplicaRequest.vm:type_name -> ferry.plugin.v1.VM
+	59, // 31: ferry.plugin.v1.CreateReplicaRequest.network_map:type_name -> ferry.plugin.v1.NetworkMapping
+	49, // 32: ferry.plugin.v1.CreateReplicaRequest.owner:type_name -> ferry.plugin.v1.ReplicaOwner
+	48, // 33: ferry.plugin.v1.ListReplicasResponse.replicas:type_name -> ferry.plugin.v1.Replica
+	73, // 34: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
+	38, // 35: ferry.plugin.v1.RestorePoint.disks:type_name -> ferry.plugin.v1.SnapshotDisk
+	74, // 36: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	54, // 37: ferry.plugin.v1.ListRestorePointsResponse.points:type_name -> ferry.plugin.v1.RestorePoint
+	59, // 38: ferry.plugin.v1.NetworkConfig.network_map:type_name -> ferry.plugin.v1.NetworkMapping
+	60, // 39: ferry.plugin.v1.NetworkConfig.re_ip:type_name -> ferry.plugin.v1.ReIPRule
+	61, // 40: ferry.plugin.v1.FailoverRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	61, // 41: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	75, // 42: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
+	68, // 43: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
+	68, // 44: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
+	5,  // 45: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
+	17, // 46: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
+	19, // 47: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
+	21, // 48: ferry.plugin.v1.Plugin.Stop:input_type -> ferry.plugin.v1.StopRequest
+	27, // 49: ferry.plugin.v1.Disks.Read:input_type -> ferry.plugin.v1.ReadRequest
+	29, // 50: ferry.plugin.v1.Disks.Write:input_type -> ferry.plugin.v1.WriteMessage
+	32, // 51: ferry.plugin.v1.Disks.Sync:input_type -> ferry.plugin.v1.SyncDiskRequest
+	33, // 52: ferry.plugin.v1.Disks.Prepare:input_type -> ferry.plugin.v1.PrepareRequest
+	31, // 53: ferry.plugin.v1.Disks.Close:input_type -> ferry.plugin.v1.CloseDiskRequest
+	5,  // 54: ferry.plugin.v1.Source.ListVMs:input_type -> ferry.plugin.v1.Empty
+	36, // 55: ferry.plugin.v1.Source.DescribeVM:input_type -> ferry.plugin.v1.VMRequest
+	39, // 56: ferry.plugin.v1.Source.CreateSnapshot:input_type -> ferry.plugin.v1.CreateSnapshotRequest
+	40, // 57: ferry.plugin.v1.Source.RemoveSnapshot:input_type -> ferry.plugin.v1.SnapshotRequest
+	36, // 58: ferry.plugin.v1.Source.ListSnapshots:input_type -> ferry.plugin.v1.VMRequest
+	42, // 59: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
+	44, // 60: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
+	5,  // 61: ferry.plugin.v1.Source.ListTags:input_type -> ferry.plugin.v1.Empty
+	45, // 62: ferry.plugin.v1.Source.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
+	5,  // 63: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
+	50, // 64: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
+	51, // 65: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	5,  // 66: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
+	51, // 67: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	53, // 68: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
+	55, // 69: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
+	51, // 70: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
+	57, // 71: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
+	58, // 72: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
+	62, // 73: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
+	51, // 74: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	51, // 75: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	63, // 76: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
+	45, // 77: ferry.plugin.v1.Target.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
+	64, // 78: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
+	66, // 79: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
+	69, // 80: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
+	71, // 81: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
+	16, // 82: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
+	18, // 83: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
+	20, // 84: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
+	5,  // 85: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
+	28, // 86: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
+	30, // 87: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
+	5,  // 88: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
+	5,  // 89: ferry.plugin.v1.Disks.Prepare:output_type -> ferry.plugin.v1.Empty
+	5,  // 90: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
+	34, // 91: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
+	24, // 92: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
+	37, // 93: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
+	5,  // 94: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
+	41, // 95: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
+	43, // 96: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
+	26, // 97: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
+	35, // 98: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
+	46, // 99: ferry.plugin.v1.Source.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
+	47, // 100: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
+	48, // 101: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
+	48, // 102: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
+	52, // 103: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
+	5,  // 104: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
+	26, // 105: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
+	54, // 106: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
+	56, // 107: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
+	5,  // 108: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
+	26, // 109: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
+	48, // 110: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
+	48, // 111: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
+	48, // 112: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
+	48, // 113: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
+	46, // 114: ferry.plugin.v1.Target.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
+	65, // 115: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
+	67, // 116: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
+	70, // 117: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
+	5,  // 118: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
+	82, // [82:119] is the sub-list for method output_type
+	45, // [45:82] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_ferry_plugin_v1_plugin_proto_init() }
@@ -5041,11 +5125,11 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 		(*WriteMessage_Handle)(nil),
 		(*WriteMessage_Chunk)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[59].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[60].OneofWrappers = []any{
 		(*PutMessage_Header_)(nil),
 		(*PutMessage_Data)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[62].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[63].OneofWrappers = []any{
 		(*GetMessage_Info)(nil),
 		(*GetMessage_Data)(nil),
 	}
@@ -5055,7 +5139,7 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_plugin_v1_plugin_proto_rawDesc), len(file_ferry_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   71,
+			NumMessages:   72,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

@@ -259,10 +259,11 @@ var Plugin_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Disks_Read_FullMethodName  = "/ferry.plugin.v1.Disks/Read"
-	Disks_Write_FullMethodName = "/ferry.plugin.v1.Disks/Write"
-	Disks_Sync_FullMethodName  = "/ferry.plugin.v1.Disks/Sync"
-	Disks_Close_FullMethodName = "/ferry.plugin.v1.Disks/Close"
+	Disks_Read_FullMethodName    = "/ferry.plugin.v1.Disks/Read"
+	Disks_Write_FullMethodName   = "/ferry.plugin.v1.Disks/Write"
+	Disks_Sync_FullMethodName    = "/ferry.plugin.v1.Disks/Sync"
+	Disks_Prepare_FullMethodName = "/ferry.plugin.v1.Disks/Prepare"
+	Disks_Close_FullMethodName   = "/ferry.plugin.v1.Disks/Close"
 )
 
 // DisksClient is the client API for Disks service.
@@ -278,6 +279,11 @@ type DisksClient interface {
 	// Sync makes every chunk of the writable disk's ended Write streams
 	// durable: a crash of the plugin after it returns keeps them.
 	Sync(ctx context.Context, in *SyncDiskRequest, opts ...grpc.CallOption) (*Empty, error)
+	// Prepare makes ranges of a writable disk opened with prepare safe to
+	// overwrite in its file (the blocks a restore point still needs are
+	// saved durably) before the host writes them there itself. Protocol
+	// minor 4.
+	Prepare(ctx context.Context, in *PrepareRequest, opts ...grpc.CallOption) (*Empty, error)
 	// Close flushes a writable disk durably, or ends a read, and reports any
 	// error found on the way (for example a disk that changed under a
 	// snapshot).
@@ -334,6 +340,16 @@ func (c *disksClient) Sync(ctx context.Context, in *SyncDiskRequest, opts ...grp
 	return out, nil
 }
 
+func (c *disksClient) Prepare(ctx context.Context, in *PrepareRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Disks_Prepare_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *disksClient) Close(ctx context.Context, in *CloseDiskRequest, opts ...grpc.CallOption) (*Empty, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Empty)
@@ -357,6 +373,11 @@ type DisksServer interface {
 	// Sync makes every chunk of the writable disk's ended Write streams
 	// durable: a crash of the plugin after it returns keeps them.
 	Sync(context.Context, *SyncDiskRequest) (*Empty, error)
+	// Prepare makes ranges of a writable disk opened with prepare safe to
+	// overwrite in its file (the blocks a restore point still needs are
+	// saved durably) before the host writes them there itself. Protocol
+	// minor 4.
+	Prepare(context.Context, *PrepareRequest) (*Empty, error)
 	// Close flushes a writable disk durably, or ends a read, and reports any
 	// error found on the way (for example a disk that changed under a
 	// snapshot).
@@ -379,6 +400,9 @@ func (UnimplementedDisksServer) Write(grpc.ClientStreamingServer[WriteMessage, W
 }
 func (UnimplementedDisksServer) Sync(context.Context, *SyncDiskRequest) (*Empty, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Sync not implemented")
+}
+func (UnimplementedDisksServer) Prepare(context.Context, *PrepareRequest) (*Empty, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Prepare not implemented")
 }
 func (UnimplementedDisksServer) Close(context.Context, *CloseDiskRequest) (*Empty, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Close not implemented")
@@ -440,6 +464,24 @@ func _Disks_Sync_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Disks_Prepare_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrepareRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DisksServer).Prepare(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Disks_Prepare_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DisksServer).Prepare(ctx, req.(*PrepareRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Disks_Close_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CloseDiskRequest)
 	if err := dec(in); err != nil {
@@ -468,6 +510,10 @@ var Disks_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Sync",
 			Handler:    _Disks_Sync_Handler,
+		},
+		{
+			MethodName: "Prepare",
+			Handler:    _Disks_Prepare_Handler,
 		},
 		{
 			MethodName: "Close",

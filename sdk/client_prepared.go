@@ -1,0 +1,239 @@
+package sdk
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+	pb "github.com/ferry-dr/ferry/sdk/proto/ferry/plugin/v1"
+)
+
+// Batch limits of a preparedWriter's writes to ranges not prepared yet:
+// one Prepare call and one round trip serve that many scattered writes.
+const (
+	prepareBatchBytes  = 8 << 20
+	prepareBatchWrites = 2048
+)
+
+// preparedWriter writes the file the plugin named, in this process, for a
+// plugin that keeps restore points of it: the plugin prepares each range
+// (saves what its points still need of it) before the range is written
+// here. A range the caller prepared ahead (PrepareWrites) is written at
+// once; any other write is copied into a batch, and a full batch is
+// prepared with one call and then written. Nothing is written to the
+// file before the plugin prepared it, so a crash at any moment keeps every
+// restore point.
+type preparedWriter struct {
+	*diskHandle
+	f     *os.File
+	dirty atomic.Int64 // bytes written since writeback was last started
+
+	mu      sync.Mutex
+	ready   []Extent // prepared ranges, sorted and merged
+	pending []pendingWrite
+	buf     []byte // the pending writes' data, back to back
+	err     error  // the first failure, returned from then on
+}
+
+type pendingWrite struct {
+	off        int64
+	start, end int // the data in buf
+}
+
+var (
+	_ DiskWriter    = (*preparedWriter)(nil)
+	_ WritePreparer = (*preparedWriter)(nil)
+)
+
+func (w *preparedWriter) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > w.size {
+		return 0, fmt.Errorf("write of %d bytes at %d outside a disk of %d bytes: %w", len(p), off, w.size, errdefs.ErrInvalidArgument)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	w.mu.Lock()
+	if w.err != nil {
+		w.mu.Unlock()
+		return 0, w.err
+	}
+	if covers(w.ready, off, int64(len(p))) {
+		w.mu.Unlock()
+		return w.write(p, off)
+	}
+	defer w.mu.Unlock()
+	if w.buf == nil {
+		w.buf = make([]byte, 0, prepareBatchBytes)
+	}
+	w.pending = append(w.pending, pendingWrite{off: off, start: len(w.buf), end: len(w.buf) + len(p)})
+	w.buf = append(w.buf, p...)
+	if len(w.buf) >= prepareBatchBytes || len(w.pending) >= prepareBatchWrites {
+		if err := w.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// write writes a prepared range of the file.
+func (w *preparedWriter) write(p []byte, off int64) (int, error) {
+	n, err := w.f.WriteAt(p, off)
+	if w.dirty.Add(int64(n)) >= writebackEvery {
+		w.dirty.Store(0)
+		startWriteback(w.f)
+	}
+	return n, err
+}
+
+// flushLocked prepares the ranges of the pending writes with one call,
+// then writes them in the order they came. The caller holds mu.
+func (w *preparedWriter) flushLocked() error {
+	if len(w.pending) == 0 || w.err != nil {
+		return w.err
+	}
+	es := make([]Extent, 0, len(w.pending))
+	for _, pw := range w.pending {
+		es = append(es, Extent{Offset: pw.off, Length: int64(pw.end - pw.start)})
+	}
+	es = mergeExtents(es)
+	if err := w.prepare(es); err != nil {
+		w.err = err
+		return err
+	}
+	w.ready = addExtents(w.ready, es)
+	for _, pw := range w.pending {
+		if _, err := w.write(w.buf[pw.start:pw.end], pw.off); err != nil {
+			w.err = fmt.Errorf("write %s at %d: %w", w.f.Name(), pw.off, err)
+			return w.err
+		}
+	}
+	w.pending, w.buf = w.pending[:0], w.buf[:0]
+	return nil
+}
+
+// prepare asks the plugin to prepare ranges.
+func (w *preparedWriter) prepare(es []Extent) error {
+	req := &pb.PrepareRequest{Handle: w.handle, Extents: make([]*pb.Extent, len(es))}
+	for i, e := range es {
+		req.Extents[i] = &pb.Extent{Offset: e.Offset, Length: e.Length}
+	}
+	if _, err := w.rpc.Prepare(w.ctx, req); err != nil {
+		return fmt.Errorf("prepare writes of %s: %w", w.c.opts.Name, w.c.err(err))
+	}
+	return nil
+}
+
+// PrepareWrites prepares ranges ahead of their writes, which are then
+// written at once. Writes may go on elsewhere meanwhile.
+func (w *preparedWriter) PrepareWrites(extents []Extent) error {
+	es := make([]Extent, 0, len(extents))
+	for _, e := range extents {
+		if e.Offset < 0 || e.Length < 0 || e.Offset > w.size-e.Length {
+			return fmt.Errorf("prepare %d bytes at %d of a %d-byte disk: %w", e.Length, e.Offset, w.size, errdefs.ErrInvalidArgument)
+		}
+		if e.Length > 0 {
+			es = append(es, e)
+		}
+	}
+	es = mergeExtents(es)
+	if len(es) == 0 {
+		return nil
+	}
+	w.mu.Lock()
+	// Writes gathered before belong before the ranges' own writes.
+	err := w.flushLocked()
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := w.prepare(es); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.ready = addExtents(w.ready, es)
+	w.mu.Unlock()
+	return nil
+}
+
+// Sync writes the pending writes, makes the file durable, then the
+// plugin's writer.
+func (w *preparedWriter) Sync() error {
+	w.mu.Lock()
+	err := w.flushLocked()
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := w.f.Sync(); err != nil {
+		return fmt.Errorf("flush %s: %w", w.f.Name(), err)
+	}
+	_, err = w.rpc.Sync(w.ctx, &pb.SyncDiskRequest{Handle: w.handle})
+	return w.c.err(err)
+}
+
+// Close writes the pending writes and makes them durable before the
+// plugin is told the disk is closed.
+func (w *preparedWriter) Close() error {
+	w.mu.Lock()
+	ferr := w.flushLocked()
+	w.mu.Unlock()
+	serr := w.f.Sync()
+	cerr := w.f.Close()
+	if err := errors.Join(ferr, serr, cerr); err != nil {
+		w.closeRemote()
+		return fmt.Errorf("close %s: %w", w.f.Name(), err)
+	}
+	return w.closeRemote()
+}
+
+// covers reports whether the sorted, merged extents hold [off, off+n).
+func covers(es []Extent, off, n int64) bool {
+	i, _ := slices.BinarySearchFunc(es, off, func(e Extent, off int64) int {
+		switch {
+		case e.End() <= off:
+			return -1
+		case e.Offset > off:
+			return 1
+		}
+		return 0
+	})
+	return i < len(es) && es[i].Offset <= off && off+n <= es[i].End()
+}
+
+// mergeExtents sorts extents and merges those that touch or overlap.
+func mergeExtents(es []Extent) []Extent {
+	if !slices.IsSortedFunc(es, func(a, b Extent) int { return cmp.Compare(a.Offset, b.Offset) }) {
+		slices.SortFunc(es, func(a, b Extent) int { return cmp.Compare(a.Offset, b.Offset) })
+	}
+	out := es[:0]
+	for _, e := range es {
+		if k := len(out) - 1; k >= 0 && e.Offset <= out[k].End() {
+			out[k].Length = max(out[k].End(), e.End()) - out[k].Offset
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// addExtents adds sorted, merged extents to sorted, merged ready ones. The
+// data mover prepares in increasing offsets, so the new ones usually go
+// at the end.
+func addExtents(ready, es []Extent) []Extent {
+	if len(ready) > 0 && len(es) > 0 && es[0].Offset < ready[len(ready)-1].End() {
+		return mergeExtents(append(ready, es...))
+	}
+	for _, e := range es {
+		if k := len(ready) - 1; k >= 0 && e.Offset <= ready[k].End() {
+			ready[k].Length = max(ready[k].End(), e.End()) - ready[k].Offset
+			continue
+		}
+		ready = append(ready, e)
+	}
+	return ready
+}
