@@ -35,9 +35,26 @@ type preparedWriter struct {
 
 	mu      sync.Mutex
 	ready   []Extent // prepared ranges, sorted and merged
-	pending []pendingWrite
-	buf     []byte // the pending writes' data, back to back
-	err     error  // the first failure, returned from then on
+	pending batchOf  // writes gathered, not prepared yet
+	spare   batchOf  // the room of the batch flushed last, for reuse
+	// A full batch is prepared and written in the background while the
+	// next one fills: inflight is closed when it is done, and flushed
+	// then holds its result. One at a time, in order.
+	inflight chan struct{}
+	flushed  flushResult
+	err      error // the first failure, returned from then on
+}
+
+// batchOf is writes gathered, their data back to back in buf.
+type batchOf struct {
+	writes []pendingWrite
+	buf    []byte
+}
+
+type flushResult struct {
+	ranges []Extent // prepared and written
+	room   batchOf  // the batch's room, emptied
+	err    error
 }
 
 type pendingWrite struct {
@@ -67,13 +84,14 @@ func (w *preparedWriter) WriteAt(p []byte, off int64) (int, error) {
 		return w.write(p, off)
 	}
 	defer w.mu.Unlock()
-	if w.buf == nil {
-		w.buf = make([]byte, 0, prepareBatchBytes)
+	b := &w.pending
+	if b.buf == nil {
+		b.buf = make([]byte, 0, prepareBatchBytes)
 	}
-	w.pending = append(w.pending, pendingWrite{off: off, start: len(w.buf), end: len(w.buf) + len(p)})
-	w.buf = append(w.buf, p...)
-	if len(w.buf) >= prepareBatchBytes || len(w.pending) >= prepareBatchWrites {
-		if err := w.flushLocked(); err != nil {
+	b.writes = append(b.writes, pendingWrite{off: off, start: len(b.buf), end: len(b.buf) + len(p)})
+	b.buf = append(b.buf, p...)
+	if len(b.buf) >= prepareBatchBytes || len(b.writes) >= prepareBatchWrites {
+		if err := w.handOffLocked(); err != nil {
 			return 0, err
 		}
 	}
@@ -90,30 +108,78 @@ func (w *preparedWriter) write(p []byte, off int64) (int, error) {
 	return n, err
 }
 
-// flushLocked prepares the ranges of the pending writes with one call,
-// then writes them in the order they came. The caller holds mu.
-func (w *preparedWriter) flushLocked() error {
-	if len(w.pending) == 0 || w.err != nil {
-		return w.err
+// handOffLocked starts preparing and writing the pending batch in the
+// background, once the batch before it is done, and starts the next
+// batch in the spare room. The caller holds mu.
+func (w *preparedWriter) handOffLocked() error {
+	if err := w.waitLocked(); err != nil {
+		return err
 	}
-	es := make([]Extent, 0, len(w.pending))
-	for _, pw := range w.pending {
+	b := w.pending
+	w.pending, w.spare = w.spare, batchOf{}
+	done := make(chan struct{})
+	w.inflight = done
+	go func() {
+		defer close(done)
+		ranges, err := w.apply(b)
+		w.flushed = flushResult{ranges: ranges, room: batchOf{writes: b.writes[:0], buf: b.buf[:0]}, err: err}
+	}()
+	return nil
+}
+
+// waitLocked waits for the batch in the background, if any, takes its
+// ranges as prepared and its room as spare, and returns the first
+// failure. The caller holds mu.
+func (w *preparedWriter) waitLocked() error {
+	if w.inflight != nil {
+		<-w.inflight
+		w.inflight = nil
+		r := w.flushed
+		w.flushed = flushResult{}
+		if r.err != nil && w.err == nil {
+			w.err = r.err
+		}
+		w.ready = addExtents(w.ready, r.ranges)
+		w.spare = r.room
+	}
+	return w.err
+}
+
+// flushLocked waits for the batch in the background, then prepares and
+// writes the pending one. The caller holds mu.
+func (w *preparedWriter) flushLocked() error {
+	if err := w.waitLocked(); err != nil {
+		return err
+	}
+	if len(w.pending.writes) == 0 {
+		return nil
+	}
+	ranges, err := w.apply(w.pending)
+	w.ready = addExtents(w.ready, ranges)
+	w.pending.writes, w.pending.buf = w.pending.writes[:0], w.pending.buf[:0]
+	if err != nil {
+		w.err = err
+	}
+	return err
+}
+
+// apply prepares the ranges of a batch's writes with one call, then
+// writes them in the order they came. It returns the ranges prepared.
+func (w *preparedWriter) apply(b batchOf) ([]Extent, error) {
+	es := make([]Extent, 0, len(b.writes))
+	for _, pw := range b.writes {
 		es = append(es, Extent{Offset: pw.off, Length: int64(pw.end - pw.start)})
 	}
 	es = mergeExtents(es)
 	if err := w.prepare(es); err != nil {
-		w.err = err
-		return err
+		return nil, err
 	}
-	w.ready = addExtents(w.ready, es)
-	for _, pw := range w.pending {
-		if _, err := w.write(w.buf[pw.start:pw.end], pw.off); err != nil {
-			w.err = fmt.Errorf("write %s at %d: %w", w.f.Name(), pw.off, err)
-			return w.err
+	for _, pw := range b.writes {
+		if _, err := w.write(b.buf[pw.start:pw.end], pw.off); err != nil {
+			return es, fmt.Errorf("write %s at %d: %w", w.f.Name(), pw.off, err)
 		}
 	}
-	w.pending, w.buf = w.pending[:0], w.buf[:0]
-	return nil
+	return es, nil
 }
 
 // prepare asks the plugin to prepare ranges.

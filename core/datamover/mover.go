@@ -242,8 +242,8 @@ type Request struct {
 	// far, from any goroutine.
 	Progress func(done int64)
 	// Prepare, when set, is told the ranges the sink is about to write,
-	// a group of segments at a time, ahead of their reads (while the group
-	// before is moved): a replica writer that keeps restore points of a
+	// a few segments at a time, ahead of their reads (while the segments
+	// before are moved): a replica writer that keeps restore points of a
 	// file the mover writes itself saves what they need of those ranges
 	// (sdk.WritePreparer). Only runs with change tracking call it: they
 	// know their ranges, and they are few; a run that reads everything
@@ -303,7 +303,14 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 			continue
 		}
 		n := spanBytes(todo)
-		if len(group) > 0 && (len(group) >= GroupSegments || groupBytes+n > GroupBytes) {
+		// A run that reads everything waits for a group's digests before
+		// it reads the group: its first group is one segment, so that
+		// reading starts once that one is loaded.
+		limit := GroupSegments
+		if len(groups) == 0 && req.Changed == nil && req.Digests != nil {
+			limit = 1
+		}
+		if len(group) > 0 && (len(group) >= limit || groupBytes+n > GroupBytes) {
 			groups, group, groupBytes = append(groups, group), nil, 0
 		}
 		group = append(group, segmentWork{seg: seg, lo: lo, hi: hi, todo: todo, read: intersect(todo, readable)})
@@ -311,6 +318,10 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 	}
 	if len(group) > 0 {
 		groups = append(groups, group)
+	}
+	if req.Prepare != nil && req.Changed != nil {
+		stop := m.prepareAhead(ctx, groups)
+		defer stop()
 	}
 
 	// A group's writes are made durable and its digests put while the
@@ -382,6 +393,9 @@ type segmentWork struct {
 	seg        int
 	lo, hi     int64
 	todo, read []span
+	// prepared, when set, yields once the sink's writer prepared todo
+	// (nil: the segment's writes need no preparing).
+	prepared chan error
 }
 
 // whole reports whether the whole segment is to be handled.
@@ -395,28 +409,8 @@ func spanBytes(spans []span) int64 {
 	return n
 }
 
-// take takes the digests of a group of segments from the store and, in a
-// run with change tracking, has the sink's writer prepare the group's
-// ranges at the same time.
+// take takes the digests of a group of segments from the store.
 func (m *mover) take(ctx context.Context, g []segmentWork) ([]*Pending, error) {
-	if m.req.Prepare == nil || m.req.Changed == nil {
-		return m.takeDigests(ctx, g)
-	}
-	var ranges []sdk.Extent
-	for _, w := range g {
-		ranges = append(ranges, extents(w.todo)...)
-	}
-	prepared := make(chan error, 1)
-	go func() { prepared <- m.req.Prepare(ctx, ranges) }()
-	prevs, err := m.takeDigests(ctx, g)
-	if perr := <-prepared; err == nil && perr != nil {
-		err = fmt.Errorf("prepare the replica's writes of segments %d-%d: %w", g[0].seg, g[len(g)-1].seg, perr)
-	}
-	return prevs, err
-}
-
-// takeDigests takes the digests of a group of segments from the store.
-func (m *mover) takeDigests(ctx context.Context, g []segmentWork) ([]*Pending, error) {
 	if m.req.Digests == nil {
 		return make([]*Pending, len(g)), nil
 	}
@@ -546,9 +540,58 @@ func (m *mover) stats() Stats {
 		Elapsed: time.Since(m.start), ReadBusy: m.read.Total(), CPUBusy: m.cpu.Total(), SendBusy: m.send.Total()}
 }
 
+// prepareAhead has the sink's writer prepare the segments' ranges, in
+// order and ahead of their reads, in calls of 1, 2, 4... segments: the
+// first segment waits for one small call, and the calls grow while the
+// reads behind them keep them busy. Each segment's prepared channel
+// yields the outcome. The returned function stops preparing and waits
+// for the call under way.
+func (m *mover) prepareAhead(ctx context.Context, groups [][]segmentWork) (stop func()) {
+	var all []*segmentWork
+	for _, g := range groups {
+		for i := range g {
+			g[i].prepared = make(chan error, 1)
+			all = append(all, &g[i])
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var err error
+		for i, n := 0, 1; i < len(all); n *= 2 {
+			j := min(i+n, len(all))
+			if err == nil {
+				var ranges []sdk.Extent
+				for _, w := range all[i:j] {
+					ranges = append(ranges, extents(w.todo)...)
+				}
+				if err = m.req.Prepare(ctx, ranges); err != nil {
+					err = fmt.Errorf("prepare the replica's writes of segments %d-%d: %w", all[i].seg, all[j-1].seg, err)
+				}
+			}
+			for _, w := range all[i:j] {
+				w.prepared <- err
+			}
+			i = j
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
 // segment moves the blocks of one segment whose replica digests are prev
 // (nil: unknown) and returns the new digests of the blocks it handled.
 func (m *mover) segment(ctx context.Context, w segmentWork, prev *Pending) (Update, error) {
+	if w.prepared != nil {
+		select {
+		case err := <-w.prepared:
+			if err != nil {
+				return Update{}, err
+			}
+		case <-ctx.Done():
+			return Update{}, ctx.Err()
+		}
+	}
 	n := int((w.hi - w.lo + m.bs - 1) / m.bs)
 	st := &segmentState{lo: w.lo, hi: w.hi, blocks: n, prev: prev, next: m.digests(n)}
 	whole := w.whole()
