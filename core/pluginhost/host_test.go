@@ -565,3 +565,23 @@ func BenchmarkRepositoryGet(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkStartStop measures the fixed cost of a plugin for every ferry
+// command that uses one: starting it (the process, go-plugin's handshake,
+// the TLS connection, its Info), reported as start-ms/op, and stopping it.
+func BenchmarkStartStop(b *testing.B) {
+	ctx := context.Background()
+	var start time.Duration
+	for b.Loop() {
+		h := New(Options{Dirs: []string{pluginDir}, StopDrain: time.Second})
+		t0 := time.Now()
+		if _, err := h.Info(ctx, "good"); err != nil {
+			b.Fatal(err)
+		}
+		start += time.Since(t0)
+		if err := h.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(start.Microseconds())/1e3/float64(b.N), "start-ms/op")
+}
