@@ -10,6 +10,14 @@
 // side, Client returns the same Go interfaces backed by the remote process,
 // so the core is written once against Source, Target and Repository.
 //
+// The connection is mutual TLS 1.3 with a key pair for each side that the
+// host makes for each start (NewHostTLS) and hands the plugin in the
+// environment variable FERRY_PLUGIN_TLS. The sdk takes the variable out of
+// the environment when it is initialised, before the plugin's main runs, so
+// no process the plugin starts inherits its key. Started by a ferry that
+// predates the variable, Serve falls back to go-plugin's automatic mutual
+// TLS, as a plugin built with an older sdk does with a newer ferry.
+//
 // Disk data crosses the boundary in one of two lanes behind one API
 // (DiskReader, DiskWriter): a gRPC stream of large chunks with offsets and
 // CRC32C checksums, or, where a component offers it and the data is local, a

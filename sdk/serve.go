@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"time"
@@ -61,6 +62,10 @@ const DispenseName = pluginName
 // when the host ends it. It must be called from main before anything is
 // written to stdout: stdout carries the handshake. Logs go to stderr as
 // JSON through hclog, and the host files them under the plugin's name.
+//
+// The connection is mutual TLS with the key pair the host made for this
+// start (see NewHostTLS); started by a ferry that predates them, the
+// plugin falls back to go-plugin's automatic mutual TLS.
 func Serve(p *Plugin) {
 	log := hclog.New(&hclog.LoggerOptions{
 		Name:       "ferry-plugin-" + p.Name,
@@ -74,14 +79,25 @@ func Serve(p *Plugin) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	go watchParent(os.Getppid(), time.Second, log)
-	endGroupOnTerm(log)
-	plugin.Serve(&plugin.ServeConfig{
+	cfg := &plugin.ServeConfig{
 		HandshakeConfig:  Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{ProtocolMajor: {pluginName: &grpcPlugin{srv: srv}}},
 		GRPCServer:       func(opts []grpc.ServerOption) *grpc.Server { return srv.GRPCServer(opts...) },
 		Logger:           log,
-	})
+	}
+	if handedTLS != "" {
+		tlsConfig, err := pluginTLSConfig(handedTLS)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		// With a TLSProvider, go-plugin makes no certificate of its own
+		// and sends none in the handshake.
+		cfg.TLSProvider = func() (*tls.Config, error) { return tlsConfig, nil }
+	}
+	go watchParent(os.Getppid(), time.Second, log)
+	endGroupOnTerm(log)
+	plugin.Serve(cfg)
 }
 
 // Logger returns the logger of a served plugin: JSON on the stderr the
