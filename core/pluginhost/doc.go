@@ -20,11 +20,24 @@
 // (exec.Cmd.WaitDelay), and a line of any length on its stdout never
 // blocks it.
 //
-// The connection to a plugin uses mutual TLS (go-plugin's AutoMTLS, with a
-// certificate made for each start), over a unix socket in a folder only the
-// user can enter: <tmp>/ferry-<uid>/<pid>, removed when the last Host of
-// the process closes; the folders of ferry processes that are gone are
-// removed when the next one starts a plugin.
+// The connection to a plugin is mutual TLS 1.3 over a unix socket in a
+// folder only the user can enter: <tmp>/ferry-<uid>/<pid>, removed when the
+// last Host of the process closes; the folders of ferry processes that are
+// gone are removed when the next one starts a plugin (on Windows, over TCP
+// on the loopback address, where TLS alone keeps others out). For each start
+// the host makes two P-256 keys with self-signed certificates, its own and
+// the plugin's (sdk.NewHostTLS), and hands the plugin its key and the host's
+// certificate in its environment (FERRY_PLUGIN_TLS), which the sdk clears
+// before the plugin's main runs. The plugin's listener accepts only ferry's
+// certificate, and ferry only the plugin's: another process cannot talk to
+// the plugin, or pose as it. A plugin built with an older sdk answers with
+// go-plugin's automatic mutual TLS instead (the host's certificate in
+// PLUGIN_CLIENT_CERT, a P-521 key of its own, its certificate in the
+// handshake line), with the same property. The environment of a plugin
+// process, like the socket folder, can be read only by the same user and
+// root (on Linux, /proc/<pid>/environ shows it for the process's life), who
+// could read the process's memory anyway: the keys are kept from other
+// users, not from them.
 //
 // This package never holds policy: what a plugin is asked to do is decided
 // by the core's other packages.

@@ -240,16 +240,24 @@ func (h *Host) start(ctx context.Context, f Found) (*process, error) {
 		}
 		h.sockDir = dir
 	}
+	// The plugin's listener accepts only ferry's certificate, and ferry
+	// only the plugin's: another process cannot talk to the plugin, or
+	// pose as it.
+	creds, err := sdk.NewHostTLS()
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s (%s): %w", f.Name, f.Path, err)
+	}
 	p := &process{name: f.Name, path: f.Path}
 	stderr := &tailWriter{max: 4096}
 	p.client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		VersionedPlugins: sdk.ClientPlugins(sdk.ClientOptions{Name: f.Name, Exited: func() bool { return p.client.Exited() }}),
-		// go-plugin fills spec's environment (handshake, certificate,
-		// socket folder); the runner starts the plugin from it.
+		// go-plugin fills spec's environment (handshake, socket
+		// folder); the runner starts the plugin from it, with the
+		// plugin's credentials.
 		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
 			cmd := exec.Command(f.Path)
-			cmd.Env = spec.Env
+			cmd.Env = append(spec.Env, creds.Env...)
 			for _, k := range allowedEnv {
 				if v, ok := os.LookupEnv(k); ok {
 					cmd.Env = append(cmd.Env, k+"="+v)
@@ -259,10 +267,11 @@ func (h *Host) start(ctx context.Context, f Found) (*process, error) {
 		},
 		SkipHostEnv:      true,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		// The plugin's listener accepts only ferry's certificate, and
-		// ferry only the plugin's: another process cannot talk to the
-		// plugin, or pose as it.
-		AutoMTLS:         true,
+		// Not go-plugin's AutoMTLS, which makes a P-521 key on each
+		// side. A plugin of an older sdk still answers with it, and
+		// go-plugin trusts the certificate it sends in the handshake
+		// in place of the one made here (see sdk.NewHostTLS).
+		TLSConfig:        creds.Config,
 		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: h.sockDir},
 		Logger:           h.log.Named(f.Name),
 		StartTimeout:     h.opts.StartTimeout,

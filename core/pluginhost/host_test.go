@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build test plugin: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	for _, name := range []string{"noisy", "crashy", "hang", "liar", "forker", "shouter"} {
+	for _, name := range []string{"noisy", "crashy", "hang", "liar", "forker", "shouter", "oldsdk", "impostor"} {
 		if err := os.Link(good, filepath.Join(dir, Prefix+name)); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)

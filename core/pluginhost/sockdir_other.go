@@ -3,7 +3,7 @@
 package pluginhost
 
 // acquireSocketDir has nothing to do where plugins listen on TCP
-// (Windows): go-plugin's mutual TLS keeps other processes out.
+// (Windows): mutual TLS keeps other processes out.
 func acquireSocketDir() (string, error) { return "", nil }
 
 func releaseSocketDir() {}

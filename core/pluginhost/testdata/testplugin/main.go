@@ -12,11 +12,26 @@
 //	ferry-plugin-shouter writes a 200 KiB line on stdout and on stderr
 //	                     (the process's and go-plugin's redirected ones)
 //	                     at a Get of the key "shout"
+//	ferry-plugin-oldsdk  serves as a plugin of an sdk without
+//	                     FERRY_PLUGIN_TLS did: go-plugin's automatic
+//	                     mutual TLS, with a P-521 key of its own
+//	ferry-plugin-impostor serves with a key and certificate of its own
+//	                     instead of those ferry handed it (it trusts
+//	                     ferry's certificate)
+//
+// Every one of them answers a Get of the key "child-env" with the
+// environment of a child process it starts there.
 package main
 
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,8 +39,12 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/hashicorp/go-hclog"
+	plugin "github.com/hashicorp/go-plugin"
 	"github.com/zclconf/go-cty/cty"
+	"google.golang.org/grpc"
 
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
@@ -53,7 +72,7 @@ func main() {
 	if name == "liar" {
 		pluginName = "somebody-else"
 	}
-	sdk.Serve(&sdk.Plugin{
+	p := &sdk.Plugin{
 		Name:    pluginName,
 		Version: "1.2.3",
 		Repositories: map[string]sdk.Component[sdk.Repository]{
@@ -73,7 +92,74 @@ func main() {
 				},
 			},
 		},
+	}
+	switch name {
+	case "oldsdk":
+		serveWith(p, nil)
+	case "impostor":
+		serveWith(p, impostorTLS)
+	default:
+		sdk.Serve(p)
+	}
+}
+
+// serveWith serves p through go-plugin as sdk.Serve does, but with the
+// given TLS setup: nil is go-plugin's automatic mutual TLS alone, the way
+// sdk.Serve served before ferry handed plugins their keys.
+func serveWith(p *sdk.Plugin, tlsProvider func() (*tls.Config, error)) {
+	log := hclog.New(&hclog.LoggerOptions{Output: os.Stderr, JSONFormat: true})
+	srv, err := sdk.NewServer(p, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig:  sdk.Handshake,
+		VersionedPlugins: map[int]plugin.PluginSet{sdk.ProtocolMajor: {sdk.DispenseName: servedPlugin{}}},
+		GRPCServer:       func(opts []grpc.ServerOption) *grpc.Server { return srv.GRPCServer(opts...) },
+		TLSProvider:      tlsProvider,
+		Logger:           log,
 	})
+}
+
+// servedPlugin is the plugin side of go-plugin's plugin set: the server
+// from sdk.NewServer has every service registered already.
+type servedPlugin struct{ plugin.NetRPCUnsupportedPlugin }
+
+func (servedPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error { return nil }
+
+func (servedPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientConn) (any, error) {
+	return nil, fmt.Errorf("the test plugin is no host")
+}
+
+// impostorTLS serves with a fresh key and certificate, as a process would
+// that poses as the plugin, and accepts ferry's certificate.
+func impostorTLS() (*tls.Config, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "localhost"},
+		DNSNames:    []string{"localhost"},
+		NotBefore:   time.Now().Add(-time.Minute),
+		NotAfter:    time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, err
+	}
+	ferry := x509.NewCertPool()
+	if !ferry.AppendCertsFromPEM([]byte(os.Getenv("PLUGIN_CLIENT_CERT"))) {
+		return nil, fmt.Errorf("no certificate of ferry in PLUGIN_CLIENT_CERT")
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    ferry,
+	}, nil
 }
 
 type object struct {
@@ -101,6 +187,10 @@ func (m *memRepo) Put(ctx context.Context, key string, data []byte, ifGen int64)
 func (m *memRepo) Get(ctx context.Context, key string) ([]byte, sdk.ObjectInfo, error) {
 	if key == "crash" && m.behaviour == "crashy" {
 		os.Exit(7)
+	}
+	if key == "child-env" {
+		out, err := exec.CommandContext(ctx, "env").Output()
+		return out, sdk.ObjectInfo{Key: key}, err
 	}
 	if key == "shout" && m.behaviour == "shouter" {
 		// Straight to the process's stdout and stderr, and to
