@@ -21,12 +21,24 @@ const maxChunkBytes = 16 << 20
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// zeros is a read-only page of zeros for comparisons and zero writes.
-var zeros = make([]byte, maxChunkBytes)
+// zeros is a run of zeros, never written, for comparisons and zero
+// writes. It is an array, not a slice made at init: it lives in the
+// binary's zero-filled data and costs nothing until its pages are read,
+// where 16 MiB allocated at init cost every process that links the sdk
+// (ferry too) a few milliseconds. A zero write hands WriteAt as much of it
+// as the chunk covers, up to all of it, as before: a target may treat a
+// large write differently from many small ones (a VHDX block written whole
+// with zeros stays unallocated; the vSphere target may sync its undo
+// store at each write).
+var zeros [maxChunkBytes]byte
+
+// zeroWindow is how much of zeros isZero compares at a time: a window
+// that stays in the cache, so a comparison reads mostly b.
+const zeroWindow = 64 << 10
 
 func isZero(b []byte) bool {
 	for len(b) > 0 {
-		n := min(len(b), len(zeros))
+		n := min(len(b), zeroWindow)
 		if !bytes.Equal(b[:n], zeros[:n]) {
 			return false
 		}
