@@ -189,15 +189,9 @@ func (p *proxyProc) stop() {
 	if p.cmd == nil || p.cmd.Process == nil {
 		return
 	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		p.cmd.Process.Kill()
-		<-done
-	}
+	endProcess(p.cmd.Process, done, 5*time.Second)
 	p.cmd = nil
 }
 
@@ -445,20 +439,14 @@ func parseStatCPU(stat string) (time.Duration, error) {
 // the proxies just copied; sent is what the proxies' data stream carried,
 // which the TLS stage pushes.
 func (b *bench) proxyPeers(ctx context.Context, set *ProxySet, sent int64) {
-	_, zerr := exec.LookPath("zstd")
+	zpath, zerr := exec.LookPath("zstd")
 	if zerr != nil {
 		set.PeerSkipped = "no zstd command (apt-get install zstd)"
-	} else if why := sshUsable(ctx); why != "" {
-		set.PeerSkipped = why
 	} else {
-		p, err := b.runZstdSSH(ctx)
-		if err != nil {
-			set.PeerSkipped = "failed: " + err.Error()
-		}
-		set.Peer = p
+		b.runSSHPeer(ctx, set, zpath)
 	}
 	if set.Peer != nil {
-		b.logf("two proxies: %s in %s", set.Peer.Tool, secs(set.Peer.Usage.Wall))
+		b.logf("two proxies: %s in %s, through %s, cipher %s", set.Peer.Tool, secs(set.Peer.Usage.Wall), set.PeerSSHD, set.PeerCipher)
 	} else {
 		b.logf("two proxies: zstd | ssh skipped: %s", set.PeerSkipped)
 	}
@@ -498,30 +486,36 @@ func (b *bench) runStage(ctx context.Context, s *StageRun, inputs ...string) {
 	b.logf("two proxies: stage %s in %s", s.Name, secs(u.Wall))
 }
 
-// sshUsable says why `ssh 127.0.0.1` cannot run the peer without a
-// person, or "" when it can. The bench never sets ssh up.
-func sshUsable(ctx context.Context) string {
-	if _, err := exec.LookPath("ssh"); err != nil {
-		return "no ssh command"
+// runSSHPeer finds how ssh reaches 127.0.0.1 (sshpeer.go) and runs the
+// peer through it; the bench's own sshd, if it started one, runs for this
+// alone.
+func (b *bench) runSSHPeer(ctx context.Context, set *ProxySet, zstd string) {
+	route, why := sshRouteFor(ctx, filepath.Join(b.scratch, "sshd"), zstd, b.logf)
+	if why != "" {
+		set.PeerSkipped = why
+		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	args := []string{"ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "127.0.0.1", "zstd --version"}
-	if out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
-		return fmt.Sprintf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(lastLines(string(out), 2)))
+	defer route.close()
+	set.PeerSSHD, set.PeerCipher, set.PeerServer = route.sshd, route.cipher, route.server
+	b.logf("two proxies: zstd | ssh through %s", route.sshd)
+	p, err := b.runZstdSSH(ctx, route, zstd)
+	if err != nil {
+		set.PeerSkipped = "failed: " + err.Error()
 	}
-	return ""
+	set.Peer = p
 }
 
 // runZstdSSH is the peer of a full copy between two sites: the disk
 // compressed on every core, sent through ssh to this host, decompressed
 // into a copy. Only the sending side is this process's descendant: the
-// receiving zstd's CPU is sshd's, not counted here.
-func (b *bench) runZstdSSH(ctx context.Context) (*PeerRun, error) {
+// receiving zstd's CPU is sshd's (the machine's or the bench's own), not
+// counted here. zstd is the zstd command, run by its path on both sides.
+func (b *bench) runZstdSSH(ctx context.Context, route *sshRoute, zstd string) (*PeerRun, error) {
 	copyPath := filepath.Join(b.scratch, "ssh-copy.img")
 	defer os.Remove(copyPath)
-	script := `zstd -1 -T0 -q -c < "$1" | ssh -o BatchMode=yes 127.0.0.1 "zstd -q -d > '$2'"`
-	args := []string{"sh", "-c", script, "sh", b.disk, copyPath}
+	script := `disk=$1 zstd=$2; shift 2; "$zstd" -1 -T0 -q -c < "$disk" | "$@"`
+	args := append([]string{"sh", "-c", script, "sh", b.disk, zstd, "ssh"}, route.opts...)
+	args = append(args, "127.0.0.1", shellQuote(zstd)+" -q -d > "+shellQuote(copyPath))
 	if err := b.cache(b.disk); err != nil {
 		return nil, err
 	}

@@ -19,6 +19,13 @@ type ProxySet struct {
 	// after the full copy on the same disk; nil when PeerSkipped says why.
 	Peer        *PeerRun `json:"peer,omitempty"`
 	PeerSkipped string   `json:"peer_skipped,omitempty"`
+	// PeerSSHD says which sshd the peer's ssh reached: the machine's, or
+	// the bench's own and its port (sshpeer.go). PeerCipher is the cipher
+	// ssh negotiated for the data (client to server) and PeerServer the
+	// far side's version, both from ssh -v.
+	PeerSSHD   string `json:"peer_sshd,omitempty"`
+	PeerCipher string `json:"peer_cipher,omitempty"`
+	PeerServer string `json:"peer_server,omitempty"`
 	// Stages are the full copy's stages measured alone, on the same disk:
 	// compression (zstd -1 -T0), TLS over loopback, the disk write.
 	Stages []StageRun `json:"stages"`
