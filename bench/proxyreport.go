@@ -248,6 +248,18 @@ func proxyGoals(p *ProxySet, diskSize int64) []Goal {
 	return goals
 }
 
+// sshDetails is ", OpenSSH_x, cipher c" with what is known of both.
+func sshDetails(server, cipher string) string {
+	var s string
+	if server != "" {
+		s += ", " + server
+	}
+	if cipher != "" {
+		s += ", cipher " + cipher
+	}
+	return s
+}
+
 // rate is n bytes in d as MB/s.
 func rate(n int64, d time.Duration) string {
 	if d <= 0 {
@@ -334,6 +346,9 @@ func (r *Report) writeProxies(b *strings.Builder) error {
 	}
 	for _, line := range skipped {
 		b.WriteString(line + "\n")
+	}
+	if p.Peer != nil && p.PeerSSHD != "" {
+		fmt.Fprintf(b, "zstd | ssh went through %s%s\n", p.PeerSSHD, sshDetails(p.PeerServer, p.PeerCipher))
 	}
 	if slow, why := p.Slowest(); slow != nil {
 		fmt.Fprintf(b, "slowest stage: %s, %s\n", slow.Name, rate(r.Size, slow.Usage.Wall))

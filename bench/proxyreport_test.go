@@ -137,3 +137,25 @@ func TestWriteProxies(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteProxiesPeerRoute(t *testing.T) {
+	p := &ProxySet{
+		Scenarios: []ProxyScenario{proxied(KeyProxyFull, 4*time.Second, 100, 200)},
+		Stages:    stages(time.Second, 2*time.Second, 3*time.Second),
+		Peer:      &PeerRun{Tool: "zstd -1 -T0 | ssh 127.0.0.1 'zstd -d'", Usage: run(10 * time.Second)},
+		PeerSSHD:  "the bench's own sshd (/usr/sbin/sshd, as root) on 127.0.0.1:40222", PeerServer: "OpenSSH_9.2p1", PeerCipher: "chacha20-poly1305@openssh.com",
+	}
+	r := &Report{Size: 4 << 30, DirectSkipped: true, Proxies: p}
+	r.Goals = EvaluateGoals(r)
+	var b strings.Builder
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"zstd | ssh went through the bench's own sshd (/usr/sbin/sshd, as root) on 127.0.0.1:40222, OpenSSH_9.2p1, cipher chacha20-poly1305@openssh.com",
+		"PASS  two proxies: full copy vs zstd -1 -T0 | ssh", "2.5x (4.00s vs 10.0s)"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("the text lacks %q:\n%s", want, b.String())
+		}
+	}
+}

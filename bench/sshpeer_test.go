@@ -206,6 +206,15 @@ func TestMissingPrivsep(t *testing.T) {
 	}
 }
 
+func TestSSHDetails(t *testing.T) {
+	if got := sshDetails("OpenSSH_9.2p1", "chacha20-poly1305@openssh.com"); got != ", OpenSSH_9.2p1, cipher chacha20-poly1305@openssh.com" {
+		t.Errorf("sshDetails = %q", got)
+	}
+	if got := sshDetails("", ""); got != "" {
+		t.Errorf("sshDetails of nothing = %q", got)
+	}
+}
+
 // needSSHClient skips a test that runs ssh or ssh-keygen where they are
 // not installed.
 func needSSHClient(t *testing.T) {
@@ -320,5 +329,5 @@ func TestSSHRoute(t *testing.T) {
 	if r.sshd == "" || r.cipher == "" {
 		t.Errorf("route %+v: which sshd, and the cipher, should be known", r)
 	}
-	t.Logf("through %s, %s, cipher %s", r.sshd, r.server, r.cipher)
+	t.Logf("through %s%s", r.sshd, sshDetails(r.server, r.cipher))
 }
