@@ -19,14 +19,19 @@ import (
 // one is. The source's delta layers and the target's undo stores are block
 // stores.
 //
-// NAME.idx starts with a 16-byte header (magic "FRYBLK01", block size as
+// NAME.idx starts with a 16-byte header (magic "FRYBLK02", block size as
 // uint32, CRC-32C of the first 12 bytes) followed by 24-byte records:
 //
 //	block number  uint64   little endian
-//	data offset   uint64   where the block sits in NAME.data
+//	data offset   uint64   where the block sits in NAME.data; all ones
+//	                       for a block of zeros, which takes no data
 //	data CRC      uint32   CRC-32C of the block
 //	record CRC    uint32   CRC-32C of the 20 bytes before it
 //
+// Stores made before zero blocks took no data have the magic "FRYBLK01"
+// and are read as they are; a writer appending to one keeps writing the
+// zeros too, so that an older plugin still reads it. An older plugin
+// refuses a "FRYBLK02" store as a bad header rather than misread it.
 // Write order: the blocks are appended to NAME.data and fsynced before
 // their records are appended to NAME.idx and fsynced, so a record always
 // points at durable data. A record torn by a crash fails its CRC and ends
@@ -36,9 +41,12 @@ import (
 // reading what it saw.
 
 const (
-	storeMagic      = "FRYBLK01"
+	storeMagic      = "FRYBLK02"
+	storeMagicV1    = "FRYBLK01"
 	storeHeaderSize = 16
 	storeRecordSize = 24
+	// zeroOff is the data offset of a block of zeros.
+	zeroOff = -1
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -74,11 +82,24 @@ func storeHeader(bs int64) []byte {
 	return h
 }
 
-// checkHeader reports whether h is a valid header for block size bs.
-func checkHeader(h []byte, bs int64) bool {
-	return len(h) >= storeHeaderSize && string(h[:8]) == storeMagic &&
+// checkHeader reports whether h is a valid header for block size bs, and
+// whether its store may hold blocks of zeros without data.
+func checkHeader(h []byte, bs int64) (ok, zeros bool) {
+	ok = len(h) >= storeHeaderSize && (string(h[:8]) == storeMagic || string(h[:8]) == storeMagicV1) &&
 		binary.LittleEndian.Uint32(h[8:]) == uint32(bs) &&
 		binary.LittleEndian.Uint32(h[12:]) == crc32.Checksum(h[:12], castagnoli)
+	return ok, ok && string(h[:8]) == storeMagic
+}
+
+// isHeader reports whether h is a valid header for block size bs.
+func isHeader(h []byte, bs int64) bool {
+	ok, _ := checkHeader(h, bs)
+	return ok
+}
+
+// zeroCRC returns the CRC-32C of a block of zeros of bs bytes.
+func zeroCRC(bs int64) uint32 {
+	return crc32.Update(0, castagnoli, make([]byte, bs))
 }
 
 // scanIndex reads the records of idx from byte from to the first torn or
@@ -109,7 +130,7 @@ func scanIndex(idx *os.File, from int64, ix blockIndex) (int64, error) {
 			}
 			b := int64(binary.LittleEndian.Uint64(r[0:]))
 			off := int64(binary.LittleEndian.Uint64(r[8:]))
-			if b < 0 || off < 0 {
+			if b < 0 || (off < 0 && off != zeroOff) {
 				return from, nil
 			}
 			ix[b] = blockEntry{off: off, crc: binary.LittleEndian.Uint32(r[16:])}
@@ -132,6 +153,10 @@ type storeWriter struct {
 	// records wait in recs.
 	stagedEnd int64
 	recs      []byte
+	// zeros says blocks of zeros are recorded without data (a
+	// "FRYBLK02" store); zeroCRC is their CRC.
+	zeros   bool
+	zeroCRC uint32
 }
 
 // openStoreWriter opens (creating) the block store NAME in dir for
@@ -165,9 +190,12 @@ func (w *storeWriter) init() error {
 	}
 	h := make([]byte, storeHeaderSize)
 	n, _ := w.idx.ReadAt(h, 0)
+	ok, zeros := checkHeader(h, w.bs)
+	w.zeros, w.zeroCRC = zeros, zeroCRC(w.bs)
 	switch {
-	case n == storeHeaderSize && checkHeader(h, w.bs):
+	case n == storeHeaderSize && ok:
 	case st.Size() <= storeHeaderSize:
+		w.zeros = true
 		// New, or a header torn by a crash before any record could follow.
 		if err := w.idx.Truncate(0); err != nil {
 			return fmt.Errorf("reset %s: %w", w.idx.Name(), err)
@@ -234,21 +262,68 @@ func (w *storeWriter) stage(blocks []int64, buf []byte) error {
 		w.abort()
 		return fmt.Errorf("block store %s: %d bytes for %d blocks", w.data.Name(), len(buf), len(blocks))
 	}
-	if _, err := w.data.WriteAt(buf, w.stagedEnd); err != nil {
-		w.abort()
-		return fmt.Errorf("append %s: %w", w.data.Name(), err)
-	}
 	at := len(w.recs)
 	w.recs = slices.Grow(w.recs, len(blocks)*storeRecordSize)[:at+len(blocks)*storeRecordSize]
+	// Runs of blocks with data are appended with one write each; blocks
+	// of zeros take a record alone.
+	end := w.stagedEnd
+	run := -1 // the first block of the run of data blocks under way
+	flush := func(upTo int) error {
+		if run < 0 {
+			return nil
+		}
+		p := buf[int64(run)*w.bs : int64(upTo)*w.bs]
+		if _, err := w.data.WriteAt(p, end); err != nil {
+			w.abort()
+			return fmt.Errorf("append %s: %w", w.data.Name(), err)
+		}
+		end += int64(len(p))
+		run = -1
+		return nil
+	}
 	for i, b := range blocks {
+		block := buf[int64(i)*w.bs : int64(i+1)*w.bs]
 		r := w.recs[at+i*storeRecordSize : at+(i+1)*storeRecordSize]
 		binary.LittleEndian.PutUint64(r[0:], uint64(b))
-		binary.LittleEndian.PutUint64(r[8:], uint64(w.stagedEnd+int64(i)*w.bs))
-		binary.LittleEndian.PutUint32(r[16:], crc32.Checksum(buf[int64(i)*w.bs:int64(i+1)*w.bs], castagnoli))
+		if w.zeros && isZeroBlock(block) {
+			if err := flush(i); err != nil {
+				return err
+			}
+			binary.LittleEndian.PutUint64(r[8:], uint64(zeroOffBits))
+			binary.LittleEndian.PutUint32(r[16:], w.zeroCRC)
+		} else {
+			if run < 0 {
+				run = i
+			}
+			binary.LittleEndian.PutUint64(r[8:], uint64(end+int64(i-run)*w.bs))
+			binary.LittleEndian.PutUint32(r[16:], crc32.Checksum(block, castagnoli))
+		}
 		binary.LittleEndian.PutUint32(r[20:], crc32.Checksum(r[:20], castagnoli))
 	}
-	w.stagedEnd += int64(len(buf))
+	if err := flush(len(blocks)); err != nil {
+		return err
+	}
+	w.stagedEnd = end
 	return nil
+}
+
+// zeroOffBits is zeroOff as stored: all ones.
+const zeroOffBits = ^uint64(0)
+
+// isZeroBlock reports whether b holds only zeros.
+func isZeroBlock(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // commit makes the staged blocks durable and adds them to the store: one
@@ -330,7 +405,7 @@ func (r *storeReader) refresh() error {
 			return fmt.Errorf("open block store: %w", err)
 		}
 		h := make([]byte, storeHeaderSize)
-		if n, _ := idx.ReadAt(h, 0); n < storeHeaderSize || !checkHeader(h, r.bs) {
+		if n, _ := idx.ReadAt(h, 0); n < storeHeaderSize || !isHeader(h, r.bs) {
 			st, err := idx.Stat()
 			idx.Close()
 			if err == nil && st.Size() > storeHeaderSize {
@@ -384,6 +459,11 @@ func (r *storeReader) readBlocks(ix blockIndex, blocks []int64, buf []byte) erro
 	bs := r.bs
 	for i := 0; i < len(blocks); {
 		first := ix[blocks[i]]
+		if first.off == zeroOff {
+			clear(buf[int64(i)*bs : int64(i+1)*bs])
+			i++
+			continue
+		}
 		j := i + 1
 		for j < len(blocks) && ix[blocks[j]].off == first.off+int64(j-i)*bs {
 			j++
@@ -438,6 +518,10 @@ func (r *storeReader) close() error {
 }
 
 func readStoredBlock(data *os.File, e blockEntry, buf []byte) error {
+	if e.off == zeroOff {
+		clear(buf)
+		return nil
+	}
 	if data == nil {
 		return fmt.Errorf("read block store: no data file")
 	}
