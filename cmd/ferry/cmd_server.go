@@ -125,9 +125,14 @@ func runServer(e *env, o serverOptions) error {
 		srv.Publish(serverEvent(ev))
 	})
 	defer stopRecording()
-	run := func(ctx context.Context, job *config.Job) (*catalog.Session, error) {
+	run := func(ctx context.Context, job *config.Job, began func(string)) (*catalog.Session, error) {
 		eng := st.engine()
-		eng.Events = events
+		eng.Events = func(ev engine.Event) {
+			if ev.Kind == engine.SessionStarted {
+				began(ev.Session)
+			}
+			events(ev)
+		}
 		return eng.Run(ctx, job)
 	}
 	srv = server.New(run, w.cat, logger, server.Options{MaxSessions: o.maxSessions, SkipMissed: o.skipMissed, KeepSessions: keep})

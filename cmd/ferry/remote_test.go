@@ -46,11 +46,12 @@ func newAPILab(t *testing.T) *apiLab {
 		"web": {Name: "web", VMs: []string{"web-01"}},
 		"db":  {Name: "db", VMs: []string{"db-01"}, Schedule: every},
 	}}
-	run := func(ctx context.Context, job *config.Job) (*catalog.Session, error) {
+	run := func(ctx context.Context, job *config.Job, began func(string)) (*catalog.Session, error) {
 		s, err := cat.BeginSession(job.Name)
 		if err != nil {
 			return nil, err
 		}
+		began(s.ID)
 		time.Sleep(300 * time.Millisecond) // long enough to be followed
 		for _, vm := range job.VMs {
 			if err := cat.AddRestorePoint(&catalog.RestorePoint{Job: job.Name, VM: vm, ID: s.ID, Session: s.ID, Created: time.Now()}); err != nil {
@@ -187,3 +188,4 @@ func TestTheCommandLineAsAClient(t *testing.T) {
 	fails(exitFailure, "FERRY_CACERT", l.reader, "--server", "https://127.0.0.1:7444", "status")
 	fails(exitFailure, "does not act through a ferry server", l.operator, "failover", "plan", "site-a")
 }
+

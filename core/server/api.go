@@ -59,14 +59,17 @@ func (s *Server) routes(m *Metrics, version string) []route {
 			writeJSON(w, http.StatusOK, j)
 		}},
 		{"POST", "/v1/jobs/{name}/run", func(w http.ResponseWriter, r *http.Request) {
-			now, err := s.RunNow(r.PathValue("name"))
+			asked, err := s.RunNow(r.Context(), r.PathValue("name"))
 			switch {
+			case err == nil:
+				writeJSON(w, http.StatusAccepted, asked)
 			case errors.Is(err, ErrUnknownJob):
 				writeError(w, http.StatusNotFound, "not_found", err.Error())
-			case err != nil:
-				writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+			case asked.Started:
+				// The run ended before its session began.
+				writeActionError(w, err)
 			default:
-				writeJSON(w, http.StatusAccepted, map[string]bool{"started": now, "queued": !now})
+				writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 			}
 		}},
 		{"GET", "/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
@@ -156,22 +159,30 @@ func (s *Server) failoverHandler(action string) http.HandlerFunc {
 			}
 		}
 		res, err := s.failover(r.Context(), r.PathValue("name"), r.PathValue("vm"), action, body.Point)
-		switch {
-		case err == nil:
-			writeJSON(w, http.StatusOK, res)
-		case errors.Is(err, ErrUnknownJob), errors.Is(err, errdefs.ErrNotFound):
-			writeError(w, http.StatusNotFound, "not_found", err.Error())
-		case errors.Is(err, ErrBusy):
-			writeError(w, http.StatusConflict, "failed_precondition", err.Error())
-		case errors.Is(err, errdefs.ErrInvalidArgument):
-			writeError(w, http.StatusBadRequest, "invalid_argument", err.Error())
-		case errors.Is(err, errdefs.ErrFailedPrecondition):
-			writeError(w, http.StatusConflict, "failed_precondition", err.Error())
-		case errors.Is(err, errdefs.ErrUnavailable):
-			writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
-		default:
-			writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		if err != nil {
+			writeActionError(w, err)
+			return
 		}
+		writeJSON(w, http.StatusOK, res)
+	}
+}
+
+// writeActionError answers the error of an action (a failover, a run
+// that ended before its session began) with the status of its class.
+func writeActionError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, ErrUnknownJob), errors.Is(err, errdefs.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, ErrBusy):
+		writeError(w, http.StatusConflict, "failed_precondition", err.Error())
+	case errors.Is(err, errdefs.ErrInvalidArgument):
+		writeError(w, http.StatusBadRequest, "invalid_argument", err.Error())
+	case errors.Is(err, errdefs.ErrFailedPrecondition):
+		writeError(w, http.StatusConflict, "failed_precondition", err.Error())
+	case errors.Is(err, errdefs.ErrUnavailable):
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
 	}
 }
 

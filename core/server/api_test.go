@@ -70,9 +70,9 @@ func TestAPI(t *testing.T) {
 	if len(list) != 2 || list[0].Name != "db" || list[0].Next == nil || list[0].RPO != "1h0m0s" || list[1].Name != "web" || list[1].Next != nil {
 		t.Fatalf("jobs %+v", list)
 	}
-	var started map[string]bool
+	var started map[string]any
 	get(t, srv, "POST", "/v1/jobs/web/run", 202, &started)
-	if !started["started"] {
+	if started["started"] != true || started["queued"] != false || started["session"] == "" {
 		t.Fatalf("run: %v", started)
 	}
 	<-ended
@@ -83,7 +83,7 @@ func TestAPI(t *testing.T) {
 	}
 	var sessions []catalog.Session
 	get(t, srv, "GET", "/v1/sessions?job=web", 200, &sessions)
-	if len(sessions) != 1 || sessions[0].ID != one.Last.ID {
+	if len(sessions) != 1 || sessions[0].ID != one.Last.ID || sessions[0].ID != started["session"] {
 		t.Fatalf("sessions %+v", sessions)
 	}
 	var sess catalog.Session
@@ -299,8 +299,8 @@ func TestFailoverThroughTheAPI(t *testing.T) {
 	post("/v1/jobs/db/vms/db-01/failover", `{"point": `, 400, &e)
 	post("/v1/jobs/nosuch/vms/db-01/failover", "", 404, &e)
 	// While a session of the job runs, no failover.
-	if now, err := s.RunNow("web"); !now || err != nil {
-		t.Fatal(now, err)
+	if asked, err := s.RunNow(context.Background(), "web"); !asked.Started || err != nil {
+		t.Fatal(asked, err)
 	}
 	post("/v1/jobs/web/vms/web-01/failover", "", 409, &e)
 	if e.Class != "failed_precondition" {
@@ -311,5 +311,58 @@ func TestFailoverThroughTheAPI(t *testing.T) {
 	want := []string{"db/db-01 start p1", "db/db-01 undo ", "db/db-01 commit ", "db/gone start ", "db/db-01 start nope"}
 	if strings.Join(asked, ",") != strings.Join(want, ",") {
 		t.Fatalf("asked %q, want %q", asked, want)
+	}
+}
+
+// TestTheRunAnswerSaysWhichSessionToFollow: POST /v1/jobs/NAME/run
+// answers the session a run began, or what a queued run comes after, or
+// that it waits for a slot; a run that ends before its session began is
+// an error of its class.
+func TestTheRunAnswerSaysWhichSessionToFollow(t *testing.T) {
+	l := newLab(t)
+	l.took["web"], l.took["db"] = time.Hour, time.Hour // until the server stops
+	l.refuse["bad"] = fmt.Errorf("begin session: another ferry runs it: %w", errdefs.ErrFailedPrecondition)
+	s := New(l.run, l.cat, nil, Options{MaxSessions: 1})
+	stop := serve(s, jobs(t, map[string]string{"web": "", "db": "", "bad": ""}))
+	defer stop()
+	srv := httptest.NewServer(s.Handler(NewMetrics(s), "test"))
+	defer srv.Close()
+
+	var e apiError
+	get(t, srv, "POST", "/v1/jobs/bad/run", 409, &e)
+	if e.Class != "failed_precondition" || !strings.Contains(e.Error, `job "bad": the run ended before its session began: begin session: another ferry runs it`) {
+		t.Fatalf("a run that ends before its session: %+v", e)
+	}
+
+	var started, queued, waiting, joined Asked
+	get(t, srv, "POST", "/v1/jobs/web/run", 202, &started)
+	if !started.Started || started.Queued || started.Session == "" || started.After != "" {
+		t.Fatalf("started: %+v", started)
+	}
+	sess, err := l.cat.Session(started.Session)
+	if err != nil || sess.Job != "web" || sess.Result != catalog.ResultRunning {
+		t.Fatalf("the session answered: %+v, %v", sess, err)
+	}
+	var job JobStatus
+	if get(t, srv, "GET", "/v1/jobs/web", 200, &job); !job.Running || job.Session != started.Session {
+		t.Fatalf("the job while it runs: %+v", job)
+	}
+	get(t, srv, "POST", "/v1/jobs/web/run", 202, &queued)
+	if queued.Started || !queued.Queued || queued.Session != "" || queued.After != started.Session {
+		t.Fatalf("queued: %+v", queued)
+	}
+	// The only slot is web's: db waits for it, and a second ask is that
+	// same run, not one queued behind it.
+	get(t, srv, "POST", "/v1/jobs/db/run", 202, &waiting)
+	if !waiting.Started || !waiting.WaitingForSlot || waiting.Queued || waiting.Session != "" || waiting.After != "" {
+		t.Fatalf("waiting for a slot: %+v", waiting)
+	}
+	get(t, srv, "POST", "/v1/jobs/db/run", 202, &joined)
+	if joined != waiting {
+		t.Fatalf("asked again while waiting: %+v", joined)
+	}
+	var db JobStatus
+	if get(t, srv, "GET", "/v1/jobs/db", 200, &db); !db.Waiting || db.Queued || db.Session != "" {
+		t.Fatalf("the job waiting for a slot: %+v", db)
 	}
 }

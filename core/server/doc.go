@@ -5,7 +5,8 @@
 // Each job with a schedule runs when the schedule makes it due
 // (scheduler.Schedule.Next). One session of a job runs at a time: a run
 // that falls due while the job's last session still runs is queued once,
-// never stacked, and starts when that session ends. At most
+// never stacked, and starts when that session ends (a run that falls due
+// while the job's run waits for a slot is that run). At most
 // Options.MaxSessions sessions run at once, of all jobs; a run that falls
 // due while every slot is taken waits for one and says so. A run that fell
 // due while no server ran (the server was down, or killed) runs once at

@@ -17,8 +17,11 @@ import (
 )
 
 // Runner runs one session of a job until it ends or ctx is cancelled, as
-// `ferry run` does (engine.Engine.Run).
-type Runner func(ctx context.Context, job *config.Job) (*catalog.Session, error)
+// `ferry run` does (engine.Engine.Run). It calls began with the session's
+// id once the session has begun (the engine's SessionStarted), so that the
+// server can tell who asked for the run which session to follow; a run
+// that ends before its session begins never calls it.
+type Runner func(ctx context.Context, job *config.Job, began func(session string)) (*catalog.Session, error)
 
 // Options tune a Server.
 type Options struct {
@@ -83,13 +86,32 @@ type Server struct {
 type job struct {
 	cfg      *config.Job
 	next     time.Time // the next run due; zero: on demand only
-	running  bool      // a session runs or waits for a slot
+	running  bool      // a session runs or waits for a slot, or a failover runs
 	waiting  bool      // for a slot
 	queued   bool      // another run is due once this one ends
+	cur      *run      // the run under way; nil when none, or a failover
 	removed  bool      // gone from the configuration
 	last     *catalog.Session
 	lastErr  error
 	lastDone time.Time
+}
+
+// run is one run of a job, from its start until its session ends.
+type run struct {
+	session string // its session's id, once begun
+	err     error  // why it ended before its session began
+	// settled is closed once the session began, the run waits for a
+	// slot, or it ended: what RunNow waits for to answer.
+	settled chan struct{}
+}
+
+// settle closes r.settled once. Callers hold s.mu.
+func (r *run) settle() {
+	select {
+	case <-r.settled:
+	default:
+		close(r.settled)
+	}
 }
 
 // New returns a server that runs sessions with run and reads the catalog
@@ -230,12 +252,16 @@ func (s *Server) due(ctx context.Context) (<-chan time.Time, func()) {
 	for _, name := range slices.Sorted(maps.Keys(s.jobs)) {
 		j := s.jobs[name]
 		if !j.next.IsZero() && !j.next.After(now) {
-			if j.running {
+			switch {
+			case j.waiting:
+				// The run waiting for a slot has not begun its session: it
+				// is the run due.
+			case j.running:
 				if !j.queued {
 					s.log.Info("run due while the last one runs: queued", "job", name)
 				}
 				j.queued = true
-			} else {
+			default:
 				s.start(ctx, j, "schedule")
 			}
 			j.next = j.cfg.Schedule.Next(now)
@@ -263,24 +289,109 @@ func (s *Server) poke() {
 // not declare.
 var ErrUnknownJob = errors.New("no such job")
 
-// RunNow runs a job now, or once its running session ends (queued once).
-// It reports whether the run starts now.
-func (s *Server) RunNow(name string) (bool, error) {
+// Asked is what a run asked of the server became (RunNow): the answer of
+// POST /v1/jobs/{name}/run.
+type Asked struct {
+	Job string `json:"job"`
+	// Started is set when the run asked is the job's next session: it
+	// began (Session), or it waits for a session slot (WaitingForSlot).
+	Started bool `json:"started"`
+	// Queued is set when a session (or a failover) of the job runs: the
+	// run starts once that ends. It is queued once, however often asked.
+	Queued bool `json:"queued"`
+	// WaitingForSlot is set when the run waits for one of the
+	// Options.MaxSessions slots; it begins its session when it gets one.
+	WaitingForSlot bool `json:"waiting_for_slot,omitempty"`
+	// Session is the id of the run's session, when it began already.
+	Session string `json:"session,omitempty"`
+	// After is, when Session is not known yet, the job's session the run
+	// comes after: the one that runs, or (behind a failover, or waiting
+	// for a slot) the job's last one; "" when the job never had one. The
+	// run's session is the first of the job's sessions begun after it.
+	After string `json:"after,omitempty"`
+}
+
+// RunNow runs a job now, or once its running session (or failover) ends:
+// queued once, never stacked. A run asked while the job's run waits for a
+// slot is that run. When the run starts now, RunNow waits until its
+// session began (or the run waits for a slot) to say which session it is;
+// a run that ends before its session began is an error.
+func (s *Server) RunNow(ctx context.Context, name string) (Asked, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j := s.jobs[name]
-	if j == nil || j.removed {
-		return false, fmt.Errorf("%w %q", ErrUnknownJob, name)
+	asked := Asked{Job: name}
+	var mine *run // the run started for this ask
+	for {
+		j := s.jobs[name]
+		if j == nil || j.removed {
+			return asked, fmt.Errorf("%w %q", ErrUnknownJob, name)
+		}
+		if s.ctx == nil || s.ctx.Err() != nil {
+			return asked, errors.New("the server is stopping")
+		}
+		r := j.cur
+		switch {
+		case mine != nil && (r != mine || mine.session != ""):
+			if mine.session == "" {
+				return asked, mine.failedToBegin(name)
+			}
+			asked.Session = mine.session
+			return asked, nil
+		case mine != nil && j.waiting:
+			asked.WaitingForSlot, asked.After = true, s.lastSession(name)
+			return asked, nil
+		case !j.running:
+			s.start(s.ctx, j, "asked")
+			mine, asked.Started = j.cur, true
+		case r == nil: // a failover runs
+			j.queued, asked.Queued, asked.After = true, true, s.lastSession(name)
+			return asked, nil
+		case j.waiting:
+			// The run waiting for a slot has not begun its session: it
+			// is the run asked.
+			asked.Started, asked.WaitingForSlot, asked.After = true, true, s.lastSession(name)
+			return asked, nil
+		case r.session != "":
+			j.queued, asked.Queued, asked.After = true, true, r.session
+			return asked, nil
+		}
+		// A run has just started (this ask's, or another that has not
+		// begun its session yet): wait until its session began, it waits
+		// for a slot, or it ended; then look again.
+		settled := j.cur.settled
+		s.mu.Unlock()
+		select {
+		case <-settled:
+		case <-ctx.Done():
+		}
+		s.mu.Lock()
+		if ctx.Err() != nil {
+			return asked, ctx.Err()
+		}
 	}
-	if s.ctx == nil || s.ctx.Err() != nil {
-		return false, errors.New("the server is stopping")
+}
+
+// failedToBegin is the error of a run that ended before its session
+// began.
+func (r *run) failedToBegin(job string) error {
+	if r.err == nil {
+		return fmt.Errorf("job %q: the run ended before its session began", job)
 	}
-	if j.running {
-		j.queued = true
-		return false, nil
+	return fmt.Errorf("job %q: the run ended before its session began: %w", job, r.err)
+}
+
+// lastSession is the id of the job's newest session; "" when it has
+// none, or the catalog cannot say (the asker then follows the job's next
+// session).
+func (s *Server) lastSession(job string) string {
+	last, err := s.cat.Sessions(job, 1)
+	if err != nil {
+		s.log.Warn("read the job's last session", "job", job, "error", err)
 	}
-	s.start(s.ctx, j, "asked")
-	return true, nil
+	if len(last) == 0 {
+		return ""
+	}
+	return last[0].ID
 }
 
 // start runs a session of j in the background. Callers hold s.mu.
@@ -289,6 +400,8 @@ func (s *Server) start(ctx context.Context, j *job, why string) {
 		return
 	}
 	j.running, j.queued = true, false
+	r := &run{settled: make(chan struct{})}
+	j.cur = r
 	cfg := j.cfg
 	s.sessions.Add(1)
 	go func() {
@@ -298,13 +411,15 @@ func (s *Server) start(ctx context.Context, j *job, why string) {
 		default:
 			s.mu.Lock()
 			j.waiting = true
+			r.settle()
 			s.mu.Unlock()
 			s.log.Info("every session slot is taken: the run waits for one", "job", cfg.Name, "slots", cap(s.slots))
 			select {
 			case s.slots <- struct{}{}:
 			case <-ctx.Done():
 				s.mu.Lock()
-				j.running, j.waiting = false, false
+				j.running, j.waiting, j.cur = false, false, nil
+				r.err = ctx.Err()
 				s.mu.Unlock()
 				return
 			}
@@ -313,14 +428,21 @@ func (s *Server) start(ctx context.Context, j *job, why string) {
 			s.mu.Unlock()
 		}
 		s.log.Info("session starts", "job", cfg.Name, "why", why)
-		sess, err := s.run(ctx, cfg)
+		began := func(session string) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			r.session = session
+			r.settle()
+		}
+		sess, err := s.run(ctx, cfg, began)
 		<-s.slots
-		s.ended(ctx, j, sess, err)
+		s.ended(ctx, j, r, sess, err)
 	}()
 }
 
-// ended records a session's end and starts the run queued meanwhile.
-func (s *Server) ended(ctx context.Context, j *job, sess *catalog.Session, err error) {
+// ended records the end of r, a run of j, and starts the run queued
+// meanwhile.
+func (s *Server) ended(ctx context.Context, j *job, r *run, sess *catalog.Session, err error) {
 	name := j.cfg.Name
 	switch {
 	case err != nil && ctx.Err() != nil:
@@ -333,7 +455,12 @@ func (s *Server) ended(ctx context.Context, j *job, sess *catalog.Session, err e
 	// The job's state first, so that whoever hears of the end (Ended)
 	// finds the job no longer running.
 	s.mu.Lock()
-	j.running = false
+	if r.session == "" && sess != nil {
+		r.session = sess.ID // a Runner that did not say when it began
+	}
+	r.err = err
+	r.settle()
+	j.running, j.cur = false, nil
 	j.last, j.lastErr, j.lastDone = sess, err, time.Now()
 	if j.removed {
 		delete(s.jobs, name)

@@ -27,6 +27,7 @@ type lab struct {
 	starts map[string][]time.Duration // by job: when each session began, after t0
 	took   map[string]time.Duration   // by job: how long a session takes
 	points map[string]bool            // by job: whether a session makes a restore point
+	refuse map[string]error           // by job: why a run ends before its session begins
 }
 
 func newLab(t *testing.T) *lab {
@@ -35,20 +36,24 @@ func newLab(t *testing.T) *lab {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cat.Close() })
-	return &lab{t: t, cat: cat, t0: time.Now(), starts: map[string][]time.Duration{}, took: map[string]time.Duration{}, points: map[string]bool{}}
+	return &lab{t: t, cat: cat, t0: time.Now(), starts: map[string][]time.Duration{}, took: map[string]time.Duration{}, points: map[string]bool{}, refuse: map[string]error{}}
 }
 
 // run is the lab's Runner: a session that takes its job's time, or ends
 // early when the server stops.
-func (l *lab) run(ctx context.Context, job *config.Job) (*catalog.Session, error) {
+func (l *lab) run(ctx context.Context, job *config.Job, began func(string)) (*catalog.Session, error) {
 	l.mu.Lock()
 	l.starts[job.Name] = append(l.starts[job.Name], time.Since(l.t0))
-	took, point := l.took[job.Name], l.points[job.Name]
+	took, point, refused := l.took[job.Name], l.points[job.Name], l.refuse[job.Name]
 	l.mu.Unlock()
+	if refused != nil {
+		return nil, refused
+	}
 	s, err := l.cat.BeginSession(job.Name)
 	if err != nil {
 		return nil, err
 	}
+	began(s.ID)
 	s.Result = catalog.ResultSuccess
 	select {
 	case <-time.After(took):
@@ -171,7 +176,7 @@ func TestAMissedRunRunsOnceAtStart(t *testing.T) {
 				l := newLab(t)
 				// The last session began an hour ago: sixty runs of
 				// "every 1m" fell due since, while no server ran.
-				if _, err := l.run(context.Background(), &config.Job{Name: "web"}); err != nil {
+				if _, err := l.run(context.Background(), &config.Job{Name: "web"}, func(string) {}); err != nil {
 					t.Fatal(err)
 				}
 				time.Sleep(time.Hour)
@@ -273,7 +278,7 @@ func TestStopStopsTheSessionsAndStartsNoMore(t *testing.T) {
 		if got := l.startsOf("web"); !slices.Equal(got, secs(10)) {
 			t.Errorf("web began at %v", got)
 		}
-		if _, err := s.RunNow("web"); err == nil {
+		if _, err := s.RunNow(context.Background(), "web"); err == nil {
 			t.Error("a stopped server took a run")
 		}
 	})
@@ -286,14 +291,20 @@ func TestRunNow(t *testing.T) {
 		s := New(l.run, l.cat, nil, Options{})
 		stop := serve(s, jobs(t, map[string]string{"web": ""}))
 		synctest.Wait()
-		if now, err := s.RunNow("web"); !now || err != nil {
-			t.Fatalf("run now: %v, %v", now, err)
+		ctx := context.Background()
+		first, err := s.RunNow(ctx, "web")
+		if !first.Started || first.Queued || first.Session == "" || err != nil {
+			t.Fatalf("run now: %+v, %v", first, err)
+		}
+		if st, _ := s.Job("web"); st.Session != first.Session {
+			t.Errorf("the job's status names session %q, the run %q", st.Session, first.Session)
 		}
 		time.Sleep(time.Second)
-		// While it runs, asking again queues one run, however often.
+		// While it runs, asking again queues one run, however often, after
+		// the session that runs.
 		for range 3 {
-			if now, err := s.RunNow("web"); now || err != nil {
-				t.Fatalf("run now while it runs: %v, %v", now, err)
+			if again, err := s.RunNow(ctx, "web"); again.Started || !again.Queued || again.Session != "" || again.After != first.Session || err != nil {
+				t.Fatalf("run now while it runs: %+v, %v", again, err)
 			}
 		}
 		time.Sleep(30 * time.Second)
@@ -301,7 +312,13 @@ func TestRunNow(t *testing.T) {
 		if got := l.startsOf("web"); !slices.Equal(got, secs(0, 10)) {
 			t.Errorf("web began at %v", got)
 		}
-		if _, err := s.RunNow("nosuch"); err == nil {
+		// The queued run's session is the first begun after the one it
+		// came after.
+		sessions, err := l.cat.Sessions("web", 0)
+		if err != nil || len(sessions) != 2 || sessions[1].ID != first.Session {
+			t.Fatalf("sessions %+v, %v", sessions, err)
+		}
+		if _, err := s.RunNow(ctx, "nosuch"); err == nil {
 			t.Error("an unknown job ran")
 		}
 	})

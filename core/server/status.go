@@ -15,6 +15,8 @@ type JobStatus struct {
 	// Next is the next run the schedule makes due; nil on demand only.
 	Next    *time.Time `json:"next_run,omitempty"`
 	Running bool       `json:"running"`
+	// Session is the id of the running session, once it began.
+	Session string `json:"session,omitempty"`
 	// Waiting is set while a run waits for a session slot.
 	Waiting bool `json:"waiting_for_slot,omitempty"`
 	// Queued is set when a run fell due while the job's session runs: it
@@ -66,6 +68,9 @@ func (s *Server) Job(name string) (JobStatus, bool) {
 // status describes j. Callers hold s.mu.
 func (s *Server) status(j *job) JobStatus {
 	st := JobStatus{Name: j.cfg.Name, Schedule: j.cfg.Schedule.String(), Running: j.running, Waiting: j.waiting, Queued: j.queued}
+	if j.cur != nil {
+		st.Session = j.cur.session
+	}
 	if !j.next.IsZero() {
 		n := j.next
 		st.Next = &n
