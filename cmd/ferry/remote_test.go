@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/plan"
 	"github.com/ferry-dr/ferry/core/server"
+	"github.com/ferry-dr/ferry/core/server/client"
 	"github.com/ferry-dr/ferry/core/status"
 	"github.com/ferry-dr/ferry/scheduler"
 	"github.com/ferry-dr/ferry/sdk"
@@ -189,3 +190,38 @@ func TestTheCommandLineAsAClient(t *testing.T) {
 	fails(exitFailure, "does not act through a ferry server", l.operator, "failover", "plan", "site-a")
 }
 
+// TestARunFollowsTheSessionTheServerNames: a run that starts follows the
+// session the server's answer names; a run queued behind the job's
+// session follows the session begun after that one, not the one that
+// ran when it was asked.
+func TestARunFollowsTheSessionTheServerNames(t *testing.T) {
+	l := newAPILab(t)
+	c, err := client.New(client.Options{Address: l.url, Token: l.operator})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	first, err := c.Run(ctx, "web")
+	if err != nil || !first.Started || first.Session == "" {
+		t.Fatalf("run: %+v, %v", first, err)
+	}
+	code, out, errs := l.ferry(t, l.operator, "run", "web", "--json")
+	if code != 0 || !strings.Contains(errs, "job web: a run of it is under way on ferry server at "+l.url+": this one is queued") {
+		t.Fatalf("a queued run: exit %d\n%s%s", code, out, errs)
+	}
+	var queued sessionSummary
+	if err := json.Unmarshal([]byte(out), &queued); err != nil {
+		t.Fatal(err)
+	}
+	sessions, err := l.cat.Sessions("web", 0)
+	if err != nil || len(sessions) != 2 || sessions[1].ID != first.Session || queued.ID != sessions[0].ID || queued.Result != catalog.ResultSuccess {
+		t.Fatalf("the queued run followed %s; sessions %+v, %v", queued.ID, sessions, err)
+	}
+	code, out, errs = l.ferry(t, l.operator, "run", "web")
+	if sessions, err = l.cat.Sessions("web", 1); err != nil || len(sessions) != 1 {
+		t.Fatal(sessions, err)
+	}
+	if code != 0 || !strings.Contains(out, "job web: session "+sessions[0].ID+" runs on ferry server at "+l.url+"; following it") {
+		t.Fatalf("a run that starts: exit %d\n%s%s", code, out, errs)
+	}
+}

@@ -28,12 +28,11 @@ var (
 // remoteAsk is a run asked of the server: which session of the job it
 // follows.
 type remoteAsk struct {
-	job    string
-	before string // the job's newest session when asked ("": none)
-	// skip is how many sessions begun after before are not this ask's: one
-	// when the run was queued behind a run of the job that had not begun
-	// its session yet (waiting for a slot).
-	skip    int
+	job string
+	// after is, until the session is known, the job's session the run
+	// comes after ("": the job had none): the run's is the first begun
+	// after it.
+	after   string
 	queued  bool
 	session string // once known
 }
@@ -96,32 +95,14 @@ func runRemote(ctx context.Context, e *env, c *client.Client, args []string, asJ
 	return nil
 }
 
-// askRun asks the server to run a job and notes which session will be
-// the run's.
+// askRun asks the server to run a job; its answer names the run's
+// session, or the session the run comes after.
 func askRun(ctx context.Context, c *client.Client, name string) (*remoteAsk, error) {
-	a := &remoteAsk{job: name}
-	newest, err := c.Sessions(ctx, name, 1)
-	if err != nil {
-		return nil, remoteError(err)
-	}
-	running := false
-	if len(newest) > 0 {
-		a.before, running = newest[0].ID, newest[0].Result == catalog.ResultRunning
-	}
-	js, err := c.Job(ctx, name)
-	if err != nil {
-		return nil, remoteError(err)
-	}
 	asked, err := c.Run(ctx, name)
 	if err != nil {
 		return nil, remoteError(err)
 	}
-	a.queued = asked.Queued
-	if asked.Queued && !running && js.Waiting {
-		// The run under way waits for a slot: its session begins first.
-		a.skip = 1
-	}
-	return a, nil
+	return &remoteAsk{job: name, after: asked.After, queued: asked.Queued, session: asked.Session}, nil
 }
 
 // follow waits for the session of an ask to begin and then to end,
@@ -148,24 +129,25 @@ func follow(ctx context.Context, c *client.Client, a *remoteAsk, out io.Writer) 
 		misses++
 		return true
 	}
+	// Queued, or waiting for a session slot: the run's session is the
+	// first of the job's begun after a.after.
 	for a.session == "" {
 		id, done, err := begun(ctx, c, a)
 		switch {
 		case err != nil && !bore(err):
 			return nil, err
-		case err != nil:
 		case done != nil:
 			return nil, done
 		case id != "":
 			a.session, misses = id, 0
-			fmt.Fprintf(out, "job %s: session %s runs on ferry server at %s; following it (Ctrl-C stops following, not the session)\n", a.job, id, c.Address())
-			flush(out)
 			continue
 		}
 		if err := wait(); err != nil {
 			return nil, err
 		}
 	}
+	fmt.Fprintf(out, "job %s: session %s runs on ferry server at %s; following it (Ctrl-C stops following, not the session)\n", a.job, a.session, c.Address())
+	flush(out)
 	shown := map[string]bool{}
 	lastProgress := time.Now()
 	for {
@@ -205,36 +187,33 @@ func follow(ctx context.Context, c *client.Client, a *remoteAsk, out io.Writer) 
 	}
 }
 
-// begun returns the id of the ask's session once it has begun; done is
-// set when the job's runs ended without one (the run failed before its
-// session began).
+// begun returns the id of the ask's session once it has begun: the first
+// of the job's sessions begun after a.after. done is set when the job's
+// runs ended without one (the run failed before its session began).
 func begun(ctx context.Context, c *client.Client, a *remoteAsk) (id string, done error, err error) {
-	recent, err := c.Sessions(ctx, a.job, 20)
-	if err != nil {
-		return "", nil, err
-	}
-	var fresh []string // begun since the ask, oldest first
-	for _, s := range recent {
-		if s.ID == a.before {
-			break
-		}
-		fresh = append([]string{s.ID}, fresh...)
-	}
-	if len(fresh) > a.skip {
-		return fresh[a.skip], nil, nil
-	}
+	// The job first: when nothing of it runs or waits, a session the run
+	// began is in the list read after.
 	js, err := c.Job(ctx, a.job)
 	if err != nil {
 		return "", nil, err
 	}
+	recent, err := c.Sessions(ctx, a.job, 20)
+	if err != nil {
+		return "", nil, err
+	}
+	for i, s := range recent { // newest first
+		if s.ID == a.after {
+			if i > 0 {
+				return recent[i-1].ID, nil, nil
+			}
+			break
+		}
+		if i == len(recent)-1 && a.after == "" {
+			return s.ID, nil, nil
+		}
+	}
 	if js.Running || js.Queued {
 		return "", nil, nil
-	}
-	// Nothing of the job runs or waits any more: the run the ask queued
-	// behind was not a session (a failover), so the last one begun is the
-	// ask's; or the run ended before its session began.
-	if len(fresh) > 0 {
-		return fresh[len(fresh)-1], nil, nil
 	}
 	why := "the run ended before its session began"
 	if js.Last != nil && js.Last.Error != "" {

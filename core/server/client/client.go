@@ -345,16 +345,11 @@ func (c *Client) GoneReplicas(ctx context.Context, job string) ([]catalog.GoneRe
 	return out, c.do(ctx, "GET", "/v1/jobs/"+url.PathEscape(job)+"/replicas/gone", nil, nil, &out)
 }
 
-// Asked is the server's answer to a run: started now, or queued behind
-// the job's running session (or failover).
-type Asked struct {
-	Started bool `json:"started"`
-	Queued  bool `json:"queued"`
-}
-
-// Run asks the server to run a job now, or once its running session ends.
-func (c *Client) Run(ctx context.Context, job string) (Asked, error) {
-	var out Asked
+// Run asks the server to run a job now, or once its running session (or
+// failover) ends. The answer names the run's session when it began, or
+// the session it comes after.
+func (c *Client) Run(ctx context.Context, job string) (server.Asked, error) {
+	var out server.Asked
 	return out, c.do(ctx, "POST", "/v1/jobs/"+url.PathEscape(job)+"/run", nil, nil, &out)
 }
 
