@@ -11,27 +11,27 @@ import (
 
 // Preview is what starting a plan would do now.
 type Preview struct {
-	Plan string
+	Plan string `json:"plan"`
 	// Waves are the groups in the order they would start: each wave's
 	// groups start together, once the waves before are ready.
-	Waves [][]GroupPreview
+	Waves [][]GroupPreview `json:"waves"`
 }
 
 // GroupPreview is one group of a Preview.
 type GroupPreview struct {
-	Group     string
-	DependsOn []string
-	Ready     string // what makes it ready, in words; "" for nothing
-	VMs       []VMPreview
+	Group     string      `json:"group"`
+	DependsOn []string    `json:"depends_on,omitempty"`
+	Ready     string      `json:"ready,omitempty"` // what makes it ready, in words; "" for nothing
+	VMs       []VMPreview `json:"vms"`
 }
 
 // VMPreview is one VM of a Preview.
 type VMPreview struct {
-	VM    string // JOB/VM
-	State sdk.ReplicaState
-	Point string // the restore point it would start from (the newest)
+	VM    string           `json:"vm"` // JOB/VM
+	State sdk.ReplicaState `json:"state,omitempty"`
+	Point string           `json:"point,omitempty"` // the restore point it would start from (the newest)
 	// Problem is why it could not fail over now; "" when it could.
-	Problem string
+	Problem string `json:"problem,omitempty"`
 }
 
 // Previews says what starting p would do now, from the catalog.

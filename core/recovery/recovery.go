@@ -28,6 +28,7 @@ import (
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // Runner runs plans.
@@ -55,13 +56,13 @@ type Runner struct {
 
 // Step is something that happened in a plan.
 type Step struct {
-	Time  time.Time
-	Group string // "" for the plan as a whole
-	VM    string // JOB/VM, "" for the group or the plan
+	Time  time.Time `json:"time"`
+	Group string    `json:"group,omitempty"` // "" for the plan as a whole
+	VM    string    `json:"vm,omitempty"`    // JOB/VM, "" for the group or the plan
 	// What: "started", "failed over", "checking", "ready", "failed",
 	// "undone", "committed", "skipped".
-	What    string
-	Message string
+	What    string `json:"what"`
+	Message string `json:"message,omitempty"`
 }
 
 // Result is what running a plan (or its undo or commit) did.
@@ -192,7 +193,7 @@ func (r *Runner) choosePoints(p *config.FailoverPlan, at time.Time) (map[string]
 		}
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("failover plan %q: no restore point at or before %s for %s; no VM was started", p.Name, at.Local().Format(time.DateTime), strings.Join(missing, ", "))
+		return nil, fmt.Errorf("failover plan %q: no restore point at or before %s for %s; no VM was started: %w", p.Name, at.Local().Format(time.DateTime), strings.Join(missing, ", "), errdefs.ErrFailedPrecondition)
 	}
 	return out, nil
 }
