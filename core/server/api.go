@@ -67,7 +67,7 @@ func (s *Server) routes(m *Metrics, version string) []route {
 				writeError(w, http.StatusNotFound, "not_found", err.Error())
 			case asked.Started:
 				// The run ended before its session began.
-				writeActionError(w, err)
+				writeActionError(w, err, nil)
 			default:
 				writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 			}
@@ -142,6 +142,11 @@ func (s *Server) routes(m *Metrics, version string) []route {
 		{"GET", "/v1/jobs/{name}/points", s.pointsHandler},
 		{"GET", "/v1/jobs/{name}/replicas/gone", s.goneHandler},
 		{"GET", "/v1/plan", s.planHandler},
+		{"GET", "/v1/failover-plans", s.failoverPlansHandler},
+		{"GET", "/v1/failover-plans/{name}", s.failoverPlanHandler},
+		{"POST", "/v1/failover-plans/{name}/failover", s.failoverPlanAction("failover")},
+		{"POST", "/v1/failover-plans/{name}/undo", s.failoverPlanAction("undo")},
+		{"POST", "/v1/failover-plans/{name}/commit", s.failoverPlanAction("commit")},
 	}
 }
 
@@ -160,7 +165,7 @@ func (s *Server) failoverHandler(action string) http.HandlerFunc {
 		}
 		res, err := s.failover(r.Context(), r.PathValue("name"), r.PathValue("vm"), action, body.Point)
 		if err != nil {
-			writeActionError(w, err)
+			writeActionError(w, err, nil)
 			return
 		}
 		writeJSON(w, http.StatusOK, res)
@@ -168,22 +173,22 @@ func (s *Server) failoverHandler(action string) http.HandlerFunc {
 }
 
 // writeActionError answers the error of an action (a failover, a run
-// that ended before its session began) with the status of its class.
-func writeActionError(w http.ResponseWriter, err error) {
+// that ended before its session began, a failover plan) with the status
+// of its class, and what the action did before it failed when it says
+// (result; nil for nothing).
+func writeActionError(w http.ResponseWriter, err error, result any) {
+	code, class := http.StatusInternalServerError, "internal"
 	switch {
 	case errors.Is(err, ErrUnknownJob), errors.Is(err, errdefs.ErrNotFound):
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
-	case errors.Is(err, ErrBusy):
-		writeError(w, http.StatusConflict, "failed_precondition", err.Error())
+		code, class = http.StatusNotFound, "not_found"
+	case errors.Is(err, ErrBusy), errors.Is(err, errdefs.ErrFailedPrecondition):
+		code, class = http.StatusConflict, "failed_precondition"
 	case errors.Is(err, errdefs.ErrInvalidArgument):
-		writeError(w, http.StatusBadRequest, "invalid_argument", err.Error())
-	case errors.Is(err, errdefs.ErrFailedPrecondition):
-		writeError(w, http.StatusConflict, "failed_precondition", err.Error())
+		code, class = http.StatusBadRequest, "invalid_argument"
 	case errors.Is(err, errdefs.ErrUnavailable):
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
-	default:
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		code, class = http.StatusServiceUnavailable, "unavailable"
 	}
+	writeJSON(w, code, apiError{Error: err.Error(), Class: class, Result: result})
 }
 
 // apiError is the body of every error the API answers.
@@ -193,6 +198,9 @@ type apiError struct {
 	// not_found, invalid_argument, failed_precondition, unavailable,
 	// internal.
 	Class string `json:"class"`
+	// Result is what an action did before it failed, for the actions
+	// that say (a failover plan: its VMs, started or failed, and steps).
+	Result any `json:"result,omitempty"`
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -35,31 +35,58 @@ func (s *Server) failover(ctx context.Context, name, vm, action, point string) (
 	if s.Failover == nil {
 		return nil, errors.New("this server does not fail VMs over")
 	}
-	s.mu.Lock()
-	j := s.jobs[name]
-	switch {
-	case j == nil || j.removed:
-		s.mu.Unlock()
-		return nil, fmt.Errorf("%w %q", ErrUnknownJob, name)
-	case j.running:
-		s.mu.Unlock()
-		return nil, fmt.Errorf("job %q: %w; try again when it ends", name, ErrBusy)
+	cfgs, release, err := s.claim([]string{name})
+	if err != nil {
+		return nil, err
 	}
-	j.running = true
-	cfg := j.cfg
-	s.mu.Unlock()
 	s.log.Info("failover asked", "job", name, "vm", vm, "action", action, "point", point)
-	r, err := s.Failover(ctx, cfg, vm, action, point)
-	s.mu.Lock()
-	j.running = false
-	if j.queued && s.ctx != nil && s.ctx.Err() == nil && !j.removed {
-		s.start(s.ctx, j, "queued")
-	}
-	s.mu.Unlock()
+	r, err := s.Failover(ctx, cfgs[name], vm, action, point)
+	release()
 	if err != nil {
 		s.log.Error("failover failed", "job", name, "vm", vm, "action", action, "error", err)
 		return nil, err
 	}
 	s.log.Info("failover done", "job", name, "vm", vm, "action", action, "state", r.State, "point", r.FailoverPoint)
 	return &FailedOver{Job: name, VM: vm, Replica: r.Name, State: r.State, FailoverPoint: r.FailoverPoint, PowerState: r.VM.PowerState, NICs: r.VM.NICs}, nil
+}
+
+// claim takes the jobs named for a failover: while it holds them no
+// session of them begins (a run that falls due is queued), as no other
+// failover of them does. It fails with ErrBusy, taking none, when a
+// session or a failover of one runs, and with ErrUnknownJob for a job the
+// configuration lacks. release gives them back and starts the runs queued
+// meanwhile; cfgs are their configurations, by name.
+func (s *Server) claim(names []string) (cfgs map[string]*config.Job, release func(), err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cfgs = map[string]*config.Job{}
+	for _, name := range names {
+		j := s.jobs[name]
+		switch {
+		case j == nil || j.removed:
+			return nil, nil, fmt.Errorf("%w %q", ErrUnknownJob, name)
+		case j.running:
+			return nil, nil, fmt.Errorf("job %q: %w; try again when it ends", name, ErrBusy)
+		}
+		cfgs[name] = j.cfg
+	}
+	claimed := make([]*job, 0, len(cfgs))
+	for name := range cfgs {
+		j := s.jobs[name]
+		j.running = true
+		claimed = append(claimed, j)
+	}
+	return cfgs, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, j := range claimed {
+			j.running = false
+			switch {
+			case j.removed:
+				delete(s.jobs, j.cfg.Name)
+			case j.queued && s.ctx != nil && s.ctx.Err() == nil:
+				s.start(s.ctx, j, "queued")
+			}
+		}
+	}, nil
 }

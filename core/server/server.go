@@ -75,6 +75,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	jobs     map[string]*job
+	plans    map[string]*config.FailoverPlan // the configuration's, by name
+	dir      string                          // the configuration folder
 	started  time.Time
 	sessions sync.WaitGroup
 	serving  bool
@@ -173,11 +175,13 @@ func (s *Server) Serve(ctx context.Context, cfg *config.Config) error {
 
 // Reload takes a new configuration: a job's next run follows its schedule
 // now, a new job is scheduled, a job gone from it is not scheduled any
-// more (a session of it that runs ends as it would; its replicas stay).
+// more (a session of it that runs ends as it would; its replicas stay);
+// its failover plans replace the old ones.
 func (s *Server) Reload(cfg *config.Config) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.plans, s.dir = cfg.FailoverPlans, cfg.Dir
 	for name, j := range s.jobs {
 		if _, ok := cfg.Jobs[name]; !ok {
 			j.removed, j.queued, j.next = true, false, time.Time{}
