@@ -58,12 +58,8 @@ type PlanRun struct {
 	Error       string          `json:"error,omitempty"`
 }
 
-// ErrUnknownPlan is returned for a failover plan the configuration does
-// not declare.
-var ErrUnknownPlan = fmt.Errorf("no such failover plan: %w", errdefs.ErrNotFound)
-
 // plan returns the failover plan named, or an error that lists those
-// there are.
+// there are (its callers answer it 404).
 func (s *Server) plan(name string) (*config.FailoverPlan, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -72,9 +68,9 @@ func (s *Server) plan(name string) (*config.FailoverPlan, error) {
 	}
 	names := slices.Sorted(maps.Keys(s.plans))
 	if len(names) == 0 {
-		return nil, fmt.Errorf("no failover plan %q: the configuration declares none: %w", name, ErrUnknownPlan)
+		return nil, fmt.Errorf("no failover plan %q: the configuration declares none", name)
 	}
-	return nil, fmt.Errorf("no failover plan %q (plans: %s): %w", name, strings.Join(names, ", "), ErrUnknownPlan)
+	return nil, fmt.Errorf("no failover plan %q (plans: %s)", name, strings.Join(names, ", "))
 }
 
 // describe is a plan as the API lists it.

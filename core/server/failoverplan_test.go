@@ -113,7 +113,7 @@ failover_plan "shop" {
 
 func TestFailoverPlansThroughTheAPI(t *testing.T) {
 	l := newLab(t)
-	l.took["web"] = 300 * time.Millisecond
+	l.took["web"] = 2 * time.Second // a session the plan meets
 	cfg := planConfig(t)
 	for _, vm := range []string{"db/db-01", "web/app-01", "web/web-01"} {
 		job, name, _ := strings.Cut(vm, "/")
@@ -179,7 +179,8 @@ func TestFailoverPlansThroughTheAPI(t *testing.T) {
 	}
 
 	// A VM of the second group does not fail over: the plan stops, and its
-	// answer names every VM started and the one that failed.
+	// answer names every VM started and the one that failed. (The plan's
+	// error does not keep the VM's class: internal.)
 	site.mu.Lock()
 	site.refuse["web/web-01"] = true
 	site.mu.Unlock()
