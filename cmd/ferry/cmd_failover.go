@@ -47,11 +47,6 @@ func init() {
 
 func runFailover(e *env, pos []string, point string) error {
 	if len(pos) > 0 && pos[0] == "plan" {
-		if e.server != "" {
-			// Not a verb of the API yet: acting here, beside a server
-			// that runs the jobs, is not what FERRY_ADDR asks.
-			return fmt.Errorf("ferry failover plan does not act through a ferry server (the API has no failover plans yet): run it without --server and FERRY_ADDR, beside the configuration")
-		}
 		return runFailoverPlan(e, pos[1:], point)
 	}
 	action := "start"

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"os/signal"
@@ -15,11 +17,13 @@ import (
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/engine"
 	"github.com/ferry-dr/ferry/core/recovery"
+	"github.com/ferry-dr/ferry/core/server/client"
 	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // runFailoverPlan runs 'ferry failover plan [undo|commit] NAME [--point
-// latest|TIME]'.
+// latest|TIME]', here or through a ferry server.
 func runFailoverPlan(e *env, pos []string, point string) error {
 	action := "start"
 	if len(pos) > 0 && (pos[0] == "undo" || pos[0] == "commit") {
@@ -41,6 +45,11 @@ func runFailoverPlan(e *env, pos []string, point string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if c, err := e.remote(); err != nil {
+		return err
+	} else if c != nil {
+		return runFailoverPlanRemote(ctx, e, c, pos[0], action, at)
+	}
 	w, err := openWorkspace(ctx, e)
 	if err != nil {
 		return err
@@ -69,21 +78,10 @@ func runFailoverPlan(e *env, pos []string, point string) error {
 		Progress: func(s recovery.Step) {
 			mu.Lock()
 			defer mu.Unlock()
-			where := "plan " + p.Name
-			switch {
-			case s.VM != "":
-				where = s.VM
-			case s.Group != "":
-				where = "group " + s.Group
-			}
-			fmt.Fprintf(e.stdout, "  %s %s: %s", s.Time.Local().Format(time.TimeOnly), where, s.What)
-			if s.Message != "" {
-				fmt.Fprintf(e.stdout, " (%s)", s.Message)
-			}
-			fmt.Fprintln(e.stdout)
+			planStep(e.stdout, p.Name, s)
 		},
 	}
-	fmt.Fprintf(e.stdout, "failover plan %s: %s\n", p.Name, map[string]string{"start": "starting", "undo": "undoing", "commit": "committing"}[action])
+	planStarting(e, p.Name, action)
 	var res *recovery.Result
 	switch action {
 	case "start":
@@ -93,16 +91,77 @@ func runFailoverPlan(e *env, pos []string, point string) error {
 	default:
 		res, err = r.Commit(ctx, p)
 	}
+	return planEnded(e, p.Name, action, res.VMs, len(res.Ready), res.Took, err)
+}
+
+// runFailoverPlanRemote asks a ferry server to run the plan and shows
+// what it did as a run here shows it (the steps once the plan ended).
+func runFailoverPlanRemote(ctx context.Context, e *env, c *client.Client, name, action string, at time.Time) error {
+	point := ""
+	if !at.IsZero() {
+		point = at.Format(time.RFC3339)
+	}
+	if _, err := c.FailoverPlan(ctx, name); errors.Is(err, errdefs.ErrNotFound) {
+		return usagef("%v on ferry server at %s", err, c.Address())
+	} else if err != nil {
+		return remoteError(err)
+	}
+	planStarting(e, name, action)
+	apiAction := action
+	if action == "start" {
+		apiAction = "failover"
+	}
+	run, err := c.RunFailoverPlan(ctx, name, apiAction, point)
+	if run == nil {
+		if ctx.Err() != nil {
+			return &interruptedError{msg: fmt.Sprintf("stopped waiting for failover plan %s: it goes on on ferry server at %s ('ferry status' shows its VMs)", name, c.Address())}
+		}
+		return remoteError(err)
+	}
+	for _, s := range run.Steps {
+		planStep(e.stdout, name, s)
+	}
 	if err != nil {
-		if action == "start" && len(res.VMs) > 0 {
+		err = remoteError(err)
+	}
+	return planEnded(e, name, action, run.VMs, len(run.Ready), time.Duration(run.TookSeconds*float64(time.Second)), err)
+}
+
+// planStarting says what a plan's action begins.
+func planStarting(e *env, name, action string) {
+	fmt.Fprintf(e.stdout, "failover plan %s: %s\n", name, map[string]string{"start": "starting", "undo": "undoing", "commit": "committing"}[action])
+	flush(e.stdout)
+}
+
+// planStep shows a step of a plan.
+func planStep(w io.Writer, plan string, s recovery.Step) {
+	where := "plan " + plan
+	switch {
+	case s.VM != "":
+		where = s.VM
+	case s.Group != "":
+		where = "group " + s.Group
+	}
+	fmt.Fprintf(w, "  %s %s: %s", s.Time.Local().Format(time.TimeOnly), where, s.What)
+	if s.Message != "" {
+		fmt.Fprintf(w, " (%s)", s.Message)
+	}
+	fmt.Fprintln(w)
+}
+
+// planEnded says how a plan's action ended: err, after the VMs a start
+// that stopped had started; or what it did.
+func planEnded(e *env, name, action string, vms []recovery.VMResult, ready int, took time.Duration, err error) error {
+	if err != nil {
+		if action == "start" {
 			var started []string
-			for _, vm := range res.VMs {
+			for _, vm := range vms {
 				if vm.Error == "" {
 					started = append(started, vm.VM)
 				}
 			}
 			if len(started) > 0 {
-				fmt.Fprintf(e.stdout, "started before it stopped: %s; return them with 'ferry failover plan undo %s'\n", strings.Join(started, ", "), p.Name)
+				fmt.Fprintf(e.stdout, "started before it stopped: %s; return them with 'ferry failover plan undo %s'\n", strings.Join(started, ", "), name)
 			}
 		}
 		return err
@@ -110,11 +169,11 @@ func runFailoverPlan(e *env, pos []string, point string) error {
 	switch action {
 	case "start":
 		fmt.Fprintf(e.stdout, "failover plan %s: %d VMs failed over, %d groups up, in %s; undo with 'ferry failover plan undo %s', or make it permanent with 'ferry failover plan commit %s'\n",
-			p.Name, len(res.VMs), len(res.Ready), res.Took.Round(100*time.Millisecond), p.Name, p.Name)
+			name, len(vms), ready, took.Round(100*time.Millisecond), name, name)
 	case "undo":
-		fmt.Fprintf(e.stdout, "failover plan %s: %d VMs returned to replication\n", p.Name, len(res.VMs))
+		fmt.Fprintf(e.stdout, "failover plan %s: %d VMs returned to replication\n", name, len(vms))
 	default:
-		fmt.Fprintf(e.stdout, "failover plan %s: %d VMs committed: they are production VMs now and have left their jobs\n", p.Name, len(res.VMs))
+		fmt.Fprintf(e.stdout, "failover plan %s: %d VMs committed: they are production VMs now and have left their jobs\n", name, len(vms))
 	}
 	return nil
 }

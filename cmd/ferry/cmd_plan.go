@@ -51,6 +51,22 @@ func runPlan(e *env, args []string, asJSON bool) error {
 		if plans, err = c.Plan(ctx, args...); err != nil {
 			return remoteError(err)
 		}
+		if len(args) == 0 && !asJSON {
+			// Every job planned: the failover plans too, as here.
+			list, err := c.FailoverPlans(ctx)
+			if err != nil {
+				return remoteError(err)
+			}
+			for _, fp := range list {
+				one, err := c.FailoverPlan(ctx, fp.Name)
+				if err != nil {
+					return remoteError(err)
+				}
+				if one.Preview != nil {
+					failoverPlans = append(failoverPlans, one.Preview)
+				}
+			}
+		}
 	} else {
 		w, err := openWorkspace(ctx, e)
 		if err != nil {

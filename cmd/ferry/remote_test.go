@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +30,9 @@ type apiLab struct {
 	url              string
 	reader, operator string
 	cat              *catalog.Catalog
+
+	mu     sync.Mutex
+	refuse string // a VM whose failover fails
 }
 
 func newAPILab(t *testing.T) *apiLab {
@@ -46,7 +50,13 @@ func newAPILab(t *testing.T) *apiLab {
 	cfg := &config.Config{Dir: dir, Jobs: map[string]*config.Job{
 		"web": {Name: "web", VMs: []string{"web-01"}},
 		"db":  {Name: "db", VMs: []string{"db-01"}, Schedule: every},
+	}, FailoverPlans: map[string]*config.FailoverPlan{
+		"site-a": {Name: "site-a", Groups: []*config.PlanGroup{
+			{Name: "db", VMs: []config.PlanVM{{Job: "db", VM: "db-01"}}},
+			{Name: "web", VMs: []config.PlanVM{{Job: "web", VM: "web-01"}}, DependsOn: []string{"db"}},
+		}},
 	}}
+	l := &apiLab{cat: cat}
 	run := func(ctx context.Context, job *config.Job, began func(string)) (*catalog.Session, error) {
 		s, err := cat.BeginSession(job.Name)
 		if err != nil {
@@ -65,6 +75,12 @@ func newAPILab(t *testing.T) *apiLab {
 	}
 	srv := server.New(run, cat, nil, server.Options{})
 	srv.Failover = func(ctx context.Context, job *config.Job, vm, action, point string) (*sdk.Replica, error) {
+		l.mu.Lock()
+		refused := l.refuse == vm
+		l.mu.Unlock()
+		if refused {
+			return nil, fmt.Errorf("start replica of %s: the host has no room: %w", vm, errdefs.ErrUnavailable)
+		}
 		if point == "nope" {
 			return nil, fmt.Errorf("no restore point %q of %s: %w", point, vm, errdefs.ErrInvalidArgument)
 		}
@@ -82,7 +98,6 @@ func newAPILab(t *testing.T) *apiLab {
 	go func() { srv.Serve(ctx, cfg); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	tokens := server.TokensDir(dir)
-	l := &apiLab{cat: cat}
 	if l.reader, err = server.CreateToken(tokens, "dash", server.RoleRead); err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +202,6 @@ func TestTheCommandLineAsAClient(t *testing.T) {
 	fails(exitUsage, "plain http only to a loopback address", l.reader, "--server", "http://10.1.2.3:7444", "status")
 	fails(exitUsage, "write https://HOST:PORT", l.reader, "--server", "dr-ctl:7444", "status")
 	fails(exitFailure, "FERRY_CACERT", l.reader, "--server", "https://127.0.0.1:7444", "status")
-	fails(exitFailure, "does not act through a ferry server", l.operator, "failover", "plan", "site-a")
 }
 
 // TestARunFollowsTheSessionTheServerNames: a run that starts follows the
@@ -223,5 +237,49 @@ func TestARunFollowsTheSessionTheServerNames(t *testing.T) {
 	}
 	if code != 0 || !strings.Contains(out, "job web: session "+sessions[0].ID+" runs on ferry server at "+l.url+"; following it") {
 		t.Fatalf("a run that starts: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// TestAFailoverPlanThroughTheServer: ferry failover plan asks the server,
+// shows the steps and the end as a plan run here does, names the VMs a
+// plan that stopped had started, and exits as here.
+func TestAFailoverPlanThroughTheServer(t *testing.T) {
+	l := newAPILab(t)
+	code, out, errs := l.ferry(t, l.operator, "failover", "plan", "site-a", "--point", "latest")
+	if code != 0 || !strings.Contains(out, "failover plan site-a: starting\n") || !strings.Contains(out, " db/db-01: failed over (restore point p1") ||
+		!strings.Contains(out, " group db: ready (up)") || !strings.Contains(out, "failover plan site-a: 2 VMs failed over, 2 groups up, in ") {
+		t.Fatalf("failover plan: exit %d\n%s%s", code, out, errs)
+	}
+	if strings.Index(out, "group db: ready") > strings.Index(out, "web/web-01: failed over") {
+		t.Fatalf("steps out of order:\n%s", out)
+	}
+	l.mu.Lock()
+	l.refuse = "web-01"
+	l.mu.Unlock()
+	code, out, errs = l.ferry(t, l.operator, "failover", "plan", "site-a")
+	if code != exitFailure || !strings.Contains(out, "started before it stopped: db/db-01; return them with 'ferry failover plan undo site-a'") ||
+		!strings.Contains(errs, `failover plan "site-a" stopped: group "web": web/web-01: start replica of web-01: the host has no room`) {
+		t.Fatalf("a plan that stops: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs = l.ferry(t, l.operator, "failover", "plan", "undo", "site-a"); code != 0 || !strings.Contains(out, "failover plan site-a: undoing\n") {
+		t.Fatalf("undo: exit %d\n%s%s", code, out, errs)
+	}
+	for _, c := range []struct {
+		code   int
+		stderr string
+		token  string
+		args   []string
+	}{
+		{exitUsage, `no failover plan "nosuch" (plans: site-a) on ferry server at ` + l.url, l.operator, []string{"failover", "plan", "nosuch"}},
+		{exitUsage, "--point only applies when starting a plan", l.operator, []string{"failover", "plan", "commit", "site-a", "--point", "2026-12-06 14:30"}},
+		{exitFailure, "FERRY_TOKEN holds a token that may only read", l.reader, []string{"failover", "plan", "site-a"}},
+	} {
+		if code, out, errs := l.ferry(t, c.token, c.args...); code != c.code || !strings.Contains(errs, c.stderr) {
+			t.Errorf("ferry %s: exit %d, want %d with %q\n%s%s", strings.Join(c.args, " "), code, c.code, c.stderr, out, errs)
+		}
+	}
+	// ferry plan through the server shows what the plan would do, as here.
+	if code, out, errs := l.ferry(t, l.reader, "plan"); code != 0 || !strings.Contains(out, "failover plan site-a (ferry failover plan site-a):\n  1. group db\n") {
+		t.Fatalf("plan: exit %d\n%s%s", code, out, errs)
 	}
 }

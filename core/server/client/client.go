@@ -42,14 +42,18 @@ type Options struct {
 	// PlanTimeout bounds a plan, for which the server asks every job's
 	// source and target; 0 means ten minutes.
 	PlanTimeout time.Duration
+	// FailoverPlanTimeout bounds an action of a failover plan, which
+	// waits for its groups' readiness checks; 0 means an hour. (The plan
+	// goes on at the server when the client stops waiting.)
+	FailoverPlanTimeout time.Duration
 }
 
 // Client calls a ferry server's API. It is safe for concurrent use.
 type Client struct {
-	base                 *url.URL
-	token                string
-	http                 *http.Client
-	timeout, planTimeout time.Duration
+	base                                      *url.URL
+	token                                     string
+	http                                      *http.Client
+	timeout, planTimeout, failoverPlanTimeout time.Duration
 }
 
 // New checks the options and returns a client; it does not call the
@@ -74,12 +78,15 @@ func New(o Options) (*Client, error) {
 		}
 		tr.TLSClientConfig = cfg
 	}
-	c := &Client{base: u, token: o.Token, http: &http.Client{Transport: tr}, timeout: o.Timeout, planTimeout: o.PlanTimeout}
+	c := &Client{base: u, token: o.Token, http: &http.Client{Transport: tr}, timeout: o.Timeout, planTimeout: o.PlanTimeout, failoverPlanTimeout: o.FailoverPlanTimeout}
 	if c.timeout <= 0 {
 		c.timeout = time.Minute
 	}
 	if c.planTimeout <= 0 {
 		c.planTimeout = 10 * time.Minute
+	}
+	if c.failoverPlanTimeout <= 0 {
+		c.failoverPlanTimeout = time.Hour
 	}
 	return c, nil
 }
@@ -151,6 +158,9 @@ type Error struct {
 	Status  int    // the HTTP status
 	Class   string // not_found, invalid_argument, unauthenticated, ...
 	Message string
+	// Result is what the action did before it failed, for the actions
+	// whose errors say (a failover plan's); nil for the others.
+	Result json.RawMessage
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -218,13 +228,14 @@ func (c *Client) doWithin(parent context.Context, timeout time.Duration, method,
 	}
 	if resp.StatusCode >= 300 {
 		var e struct {
-			Error string `json:"error"`
-			Class string `json:"class"`
+			Error  string          `json:"error"`
+			Class  string          `json:"class"`
+			Result json.RawMessage `json:"result"`
 		}
 		if json.Unmarshal(data, &e) != nil || e.Class == "" {
-			e.Class, e.Error = classOf(resp.StatusCode), fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(data)))
+			e.Class, e.Error, e.Result = classOf(resp.StatusCode), fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(data))), nil
 		}
-		return &Error{Status: resp.StatusCode, Class: e.Class, Message: e.Error}
+		return &Error{Status: resp.StatusCode, Class: e.Class, Message: e.Error, Result: e.Result}
 	}
 	if out == nil {
 		return nil
@@ -380,4 +391,51 @@ func (c *Client) Failover(ctx context.Context, job, vm, action, point string) (*
 func (c *Client) Plan(ctx context.Context, jobs ...string) ([]plan.Plan, error) {
 	var out []plan.Plan
 	return out, c.doWithin(ctx, c.planTimeout, "GET", "/v1/plan", url.Values{"job": jobs}, nil, &out)
+}
+
+// FailoverPlans lists the configuration's failover plans, by name, with
+// their groups.
+func (c *Client) FailoverPlans(ctx context.Context) ([]server.FailoverPlan, error) {
+	var out []server.FailoverPlan
+	return out, c.do(ctx, "GET", "/v1/failover-plans", nil, nil, &out)
+}
+
+// FailoverPlan is one failover plan with what starting it would do now
+// (its Preview). A plan the server does not have is not found.
+func (c *Client) FailoverPlan(ctx context.Context, name string) (*server.FailoverPlan, error) {
+	var out server.FailoverPlan
+	if err := c.do(ctx, "GET", "/v1/failover-plans/"+url.PathEscape(name), nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RunFailoverPlan runs an action of a failover plan: "failover" (to
+// point: "" or "latest" for the newest restore points, or an RFC 3339
+// time), "undo" or "commit". When the plan stopped, it returns what the
+// plan did with the error (an *Error), so that the VMs it started can be
+// named.
+func (c *Client) RunFailoverPlan(ctx context.Context, name, action, point string) (*server.PlanRun, error) {
+	var body any
+	switch action {
+	case "failover":
+		if point != "" {
+			body = map[string]string{"point": point}
+		}
+	case "undo", "commit":
+	default:
+		return nil, fmt.Errorf("no failover plan action %q: %w", action, errdefs.ErrInvalidArgument)
+	}
+	var out server.PlanRun
+	err := c.doWithin(ctx, c.failoverPlanTimeout, "POST", "/v1/failover-plans/"+url.PathEscape(name)+"/"+action, nil, body, &out)
+	var ae *Error
+	if errors.As(err, &ae) && len(ae.Result) > 0 {
+		if json.Unmarshal(ae.Result, &out) == nil {
+			return &out, err
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
