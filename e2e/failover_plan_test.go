@@ -102,3 +102,82 @@ failover_plan "shop" {
 		t.Fatalf("replicas after a refused plan: %v", st)
 	}
 }
+
+// TestAFailoverPlanThroughTheServer: with FERRY_ADDR, ferry failover plan
+// asks a real ferry server, which runs the plan over the local plugin: a
+// plan whose second group's check fails stops and names the VMs it
+// started, undo returns them, and with the check passing both groups come
+// up.
+func TestAFailoverPlanThroughTheServer(t *testing.T) {
+	l := newLab(t, 3,
+		vmSpec{name: "db-01", disks: []string{"4MiB"}},
+		vmSpec{name: "web-01", disks: []string{"4MiB"}})
+	for _, vm := range []string{"db-01", "web-01"} {
+		l.write(vm, 0, 0, 1<<20)
+	}
+	if s := l.run(); s.code != 0 {
+		t.Fatalf("run: %d\n%s", s.code, s.stderr)
+	}
+	base, err := os.ReadFile(filepath.Join(l.cfg, "main.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.writeConfig(string(base) + `
+failover_plan "shop" {
+  group "db" { vms = ["e2e/db-01"] }
+  group "web" {
+    vms        = ["e2e/web-01"]
+    depends_on = ["db"]
+    ready {
+      script  = ["sh", "-c", "test -e web-ready || { echo web is not up >&2; exit 1; }"]
+      timeout = "5s"
+    }
+  }
+}
+`)
+	operator := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "ops", "--role", "operator").stdout)
+	s := l.startServer()
+	away := t.TempDir()
+	as := func(args ...string) result {
+		t.Helper()
+		return runEnv(t, nil, []string{"HOME=" + t.TempDir(), "FERRY_PLUGIN_PATH=", "FERRY_ADDR=" + s.url, "FERRY_TOKEN=" + operator},
+			"ferry", append([]string{"-C", away}, args...)...)
+	}
+	var plans []struct {
+		Name   string `json:"name"`
+		Groups []struct {
+			Name string   `json:"name"`
+			VMs  []string `json:"vms"`
+		} `json:"groups"`
+	}
+	if code := s.call(t, operator, "GET", "/v1/failover-plans", &plans); code != 200 || len(plans) != 1 || len(plans[0].Groups) != 2 || plans[0].Groups[1].VMs[0] != "e2e/web-01" {
+		t.Fatalf("GET /v1/failover-plans: %d %+v", code, plans)
+	}
+
+	r := as("failover", "plan", "shop")
+	if r.code != 1 || !strings.Contains(r.stderr, `group "web" is not ready`) || !strings.Contains(r.stderr, "web is not up") ||
+		!strings.Contains(r.stdout, "started before it stopped: ") || !strings.Contains(r.stdout, "e2e/db-01") || !strings.Contains(r.stdout, "group db: ready") {
+		t.Fatalf("a plan that stops, through the server: %s", r)
+	}
+	if st := l.replicaStates(); st["db-01"] != "failed_over" || st["web-01"] != "failed_over" {
+		t.Fatalf("replicas after the stopped plan: %v", st)
+	}
+	if r := as("failover", "plan", "undo", "shop"); r.code != 0 || !strings.Contains(r.stdout, "2 VMs returned to replication") {
+		t.Fatalf("undo through the server: %s", r)
+	}
+	if st := l.replicaStates(); st["db-01"] != "ready" || st["web-01"] != "ready" {
+		t.Fatalf("replicas after the undo: %v", st)
+	}
+	if err := os.WriteFile(filepath.Join(l.cfg, "web-ready"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := as("failover", "plan", "shop", "--point", "latest"); r.code != 0 || !strings.Contains(r.stdout, "2 VMs failed over, 2 groups up") {
+		t.Fatalf("a plan through the server: %s", r)
+	}
+	if r := as("failover", "plan", "undo", "shop"); r.code != 0 {
+		t.Fatalf("undo: %s", r)
+	}
+	if r := as("failover", "plan", "nosuch"); r.code != 2 || !strings.Contains(r.stderr, `no failover plan "nosuch" (plans: shop)`) {
+		t.Fatalf("an unknown plan through the server: %s", r)
+	}
+}
