@@ -63,13 +63,10 @@ func (s *Server) routes(m *Metrics, version string) []route {
 			switch {
 			case err == nil:
 				writeJSON(w, http.StatusAccepted, asked)
-			case errors.Is(err, ErrUnknownJob):
-				writeError(w, http.StatusNotFound, "not_found", err.Error())
-			case asked.Started:
-				// The run ended before its session began.
-				writeActionError(w, err, nil)
 			default:
-				writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+				// An unknown job, a server that stops, or a run that ended
+				// before its session began.
+				writeActionError(w, err, nil)
 			}
 		}},
 		{"GET", "/v1/sessions", func(w http.ResponseWriter, r *http.Request) {

@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/scheduler"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // Runner runs one session of a job until it ends or ctx is cancelled, as
@@ -331,7 +332,7 @@ func (s *Server) RunNow(ctx context.Context, name string) (Asked, error) {
 			return asked, fmt.Errorf("%w %q", ErrUnknownJob, name)
 		}
 		if s.ctx == nil || s.ctx.Err() != nil {
-			return asked, errors.New("the server is stopping")
+			return asked, fmt.Errorf("the server is stopping: %w", errdefs.ErrUnavailable)
 		}
 		r := j.cur
 		switch {
