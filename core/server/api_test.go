@@ -25,25 +25,7 @@ import (
 
 func get(t *testing.T, srv *httptest.Server, method, path string, wantCode int, out any) string {
 	t.Helper()
-	req, err := http.NewRequest(method, srv.URL+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != wantCode {
-		t.Fatalf("%s %s: %d, want %d: %s", method, path, resp.StatusCode, wantCode, body)
-	}
-	if out != nil {
-		if err := json.Unmarshal(body, out); err != nil {
-			t.Fatalf("%s %s: %v: %s", method, path, err, body)
-		}
-	}
-	return string(body)
+	return call(t, srv, method, path, "", wantCode, out)
 }
 
 func TestAPI(t *testing.T) {

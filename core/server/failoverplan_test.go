@@ -233,8 +233,9 @@ func TestFailoverPlansThroughTheAPI(t *testing.T) {
 	}
 }
 
-// call makes a call with a body and decodes the answer into out.
-func call(t *testing.T, srv *httptest.Server, method, path, body string, wantCode int, out any) {
+// call makes a call with a body, decodes the answer into out and returns
+// it.
+func call(t *testing.T, srv *httptest.Server, method, path, body string, wantCode int, out any) string {
 	t.Helper()
 	req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
 	if err != nil {
@@ -254,6 +255,7 @@ func call(t *testing.T, srv *httptest.Server, method, path, body string, wantCod
 			t.Fatalf("%s %s: %v: %s", method, path, err, b)
 		}
 	}
+	return string(b)
 }
 
 // states are the replicas' states of the plan's VMs, in its order.
