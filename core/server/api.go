@@ -160,7 +160,7 @@ func (s *Server) failoverHandler(action string) http.HandlerFunc {
 				return
 			}
 		}
-		res, err := s.failover(r.Context(), r.PathValue("name"), r.PathValue("vm"), action, body.Point)
+		res, err := s.failover(r.PathValue("name"), r.PathValue("vm"), action, body.Point)
 		if err != nil {
 			writeActionError(w, err, nil)
 			return

@@ -348,3 +348,45 @@ func TestTheRunAnswerSaysWhichSessionToFollow(t *testing.T) {
 		t.Fatalf("the job waiting for a slot: %+v", db)
 	}
 }
+
+// TestAFailoverOutlivesItsClient: a client that hangs up while a VM is
+// failed over does not stop the failover halfway; it runs to its end
+// under the server, which still holds the job meanwhile.
+func TestAFailoverOutlivesItsClient(t *testing.T) {
+	l := newLab(t)
+	s := New(l.run, l.cat, nil, Options{})
+	entered, finish := make(chan struct{}), make(chan struct{})
+	ended := make(chan error, 1)
+	s.Failover = func(ctx context.Context, job *config.Job, vm, action, point string) (*sdk.Replica, error) {
+		close(entered)
+		<-finish
+		ended <- ctx.Err()
+		return &sdk.Replica{Name: vm + "_replica", State: sdk.ReplicaFailedOver}, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Serve(ctx, jobs(t, map[string]string{"db": ""})); close(done) }()
+	defer func() { cancel(); <-done }()
+	srv := httptest.NewServer(s.Handler(NewMetrics(s), "test"))
+	defer srv.Close()
+
+	reqCtx, hangUp := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(reqCtx, "POST", srv.URL+"/v1/jobs/db/vms/db-01/failover", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		if resp, err := srv.Client().Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-entered
+	hangUp()
+	// The job is still held: a second failover is refused meanwhile.
+	var e apiError
+	call(t, srv, "POST", "/v1/jobs/db/vms/db-01/failover/undo", "", 409, &e)
+	close(finish)
+	if err := <-ended; err != nil {
+		t.Fatalf("the failover's context ended with its client: %v", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // FailoverFunc starts ("start"), undoes ("undo") or commits ("commit") the
@@ -31,9 +32,18 @@ type FailedOver struct {
 
 // failover runs a failover action of a job's VM with Failover, while no
 // session of the job runs; a run that falls due meanwhile is queued.
-func (s *Server) failover(ctx context.Context, name, vm, action, point string) (*FailedOver, error) {
+func (s *Server) failover(name, vm, action, point string) (*FailedOver, error) {
 	if s.Failover == nil {
 		return nil, errors.New("this server does not fail VMs over")
+	}
+	// The action runs under the server's context, not the request's: a
+	// client that hangs up must not stop a failover halfway. Stopping the
+	// server does, as it stops sessions.
+	s.mu.Lock()
+	ctx := s.ctx
+	s.mu.Unlock()
+	if ctx == nil || ctx.Err() != nil {
+		return nil, fmt.Errorf("the server is stopping: %w", errdefs.ErrUnavailable)
 	}
 	cfgs, release, err := s.claim([]string{name})
 	if err != nil {
