@@ -203,6 +203,7 @@ func (r *Runner) choosePoints(p *config.FailoverPlan, at time.Time) (map[string]
 func (r *Runner) startGroup(ctx context.Context, p *config.FailoverPlan, g *config.PlanGroup, points map[string]string) ([]VMResult, error) {
 	r.progress(g.Name, "", "started", "failing over %d VMs", len(g.VMs))
 	results := make([]VMResult, len(g.VMs))
+	errs := make([]error, len(g.VMs))
 	var wg sync.WaitGroup
 	for i, vm := range g.VMs {
 		wg.Go(func() {
@@ -210,8 +211,10 @@ func (r *Runner) startGroup(ctx context.Context, p *config.FailoverPlan, g *conf
 			job := r.Jobs[vm.Job]
 			if job == nil {
 				res.Error = fmt.Sprintf("job %q is not in the configuration", vm.Job)
+				errs[i] = fmt.Errorf("%s: %s", res.VM, res.Error)
 			} else if rep, err := r.Failover(ctx, job, vm.VM, "start", points[vm.String()]); err != nil {
 				res.Error = err.Error()
+				errs[i] = fmt.Errorf("%s: %w", res.VM, err)
 			} else {
 				res.State, res.Point = string(rep.State), rep.FailoverPoint
 				for _, n := range rep.VM.NICs {
@@ -227,14 +230,8 @@ func (r *Runner) startGroup(ctx context.Context, p *config.FailoverPlan, g *conf
 		})
 	}
 	wg.Wait()
-	var failed []string
-	for _, res := range results {
-		if res.Error != "" {
-			failed = append(failed, res.VM+": "+res.Error)
-		}
-	}
-	if len(failed) > 0 {
-		return results, fmt.Errorf("group %q: %s", g.Name, strings.Join(failed, "; "))
+	if failed := vmErrors(slices.DeleteFunc(errs, func(err error) bool { return err == nil })); len(failed) > 0 {
+		return results, fmt.Errorf("group %q: %w", g.Name, failed)
 	}
 	if g.Ready != nil {
 		if err := r.ready(ctx, p, g, results); err != nil {
@@ -383,15 +380,17 @@ func (r *Runner) finish(ctx context.Context, p *config.FailoverPlan, action, did
 			}
 			out := VMResult{VM: vm.String(), Group: g.Name}
 			job := r.Jobs[vm.Job]
+			var verr error
 			if job == nil {
 				out.Error = fmt.Sprintf("job %q is not in the configuration", vm.Job)
+				verr = errors.New(out.Error)
 			} else if rep, err := r.Failover(ctx, job, vm.VM, action, ""); err != nil {
-				out.Error = err.Error()
+				out.Error, verr = err.Error(), err
 			} else {
 				out.State = string(rep.State)
 			}
 			if out.Error != "" {
-				errs = append(errs, fmt.Errorf("%s: %s", out.VM, out.Error))
+				errs = append(errs, fmt.Errorf("%s: %w", out.VM, verr))
 				r.progress(g.Name, out.VM, "failed", "%s", out.Error)
 			} else {
 				r.progress(g.Name, out.VM, did, "%s", out.State)
@@ -401,7 +400,7 @@ func (r *Runner) finish(ctx context.Context, p *config.FailoverPlan, action, did
 	}
 	res.Took = time.Since(start)
 	if len(errs) > 0 {
-		return res, fmt.Errorf("failover plan %q: %s: %w", p.Name, action, errors.Join(errs...))
+		return res, fmt.Errorf("failover plan %q: %s: %w", p.Name, action, vmErrors(errs))
 	}
 	return res, nil
 }
@@ -434,3 +433,17 @@ func order(groups []*config.PlanGroup) []*config.PlanGroup {
 	}
 	return out
 }
+
+// vmErrors are the failures of several VMs: one line, "; " between them,
+// each keeping its class (errors.Is sees through to every one).
+type vmErrors []error
+
+func (e vmErrors) Error() string {
+	parts := make([]string, len(e))
+	for i, err := range e {
+		parts[i] = err.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (e vmErrors) Unwrap() []error { return e }

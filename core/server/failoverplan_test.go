@@ -188,12 +188,13 @@ func TestFailoverPlansThroughTheAPI(t *testing.T) {
 		apiError
 		Result PlanRun `json:"result"`
 	}
-	call(t, srv, "POST", "/v1/failover-plans/shop/failover", `{"point": "latest"}`, 500, &stopped)
+	// The VM's failure keeps its class (the host has no room: unavailable).
+	call(t, srv, "POST", "/v1/failover-plans/shop/failover", `{"point": "latest"}`, 503, &stopped)
 	vms := map[string]recovery.VMResult{}
 	for _, vm := range stopped.Result.VMs {
 		vms[vm.VM] = vm
 	}
-	if stopped.Class != "internal" || !strings.Contains(stopped.Error, "the host has no room") || len(vms) != 3 ||
+	if stopped.Class != "unavailable" || !strings.Contains(stopped.Error, "the host has no room") || len(vms) != 3 ||
 		vms["db/db-01"].State != "failed_over" || vms["web/app-01"].State != "failed_over" || vms["web/web-01"].Error == "" ||
 		!slices.Equal(stopped.Result.Ready, []string{"db"}) || len(stopped.Result.Steps) == 0 {
 		t.Fatalf("a plan that stopped: %+v", stopped)
