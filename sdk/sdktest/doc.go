@@ -86,7 +86,10 @@
 // size; a smaller size never shrinks), DeleteOldestPoint and
 // DeleteMiddlePoint (the others read back exactly), AbandonedWriter (an
 // unclosed writer, with a crash when the fixture can crash the target,
-// never changes a restore point), FailoverUndo, FailoverNewest,
+// never changes a restore point), PreparedWrites (a writer that prepares
+// writes, sdk.WritePreparer, keeps every point whole when the prepared
+// ranges are written in its file, and refuses point changes while open;
+// skipped for writers that do not prepare), FailoverUndo, FailoverNewest,
 // FailoverTwice (ErrFailedPrecondition), FailoverReIP and ApplyNetwork
 // (network map and re-IP rules), CommitFailover, CrashKeepsPoints,
 // SyncedWritesSurviveCrash (writes before Sync are in the working state,
