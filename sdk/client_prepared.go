@@ -42,7 +42,12 @@ type preparedWriter struct {
 	// then holds its result. One at a time, in order.
 	inflight chan struct{}
 	flushed  flushResult
-	err      error // the first failure, returned from then on
+	// pendSpan and flySpan bound the writes of the pending batch and of
+	// the one in flight: a write to a prepared range that overlaps them
+	// joins the batch instead of going straight to the file, so that
+	// writes to one place land in the order they came.
+	pendSpan, flySpan Extent
+	err               error // the first failure, returned from then on
 }
 
 // batchOf is writes gathered, their data back to back in buf.
@@ -79,7 +84,7 @@ func (w *preparedWriter) WriteAt(p []byte, off int64) (int, error) {
 		w.mu.Unlock()
 		return 0, w.err
 	}
-	if covers(w.ready, off, int64(len(p))) {
+	if covers(w.ready, off, int64(len(p))) && !overlaps(w.pendSpan, off, len(p)) && !overlaps(w.flySpan, off, len(p)) {
 		w.mu.Unlock()
 		return w.write(p, off)
 	}
@@ -90,6 +95,7 @@ func (w *preparedWriter) WriteAt(p []byte, off int64) (int, error) {
 	}
 	b.writes = append(b.writes, pendingWrite{off: off, start: len(b.buf), end: len(b.buf) + len(p)})
 	b.buf = append(b.buf, p...)
+	w.pendSpan = grow(w.pendSpan, off, len(p))
 	if len(b.buf) >= prepareBatchBytes || len(b.writes) >= prepareBatchWrites {
 		if err := w.handOffLocked(); err != nil {
 			return 0, err
@@ -117,6 +123,7 @@ func (w *preparedWriter) handOffLocked() error {
 	}
 	b := w.pending
 	w.pending, w.spare = w.spare, batchOf{}
+	w.flySpan, w.pendSpan = w.pendSpan, Extent{}
 	done := make(chan struct{})
 	w.inflight = done
 	go func() {
@@ -141,6 +148,7 @@ func (w *preparedWriter) waitLocked() error {
 		}
 		w.ready = addExtents(w.ready, r.ranges)
 		w.spare = r.room
+		w.flySpan = Extent{}
 	}
 	return w.err
 }
@@ -157,6 +165,7 @@ func (w *preparedWriter) flushLocked() error {
 	ranges, err := w.apply(w.pending)
 	w.ready = addExtents(w.ready, ranges)
 	w.pending.writes, w.pending.buf = w.pending.writes[:0], w.pending.buf[:0]
+	w.pendSpan = Extent{}
 	if err != nil {
 		w.err = err
 	}
@@ -302,4 +311,19 @@ func addExtents(ready, es []Extent) []Extent {
 		ready = append(ready, e)
 	}
 	return ready
+}
+
+// overlaps reports whether [off, off+n) overlaps the extent e (empty:
+// nothing).
+func overlaps(e Extent, off int64, n int) bool {
+	return e.Length > 0 && off < e.End() && e.Offset < off+int64(n)
+}
+
+// grow returns the extent e grown to hold [off, off+n).
+func grow(e Extent, off int64, n int) Extent {
+	if e.Length == 0 {
+		return Extent{Offset: off, Length: int64(n)}
+	}
+	lo, hi := min(e.Offset, off), max(e.End(), off+int64(n))
+	return Extent{Offset: lo, Length: hi - lo}
 }
