@@ -1,7 +1,6 @@
 package sdk
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -179,7 +178,7 @@ func (w *preparedWriter) apply(b batchOf) ([]Extent, error) {
 	for _, pw := range b.writes {
 		es = append(es, Extent{Offset: pw.off, Length: int64(pw.end - pw.start)})
 	}
-	es = mergeExtents(es)
+	es = MergeExtents(es)
 	if err := w.prepare(es); err != nil {
 		return nil, err
 	}
@@ -215,7 +214,7 @@ func (w *preparedWriter) PrepareWrites(extents []Extent) error {
 			es = append(es, e)
 		}
 	}
-	es = mergeExtents(es)
+	es = MergeExtents(es)
 	if len(es) == 0 {
 		return nil
 	}
@@ -280,28 +279,12 @@ func covers(es []Extent, off, n int64) bool {
 	return i < len(es) && es[i].Offset <= off && off+n <= es[i].End()
 }
 
-// mergeExtents sorts extents and merges those that touch or overlap.
-func mergeExtents(es []Extent) []Extent {
-	if !slices.IsSortedFunc(es, func(a, b Extent) int { return cmp.Compare(a.Offset, b.Offset) }) {
-		slices.SortFunc(es, func(a, b Extent) int { return cmp.Compare(a.Offset, b.Offset) })
-	}
-	out := es[:0]
-	for _, e := range es {
-		if k := len(out) - 1; k >= 0 && e.Offset <= out[k].End() {
-			out[k].Length = max(out[k].End(), e.End()) - out[k].Offset
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
 // addExtents adds sorted, merged extents to sorted, merged ready ones. The
 // data mover prepares in increasing offsets, so the new ones usually go
 // at the end.
 func addExtents(ready, es []Extent) []Extent {
 	if len(ready) > 0 && len(es) > 0 && es[0].Offset < ready[len(ready)-1].End() {
-		return mergeExtents(append(ready, es...))
+		return MergeExtents(append(ready, es...))
 	}
 	for _, e := range es {
 		if k := len(ready) - 1; k >= 0 && e.Offset <= ready[k].End() {

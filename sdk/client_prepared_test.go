@@ -25,7 +25,7 @@ func TestPreparedRanges(t *testing.T) {
 					model[i] = true
 				}
 			}
-			ready = addExtents(ready, mergeExtents(es))
+			ready = addExtents(ready, MergeExtents(es))
 		}
 		for i := 1; i < len(ready); i++ {
 			if ready[i].Offset <= ready[i-1].End() {

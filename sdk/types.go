@@ -1,7 +1,9 @@
 package sdk
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -101,6 +103,26 @@ type Snapshot struct {
 	Created  time.Time
 	Quiesced bool
 	Disks    []SnapshotDisk
+}
+
+// MergeExtents sorts extents by offset, drops the empty ones and merges
+// those that touch or overlap, in place: the result shares es's array.
+func MergeExtents(es []Extent) []Extent {
+	if !slices.IsSortedFunc(es, func(a, b Extent) int { return cmp.Compare(a.Offset, b.Offset) }) {
+		slices.SortFunc(es, func(a, b Extent) int { return cmp.Compare(a.Offset, b.Offset) })
+	}
+	out := es[:0]
+	for _, e := range es {
+		if e.Length <= 0 {
+			continue
+		}
+		if k := len(out) - 1; k >= 0 && e.Offset <= out[k].End() {
+			out[k].Length = max(out[k].End(), e.End()) - out[k].Offset
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // SnapshotDisk is the state of one disk in a snapshot or restore point.

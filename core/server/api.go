@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
@@ -53,21 +52,20 @@ func (s *Server) routes(m *Metrics, version string) []route {
 		{"GET", "/v1/jobs/{name}", func(w http.ResponseWriter, r *http.Request) {
 			j, ok := s.Job(r.PathValue("name"))
 			if !ok {
-				writeError(w, http.StatusNotFound, "not_found", "no job "+strconv.Quote(r.PathValue("name")))
+				writeNoJob(w, r.PathValue("name"))
 				return
 			}
 			writeJSON(w, http.StatusOK, j)
 		}},
 		{"POST", "/v1/jobs/{name}/run", func(w http.ResponseWriter, r *http.Request) {
 			asked, err := s.RunNow(r.Context(), r.PathValue("name"))
-			switch {
-			case err == nil:
-				writeJSON(w, http.StatusAccepted, asked)
-			default:
+			if err != nil {
 				// An unknown job, a server that stops, or a run that ended
 				// before its session began.
 				writeActionError(w, err, nil)
+				return
 			}
+			writeJSON(w, http.StatusAccepted, asked)
 		}},
 		{"GET", "/v1/sessions", func(w http.ResponseWriter, r *http.Request) {
 			limit := 20
@@ -80,14 +78,7 @@ func (s *Server) routes(m *Metrics, version string) []route {
 				limit = n
 			}
 			sessions, err := s.cat.Sessions(r.URL.Query().Get("job"), limit)
-			if err != nil {
-				writeCatalogError(w, err)
-				return
-			}
-			if sessions == nil {
-				sessions = []catalog.Session{}
-			}
-			writeJSON(w, http.StatusOK, sessions)
+			writeList(w, sessions, err)
 		}},
 		{"GET", "/v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 			sess, err := s.cat.Session(r.PathValue("id"))
@@ -99,33 +90,19 @@ func (s *Server) routes(m *Metrics, version string) []route {
 		}},
 		{"GET", "/v1/jobs/{name}/replicas", func(w http.ResponseWriter, r *http.Request) {
 			if _, ok := s.Job(r.PathValue("name")); !ok {
-				writeError(w, http.StatusNotFound, "not_found", "no job "+strconv.Quote(r.PathValue("name")))
+				writeNoJob(w, r.PathValue("name"))
 				return
 			}
 			replicas, err := s.cat.Replicas(r.PathValue("name"))
-			if err != nil {
-				writeCatalogError(w, err)
-				return
-			}
-			if replicas == nil {
-				replicas = []catalog.Replica{}
-			}
-			writeJSON(w, http.StatusOK, replicas)
+			writeList(w, replicas, err)
 		}},
 		{"GET", "/v1/jobs/{name}/vms/{vm}/points", func(w http.ResponseWriter, r *http.Request) {
 			if _, ok := s.Job(r.PathValue("name")); !ok {
-				writeError(w, http.StatusNotFound, "not_found", "no job "+strconv.Quote(r.PathValue("name")))
+				writeNoJob(w, r.PathValue("name"))
 				return
 			}
 			points, err := s.cat.RestorePoints(r.PathValue("name"), r.PathValue("vm"))
-			if err != nil {
-				writeCatalogError(w, err)
-				return
-			}
-			if points == nil {
-				points = []catalog.RestorePoint{}
-			}
-			writeJSON(w, http.StatusOK, points)
+			writeList(w, points, err)
 		}},
 		{"POST", "/v1/jobs/{name}/vms/{vm}/failover", s.failoverHandler("start")},
 		{"POST", "/v1/jobs/{name}/vms/{vm}/failover/undo", s.failoverHandler("undo")},
@@ -210,6 +187,24 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, class, msg string) {
 	writeJSON(w, code, apiError{Error: msg, Class: class})
+}
+
+// writeList answers a list read from the catalog: [] rather than null
+// when it is empty, or the error.
+func writeList[T any](w http.ResponseWriter, items []T, err error) {
+	if err != nil {
+		writeCatalogError(w, err)
+		return
+	}
+	if items == nil {
+		items = []T{}
+	}
+	writeJSON(w, http.StatusOK, items)
+}
+
+// writeNoJob answers a job the configuration lacks.
+func writeNoJob(w http.ResponseWriter, name string) {
+	writeError(w, http.StatusNotFound, "not_found", "no job "+strconv.Quote(name))
 }
 
 func writeCatalogError(w http.ResponseWriter, err error) {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/config"
-	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/plan"
 	"github.com/ferry-dr/ferry/core/status"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
@@ -76,7 +75,7 @@ func (s *Server) pointsHandler(w http.ResponseWriter, r *http.Request) {
 	name, vm := r.PathValue("name"), r.URL.Query().Get("vm")
 	jobs, _, err := s.configured([]string{name})
 	if err != nil {
-		writeError(w, http.StatusNotFound, "not_found", "no job "+strconv.Quote(name))
+		writeNoJob(w, name)
 		return
 	}
 	if vm != "" && !slices.Contains(jobs[0].VMs, vm) {
@@ -89,14 +88,7 @@ func (s *Server) pointsHandler(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	points, err := s.cat.RestorePoints(name, vm)
-	if err != nil {
-		writeCatalogError(w, err)
-		return
-	}
-	if points == nil {
-		points = []catalog.RestorePoint{}
-	}
-	writeJSON(w, http.StatusOK, points)
+	writeList(w, points, err)
 }
 
 // goneHandler answers GET /v1/jobs/{name}/replicas/gone: the replicas of
@@ -104,18 +96,11 @@ func (s *Server) pointsHandler(w http.ResponseWriter, r *http.Request) {
 func (s *Server) goneHandler(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if _, _, err := s.configured([]string{name}); err != nil {
-		writeError(w, http.StatusNotFound, "not_found", "no job "+strconv.Quote(name))
+		writeNoJob(w, name)
 		return
 	}
 	gone, err := s.cat.GoneReplicas(name)
-	if err != nil {
-		writeCatalogError(w, err)
-		return
-	}
-	if gone == nil {
-		gone = []catalog.GoneReplica{}
-	}
-	writeJSON(w, http.StatusOK, gone)
+	writeList(w, gone, err)
 }
 
 // planHandler answers GET /v1/plan[?job=NAME...]: `ferry plan --json` of

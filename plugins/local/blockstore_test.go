@@ -168,7 +168,7 @@ func TestMergeExtents(t *testing.T) {
 		for _, x := range tt.in {
 			in = append(in, sdkExtent{Offset: x.off, Length: x.n})
 		}
-		got := mergeExtents(in)
+		got := sdk.MergeExtents(in)
 		var out []e
 		for _, x := range got {
 			out = append(out, e{x.Offset, x.Length})

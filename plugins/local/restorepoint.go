@@ -356,20 +356,16 @@ func (w *replicaWriter) WriteAt(p []byte, off int64) (int, error) {
 	sd := w.sd
 	sd.gate.RLock()
 	defer sd.gate.RUnlock()
-	switch {
-	case w.closed.Load():
-		return 0, fmt.Errorf("write replica %q disk %d: writer closed: %w", w.replica, sd.disk, errdefs.ErrFailedPrecondition)
-	case sd.disabled != nil:
-		return 0, fmt.Errorf("write replica %q disk %d: %w", w.replica, sd.disk, sd.disabled)
-	case off < 0 || off+int64(len(p)) > sd.size.Load():
-		return 0, fmt.Errorf("write replica %q disk %d: %d bytes at %d do not fit in %d: %w", w.replica, sd.disk, len(p), off, sd.size.Load(), errdefs.ErrInvalidArgument)
-	case len(p) == 0:
+	if err := w.usable(off, int64(len(p))); err != nil {
+		return 0, fmt.Errorf("write replica %q disk %d: %w", w.replica, sd.disk, err)
+	}
+	if len(p) == 0 {
 		return 0, nil
 	}
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
-	if w.gen != sd.gen {
-		return 0, fmt.Errorf("write replica %q disk %d: a newer writer of the disk was opened: %w", w.replica, sd.disk, errdefs.ErrFailedPrecondition)
+	if err := w.superseded(); err != nil {
+		return 0, fmt.Errorf("write replica %q disk %d: %w", w.replica, sd.disk, err)
 	}
 	sd.pending.add(p, off)
 	if sd.pending.bytes >= maxPendingBytes || len(sd.pending.writes) >= maxPendingWrites {
@@ -402,28 +398,54 @@ func (w *replicaWriter) PrepareWrites(extents []sdk.Extent) error {
 	w.t.mu.Unlock()
 	sd.gate.RLock()
 	defer sd.gate.RUnlock()
-	switch {
-	case w.closed.Load():
-		return fmt.Errorf("prepare writes of replica %q disk %d: writer closed: %w", w.replica, sd.disk, errdefs.ErrFailedPrecondition)
-	case sd.disabled != nil:
-		return fmt.Errorf("prepare writes of replica %q disk %d: %w", w.replica, sd.disk, sd.disabled)
+	if err := w.prepare(extents); err != nil {
+		return fmt.Errorf("prepare writes of replica %q disk %d: %w", w.replica, sd.disk, err)
 	}
-	size := sd.size.Load()
+	return nil
+}
+
+// prepare is PrepareWrites under gate.
+func (w *replicaWriter) prepare(extents []sdk.Extent) error {
+	sd := w.sd
+	if err := w.usable(0, 0); err != nil {
+		return err
+	}
 	for _, e := range extents {
-		if e.Offset < 0 || e.Length < 0 || e.Offset > size-e.Length {
-			return fmt.Errorf("prepare writes of replica %q disk %d: %d bytes at %d do not fit in %d: %w", w.replica, sd.disk, e.Length, e.Offset, size, errdefs.ErrInvalidArgument)
+		if err := w.usable(e.Offset, e.Length); err != nil {
+			return err
 		}
 	}
 	sd.mu.Lock()
 	defer sd.mu.Unlock()
-	if w.gen != sd.gen {
-		return fmt.Errorf("prepare writes of replica %q disk %d: a newer writer of the disk was opened: %w", w.replica, sd.disk, errdefs.ErrFailedPrecondition)
+	if err := w.superseded(); err != nil {
+		return err
 	}
 	if err := sd.flushLocked(w.t); err != nil {
-		return fmt.Errorf("prepare writes of replica %q disk %d: %w", w.replica, sd.disk, err)
+		return err
 	}
-	if err := sd.saveUndo(w.t, extents); err != nil {
-		return fmt.Errorf("prepare writes of replica %q disk %d: %w", w.replica, sd.disk, err)
+	return sd.saveUndo(w.t, extents)
+}
+
+// usable says why the writer cannot write n bytes at off, or nil. The
+// caller holds gate.
+func (w *replicaWriter) usable(off, n int64) error {
+	sd := w.sd
+	switch {
+	case w.closed.Load():
+		return fmt.Errorf("writer closed: %w", errdefs.ErrFailedPrecondition)
+	case sd.disabled != nil:
+		return sd.disabled
+	case off < 0 || n < 0 || off > sd.size.Load()-n:
+		return fmt.Errorf("%d bytes at %d do not fit in %d: %w", n, off, sd.size.Load(), errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// superseded says so when a newer writer of the disk was opened. The
+// caller holds sd.mu.
+func (w *replicaWriter) superseded() error {
+	if w.gen != w.sd.gen {
+		return fmt.Errorf("a newer writer of the disk was opened: %w", errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }

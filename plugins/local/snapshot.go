@@ -531,5 +531,5 @@ func allocatedInView(dir string, st *vmState, i int, sd snapDisk) ([]sdk.Extent,
 		}
 		r.close()
 	}
-	return clipExtents(mergeExtents(ext), sd.Capacity), nil
+	return clipExtents(sdk.MergeExtents(ext), sd.Capacity), nil
 }

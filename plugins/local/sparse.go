@@ -86,5 +86,5 @@ func collectAllocated(size int64, buf []allocRange, query queryRanges) ([]sdk.Ex
 		}
 		off = next
 	}
-	return mergeExtents(out), nil
+	return sdk.MergeExtents(out), nil
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -252,7 +251,7 @@ func (l *changeLog) compact() error {
 				ext = append(ext, sdk.Extent{Offset: r.off, Length: r.length})
 			}
 		}
-		for _, e := range mergeExtents(ext) {
+		for _, e := range sdk.MergeExtents(ext) {
 			out = append(out, changeRec{seq: hi, off: e.Offset, length: e.Length})
 		}
 		if i < len(marks) {
@@ -278,7 +277,7 @@ func (l *changeLog) changedBetween(from, to uint64) []sdk.Extent {
 			ext = append(ext, sdk.Extent{Offset: r.off, Length: r.length})
 		}
 	}
-	return mergeExtents(ext)
+	return sdk.MergeExtents(ext)
 }
 
 // answer checks that the log can say what changed between change ids since
@@ -300,30 +299,6 @@ func (l *changeLog) answer(since, upTo string) (uint64, uint64, error) {
 		return 0, 0, fmt.Errorf("change id %q: older than the tracking history kept: %w", since, errdefs.ErrChangeIDReset)
 	}
 	return sseq, useq, nil
-}
-
-// mergeExtents sorts extents and merges those that overlap or touch.
-func mergeExtents(ext []sdk.Extent) []sdk.Extent {
-	var out []sdk.Extent
-	sort.Slice(ext, func(i, j int) bool { return ext[i].Offset < ext[j].Offset })
-	for _, e := range ext {
-		if e.Length <= 0 {
-			continue
-		}
-		if len(out) == 0 {
-			out = append(out, e)
-			continue
-		}
-		last := &out[len(out)-1]
-		if e.Offset <= last.End() {
-			if e.End() > last.End() {
-				last.Length = e.End() - last.Offset
-			}
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
 }
 
 // clipExtents cuts extents to [0, size).

@@ -440,22 +440,34 @@ func (h *Host) ConnectNIC(ctx context.Context, vm string, nic int, vswitch strin
 			return err
 		}
 		defer cs.Close()
-		vssd, snaps, err := h.settings(cs)
+		vssd, n, release, err := h.adapter(cs, vm, nic)
 		if err != nil {
 			return err
 		}
-		closeAll(snaps)
-		defer vssd.Close()
-		nics, err := h.nics(vssd)
-		if err != nil {
-			return err
-		}
-		defer closeNICs(nics)
-		if nic < 0 || nic >= len(nics) {
-			return fmt.Errorf("vm %q has no network adapter %d: %w", vm, nic, errdefs.ErrNotFound)
-		}
-		return h.connect(ctx, vssd, nics[nic], vswitch)
+		defer release()
+		return h.connect(ctx, vssd, n, vswitch)
 	})
+}
+
+// adapter returns network adapter nic of the VM whose system is cs, and
+// the VM's current settings it belongs to; release closes them.
+func (h *Host) adapter(cs obj, vm string, nic int) (vssd obj, n nicInfo, release func(), err error) {
+	vssd, snaps, err := h.settings(cs)
+	if err != nil {
+		return vssd, n, nil, err
+	}
+	closeAll(snaps)
+	nics, err := h.nics(vssd)
+	if err != nil {
+		vssd.Close()
+		return vssd, n, nil, err
+	}
+	release = func() { closeNICs(nics); vssd.Close() }
+	if nic < 0 || nic >= len(nics) {
+		release()
+		return vssd, n, nil, fmt.Errorf("vm %q has no network adapter %d: %w", vm, nic, errdefs.ErrNotFound)
+	}
+	return vssd, nics[nic], release, nil
 }
 
 func closeNICs(ns []nicInfo) {
@@ -532,21 +544,12 @@ func (h *Host) setGuest(ctx context.Context, cs obj, nic int, g host.GuestNetwor
 		return err
 	}
 	vm := cs.str("ElementName")
-	vssd, snaps, err := h.settings(cs)
+	_, n, release, err := h.adapter(cs, vm, nic)
 	if err != nil {
 		return err
 	}
-	closeAll(snaps)
-	defer vssd.Close()
-	nics, err := h.nics(vssd)
-	if err != nil {
-		return err
-	}
-	defer closeNICs(nics)
-	if nic < 0 || nic >= len(nics) {
-		return fmt.Errorf("vm %q has no network adapter %d: %w", vm, nic, errdefs.ErrNotFound)
-	}
-	gs, err := h.c.related(nics[nic].port, "Msvm_GuestNetworkAdapterConfiguration")
+	defer release()
+	gs, err := h.c.related(n.port, "Msvm_GuestNetworkAdapterConfiguration")
 	if err != nil {
 		return err
 	}

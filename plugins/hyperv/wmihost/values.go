@@ -95,30 +95,27 @@ func toStrings(v any) []string {
 	return nil
 }
 
+// eachInt64 converts every element of xs with toInt64.
+func eachInt64[T any](xs []T) ([]int64, error) {
+	out := make([]int64, len(xs))
+	for i, e := range xs {
+		n, err := toInt64(e)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
 func toInt64s(v any) ([]int64, error) {
 	switch x := v.(type) {
 	case nil:
 		return nil, nil
 	case []any:
-		out := make([]int64, len(x))
-		for i, e := range x {
-			n, err := toInt64(e)
-			if err != nil {
-				return nil, err
-			}
-			out[i] = n
-		}
-		return out, nil
+		return eachInt64(x)
 	case []string:
-		out := make([]int64, len(x))
-		for i, e := range x {
-			n, err := toInt64(e)
-			if err != nil {
-				return nil, err
-			}
-			out[i] = n
-		}
-		return out, nil
+		return eachInt64(x)
 	}
 	n, err := toInt64(v)
 	if err != nil {
