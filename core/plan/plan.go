@@ -1,8 +1,14 @@
 // Package plan works out what the next run of a job would do, from the
 // job's configuration, what the catalog knows of earlier runs and what the
-// source reports now. It is pure: the engine gathers the inputs
-// (engine.Engine.Plan, for `ferry plan` and ferry server's GET /v1/plan)
-// and the command line renders the result.
+// source and the target report now. It is pure: the engine gathers the
+// inputs (engine.Engine.Plan, for `ferry plan` and ferry server's GET
+// /v1/plan) and the command line renders the result.
+//
+// Decide is the rule for one VM (fail it and why, skip it, create its
+// replica or replicate into it, each disk's mode, the restore points
+// retention drops after): Make renders its Decision, and a session calls
+// the same function at the start of each VM and executes what it returns,
+// so a plan and a run cannot drift apart.
 //
 // It never changes anything and never talks to a plugin.
 package plan
@@ -63,6 +69,11 @@ type Inputs struct {
 	// nil entry is a replica the target does not have. Nil when the
 	// target was not asked; then the catalog's word is taken.
 	Target map[string]*sdk.Replica
+	// TargetPoints are the restore points the target lists of each
+	// replica in Target, by VM, oldest first (their Job, VM and change ids
+	// as the points' labels say); the catalog's Points stand in for a VM
+	// it lacks.
+	TargetPoints map[string][]Point
 	// Owner is whom the job's replica of a source VM belongs to (see
 	// engine); nil when the target was not asked.
 	Owner func(vm *sdk.VM) sdk.ReplicaOwner
@@ -80,6 +91,11 @@ type Plan struct {
 	// Proxies says where the job's disks would move when the
 	// configuration declares proxies; nil when they move in ferry.
 	Proxies *Proxies
+	// VMs are the decisions Changes render, one per VM a run would take
+	// up, in order: what a session of the job would do with each (see
+	// Decide). They are not part of the plan's JSON: a plan read back
+	// from a server has none.
+	VMs []Decision
 }
 
 // Proxies is where a job's disks would move: the proxy that reads them
@@ -132,93 +148,31 @@ func Make(in Inputs) Plan {
 	}
 	seen := map[string]string{} // VM id -> the entry that named it first
 	for _, name := range names {
-		vm, ok := source[name]
-		rec, hasReplica := replicas[name]
-		points := in.Points[name]
-		if !ok {
-			why := "not found on " + job.Source.Address()
-			if err := sourceErrors[name]; err != nil {
-				why = err.Error()
-			}
-			add(Warn, name, -1, "%s; the run will fail for it", why)
-			continue
+		f := Facts{Job: job, Key: name, VM: source[name], SourceErr: sourceErrors[name], Points: in.Points[name], Caps: in.SourceCaps}
+		if rec, ok := replicas[name]; ok {
+			f.Record = &rec
 		}
-		if other, dup := seen[vm.ID]; dup && vm.ID != "" {
-			add(Warn, name, -1, "names the same VM as %s (id %s), which runs replicate; the run will fail for this entry: list the VM once", other, vm.ID)
-			continue
-		}
-		seen[vm.ID] = name
-		if in.Target != nil {
-			tr, asked := in.Target[name]
-			replicaName := job.ReplicaName(name, vm.Name)
-			switch {
-			case asked && tr != nil && !tr.Owner.IsZero() && in.Owner != nil && tr.Owner != in.Owner(vm):
-				add(Warn, name, -1, "replica %s on %s belongs to %s; the run will fail for this VM: give one of the jobs another replica_suffix or target", replicaName, job.Target.Address(), tr.Owner)
-				continue
-			case asked && tr == nil && hasReplica:
-				add(Create, name, -1, "replica %s is gone from %s: it will be created and filled; the catalog's %s of it will be recorded as gone",
-					rec.ReplicaName, job.Target.Address(), plural(len(points), "restore point"))
-				continue
-			case asked && tr != nil && hasReplica && tr.ID != rec.ReplicaID:
-				add(Update, name, -1, "replica %s on %s is not the one the catalog knows (id %s, was %s): every block is compared with the source; the catalog's %s of the old one will be recorded as gone",
-					replicaName, job.Target.Address(), tr.ID, rec.ReplicaID, plural(len(points), "restore point"))
-				continue
-			case asked && tr != nil && !hasReplica:
-				add(Update, name, -1, "replica %s exists on %s but not in the catalog: the run takes it over and compares every block with the source", replicaName, job.Target.Address())
-				continue
+		if vm := f.VM; vm != nil {
+			if other, dup := seen[vm.ID]; dup && vm.ID != "" {
+				f.SameAs = other
+			} else {
+				seen[vm.ID] = name
 			}
 		}
-		if !hasReplica {
-			var total int64
-			for _, d := range vm.Disks {
-				total += d.Capacity
+		if tr, asked := in.Target[name]; asked {
+			f.TargetAsked, f.Replica = true, tr
+			if tr == nil {
+				f.Points = nil
+			} else if pts, listed := in.TargetPoints[name]; listed {
+				f.Points = pts
 			}
-			what := ""
-			if by := picked[name]; len(by) > 0 {
-				what = " (new in " + strings.Join(by, ", ") + ")"
-			}
-			add(Create, name, -1, "create replica %s on %s%s: %s, %s; the first run copies every allocated block",
-				job.ReplicaName(name, vm.Name), job.Target.Address(), what, plural(len(vm.Disks), "disk"), Human(total))
-			continue
-		}
-		switch rec.State {
-		case sdk.ReplicaFailedOver:
-			add(Warn, name, -1, "replica %s is failed over (to %s); runs skip it until 'ferry failover undo' or 'commit'", rec.ReplicaName, rec.FailoverPoint)
-			continue
-		case sdk.ReplicaCommitted:
-			add(Warn, name, -1, "replica %s was committed as the production VM; remove %s from the job", rec.ReplicaName, name)
-			continue
-		}
-		old := map[int]int64{}
-		for _, d := range rec.Disks {
-			old[d.Index] = d.Capacity
-		}
-		changed := false
-		for _, d := range vm.Disks {
-			was, known := old[d.Index]
-			switch {
-			case !known:
-				add(Create, name, d.Index, "new disk of %s on the replica; its first copy reads every allocated block", Human(d.Capacity))
-				changed = true
-			case d.Capacity > was:
-				add(Update, name, d.Index, "grows from %s to %s; earlier restore points keep their size", Human(was), Human(d.Capacity))
-				changed = true
-			case d.Capacity < was:
-				add(Warn, name, d.Index, "shrank from %s to %s at the source; replica disks never shrink", Human(was), Human(d.Capacity))
-				changed = true
+			if in.Owner != nil && f.VM != nil {
+				f.Owner = in.Owner(f.VM)
 			}
 		}
-		for _, d := range vm.Disks {
-			if d.Independent && !job.CopyIndependentDisks {
-				add(Warn, name, d.Index, "independent (VM snapshots do not capture it): not replicated, the run will warn; set copy_independent_disks = true to copy it knowingly")
-			}
-		}
-		if !changed {
-			add(Keep, name, -1, "incremental run: %s, the newest %s%s", plural(len(points), "restore point"), newest(points), digestDisks(in.SourceCaps, vm, points))
-		}
-		if keep := job.Retention.RestorePoints; keep > 0 && len(points)+1 > keep {
-			add(Delete, name, -1, "%s beyond the newest %d will be deleted", plural(len(points)+1-keep, "restore point"), keep)
-		}
+		d := Decide(f)
+		p.VMs = append(p.VMs, d)
+		p.render(d, in.Points[name], picked[name], add)
 	}
 	if !known {
 		return p // which replicas leave the job is unknown
@@ -250,6 +204,95 @@ func Make(in Inputs) Plan {
 		add(Delete, vm, -1, "%s; its replica %s and %s are kept, not replicated", reason, r.ReplicaName, plural(len(in.Points[vm]), "restore point"))
 	}
 	return p
+}
+
+// render adds the lines that say a VM's decision; catalogPoints are the
+// catalog's points of the VM (those a retired replica takes along), by
+// the selectors that picked it new.
+func (p *Plan) render(d Decision, catalogPoints []Point, by []string, add func(Action, string, int, string, ...any)) {
+	f, name := d.f, d.VM
+	job := f.Job
+	target := job.Target.Address()
+	switch d.Verdict {
+	case VerdictFail:
+		switch d.Refusal {
+		case RefusedCommitted:
+			add(Warn, name, -1, "replica %s was committed as the production VM; remove %s from the job", f.Record.ReplicaName, name)
+		case RefusedSourceMissing:
+			why := "not found on " + job.Source.Address()
+			if f.SourceErr != nil {
+				why = f.SourceErr.Error()
+			}
+			add(Warn, name, -1, "%s; the run will fail for it", why)
+		case RefusedSameVM:
+			add(Warn, name, -1, "names the same VM as %s (id %s), which runs replicate; the run will fail for this entry: list the VM once", f.SameAs, f.VM.ID)
+		case RefusedOtherOwner:
+			add(Warn, name, -1, "replica %s on %s belongs to %s; the run will fail for this VM: give one of the jobs another replica_suffix or target", d.ReplicaName, target, f.Replica.Owner)
+		case RefusedOtherJobsPoint:
+			pt := d.otherPoint()
+			add(Warn, name, -1, "replica %s on %s holds restore point %s of job %q VM %q; the run will fail for this VM: give one of the jobs another replica_suffix or target", d.ReplicaName, target, pt.ID, pt.Job, pt.VM)
+		default:
+			add(Warn, name, -1, "replica %s is %s; the run will fail for this VM: undo or commit the failover first", d.ReplicaName, d.state)
+		}
+		return
+	case VerdictSkip:
+		add(Warn, name, -1, "replica %s is failed over (to %s); runs skip it until 'ferry failover undo' or 'commit'", d.ReplicaName, d.failover)
+		return
+	}
+	if d.Retire != "" {
+		if d.Verdict == VerdictCreate {
+			add(Create, name, -1, "replica %s is gone from %s: it will be created and filled; the catalog's %s of it will be recorded as gone",
+				f.Record.ReplicaName, target, plural(len(catalogPoints), "restore point"))
+		} else {
+			add(Update, name, -1, "replica %s on %s is not the one the catalog knows (id %s, was %s): every block is compared with the source; the catalog's %s of the old one will be recorded as gone",
+				d.ReplicaName, target, f.Replica.ID, f.Record.ReplicaID, plural(len(catalogPoints), "restore point"))
+		}
+		return
+	}
+	if d.Verdict == VerdictCreate {
+		var total int64
+		for _, dd := range d.Disks {
+			total += dd.Capacity
+		}
+		what := ""
+		if len(by) > 0 {
+			what = " (new in " + strings.Join(by, ", ") + ")"
+		}
+		add(Create, name, -1, "create replica %s on %s%s: %s, %s; the first run copies every allocated block",
+			d.ReplicaName, target, what, plural(len(d.Disks), "disk"), Human(total))
+		return
+	}
+	changed := false
+	for _, dd := range d.Disks {
+		switch {
+		case dd.New:
+			add(Create, name, dd.Index, "new disk of %s on the replica; its first copy reads every allocated block", Human(dd.Capacity))
+			changed = true
+		case dd.Was != 0 && dd.Capacity > dd.Was:
+			add(Update, name, dd.Index, "grows from %s to %s; earlier restore points keep their size", Human(dd.Was), Human(dd.Capacity))
+			changed = true
+		case dd.Was != 0 && dd.Capacity < dd.Was:
+			add(Warn, name, dd.Index, "shrank from %s to %s at the source; replica disks never shrink", Human(dd.Was), Human(dd.Capacity))
+			changed = true
+		}
+	}
+	for _, dd := range d.Disks {
+		if dd.Skip {
+			add(Warn, name, dd.Index, "%s: not replicated, the run will warn; set copy_independent_disks = true to copy it knowingly", dd.Why)
+		}
+	}
+	switch {
+	case d.TakeOver && len(f.Points) == 0:
+		add(Update, name, -1, "replica %s exists on %s but not in the catalog: the run takes it over and compares every block with the source", d.ReplicaName, target)
+	case d.TakeOver:
+		add(Update, name, -1, "replica %s exists on %s but not in the catalog: the run takes it over with its %s, the newest %s%s",
+			d.ReplicaName, target, plural(len(f.Points), "restore point"), newest(f.Points), digestDisks(d))
+	case !changed:
+		add(Keep, name, -1, "incremental run: %s, the newest %s%s", plural(len(f.Points), "restore point"), newest(f.Points), digestDisks(d))
+	}
+	if len(d.Drop) > 0 {
+		add(Delete, name, -1, "%s beyond the newest %d will be deleted", plural(len(d.Drop), "restore point"), job.Retention.RestorePoints)
+	}
 }
 
 // selection adds what the job's selectors match to the plan and returns
@@ -375,20 +418,12 @@ func DigestReason(tracks bool, lastChangeID string) string {
 }
 
 // digestDisks says which disks of an incremental run are compared by
-// digests, reading the whole disk, and why: the source does not track
-// changes, or the newest restore point has no change id for the disk.
-func digestDisks(caps *sdk.Capabilities, vm *sdk.VM, points []Point) string {
-	if caps == nil || len(points) == 0 {
-		return ""
-	}
-	ids := map[int]string{}
-	for _, d := range points[len(points)-1].Disks {
-		ids[d.Index] = d.ChangeID
-	}
+// digests, reading the whole disk, and why.
+func digestDisks(d Decision) string {
 	var out []string
-	for _, d := range vm.Disks {
-		if why := DigestReason(caps.ChangeTracking, ids[d.Index]); why != "" && !d.Independent {
-			out = append(out, fmt.Sprintf("disk %d by digest comparison (%s): reads all %s", d.Index, why, Human(d.Capacity)))
+	for _, dd := range d.Disks {
+		if !dd.Skip && dd.Mode == catalog.ModeDigest {
+			out = append(out, fmt.Sprintf("disk %d by digest comparison (%s): reads all %s", dd.Index, dd.Why, Human(dd.Capacity)))
 		}
 	}
 	if len(out) == 0 {
