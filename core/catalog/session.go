@@ -155,7 +155,14 @@ type VMResult struct {
 type DiskResult struct {
 	Index int  `json:"index"`
 	Mode  Mode `json:"mode,omitempty"`
-	Lane  Lane `json:"lane,omitempty"`
+	// Why says why the disk moved in its mode when that is not the plain
+	// one (why digests rather than change tracking), in the words of the
+	// plan; Planned is the mode decided at the VM's start when the run
+	// learned better while moving the disk (a change id the source no
+	// longer knew) and fell back to Mode. Both empty otherwise.
+	Why     string `json:"why,omitempty"`
+	Planned Mode   `json:"planned_mode,omitempty"`
+	Lane    Lane   `json:"lane,omitempty"`
 	// Transport and TransportWhy are how the source plugin read the disk
 	// (its own transport mode) and why, when it says.
 	Transport    string `json:"transport,omitempty"`

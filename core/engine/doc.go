@@ -14,6 +14,14 @@
 //     (see package replicameta), so the next run never needs a full copy;
 //   - snapshots a killed run left behind are removed by the next run.
 //
+// What a session does with each VM is not decided here: at the start of
+// each attempt the engine reads what the catalog, the source and the
+// target say and calls package plan's Decide, the function `ferry plan`
+// answers by (Plan gathers the same facts), then executes the decision.
+// What it learns while moving a disk (tracking switched off, a change id
+// reset) is recorded in the decision as a fallback, and the session keeps
+// it with the disk.
+//
 // The engine holds policy (what to copy, when to commit, what to keep). It
 // never moves bytes itself (package datamover does) and never talks to a
 // plugin process directly: components come through the Components

@@ -100,9 +100,10 @@ func (e *Engine) planInputs(ctx context.Context, job *config.Job) (plan.Inputs, 
 }
 
 // askTarget asks the job's target for the replica of each VM the source
-// described, so that the plan can tell a replica that is gone, replaced or
-// another job's from the one the catalog knows. A target that cannot be
-// asked leaves the catalog's word.
+// described and its restore points, as a session asks at the start of each
+// VM, so that the plan decides from what the run will decide from: a
+// replica gone, replaced or another job's, the change ids of its newest
+// point. A target that cannot be asked leaves the catalog's word.
 func (e *Engine) askTarget(ctx context.Context, job *config.Job, in *plan.Inputs) {
 	tgt, where, err := e.Target(ctx, job)
 	if where != "" {
@@ -121,6 +122,7 @@ func (e *Engine) askTarget(ctx context.Context, job *config.Job, in *plan.Inputs
 		}
 	}
 	found := map[string]*sdk.Replica{}
+	listed := map[string][]plan.Point{}
 	for name, vm := range vms {
 		r, err := tgt.GetReplica(ctx, job.ReplicaName(name, vm.Name))
 		switch {
@@ -128,9 +130,12 @@ func (e *Engine) askTarget(ctx context.Context, job *config.Job, in *plan.Inputs
 			found[name] = nil
 		case err == nil:
 			found[name] = r
+			if points, err := tgt.ListRestorePoints(ctx, r.ID); err == nil {
+				listed[name] = PlanPoints(points)
+			}
 		}
 	}
-	in.Target = found
+	in.Target, in.TargetPoints = found, listed
 	in.Owner = func(vm *sdk.VM) sdk.ReplicaOwner { return Owner(job, vm) }
 }
 

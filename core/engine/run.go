@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -142,39 +143,52 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 		return fmt.Errorf("job %q vm %q: %w", job.Name, name, fmt.Errorf(format, args...))
 	}
 
-	if rec, err := r.e.Catalog.Replica(job.Name, name); err == nil && rec.State == sdk.ReplicaCommitted {
-		return fail("its replica was committed to a permanent failover; remove the VM from the job: %w", errdefs.ErrFailedPrecondition)
+	// What to do with the VM is decided by package plan's rule, the one
+	// `ferry plan` answers by, from what the catalog, the source and the
+	// target say now; the run executes the decision.
+	caps := r.srcCaps
+	f := plan.Facts{Job: job, Key: name, Caps: &caps}
+	if rec, err := r.e.Catalog.Replica(job.Name, name); err == nil {
+		f.Record = rec
 	}
-	vm, err := r.src.DescribeVM(ctx, name)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return fail("not found on source %s: %w", job.Source.Address(), err)
+	f.VM, f.SourceErr = r.src.DescribeVM(ctx, name)
+	if f.SourceErr != nil {
+		f.VM = nil
 	}
-	if err != nil {
-		return fail("describe: %w", err)
+	if vm := f.VM; vm != nil {
+		if other, dup := r.seen[vm.ID]; dup && vm.ID != "" && other != name {
+			f.SameAs = other
+		}
 	}
-	if other, dup := r.seen[vm.ID]; dup && vm.ID != "" && other != name {
-		return fail("names the same VM as %q (id %s), which this session replicates; list the VM once in the job: %w", other, vm.ID, errdefs.ErrInvalidArgument)
+	if dec := plan.Admit(f); dec != nil {
+		return dec.Err()
 	}
+	vm := f.VM
 	if r.seen == nil {
 		r.seen = map[string]string{}
 	}
 	r.seen[vm.ID] = name
 	r.removeStaleSnapshots(ctx, name)
 
-	replicaName := job.ReplicaName(name, vm.Name)
-	replica, fresh, points, err := r.replica(ctx, name, vm, replicaName)
-	var over errFailedOver
-	if errors.As(err, &over) {
-		r.notice(name, "%s", over.Error())
-		res.Result, res.Error = catalog.ResultSkipped, over.Error()
-		return nil
-	}
+	dec, replica, points, err := r.decide(ctx, f)
 	if err != nil {
 		return err
 	}
+	replica, fresh, err := r.replica(ctx, &dec, vm, replica)
+	if err != nil {
+		return err
+	}
+	switch dec.Verdict {
+	case plan.VerdictFail:
+		return dec.Err()
+	case plan.VerdictSkip:
+		r.notice(name, "%s", dec.Skipped())
+		res.Result, res.Error = catalog.ResultSkipped, dec.Skipped()
+		return nil
+	}
 	res.Replica = replica.ID
 	var last *sdk.RestorePoint
-	if len(points) > 0 {
+	if len(points) > 0 && !fresh {
 		last = &points[len(points)-1]
 	}
 
@@ -199,8 +213,8 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 		}
 	}()
 
-	skip := r.independentDisks(name, vm, res)
-	disks, err := r.disks(ctx, name, vm, snap, replica, last, fresh, skip, res)
+	skip := r.independentDisks(name, vm, &dec, res)
+	disks, err := r.disks(ctx, name, snap, replica, last, fresh, &dec, skip, res)
 	if err != nil {
 		return err
 	}
@@ -232,7 +246,7 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 	snapshotRemoved = true
 	r.e.hook(StepSnapshotGone, name)
 
-	if err := r.applyRetention(ctx, name, replica); err != nil {
+	if err := r.applyRetention(ctx, name, replica, dec.Drop); err != nil {
 		r.notice(name, "retention: %v", err)
 		res.Result = catalog.ResultWarning
 		res.Error = joinMessage(res.Error, "retention: "+err.Error())
@@ -241,59 +255,101 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 	return nil
 }
 
-// errFailedOver is a replica that runs from a restore point: runs skip
-// its VM (a DR test, or a failover not yet undone or committed) without
-// failing.
-type errFailedOver struct{ replica, point string }
-
-func (e errFailedOver) Error() string {
-	return fmt.Sprintf("replica %q is failed over (to restore point %s): skipped until 'ferry failover undo' or 'ferry failover commit'", e.replica, e.point)
-}
-
 // Owner is whom the job's replica of the source VM vm belongs to.
 func Owner(job *config.Job, vm *sdk.VM) sdk.ReplicaOwner {
 	return sdk.ReplicaOwner{Job: job.Name, Source: job.Source.Address(), SourceVM: vm.ID}
 }
 
-// replica finds or creates the replica of the source VM and makes sure it
-// is this job's, ready, and the one the catalog knows: a replica the
-// catalog recorded that the target no longer has (deleted, or replaced by
-// another of its name) is retired in the catalog with its restore points,
-// never taken for the new one. It returns the replica, whether it was
-// created empty now, and its restore points, oldest first.
-func (r *run) replica(ctx context.Context, name string, vm *sdk.VM, replicaName string) (*sdk.Replica, bool, []sdk.RestorePoint, error) {
-	job := r.job
-	fail := func(format string, args ...any) (*sdk.Replica, bool, []sdk.RestorePoint, error) {
-		return nil, false, nil, fmt.Errorf("job %q vm %q: %w", job.Name, name, fmt.Errorf(format, args...))
+// decide asks the target for the VM's replica and its restore points and
+// decides, by package plan's rule, what the run does with the VM. It
+// returns the decision, the replica (nil when the target has none) and its
+// points, oldest first.
+func (r *run) decide(ctx context.Context, f plan.Facts) (plan.Decision, *sdk.Replica, []sdk.RestorePoint, error) {
+	job, name := r.job, f.Key
+	fail := func(format string, args ...any) (plan.Decision, *sdk.Replica, []sdk.RestorePoint, error) {
+		return plan.Decision{}, nil, nil, fmt.Errorf("job %q vm %q: %w", job.Name, name, fmt.Errorf(format, args...))
 	}
-	owner := Owner(job, vm)
+	f.Owner = Owner(job, f.VM)
+	replicaName := job.ReplicaName(name, f.VM.Name)
 	replica, err := r.tgt.GetReplica(ctx, replicaName)
-	fresh := false
 	switch {
 	case errors.Is(err, errdefs.ErrNotFound):
-		replica, err = r.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: replicaName, VM: *vm, NetworkMap: networkMap(job), Owner: owner})
-		if err != nil {
-			return fail("create replica %q on %s: %w", replicaName, job.Target.Address(), err)
-		}
-		fresh = true
+		replica = nil
 	case err != nil:
 		return fail("replica %q on %s: %w", replicaName, job.Target.Address(), err)
 	}
 	var points []sdk.RestorePoint
-	listed := false
-	if !fresh && replica.Owner.IsZero() {
-		// A replica from before owners were recorded: this job's when its
-		// restore points say so (or it has none), and then adopted.
+	if replica != nil {
 		if points, err = r.tgt.ListRestorePoints(ctx, replica.ID); err != nil {
 			return fail("list restore points of %q: %w", replicaName, err)
 		}
-		listed = true
-		for _, p := range points {
-			if j, v := p.Labels[LabelJob], p.Labels[LabelVM]; j != "" && (j != job.Name || v != name) {
-				return fail("replica %q on %s holds restore point %s of job %q VM %q, not of this job's VM: refusing to write into another job's replica; give one of the jobs another replica_suffix or target: %w",
-					replicaName, job.Target.Address(), p.ID, j, v, errdefs.ErrFailedPrecondition)
+	}
+	f.TargetAsked, f.Replica, f.Points = true, replica, PlanPoints(points)
+	return plan.Decide(f), replica, points, nil
+}
+
+// PlanPoints are a replica's restore points as package plan decides from
+// them: their job, VM, session and each disk's change id as their labels
+// say.
+func PlanPoints(points []sdk.RestorePoint) []plan.Point {
+	var out []plan.Point
+	for _, p := range points {
+		pt := plan.Point{Job: p.Labels[LabelJob], VM: p.Labels[LabelVM], ID: p.ID, Created: p.Created, Size: p.Size,
+			Session: p.Labels[LabelSession], Consistency: p.Labels[LabelConsistency]}
+		capacity := map[int]int64{}
+		for _, d := range p.Disks {
+			capacity[d.Index] = d.Capacity
+		}
+		for key, id := range p.Labels {
+			if n, ok := changeIDDisk(key); ok {
+				pt.Disks = append(pt.Disks, catalog.PointDisk{Index: n, Capacity: capacity[n], ChangeID: id})
 			}
 		}
+		slices.SortFunc(pt.Disks, func(a, b catalog.PointDisk) int { return a.Index - b.Index })
+		out = append(out, pt)
+	}
+	return out
+}
+
+// changeIDDisk returns the disk whose change id a label holds.
+func changeIDDisk(label string) (int, bool) {
+	rest, ok := strings.CutPrefix(label, "ferry.disk.")
+	if !ok {
+		return 0, false
+	}
+	num, ok := strings.CutSuffix(rest, ".change_id")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(num)
+	return n, err == nil && n >= 0 && labelChangeID(n) == label
+}
+
+// replica carries out what the decision says of the VM's replica: it
+// creates one when the target has none, records the owner of one from
+// before owners, and retires the catalog's record of a replica the target
+// no longer has (deleted, or replaced by another of its name) with its
+// restore points, never taking it for the new one. A replica that belongs
+// to another job is not touched. It returns the replica and whether it
+// was created empty now.
+func (r *run) replica(ctx context.Context, dec *plan.Decision, vm *sdk.VM, replica *sdk.Replica) (*sdk.Replica, bool, error) {
+	job, name, replicaName := r.job, dec.VM, dec.ReplicaName
+	fail := func(format string, args ...any) (*sdk.Replica, bool, error) {
+		return nil, false, fmt.Errorf("job %q vm %q: %w", job.Name, name, fmt.Errorf(format, args...))
+	}
+	if dec.Refusal == plan.RefusedOtherOwner || dec.Refusal == plan.RefusedOtherJobsPoint {
+		return nil, false, dec.Err()
+	}
+	owner := Owner(job, vm)
+	fresh := false
+	if dec.Verdict == plan.VerdictCreate {
+		created, err := r.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: replicaName, VM: *vm, NetworkMap: networkMap(job), Owner: owner})
+		if err != nil {
+			return fail("create replica %q on %s: %w", replicaName, job.Target.Address(), err)
+		}
+		replica, fresh = created, true
+	}
+	if dec.Adopt {
 		adopted, err := r.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: replicaName, VM: *vm, NetworkMap: networkMap(job), Owner: owner})
 		if err != nil {
 			return fail("record the owner of replica %q on %s: %w", replicaName, job.Target.Address(), err)
@@ -303,18 +359,13 @@ func (r *run) replica(ctx context.Context, name string, vm *sdk.VM, replicaName 
 		}
 		if adopted.Owner.IsZero() {
 			r.notice(name, "target %s does not record replica owners (a plugin older than protocol 1.2); the replica's restore point labels say it is this job's", job.Target.Address())
+		} else if adopted.Owner != owner {
+			return fail("replica %q on %s belongs to %s, not to this job's VM %s of %s: refusing to write into it; give one of the jobs another replica_suffix or target: %w",
+				replicaName, job.Target.Address(), adopted.Owner, vm.ID, job.Source.Address(), errdefs.ErrFailedPrecondition)
 		}
 		replica = adopted
 	}
-	if !replica.Owner.IsZero() && replica.Owner != owner {
-		return fail("replica %q on %s belongs to %s, not to this job's VM %s of %s: refusing to write into it; give one of the jobs another replica_suffix or target: %w",
-			replicaName, job.Target.Address(), replica.Owner, vm.ID, job.Source.Address(), errdefs.ErrFailedPrecondition)
-	}
-	if rec, err := r.e.Catalog.Replica(job.Name, name); err == nil && rec.ReplicaID != replica.ID {
-		why := fmt.Sprintf("replica %q (id %s) is gone from %s", rec.ReplicaName, rec.ReplicaID, job.Target.Address())
-		if !fresh {
-			why = fmt.Sprintf("replica %q (id %s) on %s was replaced by another VM of its name (id %s)", rec.ReplicaName, rec.ReplicaID, job.Target.Address(), replica.ID)
-		}
+	if why := dec.Retire; why != "" {
 		gone, err := r.e.Catalog.RetireReplica(job.Name, name, why)
 		if err != nil {
 			return fail("record that %s: %w", why, err)
@@ -325,18 +376,7 @@ func (r *run) replica(ctx context.Context, name string, vm *sdk.VM, replicaName 
 		}
 		r.notice(name, "%s; its %d restore points are recorded as gone, and replica %s is %s", why, len(gone.Points), replica.ID, verb)
 	}
-	if replica.State == sdk.ReplicaFailedOver {
-		return nil, false, nil, errFailedOver{replica: replicaName, point: replica.FailoverPoint}
-	}
-	if replica.State != sdk.ReplicaReady {
-		return fail("replica %q is %s; undo or commit the failover before replicating again: %w", replicaName, replica.State, errdefs.ErrFailedPrecondition)
-	}
-	if !listed {
-		if points, err = r.tgt.ListRestorePoints(ctx, replica.ID); err != nil {
-			return fail("list restore points of %q: %w", replicaName, err)
-		}
-	}
-	return replica, fresh, points, nil
+	return replica, fresh, nil
 }
 
 func networkMap(job *config.Job) []sdk.NetworkMapping {
@@ -385,23 +425,24 @@ func (r *run) removeStaleSnapshots(ctx context.Context, vm string) {
 	}
 }
 
-// independentDisks finds the VM's disks that snapshots do not capture.
-// Unless the job asks to copy them knowingly they are skipped: the VM's
-// other disks replicate and the VM ends with a warning naming each one (a
-// copy of a disk changing under the read would be a point that never
-// existed). It returns the disks to skip.
-func (r *run) independentDisks(name string, vm *sdk.VM, res *catalog.VMResult) map[int]bool {
+// independentDisks says what becomes of the VM's disks that snapshots do
+// not capture. Unless the job asks to copy them knowingly the decision
+// skips them: the VM's other disks replicate and the VM ends with a
+// warning naming each one (a copy of a disk changing under the read would
+// be a point that never existed). It returns the disks to skip.
+func (r *run) independentDisks(name string, vm *sdk.VM, dec *plan.Decision, res *catalog.VMResult) map[int]bool {
 	skip := map[int]bool{}
 	for _, d := range vm.Disks {
-		if !d.Independent {
-			continue
-		}
-		if r.job.CopyIndependentDisks {
+		if d.Independent && r.job.CopyIndependentDisks {
 			r.notice(name, "disk %d is independent (VM snapshots do not capture it): copied as it is read, as copy_independent_disks asks; its restore points may hold a state that never existed", d.Index)
+		}
+	}
+	for _, dd := range dec.Disks {
+		if !dd.Skip {
 			continue
 		}
-		skip[d.Index] = true
-		msg := fmt.Sprintf("disk %d is independent (VM snapshots do not capture it): not replicated; its replica disk stays as it was. Set copy_independent_disks = true to copy it knowingly", d.Index)
+		skip[dd.Index] = true
+		msg := fmt.Sprintf("disk %d is %s: not replicated; its replica disk stays as it was. Set copy_independent_disks = true to copy it knowingly", dd.Index, dd.Why)
 		r.notice(name, "%s", msg)
 		res.Result = catalog.ResultWarning
 		res.Error = joinMessage(res.Error, msg)
@@ -431,7 +472,7 @@ const localProxy = "local"
 
 // disks moves every disk of the snapshot: one task per disk, placed on the
 // data mover's task slots (the job's task limit) as slots free up.
-func (r *run) disks(ctx context.Context, name string, vm *sdk.VM, snap *sdk.Snapshot, replica *sdk.Replica, last *sdk.RestorePoint, fresh bool, skip map[int]bool, res *catalog.VMResult) ([]catalog.DiskResult, error) {
+func (r *run) disks(ctx context.Context, name string, snap *sdk.Snapshot, replica *sdk.Replica, last *sdk.RestorePoint, fresh bool, dec *plan.Decision, skip map[int]bool, res *catalog.VMResult) ([]catalog.DiskResult, error) {
 	limit := r.job.Transfer.MaxTasks
 	if limit <= 0 {
 		limit = DefaultMaxTasks
@@ -439,6 +480,16 @@ func (r *run) disks(ctx context.Context, name string, vm *sdk.VM, snap *sdk.Snap
 	results := make([]catalog.DiskResult, len(snap.Disks))
 	errs := make([]error, len(snap.Disks))
 	byID := map[string]int{}
+	// Each task moves its disk as the decision says and records there
+	// what it learns; a disk the decision did not know is added first,
+	// so that the tasks' decisions stay where they are.
+	for _, d := range snap.Disks {
+		dec.Disk(d.Index, d.Capacity)
+	}
+	decided := make([]*plan.DiskDecision, len(snap.Disks))
+	for i, d := range snap.Disks {
+		decided[i] = dec.Disk(d.Index, d.Capacity)
+	}
 	var pending []scheduler.Task
 	for i, d := range snap.Disks {
 		if skip[d.Index] {
@@ -457,7 +508,7 @@ func (r *run) disks(ctx context.Context, name string, vm *sdk.VM, snap *sdk.Snap
 			running++
 			go func() {
 				defer func() { done <- struct{}{} }()
-				results[i], errs[i] = r.disk(ctx, name, snap, snap.Disks[i], replica, last, fresh)
+				results[i], errs[i] = r.disk(ctx, name, snap, snap.Disks[i], replica, last, fresh, decided[i])
 			}()
 		}
 		pending = waiting
@@ -500,20 +551,26 @@ func (r *run) commitCatalog(name string, vm *sdk.VM, replica *sdk.Replica, point
 	return r.e.Catalog.CommitPoint(rec, pt)
 }
 
-// applyRetention deletes the oldest points beyond the policy and makes the
-// catalog agree with what the target holds.
-func (r *run) applyRetention(ctx context.Context, name string, replica *sdk.Replica) error {
+// applyRetention deletes the points the VM's decision said retention
+// drops once the new point exists (a point it did not know of, made while
+// the run ran, waits for the next run's decision) and makes the catalog
+// agree with what the target holds.
+func (r *run) applyRetention(ctx context.Context, name string, replica *sdk.Replica, decided []retention.Decision) error {
 	points, err := r.tgt.ListRestorePoints(ctx, replica.ID)
 	if err != nil {
 		return fmt.Errorf("list restore points: %w", err)
 	}
-	var rp []retention.Point
+	there := map[string]bool{}
 	for _, p := range points {
-		rp = append(rp, retention.Point{ID: p.ID, Created: p.Created, Pinned: p.ID == replica.FailoverPoint})
+		there[p.ID] = true
 	}
 	drop := map[string]bool{}
 	var errs []error
-	for _, p := range retention.Dropped(rp, retention.Policy{RestorePoints: r.job.Retention.RestorePoints}) {
+	for _, d := range decided {
+		p := d.Point
+		if !there[p.ID] {
+			continue // gone already
+		}
 		if err := r.tgt.DeleteRestorePoint(ctx, replica.ID, p.ID); err != nil {
 			errs = append(errs, fmt.Errorf("delete restore point %s: %w", p.ID, err))
 			continue
@@ -554,7 +611,7 @@ func (r *run) applyRetention(ctx context.Context, name string, replica *sdk.Repl
 }
 
 // disk moves one disk and reports how.
-func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.SnapshotDisk, replica *sdk.Replica, last *sdk.RestorePoint, fresh bool) (catalog.DiskResult, error) {
+func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.SnapshotDisk, replica *sdk.Replica, last *sdk.RestorePoint, fresh bool, dd *plan.DiskDecision) (catalog.DiskResult, error) {
 	start := r.e.now()
 	res := catalog.DiskResult{Index: d.Index, Size: d.Capacity}
 	fail := func(format string, args ...any) (catalog.DiskResult, error) {
@@ -565,44 +622,36 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		return res, err
 	}
 	req := datamover.Request{Size: d.Capacity, TargetZero: fresh}
+	res.Mode = dd.Mode
 
-	// What to read: change tracking when it can answer, else every
-	// allocated area compared against the replica's digests.
-	res.Mode = catalog.ModeDigest
-	if last == nil {
-		res.Mode = catalog.ModeFull
+	// What to read, as decided: the areas change tracking reports, else
+	// every allocated area (compared against the replica's digests where
+	// the replica has any). What the source says now may make the run
+	// fall back from change tracking to digests; the decision records it.
+	if dd.Mode == catalog.ModeChangeTracking && d.ChangeID == "" {
+		dd.FallBack(catalog.ModeDigest, plan.WhyTrackingOff)
 	}
-	var changeID, why string
-	if last != nil {
-		changeID = last.Labels[labelChangeID(d.Index)]
-	}
-	if last != nil && r.srcCaps.ChangeTracking && changeID != "" && d.ChangeID != "" {
+	if dd.Mode == catalog.ModeChangeTracking {
 		var changed []sdk.Extent
-		err := r.src.ChangedAreas(ctx, sdk.ChangedAreasRequest{VM: name, Snapshot: snap.ID, Disk: d.Index, ChangeID: changeID}, func(b []sdk.Extent) error {
+		err := r.src.ChangedAreas(ctx, sdk.ChangedAreasRequest{VM: name, Snapshot: snap.ID, Disk: d.Index, ChangeID: dd.Since}, func(b []sdk.Extent) error {
 			changed = append(changed, b...)
 			return nil
 		})
 		switch {
 		case errors.Is(err, errdefs.ErrChangeIDReset):
-			why = "change tracking was reset since the last restore point"
+			dd.FallBack(catalog.ModeDigest, plan.WhyTrackingReset)
 		case err != nil:
-			return fail("changed areas since %s: %w", changeID, err)
+			return fail("changed areas since %s: %w", dd.Since, err)
 		default:
-			res.Mode = catalog.ModeChangeTracking
 			if changed == nil {
 				changed = []sdk.Extent{}
 			}
 			req.Changed = changed
 		}
 	}
-	if req.Changed == nil && last != nil {
-		if why == "" {
-			why = plan.DigestReason(r.srcCaps.ChangeTracking, changeID)
-		}
-		if why == "" && d.ChangeID == "" {
-			why = "the source does not track its changes now (tracking is switched off)"
-		}
-		r.notice(name, "disk %d: compared by digests, reading all %s: %s", d.Index, plan.Human(d.Capacity), why)
+	res.Mode, res.Why, res.Planned = dd.Mode, dd.Why, dd.Planned
+	if dd.Mode == catalog.ModeDigest {
+		r.notice(name, "disk %d: compared by digests, reading all %s: %s", d.Index, plan.Human(d.Capacity), dd.Why)
 	}
 	if req.Changed == nil {
 		var alloc []sdk.Extent

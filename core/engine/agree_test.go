@@ -1,0 +1,275 @@
+package engine
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/plan"
+	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/sdktest"
+)
+
+// planThenRun plans the fixture's job, runs it, and checks that the run
+// did what the plan decided, read from the session: the VMs in order,
+// each one's result (the same error for a VM that fails, the same words
+// for one skipped), each disk's mode and why, and the restore points
+// retention deleted. A disk may differ in one way only: the run learned
+// something the plan could not know and fell back, and then the session
+// keeps the planned mode beside the one it used. It returns the plan and
+// the session for the scenario's own checks.
+func (f *fixture) planThenRun() (plan.Plan, *catalog.Session) {
+	t := f.t
+	t.Helper()
+	ctx := context.Background()
+	plans, err := f.eng.Plan(ctx, []*config.Job{f.job})
+	if err != nil || len(plans) != 1 {
+		t.Fatalf("plan: %v", err)
+	}
+	p := plans[0]
+	before := map[string][]string{}
+	for _, d := range p.VMs {
+		before[d.VM] = pointIDs(f.comps.tgt, d.ReplicaName)
+	}
+	s := f.run()
+	if len(s.VMs) != len(p.VMs) {
+		t.Fatalf("the plan decided about %d VMs, the session ran %d: %+v", len(p.VMs), len(s.VMs), s.VMs)
+	}
+	for i, d := range p.VMs {
+		res := s.VMs[i]
+		if res.VM != d.VM {
+			t.Fatalf("VM %d: planned %s, ran %s", i, d.VM, res.VM)
+		}
+		switch d.Verdict {
+		case plan.VerdictFail:
+			want := d.Err().Error()
+			if d.Refusal == plan.RefusedSourceMissing {
+				// A plan's cause names the source it asked (a plan asks
+				// every source of the configuration); the run's error
+				// says it once, before the cause.
+				want = strings.Replace(want, ": "+f.job.Source.Address()+": ", ": ", 1)
+			}
+			if res.Result != catalog.ResultFailed || res.Error != want {
+				t.Errorf("%s: planned to fail with %q; the run: %s, %q", d.VM, d.Err(), res.Result, res.Error)
+			}
+			continue
+		case plan.VerdictSkip:
+			if res.Result != catalog.ResultSkipped || res.Error != d.Skipped() {
+				t.Errorf("%s: planned to skip (%q); the run: %s, %q", d.VM, d.Skipped(), res.Result, res.Error)
+			}
+			continue
+		}
+		if res.Result != catalog.ResultSuccess && res.Result != catalog.ResultWarning {
+			t.Errorf("%s: planned to %s; the run: %s, %q", d.VM, d.Verdict, res.Result, res.Error)
+			continue
+		}
+		var moved []catalog.DiskResult
+		for _, dd := range d.Disks {
+			i := slices.IndexFunc(res.Disks, func(r catalog.DiskResult) bool { return r.Index == dd.Index })
+			if dd.Skip {
+				if i >= 0 {
+					t.Errorf("%s disk %d: planned to skip (%s); the run moved it", d.VM, dd.Index, dd.Why)
+				}
+				continue
+			}
+			if i < 0 {
+				t.Errorf("%s disk %d: planned %s; the run did not move it", d.VM, dd.Index, dd.Mode)
+				continue
+			}
+			r := res.Disks[i]
+			moved = append(moved, r)
+			switch {
+			case r.Planned == "" && (r.Mode != dd.Mode || r.Why != dd.Why):
+				t.Errorf("%s disk %d: planned %s (%s); the run: %s (%s)", d.VM, dd.Index, dd.Mode, dd.Why, r.Mode, r.Why)
+			case r.Planned != "" && (r.Planned != dd.Mode || r.Mode == dd.Mode || r.Why == ""):
+				t.Errorf("%s disk %d: planned %s; the run fell back from %s to %s (%s)", d.VM, dd.Index, dd.Mode, r.Planned, r.Mode, r.Why)
+			}
+		}
+		if len(moved) != len(res.Disks) {
+			t.Errorf("%s: the run moved disks %+v, the plan decided %+v", d.VM, res.Disks, d.Disks)
+		}
+		var gone, want []string
+		after := pointIDs(f.comps.tgt, d.ReplicaName)
+		for _, id := range before[d.VM] {
+			if !slices.Contains(after, id) {
+				gone = append(gone, id)
+			}
+		}
+		for _, x := range d.Drop {
+			want = append(want, x.Point.ID)
+		}
+		if d.Verdict == plan.VerdictCreate && d.Retire != "" {
+			gone = nil // the old replica's points went with it, not by retention
+		}
+		if !slices.Equal(gone, want) {
+			t.Errorf("%s: retention deleted %v, the plan said %v", d.VM, gone, want)
+		}
+	}
+	return p, s
+}
+
+func pointIDs(tgt *sdktest.MemTarget, replica string) []string {
+	r, err := tgt.GetReplica(context.Background(), replica)
+	if err != nil {
+		return nil
+	}
+	ps, _ := tgt.ListRestorePoints(context.Background(), r.ID)
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.ID)
+	}
+	return out
+}
+
+// verdicts lists each decision's verdict and disk modes, as
+// "web-01:incremental(change-tracking,digest)".
+func verdicts(p plan.Plan) string {
+	var out []string
+	for _, d := range p.VMs {
+		s := d.VM + ":" + string(d.Verdict)
+		if d.Refusal != "" {
+			s += "/" + string(d.Refusal)
+		}
+		var modes []string
+		for _, dd := range d.Disks {
+			if dd.Skip {
+				modes = append(modes, "skip")
+			} else {
+				modes = append(modes, string(dd.Mode))
+			}
+		}
+		if len(modes) > 0 {
+			s += "(" + strings.Join(modes, ",") + ")"
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, " ")
+}
+
+// TestPlanAndRunAgree: for each scenario, what `ferry plan` decides is
+// what the next run does.
+func TestPlanAndRunAgree(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		// setup prepares the scenario; the fixture's job names web-01.
+		setup func(f *fixture)
+		want  string // the plan's verdicts, see verdicts
+	}{
+		{"a first run", func(f *fixture) {}, "web-01:create(full,full)"},
+		{"an incremental run", func(f *fixture) {
+			f.run()
+			f.write("web-01", 0, 1)
+		}, "web-01:incremental(change-tracking,change-tracking)"},
+		{"a source without change tracking", func(f *fixture) {
+			f.comps.caps = &sdk.Capabilities{}
+			f.run()
+			f.write("web-01", 0, 1)
+		}, "web-01:incremental(digest,digest)"},
+		{"retention", func(f *fixture) {
+			f.job.Retention.RestorePoints = 2
+			f.run()
+			f.run()
+			f.run()
+		}, "web-01:incremental(change-tracking,change-tracking)"},
+		{"change tracking reset after the plan", func(f *fixture) {
+			f.run()
+			f.write("web-01", 1, 1)
+			// The plan cannot know: the source says so only when asked
+			// for the changes since the point's change id.
+			f.comps.src.ResetChangeTracking("web-01", 1)
+		}, "web-01:incremental(change-tracking,change-tracking)"},
+		{"an independent disk", func(f *fixture) {
+			f.comps.src = sdktest.NewMemSource(sdk.VM{Name: "web-01", Disks: []sdk.Disk{{Capacity: diskSize}, {Capacity: diskSize / 2, Independent: true}}})
+			f.run()
+		}, "web-01:incremental(change-tracking,skip)"},
+		{"a failed over replica", func(f *fixture) {
+			f.run()
+			if _, err := f.comps.tgt.Failover(ctx, sdk.FailoverRequest{Replica: "web-01_replica"}); err != nil {
+				f.t.Fatal(err)
+			}
+		}, "web-01:skip"},
+		{"a committed replica", func(f *fixture) {
+			f.run()
+			rec, err := f.cat.Replica("web", "web-01")
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			rec.State = sdk.ReplicaCommitted
+			if err := f.cat.PutReplica(rec); err != nil {
+				f.t.Fatal(err)
+			}
+		}, "web-01:fail/committed"},
+		{"a replica deleted at the target", func(f *fixture) {
+			f.run()
+			if err := f.comps.tgt.DeleteReplica(ctx, "web-01_replica"); err != nil {
+				f.t.Fatal(err)
+			}
+		}, "web-01:create(full,full)"},
+		{"a replica replaced at the target", func(f *fixture) {
+			f.run()
+			old, _ := f.comps.tgt.GetReplica(ctx, "web-01_replica")
+			f.comps.tgt.DeleteReplica(ctx, old.ID)
+			vm, _ := f.comps.src.DescribeVM(ctx, "web-01")
+			other, err := f.comps.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: "web-01_replica", VM: *vm, Owner: old.Owner})
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			// Its point is labelled as this job's, change ids and all:
+			// still not the replica the catalog knows, so compared whole.
+			f.comps.tgt.CreateRestorePoint(ctx, other.ID, map[string]string{LabelJob: "web", LabelVM: "web-01", LabelSession: "elsewhere",
+				labelChangeID(0): "x", labelChangeID(1): "y"})
+		}, "web-01:incremental(digest,digest)"},
+		{"a replica the catalog lost", func(f *fixture) {
+			f.run()
+			f.run()
+			cat, err := catalog.Open(f.t.TempDir()+"/catalog.db", catalog.Options{})
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			f.t.Cleanup(func() { cat.Close() })
+			f.cat, f.eng.Catalog = cat, cat
+		}, "web-01:incremental(change-tracking,change-tracking)"},
+		{"another job's replica", func(f *fixture) {
+			vm, _ := f.comps.src.DescribeVM(ctx, "web-01")
+			f.comps.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: "web-01_replica", VM: *vm, Owner: sdk.ReplicaOwner{Job: "shop", Source: "source.mem.shop", SourceVM: vm.ID}})
+		}, "web-01:fail/other-owner"},
+		{"a replica without owner of another job", func(f *fixture) {
+			vm, _ := f.comps.src.DescribeVM(ctx, "web-01")
+			legacy, _ := f.comps.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: "web-01_replica", VM: *vm})
+			f.comps.tgt.CreateRestorePoint(ctx, legacy.ID, map[string]string{LabelJob: "shop", LabelVM: "web-01"})
+		}, "web-01:fail/other-jobs-point"},
+		{"a replica without owner of this job", func(f *fixture) {
+			vm, _ := f.comps.src.DescribeVM(ctx, "web-01")
+			legacy, _ := f.comps.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: "web-01_replica", VM: *vm})
+			f.comps.tgt.CreateRestorePoint(ctx, legacy.ID, map[string]string{LabelJob: "web", LabelVM: "web-01"})
+		}, "web-01:incremental(digest,digest)"},
+		{"a VM the source does not have, and one named twice", func(f *fixture) {
+			f.comps.src = sdktest.NewMemSource(sdk.VM{ID: "vm-17", Name: "web-01", Disks: []sdk.Disk{{Capacity: diskSize}}})
+			f.job.VMs = []string{"web-01", "ghost", "vm-17"}
+		}, "web-01:create(full) ghost:fail/source-missing vm-17:fail/same-vm"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, "web-01")
+			f.write("web-01", 0, 5)
+			tt.setup(f)
+			p, s := f.planThenRun()
+			if got := verdicts(p); got != tt.want {
+				t.Fatalf("the plan decided %s, want %s", got, tt.want)
+			}
+			if tt.name == "change tracking reset after the plan" {
+				d := s.VMs[0].Disks[1]
+				if d.Planned != catalog.ModeChangeTracking || d.Mode != catalog.ModeDigest || d.Why != plan.WhyTrackingReset {
+					t.Fatalf("the fallback is not recorded: %+v", d)
+				}
+			}
+			if tt.name == "retention" && len(p.VMs[0].Drop) != 1 {
+				t.Fatalf("retention drops %+v, want the oldest point", p.VMs[0].Drop)
+			}
+		})
+	}
+}
