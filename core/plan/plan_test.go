@@ -127,6 +127,25 @@ func TestPlanGolden(t *testing.T) {
 		Replicas: []catalog.Replica{replica("steady-01", sdk.ReplicaReady, 8<<30), replica("indep-01", sdk.ReplicaReady, 8<<30, 1<<30)},
 		Points:   map[string][]catalog.RestorePoint{"steady-01": points("steady-01", 1), "indep-01": points("indep-01", 1)},
 		Source:   map[string]*sdk.VM{"steady-01": in.Source["steady-01"], "indep-01": indep}}).Write(&buf)
+	// What the target lists that the catalog does not: a replica the
+	// catalog lost, with its points (taken over, tracked from their
+	// change ids), one without points, and a replica without owner
+	// holding another job's point.
+	lost := *job
+	lost.Name, lost.VMs = "lost", []string{"steady-01", "new-01", "shrunk-01"}
+	labelled := points("steady-01", 2)
+	for i := range labelled {
+		labelled[i].Disks = []catalog.PointDisk{{Index: 0, ChangeID: fmt.Sprintf("c%d", i)}}
+	}
+	foreign := points("shrunk-01", 1)
+	foreign[0].Job = "shop"
+	Make(Inputs{Job: &lost, Fingerprint: "new", SourceCaps: &sdk.Capabilities{ChangeTracking: true}, Source: in.Source, Owner: mine,
+		Target: map[string]*sdk.Replica{
+			"steady-01": {ID: "steady-01_replica", Owner: mine(in.Source["steady-01"]), State: sdk.ReplicaReady},
+			"new-01":    {ID: "new-01_replica", Owner: mine(in.Source["new-01"]), State: sdk.ReplicaReady},
+			"shrunk-01": {ID: "shrunk-01_replica", State: sdk.ReplicaReady},
+		},
+		TargetPoints: map[string][]Point{"steady-01": labelled, "shrunk-01": foreign}}).Write(&buf)
 	// A job that never ran and finds all its VMs.
 	first := *job
 	first.Name, first.VMs = "first", []string{"new-01"}
