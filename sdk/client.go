@@ -505,3 +505,45 @@ func (r *remoteRepository) Delete(ctx context.Context, key string, ifGeneration 
 	_, err := r.rpc.Delete(ctx, &pb.DeleteRequest{Key: key, IfGeneration: ifGeneration})
 	return r.in.err(err)
 }
+
+var _ TestFailoverer = (*remoteTarget)(nil)
+
+// StartTest implements TestFailoverer. A plugin built before protocol 1.5,
+// or a target without the TestFailover capability, answers
+// errdefs.ErrUnimplemented; hosts check the capability first.
+func (r *remoteTarget) StartTest(ctx context.Context, req TestRequest) (*TestVM, error) {
+	resp, err := r.rpc.StartTest(ctx, &pb.StartTestRequest{Id: req.ID, Replica: req.Replica, Point: req.Point, Network: netConfigToProto(req.Network), Labels: req.Labels})
+	if err != nil {
+		return nil, r.in.err(err)
+	}
+	v := testFromProto(resp)
+	return &v, nil
+}
+
+// ListTests implements TestFailoverer.
+func (r *remoteTarget) ListTests(ctx context.Context) ([]TestVM, error) {
+	resp, err := r.rpc.ListTests(ctx, &pb.Empty{})
+	if err != nil {
+		return nil, r.in.err(err)
+	}
+	out := make([]TestVM, 0, len(resp.GetTests()))
+	for _, v := range resp.GetTests() {
+		out = append(out, testFromProto(v))
+	}
+	return out, nil
+}
+
+// OpenTestDisk implements TestFailoverer.
+func (r *remoteTarget) OpenTestDisk(ctx context.Context, id string, disk int) (DiskReader, error) {
+	h, err := r.rpc.OpenTestDisk(ctx, &pb.OpenTestDiskRequest{Id: id, Disk: int32(disk)})
+	if err != nil {
+		return nil, r.in.err(err)
+	}
+	return r.in.c.openReader(h)
+}
+
+// StopTest implements TestFailoverer.
+func (r *remoteTarget) StopTest(ctx context.Context, id string) error {
+	_, err := r.rpc.StopTest(ctx, &pb.TestRequest{Id: id})
+	return r.in.err(err)
+}

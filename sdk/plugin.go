@@ -15,10 +15,11 @@ import (
 // added VM folders and tags, Source.ListTags, and component limits; minor
 // 2 added a replica's owner and incarnation, and independent disks; minor
 // 3 added ProbeTransport (TransportProber); minor 4 added Prepare, the
-// direct lane of replica disks that keep restore points (WritePreparer).
+// direct lane of replica disks that keep restore points (WritePreparer);
+// minor 5 added test failover (TestFailoverer).
 const (
 	ProtocolMajor = 1
-	ProtocolMinor = 4
+	ProtocolMinor = 5
 )
 
 // Plugin is what a plugin binary serves: its name, version and components,

@@ -433,3 +433,66 @@ func (rs *repositoryService) Delete(ctx context.Context, req *pb.DeleteRequest) 
 	}
 	return &pb.Empty{}, repo.Delete(ctx, req.GetKey(), req.GetIfGeneration())
 }
+
+// tests finds the addressed target's test failover, or says it has none.
+func (ts *targetService) tests(ctx context.Context) (TestFailoverer, error) {
+	in, err := ts.s.lookup(ctx, KindTarget)
+	if err != nil {
+		return nil, err
+	}
+	tf, ok := in.tgt.(TestFailoverer)
+	if !ok {
+		return nil, fmt.Errorf("target %q of plugin %s cannot run test failovers: %w", in.typ, ts.s.p.Name, errdefs.ErrUnimplemented)
+	}
+	return tf, nil
+}
+
+func (ts *targetService) StartTest(ctx context.Context, req *pb.StartTestRequest) (*pb.TestVM, error) {
+	tf, err := ts.tests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, err := tf.StartTest(ctx, TestRequest{ID: req.GetId(), Replica: req.GetReplica(), Point: req.GetPoint(), Network: netConfigFromProto(req.GetNetwork()), Labels: req.GetLabels()})
+	if err != nil {
+		return nil, err
+	}
+	return testToProto(v), nil
+}
+
+func (ts *targetService) ListTests(ctx context.Context, _ *pb.Empty) (*pb.ListTestsResponse, error) {
+	tf, err := ts.tests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	vs, err := tf.ListTests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.ListTestsResponse{}
+	for i := range vs {
+		resp.Tests = append(resp.Tests, testToProto(&vs[i]))
+	}
+	return resp, nil
+}
+
+func (ts *targetService) OpenTestDisk(ctx context.Context, req *pb.OpenTestDiskRequest) (*pb.DiskHandle, error) {
+	tf, err := ts.tests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r, err := tf.OpenTestDisk(ctx, req.GetId(), int(req.GetDisk()))
+	if err != nil {
+		return nil, err
+	}
+	// A test disk is read through the stream: it is the test's, not a
+	// replica disk the direct lane was declared for.
+	return ts.s.addDisk(&openDisk{r: r}, false), nil
+}
+
+func (ts *targetService) StopTest(ctx context.Context, req *pb.TestRequest) (*pb.Empty, error) {
+	tf, err := ts.tests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.Empty{}, tf.StopTest(ctx, req.GetId())
+}

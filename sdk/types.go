@@ -25,6 +25,7 @@ type Capabilities struct {
 	ReIP           bool // a Target applies re-IP rules at failover
 	Folders        bool // a Source reports each VM's inventory folder (VM.Folder)
 	Tags           bool // a Source reports each VM's tags (VM.Tags) and lists its tags (TagLister)
+	TestFailover   bool // a Target starts test VMs from restore points (TestFailoverer)
 }
 
 // Limits are bounds a component cannot go beyond. ferry checks them when it

@@ -42,12 +42,12 @@ func kindFromProto(k pb.Kind) Kind {
 }
 
 func capsToProto(c Capabilities) *pb.Capabilities {
-	return &pb.Capabilities{ChangeTracking: c.ChangeTracking, DirectData: c.DirectData, Quiesce: c.Quiesce, ReIp: c.ReIP, Folders: c.Folders, Tags: c.Tags}
+	return &pb.Capabilities{ChangeTracking: c.ChangeTracking, DirectData: c.DirectData, Quiesce: c.Quiesce, ReIp: c.ReIP, Folders: c.Folders, Tags: c.Tags, TestFailover: c.TestFailover}
 }
 
 func capsFromProto(c *pb.Capabilities) Capabilities {
 	return Capabilities{ChangeTracking: c.GetChangeTracking(), DirectData: c.GetDirectData(), Quiesce: c.GetQuiesce(), ReIP: c.GetReIp(),
-		Folders: c.GetFolders(), Tags: c.GetTags()}
+		Folders: c.GetFolders(), Tags: c.GetTags(), TestFailover: c.GetTestFailover()}
 }
 
 func limitsToProto(l Limits) *pb.Limits {
@@ -337,4 +337,13 @@ func ownerToProto(o ReplicaOwner) *pb.ReplicaOwner {
 
 func ownerFromProto(o *pb.ReplicaOwner) ReplicaOwner {
 	return ReplicaOwner{Job: o.GetJob(), Source: o.GetSource(), SourceVM: o.GetSourceVm()}
+}
+
+func testToProto(v *TestVM) *pb.TestVM {
+	return &pb.TestVM{Id: v.ID, Replica: v.Replica, Point: v.Point, StartedUnixNano: unixNano(v.Started), Running: v.Running, Vm: vmToProto(&v.VM), Labels: v.Labels}
+}
+
+func testFromProto(v *pb.TestVM) TestVM {
+	return TestVM{ID: v.GetId(), Replica: v.GetReplica(), Point: v.GetPoint(), Started: fromUnixNano(v.GetStartedUnixNano()), Running: v.GetRunning(),
+		VM: vmFromProto(v.GetVm()), Labels: v.GetLabels()}
 }

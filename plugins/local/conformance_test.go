@@ -78,6 +78,12 @@ func pathValue(p string) cty.Value {
 	return cty.ObjectVal(map[string]cty.Value{"path": cty.StringVal(p)})
 }
 
+// targetValue is a target's block as the host sends it: every attribute,
+// null where the user wrote none.
+func targetValue(p string) cty.Value {
+	return cty.ObjectVal(map[string]cty.Value{"path": cty.StringVal(p), "isolated_network": cty.NullVal(cty.String)})
+}
+
 func TestConformanceTarget(t *testing.T) {
 	root := t.TempDir()
 	cur, err := NewTarget(root)
@@ -85,8 +91,10 @@ func TestConformanceTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	sdktest.RunTarget(t, sdktest.TargetFixture{
-		New:          func(*testing.T) sdk.Target { return cur },
-		Capabilities: Plugin().Targets["local"].Capabilities,
+		New:             func(*testing.T) sdk.Target { return cur },
+		Capabilities:    Plugin().Targets["local"].Capabilities,
+		IsolatedNetwork: DefaultIsolatedNetwork,
+		WriteTest:       writeTestDisk(root),
 		Crash: func(t *testing.T) {
 			cur.crashForTest()
 			if cur, err = NewTarget(root); err != nil {
@@ -106,7 +114,9 @@ func TestConformanceTargetOverWire(t *testing.T) {
 		t.Run(map[bool]string{false: "direct", true: "streams"}[noDirect], func(t *testing.T) {
 			c := sdk.NewClient(sdktest.Dial(t, sdktest.Serve(t, Plugin())), sdk.ClientOptions{Name: "local", NoDirect: noDirect})
 			p := Plugin().Targets["local"]
-			tgt, diags, err := c.Target(context.Background(), "local", p.Schema, pathValue(t.TempDir()))
+			root := t.TempDir()
+			cfg := cty.ObjectVal(map[string]cty.Value{"path": cty.StringVal(root), "isolated_network": cty.StringVal("lab-bubble")})
+			tgt, diags, err := c.Target(context.Background(), "local", p.Schema, cfg)
 			if err != nil || diags.HasErrors() {
 				t.Fatal(err, diags.Err())
 			}
@@ -117,8 +127,10 @@ func TestConformanceTargetOverWire(t *testing.T) {
 				t.Fatalf("with NoDirect %v, the writer of a replica with points is %T", noDirect, w)
 			}
 			sdktest.RunTarget(t, sdktest.TargetFixture{
-				New:          func(*testing.T) sdk.Target { return tgt },
-				Capabilities: p.Capabilities,
+				New:             func(*testing.T) sdk.Target { return tgt },
+				Capabilities:    p.Capabilities,
+				IsolatedNetwork: "lab-bubble",
+				WriteTest:       writeTestDisk(root),
 			})
 		})
 	}
@@ -188,7 +200,7 @@ func TestPreparedWritesLandInOrder(t *testing.T) {
 	ctx := context.Background()
 	c := sdk.NewClient(sdktest.Dial(t, sdktest.Serve(t, Plugin())), sdk.ClientOptions{Name: "local"})
 	p := Plugin().Targets["local"]
-	tgt, diags, err := c.Target(ctx, "local", p.Schema, pathValue(t.TempDir()))
+	tgt, diags, err := c.Target(ctx, "local", p.Schema, targetValue(t.TempDir()))
 	if err != nil || diags.HasErrors() {
 		t.Fatal(err, diags.Err())
 	}
@@ -223,5 +235,19 @@ func TestPreparedWritesLandInOrder(t *testing.T) {
 	want := append(append(make([]byte, 4<<10), second...), first[4<<10:]...)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("the working state holds %q... at 4 KiB, want the later write's %q", got[4<<10:4<<10+4], want[4<<10:4<<10+4])
+	}
+}
+
+// writeTestDisk writes into a test VM's disk file as its guest would.
+func writeTestDisk(root string) func(t *testing.T, id string, disk int, off int64, data []byte) {
+	return func(t *testing.T, id string, disk int, off int64, data []byte) {
+		f, err := os.OpenFile(diskFile(filepath.Join(root, testsDirName, id), disk), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(data, off); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -40,15 +40,22 @@ func Plugin() *sdk.Plugin {
 		},
 		Targets: map[string]sdk.Component[sdk.Target]{
 			"local": {
-				Schema:       pathSchema("A target folder: one sub-folder per replica.", "The target folder. It is created when missing."),
-				Capabilities: sdk.Capabilities{ReIP: true, DirectData: true},
+				Schema:       targetSchema(),
+				Capabilities: sdk.Capabilities{ReIP: true, DirectData: true, TestFailover: true},
 				Validate:     validatePath,
 				New: func(ctx context.Context, cfg cty.Value) (sdk.Target, error) {
 					path, err := decodePath(cfg)
 					if err != nil {
 						return nil, err
 					}
-					return NewTarget(path)
+					t, err := NewTarget(path)
+					if err != nil {
+						return nil, err
+					}
+					if v := optionalString(cfg, "isolated_network"); v != "" {
+						t.isolated = v
+					}
+					return t, nil
 				},
 			},
 		},
@@ -75,6 +82,26 @@ func pathSchema(block, attr string) *schema.Block {
 			"path": {Type: cty.String, Required: true, Path: true, Description: attr},
 		},
 	}
+}
+
+func targetSchema() *schema.Block {
+	s := pathSchema("A target folder: one sub-folder per replica.", "The target folder. It is created when missing.")
+	s.Attributes["isolated_network"] = &schema.Attribute{Type: cty.String,
+		Description: "The network test VMs' NICs go on when a plan's test_network_map does not map theirs (default " + DefaultIsolatedNetwork + ")."}
+	return s
+}
+
+// optionalString reads an optional string attribute: "" when absent,
+// null or unknown.
+func optionalString(cfg cty.Value, name string) string {
+	if cfg.IsNull() || !cfg.IsKnown() || !cfg.Type().IsObjectType() || !cfg.Type().HasAttribute(name) {
+		return ""
+	}
+	v := cfg.GetAttr(name)
+	if v.IsNull() || !v.IsKnown() || v.Type() != cty.String {
+		return ""
+	}
+	return v.AsString()
 }
 
 type pathConfig struct {
@@ -107,8 +134,9 @@ func decodePath(cfg cty.Value) (string, error) {
 	if err := validatePath(cfg).Err(); err != nil {
 		return "", fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
+	// The path alone: a target's block has more attributes.
 	var pc pathConfig
-	if err := sdk.DecodeConfig(cfg, &pc); err != nil {
+	if err := sdk.DecodeConfig(cty.ObjectVal(map[string]cty.Value{"path": cfg.GetAttr("path")}), &pc); err != nil {
 		return "", fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	return filepath.Clean(pc.Path), nil

@@ -47,6 +47,10 @@ type Target struct {
 	now   func() time.Time
 	crash func(step string) // tests only: see site.crash
 
+	// isolated is the network test VMs' unmapped NICs go on
+	// (isolated_network; DefaultIsolatedNetwork).
+	isolated string
+
 	mu      sync.Mutex
 	writers map[string]*replicaWriters // by replica folder
 }
@@ -70,7 +74,10 @@ func NewTarget(root string) (*Target, error) {
 			}
 		}
 	}
-	return &Target{root: root, now: time.Now, writers: map[string]*replicaWriters{}}, nil
+	if err := clearStoppedTests(root); err != nil {
+		return nil, fmt.Errorf("open target: %w", err)
+	}
+	return &Target{root: root, now: time.Now, isolated: DefaultIsolatedNetwork, writers: map[string]*replicaWriters{}}, nil
 }
 
 func (t *Target) step(name string) {

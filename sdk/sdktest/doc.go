@@ -91,7 +91,18 @@
 // ranges are written in its file, and refuses point changes while open;
 // skipped for writers that do not prepare), FailoverUndo, FailoverNewest,
 // FailoverTwice (ErrFailedPrecondition), FailoverReIP and ApplyNetwork
-// (network map and re-IP rules), CommitFailover, CrashKeepsPoints,
+// (network map and re-IP rules), CommitFailover, TestFailover (with the
+// capability: two test VMs, at an older and the newest point, hold their
+// points byte for byte and sit on the mapped or the isolated network
+// (TargetFixture.IsolatedNetwork); a start of a running test returns it;
+// writes, a new point and deleting the older test's point go on
+// undisturbed and never reach the tests; with TargetFixture.WriteTest,
+// what a test VM writes never reaches a point or the working state;
+// StopTest removes a test and is idempotent), TestFailoverRefusals (no
+// point: ErrFailedPrecondition; a bad id: ErrInvalidArgument; unknown
+// replica or point: ErrNotFound; unmapped NICs without an isolated
+// network: ErrFailedPrecondition; nothing left behind; a failover and
+// its undo leave a running test alone), CrashKeepsPoints,
 // SyncedWritesSurviveCrash (writes before Sync are in the working state,
 // after a crash when the fixture can crash), Cancel, Stop.
 //

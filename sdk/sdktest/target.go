@@ -43,6 +43,13 @@ type TargetFixture struct {
 	// Deadline is how long a call with a cancelled context, or Stop, may
 	// take to return. Zero means 10 seconds.
 	Deadline time.Duration
+	// IsolatedNetwork is the network a target with the TestFailover
+	// capability puts a test VM's unmapped NICs on; "" says it has none
+	// and must refuse a test with a NIC its network map does not map.
+	IsolatedNetwork string
+	// WriteTest, when set, writes into a test VM's disk as its guest
+	// would, for the check that a test's writes never reach the replica.
+	WriteTest func(t *testing.T, id string, disk int, off int64, data []byte)
 }
 
 // DefaultVM is the VM TargetFixture uses when it names none: two small
@@ -98,6 +105,8 @@ func RunTarget(t *testing.T, fx TargetFixture) {
 		{"FailoverReIP", (*targetCheck).failoverReIP},
 		{"ApplyNetwork", (*targetCheck).applyNetwork},
 		{"CommitFailover", (*targetCheck).commitFailover},
+		{"TestFailover", (*targetCheck).testFailover},
+		{"TestFailoverRefusals", (*targetCheck).testFailoverRefusals},
 		{"CrashKeepsPoints", (*targetCheck).crash},
 		{"SyncedWritesSurviveCrash", (*targetCheck).syncedWrites},
 		{"Cancel", (*targetCheck).cancel},

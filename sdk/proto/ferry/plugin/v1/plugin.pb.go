@@ -818,7 +818,12 @@ type Capabilities struct {
 	// tags: the source reports the tags of each VM (VM.tags) and lists the
 	// tags it knows (Source.ListTags), so jobs may select VMs by tag. Since
 	// protocol 1.1.
-	Tags          bool `protobuf:"varint,6,opt,name=tags,proto3" json:"tags,omitempty"`
+	Tags bool `protobuf:"varint,6,opt,name=tags,proto3" json:"tags,omitempty"`
+	// test_failover: the target starts disposable test VMs from restore
+	// points in an isolated network (StartTest, ListTests, OpenTestDisk,
+	// StopTest), leaving the replica and its points alone. Since protocol
+	// 1.5.
+	TestFailover  bool `protobuf:"varint,7,opt,name=test_failover,json=testFailover,proto3" json:"test_failover,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -891,6 +896,13 @@ func (x *Capabilities) GetFolders() bool {
 func (x *Capabilities) GetTags() bool {
 	if x != nil {
 		return x.Tags
+	}
+	return false
+}
+
+func (x *Capabilities) GetTestFailover() bool {
+	if x != nil {
+		return x.TestFailover
 	}
 	return false
 }
@@ -3934,6 +3946,325 @@ func (x *FailoverRequest) GetNetwork() *NetworkConfig {
 	return nil
 }
 
+// StartTestRequest asks for a test VM: a disposable clone of a replica's
+// restore point, started in an isolated network (minor 5).
+type StartTestRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the host's name for the test, unique on the target; starting an
+	// id that runs already returns it.
+	Id      string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Replica string `protobuf:"bytes,2,opt,name=replica,proto3" json:"replica,omitempty"`
+	// point is a restore point's id; empty means the newest.
+	Point string `protobuf:"bytes,3,opt,name=point,proto3" json:"point,omitempty"`
+	// network maps the replica's networks to test networks; a NIC whose
+	// network it does not map goes on the target's isolated network.
+	Network       *NetworkConfig    `protobuf:"bytes,4,opt,name=network,proto3" json:"network,omitempty"`
+	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartTestRequest) Reset() {
+	*x = StartTestRequest{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartTestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartTestRequest) ProtoMessage() {}
+
+func (x *StartTestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartTestRequest.ProtoReflect.Descriptor instead.
+func (*StartTestRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *StartTestRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *StartTestRequest) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *StartTestRequest) GetPoint() string {
+	if x != nil {
+		return x.Point
+	}
+	return ""
+}
+
+func (x *StartTestRequest) GetNetwork() *NetworkConfig {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+func (x *StartTestRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+// TestVM is a test VM the target keeps (minor 5).
+type TestVM struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// replica is the id of the replica it was cloned from.
+	Replica         string `protobuf:"bytes,2,opt,name=replica,proto3" json:"replica,omitempty"`
+	Point           string `protobuf:"bytes,3,opt,name=point,proto3" json:"point,omitempty"`
+	StartedUnixNano int64  `protobuf:"varint,4,opt,name=started_unix_nano,json=startedUnixNano,proto3" json:"started_unix_nano,omitempty"`
+	// running is false for a test whose start did not finish (a killed
+	// process): StopTest removes it.
+	Running       bool              `protobuf:"varint,5,opt,name=running,proto3" json:"running,omitempty"`
+	Vm            *VM               `protobuf:"bytes,6,opt,name=vm,proto3" json:"vm,omitempty"`
+	Labels        map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TestVM) Reset() {
+	*x = TestVM{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TestVM) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TestVM) ProtoMessage() {}
+
+func (x *TestVM) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TestVM.ProtoReflect.Descriptor instead.
+func (*TestVM) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *TestVM) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TestVM) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *TestVM) GetPoint() string {
+	if x != nil {
+		return x.Point
+	}
+	return ""
+}
+
+func (x *TestVM) GetStartedUnixNano() int64 {
+	if x != nil {
+		return x.StartedUnixNano
+	}
+	return 0
+}
+
+func (x *TestVM) GetRunning() bool {
+	if x != nil {
+		return x.Running
+	}
+	return false
+}
+
+func (x *TestVM) GetVm() *VM {
+	if x != nil {
+		return x.Vm
+	}
+	return nil
+}
+
+func (x *TestVM) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+type TestRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TestRequest) Reset() {
+	*x = TestRequest{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TestRequest) ProtoMessage() {}
+
+func (x *TestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TestRequest.ProtoReflect.Descriptor instead.
+func (*TestRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *TestRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ListTestsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tests         []*TestVM              `protobuf:"bytes,1,rep,name=tests,proto3" json:"tests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTestsResponse) Reset() {
+	*x = ListTestsResponse{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTestsResponse) ProtoMessage() {}
+
+func (x *ListTestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTestsResponse.ProtoReflect.Descriptor instead.
+func (*ListTestsResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *ListTestsResponse) GetTests() []*TestVM {
+	if x != nil {
+		return x.Tests
+	}
+	return nil
+}
+
+type OpenTestDiskRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Disk          int32                  `protobuf:"varint,2,opt,name=disk,proto3" json:"disk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenTestDiskRequest) Reset() {
+	*x = OpenTestDiskRequest{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenTestDiskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenTestDiskRequest) ProtoMessage() {}
+
+func (x *OpenTestDiskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenTestDiskRequest.ProtoReflect.Descriptor instead.
+func (*OpenTestDiskRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *OpenTestDiskRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *OpenTestDiskRequest) GetDisk() int32 {
+	if x != nil {
+		return x.Disk
+	}
+	return 0
+}
+
 type ApplyNetworkRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Replica       string                 `protobuf:"bytes,1,opt,name=replica,proto3" json:"replica,omitempty"`
@@ -3944,7 +4275,7 @@ type ApplyNetworkRequest struct {
 
 func (x *ApplyNetworkRequest) Reset() {
 	*x = ApplyNetworkRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3956,7 +4287,7 @@ func (x *ApplyNetworkRequest) String() string {
 func (*ApplyNetworkRequest) ProtoMessage() {}
 
 func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3969,7 +4300,7 @@ func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNetworkRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ApplyNetworkRequest) GetReplica() string {
@@ -3999,7 +4330,7 @@ type PutMessage struct {
 
 func (x *PutMessage) Reset() {
 	*x = PutMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4011,7 +4342,7 @@ func (x *PutMessage) String() string {
 func (*PutMessage) ProtoMessage() {}
 
 func (x *PutMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4024,7 +4355,7 @@ func (x *PutMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMessage.ProtoReflect.Descriptor instead.
 func (*PutMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *PutMessage) GetMsg() isPutMessage_Msg {
@@ -4077,7 +4408,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4089,7 +4420,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4102,7 +4433,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *PutResponse) GetGeneration() int64 {
@@ -4121,7 +4452,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4133,7 +4464,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4146,7 +4477,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *GetRequest) GetKey() string {
@@ -4169,7 +4500,7 @@ type GetMessage struct {
 
 func (x *GetMessage) Reset() {
 	*x = GetMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4181,7 +4512,7 @@ func (x *GetMessage) String() string {
 func (*GetMessage) ProtoMessage() {}
 
 func (x *GetMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4194,7 +4525,7 @@ func (x *GetMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessage.ProtoReflect.Descriptor instead.
 func (*GetMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetMessage) GetMsg() isGetMessage_Msg {
@@ -4250,7 +4581,7 @@ type ObjectInfo struct {
 
 func (x *ObjectInfo) Reset() {
 	*x = ObjectInfo{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4262,7 +4593,7 @@ func (x *ObjectInfo) String() string {
 func (*ObjectInfo) ProtoMessage() {}
 
 func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4275,7 +4606,7 @@ func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectInfo.ProtoReflect.Descriptor instead.
 func (*ObjectInfo) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ObjectInfo) GetKey() string {
@@ -4315,7 +4646,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4327,7 +4658,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4340,7 +4671,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListRequest) GetPrefix() string {
@@ -4359,7 +4690,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4371,7 +4702,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4384,7 +4715,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListResponse) GetObjects() []*ObjectInfo {
@@ -4404,7 +4735,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4416,7 +4747,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4429,7 +4760,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *DeleteRequest) GetKey() string {
@@ -4459,7 +4790,7 @@ type PutMessage_Header struct {
 
 func (x *PutMessage_Header) Reset() {
 	*x = PutMessage_Header{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4471,7 +4802,7 @@ func (x *PutMessage_Header) String() string {
 func (*PutMessage_Header) ProtoMessage() {}
 
 func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4484,7 +4815,7 @@ func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMessage_Header.ProtoReflect.Descriptor instead.
 func (*PutMessage_Header) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60, 0}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{65, 0}
 }
 
 func (x *PutMessage_Header) GetKey() string {
@@ -4558,7 +4889,7 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x13NESTING_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06SINGLE\x10\x01\x12\b\n" +
-	"\x04LIST\x10\x02\"\xb5\x01\n" +
+	"\x04LIST\x10\x02\"\xda\x01\n" +
 	"\fCapabilities\x12'\n" +
 	"\x0fchange_tracking\x18\x01 \x01(\bR\x0echangeTracking\x12\x1f\n" +
 	"\vdirect_data\x18\x02 \x01(\bR\n" +
@@ -4566,7 +4897,8 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\aquiesce\x18\x03 \x01(\bR\aquiesce\x12\x13\n" +
 	"\x05re_ip\x18\x04 \x01(\bR\x04reIp\x12\x18\n" +
 	"\afolders\x18\x05 \x01(\bR\afolders\x12\x12\n" +
-	"\x04tags\x18\x06 \x01(\bR\x04tags\"q\n" +
+	"\x04tags\x18\x06 \x01(\bR\x04tags\x12#\n" +
+	"\rtest_failover\x18\a \x01(\bR\ftestFailover\"q\n" +
 	"\x06Limits\x12,\n" +
 	"\x12max_restore_points\x18\x01 \x01(\rR\x10maxRestorePoints\x129\n" +
 	"\x19max_restore_points_reason\x18\x02 \x01(\tR\x16maxRestorePointsReason\"\xef\x01\n" +
@@ -4798,7 +5130,34 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0fFailoverRequest\x12\x18\n" +
 	"\areplica\x18\x01 \x01(\tR\areplica\x12\x14\n" +
 	"\x05point\x18\x02 \x01(\tR\x05point\x128\n" +
-	"\anetwork\x18\x03 \x01(\v2\x1e.ferry.plugin.v1.NetworkConfigR\anetwork\"i\n" +
+	"\anetwork\x18\x03 \x01(\v2\x1e.ferry.plugin.v1.NetworkConfigR\anetwork\"\x8e\x02\n" +
+	"\x10StartTestRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\areplica\x18\x02 \x01(\tR\areplica\x12\x14\n" +
+	"\x05point\x18\x03 \x01(\tR\x05point\x128\n" +
+	"\anetwork\x18\x04 \x01(\v2\x1e.ferry.plugin.v1.NetworkConfigR\anetwork\x12E\n" +
+	"\x06labels\x18\x05 \x03(\v2-.ferry.plugin.v1.StartTestRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xab\x02\n" +
+	"\x06TestVM\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\areplica\x18\x02 \x01(\tR\areplica\x12\x14\n" +
+	"\x05point\x18\x03 \x01(\tR\x05point\x12*\n" +
+	"\x11started_unix_nano\x18\x04 \x01(\x03R\x0fstartedUnixNano\x12\x18\n" +
+	"\arunning\x18\x05 \x01(\bR\arunning\x12#\n" +
+	"\x02vm\x18\x06 \x01(\v2\x13.ferry.plugin.v1.VMR\x02vm\x12;\n" +
+	"\x06labels\x18\a \x03(\v2#.ferry.plugin.v1.TestVM.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x1d\n" +
+	"\vTestRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"B\n" +
+	"\x11ListTestsResponse\x12-\n" +
+	"\x05tests\x18\x01 \x03(\v2\x17.ferry.plugin.v1.TestVMR\x05tests\"9\n" +
+	"\x13OpenTestDiskRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04disk\x18\x02 \x01(\x05R\x04disk\"i\n" +
 	"\x13ApplyNetworkRequest\x12\x18\n" +
 	"\areplica\x18\x01 \x01(\tR\areplica\x128\n" +
 	"\anetwork\x18\x02 \x01(\v2\x1e.ferry.plugin.v1.NetworkConfigR\anetwork\"\xbc\x01\n" +
@@ -4867,7 +5226,7 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\fChangedAreas\x12$.ferry.plugin.v1.ChangedAreasRequest\x1a\x1c.ferry.plugin.v1.ExtentBatch0\x01\x12Y\n" +
 	"\x10OpenSnapshotDisk\x12(.ferry.plugin.v1.OpenSnapshotDiskRequest\x1a\x1b.ferry.plugin.v1.DiskHandle\x12E\n" +
 	"\bListTags\x12\x16.ferry.plugin.v1.Empty\x1a!.ferry.plugin.v1.ListTagsResponse\x12a\n" +
-	"\x0eProbeTransport\x12&.ferry.plugin.v1.ProbeTransportRequest\x1a'.ferry.plugin.v1.ProbeTransportResponse2\xe6\t\n" +
+	"\x0eProbeTransport\x12&.ferry.plugin.v1.ProbeTransportRequest\x1a'.ferry.plugin.v1.ProbeTransportResponse2\x8d\f\n" +
 	"\x06Target\x12B\n" +
 	"\fGetPlacement\x12\x16.ferry.plugin.v1.Empty\x1a\x1a.ferry.plugin.v1.Placement\x12P\n" +
 	"\rCreateReplica\x12%.ferry.plugin.v1.CreateReplicaRequest\x1a\x18.ferry.plugin.v1.Replica\x12G\n" +
@@ -4884,7 +5243,11 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\fUndoFailover\x12\x1f.ferry.plugin.v1.ReplicaRequest\x1a\x18.ferry.plugin.v1.Replica\x12K\n" +
 	"\x0eCommitFailover\x12\x1f.ferry.plugin.v1.ReplicaRequest\x1a\x18.ferry.plugin.v1.Replica\x12N\n" +
 	"\fApplyNetwork\x12$.ferry.plugin.v1.ApplyNetworkRequest\x1a\x18.ferry.plugin.v1.Replica\x12a\n" +
-	"\x0eProbeTransport\x12&.ferry.plugin.v1.ProbeTransportRequest\x1a'.ferry.plugin.v1.ProbeTransportResponse2\x9a\x02\n" +
+	"\x0eProbeTransport\x12&.ferry.plugin.v1.ProbeTransportRequest\x1a'.ferry.plugin.v1.ProbeTransportResponse\x12G\n" +
+	"\tStartTest\x12!.ferry.plugin.v1.StartTestRequest\x1a\x17.ferry.plugin.v1.TestVM\x12G\n" +
+	"\tListTests\x12\x16.ferry.plugin.v1.Empty\x1a\".ferry.plugin.v1.ListTestsResponse\x12Q\n" +
+	"\fOpenTestDisk\x12$.ferry.plugin.v1.OpenTestDiskRequest\x1a\x1b.ferry.plugin.v1.DiskHandle\x12@\n" +
+	"\bStopTest\x12\x1c.ferry.plugin.v1.TestRequest\x1a\x16.ferry.plugin.v1.Empty2\x9a\x02\n" +
 	"\n" +
 	"Repository\x12B\n" +
 	"\x03Put\x12\x1b.ferry.plugin.v1.PutMessage\x1a\x1c.ferry.plugin.v1.PutResponse(\x01\x12A\n" +
@@ -4905,7 +5268,7 @@ func file_ferry_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 72)
+var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
 var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                           // 0: ferry.plugin.v1.Kind
 	(Diagnostic_Severity)(0),            // 1: ferry.plugin.v1.Diagnostic.Severity
@@ -4970,19 +5333,26 @@ var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(*ReIPRule)(nil),                    // 60: ferry.plugin.v1.ReIPRule
 	(*NetworkConfig)(nil),               // 61: ferry.plugin.v1.NetworkConfig
 	(*FailoverRequest)(nil),             // 62: ferry.plugin.v1.FailoverRequest
-	(*ApplyNetworkRequest)(nil),         // 63: ferry.plugin.v1.ApplyNetworkRequest
-	(*PutMessage)(nil),                  // 64: ferry.plugin.v1.PutMessage
-	(*PutResponse)(nil),                 // 65: ferry.plugin.v1.PutResponse
-	(*GetRequest)(nil),                  // 66: ferry.plugin.v1.GetRequest
-	(*GetMessage)(nil),                  // 67: ferry.plugin.v1.GetMessage
-	(*ObjectInfo)(nil),                  // 68: ferry.plugin.v1.ObjectInfo
-	(*ListRequest)(nil),                 // 69: ferry.plugin.v1.ListRequest
-	(*ListResponse)(nil),                // 70: ferry.plugin.v1.ListResponse
-	(*DeleteRequest)(nil),               // 71: ferry.plugin.v1.DeleteRequest
-	nil,                                 // 72: ferry.plugin.v1.VM.AttributesEntry
-	nil,                                 // 73: ferry.plugin.v1.RestorePoint.LabelsEntry
-	nil,                                 // 74: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
-	(*PutMessage_Header)(nil),           // 75: ferry.plugin.v1.PutMessage.Header
+	(*StartTestRequest)(nil),            // 63: ferry.plugin.v1.StartTestRequest
+	(*TestVM)(nil),                      // 64: ferry.plugin.v1.TestVM
+	(*TestRequest)(nil),                 // 65: ferry.plugin.v1.TestRequest
+	(*ListTestsResponse)(nil),           // 66: ferry.plugin.v1.ListTestsResponse
+	(*OpenTestDiskRequest)(nil),         // 67: ferry.plugin.v1.OpenTestDiskRequest
+	(*ApplyNetworkRequest)(nil),         // 68: ferry.plugin.v1.ApplyNetworkRequest
+	(*PutMessage)(nil),                  // 69: ferry.plugin.v1.PutMessage
+	(*PutResponse)(nil),                 // 70: ferry.plugin.v1.PutResponse
+	(*GetRequest)(nil),                  // 71: ferry.plugin.v1.GetRequest
+	(*GetMessage)(nil),                  // 72: ferry.plugin.v1.GetMessage
+	(*ObjectInfo)(nil),                  // 73: ferry.plugin.v1.ObjectInfo
+	(*ListRequest)(nil),                 // 74: ferry.plugin.v1.ListRequest
+	(*ListResponse)(nil),                // 75: ferry.plugin.v1.ListResponse
+	(*DeleteRequest)(nil),               // 76: ferry.plugin.v1.DeleteRequest
+	nil,                                 // 77: ferry.plugin.v1.VM.AttributesEntry
+	nil,                                 // 78: ferry.plugin.v1.RestorePoint.LabelsEntry
+	nil,                                 // 79: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	nil,                                 // 80: ferry.plugin.v1.StartTestRequest.LabelsEntry
+	nil,                                 // 81: ferry.plugin.v1.TestVM.LabelsEntry
+	(*PutMessage_Header)(nil),           // 82: ferry.plugin.v1.PutMessage.Header
 }
 var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	1,  // 0: ferry.plugin.v1.Diagnostic.severity:type_name -> ferry.plugin.v1.Diagnostic.Severity
@@ -5005,7 +5375,7 @@ var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	8,  // 17: ferry.plugin.v1.ConfigureResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
 	22, // 18: ferry.plugin.v1.VM.disks:type_name -> ferry.plugin.v1.Disk
 	23, // 19: ferry.plugin.v1.VM.nics:type_name -> ferry.plugin.v1.NIC
-	72, // 20: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
+	77, // 20: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
 	28, // 21: ferry.plugin.v1.WriteMessage.chunk:type_name -> ferry.plugin.v1.Chunk
 	25, // 22: ferry.plugin.v1.PrepareRequest.extents:type_name -> ferry.plugin.v1.Extent
 	24, // 23: ferry.plugin.v1.ListVMsResponse.vms:type_name -> ferry.plugin.v1.VM
@@ -5019,96 +5389,109 @@ var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	59, // 31: ferry.plugin.v1.CreateReplicaRequest.network_map:type_name -> ferry.plugin.v1.NetworkMapping
 	49, // 32: ferry.plugin.v1.CreateReplicaRequest.owner:type_name -> ferry.plugin.v1.ReplicaOwner
 	48, // 33: ferry.plugin.v1.ListReplicasResponse.replicas:type_name -> ferry.plugin.v1.Replica
-	73, // 34: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
+	78, // 34: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
 	38, // 35: ferry.plugin.v1.RestorePoint.disks:type_name -> ferry.plugin.v1.SnapshotDisk
-	74, // 36: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	79, // 36: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
 	54, // 37: ferry.plugin.v1.ListRestorePointsResponse.points:type_name -> ferry.plugin.v1.RestorePoint
 	59, // 38: ferry.plugin.v1.NetworkConfig.network_map:type_name -> ferry.plugin.v1.NetworkMapping
 	60, // 39: ferry.plugin.v1.NetworkConfig.re_ip:type_name -> ferry.plugin.v1.ReIPRule
 	61, // 40: ferry.plugin.v1.FailoverRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	61, // 41: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	75, // 42: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
-	68, // 43: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
-	68, // 44: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
-	5,  // 45: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
-	17, // 46: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
-	19, // 47: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
-	21, // 48: ferry.plugin.v1.Plugin.Stop:input_type -> ferry.plugin.v1.StopRequest
-	27, // 49: ferry.plugin.v1.Disks.Read:input_type -> ferry.plugin.v1.ReadRequest
-	29, // 50: ferry.plugin.v1.Disks.Write:input_type -> ferry.plugin.v1.WriteMessage
-	32, // 51: ferry.plugin.v1.Disks.Sync:input_type -> ferry.plugin.v1.SyncDiskRequest
-	33, // 52: ferry.plugin.v1.Disks.Prepare:input_type -> ferry.plugin.v1.PrepareRequest
-	31, // 53: ferry.plugin.v1.Disks.Close:input_type -> ferry.plugin.v1.CloseDiskRequest
-	5,  // 54: ferry.plugin.v1.Source.ListVMs:input_type -> ferry.plugin.v1.Empty
-	36, // 55: ferry.plugin.v1.Source.DescribeVM:input_type -> ferry.plugin.v1.VMRequest
-	39, // 56: ferry.plugin.v1.Source.CreateSnapshot:input_type -> ferry.plugin.v1.CreateSnapshotRequest
-	40, // 57: ferry.plugin.v1.Source.RemoveSnapshot:input_type -> ferry.plugin.v1.SnapshotRequest
-	36, // 58: ferry.plugin.v1.Source.ListSnapshots:input_type -> ferry.plugin.v1.VMRequest
-	42, // 59: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
-	44, // 60: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
-	5,  // 61: ferry.plugin.v1.Source.ListTags:input_type -> ferry.plugin.v1.Empty
-	45, // 62: ferry.plugin.v1.Source.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
-	5,  // 63: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
-	50, // 64: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
-	51, // 65: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	5,  // 66: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
-	51, // 67: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	53, // 68: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
-	55, // 69: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
-	51, // 70: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
-	57, // 71: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
-	58, // 72: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
-	62, // 73: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
-	51, // 74: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	51, // 75: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	63, // 76: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
-	45, // 77: ferry.plugin.v1.Target.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
-	64, // 78: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
-	66, // 79: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
-	69, // 80: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
-	71, // 81: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
-	16, // 82: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
-	18, // 83: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
-	20, // 84: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
-	5,  // 85: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
-	28, // 86: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
-	30, // 87: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
-	5,  // 88: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
-	5,  // 89: ferry.plugin.v1.Disks.Prepare:output_type -> ferry.plugin.v1.Empty
-	5,  // 90: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
-	34, // 91: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
-	24, // 92: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
-	37, // 93: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
-	5,  // 94: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
-	41, // 95: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
-	43, // 96: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
-	26, // 97: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
-	35, // 98: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
-	46, // 99: ferry.plugin.v1.Source.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
-	47, // 100: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
-	48, // 101: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
-	48, // 102: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
-	52, // 103: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
-	5,  // 104: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
-	26, // 105: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
-	54, // 106: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
-	56, // 107: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
-	5,  // 108: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
-	26, // 109: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
-	48, // 110: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
-	48, // 111: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
-	48, // 112: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
-	48, // 113: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
-	46, // 114: ferry.plugin.v1.Target.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
-	65, // 115: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
-	67, // 116: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
-	70, // 117: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
-	5,  // 118: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
-	82, // [82:119] is the sub-list for method output_type
-	45, // [45:82] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	61, // 41: ferry.plugin.v1.StartTestRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	80, // 42: ferry.plugin.v1.StartTestRequest.labels:type_name -> ferry.plugin.v1.StartTestRequest.LabelsEntry
+	24, // 43: ferry.plugin.v1.TestVM.vm:type_name -> ferry.plugin.v1.VM
+	81, // 44: ferry.plugin.v1.TestVM.labels:type_name -> ferry.plugin.v1.TestVM.LabelsEntry
+	64, // 45: ferry.plugin.v1.ListTestsResponse.tests:type_name -> ferry.plugin.v1.TestVM
+	61, // 46: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	82, // 47: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
+	73, // 48: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
+	73, // 49: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
+	5,  // 50: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
+	17, // 51: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
+	19, // 52: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
+	21, // 53: ferry.plugin.v1.Plugin.Stop:input_type -> ferry.plugin.v1.StopRequest
+	27, // 54: ferry.plugin.v1.Disks.Read:input_type -> ferry.plugin.v1.ReadRequest
+	29, // 55: ferry.plugin.v1.Disks.Write:input_type -> ferry.plugin.v1.WriteMessage
+	32, // 56: ferry.plugin.v1.Disks.Sync:input_type -> ferry.plugin.v1.SyncDiskRequest
+	33, // 57: ferry.plugin.v1.Disks.Prepare:input_type -> ferry.plugin.v1.PrepareRequest
+	31, // 58: ferry.plugin.v1.Disks.Close:input_type -> ferry.plugin.v1.CloseDiskRequest
+	5,  // 59: ferry.plugin.v1.Source.ListVMs:input_type -> ferry.plugin.v1.Empty
+	36, // 60: ferry.plugin.v1.Source.DescribeVM:input_type -> ferry.plugin.v1.VMRequest
+	39, // 61: ferry.plugin.v1.Source.CreateSnapshot:input_type -> ferry.plugin.v1.CreateSnapshotRequest
+	40, // 62: ferry.plugin.v1.Source.RemoveSnapshot:input_type -> ferry.plugin.v1.SnapshotRequest
+	36, // 63: ferry.plugin.v1.Source.ListSnapshots:input_type -> ferry.plugin.v1.VMRequest
+	42, // 64: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
+	44, // 65: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
+	5,  // 66: ferry.plugin.v1.Source.ListTags:input_type -> ferry.plugin.v1.Empty
+	45, // 67: ferry.plugin.v1.Source.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
+	5,  // 68: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
+	50, // 69: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
+	51, // 70: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	5,  // 71: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
+	51, // 72: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	53, // 73: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
+	55, // 74: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
+	51, // 75: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
+	57, // 76: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
+	58, // 77: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
+	62, // 78: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
+	51, // 79: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	51, // 80: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	68, // 81: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
+	45, // 82: ferry.plugin.v1.Target.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
+	63, // 83: ferry.plugin.v1.Target.StartTest:input_type -> ferry.plugin.v1.StartTestRequest
+	5,  // 84: ferry.plugin.v1.Target.ListTests:input_type -> ferry.plugin.v1.Empty
+	67, // 85: ferry.plugin.v1.Target.OpenTestDisk:input_type -> ferry.plugin.v1.OpenTestDiskRequest
+	65, // 86: ferry.plugin.v1.Target.StopTest:input_type -> ferry.plugin.v1.TestRequest
+	69, // 87: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
+	71, // 88: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
+	74, // 89: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
+	76, // 90: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
+	16, // 91: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
+	18, // 92: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
+	20, // 93: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
+	5,  // 94: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
+	28, // 95: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
+	30, // 96: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
+	5,  // 97: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
+	5,  // 98: ferry.plugin.v1.Disks.Prepare:output_type -> ferry.plugin.v1.Empty
+	5,  // 99: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
+	34, // 100: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
+	24, // 101: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
+	37, // 102: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
+	5,  // 103: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
+	41, // 104: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
+	43, // 105: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
+	26, // 106: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
+	35, // 107: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
+	46, // 108: ferry.plugin.v1.Source.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
+	47, // 109: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
+	48, // 110: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
+	48, // 111: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
+	52, // 112: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
+	5,  // 113: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
+	26, // 114: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
+	54, // 115: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
+	56, // 116: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
+	5,  // 117: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
+	26, // 118: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
+	48, // 119: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
+	48, // 120: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
+	48, // 121: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
+	48, // 122: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
+	46, // 123: ferry.plugin.v1.Target.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
+	64, // 124: ferry.plugin.v1.Target.StartTest:output_type -> ferry.plugin.v1.TestVM
+	66, // 125: ferry.plugin.v1.Target.ListTests:output_type -> ferry.plugin.v1.ListTestsResponse
+	26, // 126: ferry.plugin.v1.Target.OpenTestDisk:output_type -> ferry.plugin.v1.DiskHandle
+	5,  // 127: ferry.plugin.v1.Target.StopTest:output_type -> ferry.plugin.v1.Empty
+	70, // 128: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
+	72, // 129: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
+	75, // 130: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
+	5,  // 131: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
+	91, // [91:132] is the sub-list for method output_type
+	50, // [50:91] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_ferry_plugin_v1_plugin_proto_init() }
@@ -5125,11 +5508,11 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 		(*WriteMessage_Handle)(nil),
 		(*WriteMessage_Chunk)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[60].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[65].OneofWrappers = []any{
 		(*PutMessage_Header_)(nil),
 		(*PutMessage_Data)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[63].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[68].OneofWrappers = []any{
 		(*GetMessage_Info)(nil),
 		(*GetMessage_Data)(nil),
 	}
@@ -5139,7 +5522,7 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_plugin_v1_plugin_proto_rawDesc), len(file_ferry_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   72,
+			NumMessages:   79,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

@@ -973,6 +973,10 @@ const (
 	Target_CommitFailover_FullMethodName       = "/ferry.plugin.v1.Target/CommitFailover"
 	Target_ApplyNetwork_FullMethodName         = "/ferry.plugin.v1.Target/ApplyNetwork"
 	Target_ProbeTransport_FullMethodName       = "/ferry.plugin.v1.Target/ProbeTransport"
+	Target_StartTest_FullMethodName            = "/ferry.plugin.v1.Target/StartTest"
+	Target_ListTests_FullMethodName            = "/ferry.plugin.v1.Target/ListTests"
+	Target_OpenTestDisk_FullMethodName         = "/ferry.plugin.v1.Target/OpenTestDisk"
+	Target_StopTest_FullMethodName             = "/ferry.plugin.v1.Target/StopTest"
 )
 
 // TargetClient is the client API for Target service.
@@ -998,6 +1002,14 @@ type TargetClient interface {
 	// ProbeTransport says how this instance would write a replica's disks
 	// from the machine it runs on. Since protocol 1.3; optional.
 	ProbeTransport(ctx context.Context, in *ProbeTransportRequest, opts ...grpc.CallOption) (*ProbeTransportResponse, error)
+	// Test failover, for targets with the test_failover capability. Since
+	// protocol 1.5; a target without it answers UNIMPLEMENTED.
+	StartTest(ctx context.Context, in *StartTestRequest, opts ...grpc.CallOption) (*TestVM, error)
+	ListTests(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*ListTestsResponse, error)
+	OpenTestDisk(ctx context.Context, in *OpenTestDiskRequest, opts ...grpc.CallOption) (*DiskHandle, error)
+	// StopTest powers a test VM off and removes it; stopping one that is
+	// gone succeeds.
+	StopTest(ctx context.Context, in *TestRequest, opts ...grpc.CallOption) (*Empty, error)
 }
 
 type targetClient struct {
@@ -1158,6 +1170,46 @@ func (c *targetClient) ProbeTransport(ctx context.Context, in *ProbeTransportReq
 	return out, nil
 }
 
+func (c *targetClient) StartTest(ctx context.Context, in *StartTestRequest, opts ...grpc.CallOption) (*TestVM, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TestVM)
+	err := c.cc.Invoke(ctx, Target_StartTest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetClient) ListTests(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*ListTestsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTestsResponse)
+	err := c.cc.Invoke(ctx, Target_ListTests_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetClient) OpenTestDisk(ctx context.Context, in *OpenTestDiskRequest, opts ...grpc.CallOption) (*DiskHandle, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DiskHandle)
+	err := c.cc.Invoke(ctx, Target_OpenTestDisk_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetClient) StopTest(ctx context.Context, in *TestRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Target_StopTest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TargetServer is the server API for Target service.
 // All implementations must embed UnimplementedTargetServer
 // for forward compatibility.
@@ -1181,6 +1233,14 @@ type TargetServer interface {
 	// ProbeTransport says how this instance would write a replica's disks
 	// from the machine it runs on. Since protocol 1.3; optional.
 	ProbeTransport(context.Context, *ProbeTransportRequest) (*ProbeTransportResponse, error)
+	// Test failover, for targets with the test_failover capability. Since
+	// protocol 1.5; a target without it answers UNIMPLEMENTED.
+	StartTest(context.Context, *StartTestRequest) (*TestVM, error)
+	ListTests(context.Context, *Empty) (*ListTestsResponse, error)
+	OpenTestDisk(context.Context, *OpenTestDiskRequest) (*DiskHandle, error)
+	// StopTest powers a test VM off and removes it; stopping one that is
+	// gone succeeds.
+	StopTest(context.Context, *TestRequest) (*Empty, error)
 	mustEmbedUnimplementedTargetServer()
 }
 
@@ -1235,6 +1295,18 @@ func (UnimplementedTargetServer) ApplyNetwork(context.Context, *ApplyNetworkRequ
 }
 func (UnimplementedTargetServer) ProbeTransport(context.Context, *ProbeTransportRequest) (*ProbeTransportResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ProbeTransport not implemented")
+}
+func (UnimplementedTargetServer) StartTest(context.Context, *StartTestRequest) (*TestVM, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method StartTest not implemented")
+}
+func (UnimplementedTargetServer) ListTests(context.Context, *Empty) (*ListTestsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListTests not implemented")
+}
+func (UnimplementedTargetServer) OpenTestDisk(context.Context, *OpenTestDiskRequest) (*DiskHandle, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method OpenTestDisk not implemented")
+}
+func (UnimplementedTargetServer) StopTest(context.Context, *TestRequest) (*Empty, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method StopTest not implemented")
 }
 func (UnimplementedTargetServer) mustEmbedUnimplementedTargetServer() {}
 func (UnimplementedTargetServer) testEmbeddedByValue()                {}
@@ -1527,6 +1599,78 @@ func _Target_ProbeTransport_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Target_StartTest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartTestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).StartTest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_StartTest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).StartTest(ctx, req.(*StartTestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Target_ListTests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Empty)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).ListTests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_ListTests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).ListTests(ctx, req.(*Empty))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Target_OpenTestDisk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OpenTestDiskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).OpenTestDisk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_OpenTestDisk_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).OpenTestDisk(ctx, req.(*OpenTestDiskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Target_StopTest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).StopTest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_StopTest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).StopTest(ctx, req.(*TestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Target_ServiceDesc is the grpc.ServiceDesc for Target service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1593,6 +1737,22 @@ var Target_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ProbeTransport",
 			Handler:    _Target_ProbeTransport_Handler,
+		},
+		{
+			MethodName: "StartTest",
+			Handler:    _Target_StartTest_Handler,
+		},
+		{
+			MethodName: "ListTests",
+			Handler:    _Target_ListTests_Handler,
+		},
+		{
+			MethodName: "OpenTestDisk",
+			Handler:    _Target_OpenTestDisk_Handler,
+		},
+		{
+			MethodName: "StopTest",
+			Handler:    _Target_StopTest_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
