@@ -22,6 +22,12 @@ type FailoverPlan struct {
 	// last (absent: none): a program and its arguments, run in the
 	// configuration folder.
 	PreScript, PostScript []string
+	// TestNetworkMap maps networks to the isolated networks a test of the
+	// plan (ferry failover plan NAME --test) puts its test VMs on; a NIC
+	// on a network it does not map goes on the target's isolated network.
+	// From may name a production network or the DR network a job maps it
+	// to.
+	TestNetworkMap []NetworkMapping
 
 	DeclRange hcl.Range
 }
@@ -69,7 +75,7 @@ const DefaultReadyTimeout = 5 * time.Minute
 var (
 	failoverPlanSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{{Name: "pre_script"}, {Name: "post_script"}},
-		Blocks:     []hcl.BlockHeaderSchema{{Type: "group", LabelNames: []string{"name"}}},
+		Blocks:     []hcl.BlockHeaderSchema{{Type: "group", LabelNames: []string{"name"}}, {Type: "test_network_map"}},
 	}
 	planGroupSchema = &hcl.BodySchema{
 		Attributes: []hcl.AttributeSchema{{Name: "vms", Required: true}, {Name: "depends_on"}},
@@ -97,7 +103,16 @@ func (l *loader) decodeFailoverPlan(b *hcl.Block) (*FailoverPlan, bool) {
 		}
 	}
 	seen := map[string]hcl.Range{}
+	mapped := map[string]hcl.Range{}
 	for _, gb := range content.Blocks {
+		if gb.Type == "test_network_map" {
+			m, good := l.networkMapping(gb, mapped)
+			ok = ok && good
+			if good {
+				p.TestNetworkMap = append(p.TestNetworkMap, m)
+			}
+			continue
+		}
 		g, good := l.decodePlanGroup(p, gb)
 		ok = ok && good
 		if first, dup := seen[g.Name]; dup {

@@ -27,6 +27,14 @@ func TestFailoverPlan(t *testing.T) {
 failover_plan "shop" {
   pre_script  = "./notify.sh start"
   post_script = ["./notify.sh", "done"]
+  test_network_map {
+    from = "prod-net"
+    to   = "lab-net"
+  }
+  test_network_map {
+    from = "backup-net"
+    to   = "lab-backup"
+  }
   group "db" {
     vms = ["db/db-01", "db/db-02"]
     ready {
@@ -63,6 +71,9 @@ failover_plan "shop" {
 	}
 	if !slices.Equal(p.PreScript, []string{"./notify.sh", "start"}) || !slices.Equal(p.PostScript, []string{"./notify.sh", "done"}) {
 		t.Errorf("scripts %q %q", p.PreScript, p.PostScript)
+	}
+	if len(p.TestNetworkMap) != 2 || p.TestNetworkMap[1].From != "backup-net" || p.TestNetworkMap[1].To != "lab-backup" {
+		t.Errorf("test_network_map %+v", p.TestNetworkMap)
 	}
 	if !p.Before("db", "web") || !p.Before("db", "app") || p.Before("web", "db") || p.Before("app", "app") {
 		t.Error("Before does not follow the dependencies")
@@ -120,6 +131,28 @@ func TestFailoverPlanProblems(t *testing.T) {
   }
 }`, "Invalid port", "70000", 4},
 		{"no group", `failover_plan "p" {}`, "Empty failover plan", "has no group", 1},
+		{"test network mapped twice", `failover_plan "p" {
+  group "a" { vms = ["db/db-01"] }
+  test_network_map {
+    from = "prod-net"
+    to   = "lab"
+  }
+  test_network_map {
+    from = "prod-net"
+    to   = "lab-2"
+  }
+}`, "Duplicate network mapping", `Network "prod-net" is already mapped`, 8},
+		{"empty test network", `failover_plan "p" {
+  group "a" { vms = ["db/db-01"] }
+  test_network_map {
+    from = "prod-net"
+    to   = " "
+  }
+}`, "Invalid network name", "must not be empty", 5},
+		{"test network without to", `failover_plan "p" {
+  group "a" { vms = ["db/db-01"] }
+  test_network_map { from = "prod-net" }
+}`, "Missing required argument", `"to" is required`, 3},
 		{"conflicting order", `failover_plan "p" {
   group "a" { vms = ["db/db-01"] }
   group "b" {

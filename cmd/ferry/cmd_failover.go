@@ -35,17 +35,46 @@ func init() {
                                        before TIME
   ferry failover plan undo|commit NAME undo, or make permanent, the failover
                                        of every VM of the plan that is failed
-                                       over`,
-		usage: "ferry [--config DIR] failover [undo|commit] JOB VM [--point ID] | failover plan [undo|commit] NAME [--point latest|TIME]",
+                                       over
+
+Test failover (a rehearsal: the replicas, their restore points and
+replication are never touched):
+
+  ferry failover plan NAME --test      start a disposable test VM of each VM of
+      [--point latest|TIME]            the plan from its restore point, in the
+      [--keep DURATION]                isolated networks (the plan's
+                                       test_network_map, else the target's
+                                       isolated network), group by group; run
+                                       the readiness checks against them; report
+                                       the result and the recovery time; then
+                                       remove them (after --keep); jobs go on
+                                       replicating meanwhile
+  ferry failover JOB VM --test         the same for one VM
+      [--point ID] [--keep DURATION]
+  ferry failover plan NAME --test --cleanup
+  ferry failover JOB VM --test --cleanup
+                                       remove the test VMs a killed test left
+                                       (each test removes them first too)`,
+		usage: "ferry [--config DIR] failover [undo|commit] JOB VM [--point ID] | failover plan [undo|commit] NAME [--point latest|TIME] | failover [plan NAME | JOB VM] --test [--keep DURATION] [--cleanup]",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			point := fs.String("point", "", "the restore point `ID` to fail over to, or an unambiguous start of it (default: the newest)")
-			return func(e *env, args []string) error { return runFailover(e, args, *point) }
+			var t testFlags
+			fs.BoolVar(&t.test, "test", false, "rehearse the failover with test VMs in isolated networks, then remove them")
+			fs.DurationVar(&t.keep, "keep", 0, "with --test: keep the test VMs running this long (e.g. 30m) before removing them")
+			fs.BoolVar(&t.cleanup, "cleanup", false, "with --test: only remove the test VMs an earlier, killed test left behind")
+			return func(e *env, args []string) error { return runFailover(e, args, *point, t) }
 		},
 		complete: completeFailover,
 	})
 }
 
-func runFailover(e *env, pos []string, point string) error {
+func runFailover(e *env, pos []string, point string, t testFlags) error {
+	if err := t.check(pos); err != nil {
+		return err
+	}
+	if t.test {
+		return runTestFailover(e, pos, point, t)
+	}
 	if len(pos) > 0 && pos[0] == "plan" {
 		return runFailoverPlan(e, pos[1:], point)
 	}

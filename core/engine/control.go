@@ -32,7 +32,8 @@ func (e *Engine) Target(ctx context.Context, job *config.Job) (sdk.Target, strin
 	if e.Proxies != nil {
 		e.Proxies.Greet(ctx, proxyNames(job))
 	}
-	return e.target(ctx, job, nil)
+	tgt, _, where, err := e.target(ctx, job, nil)
+	return tgt, where, err
 }
 
 func (e *Engine) source(ctx context.Context, job *config.Job, moved func(string)) (sdk.Source, sdk.Capabilities, string, error) {
@@ -47,16 +48,16 @@ func (e *Engine) source(ctx context.Context, job *config.Job, moved func(string)
 	return c.(sdk.Source), caps, where, nil
 }
 
-func (e *Engine) target(ctx context.Context, job *config.Job, moved func(string)) (sdk.Target, string, error) {
+func (e *Engine) target(ctx context.Context, job *config.Job, moved func(string)) (sdk.Target, sdk.Capabilities, string, error) {
 	if e.Proxies == nil {
-		tgt, _, err := e.Components.Target(ctx, job.Target)
-		return tgt, "", err
+		tgt, caps, err := e.Components.Target(ctx, job.Target)
+		return tgt, caps, "", err
 	}
-	c, _, where, err := e.Proxies.Control(ctx, proxyNames(job), job.Target.Site, sdk.KindTarget, wireBlock(job.Target), moved)
+	c, caps, where, err := e.Proxies.Control(ctx, proxyNames(job), job.Target.Site, sdk.KindTarget, wireBlock(job.Target), moved)
 	if err != nil {
-		return nil, "", err
+		return nil, caps, "", err
 	}
-	return c.(sdk.Target), where, nil
+	return c.(sdk.Target), caps, where, nil
 }
 
 // components configures what a session of the job calls: its source and
@@ -76,7 +77,7 @@ func (r *run) components(ctx context.Context) error {
 	if where != "" {
 		r.sessionNotice(fmt.Sprintf("the source's calls run on proxy %s", where))
 	}
-	if r.tgt, where, err = r.e.target(ctx, job, r.sessionNotice); err != nil {
+	if r.tgt, _, where, err = r.e.target(ctx, job, r.sessionNotice); err != nil {
 		return fmt.Errorf("target %s: %w", job.Target.Address(), err)
 	}
 	if where != "" {

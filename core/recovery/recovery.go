@@ -52,6 +52,12 @@ type Runner struct {
 	// Dial opens the TCP readiness checks' connections; nil uses a
 	// net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Tests runs test VMs, for Test; nil refuses tests.
+	Tests Tests
+
+	// testing says the checks run against test VMs (scripts see
+	// FERRY_TEST=1).
+	testing bool
 }
 
 // Step is something that happened in a plan.
@@ -60,7 +66,8 @@ type Step struct {
 	Group string    `json:"group,omitempty"` // "" for the plan as a whole
 	VM    string    `json:"vm,omitempty"`    // JOB/VM, "" for the group or the plan
 	// What: "started", "failed over", "checking", "ready", "failed",
-	// "undone", "committed", "skipped".
+	// "undone", "committed", "skipped"; in a test also "test started",
+	// "passed", "kept", "removed".
 	What    string `json:"what"`
 	Message string `json:"message,omitempty"`
 }
@@ -107,6 +114,27 @@ func (r *Runner) Start(ctx context.Context, p *config.FailoverPlan, at time.Time
 			return res, fmt.Errorf("failover plan %q: pre_script: %w; no VM was started", p.Name, err)
 		}
 	}
+	firstErr := r.runGroups(ctx, p, res, func(g *config.PlanGroup) ([]VMResult, error) { return r.startGroup(ctx, p, g, points) })
+	res.Took = time.Since(start)
+	if firstErr != nil {
+		return res, fmt.Errorf("failover plan %q stopped: %w", p.Name, firstErr)
+	}
+	if len(p.PostScript) > 0 {
+		r.progress("", "", "started", "post_script %s", strings.Join(p.PostScript, " "))
+		if err := r.script(ctx, p.PostScript, config.DefaultReadyTimeout, p.Name, "", res.VMs); err != nil {
+			r.progress("", "", "failed", "post_script: %v", err)
+			return res, fmt.Errorf("failover plan %q: every group is up, but post_script failed: %w", p.Name, err)
+		}
+	}
+	return res, nil
+}
+
+// runGroups runs start on each group of the plan once the groups it
+// depends on are up, groups with no path between them together, and
+// stops starting groups at the first failure. It records in res the VMs
+// each group acted on and the groups that came up, and returns the first
+// failure (or ctx's error).
+func (r *Runner) runGroups(ctx context.Context, p *config.FailoverPlan, res *Result, start func(g *config.PlanGroup) ([]VMResult, error)) error {
 	var mu sync.Mutex
 	var firstErr error
 	stop := make(chan struct{}) // closed at the first failure
@@ -131,7 +159,7 @@ func (r *Runner) Start(ctx context.Context, p *config.FailoverPlan, at time.Time
 				r.progress(g.Name, "", "skipped", "not started: the plan stopped")
 				return
 			}
-			vms, err := r.startGroup(ctx, p, g, points)
+			vms, err := start(g)
 			mu.Lock()
 			res.VMs = append(res.VMs, vms...)
 			if err != nil {
@@ -148,21 +176,10 @@ func (r *Runner) Start(ctx context.Context, p *config.FailoverPlan, at time.Time
 		})
 	}
 	wg.Wait()
-	res.Took = time.Since(start)
 	if firstErr == nil && ctx.Err() != nil {
 		firstErr = ctx.Err()
 	}
-	if firstErr != nil {
-		return res, fmt.Errorf("failover plan %q stopped: %w", p.Name, firstErr)
-	}
-	if len(p.PostScript) > 0 {
-		r.progress("", "", "started", "post_script %s", strings.Join(p.PostScript, " "))
-		if err := r.script(ctx, p.PostScript, config.DefaultReadyTimeout, p.Name, "", res.VMs); err != nil {
-			r.progress("", "", "failed", "post_script: %v", err)
-			return res, fmt.Errorf("failover plan %q: every group is up, but post_script failed: %w", p.Name, err)
-		}
-	}
-	return res, nil
+	return firstErr
 }
 
 // choosePoints picks each VM's restore point: "" (the newest) when at is
@@ -338,6 +355,9 @@ func (r *Runner) script(ctx context.Context, argv []string, timeout time.Duratio
 		addrs = append(addrs, vm.Addresses...)
 	}
 	cmd.Env = append(os.Environ(), "FERRY_PLAN="+plan, "FERRY_GROUP="+group, "FERRY_VMS="+strings.Join(names, " "), "FERRY_ADDRESSES="+strings.Join(addrs, " "))
+	if r.testing {
+		cmd.Env = append(cmd.Env, "FERRY_TEST=1")
+	}
 	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {

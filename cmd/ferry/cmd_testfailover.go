@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ferry-dr/ferry/core/engine"
+	"github.com/ferry-dr/ferry/core/recovery"
+)
+
+// testFlags are the flags of 'ferry failover ... --test'.
+type testFlags struct {
+	test, cleanup bool
+	keep          time.Duration
+}
+
+// check refuses --keep and --cleanup without --test, and --test with
+// undo or commit.
+func (t testFlags) check(pos []string) error {
+	switch {
+	case !t.test && (t.keep != 0 || t.cleanup):
+		return usagef("--keep and --cleanup go with --test")
+	case t.keep < 0:
+		return usagef("--keep %s: a duration to keep the test VMs, such as 30m", t.keep)
+	case t.test && t.cleanup && t.keep != 0:
+		return usagef("--cleanup removes test VMs; it keeps none")
+	}
+	if t.test {
+		rest := pos
+		if len(rest) > 0 && rest[0] == "plan" {
+			rest = rest[1:]
+		}
+		if len(rest) > 0 && (rest[0] == "undo" || rest[0] == "commit") {
+			return usagef("--test starts and removes test VMs by itself: there is nothing to %s", rest[0])
+		}
+	}
+	return nil
+}
+
+// runTestFailover runs 'ferry failover plan NAME --test' and 'ferry
+// failover JOB VM --test' here: test VMs on the targets, replicas and
+// catalog untouched.
+func runTestFailover(e *env, pos []string, point string, t testFlags) error {
+	plan := len(pos) > 0 && pos[0] == "plan"
+	if plan {
+		pos = pos[1:]
+		if len(pos) != 1 {
+			return usagef("name a failover plan")
+		}
+	} else if len(pos) != 2 {
+		return usagef("name a job and a VM, or a failover plan: ferry failover plan NAME --test")
+	}
+	var at time.Time
+	if plan && point != "" && point != "latest" {
+		pt, err := parsePointTime(point)
+		if err != nil {
+			return usagef("--point %q: %v", point, err)
+		}
+		at = pt
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if c, err := e.remote(); err != nil {
+		return err
+	} else if c != nil {
+		return usagef("a test failover runs where the configuration is, not through ferry server at %s yet: unset FERRY_ADDR", c.Address())
+	}
+	w, err := openWorkspace(ctx, e)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	eng, err := w.controlEngine()
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	name := ""
+	if plan {
+		name = pos[0]
+	} else {
+		name = pos[0] + "/" + pos[1]
+	}
+	r := &recovery.Runner{
+		Jobs: w.cfg.Jobs, Tests: eng, Dir: w.cfg.Dir,
+		Progress: func(s recovery.Step) {
+			mu.Lock()
+			defer mu.Unlock()
+			planStep(e.stdout, name, s)
+			flush(e.stdout) // a kept test is watched as it goes
+		},
+	}
+	var res *recovery.TestResult
+	what := "test failover of " + name
+	if plan {
+		p, ok := w.cfg.FailoverPlans[pos[0]]
+		if !ok {
+			names := slices.Sorted(maps.Keys(w.cfg.FailoverPlans))
+			if len(names) == 0 {
+				return usagef("no failover plan %q: the configuration declares none (see failover_plan in docs/configuration.md)", pos[0])
+			}
+			return usagef("no failover plan %q (plans: %s)", pos[0], strings.Join(names, ", "))
+		}
+		what = "test of failover plan " + p.Name
+		if t.cleanup {
+			removed, err := r.Cleanup(ctx, p)
+			return cleanupEnded(e, what, removed, err)
+		}
+		fmt.Fprintf(e.stdout, "%s: starting test VMs in isolated networks; replication goes on\n", what)
+		flush(e.stdout)
+		res, err = r.Test(ctx, p, recovery.TestOptions{At: at, Keep: t.keep})
+	} else {
+		if _, err := w.job(pos[0]); err != nil {
+			return err
+		}
+		if t.cleanup {
+			removed, err := r.CleanupVM(ctx, pos[0], pos[1])
+			return cleanupEnded(e, what, removed, err)
+		}
+		fmt.Fprintf(e.stdout, "%s: starting a test VM in an isolated network; replication goes on\n", what)
+		flush(e.stdout)
+		res, err = r.TestVM(ctx, pos[0], pos[1], point, t.keep)
+	}
+	var pe *engine.PointError
+	if errors.As(err, &pe) {
+		return usagef("%v", pe)
+	}
+	return testEnded(e, what, res, err)
+}
+
+// testEnded says how a test ended: its verdict and recovery time, and
+// what it left behind.
+func testEnded(e *env, what string, res *recovery.TestResult, err error) error {
+	if res != nil && len(res.VMs) > 0 {
+		verdict := "FAILED"
+		if res.Passed {
+			verdict = fmt.Sprintf("passed; recovery time %s", seconds(res.RecoverySeconds))
+		}
+		fmt.Fprintf(e.stdout, "%s: %s (%d test VMs, %d groups up, in %s)\n", what, verdict, len(res.VMs), len(res.Ready), seconds(res.TookSeconds))
+		if len(res.NotRemoved) > 0 {
+			fmt.Fprintf(e.stdout, "test VMs left on the target: %s; remove them with --test --cleanup\n", strings.Join(res.NotRemoved, ", "))
+		}
+	}
+	return err
+}
+
+func cleanupEnded(e *env, what string, removed []string, err error) error {
+	if len(removed) > 0 {
+		fmt.Fprintf(e.stdout, "%s: removed %d test VMs left behind: %s\n", what, len(removed), strings.Join(removed, ", "))
+	} else if err == nil {
+		fmt.Fprintf(e.stdout, "%s: no test VM was left behind\n", what)
+	}
+	return err
+}
+
+func seconds(s float64) time.Duration {
+	d := time.Duration(s * float64(time.Second))
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(100 * time.Millisecond)
+}

@@ -1,0 +1,215 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ferry-dr/ferry/sdk"
+)
+
+// testVMs lists the test VMs the local target keeps, by their folders.
+func (l *lab) testVMs() map[string]sdk.VM {
+	l.t.Helper()
+	out := map[string]sdk.VM{}
+	dirs, _ := filepath.Glob(filepath.Join(l.dr, ".tests", "*"))
+	for _, d := range dirs {
+		if strings.HasPrefix(filepath.Base(d), ".") {
+			continue
+		}
+		var vm sdk.VM
+		if b, err := os.ReadFile(filepath.Join(d, "vm.json")); err == nil {
+			json.Unmarshal(b, &vm)
+		}
+		out[filepath.Base(d)] = vm
+	}
+	return out
+}
+
+// startTest starts a kept test in the background and returns once its
+// test VMs run ("kept"), with what it printed so far.
+func (l *lab) startTest(args ...string) (*exec.Cmd, *strings.Builder, *bytes.Buffer) {
+	l.t.Helper()
+	cmd := exec.Command(filepath.Join(bin, "ferry"), append([]string{"-C", l.cfg}, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+l.t.TempDir(), "FERRY_PLUGIN_PATH=")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	// A killed ferry's plugin may hold stderr open a while longer.
+	cmd.WaitDelay = 5 * time.Second
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var stdout strings.Builder
+	sc := bufio.NewScanner(pipe)
+	for sc.Scan() {
+		stdout.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), ": kept (") {
+			go func() {
+				for sc.Scan() {
+				}
+			}()
+			return cmd, &stdout, &stderr
+		}
+	}
+	cmd.Wait()
+	l.t.Fatalf("the test never kept its VMs:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	return nil, nil, nil
+}
+
+// TestATestFailoverOfAPlan rehearses a plan of two groups on the local
+// plugin, through the real binaries: the test VMs come up on the test
+// network with the job's re-IP, the checks run against them, the result
+// and the recovery time are reported and the test VMs are removed. A
+// replication run while a kept test runs succeeds and adds a point; the
+// test VMs keep their point. A test killed while its VMs run leaves them,
+// and --cleanup removes them; a failing check fails the test and removes
+// what started; one VM is tested alone.
+func TestATestFailoverOfAPlan(t *testing.T) {
+	l := newLab(t, 3,
+		vmSpec{name: "db-01", disks: []string{"4MiB"}, nic: "prod-net=10.1.0.21/24"},
+		vmSpec{name: "web-01", disks: []string{"4MiB"}, nic: "prod-net=10.1.0.11/24"})
+	for _, vm := range []string{"db-01", "web-01"} {
+		l.write(vm, 0, 0, 1<<20)
+	}
+	if s := l.run(); s.code != 0 {
+		t.Fatalf("run: %d\n%s", s.code, s.stderr)
+	}
+	base, err := os.ReadFile(filepath.Join(l.cfg, "main.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := func(webReady string) {
+		l.writeConfig(string(base) + `
+failover_plan "shop" {
+  test_network_map {
+    from = "prod-net"
+    to   = "lab-net"
+  }
+  group "db" { vms = ["e2e/db-01"] }
+  group "web" {
+    vms        = ["e2e/web-01"]
+    depends_on = ["db"]
+    ready ` + webReady + `
+  }
+}
+`)
+	}
+	plan(`{ script = ["sh", "-c", "test \"$FERRY_TEST\" = 1 && echo \"$FERRY_ADDRESSES\" | grep -q 10.2.0.11"] }`)
+	if r := ferry(t, l.cfg, "validate"); r.code != 0 {
+		t.Fatalf("validate: %s", r)
+	}
+
+	r := ferry(t, l.cfg, "failover", "plan", "shop", "--test")
+	if r.code != 0 || !strings.Contains(r.stdout, "test of failover plan shop: passed; recovery time ") || !strings.Contains(r.stdout, "(2 test VMs, 2 groups up, in ") {
+		t.Fatalf("test of the plan: %s", r)
+	}
+	dbReady, webStarted := strings.Index(r.stdout, "group db: ready"), strings.Index(r.stdout, "e2e/web-01: test started")
+	if dbReady < 0 || webStarted < dbReady || !strings.Contains(r.stdout, "networks lab-net; addresses 10.2.0.11/24") {
+		t.Fatalf("groups out of order or off the test network:\n%s", r.stdout)
+	}
+	if vms := l.testVMs(); len(vms) != 0 {
+		t.Fatalf("test VMs left after the test: %v", vms)
+	}
+	if st := l.replicaStates(); st["db-01"] != "ready" || st["web-01"] != "ready" {
+		t.Fatalf("replicas after the test: %v", st)
+	}
+
+	// Replication goes on while a kept test runs.
+	before := l.points("db-01")
+	cmd, stdout, stderr := l.startTest("failover", "plan", "shop", "--test", "--keep", "10m")
+	vms := l.testVMs()
+	if len(vms) != 2 {
+		t.Fatalf("test VMs while kept: %v", vms)
+	}
+	for id, vm := range vms {
+		if vm.PowerState != "on" || len(vm.NICs) != 1 || vm.NICs[0].Network != "lab-net" || !strings.HasPrefix(id, vm.Name) {
+			t.Errorf("test VM %s: %+v", id, vm)
+		}
+	}
+	l.write("db-01", 0, 2<<20, 1<<20)
+	if s := l.run(); s.code != 0 {
+		t.Fatalf("a run while a test runs: %d\n%s", s.code, s.stderr)
+	}
+	after := l.points("db-01")
+	if len(after) != len(before)+1 {
+		t.Fatalf("points before %d, after a run during the test %d", len(before), len(after))
+	}
+	for id, vm := range vms {
+		if vm.Name != "db-01" && !strings.HasPrefix(id, "db-01-test-") {
+			continue
+		}
+		disk, err := os.ReadFile(filepath.Join(l.dr, ".tests", id, "disk0.img"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(disk, l.point("db-01", before[len(before)-1].ID, 0)) {
+			t.Errorf("test VM %s does not hold its restore point after a run", id)
+		}
+		if bytes.Equal(disk, l.point("db-01", after[len(after)-1].ID, 0)) {
+			t.Errorf("the run reached test VM %s", id)
+		}
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the kept test after Ctrl-C: %v\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	if vms := l.testVMs(); len(vms) != 0 {
+		t.Fatalf("test VMs left after Ctrl-C: %v", vms)
+	}
+
+	// A killed test leaves its VMs; --cleanup (or the next test) removes them.
+	cmd, _, _ = l.startTest("failover", "plan", "shop", "--test", "--keep", "10m")
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if vms := l.testVMs(); len(vms) != 2 {
+		t.Fatalf("test VMs after a kill: %v", vms)
+	}
+	if s := l.run(); s.code != 0 {
+		t.Fatalf("a run beside a killed test's VMs: %d\n%s", s.code, s.stderr)
+	}
+	if r := ferry(t, l.cfg, "failover", "plan", "shop", "--test", "--cleanup"); r.code != 0 || !strings.Contains(r.stdout, "removed 2 test VMs left behind") {
+		t.Fatalf("cleanup: %s", r)
+	}
+	if vms := l.testVMs(); len(vms) != 0 {
+		t.Fatalf("test VMs after the cleanup: %v", vms)
+	}
+
+	// A failing check fails the test, and what started is removed.
+	plan(`{
+      script  = ["sh", "-c", "echo web is not up >&2; exit 1"]
+      timeout = "5s"
+    }`)
+	r = ferry(t, l.cfg, "failover", "plan", "shop", "--test")
+	if r.code != 1 || !strings.Contains(r.stdout, "test of failover plan shop: FAILED (2 test VMs, 1 groups up") || !strings.Contains(r.stderr, `group "web" is not ready`) || !strings.Contains(r.stderr, "web is not up") {
+		t.Fatalf("a failing test: %s", r)
+	}
+	if vms := l.testVMs(); len(vms) != 0 {
+		t.Fatalf("test VMs left after a failed test: %v", vms)
+	}
+
+	// One VM, at a named point.
+	r = ferry(t, l.cfg, "failover", "e2e", "db-01", "--test", "--point", before[0].ID)
+	if r.code != 0 || !strings.Contains(r.stdout, "test failover of e2e/db-01: passed") || !strings.Contains(r.stdout, "from restore point "+before[0].ID) {
+		t.Fatalf("a test of one VM: %s", r)
+	}
+	if r := ferry(t, l.cfg, "failover", "undo", "e2e", "db-01", "--test"); r.code != 2 || !strings.Contains(r.stderr, "nothing to undo") {
+		t.Fatalf("--test with undo: %s", r)
+	}
+	if vms := l.testVMs(); len(vms) != 0 {
+		t.Fatalf("test VMs left after the test of one VM: %v", vms)
+	}
+}
