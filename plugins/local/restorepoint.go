@@ -326,6 +326,7 @@ func (t *Target) resync(x *txn, sd *sharedDisk) {
 		sd.disabled = fmt.Errorf("open undo store of point %s: %w", want, err)
 		return
 	}
+	u.writeDirect()
 	sd.undo, sd.undoPoint, sd.limit = u, want, limit
 }
 
@@ -863,6 +864,7 @@ func (t *Target) fold(ctx context.Context, dir string, p, prev *pointState, disk
 		return err
 	}
 	defer dst.close()
+	dst.writeDirect()
 	ix := src.snapshotIndex()
 	var todo []int64
 	for _, b := range ix.sortedBlocks() {
