@@ -54,14 +54,15 @@ type cliCall struct {
 	stdout io.Writer
 	stderr io.Writer
 
-	disks  sizeList
-	nics   stringList
-	folder string
-	tags   stringList
-	cpus   int
-	memory int64
-	json   bool
-	point  string
+	disks   sizeList
+	nics    stringList
+	folder  string
+	tags    stringList
+	cpus    int
+	memory  int64
+	json    bool
+	point   string
+	extents string
 }
 
 var vmCommands = map[string]*command{

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -680,5 +681,57 @@ func TestCrashDuringTrackedWrite(t *testing.T) {
 	}
 	if !covered(got, 8192, 4) || !covered(got, 65536, 4) {
 		t.Fatalf("changed areas %v miss a write", got)
+	}
+}
+
+// TestWriteExtents: `vm write --extents` writes each listed extent from
+// standard input in turn (at OFFSET plus the extent's), through the change
+// tracker like one write each; a bad line or standard input ending early
+// is an error naming the file and the line.
+func TestWriteExtents(t *testing.T) {
+	ctx := context.Background()
+	s := newTestSite(t, "vm", testDisk)
+	want := readCurrent(t, s, "vm", 0)
+	rng := testRand(t)
+	ext := filepath.Join(t.TempDir(), "extents")
+	write := func(lines string, data []byte, base string) (string, error) {
+		t.Helper()
+		if err := os.WriteFile(ext, []byte(lines), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		err := RunCLI(ctx, []string{"vm", "write", s.root, "vm", "0", base, "--extents", ext}, bytes.NewReader(data), new(bytes.Buffer), &stderr)
+		return stderr.String(), err
+	}
+	var lines string
+	var data []byte
+	for _, e := range [][2]int64{{8192, 5000}, {100, 17}, {testDisk - 4096, 4096}, {9000, 0}} {
+		d := randomData(rng, int(e[1]))
+		copy(want[e[0]:], d)
+		lines += fmt.Sprintf("%d %d\n", e[0], e[1])
+		data = append(data, d...)
+	}
+	said, err := write(lines+"\n", data, "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(said, "in 4 writes") {
+		t.Errorf("it says %q", said)
+	}
+	mustEqual(t, "after --extents", readCurrent(t, s, "vm", 0), want)
+	if _, err := write("10 3\n", []byte("abc"), "4096"); err != nil {
+		t.Fatal(err)
+	}
+	copy(want[4106:], "abc")
+	mustEqual(t, "after --extents from OFFSET", readCurrent(t, s, "vm", 0), want)
+	for _, c := range []struct{ lines, input, err string }{
+		{"0 10\nbad line\n", "0123456789", "line 2"},
+		{"0 10\n20 10\n", "0123456789abc", "line 2: standard input ends"},
+		{"-5 1\n", "x", "line 1"},
+	} {
+		_, err := write(c.lines, []byte(c.input), "0")
+		if err == nil || !strings.Contains(err.Error(), c.err) || !strings.Contains(err.Error(), ext) {
+			t.Errorf("lines %q: %v, want an error naming %s and %q", c.lines, err, ext, c.err)
+		}
 	}
 }
