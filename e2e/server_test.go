@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,11 +32,13 @@ type serverProc struct {
 }
 
 // startServer starts `ferry server` on a free loopback port, in plaintext
-// (tokens are checked all the same), and waits until it serves.
-func (l *lab) startServer() *serverProc {
+// (tokens are checked all the same), with the flags given, and waits until
+// it serves.
+func (l *lab) startServer(flags ...string) *serverProc {
 	l.t.Helper()
 	s := &serverProc{stderr: newLogWriter()}
-	s.cmd = exec.Command(filepath.Join(bin, "ferry"), "-C", l.cfg, "server", "--insecure-plaintext", "--listen", "127.0.0.1:0")
+	args := append([]string{"-C", l.cfg, "server", "--insecure-plaintext", "--listen", "127.0.0.1:0"}, flags...)
+	s.cmd = exec.Command(filepath.Join(bin, "ferry"), args...)
 	s.cmd.Env = append(os.Environ(), "HOME="+l.t.TempDir(), "FERRY_PLUGIN_PATH=")
 	s.cmd.Stderr = s.stderr
 	if err := s.cmd.Start(); err != nil {
@@ -334,5 +337,120 @@ func TestTheServersSessionsCanBeWatched(t *testing.T) {
 	got := strings.Join(kinds, ",")
 	if !strings.HasPrefix(got, "session.started,vm.started,") || !strings.Contains(got, "disk.finished") || !strings.HasSuffix(got, "vm.finished,session.finished") {
 		t.Fatalf("events %s", got)
+	}
+}
+
+// logged lists the values of field in the server's JSON log lines whose
+// message is msg, in order.
+func (s *serverProc) logged(t *testing.T, msg, field string) []string {
+	t.Helper()
+	var out []string
+	for _, line := range strings.Split(s.stderr.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil || rec["@message"] != msg {
+			continue
+		}
+		v, _ := rec[field].(string)
+		out = append(out, v)
+	}
+	return out
+}
+
+// queueJobs is a configuration of on-demand jobs, one VM each: a's
+// copies are throttled, so that its session lasts seconds.
+func queueJobs(names ...string) string {
+	hcl := `
+source "local" "prod"     { path = "../prod" }
+target "local" "dr"       { path = "../dr" }
+repository "local" "meta" { path = "../meta" }
+`
+	vms := map[string]string{"a": "web-01", "b": "web-02", "c": "web-03"}
+	for _, name := range names {
+		throttle := ""
+		if name == "a" {
+			throttle = `transfer { throttle = "1MB/s" }`
+		}
+		hcl += fmt.Sprintf(`
+job %q {
+  source     = source.local.prod
+  target     = target.local.dr
+  repository = repository.local.meta
+  vms        = [%q]
+  %s
+}
+`, name, vms[name], throttle)
+	}
+	return hcl
+}
+
+// TestQueuedRunsSurviveAKill: runs queued behind a session, waiting for a
+// slot, or asked through the API are run once each by the next server,
+// in the order they were queued, after a kill -9; the run of a job gone
+// from the configuration is dropped.
+func TestQueuedRunsSurviveAKill(t *testing.T) {
+	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"16MiB"}}, vmSpec{name: "web-02", disks: []string{"4MiB"}}, vmSpec{name: "web-03", disks: []string{"4MiB"}})
+	l.writeConfig(queueJobs("a", "b", "c"))
+	l.write("web-01", 0, 0, 8<<20)
+	l.write("web-02", 0, 0, 1<<20)
+	l.write("web-03", 0, 0, 1<<20)
+	token := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "ops", "--role", "operator").stdout)
+
+	s := l.startServer("--max-sessions", "1")
+	ask := func(job string) server.Asked {
+		t.Helper()
+		var a server.Asked
+		if code := s.call(t, token, "POST", "/v1/jobs/"+job+"/run", &a); code != http.StatusAccepted {
+			t.Fatalf("POST /v1/jobs/%s/run: %d", job, code)
+		}
+		return a
+	}
+	// a's session runs (about 8 s, throttled); b and c wait for the slot;
+	// a, asked again, is queued behind its session.
+	if a := ask("a"); !a.Started || a.Session == "" {
+		t.Fatalf("run a: %+v", a)
+	}
+	if b := ask("b"); !b.WaitingForSlot {
+		t.Fatalf("run b: %+v", b)
+	}
+	if c := ask("c"); !c.WaitingForSlot {
+		t.Fatalf("run c: %+v", c)
+	}
+	if a := ask("a"); !a.Queued {
+		t.Fatalf("run a again: %+v", a)
+	}
+	s.kill()
+
+	// c leaves the configuration while no server runs.
+	l.writeConfig(queueJobs("a", "b"))
+	s = l.startServer("--max-sessions", "1")
+	s.waitLog(t, "is dropped: the job is no longer in the configuration", 0, 30*time.Second)
+	s.waitLog(t, `"session ended"`, 0, 60*time.Second)
+	s.waitLog(t, `"session ended"`, strings.Index(s.stderr.String(), `"session ended"`)+1, 60*time.Second)
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Wait(); err != nil {
+		t.Fatalf("the server after SIGTERM: %v\n%s", err, s.stderr)
+	}
+	if got := s.logged(t, "a run queued before the server stopped: running it now", "job"); !slices.Equal(got, []string{"b", "a"}) {
+		t.Fatalf("runs resumed %q, want b then a\n%s", got, s.stderr)
+	}
+	if got := s.logged(t, "session starts", "job"); !slices.Equal(got, []string{"b", "a"}) {
+		t.Fatalf("sessions began for %q, want b then a, once each\n%s", got, s.stderr)
+	}
+	// In the catalog: a's killed session and its queued run, b's run,
+	// nothing of c.
+	var listed []session
+	if r := ferry(t, l.cfg, "sessions", "--json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &listed) != nil {
+		t.Fatalf("sessions --json: %s", r)
+	}
+	count, last := map[string]int{}, map[string]catalog.Result{}
+	for _, ls := range listed { // newest first
+		if count[ls.Job]++; count[ls.Job] == 1 {
+			last[ls.Job] = ls.Result
+		}
+	}
+	if count["a"] != 2 || count["b"] != 1 || count["c"] != 0 || last["a"] != catalog.ResultSuccess || last["b"] != catalog.ResultSuccess {
+		t.Fatalf("sessions by job %v, the last ones %v", count, last)
 	}
 }

@@ -40,7 +40,8 @@ func init() {
 ferry server runs every job of the configuration at its schedule with the
 engine 'ferry run' uses: one session of a job at a time (a run due while
 the last one runs is queued once), at most --max-sessions at once, and once
-at start a run missed while no server ran. It watches each job's rpo, posts
+at start a run missed while no server ran, and each run it owed when it
+stopped (queued, asked, or waiting for a slot). It watches each job's rpo, posts
 the configuration's webhooks, and serves an HTTP API with Prometheus
 metrics on --listen (TLS with the control plane's certificate of 'ferry ca
 init'; a client needs that certificate or a token of 'ferry token

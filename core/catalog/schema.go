@@ -20,6 +20,7 @@ var (
 	bucketPoints      = []byte("restore_points")   // job NUL vm NUL created NUL id -> RestorePoint (JSON)
 	bucketJobs        = []byte("jobs")             // job -> JobState (JSON)
 	bucketGone        = []byte("gone_replicas")    // job NUL vm NUL replica id -> GoneReplica (JSON)
+	bucketRunQueue    = []byte("run_queue")        // job -> QueuedRun (JSON): runs a server owes
 
 	keySchemaVersion = []byte("schema_version") // in meta, decimal ASCII
 )
@@ -29,6 +30,7 @@ var (
 var currentBuckets = [][]byte{
 	bucketMeta, bucketSessions, bucketSessionSeq, bucketJobSessions,
 	bucketRunning, bucketReplicas, bucketPoints, bucketJobs, bucketGone,
+	bucketRunQueue,
 }
 
 // migration brings the catalog from version-1 to version. It runs inside
@@ -45,6 +47,7 @@ type migration struct {
 var migrations = []migration{
 	{name: "create buckets", apply: migrateCreateBuckets},
 	{name: "gone replicas", apply: migrateGoneReplicas},
+	{name: "run queue", apply: migrateRunQueue},
 }
 
 // migrateCreateBuckets is schema version 1. It names its buckets literally
@@ -67,6 +70,15 @@ func migrateCreateBuckets(tx *bolt.Tx) error {
 func migrateGoneReplicas(tx *bolt.Tx) error {
 	if _, err := tx.CreateBucket([]byte("gone_replicas")); err != nil {
 		return fmt.Errorf("create bucket %q: %w", "gone_replicas", err)
+	}
+	return nil
+}
+
+// migrateRunQueue is schema version 3: the runs a ferry server owes,
+// kept across its restarts.
+func migrateRunQueue(tx *bolt.Tx) error {
+	if _, err := tx.CreateBucket([]byte("run_queue")); err != nil {
+		return fmt.Errorf("create bucket %q: %w", "run_queue", err)
 	}
 	return nil
 }

@@ -12,7 +12,13 @@
 // due while no server ran (the server was down, or killed) runs once at
 // start, whatever the number of runs missed, unless Options.SkipMissed.
 // The schedule's state needs nothing but the catalog: the time of each
-// job's last session.
+// job's last session, and the runs the server owes. A run queued, asked
+// (RunNow) or waiting for a slot is recorded in the catalog
+// (catalog.QueueRun) before the server answers, and forgotten when its
+// session begins; the next server runs each once at start, in the order
+// they were queued, before the missed runs (a job both owed and missed
+// runs once). Slots go to the runs waiting for one in the order they
+// began to wait.
 //
 // Reload takes a changed configuration: a job gone from it is not
 // scheduled any more (a session of it that runs ends as it would), a new

@@ -95,7 +95,7 @@ func (s *Server) claim(names []string) (cfgs map[string]*config.Job, release fun
 			case j.removed:
 				delete(s.jobs, j.cfg.Name)
 			case j.queued && s.ctx != nil && s.ctx.Err() == nil:
-				s.start(s.ctx, j, "queued")
+				s.start(s.ctx, j, whyQueued)
 			}
 		}
 	}, nil

@@ -70,9 +70,13 @@ type Server struct {
 	// jobs says (the status's scheduled_by). Set before Serve.
 	Controller catalog.Controller
 
-	slots chan struct{}
+	slots chan struct{} // one value per slot in use
 	wake  chan struct{}
 	hub   hub
+
+	// slotq are the runs waiting for a slot, in the order they began to
+	// wait: a slot that frees goes to the first. Guarded by mu.
+	slotq []*slotWaiter
 
 	mu       sync.Mutex
 	jobs     map[string]*job
@@ -94,6 +98,7 @@ type job struct {
 	queued   bool      // another run is due once this one ends
 	cur      *run      // the run under way; nil when none, or a failover
 	removed  bool      // gone from the configuration
+	owed     bool      // the catalog records a run owed (catalog.QueuedRun)
 	last     *catalog.Session
 	lastErr  error
 	lastDone time.Time
@@ -102,11 +107,31 @@ type job struct {
 // run is one run of a job, from its start until its session ends.
 type run struct {
 	session string // its session's id, once begun
-	err     error  // why it ended before its session began
+	// keep is set when the run is recorded as owed in the catalog until
+	// its session begins: a run queued, asked, or waiting for a slot. A
+	// scheduled run that begins at once is not: the missed-run rule
+	// covers it.
+	keep bool
+	err  error // why it ended before its session began
 	// settled is closed once the session began, the run waits for a
 	// slot, or it ended: what RunNow waits for to answer.
 	settled chan struct{}
 }
+
+// slotWaiter is a run waiting for a session slot.
+type slotWaiter struct {
+	j   *job
+	got chan struct{} // closed when the slot is its
+}
+
+// Why a run starts: said in the log, and kept with a run owed.
+const (
+	whySchedule = "schedule"
+	whyMissed   = "missed"
+	whyAsked    = "asked"
+	whyQueued   = "queued"
+	whyRestart  = "queued before the server stopped"
+)
 
 // settle closes r.settled once. Callers hold s.mu.
 func (r *run) settle() {
@@ -145,6 +170,7 @@ func (s *Server) Serve(ctx context.Context, cfg *config.Config) error {
 	s.serving, s.ctx, s.started = true, ctx, time.Now()
 	s.mu.Unlock()
 	s.Reload(cfg)
+	s.resume(ctx)
 	s.missed(ctx)
 	rpoTick := time.NewTicker(s.opts.RPOEvery)
 	defer rpoTick.Stop()
@@ -185,7 +211,11 @@ func (s *Server) Reload(cfg *config.Config) {
 	s.plans, s.dir = cfg.FailoverPlans, cfg.Dir
 	for name, j := range s.jobs {
 		if _, ok := cfg.Jobs[name]; !ok {
+			if j.queued {
+				s.log.Info("job removed from the configuration: its queued run is dropped", "job", name)
+			}
 			j.removed, j.queued, j.next = true, false, time.Time{}
+			s.persist(j, "")
 			if !j.running {
 				delete(s.jobs, name)
 			}
@@ -219,8 +249,63 @@ func next(sched scheduler.Schedule, t time.Time) time.Time {
 	return sched.Next(t)
 }
 
+// resume starts the runs the catalog says are owed (queued, asked, or
+// waiting for a slot when the last server stopped), in the order they
+// were queued, each once. The run of a job the configuration no longer
+// has is dropped.
+func (s *Server) resume(ctx context.Context) {
+	owed, err := s.cat.QueuedRuns()
+	if err != nil {
+		s.log.Error("read the runs queued before the server stopped: they do not run", "error", err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, q := range owed {
+		j := s.jobs[q.Job]
+		if j == nil {
+			s.log.Info("a run queued before the server stopped is dropped: the job is no longer in the configuration", "job", q.Job, "queued", q.Queued.Format(time.RFC3339))
+			if err := s.cat.UnqueueRun(q.Job); err != nil {
+				s.log.Warn("forget the dropped run", "job", q.Job, "error", err)
+			}
+			continue
+		}
+		s.log.Info("a run queued before the server stopped: running it now", "job", q.Job, "queued", q.Queued.Format(time.RFC3339), "why", q.Why)
+		j.owed = true
+		s.start(ctx, j, whyRestart)
+	}
+}
+
+// persist brings the catalog's record of the run owed to j up to date: a
+// run is owed while one is queued, or while the run under way has not
+// begun its session and is kept (asked, queued, or waiting for a slot).
+// While the server stops nothing changes: what is owed stays recorded for
+// the next start. Callers hold s.mu.
+func (s *Server) persist(j *job, why string) {
+	if s.ctx == nil || s.ctx.Err() != nil {
+		return
+	}
+	owed := j.queued || j.cur != nil && j.cur.session == "" && j.cur.keep
+	if owed == j.owed {
+		return
+	}
+	name := j.cfg.Name
+	var err error
+	if owed {
+		err = s.cat.QueueRun(name, why)
+	} else {
+		err = s.cat.UnqueueRun(name)
+	}
+	if err != nil {
+		s.log.Warn("record the run owed to the job: a restart meanwhile would not know it", "job", name, "owed", owed, "error", err)
+		return
+	}
+	j.owed = owed
+}
+
 // missed runs, once, each scheduled job whose run fell due since its last
-// session began while no server ran it.
+// session began while no server ran it. A job whose queued run resumed
+// (resume) runs only that.
 func (s *Server) missed(ctx context.Context) {
 	if s.opts.SkipMissed {
 		return
@@ -230,7 +315,7 @@ func (s *Server) missed(ctx context.Context) {
 	defer s.mu.Unlock()
 	for _, name := range slices.Sorted(maps.Keys(s.jobs)) {
 		j := s.jobs[name]
-		if j.cfg.Schedule.IsZero() {
+		if j.cfg.Schedule.IsZero() || j.running {
 			continue
 		}
 		last, err := s.cat.Sessions(name, 1)
@@ -243,7 +328,7 @@ func (s *Server) missed(ctx context.Context) {
 		}
 		if due := j.cfg.Schedule.Next(last[0].Started); !due.After(now) {
 			s.log.Info("a run fell due while no server ran: running it now", "job", name, "due", due.Format(time.RFC3339), "last_session", last[0].ID)
-			s.start(ctx, j, "missed")
+			s.start(ctx, j, whyMissed)
 		}
 	}
 }
@@ -266,8 +351,9 @@ func (s *Server) due(ctx context.Context) (<-chan time.Time, func()) {
 					s.log.Info("run due while the last one runs: queued", "job", name)
 				}
 				j.queued = true
+				s.persist(j, whySchedule)
 			default:
-				s.start(ctx, j, "schedule")
+				s.start(ctx, j, whySchedule)
 			}
 			j.next = j.cfg.Schedule.Next(now)
 		}
@@ -346,10 +432,11 @@ func (s *Server) RunNow(ctx context.Context, name string) (Asked, error) {
 			asked.WaitingForSlot, asked.After = true, s.lastSession(name)
 			return asked, nil
 		case !j.running:
-			s.start(s.ctx, j, "asked")
+			s.start(s.ctx, j, whyAsked)
 			mine, asked.Started = j.cur, true
 		case r == nil: // a failover runs
 			j.queued, asked.Queued, asked.After = true, true, s.lastSession(name)
+			s.persist(j, whyAsked)
 			return asked, nil
 		case j.waiting:
 			// The run waiting for a slot has not begun its session: it
@@ -358,6 +445,7 @@ func (s *Server) RunNow(ctx context.Context, name string) (Asked, error) {
 			return asked, nil
 		case r.session != "":
 			j.queued, asked.Queued, asked.After = true, true, r.session
+			s.persist(j, whyAsked)
 			return asked, nil
 		}
 		// A run has just started (this ask's, or another that has not
@@ -399,38 +487,43 @@ func (s *Server) lastSession(job string) string {
 	return last[0].ID
 }
 
-// start runs a session of j in the background. Callers hold s.mu.
+// start runs a session of j in the background, in a slot free now or
+// once one frees for it. Callers hold s.mu.
 func (s *Server) start(ctx context.Context, j *job, why string) {
 	if ctx.Err() != nil {
 		return
 	}
 	j.running, j.queued = true, false
-	r := &run{settled: make(chan struct{})}
+	r := &run{settled: make(chan struct{}), keep: why != whySchedule && why != whyMissed}
 	j.cur = r
 	cfg := j.cfg
+	var w *slotWaiter
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		w = &slotWaiter{j: j, got: make(chan struct{})}
+		s.slotq = append(s.slotq, w)
+		j.waiting, r.keep = true, true
+		r.settle()
+		s.log.Info("every session slot is taken: the run waits for one", "job", cfg.Name, "slots", cap(s.slots))
+	}
+	s.persist(j, why)
 	s.sessions.Add(1)
 	go func() {
 		defer s.sessions.Done()
-		select {
-		case s.slots <- struct{}{}:
-		default:
-			s.mu.Lock()
-			j.waiting = true
-			r.settle()
-			s.mu.Unlock()
-			s.log.Info("every session slot is taken: the run waits for one", "job", cfg.Name, "slots", cap(s.slots))
+		if w != nil {
 			select {
-			case s.slots <- struct{}{}:
+			case <-w.got:
 			case <-ctx.Done():
 				s.mu.Lock()
+				if !s.unwait(w) {
+					s.release() // the slot came as the server stopped
+				}
 				j.running, j.waiting, j.cur = false, false, nil
 				r.err = ctx.Err()
 				s.mu.Unlock()
 				return
 			}
-			s.mu.Lock()
-			j.waiting = false
-			s.mu.Unlock()
 		}
 		s.log.Info("session starts", "job", cfg.Name, "why", why)
 		began := func(session string) {
@@ -438,11 +531,35 @@ func (s *Server) start(ctx context.Context, j *job, why string) {
 			defer s.mu.Unlock()
 			r.session = session
 			r.settle()
+			s.persist(j, why)
 		}
 		sess, err := s.run(ctx, cfg, began)
-		<-s.slots
 		s.ended(ctx, j, r, sess, err)
 	}()
+}
+
+// release frees a session slot: it goes to the run that waits longest
+// for one, if any. Callers hold s.mu.
+func (s *Server) release() {
+	if len(s.slotq) == 0 {
+		<-s.slots
+		return
+	}
+	w := s.slotq[0]
+	s.slotq = s.slotq[1:]
+	w.j.waiting = false
+	close(w.got)
+}
+
+// unwait takes w out of the runs waiting for a slot; false when it is not
+// there any more (a slot went to it). Callers hold s.mu.
+func (s *Server) unwait(w *slotWaiter) bool {
+	i := slices.Index(s.slotq, w)
+	if i < 0 {
+		return false
+	}
+	s.slotq = slices.Delete(s.slotq, i, i+1)
+	return true
 }
 
 // ended records the end of r, a run of j, and starts the run queued
@@ -460,6 +577,7 @@ func (s *Server) ended(ctx context.Context, j *job, r *run, sess *catalog.Sessio
 	// The job's state first, so that whoever hears of the end (Ended)
 	// finds the job no longer running.
 	s.mu.Lock()
+	s.release()
 	if r.session == "" && sess != nil {
 		r.session = sess.ID // a Runner that did not say when it began
 	}
@@ -467,10 +585,14 @@ func (s *Server) ended(ctx context.Context, j *job, r *run, sess *catalog.Sessio
 	r.settle()
 	j.running, j.cur = false, nil
 	j.last, j.lastErr, j.lastDone = sess, err, time.Now()
-	if j.removed {
+	switch {
+	case j.removed:
+		s.persist(j, "")
 		delete(s.jobs, name)
-	} else if j.queued && ctx.Err() == nil {
-		s.start(ctx, j, "queued")
+	case j.queued && ctx.Err() == nil:
+		s.start(ctx, j, whyQueued)
+	default:
+		s.persist(j, "")
 	}
 	s.mu.Unlock()
 	if s.Ended != nil {

@@ -387,3 +387,91 @@ func TestOldSessionsExpireEveryHour(t *testing.T) {
 		}
 	})
 }
+
+func TestQueuedRunsSurviveARestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLab(t)
+		l.took["a"], l.took["b"], l.took["c"] = 30*time.Second, 10*time.Second, 10*time.Second
+		cfg := jobs(t, map[string]string{"a": "", "b": "", "c": "", "gone": ""})
+		s := New(l.run, l.cat, nil, Options{MaxSessions: 1})
+		stop := serve(s, cfg)
+		synctest.Wait()
+		ctx := context.Background()
+		// a runs; b, c and gone wait for the one slot; a is asked again
+		// while it runs: queued.
+		for _, ask := range []struct {
+			job  string
+			want func(Asked) bool
+		}{
+			{"a", func(a Asked) bool { return a.Started && a.Session != "" }},
+			{"b", func(a Asked) bool { return a.WaitingForSlot }},
+			{"c", func(a Asked) bool { return a.WaitingForSlot }},
+			{"a", func(a Asked) bool { return a.Queued }},
+			{"gone", func(a Asked) bool { return a.WaitingForSlot }},
+		} {
+			got, err := s.RunNow(ctx, ask.job)
+			if err != nil || !ask.want(got) {
+				t.Fatalf("run %s now: %+v, %v", ask.job, got, err)
+			}
+		}
+		time.Sleep(5 * time.Second)
+		// Stopped as killed: nothing the server owed is forgotten (a
+		// stopping server writes no change to what it owes), and what it
+		// owes was written before it answered.
+		stop()
+		owed, err := l.cat.QueuedRuns()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var order []string
+		for _, q := range owed {
+			order = append(order, q.Job)
+		}
+		if !slices.Equal(order, []string{"b", "c", "a", "gone"}) {
+			t.Fatalf("runs owed at the stop: %v", order)
+		}
+
+		// The next server, without the job gone, runs each once, in the
+		// order they were queued, one slot after the other.
+		l.t0 = time.Now()
+		l.starts = map[string][]time.Duration{}
+		delete(cfg.Jobs, "gone")
+		s = New(l.run, l.cat, nil, Options{MaxSessions: 1})
+		stop = serve(s, cfg)
+		time.Sleep(2 * time.Minute)
+		stop()
+		for job, want := range map[string][]time.Duration{"b": secs(0), "c": secs(10), "a": secs(20), "gone": nil} {
+			if got := l.startsOf(job); !slices.Equal(got, want) {
+				t.Errorf("after the restart %s began at %v, want %v", job, got, want)
+			}
+		}
+		if owed, err := l.cat.QueuedRuns(); err != nil || len(owed) != 0 {
+			t.Errorf("runs still owed after they ran: %+v, %v", owed, err)
+		}
+	})
+}
+
+func TestAJobMissedAndQueuedRunsOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		aligned()
+		l := newLab(t)
+		// The last session began an hour ago, and the server that stopped
+		// owed the job a run besides.
+		if _, err := l.run(context.Background(), &config.Job{Name: "web"}, func(string) {}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Hour)
+		if err := l.cat.QueueRun("web", whyAsked); err != nil {
+			t.Fatal(err)
+		}
+		l.t0 = time.Now()
+		l.starts = map[string][]time.Duration{}
+		s := New(l.run, l.cat, nil, Options{})
+		stop := serve(s, jobs(t, map[string]string{"web": "every 1m"}))
+		time.Sleep(90 * time.Second)
+		stop()
+		if got := l.startsOf("web"); !slices.Equal(got, secs(0, 60)) {
+			t.Errorf("web began at %v, want once at start and at its schedule", got)
+		}
+	})
+}
