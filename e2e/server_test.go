@@ -195,17 +195,22 @@ func TestServerRunsTheSchedules(t *testing.T) {
 	if code := s.call(t, operator, "POST", "/v1/jobs/e2e/run", nil); code != http.StatusAccepted {
 		t.Fatalf("an operator token could not run a job: %d", code)
 	}
-	// Tokens are listed, and a revoked one stops at once.
+	// Tokens are listed; the server takes a new one, and stops taking a
+	// revoked one, at its next look at their folder.
 	if r := ferry(t, l.cfg, "token", "list"); r.code != 0 || !strings.Contains(r.stdout, "dash") || !strings.Contains(r.stdout, "operator") || strings.Contains(r.stdout, "ferry_") {
 		t.Fatalf("token list: %s", r)
 	}
+	mark = s.stderr.mark()
 	spare := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "spare").stdout)
+	s.waitLog(t, `"tokens reloaded"`, mark, 30*time.Second)
 	if code := s.call(t, spare, "GET", "/v1/jobs", nil); code != 200 {
 		t.Fatalf("a new token: %d", code)
 	}
+	mark = s.stderr.mark()
 	if r := ferry(t, l.cfg, "token", "revoke", "spare"); r.code != 0 {
 		t.Fatalf("token revoke: %s", r)
 	}
+	s.waitLog(t, `"tokens reloaded"`, mark, 30*time.Second)
 	if code := s.call(t, spare, "GET", "/v1/jobs", nil); code != http.StatusUnauthorized {
 		t.Fatalf("a revoked token read: %d", code)
 	}

@@ -47,7 +47,8 @@ metrics on --listen (TLS with the control plane's certificate of 'ferry ca
 init'; a client needs that certificate or a token of 'ferry token
 create'). While it runs, 'ferry run' of its jobs from elsewhere is refused.
 SIGHUP, or a change of a .hcl file, reloads the configuration (an invalid
-one is reported and the running one kept). SIGTERM or Ctrl-C stops it:
+one is reported and the running one kept); SIGHUP, or a token made or
+revoked, reloads the API's tokens. SIGTERM or Ctrl-C stops it:
 running sessions stop as Ctrl-C stops 'ferry run'; a second signal stops at
 once. docs/server.md says more.`,
 		usage: "ferry [--config DIR] server [--listen ADDR] [--insecure-plaintext] [--max-sessions N] [--skip-missed] [--keep-sessions DURATION]",
@@ -155,8 +156,12 @@ func runServer(e *env, o serverOptions) error {
 	}
 	srv.Controller = self
 
+	tokens, err := server.LoadTokens(server.TokensDir(w.cfg.Dir))
+	if err != nil {
+		return err
+	}
 	api := &http.Server{
-		Handler:           server.Authorize(srv.Handler(metrics, version), server.TokensDir(w.cfg.Dir)),
+		Handler:           server.Authorize(srv.Handler(metrics, version), tokens),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          log.New(logger.StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}), "", 0),
 	}
@@ -165,7 +170,7 @@ func runServer(e *env, o serverOptions) error {
 			logger.Error("the API stopped", "error", err)
 		}
 	}()
-	go st.watch(ctx, srv, hooks)
+	go st.watch(ctx, srv, hooks, tokens)
 	if o.plaintext {
 		fmt.Fprintf(e.stderr, "WARNING: ferry server serves its API WITHOUT TLS on %s (--insecure-plaintext): for development only; tokens cross in the clear\n", addr)
 	}
@@ -362,8 +367,9 @@ func (st *serverState) close() {
 }
 
 // watch reloads the configuration on SIGHUP and when a .hcl file of the
-// folder changes, until ctx ends.
-func (st *serverState) watch(ctx context.Context, srv *server.Server, hooks *server.Webhooks) {
+// folder changes, and the API's tokens on SIGHUP and when their folder
+// changes (a token made or revoked), until ctx ends.
+func (st *serverState) watch(ctx context.Context, srv *server.Server, hooks *server.Webhooks, tokens *server.TokenCache) {
 	hup := make(chan os.Signal, 1)
 	notifyHangup(hup)
 	defer signal.Stop(hup)
@@ -378,7 +384,9 @@ func (st *serverState) watch(ctx context.Context, srv *server.Server, hooks *ser
 			return
 		case <-hup:
 			why = "SIGHUP"
+			st.reloadTokens(tokens, why, true)
 		case <-tick.C:
+			st.reloadTokens(tokens, "their folder changed", false)
 			now := folderPrint(dir)
 			if now == last {
 				continue
@@ -387,6 +395,23 @@ func (st *serverState) watch(ctx context.Context, srv *server.Server, hooks *ser
 		}
 		last = folderPrint(dir)
 		st.reload(ctx, why, srv, hooks)
+	}
+}
+
+// reloadTokens reads the API's tokens again: always, or only when their
+// folder changed. A folder that cannot be read keeps the tokens known.
+func (st *serverState) reloadTokens(tokens *server.TokenCache, why string, always bool) {
+	reloaded, err := true, error(nil)
+	if always {
+		err = tokens.Reload()
+	} else {
+		reloaded, err = tokens.Refresh()
+	}
+	switch {
+	case err != nil:
+		st.log.Error("the tokens cannot be read: the ones known are kept", "why", why, "error", err)
+	case reloaded:
+		st.log.Info("tokens reloaded", "why", why, "tokens", tokens.Len())
 	}
 }
 

@@ -19,12 +19,13 @@ func init() {
   ferry token create NAME [--role read|operator]   make a token and print its
                                                    secret, once
   ferry token list [--json]                        the tokens: name, role, made
-  ferry token revoke NAME                          delete a token: it stops at once
+  ferry token revoke NAME                          delete a token
 
 A read token may only read (GET): for dashboards and Prometheus. An
 operator token may also act (run a job). Only each secret's SHA-256 is
 kept, in DIR/ca/tokens: a lost secret cannot be shown again; revoke the
-token and make another. A client with the control plane's certificate
+token and make another. A running server sees a token made or revoked
+within 2 seconds (at once on SIGHUP). A client with the control plane's certificate
 (the CLI beside the configuration) needs no token.`,
 		usage: "ferry [--config DIR] token create|list|revoke [arguments]",
 		setup: noFlags(func(e *env, args []string) error {

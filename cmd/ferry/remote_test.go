@@ -104,7 +104,11 @@ func newAPILab(t *testing.T) *apiLab {
 	if l.operator, err = server.CreateToken(tokens, "ops", server.RoleOperator); err != nil {
 		t.Fatal(err)
 	}
-	api := httptest.NewServer(server.Authorize(srv.Handler(server.NewMetrics(srv), "test"), tokens))
+	cache, err := server.LoadTokens(tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := httptest.NewServer(server.Authorize(srv.Handler(server.NewMetrics(srv), "test"), cache))
 	t.Cleanup(api.Close)
 	l.url = api.URL
 	return l

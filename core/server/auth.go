@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ferry-dr/ferry/core/pki"
@@ -150,18 +151,113 @@ func digest(secret string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// TokenCache holds the tokens of a folder in memory, so that a request
+// reads no file: Authorize looks them up here. The server reloads it when
+// the folder changes (Refresh, every few seconds) and on SIGHUP (Reload);
+// a token revoked stops working at the next reload. Safe for concurrent
+// use.
+type TokenCache struct {
+	dir string
+
+	mu     sync.RWMutex
+	tokens []Token
+	print  string // the folder as last read (folderPrint)
+}
+
+// LoadTokens reads the tokens of dir (none when it does not exist).
+func LoadTokens(dir string) (*TokenCache, error) {
+	c := &TokenCache{dir: dir}
+	if err := c.Reload(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Reload reads the folder's tokens again; on an error the tokens read
+// before stay (and Refresh tries again once the folder changes).
+func (c *TokenCache) Reload() error {
+	// The print first: a change while the files are read shows at the
+	// next Refresh.
+	fp := tokensPrint(c.dir)
+	tokens, err := Tokens(c.dir)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.print = fp
+	if err != nil {
+		return fmt.Errorf("read the tokens of %s: %w", c.dir, err)
+	}
+	c.tokens = tokens
+	return nil
+}
+
+// Refresh reloads the tokens when the folder changed since they were
+// read (a token made or revoked): it looks at the names, sizes and times
+// of its files, without reading them. It says whether it reloaded.
+func (c *TokenCache) Refresh() (bool, error) {
+	c.mu.RLock()
+	same := tokensPrint(c.dir) == c.print
+	c.mu.RUnlock()
+	if same {
+		return false, nil
+	}
+	return true, c.Reload()
+}
+
+// Len is how many tokens the cache holds.
+func (c *TokenCache) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.tokens)
+}
+
+// lookup finds the token whose secret is secret.
+func (c *TokenCache) lookup(secret string) (Token, bool) {
+	want := []byte(digest(secret))
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, t := range c.tokens {
+		if subtle.ConstantTimeCompare(want, []byte(t.SHA256)) == 1 {
+			return t, true
+		}
+	}
+	return Token{}, false
+}
+
+// tokensPrint describes the folder dir and its entries by name, size and
+// modification time.
+func tokensPrint(dir string) string {
+	info, err := os.Stat(dir)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d\n", info.ModTime().UnixNano())
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil {
+			fmt.Fprintf(&b, "%s error\n", e.Name())
+			continue
+		}
+		fmt.Fprintf(&b, "%s %d %d\n", e.Name(), info.Size(), info.ModTime().UnixNano())
+	}
+	return b.String()
+}
+
 // Authorize lets through the calls their caller may make: a client
 // certificate of a control plane (verified by the TLS listener) may do
-// anything; a bearer token of tokensDir (read at each call, so a revoked
-// token stops at once) may read, and act when its role is operator.
-// /v1/health needs nothing. Others get 401 or 403, as JSON.
-func Authorize(next http.Handler, tokensDir string) http.Handler {
+// anything; a bearer token of tokens may read, and act when its role is
+// operator. /v1/health needs nothing. Others get 401 or 403, as JSON.
+func Authorize(next http.Handler, tokens *TokenCache) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v1/health" {
 			next.ServeHTTP(w, r)
 			return
 		}
-		role, who, err := caller(r, tokensDir)
+		role, who, err := caller(r, tokens)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="ferry"`)
 			writeError(w, http.StatusUnauthorized, "unauthenticated", err.Error())
@@ -176,7 +272,7 @@ func Authorize(next http.Handler, tokensDir string) http.Handler {
 }
 
 // caller says who made r and what it may do.
-func caller(r *http.Request, tokensDir string) (Role, string, error) {
+func caller(r *http.Request, tokens *TokenCache) (Role, string, error) {
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		id, err := pki.PeerIdentity(*r.TLS)
 		if err == nil && id.Role == pki.RoleControl {
@@ -188,15 +284,8 @@ func caller(r *http.Request, tokensDir string) (Role, string, error) {
 	if !ok || secret == "" {
 		return "", "", errors.New("no credentials: send a token (Authorization: Bearer ...; 'ferry token create') or a control plane's certificate")
 	}
-	tokens, err := Tokens(tokensDir)
-	if err != nil {
-		return "", "", fmt.Errorf("read the tokens: %w", err)
-	}
-	want := []byte(digest(secret))
-	for _, t := range tokens {
-		if subtle.ConstantTimeCompare(want, []byte(t.SHA256)) == 1 {
-			return t.Role, "token " + t.Name, nil
-		}
+	if t, ok := tokens.lookup(secret); ok {
+		return t.Role, "token " + t.Name, nil
 	}
 	return "", "", errors.New("unknown or revoked token")
 }

@@ -62,7 +62,11 @@ func TestTheAPIAnswersOnlyWhoMayAsk(t *testing.T) {
 		t.Fatalf("tokens %+v", list)
 	}
 
-	api := Authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }), tokens)
+	cache, err := LoadTokens(tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := Authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }), cache)
 	srv := httptest.NewUnstartedServer(api)
 	srv.TLS = TLSConfig(control)
 	srv.StartTLS()
@@ -128,5 +132,75 @@ func TestTheAPIAnswersOnlyWhoMayAsk(t *testing.T) {
 	req, _ := http.NewRequest("GET", plain.URL+"/v1/jobs", nil)
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("plaintext without a token: %v %v", resp, err)
+	}
+}
+
+// TestTokensAreReadOnceAndReloadedOnChange: a request reads no file (a
+// token made or revoked is not seen until a reload); Refresh reloads when
+// the folder changed, and then a revoked token stops working.
+func TestTokensAreReadOnceAndReloadedOnChange(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tokens")
+	cache, err := LoadTokens(dir) // no folder yet: no tokens
+	if err != nil || cache.Len() != 0 {
+		t.Fatalf("tokens of a folder that does not exist: %d, %v", cache.Len(), err)
+	}
+	api := httptest.NewServer(Authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) }), cache))
+	defer api.Close()
+	status := func(secret string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", api.URL+"/v1/jobs", nil)
+		req.Header.Set("Authorization", "Bearer "+secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	refresh := func(want bool) {
+		t.Helper()
+		if got, err := cache.Refresh(); got != want || err != nil {
+			t.Fatalf("Refresh reloaded: %v (%v), want %v", got, err, want)
+		}
+	}
+	old, err := CreateToken(dir, "old", RoleRead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := status(old); got != http.StatusUnauthorized {
+		t.Fatalf("a token made after the last reload: %d, want 401 until a reload", got)
+	}
+	refresh(true)
+	refresh(false) // nothing changed
+	if got := status(old); got != http.StatusTeapot {
+		t.Fatalf("a token after the reload: %d", got)
+	}
+	newer, err := CreateToken(dir, "newer", RoleOperator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := RevokeToken(dir, "old"); err != nil {
+		t.Fatal(err)
+	}
+	// Still the cache's until the next reload: requests read no file.
+	if got := status(old); got != http.StatusTeapot {
+		t.Fatalf("a revoked token before the reload: %d", got)
+	}
+	refresh(true)
+	if got := status(old); got != http.StatusUnauthorized {
+		t.Fatalf("a revoked token after the reload: %d, want 401", got)
+	}
+	if got := status(newer); got != http.StatusTeapot {
+		t.Fatalf("the other token after the reload: %d", got)
+	}
+	// Reload (SIGHUP) reads the folder whatever its times say.
+	if err := RevokeToken(dir, "newer"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.Reload(); err != nil || cache.Len() != 0 {
+		t.Fatalf("Reload: %d tokens, %v", cache.Len(), err)
+	}
+	if got := status(newer); got != http.StatusUnauthorized {
+		t.Fatalf("a revoked token after Reload: %d", got)
 	}
 }

@@ -82,7 +82,11 @@ func TestTheClientVerifiesTheServer(t *testing.T) {
 	in := newInstallation(t)
 	other := newInstallation(t)
 	serve := func(creds *pki.Credentials) *httptest.Server {
-		srv := httptest.NewUnstartedServer(server.Authorize(api(), in.tokens))
+		tokens, err := server.LoadTokens(in.tokens)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewUnstartedServer(server.Authorize(api(), tokens))
 		srv.TLS = server.TLSConfig(creds)
 		srv.StartTLS()
 		t.Cleanup(srv.Close)
