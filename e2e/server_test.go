@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -457,5 +458,62 @@ func TestQueuedRunsSurviveAKill(t *testing.T) {
 	}
 	if count["a"] != 2 || count["b"] != 1 || count["c"] != 0 || last["a"] != catalog.ResultSuccess || last["b"] != catalog.ResultSuccess {
 		t.Fatalf("sessions by job %v, the last ones %v", count, last)
+	}
+}
+
+// TestTheServersMetricsTellTheProxiesSlots: /metrics of a server whose
+// jobs run through proxies has each proxy's task slots (the
+// configuration's before a session greets it, then what the proxy says,
+// bounded by the configuration) and the slots its tasks hold.
+func TestTheServersMetricsTellTheProxiesSlots(t *testing.T) {
+	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"16MiB", "8MiB"}})
+	prod, dr := l.startSiteProxies() // each runs with --max-tasks 4
+	l.writeSitesConfig(fmt.Sprintf("\nproxy %q {\n  address   = %q\n  site      = %q\n  max_tasks = 6\n}\n"+
+		"\nproxy %q {\n  address   = %q\n  site      = %q\n  max_tasks = 2\n}\n", prod.name, prod.addr, prod.site, dr.name, dr.addr, dr.site))
+	l.write("web-01", 0, 0, 1<<20)
+	token := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "ops", "--role", "operator").stdout)
+	s := l.startServer()
+	gauges := func() map[string]float64 {
+		t.Helper()
+		var text []byte
+		if code := s.call(t, token, "GET", "/metrics", &text); code != 200 {
+			t.Fatalf("GET /metrics: %d", code)
+		}
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(strings.NewReader(string(text)))
+		if err != nil {
+			t.Fatalf("metrics: %v", err)
+		}
+		out := map[string]float64{}
+		for name, f := range fams {
+			if !strings.HasPrefix(name, "ferry_proxy_") {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				key := name
+				for _, lp := range m.GetLabel() {
+					key += fmt.Sprintf(" %s=%s", lp.GetName(), lp.GetValue())
+				}
+				out[key] = m.GetGauge().GetValue()
+			}
+		}
+		return out
+	}
+	before := map[string]float64{
+		"ferry_proxy_task_slots proxy=p-dr site=dr": 2, "ferry_proxy_task_slots proxy=p-prod site=prod": 6,
+		"ferry_proxy_task_slots_busy proxy=p-dr site=dr": 0, "ferry_proxy_task_slots_busy proxy=p-prod site=prod": 0,
+		"ferry_proxy_tasks_waiting": 0,
+	}
+	if got := gauges(); !maps.Equal(got, before) {
+		t.Fatalf("before a session: %v, want %v", got, before)
+	}
+	if code := s.call(t, token, "POST", "/v1/jobs/e2e/run", nil); code != http.StatusAccepted {
+		t.Fatalf("POST /v1/jobs/e2e/run: %d", code)
+	}
+	s.waitLog(t, `"session ended"`, 0, 60*time.Second)
+	after := maps.Clone(before)
+	after["ferry_proxy_task_slots proxy=p-prod site=prod"] = 4 // the proxy's --max-tasks
+	if got := gauges(); !maps.Equal(got, after) {
+		t.Fatalf("after a session: %v, want %v", got, after)
 	}
 }

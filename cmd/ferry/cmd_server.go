@@ -139,6 +139,7 @@ func runServer(e *env, o serverOptions) error {
 	}
 	srv = server.New(run, w.cat, logger, server.Options{MaxSessions: o.maxSessions, SkipMissed: o.skipMissed, KeepSessions: keep})
 	metrics := server.NewMetrics(srv)
+	metrics.Proxies = st.proxySlots
 	hooks := server.NewWebhooks(logger.Named("webhook"))
 	defer hooks.Close()
 	hooks.Configure(w.cfg.Webhooks)
@@ -330,6 +331,23 @@ func (st *serverState) configure(ctx context.Context, cfg *config.Config) error 
 		st.traffic, st.stopRules = reg, stopRules
 	}
 	return nil
+}
+
+// proxySlots are the task slots of the proxies, for the metrics: the
+// current configuration's pool, and the tasks that sessions begun before
+// a reload run on older ones.
+func (st *serverState) proxySlots() ([]server.ProxySlots, int) {
+	st.mu.Lock()
+	current, older := st.pool, slices.Clone(st.pools)
+	st.mu.Unlock()
+	older = slices.DeleteFunc(older, func(p *proxy.Pool) bool { return p == current })
+	slices.Reverse(older) // newest first
+	states, waiting := proxy.SlotsOf(current, older...)
+	out := make([]server.ProxySlots, len(states))
+	for i, s := range states {
+		out[i] = server.ProxySlots{Proxy: s.Proxy, Site: s.Site, Slots: s.Slots, Busy: s.Busy}
+	}
+	return out, waiting
 }
 
 func proxiesKey(cfg *config.Config) string {

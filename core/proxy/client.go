@@ -53,6 +53,7 @@ type Pool struct {
 	mu      sync.Mutex
 	freed   chan struct{} // closed and replaced when a slot is freed
 	members map[string]*member
+	waiting int // tasks waiting in place for free slots
 }
 
 type member struct {
@@ -371,14 +372,22 @@ func (p *Pool) place(ctx context.Context, t Task) (src, dst *member, pl Placemen
 			return src, dst, pl, nil
 		}
 		freed := p.freed
+		p.waiting++
 		p.mu.Unlock()
+		var err error
 		select {
 		case <-freed:
 		case <-time.After(time.Second):
 			// Another control plane's tasks may have ended.
 			p.Greet(ctx, t.Proxies)
 		case <-ctx.Done():
-			return nil, nil, Placement{}, ctx.Err()
+			err = ctx.Err()
+		}
+		p.mu.Lock()
+		p.waiting--
+		p.mu.Unlock()
+		if err != nil {
+			return nil, nil, Placement{}, err
 		}
 	}
 }

@@ -178,6 +178,7 @@ func TestTheDocumentedMetricsExist(t *testing.T) {
 	l := newLab(t)
 	s := New(l.run, l.cat, nil, Options{})
 	m := NewMetrics(s)
+	m.Proxies = func() ([]ProxySlots, int) { return []ProxySlots{{Proxy: "p1", Site: "prod", Slots: 4, Busy: 2}}, 1 }
 	// Counters and histograms appear once they have a value.
 	m.Ended("web", &catalog.Session{ID: "s", Job: "web", Result: catalog.ResultSuccess, Started: time.Now(), Ended: time.Now(),
 		VMs: []catalog.VMResult{{VM: "web-01", Result: catalog.ResultSuccess, Attempts: 2}}}, nil)

@@ -12,6 +12,10 @@ import (
 // their RPO, read from the server at each scrape.
 type Metrics struct {
 	Registry *prometheus.Registry
+	// Proxies says, at each scrape, the task slots of the proxies and how
+	// many disk tasks wait for free slots; nil when there are no proxies.
+	// Set before the metrics are served.
+	Proxies func() (proxies []ProxySlots, waiting int)
 
 	sessions *prometheus.CounterVec
 	vms      *prometheus.CounterVec
@@ -37,9 +41,16 @@ func NewMetrics(s *Server) *Metrics {
 			Help:    "How long sessions took, by job.",
 			Buckets: []float64{1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400}}, []string{"job"}),
 	}
-	m.Registry.MustRegister(m.sessions, m.vms, m.retries, m.bytes, m.duration, stateCollector{s},
+	m.Registry.MustRegister(m.sessions, m.vms, m.retries, m.bytes, m.duration, stateCollector{s}, proxyCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// ProxySlots are the task slots of one proxy.
+type ProxySlots struct {
+	Proxy, Site string
+	Slots       int // how many tasks it takes at once
+	Busy        int // how many of them the server's tasks hold
 }
 
 // Ended counts a session that ended (a Server's Ended).
@@ -117,5 +128,34 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 			breached = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descBreach, prometheus.GaugeValue, breached, st.Job, st.VM)
+	}
+}
+
+var (
+	descProxySlots   = prometheus.NewDesc("ferry_proxy_task_slots", "Task slots of each proxy: what it said when last greeted, bounded by its max_tasks (the configuration's alone before a greeting).", []string{"proxy", "site"}, nil)
+	descProxyBusy    = prometheus.NewDesc("ferry_proxy_task_slots_busy", "Task slots of each proxy that the server's disk tasks hold (a task running both halves on one proxy holds two).", []string{"proxy", "site"}, nil)
+	descProxyWaiting = prometheus.NewDesc("ferry_proxy_tasks_waiting", "Disk tasks waiting for free slots: every proxy they may use is busy.", nil, nil)
+)
+
+// proxyCollector reads the proxies' slots at each scrape.
+type proxyCollector struct{ m *Metrics }
+
+func (c proxyCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descProxySlots
+	ch <- descProxyBusy
+	ch <- descProxyWaiting
+}
+
+func (c proxyCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.m.Proxies == nil {
+		return
+	}
+	proxies, waiting := c.m.Proxies()
+	for _, p := range proxies {
+		ch <- prometheus.MustNewConstMetric(descProxySlots, prometheus.GaugeValue, float64(p.Slots), p.Proxy, p.Site)
+		ch <- prometheus.MustNewConstMetric(descProxyBusy, prometheus.GaugeValue, float64(p.Busy), p.Proxy, p.Site)
+	}
+	if len(proxies) > 0 {
+		ch <- prometheus.MustNewConstMetric(descProxyWaiting, prometheus.GaugeValue, float64(waiting))
 	}
 }
