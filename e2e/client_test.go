@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/plan"
 )
 
 // TestTheCLIAsTheServersClient: with FERRY_ADDR and FERRY_TOKEN, the
@@ -45,6 +48,14 @@ job "e2e" {
 	remote := as(reader, "plan", "--json")
 	if local.code != 0 || remote.code != 0 || remote.stdout != local.stdout || !strings.Contains(remote.stdout, `"action": "create"`) {
 		t.Fatalf("plan --json through the server:\n%s\nlocal:\n%s", remote, local)
+	}
+	// With the typed decision per VM, as the engine would execute it.
+	var plans []plan.Plan
+	if err := json.Unmarshal([]byte(remote.stdout), &plans); err != nil || len(plans) != 1 || len(plans[0].VMs) != 1 {
+		t.Fatalf("plan --json through the server: %v\n%s", err, remote.stdout)
+	}
+	if d := plans[0].VMs[0]; d.VM != "web-01" || d.Verdict != plan.VerdictCreate || d.ReplicaName == "" || len(d.Disks) != 1 || d.Disks[0].Mode != catalog.ModeFull {
+		t.Fatalf("the decision through the server: %+v", d)
 	}
 
 	var st []struct {

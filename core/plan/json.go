@@ -3,6 +3,10 @@ package plan
 import (
 	"encoding/json"
 	"fmt"
+	"time"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/retention"
 )
 
 // A plan's JSON is `ferry plan --json`'s, documented in docs/cli.md and
@@ -17,6 +21,90 @@ type planJSON struct {
 	Selection []selectedJSON `json:"selection,omitempty"`
 	// Proxies is where the job's disks would move; absent without proxies.
 	Proxies *proxiesJSON `json:"proxies,omitempty"`
+	// Decisions are Plan.VMs, the typed decisions Changes render; absent
+	// when the plan has none.
+	Decisions *decisionsJSON `json:"decisions,omitempty"`
+}
+
+// DecisionsVersion is the version of the decisions' shape in a plan's
+// JSON. A change that a reader of the version before would misread (a
+// field renamed, a meaning changed) takes the next one; adding a field
+// does not. A reader skips the decisions of a version it does not know:
+// the plan's changes still say what a run would do.
+const DecisionsVersion = 1
+
+type decisionsJSON struct {
+	Version int            `json:"version"`
+	VMs     []decisionJSON `json:"vms"`
+}
+
+type decisionJSON struct {
+	VM       string        `json:"vm"`
+	Verdict  Verdict       `json:"verdict"`           // create, incremental, skip or fail
+	Refusal  Refusal       `json:"refusal,omitempty"` // why it fails
+	Replica  string        `json:"replica,omitempty"`
+	Adopt    bool          `json:"adopt,omitempty"`
+	Retire   string        `json:"retire,omitempty"`
+	TakeOver bool          `json:"take_over,omitempty"`
+	Disks    []diskJSON    `json:"disks,omitempty"`
+	Drop     []droppedJSON `json:"drop,omitempty"`
+}
+
+type diskJSON struct {
+	Index    int          `json:"index"`
+	Capacity int64        `json:"capacity"`
+	Skip     bool         `json:"skip,omitempty"`
+	Mode     catalog.Mode `json:"mode,omitempty"`
+	Since    string       `json:"since,omitempty"`
+	Why      string       `json:"why,omitempty"`
+	Planned  catalog.Mode `json:"planned,omitempty"`
+	New      bool         `json:"new,omitempty"`
+	Was      int64        `json:"was,omitempty"`
+}
+
+// droppedJSON is a restore point retention decides about.
+type droppedJSON struct {
+	Point   string    `json:"point"`
+	Created time.Time `json:"created"`
+	Pinned  bool      `json:"pinned,omitempty"`
+	Keep    bool      `json:"keep,omitempty"`
+	Reason  string    `json:"reason,omitempty"`
+}
+
+func decisionsTo(vms []Decision) *decisionsJSON {
+	if len(vms) == 0 {
+		return nil
+	}
+	out := &decisionsJSON{Version: DecisionsVersion, VMs: make([]decisionJSON, 0, len(vms))}
+	for _, d := range vms {
+		dj := decisionJSON{VM: d.VM, Verdict: d.Verdict, Refusal: d.Refusal, Replica: d.ReplicaName, Adopt: d.Adopt, Retire: d.Retire, TakeOver: d.TakeOver}
+		for _, k := range d.Disks {
+			dj.Disks = append(dj.Disks, diskJSON(k))
+		}
+		for _, r := range d.Drop {
+			dj.Drop = append(dj.Drop, droppedJSON{Point: r.Point.ID, Created: r.Point.Created, Pinned: r.Point.Pinned, Keep: r.Keep, Reason: r.Reason})
+		}
+		out.VMs = append(out.VMs, dj)
+	}
+	return out
+}
+
+func decisionsFrom(in *decisionsJSON) []Decision {
+	if in == nil || in.Version != DecisionsVersion {
+		return nil
+	}
+	var out []Decision
+	for _, dj := range in.VMs {
+		d := Decision{VM: dj.VM, Verdict: dj.Verdict, Refusal: dj.Refusal, ReplicaName: dj.Replica, Adopt: dj.Adopt, Retire: dj.Retire, TakeOver: dj.TakeOver}
+		for _, k := range dj.Disks {
+			d.Disks = append(d.Disks, DiskDecision(k))
+		}
+		for _, r := range dj.Drop {
+			d.Drop = append(d.Drop, retention.Decision{Point: retention.Point{ID: r.Point, Created: r.Created, Pinned: r.Pinned}, Keep: r.Keep, Reason: r.Reason})
+		}
+		out = append(out, d)
+	}
+	return out
 }
 
 type changeJSON struct {
@@ -70,11 +158,14 @@ func (p Plan) MarshalJSON() ([]byte, error) {
 		out.Proxies = &proxiesJSON{Source: x.Source, SourceWhy: x.SourceWhy, Target: x.Target, TargetWhy: x.TargetWhy,
 			Compression: x.Compression, Skipped: x.Skipped, Error: x.Error}
 	}
+	out.Decisions = decisionsTo(p.VMs)
 	return json.Marshal(out)
 }
 
 // UnmarshalJSON reads a plan MarshalJSON wrote (a server's, for the
-// command line to show).
+// command line to show), with its decisions when their version is
+// DecisionsVersion (what a session would know of the facts behind them
+// is not in the JSON).
 func (p *Plan) UnmarshalJSON(b []byte) error {
 	var in planJSON
 	if err := json.Unmarshal(b, &in); err != nil {
@@ -99,6 +190,7 @@ func (p *Plan) UnmarshalJSON(b []byte) error {
 		out.Proxies = &Proxies{Source: x.Source, SourceWhy: x.SourceWhy, Target: x.Target, TargetWhy: x.TargetWhy,
 			Compression: x.Compression, Skipped: x.Skipped, Error: x.Error}
 	}
+	out.VMs = decisionsFrom(in.Decisions)
 	*p = out
 	return nil
 }

@@ -93,8 +93,8 @@ type Plan struct {
 	Proxies *Proxies
 	// VMs are the decisions Changes render, one per VM a run would take
 	// up, in order: what a session of the job would do with each (see
-	// Decide). They are not part of the plan's JSON: a plan read back
-	// from a server has none.
+	// Decide). The plan's JSON carries them ("decisions", versioned by
+	// DecisionsVersion), without the facts they were made from.
 	VMs []Decision
 }
 
