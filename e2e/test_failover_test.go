@@ -12,8 +12,35 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/status"
 	"github.com/ferry-dr/ferry/sdk"
 )
+
+// lastTests returns each VM's last test as `ferry status --json` shows
+// it, and the line `ferry status` prints for the plan.
+func (l *lab) lastTests(plan string) (map[string]*catalog.VMTest, string) {
+	l.t.Helper()
+	r := ferry(l.t, l.cfg, "status", "--json")
+	var jobs []status.Job
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &jobs) != nil {
+		l.t.Fatalf("status --json: %s", r)
+	}
+	out := map[string]*catalog.VMTest{}
+	for _, j := range jobs {
+		for _, v := range j.VMs {
+			out[v.VM] = v.LastTest
+		}
+	}
+	r = ferry(l.t, l.cfg, "status")
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if strings.HasPrefix(line, "failover plan "+plan+":") {
+			return out, line
+		}
+	}
+	l.t.Fatalf("status has no line of plan %s: %s", plan, r)
+	return nil, ""
+}
 
 // testVMs lists the test VMs the local target keeps, by their folders.
 func (l *lab) testVMs() map[string]sdk.VM {
@@ -125,6 +152,15 @@ failover_plan "shop" {
 	if st := l.replicaStates(); st["db-01"] != "ready" || st["web-01"] != "ready" {
 		t.Fatalf("replicas after the test: %v", st)
 	}
+	// The result is kept: status shows it for the plan and its VMs.
+	tests, line := l.lastTests("shop")
+	passed := tests["db-01"]
+	if passed == nil || passed.Plan != "shop" || !passed.Passed || passed.RecoverySeconds <= 0 || tests["web-01"] == nil || tests["web-01"].Run != passed.Run {
+		t.Fatalf("last tests after a passing test: %+v", tests)
+	}
+	if !strings.Contains(line, "last test "+passed.Run+" at ") || !strings.Contains(line, " passed, recovery time ") {
+		t.Fatalf("status of the plan after a passing test: %q", line)
+	}
 
 	// Replication goes on while a kept test runs.
 	before := l.points("db-01")
@@ -200,6 +236,10 @@ failover_plan "shop" {
 	if vms := l.testVMs(); len(vms) != 0 {
 		t.Fatalf("test VMs left after a failed test: %v", vms)
 	}
+	tests, line = l.lastTests("shop")
+	if failed := tests["web-01"]; failed == nil || failed.Passed || failed.Run == passed.Run || !strings.Contains(line, failed.Run+" at ") || !strings.Contains(line, `FAILED: test of failover plan "shop" failed: group "web" is not ready`) {
+		t.Fatalf("status after a failing test: %+v, %q", tests, line)
+	}
 
 	// One VM, at a named point.
 	r = ferry(t, l.cfg, "failover", "e2e", "db-01", "--test", "--point", before[0].ID)
@@ -211,5 +251,10 @@ failover_plan "shop" {
 	}
 	if vms := l.testVMs(); len(vms) != 0 {
 		t.Fatalf("test VMs left after the test of one VM: %v", vms)
+	}
+	// A test of one VM is that VM's last test; the plan's stays.
+	tests, line = l.lastTests("shop")
+	if one := tests["db-01"]; one == nil || one.Plan != "" || !one.Passed || tests["web-01"].Plan != "shop" || tests["web-01"].Passed || !strings.Contains(line, "FAILED") {
+		t.Fatalf("status after a test of one VM: %+v, %q", tests, line)
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -25,7 +28,9 @@ schedule is shown with what runs it: a ferry server that holds the
 configuration's jobs, or nothing, and then the job runs when told to
 ('ferry run JOB', from cron or a systemd timer for instance). Through a
 ferry server (--server or FERRY_ADDR) it shows the next run of each
-scheduled job.`,
+scheduled job. Each VM shows its last test failover (of a plan or of the
+VM alone), and each failover plan its last test: when, whether it passed,
+and the recovery time it achieved.`,
 		usage: "ferry [--config DIR] status [--json]",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			asJSON := fs.Bool("json", false, "print JSON")
@@ -47,6 +52,7 @@ func runStatus(e *env, args []string, asJSON bool) error {
 	}
 	ctx := context.Background()
 	var out []status.Job
+	var plans []status.Plan
 	var where string
 	if c, err := e.remote(); err != nil {
 		return err
@@ -75,6 +81,9 @@ func runStatus(e *env, args []string, asJSON bool) error {
 		if out, err = status.Jobs(w.cat, jobs, sched); err != nil {
 			return err
 		}
+		if plans, err = status.Plans(w.cat, slices.Sorted(maps.Keys(w.cfg.FailoverPlans))); err != nil {
+			return err
+		}
 		where = "in " + w.cfg.Dir
 	}
 	if asJSON {
@@ -95,7 +104,7 @@ func runStatus(e *env, args []string, asJSON bool) error {
 			fmt.Fprintf(e.stdout, "  its slowest disk was busy: %s\n", b)
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  VM\tREPLICA\tSTATE\tPOINTS\tNEWEST")
+		fmt.Fprintln(tw, "  VM\tREPLICA\tSTATE\tPOINTS\tNEWEST\tLAST TEST")
 		for _, v := range st.VMs {
 			newest := "-"
 			if v.Newest != nil {
@@ -105,11 +114,52 @@ func runStatus(e *env, args []string, asJSON bool) error {
 			if v.FailoverPoint != "" {
 				state += " (from " + v.FailoverPoint + ")"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\n", v.VM, orDash(v.Replica), state, v.RestorePoints, newest)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", v.VM, orDash(v.Replica), state, v.RestorePoints, newest, vmTestCell(v.LastTest))
 		}
 		tw.Flush()
 	}
+	for _, p := range plans {
+		fmt.Fprintln(e.stdout, planLine(p))
+	}
 	return nil
+}
+
+// vmTestCell is a VM's last test in its status table: "passed" or
+// "FAILED", when, and the plan it was part of.
+func vmTestCell(t *catalog.VMTest) string {
+	if t == nil {
+		return "-"
+	}
+	cell := "FAILED"
+	if t.Passed {
+		cell = "passed"
+	}
+	cell += " " + t.Started.Local().Format(time.DateTime)
+	if t.Plan != "" {
+		cell += " (plan " + t.Plan + ")"
+	}
+	return cell
+}
+
+// planLine is a failover plan's last test: when, its verdict and recovery
+// time, and test VMs it could not remove.
+func planLine(p status.Plan) string {
+	line := "failover plan " + p.Plan
+	t := p.LastTest
+	if t == nil {
+		return line + ": never tested (ferry failover plan " + p.Plan + " --test)"
+	}
+	line += ": last test " + t.Run + " at " + t.Started.Local().Format(time.DateTime)
+	if t.Passed {
+		line += fmt.Sprintf(" passed, recovery time %s", seconds(t.RecoverySeconds))
+	} else {
+		why, _, _ := strings.Cut(t.Error, "\n")
+		line += " FAILED: " + why
+	}
+	if len(t.NotRemoved) > 0 {
+		line += fmt.Sprintf("; test VMs left on the target: %s (ferry failover plan %s --test --cleanup)", strings.Join(t.NotRemoved, ", "), p.Plan)
+	}
+	return line
 }
 
 // jobLine is the first line of a job's status: its last session, and its

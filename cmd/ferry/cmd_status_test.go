@@ -91,3 +91,70 @@ func TestStatusSchedule(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusTests: each VM shows its last test failover and each plan its
+// last test, from what the catalog kept, in text and JSON.
+func TestStatusTests(t *testing.T) {
+	t.Parallel()
+	cat, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	at := time.Date(2026, 12, 6, 9, 30, 0, 0, time.Local)
+	for _, r := range []*catalog.TestResult{
+		{Plan: "shop", Run: "r1", Started: at, Passed: true, RecoverySeconds: 2.345, TookSeconds: 4,
+			VMs: []catalog.TestVMResult{{VM: "web/web-01", Group: "web", Test: "web-01-test-r1"}}},
+		{Plan: "db", Run: "r2", Started: at.Add(time.Minute), Error: "group \"db\" is not ready: connection refused\nmore", NotRemoved: []string{"db-01-test-r2"},
+			VMs: []catalog.TestVMResult{{VM: "db/db-01", Group: "db", Test: "db-01-test-r2"}}},
+		{Job: "web", VM: "web-02", Run: "r3", Started: at.Add(2 * time.Minute), Passed: true, RecoverySeconds: 1,
+			VMs: []catalog.TestVMResult{{VM: "web/web-02", Group: "web-02", Test: "web-02-test-r3"}}},
+	} {
+		if err := cat.PutTestResult(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plans, err := status.Plans(cat, []string{"db", "never", "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	when := func(d time.Duration) string { return at.Add(d).Format(time.DateTime) }
+	for i, want := range []string{
+		"failover plan db: last test r2 at " + when(time.Minute) + ` FAILED: group "db" is not ready: connection refused; test VMs left on the target: db-01-test-r2 (ferry failover plan db --test --cleanup)`,
+		"failover plan never: never tested (ferry failover plan never --test)",
+		"failover plan shop: last test r1 at " + when(0) + " passed, recovery time 2.3s",
+	} {
+		if got := planLine(plans[i]); got != want {
+			t.Errorf("plan line\n got %q\nwant %q", got, want)
+		}
+	}
+
+	jobs, err := status.Jobs(cat, []*config.Job{{Name: "web", VMs: []string{"web-01", "web-02", "web-03"}}}, status.Unscheduled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"passed " + when(0) + " (plan shop)", "passed " + when(2*time.Minute), "-"} {
+		if got := vmTestCell(jobs[0].VMs[i].LastTest); got != want {
+			t.Errorf("last test of %s: %q, want %q", jobs[0].VMs[i].VM, got, want)
+		}
+	}
+	b, err := json.Marshal(jobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m []struct {
+		VMs []struct {
+			VM       string          `json:"vm"`
+			LastTest *map[string]any `json:"last_test"`
+		} `json:"vms"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if lt := m[0].VMs[0].LastTest; lt == nil || (*lt)["plan"] != "shop" || (*lt)["passed"] != true || (*lt)["recovery_seconds"] != 2.345 || (*lt)["run"] != "r1" {
+		t.Errorf("last_test of web-01 in %s", b)
+	}
+	if m[0].VMs[2].LastTest != nil || strings.Count(string(b), `"last_test"`) != 2 {
+		t.Errorf("last_test of a VM never tested in %s", b)
+	}
+}

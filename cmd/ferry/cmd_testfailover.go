@@ -47,8 +47,8 @@ func (t testFlags) check(pos []string) error {
 }
 
 // runTestFailover runs 'ferry failover plan NAME --test' and 'ferry
-// failover JOB VM --test' here: test VMs on the targets, replicas and
-// catalog untouched.
+// failover JOB VM --test' here: test VMs on the targets, replicas
+// untouched; the result is kept in the catalog ('ferry status' shows it).
 func runTestFailover(e *env, pos []string, point string, t testFlags) error {
 	plan := len(pos) > 0 && pos[0] == "plan"
 	if plan {
@@ -91,7 +91,7 @@ func runTestFailover(e *env, pos []string, point string, t testFlags) error {
 		name = pos[0] + "/" + pos[1]
 	}
 	r := &recovery.Runner{
-		Jobs: w.cfg.Jobs, Tests: eng, Dir: w.cfg.Dir,
+		Jobs: w.cfg.Jobs, Tests: eng, Results: w.cat, Dir: w.cfg.Dir,
 		Progress: func(s recovery.Step) {
 			mu.Lock()
 			defer mu.Unlock()

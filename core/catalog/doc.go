@@ -1,5 +1,6 @@
 // Package catalog is ferry's embedded state: what ferry did (job sessions
-// with their per-VM and per-disk results), what exists (replicas and their
+// with their per-VM and per-disk results, the results of test failovers of
+// plans and VMs, the newest KeepTestResults of each), what exists (replicas and their
 // restore points) and what each job last ran with (its settings fingerprint).
 // `ferry status`, `ferry points`, `ferry plan` and the replication engine
 // read it; the engine writes it.

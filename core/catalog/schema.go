@@ -21,6 +21,10 @@ var (
 	bucketJobs        = []byte("jobs")             // job -> JobState (JSON)
 	bucketGone        = []byte("gone_replicas")    // job NUL vm NUL replica id -> GoneReplica (JSON)
 	bucketRunQueue    = []byte("run_queue")        // job -> QueuedRun (JSON): runs a server owes
+	// "plan" NUL plan NUL started NUL run, or "vm" NUL job NUL vm NUL
+	// started NUL run -> TestResult (JSON)
+	bucketTests   = []byte("test_results")
+	bucketVMTests = []byte("vm_last_tests") // job NUL vm -> VMTest (JSON)
 
 	keySchemaVersion = []byte("schema_version") // in meta, decimal ASCII
 )
@@ -30,7 +34,7 @@ var (
 var currentBuckets = [][]byte{
 	bucketMeta, bucketSessions, bucketSessionSeq, bucketJobSessions,
 	bucketRunning, bucketReplicas, bucketPoints, bucketJobs, bucketGone,
-	bucketRunQueue,
+	bucketRunQueue, bucketTests, bucketVMTests,
 }
 
 // migration brings the catalog from version-1 to version. It runs inside
@@ -48,6 +52,7 @@ var migrations = []migration{
 	{name: "create buckets", apply: migrateCreateBuckets},
 	{name: "gone replicas", apply: migrateGoneReplicas},
 	{name: "run queue", apply: migrateRunQueue},
+	{name: "test results", apply: migrateTestResults},
 }
 
 // migrateCreateBuckets is schema version 1. It names its buckets literally
@@ -79,6 +84,17 @@ func migrateGoneReplicas(tx *bolt.Tx) error {
 func migrateRunQueue(tx *bolt.Tx) error {
 	if _, err := tx.CreateBucket([]byte("run_queue")); err != nil {
 		return fmt.Errorf("create bucket %q: %w", "run_queue", err)
+	}
+	return nil
+}
+
+// migrateTestResults is schema version 4: the results of test failovers,
+// and each VM's last test.
+func migrateTestResults(tx *bolt.Tx) error {
+	for _, name := range []string{"test_results", "vm_last_tests"} {
+		if _, err := tx.CreateBucket([]byte(name)); err != nil {
+			return fmt.Errorf("create bucket %q: %w", name, err)
+		}
 	}
 	return nil
 }

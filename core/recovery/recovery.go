@@ -54,6 +54,8 @@ type Runner struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Tests runs test VMs, for Test; nil refuses tests.
 	Tests Tests
+	// Results keeps the results of Test and TestVM; nil keeps none.
+	Results TestResults
 
 	// testing says the checks run against test VMs (scripts see
 	// FERRY_TEST=1).

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/sdk"
 )
 
@@ -43,42 +44,16 @@ type TestOptions struct {
 	Keep time.Duration
 }
 
-// TestResult is what a test of a plan did. It is kept with the plan.
-type TestResult struct {
-	Plan string `json:"plan"`
-	// Run names this test; its test VMs carry it (LabelTestRun).
-	Run     string    `json:"run"`
-	Started time.Time `json:"started"`
-	// Passed: every group came up, its checks passed.
-	Passed bool `json:"passed"`
-	// RecoverySeconds is the recovery time the test achieved: from the
-	// first test VM's start to the last group's checks passed; 0 when it
-	// did not pass.
-	RecoverySeconds float64 `json:"recovery_seconds,omitempty"`
-	// TookSeconds is the whole test, removal of the test VMs included.
-	TookSeconds float64 `json:"took_seconds"`
-	// Error says why it did not pass.
-	Error string         `json:"error,omitempty"`
-	VMs   []TestVMResult `json:"vms"`
-	// Ready are the groups that came up, in order.
-	Ready []string `json:"ready,omitempty"`
-	// Leftovers are test VMs of earlier tests of the plan, removed
-	// before this one started.
-	Leftovers []string `json:"leftovers,omitempty"`
-	// NotRemoved are this test's VMs that could not be removed (see
-	// Cleanup).
-	NotRemoved []string `json:"not_removed,omitempty"`
-}
+// TestResult is what a test of a plan (or of one VM) did: the record the
+// catalog keeps (Runner.Results).
+type TestResult = catalog.TestResult
 
 // TestVMResult is one VM's part of a test.
-type TestVMResult struct {
-	VM        string   `json:"vm"` // JOB/VM
-	Group     string   `json:"group"`
-	Test      string   `json:"test"` // the test VM's id on the target
-	Point     string   `json:"point,omitempty"`
-	Networks  []string `json:"networks,omitempty"`
-	Addresses []string `json:"addresses,omitempty"`
-	Error     string   `json:"error,omitempty"`
+type TestVMResult = catalog.TestVMResult
+
+// TestResults keeps the results of tests: the catalog's PutTestResult.
+type TestResults interface {
+	PutTestResult(r *catalog.TestResult) error
 }
 
 // Test rehearses a plan: it starts a test VM of each VM from a restore
@@ -90,20 +65,39 @@ type TestVMResult struct {
 // (they act on the world outside the test); readiness scripts see
 // FERRY_TEST=1. Test VMs left behind by an earlier test of the plan whose
 // process died are removed first. The result is returned whether or not
-// the test passed; err says why it did not.
+// the test passed; err says why it did not. It is kept with r.Results,
+// when set, once the test VMs are removed; an error keeping it is joined
+// to err.
 func (r *Runner) Test(ctx context.Context, p *config.FailoverPlan, opts TestOptions) (*TestResult, error) {
 	points, err := r.choosePoints(p, opts.At)
 	if err != nil {
-		return &TestResult{Plan: p.Name, Started: time.Now().UTC(), Error: err.Error()}, err
+		res := &TestResult{Plan: p.Name, Run: newRunID(), Started: time.Now().UTC(), Error: err.Error()}
+		return res, r.keep(res, err)
 	}
-	return r.test(ctx, p, points, opts.Keep)
+	res, err := r.test(ctx, p, points, opts.Keep)
+	return res, r.keep(res, err)
+}
+
+// keep records res with r.Results; it returns err, joined with the error
+// of keeping res if any.
+func (r *Runner) keep(res *TestResult, err error) error {
+	if r.Results == nil {
+		return err
+	}
+	if kerr := r.Results.PutTestResult(res); kerr != nil {
+		return errors.Join(err, fmt.Errorf("keep the result of test %s: %w", res.Run, kerr))
+	}
+	return err
 }
 
 // TestVM rehearses the failover of one VM of a job, as Test does for a
 // plan of one group without checks. point is a restore point's id or an
-// unambiguous start of one; "" is the newest.
+// unambiguous start of one; "" is the newest. Its result is kept under the
+// job and VM.
 func (r *Runner) TestVM(ctx context.Context, job, vm, point string, keep time.Duration) (*TestResult, error) {
-	return r.test(ctx, singleVM(job, vm), map[string]string{job + "/" + vm: point}, keep)
+	res, err := r.test(ctx, singleVM(job, vm), map[string]string{job + "/" + vm: point}, keep)
+	res.Job, res.VM = job, vm
+	return res, r.keep(res, err)
 }
 
 // singleVM is the plan of a test of one VM: no name, one group.

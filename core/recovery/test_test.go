@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
@@ -298,5 +301,90 @@ func TestTestID(t *testing.T) {
 		if err := sdk.CheckTestID(got); err != nil {
 			t.Errorf("TestID(%q) = %q: %v", c.vm, got, err)
 		}
+	}
+}
+
+// failingResults refuses to keep anything.
+type failingResults struct{}
+
+func (failingResults) PutTestResult(*catalog.TestResult) error {
+	return fmt.Errorf("catalog is locked: %w", errdefs.ErrUnavailable)
+}
+
+func TestTestResultsAreKept(t *testing.T) {
+	cfg, p := loadPlan(t, `
+failover_plan "shop" {
+  group "db" { vms = ["db/db-01"] }
+  group "app" {
+    vms        = ["web/app-01"]
+    depends_on = ["db"]
+    ready {
+      script  = ["sh", "-c", "test -e ok"]
+      timeout = "5s"
+    }
+  }
+}`)
+	cat, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	dir := t.TempDir()
+	l := newLab("127.0.0.1")
+	r := &Runner{Jobs: cfg.Jobs, Tests: l, Dir: dir, Results: cat}
+
+	// A failing test is kept with why it failed, then a passing one.
+	failed, err := r.Test(context.Background(), p, TestOptions{})
+	if err == nil {
+		t.Fatal("the check passed without its file")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ok"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	passed, err := r.Test(context.Background(), p, TestOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := cat.TestResults("shop", 0)
+	if err != nil || len(kept) != 2 {
+		t.Fatalf("kept %+v, %v; want both tests", kept, err)
+	}
+	if kept[0].Run != passed.Run || !kept[0].Passed || kept[0].RecoverySeconds != passed.RecoverySeconds || len(kept[0].VMs) != 2 {
+		t.Errorf("last kept %+v, want the passing test %+v", kept[0], passed)
+	}
+	if kept[1].Run != failed.Run || kept[1].Passed || kept[1].Error != failed.Error || !strings.Contains(kept[1].Error, "is not ready") {
+		t.Errorf("first kept %+v, want the failing test %+v", kept[1], failed)
+	}
+
+	// A test of one VM is kept under the job and VM, and is the VM's
+	// last test.
+	one, err := r.TestVM(context.Background(), "db", "db-01", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alone, err := cat.VMTestResults("db", "db-01", 0); err != nil || len(alone) != 1 || alone[0].Run != one.Run || alone[0].Job != "db" || alone[0].VM != "db-01" {
+		t.Fatalf("kept of db/db-01 alone: %+v, %v", alone, err)
+	}
+	var db, app *catalog.VMTest
+	if err := cat.View(func(tx *catalog.Tx) error {
+		var err error
+		if db, err = tx.LastTest("db", "db-01"); err != nil {
+			return err
+		}
+		app, err = tx.LastTest("web", "app-01")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if db == nil || db.Run != one.Run || db.Plan != "" || app == nil || app.Run != passed.Run || app.Plan != "shop" {
+		t.Errorf("last tests: db-01 %+v, app-01 %+v", db, app)
+	}
+
+	// A result that cannot be kept makes the test's error, verdict
+	// unchanged.
+	r.Results = failingResults{}
+	res, err := r.Test(context.Background(), p, TestOptions{})
+	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "keep the result of test "+res.Run) || !res.Passed {
+		t.Fatalf("a result not kept: %+v, %v", res, err)
 	}
 }

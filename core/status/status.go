@@ -33,6 +33,38 @@ type VM struct {
 	FailoverPoint string     `json:"failover_point,omitempty"`
 	RestorePoints int        `json:"restore_points"`
 	Newest        *time.Time `json:"newest_point,omitempty"`
+	// LastTest is the last test failover that started a test VM of the
+	// VM, of a plan or of the VM alone.
+	LastTest *catalog.VMTest `json:"last_test,omitempty"`
+}
+
+// Plan is a failover plan's last test.
+type Plan struct {
+	Plan string `json:"plan"`
+	// LastTest is nil when the plan was never tested (or its results
+	// were not kept here).
+	LastTest *catalog.TestResult `json:"last_test,omitempty"`
+}
+
+// Plans reads the last test of each of plans, in the order given, in one
+// read transaction of cat.
+func Plans(cat *catalog.Catalog, plans []string) ([]Plan, error) {
+	out := []Plan{}
+	err := cat.View(func(tx *catalog.Tx) error {
+		for _, name := range plans {
+			p := Plan{Plan: name}
+			rs, err := tx.TestResults(name, 1)
+			if err != nil {
+				return err
+			}
+			if len(rs) > 0 {
+				p.LastTest = &rs[0]
+			}
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // NoReplica is the State of a VM that has no replica yet.
@@ -132,6 +164,9 @@ func Of(tx *catalog.Tx, job *config.Job, sched Scheduler) (Job, error) {
 			vs.RestorePoints = len(ps)
 			newest := ps[len(ps)-1].Created
 			vs.Newest = &newest
+		}
+		if vs.LastTest, err = tx.LastTest(name, vm); err != nil {
+			return st, err
 		}
 		st.VMs = append(st.VMs, vs)
 	}
