@@ -258,3 +258,106 @@ failover_plan "shop" {
 		t.Fatalf("status after a test of one VM: %+v, %q", tests, line)
 	}
 }
+
+// TestATestFailoverThroughTheServer: with FERRY_ADDR, ferry failover plan
+// NAME --test asks a real ferry server, which tests the plan over the
+// local plugin and keeps the result: a failing test, then a passing one,
+// each shown by status through the server and by the plan's API.
+func TestATestFailoverThroughTheServer(t *testing.T) {
+	l := newLab(t, 3,
+		vmSpec{name: "db-01", disks: []string{"4MiB"}, nic: "prod-net=10.1.0.21/24"},
+		vmSpec{name: "web-01", disks: []string{"4MiB"}, nic: "prod-net=10.1.0.11/24"})
+	for _, vm := range []string{"db-01", "web-01"} {
+		l.write(vm, 0, 0, 1<<20)
+	}
+	if s := l.run(); s.code != 0 {
+		t.Fatalf("run: %d\n%s", s.code, s.stderr)
+	}
+	base, err := os.ReadFile(filepath.Join(l.cfg, "main.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.writeConfig(string(base) + `
+failover_plan "shop" {
+  group "db" { vms = ["e2e/db-01"] }
+  group "web" {
+    vms        = ["e2e/web-01"]
+    depends_on = ["db"]
+    ready {
+      script  = ["sh", "-c", "test \"$FERRY_TEST\" = 1 && test -e web-ready || { echo web is not up >&2; exit 1; }"]
+      timeout = "5s"
+    }
+  }
+}
+`)
+	operator := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "ops", "--role", "operator").stdout)
+	s := l.startServer()
+	away := t.TempDir()
+	as := func(args ...string) result {
+		t.Helper()
+		return runEnv(t, nil, []string{"HOME=" + t.TempDir(), "FERRY_PLUGIN_PATH=", "FERRY_ADDR=" + s.url, "FERRY_TOKEN=" + operator},
+			"ferry", append([]string{"-C", away}, args...)...)
+	}
+	lastTest := func() *catalog.TestResult {
+		t.Helper()
+		var p struct {
+			LastTest *catalog.TestResult `json:"last_test"`
+		}
+		if code := s.call(t, operator, "GET", "/v1/failover-plans/shop", &p); code != 200 {
+			t.Fatalf("GET /v1/failover-plans/shop: %d", code)
+		}
+		return p.LastTest
+	}
+	planLine := func() string {
+		t.Helper()
+		r := as("status")
+		for _, line := range strings.Split(r.stdout, "\n") {
+			if strings.HasPrefix(line, "failover plan shop:") {
+				return line
+			}
+		}
+		t.Fatalf("status through the server has no line of the plan: %s", r)
+		return ""
+	}
+
+	r := as("failover", "plan", "shop", "--test")
+	if r.code != 1 || !strings.Contains(r.stdout, "test of failover plan shop: FAILED (2 test VMs, 1 groups up") || !strings.Contains(r.stderr, `group "web" is not ready`) ||
+		!strings.Contains(r.stderr, "web is not up") || !strings.Contains(r.stdout, "group db: ready") {
+		t.Fatalf("a failing test through the server: %s", r)
+	}
+	failed := lastTest()
+	if failed == nil || failed.Passed || len(failed.VMs) != 2 || !strings.Contains(failed.Error, "is not ready") {
+		t.Fatalf("last test after a failing one: %+v", failed)
+	}
+	if line := planLine(); !strings.Contains(line, "last test "+failed.Run+" at ") || !strings.Contains(line, "FAILED") {
+		t.Fatalf("status through the server after a failing test: %q", line)
+	}
+
+	if err := os.WriteFile(filepath.Join(l.cfg, "web-ready"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = as("failover", "plan", "shop", "--test", "--point", "latest", "--keep", "1ms")
+	if r.code != 0 || !strings.Contains(r.stdout, "test of failover plan shop: passed; recovery time ") || !strings.Contains(r.stdout, "e2e/web-01: test started") ||
+		!strings.Contains(r.stdout, "networks ferry-isolated") || !strings.Contains(r.stdout, ": removed") {
+		t.Fatalf("a passing test through the server: %s", r)
+	}
+	passed := lastTest()
+	if passed == nil || !passed.Passed || passed.Run == failed.Run || passed.RecoverySeconds <= 0 {
+		t.Fatalf("last test after a passing one: %+v", passed)
+	}
+	if line := planLine(); !strings.Contains(line, "last test "+passed.Run+" at ") || !strings.Contains(line, " passed, recovery time ") {
+		t.Fatalf("status through the server after a passing test: %q", line)
+	}
+	if vms := l.testVMs(); len(vms) != 0 {
+		t.Fatalf("test VMs left after the tests: %v", vms)
+	}
+	if st := l.replicaStates(); st["db-01"] != "ready" || st["web-01"] != "ready" {
+		t.Fatalf("replicas after the tests: %v", st)
+	}
+	if r := as("failover", "e2e", "db-01", "--test"); r.code != 2 || !strings.Contains(r.stderr, "tests failover plans, not one VM") {
+		t.Fatalf("a test of one VM through the server: %s", r)
+	}
+	if r := as("failover", "plan", "nosuch", "--test"); r.code != 2 || !strings.Contains(r.stderr, `no failover plan "nosuch" (plans: shop)`) {
+		t.Fatalf("a test of an unknown plan through the server: %s", r)
+	}
+}

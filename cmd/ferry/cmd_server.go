@@ -27,6 +27,7 @@ import (
 	"github.com/ferry-dr/ferry/core/pki"
 	"github.com/ferry-dr/ferry/core/plan"
 	"github.com/ferry-dr/ferry/core/proxy"
+	"github.com/ferry-dr/ferry/core/recovery"
 	"github.com/ferry-dr/ferry/core/server"
 	"github.com/ferry-dr/ferry/core/traffic"
 	"github.com/ferry-dr/ferry/sdk"
@@ -152,6 +153,7 @@ func runServer(e *env, o serverOptions) error {
 	srv.Failover = func(ctx context.Context, job *config.Job, vm, action, point string) (*sdk.Replica, error) {
 		return st.engine().Failover(ctx, job, vm, engine.FailoverAction(action), point)
 	}
+	srv.Tests = serverTests{st}
 	srv.Plan = func(ctx context.Context, jobs []*config.Job) ([]plan.Plan, error) {
 		return st.engine().Plan(ctx, jobs)
 	}
@@ -360,6 +362,23 @@ func proxiesKey(cfg *config.Config) string {
 }
 
 // engine is the engine of one session, as the configuration is now.
+// serverTests runs test VMs with the server's engine of the moment.
+type serverTests struct{ st *serverState }
+
+func (t serverTests) StartTest(ctx context.Context, job *config.Job, vm, id, point string, testMap []config.NetworkMapping, labels map[string]string) (*sdk.TestVM, error) {
+	return t.st.engine().StartTest(ctx, job, vm, id, point, testMap, labels)
+}
+
+func (t serverTests) ListTests(ctx context.Context, job *config.Job) ([]sdk.TestVM, error) {
+	return t.st.engine().ListTests(ctx, job)
+}
+
+func (t serverTests) StopTest(ctx context.Context, job *config.Job, id string) error {
+	return t.st.engine().StopTest(ctx, job, id)
+}
+
+var _ recovery.Tests = serverTests{}
+
 func (st *serverState) engine() *engine.Engine {
 	st.mu.Lock()
 	defer st.mu.Unlock()

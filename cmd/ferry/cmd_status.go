@@ -61,6 +61,13 @@ func runStatus(e *env, args []string, asJSON bool) error {
 		if out, err = c.Status(ctx); err != nil {
 			return remoteError(err)
 		}
+		fps, err := c.FailoverPlans(ctx)
+		if err != nil {
+			return remoteError(err)
+		}
+		for _, p := range fps {
+			plans = append(plans, status.Plan{Plan: p.Name, LastTest: p.LastTest})
+		}
 		where = "on ferry server at " + c.Address()
 	} else {
 		w, err := openWorkspace(ctx, e)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/ferry-dr/ferry/core/engine"
 	"github.com/ferry-dr/ferry/core/recovery"
+	"github.com/ferry-dr/ferry/core/server/client"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // testFlags are the flags of 'ferry failover ... --test'.
@@ -72,7 +74,13 @@ func runTestFailover(e *env, pos []string, point string, t testFlags) error {
 	if c, err := e.remote(); err != nil {
 		return err
 	} else if c != nil {
-		return usagef("a test failover runs where the configuration is, not through ferry server at %s yet: unset FERRY_ADDR", c.Address())
+		switch {
+		case !plan:
+			return usagef("ferry server at %s tests failover plans, not one VM: run the test where the configuration is (unset FERRY_ADDR), or test a plan", c.Address())
+		case t.cleanup:
+			return usagef("ferry server at %s removes a plan's leftover test VMs at the plan's next test; --cleanup runs where the configuration is (unset FERRY_ADDR)", c.Address())
+		}
+		return runTestFailoverRemote(ctx, e, c, pos[0], at, t.keep)
 	}
 	w, err := openWorkspace(ctx, e)
 	if err != nil {
@@ -135,6 +143,37 @@ func runTestFailover(e *env, pos []string, point string, t testFlags) error {
 		return usagef("%v", pe)
 	}
 	return testEnded(e, what, res, err)
+}
+
+// runTestFailoverRemote asks a ferry server to test the plan and shows
+// what it did as a test here shows it (the steps once the test ended).
+func runTestFailoverRemote(ctx context.Context, e *env, c *client.Client, name string, at time.Time, keep time.Duration) error {
+	point := ""
+	if !at.IsZero() {
+		point = at.Format(time.RFC3339)
+	}
+	if _, err := c.FailoverPlan(ctx, name); errors.Is(err, errdefs.ErrNotFound) {
+		return usagef("%v on ferry server at %s", err, c.Address())
+	} else if err != nil {
+		return remoteError(err)
+	}
+	what := "test of failover plan " + name
+	fmt.Fprintf(e.stdout, "%s: starting test VMs in isolated networks on ferry server at %s; replication goes on\n", what, c.Address())
+	flush(e.stdout)
+	run, err := c.TestFailoverPlan(ctx, name, point, keep)
+	if run == nil {
+		if ctx.Err() != nil {
+			return &interruptedError{msg: fmt.Sprintf("stopped waiting for the %s: it goes on on ferry server at %s, which removes its test VMs ('ferry status' shows its result)", what, c.Address())}
+		}
+		return remoteError(err)
+	}
+	for _, s := range run.Steps {
+		planStep(e.stdout, name, s)
+	}
+	if err != nil {
+		err = remoteError(err)
+	}
+	return testEnded(e, what, &run.TestResult, err)
 }
 
 // testEnded says how a test ended: its verdict and recovery time, and

@@ -121,6 +121,7 @@ func (s *Server) routes(m *Metrics, version string) []route {
 		{"POST", "/v1/failover-plans/{name}/failover", s.failoverPlanAction("failover")},
 		{"POST", "/v1/failover-plans/{name}/undo", s.failoverPlanAction("undo")},
 		{"POST", "/v1/failover-plans/{name}/commit", s.failoverPlanAction("commit")},
+		{"POST", "/v1/failover-plans/{name}/test", s.failoverPlanTest},
 	}
 }
 

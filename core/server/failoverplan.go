@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/recovery"
+	"github.com/ferry-dr/ferry/core/status"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
@@ -33,6 +35,9 @@ type FailoverPlan struct {
 	// Preview is what starting the plan would do now; only for one plan
 	// (GET /v1/failover-plans/{name}).
 	Preview *recovery.Preview `json:"preview,omitempty"`
+	// LastTest is the result of the plan's last test failover, as the
+	// catalog keeps it; absent when it was never tested.
+	LastTest *catalog.TestResult `json:"last_test,omitempty"`
 }
 
 // PlanGroup is a group of a failover plan, in the order written.
@@ -101,19 +106,29 @@ func (s *Server) recoveryRunner(progress func(recovery.Step)) *recovery.Runner {
 }
 
 // failoverPlansHandler answers GET /v1/failover-plans: every plan, by
-// name, with its groups.
+// name, with its groups and its last test.
 func (s *Server) failoverPlansHandler(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	out := make([]FailoverPlan, 0, len(s.plans))
-	for _, name := range slices.Sorted(maps.Keys(s.plans)) {
+	names := slices.Sorted(maps.Keys(s.plans))
+	for _, name := range names {
 		out = append(out, describe(s.plans[name]))
 	}
 	s.mu.Unlock()
+	tests, err := status.Plans(s.cat, names)
+	if err != nil {
+		writeCatalogError(w, err)
+		return
+	}
+	for i := range out {
+		out[i].LastTest = tests[i].LastTest
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// failoverPlanHandler answers GET /v1/failover-plans/{name}: the plan and
-// what starting it would do now, as `ferry plan` shows it.
+// failoverPlanHandler answers GET /v1/failover-plans/{name}: the plan,
+// what starting it would do now, as `ferry plan` shows it, and its last
+// test.
 func (s *Server) failoverPlanHandler(w http.ResponseWriter, r *http.Request) {
 	p, err := s.plan(r.PathValue("name"))
 	if err != nil {
@@ -127,6 +142,10 @@ func (s *Server) failoverPlanHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	out := describe(p)
 	out.Preview = pv
+	if out.LastTest, err = s.cat.LastTestResult(p.Name); err != nil {
+		writeCatalogError(w, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/recovery"
 	"github.com/ferry-dr/ferry/scheduler"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
@@ -63,6 +64,9 @@ type Server struct {
 	Alarm func(a RPOAlarm)
 	// Failover fails VMs over for the API; nil refuses. Set before Serve.
 	Failover FailoverFunc
+	// Tests runs the test VMs of test failovers for the API (the
+	// engine's); nil refuses tests. Set before Serve.
+	Tests recovery.Tests
 	// Plan works out the plans of jobs for the API; nil refuses. Set
 	// before Serve.
 	Plan PlanFunc
@@ -86,6 +90,7 @@ type Server struct {
 	sessions sync.WaitGroup
 	serving  bool
 	ctx      context.Context // Serve's, while it runs
+	testing  map[string]bool // the plans under test
 	rpo      map[rpoKey]*RPOState
 }
 

@@ -410,6 +410,33 @@ func (c *Client) FailoverPlan(ctx context.Context, name string) (*server.Failove
 	return &out, nil
 }
 
+// TestFailoverPlan rehearses a failover plan (a test failover) from point
+// ("" or "latest" for the newest restore points, or an RFC 3339 time),
+// keeping its test VMs keep long once the checks ended. It waits for the
+// test's end, keep included. When the test failed, it returns what the
+// test did with the error (an *Error).
+func (c *Client) TestFailoverPlan(ctx context.Context, name, point string, keep time.Duration) (*server.PlanTest, error) {
+	body := map[string]string{}
+	if point != "" {
+		body["point"] = point
+	}
+	if keep > 0 {
+		body["keep"] = keep.String()
+	}
+	var out server.PlanTest
+	err := c.doWithin(ctx, c.failoverPlanTimeout+keep, "POST", "/v1/failover-plans/"+url.PathEscape(name)+"/test", nil, body, &out)
+	var ae *Error
+	if errors.As(err, &ae) && len(ae.Result) > 0 {
+		if json.Unmarshal(ae.Result, &out) == nil {
+			return &out, err
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // RunFailoverPlan runs an action of a failover plan: "failover" (to
 // point: "" or "latest" for the newest restore points, or an RFC 3339
 // time), "undo" or "commit". When the plan stopped, it returns what the
