@@ -124,6 +124,7 @@ func loadChangeLog(path string) (*changeLog, error) {
 		compacted: int(binary.LittleEndian.Uint32(data[24:])),
 	}
 	l.seq = l.baseSeq
+	l.recs = make([]changeRec, 0, (len(data)-trackHeaderSize)/trackRecordSize)
 	pos := trackHeaderSize
 	for pos+trackRecordSize <= len(data) {
 		b := data[pos : pos+trackRecordSize]
