@@ -383,7 +383,7 @@ func TestTrafficRulesThrottleTheLinkBetweenProxies(t *testing.T) {
 	liftedAt := make(chan time.Time, 1)
 	go func() {
 		<-seen
-		time.Sleep(500 * time.Millisecond) // some data crosses at the rule's rate
+		time.Sleep(time.Second) // some data crosses at the rule's rate
 		liftedAt <- time.Now()
 		reg.Update(wanRule(0), time.Now())
 		ts.pool.PushRates()
@@ -392,10 +392,13 @@ func TestTrafficRulesThrottleTheLinkBetweenProxies(t *testing.T) {
 	s := f.runOK("web-01")
 	took := time.Since(start)
 	lifted := <-liftedAt
-	if d := s.VMs[0].Disks[0]; d.Busy == nil || d.Busy.Bottleneck != "network" {
-		t.Fatalf("busy %v", d.Busy)
+	// The link held at the rule's rate shows as a busy network. Reading
+	// the source is not throttled and, on a loaded machine, may be as
+	// busy: the network need not be the bottleneck, only busy.
+	if d := s.VMs[0].Disks[0]; d.Busy == nil || d.Busy.Network < 40 {
+		t.Fatalf("busy %v: the network was throttled for a second of the run", d.Busy)
 	}
-	if took < 500*time.Millisecond || took > 8*time.Second {
+	if took < time.Second || took > 8*time.Second {
 		t.Fatalf("the run took %v; the throttle was lifted at %v", took, lifted.Sub(start))
 	}
 	f.newestIs("web-01", want)
