@@ -206,13 +206,16 @@ func TestTrackedRunsWriteDeltas(t *testing.T) {
 	g.check(0)
 }
 
-// Deltas are folded into a new base once they hold 1/16 of a segment's
-// blocks; the deltas no segment needs are deleted.
+// Deltas are folded into a new base once they hold 1/CompactEntries of a
+// segment's blocks; the deltas no segment needs are deleted.
 func TestDeltasAreCompacted(t *testing.T) {
 	ctx := context.Background()
 	g := newRig(t, 2)
 	g.full()
-	for run := range 5 {
+	// Each run writes 4 blocks of segment 0: the run that brings its
+	// deltas to 1/CompactEntries of the segment folds them.
+	folds := bigBlks/CompactEntries/4 - 1
+	for run := range folds + 2 {
 		s := g.open(false)
 		blocks := []int{run * 4, run*4 + 1, run*4 + 2, 100 + run}
 		if _, err := s.Take(ctx, []datamover.Take{{Seg: 0, Spans: spansOf(0, blocks...)}}, false); err != nil {
@@ -224,11 +227,10 @@ func TestDeltasAreCompacted(t *testing.T) {
 		st := s.Stats()
 		g.finish(s)
 		m := storedManifest2(t, g.repo)
-		// 4, 8 and 12 entries stay in deltas; the 4th run reaches 16.
-		if want := run == 3; (st.BasesWritten == 1) != want {
+		if want := run == folds; (st.BasesWritten == 1) != want {
 			t.Fatalf("run %d: %+v; want a base written: %v", run, st, want)
 		}
-		if run == 3 && len(m.Deltas) != 0 {
+		if run == folds && len(m.Deltas) != 0 {
 			t.Fatalf("after compaction, deltas %+v are still named", m.Deltas)
 		}
 	}

@@ -24,9 +24,11 @@ const (
 	// CompactEntries: a segment's base is rewritten (its deltas folded
 	// in) once its deltas hold this fraction of its blocks, or
 	// CompactDeltas deltas hold some of them: loading stays proportional
-	// to what changed since the base, and rewriting it costs a small
-	// fraction of the data written since.
-	CompactEntries = 16 // 1/16 of the blocks
+	// to what changed since the base (a delta entry costs about what a
+	// base's digest costs, so base and deltas load at most 1.25 times the
+	// base alone), and a run that changes a tenth of a segment writes a
+	// delta, not the whole base again (at 1/16 every such run did).
+	CompactEntries = 4 // 1/4 of the blocks
 	CompactDeltas  = 32
 	// MaxDeltas bounds the deltas a manifest names: beyond it, each write
 	// folds the segments of the oldest delta into new bases, so that
@@ -34,8 +36,11 @@ const (
 	MaxDeltas = 64
 	// DenseLoad: a change-tracked run loads a segment's base when it
 	// writes at least this fraction of the segment; below it, it compares
-	// only with the digests of the deltas (what was written lately).
-	DenseLoad = 16 // 1/16 of the segment
+	// only with the digests of the deltas (what was written lately) and
+	// sends the rest of what change tracking named, which has most likely
+	// changed: loading a base to find the few blocks that did not costs
+	// more than sending them, unless the run rewrites much of the segment.
+	DenseLoad = 2 // half the segment
 )
 
 // Recompute reads a range of the replica's working state, to digest blocks
