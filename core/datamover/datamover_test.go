@@ -191,9 +191,21 @@ func equalDisks(t *testing.T, got, want []byte) {
 	}
 }
 
+// framedSink hides a Receiver's WriteData: what it is sent arrives in
+// frames, as from another process.
+type framedSink struct{ Sink }
+
 func TestFullIncrementalAndChangeTracked(t *testing.T) {
-	for _, codec := range []Codec{CodecNone, CodecS2, CodecZstd} {
-		t.Run(codec.String(), func(t *testing.T) {
+	for _, c := range []struct {
+		codec  Codec
+		framed bool // CodecNone goes without frames to a Receiver, unless hidden
+	}{{CodecNone, false}, {CodecNone, true}, {CodecS2, true}, {CodecZstd, true}} {
+		codec := c.codec
+		name := codec.String()
+		if c.framed && codec == CodecNone {
+			name += "-framed"
+		}
+		t.Run(name, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(1, uint64(codec)))
 			const size = 24<<20 + 1000 // ends in a partial block
 			src := &memDisk{data: diskLike(r, size)}
@@ -201,7 +213,10 @@ func TestFullIncrementalAndChangeTracked(t *testing.T) {
 			store := &memDigests{}
 			// Small segments, so the disk spans several.
 			opts := Options{Codec: codec, SegmentBlocks: 1024}
-			recv := NewReceiver(dst, size)
+			var recv Sink = NewReceiver(dst, size)
+			if c.framed {
+				recv = framedSink{recv}
+			}
 
 			// Full copy to a fresh replica: zeros are never sent.
 			st := move(t, Request{Source: src, Size: size, Digests: store, TargetZero: true, Sink: recv}, opts)
@@ -817,5 +832,35 @@ func TestChangeTrackedRunsPrepareTheirWrites(t *testing.T) {
 	equalDisks(t, dst.data, src.data)
 	if dst.prepares < 2 {
 		t.Fatalf("changes over %d bytes of 20 segments were prepared in %d calls, want one per group (several)", size, dst.prepares)
+	}
+}
+
+// A move into a Receiver of this process writes the data runs without
+// frames, yet writes, counts and sends (as the frames it would have
+// been) exactly what the same move in frames does.
+func TestUnframedWritesMatchFramed(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	const size = 8<<20 + 512
+	base := diskLike(r, size)
+	changed := append([]byte(nil), base...)
+	written := scatter(r, changed, 2)
+	var stats [2]Stats
+	for i, framed := range []bool{false, true} {
+		src := &memDisk{data: append([]byte(nil), base...)}
+		dst := &memDisk{data: make([]byte, size)}
+		store := &memDigests{}
+		var sink Sink = NewReceiver(dst, size)
+		if framed {
+			sink = framedSink{sink}
+		}
+		opts := Options{SegmentBlocks: 512}
+		move(t, Request{Source: src, Size: size, Digests: store, TargetZero: true, Sink: sink}, opts)
+		copy(src.data, changed)
+		stats[i] = move(t, Request{Source: src, Size: size, Changed: written, Digests: store, Sink: sink}, opts)
+		equalDisks(t, dst.data, changed)
+	}
+	got, want := stats[0], stats[1]
+	if got.BytesSent != want.BytesSent || got.BytesChanged != want.BytesChanged || got.BlocksChanged != want.BlocksChanged || got.BytesRead != want.BytesRead {
+		t.Fatalf("unframed %+v, framed %+v", got, want)
 	}
 }

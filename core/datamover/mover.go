@@ -291,6 +291,11 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 		readable = normalize(req.Allocated, bs, req.Size)
 	}
 	m := &mover{req: req, opts: opts, bs: bs, zeroDigest: digestOf(make([]byte, bs)), start: time.Now()}
+	if opts.Codec == CodecNone {
+		// The target data mover in this process takes the data runs from
+		// the read buffers as they are (see Receiver.WriteData).
+		m.recv, _ = req.Sink.(*Receiver)
+	}
 	m.initBuffers()
 	segBytes := bs * int64(opts.SegmentBlocks)
 	var groups [][]segmentWork
@@ -495,6 +500,9 @@ type mover struct {
 	// large admits Workers large chunks (over SmallRead bytes) at once;
 	// up to SmallWorkers small ones go beside them.
 	large chan struct{}
+	// recv, when set, is the sink: the target data mover of this process,
+	// which takes uncompressed data runs without frames.
+	recv *Receiver
 }
 
 // DefaultInFlight is how many bytes of chunk buffers one Move holds at
@@ -781,6 +789,9 @@ func (m *mover) buffered(ctx context.Context, s *segmentState, c span) error {
 		}
 	}
 	room := frameRoom(n, int(m.bs), m.opts.Codec)
+	if m.recv != nil {
+		room = frameHeaderSize // zero frames alone
+	}
 	if err := m.inFlight.Acquire(ctx, int64(n+room)); err != nil {
 		return nil
 	}
@@ -881,6 +892,21 @@ func (m *mover) chunk(ctx context.Context, s *segmentState, c span, buf, frameBu
 		if r.zero {
 			frameBuf = appendZeroFrame(frameBuf[:0], off, r.end-r.start, bs)
 			if err := send(frameBuf); err != nil {
+				return frameBuf, err
+			}
+			continue
+		}
+		if m.recv != nil {
+			// Counted as the frame it would have been.
+			nb := (r.end - r.start + bs - 1) / bs
+			m.c.sent.Add(int64(frameHeaderSize + nb*digestSize + r.end - r.start))
+			di += nb
+			m.cpu.Stop()
+			m.send.Start()
+			err := m.recv.WriteData(ctx, off, data[r.start:r.end])
+			m.send.Stop()
+			m.cpu.Start()
+			if err != nil {
 				return frameBuf, err
 			}
 			continue

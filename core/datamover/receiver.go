@@ -49,6 +49,26 @@ func (r *Receiver) Send(ctx context.Context, b []byte) error {
 	return nil
 }
 
+// WriteData writes a run of blocks the source data mover of this process
+// read and digested, without a frame: no payload to copy into one, and no
+// digests to check again over the same memory. Moves without compression
+// whose sink is a Receiver use it.
+func (r *Receiver) WriteData(ctx context.Context, off int64, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.busy.Start()
+	defer r.busy.Stop()
+	if off < 0 || off+int64(len(data)) > r.size {
+		return fmt.Errorf("%w: %d bytes at %d past the end of a %d-byte disk", ErrCorrupt, len(data), off, r.size)
+	}
+	if _, err := r.w.WriteAt(data, off); err != nil {
+		return fmt.Errorf("write at %d: %w", off, err)
+	}
+	r.written.Add(int64(len(data)))
+	return nil
+}
+
 func (r *Receiver) apply(f frame) error {
 	r.busy.Start()
 	defer r.busy.Stop()
