@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/ferry-dr/ferry/scheduler"
 )
 
 // FailoverPlan is a failover_plan block: the VMs of an application, from
@@ -28,6 +30,9 @@ type FailoverPlan struct {
 	// From may name a production network or the DR network a job maps it
 	// to.
 	TestNetworkMap []NetworkMapping
+	// TestSchedule is when `ferry server` tests the plan, in a job's
+	// schedule syntax; zero: only when asked.
+	TestSchedule scheduler.Schedule
 
 	DeclRange hcl.Range
 }
@@ -74,7 +79,7 @@ const DefaultReadyTimeout = 5 * time.Minute
 
 var (
 	failoverPlanSchema = &hcl.BodySchema{
-		Attributes: []hcl.AttributeSchema{{Name: "pre_script"}, {Name: "post_script"}},
+		Attributes: []hcl.AttributeSchema{{Name: "pre_script"}, {Name: "post_script"}, {Name: "test_schedule"}},
 		Blocks:     []hcl.BlockHeaderSchema{{Type: "group", LabelNames: []string{"name"}}, {Type: "test_network_map"}},
 	}
 	planGroupSchema = &hcl.BodySchema{
@@ -101,6 +106,10 @@ func (l *loader) decodeFailoverPlan(b *hcl.Block) (*FailoverPlan, bool) {
 			argv, good := l.command(a)
 			*s.dst, ok = argv, ok && good
 		}
+	}
+	if a, present := content.Attributes["test_schedule"]; present {
+		sched, good := l.schedule(a, "a plan tested only when asked")
+		p.TestSchedule, ok = sched, ok && good
 	}
 	seen := map[string]hcl.Range{}
 	mapped := map[string]hcl.Range{}

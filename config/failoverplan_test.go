@@ -25,6 +25,7 @@ job "web" {
 func TestFailoverPlan(t *testing.T) {
 	src := planJobs + `
 failover_plan "shop" {
+  test_schedule = "CRON_TZ=Europe/Berlin 0 3 * * SUN"
   pre_script  = "./notify.sh start"
   post_script = ["./notify.sh", "done"]
   test_network_map {
@@ -74,6 +75,13 @@ failover_plan "shop" {
 	}
 	if len(p.TestNetworkMap) != 2 || p.TestNetworkMap[1].From != "backup-net" || p.TestNetworkMap[1].To != "lab-backup" {
 		t.Errorf("test_network_map %+v", p.TestNetworkMap)
+	}
+	if p.TestSchedule.String() != "0 3 * * SUN" || p.TestSchedule.Location().String() != "Europe/Berlin" {
+		t.Errorf("test_schedule %q in %s", p.TestSchedule, p.TestSchedule.Location())
+	}
+	sunday := time.Date(2026, 12, 6, 2, 0, 0, 0, time.UTC) // a Sunday, 03:00 in Berlin
+	if got := p.TestSchedule.Next(sunday.Add(-time.Hour)); !got.Equal(sunday) {
+		t.Errorf("next test after %s: %s, want %s", sunday.Add(-time.Hour), got, sunday)
 	}
 	if !p.Before("db", "web") || !p.Before("db", "app") || p.Before("web", "db") || p.Before("app", "app") {
 		t.Error("Before does not follow the dependencies")
@@ -153,6 +161,27 @@ func TestFailoverPlanProblems(t *testing.T) {
   group "a" { vms = ["db/db-01"] }
   test_network_map { from = "prod-net" }
 }`, "Missing required argument", `"to" is required`, 3},
+		{"test schedule not cron", `failover_plan "p" {
+  group "a" { vms = ["db/db-01"] }
+
+  test_schedule = "0 3 * *"
+}`, "Invalid schedule", `"0 3 * *": 4 fields`, 4},
+		{"test schedule too often", `failover_plan "p" {
+  test_schedule = "every 500ms"
+  group "a" { vms = ["db/db-01"] }
+}`, "Invalid schedule", `the interval "500ms" is wrong: shorter than the minimum of 1s`, 2},
+		{"test schedule in no zone", `failover_plan "p" {
+  group "a" { vms = ["db/db-01"] }
+  test_schedule = "CRON_TZ=Mars/Olympus @weekly"
+}`, "Invalid schedule", `the time zone "Mars/Olympus" is wrong`, 3},
+		{"test schedule empty", `failover_plan "p" {
+  group "a" { vms = ["db/db-01"] }
+  test_schedule = " "
+}`, "Invalid schedule", "The test_schedule is empty. Leave the attribute out for a plan tested only when asked.", 3},
+		{"test schedule no string", `failover_plan "p" {
+  group "a" { vms = ["db/db-01"] }
+  test_schedule = ["@daily"]
+}`, "Incorrect attribute value type", "string required", 3},
 		{"conflicting order", `failover_plan "p" {
   group "a" { vms = ["db/db-01"] }
   group "b" {

@@ -115,7 +115,7 @@ func (l *loader) decodeJob(b *hcl.Block) *Job {
 		j.Proxies = l.jobProxies(j, a)
 	}
 	if a, ok := attrs["schedule"]; ok {
-		j.Schedule = l.schedule(a)
+		j.Schedule, _ = l.schedule(a, "a job that runs only on demand")
 	}
 	if a, ok := attrs["rpo"]; ok {
 		j.RPO, _, _ = evalDuration(a, l.ctx, "RPO", &l.diags)
@@ -302,23 +302,25 @@ func didYouMeanQuoted(given string, candidates []string) string {
 	return ""
 }
 
-// schedule reads a job's schedule; a null one is absent.
-func (l *loader) schedule(a *hcl.Attribute) scheduler.Schedule {
+// schedule reads a schedule (a job's, a plan's test_schedule); a null one
+// is absent. without says what leaving it out gives, for the error of an
+// empty one.
+func (l *loader) schedule(a *hcl.Attribute, without string) (scheduler.Schedule, bool) {
 	v, set, ok := evalValue(a, l.ctx, cty.String, &l.diags)
 	if !ok || !set {
-		return scheduler.Schedule{}
+		return scheduler.Schedule{}, ok
 	}
 	s := v.AsString()
 	if strings.TrimSpace(s) == "" {
-		l.errorf(a.Expr.Range(), "Invalid schedule", "The schedule is empty. Leave the attribute out for a job that runs only on demand.")
-		return scheduler.Schedule{}
+		l.errorf(a.Expr.Range(), "Invalid schedule", "The %s is empty. Leave the attribute out for %s.", a.Name, without)
+		return scheduler.Schedule{}, false
 	}
 	sched, err := scheduler.Parse(s, nil)
 	if err != nil {
 		l.errorf(a.Expr.Range(), "Invalid schedule", "%s", scheduleDetail(err))
-		return scheduler.Schedule{}
+		return scheduler.Schedule{}, false
 	}
-	return sched
+	return sched, true
 }
 
 // scheduleDetail explains a scheduler.Parse error.
