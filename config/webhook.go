@@ -23,7 +23,7 @@ type Webhook struct {
 }
 
 // WebhookEvents are the events a webhook can be sent.
-var WebhookEvents = []string{"session.ended", "vm.failed", "rpo.breached", "rpo.recovered"}
+var WebhookEvents = []string{"session.ended", "vm.failed", "rpo.breached", "rpo.recovered", "test.passed", "test.failed"}
 
 // Wants reports whether w is sent event.
 func (w *Webhook) Wants(event string) bool {

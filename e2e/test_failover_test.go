@@ -12,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/server"
 	"github.com/ferry-dr/ferry/core/status"
 	"github.com/ferry-dr/ferry/sdk"
 )
@@ -359,5 +363,97 @@ failover_plan "shop" {
 	}
 	if r := as("failover", "plan", "nosuch", "--test"); r.code != 2 || !strings.Contains(r.stderr, `no failover plan "nosuch" (plans: shop)`) {
 		t.Fatalf("a test of an unknown plan through the server: %s", r)
+	}
+}
+
+// TestAPlanTestedAtItsSchedule: a ferry server tests a plan at its
+// test_schedule, keeps each result, and says how the last went in its
+// metrics and the API; ferry status shows the next test.
+func TestAPlanTestedAtItsSchedule(t *testing.T) {
+	l := newLab(t, 3, vmSpec{name: "db-01", disks: []string{"4MiB"}, nic: "prod-net=10.1.0.21/24"})
+	l.write("db-01", 0, 0, 1<<20)
+	if s := l.run(); s.code != 0 {
+		t.Fatalf("run: %d\n%s", s.code, s.stderr)
+	}
+	base, err := os.ReadFile(filepath.Join(l.cfg, "main.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.writeConfig(string(base) + `
+failover_plan "shop" {
+  test_schedule = "every 2s"
+  group "db" {
+    vms = ["e2e/db-01"]
+    ready {
+      script  = ["sh", "-c", "test -e db-ready || { echo db is not up >&2; exit 1; }"]
+      timeout = "5s"
+    }
+  }
+}
+`)
+	reader := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "dash", "--role", "read").stdout)
+	s := l.startServer()
+	gauge := func(name string) (float64, bool) {
+		t.Helper()
+		var text []byte
+		if code := s.call(t, reader, "GET", "/metrics", &text); code != 200 {
+			t.Fatalf("GET /metrics: %d", code)
+		}
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := parser.TextToMetricFamilies(strings.NewReader(string(text)))
+		if err != nil {
+			t.Fatalf("metrics: %v", err)
+		}
+		f := fams[name]
+		if f == nil || len(f.GetMetric()) != 1 {
+			return 0, false
+		}
+		return f.GetMetric()[0].GetGauge().GetValue(), true
+	}
+	plan := func() server.FailoverPlan {
+		t.Helper()
+		var p server.FailoverPlan
+		if code := s.call(t, reader, "GET", "/v1/failover-plans/shop", &p); code != 200 {
+			t.Fatalf("GET /v1/failover-plans/shop: %d", code)
+		}
+		return p
+	}
+
+	// The first scheduled test fails (db-ready is missing).
+	s.waitLog(t, `"test of failover plan failed"`, 0, 60*time.Second)
+	if p := plan(); p.LastTest == nil || p.LastTest.Passed || !strings.Contains(p.LastTest.Error, `group "db" is not ready`) ||
+		p.TestSchedule != "every 2s" || p.NextTest == nil {
+		t.Fatalf("the plan after a failed scheduled test: %+v", p)
+	}
+	if v, ok := gauge("ferry_failover_plan_test_passed"); !ok || v != 0 {
+		t.Fatalf("test_passed after a failed test: %v %v", v, ok)
+	}
+	if !strings.Contains(s.stderr.String(), `"why":"schedule"`) {
+		t.Fatalf("the log does not say the test was scheduled:\n%s", s.stderr)
+	}
+
+	// Then one passes.
+	if err := os.WriteFile(filepath.Join(l.cfg, "db-ready"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mark := s.stderr.mark()
+	s.waitLog(t, `"test of failover plan passed"`, mark, 60*time.Second)
+	p := plan()
+	if p.LastTest == nil || !p.LastTest.Passed {
+		t.Fatalf("the plan after a passing scheduled test: %+v", p)
+	}
+	if v, ok := gauge("ferry_failover_plan_test_passed"); !ok || v != 1 {
+		t.Fatalf("test_passed after a passing test: %v %v", v, ok)
+	}
+	if v, ok := gauge("ferry_failover_plan_last_test_timestamp_seconds"); !ok || v < float64(p.LastTest.Started.Unix()) {
+		t.Fatalf("last test metric %v %v, the last test began %s", v, ok, p.LastTest.Started)
+	}
+	r := runEnv(t, nil, []string{"HOME=" + t.TempDir(), "FERRY_PLUGIN_PATH=", "FERRY_ADDR=" + s.url, "FERRY_TOKEN=" + reader},
+		"ferry", "-C", t.TempDir(), "status")
+	if r.code != 0 || !strings.Contains(r.stdout, "failover plan shop: last test ") || !strings.Contains(r.stdout, "; next test at ") {
+		t.Fatalf("status through the server: %s", r)
+	}
+	if r := ferry(t, l.cfg, "status"); !strings.Contains(r.stdout, `; tested at "every 2s" by ferry server`) {
+		t.Fatalf("status beside the configuration: %s", r)
 	}
 }

@@ -58,7 +58,7 @@ once. docs/server.md says more.`,
 			fs.StringVar(&o.listen, "listen", "127.0.0.1:7444", "the `address` the API listens on")
 			fs.BoolVar(&o.plaintext, "insecure-plaintext", false, "serve the API without TLS, on a loopback address only (development); tokens are still needed")
 			fs.IntVar(&o.maxSessions, "max-sessions", server.DefaultMaxSessions, "how many sessions run at once, of all jobs")
-			fs.BoolVar(&o.skipMissed, "skip-missed", false, "do not run at start the jobs whose run fell due while no server ran")
+			fs.BoolVar(&o.skipMissed, "skip-missed", false, "do not run at start the jobs whose run, or the plans whose scheduled test, fell due while no server ran")
 			fs.StringVar(&o.keep, "keep-sessions", "90d", "how long a session is kept after it ended (0: forever)")
 			return func(e *env, args []string) error {
 				if len(args) > 0 {
@@ -150,6 +150,7 @@ func runServer(e *env, o serverOptions) error {
 		notices.Ended(job, s, err)
 	}
 	srv.Alarm = notices.Alarm
+	srv.Tested = notices.Tested
 	srv.Failover = func(ctx context.Context, job *config.Job, vm, action, point string) (*sdk.Replica, error) {
 		return st.engine().Failover(ctx, job, vm, engine.FailoverAction(action), point)
 	}

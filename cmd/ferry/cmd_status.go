@@ -66,7 +66,7 @@ func runStatus(e *env, args []string, asJSON bool) error {
 			return remoteError(err)
 		}
 		for _, p := range fps {
-			plans = append(plans, status.Plan{Plan: p.Name, LastTest: p.LastTest})
+			plans = append(plans, status.Plan{Plan: p.Name, LastTest: p.LastTest, TestSchedule: p.TestSchedule, NextTest: p.NextTest})
 		}
 		where = "on ferry server at " + c.Address()
 	} else {
@@ -90,6 +90,9 @@ func runStatus(e *env, args []string, asJSON bool) error {
 		}
 		if plans, err = status.Plans(w.cat, slices.Sorted(maps.Keys(w.cfg.FailoverPlans))); err != nil {
 			return err
+		}
+		for i := range plans {
+			plans[i].TestSchedule = w.cfg.FailoverPlans[plans[i].Plan].TestSchedule.String()
 		}
 		where = "in " + w.cfg.Dir
 	}
@@ -149,12 +152,12 @@ func vmTestCell(t *catalog.VMTest) string {
 }
 
 // planLine is a failover plan's last test: when, its verdict and recovery
-// time, and test VMs it could not remove.
+// time, and test VMs it could not remove; then its next scheduled test.
 func planLine(p status.Plan) string {
 	line := "failover plan " + p.Plan
 	t := p.LastTest
 	if t == nil {
-		return line + ": never tested (ferry failover plan " + p.Plan + " --test)"
+		return line + ": never tested (ferry failover plan " + p.Plan + " --test)" + nextTest(p)
 	}
 	line += ": last test " + t.Run + " at " + t.Started.Local().Format(time.DateTime)
 	if t.Passed {
@@ -166,7 +169,19 @@ func planLine(p status.Plan) string {
 	if len(t.NotRemoved) > 0 {
 		line += fmt.Sprintf("; test VMs left on the target: %s (ferry failover plan %s --test --cleanup)", strings.Join(t.NotRemoved, ", "), p.Plan)
 	}
-	return line
+	return line + nextTest(p)
+}
+
+// nextTest is the end of a plan's line for its test_schedule: when the
+// server tests it next, or the schedule only when that is not known here.
+func nextTest(p status.Plan) string {
+	switch {
+	case p.NextTest != nil:
+		return "; next test at " + p.NextTest.Local().Format(time.DateTime)
+	case p.TestSchedule != "":
+		return fmt.Sprintf("; tested at %q by ferry server", p.TestSchedule)
+	}
+	return ""
 }
 
 // jobLine is the first line of a job's status: its last session, and its

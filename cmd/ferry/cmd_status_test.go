@@ -129,6 +129,20 @@ func TestStatusTests(t *testing.T) {
 		}
 	}
 
+	// A test_schedule: the next test, when a server says it; else the
+	// schedule.
+	next := at.Add(time.Hour)
+	plans[1].NextTest, plans[1].TestSchedule = &next, "@weekly"
+	plans[2].TestSchedule = "0 3 * * SUN"
+	for i, want := range []string{
+		"failover plan never: never tested (ferry failover plan never --test); next test at " + when(time.Hour),
+		"failover plan shop: last test r1 at " + when(0) + ` passed, recovery time 2.3s; tested at "0 3 * * SUN" by ferry server`,
+	} {
+		if got := planLine(plans[i+1]); got != want {
+			t.Errorf("plan line\n got %q\nwant %q", got, want)
+		}
+	}
+
 	jobs, err := status.Jobs(cat, []*config.Job{{Name: "web", VMs: []string{"web-01", "web-02", "web-03"}}}, status.Unscheduled)
 	if err != nil {
 		t.Fatal(err)

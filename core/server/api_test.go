@@ -184,6 +184,10 @@ func TestTheDocumentedMetricsExist(t *testing.T) {
 		VMs: []catalog.VMResult{{VM: "web-01", Result: catalog.ResultSuccess, Attempts: 2}}}, nil)
 	cfg := jobs(t, map[string]string{"web": "@daily"})
 	cfg.Jobs["web"].RPO = time.Hour
+	cfg.FailoverPlans = testedPlan(t, "@weekly")
+	if err := l.cat.PutTestResult(&catalog.TestResult{Plan: "shop", Run: "r1", Started: time.Now(), Passed: true}); err != nil {
+		t.Fatal(err)
+	}
 	s.Reload(cfg)
 	s.checkRPO()
 	fams, err := m.Registry.Gather()

@@ -31,6 +31,13 @@
 // without one counts from when the server started); an alarm is raised
 // when the age exceeds the RPO and cleared when a newer point arrives.
 //
+// A failover plan with a test_schedule is tested when it falls due, as
+// POST /v1/failover-plans/{name}/test would (TestPlan): one test of a
+// plan at a time (one due while another runs is skipped, never queued),
+// claiming no job; a test missed while no server ran runs once at start
+// unless Options.SkipMissed. Tested hears each test's end (webhooks); the
+// metrics read each plan's last test from the catalog.
+//
 // The server never decides what a session does: the Runner (the engine)
 // does. It never reads the clock but through the time package, so tests
 // run it in a synctest bubble.

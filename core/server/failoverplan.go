@@ -38,6 +38,10 @@ type FailoverPlan struct {
 	// LastTest is the result of the plan's last test failover, as the
 	// catalog keeps it; absent when it was never tested.
 	LastTest *catalog.TestResult `json:"last_test,omitempty"`
+	// TestSchedule is the plan's test_schedule, "" when it has none;
+	// NextTest is when the server tests it next by it.
+	TestSchedule string     `json:"test_schedule,omitempty"`
+	NextTest     *time.Time `json:"next_test,omitempty"`
 }
 
 // PlanGroup is a group of a failover plan, in the order written.
@@ -78,9 +82,13 @@ func (s *Server) plan(name string) (*config.FailoverPlan, error) {
 	return nil, fmt.Errorf("no failover plan %q (plans: %s)", name, strings.Join(names, ", "))
 }
 
-// describe is a plan as the API lists it.
-func describe(p *config.FailoverPlan) FailoverPlan {
-	out := FailoverPlan{Name: p.Name, Groups: []PlanGroup{}, PreScript: p.PreScript, PostScript: p.PostScript}
+// describe is a plan as the API lists it. Callers hold s.mu.
+func (s *Server) describe(p *config.FailoverPlan) FailoverPlan {
+	out := FailoverPlan{Name: p.Name, Groups: []PlanGroup{}, PreScript: p.PreScript, PostScript: p.PostScript, TestSchedule: p.TestSchedule.String()}
+	if t := s.tests[p.Name]; t != nil {
+		next := t.next
+		out.NextTest = &next
+	}
 	for _, g := range p.Groups {
 		pg := PlanGroup{Name: g.Name, VMs: []string{}, DependsOn: g.DependsOn}
 		for _, vm := range g.VMs {
@@ -106,13 +114,13 @@ func (s *Server) recoveryRunner(progress func(recovery.Step)) *recovery.Runner {
 }
 
 // failoverPlansHandler answers GET /v1/failover-plans: every plan, by
-// name, with its groups and its last test.
+// name, with its groups, its last test and its next scheduled one.
 func (s *Server) failoverPlansHandler(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	out := make([]FailoverPlan, 0, len(s.plans))
 	names := slices.Sorted(maps.Keys(s.plans))
 	for _, name := range names {
-		out = append(out, describe(s.plans[name]))
+		out = append(out, s.describe(s.plans[name]))
 	}
 	s.mu.Unlock()
 	tests, err := status.Plans(s.cat, names)
@@ -140,7 +148,9 @@ func (s *Server) failoverPlanHandler(w http.ResponseWriter, r *http.Request) {
 		writeCatalogError(w, err)
 		return
 	}
-	out := describe(p)
+	s.mu.Lock()
+	out := s.describe(p)
+	s.mu.Unlock()
 	out.Preview = pv
 	if out.LastTest, err = s.cat.LastTestResult(p.Name); err != nil {
 		writeCatalogError(w, err)

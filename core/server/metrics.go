@@ -1,10 +1,15 @@
 package server
 
 import (
+	"maps"
+	"slices"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/status"
 )
 
 // Metrics are what the server tells Prometheus (docs/server.md lists
@@ -93,10 +98,14 @@ var (
 	descAge     = prometheus.NewDesc("ferry_restore_point_age_seconds", "Seconds since the newest restore point of each VM of the jobs with an RPO (since the server started watching, for a VM with none).", []string{"job", "vm"}, nil)
 	descBreach  = prometheus.NewDesc("ferry_rpo_breached", "1 while the newest restore point of a VM is older than its job's RPO, else 0.", []string{"job", "vm"}, nil)
 	descRPO     = prometheus.NewDesc("ferry_rpo_seconds", "The RPO of each job that declares one.", []string{"job"}, nil)
+
+	descTestPassed = prometheus.NewDesc("ferry_failover_plan_test_passed", "1 when the last test failover of each tested failover plan passed, 0 when it failed.", []string{"plan"}, nil)
+	descLastTest   = prometheus.NewDesc("ferry_failover_plan_last_test_timestamp_seconds", "When the last test failover of each tested failover plan began (Unix time).", []string{"plan"}, nil)
+	descNextTest   = prometheus.NewDesc("ferry_failover_plan_next_test_timestamp_seconds", "When the server tests each failover plan with a test_schedule next (Unix time).", []string{"plan"}, nil)
 )
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRunning, descSlots, descBusy, descQueued, descNext, descAge, descBreach, descRPO} {
+	for _, d := range []*prometheus.Desc{descRunning, descSlots, descBusy, descQueued, descNext, descAge, descBreach, descRPO, descTestPassed, descLastTest, descNextTest} {
 		ch <- d
 	}
 }
@@ -128,6 +137,37 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 			breached = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descBreach, prometheus.GaugeValue, breached, st.Job, st.VM)
+	}
+	c.collectTests(ch)
+}
+
+// collectTests tells each plan's last test, as the catalog keeps it (a
+// test from the command line counts), and its next scheduled one.
+func (c stateCollector) collectTests(ch chan<- prometheus.Metric) {
+	s := c.s
+	s.mu.Lock()
+	names := slices.Sorted(maps.Keys(s.plans))
+	next := map[string]time.Time{}
+	for name, t := range s.tests {
+		next[name] = t.next
+	}
+	s.mu.Unlock()
+	plans, err := status.Plans(s.cat, names)
+	if err != nil {
+		s.log.Warn("read the failover plans' last tests for the metrics", "error", err)
+	}
+	for _, p := range plans {
+		if t := p.LastTest; t != nil {
+			passed := 0.0
+			if t.Passed {
+				passed = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descTestPassed, prometheus.GaugeValue, passed, p.Plan)
+			ch <- prometheus.MustNewConstMetric(descLastTest, prometheus.GaugeValue, float64(t.Started.UnixNano())/1e9, p.Plan)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(next)) {
+		ch <- prometheus.MustNewConstMetric(descNextTest, prometheus.GaugeValue, float64(next[name].UnixNano())/1e9, name)
 	}
 }
 

@@ -33,7 +33,8 @@ type Options struct {
 	MaxSessions int
 	// SkipMissed turns off the run at start of a job whose run fell due
 	// while no server ran (by default it runs once, whatever the number of
-	// runs missed).
+	// runs missed), and the test at start of a plan whose scheduled test
+	// did.
 	SkipMissed bool
 	// RPOEvery is how often the RPO of every job is checked, besides after
 	// each session; 0 means a minute.
@@ -67,6 +68,11 @@ type Server struct {
 	// Tests runs the test VMs of test failovers for the API (the
 	// engine's); nil refuses tests. Set before Serve.
 	Tests recovery.Tests
+	// Tested is called after each test of a failover plan the server
+	// ran (asked through the API, or at the plan's test_schedule), from
+	// the test's goroutine, with the test and its error; nil does
+	// nothing. Set before Serve.
+	Tested func(t *PlanTest, err error)
 	// Plan works out the plans of jobs for the API; nil refuses. Set
 	// before Serve.
 	Plan PlanFunc
@@ -89,8 +95,10 @@ type Server struct {
 	started  time.Time
 	sessions sync.WaitGroup
 	serving  bool
-	ctx      context.Context // Serve's, while it runs
-	testing  map[string]bool // the plans under test
+	ctx      context.Context          // Serve's, while it runs
+	testing  map[string]bool          // the plans under test
+	tests    map[string]*testSchedule // the plans with a test_schedule
+	testRuns sync.WaitGroup           // the scheduled tests that run
 	rpo      map[rpoKey]*RPOState
 }
 
@@ -177,6 +185,7 @@ func (s *Server) Serve(ctx context.Context, cfg *config.Config) error {
 	s.Reload(cfg)
 	s.resume(ctx)
 	s.missed(ctx)
+	s.missedTests(ctx)
 	rpoTick := time.NewTicker(s.opts.RPOEvery)
 	defer rpoTick.Stop()
 	s.checkRPO()
@@ -188,8 +197,9 @@ func (s *Server) Serve(ctx context.Context, cfg *config.Config) error {
 		select {
 		case <-ctx.Done():
 			stop()
-			s.log.Info("stopping: no new sessions; waiting for the running ones to stop")
+			s.log.Info("stopping: no new sessions or tests; waiting for the running ones to stop")
 			s.sessions.Wait()
+			s.testRuns.Wait()
 			s.mu.Lock()
 			s.serving, s.ctx = false, nil
 			s.mu.Unlock()
@@ -208,12 +218,14 @@ func (s *Server) Serve(ctx context.Context, cfg *config.Config) error {
 // Reload takes a new configuration: a job's next run follows its schedule
 // now, a new job is scheduled, a job gone from it is not scheduled any
 // more (a session of it that runs ends as it would; its replicas stay);
-// its failover plans replace the old ones.
+// its failover plans replace the old ones, and a plan's changed
+// test_schedule applies from now.
 func (s *Server) Reload(cfg *config.Config) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.plans, s.dir = cfg.FailoverPlans, cfg.Dir
+	s.reloadTests(cfg.FailoverPlans, now)
 	for name, j := range s.jobs {
 		if _, ok := cfg.Jobs[name]; !ok {
 			if j.queued {
@@ -338,7 +350,8 @@ func (s *Server) missed(ctx context.Context) {
 	}
 }
 
-// due starts the runs that fell due and returns a timer for the next one.
+// due starts the runs and tests that fell due and returns a timer for the
+// next one.
 func (s *Server) due(ctx context.Context) (<-chan time.Time, func()) {
 	now := time.Now()
 	s.mu.Lock()
@@ -365,6 +378,9 @@ func (s *Server) due(ctx context.Context) (<-chan time.Time, func()) {
 		if !j.next.IsZero() && (earliest.IsZero() || j.next.Before(earliest)) {
 			earliest = j.next
 		}
+	}
+	if t := s.dueTests(ctx, now); !t.IsZero() && (earliest.IsZero() || t.Before(earliest)) {
+		earliest = t
 	}
 	if earliest.IsZero() {
 		return nil, func() {}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 // replication goes on while it runs, as it does from the CLI. One test of
 // a plan runs at a time (a second one would remove the first one's test
 // VMs as leftovers): a test of a plan under test is refused with ErrBusy.
+// A plan's test_schedule runs the same tests (testschedule.go).
 
 // PlanTest is what a test of a failover plan did: the result the catalog
 // keeps, and the steps it went through.
@@ -95,25 +97,39 @@ func (s *Server) TestPlan(p *config.FailoverPlan, opts recovery.TestOptions) (*P
 	}
 	s.mu.Lock()
 	ctx := s.ctx
+	if err := s.claimTest(ctx, p.Name); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	s.mu.Unlock()
+	return s.runTest(ctx, p, opts, whyAsked)
+}
+
+// claimTest marks plan as under test; an error when the server is
+// stopping or a test of plan runs. Callers hold s.mu, and runTest
+// releases the claim.
+func (s *Server) claimTest(ctx context.Context, plan string) error {
 	switch {
 	case ctx == nil || ctx.Err() != nil:
-		s.mu.Unlock()
-		return nil, fmt.Errorf("the server is stopping: %w", errdefs.ErrUnavailable)
-	case s.testing[p.Name]:
-		s.mu.Unlock()
-		return nil, fmt.Errorf("test of failover plan %q: another test of the plan runs: %w; try again when it ends", p.Name, ErrBusy)
+		return fmt.Errorf("the server is stopping: %w", errdefs.ErrUnavailable)
+	case s.testing[plan]:
+		return fmt.Errorf("test of failover plan %q: another test of the plan runs: %w; try again when it ends", plan, ErrBusy)
 	}
 	if s.testing == nil {
 		s.testing = map[string]bool{}
 	}
-	s.testing[p.Name] = true
-	s.mu.Unlock()
+	s.testing[plan] = true
+	return nil
+}
+
+// runTest runs a test of p that claimTest claimed, and tells Tested how
+// it went; why says who asked for it (the API, or the plan's schedule).
+func (s *Server) runTest(ctx context.Context, p *config.FailoverPlan, opts recovery.TestOptions, why string) (*PlanTest, error) {
 	defer func() {
 		s.mu.Lock()
 		delete(s.testing, p.Name)
 		s.mu.Unlock()
 	}()
-
 	out := &PlanTest{Steps: []recovery.Step{}}
 	var mu sync.Mutex
 	rr := s.recoveryRunner(func(st recovery.Step) {
@@ -122,18 +138,21 @@ func (s *Server) TestPlan(p *config.FailoverPlan, opts recovery.TestOptions) (*P
 		out.Steps = append(out.Steps, st)
 	})
 	rr.Tests, rr.Results = s.Tests, s.cat
-	s.log.Info("test of failover plan asked", "plan", p.Name, "keep", opts.Keep)
+	s.log.Info("test of failover plan starts", "plan", p.Name, "why", why, "keep", opts.Keep)
 	res, err := rr.Test(ctx, p, opts)
 	mu.Lock()
-	defer mu.Unlock()
 	out.TestResult = *res
 	if out.VMs == nil {
 		out.VMs = []recovery.TestVMResult{}
 	}
+	mu.Unlock()
 	if err != nil {
-		s.log.Error("test of failover plan failed", "plan", p.Name, "run", res.Run, "error", err)
-		return out, err
+		s.log.Error("test of failover plan failed", "plan", p.Name, "why", why, "run", res.Run, "error", err)
+	} else {
+		s.log.Info("test of failover plan passed", "plan", p.Name, "why", why, "run", res.Run, "recovery_seconds", res.RecoverySeconds)
 	}
-	s.log.Info("test of failover plan passed", "plan", p.Name, "run", res.Run, "recovery_seconds", res.RecoverySeconds)
-	return out, nil
+	if s.Tested != nil {
+		s.Tested(out, err)
+	}
+	return out, err
 }

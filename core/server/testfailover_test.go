@@ -23,6 +23,7 @@ type testSite struct {
 	tests map[string]sdk.TestVM
 	hold  chan struct{}
 	held  chan struct{} // gets a value when a StartTest waits for hold
+	fail  error         // what StartTest answers, when set
 }
 
 func (ts *testSite) StartTest(ctx context.Context, job *config.Job, vm, id, point string, testMap []config.NetworkMapping, labels map[string]string) (*sdk.TestVM, error) {
@@ -35,6 +36,9 @@ func (ts *testSite) StartTest(ctx context.Context, job *config.Job, vm, id, poin
 	}
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
+	if ts.fail != nil {
+		return nil, ts.fail
+	}
 	if point == "" {
 		point = "p1"
 	}

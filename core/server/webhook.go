@@ -33,6 +33,10 @@ type Notice struct {
 	Error     string           `json:"error,omitempty"`
 	// RPO is the VM's state, for rpo.breached and rpo.recovered.
 	RPO *RPONotice `json:"rpo,omitempty"`
+	// Plan and Test are the failover plan tested and the result its test
+	// kept, for test.passed and test.failed (whose Job is "").
+	Plan string              `json:"plan,omitempty"`
+	Test *catalog.TestResult `json:"test,omitempty"`
 }
 
 // RPONotice is a VM's RPO state in a Notice.
@@ -206,8 +210,8 @@ func newDeliveryID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Notices turns what a server sees into webhook notices: Ended and Alarm
-// are a Server's hooks.
+// Notices turns what a server sees into webhook notices: Ended, Alarm and
+// Tested are a Server's hooks.
 type Notices struct{ W *Webhooks }
 
 // Ended sends session.ended, and vm.failed for each VM that failed.
@@ -234,6 +238,15 @@ func (n Notices) Alarm(a RPOAlarm) {
 		event = "rpo.breached"
 	}
 	n.W.Send(Notice{Event: event, Job: a.Job, VM: a.VM, RPO: &RPONotice{RPOSeconds: a.RPO.Seconds(), AgeSeconds: a.Age.Seconds(), Newest: a.Newest}})
+}
+
+// Tested sends test.passed, or test.failed with the test's error.
+func (n Notices) Tested(t *PlanTest, err error) {
+	note := Notice{Event: "test.passed", Plan: t.Plan, Test: &t.TestResult}
+	if err != nil {
+		note.Event, note.Error = "test.failed", err.Error()
+	}
+	n.W.Send(note)
 }
 
 // Verify checks a body against its X-Ferry-Signature-256 header: what a

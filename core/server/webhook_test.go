@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -140,5 +141,20 @@ func TestAnAnswer4xxIsNotRetried(t *testing.T) {
 	w.Close()
 	if c := calls.Load(); c != 1 {
 		t.Fatalf("%d attempts at a webhook that answered 410", c)
+	}
+}
+
+func TestATestFailoverIsNoticed(t *testing.T) {
+	r, srv := newReceiver(t)
+	w := NewWebhooks(nil)
+	defer w.Close()
+	w.Configure([]*config.Webhook{{Name: "ops", URL: srv.URL, Secret: testSecret, Events: []string{"test.failed", "test.passed"}}})
+	n := Notices{W: w}
+	n.Tested(&PlanTest{TestResult: catalog.TestResult{Plan: "shop", Run: "r1", Passed: true, RecoverySeconds: 2}}, nil)
+	n.Tested(&PlanTest{TestResult: catalog.TestResult{Plan: "shop", Run: "r2", Error: "group \"db\" is not ready"}}, errors.New("group \"db\" is not ready"))
+	got := r.wait(2)
+	if len(got) != 2 || got[0].Event != "test.passed" || got[0].Plan != "shop" || got[0].Test.Run != "r1" || got[0].Error != "" ||
+		got[1].Event != "test.failed" || got[1].Test.Run != "r2" || got[1].Test.Passed || got[1].Error != `group "db" is not ready` {
+		t.Fatalf("notices %+v", got)
 	}
 }

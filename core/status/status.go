@@ -38,12 +38,17 @@ type VM struct {
 	LastTest *catalog.VMTest `json:"last_test,omitempty"`
 }
 
-// Plan is a failover plan's last test.
+// Plan is a failover plan's last test, and its next scheduled one.
 type Plan struct {
 	Plan string `json:"plan"`
 	// LastTest is nil when the plan was never tested (or its results
 	// were not kept here).
 	LastTest *catalog.TestResult `json:"last_test,omitempty"`
+	// TestSchedule is the plan's test_schedule, "" when it has none;
+	// NextTest is when a ferry server tests it next, nil when none does
+	// (or it is not known here). Plans leaves both to its caller.
+	TestSchedule string     `json:"test_schedule,omitempty"`
+	NextTest     *time.Time `json:"next_test,omitempty"`
 }
 
 // Plans reads the last test of each of plans, in the order given, in one
