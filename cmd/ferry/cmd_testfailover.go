@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/engine"
 	"github.com/ferry-dr/ferry/core/recovery"
 	"github.com/ferry-dr/ferry/core/server/client"
@@ -119,6 +120,14 @@ func runTestFailover(e *env, pos []string, point string, t testFlags) error {
 			return usagef("no failover plan %q (plans: %s)", pos[0], strings.Join(names, ", "))
 		}
 		what = "test of failover plan " + p.Name
+		// One test of a plan at a time, with a ferry server's too: its
+		// cleanup would remove this one's test VMs, and this one's its.
+		host, _ := os.Hostname()
+		release, lerr := w.cat.LockTest(p.Name, catalog.TestHolder{What: "ferry failover plan " + p.Name + " --test", PID: os.Getpid(), Host: host, Since: time.Now().UTC()})
+		if lerr != nil {
+			return lerr
+		}
+		defer release()
 		if t.cleanup {
 			removed, err := r.Cleanup(ctx, p)
 			return cleanupEnded(e, what, removed, err)

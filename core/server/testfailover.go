@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ferry-dr/ferry/config"
+	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/recovery"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
@@ -21,7 +22,9 @@ import (
 // /v1/failover-plans/{name} answers as last_test. A test claims no job:
 // replication goes on while it runs, as it does from the CLI. One test of
 // a plan runs at a time (a second one would remove the first one's test
-// VMs as leftovers): a test of a plan under test is refused with ErrBusy.
+// VMs as leftovers): a test of a plan under test is refused with ErrBusy,
+// and one while another process tests the plan (catalog.LockTest) with
+// that process named.
 // A plan's test_schedule runs the same tests (testschedule.go).
 
 // PlanTest is what a test of a failover plan did: the result the catalog
@@ -89,8 +92,9 @@ func (s *Server) failoverPlanTest(w http.ResponseWriter, r *http.Request) {
 
 // TestPlan rehearses p under the server's context and keeps its result in
 // the catalog. The run is nil when the test was refused: the server does
-// not run tests (Tests is nil) or is stopping (ErrUnavailable), or a test
-// of p runs (ErrBusy).
+// not run tests (Tests is nil) or is stopping (ErrUnavailable), a test of
+// p runs here (ErrBusy), or another process tests p (the catalog's
+// LockTest: errdefs.ErrFailedPrecondition, naming it).
 func (s *Server) TestPlan(p *config.FailoverPlan, opts recovery.TestOptions) (*PlanTest, error) {
 	if s.Tests == nil {
 		return nil, fmt.Errorf("this server does not run test failovers: %w", errdefs.ErrUnavailable)
@@ -130,6 +134,13 @@ func (s *Server) runTest(ctx context.Context, p *config.FailoverPlan, opts recov
 		delete(s.testing, p.Name)
 		s.mu.Unlock()
 	}()
+	// Another process (ferry failover plan NAME --test) may test it.
+	release, err := s.cat.LockTest(p.Name, catalog.TestHolder{What: "ferry server", PID: s.Controller.PID, Host: s.Controller.Host, Since: time.Now().UTC()})
+	if err != nil {
+		s.log.Info("test of failover plan not run: another process tests it", "plan", p.Name, "why", why, "error", err)
+		return nil, err
+	}
+	defer release()
 	out := &PlanTest{Steps: []recovery.Step{}}
 	var mu sync.Mutex
 	rr := s.recoveryRunner(func(st recovery.Step) {

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -230,5 +231,41 @@ func TestAMissedTestRunsOnceAtStart(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// TestATestOfAPlanAnotherProcessTestsIsRefused: the plan's test lock,
+// held by another catalog of the file (a `ferry failover plan --test`),
+// refuses the server's test, named, before it looks for leftovers.
+func TestATestOfAPlanAnotherProcessTestsIsRefused(t *testing.T) {
+	l := newTestLab(t, Options{})
+	cfg := withTarget(jobs(t, map[string]string{"db": ""}))
+	cfg.FailoverPlans = testedPlan(t, "")
+	stop := serve(l.s, cfg)
+	defer stop()
+	other, err := catalog.Open(l.cat.Path(), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	release, err := other.LockTest("shop", catalog.TestHolder{What: "ferry failover plan shop --test", PID: 4242, Host: "ops-1", Since: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A test VM the other test runs: the server must not remove it.
+	l.site.tests["shop-db-other"] = sdk.TestVM{ID: "shop-db-other", Labels: map[string]string{recovery.LabelTestPlan: "shop", recovery.LabelTestRun: "other", recovery.LabelTestJob: "db", recovery.LabelTestVM: "web-01"}}
+	srv := httptest.NewServer(l.s.Handler(l.m, "test"))
+	defer srv.Close()
+	var e apiError
+	call(t, srv, "POST", "/v1/failover-plans/shop/test", "", 409, &e)
+	if e.Class != "failed_precondition" || !strings.Contains(e.Error, "another test of the plan runs, by ferry failover plan shop --test (process 4242 on ops-1") {
+		t.Fatalf("a test while another process tests the plan: %+v", e)
+	}
+	if l.site.count() != 1 || len(l.heard()) != 0 {
+		t.Fatalf("the refused test acted: test VMs %d, heard %v", l.site.count(), l.heard())
+	}
+	release()
+	if run, err := l.s.TestPlan(cfg.FailoverPlans["shop"], recovery.TestOptions{}); err != nil || !run.Passed || !slices.Equal(run.Leftovers, []string{"shop-db-other"}) {
+		t.Fatalf("a test once the other ended: %+v %v", run, err)
 	}
 }

@@ -1,0 +1,73 @@
+package catalog
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
+)
+
+// One test of a failover plan at a time, across processes: a test first
+// removes the test VMs of the plan it finds as leftovers, so a second test
+// would remove the first one's. A test holds a lock on a file of its plan
+// in the folder of the job locks (as a session holds its job's), from
+// before it looks for leftovers until its test VMs are removed; the
+// operating system drops it when the process dies. A file beside it says
+// who holds it (Windows refuses reads of a locked range).
+
+// TestHolder is who holds the lock of a plan's tests.
+type TestHolder struct {
+	// What is the command or service, such as "ferry server" or
+	// "ferry failover plan shop --test".
+	What  string    `json:"what"`
+	PID   int       `json:"pid"`
+	Host  string    `json:"host,omitempty"`
+	Since time.Time `json:"since"`
+}
+
+func (h TestHolder) String() string {
+	if h.PID == 0 {
+		return "another process"
+	}
+	s := fmt.Sprintf("%s (process %d", h.What, h.PID)
+	if h.Host != "" {
+		s += " on " + h.Host
+	}
+	return s + ", since " + h.Since.UTC().Format(time.RFC3339) + ")"
+}
+
+// testLockKey keys a plan's test lock among the job locks: no job name
+// holds a NUL, so it never names a job's.
+func testLockKey(plan string) string { return "\x00test/" + plan }
+
+// LockTest takes the lock of the tests of plan for h until release is
+// called. It fails with errdefs.ErrFailedPrecondition, naming the holder,
+// while another test of plan holds it, in this process or another.
+func (c *Catalog) LockTest(plan string, h TestHolder) (release func(), err error) {
+	key := testLockKey(plan)
+	l, err := tryLockJob(c.path, key)
+	if err != nil {
+		return nil, fmt.Errorf("test of failover plan %q: %w", plan, err)
+	}
+	info := lockFile(c.path, key) + ".json"
+	if l == nil {
+		holder := TestHolder{}
+		if b, err := os.ReadFile(info); err == nil && len(b) <= 4096 {
+			_ = json.Unmarshal(b, &holder)
+		}
+		return nil, fmt.Errorf("test of failover plan %q: another test of the plan runs, by %s: %w; try again when it ends", plan, holder, errdefs.ErrFailedPrecondition)
+	}
+	b, _ := json.Marshal(h)
+	tmp := info + ".tmp"
+	err = os.WriteFile(tmp, b, 0o600)
+	if err == nil {
+		err = os.Rename(tmp, info)
+	}
+	if err != nil {
+		l.release()
+		return nil, fmt.Errorf("test of failover plan %q: say who tests it: %w", plan, err)
+	}
+	return l.release, nil
+}
