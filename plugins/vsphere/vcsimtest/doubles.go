@@ -56,6 +56,8 @@ var doublesRef = types.ManagedObjectReference{Type: "FerryTestDoubles", Value: "
 //     (FileLocked);
 //   - delta chains (Options.DeltaChains): a snapshot taken while the VM has
 //     others names the newest one's disk as its disk's parent;
+//   - clones hold their source's data (clone.go): vcsim makes a clone's
+//     disks empty;
 //   - a fake udev for proxy VMs (proxy.go): disks attached to a proxy show
 //     up as wwn-0x<UUID> links in its device folder, and a tripwire reports
 //     a proxy destroyed with another VM's disk attached.
@@ -163,7 +165,7 @@ func (d *doubles) handle(ctx *simulator.Context, m *simulator.Method) (mo.Refere
 				d.fail(fmt.Errorf("revert to snapshot %s: %w", m.This.Value, err))
 			}
 		}
-	case "QueryChangedDiskAreas":
+	case "QueryChangedDiskAreas", "CloneVM_Task":
 		if m.This.Type == "VirtualMachine" {
 			m.This = doublesRef
 		}

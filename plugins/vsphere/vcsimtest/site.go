@@ -226,8 +226,10 @@ func (s *Site) Finder(ctx context.Context) (*find.Finder, error) {
 	return f, nil
 }
 
-// addNetwork adds a port group. vcsim keeps one network object per
-// datacenter, visible to every host, so adding it on one host is enough.
+// addNetwork adds a port group on every host. vcsim keeps one network
+// object per datacenter, so it is added through one host's network
+// system; the other hosts are then connected to it by hand (their
+// "network" property), as vSphere shows a port group made on each host.
 func (s *Site) addNetwork(ctx context.Context, name string) error {
 	var host *simulator.HostSystem
 	for _, e := range s.reg().All("HostSystem") {
@@ -242,6 +244,28 @@ func (s *Site) addNetwork(ctx context.Context, name string) error {
 	err := ns.AddPortGroup(ctx, types.HostPortGroupSpec{Name: name, VswitchName: "vSwitch0", Policy: types.HostNetworkPolicy{}})
 	if err != nil && !fault.Is(err, &types.DuplicateName{}) {
 		return fmt.Errorf("vcsimtest: add port group %q: %w", name, err)
+	}
+	var net *mo.Network
+	for _, e := range s.reg().All("Network") {
+		if n, ok := e.(*mo.Network); ok && n.Name == name {
+			net = n
+		}
+	}
+	if net == nil {
+		return fmt.Errorf("vcsimtest: port group %q does not show as a network", name)
+	}
+	lctx := s.lockCtx()
+	for _, e := range s.reg().All("HostSystem") {
+		h := e.(*simulator.HostSystem)
+		lctx.WithLock(h, func() {
+			for _, ref := range h.Network {
+				if ref == net.Self {
+					return
+				}
+			}
+			h.Network = append(h.Network, net.Self)
+			lctx.WithLock(net, func() { net.Host = append(net.Host, h.Self) })
+		})
 	}
 	return nil
 }
