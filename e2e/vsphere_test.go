@@ -530,16 +530,27 @@ func TestVSpherePluginConformance(t *testing.T) {
 	})
 	t.Run("target", func(t *testing.T) {
 		t.Parallel()
-		s := vcsimtest.Start(t, vcsimtest.Options{Name: "dr", Networks: []string{"prod-lan", "prod-backup", "prod-lan-dr", "prod-backup-dr"}})
+		// "sdktest-lab" is where the suite's test failovers map a NIC;
+		// "dr-isolated" the target's isolated network for the others.
+		s := vcsimtest.Start(t, vcsimtest.Options{Name: "dr", Networks: []string{"prod-lan", "prod-backup", "prod-lan-dr", "prod-backup-dr", "sdktest-lab", "dr-isolated"}})
 		tgt, caps, err := h.Target(ctx, "vsphere", configValue(sdk.KindTarget, map[string]cty.Value{
 			"url": cty.StringVal(s.URL), "username": cty.StringVal(s.Username), "password": cty.StringVal(s.Password),
 			"ca_file": cty.StringVal(s.CAFile), "datastore": cty.StringVal("LocalDS_0"), "cluster": cty.StringVal("DC0_C0"),
 			"local_datastore_paths": cty.MapVal(map[string]cty.Value{"LocalDS_0": cty.StringVal(s.Datastores["LocalDS_0"])}),
+			"isolated_network":      cty.StringVal("dr-isolated"),
 		}))
 		if err != nil {
 			t.Fatal(err)
 		}
-		sdktest.RunTarget(t, sdktest.TargetFixture{New: func(*testing.T) sdk.Target { return tgt }, Capabilities: caps})
+		if !caps.TestFailover {
+			t.Fatal("the vsphere target does not declare TestFailover")
+		}
+		sdktest.RunTarget(t, sdktest.TargetFixture{New: func(*testing.T) sdk.Target { return tgt }, Capabilities: caps,
+			IsolatedNetwork: "dr-isolated",
+			WriteTest: func(t *testing.T, id string, disk int, off int64, data []byte) {
+				s.Write(t, "ferry-test-"+id, disk, off, data)
+			},
+		})
 	})
 }
 

@@ -83,6 +83,9 @@ type targetConfig struct {
 	StateDir    string
 	HotAddProxy string
 	DeviceDir   string
+	// IsolatedNetwork is the port group test VMs' NICs go on when a
+	// test's network map does not map their network.
+	IsolatedNetwork string
 
 	// Not settable in HCL; tests point them elsewhere.
 	productUUIDFile string
@@ -133,6 +136,8 @@ func targetSchema() *schema.Block {
 		Description: "HotAdd: the proxy VM this plugin runs in (id, inventory path or name); default: the VM whose BIOS UUID this machine reports."}
 	attrs["hotadd_device_dir"] = &schema.Attribute{Type: cty.String,
 		Description: "HotAdd: the folder where the proxy's udev names disks by WWN (wwn-0x<disk UUID>); default " + DefaultDeviceDir + "."}
+	attrs["isolated_network"] = &schema.Attribute{Type: cty.String,
+		Description: "The port group (standard or distributed) test failover VMs are connected to when the test's network map does not map their network; without it such a test is refused. It must reach no production network."}
 	attrs["folder"] = &schema.Attribute{Type: cty.String, Description: "The VM folder replicas go in (inventory path or name); default the datacenter's vm folder."}
 	attrs["resource_pool"] = &schema.Attribute{Type: cty.String, Description: "The resource pool replicas run in (inventory path or name); default the root pool of the cluster or host."}
 	attrs["cluster"] = &schema.Attribute{Type: cty.String, Description: "The cluster replicas go to; each lands on the connected host with the fewest VMs."}
@@ -405,7 +410,7 @@ func decodeTarget(cfg cty.Value) (*targetConfig, error) {
 	}
 	str := func(name string) string { v, _ := stringAttr(cfg, name); return v }
 	c := &targetConfig{connConfig: decodeConn(cfg), Datastore: str("datastore"), Folder: str("folder"),
-		ResourcePool: str("resource_pool"), Cluster: str("cluster"), Host: str("host")}
+		ResourcePool: str("resource_pool"), Cluster: str("cluster"), Host: str("host"), IsolatedNetwork: str("isolated_network")}
 	if err := c.connConfig.complete(); err != nil {
 		return nil, err
 	}

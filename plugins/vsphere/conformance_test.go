@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zclconf/go-cty/cty"
+
 	"github.com/ferry-dr/ferry/plugins/vsphere/vcsimtest"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/sdktest"
@@ -71,11 +73,14 @@ func TestConformanceSourceHotAdd(t *testing.T) {
 
 // TestConformanceTarget runs the target suite with crashes: a crashed
 // target is dropped without closing anything and a new one is connected.
+// Test VMs get the site's isolated port group; their guests' writes are
+// the harness's writes into the test VM's live disk.
 func TestConformanceTarget(t *testing.T) {
 	t.Parallel()
 	outer := t
 	s := drSite(t)
-	cur := newTestTarget(t, s, nil)
+	isolated := map[string]cty.Value{"isolated_network": cty.StringVal(drIsolated)}
+	cur := newTestTarget(t, s, isolated)
 	sdktest.RunTarget(t, sdktest.TargetFixture{
 		New:          func(*testing.T) sdk.Target { return cur },
 		Capabilities: TargetCapabilities,
@@ -83,7 +88,11 @@ func TestConformanceTarget(t *testing.T) {
 		// as long as the whole suite.
 		Crash: func(*testing.T) {
 			cur.crashed()
-			cur = newTestTarget(outer, s, nil)
+			cur = newTestTarget(outer, s, isolated)
+		},
+		IsolatedNetwork: drIsolated,
+		WriteTest: func(t *testing.T, id string, disk int, off int64, data []byte) {
+			s.Write(t, testNamePrefix+id, disk, off, data)
 		},
 	})
 }

@@ -79,7 +79,11 @@ func drSite(t *testing.T) *vcsimtest.Site {
 	return vcsimtest.Start(t, vcsimtest.Options{Name: "dr", Networks: drNetworks})
 }
 
-var drNetworks = []string{"prod-lan", "prod-backup", "prod-lan-dr", "prod-backup-dr", "DR Network"}
+// drIsolated is the DR site's isolated port group for test VMs, and
+// "sdktest-lab" the network the target suite maps a test VM's first NIC to.
+var drNetworks = []string{"prod-lan", "prod-backup", "prod-lan-dr", "prod-backup-dr", "DR Network", drIsolated, "sdktest-lab"}
+
+const drIsolated = "DR Isolated"
 
 // hotaddDRSite is drSite for replicas written through HotAdd: a revert
 // puts the snapshot's data back, as vSphere does for what ESXi wrote.

@@ -77,7 +77,7 @@ func (s *Source) ListVMs(ctx context.Context) ([]sdk.VM, error) {
 		if vm.Config == nil || vm.Config.Template {
 			continue
 		}
-		if _, replica := extraConfig(vm.Config)[replicaKey]; replica {
+		if _, replica := extraConfig(vm.Config)[replicaKey]; replica || isTestVM(vm.Config) {
 			continue
 		}
 		d := describe(ctx, names, vm)

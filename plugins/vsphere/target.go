@@ -41,6 +41,8 @@ type Target struct {
 	place    *placementRefs // resolved on first use, under placeMu
 	networks map[string]object.NetworkReference
 
+	testMu sync.Mutex // one StartTest at a time: a test id is checked, then used
+
 	hot       *hotadd // when replica disks are written through HotAdd
 	sweepOnce sync.Once
 	lockWait  time.Duration // how long another process's lock on a replica is waited for
@@ -158,7 +160,7 @@ func (t *Target) lookup(ctx context.Context, key string) (*mo.VirtualMachine, er
 		}
 		return nil, err
 	}
-	if _, ok := extraConfig(vm.Config)[replicaKey]; !ok {
+	if !isReplica(vm.Config) {
 		return nil, fmt.Errorf("replica %q on %s: the VM is not a ferry replica: %w", key, t.c.url, errdefs.ErrNotFound)
 	}
 	return vm, nil
@@ -378,7 +380,7 @@ func (t *Target) ListReplicas(ctx context.Context) ([]sdk.Replica, error) {
 		if vm.Config == nil {
 			continue
 		}
-		if _, ok := extraConfig(vm.Config)[replicaKey]; !ok {
+		if !isReplica(vm.Config) {
 			continue
 		}
 		st := &replicaState{State: sdk.ReplicaReady}

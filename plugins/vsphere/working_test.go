@@ -57,9 +57,13 @@ func TestConformanceTargetHotAdd(t *testing.T) {
 	p := s.CreateProxy(t, vcsimtest.ProxySpec{Name: "dr-proxy"})
 	dir := t.TempDir()
 	cur := hotaddTarget(t, s, p, dir)
+	// Test failover refuses replicas written through HotAdd (this
+	// version; TestTestFailoverRefusesHotAdd checks the refusal).
+	caps := TargetCapabilities
+	caps.TestFailover = false
 	sdktest.RunTarget(t, sdktest.TargetFixture{
 		New:          func(*testing.T) sdk.Target { return cur },
-		Capabilities: TargetCapabilities,
+		Capabilities: caps,
 		Crash: func(*testing.T) {
 			cur.crashed()
 			liveTokens.Delete(cur.hot.self.Token)
