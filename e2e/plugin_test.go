@@ -59,11 +59,14 @@ func TestLocalPluginConformance(t *testing.T) {
 		})
 	})
 	t.Run("target", func(t *testing.T) {
-		tgt, caps, err := h.Target(ctx, "local", pathCfg(t.TempDir()))
+		// The isolated network is named, so the setting is seen to cross
+		// to the plugin (without it the plugin has a default one).
+		cfg := cty.ObjectVal(map[string]cty.Value{"path": cty.StringVal(t.TempDir()), "isolated_network": cty.StringVal("e2e-isolated")})
+		tgt, caps, err := h.Target(ctx, "local", cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sdktest.RunTarget(t, sdktest.TargetFixture{New: func(*testing.T) sdk.Target { return tgt }, Capabilities: caps, VM: sdktest.DefaultVM()})
+		sdktest.RunTarget(t, sdktest.TargetFixture{New: func(*testing.T) sdk.Target { return tgt }, Capabilities: caps, VM: sdktest.DefaultVM(), IsolatedNetwork: "e2e-isolated"})
 	})
 	t.Run("repository", func(t *testing.T) {
 		repo, err := h.Repository(ctx, "local", pathCfg(t.TempDir()))

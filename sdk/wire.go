@@ -116,11 +116,33 @@ func sortedNames[V any](m map[string]V) []string {
 }
 
 func valueToProto(v cty.Value, ty cty.Type) (*pb.DynamicValue, error) {
-	b, err := msgpack.Marshal(v, ty)
+	b, err := msgpack.Marshal(withNulls(v, ty), ty)
 	if err != nil {
 		return nil, fmt.Errorf("encode configuration: %w", err)
 	}
 	return &pb.DynamicValue{Msgpack: b}, nil
+}
+
+// withNulls gives v, an object, a null for each attribute of ty it lacks,
+// as HCL leaves the attributes a configuration does not set: a host that
+// builds a configuration in code names only what it sets, and a plugin's
+// schema may grow an optional attribute since.
+func withNulls(v cty.Value, ty cty.Type) cty.Value {
+	if !ty.IsObjectType() || v.IsNull() || !v.IsKnown() || !v.Type().IsObjectType() {
+		return v
+	}
+	attrs := make(map[string]cty.Value, len(ty.AttributeTypes()))
+	for name := range v.Type().AttributeTypes() {
+		attrs[name] = v.GetAttr(name)
+	}
+	for name, at := range ty.AttributeTypes() {
+		if a, ok := attrs[name]; ok {
+			attrs[name] = withNulls(a, at)
+		} else {
+			attrs[name] = cty.NullVal(at)
+		}
+	}
+	return cty.ObjectVal(attrs)
 }
 
 func valueFromProto(dv *pb.DynamicValue, ty cty.Type) (cty.Value, error) {
