@@ -555,7 +555,7 @@ func (s *Server) start(ctx context.Context, j *job, why string) {
 			s.persist(j, why)
 		}
 		sess, err := s.run(ctx, cfg, began)
-		s.ended(ctx, j, r, sess, err)
+		s.ended(ctx, j, cfg.Name, r, sess, err)
 	}()
 }
 
@@ -583,10 +583,10 @@ func (s *Server) unwait(w *slotWaiter) bool {
 	return true
 }
 
-// ended records the end of r, a run of j, and starts the run queued
-// meanwhile.
-func (s *Server) ended(ctx context.Context, j *job, r *run, sess *catalog.Session, err error) {
-	name := j.cfg.Name
+// ended records the end of r, a run of j (named name), and starts the run
+// queued meanwhile. The name is the one the run began with: a reload may
+// replace j.cfg meanwhile, under s.mu.
+func (s *Server) ended(ctx context.Context, j *job, name string, r *run, sess *catalog.Session, err error) {
 	switch {
 	case err != nil && ctx.Err() != nil:
 		s.log.Info("session stopped with the server", "job", name, "error", err)
