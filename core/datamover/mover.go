@@ -875,14 +875,18 @@ func (m *mover) chunk(ctx context.Context, s *segmentState, c span, buf, frameBu
 	m.c.blocksTotal.Add(blocks)
 	m.c.blocksChanged.Add(changedBlocks)
 	m.c.changed.Add(changedBytes)
-	send := func(frame []byte) error {
-		m.c.sent.Add(int64(len(frame)))
+	// handOff counts n bytes sent and times give as sending, not as CPU.
+	handOff := func(n int, give func() error) error {
+		m.c.sent.Add(int64(n))
 		m.cpu.Stop()
 		m.send.Start()
-		err := m.req.Sink.Send(ctx, frame)
+		err := give()
 		m.send.Stop()
 		m.cpu.Start()
 		return err
+	}
+	send := func(frame []byte) error {
+		return handOff(len(frame), func() error { return m.req.Sink.Send(ctx, frame) })
 	}
 	bs := int(m.bs)
 	span := frameSpan(m.opts.Codec, bs)
@@ -899,14 +903,9 @@ func (m *mover) chunk(ctx context.Context, s *segmentState, c span, buf, frameBu
 		if m.recv != nil {
 			// Counted as the frame it would have been.
 			nb := (r.end - r.start + bs - 1) / bs
-			m.c.sent.Add(int64(frameHeaderSize + nb*digestSize + r.end - r.start))
 			di += nb
-			m.cpu.Stop()
-			m.send.Start()
-			err := m.recv.WriteData(ctx, off, data[r.start:r.end])
-			m.send.Stop()
-			m.cpu.Start()
-			if err != nil {
+			run := data[r.start:r.end]
+			if err := handOff(frameHeaderSize+nb*digestSize+len(run), func() error { return m.recv.WriteData(ctx, off, run) }); err != nil {
 				return frameBuf, err
 			}
 			continue

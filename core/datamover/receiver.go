@@ -62,6 +62,11 @@ func (r *Receiver) WriteData(ctx context.Context, off int64, data []byte) error 
 	if off < 0 || off+int64(len(data)) > r.size {
 		return fmt.Errorf("%w: %d bytes at %d past the end of a %d-byte disk", ErrCorrupt, len(data), off, r.size)
 	}
+	return r.write(data, off)
+}
+
+// write writes data, inside the disk, at off.
+func (r *Receiver) write(data []byte, off int64) error {
 	if _, err := r.w.WriteAt(data, off); err != nil {
 		return fmt.Errorf("write at %d: %w", off, err)
 	}
@@ -98,9 +103,5 @@ func (r *Receiver) apply(f frame) error {
 	if err != nil {
 		return err
 	}
-	if _, err := r.w.WriteAt(data, f.offset); err != nil {
-		return fmt.Errorf("write at %d: %w", f.offset, err)
-	}
-	r.written.Add(int64(len(data)))
-	return nil
+	return r.write(data, f.offset)
 }
