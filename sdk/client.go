@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
+	"os"
 	"sort"
 	"time"
 
@@ -451,12 +453,53 @@ func closeSendErr[Req, Resp any](stream grpc.ClientStreamingClient[Req, Resp], e
 	return err
 }
 
+// Get reads an object. A plugin on this machine may say which file holds
+// it (ObjectLocator): the object is then read from there, and asked for
+// again through the stream when the file no longer holds it (replaced by
+// a put since, or damaged: the plugin then reports which).
 func (r *remoteRepository) Get(ctx context.Context, key string) ([]byte, ObjectInfo, error) {
+	direct := !r.in.c.opts.NoDirect
+	for {
+		data, info, file, err := r.get(ctx, key, direct)
+		if file == nil || err != nil {
+			return data, info, err
+		}
+		if data, ok := readObjectFile(file); ok {
+			return data, objectFromProto(file.GetInfo()), nil
+		}
+		direct = false
+	}
+}
+
+// readObjectFile reads the data an ObjectFile names, and reports whether
+// it is there whole and matches its checksum.
+func readObjectFile(file *pb.ObjectFile) ([]byte, bool) {
+	size := file.GetInfo().GetSize()
+	if size < 0 || file.GetOffset() < 0 || size > maxDirectObject {
+		return nil, false
+	}
+	f, err := os.Open(file.GetPath())
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	data := make([]byte, size)
+	if n, _ := f.ReadAt(data, file.GetOffset()); int64(n) != size {
+		return nil, false
+	}
+	return data, crc32.Checksum(data, castagnoli) == file.GetCrc32C()
+}
+
+// maxDirectObject bounds what the host reads of a file a plugin names: a
+// larger object comes through the stream, which holds its own limits.
+const maxDirectObject = 1 << 30
+
+func (r *remoteRepository) get(ctx context.Context, key string, direct bool) ([]byte, ObjectInfo, *pb.ObjectFile, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := r.rpc.Get(ctx, &pb.GetRequest{Key: key})
+	stream, err := r.rpc.Get(ctx, &pb.GetRequest{Key: key, Direct: direct})
 	if err != nil {
-		return nil, ObjectInfo{}, r.in.err(err)
+		return nil, ObjectInfo{}, nil, r.in.err(err)
 	}
 	var info ObjectInfo
 	var data []byte
@@ -466,9 +509,14 @@ func (r *remoteRepository) Get(ctx context.Context, key string) ([]byte, ObjectI
 			break
 		}
 		if err != nil {
-			return nil, ObjectInfo{}, r.in.err(err)
+			return nil, ObjectInfo{}, nil, r.in.err(err)
 		}
 		switch msg := m.GetMsg().(type) {
+		case *pb.GetMessage_File:
+			if !direct {
+				return nil, ObjectInfo{}, nil, fmt.Errorf("get %q: the plugin named a file it was not asked for", key)
+			}
+			return nil, ObjectInfo{}, msg.File, nil
 		case *pb.GetMessage_Info:
 			info = objectFromProto(msg.Info)
 			data = make([]byte, 0, info.Size)
@@ -481,12 +529,12 @@ func (r *remoteRepository) Get(ctx context.Context, key string) ([]byte, ObjectI
 		}
 	}
 	if int64(len(data)) != info.Size {
-		return nil, ObjectInfo{}, fmt.Errorf("get %q: received %d bytes of %d: %w", key, len(data), info.Size, errdefs.ErrUnavailable)
+		return nil, ObjectInfo{}, nil, fmt.Errorf("get %q: received %d bytes of %d: %w", key, len(data), info.Size, errdefs.ErrUnavailable)
 	}
 	if data == nil {
 		data = []byte{}
 	}
-	return data, info, nil
+	return data, info, nil, nil
 }
 
 func (r *remoteRepository) List(ctx context.Context, prefix string) ([]ObjectInfo, error) {

@@ -136,6 +136,26 @@ type Repository interface {
 	Delete(ctx context.Context, key string, ifGeneration int64) error
 }
 
+// ObjectLocator is a Repository whose objects each lie whole in a file
+// (the direct lane of repository objects, protocol minor 6). A host on the
+// same machine as the plugin reads such an object itself with one read
+// instead of a stream through the plugin; it checks the data against the
+// CRC-32C and asks again through Get when the file changed under it.
+type ObjectLocator interface {
+	// LocateObject says where the current data of key lies, with the
+	// errors of Get (ErrNotFound, ErrDataLoss when the object is damaged).
+	LocateObject(ctx context.Context, key string) (ObjectFile, error)
+}
+
+// ObjectFile is where an object's data lies: Info.Size bytes at Offset of
+// the file at Path.
+type ObjectFile struct {
+	Info   ObjectInfo
+	Path   string
+	Offset int64
+	CRC32C uint32 // of the data, Castagnoli
+}
+
 // DiskReader reads a disk. ReadAt is safe for concurrent use. Close ends the
 // read and reports anything found wrong on the way (for example a disk that
 // changed under its snapshot); callers must check it before trusting what

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -645,4 +646,103 @@ func TestProbeTransportCrossesTheWire(t *testing.T) {
 	if _, _, err := plain.(sdk.TransportProber).ProbeTransport(ctx, "web-01", 0); !errors.Is(err, errdefs.ErrUnimplemented) {
 		t.Fatalf("probe of a source that cannot = %v, want ErrUnimplemented", err)
 	}
+}
+
+// locatingRepository is a MemRepository that says where its objects lie:
+// LocateObject writes the object into a file of its own after a few
+// bytes of header, and counts the calls of each lane. With stale set it
+// writes other bytes there, as a put racing the host's read would.
+type locatingRepository struct {
+	*sdktest.MemRepository
+	dir           string
+	stale         atomic.Bool
+	gets, locates atomic.Int64
+}
+
+func (l *locatingRepository) Get(ctx context.Context, key string) ([]byte, sdk.ObjectInfo, error) {
+	l.gets.Add(1)
+	return l.MemRepository.Get(ctx, key)
+}
+
+func (l *locatingRepository) LocateObject(ctx context.Context, key string) (sdk.ObjectFile, error) {
+	l.locates.Add(1)
+	data, info, err := l.MemRepository.Get(ctx, key)
+	if err != nil {
+		return sdk.ObjectFile{}, err
+	}
+	sum := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
+	onDisk := data
+	if l.stale.Load() {
+		onDisk = bytes.Repeat([]byte{'x'}, len(data))
+	}
+	path := filepath.Join(l.dir, fmt.Sprintf("obj-%d", l.locates.Load()))
+	if err := os.WriteFile(path, append([]byte("HEADER\n"), onDisk...), 0o600); err != nil {
+		return sdk.ObjectFile{}, err
+	}
+	return sdk.ObjectFile{Info: info, Path: path, Offset: 7, CRC32C: sum}, nil
+}
+
+// locatingPlugin serves a locatingRepository; it returns the repository
+// and a client of it (noDirect: without the direct lanes).
+func locatingPlugin(t *testing.T, noDirect bool) (*locatingRepository, sdk.Repository) {
+	t.Helper()
+	lr := &locatingRepository{MemRepository: sdktest.NewMemRepository(), dir: t.TempDir()}
+	p := &sdk.Plugin{Name: "locating", Version: "0.0.1", Repositories: map[string]sdk.Component[sdk.Repository]{"files": {
+		Schema: &schema.Block{},
+		New:    func(ctx context.Context, cfg cty.Value) (sdk.Repository, error) { return lr, nil },
+	}}}
+	c := sdk.NewClient(sdktest.Dial(t, sdktest.Serve(t, p)), sdk.ClientOptions{Name: p.Name, NoDirect: noDirect})
+	repo, _, err := c.Repository(t.Context(), "files", &schema.Block{}, cty.EmptyObjectVal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lr, repo
+}
+
+func TestObjectsDirectLane(t *testing.T) {
+	ctx := t.Context()
+	want := bytes.Repeat([]byte("digests "), 100000)
+	t.Run("read from the file", func(t *testing.T) {
+		lr, repo := locatingPlugin(t, false)
+		gen, err := repo.Put(ctx, "k", want, sdk.IfAbsent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, info, err := repo.Get(ctx, "k")
+		if err != nil || !bytes.Equal(got, want) || info.Generation != gen || info.Size != int64(len(want)) {
+			t.Fatalf("Get = %d bytes, %+v, %v; want the object put, generation %d", len(got), info, err, gen)
+		}
+		if lr.locates.Load() != 1 || lr.gets.Load() != 0 {
+			t.Fatalf("%d locates and %d streamed gets, want the file alone", lr.locates.Load(), lr.gets.Load())
+		}
+		if _, _, err := repo.Get(ctx, "missing"); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Fatalf("Get of a missing object = %v, want not found", err)
+		}
+	})
+	t.Run("a file that changed is read again through the stream", func(t *testing.T) {
+		lr, repo := locatingPlugin(t, false)
+		if _, err := repo.Put(ctx, "k", want, sdk.IfAbsent); err != nil {
+			t.Fatal(err)
+		}
+		lr.stale.Store(true)
+		got, _, err := repo.Get(ctx, "k")
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("Get = %d bytes, %v; want the object itself", len(got), err)
+		}
+		if lr.locates.Load() != 1 || lr.gets.Load() != 1 {
+			t.Fatalf("%d locates and %d streamed gets, want one of each", lr.locates.Load(), lr.gets.Load())
+		}
+	})
+	t.Run("without the direct lanes", func(t *testing.T) {
+		lr, repo := locatingPlugin(t, true)
+		if _, err := repo.Put(ctx, "k", want, sdk.IfAbsent); err != nil {
+			t.Fatal(err)
+		}
+		if got, _, err := repo.Get(ctx, "k"); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("Get = %d bytes, %v", len(got), err)
+		}
+		if lr.locates.Load() != 0 || lr.gets.Load() != 1 {
+			t.Fatalf("%d locates and %d streamed gets, want the stream alone", lr.locates.Load(), lr.gets.Load())
+		}
+	})
 }

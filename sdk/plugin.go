@@ -16,10 +16,11 @@ import (
 // 2 added a replica's owner and incarnation, and independent disks; minor
 // 3 added ProbeTransport (TransportProber); minor 4 added Prepare, the
 // direct lane of replica disks that keep restore points (WritePreparer);
-// minor 5 added test failover (TestFailoverer).
+// minor 5 added test failover (TestFailoverer); minor 6 the direct lane of
+// repository objects (ObjectLocator).
 const (
 	ProtocolMajor = 1
-	ProtocolMinor = 5
+	ProtocolMinor = 6
 )
 
 // Plugin is what a plugin binary serves: its name, version and components,

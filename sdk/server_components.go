@@ -391,6 +391,14 @@ func (rs *repositoryService) Get(req *pb.GetRequest, stream pb.Repository_GetSer
 	if err != nil {
 		return err
 	}
+	if loc, ok := repo.(ObjectLocator); ok && req.GetDirect() {
+		of, err := loc.LocateObject(stream.Context(), req.GetKey())
+		if err != nil {
+			return err
+		}
+		return stream.Send(&pb.GetMessage{Msg: &pb.GetMessage_File{File: &pb.ObjectFile{
+			Info: objectToProto(of.Info), Path: of.Path, Offset: of.Offset, Crc32C: of.CRC32C}}})
+	}
 	data, info, err := repo.Get(stream.Context(), req.GetKey())
 	if err != nil {
 		return err

@@ -237,56 +237,21 @@ func damaged(path, format string, args ...any) error {
 // before anything is allocated, so a hostile header cannot make a read
 // take more memory than the file has bytes.
 func readObject(path string, withData bool) (*objectHeader, []byte, error) {
-	f, err := os.Open(path)
+	o, err := openObject(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, nil, fmt.Errorf("read object file %s: %w", path, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, nil, damaged(path, "not a regular file")
-	}
-	head, end, err := readHead(f, fi.Size())
-	if err != nil {
-		return nil, nil, fmt.Errorf("read object file %s: %w", path, err)
-	}
-	switch {
-	case len(head) < len(objectMagic) || string(head[:len(objectMagic)]) != objectMagic:
-		return nil, nil, damaged(path, "not an object file")
-	case end < 0 && len(head) >= maxHeadBytes:
-		return nil, nil, damaged(path, "no end of header in its first %d bytes", maxHeadBytes)
-	case end < 0:
-		return nil, nil, damaged(path, "torn header")
-	}
-	var h objectHeader
-	line := head[len(objectMagic) : end-1]
-	if err := json.Unmarshal(line, &h); err != nil {
-		return nil, nil, damaged(path, "header: %v", err)
-	}
-	if err := checkHeaderLine(line, h.HeaderCRC); err != nil {
-		return nil, nil, damaged(path, "header: %v", err)
-	}
-	switch {
-	case h.Size < 0 || h.Generation <= 0 || h.Generation == math.MaxInt64:
-		return nil, nil, damaged(path, "absurd header: size %d, generation %d", h.Size, h.Generation)
-	case checkKey(h.Key) != nil:
-		return nil, nil, damaged(path, "absurd header: key %q", h.Key)
-	case objectName(h.Key) != filepath.Base(path):
-		return nil, nil, damaged(path, "its header holds the key %q, whose file is %s", h.Key, objectName(h.Key))
-	}
+	defer o.f.Close()
+	h := o.h
 	if !withData || h.Deleted {
-		return &h, nil, nil
+		return h, nil, nil
 	}
-	// The data is the rest of the file: exactly the size the header gives.
-	if rest := fi.Size() - int64(end); rest != h.Size {
-		return nil, nil, damaged(path, "%d bytes of data, its header says %d", rest, h.Size)
+	if err := o.sized(); err != nil {
+		return nil, nil, err
 	}
 	data := make([]byte, h.Size)
-	n := copy(data, head[end:])
-	if _, err := io.ReadFull(f, data[n:]); err != nil {
+	n := copy(data, o.head[o.end:])
+	if _, err := io.ReadFull(o.f, data[n:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 			return nil, nil, damaged(path, "its data ends before the %d bytes its header says", h.Size)
 		}
@@ -295,7 +260,82 @@ func readObject(path string, withData bool) (*objectHeader, []byte, error) {
 	if crc32.Checksum(data, castagnoli) != h.CRC32C {
 		return nil, nil, damaged(path, "its data does not match the header's CRC-32C")
 	}
-	return &h, data, nil
+	return h, data, nil
+}
+
+// openedObject is an object file open after its header: the file, its
+// size, the header read and the bytes read with it (the data starts at
+// end).
+type openedObject struct {
+	f    *os.File
+	path string
+	size int64
+	h    *objectHeader
+	head []byte
+	end  int
+}
+
+// openObject opens an object file and reads its header; the caller
+// closes f. The errors are readObject's.
+func openObject(path string) (*openedObject, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	o, err := readObjectHead(f, path)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return o, nil
+}
+
+func readObjectHead(f *os.File, path string) (*openedObject, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read object file %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, damaged(path, "not a regular file")
+	}
+	head, end, err := readHead(f, fi.Size())
+	if err != nil {
+		return nil, fmt.Errorf("read object file %s: %w", path, err)
+	}
+	switch {
+	case len(head) < len(objectMagic) || string(head[:len(objectMagic)]) != objectMagic:
+		return nil, damaged(path, "not an object file")
+	case end < 0 && len(head) >= maxHeadBytes:
+		return nil, damaged(path, "no end of header in its first %d bytes", maxHeadBytes)
+	case end < 0:
+		return nil, damaged(path, "torn header")
+	}
+	var h objectHeader
+	line := head[len(objectMagic) : end-1]
+	if err := json.Unmarshal(line, &h); err != nil {
+		return nil, damaged(path, "header: %v", err)
+	}
+	if err := checkHeaderLine(line, h.HeaderCRC); err != nil {
+		return nil, damaged(path, "header: %v", err)
+	}
+	switch {
+	case h.Size < 0 || h.Generation <= 0 || h.Generation == math.MaxInt64:
+		return nil, damaged(path, "absurd header: size %d, generation %d", h.Size, h.Generation)
+	case checkKey(h.Key) != nil:
+		return nil, damaged(path, "absurd header: key %q", h.Key)
+	case objectName(h.Key) != filepath.Base(path):
+		return nil, damaged(path, "its header holds the key %q, whose file is %s", h.Key, objectName(h.Key))
+	}
+	return &openedObject{f: f, path: path, size: fi.Size(), h: &h, head: head, end: end}, nil
+}
+
+// sized checks that the data is the rest of the file: exactly the size
+// the header gives.
+func (o *openedObject) sized() error {
+	if rest := o.size - int64(o.end); rest != o.h.Size {
+		return damaged(o.path, "%d bytes of data, its header says %d", rest, o.h.Size)
+	}
+	return nil
 }
 
 // checkHeaderLine checks a header line against its checksum sum (its "hcrc"
@@ -587,6 +627,43 @@ func (r *Repository) Get(ctx context.Context, key string) ([]byte, sdk.ObjectInf
 		data = []byte{}
 	}
 	return data, h.info(), nil
+}
+
+var _ sdk.ObjectLocator = (*Repository)(nil)
+
+// LocateObject says which file holds key's data, for a host on this
+// machine to read itself (sdk.ObjectLocator). The data is not read: the
+// host checks it against the header's CRC-32C, and a file found damaged
+// then is reported by the Get the host falls back to.
+func (r *Repository) LocateObject(ctx context.Context, key string) (sdk.ObjectFile, error) {
+	if err := canceled(ctx); err != nil {
+		return sdk.ObjectFile{}, err
+	}
+	if err := checkKey(key); err != nil {
+		return sdk.ObjectFile{}, err
+	}
+	path := filepath.Join(r.objects(), objectName(key))
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs // the host's working folder may not be this process's
+	}
+	o, err := openObject(path)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && o.h.Deleted {
+		if err == nil {
+			o.f.Close()
+		}
+		return sdk.ObjectFile{}, fmt.Errorf("object %q in repository %s: %w", key, r.root, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return sdk.ObjectFile{}, fmt.Errorf("get %q: %w", key, err)
+	}
+	defer o.f.Close()
+	if o.h.Key != key {
+		return sdk.ObjectFile{}, fmt.Errorf("get %q: %w", key, damaged(path, "its header holds the key %q", o.h.Key))
+	}
+	if err := o.sized(); err != nil {
+		return sdk.ObjectFile{}, fmt.Errorf("get %q: %w", key, err)
+	}
+	return sdk.ObjectFile{Info: o.h.info(), Path: path, Offset: int64(o.end), CRC32C: o.h.CRC32C}, nil
 }
 
 func (h *objectHeader) info() sdk.ObjectInfo {

@@ -113,7 +113,9 @@
 // characters), EmptyObject, LargeObject (20 MiB), AtomicPut (readers never
 // see a mix), Damaged (with RepositoryFixture.Damage: a damaged object is
 // ErrDataLoss from Get, blocks no List, and Put and Delete with IfAny
-// replace and remove it), Cancel, Stop.
+// replace and remove it), Located (an sdk.ObjectLocator names a file
+// that holds the object's data and its checksum; skipped for other
+// repositories), Cancel, Stop.
 //
 // RunPlugin: Metadata (Plugin.Validate, a name fit for a file name, a
 // semantic version), Schema (every schema builds an HCL decoder), Validate

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"hash/crc32"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -59,6 +61,7 @@ func RunRepository(t *testing.T, fx RepositoryFixture) {
 		{"LargeObject", (*repoCheck).largeObject},
 		{"AtomicPut", (*repoCheck).atomicPut},
 		{"Damaged", (*repoCheck).damaged},
+		{"Located", (*repoCheck).located},
 		{"Cancel", (*repoCheck).cancel},
 		{"Stop", func(c *repoCheck, t *testing.T) { checkStop(t, c.repo, c.deadline) }},
 	}
@@ -143,6 +146,39 @@ func (c *repoCheck) roundTrip(t *testing.T) {
 	}
 	_, _, err = c.repo.Get(c.ctx, key)
 	wantClass(t, "Get after Delete", err, errdefs.ErrNotFound)
+}
+
+// located checks what an sdk.ObjectLocator says of an object: its data
+// lies whole where it says, with the checksum it gives.
+func (c *repoCheck) located(t *testing.T) {
+	loc, ok := c.repo.(sdk.ObjectLocator)
+	if !ok {
+		t.Skip("the repository is no sdk.ObjectLocator")
+	}
+	key := c.prefix + "located"
+	data := randomBytes(c.rng, 3000)
+	gen := c.put(t, key, data, sdk.IfAbsent)
+	of, err := loc.LocateObject(c.ctx, key)
+	if err != nil {
+		t.Fatalf("LocateObject(%q): %v", key, err)
+	}
+	if of.Info.Key != key || of.Info.Generation != gen || of.Info.Size != int64(len(data)) {
+		t.Errorf("LocateObject(%q) describes %+v, want generation %d of %d bytes", key, of.Info, gen, len(data))
+	}
+	f, err := os.Open(of.Path)
+	if err != nil {
+		t.Fatalf("open the file LocateObject named: %v", err)
+	}
+	defer f.Close()
+	got := make([]byte, len(data))
+	if _, err := f.ReadAt(got, of.Offset); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("%d bytes at %d of %s differ from the object (%v)", len(data), of.Offset, of.Path, err)
+	}
+	if sum := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)); of.CRC32C != sum {
+		t.Errorf("LocateObject gives CRC-32C %08x, the data's is %08x", of.CRC32C, sum)
+	}
+	_, err = loc.LocateObject(c.ctx, c.prefix+"missing")
+	wantClass(t, "LocateObject of a missing key", err, errdefs.ErrNotFound)
 }
 
 func (c *repoCheck) getMissing(t *testing.T) {

@@ -4444,8 +4444,11 @@ func (x *PutResponse) GetGeneration() int64 {
 }
 
 type GetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// direct: the host may read the object's file itself (minor 6); a
+	// repository that can say where it is answers with one ObjectFile.
+	Direct        bool `protobuf:"varint,2,opt,name=direct,proto3" json:"direct,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4487,12 +4490,20 @@ func (x *GetRequest) GetKey() string {
 	return ""
 }
 
+func (x *GetRequest) GetDirect() bool {
+	if x != nil {
+		return x.Direct
+	}
+	return false
+}
+
 type GetMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
 	//
 	//	*GetMessage_Info
 	//	*GetMessage_Data
+	//	*GetMessage_File
 	Msg           isGetMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4553,6 +4564,15 @@ func (x *GetMessage) GetData() []byte {
 	return nil
 }
 
+func (x *GetMessage) GetFile() *ObjectFile {
+	if x != nil {
+		if x, ok := x.Msg.(*GetMessage_File); ok {
+			return x.File
+		}
+	}
+	return nil
+}
+
 type isGetMessage_Msg interface {
 	isGetMessage_Msg()
 }
@@ -4565,9 +4585,85 @@ type GetMessage_Data struct {
 	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
 }
 
+type GetMessage_File struct {
+	File *ObjectFile `protobuf:"bytes,3,opt,name=file,proto3,oneof"`
+}
+
 func (*GetMessage_Info) isGetMessage_Msg() {}
 
 func (*GetMessage_Data) isGetMessage_Msg() {}
+
+func (*GetMessage_File) isGetMessage_Msg() {}
+
+// ObjectFile is where an object's data lies: size bytes at offset of the
+// file at path, whose CRC-32C (Castagnoli) is crc32c.
+type ObjectFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *ObjectInfo            `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Offset        int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Crc32C        uint32                 `protobuf:"varint,4,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObjectFile) Reset() {
+	*x = ObjectFile{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectFile) ProtoMessage() {}
+
+func (x *ObjectFile) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectFile.ProtoReflect.Descriptor instead.
+func (*ObjectFile) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *ObjectFile) GetInfo() *ObjectInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *ObjectFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ObjectFile) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ObjectFile) GetCrc32C() uint32 {
+	if x != nil {
+		return x.Crc32C
+	}
+	return 0
+}
 
 type ObjectInfo struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -4581,7 +4677,7 @@ type ObjectInfo struct {
 
 func (x *ObjectInfo) Reset() {
 	*x = ObjectInfo{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4593,7 +4689,7 @@ func (x *ObjectInfo) String() string {
 func (*ObjectInfo) ProtoMessage() {}
 
 func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4606,7 +4702,7 @@ func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectInfo.ProtoReflect.Descriptor instead.
 func (*ObjectInfo) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ObjectInfo) GetKey() string {
@@ -4646,7 +4742,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4658,7 +4754,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4671,7 +4767,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ListRequest) GetPrefix() string {
@@ -4690,7 +4786,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4702,7 +4798,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4715,7 +4811,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{71}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ListResponse) GetObjects() []*ObjectInfo {
@@ -4735,7 +4831,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[72]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4747,7 +4843,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[72]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4760,7 +4856,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{72}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *DeleteRequest) GetKey() string {
@@ -4790,7 +4886,7 @@ type PutMessage_Header struct {
 
 func (x *PutMessage_Header) Reset() {
 	*x = PutMessage_Header{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[78]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4802,7 +4898,7 @@ func (x *PutMessage_Header) String() string {
 func (*PutMessage_Header) ProtoMessage() {}
 
 func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[78]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5173,15 +5269,23 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\vPutResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x03R\n" +
-	"generation\"\x1e\n" +
+	"generation\"6\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\"\\\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
+	"\x06direct\x18\x02 \x01(\bR\x06direct\"\x8f\x01\n" +
 	"\n" +
 	"GetMessage\x121\n" +
 	"\x04info\x18\x01 \x01(\v2\x1b.ferry.plugin.v1.ObjectInfoH\x00R\x04info\x12\x14\n" +
-	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x05\n" +
-	"\x03msg\"\x80\x01\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04data\x121\n" +
+	"\x04file\x18\x03 \x01(\v2\x1b.ferry.plugin.v1.ObjectFileH\x00R\x04fileB\x05\n" +
+	"\x03msg\"\x81\x01\n" +
+	"\n" +
+	"ObjectFile\x12/\n" +
+	"\x04info\x18\x01 \x01(\v2\x1b.ferry.plugin.v1.ObjectInfoR\x04info\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06crc32c\x18\x04 \x01(\rR\x06crc32c\"\x80\x01\n" +
 	"\n" +
 	"ObjectInfo\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1e\n" +
@@ -5268,7 +5372,7 @@ func file_ferry_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
+var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
 var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                           // 0: ferry.plugin.v1.Kind
 	(Diagnostic_Severity)(0),            // 1: ferry.plugin.v1.Diagnostic.Severity
@@ -5343,16 +5447,17 @@ var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(*PutResponse)(nil),                 // 70: ferry.plugin.v1.PutResponse
 	(*GetRequest)(nil),                  // 71: ferry.plugin.v1.GetRequest
 	(*GetMessage)(nil),                  // 72: ferry.plugin.v1.GetMessage
-	(*ObjectInfo)(nil),                  // 73: ferry.plugin.v1.ObjectInfo
-	(*ListRequest)(nil),                 // 74: ferry.plugin.v1.ListRequest
-	(*ListResponse)(nil),                // 75: ferry.plugin.v1.ListResponse
-	(*DeleteRequest)(nil),               // 76: ferry.plugin.v1.DeleteRequest
-	nil,                                 // 77: ferry.plugin.v1.VM.AttributesEntry
-	nil,                                 // 78: ferry.plugin.v1.RestorePoint.LabelsEntry
-	nil,                                 // 79: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
-	nil,                                 // 80: ferry.plugin.v1.StartTestRequest.LabelsEntry
-	nil,                                 // 81: ferry.plugin.v1.TestVM.LabelsEntry
-	(*PutMessage_Header)(nil),           // 82: ferry.plugin.v1.PutMessage.Header
+	(*ObjectFile)(nil),                  // 73: ferry.plugin.v1.ObjectFile
+	(*ObjectInfo)(nil),                  // 74: ferry.plugin.v1.ObjectInfo
+	(*ListRequest)(nil),                 // 75: ferry.plugin.v1.ListRequest
+	(*ListResponse)(nil),                // 76: ferry.plugin.v1.ListResponse
+	(*DeleteRequest)(nil),               // 77: ferry.plugin.v1.DeleteRequest
+	nil,                                 // 78: ferry.plugin.v1.VM.AttributesEntry
+	nil,                                 // 79: ferry.plugin.v1.RestorePoint.LabelsEntry
+	nil,                                 // 80: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	nil,                                 // 81: ferry.plugin.v1.StartTestRequest.LabelsEntry
+	nil,                                 // 82: ferry.plugin.v1.TestVM.LabelsEntry
+	(*PutMessage_Header)(nil),           // 83: ferry.plugin.v1.PutMessage.Header
 }
 var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	1,  // 0: ferry.plugin.v1.Diagnostic.severity:type_name -> ferry.plugin.v1.Diagnostic.Severity
@@ -5375,7 +5480,7 @@ var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	8,  // 17: ferry.plugin.v1.ConfigureResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
 	22, // 18: ferry.plugin.v1.VM.disks:type_name -> ferry.plugin.v1.Disk
 	23, // 19: ferry.plugin.v1.VM.nics:type_name -> ferry.plugin.v1.NIC
-	77, // 20: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
+	78, // 20: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
 	28, // 21: ferry.plugin.v1.WriteMessage.chunk:type_name -> ferry.plugin.v1.Chunk
 	25, // 22: ferry.plugin.v1.PrepareRequest.extents:type_name -> ferry.plugin.v1.Extent
 	24, // 23: ferry.plugin.v1.ListVMsResponse.vms:type_name -> ferry.plugin.v1.VM
@@ -5389,109 +5494,111 @@ var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	59, // 31: ferry.plugin.v1.CreateReplicaRequest.network_map:type_name -> ferry.plugin.v1.NetworkMapping
 	49, // 32: ferry.plugin.v1.CreateReplicaRequest.owner:type_name -> ferry.plugin.v1.ReplicaOwner
 	48, // 33: ferry.plugin.v1.ListReplicasResponse.replicas:type_name -> ferry.plugin.v1.Replica
-	78, // 34: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
+	79, // 34: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
 	38, // 35: ferry.plugin.v1.RestorePoint.disks:type_name -> ferry.plugin.v1.SnapshotDisk
-	79, // 36: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	80, // 36: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
 	54, // 37: ferry.plugin.v1.ListRestorePointsResponse.points:type_name -> ferry.plugin.v1.RestorePoint
 	59, // 38: ferry.plugin.v1.NetworkConfig.network_map:type_name -> ferry.plugin.v1.NetworkMapping
 	60, // 39: ferry.plugin.v1.NetworkConfig.re_ip:type_name -> ferry.plugin.v1.ReIPRule
 	61, // 40: ferry.plugin.v1.FailoverRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
 	61, // 41: ferry.plugin.v1.StartTestRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	80, // 42: ferry.plugin.v1.StartTestRequest.labels:type_name -> ferry.plugin.v1.StartTestRequest.LabelsEntry
+	81, // 42: ferry.plugin.v1.StartTestRequest.labels:type_name -> ferry.plugin.v1.StartTestRequest.LabelsEntry
 	24, // 43: ferry.plugin.v1.TestVM.vm:type_name -> ferry.plugin.v1.VM
-	81, // 44: ferry.plugin.v1.TestVM.labels:type_name -> ferry.plugin.v1.TestVM.LabelsEntry
+	82, // 44: ferry.plugin.v1.TestVM.labels:type_name -> ferry.plugin.v1.TestVM.LabelsEntry
 	64, // 45: ferry.plugin.v1.ListTestsResponse.tests:type_name -> ferry.plugin.v1.TestVM
 	61, // 46: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	82, // 47: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
-	73, // 48: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
-	73, // 49: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
-	5,  // 50: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
-	17, // 51: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
-	19, // 52: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
-	21, // 53: ferry.plugin.v1.Plugin.Stop:input_type -> ferry.plugin.v1.StopRequest
-	27, // 54: ferry.plugin.v1.Disks.Read:input_type -> ferry.plugin.v1.ReadRequest
-	29, // 55: ferry.plugin.v1.Disks.Write:input_type -> ferry.plugin.v1.WriteMessage
-	32, // 56: ferry.plugin.v1.Disks.Sync:input_type -> ferry.plugin.v1.SyncDiskRequest
-	33, // 57: ferry.plugin.v1.Disks.Prepare:input_type -> ferry.plugin.v1.PrepareRequest
-	31, // 58: ferry.plugin.v1.Disks.Close:input_type -> ferry.plugin.v1.CloseDiskRequest
-	5,  // 59: ferry.plugin.v1.Source.ListVMs:input_type -> ferry.plugin.v1.Empty
-	36, // 60: ferry.plugin.v1.Source.DescribeVM:input_type -> ferry.plugin.v1.VMRequest
-	39, // 61: ferry.plugin.v1.Source.CreateSnapshot:input_type -> ferry.plugin.v1.CreateSnapshotRequest
-	40, // 62: ferry.plugin.v1.Source.RemoveSnapshot:input_type -> ferry.plugin.v1.SnapshotRequest
-	36, // 63: ferry.plugin.v1.Source.ListSnapshots:input_type -> ferry.plugin.v1.VMRequest
-	42, // 64: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
-	44, // 65: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
-	5,  // 66: ferry.plugin.v1.Source.ListTags:input_type -> ferry.plugin.v1.Empty
-	45, // 67: ferry.plugin.v1.Source.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
-	5,  // 68: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
-	50, // 69: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
-	51, // 70: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	5,  // 71: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
-	51, // 72: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	53, // 73: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
-	55, // 74: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
-	51, // 75: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
-	57, // 76: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
-	58, // 77: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
-	62, // 78: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
-	51, // 79: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	51, // 80: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	68, // 81: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
-	45, // 82: ferry.plugin.v1.Target.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
-	63, // 83: ferry.plugin.v1.Target.StartTest:input_type -> ferry.plugin.v1.StartTestRequest
-	5,  // 84: ferry.plugin.v1.Target.ListTests:input_type -> ferry.plugin.v1.Empty
-	67, // 85: ferry.plugin.v1.Target.OpenTestDisk:input_type -> ferry.plugin.v1.OpenTestDiskRequest
-	65, // 86: ferry.plugin.v1.Target.StopTest:input_type -> ferry.plugin.v1.TestRequest
-	69, // 87: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
-	71, // 88: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
-	74, // 89: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
-	76, // 90: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
-	16, // 91: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
-	18, // 92: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
-	20, // 93: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
-	5,  // 94: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
-	28, // 95: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
-	30, // 96: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
-	5,  // 97: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
-	5,  // 98: ferry.plugin.v1.Disks.Prepare:output_type -> ferry.plugin.v1.Empty
-	5,  // 99: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
-	34, // 100: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
-	24, // 101: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
-	37, // 102: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
-	5,  // 103: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
-	41, // 104: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
-	43, // 105: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
-	26, // 106: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
-	35, // 107: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
-	46, // 108: ferry.plugin.v1.Source.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
-	47, // 109: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
-	48, // 110: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
-	48, // 111: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
-	52, // 112: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
-	5,  // 113: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
-	26, // 114: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
-	54, // 115: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
-	56, // 116: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
-	5,  // 117: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
-	26, // 118: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
-	48, // 119: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
-	48, // 120: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
-	48, // 121: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
-	48, // 122: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
-	46, // 123: ferry.plugin.v1.Target.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
-	64, // 124: ferry.plugin.v1.Target.StartTest:output_type -> ferry.plugin.v1.TestVM
-	66, // 125: ferry.plugin.v1.Target.ListTests:output_type -> ferry.plugin.v1.ListTestsResponse
-	26, // 126: ferry.plugin.v1.Target.OpenTestDisk:output_type -> ferry.plugin.v1.DiskHandle
-	5,  // 127: ferry.plugin.v1.Target.StopTest:output_type -> ferry.plugin.v1.Empty
-	70, // 128: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
-	72, // 129: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
-	75, // 130: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
-	5,  // 131: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
-	91, // [91:132] is the sub-list for method output_type
-	50, // [50:91] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	83, // 47: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
+	74, // 48: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
+	73, // 49: ferry.plugin.v1.GetMessage.file:type_name -> ferry.plugin.v1.ObjectFile
+	74, // 50: ferry.plugin.v1.ObjectFile.info:type_name -> ferry.plugin.v1.ObjectInfo
+	74, // 51: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
+	5,  // 52: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
+	17, // 53: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
+	19, // 54: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
+	21, // 55: ferry.plugin.v1.Plugin.Stop:input_type -> ferry.plugin.v1.StopRequest
+	27, // 56: ferry.plugin.v1.Disks.Read:input_type -> ferry.plugin.v1.ReadRequest
+	29, // 57: ferry.plugin.v1.Disks.Write:input_type -> ferry.plugin.v1.WriteMessage
+	32, // 58: ferry.plugin.v1.Disks.Sync:input_type -> ferry.plugin.v1.SyncDiskRequest
+	33, // 59: ferry.plugin.v1.Disks.Prepare:input_type -> ferry.plugin.v1.PrepareRequest
+	31, // 60: ferry.plugin.v1.Disks.Close:input_type -> ferry.plugin.v1.CloseDiskRequest
+	5,  // 61: ferry.plugin.v1.Source.ListVMs:input_type -> ferry.plugin.v1.Empty
+	36, // 62: ferry.plugin.v1.Source.DescribeVM:input_type -> ferry.plugin.v1.VMRequest
+	39, // 63: ferry.plugin.v1.Source.CreateSnapshot:input_type -> ferry.plugin.v1.CreateSnapshotRequest
+	40, // 64: ferry.plugin.v1.Source.RemoveSnapshot:input_type -> ferry.plugin.v1.SnapshotRequest
+	36, // 65: ferry.plugin.v1.Source.ListSnapshots:input_type -> ferry.plugin.v1.VMRequest
+	42, // 66: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
+	44, // 67: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
+	5,  // 68: ferry.plugin.v1.Source.ListTags:input_type -> ferry.plugin.v1.Empty
+	45, // 69: ferry.plugin.v1.Source.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
+	5,  // 70: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
+	50, // 71: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
+	51, // 72: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	5,  // 73: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
+	51, // 74: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	53, // 75: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
+	55, // 76: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
+	51, // 77: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
+	57, // 78: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
+	58, // 79: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
+	62, // 80: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
+	51, // 81: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	51, // 82: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	68, // 83: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
+	45, // 84: ferry.plugin.v1.Target.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
+	63, // 85: ferry.plugin.v1.Target.StartTest:input_type -> ferry.plugin.v1.StartTestRequest
+	5,  // 86: ferry.plugin.v1.Target.ListTests:input_type -> ferry.plugin.v1.Empty
+	67, // 87: ferry.plugin.v1.Target.OpenTestDisk:input_type -> ferry.plugin.v1.OpenTestDiskRequest
+	65, // 88: ferry.plugin.v1.Target.StopTest:input_type -> ferry.plugin.v1.TestRequest
+	69, // 89: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
+	71, // 90: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
+	75, // 91: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
+	77, // 92: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
+	16, // 93: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
+	18, // 94: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
+	20, // 95: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
+	5,  // 96: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
+	28, // 97: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
+	30, // 98: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
+	5,  // 99: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
+	5,  // 100: ferry.plugin.v1.Disks.Prepare:output_type -> ferry.plugin.v1.Empty
+	5,  // 101: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
+	34, // 102: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
+	24, // 103: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
+	37, // 104: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
+	5,  // 105: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
+	41, // 106: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
+	43, // 107: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
+	26, // 108: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
+	35, // 109: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
+	46, // 110: ferry.plugin.v1.Source.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
+	47, // 111: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
+	48, // 112: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
+	48, // 113: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
+	52, // 114: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
+	5,  // 115: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
+	26, // 116: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
+	54, // 117: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
+	56, // 118: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
+	5,  // 119: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
+	26, // 120: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
+	48, // 121: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
+	48, // 122: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
+	48, // 123: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
+	48, // 124: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
+	46, // 125: ferry.plugin.v1.Target.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
+	64, // 126: ferry.plugin.v1.Target.StartTest:output_type -> ferry.plugin.v1.TestVM
+	66, // 127: ferry.plugin.v1.Target.ListTests:output_type -> ferry.plugin.v1.ListTestsResponse
+	26, // 128: ferry.plugin.v1.Target.OpenTestDisk:output_type -> ferry.plugin.v1.DiskHandle
+	5,  // 129: ferry.plugin.v1.Target.StopTest:output_type -> ferry.plugin.v1.Empty
+	70, // 130: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
+	72, // 131: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
+	76, // 132: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
+	5,  // 133: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
+	93, // [93:134] is the sub-list for method output_type
+	52, // [52:93] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_ferry_plugin_v1_plugin_proto_init() }
@@ -5515,6 +5622,7 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 	file_ferry_plugin_v1_plugin_proto_msgTypes[68].OneofWrappers = []any{
 		(*GetMessage_Info)(nil),
 		(*GetMessage_Data)(nil),
+		(*GetMessage_File)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -5522,7 +5630,7 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_plugin_v1_plugin_proto_rawDesc), len(file_ferry_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   79,
+			NumMessages:   80,
 			NumExtensions: 0,
 			NumServices:   5,
 		},
