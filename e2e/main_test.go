@@ -23,6 +23,7 @@ func TestMain(m *testing.M) {
 	for _, b := range []struct{ out, pkg string }{
 		{"ferry", "../cmd/ferry"},
 		{"ferry-plugin-local", "../plugins/local/cmd/ferry-plugin-local"},
+		{"ferry-plugin-hyperv", "../plugins/hyperv/cmd/ferry-plugin-hyperv"},
 	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg)
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -18,8 +18,12 @@ import (
 // Version is the plugin's version.
 const Version = "0.1.0"
 
-// simPrefix starts the host attribute of a simulated host.
-const simPrefix = "sim:"
+// simPrefix starts the host attribute of a simulated host, and
+// simClusterPrefix that of a simulated failover cluster.
+const (
+	simPrefix        = "sim:"
+	simClusterPrefix = "simcluster:"
+)
 
 // Plugin returns what ferry-plugin-hyperv serves: a source and a target of
 // type "hyperv".
@@ -87,7 +91,9 @@ const MaxRestorePoints = 48
 const hostDoc = `The Hyper-V host: "." (or "localhost") for the host the plugin runs on, ` +
 	`which is how it is meant to run (on the Hyper-V host, beside a ferry proxy); ` +
 	`another host is refused (run a ferry proxy on it and use "." there); ` +
-	`or "sim:DIR" (DIR absolute) for the simulated host kept in DIR, for tests and the lab.`
+	`or "sim:DIR" (DIR absolute) for the simulated host kept in DIR, for tests and the lab; ` +
+	`or "simcluster:DIR" for a simulated failover cluster (replicas go to the node with the fewest VMs ` +
+	`as highly available roles, and are found on whichever node owns them).`
 
 func sourceSchema() *schema.Block {
 	return &schema.Block{
@@ -133,6 +139,10 @@ func validate(cfg cty.Value) schema.Diagnostics {
 		if dir := strings.TrimPrefix(v.AsString(), simPrefix); !filepath.IsAbs(dir) {
 			diags.Errorf(at, "Relative simulated host folder", "%q: the folder after sim: must be absolute", v.AsString())
 		}
+	case strings.HasPrefix(v.AsString(), simClusterPrefix):
+		if dir := strings.TrimPrefix(v.AsString(), simClusterPrefix); !filepath.IsAbs(dir) {
+			diags.Errorf(at, "Relative simulated cluster folder", "%q: the folder after simcluster: must be absolute", v.AsString())
+		}
 	}
 	if cfg.Type().HasAttribute("storage_path") {
 		if sp := cfg.GetAttr("storage_path"); sp.IsKnown() && !sp.IsNull() && sp.AsString() == "" {
@@ -162,6 +172,13 @@ func connect(ctx context.Context, addr string) (host.Host, error) {
 			return nil, fmt.Errorf("simulated host: %w", err)
 		}
 		return simhost.Open(dir)
+	}
+	if dir, ok := strings.CutPrefix(addr, simClusterPrefix); ok {
+		c, err := simhost.OpenCluster(dir)
+		if err != nil {
+			return nil, err
+		}
+		return newClusterHost(c), nil
 	}
 	return connectWMI(ctx, addr)
 }

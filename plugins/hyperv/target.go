@@ -61,6 +61,16 @@ func (t *Target) GetPlacement(ctx context.Context) (*sdk.Placement, error) {
 		return nil, err
 	}
 	p := &sdk.Placement{Hosts: []string{t.h.Name()}, Networks: sw}
+	if ch, ok := t.h.(*clusterHost); ok {
+		nodes, err := ch.up(ctx)
+		if err != nil {
+			return nil, err
+		}
+		p.Hosts = p.Hosts[:0]
+		for _, n := range nodes {
+			p.Hosts = append(p.Hosts, n.Name)
+		}
+	}
 	if t.storage != "" {
 		p.Datastores = []string{t.storage}
 	}
@@ -131,6 +141,12 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	}
 	defer t.lock("name:" + req.Name)()
 	if r, err := t.get(ctx, req.Name); err == nil {
+		if ch, ok := t.h.(*clusterHost); ok && !r.vm.Clustered {
+			// Made, but not a role yet: creation stopped in between.
+			if err := ch.makeHighlyAvailable(ctx, r.vm.ID); err != nil {
+				return nil, fmt.Errorf("replica %q: %w", req.Name, err)
+			}
+		}
 		if r.meta.Owner.IsZero() && !req.Owner.IsZero() {
 			r.meta.Owner = req.Owner
 			if err := t.save(ctx, r); err != nil {

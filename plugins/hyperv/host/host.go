@@ -100,6 +100,34 @@ type Host interface {
 	DiskChanges(ctx context.Context, vm, checkpoint string, disk int, since string, fn func([]Extent) error) error
 }
 
+// Cluster is a Hyper-V failover cluster as the plugin needs it: its nodes,
+// each a Host that sees the VMs registered on it, and the highly
+// available roles that keep a VM running on another node when its node
+// fails (root\MSCluster). The VMs' files are on storage every node
+// reaches (Cluster Shared Volumes). Errors carry an errdefs class as
+// Host's do; a node that is down answers ErrUnavailable.
+type Cluster interface {
+	// Name names the cluster for messages and placement.
+	Name() string
+	// Local reports whether the VMs' files are on this machine's file
+	// system (Host.Local).
+	Local() bool
+	// Nodes lists the cluster's nodes (MSCluster_Node) in a stable order.
+	Nodes(ctx context.Context) ([]Node, error)
+	// Node returns the Hyper-V host of a node.
+	Node(name string) Host
+	// AddVMRole makes a VM registered on node a highly available role of
+	// the cluster (MSCluster_ResourceGroup.CreateGroup, then
+	// AddVirtualMachine). A VM that is one already is left as it is.
+	AddVMRole(ctx context.Context, node, vm string) error
+}
+
+// Node is a node of a cluster.
+type Node struct {
+	Name string
+	Up   bool // MSCluster_Node.State is up
+}
+
 // VM is a virtual machine of the host and its current settings.
 type VM struct {
 	ID         string // the VM's GUID (Msvm_ComputerSystem.Name)
@@ -118,6 +146,9 @@ type VM struct {
 	NICs        []NIC
 	// Dir is the folder holding the VM's configuration and its new disks.
 	Dir string
+	// Clustered says the VM is a highly available role of the host's
+	// failover cluster (MSCluster_ResourceGroup of type Virtual Machine).
+	Clustered bool
 }
 
 // Disk is a virtual hard disk attached to the VM.

@@ -51,7 +51,8 @@ func (h *Host) CreateVM(ctx context.Context, spec host.VMSpec) (*host.VM, error)
 	}
 	defer l.Release()
 	s := &vmState{ID: newID(), Name: spec.Name, Created: h.now().UTC(), Generation: spec.Generation, CPUs: spec.CPUs,
-		MemoryMiB: spec.MemoryMiB, SecureBoot: spec.SecureBoot, TPM: spec.TPM, Notes: spec.Notes, Files: map[string]fileRec{}}
+		MemoryMiB: spec.MemoryMiB, SecureBoot: spec.SecureBoot, TPM: spec.TPM, Notes: spec.Notes, Files: map[string]fileRec{},
+		Node: h.node}
 	dir := h.vmDir(s.ID)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create vm %q: %w", spec.Name, err)

@@ -2,7 +2,9 @@
 // any OS, with VMs as folders and their disks as VHDX and AVHDX files
 // written with sdk/disk/vhdx. It is for the Hyper-V plugin's tests and for
 // the lab, as govmomi's vcsim is for vSphere; it is not Hyper-V and proves
-// nothing about WMI. The plugin selects it with host = "sim:DIR".
+// nothing about WMI. The plugin selects it with host = "sim:DIR", and a
+// simulated failover cluster (Cluster: nodes sharing one such folder, with
+// roles that move between them) with host = "simcluster:DIR".
 //
 // # Layout
 //

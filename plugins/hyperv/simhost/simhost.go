@@ -28,6 +28,11 @@ type Host struct {
 	// step, when set, is called at the named steps of a change (tests kill
 	// the process there to prove crash safety). Nil in the plugin.
 	step func(name string)
+	// cluster and node, when set, make this host one node of a simulated
+	// cluster (see Cluster): it sees the VMs registered on it alone, and
+	// answers ErrUnavailable while the node is down.
+	cluster *Cluster
+	node    string
 }
 
 var _ host.Host = (*Host)(nil)
@@ -73,8 +78,24 @@ func (h *Host) Name() string { return "sim:" + h.dir }
 func (h *Host) Local() bool { return true }
 
 func (h *Host) lock(ctx context.Context) (*filelock.Lock, error) {
+	if err := h.gate(); err != nil {
+		return nil, err
+	}
 	return filelock.Acquire(ctx, filepath.Join(h.dir, ".lock"))
 }
+
+// gate refuses every call to a node of a simulated cluster while the node
+// is down, as an unreachable host would.
+func (h *Host) gate() error {
+	if h.cluster == nil {
+		return nil
+	}
+	return h.cluster.reachable(h.node)
+}
+
+// sees reports whether the VM is this host's: on a cluster node, one
+// registered on the node.
+func (h *Host) sees(s *vmState) bool { return h.cluster == nil || s.Node == h.node }
 
 func (h *Host) hit(step string) {
 	if h.step != nil {
@@ -85,6 +106,9 @@ func (h *Host) hit(step string) {
 // Switches lists the virtual switches.
 func (h *Host) Switches(ctx context.Context) ([]string, error) {
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := h.gate(); err != nil {
 		return nil, err
 	}
 	var c hostConfig
@@ -129,6 +153,11 @@ type vmState struct {
 	Checkpoints []checkpointState  `json:"checkpoints,omitempty"`
 	RefPoints   []refPointState    `json:"reference_points,omitempty"`
 	Files       map[string]fileRec `json:"files"` // every disk file of the VM, by name
+	// Node is the cluster node the VM is registered on ("" on a host of
+	// its own); Clustered makes it a highly available role of the
+	// cluster, which moves to another node when its node goes down.
+	Node      string `json:"node,omitempty"`
+	Clustered bool   `json:"clustered,omitempty"`
 }
 
 type diskState struct {
@@ -200,8 +229,14 @@ func (h *Host) writeVM(s *vmState) error {
 
 // find returns the state of a VM by id or name.
 func (h *Host) find(vm string) (*vmState, error) {
+	if err := h.gate(); err != nil {
+		return nil, err
+	}
 	if validID(vm) {
 		s, err := h.readVM(vm)
+		if err == nil && !h.sees(s) {
+			return nil, fmt.Errorf("vm %q is registered on node %s, not %s: %w", vm, s.Node, h.node, errdefs.ErrNotFound)
+		}
 		if err == nil || !errors.Is(err, errdefs.ErrNotFound) {
 			return s, err
 		}
@@ -240,7 +275,9 @@ func (h *Host) all() ([]*vmState, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, s)
+		if h.sees(s) {
+			out = append(out, s)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].Created.Equal(out[j].Created) {
@@ -254,6 +291,9 @@ func (h *Host) all() ([]*vmState, error) {
 // ListVMs lists every VM, oldest first.
 func (h *Host) ListVMs(ctx context.Context) ([]host.VM, error) {
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := h.gate(); err != nil {
 		return nil, err
 	}
 	all, err := h.all()
@@ -286,7 +326,7 @@ func (h *Host) GetVM(ctx context.Context, vm string) (*host.VM, error) {
 func (h *Host) describe(s *vmState) (*host.VM, error) {
 	v := &host.VM{ID: s.ID, Name: s.Name, Generation: s.Generation, CPUs: s.CPUs, MemoryMiB: s.MemoryMiB,
 		SecureBoot: s.SecureBoot, TPM: s.TPM, Running: s.Running, GuestBackup: s.GuestBackup, Notes: s.Notes,
-		Dir: h.vmDir(s.ID)}
+		Dir: h.vmDir(s.ID), Clustered: s.Clustered}
 	for _, d := range s.Disks {
 		p := filepath.Join(v.Dir, d.File)
 		size, err := diskSize(p)
