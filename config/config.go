@@ -180,8 +180,11 @@ type Job struct {
 	Retention            Retention
 	NetworkMap           []NetworkMapping
 	ReIP                 []ReIPRule
-	Transfer             Transfer
-	Retry                Retry
+	// ReplicaMappings name VMs the target has as the replicas of VMs of
+	// the job (replica_mapping blocks).
+	ReplicaMappings []ReplicaMapping
+	Transfer        Transfer
+	Retry           Retry
 
 	// Body is the job's body, for pointing at its parts in later
 	// diagnostics (see PathRange).
@@ -200,10 +203,14 @@ func (j *Job) Selects() bool { return len(j.Selectors) > 0 || len(j.Exclude) > 0
 const DefaultReplicaSuffix = "_replica"
 
 // ReplicaName names the replica of the VM that entry (a name, an inventory
-// path or an id in vms, or a selected VM's key) stands for: the VM's own
-// name, as the source describes it, with the job's suffix. The entry is
-// the fallback for a source that reports no name.
+// path or an id in vms, or a selected VM's key) stands for: the VM of the
+// target a replica_mapping names for it, else the VM's own name, as the
+// source describes it, with the job's suffix. The entry is the fallback
+// for a source that reports no name.
 func (j *Job) ReplicaName(entry, vmName string) string {
+	if name, ok := j.Mapped(entry); ok {
+		return name // a VM the target has, named as it is
+	}
 	if vmName == "" {
 		vmName = entry
 	}

@@ -37,6 +37,7 @@ var jobSchema = &hcl.BodySchema{
 		{Type: "re_ip"},
 		{Type: "transfer"},
 		{Type: "retry"},
+		{Type: "replica_mapping"},
 	},
 }
 
@@ -140,6 +141,7 @@ func (l *loader) decodeJob(b *hcl.Block) *Job {
 	var retention, transfer, retry *hcl.Block
 	fromSeen := map[string]hcl.Range{}
 	subnetSeen := map[netip.Prefix]hcl.Range{}
+	mappedVM, mappedReplica := map[string]hcl.Range{}, map[string]hcl.Range{}
 	for _, blk := range content.Blocks {
 		switch blk.Type {
 		case "retention":
@@ -162,9 +164,14 @@ func (l *loader) decodeJob(b *hcl.Block) *Job {
 			if r, ok := l.reIP(blk, subnetSeen); ok {
 				j.ReIP = append(j.ReIP, r)
 			}
+		case "replica_mapping":
+			if m, ok := l.replicaMapping(j, blk, mappedVM, mappedReplica); ok {
+				j.ReplicaMappings = append(j.ReplicaMappings, m)
+			}
 		}
 	}
 	l.checkSelectors(j)
+	l.checkMappings(j)
 	l.checkRetentionLimit(j)
 	return j
 }

@@ -331,6 +331,15 @@ func (r *remoteTarget) CreateReplica(ctx context.Context, req ReplicaRequest) (*
 	return r.replica(r.rpc.CreateReplica(ctx, &pb.CreateReplicaRequest{Name: req.Name, Vm: vmToProto(&req.VM), NetworkMap: netMapToProto(req.NetworkMap), Owner: ownerToProto(req.Owner)}))
 }
 
+var _ ReplicaMapper = (*remoteTarget)(nil)
+
+// MapReplica implements ReplicaMapper. A plugin built before protocol
+// 1.7, or a target without the MapReplicas capability, answers
+// errdefs.ErrUnimplemented; hosts check the capability first.
+func (r *remoteTarget) MapReplica(ctx context.Context, req ReplicaRequest) (*Replica, error) {
+	return r.replica(r.rpc.MapReplica(ctx, &pb.CreateReplicaRequest{Name: req.Name, Vm: vmToProto(&req.VM), NetworkMap: netMapToProto(req.NetworkMap), Owner: ownerToProto(req.Owner)}))
+}
+
 func (r *remoteTarget) GetReplica(ctx context.Context, replica string) (*Replica, error) {
 	return r.replica(r.rpc.GetReplica(ctx, &pb.ReplicaRequest{Replica: replica}))
 }

@@ -136,6 +136,25 @@ type Repository interface {
 	Delete(ctx context.Context, key string, ifGeneration int64) error
 }
 
+// ReplicaMapper is implemented by a Target with the MapReplicas
+// capability: it makes a VM it already has (restored from a backup, an
+// old copy, a seed) the replica of a source VM, so that the first run
+// compares the two block by block and sends only what differs, never a
+// full copy.
+type ReplicaMapper interface {
+	// MapReplica makes the VM named req.Name, which must exist and be no
+	// replica, the replica req describes: its disks keep their content,
+	// its description becomes req.VM's as CreateReplica's would (with
+	// req.NetworkMap applied), and it has no restore point yet. Its disks
+	// must be req.VM's, as many and of the same capacities, in order;
+	// otherwise it is refused with errdefs.ErrFailedPrecondition naming
+	// what differs. A VM that is gone is errdefs.ErrNotFound. Mapping a
+	// VM that is the replica req describes already returns it; one that
+	// is another replica is errdefs.ErrAlreadyExists. A MapReplica that
+	// was interrupted is finished by the next.
+	MapReplica(ctx context.Context, req ReplicaRequest) (*Replica, error)
+}
+
 // ObjectLocator is a Repository whose objects each lie whole in a file
 // (the direct lane of repository objects, protocol minor 6). A host on the
 // same machine as the plugin reads such an object itself with one read

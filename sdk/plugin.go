@@ -17,10 +17,11 @@ import (
 // 3 added ProbeTransport (TransportProber); minor 4 added Prepare, the
 // direct lane of replica disks that keep restore points (WritePreparer);
 // minor 5 added test failover (TestFailoverer); minor 6 the direct lane of
-// repository objects (ObjectLocator).
+// repository objects (ObjectLocator); minor 7 replica mapping
+// (ReplicaMapper).
 const (
 	ProtocolMajor = 1
-	ProtocolMinor = 6
+	ProtocolMinor = 7
 )
 
 // Plugin is what a plugin binary serves: its name, version and components,

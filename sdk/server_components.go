@@ -223,6 +223,16 @@ func (ts *targetService) CreateReplica(ctx context.Context, req *pb.CreateReplic
 	})
 }
 
+func (ts *targetService) MapReplica(ctx context.Context, req *pb.CreateReplicaRequest) (*pb.Replica, error) {
+	return ts.replicaCall(ctx, func(t Target) (*Replica, error) {
+		m, ok := t.(ReplicaMapper)
+		if !ok {
+			return nil, fmt.Errorf("target of plugin %s cannot map replicas onto existing VMs: %w", ts.s.p.Name, errdefs.ErrUnimplemented)
+		}
+		return m.MapReplica(ctx, ReplicaRequest{Name: req.GetName(), VM: vmFromProto(req.GetVm()), NetworkMap: netMapFromProto(req.GetNetworkMap()), Owner: ownerFromProto(req.GetOwner())})
+	})
+}
+
 func (ts *targetService) GetReplica(ctx context.Context, req *pb.ReplicaRequest) (*pb.Replica, error) {
 	return ts.replicaCall(ctx, func(t Target) (*Replica, error) { return t.GetReplica(ctx, req.GetReplica()) })
 }

@@ -26,6 +26,7 @@ type Capabilities struct {
 	Folders        bool // a Source reports each VM's inventory folder (VM.Folder)
 	Tags           bool // a Source reports each VM's tags (VM.Tags) and lists its tags (TagLister)
 	TestFailover   bool // a Target starts test VMs from restore points (TestFailoverer)
+	MapReplicas    bool // a Target makes a VM it has the replica of a source VM (ReplicaMapper)
 }
 
 // Limits are bounds a component cannot go beyond. ferry checks them when it

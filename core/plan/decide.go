@@ -97,6 +97,10 @@ type Decision struct {
 	// it (a catalog moved aside, a first run killed before its record);
 	// the run records it with its restore points.
 	TakeOver bool
+	// Map (with VerdictCreate): the job maps the VM onto a VM the target
+	// has, ReplicaName, which becomes the replica instead of an empty new
+	// one; every block is compared with it.
+	Map bool
 	// Disks are the VM's disks in the source's order, each with its mode
 	// (for VerdictCreate and VerdictIncremental).
 	Disks []DiskDecision
@@ -144,6 +148,7 @@ const (
 	WhyIndependent    = "independent (VM snapshots do not capture it)"
 	WhyAppearedLate   = "the disk appeared after the VM was described"
 	WhyNoRestorePoint = "the replica has no restore point yet"
+	WhyMapped         = "the replica is a VM the target had (replica_mapping): every block is compared with it"
 )
 
 // FallBack records that the run moves the disk another way than decided
@@ -243,6 +248,7 @@ func Decide(f Facts) Decision {
 	switch {
 	case !exists:
 		d.Verdict = VerdictCreate
+		_, d.Map = f.Job.Mapped(f.Key)
 	case state == sdk.ReplicaFailedOver:
 		d.Verdict, d.state, d.failover = VerdictSkip, state, failoverPoint
 		return d
@@ -252,19 +258,20 @@ func Decide(f Facts) Decision {
 	default:
 		d.Verdict = VerdictIncremental
 	}
-	d.Disks = decideDisks(f, d.Verdict == VerdictCreate, d.Retire != "")
+	d.Disks = decideDisks(f, d.Verdict == VerdictCreate, d.Map, d.Retire != "")
 	if d.Verdict == VerdictIncremental {
 		d.Drop = drops(f.Points, f.Job.Retention.RestorePoints, failoverPoint)
 	}
 	return d
 }
 
-// decideDisks decides each disk's mode: a replica made now is filled; an
-// existing one without restore points, or not the one the catalog knows,
-// has every block compared; else change tracking since the change id the
-// newest point recorded for the disk, when the source tracks changes and
-// the point has one, or digests.
-func decideDisks(f Facts, create, replaced bool) []DiskDecision {
+// decideDisks decides each disk's mode: a replica made now is filled,
+// unless it is mapped onto a VM the target has, whose every block is
+// compared; an existing one without restore points, or not the one the
+// catalog knows, has every block compared; else change tracking since the
+// change id the newest point recorded for the disk, when the source
+// tracks changes and the point has one, or digests.
+func decideDisks(f Facts, create, mapped, replaced bool) []DiskDecision {
 	old := map[int]int64{}
 	if f.Record != nil && !create {
 		for _, d := range f.Record.Disks {
@@ -290,6 +297,8 @@ func decideDisks(f Facts, create, replaced bool) []DiskDecision {
 		switch {
 		case disk.Independent && !f.Job.CopyIndependentDisks:
 			dd.Skip, dd.Why = true, WhyIndependent
+		case mapped:
+			dd.Mode, dd.Why = catalog.ModeDigest, WhyMapped
 		case create:
 			dd.Mode = catalog.ModeFull
 		case len(f.Points) == 0:

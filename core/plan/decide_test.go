@@ -63,6 +63,8 @@ func TestDecide(t *testing.T) {
 	}
 	copying := *job
 	copying.CopyIndependentDisks = true
+	mapping := *job
+	mapping.ReplicaMappings = []config.ReplicaMapping{{VM: "web-01", Replica: "web-restored"}}
 	tracks, blind := &sdk.Capabilities{ChangeTracking: true}, &sdk.Capabilities{}
 	web := &sdk.VM{ID: "vm-1", Name: "web-01", Disks: []sdk.Disk{{Index: 0, Capacity: 8 << 20}, {Index: 1, Capacity: 4 << 20}}}
 	indep := &sdk.VM{ID: "vm-1", Name: "web-01", Disks: []sdk.Disk{{Index: 0, Capacity: 8 << 20}, {Index: 1, Capacity: 4 << 20, Independent: true}}}
@@ -100,6 +102,7 @@ func TestDecide(t *testing.T) {
 		retire   string // a part of Retire
 		adopt    bool
 		takeOver bool
+		mapped   string // the replica a mapping makes
 	}{
 		{name: "a first run creates the replica and fills it", f: Facts{Job: job, Key: "web-01", VM: web, Caps: tracks},
 			verdict: VerdictCreate, modes: "full,full", whys: "|"},
@@ -147,6 +150,10 @@ func TestDecide(t *testing.T) {
 			verdict: VerdictFail, refusal: RefusedOtherJobsPoint, class: errdefs.ErrFailedPrecondition},
 		{name: "a replica without owner holding this job's points is adopted", f: Facts{Job: job, Key: "web-01", VM: web, Caps: tracks, Record: record(sdk.ReplicaReady), TargetAsked: true, Replica: replica("r1", sdk.ReplicaReady, sdk.ReplicaOwner{}), Owner: owner, Points: tracked[1:]},
 			verdict: VerdictIncremental, modes: "change-tracking@c2,change-tracking@d2", whys: "|", adopt: true},
+		{name: "a first run maps the replica onto the VM the job names and compares every block", f: Facts{Job: &mapping, Key: "web-01", VM: web, Caps: tracks, TargetAsked: true},
+			verdict: VerdictCreate, modes: "digest,digest", whys: WhyMapped + "|" + WhyMapped, mapped: "web-restored"},
+		{name: "a mapped replica made runs incrementals", f: Facts{Job: &mapping, Key: "web-01", VM: web, Caps: tracks, TargetAsked: true, Replica: replica("r1", sdk.ReplicaReady, owner), Owner: owner, Record: record(sdk.ReplicaReady), Points: tracked},
+			verdict: VerdictIncremental, modes: "change-tracking@c2,change-tracking@d2", whys: "|", drop: "p1"},
 		{name: "a replica the catalog lost is taken over", f: Facts{Job: job, Key: "web-01", VM: web, Caps: tracks, TargetAsked: true, Replica: replica("r1", sdk.ReplicaReady, owner), Owner: owner, Points: three},
 			verdict: VerdictIncremental, modes: "change-tracking@c2,change-tracking@d2", whys: "|", drop: "p0,p1", takeOver: true},
 	}
@@ -181,6 +188,9 @@ func TestDecide(t *testing.T) {
 			}
 			if (tt.retire == "") != (d.Retire == "") || !strings.Contains(d.Retire, tt.retire) {
 				t.Errorf("retire %q, want one saying %q", d.Retire, tt.retire)
+			}
+			if d.Map != (tt.mapped != "") || tt.mapped != "" && d.ReplicaName != tt.mapped {
+				t.Errorf("map %v onto %q, want a mapping onto %q", d.Map, d.ReplicaName, tt.mapped)
 			}
 			if d.Adopt != tt.adopt || d.TakeOver != tt.takeOver {
 				t.Errorf("adopt %v, take over %v; want %v, %v", d.Adopt, d.TakeOver, tt.adopt, tt.takeOver)

@@ -44,6 +44,7 @@ type decisionJSON struct {
 	Refusal  Refusal       `json:"refusal,omitempty"` // why it fails
 	Replica  string        `json:"replica,omitempty"`
 	Adopt    bool          `json:"adopt,omitempty"`
+	Map      bool          `json:"map,omitempty"`
 	Retire   string        `json:"retire,omitempty"`
 	TakeOver bool          `json:"take_over,omitempty"`
 	Disks    []diskJSON    `json:"disks,omitempty"`
@@ -77,7 +78,7 @@ func decisionsTo(vms []Decision) *decisionsJSON {
 	}
 	out := &decisionsJSON{Version: DecisionsVersion, VMs: make([]decisionJSON, 0, len(vms))}
 	for _, d := range vms {
-		dj := decisionJSON{VM: d.VM, Verdict: d.Verdict, Refusal: d.Refusal, Replica: d.ReplicaName, Adopt: d.Adopt, Retire: d.Retire, TakeOver: d.TakeOver}
+		dj := decisionJSON{VM: d.VM, Verdict: d.Verdict, Refusal: d.Refusal, Replica: d.ReplicaName, Adopt: d.Adopt, Map: d.Map, Retire: d.Retire, TakeOver: d.TakeOver}
 		for _, k := range d.Disks {
 			dj.Disks = append(dj.Disks, diskJSON(k))
 		}
@@ -95,7 +96,7 @@ func decisionsFrom(in *decisionsJSON) []Decision {
 	}
 	var out []Decision
 	for _, dj := range in.VMs {
-		d := Decision{VM: dj.VM, Verdict: dj.Verdict, Refusal: dj.Refusal, ReplicaName: dj.Replica, Adopt: dj.Adopt, Retire: dj.Retire, TakeOver: dj.TakeOver}
+		d := Decision{VM: dj.VM, Verdict: dj.Verdict, Refusal: dj.Refusal, ReplicaName: dj.Replica, Adopt: dj.Adopt, Map: dj.Map, Retire: dj.Retire, TakeOver: dj.TakeOver}
 		for _, k := range dj.Disks {
 			d.Disks = append(d.Disks, DiskDecision(k))
 		}

@@ -249,6 +249,15 @@ func (p *Plan) render(d Decision, catalogPoints []Point, by []string, add func(A
 		}
 		return
 	}
+	if d.Verdict == VerdictCreate && d.Map {
+		var total int64
+		for _, dd := range d.Disks {
+			total += dd.Capacity
+		}
+		add(Create, name, -1, "map the replica onto VM %s on %s (replica_mapping): %s, %s; the first run compares every block with it and sends only what differs",
+			d.ReplicaName, target, plural(len(d.Disks), "disk"), Human(total))
+		return
+	}
 	if d.Verdict == VerdictCreate {
 		var total int64
 		for _, dd := range d.Disks {

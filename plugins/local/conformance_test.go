@@ -95,6 +95,7 @@ func TestConformanceTarget(t *testing.T) {
 		Capabilities:    Plugin().Targets["local"].Capabilities,
 		IsolatedNetwork: DefaultIsolatedNetwork,
 		WriteTest:       writeTestDisk(root),
+		MakeVM:          makePlainVM(root),
 		Crash: func(t *testing.T) {
 			cur.crashForTest()
 			if cur, err = NewTarget(root); err != nil {
@@ -131,6 +132,7 @@ func TestConformanceTargetOverWire(t *testing.T) {
 				Capabilities:    p.Capabilities,
 				IsolatedNetwork: "lab-bubble",
 				WriteTest:       writeTestDisk(root),
+				MakeVM:          makePlainVM(root),
 			})
 		})
 	}
@@ -239,6 +241,25 @@ func TestPreparedWritesLandInOrder(t *testing.T) {
 }
 
 // writeTestDisk writes into a test VM's disk file as its guest would.
+// makePlainVM makes a VM that is no replica in the target's folder, as
+// `ferry-plugin-local vm create` does, with disks holding disks.
+func makePlainVM(root string) func(t *testing.T, name string, disks [][]byte) {
+	return func(t *testing.T, name string, disks [][]byte) {
+		var sizes []int64
+		for _, d := range disks {
+			sizes = append(sizes, int64(len(d)))
+		}
+		if _, err := newSite(root).createVM(context.Background(), VMSpec{Name: name, Disks: sizes}); err != nil {
+			t.Fatal(err)
+		}
+		for i, d := range disks {
+			if err := os.WriteFile(diskFile(filepath.Join(root, name), i), d, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 func writeTestDisk(root string) func(t *testing.T, id string, disk int, off int64, data []byte) {
 	return func(t *testing.T, id string, disk int, off int64, data []byte) {
 		f, err := os.OpenFile(diskFile(filepath.Join(root, testsDirName, id), disk), os.O_RDWR, 0)

@@ -77,6 +77,10 @@ func killAtStep(root, spec string) error {
 		if _, err := tgt.CommitFailover(ctx, "k"); err != nil {
 			return err
 		}
+	case "map":
+		if _, err := tgt.MapReplica(ctx, mapRequest()); err != nil {
+			return err
+		}
 	case "settle":
 		// Any call that locks the replica settles what a kill left.
 		if rd, err := tgt.OpenRestorePointDisk(ctx, "k", "", 0); err == nil {

@@ -41,7 +41,7 @@ func Plugin() *sdk.Plugin {
 		Targets: map[string]sdk.Component[sdk.Target]{
 			"local": {
 				Schema:       targetSchema(),
-				Capabilities: sdk.Capabilities{ReIP: true, DirectData: true, TestFailover: true},
+				Capabilities: sdk.Capabilities{ReIP: true, DirectData: true, TestFailover: true, MapReplicas: true},
 				Validate:     validatePath,
 				New: func(ctx context.Context, cfg cty.Value) (sdk.Target, error) {
 					path, err := decodePath(cfg)

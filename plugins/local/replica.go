@@ -497,6 +497,9 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 			return nil, fmt.Errorf("create replica %q: %s holds a VM that is not a replica: %w", req.Name, dir, errdefs.ErrAlreadyExists)
 		}
 	}
+	if _, err := os.Stat(mappingPath(dir)); err == nil {
+		return nil, fmt.Errorf("create replica %q: a mapping of the VM in %s onto a replica was interrupted; run the job that maps it again: %w", req.Name, dir, errdefs.ErrFailedPrecondition)
+	}
 	// .replica first: a folder with it and no replica.json is a creation
 	// to redo, never someone else's VM.
 	if err := mkdirDurable(filepath.Join(replicaMeta(dir), "current")); err != nil {

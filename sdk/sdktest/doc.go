@@ -102,7 +102,12 @@
 // point: ErrFailedPrecondition; a bad id: ErrInvalidArgument; unknown
 // replica or point: ErrNotFound; unmapped NICs without an isolated
 // network: ErrFailedPrecondition; nothing left behind; a failover and
-// its undo leave a running test alone), CrashKeepsPoints,
+// its undo leave a running test alone), MapReplica (with the capability
+// and TargetFixture.MakeVM: a VM that is no replica becomes one, keeps
+// its content, has no point, takes points; mapping again returns it),
+// MapReplicaRefusals (a disk fewer or larger: ErrFailedPrecondition and
+// no replica; no such VM: ErrNotFound; another replica:
+// ErrAlreadyExists), CrashKeepsPoints,
 // SyncedWritesSurviveCrash (writes before Sync are in the working state,
 // after a crash when the fixture can crash), Cancel, Stop.
 //

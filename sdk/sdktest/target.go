@@ -50,6 +50,10 @@ type TargetFixture struct {
 	// WriteTest, when set, writes into a test VM's disk as its guest
 	// would, for the check that a test's writes never reach the replica.
 	WriteTest func(t *testing.T, id string, disk int, off int64, data []byte)
+	// MakeVM makes a VM on the target that is no replica, named name, with
+	// a disk holding each of disks, for the checks of a target with the
+	// MapReplicas capability (which then require it).
+	MakeVM func(t *testing.T, name string, disks [][]byte)
 }
 
 // DefaultVM is the VM TargetFixture uses when it names none: two small
@@ -107,6 +111,8 @@ func RunTarget(t *testing.T, fx TargetFixture) {
 		{"CommitFailover", (*targetCheck).commitFailover},
 		{"TestFailover", (*targetCheck).testFailover},
 		{"TestFailoverRefusals", (*targetCheck).testFailoverRefusals},
+		{"MapReplica", (*targetCheck).mapReplica},
+		{"MapReplicaRefusals", (*targetCheck).mapReplicaRefusals},
 		{"CrashKeepsPoints", (*targetCheck).crash},
 		{"SyncedWritesSurviveCrash", (*targetCheck).syncedWrites},
 		{"Cancel", (*targetCheck).cancel},

@@ -823,7 +823,10 @@ type Capabilities struct {
 	// points in an isolated network (StartTest, ListTests, OpenTestDisk,
 	// StopTest), leaving the replica and its points alone. Since protocol
 	// 1.5.
-	TestFailover  bool `protobuf:"varint,7,opt,name=test_failover,json=testFailover,proto3" json:"test_failover,omitempty"`
+	TestFailover bool `protobuf:"varint,7,opt,name=test_failover,json=testFailover,proto3" json:"test_failover,omitempty"`
+	// map_replicas: the target makes a VM it has (not a replica) the
+	// replica of a source VM (MapReplica). Since protocol 1.7.
+	MapReplicas   bool `protobuf:"varint,8,opt,name=map_replicas,json=mapReplicas,proto3" json:"map_replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -903,6 +906,13 @@ func (x *Capabilities) GetTags() bool {
 func (x *Capabilities) GetTestFailover() bool {
 	if x != nil {
 		return x.TestFailover
+	}
+	return false
+}
+
+func (x *Capabilities) GetMapReplicas() bool {
+	if x != nil {
+		return x.MapReplicas
 	}
 	return false
 }
@@ -4985,7 +4995,7 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x13NESTING_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06SINGLE\x10\x01\x12\b\n" +
-	"\x04LIST\x10\x02\"\xda\x01\n" +
+	"\x04LIST\x10\x02\"\xfd\x01\n" +
 	"\fCapabilities\x12'\n" +
 	"\x0fchange_tracking\x18\x01 \x01(\bR\x0echangeTracking\x12\x1f\n" +
 	"\vdirect_data\x18\x02 \x01(\bR\n" +
@@ -4994,7 +5004,8 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x05re_ip\x18\x04 \x01(\bR\x04reIp\x12\x18\n" +
 	"\afolders\x18\x05 \x01(\bR\afolders\x12\x12\n" +
 	"\x04tags\x18\x06 \x01(\bR\x04tags\x12#\n" +
-	"\rtest_failover\x18\a \x01(\bR\ftestFailover\"q\n" +
+	"\rtest_failover\x18\a \x01(\bR\ftestFailover\x12!\n" +
+	"\fmap_replicas\x18\b \x01(\bR\vmapReplicas\"q\n" +
 	"\x06Limits\x12,\n" +
 	"\x12max_restore_points\x18\x01 \x01(\rR\x10maxRestorePoints\x129\n" +
 	"\x19max_restore_points_reason\x18\x02 \x01(\tR\x16maxRestorePointsReason\"\xef\x01\n" +
@@ -5330,10 +5341,12 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\fChangedAreas\x12$.ferry.plugin.v1.ChangedAreasRequest\x1a\x1c.ferry.plugin.v1.ExtentBatch0\x01\x12Y\n" +
 	"\x10OpenSnapshotDisk\x12(.ferry.plugin.v1.OpenSnapshotDiskRequest\x1a\x1b.ferry.plugin.v1.DiskHandle\x12E\n" +
 	"\bListTags\x12\x16.ferry.plugin.v1.Empty\x1a!.ferry.plugin.v1.ListTagsResponse\x12a\n" +
-	"\x0eProbeTransport\x12&.ferry.plugin.v1.ProbeTransportRequest\x1a'.ferry.plugin.v1.ProbeTransportResponse2\x8d\f\n" +
+	"\x0eProbeTransport\x12&.ferry.plugin.v1.ProbeTransportRequest\x1a'.ferry.plugin.v1.ProbeTransportResponse2\xdc\f\n" +
 	"\x06Target\x12B\n" +
 	"\fGetPlacement\x12\x16.ferry.plugin.v1.Empty\x1a\x1a.ferry.plugin.v1.Placement\x12P\n" +
-	"\rCreateReplica\x12%.ferry.plugin.v1.CreateReplicaRequest\x1a\x18.ferry.plugin.v1.Replica\x12G\n" +
+	"\rCreateReplica\x12%.ferry.plugin.v1.CreateReplicaRequest\x1a\x18.ferry.plugin.v1.Replica\x12M\n" +
+	"\n" +
+	"MapReplica\x12%.ferry.plugin.v1.CreateReplicaRequest\x1a\x18.ferry.plugin.v1.Replica\x12G\n" +
 	"\n" +
 	"GetReplica\x12\x1f.ferry.plugin.v1.ReplicaRequest\x1a\x18.ferry.plugin.v1.Replica\x12M\n" +
 	"\fListReplicas\x12\x16.ferry.plugin.v1.Empty\x1a%.ferry.plugin.v1.ListReplicasResponse\x12H\n" +
@@ -5532,70 +5545,72 @@ var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	45, // 69: ferry.plugin.v1.Source.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
 	5,  // 70: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
 	50, // 71: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
-	51, // 72: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	5,  // 73: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
-	51, // 74: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	53, // 75: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
-	55, // 76: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
-	51, // 77: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
-	57, // 78: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
-	58, // 79: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
-	62, // 80: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
-	51, // 81: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	51, // 82: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	68, // 83: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
-	45, // 84: ferry.plugin.v1.Target.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
-	63, // 85: ferry.plugin.v1.Target.StartTest:input_type -> ferry.plugin.v1.StartTestRequest
-	5,  // 86: ferry.plugin.v1.Target.ListTests:input_type -> ferry.plugin.v1.Empty
-	67, // 87: ferry.plugin.v1.Target.OpenTestDisk:input_type -> ferry.plugin.v1.OpenTestDiskRequest
-	65, // 88: ferry.plugin.v1.Target.StopTest:input_type -> ferry.plugin.v1.TestRequest
-	69, // 89: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
-	71, // 90: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
-	75, // 91: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
-	77, // 92: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
-	16, // 93: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
-	18, // 94: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
-	20, // 95: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
-	5,  // 96: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
-	28, // 97: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
-	30, // 98: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
-	5,  // 99: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
-	5,  // 100: ferry.plugin.v1.Disks.Prepare:output_type -> ferry.plugin.v1.Empty
-	5,  // 101: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
-	34, // 102: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
-	24, // 103: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
-	37, // 104: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
-	5,  // 105: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
-	41, // 106: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
-	43, // 107: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
-	26, // 108: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
-	35, // 109: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
-	46, // 110: ferry.plugin.v1.Source.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
-	47, // 111: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
-	48, // 112: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
-	48, // 113: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
-	52, // 114: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
-	5,  // 115: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
-	26, // 116: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
-	54, // 117: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
-	56, // 118: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
-	5,  // 119: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
-	26, // 120: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
-	48, // 121: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
-	48, // 122: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
-	48, // 123: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
-	48, // 124: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
-	46, // 125: ferry.plugin.v1.Target.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
-	64, // 126: ferry.plugin.v1.Target.StartTest:output_type -> ferry.plugin.v1.TestVM
-	66, // 127: ferry.plugin.v1.Target.ListTests:output_type -> ferry.plugin.v1.ListTestsResponse
-	26, // 128: ferry.plugin.v1.Target.OpenTestDisk:output_type -> ferry.plugin.v1.DiskHandle
-	5,  // 129: ferry.plugin.v1.Target.StopTest:output_type -> ferry.plugin.v1.Empty
-	70, // 130: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
-	72, // 131: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
-	76, // 132: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
-	5,  // 133: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
-	93, // [93:134] is the sub-list for method output_type
-	52, // [52:93] is the sub-list for method input_type
+	50, // 72: ferry.plugin.v1.Target.MapReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
+	51, // 73: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	5,  // 74: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
+	51, // 75: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	53, // 76: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
+	55, // 77: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
+	51, // 78: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
+	57, // 79: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
+	58, // 80: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
+	62, // 81: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
+	51, // 82: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	51, // 83: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	68, // 84: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
+	45, // 85: ferry.plugin.v1.Target.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
+	63, // 86: ferry.plugin.v1.Target.StartTest:input_type -> ferry.plugin.v1.StartTestRequest
+	5,  // 87: ferry.plugin.v1.Target.ListTests:input_type -> ferry.plugin.v1.Empty
+	67, // 88: ferry.plugin.v1.Target.OpenTestDisk:input_type -> ferry.plugin.v1.OpenTestDiskRequest
+	65, // 89: ferry.plugin.v1.Target.StopTest:input_type -> ferry.plugin.v1.TestRequest
+	69, // 90: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
+	71, // 91: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
+	75, // 92: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
+	77, // 93: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
+	16, // 94: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
+	18, // 95: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
+	20, // 96: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
+	5,  // 97: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
+	28, // 98: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
+	30, // 99: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
+	5,  // 100: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
+	5,  // 101: ferry.plugin.v1.Disks.Prepare:output_type -> ferry.plugin.v1.Empty
+	5,  // 102: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
+	34, // 103: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
+	24, // 104: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
+	37, // 105: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
+	5,  // 106: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
+	41, // 107: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
+	43, // 108: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
+	26, // 109: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
+	35, // 110: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
+	46, // 111: ferry.plugin.v1.Source.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
+	47, // 112: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
+	48, // 113: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
+	48, // 114: ferry.plugin.v1.Target.MapReplica:output_type -> ferry.plugin.v1.Replica
+	48, // 115: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
+	52, // 116: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
+	5,  // 117: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
+	26, // 118: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
+	54, // 119: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
+	56, // 120: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
+	5,  // 121: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
+	26, // 122: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
+	48, // 123: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
+	48, // 124: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
+	48, // 125: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
+	48, // 126: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
+	46, // 127: ferry.plugin.v1.Target.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
+	64, // 128: ferry.plugin.v1.Target.StartTest:output_type -> ferry.plugin.v1.TestVM
+	66, // 129: ferry.plugin.v1.Target.ListTests:output_type -> ferry.plugin.v1.ListTestsResponse
+	26, // 130: ferry.plugin.v1.Target.OpenTestDisk:output_type -> ferry.plugin.v1.DiskHandle
+	5,  // 131: ferry.plugin.v1.Target.StopTest:output_type -> ferry.plugin.v1.Empty
+	70, // 132: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
+	72, // 133: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
+	76, // 134: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
+	5,  // 135: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
+	94, // [94:136] is the sub-list for method output_type
+	52, // [52:94] is the sub-list for method input_type
 	52, // [52:52] is the sub-list for extension type_name
 	52, // [52:52] is the sub-list for extension extendee
 	0,  // [0:52] is the sub-list for field type_name

@@ -960,6 +960,7 @@ var Source_ServiceDesc = grpc.ServiceDesc{
 const (
 	Target_GetPlacement_FullMethodName         = "/ferry.plugin.v1.Target/GetPlacement"
 	Target_CreateReplica_FullMethodName        = "/ferry.plugin.v1.Target/CreateReplica"
+	Target_MapReplica_FullMethodName           = "/ferry.plugin.v1.Target/MapReplica"
 	Target_GetReplica_FullMethodName           = "/ferry.plugin.v1.Target/GetReplica"
 	Target_ListReplicas_FullMethodName         = "/ferry.plugin.v1.Target/ListReplicas"
 	Target_DeleteReplica_FullMethodName        = "/ferry.plugin.v1.Target/DeleteReplica"
@@ -987,6 +988,11 @@ type TargetClient interface {
 	// CreateReplica is idempotent by name: creating an existing replica returns
 	// it.
 	CreateReplica(ctx context.Context, in *CreateReplicaRequest, opts ...grpc.CallOption) (*Replica, error)
+	// MapReplica makes the VM the request names, which the target has and
+	// which is no replica, the replica the request describes. Since
+	// protocol 1.7, for targets with the map_replicas capability; a target
+	// without it answers UNIMPLEMENTED.
+	MapReplica(ctx context.Context, in *CreateReplicaRequest, opts ...grpc.CallOption) (*Replica, error)
 	GetReplica(ctx context.Context, in *ReplicaRequest, opts ...grpc.CallOption) (*Replica, error)
 	ListReplicas(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*ListReplicasResponse, error)
 	DeleteReplica(ctx context.Context, in *ReplicaRequest, opts ...grpc.CallOption) (*Empty, error)
@@ -1034,6 +1040,16 @@ func (c *targetClient) CreateReplica(ctx context.Context, in *CreateReplicaReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Replica)
 	err := c.cc.Invoke(ctx, Target_CreateReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetClient) MapReplica(ctx context.Context, in *CreateReplicaRequest, opts ...grpc.CallOption) (*Replica, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Replica)
+	err := c.cc.Invoke(ctx, Target_MapReplica_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -1218,6 +1234,11 @@ type TargetServer interface {
 	// CreateReplica is idempotent by name: creating an existing replica returns
 	// it.
 	CreateReplica(context.Context, *CreateReplicaRequest) (*Replica, error)
+	// MapReplica makes the VM the request names, which the target has and
+	// which is no replica, the replica the request describes. Since
+	// protocol 1.7, for targets with the map_replicas capability; a target
+	// without it answers UNIMPLEMENTED.
+	MapReplica(context.Context, *CreateReplicaRequest) (*Replica, error)
 	GetReplica(context.Context, *ReplicaRequest) (*Replica, error)
 	ListReplicas(context.Context, *Empty) (*ListReplicasResponse, error)
 	DeleteReplica(context.Context, *ReplicaRequest) (*Empty, error)
@@ -1256,6 +1277,9 @@ func (UnimplementedTargetServer) GetPlacement(context.Context, *Empty) (*Placeme
 }
 func (UnimplementedTargetServer) CreateReplica(context.Context, *CreateReplicaRequest) (*Replica, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CreateReplica not implemented")
+}
+func (UnimplementedTargetServer) MapReplica(context.Context, *CreateReplicaRequest) (*Replica, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method MapReplica not implemented")
 }
 func (UnimplementedTargetServer) GetReplica(context.Context, *ReplicaRequest) (*Replica, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetReplica not implemented")
@@ -1361,6 +1385,24 @@ func _Target_CreateReplica_Handler(srv interface{}, ctx context.Context, dec fun
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(TargetServer).CreateReplica(ctx, req.(*CreateReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Target_MapReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).MapReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_MapReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).MapReplica(ctx, req.(*CreateReplicaRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1685,6 +1727,10 @@ var Target_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateReplica",
 			Handler:    _Target_CreateReplica_Handler,
+		},
+		{
+			MethodName: "MapReplica",
+			Handler:    _Target_MapReplica_Handler,
 		},
 		{
 			MethodName: "GetReplica",
