@@ -30,5 +30,7 @@
 //
 // Besides sessions (Run), it holds the use cases a CLI and ferry server
 // share: Source and Target (a job's components, reached as its sessions
-// reach them: on proxies when it runs on proxies) and Failover.
+// reach them: on proxies when it runs on proxies), Failover, and replica
+// seeding (SeedExport and SeedImport: a job's first copy carried in a
+// folder, each image checked against the digests of what was read).
 package engine
