@@ -96,23 +96,12 @@ func (t *Target) MapReplica(ctx context.Context, req sdk.ReplicaRequest) (*sdk.R
 	if err := syncDir(dir); err != nil {
 		return nil, err
 	}
-	vm := cloneVM(&req.VM)
-	rs := &replicaState{Version: 1, ID: "r-" + randomHex(8), Name: req.Name, SourceVM: req.VM.ID, State: sdk.ReplicaReady, NextPoint: 1}
-	if !req.Owner.IsZero() {
-		rs.Owner = &replicaOwner{Job: req.Owner.Job, Source: req.Owner.Source, SourceVM: req.Owner.SourceVM}
-	}
-	if rs.SourceVM == "" {
-		rs.SourceVM = req.VM.Name
-	}
+	rs := newReplicaState(req)
 	for _, d := range ms.Disks {
 		rs.Disks = append(rs.Disks, replicaDisk{Index: d.Index, Size: d.Size})
 	}
-	vm.ID, vm.Name, vm.PowerState = rs.ID, req.Name, "off"
-	if err := applyNetwork(rules, vm); err != nil {
+	if err := describeReplica(dir, rs, cloneVM(&req.VM), rules); err != nil {
 		return nil, fmt.Errorf("map replica onto %q: %w", req.Name, err)
-	}
-	if err := writeVM(dir, vm); err != nil {
-		return nil, err
 	}
 	t.step("mapping-described")
 	if err := saveReplica(dir, rs); err != nil {

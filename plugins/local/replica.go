@@ -506,16 +506,7 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 		return nil, err
 	}
 	vm := cloneVM(&req.VM)
-	rs := &replicaState{
-		Version: 1, ID: "r-" + randomHex(8), Name: req.Name, SourceVM: req.VM.ID,
-		State: sdk.ReplicaReady, NextPoint: 1,
-	}
-	if !req.Owner.IsZero() {
-		rs.Owner = &replicaOwner{Job: req.Owner.Job, Source: req.Owner.Source, SourceVM: req.Owner.SourceVM}
-	}
-	if rs.SourceVM == "" {
-		rs.SourceVM = req.VM.Name
-	}
+	rs := newReplicaState(req)
 	for _, d := range vm.Disks {
 		if d.Capacity < 0 {
 			return nil, fmt.Errorf("create replica %q: disk %d: capacity %d: %w", req.Name, d.Index, d.Capacity, errdefs.ErrInvalidArgument)
@@ -525,18 +516,37 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 		}
 		rs.Disks = append(rs.Disks, replicaDisk{Index: d.Index, Size: d.Capacity})
 	}
-	vm.ID, vm.Name, vm.PowerState = rs.ID, req.Name, "off"
-	if err := applyNetwork(rules, vm); err != nil {
+	if err := describeReplica(dir, rs, vm, rules); err != nil {
 		return nil, fmt.Errorf("create replica %q: %w", req.Name, err)
-	}
-	if err := writeVM(dir, vm); err != nil {
-		return nil, err
 	}
 	t.step("replica-described")
 	if err := saveReplica(dir, rs); err != nil {
 		return nil, err
 	}
 	return t.replicaOf(dir, rs)
+}
+
+// newReplicaState is the record of a new replica of req's VM, ready, with
+// no disks and no points yet.
+func newReplicaState(req sdk.ReplicaRequest) *replicaState {
+	rs := &replicaState{Version: 1, ID: "r-" + randomHex(8), Name: req.Name, SourceVM: req.VM.ID, State: sdk.ReplicaReady, NextPoint: 1}
+	if !req.Owner.IsZero() {
+		rs.Owner = &replicaOwner{Job: req.Owner.Job, Source: req.Owner.Source, SourceVM: req.Owner.SourceVM}
+	}
+	if rs.SourceVM == "" {
+		rs.SourceVM = req.VM.Name
+	}
+	return rs
+}
+
+// describeReplica writes the replica's vm.json: its source's description,
+// powered off, with the network rules applied.
+func describeReplica(dir string, rs *replicaState, vm *sdk.VM, rules *sdk.NetworkRules) error {
+	vm.ID, vm.Name, vm.PowerState = rs.ID, rs.Name, "off"
+	if err := applyNetwork(rules, vm); err != nil {
+		return err
+	}
+	return writeVM(dir, vm)
 }
 
 // cloneVM deep-copies a VM description.
