@@ -21,6 +21,7 @@ import (
 // after the first and every restore point (a checkpoint) holds the source
 // as that run captured it. The cluster is simhost's, not Hyper-V's.
 func TestReplicationOntoAHyperVCluster(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"16MiB", "4MiB"}, nic: "prod-net=10.1.0.11/24"})
 	c, err := simhost.NewCluster(filepath.Join(l.dir, "cluster"), []string{"hv1", "hv2", "hv3"}, "dr-net")

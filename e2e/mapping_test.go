@@ -15,6 +15,7 @@ import (
 // disks do not match is refused, naming the VM and what differs, and left
 // as it was.
 func TestReplicaMappedOntoAVMOfTheTarget(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, 3,
 		vmSpec{name: "web-01", disks: []string{"24MiB", "8MiB"}, nic: "prod-net=10.1.0.11/24"},
 		vmSpec{name: "db-01", disks: []string{"8MiB"}})

@@ -14,6 +14,7 @@ import (
 // site without a replica made, the good one imported, and a first run
 // that sends about what changed since the export, never the disks.
 func TestSeedExportAndImport(t *testing.T) {
+	t.Parallel()
 	l := newLab(t, 3,
 		vmSpec{name: "web-01", disks: []string{"24MiB", "8MiB"}, nic: "prod-net=10.1.0.11/24"},
 		vmSpec{name: "db-01", disks: []string{"16MiB"}})
@@ -79,5 +80,42 @@ func TestSeedExportAndImport(t *testing.T) {
 	r = ferry(t, l.cfg, "seed", "import", seed)
 	if r.code == 0 || !strings.Contains(r.stderr, "a seed only starts a replica") {
 		t.Fatalf("a second import over replicated VMs: %s", r)
+	}
+}
+
+// TestSeedOntoVSphere seeds a VM of the simulated prod vCenter onto the
+// dr one: export from a snapshot through the vSphere plugin, import as a
+// replica VM on the dr site, then a first run that sends about what
+// changed since the export; its restore point reads back as the source.
+func TestSeedOntoVSphere(t *testing.T) {
+	l := newVSLab(t, 2, "auto", vsVM{name: "app-01", disks: []int64{16 << 20}, ip: "10.1.0.31/24"})
+	l.write("app-01", 0, 0, 12*mib)
+	seed := filepath.Join(l.dir, "seed")
+	if r := ferry(t, l.cfg, "seed", "export", "e2e", "--to", seed); r.code != 0 {
+		t.Fatalf("seed export: %s", r)
+	}
+	l.write("app-01", 0, 2*mib, 256<<10)
+	if r := ferry(t, l.cfg, "seed", "import", seed); r.code != 0 {
+		t.Fatalf("seed import: %s", r)
+	}
+	want := l.state()
+	s := l.run()
+	if s.code != 0 || s.Result != "success" {
+		t.Fatalf("the first run after the seed: %+v\n%s", s.VMs, s.stderr)
+	}
+	if s.Totals.BytesSent > 2*mib {
+		t.Fatalf("the first run after the seed sent %d bytes for 256 KiB changed since the export", s.Totals.BytesSent)
+	}
+	points := l.points("app-01")
+	if len(points) != 1 {
+		t.Fatalf("%d restore points, want 1", len(points))
+	}
+	tgt := l.target()
+	rep, err := tgt.GetReplica(t.Context(), "app-01_replica")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readPoint(t, tgt, rep.ID, points[0], 0), want["app-01"][0]) {
+		t.Fatal("the restore point differs from the source")
 	}
 }
