@@ -77,7 +77,7 @@ func TestSelectionEndToEnd(t *testing.T) {
 		"    selects tag:tier/gold: db-01, web-01\n",
 		"    selects tag:tier/platinum: no VM\n",
 		"    excludes tag:ferry/no-dr: web-test\n",
-		"  ! job: tag:tier/platinum matches no VM at source.local.prod (the source has no such tag); the run will warn\n",
+		"  ! job: tag:tier/platinum matches no VM at source.local.prod: the source has no such tag; the run will warn\n",
 		"  + db-01: create replica db-01_replica on target.local.dr (new in tag:tier/gold)",
 		"  + web-01: create replica web-01_replica on target.local.dr (new in folder:/prod/web, tag:tier/gold)",
 		"  + web-02: create replica web-02_replica on target.local.dr (new in folder:/prod/web)",
@@ -137,7 +137,7 @@ func TestSelectionEndToEnd(t *testing.T) {
 	for _, want := range []string{
 		"note: folder:/prod/web selects web-01, web-03, web-test",
 		"web-03: note: new in folder:/prod/web: its replica will be created",
-		"web-02: note: left folder:/prod/web: its replica and restore points are kept, not replicated",
+		"web-02: note: left folder:/prod/web; its replica web-02_replica and 1 restore point are kept, not replicated",
 	} {
 		if !strings.Contains(plain.stdout, want) {
 			t.Errorf("run output lacks %q:\n%s", want, plain.stdout)

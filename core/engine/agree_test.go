@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/plan"
 	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 	"github.com/ferry-dr/ferry/sdk/sdktest"
 )
 
@@ -34,24 +36,27 @@ func (f *fixture) planThenRun() (plan.Plan, *catalog.Session) {
 	for _, d := range p.VMs {
 		before[d.VM] = pointIDs(f.comps.tgt, d.ReplicaName)
 	}
-	s := f.run()
-	if len(s.VMs) != len(p.VMs) {
+	s, runErr := f.eng.Run(ctx, f.job)
+	if s == nil {
+		t.Fatalf("run: %v", runErr)
+	}
+	f.jobAgrees(p.Overall, s, runErr)
+	if len(s.VMs) != len(p.VMs)+len(p.Overall.Refused) {
 		t.Fatalf("the plan decided about %d VMs, the session ran %d: %+v", len(p.VMs), len(s.VMs), s.VMs)
 	}
+	for i, r := range p.Overall.Refused {
+		if res := s.VMs[i]; res.VM != r.Name || res.Result != catalog.ResultFailed || res.Error != r.Error(f.job.Name) {
+			t.Errorf("planned to fail %s (%s); the run: %s %s, %q", r.Name, r.Err, res.VM, res.Result, res.Error)
+		}
+	}
 	for i, d := range p.VMs {
-		res := s.VMs[i]
+		res := s.VMs[len(p.Overall.Refused)+i]
 		if res.VM != d.VM {
 			t.Fatalf("VM %d: planned %s, ran %s", i, d.VM, res.VM)
 		}
 		switch d.Verdict {
 		case plan.VerdictFail:
 			want := d.Err().Error()
-			if d.Refusal == plan.RefusedSourceMissing {
-				// A plan's cause names the source it asked (a plan asks
-				// every source of the configuration); the run's error
-				// says it once, before the cause.
-				want = strings.Replace(want, ": "+f.job.Source.Address()+": ", ": ", 1)
-			}
 			if res.Result != catalog.ResultFailed || res.Error != want {
 				t.Errorf("%s: planned to fail with %q; the run: %s, %q", d.VM, d.Err(), res.Result, res.Error)
 			}
@@ -111,6 +116,48 @@ func (f *fixture) planThenRun() (plan.Plan, *catalog.Session) {
 	return p, s
 }
 
+// jobAgrees checks that the session did as a whole what the plan
+// decided: it failed before any VM with the same error, or it said that
+// the job's settings changed, warned as planned, and said of each VM
+// leaving the job what the plan says, and of no other.
+func (f *fixture) jobAgrees(d plan.JobDecision, s *catalog.Session, runErr error) {
+	t := f.t
+	t.Helper()
+	if d.Fail != nil {
+		want := fmt.Sprintf("job %q: %v", f.job.Name, d.Fail)
+		if runErr == nil || s.Error != want || len(s.VMs) != 0 {
+			t.Fatalf("the plan said the run fails with %q; the run: %v, %q, %d VMs", want, runErr, s.Error, len(s.VMs))
+		}
+		return
+	}
+	if runErr != nil {
+		t.Fatalf("the plan said the run runs; it failed: %v", runErr)
+	}
+	said := func(vm, msg string) bool {
+		return slices.ContainsFunc(s.Notes, func(n catalog.Note) bool { return n.VM == vm && n.Message == msg })
+	}
+	if said("", plan.WhySettingsChanged) != d.SettingsChanged {
+		t.Errorf("the plan says the settings changed: %v; the session's notes: %+v", d.SettingsChanged, s.Notes)
+	}
+	if !slices.Equal(s.Warnings, d.Warnings) {
+		t.Errorf("the plan warns %q; the session %q", d.Warnings, s.Warnings)
+	}
+	leaving := 0
+	for _, n := range s.Notes {
+		if strings.HasSuffix(n.Message, "are kept, not replicated") {
+			leaving++
+		}
+	}
+	for _, l := range d.Leaving {
+		if !said(l.VM, l.What()) {
+			t.Errorf("the plan says %s: %s; the session did not: %+v", l.VM, l.What(), s.Notes)
+		}
+	}
+	if leaving != len(d.Leaving) {
+		t.Errorf("the session says %d VMs left the job, the plan %d: %+v", leaving, len(d.Leaving), s.Notes)
+	}
+}
+
 func pointIDs(tgt *sdktest.MemTarget, replica string) []string {
 	r, err := tgt.GetReplica(context.Background(), replica)
 	if err != nil {
@@ -124,10 +171,20 @@ func pointIDs(tgt *sdktest.MemTarget, replica string) []string {
 	return out
 }
 
-// verdicts lists each decision's verdict and disk modes, as
-// "web-01:incremental(change-tracking,digest)".
+// verdicts lists what the plan decided of the run as a whole ("fail";
+// "settings-changed", "-VM" for each VM leaving the job), then each VM's
+// verdict and disk modes, as "web-01:incremental(change-tracking,digest)".
 func verdicts(p plan.Plan) string {
 	var out []string
+	if p.Overall.Fail != nil {
+		out = append(out, "fail")
+	}
+	if p.Overall.SettingsChanged {
+		out = append(out, "settings-changed")
+	}
+	for _, l := range p.Overall.Leaving {
+		out = append(out, "-"+l.VM)
+	}
 	for _, d := range p.VMs {
 		s := d.VM + ":" + string(d.Verdict)
 		if d.Refusal != "" {
@@ -251,6 +308,31 @@ func TestPlanAndRunAgree(t *testing.T) {
 			f.comps.src = sdktest.NewMemSource(sdk.VM{ID: "vm-17", Name: "web-01", Disks: []sdk.Disk{{Capacity: diskSize}}})
 			f.job.VMs = []string{"web-01", "ghost", "vm-17"}
 		}, "web-01:create(full) ghost:fail/source-missing vm-17:fail/same-vm"},
+		{"a VM that left the job, with changed settings", func(f *fixture) {
+			disks := []sdk.Disk{{Capacity: diskSize}, {Capacity: diskSize / 2}}
+			f.comps.src = sdktest.NewMemSource(sdk.VM{Name: "web-01", Disks: disks}, sdk.VM{Name: "web-02", Disks: disks})
+			f.job.VMs = []string{"web-01", "web-02"}
+			f.run()
+			f.job.VMs = []string{"web-01"}
+		}, "settings-changed -web-02 web-01:incremental(change-tracking,change-tracking)"},
+		{"a source that cannot be configured", func(f *fixture) {
+			f.run()
+			f.comps.srcErr = fmt.Errorf("plugin ferry-plugin-mem: %w", errdefs.ErrPluginExited)
+		}, "fail"},
+		{"selectors the source cannot answer", func(f *fixture) {
+			f.run()
+			tag, _ := config.ParseSelector("tag:tier/gold")
+			f.job.Selectors = []config.Selector{tag}
+			f.comps.source = noTags{f.comps.src}
+		}, "fail"},
+		{"selectors that pick a VM, and one that leaves", func(f *fixture) {
+			disks := []sdk.Disk{{Capacity: diskSize}}
+			f.comps.src = sdktest.NewMemSource(sdk.VM{Name: "web-01", Folder: "/Prod/vm/web", Disks: disks}, sdk.VM{Name: "db-01", Folder: "/Prod/vm/web", Disks: disks})
+			f.run()
+			folder, _ := config.ParseSelector("folder:/Prod/vm/web")
+			web, _ := config.ParseSelector("web-01")
+			f.job.VMs, f.job.Selectors, f.job.Exclude = nil, []config.Selector{folder}, []config.Selector{web}
+		}, "settings-changed -web-01 db-01:create(full)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -65,11 +65,25 @@ func (e *Engine) target(ctx context.Context, job *config.Job, moved func(string)
 // pass calls it again (see run.prepare): the VMs picked by selectors are
 // still addressed by id.
 func (r *run) components(ctx context.Context) error {
+	srcErr, tgtErr, repoErr := r.configure(ctx)
 	job := r.job
-	var err error
+	switch {
+	case srcErr != nil:
+		return fmt.Errorf("source %s: %w", job.Source.Address(), srcErr)
+	case tgtErr != nil:
+		return fmt.Errorf("target %s: %w", job.Target.Address(), tgtErr)
+	}
+	return repoErr
+}
+
+// configure configures the components and says why each that could not
+// be configured could not (the repository's error names it); a component
+// after one that failed is not configured.
+func (r *run) configure(ctx context.Context) (srcErr, tgtErr, repoErr error) {
+	job := r.job
 	var where string
-	if r.src, r.srcCaps, where, err = r.e.source(ctx, job, r.sessionNotice); err != nil {
-		return fmt.Errorf("source %s: %w", job.Source.Address(), err)
+	if r.src, r.srcCaps, where, srcErr = r.e.source(ctx, job, r.sessionNotice); srcErr != nil {
+		return srcErr, nil, nil
 	}
 	if len(r.ids) > 0 {
 		r.src = keyedSource{Source: r.src, ids: r.ids}
@@ -77,23 +91,24 @@ func (r *run) components(ctx context.Context) error {
 	if where != "" {
 		r.sessionNotice(fmt.Sprintf("the source's calls run on proxy %s", where))
 	}
-	if r.tgt, _, where, err = r.e.target(ctx, job, r.sessionNotice); err != nil {
-		return fmt.Errorf("target %s: %w", job.Target.Address(), err)
+	if r.tgt, _, where, tgtErr = r.e.target(ctx, job, r.sessionNotice); tgtErr != nil {
+		return nil, tgtErr, nil
 	}
 	if where != "" {
 		r.sessionNotice(fmt.Sprintf("the target's calls run on proxy %s", where))
 	}
 	if r.e.Proxies != nil {
-		return nil
+		return nil, nil, nil
 	}
+	var err error
 	if r.repo, err = r.e.Components.Repository(ctx, job.Repository); err != nil {
 		name := "the default repository"
 		if job.Repository != nil {
 			name = job.Repository.Address()
 		}
-		return fmt.Errorf("repository %s: %w", name, err)
+		return nil, nil, fmt.Errorf("repository %s: %w", name, err)
 	}
-	return nil
+	return nil, nil, nil
 }
 
 // sessionNotice tells the operator something about the whole session.

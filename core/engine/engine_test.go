@@ -35,12 +35,17 @@ type memComponents struct {
 	// target, when set, is what proxies configure instead of tgt: a
 	// decorator of it.
 	target sdk.Target
+	// srcErr, when set, is why the source cannot be configured.
+	srcErr error
 }
 
 func (m *memComponents) Source(context.Context, *config.PluginBlock) (sdk.Source, sdk.Capabilities, error) {
 	caps := m.src.Capabilities()
 	if m.caps != nil {
 		caps = *m.caps
+	}
+	if m.srcErr != nil {
+		return nil, caps, m.srcErr
 	}
 	if m.source != nil {
 		return m.source, caps, nil

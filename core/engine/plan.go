@@ -40,7 +40,8 @@ func (e *Engine) Plan(ctx context.Context, jobs []*config.Job) ([]plan.Plan, err
 	return plans, nil
 }
 
-// planInputs gathers what a job's plan is made from.
+// planInputs gathers what a job's plan is made from, as a session
+// gathers it at its start (see run.start) and at each VM's turn.
 func (e *Engine) planInputs(ctx context.Context, job *config.Job) (plan.Inputs, error) {
 	in := plan.Inputs{Job: job, Fingerprint: Fingerprint(job), Points: map[string][]plan.Point{},
 		Source: map[string]*sdk.VM{}, SourceErrors: map[string]error{}}
@@ -60,13 +61,20 @@ func (e *Engine) planInputs(ctx context.Context, job *config.Job) (plan.Inputs, 
 	if where != "" {
 		e.log().Info("the source's calls run on a proxy", "job", job.Name, "proxy", where)
 	}
-	if err == nil {
-		in.SourceCaps = &caps
+	if err != nil {
+		in.SourceErr = err
+		return in, nil
 	}
-	if err != nil && job.Selects() {
-		in.SelectionErr = fmt.Errorf("%s: %w", job.Source.Address(), err)
+	in.SourceCaps = &caps
+	tgt, where, err := e.Target(ctx, job)
+	if where != "" {
+		e.log().Info("the target's calls run on a proxy", "job", job.Name, "proxy", where)
 	}
-	if err == nil && job.Selects() {
+	if err != nil {
+		in.TargetErr = err
+		return in, nil
+	}
+	if job.Selects() {
 		known := map[string]string{}
 		for _, r := range in.Replicas {
 			if r.SourceID != "" {
@@ -77,25 +85,26 @@ func (e *Engine) planInputs(ctx context.Context, job *config.Job) (plan.Inputs, 
 		if in.Last != nil {
 			last = in.Last.Selected
 		}
-		if in.Selection, in.SelectionErr = selection.Resolve(ctx, src, job, known, last); in.SelectionErr == nil {
-			e.askTarget(ctx, job, &in)
-			return in, nil
-		}
-		in.SelectionErr = fmt.Errorf("%s: %w", job.Source.Address(), in.SelectionErr)
+		in.Selection, in.SelectionErr = selection.Resolve(ctx, src, job, known, last)
 	}
-	for _, vm := range job.VMs {
-		if err != nil {
-			in.SourceErrors[vm] = fmt.Errorf("%s: %w", job.Source.Address(), err)
+	// The VMs the run would take up, each described as the session will
+	// at its turn (a selected VM as the selection described it).
+	vms := map[string]*sdk.VM{}
+	for _, v := range plan.DecideJob(in.JobFacts()).VMs {
+		if in.Selection != nil {
+			if v.VM != nil {
+				vms[v.Key] = v.VM
+			}
 			continue
 		}
-		desc, derr := src.DescribeVM(ctx, vm)
+		desc, derr := src.DescribeVM(ctx, v.Key)
 		if derr != nil {
-			in.SourceErrors[vm] = fmt.Errorf("%s: %w", job.Source.Address(), derr)
+			in.SourceErrors[v.Key] = derr
 			continue
 		}
-		in.Source[vm] = desc
+		in.Source[v.Key], vms[v.Key] = desc, desc
 	}
-	e.askTarget(ctx, job, &in)
+	e.askTarget(ctx, job, tgt, vms, &in)
 	return in, nil
 }
 
@@ -103,24 +112,8 @@ func (e *Engine) planInputs(ctx context.Context, job *config.Job) (plan.Inputs, 
 // described and its restore points, as a session asks at the start of each
 // VM, so that the plan decides from what the run will decide from: a
 // replica gone, replaced or another job's, the change ids of its newest
-// point. A target that cannot be asked leaves the catalog's word.
-func (e *Engine) askTarget(ctx context.Context, job *config.Job, in *plan.Inputs) {
-	tgt, where, err := e.Target(ctx, job)
-	if where != "" {
-		e.log().Info("the target's calls run on a proxy", "job", job.Name, "proxy", where)
-	}
-	if err != nil {
-		return
-	}
-	vms := in.Source
-	if in.Selection != nil {
-		vms = map[string]*sdk.VM{}
-		for _, v := range in.Selection.VMs {
-			if v.VM != nil && v.Err == nil {
-				vms[v.Key] = v.VM
-			}
-		}
-	}
+// point. A replica the target cannot say of leaves the catalog's word.
+func (e *Engine) askTarget(ctx context.Context, job *config.Job, tgt sdk.Target, vms map[string]*sdk.VM, in *plan.Inputs) {
 	found := map[string]*sdk.Replica{}
 	listed := map[string][]plan.Point{}
 	for name, vm := range vms {

@@ -96,10 +96,7 @@ func (r *run) run(ctx context.Context) error {
 	if r.e.Proxies != nil {
 		r.greetProxies(ctx, true)
 	}
-	if err := r.components(ctx); err != nil {
-		return fmt.Errorf("job %q: %w", job.Name, err)
-	}
-	vms, err := r.selectVMs(ctx)
+	vms, err := r.start(ctx)
 	if err != nil {
 		return fmt.Errorf("job %q: %w", job.Name, err)
 	}

@@ -6,17 +6,24 @@ import (
 	"strings"
 
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/plan"
 	"github.com/ferry-dr/ferry/core/selection"
 	"github.com/ferry-dr/ferry/sdk"
 )
 
-// selectVMs works out the session's VMs and returns their keys, in order.
-// For a job that names its VMs one by one they are its vms as written. For
-// one with folder or tag selectors they are what package selection finds
-// at the source now: the session records what each selector matched, which
-// VMs are new and which left, and the source is addressed by VM id from
-// here on (see keyedSource). VMs that cannot be replicated (they would
-// share a replica with another) are recorded as failed at once.
+// start configures the session's components, works out its VMs and
+// executes what package plan decides of the run as a whole (DecideJob,
+// the rule `ferry plan` answers by): a source or a target that cannot be
+// configured, or VMs that cannot be known, fail the session; the VMs it
+// takes up are returned in order, after the session has told what it
+// knows of the job (its settings changed, what each selector matched,
+// which VMs are new and which left, those it fails at once).
+//
+// For a job that names its VMs one by one they are its vms as written.
+// For one with folder or tag selectors they are what package selection
+// finds at the source now: the session records what each selector
+// matched, and the source is addressed by VM id from here on (see
+// keyedSource).
 //
 // A selector that matches nothing is a warning, not a failure: the other
 // VMs of the job still get their restore points, and the session ends
@@ -25,22 +32,82 @@ import (
 // an ESXi host) and a source that cannot list its VMs fail the session:
 // ferry never guesses which VMs a job means, and an exclusion it cannot
 // evaluate could replicate VMs the job keeps out.
-func (r *run) selectVMs(ctx context.Context) ([]string, error) {
+func (r *run) start(ctx context.Context) ([]string, error) {
 	job := r.job
-	if !job.Selects() {
-		return job.VMs, nil
-	}
-	known, last, err := r.catalogSelection()
+	srcErr, tgtErr, repoErr := r.configure(ctx)
+	f, err := r.jobFacts()
 	if err != nil {
 		return nil, err
 	}
-	res, err := selection.Resolve(ctx, r.src, job, known, last)
-	if err != nil {
-		return nil, fmt.Errorf("source %s: %w", job.Source.Address(), err)
+	f.SourceErr, f.TargetErr = srcErr, tgtErr
+	if srcErr == nil && tgtErr == nil && job.Selects() {
+		known := map[string]string{}
+		for _, rep := range f.Replicas {
+			if rep.SourceID != "" {
+				known[rep.SourceID] = rep.VM
+			}
+		}
+		var last map[string][]string
+		if f.Last != nil {
+			last = f.Last.Selected
+		}
+		f.Selection, f.SelectionErr = selection.Resolve(ctx, r.src, job, known, last)
 	}
-	if err := res.Problems(); err != nil {
-		return nil, fmt.Errorf("source %s cannot answer every selector, so the job's VMs are unknown: %w", job.Source.Address(), err)
+	d := plan.DecideJob(f)
+	if d.Fail != nil {
+		return nil, d.Fail
 	}
+	if repoErr != nil {
+		return nil, repoErr // a plan does not configure the repository
+	}
+	if d.SettingsChanged {
+		r.notice("", "%s", plan.WhySettingsChanged)
+	}
+	if f.Selection != nil {
+		if err := r.recordSelection(f.Selection, d); err != nil {
+			return nil, err
+		}
+	}
+	for _, l := range d.Leaving {
+		r.notice(l.VM, "%s", l.What())
+	}
+	for _, v := range d.Refused {
+		// Named with its id: the key is what it shares with another VM,
+		// and a session lists each VM once.
+		res := catalog.VMResult{VM: v.Name, Result: catalog.ResultFailed, Error: v.Error(job.Name)}
+		r.e.emit(Event{Kind: VMFinished, Session: r.sess.ID, Job: job.Name, VM: v.Name, Err: v.Err})
+		r.sess.VMs = append(r.sess.VMs, res)
+		if err := r.e.Catalog.SaveSessionVM(r.sess.ID, res); err != nil {
+			return nil, fmt.Errorf("vm %q: record the result: %w", v.Name, err)
+		}
+	}
+	return d.Keys(), nil
+}
+
+// jobFacts are what the catalog knows of the job, for DecideJob.
+func (r *run) jobFacts() (plan.JobFacts, error) {
+	f := plan.JobFacts{Job: r.job, Fingerprint: Fingerprint(r.job), Points: map[string]int{}}
+	var err error
+	if f.Replicas, err = r.e.Catalog.Replicas(r.job.Name); err != nil {
+		return f, fmt.Errorf("read the job's replicas: %w", err)
+	}
+	for _, rep := range f.Replicas {
+		points, err := r.e.Catalog.RestorePoints(r.job.Name, rep.VM)
+		if err != nil {
+			return f, fmt.Errorf("read the restore points of %q: %w", rep.VM, err)
+		}
+		f.Points[rep.VM] = len(points)
+	}
+	if st, err := r.e.Catalog.JobState(r.job.Name); err == nil {
+		f.Last = st
+	}
+	return f, nil
+}
+
+// recordSelection tells what the job's selectors matched and which VMs
+// are new, and records it in the session; from here on the source is
+// addressed by the ids of the VMs selectors picked.
+func (r *run) recordSelection(res *selection.Result, d plan.JobDecision) error {
 	sel := &catalog.Selection{}
 	for _, m := range res.Matches {
 		sel.Selectors = append(sel.Selectors, catalog.SelectorMatch{Selector: m.Selector.String(), Exclude: m.Exclude, VMs: nonNil(m.VMs)})
@@ -51,25 +118,18 @@ func (r *run) selectVMs(ctx context.Context) ([]string, error) {
 			r.notice("", "exclude %s matches no VM: %s", m.Selector, m.Why)
 		case len(m.VMs) > 0:
 			r.notice("", "%s selects %s", m.Selector, strings.Join(m.VMs, ", "))
-		default:
-			w := fmt.Sprintf("%s matches no VM at %s: %s", m.Selector, job.Source.Address(), m.Why)
-			r.sess.Warnings = append(r.sess.Warnings, w)
-			r.notice("", "warning: %s", w)
 		}
 	}
-	for _, n := range res.Notes {
+	for _, w := range d.Warnings {
+		r.sess.Warnings = append(r.sess.Warnings, w)
+		r.notice("", "warning: %s", w)
+	}
+	for _, n := range d.Notes {
 		r.notice("", "%s", n)
 	}
 	ids := map[string]string{}
 	r.selected = map[string][]string{}
-	var keys []string
-	var refused []selection.VM
-	for _, v := range res.VMs {
-		if v.Err != nil {
-			refused = append(refused, v)
-			continue
-		}
-		keys = append(keys, v.Key)
+	for _, v := range d.VMs {
 		if v.Ref != v.Key {
 			ids[v.Key] = v.Ref
 		}
@@ -86,11 +146,6 @@ func (r *run) selectVMs(ctx context.Context) ([]string, error) {
 	}
 	for _, l := range res.Left {
 		sel.Left = append(sel.Left, l.Key)
-		was := "the job"
-		if len(l.By) > 0 {
-			was = strings.Join(l.By, ", ")
-		}
-		r.notice(l.Key, "left %s: its replica and restore points are kept, not replicated", was)
 	}
 	r.sess.Selection = sel
 	if len(ids) > 0 {
@@ -98,46 +153,9 @@ func (r *run) selectVMs(ctx context.Context) ([]string, error) {
 		r.src = keyedSource{Source: r.src, ids: ids}
 	}
 	if err := r.e.Catalog.SaveSession(r.sess); err != nil {
-		return nil, fmt.Errorf("record the selection: %w", err)
+		return fmt.Errorf("record the selection: %w", err)
 	}
-	for _, v := range refused {
-		// Named with its id: the key is what it shares with another VM,
-		// and a session lists each VM once.
-		name := fmt.Sprintf("%s (id %s)", v.Key, v.VM.ID)
-		res := catalog.VMResult{VM: name, Result: catalog.ResultFailed, Error: fmt.Sprintf("job %q vm %q: not replicated: %v", job.Name, name, v.Err)}
-		r.e.emit(Event{Kind: VMFinished, Session: r.sess.ID, Job: job.Name, VM: name, Err: v.Err})
-		r.sess.VMs = append(r.sess.VMs, res)
-		if err := r.e.Catalog.SaveSessionVM(r.sess.ID, res); err != nil {
-			return nil, fmt.Errorf("vm %q: record the result: %w", name, err)
-		}
-	}
-	if len(keys) == 0 && len(refused) == 0 {
-		why := "every VM it picks is excluded"
-		if len(r.sess.Warnings) > 0 {
-			why = strings.Join(r.sess.Warnings, "; ")
-		}
-		return nil, fmt.Errorf("the job selects no VM at source %s: %s", job.Source.Address(), why)
-	}
-	return keys, nil
-}
-
-// catalogSelection is what the catalog knows of the job's VMs: the key of
-// each replica by source VM id, and the selectors of the last run.
-func (r *run) catalogSelection() (known map[string]string, last map[string][]string, err error) {
-	replicas, err := r.e.Catalog.Replicas(r.job.Name)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read the job's replicas: %w", err)
-	}
-	known = map[string]string{}
-	for _, rep := range replicas {
-		if rep.SourceID != "" {
-			known[rep.SourceID] = rep.VM
-		}
-	}
-	if st, err := r.e.Catalog.JobState(r.job.Name); err == nil {
-		last = st.Selected
-	}
-	return known, last, nil
+	return nil
 }
 
 func nonNil(s []string) []string {

@@ -187,7 +187,9 @@ func TestSelectionRun(t *testing.T) {
 	if s.Selection == nil || strings.Join(s.Selection.Left, ",") != "app,db-01,web-01" {
 		t.Fatalf("left %+v", s.Selection)
 	}
-	if !slices.ContainsFunc(notes, func(n string) bool { return strings.HasPrefix(n, "db-01: left tag:gold: its replica") }) {
+	if !slices.ContainsFunc(notes, func(n string) bool {
+		return strings.HasPrefix(n, "db-01: left tag:gold; its replica db-01_replica and 1 restore point are kept")
+	}) {
 		t.Errorf("no notice that db-01 left, in %q", notes)
 	}
 	st, err := f.cat.JobState("web")

@@ -342,11 +342,17 @@ func drops(points []Point, keep int, pinned string) []retention.Decision {
 // Err is the error a run fails the VM with, for VerdictFail; its class
 // (errdefs) says whether waiting may cure it. Nil for other verdicts.
 func (d Decision) Err() error {
-	f := d.f
-	job := f.Job
 	if d.Verdict != VerdictFail {
 		return nil
 	}
+	return fmt.Errorf("job %q vm %q: %w", d.f.Job.Name, d.VM, d.reason())
+}
+
+// reason is why a run fails the VM, without naming the job and the VM:
+// Err's cause, and what a plan says.
+func (d Decision) reason() error {
+	f := d.f
+	job := f.Job
 	var err error
 	switch d.Refusal {
 	case RefusedCommitted:
@@ -358,7 +364,7 @@ func (d Decision) Err() error {
 		case errors.Is(cause, errdefs.ErrNotFound):
 			err = fmt.Errorf("not found on source %s: %w", job.Source.Address(), cause)
 		default:
-			err = fmt.Errorf("describe: %w", cause)
+			err = fmt.Errorf("source %s cannot describe it: %w", job.Source.Address(), cause)
 		}
 	case RefusedSameVM:
 		err = fmt.Errorf("names the same VM as %q (id %s), which this session replicates; list the VM once in the job: %w", f.SameAs, f.VM.ID, errdefs.ErrInvalidArgument)
@@ -374,7 +380,7 @@ func (d Decision) Err() error {
 	default:
 		err = fmt.Errorf("refused (%s): %w", d.Refusal, errdefs.ErrFailedPrecondition)
 	}
-	return fmt.Errorf("job %q vm %q: %w", job.Name, d.VM, err)
+	return err
 }
 
 // otherPoint is the first restore point of another job on a replica

@@ -8,7 +8,11 @@
 // replica or replicate into it, each disk's mode, the restore points
 // retention drops after): Make renders its Decision, and a session calls
 // the same function at the start of each VM and executes what it returns,
-// so a plan and a run cannot drift apart.
+// so a plan and a run cannot drift apart. DecideJob is the rule for the
+// run as a whole (whether it can start, which VMs it takes up, which it
+// fails at once, its warnings, a change of the job's settings, the
+// replicas it leaves because their VMs left the job): Make renders it
+// before the VMs, and a session makes it at its start and executes it.
 //
 // It never changes anything and never talks to a plugin.
 package plan
@@ -16,7 +20,6 @@ package plan
 import (
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 
 	"github.com/ferry-dr/ferry/config"
@@ -55,6 +58,9 @@ type Inputs struct {
 	Points      map[string][]Point // by VM
 	Fingerprint string             // the job's settings now
 	Last        *catalog.JobState  // nil: never run
+	// SourceErr and TargetErr say why the job's source or target cannot
+	// be configured (the run fails then); nil when it can.
+	SourceErr, TargetErr error
 	// Source has what the source reports of each of the job's VMs; a VM
 	// it lacks is missing there, and SourceErrors says why.
 	Source       map[string]*sdk.VM
@@ -96,6 +102,10 @@ type Plan struct {
 	// Decide). The plan's JSON carries them ("decisions", versioned by
 	// DecisionsVersion), without the facts they were made from.
 	VMs []Decision
+	// Overall is the decision about the run as a whole (DecideJob): a
+	// session of the job makes it at its start and executes it. Not in the
+	// plan's JSON: its lines are.
+	Overall JobDecision
 }
 
 // Proxies is where a job's disks would move: the proxy that reads them
@@ -119,36 +129,58 @@ type Selected struct {
 	Why      string   `json:",omitempty"` // for a selector that matches nothing
 }
 
-// Make works out the plan of one job.
+// JobFacts are the inputs' facts about the job as a whole.
+func (in Inputs) JobFacts() JobFacts {
+	counts := map[string]int{}
+	for vm, ps := range in.Points {
+		counts[vm] = len(ps)
+	}
+	return JobFacts{Job: in.Job, Fingerprint: in.Fingerprint, Last: in.Last, Replicas: in.Replicas, Points: counts,
+		SourceErr: in.SourceErr, TargetErr: in.TargetErr, Selection: in.Selection, SelectionErr: in.SelectionErr}
+}
+
+// Make works out the plan of one job: the job's decision as a whole
+// (DecideJob), then each VM's (Decide), rendered as lines.
 func Make(in Inputs) Plan {
 	job := in.Job
 	p := Plan{Job: job.Name}
 	add := func(a Action, vm string, disk int, format string, args ...any) {
 		p.Changes = append(p.Changes, Change{Action: a, VM: vm, Disk: disk, What: fmt.Sprintf(format, args...)})
 	}
-	if in.Last != nil && in.Last.Fingerprint != "" && in.Last.Fingerprint != in.Fingerprint {
-		add(Update, "", -1, "the job's settings changed since its last run")
+	jd := DecideJob(in.JobFacts())
+	p.Overall = jd
+	if sel := in.Selection; sel != nil {
+		for _, m := range sel.Matches {
+			p.Selection = append(p.Selection, Selected{Selector: m.Selector.String(), Exclude: m.Exclude, VMs: m.VMs, Why: m.Why})
+		}
+	}
+	if jd.Fail != nil {
+		add(Warn, "", -1, "the run will fail: %v", jd.Fail)
+		return p
+	}
+	if jd.SettingsChanged {
+		add(Update, "", -1, "%s", WhySettingsChanged)
+	}
+	for _, w := range jd.Warnings {
+		add(Warn, "", -1, "%s; the run will warn", w)
+	}
+	for _, n := range jd.Notes {
+		add(Warn, "", -1, "%s", n)
+	}
+	for _, r := range jd.Refused {
+		add(Warn, r.Name, -1, "not replicated: %v", r.Err)
 	}
 	replicas := map[string]catalog.Replica{}
 	for _, r := range in.Replicas {
 		replicas[r.VM] = r
 	}
-	names, picked, known := p.selection(in, add)
-	source, sourceErrors := in.Source, in.SourceErrors
-	if in.Selection != nil {
-		// What the source said while selecting.
-		source, sourceErrors = map[string]*sdk.VM{}, map[string]error{}
-		for _, v := range in.Selection.VMs {
-			if v.VM != nil {
-				source[v.Key] = v.VM
-			} else if v.Missing != nil {
-				sourceErrors[v.Key] = fmt.Errorf("%s: %w", job.Source.Address(), v.Missing)
-			}
-		}
-	}
 	seen := map[string]string{} // VM id -> the entry that named it first
-	for _, name := range names {
-		f := Facts{Job: job, Key: name, VM: source[name], SourceErr: sourceErrors[name], Points: in.Points[name], Caps: in.SourceCaps}
+	for _, v := range jd.VMs {
+		name := v.Key
+		f := Facts{Job: job, Key: name, VM: in.Source[name], SourceErr: in.SourceErrors[name], Points: in.Points[name], Caps: in.SourceCaps}
+		if in.Selection != nil {
+			f.VM, f.SourceErr = v.VM, v.Missing // what the source said while selecting
+		}
 		if rec, ok := replicas[name]; ok {
 			f.Record = &rec
 		}
@@ -172,36 +204,14 @@ func Make(in Inputs) Plan {
 		}
 		d := Decide(f)
 		p.VMs = append(p.VMs, d)
-		p.render(d, in.Points[name], picked[name], add)
-	}
-	if !known {
-		return p // which replicas leave the job is unknown
-	}
-	var gone []string
-	for vm := range replicas {
-		if !contains(names, vm) {
-			gone = append(gone, vm)
+		var by []string
+		if v.New {
+			by = v.By
 		}
+		p.render(d, in.Points[name], by, add)
 	}
-	sort.Strings(gone)
-	why := map[string]string{}
-	if sel := in.Selection; sel != nil {
-		for _, x := range sel.Excluded {
-			why[x.Key] = "excluded by " + strings.Join(x.By, ", ")
-		}
-		for _, l := range sel.Left {
-			if len(l.By) > 0 {
-				why[l.Key] = "left " + strings.Join(l.By, ", ")
-			}
-		}
-	}
-	for _, vm := range gone {
-		r := replicas[vm]
-		reason := why[vm]
-		if reason == "" {
-			reason = "no longer in the job"
-		}
-		add(Delete, vm, -1, "%s; its replica %s and %s are kept, not replicated", reason, r.ReplicaName, plural(len(in.Points[vm]), "restore point"))
+	for _, l := range jd.Leaving {
+		add(Delete, l.VM, -1, "%s", l.What())
 	}
 	return p
 }
@@ -219,11 +229,7 @@ func (p *Plan) render(d Decision, catalogPoints []Point, by []string, add func(A
 		case RefusedCommitted:
 			add(Warn, name, -1, "replica %s was committed as the production VM; remove %s from the job", f.Record.ReplicaName, name)
 		case RefusedSourceMissing:
-			why := "not found on " + job.Source.Address()
-			if f.SourceErr != nil {
-				why = f.SourceErr.Error()
-			}
-			add(Warn, name, -1, "%s; the run will fail for it", why)
+			add(Warn, name, -1, "%v; the run will fail for it", d.reason())
 		case RefusedSameVM:
 			add(Warn, name, -1, "names the same VM as %s (id %s), which runs replicate; the run will fail for this entry: list the VM once", f.SameAs, f.VM.ID)
 		case RefusedOtherOwner:
@@ -304,65 +310,11 @@ func (p *Plan) render(d Decision, catalogPoints []Point, by []string, add func(A
 	}
 }
 
-// selection adds what the job's selectors match to the plan and returns
-// the VMs a run would replicate, in order; the selectors that pick each
-// new VM; and whether the VMs are known at all.
-func (p *Plan) selection(in Inputs, add func(Action, string, int, string, ...any)) (names []string, picked map[string][]string, known bool) {
-	job := in.Job
-	if in.SelectionErr != nil {
-		add(Warn, "", -1, "the VMs of %s are unknown: %v; the run will fail", job.Source.Address(), in.SelectionErr)
-		return job.VMs, nil, false
-	}
-	sel := in.Selection
-	if sel == nil {
-		return job.VMs, nil, true
-	}
-	known = true
-	for _, m := range sel.Matches {
-		p.Selection = append(p.Selection, Selected{Selector: m.Selector.String(), Exclude: m.Exclude, VMs: m.VMs, Why: m.Why})
-		switch {
-		case m.Err != nil:
-			add(Warn, "", -1, "%s: %v; the run will fail", m.Selector, m.Err)
-			known = false
-		case !m.Exclude && len(m.VMs) == 0:
-			add(Warn, "", -1, "%s matches no VM at %s (%s); the run will warn", m.Selector, job.Source.Address(), m.Why)
-		}
-	}
-	for _, n := range sel.Notes {
-		add(Warn, "", -1, "%s", n)
-	}
-	picked = map[string][]string{}
-	for _, v := range sel.VMs {
-		if v.Err != nil {
-			name := v.Key
-			if v.VM != nil {
-				name = fmt.Sprintf("%s (id %s)", v.Key, v.VM.ID)
-			}
-			add(Warn, name, -1, "not replicated: %v", v.Err)
-			continue
-		}
-		names = append(names, v.Key)
-		if v.New {
-			picked[v.Key] = v.By
-		}
-	}
-	return names, picked, known
-}
-
 func newest(ps []Point) string {
 	if len(ps) == 0 {
 		return "none yet"
 	}
 	return "from " + ps[len(ps)-1].Created.UTC().Format("2006-01-02 15:04:05 UTC")
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Summary counts the changes by action.

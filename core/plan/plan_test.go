@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/selection"
 	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -99,7 +100,7 @@ func TestPlanGolden(t *testing.T) {
 			"/DC0/vm/path-01": {ID: "vm-41", Name: "path-01", Disks: []sdk.Disk{{Capacity: 1 << 30}}},
 			"vm-41":           {ID: "vm-41", Name: "path-01", Disks: []sdk.Disk{{Capacity: 1 << 30}}},
 		},
-		SourceErrors: map[string]error{"gone-host-01": errors.New("source.local.prod: unavailable: connection refused")},
+		SourceErrors: map[string]error{"gone-host-01": fmt.Errorf("connection refused: %w", errdefs.ErrUnavailable)},
 	}
 	var buf bytes.Buffer
 	Make(in).Write(&buf)
@@ -190,7 +191,7 @@ func TestPlanSelectionGolden(t *testing.T) {
 	sel := selection.Select(selection.Inputs{
 		Job:         job,
 		Named:       map[string]*sdk.VM{"db-01": &db},
-		NamedErrors: map[string]error{"ghost-01": errors.New("vm \"ghost-01\": not found")},
+		NamedErrors: map[string]error{"ghost-01": fmt.Errorf("vm \"ghost-01\": %w", errdefs.ErrNotFound)},
 		Listing:     listing,
 		Tags:        []string{"ferry/no-dr", "tier/gold", "tier/silver"},
 		Known:       map[string]string{"vm-1": "web-01", "vm-3": "web-test", "vm-4": "db-01", "vm-9": "old-web"},
@@ -216,8 +217,12 @@ func TestPlanSelectionGolden(t *testing.T) {
 	unknown := in
 	down := errors.New("vsphere https://vc/sdk cannot be reached: unavailable")
 	unknown.Selection, unknown.SelectionErr = nil, fmt.Errorf("list the VMs of the source: %w", down)
-	unknown.SourceErrors = map[string]error{"db-01": down, "ghost-01": down}
 	Make(unknown).Write(&buf)
+	// Nor when the selectors cannot all be answered.
+	unanswered := in
+	unanswered.Selection = selection.Select(selection.Inputs{Job: job, Named: map[string]*sdk.VM{"db-01": &db}, Listing: listing,
+		TagsErr: fmt.Errorf("the source does not list tags: %w", errdefs.ErrUnimplemented)})
+	Make(unanswered).Write(&buf)
 	golden(t, "selection.golden", buf.Bytes())
 }
 
