@@ -3,13 +3,16 @@ package engine
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/pki"
 	"github.com/ferry-dr/ferry/core/plan"
+	"github.com/ferry-dr/ferry/core/proxy"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 	"github.com/ferry-dr/ferry/sdk/sdktest"
@@ -354,4 +357,50 @@ func TestPlanAndRunAgree(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPlanAndRunPlaceAlike: the proxies a plan says would move a job's
+// disks are those the run moves them with: the plan places a task made as
+// the run makes its tasks, for the first VM the run copies (not the first
+// the job names, which the run may not copy), by the pool's rule.
+func TestPlanAndRunPlaceAlike(t *testing.T) {
+	f := newFixture(t, "web-01")
+	ts := f.twoSites()
+	// p-direct, at the source's site too, reads web-01's disks from its
+	// storage directly, and cannot reach those of other VMs.
+	direct, a, _ := f.startAgent(ts.ca, "p-direct", "prod")
+	a.Plugins = f.memPluginsWith(func(src sdk.Source) sdk.Source {
+		return reachOnly{Source: src, vm: "web-01"}
+	}, "")
+	control, err := pki.Load(filepath.Join(ts.ca, "control"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := proxy.NewPool(append(ts.members, direct), control, "test", nil)
+	defer pool.Close()
+	f.eng.Proxies = pool
+	f.job.VMs = []string{"ghost", "web-01"}
+	f.write("web-01", 0, 5)
+	p, s := f.planThenRun()
+	x := p.Proxies
+	if x == nil || x.Error != "" || x.Source != "p-direct" || x.Target != "p-dst" {
+		t.Fatalf("the plan's proxies: %+v, want p-direct to p-dst", x)
+	}
+	if got := proxiesOf(s); got != "p-direct>p-dst,p-direct>p-dst" {
+		t.Fatalf("the plan places the disks on p-direct>p-dst, the run moved them %s", got)
+	}
+}
+
+// reachOnly is a source that reads the disks of one VM from its storage
+// directly, and cannot reach any other's.
+type reachOnly struct {
+	sdk.Source
+	vm string
+}
+
+func (r reachOnly) ProbeTransport(_ context.Context, vm string, _ int) (string, string, error) {
+	if vm == r.vm {
+		return sdk.TransportDirect, "the datastore is mounted here", nil
+	}
+	return "", "the datastore of " + vm + " is not mounted here", nil
 }

@@ -142,13 +142,20 @@ type previewer interface {
 var _ previewer = (*proxy.Pool)(nil)
 
 // planProxies greets the proxies and says in each plan where the job's
-// disks would move.
+// disks would move: those of the first VM the run would copy, as a disk
+// task of the run is made (ProxyTask) and placed (the pool's rule).
 func planProxies(ctx context.Context, pv previewer, jobs []*config.Job, plans []plan.Plan) {
 	bad := pv.Greet(ctx, nil)
 	for i, job := range jobs {
+		if plans[i].Overall.Fail != nil {
+			continue // the run would move no disk
+		}
 		vm := ""
-		if len(job.VMs) > 0 {
-			vm = job.VMs[0] // how the proxies reach the job's disks: its first VM's
+		for _, d := range plans[i].VMs {
+			if d.Verdict == plan.VerdictCreate || d.Verdict == plan.VerdictIncremental {
+				vm = d.VM
+				break
+			}
 		}
 		t := ProxyTask(job, vm)
 		x := &plan.Proxies{}

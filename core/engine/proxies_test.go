@@ -47,10 +47,21 @@ func (b blindTarget) ProbeTransport(context.Context, string, int) (string, strin
 // memPlugins serves the fixture's components; with blind set, the target
 // says it cannot reach its storage, and why.
 func (f *fixture) memPlugins(blind string) memPlugins {
+	return f.memPluginsWith(nil, blind)
+}
+
+// memPluginsWith is memPlugins whose source is wrap's decorator of the
+// fixture's (the fixture's when wrap is nil).
+func (f *fixture) memPluginsWith(wrap func(sdk.Source) sdk.Source, blind string) memPlugins {
 	c := f.comps
 	p := &sdk.Plugin{Name: "mem", Version: "test",
 		Sources: map[string]sdk.Component[sdk.Source]{"mem": {Schema: &schema.Block{}, Capabilities: c.src.Capabilities(),
-			New: func(context.Context, cty.Value) (sdk.Source, error) { return c.src, nil }}},
+			New: func(context.Context, cty.Value) (sdk.Source, error) {
+				if wrap != nil {
+					return wrap(c.src), nil
+				}
+				return c.src, nil
+			}}},
 		Targets: map[string]sdk.Component[sdk.Target]{"mem": {Schema: &schema.Block{}, Capabilities: c.tgt.Capabilities(),
 			New: func(context.Context, cty.Value) (sdk.Target, error) {
 				var tgt sdk.Target = c.tgt

@@ -326,27 +326,42 @@ func (p *Pool) candidates(t Task) []Candidate {
 }
 
 // Preview says where t would go now (after Greet), without taking slots,
-// and the codec its link would get: for `ferry plan`.
+// and the codec its link would get: for `ferry plan`. It decides by the
+// rule Run places by (see choose), as if no task ran: a plan shows the
+// choice, not the queue.
 func (p *Pool) Preview(ctx context.Context, t Task) (Placement, datamover.Codec, error) {
 	p.probe(ctx, t)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	cands := p.candidates(t)
-	if len(cands) == 0 {
-		return Placement{}, 0, p.noProxy(t)
-	}
 	for i := range cands {
-		cands[i].Running = 0 // a plan shows the choice, not the queue
+		cands[i].Running = 0
 	}
-	pl, ok := Choose(cands, t.Proxies, t.SourceSite, t.TargetSite, t.VM)
-	if !ok {
-		if why := Unable(cands); why != "" {
-			return Placement{}, 0, fmt.Errorf("%w: %s", ErrNoProxy, why)
-		}
+	pl, busy, err := p.choose(t, cands)
+	switch {
+	case err != nil:
+		return Placement{}, 0, err
+	case busy:
 		return Placement{}, 0, fmt.Errorf("%w: no proxy has two free task slots", ErrNoProxy)
 	}
 	codec, err := datamover.ParseCodec(t.Compression, linkBetween(p.members[pl.Source], p.members[pl.Target]))
 	return pl, codec, err
+}
+
+// choose places t on cands: where its halves go, or that every proxy
+// able to take them is busy now (busy), or why none can take them at all
+// (ErrNoProxy). Preview and place both decide by it. Callers hold p.mu.
+func (p *Pool) choose(t Task, cands []Candidate) (pl Placement, busy bool, err error) {
+	if len(cands) == 0 {
+		return Placement{}, false, p.noProxy(t)
+	}
+	if why := Unable(cands); why != "" {
+		return Placement{}, false, fmt.Errorf("%w: %s", ErrNoProxy, why)
+	}
+	if pl, ok := Choose(cands, t.Proxies, t.SourceSite, t.TargetSite, t.VM); ok {
+		return pl, false, nil
+	}
+	return Placement{}, true, nil
 }
 
 // place picks a source and a target proxy for t with free slots, and
@@ -355,16 +370,12 @@ func (p *Pool) place(ctx context.Context, t Task) (src, dst *member, pl Placemen
 	for {
 		p.probe(ctx, t)
 		p.mu.Lock()
-		cands := p.candidates(t)
-		if len(cands) == 0 {
+		pl, busy, err := p.choose(t, p.candidates(t))
+		if err != nil {
 			p.mu.Unlock()
-			return nil, nil, Placement{}, p.noProxy(t)
+			return nil, nil, Placement{}, err
 		}
-		if why := Unable(cands); why != "" {
-			p.mu.Unlock()
-			return nil, nil, Placement{}, fmt.Errorf("%w: %s", ErrNoProxy, why)
-		}
-		if pl, ok := Choose(cands, t.Proxies, t.SourceSite, t.TargetSite, t.VM); ok {
+		if !busy {
 			src, dst = p.members[pl.Source], p.members[pl.Target]
 			src.ours++
 			dst.ours++
@@ -374,7 +385,6 @@ func (p *Pool) place(ctx context.Context, t Task) (src, dst *member, pl Placemen
 		freed := p.freed
 		p.waiting++
 		p.mu.Unlock()
-		var err error
 		select {
 		case <-freed:
 		case <-time.After(time.Second):
