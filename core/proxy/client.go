@@ -54,7 +54,21 @@ type Pool struct {
 	freed   chan struct{} // closed and replaced when a slot is freed
 	members map[string]*member
 	waiting int // tasks waiting in place for free slots
+	// writing is the proxy that writes each replica now (by writingKey),
+	// with the number of the pool's tasks writing it there: the disks of
+	// a replica are written by one proxy at a time, as a target plugin
+	// may let one process write a replica (the local plugin keeps one
+	// undo log per replica, and refuses a second writer).
+	writing map[string]*replicaWriter
 }
+
+// replicaWriter is the proxy writing a replica, and how many tasks.
+type replicaWriter struct {
+	proxy string
+	tasks int
+}
+
+func writingKey(t Task) string { return t.Job + "\x00" + t.Replica }
 
 type member struct {
 	Member
@@ -351,9 +365,20 @@ func (p *Pool) Preview(ctx context.Context, t Task) (Placement, datamover.Codec,
 // choose places t on cands: where its halves go, or that every proxy
 // able to take them is busy now (busy), or why none can take them at all
 // (ErrNoProxy). Preview and place both decide by it. Callers hold p.mu.
+//
+// A task whose replica a proxy writes for another task has its target
+// half on that proxy too, and waits for its slots: the other proxies are
+// taken as unable to reach the replica while the proxy is a candidate.
 func (p *Pool) choose(t Task, cands []Candidate) (pl Placement, busy bool, err error) {
 	if len(cands) == 0 {
 		return Placement{}, false, p.noProxy(t)
+	}
+	if w := p.writing[writingKey(t)]; w != nil && t.Replica != "" && slices.ContainsFunc(cands, func(c Candidate) bool { return c.Name == w.proxy }) {
+		for i := range cands {
+			if cands[i].Name != w.proxy {
+				cands[i].Target = Reach{Known: true, Why: fmt.Sprintf("replica %s is written by proxy %s", t.Replica, w.proxy)}
+			}
+		}
 	}
 	if why := Unable(cands); why != "" {
 		return Placement{}, false, fmt.Errorf("%w: %s", ErrNoProxy, why)
@@ -379,6 +404,20 @@ func (p *Pool) place(ctx context.Context, t Task) (src, dst *member, pl Placemen
 			src, dst = p.members[pl.Source], p.members[pl.Target]
 			src.ours++
 			dst.ours++
+			if t.Replica != "" {
+				if p.writing == nil {
+					p.writing = map[string]*replicaWriter{}
+				}
+				w := p.writing[writingKey(t)]
+				if w == nil {
+					w = &replicaWriter{}
+					p.writing[writingKey(t)] = w
+				}
+				// A writer that cannot be reached any more was not a
+				// candidate: the replica is written here from now on.
+				w.proxy = dst.Name
+				w.tasks++
+			}
 			p.mu.Unlock()
 			return src, dst, pl, nil
 		}
@@ -422,10 +461,15 @@ func (p *Pool) noProxy(t Task) error {
 	return fmt.Errorf("%w: %s", ErrNoProxy, strings.Join(why, "; "))
 }
 
-func (p *Pool) release(ms ...*member) {
+func (p *Pool) release(t Task, ms ...*member) {
 	p.mu.Lock()
 	for _, m := range ms {
 		m.ours--
+	}
+	if w := p.writing[writingKey(t)]; w != nil && t.Replica != "" {
+		if w.tasks--; w.tasks == 0 {
+			delete(p.writing, writingKey(t))
+		}
 	}
 	close(p.freed)
 	p.freed = make(chan struct{})
@@ -540,7 +584,7 @@ func (p *Pool) run(ctx context.Context, t Task) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	defer p.release(src, dst)
+	defer p.release(t, src, dst)
 	p.mu.Lock()
 	srcClient, dstClient := src.client, dst.client
 	route := traffic.Link{From: src.end, To: dst.end}

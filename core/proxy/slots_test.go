@@ -40,13 +40,13 @@ func TestSlotsCountBusySlotsAndWaitingTasks(t *testing.T) {
 			s, d, _, err := p.place(ctx, task)
 			if err == nil {
 				want("the second task placed", 2, 0)
-				p.release(s, d)
+				p.release(task, s, d)
 			}
 			placed <- err
 		}()
 		synctest.Wait()
 		want("a task waits", 2, 1)
-		p.release(src, dst)
+		p.release(task, src, dst)
 		if err := <-placed; err != nil {
 			t.Fatal(err)
 		}
@@ -63,6 +63,58 @@ func TestSlotsCountBusySlotsAndWaitingTasks(t *testing.T) {
 		older.members["p0"].ours = 1
 		if got, _ := SlotsOf(nil, older); !slices.Equal(got, []SlotState{{"p0", "old", 1, 1}, {"p1", "", 8, 1}}) {
 			t.Fatalf("older pools alone: %+v", got)
+		}
+	})
+}
+
+// TestAReplicaIsWrittenByOneProxy: the disks of a replica have their
+// target halves on the proxy that writes the replica already, and wait
+// for its slots rather than go to another proxy with free ones (a target
+// plugin may let one process write a replica); another replica's go where
+// there is room.
+func TestAReplicaIsWrittenByOneProxy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := NewPool([]Member{{Name: "p-prod", Site: "prod", MaxTasks: 6}, {Name: "p-dr", Site: "dr", MaxTasks: 1}}, nil, "test", nil)
+		disk := func(replica string, n int) Task {
+			return Task{Job: "web", VM: "web-01", Replica: replica, Disk: n, SourceSite: "prod", TargetSite: "dr"}
+		}
+		for _, m := range p.members {
+			m.hello = &proxyv1.HelloResponse{Name: m.Name, Site: m.Site, MaxTasks: 8}
+			m.reach = map[string][2]Reach{reachKey(disk("", 0)): {}} // known: no probe
+		}
+		ctx := context.Background()
+		first := disk("r1", 0)
+		src, dst, pl, err := p.place(ctx, first)
+		if err != nil || pl.Source != "p-prod" || pl.Target != "p-dr" {
+			t.Fatalf("the first disk: %+v, %v", pl, err)
+		}
+		// p-dr is full: the replica's second disk waits for it.
+		second := make(chan Placement, 1)
+		go func() {
+			s, d, pl, err := p.place(ctx, disk("r1", 1))
+			if err != nil {
+				t.Error(err)
+			}
+			second <- pl
+			p.release(disk("r1", 1), s, d)
+		}()
+		synctest.Wait()
+		if _, waiting := p.Slots(); waiting != 1 {
+			t.Fatalf("%d tasks wait, want the replica's second disk", waiting)
+		}
+		// Another replica's disk goes where there is room.
+		s2, d2, pl2, err := p.place(ctx, disk("r2", 0))
+		if err != nil || pl2.Target != "p-prod" {
+			t.Fatalf("another replica's disk: %+v, %v", pl2, err)
+		}
+		p.release(disk("r2", 0), s2, d2)
+		p.release(first, src, dst)
+		if pl := <-second; pl.Target != "p-dr" {
+			t.Fatalf("the replica's second disk went to %s, not to p-dr, which writes the replica", pl.Target)
+		}
+		synctest.Wait()
+		if len(p.writing) != 0 {
+			t.Fatalf("replicas still written after every task ended: %v", p.writing)
 		}
 	})
 }
