@@ -464,13 +464,19 @@ func TestQueuedRunsSurviveAKill(t *testing.T) {
 // TestTheServersMetricsTellTheProxiesSlots: /metrics of a server whose
 // jobs run through proxies has each proxy's task slots (the
 // configuration's before a session greets it, then what the proxy says,
-// bounded by the configuration) and the slots its tasks hold.
+// bounded by the configuration), the slots its tasks hold while a session
+// runs, and the tasks waiting for one: the DR proxy takes one task at a
+// time, so of the VM's two disks one moves and one waits.
 func TestTheServersMetricsTellTheProxiesSlots(t *testing.T) {
 	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"16MiB", "8MiB"}})
 	prod, dr := l.startSiteProxies() // each runs with --max-tasks 4
 	l.writeSitesConfig(fmt.Sprintf("\nproxy %q {\n  address   = %q\n  site      = %q\n  max_tasks = 6\n}\n"+
-		"\nproxy %q {\n  address   = %q\n  site      = %q\n  max_tasks = 2\n}\n", prod.name, prod.addr, prod.site, dr.name, dr.addr, dr.site))
-	l.write("web-01", 0, 0, 1<<20)
+		"\nproxy %q {\n  address   = %q\n  site      = %q\n  max_tasks = 1\n}\n"+
+		// Slow enough to be seen moving: about 1.5 s a disk.
+		"\ntraffic_rule \"wan\" {\n  from     = [\"site:prod\"]\n  to       = [\"site:dr\"]\n  throttle = \"2MiB/s\"\n}\n",
+		prod.name, prod.addr, prod.site, dr.name, dr.addr, dr.site))
+	local(t, l.random(3<<20), "vm", "write", l.prod, "web-01", "0", "0")
+	local(t, l.random(3<<20), "vm", "write", l.prod, "web-01", "1", "0")
 	token := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "ops", "--role", "operator").stdout)
 	s := l.startServer()
 	gauges := func() map[string]float64 {
@@ -500,19 +506,40 @@ func TestTheServersMetricsTellTheProxiesSlots(t *testing.T) {
 		return out
 	}
 	before := map[string]float64{
-		"ferry_proxy_task_slots proxy=p-dr site=dr": 2, "ferry_proxy_task_slots proxy=p-prod site=prod": 6,
+		"ferry_proxy_task_slots proxy=p-dr site=dr": 1, "ferry_proxy_task_slots proxy=p-prod site=prod": 6,
 		"ferry_proxy_task_slots_busy proxy=p-dr site=dr": 0, "ferry_proxy_task_slots_busy proxy=p-prod site=prod": 0,
 		"ferry_proxy_tasks_waiting": 0,
 	}
 	if got := gauges(); !maps.Equal(got, before) {
 		t.Fatalf("before a session: %v, want %v", got, before)
 	}
+	mark := s.stderr.mark()
 	if code := s.call(t, token, "POST", "/v1/jobs/e2e/run", nil); code != http.StatusAccepted {
 		t.Fatalf("POST /v1/jobs/e2e/run: %d", code)
 	}
-	s.waitLog(t, `"session ended"`, 0, 60*time.Second)
+	// While the session runs: one task holds a slot of each proxy, the
+	// other waits for p-dr's.
+	during := maps.Clone(before)
+	during["ferry_proxy_task_slots proxy=p-prod site=prod"] = 4 // the proxy's --max-tasks, once greeted
+	during["ferry_proxy_task_slots_busy proxy=p-dr site=dr"] = 1
+	during["ferry_proxy_task_slots_busy proxy=p-prod site=prod"] = 1
+	during["ferry_proxy_tasks_waiting"] = 1
+	var seen []map[string]float64
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		got := gauges()
+		if maps.Equal(got, during) {
+			break
+		}
+		if len(seen) == 0 || !maps.Equal(seen[len(seen)-1], got) {
+			seen = append(seen, got)
+		}
+		if strings.Contains(s.stderr.String()[mark:], `"session ended"`) || time.Now().After(deadline) {
+			t.Fatalf("the session's disks were never seen moving and waiting (%v); the gauges were:\n%v\n%s", during, seen, s.stderr.String()[mark:])
+		}
+	}
+	s.waitLog(t, `"session ended"`, mark, 60*time.Second)
 	after := maps.Clone(before)
-	after["ferry_proxy_task_slots proxy=p-prod site=prod"] = 4 // the proxy's --max-tasks
+	after["ferry_proxy_task_slots proxy=p-prod site=prod"] = 4
 	if got := gauges(); !maps.Equal(got, after) {
 		t.Fatalf("after a session: %v, want %v", got, after)
 	}
