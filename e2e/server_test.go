@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -542,5 +544,74 @@ func TestTheServersMetricsTellTheProxiesSlots(t *testing.T) {
 	after["ferry_proxy_task_slots proxy=p-prod site=prod"] = 4
 	if got := gauges(); !maps.Equal(got, after) {
 		t.Fatalf("after a session: %v, want %v", got, after)
+	}
+}
+
+// TestSIGHUPReloadsTheTokens: a token revoked in a way the server's look
+// at the tokens' folder cannot see (its file rewritten with another
+// secret's digest, same size and times) is honoured until SIGHUP, which
+// reads the tokens whatever the folder looks like; after it the old
+// secret is refused and the log says why the tokens were reloaded.
+func TestSIGHUPReloadsTheTokens(t *testing.T) {
+	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"1MiB"}})
+	l.writeConfig(queueJobs("a"))
+	secret := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "dash", "--role", "read").stdout)
+	s := l.startServer()
+	if code := s.call(t, secret, "GET", "/v1/jobs", nil); code != http.StatusOK {
+		t.Fatalf("GET /v1/jobs with the token: %d", code)
+	}
+
+	dir := server.TokensDir(l.cfg)
+	file := filepath.Join(dir, "dash.json")
+	fileInfo, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirInfo, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok server.Token
+	if err := json.Unmarshal(b, &tok); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("ferry_another-secret"))
+	other := hex.EncodeToString(sum[:])
+	rewritten := strings.Replace(string(b), tok.SHA256, other, 1)
+	if len(rewritten) != len(b) || rewritten == string(b) {
+		t.Fatalf("the token file was not rewritten in place:\n%s", b)
+	}
+	if err := os.WriteFile(file, []byte(rewritten), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, info := range map[string]os.FileInfo{file: fileInfo, dir: dirInfo} {
+		if err := os.Chtimes(path, info.ModTime(), info.ModTime()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The folder looks unchanged: the look every 2 s reloads nothing,
+	// and requests read no file.
+	time.Sleep(2500 * time.Millisecond)
+	if code := s.call(t, secret, "GET", "/v1/jobs", nil); code != http.StatusOK {
+		t.Fatalf("before SIGHUP the server already refused the token (%d): the test cannot tell what SIGHUP does", code)
+	}
+
+	mark := s.stderr.mark()
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	s.waitLog(t, `"tokens reloaded"`, mark, 10*time.Second)
+	if why := s.logged(t, "tokens reloaded", "why"); len(why) == 0 || why[len(why)-1] != "SIGHUP" {
+		t.Fatalf("tokens reloaded because %q, want SIGHUP", why)
+	}
+	if code := s.call(t, secret, "GET", "/v1/jobs", nil); code != http.StatusUnauthorized {
+		t.Fatalf("GET /v1/jobs with the revoked token after SIGHUP: %d, want 401", code)
+	}
+	if code := s.call(t, secret, "GET", "/v1/health", nil); code != http.StatusOK {
+		t.Fatalf("the server stopped answering after SIGHUP: %d", code)
 	}
 }
