@@ -248,10 +248,14 @@ func TestServerRunsTheSchedules(t *testing.T) {
 	s.waitLog(t, "configuration reloaded", mark, 30*time.Second)
 
 	// kill -9 while a session runs; the restart runs the missed run once,
-	// and the next point is exact.
+	// loses no restore point, goes on incrementally (the killed session
+	// left the replica as its last point had it), and the next point is
+	// exact.
 	mark = s.stderr.mark()
 	s.waitLog(t, `"session starts"`, mark, 30*time.Second)
 	s.kill()
+	killed := time.Now()
+	before := l.points("web-01")
 	// The next run must have fallen due while no server ran: wait for
 	// the schedule's next two-second mark.
 	time.Sleep(time.Until(time.Now().Truncate(2 * time.Second).Add(2*time.Second + 100*time.Millisecond)))
@@ -270,10 +274,26 @@ func TestServerRunsTheSchedules(t *testing.T) {
 		t.Fatalf("the missed run ran %d times", n)
 	}
 	ps := l.points("web-01")
-	if len(ps) == 0 {
-		t.Fatal("no restore point")
+	if len(ps) == 0 || len(ps) < len(before) {
+		t.Fatalf("%d restore points after the restart, %d before the kill", len(ps), len(before))
 	}
 	sameBytes(t, "the newest point after the restart", l.point("web-01", ps[len(ps)-1].ID, 0), want)
+	var since []session
+	if r := ferry(t, l.cfg, "sessions", "e2e", "--json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &since) != nil {
+		t.Fatalf("sessions --json: %s", r)
+	}
+	resumed := 0
+	for _, x := range since {
+		if x.Started.After(killed) {
+			resumed++
+			if x.Result != catalog.ResultSuccess || x.modes() != "change-tracking" {
+				t.Fatalf("session %s after the restart: %s, modes %s (want an incremental run)", x.ID, x.Result, x.modes())
+			}
+		}
+	}
+	if resumed == 0 {
+		t.Fatal("no session after the restart")
+	}
 	// Once the server is gone, a person may run the job again.
 	if r := l.run(); r.code != 0 {
 		t.Fatalf("ferry run after the server stopped: %d\n%s", r.code, r.stderr)
