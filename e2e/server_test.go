@@ -635,3 +635,43 @@ func TestSIGHUPReloadsTheTokens(t *testing.T) {
 		t.Fatalf("the server stopped answering after SIGHUP: %d", code)
 	}
 }
+
+// TestASecondSignalStopsTheServerAtOnce: on SIGTERM the server stops
+// cleanly, which here waits (up to 5 s) for an API client still
+// watching the events; a second SIGTERM ends it at once, as killing it
+// would.
+func TestASecondSignalStopsTheServerAtOnce(t *testing.T) {
+	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"1MiB"}})
+	l.writeConfig(queueJobs("a"))
+	token := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "dash", "--role", "read").stdout)
+	s := l.startServer()
+	req, err := http.NewRequest("GET", s.url+"/v1/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /v1/events: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	go io.Copy(io.Discard, resp.Body)
+
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	s.waitLog(t, "stopping: no new sessions", 0, 10*time.Second)
+	sent := time.Now()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = s.cmd.Wait()
+	took := time.Since(sent)
+	ws, ok := s.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if err == nil || !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM || took > 2*time.Second {
+		t.Fatalf("after the second SIGTERM the server ended in %v: %v (want killed by the signal at once)\n%s", took, err, s.stderr)
+	}
+	if strings.Contains(s.stderr.String(), "ferry server: stopped") {
+		t.Fatalf("the server stopped cleanly after a second signal:\n%s", s.stderr)
+	}
+}
