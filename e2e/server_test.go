@@ -255,6 +255,7 @@ func TestServerRunsTheSchedules(t *testing.T) {
 	s.waitLog(t, `"session starts"`, mark, 30*time.Second)
 	s.kill()
 	killed := time.Now()
+	logs := s.stderr.String()
 	before := l.points("web-01")
 	// The next run must have fallen due while no server ran: wait for
 	// the schedule's next two-second mark.
@@ -312,6 +313,14 @@ func TestServerRunsTheSchedules(t *testing.T) {
 	// The webhook heard the sessions, signed.
 	if ev := hooks.events(); ev["session.ended"] < 3 || hooks.bad > 0 {
 		t.Fatalf("webhook notices %v, %d badly signed", ev, hooks.bad)
+	}
+	// Secrets are never logged: the webhook's, the tokens' (asked with
+	// and made or revoked while it ran).
+	logs += s.stderr.String()
+	for what, secret := range map[string]string{"the webhook secret": hookSecret, "the operator token": operator, "the read token": reader, "a revoked token": spare} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the server logged %s", what)
+		}
 	}
 }
 
