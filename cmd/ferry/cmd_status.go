@@ -85,7 +85,7 @@ func runStatus(e *env, args []string, asJSON bool) error {
 		for _, name := range w.jobNames() {
 			jobs = append(jobs, w.cfg.Jobs[name])
 		}
-		if out, err = status.Jobs(w.cat, jobs, sched); err != nil {
+		if out, err = status.Jobs(w.cat, jobs, sched, time.Now()); err != nil {
 			return err
 		}
 		if plans, err = status.Plans(w.cat, slices.Sorted(maps.Keys(w.cfg.FailoverPlans))); err != nil {
@@ -119,6 +119,9 @@ func runStatus(e *env, args []string, asJSON bool) error {
 			newest := "-"
 			if v.Newest != nil {
 				newest = v.Newest.Local().Format(time.DateTime)
+			}
+			if v.RPOBreached {
+				newest += " (RPO BREACHED)"
 			}
 			state := v.State
 			if v.FailoverPoint != "" {
@@ -202,6 +205,18 @@ func jobLine(st status.Job) string {
 		line += fmt.Sprintf("; schedule %s, run by %s", st.Schedule, st.ScheduledBy)
 	case st.Schedule != "":
 		line += fmt.Sprintf("; schedule %s, not run automatically (no ferry server runs this configuration): run it with 'ferry run %s'", st.Schedule, st.Job)
+	}
+	if st.RPO != "" {
+		breached := 0
+		for _, v := range st.VMs {
+			if v.RPOBreached {
+				breached++
+			}
+		}
+		line += "; rpo " + st.RPO
+		if breached > 0 {
+			line += fmt.Sprintf(", breached by %s", count(breached, "VM"))
+		}
 	}
 	return line
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -143,7 +144,7 @@ func TestStatusTests(t *testing.T) {
 		}
 	}
 
-	jobs, err := status.Jobs(cat, []*config.Job{{Name: "web", VMs: []string{"web-01", "web-02", "web-03"}}}, status.Unscheduled)
+	jobs, err := status.Jobs(cat, []*config.Job{{Name: "web", VMs: []string{"web-01", "web-02", "web-03"}}}, status.Unscheduled, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,5 +171,55 @@ func TestStatusTests(t *testing.T) {
 	}
 	if m[0].VMs[2].LastTest != nil || strings.Count(string(b), `"last_test"`) != 2 {
 		t.Errorf("last_test of a VM never tested in %s", b)
+	}
+}
+
+// TestStatusRPO: the status of a job with an rpo says it, and which VMs'
+// newest restore points are older (or that have none), in text and JSON.
+func TestStatusRPO(t *testing.T) {
+	t.Parallel()
+	cat, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	for vm, age := range map[string]time.Duration{"web-01": 5 * time.Hour, "web-02": time.Hour} {
+		r := &catalog.Replica{Job: "web", VM: vm, ReplicaID: vm + "-r", ReplicaName: vm + "_replica", State: "ready"}
+		if err := cat.CommitPoint(r, &catalog.RestorePoint{Job: "web", VM: vm, ID: vm + "-p1", Created: now.Add(-age)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jobs := []*config.Job{{Name: "web", VMs: []string{"web-01", "web-02", "web-03"}, RPO: 4 * time.Hour}, {Name: "db", VMs: []string{"db-01"}}}
+	out, err := status.Jobs(cat, jobs, status.Unscheduled, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := jobLine(out[0]), "job web: never run; rpo 4h, breached by 2 VMs"; got != want {
+		t.Errorf("status line %q, want %q", got, want)
+	}
+	if got, want := jobLine(out[1]), "job db: never run"; got != want {
+		t.Errorf("status line %q, want %q", got, want)
+	}
+	var breached []bool
+	for _, v := range out[0].VMs {
+		breached = append(breached, v.RPOBreached)
+	}
+	if fmt.Sprint(breached) != "[true false true]" || out[1].VMs[0].RPOBreached {
+		t.Errorf("breached %v (web-01 5h old, web-02 1h, web-03 none), db %v", breached, out[1].VMs[0].RPOBreached)
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"rpo":"4h"`) || strings.Count(string(b), `"rpo_breached":true`) != 2 || strings.Count(string(b), `"rpo"`) != 1 {
+		t.Errorf("JSON %s", b)
+	}
+	for d, want := range map[time.Duration]string{4 * time.Hour: "4h", 90 * time.Minute: "1h30m", 30 * time.Minute: "30m", 45 * time.Second: "45s", 48 * time.Hour: "48h"} {
+		var j status.Job
+		j.CheckRPO(d, now)
+		if j.RPO != want {
+			t.Errorf("rpo %v is written %q, want %q", d, j.RPO, want)
+		}
 	}
 }

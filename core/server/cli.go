@@ -60,10 +60,23 @@ func (s *Server) statusHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sched := status.ScheduledBy(s.Controller.String(), func(job string) time.Time { return next[job] })
-	out, err := status.Jobs(s.cat, jobs, sched)
+	out, err := status.Jobs(s.cat, jobs, sched, time.Now())
 	if err != nil {
 		writeCatalogError(w, err)
 		return
+	}
+	// The server's alarms are the word on its jobs' RPOs: a VM without
+	// a point counts from when it began watching it.
+	alarms := map[rpoKey]bool{}
+	for _, r := range s.RPO() {
+		alarms[rpoKey{r.Job, r.VM}] = r.Breached
+	}
+	for i := range out {
+		for j := range out[i].VMs {
+			if breached, ok := alarms[rpoKey{out[i].Job, out[i].VMs[j].VM}]; ok {
+				out[i].VMs[j].RPOBreached = breached
+			}
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }

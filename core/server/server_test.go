@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/status"
 	"github.com/ferry-dr/ferry/scheduler"
 )
 
@@ -340,8 +343,25 @@ func TestRPOAlarmsAreRaisedAndCleared(t *testing.T) {
 		cfg := jobs(t, map[string]string{"web": "every 1m"})
 		cfg.Jobs["web"].RPO = 90 * time.Second
 		stop := serve(s, cfg)
+		// GET /v1/status says what the server's alarm says.
+		statusSays := func() string {
+			t.Helper()
+			rec := httptest.NewRecorder()
+			s.statusHandler(rec, httptest.NewRequest("GET", "/v1/status", nil))
+			var out []status.Job
+			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || len(out) != 1 || len(out[0].VMs) != 1 {
+				t.Fatalf("GET /v1/status: %v %s", err, rec.Body)
+			}
+			return fmt.Sprintf("rpo %s breached=%v", out[0].RPO, out[0].VMs[0].RPOBreached)
+		}
+		// No point yet, but the server has watched the VM for less than
+		// the RPO: no alarm, in status either.
+		time.Sleep(15 * time.Second)
+		if got := statusSays(); got != "rpo 1m30s breached=false" {
+			t.Fatalf("status before the first run: %s", got)
+		}
 		// No point before the first run at 60: within the RPO.
-		time.Sleep(65 * time.Second)
+		time.Sleep(50 * time.Second)
 		if st := s.RPO(); len(st) != 1 || st[0].Breached || st[0].Newest == nil {
 			t.Fatalf("after the first run: %+v", st)
 		}
@@ -352,6 +372,9 @@ func TestRPOAlarmsAreRaisedAndCleared(t *testing.T) {
 		time.Sleep(100 * time.Second)
 		if st := s.RPO(); len(st) != 1 || !st[0].Breached || st[0].Since == nil {
 			t.Fatalf("after 100 s without a point: %+v", st)
+		}
+		if got := statusSays(); got != "rpo 1m30s breached=true" {
+			t.Fatalf("status after 100 s without a point: %s", got)
 		}
 		// A point again: the alarm ends at that session's end.
 		l.mu.Lock()

@@ -3,6 +3,7 @@ package status
 import (
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ferry-dr/ferry/config"
@@ -22,7 +23,10 @@ type Job struct {
 	ScheduledBy string           `json:"scheduled_by,omitempty"`
 	NextRun     *time.Time       `json:"next_run,omitempty"`
 	LastSession *catalog.Session `json:"last_session,omitempty"`
-	VMs         []VM             `json:"vms"`
+	// RPO is the job's rpo ("4h"); "" when it has none. Each VM then
+	// says whether its newest restore point is older (RPOBreached).
+	RPO string `json:"rpo,omitempty"`
+	VMs []VM   `json:"vms"`
 }
 
 // VM is the state of one VM's replica and its restore points.
@@ -36,6 +40,37 @@ type VM struct {
 	// LastTest is the last test failover that started a test VM of the
 	// VM, of a plan or of the VM alone.
 	LastTest *catalog.VMTest `json:"last_test,omitempty"`
+	// RPOBreached is set, for a job with an rpo, while the VM's newest
+	// restore point is older than it, or the VM has none (see Job.CheckRPO).
+	RPOBreached bool `json:"rpo_breached,omitempty"`
+}
+
+// CheckRPO sets, for a job with an rpo, each VM's RPOBreached as of now:
+// its newest restore point is older than the rpo, or it has none yet. A
+// ferry server's alarms (GET /v1/rpo) count a VM without a point from
+// when the server began watching it instead, and override this in its
+// GET /v1/status.
+func (st *Job) CheckRPO(rpo time.Duration, now time.Time) {
+	if rpo <= 0 {
+		return
+	}
+	st.RPO = shortDuration(rpo)
+	for i := range st.VMs {
+		v := &st.VMs[i]
+		v.RPOBreached = v.Newest == nil || now.Sub(*v.Newest) > rpo
+	}
+}
+
+// shortDuration writes a duration as a configuration does: "4h", "1h30m".
+func shortDuration(d time.Duration) string {
+	s := d.String() // 4h0m0s, 1h30m0s, 30m0s, 1m30s, 45s
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // Plan is a failover plan's last test, and its next scheduled one.
@@ -100,8 +135,9 @@ func ScheduledBy(by string, next func(job string) time.Time) Scheduler {
 
 // Jobs reads the status of jobs in one read transaction of cat: a
 // consistent picture, and one open of the catalog, which a running session
-// writes to now and then.
-func Jobs(cat *catalog.Catalog, jobs []*config.Job, sched Scheduler) ([]Job, error) {
+// writes to now and then. The jobs' RPOs are checked as of now (see
+// Job.CheckRPO).
+func Jobs(cat *catalog.Catalog, jobs []*config.Job, sched Scheduler, now time.Time) ([]Job, error) {
 	out := []Job{}
 	err := cat.View(func(tx *catalog.Tx) error {
 		for _, j := range jobs {
@@ -109,6 +145,7 @@ func Jobs(cat *catalog.Catalog, jobs []*config.Job, sched Scheduler) ([]Job, err
 			if err != nil {
 				return err
 			}
+			st.CheckRPO(j.RPO, now)
 			out = append(out, st)
 		}
 		return nil
