@@ -253,6 +253,23 @@ failover_plan "shop" {
 	if r := ferry(t, l.cfg, "failover", "undo", "e2e", "db-01", "--test"); r.code != 2 || !strings.Contains(r.stderr, "nothing to undo") {
 		t.Fatalf("--test with undo: %s", r)
 	}
+	// One test of a VM alone at a time: a second one, or a cleanup,
+	// would remove the first one's test VM as a leftover.
+	cmd, _, _ = l.startTest("failover", "e2e", "db-01", "--test", "--keep", "10m")
+	for _, args := range [][]string{{"failover", "e2e", "db-01", "--test"}, {"failover", "e2e", "db-01", "--test", "--cleanup"}} {
+		if r := ferry(t, l.cfg, args...); r.code != 1 || !strings.Contains(r.stderr, `test failover of job "e2e" vm "db-01": another test of the VM runs, by ferry failover e2e db-01 --test (process `) {
+			t.Fatalf("ferry %s while a test of the VM runs: %s", strings.Join(args, " "), r)
+		}
+	}
+	if vms := l.testVMs(); len(vms) != 1 {
+		t.Fatalf("the kept test's VM after the refused ones: %v", vms)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the kept test of one VM after Ctrl-C: %v", err)
+	}
 	if vms := l.testVMs(); len(vms) != 0 {
 		t.Fatalf("test VMs left after the test of one VM: %v", vms)
 	}

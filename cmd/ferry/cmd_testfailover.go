@@ -139,6 +139,18 @@ func runTestFailover(e *env, pos []string, point string, t testFlags) error {
 		if _, err := w.job(pos[0]); err != nil {
 			return err
 		}
+		// One test of the VM alone at a time, with a ferry server's too:
+		// a test removes the test VMs of the VM's earlier tests first.
+		host, _ := os.Hostname()
+		how := "--test"
+		if t.cleanup {
+			how = "--test --cleanup"
+		}
+		release, lerr := w.cat.LockTestVM(pos[0], pos[1], catalog.TestHolder{What: "ferry failover " + pos[0] + " " + pos[1] + " " + how, PID: os.Getpid(), Host: host, Since: time.Now().UTC()})
+		if lerr != nil {
+			return lerr
+		}
+		defer release()
 		if t.cleanup {
 			removed, err := r.CleanupVM(ctx, pos[0], pos[1])
 			return cleanupEnded(e, what, removed, err)

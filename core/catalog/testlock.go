@@ -42,14 +42,30 @@ func (h TestHolder) String() string {
 // holds a NUL, so it never names a job's.
 func testLockKey(plan string) string { return "\x00test/" + plan }
 
+// testVMLockKey keys the lock of the tests of one VM alone.
+func testVMLockKey(job, vm string) string { return "\x00test-vm/" + job + "\x00" + vm }
+
 // LockTest takes the lock of the tests of plan for h until release is
 // called. It fails with errdefs.ErrFailedPrecondition, naming the holder,
 // while another test of plan holds it, in this process or another.
 func (c *Catalog) LockTest(plan string, h TestHolder) (release func(), err error) {
-	key := testLockKey(plan)
+	return c.lockTest(testLockKey(plan), fmt.Sprintf("test of failover plan %q", plan), "the plan", h)
+}
+
+// LockTestVM takes the lock of the tests of vm of job alone (`ferry
+// failover JOB VM --test`, and its --cleanup) for h, as LockTest does for
+// a plan: such a test first removes the test VMs earlier tests of the VM
+// left, so a second one would remove the first one's. Tests of plans
+// holding the VM take their plan's lock, not this one: they leave the
+// VM's own tests alone, and these theirs.
+func (c *Catalog) LockTestVM(job, vm string, h TestHolder) (release func(), err error) {
+	return c.lockTest(testVMLockKey(job, vm), fmt.Sprintf("test failover of job %q vm %q", job, vm), "the VM", h)
+}
+
+func (c *Catalog) lockTest(key, what, of string, h TestHolder) (release func(), err error) {
 	l, err := tryLockJob(c.path, key)
 	if err != nil {
-		return nil, fmt.Errorf("test of failover plan %q: %w", plan, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	info := lockFile(c.path, key) + ".json"
 	if l == nil {
@@ -57,7 +73,7 @@ func (c *Catalog) LockTest(plan string, h TestHolder) (release func(), err error
 		if b, err := os.ReadFile(info); err == nil && len(b) <= 4096 {
 			_ = json.Unmarshal(b, &holder)
 		}
-		return nil, fmt.Errorf("test of failover plan %q: another test of the plan runs, by %s: %w; try again when it ends", plan, holder, errdefs.ErrFailedPrecondition)
+		return nil, fmt.Errorf("%s: another test of %s runs, by %s: %w; try again when it ends", what, of, holder, errdefs.ErrFailedPrecondition)
 	}
 	b, _ := json.Marshal(h)
 	tmp := info + ".tmp"
@@ -67,7 +83,7 @@ func (c *Catalog) LockTest(plan string, h TestHolder) (release func(), err error
 	}
 	if err != nil {
 		l.release()
-		return nil, fmt.Errorf("test of failover plan %q: say who tests it: %w", plan, err)
+		return nil, fmt.Errorf("%s: say who tests it: %w", what, err)
 	}
 	return l.release, nil
 }

@@ -49,3 +49,46 @@ func TestOneTestOfAPlanAtATime(t *testing.T) {
 	}
 	again()
 }
+
+// TestOneTestOfAVMAtATime: the tests of one VM alone lock the VM as a
+// plan's tests lock the plan; other VMs, the same VM name in another job,
+// and a plan holding the VM are free.
+func TestOneTestOfAVMAtATime(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	a, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	since := time.Date(2026, 12, 6, 3, 0, 0, 0, time.UTC)
+	release, err := a.LockTestVM("web", "/DC0/vm/web-01", TestHolder{What: "ferry failover web /DC0/vm/web-01 --test", PID: 77, Since: since})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.LockTestVM("web", "/DC0/vm/web-01", TestHolder{What: "ferry server", PID: 812})
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), `test failover of job "web" vm "/DC0/vm/web-01": another test of the VM runs, by ferry failover web /DC0/vm/web-01 --test (process 77, since 2026-12-06T03:00:00Z)`) {
+		t.Fatalf("a second test of the VM: %v", err)
+	}
+	for _, free := range []func() (func(), error){
+		func() (func(), error) { return b.LockTestVM("web", "db-01", TestHolder{PID: 9}) },
+		func() (func(), error) { return b.LockTestVM("shop", "/DC0/vm/web-01", TestHolder{PID: 9}) },
+		func() (func(), error) { return b.LockTest("web", TestHolder{PID: 9}) },
+	} {
+		other, err := free()
+		if err != nil {
+			t.Fatalf("another lock: %v", err)
+		}
+		other()
+	}
+	release()
+	again, err := b.LockTestVM("web", "/DC0/vm/web-01", TestHolder{PID: 9})
+	if err != nil {
+		t.Fatalf("a test once the first ended: %v", err)
+	}
+	again()
+}
