@@ -375,8 +375,39 @@ failover_plan "shop" {
 	if st := l.replicaStates(); st["db-01"] != "ready" || st["web-01"] != "ready" {
 		t.Fatalf("replicas after the tests: %v", st)
 	}
-	if r := as("failover", "e2e", "db-01", "--test"); r.code != 2 || !strings.Contains(r.stderr, "tests failover plans, not one VM") {
+	// One VM alone, through the server: tested, its result the VM's
+	// last test; a test the server did not make (a killed one here) is
+	// cleaned up through it, and so are a plan's leftovers.
+	r = as("failover", "e2e", "db-01", "--test")
+	if r.code != 0 || !strings.Contains(r.stdout, "test failover of e2e/db-01: passed; recovery time ") || !strings.Contains(r.stdout, "e2e/db-01: test started") || !strings.Contains(r.stdout, ": removed") {
 		t.Fatalf("a test of one VM through the server: %s", r)
+	}
+	var jobs []status.Job
+	if r := as("status", "--json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &jobs) != nil || len(jobs) != 1 {
+		t.Fatalf("status --json through the server: %s", r)
+	}
+	for _, v := range jobs[0].VMs {
+		if v.VM == "db-01" && (v.LastTest == nil || v.LastTest.Plan != "" || !v.LastTest.Passed) {
+			t.Fatalf("db-01's last test after a test of it alone: %+v", v.LastTest)
+		}
+	}
+	cmd, _, _ := l.startTest("failover", "e2e", "db-01", "--test", "--keep", "10m")
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if vms := l.testVMs(); len(vms) != 1 {
+		t.Fatalf("test VMs after a killed test of db-01: %v", vms)
+	}
+	if r := as("failover", "plan", "shop", "--test", "--cleanup"); r.code != 0 || !strings.Contains(r.stdout, "test of failover plan shop: no test VM was left behind") || len(l.testVMs()) != 1 {
+		t.Fatalf("the plan's cleanup through the server beside a VM's leftover: %s", r)
+	}
+	if r := as("failover", "e2e", "db-01", "--test", "--cleanup"); r.code != 0 || !strings.Contains(r.stdout, "test failover of e2e/db-01: removed 1 test VMs left behind: db-01-test-") {
+		t.Fatalf("the VM's cleanup through the server: %s", r)
+	}
+	if vms := l.testVMs(); len(vms) != 0 {
+		t.Fatalf("test VMs after the cleanup through the server: %v", vms)
+	}
+	if r := as("failover", "nosuch", "db-01", "--test"); r.code != 2 || !strings.Contains(r.stderr, `no job "nosuch" on ferry server`) {
+		t.Fatalf("a test of a VM of an unknown job through the server: %s", r)
 	}
 	if r := as("failover", "plan", "nosuch", "--test"); r.code != 2 || !strings.Contains(r.stderr, `no failover plan "nosuch" (plans: shop)`) {
 		t.Fatalf("a test of an unknown plan through the server: %s", r)

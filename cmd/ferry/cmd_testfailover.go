@@ -76,12 +76,14 @@ func runTestFailover(e *env, pos []string, point string, t testFlags) error {
 		return err
 	} else if c != nil {
 		switch {
-		case !plan:
-			return usagef("ferry server at %s tests failover plans, not one VM: run the test where the configuration is (unset FERRY_ADDR), or test a plan", c.Address())
+		case plan && t.cleanup:
+			return runCleanupRemote(ctx, e, c, pos[0], "", "")
+		case plan:
+			return runTestFailoverRemote(ctx, e, c, pos[0], at, t.keep)
 		case t.cleanup:
-			return usagef("ferry server at %s removes a plan's leftover test VMs at the plan's next test; --cleanup runs where the configuration is (unset FERRY_ADDR)", c.Address())
+			return runCleanupRemote(ctx, e, c, "", pos[0], pos[1])
 		}
-		return runTestFailoverRemote(ctx, e, c, pos[0], at, t.keep)
+		return runTestVMRemote(ctx, e, c, pos[0], pos[1], point, t.keep)
 	}
 	w, err := openWorkspace(ctx, e)
 	if err != nil {
@@ -195,6 +197,47 @@ func runTestFailoverRemote(ctx context.Context, e *env, c *client.Client, name s
 		err = remoteError(err)
 	}
 	return testEnded(e, what, &run.TestResult, err)
+}
+
+// runTestVMRemote asks a ferry server to test one VM alone, as
+// runTestFailoverRemote does a plan.
+func runTestVMRemote(ctx context.Context, e *env, c *client.Client, job, vm, point string, keep time.Duration) error {
+	if err := remoteJob(ctx, c, job); err != nil {
+		return err
+	}
+	name := job + "/" + vm
+	what := "test failover of " + name
+	fmt.Fprintf(e.stdout, "%s: starting a test VM in an isolated network on ferry server at %s; replication goes on\n", what, c.Address())
+	flush(e.stdout)
+	run, err := c.TestFailoverVM(ctx, job, vm, point, keep)
+	if run == nil {
+		if ctx.Err() != nil {
+			return &interruptedError{msg: fmt.Sprintf("stopped waiting for the %s: it goes on on ferry server at %s, which removes its test VM ('ferry status' shows its result)", what, c.Address())}
+		}
+		return remoteError(err)
+	}
+	for _, s := range run.Steps {
+		planStep(e.stdout, name, s)
+	}
+	return testEnded(e, what, &run.TestResult, remoteError(err))
+}
+
+// runCleanupRemote asks a ferry server to remove the test VMs that tests
+// of a plan (plan), or of vm of job alone, left behind.
+func runCleanupRemote(ctx context.Context, e *env, c *client.Client, plan, job, vm string) error {
+	what := "test of failover plan " + plan
+	if plan == "" {
+		if err := remoteJob(ctx, c, job); err != nil {
+			return err
+		}
+		what = "test failover of " + job + "/" + vm
+	} else if _, err := c.FailoverPlan(ctx, plan); errors.Is(err, errdefs.ErrNotFound) {
+		return usagef("%v on ferry server at %s", err, c.Address())
+	} else if err != nil {
+		return remoteError(err)
+	}
+	removed, err := c.CleanupTests(ctx, plan, job, vm)
+	return cleanupEnded(e, what, removed, remoteError(err))
 }
 
 // testEnded says how a test ended: its verdict and recovery time, and

@@ -122,6 +122,9 @@ func (s *Server) routes(m *Metrics, version string) []route {
 		{"POST", "/v1/failover-plans/{name}/undo", s.failoverPlanAction("undo")},
 		{"POST", "/v1/failover-plans/{name}/commit", s.failoverPlanAction("commit")},
 		{"POST", "/v1/failover-plans/{name}/test", s.failoverPlanTest},
+		{"POST", "/v1/failover-plans/{name}/test/cleanup", s.planTestCleanup},
+		{"POST", "/v1/jobs/{name}/vms/{vm}/test", s.vmTest},
+		{"POST", "/v1/jobs/{name}/vms/{vm}/test/cleanup", s.vmTestCleanup},
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/recovery"
 	"github.com/ferry-dr/ferry/sdk"
 )
 
@@ -182,5 +183,95 @@ func TestTestFailoverOfAPlanThroughTheAPI(t *testing.T) {
 	call(t, srv, "POST", "/v1/failover-plans/shop/test", "", 503, &e)
 	if !strings.Contains(e.Error, "stopping") {
 		t.Fatalf("a test on a stopped server: %+v", e)
+	}
+}
+
+// TestTestFailoverOfAVMThroughTheAPI: POST /v1/jobs/NAME/vms/VM/test
+// rehearses one VM alone and keeps the result as the VM's last test; one
+// such test of a VM at a time, here or in another process, and its
+// cleanup likewise; the cleanups of a VM's and of a plan's leftovers
+// remove theirs only.
+func TestTestFailoverOfAVMThroughTheAPI(t *testing.T) {
+	l := newLab(t)
+	cfg := planConfig(t)
+	if err := l.cat.AddRestorePoint(&catalog.RestorePoint{Job: "db", VM: "db-01", ID: "p1", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.cat.PutReplica(&catalog.Replica{Job: "db", VM: "db-01", ReplicaID: "r1", ReplicaName: "db-01_replica", State: sdk.ReplicaReady}); err != nil {
+		t.Fatal(err)
+	}
+	left := func(id, plan, job, vm string) sdk.TestVM {
+		return sdk.TestVM{ID: id, Labels: map[string]string{recovery.LabelTestPlan: plan, recovery.LabelTestJob: job, recovery.LabelTestVM: vm, recovery.LabelTestRun: "old-" + id}}
+	}
+	site := &testSite{tests: map[string]sdk.TestVM{
+		"db-01-old": left("db-01-old", "", "db", "db-01"), "web-01-old": left("web-01-old", "", "web", "web-01"), "shop-old": left("shop-old", "shop", "db", "db-01"),
+	}, held: make(chan struct{}, 8)}
+	s := New(l.run, l.cat, nil, Options{})
+	stop := serve(s, cfg)
+	defer stop()
+	srv := httptest.NewServer(s.Handler(NewMetrics(s), "test"))
+	defer srv.Close()
+	var e apiError
+	call(t, srv, "POST", "/v1/jobs/db/vms/db-01/test", "", 503, &e)
+	s.Tests = site
+
+	// The cleanups remove their own leftovers only.
+	var cleaned Cleaned
+	call(t, srv, "POST", "/v1/jobs/db/vms/db-01/test/cleanup", "", 200, &cleaned)
+	if !slices.Equal(cleaned.Removed, []string{"db-01-old"}) || site.count() != 2 {
+		t.Fatalf("the VM's cleanup removed %v, %d test VMs left", cleaned.Removed, site.count())
+	}
+	call(t, srv, "POST", "/v1/failover-plans/shop/test/cleanup", "", 200, &cleaned)
+	if !slices.Equal(cleaned.Removed, []string{"shop-old"}) || site.count() != 1 {
+		t.Fatalf("the plan's cleanup removed %v, %d test VMs left", cleaned.Removed, site.count())
+	}
+	call(t, srv, "POST", "/v1/failover-plans/shop/test/cleanup", "", 200, &cleaned)
+	if cleaned.Removed == nil || len(cleaned.Removed) != 0 {
+		t.Fatalf("a cleanup with nothing left: %+v", cleaned)
+	}
+	call(t, srv, "POST", "/v1/failover-plans/nosuch/test/cleanup", "", 404, &e)
+	call(t, srv, "POST", "/v1/jobs/nosuch/vms/db-01/test", "", 404, &e)
+	call(t, srv, "POST", "/v1/jobs/db/vms/db-01/test", `{"keep": "forever"}`, 400, &e)
+
+	// A second test of the VM, or its cleanup, while one runs: refused.
+	hold := make(chan struct{})
+	site.mu.Lock()
+	site.hold = hold
+	site.mu.Unlock()
+	answer := make(chan PlanTest, 1)
+	go func() {
+		var passed PlanTest
+		call(t, srv, "POST", "/v1/jobs/db/vms/db-01/test", `{"point": "p1", "keep": "10ms"}`, 200, &passed)
+		answer <- passed
+	}()
+	<-site.held
+	for _, path := range []string{"/v1/jobs/db/vms/db-01/test", "/v1/jobs/db/vms/db-01/test/cleanup"} {
+		call(t, srv, "POST", path, "", 409, &e)
+		if e.Class != "failed_precondition" || !strings.Contains(e.Error, `test failover of job "db" vm "db-01": another test of the VM runs`) {
+			t.Fatalf("POST %s while a test of the VM runs: %+v", path, e)
+		}
+	}
+	site.mu.Lock()
+	site.hold = nil
+	site.mu.Unlock()
+	close(hold)
+	passed := <-answer
+	if !passed.Passed || passed.Job != "db" || passed.VM != "db-01" || passed.Plan != "" || len(passed.VMs) != 1 || passed.VMs[0].Point != "p1" || len(passed.Steps) == 0 || site.count() != 1 {
+		t.Fatalf("a passing test of a VM: %+v, test VMs %d", passed, site.count())
+	}
+	var last *catalog.VMTest
+	if err := l.cat.View(func(tx *catalog.Tx) (err error) { last, err = tx.LastTest("db", "db-01"); return err }); err != nil || last == nil || last.Run != passed.Run || last.Plan != "" {
+		t.Fatalf("the VM's last test: %+v, %v", last, err)
+	}
+
+	// Another process tests the VM: refused, naming it.
+	release, err := l.cat.LockTestVM("db", "db-01", catalog.TestHolder{What: "ferry failover db db-01 --test", PID: 4242, Host: "ops-1", Since: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	call(t, srv, "POST", "/v1/jobs/db/vms/db-01/test", "", 409, &e)
+	release()
+	if !strings.Contains(e.Error, "another test of the VM runs, by ferry failover db db-01 --test (process 4242 on ops-1") {
+		t.Fatalf("a test of a VM another process tests: %+v", e)
 	}
 }

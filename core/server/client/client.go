@@ -437,6 +437,50 @@ func (c *Client) TestFailoverPlan(ctx context.Context, name, point string, keep 
 	return &out, nil
 }
 
+// TestFailoverVM rehearses the failover of vm of job alone (point: a
+// restore point's id or an unambiguous start of one, "" for the newest),
+// keeping its test VM keep long; it waits for the test's end. A test that
+// failed returns what it did with the error (an *Error), as
+// TestFailoverPlan does.
+func (c *Client) TestFailoverVM(ctx context.Context, job, vm, point string, keep time.Duration) (*server.PlanTest, error) {
+	body := map[string]string{}
+	if point != "" {
+		body["point"] = point
+	}
+	if keep > 0 {
+		body["keep"] = keep.String()
+	}
+	var out server.PlanTest
+	err := c.doWithin(ctx, c.failoverPlanTimeout+keep, "POST", "/v1/jobs/"+url.PathEscape(job)+"/vms/"+url.PathEscape(vm)+"/test", nil, body, &out)
+	var ae *Error
+	if errors.As(err, &ae) && len(ae.Result) > 0 {
+		if json.Unmarshal(ae.Result, &out) == nil {
+			return &out, err
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// CleanupTests removes the test VMs that tests of a failover plan left
+// behind (plan), or of vm of job alone (plan ""), and returns their ids;
+// with an error, those removed before it.
+func (c *Client) CleanupTests(ctx context.Context, plan, job, vm string) ([]string, error) {
+	path := "/v1/failover-plans/" + url.PathEscape(plan) + "/test/cleanup"
+	if plan == "" {
+		path = "/v1/jobs/" + url.PathEscape(job) + "/vms/" + url.PathEscape(vm) + "/test/cleanup"
+	}
+	var out server.Cleaned
+	err := c.doWithin(ctx, c.failoverPlanTimeout, "POST", path, nil, nil, &out)
+	var ae *Error
+	if errors.As(err, &ae) && len(ae.Result) > 0 {
+		_ = json.Unmarshal(ae.Result, &out)
+	}
+	return out.Removed, err
+}
+
 // RunFailoverPlan runs an action of a failover plan: "failover" (to
 // point: "" or "latest" for the newest restore points, or an RFC 3339
 // time), "undo" or "commit". When the plan stopped, it returns what the
