@@ -278,6 +278,13 @@ failover_plan "shop" {
 	if one := tests["db-01"]; one == nil || one.Plan != "" || !one.Passed || tests["web-01"].Plan != "shop" || tests["web-01"].Passed || !strings.Contains(line, "FAILED") {
 		t.Fatalf("status after a test of one VM: %+v, %q", tests, line)
 	}
+
+	// A test at a time before every restore point fails before it
+	// starts a test VM, and says why.
+	r = ferry(t, l.cfg, "failover", "plan", "shop", "--test", "--point", "2000-01-01T12:00:00Z")
+	if r.code != 1 || !strings.Contains(r.stderr, "no restore point at or before") {
+		t.Fatalf("a test at a time before every point: %s", r)
+	}
 }
 
 // TestATestFailoverThroughTheServer: with FERRY_ADDR, ferry failover plan

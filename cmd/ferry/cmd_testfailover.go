@@ -102,7 +102,7 @@ func runTestFailover(e *env, pos []string, point string, t testFlags) error {
 		name = pos[0] + "/" + pos[1]
 	}
 	r := &recovery.Runner{
-		Jobs: w.cfg.Jobs, Tests: eng, Results: w.cat, Dir: w.cfg.Dir,
+		Jobs: w.cfg.Jobs, Tests: eng, Results: w.cat, Catalog: w.cat, Dir: w.cfg.Dir,
 		Progress: func(s recovery.Step) {
 			mu.Lock()
 			defer mu.Unlock()
