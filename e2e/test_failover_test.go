@@ -279,11 +279,24 @@ failover_plan "shop" {
 		t.Fatalf("status after a test of one VM: %+v, %q", tests, line)
 	}
 
-	// A test at a time before every restore point fails before it
-	// starts a test VM, and says why.
+	// A test that fails before it starts a test VM (no point that old)
+	// is no VM's last test; `ferry status --json` carries it with the
+	// plan, under each job the plan holds a VM of.
 	r = ferry(t, l.cfg, "failover", "plan", "shop", "--test", "--point", "2000-01-01T12:00:00Z")
 	if r.code != 1 || !strings.Contains(r.stderr, "no restore point at or before") {
 		t.Fatalf("a test at a time before every point: %s", r)
+	}
+	r = ferry(t, l.cfg, "status", "--json")
+	var jobs []status.Job
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &jobs) != nil || len(jobs) != 1 || len(jobs[0].FailoverPlans) != 1 {
+		t.Fatalf("status --json after a test that started nothing: %s", r)
+	}
+	early := jobs[0].FailoverPlans[0]
+	if early.Plan != "shop" || early.LastTest == nil || early.LastTest.Passed || len(early.LastTest.VMs) != 0 || !strings.Contains(early.LastTest.Error, "no restore point at or before") {
+		t.Fatalf("the plan's last test in status --json: %+v", early.LastTest)
+	}
+	if after, _ := l.lastTests("shop"); after["web-01"] == nil || after["web-01"].Run == early.LastTest.Run {
+		t.Fatalf("a test that started no test VM became a VM's last test: %+v", after["web-01"])
 	}
 }
 
@@ -390,7 +403,8 @@ failover_plan "shop" {
 		t.Fatalf("a test of one VM through the server: %s", r)
 	}
 	var jobs []status.Job
-	if r := as("status", "--json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &jobs) != nil || len(jobs) != 1 {
+	if r := as("status", "--json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &jobs) != nil || len(jobs) != 1 ||
+		len(jobs[0].FailoverPlans) != 1 || jobs[0].FailoverPlans[0].LastTest == nil || jobs[0].FailoverPlans[0].LastTest.Run != passed.Run {
 		t.Fatalf("status --json through the server: %s", r)
 	}
 	for _, v := range jobs[0].VMs {

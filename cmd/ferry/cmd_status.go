@@ -94,6 +94,7 @@ func runStatus(e *env, args []string, asJSON bool) error {
 		for i := range plans {
 			plans[i].TestSchedule = w.cfg.FailoverPlans[plans[i].Plan].TestSchedule.String()
 		}
+		status.AttachPlans(out, plans, w.cfg.FailoverPlans)
 		where = "in " + w.cfg.Dir
 	}
 	if asJSON {

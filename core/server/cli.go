@@ -78,6 +78,24 @@ func (s *Server) statusHandler(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	// The plans holding each job's VMs, with their last and next tests.
+	s.mu.Lock()
+	plans := maps.Clone(s.plans)
+	described := map[string]FailoverPlan{}
+	for name, p := range plans {
+		described[name] = s.describe(p)
+	}
+	s.mu.Unlock()
+	tests, err := status.Plans(s.cat, slices.Sorted(maps.Keys(plans)))
+	if err != nil {
+		writeCatalogError(w, err)
+		return
+	}
+	for i := range tests {
+		d := described[tests[i].Plan]
+		tests[i].TestSchedule, tests[i].NextTest = d.TestSchedule, d.NextTest
+	}
+	status.AttachPlans(out, tests, plans)
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -27,6 +27,34 @@ type Job struct {
 	// says whether its newest restore point is older (RPOBreached).
 	RPO string `json:"rpo,omitempty"`
 	VMs []VM   `json:"vms"`
+	// FailoverPlans are the failover plans that hold a VM of the job,
+	// by name, each with its last test (see AttachPlans): a test that
+	// failed before it started a test VM is no VM's last test, and shows
+	// here.
+	FailoverPlans []Plan `json:"failover_plans,omitempty"`
+}
+
+// AttachPlans gives each job the plans of plans that hold one of its
+// VMs, as cfg declares them: `ferry status --json` stays a list of jobs
+// and carries each plan's last test.
+func AttachPlans(jobs []Job, plans []Plan, cfg map[string]*config.FailoverPlan) {
+	for i := range jobs {
+		for _, p := range plans {
+			fp := cfg[p.Plan]
+			if fp == nil {
+				continue
+			}
+			holds := false
+			for _, g := range fp.Groups {
+				for _, vm := range g.VMs {
+					holds = holds || vm.Job == jobs[i].Job
+				}
+			}
+			if holds {
+				jobs[i].FailoverPlans = append(jobs[i].FailoverPlans, p)
+			}
+		}
+	}
 }
 
 // VM is the state of one VM's replica and its restore points.
