@@ -684,3 +684,24 @@ func TestASecondSignalStopsTheServerAtOnce(t *testing.T) {
 		t.Fatalf("the server stopped cleanly after a second signal:\n%s", s.stderr)
 	}
 }
+
+// TestPlaintextOnlyOnLoopback: the API is TLS unless --insecure-plaintext
+// asks otherwise, which serves a loopback address only and says so at
+// every start; without the control plane's certificate the server does
+// not start.
+func TestPlaintextOnlyOnLoopback(t *testing.T) {
+	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"1MiB"}})
+	l.writeConfig(queueJobs("a"))
+	for _, addr := range []string{"0.0.0.0:0", "10.1.2.3:7444", "[::]:0"} {
+		if r := ferry(t, l.cfg, "server", "--insecure-plaintext", "--listen", addr); r.code != 2 || !strings.Contains(r.stderr, "--insecure-plaintext serves only a loopback address") {
+			t.Fatalf("a plaintext API on %s: %s", addr, r)
+		}
+	}
+	if r := ferry(t, l.cfg, "server", "--listen", "127.0.0.1:0"); r.code == 0 || !strings.Contains(r.stderr, "make it with 'ferry ca init'") {
+		t.Fatalf("a TLS API without the control plane's certificate: %s", r)
+	}
+	s := l.startServer()
+	if !strings.Contains(s.stderr.String(), "WARNING: ferry server serves its API WITHOUT TLS on 127.0.0.1:") {
+		t.Fatalf("a plaintext API started without its warning:\n%s", s.stderr)
+	}
+}
