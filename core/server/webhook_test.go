@@ -158,3 +158,29 @@ func TestATestFailoverIsNoticed(t *testing.T) {
 		t.Fatalf("notices %+v", got)
 	}
 }
+
+// TestRPOAlarmsAreNoticed: an RPO breach and its recovery each post a
+// signed notice with the VM, the RPO and the age of its newest point.
+func TestRPOAlarmsAreNoticed(t *testing.T) {
+	r, srv := newReceiver(t)
+	w := NewWebhooks(nil)
+	defer w.Close()
+	w.Configure([]*config.Webhook{{Name: "ops", URL: srv.URL, Secret: testSecret, Events: []string{"rpo.breached", "rpo.recovered"}}})
+	n := Notices{W: w}
+	newest := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
+	n.Ended("web", &catalog.Session{ID: "s1", Job: "web", Result: catalog.ResultSuccess}, nil) // not wanted
+	n.Alarm(RPOAlarm{RPOState: RPOState{Job: "web", VM: "web-01", Breached: true, Age: 2 * time.Hour, Newest: &newest}, RPO: time.Hour})
+	n.Alarm(RPOAlarm{RPOState: RPOState{Job: "web", VM: "web-01", Age: time.Minute, Newest: &newest}, RPO: time.Hour})
+	got := r.wait(2)
+	if len(got) != 2 || got[0].Event != "rpo.breached" || got[1].Event != "rpo.recovered" {
+		t.Fatalf("notices %+v", got)
+	}
+	for _, g := range got {
+		if g.Job != "web" || g.VM != "web-01" || g.RPO == nil || g.RPO.RPOSeconds != 3600 || g.RPO.Newest == nil || !g.RPO.Newest.Equal(newest) {
+			t.Errorf("notice %s: %+v, rpo %+v", g.Event, g, g.RPO)
+		}
+	}
+	if got[0].RPO.AgeSeconds != 7200 || got[1].RPO.AgeSeconds != 60 {
+		t.Errorf("ages %v, %v", got[0].RPO.AgeSeconds, got[1].RPO.AgeSeconds)
+	}
+}
