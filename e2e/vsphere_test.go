@@ -550,6 +550,7 @@ func TestVSpherePluginConformance(t *testing.T) {
 			WriteTest: func(t *testing.T, id string, disk int, off int64, data []byte) {
 				s.Write(t, "ferry-test-"+id, disk, off, data)
 			},
+			MakeVM: func(t *testing.T, name string, disks [][]byte) { plainVM(t, s, name, disks) },
 		})
 	})
 }

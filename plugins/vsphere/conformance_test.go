@@ -94,7 +94,25 @@ func TestConformanceTarget(t *testing.T) {
 		WriteTest: func(t *testing.T, id string, disk int, off int64, data []byte) {
 			s.Write(t, testNamePrefix+id, disk, off, data)
 		},
+		MakeVM: plainVMMaker(s),
 	})
+}
+
+// plainVMMaker makes, for the mapping checks, a powered-off VM of the
+// site that is no replica, its disks holding the given bytes, as a VM
+// restored from a backup would.
+func plainVMMaker(s *vcsimtest.Site) func(t *testing.T, name string, disks [][]byte) {
+	return func(t *testing.T, name string, disks [][]byte) {
+		t.Helper()
+		sizes := make([]int64, len(disks))
+		for i, d := range disks {
+			sizes[i] = int64(len(d))
+		}
+		s.CreateVM(t, vcsimtest.VMSpec{Name: name, Disks: sizes, NICs: []vcsimtest.NICSpec{{Network: "VM Network"}}})
+		for i, d := range disks {
+			s.WriteUntracked(t, name, i, 0, d)
+		}
+	}
 }
 
 func TestConformancePlugin(t *testing.T) {

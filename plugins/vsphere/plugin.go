@@ -18,9 +18,10 @@ const Version = "0.1.0"
 var SourceCapabilities = sdk.Capabilities{ChangeTracking: true, DirectData: true, Quiesce: true, Folders: true, Tags: true}
 
 // TargetCapabilities are what the vsphere target declares: re-IP through
-// guest customization, the direct lane for the first copy of a disk, and
-// test failover (testfailover.go; replicas written directly).
-var TargetCapabilities = sdk.Capabilities{ReIP: true, DirectData: true, TestFailover: true}
+// guest customization, the direct lane for the first copy of a disk, test
+// failover (testfailover.go; replicas written directly), and mapping a
+// replica onto a VM the target has (mapreplica.go).
+var TargetCapabilities = sdk.Capabilities{ReIP: true, DirectData: true, TestFailover: true, MapReplicas: true}
 
 // TargetLimits are what the vsphere target cannot go beyond: MaxRestorePoints
 // restore points per replica.

@@ -69,6 +69,7 @@ func TestConformanceTargetHotAdd(t *testing.T) {
 			liveTokens.Delete(cur.hot.self.Token)
 			cur = hotaddTarget(outer, s, p, dir)
 		},
+		MakeVM: plainVMMaker(s),
 	})
 	if left := s.HotAdded(t, p.Name); len(left) > 0 {
 		t.Fatalf("disks left attached to the proxy after the suite: %v", left)
