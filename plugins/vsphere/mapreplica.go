@@ -177,6 +177,11 @@ func (t *Target) planMapping(ctx context.Context, vm *mo.VirtualMachine, req sdk
 	return plan, nil
 }
 
+func startsConnected(card types.BaseVirtualEthernetCard) bool {
+	c := card.GetVirtualEthernetCard().Connectable
+	return c != nil && c.StartConnected
+}
+
 func countSnapshots(trees []types.VirtualMachineSnapshotTree) int {
 	n := 0
 	for _, s := range trees {
@@ -231,9 +236,11 @@ func (t *Target) hotaddBlocked(ctx context.Context, vm *mo.VirtualMachine, disks
 // order, added or removed to be as many as the source's. Disks are left
 // alone.
 func (t *Target) mappingSpec(ctx context.Context, vm *mo.VirtualMachine, req sdk.ReplicaRequest, nics []sdk.NIC) (types.VirtualMachineConfigSpec, error) {
-	// replicaSpec without NICs: only its settings are used, not its
-	// devices.
-	created, err := t.replicaSpec(ctx, req, nil)
+	// replicaSpec without disks or NICs: only its settings are used; the
+	// VM keeps its disks where they are.
+	bare := req
+	bare.VM.Disks = nil
+	created, err := t.replicaSpec(ctx, bare, nil)
 	if err != nil {
 		return types.VirtualMachineConfigSpec{}, err
 	}
@@ -254,7 +261,7 @@ func (t *Target) mappingSpec(ctx context.Context, vm *mo.VirtualMachine, req sdk
 	connect := &types.VirtualDeviceConnectInfo{StartConnected: true, AllowGuestControl: true}
 	nextKey := int32(-1000)
 	for i, n := range nics {
-		if i < len(cards) && nicNetwork(ctx, names, cards[i]) == n.Network {
+		if i < len(cards) && nicNetwork(ctx, names, cards[i]) == n.Network && startsConnected(cards[i]) {
 			continue
 		}
 		backing, err := t.nicBacking(ctx, n.Network)

@@ -76,6 +76,9 @@ func TestMapReplicaShape(t *testing.T) {
 	if cfg.Hardware.NumCPU != 2 || cfg.Hardware.MemoryMB != 1024 || cfg.Firmware != "efi" || cfg.GuestId != "centos8_64Guest" {
 		t.Errorf("hardware %+v firmware %s guest %s", cfg.Hardware, cfg.Firmware, cfg.GuestId)
 	}
+	if cards := ethernetCards(cfg.Hardware.Device); len(cards) != 1 || !startsConnected(cards[0]) {
+		t.Errorf("the mapped VM has %d NICs (want 1, connected at power-on)", len(cards))
+	}
 	x := extraConfig(cfg)
 	if x[replicaKey] != "web-01" || ownerOf(cfg) != mapOwner || x[replicaWritesKey] != "" || !strings.Contains(cfg.Annotation, "web-01") {
 		t.Errorf("marks: extraConfig %v, annotation %q", x, cfg.Annotation)
