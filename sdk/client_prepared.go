@@ -49,10 +49,22 @@ type preparedWriter struct {
 	err               error // the first failure, returned from then on
 }
 
-// batchOf is writes gathered, their data back to back in buf.
+// batchOf is writes gathered, their data back to back in buf. A write
+// reserves its place under the writer's lock and copies its data there
+// after releasing it, so that writers copy side by side; copying counts
+// the copies under way, which the batch waits for before it is written.
+// buf never grows past its capacity while copies are under way.
 type batchOf struct {
-	writes []pendingWrite
-	buf    []byte
+	writes  []pendingWrite
+	buf     []byte
+	copying *sync.WaitGroup
+}
+
+// copied waits for the copies into the batch under way.
+func (b *batchOf) copied() {
+	if b.copying != nil {
+		b.copying.Wait()
+	}
 }
 
 type flushResult struct {
@@ -87,17 +99,39 @@ func (w *preparedWriter) WriteAt(p []byte, off int64) (int, error) {
 		w.mu.Unlock()
 		return w.write(p, off)
 	}
-	defer w.mu.Unlock()
 	b := &w.pending
-	if b.buf == nil {
-		b.buf = make([]byte, 0, prepareBatchBytes)
-	}
-	b.writes = append(b.writes, pendingWrite{off: off, start: len(b.buf), end: len(b.buf) + len(p)})
-	b.buf = append(b.buf, p...)
-	w.pendSpan = grow(w.pendSpan, off, len(p))
-	if len(b.buf) >= prepareBatchBytes || len(b.writes) >= prepareBatchWrites {
+	if len(b.writes) > 0 && len(b.buf)+len(p) > cap(b.buf) {
+		// Full: it goes, and this write starts the next batch.
 		if err := w.handOffLocked(); err != nil {
+			w.mu.Unlock()
 			return 0, err
+		}
+		b = &w.pending
+	}
+	if cap(b.buf)-len(b.buf) < len(p) {
+		b.buf = make([]byte, 0, max(prepareBatchBytes, len(p)))
+	}
+	if b.copying == nil {
+		b.copying = new(sync.WaitGroup)
+	}
+	start := len(b.buf)
+	b.buf = b.buf[:start+len(p)]
+	b.writes = append(b.writes, pendingWrite{off: off, start: start, end: start + len(p)})
+	dst, copying := b.buf[start:start+len(p)], b.copying
+	copying.Add(1)
+	w.pendSpan = grow(w.pendSpan, off, len(p))
+	full := len(b.buf) >= prepareBatchBytes || len(b.writes) >= prepareBatchWrites
+	w.mu.Unlock()
+
+	copy(dst, p)
+	copying.Done()
+	if full {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if pb := &w.pending; len(pb.buf) >= prepareBatchBytes || len(pb.writes) >= prepareBatchWrites {
+			if err := w.handOffLocked(); err != nil {
+				return 0, err
+			}
 		}
 	}
 	return len(p), nil
@@ -127,6 +161,7 @@ func (w *preparedWriter) handOffLocked() error {
 	w.inflight = done
 	go func() {
 		defer close(done)
+		b.copied()
 		ranges, err := w.apply(b)
 		w.flushed = flushResult{ranges: ranges, room: batchOf{writes: b.writes[:0], buf: b.buf[:0]}, err: err}
 	}()
@@ -161,9 +196,10 @@ func (w *preparedWriter) flushLocked() error {
 	if len(w.pending.writes) == 0 {
 		return nil
 	}
+	w.pending.copied()
 	ranges, err := w.apply(w.pending)
 	w.ready = addExtents(w.ready, ranges)
-	w.pending.writes, w.pending.buf = w.pending.writes[:0], w.pending.buf[:0]
+	w.pending.writes, w.pending.buf, w.pending.copying = w.pending.writes[:0], w.pending.buf[:0], nil
 	w.pendSpan = Extent{}
 	if err != nil {
 		w.err = err
