@@ -94,7 +94,9 @@ func TestPluginsCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 1 || rows[0].Name != "local" || rows[0].Version == "" || len(rows[0].Components) != 3 {
+	// bin holds the local and the Hyper-V plugins, sorted by name.
+	if len(rows) != 2 || rows[0].Name != "hyperv" || len(rows[0].Components) != 2 ||
+		rows[1].Name != "local" || rows[1].Version == "" || len(rows[1].Components) != 3 {
 		t.Fatalf("ferry plugins --json = %s", r.stdout)
 	}
 	human := ferry(t, cfg, "plugins").stdout
