@@ -65,6 +65,9 @@ type ComponentInfo struct {
 	Capabilities Capabilities
 	Limits       Limits
 	Schema       *schema.Block
+	// Hardware is what a target builds (protocol minor 7); nil when it
+	// does not say.
+	Hardware *HardwareSupport
 }
 
 // Component returns the component of a kind and type, if served.
@@ -94,7 +97,7 @@ func (c *Client) Info(ctx context.Context) (*Info, error) {
 			return nil, fmt.Errorf("plugin %s: %s %q: bad schema: %w", c.opts.Name, kindFromProto(pc.GetKind()), pc.GetType(), err)
 		}
 		info.Components = append(info.Components, ComponentInfo{Kind: kindFromProto(pc.GetKind()), Type: pc.GetType(), Capabilities: capsFromProto(pc.GetCapabilities()),
-			Limits: limitsFromProto(pc.GetLimits()), Schema: block})
+			Limits: limitsFromProto(pc.GetLimits()), Schema: block, Hardware: hardwareSupportFromProto(pc.GetHardware())})
 	}
 	sort.Slice(info.Components, func(i, j int) bool {
 		a, b := info.Components[i], info.Components[j]

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -171,8 +172,9 @@ func newGlue(t testing.TB) (*glueSource, *sdk.Client) {
 			New:    func(ctx context.Context, cfg cty.Value) (sdk.Source, error) { return struct{ sdk.Source }{src}, nil },
 		}},
 		Targets: map[string]sdk.Component[sdk.Target]{"glue": {
-			Schema: cfgSchema,
-			Limits: sdk.Limits{MaxRestorePoints: 28, MaxRestorePointsReason: "the glue holds 32 layers"},
+			Schema:   cfgSchema,
+			Limits:   sdk.Limits{MaxRestorePoints: 28, MaxRestorePointsReason: "the glue holds 32 layers"},
+			Hardware: sdk.HyperVHardware(),
 			New: func(ctx context.Context, cfg cty.Value) (sdk.Target, error) {
 				return &glueTarget{w: src.writer}, nil
 			},
@@ -250,6 +252,12 @@ func TestInfoCarriesSchemaAndCapabilities(t *testing.T) {
 	tgt, ok := info.Component(sdk.KindTarget, "glue")
 	if !ok || tgt.Limits != (sdk.Limits{MaxRestorePoints: 28, MaxRestorePointsReason: "the glue holds 32 layers"}) {
 		t.Fatalf("target component = %+v", tgt)
+	}
+	if !reflect.DeepEqual(tgt.Hardware, sdk.HyperVHardware()) {
+		t.Fatalf("target hardware = %+v, want Hyper-V's", tgt.Hardware)
+	}
+	if comp.Hardware != nil {
+		t.Fatalf("source hardware = %+v, want none declared", comp.Hardware)
 	}
 	if info.ProtocolMinor != sdk.ProtocolMinor {
 		t.Fatalf("protocol minor %d, want %d", info.ProtocolMinor, sdk.ProtocolMinor)

@@ -18,7 +18,9 @@ import (
 // direct lane of replica disks that keep restore points (WritePreparer);
 // minor 5 added test failover (TestFailoverer); minor 6 the direct lane of
 // repository objects (ObjectLocator); minor 7 replica mapping
-// (ReplicaMapper).
+// (ReplicaMapper); minor 8 added the hardware model (VM.Hardware, each
+// disk's bus and controller model, each NIC's model) and what a target
+// builds (Component.Hardware).
 const (
 	ProtocolMajor = 1
 	ProtocolMinor = 7
@@ -43,6 +45,10 @@ type Component[T any] struct {
 	// Limits are the bounds the component cannot go beyond (a Target's
 	// MaxRestorePoints); the zero value means none.
 	Limits Limits
+	// Hardware is what virtual hardware a Target builds (protocol minor
+	// 7); nil for other kinds and for a target that does not say, whose
+	// replicas are asked for with the source's description unmapped.
+	Hardware *HardwareSupport
 	// Validate checks a decoded configuration without side effects and
 	// without touching the network. It may be nil.
 	Validate func(cfg cty.Value) schema.Diagnostics
@@ -58,8 +64,16 @@ func (p *Plugin) Validate() error {
 		return fmt.Errorf("plugin: name and version are required")
 	}
 	n := 0
-	check := func(kind Kind, typ string, s *schema.Block, hasNew bool, lim Limits) error {
+	check := func(kind Kind, typ string, s *schema.Block, hasNew bool, lim Limits, hw *HardwareSupport) error {
 		n++
+		if hw != nil && kind != KindTarget {
+			return fmt.Errorf("plugin %s: %s %q: only a target builds replicas; Hardware is for targets", p.Name, kind, typ)
+		}
+		if hw != nil {
+			if err := hw.Validate(); err != nil {
+				return fmt.Errorf("plugin %s: %s %q: %w", p.Name, kind, typ, err)
+			}
+		}
 		if s == nil || !hasNew {
 			return fmt.Errorf("plugin %s: %s %q needs a Schema and New", p.Name, kind, typ)
 		}
@@ -77,17 +91,17 @@ func (p *Plugin) Validate() error {
 		return nil
 	}
 	for typ, c := range p.Sources {
-		if err := check(KindSource, typ, c.Schema, c.New != nil, c.Limits); err != nil {
+		if err := check(KindSource, typ, c.Schema, c.New != nil, c.Limits, c.Hardware); err != nil {
 			return err
 		}
 	}
 	for typ, c := range p.Targets {
-		if err := check(KindTarget, typ, c.Schema, c.New != nil, c.Limits); err != nil {
+		if err := check(KindTarget, typ, c.Schema, c.New != nil, c.Limits, c.Hardware); err != nil {
 			return err
 		}
 	}
 	for typ, c := range p.Repositories {
-		if err := check(KindRepository, typ, c.Schema, c.New != nil, c.Limits); err != nil {
+		if err := check(KindRepository, typ, c.Schema, c.New != nil, c.Limits, c.Hardware); err != nil {
 			return err
 		}
 	}

@@ -263,6 +263,7 @@ type componentSpec struct {
 	schema   *schema.Block
 	caps     Capabilities
 	limits   Limits
+	hardware *HardwareSupport
 	validate func(cty.Value) schema.Diagnostics
 	create   func(ctx context.Context, cfg cty.Value) (*instance, error)
 }
@@ -271,21 +272,21 @@ func (s *Server) components() []componentSpec {
 	var out []componentSpec
 	for typ, c := range s.p.Sources {
 		c := c
-		out = append(out, componentSpec{KindSource, typ, c.Schema, c.Capabilities, c.Limits, c.Validate, func(ctx context.Context, cfg cty.Value) (*instance, error) {
+		out = append(out, componentSpec{KindSource, typ, c.Schema, c.Capabilities, c.Limits, c.Hardware, c.Validate, func(ctx context.Context, cfg cty.Value) (*instance, error) {
 			v, err := c.New(ctx, cfg)
 			return &instance{kind: KindSource, typ: typ, src: v}, err
 		}})
 	}
 	for typ, c := range s.p.Targets {
 		c := c
-		out = append(out, componentSpec{KindTarget, typ, c.Schema, c.Capabilities, c.Limits, c.Validate, func(ctx context.Context, cfg cty.Value) (*instance, error) {
+		out = append(out, componentSpec{KindTarget, typ, c.Schema, c.Capabilities, c.Limits, c.Hardware, c.Validate, func(ctx context.Context, cfg cty.Value) (*instance, error) {
 			v, err := c.New(ctx, cfg)
 			return &instance{kind: KindTarget, typ: typ, tgt: v}, err
 		}})
 	}
 	for typ, c := range s.p.Repositories {
 		c := c
-		out = append(out, componentSpec{KindRepository, typ, c.Schema, c.Capabilities, c.Limits, c.Validate, func(ctx context.Context, cfg cty.Value) (*instance, error) {
+		out = append(out, componentSpec{KindRepository, typ, c.Schema, c.Capabilities, c.Limits, c.Hardware, c.Validate, func(ctx context.Context, cfg cty.Value) (*instance, error) {
 			v, err := c.New(ctx, cfg)
 			return &instance{kind: KindRepository, typ: typ, repo: v}, err
 		}})
@@ -316,7 +317,7 @@ func (ps *pluginService) GetInfo(ctx context.Context, _ *pb.Empty) (*pb.GetInfoR
 			return nil, fmt.Errorf("%s %q schema: %w", c.kind, c.typ, err)
 		}
 		resp.Components = append(resp.Components, &pb.Component{Kind: kindToProto(c.kind), Type: c.typ, Capabilities: capsToProto(c.caps),
-			Limits: limitsToProto(c.limits), Schema: &pb.Schema{Block: block}})
+			Limits: limitsToProto(c.limits), Schema: &pb.Schema{Block: block}, Hardware: hardwareSupportToProto(c.hardware)})
 	}
 	return resp, nil
 }

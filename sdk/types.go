@@ -62,6 +62,9 @@ type VM struct {
 	// source's tags have no category), sorted. Sources with the Tags
 	// capability set it.
 	Tags []string `json:"tags,omitempty"`
+	// Hardware is the virtual hardware besides disks and NICs (protocol
+	// minor 7; see NormalizeHardware for VMs of older plugins).
+	Hardware Hardware `json:"hardware,omitzero"`
 }
 
 // Disk is a virtual disk of a VM. Index is its position in VM.Disks and
@@ -76,6 +79,13 @@ type Disk struct {
 	// independent modes): its snapshot reads see it change as the guest
 	// writes. ferry skips such disks unless the job asks to copy them.
 	Independent bool `json:"independent,omitempty"`
+	// Bus, ControllerModel, ControllerNumber and Unit place the disk
+	// (protocol minor 7): Controller "scsi0:1" is Bus scsi, number 0, unit
+	// 1, and ControllerModel says which SCSI adapter the guest sees.
+	Bus              Bus             `json:"bus,omitempty"`
+	ControllerModel  ControllerModel `json:"controller_model,omitempty"`
+	ControllerNumber int             `json:"controller_number,omitempty"`
+	Unit             int             `json:"unit,omitempty"`
 }
 
 // NIC is a network adapter of a VM.
@@ -86,6 +96,9 @@ type NIC struct {
 	Addresses []string `json:"addresses,omitempty"` // CIDR form: "10.1.0.5/24"
 	Gateway   string   `json:"gateway,omitempty"`
 	DNS       []string `json:"dns,omitempty"`
+	// Model is the adapter the guest sees (protocol minor 7); empty when
+	// the source does not say.
+	Model NICModel `json:"model,omitempty"`
 }
 
 // Extent is a byte range of a disk.

@@ -206,24 +206,103 @@ func vmToProto(v *VM) *pb.VM {
 		return nil
 	}
 	out := &pb.VM{Id: v.ID, Name: v.Name, Cpus: int32(v.CPUs), MemoryMib: v.MemoryMiB, Firmware: v.Firmware,
-		GuestOs: v.GuestOS, PowerState: v.PowerState, Attributes: v.Attributes, Folder: v.Folder, Tags: v.Tags}
+		GuestOs: v.GuestOS, PowerState: v.PowerState, Attributes: v.Attributes, Folder: v.Folder, Tags: v.Tags,
+		Hardware: hardwareToProto(v.Hardware)}
 	for _, d := range v.Disks {
-		out.Disks = append(out.Disks, &pb.Disk{Index: int32(d.Index), Name: d.Name, CapacityBytes: d.Capacity, Controller: d.Controller, Thin: d.Thin, Independent: d.Independent})
+		out.Disks = append(out.Disks, &pb.Disk{Index: int32(d.Index), Name: d.Name, CapacityBytes: d.Capacity, Controller: d.Controller, Thin: d.Thin, Independent: d.Independent,
+			Bus: string(d.Bus), ControllerModel: string(d.ControllerModel), ControllerNumber: int32(d.ControllerNumber), Unit: int32(d.Unit)})
 	}
 	for _, n := range v.NICs {
-		out.Nics = append(out.Nics, &pb.NIC{Index: int32(n.Index), Network: n.Network, Mac: n.MAC, Addresses: n.Addresses, Gateway: n.Gateway, Dns: n.DNS})
+		out.Nics = append(out.Nics, &pb.NIC{Index: int32(n.Index), Network: n.Network, Mac: n.MAC, Addresses: n.Addresses, Gateway: n.Gateway, Dns: n.DNS, Model: string(n.Model)})
 	}
 	return out
 }
 
+// vmFromProto reads a VM and fills its hardware model from the older
+// fields where the plugin that sent it left it empty (NormalizeHardware),
+// so that a VM from a plugin older than minor 7 reads as a newer one's.
 func vmFromProto(v *pb.VM) VM {
 	out := VM{ID: v.GetId(), Name: v.GetName(), CPUs: int(v.GetCpus()), MemoryMiB: v.GetMemoryMib(), Firmware: v.GetFirmware(),
-		GuestOS: v.GetGuestOs(), PowerState: v.GetPowerState(), Attributes: v.GetAttributes(), Folder: v.GetFolder(), Tags: v.GetTags()}
+		GuestOS: v.GetGuestOs(), PowerState: v.GetPowerState(), Attributes: v.GetAttributes(), Folder: v.GetFolder(), Tags: v.GetTags(),
+		Hardware: hardwareFromProto(v.GetHardware())}
 	for _, d := range v.GetDisks() {
-		out.Disks = append(out.Disks, Disk{Index: int(d.GetIndex()), Name: d.GetName(), Capacity: d.GetCapacityBytes(), Controller: d.GetController(), Thin: d.GetThin(), Independent: d.GetIndependent()})
+		out.Disks = append(out.Disks, Disk{Index: int(d.GetIndex()), Name: d.GetName(), Capacity: d.GetCapacityBytes(), Controller: d.GetController(), Thin: d.GetThin(), Independent: d.GetIndependent(),
+			Bus: Bus(d.GetBus()), ControllerModel: ControllerModel(d.GetControllerModel()), ControllerNumber: int(d.GetControllerNumber()), Unit: int(d.GetUnit())})
 	}
 	for _, n := range v.GetNics() {
-		out.NICs = append(out.NICs, NIC{Index: int(n.GetIndex()), Network: n.GetNetwork(), MAC: n.GetMac(), Addresses: n.GetAddresses(), Gateway: n.GetGateway(), DNS: n.GetDns()})
+		out.NICs = append(out.NICs, NIC{Index: int(n.GetIndex()), Network: n.GetNetwork(), MAC: n.GetMac(), Addresses: n.GetAddresses(), Gateway: n.GetGateway(), DNS: n.GetDns(),
+			Model: NICModel(n.GetModel())})
+	}
+	NormalizeHardware(&out)
+	return out
+}
+
+func hardwareToProto(h Hardware) *pb.Hardware {
+	out := &pb.Hardware{Firmware: h.Firmware, SecureBoot: h.SecureBoot, SecureBootTemplate: h.SecureBootTemplate, Tpm: h.TPM,
+		Generation: int32(h.Generation), GuestFamily: string(h.GuestFamily)}
+	for _, b := range h.BootOrder {
+		out.BootOrder = append(out.BootOrder, &pb.BootDevice{Kind: b.Kind, Index: int32(b.Index)})
+	}
+	return out
+}
+
+func hardwareFromProto(h *pb.Hardware) Hardware {
+	out := Hardware{Firmware: h.GetFirmware(), SecureBoot: h.GetSecureBoot(), SecureBootTemplate: h.GetSecureBootTemplate(), TPM: h.GetTpm(),
+		Generation: int(h.GetGeneration()), GuestFamily: GuestFamily(h.GetGuestFamily())}
+	for _, b := range h.GetBootOrder() {
+		out.BootOrder = append(out.BootOrder, BootDevice{Kind: b.GetKind(), Index: int(b.GetIndex())})
+	}
+	return out
+}
+
+func hardwareSupportToProto(h *HardwareSupport) *pb.HardwareSupport {
+	if h == nil {
+		return nil
+	}
+	out := &pb.HardwareSupport{AsGiven: h.AsGiven}
+	for _, p := range h.Profiles {
+		pp := &pb.HardwareProfile{Firmware: p.Firmware, Generation: int32(p.Generation), SecureBoot: p.SecureBoot,
+			SecureBootTemplates: p.SecureBootTemplates, Tpm: p.TPM}
+		for _, c := range p.Controllers {
+			pc := &pb.ControllerSupport{Bus: string(c.Bus), Model: string(c.Model), Controllers: int32(c.Controllers), Units: int32(c.Units)}
+			for _, r := range c.Reserved {
+				pc.Reserved = append(pc.Reserved, int32(r))
+			}
+			pp.Controllers = append(pp.Controllers, pc)
+		}
+		for _, b := range p.BootBuses {
+			pp.BootBuses = append(pp.BootBuses, string(b))
+		}
+		for _, m := range p.NICModels {
+			pp.NicModels = append(pp.NicModels, string(m))
+		}
+		out.Profiles = append(out.Profiles, pp)
+	}
+	return out
+}
+
+func hardwareSupportFromProto(h *pb.HardwareSupport) *HardwareSupport {
+	if h == nil {
+		return nil
+	}
+	out := &HardwareSupport{AsGiven: h.GetAsGiven()}
+	for _, pp := range h.GetProfiles() {
+		p := HardwareProfile{Firmware: pp.GetFirmware(), Generation: int(pp.GetGeneration()), SecureBoot: pp.GetSecureBoot(),
+			SecureBootTemplates: pp.GetSecureBootTemplates(), TPM: pp.GetTpm()}
+		for _, pc := range pp.GetControllers() {
+			c := ControllerSupport{Bus: Bus(pc.GetBus()), Model: ControllerModel(pc.GetModel()), Controllers: int(pc.GetControllers()), Units: int(pc.GetUnits())}
+			for _, r := range pc.GetReserved() {
+				c.Reserved = append(c.Reserved, int(r))
+			}
+			p.Controllers = append(p.Controllers, c)
+		}
+		for _, b := range pp.GetBootBuses() {
+			p.BootBuses = append(p.BootBuses, Bus(b))
+		}
+		for _, m := range pp.GetNicModels() {
+			p.NICModels = append(p.NICModels, NICModel(m))
+		}
+		out.Profiles = append(out.Profiles, p)
 	}
 	return out
 }

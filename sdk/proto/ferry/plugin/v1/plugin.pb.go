@@ -234,7 +234,7 @@ func (x Replica_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Replica_State.Descriptor instead.
 func (Replica_State) EnumDescriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{44, 0}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{49, 0}
 }
 
 // ErrorInfo is attached to every error status a plugin returns.
@@ -976,12 +976,15 @@ func (x *Limits) GetMaxRestorePointsReason() string {
 }
 
 type Component struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          Kind                   `protobuf:"varint,1,opt,name=kind,proto3,enum=ferry.plugin.v1.Kind" json:"kind,omitempty"`
-	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
-	Capabilities  *Capabilities          `protobuf:"bytes,3,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
-	Schema        *Schema                `protobuf:"bytes,4,opt,name=schema,proto3" json:"schema,omitempty"`
-	Limits        *Limits                `protobuf:"bytes,5,opt,name=limits,proto3" json:"limits,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Kind         Kind                   `protobuf:"varint,1,opt,name=kind,proto3,enum=ferry.plugin.v1.Kind" json:"kind,omitempty"`
+	Type         string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Capabilities *Capabilities          `protobuf:"bytes,3,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
+	Schema       *Schema                `protobuf:"bytes,4,opt,name=schema,proto3" json:"schema,omitempty"`
+	Limits       *Limits                `protobuf:"bytes,5,opt,name=limits,proto3" json:"limits,omitempty"`
+	// hardware is what virtual hardware a target builds; unset for other
+	// kinds and for a target that does not say. Since protocol 1.7.
+	Hardware      *HardwareSupport `protobuf:"bytes,6,opt,name=hardware,proto3" json:"hardware,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1051,6 +1054,253 @@ func (x *Component) GetLimits() *Limits {
 	return nil
 }
 
+func (x *Component) GetHardware() *HardwareSupport {
+	if x != nil {
+		return x.Hardware
+	}
+	return nil
+}
+
+// ControllerSupport is one kind of disk controller a target builds (1.7).
+type ControllerSupport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// bus: "ide", "sata", "scsi" or "nvme".
+	Bus string `protobuf:"bytes,1,opt,name=bus,proto3" json:"bus,omitempty"`
+	// model: the SCSI adapter ("pvscsi", "lsilogic", "lsilogic-sas",
+	// "buslogic", "hyperv-synthetic"); empty for other buses.
+	Model string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// controllers a VM may have (numbered from 0), units each holds
+	// (numbered from 0) less the reserved ones.
+	Controllers   int32   `protobuf:"varint,3,opt,name=controllers,proto3" json:"controllers,omitempty"`
+	Units         int32   `protobuf:"varint,4,opt,name=units,proto3" json:"units,omitempty"`
+	Reserved      []int32 `protobuf:"varint,5,rep,packed,name=reserved,proto3" json:"reserved,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ControllerSupport) Reset() {
+	*x = ControllerSupport{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControllerSupport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControllerSupport) ProtoMessage() {}
+
+func (x *ControllerSupport) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControllerSupport.ProtoReflect.Descriptor instead.
+func (*ControllerSupport) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ControllerSupport) GetBus() string {
+	if x != nil {
+		return x.Bus
+	}
+	return ""
+}
+
+func (x *ControllerSupport) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ControllerSupport) GetControllers() int32 {
+	if x != nil {
+		return x.Controllers
+	}
+	return 0
+}
+
+func (x *ControllerSupport) GetUnits() int32 {
+	if x != nil {
+		return x.Units
+	}
+	return 0
+}
+
+func (x *ControllerSupport) GetReserved() []int32 {
+	if x != nil {
+		return x.Reserved
+	}
+	return nil
+}
+
+// HardwareProfile is one kind of VM a target builds (1.7).
+type HardwareProfile struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Firmware string                 `protobuf:"bytes,1,opt,name=firmware,proto3" json:"firmware,omitempty"`
+	// generation: Hyper-V's, 1 or 2; 0 elsewhere.
+	Generation          int32                `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	SecureBoot          bool                 `protobuf:"varint,3,opt,name=secure_boot,json=secureBoot,proto3" json:"secure_boot,omitempty"`
+	SecureBootTemplates []string             `protobuf:"bytes,4,rep,name=secure_boot_templates,json=secureBootTemplates,proto3" json:"secure_boot_templates,omitempty"`
+	Tpm                 bool                 `protobuf:"varint,5,opt,name=tpm,proto3" json:"tpm,omitempty"`
+	Controllers         []*ControllerSupport `protobuf:"bytes,6,rep,name=controllers,proto3" json:"controllers,omitempty"`
+	// boot_buses: the buses the firmware boots a disk from.
+	BootBuses     []string `protobuf:"bytes,7,rep,name=boot_buses,json=bootBuses,proto3" json:"boot_buses,omitempty"`
+	NicModels     []string `protobuf:"bytes,8,rep,name=nic_models,json=nicModels,proto3" json:"nic_models,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HardwareProfile) Reset() {
+	*x = HardwareProfile{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HardwareProfile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HardwareProfile) ProtoMessage() {}
+
+func (x *HardwareProfile) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HardwareProfile.ProtoReflect.Descriptor instead.
+func (*HardwareProfile) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *HardwareProfile) GetFirmware() string {
+	if x != nil {
+		return x.Firmware
+	}
+	return ""
+}
+
+func (x *HardwareProfile) GetGeneration() int32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *HardwareProfile) GetSecureBoot() bool {
+	if x != nil {
+		return x.SecureBoot
+	}
+	return false
+}
+
+func (x *HardwareProfile) GetSecureBootTemplates() []string {
+	if x != nil {
+		return x.SecureBootTemplates
+	}
+	return nil
+}
+
+func (x *HardwareProfile) GetTpm() bool {
+	if x != nil {
+		return x.Tpm
+	}
+	return false
+}
+
+func (x *HardwareProfile) GetControllers() []*ControllerSupport {
+	if x != nil {
+		return x.Controllers
+	}
+	return nil
+}
+
+func (x *HardwareProfile) GetBootBuses() []string {
+	if x != nil {
+		return x.BootBuses
+	}
+	return nil
+}
+
+func (x *HardwareProfile) GetNicModels() []string {
+	if x != nil {
+		return x.NicModels
+	}
+	return nil
+}
+
+// HardwareSupport is what virtual hardware a target builds (1.7).
+type HardwareSupport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// as_given: any hardware, exactly as described; the host maps nothing.
+	AsGiven bool `protobuf:"varint,1,opt,name=as_given,json=asGiven,proto3" json:"as_given,omitempty"`
+	// profiles, the preferred first.
+	Profiles      []*HardwareProfile `protobuf:"bytes,2,rep,name=profiles,proto3" json:"profiles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HardwareSupport) Reset() {
+	*x = HardwareSupport{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HardwareSupport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HardwareSupport) ProtoMessage() {}
+
+func (x *HardwareSupport) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HardwareSupport.ProtoReflect.Descriptor instead.
+func (*HardwareSupport) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *HardwareSupport) GetAsGiven() bool {
+	if x != nil {
+		return x.AsGiven
+	}
+	return false
+}
+
+func (x *HardwareSupport) GetProfiles() []*HardwareProfile {
+	if x != nil {
+		return x.Profiles
+	}
+	return nil
+}
+
 type GetInfoResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1064,7 +1314,7 @@ type GetInfoResponse struct {
 
 func (x *GetInfoResponse) Reset() {
 	*x = GetInfoResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1326,7 @@ func (x *GetInfoResponse) String() string {
 func (*GetInfoResponse) ProtoMessage() {}
 
 func (x *GetInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[12]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1339,7 @@ func (x *GetInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetInfoResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetInfoResponse) GetName() string {
@@ -1138,7 +1388,7 @@ type ValidateRequest struct {
 
 func (x *ValidateRequest) Reset() {
 	*x = ValidateRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1400,7 @@ func (x *ValidateRequest) String() string {
 func (*ValidateRequest) ProtoMessage() {}
 
 func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[13]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1413,7 @@ func (x *ValidateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateRequest.ProtoReflect.Descriptor instead.
 func (*ValidateRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{13}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ValidateRequest) GetKind() Kind {
@@ -1196,7 +1446,7 @@ type ValidateResponse struct {
 
 func (x *ValidateResponse) Reset() {
 	*x = ValidateResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1208,7 +1458,7 @@ func (x *ValidateResponse) String() string {
 func (*ValidateResponse) ProtoMessage() {}
 
 func (x *ValidateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[14]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1221,7 +1471,7 @@ func (x *ValidateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateResponse.ProtoReflect.Descriptor instead.
 func (*ValidateResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{14}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ValidateResponse) GetDiagnostics() []*Diagnostic {
@@ -1244,7 +1494,7 @@ type ConfigureRequest struct {
 
 func (x *ConfigureRequest) Reset() {
 	*x = ConfigureRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1506,7 @@ func (x *ConfigureRequest) String() string {
 func (*ConfigureRequest) ProtoMessage() {}
 
 func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[15]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1519,7 @@ func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{15}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ConfigureRequest) GetInstance() string {
@@ -1316,7 +1566,7 @@ type ConfigureResponse struct {
 
 func (x *ConfigureResponse) Reset() {
 	*x = ConfigureResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1578,7 @@ func (x *ConfigureResponse) String() string {
 func (*ConfigureResponse) ProtoMessage() {}
 
 func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[16]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1591,7 @@ func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
 func (*ConfigureResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{16}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ConfigureResponse) GetDiagnostics() []*Diagnostic {
@@ -1362,7 +1612,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1624,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[17]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1637,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{17}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StopRequest) GetDrainMillis() int64 {
@@ -1405,14 +1655,21 @@ type Disk struct {
 	Controller    string                 `protobuf:"bytes,4,opt,name=controller,proto3" json:"controller,omitempty"`
 	Thin          bool                   `protobuf:"varint,5,opt,name=thin,proto3" json:"thin,omitempty"`
 	// independent: VM snapshots do not capture the disk (minor 2).
-	Independent   bool `protobuf:"varint,6,opt,name=independent,proto3" json:"independent,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Independent bool `protobuf:"varint,6,opt,name=independent,proto3" json:"independent,omitempty"`
+	// bus ("ide", "sata", "scsi", "nvme"), the SCSI adapter's model, the
+	// controller's number and the disk's unit on it. Since protocol 1.7;
+	// empty from older plugins, whose controller position says as much.
+	Bus              string `protobuf:"bytes,7,opt,name=bus,proto3" json:"bus,omitempty"`
+	ControllerModel  string `protobuf:"bytes,8,opt,name=controller_model,json=controllerModel,proto3" json:"controller_model,omitempty"`
+	ControllerNumber int32  `protobuf:"varint,9,opt,name=controller_number,json=controllerNumber,proto3" json:"controller_number,omitempty"`
+	Unit             int32  `protobuf:"varint,10,opt,name=unit,proto3" json:"unit,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Disk) Reset() {
 	*x = Disk{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1681,7 @@ func (x *Disk) String() string {
 func (*Disk) ProtoMessage() {}
 
 func (x *Disk) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[18]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1694,7 @@ func (x *Disk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Disk.ProtoReflect.Descriptor instead.
 func (*Disk) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{18}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Disk) GetIndex() int32 {
@@ -1482,22 +1739,54 @@ func (x *Disk) GetIndependent() bool {
 	return false
 }
 
+func (x *Disk) GetBus() string {
+	if x != nil {
+		return x.Bus
+	}
+	return ""
+}
+
+func (x *Disk) GetControllerModel() string {
+	if x != nil {
+		return x.ControllerModel
+	}
+	return ""
+}
+
+func (x *Disk) GetControllerNumber() int32 {
+	if x != nil {
+		return x.ControllerNumber
+	}
+	return 0
+}
+
+func (x *Disk) GetUnit() int32 {
+	if x != nil {
+		return x.Unit
+	}
+	return 0
+}
+
 type NIC struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Index   int32                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	Network string                 `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
 	Mac     string                 `protobuf:"bytes,3,opt,name=mac,proto3" json:"mac,omitempty"`
 	// addresses in CIDR form, for example "10.1.0.5/24".
-	Addresses     []string `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
-	Gateway       string   `protobuf:"bytes,5,opt,name=gateway,proto3" json:"gateway,omitempty"`
-	Dns           []string `protobuf:"bytes,6,rep,name=dns,proto3" json:"dns,omitempty"`
+	Addresses []string `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	Gateway   string   `protobuf:"bytes,5,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	Dns       []string `protobuf:"bytes,6,rep,name=dns,proto3" json:"dns,omitempty"`
+	// model is the adapter the guest sees ("vmxnet3", "e1000", "e1000e",
+	// "hyperv-synthetic", "hyperv-legacy", ...); empty when unknown. Since
+	// protocol 1.7.
+	Model         string `protobuf:"bytes,7,opt,name=model,proto3" json:"model,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NIC) Reset() {
 	*x = NIC{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1798,7 @@ func (x *NIC) String() string {
 func (*NIC) ProtoMessage() {}
 
 func (x *NIC) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[19]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1811,7 @@ func (x *NIC) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NIC.ProtoReflect.Descriptor instead.
 func (*NIC) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{19}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NIC) GetIndex() int32 {
@@ -1567,6 +1856,166 @@ func (x *NIC) GetDns() []string {
 	return nil
 }
 
+func (x *NIC) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+// BootDevice is one entry of a boot order (1.7).
+type BootDevice struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind: "disk", "network" or "cdrom".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// index in VM.disks or VM.nics.
+	Index         int32 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BootDevice) Reset() {
+	*x = BootDevice{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BootDevice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BootDevice) ProtoMessage() {}
+
+func (x *BootDevice) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BootDevice.ProtoReflect.Descriptor instead.
+func (*BootDevice) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *BootDevice) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *BootDevice) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+// Hardware is a VM's virtual hardware besides disks and NICs (1.7).
+type Hardware struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// firmware: "bios" or "efi".
+	Firmware   string `protobuf:"bytes,1,opt,name=firmware,proto3" json:"firmware,omitempty"`
+	SecureBoot bool   `protobuf:"varint,2,opt,name=secure_boot,json=secureBoot,proto3" json:"secure_boot,omitempty"`
+	// secure_boot_template: Hyper-V's ("microsoft-windows",
+	// "microsoft-uefi-ca"); empty elsewhere.
+	SecureBootTemplate string `protobuf:"bytes,3,opt,name=secure_boot_template,json=secureBootTemplate,proto3" json:"secure_boot_template,omitempty"`
+	Tpm                bool   `protobuf:"varint,4,opt,name=tpm,proto3" json:"tpm,omitempty"`
+	// generation: Hyper-V's, 1 or 2; 0 for other hypervisors.
+	Generation int32 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	// guest_family: "windows", "linux" or "other"; empty when unknown.
+	GuestFamily   string        `protobuf:"bytes,6,opt,name=guest_family,json=guestFamily,proto3" json:"guest_family,omitempty"`
+	BootOrder     []*BootDevice `protobuf:"bytes,7,rep,name=boot_order,json=bootOrder,proto3" json:"boot_order,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Hardware) Reset() {
+	*x = Hardware{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Hardware) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Hardware) ProtoMessage() {}
+
+func (x *Hardware) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Hardware.ProtoReflect.Descriptor instead.
+func (*Hardware) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Hardware) GetFirmware() string {
+	if x != nil {
+		return x.Firmware
+	}
+	return ""
+}
+
+func (x *Hardware) GetSecureBoot() bool {
+	if x != nil {
+		return x.SecureBoot
+	}
+	return false
+}
+
+func (x *Hardware) GetSecureBootTemplate() string {
+	if x != nil {
+		return x.SecureBootTemplate
+	}
+	return ""
+}
+
+func (x *Hardware) GetTpm() bool {
+	if x != nil {
+		return x.Tpm
+	}
+	return false
+}
+
+func (x *Hardware) GetGeneration() int32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Hardware) GetGuestFamily() string {
+	if x != nil {
+		return x.GuestFamily
+	}
+	return ""
+}
+
+func (x *Hardware) GetBootOrder() []*BootDevice {
+	if x != nil {
+		return x.BootOrder
+	}
+	return nil
+}
+
 type VM struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1585,14 +2034,18 @@ type VM struct {
 	Folder string `protobuf:"bytes,11,opt,name=folder,proto3" json:"folder,omitempty"`
 	// tags are the VM's tags as "Category/Name" ("Name" alone where the
 	// source's tags have no category), sorted. Since protocol 1.1.
-	Tags          []string `protobuf:"bytes,12,rep,name=tags,proto3" json:"tags,omitempty"`
+	Tags []string `protobuf:"bytes,12,rep,name=tags,proto3" json:"tags,omitempty"`
+	// hardware is the VM's virtual hardware. Since protocol 1.7; unset from
+	// older plugins, from whose firmware, controllers and attributes the
+	// host derives it.
+	Hardware      *Hardware `protobuf:"bytes,13,opt,name=hardware,proto3" json:"hardware,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VM) Reset() {
 	*x = VM{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +2057,7 @@ func (x *VM) String() string {
 func (*VM) ProtoMessage() {}
 
 func (x *VM) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[20]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +2070,7 @@ func (x *VM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VM.ProtoReflect.Descriptor instead.
 func (*VM) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{20}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *VM) GetId() string {
@@ -1704,6 +2157,13 @@ func (x *VM) GetTags() []string {
 	return nil
 }
 
+func (x *VM) GetHardware() *Hardware {
+	if x != nil {
+		return x.Hardware
+	}
+	return nil
+}
+
 type Extent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Offset        int64                  `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
@@ -1714,7 +2174,7 @@ type Extent struct {
 
 func (x *Extent) Reset() {
 	*x = Extent{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +2186,7 @@ func (x *Extent) String() string {
 func (*Extent) ProtoMessage() {}
 
 func (x *Extent) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[21]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +2199,7 @@ func (x *Extent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Extent.ProtoReflect.Descriptor instead.
 func (*Extent) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{21}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Extent) GetOffset() int64 {
@@ -1780,7 +2240,7 @@ type DiskHandle struct {
 
 func (x *DiskHandle) Reset() {
 	*x = DiskHandle{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +2252,7 @@ func (x *DiskHandle) String() string {
 func (*DiskHandle) ProtoMessage() {}
 
 func (x *DiskHandle) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[22]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +2265,7 @@ func (x *DiskHandle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiskHandle.ProtoReflect.Descriptor instead.
 func (*DiskHandle) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{22}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DiskHandle) GetHandle() string {
@@ -1863,7 +2323,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +2335,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[23]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +2348,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{23}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadRequest) GetHandle() string {
@@ -1934,7 +2394,7 @@ type Chunk struct {
 
 func (x *Chunk) Reset() {
 	*x = Chunk{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1946,7 +2406,7 @@ func (x *Chunk) String() string {
 func (*Chunk) ProtoMessage() {}
 
 func (x *Chunk) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[24]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1959,7 +2419,7 @@ func (x *Chunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
 func (*Chunk) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{24}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Chunk) GetOffset() int64 {
@@ -2003,7 +2463,7 @@ type WriteMessage struct {
 
 func (x *WriteMessage) Reset() {
 	*x = WriteMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2015,7 +2475,7 @@ func (x *WriteMessage) String() string {
 func (*WriteMessage) ProtoMessage() {}
 
 func (x *WriteMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[25]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2028,7 +2488,7 @@ func (x *WriteMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteMessage.ProtoReflect.Descriptor instead.
 func (*WriteMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{25}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WriteMessage) GetMsg() isWriteMessage_Msg {
@@ -2081,7 +2541,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2553,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[26]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2566,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{26}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WriteResponse) GetBytesWritten() int64 {
@@ -2125,7 +2585,7 @@ type CloseDiskRequest struct {
 
 func (x *CloseDiskRequest) Reset() {
 	*x = CloseDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2597,7 @@ func (x *CloseDiskRequest) String() string {
 func (*CloseDiskRequest) ProtoMessage() {}
 
 func (x *CloseDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[27]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2610,7 @@ func (x *CloseDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseDiskRequest.ProtoReflect.Descriptor instead.
 func (*CloseDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{27}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CloseDiskRequest) GetHandle() string {
@@ -2169,7 +2629,7 @@ type SyncDiskRequest struct {
 
 func (x *SyncDiskRequest) Reset() {
 	*x = SyncDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2181,7 +2641,7 @@ func (x *SyncDiskRequest) String() string {
 func (*SyncDiskRequest) ProtoMessage() {}
 
 func (x *SyncDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[28]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2194,7 +2654,7 @@ func (x *SyncDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncDiskRequest.ProtoReflect.Descriptor instead.
 func (*SyncDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{28}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SyncDiskRequest) GetHandle() string {
@@ -2214,7 +2674,7 @@ type PrepareRequest struct {
 
 func (x *PrepareRequest) Reset() {
 	*x = PrepareRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2226,7 +2686,7 @@ func (x *PrepareRequest) String() string {
 func (*PrepareRequest) ProtoMessage() {}
 
 func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[29]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2239,7 +2699,7 @@ func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{29}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PrepareRequest) GetHandle() string {
@@ -2265,7 +2725,7 @@ type ListVMsResponse struct {
 
 func (x *ListVMsResponse) Reset() {
 	*x = ListVMsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2277,7 +2737,7 @@ func (x *ListVMsResponse) String() string {
 func (*ListVMsResponse) ProtoMessage() {}
 
 func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[30]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2290,7 +2750,7 @@ func (x *ListVMsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVMsResponse.ProtoReflect.Descriptor instead.
 func (*ListVMsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{30}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListVMsResponse) GetVms() []*VM {
@@ -2310,7 +2770,7 @@ type ListTagsResponse struct {
 
 func (x *ListTagsResponse) Reset() {
 	*x = ListTagsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2782,7 @@ func (x *ListTagsResponse) String() string {
 func (*ListTagsResponse) ProtoMessage() {}
 
 func (x *ListTagsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[31]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2795,7 @@ func (x *ListTagsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTagsResponse.ProtoReflect.Descriptor instead.
 func (*ListTagsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{31}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListTagsResponse) GetTags() []string {
@@ -2354,7 +2814,7 @@ type VMRequest struct {
 
 func (x *VMRequest) Reset() {
 	*x = VMRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2366,7 +2826,7 @@ func (x *VMRequest) String() string {
 func (*VMRequest) ProtoMessage() {}
 
 func (x *VMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[32]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2379,7 +2839,7 @@ func (x *VMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VMRequest.ProtoReflect.Descriptor instead.
 func (*VMRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{32}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *VMRequest) GetVm() string {
@@ -2403,7 +2863,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2875,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[33]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2888,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{33}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Snapshot) GetId() string {
@@ -2486,7 +2946,7 @@ type SnapshotDisk struct {
 
 func (x *SnapshotDisk) Reset() {
 	*x = SnapshotDisk{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2498,7 +2958,7 @@ func (x *SnapshotDisk) String() string {
 func (*SnapshotDisk) ProtoMessage() {}
 
 func (x *SnapshotDisk) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[34]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2511,7 +2971,7 @@ func (x *SnapshotDisk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotDisk.ProtoReflect.Descriptor instead.
 func (*SnapshotDisk) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{34}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SnapshotDisk) GetIndex() int32 {
@@ -2546,7 +3006,7 @@ type CreateSnapshotRequest struct {
 
 func (x *CreateSnapshotRequest) Reset() {
 	*x = CreateSnapshotRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2558,7 +3018,7 @@ func (x *CreateSnapshotRequest) String() string {
 func (*CreateSnapshotRequest) ProtoMessage() {}
 
 func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[35]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2571,7 +3031,7 @@ func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{35}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateSnapshotRequest) GetVm() string {
@@ -2605,7 +3065,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2617,7 +3077,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[36]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2630,7 +3090,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{36}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SnapshotRequest) GetVm() string {
@@ -2656,7 +3116,7 @@ type ListSnapshotsResponse struct {
 
 func (x *ListSnapshotsResponse) Reset() {
 	*x = ListSnapshotsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2668,7 +3128,7 @@ func (x *ListSnapshotsResponse) String() string {
 func (*ListSnapshotsResponse) ProtoMessage() {}
 
 func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[37]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2681,7 +3141,7 @@ func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{37}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
@@ -2705,7 +3165,7 @@ type ChangedAreasRequest struct {
 
 func (x *ChangedAreasRequest) Reset() {
 	*x = ChangedAreasRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2717,7 +3177,7 @@ func (x *ChangedAreasRequest) String() string {
 func (*ChangedAreasRequest) ProtoMessage() {}
 
 func (x *ChangedAreasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[38]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2730,7 +3190,7 @@ func (x *ChangedAreasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangedAreasRequest.ProtoReflect.Descriptor instead.
 func (*ChangedAreasRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{38}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ChangedAreasRequest) GetVm() string {
@@ -2770,7 +3230,7 @@ type ExtentBatch struct {
 
 func (x *ExtentBatch) Reset() {
 	*x = ExtentBatch{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2782,7 +3242,7 @@ func (x *ExtentBatch) String() string {
 func (*ExtentBatch) ProtoMessage() {}
 
 func (x *ExtentBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[39]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2795,7 +3255,7 @@ func (x *ExtentBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtentBatch.ProtoReflect.Descriptor instead.
 func (*ExtentBatch) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{39}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ExtentBatch) GetExtents() []*Extent {
@@ -2816,7 +3276,7 @@ type OpenSnapshotDiskRequest struct {
 
 func (x *OpenSnapshotDiskRequest) Reset() {
 	*x = OpenSnapshotDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2828,7 +3288,7 @@ func (x *OpenSnapshotDiskRequest) String() string {
 func (*OpenSnapshotDiskRequest) ProtoMessage() {}
 
 func (x *OpenSnapshotDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[40]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2841,7 +3301,7 @@ func (x *OpenSnapshotDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenSnapshotDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenSnapshotDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{40}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *OpenSnapshotDiskRequest) GetVm() string {
@@ -2877,7 +3337,7 @@ type ProbeTransportRequest struct {
 
 func (x *ProbeTransportRequest) Reset() {
 	*x = ProbeTransportRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2889,7 +3349,7 @@ func (x *ProbeTransportRequest) String() string {
 func (*ProbeTransportRequest) ProtoMessage() {}
 
 func (x *ProbeTransportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[41]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2902,7 +3362,7 @@ func (x *ProbeTransportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeTransportRequest.ProtoReflect.Descriptor instead.
 func (*ProbeTransportRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{41}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ProbeTransportRequest) GetVm() string {
@@ -2931,7 +3391,7 @@ type ProbeTransportResponse struct {
 
 func (x *ProbeTransportResponse) Reset() {
 	*x = ProbeTransportResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2943,7 +3403,7 @@ func (x *ProbeTransportResponse) String() string {
 func (*ProbeTransportResponse) ProtoMessage() {}
 
 func (x *ProbeTransportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[42]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2956,7 +3416,7 @@ func (x *ProbeTransportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeTransportResponse.ProtoReflect.Descriptor instead.
 func (*ProbeTransportResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{42}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ProbeTransportResponse) GetMode() string {
@@ -2985,7 +3445,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2997,7 +3457,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[43]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3010,7 +3470,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{43}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Placement) GetHosts() []string {
@@ -3059,7 +3519,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3071,7 +3531,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[44]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3084,7 +3544,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{44}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Replica) GetId() string {
@@ -3155,7 +3615,7 @@ type ReplicaOwner struct {
 
 func (x *ReplicaOwner) Reset() {
 	*x = ReplicaOwner{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3167,7 +3627,7 @@ func (x *ReplicaOwner) String() string {
 func (*ReplicaOwner) ProtoMessage() {}
 
 func (x *ReplicaOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[45]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3180,7 +3640,7 @@ func (x *ReplicaOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaOwner.ProtoReflect.Descriptor instead.
 func (*ReplicaOwner) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{45}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReplicaOwner) GetJob() string {
@@ -3216,7 +3676,7 @@ type CreateReplicaRequest struct {
 
 func (x *CreateReplicaRequest) Reset() {
 	*x = CreateReplicaRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3228,7 +3688,7 @@ func (x *CreateReplicaRequest) String() string {
 func (*CreateReplicaRequest) ProtoMessage() {}
 
 func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3241,7 +3701,7 @@ func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaRequest.ProtoReflect.Descriptor instead.
 func (*CreateReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *CreateReplicaRequest) GetName() string {
@@ -3281,7 +3741,7 @@ type ReplicaRequest struct {
 
 func (x *ReplicaRequest) Reset() {
 	*x = ReplicaRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3293,7 +3753,7 @@ func (x *ReplicaRequest) String() string {
 func (*ReplicaRequest) ProtoMessage() {}
 
 func (x *ReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3306,7 +3766,7 @@ func (x *ReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ReplicaRequest) GetReplica() string {
@@ -3325,7 +3785,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3337,7 +3797,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3350,7 +3810,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -3376,7 +3836,7 @@ type OpenReplicaDiskRequest struct {
 
 func (x *OpenReplicaDiskRequest) Reset() {
 	*x = OpenReplicaDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3388,7 +3848,7 @@ func (x *OpenReplicaDiskRequest) String() string {
 func (*OpenReplicaDiskRequest) ProtoMessage() {}
 
 func (x *OpenReplicaDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3401,7 +3861,7 @@ func (x *OpenReplicaDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenReplicaDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenReplicaDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *OpenReplicaDiskRequest) GetReplica() string {
@@ -3446,7 +3906,7 @@ type RestorePoint struct {
 
 func (x *RestorePoint) Reset() {
 	*x = RestorePoint{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3458,7 +3918,7 @@ func (x *RestorePoint) String() string {
 func (*RestorePoint) ProtoMessage() {}
 
 func (x *RestorePoint) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3471,7 +3931,7 @@ func (x *RestorePoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestorePoint.ProtoReflect.Descriptor instead.
 func (*RestorePoint) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RestorePoint) GetId() string {
@@ -3526,7 +3986,7 @@ type CreateRestorePointRequest struct {
 
 func (x *CreateRestorePointRequest) Reset() {
 	*x = CreateRestorePointRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3538,7 +3998,7 @@ func (x *CreateRestorePointRequest) String() string {
 func (*CreateRestorePointRequest) ProtoMessage() {}
 
 func (x *CreateRestorePointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3551,7 +4011,7 @@ func (x *CreateRestorePointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRestorePointRequest.ProtoReflect.Descriptor instead.
 func (*CreateRestorePointRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CreateRestorePointRequest) GetReplica() string {
@@ -3577,7 +4037,7 @@ type ListRestorePointsResponse struct {
 
 func (x *ListRestorePointsResponse) Reset() {
 	*x = ListRestorePointsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3589,7 +4049,7 @@ func (x *ListRestorePointsResponse) String() string {
 func (*ListRestorePointsResponse) ProtoMessage() {}
 
 func (x *ListRestorePointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3602,7 +4062,7 @@ func (x *ListRestorePointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRestorePointsResponse.ProtoReflect.Descriptor instead.
 func (*ListRestorePointsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListRestorePointsResponse) GetPoints() []*RestorePoint {
@@ -3622,7 +4082,7 @@ type RestorePointRequest struct {
 
 func (x *RestorePointRequest) Reset() {
 	*x = RestorePointRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3634,7 +4094,7 @@ func (x *RestorePointRequest) String() string {
 func (*RestorePointRequest) ProtoMessage() {}
 
 func (x *RestorePointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3647,7 +4107,7 @@ func (x *RestorePointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestorePointRequest.ProtoReflect.Descriptor instead.
 func (*RestorePointRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RestorePointRequest) GetReplica() string {
@@ -3675,7 +4135,7 @@ type OpenRestorePointDiskRequest struct {
 
 func (x *OpenRestorePointDiskRequest) Reset() {
 	*x = OpenRestorePointDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3687,7 +4147,7 @@ func (x *OpenRestorePointDiskRequest) String() string {
 func (*OpenRestorePointDiskRequest) ProtoMessage() {}
 
 func (x *OpenRestorePointDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3700,7 +4160,7 @@ func (x *OpenRestorePointDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRestorePointDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenRestorePointDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *OpenRestorePointDiskRequest) GetReplica() string {
@@ -3734,7 +4194,7 @@ type NetworkMapping struct {
 
 func (x *NetworkMapping) Reset() {
 	*x = NetworkMapping{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3746,7 +4206,7 @@ func (x *NetworkMapping) String() string {
 func (*NetworkMapping) ProtoMessage() {}
 
 func (x *NetworkMapping) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3759,7 +4219,7 @@ func (x *NetworkMapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkMapping.ProtoReflect.Descriptor instead.
 func (*NetworkMapping) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *NetworkMapping) GetFrom() string {
@@ -3788,7 +4248,7 @@ type ReIPRule struct {
 
 func (x *ReIPRule) Reset() {
 	*x = ReIPRule{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3800,7 +4260,7 @@ func (x *ReIPRule) String() string {
 func (*ReIPRule) ProtoMessage() {}
 
 func (x *ReIPRule) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3813,7 +4273,7 @@ func (x *ReIPRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReIPRule.ProtoReflect.Descriptor instead.
 func (*ReIPRule) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ReIPRule) GetFromSubnet() string {
@@ -3854,7 +4314,7 @@ type NetworkConfig struct {
 
 func (x *NetworkConfig) Reset() {
 	*x = NetworkConfig{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3866,7 +4326,7 @@ func (x *NetworkConfig) String() string {
 func (*NetworkConfig) ProtoMessage() {}
 
 func (x *NetworkConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3879,7 +4339,7 @@ func (x *NetworkConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkConfig.ProtoReflect.Descriptor instead.
 func (*NetworkConfig) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *NetworkConfig) GetNetworkMap() []*NetworkMapping {
@@ -3907,7 +4367,7 @@ type FailoverRequest struct {
 
 func (x *FailoverRequest) Reset() {
 	*x = FailoverRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3919,7 +4379,7 @@ func (x *FailoverRequest) String() string {
 func (*FailoverRequest) ProtoMessage() {}
 
 func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3932,7 +4392,7 @@ func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
 func (*FailoverRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *FailoverRequest) GetReplica() string {
@@ -3976,7 +4436,7 @@ type StartTestRequest struct {
 
 func (x *StartTestRequest) Reset() {
 	*x = StartTestRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3988,7 +4448,7 @@ func (x *StartTestRequest) String() string {
 func (*StartTestRequest) ProtoMessage() {}
 
 func (x *StartTestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4001,7 +4461,7 @@ func (x *StartTestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartTestRequest.ProtoReflect.Descriptor instead.
 func (*StartTestRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *StartTestRequest) GetId() string {
@@ -4058,7 +4518,7 @@ type TestVM struct {
 
 func (x *TestVM) Reset() {
 	*x = TestVM{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4070,7 +4530,7 @@ func (x *TestVM) String() string {
 func (*TestVM) ProtoMessage() {}
 
 func (x *TestVM) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4083,7 +4543,7 @@ func (x *TestVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestVM.ProtoReflect.Descriptor instead.
 func (*TestVM) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *TestVM) GetId() string {
@@ -4144,7 +4604,7 @@ type TestRequest struct {
 
 func (x *TestRequest) Reset() {
 	*x = TestRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4156,7 +4616,7 @@ func (x *TestRequest) String() string {
 func (*TestRequest) ProtoMessage() {}
 
 func (x *TestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4169,7 +4629,7 @@ func (x *TestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestRequest.ProtoReflect.Descriptor instead.
 func (*TestRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *TestRequest) GetId() string {
@@ -4188,7 +4648,7 @@ type ListTestsResponse struct {
 
 func (x *ListTestsResponse) Reset() {
 	*x = ListTestsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4200,7 +4660,7 @@ func (x *ListTestsResponse) String() string {
 func (*ListTestsResponse) ProtoMessage() {}
 
 func (x *ListTestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4213,7 +4673,7 @@ func (x *ListTestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTestsResponse.ProtoReflect.Descriptor instead.
 func (*ListTestsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ListTestsResponse) GetTests() []*TestVM {
@@ -4233,7 +4693,7 @@ type OpenTestDiskRequest struct {
 
 func (x *OpenTestDiskRequest) Reset() {
 	*x = OpenTestDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4245,7 +4705,7 @@ func (x *OpenTestDiskRequest) String() string {
 func (*OpenTestDiskRequest) ProtoMessage() {}
 
 func (x *OpenTestDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4258,7 +4718,7 @@ func (x *OpenTestDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenTestDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenTestDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *OpenTestDiskRequest) GetId() string {
@@ -4285,7 +4745,7 @@ type ApplyNetworkRequest struct {
 
 func (x *ApplyNetworkRequest) Reset() {
 	*x = ApplyNetworkRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4297,7 +4757,7 @@ func (x *ApplyNetworkRequest) String() string {
 func (*ApplyNetworkRequest) ProtoMessage() {}
 
 func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4310,7 +4770,7 @@ func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNetworkRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ApplyNetworkRequest) GetReplica() string {
@@ -4340,7 +4800,7 @@ type PutMessage struct {
 
 func (x *PutMessage) Reset() {
 	*x = PutMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4352,7 +4812,7 @@ func (x *PutMessage) String() string {
 func (*PutMessage) ProtoMessage() {}
 
 func (x *PutMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4365,7 +4825,7 @@ func (x *PutMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMessage.ProtoReflect.Descriptor instead.
 func (*PutMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *PutMessage) GetMsg() isPutMessage_Msg {
@@ -4418,7 +4878,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4430,7 +4890,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4443,7 +4903,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *PutResponse) GetGeneration() int64 {
@@ -4465,7 +4925,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4477,7 +4937,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4490,7 +4950,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *GetRequest) GetKey() string {
@@ -4521,7 +4981,7 @@ type GetMessage struct {
 
 func (x *GetMessage) Reset() {
 	*x = GetMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4533,7 +4993,7 @@ func (x *GetMessage) String() string {
 func (*GetMessage) ProtoMessage() {}
 
 func (x *GetMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4546,7 +5006,7 @@ func (x *GetMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessage.ProtoReflect.Descriptor instead.
 func (*GetMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *GetMessage) GetMsg() isGetMessage_Msg {
@@ -4619,7 +5079,7 @@ type ObjectFile struct {
 
 func (x *ObjectFile) Reset() {
 	*x = ObjectFile{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4631,7 +5091,7 @@ func (x *ObjectFile) String() string {
 func (*ObjectFile) ProtoMessage() {}
 
 func (x *ObjectFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4644,7 +5104,7 @@ func (x *ObjectFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectFile.ProtoReflect.Descriptor instead.
 func (*ObjectFile) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ObjectFile) GetInfo() *ObjectInfo {
@@ -4687,7 +5147,7 @@ type ObjectInfo struct {
 
 func (x *ObjectInfo) Reset() {
 	*x = ObjectInfo{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4699,7 +5159,7 @@ func (x *ObjectInfo) String() string {
 func (*ObjectInfo) ProtoMessage() {}
 
 func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4712,7 +5172,7 @@ func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectInfo.ProtoReflect.Descriptor instead.
 func (*ObjectInfo) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ObjectInfo) GetKey() string {
@@ -4752,7 +5212,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4764,7 +5224,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4777,7 +5237,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{71}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *ListRequest) GetPrefix() string {
@@ -4796,7 +5256,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[72]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4808,7 +5268,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[72]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4821,7 +5281,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{72}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ListResponse) GetObjects() []*ObjectInfo {
@@ -4841,7 +5301,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[73]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4853,7 +5313,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[73]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4866,7 +5326,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{73}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *DeleteRequest) GetKey() string {
@@ -4896,7 +5356,7 @@ type PutMessage_Header struct {
 
 func (x *PutMessage_Header) Reset() {
 	*x = PutMessage_Header{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[79]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4908,7 +5368,7 @@ func (x *PutMessage_Header) String() string {
 func (*PutMessage_Header) ProtoMessage() {}
 
 func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[79]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4921,7 +5381,7 @@ func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMessage_Header.ProtoReflect.Descriptor instead.
 func (*PutMessage_Header) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{65, 0}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{70, 0}
 }
 
 func (x *PutMessage_Header) GetKey() string {
@@ -5008,13 +5468,37 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\fmap_replicas\x18\b \x01(\bR\vmapReplicas\"q\n" +
 	"\x06Limits\x12,\n" +
 	"\x12max_restore_points\x18\x01 \x01(\rR\x10maxRestorePoints\x129\n" +
-	"\x19max_restore_points_reason\x18\x02 \x01(\tR\x16maxRestorePointsReason\"\xef\x01\n" +
+	"\x19max_restore_points_reason\x18\x02 \x01(\tR\x16maxRestorePointsReason\"\xad\x02\n" +
 	"\tComponent\x12)\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x15.ferry.plugin.v1.KindR\x04kind\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12A\n" +
 	"\fcapabilities\x18\x03 \x01(\v2\x1d.ferry.plugin.v1.CapabilitiesR\fcapabilities\x12/\n" +
 	"\x06schema\x18\x04 \x01(\v2\x17.ferry.plugin.v1.SchemaR\x06schema\x12/\n" +
-	"\x06limits\x18\x05 \x01(\v2\x17.ferry.plugin.v1.LimitsR\x06limits\"\xc9\x01\n" +
+	"\x06limits\x18\x05 \x01(\v2\x17.ferry.plugin.v1.LimitsR\x06limits\x12<\n" +
+	"\bhardware\x18\x06 \x01(\v2 .ferry.plugin.v1.HardwareSupportR\bhardware\"\x8f\x01\n" +
+	"\x11ControllerSupport\x12\x10\n" +
+	"\x03bus\x18\x01 \x01(\tR\x03bus\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12 \n" +
+	"\vcontrollers\x18\x03 \x01(\x05R\vcontrollers\x12\x14\n" +
+	"\x05units\x18\x04 \x01(\x05R\x05units\x12\x1a\n" +
+	"\breserved\x18\x05 \x03(\x05R\breserved\"\xb8\x02\n" +
+	"\x0fHardwareProfile\x12\x1a\n" +
+	"\bfirmware\x18\x01 \x01(\tR\bfirmware\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x05R\n" +
+	"generation\x12\x1f\n" +
+	"\vsecure_boot\x18\x03 \x01(\bR\n" +
+	"secureBoot\x122\n" +
+	"\x15secure_boot_templates\x18\x04 \x03(\tR\x13secureBootTemplates\x12\x10\n" +
+	"\x03tpm\x18\x05 \x01(\bR\x03tpm\x12D\n" +
+	"\vcontrollers\x18\x06 \x03(\v2\".ferry.plugin.v1.ControllerSupportR\vcontrollers\x12\x1d\n" +
+	"\n" +
+	"boot_buses\x18\a \x03(\tR\tbootBuses\x12\x1d\n" +
+	"\n" +
+	"nic_models\x18\b \x03(\tR\tnicModels\"j\n" +
+	"\x0fHardwareSupport\x12\x19\n" +
+	"\bas_given\x18\x01 \x01(\bR\aasGiven\x12<\n" +
+	"\bprofiles\x18\x02 \x03(\v2 .ferry.plugin.v1.HardwareProfileR\bprofiles\"\xc9\x01\n" +
 	"\x0fGetInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12%\n" +
@@ -5038,7 +5522,7 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x11ConfigureResponse\x12=\n" +
 	"\vdiagnostics\x18\x01 \x03(\v2\x1b.ferry.plugin.v1.DiagnosticR\vdiagnostics\"0\n" +
 	"\vStopRequest\x12!\n" +
-	"\fdrain_millis\x18\x01 \x01(\x03R\vdrainMillis\"\xad\x01\n" +
+	"\fdrain_millis\x18\x01 \x01(\x03R\vdrainMillis\"\xab\x02\n" +
 	"\x04Disk\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12%\n" +
@@ -5047,14 +5531,36 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"controller\x18\x04 \x01(\tR\n" +
 	"controller\x12\x12\n" +
 	"\x04thin\x18\x05 \x01(\bR\x04thin\x12 \n" +
-	"\vindependent\x18\x06 \x01(\bR\vindependent\"\x91\x01\n" +
+	"\vindependent\x18\x06 \x01(\bR\vindependent\x12\x10\n" +
+	"\x03bus\x18\a \x01(\tR\x03bus\x12)\n" +
+	"\x10controller_model\x18\b \x01(\tR\x0fcontrollerModel\x12+\n" +
+	"\x11controller_number\x18\t \x01(\x05R\x10controllerNumber\x12\x12\n" +
+	"\x04unit\x18\n" +
+	" \x01(\x05R\x04unit\"\xa7\x01\n" +
 	"\x03NIC\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x18\n" +
 	"\anetwork\x18\x02 \x01(\tR\anetwork\x12\x10\n" +
 	"\x03mac\x18\x03 \x01(\tR\x03mac\x12\x1c\n" +
 	"\taddresses\x18\x04 \x03(\tR\taddresses\x12\x18\n" +
 	"\agateway\x18\x05 \x01(\tR\agateway\x12\x10\n" +
-	"\x03dns\x18\x06 \x03(\tR\x03dns\"\xba\x03\n" +
+	"\x03dns\x18\x06 \x03(\tR\x03dns\x12\x14\n" +
+	"\x05model\x18\a \x01(\tR\x05model\"6\n" +
+	"\n" +
+	"BootDevice\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x05R\x05index\"\x8a\x02\n" +
+	"\bHardware\x12\x1a\n" +
+	"\bfirmware\x18\x01 \x01(\tR\bfirmware\x12\x1f\n" +
+	"\vsecure_boot\x18\x02 \x01(\bR\n" +
+	"secureBoot\x120\n" +
+	"\x14secure_boot_template\x18\x03 \x01(\tR\x12secureBootTemplate\x12\x10\n" +
+	"\x03tpm\x18\x04 \x01(\bR\x03tpm\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x05R\n" +
+	"generation\x12!\n" +
+	"\fguest_family\x18\x06 \x01(\tR\vguestFamily\x12:\n" +
+	"\n" +
+	"boot_order\x18\a \x03(\v2\x1b.ferry.plugin.v1.BootDeviceR\tbootOrder\"\xf1\x03\n" +
 	"\x02VM\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -5072,7 +5578,8 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	" \x03(\v2#.ferry.plugin.v1.VM.AttributesEntryR\n" +
 	"attributes\x12\x16\n" +
 	"\x06folder\x18\v \x01(\tR\x06folder\x12\x12\n" +
-	"\x04tags\x18\f \x03(\tR\x04tags\x1a=\n" +
+	"\x04tags\x18\f \x03(\tR\x04tags\x125\n" +
+	"\bhardware\x18\r \x01(\v2\x19.ferry.plugin.v1.HardwareR\bhardware\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
@@ -5385,7 +5892,7 @@ func file_ferry_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 80)
+var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
 var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                           // 0: ferry.plugin.v1.Kind
 	(Diagnostic_Severity)(0),            // 1: ferry.plugin.v1.Diagnostic.Severity
@@ -5403,74 +5910,79 @@ var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(*Capabilities)(nil),                // 13: ferry.plugin.v1.Capabilities
 	(*Limits)(nil),                      // 14: ferry.plugin.v1.Limits
 	(*Component)(nil),                   // 15: ferry.plugin.v1.Component
-	(*GetInfoResponse)(nil),             // 16: ferry.plugin.v1.GetInfoResponse
-	(*ValidateRequest)(nil),             // 17: ferry.plugin.v1.ValidateRequest
-	(*ValidateResponse)(nil),            // 18: ferry.plugin.v1.ValidateResponse
-	(*ConfigureRequest)(nil),            // 19: ferry.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil),           // 20: ferry.plugin.v1.ConfigureResponse
-	(*StopRequest)(nil),                 // 21: ferry.plugin.v1.StopRequest
-	(*Disk)(nil),                        // 22: ferry.plugin.v1.Disk
-	(*NIC)(nil),                         // 23: ferry.plugin.v1.NIC
-	(*VM)(nil),                          // 24: ferry.plugin.v1.VM
-	(*Extent)(nil),                      // 25: ferry.plugin.v1.Extent
-	(*DiskHandle)(nil),                  // 26: ferry.plugin.v1.DiskHandle
-	(*ReadRequest)(nil),                 // 27: ferry.plugin.v1.ReadRequest
-	(*Chunk)(nil),                       // 28: ferry.plugin.v1.Chunk
-	(*WriteMessage)(nil),                // 29: ferry.plugin.v1.WriteMessage
-	(*WriteResponse)(nil),               // 30: ferry.plugin.v1.WriteResponse
-	(*CloseDiskRequest)(nil),            // 31: ferry.plugin.v1.CloseDiskRequest
-	(*SyncDiskRequest)(nil),             // 32: ferry.plugin.v1.SyncDiskRequest
-	(*PrepareRequest)(nil),              // 33: ferry.plugin.v1.PrepareRequest
-	(*ListVMsResponse)(nil),             // 34: ferry.plugin.v1.ListVMsResponse
-	(*ListTagsResponse)(nil),            // 35: ferry.plugin.v1.ListTagsResponse
-	(*VMRequest)(nil),                   // 36: ferry.plugin.v1.VMRequest
-	(*Snapshot)(nil),                    // 37: ferry.plugin.v1.Snapshot
-	(*SnapshotDisk)(nil),                // 38: ferry.plugin.v1.SnapshotDisk
-	(*CreateSnapshotRequest)(nil),       // 39: ferry.plugin.v1.CreateSnapshotRequest
-	(*SnapshotRequest)(nil),             // 40: ferry.plugin.v1.SnapshotRequest
-	(*ListSnapshotsResponse)(nil),       // 41: ferry.plugin.v1.ListSnapshotsResponse
-	(*ChangedAreasRequest)(nil),         // 42: ferry.plugin.v1.ChangedAreasRequest
-	(*ExtentBatch)(nil),                 // 43: ferry.plugin.v1.ExtentBatch
-	(*OpenSnapshotDiskRequest)(nil),     // 44: ferry.plugin.v1.OpenSnapshotDiskRequest
-	(*ProbeTransportRequest)(nil),       // 45: ferry.plugin.v1.ProbeTransportRequest
-	(*ProbeTransportResponse)(nil),      // 46: ferry.plugin.v1.ProbeTransportResponse
-	(*Placement)(nil),                   // 47: ferry.plugin.v1.Placement
-	(*Replica)(nil),                     // 48: ferry.plugin.v1.Replica
-	(*ReplicaOwner)(nil),                // 49: ferry.plugin.v1.ReplicaOwner
-	(*CreateReplicaRequest)(nil),        // 50: ferry.plugin.v1.CreateReplicaRequest
-	(*ReplicaRequest)(nil),              // 51: ferry.plugin.v1.ReplicaRequest
-	(*ListReplicasResponse)(nil),        // 52: ferry.plugin.v1.ListReplicasResponse
-	(*OpenReplicaDiskRequest)(nil),      // 53: ferry.plugin.v1.OpenReplicaDiskRequest
-	(*RestorePoint)(nil),                // 54: ferry.plugin.v1.RestorePoint
-	(*CreateRestorePointRequest)(nil),   // 55: ferry.plugin.v1.CreateRestorePointRequest
-	(*ListRestorePointsResponse)(nil),   // 56: ferry.plugin.v1.ListRestorePointsResponse
-	(*RestorePointRequest)(nil),         // 57: ferry.plugin.v1.RestorePointRequest
-	(*OpenRestorePointDiskRequest)(nil), // 58: ferry.plugin.v1.OpenRestorePointDiskRequest
-	(*NetworkMapping)(nil),              // 59: ferry.plugin.v1.NetworkMapping
-	(*ReIPRule)(nil),                    // 60: ferry.plugin.v1.ReIPRule
-	(*NetworkConfig)(nil),               // 61: ferry.plugin.v1.NetworkConfig
-	(*FailoverRequest)(nil),             // 62: ferry.plugin.v1.FailoverRequest
-	(*StartTestRequest)(nil),            // 63: ferry.plugin.v1.StartTestRequest
-	(*TestVM)(nil),                      // 64: ferry.plugin.v1.TestVM
-	(*TestRequest)(nil),                 // 65: ferry.plugin.v1.TestRequest
-	(*ListTestsResponse)(nil),           // 66: ferry.plugin.v1.ListTestsResponse
-	(*OpenTestDiskRequest)(nil),         // 67: ferry.plugin.v1.OpenTestDiskRequest
-	(*ApplyNetworkRequest)(nil),         // 68: ferry.plugin.v1.ApplyNetworkRequest
-	(*PutMessage)(nil),                  // 69: ferry.plugin.v1.PutMessage
-	(*PutResponse)(nil),                 // 70: ferry.plugin.v1.PutResponse
-	(*GetRequest)(nil),                  // 71: ferry.plugin.v1.GetRequest
-	(*GetMessage)(nil),                  // 72: ferry.plugin.v1.GetMessage
-	(*ObjectFile)(nil),                  // 73: ferry.plugin.v1.ObjectFile
-	(*ObjectInfo)(nil),                  // 74: ferry.plugin.v1.ObjectInfo
-	(*ListRequest)(nil),                 // 75: ferry.plugin.v1.ListRequest
-	(*ListResponse)(nil),                // 76: ferry.plugin.v1.ListResponse
-	(*DeleteRequest)(nil),               // 77: ferry.plugin.v1.DeleteRequest
-	nil,                                 // 78: ferry.plugin.v1.VM.AttributesEntry
-	nil,                                 // 79: ferry.plugin.v1.RestorePoint.LabelsEntry
-	nil,                                 // 80: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
-	nil,                                 // 81: ferry.plugin.v1.StartTestRequest.LabelsEntry
-	nil,                                 // 82: ferry.plugin.v1.TestVM.LabelsEntry
-	(*PutMessage_Header)(nil),           // 83: ferry.plugin.v1.PutMessage.Header
+	(*ControllerSupport)(nil),           // 16: ferry.plugin.v1.ControllerSupport
+	(*HardwareProfile)(nil),             // 17: ferry.plugin.v1.HardwareProfile
+	(*HardwareSupport)(nil),             // 18: ferry.plugin.v1.HardwareSupport
+	(*GetInfoResponse)(nil),             // 19: ferry.plugin.v1.GetInfoResponse
+	(*ValidateRequest)(nil),             // 20: ferry.plugin.v1.ValidateRequest
+	(*ValidateResponse)(nil),            // 21: ferry.plugin.v1.ValidateResponse
+	(*ConfigureRequest)(nil),            // 22: ferry.plugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),           // 23: ferry.plugin.v1.ConfigureResponse
+	(*StopRequest)(nil),                 // 24: ferry.plugin.v1.StopRequest
+	(*Disk)(nil),                        // 25: ferry.plugin.v1.Disk
+	(*NIC)(nil),                         // 26: ferry.plugin.v1.NIC
+	(*BootDevice)(nil),                  // 27: ferry.plugin.v1.BootDevice
+	(*Hardware)(nil),                    // 28: ferry.plugin.v1.Hardware
+	(*VM)(nil),                          // 29: ferry.plugin.v1.VM
+	(*Extent)(nil),                      // 30: ferry.plugin.v1.Extent
+	(*DiskHandle)(nil),                  // 31: ferry.plugin.v1.DiskHandle
+	(*ReadRequest)(nil),                 // 32: ferry.plugin.v1.ReadRequest
+	(*Chunk)(nil),                       // 33: ferry.plugin.v1.Chunk
+	(*WriteMessage)(nil),                // 34: ferry.plugin.v1.WriteMessage
+	(*WriteResponse)(nil),               // 35: ferry.plugin.v1.WriteResponse
+	(*CloseDiskRequest)(nil),            // 36: ferry.plugin.v1.CloseDiskRequest
+	(*SyncDiskRequest)(nil),             // 37: ferry.plugin.v1.SyncDiskRequest
+	(*PrepareRequest)(nil),              // 38: ferry.plugin.v1.PrepareRequest
+	(*ListVMsResponse)(nil),             // 39: ferry.plugin.v1.ListVMsResponse
+	(*ListTagsResponse)(nil),            // 40: ferry.plugin.v1.ListTagsResponse
+	(*VMRequest)(nil),                   // 41: ferry.plugin.v1.VMRequest
+	(*Snapshot)(nil),                    // 42: ferry.plugin.v1.Snapshot
+	(*SnapshotDisk)(nil),                // 43: ferry.plugin.v1.SnapshotDisk
+	(*CreateSnapshotRequest)(nil),       // 44: ferry.plugin.v1.CreateSnapshotRequest
+	(*SnapshotRequest)(nil),             // 45: ferry.plugin.v1.SnapshotRequest
+	(*ListSnapshotsResponse)(nil),       // 46: ferry.plugin.v1.ListSnapshotsResponse
+	(*ChangedAreasRequest)(nil),         // 47: ferry.plugin.v1.ChangedAreasRequest
+	(*ExtentBatch)(nil),                 // 48: ferry.plugin.v1.ExtentBatch
+	(*OpenSnapshotDiskRequest)(nil),     // 49: ferry.plugin.v1.OpenSnapshotDiskRequest
+	(*ProbeTransportRequest)(nil),       // 50: ferry.plugin.v1.ProbeTransportRequest
+	(*ProbeTransportResponse)(nil),      // 51: ferry.plugin.v1.ProbeTransportResponse
+	(*Placement)(nil),                   // 52: ferry.plugin.v1.Placement
+	(*Replica)(nil),                     // 53: ferry.plugin.v1.Replica
+	(*ReplicaOwner)(nil),                // 54: ferry.plugin.v1.ReplicaOwner
+	(*CreateReplicaRequest)(nil),        // 55: ferry.plugin.v1.CreateReplicaRequest
+	(*ReplicaRequest)(nil),              // 56: ferry.plugin.v1.ReplicaRequest
+	(*ListReplicasResponse)(nil),        // 57: ferry.plugin.v1.ListReplicasResponse
+	(*OpenReplicaDiskRequest)(nil),      // 58: ferry.plugin.v1.OpenReplicaDiskRequest
+	(*RestorePoint)(nil),                // 59: ferry.plugin.v1.RestorePoint
+	(*CreateRestorePointRequest)(nil),   // 60: ferry.plugin.v1.CreateRestorePointRequest
+	(*ListRestorePointsResponse)(nil),   // 61: ferry.plugin.v1.ListRestorePointsResponse
+	(*RestorePointRequest)(nil),         // 62: ferry.plugin.v1.RestorePointRequest
+	(*OpenRestorePointDiskRequest)(nil), // 63: ferry.plugin.v1.OpenRestorePointDiskRequest
+	(*NetworkMapping)(nil),              // 64: ferry.plugin.v1.NetworkMapping
+	(*ReIPRule)(nil),                    // 65: ferry.plugin.v1.ReIPRule
+	(*NetworkConfig)(nil),               // 66: ferry.plugin.v1.NetworkConfig
+	(*FailoverRequest)(nil),             // 67: ferry.plugin.v1.FailoverRequest
+	(*StartTestRequest)(nil),            // 68: ferry.plugin.v1.StartTestRequest
+	(*TestVM)(nil),                      // 69: ferry.plugin.v1.TestVM
+	(*TestRequest)(nil),                 // 70: ferry.plugin.v1.TestRequest
+	(*ListTestsResponse)(nil),           // 71: ferry.plugin.v1.ListTestsResponse
+	(*OpenTestDiskRequest)(nil),         // 72: ferry.plugin.v1.OpenTestDiskRequest
+	(*ApplyNetworkRequest)(nil),         // 73: ferry.plugin.v1.ApplyNetworkRequest
+	(*PutMessage)(nil),                  // 74: ferry.plugin.v1.PutMessage
+	(*PutResponse)(nil),                 // 75: ferry.plugin.v1.PutResponse
+	(*GetRequest)(nil),                  // 76: ferry.plugin.v1.GetRequest
+	(*GetMessage)(nil),                  // 77: ferry.plugin.v1.GetMessage
+	(*ObjectFile)(nil),                  // 78: ferry.plugin.v1.ObjectFile
+	(*ObjectInfo)(nil),                  // 79: ferry.plugin.v1.ObjectInfo
+	(*ListRequest)(nil),                 // 80: ferry.plugin.v1.ListRequest
+	(*ListResponse)(nil),                // 81: ferry.plugin.v1.ListResponse
+	(*DeleteRequest)(nil),               // 82: ferry.plugin.v1.DeleteRequest
+	nil,                                 // 83: ferry.plugin.v1.VM.AttributesEntry
+	nil,                                 // 84: ferry.plugin.v1.RestorePoint.LabelsEntry
+	nil,                                 // 85: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	nil,                                 // 86: ferry.plugin.v1.StartTestRequest.LabelsEntry
+	nil,                                 // 87: ferry.plugin.v1.TestVM.LabelsEntry
+	(*PutMessage_Header)(nil),           // 88: ferry.plugin.v1.PutMessage.Header
 }
 var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	1,  // 0: ferry.plugin.v1.Diagnostic.severity:type_name -> ferry.plugin.v1.Diagnostic.Severity
@@ -5484,136 +5996,141 @@ var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
 	13, // 8: ferry.plugin.v1.Component.capabilities:type_name -> ferry.plugin.v1.Capabilities
 	9,  // 9: ferry.plugin.v1.Component.schema:type_name -> ferry.plugin.v1.Schema
 	14, // 10: ferry.plugin.v1.Component.limits:type_name -> ferry.plugin.v1.Limits
-	15, // 11: ferry.plugin.v1.GetInfoResponse.components:type_name -> ferry.plugin.v1.Component
-	0,  // 12: ferry.plugin.v1.ValidateRequest.kind:type_name -> ferry.plugin.v1.Kind
-	6,  // 13: ferry.plugin.v1.ValidateRequest.config:type_name -> ferry.plugin.v1.DynamicValue
-	8,  // 14: ferry.plugin.v1.ValidateResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
-	0,  // 15: ferry.plugin.v1.ConfigureRequest.kind:type_name -> ferry.plugin.v1.Kind
-	6,  // 16: ferry.plugin.v1.ConfigureRequest.config:type_name -> ferry.plugin.v1.DynamicValue
-	8,  // 17: ferry.plugin.v1.ConfigureResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
-	22, // 18: ferry.plugin.v1.VM.disks:type_name -> ferry.plugin.v1.Disk
-	23, // 19: ferry.plugin.v1.VM.nics:type_name -> ferry.plugin.v1.NIC
-	78, // 20: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
-	28, // 21: ferry.plugin.v1.WriteMessage.chunk:type_name -> ferry.plugin.v1.Chunk
-	25, // 22: ferry.plugin.v1.PrepareRequest.extents:type_name -> ferry.plugin.v1.Extent
-	24, // 23: ferry.plugin.v1.ListVMsResponse.vms:type_name -> ferry.plugin.v1.VM
-	38, // 24: ferry.plugin.v1.Snapshot.disks:type_name -> ferry.plugin.v1.SnapshotDisk
-	37, // 25: ferry.plugin.v1.ListSnapshotsResponse.snapshots:type_name -> ferry.plugin.v1.Snapshot
-	25, // 26: ferry.plugin.v1.ExtentBatch.extents:type_name -> ferry.plugin.v1.Extent
-	24, // 27: ferry.plugin.v1.Replica.vm:type_name -> ferry.plugin.v1.VM
-	3,  // 28: ferry.plugin.v1.Replica.state:type_name -> ferry.plugin.v1.Replica.State
-	49, // 29: ferry.plugin.v1.Replica.owner:type_name -> ferry.plugin.v1.ReplicaOwner
-	24, // 30: ferry.plugin.v1.CreateReplicaRequest.vm:type_name -> ferry.plugin.v1.VM
-	59, // 31: ferry.plugin.v1.CreateReplicaRequest.network_map:type_name -> ferry.plugin.v1.NetworkMapping
-	49, // 32: ferry.plugin.v1.CreateReplicaRequest.owner:type_name -> ferry.plugin.v1.ReplicaOwner
-	48, // 33: ferry.plugin.v1.ListReplicasResponse.replicas:type_name -> ferry.plugin.v1.Replica
-	79, // 34: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
-	38, // 35: ferry.plugin.v1.RestorePoint.disks:type_name -> ferry.plugin.v1.SnapshotDisk
-	80, // 36: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
-	54, // 37: ferry.plugin.v1.ListRestorePointsResponse.points:type_name -> ferry.plugin.v1.RestorePoint
-	59, // 38: ferry.plugin.v1.NetworkConfig.network_map:type_name -> ferry.plugin.v1.NetworkMapping
-	60, // 39: ferry.plugin.v1.NetworkConfig.re_ip:type_name -> ferry.plugin.v1.ReIPRule
-	61, // 40: ferry.plugin.v1.FailoverRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	61, // 41: ferry.plugin.v1.StartTestRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	81, // 42: ferry.plugin.v1.StartTestRequest.labels:type_name -> ferry.plugin.v1.StartTestRequest.LabelsEntry
-	24, // 43: ferry.plugin.v1.TestVM.vm:type_name -> ferry.plugin.v1.VM
-	82, // 44: ferry.plugin.v1.TestVM.labels:type_name -> ferry.plugin.v1.TestVM.LabelsEntry
-	64, // 45: ferry.plugin.v1.ListTestsResponse.tests:type_name -> ferry.plugin.v1.TestVM
-	61, // 46: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	83, // 47: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
-	74, // 48: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
-	73, // 49: ferry.plugin.v1.GetMessage.file:type_name -> ferry.plugin.v1.ObjectFile
-	74, // 50: ferry.plugin.v1.ObjectFile.info:type_name -> ferry.plugin.v1.ObjectInfo
-	74, // 51: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
-	5,  // 52: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
-	17, // 53: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
-	19, // 54: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
-	21, // 55: ferry.plugin.v1.Plugin.Stop:input_type -> ferry.plugin.v1.StopRequest
-	27, // 56: ferry.plugin.v1.Disks.Read:input_type -> ferry.plugin.v1.ReadRequest
-	29, // 57: ferry.plugin.v1.Disks.Write:input_type -> ferry.plugin.v1.WriteMessage
-	32, // 58: ferry.plugin.v1.Disks.Sync:input_type -> ferry.plugin.v1.SyncDiskRequest
-	33, // 59: ferry.plugin.v1.Disks.Prepare:input_type -> ferry.plugin.v1.PrepareRequest
-	31, // 60: ferry.plugin.v1.Disks.Close:input_type -> ferry.plugin.v1.CloseDiskRequest
-	5,  // 61: ferry.plugin.v1.Source.ListVMs:input_type -> ferry.plugin.v1.Empty
-	36, // 62: ferry.plugin.v1.Source.DescribeVM:input_type -> ferry.plugin.v1.VMRequest
-	39, // 63: ferry.plugin.v1.Source.CreateSnapshot:input_type -> ferry.plugin.v1.CreateSnapshotRequest
-	40, // 64: ferry.plugin.v1.Source.RemoveSnapshot:input_type -> ferry.plugin.v1.SnapshotRequest
-	36, // 65: ferry.plugin.v1.Source.ListSnapshots:input_type -> ferry.plugin.v1.VMRequest
-	42, // 66: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
-	44, // 67: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
-	5,  // 68: ferry.plugin.v1.Source.ListTags:input_type -> ferry.plugin.v1.Empty
-	45, // 69: ferry.plugin.v1.Source.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
-	5,  // 70: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
-	50, // 71: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
-	50, // 72: ferry.plugin.v1.Target.MapReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
-	51, // 73: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	5,  // 74: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
-	51, // 75: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	53, // 76: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
-	55, // 77: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
-	51, // 78: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
-	57, // 79: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
-	58, // 80: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
-	62, // 81: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
-	51, // 82: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	51, // 83: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	68, // 84: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
-	45, // 85: ferry.plugin.v1.Target.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
-	63, // 86: ferry.plugin.v1.Target.StartTest:input_type -> ferry.plugin.v1.StartTestRequest
-	5,  // 87: ferry.plugin.v1.Target.ListTests:input_type -> ferry.plugin.v1.Empty
-	67, // 88: ferry.plugin.v1.Target.OpenTestDisk:input_type -> ferry.plugin.v1.OpenTestDiskRequest
-	65, // 89: ferry.plugin.v1.Target.StopTest:input_type -> ferry.plugin.v1.TestRequest
-	69, // 90: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
-	71, // 91: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
-	75, // 92: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
-	77, // 93: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
-	16, // 94: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
-	18, // 95: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
-	20, // 96: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
-	5,  // 97: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
-	28, // 98: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
-	30, // 99: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
-	5,  // 100: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
-	5,  // 101: ferry.plugin.v1.Disks.Prepare:output_type -> ferry.plugin.v1.Empty
-	5,  // 102: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
-	34, // 103: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
-	24, // 104: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
-	37, // 105: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
-	5,  // 106: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
-	41, // 107: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
-	43, // 108: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
-	26, // 109: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
-	35, // 110: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
-	46, // 111: ferry.plugin.v1.Source.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
-	47, // 112: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
-	48, // 113: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
-	48, // 114: ferry.plugin.v1.Target.MapReplica:output_type -> ferry.plugin.v1.Replica
-	48, // 115: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
-	52, // 116: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
-	5,  // 117: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
-	26, // 118: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
-	54, // 119: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
-	56, // 120: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
-	5,  // 121: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
-	26, // 122: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
-	48, // 123: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
-	48, // 124: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
-	48, // 125: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
-	48, // 126: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
-	46, // 127: ferry.plugin.v1.Target.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
-	64, // 128: ferry.plugin.v1.Target.StartTest:output_type -> ferry.plugin.v1.TestVM
-	66, // 129: ferry.plugin.v1.Target.ListTests:output_type -> ferry.plugin.v1.ListTestsResponse
-	26, // 130: ferry.plugin.v1.Target.OpenTestDisk:output_type -> ferry.plugin.v1.DiskHandle
-	5,  // 131: ferry.plugin.v1.Target.StopTest:output_type -> ferry.plugin.v1.Empty
-	70, // 132: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
-	72, // 133: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
-	76, // 134: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
-	5,  // 135: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
-	94, // [94:136] is the sub-list for method output_type
-	52, // [52:94] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	18, // 11: ferry.plugin.v1.Component.hardware:type_name -> ferry.plugin.v1.HardwareSupport
+	16, // 12: ferry.plugin.v1.HardwareProfile.controllers:type_name -> ferry.plugin.v1.ControllerSupport
+	17, // 13: ferry.plugin.v1.HardwareSupport.profiles:type_name -> ferry.plugin.v1.HardwareProfile
+	15, // 14: ferry.plugin.v1.GetInfoResponse.components:type_name -> ferry.plugin.v1.Component
+	0,  // 15: ferry.plugin.v1.ValidateRequest.kind:type_name -> ferry.plugin.v1.Kind
+	6,  // 16: ferry.plugin.v1.ValidateRequest.config:type_name -> ferry.plugin.v1.DynamicValue
+	8,  // 17: ferry.plugin.v1.ValidateResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
+	0,  // 18: ferry.plugin.v1.ConfigureRequest.kind:type_name -> ferry.plugin.v1.Kind
+	6,  // 19: ferry.plugin.v1.ConfigureRequest.config:type_name -> ferry.plugin.v1.DynamicValue
+	8,  // 20: ferry.plugin.v1.ConfigureResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
+	27, // 21: ferry.plugin.v1.Hardware.boot_order:type_name -> ferry.plugin.v1.BootDevice
+	25, // 22: ferry.plugin.v1.VM.disks:type_name -> ferry.plugin.v1.Disk
+	26, // 23: ferry.plugin.v1.VM.nics:type_name -> ferry.plugin.v1.NIC
+	83, // 24: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
+	28, // 25: ferry.plugin.v1.VM.hardware:type_name -> ferry.plugin.v1.Hardware
+	33, // 26: ferry.plugin.v1.WriteMessage.chunk:type_name -> ferry.plugin.v1.Chunk
+	30, // 27: ferry.plugin.v1.PrepareRequest.extents:type_name -> ferry.plugin.v1.Extent
+	29, // 28: ferry.plugin.v1.ListVMsResponse.vms:type_name -> ferry.plugin.v1.VM
+	43, // 29: ferry.plugin.v1.Snapshot.disks:type_name -> ferry.plugin.v1.SnapshotDisk
+	42, // 30: ferry.plugin.v1.ListSnapshotsResponse.snapshots:type_name -> ferry.plugin.v1.Snapshot
+	30, // 31: ferry.plugin.v1.ExtentBatch.extents:type_name -> ferry.plugin.v1.Extent
+	29, // 32: ferry.plugin.v1.Replica.vm:type_name -> ferry.plugin.v1.VM
+	3,  // 33: ferry.plugin.v1.Replica.state:type_name -> ferry.plugin.v1.Replica.State
+	54, // 34: ferry.plugin.v1.Replica.owner:type_name -> ferry.plugin.v1.ReplicaOwner
+	29, // 35: ferry.plugin.v1.CreateReplicaRequest.vm:type_name -> ferry.plugin.v1.VM
+	64, // 36: ferry.plugin.v1.CreateReplicaRequest.network_map:type_name -> ferry.plugin.v1.NetworkMapping
+	54, // 37: ferry.plugin.v1.CreateReplicaRequest.owner:type_name -> ferry.plugin.v1.ReplicaOwner
+	53, // 38: ferry.plugin.v1.ListReplicasResponse.replicas:type_name -> ferry.plugin.v1.Replica
+	84, // 39: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
+	43, // 40: ferry.plugin.v1.RestorePoint.disks:type_name -> ferry.plugin.v1.SnapshotDisk
+	85, // 41: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	59, // 42: ferry.plugin.v1.ListRestorePointsResponse.points:type_name -> ferry.plugin.v1.RestorePoint
+	64, // 43: ferry.plugin.v1.NetworkConfig.network_map:type_name -> ferry.plugin.v1.NetworkMapping
+	65, // 44: ferry.plugin.v1.NetworkConfig.re_ip:type_name -> ferry.plugin.v1.ReIPRule
+	66, // 45: ferry.plugin.v1.FailoverRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	66, // 46: ferry.plugin.v1.StartTestRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	86, // 47: ferry.plugin.v1.StartTestRequest.labels:type_name -> ferry.plugin.v1.StartTestRequest.LabelsEntry
+	29, // 48: ferry.plugin.v1.TestVM.vm:type_name -> ferry.plugin.v1.VM
+	87, // 49: ferry.plugin.v1.TestVM.labels:type_name -> ferry.plugin.v1.TestVM.LabelsEntry
+	69, // 50: ferry.plugin.v1.ListTestsResponse.tests:type_name -> ferry.plugin.v1.TestVM
+	66, // 51: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	88, // 52: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
+	79, // 53: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
+	78, // 54: ferry.plugin.v1.GetMessage.file:type_name -> ferry.plugin.v1.ObjectFile
+	79, // 55: ferry.plugin.v1.ObjectFile.info:type_name -> ferry.plugin.v1.ObjectInfo
+	79, // 56: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
+	5,  // 57: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
+	20, // 58: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
+	22, // 59: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
+	24, // 60: ferry.plugin.v1.Plugin.Stop:input_type -> ferry.plugin.v1.StopRequest
+	32, // 61: ferry.plugin.v1.Disks.Read:input_type -> ferry.plugin.v1.ReadRequest
+	34, // 62: ferry.plugin.v1.Disks.Write:input_type -> ferry.plugin.v1.WriteMessage
+	37, // 63: ferry.plugin.v1.Disks.Sync:input_type -> ferry.plugin.v1.SyncDiskRequest
+	38, // 64: ferry.plugin.v1.Disks.Prepare:input_type -> ferry.plugin.v1.PrepareRequest
+	36, // 65: ferry.plugin.v1.Disks.Close:input_type -> ferry.plugin.v1.CloseDiskRequest
+	5,  // 66: ferry.plugin.v1.Source.ListVMs:input_type -> ferry.plugin.v1.Empty
+	41, // 67: ferry.plugin.v1.Source.DescribeVM:input_type -> ferry.plugin.v1.VMRequest
+	44, // 68: ferry.plugin.v1.Source.CreateSnapshot:input_type -> ferry.plugin.v1.CreateSnapshotRequest
+	45, // 69: ferry.plugin.v1.Source.RemoveSnapshot:input_type -> ferry.plugin.v1.SnapshotRequest
+	41, // 70: ferry.plugin.v1.Source.ListSnapshots:input_type -> ferry.plugin.v1.VMRequest
+	47, // 71: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
+	49, // 72: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
+	5,  // 73: ferry.plugin.v1.Source.ListTags:input_type -> ferry.plugin.v1.Empty
+	50, // 74: ferry.plugin.v1.Source.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
+	5,  // 75: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
+	55, // 76: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
+	55, // 77: ferry.plugin.v1.Target.MapReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
+	56, // 78: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	5,  // 79: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
+	56, // 80: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	58, // 81: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
+	60, // 82: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
+	56, // 83: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
+	62, // 84: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
+	63, // 85: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
+	67, // 86: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
+	56, // 87: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	56, // 88: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	73, // 89: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
+	50, // 90: ferry.plugin.v1.Target.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
+	68, // 91: ferry.plugin.v1.Target.StartTest:input_type -> ferry.plugin.v1.StartTestRequest
+	5,  // 92: ferry.plugin.v1.Target.ListTests:input_type -> ferry.plugin.v1.Empty
+	72, // 93: ferry.plugin.v1.Target.OpenTestDisk:input_type -> ferry.plugin.v1.OpenTestDiskRequest
+	70, // 94: ferry.plugin.v1.Target.StopTest:input_type -> ferry.plugin.v1.TestRequest
+	74, // 95: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
+	76, // 96: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
+	80, // 97: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
+	82, // 98: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
+	19, // 99: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
+	21, // 100: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
+	23, // 101: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
+	5,  // 102: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
+	33, // 103: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
+	35, // 104: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
+	5,  // 105: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
+	5,  // 106: ferry.plugin.v1.Disks.Prepare:output_type -> ferry.plugin.v1.Empty
+	5,  // 107: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
+	39, // 108: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
+	29, // 109: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
+	42, // 110: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
+	5,  // 111: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
+	46, // 112: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
+	48, // 113: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
+	31, // 114: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
+	40, // 115: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
+	51, // 116: ferry.plugin.v1.Source.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
+	52, // 117: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
+	53, // 118: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
+	53, // 119: ferry.plugin.v1.Target.MapReplica:output_type -> ferry.plugin.v1.Replica
+	53, // 120: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
+	57, // 121: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
+	5,  // 122: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
+	31, // 123: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
+	59, // 124: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
+	61, // 125: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
+	5,  // 126: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
+	31, // 127: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
+	53, // 128: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
+	53, // 129: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
+	53, // 130: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
+	53, // 131: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
+	51, // 132: ferry.plugin.v1.Target.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
+	69, // 133: ferry.plugin.v1.Target.StartTest:output_type -> ferry.plugin.v1.TestVM
+	71, // 134: ferry.plugin.v1.Target.ListTests:output_type -> ferry.plugin.v1.ListTestsResponse
+	31, // 135: ferry.plugin.v1.Target.OpenTestDisk:output_type -> ferry.plugin.v1.DiskHandle
+	5,  // 136: ferry.plugin.v1.Target.StopTest:output_type -> ferry.plugin.v1.Empty
+	75, // 137: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
+	77, // 138: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
+	81, // 139: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
+	5,  // 140: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
+	99, // [99:141] is the sub-list for method output_type
+	57, // [57:99] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_ferry_plugin_v1_plugin_proto_init() }
@@ -5626,15 +6143,15 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 		(*PathStep_Key)(nil),
 		(*PathStep_Index)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[25].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[30].OneofWrappers = []any{
 		(*WriteMessage_Handle)(nil),
 		(*WriteMessage_Chunk)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[65].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[70].OneofWrappers = []any{
 		(*PutMessage_Header_)(nil),
 		(*PutMessage_Data)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[68].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[73].OneofWrappers = []any{
 		(*GetMessage_Info)(nil),
 		(*GetMessage_Data)(nil),
 		(*GetMessage_File)(nil),
@@ -5645,7 +6162,7 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_plugin_v1_plugin_proto_rawDesc), len(file_ferry_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   80,
+			NumMessages:   85,
 			NumExtensions: 0,
 			NumServices:   5,
 		},
