@@ -185,6 +185,9 @@ type Job struct {
 	ReplicaMappings []ReplicaMapping
 	Transfer        Transfer
 	Retry           Retry
+	// HardwareMap overrides how the source VMs' hardware is mapped onto
+	// what the target builds; the zero value maps by the defaults.
+	HardwareMap HardwareMap
 
 	// Body is the job's body, for pointing at its parts in later
 	// diagnostics (see PathRange).

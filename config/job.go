@@ -38,6 +38,7 @@ var jobSchema = &hcl.BodySchema{
 		{Type: "transfer"},
 		{Type: "retry"},
 		{Type: "replica_mapping"},
+		{Type: "hardware_map"},
 	},
 }
 
@@ -138,7 +139,7 @@ func (l *loader) decodeJob(b *hcl.Block) *Job {
 		}
 	}
 
-	var retention, transfer, retry *hcl.Block
+	var retention, transfer, retry, hardware *hcl.Block
 	fromSeen := map[string]hcl.Range{}
 	subnetSeen := map[netip.Prefix]hcl.Range{}
 	mappedVM, mappedReplica := map[string]hcl.Range{}, map[string]hcl.Range{}
@@ -155,6 +156,10 @@ func (l *loader) decodeJob(b *hcl.Block) *Job {
 		case "retry":
 			if l.single(j, blk, &retry) {
 				j.Retry = l.retry(blk)
+			}
+		case "hardware_map":
+			if l.single(j, blk, &hardware) {
+				j.HardwareMap = l.hardwareMap(j, blk)
 			}
 		case "network_map":
 			if m, ok := l.networkMapping(blk, fromSeen); ok {
