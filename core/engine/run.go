@@ -339,19 +339,29 @@ func (r *run) replica(ctx context.Context, dec *plan.Decision, vm *sdk.VM, repli
 	}
 	owner := Owner(job, vm)
 	fresh := false
+	// The replica is built (or mapped) with the hardware the decision
+	// mapped onto what the target builds, and says how it differs from
+	// the source.
+	want := *vm
+	if h := dec.Hardware; dec.Verdict == plan.VerdictCreate && h != nil && h.Mapped {
+		want = h.VM
+		for _, c := range h.Changes {
+			r.e.log().Info("replica hardware differs from the source's", "job", job.Name, "vm", name, "replica", replicaName, "change", c.String())
+		}
+	}
 	if dec.Verdict == plan.VerdictCreate && dec.Map {
 		mapper, ok := r.tgt.(sdk.ReplicaMapper)
 		if !ok {
 			return fail("map the replica onto VM %q of %s: the target cannot map replicas: %w", replicaName, job.Target.Address(), errdefs.ErrUnimplemented)
 		}
-		mapped, err := mapper.MapReplica(ctx, sdk.ReplicaRequest{Name: replicaName, VM: *vm, NetworkMap: networkMap(job), Owner: owner})
+		mapped, err := mapper.MapReplica(ctx, sdk.ReplicaRequest{Name: replicaName, VM: want, NetworkMap: networkMap(job), Owner: owner})
 		if err != nil {
 			return fail("map the replica onto VM %q of %s: %w", replicaName, job.Target.Address(), err)
 		}
 		r.notice(name, "replica mapped onto VM %s of %s: every block is compared with it", replicaName, job.Target.Address())
 		replica = mapped
 	} else if dec.Verdict == plan.VerdictCreate {
-		created, err := r.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: replicaName, VM: *vm, NetworkMap: networkMap(job), Owner: owner})
+		created, err := r.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: replicaName, VM: want, NetworkMap: networkMap(job), Owner: owner})
 		if err != nil {
 			return fail("create replica %q on %s: %w", replicaName, job.Target.Address(), err)
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/hwmap"
 	"github.com/ferry-dr/ferry/core/retention"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
@@ -75,6 +76,7 @@ const (
 	RefusedOtherOwner     Refusal = "other-owner"       // the replica belongs to another job or source VM
 	RefusedOtherJobsPoint Refusal = "other-jobs-point"  // a replica without owner holds another job's point
 	RefusedNotReady       Refusal = "replica-not-ready" // the replica is in a state runs do not write into
+	RefusedHardware       Refusal = "hardware"          // the replica to create could not be built or could not boot
 )
 
 // Decision is what a run does with one VM: the typed answer of Decide,
@@ -107,6 +109,14 @@ type Decision struct {
 	// Drop are the restore points retention deletes once the run's new
 	// point exists, oldest first, with why.
 	Drop []retention.Decision
+	// Hardware is the replica's hardware mapped from the source's onto
+	// what the target builds (package hwmap): the description a replica
+	// made now is created with, and every change against the source. Nil
+	// when the source could not describe the VM. HardwareErr says why
+	// the mapping was refused; for a replica to create that fails the VM
+	// (RefusedHardware), for one that exists it is a warning.
+	Hardware    *hwmap.Result
+	HardwareErr error
 
 	f Facts
 	// The replica's state and failover point as decided from (the
@@ -210,6 +220,7 @@ func Decide(f Facts) Decision {
 		return *d
 	}
 	d := Decision{VM: f.Key, ReplicaName: f.Job.ReplicaName(f.Key, f.VM.Name), f: f}
+	d.Hardware, d.HardwareErr = mapHardware(f)
 	state, failoverPoint := sdk.ReplicaReady, ""
 	exists := f.Record != nil
 	if f.Record != nil {
@@ -246,6 +257,9 @@ func Decide(f Facts) Decision {
 		}
 	}
 	switch {
+	case !exists && d.HardwareErr != nil:
+		d.Verdict, d.Refusal = VerdictFail, RefusedHardware
+		return d
 	case !exists:
 		d.Verdict = VerdictCreate
 		_, d.Map = f.Job.Mapped(f.Key)
@@ -263,6 +277,20 @@ func Decide(f Facts) Decision {
 		d.Drop = drops(f.Points, f.Job.Retention.RestorePoints, failoverPoint)
 	}
 	return d
+}
+
+// mapHardware maps the source VM's hardware onto what the job's target
+// declares it builds, with the job's hardware_map.
+func mapHardware(f Facts) (*hwmap.Result, error) {
+	var hw *sdk.HardwareSupport
+	if t := f.Job.Target; t != nil && t.Info != nil {
+		hw = t.Info.Hardware
+	}
+	res, err := hwmap.Map(*f.VM, hw, f.Job.HardwareMap.For(f.Key, f.VM.Name))
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
 }
 
 // decideDisks decides each disk's mode: a replica made now is filled,
@@ -377,6 +405,8 @@ func (d Decision) reason() error {
 			d.ReplicaName, job.Target.Address(), f.Replica.Owner, f.VM.ID, job.Source.Address(), errdefs.ErrFailedPrecondition)
 	case RefusedNotReady:
 		err = fmt.Errorf("replica %q is %s; undo or commit the failover before replicating again: %w", d.ReplicaName, d.state, errdefs.ErrFailedPrecondition)
+	case RefusedHardware:
+		err = fmt.Errorf("create replica %q on %s: %w", d.ReplicaName, job.Target.Address(), d.HardwareErr)
 	default:
 		err = fmt.Errorf("refused (%s): %w", d.Refusal, errdefs.ErrFailedPrecondition)
 	}

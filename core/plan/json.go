@@ -2,11 +2,14 @@ package plan
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/hwmap"
 	"github.com/ferry-dr/ferry/core/retention"
+	"github.com/ferry-dr/ferry/sdk"
 )
 
 // A plan's JSON is `ferry plan --json`'s, documented in docs/cli.md and
@@ -49,6 +52,22 @@ type decisionJSON struct {
 	TakeOver bool          `json:"take_over,omitempty"`
 	Disks    []diskJSON    `json:"disks,omitempty"`
 	Drop     []droppedJSON `json:"drop,omitempty"`
+	// Hardware is the replica's hardware against the source's; absent
+	// when the source could not describe the VM or the target does not
+	// map hardware.
+	Hardware *hardwareJSON `json:"hardware,omitempty"`
+}
+
+// hardwareJSON is a VM's hardware mapping (package hwmap).
+type hardwareJSON struct {
+	// Profile is the kind of VM the target builds ("generation 1 (bios)").
+	Profile string `json:"profile,omitempty"`
+	// Changes are every way the replica differs from the source.
+	Changes []hwmap.Change `json:"changes"`
+	// Refused says why the mapping cannot be built or cannot boot.
+	Refused string `json:"refused,omitempty"`
+	// Replica is the replica's hardware as mapped.
+	Replica *sdk.VM `json:"replica,omitempty"`
 }
 
 type diskJSON struct {
@@ -85,6 +104,13 @@ func decisionsTo(vms []Decision) *decisionsJSON {
 		for _, r := range d.Drop {
 			dj.Drop = append(dj.Drop, droppedJSON{Point: r.Point.ID, Created: r.Point.Created, Pinned: r.Point.Pinned, Keep: r.Keep, Reason: r.Reason})
 		}
+		switch h := d.Hardware; {
+		case d.HardwareErr != nil:
+			dj.Hardware = &hardwareJSON{Changes: []hwmap.Change{}, Refused: d.HardwareErr.Error()}
+		case h != nil && h.Mapped:
+			vm := h.VM
+			dj.Hardware = &hardwareJSON{Profile: h.Profile, Changes: append([]hwmap.Change{}, h.Changes...), Replica: &vm}
+		}
 		out.VMs = append(out.VMs, dj)
 	}
 	return out
@@ -97,6 +123,17 @@ func decisionsFrom(in *decisionsJSON) []Decision {
 	var out []Decision
 	for _, dj := range in.VMs {
 		d := Decision{VM: dj.VM, Verdict: dj.Verdict, Refusal: dj.Refusal, ReplicaName: dj.Replica, Adopt: dj.Adopt, Map: dj.Map, Retire: dj.Retire, TakeOver: dj.TakeOver}
+		if h := dj.Hardware; h != nil {
+			switch {
+			case h.Refused != "":
+				d.HardwareErr = errors.New(h.Refused)
+			default:
+				d.Hardware = &hwmap.Result{Profile: h.Profile, Changes: h.Changes, Mapped: true}
+				if h.Replica != nil {
+					d.Hardware.VM = *h.Replica
+				}
+			}
+		}
 		for _, k := range dj.Disks {
 			d.Disks = append(d.Disks, DiskDecision(k))
 		}

@@ -20,6 +20,7 @@ package plan
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/ferry-dr/ferry/config"
@@ -234,6 +235,8 @@ func (p *Plan) render(d Decision, catalogPoints []Point, by []string, add func(A
 			add(Warn, name, -1, "names the same VM as %s (id %s), which runs replicate; the run will fail for this entry: list the VM once", f.SameAs, f.VM.ID)
 		case RefusedOtherOwner:
 			add(Warn, name, -1, "replica %s on %s belongs to %s; the run will fail for this VM: give one of the jobs another replica_suffix or target", d.ReplicaName, target, f.Replica.Owner)
+		case RefusedHardware:
+			add(Warn, name, -1, "replica %s cannot be created on %s: %v; the run will fail for this VM", d.ReplicaName, target, d.HardwareErr)
 		case RefusedOtherJobsPoint:
 			pt := d.otherPoint()
 			add(Warn, name, -1, "replica %s on %s holds restore point %s of job %q VM %q; the run will fail for this VM: give one of the jobs another replica_suffix or target", d.ReplicaName, target, pt.ID, pt.Job, pt.VM)
@@ -245,6 +248,7 @@ func (p *Plan) render(d Decision, catalogPoints []Point, by []string, add func(A
 		add(Warn, name, -1, "replica %s is failed over (to %s); runs skip it until 'ferry failover undo' or 'commit'", d.ReplicaName, d.failover)
 		return
 	}
+	p.renderHardware(d, add)
 	if d.Retire != "" {
 		if d.Verdict == VerdictCreate {
 			add(Create, name, -1, "replica %s is gone from %s: it will be created and filled; the catalog's %s of it will be recorded as gone",
@@ -307,6 +311,34 @@ func (p *Plan) render(d Decision, catalogPoints []Point, by []string, add func(A
 	}
 	if len(d.Drop) > 0 {
 		add(Delete, name, -1, "%s beyond the newest %d will be deleted", plural(len(d.Drop), "restore point"), job.Retention.RestorePoints)
+	}
+}
+
+// renderHardware adds a line for each way the replica's hardware differs
+// from the source's, or the reason the mapping cannot be built.
+func (p *Plan) renderHardware(d Decision, add func(Action, string, int, string, ...any)) {
+	if d.HardwareErr != nil {
+		add(Warn, d.VM, -1, "hardware: %v; the existing replica keeps what it was built with", d.HardwareErr)
+		return
+	}
+	h := d.Hardware
+	if h == nil || !h.Mapped {
+		return
+	}
+	// For a replica to create the differences are changes the run makes;
+	// for one that exists they are what it has and keeps.
+	action := Update
+	if d.Verdict != VerdictCreate {
+		action = Keep
+	}
+	for _, c := range h.Changes {
+		disk := -1
+		if n, ok := strings.CutPrefix(c.Item, "disk "); ok {
+			if i, err := strconv.Atoi(n); err == nil {
+				disk = i
+			}
+		}
+		add(action, d.VM, disk, "hardware (%s): %s", h.Profile, c.String())
 	}
 }
 
