@@ -57,6 +57,7 @@ func Plugin() *sdk.Plugin {
 					MaxRestorePoints:       MaxRestorePoints,
 					MaxRestorePointsReason: "a restore point is a Hyper-V checkpoint of the replica, Hyper-V keeps at most 50 checkpoints per VM, and a failover needs one more",
 				},
+				Hardware: sdk.HyperVHardware(),
 				Validate: validate,
 				New: func(ctx context.Context, cfg cty.Value) (sdk.Target, error) {
 					c, err := decode(cfg)

@@ -67,16 +67,37 @@ func describeVM(v host.VM, sizes []int64) sdk.VM {
 	if v.Running {
 		out.PowerState = "running"
 	}
+	out.Hardware = sdk.Hardware{Firmware: out.Firmware, Generation: v.Generation, SecureBoot: v.SecureBoot, TPM: v.TPM}
+	if v.SecureBoot {
+		out.Hardware.SecureBootTemplate = v.SecureBootTemplate
+	}
+	boot := -1
 	for i, d := range v.Disks {
 		c := controllerName(d)
 		size := d.Capacity
 		if i < len(sizes) {
 			size = sizes[i]
 		}
-		out.Disks = append(out.Disks, sdk.Disk{Index: i, Name: c, Capacity: size, Controller: c, Thin: true})
+		disk := sdk.Disk{Index: i, Name: c, Capacity: size, Controller: c, Thin: true,
+			Bus: sdk.Bus(d.Controller), ControllerNumber: d.Bus, Unit: d.Location}
+		if d.Controller == "scsi" {
+			disk.ControllerModel = sdk.ModelHyperVSCSI
+		}
+		out.Disks = append(out.Disks, disk)
+		// Generation 1 boots from the first IDE disk (IDE 0:0 first).
+		if d.Controller == "ide" && (boot < 0 || d.Bus*2+d.Location < v.Disks[boot].Bus*2+v.Disks[boot].Location) {
+			boot = i
+		}
+	}
+	if v.Generation == 1 && boot >= 0 {
+		out.Hardware.BootOrder = []sdk.BootDevice{{Kind: sdk.BootDisk, Index: boot}}
 	}
 	for i, n := range v.NICs {
-		out.NICs = append(out.NICs, sdk.NIC{Index: i, Network: n.Switch, MAC: n.MAC,
+		model := sdk.NICHyperVSynthetic
+		if n.Legacy {
+			model = sdk.NICHyperVLegacy
+		}
+		out.NICs = append(out.NICs, sdk.NIC{Index: i, Network: n.Switch, MAC: n.MAC, Model: model,
 			Addresses: n.Guest.Addresses, Gateway: n.Guest.Gateway, DNS: n.Guest.DNS})
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -169,25 +170,44 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	}
 	meta := &replicaMeta{Replica: 1, Owner: req.Owner, SourceVM: req.VM.ID, Incarnation: newIncarnation(),
 		State: sdk.ReplicaReady, NICs: nics, GuestOS: req.VM.GuestOS}
-	spec := host.VMSpec{Name: req.Name, Generation: generation(req.VM), CPUs: max(req.VM.CPUs, 1),
-		MemoryMiB: max(req.VM.MemoryMiB, 32), SecureBoot: req.VM.Attributes[AttrSecureBoot] == "true",
-		TPM: req.VM.Attributes[AttrTPM] == "true", Dir: t.storage}
-	for i, d := range req.VM.Disks {
+	want := req.VM
+	want.Disks = slices.Clone(want.Disks)
+	sdk.NormalizeHardware(&want)
+	hw := want.Hardware
+	spec := host.VMSpec{Name: req.Name, Generation: generation(want), CPUs: max(req.VM.CPUs, 1),
+		MemoryMiB: max(req.VM.MemoryMiB, 32), SecureBoot: hw.SecureBoot, TPM: hw.TPM, Dir: t.storage}
+	if spec.SecureBoot {
+		spec.SecureBootTemplate = hw.SecureBootTemplate
+	}
+	// The host maps the source's hardware onto sdk.HyperVHardware first
+	// (protocol 1.7), so each disk names an IDE or synthetic SCSI place;
+	// a description that does not (an older host) is placed as before:
+	// generation 1 boots from IDE, so the first disks go there.
+	mapped := len(want.Disks) > 0
+	for _, d := range want.Disks {
+		mapped = mapped && (d.Bus == sdk.BusIDE || d.Bus == sdk.BusSCSI && d.ControllerModel == sdk.ModelHyperVSCSI)
+	}
+	for i, d := range want.Disks {
 		if d.Capacity <= 0 {
 			return nil, fmt.Errorf("create replica %q: disk %d has capacity %d: %w", req.Name, i, d.Capacity, errdefs.ErrInvalidArgument)
 		}
 		ctl, bus, loc := "scsi", 0, i
-		if spec.Generation == 1 && i < 4 {
-			// Generation 1 boots from IDE: the first disks go there.
+		switch {
+		case mapped:
+			ctl, bus, loc = string(d.Bus), d.ControllerNumber, d.Unit
+		case spec.Generation == 1 && i < 4:
 			ctl, bus, loc = "ide", i/2, i%2
-		} else if spec.Generation == 1 {
+		case spec.Generation == 1:
 			loc = i - 4
 		}
 		spec.Disks = append(spec.Disks, host.DiskSpec{Controller: ctl, Bus: bus, Location: loc, Capacity: roundSector(d.Capacity)})
 		meta.Sizes = append(meta.Sizes, d.Capacity)
 	}
 	for _, n := range nics {
-		spec.NICs = append(spec.NICs, host.NICSpec{Switch: n.Network, Guest: guestOf(n)})
+		if n.Model != "" && n.Model != sdk.NICHyperVSynthetic && n.Model != sdk.NICHyperVLegacy {
+			return nil, fmt.Errorf("create replica %q: nic %d: Hyper-V has no %s adapter: %w", req.Name, n.Index, n.Model, errdefs.ErrInvalidArgument)
+		}
+		spec.NICs = append(spec.NICs, host.NICSpec{Switch: n.Network, Guest: guestOf(n), Legacy: n.Model == sdk.NICHyperVLegacy})
 	}
 	if spec.Notes, err = meta.notes(); err != nil {
 		return nil, err
@@ -199,9 +219,13 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	return t.describe(&replica{vm: v, meta: meta}), nil
 }
 
-// generation is the Hyper-V generation a replica of vm needs: the
-// source's when it is a Hyper-V VM, else 1 for BIOS and 2 for EFI.
+// generation is the Hyper-V generation a replica of vm needs: the one
+// its hardware names (the host's mapping, or a Hyper-V source's), else
+// 1 for BIOS and 2 for EFI.
 func generation(vm sdk.VM) int {
+	if g := vm.Hardware.Generation; g == 1 || g == 2 {
+		return g
+	}
 	if g, err := strconv.Atoi(vm.Attributes[AttrGeneration]); err == nil && (g == 1 || g == 2) {
 		return g
 	}

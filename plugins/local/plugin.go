@@ -42,7 +42,9 @@ func Plugin() *sdk.Plugin {
 			"local": {
 				Schema:       targetSchema(),
 				Capabilities: sdk.Capabilities{ReIP: true, DirectData: true, TestFailover: true, MapReplicas: true},
-				Validate:     validatePath,
+				// A replica records the hardware it is given in its vm.json.
+				Hardware: &sdk.HardwareSupport{AsGiven: true},
+				Validate: validatePath,
 				New: func(ctx context.Context, cfg cty.Value) (sdk.Target, error) {
 					path, err := decodePath(cfg)
 					if err != nil {

@@ -553,6 +553,7 @@ func describeReplica(dir string, rs *replicaState, vm *sdk.VM, rules *sdk.Networ
 func cloneVM(v *sdk.VM) *sdk.VM {
 	c := *v
 	c.Disks = append([]sdk.Disk(nil), v.Disks...)
+	c.Hardware.BootOrder = append([]sdk.BootDevice(nil), v.Hardware.BootOrder...)
 	c.NICs = make([]sdk.NIC, len(v.NICs))
 	for i, n := range v.NICs {
 		n.Addresses = append([]string(nil), n.Addresses...)

@@ -211,26 +211,103 @@ func diskCapacity(d *types.VirtualDisk) int64 {
 
 // controllerName names a disk's place as the .vmx does: scsi0:1, nvme0:0.
 func controllerName(devices object.VirtualDeviceList, d types.BaseVirtualDevice) string {
+	bus, _, n, u, ok := diskSlot(devices, d)
+	if !ok {
+		return ""
+	}
+	return sdk.ControllerPosition(bus, n, u)
+}
+
+// diskSlot says where a disk hangs: the controller's bus, its model for
+// SCSI, its bus number and the disk's unit.
+func diskSlot(devices object.VirtualDeviceList, d types.BaseVirtualDevice) (sdk.Bus, sdk.ControllerModel, int, int, bool) {
 	vd := d.GetVirtualDevice()
 	ctrl := devices.FindByKey(vd.ControllerKey)
 	if ctrl == nil || vd.UnitNumber == nil {
-		return ""
+		return "", "", 0, 0, false
 	}
-	kind := ""
+	var bus sdk.Bus
+	var model sdk.ControllerModel
 	switch ctrl.(type) {
+	case *types.ParaVirtualSCSIController:
+		bus, model = sdk.BusSCSI, sdk.ModelPVSCSI
+	case *types.VirtualLsiLogicController:
+		bus, model = sdk.BusSCSI, sdk.ModelLSILogic
+	case *types.VirtualLsiLogicSASController:
+		bus, model = sdk.BusSCSI, sdk.ModelLSILogicSAS
+	case *types.VirtualBusLogicController:
+		bus, model = sdk.BusSCSI, sdk.ModelBusLogic
 	case types.BaseVirtualSCSIController:
-		kind = "scsi"
+		bus = sdk.BusSCSI
 	case *types.VirtualIDEController:
-		kind = "ide"
+		bus = sdk.BusIDE
 	case *types.VirtualNVMEController:
-		kind = "nvme"
+		bus = sdk.BusNVMe
 	case types.BaseVirtualSATAController:
-		kind = "sata"
+		bus = sdk.BusSATA
 	default:
-		return ""
+		return "", "", 0, 0, false
 	}
-	bus := ctrl.(types.BaseVirtualController).GetVirtualController().BusNumber
-	return fmt.Sprintf("%s%d:%d", kind, bus, *vd.UnitNumber)
+	n := ctrl.(types.BaseVirtualController).GetVirtualController().BusNumber
+	return bus, model, int(n), int(*vd.UnitNumber), true
+}
+
+// nicModel names the adapter a NIC is; "" for one ferry does not know.
+func nicModel(card types.BaseVirtualEthernetCard) sdk.NICModel {
+	switch card.(type) {
+	case *types.VirtualVmxnet3:
+		return sdk.NICVmxnet3
+	case *types.VirtualVmxnet2:
+		return sdk.NICVmxnet2
+	case *types.VirtualE1000:
+		return sdk.NICE1000
+	case *types.VirtualE1000e:
+		return sdk.NICE1000e
+	case *types.VirtualPCNet32:
+		return sdk.NICPCNet32
+	}
+	return ""
+}
+
+// hardware reads what the guest boots on: firmware, Secure Boot, a
+// virtual TPM, the guest's family and the boot order, whose devices are
+// named by their index among the VM's disks and NICs.
+func hardware(cfg *types.VirtualMachineConfigInfo, disks []*types.VirtualDisk, cards []types.BaseVirtualEthernetCard) sdk.Hardware {
+	hw := sdk.Hardware{Firmware: cfg.Firmware, GuestFamily: sdk.GuestFamilyOf(cfg.GuestId)}
+	if hw.Firmware == "" {
+		hw.Firmware = sdk.FirmwareBIOS
+	}
+	for _, d := range cfg.Hardware.Device {
+		if _, ok := d.(*types.VirtualTPM); ok {
+			hw.TPM = true
+		}
+	}
+	bo := cfg.BootOptions
+	if bo == nil {
+		return hw
+	}
+	if bo.EfiSecureBootEnabled != nil && *bo.EfiSecureBootEnabled && hw.Firmware == sdk.FirmwareEFI {
+		hw.SecureBoot = true
+	}
+	for _, b := range bo.BootOrder {
+		switch dev := b.(type) {
+		case *types.VirtualMachineBootOptionsBootableDiskDevice:
+			for i, d := range disks {
+				if d.Key == dev.DeviceKey {
+					hw.BootOrder = append(hw.BootOrder, sdk.BootDevice{Kind: sdk.BootDisk, Index: i})
+				}
+			}
+		case *types.VirtualMachineBootOptionsBootableEthernetDevice:
+			for i, c := range cards {
+				if c.GetVirtualEthernetCard().Key == dev.DeviceKey {
+					hw.BootOrder = append(hw.BootOrder, sdk.BootDevice{Kind: sdk.BootNetwork, Index: i})
+				}
+			}
+		case *types.VirtualMachineBootOptionsBootableCdromDevice:
+			hw.BootOrder = append(hw.BootOrder, sdk.BootDevice{Kind: sdk.BootCDROM})
+		}
+	}
+	return hw
 }
 
 // diskThin says whether a disk is thin provisioned.
@@ -312,17 +389,22 @@ func describe(ctx context.Context, names *netNames, vm *mo.VirtualMachine) sdk.V
 	if cfg.Version != "" {
 		out.Attributes["vsphere.hardware_version"] = cfg.Version
 	}
-	for i, d := range virtualDisks(cfg.Hardware.Device) {
+	disks, cards := virtualDisks(cfg.Hardware.Device), ethernetCards(devices)
+	out.Hardware = hardware(cfg, disks, cards)
+	for i, d := range disks {
 		name := fmt.Sprintf("disk-%d", d.Key)
 		if info := d.DeviceInfo; info != nil && info.GetDescription().Label != "" {
 			name = info.GetDescription().Label
 		}
-		out.Disks = append(out.Disks, sdk.Disk{Index: i, Name: name, Capacity: diskCapacity(d),
-			Controller: controllerName(devices, d), Thin: diskThin(d), Independent: diskIndependent(d)})
+		disk := sdk.Disk{Index: i, Name: name, Capacity: diskCapacity(d), Thin: diskThin(d), Independent: diskIndependent(d)}
+		if bus, model, n, u, ok := diskSlot(devices, d); ok {
+			disk.Controller, disk.Bus, disk.ControllerModel, disk.ControllerNumber, disk.Unit = sdk.ControllerPosition(bus, n, u), bus, model, n, u
+		}
+		out.Disks = append(out.Disks, disk)
 	}
-	for i, card := range ethernetCards(devices) {
+	for i, card := range cards {
 		ec := card.GetVirtualEthernetCard()
-		nic := sdk.NIC{Index: i, Network: nicNetwork(ctx, names, card), MAC: ec.MacAddress}
+		nic := sdk.NIC{Index: i, Network: nicNetwork(ctx, names, card), MAC: ec.MacAddress, Model: nicModel(card)}
 		guestNIC(vm.Guest, ec.Key, &nic)
 		out.NICs = append(out.NICs, nic)
 	}

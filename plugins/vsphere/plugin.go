@@ -55,6 +55,7 @@ func Plugin() *sdk.Plugin {
 				Schema:       targetSchema(),
 				Capabilities: TargetCapabilities,
 				Limits:       TargetLimits,
+				Hardware:     sdk.VSphereHardware(false),
 				Validate:     validateTarget,
 				New: func(ctx context.Context, cfg cty.Value) (sdk.Target, error) {
 					c, err := decodeTarget(cfg)

@@ -23,7 +23,7 @@ func TestDescribeVM(t *testing.T) {
 	t.Parallel()
 	s := vcsimtest.Start(t, vcsimtest.Options{Name: "prod", Networks: []string{"backup"}})
 	s.CreateVM(t, vcsimtest.VMSpec{Name: "web-01", Disks: []int64{8 << 20, 2 << 20}, CPUs: 4, MemoryMB: 2048, GuestID: "centos8_64Guest", Firmware: "efi",
-		PoweredOn: true, Tools: true, Independent: []int{1}, NICs: []vcsimtest.NICSpec{
+		PoweredOn: true, Tools: true, Independent: []int{1}, SCSIModel: "lsilogic-sas", NICModel: "e1000e", NICs: []vcsimtest.NICSpec{
 			{Network: "VM Network", Addresses: []string{"10.1.7.21/24", "fd00:1::21/64"}, Gateway: "10.1.7.1", DNS: []string{"10.1.0.53"}},
 			{Network: "backup", Addresses: []string{"172.16.3.7/16"}},
 		}})
@@ -37,8 +37,11 @@ func TestDescribeVM(t *testing.T) {
 		t.Errorf("described as %+v", vm)
 	}
 	wantDisks := []sdk.Disk{
-		{Index: 0, Capacity: 8 << 20, Controller: "scsi0:0", Thin: true},
-		{Index: 1, Capacity: 2 << 20, Controller: "scsi0:1", Thin: true, Independent: true},
+		{Index: 0, Capacity: 8 << 20, Controller: "scsi0:0", Thin: true, Bus: sdk.BusSCSI, ControllerModel: sdk.ModelLSILogicSAS},
+		{Index: 1, Capacity: 2 << 20, Controller: "scsi0:1", Thin: true, Independent: true, Bus: sdk.BusSCSI, ControllerModel: sdk.ModelLSILogicSAS, Unit: 1},
+	}
+	if hw := vm.Hardware; hw.Firmware != "efi" || hw.GuestFamily != sdk.GuestLinux || hw.Generation != 0 || hw.SecureBoot || hw.TPM {
+		t.Errorf("hardware %+v", hw)
 	}
 	if len(vm.Disks) != 2 {
 		t.Fatalf("disks %+v", vm.Disks)
@@ -53,6 +56,9 @@ func TestDescribeVM(t *testing.T) {
 		t.Fatalf("NICs %+v", vm.NICs)
 	}
 	n0, n1 := vm.NICs[0], vm.NICs[1]
+	if n0.Model != sdk.NICE1000e || n1.Model != sdk.NICE1000e {
+		t.Errorf("NIC models %q, %q, want e1000e", n0.Model, n1.Model)
+	}
 	if n0.Network != "VM Network" || n0.MAC == "" || strings.Join(n0.Addresses, ",") != "10.1.7.21/24,fd00:1::21/64" || n0.Gateway != "10.1.7.1" ||
 		strings.Join(n0.DNS, ",") != "10.1.0.53" {
 		t.Errorf("nic 0: %+v", n0)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -717,13 +718,15 @@ var controllerPattern = regexp.MustCompile(`^(scsi|nvme|sata|ide)([0-9]+):([0-9]
 // replicaSpec is the configuration of a new replica VM.
 func (t *Target) replicaSpec(ctx context.Context, req sdk.ReplicaRequest, nics []sdk.NIC) (types.VirtualMachineConfigSpec, error) {
 	src := req.VM
+	src.Disks, src.NICs = slices.Clone(src.Disks), slices.Clone(src.NICs)
+	sdk.NormalizeHardware(&src)
 	cpus, mem := max(src.CPUs, 1), max(src.MemoryMiB, 4)
 	spec := types.VirtualMachineConfigSpec{
 		Name:       req.Name,
 		GuestId:    vsphereGuestID(src.GuestOS),
 		NumCPUs:    int32(cpus),
 		MemoryMB:   mem,
-		Firmware:   firmware(src.Firmware),
+		Firmware:   firmware(src.Hardware.Firmware),
 		Annotation: fmt.Sprintf("ferry replica of %s. Managed by ferry: do not power on, edit or snapshot it; fail over with ferry.", src.Name),
 		Files:      &types.VirtualMachineFileInfo{VmPathName: "[" + t.cfg.Datastore + "]"},
 		ExtraConfig: append([]types.BaseOptionValue{
@@ -732,6 +735,12 @@ func (t *Target) replicaSpec(ctx context.Context, req sdk.ReplicaRequest, nics [
 	}
 	if t.cfg.Transport == TransportHotAdd {
 		spec.ExtraConfig = append(spec.ExtraConfig, &types.OptionValue{Key: replicaWritesKey, Value: TransportHotAdd})
+	}
+	if spec.Firmware == sdk.FirmwareEFI {
+		spec.BootOptions = &types.VirtualMachineBootOptions{EfiSecureBootEnabled: types.NewBool(src.Hardware.SecureBoot)}
+	}
+	if src.Hardware.TPM {
+		t.log.Info("the source's TPM is not built: the target adds no virtual TPM", "replica", req.Name)
 	}
 	var devices object.VirtualDeviceList
 	add := func(d types.BaseVirtualDevice, create bool) {
@@ -742,32 +751,34 @@ func (t *Target) replicaSpec(ctx context.Context, req sdk.ReplicaRequest, nics [
 		spec.DeviceChange = append(spec.DeviceChange, s)
 		devices = append(devices, d)
 	}
-	scsi := map[int32]types.BaseVirtualController{}
-	nvme := map[int32]types.BaseVirtualController{}
-	used := map[int32]map[int32]bool{} // controller key -> units
+	// The controllers: one per bus and number the disks name, of the
+	// model each names. The host maps the source's hardware onto what
+	// this target declares (sdk.VSphereHardware) first, so every place is
+	// one vSphere has; a disk that names none (a host older than protocol
+	// 1.7, a source that says nothing) goes on paravirtual SCSI 0 as
+	// before, and is logged.
+	ctrls := map[string]types.BaseVirtualController{} // "bus:number"
+	used := map[int32]map[int32]bool{}                // controller key -> units
 	nextKey := int32(-1000)
-	controller := func(kind string, bus int32) types.BaseVirtualController {
-		m := scsi
-		if kind == "nvme" {
-			m = nvme
+	controller := func(bus sdk.Bus, model sdk.ControllerModel, n int32) (types.BaseVirtualController, error) {
+		id := fmt.Sprintf("%s:%d", bus, n)
+		if c, ok := ctrls[id]; ok {
+			if bus == sdk.BusSCSI && scsiModel(c) != model {
+				return nil, fmt.Errorf("replica %q: SCSI controller %d is asked to be both %s and %s: %w", req.Name, n, scsiModel(c), model, errdefs.ErrInvalidArgument)
+			}
+			return c, nil
 		}
-		if c, ok := m[bus]; ok {
-			return c
-		}
-		var dev types.BaseVirtualDevice
-		if kind == "nvme" {
-			dev = &types.VirtualNVMEController{VirtualController: types.VirtualController{BusNumber: bus}}
-		} else {
-			dev = &types.ParaVirtualSCSIController{VirtualSCSIController: types.VirtualSCSIController{
-				VirtualController: types.VirtualController{BusNumber: bus}, SharedBus: types.VirtualSCSISharingNoSharing}}
+		dev, err := newController(bus, model, n)
+		if err != nil {
+			return nil, fmt.Errorf("replica %q: %w", req.Name, err)
 		}
 		dev.GetVirtualDevice().Key = nextKey
 		nextKey--
 		add(dev, false)
 		c := dev.(types.BaseVirtualController)
-		m[bus] = c
+		ctrls[id] = c
 		used[dev.GetVirtualDevice().Key] = map[int32]bool{}
-		return c
+		return c, nil
 	}
 	type placedDisk struct {
 		ctrl types.BaseVirtualController
@@ -776,24 +787,34 @@ func (t *Target) replicaSpec(ctx context.Context, req sdk.ReplicaRequest, nics [
 	places := make([]placedDisk, len(src.Disks))
 	var loose []int
 	for i, d := range src.Disks {
-		m := controllerPattern.FindStringSubmatch(d.Controller)
-		if m == nil || (m[1] != "scsi" && m[1] != "nvme") {
+		if d.Bus == "" {
 			loose = append(loose, i)
 			continue
 		}
-		bus, _ := strconv.Atoi(m[2])
-		unit, _ := strconv.Atoi(m[3])
-		c := controller(m[1], int32(bus))
-		key := c.GetVirtualController().Key
-		if used[key][int32(unit)] || (m[1] == "scsi" && unit == 7) || bus > 3 {
-			loose = append(loose, i)
-			continue
+		model := d.ControllerModel
+		if d.Bus == sdk.BusSCSI && model == "" {
+			model = sdk.ModelPVSCSI
+			t.log.Info("disk's SCSI model unknown: paravirtual SCSI", "replica", req.Name, "disk", i, "source controller", d.Controller)
 		}
-		used[key][int32(unit)] = true
-		places[i] = placedDisk{c, int32(unit)}
+		if d.Bus != sdk.BusSCSI {
+			model = ""
+		}
+		c, err := controller(d.Bus, model, int32(d.ControllerNumber))
+		if err != nil {
+			return spec, err
+		}
+		key, unit := c.GetVirtualController().Key, int32(d.Unit)
+		if used[key][unit] || (d.Bus == sdk.BusSCSI && unit == 7) || d.ControllerNumber > 3 {
+			return spec, fmt.Errorf("replica %q disk %d: %s is taken or not a place vSphere has: %w", req.Name, i, d.Controller, errdefs.ErrInvalidArgument)
+		}
+		used[key][unit] = true
+		places[i] = placedDisk{c, unit}
 	}
 	for _, i := range loose {
-		c := controller("scsi", 0)
+		c, err := controller(sdk.BusSCSI, sdk.ModelPVSCSI, 0)
+		if err != nil {
+			return spec, err
+		}
 		key := c.GetVirtualController().Key
 		unit := int32(0)
 		for used[key][unit] || unit == 7 {
@@ -804,9 +825,7 @@ func (t *Target) replicaSpec(ctx context.Context, req sdk.ReplicaRequest, nics [
 		}
 		used[key][unit] = true
 		places[i] = placedDisk{c, unit}
-		if src.Disks[i].Controller != "" {
-			t.log.Info("disk placed on a paravirtual SCSI controller", "replica", req.Name, "disk", i, "source controller", src.Disks[i].Controller, "unit", unit)
-		}
+		t.log.Info("disk without a controller placed on paravirtual SCSI", "replica", req.Name, "disk", i, "unit", unit)
 	}
 	for i, d := range src.Disks {
 		if d.Capacity <= 0 || d.Capacity%1024 != 0 {
@@ -831,7 +850,14 @@ func (t *Target) replicaSpec(ctx context.Context, req sdk.ReplicaRequest, nics [
 		if err != nil {
 			return spec, fmt.Errorf("replica %q nic %d: %w", req.Name, i, err)
 		}
-		card, err := devices.CreateEthernetCard("vmxnet3", backing)
+		model := n.Model
+		if model == "" {
+			model = sdk.NICVmxnet3 // a host older than protocol 1.7
+		}
+		if !slices.Contains(vsphereNICs, model) {
+			return spec, fmt.Errorf("replica %q nic %d: vSphere has no %s adapter: %w", req.Name, i, model, errdefs.ErrInvalidArgument)
+		}
+		card, err := devices.CreateEthernetCard(string(model), backing)
 		if err != nil {
 			return spec, err
 		}
@@ -881,6 +907,52 @@ func vsphereGuestID(g string) string {
 		return "otherLinux64Guest"
 	}
 	return "otherGuest64"
+}
+
+// vsphereNICs are the adapters the target builds, by the names
+// object.VirtualDeviceList.CreateEthernetCard knows.
+var vsphereNICs = []sdk.NICModel{sdk.NICVmxnet3, sdk.NICE1000e, sdk.NICE1000, sdk.NICVmxnet2, sdk.NICPCNet32}
+
+// newController makes a controller of a bus and SCSI model.
+func newController(bus sdk.Bus, model sdk.ControllerModel, n int32) (types.BaseVirtualDevice, error) {
+	vc := types.VirtualController{BusNumber: n}
+	scsi := types.VirtualSCSIController{VirtualController: vc, SharedBus: types.VirtualSCSISharingNoSharing}
+	switch bus {
+	case sdk.BusIDE:
+		return &types.VirtualIDEController{VirtualController: vc}, nil
+	case sdk.BusSATA:
+		return &types.VirtualAHCIController{VirtualSATAController: types.VirtualSATAController{VirtualController: vc}}, nil
+	case sdk.BusNVMe:
+		return &types.VirtualNVMEController{VirtualController: vc}, nil
+	case sdk.BusSCSI:
+		switch model {
+		case sdk.ModelPVSCSI:
+			return &types.ParaVirtualSCSIController{VirtualSCSIController: scsi}, nil
+		case sdk.ModelLSILogic:
+			return &types.VirtualLsiLogicController{VirtualSCSIController: scsi}, nil
+		case sdk.ModelLSILogicSAS:
+			return &types.VirtualLsiLogicSASController{VirtualSCSIController: scsi}, nil
+		case sdk.ModelBusLogic:
+			return &types.VirtualBusLogicController{VirtualSCSIController: scsi}, nil
+		}
+		return nil, fmt.Errorf("vSphere has no %s SCSI controller: %w", model, errdefs.ErrInvalidArgument)
+	}
+	return nil, fmt.Errorf("vSphere has no %q bus: %w", bus, errdefs.ErrInvalidArgument)
+}
+
+// scsiModel is the model of a SCSI controller.
+func scsiModel(c types.BaseVirtualController) sdk.ControllerModel {
+	switch c.(type) {
+	case *types.ParaVirtualSCSIController:
+		return sdk.ModelPVSCSI
+	case *types.VirtualLsiLogicController:
+		return sdk.ModelLSILogic
+	case *types.VirtualLsiLogicSASController:
+		return sdk.ModelLSILogicSAS
+	case *types.VirtualBusLogicController:
+		return sdk.ModelBusLogic
+	}
+	return ""
 }
 
 func firmware(f string) string {

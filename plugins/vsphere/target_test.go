@@ -51,14 +51,18 @@ func TestCreateReplicaShape(t *testing.T) {
 	}
 	devices := object.VirtualDeviceList(cfg.Hardware.Device)
 	disks := virtualDisks(cfg.Hardware.Device)
-	wantPlaces := []string{"scsi0:0", "scsi1:3", "nvme0:0", "scsi0:1"}
+	// A description without SCSI models (a host older than protocol 1.7)
+	// gets paravirtual SCSI; every other bus is built as named, IDE too.
+	wantPlaces := []string{"scsi0:0", "scsi1:3", "nvme0:0", "ide0:0"}
+	wantModels := []sdk.ControllerModel{sdk.ModelPVSCSI, sdk.ModelPVSCSI, "", ""}
 	for i, d := range disks {
-		if got := controllerName(devices, d); got != wantPlaces[i] || diskCapacity(d) != req.VM.Disks[i].Capacity || !diskThin(d) {
-			t.Errorf("disk %d at %s, %d bytes, thin %v; want %s, %d, thin", i, got, diskCapacity(d), diskThin(d), wantPlaces[i], req.VM.Disks[i].Capacity)
+		_, model, _, _, _ := diskSlot(devices, d)
+		if got := controllerName(devices, d); got != wantPlaces[i] || model != wantModels[i] || diskCapacity(d) != req.VM.Disks[i].Capacity || !diskThin(d) {
+			t.Errorf("disk %d at %s (%s), %d bytes, thin %v; want %s (%s), %d, thin", i, got, model, diskCapacity(d), diskThin(d), wantPlaces[i], wantModels[i], req.VM.Disks[i].Capacity)
 		}
-		if _, ok := devices.FindByKey(d.ControllerKey).(*types.ParaVirtualSCSIController); !ok && i != 2 {
-			t.Errorf("disk %d is on a %T, want paravirtual SCSI", i, devices.FindByKey(d.ControllerKey))
-		}
+	}
+	if cards := ethernetCards(devices); len(cards) != 1 || nicModel(cards[0]) != sdk.NICVmxnet3 {
+		t.Errorf("NICs %v, want one vmxnet3", cards)
 	}
 	if len(r.VM.NICs) != 1 || r.VM.NICs[0].Network != "DR Network" || r.VM.NICs[0].Addresses[0] != "10.1.0.5/24" || r.VM.NICs[0].MAC == "" {
 		t.Errorf("replica NICs %+v", r.VM.NICs)
@@ -90,6 +94,54 @@ func TestCreateReplicaShape(t *testing.T) {
 	}
 	if _, err := tgt.GetReplica(t.Context(), "someone-elses"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("GetReplica of a VM that is not a replica: %v", err)
+	}
+}
+
+// TestCreateReplicaBuildsTheHardwareGiven: the target builds each
+// controller model, bus and NIC model it is given, Secure Boot included,
+// and its own source reads them back the same; no silent paravirtual SCSI
+// or vmxnet3.
+func TestCreateReplicaBuildsTheHardwareGiven(t *testing.T) {
+	t.Parallel()
+	s := drSite(t)
+	tgt := newTestTarget(t, s, nil)
+	vm := sdk.VM{ID: "vm-7", Name: "app-01", CPUs: 1, MemoryMiB: 256, Firmware: "efi", GuestOS: "windows2019srv_64Guest",
+		Hardware: sdk.Hardware{Firmware: "efi", SecureBoot: true, GuestFamily: sdk.GuestWindows},
+		Disks: []sdk.Disk{
+			{Index: 0, Capacity: 1 << 20, Bus: sdk.BusSATA, ControllerNumber: 0, Unit: 0},
+			{Index: 1, Capacity: 1 << 20, Bus: sdk.BusSCSI, ControllerModel: sdk.ModelLSILogicSAS, ControllerNumber: 0, Unit: 1},
+			{Index: 2, Capacity: 1 << 20, Bus: sdk.BusSCSI, ControllerModel: sdk.ModelLSILogic, ControllerNumber: 1, Unit: 0},
+			{Index: 3, Capacity: 1 << 20, Bus: sdk.BusSCSI, ControllerModel: sdk.ModelBusLogic, ControllerNumber: 2, Unit: 8},
+			{Index: 4, Capacity: 1 << 20, Bus: sdk.BusIDE, ControllerNumber: 1, Unit: 1},
+		},
+		NICs: []sdk.NIC{{Index: 0, Network: "DR Network", Model: sdk.NICE1000e}, {Index: 1, Network: "DR Network", Model: sdk.NICE1000}}}
+	r, err := tgt.CreateReplica(t.Context(), sdk.ReplicaRequest{Name: "app-01_replica", VM: vm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := r.VM
+	want := []string{"sata0:0", "scsi0:1 (lsilogic-sas)", "scsi1:0 (lsilogic)", "scsi2:8 (buslogic)", "ide1:1"}
+	for i, d := range got.Disks {
+		if d.Slot() != want[i] {
+			t.Errorf("disk %d at %s, want %s", i, d.Slot(), want[i])
+		}
+	}
+	if len(got.NICs) != 2 || got.NICs[0].Model != sdk.NICE1000e || got.NICs[1].Model != sdk.NICE1000 {
+		t.Errorf("NICs %+v", got.NICs)
+	}
+	if got.Hardware.Firmware != "efi" || !got.Hardware.SecureBoot || got.Hardware.GuestFamily != sdk.GuestWindows {
+		t.Errorf("hardware %+v", got.Hardware)
+	}
+	// A model vSphere lacks is an error, not a substitution.
+	bad := vm
+	bad.Disks = []sdk.Disk{{Index: 0, Capacity: 1 << 20, Bus: sdk.BusSCSI, ControllerModel: sdk.ModelHyperVSCSI}}
+	bad.NICs = nil
+	if _, err := tgt.CreateReplica(t.Context(), sdk.ReplicaRequest{Name: "bad_replica", VM: bad}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("a Hyper-V SCSI controller on vSphere: %v", err)
+	}
+	bad.Disks, bad.NICs = vm.Disks[:1], []sdk.NIC{{Network: "DR Network", Model: sdk.NICHyperVLegacy}}
+	if _, err := tgt.CreateReplica(t.Context(), sdk.ReplicaRequest{Name: "bad2_replica", VM: bad}); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("a Hyper-V legacy NIC on vSphere: %v", err)
 	}
 }
 

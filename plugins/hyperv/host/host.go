@@ -136,8 +136,13 @@ type VM struct {
 	CPUs       int
 	MemoryMiB  int64
 	SecureBoot bool
-	TPM        bool
-	Running    bool
+	// SecureBootTemplate is the Secure Boot template
+	// (Msvm_VirtualSystemSettingData.SecureBootTemplateId) by ferry's name:
+	// sdk.SecureBootMicrosoftWindows or sdk.SecureBootMicrosoftUEFICA; ""
+	// when unknown.
+	SecureBootTemplate string
+	TPM                bool
+	Running            bool
 	// GuestBackup says the guest's Backup (VSS) integration service is
 	// enabled and answering, so a checkpoint can be application-consistent.
 	GuestBackup bool
@@ -160,11 +165,13 @@ type Disk struct {
 	Capacity   int64  // the virtual size in bytes
 }
 
-// NIC is a synthetic network adapter.
+// NIC is a network adapter: synthetic (Msvm_SyntheticEthernetPortSettingData)
+// or, on generation 1 only, legacy (Msvm_EmulatedEthernetPortSettingData).
 type NIC struct {
 	Switch string // the virtual switch it is connected to; "" when none
 	MAC    string
 	Guest  GuestNetwork
+	Legacy bool `json:",omitempty"`
 }
 
 // GuestNetwork is the IP configuration of a guest's adapter.
@@ -181,10 +188,13 @@ type VMSpec struct {
 	CPUs       int
 	MemoryMiB  int64
 	SecureBoot bool
-	TPM        bool
-	Notes      string
-	Disks      []DiskSpec
-	NICs       []NICSpec
+	// SecureBootTemplate: as VM's; "" leaves the host's default
+	// (Microsoft Windows).
+	SecureBootTemplate string
+	TPM                bool
+	Notes              string
+	Disks              []DiskSpec
+	NICs               []NICSpec
 	// Dir is where the VM's files go; "" lets the host choose.
 	Dir string
 }
@@ -201,6 +211,7 @@ type DiskSpec struct {
 type NICSpec struct {
 	Switch string
 	Guest  GuestNetwork
+	Legacy bool // a legacy adapter (generation 1 only)
 }
 
 // CheckpointType is the kind of a checkpoint

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/ferry-dr/ferry/plugins/hyperv/host"
+	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/disk/vhdx"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
@@ -36,6 +37,9 @@ func (h *Host) CreateVM(ctx context.Context, spec host.VMSpec) (*host.VM, error)
 	if spec.Generation != 1 && spec.Generation != 2 {
 		return nil, fmt.Errorf("create vm %q: generation %d: want 1 or 2: %w", spec.Name, spec.Generation, errdefs.ErrInvalidArgument)
 	}
+	if err := checkHardware(spec); err != nil {
+		return nil, fmt.Errorf("create vm %q: %w", spec.Name, err)
+	}
 	switches, err := h.Switches(ctx)
 	if err != nil {
 		return nil, err
@@ -51,8 +55,11 @@ func (h *Host) CreateVM(ctx context.Context, spec host.VMSpec) (*host.VM, error)
 	}
 	defer l.Release()
 	s := &vmState{ID: newID(), Name: spec.Name, Created: h.now().UTC(), Generation: spec.Generation, CPUs: spec.CPUs,
-		MemoryMiB: spec.MemoryMiB, SecureBoot: spec.SecureBoot, TPM: spec.TPM, Notes: spec.Notes, Files: map[string]fileRec{},
+		MemoryMiB: spec.MemoryMiB, SecureBoot: spec.SecureBoot, SBTemplate: spec.SecureBootTemplate, TPM: spec.TPM, Notes: spec.Notes, Files: map[string]fileRec{},
 		Node: h.node}
+	if s.SecureBoot && s.SBTemplate == "" {
+		s.SBTemplate = sdk.SecureBootMicrosoftWindows // Hyper-V's default
+	}
 	dir := h.vmDir(s.ID)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create vm %q: %w", spec.Name, err)
@@ -74,12 +81,48 @@ func (h *Host) CreateVM(ctx context.Context, spec host.VMSpec) (*host.VM, error)
 		s.Files[name] = fileRec{Disk: i}
 	}
 	for _, n := range spec.NICs {
-		s.NICs = append(s.NICs, host.NIC{Switch: n.Switch, MAC: newMAC(), Guest: n.Guest})
+		s.NICs = append(s.NICs, host.NIC{Switch: n.Switch, MAC: newMAC(), Guest: n.Guest, Legacy: n.Legacy})
 	}
 	if err := h.writeVM(s); err != nil {
 		return fail(err)
 	}
 	return h.describe(s)
+}
+
+// checkHardware refuses what Hyper-V refuses: a generation 2 VM has no
+// IDE controller and no legacy adapter; a generation 1 VM has two IDE
+// controllers of two places, no Secure Boot and no TPM; SCSI controllers
+// are four of 64 places; no two disks share a place.
+func checkHardware(spec host.VMSpec) error {
+	if spec.Generation == 1 && (spec.SecureBoot || spec.TPM) {
+		return fmt.Errorf("a generation 1 VM has no Secure Boot and no TPM: %w", errdefs.ErrInvalidArgument)
+	}
+	if t := spec.SecureBootTemplate; t != "" && t != sdk.SecureBootMicrosoftWindows && t != sdk.SecureBootMicrosoftUEFICA {
+		return fmt.Errorf("secure boot template %q: %w", t, errdefs.ErrInvalidArgument)
+	}
+	taken := map[string]bool{}
+	for i, d := range spec.Disks {
+		var buses, places int
+		switch {
+		case d.Controller == "ide" && spec.Generation == 1:
+			buses, places = 2, 2
+		case d.Controller == "scsi":
+			buses, places = 4, 64
+		default:
+			return fmt.Errorf("disk %d: a generation %d VM has no %q controller: %w", i, spec.Generation, d.Controller, errdefs.ErrInvalidArgument)
+		}
+		at := fmt.Sprintf("%s%d:%d", d.Controller, d.Bus, d.Location)
+		if d.Bus < 0 || d.Bus >= buses || d.Location < 0 || d.Location >= places || taken[at] {
+			return fmt.Errorf("disk %d: %s is taken or not a place the VM has: %w", i, at, errdefs.ErrInvalidArgument)
+		}
+		taken[at] = true
+	}
+	for i, n := range spec.NICs {
+		if n.Legacy && spec.Generation != 1 {
+			return fmt.Errorf("adapter %d: a legacy network adapter needs generation 1: %w", i, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
 }
 
 func newMAC() string {

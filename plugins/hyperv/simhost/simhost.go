@@ -144,6 +144,7 @@ type vmState struct {
 	CPUs        int                `json:"cpus"`
 	MemoryMiB   int64              `json:"memory_mib"`
 	SecureBoot  bool               `json:"secure_boot"`
+	SBTemplate  string             `json:"secure_boot_template,omitempty"`
 	TPM         bool               `json:"tpm"`
 	Running     bool               `json:"running"`
 	GuestBackup bool               `json:"guest_backup"`
@@ -325,7 +326,7 @@ func (h *Host) GetVM(ctx context.Context, vm string) (*host.VM, error) {
 
 func (h *Host) describe(s *vmState) (*host.VM, error) {
 	v := &host.VM{ID: s.ID, Name: s.Name, Generation: s.Generation, CPUs: s.CPUs, MemoryMiB: s.MemoryMiB,
-		SecureBoot: s.SecureBoot, TPM: s.TPM, Running: s.Running, GuestBackup: s.GuestBackup, Notes: s.Notes,
+		SecureBoot: s.SecureBoot, SecureBootTemplate: s.SBTemplate, TPM: s.TPM, Running: s.Running, GuestBackup: s.GuestBackup, Notes: s.Notes,
 		Dir: h.vmDir(s.ID), Clustered: s.Clustered}
 	for _, d := range s.Disks {
 		p := filepath.Join(v.Dir, d.File)

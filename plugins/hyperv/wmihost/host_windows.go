@@ -139,7 +139,7 @@ func (h *Host) describe(cs obj) (*host.VM, error) {
 	defer vssd.Close()
 	id := cs.str("Name")
 	v := &host.VM{ID: strings.ToUpper(id), Name: cs.str("ElementName"), Generation: generationOf(vssd.str("VirtualSystemSubType")),
-		SecureBoot: toBool(vssd.get("SecureBootEnabled")), Running: running(toInt(cs.get("EnabledState"))),
+		SecureBoot: toBool(vssd.get("SecureBootEnabled")), SecureBootTemplate: templateName(vssd.str("SecureBootTemplateId")), Running: running(toInt(cs.get("EnabledState"))),
 		Notes: joinNotes(vssd.get("Notes")), Dir: vssd.str("ConfigurationDataRoot")}
 	if ps, err := h.c.related(vssd, "Msvm_ProcessorSettingData"); err == nil && len(ps) > 0 {
 		v.CPUs = toInt(ps[0].get("VirtualQuantity"))

@@ -13,6 +13,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/ferry-dr/ferry/plugins/hyperv/host"
+	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
@@ -164,6 +165,38 @@ func macOf(s string) string {
 		parts[i] = s[2*i : 2*i+2]
 	}
 	return strings.Join(parts, ":")
+}
+
+// secureBootTemplates are Hyper-V's Secure Boot templates
+// (Msvm_VirtualSystemSettingData.SecureBootTemplateId, as
+// Get-VMSecureBootTemplate lists them) by ferry's names.
+var secureBootTemplates = map[string]string{
+	sdk.SecureBootMicrosoftWindows: "1734c6e8-3154-4dda-ba5f-a874cc483422",
+	sdk.SecureBootMicrosoftUEFICA:  "272e7447-90a4-4563-a4b9-8e4ab00526ce",
+}
+
+// templateID is the SecureBootTemplateId of a template ferry names; ""
+// for "" (the host's default).
+func templateID(name string) (string, error) {
+	if name == "" {
+		return "", nil
+	}
+	if id, ok := secureBootTemplates[name]; ok {
+		return id, nil
+	}
+	return "", fmt.Errorf("secure boot template %q: %w", name, errdefs.ErrInvalidArgument)
+}
+
+// templateName is ferry's name of a SecureBootTemplateId; "" for one it
+// does not know.
+func templateName(id string) string {
+	id = strings.Trim(strings.ToLower(id), "{}")
+	for name, tid := range secureBootTemplates {
+		if tid == id {
+			return name
+		}
+	}
+	return ""
 }
 
 // Msvm_VirtualSystemSettingData.VirtualSystemSubType by generation.

@@ -79,6 +79,15 @@ func (h *Host) CreateVM(ctx context.Context, spec host.VMSpec) (*host.VM, error)
 	if spec.TPM {
 		return nil, fmt.Errorf("create vm %q: a virtual TPM needs a key protector (Msvm_SecurityService.SetKeyProtector with one made by the Host Guardian client), which this backend does not make yet: %w", spec.Name, errdefs.ErrUnimplemented)
 	}
+	for i, n := range spec.NICs {
+		if n.Legacy {
+			return nil, fmt.Errorf("create vm %q adapter %d: a legacy network adapter (Msvm_EmulatedEthernetPortSettingData) is not written in this backend yet: %w", spec.Name, i, errdefs.ErrUnimplemented)
+		}
+	}
+	tmpl, err := templateID(spec.SecureBootTemplate)
+	if err != nil {
+		return nil, fmt.Errorf("create vm %q: %w", spec.Name, err)
+	}
 	for i, d := range spec.Disks {
 		if d.Controller == "ide" && spec.Generation == 2 {
 			return nil, fmt.Errorf("create vm %q disk %d: a generation 2 VM has no IDE controller: %w", spec.Name, i, errdefs.ErrInvalidArgument)
@@ -115,7 +124,7 @@ func (h *Host) CreateVM(ctx context.Context, spec host.VMSpec) (*host.VM, error)
 		if err := os.MkdirAll(folder, 0o755); err != nil {
 			return fmt.Errorf("create vm %q: %w", spec.Name, err)
 		}
-		cs, err := h.define(ctx, spec, sub, folder)
+		cs, err := h.define(ctx, spec, sub, tmpl, folder)
 		if err != nil {
 			os.RemoveAll(folder)
 			return fmt.Errorf("create vm %q: %w", spec.Name, err)
@@ -135,7 +144,7 @@ func (h *Host) CreateVM(ctx context.Context, spec host.VMSpec) (*host.VM, error)
 	return out, err
 }
 
-func (h *Host) define(ctx context.Context, spec host.VMSpec, sub, folder string) (obj, error) {
+func (h *Host) define(ctx context.Context, spec host.VMSpec, sub, template, folder string) (obj, error) {
 	props := []param{{"ElementName", spec.Name}, {"VirtualSystemSubType", sub}, {"ConfigurationDataRoot", folder},
 		{"SnapshotDataRoot", folder}, {"SwapFileDataRoot", folder}}
 	if spec.Notes != "" {
@@ -143,6 +152,9 @@ func (h *Host) define(ctx context.Context, spec host.VMSpec, sub, folder string)
 	}
 	if spec.Generation == 2 {
 		props = append(props, param{"SecureBootEnabled", spec.SecureBoot})
+		if spec.SecureBoot && template != "" {
+			props = append(props, param{"SecureBootTemplateId", template})
+		}
 	}
 	text, err := h.c.embed("Msvm_VirtualSystemSettingData", props)
 	if err != nil {

@@ -5,11 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf16"
 
 	"github.com/ferry-dr/ferry/plugins/hyperv/host"
+	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
@@ -400,4 +402,28 @@ func FuzzPathKey(f *testing.F) {
 func FuzzChangeTrackingState(f *testing.F) {
 	f.Add(ctsBuffer(infoChangeTrackingState, true, "rct:1", true))
 	f.Fuzz(func(t *testing.T, b []byte) { changeTrackingState(b) })
+}
+
+// TestSecureBootTemplates: ferry's template names map to Hyper-V's ids
+// and back (braces and case as WMI may give them); an unknown name is
+// refused, an unknown id is no name.
+func TestSecureBootTemplates(t *testing.T) {
+	for _, name := range []string{sdk.SecureBootMicrosoftWindows, sdk.SecureBootMicrosoftUEFICA} {
+		id, err := templateID(name)
+		if err != nil || id == "" {
+			t.Fatalf("templateID(%q) = %q, %v", name, id, err)
+		}
+		if got := templateName("{" + strings.ToUpper(id) + "}"); got != name {
+			t.Fatalf("templateName of %s = %q, want %q", id, got, name)
+		}
+	}
+	if id, err := templateID(""); id != "" || err != nil {
+		t.Fatalf("no template: %q, %v", id, err)
+	}
+	if _, err := templateID("open-source-shielded"); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("an unknown template: %v", err)
+	}
+	if got := templateName("00000000-0000-0000-0000-000000000000"); got != "" {
+		t.Fatalf("an unknown id is %q", got)
+	}
 }

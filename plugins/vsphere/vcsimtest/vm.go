@@ -1,6 +1,7 @@
 package vcsimtest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -39,6 +40,12 @@ type VMSpec struct {
 	// Independent lists the disks (by index) in independent-persistent
 	// mode, which VM snapshots do not capture.
 	Independent []int
+	// SCSIModel is the disks' SCSI controller, by the names of
+	// object.VirtualDeviceList.CreateSCSIController ("lsilogic-sas");
+	// default pvscsi. NICModel is the NICs' adapter ("e1000e"); default
+	// vmxnet3.
+	SCSIModel string
+	NICModel  string
 }
 
 // NICSpec is a NIC of a VMSpec and what the guest says about it.
@@ -97,7 +104,8 @@ func (s *Site) AddVM(ctx context.Context, spec VMSpec) (types.ManagedObjectRefer
 		cfg.ExtraConfig = append(cfg.ExtraConfig, &types.OptionValue{Key: k, Value: spec.ExtraConfig[k]})
 	}
 	var devices object.VirtualDeviceList
-	ctrl, err := devices.CreateSCSIController("pvscsi")
+	scsi, nicModel := cmp.Or(spec.SCSIModel, "pvscsi"), cmp.Or(spec.NICModel, "vmxnet3")
+	ctrl, err := devices.CreateSCSIController(scsi)
 	if err != nil {
 		return none, err
 	}
@@ -134,7 +142,7 @@ func (s *Site) AddVM(ctx context.Context, spec VMSpec) (types.ManagedObjectRefer
 		if err != nil {
 			return none, err
 		}
-		card, err := devices.CreateEthernetCard("vmxnet3", backing)
+		card, err := devices.CreateEthernetCard(nicModel, backing)
 		if err != nil {
 			return none, err
 		}
