@@ -49,6 +49,9 @@ type componentListing struct {
 	// MaxRestorePoints is the most restore points a target keeps; absent
 	// when it declares no limit.
 	MaxRestorePoints int `json:"max_restore_points,omitempty"`
+	// Hardware is what a target builds (protocol 1.7); absent when it
+	// does not say.
+	Hardware *sdk.HardwareSupport `json:"hardware,omitempty"`
 }
 
 func runPlugins(e *env, args []string, asJSON bool) error {
@@ -73,7 +76,7 @@ func runPlugins(e *env, args []string, asJSON bool) error {
 				row.Protocol = fmt.Sprintf("%d.%d", info.ProtocolMajor, info.ProtocolMinor)
 				for _, comp := range info.Components {
 					row.Components = append(row.Components, componentListing{Kind: comp.Kind, Type: comp.Type,
-						Capabilities: capabilityNames(comp.Capabilities), MaxRestorePoints: comp.Limits.MaxRestorePoints})
+						Capabilities: capabilityNames(comp.Capabilities), MaxRestorePoints: comp.Limits.MaxRestorePoints, Hardware: comp.Hardware})
 				}
 			}
 		}
@@ -112,6 +115,9 @@ func printPlugins(e *env, rows []pluginListing, dirs []string) {
 			if c.MaxRestorePoints > 0 {
 				notes = append(notes[:len(notes):len(notes)], fmt.Sprintf("at most %d restore points", c.MaxRestorePoints))
 			}
+			if hw := c.Hardware; hw != nil {
+				notes = append(notes[:len(notes):len(notes)], "builds "+hardwareNames(hw))
+			}
 			if len(notes) > 0 {
 				s += " (" + strings.Join(notes, ", ") + ")"
 			}
@@ -130,6 +136,19 @@ func printPlugins(e *env, rows []pluginListing, dirs []string) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, version, proto, strings.Join(comps, "; "), r.Path)
 	}
 	tw.Flush()
+}
+
+// hardwareNames says what a target builds in a few words: "generation 2
+// (efi), generation 1 (bios) hardware", "hardware as given".
+func hardwareNames(hw *sdk.HardwareSupport) string {
+	if hw.AsGiven {
+		return "hardware as given"
+	}
+	var out []string
+	for _, p := range hw.Profiles {
+		out = append(out, p.Name())
+	}
+	return strings.Join(out, " and ") + " VMs"
 }
 
 func capabilityNames(c sdk.Capabilities) []string {
