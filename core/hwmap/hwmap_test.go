@@ -56,7 +56,6 @@ var (
 	hyperv  = sdk.HyperVHardware()
 	vsphere = sdk.VSphereHardware(false)
 	asGiven = &sdk.HardwareSupport{AsGiven: true}
-	yes     = true
 	no      = false
 )
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -711,9 +710,6 @@ func (t *Target) findErr(err error, what, name string) error {
 	}
 	return t.c.classify(err, "find "+what+" "+name)
 }
-
-// controllerPattern reads a controller position such as scsi0:1.
-var controllerPattern = regexp.MustCompile(`^(scsi|nvme|sata|ide)([0-9]+):([0-9]+)$`)
 
 // replicaSpec is the configuration of a new replica VM.
 func (t *Target) replicaSpec(ctx context.Context, req sdk.ReplicaRequest, nics []sdk.NIC) (types.VirtualMachineConfigSpec, error) {
