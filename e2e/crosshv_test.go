@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/vmware/govmomi/object"
@@ -32,28 +30,6 @@ import (
 // hardware_map overrides it), plan says so, and every restore point holds
 // the source's bytes of its run.
 
-var hvBuild struct {
-	once sync.Once
-	dir  string
-	err  error
-}
-
-// hypervPluginDir builds ferry-plugin-hyperv once, into a folder of its own.
-func hypervPluginDir(t *testing.T) string {
-	t.Helper()
-	hvBuild.once.Do(func() {
-		hvBuild.dir = filepath.Join(bin, "hyperv")
-		out, err := exec.Command("go", "build", "-o", filepath.Join(hvBuild.dir, "ferry-plugin-hyperv"), "../plugins/hyperv/cmd/ferry-plugin-hyperv").CombinedOutput()
-		if err != nil {
-			hvBuild.err = fmt.Errorf("build ferry-plugin-hyperv: %v\n%s", err, out)
-		}
-	})
-	if hvBuild.err != nil {
-		t.Fatal(hvBuild.err)
-	}
-	return hvBuild.dir
-}
-
 // crossConfig makes a configuration folder whose plugins/ holds both
 // plugins.
 func crossConfig(t *testing.T) string {
@@ -63,7 +39,8 @@ func crossConfig(t *testing.T) string {
 	if err := os.MkdirAll(plugins, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for name, dir := range map[string]string{"ferry-plugin-vsphere": vspherePluginDir(t), "ferry-plugin-hyperv": hypervPluginDir(t)} {
+	// TestMain builds ferry-plugin-hyperv into bin.
+	for name, dir := range map[string]string{"ferry-plugin-vsphere": vspherePluginDir(t), "ferry-plugin-hyperv": bin} {
 		if err := os.Symlink(filepath.Join(dir, name), filepath.Join(plugins, name)); err != nil {
 			t.Fatal(err)
 		}
