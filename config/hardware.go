@@ -205,7 +205,7 @@ func (l *loader) checkHardwareMap(j *Job, m *HardwareMap) {
 	hw := j.Target.Info.Hardware
 	if hw == nil {
 		l.errorf(m.DeclRange, "Target does not map hardware",
-			"%s (type %q) does not declare what hardware it builds (a plugin older than protocol 1.7), so job %q's hardware_map cannot apply; remove it or update the plugin.",
+			"%s (type %q) does not declare what hardware it builds (a plugin older than protocol 1.8), so job %q's hardware_map cannot apply; remove it or update the plugin.",
 			j.Target.Address(), j.Target.Type, j.Name)
 		return
 	}

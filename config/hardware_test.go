@@ -71,7 +71,7 @@ func TestHardwareMap(t *testing.T) {
 		{"unknown VM", "hyperv", "  hardware_map {\n    vm \"web-1\" { generation = 1 }\n  }\n", 8,
 			"Unknown VM", `Did you mean "web-01"?`},
 		{"old target", "old", "  hardware_map {\n    generation = 1\n  }\n", 7,
-			"Target does not map hardware", "older than protocol 1.7"},
+			"Target does not map hardware", "older than protocol 1.8"},
 		{"two blocks", "hyperv", "  hardware_map {}\n  hardware_map {}\n", 8,
 			"Duplicate hardware_map block", "at most one"},
 	} {

@@ -65,7 +65,7 @@ type ComponentInfo struct {
 	Capabilities Capabilities
 	Limits       Limits
 	Schema       *schema.Block
-	// Hardware is what a target builds (protocol minor 7); nil when it
+	// Hardware is what a target builds (protocol minor 8); nil when it
 	// does not say.
 	Hardware *HardwareSupport
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 )
 
-// The hardware model (protocol minor 7). A VM's description says what
+// The hardware model (protocol minor 8). A VM's description says what
 // virtual hardware the guest boots on: firmware, Secure Boot and TPM, the
 // Hyper-V generation, each disk's controller (its bus, the model of a SCSI
 // adapter, its number and the disk's unit on it), each NIC's model, the
@@ -16,7 +16,7 @@ import (
 // declares what it can build (HardwareSupport), and the core maps a
 // source VM onto it before it asks for a replica (core/hwmap).
 //
-// A plugin older than minor 7 fills none of it: NormalizeHardware derives
+// A plugin older than minor 8 fills none of it: NormalizeHardware derives
 // what it can from the older fields (Firmware, Disk.Controller, the
 // hyperv.* attributes, GuestOS), and the wire does so for every VM it
 // carries, so a host or a target always sees a filled model.
@@ -210,7 +210,7 @@ func (p *HardwareProfile) Name() string {
 }
 
 // HardwareSupport is what virtual hardware a Target builds, declared in
-// its Component (protocol minor 7). A target that declares none is asked
+// its Component (protocol minor 8). A target that declares none is asked
 // for replicas as before: the core does not map the source's hardware.
 type HardwareSupport struct {
 	// AsGiven says the target builds any hardware exactly as described
@@ -260,7 +260,7 @@ func GuestFamilyOf(guestOS string) GuestFamily {
 }
 
 // NormalizeHardware fills the hardware model from the older fields where
-// a plugin older than protocol minor 7 left it empty, and the older
+// a plugin older than protocol minor 8 left it empty, and the older
 // fields from the model where a newer plugin set only the model, so that
 // code reading either sees the same VM:
 //   - Hardware.Firmware from Firmware ("bios" when neither says);

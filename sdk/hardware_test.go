@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// TestNormalizeHardware: a VM described by a plugin older than minor 7
+// TestNormalizeHardware: a VM described by a plugin older than minor 8
 // gets its model from the older fields, and one that set only the model
 // gets the older fields, which older targets read.
 func TestNormalizeHardware(t *testing.T) {

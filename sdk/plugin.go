@@ -23,7 +23,7 @@ import (
 // builds (Component.Hardware).
 const (
 	ProtocolMajor = 1
-	ProtocolMinor = 7
+	ProtocolMinor = 8
 )
 
 // Plugin is what a plugin binary serves: its name, version and components,
@@ -46,7 +46,7 @@ type Component[T any] struct {
 	// MaxRestorePoints); the zero value means none.
 	Limits Limits
 	// Hardware is what virtual hardware a Target builds (protocol minor
-	// 7); nil for other kinds and for a target that does not say, whose
+	// 8); nil for other kinds and for a target that does not say, whose
 	// replicas are asked for with the source's description unmapped.
 	Hardware *HardwareSupport
 	// Validate checks a decoded configuration without side effects and

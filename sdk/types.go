@@ -63,7 +63,7 @@ type VM struct {
 	// capability set it.
 	Tags []string `json:"tags,omitempty"`
 	// Hardware is the virtual hardware besides disks and NICs (protocol
-	// minor 7; see NormalizeHardware for VMs of older plugins).
+	// minor 8; see NormalizeHardware for VMs of older plugins).
 	Hardware Hardware `json:"hardware,omitzero"`
 }
 
@@ -80,7 +80,7 @@ type Disk struct {
 	// writes. ferry skips such disks unless the job asks to copy them.
 	Independent bool `json:"independent,omitempty"`
 	// Bus, ControllerModel, ControllerNumber and Unit place the disk
-	// (protocol minor 7): Controller "scsi0:1" is Bus scsi, number 0, unit
+	// (protocol minor 8): Controller "scsi0:1" is Bus scsi, number 0, unit
 	// 1, and ControllerModel says which SCSI adapter the guest sees.
 	Bus              Bus             `json:"bus,omitempty"`
 	ControllerModel  ControllerModel `json:"controller_model,omitempty"`
@@ -96,7 +96,7 @@ type NIC struct {
 	Addresses []string `json:"addresses,omitempty"` // CIDR form: "10.1.0.5/24"
 	Gateway   string   `json:"gateway,omitempty"`
 	DNS       []string `json:"dns,omitempty"`
-	// Model is the adapter the guest sees (protocol minor 7); empty when
+	// Model is the adapter the guest sees (protocol minor 8); empty when
 	// the source does not say.
 	Model NICModel `json:"model,omitempty"`
 }

@@ -220,7 +220,7 @@ func vmToProto(v *VM) *pb.VM {
 
 // vmFromProto reads a VM and fills its hardware model from the older
 // fields where the plugin that sent it left it empty (NormalizeHardware),
-// so that a VM from a plugin older than minor 7 reads as a newer one's.
+// so that a VM from a plugin older than minor 8 reads as a newer one's.
 func vmFromProto(v *pb.VM) VM {
 	out := VM{ID: v.GetId(), Name: v.GetName(), CPUs: int(v.GetCpus()), MemoryMiB: v.GetMemoryMib(), Firmware: v.GetFirmware(),
 		GuestOS: v.GetGuestOs(), PowerState: v.GetPowerState(), Attributes: v.GetAttributes(), Folder: v.GetFolder(), Tags: v.GetTags(),

@@ -49,7 +49,7 @@ type componentListing struct {
 	// MaxRestorePoints is the most restore points a target keeps; absent
 	// when it declares no limit.
 	MaxRestorePoints int `json:"max_restore_points,omitempty"`
-	// Hardware is what a target builds (protocol 1.7); absent when it
+	// Hardware is what a target builds (protocol 1.8); absent when it
 	// does not say.
 	Hardware *sdk.HardwareSupport `json:"hardware,omitempty"`
 }

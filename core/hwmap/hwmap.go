@@ -39,7 +39,7 @@ type Result struct {
 	Profile string
 	Changes []Change
 	// Mapped is false when the target declares nothing it builds (a
-	// plugin older than protocol 1.7): VM is the source's, unmapped.
+	// plugin older than protocol 1.8): VM is the source's, unmapped.
 	Mapped bool
 }
 

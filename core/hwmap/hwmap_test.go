@@ -501,7 +501,7 @@ func manyDisks(n int) []sdk.Disk {
 }
 
 // TestMapWithoutDeclaration: a target that declares nothing it builds (a
-// plugin older than 1.7) gets the source's description, unmapped.
+// plugin older than 1.8) gets the source's description, unmapped.
 func TestMapWithoutDeclaration(t *testing.T) {
 	src := vsphereVM("bios", "ubuntu64Guest", []sdk.Disk{disk("scsi", "pvscsi", 0, 0)}, nic("vmxnet3"))
 	res, err := Map(src, nil, config.HardwareOverride{Generation: 2})

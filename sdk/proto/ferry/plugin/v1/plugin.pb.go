@@ -983,7 +983,7 @@ type Component struct {
 	Schema       *Schema                `protobuf:"bytes,4,opt,name=schema,proto3" json:"schema,omitempty"`
 	Limits       *Limits                `protobuf:"bytes,5,opt,name=limits,proto3" json:"limits,omitempty"`
 	// hardware is what virtual hardware a target builds; unset for other
-	// kinds and for a target that does not say. Since protocol 1.7.
+	// kinds and for a target that does not say. Since protocol 1.8.
 	Hardware      *HardwareSupport `protobuf:"bytes,6,opt,name=hardware,proto3" json:"hardware,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1061,7 +1061,7 @@ func (x *Component) GetHardware() *HardwareSupport {
 	return nil
 }
 
-// ControllerSupport is one kind of disk controller a target builds (1.7).
+// ControllerSupport is one kind of disk controller a target builds (1.8).
 type ControllerSupport struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// bus: "ide", "sata", "scsi" or "nvme".
@@ -1143,7 +1143,7 @@ func (x *ControllerSupport) GetReserved() []int32 {
 	return nil
 }
 
-// HardwareProfile is one kind of VM a target builds (1.7).
+// HardwareProfile is one kind of VM a target builds (1.8).
 type HardwareProfile struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Firmware string                 `protobuf:"bytes,1,opt,name=firmware,proto3" json:"firmware,omitempty"`
@@ -1246,7 +1246,7 @@ func (x *HardwareProfile) GetNicModels() []string {
 	return nil
 }
 
-// HardwareSupport is what virtual hardware a target builds (1.7).
+// HardwareSupport is what virtual hardware a target builds (1.8).
 type HardwareSupport struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// as_given: any hardware, exactly as described; the host maps nothing.
@@ -1657,7 +1657,7 @@ type Disk struct {
 	// independent: VM snapshots do not capture the disk (minor 2).
 	Independent bool `protobuf:"varint,6,opt,name=independent,proto3" json:"independent,omitempty"`
 	// bus ("ide", "sata", "scsi", "nvme"), the SCSI adapter's model, the
-	// controller's number and the disk's unit on it. Since protocol 1.7;
+	// controller's number and the disk's unit on it. Since protocol 1.8;
 	// empty from older plugins, whose controller position says as much.
 	Bus              string `protobuf:"bytes,7,opt,name=bus,proto3" json:"bus,omitempty"`
 	ControllerModel  string `protobuf:"bytes,8,opt,name=controller_model,json=controllerModel,proto3" json:"controller_model,omitempty"`
@@ -1778,7 +1778,7 @@ type NIC struct {
 	Dns       []string `protobuf:"bytes,6,rep,name=dns,proto3" json:"dns,omitempty"`
 	// model is the adapter the guest sees ("vmxnet3", "e1000", "e1000e",
 	// "hyperv-synthetic", "hyperv-legacy", ...); empty when unknown. Since
-	// protocol 1.7.
+	// protocol 1.8.
 	Model         string `protobuf:"bytes,7,opt,name=model,proto3" json:"model,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1863,7 +1863,7 @@ func (x *NIC) GetModel() string {
 	return ""
 }
 
-// BootDevice is one entry of a boot order (1.7).
+// BootDevice is one entry of a boot order (1.8).
 type BootDevice struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// kind: "disk", "network" or "cdrom".
@@ -1918,7 +1918,7 @@ func (x *BootDevice) GetIndex() int32 {
 	return 0
 }
 
-// Hardware is a VM's virtual hardware besides disks and NICs (1.7).
+// Hardware is a VM's virtual hardware besides disks and NICs (1.8).
 type Hardware struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// firmware: "bios" or "efi".
@@ -2035,7 +2035,7 @@ type VM struct {
 	// tags are the VM's tags as "Category/Name" ("Name" alone where the
 	// source's tags have no category), sorted. Since protocol 1.1.
 	Tags []string `protobuf:"bytes,12,rep,name=tags,proto3" json:"tags,omitempty"`
-	// hardware is the VM's virtual hardware. Since protocol 1.7; unset from
+	// hardware is the VM's virtual hardware. Since protocol 1.8; unset from
 	// older plugins, from whose firmware, controllers and attributes the
 	// host derives it.
 	Hardware      *Hardware `protobuf:"bytes,13,opt,name=hardware,proto3" json:"hardware,omitempty"`
