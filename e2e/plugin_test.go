@@ -61,12 +61,26 @@ func TestLocalPluginConformance(t *testing.T) {
 	t.Run("target", func(t *testing.T) {
 		// The isolated network is named, so the setting is seen to cross
 		// to the plugin (without it the plugin has a default one).
-		cfg := cty.ObjectVal(map[string]cty.Value{"path": cty.StringVal(t.TempDir()), "isolated_network": cty.StringVal("e2e-isolated")})
+		root := t.TempDir()
+		cfg := cty.ObjectVal(map[string]cty.Value{"path": cty.StringVal(root), "isolated_network": cty.StringVal("e2e-isolated")})
 		tgt, caps, err := h.Target(ctx, "local", cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sdktest.RunTarget(t, sdktest.TargetFixture{New: func(*testing.T) sdk.Target { return tgt }, Capabilities: caps, VM: sdktest.DefaultVM(), IsolatedNetwork: "e2e-isolated"})
+		// VMs to map replicas onto are made as a user would: vm create,
+		// then their content written.
+		makeVM := func(t *testing.T, name string, disks [][]byte) {
+			args := []string{"vm", "create", root, name}
+			for _, d := range disks {
+				args = append(args, "--disk", fmt.Sprint(len(d)))
+			}
+			local(t, nil, args...)
+			for i, d := range disks {
+				local(t, d, "vm", "write", root, name, fmt.Sprint(i), "0")
+			}
+		}
+		sdktest.RunTarget(t, sdktest.TargetFixture{New: func(*testing.T) sdk.Target { return tgt }, Capabilities: caps, VM: sdktest.DefaultVM(),
+			IsolatedNetwork: "e2e-isolated", MakeVM: makeVM})
 	})
 	t.Run("repository", func(t *testing.T) {
 		repo, err := h.Repository(ctx, "local", pathCfg(t.TempDir()))

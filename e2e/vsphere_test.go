@@ -640,7 +640,7 @@ source "vsphere" "esx" {
 		t.Fatalf("a tag selector on ESXi: %s", r)
 	}
 	r = ferry(t, l.cfg, "plan", "e2e")
-	if !strings.Contains(r.stdout, "! job: tag:tier/gold: ") || !strings.Contains(r.stdout, "ESXi host") {
+	if !strings.Contains(r.stdout, "! job: the run will fail") || !strings.Contains(r.stdout, "tag:tier/gold: ") || !strings.Contains(r.stdout, "ESXi host") {
 		t.Fatalf("plan of a tag selector on ESXi: %s", r)
 	}
 }
