@@ -607,3 +607,99 @@ func (r *remoteTarget) StopTest(ctx context.Context, id string) error {
 	_, err := r.rpc.StopTest(ctx, &pb.TestRequest{Id: id})
 	return r.in.err(err)
 }
+
+var (
+	_ FailbackReader = (*remoteTarget)(nil)
+	_ FailbackWriter = (*remoteSource)(nil)
+)
+
+// FailedOverChanges implements FailbackReader. A plugin built before
+// protocol 1.9, or a target without the Failback capability, answers
+// errdefs.ErrUnimplemented; hosts check the capability first.
+func (r *remoteTarget) FailedOverChanges(ctx context.Context, req FailedOverChangesRequest, fn func([]Extent) error) (string, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := r.rpc.FailedOverChanges(ctx, &pb.FailedOverChangesRequest{Replica: req.Replica, Disk: int32(req.Disk), Since: req.Since})
+	if err != nil {
+		return "", r.in.err(err)
+	}
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("changes of replica %q disk %d since failover: the plugin sent no mark: %w", req.Replica, req.Disk, errdefs.ErrDataLoss)
+		}
+		if err != nil {
+			return "", r.in.err(err)
+		}
+		if ext := msg.GetExtents(); len(ext) > 0 {
+			if err := fn(extentsFromProto(ext)); err != nil {
+				return "", err
+			}
+		}
+		if m := msg.GetMark(); m != "" {
+			return m, nil
+		}
+	}
+}
+
+// OpenFailedOverDisk implements FailbackReader.
+func (r *remoteTarget) OpenFailedOverDisk(ctx context.Context, replica string, disk int) (DiskReader, error) {
+	h, err := r.rpc.OpenFailedOverDisk(ctx, &pb.OpenFailedOverDiskRequest{Replica: replica, Disk: int32(disk)})
+	if err != nil {
+		return nil, r.in.err(err)
+	}
+	return r.in.c.openReader(h)
+}
+
+// SetReplicaPower implements FailbackReader.
+func (r *remoteTarget) SetReplicaPower(ctx context.Context, replica string, on bool) (*Replica, error) {
+	return r.replica(r.rpc.SetReplicaPower(ctx, &pb.SetReplicaPowerRequest{Replica: replica, On: on}))
+}
+
+// BeginFailback implements FailbackWriter. A plugin built before protocol
+// 1.9, or a source without the Failback capability, answers
+// errdefs.ErrUnimplemented; hosts check the capability first.
+func (r *remoteSource) BeginFailback(ctx context.Context, req FailbackRequest) (*VM, error) {
+	pr := &pb.BeginFailbackRequest{Id: req.ID, Vm: req.VM}
+	if req.Create != nil {
+		pr.Create = vmToProto(req.Create)
+	}
+	resp, err := r.rpc.BeginFailback(ctx, pr)
+	if err != nil {
+		return nil, r.in.err(err)
+	}
+	v := vmFromProto(resp)
+	return &v, nil
+}
+
+// OpenFailbackDisk implements FailbackWriter. Its writes go through the
+// plugin's stream: the plugin saves what each one overwrites first.
+func (r *remoteSource) OpenFailbackDisk(ctx context.Context, vm, id string, disk int, size int64) (DiskWriter, error) {
+	h, err := r.rpc.OpenFailbackDisk(ctx, &pb.OpenFailbackDiskRequest{Vm: vm, Id: id, Disk: int32(disk), Size: size})
+	if err != nil {
+		return nil, r.in.err(err)
+	}
+	return r.in.c.openWriter(h)
+}
+
+// StartFailback implements FailbackWriter.
+func (r *remoteSource) StartFailback(ctx context.Context, vm, id string) (*VM, error) {
+	resp, err := r.rpc.StartFailback(ctx, &pb.FailbackVMRequest{Vm: vm, Id: id})
+	if err != nil {
+		return nil, r.in.err(err)
+	}
+	v := vmFromProto(resp)
+	return &v, nil
+}
+
+// UndoFailback implements FailbackWriter.
+func (r *remoteSource) UndoFailback(ctx context.Context, vm, id string) error {
+	_, err := r.rpc.UndoFailback(ctx, &pb.FailbackVMRequest{Vm: vm, Id: id})
+	return r.in.err(err)
+}
+
+// CommitFailback implements FailbackWriter.
+func (r *remoteSource) CommitFailback(ctx context.Context, vm, id string) error {
+	_, err := r.rpc.CommitFailback(ctx, &pb.FailbackVMRequest{Vm: vm, Id: id})
+	return r.in.err(err)
+}

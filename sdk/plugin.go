@@ -20,10 +20,11 @@ import (
 // repository objects (ObjectLocator); minor 7 replica mapping
 // (ReplicaMapper); minor 8 added the hardware model (VM.Hardware, each
 // disk's bus and controller model, each NIC's model) and what a target
-// builds (Component.Hardware).
+// builds (Component.Hardware); minor 9 failback (FailbackReader,
+// FailbackWriter).
 const (
 	ProtocolMajor = 1
-	ProtocolMinor = 8
+	ProtocolMinor = 9
 )
 
 // Plugin is what a plugin binary serves: its name, version and components,

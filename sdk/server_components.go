@@ -514,3 +514,142 @@ func (ts *targetService) StopTest(ctx context.Context, req *pb.TestRequest) (*pb
 	}
 	return &pb.Empty{}, tf.StopTest(ctx, req.GetId())
 }
+
+// failbackReader finds the addressed target's failback reader, or says it
+// has none.
+func (ts *targetService) failbackReader(ctx context.Context, replica string) (FailbackReader, error) {
+	in, err := ts.s.lookup(ctx, KindTarget)
+	if err != nil {
+		return nil, err
+	}
+	fr, ok := in.tgt.(FailbackReader)
+	if !ok {
+		return nil, FailbackUnsupported(fmt.Sprintf("target %q", in.typ), ts.s.p.Name, replica)
+	}
+	return fr, nil
+}
+
+func (ts *targetService) FailedOverChanges(req *pb.FailedOverChangesRequest, stream pb.Target_FailedOverChangesServer) error {
+	ctx := stream.Context()
+	fr, err := ts.failbackReader(ctx, req.GetReplica())
+	if err != nil {
+		return err
+	}
+	r := FailedOverChangesRequest{Replica: req.GetReplica(), Disk: int(req.GetDisk()), Since: req.GetSince()}
+	mark, err := fr.FailedOverChanges(ctx, r, func(batch []Extent) error {
+		for len(batch) > 0 {
+			n := min(len(batch), extentsPerBatch)
+			if err := stream.Send(&pb.FailedOverChangesMessage{Extents: extentsToProto(batch[:n])}); err != nil {
+				return err
+			}
+			batch = batch[n:]
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if mark == "" {
+		return fmt.Errorf("changes of replica %q disk %d: the target returned no mark: %w", r.Replica, r.Disk, errdefs.ErrDataLoss)
+	}
+	return stream.Send(&pb.FailedOverChangesMessage{Mark: mark})
+}
+
+func (ts *targetService) OpenFailedOverDisk(ctx context.Context, req *pb.OpenFailedOverDiskRequest) (*pb.DiskHandle, error) {
+	fr, err := ts.failbackReader(ctx, req.GetReplica())
+	if err != nil {
+		return nil, err
+	}
+	r, err := fr.OpenFailedOverDisk(ctx, req.GetReplica(), int(req.GetDisk()))
+	if err != nil {
+		return nil, err
+	}
+	// Read through the stream: a running VM's disk, not a replica disk
+	// the direct lane was declared for.
+	return ts.s.addDisk(&openDisk{r: r}, false), nil
+}
+
+func (ts *targetService) SetReplicaPower(ctx context.Context, req *pb.SetReplicaPowerRequest) (*pb.Replica, error) {
+	fr, err := ts.failbackReader(ctx, req.GetReplica())
+	if err != nil {
+		return nil, err
+	}
+	r, err := fr.SetReplicaPower(ctx, req.GetReplica(), req.GetOn())
+	if err != nil {
+		return nil, err
+	}
+	return replicaToProto(r), nil
+}
+
+// failbackWriter finds the addressed source's failback writer, or says it
+// has none.
+func (ss *sourceService) failbackWriter(ctx context.Context, vm string) (FailbackWriter, error) {
+	in, err := ss.s.lookup(ctx, KindSource)
+	if err != nil {
+		return nil, err
+	}
+	fw, ok := in.src.(FailbackWriter)
+	if !ok {
+		return nil, FailbackUnsupported(fmt.Sprintf("source %q", in.typ), ss.s.p.Name, vm)
+	}
+	return fw, nil
+}
+
+func (ss *sourceService) BeginFailback(ctx context.Context, req *pb.BeginFailbackRequest) (*pb.VM, error) {
+	fw, err := ss.failbackWriter(ctx, req.GetVm())
+	if err != nil {
+		return nil, err
+	}
+	r := FailbackRequest{ID: req.GetId(), VM: req.GetVm()}
+	if req.GetCreate() != nil {
+		v := vmFromProto(req.GetCreate())
+		r.Create = &v
+	}
+	v, err := fw.BeginFailback(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	return vmToProto(v), nil
+}
+
+func (ss *sourceService) OpenFailbackDisk(ctx context.Context, req *pb.OpenFailbackDiskRequest) (*pb.DiskHandle, error) {
+	fw, err := ss.failbackWriter(ctx, req.GetVm())
+	if err != nil {
+		return nil, err
+	}
+	w, err := fw.OpenFailbackDisk(ctx, req.GetVm(), req.GetId(), int(req.GetDisk()), req.GetSize())
+	if err != nil {
+		return nil, err
+	}
+	// Through the stream only: the plugin saves what each write
+	// overwrites before it lands.
+	return ss.s.addDisk(&openDisk{w: w}, false), nil
+}
+
+func (ss *sourceService) StartFailback(ctx context.Context, req *pb.FailbackVMRequest) (*pb.VM, error) {
+	fw, err := ss.failbackWriter(ctx, req.GetVm())
+	if err != nil {
+		return nil, err
+	}
+	v, err := fw.StartFailback(ctx, req.GetVm(), req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return vmToProto(v), nil
+}
+
+func (ss *sourceService) UndoFailback(ctx context.Context, req *pb.FailbackVMRequest) (*pb.Empty, error) {
+	fw, err := ss.failbackWriter(ctx, req.GetVm())
+	if err != nil {
+		return nil, err
+	}
+	return &pb.Empty{}, fw.UndoFailback(ctx, req.GetVm(), req.GetId())
+}
+
+func (ss *sourceService) CommitFailback(ctx context.Context, req *pb.FailbackVMRequest) (*pb.Empty, error) {
+	fw, err := ss.failbackWriter(ctx, req.GetVm())
+	if err != nil {
+		return nil, err
+	}
+	return &pb.Empty{}, fw.CommitFailback(ctx, req.GetVm(), req.GetId())
+}

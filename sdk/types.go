@@ -27,6 +27,9 @@ type Capabilities struct {
 	Tags           bool // a Source reports each VM's tags (VM.Tags) and lists its tags (TagLister)
 	TestFailover   bool // a Target starts test VMs from restore points (TestFailoverer)
 	MapReplicas    bool // a Target makes a VM it has the replica of a source VM (ReplicaMapper)
+	// Failback: a Target reads failed-over replicas (FailbackReader), a
+	// Source writes failbacks into production VMs (FailbackWriter).
+	Failback bool
 }
 
 // Limits are bounds a component cannot go beyond. ferry checks them when it

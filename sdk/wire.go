@@ -42,12 +42,12 @@ func kindFromProto(k pb.Kind) Kind {
 }
 
 func capsToProto(c Capabilities) *pb.Capabilities {
-	return &pb.Capabilities{ChangeTracking: c.ChangeTracking, DirectData: c.DirectData, Quiesce: c.Quiesce, ReIp: c.ReIP, Folders: c.Folders, Tags: c.Tags, TestFailover: c.TestFailover, MapReplicas: c.MapReplicas}
+	return &pb.Capabilities{ChangeTracking: c.ChangeTracking, DirectData: c.DirectData, Quiesce: c.Quiesce, ReIp: c.ReIP, Folders: c.Folders, Tags: c.Tags, TestFailover: c.TestFailover, MapReplicas: c.MapReplicas, Failback: c.Failback}
 }
 
 func capsFromProto(c *pb.Capabilities) Capabilities {
 	return Capabilities{ChangeTracking: c.GetChangeTracking(), DirectData: c.GetDirectData(), Quiesce: c.GetQuiesce(), ReIP: c.GetReIp(),
-		Folders: c.GetFolders(), Tags: c.GetTags(), TestFailover: c.GetTestFailover(), MapReplicas: c.GetMapReplicas()}
+		Folders: c.GetFolders(), Tags: c.GetTags(), TestFailover: c.GetTestFailover(), MapReplicas: c.GetMapReplicas(), Failback: c.GetFailback()}
 }
 
 func limitsToProto(l Limits) *pb.Limits {

@@ -234,7 +234,7 @@ func (x Replica_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Replica_State.Descriptor instead.
 func (Replica_State) EnumDescriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{49, 0}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{52, 0}
 }
 
 // ErrorInfo is attached to every error status a plugin returns.
@@ -826,7 +826,13 @@ type Capabilities struct {
 	TestFailover bool `protobuf:"varint,7,opt,name=test_failover,json=testFailover,proto3" json:"test_failover,omitempty"`
 	// map_replicas: the target makes a VM it has (not a replica) the
 	// replica of a source VM (MapReplica). Since protocol 1.7.
-	MapReplicas   bool `protobuf:"varint,8,opt,name=map_replicas,json=mapReplicas,proto3" json:"map_replicas,omitempty"`
+	MapReplicas bool `protobuf:"varint,8,opt,name=map_replicas,json=mapReplicas,proto3" json:"map_replicas,omitempty"`
+	// failback: on a target, it reads a failed-over replica and says what it
+	// wrote since the failover (FailedOverChanges, OpenFailedOverDisk,
+	// SetReplicaPower); on a source, it writes a failback into a production
+	// VM keeping an undo store (BeginFailback, OpenFailbackDisk,
+	// StartFailback, UndoFailback, CommitFailback). Since protocol 1.9.
+	Failback      bool `protobuf:"varint,9,opt,name=failback,proto3" json:"failback,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -913,6 +919,13 @@ func (x *Capabilities) GetTestFailover() bool {
 func (x *Capabilities) GetMapReplicas() bool {
 	if x != nil {
 		return x.MapReplicas
+	}
+	return false
+}
+
+func (x *Capabilities) GetFailback() bool {
+	if x != nil {
+		return x.Failback
 	}
 	return false
 }
@@ -3325,6 +3338,190 @@ func (x *OpenSnapshotDiskRequest) GetDisk() int32 {
 	return 0
 }
 
+// BeginFailbackRequest readies a production VM for a failback (minor 9).
+type BeginFailbackRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the host's name for the failback.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Vm string `protobuf:"bytes,2,opt,name=vm,proto3" json:"vm,omitempty"`
+	// create describes the VM to create when vm does not exist; unset, a
+	// missing VM is NOT_FOUND.
+	Create        *VM `protobuf:"bytes,3,opt,name=create,proto3" json:"create,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeginFailbackRequest) Reset() {
+	*x = BeginFailbackRequest{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginFailbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginFailbackRequest) ProtoMessage() {}
+
+func (x *BeginFailbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginFailbackRequest.ProtoReflect.Descriptor instead.
+func (*BeginFailbackRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *BeginFailbackRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BeginFailbackRequest) GetVm() string {
+	if x != nil {
+		return x.Vm
+	}
+	return ""
+}
+
+func (x *BeginFailbackRequest) GetCreate() *VM {
+	if x != nil {
+		return x.Create
+	}
+	return nil
+}
+
+type OpenFailbackDiskRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Vm            string                 `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Disk          int32                  `protobuf:"varint,3,opt,name=disk,proto3" json:"disk,omitempty"`
+	Size          int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenFailbackDiskRequest) Reset() {
+	*x = OpenFailbackDiskRequest{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenFailbackDiskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenFailbackDiskRequest) ProtoMessage() {}
+
+func (x *OpenFailbackDiskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenFailbackDiskRequest.ProtoReflect.Descriptor instead.
+func (*OpenFailbackDiskRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *OpenFailbackDiskRequest) GetVm() string {
+	if x != nil {
+		return x.Vm
+	}
+	return ""
+}
+
+func (x *OpenFailbackDiskRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *OpenFailbackDiskRequest) GetDisk() int32 {
+	if x != nil {
+		return x.Disk
+	}
+	return 0
+}
+
+func (x *OpenFailbackDiskRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type FailbackVMRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Vm            string                 `protobuf:"bytes,1,opt,name=vm,proto3" json:"vm,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailbackVMRequest) Reset() {
+	*x = FailbackVMRequest{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailbackVMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailbackVMRequest) ProtoMessage() {}
+
+func (x *FailbackVMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailbackVMRequest.ProtoReflect.Descriptor instead.
+func (*FailbackVMRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *FailbackVMRequest) GetVm() string {
+	if x != nil {
+		return x.Vm
+	}
+	return ""
+}
+
+func (x *FailbackVMRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 // ProbeTransportRequest names the disks to reach: a source VM, or a
 // target's replica ("" for one not yet created: the target's storage).
 type ProbeTransportRequest struct {
@@ -3337,7 +3534,7 @@ type ProbeTransportRequest struct {
 
 func (x *ProbeTransportRequest) Reset() {
 	*x = ProbeTransportRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3349,7 +3546,7 @@ func (x *ProbeTransportRequest) String() string {
 func (*ProbeTransportRequest) ProtoMessage() {}
 
 func (x *ProbeTransportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[46]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3362,7 +3559,7 @@ func (x *ProbeTransportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeTransportRequest.ProtoReflect.Descriptor instead.
 func (*ProbeTransportRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{46}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ProbeTransportRequest) GetVm() string {
@@ -3391,7 +3588,7 @@ type ProbeTransportResponse struct {
 
 func (x *ProbeTransportResponse) Reset() {
 	*x = ProbeTransportResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3403,7 +3600,7 @@ func (x *ProbeTransportResponse) String() string {
 func (*ProbeTransportResponse) ProtoMessage() {}
 
 func (x *ProbeTransportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[47]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3416,7 +3613,7 @@ func (x *ProbeTransportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeTransportResponse.ProtoReflect.Descriptor instead.
 func (*ProbeTransportResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{47}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ProbeTransportResponse) GetMode() string {
@@ -3445,7 +3642,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3457,7 +3654,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[48]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3470,7 +3667,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{48}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Placement) GetHosts() []string {
@@ -3519,7 +3716,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3531,7 +3728,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[49]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3544,7 +3741,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{49}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Replica) GetId() string {
@@ -3615,7 +3812,7 @@ type ReplicaOwner struct {
 
 func (x *ReplicaOwner) Reset() {
 	*x = ReplicaOwner{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3627,7 +3824,7 @@ func (x *ReplicaOwner) String() string {
 func (*ReplicaOwner) ProtoMessage() {}
 
 func (x *ReplicaOwner) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[50]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3640,7 +3837,7 @@ func (x *ReplicaOwner) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaOwner.ProtoReflect.Descriptor instead.
 func (*ReplicaOwner) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{50}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ReplicaOwner) GetJob() string {
@@ -3676,7 +3873,7 @@ type CreateReplicaRequest struct {
 
 func (x *CreateReplicaRequest) Reset() {
 	*x = CreateReplicaRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3688,7 +3885,7 @@ func (x *CreateReplicaRequest) String() string {
 func (*CreateReplicaRequest) ProtoMessage() {}
 
 func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[51]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3701,7 +3898,7 @@ func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaRequest.ProtoReflect.Descriptor instead.
 func (*CreateReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{51}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CreateReplicaRequest) GetName() string {
@@ -3741,7 +3938,7 @@ type ReplicaRequest struct {
 
 func (x *ReplicaRequest) Reset() {
 	*x = ReplicaRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3753,7 +3950,7 @@ func (x *ReplicaRequest) String() string {
 func (*ReplicaRequest) ProtoMessage() {}
 
 func (x *ReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[52]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3766,7 +3963,7 @@ func (x *ReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{52}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ReplicaRequest) GetReplica() string {
@@ -3785,7 +3982,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3797,7 +3994,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[53]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3810,7 +4007,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{53}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -3836,7 +4033,7 @@ type OpenReplicaDiskRequest struct {
 
 func (x *OpenReplicaDiskRequest) Reset() {
 	*x = OpenReplicaDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3848,7 +4045,7 @@ func (x *OpenReplicaDiskRequest) String() string {
 func (*OpenReplicaDiskRequest) ProtoMessage() {}
 
 func (x *OpenReplicaDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[54]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3861,7 +4058,7 @@ func (x *OpenReplicaDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenReplicaDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenReplicaDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{54}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *OpenReplicaDiskRequest) GetReplica() string {
@@ -3906,7 +4103,7 @@ type RestorePoint struct {
 
 func (x *RestorePoint) Reset() {
 	*x = RestorePoint{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3918,7 +4115,7 @@ func (x *RestorePoint) String() string {
 func (*RestorePoint) ProtoMessage() {}
 
 func (x *RestorePoint) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[55]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3931,7 +4128,7 @@ func (x *RestorePoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestorePoint.ProtoReflect.Descriptor instead.
 func (*RestorePoint) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{55}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RestorePoint) GetId() string {
@@ -3986,7 +4183,7 @@ type CreateRestorePointRequest struct {
 
 func (x *CreateRestorePointRequest) Reset() {
 	*x = CreateRestorePointRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3998,7 +4195,7 @@ func (x *CreateRestorePointRequest) String() string {
 func (*CreateRestorePointRequest) ProtoMessage() {}
 
 func (x *CreateRestorePointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[56]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4011,7 +4208,7 @@ func (x *CreateRestorePointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRestorePointRequest.ProtoReflect.Descriptor instead.
 func (*CreateRestorePointRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{56}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CreateRestorePointRequest) GetReplica() string {
@@ -4037,7 +4234,7 @@ type ListRestorePointsResponse struct {
 
 func (x *ListRestorePointsResponse) Reset() {
 	*x = ListRestorePointsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4049,7 +4246,7 @@ func (x *ListRestorePointsResponse) String() string {
 func (*ListRestorePointsResponse) ProtoMessage() {}
 
 func (x *ListRestorePointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[57]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4062,7 +4259,7 @@ func (x *ListRestorePointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRestorePointsResponse.ProtoReflect.Descriptor instead.
 func (*ListRestorePointsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{57}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListRestorePointsResponse) GetPoints() []*RestorePoint {
@@ -4082,7 +4279,7 @@ type RestorePointRequest struct {
 
 func (x *RestorePointRequest) Reset() {
 	*x = RestorePointRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4094,7 +4291,7 @@ func (x *RestorePointRequest) String() string {
 func (*RestorePointRequest) ProtoMessage() {}
 
 func (x *RestorePointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[58]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4107,7 +4304,7 @@ func (x *RestorePointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestorePointRequest.ProtoReflect.Descriptor instead.
 func (*RestorePointRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{58}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RestorePointRequest) GetReplica() string {
@@ -4135,7 +4332,7 @@ type OpenRestorePointDiskRequest struct {
 
 func (x *OpenRestorePointDiskRequest) Reset() {
 	*x = OpenRestorePointDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4147,7 +4344,7 @@ func (x *OpenRestorePointDiskRequest) String() string {
 func (*OpenRestorePointDiskRequest) ProtoMessage() {}
 
 func (x *OpenRestorePointDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[59]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4160,7 +4357,7 @@ func (x *OpenRestorePointDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenRestorePointDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenRestorePointDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{59}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *OpenRestorePointDiskRequest) GetReplica() string {
@@ -4194,7 +4391,7 @@ type NetworkMapping struct {
 
 func (x *NetworkMapping) Reset() {
 	*x = NetworkMapping{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4206,7 +4403,7 @@ func (x *NetworkMapping) String() string {
 func (*NetworkMapping) ProtoMessage() {}
 
 func (x *NetworkMapping) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[60]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4219,7 +4416,7 @@ func (x *NetworkMapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkMapping.ProtoReflect.Descriptor instead.
 func (*NetworkMapping) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{60}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *NetworkMapping) GetFrom() string {
@@ -4248,7 +4445,7 @@ type ReIPRule struct {
 
 func (x *ReIPRule) Reset() {
 	*x = ReIPRule{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4260,7 +4457,7 @@ func (x *ReIPRule) String() string {
 func (*ReIPRule) ProtoMessage() {}
 
 func (x *ReIPRule) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[61]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4273,7 +4470,7 @@ func (x *ReIPRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReIPRule.ProtoReflect.Descriptor instead.
 func (*ReIPRule) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{61}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ReIPRule) GetFromSubnet() string {
@@ -4314,7 +4511,7 @@ type NetworkConfig struct {
 
 func (x *NetworkConfig) Reset() {
 	*x = NetworkConfig{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4326,7 +4523,7 @@ func (x *NetworkConfig) String() string {
 func (*NetworkConfig) ProtoMessage() {}
 
 func (x *NetworkConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[62]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4339,7 +4536,7 @@ func (x *NetworkConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkConfig.ProtoReflect.Descriptor instead.
 func (*NetworkConfig) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{62}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *NetworkConfig) GetNetworkMap() []*NetworkMapping {
@@ -4367,7 +4564,7 @@ type FailoverRequest struct {
 
 func (x *FailoverRequest) Reset() {
 	*x = FailoverRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4379,7 +4576,7 @@ func (x *FailoverRequest) String() string {
 func (*FailoverRequest) ProtoMessage() {}
 
 func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[63]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4392,7 +4589,7 @@ func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
 func (*FailoverRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{63}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *FailoverRequest) GetReplica() string {
@@ -4436,7 +4633,7 @@ type StartTestRequest struct {
 
 func (x *StartTestRequest) Reset() {
 	*x = StartTestRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4448,7 +4645,7 @@ func (x *StartTestRequest) String() string {
 func (*StartTestRequest) ProtoMessage() {}
 
 func (x *StartTestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[64]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4461,7 +4658,7 @@ func (x *StartTestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartTestRequest.ProtoReflect.Descriptor instead.
 func (*StartTestRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{64}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *StartTestRequest) GetId() string {
@@ -4518,7 +4715,7 @@ type TestVM struct {
 
 func (x *TestVM) Reset() {
 	*x = TestVM{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4530,7 +4727,7 @@ func (x *TestVM) String() string {
 func (*TestVM) ProtoMessage() {}
 
 func (x *TestVM) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[65]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4543,7 +4740,7 @@ func (x *TestVM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestVM.ProtoReflect.Descriptor instead.
 func (*TestVM) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{65}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *TestVM) GetId() string {
@@ -4604,7 +4801,7 @@ type TestRequest struct {
 
 func (x *TestRequest) Reset() {
 	*x = TestRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4616,7 +4813,7 @@ func (x *TestRequest) String() string {
 func (*TestRequest) ProtoMessage() {}
 
 func (x *TestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[66]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4629,7 +4826,7 @@ func (x *TestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestRequest.ProtoReflect.Descriptor instead.
 func (*TestRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{66}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *TestRequest) GetId() string {
@@ -4648,7 +4845,7 @@ type ListTestsResponse struct {
 
 func (x *ListTestsResponse) Reset() {
 	*x = ListTestsResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4660,7 +4857,7 @@ func (x *ListTestsResponse) String() string {
 func (*ListTestsResponse) ProtoMessage() {}
 
 func (x *ListTestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[67]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4673,7 +4870,7 @@ func (x *ListTestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTestsResponse.ProtoReflect.Descriptor instead.
 func (*ListTestsResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{67}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListTestsResponse) GetTests() []*TestVM {
@@ -4693,7 +4890,7 @@ type OpenTestDiskRequest struct {
 
 func (x *OpenTestDiskRequest) Reset() {
 	*x = OpenTestDiskRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4705,7 +4902,7 @@ func (x *OpenTestDiskRequest) String() string {
 func (*OpenTestDiskRequest) ProtoMessage() {}
 
 func (x *OpenTestDiskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[68]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4718,7 +4915,7 @@ func (x *OpenTestDiskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenTestDiskRequest.ProtoReflect.Descriptor instead.
 func (*OpenTestDiskRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{68}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *OpenTestDiskRequest) GetId() string {
@@ -4745,7 +4942,7 @@ type ApplyNetworkRequest struct {
 
 func (x *ApplyNetworkRequest) Reset() {
 	*x = ApplyNetworkRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4757,7 +4954,7 @@ func (x *ApplyNetworkRequest) String() string {
 func (*ApplyNetworkRequest) ProtoMessage() {}
 
 func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[69]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4770,7 +4967,7 @@ func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyNetworkRequest.ProtoReflect.Descriptor instead.
 func (*ApplyNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{69}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ApplyNetworkRequest) GetReplica() string {
@@ -4787,6 +4984,227 @@ func (x *ApplyNetworkRequest) GetNetwork() *NetworkConfig {
 	return nil
 }
 
+// FailedOverChangesRequest asks what a failed-over replica's disk wrote
+// since a mark, or since the failover (minor 9).
+type FailedOverChangesRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Replica string                 `protobuf:"bytes,1,opt,name=replica,proto3" json:"replica,omitempty"`
+	Disk    int32                  `protobuf:"varint,2,opt,name=disk,proto3" json:"disk,omitempty"`
+	// since is a mark an earlier call returned; empty: since the failover.
+	Since         string `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailedOverChangesRequest) Reset() {
+	*x = FailedOverChangesRequest{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailedOverChangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailedOverChangesRequest) ProtoMessage() {}
+
+func (x *FailedOverChangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailedOverChangesRequest.ProtoReflect.Descriptor instead.
+func (*FailedOverChangesRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *FailedOverChangesRequest) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *FailedOverChangesRequest) GetDisk() int32 {
+	if x != nil {
+		return x.Disk
+	}
+	return 0
+}
+
+func (x *FailedOverChangesRequest) GetSince() string {
+	if x != nil {
+		return x.Since
+	}
+	return ""
+}
+
+// FailedOverChangesMessage carries batches of changed areas; the last
+// message carries the new mark alone.
+type FailedOverChangesMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Extents       []*Extent              `protobuf:"bytes,1,rep,name=extents,proto3" json:"extents,omitempty"`
+	Mark          string                 `protobuf:"bytes,2,opt,name=mark,proto3" json:"mark,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailedOverChangesMessage) Reset() {
+	*x = FailedOverChangesMessage{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailedOverChangesMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailedOverChangesMessage) ProtoMessage() {}
+
+func (x *FailedOverChangesMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailedOverChangesMessage.ProtoReflect.Descriptor instead.
+func (*FailedOverChangesMessage) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *FailedOverChangesMessage) GetExtents() []*Extent {
+	if x != nil {
+		return x.Extents
+	}
+	return nil
+}
+
+func (x *FailedOverChangesMessage) GetMark() string {
+	if x != nil {
+		return x.Mark
+	}
+	return ""
+}
+
+type OpenFailedOverDiskRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replica       string                 `protobuf:"bytes,1,opt,name=replica,proto3" json:"replica,omitempty"`
+	Disk          int32                  `protobuf:"varint,2,opt,name=disk,proto3" json:"disk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenFailedOverDiskRequest) Reset() {
+	*x = OpenFailedOverDiskRequest{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenFailedOverDiskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenFailedOverDiskRequest) ProtoMessage() {}
+
+func (x *OpenFailedOverDiskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenFailedOverDiskRequest.ProtoReflect.Descriptor instead.
+func (*OpenFailedOverDiskRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *OpenFailedOverDiskRequest) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *OpenFailedOverDiskRequest) GetDisk() int32 {
+	if x != nil {
+		return x.Disk
+	}
+	return 0
+}
+
+type SetReplicaPowerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replica       string                 `protobuf:"bytes,1,opt,name=replica,proto3" json:"replica,omitempty"`
+	On            bool                   `protobuf:"varint,2,opt,name=on,proto3" json:"on,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetReplicaPowerRequest) Reset() {
+	*x = SetReplicaPowerRequest{}
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetReplicaPowerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetReplicaPowerRequest) ProtoMessage() {}
+
+func (x *SetReplicaPowerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetReplicaPowerRequest.ProtoReflect.Descriptor instead.
+func (*SetReplicaPowerRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *SetReplicaPowerRequest) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *SetReplicaPowerRequest) GetOn() bool {
+	if x != nil {
+		return x.On
+	}
+	return false
+}
+
 type PutMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -4800,7 +5218,7 @@ type PutMessage struct {
 
 func (x *PutMessage) Reset() {
 	*x = PutMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4812,7 +5230,7 @@ func (x *PutMessage) String() string {
 func (*PutMessage) ProtoMessage() {}
 
 func (x *PutMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[70]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4825,7 +5243,7 @@ func (x *PutMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMessage.ProtoReflect.Descriptor instead.
 func (*PutMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{70}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *PutMessage) GetMsg() isPutMessage_Msg {
@@ -4878,7 +5296,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4890,7 +5308,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[71]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4903,7 +5321,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{71}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *PutResponse) GetGeneration() int64 {
@@ -4925,7 +5343,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[72]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4937,7 +5355,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[72]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4950,7 +5368,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{72}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *GetRequest) GetKey() string {
@@ -4981,7 +5399,7 @@ type GetMessage struct {
 
 func (x *GetMessage) Reset() {
 	*x = GetMessage{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[73]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4993,7 +5411,7 @@ func (x *GetMessage) String() string {
 func (*GetMessage) ProtoMessage() {}
 
 func (x *GetMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[73]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5006,7 +5424,7 @@ func (x *GetMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessage.ProtoReflect.Descriptor instead.
 func (*GetMessage) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{73}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *GetMessage) GetMsg() isGetMessage_Msg {
@@ -5079,7 +5497,7 @@ type ObjectFile struct {
 
 func (x *ObjectFile) Reset() {
 	*x = ObjectFile{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[74]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5091,7 +5509,7 @@ func (x *ObjectFile) String() string {
 func (*ObjectFile) ProtoMessage() {}
 
 func (x *ObjectFile) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[74]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5104,7 +5522,7 @@ func (x *ObjectFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectFile.ProtoReflect.Descriptor instead.
 func (*ObjectFile) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{74}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *ObjectFile) GetInfo() *ObjectInfo {
@@ -5147,7 +5565,7 @@ type ObjectInfo struct {
 
 func (x *ObjectInfo) Reset() {
 	*x = ObjectInfo{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[75]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5159,7 +5577,7 @@ func (x *ObjectInfo) String() string {
 func (*ObjectInfo) ProtoMessage() {}
 
 func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[75]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5172,7 +5590,7 @@ func (x *ObjectInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectInfo.ProtoReflect.Descriptor instead.
 func (*ObjectInfo) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{75}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *ObjectInfo) GetKey() string {
@@ -5212,7 +5630,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[76]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5224,7 +5642,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[76]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5237,7 +5655,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{76}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *ListRequest) GetPrefix() string {
@@ -5256,7 +5674,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[77]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5268,7 +5686,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[77]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5281,7 +5699,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{77}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *ListResponse) GetObjects() []*ObjectInfo {
@@ -5301,7 +5719,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[78]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5313,7 +5731,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[78]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5326,7 +5744,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{78}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *DeleteRequest) GetKey() string {
@@ -5356,7 +5774,7 @@ type PutMessage_Header struct {
 
 func (x *PutMessage_Header) Reset() {
 	*x = PutMessage_Header{}
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[84]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5368,7 +5786,7 @@ func (x *PutMessage_Header) String() string {
 func (*PutMessage_Header) ProtoMessage() {}
 
 func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
-	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[84]
+	mi := &file_ferry_plugin_v1_plugin_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5381,7 +5799,7 @@ func (x *PutMessage_Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMessage_Header.ProtoReflect.Descriptor instead.
 func (*PutMessage_Header) Descriptor() ([]byte, []int) {
-	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{70, 0}
+	return file_ferry_plugin_v1_plugin_proto_rawDescGZIP(), []int{77, 0}
 }
 
 func (x *PutMessage_Header) GetKey() string {
@@ -5455,7 +5873,7 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x13NESTING_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
 	"\x06SINGLE\x10\x01\x12\b\n" +
-	"\x04LIST\x10\x02\"\xfd\x01\n" +
+	"\x04LIST\x10\x02\"\x99\x02\n" +
 	"\fCapabilities\x12'\n" +
 	"\x0fchange_tracking\x18\x01 \x01(\bR\x0echangeTracking\x12\x1f\n" +
 	"\vdirect_data\x18\x02 \x01(\bR\n" +
@@ -5465,7 +5883,8 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\afolders\x18\x05 \x01(\bR\afolders\x12\x12\n" +
 	"\x04tags\x18\x06 \x01(\bR\x04tags\x12#\n" +
 	"\rtest_failover\x18\a \x01(\bR\ftestFailover\x12!\n" +
-	"\fmap_replicas\x18\b \x01(\bR\vmapReplicas\"q\n" +
+	"\fmap_replicas\x18\b \x01(\bR\vmapReplicas\x12\x1a\n" +
+	"\bfailback\x18\t \x01(\bR\bfailback\"q\n" +
 	"\x06Limits\x12,\n" +
 	"\x12max_restore_points\x18\x01 \x01(\rR\x10maxRestorePoints\x129\n" +
 	"\x19max_restore_points_reason\x18\x02 \x01(\tR\x16maxRestorePointsReason\"\xad\x02\n" +
@@ -5655,7 +6074,19 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x17OpenSnapshotDiskRequest\x12\x0e\n" +
 	"\x02vm\x18\x01 \x01(\tR\x02vm\x12\x1a\n" +
 	"\bsnapshot\x18\x02 \x01(\tR\bsnapshot\x12\x12\n" +
-	"\x04disk\x18\x03 \x01(\x05R\x04disk\";\n" +
+	"\x04disk\x18\x03 \x01(\x05R\x04disk\"c\n" +
+	"\x14BeginFailbackRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
+	"\x02vm\x18\x02 \x01(\tR\x02vm\x12+\n" +
+	"\x06create\x18\x03 \x01(\v2\x13.ferry.plugin.v1.VMR\x06create\"a\n" +
+	"\x17OpenFailbackDiskRequest\x12\x0e\n" +
+	"\x02vm\x18\x01 \x01(\tR\x02vm\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
+	"\x04disk\x18\x03 \x01(\x05R\x04disk\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\"3\n" +
+	"\x11FailbackVMRequest\x12\x0e\n" +
+	"\x02vm\x18\x01 \x01(\tR\x02vm\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\";\n" +
 	"\x15ProbeTransportRequest\x12\x0e\n" +
 	"\x02vm\x18\x01 \x01(\tR\x02vm\x12\x12\n" +
 	"\x04disk\x18\x02 \x01(\x05R\x04disk\">\n" +
@@ -5774,7 +6205,20 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04disk\x18\x02 \x01(\x05R\x04disk\"i\n" +
 	"\x13ApplyNetworkRequest\x12\x18\n" +
 	"\areplica\x18\x01 \x01(\tR\areplica\x128\n" +
-	"\anetwork\x18\x02 \x01(\v2\x1e.ferry.plugin.v1.NetworkConfigR\anetwork\"\xbc\x01\n" +
+	"\anetwork\x18\x02 \x01(\v2\x1e.ferry.plugin.v1.NetworkConfigR\anetwork\"^\n" +
+	"\x18FailedOverChangesRequest\x12\x18\n" +
+	"\areplica\x18\x01 \x01(\tR\areplica\x12\x12\n" +
+	"\x04disk\x18\x02 \x01(\x05R\x04disk\x12\x14\n" +
+	"\x05since\x18\x03 \x01(\tR\x05since\"a\n" +
+	"\x18FailedOverChangesMessage\x121\n" +
+	"\aextents\x18\x01 \x03(\v2\x17.ferry.plugin.v1.ExtentR\aextents\x12\x12\n" +
+	"\x04mark\x18\x02 \x01(\tR\x04mark\"I\n" +
+	"\x19OpenFailedOverDiskRequest\x12\x18\n" +
+	"\areplica\x18\x01 \x01(\tR\areplica\x12\x12\n" +
+	"\x04disk\x18\x02 \x01(\x05R\x04disk\"B\n" +
+	"\x16SetReplicaPowerRequest\x12\x18\n" +
+	"\areplica\x18\x01 \x01(\tR\areplica\x12\x0e\n" +
+	"\x02on\x18\x02 \x01(\bR\x02on\"\xbc\x01\n" +
 	"\n" +
 	"PutMessage\x12<\n" +
 	"\x06header\x18\x01 \x01(\v2\".ferry.plugin.v1.PutMessage.HeaderH\x00R\x06header\x12\x14\n" +
@@ -5837,7 +6281,7 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x05Write\x12\x1d.ferry.plugin.v1.WriteMessage\x1a\x1e.ferry.plugin.v1.WriteResponse(\x01\x12@\n" +
 	"\x04Sync\x12 .ferry.plugin.v1.SyncDiskRequest\x1a\x16.ferry.plugin.v1.Empty\x12B\n" +
 	"\aPrepare\x12\x1f.ferry.plugin.v1.PrepareRequest\x1a\x16.ferry.plugin.v1.Empty\x12B\n" +
-	"\x05Close\x12!.ferry.plugin.v1.CloseDiskRequest\x1a\x16.ferry.plugin.v1.Empty2\xdd\x05\n" +
+	"\x05Close\x12!.ferry.plugin.v1.CloseDiskRequest\x1a\x16.ferry.plugin.v1.Empty2\xe9\b\n" +
 	"\x06Source\x12C\n" +
 	"\aListVMs\x12\x16.ferry.plugin.v1.Empty\x1a .ferry.plugin.v1.ListVMsResponse\x12=\n" +
 	"\n" +
@@ -5848,7 +6292,12 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\fChangedAreas\x12$.ferry.plugin.v1.ChangedAreasRequest\x1a\x1c.ferry.plugin.v1.ExtentBatch0\x01\x12Y\n" +
 	"\x10OpenSnapshotDisk\x12(.ferry.plugin.v1.OpenSnapshotDiskRequest\x1a\x1b.ferry.plugin.v1.DiskHandle\x12E\n" +
 	"\bListTags\x12\x16.ferry.plugin.v1.Empty\x1a!.ferry.plugin.v1.ListTagsResponse\x12a\n" +
-	"\x0eProbeTransport\x12&.ferry.plugin.v1.ProbeTransportRequest\x1a'.ferry.plugin.v1.ProbeTransportResponse2\xdc\f\n" +
+	"\x0eProbeTransport\x12&.ferry.plugin.v1.ProbeTransportRequest\x1a'.ferry.plugin.v1.ProbeTransportResponse\x12K\n" +
+	"\rBeginFailback\x12%.ferry.plugin.v1.BeginFailbackRequest\x1a\x13.ferry.plugin.v1.VM\x12Y\n" +
+	"\x10OpenFailbackDisk\x12(.ferry.plugin.v1.OpenFailbackDiskRequest\x1a\x1b.ferry.plugin.v1.DiskHandle\x12H\n" +
+	"\rStartFailback\x12\".ferry.plugin.v1.FailbackVMRequest\x1a\x13.ferry.plugin.v1.VM\x12J\n" +
+	"\fUndoFailback\x12\".ferry.plugin.v1.FailbackVMRequest\x1a\x16.ferry.plugin.v1.Empty\x12L\n" +
+	"\x0eCommitFailback\x12\".ferry.plugin.v1.FailbackVMRequest\x1a\x16.ferry.plugin.v1.Empty2\xfe\x0e\n" +
 	"\x06Target\x12B\n" +
 	"\fGetPlacement\x12\x16.ferry.plugin.v1.Empty\x1a\x1a.ferry.plugin.v1.Placement\x12P\n" +
 	"\rCreateReplica\x12%.ferry.plugin.v1.CreateReplicaRequest\x1a\x18.ferry.plugin.v1.Replica\x12M\n" +
@@ -5871,7 +6320,10 @@ const file_ferry_plugin_v1_plugin_proto_rawDesc = "" +
 	"\tStartTest\x12!.ferry.plugin.v1.StartTestRequest\x1a\x17.ferry.plugin.v1.TestVM\x12G\n" +
 	"\tListTests\x12\x16.ferry.plugin.v1.Empty\x1a\".ferry.plugin.v1.ListTestsResponse\x12Q\n" +
 	"\fOpenTestDisk\x12$.ferry.plugin.v1.OpenTestDiskRequest\x1a\x1b.ferry.plugin.v1.DiskHandle\x12@\n" +
-	"\bStopTest\x12\x1c.ferry.plugin.v1.TestRequest\x1a\x16.ferry.plugin.v1.Empty2\x9a\x02\n" +
+	"\bStopTest\x12\x1c.ferry.plugin.v1.TestRequest\x1a\x16.ferry.plugin.v1.Empty\x12k\n" +
+	"\x11FailedOverChanges\x12).ferry.plugin.v1.FailedOverChangesRequest\x1a).ferry.plugin.v1.FailedOverChangesMessage0\x01\x12]\n" +
+	"\x12OpenFailedOverDisk\x12*.ferry.plugin.v1.OpenFailedOverDiskRequest\x1a\x1b.ferry.plugin.v1.DiskHandle\x12T\n" +
+	"\x0fSetReplicaPower\x12'.ferry.plugin.v1.SetReplicaPowerRequest\x1a\x18.ferry.plugin.v1.Replica2\x9a\x02\n" +
 	"\n" +
 	"Repository\x12B\n" +
 	"\x03Put\x12\x1b.ferry.plugin.v1.PutMessage\x1a\x1c.ferry.plugin.v1.PutResponse(\x01\x12A\n" +
@@ -5892,7 +6344,7 @@ func file_ferry_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
+var file_ferry_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 92)
 var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(Kind)(0),                           // 0: ferry.plugin.v1.Kind
 	(Diagnostic_Severity)(0),            // 1: ferry.plugin.v1.Diagnostic.Severity
@@ -5944,193 +6396,218 @@ var file_ferry_plugin_v1_plugin_proto_goTypes = []any{
 	(*ChangedAreasRequest)(nil),         // 47: ferry.plugin.v1.ChangedAreasRequest
 	(*ExtentBatch)(nil),                 // 48: ferry.plugin.v1.ExtentBatch
 	(*OpenSnapshotDiskRequest)(nil),     // 49: ferry.plugin.v1.OpenSnapshotDiskRequest
-	(*ProbeTransportRequest)(nil),       // 50: ferry.plugin.v1.ProbeTransportRequest
-	(*ProbeTransportResponse)(nil),      // 51: ferry.plugin.v1.ProbeTransportResponse
-	(*Placement)(nil),                   // 52: ferry.plugin.v1.Placement
-	(*Replica)(nil),                     // 53: ferry.plugin.v1.Replica
-	(*ReplicaOwner)(nil),                // 54: ferry.plugin.v1.ReplicaOwner
-	(*CreateReplicaRequest)(nil),        // 55: ferry.plugin.v1.CreateReplicaRequest
-	(*ReplicaRequest)(nil),              // 56: ferry.plugin.v1.ReplicaRequest
-	(*ListReplicasResponse)(nil),        // 57: ferry.plugin.v1.ListReplicasResponse
-	(*OpenReplicaDiskRequest)(nil),      // 58: ferry.plugin.v1.OpenReplicaDiskRequest
-	(*RestorePoint)(nil),                // 59: ferry.plugin.v1.RestorePoint
-	(*CreateRestorePointRequest)(nil),   // 60: ferry.plugin.v1.CreateRestorePointRequest
-	(*ListRestorePointsResponse)(nil),   // 61: ferry.plugin.v1.ListRestorePointsResponse
-	(*RestorePointRequest)(nil),         // 62: ferry.plugin.v1.RestorePointRequest
-	(*OpenRestorePointDiskRequest)(nil), // 63: ferry.plugin.v1.OpenRestorePointDiskRequest
-	(*NetworkMapping)(nil),              // 64: ferry.plugin.v1.NetworkMapping
-	(*ReIPRule)(nil),                    // 65: ferry.plugin.v1.ReIPRule
-	(*NetworkConfig)(nil),               // 66: ferry.plugin.v1.NetworkConfig
-	(*FailoverRequest)(nil),             // 67: ferry.plugin.v1.FailoverRequest
-	(*StartTestRequest)(nil),            // 68: ferry.plugin.v1.StartTestRequest
-	(*TestVM)(nil),                      // 69: ferry.plugin.v1.TestVM
-	(*TestRequest)(nil),                 // 70: ferry.plugin.v1.TestRequest
-	(*ListTestsResponse)(nil),           // 71: ferry.plugin.v1.ListTestsResponse
-	(*OpenTestDiskRequest)(nil),         // 72: ferry.plugin.v1.OpenTestDiskRequest
-	(*ApplyNetworkRequest)(nil),         // 73: ferry.plugin.v1.ApplyNetworkRequest
-	(*PutMessage)(nil),                  // 74: ferry.plugin.v1.PutMessage
-	(*PutResponse)(nil),                 // 75: ferry.plugin.v1.PutResponse
-	(*GetRequest)(nil),                  // 76: ferry.plugin.v1.GetRequest
-	(*GetMessage)(nil),                  // 77: ferry.plugin.v1.GetMessage
-	(*ObjectFile)(nil),                  // 78: ferry.plugin.v1.ObjectFile
-	(*ObjectInfo)(nil),                  // 79: ferry.plugin.v1.ObjectInfo
-	(*ListRequest)(nil),                 // 80: ferry.plugin.v1.ListRequest
-	(*ListResponse)(nil),                // 81: ferry.plugin.v1.ListResponse
-	(*DeleteRequest)(nil),               // 82: ferry.plugin.v1.DeleteRequest
-	nil,                                 // 83: ferry.plugin.v1.VM.AttributesEntry
-	nil,                                 // 84: ferry.plugin.v1.RestorePoint.LabelsEntry
-	nil,                                 // 85: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
-	nil,                                 // 86: ferry.plugin.v1.StartTestRequest.LabelsEntry
-	nil,                                 // 87: ferry.plugin.v1.TestVM.LabelsEntry
-	(*PutMessage_Header)(nil),           // 88: ferry.plugin.v1.PutMessage.Header
+	(*BeginFailbackRequest)(nil),        // 50: ferry.plugin.v1.BeginFailbackRequest
+	(*OpenFailbackDiskRequest)(nil),     // 51: ferry.plugin.v1.OpenFailbackDiskRequest
+	(*FailbackVMRequest)(nil),           // 52: ferry.plugin.v1.FailbackVMRequest
+	(*ProbeTransportRequest)(nil),       // 53: ferry.plugin.v1.ProbeTransportRequest
+	(*ProbeTransportResponse)(nil),      // 54: ferry.plugin.v1.ProbeTransportResponse
+	(*Placement)(nil),                   // 55: ferry.plugin.v1.Placement
+	(*Replica)(nil),                     // 56: ferry.plugin.v1.Replica
+	(*ReplicaOwner)(nil),                // 57: ferry.plugin.v1.ReplicaOwner
+	(*CreateReplicaRequest)(nil),        // 58: ferry.plugin.v1.CreateReplicaRequest
+	(*ReplicaRequest)(nil),              // 59: ferry.plugin.v1.ReplicaRequest
+	(*ListReplicasResponse)(nil),        // 60: ferry.plugin.v1.ListReplicasResponse
+	(*OpenReplicaDiskRequest)(nil),      // 61: ferry.plugin.v1.OpenReplicaDiskRequest
+	(*RestorePoint)(nil),                // 62: ferry.plugin.v1.RestorePoint
+	(*CreateRestorePointRequest)(nil),   // 63: ferry.plugin.v1.CreateRestorePointRequest
+	(*ListRestorePointsResponse)(nil),   // 64: ferry.plugin.v1.ListRestorePointsResponse
+	(*RestorePointRequest)(nil),         // 65: ferry.plugin.v1.RestorePointRequest
+	(*OpenRestorePointDiskRequest)(nil), // 66: ferry.plugin.v1.OpenRestorePointDiskRequest
+	(*NetworkMapping)(nil),              // 67: ferry.plugin.v1.NetworkMapping
+	(*ReIPRule)(nil),                    // 68: ferry.plugin.v1.ReIPRule
+	(*NetworkConfig)(nil),               // 69: ferry.plugin.v1.NetworkConfig
+	(*FailoverRequest)(nil),             // 70: ferry.plugin.v1.FailoverRequest
+	(*StartTestRequest)(nil),            // 71: ferry.plugin.v1.StartTestRequest
+	(*TestVM)(nil),                      // 72: ferry.plugin.v1.TestVM
+	(*TestRequest)(nil),                 // 73: ferry.plugin.v1.TestRequest
+	(*ListTestsResponse)(nil),           // 74: ferry.plugin.v1.ListTestsResponse
+	(*OpenTestDiskRequest)(nil),         // 75: ferry.plugin.v1.OpenTestDiskRequest
+	(*ApplyNetworkRequest)(nil),         // 76: ferry.plugin.v1.ApplyNetworkRequest
+	(*FailedOverChangesRequest)(nil),    // 77: ferry.plugin.v1.FailedOverChangesRequest
+	(*FailedOverChangesMessage)(nil),    // 78: ferry.plugin.v1.FailedOverChangesMessage
+	(*OpenFailedOverDiskRequest)(nil),   // 79: ferry.plugin.v1.OpenFailedOverDiskRequest
+	(*SetReplicaPowerRequest)(nil),      // 80: ferry.plugin.v1.SetReplicaPowerRequest
+	(*PutMessage)(nil),                  // 81: ferry.plugin.v1.PutMessage
+	(*PutResponse)(nil),                 // 82: ferry.plugin.v1.PutResponse
+	(*GetRequest)(nil),                  // 83: ferry.plugin.v1.GetRequest
+	(*GetMessage)(nil),                  // 84: ferry.plugin.v1.GetMessage
+	(*ObjectFile)(nil),                  // 85: ferry.plugin.v1.ObjectFile
+	(*ObjectInfo)(nil),                  // 86: ferry.plugin.v1.ObjectInfo
+	(*ListRequest)(nil),                 // 87: ferry.plugin.v1.ListRequest
+	(*ListResponse)(nil),                // 88: ferry.plugin.v1.ListResponse
+	(*DeleteRequest)(nil),               // 89: ferry.plugin.v1.DeleteRequest
+	nil,                                 // 90: ferry.plugin.v1.VM.AttributesEntry
+	nil,                                 // 91: ferry.plugin.v1.RestorePoint.LabelsEntry
+	nil,                                 // 92: ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	nil,                                 // 93: ferry.plugin.v1.StartTestRequest.LabelsEntry
+	nil,                                 // 94: ferry.plugin.v1.TestVM.LabelsEntry
+	(*PutMessage_Header)(nil),           // 95: ferry.plugin.v1.PutMessage.Header
 }
 var file_ferry_plugin_v1_plugin_proto_depIdxs = []int32{
-	1,  // 0: ferry.plugin.v1.Diagnostic.severity:type_name -> ferry.plugin.v1.Diagnostic.Severity
-	7,  // 1: ferry.plugin.v1.Diagnostic.path:type_name -> ferry.plugin.v1.PathStep
-	10, // 2: ferry.plugin.v1.Schema.block:type_name -> ferry.plugin.v1.Block
-	11, // 3: ferry.plugin.v1.Block.attributes:type_name -> ferry.plugin.v1.Attribute
-	12, // 4: ferry.plugin.v1.Block.blocks:type_name -> ferry.plugin.v1.NestedBlock
-	10, // 5: ferry.plugin.v1.NestedBlock.block:type_name -> ferry.plugin.v1.Block
-	2,  // 6: ferry.plugin.v1.NestedBlock.nesting:type_name -> ferry.plugin.v1.NestedBlock.Nesting
-	0,  // 7: ferry.plugin.v1.Component.kind:type_name -> ferry.plugin.v1.Kind
-	13, // 8: ferry.plugin.v1.Component.capabilities:type_name -> ferry.plugin.v1.Capabilities
-	9,  // 9: ferry.plugin.v1.Component.schema:type_name -> ferry.plugin.v1.Schema
-	14, // 10: ferry.plugin.v1.Component.limits:type_name -> ferry.plugin.v1.Limits
-	18, // 11: ferry.plugin.v1.Component.hardware:type_name -> ferry.plugin.v1.HardwareSupport
-	16, // 12: ferry.plugin.v1.HardwareProfile.controllers:type_name -> ferry.plugin.v1.ControllerSupport
-	17, // 13: ferry.plugin.v1.HardwareSupport.profiles:type_name -> ferry.plugin.v1.HardwareProfile
-	15, // 14: ferry.plugin.v1.GetInfoResponse.components:type_name -> ferry.plugin.v1.Component
-	0,  // 15: ferry.plugin.v1.ValidateRequest.kind:type_name -> ferry.plugin.v1.Kind
-	6,  // 16: ferry.plugin.v1.ValidateRequest.config:type_name -> ferry.plugin.v1.DynamicValue
-	8,  // 17: ferry.plugin.v1.ValidateResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
-	0,  // 18: ferry.plugin.v1.ConfigureRequest.kind:type_name -> ferry.plugin.v1.Kind
-	6,  // 19: ferry.plugin.v1.ConfigureRequest.config:type_name -> ferry.plugin.v1.DynamicValue
-	8,  // 20: ferry.plugin.v1.ConfigureResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
-	27, // 21: ferry.plugin.v1.Hardware.boot_order:type_name -> ferry.plugin.v1.BootDevice
-	25, // 22: ferry.plugin.v1.VM.disks:type_name -> ferry.plugin.v1.Disk
-	26, // 23: ferry.plugin.v1.VM.nics:type_name -> ferry.plugin.v1.NIC
-	83, // 24: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
-	28, // 25: ferry.plugin.v1.VM.hardware:type_name -> ferry.plugin.v1.Hardware
-	33, // 26: ferry.plugin.v1.WriteMessage.chunk:type_name -> ferry.plugin.v1.Chunk
-	30, // 27: ferry.plugin.v1.PrepareRequest.extents:type_name -> ferry.plugin.v1.Extent
-	29, // 28: ferry.plugin.v1.ListVMsResponse.vms:type_name -> ferry.plugin.v1.VM
-	43, // 29: ferry.plugin.v1.Snapshot.disks:type_name -> ferry.plugin.v1.SnapshotDisk
-	42, // 30: ferry.plugin.v1.ListSnapshotsResponse.snapshots:type_name -> ferry.plugin.v1.Snapshot
-	30, // 31: ferry.plugin.v1.ExtentBatch.extents:type_name -> ferry.plugin.v1.Extent
-	29, // 32: ferry.plugin.v1.Replica.vm:type_name -> ferry.plugin.v1.VM
-	3,  // 33: ferry.plugin.v1.Replica.state:type_name -> ferry.plugin.v1.Replica.State
-	54, // 34: ferry.plugin.v1.Replica.owner:type_name -> ferry.plugin.v1.ReplicaOwner
-	29, // 35: ferry.plugin.v1.CreateReplicaRequest.vm:type_name -> ferry.plugin.v1.VM
-	64, // 36: ferry.plugin.v1.CreateReplicaRequest.network_map:type_name -> ferry.plugin.v1.NetworkMapping
-	54, // 37: ferry.plugin.v1.CreateReplicaRequest.owner:type_name -> ferry.plugin.v1.ReplicaOwner
-	53, // 38: ferry.plugin.v1.ListReplicasResponse.replicas:type_name -> ferry.plugin.v1.Replica
-	84, // 39: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
-	43, // 40: ferry.plugin.v1.RestorePoint.disks:type_name -> ferry.plugin.v1.SnapshotDisk
-	85, // 41: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
-	59, // 42: ferry.plugin.v1.ListRestorePointsResponse.points:type_name -> ferry.plugin.v1.RestorePoint
-	64, // 43: ferry.plugin.v1.NetworkConfig.network_map:type_name -> ferry.plugin.v1.NetworkMapping
-	65, // 44: ferry.plugin.v1.NetworkConfig.re_ip:type_name -> ferry.plugin.v1.ReIPRule
-	66, // 45: ferry.plugin.v1.FailoverRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	66, // 46: ferry.plugin.v1.StartTestRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	86, // 47: ferry.plugin.v1.StartTestRequest.labels:type_name -> ferry.plugin.v1.StartTestRequest.LabelsEntry
-	29, // 48: ferry.plugin.v1.TestVM.vm:type_name -> ferry.plugin.v1.VM
-	87, // 49: ferry.plugin.v1.TestVM.labels:type_name -> ferry.plugin.v1.TestVM.LabelsEntry
-	69, // 50: ferry.plugin.v1.ListTestsResponse.tests:type_name -> ferry.plugin.v1.TestVM
-	66, // 51: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
-	88, // 52: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
-	79, // 53: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
-	78, // 54: ferry.plugin.v1.GetMessage.file:type_name -> ferry.plugin.v1.ObjectFile
-	79, // 55: ferry.plugin.v1.ObjectFile.info:type_name -> ferry.plugin.v1.ObjectInfo
-	79, // 56: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
-	5,  // 57: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
-	20, // 58: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
-	22, // 59: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
-	24, // 60: ferry.plugin.v1.Plugin.Stop:input_type -> ferry.plugin.v1.StopRequest
-	32, // 61: ferry.plugin.v1.Disks.Read:input_type -> ferry.plugin.v1.ReadRequest
-	34, // 62: ferry.plugin.v1.Disks.Write:input_type -> ferry.plugin.v1.WriteMessage
-	37, // 63: ferry.plugin.v1.Disks.Sync:input_type -> ferry.plugin.v1.SyncDiskRequest
-	38, // 64: ferry.plugin.v1.Disks.Prepare:input_type -> ferry.plugin.v1.PrepareRequest
-	36, // 65: ferry.plugin.v1.Disks.Close:input_type -> ferry.plugin.v1.CloseDiskRequest
-	5,  // 66: ferry.plugin.v1.Source.ListVMs:input_type -> ferry.plugin.v1.Empty
-	41, // 67: ferry.plugin.v1.Source.DescribeVM:input_type -> ferry.plugin.v1.VMRequest
-	44, // 68: ferry.plugin.v1.Source.CreateSnapshot:input_type -> ferry.plugin.v1.CreateSnapshotRequest
-	45, // 69: ferry.plugin.v1.Source.RemoveSnapshot:input_type -> ferry.plugin.v1.SnapshotRequest
-	41, // 70: ferry.plugin.v1.Source.ListSnapshots:input_type -> ferry.plugin.v1.VMRequest
-	47, // 71: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
-	49, // 72: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
-	5,  // 73: ferry.plugin.v1.Source.ListTags:input_type -> ferry.plugin.v1.Empty
-	50, // 74: ferry.plugin.v1.Source.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
-	5,  // 75: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
-	55, // 76: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
-	55, // 77: ferry.plugin.v1.Target.MapReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
-	56, // 78: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	5,  // 79: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
-	56, // 80: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
-	58, // 81: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
-	60, // 82: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
-	56, // 83: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
-	62, // 84: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
-	63, // 85: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
-	67, // 86: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
-	56, // 87: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	56, // 88: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
-	73, // 89: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
-	50, // 90: ferry.plugin.v1.Target.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
-	68, // 91: ferry.plugin.v1.Target.StartTest:input_type -> ferry.plugin.v1.StartTestRequest
-	5,  // 92: ferry.plugin.v1.Target.ListTests:input_type -> ferry.plugin.v1.Empty
-	72, // 93: ferry.plugin.v1.Target.OpenTestDisk:input_type -> ferry.plugin.v1.OpenTestDiskRequest
-	70, // 94: ferry.plugin.v1.Target.StopTest:input_type -> ferry.plugin.v1.TestRequest
-	74, // 95: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
-	76, // 96: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
-	80, // 97: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
-	82, // 98: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
-	19, // 99: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
-	21, // 100: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
-	23, // 101: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
-	5,  // 102: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
-	33, // 103: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
-	35, // 104: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
-	5,  // 105: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
-	5,  // 106: ferry.plugin.v1.Disks.Prepare:output_type -> ferry.plugin.v1.Empty
-	5,  // 107: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
-	39, // 108: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
-	29, // 109: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
-	42, // 110: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
-	5,  // 111: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
-	46, // 112: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
-	48, // 113: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
-	31, // 114: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
-	40, // 115: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
-	51, // 116: ferry.plugin.v1.Source.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
-	52, // 117: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
-	53, // 118: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
-	53, // 119: ferry.plugin.v1.Target.MapReplica:output_type -> ferry.plugin.v1.Replica
-	53, // 120: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
-	57, // 121: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
-	5,  // 122: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
-	31, // 123: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
-	59, // 124: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
-	61, // 125: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
-	5,  // 126: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
-	31, // 127: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
-	53, // 128: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
-	53, // 129: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
-	53, // 130: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
-	53, // 131: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
-	51, // 132: ferry.plugin.v1.Target.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
-	69, // 133: ferry.plugin.v1.Target.StartTest:output_type -> ferry.plugin.v1.TestVM
-	71, // 134: ferry.plugin.v1.Target.ListTests:output_type -> ferry.plugin.v1.ListTestsResponse
-	31, // 135: ferry.plugin.v1.Target.OpenTestDisk:output_type -> ferry.plugin.v1.DiskHandle
-	5,  // 136: ferry.plugin.v1.Target.StopTest:output_type -> ferry.plugin.v1.Empty
-	75, // 137: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
-	77, // 138: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
-	81, // 139: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
-	5,  // 140: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
-	99, // [99:141] is the sub-list for method output_type
-	57, // [57:99] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	1,   // 0: ferry.plugin.v1.Diagnostic.severity:type_name -> ferry.plugin.v1.Diagnostic.Severity
+	7,   // 1: ferry.plugin.v1.Diagnostic.path:type_name -> ferry.plugin.v1.PathStep
+	10,  // 2: ferry.plugin.v1.Schema.block:type_name -> ferry.plugin.v1.Block
+	11,  // 3: ferry.plugin.v1.Block.attributes:type_name -> ferry.plugin.v1.Attribute
+	12,  // 4: ferry.plugin.v1.Block.blocks:type_name -> ferry.plugin.v1.NestedBlock
+	10,  // 5: ferry.plugin.v1.NestedBlock.block:type_name -> ferry.plugin.v1.Block
+	2,   // 6: ferry.plugin.v1.NestedBlock.nesting:type_name -> ferry.plugin.v1.NestedBlock.Nesting
+	0,   // 7: ferry.plugin.v1.Component.kind:type_name -> ferry.plugin.v1.Kind
+	13,  // 8: ferry.plugin.v1.Component.capabilities:type_name -> ferry.plugin.v1.Capabilities
+	9,   // 9: ferry.plugin.v1.Component.schema:type_name -> ferry.plugin.v1.Schema
+	14,  // 10: ferry.plugin.v1.Component.limits:type_name -> ferry.plugin.v1.Limits
+	18,  // 11: ferry.plugin.v1.Component.hardware:type_name -> ferry.plugin.v1.HardwareSupport
+	16,  // 12: ferry.plugin.v1.HardwareProfile.controllers:type_name -> ferry.plugin.v1.ControllerSupport
+	17,  // 13: ferry.plugin.v1.HardwareSupport.profiles:type_name -> ferry.plugin.v1.HardwareProfile
+	15,  // 14: ferry.plugin.v1.GetInfoResponse.components:type_name -> ferry.plugin.v1.Component
+	0,   // 15: ferry.plugin.v1.ValidateRequest.kind:type_name -> ferry.plugin.v1.Kind
+	6,   // 16: ferry.plugin.v1.ValidateRequest.config:type_name -> ferry.plugin.v1.DynamicValue
+	8,   // 17: ferry.plugin.v1.ValidateResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
+	0,   // 18: ferry.plugin.v1.ConfigureRequest.kind:type_name -> ferry.plugin.v1.Kind
+	6,   // 19: ferry.plugin.v1.ConfigureRequest.config:type_name -> ferry.plugin.v1.DynamicValue
+	8,   // 20: ferry.plugin.v1.ConfigureResponse.diagnostics:type_name -> ferry.plugin.v1.Diagnostic
+	27,  // 21: ferry.plugin.v1.Hardware.boot_order:type_name -> ferry.plugin.v1.BootDevice
+	25,  // 22: ferry.plugin.v1.VM.disks:type_name -> ferry.plugin.v1.Disk
+	26,  // 23: ferry.plugin.v1.VM.nics:type_name -> ferry.plugin.v1.NIC
+	90,  // 24: ferry.plugin.v1.VM.attributes:type_name -> ferry.plugin.v1.VM.AttributesEntry
+	28,  // 25: ferry.plugin.v1.VM.hardware:type_name -> ferry.plugin.v1.Hardware
+	33,  // 26: ferry.plugin.v1.WriteMessage.chunk:type_name -> ferry.plugin.v1.Chunk
+	30,  // 27: ferry.plugin.v1.PrepareRequest.extents:type_name -> ferry.plugin.v1.Extent
+	29,  // 28: ferry.plugin.v1.ListVMsResponse.vms:type_name -> ferry.plugin.v1.VM
+	43,  // 29: ferry.plugin.v1.Snapshot.disks:type_name -> ferry.plugin.v1.SnapshotDisk
+	42,  // 30: ferry.plugin.v1.ListSnapshotsResponse.snapshots:type_name -> ferry.plugin.v1.Snapshot
+	30,  // 31: ferry.plugin.v1.ExtentBatch.extents:type_name -> ferry.plugin.v1.Extent
+	29,  // 32: ferry.plugin.v1.BeginFailbackRequest.create:type_name -> ferry.plugin.v1.VM
+	29,  // 33: ferry.plugin.v1.Replica.vm:type_name -> ferry.plugin.v1.VM
+	3,   // 34: ferry.plugin.v1.Replica.state:type_name -> ferry.plugin.v1.Replica.State
+	57,  // 35: ferry.plugin.v1.Replica.owner:type_name -> ferry.plugin.v1.ReplicaOwner
+	29,  // 36: ferry.plugin.v1.CreateReplicaRequest.vm:type_name -> ferry.plugin.v1.VM
+	67,  // 37: ferry.plugin.v1.CreateReplicaRequest.network_map:type_name -> ferry.plugin.v1.NetworkMapping
+	57,  // 38: ferry.plugin.v1.CreateReplicaRequest.owner:type_name -> ferry.plugin.v1.ReplicaOwner
+	56,  // 39: ferry.plugin.v1.ListReplicasResponse.replicas:type_name -> ferry.plugin.v1.Replica
+	91,  // 40: ferry.plugin.v1.RestorePoint.labels:type_name -> ferry.plugin.v1.RestorePoint.LabelsEntry
+	43,  // 41: ferry.plugin.v1.RestorePoint.disks:type_name -> ferry.plugin.v1.SnapshotDisk
+	92,  // 42: ferry.plugin.v1.CreateRestorePointRequest.labels:type_name -> ferry.plugin.v1.CreateRestorePointRequest.LabelsEntry
+	62,  // 43: ferry.plugin.v1.ListRestorePointsResponse.points:type_name -> ferry.plugin.v1.RestorePoint
+	67,  // 44: ferry.plugin.v1.NetworkConfig.network_map:type_name -> ferry.plugin.v1.NetworkMapping
+	68,  // 45: ferry.plugin.v1.NetworkConfig.re_ip:type_name -> ferry.plugin.v1.ReIPRule
+	69,  // 46: ferry.plugin.v1.FailoverRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	69,  // 47: ferry.plugin.v1.StartTestRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	93,  // 48: ferry.plugin.v1.StartTestRequest.labels:type_name -> ferry.plugin.v1.StartTestRequest.LabelsEntry
+	29,  // 49: ferry.plugin.v1.TestVM.vm:type_name -> ferry.plugin.v1.VM
+	94,  // 50: ferry.plugin.v1.TestVM.labels:type_name -> ferry.plugin.v1.TestVM.LabelsEntry
+	72,  // 51: ferry.plugin.v1.ListTestsResponse.tests:type_name -> ferry.plugin.v1.TestVM
+	69,  // 52: ferry.plugin.v1.ApplyNetworkRequest.network:type_name -> ferry.plugin.v1.NetworkConfig
+	30,  // 53: ferry.plugin.v1.FailedOverChangesMessage.extents:type_name -> ferry.plugin.v1.Extent
+	95,  // 54: ferry.plugin.v1.PutMessage.header:type_name -> ferry.plugin.v1.PutMessage.Header
+	86,  // 55: ferry.plugin.v1.GetMessage.info:type_name -> ferry.plugin.v1.ObjectInfo
+	85,  // 56: ferry.plugin.v1.GetMessage.file:type_name -> ferry.plugin.v1.ObjectFile
+	86,  // 57: ferry.plugin.v1.ObjectFile.info:type_name -> ferry.plugin.v1.ObjectInfo
+	86,  // 58: ferry.plugin.v1.ListResponse.objects:type_name -> ferry.plugin.v1.ObjectInfo
+	5,   // 59: ferry.plugin.v1.Plugin.GetInfo:input_type -> ferry.plugin.v1.Empty
+	20,  // 60: ferry.plugin.v1.Plugin.Validate:input_type -> ferry.plugin.v1.ValidateRequest
+	22,  // 61: ferry.plugin.v1.Plugin.Configure:input_type -> ferry.plugin.v1.ConfigureRequest
+	24,  // 62: ferry.plugin.v1.Plugin.Stop:input_type -> ferry.plugin.v1.StopRequest
+	32,  // 63: ferry.plugin.v1.Disks.Read:input_type -> ferry.plugin.v1.ReadRequest
+	34,  // 64: ferry.plugin.v1.Disks.Write:input_type -> ferry.plugin.v1.WriteMessage
+	37,  // 65: ferry.plugin.v1.Disks.Sync:input_type -> ferry.plugin.v1.SyncDiskRequest
+	38,  // 66: ferry.plugin.v1.Disks.Prepare:input_type -> ferry.plugin.v1.PrepareRequest
+	36,  // 67: ferry.plugin.v1.Disks.Close:input_type -> ferry.plugin.v1.CloseDiskRequest
+	5,   // 68: ferry.plugin.v1.Source.ListVMs:input_type -> ferry.plugin.v1.Empty
+	41,  // 69: ferry.plugin.v1.Source.DescribeVM:input_type -> ferry.plugin.v1.VMRequest
+	44,  // 70: ferry.plugin.v1.Source.CreateSnapshot:input_type -> ferry.plugin.v1.CreateSnapshotRequest
+	45,  // 71: ferry.plugin.v1.Source.RemoveSnapshot:input_type -> ferry.plugin.v1.SnapshotRequest
+	41,  // 72: ferry.plugin.v1.Source.ListSnapshots:input_type -> ferry.plugin.v1.VMRequest
+	47,  // 73: ferry.plugin.v1.Source.ChangedAreas:input_type -> ferry.plugin.v1.ChangedAreasRequest
+	49,  // 74: ferry.plugin.v1.Source.OpenSnapshotDisk:input_type -> ferry.plugin.v1.OpenSnapshotDiskRequest
+	5,   // 75: ferry.plugin.v1.Source.ListTags:input_type -> ferry.plugin.v1.Empty
+	53,  // 76: ferry.plugin.v1.Source.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
+	50,  // 77: ferry.plugin.v1.Source.BeginFailback:input_type -> ferry.plugin.v1.BeginFailbackRequest
+	51,  // 78: ferry.plugin.v1.Source.OpenFailbackDisk:input_type -> ferry.plugin.v1.OpenFailbackDiskRequest
+	52,  // 79: ferry.plugin.v1.Source.StartFailback:input_type -> ferry.plugin.v1.FailbackVMRequest
+	52,  // 80: ferry.plugin.v1.Source.UndoFailback:input_type -> ferry.plugin.v1.FailbackVMRequest
+	52,  // 81: ferry.plugin.v1.Source.CommitFailback:input_type -> ferry.plugin.v1.FailbackVMRequest
+	5,   // 82: ferry.plugin.v1.Target.GetPlacement:input_type -> ferry.plugin.v1.Empty
+	58,  // 83: ferry.plugin.v1.Target.CreateReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
+	58,  // 84: ferry.plugin.v1.Target.MapReplica:input_type -> ferry.plugin.v1.CreateReplicaRequest
+	59,  // 85: ferry.plugin.v1.Target.GetReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	5,   // 86: ferry.plugin.v1.Target.ListReplicas:input_type -> ferry.plugin.v1.Empty
+	59,  // 87: ferry.plugin.v1.Target.DeleteReplica:input_type -> ferry.plugin.v1.ReplicaRequest
+	61,  // 88: ferry.plugin.v1.Target.OpenReplicaDisk:input_type -> ferry.plugin.v1.OpenReplicaDiskRequest
+	63,  // 89: ferry.plugin.v1.Target.CreateRestorePoint:input_type -> ferry.plugin.v1.CreateRestorePointRequest
+	59,  // 90: ferry.plugin.v1.Target.ListRestorePoints:input_type -> ferry.plugin.v1.ReplicaRequest
+	65,  // 91: ferry.plugin.v1.Target.DeleteRestorePoint:input_type -> ferry.plugin.v1.RestorePointRequest
+	66,  // 92: ferry.plugin.v1.Target.OpenRestorePointDisk:input_type -> ferry.plugin.v1.OpenRestorePointDiskRequest
+	70,  // 93: ferry.plugin.v1.Target.Failover:input_type -> ferry.plugin.v1.FailoverRequest
+	59,  // 94: ferry.plugin.v1.Target.UndoFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	59,  // 95: ferry.plugin.v1.Target.CommitFailover:input_type -> ferry.plugin.v1.ReplicaRequest
+	76,  // 96: ferry.plugin.v1.Target.ApplyNetwork:input_type -> ferry.plugin.v1.ApplyNetworkRequest
+	53,  // 97: ferry.plugin.v1.Target.ProbeTransport:input_type -> ferry.plugin.v1.ProbeTransportRequest
+	71,  // 98: ferry.plugin.v1.Target.StartTest:input_type -> ferry.plugin.v1.StartTestRequest
+	5,   // 99: ferry.plugin.v1.Target.ListTests:input_type -> ferry.plugin.v1.Empty
+	75,  // 100: ferry.plugin.v1.Target.OpenTestDisk:input_type -> ferry.plugin.v1.OpenTestDiskRequest
+	73,  // 101: ferry.plugin.v1.Target.StopTest:input_type -> ferry.plugin.v1.TestRequest
+	77,  // 102: ferry.plugin.v1.Target.FailedOverChanges:input_type -> ferry.plugin.v1.FailedOverChangesRequest
+	79,  // 103: ferry.plugin.v1.Target.OpenFailedOverDisk:input_type -> ferry.plugin.v1.OpenFailedOverDiskRequest
+	80,  // 104: ferry.plugin.v1.Target.SetReplicaPower:input_type -> ferry.plugin.v1.SetReplicaPowerRequest
+	81,  // 105: ferry.plugin.v1.Repository.Put:input_type -> ferry.plugin.v1.PutMessage
+	83,  // 106: ferry.plugin.v1.Repository.Get:input_type -> ferry.plugin.v1.GetRequest
+	87,  // 107: ferry.plugin.v1.Repository.List:input_type -> ferry.plugin.v1.ListRequest
+	89,  // 108: ferry.plugin.v1.Repository.Delete:input_type -> ferry.plugin.v1.DeleteRequest
+	19,  // 109: ferry.plugin.v1.Plugin.GetInfo:output_type -> ferry.plugin.v1.GetInfoResponse
+	21,  // 110: ferry.plugin.v1.Plugin.Validate:output_type -> ferry.plugin.v1.ValidateResponse
+	23,  // 111: ferry.plugin.v1.Plugin.Configure:output_type -> ferry.plugin.v1.ConfigureResponse
+	5,   // 112: ferry.plugin.v1.Plugin.Stop:output_type -> ferry.plugin.v1.Empty
+	33,  // 113: ferry.plugin.v1.Disks.Read:output_type -> ferry.plugin.v1.Chunk
+	35,  // 114: ferry.plugin.v1.Disks.Write:output_type -> ferry.plugin.v1.WriteResponse
+	5,   // 115: ferry.plugin.v1.Disks.Sync:output_type -> ferry.plugin.v1.Empty
+	5,   // 116: ferry.plugin.v1.Disks.Prepare:output_type -> ferry.plugin.v1.Empty
+	5,   // 117: ferry.plugin.v1.Disks.Close:output_type -> ferry.plugin.v1.Empty
+	39,  // 118: ferry.plugin.v1.Source.ListVMs:output_type -> ferry.plugin.v1.ListVMsResponse
+	29,  // 119: ferry.plugin.v1.Source.DescribeVM:output_type -> ferry.plugin.v1.VM
+	42,  // 120: ferry.plugin.v1.Source.CreateSnapshot:output_type -> ferry.plugin.v1.Snapshot
+	5,   // 121: ferry.plugin.v1.Source.RemoveSnapshot:output_type -> ferry.plugin.v1.Empty
+	46,  // 122: ferry.plugin.v1.Source.ListSnapshots:output_type -> ferry.plugin.v1.ListSnapshotsResponse
+	48,  // 123: ferry.plugin.v1.Source.ChangedAreas:output_type -> ferry.plugin.v1.ExtentBatch
+	31,  // 124: ferry.plugin.v1.Source.OpenSnapshotDisk:output_type -> ferry.plugin.v1.DiskHandle
+	40,  // 125: ferry.plugin.v1.Source.ListTags:output_type -> ferry.plugin.v1.ListTagsResponse
+	54,  // 126: ferry.plugin.v1.Source.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
+	29,  // 127: ferry.plugin.v1.Source.BeginFailback:output_type -> ferry.plugin.v1.VM
+	31,  // 128: ferry.plugin.v1.Source.OpenFailbackDisk:output_type -> ferry.plugin.v1.DiskHandle
+	29,  // 129: ferry.plugin.v1.Source.StartFailback:output_type -> ferry.plugin.v1.VM
+	5,   // 130: ferry.plugin.v1.Source.UndoFailback:output_type -> ferry.plugin.v1.Empty
+	5,   // 131: ferry.plugin.v1.Source.CommitFailback:output_type -> ferry.plugin.v1.Empty
+	55,  // 132: ferry.plugin.v1.Target.GetPlacement:output_type -> ferry.plugin.v1.Placement
+	56,  // 133: ferry.plugin.v1.Target.CreateReplica:output_type -> ferry.plugin.v1.Replica
+	56,  // 134: ferry.plugin.v1.Target.MapReplica:output_type -> ferry.plugin.v1.Replica
+	56,  // 135: ferry.plugin.v1.Target.GetReplica:output_type -> ferry.plugin.v1.Replica
+	60,  // 136: ferry.plugin.v1.Target.ListReplicas:output_type -> ferry.plugin.v1.ListReplicasResponse
+	5,   // 137: ferry.plugin.v1.Target.DeleteReplica:output_type -> ferry.plugin.v1.Empty
+	31,  // 138: ferry.plugin.v1.Target.OpenReplicaDisk:output_type -> ferry.plugin.v1.DiskHandle
+	62,  // 139: ferry.plugin.v1.Target.CreateRestorePoint:output_type -> ferry.plugin.v1.RestorePoint
+	64,  // 140: ferry.plugin.v1.Target.ListRestorePoints:output_type -> ferry.plugin.v1.ListRestorePointsResponse
+	5,   // 141: ferry.plugin.v1.Target.DeleteRestorePoint:output_type -> ferry.plugin.v1.Empty
+	31,  // 142: ferry.plugin.v1.Target.OpenRestorePointDisk:output_type -> ferry.plugin.v1.DiskHandle
+	56,  // 143: ferry.plugin.v1.Target.Failover:output_type -> ferry.plugin.v1.Replica
+	56,  // 144: ferry.plugin.v1.Target.UndoFailover:output_type -> ferry.plugin.v1.Replica
+	56,  // 145: ferry.plugin.v1.Target.CommitFailover:output_type -> ferry.plugin.v1.Replica
+	56,  // 146: ferry.plugin.v1.Target.ApplyNetwork:output_type -> ferry.plugin.v1.Replica
+	54,  // 147: ferry.plugin.v1.Target.ProbeTransport:output_type -> ferry.plugin.v1.ProbeTransportResponse
+	72,  // 148: ferry.plugin.v1.Target.StartTest:output_type -> ferry.plugin.v1.TestVM
+	74,  // 149: ferry.plugin.v1.Target.ListTests:output_type -> ferry.plugin.v1.ListTestsResponse
+	31,  // 150: ferry.plugin.v1.Target.OpenTestDisk:output_type -> ferry.plugin.v1.DiskHandle
+	5,   // 151: ferry.plugin.v1.Target.StopTest:output_type -> ferry.plugin.v1.Empty
+	78,  // 152: ferry.plugin.v1.Target.FailedOverChanges:output_type -> ferry.plugin.v1.FailedOverChangesMessage
+	31,  // 153: ferry.plugin.v1.Target.OpenFailedOverDisk:output_type -> ferry.plugin.v1.DiskHandle
+	56,  // 154: ferry.plugin.v1.Target.SetReplicaPower:output_type -> ferry.plugin.v1.Replica
+	82,  // 155: ferry.plugin.v1.Repository.Put:output_type -> ferry.plugin.v1.PutResponse
+	84,  // 156: ferry.plugin.v1.Repository.Get:output_type -> ferry.plugin.v1.GetMessage
+	88,  // 157: ferry.plugin.v1.Repository.List:output_type -> ferry.plugin.v1.ListResponse
+	5,   // 158: ferry.plugin.v1.Repository.Delete:output_type -> ferry.plugin.v1.Empty
+	109, // [109:159] is the sub-list for method output_type
+	59,  // [59:109] is the sub-list for method input_type
+	59,  // [59:59] is the sub-list for extension type_name
+	59,  // [59:59] is the sub-list for extension extendee
+	0,   // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_ferry_plugin_v1_plugin_proto_init() }
@@ -6147,11 +6624,11 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 		(*WriteMessage_Handle)(nil),
 		(*WriteMessage_Chunk)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[70].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[77].OneofWrappers = []any{
 		(*PutMessage_Header_)(nil),
 		(*PutMessage_Data)(nil),
 	}
-	file_ferry_plugin_v1_plugin_proto_msgTypes[73].OneofWrappers = []any{
+	file_ferry_plugin_v1_plugin_proto_msgTypes[80].OneofWrappers = []any{
 		(*GetMessage_Info)(nil),
 		(*GetMessage_Data)(nil),
 		(*GetMessage_File)(nil),
@@ -6162,7 +6639,7 @@ func file_ferry_plugin_v1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_plugin_v1_plugin_proto_rawDesc), len(file_ferry_plugin_v1_plugin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   85,
+			NumMessages:   92,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

@@ -545,6 +545,11 @@ const (
 	Source_OpenSnapshotDisk_FullMethodName = "/ferry.plugin.v1.Source/OpenSnapshotDisk"
 	Source_ListTags_FullMethodName         = "/ferry.plugin.v1.Source/ListTags"
 	Source_ProbeTransport_FullMethodName   = "/ferry.plugin.v1.Source/ProbeTransport"
+	Source_BeginFailback_FullMethodName    = "/ferry.plugin.v1.Source/BeginFailback"
+	Source_OpenFailbackDisk_FullMethodName = "/ferry.plugin.v1.Source/OpenFailbackDisk"
+	Source_StartFailback_FullMethodName    = "/ferry.plugin.v1.Source/StartFailback"
+	Source_UndoFailback_FullMethodName     = "/ferry.plugin.v1.Source/UndoFailback"
+	Source_CommitFailback_FullMethodName   = "/ferry.plugin.v1.Source/CommitFailback"
 )
 
 // SourceClient is the client API for Source service.
@@ -566,6 +571,14 @@ type SourceClient interface {
 	// ProbeTransport says how this instance would read a VM's disks from the
 	// machine it runs on. Since protocol 1.3; optional (Unimplemented).
 	ProbeTransport(ctx context.Context, in *ProbeTransportRequest, opts ...grpc.CallOption) (*ProbeTransportResponse, error)
+	// Failback into a production VM, for sources with the failback
+	// capability. Since protocol 1.9; a source without it answers
+	// UNIMPLEMENTED.
+	BeginFailback(ctx context.Context, in *BeginFailbackRequest, opts ...grpc.CallOption) (*VM, error)
+	OpenFailbackDisk(ctx context.Context, in *OpenFailbackDiskRequest, opts ...grpc.CallOption) (*DiskHandle, error)
+	StartFailback(ctx context.Context, in *FailbackVMRequest, opts ...grpc.CallOption) (*VM, error)
+	UndoFailback(ctx context.Context, in *FailbackVMRequest, opts ...grpc.CallOption) (*Empty, error)
+	CommitFailback(ctx context.Context, in *FailbackVMRequest, opts ...grpc.CallOption) (*Empty, error)
 }
 
 type sourceClient struct {
@@ -675,6 +688,56 @@ func (c *sourceClient) ProbeTransport(ctx context.Context, in *ProbeTransportReq
 	return out, nil
 }
 
+func (c *sourceClient) BeginFailback(ctx context.Context, in *BeginFailbackRequest, opts ...grpc.CallOption) (*VM, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VM)
+	err := c.cc.Invoke(ctx, Source_BeginFailback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sourceClient) OpenFailbackDisk(ctx context.Context, in *OpenFailbackDiskRequest, opts ...grpc.CallOption) (*DiskHandle, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DiskHandle)
+	err := c.cc.Invoke(ctx, Source_OpenFailbackDisk_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sourceClient) StartFailback(ctx context.Context, in *FailbackVMRequest, opts ...grpc.CallOption) (*VM, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VM)
+	err := c.cc.Invoke(ctx, Source_StartFailback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sourceClient) UndoFailback(ctx context.Context, in *FailbackVMRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Source_UndoFailback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sourceClient) CommitFailback(ctx context.Context, in *FailbackVMRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Source_CommitFailback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SourceServer is the server API for Source service.
 // All implementations must embed UnimplementedSourceServer
 // for forward compatibility.
@@ -694,6 +757,14 @@ type SourceServer interface {
 	// ProbeTransport says how this instance would read a VM's disks from the
 	// machine it runs on. Since protocol 1.3; optional (Unimplemented).
 	ProbeTransport(context.Context, *ProbeTransportRequest) (*ProbeTransportResponse, error)
+	// Failback into a production VM, for sources with the failback
+	// capability. Since protocol 1.9; a source without it answers
+	// UNIMPLEMENTED.
+	BeginFailback(context.Context, *BeginFailbackRequest) (*VM, error)
+	OpenFailbackDisk(context.Context, *OpenFailbackDiskRequest) (*DiskHandle, error)
+	StartFailback(context.Context, *FailbackVMRequest) (*VM, error)
+	UndoFailback(context.Context, *FailbackVMRequest) (*Empty, error)
+	CommitFailback(context.Context, *FailbackVMRequest) (*Empty, error)
 	mustEmbedUnimplementedSourceServer()
 }
 
@@ -730,6 +801,21 @@ func (UnimplementedSourceServer) ListTags(context.Context, *Empty) (*ListTagsRes
 }
 func (UnimplementedSourceServer) ProbeTransport(context.Context, *ProbeTransportRequest) (*ProbeTransportResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ProbeTransport not implemented")
+}
+func (UnimplementedSourceServer) BeginFailback(context.Context, *BeginFailbackRequest) (*VM, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method BeginFailback not implemented")
+}
+func (UnimplementedSourceServer) OpenFailbackDisk(context.Context, *OpenFailbackDiskRequest) (*DiskHandle, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method OpenFailbackDisk not implemented")
+}
+func (UnimplementedSourceServer) StartFailback(context.Context, *FailbackVMRequest) (*VM, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method StartFailback not implemented")
+}
+func (UnimplementedSourceServer) UndoFailback(context.Context, *FailbackVMRequest) (*Empty, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UndoFailback not implemented")
+}
+func (UnimplementedSourceServer) CommitFailback(context.Context, *FailbackVMRequest) (*Empty, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CommitFailback not implemented")
 }
 func (UnimplementedSourceServer) mustEmbedUnimplementedSourceServer() {}
 func (UnimplementedSourceServer) testEmbeddedByValue()                {}
@@ -907,6 +993,96 @@ func _Source_ProbeTransport_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Source_BeginFailback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BeginFailbackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SourceServer).BeginFailback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Source_BeginFailback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SourceServer).BeginFailback(ctx, req.(*BeginFailbackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Source_OpenFailbackDisk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OpenFailbackDiskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SourceServer).OpenFailbackDisk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Source_OpenFailbackDisk_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SourceServer).OpenFailbackDisk(ctx, req.(*OpenFailbackDiskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Source_StartFailback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FailbackVMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SourceServer).StartFailback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Source_StartFailback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SourceServer).StartFailback(ctx, req.(*FailbackVMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Source_UndoFailback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FailbackVMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SourceServer).UndoFailback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Source_UndoFailback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SourceServer).UndoFailback(ctx, req.(*FailbackVMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Source_CommitFailback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FailbackVMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SourceServer).CommitFailback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Source_CommitFailback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SourceServer).CommitFailback(ctx, req.(*FailbackVMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Source_ServiceDesc is the grpc.ServiceDesc for Source service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -946,6 +1122,26 @@ var Source_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ProbeTransport",
 			Handler:    _Source_ProbeTransport_Handler,
 		},
+		{
+			MethodName: "BeginFailback",
+			Handler:    _Source_BeginFailback_Handler,
+		},
+		{
+			MethodName: "OpenFailbackDisk",
+			Handler:    _Source_OpenFailbackDisk_Handler,
+		},
+		{
+			MethodName: "StartFailback",
+			Handler:    _Source_StartFailback_Handler,
+		},
+		{
+			MethodName: "UndoFailback",
+			Handler:    _Source_UndoFailback_Handler,
+		},
+		{
+			MethodName: "CommitFailback",
+			Handler:    _Source_CommitFailback_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -978,6 +1174,9 @@ const (
 	Target_ListTests_FullMethodName            = "/ferry.plugin.v1.Target/ListTests"
 	Target_OpenTestDisk_FullMethodName         = "/ferry.plugin.v1.Target/OpenTestDisk"
 	Target_StopTest_FullMethodName             = "/ferry.plugin.v1.Target/StopTest"
+	Target_FailedOverChanges_FullMethodName    = "/ferry.plugin.v1.Target/FailedOverChanges"
+	Target_OpenFailedOverDisk_FullMethodName   = "/ferry.plugin.v1.Target/OpenFailedOverDisk"
+	Target_SetReplicaPower_FullMethodName      = "/ferry.plugin.v1.Target/SetReplicaPower"
 )
 
 // TargetClient is the client API for Target service.
@@ -1016,6 +1215,12 @@ type TargetClient interface {
 	// StopTest powers a test VM off and removes it; stopping one that is
 	// gone succeeds.
 	StopTest(ctx context.Context, in *TestRequest, opts ...grpc.CallOption) (*Empty, error)
+	// Failback of a failed-over replica, for targets with the failback
+	// capability. Since protocol 1.9; a target without it answers
+	// UNIMPLEMENTED.
+	FailedOverChanges(ctx context.Context, in *FailedOverChangesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FailedOverChangesMessage], error)
+	OpenFailedOverDisk(ctx context.Context, in *OpenFailedOverDiskRequest, opts ...grpc.CallOption) (*DiskHandle, error)
+	SetReplicaPower(ctx context.Context, in *SetReplicaPowerRequest, opts ...grpc.CallOption) (*Replica, error)
 }
 
 type targetClient struct {
@@ -1226,6 +1431,45 @@ func (c *targetClient) StopTest(ctx context.Context, in *TestRequest, opts ...gr
 	return out, nil
 }
 
+func (c *targetClient) FailedOverChanges(ctx context.Context, in *FailedOverChangesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FailedOverChangesMessage], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Target_ServiceDesc.Streams[0], Target_FailedOverChanges_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FailedOverChangesRequest, FailedOverChangesMessage]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Target_FailedOverChangesClient = grpc.ServerStreamingClient[FailedOverChangesMessage]
+
+func (c *targetClient) OpenFailedOverDisk(ctx context.Context, in *OpenFailedOverDiskRequest, opts ...grpc.CallOption) (*DiskHandle, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DiskHandle)
+	err := c.cc.Invoke(ctx, Target_OpenFailedOverDisk_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetClient) SetReplicaPower(ctx context.Context, in *SetReplicaPowerRequest, opts ...grpc.CallOption) (*Replica, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Replica)
+	err := c.cc.Invoke(ctx, Target_SetReplicaPower_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TargetServer is the server API for Target service.
 // All implementations must embed UnimplementedTargetServer
 // for forward compatibility.
@@ -1262,6 +1506,12 @@ type TargetServer interface {
 	// StopTest powers a test VM off and removes it; stopping one that is
 	// gone succeeds.
 	StopTest(context.Context, *TestRequest) (*Empty, error)
+	// Failback of a failed-over replica, for targets with the failback
+	// capability. Since protocol 1.9; a target without it answers
+	// UNIMPLEMENTED.
+	FailedOverChanges(*FailedOverChangesRequest, grpc.ServerStreamingServer[FailedOverChangesMessage]) error
+	OpenFailedOverDisk(context.Context, *OpenFailedOverDiskRequest) (*DiskHandle, error)
+	SetReplicaPower(context.Context, *SetReplicaPowerRequest) (*Replica, error)
 	mustEmbedUnimplementedTargetServer()
 }
 
@@ -1331,6 +1581,15 @@ func (UnimplementedTargetServer) OpenTestDisk(context.Context, *OpenTestDiskRequ
 }
 func (UnimplementedTargetServer) StopTest(context.Context, *TestRequest) (*Empty, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method StopTest not implemented")
+}
+func (UnimplementedTargetServer) FailedOverChanges(*FailedOverChangesRequest, grpc.ServerStreamingServer[FailedOverChangesMessage]) error {
+	return status.Errorf(codes.Unimplemented, "method FailedOverChanges not implemented")
+}
+func (UnimplementedTargetServer) OpenFailedOverDisk(context.Context, *OpenFailedOverDiskRequest) (*DiskHandle, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method OpenFailedOverDisk not implemented")
+}
+func (UnimplementedTargetServer) SetReplicaPower(context.Context, *SetReplicaPowerRequest) (*Replica, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetReplicaPower not implemented")
 }
 func (UnimplementedTargetServer) mustEmbedUnimplementedTargetServer() {}
 func (UnimplementedTargetServer) testEmbeddedByValue()                {}
@@ -1713,6 +1972,53 @@ func _Target_StopTest_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Target_FailedOverChanges_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FailedOverChangesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(TargetServer).FailedOverChanges(m, &grpc.GenericServerStream[FailedOverChangesRequest, FailedOverChangesMessage]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Target_FailedOverChangesServer = grpc.ServerStreamingServer[FailedOverChangesMessage]
+
+func _Target_OpenFailedOverDisk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OpenFailedOverDiskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).OpenFailedOverDisk(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_OpenFailedOverDisk_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).OpenFailedOverDisk(ctx, req.(*OpenFailedOverDiskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Target_SetReplicaPower_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetReplicaPowerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).SetReplicaPower(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_SetReplicaPower_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).SetReplicaPower(ctx, req.(*SetReplicaPowerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Target_ServiceDesc is the grpc.ServiceDesc for Target service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1800,8 +2106,22 @@ var Target_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "StopTest",
 			Handler:    _Target_StopTest_Handler,
 		},
+		{
+			MethodName: "OpenFailedOverDisk",
+			Handler:    _Target_OpenFailedOverDisk_Handler,
+		},
+		{
+			MethodName: "SetReplicaPower",
+			Handler:    _Target_SetReplicaPower_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "FailedOverChanges",
+			Handler:       _Target_FailedOverChanges_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "ferry/plugin/v1/plugin.proto",
 }
 
