@@ -96,6 +96,7 @@ func TestConformanceTarget(t *testing.T) {
 		IsolatedNetwork: DefaultIsolatedNetwork,
 		WriteTest:       writeTestDisk(root),
 		MakeVM:          makePlainVM(root),
+		WriteFailedOver: writeFailedOver(root),
 		Crash: func(t *testing.T) {
 			cur.crashForTest()
 			if cur, err = NewTarget(root); err != nil {
@@ -133,6 +134,7 @@ func TestConformanceTargetOverWire(t *testing.T) {
 				IsolatedNetwork: "lab-bubble",
 				WriteTest:       writeTestDisk(root),
 				MakeVM:          makePlainVM(root),
+				WriteFailedOver: writeFailedOver(root),
 			})
 		})
 	}
@@ -268,6 +270,17 @@ func writeTestDisk(root string) func(t *testing.T, id string, disk int, off int6
 		}
 		defer f.Close()
 		if _, err := f.WriteAt(data, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// writeFailedOver writes into a failed-over replica as its guest would:
+// a tracked write of the VM folder the failover made.
+func writeFailedOver(root string) func(t *testing.T, replica string, disk int, off int64, data []byte) {
+	return func(t *testing.T, replica string, disk int, off int64, data []byte) {
+		t.Helper()
+		if err := newSite(root).trackedWrite(context.Background(), replica, disk, off, data); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -82,6 +82,11 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 		return nil, errors.Join(fmt.Errorf("fail over replica %q: %w", req.Replica, err), t.rollBackFailover(x))
 	}
 	t.step("failover-materialized")
+	ids, err := startTracking(x.dir, p)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("fail over replica %q: %w", req.Replica, err), t.rollBackFailover(x))
+	}
+	t.step("failover-tracking")
 	next.PowerState = "on"
 	for i := range next.Disks {
 		if c, ok := p.capacity(next.Disks[i].Index); ok {
@@ -92,7 +97,7 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 		return nil, errors.Join(err, t.rollBackFailover(x))
 	}
 	t.step("failover-described")
-	rs.State, rs.FailoverPoint, rs.FailingOver = sdk.ReplicaFailedOver, p.ID, ""
+	rs.State, rs.FailoverPoint, rs.FailingOver, rs.FailoverChangeIDs = sdk.ReplicaFailedOver, p.ID, "", ids
 	if err := x.save(); err != nil {
 		return nil, err
 	}
@@ -276,6 +281,7 @@ func (t *Target) finishUndo(x *txn) error {
 	}
 	t.step("undo-cleaned")
 	x.rs.State, x.rs.FailoverPoint, x.rs.PreFailover, x.rs.UndoingFailover = sdk.ReplicaReady, "", nil, false
+	x.rs.FailoverChangeIDs = nil
 	return x.save()
 }
 

@@ -27,7 +27,7 @@ func Plugin() *sdk.Plugin {
 		Sources: map[string]sdk.Component[sdk.Source]{
 			"local": {
 				Schema:       pathSchema("A site folder: one sub-folder per VM with vm.json and disk<N>.img.", "The site folder. It must exist."),
-				Capabilities: sdk.Capabilities{ChangeTracking: true, DirectData: true, Folders: true, Tags: true},
+				Capabilities: sdk.Capabilities{ChangeTracking: true, DirectData: true, Folders: true, Tags: true, Failback: true},
 				Validate:     validatePath,
 				New: func(ctx context.Context, cfg cty.Value) (sdk.Source, error) {
 					path, err := decodePath(cfg)
@@ -41,7 +41,7 @@ func Plugin() *sdk.Plugin {
 		Targets: map[string]sdk.Component[sdk.Target]{
 			"local": {
 				Schema:       targetSchema(),
-				Capabilities: sdk.Capabilities{ReIP: true, DirectData: true, TestFailover: true, MapReplicas: true},
+				Capabilities: sdk.Capabilities{ReIP: true, DirectData: true, TestFailover: true, MapReplicas: true, Failback: true},
 				// A replica records the hardware it is given in its vm.json.
 				Hardware: &sdk.HardwareSupport{AsGiven: true},
 				Validate: validatePath,

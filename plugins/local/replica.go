@@ -108,10 +108,15 @@ type replicaState struct {
 	// any failover disk is touched, cleared when the state becomes ready.
 	// Found set, the undo is finished, never rolled back: the failover
 	// disks may be partly gone already.
-	UndoingFailover bool          `json:"undoing_failover,omitempty"`
-	NextPoint       int64         `json:"next_point"`
-	Disks           []replicaDisk `json:"disks"`
-	Points          []*pointState `json:"points"`
+	UndoingFailover bool `json:"undoing_failover,omitempty"`
+	// FailoverChangeIDs holds, by disk index, the change id of each
+	// failover disk at the moment of the failover: the failed-over VM's
+	// change tracking starts there, and failback asks what it wrote since.
+	// Empty for a failover made before the plugin tracked them.
+	FailoverChangeIDs map[int]string `json:"failover_change_ids,omitempty"`
+	NextPoint         int64          `json:"next_point"`
+	Disks             []replicaDisk  `json:"disks"`
+	Points            []*pointState  `json:"points"`
 }
 
 type replicaOwner struct {

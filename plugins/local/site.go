@@ -518,12 +518,25 @@ func currentStack(vmDir string, st *vmState, index int, size int64) (*blockStack
 // trackedWrite writes data at off into a disk's current view, recording it
 // in the change log first. With snapshots, the write lands in the newest
 // snapshot's layer (redirect-on-write); without, in the base image.
+// A VM that is powered off takes no guest writes: its guest is not
+// running (failback powers a replica off before its last sync).
 func (s *site) trackedWrite(ctx context.Context, vm string, index int, off int64, data []byte) error {
-	dir, _, _, size, unlock, err := s.lockDisk(ctx, vm, index, "write")
+	dir, v, _, size, unlock, err := s.lockDisk(ctx, vm, index, "write")
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	if v.PowerState == "off" {
+		return fmt.Errorf("write vm %q disk %d: the vm is powered off: %w", vm, index, errdefs.ErrFailedPrecondition)
+	}
+	return s.writeLocked(dir, vm, index, size, off, data, nil)
+}
+
+// writeLocked is trackedWrite with the VM's lock held and its disk's size
+// known. before, when set, runs after the change log is checked and
+// before anything is logged or written, with the VM's state: failback
+// saves what the write overwrites there.
+func (s *site) writeLocked(dir, vm string, index int, size, off int64, data []byte, before func(st *vmState) error) error {
 	if off < 0 || off+int64(len(data)) > size {
 		return fmt.Errorf("write vm %q disk %d: %d bytes at %d do not fit in %d: %w", vm, index, len(data), off, size, errdefs.ErrInvalidArgument)
 	}
@@ -534,6 +547,11 @@ func (s *site) trackedWrite(ctx context.Context, vm string, index int, off int64
 	changed, err := s.checkBase(dir, st, index)
 	if err != nil {
 		return fmt.Errorf("write vm %q: %w", vm, err)
+	}
+	if before != nil {
+		if err := before(st); err != nil {
+			return fmt.Errorf("write vm %q disk %d: %w", vm, index, err)
+		}
 	}
 	if l, err := loadChangeLog(trackPath(dir, index)); err == nil {
 		if err := l.recordWrite(off, int64(len(data))); err != nil {

@@ -71,7 +71,12 @@
 // change id cover every byte written since, sorted, non-overlapping, inside
 // the disk), ChangedAreasBogusID and ChangedAreasReset (ErrChangeIDReset,
 // and tracking works again after a reset), ChangedAreasCallbackError,
-// Cancel, Stop.
+// FailbackWrite (with the Failback capability: BeginFailback powers the
+// VM off and is idempotent, a second failback is ErrFailedPrecondition,
+// failback writes at awkward offsets read back through a snapshot,
+// StartFailback powers it on, UndoFailback gives back every byte and the
+// power state and is idempotent, CommitFailback keeps the writes and an
+// undo after it does nothing), Cancel, Stop.
 //
 // RunTarget: Placement, ReplicaCreateIdempotent, ReplicaGet (by name and
 // id), ReplicaUnknown, ReplicaOwnerAndIncarnation (a replica keeps the
@@ -107,7 +112,12 @@
 // its content, has no point, takes points; mapping again returns it),
 // MapReplicaRefusals (a disk fewer or larger: ErrFailedPrecondition and
 // no replica; no such VM: ErrNotFound; another replica:
-// ErrAlreadyExists), CrashKeepsPoints,
+// ErrAlreadyExists), FailbackRead (with the Failback
+// capability: a replica not failed over is ErrFailedPrecondition; a
+// failed-over replica's disks read as its point; with
+// TargetFixture.WriteFailedOver, what it writes is reported since the
+// failover and since a mark; power off and on are idempotent; after
+// UndoFailover every point is intact), CrashKeepsPoints,
 // SyncedWritesSurviveCrash (writes before Sync are in the working state,
 // after a crash when the fixture can crash), Cancel, Stop.
 //

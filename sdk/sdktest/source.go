@@ -78,6 +78,7 @@ func RunSource(t *testing.T, fx SourceFixture) {
 		{"ChangedAreasBogusID", (*sourceCheck).changedBogus},
 		{"ChangedAreasReset", (*sourceCheck).changedReset},
 		{"ChangedAreasCallbackError", (*sourceCheck).changedCallbackError},
+		{"FailbackWrite", (*sourceCheck).failbackWrite},
 		{"Cancel", (*sourceCheck).cancel},
 		{"Stop", func(c *sourceCheck, t *testing.T) { checkStop(t, c.src, c.deadline) }},
 	}

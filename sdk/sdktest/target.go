@@ -54,6 +54,10 @@ type TargetFixture struct {
 	// a disk holding each of disks, for the checks of a target with the
 	// MapReplicas capability (which then require it).
 	MakeVM func(t *testing.T, name string, disks [][]byte)
+	// WriteFailedOver, when set, writes into a failed-over replica's disk
+	// (named by the replica's name) as its guest would, for the check that
+	// a target with the Failback capability reports what it wrote.
+	WriteFailedOver func(t *testing.T, replica string, disk int, off int64, data []byte)
 }
 
 // DefaultVM is the VM TargetFixture uses when it names none: two small
@@ -113,6 +117,7 @@ func RunTarget(t *testing.T, fx TargetFixture) {
 		{"TestFailoverRefusals", (*targetCheck).testFailoverRefusals},
 		{"MapReplica", (*targetCheck).mapReplica},
 		{"MapReplicaRefusals", (*targetCheck).mapReplicaRefusals},
+		{"FailbackRead", (*targetCheck).failbackRead},
 		{"CrashKeepsPoints", (*targetCheck).crash},
 		{"SyncedWritesSurviveCrash", (*targetCheck).syncedWrites},
 		{"Cancel", (*targetCheck).cancel},
