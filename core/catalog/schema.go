@@ -23,8 +23,9 @@ var (
 	bucketRunQueue    = []byte("run_queue")        // job -> QueuedRun (JSON): runs a server owes
 	// "plan" NUL plan NUL started NUL run, or "vm" NUL job NUL vm NUL
 	// started NUL run -> TestResult (JSON)
-	bucketTests   = []byte("test_results")
-	bucketVMTests = []byte("vm_last_tests") // job NUL vm -> VMTest (JSON)
+	bucketTests     = []byte("test_results")
+	bucketVMTests   = []byte("vm_last_tests") // job NUL vm -> VMTest (JSON)
+	bucketFailbacks = []byte("failbacks")     // job NUL vm -> Failback (JSON)
 
 	keySchemaVersion = []byte("schema_version") // in meta, decimal ASCII
 )
@@ -34,7 +35,7 @@ var (
 var currentBuckets = [][]byte{
 	bucketMeta, bucketSessions, bucketSessionSeq, bucketJobSessions,
 	bucketRunning, bucketReplicas, bucketPoints, bucketJobs, bucketGone,
-	bucketRunQueue, bucketTests, bucketVMTests,
+	bucketRunQueue, bucketTests, bucketVMTests, bucketFailbacks,
 }
 
 // migration brings the catalog from version-1 to version. It runs inside
@@ -53,6 +54,7 @@ var migrations = []migration{
 	{name: "gone replicas", apply: migrateGoneReplicas},
 	{name: "run queue", apply: migrateRunQueue},
 	{name: "test results", apply: migrateTestResults},
+	{name: "failbacks", apply: migrateFailbacks},
 }
 
 // migrateCreateBuckets is schema version 1. It names its buckets literally
@@ -95,6 +97,15 @@ func migrateTestResults(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucket([]byte(name)); err != nil {
 			return fmt.Errorf("create bucket %q: %w", name, err)
 		}
+	}
+	return nil
+}
+
+// migrateFailbacks is schema version 5: the state of each failback under
+// way.
+func migrateFailbacks(tx *bolt.Tx) error {
+	if _, err := tx.CreateBucket([]byte("failbacks")); err != nil {
+		return fmt.Errorf("create bucket %q: %w", "failbacks", err)
 	}
 	return nil
 }
