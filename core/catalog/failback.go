@@ -44,6 +44,9 @@ type FailbackDiskSync struct {
 	// sync sent (sdk.FailbackReader); "" until one completed, or when the
 	// target cannot tell (every sync compares digests then).
 	Mark string `json:"mark,omitempty"`
+	// Synced: a sync of the disk completed; production's disk holds the
+	// replica's data as of it.
+	Synced bool `json:"synced,omitempty"`
 }
 
 // FailbackSync is what one sync did.

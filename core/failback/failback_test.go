@@ -138,3 +138,34 @@ func TestEveryStepHasAnEntry(t *testing.T) {
 		}
 	}
 }
+
+func TestPlanDisk(t *testing.T) {
+	cases := []struct {
+		name string
+		in   DiskInput
+		mode string
+		rep  bool
+		prod bool
+		cmp  bool
+	}{
+		{"first sync, both sides track", DiskInput{ReplicaKnown: true, ProductionKnown: true}, ModeTracked, true, true, false},
+		{"first sync, production lost tracking", DiskInput{ReplicaKnown: true}, ModeDigest, false, false, true},
+		{"first sync, the replica lost tracking", DiskInput{ProductionKnown: true}, ModeDigest, false, false, true},
+		{"first sync, neither tracks", DiskInput{}, ModeDigest, false, false, true},
+		{"later sync, the replica tracks", DiskInput{Synced: true, ReplicaKnown: true}, ModeTracked, true, false, false},
+		{"later sync, the replica tracks, production does not", DiskInput{Synced: true, ReplicaKnown: true, ProductionKnown: false}, ModeTracked, true, false, false},
+		{"later sync, the replica lost tracking", DiskInput{Synced: true, ProductionKnown: true}, ModeDigest, false, false, true},
+		{"created, first sync", DiskInput{Created: true, ReplicaKnown: true}, ModeFull, false, false, false},
+		{"created, first sync, no tracking", DiskInput{Created: true}, ModeFull, false, false, false},
+		{"created, later sync", DiskInput{Created: true, Synced: true, ReplicaKnown: true}, ModeTracked, true, false, false},
+		{"created, later sync, the replica lost tracking", DiskInput{Created: true, Synced: true}, ModeDigest, false, false, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := PlanDisk(c.in)
+			if p.Mode != c.mode || p.ReplicaChanges != c.rep || p.ProductionChanges != c.prod || p.CompareProduction != c.cmp || p.Why == "" {
+				t.Fatalf("PlanDisk(%+v) = %+v", c.in, p)
+			}
+		})
+	}
+}

@@ -4,7 +4,11 @@
 //
 //	crashrun -config DIR -job NAME -at STEP [-kill self|plugin] [-retry]
 //	crashrun -config DIR -job NAME -kill-on-manifest-put N
+//	crashrun -config DIR -job NAME -failback ACTION -vm VM -at STEP
 //
+// With -failback it runs a failback action (sync, switch, commit, undo)
+// of one VM, as `ferry failback` does, and dies at the step named
+// failback-<step> (or failback-moving, within a sync).
 // It tries each VM once, whatever the job's retry block says: the crash
 // tests test a kill and the run after it. With -retry it keeps the job's
 // retry block and kills only the first time the step is reached, so that
@@ -27,6 +31,7 @@ import (
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/engine"
+	"github.com/ferry-dr/ferry/core/failback"
 	"github.com/ferry-dr/ferry/core/pluginhost"
 	"github.com/ferry-dr/ferry/sdk"
 )
@@ -38,6 +43,8 @@ func main() {
 	kill := flag.String("kill", "self", "what to kill at the step: self or plugin")
 	manifestPut := flag.Int("kill-on-manifest-put", 0, "die during the Nth write of a metadata manifest")
 	retry := flag.Bool("retry", false, "keep the job's retry block and kill only the first time the step is reached")
+	fbAction := flag.String("failback", "", "run this failback action instead of a session")
+	fbVM := flag.String("vm", "", "the VM of -failback")
 	flag.Parse()
 
 	host := pluginhost.New(pluginhost.Options{Dirs: pluginhost.SearchPath(*dir)})
@@ -80,6 +87,15 @@ func main() {
 		if e.Kind == engine.Notice {
 			fmt.Printf("note: %s: %s\n", e.VM, e.Message)
 		}
+	}
+	if *fbAction != "" {
+		res, err := eng.Failback(context.Background(), job, *fbVM, failback.Action(*fbAction), engine.FailbackOptions{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println("failback", *fbAction, "done:", res.Steps)
+		return
 	}
 	sess, err := eng.Run(context.Background(), job)
 	if err != nil {
