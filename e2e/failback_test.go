@@ -294,3 +294,51 @@ func TestFailbackKill(t *testing.T) {
 		})
 	}
 }
+
+// TestFailbackDigestsAndNewVM: production changed behind its change
+// tracking's back, so the sync compares digests (computed from
+// production where it lives) and still sends only what differs; a
+// failback --to a VM that does not exist creates it, and its undo removes
+// it.
+func TestFailbackDigestsAndNewVM(t *testing.T) {
+	t.Parallel()
+	const size = 8 * mib
+	l := newFailbackLab(t, size)
+	l.untracked(fbVM, 0, 3*mib, 64<<10)
+	l.before = l.productionDisks()
+	l.replicaChange()
+	res := l.failback()
+	s, _, modes := sent(res.Syncs)
+	t.Logf("digest sync: %d bytes sent (modes %v, %s)", s, modes, res.Syncs[0].Disks[0].Why)
+	if strings.Join(modes, ",") != "digest" || s == 0 || s > size/100*3+64<<10 {
+		t.Fatalf("sync after an untracked change at production: modes %v, %d bytes sent", modes, s)
+	}
+	sameDisks(t, "production after a digest sync", l.productionDisks(), l.replicaDisks())
+	l.failback("undo")
+	sameDisks(t, "production after undo", l.productionDisks(), l.before)
+
+	r := ferry(t, l.cfg, "failback", "e2e", fbVM, "--to", "app-copy", "--switch", "--json")
+	if r.code != 0 {
+		t.Fatalf("failback --to a new vm: %s", r)
+	}
+	var fr engine.FailbackResult
+	if err := json.Unmarshal([]byte(r.stdout), &fr); err != nil {
+		t.Fatal(err)
+	}
+	if fr.Failback == nil || !fr.Failback.Create || fr.Failback.Production != "app-copy" || fr.Failback.State != "switched" {
+		t.Fatalf("failback --to a new vm: %+v", fr.Failback)
+	}
+	if _, _, modes := sent(fr.Syncs); modes[0] != "full" {
+		t.Errorf("the first sync into a created vm: modes %v", modes)
+	}
+	sameBytes(t, "the created vm", l.source("app-copy", 0), l.replicaDisk(fbVM, 0))
+	show := local(t, nil, "vm", "show", l.prod, "app-copy", "--json").stdout
+	if !strings.Contains(show, `"prod-net"`) {
+		t.Errorf("the created vm is not on the production network: %s", show)
+	}
+	l.failback("undo")
+	if r := run(t, nil, "ferry-plugin-local", "vm", "show", l.prod, "app-copy"); r.code == 0 {
+		t.Errorf("the vm a failback created survived its undo: %s", r)
+	}
+	sameDisks(t, "the job's vm after a failback to another", l.productionDisks(), l.before)
+}
