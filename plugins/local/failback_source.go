@@ -182,6 +182,12 @@ func (s *Source) OpenFailbackDisk(ctx context.Context, vm, id string, disk int, 
 		return nil, fmt.Errorf("open failback disk of vm %q: failback %s has not begun, or is being undone: %w", vm, id, errdefs.ErrFailedPrecondition)
 	}
 	v, err := readVM(dir)
+	if err == nil && v.PowerState != "off" {
+		// Guest writes save into the undo store too, through a store
+		// writer of their own: the two never append at once because
+		// guests write only into a VM that is on.
+		err = fmt.Errorf("failback %s writes only a vm that is off; this one was started: %w", id, errdefs.ErrFailedPrecondition)
+	}
 	if err == nil {
 		var d *sdk.Disk
 		if d, err = s.site.findDisk(v, disk); err == nil {
@@ -238,27 +244,30 @@ func (w *failbackWriter) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer lock.Release()
-	err = w.s.writeLocked(w.dir, w.vm, w.disk, w.size, off, p, func(st *vmState) error { return w.save(st, off, int64(len(p))) })
+	err = w.s.writeLocked(w.dir, w.vm, w.disk, w.size, off, p, func(st *vmState) error {
+		return w.s.saveOriginals(w.undo, w.dir, st, w.disk, w.size, off, int64(len(p)))
+	})
 	if err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-// save appends to the undo store the blocks of [off, off+n) it lacks,
-// read from the disk's current view, and makes them durable.
-func (w *failbackWriter) save(st *vmState, off, n int64) error {
+// saveOriginals appends to undo store u the blocks of [off, off+n) of a
+// disk of size bytes that it lacks, read from the disk's current view,
+// and makes them durable.
+func (s *site) saveOriginals(u *storeWriter, dir string, st *vmState, disk int, size, off, n int64) error {
 	const bs = deltaBlockSize
 	var blocks []int64
 	for b := off / bs; b <= (off+n-1)/bs; b++ {
-		if !w.undo.has(b) {
+		if !u.has(b) {
 			blocks = append(blocks, b)
 		}
 	}
 	if len(blocks) == 0 {
 		return nil
 	}
-	view, err := currentStack(w.dir, st, w.disk, w.size)
+	view, err := currentStack(dir, st, disk, size)
 	if err != nil {
 		return err
 	}
@@ -266,15 +275,31 @@ func (w *failbackWriter) save(st *vmState, off, n int64) error {
 	buf := make([]byte, int64(len(blocks))*bs)
 	for i, b := range blocks {
 		chunk := buf[int64(i)*bs : int64(i+1)*bs]
-		if _, _, err := view.readAt(chunk[:min(bs, w.size-b*bs)], b*bs); err != nil && !errors.Is(err, io.EOF) {
+		if _, _, err := view.readAt(chunk[:min(bs, size-b*bs)], b*bs); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
 	}
-	if err := w.undo.put(blocks, buf); err != nil {
+	if err := u.put(blocks, buf); err != nil {
 		return fmt.Errorf("save overwritten blocks: %w", err)
 	}
-	w.s.step("failback-saved")
+	s.step("failback-saved")
 	return nil
+}
+
+// guestSave is what a guest's write into a VM saves first: while a
+// failback is under way, the blocks it overwrites, so that an undo after
+// the switch (production ran and wrote) gives the disk back as it was
+// before the failback. Nil when there is nothing to save.
+func (s *site) guestSave(dir string, disk int, size, off, n int64) (func(st *vmState) error, func(), error) {
+	fb, err := loadFailback(dir)
+	if err != nil || fb == nil || fb.Undoing {
+		return nil, func() {}, err
+	}
+	u, err := openStoreWriter(failbackDir(dir), diskStoreName(disk), deltaBlockSize)
+	if err != nil {
+		return nil, nil, err
+	}
+	return func(st *vmState) error { return s.saveOriginals(u, dir, st, disk, size, off, n) }, func() { u.close() }, nil
 }
 
 // Sync: every write was made durable before it returned.

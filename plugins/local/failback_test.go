@@ -200,8 +200,15 @@ func TestFailbackWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if err := src.site.trackedWrite(ctx, "app", 1, 0, []byte("a guest write while off")); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("a guest write while the failback keeps the vm off: %v", err)
+	}
 	if v, err := src.StartFailback(ctx, "app", "fb1"); err != nil || v.PowerState != "on" {
 		t.Fatalf("start: %v %+v", err, v)
+	}
+	// Production runs and its guest writes: undo gives that back too.
+	if err := src.site.trackedWrite(ctx, "app", 1, 5000, []byte("after the switch")); err != nil {
+		t.Fatal(err)
 	}
 	if err := src.UndoFailback(ctx, "app", "fb2"); !errors.Is(err, errdefs.ErrFailedPrecondition) {
 		t.Errorf("undo of another failback: %v", err)

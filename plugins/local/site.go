@@ -529,7 +529,12 @@ func (s *site) trackedWrite(ctx context.Context, vm string, index int, off int64
 	if v.PowerState == "off" {
 		return fmt.Errorf("write vm %q disk %d: the vm is powered off: %w", vm, index, errdefs.ErrFailedPrecondition)
 	}
-	return s.writeLocked(dir, vm, index, size, off, data, nil)
+	save, done, err := s.guestSave(dir, index, size, off, int64(len(data)))
+	if err != nil {
+		return fmt.Errorf("write vm %q disk %d: %w", vm, index, err)
+	}
+	defer done()
+	return s.writeLocked(dir, vm, index, size, off, data, save)
 }
 
 // writeLocked is trackedWrite with the VM's lock held and its disk's size
