@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: a two-site lab on the local plugin, a job replicating three VMs,
 # incremental runs (tracked and untracked changes), restore points, a
-# failover to the older point with its data checked, and an undo; then the
+# failover to the older point with its data checked, an undo, a failover and
+# a failback home (sync, switch, commit, an incremental run); then the
 # vSphere part on `ferry lab` (scripts/demo-vsphere.sh).
 # Run it with `make demo`; it needs only the binaries in bin/.
 set -euo pipefail
@@ -96,6 +97,21 @@ step "Undo the failover: the replica returns to replication, no restore point lo
 show ferry failover undo demo web-01
 show ferry run demo
 show ferry status
+
+step "Fail back: the replica runs at dr and writes; only what it wrote crosses back"
+show ferry failover demo web-01
+random 65536 | ferry-plugin-local vm write "$lab/dr" web-01_replica 0 1048576 >/dev/null
+show ferry failback demo web-01
+random 16384 | ferry-plugin-local vm write "$lab/dr" web-01_replica 0 2097152 >/dev/null
+show ferry failback switch demo web-01
+if cmp -s <(ferry-plugin-local vm read "$lab/prod" web-01 0) <(ferry-plugin-local vm read "$lab/dr" web-01_replica 0); then
+  echo "OK: production's disk matches byte for byte what the replica held at the switch"
+else
+  echo "MISMATCH: production's disk differs from the replica's at the switch" >&2
+  exit 1
+fi
+show ferry failback commit demo web-01
+show ferry run demo
 
 step "ferry server runs the schedule (every 5s here), with an API and metrics"
 sed -i 's/schedule   = "every 15m"/schedule   = "every 5s"\n  rpo        = "1h"/' main.hcl
