@@ -187,7 +187,24 @@ var brokenCases = []brokenCase{
 		passes: []string{"CrashKeepsPoints"},
 	},
 
+	{
+		name: "TargetFailbackMissesWrites",
+		run: func(t *testing.T) {
+			RunTarget(t, targetFixture(false, func(m *MemTarget) sdk.Target { return &targetFailbackMissesWrites{m} }))
+		},
+		fails:  []string{"FailbackRead"},
+		passes: []string{"FailoverUndo", "CommitFailover"},
+	},
+
 	// Sources.
+	{
+		name: "SourceFailbackSavesNothing",
+		run: func(t *testing.T) {
+			RunSource(t, sourceFixture(func(s *MemSource) sdk.Source { return &sourceFailbackSavesNothing{s} }))
+		},
+		fails:  []string{"FailbackWrite"},
+		passes: []string{"SnapshotLifecycle", "SnapshotFrozen"},
+	},
 	{
 		name: "SourceSnapshotNotFrozen",
 		run: func(t *testing.T) {
@@ -703,4 +720,24 @@ type sourceIgnoresContext struct{ *MemSource }
 
 func (s *sourceIgnoresContext) ListVMs(context.Context) ([]sdk.VM, error) {
 	return s.MemSource.ListVMs(context.Background())
+}
+
+// targetFailbackMissesWrites reports nothing a failed-over replica wrote.
+type targetFailbackMissesWrites struct{ *MemTarget }
+
+func (t *targetFailbackMissesWrites) FailedOverChanges(ctx context.Context, req sdk.FailedOverChangesRequest, fn func([]sdk.Extent) error) (string, error) {
+	return t.MemTarget.FailedOverChanges(ctx, req, func([]sdk.Extent) error { return nil })
+}
+
+// sourceFailbackSavesNothing writes failbacks without saving what they
+// overwrite: an undo cannot give production back.
+type sourceFailbackSavesNothing struct{ *MemSource }
+
+func (s *sourceFailbackSavesNothing) OpenFailbackDisk(ctx context.Context, vm, id string, disk int, size int64) (sdk.DiskWriter, error) {
+	w, err := s.MemSource.OpenFailbackDisk(ctx, vm, id, disk, size)
+	if err != nil {
+		return nil, err
+	}
+	w.(*memFailbackWriter).unsaving = true
+	return w, nil
 }

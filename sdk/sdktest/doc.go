@@ -140,7 +140,9 @@
 // # The reference components
 //
 // MemSource, MemTarget and MemRepository keep everything in memory and pass
-// every check. They are the executable reading of the contracts, and serve
+// every check (MemSource and MemTarget implement failback too: a
+// failed-over MemTarget replica runs on copies of its point's disks,
+// written with MemTarget.WriteFailedOver). They are the executable reading of the contracts, and serve
 // core tests that need a component without a plugin process.
 //
 // This package is part of the sdk module and imports nothing of ferry

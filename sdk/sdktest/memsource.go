@@ -38,6 +38,8 @@ type memSourceVM struct {
 	vm    sdk.VM
 	disks []*trackedDisk
 	snaps []*memSnapshot
+	// failback is the failback under way (memfailback.go).
+	failback *memFailback
 }
 
 // trackedDisk is a live disk with its change tracking: the epoch changes
@@ -81,7 +83,7 @@ func NewMemSource(vms ...sdk.VM) *MemSource {
 // Capabilities are the features MemSource has, to declare in a component
 // or a fixture.
 func (s *MemSource) Capabilities() sdk.Capabilities {
-	return sdk.Capabilities{ChangeTracking: true, Quiesce: true, Folders: true, Tags: true}
+	return sdk.Capabilities{ChangeTracking: true, Quiesce: true, Folders: true, Tags: true, Failback: true}
 }
 
 func (s *MemSource) now() time.Time {

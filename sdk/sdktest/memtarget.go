@@ -41,6 +41,8 @@ type memReplica struct {
 	points  []*memPoint
 	writers map[*memWriter]bool
 	deleted bool
+	// failedOver is what a failed-over replica runs on (memfailback.go).
+	failedOver *memFailedOver
 }
 
 type memPoint struct {
@@ -56,7 +58,7 @@ func NewMemTarget() *MemTarget {
 // Capabilities are the features MemTarget has, to declare in a component or
 // a fixture.
 func (m *MemTarget) Capabilities() sdk.Capabilities {
-	return sdk.Capabilities{ReIP: true}
+	return sdk.Capabilities{ReIP: true, Failback: true}
 }
 
 // lockReplica locks the target for a call on one replica and finds it;
@@ -366,7 +368,8 @@ func (m *MemTarget) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk
 		}
 		point = r.points[len(r.points)-1].info.ID
 	}
-	if _, err := r.point(point); err != nil {
+	pi, err := r.point(point)
+	if err != nil {
 		return nil, err
 	}
 	vm := copyVM(r.info.VM)
@@ -378,6 +381,8 @@ func (m *MemTarget) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk
 	r.info.VM = vm
 	r.info.State = sdk.ReplicaFailedOver
 	r.info.FailoverPoint = point
+	r.info.VM.PowerState = "on"
+	m.startFailedOver(r, r.points[pi])
 	return copyReplica(r.info), nil
 }
 
@@ -391,7 +396,7 @@ func (m *MemTarget) UndoFailover(ctx context.Context, replica string) (*sdk.Repl
 		return nil, fmt.Errorf("undo failover of replica %q: it is %s: %w", r.info.Name, r.info.State, errdefs.ErrFailedPrecondition)
 	}
 	r.info.VM = *r.before
-	r.before = nil
+	r.before, r.failedOver = nil, nil
 	r.info.State = sdk.ReplicaReady
 	r.info.FailoverPoint = ""
 	return copyReplica(r.info), nil

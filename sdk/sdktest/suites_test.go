@@ -51,6 +51,11 @@ func targetFixture(crash bool, wrap func(*MemTarget) sdk.Target) TargetFixture {
 	fx := TargetFixture{
 		New:          func(*testing.T) sdk.Target { return under },
 		Capabilities: tgt.Capabilities(),
+		WriteFailedOver: func(t *testing.T, replica string, disk int, off int64, data []byte) {
+			if err := tgt.WriteFailedOver(replica, disk, off, data); err != nil {
+				t.Fatal(err)
+			}
+		},
 	}
 	if crash {
 		fx.Crash = func(*testing.T) { tgt.Crash() }
