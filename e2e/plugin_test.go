@@ -114,7 +114,8 @@ func TestPluginsCommand(t *testing.T) {
 		t.Fatalf("ferry plugins --json = %s", r.stdout)
 	}
 	human := ferry(t, cfg, "plugins").stdout
-	if !strings.Contains(human, `source "local" (change-tracking, direct-data, folders, tags)`) {
+	if !strings.Contains(human, `source "local" (change-tracking, direct-data, folders, tags, failback)`) ||
+		!strings.Contains(human, `target "local" (direct-data, re-ip, test-failover, failback`) {
 		t.Fatalf("ferry plugins:\n%s", human)
 	}
 }

@@ -171,5 +171,11 @@ func capabilityNames(c sdk.Capabilities) []string {
 	if c.Tags {
 		names = append(names, "tags")
 	}
+	if c.TestFailover {
+		names = append(names, "test-failover")
+	}
+	if c.Failback {
+		names = append(names, "failback")
+	}
 	return names
 }

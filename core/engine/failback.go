@@ -91,9 +91,6 @@ func (e *Engine) Failback(ctx context.Context, job *config.Job, vm string, actio
 	for _, step := range steps {
 		if err := fb.run(ctx, step, res); err != nil {
 			res.Failback = fb.rec
-			if fb.rec == nil {
-				res.Failback = nil
-			}
 			return res, fmt.Errorf("job %q vm %q: failback %s: %s: %w", job.Name, vm, action, step, err)
 		}
 		res.Steps = append(res.Steps, step)
