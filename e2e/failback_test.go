@@ -108,6 +108,17 @@ func sent(syncs []catalog.FailbackSync) (sent, size int64, modes []string) {
 	return sent, size, modes
 }
 
+// syncFigures says what syncs read, changed and sent, for the log.
+func syncFigures(syncs []catalog.FailbackSync) string {
+	var read, changed, sent int64
+	for _, s := range syncs {
+		for _, d := range s.Disks {
+			read, changed, sent = read+d.Read, changed+d.Changed, sent+d.Sent
+		}
+	}
+	return fmt.Sprintf("read %d, changed %d, sent %d bytes", read, changed, sent)
+}
+
 func sameDisks(t *testing.T, what string, got, want [][]byte) {
 	t.Helper()
 	for d := range want {
@@ -146,7 +157,7 @@ func TestFailbackEndToEnd(t *testing.T) {
 	l.replicaChange()
 	res := l.failback()
 	s, size, modes := sent(res.Syncs)
-	t.Logf("first sync: %d bytes sent for %d bytes of disks (modes %v)", s, size, modes)
+	t.Logf("first sync: %d bytes sent for %d bytes of disks (modes %v; %s)", s, size, modes, syncFigures(res.Syncs))
 	if size != total || strings.Join(modes, ",") != "change-tracking,change-tracking" {
 		t.Fatalf("first sync: %d bytes of disks, modes %v", size, modes)
 	}
@@ -182,7 +193,7 @@ func TestFailbackEndToEnd(t *testing.T) {
 	l.replicaChange()
 	res = l.failback("switch")
 	s, _, modes = sent(res.Syncs)
-	t.Logf("final sync: %d bytes sent (modes %v)", s, modes)
+	t.Logf("final sync: %d bytes sent (modes %v; %s)", s, modes, syncFigures(res.Syncs))
 	if len(res.Syncs) != 1 || s == 0 || s > total/100*3 {
 		t.Fatalf("the final sync sent %d bytes in %d syncs for a 1%% change", s, len(res.Syncs))
 	}
@@ -309,7 +320,7 @@ func TestFailbackDigestsAndNewVM(t *testing.T) {
 	l.replicaChange()
 	res := l.failback()
 	s, _, modes := sent(res.Syncs)
-	t.Logf("digest sync: %d bytes sent (modes %v, %s)", s, modes, res.Syncs[0].Disks[0].Why)
+	t.Logf("digest sync: %d bytes sent (modes %v, %s; %s)", s, modes, res.Syncs[0].Disks[0].Why, syncFigures(res.Syncs))
 	if strings.Join(modes, ",") != "digest" || s == 0 || s > size/100*3+64<<10 {
 		t.Fatalf("sync after an untracked change at production: modes %v, %d bytes sent", modes, s)
 	}
