@@ -177,5 +177,8 @@ func capabilityNames(c sdk.Capabilities) []string {
 	if c.Failback {
 		names = append(names, "failback")
 	}
+	if c.MapReplicas {
+		names = append(names, "map-replicas")
+	}
 	return names
 }
