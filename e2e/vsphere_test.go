@@ -671,7 +671,7 @@ func TestVSphereRetentionLimit(t *testing.T) {
 		t.Fatalf("run with 40 restore points: %s", r)
 	}
 	plugins := ferry(t, l.cfg, "plugins")
-	if !strings.Contains(plugins.stdout, `target "vsphere" (direct-data, re-ip, at most 28 restore points, builds efi and bios VMs)`) ||
+	if !strings.Contains(plugins.stdout, `target "vsphere" (direct-data, re-ip, test-failover, map-replicas, at most 28 restore points, builds efi and bios VMs)`) ||
 		!strings.Contains(plugins.stdout, `source "vsphere" (change-tracking, direct-data, quiesce, folders, tags)`) {
 		t.Fatalf("ferry plugins: %s", plugins)
 	}
