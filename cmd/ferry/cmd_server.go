@@ -91,13 +91,18 @@ func runServer(e *env, o serverOptions) error {
 		return usagef("--max-sessions must be at least 1")
 	}
 	logger := serverLogger(e)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	signaled, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	go func() {
 		// After the first signal, a second one ends the server at once,
-		// as killing it would: the crash tests show that is safe too.
-		<-ctx.Done()
-		stop()
+		// as killing it would: the crash tests show that is safe too. The
+		// server begins to stop only once the signals' default action is
+		// back, so that a second signal can never be taken for the first.
+		<-signaled.Done()
+		stopSignals()
+		cancel()
 	}()
 	w, err := openWorkspace(ctx, e)
 	if err != nil {
