@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/ferry-dr/ferry/plugins/internal/filelock"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
@@ -41,19 +40,11 @@ func mappingPath(dir string) string { return filepath.Join(replicaMeta(dir), map
 // source's, as CreateReplica's would. The VM must have no snapshots and
 // as many disks as the source, of the same sizes.
 func (t *Target) MapReplica(ctx context.Context, req sdk.ReplicaRequest) (*sdk.Replica, error) {
-	if !validName(req.Name) {
-		return nil, fmt.Errorf("map replica onto %q: not a valid folder name: %w", req.Name, errdefs.ErrInvalidArgument)
-	}
-	rules, err := sdk.CompileNetwork(sdk.NetworkConfig{NetworkMap: req.NetworkMap})
-	if err != nil {
-		return nil, fmt.Errorf("map replica onto %q: %w", req.Name, err)
-	}
-	tl, err := filelock.Acquire(ctx, filepath.Join(t.root, targetLockName))
+	dir, rules, release, err := t.replicaFolder(ctx, "map replica onto", req)
 	if err != nil {
 		return nil, err
 	}
-	defer tl.Release()
-	dir := filepath.Join(t.root, req.Name)
+	defer release()
 	if rs, err := loadReplica(dir); err == nil {
 		if rs.Owner != nil && !req.Owner.IsZero() && *rs.Owner == (replicaOwner{Job: req.Owner.Job, Source: req.Owner.Source, SourceVM: req.Owner.SourceVM}) {
 			return t.replicaOf(dir, rs) // mapped already

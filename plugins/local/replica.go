@@ -476,19 +476,11 @@ func (t *Target) GetPlacement(ctx context.Context) (*sdk.Placement, error) {
 // like req.VM, its networks mapped by req.NetworkMap. A replica of that
 // name that exists is returned as it is.
 func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sdk.Replica, error) {
-	if !validName(req.Name) {
-		return nil, fmt.Errorf("create replica %q: not a valid folder name: %w", req.Name, errdefs.ErrInvalidArgument)
-	}
-	rules, err := sdk.CompileNetwork(sdk.NetworkConfig{NetworkMap: req.NetworkMap})
-	if err != nil {
-		return nil, fmt.Errorf("create replica %q: %w", req.Name, err)
-	}
-	tl, err := filelock.Acquire(ctx, filepath.Join(t.root, targetLockName))
+	dir, rules, release, err := t.replicaFolder(ctx, "create replica", req)
 	if err != nil {
 		return nil, err
 	}
-	defer tl.Release()
-	dir := filepath.Join(t.root, req.Name)
+	defer release()
 	if rs, err := loadReplica(dir); err == nil {
 		if rs.Owner == nil && !req.Owner.IsZero() {
 			return t.adopt(ctx, req.Name, req.Owner)
@@ -529,6 +521,23 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 		return nil, err
 	}
 	return t.replicaOf(dir, rs)
+}
+
+// replicaFolder checks req's name and network map and takes the target's
+// lock for a replica to be made in the folder it returns (what names the
+// change in errors); release gives the lock back.
+func (t *Target) replicaFolder(ctx context.Context, what string, req sdk.ReplicaRequest) (dir string, rules *sdk.NetworkRules, release func(), err error) {
+	if !validName(req.Name) {
+		return "", nil, nil, fmt.Errorf("%s %q: not a valid folder name: %w", what, req.Name, errdefs.ErrInvalidArgument)
+	}
+	if rules, err = sdk.CompileNetwork(sdk.NetworkConfig{NetworkMap: req.NetworkMap}); err != nil {
+		return "", nil, nil, fmt.Errorf("%s %q: %w", what, req.Name, err)
+	}
+	tl, err := filelock.Acquire(ctx, filepath.Join(t.root, targetLockName))
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return filepath.Join(t.root, req.Name), rules, tl.Release, nil
 }
 
 // newReplicaState is the record of a new replica of req's VM, ready, with
