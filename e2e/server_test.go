@@ -437,7 +437,7 @@ func TestQueuedRunsSurviveAKill(t *testing.T) {
 		t.Helper()
 		var a server.Asked
 		if code := s.call(t, token, "POST", "/v1/jobs/"+job+"/run", &a); code != http.StatusAccepted {
-			t.Fatalf("POST /v1/jobs/%s/run: %d", job, code)
+			t.Fatalf("POST /v1/jobs/%s/run: %d\n%s", job, code, s.stderr)
 		}
 		return a
 	}

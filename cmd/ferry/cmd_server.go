@@ -174,16 +174,21 @@ func runServer(e *env, o serverOptions) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          log.New(logger.StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}), "", 0),
 	}
-	go func() {
-		if err := api.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("the API stopped", "error", err)
+	// The API answers once the server knows its jobs: a call made as
+	// soon as the line below is printed finds every job of the
+	// configuration.
+	srv.Ready = func() {
+		go func() {
+			if err := api.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("the API stopped", "error", err)
+			}
+		}()
+		go st.watch(ctx, srv, hooks, tokens)
+		if o.plaintext {
+			fmt.Fprintf(e.stderr, "WARNING: ferry server serves its API WITHOUT TLS on %s (--insecure-plaintext): for development only; tokens cross in the clear\n", addr)
 		}
-	}()
-	go st.watch(ctx, srv, hooks, tokens)
-	if o.plaintext {
-		fmt.Fprintf(e.stderr, "WARNING: ferry server serves its API WITHOUT TLS on %s (--insecure-plaintext): for development only; tokens cross in the clear\n", addr)
+		fmt.Fprintf(e.stderr, "ferry server: %d jobs; API on %s://%s; stop with Ctrl-C or SIGTERM\n", len(w.cfg.Jobs), scheme, addr)
 	}
-	fmt.Fprintf(e.stderr, "ferry server: %d jobs; API on %s://%s; stop with Ctrl-C or SIGTERM\n", len(w.cfg.Jobs), scheme, addr)
 	err = srv.Serve(ctx, w.cfg)
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -79,6 +79,12 @@ type Server struct {
 	// Controller is who this server is, as its claim on the catalog's
 	// jobs says (the status's scheduled_by). Set before Serve.
 	Controller catalog.Controller
+	// Ready is called by Serve once it knows the configuration's jobs
+	// and has resumed the runs queued before it started, before it
+	// schedules anything: an API that begins to answer there never
+	// finds a job of the configuration unknown. Nil does nothing. Set
+	// before Serve.
+	Ready func()
 
 	slots chan struct{} // one value per slot in use
 	wake  chan struct{}
@@ -184,6 +190,9 @@ func (s *Server) Serve(ctx context.Context, cfg *config.Config) error {
 	s.mu.Unlock()
 	s.Reload(cfg)
 	s.resume(ctx)
+	if s.Ready != nil {
+		s.Ready()
+	}
 	s.missed(ctx)
 	s.missedTests(ctx)
 	rpoTick := time.NewTicker(s.opts.RPOEvery)

@@ -327,6 +327,30 @@ func TestRunNow(t *testing.T) {
 	})
 }
 
+// TestReadyKnowsTheJobs: Ready, where ferry server lets its API answer,
+// comes once the configuration's jobs are known and queued runs resumed,
+// so that a run asked at once is started, not refused as an unknown job.
+func TestReadyKnowsTheJobs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLab(t)
+		l.took["web"] = 10 * time.Second
+		s := New(l.run, l.cat, nil, Options{})
+		var asked Asked
+		var askErr error
+		ready := 0
+		s.Ready = func() {
+			ready++
+			asked, askErr = s.RunNow(context.Background(), "web")
+		}
+		stop := serve(s, jobs(t, map[string]string{"web": ""}))
+		synctest.Wait()
+		stop()
+		if ready != 1 || askErr != nil || !asked.Started || asked.Session == "" {
+			t.Fatalf("Ready called %d times; a run asked in it: %+v, %v", ready, asked, askErr)
+		}
+	})
+}
+
 func TestRPOAlarmsAreRaisedAndCleared(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		aligned()
