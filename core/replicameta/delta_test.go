@@ -206,6 +206,54 @@ func TestTrackedRunsWriteDeltas(t *testing.T) {
 	g.check(0)
 }
 
+// A change-tracked run looks up, in the deltas it loads, only the blocks
+// it writes, the newest delta's digest of each: its work follows the
+// change, not the deltas' history.
+func TestTrackedLookupsFollowTheSpans(t *testing.T) {
+	ctx := context.Background()
+	g := newRig(t, 2)
+	g.full()
+	tracked := func(blocks ...int) {
+		s := g.open(false)
+		if _, err := s.Take(ctx, []datamover.Take{{Seg: 1, Spans: spansOf(1, blocks...)}}, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put(ctx, []datamover.Update{g.write(1, blocks...)}); err != nil {
+			t.Fatal(err)
+		}
+		g.finish(s)
+	}
+	tracked(3, 4, 200)
+	tracked(4, 150)
+
+	s := g.open(false)
+	// Two spans: blocks 4 and 5 (the second ending inside block 5), and
+	// from inside block 150 to the end of block 151.
+	spans := []sdk.Extent{{Offset: bigSize + 4*bs, Length: bs + 100}, {Offset: bigSize + 150*bs + 7, Length: 2*bs - 7}}
+	ps, err := s.Take(ctx, []datamover.Take{{Seg: 1, Spans: spans}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ps[0].Wait(ctx)
+	if err != nil || d == nil {
+		t.Fatalf("take: %v, %v", d, err)
+	}
+	for _, b := range []int{4, 150} {
+		if v, ok := d.Digest(b); !ok || v != g.digest(bigBlks+int64(b)) {
+			t.Errorf("block %d: known %v, want the newest delta's digest", b, ok)
+		}
+	}
+	for _, b := range []int{3, 5, 151, 200} {
+		if _, ok := d.Digest(b); ok {
+			t.Errorf("block %d, outside the spans or in no delta, is known", b)
+		}
+	}
+	if st := s.Stats(); st.ObjectsLoaded != 2 {
+		t.Fatalf("loaded %d objects, want the two deltas", st.ObjectsLoaded)
+	}
+	s.Close()
+}
+
 // Deltas are folded into a new base once they hold 1/CompactEntries of a
 // segment's blocks; the deltas no segment needs are deleted.
 func TestDeltasAreCompacted(t *testing.T) {

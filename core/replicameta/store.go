@@ -1,6 +1,7 @@
 package replicameta
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -321,7 +322,11 @@ func (s *Store) Take(ctx context.Context, takes []datamover.Take, wait bool) ([]
 			todo += r[1] - r[0]
 		}
 		// The plan is taken now: the manifest changes as groups are put.
-		loads = append(loads, load{k, s.loadPlan(t.Seg, wait || todo*DenseLoad >= hi-lo)})
+		p := s.loadPlan(t.Seg, wait || todo*DenseLoad >= hi-lo)
+		if p.base == "" {
+			p.spans = spans
+		}
+		loads = append(loads, load{k, p})
 	}
 	if len(dirty) > 0 {
 		s.manifest.Dirty = addRanges(s.manifest.Dirty, dirty)
@@ -392,6 +397,10 @@ type loadPlan struct {
 	deltas []DeltaRef
 	dirty  []Range
 	n      int
+	// spans, when only deltas are loaded, are the bytes the run writes:
+	// only their blocks' digests are looked up, so that the work follows
+	// the change, not the deltas' history.
+	spans []Range
 }
 
 // loadPlan says what to load of segment seg: its base when dense, and
@@ -443,9 +452,7 @@ func (s *Store) load(ctx context.Context, p loadPlan) (datamover.Stored, error) 
 			if err != nil {
 				return nil, err
 			}
-			from := sort.Search(len(es), func(i int) bool { return es[i].block >= lo })
-			to := sort.Search(len(es), func(i int) bool { return es[i].block >= lo+int64(p.n) })
-			all = append(all, es[from:to]...)
+			all = s.appendSpanned(all, es, lo, p)
 		}
 		sp := newSparse(p.n, all, lo)
 		sp.forget(p.dirty, lo, s)
@@ -468,6 +475,28 @@ func (s *Store) load(ctx context.Context, p loadPlan) (datamover.Stored, error) 
 	}
 	dd.forget(p.dirty, lo, s)
 	return dd, nil
+}
+
+// appendSpanned appends to all the entries of es (sorted by block) that
+// fall in segment p.seg, which starts at block lo: only those in p.spans
+// when it names any.
+func (s *Store) appendSpanned(all, es []entry, lo int64, p loadPlan) []entry {
+	in := func(from, to int64) []entry { // blocks [from, to)
+		i := sort.Search(len(es), func(i int) bool { return es[i].block >= from })
+		j := i + sort.Search(len(es)-i, func(j int) bool { return es[i+j].block >= to })
+		return es[i:j]
+	}
+	if p.spans == nil {
+		return append(all, in(lo, lo+int64(p.n))...)
+	}
+	bs := int64(s.bs)
+	for _, r := range p.spans {
+		from, to := max(r[0]/bs, lo), min((r[1]+bs-1)/bs, lo+int64(p.n))
+		if from < to {
+			all = append(all, in(from, to)...)
+		}
+	}
+	return all
 }
 
 // delta returns the load of a delta object, started once per run.
@@ -855,7 +884,7 @@ func (sp *sparseDigests) Digest(i int) (datamover.Digest, bool) {
 // newSparse makes the lookup of entries, oldest first (a later entry of a
 // block replaces an earlier one), of the segment starting at block lo.
 func newSparse(n int, es []entry, lo int64) *sparseDigests {
-	sort.SliceStable(es, func(i, j int) bool { return es[i].block < es[j].block })
+	slices.SortStableFunc(es, func(a, b entry) int { return cmp.Compare(a.block, b.block) })
 	sp := &sparseDigests{n: n, idx: make([]int32, 0, len(es)), d: make([]datamover.Digest, 0, len(es))}
 	for k, e := range es {
 		if k+1 < len(es) && es[k+1].block == e.block {
