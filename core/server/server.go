@@ -68,8 +68,9 @@ type Server struct {
 	// Tests runs the test VMs of test failovers for the API (the
 	// engine's); nil refuses tests. Set before Serve.
 	Tests recovery.Tests
-	// Tested is called after each test of a failover plan the server
-	// ran (asked through the API, or at the plan's test_schedule), from
+	// Tested is called after each test the server ran, of a failover
+	// plan (asked through the API, or at the plan's test_schedule) or of
+	// one VM (asked through the API), from
 	// the test's goroutine, with the test and its error; nil does
 	// nothing. Set before Serve.
 	Tested func(t *PlanTest, err error)

@@ -240,6 +240,9 @@ func (s *Server) TestVM(job, vm, point string, keep time.Duration) (*PlanTest, e
 		defer mu.Unlock()
 		out.Steps = append(out.Steps, st)
 	})
+	if out != nil && s.Tested != nil { // the test ran: its end is told as a plan's is
+		s.Tested(out, err)
+	}
 	return out, err
 }
 

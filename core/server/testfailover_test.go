@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -207,6 +208,13 @@ func TestTestFailoverOfAVMThroughTheAPI(t *testing.T) {
 		"db-01-old": left("db-01-old", "", "db", "db-01"), "web-01-old": left("web-01-old", "", "web", "web-01"), "shop-old": left("shop-old", "shop", "db", "db-01"),
 	}, held: make(chan struct{}, 8)}
 	s := New(l.run, l.cat, nil, Options{})
+	var toldMu sync.Mutex
+	var told []string // the tests Tested heard of (webhooks)
+	s.Tested = func(pt *PlanTest, err error) {
+		toldMu.Lock()
+		defer toldMu.Unlock()
+		told = append(told, fmt.Sprintf("plan=%q job=%q vm=%q run=%s passed=%v err=%v", pt.Plan, pt.Job, pt.VM, pt.Run, pt.Passed, err))
+	}
 	stop := serve(s, cfg)
 	defer stop()
 	srv := httptest.NewServer(s.Handler(NewMetrics(s), "test"))
@@ -263,6 +271,14 @@ func TestTestFailoverOfAVMThroughTheAPI(t *testing.T) {
 	if err := l.cat.View(func(tx *catalog.Tx) (err error) { last, err = tx.LastTest("db", "db-01"); return err }); err != nil || last == nil || last.Run != passed.Run || last.Plan != "" {
 		t.Fatalf("the VM's last test: %+v, %v", last, err)
 	}
+	// Its end was told (the webhooks' test.passed), and only it: the
+	// tests refused were never run.
+	toldMu.Lock()
+	want := fmt.Sprintf("plan=\"\" job=\"db\" vm=\"db-01\" run=%s passed=true err=<nil>", passed.Run)
+	if len(told) != 1 || told[0] != want {
+		t.Fatalf("tests told %q, want [%s]", told, want)
+	}
+	toldMu.Unlock()
 
 	// Another process tests the VM: refused, naming it.
 	release, err := l.cat.LockTestVM("db", "db-01", catalog.TestHolder{What: "ferry failover db db-01 --test", PID: 4242, Host: "ops-1", Since: time.Now()})

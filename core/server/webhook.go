@@ -34,7 +34,8 @@ type Notice struct {
 	// RPO is the VM's state, for rpo.breached and rpo.recovered.
 	RPO *RPONotice `json:"rpo,omitempty"`
 	// Plan and Test are the failover plan tested and the result its test
-	// kept, for test.passed and test.failed (whose Job is "").
+	// kept, for test.passed and test.failed; a test of one VM alone has
+	// no Plan, and names the VM's Job and VM.
 	Plan string              `json:"plan,omitempty"`
 	Test *catalog.TestResult `json:"test,omitempty"`
 }
@@ -240,9 +241,10 @@ func (n Notices) Alarm(a RPOAlarm) {
 	n.W.Send(Notice{Event: event, Job: a.Job, VM: a.VM, RPO: &RPONotice{RPOSeconds: a.RPO.Seconds(), AgeSeconds: a.Age.Seconds(), Newest: a.Newest}})
 }
 
-// Tested sends test.passed, or test.failed with the test's error.
+// Tested sends test.passed, or test.failed with the test's error: of a
+// failover plan (Plan), or of one VM tested alone (Job and VM).
 func (n Notices) Tested(t *PlanTest, err error) {
-	note := Notice{Event: "test.passed", Plan: t.Plan, Test: &t.TestResult}
+	note := Notice{Event: "test.passed", Plan: t.Plan, Job: t.Job, VM: t.VM, Test: &t.TestResult}
 	if err != nil {
 		note.Event, note.Error = "test.failed", err.Error()
 	}

@@ -152,10 +152,14 @@ func TestATestFailoverIsNoticed(t *testing.T) {
 	n := Notices{W: w}
 	n.Tested(&PlanTest{TestResult: catalog.TestResult{Plan: "shop", Run: "r1", Passed: true, RecoverySeconds: 2}}, nil)
 	n.Tested(&PlanTest{TestResult: catalog.TestResult{Plan: "shop", Run: "r2", Error: "group \"db\" is not ready"}}, errors.New("group \"db\" is not ready"))
-	got := r.wait(2)
-	if len(got) != 2 || got[0].Event != "test.passed" || got[0].Plan != "shop" || got[0].Test.Run != "r1" || got[0].Error != "" ||
+	n.Tested(&PlanTest{TestResult: catalog.TestResult{Job: "db", VM: "db-01", Run: "r3", Passed: true}}, nil)
+	got := r.wait(3)
+	if len(got) != 3 || got[0].Event != "test.passed" || got[0].Plan != "shop" || got[0].Test.Run != "r1" || got[0].Error != "" ||
 		got[1].Event != "test.failed" || got[1].Test.Run != "r2" || got[1].Test.Passed || got[1].Error != `group "db" is not ready` {
 		t.Fatalf("notices %+v", got)
+	}
+	if vm := got[2]; vm.Event != "test.passed" || vm.Plan != "" || vm.Job != "db" || vm.VM != "db-01" || vm.Test.Run != "r3" {
+		t.Fatalf("the notice of a VM's test: %+v", vm)
 	}
 }
 
