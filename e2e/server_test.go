@@ -492,6 +492,102 @@ func TestQueuedRunsSurviveAKill(t *testing.T) {
 	}
 }
 
+// TestAServerKilledMidTransfer: kill -9 of ferry server while a session
+// moves a disk's data (its progress seen through the API) loses no
+// restore point: the earlier point still reads as the source did; the
+// next server's run of the job succeeds, and its point is exactly the
+// source.
+func TestAServerKilledMidTransfer(t *testing.T) {
+	l := newLab(t, 3, vmSpec{name: "web-01", disks: []string{"16MiB"}})
+	l.writeConfig(`
+source "local" "prod"     { path = "../prod" }
+target "local" "dr"       { path = "../dr" }
+repository "local" "meta" { path = "../meta" }
+
+job "e2e" {
+  source     = source.local.prod
+  target     = target.local.dr
+  repository = repository.local.meta
+  vms        = ["web-01"]
+  transfer { throttle = "1MB/s" }
+}
+`)
+	l.write("web-01", 0, 0, 1<<20)
+	if r := l.run(); r.code != 0 {
+		t.Fatalf("the first run: %s", r.stderr)
+	}
+	before := l.points("web-01")
+	was := l.source("web-01", 0)
+	l.write("web-01", 0, 4<<20, 4<<20) // about 4 s at 1 MB/s
+	token := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "ops", "--role", "operator").stdout)
+
+	s := l.startServer()
+	req, _ := http.NewRequest("GET", s.url+"/v1/events?job=e2e", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/events: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	if code := s.call(t, token, "POST", "/v1/jobs/e2e/run", nil); code != http.StatusAccepted {
+		t.Fatalf("POST /v1/jobs/e2e/run: %d\n%s", code, s.stderr)
+	}
+	// Kill once a megabyte of the disk has moved, and before it all has.
+	deadline := time.AfterFunc(60*time.Second, func() { resp.Body.Close() })
+	defer deadline.Stop()
+	sc := bufio.NewScanner(resp.Body)
+	var at server.Event
+	for sc.Scan() {
+		var ev server.Event
+		if line, ok := strings.CutPrefix(sc.Text(), "data: "); !ok || json.Unmarshal([]byte(line), &ev) != nil {
+			continue
+		}
+		if ev.Kind == "disk.finished" || ev.Kind == "session.finished" {
+			t.Fatalf("the session moved its data before the kill: %+v", ev)
+		}
+		if ev.Kind == "disk.progress" && ev.Done >= 1<<20 {
+			at = ev
+			break
+		}
+	}
+	if at.Kind == "" {
+		t.Fatalf("no progress of the disk:\n%s", s.stderr)
+	}
+	s.kill()
+	after := l.points("web-01")
+	if len(after) != len(before) || after[len(after)-1].ID != before[len(before)-1].ID {
+		t.Fatalf("points after the kill %+v, before %+v", after, before)
+	}
+	sameBytes(t, "the point before the killed session", l.point("web-01", before[len(before)-1].ID, 0), was)
+
+	want := l.source("web-01", 0)
+	s = l.startServer()
+	mark := s.stderr.mark()
+	if code := s.call(t, token, "POST", "/v1/jobs/e2e/run", nil); code != http.StatusAccepted {
+		t.Fatalf("POST /v1/jobs/e2e/run after the restart: %d\n%s", code, s.stderr)
+	}
+	s.waitLog(t, `"session ended"`, mark, 60*time.Second)
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Wait(); err != nil {
+		t.Fatalf("the server after SIGTERM: %v\n%s", err, s.stderr)
+	}
+	ps := l.points("web-01")
+	if len(ps) != len(before)+1 {
+		t.Fatalf("%d points after the resumed run, want %d", len(ps), len(before)+1)
+	}
+	sameBytes(t, "the point of the run after the kill", l.point("web-01", ps[len(ps)-1].ID, 0), want)
+	sameBytes(t, "the point before the killed session, after the run", l.point("web-01", before[len(before)-1].ID, 0), was)
+	var listed []session
+	if r := ferry(t, l.cfg, "sessions", "e2e", "--json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &listed) != nil || len(listed) < 3 {
+		t.Fatalf("sessions --json: %s", r)
+	}
+	if listed[0].Result != catalog.ResultSuccess || listed[1].Result == catalog.ResultSuccess {
+		t.Fatalf("the last session %s, the killed one %s: want success after a session that did not succeed", listed[0].Result, listed[1].Result)
+	}
+}
+
 // TestTheServersMetricsTellTheProxiesSlots: /metrics of a server whose
 // jobs run through proxies has each proxy's task slots (the
 // configuration's before a session greets it, then what the proxy says,
