@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/ferry-dr/ferry/plugins/hyperv/simhost"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/sdktest"
 )
@@ -59,6 +60,7 @@ func TestConformanceTarget(t *testing.T) {
 			cur.crashForTest()
 			cur = NewTarget(h, "")
 		},
+		WriteFailedOver: guestWriter(h),
 	})
 }
 
@@ -70,9 +72,19 @@ func TestConformanceTargetOverWire(t *testing.T) {
 	if err != nil || diags.HasErrors() {
 		t.Fatal(err, diags.Err())
 	}
-	sdktest.RunTarget(t, sdktest.TargetFixture{New: func(*testing.T) sdk.Target { return tgt }, Capabilities: p.Capabilities})
+	sdktest.RunTarget(t, sdktest.TargetFixture{New: func(*testing.T) sdk.Target { return tgt }, Capabilities: p.Capabilities, WriteFailedOver: guestWriter(h)})
 }
 
 func TestConformancePlugin(t *testing.T) {
 	sdktest.RunPlugin(t, Plugin())
+}
+
+// guestWriter writes into a VM of h as its guest would (a failed-over
+// replica, for the FailbackRead check).
+func guestWriter(h *simhost.Host) func(t *testing.T, vm string, disk int, off int64, data []byte) {
+	return func(t *testing.T, vm string, disk int, off int64, data []byte) {
+		if err := h.GuestWrite(context.Background(), vm, disk, off, data); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

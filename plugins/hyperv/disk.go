@@ -62,7 +62,7 @@ func (r *diskReader) Transport() (string, string) {
 // writes land before anything that follows, and refusing its later ones.
 type diskWriter struct {
 	key   string
-	owner *Target
+	owner any // the Target or Source that opened it (tests abandon a crashed one's)
 	size  int64
 
 	mu      sync.RWMutex // WriteAt and Sync hold it shared; supersede and Close exclusive

@@ -149,6 +149,9 @@ func (t *Target) UndoFailover(ctx context.Context, id string) (*sdk.Replica, err
 	if err := t.h.SetRunning(ctx, r.vm.ID, false); err != nil {
 		return nil, err
 	}
+	if err := t.dropMarks(ctx, r); err != nil {
+		return nil, fmt.Errorf("undo failover of replica %q: %w", r.vm.Name, err)
+	}
 	if err := t.restoreWorking(ctx, r.vm.ID, r.meta.Undo); err != nil {
 		return nil, fmt.Errorf("undo failover of replica %q: %w", r.vm.Name, err)
 	}
@@ -177,6 +180,9 @@ func (t *Target) CommitFailover(ctx context.Context, id string) (*sdk.Replica, e
 		if err := t.h.DestroyCheckpoint(ctx, r.vm.ID, r.meta.Undo); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return nil, err
 		}
+	}
+	if err := t.dropMarks(ctx, r); err != nil {
+		return nil, fmt.Errorf("commit failover of replica %q: %w", r.vm.Name, err)
 	}
 	r.meta.State, r.meta.Undo, r.meta.Before = sdk.ReplicaCommitted, "", nil
 	if err := t.save(ctx, r); err != nil {

@@ -38,6 +38,10 @@ type replicaMeta struct {
 	// UndoFailover restores.
 	Before  []sdk.NIC `json:"before,omitempty"`
 	GuestOS string    `json:"guest_os,omitempty"`
+	// Marks are the reference points of the failback marks taken of the
+	// failed-over replica (failback_read.go), which its failover's undo
+	// or commit removes.
+	Marks []string `json:"failback_marks,omitempty"`
 }
 
 func (m *replicaMeta) notes() (string, error) {

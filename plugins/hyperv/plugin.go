@@ -81,8 +81,8 @@ func Plugin() *sdk.Plugin {
 
 // The capabilities the components declare.
 var (
-	SourceCapabilities = sdk.Capabilities{ChangeTracking: true, Quiesce: true}
-	TargetCapabilities = sdk.Capabilities{ReIP: true}
+	SourceCapabilities = sdk.Capabilities{ChangeTracking: true, Quiesce: true, Failback: true}
+	TargetCapabilities = sdk.Capabilities{ReIP: true, Failback: true}
 )
 
 // MaxRestorePoints keeps one checkpoint of Hyper-V's 50 for a failover's

@@ -17,7 +17,12 @@ import (
 // checkpoint; removing it after the run converts it to a reference point,
 // whose change tracking ids the next run asks changes since.
 type Source struct {
-	h host.Host
+	h     host.Host
+	locks vmLocks // failback calls, per VM id
+	// step, when set, is called at the named steps of a failback (tests
+	// abandon the call there to prove each step re-runnable). Nil in the
+	// plugin.
+	step func(name string)
 }
 
 var (
@@ -65,7 +70,7 @@ func describeVM(v host.VM, sizes []int64) sdk.VM {
 		out.Firmware = "bios"
 	}
 	if v.Running {
-		out.PowerState = "running"
+		out.PowerState = "on"
 	}
 	out.Hardware = sdk.Hardware{Firmware: out.Firmware, Generation: v.Generation, SecureBoot: v.SecureBoot, TPM: v.TPM}
 	if v.SecureBoot {
@@ -146,7 +151,8 @@ func snapshotOf(vm string, cp host.Checkpoint) sdk.Snapshot {
 // RemoveSnapshot converts the recovery checkpoint to a reference point:
 // the checkpoint's differencing disks merge, and the reference point keeps
 // the change tracking ids the next run asks changes since. A checkpoint
-// that is gone is removed already.
+// that is gone is removed already. A snapshot taken after a failback's
+// commit ends the failback's marker (afterRun).
 func (s *Source) RemoveSnapshot(ctx context.Context, vm, snapshot string) error {
 	cp, err := s.checkpoint(ctx, vm, snapshot)
 	if errors.Is(err, errdefs.ErrNotFound) {
@@ -158,7 +164,7 @@ func (s *Source) RemoveSnapshot(ctx context.Context, vm, snapshot string) error 
 	if _, err := s.h.ConvertToReferencePoint(ctx, vm, cp.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return fmt.Errorf("remove snapshot %q of vm %q: %w", snapshot, vm, err)
 	}
-	return nil
+	return s.afterRun(ctx, vm, cp.ID)
 }
 
 // ListSnapshots lists the VM's recovery checkpoints, oldest first.

@@ -170,12 +170,31 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	}
 	meta := &replicaMeta{Replica: 1, Owner: req.Owner, SourceVM: req.VM.ID, Incarnation: newIncarnation(),
 		State: sdk.ReplicaReady, NICs: nics, GuestOS: req.VM.GuestOS}
-	want := req.VM
+	spec, sizes, err := specOf(req.Name, req.VM, nics, t.storage)
+	if err != nil {
+		return nil, fmt.Errorf("create replica %q: %w", req.Name, err)
+	}
+	meta.Sizes = sizes
+	if spec.Notes, err = meta.notes(); err != nil {
+		return nil, err
+	}
+	v, err := t.h.CreateVM(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("create replica %q: %w", req.Name, err)
+	}
+	return t.describe(&replica{vm: v, meta: meta}), nil
+}
+
+// specOf is the Hyper-V VM that holds vm, named name, with the adapters
+// nics (networks already mapped), in folder dir ("" for the host's
+// default), and the sizes of its disks (a VHDX is whole sectors).
+func specOf(name string, vm sdk.VM, nics []sdk.NIC, dir string) (host.VMSpec, []int64, error) {
+	want := vm
 	want.Disks = slices.Clone(want.Disks)
 	sdk.NormalizeHardware(&want)
 	hw := want.Hardware
-	spec := host.VMSpec{Name: req.Name, Generation: generation(want), CPUs: max(req.VM.CPUs, 1),
-		MemoryMiB: max(req.VM.MemoryMiB, 32), SecureBoot: hw.SecureBoot, TPM: hw.TPM, Dir: t.storage}
+	spec := host.VMSpec{Name: name, Generation: generation(want), CPUs: max(vm.CPUs, 1),
+		MemoryMiB: max(vm.MemoryMiB, 32), SecureBoot: hw.SecureBoot, TPM: hw.TPM, Dir: dir}
 	if spec.SecureBoot {
 		spec.SecureBootTemplate = hw.SecureBootTemplate
 	}
@@ -187,9 +206,10 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	for _, d := range want.Disks {
 		mapped = mapped && (d.Bus == sdk.BusIDE || d.Bus == sdk.BusSCSI && d.ControllerModel == sdk.ModelHyperVSCSI)
 	}
+	var sizes []int64
 	for i, d := range want.Disks {
 		if d.Capacity <= 0 {
-			return nil, fmt.Errorf("create replica %q: disk %d has capacity %d: %w", req.Name, i, d.Capacity, errdefs.ErrInvalidArgument)
+			return spec, nil, fmt.Errorf("disk %d has capacity %d: %w", i, d.Capacity, errdefs.ErrInvalidArgument)
 		}
 		ctl, bus, loc := "scsi", 0, i
 		switch {
@@ -201,22 +221,15 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 			loc = i - 4
 		}
 		spec.Disks = append(spec.Disks, host.DiskSpec{Controller: ctl, Bus: bus, Location: loc, Capacity: roundSector(d.Capacity)})
-		meta.Sizes = append(meta.Sizes, d.Capacity)
+		sizes = append(sizes, d.Capacity)
 	}
 	for _, n := range nics {
 		if n.Model != "" && n.Model != sdk.NICHyperVSynthetic && n.Model != sdk.NICHyperVLegacy {
-			return nil, fmt.Errorf("create replica %q: nic %d: Hyper-V has no %s adapter: %w", req.Name, n.Index, n.Model, errdefs.ErrInvalidArgument)
+			return spec, nil, fmt.Errorf("nic %d: Hyper-V has no %s adapter: %w", n.Index, n.Model, errdefs.ErrInvalidArgument)
 		}
 		spec.NICs = append(spec.NICs, host.NICSpec{Switch: n.Network, Guest: guestOf(n), Legacy: n.Model == sdk.NICHyperVLegacy})
 	}
-	if spec.Notes, err = meta.notes(); err != nil {
-		return nil, err
-	}
-	v, err := t.h.CreateVM(ctx, spec)
-	if err != nil {
-		return nil, fmt.Errorf("create replica %q: %w", req.Name, err)
-	}
-	return t.describe(&replica{vm: v, meta: meta}), nil
+	return spec, sizes, nil
 }
 
 // generation is the Hyper-V generation a replica of vm needs: the one
