@@ -352,6 +352,9 @@ func (h *Host) DiskChanges(ctx context.Context, vm, checkpoint string, disk int,
 		if isFerryReplica(notes) {
 			return fmt.Errorf("vm %q is a ferry replica, whose disks ferry wrote past Hyper-V's change tracking: %w", vm, errdefs.ErrChangeIDReset)
 		}
+		if inFailback(notes) {
+			return fmt.Errorf("vm %q was written by a ferry failback past Hyper-V's change tracking: %w", vm, errdefs.ErrChangeIDReset)
+		}
 		snap, err := h.findSnapshot(cs, checkpoint)
 		if err != nil {
 			return err

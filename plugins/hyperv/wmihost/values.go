@@ -309,6 +309,20 @@ const ReplicaNotesPrefix = "ferry replica:"
 
 func isFerryReplica(notes string) bool { return strings.HasPrefix(notes, ReplicaNotesPrefix) }
 
+// FailbackNotesMarker starts the line package hyperv puts at the end of a
+// production VM's notes while a failback writes it, and after its commit
+// until a replication run has taken new change tracking ids (package
+// hyperv's failbackHeader starts with it; its tests keep it so). ferry
+// wrote such a VM's newest disk files itself, past Hyper-V's change
+// tracking, so ids given before those writes are not trusted.
+const FailbackNotesMarker = "ferry failback:"
+
+// inFailback reports whether a VM's notes carry the failback marker on a
+// line of its own.
+func inFailback(notes string) bool {
+	return strings.HasPrefix(notes, FailbackNotesMarker) || strings.Contains(notes, "\n"+FailbackNotesMarker)
+}
+
 // guestConfig is what Msvm_GuestNetworkAdapterConfiguration holds for a
 // static configuration.
 type guestConfig struct {

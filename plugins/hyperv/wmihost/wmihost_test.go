@@ -273,6 +273,17 @@ func TestMappings(t *testing.T) {
 	if !isFerryReplica("ferry replica: managed by ferry-plugin-hyperv; do not edit\n{}") || isFerryReplica("my notes") {
 		t.Error("isFerryReplica")
 	}
+	for notes, want := range map[string]bool{
+		"ferry failback: x {}":                    true,
+		"my notes\nferry failback: x {}":          true,
+		"my notes":                                false,
+		"see ferry failback: in the docs":         false,
+		"ferry replica: x\n{\"state\":\"ready\"}": false,
+	} {
+		if inFailback(notes) != want {
+			t.Errorf("inFailback(%q) = %v", notes, !want)
+		}
+	}
 	if !isGUID("4D0E2F5A-1B2C-4D3E-8F90-0123456789AB") || isGUID("HV01") || isGUID("4D0E2F5A-1B2C-4D3E-8F90-0123456789AZ") {
 		t.Error("isGUID")
 	}
