@@ -16,7 +16,11 @@
 //
 // source.go is the Source, target.go and failover.go the Target, disk.go
 // the disk readers and writers, meta.go what a replica and a restore point
-// record in their Hyper-V notes. It never calls WMI itself, and never
-// writes a file a checkpoint holds: only the newest file of a replica
-// disk's chain, which no checkpoint has frozen, is opened for writing.
+// record in their Hyper-V notes; failback.go is the Source's half of
+// failback (a checkpoint of production as the undo store, a marker in its
+// notes), failback_read.go the Target's (RCT marks of the running
+// replica). It never calls WMI itself, and never writes a file a
+// checkpoint holds: only the newest file of a disk's chain (a replica's,
+// or a production VM's in failback, above its undo checkpoint), which no
+// checkpoint has frozen, is opened for writing.
 package hyperv
