@@ -497,13 +497,13 @@ func TestFailbackKillAtEachStep(t *testing.T) {
 		}
 		w.(*diskWriter).drop() // the process died: its block table was never synced
 		src = NewSource(p.h)
-		want := p.write(t, src, "fb1", off+n, n)
+		p.write(t, src, "fb1", off+n, n)
 		if err := src.UndoFailback(ctx, "prod", "fb1"); err != nil {
 			t.Fatal(err)
 		}
 		undone(t, p)
 		begin(t, src)
-		want = p.write(t, src, "fb1", off, n)
+		want := p.write(t, src, "fb1", off, n)
 		if err := src.CommitFailback(ctx, "prod", "fb1"); err != nil {
 			t.Fatal(err)
 		}
