@@ -325,3 +325,46 @@ func TestHyperVFailback(t *testing.T) {
 		t.Errorf("production's notes after the run that followed the commit: %q", v.Notes)
 	}
 }
+
+// TestHyperVFailbackToANewVM: a failback --to a VM the production host
+// does not have creates it from the replica's description (generation,
+// disks, its adapter on the production switch the network map maps
+// back), fills it whole, and starts it at the switch; its undo removes
+// it and leaves the job's VM as it was.
+func TestHyperVFailbackToANewVM(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newHVFailbackLab(t, 8*mib)
+	if s := l.run(); s.code != 0 {
+		t.Fatalf("first run: %s", s.stderr)
+	}
+	if r := ferry(t, l.cfg, "failover", "e2e", fbVM); r.code != 0 {
+		t.Fatalf("failover: %s", r)
+	}
+	before := l.disks(l.prod, l.vm, false)
+	l.replicaChange()
+	res := l.failback("--to", "app-copy", "--switch")
+	if res.Failback == nil || !res.Failback.Create || res.Failback.Production != "app-copy" || res.Failback.State != "switched" {
+		t.Fatalf("failback --to a new vm: %+v", res.Failback)
+	}
+	if _, _, modes := sent(res.Syncs); modes[0] != "full" {
+		t.Errorf("the first sync into a created vm: modes %v", modes)
+	}
+	created, err := l.prod.GetVM(ctx, "app-copy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.Generation != 2 || len(created.Disks) != 1 || len(created.NICs) != 1 || created.NICs[0].Switch != "prod-net" || !created.Running {
+		t.Errorf("the created vm: %+v", created)
+	}
+	replica := l.disks(l.dr, fbVM+"_replica", true)
+	sameDisks(t, "the created vm", l.disks(l.prod, "app-copy", true), replica)
+	l.failback("undo")
+	if _, err := l.prod.GetVM(ctx, "app-copy"); err == nil {
+		t.Error("the vm a failback created survived its undo")
+	}
+	sameDisks(t, "the job's vm after a failback to another", l.disks(l.prod, l.vm, true), before)
+	if !l.running(l.dr, fbVM+"_replica") {
+		t.Error("the replica does not run after the undo")
+	}
+}
