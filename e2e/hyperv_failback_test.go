@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -366,5 +367,96 @@ func TestHyperVFailbackToANewVM(t *testing.T) {
 	sameDisks(t, "the job's vm after a failback to another", l.disks(l.prod, l.vm, true), before)
 	if !l.running(l.dr, fbVM+"_replica") {
 		t.Error("the replica does not run after the undo")
+	}
+}
+
+// TestHyperVFailbackKill kills ferry (SIGKILL) at steps of each failback
+// command with the Hyper-V plugins; running the command again completes
+// it: production holds the replica's data after a sync or a switch, the
+// next run after a commit is incremental and its point equals
+// production, and an undo gives production back and the replica runs.
+func TestHyperVFailbackKill(t *testing.T) {
+	t.Parallel()
+	tool := crashrun(t)
+	cases := []struct {
+		before []string
+		action string
+		at     string
+	}{
+		{nil, "sync", "failback-begin"},
+		{nil, "sync", "failback-moving"},
+		{nil, "switch", "failback-stop-replica"},
+		{[]string{"sync"}, "switch", "failback-start-production"},
+		{[]string{"switch"}, "commit", "failback-commit-production"},
+		{[]string{"switch"}, "commit", "failback-return-replica"},
+		{[]string{"sync"}, "undo", "failback-undo-production"},
+		{[]string{"switch"}, "undo", "failback-start-replica"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.action+" at "+tc.at, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			l := newHVFailbackLab(t, 4*mib)
+			if s := l.run(); s.code != 0 {
+				t.Fatalf("first run: %s", s.stderr)
+			}
+			l.scatterChange(l.prod, l.vm, 0, 4*mib)
+			if r := ferry(t, l.cfg, "failover", "e2e", fbVM); r.code != 0 {
+				t.Fatalf("failover: %s", r)
+			}
+			before := l.disks(l.prod, l.vm, false)
+			l.replicaChange()
+			for _, b := range tc.before {
+				if b == "sync" {
+					l.failback()
+				} else {
+					l.failback(b)
+				}
+			}
+			wantReplica := l.disks(l.dr, fbVM+"_replica", false)
+			cmd := exec.Command(tool, "-config", l.cfg, "-job", "e2e", "-failback", tc.action, "-vm", fbVM, "-at", tc.at)
+			cmd.Env = append(os.Environ(), "FERRY_PLUGIN_PATH="+bin)
+			out, err := cmd.CombinedOutput()
+			if !strings.Contains(string(out), "dying at "+tc.at) {
+				t.Fatalf("crashrun did not die at %s: %v\n%s", tc.at, err, out)
+			}
+			args := []string{tc.action}
+			if tc.action == "sync" {
+				args = nil
+			}
+			res := l.failback(args...)
+			switch tc.action {
+			case "sync", "switch":
+				sameDisks(t, "production after the command ran again", l.disks(l.prod, l.vm, false), wantReplica)
+			case "commit":
+				if res.Failback != nil {
+					t.Fatalf("a failback survived its commit: %+v", res.Failback)
+				}
+				want := l.disks(l.prod, l.vm, false)
+				sameDisks(t, "production after the commit", want, wantReplica)
+				run := l.run()
+				if run.code != 0 || run.modes() != "change-tracking" {
+					t.Fatalf("the run after the commit: exit %d, modes %s\n%s", run.code, run.modes(), run.stderr)
+				}
+				rv, err := l.dr.GetVM(ctx, fbVM+"_replica")
+				if err != nil {
+					t.Fatal(err)
+				}
+				cps, err := l.dr.ListCheckpoints(ctx, rv.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sameBytes(t, "the newest point", readVHDX(t, cps[len(cps)-1].Disks[0].Path), want[0])
+			case "undo":
+				if res.Failback != nil {
+					t.Fatalf("a failback survived its undo: %+v", res.Failback)
+				}
+				sameDisks(t, "production after the undo", l.disks(l.prod, l.vm, false), before)
+				sameDisks(t, "the replica after the undo", l.disks(l.dr, fbVM+"_replica", false), wantReplica)
+				if !l.running(l.prod, l.vm) || !l.running(l.dr, fbVM+"_replica") {
+					t.Errorf("after the undo: production running %v, the replica %v; want both", l.running(l.prod, l.vm), l.running(l.dr, fbVM+"_replica"))
+				}
+			}
+		})
 	}
 }
