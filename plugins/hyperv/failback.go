@@ -472,8 +472,11 @@ func (s *Source) CommitFailback(ctx context.Context, vm, id string) error {
 // write of the failback, are what the next run asks changes since.
 func (s *Source) afterRun(ctx context.Context, vm, snapshot string) error {
 	p, unlock, err := s.lockVM(ctx, vm)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("vm %q after removing snapshot %q: %w", vm, snapshot, err)
 	}
 	defer unlock()
 	if m := p.mark; m == nil || m.State != fbCommitted || slices.Contains(m.Before, snapshot) {

@@ -547,3 +547,38 @@ func TestFailbackNotes(t *testing.T) {
 		t.Errorf("a broken marker: %v", err)
 	}
 }
+
+// A snapshot of production closes the failback writers of its disks: a
+// write after it would land in the file the snapshot froze.
+func TestFailbackWriterSupersededBySnapshot(t *testing.T) {
+	ctx := context.Background()
+	p := newProduction(t)
+	src := NewSource(p.h)
+	if _, err := src.BeginFailback(ctx, sdk.FailbackRequest{ID: "fb1", VM: "prod"}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := src.OpenFailbackDisk(ctx, "prod", "fb1", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := src.CreateSnapshot(ctx, sdk.SnapshotRequest{VM: "prod", Name: "look"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt([]byte("late"), 0); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("a write after a snapshot: %v, want ErrFailedPrecondition", err)
+	}
+	w.Close()
+	want := p.write(t, src, "fb1", 0, 4096)
+	w, err = src.OpenFailbackDisk(ctx, "prod", "fb1", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.RemoveSnapshot(ctx, "prod", snap.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt([]byte("late"), 0); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Errorf("a write after a snapshot's removal: %v, want ErrFailedPrecondition", err)
+	}
+	p.same(t, "after the writers were superseded", [][]byte{want, p.orig[1]})
+}

@@ -132,6 +132,11 @@ func (s *Source) CreateSnapshot(ctx context.Context, req sdk.SnapshotRequest) (*
 	if req.Quiesce {
 		level = host.ApplicationConsistent
 	}
+	// A failback writer of the VM's disks would write into the file the
+	// checkpoint freezes: it is closed first, and refuses later writes.
+	if err := s.supersedeWriters(v.ID, "a snapshot"); err != nil {
+		return nil, err
+	}
 	cp, err := s.h.CreateCheckpoint(ctx, v.ID, host.CheckpointRequest{Name: req.Name, Type: host.Recovery, Consistency: level})
 	if err != nil {
 		return nil, fmt.Errorf("snapshot vm %q: %w", req.VM, err)
@@ -159,6 +164,15 @@ func (s *Source) RemoveSnapshot(ctx context.Context, vm, snapshot string) error 
 		return nil
 	}
 	if err != nil {
+		return err
+	}
+	// The merge that follows makes the files above the checkpoint anew:
+	// a failback writer still open on the newest one is closed first.
+	v, err := s.h.GetVM(ctx, vm)
+	if err != nil {
+		return err
+	}
+	if err := s.supersedeWriters(v.ID, "a snapshot's removal"); err != nil {
 		return err
 	}
 	if _, err := s.h.ConvertToReferencePoint(ctx, vm, cp.ID); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
