@@ -55,6 +55,9 @@ type planHardware struct {
 		Item, From, To, Reason string
 	} `json:"changes"`
 	Refused string `json:"refused"`
+	Kept    []struct {
+		Item, From, To, Reason string
+	} `json:"kept"`
 }
 
 func planHardwareOf(t *testing.T, cfg string) map[string]planHardware {
@@ -287,6 +290,23 @@ job "e2e" {
 	}
 	judge("after three runs")
 
+	// The replicas are as mapped: the plan says nothing is kept. Without
+	// the override, web-01's replica keeps its legacy NIC: the plan and
+	// the run say so, and the run changes nothing of it.
+	for vm, h := range planHardwareOf(t, cfg) {
+		if len(h.Kept) != 0 {
+			t.Fatalf("plan of %s, built as mapped: kept %+v", vm, h.Kept)
+		}
+	}
+	config("")
+	if h := planHardwareOf(t, cfg)["web-01"]; len(h.Kept) != 1 || h.Kept[0].Item != "nic 0" || h.Kept[0].From != "hyperv-legacy" || h.Kept[0].To != "hyperv-synthetic" {
+		t.Fatalf("plan of web-01 without its override: kept %+v", h.Kept)
+	}
+	if r := ferry(t, cfg, "plan"); !strings.Contains(r.stdout, "the replica keeps nic 0 hyperv-legacy where the mapping now gives hyperv-synthetic") {
+		t.Fatalf("plan does not say the replica keeps its NIC:\n%s", r.stdout)
+	}
+	config("  hardware_map {\n    vm \"web-01\" { nic_model = \"hyperv-legacy\" }\n  }\n")
+
 	// Failover of web-01 to its oldest point: started on DR Switch with the
 	// re-IP'd address in the guest's network settings; undo stops it and
 	// keeps every point.
@@ -308,6 +328,16 @@ job "e2e" {
 		t.Fatalf("after undo: %+v, %v", undone, err)
 	}
 	judge("after the failover's undo")
+
+	// A run without the override says the replica keeps its legacy NIC,
+	// and keeps it.
+	config("")
+	if s := l.run(); s.code != 0 || !strings.Contains(s.stderr, "replica web-01_replica keeps the hardware it was built with: nic 0 hyperv-legacy (the mapping now gives hyperv-synthetic)") {
+		t.Fatalf("a run without the override: exit %d\n%s", s.code, s.stderr)
+	}
+	if after, err := dr.GetVM(ctx, "web-01_replica"); err != nil || !after.NICs[0].Legacy {
+		t.Fatalf("web-01's replica after a run without its override: %+v, %v", after, err)
+	}
 }
 
 // TestHyperVToVSphere replicates a generation 1 Hyper-V VM (simulated)

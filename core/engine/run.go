@@ -349,6 +349,13 @@ func (r *run) replica(ctx context.Context, dec *plan.Decision, vm *sdk.VM, repli
 			r.e.log().Info("replica hardware differs from the source's", "job", job.Name, "vm", name, "replica", replicaName, "change", c.String())
 		}
 	}
+	if len(dec.HardwareKept) > 0 {
+		kept := make([]string, len(dec.HardwareKept))
+		for i, c := range dec.HardwareKept {
+			kept[i] = fmt.Sprintf("%s %s (the mapping now gives %s)", c.Item, c.From, c.To)
+		}
+		r.notice(name, "replica %s keeps the hardware it was built with: %s; ferry never rebuilds a replica's hardware, a replica created anew would be built as mapped", replicaName, strings.Join(kept, ", "))
+	}
 	if dec.Verdict == plan.VerdictCreate && dec.Map {
 		mapper, ok := r.tgt.(sdk.ReplicaMapper)
 		if !ok {

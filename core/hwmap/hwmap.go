@@ -590,3 +590,62 @@ func clone(v sdk.VM) sdk.VM {
 	v.Hardware.BootOrder = slices.Clone(v.Hardware.BootOrder)
 	return v
 }
+
+// keptReason is why a replica's hardware differs from its mapping.
+const keptReason = "the replica was built so, and ferry never rebuilds a replica's hardware: a replica created anew would be built as mapped"
+
+// Kept lists where replica, a replica built earlier as its target
+// describes it now, differs from mapped, what the mapping asks today (a
+// hardware_map or the source changed since): each Change goes From what
+// the replica keeps To what the mapping gives. What the target's
+// description leaves out (an older plugin's) is never reported.
+func Kept(replica, mapped sdk.VM) []Change {
+	var out []Change
+	add := func(item, keeps, mapping string) {
+		if keeps != mapping {
+			out = append(out, Change{Item: item, From: keeps, To: mapping, Reason: keptReason})
+		}
+	}
+	told := replica.Firmware != "" || replica.Hardware.Firmware != ""
+	r, m := clone(replica), clone(mapped)
+	sdk.NormalizeHardware(&r)
+	sdk.NormalizeHardware(&m)
+	if told {
+		add("firmware", r.Hardware.Firmware, m.Hardware.Firmware)
+		add("secure boot", onOff(r.Hardware.SecureBoot), onOff(m.Hardware.SecureBoot))
+		add("tpm", present(r.Hardware.TPM), present(m.Hardware.TPM))
+	}
+	if r.Hardware.Generation != 0 {
+		add("generation", genName(r.Hardware.Generation), genName(m.Hardware.Generation))
+	}
+	for i, d := range r.Disks {
+		if i >= len(m.Disks) || d.Bus == "" {
+			continue
+		}
+		md := m.Disks[i]
+		if d.Bus == md.Bus && (d.ControllerModel == "" || md.ControllerModel == "") {
+			d.ControllerModel, md.ControllerModel = "", "" // a model one side does not tell
+		}
+		add(fmt.Sprintf("disk %d", i), slotOf(d), slotOf(md))
+	}
+	for i, n := range replica.NICs {
+		if i >= len(m.NICs) || n.Model == "" {
+			continue
+		}
+		add(fmt.Sprintf("nic %d", i), string(r.NICs[i].Model), orNone(string(m.NICs[i].Model)))
+	}
+	return out
+}
+
+// slotOf names where a disk sits: its bus position and SCSI model.
+func slotOf(d sdk.Disk) string {
+	d.Controller = sdk.ControllerPosition(d.Bus, d.ControllerNumber, d.Unit)
+	return d.Slot()
+}
+
+func present(b bool) string {
+	if b {
+		return "present"
+	}
+	return "none"
+}

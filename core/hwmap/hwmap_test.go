@@ -608,3 +608,49 @@ func checkBuildable(t *testing.T, res Result, hw *sdk.HardwareSupport) {
 		}
 	}
 }
+
+// TestKept: a replica built under another mapping keeps its hardware,
+// and Kept names each difference from what the mapping gives now; a
+// replica built as mapped, or described without hardware, has none.
+func TestKept(t *testing.T) {
+	src := vsphereVM(sdk.FirmwareBIOS, "ubuntu64Guest", []sdk.Disk{disk(sdk.BusSCSI, sdk.ModelPVSCSI, 0, 0), disk(sdk.BusSCSI, sdk.ModelPVSCSI, 0, 1)}, nic(sdk.NICVmxnet3))
+	legacy, err := Map(src, hyperv, config.HardwareOverride{NICModel: sdk.NICHyperVLegacy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now, err := Map(src, hyperv, config.HardwareOverride{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := Kept(now.VM, now.VM); len(got) != 0 {
+		t.Errorf("a replica built as mapped keeps %v", got)
+	}
+	// Described as a Hyper-V host would: the generation in attributes,
+	// no SCSI model (synthetic is the only one).
+	built := legacy.VM
+	built.Disks = append([]sdk.Disk(nil), built.Disks...)
+	for i := range built.Disks {
+		built.Disks[i].ControllerModel = ""
+	}
+	got := Kept(built, now.VM)
+	if len(got) != 1 || got[0].Item != "nic 0" || got[0].From != "hyperv-legacy" || got[0].To != "hyperv-synthetic" || !strings.Contains(got[0].Reason, "never rebuilds") {
+		t.Fatalf("kept %v, want nic 0 hyperv-legacy -> hyperv-synthetic", got)
+	}
+	gen2 := hypervVM(2, "ubuntu64Guest", []sdk.Disk{disk(sdk.BusSCSI, sdk.ModelHyperVSCSI, 0, 0), disk(sdk.BusSCSI, sdk.ModelHyperVSCSI, 0, 1)}, nic(sdk.NICHyperVSynthetic))
+	var items []string
+	for _, c := range Kept(gen2, now.VM) {
+		items = append(items, c.String())
+	}
+	want := []string{
+		"firmware: efi -> bios (" + keptReason + ")",
+		"generation: 2 -> 1 (" + keptReason + ")",
+		"disk 0: scsi0:0 (hyperv-synthetic) -> ide0:0 (" + keptReason + ")",
+	}
+	if !reflect.DeepEqual(items, want) {
+		t.Fatalf("kept\n  %s\nwant\n  %s", strings.Join(items, "\n  "), strings.Join(want, "\n  "))
+	}
+	// An older target that describes no hardware: nothing to say.
+	if got := Kept(sdk.VM{Disks: []sdk.Disk{{Capacity: 1 << 20}}, NICs: []sdk.NIC{{Network: "x"}}}, now.VM); len(got) != 0 {
+		t.Fatalf("a replica described without hardware keeps %v", got)
+	}
+}

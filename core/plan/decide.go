@@ -117,6 +117,11 @@ type Decision struct {
 	// (RefusedHardware), for one that exists it is a warning.
 	Hardware    *hwmap.Result
 	HardwareErr error
+	// HardwareKept are the ways a replica that exists, as its target
+	// describes it, differs from Hardware: what it keeps, since ferry
+	// never rebuilds a replica's hardware (a hardware_map or the source
+	// changed after it was built). Only when the target was asked.
+	HardwareKept []hwmap.Change
 
 	f Facts
 	// The replica's state and failover point as decided from (the
@@ -271,6 +276,9 @@ func Decide(f Facts) Decision {
 		return d
 	default:
 		d.Verdict = VerdictIncremental
+	}
+	if h := d.Hardware; exists && f.Replica != nil && h != nil && h.Mapped {
+		d.HardwareKept = hwmap.Kept(f.Replica.VM, h.VM)
 	}
 	d.Disks = decideDisks(f, d.Verdict == VerdictCreate, d.Map, d.Retire != "")
 	if d.Verdict == VerdictIncremental {

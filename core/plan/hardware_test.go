@@ -89,3 +89,53 @@ func TestPlanHardware(t *testing.T) {
 		t.Fatalf("decision %+v: %v", d, d.Err())
 	}
 }
+
+// TestPlanHardwareKept: a replica that exists keeps the hardware it was
+// built with; when the mapping now gives other hardware (hardware_map
+// changed), the plan warns of each difference and the decision carries
+// it, in JSON too. Built as mapped, nothing is said.
+func TestPlanHardwareKept(t *testing.T) {
+	src := &sdk.VM{ID: "vm-1", Name: "web-01", Firmware: "bios", GuestOS: "ubuntu64Guest",
+		Disks: []sdk.Disk{{Index: 0, Capacity: 1 << 30, Controller: "scsi0:0", Bus: sdk.BusSCSI, ControllerModel: sdk.ModelPVSCSI}},
+		NICs:  []sdk.NIC{{Network: "VM Network", Model: sdk.NICVmxnet3}}}
+	job := &config.Job{
+		Name:          "web",
+		Source:        &config.PluginBlock{Kind: sdk.KindSource, Type: "vsphere", Name: "prod"},
+		Target:        &config.PluginBlock{Kind: sdk.KindTarget, Type: "hyperv", Name: "dr", Info: &sdk.ComponentInfo{Hardware: sdk.HyperVHardware()}},
+		VMs:           []string{"web-01"},
+		ReplicaSuffix: "_replica",
+		Retention:     config.Retention{RestorePoints: 3},
+	}
+	// The replica as the target describes it: generation 1, the boot
+	// disk on IDE, a legacy NIC (built under an override since removed).
+	built := sdk.VM{Name: "web-01_replica", Firmware: "bios", Attributes: map[string]string{"hyperv.generation": "1"},
+		Disks: []sdk.Disk{{Index: 0, Capacity: 1 << 30, Controller: "ide0:0", Bus: sdk.BusIDE}},
+		NICs:  []sdk.NIC{{Network: "DR", Model: sdk.NICHyperVLegacy}}}
+	rec := replica("web-01", sdk.ReplicaReady, 1<<30)
+	in := Inputs{Job: job, Replicas: []catalog.Replica{rec}, Points: map[string][]Point{"web-01": points("web-01", 1)},
+		Source: map[string]*sdk.VM{"web-01": src},
+		Target: map[string]*sdk.Replica{"web-01": {ID: rec.ReplicaID, Name: rec.ReplicaName, VM: built, State: sdk.ReplicaReady}}}
+	p := Make(in)
+	d := p.VMs[0]
+	if d.Verdict != VerdictIncremental || len(d.HardwareKept) != 1 || d.HardwareKept[0].Item != "nic 0" || d.HardwareKept[0].From != "hyperv-legacy" || d.HardwareKept[0].To != "hyperv-synthetic" {
+		t.Fatalf("decision %s, kept %+v", d.Verdict, d.HardwareKept)
+	}
+	var text bytes.Buffer
+	p.Write(&text)
+	if want := "web-01: hardware: the replica keeps nic 0 hyperv-legacy where the mapping now gives hyperv-synthetic (the replica was built so, and ferry never rebuilds"; !strings.Contains(text.String(), want) {
+		t.Errorf("plan lacks %q:\n%s", want, text.String())
+	}
+	js, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(js), `"kept":[{"item":"nic 0","from":"hyperv-legacy","to":"hyperv-synthetic"`) {
+		t.Errorf("JSON lacks the kept hardware:\n%s", js)
+	}
+	// Built as mapped: nothing kept, nothing said.
+	built.NICs[0].Model = sdk.NICHyperVSynthetic
+	in.Target["web-01"].VM = built
+	if p := Make(in); len(p.VMs[0].HardwareKept) != 0 {
+		t.Fatalf("a replica built as mapped keeps %+v", p.VMs[0].HardwareKept)
+	}
+}

@@ -68,6 +68,9 @@ type hardwareJSON struct {
 	Refused string `json:"refused,omitempty"`
 	// Replica is the replica's hardware as mapped.
 	Replica *sdk.VM `json:"replica,omitempty"`
+	// Kept are the ways a replica that exists differs from the mapping:
+	// each goes from what it keeps to what the mapping gives.
+	Kept []hwmap.Change `json:"kept,omitempty"`
 }
 
 type diskJSON struct {
@@ -109,7 +112,7 @@ func decisionsTo(vms []Decision) *decisionsJSON {
 			dj.Hardware = &hardwareJSON{Changes: []hwmap.Change{}, Refused: d.HardwareErr.Error()}
 		case h != nil && h.Mapped:
 			vm := h.VM
-			dj.Hardware = &hardwareJSON{Profile: h.Profile, Changes: append([]hwmap.Change{}, h.Changes...), Replica: &vm}
+			dj.Hardware = &hardwareJSON{Profile: h.Profile, Changes: append([]hwmap.Change{}, h.Changes...), Replica: &vm, Kept: d.HardwareKept}
 		}
 		out.VMs = append(out.VMs, dj)
 	}
@@ -129,6 +132,7 @@ func decisionsFrom(in *decisionsJSON) []Decision {
 				d.HardwareErr = errors.New(h.Refused)
 			default:
 				d.Hardware = &hwmap.Result{Profile: h.Profile, Changes: h.Changes, Mapped: true}
+				d.HardwareKept = h.Kept
 				if h.Replica != nil {
 					d.Hardware.VM = *h.Replica
 				}

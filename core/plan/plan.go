@@ -25,6 +25,7 @@ import (
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/hwmap"
 	"github.com/ferry-dr/ferry/core/selection"
 	"github.com/ferry-dr/ferry/sdk"
 )
@@ -332,14 +333,21 @@ func (p *Plan) renderHardware(d Decision, add func(Action, string, int, string, 
 		action = Keep
 	}
 	for _, c := range h.Changes {
-		disk := -1
-		if n, ok := strings.CutPrefix(c.Item, "disk "); ok {
-			if i, err := strconv.Atoi(n); err == nil {
-				disk = i
-			}
-		}
-		add(action, d.VM, disk, "hardware (%s): %s", h.Profile, c.String())
+		add(action, d.VM, diskOf(c), "hardware (%s): %s", h.Profile, c.String())
 	}
+	for _, c := range d.HardwareKept {
+		add(Warn, d.VM, diskOf(c), "hardware: the replica keeps %s %s where the mapping now gives %s (%s)", c.Item, c.From, c.To, c.Reason)
+	}
+}
+
+// diskOf is the disk a hardware change is of; -1 for the VM's.
+func diskOf(c hwmap.Change) int {
+	if n, ok := strings.CutPrefix(c.Item, "disk "); ok {
+		if i, err := strconv.Atoi(n); err == nil {
+			return i
+		}
+	}
+	return -1
 }
 
 func newest(ps []Point) string {
