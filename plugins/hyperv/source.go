@@ -94,7 +94,11 @@ func describeVM(v host.VM, sizes []int64) sdk.VM {
 			boot = i
 		}
 	}
-	if v.Generation == 1 && boot >= 0 {
+	switch {
+	case len(v.BootOrder) > 0:
+		// The firmware's order, as the host reports it.
+		out.Hardware.BootOrder = append([]sdk.BootDevice(nil), v.BootOrder...)
+	case v.Generation == 1 && boot >= 0:
 		out.Hardware.BootOrder = []sdk.BootDevice{{Kind: sdk.BootDisk, Index: boot}}
 	}
 	for i, n := range v.NICs {

@@ -229,6 +229,7 @@ func specOf(name string, vm sdk.VM, nics []sdk.NIC, dir string) (host.VMSpec, []
 		}
 		spec.NICs = append(spec.NICs, host.NICSpec{Switch: n.Network, Guest: guestOf(n), Legacy: n.Model == sdk.NICHyperVLegacy})
 	}
+	spec.BootOrder = replicaBootOrder(want, spec)
 	return spec, sizes, nil
 }
 

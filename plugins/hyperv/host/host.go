@@ -15,6 +15,8 @@ package host
 import (
 	"context"
 	"time"
+
+	"github.com/ferry-dr/ferry/sdk"
 )
 
 // Host is a Hyper-V host as the plugin needs it. Every method is safe for
@@ -154,7 +156,19 @@ type VM struct {
 	// Clustered says the VM is a highly available role of the host's
 	// failover cluster (MSCluster_ResourceGroup of type Virtual Machine).
 	Clustered bool
+	// BootOrder is the firmware's boot order as far as it names the VM's
+	// disks and adapters (by index in Disks and NICs): generation 2's boot
+	// source order (Msvm_VirtualSystemSettingData.BootSourceOrder), or
+	// generation 1's BIOS order (BootOrder), whose IDE entry is the first
+	// IDE disk and whose network entry the first legacy adapter. Empty
+	// when the host does not say.
+	BootOrder []BootDevice
 }
+
+// BootDevice is an entry of a boot order: a disk or an adapter by its
+// index, or the DVD drive (generation 1's BIOS lists it whether or not
+// the VM has one).
+type BootDevice = sdk.BootDevice
 
 // Disk is a virtual hard disk attached to the VM.
 type Disk struct {
@@ -197,6 +211,13 @@ type VMSpec struct {
 	NICs               []NICSpec
 	// Dir is where the VM's files go; "" lets the host choose.
 	Dir string
+	// BootOrder is the boot order to give the VM (as VM's, by index in
+	// Disks and NICs); empty leaves Hyper-V's default. Generation 1 boots
+	// from IDE (its first disk entry must be the first IDE disk, and the
+	// BIOS cannot tell other disks apart) or a legacy adapter; generation
+	// 2 from any disk or adapter it has, and not a DVD drive, which a
+	// VMSpec cannot give it.
+	BootOrder []BootDevice
 }
 
 // DiskSpec is a disk of a VM to create.

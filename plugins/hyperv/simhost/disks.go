@@ -40,6 +40,9 @@ func (h *Host) CreateVM(ctx context.Context, spec host.VMSpec) (*host.VM, error)
 	if err := checkHardware(spec); err != nil {
 		return nil, fmt.Errorf("create vm %q: %w", spec.Name, err)
 	}
+	if err := checkBootOrder(spec); err != nil {
+		return nil, fmt.Errorf("create vm %q: %w", spec.Name, err)
+	}
 	switches, err := h.Switches(ctx)
 	if err != nil {
 		return nil, err
@@ -56,7 +59,7 @@ func (h *Host) CreateVM(ctx context.Context, spec host.VMSpec) (*host.VM, error)
 	defer l.Release()
 	s := &vmState{ID: newID(), Name: spec.Name, Created: h.now().UTC(), Generation: spec.Generation, CPUs: spec.CPUs,
 		MemoryMiB: spec.MemoryMiB, SecureBoot: spec.SecureBoot, SBTemplate: spec.SecureBootTemplate, TPM: spec.TPM, Notes: spec.Notes, Files: map[string]fileRec{},
-		Node: h.node}
+		Node: h.node, BootOrder: slices.Clone(spec.BootOrder)}
 	if s.SecureBoot && s.SBTemplate == "" {
 		s.SBTemplate = sdk.SecureBootMicrosoftWindows // Hyper-V's default
 	}

@@ -159,6 +159,8 @@ type vmState struct {
 	// cluster, which moves to another node when its node goes down.
 	Node      string `json:"node,omitempty"`
 	Clustered bool   `json:"clustered,omitempty"`
+	// BootOrder is the firmware's boot order (bootorder.go).
+	BootOrder []host.BootDevice `json:"boot_order,omitempty"`
 }
 
 type diskState struct {
@@ -327,7 +329,7 @@ func (h *Host) GetVM(ctx context.Context, vm string) (*host.VM, error) {
 func (h *Host) describe(s *vmState) (*host.VM, error) {
 	v := &host.VM{ID: s.ID, Name: s.Name, Generation: s.Generation, CPUs: s.CPUs, MemoryMiB: s.MemoryMiB,
 		SecureBoot: s.SecureBoot, SecureBootTemplate: s.SBTemplate, TPM: s.TPM, Running: s.Running, GuestBackup: s.GuestBackup, Notes: s.Notes,
-		Dir: h.vmDir(s.ID), Clustered: s.Clustered}
+		Dir: h.vmDir(s.ID), Clustered: s.Clustered, BootOrder: slices.Clone(s.BootOrder)}
 	for _, d := range s.Disks {
 		p := filepath.Join(v.Dir, d.File)
 		size, err := diskSize(p)
