@@ -175,7 +175,11 @@ func (h *Host) describe(cs obj) (*host.VM, error) {
 	for _, n := range nics {
 		v.NICs = append(v.NICs, n.nic)
 	}
+	v.BootOrder, err = h.bootOrder(vssd, v.Generation, disks, nics)
 	closeNICs(nics)
+	if err != nil {
+		return nil, fmt.Errorf("vm %s: %w", v.Name, err)
+	}
 	return v, nil
 }
 
@@ -184,6 +188,7 @@ type diskFile struct {
 	slot     slot
 	path     string
 	capacity int64
+	drive    string // the InstanceID of its disk drive's settings
 }
 
 // disks lists the virtual hard disks of a settings object (current or a
@@ -237,7 +242,7 @@ func (h *Host) disks(vssd obj) ([]diskFile, error) {
 		if !ok || len(files) == 0 {
 			continue
 		}
-		out = append(out, diskFile{slot: sl, path: files[0]})
+		out = append(out, diskFile{slot: sl, path: files[0], drive: pathKey(s.str("Parent"), "InstanceID")})
 	}
 	sortSlots(out, func(d diskFile) slot { return d.slot })
 	for i := range out {

@@ -130,7 +130,11 @@ func (h *Host) CreateVM(ctx context.Context, spec host.VMSpec) (*host.VM, error)
 			return fmt.Errorf("create vm %q: %w", spec.Name, err)
 		}
 		defer cs.Close()
-		if err := h.furnish(ctx, cs, spec, folder); err != nil {
+		err = h.furnish(ctx, cs, spec, folder)
+		if err == nil {
+			err = h.setBootOrderOf(ctx, cs, spec)
+		}
+		if err != nil {
 			cleanup := h.destroy(context.WithoutCancel(ctx), cs)
 			os.RemoveAll(folder)
 			return errors.Join(fmt.Errorf("create vm %q: %w", spec.Name, err), cleanup)
