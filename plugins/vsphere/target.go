@@ -463,6 +463,9 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 	t.createMu.Lock()
 	defer t.createMu.Unlock()
 	if existing, err := t.GetReplica(ctx, req.Name); err == nil {
+		if err := t.repairBootOrder(ctx, existing, req.VM); err != nil {
+			return nil, err
+		}
 		if existing.Owner.IsZero() && !req.Owner.IsZero() {
 			return t.adopt(ctx, existing, req.Owner)
 		}
@@ -520,6 +523,9 @@ func (t *Target) CreateReplica(ctx context.Context, req sdk.ReplicaRequest) (*sd
 		if err := growFile(d.file, d.capacity); err != nil {
 			return nil, fmt.Errorf("replica %q: %w", req.Name, err)
 		}
+	}
+	if err := t.setBootOrder(ctx, r, req.VM); err != nil {
+		return nil, err
 	}
 	st := &replicaState{Source: req.VM.Name, State: sdk.ReplicaReady, SourceNICs: cloneNICs(req.VM.NICs), NICs: nics}
 	if err := writeState(r.dir, st); err != nil {
