@@ -19,16 +19,21 @@ import (
 // main turns them into messages and exit codes (1 for an error, 2 for a
 // usage error).
 
-const cliUsage = `ferry lab: a local two-site vSphere lab on govmomi's simulator.
+const cliUsage = `ferry lab: a local two-site lab: vSphere on govmomi's simulator, and
+Hyper-V on a simulated host for the mixed lab.
 
-  ferry lab up     [--dir DIR]                        start it: two simulated vCenters, prod
+  ferry lab up     [--dir DIR] [--dr hyperv]          start it: two simulated vCenters, prod
                                                       and dr, VMs with data on prod, and a
-                                                      configuration for them in DIR/config
+                                                      configuration for them in DIR/config;
+                                                      with --dr hyperv (the mixed lab), dr
+                                                      is a simulated Hyper-V host
   ferry lab write  [--dir DIR] VM [--disk N] [--count N]
                                                       change some of a prod VM's data, as its
                                                       guest would (change tracking sees it)
   ferry lab status [--dir DIR] [--json]               the sites and their VMs, as the
-                                                      simulator reports them
+                                                      simulators report them
+  ferry lab verify [--dir DIR] VM [--json]            compare a prod VM's disks with its
+                                                      replica's on dr, byte for byte
   ferry lab down   [--dir DIR]                        stop it and remove what up made
 
 DIR is the lab's folder, ~/.ferry/lab by default. The lab runs until
@@ -61,6 +66,7 @@ type call struct {
 	count   int
 	socket  string
 	readyFD int
+	drKind  string // up's and serve's --dr
 }
 
 var commands = map[string]*command{
@@ -69,12 +75,24 @@ var commands = map[string]*command{
 	"write":  cmdWrite,
 	"status": cmdStatus,
 	"serve":  cmdServe,
+	"verify": cmdVerify,
+}
+
+// drFlag is the --dr flag of up and serve.
+func drFlag(fs *flag.FlagSet, c *call) {
+	fs.Func("dr", "the dr `site`: vsphere (a second simulated vCenter, the default) or hyperv (a simulated Hyper-V host)", func(v string) error {
+		if v != drVSphere && v != drHyperV {
+			return fmt.Errorf("%q is not a kind of dr site: vsphere or hyperv", v)
+		}
+		c.drKind = v
+		return nil
+	})
 }
 
 // RunCLI runs the command line args (without the program name).
 func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return &UsageError{Msg: "no command", Usage: "ferry lab up|write|status|down [--dir DIR] ... (see ferry lab help)"}
+		return &UsageError{Msg: "no command", Usage: "ferry lab up|write|status|verify|down [--dir DIR] ... (see ferry lab help)"}
 	}
 	switch args[0] {
 	case "help", "-h", "-help", "--help":
@@ -83,9 +101,9 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		return &UsageError{Msg: fmt.Sprintf("unknown command %q", args[0]), Usage: "ferry lab up|write|status|down [--dir DIR] ... (see ferry lab help)"}
+		return &UsageError{Msg: fmt.Sprintf("unknown command %q", args[0]), Usage: "ferry lab up|write|status|verify|down [--dir DIR] ... (see ferry lab help)"}
 	}
-	c := &call{stdout: stdout, stderr: stderr}
+	c := &call{stdout: stdout, stderr: stderr, drKind: drVSphere}
 	fs := flag.NewFlagSet("lab "+args[0], flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	dir := fs.String("dir", "", "the lab's `folder` (default ~/.ferry/lab)")

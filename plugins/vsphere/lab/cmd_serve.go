@@ -11,7 +11,7 @@ import (
 )
 
 var cmdServe = &command{
-	usage: "ferry-lab-vsphere serve [--dir DIR] [--socket PATH] [--ready-fd N]",
+	usage: "ferry-lab-vsphere serve [--dir DIR] [--dr vsphere|hyperv] [--socket PATH] [--ready-fd N]",
 	help: `Runs the lab's server in the foreground: what 'ferry lab up' starts in
 the background. It builds the lab, writes its configuration and state,
 reports on file descriptor N (a pipe 'up' made) that it is ready or why it
@@ -20,6 +20,7 @@ stops it; its log goes to standard error.`,
 	flags: func(fs *flag.FlagSet, c *call) {
 		fs.StringVar(&c.socket, "socket", "", "the control socket's `path` (default DIR/lab.sock)")
 		fs.IntVar(&c.readyFD, "ready-fd", 0, "a file `descriptor` to report readiness on")
+		drFlag(fs, c)
 	},
 	run: runServe,
 }
@@ -49,7 +50,7 @@ func runServe(ctx context.Context, c *call) error {
 	os.Setenv("TMPDIR", sites)
 	logger := log.New(c.stderr, "", log.LstdFlags|log.Lmicroseconds)
 	logger.Printf("starting the lab in %s", c.dir)
-	s, err := startServer(ctx, c.dir, socket, labVMs, logger)
+	s, err := startServer(ctx, c.dir, socket, c.drKind, vmsOf(c.drKind), logger)
 	if err != nil {
 		err = fmt.Errorf("start the lab in %s: %w", c.dir, err)
 		logger.Print(err)

@@ -50,13 +50,22 @@ func printStatus(c *call, st *Status) {
 	fmt.Fprintf(c.stdout, "The lab in %s is running (server pid %d, up %s); configuration %s\n",
 		st.Dir, st.PID, time.Since(st.Started).Round(time.Second), st.Config)
 	for _, s := range st.Sites {
-		fmt.Fprintf(c.stdout, "\nsite %s  %s\n", s.Name, s.URL)
+		hv := s.Kind == siteHyperVSim
+		what := ""
+		if hv {
+			what = "  (a simulated Hyper-V host, not Hyper-V)"
+		}
+		fmt.Fprintf(c.stdout, "\nsite %s  %s%s\n", s.Name, s.URL, what)
 		if len(s.VMs) == 0 {
 			fmt.Fprintln(c.stdout, "  no VMs")
 			continue
 		}
 		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "  VM\tPOWER\tGUEST IP\tNICS\tDISKS\tSNAPSHOTS")
+		if hv {
+			fmt.Fprintln(tw, "  VM\tSTATE\tGUEST IP\tNICS\tDISKS\tCHECKPOINTS\tGEN\tBOOT ORDER")
+		} else {
+			fmt.Fprintln(tw, "  VM\tPOWER\tGUEST IP\tNICS\tDISKS\tSNAPSHOTS")
+		}
 		for _, vm := range s.VMs {
 			var nics, disks []string
 			for _, n := range vm.NICs {
@@ -72,6 +81,14 @@ func printStatus(c *call, st *Status) {
 			ip := vm.IPAddress
 			if ip == "" {
 				ip = "-"
+			}
+			if hv {
+				boot := strings.Join(vm.BootOrder, ", ")
+				if boot == "" {
+					boot = "-"
+				}
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", vm.Name, vm.PowerState, ip, strings.Join(nics, "; "), strings.Join(disks, ", "), vm.Snapshots, vm.Generation, boot)
+				continue
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\n", vm.Name, vm.PowerState, ip, strings.Join(nics, "; "), strings.Join(disks, ", "), vm.Snapshots)
 		}

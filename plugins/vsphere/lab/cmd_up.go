@@ -18,7 +18,7 @@ import (
 )
 
 var cmdUp = &command{
-	usage: "ferry lab up [--dir DIR]",
+	usage: "ferry lab up [--dir DIR] [--dr vsphere|hyperv]",
 	help: `Starts the lab in DIR (~/.ferry/lab by default): a server process, in the
 background and detached from the terminal, runs two simulated vCenters,
 prod and dr, on loopback. Prod has three powered-on VMs whose disks hold
@@ -26,8 +26,16 @@ generated disk-like data; dr has a "DR Network". DIR/config/lab.hcl is a
 configuration for them: a vsphere source and target over verified TLS, a
 local repository, and job "lab" with a network map and re-IP rules.
 'up' waits until the lab is ready (two minutes at most) and prints how to
-use it. The server logs to DIR/lab.log and runs until 'ferry lab down'.`,
-	run: runUp,
+use it. The server logs to DIR/lab.log and runs until 'ferry lab down'.
+
+With --dr hyperv it starts the mixed lab: prod is a simulated vCenter
+with two VMs (web-01, BIOS Linux on paravirtual SCSI; app-01, EFI
+Windows on LSI Logic SAS), dr a simulated Hyper-V host (a folder of VMs
+with VHDX disks, for tests and this lab; it is not Hyper-V) with a
+"DR Switch". Job "lab" replicates the VMs onto it with the hyperv plugin:
+'ferry plan' shows how each replica's hardware differs from its VM's.`,
+	flags: drFlag,
+	run:   runUp,
 }
 
 // upTimeout bounds the wait for the server to be ready.
@@ -47,7 +55,7 @@ func runUp(ctx context.Context, c *call) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("lab folder %s: %w", dir, err)
 	}
-	st, err := start(ctx, dir)
+	st, err := start(ctx, dir, c.drKind)
 	if err != nil {
 		return err
 	}
@@ -89,7 +97,7 @@ func stopProcess(pid int) {
 // start runs the server detached (its own session, no terminal, output to
 // lab.log) and waits for it to report on a pipe that it is ready, or why
 // it is not.
-func start(ctx context.Context, dir string) (*State, error) {
+func start(ctx context.Context, dir, drKind string) (*State, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find ferry-lab-vsphere itself: %w", err)
@@ -105,7 +113,7 @@ func start(ctx context.Context, dir string) (*State, error) {
 		return nil, err
 	}
 	defer r.Close()
-	cmd := exec.Command(exe, "serve", "--dir", dir, "--socket", socketPath(dir), "--ready-fd", "3")
+	cmd := exec.Command(exe, "serve", "--dir", dir, "--dr", drKind, "--socket", socketPath(dir), "--ready-fd", "3")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{w} // fd 3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -169,6 +177,10 @@ func indent(s string) string {
 
 // printUp says what is running and what to type next.
 func printUp(w io.Writer, dir string, st *State) {
+	if st.DR == drHyperV {
+		printMixedUp(w, dir, st)
+		return
+	}
 	fmt.Fprintf(w, "The lab is up in %s (server pid %d, log %s).\n\n", dir, st.PID, filepath.Join(dir, logFile))
 	var vms []string
 	for _, vm := range labVMs {
@@ -189,7 +201,7 @@ func printUp(w io.Writer, dir string, st *State) {
 	fmt.Fprintf(w, "  job %q replicates the VMs from prod to dr; at failover it maps\n", st.Job)
 	fmt.Fprintf(w, "  %q to %q and re-IPs %s to %s.\n\n", prodNet, drNet, fromSubnet, toSubnet)
 	vm := st.VMs[0]
-	steps := [][2]string{
+	printSteps(w, [][2]string{
 		{ferryCommand(cfg, "plan"), "what the first run will do"},
 		{ferryCommand(cfg, "run", st.Job), "the first run copies every allocated block"},
 		{labCommand(dir, "write", vm), vm + "'s guest changes some of its data"},
@@ -199,7 +211,11 @@ func printUp(w io.Writer, dir string, st *State) {
 		{labCommand(dir, "status"), "the simulator reports the replica's new address"},
 		{ferryCommand(cfg, "failover", "undo", st.Job, vm), "back to replication"},
 		{labCommand(dir, "down"), "stop the lab and remove its files"},
-	}
+	})
+}
+
+// printSteps prints commands to try, with what each does.
+func printSteps(w io.Writer, steps [][2]string) {
 	width := 0
 	for _, s := range steps {
 		width = max(width, len(s[0]))

@@ -277,13 +277,19 @@ var smallVMs = []labVM{
 // startTestServer runs a lab server in this process, as `serve` does.
 func startTestServer(t *testing.T) (*server, string) {
 	t.Helper()
+	return startLabServer(t, drVSphere, smallVMs)
+}
+
+// startLabServer runs a lab server with a dr site of kind drKind.
+func startLabServer(t *testing.T, drKind string, vms []labVM) (*server, string) {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "lab")
 	if err := os.MkdirAll(filepath.Join(dir, sitesDir), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("TMPDIR", filepath.Join(dir, sitesDir))
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := startServer(ctx, dir, socketPath(dir), smallVMs, log.New(io.Discard, "", 0))
+	s, err := startServer(ctx, dir, socketPath(dir), drKind, vms, log.New(io.Discard, "", 0))
 	if err != nil {
 		cancel()
 		t.Fatal(err)

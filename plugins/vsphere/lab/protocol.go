@@ -22,6 +22,7 @@ const (
 	opStatus = "status" // the sites and their VMs
 	opWrite  = "write"  // guest writes into a prod VM
 	opStop   = "stop"   // stop the sites and exit
+	opVerify = "verify" // compare a prod VM's disks with its replica's
 )
 
 type request struct {
@@ -37,6 +38,7 @@ type response struct {
 	PID    int     `json:"pid,omitempty"`
 	Status *Status `json:"status,omitempty"`
 	Writes []Write `json:"writes,omitempty"`
+	Verify *Verify `json:"verify,omitempty"`
 }
 
 // Write is one guest write the lab made.
@@ -60,23 +62,35 @@ type Status struct {
 	Problems []string `json:"problems,omitempty"`
 }
 
-// SiteStatus is one simulated vCenter and its VMs, by name.
+// SiteStatus is one simulated site and its VMs, by name.
 type SiteStatus struct {
-	Name string     `json:"name"`
+	Name string `json:"name"`
+	// Kind is "" for a simulated vCenter, siteHyperVSim for a simulated
+	// Hyper-V host (URL is then "sim:DIR").
+	Kind string     `json:"kind,omitempty"`
 	URL  string     `json:"url"`
 	VMs  []VMStatus `json:"vms"`
 }
 
 // VMStatus is a VM as the simulator reports it.
 type VMStatus struct {
-	Name       string `json:"name"`
+	Name string `json:"name"`
+	// PowerState is vSphere's (poweredOn, poweredOff) or, on a simulated
+	// Hyper-V host, Hyper-V's (Running, Off).
 	PowerState string `json:"power_state"`
 	// IPAddress is guest.ipAddress: the address VMware Tools report, set
-	// by guest customization when a replica is re-IP'd at failover.
+	// by guest customization when a replica is re-IP'd at failover. On a
+	// simulated Hyper-V host, the first address of the guest network
+	// settings Hyper-V applies in the guest (set at failover too).
 	IPAddress string      `json:"ip_address,omitempty"`
 	NICs      []NICStatus `json:"nics"`
 	Disks     []int64     `json:"disks"` // capacities in bytes
-	Snapshots int         `json:"snapshots"`
+	// Snapshots are the VM's snapshots, or a Hyper-V VM's checkpoints.
+	Snapshots int `json:"snapshots"`
+	// Generation and BootOrder ("disk 0", "network 1") are a Hyper-V
+	// VM's.
+	Generation int      `json:"generation,omitempty"`
+	BootOrder  []string `json:"boot_order,omitempty"`
 }
 
 // NICStatus is a NIC's network and the addresses its guest reports.

@@ -21,6 +21,7 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/ferry-dr/ferry/plugins/hyperv/simhost"
 	"github.com/ferry-dr/ferry/plugins/vsphere/vcsimtest"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
@@ -34,7 +35,8 @@ type server struct {
 	started time.Time
 	vms     []labVM
 	prod    *vcsimtest.Site
-	dr      *vcsimtest.Site
+	dr      *vcsimtest.Site // the dr site of a two-vCenter lab
+	hv      *simhost.Host   // that of a mixed lab (--dr hyperv)
 	ln      net.Listener
 
 	mu  sync.Mutex // one request uses the sites at a time
@@ -45,10 +47,11 @@ type server struct {
 	wg       sync.WaitGroup
 }
 
-// startServer builds the lab: the sites, the VMs with their data, the
-// configuration folder, the control socket and, last, the state file that
-// says the lab is up. On an error everything made is undone.
-func startServer(ctx context.Context, dir, socket string, vms []labVM, logger *log.Logger) (_ *server, err error) {
+// startServer builds the lab: the sites (the dr one of kind drKind), the
+// VMs with their data, the configuration folder, the control socket and,
+// last, the state file that says the lab is up. On an error everything
+// made is undone.
+func startServer(ctx context.Context, dir, socket, drKind string, vms []labVM, logger *log.Logger) (_ *server, err error) {
 	s := &server{dir: dir, socket: socket, log: logger, vms: vms, started: time.Now().UTC(), stopping: make(chan struct{}),
 		rng: mrand.New(mrand.NewPCG(seedOf(time.Now().String()), seedOf(dir)))}
 	defer func() {
@@ -64,19 +67,27 @@ func startServer(ctx context.Context, dir, socket string, vms []labVM, logger *l
 	if err != nil {
 		return nil, err
 	}
-	drCert, err := newCertificate("dr")
-	if err != nil {
-		return nil, err
-	}
 	if s.prod, err = vcsimtest.New(vcsimtest.Options{Name: "prod", Username: username, Password: password, CBTWindow: cbtWindow, Certificate: prodCert}); err != nil {
 		return nil, fmt.Errorf("start the prod site: %w", err)
 	}
 	s.log.Printf("prod site: %s, datastore %s", s.prod.URL, s.prod.Datastores[s.prod.Datastore])
-	if s.dr, err = vcsimtest.New(vcsimtest.Options{Name: "dr", Username: username, Password: password, CBTWindow: cbtWindow, Certificate: drCert,
-		Networks: []string{drNet}}); err != nil {
-		return nil, fmt.Errorf("start the dr site: %w", err)
+	switch drKind {
+	case drHyperV:
+		if s.hv, err = simhost.Open(filepath.Join(dir, sitesDir, hypervDir), drSwitch); err != nil {
+			return nil, fmt.Errorf("start the dr site: %w", err)
+		}
+		s.log.Printf("dr site: a simulated Hyper-V host in %s", s.hv.Dir())
+	default:
+		drCert, err := newCertificate("dr")
+		if err != nil {
+			return nil, err
+		}
+		if s.dr, err = vcsimtest.New(vcsimtest.Options{Name: "dr", Username: username, Password: password, CBTWindow: cbtWindow, Certificate: drCert,
+			Networks: []string{drNet}}); err != nil {
+			return nil, fmt.Errorf("start the dr site: %w", err)
+		}
+		s.log.Printf("dr site: %s, datastore %s", s.dr.URL, s.dr.Datastores[s.dr.Datastore])
 	}
-	s.log.Printf("dr site: %s, datastore %s", s.dr.URL, s.dr.Datastores[s.dr.Datastore])
 	for _, vm := range vms {
 		if err := s.createVM(ctx, vm); err != nil {
 			return nil, err
@@ -101,9 +112,17 @@ func startServer(ctx context.Context, dir, socket string, vms []labVM, logger *l
 	if err := writeFile(filepath.Join(cfgDir, caFile), pem, 0o644); err != nil {
 		return nil, err
 	}
-	prod, dr := siteInfo(s.prod), siteInfo(s.dr)
+	prod := siteInfo(s.prod)
 	prod.CAFile = caFile
-	cfg := renderConfig(configInput{Dir: dir, Password: password, Prod: prod, DR: dr, VMs: vmNames(vms)})
+	var dr SiteInfo
+	var cfg string
+	if s.hv != nil {
+		dr = SiteInfo{Name: "dr", Kind: siteHyperVSim, URL: s.hv.Name(), DatastorePath: s.hv.Dir()}
+		cfg = renderMixedConfig(configInput{Dir: dir, Password: password, Prod: prod, DR: dr, VMs: vmNames(vms)})
+	} else {
+		dr = siteInfo(s.dr)
+		cfg = renderConfig(configInput{Dir: dir, Password: password, Prod: prod, DR: dr, VMs: vmNames(vms)})
+	}
 	if err := writeFile(filepath.Join(cfgDir, configFile), []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -117,7 +136,7 @@ func startServer(ctx context.Context, dir, socket string, vms []labVM, logger *l
 		return nil, err
 	}
 	st := &State{Version: stateVersion, PID: os.Getpid(), Socket: socket, Started: s.started, Config: cfgDir, Job: jobName,
-		Sites: []SiteInfo{prod, dr}, VMs: vmNames(vms)}
+		DR: drKind, Sites: []SiteInfo{prod, dr}, VMs: vmNames(vms)}
 	if err := saveState(dir, st); err != nil {
 		return nil, fmt.Errorf("write the lab state: %w", err)
 	}
@@ -150,6 +169,7 @@ func seedOf(s string) uint64 {
 // same on every up).
 func (s *server) createVM(ctx context.Context, vm labVM) error {
 	_, err := s.prod.AddVM(ctx, vcsimtest.VMSpec{Name: vm.name, Disks: vm.disks, CPUs: vm.cpus, MemoryMB: vm.memoryMB, PoweredOn: true, Tools: true,
+		Firmware: vm.firmware, GuestID: vm.guestID, SCSIModel: vm.scsiModel, NICModel: vm.nicModel,
 		NICs: []vcsimtest.NICSpec{{Network: prodNet, Addresses: []string{vm.ip}, Gateway: prodGW, DNS: []string{prodDNS}}}})
 	if err != nil {
 		return fmt.Errorf("create vm %s: %w", vm.name, err)
@@ -275,6 +295,12 @@ func (s *server) answer(ctx context.Context, req request) response {
 			return failed(err)
 		}
 		return response{PID: os.Getpid(), Writes: w}
+	case opVerify:
+		v, err := s.verify(ctx, req.VM)
+		if err != nil {
+			return failed(err)
+		}
+		return response{PID: os.Getpid(), Verify: v}
 	}
 	return failed(classf(errdefs.ErrInvalidArgument, "unknown request %q", req.Op))
 }
@@ -323,6 +349,9 @@ func (s *server) status(ctx context.Context) (*Status, error) {
 	defer s.mu.Unlock()
 	st := &Status{Dir: s.dir, PID: os.Getpid(), Started: s.started, Config: filepath.Join(s.dir, configDir)}
 	for _, site := range []*vcsimtest.Site{s.prod, s.dr} {
+		if site == nil {
+			continue
+		}
 		ss, err := siteStatus(ctx, site)
 		if err != nil {
 			return nil, fmt.Errorf("site %s: %w", site.Name, err)
@@ -331,6 +360,13 @@ func (s *server) status(ctx context.Context) (*Status, error) {
 		if err := site.Err(); err != nil {
 			st.Problems = append(st.Problems, fmt.Sprintf("site %s: %v", site.Name, err))
 		}
+	}
+	if s.hv != nil {
+		ss, err := hypervStatus(ctx, s.hv)
+		if err != nil {
+			return nil, fmt.Errorf("site dr: %w", err)
+		}
+		st.Sites = append(st.Sites, ss)
 	}
 	return st, nil
 }

@@ -24,6 +24,9 @@ const (
 	configDir  = "config"
 	repoDir    = "repository"
 	sitesDir   = "sites"
+	// hypervDir, under sitesDir, is the mixed lab's simulated Hyper-V
+	// host.
+	hypervDir = "hyperv-dr"
 )
 
 // stateVersion is the format of lab.json.
@@ -32,19 +35,26 @@ const stateVersion = 1
 // State is lab.json: what a running lab is and how to reach it. The
 // server writes it once it is ready; `down` removes it last.
 type State struct {
-	Version int        `json:"version"`
-	PID     int        `json:"pid"`    // the server process
-	Socket  string     `json:"socket"` // its control socket
-	Started time.Time  `json:"started"`
-	Config  string     `json:"config"` // the configuration folder
-	Job     string     `json:"job"`
-	Sites   []SiteInfo `json:"sites"`
-	VMs     []string   `json:"vms"` // the production VMs
+	Version int       `json:"version"`
+	PID     int       `json:"pid"`    // the server process
+	Socket  string    `json:"socket"` // its control socket
+	Started time.Time `json:"started"`
+	Config  string    `json:"config"` // the configuration folder
+	Job     string    `json:"job"`
+	// DR is the kind of the dr site: drVSphere ("" in a lab.json from
+	// before there was a choice) or drHyperV.
+	DR    string     `json:"dr,omitempty"`
+	Sites []SiteInfo `json:"sites"`
+	VMs   []string   `json:"vms"` // the production VMs
 }
 
 // SiteInfo is one simulated vCenter of the lab.
 type SiteInfo struct {
-	Name          string `json:"name"` // prod or dr
+	Name string `json:"name"` // prod or dr
+	// Kind is "" for a simulated vCenter, siteHyperVSim for a simulated
+	// Hyper-V host (URL is then "sim:DIR", DatastorePath DIR, and the
+	// rest is empty).
+	Kind          string `json:"kind,omitempty"`
 	URL           string `json:"url"`
 	Username      string `json:"username"`
 	Thumbprint    string `json:"thumbprint"`
