@@ -16,11 +16,12 @@ var cmdVerify = &command{
 	help: `Compares each disk of a prod VM, as its guest sees it now, with the
 same disk of its replica (VM_replica) on dr, byte for byte, and prints
 their SHA-256 digests. On a simulated Hyper-V host (the mixed lab) the
-replica's disk is read through its VHDX chain with ferry's VHDX reader,
-and the chain's files are listed, top first, for another reader (such
-as libvhdi) to judge. The replica is read as it is now: its newest
-restore point, or the point a failover started it on. Exit status 1
-when a disk differs.`,
+replica's newest restore point (its newest checkpoint) is read through
+its VHDX chain with ferry's VHDX reader, and the chain's files are
+listed, top first, for another reader (such as libvhdi) to judge. On a
+simulated vCenter the replica is read as it is now: its newest restore
+point, or the point a failover started it on. Exit status 1 when a disk
+differs.`,
 	nargs: 1,
 	flags: func(fs *flag.FlagSet, c *call) {
 		fs.BoolVar(&c.json, "json", false, "print JSON")
@@ -62,7 +63,11 @@ func printVerify(c *call, v *Verify) {
 			verdict = "DIFFERENT"
 		}
 		fmt.Fprintf(c.stdout, "%s disk %d (%s): sha256 %s\n", v.VM, d.Disk, size(d.Size), d.Source)
-		fmt.Fprintf(c.stdout, "%s disk %d: sha256 %s: %s\n", v.Replica, d.Disk, d.Replica, verdict)
+		at := ""
+		if v.Point != "" {
+			at = fmt.Sprintf(" at checkpoint %q", v.Point)
+		}
+		fmt.Fprintf(c.stdout, "%s disk %d%s: sha256 %s: %s\n", v.Replica, d.Disk, at, d.Replica, verdict)
 		if len(d.Chain) > 0 {
 			names := make([]string, len(d.Chain))
 			for i, p := range d.Chain {

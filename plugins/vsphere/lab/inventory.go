@@ -54,9 +54,9 @@ var labVMs = []labVM{
 // becomes generation 2 on synthetic SCSI). Smaller than labVMs: `make
 // demo` runs this lab too.
 var mixedVMs = []labVM{
-	{name: "web-01", cpus: 2, memoryMB: 2048, disks: []int64{48 << 20, 16 << 20}, ip: "10.1.0.11/24",
+	{name: "web-01", cpus: 2, memoryMB: 2048, disks: []int64{32 << 20, 8 << 20}, ip: "10.1.0.11/24",
 		firmware: "bios", guestID: "ubuntu64Guest"},
-	{name: "app-01", cpus: 2, memoryMB: 4096, disks: []int64{48 << 20}, ip: "10.1.0.12/24",
+	{name: "app-01", cpus: 2, memoryMB: 4096, disks: []int64{32 << 20}, ip: "10.1.0.12/24",
 		firmware: "efi", guestID: "windows2019srv_64Guest", scsiModel: "lsilogic-sas", nicModel: "e1000e"},
 }
 

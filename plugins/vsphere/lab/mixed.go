@@ -207,9 +207,11 @@ func addressOnly(cidr string) string {
 // Verify is what `ferry lab verify` found: each disk of a prod VM against
 // the same disk of its replica on dr, as each site holds it now.
 type Verify struct {
-	VM      string       `json:"vm"`
-	Replica string       `json:"replica"`
-	Disks   []DiskVerify `json:"disks"`
+	VM      string `json:"vm"`
+	Replica string `json:"replica"`
+	// Point is the checkpoint read on a simulated Hyper-V host.
+	Point string       `json:"point,omitempty"`
+	Disks []DiskVerify `json:"disks"`
 }
 
 // DiskVerify is one disk compared.
@@ -226,9 +228,11 @@ type DiskVerify struct {
 	Equal bool     `json:"equal"`
 }
 
-// verify compares each disk of prod VM vm with its replica's. The replica
-// is read in its current state: the newest restore point, or the point a
-// failover started it on (no guest writes into a lab's replica).
+// verify compares each disk of prod VM vm with its replica's: on a
+// simulated Hyper-V host, the newest restore point (the newest standard
+// checkpoint, whose files the target wrote); on a simulated vCenter, the
+// replica's disks as they are (the newest restore point, or the point a
+// failover started it on: no guest writes into a lab's replica).
 func (s *server) verify(ctx context.Context, vm string) (*Verify, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -240,14 +244,15 @@ func (s *server) verify(ctx context.Context, vm string) (*Verify, error) {
 		return nil, fmt.Errorf("vm %q: %w", vm, err)
 	}
 	out := &Verify{VM: vm, Replica: vm + replicaSuffix}
-	var hv *host.VM
+	var point *host.Checkpoint
 	if s.hv != nil {
-		if hv, err = s.hv.GetVM(ctx, out.Replica); err != nil {
+		if point, err = newestPoint(ctx, s.hv, out.Replica); err != nil {
 			return nil, fmt.Errorf("replica %q on the simulated Hyper-V host: %w (has 'ferry run' replicated %s yet?)", out.Replica, err, vm)
 		}
-		if len(hv.Disks) != len(sizes) {
-			return nil, classf(errdefs.ErrFailedPrecondition, "replica %q has %d disks, vm %q %d", out.Replica, len(hv.Disks), vm, len(sizes))
+		if len(point.Disks) != len(sizes) {
+			return nil, classf(errdefs.ErrFailedPrecondition, "replica %q has %d disks, vm %q %d", out.Replica, len(point.Disks), vm, len(sizes))
 		}
+		out.Point = point.Name
 	}
 	for d, size := range sizes {
 		dv := DiskVerify{Disk: d, Size: size}
@@ -258,8 +263,8 @@ func (s *server) verify(ctx context.Context, vm string) (*Verify, error) {
 		if err != nil {
 			return nil, err
 		}
-		if hv != nil {
-			dv.Replica, dv.Chain, err = vhdxDigest(hv.Disks[d].Path, size)
+		if point != nil {
+			dv.Replica, dv.Chain, err = vhdxDigest(point.Disks[d].Path, size)
 		} else {
 			err = s.dr.ReadDisk(out.Replica, d, func(r io.ReaderAt, n int64) error {
 				dv.Replica, err = digestOf(r, n)
@@ -273,6 +278,21 @@ func (s *server) verify(ctx context.Context, vm string) (*Verify, error) {
 		out.Disks = append(out.Disks, dv)
 	}
 	return out, nil
+}
+
+// newestPoint is the newest standard checkpoint of a VM: its newest
+// restore point.
+func newestPoint(ctx context.Context, h *simhost.Host, vm string) (*host.Checkpoint, error) {
+	cps, err := h.ListCheckpoints(ctx, vm)
+	if err != nil {
+		return nil, err
+	}
+	for i := len(cps) - 1; i >= 0; i-- {
+		if cps[i].Type == host.Standard {
+			return &cps[i], nil
+		}
+	}
+	return nil, classf(errdefs.ErrNotFound, "vm %q has no restore point", vm)
 }
 
 // knownVM fails for a name that is not one of the lab's prod VMs.

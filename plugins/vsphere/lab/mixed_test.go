@@ -111,16 +111,25 @@ func TestMixedServer(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Replica != "app-01_replica" || len(got.Disks) != 2 || !got.Disks[0].Equal || !got.Disks[1].Equal || got.Disks[1].Size != sizes[1] ||
-		len(got.Disks[0].Chain) != 2 || !strings.HasSuffix(got.Disks[0].Chain[1], ".vhdx") || got.Disks[0].Source != got.Disks[0].Replica {
+	if got.Replica != "app-01_replica" || got.Point != "p1" || len(got.Disks) != 2 || !got.Disks[0].Equal || !got.Disks[1].Equal || got.Disks[1].Size != sizes[1] ||
+		len(got.Disks[0].Chain) != 1 || !strings.HasSuffix(got.Disks[0].Chain[0], "disk0.vhdx") || got.Disks[0].Source != got.Disks[0].Replica {
 		t.Fatalf("verify: %+v", got)
 	}
+	// What is written after the newest restore point is not judged; a
+	// newer point holding it differs, read through its chain.
 	if err := hv.GuestWrite(ctx, v.ID, 1, 4096, []byte("not the source")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cli(t, dir, "verify", "app-01"); err != nil {
+		t.Fatalf("verify with writes after the newest point: %v\n%s", err, out)
+	}
+	if _, err := hv.CreateCheckpoint(ctx, v.ID, host.CheckpointRequest{Name: "p2", Type: host.Standard}); err != nil {
 		t.Fatal(err)
 	}
 	out, err = cli(t, dir, "verify", "app-01")
 	if !errors.Is(err, errdefs.ErrDataLoss) || !strings.Contains(err.Error(), "app-01 and app-01_replica differ: disk 1") ||
-		!strings.Contains(out, "app-01_replica disk 0: sha256 "+got.Disks[0].Source+": the same") || !strings.Contains(out, ": DIFFERENT") {
+		!strings.Contains(out, `app-01_replica disk 0 at checkpoint "p2": sha256 `+got.Disks[0].Source+": the same") || !strings.Contains(out, ": DIFFERENT") ||
+		!strings.Contains(out, ".avhdx -> disk1.vhdx") {
 		t.Fatalf("verify of a changed replica: %v\n%s", err, out)
 	}
 
@@ -141,7 +150,7 @@ func TestMixedServer(t *testing.T) {
 		}
 		return dr.VMs[0]
 	}
-	if vm := status(); vm.PowerState != "Off" || vm.IPAddress != "" || vm.Generation != 2 || vm.Snapshots != 1 || len(vm.Disks) != 2 || vm.NICs[0].Network != drSwitch {
+	if vm := status(); vm.PowerState != "Off" || vm.IPAddress != "" || vm.Generation != 2 || vm.Snapshots != 2 || len(vm.Disks) != 2 || vm.NICs[0].Network != drSwitch {
 		t.Fatalf("a stopped replica: %+v", vm)
 	}
 	if err := hv.SetRunning(ctx, v.ID, true); err != nil {
