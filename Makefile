@@ -74,7 +74,7 @@ bench: build ## ferry side by side with cp and rsync: ratios and goals (BENCH_FL
 	$(GO) build -o $(BIN)/ferry-bench ./bench/cmd/ferry-bench
 	$(BIN)/ferry-bench -bin $(BIN) $(BENCH_FLAGS)
 
-demo: build ## run the demo: the local plugin's lab, then the vSphere lab on the simulator
+demo: build ## run the demo: the local plugin's lab, the vSphere lab on the simulator, then vSphere onto a simulated Hyper-V host
 	@scripts/demo.sh
 
 clean: ## remove build output

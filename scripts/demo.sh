@@ -3,7 +3,8 @@
 # incremental runs (tracked and untracked changes), restore points, a
 # failover to the older point with its data checked, an undo, a failover and
 # a failback home (sync, switch, commit, an incremental run); then the
-# vSphere part on `ferry lab` (scripts/demo-vsphere.sh).
+# vSphere part on `ferry lab` (scripts/demo-vsphere.sh) and the mixed part,
+# vSphere onto a simulated Hyper-V host (scripts/demo-mixed.sh).
 # Run it with `make demo`; it needs only the binaries in bin/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -143,4 +144,5 @@ step "The local lab is done"
 echo "Its files are in $lab (delete them when done). Try: cd $lab/config && ferry plan"
 
 "$root/scripts/demo-vsphere.sh"
+"$root/scripts/demo-mixed.sh"
 echo "The whole demo took ${SECONDS}s."

@@ -15,8 +15,9 @@ var cmdWrite = &command{
 	usage: usageWrite,
 	help: `Changes some of a prod VM's data as its guest would: N writes (16 by
 default) of 4 to 64 KiB of disk-like data at random 4 KiB-aligned places,
-on disk N or on any of its disks. Changed block tracking sees them, so the
-next 'ferry run' sends only these blocks. Prints what it changed.`,
+on disk N or spread over its disks (each gets one at least, when there
+are writes enough). Changed block tracking sees them, so the next
+'ferry run' sends only these blocks. Prints what it changed.`,
 	nargs: 1,
 	flags: func(fs *flag.FlagSet, c *call) {
 		fs.IntVar(&c.disk, "disk", -1, "write only to disk `N` (0 is the first; default any)")

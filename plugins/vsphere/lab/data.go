@@ -48,14 +48,19 @@ func diskLayout(rng *rand.Rand, size int64) []region {
 }
 
 // scatter picks count guest writes of 4 to 64 KiB at aligned places of
-// the disks whose sizes are given: all on disk when disk >= 0, else on
-// disks picked at random.
+// the disks whose sizes are given: all on disk when disk >= 0, else one
+// on each disk in turn, then on disks picked at random.
 func scatter(rng *rand.Rand, sizes []int64, disk, count int) []Write {
 	out := make([]Write, 0, count)
-	for range count {
+	for i := range count {
 		d := disk
 		if d < 0 {
-			d = rng.IntN(len(sizes))
+			// Every disk first, then any: each disk's next restore point
+			// holds a change when there are writes enough.
+			d = i
+			if i >= len(sizes) {
+				d = rng.IntN(len(sizes))
+			}
 		}
 		n := int64(1+rng.IntN(16)) * dataBlock
 		n = min(n, sizes[d]/dataBlock*dataBlock)

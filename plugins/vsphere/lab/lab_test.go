@@ -107,6 +107,7 @@ func TestScatter(t *testing.T) {
 		count int
 	}{
 		{"any disk", -1, 200},
+		{"every disk once at least", -1, 3},
 		{"disk 1", 1, 50},
 		{"a disk smaller than the longest write", 2, 20},
 	}
