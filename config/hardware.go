@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -209,6 +210,16 @@ func (l *loader) checkHardwareMap(j *Job, m *HardwareMap) {
 			j.Target.Address(), j.Target.Type, j.Name)
 		return
 	}
+	// A VM's override holds the job-wide values too: what is wrong with
+	// those is reported once, for the job, not again for each vm block.
+	reported := map[string]bool{}
+	errorf := func(subject hcl.Range, summary, format string, args ...any) {
+		key := fmt.Sprintf("%s:%d:%d:%s", subject.Filename, subject.Start.Line, subject.Start.Column, summary)
+		if !reported[key] {
+			reported[key] = true
+			l.errorf(subject, summary, format, args...)
+		}
+	}
 	check := func(o HardwareOverride, scope string) {
 		if o.IsZero() {
 			return
@@ -220,7 +231,7 @@ func (l *loader) checkHardwareMap(j *Job, m *HardwareMap) {
 				want = sdk.FirmwareEFI
 			}
 			if o.Firmware != want {
-				l.errorf(o.Ranges["firmware"], "Replica cannot boot",
+				errorf(o.Ranges["firmware"], "Replica cannot boot",
 					"%s asks for generation %d and firmware %q: a generation-%d Hyper-V VM has %s firmware only.", scope, o.Generation, o.Firmware, o.Generation, want)
 				return
 			}
@@ -230,7 +241,7 @@ func (l *loader) checkHardwareMap(j *Job, m *HardwareMap) {
 			if _, ok := o.Ranges[attr]; !ok || o.Generation == 0 {
 				attr = "firmware"
 			}
-			l.errorf(o.Ranges[attr], "Target cannot build it", "%s asks for %s, but %s (type %q) builds %s.",
+			errorf(o.Ranges[attr], "Target cannot build it", "%s asks for %s, but %s (type %q) builds %s.",
 				scope, overrideProfile(o), j.Target.Address(), j.Target.Type, profileNames(hw))
 			return
 		}
@@ -247,21 +258,22 @@ func (l *loader) checkHardwareMap(j *Job, m *HardwareMap) {
 			within = overrideProfile(o)
 		}
 		if b := o.BootBus; b != "" && !any(func(p *sdk.HardwareProfile) bool { return p.Boots(b) }) {
-			l.errorf(o.Ranges["boot_bus"], "Replica cannot boot", "%s puts the boot disk on %s, but %s of %s boots from %s only.",
+			errorf(o.Ranges["boot_bus"], "Replica cannot boot", "%s puts the boot disk on %s, but %s of %s boots from %s only.",
 				scope, b, within, j.Target.Address(), bootBuses(profiles))
 		}
 		if mdl := o.SCSIModel; mdl != "" && !any(func(p *sdk.HardwareProfile) bool { _, ok := p.Controller(sdk.BusSCSI, mdl); return ok }) {
-			l.errorf(o.Ranges["scsi_model"], "Target cannot build it", "%s asks for %s SCSI controllers, which %s of %s does not have.", scope, mdl, within, j.Target.Address())
+			errorf(o.Ranges["scsi_model"], "Target cannot build it", "%s asks for %s SCSI controllers, which %s of %s does not have.", scope, mdl, within, j.Target.Address())
 		}
 		if n := o.NICModel; n != "" && !any(func(p *sdk.HardwareProfile) bool { return slices.Contains(p.NICModels, n) }) {
-			l.errorf(o.Ranges["nic_model"], "Target cannot build it", "%s asks for %s NICs, which %s of %s does not have.", scope, n, within, j.Target.Address())
+			errorf(o.Ranges["nic_model"], "Target cannot build it", "%s asks for %s NICs, which %s of %s does not have.", scope, n, within, j.Target.Address())
 		}
 		if o.SecureBoot != nil && *o.SecureBoot && !any(func(p *sdk.HardwareProfile) bool { return p.SecureBoot }) {
-			l.errorf(o.Ranges["secure_boot"], "Replica cannot boot", "%s turns Secure Boot on, but %s of %s has no Secure Boot (it needs UEFI firmware).", scope, within, j.Target.Address())
+			errorf(o.Ranges["secure_boot"], "Replica cannot boot", "%s turns Secure Boot on, but %s of %s has no Secure Boot (it needs UEFI firmware).", scope, within, j.Target.Address())
 		}
 	}
 	check(m.All, fmt.Sprintf("The hardware_map of job %q", j.Name))
-	for name := range m.VMs {
+	vms := slices.Sorted(maps.Keys(m.VMs))
+	for _, name := range vms {
 		check(m.For(name, name), fmt.Sprintf("The hardware_map of job %q for VM %q", j.Name, name))
 	}
 }
