@@ -1,5 +1,8 @@
 // Package lab is `ferry lab`: a local two-site vSphere lab on govmomi's
-// simulator, for trying ferry without a vCenter. The ferry-lab-vsphere
+// simulator, for trying ferry without a vCenter; and, with `up --dr
+// hyperv`, the mixed lab, whose dr site is the Hyper-V plugin's simulated
+// host (plugins/hyperv/simhost), for seeing a VMware VM fail over onto
+// Hyper-V (mixed.go). The ferry-lab-vsphere
 // command runs it; `ferry lab` finds that command and hands it its
 // arguments, because ferry's core never imports a plugin.
 //
@@ -13,7 +16,10 @@
 // rules) and a state file. The other verbs talk to that server over a
 // unix socket, because the change tracking double lives in its memory:
 // `write` makes guest writes, `status` lists the sites' VMs as the
-// simulator reports them, `down` stops it and removes what `up` made.
+// simulators report them, `verify` compares a prod VM's disks with its
+// replica's byte for byte, `down` stops it and removes what `up` made.
+// The mixed lab's simulated Hyper-V host is a folder (sites/hyperv-dr)
+// that the hyperv plugin and the server share; it has no process.
 //
 // The lab folder (DIR, ~/.ferry/lab by default) holds lab.json (the
 // state), lab.sock (the control socket), lab.log (the server's log),
