@@ -134,6 +134,21 @@ func writeNew(path string, o Options, locator []byte) (err error) {
 	if o.Fixed {
 		fileSize += g.dataBlocks * g.blockSize
 	}
+	// A differencing disk gets its sector bitmap blocks now, empty (every
+	// sector read from the parent), as holes of the file: the same disk
+	// for MS-VHDX as one without them, but libvhdi (Debian's 20210425)
+	// reads a chunk without one as zeros instead of as its parent.
+	var bat []byte
+	if locator != nil || o.Fixed {
+		bat = make([]byte, g.batEntries*8)
+	}
+	if locator != nil {
+		chunks := (g.dataBlocks + g.chunkRatio - 1) / g.chunkRatio
+		for c := range chunks {
+			binary.LittleEndian.PutUint64(bat[8*g.bitmapIndex(c):], batEntry(bitmapPresent, fileSize))
+			fileSize += bitmapBlock
+		}
+	}
 
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
@@ -154,11 +169,12 @@ func writeNew(path string, o Options, locator []byte) (err error) {
 		return err
 	}
 	if o.Fixed {
-		bat := make([]byte, g.batEntries*8)
 		for blk := range g.dataBlocks {
 			e := batEntry(blockFullPresent, dataStart+blk*g.blockSize)
 			binary.LittleEndian.PutUint64(bat[8*g.payloadIndex(blk):], e)
 		}
+	}
+	if bat != nil {
 		if _, err := f.WriteAt(bat, newBATOffset); err != nil {
 			return err
 		}
