@@ -9,6 +9,7 @@ import (
 
 	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/ferry-dr/ferry/sdk"
@@ -90,12 +91,22 @@ func (s *Source) ChangedAreas(ctx context.Context, req sdk.ChangedAreasRequest, 
 	} else if err := checkChangeID(since, current); err != nil {
 		return fmt.Errorf("vm %q disk %d: %w", vm.Name, req.Disk, err)
 	}
+	return s.c.queryChanged(ctx, vm, snap, disk, req.Disk, since, fn)
+}
+
+// queryChanged asks QueryChangedDiskAreas, in a loop (each answer covers a
+// part of the disk), what changed on disk (index n) of vm between change id
+// since ("*": every allocated area) and snapshot snap, and calls fn with
+// each answer's areas, sorted and apart. A change id vSphere no longer
+// knows is errdefs.ErrChangeIDReset.
+func (c *conn) queryChanged(ctx context.Context, vm *mo.VirtualMachine, snap types.ManagedObjectReference, disk *types.VirtualDisk, n int, since string, fn func([]sdk.Extent) error) error {
+	capacity := diskCapacity(disk)
 	var offset, last int64
 	for offset < capacity {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		res, err := methods.QueryChangedDiskAreas(ctx, s.c.client, &types.QueryChangedDiskAreas{
+		res, err := methods.QueryChangedDiskAreas(ctx, c.client, &types.QueryChangedDiskAreas{
 			This: vm.Self, Snapshot: &snap, DeviceKey: disk.Key, StartOffset: offset, ChangeId: since,
 		})
 		if err != nil {
@@ -103,14 +114,14 @@ func (s *Source) ChangedAreas(ctx context.Context, req sdk.ChangedAreasRequest, 
 				return ctx.Err()
 			}
 			if since != "*" && (fault.Is(err, &types.InvalidArgument{}) || fault.Is(err, &types.FileFault{})) {
-				return fmt.Errorf("vm %q disk %d: vSphere cannot answer for change id %q (%s): %w", vm.Name, req.Disk, since, faultMessage(err), errdefs.ErrChangeIDReset)
+				return fmt.Errorf("vm %q disk %d: vSphere cannot answer for change id %q (%s): %w", vm.Name, n, since, faultMessage(err), errdefs.ErrChangeIDReset)
 			}
-			return s.c.classify(err, fmt.Sprintf("changed areas of vm %q disk %d", vm.Name, req.Disk))
+			return c.classify(err, fmt.Sprintf("changed areas of vm %q disk %d", vm.Name, n))
 		}
 		info := res.Returnval
 		next := info.StartOffset + info.Length
 		if info.Length <= 0 || next <= offset {
-			return fmt.Errorf("vm %q disk %d: QueryChangedDiskAreas at %d answered for [%d, %d), making no progress", vm.Name, req.Disk, offset, info.StartOffset, next)
+			return fmt.Errorf("vm %q disk %d: QueryChangedDiskAreas at %d answered for [%d, %d), making no progress", vm.Name, n, offset, info.StartOffset, next)
 		}
 		batch := clipAreas(info.ChangedArea, last, min(next, capacity))
 		if len(batch) > 0 {

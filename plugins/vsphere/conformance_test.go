@@ -55,7 +55,9 @@ func TestConformanceSourceDirect(t *testing.T) {
 func TestConformanceSourceNetwork(t *testing.T) {
 	t.Parallel()
 	s := prodSite(t)
-	sdktest.RunSource(t, sourceFixture(s, newTestSource(t, s, false, nil)))
+	fx := sourceFixture(s, newTestSource(t, s, false, nil))
+	fx.Capabilities.Failback = false // failback writes through the mount (TestFailbackNeedsTheMount)
+	sdktest.RunSource(t, fx)
 }
 
 // TestConformanceSourceHotAdd: transport = "hotadd", disks attached to a
@@ -67,7 +69,9 @@ func TestConformanceSourceHotAdd(t *testing.T) {
 	t.Parallel()
 	s := prodSiteWith(t, vcsimtest.Options{Name: "prod", CBTWindow: 1 << 20, DeltaChains: true})
 	p := s.CreateProxy(t, vcsimtest.ProxySpec{Name: "ferry-proxy"})
-	sdktest.RunSource(t, sourceFixture(s, hotaddSource(t, s, false, pinned(p), "", 30*time.Second, nil)))
+	fx := sourceFixture(s, hotaddSource(t, s, false, pinned(p), "", 30*time.Second, nil))
+	fx.Capabilities.Failback = false // failback writes through the mount (TestFailbackNeedsTheMount)
+	sdktest.RunSource(t, fx)
 	noneAttached(t, s, p)
 }
 
@@ -93,6 +97,11 @@ func TestConformanceTarget(t *testing.T) {
 		IsolatedNetwork: drIsolated,
 		WriteTest: func(t *testing.T, id string, disk int, off int64, data []byte) {
 			s.Write(t, testNamePrefix+id, disk, off, data)
+		},
+		// The running replica's guest writes, seen by the site's
+		// change tracking double.
+		WriteFailedOver: func(t *testing.T, replica string, disk int, off int64, data []byte) {
+			s.Write(t, replica, disk, off, data)
 		},
 		MakeVM: plainVMMaker(s),
 	})

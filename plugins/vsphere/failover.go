@@ -169,6 +169,16 @@ func (t *Target) Failover(ctx context.Context, req sdk.FailoverRequest) (*sdk.Re
 			return fail(err)
 		}
 	}
+	// Failback asks what the running replica writes: its change
+	// tracking starts here, before the guest runs.
+	ids, err := t.startFailbackTracking(ctx, r)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fail(ctx.Err())
+		}
+		t.log.Warn("no change tracking of the failed-over replica: a failback will compare digests", "replica", r.vm.Name, "error", err)
+	}
+	before.ChangeIDs = ids
 	if r.vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn {
 		if _, err := t.c.call(ctx, "power on "+r.vm.Name, obj.PowerOn); err != nil {
 			return fail(err)
@@ -374,6 +384,12 @@ func (t *Target) undo(ctx context.Context, r *replica) error {
 			return err
 		}
 	}
+	if err := t.discardGuestWrites(ctx, r); err != nil {
+		return err
+	}
+	if err := t.removeSnapshotsNamed(ctx, r, failbackMark); err != nil {
+		return err
+	}
 	if fo.SnapshotBefore != "" && r.vm.Snapshot != nil && findSnapshot(r.vm.Snapshot.RootSnapshotList, fo.SnapshotBefore) != nil {
 		ref := types.ManagedObjectReference{Type: "VirtualMachineSnapshot", Value: fo.SnapshotBefore}
 		if _, err := t.c.call(ctx, "revert "+r.vm.Name, func(ctx context.Context) (*object.Task, error) {
@@ -385,6 +401,12 @@ func (t *Target) undo(ctx context.Context, r *replica) error {
 		}); err != nil {
 			return err
 		}
+	}
+	if err := t.refresh(ctx, r); err != nil {
+		return err
+	}
+	if err := t.removeSnapshotsNamed(ctx, r, failbackBase); err != nil {
+		return err
 	}
 	if err := r.restoreWorking(ctx, t); err != nil {
 		return fmt.Errorf("replica %q: restore the working state: %w", r.vm.Name, err)
@@ -458,6 +480,9 @@ func (t *Target) CommitFailover(ctx context.Context, key string) (*sdk.Replica, 
 		return nil, fmt.Errorf("replica %q: %w", r.vm.Name, err)
 	}
 	r.state = &st
+	if err := t.removeSnapshotsNamed(ctx, r, failbackMark, failbackBase); err != nil {
+		return nil, err
+	}
 	for _, p := range parsePoints(r.vm) {
 		if err := t.c.removeSnapshot(ctx, r.vm.Name, p.snap.Value); err != nil {
 			return nil, err

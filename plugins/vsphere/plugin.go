@@ -14,14 +14,16 @@ const Version = "0.1.0"
 // SourceCapabilities are what the vsphere source declares: changed block
 // tracking, direct storage access for mapped datastores, quiesced
 // snapshots (when VMware Tools run in the guest), and VMs' folders and tags
-// (tags on vCenter only: an ESXi host has none).
-var SourceCapabilities = sdk.Capabilities{ChangeTracking: true, DirectData: true, Quiesce: true, Folders: true, Tags: true}
+// (tags on vCenter only: an ESXi host has none), and taking a failback
+// into a production VM (failback_source.go; disks written directly).
+var SourceCapabilities = sdk.Capabilities{ChangeTracking: true, DirectData: true, Quiesce: true, Folders: true, Tags: true, Failback: true}
 
 // TargetCapabilities are what the vsphere target declares: re-IP through
 // guest customization, the direct lane for the first copy of a disk, test
 // failover (testfailover.go; replicas written directly), and mapping a
-// replica onto a VM the target has (mapreplica.go).
-var TargetCapabilities = sdk.Capabilities{ReIP: true, DirectData: true, TestFailover: true, MapReplicas: true}
+// replica onto a VM the target has (mapreplica.go), and reading a
+// failed-over replica for failback (failback_target.go).
+var TargetCapabilities = sdk.Capabilities{ReIP: true, DirectData: true, TestFailover: true, MapReplicas: true, Failback: true}
 
 // TargetLimits are what the vsphere target cannot go beyond: MaxRestorePoints
 // restore points per replica.

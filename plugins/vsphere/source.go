@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -24,6 +25,8 @@ type Source struct {
 	transport string
 	log       hclog.Logger
 	hot       *hotadd // nil when neither the transport nor hotadd_proxy asks for the proxy VM
+
+	fbMu sync.Mutex // one failback call at a time (failback_source.go)
 }
 
 var (

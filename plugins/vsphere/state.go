@@ -42,6 +42,9 @@ type failoverState struct {
 	SnapshotBefore string    `json:"snapshot_before,omitempty"`
 	NICsBefore     []sdk.NIC `json:"nics_before"`
 	PoweredOn      bool      `json:"powered_on"`
+	// ChangeIDs are the replica's change ids, by disk, when it was
+	// powered on: what failback asks its writes since (failback_target.go).
+	ChangeIDs map[int]string `json:"change_ids,omitempty"`
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "replica.json") }

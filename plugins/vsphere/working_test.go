@@ -58,9 +58,10 @@ func TestConformanceTargetHotAdd(t *testing.T) {
 	dir := t.TempDir()
 	cur := hotaddTarget(t, s, p, dir)
 	// Test failover refuses replicas written through HotAdd (this
-	// version; TestTestFailoverRefusesHotAdd checks the refusal).
+	// version; TestTestFailoverRefusesHotAdd checks the refusal), and so
+	// does failback (TestFailbackRefusesHotAdd).
 	caps := TargetCapabilities
-	caps.TestFailover = false
+	caps.TestFailover, caps.Failback = false, false
 	sdktest.RunTarget(t, sdktest.TargetFixture{
 		New:          func(*testing.T) sdk.Target { return cur },
 		Capabilities: caps,
