@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
@@ -386,6 +387,14 @@ func (s *Source) StartFailback(ctx context.Context, key, id string) (*sdk.VM, er
 	if fb == nil || fb.Undoing {
 		return nil, fmt.Errorf("start vm %q: failback %s has not begun, or is being undone: %w", vm.Name, id, errdefs.ErrFailedPrecondition)
 	}
+	if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn && findSnapshotByName(vm, failbackStart) == nil {
+		obj := object.NewVirtualMachine(s.c.client, vm.Self)
+		if _, err := s.c.call(ctx, "snapshot "+vm.Name+" before its start", func(ctx context.Context) (*object.Task, error) {
+			return obj.CreateSnapshot(ctx, failbackStart, "ferry failback "+id+": production at the switch, for an undo; ferry removes it at the commit", false, false)
+		}); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.powerOn(ctx, vm); err != nil {
 		return nil, err
 	}
@@ -423,6 +432,9 @@ func (s *Source) UndoFailback(ctx context.Context, key, id string) error {
 	if err := s.powerOff(ctx, vm); err != nil {
 		return err
 	}
+	if err := s.discardSinceStart(ctx, vm); err != nil {
+		return fmt.Errorf("undo failback %s of vm %q: %w", id, vm.Name, err)
+	}
 	disks, err := s.failbackDisks(ctx, vm)
 	if err != nil {
 		return err
@@ -442,6 +454,94 @@ func (s *Source) UndoFailback(ctx context.Context, key, id string) error {
 	}
 	s.log.Info("failback undone", "vm", vm.Name, "failback", id)
 	return nil
+}
+
+// failbackStart names the snapshot StartFailback takes of production
+// before it powers it on: what an undo after the switch returns to, so
+// that production's own writes since go too.
+const failbackStart = "ferry-failback-start"
+
+func findSnapshotByName(vm *mo.VirtualMachine, name string) *types.VirtualMachineSnapshotTree {
+	if vm.Snapshot == nil {
+		return nil
+	}
+	for _, n := range flattenSnapshots(vm.Snapshot.RootSnapshotList) {
+		if n.Name == name {
+			return &n
+		}
+	}
+	return nil
+}
+
+// discardSinceStart returns production (powered off) to its start
+// snapshot, if it has one, and removes it: on vSphere the revert drops the
+// delta that holds what production wrote since the switch, and the
+// removal leaves the VM on its flat disks again. Where the snapshot reads
+// from a file of its own instead (the simulator freezes a copy; the
+// harness writes the guest's data into the flat file), the blocks that
+// differ are copied back first.
+func (s *Source) discardSinceStart(ctx context.Context, vm *mo.VirtualMachine) error {
+	snap := findSnapshotByName(vm, failbackStart)
+	if snap == nil {
+		return nil
+	}
+	var ms mo.VirtualMachineSnapshot
+	if err := s.c.retrieveOne(ctx, snap.Snapshot, []string{"config"}, &ms); err != nil {
+		return err
+	}
+	then, now := virtualDisks(ms.Config.Hardware.Device), virtualDisks(vm.Config.Hardware.Device)
+	for d := range min(len(then), len(now)) {
+		from, err := s.localBase(ctx, then[d])
+		if err != nil {
+			return fmt.Errorf("disk %d at the switch: %w", d, err)
+		}
+		to, err := s.localBase(ctx, now[d])
+		if err != nil {
+			return fmt.Errorf("disk %d: %w", d, err)
+		}
+		if from != to {
+			if err := copyDiffering(from, to, min(diskCapacity(then[d]), diskCapacity(now[d]))); err != nil {
+				return fmt.Errorf("disk %d: discard what production wrote since the switch: %w", d, err)
+			}
+		}
+	}
+	_, err := s.c.call(ctx, "revert "+vm.Name+" to its state at the switch", func(ctx context.Context) (*object.Task, error) {
+		res, err := methods.RevertToSnapshot_Task(ctx, s.c.client, &types.RevertToSnapshot_Task{This: snap.Snapshot, SuppressPowerOn: types.NewBool(true)})
+		if err != nil {
+			return nil, err
+		}
+		return object.NewTask(s.c.client, res.Returnval), nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := s.c.removeSnapshot(ctx, vm.Name, snap.Snapshot.Value); err != nil {
+		return err
+	}
+	fresh, err := s.c.vmObject(ctx, vm.Self.Value)
+	if err != nil {
+		return err
+	}
+	*vm = *fresh
+	return nil
+}
+
+// localBase is the local path of the flat file at the root of a disk's
+// chain.
+func (s *Source) localBase(ctx context.Context, d *types.VirtualDisk) (string, error) {
+	file, err := baseBacking(d)
+	if err != nil {
+		return "", err
+	}
+	desc, err := parseDSPath(file)
+	if err != nil {
+		return "", fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	flat, err := s.c.flatExtent(ctx, desc)
+	if err != nil {
+		return "", err
+	}
+	return s.c.mustLocal(flat)
 }
 
 // restoreFromUndo writes every block of an undo store back into a disk's
@@ -506,6 +606,12 @@ func (s *Source) CommitFailback(ctx context.Context, key, id string) error {
 	}
 	if fb.Undoing {
 		return fmt.Errorf("commit failback of vm %q: its undo is under way; undo it again to finish: %w", vm.Name, errdefs.ErrFailedPrecondition)
+	}
+	if snap := findSnapshotByName(vm, failbackStart); snap != nil {
+		// Consolidated into the disks: what production wrote stays.
+		if err := s.c.removeSnapshot(ctx, vm.Name, snap.Snapshot.Value); err != nil {
+			return err
+		}
 	}
 	if err := s.resetTracking(ctx, vm); err != nil {
 		return err

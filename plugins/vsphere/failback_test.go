@@ -190,3 +190,71 @@ func TestFailbackCreatesVM(t *testing.T) {
 		t.Fatalf("a VM created by a killed begin survived its undo: %v", err)
 	}
 }
+
+// TestFailbackUndoAfterSwitch: production started by the switch writes;
+// an undo then gives back every byte as before the failback (what the
+// failback wrote and what production wrote since), and a commit keeps
+// both. Neither leaves a snapshot.
+func TestFailbackUndoAfterSwitch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, before := fbSite(t)
+	src := newTestSource(t, s, true, nil)
+	fail := func(id string) []byte {
+		t.Helper()
+		if _, err := src.BeginFailback(ctx, sdk.FailbackRequest{ID: id, VM: "app"}); err != nil {
+			t.Fatal(err)
+		}
+		w, err := src.OpenFailbackDisk(ctx, "app", id, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.WriteAt(bytes.Repeat([]byte{0xAB}, 100<<10), 64<<10); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := src.StartFailback(ctx, "app", id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := src.StartFailback(ctx, "app", id); err != nil {
+			t.Fatalf("StartFailback again: %v", err)
+		}
+		// Production runs and writes, inside and outside the failback's
+		// blocks.
+		s.Write(t, "app", 0, 100<<10, bytes.Repeat([]byte{0xCD}, 8<<10))
+		s.Write(t, "app", 0, 1<<20, bytes.Repeat([]byte{0xCD}, 8<<10))
+		s.Write(t, "app", 1, 0, bytes.Repeat([]byte{0xCD}, 8<<10))
+		return s.Disk(t, "app", 0)
+	}
+	noSnapshots := func(when string) {
+		t.Helper()
+		if snap := s.VM(t, "app").Snapshot; snap != nil && len(snap.RootSnapshotList) > 0 {
+			t.Fatalf("%s: snapshots left: %+v", when, snap.RootSnapshotList)
+		}
+	}
+
+	fail("fb-1")
+	if err := src.UndoFailback(ctx, "app", "fb-1"); err != nil {
+		t.Fatal(err)
+	}
+	for d := range before {
+		if !bytes.Equal(s.Disk(t, "app", d), before[d]) {
+			t.Fatalf("disk %d after an undo after the switch differs from before the failback", d)
+		}
+	}
+	if p := powerOf(t, s, "app"); p != types.VirtualMachinePowerStatePoweredOn {
+		t.Fatalf("after the undo the VM is %s", p)
+	}
+	noSnapshots("after the undo")
+
+	want := fail("fb-2")
+	if err := src.CommitFailback(ctx, "app", "fb-2"); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.Disk(t, "app", 0), want) {
+		t.Fatal("the commit lost writes")
+	}
+	noSnapshots("after the commit")
+}
