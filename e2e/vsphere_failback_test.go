@@ -1,13 +1,17 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/ferry-dr/ferry/core/engine"
@@ -177,7 +181,8 @@ func TestVSphereFailback(t *testing.T) {
 
 // TestVSphereFailbackKill kills ferry (SIGKILL) at steps of each failback
 // command on vSphere; running the command again completes it with the
-// right content.
+// right content (an undo after the switch drops what production wrote
+// since, too).
 func TestVSphereFailbackKill(t *testing.T) {
 	tool := crashrun(t)
 	cases := []struct {
@@ -189,6 +194,7 @@ func TestVSphereFailbackKill(t *testing.T) {
 		{[]string{"sync"}, "switch", "failback-start-production"},
 		{[]string{"switch"}, "commit", "failback-return-replica"},
 		{[]string{"sync"}, "undo", "failback-end"},
+		{[]string{"switch"}, "undo", "failback-undo-production"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.action+" at "+tc.at, func(t *testing.T) {
@@ -202,6 +208,10 @@ func TestVSphereFailbackKill(t *testing.T) {
 				}
 			}
 			wantReplica := vsReplicaDisks(l)
+			if tc.action == "undo" && slices.Contains(tc.before, "switch") {
+				// Production ran after the switch and wrote: undo drops it.
+				l.write(vsFbVM, 0, 0, 64<<10)
+			}
 			cmd := exec.Command(tool, "-config", l.cfg, "-job", "e2e", "-failback", tc.action, "-vm", vsFbVM, "-at", tc.at)
 			cmd.Env = append(os.Environ(), "FERRY_PLUGIN_PATH="+bin)
 			out, err := cmd.CombinedOutput()
@@ -233,4 +243,43 @@ func TestVSphereFailbackKill(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestVSphereFailbackToNewVM: a failback --to a VM production does not
+// have creates it (its NIC on the production network the job's map maps
+// the replica's from), fills it from the replica and starts it; its undo
+// destroys it and leaves the job's VM as it was.
+func TestVSphereFailbackToNewVM(t *testing.T) {
+	l, before := vsFailbackLab(t, 4*mib)
+	vsReplicaWrites(l)
+	r := ferry(t, l.cfg, "failback", "e2e", vsFbVM, "--to", "app-copy", "--switch", "--json")
+	if r.code != 0 {
+		t.Fatalf("failback --to a new vm: %s", r)
+	}
+	var res engine.FailbackResult
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Failback == nil || !res.Failback.Create || res.Failback.Production != "app-copy" || res.Failback.State != "switched" {
+		t.Fatalf("failback --to a new vm: %+v", res.Failback)
+	}
+	t.Logf("syncs into the created vm: %s", syncFigures(res.Syncs))
+	sameBytes(t, "the created vm", l.prod.Disk(t, "app-copy", 0), vsReplicaDisks(l)[0])
+	vm := l.prod.VM(t, "app-copy")
+	if vm.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn || len(vm.Network) != 1 {
+		t.Fatalf("the created vm is %s on %d networks", vm.Runtime.PowerState, len(vm.Network))
+	}
+	var net mo.Network
+	if err := property.DefaultCollector(l.prod.Client.Client).RetrieveOne(context.Background(), vm.Network[0], []string{"name"}, &net); err != nil || net.Name != "VM Network" {
+		t.Errorf("the created vm is on network %q (%v), not production's", net.Name, err)
+	}
+	vsFailback(l, "undo")
+	f, err := l.prod.Finder(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.VirtualMachine(context.Background(), "app-copy"); err == nil {
+		t.Error("the vm a failback created survived its undo")
+	}
+	sameDisks(t, "the job's vm after a failback to another", l.state()[vsFbVM], before)
 }
