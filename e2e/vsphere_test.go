@@ -671,8 +671,8 @@ func TestVSphereRetentionLimit(t *testing.T) {
 		t.Fatalf("run with 40 restore points: %s", r)
 	}
 	plugins := ferry(t, l.cfg, "plugins")
-	if !strings.Contains(plugins.stdout, `target "vsphere" (direct-data, re-ip, test-failover, map-replicas, at most 28 restore points, builds efi and bios VMs)`) ||
-		!strings.Contains(plugins.stdout, `source "vsphere" (change-tracking, direct-data, quiesce, folders, tags)`) {
+	if !strings.Contains(plugins.stdout, `target "vsphere" (direct-data, re-ip, test-failover, failback, map-replicas, at most 28 restore points, builds efi and bios VMs)`) ||
+		!strings.Contains(plugins.stdout, `source "vsphere" (change-tracking, direct-data, quiesce, folders, tags, failback)`) {
 		t.Fatalf("ferry plugins: %s", plugins)
 	}
 	l.writeConfig(strings.Replace(readFile(t, filepath.Join(l.cfg, "main.hcl")), "restore_points = 40", "restore_points = 28", 1))

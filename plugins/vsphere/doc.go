@@ -25,7 +25,11 @@
 // disk that grows under restore points has their snapshots taken away and
 // back around the extension (regrow.go). Failover rolls the working image back to a point, reverts to its
 // snapshot, maps NICs, re-IPs through guest customization and powers on;
-// undo and commit follow. README.md explains the formats, the transports
+// undo and commit follow. Failback (failback_target.go reads a running
+// replica through changed block tracking between snapshots of it;
+// failback_source.go and failback_create.go write a production VM's flat
+// files through the mount, each block's original saved first in an undo
+// store beside its files) brings a failed-over VM home. README.md explains the formats, the transports
 // and the limits. The target declares that it keeps at most 28 restore
 // points (MaxRestorePoints), which ferry checks in the configuration.
 //
