@@ -514,6 +514,8 @@ func TestVSpherePluginConformance(t *testing.T) {
 		src, caps, err := h.Source(ctx, "vsphere", configValue(sdk.KindSource, map[string]cty.Value{
 			"url": cty.StringVal(s.URL), "username": cty.StringVal(s.Username), "password": cty.StringVal(s.Password),
 			"thumbprint": cty.StringVal(s.Thumbprint),
+			// Failback writes production through the mount.
+			"local_datastore_paths": cty.MapVal(map[string]cty.Value{"LocalDS_0": cty.StringVal(s.Datastores["LocalDS_0"])}),
 		}))
 		if err != nil {
 			t.Fatal(err)
@@ -549,6 +551,9 @@ func TestVSpherePluginConformance(t *testing.T) {
 			IsolatedNetwork: "dr-isolated",
 			WriteTest: func(t *testing.T, id string, disk int, off int64, data []byte) {
 				s.Write(t, "ferry-test-"+id, disk, off, data)
+			},
+			WriteFailedOver: func(t *testing.T, replica string, disk int, off int64, data []byte) {
+				s.Write(t, replica, disk, off, data)
 			},
 			MakeVM: func(t *testing.T, name string, disks [][]byte) { plainVM(t, s, name, disks) },
 		})
