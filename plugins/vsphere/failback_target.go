@@ -53,7 +53,7 @@ const (
 // gate.
 func (t *Target) startFailbackTracking(ctx context.Context, r *replica) (map[int]string, error) {
 	if r.hotadd {
-		return nil, fmt.Errorf("replica %q is written through HotAdd, which failback does not read in this version", r.vm.Name)
+		return nil, nil // failback does not read such replicas (OpenFailedOverDisk)
 	}
 	if err := t.removeSnapshotsNamed(ctx, r, failbackBase, failbackMark); err != nil {
 		return nil, err

@@ -258,3 +258,27 @@ func TestFailbackUndoAfterSwitch(t *testing.T) {
 	}
 	noSnapshots("after the commit")
 }
+
+// TestFailbackRefusesHotAdd: a replica written through HotAdd fails over
+// without failback tracking; failback's reads of it are refused, saying
+// why, and its writes are ErrChangeIDReset.
+func TestFailbackRefusesHotAdd(t *testing.T) {
+	t.Parallel()
+	s := hotaddDRSite(t)
+	p := s.CreateProxy(t, vcsimtest.ProxySpec{Name: "dr-proxy"})
+	tgt := hotaddTarget(t, s, p, t.TempDir())
+	r := pointedReplica(t, tgt, "fb-hotadd")
+	if _, err := tgt.Failover(t.Context(), sdk.FailoverRequest{Replica: r.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tgt.OpenFailedOverDisk(t.Context(), r.ID, 0); !errors.Is(err, errdefs.ErrUnimplemented) {
+		t.Fatalf("OpenFailedOverDisk of a HotAdd replica = %v, want ErrUnimplemented", err)
+	}
+	_, err := tgt.FailedOverChanges(t.Context(), sdk.FailedOverChangesRequest{Replica: r.ID}, func([]sdk.Extent) error { return nil })
+	if !errors.Is(err, errdefs.ErrChangeIDReset) {
+		t.Fatalf("FailedOverChanges of a HotAdd replica = %v, want ErrChangeIDReset", err)
+	}
+	if _, err := tgt.UndoFailover(t.Context(), r.ID); err != nil {
+		t.Fatal(err)
+	}
+}
