@@ -30,7 +30,9 @@ configuration's jobs, or nothing, and then the job runs when told to
 ferry server (--server or FERRY_ADDR) it shows the next run of each
 scheduled job. Each VM shows its last test failover (of a plan or of the
 VM alone), and each failover plan its last test: when, whether it passed,
-and the recovery time it achieved.`,
+and the recovery time it achieved. A VM in failback shows the failback's
+state (syncing, synced, switching, starting, switched, committing,
+undoing), since when, and the production VM it goes to.`,
 		usage: "ferry [--config DIR] status [--json]",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			asJSON := fs.Bool("json", false, "print JSON")
@@ -131,11 +133,32 @@ func runStatus(e *env, args []string, asJSON bool) error {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", v.VM, orDash(v.Replica), state, v.RestorePoints, newest, vmTestCell(v.LastTest))
 		}
 		tw.Flush()
+		for _, v := range st.VMs {
+			if v.Failback != nil {
+				fmt.Fprintln(e.stdout, failbackLine(st.Job, v))
+			}
+		}
 	}
 	for _, p := range plans {
 		fmt.Fprintln(e.stdout, planLine(p))
 	}
 	return nil
+}
+
+// failbackLine is a VM's failback under way: its state and since when,
+// the production VM it goes to, and what its syncs sent.
+func failbackLine(job string, v status.VM) string {
+	f := v.Failback
+	prod := "production vm " + f.Production
+	if f.Created {
+		prod += " (created by the failback)"
+	}
+	line := fmt.Sprintf("  %s: failback %s %s since %s, to %s; %s, %s sent", v.VM, f.ID, f.State, f.Since.Local().Format(time.DateTime), prod,
+		count(f.Syncs, "sync"), formatBytes(f.Sent))
+	if f.LastSync != nil {
+		line += ", last ended " + f.LastSync.Local().Format(time.DateTime)
+	}
+	return line + " ('ferry failback status " + job + " " + v.VM + "')"
 }
 
 // vmTestCell is a VM's last test in its status table: "passed" or

@@ -1,7 +1,7 @@
 // Package status is the status of a configuration's jobs, as `ferry
 // status` prints it and `GET /v1/status` of ferry server answers it: each
 // job's schedule and what runs it, its last session, and its VMs' replicas,
-// restore points and last test failovers, and each failover plan's last
+// restore points, last test failovers and failbacks under way, and each failover plan's last
 // test, read from the catalog.
 //
 // It only reads the catalog: it never asks a plugin (the VMs a job's

@@ -71,6 +71,39 @@ type VM struct {
 	// RPOBreached is set, for a job with an rpo, while the VM's newest
 	// restore point is older than it, or the VM has none (see Job.CheckRPO).
 	RPOBreached bool `json:"rpo_breached,omitempty"`
+	// Failback is the failback of the VM under way (`ferry failback`),
+	// nil when there is none.
+	Failback *Failback `json:"failback,omitempty"`
+}
+
+// Failback is how far the failback of a VM went: its state (syncing,
+// synced, switching, starting, switched, committing, undoing), since
+// when, and the production VM it writes.
+type Failback struct {
+	ID    string `json:"id"`
+	State string `json:"state"`
+	// Production is the production VM written; Created says the failback
+	// created it (it did not exist, or --to named a new one).
+	Production string `json:"production"`
+	Created    bool   `json:"created,omitempty"`
+	// Since is when the failback last changed state or synced; Started
+	// when it began.
+	Since   time.Time `json:"since"`
+	Started time.Time `json:"started"`
+	// Syncs completed, the bytes they sent, and when the last one ended.
+	Syncs    int        `json:"syncs"`
+	Sent     int64      `json:"sent_bytes"`
+	LastSync *time.Time `json:"last_sync,omitempty"`
+}
+
+// FailbackOf is the status of the failback f.
+func FailbackOf(f *catalog.Failback) *Failback {
+	out := &Failback{ID: f.ID, State: f.State, Production: f.Production, Created: f.Create, Since: f.Updated, Started: f.Started, Syncs: f.Syncs, Sent: f.Sent}
+	if f.LastSync != nil {
+		end := f.LastSync.At.Add(time.Duration(f.LastSync.Seconds * float64(time.Second)))
+		out.LastSync = &end
+	}
+	return out
 }
 
 // CheckRPO sets, for a job with an rpo, each VM's RPOBreached as of now:
@@ -236,6 +269,12 @@ func Of(tx *catalog.Tx, job *config.Job, sched Scheduler) (Job, error) {
 			vs.Newest = &newest
 		}
 		if vs.LastTest, err = tx.LastTest(name, vm); err != nil {
+			return st, err
+		}
+		switch fb, err := tx.Failback(name, vm); {
+		case err == nil:
+			vs.Failback = FailbackOf(fb)
+		case !errors.Is(err, errdefs.ErrNotFound):
 			return st, err
 		}
 		st.VMs = append(st.VMs, vs)

@@ -2,12 +2,14 @@ package status
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/sdk"
 )
 
 // TestAttachPlans: each job carries the plans that hold one of its VMs,
@@ -60,5 +62,51 @@ func TestAttachPlans(t *testing.T) {
 	}
 	if strings.Contains(string(b[strings.LastIndex(string(b), `"job":"mail"`):]), "failover_plans") {
 		t.Fatalf("a job in no plan has failover_plans: %s", b)
+	}
+}
+
+// TestFailbackInStatus: a VM in failback shows its state, since when, and
+// the production VM it goes to; a VM in none shows no failback, and the
+// failback leaves the status once it ends.
+func TestFailbackInStatus(t *testing.T) {
+	cat, err := catalog.Open(filepath.Join(t.TempDir(), "catalog.db"), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	for _, vm := range []string{"app-01", "db-01"} {
+		if err := cat.PutReplica(&catalog.Replica{Job: "e2e", VM: vm, ReplicaID: vm + "_replica", Target: "local.dr", State: sdk.ReplicaFailedOver, FailoverPoint: "p1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
+	fb := &catalog.Failback{Job: "e2e", VM: "app-01", ID: "fb-1", Production: "app-new", Create: true, State: "synced", Syncs: 2, Sent: 4096,
+		LastSync: &catalog.FailbackSync{At: at, Seconds: 1.5}}
+	if err := cat.PutFailback(fb); err != nil {
+		t.Fatal(err)
+	}
+	job := &config.Job{Name: "e2e", VMs: []string{"app-01", "db-01"}}
+	jobs, err := Jobs(cat, []*config.Job{job}, Unscheduled, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, db := jobs[0].VMs[0], jobs[0].VMs[1]
+	f := app.Failback
+	if f == nil || f.State != "synced" || f.Production != "app-new" || !f.Created || f.Syncs != 2 || f.Sent != 4096 || f.Since.IsZero() ||
+		f.LastSync == nil || !f.LastSync.Equal(at.Add(1500*time.Millisecond)) {
+		t.Fatalf("app-01's failback: %+v", f)
+	}
+	if db.Failback != nil {
+		t.Fatalf("db-01 is in no failback: %+v", db.Failback)
+	}
+	b, _ := json.Marshal(jobs)
+	if !strings.Contains(string(b), `"failback":{"id":"fb-1","state":"synced","production":"app-new","created":true`) {
+		t.Fatalf("status JSON: %s", b)
+	}
+	if err := cat.EndFailback("e2e", "app-01", nil); err != nil {
+		t.Fatal(err)
+	}
+	if jobs, err = Jobs(cat, []*config.Job{job}, Unscheduled, time.Now()); err != nil || jobs[0].VMs[0].Failback != nil {
+		t.Fatalf("after the failback ended: %+v %v", jobs[0].VMs[0].Failback, err)
 	}
 }
