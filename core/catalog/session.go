@@ -347,30 +347,21 @@ func (t *Tx) BeginSession(job string) (*Session, error) {
 	return s, nil
 }
 
-// refuse is the error of a second session of job: it names the one that
-// runs.
+// refuse is the error of a second session of job: it names the session
+// that runs, or the command that holds the job (HoldJobs), whichever took
+// the job last (a holder's file a dead process left is older than the
+// session that holds the lock now).
 func (t *Tx) refuse(job string) error {
-	var other *Session
-	_ = t.bucket(bucketRunning).ForEach(func(k, _ []byte) error {
-		s, err := t.Session(string(k))
-		if err == nil && s.Job == job && (other == nil || s.Started.After(other.Started)) {
-			other = s
-		}
-		return nil
-	})
+	other := t.runningSession(job)
+	if h := readHolder(t.c.path, job); h != nil && (other == nil || h.Since.After(other.Started)) {
+		return fmt.Errorf("begin session of job %q: %s holds the job; try again when it ends: %w", job, h, errdefs.ErrFailedPrecondition)
+	}
 	if other == nil {
 		return fmt.Errorf("begin session of job %q: another ferry is starting a session of this job; one session of a job runs at a time: %w",
 			job, errdefs.ErrFailedPrecondition)
 	}
-	by := ""
-	if o := other.Owner; o != nil {
-		by = fmt.Sprintf(" by process %d", o.PID)
-		if o.Host != "" {
-			by += " on " + o.Host
-		}
-	}
 	return fmt.Errorf("begin session of job %q: session %s of this job is running since %s%s; one session of a job runs at a time: wait for it to end: %w",
-		job, other.ID, other.Started.UTC().Format(time.RFC3339), by, errdefs.ErrFailedPrecondition)
+		job, other.ID, other.Started.UTC().Format(time.RFC3339), other.Owner.by(), errdefs.ErrFailedPrecondition)
 }
 
 func (t *Tx) beginSession(job string) (*Session, error) {
