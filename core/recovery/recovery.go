@@ -10,6 +10,10 @@
 // act on every VM of the plan whose replica is failed over, whatever
 // started it). It never decides how a VM fails over: the Failover function
 // (the engine's) does.
+//
+// It also brings a plan's VMs home after a failover (FailbackSync,
+// FailbackSwitch, FailbackCommit, FailbackUndo), by the per-VM failback
+// (the Failback function, the engine's): see failback.go.
 package recovery
 
 import (
@@ -56,10 +60,21 @@ type Runner struct {
 	Tests Tests
 	// Results keeps the results of Test and TestVM; nil keeps none.
 	Results TestResults
+	// Failback runs the failback actions of VMs (the engine's), and
+	// Failbacks reads the failbacks under way (the catalog), for the
+	// Failback methods; nil refuses them.
+	Failback  FailbackFunc
+	Failbacks Failbacks
+	// FailbackParallel is how many VMs sync at once in a plan's failback;
+	// 0 means DefaultFailbackParallel.
+	FailbackParallel int
 
 	// testing says the checks run against test VMs (scripts see
 	// FERRY_TEST=1).
 	testing bool
+	// failingBack says the checks run against production VMs a failback
+	// switched to (scripts see FERRY_FAILBACK=1).
+	failingBack bool
 }
 
 // Step is something that happened in a plan.
@@ -359,6 +374,9 @@ func (r *Runner) script(ctx context.Context, argv []string, timeout time.Duratio
 	cmd.Env = append(os.Environ(), "FERRY_PLAN="+plan, "FERRY_GROUP="+group, "FERRY_VMS="+strings.Join(names, " "), "FERRY_ADDRESSES="+strings.Join(addrs, " "))
 	if r.testing {
 		cmd.Env = append(cmd.Env, "FERRY_TEST=1")
+	}
+	if r.failingBack {
+		cmd.Env = append(cmd.Env, "FERRY_FAILBACK=1")
 	}
 	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
