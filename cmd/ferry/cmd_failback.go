@@ -12,6 +12,7 @@ import (
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/engine"
 	"github.com/ferry-dr/ferry/core/failback"
+	"github.com/ferry-dr/ferry/core/server/client"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
@@ -38,14 +39,29 @@ production, switch, then commit or undo.
                                         replica runs again as failed over
   ferry failback status [JOB [VM]]      the failbacks under way
 
+A failover_plan's VMs at once:
+
+  ferry failback plan NAME [--switch]   sync every failed-over VM of the plan,
+                                        several at once, while the replicas run
+  ferry failback plan switch NAME       sync those not synced yet, then switch
+                                        group by group in the plan's order
+                                        (production starts in its dependency
+                                        order), each group's readiness check
+                                        run against production's addresses; a
+                                        VM that fails stops the switch
+  ferry failback plan commit|undo NAME  commit, or undo, every VM's failback
+
 Only what differs is sent: what the replica wrote since the failover with
 what production changed after the failover's restore point, as each side's
 change tracking names it; digests are compared where tracking cannot tell.
 --to writes another production VM (created when it does not exist); without
 it, the job's VM, created when it is gone. A command killed at any step is
 finished by running it again. Needs the Failback capability on both the
-job's source and target (the local plugin has it).`,
-		usage: "ferry [--config DIR] failback [switch|commit|undo] JOB VM [--to NAME] [--switch] [--json] | failback status [JOB [VM]] [--json]",
+job's source and target (the local plugin has it). A failback holds the
+jobs it acts on while it runs: a run of one of them, or another failback
+of one, is refused meanwhile, naming the command that holds it. Through a
+ferry server (--server or FERRY_ADDR) the server runs it.`,
+		usage: "ferry [--config DIR] failback [switch|commit|undo] JOB VM [--to NAME] [--switch] [--json] | failback plan [switch|commit|undo] NAME [--switch] [--json] | failback status [JOB [VM]] [--json]",
 		setup: func(fs *pflag.FlagSet) runFunc {
 			to := fs.String("to", "", "write the production VM `NAME` instead of the job's VM (created when it does not exist)")
 			sw := fs.Bool("switch", false, "switch to production right after the sync")
@@ -58,7 +74,10 @@ job's source and target (the local plugin has it).`,
 
 func completeFailback(dir string, args []string) []string {
 	if len(args) == 0 {
-		return append([]string{"switch", "commit", "undo", "status"}, completeJobs(dir, nil)...)
+		return append([]string{"switch", "commit", "undo", "status", "plan"}, completeJobs(dir, nil)...)
+	}
+	if args[0] == "plan" {
+		return completeFailbackPlan(dir, args[1:])
 	}
 	switch args[0] {
 	case "switch", "commit", "undo", "status":
@@ -71,6 +90,11 @@ func runFailback(e *env, pos []string, to string, sw, asJSON bool) error {
 	action := failback.Sync
 	if len(pos) > 0 {
 		switch pos[0] {
+		case "plan":
+			if to != "" {
+				return usagef("--to applies to one VM: a plan's VMs go home to their own production VMs")
+			}
+			return runFailbackPlan(e, pos[1:], sw, asJSON)
 		case "status":
 			if to != "" || sw {
 				return usagef("--to and --switch do not apply to failback status")
@@ -96,7 +120,7 @@ func runFailback(e *env, pos []string, to string, sw, asJSON bool) error {
 	if c, err := e.remote(); err != nil {
 		return err
 	} else if c != nil {
-		return fmt.Errorf("failback is not available through a ferry server yet: run it on the control plane without --server or FERRY_ADDR: %w", errdefs.ErrUnimplemented)
+		return runFailbackRemote(ctx, e, c, pos[0], pos[1], action, to, asJSON)
 	}
 	w, err := openWorkspace(ctx, e)
 	if err != nil {
@@ -108,6 +132,11 @@ func runFailback(e *env, pos []string, to string, sw, asJSON bool) error {
 		return err
 	}
 	vm := pos[1]
+	release, err := w.holdJobs(fmt.Sprintf("ferry failback %s %s %s", action, job.Name, vm), job.Name)
+	if err != nil {
+		return err
+	}
+	defer release()
 	eng, err := w.controlEngine()
 	if err != nil {
 		return err
@@ -126,6 +155,29 @@ func runFailback(e *env, pos []string, to string, sw, asJSON bool) error {
 	if res != nil {
 		reportFailback(e, job.Name, vm, action, res)
 	}
+	return err
+}
+
+// runFailbackRemote asks a ferry server to run a failback action of a VM
+// and shows what it did as a run here shows it.
+func runFailbackRemote(ctx context.Context, e *env, c *client.Client, job, vm string, action failback.Action, to string, asJSON bool) error {
+	if err := remoteJob(ctx, c, job); err != nil {
+		return err
+	}
+	fb, err := c.Failback(ctx, job, vm, string(action), to)
+	if err != nil {
+		err = remoteError(err)
+	}
+	if fb == nil {
+		return err
+	}
+	if asJSON {
+		if jerr := writeJSON(e, fb); jerr != nil && err == nil {
+			err = jerr
+		}
+		return err
+	}
+	reportFailback(e, job, vm, action, &engine.FailbackResult{Failback: fb.Failback, Steps: fb.Steps, Syncs: fb.Syncs, Production: fb.Production})
 	return err
 }
 
@@ -180,27 +232,37 @@ func runFailbackStatus(e *env, pos []string, asJSON bool) error {
 		return usagef("name at most a job and a VM")
 	}
 	ctx := context.Background()
+	var list []catalog.Failback
 	if c, err := e.remote(); err != nil {
 		return err
 	} else if c != nil {
-		return fmt.Errorf("failback status is not available through a ferry server yet: %w", errdefs.ErrUnimplemented)
-	}
-	w, err := openWorkspace(ctx, e)
-	if err != nil {
-		return err
-	}
-	defer w.Close()
-	job := ""
-	if len(pos) > 0 {
-		j, err := w.job(pos[0])
+		job := ""
+		if len(pos) > 0 {
+			if err := remoteJob(ctx, c, pos[0]); err != nil {
+				return err
+			}
+			job = pos[0]
+		}
+		if list, err = c.Failbacks(ctx, job); err != nil {
+			return remoteError(err)
+		}
+	} else {
+		w, err := openWorkspace(ctx, e)
 		if err != nil {
 			return err
 		}
-		job = j.Name
-	}
-	list, err := w.cat.Failbacks(job)
-	if err != nil {
-		return err
+		defer w.Close()
+		job := ""
+		if len(pos) > 0 {
+			j, err := w.job(pos[0])
+			if err != nil {
+				return err
+			}
+			job = j.Name
+		}
+		if list, err = w.cat.Failbacks(job); err != nil {
+			return err
+		}
 	}
 	if len(pos) == 2 {
 		var one []catalog.Failback

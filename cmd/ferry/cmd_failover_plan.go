@@ -55,13 +55,9 @@ func runFailoverPlan(e *env, pos []string, point string) error {
 		return err
 	}
 	defer w.Close()
-	p, ok := w.cfg.FailoverPlans[pos[0]]
-	if !ok {
-		names := slices.Sorted(maps.Keys(w.cfg.FailoverPlans))
-		if len(names) == 0 {
-			return usagef("no failover plan %q: the configuration declares none (see failover_plan in docs/configuration.md)", pos[0])
-		}
-		return usagef("no failover plan %q (plans: %s)", pos[0], strings.Join(names, ", "))
+	p, err := w.plan(pos[0])
+	if err != nil {
+		return err
 	}
 	eng, err := w.controlEngine()
 	if err != nil {
@@ -92,6 +88,20 @@ func runFailoverPlan(e *env, pos []string, point string) error {
 		res, err = r.Commit(ctx, p)
 	}
 	return planEnded(e, p.Name, action, res.VMs, len(res.Ready), res.Took, err)
+}
+
+// plan returns the failover plan named, or a usage error that lists those
+// there are.
+func (w *workspace) plan(name string) (*config.FailoverPlan, error) {
+	p, ok := w.cfg.FailoverPlans[name]
+	if !ok {
+		names := slices.Sorted(maps.Keys(w.cfg.FailoverPlans))
+		if len(names) == 0 {
+			return nil, usagef("no failover plan %q: the configuration declares none (see failover_plan in docs/configuration.md)", name)
+		}
+		return nil, usagef("no failover plan %q (plans: %s)", name, strings.Join(names, ", "))
+	}
+	return p, nil
 }
 
 // runFailoverPlanRemote asks a ferry server to run the plan and shows

@@ -24,6 +24,7 @@ import (
 	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/engine"
+	"github.com/ferry-dr/ferry/core/failback"
 	"github.com/ferry-dr/ferry/core/pki"
 	"github.com/ferry-dr/ferry/core/plan"
 	"github.com/ferry-dr/ferry/core/proxy"
@@ -158,6 +159,13 @@ func runServer(e *env, o serverOptions) error {
 	srv.Tested = notices.Tested
 	srv.Failover = func(ctx context.Context, job *config.Job, vm, action, point string) (*sdk.Replica, error) {
 		return st.engine().Failover(ctx, job, vm, engine.FailoverAction(action), point)
+	}
+	srv.Failback = func(ctx context.Context, job *config.Job, vm string, action failback.Action, to string) (*server.FailedBack, error) {
+		res, err := st.engine().Failback(ctx, job, vm, action, engine.FailbackOptions{To: to})
+		if res == nil {
+			return nil, err
+		}
+		return &server.FailedBack{Failback: res.Failback, Steps: res.Steps, Syncs: res.Syncs, Production: res.Production}, err
 	}
 	srv.Tests = serverTests{st}
 	srv.Plan = func(ctx context.Context, jobs []*config.Job) ([]plan.Plan, error) {

@@ -12,6 +12,7 @@ import (
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/datamover"
 	"github.com/ferry-dr/ferry/core/failback"
+	"github.com/ferry-dr/ferry/core/recovery"
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
@@ -82,6 +83,11 @@ func (e *Engine) Failback(ctx context.Context, job *config.Job, vm string, actio
 	}
 	res := &FailbackResult{Failback: rec}
 	if len(steps) == 0 {
+		if action == failback.Switch && rec != nil {
+			// Switched already: say where production runs, as the switch
+			// did (a plan's readiness checks use its addresses).
+			res.Production = e.productionVM(ctx, job, rec.Production)
+		}
 		return res, nil
 	}
 	fb, err := e.failbackOf(ctx, fc, job, vm, rec, opts)
@@ -97,6 +103,21 @@ func (e *Engine) Failback(ctx context.Context, job *config.Job, vm string, actio
 	}
 	res.Failback = fb.rec
 	return res, nil
+}
+
+// productionVM describes a production VM at the job's source; nil when
+// it cannot.
+func (e *Engine) productionVM(ctx context.Context, job *config.Job, name string) *sdk.VM {
+	src, _, _, err := e.source(ctx, job, nil)
+	if err != nil {
+		return nil
+	}
+	v, err := src.DescribeVM(ctx, name)
+	if err != nil {
+		e.log().Warn("describe production vm", "job", job.Name, "vm", name, "error", err)
+		return nil
+	}
+	return v
 }
 
 // failbackRun is one failback command under way.
@@ -573,3 +594,14 @@ func (d *readDigests) Take(ctx context.Context, takes []datamover.Take, _ bool) 
 }
 
 func (d *readDigests) Put(context.Context, []datamover.Update) error { return nil }
+
+// FailbackVM runs a failback action of vm of job as Failback does, for a
+// failover plan's failback (core/recovery): what it left of the VM, with
+// production's addresses once it runs.
+func (e *Engine) FailbackVM(ctx context.Context, job *config.Job, vm string, action failback.Action) (*recovery.FailbackVM, error) {
+	res, err := e.Failback(ctx, job, vm, action, FailbackOptions{})
+	if res == nil {
+		return nil, err
+	}
+	return recovery.FailbackVMOf(res.Failback, res.Syncs, res.Production), err
+}

@@ -339,3 +339,40 @@ func startOrder(groups []*config.PlanGroup) []*config.PlanGroup {
 	slices.Reverse(out)
 	return out
 }
+
+// FailbackPlan runs a failback action of the plan: FailbackSync,
+// FailbackSwitch, FailbackCommit or FailbackUndo.
+func (r *Runner) FailbackPlan(ctx context.Context, p *config.FailoverPlan, action failback.Action) (*Result, error) {
+	switch action {
+	case failback.Sync:
+		return r.FailbackSync(ctx, p)
+	case failback.Switch:
+		return r.FailbackSwitch(ctx, p)
+	case failback.Commit:
+		return r.FailbackCommit(ctx, p)
+	case failback.Undo:
+		return r.FailbackUndo(ctx, p)
+	}
+	return &Result{Plan: p.Name}, fmt.Errorf("no failback action %q: %w", action, errdefs.ErrInvalidArgument)
+}
+
+// FailbackVMOf is what a failback action left of a VM: its failback (nil
+// once a commit or undo ended it), the syncs the action ran, and
+// production as the action left it (nil when it did not say).
+func FailbackVMOf(fb *catalog.Failback, syncs []catalog.FailbackSync, production *sdk.VM) *FailbackVM {
+	out := &FailbackVM{}
+	if fb != nil {
+		out.State, out.Production = fb.State, fb.Production
+	}
+	for _, s := range syncs {
+		for _, d := range s.Disks {
+			out.Sent += d.Sent
+		}
+	}
+	if production != nil && production.PowerState == "on" {
+		for _, n := range production.NICs {
+			out.Addresses = append(out.Addresses, n.Addresses...)
+		}
+	}
+	return out
+}

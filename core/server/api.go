@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ferry-dr/ferry/core/failback"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
@@ -125,6 +126,15 @@ func (s *Server) routes(m *Metrics, version string) []route {
 		{"POST", "/v1/failover-plans/{name}/test/cleanup", s.planTestCleanup},
 		{"POST", "/v1/jobs/{name}/vms/{vm}/test", s.vmTest},
 		{"POST", "/v1/jobs/{name}/vms/{vm}/test/cleanup", s.vmTestCleanup},
+		{"POST", "/v1/jobs/{name}/vms/{vm}/failback", s.failbackHandler(failback.Sync)},
+		{"POST", "/v1/jobs/{name}/vms/{vm}/failback/switch", s.failbackHandler(failback.Switch)},
+		{"POST", "/v1/jobs/{name}/vms/{vm}/failback/commit", s.failbackHandler(failback.Commit)},
+		{"POST", "/v1/jobs/{name}/vms/{vm}/failback/undo", s.failbackHandler(failback.Undo)},
+		{"GET", "/v1/failbacks", s.failbacksHandler},
+		{"POST", "/v1/failover-plans/{name}/failback", s.failbackPlanAction(failback.Sync)},
+		{"POST", "/v1/failover-plans/{name}/failback/switch", s.failbackPlanAction(failback.Switch)},
+		{"POST", "/v1/failover-plans/{name}/failback/commit", s.failbackPlanAction(failback.Commit)},
+		{"POST", "/v1/failover-plans/{name}/failback/undo", s.failbackPlanAction(failback.Undo)},
 	}
 }
 

@@ -65,6 +65,9 @@ type Server struct {
 	Alarm func(a RPOAlarm)
 	// Failover fails VMs over for the API; nil refuses. Set before Serve.
 	Failover FailoverFunc
+	// Failback fails VMs back for the API (one VM's, or a plan's); nil
+	// refuses. Set before Serve.
+	Failback FailbackFunc
 	// Tests runs the test VMs of test failovers for the API (the
 	// engine's); nil refuses tests. Set before Serve.
 	Tests recovery.Tests

@@ -510,3 +510,74 @@ func (c *Client) RunFailoverPlan(ctx context.Context, name, action, point string
 	}
 	return &out, nil
 }
+
+// failbackTimeout bounds a failback action asked of a server: a sync of
+// large disks takes hours.
+const failbackTimeout = 24 * time.Hour
+
+// Failback runs a failback action of a job's VM ("sync", "switch",
+// "commit", "undo"); to names the production VM a sync or switch that
+// begins the failback writes ("" the job's VM). When the action failed
+// after it did something, it returns what it did with the error (an
+// *Error).
+func (c *Client) Failback(ctx context.Context, job, vm, action, to string) (*server.FailedBack, error) {
+	path := "/v1/jobs/" + url.PathEscape(job) + "/vms/" + url.PathEscape(vm) + "/failback"
+	body := map[string]any{}
+	switch action {
+	case "sync":
+	case "switch":
+		body["switch"] = true
+	case "commit", "undo":
+		path += "/" + action
+	default:
+		return nil, fmt.Errorf("no failback action %q: %w", action, errdefs.ErrInvalidArgument)
+	}
+	if to != "" {
+		body["to"] = to
+	}
+	var out server.FailedBack
+	err := c.doWithin(ctx, failbackTimeout, "POST", path, nil, body, &out)
+	var ae *Error
+	if errors.As(err, &ae) && len(ae.Result) > 0 && json.Unmarshal(ae.Result, &out) == nil {
+		return &out, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Failbacks lists the failbacks under way, of job ("" every job).
+func (c *Client) Failbacks(ctx context.Context, job string) ([]catalog.Failback, error) {
+	var q url.Values
+	if job != "" {
+		q = url.Values{"job": {job}}
+	}
+	var out []catalog.Failback
+	return out, c.do(ctx, "GET", "/v1/failbacks", q, nil, &out)
+}
+
+// FailbackPlan runs a failback action ("sync", "switch", "commit",
+// "undo") of every VM of a failover plan. When it stopped, it returns
+// what it did with the error (an *Error), so that every VM's state can be
+// shown.
+func (c *Client) FailbackPlan(ctx context.Context, name, action string) (*server.PlanRun, error) {
+	path := "/v1/failover-plans/" + url.PathEscape(name) + "/failback"
+	switch action {
+	case "sync":
+	case "switch", "commit", "undo":
+		path += "/" + action
+	default:
+		return nil, fmt.Errorf("no failback action %q: %w", action, errdefs.ErrInvalidArgument)
+	}
+	var out server.PlanRun
+	err := c.doWithin(ctx, failbackTimeout, "POST", path, nil, nil, &out)
+	var ae *Error
+	if errors.As(err, &ae) && len(ae.Result) > 0 && json.Unmarshal(ae.Result, &out) == nil {
+		return &out, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
