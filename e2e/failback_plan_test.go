@@ -1,0 +1,270 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ferry-dr/ferry/core/catalog"
+	"github.com/ferry-dr/ferry/core/server"
+	"github.com/ferry-dr/ferry/core/status"
+)
+
+var planVMs = []string{"db-01", "app-01", "web-01"}
+
+// newPlanLab is a lab of three VMs in a failover plan of two groups, web
+// and app depending on db, replicated and failed over by the plan after
+// production changed past the restore points.
+func newPlanLab(t *testing.T) *failbackLab {
+	t.Helper()
+	const size = 4 * mib
+	l := &failbackLab{lab: newLab(t, 3,
+		vmSpec{name: "db-01", disks: []string{"4MiB"}, nic: "prod-net=10.1.0.21/24"},
+		vmSpec{name: "app-01", disks: []string{"4MiB"}, nic: "prod-net=10.1.0.31/24"},
+		vmSpec{name: "web-01", disks: []string{"4MiB"}, nic: "prod-net=10.1.0.11/24"}), sizes: []int64{size}}
+	for _, vm := range planVMs {
+		l.write(vm, 0, 0, 1<<20)
+	}
+	if s := l.run(); s.code != 0 {
+		t.Fatalf("run: %s", s.stderr)
+	}
+	base, err := os.ReadFile(filepath.Join(l.cfg, "main.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// db's check says when it runs (a file), and is where a test kills
+	// ferry: it dies once, the first time the file kill-once is there.
+	// The front's check runs against production's addresses.
+	l.writeConfig(string(base) + `
+failover_plan "shop" {
+  group "db" {
+    vms = ["e2e/db-01"]
+    ready {
+      script = ["sh", "-c", "echo \"$FERRY_FAILBACK $FERRY_ADDRESSES\" >> db-ready; if [ -e kill-once ]; then rm kill-once; kill -9 $PPID; sleep 5; fi"]
+    }
+  }
+  group "front" {
+    vms        = ["e2e/app-01", "e2e/web-01"]
+    depends_on = ["db"]
+    ready {
+      script = ["sh", "-c", "test -z \"$FERRY_FAILBACK\" || { echo \"$FERRY_ADDRESSES\" | grep -q 10.1.0.31 && echo \"$FERRY_ADDRESSES\" | grep -q 10.1.0.11; }"]
+    }
+  }
+}
+`)
+	for _, vm := range planVMs {
+		l.scatterChange(l.prod, vm, 0, size)
+	}
+	if r := ferry(t, l.cfg, "failover", "plan", "shop"); r.code != 0 {
+		t.Fatalf("failover plan: %s", r)
+	}
+	return l
+}
+
+// disks reads disk 0 of each VM of the plan, at production or of its
+// replica.
+func (l *failbackLab) disks(replica bool) map[string][]byte {
+	out := map[string][]byte{}
+	for _, vm := range planVMs {
+		if replica {
+			out[vm] = l.replicaDisk(vm, 0)
+		} else {
+			out[vm] = l.source(vm, 0)
+		}
+	}
+	return out
+}
+
+func (l *failbackLab) replicasChange() {
+	for _, vm := range planVMs {
+		l.scatterChange(l.dr, vm+"_replica", 0, l.sizes[0])
+	}
+}
+
+func (l *failbackLab) samePlanDisks(what string, got, want map[string][]byte) {
+	l.t.Helper()
+	for _, vm := range planVMs {
+		sameBytes(l.t, what+", "+vm, got[vm], want[vm])
+	}
+}
+
+// planFailback runs `ferry failback plan ARGS... --json`.
+func (l *failbackLab) planFailback(args ...string) (server.PlanRun, result) {
+	l.t.Helper()
+	r := ferry(l.t, l.cfg, append(append([]string{"failback", "plan"}, args...), "--json")...)
+	var run server.PlanRun
+	if err := json.Unmarshal([]byte(r.stdout), &run); err != nil {
+		l.t.Fatalf("ferry failback plan %v --json: %v\n%s", args, err, r)
+	}
+	return run, r
+}
+
+func vmStates(run server.PlanRun) string {
+	var out []string
+	for _, v := range run.VMs {
+		out = append(out, v.VM+"="+v.State)
+	}
+	return strings.Join(out, " ")
+}
+
+func (l *failbackLab) allStates(run server.PlanRun, want string) {
+	l.t.Helper()
+	if len(run.VMs) != len(planVMs) {
+		l.t.Fatalf("%s: VMs %s", run.Action, vmStates(run))
+	}
+	for _, v := range run.VMs {
+		if v.State != want {
+			l.t.Fatalf("%s: VMs %s, want each %q", run.Action, vmStates(run), want)
+		}
+	}
+}
+
+// TestFailbackOfAPlan: a plan of three VMs in two groups with a
+// dependency, failed over, its replicas written: the plan's sync makes
+// every production VM its replica byte for byte (ferry status shows the
+// failbacks); while a command holds the job, failback and run are
+// refused, naming it; the plan's undo gives every production VM back
+// whole and the replicas run; a switch killed after the first group
+// switched is finished by running it again, groups in the plan's order
+// and checks against production's addresses, and every production VM is
+// byte for byte its replica at the switch; the commit returns the
+// replicas to replication and the next run is incremental.
+func TestFailbackOfAPlan(t *testing.T) {
+	t.Parallel()
+	l := newPlanLab(t)
+	before := l.disks(false)
+
+	// Sync the whole plan while the replicas run.
+	l.replicasChange()
+	run, r := l.planFailback("shop")
+	if r.code != 0 {
+		t.Fatalf("failback plan sync: %s", r)
+	}
+	l.allStates(run, "synced")
+	l.samePlanDisks("production after the plan's sync", l.disks(false), l.disks(true))
+	st := ferry(t, l.cfg, "status")
+	if !strings.Contains(st.stdout, "db-01: failback fb-") || !strings.Contains(st.stdout, " synced since ") || !strings.Contains(st.stdout, "to production vm web-01") {
+		t.Fatalf("status during the failback: %s", st)
+	}
+	var jobs []status.Job
+	if err := json.Unmarshal([]byte(ferry(t, l.cfg, "status", "--json").stdout), &jobs); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range jobs[0].VMs {
+		if v.Failback == nil || v.Failback.State != "synced" || v.Failback.Production != v.VM || v.Failback.Syncs != 1 || v.Failback.Sent == 0 {
+			t.Fatalf("status --json of %s: %+v", v.VM, v.Failback)
+		}
+	}
+
+	// Another process holds the job: failback and run are refused, and
+	// told who holds it.
+	cat, err := catalog.Open(catalog.DefaultPath(l.cfg), catalog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, err := cat.HoldJobs([]string{"e2e"}, catalog.Holder{What: "ferry failback switch e2e app-01", PID: 4242, Host: "ops-01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := ferry(t, l.cfg, "failback", "plan", "switch", "shop"); r.code == 0 || !strings.Contains(r.stderr, `job "e2e" is busy: ferry failback switch e2e app-01 (process 4242 on ops-01`) {
+		t.Fatalf("a plan's failback while another holds its job: %s", r)
+	}
+	if r := ferry(t, l.cfg, "failback", "e2e", "db-01"); r.code == 0 || !strings.Contains(r.stderr, "ferry failback switch e2e app-01 (process 4242") {
+		t.Fatalf("a VM's failback while another holds its job: %s", r)
+	}
+	if r := ferry(t, l.cfg, "run", "e2e"); r.code == 0 || !strings.Contains(r.stderr, "ferry failback switch e2e app-01 (process 4242 on ops-01") || !strings.Contains(r.stderr, "holds the job") {
+		t.Fatalf("a run while a failback holds the job: %s", r)
+	}
+	release()
+	cat.Close()
+
+	// Undo: every production VM as it was, every replica running.
+	run, r = l.planFailback("undo", "shop")
+	if r.code != 0 {
+		t.Fatalf("failback plan undo: %s", r)
+	}
+	l.allStates(run, "")
+	l.samePlanDisks("production after the plan's undo", l.disks(false), before)
+	for _, vm := range planVMs {
+		if p := l.powerOf(l.dr, vm+"_replica"); p != "on" {
+			t.Errorf("replica of %s after the undo is powered %q", vm, p)
+		}
+	}
+	if r := ferry(t, l.cfg, "failback", "status", "--json"); strings.TrimSpace(r.stdout) != "[]" {
+		t.Fatalf("failbacks after the plan's undo: %s", r)
+	}
+
+	// Switch, killed once db is up at production and before the front
+	// switches; running it again finishes the front.
+	l.replicasChange()
+	if err := os.WriteFile(filepath.Join(l.cfg, "kill-once"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	killed := ferry(t, l.cfg, "failback", "plan", "switch", "shop")
+	if killed.code == 0 || !strings.Contains(killed.stdout, "e2e/db-01: switched") || strings.Contains(killed.stdout, "e2e/app-01: switched") {
+		t.Fatalf("the killed switch: %s", killed)
+	}
+	fbs := map[string]string{}
+	var list []catalog.Failback
+	if err := json.Unmarshal([]byte(ferry(t, l.cfg, "failback", "status", "--json").stdout), &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range list {
+		fbs[f.VM] = f.State
+	}
+	if fbs["db-01"] != "switched" || fbs["app-01"] != "synced" || fbs["web-01"] != "synced" {
+		t.Fatalf("failbacks after the kill: %v", fbs)
+	}
+	for _, vm := range []string{"app-01", "web-01"} { // still running: their writes go home too
+		l.scatterChange(l.dr, vm+"_replica", 0, l.sizes[0])
+	}
+	again := ferry(t, l.cfg, "failback", "plan", "switch", "shop")
+	if again.code != 0 {
+		t.Fatalf("the switch again: %s", again)
+	}
+	db, app, web := strings.Index(again.stdout, "group db: ready"), strings.Index(again.stdout, "e2e/app-01: switched"), strings.Index(again.stdout, "e2e/web-01: switched")
+	if db < 0 || app < db || web < db || strings.Contains(again.stdout, "e2e/db-01: synced") {
+		t.Fatalf("the switch again, out of order or syncing db again:\n%s", again.stdout)
+	}
+	if !strings.Contains(again.stdout, "group front: ready") || !strings.Contains(again.stdout, "web-01  front  switched") {
+		t.Fatalf("the switch again:\n%s", again.stdout)
+	}
+	ready, _ := os.ReadFile(filepath.Join(l.cfg, "db-ready"))
+	if !strings.Contains(string(ready), "1 10.1.0.21/24") {
+		t.Fatalf("db's check did not see production's address: %q", ready)
+	}
+	atSwitch := l.disks(true)
+	l.samePlanDisks("production after the plan's switch", l.disks(false), atSwitch)
+	for _, vm := range planVMs {
+		if p := l.powerOf(l.prod, vm); p != "on" {
+			t.Errorf("production %s after the switch is powered %q", vm, p)
+		}
+		if p := l.powerOf(l.dr, vm+"_replica"); p != "off" {
+			t.Errorf("the replica of %s after the switch is powered %q", vm, p)
+		}
+	}
+
+	// Commit: replicas back in replication, the next run incremental.
+	run, r = l.planFailback("commit", "shop")
+	if r.code != 0 || len(run.VMs) != 3 {
+		t.Fatalf("failback plan commit: %s", r)
+	}
+	if st := l.replicaStates(); st["db-01"] != "ready" || st["app-01"] != "ready" || st["web-01"] != "ready" {
+		t.Fatalf("replicas after the plan's commit: %v", st)
+	}
+	l.write("app-01", 0, 2*mib, 64<<10)
+	want := l.disks(false)
+	s := l.run()
+	t.Logf("run after the commit: modes %s, %d bytes sent", s.modes(), s.Totals.BytesSent)
+	if s.code != 0 || s.Result != "success" || strings.Contains(s.modes(), "full") || s.Totals.BytesSent > 3*l.sizes[0]/10 {
+		t.Fatalf("the run after the plan's commit: %s modes %s, %d bytes sent\n%s", s.Result, s.modes(), s.Totals.BytesSent, s.stderr)
+	}
+	for _, vm := range planVMs {
+		points := l.points(vm)
+		newest := points[len(points)-1].ID
+		sameBytes(t, fmt.Sprintf("the newest point of %s", vm), l.point(vm, newest, 0), want[vm])
+	}
+}
