@@ -268,3 +268,54 @@ func TestFailbackOfAPlan(t *testing.T) {
 		sameBytes(t, fmt.Sprintf("the newest point of %s", vm), l.point(vm, newest, 0), want[vm])
 	}
 }
+
+// TestFailbackThroughTheServer: with FERRY_ADDR, ferry failback asks a
+// real ferry server, which fails the VM back over the local plugin:
+// production ends byte for byte the replica at the switch; status and
+// failback status through the server show the failback; a local
+// failback meanwhile is refused (the server runs the jobs); the commit
+// ends it.
+func TestFailbackThroughTheServer(t *testing.T) {
+	t.Parallel()
+	l := newFailbackLab(t, 4*mib)
+	l.replicaChange()
+	operator := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "ops", "--role", "operator").stdout)
+	s := l.startServer()
+	away := t.TempDir()
+	as := func(args ...string) result {
+		t.Helper()
+		return runEnv(t, nil, []string{"HOME=" + t.TempDir(), "FERRY_PLUGIN_PATH=", "FERRY_ADDR=" + s.url, "FERRY_TOKEN=" + operator},
+			"ferry", append([]string{"-C", away}, args...)...)
+	}
+	r := as("failback", "e2e", fbVM)
+	if r.code != 0 || !strings.Contains(r.stdout, "production vm app-01 holds the replica's data") {
+		t.Fatalf("a sync through the server: %s", r)
+	}
+	if r := as("status"); r.code != 0 || !strings.Contains(r.stdout, "app-01: failback fb-") || !strings.Contains(r.stdout, "synced since") {
+		t.Fatalf("status through the server: %s", r)
+	}
+	if r := as("failback", "status", "e2e", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"state": "synced"`) {
+		t.Fatalf("failback status through the server: %s", r)
+	}
+	if r := ferry(t, l.cfg, "failback", "switch", "e2e", fbVM); r.code == 0 || !strings.Contains(r.stderr, "ferry server") {
+		t.Fatalf("a local failback while the server runs the jobs: %s", r)
+	}
+	var res struct {
+		Failback *catalog.Failback
+		Syncs    []catalog.FailbackSync
+	}
+	r = as("failback", "switch", "e2e", fbVM, "--json")
+	if r.code != 0 {
+		t.Fatalf("a switch through the server: %s", r)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.Failback == nil || res.Failback.State != "switched" || len(res.Syncs) != 1 {
+		t.Fatalf("a switch through the server, --json: %v\n%s", err, r)
+	}
+	sameDisks(t, "production after a switch through the server", l.productionDisks(), l.replicaDisks())
+	if r := as("failback", "commit", "e2e", fbVM); r.code != 0 || !strings.Contains(r.stdout, "committed") {
+		t.Fatalf("a commit through the server: %s", r)
+	}
+	if r := as("failback", "status", "--json"); r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
+		t.Fatalf("failbacks after the commit: %s", r)
+	}
+}
