@@ -319,3 +319,65 @@ func TestFailbackThroughTheServer(t *testing.T) {
 		t.Fatalf("failbacks after the commit: %s", r)
 	}
 }
+
+// TestTheRunAfterAFailbackComparesWhatItWrote: production changed after
+// the restore point, the replica wrote nothing while failed over; the
+// failback writes production's changed areas back to the point's data,
+// and the commit returns the replica to that point. The next run reads
+// the areas production's change tracking names (the failback's writes)
+// but compares them with the replica's digests and sends none of them.
+// (A replica's own writes while failed over are sent again by that run:
+// the commit undoes the replica's failover, so the replica no longer
+// holds them. docs/cli.md says so.)
+func TestTheRunAfterAFailbackComparesWhatItWrote(t *testing.T) {
+	t.Parallel()
+	l := newFailbackLab(t, 8*mib)
+	l.failback("switch")
+	sameDisks(t, "production after the switch", l.productionDisks(), l.replicaDisks())
+	l.failback("commit")
+	s := l.run()
+	t.Logf("run after the commit: modes %s, read %d, changed blocks %d, sent %d bytes", s.modes(), s.Totals.BytesRead, s.Totals.BlocksChanged, s.Totals.BytesSent)
+	if s.code != 0 || s.modes() != "change-tracking" || s.Totals.BytesRead == 0 || s.Totals.BlocksChanged != 0 || s.Totals.BytesSent > 4<<10 {
+		t.Fatalf("the run after a failback that wrote the point's data back: %s modes %s, read %d, changed blocks %d, sent %d\n%s",
+			s.Result, s.modes(), s.Totals.BytesRead, s.Totals.BlocksChanged, s.Totals.BytesSent, s.stderr)
+	}
+	if !strings.Contains(s.stderr, "compared with the replica's digests before it is sent: a failback wrote production") {
+		t.Errorf("the run does not say why it compares: %s", s.stderr)
+	}
+	points := l.points(fbVM)
+	newest := points[len(points)-1].ID
+	sameBytes(t, "the newest point after the failback", l.point(fbVM, newest, 0), l.source(fbVM, 0))
+	// The run after it sends what tracking names without waiting again.
+	l.write(fbVM, 0, mib, 64<<10)
+	if s := l.run(); s.code != 0 || strings.Contains(s.stderr, "a failback wrote production") || s.Totals.BlocksChanged == 0 {
+		t.Fatalf("the second run after the failback: %+v\n%s", s.Totals, s.stderr)
+	}
+}
+
+// TestCommitOfAFailbackToAnotherVM: a failback --to a VM that did not
+// exist, committed: ferry says that VM is in no job and what to do, and
+// doing it (naming it in the job in place of the old one) protects it.
+func TestCommitOfAFailbackToAnotherVM(t *testing.T) {
+	t.Parallel()
+	l := newFailbackLab(t, 4*mib)
+	if r := ferry(t, l.cfg, "failback", "e2e", fbVM, "--to", "app-02", "--switch"); r.code != 0 {
+		t.Fatalf("failback --to: %s", r)
+	}
+	r := ferry(t, l.cfg, "failback", "commit", "e2e", fbVM)
+	if r.code != 0 || !strings.Contains(r.stdout, "NOTE: production vm app-02, which the failback wrote, is in no job: job e2e goes on replicating vm app-01") ||
+		!strings.Contains(r.stdout, "name it in job e2e's vms in place of app-01") {
+		t.Fatalf("the commit of a failback to another vm: %s", r)
+	}
+	base, err := os.ReadFile(filepath.Join(l.cfg, "main.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.writeConfig(strings.Replace(string(base), `vms        = ["app-01"]`, `vms        = ["app-02"]`, 1))
+	want := l.source("app-02", 0)
+	s := l.run()
+	if s.code != 0 || s.Result != "success" || s.vm("app-02").Result != "success" {
+		t.Fatalf("the run protecting app-02: %s %+v\n%s", s.Result, s.VMs, s.stderr)
+	}
+	points := l.points("app-02")
+	sameBytes(t, "app-02's first point", l.point("app-02", points[len(points)-1].ID, 0), want)
+}

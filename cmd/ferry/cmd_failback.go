@@ -12,6 +12,7 @@ import (
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/engine"
 	"github.com/ferry-dr/ferry/core/failback"
+	"github.com/ferry-dr/ferry/core/server"
 	"github.com/ferry-dr/ferry/core/server/client"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
@@ -177,7 +178,7 @@ func runFailbackRemote(ctx context.Context, e *env, c *client.Client, job, vm st
 		}
 		return err
 	}
-	reportFailback(e, job, vm, action, &engine.FailbackResult{Failback: fb.Failback, Steps: fb.Steps, Syncs: fb.Syncs, Production: fb.Production})
+	reportFailback(e, job, vm, action, &engine.FailbackResult{Failback: fb.Failback, Ended: fb.Ended, Steps: fb.Steps, Syncs: fb.Syncs, Production: fb.Production})
 	return err
 }
 
@@ -203,6 +204,8 @@ func reportFailback(e *env, job, vm string, action failback.Action, res *engine.
 	switch {
 	case len(res.Steps) == 0 && fb != nil:
 		fmt.Fprintf(out, "failback %s of %s/%s is %s already\n", fb.ID, job, vm, fb.State)
+	case fb == nil && action == failback.Commit && res.Ended != nil && res.Ended.Elsewhere:
+		fmt.Fprintf(out, "failback of %s/%s committed: production vm %s runs, the replica is back in replication.\nNOTE: %s\n", job, vm, res.Ended.Production, server.CommittedElsewhere(job, vm, res.Ended.Production))
 	case fb == nil && action == failback.Commit:
 		fmt.Fprintf(out, "failback of %s/%s committed: production runs, the replica is back in replication; the next run of job %s is incremental\n", job, vm, job)
 	case fb == nil && action == failback.Undo:

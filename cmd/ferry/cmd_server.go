@@ -165,7 +165,7 @@ func runServer(e *env, o serverOptions) error {
 		if res == nil {
 			return nil, err
 		}
-		return &server.FailedBack{Failback: res.Failback, Steps: res.Steps, Syncs: res.Syncs, Production: res.Production}, err
+		return &server.FailedBack{Failback: res.Failback, Ended: res.Ended, Steps: res.Steps, Syncs: res.Syncs, Production: res.Production}, err
 	}
 	srv.Tests = serverTests{st}
 	srv.Plan = func(ctx context.Context, jobs []*config.Job) ([]plan.Plan, error) {

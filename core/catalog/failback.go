@@ -23,6 +23,9 @@ type Failback struct {
 	// Create is set when the production VM did not exist: the source
 	// creates it (and undo removes it).
 	Create bool `json:"create,omitempty"`
+	// Elsewhere is set when Production is not the job's VM (--to named
+	// another): once committed, it is in no job.
+	Elsewhere bool `json:"elsewhere,omitempty"`
 	// State is the step reached (core/failback's states).
 	State string `json:"state"`
 	// Point is the restore point the replica was failed over from.

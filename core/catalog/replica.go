@@ -24,6 +24,12 @@ type Replica struct {
 	Created       time.Time     `json:"created"`
 	Updated       time.Time     `json:"updated"`
 	LastSession   string        `json:"last_session,omitempty"` // the last session that wrote to it
+	// FailedBack is the failback committed since the replica's newest
+	// restore point: the failback wrote production, mostly with the
+	// replica's own data, so the next run compares every block change
+	// tracking names with the replica's digests before it sends it. A
+	// run's new record drops it.
+	FailedBack string `json:"failed_back,omitempty"`
 }
 
 // ReplicaDisk is one disk of a replica.

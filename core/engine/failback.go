@@ -39,6 +39,8 @@ type FailbackOptions struct {
 type FailbackResult struct {
 	// Failback is the state reached; nil once a commit or undo ended it.
 	Failback *catalog.Failback
+	// Ended is the failback a commit or undo ended, as it was at its end.
+	Ended *catalog.Failback `json:",omitempty"`
 	// Steps are the steps run, in order.
 	Steps []failback.Step
 	// Syncs are the syncs run, in order (a switch may run two).
@@ -173,7 +175,8 @@ func (e *Engine) failbackOf(ctx context.Context, fc FailbackCatalog, job *config
 				prod = repl.SourceID
 			}
 		}
-		rec = &catalog.Failback{Job: job.Name, VM: vm, ID: newFailbackID(e.now()), Production: prod, Point: repl.FailoverPoint}
+		rec = &catalog.Failback{Job: job.Name, VM: vm, ID: newFailbackID(e.now()), Production: prod, Point: repl.FailoverPoint,
+			Elsewhere: prod != vm && prod != repl.SourceID}
 	}
 	return &failbackRun{e: e, fc: fc, job: job, vm: vm, rec: rec, src: src, caps: caps, fw: fw, tgt: tgt, fr: fr, repl: repl}, nil
 }
@@ -227,9 +230,10 @@ func (f *failbackRun) run(ctx context.Context, step failback.Step, res *Failback
 		var r *catalog.Replica
 		if f.rec.State == string(failback.Committing) {
 			r = f.repl
+			r.FailedBack = f.rec.ID
 		}
 		if err = f.fc.EndFailback(f.job.Name, f.vm, r); err == nil {
-			f.rec = nil
+			res.Ended, f.rec = f.rec, nil
 		}
 		return err
 	default:

@@ -150,10 +150,15 @@ func TestFailbackCycle(t *testing.T) {
 	if _, err := f.eng.Failback(ctx, f.job, "web-01", failback.Commit, FailbackOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if rec, _ := f.cat.Replica("web", "web-01"); rec.State != sdk.ReplicaReady {
+	if rec, _ := f.cat.Replica("web", "web-01"); rec.State != sdk.ReplicaReady || !strings.HasPrefix(rec.FailedBack, "fb-") {
 		t.Fatalf("the replica after the commit: %+v", rec)
 	}
 	s := f.runOK("web-01")
+	// The run compared what tracking named, and its record forgets the
+	// failback.
+	if rec, _ := f.cat.Replica("web", "web-01"); rec.FailedBack != "" {
+		t.Fatalf("the replica after the run: %+v", rec)
+	}
 	for _, d := range s.VMs[0].Disks {
 		if d.Mode != "change-tracking" {
 			t.Errorf("the run after the commit moved disk %d in mode %s", d.Index, d.Mode)

@@ -556,6 +556,42 @@ func (r *run) disks(ctx context.Context, name string, snap *sdk.Snapshot, replic
 	return results, nil
 }
 
+// failedBack reports whether a failback of the VM was committed since its
+// replica's newest restore point (catalog.Replica.FailedBack).
+func (r *run) failedBack(name string) bool {
+	rec, err := r.e.Catalog.Replica(r.job.Name, name)
+	return err == nil && rec.FailedBack != ""
+}
+
+// comparedDigests is a replica's digest store whose digests are there
+// before the data mover reads, those it does not keep computed from the
+// replica: the mover compares every block it reads with them, where with change tracking it sends what it reads before
+// they arrive (change tracking named it, so it most likely changed). The
+// run after a failback's commit uses it: the areas production's change
+// tracking names there are mostly those the failback wrote, and most of
+// them hold what the replica holds.
+type comparedDigests struct{ datamover.DigestStore }
+
+func (c comparedDigests) Take(ctx context.Context, takes []datamover.Take, _ bool) ([]*datamover.Pending, error) {
+	// Waiting, the store digests from the replica what it does not know
+	// (a segment of zeros when it was first written, for one).
+	ps, err := c.DigestStore.Take(ctx, takes, true)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range ps {
+		if p == nil {
+			continue
+		}
+		d, err := p.Wait(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ps[i] = datamover.Known(d)
+	}
+	return ps, nil
+}
+
 // commitCatalog records the new point and the replica in one transaction.
 func (r *run) commitCatalog(name string, vm *sdk.VM, replica *sdk.Replica, point *sdk.RestorePoint, snap *sdk.Snapshot, disks []catalog.DiskResult) error {
 	now := r.e.now().UTC()
@@ -769,6 +805,10 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	recv := datamover.NewReceiver(w, d.Capacity)
 	req.Source = src
 	req.Digests = store
+	if req.Changed != nil && r.failedBack(name) {
+		req.Digests = comparedDigests{store}
+		r.notice(name, "disk %d: every area change tracking names is compared with the replica's digests before it is sent: a failback wrote production since the last restore point", d.Index)
+	}
 	req.Sink = datamover.Throttle(recv, append(r.rules, r.limiter)...)
 	req.Sync = func(context.Context) error {
 		recv.Busy().Start()

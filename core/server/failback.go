@@ -37,6 +37,8 @@ type FailbackFunc func(ctx context.Context, job *config.Job, vm string, action f
 type FailedBack struct {
 	// Failback is the state reached; nil once a commit or undo ended it.
 	Failback *catalog.Failback `json:"Failback"`
+	// Ended is the failback a commit or undo ended, as it was at its end.
+	Ended *catalog.Failback `json:"Ended,omitempty"`
 	// Steps are the steps run, in order.
 	Steps []failback.Step `json:"Steps"`
 	// Syncs are the syncs run, in order.
@@ -44,6 +46,16 @@ type FailedBack struct {
 	// Production is the production VM as the last step left it, when a
 	// step said.
 	Production *sdk.VM `json:"Production"`
+}
+
+// CommittedElsewhere says what the operator must do once a failback of
+// job's vm that wrote another production VM (--to, or a VM it created
+// under another name) is committed: that VM is in no job, and the job
+// goes on replicating vm into the replica.
+func CommittedElsewhere(job, vm, production string) string {
+	return fmt.Sprintf("production vm %s, which the failback wrote, is in no job: job %s goes on replicating vm %s (as the failback left it, untouched) into the replica. "+
+		"To protect %s, name it in job %s's vms in place of %s (its first run copies it into a new replica), and remove or keep %s as you see fit",
+		production, job, vm, production, job, vm, vm)
 }
 
 // failback runs a failback action of a job's VM while it holds the job.
@@ -68,6 +80,9 @@ func (s *Server) failback(name, vm string, action failback.Action, to string) (*
 		state = res.Failback.State
 	}
 	s.log.Info("failback done", "job", name, "vm", vm, "action", action, "state", state)
+	if action == failback.Commit && res.Ended != nil && res.Ended.Elsewhere {
+		s.log.Warn(CommittedElsewhere(name, vm, res.Ended.Production))
+	}
 	return res, nil
 }
 
