@@ -26,7 +26,10 @@
 // session of the job is refused while the lock is held; MarkAbandoned
 // fails the sessions left "running" whose lock nobody holds. A ferry
 // server claims all the jobs of its catalog (ClaimControl, a lock of the
-// same kind): while it runs, only its Catalog begins sessions.
+// same kind): while it runs, only its Catalog begins sessions. A command
+// that changes a job's VMs outside a session (a failback) holds the
+// job's lock while it runs (HoldJobs), with a file naming it, so that a
+// session refused, or a second such command, says who holds the job.
 //
 // A damaged file (one bbolt cannot decode, a record that is not JSON, a
 // page pointing outside the file) gives an error matching ErrDamaged that

@@ -38,6 +38,13 @@
 // unless Options.SkipMissed. Tested hears each test's end (webhooks); the
 // metrics read each plan's last test from the catalog.
 //
+// Failovers and failbacks asked through the API (of a VM or of a failover
+// plan) hold the jobs they act on: no session of them begins meanwhile,
+// and they are refused while one runs; a failback also holds the jobs in
+// the catalog (HoldJobs), so that a `ferry failback` or `ferry run`
+// elsewhere is refused too. They run under the server's context, not the
+// request's.
+//
 // The server never decides what a session does: the Runner (the engine)
 // does. It never reads the clock but through the time package, so tests
 // run it in a synctest bubble.
