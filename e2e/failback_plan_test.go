@@ -381,3 +381,30 @@ func TestCommitOfAFailbackToAnotherVM(t *testing.T) {
 	points := l.points("app-02")
 	sameBytes(t, "app-02's first point", l.point("app-02", points[len(points)-1].ID, 0), want)
 }
+
+// TestFailbackOfAPlanThroughTheServer: with FERRY_ADDR, ferry failback
+// plan asks a real ferry server: the plan switches home (every production
+// VM its replica byte for byte) and commits.
+func TestFailbackOfAPlanThroughTheServer(t *testing.T) {
+	t.Parallel()
+	l := newPlanLab(t)
+	l.replicasChange()
+	operator := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "ops", "--role", "operator").stdout)
+	s := l.startServer()
+	as := func(args ...string) result {
+		t.Helper()
+		return runEnv(t, nil, []string{"HOME=" + t.TempDir(), "FERRY_PLUGIN_PATH=", "FERRY_ADDR=" + s.url, "FERRY_TOKEN=" + operator},
+			"ferry", append([]string{"-C", t.TempDir()}, args...)...)
+	}
+	r := as("failback", "plan", "shop", "--switch")
+	if r.code != 0 || !strings.Contains(r.stdout, "3 VMs run at production, 2 groups up") || !strings.Contains(r.stdout, "group front: ready (up at production)") {
+		t.Fatalf("a plan's switch through the server: %s", r)
+	}
+	l.samePlanDisks("production after a plan's switch through the server", l.disks(false), l.disks(true))
+	if r := as("failback", "plan", "commit", "shop"); r.code != 0 || !strings.Contains(r.stdout, "3 VMs committed") {
+		t.Fatalf("a plan's commit through the server: %s", r)
+	}
+	if r := as("failback", "plan", "nosuch"); r.code != 2 || !strings.Contains(r.stderr, `no failover plan "nosuch" (plans: shop)`) {
+		t.Fatalf("an unknown plan through the server: %s", r)
+	}
+}
