@@ -169,10 +169,10 @@ func TestFailbackOfAPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := ferry(t, l.cfg, "failback", "plan", "switch", "shop"); r.code == 0 || !strings.Contains(r.stderr, `job "e2e" is busy: ferry failback switch e2e app-01 (process 4242 on ops-01`) {
+	if r := ferry(t, l.cfg, "failback", "plan", "switch", "shop"); r.code == 0 || !strings.Contains(r.stderr, `failback of failover plan "shop": job "e2e" is busy: ferry failback switch e2e app-01 (process 4242 on ops-01`) {
 		t.Fatalf("a plan's failback while another holds its job: %s", r)
 	}
-	if r := ferry(t, l.cfg, "failback", "e2e", "db-01"); r.code == 0 || !strings.Contains(r.stderr, "ferry failback switch e2e app-01 (process 4242") {
+	if r := ferry(t, l.cfg, "failback", "e2e", "db-01"); r.code == 0 || !strings.Contains(r.stderr, `failback of job "e2e" vm "db-01": job "e2e" is busy: ferry failback switch e2e app-01 (process 4242`) {
 		t.Fatalf("a VM's failback while another holds its job: %s", r)
 	}
 	if r := ferry(t, l.cfg, "run", "e2e"); r.code == 0 || !strings.Contains(r.stderr, "ferry failback switch e2e app-01 (process 4242 on ops-01") || !strings.Contains(r.stderr, "holds the job") {

@@ -135,7 +135,7 @@ func runFailback(e *env, pos []string, to string, sw, asJSON bool) error {
 	vm := pos[1]
 	release, err := w.holdJobs(fmt.Sprintf("ferry failback %s %s %s", action, job.Name, vm), job.Name)
 	if err != nil {
-		return err
+		return fmt.Errorf("failback of job %q vm %q: %w", job.Name, vm, err)
 	}
 	defer release()
 	eng, err := w.controlEngine()

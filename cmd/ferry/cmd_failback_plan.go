@@ -65,7 +65,7 @@ func runFailbackPlan(e *env, pos []string, sw, asJSON bool) error {
 	}
 	release, err := w.holdJobs(fmt.Sprintf("ferry failback plan %s %s", action, name), jobs...)
 	if err != nil {
-		return err
+		return fmt.Errorf("failback of failover plan %q: %w", name, err)
 	}
 	defer release()
 	eng, err := w.controlEngine()

@@ -66,7 +66,7 @@ func (s *Server) failback(name, vm string, action failback.Action, to string) (*
 	}
 	cfgs, release, err := s.holdForFailback(fmt.Sprintf("ferry server: failback %s %s %s", action, name, vm), []string{name})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("failback of job %q vm %q: %w", name, vm, err)
 	}
 	defer release()
 	s.log.Info("failback asked", "job", name, "vm", vm, "action", action, "to", to)
