@@ -258,3 +258,31 @@ func TestFailbackResumes(t *testing.T) {
 		})
 	}
 }
+
+// TestFailbackVMForAPlan: what a plan's failback hears of a VM: the state
+// and bytes of a sync (production off: no addresses), production's
+// addresses once switched, and again when the switch is asked of a VM
+// switched already (a plan's switch run again after a kill).
+func TestFailbackVMForAPlan(t *testing.T) {
+	f := failbackFixture(t)
+	ctx := context.Background()
+	v, err := f.eng.FailbackVM(ctx, f.job, "web-01", failback.Sync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.State != string(failback.Synced) || v.Production != "web-01" || v.Sent == 0 || len(v.Addresses) != 0 {
+		t.Fatalf("after a sync: %+v", v)
+	}
+	for range 2 {
+		if v, err = f.eng.FailbackVM(ctx, f.job, "web-01", failback.Switch); err != nil {
+			t.Fatal(err)
+		}
+		if v.State != string(failback.Switched) || !slices.Equal(v.Addresses, []string{"10.1.0.5/24"}) {
+			t.Fatalf("after a switch: %+v", v)
+		}
+	}
+	v, err = f.eng.FailbackVM(ctx, f.job, "web-01", failback.Commit)
+	if err != nil || v.State != "" || v.Production != "" {
+		t.Fatalf("after the commit: %+v %v", v, err)
+	}
+}

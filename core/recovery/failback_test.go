@@ -342,3 +342,38 @@ func TestFailbackOfAPlanWithNothingFailedOver(t *testing.T) {
 		t.Fatalf("calls: %q", h.callList())
 	}
 }
+
+// TestStartOrder: every group comes after the groups it depends on.
+func TestStartOrder(t *testing.T) {
+	g := func(name string, deps ...string) *config.PlanGroup {
+		return &config.PlanGroup{Name: name, DependsOn: deps}
+	}
+	cases := []struct {
+		name   string
+		groups []*config.PlanGroup
+	}{
+		{"a chain written backwards", []*config.PlanGroup{g("web", "app"), g("app", "db"), g("db")}},
+		{"a diamond", []*config.PlanGroup{g("web", "app", "cache"), g("db"), g("cache", "db"), g("app", "db")}},
+		{"independent groups", []*config.PlanGroup{g("a"), g("b"), g("c", "a")}},
+		{"one group", []*config.PlanGroup{g("db")}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out := startOrder(tc.groups)
+			if len(out) != len(tc.groups) {
+				t.Fatalf("%d groups of %d", len(out), len(tc.groups))
+			}
+			at := map[string]int{}
+			for i, g := range out {
+				at[g.Name] = i
+			}
+			for _, g := range tc.groups {
+				for _, d := range g.DependsOn {
+					if at[d] > at[g.Name] {
+						t.Errorf("%s comes before %s, which it depends on", g.Name, d)
+					}
+				}
+			}
+		})
+	}
+}
