@@ -286,3 +286,29 @@ func TestFailbackVMForAPlan(t *testing.T) {
 		t.Fatalf("after the commit: %+v %v", v, err)
 	}
 }
+
+// TestNoFailoverUndoOrCommitUnderAFailback: while a failback of a VM is
+// under way, its failover can be neither undone nor committed; once the
+// failback is undone it can.
+func TestNoFailoverUndoOrCommitUnderAFailback(t *testing.T) {
+	f := failbackFixture(t)
+	ctx := context.Background()
+	if _, err := f.eng.Failback(ctx, f.job, "web-01", failback.Sync, FailbackOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, action := range []FailoverAction{FailoverUndo, FailoverCommit} {
+		_, err := f.eng.Failover(ctx, f.job, "web-01", action, "")
+		if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "is synced (production vm web-01): end it first with 'ferry failback commit web web-01'") {
+			t.Fatalf("failover %s under a failback: %v", action, err)
+		}
+	}
+	if rec, _ := f.cat.Replica("web", "web-01"); rec.State != sdk.ReplicaFailedOver {
+		t.Fatalf("the replica after the refusals: %+v", rec)
+	}
+	if _, err := f.eng.Failback(ctx, f.job, "web-01", failback.Undo, FailbackOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.eng.Failover(ctx, f.job, "web-01", FailoverUndo, ""); err != nil {
+		t.Fatalf("failover undo once the failback was undone: %v", err)
+	}
+}

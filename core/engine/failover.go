@@ -52,6 +52,17 @@ func (e *Engine) Failover(ctx context.Context, job *config.Job, vm string, actio
 	if err != nil {
 		return nil, err
 	}
+	if fc, ok := e.Catalog.(FailbackCatalog); ok && action != FailoverStart {
+		// Undoing or committing the failover under a failback would leave
+		// production half written, with its undo data, and the failback
+		// without its replica.
+		if fb, err := fc.Failback(job.Name, vm); err == nil {
+			return nil, fmt.Errorf("job %q vm %q: failover %s: failback %s of the vm is %s (production vm %s): end it first with 'ferry failback commit %s %s' or 'ferry failback undo %s %s': %w",
+				job.Name, vm, action, fb.ID, fb.State, fb.Production, job.Name, vm, job.Name, vm, errdefs.ErrFailedPrecondition)
+		} else if !errors.Is(err, errdefs.ErrNotFound) {
+			return nil, err
+		}
+	}
 	if point != "" {
 		points, err := e.Catalog.RestorePoints(job.Name, vm)
 		if err != nil {
