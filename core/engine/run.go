@@ -565,11 +565,12 @@ func (r *run) failedBack(name string) bool {
 
 // comparedDigests is a replica's digest store whose digests are there
 // before the data mover reads, those it does not keep computed from the
-// replica: the mover compares every block it reads with them, where with change tracking it sends what it reads before
-// they arrive (change tracking named it, so it most likely changed). The
-// run after a failback's commit uses it: the areas production's change
-// tracking names there are mostly those the failback wrote, and most of
-// them hold what the replica holds.
+// replica: the mover compares every block it reads with them, where with
+// change tracking it sends what it reads before they arrive (change
+// tracking named it, so it most likely changed). The run after a
+// failback's commit uses it: the areas production's change tracking
+// names there are mostly those the failback wrote, and most of them hold
+// what the replica holds.
 type comparedDigests struct{ datamover.DigestStore }
 
 func (c comparedDigests) Take(ctx context.Context, takes []datamover.Take, _ bool) ([]*datamover.Pending, error) {
