@@ -58,9 +58,10 @@ change tracking names it; digests are compared where tracking cannot tell.
 --to writes another production VM (created when it does not exist); without
 it, the job's VM, created when it is gone. A command killed at any step is
 finished by running it again. Needs the Failback capability on both the
-job's source and target (the local plugin has it). A failback holds the
-jobs it acts on while it runs: a run of one of them, or another failback
-of one, is refused meanwhile, naming the command that holds it. Through a
+job's source and target (the local, Hyper-V and vSphere plugins have it;
+ferry plugins lists it). A failback holds the jobs it acts on while it
+runs: a run of one of them, or another failback of one, is refused
+meanwhile, naming the command that holds it. Through a
 ferry server (--server or FERRY_ADDR) the server runs it.`,
 		usage: "ferry [--config DIR] failback [switch|commit|undo] JOB VM [--to NAME] [--switch] [--json] | failback plan [switch|commit|undo] NAME [--switch] [--json] | failback status [JOB [VM]] [--json]",
 		setup: func(fs *pflag.FlagSet) runFunc {
