@@ -86,13 +86,20 @@ func (l *failbackLab) productionDisks() [][]byte {
 // failback runs `ferry failback ARGS... e2e app-01 --json`.
 func (l *failbackLab) failback(args ...string) engine.FailbackResult {
 	l.t.Helper()
-	r := ferry(l.t, l.cfg, append(append([]string{"failback"}, args...), "e2e", fbVM, "--json")...)
+	return failbackJSON(l.t, l.cfg, fbVM, args...)
+}
+
+// failbackJSON runs `ferry failback ARGS... e2e VM --json` on the
+// configuration in cfg, and fails the test unless it succeeds.
+func failbackJSON(t *testing.T, cfg, vm string, args ...string) engine.FailbackResult {
+	t.Helper()
+	r := ferry(t, cfg, append(append([]string{"failback"}, args...), "e2e", vm, "--json")...)
 	if r.code != 0 {
-		l.t.Fatalf("ferry failback %v: %s", args, r)
+		t.Fatalf("ferry failback %v: %s", args, r)
 	}
 	var res engine.FailbackResult
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
-		l.t.Fatalf("ferry failback %v --json: %v\n%s", args, err, r)
+		t.Fatalf("ferry failback %v --json: %v\n%s", args, err, r)
 	}
 	return res
 }

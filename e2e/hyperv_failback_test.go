@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -197,15 +196,7 @@ func (l *hvFailbackLab) running(h *simhost.Host, vm string) bool {
 
 func (l *hvFailbackLab) failback(args ...string) engine.FailbackResult {
 	l.t.Helper()
-	r := ferry(l.t, l.cfg, append(append([]string{"failback"}, args...), "e2e", fbVM, "--json")...)
-	if r.code != 0 {
-		l.t.Fatalf("ferry failback %v: %s", args, r)
-	}
-	var res engine.FailbackResult
-	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
-		l.t.Fatalf("ferry failback %v --json: %v\n%s", args, err, r)
-	}
-	return res
+	return failbackJSON(l.t, l.cfg, fbVM, args...)
 }
 
 // TestHyperVFailback fails a Hyper-V VM back from its Hyper-V replica

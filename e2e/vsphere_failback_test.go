@@ -66,15 +66,7 @@ func vsReplicaDisks(l *vsLab) [][]byte {
 // vsFailback runs `ferry failback ARGS... e2e app-01 --json`.
 func vsFailback(l *vsLab, args ...string) engine.FailbackResult {
 	l.t.Helper()
-	r := ferry(l.t, l.cfg, append(append([]string{"failback"}, args...), "e2e", vsFbVM, "--json")...)
-	if r.code != 0 {
-		l.t.Fatalf("ferry failback %v: %s", args, r)
-	}
-	var res engine.FailbackResult
-	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
-		l.t.Fatalf("ferry failback %v --json: %v\n%s", args, err, r)
-	}
-	return res
+	return failbackJSON(l.t, l.cfg, vsFbVM, args...)
 }
 
 func vsPower(l *vsLab, site string) types.VirtualMachinePowerState {
