@@ -233,3 +233,22 @@ func baseBacking(d *types.VirtualDisk) (string, error) {
 	}
 	return "", fmt.Errorf("disk %d has a %T backing; ferry handles flat disks: %w", d.Key, d.Backing, errdefs.ErrUnimplemented)
 }
+
+// localFlat is the local path of the flat file at the root of a disk's
+// chain (a directly written replica's working image, a production disk in
+// failback), through the datastore mounts.
+func (c *conn) localFlat(ctx context.Context, d *types.VirtualDisk) (string, error) {
+	file, err := baseBacking(d)
+	if err != nil {
+		return "", err
+	}
+	desc, err := parseDSPath(file)
+	if err != nil {
+		return "", fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	flat, err := c.flatExtent(ctx, desc)
+	if err != nil {
+		return "", err
+	}
+	return c.mustLocal(flat)
+}

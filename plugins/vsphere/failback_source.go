@@ -491,11 +491,11 @@ func (s *Source) discardSinceStart(ctx context.Context, vm *mo.VirtualMachine) e
 	}
 	then, now := virtualDisks(ms.Config.Hardware.Device), virtualDisks(vm.Config.Hardware.Device)
 	for d := range min(len(then), len(now)) {
-		from, err := s.localBase(ctx, then[d])
+		from, err := s.c.localFlat(ctx, then[d])
 		if err != nil {
 			return fmt.Errorf("disk %d at the switch: %w", d, err)
 		}
-		to, err := s.localBase(ctx, now[d])
+		to, err := s.c.localFlat(ctx, now[d])
 		if err != nil {
 			return fmt.Errorf("disk %d: %w", d, err)
 		}
@@ -524,24 +524,6 @@ func (s *Source) discardSinceStart(ctx context.Context, vm *mo.VirtualMachine) e
 	}
 	*vm = *fresh
 	return nil
-}
-
-// localBase is the local path of the flat file at the root of a disk's
-// chain.
-func (s *Source) localBase(ctx context.Context, d *types.VirtualDisk) (string, error) {
-	file, err := baseBacking(d)
-	if err != nil {
-		return "", err
-	}
-	desc, err := parseDSPath(file)
-	if err != nil {
-		return "", fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
-	}
-	flat, err := s.c.flatExtent(ctx, desc)
-	if err != nil {
-		return "", err
-	}
-	return s.c.mustLocal(flat)
 }
 
 // restoreFromUndo writes every block of an undo store back into a disk's

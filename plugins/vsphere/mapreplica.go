@@ -161,7 +161,7 @@ func (t *Target) planMapping(ctx context.Context, vm *mo.VirtualMachine, req sdk
 			return refuse("its folder cannot be reached for ferry's state: %v", err)
 		}
 		for i, d := range disks {
-			file, err := t.localFlat(ctx, d)
+			file, err := t.c.localFlat(ctx, d)
 			if err != nil {
 				if !errors.Is(err, errdefs.ErrFailedPrecondition) && !errors.Is(err, errdefs.ErrInvalidArgument) {
 					return nil, fmt.Errorf("map replica onto VM %q disk %d: %w", req.Name, i, err)
@@ -188,24 +188,6 @@ func countSnapshots(trees []types.VirtualMachineSnapshotTree) int {
 		n += 1 + countSnapshots(s.ChildSnapshotList)
 	}
 	return n
-}
-
-// localFlat is the local path of a disk's flat file, as refresh reaches a
-// directly written replica's working image.
-func (t *Target) localFlat(ctx context.Context, d *types.VirtualDisk) (string, error) {
-	file, err := baseBacking(d)
-	if err != nil {
-		return "", err
-	}
-	desc, err := parseDSPath(file)
-	if err != nil {
-		return "", fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
-	}
-	flat, err := t.c.flatExtent(ctx, desc)
-	if err != nil {
-		return "", err
-	}
-	return t.c.mustLocal(flat)
 }
 
 // hotaddBlocked says why a disk of vm cannot be attached to the proxy for
