@@ -248,17 +248,7 @@ func (r *Runner) switchGroup(ctx context.Context, p *config.FailoverPlan, g *con
 		wg.Go(func() { results[i], errs[i] = r.failbackVM(ctx, vm, failback.Switch, "switched") })
 	}
 	wg.Wait()
-	if failed := vmErrors(slices.DeleteFunc(errs, func(err error) bool { return err == nil })); len(failed) > 0 {
-		return results, fmt.Errorf("group %q: %w", g.Name, failed)
-	}
-	if g.Ready != nil {
-		if err := r.ready(ctx, p, g, results); err != nil {
-			r.progress(g.Name, "", "failed", "%v", err)
-			return results, fmt.Errorf("group %q is not ready at production: %w", g.Name, err)
-		}
-	}
-	r.progress(g.Name, "", "ready", "up at production")
-	return results, nil
+	return r.groupUp(ctx, p, g, results, errs, " at production")
 }
 
 // reportStates adds to res each VM of vms it lacks (those of groups that

@@ -264,16 +264,24 @@ func (r *Runner) startGroup(ctx context.Context, p *config.FailoverPlan, g *conf
 		})
 	}
 	wg.Wait()
+	return r.groupUp(ctx, p, g, results, errs, "")
+}
+
+// groupUp ends the start of a group whose VMs started (or failed to) with
+// results and errs: it fails when a VM did, else when the group's
+// readiness check does (where says where the group was to come up: ""
+// for the replicas, " at production" for a failback).
+func (r *Runner) groupUp(ctx context.Context, p *config.FailoverPlan, g *config.PlanGroup, results []VMResult, errs []error, where string) ([]VMResult, error) {
 	if failed := vmErrors(slices.DeleteFunc(errs, func(err error) bool { return err == nil })); len(failed) > 0 {
 		return results, fmt.Errorf("group %q: %w", g.Name, failed)
 	}
 	if g.Ready != nil {
 		if err := r.ready(ctx, p, g, results); err != nil {
 			r.progress(g.Name, "", "failed", "%v", err)
-			return results, fmt.Errorf("group %q is not ready: %w", g.Name, err)
+			return results, fmt.Errorf("group %q is not ready%s: %w", g.Name, where, err)
 		}
 	}
-	r.progress(g.Name, "", "ready", "up")
+	r.progress(g.Name, "", "ready", "up%s", where)
 	return results, nil
 }
 
