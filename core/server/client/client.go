@@ -536,15 +536,24 @@ func (c *Client) Failback(ctx context.Context, job, vm, action, to string) (*ser
 		body["to"] = to
 	}
 	var out server.FailedBack
-	err := c.doWithin(ctx, failbackTimeout, "POST", path, nil, body, &out)
-	var ae *Error
-	if errors.As(err, &ae) && len(ae.Result) > 0 && json.Unmarshal(ae.Result, &out) == nil {
-		return &out, err
-	}
-	if err != nil {
+	got, err := c.failback(ctx, path, body, &out)
+	if !got {
 		return nil, err
 	}
-	return &out, nil
+	return &out, err
+}
+
+// failback posts a failback action's body to path and decodes its answer
+// into out, also when the action failed and said what it did before
+// (Error.Result): got says whether out holds an answer; err is the
+// action's error.
+func (c *Client) failback(ctx context.Context, path string, body, out any) (got bool, err error) {
+	err = c.doWithin(ctx, failbackTimeout, "POST", path, nil, body, out)
+	var ae *Error
+	if errors.As(err, &ae) && len(ae.Result) > 0 {
+		return json.Unmarshal(ae.Result, out) == nil, err
+	}
+	return err == nil, err
 }
 
 // Failbacks lists the failbacks under way, of job ("" every job).
@@ -571,13 +580,9 @@ func (c *Client) FailbackPlan(ctx context.Context, name, action string) (*server
 		return nil, fmt.Errorf("no failback action %q: %w", action, errdefs.ErrInvalidArgument)
 	}
 	var out server.PlanRun
-	err := c.doWithin(ctx, failbackTimeout, "POST", path, nil, nil, &out)
-	var ae *Error
-	if errors.As(err, &ae) && len(ae.Result) > 0 && json.Unmarshal(ae.Result, &out) == nil {
-		return &out, err
-	}
-	if err != nil {
+	got, err := c.failback(ctx, path, nil, &out)
+	if !got {
 		return nil, err
 	}
-	return &out, nil
+	return &out, err
 }
