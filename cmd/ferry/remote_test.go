@@ -94,9 +94,14 @@ func newAPILab(t *testing.T) *apiLab {
 		return out, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
+	done, ready := make(chan struct{}), make(chan struct{})
+	srv.Ready = func() { close(ready) } // as ferry server, the API answers once the jobs are known
 	go func() { srv.Serve(ctx, cfg); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-ready:
+	case <-done:
+	}
 	tokens := server.TokensDir(dir)
 	if l.reader, err = server.CreateToken(tokens, "dash", server.RoleRead); err != nil {
 		t.Fatal(err)

@@ -41,8 +41,7 @@ func TestAPI(t *testing.T) {
 		ended <- job
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Serve(ctx, cfg); close(done) }()
+	done := serveReady(ctx, s, cfg)
 	defer func() { cancel(); <-done }()
 	srv := httptest.NewServer(s.Handler(m, "test"))
 	defer srv.Close()
@@ -251,8 +250,7 @@ func TestFailoverThroughTheAPI(t *testing.T) {
 	}
 	m := NewMetrics(s)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Serve(ctx, jobs(t, map[string]string{"db": "", "web": ""})); close(done) }()
+	done := serveReady(ctx, s, jobs(t, map[string]string{"db": "", "web": ""}))
 	defer func() { cancel(); <-done }()
 	srv := httptest.NewServer(s.Handler(m, "test"))
 	defer srv.Close()
@@ -369,8 +367,7 @@ func TestAFailoverOutlivesItsClient(t *testing.T) {
 		return &sdk.Replica{Name: vm + "_replica", State: sdk.ReplicaFailedOver}, nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Serve(ctx, jobs(t, map[string]string{"db": ""})); close(done) }()
+	done := serveReady(ctx, s, jobs(t, map[string]string{"db": ""}))
 	defer func() { cancel(); <-done }()
 	srv := httptest.NewServer(s.Handler(NewMetrics(s), "test"))
 	defer srv.Close()

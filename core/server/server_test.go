@@ -102,18 +102,41 @@ func jobs(t *testing.T, schedules map[string]string) *config.Config {
 	return cfg
 }
 
-// serve runs s on cfg in the background; stop cancels it and waits.
+// serve runs s on cfg in the background (see serveReady); stop cancels
+// it and waits.
 func serve(s *Server, cfg *config.Config) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		s.Serve(ctx, cfg)
-		close(done)
-	}()
+	done := serveReady(ctx, s, cfg)
 	return func() {
 		cancel()
 		<-done
 	}
+}
+
+// serveReady runs s.Serve(ctx, cfg) in the background and returns once
+// the server is Ready, as ferry server waits before its API answers (a
+// call made sooner may find no job: a loaded machine can run the test's
+// call before Serve's goroutine), or once Serve returned; done is closed
+// when Serve returns.
+func serveReady(ctx context.Context, s *Server, cfg *config.Config) (done chan struct{}) {
+	ready := make(chan struct{})
+	prev := s.Ready
+	s.Ready = func() {
+		if prev != nil {
+			prev()
+		}
+		close(ready)
+	}
+	done = make(chan struct{})
+	go func() {
+		s.Serve(ctx, cfg)
+		close(done)
+	}()
+	select {
+	case <-ready:
+	case <-done:
+	}
+	return done
 }
 
 func secs(ds ...int) []time.Duration {
