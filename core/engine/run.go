@@ -533,7 +533,7 @@ func (r *run) disks(ctx context.Context, name string, snap *sdk.Snapshot, replic
 			running++
 			go func() {
 				defer func() { done <- struct{}{} }()
-				results[i], errs[i] = r.disk(ctx, name, snap, snap.Disks[i], replica, last, fresh, decided[i])
+				results[i], errs[i] = r.disk(ctx, name, snap, snap.Disks[i], replica, last, fresh, decided[i], dec.FailedBack())
 			}()
 		}
 		pending = waiting
@@ -554,13 +554,6 @@ func (r *run) disks(ctx context.Context, name string, snap *sdk.Snapshot, replic
 		return nil, err
 	}
 	return results, nil
-}
-
-// failedBack reports whether a failback of the VM was committed since its
-// replica's newest restore point (catalog.Replica.FailedBack).
-func (r *run) failedBack(name string) bool {
-	rec, err := r.e.Catalog.Replica(r.job.Name, name)
-	return err == nil && rec.FailedBack != ""
 }
 
 // comparedDigests is a replica's digest store whose digests are there
@@ -673,7 +666,7 @@ func (r *run) applyRetention(ctx context.Context, name string, replica *sdk.Repl
 }
 
 // disk moves one disk and reports how.
-func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.SnapshotDisk, replica *sdk.Replica, last *sdk.RestorePoint, fresh bool, dd *plan.DiskDecision) (catalog.DiskResult, error) {
+func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.SnapshotDisk, replica *sdk.Replica, last *sdk.RestorePoint, fresh bool, dd *plan.DiskDecision, failedBack bool) (catalog.DiskResult, error) {
 	start := r.e.now()
 	res := catalog.DiskResult{Index: d.Index, Size: d.Capacity}
 	fail := func(format string, args ...any) (catalog.DiskResult, error) {
@@ -806,7 +799,7 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 	recv := datamover.NewReceiver(w, d.Capacity)
 	req.Source = src
 	req.Digests = store
-	if req.Changed != nil && r.failedBack(name) {
+	if req.Changed != nil && failedBack {
 		req.Digests = comparedDigests{store}
 		r.notice(name, "disk %d: every area change tracking names is compared with the replica's digests before it is sent: a failback wrote production since the last restore point", d.Index)
 	}

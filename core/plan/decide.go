@@ -375,6 +375,14 @@ func drops(points []Point, keep int, pinned string) []retention.Decision {
 	return out
 }
 
+// FailedBack says a failback was committed onto the VM since its
+// replica's newest restore point, as the catalog's record the decision
+// was made from says (catalog.Replica.FailedBack): the run then compares
+// what change tracking names before it sends it.
+func (d Decision) FailedBack() bool {
+	return d.f.Record != nil && d.f.Record.FailedBack != ""
+}
+
 // Err is the error a run fails the VM with, for VerdictFail; its class
 // (errdefs) says whether waiting may cure it. Nil for other verdicts.
 func (d Decision) Err() error {
