@@ -89,6 +89,24 @@ func (l *failbackLab) failback(args ...string) engine.FailbackResult {
 	return failbackJSON(l.t, l.cfg, fbVM, args...)
 }
 
+// failbackDiesAt runs `ferry failback ACTION` of vm through crashrun,
+// which kills itself (SIGKILL) at step at, then runs the command again
+// as a person would and returns what it did.
+func failbackDiesAt(t *testing.T, tool, cfg, vm, action, at string) engine.FailbackResult {
+	t.Helper()
+	cmd := exec.Command(tool, "-config", cfg, "-job", "e2e", "-failback", action, "-vm", vm, "-at", at)
+	cmd.Env = append(os.Environ(), "FERRY_PLUGIN_PATH="+bin)
+	out, err := cmd.CombinedOutput()
+	if !strings.Contains(string(out), "dying at "+at) {
+		t.Fatalf("crashrun did not die at %s: %v\n%s", at, err, out)
+	}
+	var args []string
+	if action != "sync" {
+		args = []string{action}
+	}
+	return failbackJSON(t, cfg, vm, args...)
+}
+
 // failbackJSON runs `ferry failback ARGS... e2e VM --json` on the
 // configuration in cfg, and fails the test unless it succeeds.
 func failbackJSON(t *testing.T, cfg, vm string, args ...string) engine.FailbackResult {
@@ -274,17 +292,7 @@ func TestFailbackKill(t *testing.T) {
 				}
 			}
 			wantReplica := l.replicaDisks()
-			cmd := exec.Command(tool, "-config", l.cfg, "-job", "e2e", "-failback", tc.action, "-vm", fbVM, "-at", tc.at)
-			cmd.Env = append(os.Environ(), "FERRY_PLUGIN_PATH="+bin)
-			out, err := cmd.CombinedOutput()
-			if !strings.Contains(string(out), "dying at "+tc.at) {
-				t.Fatalf("crashrun did not die at %s: %v\n%s", tc.at, err, out)
-			}
-			args := []string{tc.action}
-			if tc.action == "sync" {
-				args = nil
-			}
-			res := l.failback(args...)
+			res := failbackDiesAt(t, tool, l.cfg, fbVM, tc.action, tc.at)
 			switch tc.action {
 			case "sync", "switch":
 				sameDisks(t, "production after the command ran again", l.productionDisks(), wantReplica)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -366,17 +365,7 @@ func TestHyperVFailbackKill(t *testing.T) {
 				}
 			}
 			wantReplica := l.disks(l.dr, fbVM+"_replica", false)
-			cmd := exec.Command(tool, "-config", l.cfg, "-job", "e2e", "-failback", tc.action, "-vm", fbVM, "-at", tc.at)
-			cmd.Env = append(os.Environ(), "FERRY_PLUGIN_PATH="+bin)
-			out, err := cmd.CombinedOutput()
-			if !strings.Contains(string(out), "dying at "+tc.at) {
-				t.Fatalf("crashrun did not die at %s: %v\n%s", tc.at, err, out)
-			}
-			args := []string{tc.action}
-			if tc.action == "sync" {
-				args = nil
-			}
-			res := l.failback(args...)
+			res := failbackDiesAt(t, tool, l.cfg, fbVM, tc.action, tc.at)
 			switch tc.action {
 			case "sync", "switch":
 				sameDisks(t, "production after the command ran again", l.disks(l.prod, l.vm, false), wantReplica)

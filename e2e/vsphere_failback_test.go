@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -204,17 +202,7 @@ func TestVSphereFailbackKill(t *testing.T) {
 				// Production ran after the switch and wrote: undo drops it.
 				l.write(vsFbVM, 0, 0, 64<<10)
 			}
-			cmd := exec.Command(tool, "-config", l.cfg, "-job", "e2e", "-failback", tc.action, "-vm", vsFbVM, "-at", tc.at)
-			cmd.Env = append(os.Environ(), "FERRY_PLUGIN_PATH="+bin)
-			out, err := cmd.CombinedOutput()
-			if !strings.Contains(string(out), "dying at "+tc.at) {
-				t.Fatalf("crashrun did not die at %s: %v\n%s", tc.at, err, out)
-			}
-			var args []string
-			if tc.action != "sync" {
-				args = []string{tc.action}
-			}
-			res := vsFailback(l, args...)
+			res := failbackDiesAt(t, tool, l.cfg, vsFbVM, tc.action, tc.at)
 			switch tc.action {
 			case "sync", "switch":
 				sameDisks(t, "production after the command ran again", l.state()[vsFbVM], wantReplica)
