@@ -199,35 +199,11 @@ func (s *Source) BeginFailback(ctx context.Context, req sdk.FailbackRequest) (*s
 			return nil, fmt.Errorf("vm %q: record failback %s: %w", vm.Name, req.ID, err)
 		}
 	}
-	if err := s.powerOff(ctx, vm); err != nil {
+	if err := s.c.setPower(ctx, vm, false); err != nil {
 		return nil, err
 	}
 	s.log.Info("failback begun", "vm", vm.Name, "failback", req.ID, "power before", fb.Power)
 	return s.DescribeVM(ctx, vm.Self.Value)
-}
-
-func (s *Source) powerOff(ctx context.Context, vm *mo.VirtualMachine) error {
-	if vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOff {
-		return nil
-	}
-	obj := object.NewVirtualMachine(s.c.client, vm.Self)
-	if _, err := s.c.call(ctx, "power off "+vm.Name, obj.PowerOff); err != nil && !errors.Is(err, errdefs.ErrFailedPrecondition) {
-		return err
-	}
-	vm.Runtime.PowerState = types.VirtualMachinePowerStatePoweredOff
-	return nil
-}
-
-func (s *Source) powerOn(ctx context.Context, vm *mo.VirtualMachine) error {
-	if vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
-		return nil
-	}
-	obj := object.NewVirtualMachine(s.c.client, vm.Self)
-	if _, err := s.c.call(ctx, "power on "+vm.Name, obj.PowerOn); err != nil {
-		return err
-	}
-	vm.Runtime.PowerState = types.VirtualMachinePowerStatePoweredOn
-	return nil
 }
 
 // failbackOf finds VM key in failback id: the VM, its ferry folder and
@@ -395,7 +371,7 @@ func (s *Source) StartFailback(ctx context.Context, key, id string) (*sdk.VM, er
 			return nil, err
 		}
 	}
-	if err := s.powerOn(ctx, vm); err != nil {
+	if err := s.c.setPower(ctx, vm, true); err != nil {
 		return nil, err
 	}
 	s.log.Info("failback started production", "vm", vm.Name, "failback", id)
@@ -429,7 +405,7 @@ func (s *Source) UndoFailback(ctx context.Context, key, id string) error {
 	if fb.Created {
 		return s.destroyCreated(ctx, vm, dir)
 	}
-	if err := s.powerOff(ctx, vm); err != nil {
+	if err := s.c.setPower(ctx, vm, false); err != nil {
 		return err
 	}
 	if err := s.discardSinceStart(ctx, vm); err != nil {
@@ -445,7 +421,7 @@ func (s *Source) UndoFailback(ctx context.Context, key, id string) error {
 		}
 	}
 	if fb.Power == types.VirtualMachinePowerStatePoweredOn {
-		if err := s.powerOn(ctx, vm); err != nil {
+		if err := s.c.setPower(ctx, vm, true); err != nil {
 			return err
 		}
 	}
@@ -461,6 +437,8 @@ func (s *Source) UndoFailback(ctx context.Context, key, id string) error {
 // that production's own writes since go too.
 const failbackStart = "ferry-failback-start"
 
+// findSnapshotByName finds a snapshot of vm by name; nil when it has none
+// of that name.
 func findSnapshotByName(vm *mo.VirtualMachine, name string) *types.VirtualMachineSnapshotTree {
 	if vm.Snapshot == nil {
 		return nil
@@ -562,7 +540,7 @@ func restoreFromUndo(path string, d prodDisk) error {
 
 // destroyCreated removes a VM the failback created, with its files.
 func (s *Source) destroyCreated(ctx context.Context, vm *mo.VirtualMachine, dir string) error {
-	if err := s.powerOff(ctx, vm); err != nil {
+	if err := s.c.setPower(ctx, vm, false); err != nil {
 		return err
 	}
 	obj := object.NewVirtualMachine(s.c.client, vm.Self)

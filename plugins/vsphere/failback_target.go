@@ -3,7 +3,6 @@ package vsphere
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -137,19 +136,6 @@ func (t *Target) withMark(ctx context.Context, r *replica, fn func(snap types.Ma
 	return fn(ref, disks)
 }
 
-// findSnapshotNamed finds a snapshot of r by name.
-func findSnapshotNamed(r *replica, name string) *types.VirtualMachineSnapshotTree {
-	if r.vm.Snapshot == nil {
-		return nil
-	}
-	for _, n := range flattenSnapshots(r.vm.Snapshot.RootSnapshotList) {
-		if n.Name == name {
-			return &n
-		}
-	}
-	return nil
-}
-
 // removeSnapshotsNamed removes r's snapshots of those names.
 func (t *Target) removeSnapshotsNamed(ctx context.Context, r *replica, names ...string) error {
 	if r.vm.Snapshot == nil {
@@ -180,7 +166,7 @@ func (t *Target) removeSnapshotsNamed(ctx context.Context, r *replica, names ...
 // writes the guest's data into the working image) the blocks that differ
 // are copied back. The caller holds r.mu and its gate.
 func (t *Target) discardGuestWrites(ctx context.Context, r *replica) error {
-	base := findSnapshotNamed(r, failbackBase)
+	base := findSnapshotByName(r.vm, failbackBase)
 	if base == nil || r.hotadd {
 		return nil
 	}
@@ -319,18 +305,7 @@ func (t *Target) SetReplicaPower(ctx context.Context, key string, on bool) (*sdk
 		return nil, err
 	}
 	defer unlock()
-	obj := object.NewVirtualMachine(t.c.client, r.vm.Self)
-	state := r.vm.Runtime.PowerState
-	switch {
-	case on && state != types.VirtualMachinePowerStatePoweredOn:
-		_, err = t.c.call(ctx, "power on "+r.vm.Name, obj.PowerOn)
-	case !on && state != types.VirtualMachinePowerStatePoweredOff:
-		_, err = t.c.call(ctx, "power off "+r.vm.Name, obj.PowerOff)
-		if errors.Is(err, errdefs.ErrFailedPrecondition) {
-			err = nil // off meanwhile
-		}
-	}
-	if err != nil {
+	if err := t.c.setPower(ctx, r.vm, on); err != nil {
 		return nil, err
 	}
 	if err := t.refresh(ctx, r); err != nil {

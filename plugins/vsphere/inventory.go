@@ -507,3 +507,23 @@ func extraConfig(cfg *types.VirtualMachineConfigInfo) map[string]string {
 	}
 	return out
 }
+
+// setPower powers vm on or off unless its loaded state is that already
+// (a VM found off meanwhile counts as powered off), and records the state
+// in vm.
+func (c *conn) setPower(ctx context.Context, vm *mo.VirtualMachine, on bool) error {
+	obj := object.NewVirtualMachine(c.client, vm.Self)
+	switch state := vm.Runtime.PowerState; {
+	case on && state != types.VirtualMachinePowerStatePoweredOn:
+		if _, err := c.call(ctx, "power on "+vm.Name, obj.PowerOn); err != nil {
+			return err
+		}
+		vm.Runtime.PowerState = types.VirtualMachinePowerStatePoweredOn
+	case !on && state != types.VirtualMachinePowerStatePoweredOff:
+		if _, err := c.call(ctx, "power off "+vm.Name, obj.PowerOff); err != nil && !errors.Is(err, errdefs.ErrFailedPrecondition) {
+			return err
+		}
+		vm.Runtime.PowerState = types.VirtualMachinePowerStatePoweredOff
+	}
+	return nil
+}
