@@ -337,6 +337,20 @@ func (p *FailoverPlan) Before(a, b string) bool {
 	return groups[a] != nil && groups[b] != nil && reach(b)
 }
 
+// Jobs names the jobs of p's VMs, each once, in the order the plan first
+// names them.
+func (p *FailoverPlan) Jobs() []string {
+	var out []string
+	for _, g := range p.Groups {
+		for _, vm := range g.VMs {
+			if !slices.Contains(out, vm.Job) {
+				out = append(out, vm.Job)
+			}
+		}
+	}
+	return out
+}
+
 // groupOf names the group of vm in p, "" when p has none.
 func (p *FailoverPlan) groupOf(vm string) string {
 	for _, g := range p.Groups {

@@ -57,13 +57,7 @@ func runFailbackPlan(e *env, pos []string, sw, asJSON bool) error {
 	if err != nil {
 		return err
 	}
-	var jobs []string
-	for _, g := range p.Groups {
-		for _, vm := range g.VMs {
-			jobs = append(jobs, vm.Job)
-		}
-	}
-	release, err := w.holdJobs(fmt.Sprintf("ferry failback plan %s %s", action, name), jobs...)
+	release, err := w.holdJobs(fmt.Sprintf("ferry failback plan %s %s", action, name), p.Jobs()...)
 	if err != nil {
 		return fmt.Errorf("failback of failover plan %q: %w", name, err)
 	}
@@ -96,13 +90,7 @@ func runFailbackPlan(e *env, pos []string, sw, asJSON bool) error {
 	res, err := r.FailbackPlan(ctx, p, action)
 	mu.Lock()
 	defer mu.Unlock()
-	if res.VMs != nil {
-		out.VMs = res.VMs
-	}
-	out.Ready, out.TookSeconds = res.Ready, res.Took.Seconds()
-	if err != nil {
-		out.Error = err.Error()
-	}
+	out.Record(res, err)
 	if asJSON {
 		if jerr := writeJSON(e, out); jerr != nil && err == nil {
 			err = jerr

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
 
@@ -209,14 +208,7 @@ func (s *Server) failbackPlan(p *config.FailoverPlan, action failback.Action) (*
 	if err != nil {
 		return nil, err
 	}
-	var names []string
-	for _, g := range p.Groups {
-		for _, vm := range g.VMs {
-			if !slices.Contains(names, vm.Job) {
-				names = append(names, vm.Job)
-			}
-		}
-	}
+	names := p.Jobs()
 	_, release, err := s.holdForFailback(fmt.Sprintf("ferry server: failback %s of plan %s", action, p.Name), names)
 	if err != nil {
 		return nil, fmt.Errorf("failover plan %q: %w", p.Name, err)
@@ -241,12 +233,8 @@ func (s *Server) failbackPlan(p *config.FailoverPlan, action failback.Action) (*
 	res, err := rr.FailbackPlan(ctx, p, action)
 	mu.Lock()
 	defer mu.Unlock()
-	if res.VMs != nil {
-		out.VMs = res.VMs
-	}
-	out.Ready, out.TookSeconds = res.Ready, res.Took.Seconds()
+	out.Record(res, err)
 	if err != nil {
-		out.Error = err.Error()
 		s.log.Error("failback of a plan stopped", "plan", p.Name, "action", action, "vms", len(out.VMs), "error", err)
 		return out, err
 	}

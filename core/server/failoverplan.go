@@ -67,6 +67,20 @@ type PlanRun struct {
 	Error       string          `json:"error,omitempty"`
 }
 
+// Record takes into r what a plan's action did (res; nil when it did
+// nothing) and its error.
+func (r *PlanRun) Record(res *recovery.Result, err error) {
+	if res != nil {
+		if res.VMs != nil {
+			r.VMs = res.VMs
+		}
+		r.Ready, r.TookSeconds = res.Ready, res.Took.Seconds()
+	}
+	if err != nil {
+		r.Error = err.Error()
+	}
+}
+
 // plan returns the failover plan named, or an error that lists those
 // there are (its callers answer it 404).
 func (s *Server) plan(name string) (*config.FailoverPlan, error) {
@@ -217,14 +231,7 @@ func (s *Server) runPlan(p *config.FailoverPlan, action string, at time.Time) (*
 	if ctx == nil || ctx.Err() != nil {
 		return nil, fmt.Errorf("the server is stopping: %w", errdefs.ErrUnavailable)
 	}
-	var names []string
-	for _, g := range p.Groups {
-		for _, vm := range g.VMs {
-			if !slices.Contains(names, vm.Job) {
-				names = append(names, vm.Job)
-			}
-		}
-	}
+	names := p.Jobs()
 	_, release, err := s.claim(names)
 	if err != nil {
 		return nil, fmt.Errorf("failover plan %q: %w", p.Name, err)
@@ -253,14 +260,8 @@ func (s *Server) runPlan(p *config.FailoverPlan, action string, at time.Time) (*
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if res != nil {
-		if res.VMs != nil {
-			out.VMs = res.VMs
-		}
-		out.Ready, out.TookSeconds = res.Ready, res.Took.Seconds()
-	}
+	out.Record(res, err)
 	if err != nil {
-		out.Error = err.Error()
 		s.log.Error("failover plan stopped", "plan", p.Name, "action", action, "vms", len(out.VMs), "error", err)
 		return out, err
 	}
