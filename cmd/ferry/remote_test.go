@@ -28,6 +28,7 @@ import (
 // hour; its sessions succeed at once and make a restore point.
 type apiLab struct {
 	url              string
+	api              *httptest.Server
 	reader, operator string
 	cat              *catalog.Catalog
 
@@ -57,12 +58,14 @@ func newAPILab(t *testing.T) *apiLab {
 		}},
 	}}
 	l := &apiLab{cat: cat}
+	var srv *server.Server
 	run := func(ctx context.Context, job *config.Job, began func(string)) (*catalog.Session, error) {
 		s, err := cat.BeginSession(job.Name)
 		if err != nil {
 			return nil, err
 		}
 		began(s.ID)
+		srv.Publish(server.Event{Kind: "session.started", Session: s.ID, Job: job.Name, Time: time.Now()})
 		time.Sleep(300 * time.Millisecond) // long enough to be followed
 		for _, vm := range job.VMs {
 			if err := cat.AddRestorePoint(&catalog.RestorePoint{Job: job.Name, VM: vm, ID: s.ID, Session: s.ID, Created: time.Now()}); err != nil {
@@ -71,9 +74,13 @@ func newAPILab(t *testing.T) *apiLab {
 			s.VMs = append(s.VMs, catalog.VMResult{VM: vm, Result: catalog.ResultSuccess, RestorePoint: s.ID})
 		}
 		s.Result, s.Ended = catalog.ResultSuccess, time.Now()
-		return s, cat.SaveSession(s)
+		if err := cat.SaveSession(s); err != nil {
+			return s, err
+		}
+		srv.Publish(server.Event{Kind: "session.finished", Session: s.ID, Job: job.Name, Time: s.Ended, Result: string(s.Result)})
+		return s, nil
 	}
-	srv := server.New(run, cat, nil, server.Options{})
+	srv = server.New(run, cat, nil, server.Options{})
 	srv.Failover = func(ctx context.Context, job *config.Job, vm, action, point string) (*sdk.Replica, error) {
 		l.mu.Lock()
 		refused := l.refuse == vm
@@ -115,7 +122,7 @@ func newAPILab(t *testing.T) *apiLab {
 	}
 	api := httptest.NewServer(server.Authorize(srv.Handler(server.NewMetrics(srv), "test"), cache))
 	t.Cleanup(api.Close)
-	l.url = api.URL
+	l.url, l.api = api.URL, api
 	return l
 }
 
@@ -246,6 +253,43 @@ func TestARunFollowsTheSessionTheServerNames(t *testing.T) {
 	}
 	if code != 0 || !strings.Contains(out, "job web: session "+sessions[0].ID+" runs on ferry server at "+l.url+"; following it") {
 		t.Fatalf("a run that starts: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// TestARunIsShownWhenItsSessionEnds: ferry run through the server hears
+// of a session's start and end from the server's events, not at its next
+// look: with looks an hour apart, a run that starts and a run queued
+// behind it both end with their sessions.
+func TestARunIsShownWhenItsSessionEnds(t *testing.T) {
+	was := followEvery
+	followEvery = time.Hour
+	t.Cleanup(func() { followEvery = was })
+	l := newAPILab(t)
+	c, err := client.New(client.Options{Address: l.url, Token: l.operator})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := c.Run(context.Background(), "web")
+	if err != nil || !first.Started {
+		t.Fatalf("run: %+v, %v", first, err)
+	}
+	type result struct {
+		code     int
+		out, err string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out, errs := l.ferry(t, l.operator, "run", "web", "db")
+		done <- result{code, out, errs}
+	}()
+	select {
+	case r := <-done:
+		if r.code != 0 || strings.Count(r.out, ": success in ") != 2 || !strings.Contains(r.out, "this one is queued") {
+			t.Fatalf("ferry run web db: exit %d\n%s%s", r.code, r.out, r.err)
+		}
+	case <-time.After(time.Minute):
+		l.api.CloseClientConnections() // the watches' streams, which the API's close would wait for
+		t.Fatal("ferry run web db still follows sessions that ended (300 ms each): the server's events did not wake it")
 	}
 }
 

@@ -18,7 +18,8 @@ import (
 // until it ends, and shows it as a local run does. Ctrl-C stops following,
 // not the sessions.
 
-// followEvery is how often a followed session is read again;
+// followEvery is how often a followed session is read again when the
+// server's events say nothing (they wake the reader at once: see kicks);
 // followProgressEvery how often its progress is shown while it runs.
 var (
 	followEvery         = 500 * time.Millisecond
@@ -110,11 +111,16 @@ func askRun(ctx context.Context, c *client.Client, name string) (*remoteAsk, err
 func follow(ctx context.Context, c *client.Client, a *remoteAsk, out io.Writer) (*catalog.Session, error) {
 	tick := time.NewTicker(followEvery)
 	defer tick.Stop()
+	watching, stop := context.WithCancel(ctx)
+	defer stop()
+	kick := kicks(watching, c, a.job)
 	wait := func() error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
+			return nil
+		case <-kick:
 			return nil
 		}
 	}
@@ -185,6 +191,30 @@ func follow(ctx context.Context, c *client.Client, a *remoteAsk, out io.Writer) 
 			return nil, err
 		}
 	}
+}
+
+// kicks watches the server's events of a job's sessions while ctx lasts
+// and signals on the channel when one began, a VM of one finished or one
+// ended, and once the watch is taken (so that nothing that happened
+// before it is left to the next tick). A short session is then shown as
+// soon as it ends, not up to followEvery later. A watch that fails or
+// ends leaves the reader to its ticks.
+func kicks(ctx context.Context, c *client.Client, job string) <-chan struct{} {
+	kick := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	go c.Watch(ctx, job, "", signal, func(kind string) bool {
+		switch kind {
+		case "session.started", "vm.finished", "session.finished":
+			signal()
+		}
+		return true
+	})
+	return kick
 }
 
 // begun returns the id of the ask's session once it has begun: the first

@@ -39,6 +39,31 @@ const watcherQueue = 1024
 type hub struct {
 	mu       sync.Mutex
 	watchers map[*watcher]struct{}
+	// stopped is closed when Serve returns: the watches end then, so
+	// that the API's shutdown need not wait for them (every `ferry run`
+	// that follows a session through the server holds one).
+	stopped chan struct{}
+}
+
+// ended is closed when the server stops serving.
+func (h *hub) ended() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped == nil {
+		h.stopped = make(chan struct{})
+	}
+	return h.stopped
+}
+
+// stop ends the watches of the server that stops; a watch begun later
+// (the server served again) waits for the next stop.
+func (h *hub) stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped != nil {
+		close(h.stopped)
+	}
+	h.stopped = nil
 }
 
 type watcher struct {
@@ -98,7 +123,8 @@ const keepAlive = 15 * time.Second
 // watch serves GET /v1/events: server-sent events of the sessions that
 // run, of one job (?job=) or one session (?session=). A watch of one
 // session ends when it does; of a session that ended already, it sends
-// session.finished at once.
+// session.finished at once. Every watch ends when the server stops
+// serving, after the sessions it stopped have told their end.
 func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	flusher, ok := w.(http.Flusher)
 	if !ok {
@@ -118,6 +144,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 			ended = sess
 		}
 	}
+	bye := s.hub.ended()
 	s.hub.add(wt)
 	defer s.hub.remove(wt)
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -145,6 +172,10 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-wt.gone:
 			fmt.Fprint(w, ": too slow: events were lost; watch again\n\n")
+			flusher.Flush()
+			return
+		case <-bye:
+			fmt.Fprint(w, ": the server stops\n\n")
 			flusher.Flush()
 			return
 		case <-tick.C:

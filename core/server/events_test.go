@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
 )
 
@@ -92,5 +93,31 @@ func TestTheSessionsCanBeWatched(t *testing.T) {
 	}
 	if resp, err := http.Get(srv.URL + "/v1/events?session=nosuch"); err != nil || resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("events of no session: %v %v", resp.StatusCode, err)
+	}
+}
+
+// TestWatchesEndWhenTheServerStops: a watch of a job's sessions, which
+// has no end of its own, ends when Serve returns, so that the API's
+// shutdown does not wait for the clients that follow sessions.
+func TestWatchesEndWhenTheServerStops(t *testing.T) {
+	l := newLab(t)
+	s := New(l.run, l.cat, nil, Options{})
+	srv := httptest.NewServer(s.Handler(NewMetrics(s), "test"))
+	defer srv.Close()
+	stop := serve(s, &config.Config{Jobs: map[string]*config.Job{"web": {Name: "web", VMs: []string{"web-01"}}}})
+	ready := make(chan struct{})
+	got := make(chan []Event)
+	go func() { got <- readEvents(t, srv.URL+"/v1/events?job=web", ready) }()
+	<-ready
+	s.Publish(Event{Kind: "session.started", Time: time.Now(), Session: "s1", Job: "web"})
+	stop()
+	select {
+	case events := <-got:
+		if len(events) != 1 || events[0].Kind != "session.started" {
+			t.Fatalf("events %+v", events)
+		}
+	case <-time.After(time.Minute):
+		srv.CloseClientConnections()
+		t.Fatal("the watch of a job outlived the server's Serve")
 	}
 }

@@ -216,6 +216,7 @@ func (s *Server) Serve(ctx context.Context, cfg *config.Config) error {
 			s.mu.Lock()
 			s.serving, s.ctx = false, nil
 			s.mu.Unlock()
+			s.hub.stop()
 			return nil
 		case <-timer:
 		case <-s.wake:
