@@ -35,6 +35,9 @@ type Report struct {
 	// VHDX is the VHDX library against a raw file (issue 14); nil when
 	// skipped.
 	VHDX *VHDXRun `json:"vhdx,omitempty"`
+	// Served is the change scenarios again through ferry server (issue
+	// 11: scheduled incrementals); nil when skipped.
+	Served *ServedRun `json:"served,omitempty"`
 	// Server is `ferry server` at scale (issue 13); nil when skipped.
 	Server *ServerRun `json:"server,omitempty"`
 	// DirectSkipped marks a run without the direct scenarios
@@ -184,6 +187,16 @@ func (s *Scenario) OverFloor() (float64, bool) {
 	return float64(s.Ferry.Usage.Wall) / float64(f.Usage.Wall), true
 }
 
+// SessionOverFloor is the time of ferry's session (without starting and
+// stopping ferry and its plugins) over its floor's.
+func (s *Scenario) SessionOverFloor() (float64, bool) {
+	f := s.Floor()
+	if s.Ferry == nil || s.Ferry.Session <= 0 || f == nil || f.Usage.Wall <= 0 {
+		return 0, false
+	}
+	return float64(s.Ferry.Session) / float64(f.Usage.Wall), true
+}
+
 // Ratio is ferry's wall time over the peer's (below 1: ferry is faster).
 func (s *Scenario) Ratio() (float64, bool) {
 	if s.Ferry == nil || s.Peer == nil || s.Peer.Usage.Wall <= 0 {
@@ -211,6 +224,14 @@ func (s *Scenario) SentOverChanged() (float64, bool) {
 }
 
 func (r *Report) scenario(key string) *Scenario { return findScenario(r.Scenarios, key) }
+
+// scenario is the served scenario of key that ran, or nil.
+func (r *ServedRun) scenario(key string) *Scenario {
+	if r == nil {
+		return nil
+	}
+	return findScenario(r.Scenarios, key)
+}
 
 // findScenario is the scenario of key that ran, or nil.
 func findScenario(ss []Scenario, key string) *Scenario {
@@ -257,6 +278,19 @@ const (
 	TrackedFloorLimit = 2.5
 	DigestFloorLimit  = 1.2
 )
+
+// floorGoals are issue 11's goals: ferry's time against its floor's.
+var floorGoals = []struct {
+	key, name, floor string
+	limit            float64
+}{
+	{KeyTracked01, "0.1% changed, change tracking vs its floor", "copy", TrackedFloorLimit},
+	{KeyTracked1, "1% changed, change tracking vs its floor", "copy", TrackedFloorLimit},
+	{KeyTracked10, "10% changed, change tracking vs its floor", "copy", TrackedFloorLimit},
+	{KeyDigest01, "0.1% changed, digests vs its floor", "hash", DigestFloorLimit},
+	{KeyDigest1, "1% changed, digests vs its floor", "hash", DigestFloorLimit},
+	{KeyDigest10, "10% changed, digests vs its floor", "hash", DigestFloorLimit},
+}
 
 // EvaluateGoals checks the goals on a report. A goal whose scenario is
 // missing or failed fails, saying so.
@@ -311,23 +345,25 @@ func EvaluateGoals(r *Report) []Goal {
 			notMeasured(g.name, want)
 		}
 	}
-	for _, g := range []struct {
-		key, name, floor string
-		limit            float64
-	}{
-		{KeyTracked01, "0.1% changed, change tracking vs its floor", "copy", TrackedFloorLimit},
-		{KeyTracked1, "1% changed, change tracking vs its floor", "copy", TrackedFloorLimit},
-		{KeyTracked10, "10% changed, change tracking vs its floor", "copy", TrackedFloorLimit},
-		{KeyDigest01, "0.1% changed, digests vs its floor", "hash", DigestFloorLimit},
-		{KeyDigest1, "1% changed, digests vs its floor", "hash", DigestFloorLimit},
-		{KeyDigest10, "10% changed, digests vs its floor", "hash", DigestFloorLimit},
-	} {
+	for _, g := range floorGoals {
 		want := fmt.Sprintf("ferry time ≤ %gx the %s floor's", g.limit, g.floor)
 		if s := r.scenario(g.key); s != nil && s.Floor() != nil {
 			v, _ := s.OverFloor()
 			atMost(g.name, want, v, g.limit, fmt.Sprintf("%.2fx (%s vs %s)", v, secs(s.Ferry.Usage.Wall), secs(s.Floor().Usage.Wall)))
 		} else {
 			notMeasured(g.name, want)
+		}
+	}
+	for _, g := range floorGoals {
+		name, want := "in ferry server: "+g.name, fmt.Sprintf("session ≤ %gx the %s floor's time", g.limit, g.floor)
+		switch s := r.Served.scenario(g.key); {
+		case r.Served == nil:
+			goals = append(goals, Goal{Name: name, Want: want, Measured: "skipped (-served=false or -direct=false)", Skipped: true})
+		case s != nil && s.Floor() != nil:
+			v, _ := s.SessionOverFloor()
+			atMost(name, want, v, g.limit, fmt.Sprintf("%.2fx (%s vs %s)", v, secs(s.Ferry.Session), secs(s.Floor().Usage.Wall)))
+		default:
+			goals = append(goals, Goal{Name: name, Want: want, Measured: "not measured"})
 		}
 	}
 	const memWant = "≤ 256 MiB"
@@ -395,6 +431,16 @@ func (r *Report) Failed() bool {
 	if s := r.Server; s != nil && s.Error != "" {
 		return true
 	}
+	if s := r.Served; s != nil {
+		if s.Error != "" {
+			return true
+		}
+		for _, sc := range s.Scenarios {
+			if sc.Error != "" {
+				return true
+			}
+		}
+	}
 	if p := r.Proxies; p != nil {
 		if p.Error != "" {
 			return true
@@ -439,6 +485,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.DirectSkipped {
 		b.WriteString("direct scenarios (ferry without proxies, cp, rsync, their floors): skipped (-direct=false)\n")
 	} else if err := r.writeDirect(&b); err != nil {
+		return err
+	}
+	if err := r.writeServed(&b); err != nil {
 		return err
 	}
 	if err := r.writeBig(&b); err != nil {
@@ -505,6 +554,51 @@ func (r *Report) writeDirect(b *strings.Builder) error {
 		return err
 	}
 	for _, s := range r.Scenarios {
+		if s.Error != "" {
+			fmt.Fprintf(b, "\n%s FAILED: %s\n", s.Name, s.Error)
+		}
+	}
+	return nil
+}
+
+// writeServed writes the change scenarios run through ferry server.
+func (r *Report) writeServed(b *strings.Builder) error {
+	sr := r.Served
+	if sr == nil {
+		return nil
+	}
+	b.WriteString("\nthrough ferry server (scheduled incrementals: its plugins and catalog stay open between sessions; session is the server's record of it, client the wall time of the ferry run that asked and followed it):\n")
+	if sr.Error != "" {
+		fmt.Fprintf(b, "FAILED: %s\n", sr.Error)
+		if sr.Log != "" {
+			fmt.Fprintf(b, "its log:\n%s\n", sr.Log)
+		}
+	}
+	if w := sr.WarmUp; w != nil {
+		fmt.Fprintf(b, "first session (no change; starts the plugins): %s, session %s\n", w.Mode, secs(w.Session))
+	}
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tmode\tsession\tdisk\tclient\tread\tsent\tfloor\tsession/floor\tverified\t")
+	for _, s := range sr.Scenarios {
+		f := s.Ferry
+		if f == nil {
+			fmt.Fprintf(tw, "%s\tFAILED\t\t\t\t\t\t\t\t\t\n", s.Name)
+			continue
+		}
+		floor, over := "", ""
+		if fl := s.Floor(); fl != nil {
+			floor = fl.Name + " " + secs(fl.Usage.Wall)
+		}
+		if v, ok := s.SessionOverFloor(); ok {
+			over = fmt.Sprintf("%.2fx", v)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\t\n", s.Name, f.Mode, secs(f.Session), secs(f.Disk), secs(f.Usage.Wall),
+			FormatBytes(f.BytesRead), FormatBytes(f.BytesSent), floor, over, s.Verified)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range sr.Scenarios {
 		if s.Error != "" {
 			fmt.Fprintf(b, "\n%s FAILED: %s\n", s.Name, s.Error)
 		}

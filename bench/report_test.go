@@ -123,6 +123,12 @@ func withoutProxies(t *testing.T, goals []Goal) []Goal {
 			}
 			continue
 		}
+		if strings.HasPrefix(g.Name, "in ferry server: ") {
+			if !g.Skipped || g.Measured != "skipped (-served=false or -direct=false)" {
+				t.Errorf("goal %q of a run without the served scenarios: %+v, want skipped", g.Name, g)
+			}
+			continue
+		}
 		if strings.HasPrefix(g.Name, "server: ") {
 			if !g.Skipped || g.Measured != "skipped (-server=false)" {
 				t.Errorf("goal %q of a run without the server run: %+v, want skipped", g.Name, g)
@@ -187,5 +193,59 @@ func TestFormatBytes(t *testing.T) {
 		if got := FormatBytes(n); got != want {
 			t.Errorf("FormatBytes(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+// TestServedGoals: the scenarios through ferry server are judged by their
+// sessions' time, not by the client's wall time; a served scenario that
+// failed or is missing fails its goal.
+func TestServedGoals(t *testing.T) {
+	served := func(key string, tracked bool, session, wall, floor time.Duration) Scenario {
+		s := floored(key, tracked, wall, floor)
+		s.Ferry.Session = session
+		return s
+	}
+	r := &Report{Size: 4 << 30, Served: &ServedRun{Scenarios: []Scenario{
+		served(KeyTracked01, true, 100*time.Millisecond, 600*time.Millisecond, 50*time.Millisecond),  // 2x, the client 12x
+		served(KeyTracked1, true, 260*time.Millisecond, 300*time.Millisecond, 100*time.Millisecond),  // 2.6x
+		served(KeyTracked10, true, 1500*time.Millisecond, 2*time.Second, 600*time.Millisecond),       // 2.5x: at the limit
+		served(KeyDigest01, false, 290*time.Millisecond, 300*time.Millisecond, 250*time.Millisecond), // 1.16x
+		{Key: KeyDigest1, Name: "1% digest", Error: "ferry copied in mode full"},
+	}}}
+	want := map[string]string{
+		"in ferry server: 0.1% changed, change tracking vs its floor": "PASS 2.00x (0.10s vs 0.05s)",
+		"in ferry server: 1% changed, change tracking vs its floor":   "FAIL 2.60x (0.26s vs 0.10s)",
+		"in ferry server: 10% changed, change tracking vs its floor":  "PASS 2.50x (1.50s vs 0.60s)",
+		"in ferry server: 0.1% changed, digests vs its floor":         "PASS 1.16x (0.29s vs 0.25s)",
+		"in ferry server: 1% changed, digests vs its floor":           "FAIL not measured",
+		"in ferry server: 10% changed, digests vs its floor":          "FAIL not measured",
+	}
+	got := map[string]string{}
+	for _, g := range EvaluateGoals(r) {
+		if strings.HasPrefix(g.Name, "in ferry server: ") {
+			res := "FAIL"
+			if g.Pass {
+				res = "PASS"
+			}
+			got[g.Name] = res + " " + g.Measured
+		}
+	}
+	for name, w := range want {
+		if got[name] != w {
+			t.Errorf("%s: %q, want %q", name, got[name], w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("served goals %v", got)
+	}
+	if !r.Failed() {
+		t.Error("a report whose served scenario failed is not Failed")
+	}
+	var text strings.Builder
+	if err := r.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "through ferry server") || !strings.Contains(text.String(), "2.00x") {
+		t.Errorf("the text lacks the served table:\n%s", text.String())
 	}
 }

@@ -61,6 +61,9 @@ type Config struct {
 	// VHDX times the VHDX library against a raw file on the image
 	// (issue 14), after the direct scenarios.
 	VHDX bool
+	// Served runs the change scenarios again through `ferry server`
+	// (served.go), after the direct scenarios.
+	Served bool
 	// Server runs `ferry server` at scale (issue 13) last, in a scratch
 	// folder of its own: ServerJobs jobs of ServerVMs VMs each on
 	// schedules of ServerEvery (server.go).
@@ -133,6 +136,12 @@ type bench struct {
 	data      int64 // the bytes of the image written into the disk
 	m         measurer
 	start     time.Time
+	// server, when set, is the ferry server runs go through; seeds is
+	// added to the seed of each scenario's change and tag to its files'
+	// names (served.go).
+	server *servedAPI
+	seeds  uint64
+	tag    string
 }
 
 // Run runs every scenario and evaluates the goals. It returns an error
@@ -201,6 +210,11 @@ func (b *bench) runFirst(ctx context.Context) error {
 	}
 	err := b.runAll(ctx, specs, &rep.Scenarios)
 	if err == nil && !rep.Failed() && ctx.Err() == nil {
+		if cfg.Direct && cfg.Served {
+			// Before the copies go: the copy floor's must follow the
+			// source.
+			rep.Served = b.runServed(ctx)
+		}
 		// The direct scenarios' copies are done with: their room is the
 		// VHDX run's, then the proxied replica's.
 		os.Remove(b.peer)
@@ -471,12 +485,12 @@ func (b *bench) scenario(ctx context.Context, n int, sp spec) Scenario {
 func (b *bench) runScenario(ctx context.Context, n int, sp spec, sc *Scenario) error {
 	var extents string
 	if sp.percent > 0 {
-		info, es, err := b.change(ctx, b.cfg.Seed+uint64(n), sp.percent, sp.tracked)
+		info, es, err := b.change(ctx, b.cfg.Seed+b.seeds+uint64(n), sp.percent, sp.tracked)
 		if err != nil {
 			return err
 		}
 		sc.Changes = info
-		extents = filepath.Join(b.scratch, fmt.Sprintf("changes-%d.extents", n))
+		extents = filepath.Join(b.scratch, fmt.Sprintf("%schanges-%d.extents", b.tag, n))
 		if err := writeExtentsFile(extents, es); err != nil {
 			return err
 		}
@@ -513,9 +527,13 @@ func (b *bench) runScenario(ctx context.Context, n int, sp spec, sc *Scenario) e
 		}
 		b.logf("%s: %s in %s", sc.Name, sc.CopyFloor.Name, secs(sc.CopyFloor.Usage.Wall))
 	}
-	if sp.percent == 0 {
+	switch {
+	case b.server != nil:
+		// Through the server ferry is compared with its floors only.
+		return b.verifyIf(ctx, sc)
+	case sp.percent == 0:
 		sc.Peer, err = b.runCp(ctx)
-	} else {
+	default:
 		sc.Peer, err = b.runRsync(ctx)
 	}
 	if err != nil {
@@ -637,7 +655,11 @@ func (b *bench) runFerry(ctx context.Context, job string, sp spec) (*FerryRun, e
 	if err := b.cache(b.prod, b.targets[job], repo); err != nil {
 		return nil, err
 	}
-	u, out, log, err := b.m.run(ctx, args, []string{"FERRY_PLUGIN_PATH=" + b.cfg.Bin})
+	env := []string{"FERRY_PLUGIN_PATH=" + b.cfg.Bin}
+	if b.server != nil {
+		env = append(env, b.server.env()...)
+	}
+	u, out, log, err := b.m.run(ctx, args, env)
 	if err != nil {
 		return &FerryRun{Job: job, Compression: comp, Usage: u, Log: logLines(log)}, err
 	}

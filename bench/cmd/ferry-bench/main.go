@@ -39,6 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	bigSize := fs.String("big-size", "64GiB", "the big sparse disk's `size`")
 	direct := fs.Bool("direct", true, "run the direct scenarios: ferry without proxies beside cp, rsync and the floors")
 	proxies := fs.Bool("proxies", true, "run the scenarios through two ferry proxies (issue 12), beside zstd | ssh and the stages alone")
+	served := fs.Bool("served", true, "run the change scenarios again through ferry server (scheduled incrementals), after the direct ones")
 	vhdx := fs.Bool("vhdx", true, "time the VHDX library (issue 14) against a raw file on the image")
 	server := fs.Bool("server", true, "run ferry server at scale (issue 13) last: -server-jobs jobs of -server-vms VMs on schedules of -server-every, for their first runs and one cycle")
 	serverJobs := fs.Int("server-jobs", bench.ServerJobs, "the server run's `number` of jobs")
@@ -118,7 +119,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	rep, err := bench.Run(ctx, bench.Config{
 		Size: n, Seed: *seed, Dir: *dir, Keep: *keep, Bin: absBin, Warm: !*cold, Verify: *verify,
-		Direct: *direct, Proxies: *proxies, VHDX: *vhdx, Server: *server, ServerJobs: *serverJobs, ServerVMs: *serverVMs, ServerEvery: *serverEvery, Perf: *perf, Spawner: self, Floors: self, BigSize: bigN, Command: "ferry-bench " + strings.Join(args, " "), Log: stderr,
+		Direct: *direct, Proxies: *proxies, VHDX: *vhdx, Served: *served, Server: *server, ServerJobs: *serverJobs, ServerVMs: *serverVMs, ServerEvery: *serverEvery, Perf: *perf, Spawner: self, Floors: self, BigSize: bigN, Command: "ferry-bench " + strings.Join(args, " "), Log: stderr,
 	})
 	if rep == nil {
 		fmt.Fprintf(stderr, "ferry-bench: %v\n", err)
