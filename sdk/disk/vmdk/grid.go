@@ -61,10 +61,20 @@ func (g *grid) checkTables(field string) error {
 	}
 	g.gts = g.gts[:need]
 	tbl := g.perGT * int64(g.width)
+	// Tables are never shared: a file whose directory names one table
+	// twice would make Allocated walk far more entries than it holds.
+	seen := map[int64]int{}
 	for i, off := range g.gts {
-		if off != 0 && (off < 0 || off > g.fileSize-tbl) {
+		if off == 0 {
+			continue
+		}
+		if off < 0 || off > g.fileSize-tbl {
 			return corrupt(field, "grain table %d at byte %d: [%d, +%d) is outside the file (%d bytes)", i, off, off, tbl, g.fileSize)
 		}
+		if j, ok := seen[off]; ok {
+			return corrupt(field, "grain tables %d and %d are both at byte %d", j, i, off)
+		}
+		seen[off] = i
 	}
 	g.cache = map[int64][]uint64{}
 	return nil
