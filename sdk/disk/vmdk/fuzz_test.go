@@ -2,74 +2,23 @@ package vmdk
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"path/filepath"
 	"testing"
-)
 
-// hostedBytes is a small monolithicSparse file: capacity sectors, 4 KiB
-// grains, 512-entry tables, its descriptor inside, with l's grains (nil:
-// a zero grain).
-func hostedBytes(capacity int64, l layer) []byte {
-	le := binary.LittleEndian
-	const grainSectors, perGT = 8, 512
-	cover := int64(grainSectors * perGT)
-	nGD := (capacity + cover - 1) / cover
-	gdOff := int64(2)
-	next := gdOff + (nGD*4+sectorSize-1)/sectorSize
-	gts := map[int64]int64{}
-	for _, g := range l.sortedGrains() {
-		if _, ok := gts[g/perGT]; !ok {
-			gts[g/perGT] = next
-			next += perGT * 4 / sectorSize
-		}
-	}
-	place := map[int64]int64{}
-	for _, g := range l.sortedGrains() {
-		if l.grains[g] != nil {
-			place[g] = next
-			next += grainSectors
-		}
-	}
-	b := make([]byte, next*sectorSize)
-	copy(b, hostedMagic)
-	le.PutUint32(b[4:], 1)
-	le.PutUint32(b[8:], 1|flagZeroGrain)
-	le.PutUint64(b[12:], uint64(capacity))
-	le.PutUint64(b[20:], grainSectors)
-	le.PutUint64(b[28:], 1)
-	le.PutUint64(b[36:], 1)
-	le.PutUint32(b[44:], perGT)
-	le.PutUint64(b[56:], uint64(gdOff))
-	le.PutUint64(b[64:], uint64(next))
-	copy(b[73:], "\n \r\n")
-	desc := descriptorText(0x42, NoParent, "monolithicSparse", "", fmt.Sprintf(`RW %d SPARSE "self.vmdk"`, capacity))
-	copy(b[sectorSize:2*sectorSize], desc[:min(len(desc), sectorSize)])
-	for ti, at := range gts {
-		le.PutUint32(b[gdOff*sectorSize+ti*4:], uint32(at))
-	}
-	for _, g := range l.sortedGrains() {
-		v := uint32(1)
-		if l.grains[g] != nil {
-			v = uint32(place[g])
-			copy(b[place[g]*sectorSize:][:grainSectors*sectorSize], l.grains[g])
-		}
-		le.PutUint32(b[gts[g/perGT]*sectorSize+(g%perGT)*4:], v)
-	}
-	return b
-}
+	"github.com/ferry-dr/ferry/sdk/disk/vmdk/vmdktest"
+)
 
 // The hand-made hosted file the fuzz seeds use is one qemu-img reads as
 // meant.
 func TestHostedWriter(t *testing.T) {
 	const capacity = 2048 + 24
 	l := grains(11, 4096, []int64{0, 2, 258}, []int64{1})
-	b := hostedBytes(capacity, l)
+	b := vmdktest.Hosted(capacity, l)
 	p := filepath.Join(t.TempDir(), "self.vmdk")
 	writeFile(t, p, b[:len(b):len(b)])
 	want := make([]byte, capacity*sectorSize)
-	l.apply(want, 4096)
+	l.Apply(want, 4096)
 	d := judge(t, p, want)
 	checkAllocated(t, d, 1, extentsOf(capacity*sectorSize, 4096, l))
 }
@@ -100,8 +49,8 @@ func exercise(m mapper, size int64) {
 func fuzzSectors(capacity int64) int64 { return min(capacity, 1<<22) }
 
 func FuzzDescriptor(f *testing.F) {
-	f.Add(descriptorText(1, NoParent, "vmfs", "", `RW 2048 VMFS "vm-flat.vmdk"`))
-	f.Add(descriptorText(2, 1, "seSparse", "vm.vmdk", `RW 2048 SESPARSE "vm-000001-sesparse.vmdk"`))
+	f.Add(vmdktest.Descriptor(1, NoParent, "vmfs", "", `RW 2048 VMFS "vm-flat.vmdk"`))
+	f.Add(vmdktest.Descriptor(2, 1, "seSparse", "vm.vmdk", `RW 2048 SESPARSE "vm-000001-sesparse.vmdk"`))
 	f.Add([]byte("version=1\r\nCID=fffffffe\r\ncreateType=\"twoGbMaxExtentFlat\"\r\nRW 100 FLAT \"a\" 7\r\nRDONLY 5 FLAT \"b\" 0\r\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := ParseDescriptor(b)
@@ -117,8 +66,8 @@ func FuzzDescriptor(f *testing.F) {
 }
 
 func FuzzCOWD(f *testing.F) {
-	f.Add(cowdBytes(1<<20, 1, grains(1, 512, []int64{0, 7, 2047}, nil), "vm.vmdk"))
-	f.Add(cowdBytes(3<<20, 8, grains(2, 4096, []int64{1, 600}, nil), ""))
+	f.Add(vmdktest.COWD(1<<20, 1, grains(1, 512, []int64{0, 7, 2047}, nil), "vm.vmdk"))
+	f.Add(vmdktest.COWD(3<<20, 8, grains(2, 4096, []int64{1, 600}, nil), ""))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := parseCOWDHeader(b)
 		if err != nil || h.sectors == 0 {
@@ -134,9 +83,9 @@ func FuzzCOWD(f *testing.F) {
 
 func FuzzSESparse(f *testing.F) {
 	l := grains(3, 4096, []int64{0, 5, 255}, []int64{3})
-	l.unmapped = []int64{4}
-	f.Add(seSparseBytes(1<<20, l, 0, false))
-	f.Add(seSparseBytes(1<<20, layer{}, 0, true))
+	l.Unmapped = []int64{4}
+	f.Add(vmdktest.SESparse(1<<20, l, 0, false))
+	f.Add(vmdktest.SESparse(1<<20, vmdktest.Layer{}, 0, true))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := parseSEHeader(b)
 		if err != nil || h.capacity == 0 {
@@ -151,7 +100,7 @@ func FuzzSESparse(f *testing.F) {
 }
 
 func FuzzHosted(f *testing.F) {
-	f.Add(hostedBytes(2048+24, grains(4, 4096, []int64{0, 2, 258}, []int64{1})))
+	f.Add(vmdktest.Hosted(2048+24, grains(4, 4096, []int64{0, 2, 258}, []int64{1})))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := bytes.NewReader(b)
 		readDescriptor(r, int64(len(b)))

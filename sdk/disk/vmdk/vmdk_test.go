@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/ferry-dr/ferry/sdk/disk/vmdk/vmdktest"
 )
 
 func randomBytes(seed uint64, n int64) []byte {
@@ -22,15 +24,15 @@ func randomBytes(seed uint64, n int64) []byte {
 	return b
 }
 
-// grains is a layer with data grains gs (of size bytes each) and zero
+// grains is a vmdktest.Layer with data grains gs (of size bytes each) and zero
 // grains zs.
-func grains(seed uint64, size int64, gs, zs []int64) layer {
-	l := layer{grains: map[int64][]byte{}}
+func grains(seed uint64, size int64, gs, zs []int64) vmdktest.Layer {
+	l := vmdktest.Layer{Grains: map[int64][]byte{}}
 	for i, g := range gs {
-		l.grains[g] = randomBytes(seed*1000+uint64(i), size)
+		l.Grains[g] = randomBytes(seed*1000+uint64(i), size)
 	}
 	for _, g := range zs {
-		l.grains[g] = nil
+		l.Grains[g] = nil
 	}
 	return l
 }
@@ -104,13 +106,13 @@ func firstDiff(a, b []byte) int {
 }
 
 // extentsOf lists the grains as coalesced extents, clipped to size.
-func extentsOf(size, grain int64, ls ...layer) []Extent {
+func extentsOf(size, grain int64, ls ...vmdktest.Layer) []Extent {
 	set := map[int64]bool{}
 	for _, l := range ls {
-		for g := range l.grains {
+		for g := range l.Grains {
 			set[g] = true
 		}
-		for _, g := range l.unmapped {
+		for _, g := range l.Unmapped {
 			set[g] = true
 		}
 	}
@@ -159,17 +161,17 @@ func TestCOWDChain(t *testing.T) {
 	dir := t.TempDir()
 	const size = 21<<20 + 7*512
 	base := randomBytes(1, size)
-	writeFlat(t, dir, "vm", base, 0x1111)
+	must(t)(vmdktest.WriteFlat(dir, "vm", base, 0x1111))
 	// 512-byte grains: a table covers 2 MiB.
 	l1 := grains(2, 512, []int64{0, 1, 2, 5, 4095, 4096, 4097, 9000, size/512 - 1}, nil)
-	writeCOWD(t, dir, "vm-000001", "vm.vmdk", 0x1111, 0x2222, size, 1, l1)
+	must(t)(vmdktest.WriteCOWD(dir, "vm-000001", "vm.vmdk", 0x1111, 0x2222, size, 1, l1))
 	// 4 KiB grains: a table covers 16 MiB.
 	l2 := grains(3, 4096, []int64{1, 2, 3, 700, 4096, size/4096 - 1}, nil)
-	top := writeCOWD(t, dir, "vm-000002", "vm-000001.vmdk", 0x2222, 0x3333, size, 8, l2)
+	top := must(t)(vmdktest.WriteCOWD(dir, "vm-000002", "vm-000001.vmdk", 0x2222, 0x3333, size, 8, l2))
 
 	want := bytes.Clone(base)
-	l1.apply(want, 512)
-	l2.apply(want, 4096)
+	l1.Apply(want, 512)
+	l2.Apply(want, 4096)
 	d := judge(t, top, want)
 	checkAllocated(t, d, 1, extentsOf(size, 4096, l2))
 	checkAllocated(t, d, 2, merge(extentsOf(size, 4096, l2), extentsOf(size, 512, l1)))
@@ -208,16 +210,16 @@ func TestSESparseChain(t *testing.T) {
 	dir := t.TempDir()
 	const size = 20<<20 + 4096*3
 	base := randomBytes(4, size)
-	writeFlat(t, dir, "vm", base, 0xaaaa0001)
+	must(t)(vmdktest.WriteFlat(dir, "vm", base, 0xaaaa0001))
 	l1 := grains(5, 4096, []int64{0, 3, 4, 5, 4095, 4096, size/4096 - 1}, []int64{10, 11, 4100})
-	l1.unmapped = []int64{20, 4200}
-	writeSESparse(t, dir, "vm-000001", "vm.vmdk", 0xaaaa0001, 0xbbbb0002, size, l1, 4096+7)
+	l1.Unmapped = []int64{20, 4200}
+	must(t)(vmdktest.WriteSESparse(dir, "vm-000001", "vm.vmdk", 0xaaaa0001, 0xbbbb0002, size, l1, 4096+7))
 	l2 := grains(6, 4096, []int64{4, 6, 10, 21}, []int64{0, 4096})
-	top := writeSESparse(t, dir, "vm-000002", "vm-000001.vmdk", 0xbbbb0002, 0xcccc0003, size, l2, 0)
+	top := must(t)(vmdktest.WriteSESparse(dir, "vm-000002", "vm-000001.vmdk", 0xbbbb0002, 0xcccc0003, size, l2, 0))
 
 	want := bytes.Clone(base)
-	l1.apply(want, 4096)
-	l2.apply(want, 4096)
+	l1.Apply(want, 4096)
+	l2.Apply(want, 4096)
 	d := judge(t, top, want)
 	checkAllocated(t, d, 1, extentsOf(size, 4096, l2))
 	checkAllocated(t, d, 2, extentsOf(size, 4096, l1, l2))
@@ -229,13 +231,13 @@ func TestSESparseChain(t *testing.T) {
 func TestGrownDisk(t *testing.T) {
 	dir := t.TempDir()
 	base := randomBytes(7, 1<<20)
-	writeFlat(t, dir, "vm", base, 1)
+	must(t)(vmdktest.WriteFlat(dir, "vm", base, 1))
 	const size = 3 << 20
 	l := grains(8, 4096, []int64{1, 300, 700}, nil)
-	top := writeCOWD(t, dir, "vm-000001", "vm.vmdk", 1, 2, size, 8, l)
+	top := must(t)(vmdktest.WriteCOWD(dir, "vm-000001", "vm.vmdk", 1, 2, size, 8, l))
 	want := make([]byte, size)
 	copy(want, base)
-	l.apply(want, 4096)
+	l.Apply(want, 4096)
 	judge(t, top, want)
 }
 
@@ -283,8 +285,8 @@ func TestQemuSparseChain(t *testing.T) {
 
 func TestParentCIDMismatch(t *testing.T) {
 	dir := t.TempDir()
-	writeFlat(t, dir, "vm", make([]byte, 1<<20), 0x1234)
-	top := writeCOWD(t, dir, "vm-000001", "vm.vmdk", 0x9999, 2, 1<<20, 1, layer{})
+	must(t)(vmdktest.WriteFlat(dir, "vm", make([]byte, 1<<20), 0x1234))
+	top := must(t)(vmdktest.WriteCOWD(dir, "vm-000001", "vm.vmdk", 0x9999, 2, 1<<20, 1, vmdktest.Layer{}))
 	_, err := Open(top)
 	if !errors.Is(err, ErrParentMismatch) || !strings.Contains(err.Error(), "vm-000001.vmdk") || !strings.Contains(err.Error(), filepath.Join(dir, "vm.vmdk")) {
 		t.Fatalf("Open = %v, want ErrParentMismatch naming both files", err)
@@ -293,14 +295,14 @@ func TestParentCIDMismatch(t *testing.T) {
 
 func TestBrokenChain(t *testing.T) {
 	dir := t.TempDir()
-	top := writeCOWD(t, dir, "vm-000001", "gone.vmdk", 1, 2, 1<<20, 1, layer{})
+	top := must(t)(vmdktest.WriteCOWD(dir, "vm-000001", "gone.vmdk", 1, 2, 1<<20, 1, vmdktest.Layer{}))
 	_, err := Open(top)
 	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "gone.vmdk") {
 		t.Fatalf("Open = %v, want ErrNotFound naming gone.vmdk", err)
 	}
 	// An extent file that is gone.
-	writeFlat(t, dir, "vm", make([]byte, 1<<20), 1)
-	top = writeCOWD(t, dir, "vm-000002", "vm.vmdk", 1, 2, 1<<20, 1, layer{})
+	must(t)(vmdktest.WriteFlat(dir, "vm", make([]byte, 1<<20), 1))
+	top = must(t)(vmdktest.WriteCOWD(dir, "vm-000002", "vm.vmdk", 1, 2, 1<<20, 1, vmdktest.Layer{}))
 	os.Remove(filepath.Join(dir, "vm-000002-delta.vmdk"))
 	_, err = Open(top)
 	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "vm-000002-delta.vmdk") {
@@ -310,8 +312,8 @@ func TestBrokenChain(t *testing.T) {
 
 func TestChainLoops(t *testing.T) {
 	dir := t.TempDir()
-	writeCOWD(t, dir, "a", "b.vmdk", 1, 1, 1<<20, 1, layer{})
-	top := writeCOWD(t, dir, "b", "a.vmdk", 1, 1, 1<<20, 1, layer{})
+	must(t)(vmdktest.WriteCOWD(dir, "a", "b.vmdk", 1, 1, 1<<20, 1, vmdktest.Layer{}))
+	top := must(t)(vmdktest.WriteCOWD(dir, "b", "a.vmdk", 1, 1, 1<<20, 1, vmdktest.Layer{}))
 	_, err := Open(top)
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "loops") {
 		t.Fatalf("Open = %v, want a loop refused", err)
@@ -320,9 +322,9 @@ func TestChainLoops(t *testing.T) {
 
 func TestSESparseDirty(t *testing.T) {
 	dir := t.TempDir()
-	writeFlat(t, dir, "vm", make([]byte, 1<<20), 1)
-	top := writeSESparse(t, dir, "vm-000001", "vm.vmdk", 1, 2, 1<<20, layer{}, 0)
-	writeFile(t, filepath.Join(dir, "vm-000001-sesparse.vmdk"), seSparseBytes(1<<20, layer{}, 0, true))
+	must(t)(vmdktest.WriteFlat(dir, "vm", make([]byte, 1<<20), 1))
+	top := must(t)(vmdktest.WriteSESparse(dir, "vm-000001", "vm.vmdk", 1, 2, 1<<20, vmdktest.Layer{}, 0))
+	writeFile(t, filepath.Join(dir, "vm-000001-sesparse.vmdk"), vmdktest.SESparse(1<<20, vmdktest.Layer{}, 0, true))
 	_, err := Open(top)
 	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "journal") {
 		t.Fatalf("Open = %v, want a journal to replay refused", err)
@@ -339,7 +341,7 @@ func TestFIFO(t *testing.T) {
 		t.Fatalf("Open(FIFO) = %v, want ErrUnsupported", err)
 	}
 	p := filepath.Join(dir, "vm.vmdk")
-	writeFile(t, p, descriptorText(1, NoParent, "vmfs", "", `RW 2048 VMFS "fifo.vmdk"`))
+	writeFile(t, p, vmdktest.Descriptor(1, NoParent, "vmfs", "", `RW 2048 VMFS "fifo.vmdk"`))
 	if _, err := Open(p); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("Open(extent FIFO) = %v, want ErrUnsupported", err)
 	}
@@ -349,9 +351,9 @@ func TestFIFO(t *testing.T) {
 // allocation.
 func TestHostile(t *testing.T) {
 	dir := t.TempDir()
-	writeFlat(t, dir, "vm", make([]byte, 1<<20), 1)
+	must(t)(vmdktest.WriteFlat(dir, "vm", make([]byte, 1<<20), 1))
 	l := grains(9, 512, []int64{3}, nil)
-	good := cowdBytes(1<<20, 1, l, "vm.vmdk")
+	good := vmdktest.COWD(1<<20, 1, l, "vm.vmdk")
 	cases := map[string]func(b []byte) []byte{
 		"grain directory past the end": func(b []byte) []byte { putU32(b, 20, 1<<30); return b },
 		"huge grain directory":         func(b []byte) []byte { putU32(b, 24, 0xffffffff); return b },
@@ -362,7 +364,7 @@ func TestHostile(t *testing.T) {
 	}
 	for name, mod := range cases {
 		t.Run(name, func(t *testing.T) {
-			top := writeCOWD(t, dir, "x", "vm.vmdk", 1, 2, 1<<20, 1, l)
+			top := must(t)(vmdktest.WriteCOWD(dir, "x", "vm.vmdk", 1, 2, 1<<20, 1, l))
 			writeFile(t, filepath.Join(dir, "x-delta.vmdk"), mod(bytes.Clone(good)))
 			d, err := Open(top)
 			if err == nil {
@@ -375,14 +377,32 @@ func TestHostile(t *testing.T) {
 		})
 	}
 	absurd := filepath.Join(dir, "absurd.vmdk")
-	writeFile(t, absurd, descriptorText(1, NoParent, "vmfs", "", `RW 99999999999999999 VMFS "vm-flat.vmdk"`))
+	writeFile(t, absurd, vmdktest.Descriptor(1, NoParent, "vmfs", "", `RW 99999999999999999 VMFS "vm-flat.vmdk"`))
 	if _, err := Open(absurd); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("absurd size: %v, want ErrCorrupt", err)
 	}
 	outside := filepath.Join(dir, "outside.vmdk")
-	writeFile(t, outside, descriptorText(1, NoParent, "vmfs", "", `RW 2048 VMFS "../../etc/passwd"`))
+	writeFile(t, outside, vmdktest.Descriptor(1, NoParent, "vmfs", "", `RW 2048 VMFS "../../etc/passwd"`))
 	if _, err := Open(outside); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("extent outside the folder: %v, want ErrUnsupported", err)
+	}
+}
+
+// must fails the test on a writer's error and returns the path it wrote.
+func must(t *testing.T) func(string, error) string {
+	return func(p string, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+}
+
+func writeFile(t testing.TB, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
