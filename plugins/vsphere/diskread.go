@@ -22,9 +22,11 @@ import (
 // this plugin runs in, read as a block device, also offered as a local
 // path) when the proxy can, else network (ranged GETs on the datastore
 // HTTP interface). A snapshot disk that is a delta (the VM has snapshots of
-// its own) is read with HotAdd only, which presents the whole chain as one
-// disk. Disks that runs now gone left attached to the proxy are detached
-// first.
+// its own) is read with HotAdd, which presents the whole chain as one
+// disk, or, when HotAdd cannot be used (or transport is "direct"), through
+// the datastore mount, the plugin reading the chain's files itself
+// (sdk/disk/vmdk); never over the network. Disks that runs now gone left
+// attached to the proxy are detached first.
 func (s *Source) OpenSnapshotDisk(ctx context.Context, key, id string, disk int) (sdk.DiskReader, error) {
 	vm, _, d, err := s.snapshotDisk(ctx, key, id, disk)
 	if err != nil {
@@ -46,14 +48,28 @@ func (s *Source) OpenSnapshotDisk(ctx context.Context, key, id string, disk int)
 		}
 		return noted(r, TransportHotAdd, `the configuration sets transport = "hotadd"`), nil
 	case s.transport == TransportAuto && delta:
-		r, why, err := s.hot.open(ctx, vm, id, disk, d, log, deltaWhy+": only HotAdd presents the whole chain as one disk")
+		r, why, err := s.hot.open(ctx, vm, id, disk, d, log, deltaWhy+": HotAdd presents the whole chain as one disk")
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		if why != "" {
-			return nil, fmt.Errorf("%s: %s; reading a delta chain needs HotAdd (or VDDK), and HotAdd cannot be used: %s: %w", name, deltaWhy, why, errdefs.ErrUnimplemented)
+		if why == "" {
+			return noted(r, TransportHotAdd, deltaWhy+": HotAdd presents the whole chain as one disk"), nil
 		}
-		return noted(r, TransportHotAdd, deltaWhy+": only HotAdd presents the whole chain as one disk"), nil
+		cr, err := s.openDeltaChain(d, capacity)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s; HotAdd cannot be used (%s), and the chain cannot be read through the datastore mount: %w", name, deltaWhy, why, err)
+		}
+		why = deltaWhy + "; HotAdd cannot be used (" + why + "): the plugin reads the chain through the datastore mount"
+		log.Info("disk transport: direct storage access through the plugin (delta chain)", "path", cr.path, "why", why)
+		return noted(cr, TransportDirect, why), nil
+	case s.transport == TransportDirect && delta:
+		cr, err := s.openDeltaChain(d, capacity)
+		if err != nil {
+			return nil, fmt.Errorf("%s: transport is direct and %s, which cannot be read through the datastore mount: %w", name, deltaWhy, err)
+		}
+		why := deltaWhy + ": the plugin reads the chain through the datastore mount"
+		log.Info("disk transport: direct storage access through the plugin (delta chain)", "path", cr.path, "why", why)
+		return noted(cr, TransportDirect, why), nil
 	}
 
 	file, err := snapshotBacking(d)
@@ -132,17 +148,24 @@ func noted(r sdk.DiskReader, mode, why string) sdk.DiskReader {
 	return r
 }
 
+// openDeltaChain reads a snapshot's delta disk through the datastore
+// mount (chainread.go): a snapshot's chain is frozen, ESXi writes above it.
+func (s *Source) openDeltaChain(d *types.VirtualDisk, capacity int64) (*chainReader, error) {
+	files, _ := diskChain(d)
+	return s.c.openChain(files, capacity)
+}
+
 // snapshotBacking is the file a snapshot's disk reads from directly or
 // over the network. A snapshot of a VM without other snapshots points at
-// the flat base disk; one with a parent chain is a delta disk, which only
-// HotAdd reads.
+// the flat base disk; one with a parent chain is a delta disk, which HotAdd
+// or the datastore mount reads (never the network).
 func snapshotBacking(d *types.VirtualDisk) (string, error) {
 	b, ok := d.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
 	if !ok {
 		return "", fmt.Errorf("a %T disk is read only with HotAdd (transport \"auto\" or \"hotadd\"): %w", d.Backing, errdefs.ErrUnimplemented)
 	}
 	if b.Parent != nil {
-		return "", fmt.Errorf("the snapshot's disk %s is a delta of %s (the VM has other snapshots): only HotAdd reads delta chains (transport \"auto\" or \"hotadd\"): %w",
+		return "", fmt.Errorf("the snapshot's disk %s is a delta of %s (the VM has other snapshots): delta chains are read with HotAdd or through the datastore mount, not over the network (transport \"auto\", \"hotadd\" or \"direct\"): %w",
 			b.FileName, b.Parent.FileName, errdefs.ErrUnimplemented)
 	}
 	return b.FileName, nil

@@ -30,9 +30,21 @@ import (
 //     caller's mark) and it, removes it, and returns its change id as the
 //     next mark. A write that lands while the call runs is in the mark or
 //     after it.
+//   - OpenFailedOverDisk reads a disk that runs on a delta (every
+//     failed-over replica on ESXi: the guest writes above the base
+//     snapshot) as of a read snapshot (failbackRead) it takes, through the
+//     datastore mount (sdk/disk/vmdk reads the vmfsSparse or seSparse
+//     chain), and removes it at the reader's Close: the delta a VM runs on
+//     is open for writing, and seSparse keeps metadata in its journal until
+//     the file is closed. The engine asks every disk's changes (a mark
+//     each) before it opens any, so a read snapshot is never older than
+//     its disk's mark: a block written between the two is read newer and
+//     sent again at the next sync, whose changes start at the mark.
 //
-// A mark a killed call left is removed by the next call; undo and commit
-// remove the base and any mark. A replica whose failover recorded no
+// A mark or read snapshot a killed call left is removed by the next
+// FailedOverChanges; undo and commit remove the base and any mark or read
+// snapshot (not those of readers open in this process). A replica whose
+// failover recorded no
 // change id (tracking refused, a replica written through HotAdd, a
 // failover by an older plugin) answers errdefs.ErrChangeIDReset: the host
 // compares digests.
@@ -44,6 +56,7 @@ var _ sdk.FailbackReader = (*Target)(nil)
 const (
 	failbackBase = "ferry-failback-base"
 	failbackMark = "ferry-failback-mark"
+	failbackRead = "ferry-failback-read"
 )
 
 // startFailbackTracking switches changed block tracking on for replica r
@@ -54,7 +67,7 @@ func (t *Target) startFailbackTracking(ctx context.Context, r *replica) (map[int
 	if r.hotadd {
 		return nil, nil // failback does not read such replicas (OpenFailedOverDisk)
 	}
-	if err := t.removeSnapshotsNamed(ctx, r, failbackBase, failbackMark); err != nil {
+	if err := t.removeSnapshotsNamed(ctx, r, failbackBase, failbackMark, failbackRead); err != nil {
 		return nil, err
 	}
 	if cfg := r.vm.Config; cfg.ChangeTrackingEnabled == nil || !*cfg.ChangeTrackingEnabled {
@@ -113,7 +126,7 @@ func (t *Target) snapshotDisks(ctx context.Context, r *replica, ref types.Manage
 // disks, and removes it, with any a killed call left. The caller holds
 // r.mu.
 func (t *Target) withMark(ctx context.Context, r *replica, fn func(snap types.ManagedObjectReference, disks []*types.VirtualDisk) error) error {
-	if err := t.removeSnapshotsNamed(ctx, r, failbackMark); err != nil {
+	if err := t.removeSnapshotsNamed(ctx, r, failbackMark, failbackRead); err != nil {
 		return err
 	}
 	ref, disks, err := t.snapshotFor(ctx, r, failbackMark, "ferry failback: marks the replica's change ids; ferry removes it at once")
@@ -136,14 +149,15 @@ func (t *Target) withMark(ctx context.Context, r *replica, fn func(snap types.Ma
 	return fn(ref, disks)
 }
 
-// removeSnapshotsNamed removes r's snapshots of those names.
+// removeSnapshotsNamed removes r's snapshots of those names, but for the
+// read snapshots of readers open in this process. The caller holds r.mu.
 func (t *Target) removeSnapshotsNamed(ctx context.Context, r *replica, names ...string) error {
 	if r.vm.Snapshot == nil {
 		return nil
 	}
 	removed := false
 	for _, n := range flattenSnapshots(r.vm.Snapshot.RootSnapshotList) {
-		if !slices.Contains(names, n.Name) {
+		if !slices.Contains(names, n.Name) || r.reading[n.Snapshot.Value] {
 			continue
 		}
 		if err := t.c.removeSnapshot(ctx, r.vm.Name, n.Snapshot.Value); err != nil {
@@ -268,11 +282,12 @@ func (t *Target) FailedOverChanges(ctx context.Context, req sdk.FailedOverChange
 	return mark, nil
 }
 
-// OpenFailedOverDisk implements sdk.FailbackReader: the running replica's
-// disk as it is now, read from its flat file through the datastore mount.
-// On vSphere a VM reverted to a snapshot writes into a delta disk, which
-// this version reads neither directly nor through HotAdd: such a disk is
-// refused rather than read stale.
+// OpenFailedOverDisk implements sdk.FailbackReader: the failed-over
+// replica's disk. A disk on a delta chain (on ESXi, every failed-over
+// replica: its guest writes above the base snapshot) is read as of a
+// snapshot taken now and removed at the reader's Close, through the
+// datastore mount; a disk on its flat file alone (the simulator's) is read
+// from that file as it is.
 func (t *Target) OpenFailedOverDisk(ctx context.Context, key string, disk int) (sdk.DiskReader, error) {
 	r, unlock, err := t.lockFailedOver(ctx, key)
 	if err != nil {
@@ -287,14 +302,68 @@ func (t *Target) OpenFailedOverDisk(ctx context.Context, key string, disk int) (
 			disk, r.vm.Name, errdefs.ErrUnimplemented)
 	}
 	d := r.disks[disk]
-	if b, ok := d.dev.Backing.(*types.VirtualDiskFlatVer2BackingInfo); !ok || b.Parent != nil {
-		return nil, fmt.Errorf("disk %d of failed-over replica %q runs on a delta disk, which this version cannot read: %w", disk, r.vm.Name, errdefs.ErrUnimplemented)
+	if _, delta := diskChain(d.dev); delta {
+		return t.openFrozen(ctx, r, disk)
 	}
 	fr, err := openFileReader(d.file, d.capacity)
 	if err != nil {
 		return nil, fmt.Errorf("disk %d of failed-over replica %q: %w", disk, r.vm.Name, err)
 	}
 	return fr, nil
+}
+
+// openFrozen reads disk d of r, which runs on a delta, as of a read
+// snapshot held until the reader is closed: the snapshot's disk is a chain
+// ESXi no longer writes. The caller holds r.mu.
+func (t *Target) openFrozen(ctx context.Context, r *replica, d int) (sdk.DiskReader, error) {
+	ref, disks, err := t.snapshotFor(ctx, r, failbackRead, "ferry failback: holds the replica's disks still while ferry reads them; ferry removes it when the read ends")
+	remove := func() {
+		// A fresh context: the caller's may be what ended the call.
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := t.c.removeSnapshot(cctx, r.vm.Name, ref.Value); err != nil {
+			t.log.Warn("remove the failback read snapshot; the next failback call removes it", "replica", r.vm.Name, "error", err)
+		}
+		if err := t.refresh(cctx, r); err != nil {
+			t.log.Warn("refresh replica", "replica", r.vm.Name, "error", err)
+		}
+	}
+	if err == nil && d >= len(disks) {
+		err = fmt.Errorf("replica %q: the read snapshot has %d disks, no disk %d: %w", r.vm.Name, len(disks), d, errdefs.ErrNotFound)
+	}
+	var cr *chainReader
+	if err == nil {
+		files, _ := diskChain(disks[d])
+		if cr, err = t.c.openChain(files, r.disks[d].capacity); err != nil {
+			err = fmt.Errorf("disk %d of failed-over replica %q: %w", d, r.vm.Name, err)
+		}
+	}
+	var done func()
+	if err == nil {
+		done, err = r.use() // the reader keeps the replica's lock
+		if err != nil {
+			cr.d.Close()
+		}
+	}
+	if err != nil {
+		if ref.Value != "" {
+			remove()
+		}
+		return nil, err
+	}
+	if r.reading == nil {
+		r.reading = map[string]bool{}
+	}
+	r.reading[ref.Value] = true
+	cr.release = func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		delete(r.reading, ref.Value)
+		remove()
+		done()
+	}
+	t.log.Info("failback reads a frozen delta chain", "replica", r.vm.Name, "disk", d, "snapshot", ref.Value, "top", cr.path)
+	return cr, nil
 }
 
 // SetReplicaPower implements sdk.FailbackReader: powers the failed-over

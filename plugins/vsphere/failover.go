@@ -387,7 +387,7 @@ func (t *Target) undo(ctx context.Context, r *replica) error {
 	if err := t.discardGuestWrites(ctx, r); err != nil {
 		return err
 	}
-	if err := t.removeSnapshotsNamed(ctx, r, failbackMark); err != nil {
+	if err := t.removeSnapshotsNamed(ctx, r, failbackMark, failbackRead); err != nil {
 		return err
 	}
 	if fo.SnapshotBefore != "" && r.vm.Snapshot != nil && findSnapshot(r.vm.Snapshot.RootSnapshotList, fo.SnapshotBefore) != nil {
@@ -480,7 +480,7 @@ func (t *Target) CommitFailover(ctx context.Context, key string) (*sdk.Replica, 
 		return nil, fmt.Errorf("replica %q: %w", r.vm.Name, err)
 	}
 	r.state = &st
-	if err := t.removeSnapshotsNamed(ctx, r, failbackMark, failbackBase); err != nil {
+	if err := t.removeSnapshotsNamed(ctx, r, failbackMark, failbackRead, failbackBase); err != nil {
 		return nil, err
 	}
 	for _, p := range parsePoints(r.vm) {

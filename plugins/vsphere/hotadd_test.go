@@ -403,8 +403,11 @@ func TestHotAddDeviceNeverAppears(t *testing.T) {
 
 // TestHotAddReadsDeltaChains: a VM with a snapshot of its own has delta
 // disks in ferry's snapshot; auto picks HotAdd for them (even with the
-// datastore mapped), which reads the whole chain; direct refuses; with no
-// proxy the error says both why.
+// datastore mapped), which reads the whole chain. The simulator's deltas
+// are whole copies whose descriptors name no parent: direct reads of the
+// chain through the mount refuse them (the descriptors' chain is not
+// vSphere's), and with no proxy the error says both why.
+// TestSourceReadsDeltaChain reads real chains.
 func TestHotAddReadsDeltaChains(t *testing.T) {
 	t.Parallel()
 	s := vcsimtest.Start(t, vcsimtest.Options{Name: "prod", DeltaChains: true})
@@ -438,19 +441,19 @@ func TestHotAddReadsDeltaChains(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if l := logs.String(); !strings.Contains(l, "disk transport: hotadd") || !strings.Contains(l, "is a delta of") || !strings.Contains(l, "only HotAdd presents the whole chain") {
+	if l := logs.String(); !strings.Contains(l, "disk transport: hotadd") || !strings.Contains(l, "is a delta of") || !strings.Contains(l, "HotAdd presents the whole chain") {
 		t.Errorf("the log does not say why HotAdd:\n%s", l)
 	}
 	noneAttached(t, s, p)
 
 	direct := hotaddSource(t, s, true, map[string]cty.Value{"transport": cty.StringVal(TransportDirect)}, "", time.Second, nil)
-	if _, err := direct.OpenSnapshotDisk(t.Context(), "app", snap.ID, 0); !errors.Is(err, errdefs.ErrUnimplemented) || !strings.Contains(err.Error(), "only HotAdd reads delta chains") {
-		t.Errorf("direct on a delta: %v, want ErrUnimplemented pointing at HotAdd", err)
+	if _, err := direct.OpenSnapshotDisk(t.Context(), "app", snap.ID, 0); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "the descriptors name a chain of 1 files") {
+		t.Errorf("direct on a simulated delta: %v, want ErrFailedPrecondition: the descriptors' chain is not vSphere's", err)
 	}
 	noProxy := hotaddSource(t, s, true, nil, "", time.Second, nil)
 	_, err = noProxy.OpenSnapshotDisk(t.Context(), "app", snap.ID, 0)
-	if !errors.Is(err, errdefs.ErrUnimplemented) || !strings.Contains(err.Error(), "delta") || !strings.Contains(err.Error(), "BIOS UUID cannot be read") {
-		t.Errorf("auto on a delta without a proxy: %v, want ErrUnimplemented with both reasons", err)
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "delta") || !strings.Contains(err.Error(), "BIOS UUID cannot be read") || !strings.Contains(err.Error(), "the descriptors name") {
+		t.Errorf("auto on a delta without a proxy: %v, want ErrFailedPrecondition with both reasons", err)
 	}
 }
 

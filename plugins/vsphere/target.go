@@ -85,6 +85,9 @@ type replica struct {
 	users    int      // calls, writers and readers using the replica (replicalock.go)
 	lockF    *os.File // the replica's lock, held while users > 0
 	lockWait time.Duration
+	// reading holds the failback read snapshots of the readers open in
+	// this process (snapshot moref values): sweeps leave them alone.
+	reading  map[string]bool
 	attMu    sync.Mutex // guards attached
 	attached map[attachKey]*attachedDisk
 	dir      string             // <vm folder>/ferry, local; or under state_dir

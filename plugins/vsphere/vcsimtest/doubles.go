@@ -81,6 +81,7 @@ type doubles struct {
 	disks   map[diskID]*track            // per VM disk
 	snaps   map[string]map[int32]snapped // snapshot moref -> device key -> state
 	frozen  map[string][]string          // snapshot moref -> local files to delete with it
+	deltas  map[string][]deltaChild      // snapshot moref -> deltas it put its VM's disks on (delta.go)
 	vmSnaps map[string][]string          // VM moref -> its snapshots, oldest first
 	proxies map[string]*proxyState       // VM moref of a proxy -> its fake udev
 	contend map[string]int               // VM moref -> reconfigures still to refuse
@@ -115,7 +116,7 @@ type snapped struct {
 }
 
 func newDoubles(s *Site, window int64) *doubles {
-	return &doubles{ExtensibleManagedObject: mo.ExtensibleManagedObject{Self: doublesRef}, site: s, window: window, disks: map[diskID]*track{}, snaps: map[string]map[int32]snapped{}, frozen: map[string][]string{},
+	return &doubles{ExtensibleManagedObject: mo.ExtensibleManagedObject{Self: doublesRef}, site: s, window: window, disks: map[diskID]*track{}, snaps: map[string]map[int32]snapped{}, frozen: map[string][]string{}, deltas: map[string][]deltaChild{},
 		vmSnaps: map[string][]string{}, proxies: map[string]*proxyState{}, contend: map[string]int{}}
 }
 
@@ -133,6 +134,7 @@ func (d *doubles) handle(ctx *simulator.Context, m *simulator.Method) (mo.Refere
 		if snap, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachineSnapshot); ok {
 			if vm, ok := ctx.Map.Get(snap.Vm).(*simulator.VirtualMachine); ok {
 				ctx.WithLock(vm, func() {
+					d.consolidate(vm, m.This.Value)
 					vm.LayoutEx.Snapshot = nil
 					if vm.Snapshot != nil && vm.Snapshot.CurrentSnapshot != nil && *vm.Snapshot.CurrentSnapshot == m.This && isRoot(vm.Snapshot.RootSnapshotList, m.This) {
 						ctx.Update(vm, []types.PropertyChange{{Name: "snapshot.currentSnapshot", Val: nil}})
@@ -142,7 +144,15 @@ func (d *doubles) handle(ctx *simulator.Context, m *simulator.Method) (mo.Refere
 		}
 	case "RemoveAllSnapshots_Task":
 		if vm, ok := ctx.Map.Get(m.This).(*simulator.VirtualMachine); ok {
-			ctx.WithLock(vm, func() { vm.LayoutEx.Snapshot = nil })
+			ctx.WithLock(vm, func() {
+				d.mu.Lock()
+				snaps := append([]string(nil), d.vmSnaps[vm.Self.Value]...)
+				d.mu.Unlock()
+				for i := len(snaps) - 1; i >= 0; i-- {
+					d.consolidate(vm, snaps[i])
+				}
+				vm.LayoutEx.Snapshot = nil
+			})
 		}
 	case "ReconfigVM_Task":
 		if req, ok := m.Body.(*types.ReconfigVM_Task); ok && req.Spec.ChangeTrackingEnabled != nil && !*req.Spec.ChangeTrackingEnabled {
@@ -380,19 +390,30 @@ func (d *doubles) PutObject(_ *simulator.Context, obj mo.Reference) {
 		if capacity == 0 {
 			capacity = disk.CapacityInKB * 1024
 		}
-		frozenDesc, frozenFlat, err := d.freeze(b.FileName, snap.Self.Value, capacity)
-		if err != nil {
-			// The snapshot would read live data: the test must fail.
-			d.errs = append(d.errs, fmt.Errorf("freeze %s for snapshot %s: %w", b.FileName, snap.Self.Value, err))
-			continue
+		var st snapped
+		if b.Parent != nil {
+			// A disk on a delta chain (SetDiskChain): the snapshot keeps
+			// the chain, the VM goes on in a new delta (delta.go).
+			if err := d.newDelta(vm, disk.Key, b, capacity, snap.Self.Value); err != nil {
+				d.errs = append(d.errs, fmt.Errorf("a new delta above %s for snapshot %s: %w", b.FileName, snap.Self.Value, err))
+				continue
+			}
+			st = snapped{desc: b.FileName, capacity: capacity}
+		} else {
+			frozenDesc, frozenFlat, err := d.freeze(b.FileName, snap.Self.Value, capacity)
+			if err != nil {
+				// The snapshot would read live data: the test must fail.
+				d.errs = append(d.errs, fmt.Errorf("freeze %s for snapshot %s: %w", b.FileName, snap.Self.Value, err))
+				continue
+			}
+			d.frozen[snap.Self.Value] = append(d.frozen[snap.Self.Value], frozenFlat, strings.TrimSuffix(frozenFlat, "-flat.vmdk")+".vmdk")
+			b.FileName = frozenDesc
+			if p, ok := parent[disk.Key]; ok {
+				b.Parent = &types.VirtualDiskFlatVer2BackingInfo{VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: p.desc},
+					DiskMode: string(types.VirtualDiskModePersistent)}
+			}
+			st = snapped{flat: frozenFlat, desc: frozenDesc, capacity: capacity}
 		}
-		d.frozen[snap.Self.Value] = append(d.frozen[snap.Self.Value], frozenFlat, strings.TrimSuffix(frozenFlat, "-flat.vmdk")+".vmdk")
-		b.FileName = frozenDesc
-		if p, ok := parent[disk.Key]; ok {
-			b.Parent = &types.VirtualDiskFlatVer2BackingInfo{VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: p.desc},
-				DiskMode: string(types.VirtualDiskModePersistent)}
-		}
-		st := snapped{flat: frozenFlat, desc: frozenDesc, capacity: capacity}
 		tr := d.track(diskID{vm: vm.Self.Value, key: disk.Key})
 		if tracking {
 			if !tr.on || tr.epoch == "" {

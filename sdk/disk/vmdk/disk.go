@@ -68,6 +68,21 @@ const maxChain = 255
 // extent files from the descriptor's own folder only, and checks every
 // structure against its file's size before trusting it.
 func Open(path string) (*Disk, error) {
+	return OpenWith(path, Options{})
+}
+
+// Options change how Open finds a chain's files.
+type Options struct {
+	// Parent, when set, is asked first where the parent a descriptor's
+	// parentFileNameHint names is (child is the child's descriptor); it
+	// returns "" to leave it to Open's own search. A caller that knows the
+	// chain (vSphere lists a disk's files) maps ESXi's absolute paths with
+	// it.
+	Parent func(child, hint string) string
+}
+
+// OpenWith is Open with options.
+func OpenWith(path string, o Options) (*Disk, error) {
 	d := &Disk{}
 	var seen []os.FileInfo
 	cur, child := path, (*chainLink)(nil)
@@ -92,7 +107,13 @@ func Open(path string) (*Disk, error) {
 		if hint == "" {
 			return d, nil
 		}
-		if cur, err = parentPath(l.Path, hint); err != nil {
+		if o.Parent != nil {
+			cur = o.Parent(l.Path, hint)
+		}
+		if o.Parent == nil || cur == "" {
+			cur, err = parentPath(l.Path, hint)
+		}
+		if err != nil {
 			d.Close()
 			return nil, err
 		}
