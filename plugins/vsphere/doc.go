@@ -5,7 +5,8 @@
 // takes and removes snapshots (switching changed block tracking on when it
 // is off), reports changed areas with QueryChangedDiskAreas and reads
 // snapshot disks directly from the flat file on a datastore this machine
-// mounts (local_datastore_paths), through HotAdd (hotadd*.go: the disk
+// mounts (local_datastore_paths; a delta chain read by the plugin with
+// sdk/disk/vmdk, chainread.go), through HotAdd (hotadd*.go: the disk
 // attached to the proxy VM the plugin runs in and read as the block device
 // its guest shows, detached afterwards, leftovers of killed runs detached by
 // the next one) or with ranged GETs on the datastore HTTP interface
@@ -26,7 +27,8 @@
 // back around the extension (regrow.go). Failover rolls the working image back to a point, reverts to its
 // snapshot, maps NICs, re-IPs through guest customization and powers on;
 // undo and commit follow. Failback (failback_target.go reads a running
-// replica through changed block tracking between snapshots of it;
+// replica through changed block tracking between snapshots of it, and its
+// delta chain as of a read snapshot;
 // failback_source.go and failback_create.go write a production VM's flat
 // files through the mount, each block's original saved first in an undo
 // store beside its files) brings a failed-over VM home. README.md explains the formats, the transports
