@@ -170,3 +170,25 @@ func (s *Site) LocalPath(t testing.TB, file string) string {
 	}
 	return p
 }
+
+// TrackWrite tells changed block tracking that the guest of vm wrote
+// [off, off+n) of disk index (key order): a test that writes a delta
+// chain's files itself (SetDiskChain) says so here.
+func (s *Site) TrackWrite(t testing.TB, vm string, disk int, off, n int64) {
+	t.Helper()
+	v, err := s.vm(vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.lockCtx().WithLock(v, func() {
+		ds := disks(v)
+		if disk < 0 || disk >= len(ds) {
+			err = fmt.Errorf("vm %s has %d disks, no disk %d", vm, len(ds), disk)
+			return
+		}
+		s.d.logWrite(diskID{vm: v.Self.Value, key: ds[disk].Key}, off, off+n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
