@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
 
 // An Extent is a byte range of the virtual disk.
@@ -304,7 +306,7 @@ func (d *Disk) Links() []Link {
 func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	size := d.Size()
 	if off < 0 {
-		return 0, fmt.Errorf("read %q at %d: negative offset: %w", d.links[0].Path, off, ErrUnsupported)
+		return 0, fmt.Errorf("read %q at %d: negative offset: %w", d.links[0].Path, off, errdefs.ErrInvalidArgument)
 	}
 	if off >= size {
 		return 0, io.EOF
