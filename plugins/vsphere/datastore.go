@@ -162,8 +162,8 @@ const maxDescriptor = 64 << 10
 
 // flatExtent reads a disk descriptor (locally when mapped, else over HTTP)
 // and returns its one flat extent. Sparse and delta formats (the disks of
-// a VM with other snapshots, vmfsSparse, seSparse) need VDDK or HotAdd to
-// read, which this version does not have.
+// a VM with other snapshots, vmfsSparse, seSparse) are read by openChain
+// (chainread.go) through the mount, or through HotAdd.
 func (c *conn) flatExtent(ctx context.Context, desc dsPath) (dsPath, error) {
 	var data []byte
 	if f, ok := c.local(desc); ok {
@@ -191,7 +191,7 @@ func (c *conn) flatExtent(ctx context.Context, desc dsPath) (dsPath, error) {
 	switch strings.ToLower(d.Type) {
 	case "vmfs", "monolithicflat", "vmfsthin", "vmfseagerzeroedthick", "vmfspreallocated":
 	default:
-		return dsPath{}, fmt.Errorf("disk %s is of type %q: only flat disks can be read without VDDK or HotAdd (a VM with other snapshots has delta disks): %w", desc, d.Type, errdefs.ErrUnimplemented)
+		return dsPath{}, fmt.Errorf("disk %s is of type %q: only flat disks are read as one file (a delta chain is read through the datastore mount or HotAdd): %w", desc, d.Type, errdefs.ErrUnimplemented)
 	}
 	if len(d.Extent) != 1 || (d.Extent[0].Type != "VMFS" && d.Extent[0].Type != "FLAT") || d.Extent[0].Info == "" {
 		return dsPath{}, fmt.Errorf("disk %s has %d extents; ferry reads disks with one flat extent: %w", desc, len(d.Extent), errdefs.ErrUnimplemented)

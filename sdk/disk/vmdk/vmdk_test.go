@@ -3,6 +3,7 @@ package vmdk
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -391,4 +392,76 @@ func writeFile(t testing.TB, path string, b []byte) {
 
 func putU32(b []byte, off int, v uint32) {
 	b[off], b[off+1], b[off+2], b[off+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+}
+
+// qemu-img's monolithicFlat base (a FLAT extent with an offset) under a
+// monolithicSparse child.
+func TestQemuFlatBase(t *testing.T) {
+	for _, tool := range []string{"qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed (Debian: qemu-utils)", tool)
+		}
+	}
+	dir := t.TempDir()
+	run := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Dir = dir
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+	}
+	run("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "base.vmdk", "3M")
+	run("qemu-io", "-f", "vmdk", "-c", "write -P 0x44 4k 1M", "base.vmdk")
+	run("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicSparse", "-b", "base.vmdk", "-F", "vmdk", "top.vmdk")
+	run("qemu-io", "-f", "vmdk", "-c", "write -P 0x55 512k 4k", "top.vmdk")
+	want := make([]byte, 3<<20)
+	for i := 4 << 10; i < 4<<10+1<<20; i++ {
+		want[i] = 0x44
+	}
+	for i := 512 << 10; i < 516<<10; i++ {
+		want[i] = 0x55
+	}
+	judge(t, filepath.Join(dir, "top.vmdk"), want)
+}
+
+// Concurrent reads of one chain agree with a single reader's (run with
+// -race).
+func TestConcurrentReads(t *testing.T) {
+	dir := t.TempDir()
+	const size = 4 << 20
+	base := randomBytes(21, size)
+	must(t)(vmdktest.WriteFlat(dir, "vm", base, 1))
+	l := grains(22, 512, []int64{1, 2, 3, 100, 4096, 5000, 8000}, nil)
+	top := must(t)(vmdktest.WriteCOWD(dir, "vm-000001", "vm.vmdk", 1, 2, size, 1, l))
+	want := bytes.Clone(base)
+	l.Apply(want, 512)
+	d, err := Open(top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	errs := make(chan error, 8)
+	for w := range 8 {
+		go func() {
+			buf := make([]byte, 64<<10+512*w)
+			for off := int64(w * 512); off < size; off += int64(len(buf)) {
+				n, err := d.ReadAt(buf, off)
+				if err != nil && err != io.EOF {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(buf[:n], want[off:off+int64(n)]) {
+					errs <- fmt.Errorf("reader %d: wrong bytes at %d", w, off)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
