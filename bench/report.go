@@ -102,7 +102,11 @@ type Scenario struct {
 	HashFloor *FloorRun `json:"hash_floor,omitempty"`
 	CopyFloor *FloorRun `json:"copy_floor,omitempty"`
 	Verified  bool      `json:"verified"` // replicas and the copies equal the source
-	Error     string    `json:"error,omitempty"`
+	// Tries is, for a scenario run several times (the short ones through
+	// ferry server), each try's session over its floor, in the order
+	// run; the scenario's figures are those of the median try.
+	Tries []float64 `json:"tries,omitempty"`
+	Error string    `json:"error,omitempty"`
 }
 
 // ChangeInfo is what a scenario changed.
@@ -591,6 +595,13 @@ func (r *Report) writeServed(b *strings.Builder) error {
 		}
 		if v, ok := s.SessionOverFloor(); ok {
 			over = fmt.Sprintf("%.2fx", v)
+		}
+		if len(s.Tries) > 1 {
+			var tries []string
+			for _, v := range s.Tries {
+				tries = append(tries, fmt.Sprintf("%.2fx", v))
+			}
+			over += " (median of " + strings.Join(tries, ", ") + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\t\n", s.Name, f.Mode, secs(f.Session), secs(f.Disk), secs(f.Usage.Wall),
 			FormatBytes(f.BytesRead), FormatBytes(f.BytesSent), floor, over, s.Verified)

@@ -4,6 +4,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -83,7 +85,7 @@ func (b *bench) runServed(ctx context.Context) *ServedRun {
 		return r
 	}
 	for i, sp := range servedScenarios {
-		sc := sb.scenario(ctx, i+1, sp)
+		sc := sb.tries(ctx, i+1, sp)
 		r.Scenarios = append(r.Scenarios, sc)
 		if sc.Error != "" {
 			b.logf("through ferry server: %s failed: %s", sc.Name, sc.Error)
@@ -92,6 +94,38 @@ func (b *bench) runServed(ctx context.Context) *ServedRun {
 		b.logf("through ferry server: %s: session %s (the client's wall %s)", sc.Name, secs(sc.Ferry.Session), secs(sc.Ferry.Usage.Wall))
 	}
 	return r
+}
+
+// shortTries is how often a served scenario of at most 1% runs: a
+// session of a tenth of a second moves by half with what else the
+// machine does, so the median of three new changes is its figure.
+const shortTries = 3
+
+// tries runs scenario n (several times when it is short, each with a
+// change of its own) and returns the median try, with every try's ratio.
+func (b *bench) tries(ctx context.Context, n int, sp spec) Scenario {
+	if sp.percent > 1 {
+		return b.scenario(ctx, n, sp)
+	}
+	var runs []Scenario
+	var ratios []float64
+	for try := range shortTries {
+		sc := b.scenario(ctx, n+100*try, sp)
+		sc.Name = fmt.Sprintf("%d. %s", n, sp.name)
+		if sc.Error != "" {
+			return sc
+		}
+		v, _ := sc.SessionOverFloor()
+		runs, ratios = append(runs, sc), append(ratios, v)
+	}
+	order := make([]int, len(runs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, c int) int { return cmp.Compare(ratios[a], ratios[c]) })
+	med := runs[order[len(order)/2]]
+	med.Tries = ratios
+	return med
 }
 
 var readyLine = regexp.MustCompile(`API on (http://\S+);`)
