@@ -25,14 +25,7 @@ import (
 // session's own time (from its start to its end, as the server records
 // it), against the same floors; the changes are new ones, of the same
 // sizes, on the state the direct scenarios left.
-var servedScenarios = []spec{
-	{key: KeyTracked01, name: "0.1% changed, change tracking", percent: 0.1, tracked: true, mode: "change-tracking"},
-	{key: KeyTracked1, name: "1% changed, change tracking", percent: 1, tracked: true, mode: "change-tracking"},
-	{key: KeyTracked10, name: "10% changed, change tracking", percent: 10, tracked: true, mode: "change-tracking"},
-	{key: KeyDigest01, name: "0.1% changed, digests", percent: 0.1, mode: "digest"},
-	{key: KeyDigest1, name: "1% changed, digests", percent: 1, mode: "digest"},
-	{key: KeyDigest10, name: "10% changed, digests", percent: 10, mode: "digest"},
-}
+var servedScenarios = scenarios[1:] // the change scenarios, not the full copy
 
 // servedSeeds keeps the served scenarios' changes apart from the direct
 // ones' (the same seed would write the same bytes again: no change at

@@ -9,7 +9,7 @@ import (
 
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/ferry-dr/ferry/sdk/disk/vmdk"
+	"github.com/ferry-dr/ferry/plugins/vsphere/vcsimtest"
 	"github.com/ferry-dr/ferry/sdk/disk/vmdk/vmdktest"
 )
 
@@ -22,75 +22,31 @@ func vsReplicaChain(l *vsLab, kind string) (string, []byte) {
 	t := l.t
 	t.Helper()
 	replica := vsFbVM + "_replica"
-	var disk *types.VirtualDisk
-	for _, d := range l.dr.VM(t, replica).Config.Hardware.Device {
-		if vd, ok := d.(*types.VirtualDisk); ok && (disk == nil || vd.Key < disk.Key) {
-			disk = vd
-		}
-	}
-	baseDS := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo).FileName
-	baseLocal := l.dr.LocalPath(t, baseDS)
-	text, err := os.ReadFile(baseLocal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, err := vmdk.ParseDescriptor(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, err := vmdk.Open(baseLocal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := make([]byte, base.Size())
-	if _, err := base.ReadAt(want, 0); err != nil {
-		t.Fatal(err)
-	}
-	base.Close()
-	size := int64(len(want))
-
 	// A dozen grains in each delta, here and there, some of the second
 	// over the first's; zero grains in a seSparse one. (Change tracking
 	// reports 64 KiB blocks: a grain of 512 bytes costs a block.)
-	layer := func(grain int64, zeros bool) vmdktest.Layer {
-		lr := vmdktest.Layer{Grains: map[int64][]byte{}}
-		for n := 0; n < 12; n++ {
-			g := l.rng.Int64N(size / grain)
-			if zeros && n%5 == 0 {
-				lr.Grains[g] = nil
-				continue
+	var layers [2]vmdktest.Layer
+	top, want := l.dr.ChainAbove(t, replica, kind, func(grains [2]int64, size int64) [2]vmdktest.Layer {
+		for i, grain := range grains {
+			lr := vmdktest.Layer{Grains: map[int64][]byte{}}
+			for n := 0; n < 12; n++ {
+				g := l.rng.Int64N(size / grain)
+				if kind == "seSparse" && n%5 == 0 {
+					lr.Grains[g] = nil
+					continue
+				}
+				lr.Grains[g] = (&lab{rng: l.rng}).data(int(grain))
 			}
-			lr.Grains[g] = (&lab{rng: l.rng}).data(int(grain))
+			layers[i] = lr
 		}
-		return lr
-	}
-	dir, name := filepath.Dir(baseLocal), strings.TrimSuffix(filepath.Base(baseLocal), ".vmdk")
-	var top string
-	var layers []vmdktest.Layer
-	var grains []int64
-	switch kind {
-	case "vmfsSparse":
-		layers, grains = []vmdktest.Layer{layer(512, false), layer(4096, false)}, []int64{512, 4096}
-		if _, err = vmdktest.WriteCOWD(dir, name+"-000001", name+".vmdk", desc.CID, 0x100, size, 1, layers[0]); err == nil {
-			top, err = vmdktest.WriteCOWD(dir, name+"-000002", name+"-000001.vmdk", 0x100, 0x200, size, 8, layers[1])
-		}
-	case "seSparse":
-		layers, grains = []vmdktest.Layer{layer(4096, true), layer(4096, true)}, []int64{4096, 4096}
-		if _, err = vmdktest.WriteSESparse(dir, name+"-000001", name+".vmdk", desc.CID, 0x100, size, layers[0], 0); err == nil {
-			top, err = vmdktest.WriteSESparse(dir, name+"-000002", name+"-000001.vmdk", 0x100, 0x200, size, layers[1], 0)
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+		return layers
+	})
+	grains := vcsimtest.ChainGrains(kind)
 	for i, lr := range layers {
-		lr.Apply(want, grains[i])
 		for g := range lr.Grains {
 			l.dr.TrackWrite(t, replica, 0, g*grains[i], grains[i])
 		}
 	}
-	sibling := func(n string) string { return baseDS[:strings.LastIndex(baseDS, "/")+1] + n }
-	l.dr.SetDiskChain(t, replica, 0, []string{sibling(name + "-000002.vmdk"), sibling(name + "-000001.vmdk"), baseDS})
 	return top, want
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,28 +13,9 @@ import (
 
 	"github.com/ferry-dr/ferry/plugins/vsphere/vcsimtest"
 	"github.com/ferry-dr/ferry/sdk"
-	"github.com/ferry-dr/ferry/sdk/disk/vmdk"
 	"github.com/ferry-dr/ferry/sdk/disk/vmdk/vmdktest"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
 )
-
-// qemuRead is what qemu-img reads of the VMDK chain at path: the judge of
-// the chains the tests write.
-func qemuRead(t *testing.T, path string) []byte {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skip("qemu-img is not installed (Debian: qemu-utils)")
-	}
-	out := filepath.Join(t.TempDir(), "qemu.raw")
-	if b, err := exec.Command("qemu-img", "convert", "-f", "vmdk", "-O", "raw", path, out).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img convert %s: %v\n%s", path, err, b)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 func grainsOf(seed byte, size int64, data, zero []int64) vmdktest.Layer {
 	l := vmdktest.Layer{Grains: map[int64][]byte{}}
@@ -74,55 +54,14 @@ func deltaReplica(t *testing.T, kind string) (*Target, *sdk.Replica, *vcsimtest.
 // the chain's bytes as meant.
 func writeChain(t *testing.T, s *vcsimtest.Site, vm, kind string) (string, []byte) {
 	t.Helper()
-	disk := virtualDisks(s.VM(t, vm).Config.Hardware.Device)[0]
-	baseDS := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo).FileName
-	baseLocal := s.LocalPath(t, baseDS)
-	text, err := os.ReadFile(baseLocal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, err := vmdk.ParseDescriptor(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, err := vmdk.Open(baseLocal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := make([]byte, diskCapacity(disk))
-	if _, err := base.ReadAt(want, 0); err != nil {
-		t.Fatal(err)
-	}
-	base.Close()
-
-	dir, name := filepath.Dir(baseLocal), strings.TrimSuffix(filepath.Base(baseLocal), ".vmdk")
-	size := int64(len(want))
-	var top string
-	switch kind {
-	case "vmfsSparse":
-		l1 := grainsOf(1, 512, []int64{0, 7, 4095}, nil)
-		l2 := grainsOf(2, 4096, []int64{1, 300, 511}, nil)
-		if _, err = vmdktest.WriteCOWD(dir, name+"-000001", name+".vmdk", desc.CID, 0x100, size, 1, l1); err == nil {
-			top, err = vmdktest.WriteCOWD(dir, name+"-000002", name+"-000001.vmdk", 0x100, 0x200, size, 8, l2)
+	return s.ChainAbove(t, vm, kind, func(grains [2]int64, size int64) [2]vmdktest.Layer {
+		if kind == "vmfsSparse" {
+			return [2]vmdktest.Layer{grainsOf(1, grains[0], []int64{0, 7, 4095}, nil), grainsOf(2, grains[1], []int64{1, 300, 511}, nil)}
 		}
-		l1.Apply(want, 512)
-		l2.Apply(want, 4096)
-	case "seSparse":
-		l1 := grainsOf(3, 4096, []int64{2, 5, 40}, []int64{0})
+		l1 := grainsOf(3, grains[0], []int64{2, 5, 40}, []int64{0})
 		l1.Unmapped = []int64{9}
-		l2 := grainsOf(4, 4096, []int64{3, 511}, []int64{5})
-		if _, err = vmdktest.WriteSESparse(dir, name+"-000001", name+".vmdk", desc.CID, 0x100, size, l1, 0); err == nil {
-			top, err = vmdktest.WriteSESparse(dir, name+"-000002", name+"-000001.vmdk", 0x100, 0x200, size, l2, 0)
-		}
-		l1.Apply(want, 4096)
-		l2.Apply(want, 4096)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	sibling := func(n string) string { return baseDS[:strings.LastIndex(baseDS, "/")+1] + n }
-	s.SetDiskChain(t, vm, 0, []string{sibling(name + "-000002.vmdk"), sibling(name + "-000001.vmdk"), baseDS})
-	return top, want
+		return [2]vmdktest.Layer{l1, grainsOf(4, grains[1], []int64{3, 511}, []int64{5})}
+	})
 }
 
 func readFailedOver(t *testing.T, rd sdk.DiskReader) []byte {
@@ -149,7 +88,7 @@ func TestFailbackReadsDeltaChain(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
 			tgt, r, s, top, want := deltaReplica(t, kind)
-			if q := qemuRead(t, top); !bytes.Equal(q, want) {
+			if q := vmdktest.QemuRead(t, top); !bytes.Equal(q, want) {
 				t.Fatal("qemu-img does not read the chain as written")
 			}
 			rd, err := tgt.OpenFailedOverDisk(t.Context(), r.ID, 0)
@@ -286,7 +225,7 @@ func TestSourceReadsDeltaChain(t *testing.T) {
 	s.CreateVM(t, vcsimtest.VMSpec{Name: "app", Disks: []int64{2 << 20}, PoweredOn: true})
 	s.Write(t, "app", 0, 0, bytes.Repeat([]byte("base "), 1000))
 	top, want := writeChain(t, s, "app", "vmfsSparse")
-	if q := qemuRead(t, top); !bytes.Equal(q, want) {
+	if q := vmdktest.QemuRead(t, top); !bytes.Equal(q, want) {
 		t.Fatal("qemu-img does not read the chain as written")
 	}
 	for _, transport := range []string{TransportDirect, TransportAuto} {

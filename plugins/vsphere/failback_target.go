@@ -131,22 +131,27 @@ func (t *Target) withMark(ctx context.Context, r *replica, fn func(snap types.Ma
 	}
 	ref, disks, err := t.snapshotFor(ctx, r, failbackMark, "ferry failback: marks the replica's change ids; ferry removes it at once")
 	if ref.Value != "" {
-		defer func() {
-			// A fresh context: the caller's may be what ended the call.
-			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			if err := t.c.removeSnapshot(cctx, r.vm.Name, ref.Value); err != nil {
-				t.log.Warn("remove the failback mark snapshot; the next failback call removes it", "replica", r.vm.Name, "error", err)
-			}
-			if err := t.refresh(cctx, r); err != nil {
-				t.log.Warn("refresh replica", "replica", r.vm.Name, "error", err)
-			}
-		}()
+		defer t.dropFailbackSnapshot(r, ref, "mark")
 	}
 	if err != nil {
 		return err
 	}
 	return fn(ref, disks)
+}
+
+// dropFailbackSnapshot removes a failback snapshot of r (what: mark or
+// read) once it served, with a context of its own: the caller's may be
+// what ended the call. A snapshot it cannot remove is left to the next
+// failback call's sweep (removeSnapshotsNamed). The caller holds r.mu.
+func (t *Target) dropFailbackSnapshot(r *replica, ref types.ManagedObjectReference, what string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := t.c.removeSnapshot(ctx, r.vm.Name, ref.Value); err != nil {
+		t.log.Warn("remove the failback "+what+" snapshot; the next failback call removes it", "replica", r.vm.Name, "error", err)
+	}
+	if err := t.refresh(ctx, r); err != nil {
+		t.log.Warn("refresh replica", "replica", r.vm.Name, "error", err)
+	}
 }
 
 // removeSnapshotsNamed removes r's snapshots of those names, but for the
@@ -317,17 +322,7 @@ func (t *Target) OpenFailedOverDisk(ctx context.Context, key string, disk int) (
 // ESXi no longer writes. The caller holds r.mu.
 func (t *Target) openFrozen(ctx context.Context, r *replica, d int) (sdk.DiskReader, error) {
 	ref, disks, err := t.snapshotFor(ctx, r, failbackRead, "ferry failback: holds the replica's disks still while ferry reads them; ferry removes it when the read ends")
-	remove := func() {
-		// A fresh context: the caller's may be what ended the call.
-		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if err := t.c.removeSnapshot(cctx, r.vm.Name, ref.Value); err != nil {
-			t.log.Warn("remove the failback read snapshot; the next failback call removes it", "replica", r.vm.Name, "error", err)
-		}
-		if err := t.refresh(cctx, r); err != nil {
-			t.log.Warn("refresh replica", "replica", r.vm.Name, "error", err)
-		}
-	}
+	remove := func() { t.dropFailbackSnapshot(r, ref, "read") }
 	if err == nil && d >= len(disks) {
 		err = fmt.Errorf("replica %q: the read snapshot has %d disks, no disk %d: %w", r.vm.Name, len(disks), d, errdefs.ErrNotFound)
 	}

@@ -192,3 +192,76 @@ func (s *Site) TrackWrite(t testing.TB, vm string, disk int, off, n int64) {
 		t.Fatal(err)
 	}
 }
+
+// ChainGrains is the grain size of each delta ChainAbove writes of kind:
+// vmfsSparse as ESXi makes it (one sector) and with 4 KiB grains,
+// seSparse's 4 KiB.
+func ChainGrains(kind string) [2]int64 {
+	if kind == "vmfsSparse" {
+		return [2]int64{512, 4096}
+	}
+	return [2]int64{4096, 4096}
+}
+
+// ChainAbove puts disk 0 (key order) of vm on a chain of two deltas of
+// kind ("vmfsSparse" or "seSparse") over its flat base, as ESXi keeps what
+// a VM writes after two snapshots: layers gives what each delta holds,
+// for the grain sizes of ChainGrains and the disk's size. It returns the
+// top descriptor's local path and the disk as the chain holds it.
+func (s *Site) ChainAbove(t testing.TB, vm, kind string, layers func(grains [2]int64, size int64) [2]vmdktest.Layer) (string, []byte) {
+	t.Helper()
+	var disk *types.VirtualDisk
+	for _, d := range s.VM(t, vm).Config.Hardware.Device {
+		if vd, ok := d.(*types.VirtualDisk); ok && (disk == nil || vd.Key < disk.Key) {
+			disk = vd
+		}
+	}
+	if disk == nil {
+		t.Fatalf("vcsimtest: vm %s has no disk", vm)
+	}
+	baseDS := disk.Backing.(*types.VirtualDiskFlatVer2BackingInfo).FileName
+	baseLocal := s.LocalPath(t, baseDS)
+	text, err := os.ReadFile(baseLocal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := vdisk.ParseDescriptor(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := vdisk.Open(baseLocal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, max(base.Size(), disk.CapacityInBytes))
+	if _, err := base.ReadAt(want[:base.Size()], 0); err != nil {
+		t.Fatal(err)
+	}
+	base.Close()
+
+	size, grains := int64(len(want)), ChainGrains(kind)
+	ls := layers(grains, size)
+	dir, name := filepath.Dir(baseLocal), strings.TrimSuffix(filepath.Base(baseLocal), ".vmdk")
+	var top string
+	switch kind {
+	case "vmfsSparse":
+		if _, err = vmdktest.WriteCOWD(dir, name+"-000001", name+".vmdk", desc.CID, 0x100, size, grains[0]/512, ls[0]); err == nil {
+			top, err = vmdktest.WriteCOWD(dir, name+"-000002", name+"-000001.vmdk", 0x100, 0x200, size, grains[1]/512, ls[1])
+		}
+	case "seSparse":
+		if _, err = vmdktest.WriteSESparse(dir, name+"-000001", name+".vmdk", desc.CID, 0x100, size, ls[0], 0); err == nil {
+			top, err = vmdktest.WriteSESparse(dir, name+"-000002", name+"-000001.vmdk", 0x100, 0x200, size, ls[1], 0)
+		}
+	default:
+		err = fmt.Errorf("no delta kind %q (vmfsSparse, seSparse)", kind)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range ls {
+		l.Apply(want, grains[i])
+	}
+	sibling := func(n string) string { return baseDS[:strings.LastIndex(baseDS, "/")+1] + n }
+	s.SetDiskChain(t, vm, 0, []string{sibling(name + "-000002.vmdk"), sibling(name + "-000001.vmdk"), baseDS})
+	return top, want
+}

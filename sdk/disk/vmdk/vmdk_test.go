@@ -54,23 +54,6 @@ func readAll(t *testing.T, d *Disk) []byte {
 	return out
 }
 
-// qemuRaw is what qemu-img reads of the VMDK at path.
-func qemuRaw(t *testing.T, path string) []byte {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skip("qemu-img is not installed (Debian: qemu-utils)")
-	}
-	out := filepath.Join(t.TempDir(), "qemu.raw")
-	if b, err := exec.Command("qemu-img", "convert", "-f", "vmdk", "-O", "raw", path, out).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img convert %s: %v\n%s", path, err, b)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // judge checks that the reader, qemu-img and the intended bytes agree.
 func judge(t *testing.T, path string, want []byte) *Disk {
 	t.Helper()
@@ -86,7 +69,7 @@ func judge(t *testing.T, path string, want []byte) *Disk {
 	if i := firstDiff(got, want); i >= 0 {
 		t.Fatalf("reader and intended bytes differ at %d", i)
 	}
-	q := qemuRaw(t, path)
+	q := vmdktest.QemuRead(t, path)
 	if i := firstDiff(q, want); i >= 0 {
 		t.Fatalf("qemu-img and intended bytes differ at %d (qemu %d bytes)", i, len(q))
 	}
