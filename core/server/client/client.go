@@ -424,17 +424,8 @@ func (c *Client) TestFailoverPlan(ctx context.Context, name, point string, keep 
 		body["keep"] = keep.String()
 	}
 	var out server.PlanTest
-	err := c.doWithin(ctx, c.failoverPlanTimeout+keep, "POST", "/v1/failover-plans/"+url.PathEscape(name)+"/test", nil, body, &out)
-	var ae *Error
-	if errors.As(err, &ae) && len(ae.Result) > 0 {
-		if json.Unmarshal(ae.Result, &out) == nil {
-			return &out, err
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &out, nil
+	got, err := c.act(ctx, c.failoverPlanTimeout+keep, "/v1/failover-plans/"+url.PathEscape(name)+"/test", body, &out)
+	return answer(&out, got, err)
 }
 
 // TestFailoverVM rehearses the failover of vm of job alone (point: a
@@ -451,17 +442,8 @@ func (c *Client) TestFailoverVM(ctx context.Context, job, vm, point string, keep
 		body["keep"] = keep.String()
 	}
 	var out server.PlanTest
-	err := c.doWithin(ctx, c.failoverPlanTimeout+keep, "POST", "/v1/jobs/"+url.PathEscape(job)+"/vms/"+url.PathEscape(vm)+"/test", nil, body, &out)
-	var ae *Error
-	if errors.As(err, &ae) && len(ae.Result) > 0 {
-		if json.Unmarshal(ae.Result, &out) == nil {
-			return &out, err
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &out, nil
+	got, err := c.act(ctx, c.failoverPlanTimeout+keep, "/v1/jobs/"+url.PathEscape(job)+"/vms/"+url.PathEscape(vm)+"/test", body, &out)
+	return answer(&out, got, err)
 }
 
 // CleanupTests removes the test VMs that tests of a failover plan left
@@ -473,11 +455,7 @@ func (c *Client) CleanupTests(ctx context.Context, plan, job, vm string) ([]stri
 		path = "/v1/jobs/" + url.PathEscape(job) + "/vms/" + url.PathEscape(vm) + "/test/cleanup"
 	}
 	var out server.Cleaned
-	err := c.doWithin(ctx, c.failoverPlanTimeout, "POST", path, nil, nil, &out)
-	var ae *Error
-	if errors.As(err, &ae) && len(ae.Result) > 0 {
-		_ = json.Unmarshal(ae.Result, &out)
-	}
+	_, err := c.act(ctx, c.failoverPlanTimeout, path, nil, &out)
 	return out.Removed, err
 }
 
@@ -498,17 +476,8 @@ func (c *Client) RunFailoverPlan(ctx context.Context, name, action, point string
 		return nil, fmt.Errorf("no failover plan action %q: %w", action, errdefs.ErrInvalidArgument)
 	}
 	var out server.PlanRun
-	err := c.doWithin(ctx, c.failoverPlanTimeout, "POST", "/v1/failover-plans/"+url.PathEscape(name)+"/"+action, nil, body, &out)
-	var ae *Error
-	if errors.As(err, &ae) && len(ae.Result) > 0 {
-		if json.Unmarshal(ae.Result, &out) == nil {
-			return &out, err
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &out, nil
+	got, err := c.act(ctx, c.failoverPlanTimeout, "/v1/failover-plans/"+url.PathEscape(name)+"/"+action, body, &out)
+	return answer(&out, got, err)
 }
 
 // failbackTimeout bounds a failback action asked of a server: a sync of
@@ -536,19 +505,25 @@ func (c *Client) Failback(ctx context.Context, job, vm, action, to string) (*ser
 		body["to"] = to
 	}
 	var out server.FailedBack
-	got, err := c.failback(ctx, path, body, &out)
+	got, err := c.act(ctx, failbackTimeout, path, body, &out)
+	return answer(&out, got, err)
+}
+
+// answer is what an action returns: out when act decoded an answer into
+// it, with the action's error.
+func answer[T any](out *T, got bool, err error) (*T, error) {
 	if !got {
 		return nil, err
 	}
-	return &out, err
+	return out, err
 }
 
-// failback posts a failback action's body to path and decodes its answer
-// into out, also when the action failed and said what it did before
-// (Error.Result): got says whether out holds an answer; err is the
+// act posts an action's body to path within timeout and decodes its
+// answer into out, also when the action failed and said what it did
+// before (Error.Result): got says whether out holds an answer; err is the
 // action's error.
-func (c *Client) failback(ctx context.Context, path string, body, out any) (got bool, err error) {
-	err = c.doWithin(ctx, failbackTimeout, "POST", path, nil, body, out)
+func (c *Client) act(ctx context.Context, timeout time.Duration, path string, body, out any) (got bool, err error) {
+	err = c.doWithin(ctx, timeout, "POST", path, nil, body, out)
 	var ae *Error
 	if errors.As(err, &ae) && len(ae.Result) > 0 {
 		return json.Unmarshal(ae.Result, out) == nil, err
@@ -580,9 +555,6 @@ func (c *Client) FailbackPlan(ctx context.Context, name, action string) (*server
 		return nil, fmt.Errorf("no failback action %q: %w", action, errdefs.ErrInvalidArgument)
 	}
 	var out server.PlanRun
-	got, err := c.failback(ctx, path, nil, &out)
-	if !got {
-		return nil, err
-	}
-	return &out, err
+	got, err := c.act(ctx, failbackTimeout, path, nil, &out)
+	return answer(&out, got, err)
 }
