@@ -114,10 +114,10 @@ func TestMixedLab(t *testing.T) {
 		t.Fatalf("first run: modes %s", first.modes())
 	}
 	// Both VMs change, so that each newest restore point is a
-	// differencing disk holding writes: Debian's libvhdi (20210425) reads
-	// one that holds none (no sector bitmap block) as zeros past its
-	// first sector instead of deferring to the parent, where ferry's
-	// reader and MS-VHDX read the parent.
+	// differencing disk holding writes: libvhdi and the lab then judge
+	// blocks the incremental run wrote, not only the full copy's. (An
+	// empty one reads as its parent, to libvhdi too, since
+	// vhdx.CreateDifferencing gives every chunk a sector bitmap block.)
 	for _, vm := range []string{"web-01", "app-01"} {
 		if r := labCmd("write", vm, "--count", "8"); r.code != 0 {
 			t.Fatalf("lab write: %s", r)
