@@ -127,6 +127,43 @@ func TestFailbackReadsDeltaChain(t *testing.T) {
 	}
 }
 
+// TestFailbackReadsSeSparseBacking: vSphere describes a disk on seSparse
+// deltas with VirtualDiskSeSparseBackingInfo links, not flat ones; the
+// failed-over replica's chain is read the same, and the read snapshot
+// goes with the reader.
+func TestFailbackReadsSeSparseBacking(t *testing.T) {
+	t.Parallel()
+	tgt, r, s, _, want := deltaReplica(t, "seSparse")
+	var chain []string
+	for b := virtualDisks(s.VM(t, r.VM.Name).Config.Hardware.Device)[0].Backing.(*types.VirtualDiskFlatVer2BackingInfo); b != nil; b = b.Parent {
+		chain = append(chain, b.FileName)
+	}
+	s.SetSeSparseChain(t, r.VM.Name, 0, chain)
+	if _, ok := virtualDisks(s.VM(t, r.VM.Name).Config.Hardware.Device)[0].Backing.(*types.VirtualDiskSeSparseBackingInfo); !ok {
+		t.Fatal("the disk's backing is not seSparse")
+	}
+	rd, err := tgt.OpenFailedOverDisk(t.Context(), r.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rd.(*chainReader); !ok {
+		t.Fatalf("reader %T, want a chain reader", rd)
+	}
+	if got := readFailedOver(t, rd); !bytes.Equal(got, want) {
+		t.Fatalf("the failed-over disk differs from the chain (first at %d)", firstDifference(got, want))
+	}
+	if err := rd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	vm := s.VM(t, r.VM.Name)
+	if findSnapshotByName(&vm, failbackRead) != nil {
+		t.Fatal("the read snapshot survived the reader's Close")
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func firstDifference(a, b []byte) int {
 	for i := range min(len(a), len(b)) {
 		if a[i] != b[i] {

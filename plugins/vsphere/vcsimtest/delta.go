@@ -41,6 +41,32 @@ type deltaChild struct {
 // Parent names the next file.
 func (s *Site) SetDiskChain(t testing.TB, vm string, disk int, chain []string) {
 	t.Helper()
+	var b *types.VirtualDiskFlatVer2BackingInfo
+	for i := len(chain) - 1; i >= 0; i-- {
+		b = &types.VirtualDiskFlatVer2BackingInfo{VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: chain[i]},
+			DiskMode: string(types.VirtualDiskModePersistent), Parent: b}
+	}
+	s.setBacking(t, vm, disk, b)
+}
+
+// SetSeSparseChain is SetDiskChain with the backing vSphere gives a disk
+// whose deltas are seSparse: every link a VirtualDiskSeSparseBackingInfo.
+// The doubles make no new delta above such a chain when it is snapshotted
+// (the snapshot and the VM share it) and track no changes on it: a test of
+// how the chain is read, not of a failback's syncs.
+func (s *Site) SetSeSparseChain(t testing.TB, vm string, disk int, chain []string) {
+	t.Helper()
+	var b *types.VirtualDiskSeSparseBackingInfo
+	for i := len(chain) - 1; i >= 0; i-- {
+		b = &types.VirtualDiskSeSparseBackingInfo{VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: chain[i]},
+			DiskMode: string(types.VirtualDiskModePersistent), Parent: b}
+	}
+	s.setBacking(t, vm, disk, b)
+}
+
+// setBacking sets the backing of disk index of vm (key order).
+func (s *Site) setBacking(t testing.TB, vm string, disk int, b types.BaseVirtualDeviceBackingInfo) {
+	t.Helper()
 	v, err := s.vm(vm)
 	if err != nil {
 		t.Fatal(err)
@@ -50,11 +76,6 @@ func (s *Site) SetDiskChain(t testing.TB, vm string, disk int, chain []string) {
 		if disk < 0 || disk >= len(ds) {
 			err = fmt.Errorf("vm %s has %d disks, no disk %d", vm, len(ds), disk)
 			return
-		}
-		var b *types.VirtualDiskFlatVer2BackingInfo
-		for i := len(chain) - 1; i >= 0; i-- {
-			b = &types.VirtualDiskFlatVer2BackingInfo{VirtualDeviceFileBackingInfo: types.VirtualDeviceFileBackingInfo{FileName: chain[i]},
-				DiskMode: string(types.VirtualDiskModePersistent), Parent: b}
 		}
 		ds[disk].Backing = b
 	})
