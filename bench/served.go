@@ -103,8 +103,9 @@ func (b *bench) tries(ctx context.Context, n int, sp spec) Scenario {
 	var runs []Scenario
 	var ratios []float64
 	for try := range shortTries {
-		sc := b.scenario(ctx, n+100*try, sp)
-		sc.Name = fmt.Sprintf("%d. %s", n, sp.name)
+		tb := *b
+		tb.seeds += uint64(100 * try) // a change of its own
+		sc := tb.scenario(ctx, n, sp)
 		if sc.Error != "" {
 			return sc
 		}
