@@ -45,7 +45,8 @@ type hub struct {
 	stopped chan struct{}
 }
 
-// ended is closed when the server stops serving.
+// ended is closed when the server stops serving (at once when it has
+// stopped and not served again).
 func (h *hub) ended() <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -55,15 +56,30 @@ func (h *hub) ended() <-chan struct{} {
 	return h.stopped
 }
 
-// stop ends the watches of the server that stops; a watch begun later
-// (the server served again) waits for the next stop.
+// start opens the watches' end again when the server serves after a stop.
+func (h *hub) start() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.stopped:
+		h.stopped = nil
+	default:
+	}
+}
+
+// stop ends the watches of the server that stops, and those begun before
+// it serves again.
 func (h *hub) stop() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.stopped != nil {
+	if h.stopped == nil {
+		h.stopped = make(chan struct{})
+	}
+	select {
+	case <-h.stopped:
+	default:
 		close(h.stopped)
 	}
-	h.stopped = nil
 }
 
 type watcher struct {

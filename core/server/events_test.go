@@ -120,4 +120,16 @@ func TestWatchesEndWhenTheServerStops(t *testing.T) {
 		srv.CloseClientConnections()
 		t.Fatal("the watch of a job outlived the server's Serve")
 	}
+	// A watch begun after the stop (the API still answers while ferry
+	// server shuts it down) ends at once.
+	go func() { got <- readEvents(t, srv.URL+"/v1/events?job=web", nil) }()
+	select {
+	case events := <-got:
+		if len(events) != 0 {
+			t.Fatalf("events after the stop %+v", events)
+		}
+	case <-time.After(time.Minute):
+		srv.CloseClientConnections()
+		t.Fatal("a watch begun after the server stopped did not end")
+	}
 }

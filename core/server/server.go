@@ -192,6 +192,7 @@ func (s *Server) Serve(ctx context.Context, cfg *config.Config) error {
 	}
 	s.serving, s.ctx, s.started = true, ctx, time.Now()
 	s.mu.Unlock()
+	s.hub.start()
 	s.Reload(cfg)
 	s.resume(ctx)
 	if s.Ready != nil {
