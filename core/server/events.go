@@ -191,6 +191,12 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 			flusher.Flush()
 			return
 		case <-bye:
+			// What was published before the stop is told first.
+			for len(wt.events) > 0 {
+				if !send(<-wt.events) {
+					return
+				}
+			}
 			fmt.Fprint(w, ": the server stops\n\n")
 			flusher.Flush()
 			return
