@@ -67,19 +67,10 @@ func (s *Site) SetSeSparseChain(t testing.TB, vm string, disk int, chain []strin
 // setBacking sets the backing of disk index of vm (key order).
 func (s *Site) setBacking(t testing.TB, vm string, disk int, b types.BaseVirtualDeviceBackingInfo) {
 	t.Helper()
-	v, err := s.vm(vm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.lockCtx().WithLock(v, func() {
-		ds := disks(v)
-		if disk < 0 || disk >= len(ds) {
-			err = fmt.Errorf("vm %s has %d disks, no disk %d", vm, len(ds), disk)
-			return
-		}
-		ds[disk].Backing = b
-	})
-	if err != nil {
+	if err := s.lockedDisk(vm, disk, func(_ *simulator.VirtualMachine, d *types.VirtualDisk) error {
+		d.Backing = b
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -197,19 +188,10 @@ func (s *Site) LocalPath(t testing.TB, file string) string {
 // chain's files itself (SetDiskChain) says so here.
 func (s *Site) TrackWrite(t testing.TB, vm string, disk int, off, n int64) {
 	t.Helper()
-	v, err := s.vm(vm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.lockCtx().WithLock(v, func() {
-		ds := disks(v)
-		if disk < 0 || disk >= len(ds) {
-			err = fmt.Errorf("vm %s has %d disks, no disk %d", vm, len(ds), disk)
-			return
-		}
-		s.d.logWrite(diskID{vm: v.Self.Value, key: ds[disk].Key}, off, off+n)
-	})
-	if err != nil {
+	if err := s.lockedDisk(vm, disk, func(v *simulator.VirtualMachine, d *types.VirtualDisk) error {
+		s.d.logWrite(diskID{vm: v.Self.Value, key: d.Key}, off, off+n)
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -261,9 +261,21 @@ func (s *Site) flatPath(d *types.VirtualDisk) (string, error) {
 	return flatOf(desc)
 }
 
-// diskOf finds disk index of a VM (key order) and holds the VM's lock
-// while f runs.
+// withDisk finds disk index of a VM (key order) and its flat file, and
+// holds the VM's lock while f runs.
 func (s *Site) withDisk(name string, index int, f func(vm *simulator.VirtualMachine, d *types.VirtualDisk, flat string) error) error {
+	return s.lockedDisk(name, index, func(vm *simulator.VirtualMachine, d *types.VirtualDisk) error {
+		flat, err := s.flatPath(d)
+		if err != nil {
+			return err
+		}
+		return f(vm, d, flat)
+	})
+}
+
+// lockedDisk finds disk index of a VM (key order), whatever its backing,
+// and holds the VM's lock while f runs.
+func (s *Site) lockedDisk(name string, index int, f func(vm *simulator.VirtualMachine, d *types.VirtualDisk) error) error {
 	vm, err := s.vm(name)
 	if err != nil {
 		return err
@@ -274,10 +286,7 @@ func (s *Site) withDisk(name string, index int, f func(vm *simulator.VirtualMach
 			err = fmt.Errorf("vm %s has %d disks, no disk %d", name, len(ds), index)
 			return
 		}
-		var flat string
-		if flat, err = s.flatPath(ds[index]); err == nil {
-			err = f(vm, ds[index], flat)
-		}
+		err = f(vm, ds[index])
 	})
 	return err
 }

@@ -224,16 +224,18 @@ func TestGrownDisk(t *testing.T) {
 	judge(t, top, want)
 }
 
-// qemu-img's own monolithicSparse chains (hosted "KDMV" files with their
-// descriptors inside), written with qemu-io, including zero grains.
-func TestQemuSparseChain(t *testing.T) {
+// qemuTools skips the test without qemu-img and qemu-io; it returns a
+// folder and a function that runs a command there, failing the test on
+// an error.
+func qemuTools(t *testing.T) (string, func(args ...string)) {
+	t.Helper()
 	for _, tool := range []string{"qemu-img", "qemu-io"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s is not installed (Debian: qemu-utils)", tool)
 		}
 	}
 	dir := t.TempDir()
-	run := func(args ...string) {
+	return dir, func(args ...string) {
 		t.Helper()
 		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Dir = dir
@@ -241,6 +243,12 @@ func TestQemuSparseChain(t *testing.T) {
 			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, b)
 		}
 	}
+}
+
+// qemu-img's own monolithicSparse chains (hosted "KDMV" files with their
+// descriptors inside), written with qemu-io, including zero grains.
+func TestQemuSparseChain(t *testing.T) {
+	dir, run := qemuTools(t)
 	run("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicSparse", "base.vmdk", "10M")
 	run("qemu-io", "-f", "vmdk", "-c", "write -P 0x11 0 1M", "-c", "write -P 0x22 5M 200k", "base.vmdk")
 	run("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicSparse,zeroed_grain=on", "-b", "base.vmdk", "-F", "vmdk", "child.vmdk")
@@ -380,20 +388,7 @@ func putU32(b []byte, off int, v uint32) {
 // qemu-img's monolithicFlat base (a FLAT extent with an offset) under a
 // monolithicSparse child.
 func TestQemuFlatBase(t *testing.T) {
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (Debian: qemu-utils)", tool)
-		}
-	}
-	dir := t.TempDir()
-	run := func(args ...string) {
-		t.Helper()
-		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Dir = dir
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, b)
-		}
-	}
+	dir, run := qemuTools(t)
 	run("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", "base.vmdk", "3M")
 	run("qemu-io", "-f", "vmdk", "-c", "write -P 0x44 4k 1M", "base.vmdk")
 	run("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicSparse", "-b", "base.vmdk", "-F", "vmdk", "top.vmdk")
