@@ -2,6 +2,8 @@ package pluginhost
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	plugin "github.com/hashicorp/go-plugin"
 	"github.com/hashicorp/go-plugin/runner"
 	"github.com/zclconf/go-cty/cty"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	"github.com/ferry-dr/ferry/sdk"
 	"github.com/ferry-dr/ferry/sdk/errdefs"
@@ -54,6 +57,17 @@ type process struct {
 	client *plugin.Client
 	rpc    *sdk.Client
 	info   *sdk.Info
+
+	mu        sync.Mutex
+	instances map[string]*instance // by instanceKey
+}
+
+// instance is a block configured in a plugin process, or being configured:
+// done closes when comp or err is set.
+type instance struct {
+	done chan struct{}
+	comp any
+	err  error
 }
 
 func (p *process) exited() bool { return p.client.Exited() }
@@ -122,6 +136,14 @@ func (h *Host) pluginFor(typ string) (string, error) {
 
 // Component finds the plugin and the description of a component type.
 func (h *Host) Component(ctx context.Context, kind sdk.Kind, typ string) (*sdk.Client, sdk.ComponentInfo, error) {
+	p, c, err := h.component(ctx, kind, typ)
+	if err != nil {
+		return nil, c, err
+	}
+	return p.rpc, c, nil
+}
+
+func (h *Host) component(ctx context.Context, kind sdk.Kind, typ string) (*process, sdk.ComponentInfo, error) {
 	name, err := h.pluginFor(typ)
 	if err != nil {
 		return nil, sdk.ComponentInfo{}, err
@@ -134,7 +156,7 @@ func (h *Host) Component(ctx context.Context, kind sdk.Kind, typ string) (*sdk.C
 	if !ok {
 		return nil, sdk.ComponentInfo{}, fmt.Errorf("plugin %s (%s) serves no %s %q: %w", name, p.path, kind, typ, errdefs.ErrNotFound)
 	}
-	return p.rpc, c, nil
+	return p, c, nil
 }
 
 // Schema returns the body schema of a component type, starting its plugin
@@ -169,34 +191,123 @@ func (h *Host) Validate(ctx context.Context, kind sdk.Kind, typ string, cfg cty.
 	return rpc.Validate(ctx, kind, typ, c.Schema, cfg)
 }
 
-// Source configures a source instance of a component type.
+// Source returns the source instance of a component type configured
+// with cfg. The first call configures it in the plugin; later calls with
+// the same type and configuration return that instance, for as long as
+// the plugin process runs (see instance).
 func (h *Host) Source(ctx context.Context, typ string, cfg cty.Value) (sdk.Source, sdk.Capabilities, error) {
-	rpc, c, err := h.Component(ctx, sdk.KindSource, typ)
+	got, c, err := h.instance(ctx, sdk.KindSource, typ, cfg, func(rpc *sdk.Client, s *schema.Block) (any, error) {
+		src, _, err := rpc.Source(ctx, typ, s, cfg)
+		return src, err
+	})
 	if err != nil {
-		return nil, sdk.Capabilities{}, err
+		return nil, c.Capabilities, err
 	}
-	s, _, err := rpc.Source(ctx, typ, c.Schema, cfg)
-	return s, c.Capabilities, err
+	return got.(sdk.Source), c.Capabilities, nil
 }
 
-// Target configures a target instance of a component type.
+// Target returns the target instance of a component type configured with
+// cfg, as Source does.
 func (h *Host) Target(ctx context.Context, typ string, cfg cty.Value) (sdk.Target, sdk.Capabilities, error) {
-	rpc, c, err := h.Component(ctx, sdk.KindTarget, typ)
+	got, c, err := h.instance(ctx, sdk.KindTarget, typ, cfg, func(rpc *sdk.Client, s *schema.Block) (any, error) {
+		tgt, _, err := rpc.Target(ctx, typ, s, cfg)
+		return tgt, err
+	})
 	if err != nil {
-		return nil, sdk.Capabilities{}, err
+		return nil, c.Capabilities, err
 	}
-	t, _, err := rpc.Target(ctx, typ, c.Schema, cfg)
-	return t, c.Capabilities, err
+	return got.(sdk.Target), c.Capabilities, nil
 }
 
-// Repository configures a repository instance of a component type.
+// Repository returns the repository instance of a component type
+// configured with cfg, as Source does.
 func (h *Host) Repository(ctx context.Context, typ string, cfg cty.Value) (sdk.Repository, error) {
-	rpc, c, err := h.Component(ctx, sdk.KindRepository, typ)
+	got, _, err := h.instance(ctx, sdk.KindRepository, typ, cfg, func(rpc *sdk.Client, s *schema.Block) (any, error) {
+		repo, _, err := rpc.Repository(ctx, typ, s, cfg)
+		return repo, err
+	})
 	if err != nil {
 		return nil, err
 	}
-	r, _, err := rpc.Repository(ctx, typ, c.Schema, cfg)
-	return r, err
+	return got.(sdk.Repository), nil
+}
+
+// instance returns the instance of a block (kind, type and configuration)
+// in the plugin serving the type, configuring it with configure on first
+// use.
+//
+// A long-running host (ferry server) asks for a job's blocks at every
+// session: configuring them anew each time would cost a Configure call
+// per block per session (a vSphere block logs in to vCenter) and leave
+// every earlier instance, with its connection, in the plugin until it
+// stops, since the protocol has no call to release one. So an instance
+// is kept for as long as its plugin process runs and is shared by every
+// caller with the same block, as a proxy shares its instances (package
+// proxy): plugins serve concurrent calls on an instance already. A block
+// whose configuration changed is a new instance; the old one stays idle
+// in the plugin. A restarted plugin starts with no instances. A failed
+// Configure is not kept: the next call tries again.
+func (h *Host) instance(ctx context.Context, kind sdk.Kind, typ string, cfg cty.Value, configure func(*sdk.Client, *schema.Block) (any, error)) (any, sdk.ComponentInfo, error) {
+	p, c, err := h.component(ctx, kind, typ)
+	if err != nil {
+		return nil, c, err
+	}
+	key, ok := instanceKey(kind, typ, cfg)
+	if !ok {
+		got, err := configure(p.rpc, c.Schema)
+		return got, c, err
+	}
+	for {
+		p.mu.Lock()
+		in := p.instances[key]
+		if in == nil {
+			in = &instance{done: make(chan struct{})}
+			if p.instances == nil {
+				p.instances = map[string]*instance{}
+			}
+			p.instances[key] = in
+			p.mu.Unlock()
+			in.comp, in.err = configure(p.rpc, c.Schema)
+			if in.err != nil {
+				p.mu.Lock()
+				delete(p.instances, key)
+				p.mu.Unlock()
+			}
+			close(in.done)
+			return in.comp, c, in.err
+		}
+		p.mu.Unlock()
+		select {
+		case <-in.done:
+		case <-ctx.Done():
+			return nil, c, ctx.Err()
+		}
+		if in.err == nil {
+			return in.comp, c, nil
+		}
+		// The call that configured it failed (perhaps only its context
+		// ended): try again under this call's.
+	}
+}
+
+// instanceKey names a block's instance: its kind, type and configuration
+// (secrets included, hashed: the key is never shown). ok is false for a
+// configuration that cannot be encoded, which is configured each time.
+func instanceKey(kind sdk.Kind, typ string, cfg cty.Value) (string, bool) {
+	cfg, _ = cfg.UnmarkDeep()
+	t, err := ctyjson.MarshalType(cfg.Type())
+	if err != nil {
+		return "", false
+	}
+	v, err := ctyjson.Marshal(cfg, cfg.Type())
+	if err != nil {
+		return "", false
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", kind, typ, len(t))
+	h.Write(t)
+	h.Write(v)
+	return hex.EncodeToString(h.Sum(nil)), true
 }
 
 // process returns the running process of a plugin, starting it (again,

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -584,4 +585,53 @@ func BenchmarkStartStop(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(start.Microseconds())/1e3/float64(b.N), "start-ms/op")
+}
+
+// A block configured again is the instance configured first: the test
+// plugin's repository keeps its objects in the instance, so what one
+// caller puts the other reads. Another configuration is another instance,
+// and a configuration the plugin refuses is refused every time.
+func TestInstancesAreShared(t *testing.T) {
+	h := newHost(t)
+	ctx := context.Background()
+	first, err := h.Repository(ctx, "good", labelCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Put(ctx, "k", []byte("v"), sdk.IfAbsent); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			again, err := h.Repository(ctx, "good", cty.ObjectVal(map[string]cty.Value{"label": cty.StringVal("ok")}))
+			if err != nil {
+				errs <- err
+				return
+			}
+			if data, _, err := again.Get(ctx, "k"); err != nil || string(data) != "v" {
+				errs <- fmt.Errorf("the same block configured again reads %q, %v: want the first instance's object", data, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
+	other, err := h.Repository(ctx, "good", cty.ObjectVal(map[string]cty.Value{"label": cty.StringVal("other")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := other.Get(ctx, "k"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("another configuration reads the first instance's object: %v", err)
+	}
+	bad := cty.ObjectVal(map[string]cty.Value{"label": cty.StringVal("bad")})
+	for i := range 2 {
+		if _, err := h.Repository(ctx, "good", bad); err == nil || !strings.Contains(err.Error(), "not allowed") {
+			t.Fatalf("configuration the plugin refuses, call %d: %v", i+1, err)
+		}
+	}
 }
