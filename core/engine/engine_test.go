@@ -491,3 +491,119 @@ func TestReplicaNamedAfterTheVM(t *testing.T) {
 		t.Fatal("the replica has no restore point")
 	}
 }
+
+// openCounting counts the disks a run holds open on each side and fails
+// the opens it is told to.
+type openCounting struct {
+	mu               sync.Mutex
+	readers, writers int
+}
+
+func (o *openCounting) add(n *int, d int) {
+	o.mu.Lock()
+	*n += d
+	o.mu.Unlock()
+}
+
+type countingWriter struct {
+	sdk.DiskWriter
+	o *openCounting
+}
+
+func (w countingWriter) Close() error { w.o.add(&w.o.writers, -1); return w.DiskWriter.Close() }
+
+type countingReader struct {
+	sdk.DiskReader
+	o *openCounting
+}
+
+func (r countingReader) Close() error { r.o.add(&r.o.readers, -1); return r.DiskReader.Close() }
+
+type openSource struct {
+	*sdktest.MemSource
+	o    *openCounting
+	fail error
+}
+
+func (s openSource) OpenSnapshotDisk(ctx context.Context, vm, snap string, disk int) (sdk.DiskReader, error) {
+	if s.fail != nil {
+		return nil, s.fail
+	}
+	r, err := s.MemSource.OpenSnapshotDisk(ctx, vm, snap, disk)
+	if err != nil {
+		return nil, err
+	}
+	s.o.add(&s.o.readers, 1)
+	return countingReader{r, s.o}, nil
+}
+
+type openTarget struct {
+	*sdktest.MemTarget
+	o    *openCounting
+	fail error
+}
+
+func (t openTarget) OpenReplicaDisk(ctx context.Context, replica string, disk int, size int64) (sdk.DiskWriter, error) {
+	if t.fail != nil {
+		return nil, t.fail
+	}
+	w, err := t.MemTarget.OpenReplicaDisk(ctx, replica, disk, size)
+	if err != nil {
+		return nil, err
+	}
+	t.o.add(&t.o.writers, 1)
+	return countingWriter{w, t.o}, nil
+}
+
+type openComponents struct {
+	*memComponents
+	src openSource
+	tgt openTarget
+}
+
+func (c openComponents) Source(context.Context, *config.PluginBlock) (sdk.Source, sdk.Capabilities, error) {
+	return c.src, c.src.Capabilities(), nil
+}
+
+func (c openComponents) Target(context.Context, *config.PluginBlock) (sdk.Target, sdk.Capabilities, error) {
+	return c.tgt, c.tgt.Capabilities(), nil
+}
+
+// failingGets is a repository whose reads fail.
+type failingGets struct{ sdk.Repository }
+
+func (failingGets) Get(context.Context, string) ([]byte, sdk.ObjectInfo, error) {
+	return nil, sdk.ObjectInfo{}, errors.New("the repository is unreachable")
+}
+
+// A disk's replica disk, snapshot disk and metadata are opened at once:
+// when one of them cannot be opened, the VM fails naming it and the run
+// holds none of the others open.
+func TestAFailedOpenClosesTheOtherDisks(t *testing.T) {
+	for _, tc := range []struct {
+		name, want string
+		set        func(f *fixture, c *openComponents)
+	}{
+		{"replica", "open the replica disk: the datastore is full", func(f *fixture, c *openComponents) { c.tgt.fail = errors.New("the datastore is full") }},
+		{"snapshot", "open the snapshot disk: the snapshot is gone", func(f *fixture, c *openComponents) { c.src.fail = errors.New("the snapshot is gone") }},
+		{"metadata", "replica metadata: read manifest", func(f *fixture, c *openComponents) { f.comps.repo = failingGets{f.comps.repo} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, "web-01")
+			o := &openCounting{}
+			c := openComponents{memComponents: f.comps, src: openSource{MemSource: f.comps.src, o: o}, tgt: openTarget{MemTarget: f.comps.tgt, o: o}}
+			tc.set(f, &c)
+			f.eng.Components = c
+			s, err := f.eng.Run(context.Background(), f.job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.VMs[0].Result != catalog.ResultFailed || !strings.Contains(s.VMs[0].Error, tc.want) {
+				t.Fatalf("VM %s: %q, want a failure saying %q", s.VMs[0].Result, s.VMs[0].Error, tc.want)
+			}
+			if o.readers != 0 || o.writers != 0 {
+				t.Fatalf("after the failed run %d snapshot disks and %d replica disks are still open", o.readers, o.writers)
+			}
+		})
+	}
+}

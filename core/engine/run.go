@@ -751,26 +751,47 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		return res, nil
 	}
 
-	w, err := r.tgt.OpenReplicaDisk(ctx, replica.ID, d.Index, d.Capacity)
-	if err != nil {
-		return fail("open the replica disk: %w", err)
-	}
-	wClosed := false
+	// The replica disk, the snapshot disk and the disk's metadata are
+	// opened at once: three plugins' round trips (a vCenter's, on
+	// vSphere), none depending on another.
+	var (
+		w                   sdk.DiskWriter
+		src                 sdk.DiskReader
+		store               *replicameta.Store
+		wErr, srcErr, mdErr error
+		opens               sync.WaitGroup
+	)
+	opens.Go(func() { w, wErr = r.tgt.OpenReplicaDisk(ctx, replica.ID, d.Index, d.Capacity) })
+	opens.Go(func() { src, srcErr = r.src.OpenSnapshotDisk(ctx, name, snap.ID, d.Index) })
+	store, mdErr = replicameta.Open(ctx, r.repo, replicameta.Prefix(r.job.Name, name, d.Index), replicameta.Options{
+		Session: r.sess.ID, Size: d.Capacity, BlockSize: bs, SegmentBlocks: datamover.DefaultSegmentBlocks, Fresh: fresh, Binding: bind,
+		Recompute: func(ctx context.Context) (io.ReaderAt, error) {
+			return r.tgt.OpenRestorePointDisk(ctx, replica.ID, "", d.Index)
+		},
+	})
+	opens.Wait()
+	wClosed, srcClosed := wErr != nil, srcErr != nil
 	defer func() {
 		if !wClosed {
 			w.Close()
 		}
-	}()
-	src, err := r.src.OpenSnapshotDisk(ctx, name, snap.ID, d.Index)
-	if err != nil {
-		return fail("open the snapshot disk: %w", err)
-	}
-	srcClosed := false
-	defer func() {
 		if !srcClosed {
 			src.Close()
 		}
 	}()
+	if mdErr == nil {
+		// Closing waits for the store's deletes of replaced objects: let
+		// them finish while the restore point is made.
+		defer r.tidying.Go(func() { store.Close() })
+	}
+	switch {
+	case wErr != nil:
+		return fail("open the replica disk: %w", wErr)
+	case srcErr != nil:
+		return fail("open the snapshot disk: %w", srcErr)
+	case mdErr != nil:
+		return fail("replica metadata: %w", mdErr)
+	}
 	res.Lane = catalog.LaneStream
 	if _, ok := src.(sdk.LocalPather); ok {
 		res.Lane = catalog.LaneDirect
@@ -779,23 +800,9 @@ func (r *run) disk(ctx context.Context, name string, snap *sdk.Snapshot, d sdk.S
 		res.Transport, res.TransportWhy = tr.Transport()
 		r.transport(name, d.Index, res.Transport, res.TransportWhy)
 	}
-
-	store, err := replicameta.Open(ctx, r.repo, replicameta.Prefix(r.job.Name, name, d.Index), replicameta.Options{
-		Session: r.sess.ID, Size: d.Capacity, BlockSize: bs, SegmentBlocks: datamover.DefaultSegmentBlocks, Fresh: fresh, Binding: bind,
-		Recompute: func(ctx context.Context) (io.ReaderAt, error) {
-			return r.tgt.OpenRestorePointDisk(ctx, replica.ID, "", d.Index)
-		},
-	})
-	if err != nil {
-		return fail("replica metadata: %w", err)
-	}
 	if why := store.Distrusted(); why != "" {
 		r.distrusted(name, d.Index, fresh, why)
 	}
-	// Closing waits for the store's deletes of replaced objects: let
-	// them finish while the restore point is made.
-	defer r.tidying.Go(func() { store.Close() })
-
 	recv := datamover.NewReceiver(w, d.Capacity)
 	req.Source = src
 	req.Digests = store
