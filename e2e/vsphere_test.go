@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
@@ -828,4 +829,37 @@ func TestVSphereHotAddTransport(t *testing.T) {
 		sameBytes(t, fmt.Sprintf("disk %d after undo", d), l.dr.Disk(t, "app-01_replica", d), states[len(states)-1]["app-01"][d])
 	}
 	clean("after failover and undo")
+}
+
+// TestTheServerKeepsItsVCenterLogins: ferry server runs a vSphere job's
+// sessions on the logins its first session made, one per vCenter, where
+// it used to configure the job's source and target anew for every session
+// and leave each earlier instance logged in (a real vCenter caps its
+// sessions).
+func TestTheServerKeepsItsVCenterLogins(t *testing.T) {
+	l := newVSLab(t, 2, "auto", vsVM{name: "web-01", disks: []int64{4 << 20}, ip: "10.1.0.11/24"})
+	l.write("web-01", 0, 0, mib)
+	operator := strings.TrimSpace(ferry(t, l.cfg, "token", "create", "ops", "--role", "operator").stdout)
+	s := (&lab{t: t, cfg: l.cfg}).startServer()
+	run := func() {
+		t.Helper()
+		r := runEnv(t, nil, []string{"HOME=" + t.TempDir(), "FERRY_PLUGIN_PATH=", "FERRY_ADDR=" + s.url, "FERRY_TOKEN=" + operator},
+			"ferry", "-C", t.TempDir(), "run", "e2e")
+		if r.code != 0 {
+			t.Fatalf("ferry run through the server: %s\nserver:\n%s", r, s.stderr)
+		}
+	}
+	run()
+	prod, dr := l.prod.Sessions(t), l.dr.Sessions(t)
+	for range 3 {
+		l.scatter("web-01", 0, 4)
+		run()
+	}
+	if p, d := l.prod.Sessions(t), l.dr.Sessions(t); p != prod || d != dr {
+		t.Fatalf("after three more sessions prod has %d logins (%d after the first) and dr %d (%d)", p, prod, d, dr)
+	}
+	want := l.state()
+	if got := readPoint(t, l.target(), "web-01_replica", l.points("web-01")[1], 0); !bytes.Equal(got, want["web-01"][0]) {
+		t.Fatal("the newest restore point differs from the source")
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/simulator"
 	_ "github.com/vmware/govmomi/vapi/simulator" // the Automation API (tags) on VPX models
 	"github.com/vmware/govmomi/vim25/mo"
@@ -380,4 +381,16 @@ func (s *Site) Files(t testing.TB, name string) []string {
 	})
 	sort.Strings(out)
 	return out
+}
+
+// Sessions counts the sessions logged in to the site now, the
+// administrator's own (Client) included: what a real vCenter limits.
+func (s *Site) Sessions(t testing.TB) int {
+	t.Helper()
+	var sm mo.SessionManager
+	pc := property.DefaultCollector(s.Client.Client)
+	if err := pc.RetrieveOne(context.Background(), *s.Client.ServiceContent.SessionManager, []string{"sessionList"}, &sm); err != nil {
+		t.Fatalf("vcsimtest: list the sessions of %s: %v", s.Name, err)
+	}
+	return len(sm.SessionList)
 }
