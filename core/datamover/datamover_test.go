@@ -784,17 +784,21 @@ type preparedDisk struct {
 	pmu      sync.Mutex
 	ready    []bool // per byte
 	prepares int
+	sizes    []int64 // the bytes each call prepared
 }
 
 func (d *preparedDisk) prepare(_ context.Context, es []sdk.Extent) error {
 	d.pmu.Lock()
 	defer d.pmu.Unlock()
 	d.prepares++
+	var n int64
 	for _, e := range es {
 		for i := e.Offset; i < e.End(); i++ {
 			d.ready[i] = true
 		}
+		n += e.Length
 	}
+	d.sizes = append(d.sizes, n)
 	return nil
 }
 
@@ -810,11 +814,13 @@ func (d *preparedDisk) WriteAt(p []byte, off int64) (int, error) {
 	return d.memDisk.WriteAt(p, off)
 }
 
-// A change-tracked run has the writer prepare each group's ranges before
-// any of their writes; a run that reads everything never prepares.
+// A change-tracked run has the writer prepare each range before any of
+// its writes; a run that reads everything never prepares. A change
+// smaller than PrepareFirst is prepared in one call; a larger one in
+// calls that start with at least PrepareFirst bytes and grow.
 func TestChangeTrackedRunsPrepareTheirWrites(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 5))
-	const segBlocks, size = 16, 20 * 16 * 4096 // 20 segments of 64 KiB
+	const segBlocks, size = 16, 384 * 16 * 4096 // 384 segments of 64 KiB: 24 MiB
 	src := &memDisk{data: diskLike(r, size)}
 	dst := &preparedDisk{memDisk: memDisk{data: make([]byte, size)}, ready: make([]bool, size)}
 	for i := range dst.ready {
@@ -826,12 +832,22 @@ func TestChangeTrackedRunsPrepareTheirWrites(t *testing.T) {
 	if dst.prepares != 0 {
 		t.Fatalf("a run reading everything prepared %d times", dst.prepares)
 	}
-	clear(dst.ready)
-	changed := scatter(r, src.data, 40) // every segment: three groups
-	move(t, Request{Source: src, Size: size, Changed: changed, Digests: store, Sink: NewReceiver(dst, size), Prepare: dst.prepare}, opts)
-	equalDisks(t, dst.data, src.data)
-	if dst.prepares < 2 {
-		t.Fatalf("changes over %d bytes of 20 segments were prepared in %d calls, want one per group (several)", size, dst.prepares)
+	for _, pct := range []float64{5, 60} {
+		clear(dst.ready)
+		dst.prepares, dst.sizes = 0, nil
+		changed := scatter(r, src.data, pct)
+		move(t, Request{Source: src, Size: size, Changed: changed, Digests: store, Sink: NewReceiver(dst, size), Prepare: dst.prepare}, opts)
+		equalDisks(t, dst.data, src.data)
+		var total int64
+		for _, n := range dst.sizes {
+			total += n
+		}
+		switch {
+		case total < PrepareFirst && len(dst.sizes) != 1:
+			t.Fatalf("%g%%: %d bytes of writes prepared in calls of %v, want one call", pct, total, dst.sizes)
+		case total >= PrepareFirst && (len(dst.sizes) < 2 || dst.sizes[0] < PrepareFirst || dst.sizes[0] >= PrepareFirst+segBlocks*4096):
+			t.Fatalf("%g%%: %d bytes of writes prepared in calls of %v, want a first call of the segments that reach %d bytes, then the rest", pct, total, dst.sizes, PrepareFirst)
+		}
 	}
 }
 

@@ -548,12 +548,20 @@ func (m *mover) stats() Stats {
 		Elapsed: time.Since(m.start), ReadBusy: m.read.Total(), CPUBusy: m.cpu.Total(), SendBusy: m.send.Total()}
 }
 
+// PrepareFirst is how many bytes of writes the first Prepare call covers
+// at least (whole segments; all of them when the change is smaller).
+// Each call makes what it saves durable, a few milliseconds whatever its
+// size: a small change is prepared in one call, not in several growing
+// ones whose fixed costs would make most of the run.
+const PrepareFirst = 8 << 20
+
 // prepareAhead has the sink's writer prepare the segments' ranges, in
-// order and ahead of their reads, in calls of 1, 2, 4... segments: the
-// first segment waits for one small call, and the calls grow while the
-// reads behind them keep them busy. Each segment's prepared channel
-// yields the outcome. The returned function stops preparing and waits
-// for the call under way.
+// order and ahead of their reads: first the segments holding
+// PrepareFirst bytes of writes, then calls of twice as many segments as
+// the call before, so that the first segment waits for one small call,
+// and the calls grow while the reads behind them keep them busy. Each
+// segment's prepared channel yields the outcome. The returned function
+// stops preparing and waits for the call under way.
 func (m *mover) prepareAhead(ctx context.Context, groups [][]segmentWork) (stop func()) {
 	var all []*segmentWork
 	for _, g := range groups {
@@ -567,7 +575,11 @@ func (m *mover) prepareAhead(ctx context.Context, groups [][]segmentWork) (stop 
 	go func() {
 		defer close(done)
 		var err error
-		for i, n := 0, 1; i < len(all); n *= 2 {
+		first := 0
+		for b := int64(0); first < len(all) && (first == 0 || b < PrepareFirst); first++ {
+			b += spanBytes(all[first].todo)
+		}
+		for i, n := 0, first; i < len(all); n *= 2 {
 			j := min(i+n, len(all))
 			if err == nil {
 				var ranges []sdk.Extent
