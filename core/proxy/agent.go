@@ -465,14 +465,19 @@ func (s *service) Data(stream proxyv1.Proxy_DataServer) error {
 		return err
 	}
 	var bytes, msgs int
+	// Frames stay in the buffer they were received in until applied.
+	var recv recvData
+	defer recv.release()
 	for {
-		m, err := stream.Recv()
+		recv.release()
+		err := stream.RecvMsg(&recv)
 		if errors.Is(err, io.EOF) {
 			return status.Error(codes.Aborted, "the data stream ended before the disk was closed")
 		}
 		if err != nil {
 			return err
 		}
+		m := &recv.DataMessage
 		r, done, err := t.handle(ctx, gen, m)
 		if done {
 			t.finish()

@@ -168,8 +168,10 @@ func (a *Agent) relay(_ any, ss grpc.ServerStream) error {
 // rawMessage is a message relayed as it came, undecoded.
 type rawMessage struct{ data mem.BufferSlice }
 
-// relayCodec passes rawMessages through as they are and encodes every
-// other message with the SDK's codec.
+// relayCodec passes rawMessages and encodedMessages through as they are,
+// decodes a recvData in place (see datacodec.go) and encodes and decodes
+// every other message with the SDK's codec. Proxies serve with it, and
+// the source half's data stream uses it.
 type relayCodec struct{}
 
 var _ encoding.CodecV2 = relayCodec{}
@@ -177,19 +179,32 @@ var _ encoding.CodecV2 = relayCodec{}
 func (relayCodec) Name() string { return "proto" }
 
 func (relayCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if m, ok := v.(*rawMessage); ok {
+	switch m := v.(type) {
+	case *rawMessage:
 		data := m.data
 		m.data = nil
 		return data, nil // gRPC frees it once sent
+	case *encodedMessage:
+		return m.data, nil // the reference the sender took for this send
 	}
 	return sdk.MessageCodec().Marshal(v)
 }
 
 func (relayCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	if m, ok := v.(*rawMessage); ok {
+	switch m := v.(type) {
+	case *rawMessage:
 		data.Ref() // gRPC frees data when this returns
 		m.data = data
 		return nil
+	case *recvData:
+		var buf mem.Buffer
+		if len(data) == 1 {
+			buf = data[0]
+			buf.Ref() // gRPC frees data when this returns
+		} else {
+			buf = data.MaterializeToBuffer(sdk.MessageBuffers())
+		}
+		return m.retain(buf)
 	}
 	return sdk.MessageCodec().Unmarshal(data, v)
 }

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"golang.org/x/sync/semaphore"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/ferry-dr/ferry/core/datamover"
@@ -60,9 +62,22 @@ type sender struct {
 }
 
 type outgoing struct {
-	msg   *proxyv1.DataMessage
+	seq int64
+	msg *proxyv1.DataMessage // requests; nil for frames
+	// enc is a frames message, encoded once: the sender's reference
+	// until the frames are acknowledged (see encodedMessage).
+	enc   mem.BufferSlice
 	size  int64      // bytes held in the window; 0 for requests
 	reply chan reply // nil for frames
+}
+
+// sendOn sends o on stream. For frames, the caller took the reference
+// the send gives gRPC (see encodedMessage).
+func (o *outgoing) sendOn(stream proxyv1.Proxy_DataClient) error {
+	if o.msg != nil {
+		return stream.Send(o.msg)
+	}
+	return stream.SendMsg(&encodedMessage{data: o.enc})
 }
 
 type reply struct {
@@ -73,12 +88,18 @@ type reply struct {
 // openSender opens the data stream of a task on the target proxy. ctx is
 // the task's: cancelling it ends the stream.
 func openSender(ctx context.Context, client proxyv1.ProxyClient, task string, resumeFor time.Duration) (*sender, error) {
+	return startSender(ctx, task, func(ctx context.Context) (proxyv1.Proxy_DataClient, int64, error) {
+		return openStream(ctx, client, task)
+	}, resumeFor)
+}
+
+// startSender opens a task's first data stream with open, which opens
+// every stream of the task and says what the task applied so far.
+func startSender(ctx context.Context, task string, open func(ctx context.Context) (proxyv1.Proxy_DataClient, int64, error), resumeFor time.Duration) (*sender, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &sender{
-		cancel: cancel,
-		open: func(ctx context.Context) (proxyv1.Proxy_DataClient, int64, error) {
-			return openStream(ctx, client, task)
-		},
+		cancel:    cancel,
+		open:      open,
 		resumeFor: resumeFor,
 		window:    semaphore.NewWeighted(Window),
 		ctx:       ctx,
@@ -99,7 +120,8 @@ func openSender(ctx context.Context, client proxyv1.ProxyClient, task string, re
 
 // openStream opens a data stream and says what the task applied so far.
 func openStream(ctx context.Context, client proxyv1.ProxyClient, task string) (proxyv1.Proxy_DataClient, int64, error) {
-	stream, err := client.Data(ctx)
+	// relayCodec sends the frames messages the sender encoded itself.
+	stream, err := client.Data(ctx, grpc.ForceCodecV2(relayCodec{}))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -161,7 +183,7 @@ func (s *sender) accept(msg *proxyv1.DataReply) error {
 		}
 		s.out = append(s.out[:i], s.out[i+1:]...)
 		// A reply says every message before its request was applied.
-		s.ack(o.msg.GetSeq())
+		s.ack(o.seq)
 		o.reply <- reply{msg: msg}
 		return nil
 	}
@@ -177,7 +199,8 @@ func (s *sender) ack(seq int64) {
 	s.acked = seq
 	keep := s.out[:0]
 	for _, o := range s.out {
-		if o.reply == nil && o.msg.GetSeq() <= seq {
+		if o.reply == nil && o.seq <= seq {
+			o.enc.Free()
 			s.window.Release(o.size)
 			continue
 		}
@@ -198,6 +221,7 @@ func (s *sender) setBroken(err error) {
 		if o.reply != nil {
 			o.reply <- reply{err: err}
 		}
+		o.enc.Free()
 	}
 	s.out = nil
 }
@@ -268,12 +292,18 @@ func (s *sender) restart(stream proxyv1.Proxy_DataClient, applied int64) bool {
 	gen := s.gen
 	s.stream = stream
 	again := append([]*outgoing(nil), s.out...)
+	for _, o := range again {
+		o.enc.Ref() // an acknowledgement may free the sender's meanwhile
+	}
 	s.mu.Unlock()
 	go s.receive(stream, gen)
 	ok := true
-	for _, o := range again {
-		if err := stream.Send(o.msg); err != nil {
+	for i, o := range again {
+		if err := o.sendOn(stream); err != nil {
 			ok = false
+			for _, o := range again[i+1:] {
+				o.enc.Free()
+			}
 			break
 		}
 	}
@@ -288,29 +318,42 @@ func (s *sender) restart(stream proxyv1.Proxy_DataClient, applied int64) bool {
 }
 
 // send numbers a message and sends it; it is kept to be sent again until
-// acknowledged. size is what it holds of the window.
+// acknowledged. size is what it holds of the window. Frames (size > 0)
+// are encoded here, once: m need not outlive the call.
 func (s *sender) send(m *proxyv1.DataMessage, size int64, want bool) (chan reply, error) {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
+	// Only send numbers messages, and sendMu holds off the others.
+	m.Seq = s.seq + 1
+	o := &outgoing{seq: m.Seq, msg: m, size: size}
+	var err error
+	if size > 0 {
+		// Encoded outside s.mu: acknowledgements flow meanwhile.
+		o.msg = nil
+		if o.enc, err = encodeData(m); err != nil {
+			s.window.Release(size)
+			return nil, err
+		}
+	}
 	s.mu.Lock()
 	if s.broken != nil {
 		err := s.broken
 		s.mu.Unlock()
+		o.enc.Free()
 		if size > 0 {
 			s.window.Release(size)
 		}
 		return nil, err
 	}
-	s.seq++
-	m.Seq = s.seq
-	o := &outgoing{msg: m, size: size}
+	s.seq = o.seq
 	if want {
 		o.reply = make(chan reply, 1)
 	}
 	s.out = append(s.out, o)
 	stream, gen := s.stream, s.gen
+	o.enc.Ref() // this send's, which gRPC frees
 	s.mu.Unlock()
-	if err := stream.Send(m); err != nil {
+	if err := o.sendOn(stream); err != nil {
 		// The message is kept: the new stream sends it again.
 		s.fail(gen, err)
 	}
@@ -330,14 +373,14 @@ func (s *sender) call(ctx context.Context, m *proxyv1.DataMessage) (*proxyv1.Dat
 	}
 }
 
-// Send sends whole frames; it keeps a copy until the target applied them.
+// Send sends whole frames; it keeps them, encoded, until the target
+// applied them.
 func (s *sender) Send(ctx context.Context, frame []byte) error {
 	n := int64(len(frame))
 	if err := s.window.Acquire(ctx, min(n, Window)); err != nil {
 		return err
 	}
-	data := append([]byte(nil), frame...)
-	if _, err := s.send(&proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Frames{Frames: data}}, min(n, Window), false); err != nil {
+	if _, err := s.send(&proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Frames{Frames: frame}}, min(n, Window), false); err != nil {
 		return fmt.Errorf("send to the target proxy: %w", err)
 	}
 	s.sent.Add(n)
