@@ -111,7 +111,7 @@ var errBusy = status.Error(codes.ResourceExhausted, "every task slot of the prox
 // Server returns the gRPC server of the agent, for Serve on a listener.
 func (a *Agent) Server() *grpc.Server {
 	s := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(a.Creds.ServerConfig(pki.RoleControl, pki.RoleProxy))),
+		grpc.Creds(batchedTLS{credentials.NewTLS(a.Creds.ServerConfig(pki.RoleControl, pki.RoleProxy))}), grpc.WriteBufferSize(writeBuffer),
 		grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage),
 		// The SDK's codec and pool do not clear every message buffer, as
 		// gRPC's defaults do (a copy of each frame's worth of memory).

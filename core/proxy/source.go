@@ -24,7 +24,7 @@ import (
 // whose certificate must name want.
 func dial(addr string, creds *pki.Credentials, want pki.Identity, dialer func(ctx context.Context, addr string) (net.Conn, error)) (*grpc.ClientConn, error) {
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(credentials.NewTLS(creds.ClientConfig(want))),
+		grpc.WithTransportCredentials(batchedTLS{credentials.NewTLS(creds.ClientConfig(want))}), grpc.WithWriteBufferSize(writeBuffer),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage), grpc.ForceCodecV2(sdk.MessageCodec())),
 		experimental.WithBufferPool(sdk.MessageBuffers()),
 		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
