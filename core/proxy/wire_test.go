@@ -209,8 +209,13 @@ func TestSendingAFrameMakesNoCopyOfItsOwn(t *testing.T) {
 	defer s.Abort()
 	const size, frames = 1 << 20, 32
 	frame := frameOf(1, size)
+	// Each frame is acknowledged before the next goes (Sync waits for
+	// that): one frame's buffer at a time, which the pool keeps.
 	send := func() {
 		if err := s.Send(ctx, frame); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Sync(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
