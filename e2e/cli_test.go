@@ -291,3 +291,23 @@ func TestFlagsAnywhere(t *testing.T) {
 		}
 	}
 }
+
+// TestCPUProfileOfEveryProcess: FERRY_CPUPROFILE has ferry and each plugin
+// it starts write a profile of their own.
+func TestCPUProfileOfEveryProcess(t *testing.T) {
+	dir := t.TempDir()
+	r := runEnv(t, nil, []string{"HOME=" + t.TempDir(), "FERRY_PLUGIN_PATH=" + bin, "FERRY_CPUPROFILE=" + dir}, "ferry", "-C", t.TempDir(), "plugins")
+	if r.code != 0 {
+		t.Fatalf("ferry plugins: %s", r)
+	}
+	for _, name := range []string{"ferry", "ferry-plugin-local"} {
+		found, _ := filepath.Glob(filepath.Join(dir, name+"-[0-9]*.pprof"))
+		if len(found) != 1 {
+			t.Errorf("profiles of %s: %v, want one", name, found)
+			continue
+		}
+		if fi, err := os.Stat(found[0]); err != nil || fi.Size() == 0 {
+			t.Errorf("the profile of %s is empty (%v)", name, err)
+		}
+	}
+}

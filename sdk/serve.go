@@ -95,9 +95,15 @@ func Serve(p *Plugin) {
 		// and sends none in the handshake.
 		cfg.TLSProvider = func() (*tls.Config, error) { return tlsConfig, nil }
 	}
+	stop, err := StartCPUProfile("ferry-plugin-" + p.Name)
+	if err != nil {
+		log.Warn("no CPU profile", "error", err)
+	}
+	stopProfile = stop
 	go watchParent(os.Getppid(), time.Second, log)
 	endGroupOnTerm(log)
 	plugin.Serve(cfg)
+	stopProfile()
 }
 
 // Logger returns the logger of a served plugin: JSON on the stderr the

@@ -13,6 +13,7 @@ func endGroupOnTerm(hclog.Logger) {}
 
 // exitGroup logs msg and ends the process with code.
 func exitGroup(code int, log hclog.Logger, msg string, args ...any) {
+	stopProfile()
 	log.Error(msg, args...)
 	os.Exit(code)
 }

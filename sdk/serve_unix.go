@@ -33,6 +33,7 @@ func endGroupOnTerm(log hclog.Logger) {
 // group: its stderr is then likely a pipe nobody reads any more, and
 // writing to it would end the process (SIGPIPE) before its children.
 func exitGroup(code int, log hclog.Logger, msg string, args ...any) {
+	stopProfile()
 	if syscall.Getpgrp() == os.Getpid() {
 		_ = syscall.Kill(0, syscall.SIGKILL)
 	}

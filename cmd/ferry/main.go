@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/ferry-dr/ferry/core/pluginhost"
+	"github.com/ferry-dr/ferry/sdk"
 )
 
 // Exit codes, documented in docs/cli.md.
@@ -101,8 +102,16 @@ func (e *exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 func main() {
 	catchSIGPIPE()
+	// FERRY_CPUPROFILE=DIR: a CPU profile of this run (docs/cli.md).
+	stopProfile, err := sdk.StartCPUProfile("ferry")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "ferry: %v\n", err)
+	}
 	out := newOutput(os.Stdout)
 	code := run(os.Args[1:], out, os.Stderr)
+	if err := stopProfile(); err != nil {
+		fmt.Fprintf(os.Stderr, "ferry: %v\n", err)
+	}
 	if err := out.Flush(); err != nil {
 		fmt.Fprintf(os.Stderr, "ferry: %v\n", err)
 		if code == exitOK {

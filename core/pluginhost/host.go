@@ -340,8 +340,8 @@ func (h *Host) process(ctx context.Context, name string) (*process, error) {
 
 // allowedEnv are the variables a plugin inherits; secrets in ferry's
 // environment stay there (configuration values reach plugins through
-// Configure).
-var allowedEnv = []string{"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ", "USER"}
+// Configure). FERRY_CPUPROFILE profiles the plugins with ferry.
+var allowedEnv = []string{"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ", "USER", sdk.CPUProfileEnv}
 
 func (h *Host) start(ctx context.Context, f Found) (*process, error) {
 	if h.sockDir == "" {

@@ -204,6 +204,24 @@ func TestGoodPlugin(t *testing.T) {
 	}
 }
 
+func TestPluginsAreProfiledWithFerry(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(sdk.CPUProfileEnv, dir)
+	h := New(Options{Dirs: []string{pluginDir}, StopDrain: time.Second})
+	if _, err := h.Info(context.Background(), "good"); err != nil {
+		h.Close()
+		t.Fatal(err)
+	}
+	h.Close()
+	found, _ := filepath.Glob(filepath.Join(dir, "ferry-plugin-good-*.pprof"))
+	if len(found) != 1 {
+		t.Fatalf("profiles %v, want one of the plugin", found)
+	}
+	if fi, err := os.Stat(found[0]); err != nil || fi.Size() == 0 {
+		t.Errorf("the plugin's profile is empty (%v)", err)
+	}
+}
+
 func TestUnknownPlugin(t *testing.T) {
 	h := newHost(t)
 	_, err := h.Schema(sdk.KindSource, "vmware")
