@@ -110,3 +110,14 @@ func TestInFlightBytesAreCapped(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeBufferLeavesZstdItsSlack(t *testing.T) {
+	// Frame lengths of whole blocks, some the size of a buffer class.
+	for _, n := range []int{4 << 10, 96 << 10, 128 << 10, 160 << 10, 1 << 20} {
+		bp := decodeBuffer(n)
+		if len(*bp) != n || cap(*bp) < n+decodeSlack {
+			t.Errorf("a buffer for %d bytes: length %d, capacity %d, want %d and at least %d", n, len(*bp), cap(*bp), n, n+decodeSlack)
+		}
+		buffers.put(bp)
+	}
+}

