@@ -17,8 +17,8 @@ const CPUProfileEnv = "FERRY_CPUPROFILE"
 
 // StartCPUProfile starts the CPU profile of this process, named name,
 // when FERRY_CPUPROFILE is set, and returns the function that stops it
-// and writes the file; stopping again does nothing. Unset, both are
-// no-ops.
+// and writes the file; stopping it again writes nothing and says so (an
+// error). Unset, both are no-ops.
 func StartCPUProfile(name string) (stop func() error, err error) {
 	dir := os.Getenv(CPUProfileEnv)
 	if dir == "" {
