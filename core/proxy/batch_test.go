@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 
@@ -26,23 +25,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 }
 
 func TestAWriteLeavesInOneWriteToTheSocket(t *testing.T) {
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca")
-	if err := pki.InitCA(ca, pki.CAOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	creds := map[string]*pki.Credentials{}
-	for _, name := range []string{"p1", "p2"} {
-		out := filepath.Join(dir, name)
-		if err := pki.Issue(ca, pki.Identity{Role: pki.RoleProxy, Name: name}, nil, 0, out); err != nil {
-			t.Fatal(err)
-		}
-		c, err := pki.Load(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		creds[name] = c
-	}
+	_, creds := proxyCreds(t, "p1", "p2")
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

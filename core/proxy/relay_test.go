@@ -62,14 +62,17 @@ type relayLab struct {
 	control, proxy *pki.Credentials
 }
 
-func newRelayLab(t *testing.T) *relayLab {
+// proxyCreds makes a CA in a new folder and issues a proxy certificate
+// for each name; ca is the CA's folder.
+func proxyCreds(t *testing.T, names ...string) (ca string, creds map[string]*pki.Credentials) {
 	t.Helper()
 	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca")
+	ca = filepath.Join(dir, "ca")
 	if err := pki.InitCA(ca, pki.CAOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	load := func(name string) *pki.Credentials {
+	creds = map[string]*pki.Credentials{}
+	for _, name := range names {
 		out := filepath.Join(dir, name)
 		if err := pki.Issue(ca, pki.Identity{Role: pki.RoleProxy, Name: name}, nil, 0, out); err != nil {
 			t.Fatal(err)
@@ -78,10 +81,16 @@ func newRelayLab(t *testing.T) *relayLab {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return c
+		creds[name] = c
 	}
-	l := &relayLab{proxy: load("p2")}
-	l.agent = &Agent{Name: "p1", MaxTasks: 2, Plugins: newServedPlugins(t), Creds: load("p1")}
+	return ca, creds
+}
+
+func newRelayLab(t *testing.T) *relayLab {
+	t.Helper()
+	ca, creds := proxyCreds(t, "p1", "p2")
+	l := &relayLab{proxy: creds["p2"]}
+	l.agent = &Agent{Name: "p1", MaxTasks: 2, Plugins: newServedPlugins(t), Creds: creds["p1"]}
 	var err error
 	if l.control, err = pki.Load(filepath.Join(ca, "control")); err != nil {
 		t.Fatal(err)
