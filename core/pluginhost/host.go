@@ -3,7 +3,6 @@ package pluginhost
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -290,9 +289,9 @@ func (h *Host) instance(ctx context.Context, kind sdk.Kind, typ string, cfg cty.
 	}
 }
 
-// instanceKey names a block's instance: its kind, type and configuration
-// (secrets included, hashed: the key is never shown). ok is false for a
-// configuration that cannot be encoded, which is configured each time.
+// instanceKey names a block's instance: BlockKey of its configuration's
+// JSON. ok is false for a configuration that cannot be encoded, which is
+// configured each time.
 func instanceKey(kind sdk.Kind, typ string, cfg cty.Value) (string, bool) {
 	cfg, _ = cfg.UnmarkDeep()
 	t, err := ctyjson.MarshalType(cfg.Type())
@@ -303,11 +302,19 @@ func instanceKey(kind sdk.Kind, typ string, cfg cty.Value) (string, bool) {
 	if err != nil {
 		return "", false
 	}
+	return BlockKey(kind, typ, t, v), true
+}
+
+// BlockKey names a plugin block by its kind, type and configuration (the
+// cty JSON of its type and of its value, secrets included): a SHA-256,
+// raw, never shown. The host keys its instances with it, and a proxy its
+// attached blocks.
+func BlockKey(kind sdk.Kind, typ string, typeJSON, valueJSON []byte) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", kind, typ, len(t))
-	h.Write(t)
-	h.Write(v)
-	return hex.EncodeToString(h.Sum(nil)), true
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", kind, typ, len(typeJSON))
+	h.Write(typeJSON)
+	h.Write(valueJSON)
+	return string(h.Sum(nil))
 }
 
 // process returns the running process of a plugin, starting it (again,

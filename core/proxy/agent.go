@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -209,18 +208,14 @@ func (a *Agent) component(ctx context.Context, kind sdk.Kind, c *proxyv1.Compone
 
 // componentKey names a plugin block's instance in the cache.
 func componentKey(kind sdk.Kind, c *proxyv1.Component) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", kind, c.GetType(), len(c.GetConfigType()))
-	h.Write(c.GetConfigType())
-	h.Write(c.GetConfig())
-	return string(h.Sum(nil))
+	return pluginhost.BlockKey(kind, c.GetType(), c.GetConfigType(), c.GetConfig())
 }
 
 // forget drops the cached instances of plugin blocks after a task half
 // that used them failed: the plugin may have died (its host starts it
-// again, without the instances it had), so the next task configures them
-// anew. A healthy plugin keeps the instance it had (there is no call to
-// release one); the cost is a little of its memory per failure.
+// again, without the instances it had), so the next task asks the host
+// for them anew. The host gives back the instance a healthy plugin still
+// has, and configures one in a restarted plugin.
 func (a *Agent) forget(kind sdk.Kind, cs ...*proxyv1.Component) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
