@@ -42,6 +42,12 @@
 // stays readable by every tool without a replay. The log stays empty
 // (LogGuid zero).
 //
+// The same ordering lets a file be opened read-only while another handle,
+// in this process or another, writes it: Open takes the file's size after
+// reading the BAT, so every block the BAT points at is inside it. The
+// reader sees the blocks its BAT names; a block allocated after that
+// stays invisible to it, and one written in place may read old or new.
+//
 // Reading a file whose log is not empty (Hyper-V leaves one after a
 // crash) replays the active sequence: into the file, then emptying the
 // log, when opened for writing; in memory, leaving the file untouched,

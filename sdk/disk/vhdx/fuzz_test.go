@@ -156,7 +156,7 @@ func FuzzOpenVHDX(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, packed []byte) {
 		b := unpack(packed)
-		v, err := openVHDX(b, b.size, false)
+		v, err := openVHDX(b, func() (int64, error) { return b.size, nil }, false)
 		if err != nil {
 			var fe *FormatError
 			if !errors.As(err, &fe) && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrUnsupported) {

@@ -155,7 +155,13 @@ func openFile(path string, f *os.File, rw bool, chain []os.FileInfo) (*Image, er
 	img := &Image{path: path}
 	switch {
 	case string(magic[:]) == fileIDSignature:
-		v, err := openVHDX(f, size, rw)
+		v, err := openVHDX(f, func() (int64, error) {
+			st, err := f.Stat()
+			if err != nil {
+				return 0, err
+			}
+			return st.Size(), nil
+		}, rw)
 		if err != nil {
 			return nil, inFile(path, err)
 		}

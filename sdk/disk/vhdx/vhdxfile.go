@@ -46,7 +46,15 @@ type vhdxFile struct {
 	failed      error             // a failed flush leaves the file's state unknown
 }
 
-func openVHDX(f file, fileSize int64, rw bool) (*vhdxFile, error) {
+// openVHDX reads the structures of the VHDX file f. size reports the
+// file's size at the moment it is called: once before anything is read,
+// to bound every table, and again after the BAT is read, to check the
+// blocks the BAT points at (see readBAT).
+func openVHDX(f file, size func() (int64, error), rw bool) (*vhdxFile, error) {
+	fileSize, err := size()
+	if err != nil {
+		return nil, err
+	}
 	v := &vhdxFile{f: f, r: f, rw: rw, fileSize: fileSize, bitmaps: map[int64][]byte{},
 		dirtyBAT: map[int64]bool{}, dirtyBitmap: map[[2]int64]bool{}}
 	if err := v.readHeaders(); err != nil {
@@ -61,7 +69,10 @@ func openVHDX(f file, fileSize int64, rw bool) (*vhdxFile, error) {
 	if err := v.readMetadata(); err != nil {
 		return nil, err
 	}
-	if err := v.readBAT(); err != nil {
+	if testHookBeforeBAT != nil {
+		testHookBeforeBAT()
+	}
+	if err := v.readBAT(size); err != nil {
 		return nil, err
 	}
 	v.sector = make([]byte, v.g.sectorSize)
@@ -267,7 +278,19 @@ func (v *vhdxFile) readMetadata() error {
 	return nil
 }
 
-func (v *vhdxFile) readBAT() error {
+// testHookBeforeBAT, when set by a test, runs when an open has read
+// everything but the BAT (a test writes through another handle there).
+var testHookBeforeBAT func()
+
+// readBAT reads the BAT and checks each block it points at against the
+// file's size, which it asks size for after reading the BAT. Another
+// handle may be writing the file meanwhile (a host reads a disk's size
+// while a replica's writer fills it, in this process or another): a
+// writer extends the file before any BAT entry points into the new space
+// (flush syncs the data, then writes the BAT), so a size taken after the
+// BAT covers every entry read, where one taken when the open began may
+// not. The file only grows while it is written; the larger size counts.
+func (v *vhdxFile) readBAT(size func() (int64, error)) error {
 	g := &v.g
 	if g.batEntries*8 > int64(v.reg.bat.length) {
 		return corrupt("region table BAT region length", "%d bytes hold fewer than the %d entries the disk needs", v.reg.bat.length, g.batEntries)
@@ -276,6 +299,11 @@ func (v *vhdxFile) readBAT() error {
 	if err := readFull(v.r, raw, int64(v.reg.bat.offset), "BAT"); err != nil {
 		return err
 	}
+	now, err := size()
+	if err != nil {
+		return fmt.Errorf("size after reading the BAT: %w", err)
+	}
+	v.fileSize = max(v.fileSize, now)
 	v.bat = make([]uint64, g.batEntries)
 	for i := range v.bat {
 		v.bat[i] = binary.LittleEndian.Uint64(raw[8*i:])
