@@ -374,7 +374,12 @@ traffic_rule "wan" {
 	local(t, l.random(6<<20), "vm", "write", l.prod, "web-01", "0", fmt.Sprint(8<<20))
 	want = l.source("web-01", 0)
 	marks = []int{dr.stderr.mark(), dr2.stderr.mark()}
-	cmd, _, _ = l.startRun("e2e")
+	cmd, runErr, _ := l.startRun("e2e")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the second run said:\n%s\nproxy p-prod:\n%s\nproxy p-dr:\n%s\nproxy p-dr2:\n%s", runErr, prod.stderr, dr.stderr, dr2.stderr)
+		}
+	})
 	target := firstToLog(t, "target half: replica disk open", marks, dr, dr2)
 	mark := marks[0]
 	if target == dr2 {

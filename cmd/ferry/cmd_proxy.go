@@ -166,5 +166,6 @@ func serveProxy(ctx context.Context, e *env, f *proxyFlags, ready func()) error 
 		srv.Stop()
 	}
 	<-served // Serve returns nil once stopped
+	a.Close()
 	return nil
 }

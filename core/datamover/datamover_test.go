@@ -776,6 +776,34 @@ func TestDigestsArePutInGroupsAfterSync(t *testing.T) {
 	store.checkGroups(t, []string{"take [3]"}, []string{"put 1"})
 }
 
+// With SyncLast set, the last group's writes are made durable with it,
+// the others' with Sync: a sink across a network closes the disk in the
+// round trip of its last sync.
+func TestTheLastGroupIsSyncedWithSyncLast(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	const segBlocks, size = 16, 20 * 16 * 4096 // 20 segments of 64 KiB: 4 groups
+	src := &memDisk{data: diskLike(r, size)}
+	dst := &memDisk{data: make([]byte, size)}
+	store := &eventDigests{}
+	move(t, Request{Source: src, Size: size, Digests: store, TargetZero: true, Sink: NewReceiver(dst, size),
+		Sync:     func(context.Context) error { store.event("sync"); return nil },
+		SyncLast: func(context.Context) error { store.event("sync last"); return nil },
+	}, Options{SegmentBlocks: segBlocks})
+	equalDisks(t, dst.data, src.data)
+	var syncs []string
+	for _, ev := range store.events {
+		if strings.HasPrefix(ev, "sync") {
+			syncs = append(syncs, ev)
+		}
+	}
+	if fmt.Sprint(syncs) != "[sync sync sync sync last]" {
+		t.Fatalf("syncs %q, want Sync for the first three groups and SyncLast for the last", syncs)
+	}
+	if last := store.events[len(store.events)-1]; last != "put 3" || store.events[len(store.events)-2] != "sync last" {
+		t.Fatalf("events %q: the last group was not synced with SyncLast, then put", store.events)
+	}
+}
+
 // preparedDisk is a replica disk that refuses writes outside the ranges
 // prepared before them, as a replica writer whose file the mover writes
 // itself must never see.

@@ -238,6 +238,11 @@ type Request struct {
 	// it before it stores the digests of a segment, so that stored digests
 	// never describe writes a crash of the target could lose.
 	Sync func(ctx context.Context) error
+	// SyncLast, when set, is called instead of Sync for the disk's last
+	// writes, once nothing is left to send: a sink across a network
+	// closes the disk in the same round trip. A move whose last segments
+	// needed no writes does not call it.
+	SyncLast func(ctx context.Context) error
 	// Progress, when set, is called with the bytes of the disk handled so
 	// far, from any goroutine.
 	Progress func(done int64)
@@ -385,8 +390,12 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 			continue
 		}
 		first, last := g[0].seg, g[len(g)-1].seg
+		sync := m.req.Sync
+		if k == len(groups)-1 && m.req.SyncLast != nil {
+			sync = m.req.SyncLast
+		}
 		done := make(chan error, 1)
-		go func() { done <- m.finishGroup(ctx, first, last, updates) }()
+		go func() { done <- m.finishGroup(ctx, first, last, updates, sync) }()
 		finishing = done
 	}
 	return m.stats(), wait()
@@ -456,11 +465,11 @@ func (m *mover) moveGroup(ctx context.Context, g []segmentWork, prevs []*Pending
 	return next, nil
 }
 
-// finishGroup makes the writes so far durable, then stores the new
-// digests of segments first..last.
-func (m *mover) finishGroup(ctx context.Context, first, last int, next []Update) error {
-	if m.req.Sync != nil {
-		if err := m.req.Sync(ctx); err != nil {
+// finishGroup makes the writes so far durable with sync, then stores the
+// new digests of segments first..last.
+func (m *mover) finishGroup(ctx context.Context, first, last int, next []Update, sync func(context.Context) error) error {
+	if sync != nil {
+		if err := sync(ctx); err != nil {
 			return fmt.Errorf("make the writes of segments %d-%d durable: %w", first, last, err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,6 +69,9 @@ type fixture struct {
 	eng   *Engine
 	job   *config.Job
 	rng   *rand.Rand
+	// dials counts the connections each test proxy opened to other
+	// proxies, by name (see startAgent).
+	dials map[string]*atomic.Int64
 }
 
 func block(kind sdk.Kind, name string) *config.PluginBlock {

@@ -83,13 +83,32 @@ func (m memPlugins) Found() []pluginhost.Found { return []pluginhost.Found{{Name
 func (m memPlugins) Info(ctx context.Context, _ string) (*sdk.Info, error) {
 	return m.client.Info(ctx)
 }
+
+// caps are the capabilities the plugin declares for a component, as a
+// plugin host gives them.
+func (m memPlugins) caps(ctx context.Context, kind sdk.Kind, typ string) (sdk.Capabilities, error) {
+	info, err := m.client.Info(ctx)
+	if err != nil {
+		return sdk.Capabilities{}, err
+	}
+	c, _ := info.Component(kind, typ)
+	return c.Capabilities, nil
+}
 func (m memPlugins) Source(ctx context.Context, typ string, cfg cty.Value) (sdk.Source, sdk.Capabilities, error) {
+	caps, err := m.caps(ctx, sdk.KindSource, typ)
+	if err != nil {
+		return nil, caps, err
+	}
 	src, _, err := m.client.Source(ctx, typ, &schema.Block{}, cfg)
-	return src, sdk.Capabilities{}, err
+	return src, caps, err
 }
 func (m memPlugins) Target(ctx context.Context, typ string, cfg cty.Value) (sdk.Target, sdk.Capabilities, error) {
+	caps, err := m.caps(ctx, sdk.KindTarget, typ)
+	if err != nil {
+		return nil, caps, err
+	}
 	tgt, _, err := m.client.Target(ctx, typ, &schema.Block{}, cfg)
-	return tgt, sdk.Capabilities{}, err
+	return tgt, caps, err
 }
 func (m memPlugins) Repository(ctx context.Context, typ string, cfg cty.Value) (sdk.Repository, error) {
 	repo, _, err := m.client.Repository(ctx, typ, &schema.Block{}, cfg)
@@ -150,10 +169,20 @@ func (f *fixture) startAgent(ca, name, site string) (proxy.Member, *proxy.Agent,
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	a := &proxy.Agent{Name: name, Site: site, MaxTasks: 2, Plugins: f.memPlugins(""), Creds: creds}
+	dials := new(atomic.Int64)
+	if f.dials == nil {
+		f.dials = map[string]*atomic.Int64{}
+	}
+	f.dials[name] = dials
+	a := &proxy.Agent{Name: name, Site: site, MaxTasks: 2, Plugins: f.memPlugins(""), Creds: creds,
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			dials.Add(1)
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		}}
 	srv := a.Server()
 	go srv.Serve(lis)
-	f.t.Cleanup(srv.Stop)
+	f.t.Cleanup(func() { srv.Stop(); a.Close() })
 	return proxy.Member{Name: name, Address: lis.Addr().String(), Site: site, MaxTasks: 2}, a, srv
 }
 
@@ -191,6 +220,10 @@ func TestDisksMoveThroughProxies(t *testing.T) {
 	}
 	if sent, full := s2.Totals().BytesSent, s1.Totals().BytesSent; sent*10 > full {
 		t.Fatalf("an incremental run sent %d bytes, the full one %d", sent, full)
+	}
+	// Four disk tasks, one connection between the proxies: it is kept.
+	if n := f.dials["p-src"].Load(); n != 1 {
+		t.Errorf("the source proxy connected to the target proxy %d times for four disk tasks, want once", n)
 	}
 
 	// Change tracking reset and the metadata lost: the source proxy

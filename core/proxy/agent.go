@@ -58,7 +58,60 @@ type Agent struct {
 	running    int
 	targets    map[string]*targetTask
 	components map[string]any                // configured plugin instances, by kind, type and configuration
+	caps       map[string]sdk.Capabilities   // the capabilities of each, by the same key
 	rules      map[string]*datamover.Limiter // the traffic rules' rates, shared by the tasks they cover
+	// arrived is closed and replaced when a target half is registered:
+	// a data stream may open before its target half (see Data); awaiting
+	// counts the streams waiting so.
+	arrived  chan struct{}
+	awaiting int
+	// peers are the connections to target proxies, by name and address,
+	// kept for the tasks that come after (see peer).
+	peers  map[string]*grpc.ClientConn
+	closed bool
+}
+
+// peer returns the connection to the target proxy name at addr: the
+// one an earlier task dialled, or a new one, kept for the next tasks. A
+// connection costs a TCP and a TLS handshake and gRPC's exchange of
+// settings, three round trips of the link between the sites before the
+// first frame. gRPC reconnects a kept connection that broke (see
+// tryNow), and lets one idle for 30 minutes go until it is used again.
+func (a *Agent) peer(addr, name string) (*grpc.ClientConn, error) {
+	key := name + "\x00" + addr
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return nil, status.Error(codes.Unavailable, "the proxy is stopping")
+	}
+	if conn := a.peers[key]; conn != nil {
+		return conn, nil
+	}
+	conn, err := dial(addr, a.Creds, pki.Identity{Role: pki.RoleProxy, Name: name}, a.Dial)
+	if err != nil {
+		return nil, err
+	}
+	// Dial now: the handshakes run while the task opens its disks.
+	conn.Connect()
+	if a.peers == nil {
+		a.peers = map[string]*grpc.ClientConn{}
+	}
+	a.peers[key] = conn
+	return conn, nil
+}
+
+// Close closes the connections the agent opened to other proxies. Call it
+// once its server stopped.
+func (a *Agent) Close() error {
+	a.mu.Lock()
+	peers := a.peers
+	a.peers, a.closed = nil, true
+	a.mu.Unlock()
+	var errs []error
+	for _, conn := range peers {
+		errs = append(errs, conn.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // ruleLimiters returns the limiters of the traffic rules a task's link
@@ -182,11 +235,12 @@ func (a *Agent) component(ctx context.Context, kind sdk.Kind, c *proxyv1.Compone
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%s %q: %v", kind, c.GetType(), err)
 	}
+	var caps sdk.Capabilities
 	switch kind {
 	case sdk.KindSource:
-		got, _, err = a.Plugins.Source(ctx, c.GetType(), cfg)
+		got, caps, err = a.Plugins.Source(ctx, c.GetType(), cfg)
 	case sdk.KindTarget:
-		got, _, err = a.Plugins.Target(ctx, c.GetType(), cfg)
+		got, caps, err = a.Plugins.Target(ctx, c.GetType(), cfg)
 	default:
 		got, err = a.Plugins.Repository(ctx, c.GetType(), cfg)
 	}
@@ -201,6 +255,10 @@ func (a *Agent) component(ctx context.Context, kind sdk.Kind, c *proxyv1.Compone
 		got = old
 	} else {
 		a.components[key] = got
+		if a.caps == nil {
+			a.caps = map[string]sdk.Capabilities{}
+		}
+		a.caps[key] = caps
 	}
 	a.mu.Unlock()
 	return got, nil
@@ -221,6 +279,7 @@ func (a *Agent) forget(kind sdk.Kind, cs ...*proxyv1.Component) {
 	defer a.mu.Unlock()
 	for _, c := range cs {
 		delete(a.components, componentKey(kind, c))
+		delete(a.caps, componentKey(kind, c))
 	}
 }
 
@@ -312,10 +371,14 @@ func (s *service) Hello(ctx context.Context, req *proxyv1.HelloRequest) (*proxyv
 // targetTask is the target half of a disk task: an open replica disk
 // waiting for its data stream.
 type targetTask struct {
-	id       string
-	tgt      sdk.Target
-	replica  string
-	disk     int
+	id      string
+	tgt     sdk.Target
+	replica string
+	disk    int
+	// opened is closed once the disk is open (w and recv are set) or
+	// could not be (openErr says why).
+	opened   chan struct{}
+	openErr  error
 	w        sdk.DiskWriter
 	recv     *datamover.Receiver
 	mu       sync.Mutex // held while a data stream uses the disk
@@ -355,21 +418,22 @@ func (s *service) Target(req *proxyv1.TargetTask, stream proxyv1.Proxy_TargetSer
 		}
 	}()
 	tgt := c.(sdk.Target)
-	w, err := tgt.OpenReplicaDisk(ctx, req.GetReplica(), int(req.GetDisk()), req.GetCapacity())
-	if err != nil {
-		return status.Errorf(codes.Unavailable, "open disk %d of replica %s: %v", req.GetDisk(), req.GetReplica(), err)
-	}
-	t := &targetTask{id: req.GetTask(), tgt: tgt, replica: req.GetReplica(), disk: int(req.GetDisk()), w: w, recv: datamover.NewReceiver(w, req.GetCapacity()), finished: make(chan struct{})}
+	// The task is known before its disk is open: its data stream, which
+	// the control plane started at the same time, waits for the disk.
+	t := &targetTask{id: req.GetTask(), tgt: tgt, replica: req.GetReplica(), disk: int(req.GetDisk()), opened: make(chan struct{}), finished: make(chan struct{})}
 	a.mu.Lock()
 	if a.targets == nil {
 		a.targets = map[string]*targetTask{}
 	}
 	if _, dup := a.targets[t.id]; dup || t.id == "" {
 		a.mu.Unlock()
-		w.Close()
 		return status.Errorf(codes.AlreadyExists, "task %q exists", t.id)
 	}
 	a.targets[t.id] = t
+	if a.arrived != nil {
+		close(a.arrived)
+	}
+	a.arrived = make(chan struct{})
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
@@ -377,6 +441,18 @@ func (s *service) Target(req *proxyv1.TargetTask, stream proxyv1.Proxy_TargetSer
 		a.mu.Unlock()
 		t.abandon()
 	}()
+	w, err := tgt.OpenReplicaDisk(ctx, req.GetReplica(), int(req.GetDisk()), req.GetCapacity())
+	t.mu.Lock()
+	if err != nil {
+		t.openErr = status.Errorf(codes.Unavailable, "open disk %d of replica %s: %v", req.GetDisk(), req.GetReplica(), err)
+	} else {
+		t.w, t.recv = w, datamover.NewReceiver(w, req.GetCapacity())
+	}
+	t.mu.Unlock()
+	close(t.opened)
+	if err != nil {
+		return t.openErr
+	}
 	log := a.log().With("task", t.id, "replica", t.replica, "disk", t.disk)
 	log.Info("target half: replica disk open")
 	if err := stream.Send(&proxyv1.TaskEvent{Event: &proxyv1.TaskEvent_Ready{Ready: &proxyv1.Ready{}}}); err != nil {
@@ -412,7 +488,7 @@ func (t *targetTask) abandon() {
 		t.rp.Close()
 		t.rp = nil
 	}
-	if !t.closed {
+	if !t.closed && t.w != nil {
 		t.closed = true
 		t.closeErr = t.w.Close()
 	}
@@ -440,11 +516,9 @@ func (s *service) Data(stream proxyv1.Proxy_DataServer) error {
 		return status.Error(codes.InvalidArgument, "a data stream starts with Open")
 	}
 	a := s.a
-	a.mu.Lock()
-	t := a.targets[open.GetTask()]
-	a.mu.Unlock()
-	if t == nil {
-		return status.Errorf(codes.NotFound, "no task %q waits on proxy %s", open.GetTask(), a.Name)
+	t, err := a.awaitTarget(ctx, open.GetTask(), open.GetAwait())
+	if err != nil {
+		return err
 	}
 	// A new stream takes over from the one before it (which may be a
 	// broken connection the server has not noticed yet).
@@ -495,6 +569,65 @@ func (s *service) Data(stream proxyv1.Proxy_DataServer) error {
 		if done {
 			return nil
 		}
+	}
+}
+
+// targetWait bounds how long a task's first data stream waits for its
+// target half to start. The control plane starts both halves at once and
+// ends the source half when the target half fails to start, so this
+// only bounds a stream whose control plane vanished.
+const targetWait = time.Minute
+
+// awaitTarget returns the target half of task id once its disk is open.
+// With wait, a task not started yet is waited for (see targetWait).
+func (a *Agent) awaitTarget(ctx context.Context, id string, wait bool) (*targetTask, error) {
+	timer := time.NewTimer(targetWait)
+	defer timer.Stop()
+	for {
+		a.mu.Lock()
+		t := a.targets[id]
+		if a.arrived == nil {
+			a.arrived = make(chan struct{})
+		}
+		arrived := a.arrived
+		a.mu.Unlock()
+		if t != nil {
+			select {
+			case <-t.opened:
+			case <-ctx.Done():
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+			if t.openErr != nil {
+				return nil, t.openErr
+			}
+			return t, nil
+		}
+		if !wait {
+			return nil, status.Errorf(codes.NotFound, "no task %q waits on proxy %s", id, a.Name)
+		}
+		if err := a.awaitArrival(ctx, arrived, timer.C); err != nil {
+			return nil, status.Errorf(status.Code(err), "task %q did not start on proxy %s: %v", id, a.Name, err)
+		}
+	}
+}
+
+// awaitArrival waits for the next target half to be registered.
+func (a *Agent) awaitArrival(ctx context.Context, arrived chan struct{}, timeout <-chan time.Time) error {
+	a.mu.Lock()
+	a.awaiting++
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.awaiting--
+		a.mu.Unlock()
+	}()
+	select {
+	case <-arrived:
+		return nil
+	case <-timeout:
+		return status.Errorf(codes.NotFound, "not within %s", targetWait)
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
 	}
 }
 

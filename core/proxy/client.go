@@ -51,6 +51,7 @@ type Pool struct {
 	Traffic *traffic.Registry
 
 	mu      sync.Mutex
+	closed  bool
 	freed   chan struct{} // closed and replaced when a slot is freed
 	members map[string]*member
 	waiting int // tasks waiting in place for free slots
@@ -78,17 +79,29 @@ type member struct {
 	err    error // why the proxy cannot be used; nil when it can
 	ours   int   // task slots our tasks hold
 	// reach is how the proxy reaches the disks of a job's VM (by
-	// reachKey), asked once per pool.
-	reach map[string][2]Reach
+	// reachKey), asked once per pool; probing holds the probes under way,
+	// closed when they end.
+	reach   map[string][2]Reach
+	probing map[string]chan struct{}
 	// end is the proxy as an end of a traffic rule's link, its address
 	// resolved when it was greeted.
 	end traffic.End
+	// greeting is closed when the hello under way ends; nil when none is.
+	greeting chan struct{}
 }
 
 func reachKey(t Task) string { return t.Job + "\x00" + t.VM }
 
+// Probe asks the proxies t may use how they reach the disks of t's VM
+// (and the target's storage), unless they were asked already, as placing
+// t's disks does first. A session calls it as it starts on a VM, so that
+// the answers (a round trip of the link to each proxy) come while it
+// does the rest; placing a disk then waits for the probe under way.
+func (p *Pool) Probe(ctx context.Context, t Task) { p.probe(ctx, t) }
+
 // probe asks the proxies t may use, that were not asked yet, how they
-// reach t's source disks and target storage.
+// reach t's source disks and target storage, and waits for the probes
+// of them under way.
 func (p *Pool) probe(ctx context.Context, t Task) {
 	key := reachKey(t)
 	p.mu.Lock()
@@ -97,18 +110,44 @@ func (p *Pool) probe(ctx context.Context, t Task) {
 		client proxyv1.ProxyClient
 	}
 	var todo []asking
+	var wait []chan struct{}
 	for _, m := range p.members {
 		if !m.usableFor(t) {
 			continue
 		}
-		if _, asked := m.reach[key]; !asked {
+		if ch, under := m.probing[key]; under {
+			wait = append(wait, ch)
+		} else if _, asked := m.reach[key]; !asked {
 			todo = append(todo, asking{m, m.client})
 		}
 	}
+	done := make(chan struct{})
+	for _, a := range todo {
+		if a.m.probing == nil {
+			a.m.probing = map[string]chan struct{}{}
+		}
+		a.m.probing[key] = done
+	}
 	p.mu.Unlock()
+	defer func() {
+		for _, ch := range wait {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+			}
+		}
+	}()
 	if len(todo) == 0 {
 		return
 	}
+	defer func() {
+		p.mu.Lock()
+		for _, a := range todo {
+			delete(a.m.probing, key)
+		}
+		p.mu.Unlock()
+		close(done)
+	}()
 	sc, err1 := encodeComponent(t.Source.Type, t.Source.Config)
 	tc, err2 := encodeComponent(t.Target.Type, t.Target.Config)
 	if err1 != nil || err2 != nil {
@@ -156,6 +195,7 @@ func NewPool(members []Member, creds *pki.Credentials, version string, log hclog
 func (p *Pool) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	for _, m := range p.members {
 		if m.conn != nil {
 			m.conn.Close()
@@ -181,25 +221,7 @@ func (p *Pool) Greet(ctx context.Context, names []string) map[string]error {
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, m := range todo {
-		wg.Go(func() {
-			hello, conn, err := p.hello(ctx, m)
-			end := endOf(m.Member)
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			m.end = end
-			if m.conn != conn {
-				// A new connection (hello reuses the one there is): the
-				// tasks running hold the client of the old one, if any.
-				if m.conn != nil {
-					m.conn.Close()
-				}
-				m.conn = conn
-				if conn != nil {
-					m.client = proxyv1.NewProxyClient(conn)
-				}
-			}
-			m.hello, m.err = hello, err
-		})
+		wg.Go(func() { p.greet(ctx, m) })
 	}
 	wg.Wait()
 	bad := map[string]error{}
@@ -211,6 +233,61 @@ func (p *Pool) Greet(ctx context.Context, names []string) map[string]error {
 		}
 	}
 	return bad
+}
+
+// greet says hello to m, or waits for the hello under way (another
+// Greet's, or Warm's, which began moments ago).
+func (p *Pool) greet(ctx context.Context, m *member) {
+	p.mu.Lock()
+	if ch := m.greeting; ch != nil {
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+		return
+	}
+	ch := make(chan struct{})
+	m.greeting = ch
+	p.mu.Unlock()
+	hello, conn, err := p.hello(ctx, m)
+	end := endOf(m.Member)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m.greeting = nil
+	close(ch)
+	if p.closed {
+		if conn != nil && conn != m.conn {
+			conn.Close()
+		}
+		return
+	}
+	m.end = end
+	if m.conn != conn {
+		// A new connection (hello reuses the one there is): the tasks
+		// running hold the client of the old one, if any.
+		if m.conn != nil {
+			m.conn.Close()
+		}
+		m.conn = conn
+		if conn != nil {
+			m.client = proxyv1.NewProxyClient(conn)
+		}
+	}
+	m.hello, m.err = hello, err
+}
+
+// Warm greets every proxy in the background, so that the handshakes of
+// the connections and the Hellos run while the caller does its own work:
+// a run that starts at once greets its proxies then, and its Greet waits
+// for these rather than asking again. Over a WAN, that is three round
+// trips of the link to each proxy a one-shot run need not wait for.
+func (p *Pool) Warm() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.members {
+		go p.greet(context.Background(), m)
+	}
 }
 
 // allowed reports whether a task limited to names (none: any) may use
@@ -531,6 +608,22 @@ func (p *Pool) PushRates() {
 	}
 }
 
+// targetHalf follows a target half's events: Ready, then its end (nil
+// when it ended with Done).
+func targetHalf(stream proxyv1.Proxy_TargetClient) error {
+	ev, err := stream.Recv()
+	if err != nil {
+		return explained(err)
+	}
+	if ev.GetReady() == nil {
+		return fmt.Errorf("it answered with %T before it was ready", ev.GetEvent())
+	}
+	if _, err := stream.Recv(); err != nil {
+		return explained(err)
+	}
+	return nil
+}
+
 // sourceFailed is the error of a task whose source half failed: the
 // target half's when it ended first (the target proxy is gone).
 func (p *Pool) sourceFailed(src *member, err error, targetEnd chan error) error {
@@ -622,18 +715,15 @@ func (p *Pool) run(ctx context.Context, t Task) (Result, error) {
 		rules = append(rules, &proxyv1.RuleRate{Name: "job/" + t.Job, Rate: t.Throttle})
 	}
 
+	// The two halves start at once: the source half's data stream waits
+	// on the target proxy for the target half, where asking the target
+	// proxy first would cost a round trip of the link between the sites
+	// before the source half starts.
 	tctx, cancelTarget := context.WithCancel(ctx)
 	defer cancelTarget()
 	tstream, err := dstClient.Target(tctx, &proxyv1.TargetTask{Task: id, Target: tc, Replica: t.Replica, Disk: int32(t.Disk), Capacity: t.Capacity})
 	if err != nil {
 		return res, fmt.Errorf("target proxy %s: %w", dst.Name, explained(err))
-	}
-	ev, err := tstream.Recv()
-	if err != nil {
-		return res, fmt.Errorf("target proxy %s: %w", dst.Name, explained(err))
-	}
-	if ev.GetReady() == nil {
-		return res, fmt.Errorf("target proxy %s answered with %T before it was ready", dst.Name, ev.GetEvent())
 	}
 
 	b := t.Binding
@@ -646,19 +736,22 @@ func (p *Pool) run(ctx context.Context, t Task) (Result, error) {
 		Binding:       &proxyv1.Binding{Replica: b.Replica, Incarnation: b.Incarnation, Point: b.Point, PointSession: b.PointSession, Capacity: b.Capacity},
 		TargetAddress: dst.Address, TargetName: dst.Name, Rules: rules,
 	}
-	// The target half's end comes while the source half runs: when the
-	// target proxy dies, the source half is stopped at once (and the task
-	// placed again) instead of trying to reach it for minutes.
+	// The target half's start and end come while the source half runs:
+	// when the target half cannot start, or its proxy dies, the source
+	// half is stopped at once (and the task placed again) instead of
+	// waiting for it, or trying to reach it for minutes.
 	sctx, cancelSource := context.WithCancel(ctx)
 	defer cancelSource()
 	targetEnd := make(chan error, 1)
 	go func() {
-		_, err := tstream.Recv()
+		err := targetHalf(tstream)
 		if err != nil {
-			err = fmt.Errorf("target proxy %s: %w", dst.Name, explained(err))
+			err = fmt.Errorf("target proxy %s: %w", dst.Name, err)
+		}
+		targetEnd <- err // before the source half ends: sourceFailed looks
+		if err != nil {
 			cancelSource()
 		}
-		targetEnd <- err
 	}()
 	sstream, err := srcClient.Source(sctx, req)
 	if err != nil {

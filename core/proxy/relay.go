@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -58,7 +59,15 @@ func (s *service) Attach(ctx context.Context, req *proxyv1.AttachRequest) (*prox
 	if _, ok := sdk.InstanceConn(c); !ok {
 		return nil, status.Errorf(codes.FailedPrecondition, "%s %q on proxy %s does not run in a plugin process: its calls cannot be relayed", kind, req.GetComponent().GetType(), s.a.Name)
 	}
-	return &proxyv1.AttachResponse{Key: hex.EncodeToString([]byte(componentKey(kind, req.GetComponent())))}, nil
+	key := componentKey(kind, req.GetComponent())
+	s.a.mu.Lock()
+	caps := s.a.caps[key]
+	s.a.mu.Unlock()
+	capsJSON, err := json.Marshal(caps)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "%s %q: its capabilities: %v", kind, req.GetComponent().GetType(), err)
+	}
+	return &proxyv1.AttachResponse{Key: hex.EncodeToString([]byte(key)), Capabilities: capsJSON}, nil
 }
 
 // relayedServices are the services of the plugin protocol a relayed call
@@ -227,13 +236,21 @@ func (p *Pool) Control(ctx context.Context, names []string, site string, kind sd
 	}
 	where = rc.name
 	c := sdk.NewClient(rc, sdk.ClientOptions{Name: fmt.Sprintf("%s %q on proxy %s", kind, b.Type, where), NoDirect: true})
-	info, err := c.Info(ctx)
-	if err != nil {
-		return nil, caps, "", err
-	}
-	ci, ok := info.Component(kind, b.Type)
-	if !ok {
-		return nil, caps, "", fmt.Errorf("plugin %s on proxy %s serves no %s %q: %w", info.Name, where, kind, b.Type, errdefs.ErrNotFound)
+	if len(rc.caps) > 0 {
+		// The proxy configured the instance: its plugin serves the type.
+		if err := json.Unmarshal(rc.caps, &caps); err != nil {
+			return nil, caps, "", fmt.Errorf("proxy %s said the capabilities of %s %q in a form not understood: %w", where, kind, b.Type, err)
+		}
+	} else {
+		info, err := c.Info(ctx)
+		if err != nil {
+			return nil, caps, "", err
+		}
+		ci, ok := info.Component(kind, b.Type)
+		if !ok {
+			return nil, caps, "", fmt.Errorf("plugin %s on proxy %s serves no %s %q: %w", info.Name, where, kind, b.Type, errdefs.ErrNotFound)
+		}
+		caps = ci.Capabilities
 	}
 	switch kind {
 	case sdk.KindSource:
@@ -243,7 +260,7 @@ func (p *Pool) Control(ctx context.Context, names []string, site string, kind sd
 	default:
 		component = c.AttachRepository("")
 	}
-	return component, ci.Capabilities, where, nil
+	return component, caps, where, nil
 }
 
 // relayConn is the control plane's connection to an attached instance,
@@ -260,6 +277,7 @@ type relayConn struct {
 	m    *member // nil: choose again
 	name string  // of the proxy chosen last
 	key  string
+	caps []byte // what the last Attach said of the instance's capabilities
 }
 
 // serves reports whether a proxy's Hello lists a plugin serving the
@@ -355,7 +373,7 @@ func (rc *relayConn) current(ctx context.Context) (*grpc.ClientConn, string, err
 		if rc.name != "" && rc.name != m.Name && rc.moved != nil {
 			rc.moved(fmt.Sprintf("the %s's calls moved from proxy %s to proxy %s", rc.kind, rc.name, m.Name))
 		}
-		rc.m, rc.name, rc.key = m, m.Name, resp.GetKey()
+		rc.m, rc.name, rc.key, rc.caps = m, m.Name, resp.GetKey(), resp.GetCapabilities()
 		return conn, rc.key, nil
 	}
 	if len(why) == 0 {

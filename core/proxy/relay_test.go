@@ -5,11 +5,17 @@ import (
 	"encoding/hex"
 	"net"
 	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/zclconf/go-cty/cty"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -23,31 +29,65 @@ import (
 )
 
 // servedPlugins serve in-memory components through a plugin server in the
-// test process, over gRPC as a plugin process does.
-type servedPlugins struct{ c *sdk.Client }
+// test process, over gRPC as a plugin process does. infos counts the
+// plugin's GetInfo calls.
+type servedPlugins struct {
+	c     *sdk.Client
+	p     *sdk.Plugin
+	tgt   *sdktest.MemTarget
+	infos *atomic.Int64
+}
+
+// The capabilities the in-memory plugin declares.
+var (
+	memSourceCaps = sdk.Capabilities{ChangeTracking: true, Tags: true}
+	memTargetCaps = sdk.Capabilities{ReIP: true, TestFailover: true}
+)
 
 func newServedPlugins(t *testing.T) servedPlugins {
 	src, tgt := sdktest.NewMemSource(sdk.VM{Name: "web-01", Disks: []sdk.Disk{{Capacity: 1 << 20}}}), sdktest.NewMemTarget()
 	p := &sdk.Plugin{Name: "mem", Version: "test",
-		Sources: map[string]sdk.Component[sdk.Source]{"mem": {Schema: &schema.Block{},
+		Sources: map[string]sdk.Component[sdk.Source]{"mem": {Schema: &schema.Block{}, Capabilities: memSourceCaps,
 			New: func(context.Context, cty.Value) (sdk.Source, error) { return src, nil }}},
-		Targets: map[string]sdk.Component[sdk.Target]{"mem": {Schema: &schema.Block{},
+		Targets: map[string]sdk.Component[sdk.Target]{"mem": {Schema: &schema.Block{}, Capabilities: memTargetCaps,
 			New: func(context.Context, cty.Value) (sdk.Target, error) { return tgt, nil }}},
 	}
-	return servedPlugins{sdktest.Connect(t, p)}
+	infos := new(atomic.Int64)
+	count := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if method == "/ferry.plugin.v1.Plugin/GetInfo" {
+			infos.Add(1)
+		}
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+	conn, err := grpc.NewClient(sdktest.Serve(t, p), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(sdk.MessageCodec())), grpc.WithStreamInterceptor(count),
+		grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			if method == "/ferry.plugin.v1.Plugin/GetInfo" {
+				infos.Add(1)
+			}
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return servedPlugins{c: sdk.NewClient(conn, sdk.ClientOptions{Name: p.Name}), p: p, tgt: tgt, infos: infos}
 }
 
 func (s servedPlugins) Found() []pluginhost.Found { return []pluginhost.Found{{Name: "mem"}} }
 func (s servedPlugins) Info(ctx context.Context, _ string) (*sdk.Info, error) {
 	return s.c.Info(ctx)
 }
+
+// Source and Target give the capabilities the plugin declares, as a
+// plugin host does (from what it learnt when it started the plugin).
 func (s servedPlugins) Source(ctx context.Context, typ string, cfg cty.Value) (sdk.Source, sdk.Capabilities, error) {
 	src, _, err := s.c.Source(ctx, typ, &schema.Block{}, cfg)
-	return src, sdk.Capabilities{}, err
+	return src, s.p.Sources[typ].Capabilities, err
 }
 func (s servedPlugins) Target(ctx context.Context, typ string, cfg cty.Value) (sdk.Target, sdk.Capabilities, error) {
 	tgt, _, err := s.c.Target(ctx, typ, &schema.Block{}, cfg)
-	return tgt, sdk.Capabilities{}, err
+	return tgt, s.p.Targets[typ].Capabilities, err
 }
 func (s servedPlugins) Repository(ctx context.Context, typ string, cfg cty.Value) (sdk.Repository, error) {
 	repo, _, err := s.c.Repository(ctx, typ, &schema.Block{}, cfg)
@@ -58,6 +98,7 @@ func (s servedPlugins) Repository(ctx context.Context, typ string, cfg cty.Value
 // plane's credentials and another proxy's.
 type relayLab struct {
 	agent          *Agent
+	plugins        servedPlugins
 	addr           string
 	control, proxy *pki.Credentials
 }
@@ -89,8 +130,8 @@ func proxyCreds(t *testing.T, names ...string) (ca string, creds map[string]*pki
 func newRelayLab(t *testing.T) *relayLab {
 	t.Helper()
 	ca, creds := proxyCreds(t, "p1", "p2")
-	l := &relayLab{proxy: creds["p2"]}
-	l.agent = &Agent{Name: "p1", MaxTasks: 2, Plugins: newServedPlugins(t), Creds: creds["p1"]}
+	l := &relayLab{proxy: creds["p2"], plugins: newServedPlugins(t)}
+	l.agent = &Agent{Name: "p1", MaxTasks: 2, Plugins: l.plugins, Creds: creds["p1"]}
 	var err error
 	if l.control, err = pki.Load(filepath.Join(ca, "control")); err != nil {
 		t.Fatal(err)
@@ -101,7 +142,7 @@ func newRelayLab(t *testing.T) *relayLab {
 	}
 	srv := l.agent.Server()
 	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
+	t.Cleanup(func() { srv.Stop(); l.agent.Close() })
 	l.addr = lis.Addr().String()
 	return l
 }
@@ -127,9 +168,21 @@ func TestControlCallsAreRelayedToTheAttachedInstance(t *testing.T) {
 	if bad := pool.Greet(ctx, nil); len(bad) > 0 {
 		t.Fatal(bad)
 	}
-	c, _, where, err := pool.Control(ctx, nil, "", sdk.KindSource, memBlock, nil)
+	infos := l.plugins.infos.Load()
+	c, caps, where, err := pool.Control(ctx, nil, "", sdk.KindSource, memBlock, nil)
 	if err != nil || where != "p1" {
 		t.Fatalf("control on %q: %v", where, err)
+	}
+	// Attach says what the instance can do: the control plane need not
+	// ask the plugin across the link.
+	if caps != memSourceCaps {
+		t.Errorf("capabilities %+v, want what the plugin declares, %+v", caps, memSourceCaps)
+	}
+	if _, tcaps, _, err := pool.Control(ctx, nil, "", sdk.KindTarget, memBlock, nil); err != nil || tcaps != memTargetCaps {
+		t.Errorf("the target's capabilities %+v (%v), want %+v", tcaps, err, memTargetCaps)
+	}
+	if n := l.plugins.infos.Load() - infos; n != 0 {
+		t.Errorf("attaching the source and the target asked the plugin's info %d times, want none", n)
 	}
 	src := c.(sdk.Source)
 	vms, err := src.ListVMs(ctx)
@@ -205,4 +258,139 @@ func mustComponent(t *testing.T) *proxyv1.Component {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// A task's first data stream may reach the target proxy before the
+// control plane's Target call: the control plane starts both halves at
+// once. The stream waits for its target half, and gets the target half's
+// error when the disk cannot be opened; a stream that does not ask to
+// wait (a resumed one) finds no task at once.
+func TestADataStreamWaitsForItsTargetHalf(t *testing.T) {
+	l := newRelayLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := l.plugins.tgt.CreateReplica(ctx, sdk.ReplicaRequest{Name: "web-01-replica", VM: sdk.VM{Name: "web-01", Disks: []sdk.Disk{{Capacity: 1 << 20}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := proxyv1.NewProxyClient(l.conn(t, l.proxy))
+	control := proxyv1.NewProxyClient(l.conn(t, l.control))
+	comp := mustComponent(t)
+	// waitForStream returns once a data stream waits on the agent for
+	// its target half.
+	waitForStream := func(task string) {
+		t.Helper()
+		for {
+			l.agent.mu.Lock()
+			n := l.agent.awaiting
+			l.agent.mu.Unlock()
+			if n > 0 {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("the stream of task %s never waited for its target half", task)
+			}
+			runtime.Gosched()
+		}
+	}
+	openData := func(task string, await bool) proxyv1.Proxy_DataClient {
+		t.Helper()
+		stream, err := data.Data(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Open{Open: &proxyv1.DataOpen{Task: task, Await: await}}}); err != nil {
+			t.Fatal(err)
+		}
+		return stream
+	}
+
+	// Not waiting: no such task.
+	if _, err := openData("t0", false).Recv(); status.Code(err) != codes.NotFound {
+		t.Fatalf("a stream for a task that never started, not waiting: %v, want NotFound", err)
+	}
+
+	// Waiting: the stream opens before the Target call, sends its Close
+	// at once, and is answered once the target half started.
+	stream := openData("t1", true)
+	if err := stream.Send(&proxyv1.DataMessage{Seq: 1, Msg: &proxyv1.DataMessage_Close{Close: &proxyv1.DataClose{}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitForStream("t1")
+	target, err := control.Target(ctx, &proxyv1.TargetTask{Task: "t1", Target: comp, Replica: rep.ID, Disk: 0, Capacity: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := target.Recv(); err != nil || ev.GetReady() == nil {
+		t.Fatalf("the target half: %v, %v; want Ready", ev, err)
+	}
+	if r, err := stream.Recv(); err != nil || r.GetOpened() == nil || r.GetOpened().GetApplied() != 0 {
+		t.Fatalf("the waiting stream's first answer: %v, %v; want Opened with nothing applied", r, err)
+	}
+	if r, err := stream.Recv(); err != nil || r.GetClosed() == nil {
+		t.Fatalf("the waiting stream's Close: %v, %v; want Closed", r, err)
+	}
+	if ev, err := target.Recv(); err != nil || ev.GetDone() == nil {
+		t.Fatalf("the target half's end: %v, %v; want Done", ev, err)
+	}
+
+	// Waiting for a target half whose disk cannot be opened: its error.
+	stream = openData("t2", true)
+	waitForStream("t2")
+	target, err = control.Target(ctx, &proxyv1.TargetTask{Task: "t2", Target: comp, Replica: "no-such-replica", Disk: 0, Capacity: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, terr := target.Recv()
+	_, derr := stream.Recv()
+	if status.Code(terr) != codes.Unavailable || status.Code(derr) != codes.Unavailable || !strings.Contains(derr.Error(), "no-such-replica") {
+		t.Fatalf("a target half that cannot open its disk: the Target call %v, the data stream %v; want both Unavailable, naming the replica", terr, derr)
+	}
+}
+
+// A kept connection to a proxy that was down fails every call at once
+// until gRPC's backoff (a second, growing to two minutes) runs out;
+// tryNow makes it try the proxy now, as a new connection would, so that
+// the task after a restart of the target proxy reaches it.
+func TestTryNowReachesAProxyThatCameBack(t *testing.T) {
+	l := newRelayLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// An address where nothing listens yet.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	conn, err := dial(addr, l.proxy, pki.Identity{Role: pki.RoleProxy, Name: "p1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Connect()
+	for st := conn.GetState(); st != connectivity.TransientFailure; st = conn.GetState() {
+		if !conn.WaitForStateChange(ctx, st) {
+			t.Fatalf("the connection to %s never failed (%s)", addr, st)
+		}
+	}
+	// The proxy comes up there.
+	lis, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("the port of %s was taken meanwhile: %v", addr, err)
+	}
+	srv := l.agent.Server()
+	go srv.Serve(lis)
+	defer srv.Stop()
+	tryNow(ctx, conn)
+	stream, err := proxyv1.NewProxyClient(conn).Data(ctx)
+	if err == nil {
+		err = stream.Send(&proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Open{Open: &proxyv1.DataOpen{Task: "none"}}})
+	}
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("a stream right after the proxy came back: %v; want the proxy's answer (no such task)", err)
+	}
 }

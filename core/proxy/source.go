@@ -87,12 +87,11 @@ func (a *Agent) source(ctx context.Context, req *proxyv1.SourceTask, send func(*
 	repo := c.(sdk.Repository)
 	disk := int(req.GetDisk())
 
-	conn, err := dial(req.GetTargetAddress(), a.Creds, pki.Identity{Role: pki.RoleProxy, Name: req.GetTargetName()}, a.Dial)
+	conn, err := a.peer(req.GetTargetAddress(), req.GetTargetName())
 	if err != nil {
 		return nil, fmt.Errorf("target proxy %s at %s: %w", req.GetTargetName(), req.GetTargetAddress(), err)
 	}
-	defer conn.Close()
-	out, err := openSender(ctx, proxyv1.NewProxyClient(conn), req.GetTask(), a.resumeFor())
+	out, err := openSender(ctx, conn, req.GetTask(), a.resumeFor())
 	if err != nil {
 		return nil, fmt.Errorf("data stream to target proxy %s at %s: %w", req.GetTargetName(), req.GetTargetAddress(), explained(err))
 	}
@@ -140,7 +139,7 @@ func (a *Agent) source(ctx context.Context, req *proxyv1.SourceTask, send func(*
 	mreq := datamover.Request{
 		Source: rd, Size: req.GetCapacity(), TargetZero: req.GetTargetZero(), Digests: store,
 		Sink: datamover.Throttle(out, a.ruleLimiters(req.GetRules())...),
-		Sync: out.Sync,
+		Sync: out.Sync, SyncLast: out.SyncClose,
 	}
 	if req.GetHasChanged() {
 		mreq.Changed = extentsFrom(req.GetChanged())

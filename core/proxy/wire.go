@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
@@ -36,7 +37,8 @@ const ResumeFor = 2 * time.Minute
 // one breaks. Sync, Digests and Close wait for their replies, which come
 // in the order of the requests.
 type sender struct {
-	open      func(ctx context.Context) (proxyv1.Proxy_DataClient, int64, error)
+	task      string
+	open      func(ctx context.Context, first bool) (proxyv1.Proxy_DataClient, int64, error)
 	resumeFor time.Duration
 	window    *semaphore.Weighted
 	ctx       context.Context // ends with the task or end: the streams and resumes stop
@@ -53,10 +55,15 @@ type sender struct {
 	acked  int64 // every frame up to it is applied
 	// out are the messages that may have to be sent again, oldest first:
 	// frames past acked and requests still waiting for their reply.
-	out        []*outgoing
-	broken     error // set once the task cannot go on
-	resuming   bool  // a resume is under way
-	failed     bool  // the stream the resume opened failed too
+	out    []*outgoing
+	broken error // set once the task cannot go on
+	// confirmed says the target answered the task's first stream: until
+	// then a broken stream ends the task (the control plane places it
+	// again) rather than being resumed.
+	confirmed  bool
+	closing    chan reply // the reply to the Close SyncClose sent
+	resuming   bool       // a resume is under way
+	failed     bool       // the stream the resume opened failed too
 	reconnects int
 	sent       atomic.Int64
 }
@@ -87,49 +94,81 @@ type reply struct {
 
 // openSender opens the data stream of a task on the target proxy. ctx is
 // the task's: cancelling it ends the stream.
-func openSender(ctx context.Context, client proxyv1.ProxyClient, task string, resumeFor time.Duration) (*sender, error) {
-	return startSender(ctx, task, func(ctx context.Context) (proxyv1.Proxy_DataClient, int64, error) {
-		return openStream(ctx, client, task)
+func openSender(ctx context.Context, conn *grpc.ClientConn, task string, resumeFor time.Duration) (*sender, error) {
+	client := proxyv1.NewProxyClient(conn)
+	return startSender(ctx, task, func(ctx context.Context, first bool) (proxyv1.Proxy_DataClient, int64, error) {
+		tryNow(ctx, conn)
+		return openStream(ctx, client, task, first)
 	}, resumeFor)
 }
 
+// tryNow makes a connection that failed try again at once. A kept
+// connection that failed (the target proxy restarted, the link was cut)
+// waits out gRPC's backoff, which grows to two minutes, and a stream
+// opened meanwhile fails at once with the last error: a new task, as a
+// resume after its own backoff, tries the proxy now, as a new connection
+// would.
+func tryNow(ctx context.Context, conn *grpc.ClientConn) {
+	if conn.GetState() != connectivity.TransientFailure {
+		return
+	}
+	conn.ResetConnectBackoff()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn.WaitForStateChange(ctx, connectivity.TransientFailure)
+}
+
 // startSender opens a task's first data stream with open, which opens
-// every stream of the task and says what the task applied so far.
-func startSender(ctx context.Context, task string, open func(ctx context.Context) (proxyv1.Proxy_DataClient, int64, error), resumeFor time.Duration) (*sender, error) {
+// every stream of the task and says what the task applied so far, or -1
+// when the stream's Opened reply is still to come (frames may follow
+// the opening of the first stream at once).
+func startSender(ctx context.Context, task string, open func(ctx context.Context, first bool) (proxyv1.Proxy_DataClient, int64, error), resumeFor time.Duration) (*sender, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &sender{
+		task:      task,
 		cancel:    cancel,
 		open:      open,
 		resumeFor: resumeFor,
 		window:    semaphore.NewWeighted(Window),
 		ctx:       ctx,
 	}
-	stream, applied, err := s.open(ctx)
+	stream, applied, err := s.open(ctx, true)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	if applied != 0 {
+	if applied > 0 {
 		cancel()
-		return nil, fmt.Errorf("task %s was fed by another source half (it applied %d messages)", task, applied)
+		return nil, fedByAnother(task, applied)
 	}
+	s.confirmed = applied == 0
 	s.stream = stream
 	go s.receive(stream, 0)
 	return s, nil
 }
 
+func fedByAnother(task string, applied int64) error {
+	return fmt.Errorf("task %s was fed by another source half (it applied %d messages)", task, applied)
+}
+
 // openStream opens a data stream and says what the task applied so far.
-func openStream(ctx context.Context, client proxyv1.ProxyClient, task string) (proxyv1.Proxy_DataClient, int64, error) {
+// The task's first stream does not wait for the answer (it says -1): the
+// target half may not have started yet, and the frames need not wait
+// for it, a round trip of the link; the answer comes to receive.
+func openStream(ctx context.Context, client proxyv1.ProxyClient, task string, first bool) (proxyv1.Proxy_DataClient, int64, error) {
 	// relayCodec sends the frames messages the sender encoded itself.
 	stream, err := client.Data(ctx, grpc.ForceCodecV2(relayCodec{}))
 	if err != nil {
 		return nil, 0, err
 	}
-	if err := stream.Send(&proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Open{Open: &proxyv1.DataOpen{Task: task}}}); err != nil {
+	if err := stream.Send(&proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Open{Open: &proxyv1.DataOpen{Task: task, Await: first}}}); err != nil {
 		if errors.Is(err, io.EOF) {
 			_, err = stream.Recv() // the status the stream ended with
 		}
 		return nil, 0, err
+	}
+	if first {
+		return stream, -1, nil
 	}
 	r, err := stream.Recv()
 	if err != nil {
@@ -173,8 +212,18 @@ func (s *sender) receive(stream proxyv1.Proxy_DataClient, gen int) {
 func (s *sender) accept(msg *proxyv1.DataReply) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if a, ok := msg.GetReply().(*proxyv1.DataReply_Applied); ok {
-		s.ack(a.Applied)
+	switch r := msg.GetReply().(type) {
+	case *proxyv1.DataReply_Applied:
+		s.ack(r.Applied)
+		return nil
+	case *proxyv1.DataReply_Opened:
+		if s.confirmed {
+			return errors.New("the target proxy answered an opening twice")
+		}
+		if n := r.Opened.GetApplied(); n != 0 {
+			return fedByAnother(s.task, n)
+		}
+		s.confirmed = true
 		return nil
 	}
 	for i, o := range s.out {
@@ -235,7 +284,7 @@ func (s *sender) fail(gen int, err error) {
 	if gen != s.gen || s.broken != nil {
 		return
 	}
-	if !retryable(err) || s.ctx.Err() != nil {
+	if !retryable(err) || s.ctx.Err() != nil || !s.confirmed {
 		if errors.Is(err, io.EOF) {
 			err = errors.New("the target proxy ended the data stream")
 		}
@@ -258,7 +307,7 @@ func (s *sender) resume(cause error) {
 	deadline := time.Now().Add(s.resumeFor)
 	wait := 100 * time.Millisecond
 	for {
-		stream, applied, err := s.open(s.ctx)
+		stream, applied, err := s.open(s.ctx, false)
 		if err == nil && s.restart(stream, applied) {
 			return
 		}
@@ -354,8 +403,15 @@ func (s *sender) send(m *proxyv1.DataMessage, size int64, want bool) (chan reply
 	o.enc.Ref() // this send's, which gRPC frees
 	s.mu.Unlock()
 	if err := o.sendOn(stream); err != nil {
-		// The message is kept: the new stream sends it again.
-		s.fail(gen, err)
+		// The message is kept: the new stream sends it again. A stream
+		// that ended says only io.EOF to a send; before the target
+		// answered the opening, receive reports how it ended.
+		s.mu.Lock()
+		why := s.confirmed || !errors.Is(err, io.EOF)
+		s.mu.Unlock()
+		if why {
+			s.fail(gen, err)
+		}
 	}
 	return o.reply, nil
 }
@@ -413,10 +469,55 @@ func (s *sender) Digests(ctx context.Context, from, to int64, blockSize int) ([]
 	return unpackDigests(raw.Digests)
 }
 
+// SyncClose is Sync for the last writes of the disk: it sends the Close
+// behind the Sync without waiting for the Sync's answer, so that both
+// take one round trip. It returns once the Sync is answered; Close then
+// returns the Close's answer. Nothing is sent after it.
+func (s *sender) SyncClose(ctx context.Context) error {
+	syncReply, err := s.send(&proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Sync{Sync: &proxyv1.DataSync{}}}, 0, true)
+	if err != nil {
+		return fmt.Errorf("sync on the target proxy: %w", err)
+	}
+	closeReply, err := s.send(&proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Close{Close: &proxyv1.DataClose{}}}, 0, true)
+	if err != nil {
+		return fmt.Errorf("close the replica disk on the target proxy: %w", err)
+	}
+	s.mu.Lock()
+	s.closing = closeReply
+	s.mu.Unlock()
+	var r reply
+	select {
+	case r = <-syncReply:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if r.err != nil {
+		return fmt.Errorf("sync on the target proxy: %w", r.err)
+	}
+	if r.msg.GetSynced() == nil {
+		return fmt.Errorf("the target proxy answered a sync with %T", r.msg.GetReply())
+	}
+	return nil
+}
+
 // Close flushes and closes the replica disk and ends the stream; it
 // returns what the target wrote.
 func (s *sender) Close(ctx context.Context) (*proxyv1.DataClosed, error) {
-	r, err := s.call(ctx, &proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Close{Close: &proxyv1.DataClose{}}})
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	var r *proxyv1.DataReply
+	var err error
+	if closing == nil {
+		r, err = s.call(ctx, &proxyv1.DataMessage{Msg: &proxyv1.DataMessage_Close{Close: &proxyv1.DataClose{}}})
+	} else {
+		select {
+		case rep := <-closing:
+			r, err = rep.msg, rep.err
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("close the replica disk on the target proxy: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,6 +34,10 @@ type fakeData struct {
 	ack       func(seq int64) bool
 	failAfter int
 	keep      bool // keep a copy of the frames sent (else they are gone)
+	// gate, when set, holds every reply until it is closed; sent, when
+	// set, is told each message's kind as it is sent.
+	gate chan struct{}
+	sent chan string
 
 	mu      sync.Mutex
 	got     []*proxyv1.DataMessage
@@ -75,6 +80,9 @@ func (f *fakeData) SendMsg(v any) error {
 		return err
 	}
 	m := &proxyv1.DataMessage{Seq: rd.Seq, Msg: rd.Msg}
+	if f.sent != nil {
+		f.sent <- fmt.Sprintf("%T", rd.Msg)
+	}
 	if fr, ok := rd.Msg.(*proxyv1.DataMessage_Frames); ok {
 		var kept []byte
 		if f.keep {
@@ -109,6 +117,13 @@ func (f *fakeData) SendMsg(v any) error {
 }
 
 func (f *fakeData) Recv() (*proxyv1.DataReply, error) {
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-f.ctx.Done():
+			return nil, status.FromContextError(f.ctx.Err()).Err()
+		}
+	}
 	select {
 	case r := <-f.replies:
 		return r, nil
@@ -146,7 +161,7 @@ func TestSenderSendsWhatWasNotAppliedAgainOnANewStream(t *testing.T) {
 	second := newFakeData(ctx, func(int64) bool { return true }, 0)
 	second.keep = true
 	opened := 0
-	s, err := startSender(ctx, "task", func(ctx context.Context) (proxyv1.Proxy_DataClient, int64, error) {
+	s, err := startSender(ctx, "task", func(ctx context.Context, _ bool) (proxyv1.Proxy_DataClient, int64, error) {
 		opened++
 		switch opened {
 		case 1:
@@ -200,7 +215,7 @@ func TestSendingAFrameMakesNoCopyOfItsOwn(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stream := newFakeData(ctx, func(int64) bool { return true }, 0)
-	s, err := startSender(ctx, "task", func(context.Context) (proxyv1.Proxy_DataClient, int64, error) {
+	s, err := startSender(ctx, "task", func(context.Context, bool) (proxyv1.Proxy_DataClient, int64, error) {
 		return stream, 0, nil
 	}, time.Minute)
 	if err != nil {
@@ -330,5 +345,125 @@ func FuzzRecvData(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkRecvData(t, b)
+	})
+}
+
+// SyncClose sends the Close behind the Sync before the Sync is answered:
+// the two take one round trip of the link.
+func TestSyncCloseSendsTheCloseBeforeTheSyncIsAnswered(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream := newFakeData(ctx, func(int64) bool { return true }, 0)
+	stream.gate, stream.sent = make(chan struct{}), make(chan string, 16)
+	s, err := startSender(ctx, "task", func(context.Context, bool) (proxyv1.Proxy_DataClient, int64, error) {
+		return stream, 0, nil
+	}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(ctx, frameOf(1, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- s.SyncClose(ctx) }()
+	var kinds []string
+	for len(kinds) < 3 {
+		select {
+		case k := <-stream.sent:
+			kinds = append(kinds, k)
+		case err := <-synced:
+			t.Fatalf("SyncClose returned (%v) before its Sync was answered", err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("sent %v, and no Close while the Sync waits for its answer", kinds)
+		}
+	}
+	if fmt.Sprint(kinds) != "[*proxyv1.DataMessage_Frames *proxyv1.DataMessage_Sync *proxyv1.DataMessage_Close]" {
+		t.Fatalf("sent %v, want the frames, the Sync and the Close", kinds)
+	}
+	close(stream.gate)
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case k := <-stream.sent:
+		t.Fatalf("Close sent %s: the Close went with the Sync", k)
+	default:
+	}
+}
+
+// The first stream of a task sends its frames without waiting for the
+// target's Opened; what Opened says is checked when it comes, and until
+// it came a broken stream ends the task rather than being resumed.
+func TestTheFirstStreamDoesNotWaitToBeOpened(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opened := func(applied int64) *proxyv1.DataReply {
+		return &proxyv1.DataReply{Reply: &proxyv1.DataReply_Opened{Opened: &proxyv1.DataOpened{Applied: applied}}}
+	}
+	start := func(stream *fakeData, opens *int) *sender {
+		t.Helper()
+		s, err := startSender(ctx, "task", func(_ context.Context, first bool) (proxyv1.Proxy_DataClient, int64, error) {
+			*opens++
+			if !first {
+				return nil, 0, status.Error(codes.Unavailable, "no second stream")
+			}
+			return stream, -1, nil
+		}, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	t.Run("opened", func(t *testing.T) {
+		stream := newFakeData(ctx, func(int64) bool { return true }, 0)
+		stream.replies <- opened(0)
+		opens := 0
+		s := start(stream, &opens)
+		for n := 1; n <= 3; n++ {
+			if err := s.Send(ctx, frameOf(n, 4096)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("fed by another", func(t *testing.T) {
+		stream := newFakeData(ctx, func(int64) bool { return true }, 0)
+		stream.replies <- opened(5)
+		opens := 0
+		s := start(stream, &opens)
+		defer s.Abort()
+		// The answer comes while the frame goes, or before.
+		err := s.Send(ctx, frameOf(1, 4096))
+		if err == nil {
+			err = s.Sync(ctx)
+		}
+		if err == nil || !strings.Contains(err.Error(), "fed by another source half") {
+			t.Fatalf("a frame and a sync after the target said it applied 5 messages: %v", err)
+		}
+	})
+	t.Run("broken before opened", func(t *testing.T) {
+		stream := newFakeData(ctx, func(int64) bool { return true }, 2)
+		opens := 0
+		s := start(stream, &opens)
+		defer s.Abort()
+		var err error
+		for n := 1; n <= 3 && err == nil; n++ {
+			err = s.Send(ctx, frameOf(n, 4096))
+		}
+		if err == nil {
+			err = s.Sync(ctx)
+		}
+		if status.Code(err) != codes.Unavailable || opens != 1 || s.Reconnects() != 0 {
+			t.Fatalf("a first stream broken before it was opened: %v (code %s), %d opens, %d reconnects; want the break, no resume", err, status.Code(err), opens, s.Reconnects())
+		}
 	})
 }

@@ -89,8 +89,11 @@ func (x *AttachRequest) GetComponent() *Component {
 }
 
 type AttachResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"` // names the instance in relayed calls
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"` // names the instance in relayed calls
+	// capabilities are the instance's sdk.Capabilities in JSON; empty from
+	// a proxy that does not say (ask Plugin.GetInfo then).
+	Capabilities  []byte `protobuf:"bytes,2,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -130,6 +133,13 @@ func (x *AttachResponse) GetKey() string {
 		return x.Key
 	}
 	return ""
+}
+
+func (x *AttachResponse) GetCapabilities() []byte {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
 }
 
 type ProbeRequest struct {
@@ -1619,8 +1629,11 @@ func (*DataMessage_Digests) isDataMessage_Msg() {}
 func (*DataMessage_Close) isDataMessage_Msg() {}
 
 type DataOpen struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Task          string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Task  string                 `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	// await: the task's target half may not have started yet; wait for it
+	// (a task's first stream). Without it, a task not there is an error.
+	Await         bool `protobuf:"varint,2,opt,name=await,proto3" json:"await,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1660,6 +1673,13 @@ func (x *DataOpen) GetTask() string {
 		return x.Task
 	}
 	return ""
+}
+
+func (x *DataOpen) GetAwait() bool {
+	if x != nil {
+		return x.Await
+	}
+	return false
 }
 
 type DataSync struct {
@@ -2067,9 +2087,10 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\x1aferry/proxy/v1/proxy.proto\x12\x0eferry.proxy.v1\"\\\n" +
 	"\rAttachRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x127\n" +
-	"\tcomponent\x18\x02 \x01(\v2\x19.ferry.proxy.v1.ComponentR\tcomponent\"\"\n" +
+	"\tcomponent\x18\x02 \x01(\v2\x19.ferry.proxy.v1.ComponentR\tcomponent\"F\n" +
 	"\x0eAttachResponse\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\"\x84\x01\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\"\n" +
+	"\fcapabilities\x18\x02 \x01(\fR\fcapabilities\"\x84\x01\n" +
 	"\fProbeRequest\x121\n" +
 	"\x06source\x18\x01 \x01(\v2\x19.ferry.proxy.v1.ComponentR\x06source\x121\n" +
 	"\x06target\x18\x02 \x01(\v2\x19.ferry.proxy.v1.ComponentR\x06target\x12\x0e\n" +
@@ -2198,9 +2219,10 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\adigests\x18\x04 \x01(\v2\x1b.ferry.proxy.v1.DataDigestsH\x00R\adigests\x121\n" +
 	"\x05close\x18\x05 \x01(\v2\x19.ferry.proxy.v1.DataCloseH\x00R\x05close\x12\x10\n" +
 	"\x03seq\x18\x06 \x01(\x03R\x03seqB\x05\n" +
-	"\x03msg\"\x1e\n" +
+	"\x03msg\"4\n" +
 	"\bDataOpen\x12\x12\n" +
-	"\x04task\x18\x01 \x01(\tR\x04task\"\n" +
+	"\x04task\x18\x01 \x01(\tR\x04task\x12\x14\n" +
+	"\x05await\x18\x02 \x01(\bR\x05await\"\n" +
 	"\n" +
 	"\bDataSync\"P\n" +
 	"\vDataDigests\x12\x12\n" +

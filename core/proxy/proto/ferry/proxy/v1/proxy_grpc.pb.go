@@ -59,9 +59,12 @@ type ProxyClient interface {
 	// Data carries one task's frames from the source proxy to the target
 	// proxy. The first message is Open; replies to Sync, Digests and Close
 	// come in the order of those requests, Applied acknowledgements in
-	// between. A stream that breaks is resumed by opening another for the
-	// same task: Opened says what the target applied, and the source sends
-	// again what came after.
+	// between. The control plane starts a task's two halves at once: the
+	// first stream of a task may open before its Target call came, and
+	// waits for it (Open.await), and its frames follow Open without waiting
+	// for Opened. A stream that breaks is resumed by opening another for
+	// the same task: Opened says what the target applied, and the source
+	// sends again what came after.
 	Data(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[DataMessage, DataReply], error)
 	// SetRates changes the rates of the traffic rules the proxy's tasks
 	// draw on (a window opened or closed, the configuration changed).
@@ -74,7 +77,9 @@ type ProxyClient interface {
 	// the control plane then calls the plugin's services
 	// (ferry.plugin.v1.Source, Target, Repository, Disks and Plugin.GetInfo)
 	// on this connection with the metadata "ferry-attachment" set to the
-	// key returned, and the proxy relays each call to that instance.
+	// key returned, and the proxy relays each call to that instance. The
+	// answer carries the instance's capabilities, which the control plane
+	// would otherwise ask of Plugin.GetInfo: a round trip less.
 	Attach(ctx context.Context, in *AttachRequest, opts ...grpc.CallOption) (*AttachResponse, error)
 }
 
@@ -193,9 +198,12 @@ type ProxyServer interface {
 	// Data carries one task's frames from the source proxy to the target
 	// proxy. The first message is Open; replies to Sync, Digests and Close
 	// come in the order of those requests, Applied acknowledgements in
-	// between. A stream that breaks is resumed by opening another for the
-	// same task: Opened says what the target applied, and the source sends
-	// again what came after.
+	// between. The control plane starts a task's two halves at once: the
+	// first stream of a task may open before its Target call came, and
+	// waits for it (Open.await), and its frames follow Open without waiting
+	// for Opened. A stream that breaks is resumed by opening another for
+	// the same task: Opened says what the target applied, and the source
+	// sends again what came after.
 	Data(grpc.BidiStreamingServer[DataMessage, DataReply]) error
 	// SetRates changes the rates of the traffic rules the proxy's tasks
 	// draw on (a window opened or closed, the configuration changed).
@@ -208,7 +216,9 @@ type ProxyServer interface {
 	// the control plane then calls the plugin's services
 	// (ferry.plugin.v1.Source, Target, Repository, Disks and Plugin.GetInfo)
 	// on this connection with the metadata "ferry-attachment" set to the
-	// key returned, and the proxy relays each call to that instance.
+	// key returned, and the proxy relays each call to that instance. The
+	// answer carries the instance's capabilities, which the control plane
+	// would otherwise ask of Plugin.GetInfo: a round trip less.
 	Attach(context.Context, *AttachRequest) (*AttachResponse, error)
 	mustEmbedUnimplementedProxyServer()
 }
