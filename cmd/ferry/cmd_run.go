@@ -98,6 +98,7 @@ func runRun(e *env, args []string, asJSON bool) error {
 			return err
 		}
 		defer pool.Close()
+		pool.Warm() // the sessions greet the proxies first
 		eng.Proxies = pool
 	}
 	if len(w.cfg.TrafficRules) > 0 {

@@ -88,6 +88,9 @@ type Proxies interface {
 	// Greet reaches the proxies named (all when none are) and returns why
 	// each one that cannot be used cannot.
 	Greet(ctx context.Context, names []string) map[string]error
+	// Probe asks, ahead of placing a VM's disks, how the proxies reach
+	// them (placing waits for the answers).
+	Probe(ctx context.Context, t proxy.Task)
 	Run(ctx context.Context, t proxy.Task) (proxy.Result, error)
 	// Control returns an instance of a plugin block whose calls run on a
 	// proxy of site first, then on another of names (any when empty),

@@ -143,6 +143,11 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 	// What to do with the VM is decided by package plan's rule, the one
 	// `ferry plan` answers by, from what the catalog, the source and the
 	// target say now; the run executes the decision.
+	if r.e.Proxies != nil {
+		// How the proxies reach the VM's disks is asked now, while the
+		// VM is looked at: placing its disks would wait for it.
+		go r.e.Proxies.Probe(ctx, ProxyTask(job, name))
+	}
 	caps := r.srcCaps
 	f := plan.Facts{Job: job, Key: name, Caps: &caps}
 	if rec, err := r.e.Catalog.Replica(job.Name, name); err == nil {
@@ -268,6 +273,22 @@ func (r *run) decide(ctx context.Context, f plan.Facts) (plan.Decision, *sdk.Rep
 	}
 	f.Owner = Owner(job, f.VM)
 	replicaName := job.ReplicaName(name, f.VM.Name)
+	// The points of the replica the catalog knows are listed while the
+	// target is asked for the replica by name: two round trips to the
+	// target in the time of one. They are used only when the replica the
+	// target names is that one.
+	type listed struct {
+		points []sdk.RestorePoint
+		err    error
+	}
+	var early chan listed
+	if f.Record != nil && f.Record.ReplicaID != "" {
+		early = make(chan listed, 1)
+		go func() {
+			points, err := r.tgt.ListRestorePoints(ctx, f.Record.ReplicaID)
+			early <- listed{points, err}
+		}()
+	}
 	replica, err := r.tgt.GetReplica(ctx, replicaName)
 	switch {
 	case errors.Is(err, errdefs.ErrNotFound):
@@ -277,7 +298,13 @@ func (r *run) decide(ctx context.Context, f plan.Facts) (plan.Decision, *sdk.Rep
 	}
 	var points []sdk.RestorePoint
 	if replica != nil {
-		if points, err = r.tgt.ListRestorePoints(ctx, replica.ID); err != nil {
+		var l listed
+		if early != nil && replica.ID == f.Record.ReplicaID {
+			l = <-early
+		} else {
+			l.points, l.err = r.tgt.ListRestorePoints(ctx, replica.ID)
+		}
+		if points, err = l.points, l.err; err != nil {
 			return fail("list restore points of %q: %w", replicaName, err)
 		}
 	}
