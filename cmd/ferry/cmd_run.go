@@ -68,7 +68,13 @@ func runRun(e *env, args []string, asJSON bool) error {
 		return runRemote(ctx, e, c, args, asJSON)
 	}
 	interrupted := &interruptedError{msg: "earlier restore points are intact, the next run resumes"}
+	early := warmProxies(e.configDir, e.log)
 	w, err := openWorkspace(ctx, e)
+	if err == nil {
+		w.adopt(early)
+	} else if early != nil {
+		early.pool.Close()
+	}
 	if err != nil && ctx.Err() != nil {
 		return interrupted
 	}
@@ -98,7 +104,6 @@ func runRun(e *env, args []string, asJSON bool) error {
 			return err
 		}
 		defer pool.Close()
-		pool.Warm() // the sessions greet the proxies first
 		eng.Proxies = pool
 	}
 	if len(w.cfg.TrafficRules) > 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -98,15 +99,62 @@ func (w *workspace) proxyPool() (*proxy.Pool, error) {
 	return w.pool, nil
 }
 
-// newProxyPool is the pool of cfg's proxies.
-func newProxyPool(cfg *config.Config, log hclog.Logger) (*proxy.Pool, error) {
-	names := make([]string, 0, len(cfg.Proxies))
+// proxyMembers are cfg's proxies, by name.
+func proxyMembers(cfg *config.Config) []proxy.Member {
 	members := make([]proxy.Member, 0, len(cfg.Proxies))
 	for _, p := range cfg.Proxies {
-		names = append(names, p.Name)
 		members = append(members, proxy.Member{Name: p.Name, Address: p.Address, Site: p.Site, MaxTasks: p.MaxTasks})
 	}
-	sort.Strings(names)
+	slices.SortFunc(members, func(a, b proxy.Member) int { return strings.Compare(a.Name, b.Name) })
+	return members
+}
+
+// earlyPool is a pool of proxies greeted before the configuration was
+// checked with the plugins.
+type earlyPool struct {
+	pool    *proxy.Pool
+	members []proxy.Member
+}
+
+// warmProxies reads the proxy blocks of the configuration in dir without
+// the plugins, and starts greeting those proxies: checking the rest of
+// the configuration starts the plugins, tens of milliseconds a run would
+// otherwise spend before the handshakes and Hellos of its proxies, three
+// round trips of each link. It returns nil when there are no proxies or
+// their pool cannot be made (the workspace's pool says why).
+func warmProxies(dir string, log hclog.Logger) *earlyPool {
+	cfg, _ := config.Load(dir, nil)
+	if len(cfg.Proxies) == 0 {
+		return nil
+	}
+	pool, err := newProxyPool(cfg, log)
+	if err != nil {
+		return nil
+	}
+	pool.Warm()
+	return &earlyPool{pool: pool, members: proxyMembers(cfg)}
+}
+
+// adopt makes the early pool the workspace's when it has the proxies the
+// configuration declares, and closes it otherwise.
+func (w *workspace) adopt(early *earlyPool) {
+	if early == nil {
+		return
+	}
+	if w.pool == nil && slices.Equal(early.members, proxyMembers(w.cfg)) {
+		w.pool = early.pool
+		return
+	}
+	early.pool.Close()
+}
+
+// newProxyPool is the pool of cfg's proxies.
+func newProxyPool(cfg *config.Config, log hclog.Logger) (*proxy.Pool, error) {
+	members := proxyMembers(cfg)
+	names := make([]string, 0, len(members))
+	for _, m := range members {
+		names = append(names, m.Name)
+	}
 	dir := pki.ControlDir(cfg.Dir)
 	creds, err := pki.Load(dir)
 	if err != nil {
