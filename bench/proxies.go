@@ -248,6 +248,28 @@ job %q {
 // proxies (behind a relay when it adds a round trip) while watching them,
 // and verifies the restore point.
 func (b *bench) proxyScenario(ctx context.Context, n int, procs []*proxyProc, sc *ProxyScenario) error {
+	if sc.RTT > 0 {
+		relay, err := faultnet.Listen(b.proxyAddr[proxyDR])
+		if err != nil {
+			return err
+		}
+		defer relay.Close()
+		if err := b.writeProxiedConfig(relay.Addr(), 0); err != nil {
+			return err
+		}
+		defer b.writeProxiedConfig(b.proxyAddr[proxyDR], 0)
+		// A session with nothing changed goes through the relay first, as
+		// a scheduled job's sessions follow one another: the source proxy
+		// keeps its connection to the target proxy between them, and the
+		// scenario without delay (after the full copy) has it too.
+		if _, err := b.runFerry(ctx, jobProxied, spec{key: sc.Key + "-warm", mode: sc.WantMode}); err != nil {
+			return fmt.Errorf("the session before the relay's delay: %w", err)
+		}
+		before := relay.Forwarded(faultnet.Both)
+		defer func() { sc.RelayBytes = relay.Forwarded(faultnet.Both) - before }()
+		relay.SetLatency(faultnet.Both, sc.RTT/2)
+		b.logf("two proxies: %s: the dr proxy is reached through a relay on %s adding %s of round trip (after a session through it without delay)", sc.Name, relay.Addr(), sc.RTT)
+	}
 	if sc.Percent > 0 {
 		// Seeds apart from the direct scenarios': other writes.
 		info, _, err := b.change(ctx, b.cfg.Seed+100+uint64(n), sc.Percent, true)
@@ -255,22 +277,6 @@ func (b *bench) proxyScenario(ctx context.Context, n int, procs []*proxyProc, sc
 			return err
 		}
 		sc.Changes = info
-	}
-	if sc.RTT > 0 {
-		relay, err := faultnet.Listen(b.proxyAddr[proxyDR])
-		if err != nil {
-			return err
-		}
-		defer relay.Close()
-		relay.SetLatency(faultnet.Both, sc.RTT/2)
-		if err := b.writeProxiedConfig(relay.Addr(), 0); err != nil {
-			return err
-		}
-		defer func() {
-			sc.RelayBytes = relay.Forwarded(faultnet.Both)
-			b.writeProxiedConfig(b.proxyAddr[proxyDR], 0)
-		}()
-		b.logf("two proxies: %s: the dr proxy is reached through a relay on %s adding %s of round trip", sc.Name, relay.Addr(), sc.RTT)
 	}
 	if sc.Throttle > 0 {
 		if err := b.writeProxiedConfig(b.proxyAddr[proxyDR], sc.Throttle); err != nil {
