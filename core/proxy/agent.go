@@ -65,6 +65,7 @@ type Agent struct {
 	// counts the streams waiting so.
 	arrived  chan struct{}
 	awaiting int
+	attaches int // Attach calls answered, for tests
 	// peers are the connections to target proxies, by name and address,
 	// kept for the tasks that come after (see peer).
 	peers  map[string]*grpc.ClientConn

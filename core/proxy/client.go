@@ -61,6 +61,9 @@ type Pool struct {
 	// may let one process write a replica (the local plugin keeps one
 	// undo log per replica, and refuses a second writer).
 	writing map[string]*replicaWriter
+	// attached is what the proxies' Attach answered, by proxy and block
+	// (see relayConn.attachKey).
+	attached map[string]attachment
 }
 
 // replicaWriter is the proxy writing a replica, and how many tasks.

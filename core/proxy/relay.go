@@ -62,6 +62,7 @@ func (s *service) Attach(ctx context.Context, req *proxyv1.AttachRequest) (*prox
 	key := componentKey(kind, req.GetComponent())
 	s.a.mu.Lock()
 	caps := s.a.caps[key]
+	s.a.attaches++
 	s.a.mu.Unlock()
 	capsJSON, err := json.Marshal(caps)
 	if err != nil {
@@ -280,6 +281,21 @@ type relayConn struct {
 	caps []byte // what the last Attach said of the instance's capabilities
 }
 
+// attachment is what a proxy's Attach answered for a plugin block.
+type attachment struct {
+	key  string
+	caps []byte
+}
+
+// attachKey names the instance on proxy m in Pool.attached. The pool
+// keeps what each Attach answered: a control plane's later sessions (in
+// ferry server) use the instance the proxy keeps without asking, a round
+// trip of the link each; a proxy that lost it (it restarted) answers the
+// first call with errNotAttached, and the instance is attached again.
+func (rc *relayConn) attachKey(m *member) string {
+	return m.Name + "\x00" + componentKey(rc.kind, rc.comp)
+}
+
 // serves reports whether a proxy's Hello lists a plugin serving the
 // instance's type. Callers hold p.mu.
 func (rc *relayConn) serves(m *member) bool {
@@ -362,18 +378,28 @@ func (rc *relayConn) current(ctx context.Context) (*grpc.ClientConn, string, err
 	for _, m := range ok {
 		rc.p.mu.Lock()
 		conn := m.conn
+		a, known := rc.p.attached[rc.attachKey(m)]
 		rc.p.mu.Unlock()
-		actx, cancel := context.WithTimeout(ctx, helloTimeout)
-		resp, err := proxyv1.NewProxyClient(conn).Attach(actx, &proxyv1.AttachRequest{Kind: string(rc.kind), Component: rc.comp})
-		cancel()
-		if err != nil {
-			why = append(why, fmt.Sprintf("proxy %s: %v", m.Name, explained(err)))
-			continue
+		if !known {
+			actx, cancel := context.WithTimeout(ctx, helloTimeout)
+			resp, err := proxyv1.NewProxyClient(conn).Attach(actx, &proxyv1.AttachRequest{Kind: string(rc.kind), Component: rc.comp})
+			cancel()
+			if err != nil {
+				why = append(why, fmt.Sprintf("proxy %s: %v", m.Name, explained(err)))
+				continue
+			}
+			a = attachment{key: resp.GetKey(), caps: resp.GetCapabilities()}
+			rc.p.mu.Lock()
+			if rc.p.attached == nil {
+				rc.p.attached = map[string]attachment{}
+			}
+			rc.p.attached[rc.attachKey(m)] = a
+			rc.p.mu.Unlock()
 		}
 		if rc.name != "" && rc.name != m.Name && rc.moved != nil {
 			rc.moved(fmt.Sprintf("the %s's calls moved from proxy %s to proxy %s", rc.kind, rc.name, m.Name))
 		}
-		rc.m, rc.name, rc.key, rc.caps = m, m.Name, resp.GetKey(), resp.GetCapabilities()
+		rc.m, rc.name, rc.key, rc.caps = m, m.Name, a.key, a.caps
 		return conn, rc.key, nil
 	}
 	if len(why) == 0 {
@@ -394,6 +420,9 @@ func (rc *relayConn) again(ctx context.Context, method string, err error) bool {
 	case m == nil:
 		return false
 	case isNotAttached(err):
+		rc.p.mu.Lock()
+		delete(rc.p.attached, rc.attachKey(m))
+		rc.p.mu.Unlock()
 		rc.mu.Lock()
 		rc.m = nil // the call went nowhere: attach again
 		rc.mu.Unlock()

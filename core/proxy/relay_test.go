@@ -184,6 +184,19 @@ func TestControlCallsAreRelayedToTheAttachedInstance(t *testing.T) {
 	if n := l.plugins.infos.Load() - infos; n != 0 {
 		t.Errorf("attaching the source and the target asked the plugin's info %d times, want none", n)
 	}
+	// A later session of the control plane uses the instance the proxy
+	// keeps without attaching it again.
+	l.agent.mu.Lock()
+	attaches := l.agent.attaches
+	l.agent.mu.Unlock()
+	if _, again, _, err := pool.Control(ctx, nil, "", sdk.KindSource, memBlock, nil); err != nil || again != memSourceCaps {
+		t.Fatalf("the source's control again: %+v, %v", again, err)
+	}
+	l.agent.mu.Lock()
+	if l.agent.attaches != attaches {
+		t.Errorf("the second control of the source attached it again (%d Attach calls, %d before)", l.agent.attaches, attaches)
+	}
+	l.agent.mu.Unlock()
 	src := c.(sdk.Source)
 	vms, err := src.ListVMs(ctx)
 	if err != nil || len(vms) != 1 || vms[0].Name != "web-01" {
