@@ -291,6 +291,42 @@ func TestRetentionKeepsTheNewest(t *testing.T) {
 	}
 }
 
+// A point retention drops that is gone by the time retention runs (an
+// operator deleted it) is taken as gone: no warning, and the catalog
+// lists what the target holds. So is one deleted while retention lists
+// the points: the list and the deletes run at once.
+func TestRetentionTakesAPointGoneMeanwhileAsGone(t *testing.T) {
+	f := newFixture(t, "web-01")
+	f.job.Retention.RestorePoints = 2
+	for range 2 {
+		f.write("web-01", 0, 2)
+		f.runOK("web-01")
+	}
+	oldest := f.points("web-01")[0].ID
+	f.eng.Hook = func(s Step, vm string) {
+		if s == StepSnapshotGone {
+			if err := f.comps.tgt.DeleteRestorePoint(context.Background(), vm+"_replica", oldest); err != nil {
+				t.Errorf("delete %s behind the run's back: %v", oldest, err)
+			}
+		}
+	}
+	f.write("web-01", 0, 2)
+	s := f.run()
+	if s.Result != catalog.ResultSuccess || s.VMs[0].Error != "" {
+		t.Fatalf("run with the dropped point gone: %s, %q", s.Result, s.VMs[0].Error)
+	}
+	ps := f.points("web-01")
+	cps, _ := f.cat.RestorePoints("web", "web-01")
+	if len(ps) != 2 || len(cps) != 2 || cps[0].ID != ps[0].ID || cps[1].ID != ps[1].ID {
+		t.Fatalf("the target holds %+v, the catalog lists %+v", ps, cps)
+	}
+	for _, p := range ps {
+		if p.ID == oldest {
+			t.Fatalf("point %s is back", oldest)
+		}
+	}
+}
+
 func TestUnknownVMFailsAloneAndNamesItself(t *testing.T) {
 	f := newFixture(t, "web-01")
 	f.job.VMs = []string{"web-01", "ghost"}

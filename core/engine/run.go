@@ -637,28 +637,39 @@ func (r *run) commitCatalog(name string, vm *sdk.VM, replica *sdk.Replica, point
 // drops once the new point exists (a point it did not know of, made while
 // the run ran, waits for the next run's decision) and makes the catalog
 // agree with what the target holds.
+//
+// The points are listed while the dropped ones are deleted: each is a
+// round trip to the target (across the link between the sites when it
+// runs on a proxy), and neither needs the other's answer. A point gone
+// already (deleted meanwhile) answers not found; one the list shows and
+// the deletes removed is not kept.
 func (r *run) applyRetention(ctx context.Context, name string, replica *sdk.Replica, decided []retention.Decision) error {
-	points, err := r.tgt.ListRestorePoints(ctx, replica.ID)
-	if err != nil {
-		return fmt.Errorf("list restore points: %w", err)
+	type listed struct {
+		points []sdk.RestorePoint
+		err    error
 	}
-	there := map[string]bool{}
-	for _, p := range points {
-		there[p.ID] = true
-	}
+	lc := make(chan listed, 1)
+	go func() {
+		points, err := r.tgt.ListRestorePoints(ctx, replica.ID)
+		lc <- listed{points, err}
+	}()
 	drop := map[string]bool{}
 	var errs []error
 	for _, d := range decided {
 		p := d.Point
-		if !there[p.ID] {
-			continue // gone already
-		}
-		if err := r.tgt.DeleteRestorePoint(ctx, replica.ID, p.ID); err != nil {
+		err := r.tgt.DeleteRestorePoint(ctx, replica.ID, p.ID)
+		switch {
+		case err == nil, errors.Is(err, errdefs.ErrNotFound):
+			drop[p.ID] = true
+		default:
 			errs = append(errs, fmt.Errorf("delete restore point %s: %w", p.ID, err))
-			continue
 		}
-		drop[p.ID] = true
 	}
+	l := <-lc
+	if l.err != nil {
+		return errors.Join(append(errs, fmt.Errorf("list restore points: %w", l.err))...)
+	}
+	points := l.points
 	known, err := r.e.Catalog.RestorePoints(r.job.Name, name)
 	if err != nil {
 		return errors.Join(append(errs, err)...)
