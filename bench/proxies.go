@@ -42,18 +42,24 @@ const (
 	proxySampleEvery = 250 * time.Millisecond
 )
 
-// proxySpecs are the scenarios of the set, in order.
+// proxySpecs are the scenarios of the set, in order. The two compared
+// for the round trip each follow a session with nothing changed (settle):
+// both then find the replica at its retention and delete its oldest
+// point, as a job's sessions do once it has its points (the first
+// session after the full copy deletes none), and both run on the
+// connection between the proxies the session before left.
 var proxySpecs = []struct {
 	key, name string
 	percent   float64 // of the disk; -1: ProxyThrottleChange bytes
 	rtt       time.Duration
 	throttle  int64
 	mode      string
+	settle    bool
 }{
-	{KeyProxyFull, "full copy (fresh replica)", 0, 0, 0, "full"},
-	{KeyProxyTracked1, "1% changed, change tracking", 1, 0, 0, "change-tracking"},
-	{KeyProxyTracked1RT, "1% changed, change tracking, 20 ms more RTT", 1, ProxyRTT, 0, "change-tracking"},
-	{KeyProxyThrottled, "16 MiB changed, a traffic rule of 1 MB/s", -1, 0, ProxyThrottle, "change-tracking"},
+	{KeyProxyFull, "full copy (fresh replica)", 0, 0, 0, "full", false},
+	{KeyProxyTracked1, "1% changed, change tracking", 1, 0, 0, "change-tracking", true},
+	{KeyProxyTracked1RT, "1% changed, change tracking, 20 ms more RTT", 1, ProxyRTT, 0, "change-tracking", true},
+	{KeyProxyThrottled, "16 MiB changed, a traffic rule of 1 MB/s", -1, 0, ProxyThrottle, "change-tracking", false},
 }
 
 // proxyProc is a `ferry proxy` the bench started.
@@ -87,7 +93,7 @@ func (b *bench) runProxies(ctx context.Context) *ProxySet {
 			percent = min(100, 100*float64(ProxyThrottleChange)/float64(b.size))
 		}
 		sc := ProxyScenario{Key: sp.key, Name: fmt.Sprintf("%d. %s", i+1, sp.name), Percent: percent, RTT: sp.rtt, Throttle: sp.throttle, WantMode: sp.mode}
-		err := b.proxyScenario(ctx, i+1, procs, &sc)
+		err := b.proxyScenario(ctx, i+1, procs, &sc, sp.settle)
 		if err != nil {
 			sc.Error = err.Error()
 		}
@@ -99,8 +105,43 @@ func (b *bench) runProxies(ctx context.Context) *ProxySet {
 		if sp.key == KeyProxyFull {
 			b.proxyPeers(ctx, set, sc.Ferry.BytesSent)
 		}
+		if sp.key == KeyProxyTracked1RT {
+			if err := b.morePairs(ctx, i+1, procs, set); err != nil {
+				b.logf("two proxies: %s", err)
+				break
+			}
+		}
 	}
 	return set
+}
+
+// ProxyRTTPairs is how many times the scenarios compared for the round
+// trip run, one after the other: a session's time varies by a tenth from
+// one to the next here (the replica's writes and syncs), as much as the
+// round trip adds, so the goal takes the median of the pairs' ratios.
+const ProxyRTTPairs = 3
+
+// morePairs runs the scenario without delay and the one with it again,
+// ProxyRTTPairs-1 times (each with a change of its own), and gives both
+// scenarios of set each pair's ferry time as their tries.
+func (b *bench) morePairs(ctx context.Context, n int, procs []*proxyProc, set *ProxySet) error {
+	base, slowed := set.scenario(KeyProxyTracked1), set.scenario(KeyProxyTracked1RT)
+	if base == nil || slowed == nil || base.Ferry == nil || slowed.Ferry == nil {
+		return errors.New("the round trip's scenarios did not run")
+	}
+	base.Tries, slowed.Tries = []time.Duration{base.Ferry.Usage.Wall}, []time.Duration{slowed.Ferry.Usage.Wall}
+	for pair := 1; pair < ProxyRTTPairs; pair++ {
+		for k, sc := range []*ProxyScenario{base, slowed} {
+			again := ProxyScenario{Key: sc.Key, Name: fmt.Sprintf("%s (pair %d)", sc.Name, pair+1), Percent: sc.Percent, RTT: sc.RTT, WantMode: sc.WantMode}
+			// Its own change: the same seed would write what the
+			// replica holds already.
+			if err := b.proxyScenario(ctx, n+10*pair+k, procs, &again, true); err != nil {
+				return fmt.Errorf("%s: %w", again.Name, err)
+			}
+			sc.Tries = append(sc.Tries, again.Ferry.Usage.Wall)
+		}
+	}
+	return nil
 }
 
 // proxySetup makes the CA and the credentials, starts the proxies and
@@ -247,10 +288,11 @@ job %q {
 // proxyScenario makes the scenario's change, runs ferry through the
 // proxies (behind a relay when it adds a round trip) while watching them,
 // and verifies the restore point.
-func (b *bench) proxyScenario(ctx context.Context, n int, procs []*proxyProc, sc *ProxyScenario) error {
+func (b *bench) proxyScenario(ctx context.Context, n int, procs []*proxyProc, sc *ProxyScenario, settle bool) error {
+	var relay *faultnet.Relay
 	if sc.RTT > 0 {
-		relay, err := faultnet.Listen(b.proxyAddr[proxyDR])
-		if err != nil {
+		var err error
+		if relay, err = faultnet.Listen(b.proxyAddr[proxyDR]); err != nil {
 			return err
 		}
 		defer relay.Close()
@@ -258,17 +300,19 @@ func (b *bench) proxyScenario(ctx context.Context, n int, procs []*proxyProc, sc
 			return err
 		}
 		defer b.writeProxiedConfig(b.proxyAddr[proxyDR], 0)
-		// A session with nothing changed goes through the relay first, as
-		// a scheduled job's sessions follow one another: the source proxy
-		// keeps its connection to the target proxy between them, and the
-		// scenario without delay (after the full copy) has it too.
-		if _, err := b.runFerry(ctx, jobProxied, spec{key: sc.Key + "-warm", mode: sc.WantMode}); err != nil {
-			return fmt.Errorf("the session before the relay's delay: %w", err)
+	}
+	if settle {
+		// Through the relay before its delay is set: the source proxy
+		// keeps its connection to the target proxy between sessions.
+		if _, err := b.runFerry(ctx, jobProxied, spec{key: sc.Key + "-settle", mode: sc.WantMode}); err != nil {
+			return fmt.Errorf("the session with nothing changed before it: %w", err)
 		}
+	}
+	if relay != nil {
 		before := relay.Forwarded(faultnet.Both)
 		defer func() { sc.RelayBytes = relay.Forwarded(faultnet.Both) - before }()
 		relay.SetLatency(faultnet.Both, sc.RTT/2)
-		b.logf("two proxies: %s: the dr proxy is reached through a relay on %s adding %s of round trip (after a session through it without delay)", sc.Name, relay.Addr(), sc.RTT)
+		b.logf("two proxies: %s: the dr proxy is reached through a relay on %s adding %s of round trip", sc.Name, relay.Addr(), sc.RTT)
 	}
 	if sc.Percent > 0 {
 		// Seeds apart from the direct scenarios': other writes.

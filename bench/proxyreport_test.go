@@ -62,6 +62,14 @@ func TestProxyGoals(t *testing.T) {
 			p.Scenarios[1].Proxies[1].TreePeak = MemoryLimit + 1
 			p.Scenarios[3] = throttled(10_600_000, 10*time.Second)
 		}, map[string]verdict{peer: {}, stage: {}, rtt: {}, thr: {}, prod: {}, dr: {}}},
+		{"the median pair decides the round trip", func(p *ProxySet) {
+			p.Scenarios[1].Tries = []time.Duration{time.Second, 500 * time.Millisecond, time.Second}
+			p.Scenarios[2].Tries = []time.Duration{2 * time.Second, 550 * time.Millisecond, 1150 * time.Millisecond} // 2x, 1.1x, 1.15x
+		}, map[string]verdict{peer: {pass: true}, stage: {pass: true}, rtt: {pass: true}, thr: {pass: true}, prod: {pass: true}, dr: {pass: true}}},
+		{"a median pair past the limit fails", func(p *ProxySet) {
+			p.Scenarios[1].Tries = []time.Duration{time.Second, time.Second, time.Second}
+			p.Scenarios[2].Tries = []time.Duration{1100 * time.Millisecond, 1250 * time.Millisecond, 1300 * time.Millisecond} // 1.1x, 1.25x, 1.3x
+		}, map[string]verdict{peer: {pass: true}, stage: {pass: true}, rtt: {}, thr: {pass: true}, prod: {pass: true}, dr: {pass: true}}},
 		{"no ssh, no zstd: skipped with the reason", func(p *ProxySet) {
 			p.Peer, p.PeerSkipped = nil, "ssh -o BatchMode=yes 127.0.0.1 true: connection refused"
 			p.Stages[0] = StageRun{Name: "zstd -1 -T0", Skipped: "no zstd"}
@@ -94,6 +102,12 @@ func TestProxyGoals(t *testing.T) {
 	goals := proxyGoals(good(), 4<<30)
 	if m := goals[1].Measured; !strings.Contains(m, "zstd -1 -T0") || !strings.Contains(m, "1074 MB/s") || !strings.Contains(m, "1534 MB/s") {
 		t.Errorf("stage goal: %q", m)
+	}
+	p := good()
+	p.Scenarios[1].Tries = []time.Duration{time.Second, 500 * time.Millisecond, time.Second}
+	p.Scenarios[2].Tries = []time.Duration{2 * time.Second, 550 * time.Millisecond, 1150 * time.Millisecond}
+	if m := proxyGoals(p, 4<<30)[2].Measured; m != "1.15x, the median of 2.00x (2.00s vs 1.00s), 1.10x (0.55s vs 0.50s), 1.15x (1.15s vs 1.00s)" {
+		t.Errorf("round trip goal of three pairs: %q", m)
 	}
 	if m := goals[3].Measured; m != "1.050 MB/s, 105.0% of the rule (10.0 MiB in 10.0s)" {
 		t.Errorf("throttle goal: %q", m)
