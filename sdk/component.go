@@ -79,7 +79,9 @@ type Target interface {
 	// ListRestorePoints lists a replica's restore points, oldest first.
 	ListRestorePoints(ctx context.Context, replica string) ([]RestorePoint, error)
 	// DeleteRestorePoint deletes a restore point and frees its space; the
-	// others stay readable.
+	// others stay readable. Deleting a point that is not there deletes
+	// nothing and returns nil or an error of class errdefs.ErrNotFound;
+	// ferry's retention takes either as the point gone already.
 	DeleteRestorePoint(ctx context.Context, replica, point string) error
 	// OpenRestorePointDisk opens a disk of a restore point for reading. An
 	// empty point opens the working state instead: what the replica's disk
