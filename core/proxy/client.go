@@ -546,6 +546,13 @@ func (p *Pool) release(t Task, ms ...*member) {
 	for _, m := range ms {
 		m.ours--
 	}
+	p.unwrite(t)
+	p.mu.Unlock()
+}
+
+// unwrite ends one task's (or hold's) share in writing t's replica, and
+// wakes the tasks waiting in place. Callers hold p.mu.
+func (p *Pool) unwrite(t Task) {
 	if w := p.writing[writingKey(t)]; w != nil && t.Replica != "" {
 		if w.tasks--; w.tasks == 0 {
 			delete(p.writing, writingKey(t))
@@ -553,7 +560,28 @@ func (p *Pool) release(t Task, ms ...*member) {
 	}
 	close(p.freed)
 	p.freed = make(chan struct{})
-	p.mu.Unlock()
+}
+
+// hold keeps proxy the writer of t's replica, as a task placed there
+// would, until unhold.
+func (p *Pool) hold(t Task, proxy string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.writing == nil {
+		p.writing = map[string]*replicaWriter{}
+	}
+	w := p.writing[writingKey(t)]
+	if w == nil {
+		w = &replicaWriter{proxy: proxy}
+		p.writing[writingKey(t)] = w
+	}
+	w.tasks++
+}
+
+func (p *Pool) unhold(t Task) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.unwrite(t)
 }
 
 func extentsTo(es []sdk.Extent) []*proxyv1.Extent {
@@ -661,11 +689,25 @@ const MaxAttempts = 3
 // (at most MaxAttempts placements): the new source half finds in the
 // repository what the old one made durable, and goes on from there.
 func (p *Pool) Run(ctx context.Context, t Task) (Result, error) {
+	held := false
+	defer func() {
+		if held {
+			p.unhold(t)
+		}
+	}()
 	for attempt := 1; ; attempt++ {
 		res, err := p.run(ctx, t)
 		if err == nil || attempt >= MaxAttempts || ctx.Err() != nil || status.Code(err) != codes.Unavailable {
 			res.Attempts = attempt
 			return res, err
+		}
+		// The target proxy of the failed attempt may keep the replica's
+		// disk open until it hears the task was abandoned: while it can
+		// be reached, the next attempt writes there too, where another
+		// proxy would find the disk "written by another process".
+		if !held && t.Replica != "" && res.TargetProxy != "" {
+			p.hold(t, res.TargetProxy)
+			held = true
 		}
 		// Greet again: a proxy that is gone is no longer placed.
 		bad := p.Greet(ctx, t.Proxies)

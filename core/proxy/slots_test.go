@@ -118,3 +118,36 @@ func TestAReplicaIsWrittenByOneProxy(t *testing.T) {
 		}
 	})
 }
+
+// TestARetryWritesWhereTheFailedAttemptDid: when a task's attempt failed
+// (its source half could not reach the target proxy, say), the target
+// proxy it used may still hold the replica's disk open, and its Hello
+// counts that half until it hears the task was abandoned. The next
+// attempt goes to that proxy all the same, not to one with more free
+// slots that would find the disk written by another process.
+func TestARetryWritesWhereTheFailedAttemptDid(t *testing.T) {
+	p := NewPool([]Member{{Name: "p-prod", Site: "prod", MaxTasks: 6}, {Name: "p-dr", Site: "dr", MaxTasks: 2}, {Name: "p-dr2", Site: "dr", MaxTasks: 2}}, nil, "test", nil)
+	task := Task{Job: "web", VM: "web-01", Replica: "r1", SourceSite: "prod", TargetSite: "dr"}
+	for _, m := range p.members {
+		m.hello = &proxyv1.HelloResponse{Name: m.Name, Site: m.Site, MaxTasks: 8}
+		m.reach = map[string][2]Reach{reachKey(task): {}} // known: no probe
+	}
+	ctx := context.Background()
+	src, dst, pl, err := p.place(ctx, task)
+	if err != nil || pl.Target != "p-dr" {
+		t.Fatalf("the first attempt: %+v, %v", pl, err)
+	}
+	// The attempt failed: Run holds its target proxy, then releases.
+	p.hold(task, dst.Name)
+	p.release(task, src, dst)
+	p.members["p-dr"].hello.Running = 1 // the abandoned half, still there
+	src, dst, pl, err = p.place(ctx, task)
+	if err != nil || pl.Target != "p-dr" {
+		t.Fatalf("the second attempt went to %+v (%v), not to p-dr, which held the disk", pl, err)
+	}
+	p.release(task, src, dst)
+	p.unhold(task)
+	if len(p.writing) != 0 {
+		t.Fatalf("the replica is still written after the task ended: %v", p.writing)
+	}
+}
