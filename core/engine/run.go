@@ -262,6 +262,13 @@ func Owner(job *config.Job, vm *sdk.VM) sdk.ReplicaOwner {
 	return sdk.ReplicaOwner{Job: job.Name, Source: job.Source.Address(), SourceVM: vm.ID}
 }
 
+// listed is a replica's restore points as a ListRestorePoints made
+// beside other calls answered.
+type listed struct {
+	points []sdk.RestorePoint
+	err    error
+}
+
 // decide asks the target for the VM's replica and its restore points and
 // decides, by package plan's rule, what the run does with the VM. It
 // returns the decision, the replica (nil when the target has none) and its
@@ -277,10 +284,6 @@ func (r *run) decide(ctx context.Context, f plan.Facts) (plan.Decision, *sdk.Rep
 	// target is asked for the replica by name: two round trips to the
 	// target in the time of one. They are used only when the replica the
 	// target names is that one.
-	type listed struct {
-		points []sdk.RestorePoint
-		err    error
-	}
 	var early chan listed
 	if f.Record != nil && f.Record.ReplicaID != "" {
 		early = make(chan listed, 1)
@@ -644,10 +647,6 @@ func (r *run) commitCatalog(name string, vm *sdk.VM, replica *sdk.Replica, point
 // already (deleted meanwhile) answers not found; one the list shows and
 // the deletes removed is not kept.
 func (r *run) applyRetention(ctx context.Context, name string, replica *sdk.Replica, decided []retention.Decision) error {
-	type listed struct {
-		points []sdk.RestorePoint
-		err    error
-	}
 	lc := make(chan listed, 1)
 	go func() {
 		points, err := r.tgt.ListRestorePoints(ctx, replica.ID)

@@ -485,16 +485,9 @@ func (p *Pool) place(ctx context.Context, t Task) (src, dst *member, pl Placemen
 			src.ours++
 			dst.ours++
 			if t.Replica != "" {
-				if p.writing == nil {
-					p.writing = map[string]*replicaWriter{}
-				}
-				w := p.writing[writingKey(t)]
-				if w == nil {
-					w = &replicaWriter{}
-					p.writing[writingKey(t)] = w
-				}
 				// A writer that cannot be reached any more was not a
 				// candidate: the replica is written here from now on.
+				w := p.writer(t)
 				w.proxy = dst.Name
 				w.tasks++
 			}
@@ -567,15 +560,25 @@ func (p *Pool) unwrite(t Task) {
 func (p *Pool) hold(t Task, proxy string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	w := p.writer(t)
+	if w.tasks == 0 {
+		w.proxy = proxy
+	}
+	w.tasks++
+}
+
+// writer returns the entry of t's replica in p.writing, made when there
+// is none. Callers hold p.mu.
+func (p *Pool) writer(t Task) *replicaWriter {
 	if p.writing == nil {
 		p.writing = map[string]*replicaWriter{}
 	}
 	w := p.writing[writingKey(t)]
 	if w == nil {
-		w = &replicaWriter{proxy: proxy}
+		w = &replicaWriter{}
 		p.writing[writingKey(t)] = w
 	}
-	w.tasks++
+	return w
 }
 
 func (p *Pool) unhold(t Task) {
