@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -135,6 +136,14 @@ var brokenCases = []brokenCase{
 		},
 		fails:  []string{"DeleteOldestPoint", "DeleteMiddlePoint"},
 		passes: []string{"RestorePointReadBack"},
+	},
+	{
+		name: "TargetDescribesOnlyClosedDisks",
+		run: func(t *testing.T) {
+			RunTarget(t, targetFixture(false, func(m *MemTarget) sdk.Target { return &targetClosedOnly{MemTarget: m} }))
+		},
+		fails:  []string{"DescribedWhileWritten"},
+		passes: []string{"ReplicaGet", "DiskGrow", "RestorePointReadBack"},
 	},
 	{
 		name: "TargetDropsLabels",
@@ -531,6 +540,58 @@ func (m *targetNoSync) OpenReplicaDisk(ctx context.Context, replica string, disk
 		return nil, err
 	}
 	return noSyncWriter{w}, nil
+}
+
+// targetClosedOnly cannot describe a replica while a writer of one of
+// its disks is open, as a target reading a disk's metadata from a file
+// its writer is extending would fail.
+type targetClosedOnly struct {
+	*MemTarget
+	mu      sync.Mutex
+	writers map[string]int // open writers by replica
+}
+
+type closedOnlyWriter struct {
+	sdk.DiskWriter
+	t       *targetClosedOnly
+	replica string
+	once    sync.Once
+}
+
+func (w *closedOnlyWriter) Close() error {
+	w.once.Do(func() {
+		w.t.mu.Lock()
+		w.t.writers[w.replica]--
+		w.t.mu.Unlock()
+	})
+	return w.DiskWriter.Close()
+}
+
+func (m *targetClosedOnly) OpenReplicaDisk(ctx context.Context, replica string, disk int, size int64) (sdk.DiskWriter, error) {
+	w, err := m.MemTarget.OpenReplicaDisk(ctx, replica, disk, size)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.writers == nil {
+		m.writers = map[string]int{}
+	}
+	m.writers[replica]++
+	m.mu.Unlock()
+	return &closedOnlyWriter{DiskWriter: w, t: m, replica: replica}, nil
+}
+
+func (m *targetClosedOnly) GetReplica(ctx context.Context, idOrName string) (*sdk.Replica, error) {
+	r, err := m.MemTarget.GetReplica(ctx, idOrName)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.writers[r.ID] > 0 {
+		return nil, fmt.Errorf("replica %s: disk header torn: %w", r.ID, errdefs.ErrDataLoss)
+	}
+	return r, nil
 }
 
 // targetBadDelete deletes a point together with the blocks the next point

@@ -88,7 +88,9 @@
 // overwrites with zero runs and an unaligned tail: each point reads back
 // byte for byte), RestorePointList (oldest first, labels, disk sizes),
 // RestorePointUnknown, DiskGrow (growing keeps older points at their
-// size; a smaller size never shrinks), DeleteOldestPoint and
+// size; a smaller size never shrinks), DescribedWhileWritten (GetReplica,
+// ListReplicas and ListRestorePoints answer, whole, while a writer grows
+// disk 0 and syncs a write into each MiB), DeleteOldestPoint and
 // DeleteMiddlePoint (the others read back exactly), AbandonedWriter (an
 // unclosed writer, with a crash when the fixture can crash the target,
 // never changes a restore point), PreparedWrites (a writer that prepares

@@ -103,6 +103,7 @@ func RunTarget(t *testing.T, fx TargetFixture) {
 		{"WorkingState", (*targetCheck).workingState},
 		{"RestorePointUnknown", (*targetCheck).pointUnknown},
 		{"DiskGrow", (*targetCheck).diskGrow},
+		{"DescribedWhileWritten", (*targetCheck).describedWhileWritten},
 		{"DeleteOldestPoint", func(c *targetCheck, t *testing.T) { c.deletePoint(t, 0) }},
 		{"DeleteMiddlePoint", func(c *targetCheck, t *testing.T) { c.deletePoint(t, 1) }},
 		{"AbandonedWriter", (*targetCheck).abandonedWriter},
@@ -685,6 +686,90 @@ func (c *targetCheck) diskGrow(t *testing.T) {
 	}
 	c.verify(t, m, "after growing disk 0")
 	c.checkList(t, m)
+}
+
+// describedWhileWritten asks for a replica, the replicas and its points
+// while a writer grows and fills disk 0, one synced write into each MiB:
+// a control plane looks replicas up while other sessions write them, and
+// a target that reads a disk's metadata from its file while the writer
+// extends it must still describe it whole. The writes read back after.
+func (c *targetCheck) describedWhileWritten(t *testing.T) {
+	m := c.newReplica(t, "described-while-written")
+	const mib = 1 << 20
+	size := max(int64(len(m.disks[0])), 24*mib)
+	w, err := c.tgt.OpenReplicaDisk(c.ctx, m.id, 0, size)
+	if err != nil {
+		t.Fatalf("OpenReplicaDisk(disk 0, size %d): %v", size, err)
+	}
+	m.disks[0] = append(m.disks[0], make([]byte, size-int64(len(m.disks[0])))...)
+	var spans []span
+	for off := int64(0); off+4096 <= size; off += mib {
+		spans = append(spans, span{off: off + mib/2, data: randomBytes(c.rng, 4096)})
+	}
+	describe := func() error {
+		r, err := c.tgt.GetReplica(c.ctx, m.id)
+		if err != nil {
+			return fmt.Errorf("GetReplica: %w", err)
+		}
+		if len(r.VM.Disks) != len(m.disks) {
+			return fmt.Errorf("GetReplica describes %d disks, want %d", len(r.VM.Disks), len(m.disks))
+		}
+		if _, err := c.tgt.ListReplicas(c.ctx); err != nil {
+			return fmt.Errorf("ListReplicas: %w", err)
+		}
+		if _, err := c.tgt.ListRestorePoints(c.ctx, m.id); err != nil {
+			return fmt.Errorf("ListRestorePoints: %w", err)
+		}
+		return nil
+	}
+	// Once before the first write and once after the last, the writer
+	// open both times, and as often as it can meanwhile.
+	if err := describe(); err != nil {
+		w.Close()
+		t.Fatalf("with a writer open on disk 0: %v", err)
+	}
+	written := make(chan error, 1)
+	go func() {
+		for _, sp := range spans {
+			if _, err := w.WriteAt(sp.data, sp.off); err != nil {
+				written <- fmt.Errorf("WriteAt(%d bytes at %d): %w", len(sp.data), sp.off, err)
+				return
+			}
+			if err := w.Sync(); err != nil {
+				written <- fmt.Errorf("Sync after the write at %d: %w", sp.off, err)
+				return
+			}
+		}
+		written <- nil
+	}()
+	var werr, derr error
+	for asked := 0; ; asked++ {
+		select {
+		case werr = <-written:
+		default:
+			if derr = describe(); derr == nil {
+				continue
+			}
+			derr = fmt.Errorf("after %d answers: %w", asked, derr)
+			werr = <-written
+		}
+		break
+	}
+	if derr == nil {
+		derr = describe()
+	}
+	if err := w.Close(); werr == nil && err != nil {
+		werr = fmt.Errorf("close: %w", err)
+	}
+	if werr != nil {
+		t.Fatalf("writing disk 0: %v", werr)
+	}
+	if derr != nil {
+		t.Fatalf("while disk 0 was written: %v", derr)
+	}
+	apply(m.disks[0], spans)
+	c.point(t, m, nil)
+	c.verify(t, m, "after writes made while the replica was described")
 }
 
 // deletePoint makes three points and deletes the one at index i.
