@@ -2,11 +2,15 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/ferry-dr/ferry/config"
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/sdk"
+	"github.com/ferry-dr/ferry/sdk/errdefs"
 	"github.com/ferry-dr/ferry/sdk/sdktest"
 )
 
@@ -222,5 +226,49 @@ func TestReplicaWithoutOwner(t *testing.T) {
 				t.Fatalf("the adopted replica's owner is %+v", r.Owner)
 			}
 		})
+	}
+}
+
+// firstListFails is a target whose first ListRestorePoints fails, as one
+// made behind an Attach that its proxy refused does.
+type firstListFails struct {
+	*sdktest.MemTarget
+	failed atomic.Bool
+}
+
+func (t *firstListFails) ListRestorePoints(ctx context.Context, replica string) ([]sdk.RestorePoint, error) {
+	if t.failed.CompareAndSwap(false, true) {
+		return nil, fmt.Errorf("the Attach this call followed failed: %w", errdefs.ErrFailedPrecondition)
+	}
+	return t.MemTarget.ListRestorePoints(ctx, replica)
+}
+
+type listComponents struct {
+	*memComponents
+	tgt sdk.Target
+}
+
+func (c listComponents) Target(context.Context, *config.PluginBlock) (sdk.Target, sdk.Capabilities, error) {
+	return c.tgt, c.memComponents.tgt.Capabilities(), nil
+}
+
+// The points of the replica the catalog knows are listed beside the
+// first calls to the target; when that list fails, it is made again, and
+// the run goes on from the points the target holds.
+func TestAFailedEarlyListIsMadeAgain(t *testing.T) {
+	f := newFixture(t, "web-01")
+	f.write("web-01", 0, 30)
+	f.runOK("web-01")
+	tgt := &firstListFails{MemTarget: f.comps.tgt}
+	f.eng.Components = listComponents{memComponents: f.comps, tgt: tgt}
+	f.write("web-01", 0, 1)
+	want := f.sourceImage("web-01")
+	f.runOK("web-01")
+	if !tgt.failed.Load() {
+		t.Fatal("the early list was never made")
+	}
+	f.newestIs("web-01", want)
+	if n := len(f.points("web-01")); n != 2 {
+		t.Fatalf("%d restore points after two runs, want 2", n)
 	}
 }

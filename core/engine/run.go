@@ -311,6 +311,12 @@ func (r *run) decide(ctx context.Context, f plan.Facts) (plan.Decision, *sdk.Rep
 		var l listed
 		if early != nil && replica.ID == f.Record.ReplicaID {
 			l = <-early
+			if l.err != nil {
+				// It went with the first calls to the target. On a
+				// proxy those may follow an Attach the proxy refused:
+				// they then go to another one, and so does the list.
+				l.points, l.err = r.tgt.ListRestorePoints(ctx, replica.ID)
+			}
 		} else {
 			l.points, l.err = r.tgt.ListRestorePoints(ctx, replica.ID)
 		}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -66,6 +67,9 @@ type Agent struct {
 	arrived  chan struct{}
 	awaiting int
 	attaches int // Attach calls answered, for tests
+	// attachWaits are the Attach calls relayed calls may wait for, by
+	// nonce (see awaitAttach).
+	attachWaits map[string]*attachWait
 	// peers are the connections to target proxies, by name and address,
 	// kept for the tasks that come after (see peer).
 	peers  map[string]*grpc.ClientConn
@@ -359,6 +363,12 @@ func (s *service) Hello(ctx context.Context, req *proxyv1.HelloRequest) (*proxyv
 		pi := &proxyv1.PluginInfo{Name: f.Name}
 		if info, err := a.Plugins.Info(ctx, f.Name); err == nil {
 			for _, c := range info.Components {
+				if caps, err := json.Marshal(c.Capabilities); err == nil {
+					if pi.Capabilities == nil {
+						pi.Capabilities = map[string][]byte{}
+					}
+					pi.Capabilities[capsKey(c.Kind, c.Type)] = caps
+				}
 				switch c.Kind {
 				case sdk.KindSource:
 					pi.Sources = append(pi.Sources, c.Type)
@@ -373,6 +383,9 @@ func (s *service) Hello(ctx context.Context, req *proxyv1.HelloRequest) (*proxyv
 	}
 	return resp, nil
 }
+
+// capsKey names a component type in PluginInfo.capabilities.
+func capsKey(kind sdk.Kind, typ string) string { return string(kind) + "/" + typ }
 
 // targetTask is the target half of a disk task: an open replica disk
 // waiting for its data stream.

@@ -64,6 +64,9 @@ type Pool struct {
 	// attached is what the proxies' Attach answered, by proxy and block
 	// (see relayConn.attachKey).
 	attached map[string]attachment
+	// attaching are the Attach calls under way that no call waits for,
+	// by the same key.
+	attaching map[string]*pendingAttach
 }
 
 // replicaWriter is the proxy writing a replica, and how many tasks.

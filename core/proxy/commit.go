@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -173,25 +172,18 @@ func (s *service) CommitPoint(ctx context.Context, req *proxyv1.CommitPointReque
 	return resp, nil
 }
 
-// attachedTarget returns the target instance a call of the control plane names
-// by its "ferry-attachment" metadata, as relay finds the instance of a
-// relayed call; a key the agent does not hold is errNotAttached, on which
-// the control plane attaches the instance again.
+// attachedTarget returns the target instance a call names by its
+// "ferry-attachment" metadata, as relay finds the instance of a relayed
+// call (attached).
 func (a *Agent) attachedTarget(ctx context.Context) (sdk.Target, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	keys := md.Get(attachmentKey)
 	if len(keys) != 1 {
 		return nil, status.Errorf(codes.InvalidArgument, "no %s metadata naming the target instance", attachmentKey)
 	}
-	raw, err := hex.DecodeString(keys[0])
+	c, err := a.attached(ctx, md, keys[0])
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "bad %s metadata", attachmentKey)
-	}
-	a.mu.Lock()
-	c := a.components[string(raw)]
-	a.mu.Unlock()
-	if c == nil {
-		return nil, status.Error(codes.NotFound, errNotAttached)
+		return nil, err
 	}
 	tgt, ok := c.(sdk.Target)
 	if !ok {

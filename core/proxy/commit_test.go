@@ -94,6 +94,11 @@ func newCommitLab(t *testing.T, desc *grpc.ServiceDesc) *commitLab {
 		t.Fatal(err)
 	}
 	l.tgt = c.(sdk.Target)
+	// A session's first calls to the target attach it, long before its
+	// first point.
+	if _, err := l.tgt.GetReplica(ctx, rep.ID); err != nil {
+		t.Fatal(err)
+	}
 	calls.take()
 	return l
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -42,10 +44,91 @@ const attachmentKey = "ferry-attachment"
 // task): the call went nowhere, and the control plane attaches again.
 const errNotAttached = "the plugin instance is not attached on this proxy"
 
+// pendingKey is the metadata key of a relayed call sent behind an Attach
+// before its answer came: its value is that Attach's nonce.
+const pendingKey = "ferry-attach-pending"
+
+// errAttachFailed begins the message of a relayed call whose Attach
+// failed: nothing of the call reached a plugin, and the control plane
+// makes it again on another proxy.
+const errAttachFailed = "the Attach this call followed failed"
+
+// attachHold bounds how long a relayed call waits for the Attach it
+// follows. That Attach went first on the same connection: it is late only
+// when the connection broke, which ends the call anyway.
+const attachHold = time.Minute
+
+// attachWait is an Attach that relayed calls may wait for, by its nonce.
+// Whichever of the Attach and a call sent behind it comes first makes it.
+type attachWait struct {
+	done    chan struct{} // closed when the Attach has ended
+	once    sync.Once
+	err     error // why it failed
+	created time.Time
+}
+
+func (w *attachWait) end(err error) {
+	w.once.Do(func() {
+		w.err = err
+		close(w.done)
+	})
+}
+
+// attachWaitFor returns the wait of the Attach named nonce, made when
+// there is none. Waits older than attachHold are dropped first: their
+// calls have stopped waiting.
+func (a *Agent) attachWaitFor(nonce string) *attachWait {
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for n, w := range a.attachWaits {
+		if now.Sub(w.created) > attachHold {
+			delete(a.attachWaits, n)
+		}
+	}
+	w := a.attachWaits[nonce]
+	if w == nil {
+		w = &attachWait{done: make(chan struct{}), created: now}
+		if a.attachWaits == nil {
+			a.attachWaits = map[string]*attachWait{}
+		}
+		a.attachWaits[nonce] = w
+	}
+	return w
+}
+
+// awaitAttach holds a relayed call until the Attach named nonce has
+// ended, and fails it as that Attach failed. An Attach that does not come
+// within attachHold leaves the call to find no instance.
+func (a *Agent) awaitAttach(ctx context.Context, nonce string) error {
+	w := a.attachWaitFor(nonce)
+	t := time.NewTimer(attachHold)
+	defer t.Stop()
+	select {
+	case <-w.done:
+		if w.err != nil {
+			return status.Errorf(codes.FailedPrecondition, "%s: %s", errAttachFailed, status.Convert(w.err).Message())
+		}
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 func (s *service) Attach(ctx context.Context, req *proxyv1.AttachRequest) (*proxyv1.AttachResponse, error) {
 	if _, err := caller(ctx, pki.RoleControl); err != nil {
 		return nil, err
 	}
+	resp, err := s.attach(ctx, req)
+	if nonce := req.GetNonce(); nonce != "" {
+		s.a.attachWaitFor(nonce).end(err)
+	}
+	return resp, err
+}
+
+func (s *service) attach(ctx context.Context, req *proxyv1.AttachRequest) (*proxyv1.AttachResponse, error) {
 	kind := sdk.Kind(req.GetKind())
 	switch kind {
 	case sdk.KindSource, sdk.KindTarget, sdk.KindRepository:
@@ -105,6 +188,33 @@ func relayable(method string, kind sdk.Kind) bool {
 // message each way on the wire.
 var relayDesc = grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
 
+// attached returns the instance a call of the control plane names by
+// key, its "ferry-attachment" metadata (md is the call's), after the
+// Attach the call was sent behind, if any, has ended; errNotAttached
+// when the agent holds none, and the control plane attaches it again.
+func (a *Agent) attached(ctx context.Context, md metadata.MD, key string) (any, error) {
+	raw, err := hex.DecodeString(key)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "bad %s metadata", attachmentKey)
+	}
+	a.mu.Lock()
+	c := a.components[string(raw)]
+	a.mu.Unlock()
+	if nonces := md.Get(pendingKey); c == nil && len(nonces) == 1 {
+		// Sent behind its Attach, before the answer: wait for it.
+		if err := a.awaitAttach(ctx, nonces[0]); err != nil {
+			return nil, err
+		}
+		a.mu.Lock()
+		c = a.components[string(raw)]
+		a.mu.Unlock()
+	}
+	if c == nil {
+		return nil, status.Error(codes.NotFound, errNotAttached)
+	}
+	return c, nil
+}
+
 // relay is the agent's handler of every call it has no service for: a
 // plugin call of the control plane, relayed to the instance it attached.
 func (a *Agent) relay(_ any, ss grpc.ServerStream) error {
@@ -119,15 +229,9 @@ func (a *Agent) relay(_ any, ss grpc.ServerStream) error {
 	if len(keys) != 1 {
 		return status.Errorf(codes.Unimplemented, "proxy %s serves no method %s", a.Name, method)
 	}
-	raw, err := hex.DecodeString(keys[0])
+	c, err := a.attached(ctx, md, keys[0])
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "bad %s metadata", attachmentKey)
-	}
-	a.mu.Lock()
-	c := a.components[string(raw)]
-	a.mu.Unlock()
-	if c == nil {
-		return status.Error(codes.NotFound, errNotAttached)
+		return err
 	}
 	if !relayable(method, kindOf(c)) {
 		return status.Errorf(codes.PermissionDenied, "proxy %s does not relay %s to a %s", a.Name, method, kindOf(c))
@@ -232,7 +336,7 @@ func (p *Pool) Control(ctx context.Context, names []string, site string, kind sd
 		return nil, caps, "", fmt.Errorf("%s %q: %w", kind, b.Type, err)
 	}
 	rc := &relayConn{p: p, kind: kind, comp: comp, names: names, site: site, moved: moved}
-	if _, _, err := rc.current(ctx); err != nil {
+	if _, _, _, err := rc.current(ctx); err != nil {
 		return nil, caps, "", err
 	}
 	where = rc.name
@@ -278,13 +382,86 @@ type relayConn struct {
 	m    *member // nil: choose again
 	name string  // of the proxy chosen last
 	key  string
-	caps []byte // what the last Attach said of the instance's capabilities
+	caps []byte // the instance's capabilities, as its proxy said them
+	// pending is the Attach under way on m whose answer calls do not
+	// wait for; nil once it answered.
+	pending *pendingAttach
+	// refused are the proxies whose Attach of the block failed, with
+	// why: they are not chosen again by this connection.
+	refused map[string]error
 }
 
 // attachment is what a proxy's Attach answered for a plugin block.
 type attachment struct {
 	key  string
 	caps []byte
+}
+
+// pendingAttach is an Attach under way whose answer the relayed calls
+// sent behind it do not wait for (see proxy.proto's Attach).
+type pendingAttach struct {
+	nonce string
+	done  chan struct{} // closed when it answered
+	err   error         // why it failed
+}
+
+// failed reports, once pa answered, whether it failed; it waits for the
+// answer at most as long as ctx lets it.
+func (pa *pendingAttach) failed(ctx context.Context) error {
+	select {
+	case <-pa.done:
+		return pa.err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// attach starts an Attach of rc's block on m that no call waits for, or
+// returns the one under way; its answer goes to p.attached.
+func (p *Pool) attach(m *member, rc *relayConn) *pendingAttach {
+	k := rc.attachKey(m)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pa := p.attaching[k]; pa != nil {
+		return pa
+	}
+	b := make([]byte, 16)
+	rand.Read(b)
+	pa := &pendingAttach{nonce: hex.EncodeToString(b), done: make(chan struct{})}
+	if p.attaching == nil {
+		p.attaching = map[string]*pendingAttach{}
+	}
+	p.attaching[k] = pa
+	conn, req := m.conn, &proxyv1.AttachRequest{Kind: string(rc.kind), Component: rc.comp, Nonce: pa.nonce}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), helloTimeout)
+		resp, err := proxyv1.NewProxyClient(conn).Attach(ctx, req)
+		cancel()
+		p.mu.Lock()
+		delete(p.attaching, k)
+		if err == nil {
+			if p.attached == nil {
+				p.attached = map[string]attachment{}
+			}
+			p.attached[k] = attachment{key: resp.GetKey(), caps: resp.GetCapabilities()}
+		} else {
+			pa.err = explained(err)
+		}
+		p.mu.Unlock()
+		close(pa.done)
+	}()
+	return pa
+}
+
+// helloCaps are the capabilities m's Hello gave for the block's type; ok
+// is false when it gave none (a proxy older than Attach's nonce).
+func (rc *relayConn) helloCaps(m *member) (caps []byte, ok bool) {
+	for _, pi := range m.hello.GetPlugins() {
+		if c, ok := pi.GetCapabilities()[capsKey(rc.kind, rc.comp.GetType())]; ok {
+			return c, true
+		}
+	}
+	return nil, false
 }
 
 // attachKey names the instance on proxy m in Pool.attached. The pool
@@ -330,6 +507,8 @@ func (rc *relayConn) choices() (ok []*member, why []string) {
 			why = append(why, fmt.Sprintf("proxy %s: not reached", m.Name))
 		case !rc.serves(m):
 			why = append(why, fmt.Sprintf("proxy %s: has no plugin serving %s %q", m.Name, rc.kind, rc.comp.GetType()))
+		case rc.refused[m.Name] != nil:
+			why = append(why, fmt.Sprintf("proxy %s: %v", m.Name, rc.refused[m.Name]))
 		default:
 			ok = append(ok, m)
 		}
@@ -360,9 +539,13 @@ func (rc *relayConn) choices() (ok []*member, why []string) {
 	return ok, why
 }
 
-// current returns the connection of the proxy relaying now and the key of
-// the instance there, attaching it on the best proxy when there is none.
-func (rc *relayConn) current(ctx context.Context) (*grpc.ClientConn, string, error) {
+// current returns the connection of the proxy relaying now, the key of
+// the instance there and the Attach under way that calls follow (nil
+// when it answered), attaching the instance on the best proxy when there
+// is none. An Attach on a proxy whose Hello gave the type's capabilities
+// is not waited for: the calls go right behind it, and the proxy holds
+// them until it has ended.
+func (rc *relayConn) current(ctx context.Context) (*grpc.ClientConn, string, *pendingAttach, error) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	if rc.m != nil {
@@ -370,9 +553,20 @@ func (rc *relayConn) current(ctx context.Context) (*grpc.ClientConn, string, err
 		conn, err := rc.m.conn, rc.m.err
 		rc.p.mu.Unlock()
 		if err == nil && conn != nil {
-			return conn, rc.key, nil
+			if pa := rc.pending; pa != nil {
+				select {
+				case <-pa.done:
+					rc.pending = nil
+				default:
+				}
+			}
+			pa := rc.pending
+			if pa == nil || pa.err == nil {
+				return conn, rc.key, pa, nil
+			}
+			rc.refuse(rc.m.Name, pa.err)
 		}
-		rc.m = nil // the pool found it down since
+		rc.m, rc.pending = nil, nil // the pool found it down, or it refused the Attach
 	}
 	ok, why := rc.choices()
 	for _, m := range ok {
@@ -380,7 +574,13 @@ func (rc *relayConn) current(ctx context.Context) (*grpc.ClientConn, string, err
 		conn := m.conn
 		a, known := rc.p.attached[rc.attachKey(m)]
 		rc.p.mu.Unlock()
-		if !known {
+		var pa *pendingAttach
+		switch caps, said := rc.helloCaps(m); {
+		case known:
+		case said:
+			pa = rc.p.attach(m, rc)
+			a = attachment{key: hex.EncodeToString([]byte(componentKey(rc.kind, rc.comp))), caps: caps}
+		default:
 			actx, cancel := context.WithTimeout(ctx, helloTimeout)
 			resp, err := proxyv1.NewProxyClient(conn).Attach(actx, &proxyv1.AttachRequest{Kind: string(rc.kind), Component: rc.comp})
 			cancel()
@@ -399,26 +599,42 @@ func (rc *relayConn) current(ctx context.Context) (*grpc.ClientConn, string, err
 		if rc.name != "" && rc.name != m.Name && rc.moved != nil {
 			rc.moved(fmt.Sprintf("the %s's calls moved from proxy %s to proxy %s", rc.kind, rc.name, m.Name))
 		}
-		rc.m, rc.name, rc.key, rc.caps = m, m.Name, a.key, a.caps
-		return conn, rc.key, nil
+		rc.m, rc.name, rc.key, rc.caps, rc.pending = m, m.Name, a.key, a.caps, pa
+		return conn, rc.key, pa, nil
 	}
 	if len(why) == 0 {
 		why = []string{"the configuration declares none the job may use"}
 	}
-	return nil, "", fmt.Errorf("no proxy can act for the %s %q (%s): %w", rc.kind, rc.comp.GetType(), strings.Join(why, "; "), errdefs.ErrUnavailable)
+	return nil, "", nil, fmt.Errorf("no proxy can act for the %s %q (%s): %w", rc.kind, rc.comp.GetType(), strings.Join(why, "; "), errdefs.ErrUnavailable)
 }
 
 // again decides, after a call failed with err on the proxy relaying now,
 // whether to make it again (on another proxy, or after attaching again),
 // and prepares that.
-func (rc *relayConn) again(ctx context.Context, method string, err error) bool {
+//
+// A call sent behind an Attach (pa) that failed reached no plugin: the
+// proxy that refused the Attach is not chosen again, and the call is made
+// on the next one.
+func (rc *relayConn) again(ctx context.Context, method string, pa *pendingAttach, err error) bool {
 	st, _ := status.FromError(err)
 	rc.mu.Lock()
 	m := rc.m
 	rc.mu.Unlock()
+	var refused error
+	if pa != nil {
+		refused = pa.failed(ctx)
+	}
 	switch {
 	case m == nil:
 		return false
+	case refused != nil:
+		rc.mu.Lock()
+		if rc.m == m {
+			rc.m, rc.pending = nil, nil
+		}
+		rc.refuse(m.Name, refused)
+		rc.mu.Unlock()
+		return true
 	case isNotAttached(err):
 		rc.p.mu.Lock()
 		delete(rc.p.attached, rc.attachKey(m))
@@ -458,48 +674,73 @@ func neverSent(st *status.Status) bool {
 	return strings.Contains(st.Message(), "Error while dialing")
 }
 
+// refuse keeps why proxy name refused the Attach of rc's block. Callers
+// hold rc.mu.
+func (rc *relayConn) refuse(name string, why error) {
+	if rc.refused == nil {
+		rc.refused = map[string]error{}
+	}
+	rc.refused[name] = why
+}
+
+// relayed is ctx with the metadata of a call relayed to instance key,
+// sent behind pa when it is under way.
+func relayed(ctx context.Context, key string, pa *pendingAttach) context.Context {
+	if pa != nil {
+		return metadata.AppendToOutgoingContext(ctx, attachmentKey, key, pendingKey, pa.nonce)
+	}
+	return metadata.AppendToOutgoingContext(ctx, attachmentKey, key)
+}
+
+// Invoke makes a call again once when it went nowhere (see again), and
+// once more on each proxy that refused its Attach.
 func (rc *relayConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
-	for try := 0; ; try++ {
-		conn, key, err := rc.current(ctx)
+	for tries := 0; ; {
+		conn, key, pa, err := rc.current(ctx)
 		if err != nil {
 			return err
 		}
-		err = conn.Invoke(metadata.AppendToOutgoingContext(ctx, attachmentKey, key), method, args, reply, opts...)
-		if err == nil || try > 0 || !rc.again(ctx, method, err) {
+		err = conn.Invoke(relayed(ctx, key, pa), method, args, reply, opts...)
+		if err == nil || tries > 0 || !rc.again(ctx, method, pa, err) {
 			return err
+		}
+		if pa == nil || pa.failed(ctx) == nil {
+			tries++
 		}
 	}
 }
 
 func (rc *relayConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	for try := 0; ; try++ {
-		conn, key, err := rc.current(ctx)
+		conn, key, pa, err := rc.current(ctx)
 		if err != nil {
 			return nil, err
 		}
-		cs, err := conn.NewStream(metadata.AppendToOutgoingContext(ctx, attachmentKey, key), desc, method, opts...)
+		cs, err := conn.NewStream(relayed(ctx, key, pa), desc, method, opts...)
 		if err == nil {
-			return &relayStream{ClientStream: cs, rc: rc, method: method}, nil
+			return &relayStream{ClientStream: cs, rc: rc, method: method, pa: pa}, nil
 		}
-		if try > 0 || !rc.again(ctx, method, err) {
+		if try > 0 || !rc.again(ctx, method, pa, err) {
 			return nil, err
 		}
 	}
 }
 
 // relayStream is a relayed stream: an error that shows the instance gone
-// from its proxy, or the proxy gone, sends the calls that come after
-// elsewhere (the stream itself is not made again: part of it went).
+// from its proxy, or the proxy gone, or its Attach refused, sends the
+// calls that come after elsewhere (the stream itself is not made again:
+// part of it went).
 type relayStream struct {
 	grpc.ClientStream
 	rc     *relayConn
 	method string
+	pa     *pendingAttach
 }
 
 func (s *relayStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
 	if err != nil && err != io.EOF {
-		s.rc.again(s.ClientStream.Context(), s.method, err)
+		s.rc.again(s.ClientStream.Context(), s.method, s.pa, err)
 	}
 	return err
 }

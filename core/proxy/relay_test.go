@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,6 +37,26 @@ type servedPlugins struct {
 	p     *sdk.Plugin
 	tgt   *sdktest.MemTarget
 	infos *atomic.Int64
+	calls *callCounts
+}
+
+// callCounts count a plugin's calls by method.
+type callCounts struct {
+	mu sync.Mutex
+	n  map[string]int64
+}
+
+func (c *callCounts) add(method string) {
+	c.mu.Lock()
+	c.n[method]++
+	c.mu.Unlock()
+}
+
+// count is how many calls of method the plugin was made.
+func (s servedPlugins) count(method string) int64 {
+	s.calls.mu.Lock()
+	defer s.calls.mu.Unlock()
+	return s.calls.n[method]
 }
 
 // The capabilities the in-memory plugin declares.
@@ -52,11 +73,12 @@ func newServedPlugins(t *testing.T) servedPlugins {
 		Targets: map[string]sdk.Component[sdk.Target]{"mem": {Schema: &schema.Block{}, Capabilities: memTargetCaps,
 			New: func(context.Context, cty.Value) (sdk.Target, error) { return tgt, nil }}},
 	}
-	infos := new(atomic.Int64)
+	infos, calls := new(atomic.Int64), &callCounts{n: map[string]int64{}}
 	count := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		if method == "/ferry.plugin.v1.Plugin/GetInfo" {
 			infos.Add(1)
 		}
+		calls.add(method)
 		return streamer(ctx, desc, cc, method, opts...)
 	}
 	conn, err := grpc.NewClient(sdktest.Serve(t, p), grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -65,13 +87,14 @@ func newServedPlugins(t *testing.T) servedPlugins {
 			if method == "/ferry.plugin.v1.Plugin/GetInfo" {
 				infos.Add(1)
 			}
+			calls.add(method)
 			return invoker(ctx, method, req, reply, cc, opts...)
 		}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return servedPlugins{c: sdk.NewClient(conn, sdk.ClientOptions{Name: p.Name}), p: p, tgt: tgt, infos: infos}
+	return servedPlugins{c: sdk.NewClient(conn, sdk.ClientOptions{Name: p.Name}), p: p, tgt: tgt, infos: infos, calls: calls}
 }
 
 func (s servedPlugins) Found() []pluginhost.Found { return []pluginhost.Found{{Name: "mem"}} }
@@ -101,6 +124,7 @@ type relayLab struct {
 	plugins        servedPlugins
 	addr           string
 	control, proxy *pki.Credentials
+	creds          map[string]*pki.Credentials // of proxies p0, p1 and p2
 }
 
 // proxyCreds makes a CA in a new folder and issues a proxy certificate
@@ -136,8 +160,8 @@ func newRelayLab(t *testing.T) *relayLab {
 // desc, with more server options.
 func newRelayLabServing(t *testing.T, desc *grpc.ServiceDesc, more ...grpc.ServerOption) *relayLab {
 	t.Helper()
-	ca, creds := proxyCreds(t, "p1", "p2")
-	l := &relayLab{proxy: creds["p2"], plugins: newServedPlugins(t)}
+	ca, creds := proxyCreds(t, "p0", "p1", "p2")
+	l := &relayLab{proxy: creds["p2"], plugins: newServedPlugins(t), creds: creds}
 	l.agent = &Agent{Name: "p1", MaxTasks: 2, Plugins: l.plugins, Creds: creds["p1"]}
 	var err error
 	if l.control, err = pki.Load(filepath.Join(ca, "control")); err != nil {

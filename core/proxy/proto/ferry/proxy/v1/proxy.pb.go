@@ -37,9 +37,12 @@ const (
 )
 
 type AttachRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"` // "source", "target" or "repository"
-	Component     *Component             `protobuf:"bytes,2,opt,name=component,proto3" json:"component,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Kind      string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"` // "source", "target" or "repository"
+	Component *Component             `protobuf:"bytes,2,opt,name=component,proto3" json:"component,omitempty"`
+	// nonce names this Attach for the calls sent behind it (see Attach);
+	// empty when the control plane waits for the answer.
+	Nonce         string `protobuf:"bytes,3,opt,name=nonce,proto3" json:"nonce,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -86,6 +89,13 @@ func (x *AttachRequest) GetComponent() *Component {
 		return x.Component
 	}
 	return nil
+}
+
+func (x *AttachRequest) GetNonce() string {
+	if x != nil {
+		return x.Nonce
+	}
+	return ""
 }
 
 type AttachResponse struct {
@@ -578,11 +588,15 @@ func (x *HelloResponse) GetPlugins() []*PluginInfo {
 }
 
 type PluginInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Sources       []string               `protobuf:"bytes,2,rep,name=sources,proto3" json:"sources,omitempty"`
-	Targets       []string               `protobuf:"bytes,3,rep,name=targets,proto3" json:"targets,omitempty"`
-	Repositories  []string               `protobuf:"bytes,4,rep,name=repositories,proto3" json:"repositories,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Sources      []string               `protobuf:"bytes,2,rep,name=sources,proto3" json:"sources,omitempty"`
+	Targets      []string               `protobuf:"bytes,3,rep,name=targets,proto3" json:"targets,omitempty"`
+	Repositories []string               `protobuf:"bytes,4,rep,name=repositories,proto3" json:"repositories,omitempty"`
+	// capabilities are each component's sdk.Capabilities in JSON, by
+	// "kind/type" (as "target/local"). A proxy that says them also takes
+	// Attach's nonce.
+	Capabilities  map[string][]byte `protobuf:"bytes,5,rep,name=capabilities,proto3" json:"capabilities,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -641,6 +655,13 @@ func (x *PluginInfo) GetTargets() []string {
 func (x *PluginInfo) GetRepositories() []string {
 	if x != nil {
 		return x.Repositories
+	}
+	return nil
+}
+
+func (x *PluginInfo) GetCapabilities() map[string][]byte {
+	if x != nil {
+		return x.Capabilities
 	}
 	return nil
 }
@@ -2481,10 +2502,11 @@ var File_ferry_proxy_v1_proxy_proto protoreflect.FileDescriptor
 
 const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\n" +
-	"\x1aferry/proxy/v1/proxy.proto\x12\x0eferry.proxy.v1\"\\\n" +
+	"\x1aferry/proxy/v1/proxy.proto\x12\x0eferry.proxy.v1\"r\n" +
 	"\rAttachRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x127\n" +
-	"\tcomponent\x18\x02 \x01(\v2\x19.ferry.proxy.v1.ComponentR\tcomponent\"F\n" +
+	"\tcomponent\x18\x02 \x01(\v2\x19.ferry.proxy.v1.ComponentR\tcomponent\x12\x14\n" +
+	"\x05nonce\x18\x03 \x01(\tR\x05nonce\"F\n" +
 	"\x0eAttachResponse\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\"\n" +
 	"\fcapabilities\x18\x02 \x01(\fR\fcapabilities\"\x84\x01\n" +
@@ -2513,13 +2535,17 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\x04site\x18\x03 \x01(\tR\x04site\x12\x1b\n" +
 	"\tmax_tasks\x18\x04 \x01(\x05R\bmaxTasks\x12\x18\n" +
 	"\arunning\x18\x05 \x01(\x05R\arunning\x124\n" +
-	"\aplugins\x18\x06 \x03(\v2\x1a.ferry.proxy.v1.PluginInfoR\aplugins\"x\n" +
+	"\aplugins\x18\x06 \x03(\v2\x1a.ferry.proxy.v1.PluginInfoR\aplugins\"\x8b\x02\n" +
 	"\n" +
 	"PluginInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\asources\x18\x02 \x03(\tR\asources\x12\x18\n" +
 	"\atargets\x18\x03 \x03(\tR\atargets\x12\"\n" +
-	"\frepositories\x18\x04 \x03(\tR\frepositories\"X\n" +
+	"\frepositories\x18\x04 \x03(\tR\frepositories\x12P\n" +
+	"\fcapabilities\x18\x05 \x03(\v2,.ferry.proxy.v1.PluginInfo.CapabilitiesEntryR\fcapabilities\x1a?\n" +
+	"\x11CapabilitiesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"X\n" +
 	"\tComponent\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
 	"\x06config\x18\x02 \x01(\fR\x06config\x12\x1f\n" +
@@ -2700,7 +2726,7 @@ func file_ferry_proxy_v1_proxy_proto_rawDescGZIP() []byte {
 	return file_ferry_proxy_v1_proxy_proto_rawDescData
 }
 
-var file_ferry_proxy_v1_proxy_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_ferry_proxy_v1_proxy_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_ferry_proxy_v1_proxy_proto_goTypes = []any{
 	(*AttachRequest)(nil),       // 0: ferry.proxy.v1.AttachRequest
 	(*AttachResponse)(nil),      // 1: ferry.proxy.v1.AttachResponse
@@ -2737,8 +2763,9 @@ var file_ferry_proxy_v1_proxy_proto_goTypes = []any{
 	(*DeleteOutcome)(nil),       // 32: ferry.proxy.v1.DeleteOutcome
 	(*RestorePoint)(nil),        // 33: ferry.proxy.v1.RestorePoint
 	(*PointDisk)(nil),           // 34: ferry.proxy.v1.PointDisk
-	nil,                         // 35: ferry.proxy.v1.CommitPointRequest.LabelsEntry
-	nil,                         // 36: ferry.proxy.v1.RestorePoint.LabelsEntry
+	nil,                         // 35: ferry.proxy.v1.PluginInfo.CapabilitiesEntry
+	nil,                         // 36: ferry.proxy.v1.CommitPointRequest.LabelsEntry
+	nil,                         // 37: ferry.proxy.v1.RestorePoint.LabelsEntry
 }
 var file_ferry_proxy_v1_proxy_proto_depIdxs = []int32{
 	11, // 0: ferry.proxy.v1.AttachRequest.component:type_name -> ferry.proxy.v1.Component
@@ -2748,53 +2775,54 @@ var file_ferry_proxy_v1_proxy_proto_depIdxs = []int32{
 	3,  // 4: ferry.proxy.v1.ProbeResponse.target:type_name -> ferry.proxy.v1.Reach
 	5,  // 5: ferry.proxy.v1.SetRatesRequest.rules:type_name -> ferry.proxy.v1.RuleRate
 	10, // 6: ferry.proxy.v1.HelloResponse.plugins:type_name -> ferry.proxy.v1.PluginInfo
-	11, // 7: ferry.proxy.v1.TargetTask.target:type_name -> ferry.proxy.v1.Component
-	11, // 8: ferry.proxy.v1.SourceTask.source:type_name -> ferry.proxy.v1.Component
-	11, // 9: ferry.proxy.v1.SourceTask.repository:type_name -> ferry.proxy.v1.Component
-	13, // 10: ferry.proxy.v1.SourceTask.changed:type_name -> ferry.proxy.v1.Extent
-	13, // 11: ferry.proxy.v1.SourceTask.allocated:type_name -> ferry.proxy.v1.Extent
-	14, // 12: ferry.proxy.v1.SourceTask.binding:type_name -> ferry.proxy.v1.Binding
-	5,  // 13: ferry.proxy.v1.SourceTask.rules:type_name -> ferry.proxy.v1.RuleRate
-	17, // 14: ferry.proxy.v1.TaskEvent.ready:type_name -> ferry.proxy.v1.Ready
-	18, // 15: ferry.proxy.v1.TaskEvent.progress:type_name -> ferry.proxy.v1.Progress
-	19, // 16: ferry.proxy.v1.TaskEvent.done:type_name -> ferry.proxy.v1.Done
-	21, // 17: ferry.proxy.v1.DataMessage.open:type_name -> ferry.proxy.v1.DataOpen
-	22, // 18: ferry.proxy.v1.DataMessage.sync:type_name -> ferry.proxy.v1.DataSync
-	23, // 19: ferry.proxy.v1.DataMessage.digests:type_name -> ferry.proxy.v1.DataDigests
-	24, // 20: ferry.proxy.v1.DataMessage.close:type_name -> ferry.proxy.v1.DataClose
-	26, // 21: ferry.proxy.v1.DataReply.opened:type_name -> ferry.proxy.v1.DataOpened
-	27, // 22: ferry.proxy.v1.DataReply.synced:type_name -> ferry.proxy.v1.DataSynced
-	28, // 23: ferry.proxy.v1.DataReply.closed:type_name -> ferry.proxy.v1.DataClosed
-	35, // 24: ferry.proxy.v1.CommitPointRequest.labels:type_name -> ferry.proxy.v1.CommitPointRequest.LabelsEntry
-	33, // 25: ferry.proxy.v1.CommitPointResponse.point:type_name -> ferry.proxy.v1.RestorePoint
-	31, // 26: ferry.proxy.v1.CommitPointResponse.create_error:type_name -> ferry.proxy.v1.Failure
-	32, // 27: ferry.proxy.v1.CommitPointResponse.deletes:type_name -> ferry.proxy.v1.DeleteOutcome
-	33, // 28: ferry.proxy.v1.CommitPointResponse.points:type_name -> ferry.proxy.v1.RestorePoint
-	31, // 29: ferry.proxy.v1.CommitPointResponse.list_error:type_name -> ferry.proxy.v1.Failure
-	31, // 30: ferry.proxy.v1.DeleteOutcome.error:type_name -> ferry.proxy.v1.Failure
-	36, // 31: ferry.proxy.v1.RestorePoint.labels:type_name -> ferry.proxy.v1.RestorePoint.LabelsEntry
-	34, // 32: ferry.proxy.v1.RestorePoint.disks:type_name -> ferry.proxy.v1.PointDisk
-	8,  // 33: ferry.proxy.v1.Proxy.Hello:input_type -> ferry.proxy.v1.HelloRequest
-	12, // 34: ferry.proxy.v1.Proxy.Target:input_type -> ferry.proxy.v1.TargetTask
-	15, // 35: ferry.proxy.v1.Proxy.Source:input_type -> ferry.proxy.v1.SourceTask
-	20, // 36: ferry.proxy.v1.Proxy.Data:input_type -> ferry.proxy.v1.DataMessage
-	6,  // 37: ferry.proxy.v1.Proxy.SetRates:input_type -> ferry.proxy.v1.SetRatesRequest
-	2,  // 38: ferry.proxy.v1.Proxy.Probe:input_type -> ferry.proxy.v1.ProbeRequest
-	0,  // 39: ferry.proxy.v1.Proxy.Attach:input_type -> ferry.proxy.v1.AttachRequest
-	29, // 40: ferry.proxy.v1.Proxy.CommitPoint:input_type -> ferry.proxy.v1.CommitPointRequest
-	9,  // 41: ferry.proxy.v1.Proxy.Hello:output_type -> ferry.proxy.v1.HelloResponse
-	16, // 42: ferry.proxy.v1.Proxy.Target:output_type -> ferry.proxy.v1.TaskEvent
-	16, // 43: ferry.proxy.v1.Proxy.Source:output_type -> ferry.proxy.v1.TaskEvent
-	25, // 44: ferry.proxy.v1.Proxy.Data:output_type -> ferry.proxy.v1.DataReply
-	7,  // 45: ferry.proxy.v1.Proxy.SetRates:output_type -> ferry.proxy.v1.SetRatesResponse
-	4,  // 46: ferry.proxy.v1.Proxy.Probe:output_type -> ferry.proxy.v1.ProbeResponse
-	1,  // 47: ferry.proxy.v1.Proxy.Attach:output_type -> ferry.proxy.v1.AttachResponse
-	30, // 48: ferry.proxy.v1.Proxy.CommitPoint:output_type -> ferry.proxy.v1.CommitPointResponse
-	41, // [41:49] is the sub-list for method output_type
-	33, // [33:41] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	35, // 7: ferry.proxy.v1.PluginInfo.capabilities:type_name -> ferry.proxy.v1.PluginInfo.CapabilitiesEntry
+	11, // 8: ferry.proxy.v1.TargetTask.target:type_name -> ferry.proxy.v1.Component
+	11, // 9: ferry.proxy.v1.SourceTask.source:type_name -> ferry.proxy.v1.Component
+	11, // 10: ferry.proxy.v1.SourceTask.repository:type_name -> ferry.proxy.v1.Component
+	13, // 11: ferry.proxy.v1.SourceTask.changed:type_name -> ferry.proxy.v1.Extent
+	13, // 12: ferry.proxy.v1.SourceTask.allocated:type_name -> ferry.proxy.v1.Extent
+	14, // 13: ferry.proxy.v1.SourceTask.binding:type_name -> ferry.proxy.v1.Binding
+	5,  // 14: ferry.proxy.v1.SourceTask.rules:type_name -> ferry.proxy.v1.RuleRate
+	17, // 15: ferry.proxy.v1.TaskEvent.ready:type_name -> ferry.proxy.v1.Ready
+	18, // 16: ferry.proxy.v1.TaskEvent.progress:type_name -> ferry.proxy.v1.Progress
+	19, // 17: ferry.proxy.v1.TaskEvent.done:type_name -> ferry.proxy.v1.Done
+	21, // 18: ferry.proxy.v1.DataMessage.open:type_name -> ferry.proxy.v1.DataOpen
+	22, // 19: ferry.proxy.v1.DataMessage.sync:type_name -> ferry.proxy.v1.DataSync
+	23, // 20: ferry.proxy.v1.DataMessage.digests:type_name -> ferry.proxy.v1.DataDigests
+	24, // 21: ferry.proxy.v1.DataMessage.close:type_name -> ferry.proxy.v1.DataClose
+	26, // 22: ferry.proxy.v1.DataReply.opened:type_name -> ferry.proxy.v1.DataOpened
+	27, // 23: ferry.proxy.v1.DataReply.synced:type_name -> ferry.proxy.v1.DataSynced
+	28, // 24: ferry.proxy.v1.DataReply.closed:type_name -> ferry.proxy.v1.DataClosed
+	36, // 25: ferry.proxy.v1.CommitPointRequest.labels:type_name -> ferry.proxy.v1.CommitPointRequest.LabelsEntry
+	33, // 26: ferry.proxy.v1.CommitPointResponse.point:type_name -> ferry.proxy.v1.RestorePoint
+	31, // 27: ferry.proxy.v1.CommitPointResponse.create_error:type_name -> ferry.proxy.v1.Failure
+	32, // 28: ferry.proxy.v1.CommitPointResponse.deletes:type_name -> ferry.proxy.v1.DeleteOutcome
+	33, // 29: ferry.proxy.v1.CommitPointResponse.points:type_name -> ferry.proxy.v1.RestorePoint
+	31, // 30: ferry.proxy.v1.CommitPointResponse.list_error:type_name -> ferry.proxy.v1.Failure
+	31, // 31: ferry.proxy.v1.DeleteOutcome.error:type_name -> ferry.proxy.v1.Failure
+	37, // 32: ferry.proxy.v1.RestorePoint.labels:type_name -> ferry.proxy.v1.RestorePoint.LabelsEntry
+	34, // 33: ferry.proxy.v1.RestorePoint.disks:type_name -> ferry.proxy.v1.PointDisk
+	8,  // 34: ferry.proxy.v1.Proxy.Hello:input_type -> ferry.proxy.v1.HelloRequest
+	12, // 35: ferry.proxy.v1.Proxy.Target:input_type -> ferry.proxy.v1.TargetTask
+	15, // 36: ferry.proxy.v1.Proxy.Source:input_type -> ferry.proxy.v1.SourceTask
+	20, // 37: ferry.proxy.v1.Proxy.Data:input_type -> ferry.proxy.v1.DataMessage
+	6,  // 38: ferry.proxy.v1.Proxy.SetRates:input_type -> ferry.proxy.v1.SetRatesRequest
+	2,  // 39: ferry.proxy.v1.Proxy.Probe:input_type -> ferry.proxy.v1.ProbeRequest
+	0,  // 40: ferry.proxy.v1.Proxy.Attach:input_type -> ferry.proxy.v1.AttachRequest
+	29, // 41: ferry.proxy.v1.Proxy.CommitPoint:input_type -> ferry.proxy.v1.CommitPointRequest
+	9,  // 42: ferry.proxy.v1.Proxy.Hello:output_type -> ferry.proxy.v1.HelloResponse
+	16, // 43: ferry.proxy.v1.Proxy.Target:output_type -> ferry.proxy.v1.TaskEvent
+	16, // 44: ferry.proxy.v1.Proxy.Source:output_type -> ferry.proxy.v1.TaskEvent
+	25, // 45: ferry.proxy.v1.Proxy.Data:output_type -> ferry.proxy.v1.DataReply
+	7,  // 46: ferry.proxy.v1.Proxy.SetRates:output_type -> ferry.proxy.v1.SetRatesResponse
+	4,  // 47: ferry.proxy.v1.Proxy.Probe:output_type -> ferry.proxy.v1.ProbeResponse
+	1,  // 48: ferry.proxy.v1.Proxy.Attach:output_type -> ferry.proxy.v1.AttachResponse
+	30, // 49: ferry.proxy.v1.Proxy.CommitPoint:output_type -> ferry.proxy.v1.CommitPointResponse
+	42, // [42:50] is the sub-list for method output_type
+	34, // [34:42] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_ferry_proxy_v1_proxy_proto_init() }
@@ -2827,7 +2855,7 @@ func file_ferry_proxy_v1_proxy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_proxy_v1_proxy_proto_rawDesc), len(file_ferry_proxy_v1_proxy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

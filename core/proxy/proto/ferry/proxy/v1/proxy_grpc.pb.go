@@ -81,6 +81,13 @@ type ProxyClient interface {
 	// key returned, and the proxy relays each call to that instance. The
 	// answer carries the instance's capabilities, which the control plane
 	// would otherwise ask of Plugin.GetInfo: a round trip less.
+	//
+	// The control plane need not wait for the answer: the key is
+	// hex(kind, NUL, type, NUL, configuration) as the proxy makes it, and
+	// a relayed call sent behind an Attach that has a nonce carries that
+	// nonce in the metadata "ferry-attach-pending". The proxy holds such a
+	// call until that Attach has ended, and fails it as the Attach failed
+	// (FailedPrecondition), before any of it reaches a plugin.
 	Attach(ctx context.Context, in *AttachRequest, opts ...grpc.CallOption) (*AttachResponse, error)
 	// CommitPoint ends a VM's run on the target in one exchange: it makes a
 	// restore point of the replica with the target instance the call names
@@ -242,6 +249,13 @@ type ProxyServer interface {
 	// key returned, and the proxy relays each call to that instance. The
 	// answer carries the instance's capabilities, which the control plane
 	// would otherwise ask of Plugin.GetInfo: a round trip less.
+	//
+	// The control plane need not wait for the answer: the key is
+	// hex(kind, NUL, type, NUL, configuration) as the proxy makes it, and
+	// a relayed call sent behind an Attach that has a nonce carries that
+	// nonce in the metadata "ferry-attach-pending". The proxy holds such a
+	// call until that Attach has ended, and fails it as the Attach failed
+	// (FailedPrecondition), before any of it reaches a plugin.
 	Attach(context.Context, *AttachRequest) (*AttachResponse, error)
 	// CommitPoint ends a VM's run on the target in one exchange: it makes a
 	// restore point of the replica with the target instance the call names
