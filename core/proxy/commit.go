@@ -63,7 +63,7 @@ func (p *Pool) CommitPoint(ctx context.Context, tgt any, replica string, labels 
 	req := &proxyv1.CommitPointRequest{Replica: replica, Labels: labels, Drop: drop}
 	if err := conn.Invoke(ctx, proxyv1.Proxy_CommitPoint_FullMethodName, req, resp); err != nil {
 		if unknownToProxy(err) {
-			return nil, fmt.Errorf("%v: %w", err, ErrNoCommitPoint)
+			return nil, fmt.Errorf("%s: %w", status.Convert(err).Message(), ErrNoCommitPoint)
 		}
 		return nil, callError(err)
 	}
