@@ -268,6 +268,24 @@ func TestTwoSitesThroughProxies(t *testing.T) {
 			t.Fatalf("%s did not run on p-dr:\n%s", m, dr.stderr)
 		}
 	}
+
+	// A fourth point: retention drops the first, and the DR proxy deletes
+	// it in the exchange that made the point (CommitPoint).
+	l.scatter("web-01", 0, 16<<20, 5)
+	want0 = l.source("web-01", 0)
+	if s = l.run(); s.code != 0 {
+		t.Fatalf("fourth run: exit %d\n%s", s.code, s.stderr)
+	}
+	after := l.points("web-01")
+	if len(after) != 3 || after[0].ID != ps[1].ID || after[1].ID != ps[2].ID {
+		t.Fatalf("points %+v after the fourth run, want the last two of %+v and a new one", after, ps)
+	}
+	sameBytes(t, "point 4 disk 0", l.point("web-01", after[2].ID, 0), want0)
+	for _, said := range []string{"restore point made: replica=", "restore point deleted: replica=", "point=" + ps[0].ID} {
+		if !strings.Contains(dr.stderr.String(), said) {
+			t.Fatalf("p-dr did not log %q:\n%s", said, dr.stderr)
+		}
+	}
 }
 
 // TestProxyStopsOnSIGTERM: a proxy asked to stop (SIGTERM, as systemd

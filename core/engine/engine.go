@@ -102,14 +102,19 @@ type Proxies interface {
 // Step names a point in a VM's run, for Hook.
 type Step string
 
+// The steps of a VM's run, in order. When a proxy relays the target's
+// calls (and knows CommitPoint), the old points retention dropped are
+// deleted already at StepPointCreated: the proxy deletes them in the
+// exchange that made the point, once the point exists. The catalog still
+// lists them until StepRetentionDone.
 const (
 	StepSnapshotted   Step = "snapshotted"    // the source snapshot exists
 	StepMoving        Step = "moving"         // a disk is half moved
 	StepMoved         Step = "moved"          // every disk is in the replica's working state
-	StepPointCreated  Step = "point-created"  // the target's restore point exists
+	StepPointCreated  Step = "point-created"  // the target's restore point exists (behind a proxy, the dropped ones are gone)
 	StepCataloged     Step = "cataloged"      // the catalog lists the point
 	StepSnapshotGone  Step = "snapshot-gone"  // the source snapshot is removed
-	StepRetentionDone Step = "retention-done" // old points are deleted
+	StepRetentionDone Step = "retention-done" // old points are deleted, and the catalog agrees with the target
 )
 
 func (e *Engine) hook(step Step, vm string) {

@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-dr/ferry/core/catalog"
 	"github.com/ferry-dr/ferry/core/datamover"
 	"github.com/ferry-dr/ferry/core/plan"
+	"github.com/ferry-dr/ferry/core/proxy"
 	"github.com/ferry-dr/ferry/core/replicameta"
 	"github.com/ferry-dr/ferry/core/retention"
 	"github.com/ferry-dr/ferry/core/traffic"
@@ -72,6 +73,10 @@ type run struct {
 	// (deleting replaced metadata objects) while the VM's restore point
 	// is made; vm waits for it.
 	tidying sync.WaitGroup
+	// oneByOne is set once the proxy relaying the target answered that
+	// it does not know CommitPoint: the session's VMs make the point and
+	// the retention's calls one by one.
+	oneByOne bool
 }
 
 func (r *run) run(ctx context.Context) error {
@@ -231,7 +236,9 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 			labels[labelChangeID(d.Index)] = d.ChangeID
 		}
 	}
-	point, err := r.tgt.CreateRestorePoint(ctx, replica.ID, labels)
+	// Behind a proxy, the proxy deletes the points retention dropped in
+	// the same exchange, once the point exists (see createPoint).
+	point, done, err := r.createPoint(ctx, replica.ID, labels, dec.Drop)
 	if err != nil {
 		return fail("create restore point: %w", err)
 	}
@@ -248,7 +255,7 @@ func (r *run) replicate(ctx context.Context, name string, res *catalog.VMResult)
 	snapshotRemoved = true
 	r.e.hook(StepSnapshotGone, name)
 
-	if err := r.applyRetention(ctx, name, replica, dec.Drop); err != nil {
+	if err := r.applyRetention(ctx, name, replica, dec.Drop, done); err != nil {
 		r.notice(name, "retention: %v", err)
 		res.Result = catalog.ResultWarning
 		res.Error = joinMessage(res.Error, "retention: "+err.Error())
@@ -651,18 +658,29 @@ func (r *run) commitCatalog(name string, vm *sdk.VM, replica *sdk.Replica, point
 // round trip to the target (across the link between the sites when it
 // runs on a proxy), and neither needs the other's answer. A point gone
 // already (deleted meanwhile) answers not found; one the list shows and
-// the deletes removed is not kept.
-func (r *run) applyRetention(ctx context.Context, name string, replica *sdk.Replica, decided []retention.Decision) error {
+// the deletes removed is not kept. done, when not nil, is what the proxy
+// relaying the target did with the point (see createPoint): the deletes'
+// answers and the list, which are not asked again.
+func (r *run) applyRetention(ctx context.Context, name string, replica *sdk.Replica, decided []retention.Decision, done *proxy.Commit) error {
 	lc := make(chan listed, 1)
-	go func() {
-		points, err := r.tgt.ListRestorePoints(ctx, replica.ID)
-		lc <- listed{points, err}
-	}()
+	if done != nil {
+		lc <- listed{done.Points, done.ListErr}
+	} else {
+		go func() {
+			points, err := r.tgt.ListRestorePoints(ctx, replica.ID)
+			lc <- listed{points, err}
+		}()
+	}
 	drop := map[string]bool{}
 	var errs []error
-	for _, d := range decided {
+	for i, d := range decided {
 		p := d.Point
-		err := r.tgt.DeleteRestorePoint(ctx, replica.ID, p.ID)
+		var err error
+		if done != nil {
+			err = done.Deleted[i]
+		} else {
+			err = r.tgt.DeleteRestorePoint(ctx, replica.ID, p.ID)
+		}
 		switch {
 		case err == nil, errors.Is(err, errdefs.ErrNotFound):
 			drop[p.ID] = true

@@ -166,8 +166,13 @@ func (a *Agent) resumeFor() time.Duration {
 var errBusy = status.Error(codes.ResourceExhausted, "every task slot of the proxy is taken")
 
 // Server returns the gRPC server of the agent, for Serve on a listener.
-func (a *Agent) Server() *grpc.Server {
-	s := grpc.NewServer(
+func (a *Agent) Server() *grpc.Server { return a.server(&proxyv1.Proxy_ServiceDesc) }
+
+// server is Server serving the methods of desc, a description of the
+// Proxy service, with more options: tests serve what an older proxy
+// served, and count the calls.
+func (a *Agent) server(desc *grpc.ServiceDesc, more ...grpc.ServerOption) *grpc.Server {
+	s := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.Creds(batchedTLS{credentials.NewTLS(a.Creds.ServerConfig(pki.RoleControl, pki.RoleProxy))}), grpc.WriteBufferSize(writeBuffer),
 		grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage),
 		// The SDK's codec and pool do not clear every message buffer, as
@@ -181,8 +186,8 @@ func (a *Agent) Server() *grpc.Server {
 		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow),
 		// The control plane's calls to plugins it attached here.
 		grpc.UnknownServiceHandler(a.relay),
-	)
-	proxyv1.RegisterProxyServer(s, &service{a: a})
+	}, more...)...)
+	s.RegisterService(desc, &service{a: a})
 	return s
 }
 

@@ -188,6 +188,33 @@ func relayable(method string, kind sdk.Kind) bool {
 // message each way on the wire.
 var relayDesc = grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
 
+// attached returns the instance a call of the control plane names by
+// key, its "ferry-attachment" metadata (md is the call's), after the
+// Attach the call was sent behind, if any, has ended; errNotAttached
+// when the agent holds none, and the control plane attaches it again.
+func (a *Agent) attached(ctx context.Context, md metadata.MD, key string) (any, error) {
+	raw, err := hex.DecodeString(key)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "bad %s metadata", attachmentKey)
+	}
+	a.mu.Lock()
+	c := a.components[string(raw)]
+	a.mu.Unlock()
+	if nonces := md.Get(pendingKey); c == nil && len(nonces) == 1 {
+		// Sent behind its Attach, before the answer: wait for it.
+		if err := a.awaitAttach(ctx, nonces[0]); err != nil {
+			return nil, err
+		}
+		a.mu.Lock()
+		c = a.components[string(raw)]
+		a.mu.Unlock()
+	}
+	if c == nil {
+		return nil, status.Error(codes.NotFound, errNotAttached)
+	}
+	return c, nil
+}
+
 // relay is the agent's handler of every call it has no service for: a
 // plugin call of the control plane, relayed to the instance it attached.
 func (a *Agent) relay(_ any, ss grpc.ServerStream) error {
@@ -202,24 +229,9 @@ func (a *Agent) relay(_ any, ss grpc.ServerStream) error {
 	if len(keys) != 1 {
 		return status.Errorf(codes.Unimplemented, "proxy %s serves no method %s", a.Name, method)
 	}
-	raw, err := hex.DecodeString(keys[0])
+	c, err := a.attached(ctx, md, keys[0])
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "bad %s metadata", attachmentKey)
-	}
-	a.mu.Lock()
-	c := a.components[string(raw)]
-	a.mu.Unlock()
-	if nonces := md.Get(pendingKey); c == nil && len(nonces) == 1 {
-		// Sent behind its Attach, before the answer: wait for it.
-		if err := a.awaitAttach(ctx, nonces[0]); err != nil {
-			return err
-		}
-		a.mu.Lock()
-		c = a.components[string(raw)]
-		a.mu.Unlock()
-	}
-	if c == nil {
-		return status.Error(codes.NotFound, errNotAttached)
+		return err
 	}
 	if !relayable(method, kindOf(c)) {
 		return status.Errorf(codes.PermissionDenied, "proxy %s does not relay %s to a %s", a.Name, method, kindOf(c))

@@ -153,6 +153,13 @@ func proxyCreds(t *testing.T, names ...string) (ca string, creds map[string]*pki
 
 func newRelayLab(t *testing.T) *relayLab {
 	t.Helper()
+	return newRelayLabServing(t, &proxyv1.Proxy_ServiceDesc)
+}
+
+// newRelayLabServing is newRelayLab whose proxy serves the methods of
+// desc, with more server options.
+func newRelayLabServing(t *testing.T, desc *grpc.ServiceDesc, more ...grpc.ServerOption) *relayLab {
+	t.Helper()
 	ca, creds := proxyCreds(t, "p0", "p1", "p2")
 	l := &relayLab{proxy: creds["p2"], plugins: newServedPlugins(t), creds: creds}
 	l.agent = &Agent{Name: "p1", MaxTasks: 2, Plugins: l.plugins, Creds: creds["p1"]}
@@ -164,7 +171,7 @@ func newRelayLab(t *testing.T) *relayLab {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := l.agent.Server()
+	srv := l.agent.server(desc, more...)
 	go srv.Serve(lis)
 	t.Cleanup(func() { srv.Stop(); l.agent.Close() })
 	l.addr = lis.Addr().String()

@@ -2101,6 +2101,403 @@ func (x *DataClosed) GetWriteBusyNs() int64 {
 	return 0
 }
 
+type CommitPointRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Replica string                 `protobuf:"bytes,1,opt,name=replica,proto3" json:"replica,omitempty"`
+	Labels  map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // the new point's
+	// drop are the points to delete once the new one exists, in order.
+	Drop          []string `protobuf:"bytes,3,rep,name=drop,proto3" json:"drop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitPointRequest) Reset() {
+	*x = CommitPointRequest{}
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitPointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitPointRequest) ProtoMessage() {}
+
+func (x *CommitPointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitPointRequest.ProtoReflect.Descriptor instead.
+func (*CommitPointRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CommitPointRequest) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *CommitPointRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *CommitPointRequest) GetDrop() []string {
+	if x != nil {
+		return x.Drop
+	}
+	return nil
+}
+
+type CommitPointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// point is the new restore point; absent when creating it failed
+	// (create_error), and then nothing was deleted or listed.
+	Point       *RestorePoint `protobuf:"bytes,1,opt,name=point,proto3" json:"point,omitempty"`
+	CreateError *Failure      `protobuf:"bytes,2,opt,name=create_error,json=createError,proto3" json:"create_error,omitempty"`
+	// deletes answer the request's drop, one each, in its order.
+	Deletes []*DeleteOutcome `protobuf:"bytes,3,rep,name=deletes,proto3" json:"deletes,omitempty"`
+	// points are the replica's restore points after the deletes, oldest
+	// first; list_error says why they could not be listed.
+	Points        []*RestorePoint `protobuf:"bytes,4,rep,name=points,proto3" json:"points,omitempty"`
+	ListError     *Failure        `protobuf:"bytes,5,opt,name=list_error,json=listError,proto3" json:"list_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitPointResponse) Reset() {
+	*x = CommitPointResponse{}
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitPointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitPointResponse) ProtoMessage() {}
+
+func (x *CommitPointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitPointResponse.ProtoReflect.Descriptor instead.
+func (*CommitPointResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CommitPointResponse) GetPoint() *RestorePoint {
+	if x != nil {
+		return x.Point
+	}
+	return nil
+}
+
+func (x *CommitPointResponse) GetCreateError() *Failure {
+	if x != nil {
+		return x.CreateError
+	}
+	return nil
+}
+
+func (x *CommitPointResponse) GetDeletes() []*DeleteOutcome {
+	if x != nil {
+		return x.Deletes
+	}
+	return nil
+}
+
+func (x *CommitPointResponse) GetPoints() []*RestorePoint {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
+func (x *CommitPointResponse) GetListError() *Failure {
+	if x != nil {
+		return x.ListError
+	}
+	return nil
+}
+
+// Failure is a plugin's error: its message, and its class as
+// sdk/errdefs names it on the wire ("" for none).
+type Failure struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       string                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	Class         string                 `protobuf:"bytes,2,opt,name=class,proto3" json:"class,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Failure) Reset() {
+	*x = Failure{}
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Failure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Failure) ProtoMessage() {}
+
+func (x *Failure) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Failure.ProtoReflect.Descriptor instead.
+func (*Failure) Descriptor() ([]byte, []int) {
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *Failure) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Failure) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
+type DeleteOutcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Point string                 `protobuf:"bytes,1,opt,name=point,proto3" json:"point,omitempty"`
+	// error is absent when the point was deleted; a point not there
+	// (deleted already) has an error of class "not_found".
+	Error         *Failure `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteOutcome) Reset() {
+	*x = DeleteOutcome{}
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteOutcome) ProtoMessage() {}
+
+func (x *DeleteOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteOutcome.ProtoReflect.Descriptor instead.
+func (*DeleteOutcome) Descriptor() ([]byte, []int) {
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *DeleteOutcome) GetPoint() string {
+	if x != nil {
+		return x.Point
+	}
+	return ""
+}
+
+func (x *DeleteOutcome) GetError() *Failure {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// RestorePoint is a plugin's restore point (sdk.RestorePoint).
+type RestorePoint struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Replica string                 `protobuf:"bytes,2,opt,name=replica,proto3" json:"replica,omitempty"`
+	// created_unix_nano is the creation time in nanoseconds since the Unix
+	// epoch, UTC; 0 when the plugin did not say.
+	CreatedUnixNano int64             `protobuf:"varint,3,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	Size            int64             `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"` // bytes the point holds on its own
+	Labels          map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Disks           []*PointDisk      `protobuf:"bytes,6,rep,name=disks,proto3" json:"disks,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RestorePoint) Reset() {
+	*x = RestorePoint{}
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestorePoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestorePoint) ProtoMessage() {}
+
+func (x *RestorePoint) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestorePoint.ProtoReflect.Descriptor instead.
+func (*RestorePoint) Descriptor() ([]byte, []int) {
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RestorePoint) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RestorePoint) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *RestorePoint) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *RestorePoint) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *RestorePoint) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *RestorePoint) GetDisks() []*PointDisk {
+	if x != nil {
+		return x.Disks
+	}
+	return nil
+}
+
+type PointDisk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         int32                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Capacity      int64                  `protobuf:"varint,2,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	ChangeId      string                 `protobuf:"bytes,3,opt,name=change_id,json=changeId,proto3" json:"change_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PointDisk) Reset() {
+	*x = PointDisk{}
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PointDisk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PointDisk) ProtoMessage() {}
+
+func (x *PointDisk) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_proxy_v1_proxy_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PointDisk.ProtoReflect.Descriptor instead.
+func (*PointDisk) Descriptor() ([]byte, []int) {
+	return file_ferry_proxy_v1_proxy_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *PointDisk) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *PointDisk) GetCapacity() int64 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+func (x *PointDisk) GetChangeId() string {
+	if x != nil {
+		return x.ChangeId
+	}
+	return ""
+}
+
 var File_ferry_proxy_v1_proxy_proto protoreflect.FileDescriptor
 
 const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
@@ -2272,7 +2669,41 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\n" +
 	"DataClosed\x12#\n" +
 	"\rbytes_written\x18\x01 \x01(\x03R\fbytesWritten\x12\"\n" +
-	"\rwrite_busy_ns\x18\x02 \x01(\x03R\vwriteBusyNs2\xf5\x03\n" +
+	"\rwrite_busy_ns\x18\x02 \x01(\x03R\vwriteBusyNs\"\xc5\x01\n" +
+	"\x12CommitPointRequest\x12\x18\n" +
+	"\areplica\x18\x01 \x01(\tR\areplica\x12F\n" +
+	"\x06labels\x18\x02 \x03(\v2..ferry.proxy.v1.CommitPointRequest.LabelsEntryR\x06labels\x12\x12\n" +
+	"\x04drop\x18\x03 \x03(\tR\x04drop\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x02\n" +
+	"\x13CommitPointResponse\x122\n" +
+	"\x05point\x18\x01 \x01(\v2\x1c.ferry.proxy.v1.RestorePointR\x05point\x12:\n" +
+	"\fcreate_error\x18\x02 \x01(\v2\x17.ferry.proxy.v1.FailureR\vcreateError\x127\n" +
+	"\adeletes\x18\x03 \x03(\v2\x1d.ferry.proxy.v1.DeleteOutcomeR\adeletes\x124\n" +
+	"\x06points\x18\x04 \x03(\v2\x1c.ferry.proxy.v1.RestorePointR\x06points\x126\n" +
+	"\n" +
+	"list_error\x18\x05 \x01(\v2\x17.ferry.proxy.v1.FailureR\tlistError\"9\n" +
+	"\aFailure\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x12\x14\n" +
+	"\x05class\x18\x02 \x01(\tR\x05class\"T\n" +
+	"\rDeleteOutcome\x12\x14\n" +
+	"\x05point\x18\x01 \x01(\tR\x05point\x12-\n" +
+	"\x05error\x18\x02 \x01(\v2\x17.ferry.proxy.v1.FailureR\x05error\"\xa6\x02\n" +
+	"\fRestorePoint\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\areplica\x18\x02 \x01(\tR\areplica\x12*\n" +
+	"\x11created_unix_nano\x18\x03 \x01(\x03R\x0fcreatedUnixNano\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\x12@\n" +
+	"\x06labels\x18\x05 \x03(\v2(.ferry.proxy.v1.RestorePoint.LabelsEntryR\x06labels\x12/\n" +
+	"\x05disks\x18\x06 \x03(\v2\x19.ferry.proxy.v1.PointDiskR\x05disks\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Z\n" +
+	"\tPointDisk\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x1a\n" +
+	"\bcapacity\x18\x02 \x01(\x03R\bcapacity\x12\x1b\n" +
+	"\tchange_id\x18\x03 \x01(\tR\bchangeId2\xcd\x04\n" +
 	"\x05Proxy\x12D\n" +
 	"\x05Hello\x12\x1c.ferry.proxy.v1.HelloRequest\x1a\x1d.ferry.proxy.v1.HelloResponse\x12A\n" +
 	"\x06Target\x12\x1a.ferry.proxy.v1.TargetTask\x1a\x19.ferry.proxy.v1.TaskEvent0\x01\x12A\n" +
@@ -2280,7 +2711,8 @@ const file_ferry_proxy_v1_proxy_proto_rawDesc = "" +
 	"\x04Data\x12\x1b.ferry.proxy.v1.DataMessage\x1a\x19.ferry.proxy.v1.DataReply(\x010\x01\x12M\n" +
 	"\bSetRates\x12\x1f.ferry.proxy.v1.SetRatesRequest\x1a .ferry.proxy.v1.SetRatesResponse\x12D\n" +
 	"\x05Probe\x12\x1c.ferry.proxy.v1.ProbeRequest\x1a\x1d.ferry.proxy.v1.ProbeResponse\x12G\n" +
-	"\x06Attach\x12\x1d.ferry.proxy.v1.AttachRequest\x1a\x1e.ferry.proxy.v1.AttachResponseBCZAgithub.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1;proxyv1b\x06proto3"
+	"\x06Attach\x12\x1d.ferry.proxy.v1.AttachRequest\x1a\x1e.ferry.proxy.v1.AttachResponse\x12V\n" +
+	"\vCommitPoint\x12\".ferry.proxy.v1.CommitPointRequest\x1a#.ferry.proxy.v1.CommitPointResponseBCZAgithub.com/ferry-dr/ferry/core/proxy/proto/ferry/proxy/v1;proxyv1b\x06proto3"
 
 var (
 	file_ferry_proxy_v1_proxy_proto_rawDescOnce sync.Once
@@ -2294,38 +2726,46 @@ func file_ferry_proxy_v1_proxy_proto_rawDescGZIP() []byte {
 	return file_ferry_proxy_v1_proxy_proto_rawDescData
 }
 
-var file_ferry_proxy_v1_proxy_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_ferry_proxy_v1_proxy_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_ferry_proxy_v1_proxy_proto_goTypes = []any{
-	(*AttachRequest)(nil),    // 0: ferry.proxy.v1.AttachRequest
-	(*AttachResponse)(nil),   // 1: ferry.proxy.v1.AttachResponse
-	(*ProbeRequest)(nil),     // 2: ferry.proxy.v1.ProbeRequest
-	(*Reach)(nil),            // 3: ferry.proxy.v1.Reach
-	(*ProbeResponse)(nil),    // 4: ferry.proxy.v1.ProbeResponse
-	(*RuleRate)(nil),         // 5: ferry.proxy.v1.RuleRate
-	(*SetRatesRequest)(nil),  // 6: ferry.proxy.v1.SetRatesRequest
-	(*SetRatesResponse)(nil), // 7: ferry.proxy.v1.SetRatesResponse
-	(*HelloRequest)(nil),     // 8: ferry.proxy.v1.HelloRequest
-	(*HelloResponse)(nil),    // 9: ferry.proxy.v1.HelloResponse
-	(*PluginInfo)(nil),       // 10: ferry.proxy.v1.PluginInfo
-	(*Component)(nil),        // 11: ferry.proxy.v1.Component
-	(*TargetTask)(nil),       // 12: ferry.proxy.v1.TargetTask
-	(*Extent)(nil),           // 13: ferry.proxy.v1.Extent
-	(*Binding)(nil),          // 14: ferry.proxy.v1.Binding
-	(*SourceTask)(nil),       // 15: ferry.proxy.v1.SourceTask
-	(*TaskEvent)(nil),        // 16: ferry.proxy.v1.TaskEvent
-	(*Ready)(nil),            // 17: ferry.proxy.v1.Ready
-	(*Progress)(nil),         // 18: ferry.proxy.v1.Progress
-	(*Done)(nil),             // 19: ferry.proxy.v1.Done
-	(*DataMessage)(nil),      // 20: ferry.proxy.v1.DataMessage
-	(*DataOpen)(nil),         // 21: ferry.proxy.v1.DataOpen
-	(*DataSync)(nil),         // 22: ferry.proxy.v1.DataSync
-	(*DataDigests)(nil),      // 23: ferry.proxy.v1.DataDigests
-	(*DataClose)(nil),        // 24: ferry.proxy.v1.DataClose
-	(*DataReply)(nil),        // 25: ferry.proxy.v1.DataReply
-	(*DataOpened)(nil),       // 26: ferry.proxy.v1.DataOpened
-	(*DataSynced)(nil),       // 27: ferry.proxy.v1.DataSynced
-	(*DataClosed)(nil),       // 28: ferry.proxy.v1.DataClosed
-	nil,                      // 29: ferry.proxy.v1.PluginInfo.CapabilitiesEntry
+	(*AttachRequest)(nil),       // 0: ferry.proxy.v1.AttachRequest
+	(*AttachResponse)(nil),      // 1: ferry.proxy.v1.AttachResponse
+	(*ProbeRequest)(nil),        // 2: ferry.proxy.v1.ProbeRequest
+	(*Reach)(nil),               // 3: ferry.proxy.v1.Reach
+	(*ProbeResponse)(nil),       // 4: ferry.proxy.v1.ProbeResponse
+	(*RuleRate)(nil),            // 5: ferry.proxy.v1.RuleRate
+	(*SetRatesRequest)(nil),     // 6: ferry.proxy.v1.SetRatesRequest
+	(*SetRatesResponse)(nil),    // 7: ferry.proxy.v1.SetRatesResponse
+	(*HelloRequest)(nil),        // 8: ferry.proxy.v1.HelloRequest
+	(*HelloResponse)(nil),       // 9: ferry.proxy.v1.HelloResponse
+	(*PluginInfo)(nil),          // 10: ferry.proxy.v1.PluginInfo
+	(*Component)(nil),           // 11: ferry.proxy.v1.Component
+	(*TargetTask)(nil),          // 12: ferry.proxy.v1.TargetTask
+	(*Extent)(nil),              // 13: ferry.proxy.v1.Extent
+	(*Binding)(nil),             // 14: ferry.proxy.v1.Binding
+	(*SourceTask)(nil),          // 15: ferry.proxy.v1.SourceTask
+	(*TaskEvent)(nil),           // 16: ferry.proxy.v1.TaskEvent
+	(*Ready)(nil),               // 17: ferry.proxy.v1.Ready
+	(*Progress)(nil),            // 18: ferry.proxy.v1.Progress
+	(*Done)(nil),                // 19: ferry.proxy.v1.Done
+	(*DataMessage)(nil),         // 20: ferry.proxy.v1.DataMessage
+	(*DataOpen)(nil),            // 21: ferry.proxy.v1.DataOpen
+	(*DataSync)(nil),            // 22: ferry.proxy.v1.DataSync
+	(*DataDigests)(nil),         // 23: ferry.proxy.v1.DataDigests
+	(*DataClose)(nil),           // 24: ferry.proxy.v1.DataClose
+	(*DataReply)(nil),           // 25: ferry.proxy.v1.DataReply
+	(*DataOpened)(nil),          // 26: ferry.proxy.v1.DataOpened
+	(*DataSynced)(nil),          // 27: ferry.proxy.v1.DataSynced
+	(*DataClosed)(nil),          // 28: ferry.proxy.v1.DataClosed
+	(*CommitPointRequest)(nil),  // 29: ferry.proxy.v1.CommitPointRequest
+	(*CommitPointResponse)(nil), // 30: ferry.proxy.v1.CommitPointResponse
+	(*Failure)(nil),             // 31: ferry.proxy.v1.Failure
+	(*DeleteOutcome)(nil),       // 32: ferry.proxy.v1.DeleteOutcome
+	(*RestorePoint)(nil),        // 33: ferry.proxy.v1.RestorePoint
+	(*PointDisk)(nil),           // 34: ferry.proxy.v1.PointDisk
+	nil,                         // 35: ferry.proxy.v1.PluginInfo.CapabilitiesEntry
+	nil,                         // 36: ferry.proxy.v1.CommitPointRequest.LabelsEntry
+	nil,                         // 37: ferry.proxy.v1.RestorePoint.LabelsEntry
 }
 var file_ferry_proxy_v1_proxy_proto_depIdxs = []int32{
 	11, // 0: ferry.proxy.v1.AttachRequest.component:type_name -> ferry.proxy.v1.Component
@@ -2335,7 +2775,7 @@ var file_ferry_proxy_v1_proxy_proto_depIdxs = []int32{
 	3,  // 4: ferry.proxy.v1.ProbeResponse.target:type_name -> ferry.proxy.v1.Reach
 	5,  // 5: ferry.proxy.v1.SetRatesRequest.rules:type_name -> ferry.proxy.v1.RuleRate
 	10, // 6: ferry.proxy.v1.HelloResponse.plugins:type_name -> ferry.proxy.v1.PluginInfo
-	29, // 7: ferry.proxy.v1.PluginInfo.capabilities:type_name -> ferry.proxy.v1.PluginInfo.CapabilitiesEntry
+	35, // 7: ferry.proxy.v1.PluginInfo.capabilities:type_name -> ferry.proxy.v1.PluginInfo.CapabilitiesEntry
 	11, // 8: ferry.proxy.v1.TargetTask.target:type_name -> ferry.proxy.v1.Component
 	11, // 9: ferry.proxy.v1.SourceTask.source:type_name -> ferry.proxy.v1.Component
 	11, // 10: ferry.proxy.v1.SourceTask.repository:type_name -> ferry.proxy.v1.Component
@@ -2353,25 +2793,36 @@ var file_ferry_proxy_v1_proxy_proto_depIdxs = []int32{
 	26, // 22: ferry.proxy.v1.DataReply.opened:type_name -> ferry.proxy.v1.DataOpened
 	27, // 23: ferry.proxy.v1.DataReply.synced:type_name -> ferry.proxy.v1.DataSynced
 	28, // 24: ferry.proxy.v1.DataReply.closed:type_name -> ferry.proxy.v1.DataClosed
-	8,  // 25: ferry.proxy.v1.Proxy.Hello:input_type -> ferry.proxy.v1.HelloRequest
-	12, // 26: ferry.proxy.v1.Proxy.Target:input_type -> ferry.proxy.v1.TargetTask
-	15, // 27: ferry.proxy.v1.Proxy.Source:input_type -> ferry.proxy.v1.SourceTask
-	20, // 28: ferry.proxy.v1.Proxy.Data:input_type -> ferry.proxy.v1.DataMessage
-	6,  // 29: ferry.proxy.v1.Proxy.SetRates:input_type -> ferry.proxy.v1.SetRatesRequest
-	2,  // 30: ferry.proxy.v1.Proxy.Probe:input_type -> ferry.proxy.v1.ProbeRequest
-	0,  // 31: ferry.proxy.v1.Proxy.Attach:input_type -> ferry.proxy.v1.AttachRequest
-	9,  // 32: ferry.proxy.v1.Proxy.Hello:output_type -> ferry.proxy.v1.HelloResponse
-	16, // 33: ferry.proxy.v1.Proxy.Target:output_type -> ferry.proxy.v1.TaskEvent
-	16, // 34: ferry.proxy.v1.Proxy.Source:output_type -> ferry.proxy.v1.TaskEvent
-	25, // 35: ferry.proxy.v1.Proxy.Data:output_type -> ferry.proxy.v1.DataReply
-	7,  // 36: ferry.proxy.v1.Proxy.SetRates:output_type -> ferry.proxy.v1.SetRatesResponse
-	4,  // 37: ferry.proxy.v1.Proxy.Probe:output_type -> ferry.proxy.v1.ProbeResponse
-	1,  // 38: ferry.proxy.v1.Proxy.Attach:output_type -> ferry.proxy.v1.AttachResponse
-	32, // [32:39] is the sub-list for method output_type
-	25, // [25:32] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	36, // 25: ferry.proxy.v1.CommitPointRequest.labels:type_name -> ferry.proxy.v1.CommitPointRequest.LabelsEntry
+	33, // 26: ferry.proxy.v1.CommitPointResponse.point:type_name -> ferry.proxy.v1.RestorePoint
+	31, // 27: ferry.proxy.v1.CommitPointResponse.create_error:type_name -> ferry.proxy.v1.Failure
+	32, // 28: ferry.proxy.v1.CommitPointResponse.deletes:type_name -> ferry.proxy.v1.DeleteOutcome
+	33, // 29: ferry.proxy.v1.CommitPointResponse.points:type_name -> ferry.proxy.v1.RestorePoint
+	31, // 30: ferry.proxy.v1.CommitPointResponse.list_error:type_name -> ferry.proxy.v1.Failure
+	31, // 31: ferry.proxy.v1.DeleteOutcome.error:type_name -> ferry.proxy.v1.Failure
+	37, // 32: ferry.proxy.v1.RestorePoint.labels:type_name -> ferry.proxy.v1.RestorePoint.LabelsEntry
+	34, // 33: ferry.proxy.v1.RestorePoint.disks:type_name -> ferry.proxy.v1.PointDisk
+	8,  // 34: ferry.proxy.v1.Proxy.Hello:input_type -> ferry.proxy.v1.HelloRequest
+	12, // 35: ferry.proxy.v1.Proxy.Target:input_type -> ferry.proxy.v1.TargetTask
+	15, // 36: ferry.proxy.v1.Proxy.Source:input_type -> ferry.proxy.v1.SourceTask
+	20, // 37: ferry.proxy.v1.Proxy.Data:input_type -> ferry.proxy.v1.DataMessage
+	6,  // 38: ferry.proxy.v1.Proxy.SetRates:input_type -> ferry.proxy.v1.SetRatesRequest
+	2,  // 39: ferry.proxy.v1.Proxy.Probe:input_type -> ferry.proxy.v1.ProbeRequest
+	0,  // 40: ferry.proxy.v1.Proxy.Attach:input_type -> ferry.proxy.v1.AttachRequest
+	29, // 41: ferry.proxy.v1.Proxy.CommitPoint:input_type -> ferry.proxy.v1.CommitPointRequest
+	9,  // 42: ferry.proxy.v1.Proxy.Hello:output_type -> ferry.proxy.v1.HelloResponse
+	16, // 43: ferry.proxy.v1.Proxy.Target:output_type -> ferry.proxy.v1.TaskEvent
+	16, // 44: ferry.proxy.v1.Proxy.Source:output_type -> ferry.proxy.v1.TaskEvent
+	25, // 45: ferry.proxy.v1.Proxy.Data:output_type -> ferry.proxy.v1.DataReply
+	7,  // 46: ferry.proxy.v1.Proxy.SetRates:output_type -> ferry.proxy.v1.SetRatesResponse
+	4,  // 47: ferry.proxy.v1.Proxy.Probe:output_type -> ferry.proxy.v1.ProbeResponse
+	1,  // 48: ferry.proxy.v1.Proxy.Attach:output_type -> ferry.proxy.v1.AttachResponse
+	30, // 49: ferry.proxy.v1.Proxy.CommitPoint:output_type -> ferry.proxy.v1.CommitPointResponse
+	42, // [42:50] is the sub-list for method output_type
+	34, // [34:42] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_ferry_proxy_v1_proxy_proto_init() }
@@ -2404,7 +2855,7 @@ func file_ferry_proxy_v1_proxy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_proxy_v1_proxy_proto_rawDesc), len(file_ferry_proxy_v1_proxy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,13 +34,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Proxy_Hello_FullMethodName    = "/ferry.proxy.v1.Proxy/Hello"
-	Proxy_Target_FullMethodName   = "/ferry.proxy.v1.Proxy/Target"
-	Proxy_Source_FullMethodName   = "/ferry.proxy.v1.Proxy/Source"
-	Proxy_Data_FullMethodName     = "/ferry.proxy.v1.Proxy/Data"
-	Proxy_SetRates_FullMethodName = "/ferry.proxy.v1.Proxy/SetRates"
-	Proxy_Probe_FullMethodName    = "/ferry.proxy.v1.Proxy/Probe"
-	Proxy_Attach_FullMethodName   = "/ferry.proxy.v1.Proxy/Attach"
+	Proxy_Hello_FullMethodName       = "/ferry.proxy.v1.Proxy/Hello"
+	Proxy_Target_FullMethodName      = "/ferry.proxy.v1.Proxy/Target"
+	Proxy_Source_FullMethodName      = "/ferry.proxy.v1.Proxy/Source"
+	Proxy_Data_FullMethodName        = "/ferry.proxy.v1.Proxy/Data"
+	Proxy_SetRates_FullMethodName    = "/ferry.proxy.v1.Proxy/SetRates"
+	Proxy_Probe_FullMethodName       = "/ferry.proxy.v1.Proxy/Probe"
+	Proxy_Attach_FullMethodName      = "/ferry.proxy.v1.Proxy/Attach"
+	Proxy_CommitPoint_FullMethodName = "/ferry.proxy.v1.Proxy/CommitPoint"
 )
 
 // ProxyClient is the client API for Proxy service.
@@ -88,6 +89,18 @@ type ProxyClient interface {
 	// call until that Attach has ended, and fails it as the Attach failed
 	// (FailedPrecondition), before any of it reaches a plugin.
 	Attach(ctx context.Context, in *AttachRequest, opts ...grpc.CallOption) (*AttachResponse, error)
+	// CommitPoint ends a VM's run on the target in one exchange: it makes a
+	// restore point of the replica with the target instance the call names
+	// (the metadata "ferry-attachment", as for a relayed call) and, only
+	// once the point exists, deletes the points retention dropped, in
+	// order, then lists the replica's points. Relayed one by one, the point
+	// and the retention after it are two round trips of the link between
+	// the sites. The plugin's answers travel in the response, each error
+	// with its class; the call's own status is the proxy's (the instance
+	// not attached, the caller not the control plane). A proxy older than
+	// this call refuses it (Unimplemented, or PermissionDenied from its
+	// relay): the control plane then makes the calls one by one.
+	CommitPoint(ctx context.Context, in *CommitPointRequest, opts ...grpc.CallOption) (*CommitPointResponse, error)
 }
 
 type proxyClient struct {
@@ -189,6 +202,16 @@ func (c *proxyClient) Attach(ctx context.Context, in *AttachRequest, opts ...grp
 	return out, nil
 }
 
+func (c *proxyClient) CommitPoint(ctx context.Context, in *CommitPointRequest, opts ...grpc.CallOption) (*CommitPointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CommitPointResponse)
+	err := c.cc.Invoke(ctx, Proxy_CommitPoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ProxyServer is the server API for Proxy service.
 // All implementations must embed UnimplementedProxyServer
 // for forward compatibility.
@@ -234,6 +257,18 @@ type ProxyServer interface {
 	// call until that Attach has ended, and fails it as the Attach failed
 	// (FailedPrecondition), before any of it reaches a plugin.
 	Attach(context.Context, *AttachRequest) (*AttachResponse, error)
+	// CommitPoint ends a VM's run on the target in one exchange: it makes a
+	// restore point of the replica with the target instance the call names
+	// (the metadata "ferry-attachment", as for a relayed call) and, only
+	// once the point exists, deletes the points retention dropped, in
+	// order, then lists the replica's points. Relayed one by one, the point
+	// and the retention after it are two round trips of the link between
+	// the sites. The plugin's answers travel in the response, each error
+	// with its class; the call's own status is the proxy's (the instance
+	// not attached, the caller not the control plane). A proxy older than
+	// this call refuses it (Unimplemented, or PermissionDenied from its
+	// relay): the control plane then makes the calls one by one.
+	CommitPoint(context.Context, *CommitPointRequest) (*CommitPointResponse, error)
 	mustEmbedUnimplementedProxyServer()
 }
 
@@ -264,6 +299,9 @@ func (UnimplementedProxyServer) Probe(context.Context, *ProbeRequest) (*ProbeRes
 }
 func (UnimplementedProxyServer) Attach(context.Context, *AttachRequest) (*AttachResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Attach not implemented")
+}
+func (UnimplementedProxyServer) CommitPoint(context.Context, *CommitPointRequest) (*CommitPointResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CommitPoint not implemented")
 }
 func (UnimplementedProxyServer) mustEmbedUnimplementedProxyServer() {}
 func (UnimplementedProxyServer) testEmbeddedByValue()               {}
@@ -387,6 +425,24 @@ func _Proxy_Attach_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Proxy_CommitPoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CommitPointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProxyServer).CommitPoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Proxy_CommitPoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProxyServer).CommitPoint(ctx, req.(*CommitPointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Proxy_ServiceDesc is the grpc.ServiceDesc for Proxy service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -409,6 +465,10 @@ var Proxy_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Attach",
 			Handler:    _Proxy_Attach_Handler,
+		},
+		{
+			MethodName: "CommitPoint",
+			Handler:    _Proxy_CommitPoint_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
