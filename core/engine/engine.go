@@ -88,6 +88,9 @@ type Proxies interface {
 	// Greet reaches the proxies named (all when none are) and returns why
 	// each one that cannot be used cannot.
 	Greet(ctx context.Context, names []string) map[string]error
+	// GreetSince is Greet, except that a proxy whose last hello answered
+	// within fresh is not asked again.
+	GreetSince(ctx context.Context, names []string, fresh time.Duration) map[string]error
 	// Probe asks, ahead of placing a VM's disks, how the proxies reach
 	// them (placing waits for the answers).
 	Probe(ctx context.Context, t proxy.Task)

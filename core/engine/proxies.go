@@ -32,8 +32,17 @@ func proxyNames(job *config.Job) []string {
 // a warning (the others do the work; a disk no proxy can take fails its
 // VM). The session records the warnings of its start: a retry pass only
 // says which proxies it skips, as its failures show what that did.
+//
+// At the start, a proxy that answered a hello within helloFresh is not
+// asked again: `ferry run` greets the proxies as it starts, while the
+// plugins check the configuration, and a second hello would cost a round
+// trip of the link between the sites for nothing new.
 func (r *run) greetProxies(ctx context.Context, record bool) {
-	bad := r.e.Proxies.Greet(ctx, proxyNames(r.job))
+	fresh := helloFresh
+	if !record {
+		fresh = 0
+	}
+	bad := r.e.Proxies.GreetSince(ctx, proxyNames(r.job), fresh)
 	for _, n := range slices.Sorted(maps.Keys(bad)) {
 		msg := fmt.Sprintf("proxy %s is skipped: %v", n, bad[n])
 		if record {
@@ -43,6 +52,11 @@ func (r *run) greetProxies(ctx context.Context, record bool) {
 		r.e.emit(Event{Kind: Notice, Session: r.sess.ID, Job: r.job.Name, Message: msg})
 	}
 }
+
+// helloFresh is how old the answer to a hello may be for a session's
+// start to take it: long enough for the greetings `ferry run` begins as
+// it starts, short enough that a proxy gone since is found at the start.
+const helloFresh = 2 * time.Second
 
 // ProxyTask is what a job's disk task on proxies carries whatever the
 // disk: the job, the VM, the proxies it may use, the sites, the source and

@@ -223,3 +223,30 @@ func TestCallsMoveOnFromAProxyThatRefusesTheAttach(t *testing.T) {
 		t.Fatalf("the call with only the refusing proxy: %v; want the refusal, naming the proxy", err)
 	}
 }
+
+// A session's start takes the answer of a hello made moments before (as
+// `ferry run` greets its proxies while its plugins start) instead of a
+// round trip of the link; asked to, it greets again.
+func TestAGreetingMomentsAgoIsTaken(t *testing.T) {
+	l := newRelayLab(t)
+	ctx := context.Background()
+	pool := NewPool([]Member{{Name: "p1", Address: l.addr}}, l.control, "test", nil)
+	defer pool.Close()
+	hellos := func() int64 { return l.plugins.count("/ferry.plugin.v1.Plugin/GetInfo") } // a Hello asks the plugin's info
+	if bad := pool.Greet(ctx, nil); len(bad) > 0 {
+		t.Fatal(bad)
+	}
+	n := hellos()
+	if n == 0 {
+		t.Fatal("a hello did not ask the plugin's info: the count below proves nothing")
+	}
+	if bad := pool.GreetSince(ctx, nil, time.Minute); len(bad) > 0 || hellos() != n {
+		t.Fatalf("a greeting within a minute of the last: %v, %d hellos, want the last one's answer (%d)", bad, hellos(), n)
+	}
+	if bad := pool.GreetSince(ctx, nil, 0); len(bad) > 0 || hellos() != 2*n {
+		t.Fatalf("a greeting that takes no earlier answer: %v, %d hellos, want %d", bad, hellos(), 2*n)
+	}
+	if bad := pool.Greet(ctx, nil); len(bad) > 0 || hellos() != 3*n {
+		t.Fatalf("Greet: %v, %d hellos, want %d: it always asks", bad, hellos(), 3*n)
+	}
+}

@@ -94,6 +94,8 @@ type member struct {
 	end traffic.End
 	// greeting is closed when the hello under way ends; nil when none is.
 	greeting chan struct{}
+	// greeted is when the last hello that answered did.
+	greeted time.Time
 }
 
 func reachKey(t Task) string { return t.Job + "\x00" + t.VM }
@@ -217,8 +219,18 @@ const helloTimeout = 10 * time.Second
 // Greet says hello to every proxy of names (every proxy when names is
 // empty) and returns why each one that cannot be used cannot, by name.
 func (p *Pool) Greet(ctx context.Context, names []string) map[string]error {
+	return p.GreetSince(ctx, names, 0)
+}
+
+// GreetSince is Greet, but a proxy whose last hello answered within
+// fresh is not asked again: a session's start takes the answers of the
+// greetings `ferry run` began as it started (Warm), moments before,
+// instead of a round trip of the link to each proxy. A proxy whose last
+// hello failed is asked again.
+func (p *Pool) GreetSince(ctx context.Context, names []string, fresh time.Duration) map[string]error {
 	p.mu.Lock()
 	var todo []*member
+	now := time.Now()
 	for _, m := range p.members {
 		if allowed(names, m.Name) {
 			todo = append(todo, m)
@@ -227,7 +239,12 @@ func (p *Pool) Greet(ctx context.Context, names []string) map[string]error {
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, m := range todo {
-		wg.Go(func() { p.greet(ctx, m) })
+		p.mu.Lock()
+		recent := m.greeting == nil && m.err == nil && m.hello != nil && now.Sub(m.greeted) < fresh
+		p.mu.Unlock()
+		if !recent {
+			wg.Go(func() { p.greet(ctx, m) })
+		}
 	}
 	wg.Wait()
 	bad := map[string]error{}
@@ -281,6 +298,9 @@ func (p *Pool) greet(ctx context.Context, m *member) {
 		}
 	}
 	m.hello, m.err = hello, err
+	if err == nil {
+		m.greeted = time.Now()
+	}
 }
 
 // Warm greets every proxy in the background, so that the handshakes of
