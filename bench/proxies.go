@@ -43,23 +43,29 @@ const (
 )
 
 // proxySpecs are the scenarios of the set, in order. The two compared
-// for the round trip each follow a session with nothing changed (settle):
-// both then find the replica at its retention and delete its oldest
-// point, as a job's sessions do once it has its points (the first
-// session after the full copy deletes none), and both run on the
-// connection between the proxies the session before left.
+// for the round trip reach the DR proxy through the same relay, one with
+// no delay, the other with ProxyRTT: the relay's own cost (every byte
+// copied through the bench's process, on the cores the proxies use) is
+// then on both sides, and the ratio is the round trip's alone. Each
+// follows a session with nothing changed (settle): both then find the
+// replica at its retention and delete its oldest point, as a job's
+// sessions do once it has its points (the first session after the full
+// copy deletes none), and both run on the connection between the
+// proxies the session before left.
 var proxySpecs = []struct {
 	key, name string
 	percent   float64 // of the disk; -1: ProxyThrottleChange bytes
 	rtt       time.Duration
+	relay     bool // through a faultnet relay (adding rtt)
 	throttle  int64
 	mode      string
 	settle    bool
 }{
-	{KeyProxyFull, "full copy (fresh replica)", 0, 0, 0, "full", false},
-	{KeyProxyTracked1, "1% changed, change tracking", 1, 0, 0, "change-tracking", true},
-	{KeyProxyTracked1RT, "1% changed, change tracking, 20 ms more RTT", 1, ProxyRTT, 0, "change-tracking", true},
-	{KeyProxyThrottled, "16 MiB changed, a traffic rule of 1 MB/s", -1, 0, ProxyThrottle, "change-tracking", false},
+	{KeyProxyFull, "full copy (fresh replica)", 0, 0, false, 0, "full", false},
+	{KeyProxyTracked1, "1% changed, change tracking", 1, 0, false, 0, "change-tracking", true},
+	{KeyProxyTracked1Relay, "1% changed, change tracking, through the relay, no delay", 1, 0, true, 0, "change-tracking", true},
+	{KeyProxyTracked1RT, "1% changed, change tracking, 20 ms more RTT", 1, ProxyRTT, true, 0, "change-tracking", true},
+	{KeyProxyThrottled, "16 MiB changed, a traffic rule of 1 MB/s", -1, 0, false, ProxyThrottle, "change-tracking", false},
 }
 
 // proxyProc is a `ferry proxy` the bench started.
@@ -92,7 +98,7 @@ func (b *bench) runProxies(ctx context.Context) *ProxySet {
 		if percent < 0 {
 			percent = min(100, 100*float64(ProxyThrottleChange)/float64(b.size))
 		}
-		sc := ProxyScenario{Key: sp.key, Name: fmt.Sprintf("%d. %s", i+1, sp.name), Percent: percent, RTT: sp.rtt, Throttle: sp.throttle, WantMode: sp.mode}
+		sc := ProxyScenario{Key: sp.key, Name: fmt.Sprintf("%d. %s", i+1, sp.name), Percent: percent, RTT: sp.rtt, Relayed: sp.relay, Throttle: sp.throttle, WantMode: sp.mode}
 		err := b.proxyScenario(ctx, i+1, procs, &sc, sp.settle)
 		if err != nil {
 			sc.Error = err.Error()
@@ -125,14 +131,14 @@ const ProxyRTTPairs = 3
 // ProxyRTTPairs-1 times (each with a change of its own), and gives both
 // scenarios of set each pair's ferry time as their tries.
 func (b *bench) morePairs(ctx context.Context, n int, procs []*proxyProc, set *ProxySet) error {
-	base, slowed := set.scenario(KeyProxyTracked1), set.scenario(KeyProxyTracked1RT)
+	base, slowed := set.scenario(KeyProxyTracked1Relay), set.scenario(KeyProxyTracked1RT)
 	if base == nil || slowed == nil || base.Ferry == nil || slowed.Ferry == nil {
 		return errors.New("the round trip's scenarios did not run")
 	}
 	base.Tries, slowed.Tries = []time.Duration{base.Ferry.Usage.Wall}, []time.Duration{slowed.Ferry.Usage.Wall}
 	for pair := 1; pair < ProxyRTTPairs; pair++ {
 		for k, sc := range []*ProxyScenario{base, slowed} {
-			again := ProxyScenario{Key: sc.Key, Name: fmt.Sprintf("%s (pair %d)", sc.Name, pair+1), Percent: sc.Percent, RTT: sc.RTT, WantMode: sc.WantMode}
+			again := ProxyScenario{Key: sc.Key, Name: fmt.Sprintf("%s (pair %d)", sc.Name, pair+1), Percent: sc.Percent, RTT: sc.RTT, Relayed: sc.Relayed, WantMode: sc.WantMode}
 			// Its own change: the same seed would write what the
 			// replica holds already.
 			if err := b.proxyScenario(ctx, n+10*pair+k, procs, &again, true); err != nil {
@@ -290,7 +296,7 @@ job %q {
 // and verifies the restore point.
 func (b *bench) proxyScenario(ctx context.Context, n int, procs []*proxyProc, sc *ProxyScenario, settle bool) error {
 	var relay *faultnet.Relay
-	if sc.RTT > 0 {
+	if sc.Relayed || sc.RTT > 0 {
 		var err error
 		if relay, err = faultnet.Listen(b.proxyAddr[proxyDR]); err != nil {
 			return err

@@ -28,7 +28,8 @@ func TestProxyGoals(t *testing.T) {
 		return &ProxySet{
 			Scenarios: []ProxyScenario{
 				proxied(KeyProxyFull, 4*time.Second, 100, 200),
-				proxied(KeyProxyTracked1, time.Second, 80, 256), // 256 MiB: at the limit
+				proxied(KeyProxyTracked1, 800*time.Millisecond, 80, 256), // 256 MiB: at the limit
+				proxied(KeyProxyTracked1Relay, time.Second, 80, 100),
 				proxied(KeyProxyTracked1RT, 1200*time.Millisecond, 90, 100),
 				throttled(10_500_000, 10*time.Second), // 1.05 MB/s: at the limit
 			},
@@ -39,7 +40,7 @@ func TestProxyGoals(t *testing.T) {
 	const (
 		peer  = "two proxies: full copy vs zstd -1 -T0 | ssh"
 		stage = "two proxies: full copy vs its slowest stage alone"
-		rtt   = "two proxies: 1% changed, 20 ms more round trip vs none"
+		rtt   = "two proxies: 1% changed, 20 ms more round trip vs none, both through the relay"
 		thr   = "two proxies: a traffic rule of 1 MB/s, the rate the data crossed at"
 		prod  = "peak memory of proxy prod and its plugins"
 		dr    = "peak memory of proxy dr and its plugins"
@@ -52,23 +53,23 @@ func TestProxyGoals(t *testing.T) {
 	}{
 		{"every goal at its limit", func(*ProxySet) {}, map[string]verdict{peer: {pass: true}, stage: {pass: true}, rtt: {pass: true}, thr: {pass: true}, prod: {pass: true}, dr: {pass: true}}},
 		{"a throttle too slow is as wrong as one too fast", func(p *ProxySet) {
-			p.Scenarios[3] = throttled(9_400_000, 10*time.Second)
+			p.Scenarios[4] = throttled(9_400_000, 10*time.Second)
 		}, map[string]verdict{peer: {pass: true}, stage: {pass: true}, rtt: {pass: true}, thr: {}, prod: {pass: true}, dr: {pass: true}}},
 		{"every goal just past it", func(p *ProxySet) {
 			p.Peer.Usage.Wall = 7900 * time.Millisecond
 			p.Stages[0].Usage.Wall = 2700 * time.Millisecond
-			p.Scenarios[2].Ferry.Usage.Wall = 1210 * time.Millisecond
+			p.Scenarios[3].Ferry.Usage.Wall = 1210 * time.Millisecond
 			p.Scenarios[0].Proxies[0].TreePeak = MemoryLimit + 1
 			p.Scenarios[1].Proxies[1].TreePeak = MemoryLimit + 1
-			p.Scenarios[3] = throttled(10_600_000, 10*time.Second)
+			p.Scenarios[4] = throttled(10_600_000, 10*time.Second)
 		}, map[string]verdict{peer: {}, stage: {}, rtt: {}, thr: {}, prod: {}, dr: {}}},
 		{"the median pair decides the round trip", func(p *ProxySet) {
-			p.Scenarios[1].Tries = []time.Duration{time.Second, 500 * time.Millisecond, time.Second}
-			p.Scenarios[2].Tries = []time.Duration{2 * time.Second, 550 * time.Millisecond, 1150 * time.Millisecond} // 2x, 1.1x, 1.15x
+			p.Scenarios[2].Tries = []time.Duration{time.Second, 500 * time.Millisecond, time.Second}
+			p.Scenarios[3].Tries = []time.Duration{2 * time.Second, 550 * time.Millisecond, 1150 * time.Millisecond} // 2x, 1.1x, 1.15x
 		}, map[string]verdict{peer: {pass: true}, stage: {pass: true}, rtt: {pass: true}, thr: {pass: true}, prod: {pass: true}, dr: {pass: true}}},
 		{"a median pair past the limit fails", func(p *ProxySet) {
-			p.Scenarios[1].Tries = []time.Duration{time.Second, time.Second, time.Second}
-			p.Scenarios[2].Tries = []time.Duration{1100 * time.Millisecond, 1250 * time.Millisecond, 1300 * time.Millisecond} // 1.1x, 1.25x, 1.3x
+			p.Scenarios[2].Tries = []time.Duration{time.Second, time.Second, time.Second}
+			p.Scenarios[3].Tries = []time.Duration{1100 * time.Millisecond, 1250 * time.Millisecond, 1300 * time.Millisecond} // 1.1x, 1.25x, 1.3x
 		}, map[string]verdict{peer: {pass: true}, stage: {pass: true}, rtt: {}, thr: {pass: true}, prod: {pass: true}, dr: {pass: true}}},
 		{"no ssh, no zstd: skipped with the reason", func(p *ProxySet) {
 			p.Peer, p.PeerSkipped = nil, "ssh -o BatchMode=yes 127.0.0.1 true: connection refused"
@@ -76,8 +77,8 @@ func TestProxyGoals(t *testing.T) {
 		}, map[string]verdict{peer: {skipped: true}, stage: {skipped: true}, rtt: {pass: true}, thr: {pass: true}, prod: {pass: true}, dr: {pass: true}}},
 		{"failed scenarios are not measured, not skipped", func(p *ProxySet) {
 			p.Scenarios[0].Error = "boom"
-			p.Scenarios[2] = ProxyScenario{Key: KeyProxyTracked1RT, Error: "boom"}
-			p.Scenarios[3].Error = "boom"
+			p.Scenarios[3] = ProxyScenario{Key: KeyProxyTracked1RT, Error: "boom"}
+			p.Scenarios[4].Error = "boom"
 		}, map[string]verdict{peer: {}, stage: {}, rtt: {}, thr: {}, prod: {pass: true}, dr: {pass: true}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,8 +105,8 @@ func TestProxyGoals(t *testing.T) {
 		t.Errorf("stage goal: %q", m)
 	}
 	p := good()
-	p.Scenarios[1].Tries = []time.Duration{time.Second, 500 * time.Millisecond, time.Second}
-	p.Scenarios[2].Tries = []time.Duration{2 * time.Second, 550 * time.Millisecond, 1150 * time.Millisecond}
+	p.Scenarios[2].Tries = []time.Duration{time.Second, 500 * time.Millisecond, time.Second}
+	p.Scenarios[3].Tries = []time.Duration{2 * time.Second, 550 * time.Millisecond, 1150 * time.Millisecond}
 	if m := proxyGoals(p, 4<<30)[2].Measured; m != "1.15x, the median of 2.00x (2.00s vs 1.00s), 1.10x (0.55s vs 0.50s), 1.15x (1.15s vs 1.00s)" {
 		t.Errorf("round trip goal of three pairs: %q", m)
 	}
