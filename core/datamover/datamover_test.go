@@ -785,22 +785,73 @@ func TestTheLastGroupIsSyncedWithSyncLast(t *testing.T) {
 	src := &memDisk{data: diskLike(r, size)}
 	dst := &memDisk{data: make([]byte, size)}
 	store := &eventDigests{}
+	// The third group's Sync is answered only once SyncLast was called:
+	// across a network, the last Sync goes out without waiting for the
+	// answer before it.
+	lastCalled := make(chan struct{})
+	syncs := 0
 	move(t, Request{Source: src, Size: size, Digests: store, TargetZero: true, Sink: NewReceiver(dst, size),
-		Sync:     func(context.Context) error { store.event("sync"); return nil },
-		SyncLast: func(context.Context) error { store.event("sync last"); return nil },
+		Sync: func(context.Context) error {
+			store.event("sync")
+			if syncs++; syncs == 3 {
+				select {
+				case <-lastCalled:
+				case <-time.After(10 * time.Second):
+					return errors.New("SyncLast was not called while the group before it waited for its Sync")
+				}
+			}
+			return nil
+		},
+		SyncLast: func(context.Context) error { store.event("sync last"); close(lastCalled); return nil },
 	}, Options{SegmentBlocks: segBlocks})
 	equalDisks(t, dst.data, src.data)
-	var syncs []string
+	var calls, puts []string
 	for _, ev := range store.events {
-		if strings.HasPrefix(ev, "sync") {
-			syncs = append(syncs, ev)
+		switch {
+		case strings.HasPrefix(ev, "sync"):
+			calls = append(calls, ev)
+		case strings.HasPrefix(ev, "put"):
+			puts = append(puts, ev)
 		}
 	}
-	if fmt.Sprint(syncs) != "[sync sync sync sync last]" {
-		t.Fatalf("syncs %q, want Sync for the first three groups and SyncLast for the last", syncs)
+	if fmt.Sprint(calls) != "[sync sync sync sync last]" {
+		t.Fatalf("syncs %q, want Sync for the first three groups and SyncLast for the last", calls)
 	}
-	if last := store.events[len(store.events)-1]; last != "put 3" || store.events[len(store.events)-2] != "sync last" {
-		t.Fatalf("events %q: the last group was not synced with SyncLast, then put", store.events)
+	// The digests are stored in the order of the groups, the last group's
+	// after its SyncLast.
+	if fmt.Sprint(puts) != "[put 1 put 8 put 8 put 3]" || store.events[len(store.events)-1] != "put 3" {
+		t.Fatalf("events %q: the groups' digests were not stored in order, the last one's last", store.events)
+	}
+}
+
+// A failed Sync of the group before the last fails the move, and the
+// last group's digests, synced with SyncLast meanwhile, are not stored.
+func TestAFailedSyncBeforeTheLastStoresNothingAfter(t *testing.T) {
+	r := rand.New(rand.NewPCG(6, 6))
+	const segBlocks, size = 16, 20 * 16 * 4096
+	src := &memDisk{data: diskLike(r, size)}
+	store := &eventDigests{}
+	syncs := 0
+	_, err := Move(context.Background(), Request{Source: src, Size: size, Digests: store, TargetZero: true, Sink: NewReceiver(&memDisk{data: make([]byte, size)}, size),
+		Sync: func(context.Context) error {
+			if syncs++; syncs == 3 {
+				return errors.New("the disk is gone")
+			}
+			return nil
+		},
+		SyncLast: func(context.Context) error { return nil },
+	}, Options{SegmentBlocks: segBlocks})
+	if err == nil || !strings.Contains(err.Error(), "the disk is gone") {
+		t.Fatalf("move: %v, want the third Sync's error", err)
+	}
+	var puts []string
+	for _, ev := range store.events {
+		if strings.HasPrefix(ev, "put") {
+			puts = append(puts, ev)
+		}
+	}
+	if fmt.Sprint(puts) != "[put 1 put 8]" {
+		t.Fatalf("events %q: want the first two groups' digests stored, none after the failed Sync", store.events)
 	}
 }
 

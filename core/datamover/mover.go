@@ -380,7 +380,14 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 		if err == nil {
 			updates, err = m.moveGroup(ctx, g, t.prevs)
 		}
-		if werr := wait(); err == nil {
+		// The disk's last Sync (SyncLast: across a network) goes out
+		// while the previous group's is still unanswered, rather than a
+		// round trip of the link after it; its digests are stored after
+		// that group's (see finishGroup).
+		var prev chan error
+		if k == len(groups)-1 && m.req.SyncLast != nil && err == nil && len(updates) > 0 {
+			prev, finishing = finishing, nil
+		} else if werr := wait(); err == nil {
 			err = werr
 		}
 		if err != nil {
@@ -395,7 +402,7 @@ func Move(ctx context.Context, req Request, opts Options) (Stats, error) {
 			sync = m.req.SyncLast
 		}
 		done := make(chan error, 1)
-		go func() { done <- m.finishGroup(ctx, first, last, updates, sync) }()
+		go func() { done <- m.finishGroup(ctx, first, last, updates, sync, prev) }()
 		finishing = done
 	}
 	return m.stats(), wait()
@@ -467,11 +474,23 @@ func (m *mover) moveGroup(ctx context.Context, g []segmentWork, prevs []*Pending
 
 // finishGroup makes the writes so far durable with sync, then stores the
 // new digests of segments first..last.
-func (m *mover) finishGroup(ctx context.Context, first, last int, next []Update, sync func(context.Context) error) error {
+//
+// prev, when not nil, yields the outcome of the previous group's
+// finishGroup, which may still be under way: the digests are stored only
+// once it succeeded, so that they are stored in the order of the groups
+// and never ahead of a group that failed.
+func (m *mover) finishGroup(ctx context.Context, first, last int, next []Update, sync func(context.Context) error, prev chan error) error {
+	var serr error
 	if sync != nil {
-		if err := sync(ctx); err != nil {
-			return fmt.Errorf("make the writes of segments %d-%d durable: %w", first, last, err)
+		serr = sync(ctx)
+	}
+	if prev != nil {
+		if err := <-prev; err != nil {
+			return err
 		}
+	}
+	if serr != nil {
+		return fmt.Errorf("make the writes of segments %d-%d durable: %w", first, last, serr)
 	}
 	err := m.req.Digests.Put(ctx, next)
 	for _, u := range next {
