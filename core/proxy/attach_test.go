@@ -208,6 +208,25 @@ func TestCallsMoveOnFromAProxyThatRefusesTheAttach(t *testing.T) {
 		t.Errorf("moves %q; want one, from p0 to p1", moves)
 	}
 
+	// A refusal that answered before any call was made: the first call
+	// goes to the next proxy at once.
+	moves = nil
+	c, _, where, err = pool.Control(ctx, nil, "", sdk.KindTarget, memBlock, func(msg string) { moves = append(moves, msg) })
+	if err != nil || where != "p0" {
+		t.Fatalf("control again on %q: %v; want p0", where, err)
+	}
+	waitUntil(t, ctx, "the Attach on p0 answers", func() bool {
+		pool.mu.Lock()
+		defer pool.mu.Unlock()
+		return len(pool.attaching) == 0
+	})
+	if _, err := c.(sdk.Target).ListReplicas(ctx); err != nil {
+		t.Fatalf("a call after the refusal answered: %v; want it made on p1", err)
+	}
+	if len(moves) != 1 || !strings.Contains(moves[0], "from proxy p0 to proxy p1") {
+		t.Errorf("moves %q after the refusal answered; want one, from p0 to p1", moves)
+	}
+
 	// With no other proxy, the error names the refusal.
 	alone := NewPool([]Member{{Name: "p0", Address: lis.Addr().String()}}, l.control, "test", nil)
 	defer alone.Close()

@@ -151,7 +151,14 @@ func (s *service) attach(ctx context.Context, req *proxyv1.AttachRequest) (*prox
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "%s %q: its capabilities: %v", kind, req.GetComponent().GetType(), err)
 	}
-	return &proxyv1.AttachResponse{Key: hex.EncodeToString([]byte(key)), Capabilities: capsJSON}, nil
+	return &proxyv1.AttachResponse{Key: instanceKey(kind, req.GetComponent()), Capabilities: capsJSON}, nil
+}
+
+// instanceKey is the key Attach answers for an instance of block c of
+// kind, which relayed calls name it by: a control plane that does not
+// wait for the answer makes it the same way.
+func instanceKey(kind sdk.Kind, c *proxyv1.Component) string {
+	return hex.EncodeToString([]byte(componentKey(kind, c)))
 }
 
 // relayedServices are the services of the plugin protocol a relayed call
@@ -440,10 +447,7 @@ func (p *Pool) attach(m *member, rc *relayConn) *pendingAttach {
 		p.mu.Lock()
 		delete(p.attaching, k)
 		if err == nil {
-			if p.attached == nil {
-				p.attached = map[string]attachment{}
-			}
-			p.attached[k] = attachment{key: resp.GetKey(), caps: resp.GetCapabilities()}
+			p.remember(k, resp)
 		} else {
 			pa.err = explained(err)
 		}
@@ -451,6 +455,17 @@ func (p *Pool) attach(m *member, rc *relayConn) *pendingAttach {
 		close(pa.done)
 	}()
 	return pa
+}
+
+// remember keeps what an Attach answered for the instance named k (see
+// relayConn.attachKey) and returns it. Callers hold p.mu.
+func (p *Pool) remember(k string, resp *proxyv1.AttachResponse) attachment {
+	if p.attached == nil {
+		p.attached = map[string]attachment{}
+	}
+	a := attachment{key: resp.GetKey(), caps: resp.GetCapabilities()}
+	p.attached[k] = a
+	return a
 }
 
 // helloCaps are the capabilities m's Hello gave for the block's type; ok
@@ -552,19 +567,8 @@ func (rc *relayConn) current(ctx context.Context) (*grpc.ClientConn, string, *pe
 		rc.p.mu.Lock()
 		conn, err := rc.m.conn, rc.m.err
 		rc.p.mu.Unlock()
-		if err == nil && conn != nil {
-			if pa := rc.pending; pa != nil {
-				select {
-				case <-pa.done:
-					rc.pending = nil
-				default:
-				}
-			}
-			pa := rc.pending
-			if pa == nil || pa.err == nil {
-				return conn, rc.key, pa, nil
-			}
-			rc.refuse(rc.m.Name, pa.err)
+		if err == nil && conn != nil && !rc.refusedPending() {
+			return conn, rc.key, rc.pending, nil
 		}
 		rc.m, rc.pending = nil, nil // the pool found it down, or it refused the Attach
 	}
@@ -579,7 +583,7 @@ func (rc *relayConn) current(ctx context.Context) (*grpc.ClientConn, string, *pe
 		case known:
 		case said:
 			pa = rc.p.attach(m, rc)
-			a = attachment{key: hex.EncodeToString([]byte(componentKey(rc.kind, rc.comp))), caps: caps}
+			a = attachment{key: instanceKey(rc.kind, rc.comp), caps: caps}
 		default:
 			actx, cancel := context.WithTimeout(ctx, helloTimeout)
 			resp, err := proxyv1.NewProxyClient(conn).Attach(actx, &proxyv1.AttachRequest{Kind: string(rc.kind), Component: rc.comp})
@@ -588,12 +592,8 @@ func (rc *relayConn) current(ctx context.Context) (*grpc.ClientConn, string, *pe
 				why = append(why, fmt.Sprintf("proxy %s: %v", m.Name, explained(err)))
 				continue
 			}
-			a = attachment{key: resp.GetKey(), caps: resp.GetCapabilities()}
 			rc.p.mu.Lock()
-			if rc.p.attached == nil {
-				rc.p.attached = map[string]attachment{}
-			}
-			rc.p.attached[rc.attachKey(m)] = a
+			a = rc.p.remember(rc.attachKey(m), resp)
 			rc.p.mu.Unlock()
 		}
 		if rc.name != "" && rc.name != m.Name && rc.moved != nil {
@@ -614,27 +614,27 @@ func (rc *relayConn) current(ctx context.Context) (*grpc.ClientConn, string, *pe
 //
 // A call sent behind an Attach (pa) that failed reached no plugin: the
 // proxy that refused the Attach is not chosen again, and the call is made
-// on the next one.
-func (rc *relayConn) again(ctx context.Context, method string, pa *pendingAttach, err error) bool {
+// on the next one (refused says so).
+func (rc *relayConn) again(ctx context.Context, method string, pa *pendingAttach, err error) (retry, refused bool) {
 	st, _ := status.FromError(err)
 	rc.mu.Lock()
 	m := rc.m
 	rc.mu.Unlock()
-	var refused error
+	var why error
 	if pa != nil {
-		refused = pa.failed(ctx)
+		why = pa.failed(ctx)
 	}
 	switch {
 	case m == nil:
-		return false
-	case refused != nil:
+		return false, false
+	case why != nil:
 		rc.mu.Lock()
 		if rc.m == m {
 			rc.m, rc.pending = nil, nil
 		}
-		rc.refuse(m.Name, refused)
+		rc.refuse(m.Name, why)
 		rc.mu.Unlock()
-		return true
+		return true, true
 	case isNotAttached(err):
 		rc.p.mu.Lock()
 		delete(rc.p.attached, rc.attachKey(m))
@@ -642,17 +642,17 @@ func (rc *relayConn) again(ctx context.Context, method string, pa *pendingAttach
 		rc.mu.Lock()
 		rc.m = nil // the call went nowhere: attach again
 		rc.mu.Unlock()
-		return true
+		return true, false
 	case st.Code() != codes.Unavailable:
-		return false
+		return false, false
 	}
 	if bad := rc.p.Greet(ctx, []string{m.Name}); bad[m.Name] == nil {
-		return false // the proxy is there: the plugin behind it failed
+		return false, false // the proxy is there: the plugin behind it failed
 	}
 	rc.mu.Lock()
 	rc.m = nil // later calls go to another proxy
 	rc.mu.Unlock()
-	return readOnly(method) || neverSent(st)
+	return readOnly(method) || neverSent(st), false
 }
 
 // readOnly reports whether a plugin method changes nothing, so that a
@@ -672,6 +672,27 @@ func readOnly(method string) bool {
 // message.
 func neverSent(st *status.Status) bool {
 	return strings.Contains(st.Message(), "Error while dialing")
+}
+
+// refusedPending reports whether the Attach the calls on rc.m follow has
+// answered with a refusal, which it then keeps (refuse); an Attach that
+// answered is no longer pending. Callers hold rc.mu.
+func (rc *relayConn) refusedPending() bool {
+	pa := rc.pending
+	if pa == nil {
+		return false
+	}
+	select {
+	case <-pa.done:
+	default:
+		return false
+	}
+	rc.pending = nil
+	if pa.err == nil {
+		return false
+	}
+	rc.refuse(rc.m.Name, pa.err)
+	return true
 }
 
 // refuse keeps why proxy name refused the Attach of rc's block. Callers
@@ -701,10 +722,14 @@ func (rc *relayConn) Invoke(ctx context.Context, method string, args, reply any,
 			return err
 		}
 		err = conn.Invoke(relayed(ctx, key, pa), method, args, reply, opts...)
-		if err == nil || tries > 0 || !rc.again(ctx, method, pa, err) {
+		if err == nil || tries > 0 {
 			return err
 		}
-		if pa == nil || pa.failed(ctx) == nil {
+		retry, refused := rc.again(ctx, method, pa, err)
+		if !retry {
+			return err
+		}
+		if !refused {
 			tries++
 		}
 	}
@@ -720,7 +745,10 @@ func (rc *relayConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, metho
 		if err == nil {
 			return &relayStream{ClientStream: cs, rc: rc, method: method, pa: pa}, nil
 		}
-		if try > 0 || !rc.again(ctx, method, pa, err) {
+		if try > 0 {
+			return nil, err
+		}
+		if retry, _ := rc.again(ctx, method, pa, err); !retry {
 			return nil, err
 		}
 	}
