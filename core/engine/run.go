@@ -652,43 +652,27 @@ func (r *run) commitCatalog(name string, vm *sdk.VM, replica *sdk.Replica, point
 // applyRetention deletes the points the VM's decision said retention
 // drops once the new point exists (a point it did not know of, made while
 // the run ran, waits for the next run's decision) and makes the catalog
-// agree with what the target holds.
-//
-// The points are listed while the dropped ones are deleted: each is a
-// round trip to the target (across the link between the sites when it
-// runs on a proxy), and neither needs the other's answer. A point gone
-// already (deleted meanwhile) answers not found; one the list shows and
-// the deletes removed is not kept. done, when not nil, is what the proxy
+// agree with what the target holds. done, when not nil, is what the proxy
 // relaying the target did with the point (see createPoint): the deletes'
 // answers and the list, which are not asked again.
 func (r *run) applyRetention(ctx context.Context, name string, replica *sdk.Replica, decided []retention.Decision, done *proxy.Commit) error {
-	lc := make(chan listed, 1)
+	var deleted []error
+	var l listed
 	if done != nil {
-		lc <- listed{done.Points, done.ListErr}
+		deleted, l = done.Deleted, listed{done.Points, done.ListErr}
 	} else {
-		go func() {
-			points, err := r.tgt.ListRestorePoints(ctx, replica.ID)
-			lc <- listed{points, err}
-		}()
+		deleted, l = r.dropPoints(ctx, replica.ID, decided)
 	}
 	drop := map[string]bool{}
 	var errs []error
 	for i, d := range decided {
-		p := d.Point
-		var err error
-		if done != nil {
-			err = done.Deleted[i]
-		} else {
-			err = r.tgt.DeleteRestorePoint(ctx, replica.ID, p.ID)
-		}
-		switch {
+		switch err := deleted[i]; {
 		case err == nil, errors.Is(err, errdefs.ErrNotFound):
-			drop[p.ID] = true
+			drop[d.Point.ID] = true
 		default:
-			errs = append(errs, fmt.Errorf("delete restore point %s: %w", p.ID, err))
+			errs = append(errs, fmt.Errorf("delete restore point %s: %w", d.Point.ID, err))
 		}
 	}
-	l := <-lc
 	if l.err != nil {
 		return errors.Join(append(errs, fmt.Errorf("list restore points: %w", l.err))...)
 	}
@@ -724,6 +708,25 @@ func (r *run) applyRetention(ctx context.Context, name string, replica *sdk.Repl
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// dropPoints deletes the points of decided from replica, one error (or
+// nil) each, and lists the replica's points meanwhile: each is a round
+// trip to the target (across the link between the sites when it runs on
+// a proxy), and neither needs the other's answer. A point gone already
+// (deleted meanwhile) answers not found; one the list shows and the
+// deletes removed is not kept (applyRetention).
+func (r *run) dropPoints(ctx context.Context, replica string, decided []retention.Decision) ([]error, listed) {
+	lc := make(chan listed, 1)
+	go func() {
+		points, err := r.tgt.ListRestorePoints(ctx, replica)
+		lc <- listed{points, err}
+	}()
+	deleted := make([]error, len(decided))
+	for i, d := range decided {
+		deleted[i] = r.tgt.DeleteRestorePoint(ctx, replica, d.Point.ID)
+	}
+	return deleted, <-lc
 }
 
 // disk moves one disk and reports how.

@@ -229,22 +229,21 @@ func (p *Pool) Greet(ctx context.Context, names []string) map[string]error {
 // hello failed is asked again.
 func (p *Pool) GreetSince(ctx context.Context, names []string, fresh time.Duration) map[string]error {
 	p.mu.Lock()
-	var todo []*member
+	var todo, ask []*member
 	now := time.Now()
 	for _, m := range p.members {
-		if allowed(names, m.Name) {
-			todo = append(todo, m)
+		if !allowed(names, m.Name) {
+			continue
+		}
+		todo = append(todo, m)
+		if m.greeting != nil || m.err != nil || m.hello == nil || now.Sub(m.greeted) >= fresh {
+			ask = append(ask, m)
 		}
 	}
 	p.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, m := range todo {
-		p.mu.Lock()
-		recent := m.greeting == nil && m.err == nil && m.hello != nil && now.Sub(m.greeted) < fresh
-		p.mu.Unlock()
-		if !recent {
-			wg.Go(func() { p.greet(ctx, m) })
-		}
+	for _, m := range ask {
+		wg.Go(func() { p.greet(ctx, m) })
 	}
 	wg.Wait()
 	bad := map[string]error{}
