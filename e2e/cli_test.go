@@ -41,6 +41,7 @@ func TestInterruptedRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	orphanless(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +101,7 @@ func TestInterruptedRetryWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	orphanless(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

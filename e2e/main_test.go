@@ -14,6 +14,9 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(orphanParentEnv) != "" {
+		orphanParent()
+	}
 	dir, err := os.MkdirTemp("", "ferry-e2e-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

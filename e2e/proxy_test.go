@@ -86,6 +86,7 @@ func (p *proxyProc) start(l *lab) {
 	p.cmd = exec.Command(filepath.Join(bin, "ferry"), "-C", l.cfg, "--log-level", "info", "proxy", "--tls", tlsDir, "--listen", p.listen, "--site", p.site, "--max-tasks", "4")
 	p.cmd.Env = append(os.Environ(), "HOME="+l.t.TempDir(), "FERRY_PLUGIN_PATH=")
 	p.cmd.Stderr = p.stderr
+	orphanless(p.cmd)
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		l.t.Fatal(err)
@@ -313,6 +314,7 @@ func (l *lab) startRun(job string) (*exec.Cmd, *logWriter, *strings.Builder) {
 	cmd.Env = append(os.Environ(), "HOME="+l.t.TempDir(), "FERRY_PLUGIN_PATH=")
 	stderr, stdout := newLogWriter(), &strings.Builder{}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
+	orphanless(cmd)
 	if err := cmd.Start(); err != nil {
 		l.t.Fatal(err)
 	}

@@ -46,6 +46,7 @@ func (l *lab) startServer(flags ...string) *serverProc {
 	s.cmd = exec.Command(filepath.Join(bin, "ferry"), args...)
 	s.cmd.Env = append(os.Environ(), "HOME="+l.t.TempDir(), "FERRY_PLUGIN_PATH=")
 	s.cmd.Stderr = s.stderr
+	orphanless(s.cmd)
 	if err := s.cmd.Start(); err != nil {
 		l.t.Fatal(err)
 	}

@@ -55,6 +55,7 @@ job "quick" {
 	slow.Env = append(os.Environ(), "HOME="+t.TempDir(), "FERRY_PLUGIN_PATH=")
 	var slowOut, slowErr bytes.Buffer // read once it exited
 	slow.Stdout, slow.Stderr = &slowOut, &slowErr
+	orphanless(slow)
 	if err := slow.Start(); err != nil {
 		t.Fatal(err)
 	}

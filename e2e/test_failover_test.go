@@ -74,6 +74,7 @@ func (l *lab) startTest(args ...string) (*exec.Cmd, *strings.Builder, *bytes.Buf
 	cmd.Stderr = &stderr
 	// A killed ferry's plugin may hold stderr open a while longer.
 	cmd.WaitDelay = 5 * time.Second
+	orphanless(cmd)
 	pipe, err := cmd.StdoutPipe()
 	if err != nil {
 		l.t.Fatal(err)

@@ -76,6 +76,7 @@ func TestTheAPIsTLSAndTokens(t *testing.T) {
 	s.cmd = exec.Command(filepath.Join(bin, "ferry"), "-C", l.cfg, "server", "--listen", "127.0.0.1:0")
 	s.cmd.Env = append(os.Environ(), "HOME="+t.TempDir(), "FERRY_PLUGIN_PATH=")
 	s.cmd.Stderr = s.stderr
+	orphanless(s.cmd)
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
