@@ -10,6 +10,11 @@ import (
 	"testing"
 )
 
+// orphanParentEnv makes the test binary a parent for
+// TestChildrenDieWithTheTests (Linux): it starts a long child as the
+// tests do, prints the child's pid and waits to be killed.
+const orphanParentEnv = "FERRY_E2E_ORPHAN_PARENT"
+
 // bin is the folder holding the freshly built ferry and plugins.
 var bin string
 

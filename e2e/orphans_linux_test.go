@@ -29,11 +29,6 @@ func orphanless(cmd *exec.Cmd) {
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 }
 
-// orphanParentEnv makes the test binary a parent for
-// TestChildrenDieWithTheTests: it starts a long child as the tests do,
-// prints the child's pid and waits to be killed.
-const orphanParentEnv = "FERRY_E2E_ORPHAN_PARENT"
-
 // orphanParent is the test binary run as that parent; it never returns.
 func orphanParent() {
 	cmd := exec.Command("sleep", "600")

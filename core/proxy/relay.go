@@ -432,9 +432,7 @@ func (p *Pool) attach(m *member, rc *relayConn) *pendingAttach {
 	if pa := p.attaching[k]; pa != nil {
 		return pa
 	}
-	b := make([]byte, 16)
-	rand.Read(b)
-	pa := &pendingAttach{nonce: hex.EncodeToString(b), done: make(chan struct{})}
+	pa := &pendingAttach{nonce: rand.Text(), done: make(chan struct{})}
 	if p.attaching == nil {
 		p.attaching = map[string]*pendingAttach{}
 	}
